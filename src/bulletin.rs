@@ -1,0 +1,654 @@
+//! Bulletins: signing, decoding, validating and verifying them.
+//!
+//! The signature is Ed25519 over `renkei/bulletin/v1\0` followed by the exact encoded
+//! `Bulletin` bytes carried in `SignedBulletin.bulletin`; those bytes are never
+//! re-encoded. A [`VerifiedBulletin`] can only be made by [`UnverifiedBulletin::verify`],
+//! which checks the signature against a key that the keyring holds for the origin,
+//! valid at the creation time and not revoked.
+//!
+//! Pure: no I/O and no clock reads (`now` is passed in). Sharing decisions belong to
+//! `policy`, storage to `store`.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use crate::identity::{AudienceEntry, IdentityError, KeyId, KeyLookupError, Keyring, PartnerId, PublicKey};
+use crate::proto;
+use crate::timestamp::Timestamp;
+
+/// The domain tag prepended to the bulletin bytes before signing, so a bulletin
+/// signature can never be confused with any other use of the same key.
+pub const SIGNATURE_DOMAIN: &[u8] = b"renkei/bulletin/v1\0";
+
+/// The content type of STIX 2.1 bundles, a first-class body format.
+pub const STIX_CONTENT_TYPE: &str = "application/stix+json;version=2.1";
+
+/// Fixed limits on the small fields (bytes or entries); see `proto/README.md`.
+pub mod field_limits {
+    /// `title`, bytes of UTF-8.
+    pub const TITLE: usize = 512;
+    /// `summary`, bytes of UTF-8.
+    pub const SUMMARY: usize = 8 * 1024;
+    /// `content_type`, bytes.
+    pub const CONTENT_TYPE: usize = 255;
+    /// Each tag, bytes of UTF-8.
+    pub const TAG: usize = 128;
+    /// Number of tags.
+    pub const TAGS: usize = 64;
+    /// Number of audience entries.
+    pub const AUDIENCE: usize = 256;
+    /// Number of references.
+    pub const REFERENCES: usize = 256;
+}
+
+/// Size and clock limits a node (or a signer) enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded `Bulletin` accepted (the signed bytes).
+    pub max_bulletin_bytes: usize,
+    /// Largest `body` accepted.
+    pub max_body_bytes: usize,
+    /// How far in the future a bulletin's creation time may lie (clock skew).
+    pub max_future_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulletin_bytes: 1024 * 1024,
+            max_body_bytes: 768 * 1024,
+            max_future_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything that can be wrong with a bulletin, one variant per cause.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BulletinError {
+    /// The outer `SignedBulletin` does not decode.
+    #[error("not a SignedBulletin protobuf message: {0}")]
+    DecodeEnvelope(prost::DecodeError),
+    /// `SignedBulletin.bulletin` does not decode as a `Bulletin`.
+    #[error("SignedBulletin.bulletin is not a Bulletin protobuf message: {0}")]
+    DecodeBulletin(prost::DecodeError),
+    /// The encoded bulletin is over the size limit.
+    #[error("the encoded bulletin is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// The body is over the size limit.
+    #[error("the body is {size} bytes, over the limit of {limit}")]
+    BodyTooLarge {
+        /// Body size.
+        size: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// `key_id` is not 8 bytes.
+    #[error("key_id must be 8 bytes, this one has {0}")]
+    KeyIdLength(usize),
+    /// `signature` is not 64 bytes.
+    #[error("signature must be 64 bytes, this one has {0}")]
+    SignatureLength(usize),
+    /// A required field is empty or unset.
+    #[error("required field `{0}` is empty")]
+    MissingField(&'static str),
+    /// `id` is not a canonical UUID.
+    #[error("id {0:?} is not a UUID in canonical form (lowercase, hyphenated, not nil)")]
+    BadId(String),
+    /// A reference is not a canonical UUID.
+    #[error("reference {0:?} is not a UUID in canonical form (lowercase, hyphenated, not nil)")]
+    BadReference(String),
+    /// `origin` is not a partner id.
+    #[error("origin: {0}")]
+    BadOrigin(IdentityError),
+    /// An audience entry is neither a partner id nor `group:NAME`.
+    #[error("audience: {0}")]
+    BadAudience(IdentityError),
+    /// `tlp` holds a number that is not a TLP level.
+    #[error("tlp {0} is not a TLP level (1 clear, 2 green, 3 amber, 4 amber+strict, 5 red)")]
+    UnknownTlp(i32),
+    /// `kind` holds a number that is not a kind.
+    #[error("kind {0} is not a known bulletin kind")]
+    UnknownKind(i32),
+    /// A text field is too long.
+    #[error("{field} is {len} bytes, over the limit of {limit}")]
+    FieldTooLong {
+        /// Field name.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// A repeated field has too many entries.
+    #[error("{field} has {count} entries, over the limit of {limit}")]
+    TooManyEntries {
+        /// Field name.
+        field: &'static str,
+        /// Entries present.
+        count: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// A tag is empty or has control characters.
+    #[error("tag {0:?} is empty or contains control characters")]
+    BadTag(String),
+    /// The signing key is unknown, revoked or outside its validity window.
+    #[error(transparent)]
+    Key(#[from] KeyLookupError),
+    /// The signature does not verify with the origin's key.
+    #[error("the signature does not verify with key {key} of origin {origin}: the bulletin was altered or not signed by that key")]
+    BadSignature {
+        /// Claimed origin.
+        origin: PartnerId,
+        /// Key it was checked against.
+        key: PublicKey,
+    },
+    /// Created further in the future than the allowed clock skew.
+    #[error("created at {created}, which is {ahead:?} ahead of this node's clock ({now}); at most {allowed:?} is allowed")]
+    FromTheFuture {
+        /// Claimed creation time.
+        created: Timestamp,
+        /// Verifier's clock.
+        now: Timestamp,
+        /// How far ahead.
+        ahead: Duration,
+        /// Allowed skew.
+        allowed: Duration,
+    },
+}
+
+impl BulletinError {
+    /// The wire error code for this failure.
+    pub fn code(&self) -> proto::ErrorCode {
+        use proto::ErrorCode as C;
+        match self {
+            BulletinError::DecodeEnvelope(_) | BulletinError::DecodeBulletin(_) => C::MalformedFrame,
+            BulletinError::TooLarge { .. } | BulletinError::BodyTooLarge { .. } => C::BulletinTooLarge,
+            BulletinError::KeyIdLength(_)
+            | BulletinError::SignatureLength(_)
+            | BulletinError::MissingField(_)
+            | BulletinError::BadId(_)
+            | BulletinError::BadReference(_)
+            | BulletinError::BadOrigin(_)
+            | BulletinError::BadAudience(_)
+            | BulletinError::UnknownTlp(_)
+            | BulletinError::UnknownKind(_)
+            | BulletinError::FieldTooLong { .. }
+            | BulletinError::TooManyEntries { .. }
+            | BulletinError::BadTag(_) => C::InvalidBulletin,
+            BulletinError::Key(KeyLookupError::Unknown { .. }) => C::UnknownKey,
+            BulletinError::Key(KeyLookupError::Revoked { .. }) => C::KeyRevoked,
+            BulletinError::Key(KeyLookupError::NotValidAt { .. }) => C::KeyNotValid,
+            BulletinError::BadSignature { .. } => C::BadSignature,
+            BulletinError::FromTheFuture { .. } => C::ClockSkew,
+        }
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident, $proto:ident, $what:literal,
+     [$($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in wire order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The lowercase text form used in configs, CLI flags and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The wire enum value.
+            pub fn to_proto(self) -> proto::$proto {
+                match self { $($name::$variant => proto::$proto::$variant),+ }
+            }
+
+            /// From the wire enum number; `None` for unspecified or unknown values.
+            pub fn from_proto(n: i32) -> Option<Self> {
+                match proto::$proto::try_from(n).ok()? {
+                    $(proto::$proto::$variant => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let norm = s.trim().to_ascii_lowercase();
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == norm || v.aliases().contains(&norm.as_str()))
+                    .ok_or_else(|| {
+                        let all: Vec<_> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                        format!("{s:?} is not a {}: use one of {}", $what, all.join(", "))
+                    })
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Traffic Light Protocol 2.0 level; ordered from least to most restricted.
+    Tlp, Tlp, "TLP level",
+    [
+        /// No limit on disclosure.
+        Clear = "clear",
+        /// The community, not public channels.
+        Green = "green",
+        /// The recipient organisation and its clients, need-to-know.
+        Amber = "amber",
+        /// The recipient organisation only.
+        AmberStrict = "amber+strict",
+        /// Named recipients only.
+        Red = "red",
+    ]
+);
+
+impl Tlp {
+    /// Accepted alternative spellings: `tlp:` prefixes, and TLP 1.0's WHITE for CLEAR.
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Tlp::Clear => &["tlp:clear", "white", "tlp:white"],
+            Tlp::Green => &["tlp:green"],
+            Tlp::Amber => &["tlp:amber"],
+            Tlp::AmberStrict => &["tlp:amber+strict", "amber-strict", "amber_strict"],
+            Tlp::Red => &["tlp:red"],
+        }
+    }
+}
+
+text_enum!(
+    /// What a bulletin is about.
+    Kind, Kind, "bulletin kind",
+    [
+        /// Indicators of compromise.
+        Indicator = "indicator",
+        /// A security advisory.
+        Advisory = "advisory",
+        /// An incident notification.
+        Incident = "incident",
+        /// A vulnerability notice.
+        Vulnerability = "vulnerability",
+        /// An exercise (planning, injects, after-action).
+        Exercise = "exercise",
+        /// A consultation between partners.
+        Consultation = "consultation",
+        /// A report.
+        Report = "report",
+    ]
+);
+
+impl Kind {
+    fn aliases(self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// A bulletin id: a UUID in canonical text form.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BulletinId(Uuid);
+
+impl BulletinId {
+    /// A fresh UUID v7 for `now` (time-ordered, random low bits).
+    pub fn new_v7(now: Timestamp) -> Self {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            now.unix_ms() / 1000,
+            u32::try_from((now.unix_ms() % 1000) * 1_000_000).unwrap_or(0),
+        );
+        BulletinId(Uuid::new_v7(ts))
+    }
+
+    /// Parses the canonical lowercase hyphenated form only, so that one bulletin has
+    /// one id text and deduplication by (origin, id) cannot be evaded.
+    pub fn parse_canonical(text: &str) -> Option<Self> {
+        let uuid = Uuid::try_parse(text).ok()?;
+        let canonical = uuid.hyphenated().to_string();
+        (canonical == text && !uuid.is_nil()).then_some(BulletinId(uuid))
+    }
+
+    /// The 16 bytes, for storage keys.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for BulletinId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for BulletinId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BulletinId({self})")
+    }
+}
+
+/// SHA-256 of the encoded bulletin bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `bulletin_bytes`.
+    pub fn of(bulletin_bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bulletin_bytes).into())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// The checked, typed fields of a bulletin that routing and policy work from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The originator's id for the bulletin.
+    pub id: BulletinId,
+    /// The originating partner.
+    pub origin: PartnerId,
+    /// When the originator created it.
+    pub created: Timestamp,
+    /// Its TLP level.
+    pub tlp: Tlp,
+    /// What it is about.
+    pub kind: Kind,
+    /// Tags, as written by the originator.
+    pub tags: Vec<String>,
+    /// Named recipients.
+    pub audience: Vec<AudienceEntry>,
+}
+
+fn check_len(field: &'static str, len: usize, limit: usize) -> Result<(), BulletinError> {
+    if len > limit {
+        Err(BulletinError::FieldTooLong { field, len, limit })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_count(field: &'static str, count: usize, limit: usize) -> Result<(), BulletinError> {
+    if count > limit {
+        Err(BulletinError::TooManyEntries { field, count, limit })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks every field rule that does not need a key or a clock.
+fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, BulletinError> {
+    use field_limits as L;
+    if b.id.is_empty() {
+        return Err(BulletinError::MissingField("id"));
+    }
+    let id = BulletinId::parse_canonical(&b.id).ok_or_else(|| BulletinError::BadId(b.id.clone()))?;
+    if b.origin.is_empty() {
+        return Err(BulletinError::MissingField("origin"));
+    }
+    let origin: PartnerId = b.origin.parse().map_err(BulletinError::BadOrigin)?;
+    if b.created_unix_ms == 0 {
+        return Err(BulletinError::MissingField("created_unix_ms"));
+    }
+    if b.tlp == 0 {
+        return Err(BulletinError::MissingField("tlp"));
+    }
+    let tlp = Tlp::from_proto(b.tlp).ok_or(BulletinError::UnknownTlp(b.tlp))?;
+    if b.kind == 0 {
+        return Err(BulletinError::MissingField("kind"));
+    }
+    let kind = Kind::from_proto(b.kind).ok_or(BulletinError::UnknownKind(b.kind))?;
+    if b.title.trim().is_empty() {
+        return Err(BulletinError::MissingField("title"));
+    }
+    check_len("title", b.title.len(), L::TITLE)?;
+    check_len("summary", b.summary.len(), L::SUMMARY)?;
+    check_len("content_type", b.content_type.len(), L::CONTENT_TYPE)?;
+    if !b.body.is_empty() && b.content_type.trim().is_empty() {
+        return Err(BulletinError::MissingField("content_type"));
+    }
+    if b.body.len() > limits.max_body_bytes {
+        return Err(BulletinError::BodyTooLarge {
+            size: b.body.len(),
+            limit: limits.max_body_bytes,
+        });
+    }
+    check_count("tags", b.tags.len(), L::TAGS)?;
+    for tag in &b.tags {
+        if tag.trim().is_empty() || tag.chars().any(char::is_control) {
+            return Err(BulletinError::BadTag(tag.clone()));
+        }
+        check_len("tag", tag.len(), L::TAG)?;
+    }
+    check_count("audience", b.audience.len(), L::AUDIENCE)?;
+    let audience = b
+        .audience
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<Vec<AudienceEntry>, _>>()
+        .map_err(BulletinError::BadAudience)?;
+    check_count("references", b.references.len(), L::REFERENCES)?;
+    if let Some(bad) = b
+        .references
+        .iter()
+        .find(|r| BulletinId::parse_canonical(r).is_none())
+    {
+        return Err(BulletinError::BadReference(bad.clone()));
+    }
+    Ok(Header {
+        id,
+        origin,
+        created: Timestamp::from_unix_ms(b.created_unix_ms),
+        tlp,
+        kind,
+        tags: b.tags.clone(),
+        audience,
+    })
+}
+
+fn signed_message(bulletin_bytes: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + bulletin_bytes.len());
+    msg.extend_from_slice(SIGNATURE_DOMAIN);
+    msg.extend_from_slice(bulletin_bytes);
+    msg
+}
+
+/// Checks `bulletin` against every field rule, encodes it once and signs those bytes.
+pub fn sign(
+    bulletin: &proto::Bulletin,
+    key: &SigningKey,
+    limits: &Limits,
+) -> Result<proto::SignedBulletin, BulletinError> {
+    check_fields(bulletin, limits)?;
+    let bytes = bulletin.encode_to_vec();
+    if bytes.len() > limits.max_bulletin_bytes {
+        return Err(BulletinError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_bulletin_bytes,
+        });
+    }
+    let signature = key.sign(&signed_message(&bytes));
+    Ok(proto::SignedBulletin {
+        bulletin: Bytes::from(bytes),
+        signature: Bytes::copy_from_slice(&signature.to_bytes()),
+        key_id: Bytes::copy_from_slice(PublicKey::of(key).key_id().as_bytes()),
+    })
+}
+
+/// A decoded bulletin whose fields are well formed but whose signature has not been
+/// checked. Its fields may be reported (e.g. in an audit record of a rejection) but
+/// must not be trusted.
+#[derive(Clone, Debug)]
+pub struct UnverifiedBulletin {
+    signed: proto::SignedBulletin,
+    bulletin: proto::Bulletin,
+    header: Header,
+    digest: Digest,
+    key_id: KeyId,
+    signature: Signature,
+}
+
+impl UnverifiedBulletin {
+    /// Decodes an encoded `SignedBulletin` (not length-prefixed) and checks its fields.
+    pub fn decode(encoded: Bytes, limits: &Limits) -> Result<Self, BulletinError> {
+        let signed = proto::SignedBulletin::decode(encoded).map_err(BulletinError::DecodeEnvelope)?;
+        Self::from_signed(signed, limits)
+    }
+
+    /// Checks the fields of a `SignedBulletin` already decoded from a frame.
+    pub fn from_signed(signed: proto::SignedBulletin, limits: &Limits) -> Result<Self, BulletinError> {
+        if signed.bulletin.is_empty() {
+            return Err(BulletinError::MissingField("bulletin"));
+        }
+        if signed.bulletin.len() > limits.max_bulletin_bytes {
+            return Err(BulletinError::TooLarge {
+                size: signed.bulletin.len(),
+                limit: limits.max_bulletin_bytes,
+            });
+        }
+        let key_id = KeyId(
+            signed.key_id[..]
+                .try_into()
+                .map_err(|_| BulletinError::KeyIdLength(signed.key_id.len()))?,
+        );
+        let signature = Signature::from_slice(&signed.signature)
+            .map_err(|_| BulletinError::SignatureLength(signed.signature.len()))?;
+        let bulletin =
+            proto::Bulletin::decode(signed.bulletin.clone()).map_err(BulletinError::DecodeBulletin)?;
+        let header = check_fields(&bulletin, limits)?;
+        let digest = Digest::of(&signed.bulletin);
+        Ok(UnverifiedBulletin {
+            signed,
+            bulletin,
+            header,
+            digest,
+            key_id,
+            signature,
+        })
+    }
+
+    /// The claimed header (unauthenticated).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// SHA-256 of the bulletin bytes.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// The key id the signer named.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Verifies the signature with the origin's key valid at the creation time, then
+    /// checks the creation time against `now` plus the allowed skew.
+    pub fn verify(
+        self,
+        keys: &Keyring,
+        now: Timestamp,
+        limits: &Limits,
+    ) -> Result<VerifiedBulletin, BulletinError> {
+        let h = &self.header;
+        let key = *keys.lookup(&h.origin, &self.key_id, h.created)?;
+        key.verifying_key()
+            .verify_strict(&signed_message(&self.signed.bulletin), &self.signature)
+            .map_err(|_| BulletinError::BadSignature {
+                origin: h.origin.clone(),
+                key,
+            })?;
+        let latest = now.saturating_add(limits.max_future_skew);
+        if h.created > latest {
+            return Err(BulletinError::FromTheFuture {
+                created: h.created,
+                now,
+                ahead: h.created.saturating_since(now),
+                allowed: limits.max_future_skew,
+            });
+        }
+        Ok(VerifiedBulletin { inner: self, key })
+    }
+}
+
+/// A bulletin whose origin signature verified with a key the keyring holds for that
+/// origin, valid at its creation time and not revoked. Only [`UnverifiedBulletin::verify`]
+/// makes one.
+#[derive(Clone, Debug)]
+pub struct VerifiedBulletin {
+    inner: UnverifiedBulletin,
+    key: PublicKey,
+}
+
+impl VerifiedBulletin {
+    /// The checked header.
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// The full decoded bulletin (title, body, ...).
+    pub fn bulletin(&self) -> &proto::Bulletin {
+        &self.inner.bulletin
+    }
+
+    /// The signed envelope exactly as received, for storing and forwarding.
+    pub fn signed(&self) -> &proto::SignedBulletin {
+        &self.inner.signed
+    }
+
+    /// SHA-256 of the bulletin bytes.
+    pub fn digest(&self) -> Digest {
+        self.inner.digest
+    }
+
+    /// The key that verified the signature.
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+use super::*;
+use crate::identity::Validity;
+use ed25519_dalek::Verifier as _;
+use proptest::prelude::*;
+
+const CREATED: u64 = 1_790_000_000_000;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().unwrap()
+}
+
+fn sample() -> proto::Bulletin {
+    proto::Bulletin {
+        id: "019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b".into(),
+        origin: "mod-jp".into(),
+        created_unix_ms: CREATED,
+        tlp: proto::Tlp::Amber as i32,
+        kind: proto::Kind::Advisory as i32,
+        title: "Phishing wave against logistics units".into(),
+        summary: "Lures imitate exercise scheduling mails.".into(),
+        tags: vec!["phishing".into(), "apt-x".into()],
+        audience: vec!["nato-ccdcoe".into(), "group:allies".into()],
+        content_type: "text/plain".into(),
+        body: Bytes::from_static(b"indicators follow"),
+        references: vec![],
+    }
+}
+
+fn ring_with(seed: u8, validity: Validity) -> Keyring {
+    let mut ring = Keyring::new();
+    assert!(ring.insert(pid("mod-jp"), PublicKey::of(&key(seed)), validity));
+    ring
+}
+
+fn encode(s: &proto::SignedBulletin) -> Bytes {
+    Bytes::from(s.encode_to_vec())
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_unix_ms(CREATED + 1_000)
+}
+
+fn verify_bytes(encoded: Bytes, ring: &Keyring) -> Result<VerifiedBulletin, BulletinError> {
+    let limits = Limits::default();
+    UnverifiedBulletin::decode(encoded, &limits)?.verify(ring, now(), &limits)
+}
+
+#[test]
+fn sign_then_verify_round_trip() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let v = verify_bytes(encode(&signed), &ring_with(1, Validity::default())).unwrap();
+    assert_eq!(v.header().origin, pid("mod-jp"));
+    assert_eq!(v.header().tlp, Tlp::Amber);
+    assert_eq!(v.header().kind, Kind::Advisory);
+    assert_eq!(v.bulletin(), &sample());
+    assert_eq!(v.digest().0, <[u8; 32]>::from(Sha256::digest(&signed.bulletin)));
+    assert_eq!(&signed.key_id[..], &PublicKey::of(&key(1)).key_id().0[..]);
+    assert_eq!(v.signed(), &signed);
+}
+
+#[test]
+fn signature_is_over_domain_tag_and_exact_bytes() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let sig = Signature::from_slice(&signed.signature).unwrap();
+    let vk = key(1).verifying_key();
+    let mut msg = b"renkei/bulletin/v1\0".to_vec();
+    msg.extend_from_slice(&signed.bulletin);
+    assert!(vk.verify(&msg, &sig).is_ok());
+    assert!(vk.verify(&signed.bulletin, &sig).is_err(), "domain tag must be part of the signed message");
+}
+
+#[test]
+fn another_key_is_unknown_and_a_borrowed_key_id_is_a_bad_signature() {
+    let signed = sign(&sample(), &key(2), &Limits::default()).unwrap();
+    let ring = ring_with(1, Validity::default());
+    assert_eq!(verify_bytes(encode(&signed), &ring).unwrap_err().code(), proto::ErrorCode::UnknownKey);
+
+    // Impersonation: signed by key 2 but naming key 1's id.
+    let mut forged = signed.clone();
+    forged.key_id = Bytes::copy_from_slice(PublicKey::of(&key(1)).key_id().as_bytes());
+    let err = verify_bytes(encode(&forged), &ring).unwrap_err();
+    assert!(matches!(err, BulletinError::BadSignature { .. }), "{err}");
+}
+
+#[test]
+fn a_key_of_one_origin_does_not_sign_for_another() {
+    let mut b = sample();
+    b.origin = "mod-fr".into();
+    let signed = sign(&b, &key(1), &Limits::default()).unwrap();
+    let err = verify_bytes(encode(&signed), &ring_with(1, Validity::default())).unwrap_err();
+    assert!(matches!(err, BulletinError::Key(KeyLookupError::Unknown { .. })), "{err}");
+}
+
+#[test]
+fn revoked_key_fails_whatever_the_creation_time() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let mut ring = ring_with(1, Validity::default());
+    ring.revoke(PublicKey::of(&key(1)));
+    let err = verify_bytes(encode(&signed), &ring).unwrap_err();
+    assert_eq!(err.code(), proto::ErrorCode::KeyRevoked);
+}
+
+#[test]
+fn key_outside_its_validity_window_fails() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let t = Timestamp::from_unix_ms;
+    for validity in [
+        Validity { not_before: Some(t(CREATED + 1)), not_after: None },
+        Validity { not_before: None, not_after: Some(t(CREATED)) },
+    ] {
+        let err = verify_bytes(encode(&signed), &ring_with(1, validity)).unwrap_err();
+        assert_eq!(err.code(), proto::ErrorCode::KeyNotValid, "{validity}");
+    }
+    let inside = Validity { not_before: Some(t(CREATED)), not_after: Some(t(CREATED + 1)) };
+    assert!(verify_bytes(encode(&signed), &ring_with(1, inside)).is_ok());
+}
+
+#[test]
+fn creation_time_beyond_the_allowed_skew_fails() {
+    let limits = Limits::default();
+    let signed = sign(&sample(), &key(1), &limits).unwrap();
+    let ring = ring_with(1, Validity::default());
+    let skew_ms = limits.max_future_skew.as_millis() as u64;
+    let at = |ms| UnverifiedBulletin::decode(encode(&signed), &limits).unwrap().verify(&ring, Timestamp::from_unix_ms(ms), &limits);
+    assert!(at(CREATED - skew_ms).is_ok(), "exactly at the skew limit is allowed");
+    let err = at(CREATED - skew_ms - 1).unwrap_err();
+    assert_eq!(err.code(), proto::ErrorCode::ClockSkew);
+    assert!(err.to_string().contains("ahead of this node's clock"), "{err}");
+}
+
+#[test]
+fn every_field_rule_has_its_own_error() {
+    let limits = Limits::default();
+    let cases: Vec<(&str, Box<dyn Fn(&mut proto::Bulletin)>, fn(&BulletinError) -> bool)> = vec![
+        ("empty id", Box::new(|b| b.id.clear()), |e| matches!(e, BulletinError::MissingField("id"))),
+        ("uppercase id", Box::new(|b| b.id = b.id.to_uppercase()), |e| matches!(e, BulletinError::BadId(_))),
+        ("nil id", Box::new(|b| b.id = Uuid::nil().to_string()), |e| matches!(e, BulletinError::BadId(_))),
+        ("braced id", Box::new(|b| b.id = format!("{{{}}}", b.id)), |e| matches!(e, BulletinError::BadId(_))),
+        ("empty origin", Box::new(|b| b.origin.clear()), |e| matches!(e, BulletinError::MissingField("origin"))),
+        ("bad origin", Box::new(|b| b.origin = "MOD_JP".into()), |e| matches!(e, BulletinError::BadOrigin(_))),
+        ("no time", Box::new(|b| b.created_unix_ms = 0), |e| matches!(e, BulletinError::MissingField("created_unix_ms"))),
+        ("no tlp", Box::new(|b| b.tlp = 0), |e| matches!(e, BulletinError::MissingField("tlp"))),
+        ("tlp 9", Box::new(|b| b.tlp = 9), |e| matches!(e, BulletinError::UnknownTlp(9))),
+        ("no kind", Box::new(|b| b.kind = 0), |e| matches!(e, BulletinError::MissingField("kind"))),
+        ("kind 99", Box::new(|b| b.kind = 99), |e| matches!(e, BulletinError::UnknownKind(99))),
+        ("blank title", Box::new(|b| b.title = "  ".into()), |e| matches!(e, BulletinError::MissingField("title"))),
+        ("long title", Box::new(|b| b.title = "x".repeat(513)), |e| matches!(e, BulletinError::FieldTooLong { field: "title", .. })),
+        ("long summary", Box::new(|b| b.summary = "x".repeat(8193)), |e| matches!(e, BulletinError::FieldTooLong { field: "summary", .. })),
+        ("body without type", Box::new(|b| b.content_type.clear()), |e| matches!(e, BulletinError::MissingField("content_type"))),
+        ("huge body", Box::new(|b| b.body = Bytes::from(vec![0u8; 768 * 1024 + 1])), |e| matches!(e, BulletinError::BodyTooLarge { .. })),
+        ("empty tag", Box::new(|b| b.tags.push(String::new())), |e| matches!(e, BulletinError::BadTag(_))),
+        ("control tag", Box::new(|b| b.tags.push("a\nb".into())), |e| matches!(e, BulletinError::BadTag(_))),
+        ("long tag", Box::new(|b| b.tags.push("t".repeat(129))), |e| matches!(e, BulletinError::FieldTooLong { field: "tag", .. })),
+        ("many tags", Box::new(|b| b.tags = vec!["t".into(); 65]), |e| matches!(e, BulletinError::TooManyEntries { field: "tags", .. })),
+        ("bad audience", Box::new(|b| b.audience.push("group:".into())), |e| matches!(e, BulletinError::BadAudience(_))),
+        ("big audience", Box::new(|b| b.audience = vec!["a".into(); 257]), |e| matches!(e, BulletinError::TooManyEntries { field: "audience", .. })),
+        ("bad reference", Box::new(|b| b.references.push("nope".into())), |e| matches!(e, BulletinError::BadReference(_))),
+    ];
+    for (name, mutate, expected) in cases {
+        let mut b = sample();
+        mutate(&mut b);
+        let err = sign(&b, &key(1), &limits).expect_err(name);
+        assert!(expected(&err), "{name}: got {err:?}");
+        assert!(!err.to_string().is_empty());
+    }
+}
+
+#[test]
+fn oversize_bulletin_is_refused_on_both_sides() {
+    let small = Limits { max_bulletin_bytes: 200, ..Limits::default() };
+    let err = sign(&sample(), &key(1), &Limits { max_bulletin_bytes: 100, ..Limits::default() }).unwrap_err();
+    assert!(matches!(err, BulletinError::TooLarge { limit: 100, .. }));
+    let mut b = sample();
+    b.body = Bytes::from(vec![b'x'; 300]);
+    let signed = sign(&b, &key(1), &Limits::default()).unwrap();
+    let err = UnverifiedBulletin::decode(encode(&signed), &small).unwrap_err();
+    assert_eq!(err.code(), proto::ErrorCode::BulletinTooLarge);
+}
+
+#[test]
+fn envelope_field_errors() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let ring = ring_with(1, Validity::default());
+    let mut short_id = signed.clone();
+    short_id.key_id.truncate(4);
+    assert_eq!(verify_bytes(encode(&short_id), &ring).unwrap_err(), BulletinError::KeyIdLength(4));
+    let mut short_sig = signed.clone();
+    short_sig.signature.truncate(63);
+    assert_eq!(verify_bytes(encode(&short_sig), &ring).unwrap_err(), BulletinError::SignatureLength(63));
+    let mut empty = signed;
+    empty.bulletin = Bytes::new();
+    assert_eq!(verify_bytes(encode(&empty), &ring).unwrap_err(), BulletinError::MissingField("bulletin"));
+}
+
+#[test]
+fn text_forms() {
+    assert_eq!("AMBER+STRICT".parse::<Tlp>(), Ok(Tlp::AmberStrict));
+    assert_eq!("TLP:RED".parse::<Tlp>(), Ok(Tlp::Red));
+    assert_eq!("white".parse::<Tlp>(), Ok(Tlp::Clear));
+    assert!("purple".parse::<Tlp>().unwrap_err().contains("clear, green, amber, amber+strict, red"));
+    assert!(Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red);
+    for k in Kind::ALL {
+        assert_eq!(k.as_str().parse::<Kind>(), Ok(*k));
+        assert_eq!(Kind::from_proto(k.to_proto() as i32), Some(*k));
+    }
+    assert_eq!(Kind::from_proto(0), None);
+}
+
+#[test]
+fn fresh_ids_are_canonical_v7() {
+    let id = BulletinId::new_v7(Timestamp::from_unix_ms(CREATED));
+    let text = id.to_string();
+    assert_eq!(BulletinId::parse_canonical(&text), Some(id));
+    assert_eq!(Uuid::parse_str(&text).unwrap().get_version_num(), 7);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Flipping any bit pattern of any single byte of the encoded SignedBulletin,
+    /// whether in the bulletin bytes, the signature, the key id or the framing,
+    /// makes verification fail.
+    #[test]
+    fn any_single_byte_change_fails(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+        let mut bytes = signed.encode_to_vec();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= flip;
+        prop_assert!(verify_bytes(Bytes::from(bytes), &ring_with(1, Validity::default())).is_err());
+    }
+
+    /// Arbitrary input gives an error, never a panic.
+    #[test]
+    fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        let ring = ring_with(1, Validity::default());
+        prop_assert!(verify_bytes(Bytes::from(data), &ring).is_err());
+    }
+}
+
+/// Exhaustive version of the byte-flip property for one bulletin: every position,
+/// a low, a high and a full flip.
+#[test]
+fn every_byte_position_is_covered() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let ring = ring_with(1, Validity::default());
+    let bytes = signed.encode_to_vec();
+    for i in 0..bytes.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut b = bytes.clone();
+            b[i] ^= flip;
+            assert!(verify_bytes(Bytes::from(b), &ring).is_err(), "byte {i} ^ {flip:#x} still verified");
+        }
+    }
+}

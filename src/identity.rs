@@ -1,0 +1,557 @@
+//! Who is who: partner ids, groups, roles, Ed25519 signing keys and the keyring that
+//! says which key may sign for which origin, when, and which keys are revoked.
+//!
+//! Pure: no clock reads (times are passed in) and no I/O except decoding key text
+//! the caller has already read. It does not decide sharing (that is `policy`) and
+//! does not touch TLS identities (that is `transport`).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha256};
+
+use crate::timestamp::Timestamp;
+
+/// Errors in identity text: ids, groups, roles and keys.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// Partner id grammar violated.
+    #[error("{0:?} is not a valid partner id: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    BadPartnerId(String),
+    /// Group name grammar violated.
+    #[error("{0:?} is not a valid group name: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    BadGroupName(String),
+    /// Audience entry is neither a partner id nor `group:NAME`.
+    #[error("{0:?} is not an audience entry: use a partner id or group:NAME")]
+    BadAudience(String),
+    /// Role text unknown.
+    #[error("{0:?} is not a role: use liaison, relay or auditor")]
+    BadRole(String),
+    /// Public key text does not start with `ed25519:`.
+    #[error("public key {0:?} must be written ed25519:<base64 of the 32 key bytes>")]
+    PublicKeyFormat(String),
+    /// Public key text decodes to the wrong number of bytes.
+    #[error("public key must be 32 bytes, {0:?} decodes to {1} bytes")]
+    PublicKeyLength(String, usize),
+    /// Not a point on the curve, or a weak (small-order) key that anyone could sign for.
+    #[error("public key {0:?} is not a usable Ed25519 key (invalid or weak point)")]
+    PublicKeyInvalid(String),
+    /// Private key PEM could not be decoded.
+    #[error("not an Ed25519 private key in PKCS#8 PEM form: {0}")]
+    PrivateKeyPem(String),
+}
+
+/// Is `s` 1–63 characters of `[a-z0-9-]`, starting with a letter or digit?
+fn is_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+macro_rules! label_newtype {
+    ($(#[$doc:meta])* $name:ident, $err:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdentityError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if is_label(s) {
+                    Ok($name(s.to_owned()))
+                } else {
+                    Err(IdentityError::$err(s.to_owned()))
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdentityError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                if is_label(&s) {
+                    Ok($name(s))
+                } else {
+                    Err(IdentityError::$err(s))
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?
+                    .try_into()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+label_newtype!(
+    /// A partner's id: `[a-z0-9][a-z0-9-]{0,62}`, also the DNS name in its TLS certificate.
+    PartnerId,
+    BadPartnerId
+);
+label_newtype!(
+    /// A named set of partners an operator defines, addressed as `group:NAME`.
+    GroupName,
+    BadGroupName
+);
+
+/// One entry of a bulletin's audience: a partner, or every member of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AudienceEntry {
+    /// A partner named directly.
+    Partner(PartnerId),
+    /// `group:NAME`: the partners the receiving node's operator put in that group.
+    Group(GroupName),
+}
+
+impl FromStr for AudienceEntry {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |_| IdentityError::BadAudience(s.to_owned());
+        match s.strip_prefix("group:") {
+            Some(name) => name.parse().map(AudienceEntry::Group).map_err(bad),
+            None => s.parse().map(AudienceEntry::Partner).map_err(bad),
+        }
+    }
+}
+
+impl fmt::Display for AudienceEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AudienceEntry::Partner(p) => write!(f, "{p}"),
+            AudienceEntry::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+/// What a partner may do on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Publishes bulletins of its own origin and receives what policy shares with it.
+    Liaison,
+    /// A peer broker: may forward bulletins of other origins, whose signatures still verify.
+    Relay,
+    /// Reads the audit log and metrics; never publishes or receives bulletins.
+    Auditor,
+}
+
+impl FromStr for Role {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "liaison" => Ok(Role::Liaison),
+            "relay" => Ok(Role::Relay),
+            "auditor" => Ok(Role::Auditor),
+            _ => Err(IdentityError::BadRole(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Liaison => "liaison",
+            Role::Relay => "relay",
+            Role::Auditor => "auditor",
+        })
+    }
+}
+
+/// The first 8 bytes of SHA-256 of a 32-byte Ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    /// The key id as bytes, as carried in `SignedBulletin.key_id`.
+    pub fn as_bytes(&self) -> &[u8; 8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// An Ed25519 public key that is a valid, non-weak curve point.
+/// Its text form is `ed25519:<standard base64 of the 32 bytes>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Wraps a verifying key, refusing weak (small-order) points.
+    pub fn new(key: VerifyingKey) -> Option<Self> {
+        (!key.is_weak()).then_some(PublicKey(key))
+    }
+
+    /// The public half of a signing key.
+    pub fn of(signing: &SigningKey) -> Self {
+        PublicKey(signing.verifying_key())
+    }
+
+    /// The key id: first 8 bytes of SHA-256 of the 32 key bytes.
+    pub fn key_id(&self) -> KeyId {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
+    }
+
+    /// The dalek key, for verification.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ed25519:{}", B64.encode(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = IdentityError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let b64 = text
+            .strip_prefix("ed25519:")
+            .ok_or_else(|| IdentityError::PublicKeyFormat(text.to_owned()))?;
+        let bytes = B64
+            .decode(b64)
+            .map_err(|_| IdentityError::PublicKeyFormat(text.to_owned()))?;
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| IdentityError::PublicKeyLength(text.to_owned(), bytes.len()))?;
+        VerifyingKey::from_bytes(&arr)
+            .ok()
+            .and_then(PublicKey::new)
+            .ok_or_else(|| IdentityError::PublicKeyInvalid(text.to_owned()))
+    }
+}
+
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Generates a new random Ed25519 signing key from the operating system's RNG.
+pub fn generate_signing_key() -> SigningKey {
+    SigningKey::generate(&mut rand_core::OsRng)
+}
+
+/// Decodes an Ed25519 private key from PKCS#8 PEM text.
+pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::PrivateKeyPem(e.to_string()))
+}
+
+/// Encodes an Ed25519 private key as PKCS#8 PEM text.
+pub fn signing_key_to_pem(key: &SigningKey) -> Result<String, IdentityError> {
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| IdentityError::PrivateKeyPem(e.to_string()))
+}
+
+/// When a key may sign: from `not_before` (inclusive) until `not_after` (exclusive).
+/// Either end may be open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Validity {
+    /// First instant the key may sign, if bounded.
+    pub not_before: Option<Timestamp>,
+    /// First instant the key may no longer sign, if bounded.
+    pub not_after: Option<Timestamp>,
+}
+
+impl Validity {
+    /// Does the window contain `t`?
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.not_before.is_none_or(|nb| t >= nb) && self.not_after.is_none_or(|na| t < na)
+    }
+}
+
+impl fmt::Display for Validity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.not_before, self.not_after) {
+            (None, None) => f.write_str("always"),
+            (Some(a), None) => write!(f, "from {a}"),
+            (None, Some(b)) => write!(f, "until {b}"),
+            (Some(a), Some(b)) => write!(f, "from {a} until {b}"),
+        }
+    }
+}
+
+/// Why the keyring refuses a (origin, key id) pair at a given time.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyLookupError {
+    /// No key with this id is configured for the origin.
+    #[error("no signing key with id {key_id} is configured for origin {origin}")]
+    Unknown {
+        /// The claimed origin.
+        origin: PartnerId,
+        /// The key id the signer named.
+        key_id: KeyId,
+    },
+    /// The key is on the revocation list.
+    #[error("signing key {key} of origin {origin} is revoked")]
+    Revoked {
+        /// The claimed origin.
+        origin: PartnerId,
+        /// The revoked key.
+        key: PublicKey,
+    },
+    /// The key exists but was not valid at the given time.
+    #[error("signing key {key} of origin {origin} is valid {validity}, not at {at}")]
+    NotValidAt {
+        /// The claimed origin.
+        origin: PartnerId,
+        /// The key.
+        key: PublicKey,
+        /// Its validity window.
+        validity: Validity,
+        /// The time it was used for.
+        at: Timestamp,
+    },
+}
+
+/// A key registered for one origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RegisteredKey {
+    key: PublicKey,
+    validity: Validity,
+}
+
+/// Which public keys may sign for which origin, and which keys are revoked.
+///
+/// A revoked key is refused for every bulletin, whatever its creation time: the
+/// creation time is asserted by the same key, so a thief could backdate it.
+#[derive(Clone, Debug, Default)]
+pub struct Keyring {
+    keys: HashMap<(PartnerId, KeyId), RegisteredKey>,
+    revoked: HashSet<PublicKey>,
+}
+
+impl Keyring {
+    /// An empty keyring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `key` as a signing key of `origin` within `validity`. Returns false
+    /// (and changes nothing) when the origin already has a key with the same key id.
+    pub fn insert(&mut self, origin: PartnerId, key: PublicKey, validity: Validity) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.keys.entry((origin, key.key_id())) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(RegisteredKey { key, validity });
+                true
+            }
+        }
+    }
+
+    /// Puts `key` on the revocation list.
+    pub fn revoke(&mut self, key: PublicKey) {
+        self.revoked.insert(key);
+    }
+
+    /// Is `key` revoked?
+    pub fn is_revoked(&self, key: &PublicKey) -> bool {
+        self.revoked.contains(key)
+    }
+
+    /// The key that may verify a signature of `origin` made with `key_id` at time `at`.
+    pub fn lookup(
+        &self,
+        origin: &PartnerId,
+        key_id: &KeyId,
+        at: Timestamp,
+    ) -> Result<&PublicKey, KeyLookupError> {
+        let reg = self
+            .keys
+            .get(&(origin.clone(), *key_id))
+            .ok_or_else(|| KeyLookupError::Unknown {
+                origin: origin.clone(),
+                key_id: *key_id,
+            })?;
+        if self.revoked.contains(&reg.key) {
+            return Err(KeyLookupError::Revoked {
+                origin: origin.clone(),
+                key: reg.key,
+            });
+        }
+        if !reg.validity.contains(at) {
+            return Err(KeyLookupError::NotValidAt {
+                origin: origin.clone(),
+                key: reg.key,
+                validity: reg.validity,
+                at,
+            });
+        }
+        Ok(&reg.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(s: &str) -> PartnerId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn partner_id_grammar() {
+        for good in ["a", "mod-jp", "nato-ccdcoe", "0", &"a".repeat(63)] {
+            assert!(good.parse::<PartnerId>().is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "A", "mod_jp", "mod jp", "é", &"a".repeat(64), "group:x"] {
+            assert_eq!(
+                bad.parse::<PartnerId>(),
+                Err(IdentityError::BadPartnerId(bad.to_owned())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn audience_entries() {
+        assert_eq!(
+            "group:nato".parse::<AudienceEntry>().unwrap(),
+            AudienceEntry::Group("nato".parse().unwrap())
+        );
+        assert_eq!(
+            "mod-fr".parse::<AudienceEntry>().unwrap(),
+            AudienceEntry::Partner(pid("mod-fr"))
+        );
+        assert!("group:".parse::<AudienceEntry>().is_err());
+        assert!("Group:nato".parse::<AudienceEntry>().is_err());
+        assert_eq!("group:nato".parse::<AudienceEntry>().unwrap().to_string(), "group:nato");
+    }
+
+    #[test]
+    fn public_key_text_round_trip_and_key_id() {
+        let sk = SigningKey::from_bytes(&[7u8; 32]);
+        let pk = PublicKey::of(&sk);
+        let text = pk.to_string();
+        assert!(text.starts_with("ed25519:"));
+        assert_eq!(text.parse::<PublicKey>().unwrap(), pk);
+        let expected = Sha256::digest(sk.verifying_key().as_bytes());
+        assert_eq!(&pk.key_id().0[..], &expected[..8]);
+    }
+
+    #[test]
+    fn public_key_text_errors() {
+        assert!(matches!(
+            "AAAA".parse::<PublicKey>(),
+            Err(IdentityError::PublicKeyFormat(_))
+        ));
+        assert!(matches!(
+            "ed25519:AAAA".parse::<PublicKey>(),
+            Err(IdentityError::PublicKeyLength(_, 3))
+        ));
+        // The identity point is a weak key: every signature would verify against it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let text = format!("ed25519:{}", B64.encode(identity));
+        assert!(matches!(
+            text.parse::<PublicKey>(),
+            Err(IdentityError::PublicKeyInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let sk = generate_signing_key();
+        let pem = signing_key_to_pem(&sk).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let back = signing_key_from_pem(&pem).unwrap();
+        assert_eq!(back.to_bytes(), sk.to_bytes());
+        assert!(signing_key_from_pem("not a key").is_err());
+    }
+
+    #[test]
+    fn keyring_lookup_checks_owner_validity_and_revocation() {
+        let key = PublicKey::of(&SigningKey::from_bytes(&[1u8; 32]));
+        let t = |ms| Timestamp::from_unix_ms(ms);
+        let validity = Validity {
+            not_before: Some(t(1_000)),
+            not_after: Some(t(2_000)),
+        };
+        let mut ring = Keyring::new();
+        assert!(ring.insert(pid("mod-jp"), key, validity));
+        assert!(!ring.insert(pid("mod-jp"), key, Validity::default()));
+
+        assert_eq!(ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_000)), Ok(&key));
+        assert_eq!(ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_999)), Ok(&key));
+        for at in [999, 2_000] {
+            assert!(matches!(
+                ring.lookup(&pid("mod-jp"), &key.key_id(), t(at)),
+                Err(KeyLookupError::NotValidAt { .. })
+            ));
+        }
+        // The same key does not sign for another origin.
+        assert!(matches!(
+            ring.lookup(&pid("mod-fr"), &key.key_id(), t(1_500)),
+            Err(KeyLookupError::Unknown { .. })
+        ));
+        ring.revoke(key);
+        assert!(matches!(
+            ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_500)),
+            Err(KeyLookupError::Revoked { .. })
+        ));
+    }
+}
