@@ -8,6 +8,10 @@
 #![warn(missing_docs)]
 
 pub mod bulletin;
+pub mod cli;
+pub mod config;
+pub mod files;
 pub mod identity;
+pub mod pki;
 pub mod proto;
 pub mod timestamp;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `renkei` binary: see `renkei --help`.
+
+fn main() -> std::process::ExitCode {
+    renkei::cli::main()
+}

@@ -54,7 +54,8 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
-    fn to_datetime(self) -> Option<OffsetDateTime> {
+    /// As a `time` date-time, when representable.
+    pub fn to_datetime(self) -> Option<OffsetDateTime> {
         let nanos = i128::from(self.0).checked_mul(1_000_000)?;
         OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
     }

@@ -1,0 +1,321 @@
+//! A node's configuration file (TOML): its own identity and files, its limits, its
+//! partners with their roles, keys and sharing rules, and the revoked keys.
+//!
+//! Parsing and validation are pure ([`NodeConfig::parse`]); [`NodeConfig::load`] only
+//! reads the file first. Every error names the file, the field and what is wrong.
+//! This module does not open the key and certificate files it names (that is the
+//! shell's job when it starts) and makes no sharing decisions (that is `policy`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::bulletin::{Kind, Limits, Tlp};
+use crate::identity::{GroupName, Keyring, PartnerId, PublicKey, Role, Validity};
+use crate::timestamp::Timestamp;
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown field, a missing field or a malformed value.
+    #[error("{file}:{line}:{column}: {message}{}", snippet.as_deref().map(|s| format!("\n    {s}")).unwrap_or_default())]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser said.
+        message: String,
+        /// The offending line, trimmed.
+        snippet: Option<String>,
+    },
+    /// Well-formed, but a value breaks a rule.
+    #[error("{file}: {field}: {problem}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Dotted path of the field, e.g. `partner[2].keys[0].public`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The `[node]` table: who this node is and where its files are.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's partner id (the DNS SAN of its TLS certificate).
+    pub id: PartnerId,
+    /// UDP address the QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// Directory of the node's sled database.
+    pub data_dir: PathBuf,
+    /// The federation CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This node's TLS certificate (PEM), signed by the federation CA.
+    pub tls_cert: PathBuf,
+    /// Its private key (PKCS#8 PEM, mode 0600).
+    pub tls_key: PathBuf,
+    /// The node's Ed25519 signing key (PKCS#8 PEM, mode 0600), for audit checkpoints.
+    pub signing_key: PathBuf,
+}
+
+/// The optional `[limits]` table.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest frame accepted on any stream, length prefix excluded.
+    pub max_frame_bytes: usize,
+    /// Largest encoded bulletin.
+    pub max_bulletin_bytes: usize,
+    /// Largest bulletin body.
+    pub max_body_bytes: usize,
+    /// How far in the future a bulletin's creation time may lie, in seconds.
+    pub max_clock_skew_secs: u64,
+}
+
+/// Room for the SignedBulletin and frame envelopes around the largest bulletin.
+pub const FRAME_OVERHEAD: usize = 1024;
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsSection {
+            max_frame_bytes: l.max_bulletin_bytes + FRAME_OVERHEAD,
+            max_bulletin_bytes: l.max_bulletin_bytes,
+            max_body_bytes: l.max_body_bytes,
+            max_clock_skew_secs: l.max_future_skew.as_secs(),
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The bulletin limits these settings give.
+    pub fn bulletin_limits(&self) -> Limits {
+        Limits {
+            max_bulletin_bytes: self.max_bulletin_bytes,
+            max_body_bytes: self.max_body_bytes,
+            max_future_skew: std::time::Duration::from_secs(self.max_clock_skew_secs),
+        }
+    }
+}
+
+/// One signing key of a partner, with its optional validity window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// `ed25519:<base64>`.
+    pub public: PublicKey,
+    /// First instant the key may sign.
+    pub not_before: Option<Timestamp>,
+    /// First instant it may no longer sign.
+    pub not_after: Option<Timestamp>,
+}
+
+impl KeyConfig {
+    /// The validity window.
+    pub fn validity(&self) -> Validity {
+        Validity {
+            not_before: self.not_before,
+            not_after: self.not_after,
+        }
+    }
+}
+
+/// One `[[partner]]`: a party this node exchanges with, and the rules for sharing with it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    /// The partner id (the DNS SAN of its TLS certificate).
+    pub id: PartnerId,
+    /// What it may do here.
+    pub role: Role,
+    /// The highest TLP it is cleared to receive (required unless an auditor).
+    pub clearance: Option<Tlp>,
+    /// Kinds shared with it; all kinds when absent.
+    pub kinds: Option<Vec<Kind>>,
+    /// Bulletins carrying any of these tags are never shared with it (case-insensitive).
+    #[serde(default)]
+    pub deny_tags: Vec<String>,
+    /// Groups it belongs to, for `group:NAME` audiences.
+    #[serde(default)]
+    pub groups: Vec<GroupName>,
+    /// Ed25519 keys that sign for it as an origin.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+impl PartnerConfig {
+    /// Is bulletin kind `k` shared with this partner?
+    pub fn shares_kind(&self, k: Kind) -> bool {
+        self.kinds.as_ref().is_none_or(|ks| ks.contains(&k))
+    }
+}
+
+/// One `[[revoked]]` entry: a signing key that must never be trusted again.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    /// The revoked key.
+    pub key: PublicKey,
+    /// Why, for the audit log and operators.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A node's whole configuration, validated.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[[partner]]` entries.
+    #[serde(default, rename = "partner")]
+    pub partners: Vec<PartnerConfig>,
+    /// `[[revoked]]` entries.
+    #[serde(default)]
+    pub revoked: Vec<Revocation>,
+}
+
+/// Turns a toml error into one that names the file, line and column.
+pub(crate) fn syntax_error(file: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
+    let (line, column, snippet) = match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let snippet = text.lines().nth(line - 1).map(|l| l.trim().to_owned());
+            (line, column, snippet)
+        }
+        None => (1, 1, None),
+    };
+    ConfigError::Syntax {
+        file: file.to_owned(),
+        line,
+        column,
+        message: err.message().trim().to_owned(),
+        snippet,
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates the file at `path`; relative paths in it are taken from
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let n = &mut cfg.node;
+        for p in [&mut n.data_dir, &mut n.ca_cert, &mut n.tls_cert, &mut n.tls_key, &mut n.signing_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates configuration text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| syntax_error(file, text, &e))?;
+        cfg.validate().map_err(|(field, problem)| ConfigError::Invalid {
+            file: file.to_owned(),
+            field,
+            problem,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let l = &self.limits;
+        if l.max_body_bytes == 0 || l.max_body_bytes > l.max_bulletin_bytes {
+            return Err((
+                "limits.max_body_bytes".into(),
+                format!("must be between 1 and max_bulletin_bytes ({})", l.max_bulletin_bytes),
+            ));
+        }
+        if l.max_frame_bytes < l.max_bulletin_bytes + FRAME_OVERHEAD {
+            return Err((
+                "limits.max_frame_bytes".into(),
+                format!(
+                    "must be at least max_bulletin_bytes + {FRAME_OVERHEAD} ({}) so the largest bulletin fits in a frame",
+                    l.max_bulletin_bytes + FRAME_OVERHEAD
+                ),
+            ));
+        }
+        let mut seen_ids: HashMap<&PartnerId, usize> = HashMap::new();
+        let mut seen_keys: HashMap<PublicKey, &PartnerId> = HashMap::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            let at = |f: &str| format!("partner[{i}].{f}");
+            if p.id == self.node.id {
+                return Err((at("id"), format!("{} is this node's own id", p.id)));
+            }
+            if let Some(first) = seen_ids.insert(&p.id, i) {
+                return Err((at("id"), format!("{} is already configured as partner[{first}]", p.id)));
+            }
+            if p.clearance.is_none() && p.role != Role::Auditor {
+                return Err((at("clearance"), format!("a {} needs a clearance: the highest TLP it may receive", p.role)));
+            }
+            for (t, tag) in p.deny_tags.iter().enumerate() {
+                if tag.trim().is_empty() {
+                    return Err((at(&format!("deny_tags[{t}]")), "a denied tag cannot be empty".into()));
+                }
+            }
+            for (k, key) in p.keys.iter().enumerate() {
+                if let (Some(a), Some(b)) = (key.not_before, key.not_after) {
+                    if a >= b {
+                        return Err((at(&format!("keys[{k}].not_after")), format!("{b} is not after not_before {a}")));
+                    }
+                }
+                if let Some(owner) = seen_keys.insert(key.public, &p.id) {
+                    return Err((
+                        at(&format!("keys[{k}].public")),
+                        format!("{} is already a key of partner {owner}; a key belongs to one partner", key.public),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partner with this id, if configured.
+    pub fn partner(&self, id: &PartnerId) -> Option<&PartnerConfig> {
+        self.partners.iter().find(|p| &p.id == id)
+    }
+
+    /// Every partner key with its validity, and every revocation.
+    pub fn keyring(&self) -> Keyring {
+        let mut ring = Keyring::new();
+        for p in &self.partners {
+            for k in &p.keys {
+                // Duplicates were refused by validation, so insert cannot fail here.
+                ring.insert(p.id.clone(), k.public, k.validity());
+            }
+        }
+        for r in &self.revoked {
+            ring.revoke(r.key);
+        }
+        ring
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+use crate::identity::generate_signing_key;
+
+fn pk() -> String {
+    PublicKey::of(&generate_signing_key()).to_string()
+}
+
+const NODE: &str = r#"
+[node]
+id = "mod-jp"
+listen = "127.0.0.1:4433"
+data_dir = "data"
+ca_cert = "certs/ca.crt"
+tls_cert = "certs/mod-jp/tls.crt"
+tls_key = "certs/mod-jp/tls.key"
+signing_key = "certs/mod-jp/signing.key"
+"#;
+
+fn parse(extra: &str) -> Result<NodeConfig, ConfigError> {
+    NodeConfig::parse(&format!("{NODE}{extra}"), Path::new("node.toml"))
+}
+
+fn invalid_field(extra: &str) -> (String, String) {
+    match parse(extra) {
+        Err(ConfigError::Invalid { field, problem, .. }) => (field, problem),
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_shipped_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/node.toml");
+    let cfg = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.partners.len() >= 3);
+    assert!(cfg.partners.iter().any(|p| p.role == Role::Auditor));
+    assert!(!cfg.revoked.is_empty());
+    assert_eq!(cfg.node.data_dir, Path::new("/var/lib/renkei"));
+}
+
+#[test]
+fn relative_paths_resolve_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, NODE).unwrap();
+    let cfg = NodeConfig::load(&path).unwrap();
+    assert_eq!(cfg.node.data_dir, dir.path().join("data"));
+    assert_eq!(cfg.node.tls_key, dir.path().join("certs/mod-jp/tls.key"));
+}
+
+#[test]
+fn a_full_partner_parses_with_defaults() {
+    let key = pk();
+    let cfg = parse(&format!(
+        r#"
+[[partner]]
+id = "nato-ccdcoe"
+role = "relay"
+clearance = "amber+strict"
+kinds = ["indicator", "advisory"]
+deny_tags = ["national-only"]
+groups = ["nato"]
+keys = [{{ public = "{key}", not_before = 2026-01-01T00:00:00Z, not_after = "2027-01-01T00:00:00Z" }}]
+
+[[partner]]
+id = "auditor-1"
+role = "auditor"
+"#
+    ))
+    .unwrap();
+    let p = &cfg.partners[0];
+    assert_eq!(p.clearance, Some(Tlp::AmberStrict));
+    assert!(p.shares_kind(Kind::Advisory) && !p.shares_kind(Kind::Exercise));
+    assert!(cfg.partners[1].shares_kind(Kind::Exercise), "all kinds when absent");
+    assert_eq!(cfg.limits, LimitsSection::default());
+    let public: PublicKey = key.parse().unwrap();
+    let ring = cfg.keyring();
+    let at = |s: &str| s.parse::<Timestamp>().unwrap();
+    assert!(ring.lookup(&p.id, &public.key_id(), at("2026-06-01T00:00:00Z")).is_ok());
+    assert!(ring.lookup(&p.id, &public.key_id(), at("2027-06-01T00:00:00Z")).is_err());
+}
+
+#[test]
+fn unknown_fields_are_errors_naming_the_line() {
+    let err = parse("\n[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nclearence = \"red\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("node.toml:15:"), "{text}");
+    assert!(text.contains("clearence"), "{text}");
+}
+
+#[test]
+fn bad_values_name_the_value_and_line() {
+    for (extra, needle) in [
+        ("[[partner]]\nid = \"MOD_FR\"\nrole = \"liaison\"\nclearance = \"red\"\n", "not a valid partner id"),
+        ("[[partner]]\nid = \"a\"\nrole = \"boss\"\nclearance = \"red\"\n", "boss"),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"purple\"\n", "not a TLP level"),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{ public = \"AAAA\" }]\n", "ed25519:"),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{ public = \"KEY\", not_before = \"soon\" }]\n", "not an RFC 3339 time"),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\ngroups = [\"NATO\"]\n", "not a valid group name"),
+    ] {
+        let err = parse(&extra.replace("KEY", &pk())).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let err = NodeConfig::parse("[node]\nid = \"x\"\n", Path::new("n.toml")).unwrap_err();
+    assert!(err.to_string().contains("missing field `listen`"), "{err}");
+}
+
+#[test]
+fn semantic_rules_name_the_field() {
+    let key = pk();
+    let cases = [
+        (format!("[[partner]]\nid = \"mod-jp\"\nrole = \"liaison\"\nclearance = \"red\"\n"), "partner[0].id", "own id"),
+        (
+            "[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\n[[partner]]\nid = \"a\"\nrole = \"relay\"\nclearance = \"red\"\n".to_string(),
+            "partner[1].id",
+            "already configured as partner[0]",
+        ),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\n".to_string(), "partner[0].clearance", "needs a clearance"),
+        (
+            format!("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{key}\" }}]\n[[partner]]\nid = \"b\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{key}\" }}]\n"),
+            "partner[1].keys[0].public",
+            "already a key of partner a",
+        ),
+        (
+            format!("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{key}\", not_before = 2027-01-01T00:00:00Z, not_after = 2026-01-01T00:00:00Z }}]\n"),
+            "partner[0].keys[0].not_after",
+            "is not after",
+        ),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\ndeny_tags = [\" \"]\n".to_string(), "partner[0].deny_tags[0]", "empty"),
+        ("[limits]\nmax_body_bytes = 2000000\n".to_string(), "limits.max_body_bytes", "between 1 and"),
+        ("[limits]\nmax_frame_bytes = 1000\n".to_string(), "limits.max_frame_bytes", "at least"),
+    ];
+    for (extra, field, problem_part) in cases {
+        let (f, p) = invalid_field(&extra);
+        assert_eq!(f, field);
+        assert!(p.contains(problem_part), "{field}: {p}");
+    }
+}
+
+#[test]
+fn revoked_keys_enter_the_keyring() {
+    let key = pk();
+    let cfg = parse(&format!(
+        "[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{key}\" }}]\n[[revoked]]\nkey = \"{key}\"\nreason = \"laptop lost\"\n"
+    ))
+    .unwrap();
+    let public: PublicKey = key.parse().unwrap();
+    assert!(cfg.keyring().is_revoked(&public));
+}
+
+#[test]
+fn missing_file_is_a_read_error_naming_it() {
+    let err = NodeConfig::load(Path::new("/nonexistent/renkei.toml")).unwrap_err();
+    assert!(err.to_string().starts_with("/nonexistent/renkei.toml: cannot read"), "{err}");
+}

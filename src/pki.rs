@@ -1,0 +1,283 @@
+//! The development PKI: a federation CA and, per node, a TLS certificate naming its
+//! partner id and an Ed25519 signing key (`renkei certs init`).
+//!
+//! Certificate generation is pure (time passed in); [`init`] is the thin shell that
+//! writes the files. Production deployments may use their own CA instead: renkei only
+//! needs certificates chained to the federation CA whose DNS SAN is the partner id.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _,
+};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest as _, Sha256};
+
+use crate::files::{self, Access, FileError};
+use crate::identity::{self, PartnerId, PublicKey};
+use crate::timestamp::Timestamp;
+
+/// How long the federation CA is valid.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a node's TLS certificate is valid.
+pub const NODE_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+/// Certificates start slightly in the past so a peer with a slow clock accepts them.
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// Errors of the development PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused the parameters or the key.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The existing CA files could not be used.
+    #[error("the existing CA in {dir} cannot be used: {why}")]
+    BadCa {
+        /// Directory holding ca.crt / ca.key.
+        dir: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A file could not be written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A signing key could not be encoded.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// A time could not be represented in a certificate.
+    #[error("time {0} cannot be written into a certificate")]
+    Time(Timestamp),
+}
+
+/// The federation CA: its certificate and private key, both PEM.
+pub struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A TLS certificate and key for one node, both PEM.
+pub struct NodeTls {
+    /// The certificate, signed by the CA.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8 PEM).
+    pub key_pem: String,
+}
+
+fn window(now: Timestamp, valid_for: Duration) -> Result<(time::OffsetDateTime, time::OffsetDateTime), PkiError> {
+    let start = Timestamp::from_unix_ms(now.unix_ms().saturating_sub(BACKDATE.as_millis() as u64));
+    let end = now.saturating_add(valid_for);
+    Ok((
+        start.to_datetime().ok_or(PkiError::Time(start))?,
+        end.to_datetime().ok_or(PkiError::Time(end))?,
+    ))
+}
+
+fn ca_params(now: Timestamp) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "renkei federation CA");
+    dn.push(DnType::OrganizationName, "renkei federation");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    (params.not_before, params.not_after) = window(now, CA_VALIDITY)?;
+    Ok(params)
+}
+
+impl Ca {
+    /// Generates a new federation CA (ECDSA P-256).
+    pub fn generate(now: Timestamp) -> Result<Ca, PkiError> {
+        let key = KeyPair::generate()?;
+        let params = ca_params(now)?;
+        let cert_pem = params.self_signed(&key)?.pem();
+        Ok(Ca {
+            cert_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads an existing CA from its certificate and key PEM text.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, String> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| format!("ca.key: {e}"))?;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| format!("ca.crt is not a PEM certificate: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("ca.crt does not parse: {e}"))?;
+        if !cert.is_ca() {
+            return Err("ca.crt is not a CA certificate".into());
+        }
+        if cert.public_key().raw != key.subject_public_key_info() {
+            return Err("ca.key is not the key of ca.crt".into());
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| format!("ca.crt: {e}"))?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            issuer,
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a TLS certificate for `id`: end entity (not a CA), DNS SAN = the partner
+    /// id, usable for both server and client authentication.
+    pub fn issue(&self, id: &PartnerId, now: Timestamp) -> Result<NodeTls, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![id.to_string()])?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, id.as_str());
+        dn.push(DnType::OrganizationName, "renkei federation");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        (params.not_before, params.not_after) = window(now, NODE_VALIDITY)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(NodeTls {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// SHA-256 fingerprint of the first certificate in `pem`, as lowercase hex with colons.
+pub fn fingerprint(pem: &str) -> Option<String> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let digest = Sha256::digest(der.as_ref());
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+}
+
+/// What [`init`] wrote, for the CLI to report.
+pub struct InitReport {
+    /// True when an existing CA was reused.
+    pub reused_ca: bool,
+    /// The CA certificate fingerprint.
+    pub ca_fingerprint: String,
+    /// Per node: id, TLS certificate fingerprint, signing public key.
+    pub nodes: Vec<(PartnerId, String, PublicKey)>,
+}
+
+/// The files `certs init` writes for one node, relative to the PKI directory.
+pub fn node_files(dir: &Path, id: &PartnerId) -> [PathBuf; 4] {
+    let d = dir.join(id.as_str());
+    [d.join("tls.crt"), d.join("tls.key"), d.join("signing.key"), d.join("signing.pub")]
+}
+
+/// Writes (or reuses) the federation CA in `dir` and a TLS certificate and signing key
+/// per node. Nothing is overwritten unless `force`; with `force` the CA is regenerated
+/// too. An existing CA (both `ca.crt` and `ca.key`) is reused to add nodes.
+pub fn init(dir: &Path, nodes: &[PartnerId], force: bool, now: Timestamp) -> Result<InitReport, PkiError> {
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    // Check everything before writing anything, so a refusal leaves no half-made PKI.
+    if !force {
+        for id in nodes {
+            if let Some(existing) = node_files(dir, id).into_iter().find(|p| p.exists()) {
+                return Err(FileError::Exists(existing).into());
+            }
+        }
+    }
+    let bad_ca = |why: String| PkiError::BadCa {
+        dir: dir.to_owned(),
+        why,
+    };
+    let (ca, reused_ca) = match (force, ca_crt.exists(), ca_key.exists()) {
+        (false, true, true) => {
+            let cert = files::read_text(&ca_crt)?;
+            let key = files::read_text(&ca_key)?;
+            (Ca::from_pem(&cert, &key).map_err(bad_ca)?, true)
+        }
+        (false, true, false) | (false, false, true) => {
+            return Err(bad_ca("only one of ca.crt and ca.key exists; restore the other or pass --force".into()))
+        }
+        _ => {
+            let ca = Ca::generate(now)?;
+            files::write(&ca_crt, ca.cert_pem().as_bytes(), Access::Public, force)?;
+            files::write(&ca_key, ca.key_pem().as_bytes(), Access::Private, force)?;
+            (ca, false)
+        }
+    };
+    let mut report = InitReport {
+        reused_ca,
+        ca_fingerprint: fingerprint(ca.cert_pem()).unwrap_or_default(),
+        nodes: Vec::new(),
+    };
+    for id in nodes {
+        let tls = ca.issue(id, now)?;
+        let signing = identity::generate_signing_key();
+        let public = PublicKey::of(&signing);
+        let [crt, key, skey, spub] = node_files(dir, id);
+        files::write(&crt, tls.cert_pem.as_bytes(), Access::Public, force)?;
+        files::write(&key, tls.key_pem.as_bytes(), Access::Private, force)?;
+        files::write(&skey, identity::signing_key_to_pem(&signing)?.as_bytes(), Access::Private, force)?;
+        files::write(&spub, format!("{public}\n").as_bytes(), Access::Public, force)?;
+        report
+            .nodes
+            .push((id.clone(), fingerprint(&tls.cert_pem).unwrap_or_default(), public));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::*;
+
+    fn pid(s: &str) -> PartnerId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn node_certificate_is_an_end_entity_naming_the_partner() {
+        let now = Timestamp::from_unix_ms(1_790_000_000_000);
+        let ca = Ca::generate(now).unwrap();
+        let tls = ca.issue(&pid("mod-jp"), now).unwrap();
+        let der = CertificateDer::from_pem_slice(tls.cert_pem.as_bytes()).unwrap();
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+        let bc = cert.basic_constraints().unwrap();
+        assert!(bc.is_none_or(|bc| !bc.value.ca), "an end-entity certificate must not be a CA");
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(san.value.general_names, vec![GeneralName::DNSName("mod-jp")]);
+        let eku = cert.extended_key_usage().unwrap().unwrap();
+        assert!(eku.value.server_auth && eku.value.client_auth);
+        // Signed by the CA.
+        let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
+        let (_, ca_cert) = X509Certificate::from_der(ca_der.as_ref()).unwrap();
+        assert!(cert.verify_signature(Some(ca_cert.public_key())).is_ok());
+        assert!(ca_cert.basic_constraints().unwrap().unwrap().value.ca);
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite_and_reuses_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_unix_ms(1_790_000_000_000);
+        let first = init(dir.path(), &[pid("a"), pid("b")], false, now).unwrap();
+        assert!(!first.reused_ca);
+        let ca_before = std::fs::read(dir.path().join("ca.crt")).unwrap();
+        let key_before = std::fs::read(dir.path().join("a/signing.key")).unwrap();
+
+        let err = init(dir.path(), &[pid("c"), pid("a")], false, now).err().unwrap();
+        assert!(matches!(err, PkiError::File(FileError::Exists(_))), "{err}");
+        assert!(!dir.path().join("c").exists(), "a refusal writes nothing");
+        assert_eq!(std::fs::read(dir.path().join("a/signing.key")).unwrap(), key_before);
+
+        let second = init(dir.path(), &[pid("c")], false, now).unwrap();
+        assert!(second.reused_ca);
+        assert_eq!(second.ca_fingerprint, first.ca_fingerprint);
+        assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
+
+        let forced = init(dir.path(), &[pid("a")], true, now).unwrap();
+        assert_ne!(forced.ca_fingerprint, first.ca_fingerprint);
+        assert_ne!(std::fs::read(dir.path().join("a/signing.key")).unwrap(), key_before);
+    }
+}
