@@ -2,13 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = [
-        "renkei/v1/bulletin.proto",
-        "renkei/v1/wire.proto",
-    ];
+    let files = ["renkei/v1/bulletin.proto", "renkei/v1/wire.proto"];
     let fds = protox::compile(files, ["proto"])?;
-    prost_build::Config::new()
-        .bytes(["."])
-        .compile_fds(fds)?;
+    prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
     Ok(())
 }

@@ -18,7 +18,9 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::identity::{AudienceEntry, IdentityError, KeyId, KeyLookupError, Keyring, PartnerId, PublicKey};
+use crate::identity::{
+    AudienceEntry, IdentityError, KeyId, KeyLookupError, Keyring, PartnerId, PublicKey,
+};
 use crate::proto;
 use crate::timestamp::Timestamp;
 
@@ -77,6 +79,9 @@ pub enum BulletinError {
     /// `SignedBulletin.bulletin` does not decode as a `Bulletin`.
     #[error("SignedBulletin.bulletin is not a Bulletin protobuf message: {0}")]
     DecodeBulletin(prost::DecodeError),
+    /// The bulletin bytes are not the one canonical encoding of their fields.
+    #[error("the bulletin is not canonically encoded (fields out of order, repeated, unknown, defaults written or over-long varints); signed bytes must have exactly one reading")]
+    NonCanonical,
     /// The encoded bulletin is over the size limit.
     #[error("the encoded bulletin is {size} bytes, over the limit of {limit}")]
     TooLarge {
@@ -147,12 +152,12 @@ pub enum BulletinError {
     #[error(transparent)]
     Key(#[from] KeyLookupError),
     /// The signature does not verify with the origin's key.
-    #[error("the signature does not verify with key {key} of origin {origin}: the bulletin was altered or not signed by that key")]
+    #[error("the signature does not verify with key {key_id} of origin {origin}: the bulletin was altered or not signed by that key")]
     BadSignature {
         /// Claimed origin.
         origin: PartnerId,
-        /// Key it was checked against.
-        key: PublicKey,
+        /// Id of the key it was checked against.
+        key_id: KeyId,
     },
     /// Created further in the future than the allowed clock skew.
     #[error("created at {created}, which is {ahead:?} ahead of this node's clock ({now}); at most {allowed:?} is allowed")]
@@ -173,10 +178,15 @@ impl BulletinError {
     pub fn code(&self) -> proto::ErrorCode {
         use proto::ErrorCode as C;
         match self {
-            BulletinError::DecodeEnvelope(_) | BulletinError::DecodeBulletin(_) => C::MalformedFrame,
-            BulletinError::TooLarge { .. } | BulletinError::BodyTooLarge { .. } => C::BulletinTooLarge,
+            BulletinError::DecodeEnvelope(_) | BulletinError::DecodeBulletin(_) => {
+                C::MalformedFrame
+            }
+            BulletinError::TooLarge { .. } | BulletinError::BodyTooLarge { .. } => {
+                C::BulletinTooLarge
+            }
             BulletinError::KeyIdLength(_)
             | BulletinError::SignatureLength(_)
+            | BulletinError::NonCanonical
             | BulletinError::MissingField(_)
             | BulletinError::BadId(_)
             | BulletinError::BadReference(_)
@@ -413,7 +423,11 @@ fn check_len(field: &'static str, len: usize, limit: usize) -> Result<(), Bullet
 
 fn check_count(field: &'static str, count: usize, limit: usize) -> Result<(), BulletinError> {
     if count > limit {
-        Err(BulletinError::TooManyEntries { field, count, limit })
+        Err(BulletinError::TooManyEntries {
+            field,
+            count,
+            limit,
+        })
     } else {
         Ok(())
     }
@@ -425,7 +439,8 @@ fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, Bulletin
     if b.id.is_empty() {
         return Err(BulletinError::MissingField("id"));
     }
-    let id = BulletinId::parse_canonical(&b.id).ok_or_else(|| BulletinError::BadId(b.id.clone()))?;
+    let id =
+        BulletinId::parse_canonical(&b.id).ok_or_else(|| BulletinError::BadId(b.id.clone()))?;
     if b.origin.is_empty() {
         return Err(BulletinError::MissingField("origin"));
     }
@@ -534,12 +549,16 @@ pub struct UnverifiedBulletin {
 impl UnverifiedBulletin {
     /// Decodes an encoded `SignedBulletin` (not length-prefixed) and checks its fields.
     pub fn decode(encoded: Bytes, limits: &Limits) -> Result<Self, BulletinError> {
-        let signed = proto::SignedBulletin::decode(encoded).map_err(BulletinError::DecodeEnvelope)?;
+        let signed =
+            proto::SignedBulletin::decode(encoded).map_err(BulletinError::DecodeEnvelope)?;
         Self::from_signed(signed, limits)
     }
 
     /// Checks the fields of a `SignedBulletin` already decoded from a frame.
-    pub fn from_signed(signed: proto::SignedBulletin, limits: &Limits) -> Result<Self, BulletinError> {
+    pub fn from_signed(
+        signed: proto::SignedBulletin,
+        limits: &Limits,
+    ) -> Result<Self, BulletinError> {
         if signed.bulletin.is_empty() {
             return Err(BulletinError::MissingField("bulletin"));
         }
@@ -556,8 +575,15 @@ impl UnverifiedBulletin {
         );
         let signature = Signature::from_slice(&signed.signature)
             .map_err(|_| BulletinError::SignatureLength(signed.signature.len()))?;
-        let bulletin =
-            proto::Bulletin::decode(signed.bulletin.clone()).map_err(BulletinError::DecodeBulletin)?;
+        let bulletin = proto::Bulletin::decode(signed.bulletin.clone())
+            .map_err(BulletinError::DecodeBulletin)?;
+        // Decoders differ on duplicate, unknown and mistyped fields; accepting only the
+        // canonical encoding gives signed bytes one meaning in every implementation.
+        if bulletin.encoded_len() != signed.bulletin.len()
+            || bulletin.encode_to_vec() != signed.bulletin
+        {
+            return Err(BulletinError::NonCanonical);
+        }
         let header = check_fields(&bulletin, limits)?;
         let digest = Digest::of(&signed.bulletin);
         Ok(UnverifiedBulletin {
@@ -599,7 +625,7 @@ impl UnverifiedBulletin {
             .verify_strict(&signed_message(&self.signed.bulletin), &self.signature)
             .map_err(|_| BulletinError::BadSignature {
                 origin: h.origin.clone(),
-                key,
+                key_id: self.key_id,
             })?;
         let latest = now.saturating_add(limits.max_future_skew);
         if h.created > latest {

@@ -225,7 +225,13 @@ impl NodeConfig {
         let mut cfg = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let n = &mut cfg.node;
-        for p in [&mut n.data_dir, &mut n.ca_cert, &mut n.tls_cert, &mut n.tls_key, &mut n.signing_key] {
+        for p in [
+            &mut n.data_dir,
+            &mut n.ca_cert,
+            &mut n.tls_cert,
+            &mut n.tls_key,
+            &mut n.signing_key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -236,11 +242,12 @@ impl NodeConfig {
     /// Parses and validates configuration text; `file` is only used in messages.
     pub fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> {
         let cfg: NodeConfig = toml::from_str(text).map_err(|e| syntax_error(file, text, &e))?;
-        cfg.validate().map_err(|(field, problem)| ConfigError::Invalid {
-            file: file.to_owned(),
-            field,
-            problem,
-        })?;
+        cfg.validate()
+            .map_err(|(field, problem)| ConfigError::Invalid {
+                file: file.to_owned(),
+                field,
+                problem,
+            })?;
         Ok(cfg)
     }
 
@@ -249,7 +256,10 @@ impl NodeConfig {
         if l.max_body_bytes == 0 || l.max_body_bytes > l.max_bulletin_bytes {
             return Err((
                 "limits.max_body_bytes".into(),
-                format!("must be between 1 and max_bulletin_bytes ({})", l.max_bulletin_bytes),
+                format!(
+                    "must be between 1 and max_bulletin_bytes ({})",
+                    l.max_bulletin_bytes
+                ),
             ));
         }
         if l.max_frame_bytes < l.max_bulletin_bytes + FRAME_OVERHEAD {
@@ -269,26 +279,44 @@ impl NodeConfig {
                 return Err((at("id"), format!("{} is this node's own id", p.id)));
             }
             if let Some(first) = seen_ids.insert(&p.id, i) {
-                return Err((at("id"), format!("{} is already configured as partner[{first}]", p.id)));
+                return Err((
+                    at("id"),
+                    format!("{} is already configured as partner[{first}]", p.id),
+                ));
             }
             if p.clearance.is_none() && p.role != Role::Auditor {
-                return Err((at("clearance"), format!("a {} needs a clearance: the highest TLP it may receive", p.role)));
+                return Err((
+                    at("clearance"),
+                    format!(
+                        "a {} needs a clearance: the highest TLP it may receive",
+                        p.role
+                    ),
+                ));
             }
             for (t, tag) in p.deny_tags.iter().enumerate() {
                 if tag.trim().is_empty() {
-                    return Err((at(&format!("deny_tags[{t}]")), "a denied tag cannot be empty".into()));
+                    return Err((
+                        at(&format!("deny_tags[{t}]")),
+                        "a denied tag cannot be empty".into(),
+                    ));
                 }
             }
             for (k, key) in p.keys.iter().enumerate() {
                 if let (Some(a), Some(b)) = (key.not_before, key.not_after) {
                     if a >= b {
-                        return Err((at(&format!("keys[{k}].not_after")), format!("{b} is not after not_before {a}")));
+                        return Err((
+                            at(&format!("keys[{k}].not_after")),
+                            format!("{b} is not after not_before {a}"),
+                        ));
                     }
                 }
                 if let Some(owner) = seen_keys.insert(key.public, &p.id) {
                     return Err((
                         at(&format!("keys[{k}].public")),
-                        format!("{} is already a key of partner {owner}; a key belongs to one partner", key.public),
+                        format!(
+                            "{} is already a key of partner {owner}; a key belongs to one partner",
+                            key.public
+                        ),
                     ));
                 }
             }

@@ -51,7 +51,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
 
 /// Writes `contents` to `path` with the given access, creating parent directories.
 /// Refuses to replace an existing file unless `overwrite`.
-pub fn write(path: &Path, contents: &[u8], access: Access, overwrite: bool) -> Result<(), FileError> {
+pub fn write(
+    path: &Path,
+    contents: &[u8],
+    access: Access,
+    overwrite: bool,
+) -> Result<(), FileError> {
     if !overwrite && path.exists() {
         return Err(FileError::Exists(path.to_owned()));
     }
@@ -60,7 +65,10 @@ pub fn write(path: &Path, contents: &[u8], access: Access, overwrite: bool) -> R
         _ => Path::new("."),
     };
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut opts = fs::OpenOptions::new();
@@ -74,7 +82,8 @@ pub fn write(path: &Path, contents: &[u8], access: Access, overwrite: bool) -> R
         {
             use std::os::unix::fs::PermissionsExt as _;
             // The umask may have narrowed the mode; set it exactly.
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(access.mode())).map_err(io(&tmp))?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(access.mode()))
+                .map_err(io(&tmp))?;
         }
         fs::rename(&tmp, path).map_err(io(path))
     })();
@@ -102,9 +111,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
-        assert!(matches!(write(&path, b"two", Access::Private, false), Err(FileError::Exists(_))));
+        assert!(matches!(
+            write(&path, b"two", Access::Private, false),
+            Err(FileError::Exists(_))
+        ));
         assert_eq!(fs::read(&path).unwrap(), b"one");
         write(&path, b"two", Access::Private, true).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");

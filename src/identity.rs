@@ -40,7 +40,7 @@ pub enum IdentityError {
     #[error("public key must be 32 bytes, {0:?} decodes to {1} bytes")]
     PublicKeyLength(String, usize),
     /// Not a point on the curve, or a weak (small-order) key that anyone could sign for.
-    #[error("public key {0:?} is not a usable Ed25519 key (invalid or weak point)")]
+    #[error("public key {0:?} is not a usable Ed25519 key (not a canonical point, or a weak one)")]
     PublicKeyInvalid(String),
     /// Private key PEM could not be decoded.
     #[error("not an Ed25519 private key in PKCS#8 PEM form: {0}")]
@@ -53,8 +53,7 @@ fn is_label(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -95,7 +94,7 @@ macro_rules! label_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -270,6 +269,8 @@ impl FromStr for PublicKey {
             .map_err(|_| IdentityError::PublicKeyLength(text.to_owned(), bytes.len()))?;
         VerifyingKey::from_bytes(&arr)
             .ok()
+            // Refuse non-canonical point encodings (y >= p): one key, one text form.
+            .filter(|vk| vk.to_edwards().compress().to_bytes() == arr)
             .and_then(PublicKey::new)
             .ok_or_else(|| IdentityError::PublicKeyInvalid(text.to_owned()))
     }
@@ -346,20 +347,20 @@ pub enum KeyLookupError {
         key_id: KeyId,
     },
     /// The key is on the revocation list.
-    #[error("signing key {key} of origin {origin} is revoked")]
+    #[error("signing key {key_id} of origin {origin} is revoked")]
     Revoked {
         /// The claimed origin.
         origin: PartnerId,
-        /// The revoked key.
-        key: PublicKey,
+        /// The revoked key's id.
+        key_id: KeyId,
     },
     /// The key exists but was not valid at the given time.
-    #[error("signing key {key} of origin {origin} is valid {validity}, not at {at}")]
+    #[error("signing key {key_id} of origin {origin} is valid {validity}, not at {at}")]
     NotValidAt {
         /// The claimed origin.
         origin: PartnerId,
-        /// The key.
-        key: PublicKey,
+        /// The key's id.
+        key_id: KeyId,
         /// Its validity window.
         validity: Validity,
         /// The time it was used for.
@@ -420,23 +421,23 @@ impl Keyring {
         key_id: &KeyId,
         at: Timestamp,
     ) -> Result<&PublicKey, KeyLookupError> {
-        let reg = self
-            .keys
-            .get(&(origin.clone(), *key_id))
-            .ok_or_else(|| KeyLookupError::Unknown {
-                origin: origin.clone(),
-                key_id: *key_id,
-            })?;
+        let reg =
+            self.keys
+                .get(&(origin.clone(), *key_id))
+                .ok_or_else(|| KeyLookupError::Unknown {
+                    origin: origin.clone(),
+                    key_id: *key_id,
+                })?;
         if self.revoked.contains(&reg.key) {
             return Err(KeyLookupError::Revoked {
                 origin: origin.clone(),
-                key: reg.key,
+                key_id: *key_id,
             });
         }
         if !reg.validity.contains(at) {
             return Err(KeyLookupError::NotValidAt {
                 origin: origin.clone(),
-                key: reg.key,
+                key_id: *key_id,
                 validity: reg.validity,
                 at,
             });
@@ -458,7 +459,16 @@ mod tests {
         for good in ["a", "mod-jp", "nato-ccdcoe", "0", &"a".repeat(63)] {
             assert!(good.parse::<PartnerId>().is_ok(), "{good}");
         }
-        for bad in ["", "-a", "A", "mod_jp", "mod jp", "é", &"a".repeat(64), "group:x"] {
+        for bad in [
+            "",
+            "-a",
+            "A",
+            "mod_jp",
+            "mod jp",
+            "é",
+            &"a".repeat(64),
+            "group:x",
+        ] {
             assert_eq!(
                 bad.parse::<PartnerId>(),
                 Err(IdentityError::BadPartnerId(bad.to_owned())),
@@ -479,7 +489,10 @@ mod tests {
         );
         assert!("group:".parse::<AudienceEntry>().is_err());
         assert!("Group:nato".parse::<AudienceEntry>().is_err());
-        assert_eq!("group:nato".parse::<AudienceEntry>().unwrap().to_string(), "group:nato");
+        assert_eq!(
+            "group:nato".parse::<AudienceEntry>().unwrap().to_string(),
+            "group:nato"
+        );
     }
 
     #[test]
@@ -511,6 +524,24 @@ mod tests {
             text.parse::<PublicKey>(),
             Err(IdentityError::PublicKeyInvalid(_))
         ));
+        // y + p encodes the same point as y, but not canonically. dalek decodes some of
+        // these; we refuse them all.
+        let mut decoded_by_dalek = 0;
+        for y in 2u8..=18 {
+            let mut non_canonical = [0xffu8; 32];
+            non_canonical[0] = 0xed + y;
+            non_canonical[31] = 0x7f;
+            decoded_by_dalek += usize::from(VerifyingKey::from_bytes(&non_canonical).is_ok());
+            let text = format!("ed25519:{}", B64.encode(non_canonical));
+            assert!(text.parse::<PublicKey>().is_err(), "y = p + {y}");
+        }
+        assert!(
+            decoded_by_dalek > 0,
+            "the test needs a non-canonical encoding dalek accepts"
+        );
+        // Unpadded base64 is refused: one key, one text form.
+        let good = PublicKey::of(&SigningKey::from_bytes(&[7u8; 32])).to_string();
+        assert!(good.trim_end_matches('=').parse::<PublicKey>().is_err());
     }
 
     #[test]
@@ -535,8 +566,14 @@ mod tests {
         assert!(ring.insert(pid("mod-jp"), key, validity));
         assert!(!ring.insert(pid("mod-jp"), key, Validity::default()));
 
-        assert_eq!(ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_000)), Ok(&key));
-        assert_eq!(ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_999)), Ok(&key));
+        assert_eq!(
+            ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_000)),
+            Ok(&key)
+        );
+        assert_eq!(
+            ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_999)),
+            Ok(&key)
+        );
         for at in [999, 2_000] {
             assert!(matches!(
                 ring.lookup(&pid("mod-jp"), &key.key_id(), t(at)),

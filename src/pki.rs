@@ -66,7 +66,10 @@ pub struct NodeTls {
     pub key_pem: String,
 }
 
-fn window(now: Timestamp, valid_for: Duration) -> Result<(time::OffsetDateTime, time::OffsetDateTime), PkiError> {
+fn window(
+    now: Timestamp,
+    valid_for: Duration,
+) -> Result<(time::OffsetDateTime, time::OffsetDateTime), PkiError> {
     let start = Timestamp::from_unix_ms(now.unix_ms().saturating_sub(BACKDATE.as_millis() as u64));
     let end = now.saturating_add(valid_for);
     Ok((
@@ -82,7 +85,11 @@ fn ca_params(now: Timestamp) -> Result<CertificateParams, PkiError> {
     dn.push(DnType::OrganizationName, "renkei federation");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     (params.not_before, params.not_after) = window(now, CA_VALIDITY)?;
     Ok(params)
 }
@@ -140,7 +147,10 @@ impl Ca {
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         (params.not_before, params.not_after) = window(now, NODE_VALIDITY)?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -155,7 +165,13 @@ impl Ca {
 pub fn fingerprint(pem: &str) -> Option<String> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
     let digest = Sha256::digest(der.as_ref());
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+    Some(
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 /// What [`init`] wrote, for the CLI to report.
@@ -171,13 +187,23 @@ pub struct InitReport {
 /// The files `certs init` writes for one node, relative to the PKI directory.
 pub fn node_files(dir: &Path, id: &PartnerId) -> [PathBuf; 4] {
     let d = dir.join(id.as_str());
-    [d.join("tls.crt"), d.join("tls.key"), d.join("signing.key"), d.join("signing.pub")]
+    [
+        d.join("tls.crt"),
+        d.join("tls.key"),
+        d.join("signing.key"),
+        d.join("signing.pub"),
+    ]
 }
 
 /// Writes (or reuses) the federation CA in `dir` and a TLS certificate and signing key
 /// per node. Nothing is overwritten unless `force`; with `force` the CA is regenerated
 /// too. An existing CA (both `ca.crt` and `ca.key`) is reused to add nodes.
-pub fn init(dir: &Path, nodes: &[PartnerId], force: bool, now: Timestamp) -> Result<InitReport, PkiError> {
+pub fn init(
+    dir: &Path,
+    nodes: &[PartnerId],
+    force: bool,
+    now: Timestamp,
+) -> Result<InitReport, PkiError> {
     let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
     // Check everything before writing anything, so a refusal leaves no half-made PKI.
     if !force {
@@ -198,7 +224,9 @@ pub fn init(dir: &Path, nodes: &[PartnerId], force: bool, now: Timestamp) -> Res
             (Ca::from_pem(&cert, &key).map_err(bad_ca)?, true)
         }
         (false, true, false) | (false, false, true) => {
-            return Err(bad_ca("only one of ca.crt and ca.key exists; restore the other or pass --force".into()))
+            return Err(bad_ca(
+                "only one of ca.crt and ca.key exists; restore the other or pass --force".into(),
+            ))
         }
         _ => {
             let ca = Ca::generate(now)?;
@@ -219,11 +247,23 @@ pub fn init(dir: &Path, nodes: &[PartnerId], force: bool, now: Timestamp) -> Res
         let [crt, key, skey, spub] = node_files(dir, id);
         files::write(&crt, tls.cert_pem.as_bytes(), Access::Public, force)?;
         files::write(&key, tls.key_pem.as_bytes(), Access::Private, force)?;
-        files::write(&skey, identity::signing_key_to_pem(&signing)?.as_bytes(), Access::Private, force)?;
-        files::write(&spub, format!("{public}\n").as_bytes(), Access::Public, force)?;
-        report
-            .nodes
-            .push((id.clone(), fingerprint(&tls.cert_pem).unwrap_or_default(), public));
+        files::write(
+            &skey,
+            identity::signing_key_to_pem(&signing)?.as_bytes(),
+            Access::Private,
+            force,
+        )?;
+        files::write(
+            &spub,
+            format!("{public}\n").as_bytes(),
+            Access::Public,
+            force,
+        )?;
+        report.nodes.push((
+            id.clone(),
+            fingerprint(&tls.cert_pem).unwrap_or_default(),
+            public,
+        ));
     }
     Ok(report)
 }
@@ -245,9 +285,15 @@ mod tests {
         let der = CertificateDer::from_pem_slice(tls.cert_pem.as_bytes()).unwrap();
         let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
         let bc = cert.basic_constraints().unwrap();
-        assert!(bc.is_none_or(|bc| !bc.value.ca), "an end-entity certificate must not be a CA");
+        assert!(
+            bc.is_none_or(|bc| !bc.value.ca),
+            "an end-entity certificate must not be a CA"
+        );
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(san.value.general_names, vec![GeneralName::DNSName("mod-jp")]);
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::DNSName("mod-jp")]
+        );
         let eku = cert.extended_key_usage().unwrap().unwrap();
         assert!(eku.value.server_auth && eku.value.client_auth);
         // Signed by the CA.
@@ -266,10 +312,15 @@ mod tests {
         let ca_before = std::fs::read(dir.path().join("ca.crt")).unwrap();
         let key_before = std::fs::read(dir.path().join("a/signing.key")).unwrap();
 
-        let err = init(dir.path(), &[pid("c"), pid("a")], false, now).err().unwrap();
+        let err = init(dir.path(), &[pid("c"), pid("a")], false, now)
+            .err()
+            .unwrap();
         assert!(matches!(err, PkiError::File(FileError::Exists(_))), "{err}");
         assert!(!dir.path().join("c").exists(), "a refusal writes nothing");
-        assert_eq!(std::fs::read(dir.path().join("a/signing.key")).unwrap(), key_before);
+        assert_eq!(
+            std::fs::read(dir.path().join("a/signing.key")).unwrap(),
+            key_before
+        );
 
         let second = init(dir.path(), &[pid("c")], false, now).unwrap();
         assert!(second.reused_ca);
@@ -278,6 +329,9 @@ mod tests {
 
         let forced = init(dir.path(), &[pid("a")], true, now).unwrap();
         assert_ne!(forced.ca_fingerprint, first.ca_fingerprint);
-        assert_ne!(std::fs::read(dir.path().join("a/signing.key")).unwrap(), key_before);
+        assert_ne!(
+            std::fs::read(dir.path().join("a/signing.key")).unwrap(),
+            key_before
+        );
     }
 }

@@ -141,7 +141,8 @@ mod tests {
             a: Timestamp,
             b: Timestamp,
         }
-        let t: T = toml::from_str("a = 2026-04-01T00:00:00Z\nb = \"2026-04-01T00:00:00Z\"").unwrap();
+        let t: T =
+            toml::from_str("a = 2026-04-01T00:00:00Z\nb = \"2026-04-01T00:00:00Z\"").unwrap();
         assert_eq!(t.a, t.b);
     }
 }

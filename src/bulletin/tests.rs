@@ -57,7 +57,10 @@ fn sign_then_verify_round_trip() {
     assert_eq!(v.header().tlp, Tlp::Amber);
     assert_eq!(v.header().kind, Kind::Advisory);
     assert_eq!(v.bulletin(), &sample());
-    assert_eq!(v.digest().0, <[u8; 32]>::from(Sha256::digest(&signed.bulletin)));
+    assert_eq!(
+        v.digest().0,
+        <[u8; 32]>::from(Sha256::digest(&signed.bulletin))
+    );
     assert_eq!(&signed.key_id[..], &PublicKey::of(&key(1)).key_id().0[..]);
     assert_eq!(v.signed(), &signed);
 }
@@ -70,14 +73,20 @@ fn signature_is_over_domain_tag_and_exact_bytes() {
     let mut msg = b"renkei/bulletin/v1\0".to_vec();
     msg.extend_from_slice(&signed.bulletin);
     assert!(vk.verify(&msg, &sig).is_ok());
-    assert!(vk.verify(&signed.bulletin, &sig).is_err(), "domain tag must be part of the signed message");
+    assert!(
+        vk.verify(&signed.bulletin, &sig).is_err(),
+        "domain tag must be part of the signed message"
+    );
 }
 
 #[test]
 fn another_key_is_unknown_and_a_borrowed_key_id_is_a_bad_signature() {
     let signed = sign(&sample(), &key(2), &Limits::default()).unwrap();
     let ring = ring_with(1, Validity::default());
-    assert_eq!(verify_bytes(encode(&signed), &ring).unwrap_err().code(), proto::ErrorCode::UnknownKey);
+    assert_eq!(
+        verify_bytes(encode(&signed), &ring).unwrap_err().code(),
+        proto::ErrorCode::UnknownKey
+    );
 
     // Impersonation: signed by key 2 but naming key 1's id.
     let mut forged = signed.clone();
@@ -92,7 +101,10 @@ fn a_key_of_one_origin_does_not_sign_for_another() {
     b.origin = "mod-fr".into();
     let signed = sign(&b, &key(1), &Limits::default()).unwrap();
     let err = verify_bytes(encode(&signed), &ring_with(1, Validity::default())).unwrap_err();
-    assert!(matches!(err, BulletinError::Key(KeyLookupError::Unknown { .. })), "{err}");
+    assert!(
+        matches!(err, BulletinError::Key(KeyLookupError::Unknown { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -109,13 +121,22 @@ fn key_outside_its_validity_window_fails() {
     let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
     let t = Timestamp::from_unix_ms;
     for validity in [
-        Validity { not_before: Some(t(CREATED + 1)), not_after: None },
-        Validity { not_before: None, not_after: Some(t(CREATED)) },
+        Validity {
+            not_before: Some(t(CREATED + 1)),
+            not_after: None,
+        },
+        Validity {
+            not_before: None,
+            not_after: Some(t(CREATED)),
+        },
     ] {
         let err = verify_bytes(encode(&signed), &ring_with(1, validity)).unwrap_err();
         assert_eq!(err.code(), proto::ErrorCode::KeyNotValid, "{validity}");
     }
-    let inside = Validity { not_before: Some(t(CREATED)), not_after: Some(t(CREATED + 1)) };
+    let inside = Validity {
+        not_before: Some(t(CREATED)),
+        not_after: Some(t(CREATED + 1)),
+    };
     assert!(verify_bytes(encode(&signed), &ring_with(1, inside)).is_ok());
 }
 
@@ -125,40 +146,143 @@ fn creation_time_beyond_the_allowed_skew_fails() {
     let signed = sign(&sample(), &key(1), &limits).unwrap();
     let ring = ring_with(1, Validity::default());
     let skew_ms = limits.max_future_skew.as_millis() as u64;
-    let at = |ms| UnverifiedBulletin::decode(encode(&signed), &limits).unwrap().verify(&ring, Timestamp::from_unix_ms(ms), &limits);
-    assert!(at(CREATED - skew_ms).is_ok(), "exactly at the skew limit is allowed");
+    let at = |ms| {
+        UnverifiedBulletin::decode(encode(&signed), &limits)
+            .unwrap()
+            .verify(&ring, Timestamp::from_unix_ms(ms), &limits)
+    };
+    assert!(
+        at(CREATED - skew_ms).is_ok(),
+        "exactly at the skew limit is allowed"
+    );
     let err = at(CREATED - skew_ms - 1).unwrap_err();
     assert_eq!(err.code(), proto::ErrorCode::ClockSkew);
-    assert!(err.to_string().contains("ahead of this node's clock"), "{err}");
+    assert!(
+        err.to_string().contains("ahead of this node's clock"),
+        "{err}"
+    );
 }
 
 #[test]
 fn every_field_rule_has_its_own_error() {
     let limits = Limits::default();
-    let cases: Vec<(&str, Box<dyn Fn(&mut proto::Bulletin)>, fn(&BulletinError) -> bool)> = vec![
-        ("empty id", Box::new(|b| b.id.clear()), |e| matches!(e, BulletinError::MissingField("id"))),
-        ("uppercase id", Box::new(|b| b.id = b.id.to_uppercase()), |e| matches!(e, BulletinError::BadId(_))),
-        ("nil id", Box::new(|b| b.id = Uuid::nil().to_string()), |e| matches!(e, BulletinError::BadId(_))),
-        ("braced id", Box::new(|b| b.id = format!("{{{}}}", b.id)), |e| matches!(e, BulletinError::BadId(_))),
-        ("empty origin", Box::new(|b| b.origin.clear()), |e| matches!(e, BulletinError::MissingField("origin"))),
-        ("bad origin", Box::new(|b| b.origin = "MOD_JP".into()), |e| matches!(e, BulletinError::BadOrigin(_))),
-        ("no time", Box::new(|b| b.created_unix_ms = 0), |e| matches!(e, BulletinError::MissingField("created_unix_ms"))),
-        ("no tlp", Box::new(|b| b.tlp = 0), |e| matches!(e, BulletinError::MissingField("tlp"))),
-        ("tlp 9", Box::new(|b| b.tlp = 9), |e| matches!(e, BulletinError::UnknownTlp(9))),
-        ("no kind", Box::new(|b| b.kind = 0), |e| matches!(e, BulletinError::MissingField("kind"))),
-        ("kind 99", Box::new(|b| b.kind = 99), |e| matches!(e, BulletinError::UnknownKind(99))),
-        ("blank title", Box::new(|b| b.title = "  ".into()), |e| matches!(e, BulletinError::MissingField("title"))),
-        ("long title", Box::new(|b| b.title = "x".repeat(513)), |e| matches!(e, BulletinError::FieldTooLong { field: "title", .. })),
-        ("long summary", Box::new(|b| b.summary = "x".repeat(8193)), |e| matches!(e, BulletinError::FieldTooLong { field: "summary", .. })),
-        ("body without type", Box::new(|b| b.content_type.clear()), |e| matches!(e, BulletinError::MissingField("content_type"))),
-        ("huge body", Box::new(|b| b.body = Bytes::from(vec![0u8; 768 * 1024 + 1])), |e| matches!(e, BulletinError::BodyTooLarge { .. })),
-        ("empty tag", Box::new(|b| b.tags.push(String::new())), |e| matches!(e, BulletinError::BadTag(_))),
-        ("control tag", Box::new(|b| b.tags.push("a\nb".into())), |e| matches!(e, BulletinError::BadTag(_))),
-        ("long tag", Box::new(|b| b.tags.push("t".repeat(129))), |e| matches!(e, BulletinError::FieldTooLong { field: "tag", .. })),
-        ("many tags", Box::new(|b| b.tags = vec!["t".into(); 65]), |e| matches!(e, BulletinError::TooManyEntries { field: "tags", .. })),
-        ("bad audience", Box::new(|b| b.audience.push("group:".into())), |e| matches!(e, BulletinError::BadAudience(_))),
-        ("big audience", Box::new(|b| b.audience = vec!["a".into(); 257]), |e| matches!(e, BulletinError::TooManyEntries { field: "audience", .. })),
-        ("bad reference", Box::new(|b| b.references.push("nope".into())), |e| matches!(e, BulletinError::BadReference(_))),
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut proto::Bulletin)>,
+        fn(&BulletinError) -> bool,
+    );
+    let cases: Vec<Case> = vec![
+        ("empty id", Box::new(|b| b.id.clear()), |e| {
+            matches!(e, BulletinError::MissingField("id"))
+        }),
+        (
+            "uppercase id",
+            Box::new(|b| b.id = b.id.to_uppercase()),
+            |e| matches!(e, BulletinError::BadId(_)),
+        ),
+        (
+            "nil id",
+            Box::new(|b| b.id = Uuid::nil().to_string()),
+            |e| matches!(e, BulletinError::BadId(_)),
+        ),
+        (
+            "braced id",
+            Box::new(|b| b.id = format!("{{{}}}", b.id)),
+            |e| matches!(e, BulletinError::BadId(_)),
+        ),
+        ("empty origin", Box::new(|b| b.origin.clear()), |e| {
+            matches!(e, BulletinError::MissingField("origin"))
+        }),
+        (
+            "bad origin",
+            Box::new(|b| b.origin = "MOD_JP".into()),
+            |e| matches!(e, BulletinError::BadOrigin(_)),
+        ),
+        ("no time", Box::new(|b| b.created_unix_ms = 0), |e| {
+            matches!(e, BulletinError::MissingField("created_unix_ms"))
+        }),
+        ("no tlp", Box::new(|b| b.tlp = 0), |e| {
+            matches!(e, BulletinError::MissingField("tlp"))
+        }),
+        ("tlp 9", Box::new(|b| b.tlp = 9), |e| {
+            matches!(e, BulletinError::UnknownTlp(9))
+        }),
+        ("no kind", Box::new(|b| b.kind = 0), |e| {
+            matches!(e, BulletinError::MissingField("kind"))
+        }),
+        ("kind 99", Box::new(|b| b.kind = 99), |e| {
+            matches!(e, BulletinError::UnknownKind(99))
+        }),
+        ("blank title", Box::new(|b| b.title = "  ".into()), |e| {
+            matches!(e, BulletinError::MissingField("title"))
+        }),
+        ("long title", Box::new(|b| b.title = "x".repeat(513)), |e| {
+            matches!(e, BulletinError::FieldTooLong { field: "title", .. })
+        }),
+        (
+            "long summary",
+            Box::new(|b| b.summary = "x".repeat(8193)),
+            |e| {
+                matches!(
+                    e,
+                    BulletinError::FieldTooLong {
+                        field: "summary",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "body without type",
+            Box::new(|b| b.content_type.clear()),
+            |e| matches!(e, BulletinError::MissingField("content_type")),
+        ),
+        (
+            "huge body",
+            Box::new(|b| b.body = Bytes::from(vec![0u8; 768 * 1024 + 1])),
+            |e| matches!(e, BulletinError::BodyTooLarge { .. }),
+        ),
+        ("empty tag", Box::new(|b| b.tags.push(String::new())), |e| {
+            matches!(e, BulletinError::BadTag(_))
+        }),
+        (
+            "control tag",
+            Box::new(|b| b.tags.push("a\nb".into())),
+            |e| matches!(e, BulletinError::BadTag(_)),
+        ),
+        (
+            "long tag",
+            Box::new(|b| b.tags.push("t".repeat(129))),
+            |e| matches!(e, BulletinError::FieldTooLong { field: "tag", .. }),
+        ),
+        (
+            "many tags",
+            Box::new(|b| b.tags = vec!["t".into(); 65]),
+            |e| matches!(e, BulletinError::TooManyEntries { field: "tags", .. }),
+        ),
+        (
+            "bad audience",
+            Box::new(|b| b.audience.push("group:".into())),
+            |e| matches!(e, BulletinError::BadAudience(_)),
+        ),
+        (
+            "big audience",
+            Box::new(|b| b.audience = vec!["a".into(); 257]),
+            |e| {
+                matches!(
+                    e,
+                    BulletinError::TooManyEntries {
+                        field: "audience",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "bad reference",
+            Box::new(|b| b.references.push("nope".into())),
+            |e| matches!(e, BulletinError::BadReference(_)),
+        ),
     ];
     for (name, mutate, expected) in cases {
         let mut b = sample();
@@ -171,8 +295,19 @@ fn every_field_rule_has_its_own_error() {
 
 #[test]
 fn oversize_bulletin_is_refused_on_both_sides() {
-    let small = Limits { max_bulletin_bytes: 200, ..Limits::default() };
-    let err = sign(&sample(), &key(1), &Limits { max_bulletin_bytes: 100, ..Limits::default() }).unwrap_err();
+    let small = Limits {
+        max_bulletin_bytes: 200,
+        ..Limits::default()
+    };
+    let err = sign(
+        &sample(),
+        &key(1),
+        &Limits {
+            max_bulletin_bytes: 100,
+            ..Limits::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, BulletinError::TooLarge { limit: 100, .. }));
     let mut b = sample();
     b.body = Bytes::from(vec![b'x'; 300]);
@@ -187,13 +322,49 @@ fn envelope_field_errors() {
     let ring = ring_with(1, Validity::default());
     let mut short_id = signed.clone();
     short_id.key_id.truncate(4);
-    assert_eq!(verify_bytes(encode(&short_id), &ring).unwrap_err(), BulletinError::KeyIdLength(4));
+    assert_eq!(
+        verify_bytes(encode(&short_id), &ring).unwrap_err(),
+        BulletinError::KeyIdLength(4)
+    );
     let mut short_sig = signed.clone();
     short_sig.signature.truncate(63);
-    assert_eq!(verify_bytes(encode(&short_sig), &ring).unwrap_err(), BulletinError::SignatureLength(63));
+    assert_eq!(
+        verify_bytes(encode(&short_sig), &ring).unwrap_err(),
+        BulletinError::SignatureLength(63)
+    );
     let mut empty = signed;
     empty.bulletin = Bytes::new();
-    assert_eq!(verify_bytes(encode(&empty), &ring).unwrap_err(), BulletinError::MissingField("bulletin"));
+    assert_eq!(
+        verify_bytes(encode(&empty), &ring).unwrap_err(),
+        BulletinError::MissingField("bulletin")
+    );
+}
+
+#[test]
+fn only_the_canonical_encoding_is_accepted() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let ring = ring_with(1, Validity::default());
+    let resign = |bytes: Vec<u8>| {
+        let sig = key(1).sign(&signed_message(&bytes));
+        proto::SignedBulletin {
+            bulletin: Bytes::from(bytes),
+            signature: Bytes::copy_from_slice(&sig.to_bytes()),
+            key_id: signed.key_id.clone(),
+        }
+    };
+    // A duplicated title (last one wins in most decoders), an unknown field 99 and a
+    // default value written out: each is signed correctly, each is refused.
+    let mut dup = signed.bulletin.to_vec();
+    dup.extend_from_slice(&[0x32, 0x01, b'X']);
+    let mut unknown = signed.bulletin.to_vec();
+    unknown.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let mut default_written = signed.bulletin.to_vec();
+    default_written.extend_from_slice(&[0x3a, 0x00]); // summary = "" is the default
+    for bytes in [dup, unknown, default_written] {
+        let err = verify_bytes(encode(&resign(bytes)), &ring).unwrap_err();
+        assert_eq!(err, BulletinError::NonCanonical);
+        assert_eq!(err.code(), proto::ErrorCode::InvalidBulletin);
+    }
 }
 
 #[test]
@@ -201,8 +372,13 @@ fn text_forms() {
     assert_eq!("AMBER+STRICT".parse::<Tlp>(), Ok(Tlp::AmberStrict));
     assert_eq!("TLP:RED".parse::<Tlp>(), Ok(Tlp::Red));
     assert_eq!("white".parse::<Tlp>(), Ok(Tlp::Clear));
-    assert!("purple".parse::<Tlp>().unwrap_err().contains("clear, green, amber, amber+strict, red"));
-    assert!(Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red);
+    assert!("purple"
+        .parse::<Tlp>()
+        .unwrap_err()
+        .contains("clear, green, amber, amber+strict, red"));
+    assert!(
+        Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red
+    );
     for k in Kind::ALL {
         assert_eq!(k.as_str().parse::<Kind>(), Ok(*k));
         assert_eq!(Kind::from_proto(k.to_proto() as i32), Some(*k));
@@ -252,7 +428,10 @@ fn every_byte_position_is_covered() {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut b = bytes.clone();
             b[i] ^= flip;
-            assert!(verify_bytes(Bytes::from(b), &ring).is_err(), "byte {i} ^ {flip:#x} still verified");
+            assert!(
+                verify_bytes(Bytes::from(b), &ring).is_err(),
+                "byte {i} ^ {flip:#x} still verified"
+            );
         }
     }
 }

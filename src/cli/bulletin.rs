@@ -21,7 +21,9 @@ use crate::timestamp::Timestamp;
 fn guess_content_type(body: &[u8]) -> &'static str {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let is_bundle = v.get("type").and_then(Value::as_str) == Some("bundle")
-            && v.get("id").and_then(Value::as_str).is_some_and(|id| id.starts_with("bundle--"));
+            && v.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.starts_with("bundle--"));
         return if is_bundle {
             bulletin::STIX_CONTENT_TYPE
         } else {
@@ -38,7 +40,8 @@ fn guess_content_type(body: &[u8]) -> &'static str {
 /// Builds the unsigned bulletin from command-line fields.
 pub(crate) fn from_fields(f: BulletinFields, now: Timestamp) -> anyhow::Result<proto::Bulletin> {
     let body = match &f.body_file {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading the body from {}", path.display()))?,
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the body from {}", path.display()))?,
         None => Vec::new(),
     };
     let content_type = match (&f.content_type, body.is_empty()) {
@@ -47,7 +50,8 @@ pub(crate) fn from_fields(f: BulletinFields, now: Timestamp) -> anyhow::Result<p
         (None, true) => String::new(),
     };
     let created = f.created.unwrap_or(now);
-    let id = f.id.unwrap_or_else(|| BulletinId::new_v7(created).to_string());
+    let id =
+        f.id.unwrap_or_else(|| BulletinId::new_v7(created).to_string());
     Ok(proto::Bulletin {
         id,
         origin: f.origin.to_string(),
@@ -66,9 +70,11 @@ pub(crate) fn from_fields(f: BulletinFields, now: Timestamp) -> anyhow::Result<p
 
 pub(super) fn new(key_path: &Path, fields: BulletinFields, out: &Path) -> anyhow::Result<()> {
     let pem = files::read_text(key_path)?;
-    let key = identity::signing_key_from_pem(&pem).with_context(|| key_path.display().to_string())?;
+    let key =
+        identity::signing_key_from_pem(&pem).with_context(|| key_path.display().to_string())?;
     let draft = from_fields(fields, Timestamp::now())?;
-    let signed = bulletin::sign(&draft, &key, &Limits::default()).context("the bulletin is not valid")?;
+    let signed =
+        bulletin::sign(&draft, &key, &Limits::default()).context("the bulletin is not valid")?;
     files::write(out, &signed.encode_to_vec(), Access::Public, true)?;
     let summary = json!({
         "file": out.display().to_string(),
@@ -96,10 +102,15 @@ fn read_pubkey(arg: &str) -> anyhow::Result<PublicKey> {
     text.parse().with_context(|| arg.to_owned())
 }
 
-pub(super) fn verify(pubkey: Option<&str>, config: Option<&Path>, file: &Path) -> anyhow::Result<()> {
+pub(super) fn verify(
+    pubkey: Option<&str>,
+    config: Option<&Path>,
+    file: &Path,
+) -> anyhow::Result<()> {
     let limits = Limits::default();
     let encoded = read_signed(file)?;
-    let unverified = UnverifiedBulletin::decode(encoded, &limits).with_context(|| file.display().to_string())?;
+    let unverified =
+        UnverifiedBulletin::decode(encoded, &limits).with_context(|| file.display().to_string())?;
     let (keys, limits) = match (pubkey, config) {
         (Some(text), _) => {
             let key = read_pubkey(text)?;
@@ -136,8 +147,12 @@ pub(super) fn show(file: &Path) -> anyhow::Result<()> {
     let encoded = read_signed(file)?;
     let signed = proto::SignedBulletin::decode(encoded.clone())
         .with_context(|| format!("{}: not a SignedBulletin", file.display()))?;
-    let b = proto::Bulletin::decode(signed.bulletin.clone())
-        .with_context(|| format!("{}: SignedBulletin.bulletin is not a Bulletin", file.display()))?;
+    let b = proto::Bulletin::decode(signed.bulletin.clone()).with_context(|| {
+        format!(
+            "{}: SignedBulletin.bulletin is not a Bulletin",
+            file.display()
+        )
+    })?;
     let mut view = describe(&b, &signed);
     view["verified"] = json!(false);
     // Report the first field problem, if any, without failing: show is for inspection.
@@ -193,6 +208,9 @@ mod tests {
         assert_eq!(guess_content_type(stix), bulletin::STIX_CONTENT_TYPE);
         assert_eq!(guess_content_type(br#"{"a":1}"#), "application/json");
         assert_eq!(guess_content_type(b"hello"), "text/plain; charset=utf-8");
-        assert_eq!(guess_content_type(&[0xff, 0xfe, 0x00]), "application/octet-stream");
+        assert_eq!(
+            guess_content_type(&[0xff, 0xfe, 0x00]),
+            "application/octet-stream"
+        );
     }
 }

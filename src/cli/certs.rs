@@ -11,7 +11,11 @@ use crate::timestamp::Timestamp;
 
 pub(super) fn init(dir: &Path, nodes: &[PartnerId], force: bool) -> anyhow::Result<()> {
     let report = pki::init(dir, nodes, force, Timestamp::now())?;
-    let verb = if report.reused_ca { "reused" } else { "created" };
+    let verb = if report.reused_ca {
+        "reused"
+    } else {
+        "created"
+    };
     println!("federation CA {verb}: {}", dir.join("ca.crt").display());
     println!("  sha256 fingerprint {}", report.ca_fingerprint);
     for (id, fp, public) in &report.nodes {

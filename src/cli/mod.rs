@@ -12,6 +12,7 @@ use crate::identity::PartnerId;
 
 mod bulletin;
 mod certs;
+mod demo;
 
 /// renkei: a secure information-sharing broker for signed cyber-threat bulletins.
 #[derive(Parser, Debug)]
@@ -21,6 +22,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Development PKI: a federation CA, TLS certificates and signing keys.
@@ -38,6 +41,12 @@ enum Command {
     /// Create, verify and inspect signed bulletins.
     #[command(subcommand)]
     Bulletin(BulletinCommand),
+    /// A local federation demo on embedded defaults, in a temporary directory.
+    Demo {
+        /// Keep the demo's files in DIR instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +106,7 @@ pub struct BulletinFields {
     created: Option<crate::timestamp::Timestamp>,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum BulletinCommand {
     /// Sign a new bulletin and write it as a binary SignedBulletin.
@@ -132,13 +142,20 @@ enum BulletinCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Certs(CertsCommand::Init { dir, nodes, force }) => certs::init(&dir, &nodes, force),
-        Command::Keygen { out, force } => certs::keygen(&out, force),
-        Command::Bulletin(BulletinCommand::New { key, fields, out }) => bulletin::new(&key, fields, &out),
-        Command::Bulletin(BulletinCommand::Verify { pubkey, config, file }) => {
-            bulletin::verify(pubkey.as_deref(), config.as_deref(), &file)
+        Command::Certs(CertsCommand::Init { dir, nodes, force }) => {
+            certs::init(&dir, &nodes, force)
         }
+        Command::Keygen { out, force } => certs::keygen(&out, force),
+        Command::Bulletin(BulletinCommand::New { key, fields, out }) => {
+            bulletin::new(&key, fields, &out)
+        }
+        Command::Bulletin(BulletinCommand::Verify {
+            pubkey,
+            config,
+            file,
+        }) => bulletin::verify(pubkey.as_deref(), config.as_deref(), &file),
         Command::Bulletin(BulletinCommand::Show { file }) => bulletin::show(&file),
+        Command::Demo { dir } => demo::run(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,18 +70,28 @@ role = "auditor"
     let p = &cfg.partners[0];
     assert_eq!(p.clearance, Some(Tlp::AmberStrict));
     assert!(p.shares_kind(Kind::Advisory) && !p.shares_kind(Kind::Exercise));
-    assert!(cfg.partners[1].shares_kind(Kind::Exercise), "all kinds when absent");
+    assert!(
+        cfg.partners[1].shares_kind(Kind::Exercise),
+        "all kinds when absent"
+    );
     assert_eq!(cfg.limits, LimitsSection::default());
     let public: PublicKey = key.parse().unwrap();
     let ring = cfg.keyring();
     let at = |s: &str| s.parse::<Timestamp>().unwrap();
-    assert!(ring.lookup(&p.id, &public.key_id(), at("2026-06-01T00:00:00Z")).is_ok());
-    assert!(ring.lookup(&p.id, &public.key_id(), at("2027-06-01T00:00:00Z")).is_err());
+    assert!(ring
+        .lookup(&p.id, &public.key_id(), at("2026-06-01T00:00:00Z"))
+        .is_ok());
+    assert!(ring
+        .lookup(&p.id, &public.key_id(), at("2027-06-01T00:00:00Z"))
+        .is_err());
 }
 
 #[test]
 fn unknown_fields_are_errors_naming_the_line() {
-    let err = parse("\n[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nclearence = \"red\"\n").unwrap_err();
+    let err = parse(
+        "\n[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nclearence = \"red\"\n",
+    )
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("node.toml:15:"), "{text}");
     assert!(text.contains("clearence"), "{text}");
@@ -109,7 +119,7 @@ fn bad_values_name_the_value_and_line() {
 fn semantic_rules_name_the_field() {
     let key = pk();
     let cases = [
-        (format!("[[partner]]\nid = \"mod-jp\"\nrole = \"liaison\"\nclearance = \"red\"\n"), "partner[0].id", "own id"),
+        ("[[partner]]\nid = \"mod-jp\"\nrole = \"liaison\"\nclearance = \"red\"\n".to_string(), "partner[0].id", "own id"),
         (
             "[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\n[[partner]]\nid = \"a\"\nrole = \"relay\"\nclearance = \"red\"\n".to_string(),
             "partner[1].id",
@@ -151,5 +161,9 @@ fn revoked_keys_enter_the_keyring() {
 #[test]
 fn missing_file_is_a_read_error_naming_it() {
     let err = NodeConfig::load(Path::new("/nonexistent/renkei.toml")).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/renkei.toml: cannot read"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/renkei.toml: cannot read"),
+        "{err}"
+    );
 }

@@ -1,0 +1,46 @@
+//! Helpers shared by the scenario tests: running the `renkei` binary in a temp dir.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The outcome of one `renkei` run.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `renkei ARGS` in `dir` and waits for it.
+pub fn renkei(dir: &Path, args: &[&str]) -> Run {
+    Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the renkei binary runs")
+        .into()
+}
+
+/// Runs `renkei ARGS` and panics with its stderr unless it succeeds.
+pub fn renkei_ok(dir: &Path, args: &[&str]) -> Run {
+    let run = renkei(dir, args);
+    assert!(run.ok, "renkei {args:?} failed:\n{}", run.stderr);
+    run
+}
+
+/// A federation PKI for `nodes` made by `renkei certs init` under `dir/certs`.
+pub fn pki(dir: &Path, nodes: &str) -> PathBuf {
+    renkei_ok(dir, &["certs", "init", "--dir", "certs", "--nodes", nodes]);
+    dir.join("certs")
+}

@@ -1,0 +1,239 @@
+//! Could someone else talk to renkei from `proto/` alone? This verifier is written from
+//! `proto/README.md` with a hand-written protobuf decoder and ring's Ed25519 and SHA-256,
+//! sharing no code with renkei's prost / ed25519-dalek / sha2 path. It checks the worked
+//! example in `proto/testdata/bulletin-v1.json` and a bulletin the CLI writes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use base64::Engine as _;
+use ring::digest::{digest, SHA256};
+use ring::signature::{UnparsedPublicKey, ED25519};
+use serde_json::Value;
+
+/// One protobuf field value: a varint or a length-delimited byte string.
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    Varint(u64),
+    Bytes(Vec<u8>),
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut value = 0u64;
+    for shift in (0..70).step_by(7) {
+        let byte = *buf.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+/// Decodes one message into field number → values, per the protobuf wire format.
+fn decode(buf: &[u8]) -> Result<HashMap<u64, Vec<Field>>, String> {
+    let mut fields: HashMap<u64, Vec<Field>> = HashMap::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let key = read_varint(buf, &mut pos)?;
+        let (number, wire_type) = (key >> 3, key & 7);
+        let value = match wire_type {
+            0 => Field::Varint(read_varint(buf, &mut pos)?),
+            2 => {
+                let len = usize::try_from(read_varint(buf, &mut pos)?).map_err(|_| "length")?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or("truncated field")?;
+                let bytes = buf[pos..end].to_vec();
+                pos = end;
+                Field::Bytes(bytes)
+            }
+            1 => {
+                pos += 8;
+                continue;
+            }
+            5 => {
+                pos += 4;
+                continue;
+            }
+            other => return Err(format!("unsupported wire type {other}")),
+        };
+        if number == 0 {
+            return Err("field number 0".into());
+        }
+        fields.entry(number).or_default().push(value);
+    }
+    if pos != buf.len() {
+        return Err("truncated fixed-width field".into());
+    }
+    Ok(fields)
+}
+
+fn bytes_field(m: &HashMap<u64, Vec<Field>>, n: u64) -> Vec<u8> {
+    match m.get(&n).and_then(|v| v.last()) {
+        Some(Field::Bytes(b)) => b.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn string_field(m: &HashMap<u64, Vec<Field>>, n: u64) -> String {
+    String::from_utf8(bytes_field(m, n)).unwrap_or_default()
+}
+
+/// A decoded, independently verified bulletin: (origin, id, tlp number, digest).
+struct Checked {
+    origin: String,
+    id: String,
+    tlp: u64,
+    digest: Vec<u8>,
+}
+
+/// proto/README.md §4.6 steps 1–4, with the caller's single trusted key for the origin.
+fn independent_verify(signed_bytes: &[u8], public_key: &[u8; 32]) -> Result<Checked, String> {
+    let signed = decode(signed_bytes)?;
+    let bulletin = bytes_field(&signed, 1);
+    let signature = bytes_field(&signed, 2);
+    let key_id = bytes_field(&signed, 3);
+    if bulletin.is_empty() || key_id.len() != 8 || signature.len() != 64 {
+        return Err("envelope fields have the wrong sizes".into());
+    }
+    let b = decode(&bulletin)?;
+    let key_digest = digest(&SHA256, public_key);
+    let expected_key_id = &key_digest.as_ref()[..8];
+    if key_id != expected_key_id {
+        return Err("key id names another key".into());
+    }
+    let mut message = b"renkei/bulletin/v1\0".to_vec();
+    message.extend_from_slice(&bulletin);
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&message, &signature)
+        .map_err(|_| "signature does not verify".to_string())?;
+    let tlp = match b.get(&4).and_then(|v| v.last()) {
+        Some(Field::Varint(n)) => *n,
+        _ => 0,
+    };
+    Ok(Checked {
+        origin: string_field(&b, 2),
+        id: string_field(&b, 1),
+        tlp,
+        digest: digest(&SHA256, &bulletin).as_ref().to_vec(),
+    })
+}
+
+fn hex_field(v: &Value, name: &str) -> Vec<u8> {
+    hex::decode(v[name].as_str().unwrap_or_else(|| panic!("{name} missing"))).unwrap()
+}
+
+fn vector() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/testdata/bulletin-v1.json");
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_worked_example_verifies_independently() {
+    let v = vector();
+    let public: [u8; 32] = hex_field(&v, "public_key_hex").try_into().unwrap();
+    let text = format!(
+        "ed25519:{}",
+        base64::engine::general_purpose::STANDARD.encode(public)
+    );
+    assert_eq!(v["public_key"], text.as_str());
+    assert_eq!(
+        &digest(&SHA256, &public).as_ref()[..8],
+        &hex_field(&v, "key_id_hex")[..]
+    );
+    assert_eq!(
+        hex_field(&v, "signature_domain_hex"),
+        b"renkei/bulletin/v1\0"
+    );
+
+    let checked = independent_verify(&hex_field(&v, "signed_bulletin_hex"), &public).unwrap();
+    assert_eq!(checked.digest, hex_field(&v, "digest_sha256_hex"));
+    assert_eq!(
+        checked.origin,
+        v["bulletin_fields"]["origin"].as_str().unwrap()
+    );
+    assert_eq!(checked.id, v["bulletin_fields"]["id"].as_str().unwrap());
+    assert_eq!(checked.tlp, 3, "TLP_AMBER");
+
+    // The vector's own parts agree: the envelope holds exactly bulletin_hex and signature_hex.
+    let env = decode(&hex_field(&v, "signed_bulletin_hex")).unwrap();
+    assert_eq!(bytes_field(&env, 1), hex_field(&v, "bulletin_hex"));
+    assert_eq!(bytes_field(&env, 2), hex_field(&v, "signature_hex"));
+
+    // A different key, or one flipped bit, fails.
+    let mut other = public;
+    other[0] ^= 1;
+    assert!(independent_verify(&hex_field(&v, "signed_bulletin_hex"), &other).is_err());
+    let mut tampered = hex_field(&v, "signed_bulletin_hex");
+    let last = tampered.len() - 20;
+    tampered[last] ^= 1;
+    assert!(independent_verify(&tampered, &public).is_err());
+}
+
+#[test]
+fn renkei_reproduces_the_worked_example_byte_for_byte() {
+    use prost::Message as _;
+    let v = vector();
+    let seed: [u8; 32] = hex_field(&v, "signing_key_seed_hex").try_into().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let b = renkei::proto::Bulletin::decode(&hex_field(&v, "bulletin_hex")[..]).unwrap();
+    let f = &v["bulletin_fields"];
+    assert_eq!(b.title, f["title"].as_str().unwrap());
+    assert_eq!(b.body, f["body_utf8"].as_str().unwrap().as_bytes());
+    let signed = renkei::bulletin::sign(&b, &key, &renkei::bulletin::Limits::default()).unwrap();
+    assert_eq!(
+        signed.bulletin.as_ref(),
+        &hex_field(&v, "bulletin_hex")[..],
+        "prost re-encodes the same bytes"
+    );
+    assert_eq!(
+        signed.signature.as_ref(),
+        &hex_field(&v, "signature_hex")[..]
+    );
+    assert_eq!(signed.key_id.as_ref(), &hex_field(&v, "key_id_hex")[..]);
+    assert_eq!(signed.encode_to_vec(), hex_field(&v, "signed_bulletin_hex"));
+}
+
+#[test]
+fn a_bulletin_written_by_the_cli_verifies_independently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::pki(dir, "nato-ccdcoe");
+    common::renkei_ok(
+        dir,
+        &[
+            "bulletin",
+            "new",
+            "--key",
+            "certs/nato-ccdcoe/signing.key",
+            "--origin",
+            "nato-ccdcoe",
+            "--tlp",
+            "amber+strict",
+            "--kind",
+            "consultation",
+            "--title",
+            "Cyber consultation, Tallinn",
+            "--audience",
+            "group:allies",
+            "--out",
+            "b.bin",
+        ],
+    );
+    let pub_text = fs::read_to_string(dir.join("certs/nato-ccdcoe/signing.pub")).unwrap();
+    let b64 = pub_text.trim().strip_prefix("ed25519:").unwrap();
+    let public: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let checked = independent_verify(&fs::read(dir.join("b.bin")).unwrap(), &public).unwrap();
+    assert_eq!(checked.origin, "nato-ccdcoe");
+    assert_eq!(checked.tlp, 4, "TLP_AMBER_STRICT");
+}
