@@ -13,5 +13,6 @@ pub mod config;
 pub mod files;
 pub mod identity;
 pub mod pki;
+pub mod policy;
 pub mod proto;
 pub mod timestamp;

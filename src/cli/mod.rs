@@ -13,6 +13,7 @@ use crate::identity::PartnerId;
 mod bulletin;
 mod certs;
 mod demo;
+mod policy;
 
 /// renkei: a secure information-sharing broker for signed cyber-threat bulletins.
 #[derive(Parser, Debug)]
@@ -41,11 +42,33 @@ enum Command {
     /// Create, verify and inspect signed bulletins.
     #[command(subcommand)]
     Bulletin(BulletinCommand),
+    /// Sharing policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// A local federation demo on embedded defaults, in a temporary directory.
     Demo {
         /// Keep the demo's files in DIR instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// For every partner of a node, would this bulletin be shared, and if not, why?
+    Explain {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The SignedBulletin file.
+        #[arg(long)]
+        bulletin: PathBuf,
+        /// The partner that hands the bulletin to the node (default: its origin).
+        #[arg(long)]
+        from: Option<PartnerId>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -155,6 +178,12 @@ pub fn main() -> ExitCode {
             file,
         }) => bulletin::verify(pubkey.as_deref(), config.as_deref(), &file),
         Command::Bulletin(BulletinCommand::Show { file }) => bulletin::show(&file),
+        Command::Policy(PolicyCommand::Explain {
+            config,
+            bulletin,
+            from,
+            json,
+        }) => policy::explain(&config, &bulletin, from.as_ref(), json),
         Command::Demo { dir } => demo::run(dir.as_deref()),
     };
     match result {

@@ -1,0 +1,173 @@
+use super::*;
+use crate::timestamp::Timestamp;
+use proto::WithholdReason as R;
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().unwrap()
+}
+
+fn header(tlp: Tlp, audience: &[&str]) -> Header {
+    Header {
+        id: crate::bulletin::BulletinId::parse_canonical("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b")
+            .unwrap(),
+        origin: pid("mod-jp"),
+        created: Timestamp::from_unix_ms(1),
+        tlp,
+        kind: Kind::Advisory,
+        tags: vec!["Phishing".into()],
+        audience: audience.iter().map(|a| a.parse().unwrap()).collect(),
+    }
+}
+
+fn rules(id: &str, role: Role, clearance: Option<Tlp>) -> PartnerRules {
+    PartnerRules {
+        id: pid(id),
+        role,
+        clearance,
+        kinds: None,
+        deny_tags: HashSet::new(),
+        groups: ["nato".parse().unwrap()].into_iter().collect(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Audience {
+    Empty,
+    Direct,
+    ViaGroup,
+    OtherOnly,
+}
+
+/// The rules of DESIGN.md written as a flat table, independent of `decide`'s structure.
+fn expected(
+    tlp: Tlp,
+    role: Role,
+    clearance: Option<Tlp>,
+    aud: Audience,
+    via_relay: bool,
+) -> Option<R> {
+    let named = matches!(aud, Audience::Direct | Audience::ViaGroup);
+    match (role, clearance) {
+        (Role::Auditor, _) => Some(R::Auditor),
+        (_, None) => Some(R::AboveClearance),
+        (_, Some(c)) if tlp > c => Some(R::AboveClearance),
+        _ => match tlp {
+            Tlp::Red | Tlp::AmberStrict if via_relay => Some(R::NoOnwardRelay),
+            Tlp::Red | Tlp::AmberStrict => (!named).then_some(R::NotInAudience),
+            Tlp::Amber => (aud == Audience::OtherOnly).then_some(R::NotInAudience),
+            Tlp::Green | Tlp::Clear => None,
+        },
+    }
+}
+
+#[test]
+fn every_tlp_role_clearance_audience_and_route() {
+    let mut cases = 0;
+    let mut shared = 0;
+    for &tlp in Tlp::ALL {
+        for role in [Role::Liaison, Role::Relay, Role::Auditor] {
+            for clearance in std::iter::once(None).chain(Tlp::ALL.iter().copied().map(Some)) {
+                for aud in [
+                    Audience::Empty,
+                    Audience::Direct,
+                    Audience::ViaGroup,
+                    Audience::OtherOnly,
+                ] {
+                    for via_relay in [false, true] {
+                        let audience: &[&str] = match aud {
+                            Audience::Empty => &[],
+                            Audience::Direct => &["mod-fr"],
+                            Audience::ViaGroup => &["group:nato"],
+                            Audience::OtherOnly => &["mod-de", "group:asean"],
+                        };
+                        let b = header(tlp, audience);
+                        let from = if via_relay {
+                            pid("hub-relay")
+                        } else {
+                            pid("mod-jp")
+                        };
+                        let got = match decide(&b, &from, &rules("mod-fr", role, clearance)) {
+                            Decision::Share => None,
+                            Decision::Withhold(w) => Some(w.code()),
+                        };
+                        let want = expected(tlp, role, clearance, aud, via_relay);
+                        assert_eq!(got, want, "{tlp} to a {role} cleared {clearance:?}, audience {aud:?}, via relay {via_relay}");
+                        cases += 1;
+                        shared += usize::from(got.is_none());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 5 * 3 * 6 * 4 * 2);
+    assert!(shared > 0 && shared < cases);
+}
+
+#[test]
+fn the_origin_never_gets_its_own_bulletin_back() {
+    let b = header(Tlp::Clear, &["mod-jp"]);
+    let origin = rules("mod-jp", Role::Liaison, Some(Tlp::Red));
+    assert_eq!(
+        decide(&b, &pid("mod-jp"), &origin),
+        Decision::Withhold(Withhold::Origin)
+    );
+}
+
+#[test]
+fn kinds_and_denied_tags_withhold_before_the_audience_is_considered() {
+    let b = header(Tlp::Red, &["mod-fr"]);
+    let mut p = rules("mod-fr", Role::Liaison, Some(Tlp::Red));
+    p.kinds = Some([Kind::Exercise].into_iter().collect());
+    assert_eq!(
+        decide(&b, &pid("mod-jp"), &p),
+        Decision::Withhold(Withhold::KindNotShared(Kind::Advisory))
+    );
+    p.kinds = None;
+    p.deny_tags = ["phishing".to_string()].into_iter().collect();
+    // Tags compare without regard to case.
+    assert_eq!(
+        decide(&b, &pid("mod-jp"), &p),
+        Decision::Withhold(Withhold::DeniedTag("Phishing".into()))
+    );
+}
+
+#[test]
+fn reasons_read_well() {
+    let w = Withhold::AboveClearance {
+        tlp: Tlp::Red,
+        clearance: Some(Tlp::Amber),
+    };
+    assert_eq!(w.to_string(), "red is above the partner's clearance amber");
+    assert_eq!(
+        Withhold::NotInAudience(Tlp::AmberStrict).to_string(),
+        "amber+strict goes only to its audience, which does not include the partner"
+    );
+}
+
+#[test]
+fn policy_from_config_decides_for_every_partner_in_order() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/node.toml");
+    let cfg = NodeConfig::load(&path).unwrap();
+    let policy = Policy::from_config(&cfg);
+    let mut b = header(Tlp::Amber, &["group:nato"]);
+    b.tags = vec!["National-Only".into()];
+    let decisions: Vec<_> = policy
+        .decide_all(&b, &b.origin)
+        .map(|(p, d)| (p.to_string(), d))
+        .collect();
+    let ids: Vec<_> = decisions.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["nato-ccdcoe", "mod-fr", "regional-cert", "audit-office"]
+    );
+    assert_eq!(
+        decisions[0].1,
+        Decision::Withhold(Withhold::DeniedTag("National-Only".into()))
+    );
+    assert_eq!(decisions[1].1, Decision::Share);
+    assert!(matches!(
+        decisions[2].1,
+        Decision::Withhold(Withhold::AboveClearance { .. })
+    ));
+    assert_eq!(decisions[3].1, Decision::Withhold(Withhold::Auditor));
+}
