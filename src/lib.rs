@@ -15,4 +15,5 @@ pub mod identity;
 pub mod pki;
 pub mod policy;
 pub mod proto;
+pub mod store;
 pub mod timestamp;

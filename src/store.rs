@@ -1,0 +1,383 @@
+//! Durable node state in sled: accepted bulletins, the (origin, id) index that makes
+//! publishing idempotent, and each partner's delivery cursor.
+//!
+//! Layout: one sled tree, `state`, with prefixed keys, so that every group commit is a
+//! single atomic `apply_batch`:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `m/head` | last accepted seq (u64 big-endian) |
+//! | `s/` seq (u64 BE) | `Segment`: the bulletins of one group commit, starting at seq |
+//! | `d/` origin `\0` id (16 bytes) | seq (u64 BE) ‖ digest (32 bytes) |
+//! | `c/` partner id | `PartnerCursor` |
+//!
+//! A partner's queue is not stored key by key: it is every stored bulletin whose
+//! `shared_with` names the partner, after its cursor. That keeps the write path at one
+//! value per batch plus one index key per bulletin.
+//!
+//! Synchronous; the node calls writes from one storage thread. It decides nothing about
+//! who receives what (that is `policy`) and never verifies signatures.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::bulletin::{BulletinId, Digest};
+use crate::identity::PartnerId;
+use crate::proto;
+use crate::timestamp::Timestamp;
+
+const HEAD: &[u8] = b"m/head";
+const SEGMENT: &[u8] = b"s/";
+const DEDUPE: &[u8] = b"d/";
+const CURSOR: &[u8] = b"c/";
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, or a database it cannot read).
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode or contradicts another: refuse to go on.
+    #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
+    Corrupt {
+        /// The key, printable.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn corrupt(key: &[u8], why: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        why: why.into(),
+    }
+}
+
+fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 8);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn dedupe_key(origin: &PartnerId, id: &BulletinId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(DEDUPE.len() + origin.as_str().len() + 17);
+    k.extend_from_slice(DEDUPE);
+    k.extend_from_slice(origin.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn cursor_key(partner: &PartnerId) -> Vec<u8> {
+    [CURSOR, partner.as_str().as_bytes()].concat()
+}
+
+fn be_u64(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(key, "expected 8 bytes"))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// A verified bulletin ready to be stored, with the policy's decision already made.
+#[derive(Clone, Debug)]
+pub struct NewBulletin {
+    /// The encoded `SignedBulletin`, exactly as received.
+    pub signed: Bytes,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its origin.
+    pub origin: PartnerId,
+    /// Its id.
+    pub id: BulletinId,
+    /// The partner that handed it over.
+    pub received_from: PartnerId,
+    /// The partners it is shared with.
+    pub shared_with: Vec<PartnerId>,
+}
+
+/// What a commit did with one bulletin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored under this seq.
+    Accepted(u64),
+    /// The same (origin, id) and digest were stored before, under this seq.
+    Duplicate(u64),
+    /// The same (origin, id) was stored before with another digest.
+    Conflict {
+        /// Seq of the stored bulletin.
+        seq: u64,
+        /// Its digest.
+        existing: Digest,
+    },
+}
+
+/// A partner's delivery progress: everything shared with it up to `acked_through`
+/// was acknowledged, and so were the seqs in `acked_above`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// All shared seqs up to here are acknowledged.
+    pub acked_through: u64,
+    /// Acknowledged seqs above `acked_through`.
+    pub acked_above: BTreeSet<u64>,
+}
+
+impl Cursor {
+    /// Has `seq` been acknowledged?
+    pub fn is_acked(&self, seq: u64) -> bool {
+        seq <= self.acked_through || self.acked_above.contains(&seq)
+    }
+}
+
+/// One bulletin waiting for a partner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pending {
+    /// Its seq.
+    pub seq: u64,
+    /// The encoded `SignedBulletin`.
+    pub signed: Bytes,
+}
+
+/// A page of a partner's queue.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page {
+    /// Bulletins for the partner, ascending seq.
+    pub items: Vec<Pending>,
+    /// Every seq up to here has been examined; continue after it.
+    pub scanned_through: u64,
+}
+
+/// The node's database.
+pub struct Store {
+    db: sled::Db,
+    state: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's cache.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let state = db.open_tree("state")?;
+        let store = Store { db, state };
+        store.check_head()?;
+        Ok(store)
+    }
+
+    /// Refuses a database whose head does not match its last segment.
+    fn check_head(&self) -> Result<(), StoreError> {
+        let head = self.head()?;
+        let last = match self.state.scan_prefix(SEGMENT).next_back() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                let seg = proto::Segment::decode(&*v).map_err(|e| corrupt(&k, e.to_string()))?;
+                seg.bulletins
+                    .last()
+                    .map(|b| b.seq)
+                    .ok_or_else(|| corrupt(&k, "empty segment"))?
+            }
+            None => 0,
+        };
+        if last != head {
+            return Err(corrupt(
+                HEAD,
+                format!("head is {head} but the last stored bulletin is {last}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The last accepted seq (0 when none).
+    pub fn head(&self) -> Result<u64, StoreError> {
+        match self.state.get(HEAD)? {
+            Some(v) => be_u64(HEAD, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Where (origin, id) is stored, with its digest.
+    pub fn lookup(
+        &self,
+        origin: &PartnerId,
+        id: &BulletinId,
+    ) -> Result<Option<(u64, Digest)>, StoreError> {
+        let key = dedupe_key(origin, id);
+        match self.state.get(&key)? {
+            None => Ok(None),
+            Some(v) if v.len() == 40 => {
+                let seq = be_u64(&key, &v[..8])?;
+                let mut d = [0u8; 32];
+                d.copy_from_slice(&v[8..]);
+                Ok(Some((seq, Digest(d))))
+            }
+            Some(_) => Err(corrupt(&key, "index entry is not 40 bytes")),
+        }
+    }
+
+    /// Stores the new bulletins of a batch as one segment, atomically with their index
+    /// entries and the new head, and flushes. Duplicates and conflicts (against the
+    /// store and within the batch) are reported, not stored.
+    pub fn commit(
+        &self,
+        batch: Vec<NewBulletin>,
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut head = self.head()?;
+        let first = head + 1;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut in_batch: HashMap<Vec<u8>, (u64, Digest)> = HashMap::new();
+        let mut segment = proto::Segment::default();
+        let mut writes = sled::Batch::default();
+        for b in batch {
+            let key = dedupe_key(&b.origin, &b.id);
+            let earlier = match in_batch.get(&key) {
+                Some(hit) => Some(*hit),
+                None => self.lookup(&b.origin, &b.id)?,
+            };
+            if let Some((seq, existing)) = earlier {
+                outcomes.push(if existing == b.digest {
+                    Outcome::Duplicate(seq)
+                } else {
+                    Outcome::Conflict { seq, existing }
+                });
+                continue;
+            }
+            head += 1;
+            let mut value = head.to_be_bytes().to_vec();
+            value.extend_from_slice(&b.digest.0);
+            writes.insert(key.clone(), value);
+            in_batch.insert(key, (head, b.digest));
+            segment.bulletins.push(proto::StoredBulletin {
+                seq: head,
+                signed: b.signed,
+                digest: Bytes::copy_from_slice(&b.digest.0),
+                origin: b.origin.to_string(),
+                id: b.id.to_string(),
+                received_from: b.received_from.to_string(),
+                accepted_unix_ms: now.unix_ms(),
+                shared_with: b.shared_with.iter().map(|p| p.to_string()).collect(),
+            });
+            outcomes.push(Outcome::Accepted(head));
+        }
+        if !segment.bulletins.is_empty() {
+            writes.insert(seq_key(SEGMENT, first), segment.encode_to_vec());
+            writes.insert(HEAD, &head.to_be_bytes()[..]);
+            self.state.apply_batch(writes)?;
+            self.db.flush()?;
+        }
+        Ok(outcomes)
+    }
+
+    /// The stored bulletin with this seq.
+    pub fn get(&self, seq: u64) -> Result<Option<proto::StoredBulletin>, StoreError> {
+        let mut segments = self.segments_from(seq);
+        match segments.next() {
+            Some(seg) => Ok(seg?.bulletins.into_iter().find(|b| b.seq == seq)),
+            None => Ok(None),
+        }
+    }
+
+    /// Segments in order, starting with the one that holds `seq`.
+    fn segments_from(
+        &self,
+        seq: u64,
+    ) -> impl Iterator<Item = Result<proto::Segment, StoreError>> + '_ {
+        // The segment holding `seq` starts at or before it.
+        let start = self
+            .state
+            .range(SEGMENT.to_vec()..=seq_key(SEGMENT, seq))
+            .next_back()
+            .and_then(|kv| kv.ok())
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or_else(|| SEGMENT.to_vec());
+        self.state
+            .range(start..)
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(SEGMENT)))
+            .map(|kv| {
+                let (k, v) = kv?;
+                proto::Segment::decode(Bytes::copy_from_slice(&v))
+                    .map_err(|e| corrupt(&k, e.to_string()))
+            })
+    }
+
+    /// Up to `max` bulletins shared with `partner` with seq above `after`, skipping
+    /// those the cursor marks acknowledged.
+    pub fn pending(
+        &self,
+        partner: &PartnerId,
+        after: u64,
+        cursor: &Cursor,
+        max: usize,
+    ) -> Result<Page, StoreError> {
+        let head = self.head()?;
+        let mut page = Page {
+            items: Vec::new(),
+            scanned_through: after,
+        };
+        if after >= head || max == 0 {
+            return Ok(page);
+        }
+        let name = partner.as_str();
+        for seg in self.segments_from(after + 1) {
+            for b in seg?.bulletins {
+                if b.seq <= after {
+                    continue;
+                }
+                if page.items.len() == max {
+                    return Ok(page);
+                }
+                page.scanned_through = b.seq;
+                if !cursor.is_acked(b.seq) && b.shared_with.iter().any(|p| p == name) {
+                    page.items.push(Pending {
+                        seq: b.seq,
+                        signed: b.signed,
+                    });
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// The partner's saved cursor (all zero for a partner never seen).
+    pub fn cursor(&self, partner: &PartnerId) -> Result<Cursor, StoreError> {
+        let key = cursor_key(partner);
+        match self.state.get(&key)? {
+            None => Ok(Cursor::default()),
+            Some(v) => {
+                let c =
+                    proto::PartnerCursor::decode(&*v).map_err(|e| corrupt(&key, e.to_string()))?;
+                Ok(Cursor {
+                    acked_through: c.acked_through,
+                    acked_above: c.acked_above.into_iter().collect(),
+                })
+            }
+        }
+    }
+
+    /// Saves a partner's cursor. Not flushed: a lost ack only means a redelivery.
+    pub fn save_cursor(&self, partner: &PartnerId, cursor: &Cursor) -> Result<(), StoreError> {
+        let value = proto::PartnerCursor {
+            acked_through: cursor.acked_through,
+            acked_above: cursor.acked_above.iter().copied().collect(),
+        };
+        self.state
+            .insert(cursor_key(partner), value.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// Makes every write so far survive a process crash.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

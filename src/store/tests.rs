@@ -1,0 +1,170 @@
+use super::*;
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().unwrap()
+}
+
+fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
+    let id =
+        BulletinId::parse_canonical(&format!("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a{n:02x}")).unwrap();
+    let signed = Bytes::from(vec![n; 10]);
+    NewBulletin {
+        digest: Digest::of(&signed),
+        signed,
+        origin: pid(origin),
+        id,
+        received_from: pid(origin),
+        shared_with: shared.iter().map(|s| pid(s)).collect(),
+    }
+}
+
+const NOW: Timestamp = Timestamp::from_unix_ms(1_790_000_000_000);
+const CACHE: u64 = 16 << 20;
+
+#[test]
+fn commits_assign_gapless_seqs_and_dedupe() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.head().unwrap(), 0);
+    let out = store
+        .commit(
+            vec![
+                new(1, "a", &["b"]),
+                new(2, "a", &["c"]),
+                new(1, "a", &["b"]),
+            ],
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Accepted(1),
+            Outcome::Accepted(2),
+            Outcome::Duplicate(1)
+        ]
+    );
+
+    let mut conflicting = new(2, "a", &["b"]);
+    conflicting.signed = Bytes::from_static(b"other bytes");
+    conflicting.digest = Digest::of(&conflicting.signed);
+    let out = store
+        .commit(
+            vec![new(3, "a", &[]), conflicting, new(2, "a", &["c"])],
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(out[0], Outcome::Accepted(3));
+    assert!(matches!(out[1], Outcome::Conflict { seq: 2, .. }));
+    assert_eq!(out[2], Outcome::Duplicate(2));
+    // The same id from another origin is another bulletin.
+    assert_eq!(
+        store.commit(vec![new(1, "z", &[])], NOW).unwrap(),
+        vec![Outcome::Accepted(4)]
+    );
+    assert_eq!(store.head().unwrap(), 4);
+    let stored = store.get(2).unwrap().unwrap();
+    assert_eq!(stored.signed, Bytes::from(vec![2u8; 10]));
+    assert_eq!(stored.shared_with, vec!["c".to_string()]);
+    assert!(store.get(5).unwrap().is_none());
+}
+
+#[test]
+fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    store
+        .commit(vec![new(1, "a", &["b", "c"]), new(2, "a", &["c"])], NOW)
+        .unwrap();
+    store
+        .commit(vec![new(3, "a", &["b"]), new(4, "a", &["b", "c"])], NOW)
+        .unwrap();
+    let seqs = |p: &Page| p.items.iter().map(|i| i.seq).collect::<Vec<_>>();
+
+    let b = pid("b");
+    let page = store.pending(&b, 0, &Cursor::default(), 10).unwrap();
+    assert_eq!(seqs(&page), [1, 3, 4]);
+    assert_eq!(page.scanned_through, 4);
+
+    // Paging: at most `max`, and the scan position says where to go on.
+    let page = store.pending(&b, 0, &Cursor::default(), 2).unwrap();
+    assert_eq!(seqs(&page), [1, 3]);
+    assert_eq!(page.scanned_through, 3);
+    let page = store.pending(&b, 3, &Cursor::default(), 2).unwrap();
+    assert_eq!(seqs(&page), [4]);
+
+    // Acknowledged entries are skipped.
+    let cursor = Cursor {
+        acked_through: 1,
+        acked_above: [4].into_iter().collect(),
+    };
+    store.save_cursor(&b, &cursor).unwrap();
+    assert_eq!(store.cursor(&b).unwrap(), cursor);
+    assert_eq!(seqs(&store.pending(&b, 0, &cursor, 10).unwrap()), [3]);
+    assert_eq!(
+        store
+            .pending(&pid("nobody"), 0, &Cursor::default(), 10)
+            .unwrap()
+            .items,
+        vec![]
+    );
+}
+
+#[test]
+fn everything_is_still_there_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        store
+            .commit(vec![new(1, "a", &["b"]), new(2, "a", &["b"])], NOW)
+            .unwrap();
+        store
+            .save_cursor(
+                &pid("b"),
+                &Cursor {
+                    acked_through: 1,
+                    ..Cursor::default()
+                },
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.head().unwrap(), 2);
+    assert_eq!(
+        store
+            .lookup(&pid("a"), &new(2, "a", &[]).id)
+            .unwrap()
+            .map(|(s, _)| s),
+        Some(2)
+    );
+    let cursor = store.cursor(&pid("b")).unwrap();
+    assert_eq!(cursor.acked_through, 1);
+    let page = store.pending(&pid("b"), 0, &cursor, 10).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].seq, 2);
+    assert_eq!(
+        store.commit(vec![new(3, "a", &[])], NOW).unwrap(),
+        vec![Outcome::Accepted(3)]
+    );
+}
+
+#[test]
+fn a_head_that_disagrees_with_the_segments_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        store.commit(vec![new(1, "a", &["b"])], NOW).unwrap();
+        store.state.insert(HEAD, &7u64.to_be_bytes()[..]).unwrap();
+        store.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), CACHE)
+        .err()
+        .expect("corruption must be refused");
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("head is 7 but the last stored bulletin is 1"),
+        "{err}"
+    );
+}
