@@ -113,6 +113,48 @@ impl LimitsSection {
     }
 }
 
+/// The optional `[transport]` table: QUIC timers and delivery flow control.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSection {
+    /// Seconds between QUIC keep-alive pings on an idle connection.
+    pub keep_alive_secs: u64,
+    /// Seconds without any packet before a connection is dropped.
+    pub idle_timeout_secs: u64,
+    /// Seconds a TLS handshake may take before the node gives up on it.
+    pub handshake_timeout_secs: u64,
+    /// Deliveries in flight to one subscriber without an Ack, at most.
+    pub delivery_window: u32,
+    /// Bulletins per group commit, at most.
+    pub commit_batch: usize,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            keep_alive_secs: 5,
+            idle_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+            delivery_window: 256,
+            commit_batch: 512,
+        }
+    }
+}
+
+/// The optional `[storage]` table.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// sled's page cache, MiB. Bounded so memory does not grow with the database.
+    pub cache_mib: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { cache_mib: 64 }
+    }
+}
+
 /// One signing key of a partner, with its optional validity window.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,12 +227,35 @@ pub struct NodeConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[transport]`.
+    #[serde(default)]
+    pub transport: TransportSection,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: StorageSection,
     /// `[[partner]]` entries.
     #[serde(default, rename = "partner")]
     pub partners: Vec<PartnerConfig>,
     /// `[[revoked]]` entries.
     #[serde(default)]
     pub revoked: Vec<Revocation>,
+}
+
+/// Makes relative paths relative to the directory of the file that names them.
+fn resolve_paths<'a>(file: &Path, paths: impl IntoIterator<Item = &'a mut PathBuf>) {
+    let base = file.parent().unwrap_or(Path::new(""));
+    for p in paths {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })
 }
 
 /// Turns a toml error into one that names the file, line and column.
@@ -218,10 +283,7 @@ impl NodeConfig {
     /// Reads and validates the file at `path`; relative paths in it are taken from
     /// the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
+        let text = read(path)?;
         let mut cfg = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let n = &mut cfg.node;
@@ -269,6 +331,24 @@ impl NodeConfig {
                     "must be at least max_bulletin_bytes + {FRAME_OVERHEAD} ({}) so the largest bulletin fits in a frame",
                     l.max_bulletin_bytes + FRAME_OVERHEAD
                 ),
+            ));
+        }
+        let t = &self.transport;
+        for (field, value) in [
+            ("transport.idle_timeout_secs", t.idle_timeout_secs),
+            ("transport.handshake_timeout_secs", t.handshake_timeout_secs),
+            ("transport.delivery_window", u64::from(t.delivery_window)),
+            ("transport.commit_batch", t.commit_batch as u64),
+            ("storage.cache_mib", self.storage.cache_mib),
+        ] {
+            if value == 0 {
+                return Err((field.into(), "must be greater than 0".into()));
+            }
+        }
+        if t.keep_alive_secs >= t.idle_timeout_secs {
+            return Err((
+                "transport.keep_alive_secs".into(),
+                format!("must be below idle_timeout_secs ({}) or idle connections drop", t.idle_timeout_secs),
             ));
         }
         let mut seen_ids: HashMap<&PartnerId, usize> = HashMap::new();
@@ -340,6 +420,93 @@ impl NodeConfig {
         }
         for r in &self.revoked {
             ring.revoke(r.key);
+        }
+        ring
+    }
+}
+
+/// The `[client]` table of a client configuration: who the client is, which node it
+/// talks to, and its keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// The client's partner id (the DNS SAN of its TLS certificate).
+    pub id: PartnerId,
+    /// The node's UDP address.
+    pub server: SocketAddr,
+    /// The node's partner id, checked against its certificate.
+    pub server_name: PartnerId,
+    /// The federation CA certificate.
+    pub ca_cert: PathBuf,
+    /// The client's TLS certificate.
+    pub tls_cert: PathBuf,
+    /// Its private key.
+    pub tls_key: PathBuf,
+    /// The Ed25519 key the client signs its bulletins with (needed to publish).
+    pub signing_key: Option<PathBuf>,
+}
+
+/// An origin whose bulletins a client verifies, with its keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginKeys {
+    /// The origin's partner id.
+    pub id: PartnerId,
+    /// Its signing keys.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// A client's configuration file: `[client]` and the `[[partner]]` origins it trusts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `[client]`.
+    pub client: ClientSection,
+    /// `[[partner]]`: keys of the origins whose deliveries it verifies.
+    #[serde(default, rename = "partner")]
+    pub partners: Vec<OriginKeys>,
+    /// `[limits]`: the bulletin limits the client applies to what it receives.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[transport]`: keep-alive and idle timeout.
+    #[serde(default)]
+    pub transport: TransportSection,
+}
+
+impl ClientConfig {
+    /// Reads a client configuration; relative paths are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
+        let text = read(path)?;
+        let mut cfg: ClientConfig = toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
+        let c = &mut cfg.client;
+        resolve_paths(
+            path,
+            [&mut c.ca_cert, &mut c.tls_cert, &mut c.tls_key]
+                .into_iter()
+                .chain(c.signing_key.as_mut()),
+        );
+        let mut ring = Keyring::new();
+        for (i, p) in cfg.partners.iter().enumerate() {
+            for (k, key) in p.keys.iter().enumerate() {
+                if !ring.insert(p.id.clone(), key.public, key.validity()) {
+                    return Err(ConfigError::Invalid {
+                        file: path.to_owned(),
+                        field: format!("partner[{i}].keys[{k}].public"),
+                        problem: format!("{} is listed twice for {}", key.public, p.id),
+                    });
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The keys of every trusted origin.
+    pub fn keyring(&self) -> Keyring {
+        let mut ring = Keyring::new();
+        for p in &self.partners {
+            for k in &p.keys {
+                ring.insert(p.id.clone(), k.public, k.validity());
+            }
         }
         ring
     }

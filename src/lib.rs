@@ -17,3 +17,4 @@ pub mod policy;
 pub mod proto;
 pub mod store;
 pub mod timestamp;
+pub mod transport;

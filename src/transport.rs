@@ -1,0 +1,300 @@
+//! Moving frames: QUIC endpoints with mutual TLS 1.3 (rustls, ring), the partner id
+//! read from a peer's certificate, and length-delimited protobuf frames on streams.
+//!
+//! It decides nothing: which partner may do what is the node's business, what a
+//! bulletin means is `bulletin`'s and `policy`'s.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::RootCertStore;
+
+use crate::identity::PartnerId;
+use crate::proto;
+
+/// The ALPN protocol id of renkei protocol version 1.
+pub const ALPN: &[u8] = b"renkei/1";
+
+/// Transport set-up and connection failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client verifier could not be built (e.g. an empty CA file).
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The crypto provider offers no QUIC initial cipher suite.
+    #[error("QUIC crypto: {0}")]
+    Quic(String),
+    /// Binding or using the UDP socket failed.
+    #[error("UDP endpoint: {0}")]
+    Io(#[from] std::io::Error),
+    /// Connecting failed before the handshake.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake or the connection failed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The peer presented no certificate naming a partner id.
+    #[error("the peer's certificate names no partner id: {0}")]
+    NoPartnerId(String),
+}
+
+/// A stream could not carry a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix exceeds the limit; the body was not read.
+    #[error("frame of {len} bytes is over the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u64,
+        /// Limit in force.
+        max: usize,
+    },
+    /// The length prefix is not a varint of at most 10 bytes.
+    #[error("malformed length prefix")]
+    BadLength,
+    /// The body is not the expected protobuf message.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// The stream ended inside a frame.
+    #[error("the stream ended in the middle of a frame")]
+    Truncated,
+    /// Reading failed (connection lost, stream reset).
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// Writing failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+impl FrameError {
+    /// The wire error code to answer with, when the peer is still there to hear it.
+    pub fn code(&self) -> Option<proto::ErrorCode> {
+        match self {
+            FrameError::TooLarge { .. } => Some(proto::ErrorCode::FrameTooLarge),
+            FrameError::BadLength | FrameError::Malformed(_) | FrameError::Truncated => {
+                Some(proto::ErrorCode::MalformedFrame)
+            }
+            FrameError::Read(_) | FrameError::Write(_) => None,
+        }
+    }
+}
+
+/// A TLS identity: our certificate chain and key, and the federation CA we trust.
+pub struct TlsIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<RootCertStore>,
+}
+
+fn file_err(path: &Path, why: impl ToString) -> TransportError {
+    TransportError::File {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+impl TlsIdentity {
+    /// Loads the CA certificate, our certificate (chain) and our private key, all PEM.
+    pub fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self, TransportError> {
+        let mut roots = RootCertStore::empty();
+        for der in CertificateDer::pem_file_iter(ca_cert).map_err(|e| file_err(ca_cert, e))? {
+            roots
+                .add(der.map_err(|e| file_err(ca_cert, e))?)
+                .map_err(|e| file_err(ca_cert, e))?;
+        }
+        if roots.is_empty() {
+            return Err(file_err(ca_cert, "no CA certificate in the file"));
+        }
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| file_err(cert, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err(cert, e))?;
+        if chain.is_empty() {
+            return Err(file_err(cert, "no certificate in the file"));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+        Ok(TlsIdentity {
+            chain,
+            key: key_der,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// The partner id our own certificate names.
+    pub fn partner_id(&self) -> Result<PartnerId, TransportError> {
+        partner_from_cert(&self.chain[0])
+    }
+}
+
+/// QUIC timers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    /// Keep-alive ping interval.
+    pub keep_alive: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+}
+
+fn transport_config(t: Timers) -> Result<quinn::TransportConfig, TransportError> {
+    let mut cfg = quinn::TransportConfig::default();
+    cfg.keep_alive_interval(Some(t.keep_alive));
+    cfg.max_idle_timeout(Some(
+        t.idle_timeout
+            .try_into()
+            .map_err(|_| TransportError::Quic("idle timeout too large".into()))?,
+    ));
+    Ok(cfg)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A node's QUIC server configuration: TLS 1.3 only, client certificates required and
+/// chained to the federation CA, ALPN `renkei/1`, no 0-RTT.
+pub fn server_config(id: &TlsIdentity, timers: Timers) -> Result<quinn::ServerConfig, TransportError> {
+    let provider = provider();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider.clone()).build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // 0-RTT data could be replayed; rustls's default of 0 keeps it off. Stated anyway.
+    tls.max_early_data_size = 0;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport_config(timers)?));
+    Ok(cfg)
+}
+
+/// A client's QUIC configuration: presents our certificate, trusts only the federation CA.
+pub fn client_config(id: &TlsIdentity, timers: Timers) -> Result<quinn::ClientConfig, TransportError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(id.roots.clone())
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport_config(timers)?));
+    Ok(cfg)
+}
+
+/// The partner id named by a certificate: its single DNS subject alternative name.
+pub fn partner_from_cert(der: &CertificateDer<'_>) -> Result<PartnerId, TransportError> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| TransportError::NoPartnerId(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| TransportError::NoPartnerId(e.to_string()))?
+        .ok_or_else(|| TransportError::NoPartnerId("no subject alternative name".into()))?;
+    let names: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [one] => one.parse().map_err(|e: crate::identity::IdentityError| TransportError::NoPartnerId(e.to_string())),
+        _ => Err(TransportError::NoPartnerId(format!("expected one DNS name, found {}", names.len()))),
+    }
+}
+
+/// The partner id of the peer on an established connection.
+pub fn peer_partner(conn: &quinn::Connection) -> Result<PartnerId, TransportError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| TransportError::NoPartnerId("no certificate presented".into()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| TransportError::NoPartnerId("empty certificate chain".into()))?;
+    partner_from_cert(leaf)
+}
+
+/// Reads one length-delimited frame; `Ok(None)` when the stream ended cleanly between
+/// frames. The length is checked against `max` before the body is read.
+pub async fn read_frame<M: Message + Default>(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<M>, FrameError> {
+    let mut len: u64 = 0;
+    let mut byte = [0u8; 1];
+    for i in 0..10 {
+        match recv.read_exact(&mut byte).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(_)) if i == 0 => return Ok(None),
+            Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated),
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
+        }
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            if len > max as u64 {
+                return Err(FrameError::TooLarge { len, max });
+            }
+            // Bounded by `max` above, so the allocation is too.
+            let mut body = BytesMut::zeroed(len as usize);
+            return match recv.read_exact(&mut body).await {
+                Ok(()) => Ok(Some(M::decode(Bytes::from(body))?)),
+                Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated),
+                Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+            };
+        }
+    }
+    Err(FrameError::BadLength)
+}
+
+/// Writes one length-delimited frame.
+pub async fn write_frame<M: Message>(send: &mut quinn::SendStream, msg: &M) -> Result<(), FrameError> {
+    send.write_all(&msg.encode_length_delimited_to_vec()).await?;
+    Ok(())
+}
+
+/// Writes an `Error` frame and finishes the stream; failures are ignored because the
+/// peer may already be gone, and there is nothing more to tell it.
+pub async fn send_error(send: &mut quinn::SendStream, code: proto::ErrorCode, message: impl Into<String>) {
+    let frame = proto::ServerFrame {
+        frame: Some(proto::server_frame::Frame::Error(proto::Error {
+            code: code as i32,
+            message: message.into(),
+        })),
+    };
+    let _ = write_frame(send, &frame).await;
+    let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::Ca;
+    use crate::timestamp::Timestamp;
+
+    #[test]
+    fn a_node_certificate_names_its_partner_id() {
+        let now = Timestamp::from_unix_ms(1_790_000_000_000);
+        let ca = Ca::generate(now).unwrap();
+        let tls = ca.issue(&"nato-ccdcoe".parse().unwrap(), now).unwrap();
+        let der = CertificateDer::from_pem_slice(tls.cert_pem.as_bytes()).unwrap();
+        assert_eq!(partner_from_cert(&der).unwrap().as_str(), "nato-ccdcoe");
+        // The CA certificate has no SAN: it names no partner.
+        let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
+        assert!(partner_from_cert(&ca_der).is_err());
+    }
+}
