@@ -8,10 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod bulletin;
+pub mod client;
 pub mod cli;
 pub mod config;
 pub mod files;
 pub mod identity;
+pub mod node;
 pub mod pki;
 pub mod policy;
 pub mod proto;

@@ -1,0 +1,212 @@
+//! The client side of the protocol, used by `renkei publish`, `renkei subscribe`, the
+//! demo and the tests: connect with mutual TLS, publish (pipelined), subscribe and ack.
+//!
+//! It moves frames and reports what the node said; it does not verify deliveries (the
+//! caller does, with `bulletin`, against the keys it trusts).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::config::ClientConfig;
+use crate::identity::PartnerId;
+use crate::proto::{self, client_frame::Frame as ClientFrameKind, server_frame::Frame as Server};
+use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Setting up or keeping the connection.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A stream failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The node answered with an error frame.
+    #[error("the node refused: {code}: {message}")]
+    Refused {
+        /// The code, by name.
+        code: String,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node sent something the protocol does not allow here.
+    #[error("unexpected answer from the node: {0}")]
+    Unexpected(String),
+    /// Opening a stream failed.
+    #[error("the connection is gone: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
+fn refused(e: proto::Error) -> ClientError {
+    let code = proto::ErrorCode::try_from(e.code).map_or_else(|_| format!("code {}", e.code), |c| c.as_str_name().to_owned());
+    ClientError::Refused { code, message: e.message }
+}
+
+/// A connection to one node.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    max_frame: usize,
+}
+
+impl Client {
+    /// Connects as described by a client configuration file.
+    pub async fn connect(cfg: &ClientConfig) -> Result<Client, ClientError> {
+        let c = &cfg.client;
+        let identity = TlsIdentity::load(&c.ca_cert, &c.tls_cert, &c.tls_key)?;
+        let timers = Timers {
+            keep_alive: Duration::from_secs(cfg.transport.keep_alive_secs),
+            idle_timeout: Duration::from_secs(cfg.transport.idle_timeout_secs),
+        };
+        Self::connect_with(&identity, timers, c.server, &c.server_name, cfg.limits.max_frame_bytes).await
+    }
+
+    /// Connects to `server`, expecting its certificate to name `server_name`.
+    pub async fn connect_with(
+        identity: &TlsIdentity,
+        timers: Timers,
+        server: SocketAddr,
+        server_name: &PartnerId,
+        max_frame: usize,
+    ) -> Result<Client, ClientError> {
+        let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        let bind = if server.is_ipv6() { SocketAddr::from(([0u16; 8], 0)) } else { bind };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(TransportError::Io)?;
+        endpoint.set_default_client_config(transport::client_config(identity, timers)?);
+        let connecting = endpoint.connect(server, server_name.as_str()).map_err(TransportError::Connect)?;
+        let conn = connecting.await.map_err(TransportError::Connection)?;
+        Ok(Client { endpoint, conn, max_frame })
+    }
+
+    async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        Ok(self.conn.open_bi().await?)
+    }
+
+    async fn read(&self, recv: &mut quinn::RecvStream) -> Result<Option<Server>, ClientError> {
+        match transport::read_frame::<proto::ServerFrame>(recv, self.max_frame).await? {
+            None => Ok(None),
+            Some(proto::ServerFrame { frame: Some(Server::Error(e)) }) => Err(refused(e)),
+            Some(proto::ServerFrame { frame: Some(f) }) => Ok(Some(f)),
+            Some(proto::ServerFrame { frame: None }) => Err(ClientError::Unexpected("an empty frame".into())),
+        }
+    }
+
+    /// Says hello; the node answers who it is, who we are and its limits.
+    pub async fn hello(&self) -> Result<proto::Welcome, ClientError> {
+        let (mut send, mut recv) = self.open().await?;
+        let hello = proto::Hello {
+            protocol_version: 1,
+            software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        transport::write_frame(&mut send, &client_frame(ClientFrameKind::Hello(hello))).await?;
+        let _ = send.finish();
+        match self.read(&mut recv).await? {
+            Some(Server::Welcome(w)) => Ok(w),
+            other => Err(ClientError::Unexpected(format!("{other:?} instead of Welcome"))),
+        }
+    }
+
+    /// Opens a publish stream for pipelined publishing.
+    pub async fn publisher(&self) -> Result<Publisher<'_>, ClientError> {
+        let (send, recv) = self.open().await?;
+        Ok(Publisher { client: self, send, recv })
+    }
+
+    /// Publishes one bulletin and waits for its result.
+    pub async fn publish(&self, bulletin: proto::SignedBulletin) -> Result<proto::PublishResult, ClientError> {
+        let mut p = self.publisher().await?;
+        p.send(1, bulletin).await?;
+        p.finish();
+        p.recv().await?.ok_or_else(|| ClientError::Unexpected("the stream ended without a result".into()))
+    }
+
+    /// Subscribes to this partner's queue with at most `window` deliveries unacked (0: the node's default).
+    pub async fn subscribe(&self, window: u32) -> Result<Subscription<'_>, ClientError> {
+        let (mut send, recv) = self.open().await?;
+        let sub = client_frame(ClientFrameKind::Subscribe(proto::Subscribe { window }));
+        transport::write_frame(&mut send, &sub).await?;
+        Ok(Subscription { client: self, send, recv })
+    }
+
+    /// Sends raw bytes on a new stream and returns the first frame of the answer, for
+    /// testing how a node treats malformed input.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<Option<Server>, ClientError> {
+        let (mut send, mut recv) = self.open().await?;
+        send.write_all(bytes).await.map_err(FrameError::from)?;
+        let _ = send.finish();
+        self.read(&mut recv).await
+    }
+
+    /// Closes the connection and waits until the node has been told.
+    pub async fn close(self) {
+        self.conn.close(quinn::VarInt::from_u32(proto::CloseCode::Normal as u32), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// Why the connection closed, if it has.
+    pub fn close_reason(&self) -> Option<quinn::ConnectionError> {
+        self.conn.close_reason()
+    }
+}
+
+fn client_frame(kind: ClientFrameKind) -> proto::ClientFrame {
+    proto::ClientFrame { frame: Some(kind) }
+}
+
+/// A publish stream: send many, then read the results in the same order.
+pub struct Publisher<'c> {
+    client: &'c Client,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl Publisher<'_> {
+    /// Sends one bulletin without waiting for its result.
+    pub async fn send(&mut self, request_id: u64, bulletin: proto::SignedBulletin) -> Result<(), ClientError> {
+        let frame = client_frame(ClientFrameKind::Publish(proto::Publish {
+            request_id,
+            bulletin: Some(bulletin),
+        }));
+        transport::write_frame(&mut self.send, &frame).await?;
+        Ok(())
+    }
+
+    /// Says no more bulletins will be sent on this stream.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+
+    /// The next result, in request order; `None` when the node has answered everything.
+    pub async fn recv(&mut self) -> Result<Option<proto::PublishResult>, ClientError> {
+        match self.client.read(&mut self.recv).await? {
+            None => Ok(None),
+            Some(Server::PublishResult(r)) => Ok(Some(r)),
+            Some(other) => Err(ClientError::Unexpected(format!("{other:?} on a publish stream"))),
+        }
+    }
+}
+
+/// A subscribe stream: deliveries in, acks out.
+pub struct Subscription<'c> {
+    client: &'c Client,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl Subscription<'_> {
+    /// The next delivery; `None` when the node ended the stream.
+    pub async fn next(&mut self) -> Result<Option<proto::Delivery>, ClientError> {
+        match self.client.read(&mut self.recv).await? {
+            None => Ok(None),
+            Some(Server::Delivery(d)) => Ok(Some(d)),
+            Some(other) => Err(ClientError::Unexpected(format!("{other:?} on a subscribe stream"))),
+        }
+    }
+
+    /// Acknowledges deliveries; they leave the queue.
+    pub async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), ClientError> {
+        let frame = client_frame(ClientFrameKind::Ack(proto::Ack { seq: seqs }));
+        transport::write_frame(&mut self.send, &frame).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! A subscribe stream: `Delivery` frames from the partner's queue, oldest first, at most
+//! `window` unacknowledged; `Ack` frames move the partner's cursor.
+//!
+//! The backlog stays in sled: this task holds at most one window of seqs. A subscriber
+//! that stops reading blocks only its own task (QUIC flow control), never the others.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+
+use super::Shared;
+use crate::identity::PartnerId;
+use crate::proto::{self, client_frame::Frame as Client, server_frame::Frame as Server, ErrorCode};
+use crate::store::{Cursor, StoreError};
+use crate::transport;
+
+enum FromClient {
+    Acks(Vec<u64>),
+    Fatal(ErrorCode, String),
+}
+
+async fn read_acks(mut recv: quinn::RecvStream, max_frame: usize, out: mpsc::Sender<FromClient>) {
+    loop {
+        let msg = match transport::read_frame::<proto::ClientFrame>(&mut recv, max_frame).await {
+            Ok(Some(proto::ClientFrame { frame: Some(Client::Ack(ack)) })) => FromClient::Acks(ack.seq),
+            Ok(Some(_)) => FromClient::Fatal(ErrorCode::UnexpectedFrame, "only Ack frames belong on a subscribe stream".into()),
+            Ok(None) => return,
+            Err(e) => match e.code() {
+                Some(code) => {
+                    let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
+                    FromClient::Fatal(code, e.to_string())
+                }
+                None => return,
+            },
+        };
+        let fatal = matches!(msg, FromClient::Fatal(..));
+        if out.send(msg).await.is_err() || fatal {
+            return;
+        }
+    }
+}
+
+/// Makes this subscription the partner's current one; an older one sees the change and ends.
+fn register(shared: &Shared, partner: &PartnerId) -> (u64, watch::Receiver<u64>) {
+    let mut subs = shared.subscriptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tx = subs.entry(partner.clone()).or_insert_with(|| watch::channel(0).0);
+    let generation = *tx.borrow() + 1;
+    tx.send_replace(generation);
+    (generation, tx.subscribe())
+}
+
+/// The delivery state of one subscription.
+struct Progress {
+    cursor: Cursor,
+    /// Every seq up to here was examined; the shared ones were delivered.
+    position: u64,
+    /// Delivered, not yet acknowledged.
+    unacked: BTreeSet<u64>,
+}
+
+impl Progress {
+    /// Records acks and moves the cursor as far as they allow. True if it changed.
+    fn ack(&mut self, seqs: &[u64]) -> bool {
+        let before = self.cursor.clone();
+        for seq in seqs {
+            if self.unacked.remove(seq) {
+                self.cursor.acked_above.insert(*seq);
+            }
+        }
+        self.settle();
+        self.cursor != before
+    }
+
+    /// Everything examined below the oldest unacked delivery is acknowledged.
+    fn settle(&mut self) {
+        let through = match self.unacked.first() {
+            Some(oldest) => oldest - 1,
+            None => self.position,
+        };
+        if through > self.cursor.acked_through {
+            self.cursor.acked_through = through;
+            self.cursor.acked_above.retain(|s| *s > through);
+        }
+    }
+}
+
+/// Runs a subscribe stream.
+pub(super) async fn run(
+    sub: proto::Subscribe,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    partner: PartnerId,
+) {
+    let window = match sub.window {
+        0 => shared.window,
+        w => w.min(shared.window),
+    } as usize;
+    let (generation, mut current) = register(&shared, &partner);
+    let (acks_tx, mut acks) = mpsc::channel(64);
+    let reader = tokio::spawn(read_acks(recv, shared.max_frame, acks_tx));
+    if let Err(e) = deliver(&shared, &partner, window, generation, &mut current, &mut send, &mut acks).await {
+        tracing::error!(error = %e, "delivery stopped");
+        transport::send_error(&mut send, ErrorCode::Internal, "delivery failed on the node").await;
+    }
+    reader.abort();
+}
+
+async fn deliver(
+    shared: &Shared,
+    partner: &PartnerId,
+    window: usize,
+    generation: u64,
+    current: &mut watch::Receiver<u64>,
+    send: &mut quinn::SendStream,
+    acks: &mut mpsc::Receiver<FromClient>,
+) -> Result<(), StoreError> {
+    let store = &shared.store;
+    let cursor = store.cursor(partner)?;
+    let mut p = Progress {
+        position: cursor.acked_through,
+        cursor,
+        unacked: BTreeSet::new(),
+    };
+    let mut head = shared.head.clone();
+    let mut stop = shared.shutdown.clone();
+    tracing::info!(from = p.position, window, "subscription started");
+    loop {
+        let room = window.saturating_sub(p.unacked.len());
+        let mut sent = 0;
+        if room > 0 {
+            let page = store.pending(partner, p.position, &p.cursor, room)?;
+            p.position = page.scanned_through;
+            for item in page.items {
+                let bulletin = proto::SignedBulletin::decode(item.signed).map_err(|e| StoreError::Corrupt {
+                    key: format!("bulletin {}", item.seq),
+                    why: e.to_string(),
+                })?;
+                let frame = proto::ServerFrame {
+                    frame: Some(Server::Delivery(proto::Delivery {
+                        seq: item.seq,
+                        bulletin: Some(bulletin),
+                    })),
+                };
+                tokio::select! {
+                    r = transport::write_frame(send, &frame) => if r.is_err() { return Ok(()) },
+                    _ = stop.changed() => return Ok(()),
+                    _ = current.changed() => return Ok(()),
+                }
+                p.unacked.insert(item.seq);
+                sent += 1;
+            }
+        }
+        if p.unacked.is_empty() && p.position > p.cursor.acked_through {
+            p.settle();
+            store.save_cursor(partner, &p.cursor)?;
+        }
+        if sent > 0 && p.unacked.len() < window && p.position < *head.borrow() {
+            continue;
+        }
+        tokio::select! {
+            msg = acks.recv() => match msg {
+                Some(FromClient::Acks(seqs)) => {
+                    if p.ack(&seqs) {
+                        store.save_cursor(partner, &p.cursor)?;
+                    }
+                }
+                Some(FromClient::Fatal(code, message)) => {
+                    transport::send_error(send, code, message).await;
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            changed = head.changed() => if changed.is_err() { return Ok(()) },
+            _ = current.changed() => {
+                if *current.borrow() != generation {
+                    tracing::info!("subscription replaced by a newer one");
+                    return Ok(());
+                }
+            }
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_moves_over_a_prefix_of_acknowledged_deliveries() {
+        let mut p = Progress {
+            cursor: Cursor::default(),
+            position: 9,
+            unacked: [3, 5, 9].into_iter().collect(),
+        };
+        assert!(p.ack(&[5]));
+        assert_eq!(p.cursor.acked_through, 2);
+        assert_eq!(p.cursor.acked_above, [5].into_iter().collect());
+        assert!(p.ack(&[3]));
+        assert_eq!(p.cursor.acked_through, 8, "up to the oldest unacked (9)");
+        assert!(p.cursor.acked_above.is_empty());
+        assert!(!p.ack(&[42]), "an ack for something not in flight changes nothing");
+        assert!(p.ack(&[9]));
+        assert_eq!(p.cursor.acked_through, 9);
+    }
+}

@@ -1,0 +1,304 @@
+//! The running broker: accepts partners over QUIC + mTLS, hands each stream to the
+//! publish or delivery loop, and shuts down cleanly.
+//!
+//! This is the shell. Decisions are made by `bulletin` (verification), `policy`
+//! (who receives what) and `store` (what is durable); this module only wires them to
+//! the transport and keeps one slow partner from holding up another.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use crate::bulletin::Limits;
+use crate::config::{NodeConfig, PartnerConfig};
+use crate::identity::{Keyring, PartnerId, Role};
+use crate::policy::Policy;
+use crate::proto;
+use crate::store::{Store, StoreError};
+use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
+
+mod deliver;
+mod publish;
+mod writer;
+
+/// Why a node could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// TLS files or the endpoint.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node's certificate names another partner than the configuration.
+    #[error("the TLS certificate names {cert}, but node.id is {config}")]
+    WrongCertificate {
+        /// Name in the certificate.
+        cert: PartnerId,
+        /// Name in the configuration.
+        config: PartnerId,
+    },
+    /// The storage thread could not start or died.
+    #[error("storage thread: {0}")]
+    Thread(String),
+}
+
+/// Everything the connection tasks share.
+pub(crate) struct Shared {
+    pub node_id: PartnerId,
+    pub partners: HashMap<PartnerId, PartnerConfig>,
+    pub keyring: Keyring,
+    pub policy: Policy,
+    pub limits: Limits,
+    pub max_frame: usize,
+    pub window: u32,
+    pub store: Arc<Store>,
+    pub commits: mpsc::Sender<writer::CommitRequest>,
+    pub head: watch::Receiver<u64>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Per partner, the generation of its current subscription: a new one replaces the old.
+    pub subscriptions: Mutex<HashMap<PartnerId, watch::Sender<u64>>>,
+}
+
+/// A node that is running; dropping it does not stop it, [`RunningNode::shutdown`] does.
+pub struct RunningNode {
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
+    store: Arc<Store>,
+}
+
+impl RunningNode {
+    /// The UDP address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight publishes finish (up to `grace`), closes every
+    /// connection, commits and flushes what was accepted, and returns.
+    pub async fn shutdown(self, grace: Duration) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        // The accept task waits for its connection tasks, which finish their streams.
+        let accept = self.accept;
+        if tokio::time::timeout(grace, accept).await.is_err() {
+            tracing::warn!("connections did not finish within {grace:?}; closing them");
+        }
+        self.endpoint
+            .close(quinn::VarInt::from_u32(proto::CloseCode::ShuttingDown as u32), b"node shutting down");
+        let writer = self.writer;
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(|e| NodeError::Thread(e.to_string()))?
+            .map_err(|_| NodeError::Thread("the storage thread panicked".into()))?;
+        self.store.flush()?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+/// Starts a node: opens its database, binds its endpoint and starts accepting.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    let n = &cfg.node;
+    let identity = TlsIdentity::load(&n.ca_cert, &n.tls_cert, &n.tls_key)?;
+    let cert_id = identity.partner_id()?;
+    if cert_id != n.id {
+        return Err(NodeError::WrongCertificate {
+            cert: cert_id,
+            config: n.id.clone(),
+        });
+    }
+    let t = &cfg.transport;
+    let timers = Timers {
+        keep_alive: Duration::from_secs(t.keep_alive_secs),
+        idle_timeout: Duration::from_secs(t.idle_timeout_secs),
+    };
+    let server = transport::server_config(&identity, timers)?;
+    let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
+    let endpoint = quinn::Endpoint::server(server, n.listen).map_err(TransportError::Io)?;
+    let addr = endpoint.local_addr().map_err(TransportError::Io)?;
+
+    let (commits, requests) = mpsc::channel(t.commit_batch * 4);
+    let (head_tx, head) = watch::channel(store.head()?);
+    let writer = writer::spawn(store.clone(), requests, head_tx, t.commit_batch).map_err(|e| NodeError::Thread(e.to_string()))?;
+    let (stop, shutdown) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        node_id: n.id.clone(),
+        partners: cfg.partners.iter().map(|p| (p.id.clone(), p.clone())).collect(),
+        keyring: cfg.keyring(),
+        policy: Policy::from_config(&cfg),
+        limits: cfg.limits.bulletin_limits(),
+        max_frame: cfg.limits.max_frame_bytes,
+        window: t.delivery_window,
+        store: store.clone(),
+        commits,
+        head,
+        shutdown,
+        subscriptions: Mutex::new(HashMap::new()),
+    });
+    let handshake = Duration::from_secs(t.handshake_timeout_secs);
+    tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared, handshake));
+    Ok(RunningNode {
+        addr,
+        endpoint,
+        stop,
+        accept,
+        writer,
+        store,
+    })
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, handshake: Duration) {
+    let mut stop = shared.shutdown.clone();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    // Each handshake in its own task, with a deadline, so a slow or
+                    // hostile peer cannot stall the loop.
+                    connections.spawn(connection(incoming, shared.clone(), handshake));
+                }
+                None => break,
+            },
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Connection tasks see the shutdown flag themselves; wait for them.
+    while connections.join_next().await.is_some() {}
+}
+
+fn close(conn: &quinn::Connection, code: proto::CloseCode, reason: &str) {
+    conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+}
+
+async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: Duration) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(handshake, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "handshake timed out");
+            return;
+        }
+    };
+    let partner = match transport::peer_partner(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "refused: certificate names no partner");
+            close(&conn, proto::CloseCode::UnknownPartner, "certificate names no partner id");
+            return;
+        }
+    };
+    let Some(role) = shared.partners.get(&partner).map(|p| p.role) else {
+        tracing::warn!(%remote, %partner, "refused: not a partner of this node");
+        close(&conn, proto::CloseCode::UnknownPartner, "not a partner of this node");
+        return;
+    };
+    let span = tracing::info_span!("conn", %partner, %remote);
+    serve_partner(conn, shared, partner, role).instrument(span).await;
+}
+
+async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, partner: PartnerId, role: Role) {
+    tracing::info!(%role, "partner connected");
+    let mut stop = shared.shutdown.clone();
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    streams.spawn(stream_task(send, recv, shared.clone(), partner.clone(), role).in_current_span());
+                }
+                Err(e) => {
+                    tracing::info!(reason = %e, "partner disconnected");
+                    break;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // Let in-flight publishes be answered before the connection goes.
+    while streams.join_next().await.is_some() {}
+    close(&conn, proto::CloseCode::ShuttingDown, "node shutting down");
+}
+
+/// Answers a frame error on a stream the peer can still hear.
+async fn refuse(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, err: &FrameError) {
+    if let Some(code) = err.code() {
+        tracing::warn!(error = %err, "refused a frame");
+        let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
+        transport::send_error(send, code, err.to_string()).await;
+    }
+}
+
+async fn stream_task(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    partner: PartnerId,
+    role: Role,
+) {
+    use proto::client_frame::Frame;
+    let first = match transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return,
+        Err(e) => return refuse(&mut send, &mut recv, &e).await,
+    };
+    match first.frame {
+        Some(Frame::Hello(hello)) => {
+            if hello.protocol_version != 1 {
+                let msg = format!("protocol version {} is not spoken here; use 1", hello.protocol_version);
+                return transport::send_error(&mut send, proto::ErrorCode::UnsupportedVersion, msg).await;
+            }
+            let welcome = proto::ServerFrame {
+                frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
+                    protocol_version: 1,
+                    node_id: shared.node_id.to_string(),
+                    partner_id: partner.to_string(),
+                    role: role_to_proto(role) as i32,
+                    max_frame_bytes: shared.max_frame as u64,
+                    max_bulletin_bytes: shared.limits.max_bulletin_bytes as u64,
+                    max_body_bytes: shared.limits.max_body_bytes as u64,
+                    server_time_unix_ms: crate::timestamp::Timestamp::now().unix_ms(),
+                    software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+                })),
+            };
+            let _ = transport::write_frame(&mut send, &welcome).await;
+            let _ = send.finish();
+        }
+        Some(Frame::Publish(p)) if role != Role::Auditor => publish::run(p, send, recv, shared, partner, role).await,
+        Some(Frame::Subscribe(s)) if role != Role::Auditor => deliver::run(s, send, recv, shared, partner).await,
+        Some(Frame::Publish(_)) | Some(Frame::Subscribe(_)) => {
+            let msg = "auditors may neither publish nor receive bulletins";
+            transport::send_error(&mut send, proto::ErrorCode::NotPermitted, msg).await;
+        }
+        Some(Frame::Ack(_)) => {
+            let msg = "a stream must open with Hello, Publish or Subscribe";
+            transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
+        }
+        None => {
+            let msg = "frame has no message set";
+            transport::send_error(&mut send, proto::ErrorCode::MalformedFrame, msg).await;
+        }
+    }
+}
+
+fn role_to_proto(role: Role) -> proto::Role {
+    match role {
+        Role::Liaison => proto::Role::Liaison,
+        Role::Relay => proto::Role::Relay,
+        Role::Auditor => proto::Role::Auditor,
+    }
+}

@@ -1,0 +1,56 @@
+//! The storage thread: the only writer of bulletins. It takes whatever accepted
+//! bulletins are waiting, commits them as one segment with one flush (group commit),
+//! answers each publisher, and announces the new head to the subscribers.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::{NewBulletin, Outcome, Store};
+use crate::timestamp::Timestamp;
+
+/// One bulletin to commit and where to send the outcome.
+pub(crate) struct CommitRequest {
+    pub bulletin: NewBulletin,
+    pub reply: oneshot::Sender<Result<Outcome, String>>,
+}
+
+/// Starts the storage thread. It ends, after committing everything already sent, when
+/// every sender is dropped.
+pub(crate) fn spawn(
+    store: Arc<Store>,
+    mut requests: mpsc::Receiver<CommitRequest>,
+    head: watch::Sender<u64>,
+    max_batch: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("renkei-store".into()).spawn(move || {
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Some(first) = requests.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match requests.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let (bulletins, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.bulletin, r.reply)).unzip();
+            match store.commit(bulletins, Timestamp::now()) {
+                Ok(outcomes) => {
+                    if let Ok(h) = store.head() {
+                        head.send_replace(h);
+                    }
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed; the batch was not accepted");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    })
+}
