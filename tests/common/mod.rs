@@ -44,3 +44,5 @@ pub fn pki(dir: &Path, nodes: &str) -> PathBuf {
     renkei_ok(dir, &["certs", "init", "--dir", "certs", "--nodes", nodes]);
     dir.join("certs")
 }
+
+pub mod federation;

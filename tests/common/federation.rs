@@ -1,0 +1,160 @@
+//! A small federation for scenario tests: a hub node on 127.0.0.1 (port chosen by the
+//! OS), its partners' keys and certificates generated in a temp dir, and clients that
+//! connect as any partner.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp};
+use renkei::client::Client;
+use renkei::config::NodeConfig;
+use renkei::identity::{self, PartnerId};
+use renkei::node::{self, RunningNode};
+use renkei::proto;
+use renkei::timestamp::Timestamp;
+use renkei::transport::{Timers, TlsIdentity};
+
+/// How long any single wait in a test may take before it counts as a failure.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub hub: PartnerId,
+    pub node: Option<RunningNode>,
+    config_path: PathBuf,
+    keys: HashMap<String, SigningKey>,
+}
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().unwrap()
+}
+
+impl Federation {
+    /// Generates a PKI for `hub` and `members`, writes the hub's config with the
+    /// `[[partner]]` tables in `partners_toml` (where `KEY(id)` becomes id's public
+    /// key) and starts the hub.
+    pub async fn start(hub: &str, members: &[&str], partners_toml: &str) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let mut ids: Vec<PartnerId> = members.iter().map(|m| pid(m)).collect();
+        ids.push(pid(hub));
+        renkei::pki::init(&certs, &ids, false, Timestamp::now()).unwrap();
+        let mut keys = HashMap::new();
+        let mut partners = partners_toml.to_string();
+        for id in &ids {
+            let pem = std::fs::read_to_string(certs.join(id.as_str()).join("signing.key")).unwrap();
+            let key = identity::signing_key_from_pem(&pem).unwrap();
+            let public = identity::PublicKey::of(&key).to_string();
+            partners = partners.replace(&format!("KEY({id})"), &public);
+            keys.insert(id.to_string(), key);
+        }
+        let config = format!(
+            "[node]\nid = \"{hub}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+             tls_cert = \"certs/{hub}/tls.crt\"\ntls_key = \"certs/{hub}/tls.key\"\nsigning_key = \"certs/{hub}/signing.key\"\n\
+             [transport]\ndelivery_window = 8\n\n{partners}"
+        );
+        let config_path = dir.path().join("hub.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut fed = Federation {
+            dir,
+            hub: pid(hub),
+            node: None,
+            config_path,
+            keys,
+        };
+        fed.boot().await;
+        fed
+    }
+
+    async fn boot(&mut self) {
+        let cfg = NodeConfig::load(&self.config_path).unwrap();
+        self.node = Some(node::start(cfg).await.unwrap());
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.node.as_ref().unwrap().local_addr()
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Connects to the hub as partner `id` (any id with a certificate in the PKI).
+    pub async fn client(&self, id: &str) -> Client {
+        self.client_with_certs(&self.certs(), id).await.unwrap()
+    }
+
+    /// Connects with the certificate of `id` from another PKI directory.
+    pub async fn client_with_certs(&self, certs: &Path, id: &str) -> Result<Client, renkei::client::ClientError> {
+        let identity = TlsIdentity::load(
+            &certs.join("ca.crt"),
+            &certs.join(id).join("tls.crt"),
+            &certs.join(id).join("tls.key"),
+        )
+        .unwrap();
+        let timers = Timers {
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+        };
+        Client::connect_with(&identity, timers, self.addr(), &self.hub, 2 << 20).await
+    }
+
+    /// The signing key of partner `id`.
+    pub fn key(&self, id: &str) -> &SigningKey {
+        &self.keys[id]
+    }
+
+    /// A bulletin by `origin`, signed with its own key.
+    pub fn bulletin(&self, origin: &str, tlp: Tlp, kind: Kind, title: &str, audience: &[&str], tags: &[&str]) -> proto::SignedBulletin {
+        sign_as(self.key(origin), origin, tlp, kind, title, audience, tags)
+    }
+
+    /// Stops the hub and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        let node = self.node.take().unwrap();
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+        self.boot().await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown(Duration::from_secs(5)).await.unwrap();
+        }
+    }
+}
+
+/// A bulletin claiming `origin`, signed with `key` (which may not be origin's).
+pub fn sign_as(key: &SigningKey, origin: &str, tlp: Tlp, kind: Kind, title: &str, audience: &[&str], tags: &[&str]) -> proto::SignedBulletin {
+    let now = Timestamp::now();
+    let b = proto::Bulletin {
+        id: BulletinId::new_v7(now).to_string(),
+        origin: origin.into(),
+        created_unix_ms: now.unix_ms(),
+        tlp: tlp.to_proto() as i32,
+        kind: kind.to_proto() as i32,
+        title: title.into(),
+        summary: String::new(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        audience: audience.iter().map(|a| a.to_string()).collect(),
+        content_type: "text/plain".into(),
+        body: Bytes::from_static(b"details"),
+        references: vec![],
+    };
+    bulletin::sign(&b, key, &Limits::default()).unwrap()
+}
+
+/// Titles of the deliveries a subscriber receives until `count` arrive, acking each.
+pub async fn receive(client: &Client, count: usize) -> Vec<(u64, String)> {
+    let mut sub = client.subscribe(0).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < count {
+        let d = tokio::time::timeout(PATIENCE, sub.next()).await.expect("delivery in time").unwrap().expect("stream open");
+        let b: proto::Bulletin = prost::Message::decode(d.bulletin.unwrap().bulletin).unwrap();
+        sub.ack(vec![d.seq]).await.unwrap();
+        got.push((d.seq, b.title));
+    }
+    got
+}
