@@ -32,14 +32,20 @@ pub enum ClientError {
     /// The node sent something the protocol does not allow here.
     #[error("unexpected answer from the node: {0}")]
     Unexpected(String),
-    /// Opening a stream failed.
+    /// The connection ended; the node's reason, when it gave one.
     #[error("the connection is gone: {0}")]
     Connection(#[from] quinn::ConnectionError),
 }
 
 fn refused(e: proto::Error) -> ClientError {
-    let code = proto::ErrorCode::try_from(e.code).map_or_else(|_| format!("code {}", e.code), |c| c.as_str_name().to_owned());
-    ClientError::Refused { code, message: e.message }
+    let code = proto::ErrorCode::try_from(e.code).map_or_else(
+        |_| format!("code {}", e.code),
+        |c| c.as_str_name().to_owned(),
+    );
+    ClientError::Refused {
+        code,
+        message: e.message,
+    }
 }
 
 /// A connection to one node.
@@ -58,7 +64,14 @@ impl Client {
             keep_alive: Duration::from_secs(cfg.transport.keep_alive_secs),
             idle_timeout: Duration::from_secs(cfg.transport.idle_timeout_secs),
         };
-        Self::connect_with(&identity, timers, c.server, &c.server_name, cfg.limits.max_frame_bytes).await
+        Self::connect_with(
+            &identity,
+            timers,
+            c.server,
+            &c.server_name,
+            cfg.limits.max_frame_bytes,
+        )
+        .await
     }
 
     /// Connects to `server`, expecting its certificate to name `server_name`.
@@ -70,12 +83,22 @@ impl Client {
         max_frame: usize,
     ) -> Result<Client, ClientError> {
         let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-        let bind = if server.is_ipv6() { SocketAddr::from(([0u16; 8], 0)) } else { bind };
+        let bind = if server.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            bind
+        };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(TransportError::Io)?;
         endpoint.set_default_client_config(transport::client_config(identity, timers)?);
-        let connecting = endpoint.connect(server, server_name.as_str()).map_err(TransportError::Connect)?;
+        let connecting = endpoint
+            .connect(server, server_name.as_str())
+            .map_err(TransportError::Connect)?;
         let conn = connecting.await.map_err(TransportError::Connection)?;
-        Ok(Client { endpoint, conn, max_frame })
+        Ok(Client {
+            endpoint,
+            conn,
+            max_frame,
+        })
     }
 
     async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
@@ -83,11 +106,21 @@ impl Client {
     }
 
     async fn read(&self, recv: &mut quinn::RecvStream) -> Result<Option<Server>, ClientError> {
-        match transport::read_frame::<proto::ServerFrame>(recv, self.max_frame).await? {
+        let frame = match transport::read_frame::<proto::ServerFrame>(recv, self.max_frame).await {
+            Ok(f) => f,
+            // Say why the node closed the connection, not just that it is gone.
+            Err(FrameError::Read(quinn::ReadError::ConnectionLost(e))) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        match frame {
             None => Ok(None),
-            Some(proto::ServerFrame { frame: Some(Server::Error(e)) }) => Err(refused(e)),
+            Some(proto::ServerFrame {
+                frame: Some(Server::Error(e)),
+            }) => Err(refused(e)),
             Some(proto::ServerFrame { frame: Some(f) }) => Ok(Some(f)),
-            Some(proto::ServerFrame { frame: None }) => Err(ClientError::Unexpected("an empty frame".into())),
+            Some(proto::ServerFrame { frame: None }) => {
+                Err(ClientError::Unexpected("an empty frame".into()))
+            }
         }
     }
 
@@ -102,22 +135,33 @@ impl Client {
         let _ = send.finish();
         match self.read(&mut recv).await? {
             Some(Server::Welcome(w)) => Ok(w),
-            other => Err(ClientError::Unexpected(format!("{other:?} instead of Welcome"))),
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} instead of Welcome"
+            ))),
         }
     }
 
     /// Opens a publish stream for pipelined publishing.
     pub async fn publisher(&self) -> Result<Publisher<'_>, ClientError> {
         let (send, recv) = self.open().await?;
-        Ok(Publisher { client: self, send, recv })
+        Ok(Publisher {
+            client: self,
+            send,
+            recv,
+        })
     }
 
     /// Publishes one bulletin and waits for its result.
-    pub async fn publish(&self, bulletin: proto::SignedBulletin) -> Result<proto::PublishResult, ClientError> {
+    pub async fn publish(
+        &self,
+        bulletin: proto::SignedBulletin,
+    ) -> Result<proto::PublishResult, ClientError> {
         let mut p = self.publisher().await?;
         p.send(1, bulletin).await?;
         p.finish();
-        p.recv().await?.ok_or_else(|| ClientError::Unexpected("the stream ended without a result".into()))
+        p.recv()
+            .await?
+            .ok_or_else(|| ClientError::Unexpected("the stream ended without a result".into()))
     }
 
     /// Subscribes to this partner's queue with at most `window` deliveries unacked (0: the node's default).
@@ -125,7 +169,11 @@ impl Client {
         let (mut send, recv) = self.open().await?;
         let sub = client_frame(ClientFrameKind::Subscribe(proto::Subscribe { window }));
         transport::write_frame(&mut send, &sub).await?;
-        Ok(Subscription { client: self, send, recv })
+        Ok(Subscription {
+            client: self,
+            send,
+            recv,
+        })
     }
 
     /// Sends raw bytes on a new stream and returns the first frame of the answer, for
@@ -139,7 +187,10 @@ impl Client {
 
     /// Closes the connection and waits until the node has been told.
     pub async fn close(self) {
-        self.conn.close(quinn::VarInt::from_u32(proto::CloseCode::Normal as u32), b"bye");
+        self.conn.close(
+            quinn::VarInt::from_u32(proto::CloseCode::Normal as u32),
+            b"bye",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
@@ -162,7 +213,11 @@ pub struct Publisher<'c> {
 
 impl Publisher<'_> {
     /// Sends one bulletin without waiting for its result.
-    pub async fn send(&mut self, request_id: u64, bulletin: proto::SignedBulletin) -> Result<(), ClientError> {
+    pub async fn send(
+        &mut self,
+        request_id: u64,
+        bulletin: proto::SignedBulletin,
+    ) -> Result<(), ClientError> {
         let frame = client_frame(ClientFrameKind::Publish(proto::Publish {
             request_id,
             bulletin: Some(bulletin),
@@ -181,7 +236,9 @@ impl Publisher<'_> {
         match self.client.read(&mut self.recv).await? {
             None => Ok(None),
             Some(Server::PublishResult(r)) => Ok(Some(r)),
-            Some(other) => Err(ClientError::Unexpected(format!("{other:?} on a publish stream"))),
+            Some(other) => Err(ClientError::Unexpected(format!(
+                "{other:?} on a publish stream"
+            ))),
         }
     }
 }
@@ -199,8 +256,18 @@ impl Subscription<'_> {
         match self.client.read(&mut self.recv).await? {
             None => Ok(None),
             Some(Server::Delivery(d)) => Ok(Some(d)),
-            Some(other) => Err(ClientError::Unexpected(format!("{other:?} on a subscribe stream"))),
+            Some(other) => Err(ClientError::Unexpected(format!(
+                "{other:?} on a subscribe stream"
+            ))),
         }
+    }
+
+    /// Ends the subscription cleanly: the node records every ack sent so far, then ends
+    /// the stream. Deliveries still arriving are not acknowledged and will come again.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let _ = self.send.finish();
+        while self.next().await?.is_some() {}
+        Ok(())
     }
 
     /// Acknowledges deliveries; they leave the queue.

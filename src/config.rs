@@ -348,7 +348,10 @@ impl NodeConfig {
         if t.keep_alive_secs >= t.idle_timeout_secs {
             return Err((
                 "transport.keep_alive_secs".into(),
-                format!("must be below idle_timeout_secs ({}) or idle connections drop", t.idle_timeout_secs),
+                format!(
+                    "must be below idle_timeout_secs ({}) or idle connections drop",
+                    t.idle_timeout_secs
+                ),
             ));
         }
         let mut seen_ids: HashMap<&PartnerId, usize> = HashMap::new();
@@ -477,7 +480,8 @@ impl ClientConfig {
     /// Reads a client configuration; relative paths are taken from the file's directory.
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
         let text = read(path)?;
-        let mut cfg: ClientConfig = toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
+        let mut cfg: ClientConfig =
+            toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
         let c = &mut cfg.client;
         resolve_paths(
             path,

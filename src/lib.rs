@@ -8,8 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod bulletin;
-pub mod client;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod files;
 pub mod identity;

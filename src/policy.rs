@@ -1,7 +1,7 @@
 //! The sharing policy: for one bulletin and one partner, Share or Withhold(reason).
 //!
 //! The rules, applied in this order (DESIGN.md, TLP 2.0):
-//! 1. never echo a bulletin to its origin;
+//! 1. never echo a bulletin to its origin, nor back to the relay that handed it over;
 //! 2. auditors receive nothing;
 //! 3. a TLP above the partner's clearance is withheld;
 //! 4. a kind not shared with the partner is withheld;
@@ -27,6 +27,8 @@ use crate::proto;
 pub enum Withhold {
     /// The partner is the bulletin's origin.
     Origin,
+    /// The partner is the relay that handed the bulletin to this node.
+    Sender,
     /// Auditors receive no bulletins.
     Auditor,
     /// The TLP is above the partner's clearance.
@@ -52,6 +54,7 @@ impl Withhold {
         use proto::WithholdReason as R;
         match self {
             Withhold::Origin => R::Origin,
+            Withhold::Sender => R::Sender,
             Withhold::Auditor => R::Auditor,
             Withhold::AboveClearance { .. } => R::AboveClearance,
             Withhold::KindNotShared(_) => R::KindNotShared,
@@ -66,6 +69,7 @@ impl fmt::Display for Withhold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Withhold::Origin => f.write_str("the partner is the bulletin's origin"),
+            Withhold::Sender => f.write_str("the partner handed the bulletin to this node"),
             Withhold::Auditor => f.write_str("auditors receive no bulletins"),
             Withhold::AboveClearance {
                 tlp,
@@ -183,6 +187,9 @@ pub fn decide(b: &Header, received_from: &PartnerId, p: &PartnerRules) -> Decisi
     let withhold = Decision::Withhold;
     if p.id == b.origin {
         return withhold(Withhold::Origin);
+    }
+    if p.id == *received_from {
+        return withhold(Withhold::Sender);
     }
     if p.role == Role::Auditor {
         return withhold(Withhold::Auditor);

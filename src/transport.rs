@@ -168,9 +168,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A node's QUIC server configuration: TLS 1.3 only, client certificates required and
 /// chained to the federation CA, ALPN `renkei/1`, no 0-RTT.
-pub fn server_config(id: &TlsIdentity, timers: Timers) -> Result<quinn::ServerConfig, TransportError> {
+pub fn server_config(
+    id: &TlsIdentity,
+    timers: Timers,
+) -> Result<quinn::ServerConfig, TransportError> {
     let provider = provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(id.roots.clone(), provider.clone()).build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        id.roots.clone(),
+        provider.clone(),
+    )
+    .build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -178,20 +185,25 @@ pub fn server_config(id: &TlsIdentity, timers: Timers) -> Result<quinn::ServerCo
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // 0-RTT data could be replayed; rustls's default of 0 keeps it off. Stated anyway.
     tls.max_early_data_size = 0;
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TransportError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport_config(timers)?));
     Ok(cfg)
 }
 
 /// A client's QUIC configuration: presents our certificate, trusts only the federation CA.
-pub fn client_config(id: &TlsIdentity, timers: Timers) -> Result<quinn::ClientConfig, TransportError> {
+pub fn client_config(
+    id: &TlsIdentity,
+    timers: Timers,
+) -> Result<quinn::ClientConfig, TransportError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(id.roots.clone())
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TransportError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(transport_config(timers)?));
     Ok(cfg)
@@ -200,7 +212,8 @@ pub fn client_config(id: &TlsIdentity, timers: Timers) -> Result<quinn::ClientCo
 /// The partner id named by a certificate: its single DNS subject alternative name.
 pub fn partner_from_cert(der: &CertificateDer<'_>) -> Result<PartnerId, TransportError> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| TransportError::NoPartnerId(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| TransportError::NoPartnerId(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| TransportError::NoPartnerId(e.to_string()))?
@@ -215,8 +228,13 @@ pub fn partner_from_cert(der: &CertificateDer<'_>) -> Result<PartnerId, Transpor
         })
         .collect();
     match names.as_slice() {
-        [one] => one.parse().map_err(|e: crate::identity::IdentityError| TransportError::NoPartnerId(e.to_string())),
-        _ => Err(TransportError::NoPartnerId(format!("expected one DNS name, found {}", names.len()))),
+        [one] => one.parse().map_err(|e: crate::identity::IdentityError| {
+            TransportError::NoPartnerId(e.to_string())
+        }),
+        _ => Err(TransportError::NoPartnerId(format!(
+            "expected one DNS name, found {}",
+            names.len()
+        ))),
     }
 }
 
@@ -234,7 +252,10 @@ pub fn peer_partner(conn: &quinn::Connection) -> Result<PartnerId, TransportErro
 
 /// Reads one length-delimited frame; `Ok(None)` when the stream ended cleanly between
 /// frames. The length is checked against `max` before the body is read.
-pub async fn read_frame<M: Message + Default>(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<M>, FrameError> {
+pub async fn read_frame<M: Message + Default>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<M>, FrameError> {
     let mut len: u64 = 0;
     let mut byte = [0u8; 1];
     for i in 0..10 {
@@ -262,14 +283,22 @@ pub async fn read_frame<M: Message + Default>(recv: &mut quinn::RecvStream, max:
 }
 
 /// Writes one length-delimited frame.
-pub async fn write_frame<M: Message>(send: &mut quinn::SendStream, msg: &M) -> Result<(), FrameError> {
-    send.write_all(&msg.encode_length_delimited_to_vec()).await?;
+pub async fn write_frame<M: Message>(
+    send: &mut quinn::SendStream,
+    msg: &M,
+) -> Result<(), FrameError> {
+    send.write_all(&msg.encode_length_delimited_to_vec())
+        .await?;
     Ok(())
 }
 
 /// Writes an `Error` frame and finishes the stream; failures are ignored because the
 /// peer may already be gone, and there is nothing more to tell it.
-pub async fn send_error(send: &mut quinn::SendStream, code: proto::ErrorCode, message: impl Into<String>) {
+pub async fn send_error(
+    send: &mut quinn::SendStream,
+    code: proto::ErrorCode,
+    message: impl Into<String>,
+) {
     let frame = proto::ServerFrame {
         frame: Some(proto::server_frame::Frame::Error(proto::Error {
             code: code as i32,

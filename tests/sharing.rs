@@ -52,7 +52,14 @@ id = "audit-office"
 role = "auditor"
 "#;
 
-const MEMBERS: &[&str] = &["us-dod", "uk-mod", "nato-ccdcoe", "ee-mod", "vn-mod", "audit-office"];
+const MEMBERS: &[&str] = &[
+    "us-dod",
+    "uk-mod",
+    "nato-ccdcoe",
+    "ee-mod",
+    "vn-mod",
+    "audit-office",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
@@ -64,11 +71,46 @@ async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
     assert_eq!(welcome.partner_id, "us-dod");
 
     let plan = [
-        fed.bulletin("us-dod", Tlp::Green, Kind::Exercise, "Cyber Coalition: dates", &[], &[]),
-        fed.bulletin("us-dod", Tlp::Red, Kind::Consultation, "Staff talks record", &["uk-mod"], &[]),
-        fed.bulletin("us-dod", Tlp::AmberStrict, Kind::Incident, "Incident at a NATO site", &["group:nato"], &[]),
-        fed.bulletin("us-dod", Tlp::Amber, Kind::Advisory, "Advisory for NATO", &["group:nato"], &["national-only"]),
-        fed.bulletin("us-dod", Tlp::Green, Kind::Vulnerability, "Router vulnerability", &[], &[]),
+        fed.bulletin(
+            "us-dod",
+            Tlp::Green,
+            Kind::Exercise,
+            "Cyber Coalition: dates",
+            &[],
+            &[],
+        ),
+        fed.bulletin(
+            "us-dod",
+            Tlp::Red,
+            Kind::Consultation,
+            "Staff talks record",
+            &["uk-mod"],
+            &[],
+        ),
+        fed.bulletin(
+            "us-dod",
+            Tlp::AmberStrict,
+            Kind::Incident,
+            "Incident at a NATO site",
+            &["group:nato"],
+            &[],
+        ),
+        fed.bulletin(
+            "us-dod",
+            Tlp::Amber,
+            Kind::Advisory,
+            "Advisory for NATO",
+            &["group:nato"],
+            &["national-only"],
+        ),
+        fed.bulletin(
+            "us-dod",
+            Tlp::Green,
+            Kind::Vulnerability,
+            "Router vulnerability",
+            &[],
+            &[],
+        ),
         fed.bulletin("us-dod", Tlp::Clear, Kind::Indicator, "barrier", &[], &[]),
     ];
     let mut publisher = us.publisher().await.unwrap();
@@ -89,24 +131,58 @@ async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
     // The publisher is told who gets the RED note and why every other partner does not.
     let red = &results[1];
     assert_eq!(red.shared_with, ["uk-mod"]);
-    let why: HashMap<&str, i32> = red.withheld.iter().map(|w| (w.partner.as_str(), w.reason)).collect();
+    let why: HashMap<&str, i32> = red
+        .withheld
+        .iter()
+        .map(|w| (w.partner.as_str(), w.reason))
+        .collect();
     assert_eq!(why["us-dod"], WithholdReason::Origin as i32);
     assert_eq!(why["nato-ccdcoe"], WithholdReason::AboveClearance as i32);
     assert_eq!(why["ee-mod"], WithholdReason::AboveClearance as i32);
     assert_eq!(why["vn-mod"], WithholdReason::AboveClearance as i32);
     assert_eq!(why["audit-office"], WithholdReason::Auditor as i32);
     let amber = &results[3];
-    let why: HashMap<&str, i32> = amber.withheld.iter().map(|w| (w.partner.as_str(), w.reason)).collect();
+    let why: HashMap<&str, i32> = amber
+        .withheld
+        .iter()
+        .map(|w| (w.partner.as_str(), w.reason))
+        .collect();
     assert_eq!(why["ee-mod"], WithholdReason::DeniedTag as i32);
     let vuln = &results[4];
-    let why: HashMap<&str, i32> = vuln.withheld.iter().map(|w| (w.partner.as_str(), w.reason)).collect();
+    let why: HashMap<&str, i32> = vuln
+        .withheld
+        .iter()
+        .map(|w| (w.partner.as_str(), w.reason))
+        .collect();
     assert_eq!(why["vn-mod"], WithholdReason::KindNotShared as i32);
 
     // Each partner receives its share, in publication order, ending with the barrier.
     let expect: [(&str, &[&str]); 4] = [
-        ("uk-mod", &["Cyber Coalition: dates", "Staff talks record", "Incident at a NATO site", "Advisory for NATO", "Router vulnerability", "barrier"]),
-        ("nato-ccdcoe", &["Cyber Coalition: dates", "Incident at a NATO site", "Advisory for NATO", "Router vulnerability", "barrier"]),
-        ("ee-mod", &["Cyber Coalition: dates", "Router vulnerability", "barrier"]),
+        (
+            "uk-mod",
+            &[
+                "Cyber Coalition: dates",
+                "Staff talks record",
+                "Incident at a NATO site",
+                "Advisory for NATO",
+                "Router vulnerability",
+                "barrier",
+            ],
+        ),
+        (
+            "nato-ccdcoe",
+            &[
+                "Cyber Coalition: dates",
+                "Incident at a NATO site",
+                "Advisory for NATO",
+                "Router vulnerability",
+                "barrier",
+            ],
+        ),
+        (
+            "ee-mod",
+            &["Cyber Coalition: dates", "Router vulnerability", "barrier"],
+        ),
         ("vn-mod", &["Cyber Coalition: dates", "barrier"]),
     ];
     for (partner, titles) in expect {
@@ -129,10 +205,16 @@ async fn auditors_may_neither_publish_nor_receive() {
     assert_eq!(welcome.role, renkei::proto::Role::Auditor as i32);
     let b = fed.bulletin("us-dod", Tlp::Green, Kind::Report, "r", &[], &[]);
     let err = auditor.publish(b).await.unwrap_err();
-    assert!(err.to_string().contains("ERROR_CODE_NOT_PERMITTED"), "{err}");
+    assert!(
+        err.to_string().contains("ERROR_CODE_NOT_PERMITTED"),
+        "{err}"
+    );
     let mut sub = auditor.subscribe(0).await.unwrap();
     let err = sub.next().await.unwrap_err();
-    assert!(err.to_string().contains("ERROR_CODE_NOT_PERMITTED"), "{err}");
+    assert!(
+        err.to_string().contains("ERROR_CODE_NOT_PERMITTED"),
+        "{err}"
+    );
     auditor.close().await;
     fed.stop().await;
 }

@@ -24,8 +24,13 @@ enum FromClient {
 async fn read_acks(mut recv: quinn::RecvStream, max_frame: usize, out: mpsc::Sender<FromClient>) {
     loop {
         let msg = match transport::read_frame::<proto::ClientFrame>(&mut recv, max_frame).await {
-            Ok(Some(proto::ClientFrame { frame: Some(Client::Ack(ack)) })) => FromClient::Acks(ack.seq),
-            Ok(Some(_)) => FromClient::Fatal(ErrorCode::UnexpectedFrame, "only Ack frames belong on a subscribe stream".into()),
+            Ok(Some(proto::ClientFrame {
+                frame: Some(Client::Ack(ack)),
+            })) => FromClient::Acks(ack.seq),
+            Ok(Some(_)) => FromClient::Fatal(
+                ErrorCode::UnexpectedFrame,
+                "only Ack frames belong on a subscribe stream".into(),
+            ),
             Ok(None) => return,
             Err(e) => match e.code() {
                 Some(code) => {
@@ -42,13 +47,37 @@ async fn read_acks(mut recv: quinn::RecvStream, max_frame: usize, out: mpsc::Sen
     }
 }
 
-/// Makes this subscription the partner's current one; an older one sees the change and ends.
-fn register(shared: &Shared, partner: &PartnerId) -> (u64, watch::Receiver<u64>) {
-    let mut subs = shared.subscriptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let tx = subs.entry(partner.clone()).or_insert_with(|| watch::channel(0).0);
-    let generation = *tx.borrow() + 1;
-    tx.send_replace(generation);
-    (generation, tx.subscribe())
+/// A partner's subscription slot: the current generation, and the lock the running
+/// subscription holds.
+pub(crate) struct Lease {
+    generation: watch::Sender<u64>,
+    running: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Makes this subscription the partner's current one: an older one sees the change,
+/// records its acks and ends; this one starts once it has.
+async fn register(
+    shared: &Shared,
+    partner: &PartnerId,
+) -> (u64, watch::Receiver<u64>, tokio::sync::OwnedMutexGuard<()>) {
+    let (generation, current, running) = {
+        let mut subs = shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lease = subs.entry(partner.clone()).or_insert_with(|| Lease {
+            generation: watch::channel(0).0,
+            running: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        let generation = *lease.generation.borrow() + 1;
+        lease.generation.send_replace(generation);
+        (
+            generation,
+            lease.generation.subscribe(),
+            lease.running.clone(),
+        )
+    };
+    (generation, current, running.lock_owned().await)
 }
 
 /// The delivery state of one subscription.
@@ -98,12 +127,30 @@ pub(super) async fn run(
         0 => shared.window,
         w => w.min(shared.window),
     } as usize;
-    let (generation, mut current) = register(&shared, &partner);
+    let (generation, mut current, _running) = register(&shared, &partner).await;
+    if *current.borrow() != generation {
+        return; // replaced before it started
+    }
     let (acks_tx, mut acks) = mpsc::channel(64);
     let reader = tokio::spawn(read_acks(recv, shared.max_frame, acks_tx));
-    if let Err(e) = deliver(&shared, &partner, window, generation, &mut current, &mut send, &mut acks).await {
+    if let Err(e) = deliver(
+        &shared,
+        &partner,
+        window,
+        generation,
+        &mut current,
+        &mut send,
+        &mut acks,
+    )
+    .await
+    {
         tracing::error!(error = %e, "delivery stopped");
-        transport::send_error(&mut send, ErrorCode::Internal, "delivery failed on the node").await;
+        transport::send_error(
+            &mut send,
+            ErrorCode::Internal,
+            "delivery failed on the node",
+        )
+        .await;
     }
     reader.abort();
 }
@@ -134,9 +181,11 @@ async fn deliver(
             let page = store.pending(partner, p.position, &p.cursor, room)?;
             p.position = page.scanned_through;
             for item in page.items {
-                let bulletin = proto::SignedBulletin::decode(item.signed).map_err(|e| StoreError::Corrupt {
-                    key: format!("bulletin {}", item.seq),
-                    why: e.to_string(),
+                let bulletin = proto::SignedBulletin::decode(item.signed).map_err(|e| {
+                    StoreError::Corrupt {
+                        key: format!("bulletin {}", item.seq),
+                        why: e.to_string(),
+                    }
                 })?;
                 let frame = proto::ServerFrame {
                     frame: Some(Server::Delivery(proto::Delivery {
@@ -171,11 +220,22 @@ async fn deliver(
                     transport::send_error(send, code, message).await;
                     return Ok(());
                 }
-                None => return Ok(()),
+                None => {
+                    // The subscriber finished its side: every ack it sent is recorded,
+                    // so end ours to tell it so.
+                    let _ = send.finish();
+                    return Ok(());
+                }
             },
             changed = head.changed() => if changed.is_err() { return Ok(()) },
             _ = current.changed() => {
                 if *current.borrow() != generation {
+                    // Record the acks already received before handing over.
+                    while let Ok(FromClient::Acks(seqs)) = acks.try_recv() {
+                        if p.ack(&seqs) {
+                            store.save_cursor(partner, &p.cursor)?;
+                        }
+                    }
                     tracing::info!("subscription replaced by a newer one");
                     return Ok(());
                 }
@@ -202,7 +262,10 @@ mod tests {
         assert!(p.ack(&[3]));
         assert_eq!(p.cursor.acked_through, 8, "up to the oldest unacked (9)");
         assert!(p.cursor.acked_above.is_empty());
-        assert!(!p.ack(&[42]), "an ack for something not in flight changes nothing");
+        assert!(
+            !p.ack(&[42]),
+            "an ack for something not in flight changes nothing"
+        );
         assert!(p.ack(&[9]));
         assert_eq!(p.cursor.acked_through, 9);
     }

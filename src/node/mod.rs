@@ -61,8 +61,10 @@ pub(crate) struct Shared {
     pub commits: mpsc::Sender<writer::CommitRequest>,
     pub head: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
-    /// Per partner, the generation of its current subscription: a new one replaces the old.
-    pub subscriptions: Mutex<HashMap<PartnerId, watch::Sender<u64>>>,
+    /// Per partner, the generation of its current subscription (a new one replaces the
+    /// old) and the lease a subscription holds while it runs, so the next one starts
+    /// from the cursor the previous one left.
+    pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
 }
 
 /// A node that is running; dropping it does not stop it, [`RunningNode::shutdown`] does.
@@ -90,8 +92,10 @@ impl RunningNode {
         if tokio::time::timeout(grace, accept).await.is_err() {
             tracing::warn!("connections did not finish within {grace:?}; closing them");
         }
-        self.endpoint
-            .close(quinn::VarInt::from_u32(proto::CloseCode::ShuttingDown as u32), b"node shutting down");
+        self.endpoint.close(
+            quinn::VarInt::from_u32(proto::CloseCode::ShuttingDown as u32),
+            b"node shutting down",
+        );
         let writer = self.writer;
         tokio::task::spawn_blocking(move || writer.join())
             .await
@@ -126,11 +130,16 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let (commits, requests) = mpsc::channel(t.commit_batch * 4);
     let (head_tx, head) = watch::channel(store.head()?);
-    let writer = writer::spawn(store.clone(), requests, head_tx, t.commit_batch).map_err(|e| NodeError::Thread(e.to_string()))?;
+    let writer = writer::spawn(store.clone(), requests, head_tx, t.commit_batch)
+        .map_err(|e| NodeError::Thread(e.to_string()))?;
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         node_id: n.id.clone(),
-        partners: cfg.partners.iter().map(|p| (p.id.clone(), p.clone())).collect(),
+        partners: cfg
+            .partners
+            .iter()
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect(),
         keyring: cfg.keyring(),
         policy: Policy::from_config(&cfg),
         limits: cfg.limits.bulletin_limits(),
@@ -197,20 +206,35 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%remote, error = %e, "refused: certificate names no partner");
-            close(&conn, proto::CloseCode::UnknownPartner, "certificate names no partner id");
+            close(
+                &conn,
+                proto::CloseCode::UnknownPartner,
+                "certificate names no partner id",
+            );
             return;
         }
     };
     let Some(role) = shared.partners.get(&partner).map(|p| p.role) else {
         tracing::warn!(%remote, %partner, "refused: not a partner of this node");
-        close(&conn, proto::CloseCode::UnknownPartner, "not a partner of this node");
+        close(
+            &conn,
+            proto::CloseCode::UnknownPartner,
+            "not a partner of this node",
+        );
         return;
     };
     let span = tracing::info_span!("conn", %partner, %remote);
-    serve_partner(conn, shared, partner, role).instrument(span).await;
+    serve_partner(conn, shared, partner, role)
+        .instrument(span)
+        .await;
 }
 
-async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, partner: PartnerId, role: Role) {
+async fn serve_partner(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    partner: PartnerId,
+    role: Role,
+) {
     tracing::info!(%role, "partner connected");
     let mut stop = shared.shutdown.clone();
     let mut streams = JoinSet::new();
@@ -251,7 +275,8 @@ async fn stream_task(
     role: Role,
 ) {
     use proto::client_frame::Frame;
-    let first = match transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame).await {
+    let first = match transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame).await
+    {
         Ok(Some(f)) => f,
         Ok(None) => return,
         Err(e) => return refuse(&mut send, &mut recv, &e).await,
@@ -259,8 +284,12 @@ async fn stream_task(
     match first.frame {
         Some(Frame::Hello(hello)) => {
             if hello.protocol_version != 1 {
-                let msg = format!("protocol version {} is not spoken here; use 1", hello.protocol_version);
-                return transport::send_error(&mut send, proto::ErrorCode::UnsupportedVersion, msg).await;
+                let msg = format!(
+                    "protocol version {} is not spoken here; use 1",
+                    hello.protocol_version
+                );
+                return transport::send_error(&mut send, proto::ErrorCode::UnsupportedVersion, msg)
+                    .await;
             }
             let welcome = proto::ServerFrame {
                 frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
@@ -278,8 +307,12 @@ async fn stream_task(
             let _ = transport::write_frame(&mut send, &welcome).await;
             let _ = send.finish();
         }
-        Some(Frame::Publish(p)) if role != Role::Auditor => publish::run(p, send, recv, shared, partner, role).await,
-        Some(Frame::Subscribe(s)) if role != Role::Auditor => deliver::run(s, send, recv, shared, partner).await,
+        Some(Frame::Publish(p)) if role != Role::Auditor => {
+            publish::run(p, send, recv, shared, partner, role).await
+        }
+        Some(Frame::Subscribe(s)) if role != Role::Auditor => {
+            deliver::run(s, send, recv, shared, partner).await
+        }
         Some(Frame::Publish(_)) | Some(Frame::Subscribe(_)) => {
             let msg = "auditors may neither publish nor receive bulletins";
             transport::send_error(&mut send, proto::ErrorCode::NotPermitted, msg).await;

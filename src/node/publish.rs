@@ -26,27 +26,39 @@ enum Reply {
     /// Known now (a rejection).
     Ready(proto::PublishResult),
     /// Accepted by verification and policy; waiting for the commit.
-    Committing(proto::PublishResult, oneshot::Receiver<Result<Outcome, String>>),
+    Committing(
+        proto::PublishResult,
+        oneshot::Receiver<Result<Outcome, String>>,
+    ),
     /// A stream-level error: write it and end the stream.
     Fatal(ErrorCode, String),
 }
 
-fn rejected(request_id: u64, code: ErrorCode, message: String) -> proto::PublishResult {
-    proto::PublishResult {
+fn rejected(request_id: u64, code: ErrorCode, message: String) -> Box<proto::PublishResult> {
+    Box::new(proto::PublishResult {
         request_id,
         status: PublishStatus::Rejected as i32,
         error: code as i32,
         message,
         ..Default::default()
-    }
+    })
 }
 
 /// Verifies, checks the publisher's right to publish it, and decides who gets it.
-fn prepare(shared: &Shared, from: &PartnerId, role: Role, p: proto::Publish) -> Result<(NewBulletin, proto::PublishResult), proto::PublishResult> {
+fn prepare(
+    shared: &Shared,
+    from: &PartnerId,
+    role: Role,
+    p: proto::Publish,
+) -> Result<(NewBulletin, proto::PublishResult), Box<proto::PublishResult>> {
     let id = p.request_id;
-    let signed = p
-        .bulletin
-        .ok_or_else(|| rejected(id, ErrorCode::InvalidBulletin, "Publish carries no bulletin".into()))?;
+    let signed = p.bulletin.ok_or_else(|| {
+        rejected(
+            id,
+            ErrorCode::InvalidBulletin,
+            "Publish carries no bulletin".into(),
+        )
+    })?;
     let envelope = Bytes::from(signed.encode_to_vec());
     let reject = |e: BulletinError| rejected(id, e.code(), e.to_string());
     let unverified = UnverifiedBulletin::from_signed(signed, &shared.limits).map_err(reject)?;
@@ -54,7 +66,7 @@ fn prepare(shared: &Shared, from: &PartnerId, role: Role, p: proto::Publish) -> 
     let digest = unverified.digest();
     // Rejections after decoding still name the bulletin, for the publisher and the audit.
     let (bulletin_id, origin_text) = (unverified.header().id.to_string(), origin.to_string());
-    let describe = |mut r: proto::PublishResult| {
+    let describe = |mut r: Box<proto::PublishResult>| {
         r.bulletin_id = bulletin_id.clone();
         r.origin = origin_text.clone();
         r.digest = Bytes::copy_from_slice(&digest.0);
@@ -68,15 +80,17 @@ fn prepare(shared: &Shared, from: &PartnerId, role: Role, p: proto::Publish) -> 
         .verify(&shared.keyring, Timestamp::now(), &shared.limits)
         .map_err(|e| describe(reject(e)))?;
     if role == Role::Liaison && origin != *from {
-        let msg = format!("{from} is a liaison and may only publish its own bulletins, not those of {origin}");
+        let msg = format!(
+            "{from} is a liaison and may only publish its own bulletins, not those of {origin}"
+        );
         return Err(describe(rejected(id, ErrorCode::OriginMismatch, msg)));
     }
     let h = verified.header();
-    let mut result = describe(proto::PublishResult {
+    let mut result = *describe(Box::new(proto::PublishResult {
         request_id: id,
         status: PublishStatus::Accepted as i32,
         ..Default::default()
-    });
+    }));
     let mut shared_with = Vec::new();
     for (partner, decision) in shared.policy.decide_all(h, from) {
         match decision {
@@ -119,10 +133,22 @@ async fn resolve(reply: Reply) -> Result<proto::PublishResult, (ErrorCode, Strin
                         "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
                         r.bulletin_id, r.origin
                     );
-                    return Ok(rejected(r.request_id, ErrorCode::Conflict, msg));
+                    return Ok(*rejected(r.request_id, ErrorCode::Conflict, msg));
                 }
-                Ok(Err(e)) => return Ok(rejected(r.request_id, ErrorCode::Internal, format!("not stored: {e}"))),
-                Err(_) => return Ok(rejected(r.request_id, ErrorCode::ShuttingDown, "the node is stopping".into())),
+                Ok(Err(e)) => {
+                    return Ok(*rejected(
+                        r.request_id,
+                        ErrorCode::Internal,
+                        format!("not stored: {e}"),
+                    ))
+                }
+                Err(_) => {
+                    return Ok(*rejected(
+                        r.request_id,
+                        ErrorCode::ShuttingDown,
+                        "the node is stopping".into(),
+                    ))
+                }
             }
             Ok(r)
         }
@@ -171,10 +197,14 @@ pub(super) async fn run(
                 };
                 match frame {
                     Ok(None) => break,
-                    Ok(Some(proto::ClientFrame { frame: Some(proto::client_frame::Frame::Publish(p)) })) => p,
+                    Ok(Some(proto::ClientFrame {
+                        frame: Some(proto::client_frame::Frame::Publish(p)),
+                    })) => p,
                     Ok(Some(_)) => {
                         let msg = "only Publish frames belong on a publish stream".to_string();
-                        let _ = replies.send(Reply::Fatal(ErrorCode::UnexpectedFrame, msg)).await;
+                        let _ = replies
+                            .send(Reply::Fatal(ErrorCode::UnexpectedFrame, msg))
+                            .await;
                         break;
                     }
                     Err(e) => {
@@ -191,14 +221,21 @@ pub(super) async fn run(
         let reply = match prepare(&shared, &from, role, publish) {
             Err(rejection) => {
                 tracing::info!(code = rejection.error, message = %rejection.message, "bulletin rejected");
-                Reply::Ready(rejection)
+                Reply::Ready(*rejection)
             }
             Ok((bulletin, result)) => {
                 let (tx, rx) = oneshot::channel();
-                let request = CommitRequest { bulletin, reply: tx };
+                let request = CommitRequest {
+                    bulletin,
+                    reply: tx,
+                };
                 if shared.commits.send(request).await.is_err() {
-                    let r = rejected(result.request_id, ErrorCode::ShuttingDown, "the node is stopping".into());
-                    Reply::Ready(r)
+                    let r = rejected(
+                        result.request_id,
+                        ErrorCode::ShuttingDown,
+                        "the node is stopping".into(),
+                    );
+                    Reply::Ready(*r)
                 } else {
                     Reply::Committing(result, rx)
                 }

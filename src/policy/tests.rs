@@ -114,6 +114,17 @@ fn the_origin_never_gets_its_own_bulletin_back() {
 }
 
 #[test]
+fn a_relayed_bulletin_does_not_go_back_to_the_relay() {
+    let b = header(Tlp::Green, &[]);
+    let relay = rules("nato-ccdcoe", Role::Relay, Some(Tlp::Red));
+    assert_eq!(
+        decide(&b, &pid("nato-ccdcoe"), &relay),
+        Decision::Withhold(Withhold::Sender)
+    );
+    assert_eq!(decide(&b, &pid("mod-jp"), &relay), Decision::Share);
+}
+
+#[test]
 fn kinds_and_denied_tags_withhold_before_the_audience_is_considered() {
     let b = header(Tlp::Red, &["mod-fr"]);
     let mut p = rules("mod-fr", Role::Liaison, Some(Tlp::Red));

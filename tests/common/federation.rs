@@ -88,7 +88,11 @@ impl Federation {
     }
 
     /// Connects with the certificate of `id` from another PKI directory.
-    pub async fn client_with_certs(&self, certs: &Path, id: &str) -> Result<Client, renkei::client::ClientError> {
+    pub async fn client_with_certs(
+        &self,
+        certs: &Path,
+        id: &str,
+    ) -> Result<Client, renkei::client::ClientError> {
         let identity = TlsIdentity::load(
             &certs.join("ca.crt"),
             &certs.join(id).join("tls.crt"),
@@ -108,7 +112,15 @@ impl Federation {
     }
 
     /// A bulletin by `origin`, signed with its own key.
-    pub fn bulletin(&self, origin: &str, tlp: Tlp, kind: Kind, title: &str, audience: &[&str], tags: &[&str]) -> proto::SignedBulletin {
+    pub fn bulletin(
+        &self,
+        origin: &str,
+        tlp: Tlp,
+        kind: Kind,
+        title: &str,
+        audience: &[&str],
+        tags: &[&str],
+    ) -> proto::SignedBulletin {
         sign_as(self.key(origin), origin, tlp, kind, title, audience, tags)
     }
 
@@ -127,7 +139,15 @@ impl Federation {
 }
 
 /// A bulletin claiming `origin`, signed with `key` (which may not be origin's).
-pub fn sign_as(key: &SigningKey, origin: &str, tlp: Tlp, kind: Kind, title: &str, audience: &[&str], tags: &[&str]) -> proto::SignedBulletin {
+pub fn sign_as(
+    key: &SigningKey,
+    origin: &str,
+    tlp: Tlp,
+    kind: Kind,
+    title: &str,
+    audience: &[&str],
+    tags: &[&str],
+) -> proto::SignedBulletin {
     let now = Timestamp::now();
     let b = proto::Bulletin {
         id: BulletinId::new_v7(now).to_string(),
@@ -146,15 +166,25 @@ pub fn sign_as(key: &SigningKey, origin: &str, tlp: Tlp, kind: Kind, title: &str
     bulletin::sign(&b, key, &Limits::default()).unwrap()
 }
 
-/// Titles of the deliveries a subscriber receives until `count` arrive, acking each.
+/// Seqs and titles of the deliveries a subscriber receives until `count` arrive, acking
+/// each, then ends the subscription cleanly.
 pub async fn receive(client: &Client, count: usize) -> Vec<(u64, String)> {
     let mut sub = client.subscribe(0).await.unwrap();
     let mut got = Vec::new();
     while got.len() < count {
-        let d = tokio::time::timeout(PATIENCE, sub.next()).await.expect("delivery in time").unwrap().expect("stream open");
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .expect("delivery in time")
+            .unwrap()
+            .expect("stream open");
         let b: proto::Bulletin = prost::Message::decode(d.bulletin.unwrap().bulletin).unwrap();
         sub.ack(vec![d.seq]).await.unwrap();
         got.push((d.seq, b.title));
     }
+    // Wait until the hub has recorded the acks, so the next subscription starts after them.
+    tokio::time::timeout(PATIENCE, sub.close())
+        .await
+        .expect("clean close in time")
+        .unwrap();
     got
 }

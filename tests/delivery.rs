@@ -1,0 +1,183 @@
+//! Store-and-forward: a partner that is offline catches up in order, a partner that
+//! drops out mid-delivery gets the unacknowledged bulletins again, a partner that stops
+//! acknowledging holds up nobody else, and a restarted hub has lost nothing.
+
+mod common;
+
+use common::federation::{receive, Federation, PATIENCE};
+use renkei::bulletin::{Kind, Tlp};
+use renkei::proto::{self, PublishStatus};
+
+const PARTNERS: &str = r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "au-dod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(au-dod)" }]
+
+[[partner]]
+id = "ee-mod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(ee-mod)" }]
+"#;
+
+const MEMBERS: &[&str] = &["us-dod", "au-dod", "ee-mod"];
+
+async fn publish_all(fed: &Federation, titles: &[String]) {
+    let us = fed.client("us-dod").await;
+    let mut p = us.publisher().await.unwrap();
+    for (i, t) in titles.iter().enumerate() {
+        p.send(
+            i as u64,
+            fed.bulletin("us-dod", Tlp::Green, Kind::Indicator, t, &[], &[]),
+        )
+        .await
+        .unwrap();
+    }
+    p.finish();
+    for _ in titles {
+        let r = p.recv().await.unwrap().unwrap();
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    }
+    us.close().await;
+}
+
+fn titles(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} {i:03}")).collect()
+}
+
+fn title_of(d: &proto::Delivery) -> String {
+    let b: proto::Bulletin =
+        prost::Message::decode(d.bulletin.as_ref().unwrap().bulletin.clone()).unwrap();
+    b.title
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_partner_catches_up_in_order() {
+    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    // Australia is offline while forty indicators are published.
+    let sent = titles("indicator", 40);
+    publish_all(&fed, &sent).await;
+    let au = fed.client("au-dod").await;
+    let got: Vec<String> = receive(&au, sent.len())
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(got, sent);
+    au.close().await;
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_deliveries_come_again_after_a_reconnect() {
+    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let sent = titles("advisory", 5);
+    publish_all(&fed, &sent).await;
+
+    // Estonia takes three, acknowledges only the first two, and drops the connection.
+    let ee = fed.client("ee-mod").await;
+    let mut sub = ee.subscribe(0).await.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        first.push((d.seq, title_of(&d)));
+    }
+    sub.ack(vec![first[0].0, first[1].0]).await.unwrap();
+    // Ending the subscription cleanly waits until the hub has recorded the acks.
+    tokio::time::timeout(PATIENCE, sub.close())
+        .await
+        .unwrap()
+        .unwrap();
+    ee.close().await;
+
+    let ee = fed.client("ee-mod").await;
+    let again: Vec<String> = receive(&ee, 3).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        again,
+        sent[2..],
+        "the third is delivered again, then the rest, in order"
+    );
+    ee.close().await;
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_that_never_acknowledges_holds_up_nobody() {
+    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    // Estonia subscribes, reads its window (8 in these tests) and then stalls.
+    let ee = fed.client("ee-mod").await;
+    let mut stalled = ee.subscribe(0).await.unwrap();
+
+    let sent = titles("exercise inject", 60);
+    publish_all(&fed, &sent).await;
+    for _ in 0..8 {
+        tokio::time::timeout(PATIENCE, stalled.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    // Australia still receives all sixty while Estonia's window stays full.
+    let au = fed.client("au-dod").await;
+    let got: Vec<String> = receive(&au, sent.len())
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(got, sent);
+    au.close().await;
+    ee.close().await;
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
+    let mut fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let sent = titles("report", 12);
+    publish_all(&fed, &sent).await;
+    let kept = fed.bulletin("us-dod", Tlp::Green, Kind::Report, "kept", &["au-dod"], &[]);
+    let us = fed.client("us-dod").await;
+    assert_eq!(
+        us.publish(kept.clone()).await.unwrap().status,
+        PublishStatus::Accepted as i32
+    );
+    us.close().await;
+    // Australia takes half before the restart.
+    let au = fed.client("au-dod").await;
+    let before: Vec<String> = receive(&au, 6).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(before, sent[..6]);
+    au.close().await;
+
+    fed.restart().await;
+
+    // The duplicate check survived: publishing an accepted bulletin again is a duplicate.
+    let us = fed.client("us-dod").await;
+    assert_eq!(
+        us.publish(kept).await.unwrap().status,
+        PublishStatus::Duplicate as i32
+    );
+    us.close().await;
+    // Both queues resume where they were.
+    let au = fed.client("au-dod").await;
+    let rest: Vec<String> = receive(&au, 7).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(rest[..6], sent[6..]);
+    assert_eq!(rest[6], "kept");
+    let ee = fed.client("ee-mod").await;
+    let all: Vec<String> = receive(&ee, 13).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(all[..12], sent[..]);
+    au.close().await;
+    ee.close().await;
+    fed.stop().await;
+}

@@ -1,0 +1,129 @@
+//! Hostile and broken peers: a certificate from another CA, a CA-signed certificate of
+//! a stranger, an oversize frame, garbage. Each is refused clearly, and the hub goes on
+//! serving its partners.
+
+mod common;
+
+use common::federation::{receive, Federation};
+use renkei::bulletin::{Kind, Tlp};
+use renkei::identity::PartnerId;
+use renkei::proto::PublishStatus;
+use renkei::timestamp::Timestamp;
+
+const PARTNERS: &str = r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "uk-mod"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(uk-mod)" }]
+"#;
+
+async fn still_serving(fed: &Federation) {
+    let us = fed.client("us-dod").await;
+    let b = fed.bulletin(
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "still serving",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        us.publish(b).await.unwrap().status,
+        PublishStatus::Accepted as i32
+    );
+    us.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_another_ca_or_of_strangers_are_refused() {
+    // "cn-pla" has a certificate from the federation CA but is not a partner.
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "cn-pla"], PARTNERS).await;
+
+    // An impostor with its own CA, claiming to be the UK.
+    let rogue = fed.dir.path().join("rogue");
+    let ids: Vec<PartnerId> = vec!["uk-mod".parse().unwrap()];
+    renkei::pki::init(&rogue, &ids, false, Timestamp::now()).unwrap();
+    // It trusts the real hub (so only the hub's check of the client can stop it).
+    std::fs::copy(fed.certs().join("ca.crt"), rogue.join("ca.crt")).unwrap();
+    let refused = match fed.client_with_certs(&rogue, "uk-mod").await {
+        Err(e) => e.to_string(),
+        // TLS 1.3: the client may finish before the server has checked its certificate.
+        Ok(client) => client
+            .hello()
+            .await
+            .expect_err("another CA must be refused")
+            .to_string(),
+    };
+    // The hub aborts the handshake: the certificate does not chain to the federation CA.
+    assert!(
+        refused.contains("aborted by peer") && refused.contains("invalid peer certificate"),
+        "{refused}"
+    );
+
+    // A stranger with a genuine federation certificate.
+    let stranger = fed.client("cn-pla").await;
+    let err = stranger
+        .hello()
+        .await
+        .expect_err("a stranger must be refused")
+        .to_string();
+    assert!(err.contains("not a partner of this node"), "{err}");
+
+    still_serving(&fed).await;
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], PARTNERS).await;
+    let uk = fed.client("uk-mod").await;
+
+    // A length prefix of 64 MiB: refused before the body is read.
+    let mut oversize = Vec::new();
+    prost::encoding::encode_varint(64 << 20, &mut oversize);
+    oversize.extend_from_slice(&[0u8; 32]);
+    let err = uk.send_raw(&oversize).await.unwrap_err().to_string();
+    assert!(err.contains("ERROR_CODE_FRAME_TOO_LARGE"), "{err}");
+    assert!(err.contains("over the limit"), "{err}");
+
+    // A well-framed message that is not protobuf.
+    let mut garbage = vec![6u8];
+    garbage.extend_from_slice(&[0xff; 6]);
+    let err = uk.send_raw(&garbage).await.unwrap_err().to_string();
+    assert!(err.contains("ERROR_CODE_MALFORMED_FRAME"), "{err}");
+
+    // An empty frame, and a stream that opens with an Ack.
+    let err = uk.send_raw(&[0]).await.unwrap_err().to_string();
+    assert!(err.contains("no message set"), "{err}");
+    let ack = prost::Message::encode_length_delimited_to_vec(&renkei::proto::ClientFrame {
+        frame: Some(renkei::proto::client_frame::Frame::Ack(
+            renkei::proto::Ack { seq: vec![1] },
+        )),
+    });
+    let err = uk.send_raw(&ack).await.unwrap_err().to_string();
+    assert!(err.contains("ERROR_CODE_UNEXPECTED_FRAME"), "{err}");
+
+    // A length prefix that never ends.
+    let err = uk.send_raw(&[0xff; 11]).await.unwrap_err().to_string();
+    assert!(err.contains("ERROR_CODE_MALFORMED_FRAME"), "{err}");
+
+    // The same connection still works, and so does everyone else's.
+    let welcome = uk.hello().await.unwrap();
+    assert_eq!(welcome.partner_id, "uk-mod");
+    assert!(
+        matches!(uk.send_raw(&[]).await, Ok(None)),
+        "an empty stream is simply ended"
+    );
+    still_serving(&fed).await;
+    let got = receive(&uk, 1).await;
+    assert_eq!(got[0].1, "still serving");
+    uk.close().await;
+    fed.stop().await;
+}

@@ -1,0 +1,215 @@
+//! What a hub refuses: forged and unknown signatures, revoked keys, a liaison speaking
+//! for another partner, reused ids. Each gets its own reason, and nothing refused is
+//! ever queued for anyone.
+
+mod common;
+
+use common::federation::{receive, sign_as, Federation};
+use renkei::bulletin::{Kind, Tlp};
+use renkei::identity;
+use renkei::proto::{ErrorCode, PublishResult, PublishStatus};
+
+fn partners(revoked: &str) -> String {
+    format!(
+        r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "red"
+keys = [{{ public = "KEY(us-dod)" }}, {{ public = "{revoked}" }}]
+
+[[partner]]
+id = "uk-mod"
+role = "liaison"
+clearance = "red"
+keys = [{{ public = "KEY(uk-mod)" }}]
+
+[[partner]]
+id = "nato-ccdcoe"
+role = "relay"
+clearance = "red"
+keys = [{{ public = "KEY(nato-ccdcoe)" }}]
+
+[[revoked]]
+key = "{revoked}"
+reason = "laptop lost"
+"#
+    )
+}
+
+fn assert_rejected(r: &PublishResult, code: ErrorCode, words: &str) {
+    assert_eq!(r.status, PublishStatus::Rejected as i32, "{r:?}");
+    assert_eq!(r.error, code as i32, "{}", r.message);
+    assert!(r.message.contains(words), "{}", r.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_distinct_reasons() {
+    let old_key = identity::generate_signing_key();
+    let old_public = identity::PublicKey::of(&old_key).to_string();
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "uk-mod", "nato-ccdcoe"],
+        &partners(&old_public),
+    )
+    .await;
+    let us = fed.client("us-dod").await;
+    let uk = fed.client("uk-mod").await;
+
+    // Forged: signed by the UK key, naming the US key id.
+    let mut forged = sign_as(
+        fed.key("uk-mod"),
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "forged",
+        &[],
+        &[],
+    );
+    forged.key_id = fed
+        .bulletin("us-dod", Tlp::Green, Kind::Advisory, "x", &[], &[])
+        .key_id;
+    assert_rejected(
+        &us.publish(forged).await.unwrap(),
+        ErrorCode::BadSignature,
+        "does not verify",
+    );
+
+    // Unknown: a key nobody configured.
+    let stranger = identity::generate_signing_key();
+    let unknown = sign_as(
+        &stranger,
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "unknown key",
+        &[],
+        &[],
+    );
+    assert_rejected(
+        &us.publish(unknown).await.unwrap(),
+        ErrorCode::UnknownKey,
+        "no signing key",
+    );
+
+    // Revoked: the old US key, listed but revoked.
+    let revoked = sign_as(
+        &old_key,
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "revoked key",
+        &[],
+        &[],
+    );
+    assert_rejected(
+        &us.publish(revoked).await.unwrap(),
+        ErrorCode::KeyRevoked,
+        "revoked",
+    );
+
+    // Impersonation: the UK liaison passes on a genuine US bulletin as if it could.
+    let genuine = fed.bulletin(
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "relayed by a liaison",
+        &[],
+        &[],
+    );
+    assert_rejected(
+        &uk.publish(genuine.clone()).await.unwrap(),
+        ErrorCode::OriginMismatch,
+        "may only publish its own",
+    );
+
+    // An origin the hub does not know.
+    let outsider = sign_as(
+        &stranger,
+        "cn-pla",
+        Tlp::Green,
+        Kind::Advisory,
+        "outsider",
+        &[],
+        &[],
+    );
+    assert_rejected(
+        &us.publish(outsider).await.unwrap(),
+        ErrorCode::UnknownOrigin,
+        "not a partner",
+    );
+
+    // A relay may forward it: the origin's signature still verifies.
+    let nato = fed.client("nato-ccdcoe").await;
+    let r = nato.publish(genuine).await.unwrap();
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    assert_eq!(
+        r.shared_with,
+        ["uk-mod"],
+        "neither back to its origin nor to the relay that sent it"
+    );
+
+    // Nothing refused was queued: the UK's first delivery is the relayed bulletin, then the barrier.
+    let barrier = fed.bulletin("us-dod", Tlp::Clear, Kind::Indicator, "barrier", &[], &[]);
+    assert_eq!(
+        us.publish(barrier).await.unwrap().status,
+        PublishStatus::Accepted as i32
+    );
+    let got: Vec<String> = receive(&uk, 2).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["relayed by a liaison", "barrier"]);
+
+    for c in [us, uk, nato] {
+        c.close().await;
+    }
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_twice_is_idempotent_and_reusing_an_id_is_a_conflict() {
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "uk-mod", "nato-ccdcoe"],
+        &partners(&identity::PublicKey::of(&identity::generate_signing_key()).to_string()),
+    )
+    .await;
+    let us = fed.client("us-dod").await;
+    let first = fed.bulletin(
+        "us-dod",
+        Tlp::Green,
+        Kind::Report,
+        "weekly report",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        us.publish(first.clone()).await.unwrap().status,
+        PublishStatus::Accepted as i32
+    );
+    let again = us.publish(first.clone()).await.unwrap();
+    assert_eq!(again.status, PublishStatus::Duplicate as i32);
+    assert_eq!(
+        again.digest,
+        us.publish(first.clone()).await.unwrap().digest
+    );
+
+    // Same id, other content: a conflict, whatever the signature.
+    let original: renkei::proto::Bulletin = prost::Message::decode(first.bulletin.clone()).unwrap();
+    let mut altered = original.clone();
+    altered.title = "weekly report (amended)".into();
+    let altered = renkei::bulletin::sign(&altered, fed.key("us-dod"), &Default::default()).unwrap();
+    assert_rejected(
+        &us.publish(altered).await.unwrap(),
+        ErrorCode::Conflict,
+        "accepted before with digest",
+    );
+
+    // The UK receives the report once.
+    let barrier = fed.bulletin("us-dod", Tlp::Clear, Kind::Indicator, "barrier", &[], &[]);
+    us.publish(barrier).await.unwrap();
+    let uk = fed.client("uk-mod").await;
+    let got: Vec<String> = receive(&uk, 2).await.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["weekly report", "barrier"]);
+    us.close().await;
+    uk.close().await;
+    fed.stop().await;
+}
