@@ -11,7 +11,7 @@ use serde_json::Value;
 fn an_operator_explains_who_receives_a_red_note() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,uk-mod,nato-ccdcoe,vn-mod");
+    pki(dir, "jp-mod,us-dod,uk-mod,nato-ccdcoe,au-dod,vn-mod");
     let key = |id: &str| {
         fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
             .unwrap()
@@ -51,12 +51,20 @@ groups = ["nato"]
 keys = [{{ public = "{nato}" }}]
 
 [[partner]]
+id = "au-dod"
+role = "liaison"
+clearance = "red"
+groups = ["five-eyes"]
+keys = [{{ public = "{au}" }}]
+
+[[partner]]
 id = "vn-mod"
 role = "auditor"
 "#,
         us = key("us-dod"),
         uk = key("uk-mod"),
         nato = key("nato-ccdcoe"),
+        au = key("au-dod"),
     );
     fs::write(dir.join("node.toml"), config).unwrap();
 
@@ -109,6 +117,7 @@ role = "auditor"
     assert!(line("us-dod").contains("the partner is the bulletin's origin"));
     assert!(line("uk-mod").contains("red is above the partner's clearance amber"));
     assert!(line("nato-ccdcoe").contains("goes only to its audience"));
+    assert!(line("au-dod").trim_end().ends_with("share"));
     assert!(line("vn-mod").contains("auditors receive no bulletins"));
 
     // The same note arriving through the NATO relay goes no further, and JSON says why.
@@ -138,6 +147,7 @@ role = "auditor"
         [
             "WITHHOLD_REASON_ORIGIN",
             "WITHHOLD_REASON_ABOVE_CLEARANCE",
+            "WITHHOLD_REASON_SENDER",
             "WITHHOLD_REASON_NO_ONWARD_RELAY",
             "WITHHOLD_REASON_AUDITOR"
         ]
@@ -179,7 +189,7 @@ role = "auditor"
         .lines()
         .filter(|l| l.trim_end().ends_with("share"))
         .collect();
-    assert_eq!(shared.len(), 2, "{}", table.stdout);
+    assert_eq!(shared.len(), 3, "{}", table.stdout);
 
     // A bulletin signed by a key the node does not know is flagged, not silently explained.
     renkei_ok(dir, &["keygen", "--out", "rogue.key"]);
