@@ -294,6 +294,12 @@ fn invalid_bulletins_are_refused_before_signing() {
         "{}",
         run.stderr
     );
+    let run = renkei(dir, &[&base[..], &["--tlp", "red"]].concat());
+    assert!(
+        !run.ok && run.stderr.contains("--title is required"),
+        "{}",
+        run.stderr
+    );
     assert!(!dir.join("x.bin").exists());
 }
 

@@ -13,7 +13,7 @@ use super::BulletinFields;
 use crate::bulletin::{self, BulletinId, Digest, Kind, Limits, Tlp, UnverifiedBulletin};
 use crate::config::NodeConfig;
 use crate::files::{self, Access};
-use crate::identity::{self, Keyring, PublicKey, Validity};
+use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
 use crate::proto;
 use crate::timestamp::Timestamp;
 
@@ -37,8 +37,21 @@ fn guess_content_type(body: &[u8]) -> &'static str {
     }
 }
 
-/// Builds the unsigned bulletin from command-line fields.
-pub(crate) fn from_fields(f: BulletinFields, now: Timestamp) -> anyhow::Result<proto::Bulletin> {
+/// Builds the unsigned bulletin from command-line fields; `origin` stands in for a
+/// missing `--origin`.
+pub(crate) fn from_fields(
+    f: BulletinFields,
+    origin: Option<&PartnerId>,
+    now: Timestamp,
+) -> anyhow::Result<proto::Bulletin> {
+    let origin = f
+        .origin
+        .as_ref()
+        .or(origin)
+        .context("--origin is required")?;
+    let tlp = f.tlp.context("--tlp is required")?;
+    let kind = f.kind.context("--kind is required")?;
+    let title = f.title.context("--title is required")?;
     let body = match &f.body_file {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("reading the body from {}", path.display()))?,
@@ -54,11 +67,11 @@ pub(crate) fn from_fields(f: BulletinFields, now: Timestamp) -> anyhow::Result<p
         f.id.unwrap_or_else(|| BulletinId::new_v7(created).to_string());
     Ok(proto::Bulletin {
         id,
-        origin: f.origin.to_string(),
+        origin: origin.to_string(),
         created_unix_ms: created.unix_ms(),
-        tlp: f.tlp.to_proto() as i32,
-        kind: f.kind.to_proto() as i32,
-        title: f.title,
+        tlp: tlp.to_proto() as i32,
+        kind: kind.to_proto() as i32,
+        title,
         summary: f.summary,
         tags: f.tags,
         audience: f.audience,
@@ -72,7 +85,7 @@ pub(super) fn new(key_path: &Path, fields: BulletinFields, out: &Path) -> anyhow
     let pem = files::read_text(key_path)?;
     let key =
         identity::signing_key_from_pem(&pem).with_context(|| key_path.display().to_string())?;
-    let draft = from_fields(fields, Timestamp::now())?;
+    let draft = from_fields(fields, None, Timestamp::now())?;
     let signed =
         bulletin::sign(&draft, &key, &Limits::default()).context("the bulletin is not valid")?;
     files::write(out, &signed.encode_to_vec(), Access::Public, true)?;

@@ -12,15 +12,39 @@ use crate::identity::PartnerId;
 
 mod bulletin;
 mod certs;
+mod client;
 mod demo;
 mod policy;
+mod serve;
 
 /// renkei: a secure information-sharing broker for signed cyber-threat bulletins.
 #[derive(Parser, Debug)]
 #[command(name = "renkei", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level (`default_level` otherwise).
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 // Parsed once per process: variant sizes do not matter.
@@ -42,6 +66,36 @@ enum Command {
     /// Create, verify and inspect signed bulletins.
     #[command(subcommand)]
     Bulletin(BulletinCommand),
+    /// Run a node until SIGINT or SIGTERM.
+    Serve {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Sign and publish a bulletin (or publish a signed file) to the node; prints the
+    /// result as one JSON line and exits non-zero when rejected.
+    Publish {
+        /// The client configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// An already signed bulletin to publish instead of the fields below.
+        #[arg(long, conflicts_with_all = ["origin", "tlp", "kind", "title"])]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        fields: BulletinFields,
+    },
+    /// Receive bulletins shared with this partner: verify each, print one JSON line, ack.
+    Subscribe {
+        /// The client configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop after this many bulletins.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds without a delivery.
+        #[arg(long)]
+        idle_timeout: Option<u64>,
+    },
     /// Sharing policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -88,21 +142,24 @@ enum CertsCommand {
     },
 }
 
-/// The fields of a bulletin given on the command line (shared with `publish`).
+/// The fields of a bulletin given on the command line (shared with `publish`, where
+/// `--file` may replace them all, so "required" is checked when the bulletin is built).
 #[derive(Args, Debug)]
 pub struct BulletinFields {
-    /// Partner id of the originator (must own the signing key).
+    /// Partner id of the originator, who must own the signing key (required; `publish`
+    /// defaults to the client's id).
     #[arg(long)]
-    origin: PartnerId,
-    /// TLP level: clear, green, amber, amber+strict or red.
+    origin: Option<PartnerId>,
+    /// TLP level: clear, green, amber, amber+strict or red (required).
     #[arg(long)]
-    tlp: Tlp,
-    /// Kind: indicator, advisory, incident, vulnerability, exercise, consultation, report.
+    tlp: Option<Tlp>,
+    /// Kind: indicator, advisory, incident, vulnerability, exercise, consultation,
+    /// report (required).
     #[arg(long)]
-    kind: Kind,
-    /// One-line title.
+    kind: Option<Kind>,
+    /// One-line title (required).
     #[arg(long)]
-    title: String,
+    title: Option<String>,
     /// Short summary.
     #[arg(long, default_value = "")]
     summary: String,
@@ -161,9 +218,24 @@ enum BulletinCommand {
     },
 }
 
+/// Runs an async command on a multi-threaded runtime.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
+    runtime.block_on(f)
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, level);
     let result = match cli.command {
         Command::Certs(CertsCommand::Init { dir, nodes, force }) => {
             certs::init(&dir, &nodes, force)
@@ -185,6 +257,17 @@ pub fn main() -> ExitCode {
             json,
         }) => policy::explain(&config, &bulletin, from.as_ref(), json),
         Command::Demo { dir } => demo::run(dir.as_deref()),
+        Command::Serve { config } => block_on(serve::run(&config)),
+        Command::Publish {
+            config,
+            file,
+            fields,
+        } => block_on(client::publish(&config, fields, file)),
+        Command::Subscribe {
+            config,
+            count,
+            idle_timeout,
+        } => block_on(client::subscribe(&config, count, idle_timeout)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -167,3 +167,29 @@ fn missing_file_is_a_read_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_shipped_client_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/client.toml");
+    let cfg = ClientConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.client.server_name.as_str(), "jp-mod");
+    assert_eq!(cfg.partners.len(), 2);
+    assert!(cfg.client.signing_key.is_some());
+}
+
+#[test]
+fn client_config_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[client]\nid = \"a\"\nserver = \"not an address\"\n").unwrap();
+    let err = ClientConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("c.toml:3:"), "{err}");
+    let key = pk();
+    std::fs::write(
+        &path,
+        format!("[client]\nid = \"a\"\nserver = \"127.0.0.1:1\"\nserver_name = \"hub\"\nca_cert = \"ca\"\ntls_cert = \"c\"\ntls_key = \"k\"\n[[partner]]\nid = \"b\"\nkeys = [{{ public = \"{key}\" }}, {{ public = \"{key}\" }}]\n"),
+    )
+    .unwrap();
+    let err = ClientConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("partner[0].keys[1].public"), "{err}");
+}
