@@ -1,121 +1,387 @@
-//! `renkei demo`: a local federation on embedded defaults, in a temporary directory.
-//!
-//! Today it walks the offline half of the story with the real library: a federation
-//! PKI, a signed STIX bulletin, verification by a partner, and what happens to a
-//! tampered copy or the wrong key. The broker issue adds live nodes.
+//! `renkei demo`: a local federation on embedded defaults. A hub node run by Japan's
+//! defence ministry (`jp-mod`) and six partner desks on 127.0.0.1, each with its own
+//! certificate and signing key, play a short scenario drawn from real cooperation
+//! programmes. Everything is real: QUIC + mutual TLS, Ed25519 signatures, sled on disk.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{ensure, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
-use prost::Message as _;
+use ed25519_dalek::SigningKey;
+use tokio::task::JoinSet;
 
 use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
-use crate::files;
+use crate::client::Client;
+use crate::config::NodeConfig;
 use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
-use crate::pki;
-use crate::proto;
+use crate::node;
+use crate::proto::{self, PublishStatus};
 use crate::timestamp::Timestamp;
+use crate::transport::{Timers, TlsIdentity};
 
-const NODES: [&str; 4] = ["mod-jp", "mod-fr", "nato-ccdcoe", "regional-cert"];
+const HUB: &str = "jp-mod";
+/// Partner desks: id, role, clearance, groups, kinds (empty = all).
+const DESKS: &[(&str, &str, &str, &[&str], &[&str])] = &[
+    ("us-dod", "liaison", "red", &["five-eyes"], &[]),
+    ("au-dod", "liaison", "red", &["five-eyes"], &[]),
+    ("uk-mod", "liaison", "red", &["five-eyes", "nato"], &[]),
+    ("nato-ccdcoe", "relay", "amber+strict", &["nato"], &[]),
+    ("ee-mod", "liaison", "amber", &["nato"], &[]),
+    (
+        "vn-mod",
+        "liaison",
+        "green",
+        &[],
+        &["indicator", "advisory", "exercise", "consultation"],
+    ),
+];
+/// The desk that is offline while bulletins are published.
+const OFFLINE: &str = "ee-mod";
+/// How long any step may take before the demo gives up.
+const PATIENCE: Duration = Duration::from_secs(30);
 
-const STIX: &str = r#"{"type":"bundle","id":"bundle--6f1d2c3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f","objects":[{"type":"indicator","spec_version":"2.1","id":"indicator--0b6f8a2c-1d3e-4f5a-9b7c-8d9e0f1a2b3c","created":"2026-04-01T09:00:00.000Z","modified":"2026-04-01T09:00:00.000Z","pattern":"[domain-name:value = 'exercise-schedule.example']","pattern_type":"stix","valid_from":"2026-04-01T09:00:00Z","object_marking_refs":["marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421"]}]}"#;
+const STIX: &str = r#"{"type":"bundle","id":"bundle--6f1d2c3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f","objects":[{"type":"indicator","spec_version":"2.1","id":"indicator--0b6f8a2c-1d3e-4f5a-9b7c-8d9e0f1a2b3c","created":"2026-04-01T09:00:00.000Z","modified":"2026-04-01T09:00:00.000Z","pattern":"[domain-name:value = 'exercise-schedule.example']","pattern_type":"stix","valid_from":"2026-04-01T09:00:00Z","object_marking_refs":["marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb"]}]}"#;
 
-pub(super) fn run(dir: Option<&Path>) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match dir {
-        Some(d) => d,
-        None => {
-            tmp = tempfile::tempdir().context("creating a temporary directory")?;
-            tmp.path()
-        }
-    };
-    let now = Timestamp::now();
-    let nodes: Vec<PartnerId> = NODES.iter().map(|n| n.parse()).collect::<Result<_, _>>()?;
-    let certs = dir.join("certs");
-    let report = pki::init(&certs, &nodes, true, now)?;
-    println!(
-        "1. federation PKI in {}: CA {}",
-        certs.display(),
-        &report.ca_fingerprint[..23]
+struct Step {
+    by: &'static str,
+    tlp: Tlp,
+    kind: Kind,
+    title: &'static str,
+    audience: &'static [&'static str],
+    stix: bool,
+}
+
+const SCENARIO: &[Step] = &[
+    Step {
+        by: "nato-ccdcoe",
+        tlp: Tlp::Green,
+        kind: Kind::Exercise,
+        title: "Locked Shields 2027: planning conference dates",
+        audience: &[],
+        stix: false,
+    },
+    Step {
+        by: "au-dod",
+        tlp: Tlp::Amber,
+        kind: Kind::Consultation,
+        title: "Record of bilateral cyber defence staff talks (AU-US)",
+        audience: &["us-dod"],
+        stix: false,
+    },
+    Step {
+        by: "au-dod",
+        tlp: Tlp::Green,
+        kind: Kind::Indicator,
+        title: "Phishing domain imitating exercise scheduling (STIX 2.1)",
+        audience: &[],
+        stix: true,
+    },
+    Step {
+        by: "uk-mod",
+        tlp: Tlp::Amber,
+        kind: Kind::Advisory,
+        title: "Advisory: VPN appliance exploitation against NATO members",
+        audience: &["group:nato"],
+        stix: false,
+    },
+    Step {
+        by: "us-dod",
+        tlp: Tlp::Red,
+        kind: Kind::Incident,
+        title: "Intrusion at a shared logistics contractor",
+        audience: &["au-dod"],
+        stix: false,
+    },
+    Step {
+        by: "uk-mod",
+        tlp: Tlp::Green,
+        kind: Kind::Exercise,
+        title: "Cyber Coalition 2027: call for participation",
+        audience: &[],
+        stix: false,
+    },
+];
+
+fn pid(s: &str) -> anyhow::Result<PartnerId> {
+    Ok(s.parse()?)
+}
+
+fn node_config(keys: &BTreeMap<String, SigningKey>) -> String {
+    let mut text = format!(
+        "[node]\nid = \"{HUB}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"hub-data\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/{HUB}/tls.crt\"\ntls_key = \"certs/{HUB}/tls.key\"\nsigning_key = \"certs/{HUB}/signing.key\"\n"
     );
-    for (id, _, public) in &report.nodes {
-        println!("   {id:<14} signing key {public}");
+    for (id, role, clearance, groups, kinds) in DESKS {
+        let public = PublicKey::of(&keys[*id]);
+        text.push_str(&format!(
+            "\n[[partner]]\nid = \"{id}\"\nrole = \"{role}\"\nclearance = \"{clearance}\"\ngroups = {groups:?}\nkeys = [{{ public = \"{public}\" }}]\n"
+        ));
+        if !kinds.is_empty() {
+            text.push_str(&format!("kinds = {kinds:?}\n"));
+        }
     }
+    text
+}
 
-    let jp_key =
-        identity::signing_key_from_pem(&files::read_text(&certs.join("mod-jp/signing.key"))?)?;
-    let draft = proto::Bulletin {
+fn sign(
+    key: &SigningKey,
+    origin: &str,
+    step: &Step,
+    now: Timestamp,
+) -> anyhow::Result<proto::SignedBulletin> {
+    let (content_type, body) = if step.stix {
+        (
+            bulletin::STIX_CONTENT_TYPE,
+            Bytes::from_static(STIX.as_bytes()),
+        )
+    } else {
+        (
+            "text/plain; charset=utf-8",
+            Bytes::from_static(b"See the attached notes."),
+        )
+    };
+    let b = proto::Bulletin {
         id: BulletinId::new_v7(now).to_string(),
-        origin: "mod-jp".into(),
+        origin: origin.into(),
         created_unix_ms: now.unix_ms(),
-        tlp: Tlp::Amber.to_proto() as i32,
-        kind: Kind::Indicator.to_proto() as i32,
-        title: "Phishing domain imitating exercise scheduling".into(),
-        summary: "Lure domain seen against logistics units.".into(),
-        tags: vec!["phishing".into()],
-        audience: vec!["group:nato".into()],
-        content_type: bulletin::STIX_CONTENT_TYPE.into(),
-        body: Bytes::from_static(STIX.as_bytes()),
+        tlp: step.tlp.to_proto() as i32,
+        kind: step.kind.to_proto() as i32,
+        title: step.title.into(),
+        summary: String::new(),
+        tags: vec![],
+        audience: step.audience.iter().map(|a| a.to_string()).collect(),
+        content_type: content_type.into(),
+        body,
         references: vec![],
     };
-    let limits = Limits::default();
-    let signed = bulletin::sign(&draft, &jp_key, &limits)?;
-    let encoded = Bytes::from(signed.encode_to_vec());
-    println!(
-        "2. mod-jp signs TLP:AMBER indicator {} ({} bytes, digest {})",
-        draft.id,
-        encoded.len(),
-        bulletin::Digest::of(&signed.bulletin)
-    );
+    Ok(bulletin::sign(&b, key, &Limits::default())?)
+}
 
-    // NATO's node knows mod-jp's public key from the out-of-band exchange.
-    let mut nato_keyring = Keyring::new();
-    nato_keyring.insert(
-        nodes[0].clone(),
-        PublicKey::of(&jp_key),
-        Validity::default(),
-    );
-    let verified = UnverifiedBulletin::decode(encoded.clone(), &limits)?.verify(
-        &nato_keyring,
-        Timestamp::now(),
-        &limits,
+async fn connect(dir: &Path, id: &str, addr: std::net::SocketAddr) -> anyhow::Result<Client> {
+    let certs = dir.join("certs");
+    let identity = TlsIdentity::load(
+        &certs.join("ca.crt"),
+        &certs.join(id).join("tls.crt"),
+        &certs.join(id).join("tls.key"),
     )?;
+    let timers = Timers {
+        keep_alive: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(15),
+    };
+    Ok(Client::connect_with(&identity, timers, addr, &pid(HUB)?, 2 << 20).await?)
+}
+
+type Inbox = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+
+/// A desk's receiving loop: verify each delivery against the origins' keys, ack it,
+/// stop after `expected` bulletins.
+async fn receive(
+    client: Client,
+    id: String,
+    keys: Arc<Keyring>,
+    expected: usize,
+    inbox: Inbox,
+) -> anyhow::Result<()> {
+    let limits = Limits::default();
+    let mut sub = client.subscribe(0).await?;
+    for _ in 0..expected {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .with_context(|| format!("{id} waited too long"))??
+            .with_context(|| format!("{id}: the node ended the subscription"))?;
+        let signed = d.bulletin.context("a delivery without a bulletin")?;
+        let v = UnverifiedBulletin::from_signed(signed, &limits)?.verify(
+            &keys,
+            Timestamp::now(),
+            &limits,
+        )?;
+        let line = format!(
+            "{:<13} {:<12} {}",
+            v.header().tlp.to_string().to_uppercase(),
+            v.header().origin,
+            v.bulletin().title
+        );
+        inbox
+            .lock()
+            .map_err(|_| anyhow::anyhow!("inbox lock"))?
+            .entry(id.clone())
+            .or_default()
+            .push(line);
+        sub.ack(vec![d.seq]).await?;
+    }
+    sub.close().await?;
+    client.close().await;
+    Ok(())
+}
+
+fn print_inbox(inbox: &Inbox, ids: &[&str]) -> anyhow::Result<()> {
+    let inbox = inbox.lock().map_err(|_| anyhow::anyhow!("inbox lock"))?;
+    for id in ids {
+        let got = inbox.get(*id).map(Vec::as_slice).unwrap_or_default();
+        println!(
+            "  {id} received {} bulletin(s), each signature verified:",
+            got.len()
+        );
+        for line in got {
+            println!("      {line}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+    let tmp;
+    let (dir, kept) = match dir {
+        Some(d) => (d.to_owned(), true),
+        None => {
+            tmp = tempfile::tempdir().context("creating a temporary directory")?;
+            (tmp.path().to_owned(), false)
+        }
+    };
+    // Each run is a fresh federation: new keys, and no bulletins signed by old ones.
+    let data = dir.join("hub-data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)
+            .with_context(|| format!("removing the previous run's {}", data.display()))?;
+    }
+    let now = Timestamp::now();
+    let mut ids: Vec<PartnerId> = DESKS
+        .iter()
+        .map(|d| pid(d.0))
+        .collect::<anyhow::Result<_>>()?;
+    ids.push(pid(HUB)?);
+    let certs = dir.join("certs");
+    let report = crate::pki::init(&certs, &ids, true, now)?;
+    println!("renkei demo: a local federation in {}", dir.display());
     println!(
-        "3. nato-ccdcoe verifies it: origin {} signed with {}",
-        verified.header().origin,
-        verified.key()
+        "  federation CA {}…, {} nodes with TLS certificates and Ed25519 keys",
+        &report.ca_fingerprint[..23],
+        report.nodes.len()
     );
 
-    let mut tampered = encoded.to_vec();
-    let i = tampered.len() / 2;
-    tampered[i] ^= 0x20;
-    let err = UnverifiedBulletin::decode(Bytes::from(tampered), &limits)
-        .and_then(|u| u.verify(&nato_keyring, Timestamp::now(), &limits));
-    ensure!(err.is_err(), "a tampered bulletin verified");
+    let mut keys = BTreeMap::new();
+    let mut keyring = Keyring::new();
+    for id in &ids {
+        let key = identity::signing_key_from_pem(&crate::files::read_text(
+            &certs.join(id.as_str()).join("signing.key"),
+        )?)?;
+        keyring.insert(id.clone(), PublicKey::of(&key), Validity::default());
+        keys.insert(id.to_string(), key);
+    }
+    let keyring = Arc::new(keyring);
+    let config_path = dir.join("hub.toml");
+    crate::files::write(
+        &config_path,
+        node_config(&keys).as_bytes(),
+        crate::files::Access::Public,
+        true,
+    )?;
+    let hub = node::start(NodeConfig::load(&config_path)?).await?;
+    let addr = hub.local_addr();
+    println!("  hub {HUB} listening on {addr} (QUIC, mutual TLS 1.3)\n");
+
+    // Publish, and learn from each result how many bulletins every desk should get.
+    println!("Publishing ({OFFLINE} is offline):");
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    for step in SCENARIO {
+        let client = connect(&dir, step.by, addr).await?;
+        let result = client
+            .publish(sign(&keys[step.by], step.by, step, Timestamp::now())?)
+            .await?;
+        client.close().await;
+        ensure!(
+            result.status == PublishStatus::Accepted as i32,
+            "{} was not accepted: {}",
+            step.title,
+            result.message
+        );
+        println!(
+            "  {} {} {}: \"{}\"",
+            step.by,
+            step.tlp.to_string().to_uppercase(),
+            step.kind,
+            step.title
+        );
+        println!(
+            "      shared with {}",
+            if result.shared_with.is_empty() {
+                "nobody".into()
+            } else {
+                result.shared_with.join(", ")
+            }
+        );
+        for w in &result.withheld {
+            println!("      withheld from {}: {}", w.partner, w.detail);
+        }
+        for p in &result.shared_with {
+            *expected.entry(p.clone()).or_default() += 1;
+        }
+    }
+
+    // A forgery: Viet Nam's desk signs with its own key but claims the US origin and key id.
+    let vn = connect(&dir, "vn-mod", addr).await?;
+    let mut forged = sign(&keys["vn-mod"], "us-dod", &SCENARIO[4], Timestamp::now())?;
+    forged.key_id = Bytes::copy_from_slice(PublicKey::of(&keys["us-dod"]).key_id().as_bytes());
+    let r = vn.publish(forged).await?;
+    vn.close().await;
+    if r.status != PublishStatus::Rejected as i32 {
+        bail!("the forged bulletin was not rejected");
+    }
     println!(
-        "4. a copy with byte {i} changed is refused: {}",
-        err.err().map(|e| e.to_string()).unwrap_or_default()
+        "  vn-mod tries to pass off a forged US bulletin: rejected ({})\n",
+        r.message
     );
 
-    let fr_key =
-        identity::signing_key_from_pem(&files::read_text(&certs.join("mod-fr/signing.key"))?)?;
-    let forged = bulletin::sign(&draft, &fr_key, &limits)?;
-    let err = UnverifiedBulletin::from_signed(forged, &limits)
-        .and_then(|u| u.verify(&nato_keyring, Timestamp::now(), &limits));
-    ensure!(err.is_err(), "a forged bulletin verified");
-    println!(
-        "5. mod-fr signing in mod-jp's name is refused: {}",
-        err.err().map(|e| e.to_string()).unwrap_or_default()
-    );
+    // The online desks receive their share.
+    let inbox: Inbox = Arc::default();
+    let online: Vec<&str> = DESKS
+        .iter()
+        .map(|d| d.0)
+        .filter(|d| *d != OFFLINE)
+        .collect();
+    let mut tasks = JoinSet::new();
+    for id in &online {
+        let client = connect(&dir, id, addr).await?;
+        let n = expected.get(*id).copied().unwrap_or(0);
+        tasks.spawn(receive(
+            client,
+            id.to_string(),
+            keyring.clone(),
+            n,
+            inbox.clone(),
+        ));
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    println!("Deliveries:");
+    print_inbox(&inbox, &online)?;
 
-    nato_keyring.revoke(PublicKey::of(&jp_key));
-    let err = UnverifiedBulletin::decode(encoded, &limits)
-        .and_then(|u| u.verify(&nato_keyring, Timestamp::now(), &limits));
-    ensure!(err.is_err(), "a bulletin signed by a revoked key verified");
-    println!(
-        "6. after mod-jp's key is revoked, even the original is refused: {}",
-        err.err().map(|e| e.to_string()).unwrap_or_default()
-    );
+    // The offline desk comes back and catches up, in order.
+    let client = connect(&dir, OFFLINE, addr).await?;
+    let n = expected.get(OFFLINE).copied().unwrap_or(0);
+    receive(
+        client,
+        OFFLINE.to_string(),
+        keyring.clone(),
+        n,
+        inbox.clone(),
+    )
+    .await?;
+    println!("\n{OFFLINE} comes back online and catches up:");
+    print_inbox(&inbox, &[OFFLINE])?;
+
+    hub.shutdown(Duration::from_secs(5)).await?;
+    if kept {
+        println!(
+            "\nThe hub stopped cleanly; its database is in {}.",
+            dir.join("hub-data").display()
+        );
+    } else {
+        println!("\nThe hub stopped cleanly. (Its files were in a temporary directory, now removed: pass --dir to keep them.)");
+    }
     Ok(())
 }

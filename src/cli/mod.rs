@@ -256,7 +256,7 @@ pub fn main() -> ExitCode {
             from,
             json,
         }) => policy::explain(&config, &bulletin, from.as_ref(), json),
-        Command::Demo { dir } => demo::run(dir.as_deref()),
+        Command::Demo { dir } => block_on(demo::run(dir.as_deref())),
         Command::Serve { config } => block_on(serve::run(&config)),
         Command::Publish {
             config,
