@@ -23,8 +23,16 @@ use crate::timestamp::Timestamp;
 use crate::transport::{Timers, TlsIdentity};
 
 const HUB: &str = "jp-mod";
-/// Partner desks: id, role, clearance, groups, kinds (empty = all).
-const DESKS: &[(&str, &str, &str, &[&str], &[&str])] = &[
+/// A partner desk: id, role, clearance, groups, kinds (empty = all).
+type Desk = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+const DESKS: &[Desk] = &[
     ("us-dod", "liaison", "red", &["five-eyes"], &[]),
     ("au-dod", "liaison", "red", &["five-eyes"], &[]),
     ("uk-mod", "liaison", "red", &["five-eyes", "nato"], &[]),
