@@ -106,22 +106,7 @@ impl Client {
     }
 
     async fn read(&self, recv: &mut quinn::RecvStream) -> Result<Option<Server>, ClientError> {
-        let frame = match transport::read_frame::<proto::ServerFrame>(recv, self.max_frame).await {
-            Ok(f) => f,
-            // Say why the node closed the connection, not just that it is gone.
-            Err(FrameError::Read(quinn::ReadError::ConnectionLost(e))) => return Err(e.into()),
-            Err(e) => return Err(e.into()),
-        };
-        match frame {
-            None => Ok(None),
-            Some(proto::ServerFrame {
-                frame: Some(Server::Error(e)),
-            }) => Err(refused(e)),
-            Some(proto::ServerFrame { frame: Some(f) }) => Ok(Some(f)),
-            Some(proto::ServerFrame { frame: None }) => {
-                Err(ClientError::Unexpected("an empty frame".into()))
-            }
-        }
+        read_server_frame(recv, self.max_frame).await
     }
 
     /// Says hello; the node answers who it is, who we are and its limits.
@@ -142,12 +127,14 @@ impl Client {
     }
 
     /// Opens a publish stream for pipelined publishing.
-    pub async fn publisher(&self) -> Result<Publisher<'_>, ClientError> {
+    pub async fn publisher(&self) -> Result<Publisher, ClientError> {
         let (send, recv) = self.open().await?;
         Ok(Publisher {
-            client: self,
-            send,
-            recv,
+            sink: PublishSink { send },
+            results: PublishResults {
+                recv,
+                max_frame: self.max_frame,
+            },
         })
     }
 
@@ -200,18 +187,79 @@ impl Client {
     }
 }
 
+/// Reads one frame from the node, turning an `Error` frame into [`ClientError::Refused`].
+async fn read_server_frame(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+) -> Result<Option<Server>, ClientError> {
+    let frame = match transport::read_frame::<proto::ServerFrame>(recv, max_frame).await {
+        Ok(f) => f,
+        // Say why the node closed the connection, not just that it is gone.
+        Err(FrameError::Read(quinn::ReadError::ConnectionLost(e))) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    match frame {
+        None => Ok(None),
+        Some(proto::ServerFrame {
+            frame: Some(Server::Error(e)),
+        }) => Err(refused(e)),
+        Some(proto::ServerFrame { frame: Some(f) }) => Ok(Some(f)),
+        Some(proto::ServerFrame { frame: None }) => {
+            Err(ClientError::Unexpected("an empty frame".into()))
+        }
+    }
+}
+
 fn client_frame(kind: ClientFrameKind) -> proto::ClientFrame {
     proto::ClientFrame { frame: Some(kind) }
 }
 
-/// A publish stream: send many, then read the results in the same order.
-pub struct Publisher<'c> {
-    client: &'c Client,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+/// A publish stream: send many bulletins, read their results in the same order. Read
+/// while sending (see [`Publisher::split`]): a node stops reading when its results are
+/// not read.
+pub struct Publisher {
+    sink: PublishSink,
+    results: PublishResults,
 }
 
-impl Publisher<'_> {
+/// The sending half of a publish stream.
+pub struct PublishSink {
+    send: quinn::SendStream,
+}
+
+/// The receiving half of a publish stream.
+pub struct PublishResults {
+    recv: quinn::RecvStream,
+    max_frame: usize,
+}
+
+impl Publisher {
+    /// Sends one bulletin without waiting for its result.
+    pub async fn send(
+        &mut self,
+        request_id: u64,
+        bulletin: proto::SignedBulletin,
+    ) -> Result<(), ClientError> {
+        self.sink.send(request_id, bulletin).await
+    }
+
+    /// Says no more bulletins will be sent on this stream.
+    pub fn finish(&mut self) {
+        self.sink.finish();
+    }
+
+    /// The next result, in request order; `None` when the node has answered everything.
+    pub async fn recv(&mut self) -> Result<Option<proto::PublishResult>, ClientError> {
+        self.results.recv().await
+    }
+
+    /// The two halves, to send and read from different tasks.
+    pub fn split(self) -> (PublishSink, PublishResults) {
+        (self.sink, self.results)
+    }
+}
+
+impl PublishSink {
     /// Sends one bulletin without waiting for its result.
     pub async fn send(
         &mut self,
@@ -230,10 +278,12 @@ impl Publisher<'_> {
     pub fn finish(&mut self) {
         let _ = self.send.finish();
     }
+}
 
+impl PublishResults {
     /// The next result, in request order; `None` when the node has answered everything.
     pub async fn recv(&mut self) -> Result<Option<proto::PublishResult>, ClientError> {
-        match self.client.read(&mut self.recv).await? {
+        match read_server_frame(&mut self.recv, self.max_frame).await? {
             None => Ok(None),
             Some(Server::PublishResult(r)) => Ok(Some(r)),
             Some(other) => Err(ClientError::Unexpected(format!(

@@ -34,12 +34,18 @@ const SEGMENT: &[u8] = b"s/";
 const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
 
+/// How long to wait for a previous handle's file lock to go.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// sled failed (I/O, or a database it cannot read).
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
+    /// The batch was written but the flush to disk failed: it is visible, not durable.
+    #[error("stored, but flushing to disk failed: {0}")]
+    NotDurable(sled::Error),
     /// A stored value does not decode or contradicts another: refuse to go on.
     #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
     Corrupt {
@@ -160,11 +166,27 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's cache.
+    ///
+    /// sled releases its file lock from a background thread some moments after the
+    /// previous handle is dropped, so a lock conflict is retried for a few seconds
+    /// before it is reported (another process may really hold the database).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open()
+            {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let state = db.open_tree("state")?;
         let store = Store { db, state };
         store.check_head()?;
@@ -270,7 +292,7 @@ impl Store {
             writes.insert(seq_key(SEGMENT, first), segment.encode_to_vec());
             writes.insert(HEAD, &head.to_be_bytes()[..]);
             self.state.apply_batch(writes)?;
-            self.db.flush()?;
+            self.db.flush().map_err(StoreError::NotDurable)?;
         }
         Ok(outcomes)
     }

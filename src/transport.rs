@@ -151,8 +151,14 @@ pub struct Timers {
     pub idle_timeout: Duration,
 }
 
+/// Streams a peer may have open at once: a session, publish and subscribe stream or
+/// a few of each. Bounds what one connection can make the node hold.
+const MAX_STREAMS: u32 = 32;
+
 fn transport_config(t: Timers) -> Result<quinn::TransportConfig, TransportError> {
     let mut cfg = quinn::TransportConfig::default();
+    cfg.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    cfg.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     cfg.keep_alive_interval(Some(t.keep_alive));
     cfg.max_idle_timeout(Some(
         t.idle_timeout
@@ -265,22 +271,36 @@ pub async fn read_frame<M: Message + Default>(
             Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated),
             Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
+        // The tenth byte may only carry the 64th bit.
+        if i == 9 && byte[0] > 1 {
+            return Err(FrameError::BadLength);
+        }
         len |= u64::from(byte[0] & 0x7f) << (7 * i);
         if byte[0] & 0x80 == 0 {
             if len > max as u64 {
                 return Err(FrameError::TooLarge { len, max });
             }
-            // Bounded by `max` above, so the allocation is too.
-            let mut body = BytesMut::zeroed(len as usize);
-            return match recv.read_exact(&mut body).await {
-                Ok(()) => Ok(Some(M::decode(Bytes::from(body))?)),
-                Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated),
-                Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
-            };
+            return Ok(Some(M::decode(read_body(recv, len as usize).await?)?));
         }
     }
     Err(FrameError::BadLength)
 }
+
+/// Reads exactly `len` bytes, growing the buffer only as data arrives, so a peer that
+/// announces a large frame and sends nothing costs nothing.
+async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, FrameError> {
+    let mut body = BytesMut::with_capacity(len.min(READ_CHUNK));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await? {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => return Err(FrameError::Truncated),
+        }
+    }
+    Ok(body.freeze())
+}
+
+/// Initial buffer for a frame body; it grows with what actually arrives.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Writes one length-delimited frame.
 pub async fn write_frame<M: Message>(

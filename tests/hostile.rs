@@ -110,9 +110,19 @@ async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
     let err = uk.send_raw(&ack).await.unwrap_err().to_string();
     assert!(err.contains("ERROR_CODE_UNEXPECTED_FRAME"), "{err}");
 
-    // A length prefix that never ends.
+    // A length prefix that never ends, and one whose tenth byte overflows 64 bits.
     let err = uk.send_raw(&[0xff; 11]).await.unwrap_err().to_string();
     assert!(err.contains("ERROR_CODE_MALFORMED_FRAME"), "{err}");
+    let mut overflow = vec![0x80u8; 9];
+    overflow.push(0x02);
+    let err = uk.send_raw(&overflow).await.unwrap_err().to_string();
+    assert!(err.contains("ERROR_CODE_MALFORMED_FRAME"), "{err}");
+
+    // An Ack naming more seqs than the window (8 here) is refused.
+    let mut sub = uk.subscribe(0).await.unwrap();
+    sub.ack((1..=9).collect()).await.unwrap();
+    let err = sub.next().await.unwrap_err().to_string();
+    assert!(err.contains("at most the window of 8 seqs"), "{err}");
 
     // The same connection still works, and so does everyone else's.
     let welcome = uk.hello().await.unwrap();

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::Shared;
 use crate::identity::PartnerId;
 use crate::proto::{self, client_frame::Frame as Client, server_frame::Frame as Server, ErrorCode};
-use crate::store::{Cursor, StoreError};
+use crate::store::{Cursor, Page, StoreError};
 use crate::transport;
 
 enum FromClient {
@@ -21,25 +21,46 @@ enum FromClient {
     Fatal(ErrorCode, String),
 }
 
-async fn read_acks(mut recv: quinn::RecvStream, max_frame: usize, out: mpsc::Sender<FromClient>) {
+/// Largest Ack frame accepted: room for a window's worth of seqs (at most 11 bytes
+/// each with their tags) and the envelope.
+fn ack_frame_limit(window: usize) -> usize {
+    64 + 11 * window
+}
+
+async fn read_acks(mut recv: quinn::RecvStream, window: usize, out: mpsc::Sender<FromClient>) {
     loop {
-        let msg = match transport::read_frame::<proto::ClientFrame>(&mut recv, max_frame).await {
-            Ok(Some(proto::ClientFrame {
-                frame: Some(Client::Ack(ack)),
-            })) => FromClient::Acks(ack.seq),
-            Ok(Some(_)) => FromClient::Fatal(
-                ErrorCode::UnexpectedFrame,
-                "only Ack frames belong on a subscribe stream".into(),
-            ),
-            Ok(None) => return,
-            Err(e) => match e.code() {
-                Some(code) => {
-                    let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-                    FromClient::Fatal(code, e.to_string())
+        let msg =
+            match transport::read_frame::<proto::ClientFrame>(&mut recv, ack_frame_limit(window))
+                .await
+            {
+                Ok(Some(proto::ClientFrame {
+                    frame: Some(Client::Ack(ack)),
+                })) if ack.seq.len() <= window => FromClient::Acks(ack.seq),
+                Ok(Some(proto::ClientFrame {
+                    frame: Some(Client::Ack(ack)),
+                })) => FromClient::Fatal(
+                    ErrorCode::MalformedFrame,
+                    format!(
+                        "an Ack may name at most the window of {window} seqs, this one names {}",
+                        ack.seq.len()
+                    ),
+                ),
+                Ok(Some(proto::ClientFrame { frame: None })) => {
+                    FromClient::Fatal(ErrorCode::MalformedFrame, "frame has no message set".into())
                 }
-                None => return,
-            },
-        };
+                Ok(Some(_)) => FromClient::Fatal(
+                    ErrorCode::UnexpectedFrame,
+                    "only Ack frames belong on a subscribe stream".into(),
+                ),
+                Ok(None) => return,
+                Err(e) => match e.code() {
+                    Some(code) => {
+                        let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
+                        FromClient::Fatal(code, e.to_string())
+                    }
+                    None => return,
+                },
+            };
         let fatal = matches!(msg, FromClient::Fatal(..));
         if out.send(msg).await.is_err() || fatal {
             return;
@@ -115,6 +136,29 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Deliveries that may go out now: the window counts everything delivered above
+    /// the cursor, acknowledged out of order or not, so `acked_above` stays bounded
+    /// even when one delivery is never acknowledged.
+    fn room(&self, window: usize) -> usize {
+        window.saturating_sub(self.unacked.len() + self.cursor.acked_above.len())
+    }
+}
+
+/// How long an error frame may take to reach a subscriber that is not reading.
+const ERROR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How the delivery loop ended.
+enum End {
+    /// The subscriber finished its side: its acks are recorded; end ours cleanly.
+    Finished,
+    /// Stopping, replaced, or the subscriber is gone: reset, so nobody mistakes a
+    /// half-written frame or an unrecorded ack for a clean end.
+    Abort,
+    /// Tell the subscriber why, then end.
+    Error(ErrorCode, String),
+}
+
 /// Runs a subscribe stream.
 pub(super) async fn run(
     sub: proto::Subscribe,
@@ -131,9 +175,27 @@ pub(super) async fn run(
     if *current.borrow() != generation {
         return; // replaced before it started
     }
-    let (acks_tx, mut acks) = mpsc::channel(64);
-    let reader = tokio::spawn(read_acks(recv, shared.max_frame, acks_tx));
-    if let Err(e) = deliver(
+    let (acks_tx, mut acks) = mpsc::channel(4);
+    let reader = tokio::spawn(read_acks(recv, window, acks_tx));
+    let cursor = match shared.store.cursor(&partner) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the partner's cursor");
+            return transport::send_error(
+                &mut send,
+                ErrorCode::Internal,
+                "delivery failed on the node",
+            )
+            .await;
+        }
+    };
+    let mut p = Progress {
+        position: cursor.acked_through,
+        cursor,
+        unacked: BTreeSet::new(),
+    };
+    tracing::info!(from = p.position, window, "subscription started");
+    let end = deliver(
         &shared,
         &partner,
         window,
@@ -141,20 +203,65 @@ pub(super) async fn run(
         &mut current,
         &mut send,
         &mut acks,
+        &mut p,
     )
-    .await
-    {
-        tracing::error!(error = %e, "delivery stopped");
-        transport::send_error(
-            &mut send,
-            ErrorCode::Internal,
-            "delivery failed on the node",
-        )
-        .await;
+    .await;
+    // Whatever ended it, record the acks that already arrived.
+    while let Ok(FromClient::Acks(seqs)) = acks.try_recv() {
+        p.ack(&seqs);
+    }
+    if let Err(e) = shared.store.save_cursor(&partner, &p.cursor) {
+        tracing::error!(error = %e, "cannot save the partner's cursor");
+    }
+    match end {
+        Ok(End::Finished) => {
+            let _ = send.finish();
+        }
+        Ok(End::Abort) => {
+            let _ = send.reset(quinn::VarInt::from_u32(ErrorCode::ShuttingDown as u32));
+        }
+        Ok(End::Error(code, message)) => {
+            let _ = tokio::time::timeout(
+                ERROR_PATIENCE,
+                transport::send_error(&mut send, code, message),
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "delivery stopped");
+            let sent = transport::send_error(
+                &mut send,
+                ErrorCode::Internal,
+                "delivery failed on the node",
+            );
+            let _ = tokio::time::timeout(ERROR_PATIENCE, sent).await;
+        }
     }
     reader.abort();
 }
 
+/// The next page of the partner's queue, read on the blocking pool (sled is synchronous).
+async fn next_page(
+    shared: &Shared,
+    partner: &PartnerId,
+    p: &Progress,
+    room: usize,
+) -> Result<Page, StoreError> {
+    let (store, partner, cursor, after) = (
+        shared.store.clone(),
+        partner.clone(),
+        p.cursor.clone(),
+        p.position,
+    );
+    tokio::task::spawn_blocking(move || store.pending(&partner, after, &cursor, room))
+        .await
+        .map_err(|e| StoreError::Corrupt {
+            key: "pending".into(),
+            why: format!("the reading task failed: {e}"),
+        })?
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     shared: &Shared,
     partner: &PartnerId,
@@ -163,22 +270,16 @@ async fn deliver(
     current: &mut watch::Receiver<u64>,
     send: &mut quinn::SendStream,
     acks: &mut mpsc::Receiver<FromClient>,
-) -> Result<(), StoreError> {
+    p: &mut Progress,
+) -> Result<End, StoreError> {
     let store = &shared.store;
-    let cursor = store.cursor(partner)?;
-    let mut p = Progress {
-        position: cursor.acked_through,
-        cursor,
-        unacked: BTreeSet::new(),
-    };
     let mut head = shared.head.clone();
     let mut stop = shared.shutdown.clone();
-    tracing::info!(from = p.position, window, "subscription started");
     loop {
-        let room = window.saturating_sub(p.unacked.len());
+        let room = p.room(window);
         let mut sent = 0;
         if room > 0 {
-            let page = store.pending(partner, p.position, &p.cursor, room)?;
+            let page = next_page(shared, partner, p, room).await?;
             p.position = page.scanned_through;
             for item in page.items {
                 let bulletin = proto::SignedBulletin::decode(item.signed).map_err(|e| {
@@ -194,9 +295,9 @@ async fn deliver(
                     })),
                 };
                 tokio::select! {
-                    r = transport::write_frame(send, &frame) => if r.is_err() { return Ok(()) },
-                    _ = stop.changed() => return Ok(()),
-                    _ = current.changed() => return Ok(()),
+                    r = transport::write_frame(send, &frame) => if r.is_err() { return Ok(End::Abort) },
+                    _ = stop.changed() => return Ok(End::Abort),
+                    _ = current.changed() => return Ok(End::Abort),
                 }
                 p.unacked.insert(item.seq);
                 sent += 1;
@@ -206,7 +307,7 @@ async fn deliver(
             p.settle();
             store.save_cursor(partner, &p.cursor)?;
         }
-        if sent > 0 && p.unacked.len() < window && p.position < *head.borrow() {
+        if sent > 0 && p.room(window) > 0 && p.position < *head.borrow() {
             continue;
         }
         tokio::select! {
@@ -216,31 +317,18 @@ async fn deliver(
                         store.save_cursor(partner, &p.cursor)?;
                     }
                 }
-                Some(FromClient::Fatal(code, message)) => {
-                    transport::send_error(send, code, message).await;
-                    return Ok(());
-                }
-                None => {
-                    // The subscriber finished its side: every ack it sent is recorded,
-                    // so end ours to tell it so.
-                    let _ = send.finish();
-                    return Ok(());
-                }
+                Some(FromClient::Fatal(code, message)) => return Ok(End::Error(code, message)),
+                // The subscriber finished its side; every ack it sent is in.
+                None => return Ok(End::Finished),
             },
-            changed = head.changed() => if changed.is_err() { return Ok(()) },
+            changed = head.changed() => if changed.is_err() { return Ok(End::Abort) },
             _ = current.changed() => {
                 if *current.borrow() != generation {
-                    // Record the acks already received before handing over.
-                    while let Ok(FromClient::Acks(seqs)) = acks.try_recv() {
-                        if p.ack(&seqs) {
-                            store.save_cursor(partner, &p.cursor)?;
-                        }
-                    }
                     tracing::info!("subscription replaced by a newer one");
-                    return Ok(());
+                    return Ok(End::Abort);
                 }
             }
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return Ok(End::Abort),
         }
     }
 }
@@ -268,5 +356,22 @@ mod tests {
         );
         assert!(p.ack(&[9]));
         assert_eq!(p.cursor.acked_through, 9);
+    }
+
+    #[test]
+    fn one_unacknowledged_delivery_closes_the_window_after_window_more() {
+        let mut p = Progress {
+            cursor: Cursor::default(),
+            position: 4,
+            unacked: [1, 2, 3, 4].into_iter().collect(),
+        };
+        assert_eq!(p.room(4), 0);
+        // Seq 1 is never acked: the others are, but they still count against the window.
+        p.ack(&[2, 3, 4]);
+        assert_eq!(p.cursor.acked_through, 0);
+        assert_eq!(p.room(4), 0, "acked_above cannot grow past the window");
+        p.ack(&[1]);
+        assert_eq!(p.cursor.acked_through, 4);
+        assert_eq!(p.room(4), 4);
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub limits: Limits,
     pub max_frame: usize,
     pub window: u32,
+    /// How long a new stream may wait before its first frame.
+    pub first_frame: Duration,
     pub store: Arc<Store>,
     pub commits: mpsc::Sender<writer::CommitRequest>,
     pub head: watch::Receiver<u64>,
@@ -67,7 +69,8 @@ pub(crate) struct Shared {
     pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
 }
 
-/// A node that is running; dropping it does not stop it, [`RunningNode::shutdown`] does.
+/// A node that is running. [`RunningNode::shutdown`] stops it cleanly; dropping it
+/// instead makes its tasks wind down without waiting for them or flushing.
 pub struct RunningNode {
     addr: SocketAddr,
     endpoint: quinn::Endpoint,
@@ -145,6 +148,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         limits: cfg.limits.bulletin_limits(),
         max_frame: cfg.limits.max_frame_bytes,
         window: t.delivery_window,
+        first_frame: Duration::from_secs(t.handshake_timeout_secs),
         store: store.clone(),
         commits,
         head,
@@ -275,11 +279,23 @@ async fn stream_task(
     role: Role,
 ) {
     use proto::client_frame::Frame;
-    let first = match transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame).await
-    {
-        Ok(Some(f)) => f,
-        Ok(None) => return,
-        Err(e) => return refuse(&mut send, &mut recv, &e).await,
+    let mut stop = shared.shutdown.clone();
+    let read = transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame);
+    let first = tokio::select! {
+        r = tokio::time::timeout(shared.first_frame, read) => r,
+        _ = stop.changed() => return,
+    };
+    let first = match first {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return refuse(&mut send, &mut recv, &e).await,
+        Err(_) => {
+            let msg = format!(
+                "no frame within {:?} of opening the stream",
+                shared.first_frame
+            );
+            return transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
+        }
     };
     match first.frame {
         Some(Frame::Hello(hello)) => {

@@ -34,6 +34,20 @@ enum Reply {
     Fatal(ErrorCode, String),
 }
 
+/// A rejection of a bulletin already identified in `r` (keeps its id, origin and digest).
+fn reject_identified(
+    mut r: proto::PublishResult,
+    code: ErrorCode,
+    message: String,
+) -> proto::PublishResult {
+    r.status = PublishStatus::Rejected as i32;
+    r.error = code as i32;
+    r.message = message;
+    r.shared_with.clear();
+    r.withheld.clear();
+    r
+}
+
 fn rejected(request_id: u64, code: ErrorCode, message: String) -> Box<proto::PublishResult> {
     Box::new(proto::PublishResult {
         request_id,
@@ -120,102 +134,138 @@ async fn resolve(reply: Reply) -> Result<proto::PublishResult, (ErrorCode, Strin
     match reply {
         Reply::Ready(r) => Ok(r),
         Reply::Fatal(code, msg) => Err((code, msg)),
-        Reply::Committing(mut r, outcome) => {
-            match outcome.await {
-                Ok(Ok(Outcome::Accepted(_))) => {}
-                Ok(Ok(Outcome::Duplicate(_))) => {
-                    r.status = PublishStatus::Duplicate as i32;
-                    r.shared_with.clear();
-                    r.withheld.clear();
-                }
-                Ok(Ok(Outcome::Conflict { existing, .. })) => {
-                    let msg = format!(
-                        "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
-                        r.bulletin_id, r.origin
-                    );
-                    return Ok(*rejected(r.request_id, ErrorCode::Conflict, msg));
-                }
-                Ok(Err(e)) => {
-                    return Ok(*rejected(
-                        r.request_id,
-                        ErrorCode::Internal,
-                        format!("not stored: {e}"),
-                    ))
-                }
-                Err(_) => {
-                    return Ok(*rejected(
-                        r.request_id,
-                        ErrorCode::ShuttingDown,
-                        "the node is stopping".into(),
-                    ))
+        Reply::Committing(mut r, outcome) => Ok(match outcome.await {
+            Ok(Ok(Outcome::Accepted(_))) => r,
+            Ok(Ok(Outcome::Duplicate(_))) => {
+                r.status = PublishStatus::Duplicate as i32;
+                r.shared_with.clear();
+                r.withheld.clear();
+                r
+            }
+            Ok(Ok(Outcome::Conflict { existing, .. })) => {
+                let msg = format!(
+                    "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
+                    r.bulletin_id, r.origin
+                );
+                reject_identified(r, ErrorCode::Conflict, msg)
+            }
+            Ok(Err(message)) => reject_identified(r, ErrorCode::Internal, message),
+            Err(_) => reject_identified(r, ErrorCode::ShuttingDown, "the node is stopping".into()),
+        }),
+    }
+}
+
+/// How long a stopping node keeps reading a publish stream to refuse what is in flight.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The node is stopping: answer every Publish still arriving with SHUTTING_DOWN, so the
+/// publisher has a result for each, until the stream goes quiet.
+async fn refuse_remaining(
+    recv: &mut quinn::RecvStream,
+    replies: &mpsc::Sender<Reply>,
+    max_frame: usize,
+) {
+    loop {
+        let read = transport::read_frame::<proto::ClientFrame>(recv, max_frame);
+        let Ok(Ok(Some(frame))) = tokio::time::timeout(DRAIN_IDLE, read).await else {
+            break;
+        };
+        let Some(proto::client_frame::Frame::Publish(p)) = frame.frame else {
+            break;
+        };
+        let r = rejected(
+            p.request_id,
+            ErrorCode::ShuttingDown,
+            "the node is stopping; publish again later".into(),
+        );
+        if replies.send(Reply::Ready(*r)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Writes results in request order as they resolve; ends the stream after the last.
+async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>) {
+    while let Some(reply) = pending.recv().await {
+        match resolve(reply).await {
+            Ok(result) => {
+                let frame = proto::ServerFrame {
+                    frame: Some(Server::PublishResult(result)),
+                };
+                if transport::write_frame(&mut send, &frame).await.is_err() {
+                    return;
                 }
             }
-            Ok(r)
+            Err((code, msg)) => {
+                transport::send_error(&mut send, code, msg).await;
+                return;
+            }
         }
+    }
+    let _ = send.finish();
+}
+
+/// The next Publish on the stream, or the reply that ends the stream (`Err(None)`: it
+/// simply ended, or the node is stopping).
+async fn next_publish(
+    recv: &mut quinn::RecvStream,
+    shared: &Shared,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    replies: &mpsc::Sender<Reply>,
+) -> Result<proto::Publish, Option<Reply>> {
+    use proto::client_frame::Frame;
+    let frame = tokio::select! {
+        f = transport::read_frame::<proto::ClientFrame>(recv, shared.max_frame) => f,
+        _ = stop.changed() => {
+            refuse_remaining(recv, replies, shared.max_frame).await;
+            return Err(None);
+        }
+    };
+    match frame {
+        Ok(Some(proto::ClientFrame {
+            frame: Some(Frame::Publish(p)),
+        })) => Ok(p),
+        Ok(None) => Err(None),
+        Ok(Some(proto::ClientFrame { frame: None })) => Err(Some(Reply::Fatal(
+            ErrorCode::MalformedFrame,
+            "frame has no message set".into(),
+        ))),
+        Ok(Some(_)) => Err(Some(Reply::Fatal(
+            ErrorCode::UnexpectedFrame,
+            "only Publish frames belong on a publish stream".into(),
+        ))),
+        Err(e) => match e.code() {
+            Some(code) => {
+                tracing::warn!(error = %e, "refused a frame on a publish stream");
+                let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
+                Err(Some(Reply::Fatal(code, e.to_string())))
+            }
+            None => Err(None),
+        },
     }
 }
 
 /// Runs a publish stream that opened with `first`.
 pub(super) async fn run(
     first: proto::Publish,
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     shared: Arc<Shared>,
     from: PartnerId,
     role: Role,
 ) {
-    let (replies, mut pending) = mpsc::channel::<Reply>(PIPELINE);
-    let responder = tokio::spawn(async move {
-        while let Some(reply) = pending.recv().await {
-            match resolve(reply).await {
-                Ok(result) => {
-                    let frame = proto::ServerFrame {
-                        frame: Some(Server::PublishResult(result)),
-                    };
-                    if transport::write_frame(&mut send, &frame).await.is_err() {
-                        return;
-                    }
-                }
-                Err((code, msg)) => {
-                    transport::send_error(&mut send, code, msg).await;
-                    return;
-                }
-            }
-        }
-        let _ = send.finish();
-    });
-
+    let (replies, pending) = mpsc::channel::<Reply>(PIPELINE);
+    let responder = tokio::spawn(respond(send, pending));
     let mut stop = shared.shutdown.clone();
-    let mut next = Some(first);
+    let mut next = Ok(first);
     loop {
-        let publish = match next.take() {
-            Some(p) => p,
-            None => {
-                let frame = tokio::select! {
-                    f = transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame) => f,
-                    _ = stop.changed() => break,
-                };
-                match frame {
-                    Ok(None) => break,
-                    Ok(Some(proto::ClientFrame {
-                        frame: Some(proto::client_frame::Frame::Publish(p)),
-                    })) => p,
-                    Ok(Some(_)) => {
-                        let msg = "only Publish frames belong on a publish stream".to_string();
-                        let _ = replies
-                            .send(Reply::Fatal(ErrorCode::UnexpectedFrame, msg))
-                            .await;
-                        break;
-                    }
-                    Err(e) => {
-                        if let Some(code) = e.code() {
-                            tracing::warn!(error = %e, "refused a frame on a publish stream");
-                            let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-                            let _ = replies.send(Reply::Fatal(code, e.to_string())).await;
-                        }
-                        break;
-                    }
+        let publish = match next {
+            Ok(p) => p,
+            Err(end) => {
+                if let Some(reply) = end {
+                    let _ = replies.send(reply).await;
                 }
+                break;
             }
         };
         let reply = match prepare(&shared, &from, role, publish) {
@@ -230,12 +280,11 @@ pub(super) async fn run(
                     reply: tx,
                 };
                 if shared.commits.send(request).await.is_err() {
-                    let r = rejected(
-                        result.request_id,
+                    Reply::Ready(reject_identified(
+                        result,
                         ErrorCode::ShuttingDown,
                         "the node is stopping".into(),
-                    );
-                    Reply::Ready(*r)
+                    ))
                 } else {
                     Reply::Committing(result, rx)
                 }
@@ -244,6 +293,7 @@ pub(super) async fn run(
         if replies.send(reply).await.is_err() {
             break;
         }
+        next = next_publish(&mut recv, &shared, &mut stop, &replies).await;
     }
     drop(replies);
     let _ = responder.await;

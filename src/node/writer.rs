@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::{NewBulletin, Outcome, Store};
+use crate::store::{NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 /// One bulletin to commit and where to send the outcome.
@@ -15,6 +15,10 @@ pub(crate) struct CommitRequest {
     pub bulletin: NewBulletin,
     pub reply: oneshot::Sender<Result<Outcome, String>>,
 }
+
+/// A segment stops growing past this many bytes of bulletins, so one sled value (and
+/// what a subscriber reads for one page) stays small.
+const MAX_SEGMENT_BYTES: usize = 4 << 20;
 
 /// Starts the storage thread. It ends, after committing everything already sent, when
 /// every sender is dropped.
@@ -24,33 +28,50 @@ pub(crate) fn spawn(
     head: watch::Sender<u64>,
     max_batch: usize,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("renkei-store".into()).spawn(move || {
-        let mut batch = Vec::with_capacity(max_batch);
-        while let Some(first) = requests.blocking_recv() {
-            batch.push(first);
-            while batch.len() < max_batch {
-                match requests.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+    std::thread::Builder::new()
+        .name("renkei-store".into())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(max_batch);
+            while let Some(first) = requests.blocking_recv() {
+                let mut bytes = first.bulletin.signed.len();
+                batch.push(first);
+                while batch.len() < max_batch && bytes < MAX_SEGMENT_BYTES {
+                    match requests.try_recv() {
+                        Ok(r) => {
+                            bytes += r.bulletin.signed.len();
+                            batch.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (bulletins, replies): (Vec<_>, Vec<_>) =
+                    batch.drain(..).map(|r| (r.bulletin, r.reply)).unzip();
+                match store.commit(bulletins, Timestamp::now()) {
+                    Ok(outcomes) => {
+                        if let Ok(h) = store.head() {
+                            head.send_replace(h);
+                        }
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        let message = match &e {
+                            // Visible to subscribers already; say so, and how to find out.
+                            StoreError::NotDurable(_) => {
+                                if let Ok(h) = store.head() {
+                                    head.send_replace(h);
+                                }
+                                format!("{e}; publish again: DUPLICATE means it was kept")
+                            }
+                            _ => format!("not stored: {e}"),
+                        };
+                        tracing::error!(error = %e, "group commit failed");
+                        for reply in replies {
+                            let _ = reply.send(Err(message.clone()));
+                        }
+                    }
                 }
             }
-            let (bulletins, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.bulletin, r.reply)).unzip();
-            match store.commit(bulletins, Timestamp::now()) {
-                Ok(outcomes) => {
-                    if let Ok(h) = store.head() {
-                        head.send_replace(h);
-                    }
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "group commit failed; the batch was not accepted");
-                    for reply in replies {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
-            }
-        }
-    })
+        })
 }
