@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{pki, renkei, renkei_ok};
+use common::{pki, renkei, renkei_ok, sh, sh_ok};
 use serde_json::Value;
 
 #[test]
@@ -30,46 +30,14 @@ fn a_liaison_signs_a_bulletin_and_a_partner_verifies_it() {
         r#"{"type":"bundle","id":"bundle--5d0092c5-5f74-4287-9642-33f4c354e56d","objects":[]}"#,
     )
     .unwrap();
-    let created = renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/mod-jp/signing.key",
-            "--origin",
-            "mod-jp",
-            "--tlp",
-            "amber",
-            "--kind",
-            "advisory",
-            "--title",
-            "Phishing wave against logistics units",
-            "--tag",
-            "phishing",
-            "--audience",
-            "group:nato",
-            "--audience",
-            "mod-fr",
-            "--body-file",
-            "bundle.json",
-            "--out",
-            "advisory.bin",
-        ],
-    );
+    let created = sh_ok(dir, "bulletin new --key certs/mod-jp/signing.key --origin mod-jp --tlp amber --kind advisory --title 'Phishing wave against logistics units' --tag phishing --audience group:nato --audience mod-fr --body-file bundle.json --out advisory.bin");
     let summary: Value = serde_json::from_str(&created.stdout).unwrap();
     assert_eq!(summary["origin"], "mod-jp");
 
     // A partner verifies it with the Japanese node's published key.
-    let ok = renkei_ok(
+    let ok = sh_ok(
         dir,
-        &[
-            "bulletin",
-            "verify",
-            "--pubkey",
-            "certs/mod-jp/signing.pub",
-            "advisory.bin",
-        ],
+        "bulletin verify --pubkey certs/mod-jp/signing.pub advisory.bin",
     );
     let view: Value = serde_json::from_str(&ok.stdout).unwrap();
     assert_eq!(view["verified"], true);
@@ -92,15 +60,9 @@ fn a_liaison_signs_a_bulletin_and_a_partner_verifies_it() {
     );
 
     // Another node's key does not verify it.
-    let wrong = renkei(
+    let wrong = sh(
         dir,
-        &[
-            "bulletin",
-            "verify",
-            "--pubkey",
-            "certs/mod-fr/signing.pub",
-            "advisory.bin",
-        ],
+        "bulletin verify --pubkey certs/mod-fr/signing.pub advisory.bin",
     );
     assert!(!wrong.ok);
     assert_eq!(
@@ -122,25 +84,7 @@ fn any_one_byte_change_to_the_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pki(dir, "mod-jp");
-    renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/mod-jp/signing.key",
-            "--origin",
-            "mod-jp",
-            "--tlp",
-            "green",
-            "--kind",
-            "indicator",
-            "--title",
-            "Scanner from 203.0.113.7",
-            "--out",
-            "b.bin",
-        ],
-    );
+    sh_ok(dir, "bulletin new --key certs/mod-jp/signing.key --origin mod-jp --tlp green --kind indicator --title 'Scanner from 203.0.113.7' --out b.bin");
     let original = fs::read(dir.join("b.bin")).unwrap();
     // Every 7th position keeps the run short while touching the bulletin bytes, the
     // signature, the key id and the framing; the unit tests cover every position.
@@ -148,15 +92,9 @@ fn any_one_byte_change_to_the_file_is_refused() {
         let mut bytes = original.clone();
         bytes[i] ^= 0x01;
         fs::write(dir.join("t.bin"), &bytes).unwrap();
-        let run = renkei(
+        let run = sh(
             dir,
-            &[
-                "bulletin",
-                "verify",
-                "--pubkey",
-                "certs/mod-jp/signing.pub",
-                "t.bin",
-            ],
+            "bulletin verify --pubkey certs/mod-jp/signing.pub t.bin",
         );
         assert!(!run.ok, "byte {i} changed and it still verified");
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
@@ -173,15 +111,9 @@ fn garbage_gets_a_decode_error_and_show_reports_problems_without_verifying() {
         b"\xff\xff\xff\xff this is not protobuf",
     )
     .unwrap();
-    let run = renkei(
+    let run = sh(
         dir,
-        &[
-            "bulletin",
-            "verify",
-            "--pubkey",
-            "certs/mod-jp/signing.pub",
-            "garbage.bin",
-        ],
+        "bulletin verify --pubkey certs/mod-jp/signing.pub garbage.bin",
     );
     assert!(!run.ok);
     assert!(
@@ -198,27 +130,7 @@ fn garbage_gets_a_decode_error_and_show_reports_problems_without_verifying() {
     );
 
     // A bulletin with a bad field is shown, with the problem named.
-    renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/mod-jp/signing.key",
-            "--origin",
-            "mod-jp",
-            "--tlp",
-            "red",
-            "--kind",
-            "incident",
-            "--title",
-            "t",
-            "--audience",
-            "mod-fr",
-            "--out",
-            "b.bin",
-        ],
-    );
+    sh_ok(dir, "bulletin new --key certs/mod-jp/signing.key --origin mod-jp --tlp red --kind incident --title t --audience mod-fr --out b.bin");
     let shown = renkei_ok(dir, &["bulletin", "show", "b.bin"]);
     let view: Value = serde_json::from_str(&shown.stdout).unwrap();
     assert_eq!(view["verified"], false);
@@ -370,25 +282,7 @@ fn verify_against_a_node_configuration_honours_revocation() {
         }
         fs::write(dir.join("node.toml"), text).unwrap();
     };
-    renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/mod-jp/signing.key",
-            "--origin",
-            "mod-jp",
-            "--tlp",
-            "green",
-            "--kind",
-            "exercise",
-            "--title",
-            "Locked Shields planning",
-            "--out",
-            "b.bin",
-        ],
-    );
+    sh_ok(dir, "bulletin new --key certs/mod-jp/signing.key --origin mod-jp --tlp green --kind exercise --title 'Locked Shields planning' --out b.bin");
     config(false);
     renkei_ok(
         dir,

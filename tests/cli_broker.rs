@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{pki, renkei, renkei_ok};
+use common::{pki, renkei, sh_ok};
 use serde_json::Value;
 
 /// A `renkei serve` child process, killed if the test fails before stopping it.
@@ -78,39 +78,16 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     client_config(dir, "au-dod", &addr);
 
     // The US desk publishes a GREEN exercise notice; the node says who gets it.
-    let out = renkei_ok(
-        dir,
-        &[
-            "publish",
-            "--config",
-            "us-dod.toml",
-            "--origin",
-            "us-dod",
-            "--tlp",
-            "green",
-            "--kind",
-            "exercise",
-            "--title",
-            "Cyber Coalition 2027: call for participation",
-        ],
-    );
+    let out = sh_ok(dir, "publish --config us-dod.toml --origin us-dod --tlp green --kind exercise --title 'Cyber Coalition 2027: call for participation'");
     let result: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(result["status"], "accepted");
     assert_eq!(result["shared_with"], serde_json::json!(["au-dod"]));
     assert_eq!(result["withheld"][0]["reason"], "WITHHOLD_REASON_ORIGIN");
 
     // The Australian desk receives it, verified against the US key it trusts.
-    let out = renkei_ok(
+    let out = sh_ok(
         dir,
-        &[
-            "subscribe",
-            "--config",
-            "au-dod.toml",
-            "--count",
-            "1",
-            "--idle-timeout",
-            "20",
-        ],
+        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
     );
     let got: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(got["title"], "Cyber Coalition 2027: call for participation");
@@ -118,25 +95,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     assert_eq!(got["digest"], result["digest"]);
 
     // Australia cannot pass on a US bulletin as its own.
-    renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/us-dod/signing.key",
-            "--origin",
-            "us-dod",
-            "--tlp",
-            "green",
-            "--kind",
-            "advisory",
-            "--title",
-            "not yours",
-            "--out",
-            "us.bin",
-        ],
-    );
+    sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind advisory --title 'not yours' --out us.bin");
     let refused = renkei(
         dir,
         &["publish", "--config", "au-dod.toml", "--file", "us.bin"],
@@ -147,16 +106,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     assert_eq!(result["error"], "ERROR_CODE_ORIGIN_MISMATCH");
 
     // Nothing more is waiting for Australia: the subscription idles out with no output.
-    let idle = renkei_ok(
-        dir,
-        &[
-            "subscribe",
-            "--config",
-            "au-dod.toml",
-            "--idle-timeout",
-            "1",
-        ],
-    );
+    let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
     assert!(idle.stdout.is_empty(), "{}", idle.stdout);
 
     // SIGTERM: the node finishes and exits 0.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::federation::{receive, Federation, PATIENCE};
+use common::federation::{receive_titles, Federation, PATIENCE};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::proto::{self, PublishStatus};
 
@@ -66,11 +66,7 @@ async fn an_offline_partner_catches_up_in_order() {
     let sent = titles("indicator", 40);
     publish_all(&fed, &sent).await;
     let au = fed.client("au-dod").await;
-    let got: Vec<String> = receive(&au, sent.len())
-        .await
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let got = receive_titles(&au, sent.len()).await;
     assert_eq!(got, sent);
     au.close().await;
     fed.stop().await;
@@ -103,7 +99,7 @@ async fn unacknowledged_deliveries_come_again_after_a_reconnect() {
     ee.close().await;
 
     let ee = fed.client("ee-mod").await;
-    let again: Vec<String> = receive(&ee, 3).await.into_iter().map(|(_, t)| t).collect();
+    let again = receive_titles(&ee, 3).await;
     assert_eq!(
         again,
         sent[2..],
@@ -131,11 +127,7 @@ async fn a_partner_that_never_acknowledges_holds_up_nobody() {
     }
     // Australia still receives all sixty while Estonia's window stays full.
     let au = fed.client("au-dod").await;
-    let got: Vec<String> = receive(&au, sent.len())
-        .await
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let got = receive_titles(&au, sent.len()).await;
     assert_eq!(got, sent);
     au.close().await;
     ee.close().await;
@@ -156,7 +148,7 @@ async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
     us.close().await;
     // Australia takes half before the restart.
     let au = fed.client("au-dod").await;
-    let before: Vec<String> = receive(&au, 6).await.into_iter().map(|(_, t)| t).collect();
+    let before = receive_titles(&au, 6).await;
     assert_eq!(before, sent[..6]);
     au.close().await;
 
@@ -171,11 +163,11 @@ async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
     us.close().await;
     // Both queues resume where they were.
     let au = fed.client("au-dod").await;
-    let rest: Vec<String> = receive(&au, 7).await.into_iter().map(|(_, t)| t).collect();
+    let rest = receive_titles(&au, 7).await;
     assert_eq!(rest[..6], sent[6..]);
     assert_eq!(rest[6], "kept");
     let ee = fed.client("ee-mod").await;
-    let all: Vec<String> = receive(&ee, 13).await.into_iter().map(|(_, t)| t).collect();
+    let all = receive_titles(&ee, 13).await;
     assert_eq!(all[..12], sent[..]);
     au.close().await;
     ee.close().await;

@@ -205,27 +205,7 @@ fn a_bulletin_written_by_the_cli_verifies_independently() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     common::pki(dir, "nato-ccdcoe");
-    common::renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/nato-ccdcoe/signing.key",
-            "--origin",
-            "nato-ccdcoe",
-            "--tlp",
-            "amber+strict",
-            "--kind",
-            "consultation",
-            "--title",
-            "Cyber consultation, Tallinn",
-            "--audience",
-            "group:allies",
-            "--out",
-            "b.bin",
-        ],
-    );
+    common::sh_ok(dir, "bulletin new --key certs/nato-ccdcoe/signing.key --origin nato-ccdcoe --tlp amber+strict --kind consultation --title 'Cyber consultation, Tallinn' --audience group:allies --out b.bin");
     let pub_text = fs::read_to_string(dir.join("certs/nato-ccdcoe/signing.pub")).unwrap();
     let b64 = pub_text.trim().strip_prefix("ed25519:").unwrap();
     let public: [u8; 32] = base64::engine::general_purpose::STANDARD

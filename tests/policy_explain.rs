@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::{pki, renkei, renkei_ok};
+use common::{pki, renkei, renkei_ok, sh_ok};
 use serde_json::Value;
 
 #[test]
@@ -69,38 +69,8 @@ role = "auditor"
     fs::write(dir.join("node.toml"), config).unwrap();
 
     // The US liaison writes a RED note for the Five Eyes group.
-    renkei_ok(
-        dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/us-dod/signing.key",
-            "--origin",
-            "us-dod",
-            "--tlp",
-            "red",
-            "--kind",
-            "consultation",
-            "--title",
-            "Staff talks: attribution findings",
-            "--audience",
-            "group:five-eyes",
-            "--out",
-            "red.bin",
-        ],
-    );
-    let table = renkei_ok(
-        dir,
-        &[
-            "policy",
-            "explain",
-            "--config",
-            "node.toml",
-            "--bulletin",
-            "red.bin",
-        ],
-    );
+    sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp red --kind consultation --title 'Staff talks: attribution findings' --audience group:five-eyes --out red.bin");
+    let table = sh_ok(dir, "policy explain --config node.toml --bulletin red.bin");
     assert!(
         table.stdout.contains("signature: valid"),
         "{}",
@@ -121,19 +91,9 @@ role = "auditor"
     assert!(line("vn-mod").contains("auditors receive no bulletins"));
 
     // The same note arriving through the NATO relay goes no further, and JSON says why.
-    let json = renkei_ok(
+    let json = sh_ok(
         dir,
-        &[
-            "policy",
-            "explain",
-            "--config",
-            "node.toml",
-            "--bulletin",
-            "red.bin",
-            "--from",
-            "nato-ccdcoe",
-            "--json",
-        ],
+        "policy explain --config node.toml --bulletin red.bin --from nato-ccdcoe --json",
     );
     let v: Value = serde_json::from_str(&json.stdout).unwrap();
     let reasons: Vec<&str> = v["decisions"]
@@ -154,35 +114,10 @@ role = "auditor"
     );
 
     // A GREEN exercise notice reaches every cleared non-auditor partner.
-    renkei_ok(
+    sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind exercise --title 'Cyber Coalition: registration open' --out green.bin");
+    let table = sh_ok(
         dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "certs/us-dod/signing.key",
-            "--origin",
-            "us-dod",
-            "--tlp",
-            "green",
-            "--kind",
-            "exercise",
-            "--title",
-            "Cyber Coalition: registration open",
-            "--out",
-            "green.bin",
-        ],
-    );
-    let table = renkei_ok(
-        dir,
-        &[
-            "policy",
-            "explain",
-            "--config",
-            "node.toml",
-            "--bulletin",
-            "green.bin",
-        ],
+        "policy explain --config node.toml --bulletin green.bin",
     );
     let shared: Vec<&str> = table
         .stdout
@@ -193,35 +128,10 @@ role = "auditor"
 
     // A bulletin signed by a key the node does not know is flagged, not silently explained.
     renkei_ok(dir, &["keygen", "--out", "rogue.key"]);
-    renkei_ok(
+    sh_ok(dir, "bulletin new --key rogue.key --origin us-dod --tlp green --kind advisory --title forged --out forged.bin");
+    let table = sh_ok(
         dir,
-        &[
-            "bulletin",
-            "new",
-            "--key",
-            "rogue.key",
-            "--origin",
-            "us-dod",
-            "--tlp",
-            "green",
-            "--kind",
-            "advisory",
-            "--title",
-            "forged",
-            "--out",
-            "forged.bin",
-        ],
-    );
-    let table = renkei_ok(
-        dir,
-        &[
-            "policy",
-            "explain",
-            "--config",
-            "node.toml",
-            "--bulletin",
-            "forged.bin",
-        ],
+        "policy explain --config node.toml --bulletin forged.bin",
     );
     assert!(table.stdout.contains("NOT VALID"), "{}", table.stdout);
     assert!(

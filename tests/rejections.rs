@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::federation::{receive, sign_as, Federation};
+use common::federation::{receive_titles, sign_as, Federation};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::identity;
 use renkei::proto::{ErrorCode, PublishResult, PublishStatus};
@@ -155,7 +155,7 @@ async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_dist
         us.publish(barrier).await.unwrap().status,
         PublishStatus::Accepted as i32
     );
-    let got: Vec<String> = receive(&uk, 2).await.into_iter().map(|(_, t)| t).collect();
+    let got = receive_titles(&uk, 2).await;
     assert_eq!(got, ["relayed by a liaison", "barrier"]);
 
     for c in [us, uk, nato] {
@@ -207,7 +207,7 @@ async fn publishing_twice_is_idempotent_and_reusing_an_id_is_a_conflict() {
     let barrier = fed.bulletin("us-dod", Tlp::Clear, Kind::Indicator, "barrier", &[], &[]);
     us.publish(barrier).await.unwrap();
     let uk = fed.client("uk-mod").await;
-    let got: Vec<String> = receive(&uk, 2).await.into_iter().map(|(_, t)| t).collect();
+    let got = receive_titles(&uk, 2).await;
     assert_eq!(got, ["weekly report", "barrier"]);
     us.close().await;
     uk.close().await;

@@ -188,3 +188,12 @@ pub async fn receive(client: &Client, count: usize) -> Vec<(u64, String)> {
         .unwrap();
     got
 }
+
+/// Just the titles of what [`receive`] got.
+pub async fn receive_titles(client: &Client, count: usize) -> Vec<String> {
+    receive(client, count)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}

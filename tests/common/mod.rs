@@ -46,3 +46,45 @@ pub fn pki(dir: &Path, nodes: &str) -> PathBuf {
 }
 
 pub mod federation;
+
+/// Splits a command line into words; single quotes group words with spaces.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    out.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        out.push(word);
+    }
+    out
+}
+
+/// Runs `renkei` with a command line written as in a shell (single quotes only).
+pub fn sh(dir: &Path, line: &str) -> Run {
+    let args = words(line);
+    renkei(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Like [`sh`], and panics with stderr unless it succeeds.
+pub fn sh_ok(dir: &Path, line: &str) -> Run {
+    let run = sh(dir, line);
+    assert!(run.ok, "renkei {line} failed:\n{}", run.stderr);
+    run
+}
