@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "renkei/v1/bulletin.proto",
         "renkei/v1/wire.proto",
         "renkei/v1/store.proto",
+        "renkei/v1/audit.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     prost_build::Config::new().bytes(["."]).compile_fds(fds)?;

@@ -10,3 +10,4 @@
 
 pub mod checkpoint;
 pub mod merkle;
+pub mod record;

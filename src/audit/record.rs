@@ -1,0 +1,239 @@
+//! Audit records: what the node writes for each event, built from the facts the node
+//! already has (the verified header, the policy's decisions, the error it sent).
+//!
+//! An [`Event`] has no sequence number or time yet; the storage thread seals it with
+//! both when it appends it, so numbering stays gapless under concurrency.
+
+use prost::Message as _;
+
+use crate::bulletin::{Digest, Header};
+use crate::identity::PartnerId;
+use crate::policy::Decision;
+use crate::proto::{self, AuditEvent};
+use crate::timestamp::Timestamp;
+
+/// An event waiting to be appended to the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event(proto::AuditRecord);
+
+fn base(event: AuditEvent, partner: &PartnerId) -> proto::AuditRecord {
+    proto::AuditRecord {
+        event: event as i32,
+        partner: partner.to_string(),
+        ..Default::default()
+    }
+}
+
+fn describe(r: &mut proto::AuditRecord, h: &Header, digest: Digest) {
+    r.bulletin_id = h.id.to_string();
+    r.origin = h.origin.to_string();
+    r.digest = digest.0.to_vec().into();
+    r.tlp = h.tlp.to_proto() as i32;
+    r.kind = h.kind.to_proto() as i32;
+}
+
+impl Event {
+    /// `publisher` handed over a bulletin that was accepted and stored as `seq`, with
+    /// one decision per configured partner.
+    pub fn accepted<'a>(
+        publisher: &PartnerId,
+        header: &Header,
+        digest: Digest,
+        seq: u64,
+        decisions: impl IntoIterator<Item = (&'a PartnerId, &'a Decision)>,
+    ) -> Event {
+        let mut r = base(AuditEvent::BulletinAccepted, publisher);
+        describe(&mut r, header, digest);
+        r.bulletin_seqs = vec![seq];
+        r.decisions = decisions
+            .into_iter()
+            .map(|(partner, d)| match d {
+                Decision::Share => proto::Decision {
+                    partner: partner.to_string(),
+                    shared: true,
+                    ..Default::default()
+                },
+                Decision::Withhold(w) => proto::Decision {
+                    partner: partner.to_string(),
+                    shared: false,
+                    reason: w.code() as i32,
+                    detail: w.to_string(),
+                },
+            })
+            .collect();
+        Event(r)
+    }
+
+    /// `publisher`'s bulletin was refused with `code`; `bulletin` when it decoded.
+    pub fn rejected(
+        publisher: &PartnerId,
+        bulletin: Option<(&Header, Digest)>,
+        code: proto::ErrorCode,
+        reason: &str,
+    ) -> Event {
+        let mut r = base(AuditEvent::BulletinRejected, publisher);
+        if let Some((h, d)) = bulletin {
+            describe(&mut r, h, d);
+        }
+        r.error = code as i32;
+        r.reason = reason.to_owned();
+        Event(r)
+    }
+
+    /// `publisher` sent again a bulletin already stored as `seq`.
+    pub fn duplicate(publisher: &PartnerId, header: &Header, digest: Digest, seq: u64) -> Event {
+        let mut r = base(AuditEvent::BulletinDuplicate, publisher);
+        describe(&mut r, header, digest);
+        r.bulletin_seqs = vec![seq];
+        Event(r)
+    }
+
+    /// A partner connected.
+    pub fn connection_accepted(partner: &PartnerId) -> Event {
+        Event(base(AuditEvent::ConnectionAccepted, partner))
+    }
+
+    /// A connection was refused; `name` is what the certificate claimed, if anything.
+    pub fn connection_refused(name: Option<&PartnerId>, reason: &str) -> Event {
+        let mut r = proto::AuditRecord {
+            event: AuditEvent::ConnectionRefused as i32,
+            partner: name.map(ToString::to_string).unwrap_or_default(),
+            ..Default::default()
+        };
+        r.reason = reason.to_owned();
+        Event(r)
+    }
+
+    /// Bulletins delivered to `partner` (one record per batch).
+    pub fn delivered(partner: &PartnerId, seqs: Vec<u64>) -> Event {
+        let mut r = base(AuditEvent::Delivered, partner);
+        r.bulletin_seqs = seqs;
+        Event(r)
+    }
+
+    /// Bulletins `partner` acknowledged (one record per Ack frame).
+    pub fn acked(partner: &PartnerId, seqs: Vec<u64>) -> Event {
+        let mut r = base(AuditEvent::Acked, partner);
+        r.bulletin_seqs = seqs;
+        Event(r)
+    }
+
+    /// A configuration came into force; `policy_digest` identifies its sharing policy.
+    pub fn config_loaded(node: &PartnerId, policy_digest: [u8; 32], reason: &str) -> Event {
+        let mut r = base(AuditEvent::ConfigLoaded, node);
+        r.config_digest = policy_digest.to_vec().into();
+        r.reason = reason.to_owned();
+        Event(r)
+    }
+
+    /// The record as appended: leaf `seq` of the log, recorded at `now`.
+    pub fn seal(self, seq: u64, now: Timestamp) -> proto::AuditRecord {
+        let mut r = self.0;
+        r.seq = seq;
+        r.time_unix_ms = now.unix_ms();
+        r
+    }
+}
+
+/// The bytes of a record as they are stored and hashed into the tree.
+pub fn leaf_bytes(record: &proto::AuditRecord) -> Vec<u8> {
+    record.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::merkle::{self, MemoryTree};
+    use crate::bulletin::{BulletinId, Kind, Tlp};
+    use crate::policy::Withhold;
+
+    fn pid(s: &str) -> PartnerId {
+        s.parse().unwrap()
+    }
+
+    fn header() -> Header {
+        Header {
+            id: BulletinId::parse_canonical("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b").unwrap(),
+            origin: pid("us-dod"),
+            created: Timestamp::from_unix_ms(1),
+            tlp: Tlp::Red,
+            kind: Kind::Consultation,
+            tags: vec![],
+            audience: vec![],
+        }
+    }
+
+    #[test]
+    fn an_accepted_bulletin_records_every_partners_decision_and_no_body() {
+        let (uk, ee) = (pid("uk-mod"), pid("ee-mod"));
+        let share = Decision::Share;
+        let withhold = Decision::Withhold(Withhold::AboveClearance {
+            tlp: Tlp::Red,
+            clearance: Some(Tlp::Amber),
+        });
+        let digest = Digest([9; 32]);
+        let event = Event::accepted(
+            &pid("us-dod"),
+            &header(),
+            digest,
+            17,
+            [(&uk, &share), (&ee, &withhold)],
+        );
+        let r = event.seal(3, Timestamp::from_unix_ms(1_000));
+        assert_eq!((r.seq, r.time_unix_ms), (3, 1_000));
+        assert_eq!(r.event, AuditEvent::BulletinAccepted as i32);
+        assert_eq!(r.bulletin_seqs, [17]);
+        assert_eq!(r.digest.as_ref(), &[9u8; 32]);
+        assert_eq!(r.decisions.len(), 2);
+        assert!(r.decisions[0].shared);
+        assert_eq!(
+            r.decisions[1].reason,
+            proto::WithholdReason::AboveClearance as i32
+        );
+        assert_eq!(
+            r.decisions[1].detail,
+            "red is above the partner's clearance amber"
+        );
+        // Records decode back to themselves and hash as RFC 6962 leaves.
+        let bytes = leaf_bytes(&r);
+        assert_eq!(proto::AuditRecord::decode(&bytes[..]).unwrap(), r);
+        let mut tree = MemoryTree::new();
+        tree.push(&bytes).unwrap();
+        assert_eq!(tree.root(1).unwrap(), merkle::leaf_hash(&bytes));
+    }
+
+    #[test]
+    fn other_events_carry_what_an_auditor_asks_about() {
+        let r = Event::rejected(
+            &pid("uk-mod"),
+            Some((&header(), Digest([1; 32]))),
+            proto::ErrorCode::OriginMismatch,
+            "not yours",
+        )
+        .seal(0, Timestamp::EPOCH);
+        assert_eq!(
+            (r.error, r.origin.as_str(), r.reason.as_str()),
+            (
+                proto::ErrorCode::OriginMismatch as i32,
+                "us-dod",
+                "not yours"
+            )
+        );
+        let r = Event::rejected(
+            &pid("uk-mod"),
+            None,
+            proto::ErrorCode::MalformedFrame,
+            "garbage",
+        )
+        .seal(1, Timestamp::EPOCH);
+        assert!(r.bulletin_id.is_empty() && r.digest.is_empty());
+        let r = Event::connection_refused(None, "no partner id in the certificate")
+            .seal(2, Timestamp::EPOCH);
+        assert_eq!(r.event, AuditEvent::ConnectionRefused as i32);
+        assert!(r.partner.is_empty());
+        let r = Event::acked(&pid("ee-mod"), vec![4, 5]).seal(3, Timestamp::EPOCH);
+        assert_eq!(r.bulletin_seqs, [4, 5]);
+        let r = Event::config_loaded(&pid("jp-mod"), [2; 32], "startup").seal(4, Timestamp::EPOCH);
+        assert_eq!(r.config_digest.as_ref(), &[2u8; 32]);
+    }
+}
