@@ -137,3 +137,28 @@ async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
     uk.close().await;
     fed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_partner_cannot_open_unbounded_connections() {
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], PARTNERS).await;
+    let mut held = Vec::new();
+    for _ in 0..renkei::node::MAX_CONNECTIONS_PER_PARTNER {
+        let c = fed.client("uk-mod").await;
+        // A Hello round trip proves the node admitted this connection.
+        c.hello().await.unwrap();
+        held.push(c);
+    }
+    let extra = fed.client("uk-mod").await;
+    let err = extra
+        .hello()
+        .await
+        .expect_err("one connection too many")
+        .to_string();
+    assert!(err.contains("at most 8 connections per partner"), "{err}");
+    // Other partners are unaffected.
+    still_serving(&fed).await;
+    for c in held {
+        c.close().await;
+    }
+    fed.stop().await;
+}

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub commits: mpsc::Sender<writer::CommitRequest>,
     pub head: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
+    /// Open connections per partner, to bound what one partner can make the node hold.
+    pub connections: Mutex<HashMap<PartnerId, usize>>,
     /// Per partner, the generation of its current subscription (a new one replaces the
     /// old) and the lease a subscription holds while it runs, so the next one starts
     /// from the cursor the previous one left.
@@ -154,6 +156,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         head,
         shutdown,
         subscriptions: Mutex::new(HashMap::new()),
+        connections: Mutex::new(HashMap::new()),
     });
     let handshake = Duration::from_secs(t.handshake_timeout_secs);
     tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
@@ -227,10 +230,50 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
         );
         return;
     };
+    let Some(_admitted) = Admitted::new(&shared, &partner) else {
+        tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
+        let reason = format!("at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner");
+        close(&conn, proto::CloseCode::TooManyConnections, &reason);
+        return;
+    };
     let span = tracing::info_span!("conn", %partner, %remote);
-    serve_partner(conn, shared, partner, role)
+    serve_partner(conn, shared.clone(), partner.clone(), role)
         .instrument(span)
         .await;
+}
+
+/// Connections one partner may hold open at once (each may carry 32 streams).
+pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;
+
+/// A partner's place among its open connections; given back when dropped.
+struct Admitted<'a> {
+    shared: &'a Shared,
+    partner: &'a PartnerId,
+}
+
+impl<'a> Admitted<'a> {
+    fn new(shared: &'a Shared, partner: &'a PartnerId) -> Option<Self> {
+        let mut open = shared.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(partner.clone()).or_default();
+        if *count >= MAX_CONNECTIONS_PER_PARTNER {
+            return None;
+        }
+        *count += 1;
+        Some(Admitted { shared, partner })
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut open = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(self.partner) {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 async fn serve_partner(
