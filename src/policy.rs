@@ -169,9 +169,11 @@ impl Policy {
         bulletin: &'a Header,
         received_from: &'a PartnerId,
     ) -> impl Iterator<Item = (&'a PartnerId, Decision)> + 'a {
+        // Normalise the tags once per bulletin, not once per partner.
+        let tags = normalised_tags(bulletin);
         self.partners
             .iter()
-            .map(move |p| (&p.id, decide(bulletin, received_from, p)))
+            .map(move |p| (&p.id, decide_with(bulletin, &tags, received_from, p)))
     }
 }
 
@@ -182,8 +184,23 @@ fn in_audience(bulletin: &Header, p: &PartnerRules) -> bool {
     })
 }
 
+/// Tags as denied tags are compared: trimmed and lowercased.
+fn normalised_tags(b: &Header) -> Vec<String> {
+    b.tags.iter().map(|t| t.trim().to_lowercase()).collect()
+}
+
 /// The decision for bulletin `b`, received from `received_from`, and partner `p`.
 pub fn decide(b: &Header, received_from: &PartnerId, p: &PartnerRules) -> Decision {
+    decide_with(b, &normalised_tags(b), received_from, p)
+}
+
+/// [`decide`], with `b`'s tags already normalised (`tags[i]` is `b.tags[i]`).
+fn decide_with(
+    b: &Header,
+    tags: &[String],
+    received_from: &PartnerId,
+    p: &PartnerRules,
+) -> Decision {
     let withhold = Decision::Withhold;
     if p.id == b.origin {
         return withhold(Withhold::Origin);
@@ -203,14 +220,8 @@ pub fn decide(b: &Header, received_from: &PartnerId, p: &PartnerRules) -> Decisi
     if p.kinds.as_ref().is_some_and(|ks| !ks.contains(&b.kind)) {
         return withhold(Withhold::KindNotShared(b.kind));
     }
-    if !p.deny_tags.is_empty() {
-        if let Some(tag) = b
-            .tags
-            .iter()
-            .find(|t| p.deny_tags.contains(&t.trim().to_lowercase()))
-        {
-            return withhold(Withhold::DeniedTag(tag.clone()));
-        }
+    if let Some(i) = tags.iter().position(|t| p.deny_tags.contains(t)) {
+        return withhold(Withhold::DeniedTag(b.tags[i].clone()));
     }
     match b.tlp {
         Tlp::Red | Tlp::AmberStrict if *received_from != b.origin => {

@@ -48,7 +48,12 @@ pub(crate) fn spawn(
                     batch.drain(..).map(|r| (r.bulletin, r.reply)).unzip();
                 match store.commit(bulletins, Timestamp::now()) {
                     Ok(outcomes) => {
-                        if let Ok(h) = store.head() {
+                        // Wake subscribers only when something new was stored.
+                        let newest = outcomes.iter().filter_map(|o| match o {
+                            Outcome::Accepted(seq) => Some(*seq),
+                            _ => None,
+                        });
+                        if let Some(h) = newest.max() {
                             head.send_replace(h);
                         }
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
