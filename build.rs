@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let files = [
         "renkei/v1/bulletin.proto",
+        "renkei/v1/metrics.proto",
         "renkei/v1/wire.proto",
         "renkei/v1/store.proto",
         "renkei/v1/audit.proto",

@@ -155,6 +155,41 @@ impl Default for StorageSection {
     }
 }
 
+/// The optional `[audit]` table: how often the node signs a checkpoint of its log.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Sign a checkpoint once this many records were appended since the last.
+    pub checkpoint_every: u64,
+    /// Sign one at least this often (seconds) while records are appended.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            checkpoint_every: 10_000,
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+/// The optional `[metrics]` table.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// First month of the fiscal year (1 = January; 4 = April, Japan's and the UK's).
+    pub fiscal_year_start_month: u8,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            fiscal_year_start_month: 4,
+        }
+    }
+}
+
 /// One signing key of a partner, with its optional validity window.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +268,12 @@ pub struct NodeConfig {
     /// `[storage]`.
     #[serde(default)]
     pub storage: StorageSection,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// `[[partner]]` entries.
     #[serde(default, rename = "partner")]
     pub partners: Vec<PartnerConfig>,
@@ -313,8 +354,62 @@ impl NodeConfig {
         Ok(cfg)
     }
 
+    /// SHA-256 of the sharing policy in force: every partner's rules and keys and every
+    /// revocation, in a canonical text form (sorted, one line each), for the audit log.
+    pub fn policy_digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut lines: Vec<String> = self
+            .partners
+            .iter()
+            .map(|p| {
+                let mut kinds: Vec<String> =
+                    p.kinds.iter().flatten().map(|k| k.to_string()).collect();
+                kinds.sort();
+                let mut tags: Vec<String> = p.deny_tags.iter().map(|t| t.to_lowercase()).collect();
+                tags.sort();
+                let mut groups: Vec<String> = p.groups.iter().map(|g| g.to_string()).collect();
+                groups.sort();
+                let mut keys: Vec<String> = p
+                    .keys
+                    .iter()
+                    .map(|k| format!("{}@{}", k.public, k.validity()))
+                    .collect();
+                keys.sort();
+                format!(
+                    "partner {} role={} clearance={} kinds={} deny_tags={} groups={} keys={}",
+                    p.id,
+                    p.role,
+                    p.clearance.map_or("none".into(), |t| t.to_string()),
+                    if p.kinds.is_some() {
+                        kinds.join(",")
+                    } else {
+                        "all".into()
+                    },
+                    tags.join(","),
+                    groups.join(","),
+                    keys.join(",")
+                )
+            })
+            .collect();
+        lines.extend(self.revoked.iter().map(|r| format!("revoked {}", r.key)));
+        lines.sort();
+        sha2::Sha256::digest(lines.join("\n").as_bytes()).into()
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let l = &self.limits;
+        if !(1..=12).contains(&self.metrics.fiscal_year_start_month) {
+            return Err((
+                "metrics.fiscal_year_start_month".into(),
+                "must be a month number, 1 to 12".into(),
+            ));
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_secs == 0 {
+            return Err((
+                "audit".into(),
+                "checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
+            ));
+        }
         if l.max_body_bytes == 0 || l.max_body_bytes > l.max_bulletin_bytes {
             return Err((
                 "limits.max_body_bytes".into(),

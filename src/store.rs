@@ -11,6 +11,9 @@
 //! | `d/` origin `\0` id (16 bytes) | seq (u64 BE) ‖ digest (32 bytes) |
 //! | `c/` partner id | `PartnerCursor` |
 //!
+//! plus the audit log's keys (see [`audit`]), written in the same batch as the state
+//! they describe.
+//!
 //! A partner's queue is not stored key by key: it is every stored bulletin whose
 //! `shared_with` names the partner, after its cursor. That keeps the write path at one
 //! value per batch plus one index key per bulletin.
@@ -24,10 +27,16 @@ use std::path::Path;
 use bytes::Bytes;
 use prost::Message as _;
 
+use crate::audit::checkpoint::CheckpointSigner;
+use crate::audit::record::Event;
 use crate::bulletin::{BulletinId, Digest};
 use crate::identity::PartnerId;
 use crate::proto;
 use crate::timestamp::Timestamp;
+
+pub mod audit;
+
+pub use audit::{AuditPage, AuditReader, Query};
 
 const HEAD: &[u8] = b"m/head";
 const SEGMENT: &[u8] = b"s/";
@@ -83,6 +92,14 @@ fn cursor_key(partner: &PartnerId) -> Vec<u8> {
     [CURSOR, partner.as_str().as_bytes()].concat()
 }
 
+fn encode_cursor(cursor: &Cursor) -> Vec<u8> {
+    proto::PartnerCursor {
+        acked_through: cursor.acked_through,
+        acked_above: cursor.acked_above.iter().copied().collect(),
+    }
+    .encode_to_vec()
+}
+
 fn be_u64(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = bytes
         .try_into()
@@ -105,6 +122,27 @@ pub struct NewBulletin {
     pub received_from: PartnerId,
     /// The partners it is shared with.
     pub shared_with: Vec<PartnerId>,
+    /// Its audit record (accepted, with every partner's decision); the store fills in
+    /// the seq, or records a duplicate or conflict instead.
+    pub audit: Event,
+}
+
+/// One thing a group commit writes, with its audit record.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    /// A bulletin to store.
+    Bulletin(NewBulletin),
+    /// An event to record (if any), with the delivery cursor it moves (if any).
+    Event(Option<Event>, Option<(PartnerId, Cursor)>),
+}
+
+/// What a group commit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// For each entry: what became of its bulletin (`None` for events).
+    pub outcomes: Vec<Option<Outcome>>,
+    /// Records in the audit log after the commit.
+    pub audit_size: u64,
 }
 
 /// What a commit did with one bulletin.
@@ -145,6 +183,8 @@ impl Cursor {
 pub struct Pending {
     /// Its seq.
     pub seq: u64,
+    /// When the node accepted it.
+    pub accepted: Timestamp,
     /// The encoded `SignedBulletin`.
     pub signed: Bytes,
 }
@@ -162,6 +202,8 @@ pub struct Page {
 pub struct Store {
     db: sled::Db,
     state: sled::Tree,
+    /// The audit log's append state; held by the one writer for the whole commit.
+    audit: std::sync::Mutex<audit::AuditState>,
 }
 
 impl Store {
@@ -188,7 +230,8 @@ impl Store {
             }
         };
         let state = db.open_tree("state")?;
-        let store = Store { db, state };
+        let audit = std::sync::Mutex::new(audit::AuditState::load(&state)?);
+        let store = Store { db, state, audit };
         store.check_head()?;
         Ok(store)
     }
@@ -243,32 +286,48 @@ impl Store {
         }
     }
 
-    /// Stores the new bulletins of a batch as one segment, atomically with their index
-    /// entries and the new head, and flushes. Duplicates and conflicts (against the
-    /// store and within the batch) are reported, not stored.
-    pub fn commit(
-        &self,
-        batch: Vec<NewBulletin>,
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    /// Writes a group commit as one atomic batch and flushes: the new bulletins as one
+    /// segment with their index entries and the new head, every entry's audit record
+    /// (with its hashes, index entries and counters), and the cursors acks move.
+    /// Duplicates and conflicts (against the store and within the batch) are recorded,
+    /// not stored. Record times never go back, and accepted bulletins carry the same time.
+    pub fn commit(&self, entries: Vec<Entry>, now: Timestamp) -> Result<Committed, StoreError> {
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let now = log.clock(now);
         let mut head = self.head()?;
         let first = head + 1;
-        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut events = Vec::with_capacity(entries.len());
         let mut in_batch: HashMap<Vec<u8>, (u64, Digest)> = HashMap::new();
         let mut segment = proto::Segment::default();
         let mut writes = sled::Batch::default();
-        for b in batch {
+        let mut cursors = false;
+        for entry in entries {
+            let b = match entry {
+                Entry::Event(event, cursor) => {
+                    if let Some((partner, cursor)) = cursor {
+                        writes.insert(cursor_key(&partner), encode_cursor(&cursor));
+                        cursors = true;
+                    }
+                    events.extend(event);
+                    outcomes.push(None);
+                    continue;
+                }
+                Entry::Bulletin(b) => b,
+            };
             let key = dedupe_key(&b.origin, &b.id);
             let earlier = match in_batch.get(&key) {
                 Some(hit) => Some(*hit),
                 None => self.lookup(&b.origin, &b.id)?,
             };
             if let Some((seq, existing)) = earlier {
-                outcomes.push(if existing == b.digest {
-                    Outcome::Duplicate(seq)
+                if existing == b.digest {
+                    events.push(b.audit.into_duplicate(seq));
+                    outcomes.push(Some(Outcome::Duplicate(seq)));
                 } else {
-                    Outcome::Conflict { seq, existing }
-                });
+                    events.push(b.audit.into_conflict(seq, existing));
+                    outcomes.push(Some(Outcome::Conflict { seq, existing }));
+                }
                 continue;
             }
             head += 1;
@@ -286,15 +345,50 @@ impl Store {
                 accepted_unix_ms: now.unix_ms(),
                 shared_with: b.shared_with.iter().map(|p| p.to_string()).collect(),
             });
-            outcomes.push(Outcome::Accepted(head));
+            events.push(b.audit.stored_as(head));
+            outcomes.push(Some(Outcome::Accepted(head)));
         }
         if !segment.bulletins.is_empty() {
             writes.insert(seq_key(SEGMENT, first), segment.encode_to_vec());
             writes.insert(HEAD, &head.to_be_bytes()[..]);
+        }
+        let appended = log.append(&self.state, &mut writes, events, now)?;
+        if appended.is_some() || cursors {
             self.state.apply_batch(writes)?;
+            if let Some(appended) = appended {
+                log.applied(appended);
+            }
             self.db.flush().map_err(StoreError::NotDurable)?;
         }
-        Ok(outcomes)
+        Ok(Committed {
+            outcomes,
+            audit_size: log.size,
+        })
+    }
+
+    /// Signs a checkpoint of the audit log if it grew since the last one, and flushes.
+    /// Returns the size it covers, or `None` if there was nothing new to sign.
+    pub fn sign_checkpoint(&self, signer: &CheckpointSigner) -> Result<Option<u64>, StoreError> {
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = sled::Batch::default();
+        let Some(size) = log.checkpoint(&self.state, signer, &mut writes)? else {
+            return Ok(None);
+        };
+        self.state.apply_batch(writes)?;
+        log.checkpointed = size;
+        self.db.flush().map_err(StoreError::NotDurable)?;
+        Ok(Some(size))
+    }
+
+    /// Records in the audit log, and how many the last checkpoint covers.
+    pub fn audit_progress(&self) -> (u64, u64) {
+        let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        (log.size, log.checkpointed)
+    }
+
+    /// Reads the audit log.
+    pub fn audit(&self) -> AuditReader<'_> {
+        AuditReader { tree: &self.state }
     }
 
     /// The stored bulletin with this seq.
@@ -359,6 +453,7 @@ impl Store {
                 if !cursor.is_acked(b.seq) && b.shared_with.iter().any(|p| p == name) {
                     page.items.push(Pending {
                         seq: b.seq,
+                        accepted: Timestamp::from_unix_ms(b.accepted_unix_ms),
                         signed: b.signed,
                     });
                 }
@@ -381,17 +476,6 @@ impl Store {
                 })
             }
         }
-    }
-
-    /// Saves a partner's cursor. Not flushed: a lost ack only means a redelivery.
-    pub fn save_cursor(&self, partner: &PartnerId, cursor: &Cursor) -> Result<(), StoreError> {
-        let value = proto::PartnerCursor {
-            acked_through: cursor.acked_through,
-            acked_above: cursor.acked_above.iter().copied().collect(),
-        };
-        self.state
-            .insert(cursor_key(partner), value.encode_to_vec())?;
-        Ok(())
     }
 
     /// Makes every write so far survive a process crash.

@@ -33,18 +33,17 @@ fn describe(r: &mut proto::AuditRecord, h: &Header, digest: Digest) {
 }
 
 impl Event {
-    /// `publisher` handed over a bulletin that was accepted and stored as `seq`, with
-    /// one decision per configured partner.
+    /// `publisher` handed over a bulletin that verification and policy accept, with one
+    /// decision per configured partner. The store fills in its seq when it keeps it, or
+    /// turns the event into a duplicate or a conflict ([`Event::stored_as`] and co.).
     pub fn accepted<'a>(
         publisher: &PartnerId,
         header: &Header,
         digest: Digest,
-        seq: u64,
         decisions: impl IntoIterator<Item = (&'a PartnerId, &'a Decision)>,
     ) -> Event {
         let mut r = base(AuditEvent::BulletinAccepted, publisher);
         describe(&mut r, header, digest);
-        r.bulletin_seqs = vec![seq];
         r.decisions = decisions
             .into_iter()
             .map(|(partner, d)| match d {
@@ -80,12 +79,28 @@ impl Event {
         Event(r)
     }
 
-    /// `publisher` sent again a bulletin already stored as `seq`.
-    pub fn duplicate(publisher: &PartnerId, header: &Header, digest: Digest, seq: u64) -> Event {
-        let mut r = base(AuditEvent::BulletinDuplicate, publisher);
-        describe(&mut r, header, digest);
-        r.bulletin_seqs = vec![seq];
-        Event(r)
+    /// The accepted bulletin was stored as `seq`.
+    pub fn stored_as(mut self, seq: u64) -> Event {
+        self.0.bulletin_seqs = vec![seq];
+        self
+    }
+
+    /// The bulletin had been stored before, as `seq`, with the same digest.
+    pub fn into_duplicate(mut self, seq: u64) -> Event {
+        self.0.event = AuditEvent::BulletinDuplicate as i32;
+        self.0.decisions.clear();
+        self.0.bulletin_seqs = vec![seq];
+        self
+    }
+
+    /// The bulletin's (origin, id) had been stored before, as `seq`, with another digest.
+    pub fn into_conflict(mut self, seq: u64, existing: Digest) -> Event {
+        self.0.event = AuditEvent::BulletinRejected as i32;
+        self.0.decisions.clear();
+        self.0.bulletin_seqs = vec![seq];
+        self.0.error = proto::ErrorCode::Conflict as i32;
+        self.0.reason = format!("stored before as {seq} with digest {existing}");
+        self
     }
 
     /// A partner connected.
@@ -111,11 +126,31 @@ impl Event {
         Event(r)
     }
 
-    /// Bulletins `partner` acknowledged (one record per Ack frame).
-    pub fn acked(partner: &PartnerId, seqs: Vec<u64>) -> Event {
+    /// Bulletins `partner` acknowledged, each with its time from acceptance to the ack.
+    pub fn acked(partner: &PartnerId, acks: impl IntoIterator<Item = (u64, u64)>) -> Event {
         let mut r = base(AuditEvent::Acked, partner);
-        r.bulletin_seqs = seqs;
+        (r.bulletin_seqs, r.latencies_ms) = acks.into_iter().unzip();
         Event(r)
+    }
+
+    /// `auditor` asked the node `what`.
+    pub fn auditor_query(auditor: &PartnerId, what: String) -> Event {
+        let mut r = base(AuditEvent::AuditorQuery, auditor);
+        r.reason = what;
+        Event(r)
+    }
+
+    /// The configuration names `key` as revoked (recorded when a configuration that
+    /// adds the revocation comes into force).
+    pub fn key_revoked(node: &PartnerId, key: &str, why: &str) -> Event {
+        let mut r = base(AuditEvent::KeyRevoked, node);
+        r.reason = format!("{key}: {why}");
+        Event(r)
+    }
+
+    /// The record as it stands, before sealing.
+    pub fn record(&self) -> &proto::AuditRecord {
+        &self.0
     }
 
     /// A configuration came into force; `policy_digest` identifies its sharing policy.
@@ -176,9 +211,9 @@ mod tests {
             &pid("us-dod"),
             &header(),
             digest,
-            17,
             [(&uk, &share), (&ee, &withhold)],
-        );
+        )
+        .stored_as(17);
         let r = event.seal(3, Timestamp::from_unix_ms(1_000));
         assert_eq!((r.seq, r.time_unix_ms), (3, 1_000));
         assert_eq!(r.event, AuditEvent::BulletinAccepted as i32);
@@ -231,8 +266,11 @@ mod tests {
             .seal(2, Timestamp::EPOCH);
         assert_eq!(r.event, AuditEvent::ConnectionRefused as i32);
         assert!(r.partner.is_empty());
-        let r = Event::acked(&pid("ee-mod"), vec![4, 5]).seal(3, Timestamp::EPOCH);
-        assert_eq!(r.bulletin_seqs, [4, 5]);
+        let r = Event::acked(&pid("ee-mod"), [(4, 10), (5, 12)]).seal(3, Timestamp::EPOCH);
+        assert_eq!(
+            (r.bulletin_seqs, r.latencies_ms),
+            (vec![4, 5], vec![10, 12])
+        );
         let r = Event::config_loaded(&pid("jp-mod"), [2; 32], "startup").seal(4, Timestamp::EPOCH);
         assert_eq!(r.config_digest.as_ref(), &[2u8; 32]);
     }

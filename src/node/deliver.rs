@@ -4,16 +4,19 @@
 //! The backlog stays in sled: this task holds at most one window of seqs. A subscriber
 //! that stops reading blocks only its own task (QUIC flow control), never the others.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
+use super::writer::Request;
 use super::Shared;
+use crate::audit::record::Event;
 use crate::identity::PartnerId;
 use crate::proto::{self, client_frame::Frame as Client, server_frame::Frame as Server, ErrorCode};
 use crate::store::{Cursor, Page, StoreError};
+use crate::timestamp::Timestamp;
 use crate::transport;
 
 enum FromClient {
@@ -106,26 +109,29 @@ struct Progress {
     cursor: Cursor,
     /// Every seq up to here was examined; the shared ones were delivered.
     position: u64,
-    /// Delivered, not yet acknowledged.
-    unacked: BTreeSet<u64>,
+    /// Delivered, not yet acknowledged: seq → when the node accepted it.
+    unacked: BTreeMap<u64, Timestamp>,
 }
 
 impl Progress {
-    /// Records acks and moves the cursor as far as they allow. True if it changed.
-    fn ack(&mut self, seqs: &[u64]) -> bool {
-        let before = self.cursor.clone();
+    /// Records acks and moves the cursor as far as they allow. Returns the newly
+    /// acknowledged seqs with their acceptance-to-ack latency (ms) at `now`.
+    fn ack(&mut self, seqs: &[u64], now: Timestamp) -> Vec<(u64, u64)> {
+        let mut acked = Vec::new();
         for seq in seqs {
-            if self.unacked.remove(seq) {
+            if let Some(accepted) = self.unacked.remove(seq) {
                 self.cursor.acked_above.insert(*seq);
+                let ms = now.saturating_since(accepted).as_millis();
+                acked.push((*seq, u64::try_from(ms).unwrap_or(u64::MAX)));
             }
         }
         self.settle();
-        self.cursor != before
+        acked
     }
 
     /// Everything examined below the oldest unacked delivery is acknowledged.
     fn settle(&mut self) {
-        let through = match self.unacked.first() {
+        let through = match self.unacked.keys().next() {
             Some(oldest) => oldest - 1,
             None => self.position,
         };
@@ -192,7 +198,7 @@ pub(super) async fn run(
     let mut p = Progress {
         position: cursor.acked_through,
         cursor,
-        unacked: BTreeSet::new(),
+        unacked: BTreeMap::new(),
     };
     tracing::info!(from = p.position, window, "subscription started");
     let end = deliver(
@@ -206,11 +212,26 @@ pub(super) async fn run(
         &mut p,
     )
     .await;
-    // Whatever ended it, record the acks that already arrived.
+    // Whatever ended it, record the acks that already arrived, and wait until the
+    // cursor is durable so that the partner's next subscription starts from it.
+    let mut last = Vec::new();
     while let Ok(FromClient::Acks(seqs)) = acks.try_recv() {
-        p.ack(&seqs);
+        last.extend(p.ack(&seqs, Timestamp::now()));
     }
-    if let Err(e) = shared.store.save_cursor(&partner, &p.cursor) {
+    let event = (!last.is_empty()).then(|| Event::acked(&partner, last));
+    let (done, saved) = tokio::sync::oneshot::channel();
+    let request = Request::Event {
+        event,
+        cursor: Some((partner.clone(), p.cursor.clone())),
+        done: Some(done),
+    };
+    let saved = match shared.commits.send(request).await {
+        Ok(()) => saved
+            .await
+            .unwrap_or_else(|_| Err("the storage thread stopped".into())),
+        Err(_) => Err("the storage thread stopped".into()),
+    };
+    if let Err(e) = saved {
         tracing::error!(error = %e, "cannot save the partner's cursor");
     }
     match end {
@@ -272,7 +293,6 @@ async fn deliver(
     acks: &mut mpsc::Receiver<FromClient>,
     p: &mut Progress,
 ) -> Result<End, StoreError> {
-    let store = &shared.store;
     let mut head = shared.head.clone();
     let mut stop = shared.shutdown.clone();
     loop {
@@ -281,6 +301,7 @@ async fn deliver(
         if room > 0 {
             let page = next_page(shared, partner, p, room).await?;
             p.position = page.scanned_through;
+            let mut delivered = Vec::with_capacity(page.items.len());
             for item in page.items {
                 let bulletin = proto::SignedBulletin::decode(item.signed).map_err(|e| {
                     StoreError::Corrupt {
@@ -299,13 +320,17 @@ async fn deliver(
                     _ = stop.changed() => return Ok(End::Abort),
                     _ = current.changed() => return Ok(End::Abort),
                 }
-                p.unacked.insert(item.seq);
+                p.unacked.insert(item.seq, item.accepted);
+                delivered.push(item.seq);
                 sent += 1;
+            }
+            if !delivered.is_empty() {
+                shared.record(Event::delivered(partner, delivered)).await;
             }
         }
         if p.unacked.is_empty() && p.position > p.cursor.acked_through {
+            // Nothing in flight: skip what was examined (saved with the next ack).
             p.settle();
-            store.save_cursor(partner, &p.cursor)?;
         }
         if sent > 0 && p.room(window) > 0 && p.position < *head.borrow() {
             continue;
@@ -313,8 +338,17 @@ async fn deliver(
         tokio::select! {
             msg = acks.recv() => match msg {
                 Some(FromClient::Acks(seqs)) => {
-                    if p.ack(&seqs) {
-                        store.save_cursor(partner, &p.cursor)?;
+                    let acked = p.ack(&seqs, Timestamp::now());
+                    if !acked.is_empty() {
+                        // The ack's record and the cursor it moves, in one write.
+                        let request = Request::Event {
+                            event: Some(Event::acked(partner, acked)),
+                            cursor: Some((partner.clone(), p.cursor.clone())),
+                            done: None,
+                        };
+                        if shared.commits.send(request).await.is_err() {
+                            return Ok(End::Abort);
+                        }
                     }
                 }
                 Some(FromClient::Fatal(code, message)) => return Ok(End::Error(code, message)),
@@ -339,38 +373,42 @@ mod tests {
 
     #[test]
     fn the_cursor_moves_over_a_prefix_of_acknowledged_deliveries() {
+        let t = |ms| Timestamp::from_unix_ms(ms);
         let mut p = Progress {
             cursor: Cursor::default(),
             position: 9,
-            unacked: [3, 5, 9].into_iter().collect(),
+            unacked: [(3, t(100)), (5, t(100)), (9, t(150))]
+                .into_iter()
+                .collect(),
         };
-        assert!(p.ack(&[5]));
+        assert_eq!(p.ack(&[5], t(110)), [(5, 10)]);
         assert_eq!(p.cursor.acked_through, 2);
         assert_eq!(p.cursor.acked_above, [5].into_iter().collect());
-        assert!(p.ack(&[3]));
+        assert_eq!(p.ack(&[3, 3], t(120)), [(3, 20)], "counted once");
         assert_eq!(p.cursor.acked_through, 8, "up to the oldest unacked (9)");
         assert!(p.cursor.acked_above.is_empty());
         assert!(
-            !p.ack(&[42]),
+            p.ack(&[42], t(130)).is_empty(),
             "an ack for something not in flight changes nothing"
         );
-        assert!(p.ack(&[9]));
+        assert_eq!(p.ack(&[9], t(140)), [(9, 0)], "a clock step back is 0 ms");
         assert_eq!(p.cursor.acked_through, 9);
     }
 
     #[test]
     fn one_unacknowledged_delivery_closes_the_window_after_window_more() {
+        let now = Timestamp::EPOCH;
         let mut p = Progress {
             cursor: Cursor::default(),
             position: 4,
-            unacked: [1, 2, 3, 4].into_iter().collect(),
+            unacked: (1..=4).map(|s| (s, now)).collect(),
         };
         assert_eq!(p.room(4), 0);
         // Seq 1 is never acked: the others are, but they still count against the window.
-        p.ack(&[2, 3, 4]);
+        p.ack(&[2, 3, 4], now);
         assert_eq!(p.cursor.acked_through, 0);
         assert_eq!(p.room(4), 0, "acked_above cannot grow past the window");
-        p.ack(&[1]);
+        p.ack(&[1], now);
         assert_eq!(p.cursor.acked_through, 4);
         assert_eq!(p.room(4), 4);
     }

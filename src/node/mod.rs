@@ -14,14 +14,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use crate::audit::checkpoint::{CheckpointError, CheckpointSigner};
+use crate::audit::record::Event;
 use crate::bulletin::Limits;
 use crate::config::{NodeConfig, PartnerConfig};
-use crate::identity::{Keyring, PartnerId, Role};
+use crate::identity::{self, Keyring, PartnerId, Role};
 use crate::policy::Policy;
 use crate::proto;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
 
+mod auditor;
 mod deliver;
 mod publish;
 mod writer;
@@ -46,6 +49,17 @@ pub enum NodeError {
     /// The storage thread could not start or died.
     #[error("storage thread: {0}")]
     Thread(String),
+    /// The node's signing key cannot be read.
+    #[error("signing key {file}: {why}")]
+    SigningKey {
+        /// The file named by `node.signing_key`.
+        file: std::path::PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// The audit log's name cannot be a checkpoint origin.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// Everything the connection tasks share.
@@ -60,7 +74,11 @@ pub(crate) struct Shared {
     /// How long a new stream may wait before its first frame.
     pub first_frame: Duration,
     pub store: Arc<Store>,
-    pub commits: mpsc::Sender<writer::CommitRequest>,
+    pub commits: mpsc::Sender<writer::Request>,
+    /// The key that signs the audit log's checkpoints.
+    pub audit_key: ed25519_dalek::VerifyingKey,
+    /// First month of the fiscal year, for metrics.
+    pub fiscal_start_month: u8,
     pub head: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
     /// Open connections per partner, to bound what one partner can make the node hold.
@@ -69,6 +87,26 @@ pub(crate) struct Shared {
     /// old) and the lease a subscription holds while it runs, so the next one starts
     /// from the cursor the previous one left.
     pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
+}
+
+impl Shared {
+    /// Appends an event to the audit log (durable with the next group commit). Only
+    /// fails if the node is stopping, when there is nothing left to do about it.
+    pub async fn record(&self, event: Event) {
+        let request = writer::Request::Event {
+            event: Some(event),
+            cursor: None,
+            done: None,
+        };
+        if self.commits.send(request).await.is_err() {
+            tracing::warn!("audit record dropped: the storage thread has stopped");
+        }
+    }
+}
+
+/// The audit log's checkpoint origin (and key name) for a node.
+pub fn audit_origin(node: &PartnerId) -> String {
+    format!("renkei/{node}/audit")
 }
 
 /// A node that is running. [`RunningNode::shutdown`] stops it cleanly; dropping it
@@ -129,14 +167,50 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         idle_timeout: Duration::from_secs(t.idle_timeout_secs),
     };
     let server = transport::server_config(&identity, timers)?;
+    let signing = crate::files::read_text(&n.signing_key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| identity::signing_key_from_pem(&pem).map_err(|e| e.to_string()))
+        .map_err(|why| NodeError::SigningKey {
+            file: n.signing_key.clone(),
+            why,
+        })?;
+    let audit_key = signing.verifying_key();
+    let origin = audit_origin(&n.id);
+    let signer = CheckpointSigner::new(&origin, signing)?;
     let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
+    // Never append to (or sign for) a log that does not match what the node signed.
+    store.audit().check_checkpoint(&origin, &audit_key)?;
     let endpoint = quinn::Endpoint::server(server, n.listen).map_err(TransportError::Io)?;
     let addr = endpoint.local_addr().map_err(TransportError::Io)?;
 
     let (commits, requests) = mpsc::channel(t.commit_batch * 4);
     let (head_tx, head) = watch::channel(store.head()?);
-    let writer = writer::spawn(store.clone(), requests, head_tx, t.commit_batch)
-        .map_err(|e| NodeError::Thread(e.to_string()))?;
+    let writer = writer::spawn(
+        writer::Writer {
+            store: store.clone(),
+            head: head_tx,
+            max_batch: t.commit_batch,
+            signer,
+            checkpoint_every: cfg.audit.checkpoint_every,
+        },
+        requests,
+    )
+    .map_err(|e| NodeError::Thread(e.to_string()))?;
+    // The configuration in force is the first thing recorded in this run.
+    let loaded = writer::Request::Event {
+        event: Some(Event::config_loaded(
+            &n.id,
+            cfg.policy_digest(),
+            "node started",
+        )),
+        cursor: None,
+        done: None,
+    };
+    let _ = commits.send(loaded).await;
+    tokio::spawn(checkpoint_timer(
+        commits.downgrade(),
+        Duration::from_secs(cfg.audit.checkpoint_interval_secs),
+    ));
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         node_id: n.id.clone(),
@@ -153,6 +227,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         first_frame: Duration::from_secs(t.handshake_timeout_secs),
         store: store.clone(),
         commits,
+        audit_key,
+        fiscal_start_month: cfg.metrics.fiscal_year_start_month,
         head,
         shutdown,
         subscriptions: Mutex::new(HashMap::new()),
@@ -169,6 +245,23 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         writer,
         store,
     })
+}
+
+/// Asks the storage thread for a checkpoint every `every`; ends with the node.
+/// (A weak sender, so the storage thread still ends when the node lets go of it.)
+async fn checkpoint_timer(commits: mpsc::WeakSender<writer::Request>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(commits) = commits.upgrade() else {
+            return;
+        };
+        let request = writer::Request::Checkpoint { reply: None };
+        if commits.send(request).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, handshake: Duration) {
@@ -202,11 +295,13 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "handshake failed");
-            return;
+            let why = format!("TLS handshake from {remote} failed: {e}");
+            return shared.record(Event::connection_refused(None, &why)).await;
         }
         Err(_) => {
             tracing::info!(%remote, "handshake timed out");
-            return;
+            let why = format!("TLS handshake from {remote} took longer than {handshake:?}");
+            return shared.record(Event::connection_refused(None, &why)).await;
         }
     };
     let partner = match transport::peer_partner(&conn) {
@@ -218,7 +313,8 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
                 proto::CloseCode::UnknownPartner,
                 "certificate names no partner id",
             );
-            return;
+            let why = format!("{remote}: {e}");
+            return shared.record(Event::connection_refused(None, &why)).await;
         }
     };
     let Some(role) = shared.partners.get(&partner).map(|p| p.role) else {
@@ -228,14 +324,21 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
             proto::CloseCode::UnknownPartner,
             "not a partner of this node",
         );
-        return;
+        let why = format!("{remote}: not a partner of this node");
+        return shared
+            .record(Event::connection_refused(Some(&partner), &why))
+            .await;
     };
     let Some(_admitted) = Admitted::new(&shared, &partner) else {
         tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
         let reason = format!("at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner");
         close(&conn, proto::CloseCode::TooManyConnections, &reason);
-        return;
+        let why = format!("{remote}: {reason}");
+        return shared
+            .record(Event::connection_refused(Some(&partner), &why))
+            .await;
     };
+    shared.record(Event::connection_accepted(&partner)).await;
     let span = tracing::info_span!("conn", %partner, %remote);
     serve_partner(conn, shared.clone(), partner.clone(), role)
         .instrument(span)
@@ -305,10 +408,19 @@ async fn serve_partner(
     close(&conn, proto::CloseCode::ShuttingDown, "node shutting down");
 }
 
-/// Answers a frame error on a stream the peer can still hear.
-async fn refuse(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, err: &FrameError) {
+/// Answers a frame error on a stream the peer can still hear, and records it.
+async fn refuse(
+    shared: &Shared,
+    partner: &PartnerId,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    err: &FrameError,
+) {
     if let Some(code) = err.code() {
         tracing::warn!(error = %err, "refused a frame");
+        shared
+            .record(Event::rejected(partner, None, code, &err.to_string()))
+            .await;
         let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
         transport::send_error(send, code, err.to_string()).await;
     }
@@ -331,7 +443,7 @@ async fn stream_task(
     let first = match first {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => return refuse(&mut send, &mut recv, &e).await,
+        Ok(Err(e)) => return refuse(&shared, &partner, &mut send, &mut recv, &e).await,
         Err(_) => {
             let msg = format!(
                 "no frame within {:?} of opening the stream",
@@ -374,7 +486,21 @@ async fn stream_task(
         }
         Some(Frame::Publish(_)) | Some(Frame::Subscribe(_)) => {
             let msg = "auditors may neither publish nor receive bulletins";
-            transport::send_error(&mut send, proto::ErrorCode::NotPermitted, msg).await;
+            not_permitted(&shared, &partner, &mut send, msg).await;
+        }
+        Some(
+            frame @ (Frame::AuditQuery(_)
+            | Frame::CheckpointRequest(_)
+            | Frame::InclusionRequest(_)
+            | Frame::ConsistencyRequest(_)
+            | Frame::MetricsRequest(_)),
+        ) => {
+            if role == Role::Auditor {
+                auditor::answer(frame, send, &shared, &partner).await;
+            } else {
+                let msg = format!("only auditors may read the audit log; {partner} is a {role}");
+                not_permitted(&shared, &partner, &mut send, &msg).await;
+            }
         }
         Some(Frame::Ack(_)) => {
             let msg = "a stream must open with Hello, Publish or Subscribe";
@@ -385,6 +511,20 @@ async fn stream_task(
             transport::send_error(&mut send, proto::ErrorCode::MalformedFrame, msg).await;
         }
     }
+}
+
+/// Refuses what the partner's role does not allow, and records the attempt.
+async fn not_permitted(
+    shared: &Shared,
+    partner: &PartnerId,
+    send: &mut quinn::SendStream,
+    msg: &str,
+) {
+    let code = proto::ErrorCode::NotPermitted;
+    shared
+        .record(Event::rejected(partner, None, code, msg))
+        .await;
+    transport::send_error(send, code, msg).await;
 }
 
 fn role_to_proto(role: Role) -> proto::Role {

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::CommitRequest;
+use super::writer::Request;
 use super::Shared;
-use crate::bulletin::{BulletinError, UnverifiedBulletin};
+use crate::audit::record::Event;
+use crate::bulletin::{BulletinError, Digest, Header, UnverifiedBulletin};
 use crate::identity::{PartnerId, Role};
 use crate::policy::Decision;
 use crate::proto::{self, server_frame::Frame as Server, ErrorCode, PublishStatus};
@@ -58,12 +59,38 @@ fn rejected(request_id: u64, code: ErrorCode, message: String) -> Box<proto::Pub
     })
 }
 
+/// A refused Publish: the answer, and the audit record of the refusal.
+struct Rejection {
+    result: Box<proto::PublishResult>,
+    audit: Event,
+}
+
 /// Verifies, checks the publisher's right to publish it, and decides who gets it.
 fn prepare(
     shared: &Shared,
     from: &PartnerId,
     role: Role,
     p: proto::Publish,
+) -> Result<(NewBulletin, proto::PublishResult), Rejection> {
+    let mut known: Option<(Header, Digest)> = None;
+    prepare_inner(shared, from, role, p, &mut known).map_err(|result| {
+        let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::Unspecified);
+        let audit = Event::rejected(
+            from,
+            known.as_ref().map(|(h, d)| (h, *d)),
+            code,
+            &result.message,
+        );
+        Rejection { result, audit }
+    })
+}
+
+fn prepare_inner(
+    shared: &Shared,
+    from: &PartnerId,
+    role: Role,
+    p: proto::Publish,
+    known: &mut Option<(Header, Digest)>,
 ) -> Result<(NewBulletin, proto::PublishResult), Box<proto::PublishResult>> {
     let id = p.request_id;
     let signed = p.bulletin.ok_or_else(|| {
@@ -78,6 +105,7 @@ fn prepare(
     let unverified = UnverifiedBulletin::from_signed(signed, &shared.limits).map_err(reject)?;
     let origin = unverified.header().origin.clone();
     let digest = unverified.digest();
+    *known = Some((unverified.header().clone(), digest));
     // Rejections after decoding still name the bulletin, for the publisher and the audit.
     let (bulletin_id, origin_text) = (unverified.header().id.to_string(), origin.to_string());
     let describe = |mut r: Box<proto::PublishResult>| {
@@ -106,7 +134,9 @@ fn prepare(
         ..Default::default()
     }));
     let mut shared_with = Vec::new();
-    for (partner, decision) in shared.policy.decide_all(h, from) {
+    let decisions: Vec<_> = shared.policy.decide_all(h, from).collect();
+    let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
+    for (partner, decision) in decisions {
         match decision {
             Decision::Share => {
                 shared_with.push(partner.clone());
@@ -126,6 +156,7 @@ fn prepare(
         id: h.id,
         received_from: from.clone(),
         shared_with,
+        audit,
     };
     Ok((new, result))
 }
@@ -245,6 +276,15 @@ async fn next_publish(
     }
 }
 
+/// Records a stream-level refusal (a frame that could not be taken as a bulletin).
+async fn audit_fatal(shared: &Shared, from: &PartnerId, reply: &Reply) {
+    if let Reply::Fatal(code, message) = reply {
+        shared
+            .record(Event::rejected(from, None, *code, message))
+            .await;
+    }
+}
+
 /// Runs a publish stream that opened with `first`.
 pub(super) async fn run(
     first: proto::Publish,
@@ -263,19 +303,21 @@ pub(super) async fn run(
             Ok(p) => p,
             Err(end) => {
                 if let Some(reply) = end {
+                    audit_fatal(&shared, &from, &reply).await;
                     let _ = replies.send(reply).await;
                 }
                 break;
             }
         };
         let reply = match prepare(&shared, &from, role, publish) {
-            Err(rejection) => {
-                tracing::info!(code = rejection.error, message = %rejection.message, "bulletin rejected");
-                Reply::Ready(*rejection)
+            Err(Rejection { result, audit }) => {
+                tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
+                shared.record(audit).await;
+                Reply::Ready(*result)
             }
             Ok((bulletin, result)) => {
                 let (tx, rx) = oneshot::channel();
-                let request = CommitRequest {
+                let request = Request::Bulletin {
                     bulletin,
                     reply: tx,
                 };

@@ -1,82 +1,167 @@
-//! The storage thread: the only writer of bulletins. It takes whatever accepted
-//! bulletins are waiting, commits them as one segment with one flush (group commit),
-//! answers each publisher, and announces the new head to the subscribers.
+//! The storage thread: the only writer of the database. It takes whatever bulletins and
+//! audit events are waiting, commits them as one batch with one flush (group commit),
+//! answers each sender, announces the new head to the subscribers, and signs audit
+//! checkpoints every N records, on a timer tick, on demand and when it stops.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::{NewBulletin, Outcome, Store, StoreError};
+use crate::audit::checkpoint::CheckpointSigner;
+use crate::audit::record::Event;
+use crate::identity::PartnerId;
+use crate::store::{Cursor, Entry, NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
-/// One bulletin to commit and where to send the outcome.
-pub(crate) struct CommitRequest {
-    pub bulletin: NewBulletin,
-    pub reply: oneshot::Sender<Result<Outcome, String>>,
+/// One thing for the storage thread to do.
+pub(crate) enum Request {
+    /// Store a bulletin; the outcome goes back once it is durable.
+    Bulletin {
+        bulletin: NewBulletin,
+        reply: oneshot::Sender<Result<Outcome, String>>,
+    },
+    /// Record an event and/or move a cursor; `done` hears when it is durable.
+    Event {
+        event: Option<Event>,
+        cursor: Option<(PartnerId, Cursor)>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Sign a checkpoint if the log grew since the last; `reply` hears the size.
+    Checkpoint {
+        reply: Option<oneshot::Sender<Result<Option<u64>, String>>>,
+    },
+}
+
+impl Request {
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Bulletin { bulletin, .. } => bulletin.signed.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// A segment stops growing past this many bytes of bulletins, so one sled value (and
 /// what a subscriber reads for one page) stays small.
 const MAX_SEGMENT_BYTES: usize = 4 << 20;
 
-/// Starts the storage thread. It ends, after committing everything already sent, when
-/// every sender is dropped.
+/// What the storage thread needs besides its queue.
+pub(crate) struct Writer {
+    pub store: Arc<Store>,
+    pub head: watch::Sender<u64>,
+    pub max_batch: usize,
+    pub signer: CheckpointSigner,
+    pub checkpoint_every: u64,
+}
+
+enum Reply {
+    Bulletin(oneshot::Sender<Result<Outcome, String>>),
+    Event(Option<oneshot::Sender<Result<(), String>>>),
+}
+
+/// Starts the storage thread. It ends, after committing everything already sent and
+/// signing a last checkpoint, when every sender is dropped.
 pub(crate) fn spawn(
-    store: Arc<Store>,
-    mut requests: mpsc::Receiver<CommitRequest>,
-    head: watch::Sender<u64>,
-    max_batch: usize,
+    w: Writer,
+    mut requests: mpsc::Receiver<Request>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("renkei-store".into())
         .spawn(move || {
-            let mut batch = Vec::with_capacity(max_batch);
+            let mut checkpoints = Vec::new();
             while let Some(first) = requests.blocking_recv() {
-                let mut bytes = first.bulletin.signed.len();
-                batch.push(first);
-                while batch.len() < max_batch && bytes < MAX_SEGMENT_BYTES {
-                    match requests.try_recv() {
-                        Ok(r) => {
-                            bytes += r.bulletin.signed.len();
-                            batch.push(r);
+                let mut entries = Vec::with_capacity(w.max_batch);
+                let mut replies = Vec::with_capacity(w.max_batch);
+                let mut bytes = 0;
+                let mut next = Some(first);
+                while let Some(r) = next.take() {
+                    bytes += r.bytes();
+                    match r {
+                        Request::Bulletin { bulletin, reply } => {
+                            entries.push(Entry::Bulletin(bulletin));
+                            replies.push(Reply::Bulletin(reply));
                         }
-                        Err(_) => break,
+                        Request::Event {
+                            event,
+                            cursor,
+                            done,
+                        } => {
+                            entries.push(Entry::Event(event, cursor));
+                            replies.push(Reply::Event(done));
+                        }
+                        Request::Checkpoint { reply } => checkpoints.push(reply),
+                    }
+                    if entries.len() < w.max_batch && bytes < MAX_SEGMENT_BYTES {
+                        next = requests.try_recv().ok();
                     }
                 }
-                let (bulletins, replies): (Vec<_>, Vec<_>) =
-                    batch.drain(..).map(|r| (r.bulletin, r.reply)).unzip();
-                match store.commit(bulletins, Timestamp::now()) {
-                    Ok(outcomes) => {
-                        // Wake subscribers only when something new was stored.
-                        let newest = outcomes.iter().filter_map(|o| match o {
-                            Outcome::Accepted(seq) => Some(*seq),
-                            _ => None,
-                        });
-                        if let Some(h) = newest.max() {
-                            head.send_replace(h);
-                        }
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(Ok(outcome));
-                        }
+                if !entries.is_empty() {
+                    commit(&w, entries, replies);
+                }
+                let (size, signed) = w.store.audit_progress();
+                if !checkpoints.is_empty() || size >= signed + w.checkpoint_every {
+                    let result = w.store.sign_checkpoint(&w.signer);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "cannot sign an audit checkpoint");
                     }
-                    Err(e) => {
-                        let message = match &e {
-                            // Visible to subscribers already; say so, and how to find out.
-                            StoreError::NotDurable(_) => {
-                                if let Ok(h) = store.head() {
-                                    head.send_replace(h);
-                                }
-                                format!("{e}; publish again: DUPLICATE means it was kept")
-                            }
-                            _ => format!("not stored: {e}"),
-                        };
-                        tracing::error!(error = %e, "group commit failed");
-                        for reply in replies {
-                            let _ = reply.send(Err(message.clone()));
-                        }
+                    for reply in checkpoints.drain(..).flatten() {
+                        let _ = reply.send(result.as_ref().map(|s| *s).map_err(|e| e.to_string()));
                     }
                 }
             }
+            if let Err(e) = w.store.sign_checkpoint(&w.signer) {
+                tracing::error!(error = %e, "cannot sign the last audit checkpoint");
+            }
         })
+}
+
+fn commit(w: &Writer, entries: Vec<Entry>, replies: Vec<Reply>) {
+    match w.store.commit(entries, Timestamp::now()) {
+        Ok(done) => {
+            // Wake subscribers only when something new was stored.
+            let newest = done.outcomes.iter().filter_map(|o| match o {
+                Some(Outcome::Accepted(seq)) => Some(*seq),
+                _ => None,
+            });
+            if let Some(h) = newest.max() {
+                w.head.send_replace(h);
+            }
+            for (reply, outcome) in replies.into_iter().zip(done.outcomes) {
+                match (reply, outcome) {
+                    (Reply::Bulletin(tx), Some(o)) => {
+                        let _ = tx.send(Ok(o));
+                    }
+                    (Reply::Event(Some(tx)), _) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => {
+            let message = match &e {
+                // Visible to subscribers already; say so, and how to find out.
+                StoreError::NotDurable(_) => {
+                    if let Ok(h) = w.store.head() {
+                        w.head.send_replace(h);
+                    }
+                    format!("{e}; publish again: DUPLICATE means it was kept")
+                }
+                _ => format!("not stored: {e}"),
+            };
+            tracing::error!(error = %e, "group commit failed");
+            for reply in replies {
+                match reply {
+                    Reply::Bulletin(tx) => {
+                        let _ = tx.send(Err(message.clone()));
+                    }
+                    Reply::Event(Some(tx)) => {
+                        let _ = tx.send(Err(message.clone()));
+                    }
+                    Reply::Event(None) => {}
+                }
+            }
+        }
+    }
 }

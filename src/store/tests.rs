@@ -1,14 +1,42 @@
 use super::*;
+use crate::bulletin::{Header, Kind, Tlp};
 
 fn pid(s: &str) -> PartnerId {
     s.parse().unwrap()
+}
+
+/// Commits bulletins only, returning their outcomes.
+fn commit(store: &Store, bulletins: Vec<NewBulletin>) -> Vec<Outcome> {
+    store
+        .commit(bulletins.into_iter().map(Entry::Bulletin).collect(), NOW)
+        .unwrap()
+        .outcomes
+        .into_iter()
+        .map(|o| o.unwrap())
+        .collect()
+}
+
+fn save_cursor(store: &Store, partner: &PartnerId, cursor: &Cursor) {
+    let entry = Entry::Event(None, Some((partner.clone(), cursor.clone())));
+    let done = store.commit(vec![entry], NOW).unwrap();
+    assert_eq!(done.outcomes, [None]);
 }
 
 fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
     let id =
         BulletinId::parse_canonical(&format!("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a{n:02x}")).unwrap();
     let signed = Bytes::from(vec![n; 10]);
+    let header = Header {
+        id,
+        origin: pid(origin),
+        created: NOW,
+        tlp: Tlp::Green,
+        kind: Kind::Indicator,
+        tags: vec![],
+        audience: vec![],
+    };
     NewBulletin {
+        audit: Event::accepted(&pid(origin), &header, Digest::of(&signed), []),
         digest: Digest::of(&signed),
         signed,
         origin: pid(origin),
@@ -26,16 +54,14 @@ fn commits_assign_gapless_seqs_and_dedupe() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();
     assert_eq!(store.head().unwrap(), 0);
-    let out = store
-        .commit(
-            vec![
-                new(1, "a", &["b"]),
-                new(2, "a", &["c"]),
-                new(1, "a", &["b"]),
-            ],
-            NOW,
-        )
-        .unwrap();
+    let out = commit(
+        &store,
+        vec![
+            new(1, "a", &["b"]),
+            new(2, "a", &["c"]),
+            new(1, "a", &["b"]),
+        ],
+    );
     assert_eq!(
         out,
         vec![
@@ -48,19 +74,17 @@ fn commits_assign_gapless_seqs_and_dedupe() {
     let mut conflicting = new(2, "a", &["b"]);
     conflicting.signed = Bytes::from_static(b"other bytes");
     conflicting.digest = Digest::of(&conflicting.signed);
-    let out = store
-        .commit(
-            vec![new(3, "a", &[]), conflicting, new(2, "a", &["c"])],
-            NOW,
-        )
-        .unwrap();
+    let out = commit(
+        &store,
+        vec![new(3, "a", &[]), conflicting, new(2, "a", &["c"])],
+    );
     assert_eq!(out[0], Outcome::Accepted(3));
     assert!(matches!(out[1], Outcome::Conflict { seq: 2, .. }));
     assert_eq!(out[2], Outcome::Duplicate(2));
     // The same id from another origin is another bulletin.
     assert_eq!(
-        store.commit(vec![new(1, "z", &[])], NOW).unwrap(),
-        vec![Outcome::Accepted(4)]
+        commit(&store, vec![new(1, "z", &[])]),
+        [Outcome::Accepted(4)]
     );
     assert_eq!(store.head().unwrap(), 4);
     let stored = store.get(2).unwrap().unwrap();
@@ -73,12 +97,8 @@ fn commits_assign_gapless_seqs_and_dedupe() {
 fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();
-    store
-        .commit(vec![new(1, "a", &["b", "c"]), new(2, "a", &["c"])], NOW)
-        .unwrap();
-    store
-        .commit(vec![new(3, "a", &["b"]), new(4, "a", &["b", "c"])], NOW)
-        .unwrap();
+    commit(&store, vec![new(1, "a", &["b", "c"]), new(2, "a", &["c"])]);
+    commit(&store, vec![new(3, "a", &["b"]), new(4, "a", &["b", "c"])]);
     let seqs = |p: &Page| p.items.iter().map(|i| i.seq).collect::<Vec<_>>();
 
     let b = pid("b");
@@ -98,7 +118,7 @@ fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
         acked_through: 1,
         acked_above: [4].into_iter().collect(),
     };
-    store.save_cursor(&b, &cursor).unwrap();
+    save_cursor(&store, &b, &cursor);
     assert_eq!(store.cursor(&b).unwrap(), cursor);
     assert_eq!(seqs(&store.pending(&b, 0, &cursor, 10).unwrap()), [3]);
     assert_eq!(
@@ -115,18 +135,15 @@ fn everything_is_still_there_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path(), CACHE).unwrap();
-        store
-            .commit(vec![new(1, "a", &["b"]), new(2, "a", &["b"])], NOW)
-            .unwrap();
-        store
-            .save_cursor(
-                &pid("b"),
-                &Cursor {
-                    acked_through: 1,
-                    ..Cursor::default()
-                },
-            )
-            .unwrap();
+        commit(&store, vec![new(1, "a", &["b"]), new(2, "a", &["b"])]);
+        save_cursor(
+            &store,
+            &pid("b"),
+            &Cursor {
+                acked_through: 1,
+                ..Cursor::default()
+            },
+        );
         store.flush().unwrap();
     }
     let store = Store::open(dir.path(), CACHE).unwrap();
@@ -144,8 +161,8 @@ fn everything_is_still_there_after_reopening() {
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].seq, 2);
     assert_eq!(
-        store.commit(vec![new(3, "a", &[])], NOW).unwrap(),
-        vec![Outcome::Accepted(3)]
+        commit(&store, vec![new(3, "a", &[])]),
+        [Outcome::Accepted(3)]
     );
 }
 
@@ -154,7 +171,7 @@ fn a_head_that_disagrees_with_the_segments_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path(), CACHE).unwrap();
-        store.commit(vec![new(1, "a", &["b"])], NOW).unwrap();
+        commit(&store, vec![new(1, "a", &["b"])]);
         store.state.insert(HEAD, &7u64.to_be_bytes()[..]).unwrap();
         store.flush().unwrap();
     }

@@ -1,0 +1,458 @@
+//! Information-sharing metrics: which day counters each audit record moves, and the
+//! report an auditor reads (outputs per partner, growth against the previous period,
+//! partners engaged, delivery latency), with periods from days up to fiscal years.
+//!
+//! Pure: [`count`] is the single definition of what a record adds, used both by the
+//! store (which moves the counters in the same write as the record) and by any recount
+//! of the log, so the two cannot drift apart. Reading the counters is `store`'s job.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use time::{Date, Month};
+
+use crate::bulletin::Kind;
+use crate::proto::{self, AuditEvent};
+
+/// Milliseconds in a day.
+const DAY_MS: u64 = 86_400_000;
+
+/// The UTC day (days since 1970-01-01) of a node time in milliseconds.
+pub fn day_of(unix_ms: u64) -> u32 {
+    u32::try_from(unix_ms / DAY_MS).unwrap_or(u32::MAX)
+}
+
+/// Upper bounds (ms) of the accepted-to-acked latency buckets; above the last is `inf`.
+pub const LATENCY_BOUNDS_MS: &[u64] = &[
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
+    3_600_000, 86_400_000,
+];
+
+const LATENCY_PREFIX: &str = "latency.le_";
+
+fn latency_bucket(ms: u64) -> String {
+    match LATENCY_BOUNDS_MS.iter().find(|b| ms <= **b) {
+        Some(b) => format!("{LATENCY_PREFIX}{b}"),
+        None => format!("{LATENCY_PREFIX}inf"),
+    }
+}
+
+/// Strips an enum's prefix from its protobuf name: `ERROR_CODE_BAD_SIGNATURE` →
+/// `bad_signature`.
+fn snake(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+fn kind_name(kind: i32) -> String {
+    Kind::from_proto(kind).map_or_else(|| format!("kind_{kind}"), |k| k.as_str().to_owned())
+}
+
+fn error_name(code: i32) -> String {
+    proto::ErrorCode::try_from(code).map_or_else(
+        |_| format!("code_{code}"),
+        |c| snake(c.as_str_name(), "ERROR_CODE_"),
+    )
+}
+
+fn withhold_name(reason: i32) -> String {
+    proto::WithholdReason::try_from(reason).map_or_else(
+        |_| format!("reason_{reason}"),
+        |r| snake(r.as_str_name(), "WITHHOLD_REASON_"),
+    )
+}
+
+/// Partner name used for events that name nobody (a certificate without a partner id).
+pub const UNNAMED: &str = "(unnamed)";
+
+/// One counter a record moves: on its day, for a partner, by name, by an amount.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Count {
+    /// Day of the record.
+    pub day: u32,
+    /// The partner concerned.
+    pub partner: String,
+    /// Counter name, e.g. `shared.exercise`.
+    pub name: String,
+    /// Amount added.
+    pub by: u64,
+}
+
+/// Every counter `record` moves. The one definition of the metrics.
+pub fn count(record: &proto::AuditRecord) -> Vec<Count> {
+    let day = day_of(record.time_unix_ms);
+    let partner = if record.partner.is_empty() {
+        UNNAMED.to_owned()
+    } else {
+        record.partner.clone()
+    };
+    let one = |partner: &str, name: String, by: u64| Count {
+        day,
+        partner: partner.to_owned(),
+        name,
+        by,
+    };
+    let event = AuditEvent::try_from(record.event).unwrap_or(AuditEvent::Unspecified);
+    match event {
+        AuditEvent::BulletinAccepted => {
+            let kind = kind_name(record.kind);
+            let mut out = vec![one(&partner, format!("received.{kind}"), 1)];
+            for d in &record.decisions {
+                out.push(if d.shared {
+                    one(&d.partner, format!("shared.{kind}"), 1)
+                } else {
+                    one(
+                        &d.partner,
+                        format!("withheld.{}", withhold_name(d.reason)),
+                        1,
+                    )
+                });
+            }
+            out
+        }
+        AuditEvent::BulletinRejected => {
+            vec![one(
+                &partner,
+                format!("rejected.{}", error_name(record.error)),
+                1,
+            )]
+        }
+        AuditEvent::BulletinDuplicate => vec![one(&partner, "duplicate".into(), 1)],
+        AuditEvent::Delivered => vec![one(
+            &partner,
+            "delivered".into(),
+            record.bulletin_seqs.len() as u64,
+        )],
+        AuditEvent::Acked => {
+            let mut out = vec![one(
+                &partner,
+                "acked".into(),
+                record.bulletin_seqs.len() as u64,
+            )];
+            for ms in &record.latencies_ms {
+                out.push(one(&partner, latency_bucket(*ms), 1));
+            }
+            out
+        }
+        AuditEvent::ConnectionAccepted => vec![one(&partner, "connections".into(), 1)],
+        AuditEvent::ConnectionRefused => vec![one(&partner, "connections_refused".into(), 1)],
+        AuditEvent::AuditorQuery => vec![one(&partner, "auditor_queries".into(), 1)],
+        AuditEvent::ConfigLoaded | AuditEvent::KeyRevoked | AuditEvent::Unspecified => vec![],
+    }
+}
+
+/// Adds up the counts of many records by (day, partner, name).
+pub fn aggregate<'a>(
+    records: impl IntoIterator<Item = &'a proto::AuditRecord>,
+) -> BTreeMap<(u32, String, String), u64> {
+    let mut totals = BTreeMap::new();
+    for r in records {
+        for c in count(r) {
+            *totals.entry((c.day, c.partner, c.name)).or_insert(0) += c.by;
+        }
+    }
+    totals
+}
+
+/// Why a period cannot be reported.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetricsError {
+    /// A date that does not exist or is out of range.
+    #[error("no such period: {0}")]
+    BadPeriod(String),
+}
+
+/// A span of whole UTC days, `[since, until)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Period {
+    /// First day (days since 1970-01-01).
+    pub since: u32,
+    /// Day after the last.
+    pub until: u32,
+    /// The one before, of the same kind.
+    pub previous: (u32, u32),
+    /// How to name it.
+    pub label: String,
+}
+
+const UNIX_EPOCH_JULIAN: i32 = 2_440_588;
+
+fn day_number(d: Date) -> Result<u32, MetricsError> {
+    u32::try_from(d.to_julian_day() - UNIX_EPOCH_JULIAN)
+        .map_err(|_| MetricsError::BadPeriod(format!("{d} is before 1970")))
+}
+
+fn date_of(day: u32) -> Date {
+    Date::from_julian_day(UNIX_EPOCH_JULIAN + day as i32).unwrap_or(Date::MIN)
+}
+
+fn month_start(year: i32, month: Month) -> Result<Date, MetricsError> {
+    Date::from_calendar_date(year, month, 1)
+        .map_err(|e| MetricsError::BadPeriod(format!("{year}-{month}: {e}")))
+}
+
+/// Adds `n` months to the first of a month.
+fn add_months(d: Date, n: i32) -> Result<Date, MetricsError> {
+    let index = d.year() * 12 + (d.month() as i32 - 1) + n;
+    let month = Month::try_from((index.rem_euclid(12) + 1) as u8)
+        .map_err(|e| MetricsError::BadPeriod(e.to_string()))?;
+    month_start(index.div_euclid(12), month)
+}
+
+impl Period {
+    /// The fiscal year that starts in `start_month` of `year` (FY2026 with April: from
+    /// 2026-04-01 to 2027-03-31, as the Japanese government counts).
+    pub fn fiscal_year(year: i32, start_month: u8) -> Result<Period, MetricsError> {
+        let month = Month::try_from(start_month)
+            .map_err(|_| MetricsError::BadPeriod(format!("month {start_month}")))?;
+        let start = month_start(year, month)?;
+        let end = add_months(start, 12)?;
+        let prev = add_months(start, -12)?;
+        Ok(Period {
+            since: day_number(start)?,
+            until: day_number(end)?,
+            previous: (day_number(prev)?, day_number(start)?),
+            label: format!(
+                "FY{year} ({start} to {})",
+                end.previous_day().unwrap_or(end)
+            ),
+        })
+    }
+
+    /// The fiscal year holding `day`.
+    pub fn fiscal_year_of(day: u32, start_month: u8) -> Result<Period, MetricsError> {
+        let d = date_of(day);
+        let year = if (d.month() as u8) < start_month {
+            d.year() - 1
+        } else {
+            d.year()
+        };
+        Period::fiscal_year(year, start_month)
+    }
+
+    /// The period a metrics request asks for: a fiscal year, a day range, or else the
+    /// fiscal year holding `today`.
+    pub fn requested(
+        r: &proto::MetricsRequest,
+        fiscal_start: u8,
+        today: u32,
+    ) -> Result<Period, MetricsError> {
+        if r.fiscal_year != 0 {
+            let year = i32::try_from(r.fiscal_year)
+                .map_err(|_| MetricsError::BadPeriod(format!("fiscal year {}", r.fiscal_year)))?;
+            Period::fiscal_year(year, fiscal_start)
+        } else if r.since_day != 0 || r.until_day != 0 {
+            Period::days(r.since_day, r.until_day)
+        } else {
+            Period::fiscal_year_of(today, fiscal_start)
+        }
+    }
+
+    /// The days `[since, until)`, compared with the same number of days before.
+    pub fn days(since: u32, until: u32) -> Result<Period, MetricsError> {
+        if until <= since {
+            return Err(MetricsError::BadPeriod(format!(
+                "{} is not after {}",
+                date_of(until),
+                date_of(since)
+            )));
+        }
+        let len = until - since;
+        Ok(Period {
+            since,
+            until,
+            previous: (since.saturating_sub(len), since),
+            label: format!("{} to {}", date_of(since), date_of(until - 1)),
+        })
+    }
+
+    /// The months (or quarters, `step` = 3) from the period's first month, clipped to
+    /// it: a fiscal year's quarters are fiscal quarters.
+    fn spans(&self, step: i32) -> Vec<(u32, u32, String)> {
+        let first = date_of(self.since);
+        let Ok(mut start) = month_start(first.year(), first.month()) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        let mut n = 1;
+        while let Ok(s) = day_number(start) {
+            if s >= self.until {
+                break;
+            }
+            let Ok(next) = add_months(start, step) else {
+                break;
+            };
+            let Ok(e) = day_number(next) else { break };
+            let label = if step == 1 {
+                format!("{}-{:02}", start.year(), start.month() as u8)
+            } else {
+                format!("Q{n} from {}-{:02}", start.year(), start.month() as u8)
+            };
+            out.push((s.max(self.since), e.min(self.until), label));
+            start = next;
+            n += 1;
+        }
+        out
+    }
+}
+
+/// One stored counter: (day, partner, name) = value.
+pub type Row = (u32, String, String, u64);
+
+/// Builds the report for `period` from counter rows covering at least the days before
+/// `period.until` (earlier rows tell which partners are newly engaged).
+pub fn report(
+    node_id: &str,
+    period: &Period,
+    rows: impl IntoIterator<Item = Row>,
+) -> proto::MetricsReport {
+    // partner → name → (value, previous)
+    let mut per: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
+    let months = period.spans(1);
+    let quarters = period.spans(3);
+    let mut month_totals: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); months.len()];
+    let mut quarter_totals: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); quarters.len()];
+    let mut exchanged_before: BTreeSet<String> = BTreeSet::new();
+    let (prev_since, prev_until) = period.previous;
+    let mut prev_engaged: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut engaged: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for (day, partner, name, value) in rows {
+        if value == 0 || day >= period.until {
+            continue;
+        }
+        let received = name.starts_with("received.");
+        let shared = name.starts_with("shared.");
+        if day < period.since && (received || shared) {
+            exchanged_before.insert(partner.clone());
+        }
+        if day >= period.since {
+            let e = engaged.entry(partner.clone()).or_default();
+            e.0 |= received;
+            e.1 |= shared;
+            per.entry(partner.clone())
+                .or_default()
+                .entry(name.clone())
+                .or_default()
+                .0 += value;
+            for (i, (s, u, _)) in months.iter().enumerate() {
+                if (*s..*u).contains(&day) {
+                    *month_totals[i].entry(name.clone()).or_default() += value;
+                }
+            }
+            for (i, (s, u, _)) in quarters.iter().enumerate() {
+                if (*s..*u).contains(&day) {
+                    *quarter_totals[i].entry(name.clone()).or_default() += value;
+                }
+            }
+        } else if (prev_since..prev_until).contains(&day) {
+            let e = prev_engaged.entry(partner.clone()).or_default();
+            e.0 |= received;
+            e.1 |= shared;
+            per.entry(partner).or_default().entry(name).or_default().1 += value;
+        }
+    }
+    let is_engaged = |(_, (r, s)): &(&String, &(bool, bool))| *r && *s;
+    let engaged: Vec<String> = engaged
+        .iter()
+        .filter(is_engaged)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let totals = |spans: Vec<(u32, u32, String)>, sums: Vec<BTreeMap<String, u64>>| {
+        spans
+            .into_iter()
+            .zip(sums)
+            .map(|((s, u, label), sums)| proto::PeriodTotals {
+                since_day: s,
+                until_day: u,
+                label,
+                figures: sums
+                    .into_iter()
+                    .map(|(name, value)| proto::Figure {
+                        name,
+                        value,
+                        previous: 0,
+                    })
+                    .collect(),
+            })
+            .collect::<Vec<_>>()
+    };
+    proto::MetricsReport {
+        node_id: node_id.to_owned(),
+        since_day: period.since,
+        until_day: period.until,
+        previous_since_day: prev_since,
+        previous_until_day: prev_until,
+        label: period.label.clone(),
+        newly_engaged: engaged
+            .iter()
+            .filter(|p| !exchanged_before.contains(*p))
+            .cloned()
+            .collect(),
+        engaged,
+        engaged_previous: prev_engaged.iter().filter(is_engaged).count() as u32,
+        partners: per
+            .into_iter()
+            .map(|(partner, figures)| {
+                let latency = latency_summary(&figures);
+                proto::PartnerMetrics {
+                    partner,
+                    figures: figures
+                        .into_iter()
+                        .filter(|(name, _)| !name.starts_with(LATENCY_PREFIX))
+                        .map(|(name, (value, previous))| proto::Figure {
+                            name,
+                            value,
+                            previous,
+                        })
+                        .collect(),
+                    latency: Some(latency),
+                }
+            })
+            .collect(),
+        months: totals(months, month_totals),
+        quarters: totals(quarters, quarter_totals),
+    }
+}
+
+/// p50 and p95 of the period's latency buckets (each as its bucket's upper bound;
+/// `u64::MAX` for the open bucket).
+fn latency_summary(figures: &BTreeMap<String, (u64, u64)>) -> proto::Latency {
+    let buckets: Vec<(u64, u64)> = figures
+        .iter()
+        .filter_map(|(name, (value, _))| {
+            let bound = name.strip_prefix(LATENCY_PREFIX)?;
+            let bound = if bound == "inf" {
+                u64::MAX
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, *value))
+        })
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let acked: u64 = buckets.iter().map(|(_, n)| n).sum();
+    let percentile = |p: u64| {
+        // The smallest bound below which at least p% of the acks fall.
+        let need = (acked * p).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (bound, n) in &buckets {
+            seen += n;
+            if seen >= need {
+                return *bound;
+            }
+        }
+        0
+    };
+    if acked == 0 {
+        return proto::Latency::default();
+    }
+    proto::Latency {
+        acked,
+        p50_ms: percentile(50),
+        p95_ms: percentile(95),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! An auditor's stream: one request (a log query, the latest checkpoint, an inclusion
+//! or consistency proof, a metrics report), one answer. Every request is itself recorded
+//! in the audit log before it is answered. Reads run on the blocking pool (sled is
+//! synchronous); the answers come from `store` and `metrics`, nothing is decided here.
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::writer::Request;
+use super::Shared;
+use crate::audit::record::Event;
+use crate::identity::PartnerId;
+use crate::metrics::{self, Period};
+use crate::proto::{self, client_frame::Frame as Client, server_frame::Frame as Server};
+use crate::store::{Query, Store};
+use crate::timestamp::Timestamp;
+use crate::transport;
+
+/// Why an auditor's request gets an error instead of an answer.
+enum Refusal {
+    /// The request cannot be answered as asked.
+    Invalid(String),
+    /// The node failed.
+    Internal(String),
+}
+
+fn describe(frame: &Client) -> String {
+    match frame {
+        Client::AuditQuery(q) => match Query::from_wire(q) {
+            Ok(q) => q.to_string(),
+            Err(e) => format!("audit query (invalid: {e})"),
+        },
+        Client::CheckpointRequest(_) => "latest checkpoint".into(),
+        Client::InclusionRequest(r) => {
+            format!(
+                "inclusion proof of record {} in tree size {}",
+                r.seq, r.tree_size
+            )
+        }
+        Client::ConsistencyRequest(r) => format!(
+            "consistency proof from tree size {} to {}",
+            r.old_size, r.new_size
+        ),
+        Client::MetricsRequest(r) => format!(
+            "metrics fiscal_year={} since_day={} until_day={}",
+            r.fiscal_year, r.since_day, r.until_day
+        ),
+        _ => "unexpected request".into(),
+    }
+}
+
+/// Answers one auditor request on its stream.
+pub(super) async fn answer(
+    frame: Client,
+    mut send: quinn::SendStream,
+    shared: &Shared,
+    auditor: &PartnerId,
+) {
+    shared
+        .record(Event::auditor_query(auditor, describe(&frame)))
+        .await;
+    let answer = match frame {
+        Client::CheckpointRequest(_) => checkpoint(shared).await,
+        other => {
+            // The query is recorded before it runs; a fresh checkpoint first, if a proof
+            // is to be taken against "the latest".
+            let needs_checkpoint = matches!(
+                &other,
+                Client::InclusionRequest(proto::InclusionRequest { tree_size: 0, .. })
+                    | Client::ConsistencyRequest(proto::ConsistencyRequest { new_size: 0, .. })
+            );
+            if needs_checkpoint {
+                if let Err(e) = sign_now(shared).await {
+                    return refuse(&mut send, Refusal::Internal(e)).await;
+                }
+            }
+            let store = shared.store.clone();
+            let (node, fiscal) = (shared.node_id.to_string(), shared.fiscal_start_month);
+            tokio::task::spawn_blocking(move || read(&store, other, &node, fiscal))
+                .await
+                .unwrap_or_else(|e| Err(Refusal::Internal(e.to_string())))
+        }
+    };
+    match answer {
+        Ok(frame) => {
+            let frame = proto::ServerFrame { frame: Some(frame) };
+            if transport::write_frame(&mut send, &frame).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Err(r) => refuse(&mut send, r).await,
+    }
+}
+
+async fn refuse(send: &mut quinn::SendStream, r: Refusal) {
+    let (code, msg) = match r {
+        Refusal::Invalid(m) => (proto::ErrorCode::InvalidRequest, m),
+        Refusal::Internal(m) => {
+            tracing::error!(error = %m, "an auditor request failed");
+            (proto::ErrorCode::Internal, m)
+        }
+    };
+    transport::send_error(send, code, msg).await;
+}
+
+/// Has the storage thread sign a checkpoint of everything appended so far.
+async fn sign_now(shared: &Shared) -> Result<(), String> {
+    let (tx, rx) = oneshot::channel();
+    let request = Request::Checkpoint { reply: Some(tx) };
+    shared
+        .commits
+        .send(request)
+        .await
+        .map_err(|_| "the node is stopping".to_owned())?;
+    rx.await
+        .map_err(|_| "the node is stopping".to_owned())?
+        .map(|_| ())
+}
+
+async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
+    sign_now(shared).await.map_err(Refusal::Internal)?;
+    let store = shared.store.clone();
+    let latest = tokio::task::spawn_blocking(move || store.audit().latest_checkpoint())
+        .await
+        .map_err(|e| Refusal::Internal(e.to_string()))?
+        .map_err(|e| Refusal::Internal(e.to_string()))?;
+    let Some((_, note)) = latest else {
+        return Err(Refusal::Invalid("the audit log is empty".into()));
+    };
+    Ok(Server::Checkpoint(proto::SignedCheckpoint {
+        note,
+        public_key: Bytes::copy_from_slice(shared.audit_key.as_bytes()),
+    }))
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Internal(e.to_string())
+}
+
+fn hashes(h: Vec<crate::audit::merkle::TreeHash>) -> Vec<Bytes> {
+    h.into_iter()
+        .map(|h| Bytes::copy_from_slice(&h.0))
+        .collect()
+}
+
+/// The latest checkpoint's size and note, or an error if there is none yet.
+fn latest(store: &Store) -> Result<(u64, String), Refusal> {
+    store
+        .audit()
+        .latest_checkpoint()
+        .map_err(internal)?
+        .ok_or_else(|| Refusal::Invalid("no checkpoint has been signed yet".into()))
+}
+
+/// Answers a read-only request from the database.
+fn read(store: &Store, frame: Client, node: &str, fiscal_start: u8) -> Result<Server, Refusal> {
+    let log = store.audit();
+    match frame {
+        Client::AuditQuery(q) => {
+            let query = Query::from_wire(&q).map_err(Refusal::Invalid)?;
+            let page = log.query(&query).map_err(internal)?;
+            Ok(Server::AuditPage(proto::AuditPage {
+                records: page.records,
+                next_after: page.next_after,
+                log_size: page.log_size,
+            }))
+        }
+        Client::InclusionRequest(r) => {
+            let (size, note) = match r.tree_size {
+                0 => latest(store)?,
+                n => (n, String::new()),
+            };
+            let log_size = log.size().map_err(internal)?;
+            if size > log_size || r.seq >= size {
+                return Err(Refusal::Invalid(format!(
+                    "record {} is not in a tree of {size} (the log holds {log_size})",
+                    r.seq
+                )));
+            }
+            let proof = log
+                .prove_inclusion(size, r.seq)
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            let record = log
+                .record(r.seq)
+                .map_err(internal)?
+                .ok_or_else(|| Refusal::Invalid(format!("no record {}", r.seq)))?;
+            Ok(Server::InclusionProof(proto::InclusionProof {
+                seq: r.seq,
+                tree_size: size,
+                record,
+                hashes: hashes(proof),
+                checkpoint: note,
+            }))
+        }
+        Client::ConsistencyRequest(r) => {
+            let new = match r.new_size {
+                0 => latest(store)?.0,
+                n => n,
+            };
+            let log_size = log.size().map_err(internal)?;
+            if new > log_size || r.old_size == 0 || r.old_size > new {
+                return Err(Refusal::Invalid(format!(
+                    "no consistency proof from {} to {new}: need 1 <= old <= new <= {log_size}",
+                    r.old_size
+                )));
+            }
+            let proof = log
+                .prove_consistency(new, r.old_size)
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            Ok(Server::ConsistencyProof(proto::ConsistencyProof {
+                old_size: r.old_size,
+                new_size: new,
+                hashes: hashes(proof),
+                old_root: Bytes::copy_from_slice(&log.root(r.old_size).map_err(internal)?.0),
+                new_root: Bytes::copy_from_slice(&log.root(new).map_err(internal)?.0),
+            }))
+        }
+        Client::MetricsRequest(r) => {
+            let today = metrics::day_of(Timestamp::now().unix_ms());
+            let period = Period::requested(&r, fiscal_start, today)
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            let rows = log.counters(period.until).map_err(internal)?;
+            Ok(Server::MetricsReport(metrics::report(node, &period, rows)))
+        }
+        _ => Err(Refusal::Invalid("not an auditor request".into())),
+    }
+}
