@@ -71,7 +71,7 @@ fn prepare(
     from: &PartnerId,
     role: Role,
     p: proto::Publish,
-) -> Result<(NewBulletin, proto::PublishResult), Rejection> {
+) -> Result<(NewBulletin, proto::PublishResult), Box<Rejection>> {
     let mut known: Option<(Header, Digest)> = None;
     prepare_inner(shared, from, role, p, &mut known).map_err(|result| {
         let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::Unspecified);
@@ -81,7 +81,7 @@ fn prepare(
             code,
             &result.message,
         );
-        Rejection { result, audit }
+        Box::new(Rejection { result, audit })
     })
 }
 
@@ -310,7 +310,8 @@ pub(super) async fn run(
             }
         };
         let reply = match prepare(&shared, &from, role, publish) {
-            Err(Rejection { result, audit }) => {
+            Err(rejection) => {
+                let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
                 shared.record(audit).await;
                 Reply::Ready(*result)

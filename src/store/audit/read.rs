@@ -1,0 +1,472 @@
+//! Reading the committed log: records, queries over the indexes, proofs, checkpoints
+//! and counters. Any thread may read while the writer appends; it sees whole commits.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use super::{
+    partner_prefix, read_chunk, size, BY_BULLETIN, BY_EVENT, BY_TIME, CHECKPOINTS, CHUNK, COUNTERS,
+    HASHES, RECORDS,
+};
+use crate::audit::checkpoint;
+use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
+use crate::bulletin::BulletinId;
+use crate::identity::PartnerId;
+use crate::metrics;
+use crate::proto::{self, AuditEvent};
+use crate::store::{be_u64, corrupt, seq_key, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Reads the committed log: records, hashes, checkpoints, indexes and counters. Any
+/// thread may read while the writer appends; it sees whole commits only.
+pub struct AuditReader<'a> {
+    pub(crate) tree: &'a sled::Tree,
+}
+
+/// A query of the log: every filter that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Records concerning this partner.
+    pub partner: Option<PartnerId>,
+    /// Records about this bulletin.
+    pub bulletin: Option<BulletinId>,
+    /// Records of this event.
+    pub event: Option<AuditEvent>,
+    /// Node time at or after this.
+    pub since: Option<Timestamp>,
+    /// Node time at or before this.
+    pub until: Option<Timestamp>,
+    /// Only seqs above this (the previous page's `next_after`).
+    pub after: Option<u64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// One page of query results.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditPage {
+    /// Encoded records, ascending seq.
+    pub records: Vec<Bytes>,
+    /// Pass as [`Query::after`] for the next page; `None` when there is no more.
+    pub next_after: Option<u64>,
+    /// Records in the log when the page was read.
+    pub log_size: u64,
+    /// Records decoded to answer (the cost of the query).
+    pub records_read: u64,
+}
+
+impl Query {
+    /// Does `r` pass every filter except the time range (which selects seqs)?
+    fn matches(&self, r: &proto::AuditRecord) -> bool {
+        if let Some(p) = &self.partner {
+            let p = p.as_str();
+            let concerns = r.partner == p || r.decisions.iter().any(|d| d.shared && d.partner == p);
+            if !concerns {
+                return false;
+            }
+        }
+        if let Some(b) = &self.bulletin {
+            if r.bulletin_id != b.to_string() {
+                return false;
+            }
+        }
+        if let Some(e) = self.event {
+            if r.event != e as i32 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The index whose postings to walk: the most selective filter set.
+    fn posting_prefix(&self) -> Option<Vec<u8>> {
+        if let Some(b) = &self.bulletin {
+            return Some([BY_BULLETIN, &b.as_bytes()[..]].concat());
+        }
+        if let Some(p) = &self.partner {
+            return Some(partner_prefix(p.as_str()));
+        }
+        self.event.map(|e| [BY_EVENT, &[e as u8][..]].concat())
+    }
+}
+
+/// Decodes records out of batches, keeping the last batch for neighbouring seqs.
+struct RecordCursor<'a> {
+    tree: &'a sled::Tree,
+    batch: Option<proto::AuditBatch>,
+    read: u64,
+}
+
+impl RecordCursor<'_> {
+    fn get(&mut self, seq: u64) -> Result<Option<(Bytes, proto::AuditRecord)>, StoreError> {
+        let holds = |b: &proto::AuditBatch| {
+            seq >= b.first_seq && seq < b.first_seq + b.records.len() as u64
+        };
+        if !self.batch.as_ref().is_some_and(holds) {
+            let found = self
+                .tree
+                .range(RECORDS.to_vec()..=seq_key(RECORDS, seq))
+                .next_back()
+                .transpose()?;
+            let Some((k, v)) = found else { return Ok(None) };
+            if !k.starts_with(RECORDS) {
+                return Ok(None);
+            }
+            let b = proto::AuditBatch::decode(Bytes::copy_from_slice(&v))
+                .map_err(|e| corrupt(&k, e.to_string()))?;
+            if !holds(&b) {
+                return Ok(None);
+            }
+            self.batch = Some(b);
+        }
+        let Some(b) = &self.batch else {
+            return Ok(None);
+        };
+        let bytes = b.records[(seq - b.first_seq) as usize].clone();
+        let key = format!("audit record {seq}");
+        let record = proto::AuditRecord::decode(bytes.clone())
+            .map_err(|e| corrupt(key.as_bytes(), e.to_string()))?;
+        self.read += 1;
+        if record.seq != seq {
+            return Err(corrupt(
+                key.as_bytes(),
+                format!("says it is record {}", record.seq),
+            ));
+        }
+        Ok(Some((bytes, record)))
+    }
+}
+
+impl AuditReader<'_> {
+    /// Number of records in the log.
+    pub fn size(&self) -> Result<u64, StoreError> {
+        size(self.tree)
+    }
+
+    /// Record `seq`, encoded, as hashed into the tree.
+    pub fn record(&self, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        let mut c = RecordCursor {
+            tree: self.tree,
+            batch: None,
+            read: 0,
+        };
+        Ok(c.get(seq)?.map(|(bytes, _)| bytes))
+    }
+
+    /// Every record from `from`, in order, batch by batch (for export and recounts).
+    pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<Bytes, StoreError>> + '_ {
+        let start = self
+            .tree
+            .range(RECORDS.to_vec()..=seq_key(RECORDS, from))
+            .next_back()
+            .and_then(|kv| kv.ok())
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or_else(|| RECORDS.to_vec());
+        self.tree
+            .range(start..)
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(RECORDS)))
+            .flat_map(move |kv| {
+                let batch = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                    proto::AuditBatch::decode(Bytes::copy_from_slice(&v))
+                        .map_err(|e| corrupt(&k, e.to_string()))
+                });
+                let items: Vec<Result<Bytes, StoreError>> = match batch {
+                    Ok(b) => (b.first_seq..)
+                        .zip(b.records)
+                        .filter(|(seq, _)| *seq >= from)
+                        .map(|(_, r)| Ok(r))
+                        .collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                items
+            })
+    }
+
+    /// The first seq whose time is at or after `t` (the log size if none).
+    fn seq_at(&self, t: u64, size: u64) -> Result<u64, StoreError> {
+        match self.tree.range(seq_key(BY_TIME, t)..).next().transpose()? {
+            Some((k, _)) if k.starts_with(BY_TIME) && k.len() == BY_TIME.len() + 16 => {
+                be_u64(&k, &k[BY_TIME.len() + 8..])
+            }
+            _ => Ok(size),
+        }
+    }
+
+    /// Answers a query, reading only the records its most selective index points at.
+    pub fn query(&self, q: &Query) -> Result<AuditPage, StoreError> {
+        let size = self.size()?;
+        let mut lo = q.after.map_or(0, |a| a.saturating_add(1));
+        if let Some(since) = q.since {
+            lo = lo.max(self.seq_at(since.unix_ms(), size)?);
+        }
+        let hi = match q.until {
+            Some(until) => self.seq_at(until.unix_ms().saturating_add(1), size)?,
+            None => size,
+        };
+        let limit = q.limit.max(1);
+        let mut page = AuditPage {
+            log_size: size,
+            ..Default::default()
+        };
+        let mut cursor = RecordCursor {
+            tree: self.tree,
+            batch: None,
+            read: 0,
+        };
+        let mut take = |seq: u64, page: &mut AuditPage| -> Result<bool, StoreError> {
+            if page.records.len() == limit {
+                page.next_after = Some(seq - 1);
+                return Ok(false);
+            }
+            if let Some((bytes, record)) = cursor.get(seq)? {
+                if q.matches(&record) {
+                    page.records.push(bytes);
+                }
+            }
+            Ok(true)
+        };
+        if lo < hi {
+            match q.posting_prefix() {
+                None => {
+                    for seq in lo..hi {
+                        if !take(seq, &mut page)? {
+                            break;
+                        }
+                    }
+                }
+                Some(prefix) => {
+                    // The posting of the batch holding `lo` starts at or before it.
+                    let start = self
+                        .tree
+                        .range(prefix.clone()..=[prefix.as_slice(), &lo.to_be_bytes()].concat())
+                        .next_back()
+                        .transpose()?
+                        .map_or_else(|| prefix.clone(), |(k, _)| k.to_vec());
+                    'postings: for kv in self.tree.range(start..) {
+                        let (k, v) = kv?;
+                        if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
+                            break;
+                        }
+                        if v.len() % 8 != 0 {
+                            return Err(corrupt(&k, "index entry is not a list of seqs"));
+                        }
+                        for s in v.chunks_exact(8) {
+                            let seq = be_u64(&k, s)?;
+                            if seq < lo {
+                                continue;
+                            }
+                            if seq >= hi || !take(seq, &mut page)? {
+                                break 'postings;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        page.records_read = cursor.read;
+        Ok(page)
+    }
+
+    /// The hashes committed so far, for proofs.
+    fn hashes(&self) -> ReadHashes<'_> {
+        ReadHashes {
+            tree: self.tree,
+            chunks: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Root of the first `size` records.
+    pub fn root(&self, size: u64) -> Result<TreeHash, StoreError> {
+        merkle::root(size, &self.hashes()).map_err(|e| corrupt(HASHES, e.to_string()))
+    }
+
+    /// Inclusion proof of record `seq` in the tree of `size` records.
+    pub fn prove_inclusion(&self, size: u64, seq: u64) -> Result<Vec<TreeHash>, MerkleError> {
+        merkle::prove_inclusion(size, seq, &self.hashes())
+    }
+
+    /// Consistency proof from `old` to `new` records.
+    pub fn prove_consistency(&self, new: u64, old: u64) -> Result<Vec<TreeHash>, MerkleError> {
+        merkle::prove_consistency(new, old, &self.hashes())
+    }
+
+    /// The latest signed checkpoint: (size, note).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.checkpoints().next_back().transpose()
+    }
+
+    /// Every signed checkpoint, by size.
+    pub fn checkpoints(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = Result<(u64, String), StoreError>> + '_ {
+        self.tree.scan_prefix(CHECKPOINTS).map(|kv| {
+            let (k, v) = kv?;
+            let size = be_u64(&k, &k[CHECKPOINTS.len()..])?;
+            let note = String::from_utf8(v.to_vec()).map_err(|e| corrupt(&k, e.to_string()))?;
+            Ok((size, note))
+        })
+    }
+
+    /// Checks the latest checkpoint's signature and that its root is the stored tree's:
+    /// a node must never go on from a log that does not match what it signed.
+    pub fn check_checkpoint(
+        &self,
+        origin: &str,
+        key: &ed25519_dalek::VerifyingKey,
+    ) -> Result<(), StoreError> {
+        let Some((size, note)) = self.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let key_name = seq_key(CHECKPOINTS, size);
+        let v = checkpoint::verify(&note, origin, key)
+            .map_err(|e| corrupt(&key_name, e.to_string()))?;
+        let root = self.root(size)?;
+        if v.size != size || v.root != root {
+            return Err(corrupt(
+                &key_name,
+                format!("the log's tree of {size} records has root {root}, but the node signed {} for {}", v.root, v.size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every counter row from day 0 up to (not including) `until_day`.
+    pub fn counters(&self, until_day: u32) -> Result<Vec<metrics::Row>, StoreError> {
+        let mut rows = Vec::new();
+        let end = [COUNTERS, &until_day.to_be_bytes()[..]].concat();
+        for kv in self.tree.range(COUNTERS.to_vec()..end) {
+            let (k, v) = kv?;
+            let rest = &k[COUNTERS.len()..];
+            let parsed = rest.get(..4).and_then(|d| {
+                let day = u32::from_be_bytes(d.try_into().ok()?);
+                let tail = std::str::from_utf8(&rest[4..]).ok()?;
+                let (partner, name) = tail.split_once('\0')?;
+                Some((day, partner.to_owned(), name.to_owned()))
+            });
+            let (day, partner, name) = parsed.ok_or_else(|| corrupt(&k, "bad counter key"))?;
+            rows.push((day, partner, name, be_u64(&k, &v)?));
+        }
+        Ok(rows)
+    }
+}
+
+/// Stored hashes read straight from the database, a chunk at a time.
+struct ReadHashes<'a> {
+    tree: &'a sled::Tree,
+    chunks: RefCell<HashMap<u64, Vec<TreeHash>>>,
+}
+
+impl HashStore for ReadHashes<'_> {
+    fn hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, MerkleError> {
+        let mut chunks = self.chunks.borrow_mut();
+        indexes
+            .iter()
+            .map(|&i| {
+                let chunk = i / CHUNK;
+                let hashes = match chunks.entry(chunk) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                        read_chunk(self.tree, chunk)
+                            .map_err(|e| MerkleError::Store(e.to_string()))?,
+                    ),
+                };
+                hashes
+                    .get((i % CHUNK) as usize)
+                    .copied()
+                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}")))
+            })
+            .collect()
+    }
+}
+
+/// Most records one query page may hold.
+pub const MAX_PAGE: usize = 1000;
+/// Page size when the query names none.
+pub const DEFAULT_PAGE: usize = 100;
+
+impl Query {
+    /// The query an auditor sent over the wire, checked.
+    pub fn from_wire(q: &proto::AuditQuery) -> Result<Query, String> {
+        let partner = match q.partner.as_str() {
+            "" => None,
+            p => Some(
+                p.parse::<PartnerId>()
+                    .map_err(|e| format!("partner: {e}"))?,
+            ),
+        };
+        let bulletin = match q.bulletin_id.as_str() {
+            "" => None,
+            b => Some(BulletinId::parse_canonical(b).ok_or_else(|| {
+                format!("bulletin_id {b:?} is not a canonical UUID (lowercase, hyphenated)")
+            })?),
+        };
+        let event = match q.event {
+            0 => None,
+            n => Some(
+                i32::try_from(n)
+                    .ok()
+                    .and_then(|n| AuditEvent::try_from(n).ok())
+                    .ok_or_else(|| format!("event {n} is not an audit event"))?,
+            ),
+        };
+        let time = |ms: u64| (ms != 0).then(|| Timestamp::from_unix_ms(ms));
+        let limit = match q.limit as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        Ok(Query {
+            partner,
+            bulletin,
+            event,
+            since: time(q.since_unix_ms),
+            until: time(q.until_unix_ms),
+            after: q.after,
+            limit,
+        })
+    }
+
+    /// The wire form of this query.
+    pub fn to_wire(&self) -> proto::AuditQuery {
+        proto::AuditQuery {
+            partner: self
+                .partner
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            bulletin_id: self.bulletin.map(|b| b.to_string()).unwrap_or_default(),
+            event: self.event.map_or(0, |e| e as u32),
+            since_unix_ms: self.since.map_or(0, |t| t.unix_ms()),
+            until_unix_ms: self.until.map_or(0, |t| t.unix_ms()),
+            after: self.after,
+            limit: self.limit as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "audit query")?;
+        if let Some(p) = &self.partner {
+            write!(f, " partner={p}")?;
+        }
+        if let Some(b) = &self.bulletin {
+            write!(f, " bulletin={b}")?;
+        }
+        if let Some(e) = self.event {
+            write!(f, " event={}", e.as_str_name())?;
+        }
+        if let Some(t) = self.since {
+            write!(f, " since={t}")?;
+        }
+        if let Some(t) = self.until {
+            write!(f, " until={t}")?;
+        }
+        if let Some(a) = self.after {
+            write!(f, " after={a}")?;
+        }
+        write!(f, " limit={}", self.limit)
+    }
+}

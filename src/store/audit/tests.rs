@@ -1,0 +1,253 @@
+use crate::audit::checkpoint::CheckpointSigner;
+use crate::audit::merkle::{self, MemoryTree};
+use crate::audit::record::Event;
+use crate::identity::PartnerId;
+use crate::metrics;
+use crate::proto::{self, AuditEvent};
+use crate::store::{Cursor, Entry, Query, Store};
+use crate::timestamp::Timestamp;
+use prost::Message as _;
+
+const DAY0: u64 = 1_790_000_000_000;
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, 16 << 20).unwrap()
+}
+
+/// Commits `n` delivered-events, record i for partner `p{i % partners}`.
+fn append(store: &Store, from: u64, n: u64, partners: u64, now: Timestamp) {
+    let entries = (from..from + n)
+        .map(|i| {
+            let partner = pid(&format!("p{}", i % partners));
+            Entry::Event(Some(Event::delivered(&partner, vec![i])), None)
+        })
+        .collect();
+    store.commit(entries, now).unwrap();
+}
+
+fn decode(bytes: &[u8]) -> proto::AuditRecord {
+    proto::AuditRecord::decode(bytes).unwrap()
+}
+
+fn signer() -> CheckpointSigner {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    CheckpointSigner::new("renkei/jp-mod/audit", key).unwrap()
+}
+
+#[test]
+fn records_are_gapless_and_their_tree_is_the_one_an_independent_rebuild_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Batches of odd sizes, so hash chunks (256 hashes) fill and split mid-batch.
+    let mut n = 0;
+    for (i, size) in [1u64, 2, 3, 100, 129, 1, 300, 7].into_iter().enumerate() {
+        append(&store, n, size, 3, Timestamp::from_unix_ms(DAY0 + i as u64));
+        n += size;
+    }
+    // A cursor alone moves no record.
+    let cursor = Entry::Event(None, Some((pid("p1"), Cursor::default())));
+    store
+        .commit(vec![cursor], Timestamp::from_unix_ms(DAY0))
+        .unwrap();
+    let log = store.audit();
+    assert_eq!(log.size().unwrap(), n);
+
+    let mut rebuilt = MemoryTree::new();
+    for (i, r) in log.records_from(0).enumerate() {
+        let r = r.unwrap();
+        assert_eq!(decode(&r).seq, i as u64, "gapless, in order");
+        rebuilt.push(&r).unwrap();
+    }
+    assert_eq!(rebuilt.size(), n);
+    for size in [1, 2, 3, 6, 106, 235, 236, 536, n] {
+        assert_eq!(
+            log.root(size).unwrap(),
+            rebuilt.root(size).unwrap(),
+            "size {size}"
+        );
+    }
+    let root = log.root(n).unwrap();
+    for seq in [0, 1, 255, 256, 300, n - 1] {
+        let proof = log.prove_inclusion(n, seq).unwrap();
+        let leaf = merkle::leaf_hash(&log.record(seq).unwrap().unwrap());
+        merkle::check_inclusion(&proof, n, root, seq, leaf).unwrap();
+    }
+    let proof = log.prove_consistency(n, 106).unwrap();
+    merkle::check_consistency(&proof, n, root, 106, rebuilt.root(106).unwrap()).unwrap();
+    // Records later than the clock's step back keep the last time.
+    append(&store, n, 1, 3, Timestamp::from_unix_ms(DAY0 - 5_000));
+    let last = decode(&log.record(n).unwrap().unwrap());
+    assert_eq!(last.time_unix_ms, DAY0 + 7, "time never goes back");
+}
+
+#[test]
+fn a_query_by_partner_reads_only_the_records_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    const TOTAL: u64 = 100_000;
+    for (batch, from) in (0..TOTAL).step_by(1_000).enumerate() {
+        // One minute per batch: the time index has 100 distinct points.
+        let now = Timestamp::from_unix_ms(DAY0 + batch as u64 * 60_000);
+        append(&store, from, 1_000, 10, now);
+    }
+    let log = store.audit();
+    assert_eq!(log.size().unwrap(), TOTAL);
+    let mut q = Query {
+        partner: Some(pid("p3")),
+        limit: 100,
+        ..Query::default()
+    };
+    let page = log.query(&q).unwrap();
+    assert_eq!(page.records.len(), 100);
+    assert_eq!(page.records_read, 100, "no scan: only what it returns");
+    let seqs: Vec<u64> = page.records.iter().map(|r| decode(r).seq).collect();
+    assert_eq!(seqs, (0..100).map(|i| 3 + 10 * i).collect::<Vec<_>>());
+    assert_eq!(page.next_after, Some(1_002), "the next match is 1,003");
+
+    // The cursor pages on, again at the cost of the page.
+    q.after = page.next_after;
+    let next = log.query(&q).unwrap();
+    assert_eq!(decode(&next.records[0]).seq, 1_003);
+    assert_eq!(next.records_read, 100);
+
+    // A time range deep in the log starts there, not at the beginning.
+    let q = Query {
+        partner: Some(pid("p7")),
+        since: Some(Timestamp::from_unix_ms(DAY0 + 50 * 60_000)),
+        until: Some(Timestamp::from_unix_ms(DAY0 + 50 * 60_000)),
+        limit: 1_000,
+        ..Query::default()
+    };
+    let page = log.query(&q).unwrap();
+    assert_eq!(page.records.len(), 100, "one batch of 1,000, one in ten");
+    assert_eq!(decode(&page.records[0]).seq, 50_007);
+    assert_eq!(page.records_read, 100);
+    assert_eq!(page.next_after, None);
+
+    // Filters combine: the event index, checked against the partner.
+    let q = Query {
+        partner: Some(pid("p1")),
+        event: Some(AuditEvent::Acked),
+        limit: 10,
+        ..Query::default()
+    };
+    assert!(log.query(&q).unwrap().records.is_empty());
+}
+
+#[test]
+fn accepted_bulletins_are_found_by_every_partner_they_were_shared_with() {
+    use crate::bulletin::{BulletinId, Digest, Header, Kind, Tlp};
+    use crate::policy::{Decision, Withhold};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = BulletinId::parse_canonical("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b").unwrap();
+    let header = Header {
+        id,
+        origin: pid("us-dod"),
+        created: Timestamp::from_unix_ms(DAY0),
+        tlp: Tlp::Amber,
+        kind: Kind::Exercise,
+        tags: vec![],
+        audience: vec![],
+    };
+    let (uk, ee) = (pid("uk-mod"), pid("ee-mod"));
+    let withheld = Decision::Withhold(Withhold::KindNotShared(Kind::Exercise));
+    let event = Event::accepted(
+        &pid("us-dod"),
+        &header,
+        Digest([1; 32]),
+        [(&uk, &Decision::Share), (&ee, &withheld)],
+    );
+    let bulletin = crate::store::NewBulletin {
+        signed: bytes::Bytes::from_static(b"signed"),
+        digest: Digest([1; 32]),
+        origin: pid("us-dod"),
+        id,
+        received_from: pid("us-dod"),
+        shared_with: vec![uk.clone()],
+        audit: event,
+    };
+    let now = Timestamp::from_unix_ms(DAY0);
+    store
+        .commit(vec![Entry::Bulletin(bulletin.clone())], now)
+        .unwrap();
+    store.commit(vec![Entry::Bulletin(bulletin)], now).unwrap();
+    let log = store.audit();
+    let by = |q: Query| log.query(&Query { limit: 10, ..q }).unwrap().records.len();
+    let partner = |p: &PartnerId| Query {
+        partner: Some(p.clone()),
+        ..Query::default()
+    };
+    assert_eq!(by(partner(&uk)), 1, "shared with uk-mod");
+    assert_eq!(
+        by(partner(&ee)),
+        0,
+        "withheld records are found by bulletin"
+    );
+    assert_eq!(by(partner(&pid("us-dod"))), 2, "accepted, then duplicate");
+    let about = Query {
+        bulletin: Some(id),
+        ..Query::default()
+    };
+    assert_eq!(by(about.clone()), 2);
+    let dup = Query {
+        event: Some(AuditEvent::BulletinDuplicate),
+        ..about
+    };
+    let page = log.query(&Query { limit: 10, ..dup }).unwrap();
+    let r = decode(&page.records[0]);
+    assert_eq!((r.seq, r.bulletin_seqs.as_slice()), (1, &[1u64][..]));
+
+    // Counters moved with the records equal a recount of them.
+    let records: Vec<_> = log.records_from(0).map(|r| decode(&r.unwrap())).collect();
+    let recount: Vec<_> = metrics::aggregate(&records)
+        .into_iter()
+        .map(|((d, p, n), v)| (d, p, n, v))
+        .collect();
+    assert_eq!(log.counters(u32::MAX).unwrap(), recount);
+    assert!(recount.contains(&(
+        metrics::day_of(DAY0),
+        "uk-mod".into(),
+        "shared.exercise".into(),
+        1
+    )));
+}
+
+#[test]
+fn a_reopened_log_goes_on_from_its_checkpoint_and_refuses_one_that_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let origin = "renkei/jp-mod/audit";
+    {
+        let store = open(dir.path());
+        assert_eq!(store.sign_checkpoint(&signer()).unwrap(), None, "empty");
+        append(&store, 0, 300, 4, Timestamp::from_unix_ms(DAY0));
+        assert_eq!(store.sign_checkpoint(&signer()).unwrap(), Some(300));
+        assert_eq!(store.sign_checkpoint(&signer()).unwrap(), None, "no growth");
+        store.audit().check_checkpoint(origin, &key).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.audit_progress(), (300, 300));
+    append(&store, 300, 5, 4, Timestamp::from_unix_ms(DAY0));
+    assert_eq!(store.sign_checkpoint(&signer()).unwrap(), Some(305));
+    let log = store.audit();
+    log.check_checkpoint(origin, &key).unwrap();
+    let sizes: Vec<u64> = log.checkpoints().map(|c| c.unwrap().0).collect();
+    assert_eq!(sizes, [300, 305]);
+    // Another key, or another log name, is not this node's checkpoint.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key();
+    assert!(log.check_checkpoint(origin, &other).is_err());
+    assert!(log.check_checkpoint("renkei/us-dod/audit", &key).is_err());
+    // Rewritten stored hashes make the tree disagree with what was signed.
+    for kv in store.state.scan_prefix(b"h/") {
+        let (k, v) = kv.unwrap();
+        let flipped: Vec<u8> = v.iter().map(|b| b ^ 1).collect();
+        store.state.insert(k, flipped).unwrap();
+    }
+    let err = log.check_checkpoint(origin, &key).unwrap_err().to_string();
+    assert!(err.contains("but the node signed"), "{err}");
+}
