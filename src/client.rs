@@ -163,6 +163,74 @@ impl Client {
         })
     }
 
+    /// Sends one auditor request on its own stream and returns the node's answer.
+    pub async fn ask(&self, request: ClientFrameKind) -> Result<Server, ClientError> {
+        let (mut send, mut recv) = self.open().await?;
+        transport::write_frame(&mut send, &client_frame(request)).await?;
+        let _ = send.finish();
+        self.read(&mut recv)
+            .await?
+            .ok_or_else(|| ClientError::Unexpected("the stream ended without an answer".into()))
+    }
+
+    /// Queries the node's audit log (auditors only).
+    pub async fn audit_query(
+        &self,
+        query: proto::AuditQuery,
+    ) -> Result<proto::AuditPage, ClientError> {
+        match self.ask(ClientFrameKind::AuditQuery(query)).await? {
+            Server::AuditPage(p) => Ok(p),
+            other => Err(unexpected(other, "AuditPage")),
+        }
+    }
+
+    /// The node's latest signed checkpoint, freshly signed if the log grew (auditors only).
+    pub async fn checkpoint(&self) -> Result<proto::SignedCheckpoint, ClientError> {
+        let request = ClientFrameKind::CheckpointRequest(proto::CheckpointRequest {});
+        match self.ask(request).await? {
+            Server::Checkpoint(c) => Ok(c),
+            other => Err(unexpected(other, "SignedCheckpoint")),
+        }
+    }
+
+    /// Proof that record `seq` is in the tree of `tree_size` (0: the latest checkpoint).
+    pub async fn inclusion_proof(
+        &self,
+        seq: u64,
+        tree_size: u64,
+    ) -> Result<proto::InclusionProof, ClientError> {
+        let request = ClientFrameKind::InclusionRequest(proto::InclusionRequest { seq, tree_size });
+        match self.ask(request).await? {
+            Server::InclusionProof(p) => Ok(p),
+            other => Err(unexpected(other, "InclusionProof")),
+        }
+    }
+
+    /// Proof that the tree of `old_size` is a prefix of `new_size` (0: the latest checkpoint).
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<proto::ConsistencyProof, ClientError> {
+        let request =
+            ClientFrameKind::ConsistencyRequest(proto::ConsistencyRequest { old_size, new_size });
+        match self.ask(request).await? {
+            Server::ConsistencyProof(p) => Ok(p),
+            other => Err(unexpected(other, "ConsistencyProof")),
+        }
+    }
+
+    /// A metrics report (auditors only).
+    pub async fn metrics(
+        &self,
+        request: proto::MetricsRequest,
+    ) -> Result<proto::MetricsReport, ClientError> {
+        match self.ask(ClientFrameKind::MetricsRequest(request)).await? {
+            Server::MetricsReport(r) => Ok(r),
+            other => Err(unexpected(other, "MetricsReport")),
+        }
+    }
+
     /// Sends raw bytes on a new stream and returns the first frame of the answer, for
     /// testing how a node treats malformed input.
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<Option<Server>, ClientError> {
@@ -208,6 +276,10 @@ async fn read_server_frame(
             Err(ClientError::Unexpected("an empty frame".into()))
         }
     }
+}
+
+fn unexpected(got: Server, wanted: &str) -> ClientError {
+    ClientError::Unexpected(format!("{got:?} instead of {wanted}"))
 }
 
 fn client_frame(kind: ClientFrameKind) -> proto::ClientFrame {

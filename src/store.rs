@@ -7,6 +7,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `m/head` | last accepted seq (u64 big-endian) |
+//! | `m/node`, `m/audit_key` | the node's id and checkpoint-signing public key |
 //! | `s/` seq (u64 BE) | `Segment`: the bulletins of one group commit, starting at seq |
 //! | `d/` origin `\0` id (16 bytes) | seq (u64 BE) ‖ digest (32 bytes) |
 //! | `c/` partner id | `PartnerCursor` |
@@ -39,6 +40,8 @@ pub mod audit;
 pub use audit::{AuditPage, AuditReader, Query};
 
 const HEAD: &[u8] = b"m/head";
+const NODE_ID: &[u8] = b"m/node";
+const AUDIT_KEY: &[u8] = b"m/audit_key";
 const SEGMENT: &[u8] = b"s/";
 const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
@@ -384,6 +387,37 @@ impl Store {
     pub fn audit_progress(&self) -> (u64, u64) {
         let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         (log.size, log.checkpointed)
+    }
+
+    /// Records who keeps this database and the key that signs its audit checkpoints, so
+    /// an export from a stopped node's data directory can name them.
+    pub fn set_identity(
+        &self,
+        node: &PartnerId,
+        audit_key: &ed25519_dalek::VerifyingKey,
+    ) -> Result<(), StoreError> {
+        let mut writes = sled::Batch::default();
+        writes.insert(NODE_ID, node.as_str().as_bytes());
+        writes.insert(AUDIT_KEY, &audit_key.as_bytes()[..]);
+        self.state.apply_batch(writes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The node id and audit key recorded by [`Store::set_identity`].
+    pub fn identity(&self) -> Result<Option<(PartnerId, ed25519_dalek::VerifyingKey)>, StoreError> {
+        let (Some(id), Some(key)) = (self.state.get(NODE_ID)?, self.state.get(AUDIT_KEY)?) else {
+            return Ok(None);
+        };
+        let id = std::str::from_utf8(&id)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt(NODE_ID, "not a partner id"))?;
+        let key = <[u8; 32]>::try_from(&key[..])
+            .ok()
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            .ok_or_else(|| corrupt(AUDIT_KEY, "not an Ed25519 public key"))?;
+        Ok(Some((id, key)))
     }
 
     /// Reads the audit log.

@@ -9,5 +9,6 @@
 //! crates, kept behind this module so the rest of renkei never names them.
 
 pub mod checkpoint;
+pub mod export;
 pub mod merkle;
 pub mod record;

@@ -10,10 +10,19 @@ use clap::{Args, Parser, Subcommand};
 use crate::bulletin::{Kind, Tlp};
 use crate::identity::PartnerId;
 
+/// `println!` for command output: see [`emit`].
+macro_rules! emitln {
+    ($($t:tt)*) => {
+        $crate::cli::emit(format_args!($($t)*))
+    };
+}
+
+mod audit;
 mod bulletin;
 mod certs;
 mod client;
 mod demo;
+mod metrics;
 mod policy;
 mod serve;
 
@@ -99,6 +108,29 @@ enum Command {
     /// Sharing policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Query, export, verify and prove a node's tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Information-sharing metrics per partner for a fiscal year or a date range.
+    Metrics {
+        #[command(flatten)]
+        source: LogSource,
+        /// The fiscal year starting in this calendar year (e.g. 2026 = FY2026).
+        #[arg(long, conflicts_with_all = ["since", "until"])]
+        fiscal_year: Option<u32>,
+        /// First day (YYYY-MM-DD).
+        #[arg(long, requires = "until")]
+        since: Option<String>,
+        /// Last day (YYYY-MM-DD), included.
+        #[arg(long, requires = "since")]
+        until: Option<String>,
+        /// First month of the fiscal year, with --data-dir (a node's own config says it).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=12))]
+        fiscal_year_start: u8,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// A local federation demo on embedded defaults, in a temporary directory.
     Demo {
         /// Keep the demo's files in DIR instead of a temporary directory.
@@ -123,6 +155,93 @@ enum PolicyCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Where an audit command reads the log: a running node, or a stopped node's database.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct LogSource {
+    /// A client configuration with the auditor role: ask the running node.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A stopped node's data directory: read its database directly.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Records matching every filter given, oldest first, one page at a time.
+    Query {
+        #[command(flatten)]
+        source: LogSource,
+        /// Records concerning this partner (its events and bulletins shared with it).
+        #[arg(long)]
+        partner: Option<PartnerId>,
+        /// Records about this bulletin id.
+        #[arg(long)]
+        bulletin: Option<String>,
+        /// Records of this event: bulletin_accepted, bulletin_rejected, acked, …
+        #[arg(long, value_parser = audit::parse_event)]
+        event: Option<crate::proto::AuditEvent>,
+        /// From this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (RFC 3339 or YYYY-MM-DD, the whole day).
+        #[arg(long)]
+        until: Option<String>,
+        /// Continue after this seq (the previous page's last).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Records per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write the records, checkpoints and the node's public key to a self-contained file.
+    Export {
+        #[command(flatten)]
+        source: LogSource,
+        /// The export file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute the whole tree from the records and check every checkpoint.
+    Verify {
+        /// An export file.
+        #[arg(required_unless_present = "data_dir", conflicts_with = "data_dir")]
+        file: Option<PathBuf>,
+        /// Or a stopped node's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The node's checkpoint key as you know it (ed25519:<base64>): refuse any other.
+        #[arg(long)]
+        key: Option<String>,
+        /// A checkpoint kept from earlier: the log must extend it (no rollback, no fork).
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+    /// Print an inclusion proof of one record against the latest checkpoint (checked).
+    Prove {
+        #[command(flatten)]
+        source: LogSource,
+        /// The record's seq.
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Print the latest signed checkpoint (a running node signs a fresh one).
+    Checkpoint {
+        #[command(flatten)]
+        source: LogSource,
     },
 }
 
@@ -218,6 +337,18 @@ enum BulletinCommand {
     },
 }
 
+/// Prints one line on stdout. A reader that went away (`renkei audit query | head`)
+/// ends the process quietly instead of with a panic.
+pub(crate) fn emit(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Runs an async command on a multi-threaded runtime.
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -225,6 +356,51 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .build()
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(f)
+}
+
+fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    fn source(s: &LogSource) -> anyhow::Result<audit::Source<'_>> {
+        audit::Source::new(s.config.as_deref(), s.data_dir.as_deref())
+    }
+    match cmd {
+        AuditCommand::Query {
+            source: s,
+            partner,
+            bulletin,
+            event,
+            since,
+            until,
+            after,
+            limit,
+            format,
+        } => {
+            let args = audit::QueryArgs {
+                partner,
+                bulletin,
+                event,
+                since,
+                until,
+                after,
+                limit,
+                json: format == Format::Json,
+            };
+            block_on(audit::query(source(&s)?, args))
+        }
+        AuditCommand::Export { source: s, out } => block_on(audit::export(source(&s)?, &out)),
+        AuditCommand::Verify {
+            file,
+            data_dir,
+            key,
+            trusted_checkpoint,
+        } => audit::verify(
+            file.as_deref(),
+            data_dir.as_deref(),
+            key.as_deref(),
+            trusted_checkpoint.as_deref(),
+        ),
+        AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
+        AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
+    }
 }
 
 /// Runs the command line and returns the process exit code.
@@ -257,6 +433,26 @@ pub fn main() -> ExitCode {
             json,
         }) => policy::explain(&config, &bulletin, from.as_ref(), json),
         Command::Demo { dir } => block_on(demo::run(dir.as_deref())),
+        Command::Audit(cmd) => run_audit(cmd),
+        Command::Metrics {
+            source,
+            fiscal_year,
+            since,
+            until,
+            fiscal_year_start,
+            format,
+        } => {
+            audit::Source::new(source.config.as_deref(), source.data_dir.as_deref()).and_then(|s| {
+                let args = metrics::MetricsArgs {
+                    fiscal_year,
+                    since,
+                    until,
+                    fiscal_start: fiscal_year_start,
+                    json: format == Format::Json,
+                };
+                block_on(metrics::run(s, args))
+            })
+        }
         Command::Serve { config } => block_on(serve::run(&config)),
         Command::Publish {
             config,

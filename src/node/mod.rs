@@ -180,6 +180,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
     // Never append to (or sign for) a log that does not match what the node signed.
     store.audit().check_checkpoint(&origin, &audit_key)?;
+    store.set_identity(&n.id, &audit_key)?;
     let endpoint = quinn::Endpoint::server(server, n.listen).map_err(TransportError::Io)?;
     let addr = endpoint.local_addr().map_err(TransportError::Io)?;
 

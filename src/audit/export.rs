@@ -1,0 +1,291 @@
+//! The export file (`renkei audit export`) and its offline check (`renkei audit verify`):
+//! a header naming the log and its key, every record, every checkpoint, each as a
+//! varint-length-prefixed `ExportItem` (see `proto/renkei/v1/audit.proto`).
+//!
+//! Pure: bytes in, a verdict out. The verdict names the first record or checkpoint that
+//! does not match, or a rollback or fork against a checkpoint the auditor kept.
+
+use bytes::{Buf, Bytes};
+use ed25519_dalek::VerifyingKey;
+use prost::Message as _;
+
+use super::checkpoint::{self, CheckpointError};
+use super::merkle::{MemoryTree, MerkleError};
+use crate::proto::{self, export_item::Item};
+
+/// The format name in every export header.
+pub const FORMAT: &str = "renkei-audit-export/1";
+
+/// Appends one item, length-prefixed, to `out`.
+pub fn write_item(out: &mut Vec<u8>, item: Item) {
+    proto::ExportItem { item: Some(item) }
+        .encode_length_delimited(out)
+        .ok();
+}
+
+/// Why an export does not verify. Each names where.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The file is not an export, or is cut short.
+    #[error("not a renkei audit export: {0}")]
+    Format(String),
+    /// A record does not decode.
+    #[error("record at position {position} does not decode: {why}")]
+    Undecodable {
+        /// Its position in the file (0-based), which is the seq it should have.
+        position: u64,
+        /// What the decoder said.
+        why: String,
+    },
+    /// A record is not where its seq says: one was removed, inserted or moved.
+    #[error("record at position {position} says it is record {seq}: a record is missing, added or out of order there")]
+    OutOfSequence {
+        /// Its position.
+        position: u64,
+        /// The seq it carries.
+        seq: u64,
+    },
+    /// A record is older than the one before it.
+    #[error("record {seq} is older than record {}: records were reordered or rewritten", seq - 1)]
+    TimeReversed {
+        /// The record.
+        seq: u64,
+    },
+    /// The header says how many records follow, and the file holds another number.
+    #[error("the header announces {announced} records but the file holds {found}: the log was truncated or extended")]
+    Count {
+        /// In the header.
+        announced: u64,
+        /// In the file.
+        found: u64,
+    },
+    /// A checkpoint's signature or form is wrong.
+    #[error("checkpoint {index} is not valid: {source}")]
+    BadCheckpoint {
+        /// Its position among the checkpoints (0-based).
+        index: usize,
+        /// Why.
+        source: CheckpointError,
+    },
+    /// A checkpoint covers more records than the file holds.
+    #[error("checkpoint {index} covers {size} records but the log holds only {records}: records after {records} were removed")]
+    Truncated {
+        /// Which checkpoint.
+        index: usize,
+        /// Its size.
+        size: u64,
+        /// Records in the file.
+        records: u64,
+    },
+    /// The records do not hash to what a checkpoint signed.
+    #[error("checkpoint {index} (size {size}) does not match the records: one of records {from}..{size} was changed, removed, inserted or reordered")]
+    RootMismatch {
+        /// Which checkpoint.
+        index: usize,
+        /// Its size.
+        size: u64,
+        /// The first record not covered by an earlier matching checkpoint.
+        from: u64,
+    },
+    /// The auditor's trusted checkpoint covers more than the log: a rollback.
+    #[error("rollback: the trusted checkpoint covers {trusted} records but the log holds only {records}")]
+    Rollback {
+        /// Size of the trusted checkpoint.
+        trusted: u64,
+        /// Records in the log.
+        records: u64,
+    },
+    /// The log's first records hash to another root than the trusted checkpoint: a fork.
+    #[error("fork: the log's first {size} records have root {found}, the trusted checkpoint has {trusted}")]
+    Fork {
+        /// Size of the trusted checkpoint.
+        size: u64,
+        /// Root the log gives.
+        found: String,
+        /// Root the auditor kept.
+        trusted: String,
+    },
+    /// The tree could not be computed.
+    #[error("merkle tree: {0}")]
+    Merkle(#[from] MerkleError),
+}
+
+/// What a successful check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The node that kept the log.
+    pub node_id: String,
+    /// The log's origin line.
+    pub origin: String,
+    /// Records checked.
+    pub records: u64,
+    /// Checkpoints checked.
+    pub checkpoints: usize,
+    /// Records covered by the largest checkpoint.
+    pub covered: u64,
+    /// Root of all the records.
+    pub root: String,
+    /// Size of the trusted checkpoint the log was checked against, if any.
+    pub trusted: Option<u64>,
+}
+
+/// A parsed export: the header, records and checkpoints, in file order.
+pub struct Export {
+    /// The header.
+    pub header: proto::ExportHeader,
+    /// Encoded records.
+    pub records: Vec<Bytes>,
+    /// Signed checkpoint notes.
+    pub checkpoints: Vec<String>,
+}
+
+/// Splits an export file into its items.
+pub fn parse(bytes: Bytes) -> Result<Export, VerifyError> {
+    let mut buf = bytes;
+    let mut header = None;
+    let (mut records, mut checkpoints) = (Vec::new(), Vec::new());
+    while buf.has_remaining() {
+        let item = proto::ExportItem::decode_length_delimited(&mut buf).map_err(|e| {
+            VerifyError::Format(format!(
+                "item {} does not decode ({e}); the file is cut short or damaged",
+                records.len() + checkpoints.len() + 1
+            ))
+        })?;
+        match item.item {
+            Some(Item::Header(h)) if header.is_none() => header = Some(h),
+            Some(Item::Record(r)) if header.is_some() && checkpoints.is_empty() => records.push(r),
+            Some(Item::Checkpoint(c)) if header.is_some() => checkpoints.push(c),
+            other => {
+                return Err(VerifyError::Format(format!(
+                    "unexpected item after {} records and {} checkpoints: {:?}",
+                    records.len(),
+                    checkpoints.len(),
+                    other.map(|i| match i {
+                        Item::Header(_) => "header",
+                        Item::Record(_) => "record",
+                        Item::Checkpoint(_) => "checkpoint",
+                    })
+                )))
+            }
+        }
+    }
+    let header = header.ok_or_else(|| VerifyError::Format("no header".into()))?;
+    if header.format != FORMAT {
+        return Err(VerifyError::Format(format!(
+            "format {:?}, expected {FORMAT:?}",
+            header.format
+        )));
+    }
+    Ok(Export {
+        header,
+        records,
+        checkpoints,
+    })
+}
+
+/// The signing key an export names.
+pub fn header_key(header: &proto::ExportHeader) -> Result<VerifyingKey, VerifyError> {
+    let bytes: [u8; 32] = header
+        .public_key
+        .as_ref()
+        .try_into()
+        .map_err(|_| VerifyError::Format("the header's public key is not 32 bytes".into()))?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| VerifyError::Format(format!("the header's public key: {e}")))
+}
+
+/// Recomputes the whole tree from the records alone and checks every checkpoint with
+/// `key`, then (if given) consistency with a checkpoint the auditor kept.
+pub fn verify(
+    export: &Export,
+    key: &VerifyingKey,
+    trusted: Option<&str>,
+) -> Result<Summary, VerifyError> {
+    let h = &export.header;
+    let mut tree = MemoryTree::new();
+    let mut last_time = 0;
+    for (position, bytes) in (0u64..).zip(&export.records) {
+        let r =
+            proto::AuditRecord::decode(bytes.clone()).map_err(|e| VerifyError::Undecodable {
+                position,
+                why: e.to_string(),
+            })?;
+        if r.seq != position {
+            return Err(VerifyError::OutOfSequence {
+                position,
+                seq: r.seq,
+            });
+        }
+        if r.time_unix_ms < last_time {
+            return Err(VerifyError::TimeReversed { seq: r.seq });
+        }
+        last_time = r.time_unix_ms;
+        tree.push(bytes)?;
+    }
+    let records = tree.size();
+    if h.records != records {
+        return Err(VerifyError::Count {
+            announced: h.records,
+            found: records,
+        });
+    }
+    let mut covered = 0;
+    for (index, note) in export.checkpoints.iter().enumerate() {
+        let c = checkpoint::verify(note, &h.origin, key)
+            .map_err(|source| VerifyError::BadCheckpoint { index, source })?;
+        if c.size > records {
+            return Err(VerifyError::Truncated {
+                index,
+                size: c.size,
+                records,
+            });
+        }
+        if tree.root(c.size)? != c.root {
+            return Err(VerifyError::RootMismatch {
+                index,
+                size: c.size,
+                from: covered.min(c.size),
+            });
+        }
+        covered = covered.max(c.size);
+    }
+    let trusted = match trusted {
+        None => None,
+        Some(note) => {
+            let t = checkpoint::verify(note, &h.origin, key).map_err(|source| {
+                VerifyError::BadCheckpoint {
+                    index: usize::MAX,
+                    source,
+                }
+            })?;
+            if t.size > records {
+                return Err(VerifyError::Rollback {
+                    trusted: t.size,
+                    records,
+                });
+            }
+            let found = tree.root(t.size)?;
+            if found != t.root {
+                return Err(VerifyError::Fork {
+                    size: t.size,
+                    found: found.to_string(),
+                    trusted: t.root.to_string(),
+                });
+            }
+            Some(t.size)
+        }
+    };
+    Ok(Summary {
+        node_id: h.node_id.clone(),
+        origin: h.origin.clone(),
+        records,
+        checkpoints: export.checkpoints.len(),
+        covered,
+        root: if records == 0 {
+            String::new()
+        } else {
+            tree.root(records)?.to_string()
+        },
+        trusted,
+    })
+}

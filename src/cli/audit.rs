@@ -1,0 +1,523 @@
+//! `renkei audit …`: query, export, verify and prove the audit log, from a running node
+//! (as an auditor, `--config`) or from a stopped node's database (`--data-dir`).
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use prost::Message as _;
+use serde_json::{json, Value};
+
+use crate::audit::checkpoint;
+use crate::audit::export::{self, FORMAT};
+use crate::audit::merkle::{self, TreeHash};
+use crate::bulletin::{Kind, Tlp};
+use crate::client::Client;
+use crate::config::ClientConfig;
+use crate::identity::PartnerId;
+use crate::node::audit_origin;
+use crate::proto::{self, export_item::Item, AuditEvent};
+use crate::store::{Query, Store};
+use crate::timestamp::Timestamp;
+
+/// Where the log is read from.
+pub(super) enum Source<'a> {
+    /// A running node, asked by an auditor.
+    Node(&'a Path),
+    /// A stopped node's database.
+    DataDir(&'a Path),
+}
+
+impl<'a> Source<'a> {
+    pub(super) fn new(
+        config: Option<&'a Path>,
+        data_dir: Option<&'a Path>,
+    ) -> anyhow::Result<Self> {
+        match (config, data_dir) {
+            (Some(c), None) => Ok(Source::Node(c)),
+            (None, Some(d)) => Ok(Source::DataDir(d)),
+            _ => bail!("give either --config (a running node) or --data-dir (a stopped node)"),
+        }
+    }
+}
+
+pub(super) async fn connect(config: &Path) -> anyhow::Result<Client> {
+    let cfg = ClientConfig::load(config)?;
+    Ok(Client::connect(&cfg).await?)
+}
+
+pub(super) fn open_store(dir: &Path) -> anyhow::Result<Store> {
+    if !dir.join("db").exists() && !dir.join("conf").exists() {
+        bail!("{} holds no renkei database", dir.display());
+    }
+    Store::open(dir, 64 << 20).with_context(|| {
+        format!(
+            "opening {} (a running node holds it: ask it with --config instead)",
+            dir.display()
+        )
+    })
+}
+
+/// Parses `--event`: an AuditEvent name such as `bulletin_accepted` or `acked`.
+pub(super) fn parse_event(s: &str) -> Result<AuditEvent, String> {
+    let name = format!(
+        "AUDIT_EVENT_{}",
+        s.trim().to_ascii_uppercase().replace('-', "_")
+    );
+    AuditEvent::from_str_name(&name)
+        .filter(|e| *e != AuditEvent::Unspecified)
+        .ok_or_else(|| {
+            let all: Vec<String> = (1..=10)
+                .filter_map(|n| AuditEvent::try_from(n).ok())
+                .map(event_name)
+                .collect();
+            format!("{s:?} is not an audit event: use one of {}", all.join(", "))
+        })
+}
+
+fn event_name(e: AuditEvent) -> String {
+    e.as_str_name()
+        .trim_start_matches("AUDIT_EVENT_")
+        .to_ascii_lowercase()
+}
+
+/// Parses a time bound: RFC 3339, or a date (`YYYY-MM-DD`, its first or last instant).
+pub(super) fn parse_time(s: &str, end_of_day: bool) -> anyhow::Result<Timestamp> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let day: Timestamp = format!("{s}T00:00:00Z")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))?;
+    Ok(if end_of_day {
+        Timestamp::from_unix_ms(day.unix_ms() + 86_400_000 - 1)
+    } else {
+        day
+    })
+}
+
+/// One record as JSON.
+pub(super) fn record_json(r: &proto::AuditRecord) -> Value {
+    let event = AuditEvent::try_from(r.event).map_or_else(|_| r.event.to_string(), event_name);
+    let mut v = json!({
+        "seq": r.seq,
+        "time": Timestamp::from_unix_ms(r.time_unix_ms).to_string(),
+        "event": event,
+        "partner": r.partner,
+    });
+    if !r.bulletin_id.is_empty() {
+        v["bulletin_id"] = json!(r.bulletin_id);
+        v["origin"] = json!(r.origin);
+        v["digest"] = json!(hex::encode(&r.digest));
+        v["tlp"] = json!(Tlp::from_proto(r.tlp).map(|t| t.to_string()));
+        v["kind"] = json!(Kind::from_proto(r.kind).map(|k| k.to_string()));
+    }
+    if !r.decisions.is_empty() {
+        v["decisions"] = r
+            .decisions
+            .iter()
+            .map(|d| {
+                let mut dv = json!({"partner": d.partner, "shared": d.shared});
+                if !d.shared {
+                    dv["reason"] = json!(proto::WithholdReason::try_from(d.reason).map_or_else(
+                        |_| d.reason.to_string(),
+                        |r| r
+                            .as_str_name()
+                            .trim_start_matches("WITHHOLD_REASON_")
+                            .to_ascii_lowercase()
+                    ));
+                    dv["detail"] = json!(d.detail);
+                }
+                dv
+            })
+            .collect();
+    }
+    if !r.bulletin_seqs.is_empty() {
+        v["bulletin_seqs"] = json!(r.bulletin_seqs);
+    }
+    if !r.latencies_ms.is_empty() {
+        v["latencies_ms"] = json!(r.latencies_ms);
+    }
+    if r.error != 0 {
+        v["error"] = json!(proto::ErrorCode::try_from(r.error).map_or_else(
+            |_| r.error.to_string(),
+            |e| e
+                .as_str_name()
+                .trim_start_matches("ERROR_CODE_")
+                .to_ascii_lowercase()
+        ));
+    }
+    if !r.reason.is_empty() {
+        v["reason"] = json!(r.reason);
+    }
+    if !r.config_digest.is_empty() {
+        v["config_digest"] = json!(hex::encode(&r.config_digest));
+    }
+    v
+}
+
+fn table_line(r: &proto::AuditRecord) -> String {
+    let v = record_json(r);
+    let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let detail = if !r.decisions.is_empty() {
+        let shared: Vec<&str> = r
+            .decisions
+            .iter()
+            .filter(|d| d.shared)
+            .map(|d| d.partner.as_str())
+            .collect();
+        format!(
+            "{} {} shared with [{}]",
+            text("tlp"),
+            text("kind"),
+            shared.join(",")
+        )
+    } else if !r.bulletin_seqs.is_empty() && r.bulletin_id.is_empty() {
+        format!("{} bulletin(s)", r.bulletin_seqs.len())
+    } else {
+        [text("error"), text("reason")]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ")
+    };
+    format!(
+        "{:>8}  {:<24}  {:<22}  {:<14}  {:<36}  {}",
+        r.seq,
+        text("time"),
+        text("event"),
+        r.partner,
+        r.bulletin_id,
+        detail
+    )
+}
+
+/// What `audit query` asks for.
+pub(super) struct QueryArgs {
+    pub partner: Option<PartnerId>,
+    pub bulletin: Option<String>,
+    pub event: Option<AuditEvent>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub after: Option<u64>,
+    pub limit: usize,
+    pub json: bool,
+}
+
+pub(super) async fn query(source: Source<'_>, a: QueryArgs) -> anyhow::Result<()> {
+    let bulletin = match &a.bulletin {
+        Some(b) => Some(
+            crate::bulletin::BulletinId::parse_canonical(b)
+                .ok_or_else(|| anyhow::anyhow!("--bulletin {b:?} is not a canonical UUID"))?,
+        ),
+        None => None,
+    };
+    let q = Query {
+        partner: a.partner,
+        bulletin,
+        event: a.event,
+        since: a
+            .since
+            .as_deref()
+            .map(|s| parse_time(s, false))
+            .transpose()?,
+        until: a
+            .until
+            .as_deref()
+            .map(|s| parse_time(s, true))
+            .transpose()?,
+        after: a.after,
+        limit: a.limit.clamp(1, crate::store::audit::MAX_PAGE),
+    };
+    let (records, next_after) = match source {
+        Source::Node(config) => {
+            let client = connect(config).await?;
+            let page = client.audit_query(q.to_wire()).await?;
+            client.close().await;
+            (page.records, page.next_after)
+        }
+        Source::DataDir(dir) => {
+            let store = open_store(dir)?;
+            let page = store.audit().query(&q)?;
+            (page.records, page.next_after)
+        }
+    };
+    if !a.json {
+        emitln!(
+            "{:>8}  {:<24}  {:<22}  {:<14}  {:<36}  detail",
+            "seq",
+            "time",
+            "event",
+            "partner",
+            "bulletin"
+        );
+    }
+    for bytes in records {
+        let r = proto::AuditRecord::decode(bytes)
+            .context("the node sent a record that does not decode")?;
+        if a.json {
+            emitln!("{}", record_json(&r));
+        } else {
+            emitln!("{}", table_line(&r));
+        }
+    }
+    if let Some(n) = next_after {
+        if a.json {
+            emitln!("{}", json!({"next_after": n}));
+        } else {
+            emitln!("(more: --after {n})");
+        }
+    }
+    Ok(())
+}
+
+/// Everything an export holds, from either source.
+struct Gathered {
+    node_id: String,
+    key: ed25519_dalek::VerifyingKey,
+    records: Vec<Bytes>,
+    checkpoints: Vec<String>,
+}
+
+async fn gather(source: Source<'_>) -> anyhow::Result<Gathered> {
+    match source {
+        Source::Node(config) => {
+            let client = connect(config).await?;
+            let node_id = client.hello().await?.node_id;
+            // A fresh checkpoint first, then exactly the records it covers.
+            let signed = client.checkpoint().await?;
+            let key = key_from(&signed.public_key)?;
+            let size = checkpoint::verify(&signed.note, &audit_origin(&node_id.parse()?), &key)
+                .context("the node's checkpoint")?
+                .size;
+            let mut records = Vec::with_capacity(size as usize);
+            let mut after = None;
+            while (records.len() as u64) < size {
+                let q = proto::AuditQuery {
+                    after,
+                    limit: crate::store::audit::MAX_PAGE as u32,
+                    ..Default::default()
+                };
+                let page = client.audit_query(q).await?;
+                if page.records.is_empty() {
+                    bail!(
+                        "the node sent {} records, its checkpoint covers {size}",
+                        records.len()
+                    );
+                }
+                records.extend(page.records);
+                after = Some(records.len() as u64 - 1);
+            }
+            records.truncate(size as usize);
+            client.close().await;
+            Ok(Gathered {
+                node_id,
+                key,
+                records,
+                checkpoints: vec![signed.note],
+            })
+        }
+        Source::DataDir(dir) => {
+            let store = open_store(dir)?;
+            let (id, key) = store
+                .identity()?
+                .ok_or_else(|| anyhow::anyhow!("{} was never run as a node", dir.display()))?;
+            let log = store.audit();
+            let records = log.records_from(0).collect::<Result<Vec<_>, _>>()?;
+            let checkpoints = log
+                .checkpoints()
+                .map(|c| c.map(|(_, note)| note))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Gathered {
+                node_id: id.to_string(),
+                key,
+                records,
+                checkpoints,
+            })
+        }
+    }
+}
+
+fn key_from(bytes: &[u8]) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a public key of {} bytes, not 32", bytes.len()))?;
+    Ok(ed25519_dalek::VerifyingKey::from_bytes(&arr)?)
+}
+
+fn export_bytes(g: Gathered) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let header = proto::ExportHeader {
+        format: FORMAT.into(),
+        origin: audit_origin(&g.node_id.parse()?),
+        node_id: g.node_id,
+        public_key: Bytes::copy_from_slice(g.key.as_bytes()),
+        records: g.records.len() as u64,
+        exported_unix_ms: Timestamp::now().unix_ms(),
+    };
+    export::write_item(&mut out, Item::Header(header));
+    for r in g.records {
+        export::write_item(&mut out, Item::Record(r));
+    }
+    for c in g.checkpoints {
+        export::write_item(&mut out, Item::Checkpoint(c));
+    }
+    Ok(out)
+}
+
+pub(super) async fn export(source: Source<'_>, out: &Path) -> anyhow::Result<()> {
+    let g = gather(source).await?;
+    let (records, checkpoints) = (g.records.len(), g.checkpoints.len());
+    let bytes = export_bytes(g)?;
+    crate::files::write(out, &bytes, crate::files::Access::Private, false)?;
+    emitln!(
+        "{}",
+        json!({"file": out.display().to_string(), "records": records, "checkpoints": checkpoints})
+    );
+    Ok(())
+}
+
+pub(super) fn verify(
+    file: Option<&Path>,
+    data_dir: Option<&Path>,
+    key: Option<&str>,
+    trusted: Option<&Path>,
+) -> anyhow::Result<()> {
+    let bytes = match (file, data_dir) {
+        (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(d)) => {
+            let g = tokio::runtime::Builder::new_current_thread()
+                .build()?
+                .block_on(gather(Source::DataDir(d)))?;
+            export_bytes(g)?
+        }
+        _ => bail!("give either an export FILE or --data-dir"),
+    };
+    let parsed = export::parse(Bytes::from(bytes))?;
+    let named = export::header_key(&parsed.header)?;
+    let key = match key {
+        Some(k) => {
+            let pinned: crate::identity::PublicKey =
+                k.parse().map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+            if pinned.verifying_key() != &named {
+                bail!("the export is signed by another key than --key: it is not this node's log");
+            }
+            named
+        }
+        None => named,
+    };
+    let trusted = trusted
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let s = export::verify(&parsed, &key, trusted.as_deref())?;
+    let uncovered = s.records - s.covered;
+    emitln!(
+        "{}",
+        json!({
+            "verified": true,
+            "node_id": s.node_id,
+            "origin": s.origin,
+            "records": s.records,
+            "checkpoints": s.checkpoints,
+            "covered_by_checkpoints": s.covered,
+            "not_yet_checkpointed": uncovered,
+            "root": s.root,
+            "consistent_with_trusted_checkpoint": s.trusted,
+        })
+    );
+    if uncovered > 0 {
+        eprintln!(
+            "renkei: note: records {}..{} are not covered by a signed checkpoint yet",
+            s.covered, s.records
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn checkpoint(source: Source<'_>) -> anyhow::Result<()> {
+    let note = match source {
+        Source::Node(config) => {
+            let client = connect(config).await?;
+            let c = client.checkpoint().await?;
+            client.close().await;
+            c.note
+        }
+        Source::DataDir(dir) => {
+            let store = open_store(dir)?;
+            let latest = store.audit().latest_checkpoint()?;
+            latest
+                .ok_or_else(|| anyhow::anyhow!("no checkpoint has been signed yet"))?
+                .1
+        }
+    };
+    print!("{note}");
+    Ok(())
+}
+
+pub(super) async fn prove(source: Source<'_>, seq: u64) -> anyhow::Result<()> {
+    let (node_id, key, p) = match source {
+        Source::Node(config) => {
+            let client = connect(config).await?;
+            let node_id = client.hello().await?.node_id;
+            let key = key_from(&client.checkpoint().await?.public_key)?;
+            let p = client.inclusion_proof(seq, 0).await?;
+            client.close().await;
+            (node_id, key, p)
+        }
+        Source::DataDir(dir) => {
+            let store = open_store(dir)?;
+            let (id, key) = store
+                .identity()?
+                .ok_or_else(|| anyhow::anyhow!("{} was never run as a node", dir.display()))?;
+            let log = store.audit();
+            let (size, note) = log
+                .latest_checkpoint()?
+                .ok_or_else(|| anyhow::anyhow!("no checkpoint has been signed yet"))?;
+            if seq >= size {
+                bail!("record {seq} is not covered by the latest checkpoint (size {size})");
+            }
+            let hashes = log.prove_inclusion(size, seq)?;
+            let record = log
+                .record(seq)?
+                .ok_or_else(|| anyhow::anyhow!("no record {seq}"))?;
+            let p = proto::InclusionProof {
+                seq,
+                tree_size: size,
+                record,
+                hashes: hashes
+                    .iter()
+                    .map(|h| Bytes::copy_from_slice(&h.0))
+                    .collect(),
+                checkpoint: note,
+            };
+            (id.to_string(), key, p)
+        }
+    };
+    // Check before printing: the proof leads from the record to the signed root.
+    let signed = checkpoint::verify(&p.checkpoint, &audit_origin(&node_id.parse()?), &key)?;
+    let hashes = p
+        .hashes
+        .iter()
+        .map(|h| <[u8; 32]>::try_from(h.as_ref()).map(TreeHash))
+        .collect::<Result<Vec<_>, _>>()
+        .context("a proof hash is not 32 bytes")?;
+    let leaf = merkle::leaf_hash(&p.record);
+    merkle::check_inclusion(&hashes, signed.size, signed.root, p.seq, leaf)
+        .context("the inclusion proof does not verify")?;
+    let record = proto::AuditRecord::decode(p.record.clone())?;
+    emitln!(
+        "{}",
+        json!({
+            "seq": p.seq,
+            "tree_size": signed.size,
+            "root": signed.root.to_string(),
+            "leaf_hash": leaf.to_string(),
+            "proof": hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            "record": record_json(&record),
+            "record_hex": hex::encode(&p.record),
+            "checkpoint": p.checkpoint,
+            "verified": true,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `renkei metrics`: the information-sharing report, from a running node (as an
+//! auditor) or a stopped node's database, as a table or JSON.
+
+use serde_json::{json, Value};
+
+use super::audit::{connect, open_store, parse_time, Source};
+use crate::metrics::{self, Period};
+use crate::proto;
+use crate::timestamp::Timestamp;
+
+/// What `renkei metrics` asks for.
+pub(super) struct MetricsArgs {
+    pub fiscal_year: Option<u32>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub fiscal_start: u8,
+    pub json: bool,
+}
+
+fn day(s: &str, end: bool) -> anyhow::Result<u32> {
+    Ok(metrics::day_of(parse_time(s, end)?.unix_ms()))
+}
+
+pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()> {
+    let mut request = proto::MetricsRequest {
+        fiscal_year: a.fiscal_year.unwrap_or(0),
+        ..Default::default()
+    };
+    match (&a.since, &a.until) {
+        (Some(s), Some(u)) => {
+            request.since_day = day(s, false)?;
+            request.until_day = day(u, true)? + 1;
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("give both --since and --until, or neither"),
+    }
+    let report = match source {
+        Source::Node(config) => {
+            let client = connect(config).await?;
+            let r = client.metrics(request).await?;
+            client.close().await;
+            r
+        }
+        Source::DataDir(dir) => {
+            let store = open_store(dir)?;
+            let node = store
+                .identity()?
+                .map(|(id, _)| id.to_string())
+                .unwrap_or_default();
+            let today = metrics::day_of(Timestamp::now().unix_ms());
+            let period = Period::requested(&request, a.fiscal_start, today)?;
+            let rows = store.audit().counters(period.until)?;
+            metrics::report(&node, &period, rows)
+        }
+    };
+    if a.json {
+        emitln!("{}", serde_json::to_string_pretty(&report_json(&report))?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+fn growth(value: u64, previous: u64) -> Value {
+    let delta = value as i64 - previous as i64;
+    let pct = (previous > 0).then(|| (delta as f64) * 100.0 / previous as f64);
+    json!({"change": delta, "change_pct": pct})
+}
+
+fn figures_json(figures: &[proto::Figure]) -> Value {
+    figures
+        .iter()
+        .map(|f| {
+            let mut v = json!({"name": f.name, "value": f.value, "previous": f.previous});
+            let g = growth(f.value, f.previous);
+            v["change"] = g["change"].clone();
+            v["change_pct"] = g["change_pct"].clone();
+            v
+        })
+        .collect()
+}
+
+/// The report as JSON, with growth worked out.
+pub(crate) fn report_json(r: &proto::MetricsReport) -> Value {
+    let days = |s: u32, u: u32| json!({"since_day": s, "until_day": u});
+    json!({
+        "node_id": r.node_id,
+        "period": r.label,
+        "days": days(r.since_day, r.until_day),
+        "previous_days": days(r.previous_since_day, r.previous_until_day),
+        "partners": r.partners.iter().map(|p| {
+            let l = p.latency.clone().unwrap_or_default();
+            json!({
+                "partner": p.partner,
+                "figures": figures_json(&p.figures),
+                "latency": {"acked": l.acked, "p50_ms": l.p50_ms, "p95_ms": l.p95_ms},
+            })
+        }).collect::<Vec<_>>(),
+        "engaged": r.engaged,
+        "newly_engaged": r.newly_engaged,
+        "engaged_previous": r.engaged_previous,
+        "engaged_growth": growth(r.engaged.len() as u64, u64::from(r.engaged_previous)),
+        "months": r.months.iter().map(|m| json!({"label": m.label, "figures": figures_json(&m.figures)})).collect::<Vec<_>>(),
+        "quarters": r.quarters.iter().map(|m| json!({"label": m.label, "figures": figures_json(&m.figures)})).collect::<Vec<_>>(),
+    })
+}
+
+fn pct(value: u64, previous: u64) -> String {
+    if previous == 0 {
+        if value == 0 {
+            "".into()
+        } else {
+            "new".into()
+        }
+    } else {
+        format!(
+            "{:+.0}%",
+            (value as f64 - previous as f64) * 100.0 / previous as f64
+        )
+    }
+}
+
+fn ms(v: u64) -> String {
+    if v == u64::MAX {
+        ">1d".into()
+    } else {
+        format!("≤{v} ms")
+    }
+}
+
+/// The report as a table for a terminal.
+pub(crate) fn table(r: &proto::MetricsReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "renkei metrics: {} — {}", r.node_id, r.label);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<28} {:>8} {:>9} {:>8} {:>7}",
+        "partner", "figure", "value", "previous", "change", "%"
+    );
+    for p in &r.partners {
+        for f in &p.figures {
+            let change = f.value as i64 - f.previous as i64;
+            let _ = writeln!(
+                out,
+                "{:<16} {:<28} {:>8} {:>9} {:>+8} {:>7}",
+                p.partner,
+                f.name,
+                f.value,
+                f.previous,
+                change,
+                pct(f.value, f.previous)
+            );
+        }
+        if let Some(l) = p.latency.as_ref().filter(|l| l.acked > 0) {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<28} p50 {} p95 {} ({} acked)",
+                p.partner,
+                "delivery latency",
+                ms(l.p50_ms),
+                ms(l.p95_ms),
+                l.acked
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "engaged partners (both ways): {} (previous period {}, {}): {}",
+        r.engaged.len(),
+        r.engaged_previous,
+        pct(r.engaged.len() as u64, u64::from(r.engaged_previous)),
+        r.engaged.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "newly engaged: {}",
+        if r.newly_engaged.is_empty() {
+            "none".into()
+        } else {
+            r.newly_engaged.join(", ")
+        }
+    );
+    for (title, spans) in [("by quarter", &r.quarters), ("by month", &r.months)] {
+        let busy: Vec<_> = spans.iter().filter(|s| !s.figures.is_empty()).collect();
+        if busy.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{title}:");
+        for s in busy {
+            let parts: Vec<String> = s
+                .figures
+                .iter()
+                .filter(|f| f.name.starts_with("received.") || f.name.starts_with("shared."))
+                .map(|f| format!("{} {}", f.name, f.value))
+                .collect();
+            let _ = writeln!(out, "  {:<18} {}", s.label, parts.join(", "));
+        }
+    }
+    out
+}
