@@ -1,0 +1,181 @@
+//! A node killed with SIGKILL in the middle of a publish burst: after a restart its
+//! audit log still verifies, has no gap, and records every bulletin the publisher was
+//! told was accepted.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::federation::{sign_as, PATIENCE};
+use common::{pki, renkei_ok};
+use prost::Message as _;
+use renkei::bulletin::{Kind, Tlp};
+use renkei::client::Client;
+use renkei::config::ClientConfig;
+use renkei::proto::{self, AuditEvent, PublishStatus};
+use serde_json::Value;
+
+/// A `renkei serve` child process, killed if the test ends without stopping it.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `renkei serve` and waits for the line saying where it listens.
+fn serve(dir: &Path) -> (Served, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(["serve", "--config", "hub.toml"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("renkei node listening on "), "{line:?}");
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    (Served(child), addr)
+}
+
+fn public(dir: &Path, id: &str) -> String {
+    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,au-dod");
+    let hub = format!(
+        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
+         [audit]\ncheckpoint_every = 100\n\n\
+         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
+        public(dir, "us-dod"),
+        public(dir, "au-dod")
+    );
+    fs::write(dir.join("hub.toml"), hub).unwrap();
+    let (mut served, addr) = serve(dir);
+    fs::write(
+        dir.join("us-dod.toml"),
+        format!(
+            "[client]\nid = \"us-dod\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
+             tls_cert = \"certs/us-dod/tls.crt\"\ntls_key = \"certs/us-dod/tls.key\"\nsigning_key = \"certs/us-dod/signing.key\"\n"
+        ),
+    )
+    .unwrap();
+
+    // The US desk pipelines a burst of GREEN indicators.
+    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
+    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let burst: Vec<_> = (0..5_000)
+        .map(|i| {
+            let title = format!("indicator {i}");
+            sign_as(
+                &key,
+                "us-dod",
+                Tlp::Green,
+                Kind::Indicator,
+                &title,
+                &[],
+                &[],
+            )
+        })
+        .collect();
+    let cfg = ClientConfig::load(&dir.join("us-dod.toml")).unwrap();
+    let client = Client::connect(&cfg).await.unwrap();
+    let (mut sink, mut results) = client.publisher().await.unwrap().split();
+    let sender = tokio::spawn(async move {
+        for (i, b) in burst.into_iter().enumerate() {
+            if sink.send(i as u64, b).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // Once 500 are accepted, the node is killed without warning; the publisher keeps
+    // whatever results reached it.
+    let mut accepted = HashSet::new();
+    let mut killed = false;
+    loop {
+        // After the kill, only results already on their way can still arrive.
+        let patience = if killed {
+            std::time::Duration::from_millis(500)
+        } else {
+            PATIENCE
+        };
+        let next = tokio::time::timeout(patience, results.recv()).await;
+        let Ok(Ok(Some(r))) = next else { break };
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{r:?}");
+        accepted.insert(r.bulletin_id);
+        if accepted.len() == 500 && !killed {
+            served.0.kill().unwrap();
+            killed = true;
+        }
+    }
+    assert!(killed, "the burst ended before the kill");
+    served.0.wait().unwrap();
+    sender.abort();
+    drop(client);
+
+    // The node comes back on the same database (it refuses to start on a log that
+    // disagrees with what it signed), then stops cleanly.
+    let (mut served, _addr) = serve(dir);
+    let pid = served.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let status = served.0.wait();
+        let _ = tx.send(status);
+        drop(served);
+    });
+    let exit = rx
+        .recv_timeout(PATIENCE)
+        .expect("the node stops on SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+
+    // The whole log verifies offline: every record in sequence, every checkpoint.
+    let out = renkei_ok(dir, &["audit", "verify", "--data-dir", "data"]);
+    let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(summary["verified"], true);
+    assert_eq!(summary["not_yet_checkpointed"], 0, "the clean stop signs");
+    let records = summary["records"].as_u64().unwrap();
+
+    // Every bulletin the publisher saw accepted is in it.
+    let store = renkei::store::Store::open(&dir.join("data"), 16 << 20).unwrap();
+    let log = store.audit();
+    assert_eq!(log.size().unwrap(), records);
+    let mut recorded = HashSet::new();
+    for (i, bytes) in log.records_from(0).enumerate() {
+        let r = proto::AuditRecord::decode(bytes.unwrap()).unwrap();
+        assert_eq!(r.seq, i as u64, "no gap");
+        if r.event == AuditEvent::BulletinAccepted as i32 {
+            recorded.insert(r.bulletin_id);
+        }
+    }
+    let missing: Vec<_> = accepted.difference(&recorded).collect();
+    assert!(
+        missing.is_empty(),
+        "accepted but not in the log: {missing:?}"
+    );
+    assert!(recorded.len() >= accepted.len());
+}

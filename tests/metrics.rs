@@ -1,0 +1,255 @@
+//! Random sequences of publishing, rejections, deliveries and acks through a real node:
+//! afterwards every metric equals a recount of the audit records, counted here
+//! independently of the node's own counting.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::federation::{sign_as, Federation, PATIENCE};
+use proptest::prelude::*;
+use prost::Message as _;
+use renkei::bulletin::{Kind, Tlp};
+use renkei::metrics::{self, Period};
+use renkei::proto::{self, AuditEvent};
+
+const PARTNERS: &str = r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "uk-mod"
+role = "liaison"
+clearance = "amber"
+kinds = ["indicator", "exercise", "consultation"]
+keys = [{ public = "KEY(uk-mod)" }]
+
+[[partner]]
+id = "ee-mod"
+role = "liaison"
+clearance = "green"
+keys = [{ public = "KEY(ee-mod)" }]
+
+[[partner]]
+id = "audit-office"
+role = "auditor"
+"#;
+
+const DESKS: [&str; 3] = ["us-dod", "uk-mod", "ee-mod"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A desk publishes; `forged` signs it with another desk's key; `twice` sends it again.
+    Publish {
+        desk: usize,
+        tlp: Tlp,
+        kind: Kind,
+        forged: bool,
+        twice: bool,
+    },
+    /// A desk receives up to `take` deliveries and acks the first `ack` of them.
+    Receive {
+        desk: usize,
+        take: usize,
+        ack: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let tlp = prop::sample::select(vec![Tlp::Clear, Tlp::Green, Tlp::Amber, Tlp::Red]);
+    let kind = prop::sample::select(vec![
+        Kind::Indicator,
+        Kind::Exercise,
+        Kind::Consultation,
+        Kind::Advisory,
+    ]);
+    prop_oneof![
+        3 => (0..3usize, tlp, kind, prop::bool::weighted(0.15), prop::bool::weighted(0.15))
+            .prop_map(|(desk, tlp, kind, forged, twice)| Op::Publish { desk, tlp, kind, forged, twice }),
+        1 => (0..3usize, 0..5usize, 0..5usize)
+            .prop_map(|(desk, take, ack)| Op::Receive { desk, take, ack }),
+    ]
+}
+
+/// The test's own recount: (partner, counter) → total, from the decoded records.
+fn recount(records: &[proto::AuditRecord]) -> BTreeMap<(String, String), u64> {
+    let mut n: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut add =
+        |p: &str, name: String, by: u64| *n.entry((p.to_owned(), name)).or_default() += by;
+    for r in records {
+        let kind = Kind::from_proto(r.kind)
+            .map(|k| k.to_string())
+            .unwrap_or_default();
+        match AuditEvent::try_from(r.event).unwrap() {
+            AuditEvent::BulletinAccepted => {
+                add(&r.partner, format!("received.{kind}"), 1);
+                for d in &r.decisions {
+                    if d.shared {
+                        add(&d.partner, format!("shared.{kind}"), 1);
+                    } else {
+                        let reason = proto::WithholdReason::try_from(d.reason).unwrap();
+                        let name = reason.as_str_name().trim_start_matches("WITHHOLD_REASON_");
+                        add(&d.partner, format!("withheld.{}", name.to_lowercase()), 1);
+                    }
+                }
+            }
+            AuditEvent::BulletinRejected => {
+                let code = proto::ErrorCode::try_from(r.error).unwrap();
+                let name = code.as_str_name().trim_start_matches("ERROR_CODE_");
+                add(&r.partner, format!("rejected.{}", name.to_lowercase()), 1);
+            }
+            AuditEvent::BulletinDuplicate => add(&r.partner, "duplicate".into(), 1),
+            AuditEvent::Delivered => {
+                add(&r.partner, "delivered".into(), r.bulletin_seqs.len() as u64)
+            }
+            AuditEvent::Acked => add(&r.partner, "acked".into(), r.bulletin_seqs.len() as u64),
+            AuditEvent::ConnectionAccepted => add(&r.partner, "connections".into(), 1),
+            _ => {}
+        }
+    }
+    n
+}
+
+async fn run(ops: Vec<Op>) {
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "uk-mod", "ee-mod", "audit-office"],
+        PARTNERS,
+    )
+    .await;
+    let mut clients = Vec::new();
+    for d in DESKS {
+        clients.push(fed.client(d).await);
+    }
+    // How many deliveries each desk can expect: shared and not yet acked.
+    let mut waiting = [0usize; 3];
+    let (mut published, mut acked_total) = (0, 0);
+    for op in ops {
+        match op {
+            Op::Publish {
+                desk,
+                tlp,
+                kind,
+                forged,
+                twice,
+            } => {
+                let signer = if forged { (desk + 1) % 3 } else { desk };
+                let b = sign_as(
+                    fed.key(DESKS[signer]),
+                    DESKS[desk],
+                    tlp,
+                    kind,
+                    "t",
+                    &[],
+                    &[],
+                );
+                let sends = if twice { 2 } else { 1 };
+                for _ in 0..sends {
+                    let r = clients[desk].publish(b.clone()).await.unwrap();
+                    if r.status == proto::PublishStatus::Accepted as i32 {
+                        published += 1;
+                        for p in &r.shared_with {
+                            if let Some(i) = DESKS.iter().position(|d| d == p) {
+                                waiting[i] += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Receive { desk, take, ack } => {
+                let take = take.min(waiting[desk]);
+                if take == 0 {
+                    continue;
+                }
+                let mut sub = clients[desk].subscribe(take as u32).await.unwrap();
+                let mut seqs = Vec::new();
+                for _ in 0..take {
+                    let d = tokio::time::timeout(PATIENCE, sub.next())
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .unwrap();
+                    seqs.push(d.seq);
+                }
+                let ack = ack.min(take);
+                if ack > 0 {
+                    sub.ack(seqs[..ack].to_vec()).await.unwrap();
+                }
+                tokio::time::timeout(PATIENCE, sub.close())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                waiting[desk] -= ack;
+                acked_total += ack;
+            }
+        }
+    }
+    for c in clients {
+        c.close().await;
+    }
+    let mut fed = fed;
+    let node = fed.node.take().unwrap();
+    node.shutdown(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let data = fed.dir.path().join("data");
+
+    let store = renkei::store::Store::open(&data, 16 << 20).unwrap();
+    let log = store.audit();
+    let records: Vec<proto::AuditRecord> = log
+        .records_from(0)
+        .map(|r| proto::AuditRecord::decode(r.unwrap()).unwrap())
+        .collect();
+    // Stored day counters are the node's own sum of the same records...
+    let rows = log.counters(u32::MAX).unwrap();
+    let stored: Vec<_> = rows.iter().cloned().collect();
+    let summed: Vec<_> = metrics::aggregate(&records)
+        .into_iter()
+        .map(|((d, p, n), v)| (d, p, n, v))
+        .collect();
+    assert_eq!(stored, summed, "counters moved with the records");
+    // ...and the report over the period equals this test's own recount.
+    let days = rows.iter().map(|r| r.0);
+    let (first, last) = (days.clone().min().unwrap_or(0), days.max().unwrap_or(0));
+    let period = Period::days(first, last + 1).unwrap();
+    let report = metrics::report("jp-mod", &period, rows);
+    let mut reported = BTreeMap::new();
+    for p in &report.partners {
+        for f in &p.figures {
+            reported.insert((p.partner.clone(), f.name.clone()), f.value);
+        }
+    }
+    let mine = recount(&records);
+    for (key, value) in &mine {
+        assert_eq!(reported.get(key), Some(value), "{key:?}");
+    }
+    let accepted_records = mine
+        .iter()
+        .filter(|((_, n), _)| n.starts_with("received."))
+        .map(|(_, v)| v)
+        .sum::<u64>();
+    assert_eq!(accepted_records, published as u64);
+    let acked: u64 = mine
+        .iter()
+        .filter(|((_, n), _)| n == "acked")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(acked, acked_total as u64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_metric_equals_a_recount_of_the_log(ops in prop::collection::vec(op(), 1..25)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run(ops));
+    }
+}
