@@ -131,6 +131,24 @@ impl Federation {
         self.boot().await;
     }
 
+    /// Stops the hub cleanly (it signs a last audit checkpoint) and keeps its data
+    /// directory, to be read offline or run again with [`Federation::resume`].
+    pub async fn halt(&mut self) {
+        let node = self.node.take().expect("the hub is running");
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+
+    /// Starts the hub again on its data directory after [`Federation::halt`].
+    pub async fn resume(&mut self) {
+        assert!(self.node.is_none(), "the hub is already running");
+        self.boot().await;
+    }
+
+    /// The hub's data directory (its database).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub async fn stop(mut self) {
         if let Some(node) = self.node.take() {
             node.shutdown(Duration::from_secs(5)).await.unwrap();
