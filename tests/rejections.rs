@@ -7,7 +7,7 @@ mod common;
 use common::federation::{receive_titles, sign_as, Federation};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::identity;
-use renkei::proto::{ErrorCode, PublishResult, PublishStatus};
+use renkei::proto::{self, ErrorCode, PublishResult, PublishStatus};
 
 fn partners(revoked: &str) -> String {
     format!(
@@ -161,7 +161,30 @@ async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_dist
     for c in [us, uk, nato] {
         c.close().await;
     }
-    fed.stop().await;
+    // The audit log holds each refusal with its reason, and the revocation in force.
+    let mut fed = fed;
+    fed.halt().await;
+    let store = renkei::store::Store::open(&fed.data_dir(), 16 << 20).unwrap();
+    let records: Vec<proto::AuditRecord> = store
+        .audit()
+        .records_from(0)
+        .map(|r| prost::Message::decode(r.unwrap()).unwrap())
+        .collect();
+    let errors: Vec<i32> = records
+        .iter()
+        .filter(|r| r.event == proto::AuditEvent::BulletinRejected as i32)
+        .map(|r| r.error)
+        .collect();
+    for code in [
+        ErrorCode::BadSignature,
+        ErrorCode::KeyRevoked,
+        ErrorCode::OriginMismatch,
+    ] {
+        assert!(errors.contains(&(code as i32)), "{code:?} in {errors:?}");
+    }
+    assert!(records
+        .iter()
+        .any(|r| r.event == proto::AuditEvent::KeyRevoked as i32));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,6 +208,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         done: None,
     };
     let _ = commits.send(loaded).await;
+    for r in &cfg.revoked {
+        let revoked = writer::Request::Event {
+            event: Some(Event::key_revoked(
+                &n.id,
+                &r.key.to_string(),
+                &format!("in force at start: {}", r.reason),
+            )),
+            cursor: None,
+            done: None,
+        };
+        let _ = commits.send(revoked).await;
+    }
     tokio::spawn(checkpoint_timer(
         commits.downgrade(),
         Duration::from_secs(cfg.audit.checkpoint_interval_secs),
