@@ -205,7 +205,7 @@ async fn run(ops: Vec<Op>) {
         .collect();
     // Stored day counters are the node's own sum of the same records...
     let rows = log.counters(u32::MAX).unwrap();
-    let stored: Vec<_> = rows.iter().cloned().collect();
+    let stored = rows.clone();
     let summed: Vec<_> = metrics::aggregate(&records)
         .into_iter()
         .map(|((d, p, n), v)| (d, p, n, v))

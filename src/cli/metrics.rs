@@ -89,7 +89,7 @@ pub(crate) fn report_json(r: &proto::MetricsReport) -> Value {
         "days": days(r.since_day, r.until_day),
         "previous_days": days(r.previous_since_day, r.previous_until_day),
         "partners": r.partners.iter().map(|p| {
-            let l = p.latency.clone().unwrap_or_default();
+            let l = p.latency.unwrap_or_default();
             json!({
                 "partner": p.partner,
                 "figures": figures_json(&p.figures),

@@ -158,7 +158,7 @@ fn the_report_gives_outputs_growth_engagement_and_latency() {
         .iter()
         .find(|p| p.partner == "uk-mod")
         .unwrap();
-    let latency = uk.latency.clone().unwrap();
+    let latency = uk.latency.unwrap();
     assert_eq!((latency.acked, latency.p50_ms, latency.p95_ms), (20, 5, 5));
     assert!(uk.figures.iter().all(|f| !f.name.starts_with("latency.")));
     // Roll-ups: the month of `this_year` holds every figure of the year.
