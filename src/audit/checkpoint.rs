@@ -34,6 +34,11 @@ pub enum CheckpointError {
     },
 }
 
+/// The origin line (and key name) of a node's audit log: `renkei/<node-id>/audit`.
+pub fn log_origin(node_id: &str) -> String {
+    format!("renkei/{node_id}/audit")
+}
+
 /// A verified checkpoint: this log had `size` records with this `root`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verified {

@@ -60,12 +60,34 @@ pub enum VerifyError {
         found: u64,
     },
     /// A checkpoint's signature or form is wrong.
-    #[error("checkpoint {index} is not valid: {source}")]
+    #[error("checkpoint {index} is not valid: {why}")]
     BadCheckpoint {
         /// Its position among the checkpoints (0-based).
         index: usize,
         /// Why.
-        source: CheckpointError,
+        why: CheckpointError,
+    },
+    /// The checkpoint the auditor kept is not valid for this log.
+    #[error("the trusted checkpoint is not valid for this log: {why}")]
+    BadTrusted {
+        /// Why.
+        why: CheckpointError,
+    },
+    /// The header names a node whose log this is not.
+    #[error("the header says node {node_id:?}, but the log is {origin:?}")]
+    WrongNode {
+        /// In the header.
+        node_id: String,
+        /// The log's origin in the header (and in every checkpoint).
+        origin: String,
+    },
+    /// Records no signed checkpoint covers: nothing shows they were not altered.
+    #[error("records {from}..{records} are not covered by any signed checkpoint, so they cannot be verified; export from the running node (which signs a fresh checkpoint) or after a clean stop")]
+    Unsigned {
+        /// First record not covered.
+        from: u64,
+        /// Records in the log.
+        records: u64,
     },
     /// A checkpoint covers more records than the file holds.
     #[error("checkpoint {index} covers {size} records but the log holds only {records}: records after {records} were removed")]
@@ -106,7 +128,7 @@ pub enum VerifyError {
         trusted: String,
     },
     /// The tree could not be computed.
-    #[error("merkle tree: {0}")]
+    #[error(transparent)]
     Merkle(#[from] MerkleError),
 }
 
@@ -195,13 +217,20 @@ pub fn header_key(header: &proto::ExportHeader) -> Result<VerifyingKey, VerifyEr
 }
 
 /// Recomputes the whole tree from the records alone and checks every checkpoint with
-/// `key`, then (if given) consistency with a checkpoint the auditor kept.
+/// `key`, that together they cover every record, then (if given) consistency with a
+/// checkpoint the auditor kept.
 pub fn verify(
     export: &Export,
     key: &VerifyingKey,
     trusted: Option<&str>,
 ) -> Result<Summary, VerifyError> {
     let h = &export.header;
+    if h.origin != checkpoint::log_origin(&h.node_id) {
+        return Err(VerifyError::WrongNode {
+            node_id: h.node_id.clone(),
+            origin: h.origin.clone(),
+        });
+    }
     let mut tree = MemoryTree::new();
     let mut last_time = 0;
     for (position, bytes) in (0u64..).zip(&export.records) {
@@ -232,7 +261,7 @@ pub fn verify(
     let mut covered = 0;
     for (index, note) in export.checkpoints.iter().enumerate() {
         let c = checkpoint::verify(note, &h.origin, key)
-            .map_err(|source| VerifyError::BadCheckpoint { index, source })?;
+            .map_err(|why| VerifyError::BadCheckpoint { index, why })?;
         if c.size > records {
             return Err(VerifyError::Truncated {
                 index,
@@ -249,15 +278,17 @@ pub fn verify(
         }
         covered = covered.max(c.size);
     }
+    if covered < records {
+        return Err(VerifyError::Unsigned {
+            from: covered,
+            records,
+        });
+    }
     let trusted = match trusted {
         None => None,
         Some(note) => {
-            let t = checkpoint::verify(note, &h.origin, key).map_err(|source| {
-                VerifyError::BadCheckpoint {
-                    index: usize::MAX,
-                    source,
-                }
-            })?;
+            let t = checkpoint::verify(note, &h.origin, key)
+                .map_err(|why| VerifyError::BadTrusted { why })?;
             if t.size > records {
                 return Err(VerifyError::Rollback {
                     trusted: t.size,

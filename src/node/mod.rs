@@ -106,7 +106,7 @@ impl Shared {
 
 /// The audit log's checkpoint origin (and key name) for a node.
 pub fn audit_origin(node: &PartnerId) -> String {
-    format!("renkei/{node}/audit")
+    crate::audit::checkpoint::log_origin(node.as_str())
 }
 
 /// A node that is running. [`RunningNode::shutdown`] stops it cleanly; dropping it
