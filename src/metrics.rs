@@ -28,6 +28,8 @@ pub const LATENCY_BOUNDS_MS: &[u64] = &[
 ];
 
 const LATENCY_PREFIX: &str = "latency.le_";
+/// Sum of the acknowledged bulletins' latencies, so the buckets make a full histogram.
+pub const LATENCY_SUM: &str = "latency.sum_ms";
 
 fn latency_bucket(ms: u64) -> String {
     match LATENCY_BOUNDS_MS.iter().find(|b| ms <= **b) {
@@ -131,6 +133,13 @@ pub fn count(record: &proto::AuditRecord) -> Vec<Count> {
             )];
             for ms in &record.latencies_ms {
                 out.push(one(&partner, latency_bucket(*ms), 1));
+            }
+            if !record.latencies_ms.is_empty() {
+                let sum = record
+                    .latencies_ms
+                    .iter()
+                    .fold(0u64, |a, b| a.saturating_add(*b));
+                out.push(one(&partner, LATENCY_SUM.into(), sum));
             }
             out
         }
@@ -398,7 +407,7 @@ pub fn report(
                     partner,
                     figures: figures
                         .into_iter()
-                        .filter(|(name, _)| !name.starts_with(LATENCY_PREFIX))
+                        .filter(|(name, _)| !name.starts_with("latency."))
                         .map(|(name, (value, previous))| proto::Figure {
                             name,
                             value,
@@ -453,6 +462,8 @@ fn latency_summary(figures: &BTreeMap<String, (u64, u64)>) -> proto::Latency {
         p95_ms: percentile(95),
     }
 }
+
+pub mod prometheus;
 
 #[cfg(test)]
 mod tests;

@@ -420,6 +420,13 @@ impl Store {
         Ok(Some((id, key)))
     }
 
+    /// Every metric counter summed over all days, (partner, name) → total: what a
+    /// monitoring scrape reads, without touching the database.
+    pub fn counter_totals(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        log.totals.clone()
+    }
+
     /// Reads the audit log.
     pub fn audit(&self) -> AuditReader<'_> {
         AuditReader { tree: &self.state }

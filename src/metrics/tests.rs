@@ -62,7 +62,16 @@ fn each_record_moves_the_counters_a_reader_expects() {
     let c = count(&r);
     assert_eq!((c[0].name.as_str(), c[0].by), ("acked", 3));
     let buckets: Vec<_> = c[1..].iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(buckets, ["latency.le_1", "latency.le_5", "latency.le_inf"]);
+    assert_eq!(
+        buckets,
+        [
+            "latency.le_1",
+            "latency.le_5",
+            "latency.le_inf",
+            "latency.sum_ms"
+        ]
+    );
+    assert_eq!(c[4].by, 1_000_000_003);
 }
 
 #[test]

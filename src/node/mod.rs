@@ -24,6 +24,7 @@ use crate::proto;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
 
+mod admin;
 mod auditor;
 mod deliver;
 mod publish;
@@ -113,6 +114,7 @@ pub fn audit_origin(node: &PartnerId) -> String {
 /// instead makes its tasks wind down without waiting for them or flushing.
 pub struct RunningNode {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     endpoint: quinn::Endpoint,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
@@ -124,6 +126,11 @@ impl RunningNode {
     /// The UDP address the node listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's TCP address, when `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Stops accepting, lets in-flight publishes finish (up to `grace`), closes every
@@ -247,11 +254,22 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         subscriptions: Mutex::new(HashMap::new()),
         connections: Mutex::new(HashMap::new()),
     });
+    let admin = match cfg.admin.listen {
+        Some(at) => {
+            let listener = admin::bind(at).await.map_err(TransportError::Io)?;
+            let bound = listener.local_addr().map_err(TransportError::Io)?;
+            tokio::spawn(admin::serve(listener, shared.clone()));
+            tracing::info!(%bound, "admin listener (/metrics, /healthz, /readyz)");
+            Some(bound)
+        }
+        None => None,
+    };
     let handshake = Duration::from_secs(t.handshake_timeout_secs);
     tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared, handshake));
     Ok(RunningNode {
         addr,
+        admin,
         endpoint,
         stop,
         accept,

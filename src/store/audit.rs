@@ -65,6 +65,8 @@ pub(super) struct AuditState {
     pub last_time: u64,
     /// Size of the last signed checkpoint.
     pub checkpointed: u64,
+    /// Every counter summed over all days: (partner, name) → total, for monitoring.
+    pub totals: BTreeMap<(String, String), u64>,
 }
 
 fn decode_chunk(key: &[u8], v: &[u8]) -> Result<Vec<TreeHash>, StoreError> {
@@ -139,12 +141,17 @@ impl AuditState {
                 format!("a checkpoint covers {checkpointed} records but the log holds {size}: records were lost"),
             ));
         }
+        let mut totals = BTreeMap::new();
+        for (_, partner, name, value) in (read::AuditReader { tree }).counters(u32::MAX)? {
+            *totals.entry((partner, name)).or_default() += value;
+        }
         Ok(AuditState {
             size,
             tail,
             cache: RefCell::new(HashMap::new()),
             last_time,
             checkpointed,
+            totals,
         })
     }
 
@@ -197,6 +204,7 @@ impl HashStore for Appending<'_> {
 /// What a successful commit changes in the writer's state.
 pub(super) struct Appended {
     size: u64,
+    counts: Vec<((String, String), u64)>,
     tail: Vec<TreeHash>,
     full: Vec<(u64, Vec<TreeHash>)>,
     last_time: u64,
@@ -261,8 +269,10 @@ impl AuditState {
         let mut time_key = seq_key(BY_TIME, now.unix_ms());
         time_key.extend_from_slice(&first.to_be_bytes());
         writes.insert(time_key, &[][..]);
+        let mut moved = Vec::with_capacity(counts.len());
         for ((day, partner, name), by) in counts {
             let key = counter_key(day, &partner, &name);
+            moved.push(((partner, name), by));
             let old = match tree.get(&key)? {
                 Some(v) => be_u64(&key, &v)?,
                 None => 0,
@@ -293,6 +303,7 @@ impl AuditState {
         };
         Ok(Some(Appended {
             size,
+            counts: moved,
             tail,
             full,
             last_time: now.unix_ms(),
@@ -303,6 +314,9 @@ impl AuditState {
     pub fn applied(&mut self, a: Appended) {
         self.size = a.size;
         self.tail = a.tail;
+        for (key, by) in a.counts {
+            *self.totals.entry(key).or_default() += by;
+        }
         self.last_time = a.last_time;
         let mut cache = self.cache.borrow_mut();
         for (chunk, hashes) in a.full {

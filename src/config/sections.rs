@@ -1,0 +1,135 @@
+//! The optional tables of a node configuration, each with its defaults: `[limits]`,
+//! `[transport]`, `[storage]`, `[audit]`, `[metrics]` and `[admin]`. Validation that
+//! spans tables stays with `NodeConfig`.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::bulletin::Limits;
+
+/// The optional `[limits]` table.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest frame accepted on any stream, length prefix excluded.
+    pub max_frame_bytes: usize,
+    /// Largest encoded bulletin.
+    pub max_bulletin_bytes: usize,
+    /// Largest bulletin body.
+    pub max_body_bytes: usize,
+    /// How far in the future a bulletin's creation time may lie, in seconds.
+    pub max_clock_skew_secs: u64,
+}
+
+/// Room for the SignedBulletin and frame envelopes around the largest bulletin.
+pub const FRAME_OVERHEAD: usize = 1024;
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsSection {
+            max_frame_bytes: l.max_bulletin_bytes + FRAME_OVERHEAD,
+            max_bulletin_bytes: l.max_bulletin_bytes,
+            max_body_bytes: l.max_body_bytes,
+            max_clock_skew_secs: l.max_future_skew.as_secs(),
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The bulletin limits these settings give.
+    pub fn bulletin_limits(&self) -> Limits {
+        Limits {
+            max_bulletin_bytes: self.max_bulletin_bytes,
+            max_body_bytes: self.max_body_bytes,
+            max_future_skew: std::time::Duration::from_secs(self.max_clock_skew_secs),
+        }
+    }
+}
+
+/// The optional `[transport]` table: QUIC timers and delivery flow control.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSection {
+    /// Seconds between QUIC keep-alive pings on an idle connection.
+    pub keep_alive_secs: u64,
+    /// Seconds without any packet before a connection is dropped.
+    pub idle_timeout_secs: u64,
+    /// Seconds a TLS handshake may take before the node gives up on it.
+    pub handshake_timeout_secs: u64,
+    /// Deliveries in flight to one subscriber without an Ack, at most.
+    pub delivery_window: u32,
+    /// Bulletins per group commit, at most.
+    pub commit_batch: usize,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            keep_alive_secs: 5,
+            idle_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+            delivery_window: 256,
+            commit_batch: 512,
+        }
+    }
+}
+
+/// The optional `[storage]` table.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// sled's page cache, MiB. Bounded so memory does not grow with the database.
+    pub cache_mib: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { cache_mib: 64 }
+    }
+}
+
+/// The optional `[audit]` table: how often the node signs a checkpoint of its log.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Sign a checkpoint once this many records were appended since the last.
+    pub checkpoint_every: u64,
+    /// Sign one at least this often (seconds) while records are appended.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            checkpoint_every: 10_000,
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+/// The optional `[metrics]` table.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// First month of the fiscal year (1 = January; 4 = April, Japan's and the UK's).
+    pub fiscal_year_start_month: u8,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            fiscal_year_start_month: 4,
+        }
+    }
+}
+
+/// The optional `[admin]` table: the monitoring listener.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// TCP address for `/metrics`, `/healthz` and `/readyz` (plain HTTP, read-only);
+    /// none when absent. Keep it on loopback or a monitoring network.
+    pub listen: Option<SocketAddr>,
+}

@@ -1,0 +1,135 @@
+//! The admin listener: plain HTTP on a separate (normally loopback) address for
+//! monitoring. `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (endpoint
+//! bound, database open, not stopping). Read-only: nothing here changes the node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Shared;
+use crate::metrics::prometheus::{self, Gauges};
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8 << 10;
+/// How long a client may take to send its request.
+const READ_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Binds the admin listener.
+pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves requests until the node stops.
+pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer(stream, shared.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "admin listener: accept failed"),
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reads one request head; `None` when it is malformed, too big or too slow.
+async fn read_head(stream: &mut TcpStream) -> Option<(String, String)> {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(_)) => {
+                    return Some((req.method?.to_owned(), req.path?.to_owned()));
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+                _ => return None,
+            }
+        }
+    };
+    tokio::time::timeout(READ_PATIENCE, read)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
+    let (status, content_type, body) = match read_head(&mut stream).await {
+        None => (400, "text/plain", "bad request\n".to_owned()),
+        Some((method, _)) if method != "GET" && method != "HEAD" => {
+            (405, "text/plain", "only GET\n".to_owned())
+        }
+        Some((_, path)) => match path.split('?').next().unwrap_or("") {
+            "/healthz" => (200, "text/plain", "ok\n".to_owned()),
+            "/readyz" if *shared.shutdown.borrow() => (503, "text/plain", "stopping\n".to_owned()),
+            "/readyz" => (200, "text/plain", "ready\n".to_owned()),
+            "/metrics" => match scrape(&shared).await {
+                Some(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
+                None => (
+                    500,
+                    "text/plain",
+                    "the database could not be read\n".to_owned(),
+                ),
+            },
+            _ => (
+                404,
+                "text/plain",
+                "not found: try /metrics, /healthz or /readyz\n".to_owned(),
+            ),
+        },
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn scrape(shared: &Arc<Shared>) -> Option<String> {
+    let connections_open = {
+        let open = shared.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, u64)> = open
+            .iter()
+            .map(|(p, n)| (p.to_string(), *n as u64))
+            .collect();
+        v.sort();
+        v
+    };
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let (audit_records, audit_checkpointed) = store.audit_progress();
+        let gauges = Gauges {
+            audit_records,
+            audit_checkpointed,
+            bulletins_stored: store.head().ok()?,
+            connections_open,
+        };
+        Some(prometheus::render(&store.counter_totals(), &gauges))
+    })
+    .await
+    .ok()
+    .flatten()
+}

@@ -1,0 +1,270 @@
+//! Over QUIC, as the auditor: queries, checkpoints and proofs; who may ask, and the record of every question.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
+    let mut fed = Federation::start(HUB, MEMBERS, PARTNERS).await;
+    let monday = working_day(&fed, "Monday").await;
+    let (exercise, advisory) = (&monday[0], &monday[1]);
+    let auditor = fed.client("audit-office").await;
+    let hub_key = fed.key(HUB).verifying_key();
+
+    // What was vn-mod given? Only the GREEN exercise notice, and the record says so:
+    // who published it, its digest, and vn-mod's decision.
+    let vn_page = auditor
+        .audit_query(query("vn-mod", Some(AuditEvent::BulletinAccepted)))
+        .await
+        .unwrap();
+    let vn = records(&vn_page);
+    assert_eq!(bulletin_ids(&vn), [exercise.bulletin_id.as_str()]);
+    assert_eq!(vn[0].partner, "us-dod");
+    assert_eq!(vn[0].digest, exercise.digest);
+    assert!(decision(&vn[0], "vn-mod").shared);
+
+    // uk-mod was given all three; the advisory's record says vn-mod was not, and why.
+    let uk = records(
+        &auditor
+            .audit_query(query("uk-mod", Some(AuditEvent::BulletinAccepted)))
+            .await
+            .unwrap(),
+    );
+    let all: Vec<&str> = monday.iter().map(|r| r.bulletin_id.as_str()).collect();
+    assert_eq!(bulletin_ids(&uk), all);
+    assert!(uk.iter().all(|r| decision(r, "uk-mod").shared));
+    let withheld = decision(&uk[1], "vn-mod");
+    assert_eq!(uk[1].bulletin_id, advisory.bulletin_id);
+    assert!(!withheld.shared);
+    assert_eq!(withheld.reason, WithholdReason::AboveClearance as i32);
+    assert!(withheld.detail.contains("amber"), "{}", withheld.detail);
+
+    // Without the event filter, vn-mod's own connection, delivery and ack are there too,
+    // and nothing that does not concern vn-mod.
+    let everything_vn = records(&auditor.audit_query(query("vn-mod", None)).await.unwrap());
+    for event in [
+        AuditEvent::ConnectionAccepted,
+        AuditEvent::BulletinAccepted,
+        AuditEvent::Delivered,
+        AuditEvent::Acked,
+    ] {
+        assert!(
+            everything_vn.iter().any(|r| r.event == event as i32),
+            "no {event:?} for vn-mod"
+        );
+    }
+    for r in &everything_vn {
+        let concerns = r.partner == "vn-mod"
+            || r.decisions
+                .iter()
+                .any(|d| d.partner == "vn-mod" && d.shared);
+        assert!(concerns, "record {} does not concern vn-mod: {r:?}", r.seq);
+    }
+
+    // The hub signs a checkpoint of its log with its own key.
+    let first = signed_checkpoint(&auditor, &hub_key).await;
+    assert!(first.size > vn[0].seq);
+
+    // The exercise notice's record is in the tree: proved against the latest checkpoint
+    // (signed afresh, as the request itself was recorded) ...
+    let seq = vn[0].seq;
+    let proof = auditor.inclusion_proof(seq, 0).await.unwrap();
+    assert_eq!(proof.record, vn_page.records[0], "the record as queried");
+    let latest = checkpoint::verify(&proof.checkpoint, &origin(), &hub_key).unwrap();
+    assert_eq!(latest.size, proof.tree_size);
+    assert!(latest.size > first.size, "the request grew the log");
+    let path = hashes(&proof.hashes);
+    let leaf = merkle::leaf_hash(&proof.record);
+    merkle::check_inclusion(&path, latest.size, latest.root, seq, leaf).unwrap();
+    // ... and against the first checkpoint, when asked for its size.
+    let old = auditor.inclusion_proof(seq, first.size).await.unwrap();
+    assert!(
+        old.checkpoint.is_empty(),
+        "the auditor holds that checkpoint"
+    );
+    let old_path = hashes(&old.hashes);
+    merkle::check_inclusion(&old_path, first.size, first.root, seq, leaf).unwrap();
+    // A record changed by one bit, or claimed at another place, does not verify.
+    let mut altered = proof.record.to_vec();
+    altered[0] ^= 0x01;
+    let altered = merkle::leaf_hash(&altered);
+    assert_eq!(
+        merkle::check_inclusion(&path, latest.size, latest.root, seq, altered),
+        Err(MerkleError::ProofFailed)
+    );
+    assert!(merkle::check_inclusion(&path, latest.size, latest.root, seq + 1, leaf).is_err());
+
+    // Tuesday's work grows the log; the second checkpoint extends the first.
+    working_day(&fed, "Tuesday").await;
+    let second = signed_checkpoint(&auditor, &hub_key).await;
+    assert!(second.size > latest.size);
+    let p = auditor
+        .consistency_proof(first.size, second.size)
+        .await
+        .unwrap();
+    let path = hashes(&p.hashes);
+    merkle::check_consistency(&path, second.size, second.root, first.size, first.root).unwrap();
+    // A history that differs from what the first checkpoint signed does not fit.
+    let other = TreeHash([0x5a; 32]);
+    assert_eq!(
+        merkle::check_consistency(&path, second.size, second.root, first.size, other),
+        Err(MerkleError::ProofFailed)
+    );
+    // Up to the latest (0): the hub signs again and proves from the first checkpoint.
+    let p = auditor.consistency_proof(first.size, 0).await.unwrap();
+    assert_eq!(p.old_size, first.size);
+    assert_eq!(
+        p.old_root.as_ref(),
+        first.root.0,
+        "the root the auditor holds"
+    );
+    assert!(p.new_size > second.size);
+    let new_root = TreeHash(p.new_root.as_ref().try_into().unwrap());
+    merkle::check_consistency(
+        &hashes(&p.hashes),
+        p.new_size,
+        new_root,
+        first.size,
+        first.root,
+    )
+    .unwrap();
+
+    // The metrics report counts what each partner was given.
+    let report = auditor.metrics(Default::default()).await.unwrap();
+    assert_eq!(report.node_id, HUB);
+    let figure = |partner: &str, name: &str| {
+        report
+            .partners
+            .iter()
+            .find(|p| p.partner == partner)
+            .and_then(|p| p.figures.iter().find(|f| f.name == name))
+            .map_or(0, |f| f.value)
+    };
+    assert_eq!(figure("us-dod", "received.exercise"), 2);
+    assert_eq!(figure("uk-mod", "shared.consultation"), 2);
+    assert_eq!(figure("vn-mod", "shared.exercise"), 2);
+    assert_eq!(figure("vn-mod", "shared.advisory"), 0);
+    assert!(figure("vn-mod", "withheld.above_clearance") >= 2);
+    auditor.close().await;
+
+    // Stopped, the hub's database holds a checkpoint of exactly the size and root the
+    // last consistency proof ended at: the root it gave was one it signed.
+    fed.halt().await;
+    let store = renkei::store::Store::open(&fed.data_dir(), 16 << 20).unwrap();
+    let signed: Vec<(u64, String)> = store
+        .audit()
+        .checkpoints()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (_, note) = signed
+        .iter()
+        .find(|(size, _)| *size == p.new_size)
+        .expect("a checkpoint of the proof's new size");
+    assert_eq!(
+        checkpoint::verify(note, &origin(), &hub_key).unwrap().root,
+        new_root
+    );
+    drop(store);
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
+    let fed = Federation::start(HUB, MEMBERS, PARTNERS).await;
+    working_day(&fed, "Monday").await;
+    let hub_key = fed.key(HUB).verifying_key();
+
+    // The US liaison asks for the log three ways and is refused each time.
+    let us = fed.client("us-dod").await;
+    let only = "only auditors may read the audit log";
+    let err = us.audit_query(query("", None)).await.unwrap_err();
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", only);
+    let err = us.checkpoint().await.unwrap_err();
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", only);
+    let err = us.inclusion_proof(0, 0).await.unwrap_err();
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", only);
+    us.close().await;
+
+    // The auditor may neither publish nor receive bulletins.
+    let auditor = fed.client("audit-office").await;
+    let neither = "auditors may neither publish nor receive";
+    let b = fed.bulletin("us-dod", Tlp::Green, Kind::Report, "relayed", &[], &[]);
+    let err = auditor.publish(b).await.unwrap_err();
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", neither);
+    let mut sub = auditor.subscribe(0).await.unwrap();
+    let err = tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("an answer in time")
+        .unwrap_err();
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", neither);
+
+    // The auditor asks one question of each kind, and one that cannot be answered.
+    let mut asked = Vec::new();
+    auditor.audit_query(query("vn-mod", None)).await.unwrap();
+    asked.push("audit query partner=vn-mod".to_string());
+    auditor.metrics(Default::default()).await.unwrap();
+    asked.push("metrics".into());
+    let size = signed_checkpoint(&auditor, &hub_key).await.size;
+    asked.push("latest checkpoint".into());
+    auditor.inclusion_proof(1, size).await.unwrap();
+    asked.push(format!("inclusion proof of record 1 in tree size {size}"));
+    auditor.consistency_proof(1, size).await.unwrap();
+    asked.push(format!("consistency proof from tree size 1 to {size}"));
+    let beyond = size + 1000;
+    let err = auditor.inclusion_proof(beyond, 0).await.unwrap_err();
+    assert_refused(&err, "ERROR_CODE_INVALID_REQUEST", "is not in a tree");
+    asked.push(format!("inclusion proof of record {beyond} in tree size 0"));
+    // A checkpoint covers every event the hub had heard of when asked, this request's
+    // own record included: everything above is on the record below `barrier`.
+    let barrier = signed_checkpoint(&auditor, &hub_key).await.size;
+    asked.push("latest checkpoint".into());
+
+    let questions: Vec<proto::AuditRecord> = records(
+        &auditor
+            .audit_query(query("", Some(AuditEvent::AuditorQuery)))
+            .await
+            .unwrap(),
+    )
+    .into_iter()
+    .filter(|r| r.seq < barrier)
+    .collect();
+    let logged: Vec<&str> = questions.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(questions.len(), asked.len(), "{logged:#?}");
+    for (r, what) in questions.iter().zip(&asked) {
+        assert_eq!(r.partner, "audit-office");
+        assert!(
+            r.reason.starts_with(what.as_str()),
+            "{:?} for {what:?}",
+            r.reason
+        );
+    }
+
+    // The refused attempts are on the record too, with who tried and why it was refused.
+    let refusals = |partner: &'static str| {
+        let auditor = &auditor;
+        async move {
+            let page = auditor
+                .audit_query(query(partner, Some(AuditEvent::BulletinRejected)))
+                .await
+                .unwrap();
+            records(&page)
+                .into_iter()
+                .filter(|r| r.seq < barrier)
+                .collect::<Vec<_>>()
+        }
+    };
+    let us_tried = refusals("us-dod").await;
+    assert_eq!(us_tried.len(), 3, "{us_tried:#?}");
+    for r in &us_tried {
+        assert_eq!(r.partner, "us-dod");
+        assert_eq!(r.error, ErrorCode::NotPermitted as i32);
+        assert!(r.reason.contains(only), "{}", r.reason);
+    }
+    let auditor_tried = refusals("audit-office").await;
+    assert_eq!(auditor_tried.len(), 2, "{auditor_tried:#?}");
+    for r in &auditor_tried {
+        assert_eq!(r.error, ErrorCode::NotPermitted as i32);
+        assert!(r.reason.contains(neither), "{}", r.reason);
+    }
+    auditor.close().await;
+    fed.stop().await;
+}

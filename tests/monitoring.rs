@@ -1,0 +1,169 @@
+//! An operator's monitoring reads the node's admin listener: `/metrics` parses as
+//! Prometheus text (with a real parser) and agrees with the auditor's report from the
+//! audit log; `/healthz` and `/readyz` answer; anything else is refused politely.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+
+use common::federation::{receive, Federation, PATIENCE};
+use renkei::bulletin::{Kind, Tlp};
+use renkei::proto;
+
+const PARTNERS: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "uk-mod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(uk-mod)" }]
+
+[[partner]]
+id = "audit-office"
+role = "auditor"
+"#;
+
+/// One HTTP/1.1 request; returns the status code and the body.
+fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a whole response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: renkei\r\n\r\n"),
+    )
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    match found.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Counter(v))
+        | Some(prometheus_parse::Value::Gauge(v))
+        | Some(prometheus_parse::Value::Untyped(v)) => *v,
+        other => panic!("{metric}{labels:?}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], PARTNERS).await;
+    let admin = fed
+        .node
+        .as_ref()
+        .unwrap()
+        .admin_addr()
+        .expect("[admin] listen is set");
+
+    // Two exercises and a consultation from the US desk; the UK desk receives and acks.
+    let us = fed.client("us-dod").await;
+    for (kind, title) in [
+        (Kind::Exercise, "Locked Shields planning"),
+        (Kind::Exercise, "Cyber Coalition call"),
+        (Kind::Consultation, "staff talks"),
+    ] {
+        let b = fed.bulletin("us-dod", Tlp::Green, kind, title, &[], &[]);
+        let r = us.publish(b).await.unwrap();
+        assert_eq!(r.status, proto::PublishStatus::Accepted as i32);
+    }
+    let uk = fed.client("uk-mod").await;
+    assert_eq!(receive(&uk, 3).await.len(), 3);
+
+    // The auditor's report comes from the audit log (and records the query).
+    let auditor = fed.client("audit-office").await;
+    let report = auditor
+        .metrics(proto::MetricsRequest::default())
+        .await
+        .unwrap();
+    let figure = |partner: &str, name: &str| {
+        report
+            .partners
+            .iter()
+            .find(|p| p.partner == partner)
+            .and_then(|p| p.figures.iter().find(|f| f.name == name))
+            .map_or(0, |f| f.value) as f64
+    };
+
+    let (status, body) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let received = |kind| {
+        sample(
+            &scrape,
+            "renkei_bulletins_received_total",
+            &[("partner", "us-dod"), ("kind", kind)],
+        )
+    };
+    assert_eq!(received("exercise"), 2.0);
+    assert_eq!(received("exercise"), figure("us-dod", "received.exercise"));
+    assert_eq!(
+        received("consultation"),
+        figure("us-dod", "received.consultation")
+    );
+    let shared = sample(
+        &scrape,
+        "renkei_bulletins_shared_total",
+        &[("partner", "uk-mod"), ("kind", "exercise")],
+    );
+    assert_eq!(shared, figure("uk-mod", "shared.exercise"));
+    let acks = sample(&scrape, "renkei_acks_total", &[("partner", "uk-mod")]);
+    assert_eq!(acks, 3.0);
+    assert_eq!(acks, figure("uk-mod", "acked"));
+    let withheld = sample(
+        &scrape,
+        "renkei_bulletins_withheld_total",
+        &[("partner", "audit-office"), ("reason", "auditor")],
+    );
+    assert_eq!(withheld, 3.0);
+    // The latency histogram counts every ack; the gauges say how big the log is.
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "renkei_ack_latency_seconds" && s.labels.get("partner") == Some("uk-mod")
+        })
+        .expect("a latency histogram for uk-mod");
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(buckets.last().unwrap().count, 3.0, "+Inf holds every ack");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sample(&scrape, "renkei_audit_records", &[]) >= 10.0);
+    assert_eq!(sample(&scrape, "renkei_bulletins_stored", &[]), 3.0);
+    assert_eq!(
+        sample(&scrape, "renkei_connections_open", &[("partner", "us-dod")]),
+        1.0
+    );
+
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
+    assert_eq!(get(admin, "/admin/reload").0, 404);
+    assert_eq!(http(admin, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(http(admin, "\u{1}\u{2} nonsense\r\n\r\n").0, 400);
+
+    for c in [us, uk, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
+}
