@@ -181,7 +181,7 @@ pub(super) async fn run(
     if *current.borrow() != generation {
         return; // replaced before it started
     }
-    let (acks_tx, mut acks) = mpsc::channel(4);
+    let (acks_tx, mut acks) = mpsc::channel(32);
     let reader = tokio::spawn(read_acks(recv, window, acks_tx));
     let cursor = match shared.store.cursor(&partner) {
         Ok(c) => c,
@@ -338,7 +338,21 @@ async fn deliver(
         tokio::select! {
             msg = acks.recv() => match msg {
                 Some(FromClient::Acks(seqs)) => {
-                    let acked = p.ack(&seqs, Timestamp::now());
+                    // Every Ack frame already here goes into one record, so a
+                    // subscriber acking one delivery at a time costs one record per
+                    // wake-up, not one per delivery.
+                    let now = Timestamp::now();
+                    let mut acked = p.ack(&seqs, now);
+                    let mut then = None;
+                    while let Ok(more) = acks.try_recv() {
+                        match more {
+                            FromClient::Acks(seqs) => acked.extend(p.ack(&seqs, now)),
+                            fatal => {
+                                then = Some(fatal);
+                                break;
+                            }
+                        }
+                    }
                     if !acked.is_empty() {
                         // The ack's record and the cursor it moves, in one write.
                         let request = Request::Event {
@@ -349,6 +363,9 @@ async fn deliver(
                         if shared.commits.send(request).await.is_err() {
                             return Ok(End::Abort);
                         }
+                    }
+                    if let Some(FromClient::Fatal(code, message)) = then {
+                        return Ok(End::Error(code, message));
                     }
                 }
                 Some(FromClient::Fatal(code, message)) => return Ok(End::Error(code, message)),
