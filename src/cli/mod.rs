@@ -18,6 +18,7 @@ macro_rules! emitln {
 }
 
 mod audit;
+mod bench;
 mod bulletin;
 mod certs;
 mod client;
@@ -108,6 +109,28 @@ enum Command {
     /// Sharing policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// End-to-end benchmark: a real node and clients on 127.0.0.1, with the machine's
+    /// Ed25519 limit measured in the same run.
+    Bench {
+        /// Publishing connections.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Subscribing partners (the fan-out).
+        #[arg(long, default_value_t = 4)]
+        subscribers: usize,
+        /// Bulletins to publish (signed before timing starts).
+        #[arg(long, default_value_t = 200_000)]
+        bulletins: usize,
+        /// Body size of each bulletin.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+        /// Subscribers decode but do not verify signatures (the report says so).
+        #[arg(long)]
+        skip_verify: bool,
+        /// Also write every figure, the parameters and the machine as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Query, export, verify and prove a node's tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -434,6 +457,21 @@ pub fn main() -> ExitCode {
         }) => policy::explain(&config, &bulletin, from.as_ref(), json),
         Command::Demo { dir } => block_on(demo::run(dir.as_deref())),
         Command::Audit(cmd) => run_audit(cmd),
+        Command::Bench {
+            publishers,
+            subscribers,
+            bulletins,
+            body_bytes,
+            skip_verify,
+            json,
+        } => block_on(bench::run(bench::BenchArgs {
+            publishers,
+            subscribers,
+            bulletins,
+            body_bytes,
+            skip_verify,
+            json,
+        })),
         Command::Metrics {
             source,
             fiscal_year,
