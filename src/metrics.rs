@@ -192,8 +192,15 @@ fn day_number(d: Date) -> Result<u32, MetricsError> {
 }
 
 fn date_of(day: u32) -> Date {
-    Date::from_julian_day(UNIX_EPOCH_JULIAN + day as i32).unwrap_or(Date::MIN)
+    i32::try_from(day)
+        .ok()
+        .and_then(|d| d.checked_add(UNIX_EPOCH_JULIAN))
+        .and_then(|j| Date::from_julian_day(j).ok())
+        .unwrap_or(Date::MAX)
 }
+
+/// Longest period a report covers (about ten years), so one request stays small.
+pub const MAX_PERIOD_DAYS: u32 = 3_660;
 
 fn month_start(year: i32, month: Month) -> Result<Date, MetricsError> {
     Date::from_calendar_date(year, month, 1)
@@ -267,6 +274,12 @@ impl Period {
             )));
         }
         let len = until - since;
+        if len > MAX_PERIOD_DAYS || date_of(until) == Date::MAX {
+            return Err(MetricsError::BadPeriod(format!(
+                "{len} days from {}: a report covers at most {MAX_PERIOD_DAYS} days",
+                date_of(since)
+            )));
+        }
         Ok(Period {
             since,
             until,
@@ -343,15 +356,18 @@ pub fn report(
                 .entry(name.clone())
                 .or_default()
                 .0 += value;
-            for (i, (s, u, _)) in months.iter().enumerate() {
-                if (*s..*u).contains(&day) {
-                    *month_totals[i].entry(name.clone()).or_default() += value;
-                }
+            // Spans are in order and do not overlap: the last one starting by `day`.
+            let holding = |spans: &[(u32, u32, String)]| {
+                let i = spans
+                    .partition_point(|(s, _, _)| *s <= day)
+                    .checked_sub(1)?;
+                (day < spans[i].1).then_some(i)
+            };
+            if let Some(i) = holding(&months) {
+                *month_totals[i].entry(name.clone()).or_default() += value;
             }
-            for (i, (s, u, _)) in quarters.iter().enumerate() {
-                if (*s..*u).contains(&day) {
-                    *quarter_totals[i].entry(name.clone()).or_default() += value;
-                }
+            if let Some(i) = holding(&quarters) {
+                *quarter_totals[i].entry(name.clone()).or_default() += value;
             }
         } else if (prev_since..prev_until).contains(&day) {
             let e = prev_engaged.entry(partner.clone()).or_default();

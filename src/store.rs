@@ -58,6 +58,14 @@ pub enum StoreError {
     /// The batch was written but the flush to disk failed: it is visible, not durable.
     #[error("stored, but flushing to disk failed: {0}")]
     NotDurable(sled::Error),
+    /// The audit log's latest checkpoint does not verify with the node's signing key.
+    #[error("the audit log's latest checkpoint ({size} records) does not verify with this node's signing key ({why}); if node.signing_key was replaced, put the previous key back: the audit log cannot change keys yet")]
+    AuditKey {
+        /// Records the checkpoint covers.
+        size: u64,
+        /// What the check said.
+        why: String,
+    },
     /// A stored value does not decode or contradicts another: refuse to go on.
     #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
     Corrupt {
@@ -144,8 +152,6 @@ pub enum Entry {
 pub struct Committed {
     /// For each entry: what became of its bulletin (`None` for events).
     pub outcomes: Vec<Option<Outcome>>,
-    /// Records in the audit log after the commit.
-    pub audit_size: u64,
 }
 
 /// What a commit did with one bulletin.
@@ -363,10 +369,7 @@ impl Store {
             }
             self.db.flush().map_err(StoreError::NotDurable)?;
         }
-        Ok(Committed {
-            outcomes,
-            audit_size: log.size,
-        })
+        Ok(Committed { outcomes })
     }
 
     /// Signs a checkpoint of the audit log if it grew since the last one, and flushes.
@@ -374,11 +377,12 @@ impl Store {
     pub fn sign_checkpoint(&self, signer: &CheckpointSigner) -> Result<Option<u64>, StoreError> {
         let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let mut writes = sled::Batch::default();
-        let Some(size) = log.checkpoint(&self.state, signer, &mut writes)? else {
+        let Some((size, root)) = log.checkpoint(&self.state, signer, &mut writes)? else {
             return Ok(None);
         };
         self.state.apply_batch(writes)?;
         log.checkpointed = size;
+        log.signed_root = Some(root);
         self.db.flush().map_err(StoreError::NotDurable)?;
         Ok(Some(size))
     }

@@ -252,6 +252,11 @@ pub fn verify(
         tree.push(bytes)?;
     }
     let records = tree.size();
+    if records == 0 {
+        return Err(VerifyError::Format(
+            "the export holds no records (a node's log starts with its configuration)".into(),
+        ));
+    }
     if h.records != records {
         return Err(VerifyError::Count {
             announced: h.records,
@@ -312,11 +317,7 @@ pub fn verify(
         records,
         checkpoints: export.checkpoints.len(),
         covered,
-        root: if records == 0 {
-            String::new()
-        } else {
-            tree.root(records)?.to_string()
-        },
+        root: tree.root(records)?.to_string(),
         trusted,
     })
 }

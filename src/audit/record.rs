@@ -140,8 +140,8 @@ impl Event {
         Event(r)
     }
 
-    /// The configuration names `key` as revoked (recorded when a configuration that
-    /// adds the revocation comes into force).
+    /// The configuration in force names `key` as revoked (recorded for every
+    /// revocation each time a configuration comes into force).
     pub fn key_revoked(node: &PartnerId, key: &str, why: &str) -> Event {
         let mut r = base(AuditEvent::KeyRevoked, node);
         r.reason = format!("{key}: {why}");

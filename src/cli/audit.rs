@@ -395,6 +395,7 @@ pub(super) fn verify(
     };
     let parsed = export::parse(Bytes::from(bytes))?;
     let named = export::header_key(&parsed.header)?;
+    let pinned = key.is_some();
     let key = match key {
         Some(k) => {
             let pinned: crate::identity::PublicKey =
@@ -410,6 +411,11 @@ pub(super) fn verify(
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
     let s = export::verify(&parsed, &key, trusted.as_deref())?;
+    if !pinned && trusted.is_none() {
+        eprintln!(
+            "renkei: note: the checkpoints were checked with the key the file names; pass --key (the node's key as you know it) or --trusted-checkpoint to rule out a log re-signed with another key"
+        );
+    }
     emitln!(
         "{}",
         json!({
@@ -420,6 +426,8 @@ pub(super) fn verify(
             "checkpoints": s.checkpoints,
             "covered_by_checkpoints": s.covered,
             "root": s.root,
+            "checkpoint_key": crate::identity::PublicKey::new(key).map(|k| k.to_string()),
+            "key_pinned": pinned,
             "consistent_with_trusted_checkpoint": s.trusted,
         })
     );

@@ -97,6 +97,11 @@ fn fiscal_years_start_in_the_configured_month() {
     );
     assert!(Period::fiscal_year(2026, 13).is_err());
     assert!(Period::days(10, 10).is_err());
+    assert!(Period::days(1, u32::MAX).is_err(), "at most ten years");
+    assert!(
+        Period::days(u32::MAX - 10, u32::MAX).is_err(),
+        "no such dates"
+    );
 }
 
 #[test]

@@ -31,7 +31,11 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 Ok((stream, _)) => {
                     tokio::spawn(answer(stream, shared.clone()));
                 }
-                Err(e) => tracing::warn!(error = %e, "admin listener: accept failed"),
+                Err(e) => {
+                    // E.g. out of file descriptors: let the node breathe, do not spin.
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             _ = stop.changed() => return,
         }
@@ -67,7 +71,9 @@ async fn read_head(stream: &mut TcpStream) -> Option<(String, String)> {
 }
 
 async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
-    let (status, content_type, body) = match read_head(&mut stream).await {
+    let head = read_head(&mut stream).await;
+    let is_head = matches!(&head, Some((m, _)) if m == "HEAD");
+    let (status, content_type, body) = match head {
         None => (400, "text/plain", "bad request\n".to_owned()),
         Some((method, _)) if method != "GET" && method != "HEAD" => {
             (405, "text/plain", "only GET\n".to_owned())
@@ -104,7 +110,9 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
         body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
+    if !is_head {
+        let _ = stream.write_all(body.as_bytes()).await;
+    }
     let _ = stream.shutdown().await;
 }
 

@@ -56,9 +56,26 @@ pub(super) async fn answer(
     shared: &Shared,
     auditor: &PartnerId,
 ) {
-    shared
-        .record(Event::auditor_query(auditor, describe(&frame)))
+    // On the record, durably, before anything is answered.
+    let (done, recorded) = oneshot::channel();
+    let request = Request::Event {
+        event: Some(Event::auditor_query(auditor, describe(&frame))),
+        cursor: None,
+        done: Some(done),
+    };
+    let recorded = match shared.commits.send(request).await {
+        Ok(()) => recorded
+            .await
+            .unwrap_or_else(|_| Err("the node is stopping".into())),
+        Err(_) => Err("the node is stopping".into()),
+    };
+    if let Err(e) = recorded {
+        return refuse(
+            &mut send,
+            Refusal::Internal(format!("the request could not be recorded: {e}")),
+        )
         .await;
+    }
     let answer = match frame {
         Client::CheckpointRequest(_) => checkpoint(shared).await,
         other => {

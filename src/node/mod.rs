@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -24,7 +24,11 @@ use crate::proto;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
 
+use admission::{Admitted, RefusalWindow};
+pub use admission::{ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER};
+
 mod admin;
+mod admission;
 mod auditor;
 mod deliver;
 mod publish;
@@ -82,6 +86,8 @@ pub(crate) struct Shared {
     pub fiscal_start_month: u8,
     pub head: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
+    /// Refusals of peers that named no partner, so that strangers cannot flood the log.
+    pub anonymous_refusals: Mutex<RefusalWindow>,
     /// Open connections per partner, to bound what one partner can make the node hold.
     pub connections: Mutex<HashMap<PartnerId, usize>>,
     /// Per partner, the generation of its current subscription (a new one replaces the
@@ -91,6 +97,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Records the refusal of a peer that named no partner, within the per-minute limit.
+    async fn record_anonymous_refusal(&self, why: String) {
+        let admitted = self
+            .anonymous_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(Instant::now());
+        if let Some(before) = admitted {
+            let why = if before > 0 {
+                format!(
+                    "{why} ({before} more refusals before this one were not recorded one by one)"
+                )
+            } else {
+                why
+            };
+            self.record(Event::connection_refused(None, &why)).await;
+        }
+    }
+
     /// Appends an event to the audit log (durable with the next group commit). Only
     /// fails if the node is stopping, when there is nothing left to do about it.
     pub async fn record(&self, event: Event) {
@@ -253,6 +278,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown,
         subscriptions: Mutex::new(HashMap::new()),
         connections: Mutex::new(HashMap::new()),
+        anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
     });
     let admin = match cfg.admin.listen {
         Some(at) => {
@@ -327,12 +353,12 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "handshake failed");
             let why = format!("TLS handshake from {remote} failed: {e}");
-            return shared.record(Event::connection_refused(None, &why)).await;
+            return shared.record_anonymous_refusal(why).await;
         }
         Err(_) => {
             tracing::info!(%remote, "handshake timed out");
             let why = format!("TLS handshake from {remote} took longer than {handshake:?}");
-            return shared.record(Event::connection_refused(None, &why)).await;
+            return shared.record_anonymous_refusal(why).await;
         }
     };
     let partner = match transport::peer_partner(&conn) {
@@ -344,8 +370,9 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
                 proto::CloseCode::UnknownPartner,
                 "certificate names no partner id",
             );
-            let why = format!("{remote}: {e}");
-            return shared.record(Event::connection_refused(None, &why)).await;
+            return shared
+                .record_anonymous_refusal(format!("{remote}: {e}"))
+                .await;
         }
     };
     let Some(role) = shared.partners.get(&partner).map(|p| p.role) else {
@@ -374,40 +401,6 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
     serve_partner(conn, shared.clone(), partner.clone(), role)
         .instrument(span)
         .await;
-}
-
-/// Connections one partner may hold open at once (each may carry 32 streams).
-pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;
-
-/// A partner's place among its open connections; given back when dropped.
-struct Admitted<'a> {
-    shared: &'a Shared,
-    partner: &'a PartnerId,
-}
-
-impl<'a> Admitted<'a> {
-    fn new(shared: &'a Shared, partner: &'a PartnerId) -> Option<Self> {
-        let mut open = shared.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(partner.clone()).or_default();
-        if *count >= MAX_CONNECTIONS_PER_PARTNER {
-            return None;
-        }
-        *count += 1;
-        Some(Admitted { shared, partner })
-    }
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        let mut open = self
-            .shared
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(self.partner) {
-            *count = count.saturating_sub(1);
-        }
-    }
 }
 
 async fn serve_partner(

@@ -100,7 +100,7 @@ pub(crate) fn spawn(
                     commit(&w, entries, replies);
                 }
                 let (size, signed) = w.store.audit_progress();
-                if !checkpoints.is_empty() || size >= signed + w.checkpoint_every {
+                if !checkpoints.is_empty() || size >= signed.saturating_add(w.checkpoint_every) {
                     let result = w.store.sign_checkpoint(&w.signer);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "cannot sign an audit checkpoint");

@@ -65,6 +65,9 @@ pub(super) struct AuditState {
     pub last_time: u64,
     /// Size of the last signed checkpoint.
     pub checkpointed: u64,
+    /// The root the node signed for `checkpointed` records, checked before every new
+    /// signature: the tree must still extend what was signed.
+    pub signed_root: Option<TreeHash>,
     /// Every counter summed over all days: (partner, name) → total, for monitoring.
     pub totals: BTreeMap<(String, String), u64>,
 }
@@ -105,7 +108,10 @@ impl AuditState {
         if let Some(kv) = tree.scan_prefix(RECORDS).next_back() {
             let (k, v) = kv?;
             let batch = proto::AuditBatch::decode(&*v).map_err(|e| corrupt(&k, e.to_string()))?;
-            last_seq_end = batch.first_seq + batch.records.len() as u64;
+            last_seq_end = batch
+                .first_seq
+                .checked_add(batch.records.len() as u64)
+                .ok_or_else(|| corrupt(&k, "audit batch beyond the largest seq"))?;
             let last = batch
                 .records
                 .last()
@@ -128,12 +134,22 @@ impl AuditState {
                 format!("expected {} hashes, found {}", count % CHUNK, tail.len()),
             ));
         }
-        let checkpointed = match tree.scan_prefix(CHECKPOINTS).next_back() {
+        let (checkpointed, signed_root) = match tree.scan_prefix(CHECKPOINTS).next_back() {
             Some(kv) => {
-                let (k, _) = kv?;
-                be_u64(&k, &k[CHECKPOINTS.len()..])?
+                let (k, v) = kv?;
+                let size = be_u64(&k, &k[CHECKPOINTS.len()..])?;
+                let note = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e.to_string()))?;
+                let stated = crate::audit::checkpoint::stated(note)
+                    .map_err(|e| corrupt(&k, e.to_string()))?;
+                if stated.size != size {
+                    return Err(corrupt(
+                        &k,
+                        format!("holds a checkpoint of {}", stated.size),
+                    ));
+                }
+                (size, Some(stated.root))
             }
-            None => 0,
+            None => (0, None),
         };
         if checkpointed > size {
             return Err(corrupt(
@@ -145,14 +161,27 @@ impl AuditState {
         for (_, partner, name, value) in (read::AuditReader { tree }).counters(u32::MAX)? {
             *totals.entry((partner, name)).or_default() += value;
         }
-        Ok(AuditState {
+        let state = AuditState {
             size,
             tail,
             cache: RefCell::new(HashMap::new()),
             last_time,
             checkpointed,
+            signed_root,
             totals,
-        })
+        };
+        // Never go on from a tree that does not extend what was signed (whether the
+        // signature itself is the node's is checked by the node, which holds the key).
+        if let Some(signed) = signed_root {
+            let found = state.root(tree, checkpointed)?;
+            if found != signed {
+                return Err(corrupt(
+                    format!("p/{checkpointed}").as_bytes(),
+                    format!("the log's first {checkpointed} records hash to {found}, but the node signed {signed}"),
+                ));
+            }
+        }
+        Ok(state)
     }
 
     /// Stored hash `i`, for an index below the tail.
@@ -327,28 +356,47 @@ impl AuditState {
         }
     }
 
-    /// Signs a checkpoint of the whole log, if it grew since the last, into `writes`.
-    pub fn checkpoint(
-        &self,
-        tree: &sled::Tree,
-        signer: &CheckpointSigner,
-        writes: &mut sled::Batch,
-    ) -> Result<Option<u64>, StoreError> {
-        if self.size == 0 || self.size == self.checkpointed {
-            return Ok(None);
-        }
+    /// The root of the first `size` committed records.
+    fn root(&self, tree: &sled::Tree, size: u64) -> Result<TreeHash, StoreError> {
         let view = Appending {
             tree,
             state: self,
             base: merkle::stored_count(self.size),
             new: Vec::new(),
         };
-        let root = merkle::root(self.size, &view).map_err(|e| corrupt(HASHES, e.to_string()))?;
+        merkle::root(size, &view).map_err(|e| corrupt(HASHES, e.to_string()))
+    }
+
+    /// Signs a checkpoint of the whole log, if it grew since the last, into `writes`,
+    /// after checking that the tree still extends the last one signed. Returns the
+    /// size and root signed.
+    pub fn checkpoint(
+        &self,
+        tree: &sled::Tree,
+        signer: &CheckpointSigner,
+        writes: &mut sled::Batch,
+    ) -> Result<Option<(u64, TreeHash)>, StoreError> {
+        if self.size == 0 || self.size == self.checkpointed {
+            return Ok(None);
+        }
+        if let Some(signed) = self.signed_root {
+            let now = self.root(tree, self.checkpointed)?;
+            if now != signed {
+                return Err(corrupt(
+                    HASHES,
+                    format!(
+                        "the first {} records now hash to {now}, but the node signed {signed}: refusing to sign a fork",
+                        self.checkpointed
+                    ),
+                ));
+            }
+        }
+        let root = self.root(tree, self.size)?;
         let note = signer
             .sign(self.size, root)
             .map_err(|e| corrupt(CHECKPOINTS, e.to_string()))?;
         writes.insert(seq_key(CHECKPOINTS, self.size), note.as_bytes());
-        Ok(Some(self.size))
+        Ok(Some((self.size, root)))
     }
 }
 

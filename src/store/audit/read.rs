@@ -103,7 +103,7 @@ struct RecordCursor<'a> {
 impl RecordCursor<'_> {
     fn get(&mut self, seq: u64) -> Result<Option<(Bytes, proto::AuditRecord)>, StoreError> {
         let holds = |b: &proto::AuditBatch| {
-            seq >= b.first_seq && seq < b.first_seq + b.records.len() as u64
+            seq >= b.first_seq && seq - b.first_seq < b.records.len() as u64
         };
         if !self.batch.as_ref().is_some_and(holds) {
             let found = self
@@ -216,13 +216,21 @@ impl AuditReader<'_> {
             batch: None,
             read: 0,
         };
+        // A page ends when it is full, when it would outgrow a frame, or when it has
+        // examined its budget of records: filters the walked index does not serve
+        // (e.g. partner and event together) then cost pages, not a scan of the log.
+        let budget = (limit as u64)
+            .saturating_mul(EXAMINE_PER_RESULT)
+            .max(MIN_EXAMINED);
+        let mut bytes_in_page = 0;
         let mut take = |seq: u64, page: &mut AuditPage| -> Result<bool, StoreError> {
-            if page.records.len() == limit {
-                page.next_after = Some(seq - 1);
+            if page.records.len() == limit || bytes_in_page >= PAGE_BYTES || cursor.read >= budget {
+                page.next_after = seq.checked_sub(1);
                 return Ok(false);
             }
             if let Some((bytes, record)) = cursor.get(seq)? {
                 if q.matches(&record) {
+                    bytes_in_page += bytes.len();
                     page.records.push(bytes);
                 }
             }
@@ -320,13 +328,15 @@ impl AuditReader<'_> {
         let Some((size, note)) = self.latest_checkpoint()? else {
             return Ok(());
         };
-        let key_name = seq_key(CHECKPOINTS, size);
-        let v = checkpoint::verify(&note, origin, key)
-            .map_err(|e| corrupt(&key_name, e.to_string()))?;
+        let key_name = format!("p/{size}");
+        let v = checkpoint::verify(&note, origin, key).map_err(|e| StoreError::AuditKey {
+            size,
+            why: e.to_string(),
+        })?;
         let root = self.root(size)?;
         if v.size != size || v.root != root {
             return Err(corrupt(
-                &key_name,
+                key_name.as_bytes(),
                 format!("the log's tree of {size} records has root {root}, but the node signed {} for {}", v.root, v.size),
             ));
         }
@@ -381,6 +391,13 @@ impl HashStore for ReadHashes<'_> {
             .collect()
     }
 }
+
+/// A page stops growing past this many bytes of records, well inside a frame.
+pub const PAGE_BYTES: usize = 512 << 10;
+/// Records a page may examine per record it may return, before it ends early.
+const EXAMINE_PER_RESULT: u64 = 10;
+/// Records any page may examine, however small its limit.
+const MIN_EXAMINED: u64 = 1_000;
 
 /// Most records one query page may hold.
 pub const MAX_PAGE: usize = 1000;

@@ -129,13 +129,18 @@ fn a_query_by_partner_reads_only_the_records_it_returns() {
     assert_eq!(page.next_after, None);
 
     // Filters combine: the event index, checked against the partner.
-    let q = Query {
+    let mut q = Query {
         partner: Some(pid("p1")),
         event: Some(AuditEvent::Acked),
         limit: 10,
         ..Query::default()
     };
-    assert!(log.query(&q).unwrap().records.is_empty());
+    let page = log.query(&q).unwrap();
+    assert!(page.records.is_empty());
+    assert_eq!(page.records_read, 1_000, "a page examines a bounded number");
+    assert_eq!(page.next_after, Some(10_000), "and says where to go on");
+    q.after = page.next_after;
+    assert_eq!(log.query(&q).unwrap().records_read, 1_000);
 }
 
 #[test]
@@ -240,7 +245,11 @@ fn a_reopened_log_goes_on_from_its_checkpoint_and_refuses_one_that_does_not_matc
     assert_eq!(sizes, [300, 305]);
     // Another key, or another log name, is not this node's checkpoint.
     let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key();
-    assert!(log.check_checkpoint(origin, &other).is_err());
+    let err = log
+        .check_checkpoint(origin, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("put the previous key back"), "{err}");
     assert!(log.check_checkpoint("renkei/us-dod/audit", &key).is_err());
     // Rewritten stored hashes make the tree disagree with what was signed.
     for kv in store.state.scan_prefix(b"h/") {
@@ -249,5 +258,9 @@ fn a_reopened_log_goes_on_from_its_checkpoint_and_refuses_one_that_does_not_matc
         store.state.insert(k, flipped).unwrap();
     }
     let err = log.check_checkpoint(origin, &key).unwrap_err().to_string();
+    assert!(err.contains("but the node signed"), "{err}");
+    // Reopening refuses it before anything is appended or signed.
+    drop(store);
+    let err = Store::open(dir.path(), 16 << 20).err().unwrap().to_string();
     assert!(err.contains("but the node signed"), "{err}");
 }

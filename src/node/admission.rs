@@ -1,0 +1,99 @@
+//! Admission control: how many connections a partner may hold, and how many refusals
+//! of strangers are recorded. Bounds what a peer can make the node hold or write.
+
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use crate::identity::PartnerId;
+
+/// Connections one partner may hold open at once (each may carry 32 streams).
+pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;
+
+/// A partner's place among its open connections; given back when dropped.
+pub(crate) struct Admitted<'a> {
+    shared: &'a Shared,
+    partner: &'a PartnerId,
+}
+
+impl<'a> Admitted<'a> {
+    pub(crate) fn new(shared: &'a Shared, partner: &'a PartnerId) -> Option<Self> {
+        let mut open = shared.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(partner.clone()).or_default();
+        if *count >= MAX_CONNECTIONS_PER_PARTNER {
+            return None;
+        }
+        *count += 1;
+        Some(Admitted { shared, partner })
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut open = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(self.partner) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+/// Refusals of anonymous peers (failed handshakes, certificates without a partner id)
+/// recorded per minute, at most. Beyond that they are counted, and the count goes into
+/// the next record allowed: anyone who can reach the port can cause these, and they
+/// must neither fill the disk nor bury partners' events.
+pub const ANONYMOUS_REFUSALS_PER_MINUTE: u32 = 60;
+
+/// The current minute's anonymous refusals.
+pub(crate) struct RefusalWindow {
+    started: Instant,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl RefusalWindow {
+    pub(crate) fn new(now: Instant) -> Self {
+        RefusalWindow {
+            started: now,
+            recorded: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Should a refusal at `now` be recorded? If so, with how many went unrecorded
+    /// before it.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
+        if now.duration_since(self.started) >= Duration::from_secs(60) {
+            self.started = now;
+            self.recorded = 0;
+        }
+        if self.recorded < ANONYMOUS_REFUSALS_PER_MINUTE {
+            self.recorded += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_refusals_are_recorded_up_to_a_limit_per_minute_then_counted() {
+        let t0 = Instant::now();
+        let mut w = RefusalWindow::new(t0);
+        for _ in 0..ANONYMOUS_REFUSALS_PER_MINUTE {
+            assert_eq!(w.admit(t0), Some(0));
+        }
+        assert_eq!(w.admit(t0 + Duration::from_secs(30)), None);
+        assert_eq!(w.admit(t0 + Duration::from_secs(59)), None);
+        // The next minute's first record carries the count of those not recorded.
+        assert_eq!(w.admit(t0 + Duration::from_secs(60)), Some(2));
+        assert_eq!(w.admit(t0 + Duration::from_secs(61)), Some(0));
+    }
+}
