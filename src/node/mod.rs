@@ -286,6 +286,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
             let bound = listener.local_addr().map_err(TransportError::Io)?;
             tokio::spawn(admin::serve(listener, shared.clone()));
             tracing::info!(%bound, "admin listener (/metrics, /healthz, /readyz)");
+            if !bound.ip().is_loopback() {
+                tracing::warn!(%bound, "the admin listener is not on loopback: /metrics tells whoever reaches it who your partners are and how much you exchange");
+            }
             Some(bound)
         }
         None => None,
