@@ -127,6 +127,26 @@ enum Command {
         /// Subscribers decode but do not verify signatures (the report says so).
         #[arg(long)]
         skip_verify: bool,
+        /// Offered rate (bulletins/s, all publishers together) in the latency phase.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// How long the latency phase offers that rate.
+        #[arg(long, default_value_t = 5.0)]
+        latency_seconds: f64,
+        /// Bulletins queued for an offline partner in the backlog phase.
+        #[arg(long, default_value_t = 100_000)]
+        backlog: usize,
+        /// The full run: a backlog of 1,000,000.
+        #[arg(long)]
+        full: bool,
+        /// Phases to run, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "saturation,latency,backlog,limit"
+        )]
+        phases: Vec<bench::Phase>,
         /// Also write every figure, the parameters and the machine as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -463,6 +483,11 @@ pub fn main() -> ExitCode {
             bulletins,
             body_bytes,
             skip_verify,
+            rate,
+            latency_seconds,
+            backlog,
+            full,
+            phases,
             json,
         } => block_on(bench::run(bench::BenchArgs {
             publishers,
@@ -470,6 +495,10 @@ pub fn main() -> ExitCode {
             bulletins,
             body_bytes,
             skip_verify,
+            rate,
+            latency_seconds,
+            backlog: if full { 1_000_000 } else { backlog },
+            phases,
             json,
         })),
         Command::Metrics {

@@ -3,10 +3,13 @@
 //! metrics as `serve`), with real clients in the same process, and the machine's
 //! physical limit (Ed25519 verification) measured in the same run.
 //!
-//! Phases: saturation (P publishers push pre-signed bulletins as fast as the node takes
-//! them; S subscribers decode, verify and ack) and the verify limit. Figures are
-//! printed as a table and, with `--json FILE`, written with the parameters, the machine
-//! and the git revision.
+//! Phases (`phases`): saturation, latency at a paced rate, an offline partner's
+//! backlog, and the verify limit. The node runs as `renkei serve` in its own process
+//! (`node`), so its memory is its own. Figures are printed as a table and, with
+//! `--json FILE`, written with the parameters, the machine and the git revision.
+
+mod node;
+mod phases;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,18 +21,16 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
-use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
+use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp};
 use crate::client::Client;
-use crate::config::NodeConfig;
 use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
-use crate::node;
-use crate::proto::{self, PublishStatus};
+use crate::proto;
 use crate::timestamp::Timestamp;
 use crate::transport::{Timers, TlsIdentity};
 
 const HUB: &str = "bench-hub";
 /// How long any wait may take before the benchmark gives up.
-const PATIENCE: Duration = Duration::from_secs(120);
+pub(super) const PATIENCE: Duration = Duration::from_secs(120);
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -39,25 +40,42 @@ pub(super) struct BenchArgs {
     pub bulletins: usize,
     pub body_bytes: usize,
     pub skip_verify: bool,
+    pub rate: f64,
+    pub latency_seconds: f64,
+    pub backlog: usize,
+    pub phases: Vec<Phase>,
     pub json: Option<PathBuf>,
+}
+
+/// A part of the benchmark.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Saturation throughput.
+    Saturation,
+    /// Publish → delivery latency at a paced rate.
+    Latency,
+    /// An offline partner's backlog: peak memory, then the drain rate.
+    Backlog,
+    /// Ed25519 verify / verify_batch per second on this machine.
+    Limit,
 }
 
 fn pid(s: &str) -> anyhow::Result<PartnerId> {
     Ok(s.parse()?)
 }
 
-fn publisher_id(i: usize) -> String {
+pub(super) fn publisher_id(i: usize) -> String {
     format!("pub-{i}")
 }
 
-fn subscriber_id(i: usize) -> String {
+pub(super) fn subscriber_id(i: usize) -> String {
     format!("sub-{i}")
 }
 
 /// Publishers receive nothing (`kinds = []`), so each bulletin goes to the S subscribers.
-fn node_config(a: &BenchArgs, keys: &BTreeMap<String, SigningKey>) -> String {
+fn node_config(a: &BenchArgs, keys: &BTreeMap<String, SigningKey>, data: &str) -> String {
     let mut text = format!(
-        "[node]\nid = \"{HUB}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+        "[node]\nid = \"{HUB}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/{HUB}/tls.crt\"\ntls_key = \"certs/{HUB}/tls.key\"\nsigning_key = \"certs/{HUB}/signing.key\"\n\
          [limits]\nmax_clock_skew_secs = 3600\n"
     );
@@ -101,7 +119,11 @@ fn sign(
     Ok(bulletin::sign(&b, key, &Limits::default())?)
 }
 
-async fn connect(dir: &Path, id: &str, addr: std::net::SocketAddr) -> anyhow::Result<Client> {
+pub(super) async fn connect(
+    dir: &Path,
+    id: &str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<Client> {
     let certs = dir.join("certs");
     let identity = TlsIdentity::load(
         &certs.join("ca.crt"),
@@ -113,67 +135,6 @@ async fn connect(dir: &Path, id: &str, addr: std::net::SocketAddr) -> anyhow::Re
         idle_timeout: Duration::from_secs(30),
     };
     Ok(Client::connect_with(&identity, timers, addr, &pid(HUB)?, 2 << 20).await?)
-}
-
-/// A subscriber: decode (and verify) every delivery, ack each page, until `expected`.
-async fn subscribe(
-    client: Client,
-    keys: Arc<Keyring>,
-    expected: usize,
-    verify: bool,
-) -> anyhow::Result<Instant> {
-    let limits = Limits::default();
-    let mut sub = client.subscribe(0).await?;
-    let mut got = 0;
-    let mut pending = Vec::new();
-    while got < expected {
-        let d = tokio::time::timeout(PATIENCE, sub.next())
-            .await
-            .context("a subscriber waited too long")??
-            .context("the node ended a subscription")?;
-        let signed = d.bulletin.context("a delivery without a bulletin")?;
-        let unverified = UnverifiedBulletin::from_signed(signed, &limits)?;
-        if verify {
-            unverified.verify(&keys, Timestamp::now(), &limits)?;
-        }
-        pending.push(d.seq);
-        got += 1;
-        // Ack what has arrived so far: every 64, and whenever the stream pauses.
-        if pending.len() >= 64 || got == expected {
-            sub.ack(std::mem::take(&mut pending)).await?;
-        }
-    }
-    let done = Instant::now();
-    sub.close().await?;
-    client.close().await;
-    Ok(done)
-}
-
-/// A publisher: pipeline every bulletin, count the accepted results.
-async fn publish(client: Client, bulletins: Vec<proto::SignedBulletin>) -> anyhow::Result<usize> {
-    let (mut sink, mut results) = client.publisher().await?.split();
-    let total = bulletins.len();
-    let sender = tokio::spawn(async move {
-        for (i, b) in bulletins.into_iter().enumerate() {
-            sink.send(i as u64, b).await?;
-        }
-        sink.finish();
-        Ok::<_, crate::client::ClientError>(())
-    });
-    let mut accepted = 0;
-    for _ in 0..total {
-        let r = tokio::time::timeout(PATIENCE, results.recv())
-            .await
-            .context("a publisher waited too long")??
-            .context("the node ended a publish stream early")?;
-        if r.status != PublishStatus::Accepted as i32 {
-            bail!("bulletin {} was not accepted: {}", r.request_id, r.message);
-        }
-        accepted += 1;
-    }
-    sender.await.context("the sending task")??;
-    client.close().await;
-    Ok(accepted)
 }
 
 /// Ed25519 verifications per second on this machine: one at a time and in batches of
@@ -262,12 +223,34 @@ fn machine() -> Value {
     json!({"cores": cores, "cpu": cpu, "git_revision": revision, "version": env!("CARGO_PKG_VERSION")})
 }
 
+/// Everything the phases share: the parameters, the PKI and keys, the body.
+pub(super) struct Setup {
+    pub args: BenchArgs,
+    pub dir: PathBuf,
+    pub keys: BTreeMap<String, SigningKey>,
+    pub keyring: Keyring,
+    pub body: Bytes,
+}
+
+impl Setup {
+    /// A fresh node (data directory `name`) in its own process.
+    fn start_node(&self, name: &str) -> anyhow::Result<node::NodeProcess> {
+        let path = self.dir.join(format!("{name}.toml"));
+        let text = node_config(&self.args, &self.keys, name);
+        crate::files::write(&path, text.as_bytes(), crate::files::Access::Public, true)?;
+        node::NodeProcess::start(&path)
+    }
+}
+
 pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.publishers == 0 || a.subscribers == 0 || a.bulletins < a.publishers {
         bail!("need at least one publisher, one subscriber and a bulletin per publisher");
     }
+    if a.rate <= 0.0 || a.backlog == 0 {
+        bail!("--rate and --backlog must be positive");
+    }
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let dir = tmp.path();
+    let dir = tmp.path().to_owned();
     let mut ids: Vec<PartnerId> = Vec::new();
     for i in 0..a.publishers {
         ids.push(pid(&publisher_id(i))?);
@@ -286,106 +269,64 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         keyring.insert(id.clone(), PublicKey::of(&key), Validity::default());
         keys.insert(id.to_string(), key);
     }
-    let keyring = Arc::new(keyring);
-
-    eprintln!(
-        "renkei bench: signing {} bulletins of {} bytes…",
-        a.bulletins, a.body_bytes
-    );
-    let body = Bytes::from(vec![0x42u8; a.body_bytes]);
-    let mut batches: Vec<Vec<proto::SignedBulletin>> = vec![Vec::new(); a.publishers];
-    for n in 0..a.bulletins {
-        let p = n % a.publishers;
-        let id = publisher_id(p);
-        batches[p].push(sign(&keys[&id], &id, n, &body)?);
-    }
-    let sample: Vec<proto::SignedBulletin> = batches[0].iter().take(4096).cloned().collect();
-
-    let config_path = dir.join("hub.toml");
-    crate::files::write(
-        &config_path,
-        node_config(&a, &keys).as_bytes(),
-        crate::files::Access::Public,
-        true,
-    )?;
-    let hub = node::start(NodeConfig::load(&config_path)?).await?;
-    let addr = hub.local_addr();
-    eprintln!(
-        "renkei bench: node on {addr}; {} publishers, {} subscribers",
-        a.publishers, a.subscribers
-    );
-
-    let mut subscribers = tokio::task::JoinSet::new();
-    for i in 0..a.subscribers {
-        let client = connect(dir, &subscriber_id(i), addr).await?;
-        subscribers.spawn(subscribe(
-            client,
-            keyring.clone(),
-            a.bulletins,
-            !a.skip_verify,
-        ));
-    }
-    let mut clients = Vec::new();
-    for i in 0..a.publishers {
-        clients.push(connect(dir, &publisher_id(i), addr).await?);
-    }
-    let start = Instant::now();
-    let mut publishers = tokio::task::JoinSet::new();
-    for (client, batch) in clients.into_iter().zip(batches) {
-        publishers.spawn(publish(client, batch));
-    }
-    let mut accepted = 0;
-    while let Some(r) = publishers.join_next().await {
-        accepted += r.context("a publisher task")??;
-    }
-    let publish_time = start.elapsed();
-    let mut last_ack = start;
-    while let Some(r) = subscribers.join_next().await {
-        last_ack = last_ack.max(r.context("a subscriber task")??);
-    }
-    let deliver_time = last_ack - start;
-    hub.shutdown(Duration::from_secs(10)).await?;
-    let db_bytes = dir_size(&dir.join("data"));
-
-    let accepted_per_s = accepted as f64 / publish_time.as_secs_f64();
-    let acked = accepted * a.subscribers;
-    let acked_per_s = acked as f64 / deliver_time.as_secs_f64();
-    eprintln!("renkei bench: measuring Ed25519 verification on this machine…");
-    let limit = verify_limit(&sample, keys[&publisher_id(0)].verifying_key())?;
-    let batch_all = limit["verify_batch_per_s_all_cores"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let report = json!({
+    let setup = Arc::new(Setup {
+        body: Bytes::from(vec![0x42u8; a.body_bytes]),
+        args: a.clone(),
+        dir,
+        keys,
+        keyring,
+    });
+    let mut report = json!({
         "parameters": {
             "publishers": a.publishers,
             "subscribers": a.subscribers,
             "fan_out": a.subscribers,
             "bulletins": a.bulletins,
             "body_bytes": a.body_bytes,
+            "rate": a.rate,
+            "latency_seconds": a.latency_seconds,
+            "backlog": a.backlog,
             "subscribers_verify": !a.skip_verify,
+            "node": "renkei serve in its own process, fresh sled database per phase",
         },
         "machine": machine(),
-        "saturation": {
-            "accepted": accepted,
-            "accepted_per_s": accepted_per_s.round(),
-            "acked_deliveries": acked,
-            "acked_deliveries_per_s": acked_per_s.round(),
-            "publish_seconds": publish_time.as_secs_f64(),
-            "deliver_seconds": deliver_time.as_secs_f64(),
-            "database_bytes": db_bytes,
-        },
-        "limit": limit,
-        "accepted_per_s_over_verify_batch_all_cores": if batch_all > 0.0 { accepted_per_s / batch_all } else { 0.0 },
     });
+    if a.phases.contains(&Phase::Saturation) {
+        report["saturation"] = phases::saturation(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Latency) {
+        report["latency"] = phases::latency(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Backlog) {
+        report["backlog"] = phases::backlog(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Limit) {
+        eprintln!("renkei bench: measuring Ed25519 verification on this machine…");
+        let id = publisher_id(0);
+        let sample: Vec<proto::SignedBulletin> = (0..4096)
+            .map(|n| sign(&setup.keys[&id], &id, n, &setup.body))
+            .collect::<anyhow::Result<_>>()?;
+        let limit = verify_limit(&sample, setup.keys[&id].verifying_key())?;
+        let batch_all = limit["verify_batch_per_s_all_cores"]
+            .as_f64()
+            .unwrap_or(0.0);
+        if let Some(accepted) = report["saturation"]["accepted_per_s"].as_f64() {
+            if batch_all > 0.0 {
+                report["accepted_per_s_over_verify_batch_all_cores"] = json!(accepted / batch_all);
+            }
+        }
+        report["limit"] = limit;
+    }
     print_table(&report);
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    drop(tmp);
     Ok(())
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub(super) fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -401,43 +342,89 @@ fn dir_size(dir: &Path) -> u64 {
 
 fn print_table(r: &Value) {
     let p = &r["parameters"];
-    let s = &r["saturation"];
-    let l = &r["limit"];
     let m = &r["machine"];
+    let mib = |v: &Value| format!("{} MiB", v.as_u64().unwrap_or(0) >> 20);
     emitln!(
         "renkei bench — {} ({} cores), revision {}",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["git_revision"].as_str().unwrap_or("?")
     );
-    emitln!("  {} publishers, {} subscribers (fan-out {}), {} bulletins of {} bytes, subscribers verify: {}", p["publishers"], p["subscribers"], p["fan_out"], p["bulletins"], p["body_bytes"], p["subscribers_verify"]);
-    emitln!("");
     emitln!(
-        "  saturation   accepted            {:>10} bulletins/s",
-        s["accepted_per_s"]
+        "  {} publishers, {} subscribers (fan-out {}), {}-byte bodies, subscribers verify: {}",
+        p["publishers"],
+        p["subscribers"],
+        p["fan_out"],
+        p["body_bytes"],
+        p["subscribers_verify"]
     );
-    emitln!(
-        "               acked deliveries    {:>10} deliveries/s",
-        s["acked_deliveries_per_s"]
-    );
-    emitln!(
-        "               database on disk    {:>10} MiB",
-        s["database_bytes"].as_u64().unwrap_or(0) >> 20
-    );
-    emitln!(
-        "  limit        Ed25519 verify      {:>10} /s on 1 core, {} /s on all",
-        l["verify_per_s_1core"],
-        l["verify_per_s_all_cores"]
-    );
-    emitln!(
-        "               verify_batch (64)   {:>10} /s on 1 core, {} /s on all",
-        l["verify_batch_per_s_1core"],
-        l["verify_batch_per_s_all_cores"]
-    );
-    emitln!(
-        "  accepted/s ÷ verify_batch on all cores = {:.2}",
-        r["accepted_per_s_over_verify_batch_all_cores"]
-            .as_f64()
-            .unwrap_or(0.0)
-    );
+    let s = &r["saturation"];
+    if s.is_object() {
+        emitln!("  saturation ({} bulletins)", s["accepted"]);
+        emitln!(
+            "    accepted                 {:>12} bulletins/s",
+            s["accepted_per_s"]
+        );
+        emitln!(
+            "    acked deliveries         {:>12} deliveries/s",
+            s["acked_deliveries_per_s"]
+        );
+        emitln!(
+            "    node peak RSS            {:>12}",
+            mib(&s["node_peak_rss_bytes"])
+        );
+        emitln!(
+            "    database on disk         {:>12}",
+            mib(&s["database_bytes"])
+        );
+    }
+    let l = &r["latency"];
+    if l.is_object() {
+        emitln!(
+            "  latency at {}/s offered ({} deliveries)",
+            l["offered_per_s"],
+            l["deliveries_measured"]
+        );
+        emitln!(
+            "    publish → delivery       p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+            l["p50_ms"],
+            l["p99_ms"],
+            l["p999_ms"],
+            l["max_ms"]
+        );
+    }
+    let b = &r["backlog"];
+    if b.is_object() {
+        emitln!("  backlog of {} for an offline partner", b["bulletins"]);
+        emitln!(
+            "    node peak RSS            {:>12} filled, {} after the drain",
+            mib(&b["node_peak_rss_bytes_after_fill"]),
+            mib(&b["node_peak_rss_bytes_after_drain"])
+        );
+        emitln!(
+            "    drain                    {:>12} bulletins/s",
+            b["drain_per_s"]
+        );
+        emitln!(
+            "    database on disk         {:>12}",
+            mib(&b["database_bytes"])
+        );
+    }
+    let l = &r["limit"];
+    if l.is_object() {
+        emitln!("  limit: Ed25519 on this machine");
+        emitln!(
+            "    verify                   {:>12} /s on 1 core, {} /s on all",
+            l["verify_per_s_1core"],
+            l["verify_per_s_all_cores"]
+        );
+        emitln!(
+            "    verify_batch (64)        {:>12} /s on 1 core, {} /s on all",
+            l["verify_batch_per_s_1core"],
+            l["verify_batch_per_s_all_cores"]
+        );
+        if let Some(ratio) = r["accepted_per_s_over_verify_batch_all_cores"].as_f64() {
+            emitln!("    accepted/s ÷ verify_batch/s on all cores = {ratio:.2}");
+        }
+    }
 }

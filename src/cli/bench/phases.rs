@@ -1,0 +1,297 @@
+//! The benchmark's phases, each against a fresh node: saturation, paced latency and an
+//! offline partner's backlog. Clients do what real ones do: publishers pipeline, and
+//! subscribers decode, verify (unless told not to) and ack.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use prost::Message as _;
+use serde_json::{json, Value};
+
+use super::{connect, publisher_id, sign, subscriber_id, Setup, PATIENCE};
+use crate::bulletin::{Limits, UnverifiedBulletin};
+use crate::client::Client;
+use crate::proto::{self, PublishStatus};
+use crate::timestamp::Timestamp;
+
+/// What a subscriber does with each delivery besides acking it.
+#[derive(Clone)]
+struct Receiver {
+    verify: bool,
+    /// For the latency phase: when each bulletin was sent (ns after `epoch`), by number.
+    sent: Option<(Arc<Vec<AtomicU64>>, Instant)>,
+}
+
+/// Receives `expected` deliveries; returns when the last arrived and the latencies (µs).
+async fn subscribe(
+    client: Client,
+    setup: Arc<Setup>,
+    expected: usize,
+    r: Receiver,
+) -> anyhow::Result<(Instant, Vec<u64>)> {
+    let limits = Limits::default();
+    let mut sub = client.subscribe(0).await?;
+    let (mut got, mut pending, mut latencies) = (0, Vec::new(), Vec::new());
+    while got < expected {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .context("a subscriber waited too long")??
+            .context("the node ended a subscription")?;
+        let arrived = Instant::now();
+        let signed = d.bulletin.context("a delivery without a bulletin")?;
+        if let Some((sent, epoch)) = &r.sent {
+            let b = proto::Bulletin::decode(signed.bulletin.clone())?;
+            let n: usize = b
+                .title
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .context("a bulletin without its number")?;
+            let at = sent.get(n).context("a number beyond the run")?;
+            let sent_ns = at.load(Ordering::Acquire);
+            let now_ns = arrived.duration_since(*epoch).as_nanos() as u64;
+            latencies.push(now_ns.saturating_sub(sent_ns) / 1_000);
+        }
+        let unverified = UnverifiedBulletin::from_signed(signed, &limits)?;
+        if r.verify {
+            unverified.verify(&setup.keyring, Timestamp::now(), &limits)?;
+        }
+        pending.push(d.seq);
+        got += 1;
+        if pending.len() >= 64 || got == expected {
+            sub.ack(std::mem::take(&mut pending)).await?;
+        }
+    }
+    let done = Instant::now();
+    sub.close().await?;
+    client.close().await;
+    Ok((done, latencies))
+}
+
+/// Pipelines `bulletins`; with `pace`, sends bulletin `k` of this publisher no earlier
+/// than `epoch + offsets[k]`, and stamps `sent[number]` as it goes.
+async fn publish(
+    client: Client,
+    bulletins: Vec<(usize, proto::SignedBulletin)>,
+    pace: Option<(Arc<Vec<AtomicU64>>, Instant, f64)>,
+) -> anyhow::Result<usize> {
+    let (mut sink, mut results) = client.publisher().await?.split();
+    let total = bulletins.len();
+    let sender = tokio::spawn(async move {
+        for (i, (n, b)) in bulletins.into_iter().enumerate() {
+            if let Some((sent, epoch, rate)) = &pace {
+                let due = *epoch + Duration::from_secs_f64(n as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let at = Instant::now().duration_since(*epoch).as_nanos() as u64;
+                if let Some(slot) = sent.get(n) {
+                    slot.store(at, Ordering::Release);
+                }
+            }
+            sink.send(i as u64, b).await?;
+        }
+        sink.finish();
+        Ok::<_, crate::client::ClientError>(())
+    });
+    let mut accepted = 0;
+    for _ in 0..total {
+        let r = tokio::time::timeout(PATIENCE, results.recv())
+            .await
+            .context("a publisher waited too long")??
+            .context("the node ended a publish stream early")?;
+        if r.status != PublishStatus::Accepted as i32 {
+            bail!("bulletin {} was not accepted: {}", r.request_id, r.message);
+        }
+        accepted += 1;
+    }
+    sender.await.context("the sending task")??;
+    client.close().await;
+    Ok(accepted)
+}
+
+/// Signs `count` bulletins numbered from 0, dealt round-robin to the publishers.
+fn sign_all(
+    setup: &Setup,
+    count: usize,
+) -> anyhow::Result<Vec<Vec<(usize, proto::SignedBulletin)>>> {
+    let mut batches = vec![Vec::new(); setup.args.publishers];
+    for n in 0..count {
+        let p = n % setup.args.publishers;
+        let id = publisher_id(p);
+        batches[p].push((n, sign(&setup.keys[&id], &id, n, &setup.body)?));
+    }
+    Ok(batches)
+}
+
+/// P publishers push every bulletin as fast as the node takes them; S subscribers
+/// receive, verify and ack.
+pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
+    let a = &setup.args;
+    eprintln!(
+        "renkei bench: saturation: signing {} bulletins…",
+        a.bulletins
+    );
+    let batches = sign_all(&setup, a.bulletins)?;
+    let node = setup.start_node("saturation")?;
+    let receiver = Receiver {
+        verify: !a.skip_verify,
+        sent: None,
+    };
+    let mut subscribers = tokio::task::JoinSet::new();
+    for i in 0..a.subscribers {
+        let client = connect(&setup.dir, &subscriber_id(i), node.addr).await?;
+        subscribers.spawn(subscribe(
+            client,
+            setup.clone(),
+            a.bulletins,
+            receiver.clone(),
+        ));
+    }
+    let mut clients = Vec::new();
+    for i in 0..a.publishers {
+        clients.push(connect(&setup.dir, &publisher_id(i), node.addr).await?);
+    }
+    eprintln!("renkei bench: saturation: publishing…");
+    let start = Instant::now();
+    let mut publishers = tokio::task::JoinSet::new();
+    for (client, batch) in clients.into_iter().zip(batches) {
+        publishers.spawn(publish(client, batch, None));
+    }
+    let mut accepted = 0;
+    while let Some(r) = publishers.join_next().await {
+        accepted += r.context("a publisher task")??;
+    }
+    let publish_time = start.elapsed();
+    let mut last = start;
+    while let Some(r) = subscribers.join_next().await {
+        last = last.max(r.context("a subscriber task")??.0);
+    }
+    let deliver_time = last - start;
+    let peak_rss = node.peak_rss();
+    node.stop()?;
+    let acked = accepted * a.subscribers;
+    Ok(json!({
+        "accepted": accepted,
+        "accepted_per_s": (accepted as f64 / publish_time.as_secs_f64()).round(),
+        "acked_deliveries": acked,
+        "acked_deliveries_per_s": (acked as f64 / deliver_time.as_secs_f64()).round(),
+        "publish_seconds": publish_time.as_secs_f64(),
+        "deliver_seconds": deliver_time.as_secs_f64(),
+        "node_peak_rss_bytes": peak_rss,
+        "database_bytes": super::dir_size(&setup.dir.join("saturation")),
+    }))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Publishers send at the offered rate in total; every delivery's publish → delivery
+/// time is measured at each subscriber.
+pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
+    let a = &setup.args;
+    let count = ((a.rate * a.latency_seconds) as usize).max(a.publishers);
+    eprintln!("renkei bench: latency: signing {count} bulletins…");
+    let batches = sign_all(&setup, count)?;
+    let node = setup.start_node("latency")?;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
+    let mut clients = Vec::new();
+    for i in 0..a.publishers {
+        clients.push(connect(&setup.dir, &publisher_id(i), node.addr).await?);
+    }
+    // Everyone is connected before the clock starts.
+    let epoch = Instant::now() + Duration::from_millis(200);
+    let receiver = Receiver {
+        verify: !a.skip_verify,
+        sent: Some((sent.clone(), epoch)),
+    };
+    let mut subscribers = tokio::task::JoinSet::new();
+    for i in 0..a.subscribers {
+        let client = connect(&setup.dir, &subscriber_id(i), node.addr).await?;
+        subscribers.spawn(subscribe(client, setup.clone(), count, receiver.clone()));
+    }
+    eprintln!(
+        "renkei bench: latency: offering {} bulletins/s for {} s…",
+        a.rate, a.latency_seconds
+    );
+    let mut publishers = tokio::task::JoinSet::new();
+    for (client, batch) in clients.into_iter().zip(batches) {
+        publishers.spawn(publish(client, batch, Some((sent.clone(), epoch, a.rate))));
+    }
+    while let Some(r) = publishers.join_next().await {
+        r.context("a publisher task")??;
+    }
+    let mut all = Vec::new();
+    while let Some(r) = subscribers.join_next().await {
+        all.extend(r.context("a subscriber task")??.1);
+    }
+    node.stop()?;
+    all.sort_unstable();
+    Ok(json!({
+        "offered_per_s": a.rate,
+        "bulletins": count,
+        "deliveries_measured": all.len(),
+        "p50_ms": percentile(&all, 0.50),
+        "p99_ms": percentile(&all, 0.99),
+        "p999_ms": percentile(&all, 0.999),
+        "max_ms": all.last().map_or(0.0, |m| *m as f64 / 1000.0),
+    }))
+}
+
+/// One partner is offline while the backlog is published (signed on the fly, so the
+/// benchmark's own memory stays small); then it reconnects and drains it.
+pub(super) async fn backlog(setup: Arc<Setup>) -> anyhow::Result<Value> {
+    let a = &setup.args;
+    let node = setup.start_node("backlog")?;
+    eprintln!(
+        "renkei bench: backlog: queueing {} bulletins for an offline partner…",
+        a.backlog
+    );
+    let chunk = 20_000;
+    let mut n = 0;
+    let fill = Instant::now();
+    while n < a.backlog {
+        let count = chunk.min(a.backlog - n);
+        let mut batches = vec![Vec::new(); a.publishers];
+        for k in n..n + count {
+            let p = k % a.publishers;
+            let id = publisher_id(p);
+            batches[p].push((k, sign(&setup.keys[&id], &id, k, &setup.body)?));
+        }
+        let mut publishers = tokio::task::JoinSet::new();
+        for (i, batch) in batches.into_iter().enumerate() {
+            let client = connect(&setup.dir, &publisher_id(i), node.addr).await?;
+            publishers.spawn(publish(client, batch, None));
+        }
+        while let Some(r) = publishers.join_next().await {
+            r.context("a publisher task")??;
+        }
+        n += count;
+    }
+    let fill_time = fill.elapsed();
+    let rss_filled = node.peak_rss();
+    eprintln!("renkei bench: backlog: draining…");
+    let receiver = Receiver {
+        verify: !a.skip_verify,
+        sent: None,
+    };
+    let client = connect(&setup.dir, &subscriber_id(0), node.addr).await?;
+    let start = Instant::now();
+    let (last, _) = subscribe(client, setup.clone(), a.backlog, receiver).await?;
+    let drain = last - start;
+    let rss_drained = node.peak_rss();
+    node.stop()?;
+    Ok(json!({
+        "bulletins": a.backlog,
+        "fill_seconds_including_signing": fill_time.as_secs_f64(),
+        "node_peak_rss_bytes_after_fill": rss_filled,
+        "node_peak_rss_bytes_after_drain": rss_drained,
+        "drain_per_s": (a.backlog as f64 / drain.as_secs_f64()).round(),
+        "database_bytes": super::dir_size(&setup.dir.join("backlog")),
+    }))
+}
