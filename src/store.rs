@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -207,12 +208,51 @@ pub struct Page {
     pub scanned_through: u64,
 }
 
+/// Recently written or read segments, decoded and shared, so that subscribers following
+/// the head do not re-read and re-decode the same sled values page after page.
+struct SegmentCache {
+    by_first: std::collections::BTreeMap<u64, Arc<proto::Segment>>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl SegmentCache {
+    fn holding(&self, seq: u64) -> Option<Arc<proto::Segment>> {
+        let (_, seg) = self.by_first.range(..=seq).next_back()?;
+        let last = seg.bulletins.last()?.seq;
+        (seq <= last).then(|| seg.clone())
+    }
+
+    fn insert(&mut self, seg: Arc<proto::Segment>) {
+        let Some(first) = seg.bulletins.first().map(|b| b.seq) else {
+            return;
+        };
+        let size: usize = seg.bulletins.iter().map(|b| b.signed.len() + 256).sum();
+        if self.by_first.insert(first, seg).is_none() {
+            self.bytes += size;
+        }
+        // The oldest go first: subscribers that keep up read the newest.
+        while self.bytes > self.limit {
+            let Some((_, old)) = self.by_first.pop_first() else {
+                break;
+            };
+            self.bytes = self
+                .bytes
+                .saturating_sub(old.bulletins.iter().map(|b| b.signed.len() + 256).sum());
+        }
+    }
+}
+
+/// Bytes of decoded segments kept in memory.
+const SEGMENT_CACHE_BYTES: usize = 32 << 20;
+
 /// The node's database.
 pub struct Store {
     db: sled::Db,
     state: sled::Tree,
     /// The audit log's append state; held by the one writer for the whole commit.
     audit: std::sync::Mutex<audit::AuditState>,
+    segments: std::sync::Mutex<SegmentCache>,
 }
 
 impl Store {
@@ -240,7 +280,17 @@ impl Store {
         };
         let state = db.open_tree("state")?;
         let audit = std::sync::Mutex::new(audit::AuditState::load(&state)?);
-        let store = Store { db, state, audit };
+        let segments = std::sync::Mutex::new(SegmentCache {
+            by_first: Default::default(),
+            bytes: 0,
+            limit: SEGMENT_CACHE_BYTES,
+        });
+        let store = Store {
+            db,
+            state,
+            audit,
+            segments,
+        };
         store.check_head()?;
         Ok(store)
     }
@@ -364,6 +414,13 @@ impl Store {
         let appended = log.append(&self.state, &mut writes, events, now)?;
         if appended.is_some() || cursors {
             self.state.apply_batch(writes)?;
+            if !segment.bulletins.is_empty() {
+                // Subscribers read it next: hand it over decoded.
+                self.segments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(Arc::new(segment));
+            }
             if let Some(appended) = appended {
                 log.applied(appended);
             }
@@ -438,34 +495,46 @@ impl Store {
 
     /// The stored bulletin with this seq.
     pub fn get(&self, seq: u64) -> Result<Option<proto::StoredBulletin>, StoreError> {
-        let mut segments = self.segments_from(seq);
-        match segments.next() {
-            Some(seg) => Ok(seg?.bulletins.into_iter().find(|b| b.seq == seq)),
+        match self.segment_holding(seq)? {
+            Some(seg) => Ok(seg.bulletins.iter().find(|b| b.seq == seq).cloned()),
             None => Ok(None),
         }
     }
 
-    /// Segments in order, starting with the one that holds `seq`.
-    fn segments_from(
-        &self,
-        seq: u64,
-    ) -> impl Iterator<Item = Result<proto::Segment, StoreError>> + '_ {
+    /// The segment that holds `seq`, from the cache of recent segments or the database.
+    fn segment_holding(&self, seq: u64) -> Result<Option<Arc<proto::Segment>>, StoreError> {
+        if let Some(seg) = self
+            .segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .holding(seq)
+        {
+            return Ok(Some(seg));
+        }
         // The segment holding `seq` starts at or before it.
-        let start = self
+        let found = self
             .state
             .range(SEGMENT.to_vec()..=seq_key(SEGMENT, seq))
             .next_back()
-            .and_then(|kv| kv.ok())
-            .map(|(k, _)| k.to_vec())
-            .unwrap_or_else(|| SEGMENT.to_vec());
-        self.state
-            .range(start..)
-            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(SEGMENT)))
-            .map(|kv| {
-                let (k, v) = kv?;
-                proto::Segment::decode(Bytes::copy_from_slice(&v))
-                    .map_err(|e| corrupt(&k, e.to_string()))
-            })
+            .transpose()?;
+        let Some((k, v)) = found else { return Ok(None) };
+        if !k.starts_with(SEGMENT) {
+            return Ok(None);
+        }
+        let seg = Arc::new(
+            proto::Segment::decode(Bytes::copy_from_slice(&v))
+                .map_err(|e| corrupt(&k, e.to_string()))?,
+        );
+        let holds = seg.bulletins.first().is_some_and(|b| b.seq <= seq)
+            && seg.bulletins.last().is_some_and(|b| b.seq >= seq);
+        if !holds {
+            return Ok(None);
+        }
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seg.clone());
+        Ok(Some(seg))
     }
 
     /// Up to `max` bulletins shared with `partner` with seq above `after`, skipping
@@ -486,11 +555,15 @@ impl Store {
             return Ok(page);
         }
         let name = partner.as_str();
-        for seg in self.segments_from(after + 1) {
-            for b in seg?.bulletins {
-                if b.seq <= after {
-                    continue;
-                }
+        let mut next = after + 1;
+        while next <= head {
+            let Some(seg) = self.segment_holding(next)? else {
+                return Err(corrupt(
+                    SEGMENT,
+                    format!("no segment holds bulletin {next}"),
+                ));
+            };
+            for b in seg.bulletins.iter().filter(|b| b.seq >= next) {
                 if page.items.len() == max {
                     return Ok(page);
                 }
@@ -499,9 +572,13 @@ impl Store {
                     page.items.push(Pending {
                         seq: b.seq,
                         accepted: Timestamp::from_unix_ms(b.accepted_unix_ms),
-                        signed: b.signed,
+                        signed: b.signed.clone(),
                     });
                 }
+            }
+            match seg.bulletins.last() {
+                Some(last) if last.seq >= next => next = last.seq + 1,
+                _ => return Err(corrupt(SEGMENT, format!("segment before {next} is empty"))),
             }
         }
         Ok(page)
