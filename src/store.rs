@@ -9,7 +9,7 @@
 //! | `m/head` | last accepted seq (u64 big-endian) |
 //! | `m/node`, `m/audit_key` | the node's id and checkpoint-signing public key |
 //! | `s/` seq (u64 BE) | `Segment`: the bulletins of one group commit, starting at seq |
-//! | `d/` origin `\0` id (16 bytes) | seq (u64 BE) ‖ digest (32 bytes) |
+//! | `d/` id (16 bytes) origin | seq (u64 BE) ‖ digest (32 bytes) ‖ audit seq of its acceptance (u64 BE) |
 //! | `c/` partner id | `PartnerCursor` |
 //!
 //! plus the audit log's keys (see [`audit`]), written in the same batch as the state
@@ -44,7 +44,7 @@ const HEAD: &[u8] = b"m/head";
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
 const SEGMENT: &[u8] = b"s/";
-const DEDUPE: &[u8] = b"d/";
+pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
 
 /// How long to wait for a previous handle's file lock to go.
@@ -91,14 +91,17 @@ fn seq_key(prefix: &[u8], seq: u64) -> Vec<u8> {
     k
 }
 
+/// The id comes first, so that the audit log can find a bulletin by id alone.
 fn dedupe_key(origin: &PartnerId, id: &BulletinId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(DEDUPE.len() + origin.as_str().len() + 17);
+    let mut k = Vec::with_capacity(DEDUPE.len() + 16 + origin.as_str().len());
     k.extend_from_slice(DEDUPE);
-    k.extend_from_slice(origin.as_str().as_bytes());
-    k.push(0);
     k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(origin.as_str().as_bytes());
     k
 }
+
+/// Length of a `d/` value: seq, digest, and the seq of the bulletin's accepted record.
+pub(crate) const DEDUPE_VALUE: usize = 8 + 32 + 8;
 
 fn cursor_key(partner: &PartnerId) -> Vec<u8> {
     [CURSOR, partner.as_str().as_bytes()].concat()
@@ -335,13 +338,13 @@ impl Store {
         let key = dedupe_key(origin, id);
         match self.state.get(&key)? {
             None => Ok(None),
-            Some(v) if v.len() == 40 => {
+            Some(v) if v.len() == DEDUPE_VALUE => {
                 let seq = be_u64(&key, &v[..8])?;
                 let mut d = [0u8; 32];
-                d.copy_from_slice(&v[8..]);
+                d.copy_from_slice(&v[8..40]);
                 Ok(Some((seq, Digest(d))))
             }
-            Some(_) => Err(corrupt(&key, "index entry is not 40 bytes")),
+            Some(_) => Err(corrupt(&key, "index entry is not 48 bytes")),
         }
     }
 
@@ -390,8 +393,13 @@ impl Store {
                 continue;
             }
             head += 1;
-            let mut value = head.to_be_bytes().to_vec();
+            // Its accepted record is the next one sealed: the events pushed so far
+            // come first.
+            let audit_seq = log.size + events.len() as u64;
+            let mut value = Vec::with_capacity(DEDUPE_VALUE);
+            value.extend_from_slice(&head.to_be_bytes());
             value.extend_from_slice(&b.digest.0);
+            value.extend_from_slice(&audit_seq.to_be_bytes());
             writes.insert(key.clone(), value);
             in_batch.insert(key, (head, b.digest));
             segment.bulletins.push(proto::StoredBulletin {

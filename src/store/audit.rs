@@ -8,7 +8,7 @@
 //! | `a/` first seq | `AuditBatch`: the records of one commit |
 //! | `h/` chunk | 256 stored Merkle hashes (32 bytes each; the last chunk may be partial) |
 //! | `x/p/` partner `\0` first seq | seqs (u64 BE each) of the batch's records concerning the partner |
-//! | `x/b/` bulletin id (16) first seq | seqs of the batch's records about the bulletin |
+//! | `x/b/` bulletin id (16) first seq | seqs of the batch's other records about the bulletin (its acceptance is in its `d/` entry) |
 //! | `x/e/` event (1) first seq | seqs of the batch's records of that event |
 //! | `x/t/` time (u64 BE) first seq | empty: the batch's records carry this time |
 //! | `p/` size | signed checkpoint of the first `size` records |
@@ -428,8 +428,12 @@ fn index_terms(r: &proto::AuditRecord) -> Vec<Vec<u8>> {
     {
         terms.push(partner_prefix(&d.partner));
     }
-    if let Some(id) = BulletinId::parse_canonical(&r.bulletin_id) {
-        terms.push([BY_BULLETIN, &id.as_bytes()[..]].concat());
+    // An accepted bulletin's record is found through its `d/` entry, which holds the
+    // record's seq: no second key per bulletin. Other records about it are posted here.
+    if r.event != proto::AuditEvent::BulletinAccepted as i32 {
+        if let Some(id) = BulletinId::parse_canonical(&r.bulletin_id) {
+            terms.push([BY_BULLETIN, &id.as_bytes()[..]].concat());
+        }
     }
     terms.push([BY_EVENT, &[r.event as u8][..]].concat());
     terms

@@ -81,11 +81,9 @@ impl Query {
         true
     }
 
-    /// The index whose postings to walk: the most selective filter set.
+    /// The index whose postings to walk: the most selective filter set (a bulletin's
+    /// records are gathered whole instead, see [`AuditReader::bulletin_seqs`]).
     fn posting_prefix(&self) -> Option<Vec<u8>> {
-        if let Some(b) = &self.bulletin {
-            return Some([BY_BULLETIN, &b.as_bytes()[..]].concat());
-        }
         if let Some(p) = &self.partner {
             return Some(partner_prefix(p.as_str()));
         }
@@ -185,6 +183,37 @@ impl AuditReader<'_> {
             })
     }
 
+    /// Every record about bulletin `id`, ascending: its acceptance (from the `d/` entry of
+    /// each origin that used the id) and the others (from the `x/b/` postings).
+    fn bulletin_seqs(&self, id: &BulletinId) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::new();
+        for kv in self
+            .tree
+            .scan_prefix([crate::store::DEDUPE, &id.as_bytes()[..]].concat())
+        {
+            let (k, v) = kv?;
+            if v.len() != crate::store::DEDUPE_VALUE {
+                return Err(corrupt(&k, "index entry is not 48 bytes"));
+            }
+            seqs.push(be_u64(&k, &v[40..])?);
+        }
+        for kv in self
+            .tree
+            .scan_prefix([BY_BULLETIN, &id.as_bytes()[..]].concat())
+        {
+            let (k, v) = kv?;
+            if v.len() % 8 != 0 {
+                return Err(corrupt(&k, "index entry is not a list of seqs"));
+            }
+            for s in v.chunks_exact(8) {
+                seqs.push(be_u64(&k, s)?);
+            }
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
+    }
+
     /// The first seq whose time is at or after `t` (the log size if none).
     fn seq_at(&self, t: u64, size: u64) -> Result<u64, StoreError> {
         match self.tree.range(seq_key(BY_TIME, t)..).next().transpose()? {
@@ -237,6 +266,19 @@ impl AuditReader<'_> {
             Ok(true)
         };
         if lo < hi {
+            if let Some(id) = &q.bulletin {
+                // A bulletin has a handful of records: gather them, then page.
+                for seq in self.bulletin_seqs(id)? {
+                    if seq < lo {
+                        continue;
+                    }
+                    if seq >= hi || !take(seq, &mut page)? {
+                        break;
+                    }
+                }
+                page.records_read = cursor.read;
+                return Ok(page);
+            }
             match q.posting_prefix() {
                 None => {
                     for seq in lo..hi {
