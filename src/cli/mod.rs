@@ -136,7 +136,10 @@ enum Command {
         /// Bulletins queued for an offline partner in the backlog phase.
         #[arg(long, default_value_t = 100_000)]
         backlog: usize,
-        /// The full run: a backlog of 1,000,000.
+        /// Records in the audit phase's log.
+        #[arg(long, default_value_t = 200_000)]
+        audit_records: u64,
+        /// The full run: a backlog of 1,000,000 and an audit log of 1,000,000.
         #[arg(long)]
         full: bool,
         /// Phases to run, comma-separated.
@@ -144,7 +147,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "saturation,latency,backlog,limit"
+            default_value = "saturation,latency,backlog,audit,limit"
         )]
         phases: Vec<bench::Phase>,
         /// Also write every figure, the parameters and the machine as JSON here.
@@ -486,6 +489,7 @@ pub fn main() -> ExitCode {
             rate,
             latency_seconds,
             backlog,
+            audit_records,
             full,
             phases,
             json,
@@ -498,6 +502,7 @@ pub fn main() -> ExitCode {
             rate,
             latency_seconds,
             backlog: if full { 1_000_000 } else { backlog },
+            audit_records: if full { 1_000_000 } else { audit_records },
             phases,
             json,
         })),

@@ -43,6 +43,7 @@ pub(super) struct BenchArgs {
     pub rate: f64,
     pub latency_seconds: f64,
     pub backlog: usize,
+    pub audit_records: u64,
     pub phases: Vec<Phase>,
     pub json: Option<PathBuf>,
 }
@@ -58,6 +59,8 @@ pub(crate) enum Phase {
     Backlog,
     /// Ed25519 verify / verify_batch per second on this machine.
     Limit,
+    /// The audit log at scale: append, query a page, verify, reopen.
+    Audit,
 }
 
 fn pid(s: &str) -> anyhow::Result<PartnerId> {
@@ -286,6 +289,7 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             "rate": a.rate,
             "latency_seconds": a.latency_seconds,
             "backlog": a.backlog,
+            "audit_records": a.audit_records,
             "subscribers_verify": !a.skip_verify,
             "node": "renkei serve in its own process, fresh sled database per phase",
         },
@@ -299,6 +303,9 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Backlog) {
         report["backlog"] = phases::backlog(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Audit) {
+        report["audit"] = phases::audit(setup.clone()).await?;
     }
     if a.phases.contains(&Phase::Limit) {
         eprintln!("renkei bench: measuring Ed25519 verification on this machine…");
@@ -409,6 +416,27 @@ fn print_table(r: &Value) {
             "    database on disk         {:>12}",
             mib(&b["database_bytes"])
         );
+    }
+    let au = &r["audit"];
+    if au.is_object() {
+        emitln!(
+            "  audit log of {} records (through the store)",
+            au["records"]
+        );
+        emitln!(
+            "    append                   {:>12} records/s",
+            au["append_records_per_s"]
+        );
+        emitln!(
+            "    page of 100 by partner   {:>12} ms ({} records read)",
+            au["query_page_100_by_partner_ms"],
+            au["query_records_read"]
+        );
+        emitln!(
+            "    verify                   {:>12} records/s",
+            au["verify_records_per_s"]
+        );
+        emitln!("    reopen and check         {:>12} ms", au["reopen_ms"]);
     }
     let l = &r["limit"];
     if l.is_object() {

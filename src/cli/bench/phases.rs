@@ -295,3 +295,107 @@ pub(super) async fn backlog(setup: Arc<Setup>) -> anyhow::Result<Value> {
         "database_bytes": super::dir_size(&setup.dir.join("backlog")),
     }))
 }
+
+/// The audit log at scale, through the store directly: appending `--audit-records`
+/// records, a page of 100 by partner, verifying the whole export, and reopening.
+pub(super) async fn audit(setup: Arc<Setup>) -> anyhow::Result<Value> {
+    let records = setup.args.audit_records;
+    let dir = setup.dir.join("audit");
+    tokio::task::spawn_blocking(move || audit_blocking(&dir, records))
+        .await
+        .context("the audit phase")?
+}
+
+fn audit_blocking(dir: &std::path::Path, records: u64) -> anyhow::Result<Value> {
+    use crate::audit::checkpoint::CheckpointSigner;
+    use crate::audit::export::{self, Export};
+    use crate::audit::record::Event;
+    use crate::identity::PartnerId;
+    use crate::store::{Entry, Query, Store};
+
+    const CACHE: u64 = 64 << 20;
+    const BATCH: u64 = 1_000;
+    const PARTNERS: u64 = 10;
+    eprintln!("renkei bench: audit: appending {records} records…");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let signer = CheckpointSigner::new("renkei/bench-hub/audit", key.clone())?;
+    let partners: Vec<PartnerId> = (0..PARTNERS)
+        .map(|i| format!("partner-{i}").parse())
+        .collect::<Result<_, _>>()?;
+    let store = Store::open(dir, CACHE)?;
+    let start = Instant::now();
+    let mut n = 0;
+    while n < records {
+        let count = BATCH.min(records - n);
+        let entries = (n..n + count)
+            .map(|i| {
+                let p = &partners[(i % PARTNERS) as usize];
+                Entry::Event(Some(Event::delivered(p, vec![i])), None)
+            })
+            .collect();
+        store.commit(entries, Timestamp::now())?;
+        n += count;
+    }
+    store.sign_checkpoint(&signer)?;
+    let append = start.elapsed();
+
+    // A page of 100 by partner: the first, and one deep in the log.
+    let log = store.audit();
+    let mut timings = Vec::new();
+    let mut read = 0;
+    for after in [None, Some(records / 2)] {
+        for _ in 0..5 {
+            let q = Query {
+                partner: Some(partners[3].clone()),
+                after,
+                limit: 100,
+                ..Query::default()
+            };
+            let t = Instant::now();
+            let page = log.query(&q)?;
+            timings.push(t.elapsed());
+            read = read.max(page.records_read);
+        }
+    }
+    timings.sort();
+    let page_ms = timings[timings.len() / 2].as_secs_f64() * 1000.0;
+
+    // The whole log verified offline, as `renkei audit verify` does.
+    let export = Export {
+        header: proto::ExportHeader {
+            format: export::FORMAT.into(),
+            node_id: "bench-hub".into(),
+            origin: "renkei/bench-hub/audit".into(),
+            public_key: bytes::Bytes::copy_from_slice(key.verifying_key().as_bytes()),
+            records,
+            exported_unix_ms: 0,
+        },
+        records: log.records_from(0).collect::<Result<Vec<_>, _>>()?,
+        checkpoints: log
+            .checkpoints()
+            .map(|c| c.map(|(_, n)| n))
+            .collect::<Result<_, _>>()?,
+    };
+    let t = Instant::now();
+    export::verify(&export, &key.verifying_key(), None)?;
+    let verify = t.elapsed();
+    drop(export);
+
+    // Reopening: what a restarting node does before it accepts connections.
+    drop(store);
+    let t = Instant::now();
+    let store = Store::open(dir, CACHE)?;
+    store
+        .audit()
+        .check_checkpoint("renkei/bench-hub/audit", &key.verifying_key())?;
+    let reopen = t.elapsed();
+    Ok(json!({
+        "records": records,
+        "append_records_per_s": (records as f64 / append.as_secs_f64()).round(),
+        "query_page_100_by_partner_ms": page_ms,
+        "query_records_read": read,
+        "verify_records_per_s": (records as f64 / verify.as_secs_f64()).round(),
+        "reopen_ms": reopen.as_secs_f64() * 1000.0,
+        "database_bytes": super::dir_size(dir),
+    }))
+}
