@@ -105,6 +105,14 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     assert_eq!(result["status"], "rejected");
     assert_eq!(result["error"], "ERROR_CODE_ORIGIN_MISMATCH");
 
+    // SIGHUP (a `systemctl reload`) does not stop the node: it warns and goes on.
+    let pid = served.0.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+
     // Nothing more is waiting for Australia: the subscription idles out with no output.
     let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
     assert!(idle.stdout.is_empty(), "{}", idle.stdout);
