@@ -1,6 +1,7 @@
 //! The admin listener: plain HTTP on a separate (normally loopback) address for
 //! monitoring. `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (endpoint
-//! bound, database open, not stopping). Read-only: nothing here changes the node.
+//! bound, database open and its storage thread running, not stopping). Read-only:
+//! nothing here changes the node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,14 +23,30 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Requests answered at once, at most; more wait in the kernel's backlog.
+const MAX_CONCURRENT: usize = 32;
+
 /// Serves requests until the node stops.
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.shutdown.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
+        // A slot first, so a flood of slow clients holds at most MAX_CONCURRENT tasks.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, shared.clone()));
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        answer(stream, shared).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: let the node breathe, do not spin.
@@ -81,6 +98,11 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
         Some((_, path)) => match path.split('?').next().unwrap_or("") {
             "/healthz" => (200, "text/plain", "ok\n".to_owned()),
             "/readyz" if *shared.shutdown.borrow() => (503, "text/plain", "stopping\n".to_owned()),
+            "/readyz" if shared.commits.is_closed() => (
+                503,
+                "text/plain",
+                "the storage thread has stopped\n".to_owned(),
+            ),
             "/readyz" => (200, "text/plain", "ready\n".to_owned()),
             "/metrics" => match scrape(&shared).await {
                 Some(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
