@@ -5,25 +5,12 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::served::serve;
 use common::{pki, renkei, sh_ok};
 use serde_json::Value;
-
-/// A `renkei serve` child process, killed if the test fails before stopping it.
-struct Served(Option<Child>);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn key(dir: &Path, id: &str) -> String {
     fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
@@ -57,23 +44,8 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     );
     fs::write(dir.join("hub.toml"), hub).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
-        .args(["serve", "--config", "hub.toml"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let mut served = Served(Some(child));
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(
-        line.starts_with("renkei node listening on 127.0.0.1:"),
-        "{line}"
-    );
+    let (mut served, addr) = serve(dir, "hub.toml");
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     client_config(dir, "us-dod", &addr);
     client_config(dir, "au-dod", &addr);
 
@@ -106,30 +78,13 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     assert_eq!(result["error"], "ERROR_CODE_ORIGIN_MISMATCH");
 
     // SIGHUP (a `systemctl reload`) does not stop the node: it warns and goes on.
-    let pid = served.0.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    served.signal("HUP");
 
     // Nothing more is waiting for Australia: the subscription idles out with no output.
     let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
     assert!(idle.stdout.is_empty(), "{}", idle.stdout);
 
     // SIGTERM: the node finishes and exits 0.
-    let mut child = served.0.take().unwrap();
-    let pid = child.id().to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait()));
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the node stops on SIGTERM")
-        .unwrap();
+    let exit = served.stop(Duration::from_secs(20));
     assert!(exit.success(), "{exit:?}");
 }

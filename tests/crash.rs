@@ -6,11 +6,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::federation::{sign_as, PATIENCE};
+use common::served::serve;
 use common::{pki, renkei_ok};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
@@ -18,34 +17,6 @@ use renkei::client::Client;
 use renkei::config::ClientConfig;
 use renkei::proto::{self, AuditEvent, PublishStatus};
 use serde_json::Value;
-
-/// A `renkei serve` child process, killed if the test ends without stopping it.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `renkei serve` and waits for the line saying where it listens.
-fn serve(dir: &Path) -> (Served, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
-        .args(["serve", "--config", "hub.toml"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("renkei node listening on "), "{line:?}");
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-    (Served(child), addr)
-}
 
 fn public(dir: &Path, id: &str) -> String {
     fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
@@ -69,7 +40,7 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
         public(dir, "au-dod")
     );
     fs::write(dir.join("hub.toml"), hub).unwrap();
-    let (mut served, addr) = serve(dir);
+    let (mut served, addr) = serve(dir, "hub.toml");
     fs::write(
         dir.join("us-dod.toml"),
         format!(
@@ -123,34 +94,18 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
         assert_eq!(r.status, PublishStatus::Accepted as i32, "{r:?}");
         accepted.insert(r.bulletin_id);
         if accepted.len() == 500 && !killed {
-            served.0.kill().unwrap();
+            served.kill();
             killed = true;
         }
     }
     assert!(killed, "the burst ended before the kill");
-    served.0.wait().unwrap();
     sender.abort();
     drop(client);
 
     // The node comes back on the same database (it refuses to start on a log that
     // disagrees with what it signed), then stops cleanly.
-    let (mut served, _addr) = serve(dir);
-    let pid = served.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let status = served.0.wait();
-        let _ = tx.send(status);
-        drop(served);
-    });
-    let exit = rx
-        .recv_timeout(PATIENCE)
-        .expect("the node stops on SIGTERM")
-        .unwrap();
+    let (served, _addr) = serve(dir, "hub.toml");
+    let exit = served.stop(PATIENCE);
     assert!(exit.success(), "{exit:?}");
 
     // The whole log verifies offline: every record in sequence, every checkpoint.

@@ -46,6 +46,7 @@ pub fn pki(dir: &Path, nodes: &str) -> PathBuf {
 }
 
 pub mod federation;
+pub mod served;
 
 /// Splits a command line into words; single quotes group words with spaces.
 fn words(line: &str) -> Vec<String> {

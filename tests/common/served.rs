@@ -1,0 +1,83 @@
+//! `renkei serve` as a child process, as an operator runs it: started on a config,
+//! signalled like systemd would, and killed if a test ends without stopping it.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// A running `renkei serve`.
+pub struct Served(Option<Child>);
+
+/// Starts `renkei serve --config CONFIG` in `dir`; returns it with the address its
+/// first line announces.
+pub fn serve(dir: &Path, config: &str) -> (Served, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(["serve", "--config", config])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("renkei serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("the node's first line");
+    let served = Served(Some(child));
+    assert!(line.starts_with("renkei node listening on "), "{line:?}");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (served, addr)
+}
+
+impl Served {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the node was already stopped")
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&mut self, name: &str) {
+        let pid = self.child().id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} {pid}");
+    }
+
+    /// SIGKILL: the node dies on the spot, without a flush or a last checkpoint.
+    pub fn kill(&mut self) {
+        let child = self.child();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        self.0 = None;
+    }
+
+    /// SIGTERM, then waits (at most `patience`) for the exit status.
+    pub fn stop(mut self, patience: Duration) -> ExitStatus {
+        self.signal("TERM");
+        let mut child = self.0.take().expect("the node is running");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send((status, child));
+        });
+        let (status, _child) = rx
+            .recv_timeout(patience)
+            .expect("the node stops on SIGTERM");
+        status.expect("the exit status")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
