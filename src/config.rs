@@ -16,7 +16,10 @@ use crate::bulletin::{Kind, Tlp};
 use crate::identity::{GroupName, Keyring, PartnerId, PublicKey, Role, Validity};
 use crate::timestamp::Timestamp;
 
+mod change;
 mod sections;
+
+pub use change::ConfigChange;
 
 pub use sections::{
     AdminSection, AuditSection, LimitsSection, MetricsSection, StorageSection, TransportSection,
@@ -61,7 +64,7 @@ pub enum ConfigError {
 }
 
 /// The `[node]` table: who this node is and where its files are.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     /// This node's partner id (the DNS SAN of its TLS certificate).
@@ -133,7 +136,7 @@ impl PartnerConfig {
 }
 
 /// One `[[revoked]]` entry: a signing key that must never be trusted again.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
     /// The revoked key.
@@ -173,6 +176,9 @@ pub struct NodeConfig {
     /// `[[revoked]]` entries.
     #[serde(default)]
     pub revoked: Vec<Revocation>,
+    /// The file it was loaded from, which a reload reads again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Makes relative paths relative to the directory of the file that names them.
@@ -219,6 +225,7 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = read(path)?;
         let mut cfg = Self::parse(&text, path)?;
+        cfg.source = Some(path.to_owned());
         let base = path.parent().unwrap_or(Path::new(""));
         let n = &mut cfg.node;
         for p in [

@@ -146,7 +146,10 @@ pub fn count(record: &proto::AuditRecord) -> Vec<Count> {
         AuditEvent::ConnectionAccepted => vec![one(&partner, "connections".into(), 1)],
         AuditEvent::ConnectionRefused => vec![one(&partner, "connections_refused".into(), 1)],
         AuditEvent::AuditorQuery => vec![one(&partner, "auditor_queries".into(), 1)],
-        AuditEvent::ConfigLoaded | AuditEvent::KeyRevoked | AuditEvent::Unspecified => vec![],
+        AuditEvent::ConfigLoaded
+        | AuditEvent::KeyRevoked
+        | AuditEvent::Operator
+        | AuditEvent::Unspecified => vec![],
     }
 }
 

@@ -37,9 +37,11 @@ use crate::proto;
 use crate::timestamp::Timestamp;
 
 pub mod audit;
+pub mod backup;
 mod queue;
 
 pub use audit::{AuditPage, AuditReader, Query};
+pub use backup::{BackupError, Manifest};
 pub use queue::{Page, Pending};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};
 

@@ -148,6 +148,14 @@ impl Event {
         Event(r)
     }
 
+    /// An operator changed or copied the running node: `what` says the operation, who
+    /// asked for it and how it ended.
+    pub fn operator(node: &PartnerId, what: &str) -> Event {
+        let mut r = base(AuditEvent::Operator, node);
+        r.reason = what.to_owned();
+        Event(r)
+    }
+
     /// The record as it stands, before sealing.
     pub fn record(&self) -> &proto::AuditRecord {
         &self.0

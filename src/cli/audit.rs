@@ -67,7 +67,7 @@ pub(super) fn parse_event(s: &str) -> Result<AuditEvent, String> {
     AuditEvent::from_str_name(&name)
         .filter(|e| *e != AuditEvent::Unspecified)
         .ok_or_else(|| {
-            let all: Vec<String> = (1..=10)
+            let all: Vec<String> = (1..=11)
                 .filter_map(|n| AuditEvent::try_from(n).ok())
                 .map(event_name)
                 .collect();

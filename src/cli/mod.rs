@@ -24,6 +24,7 @@ mod certs;
 mod client;
 mod demo;
 mod metrics;
+mod operate;
 mod policy;
 mod serve;
 
@@ -78,11 +79,41 @@ enum Command {
     /// Create, verify and inspect signed bulletins.
     #[command(subcommand)]
     Bulletin(BulletinCommand),
-    /// Run a node until SIGINT or SIGTERM.
+    /// Run a node until SIGINT or SIGTERM; SIGHUP reloads its configuration.
     Serve {
         /// The node's configuration file.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Ask the running node to read its configuration again (as SIGHUP does): new
+    /// partners, keys, revocations and rules apply at once; removed partners are
+    /// disconnected. Goes through the operator socket in the data directory.
+    Reload {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Ask the running node for a consistent copy of its database in a new directory
+    /// (which the node's user must be able to create). Publishing pauses while it copies.
+    Backup {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The new directory for the copy.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new, empty data directory and verify its audit log.
+    Restore {
+        /// The backup directory (made by `renkei backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Restore into this configuration's node.data_dir, verifying with its key.
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// Restore into this directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Sign and publish a bulletin (or publish a signed file) to the node; prints the
     /// result as one JSON line and exits non-zero when rejected.
@@ -528,6 +559,13 @@ pub fn main() -> ExitCode {
             })
         }
         Command::Serve { config } => block_on(serve::run(&config)),
+        Command::Reload { config } => block_on(operate::reload(&config)),
+        Command::Backup { config, out } => block_on(operate::backup(&config, &out)),
+        Command::Restore {
+            from,
+            config,
+            data_dir,
+        } => operate::restore(&from, config.as_deref(), data_dir.as_deref()),
         Command::Publish {
             config,
             file,

@@ -1,4 +1,5 @@
-//! `renkei serve`: run a node until SIGINT or SIGTERM, then shut down cleanly.
+//! `renkei serve`: run a node until SIGINT or SIGTERM, then shut down cleanly; SIGHUP
+//! reloads its configuration.
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,38 +16,63 @@ pub(super) async fn run(config: &Path) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
     let running = node::start(cfg).await.context("starting the node")?;
     // Signal handlers first: whoever reads the next line may signal at once.
-    let stop = stop_signals()?;
+    let mut signals = Signals::install()?;
     println!("renkei node listening on {}", running.local_addr());
-    stop.await?;
+    while let Signal::Reload = signals.next().await {
+        // A refusal is logged and recorded by the node; the running config stays.
+        let _ = running.reload("SIGHUP").await;
+    }
     tracing::info!("stopping: finishing in-flight work");
     running.shutdown(GRACE).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Installs the stop signals' handlers now; the future ends at SIGINT or SIGTERM.
+/// What a signal asks of the node.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// The signals `serve` answers: SIGINT and SIGTERM stop, SIGHUP reloads.
 #[cfg(unix)]
-fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    // SIGHUP would otherwise end the process; a reload is not implemented yet, so the
-    // node says so and keeps its configuration in force.
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    Ok(async move {
-        loop {
-            tokio::select! {
-                _ = int.recv() => return Ok(()),
-                _ = term.recv() => return Ok(()),
-                _ = hangup.recv() => {
-                    tracing::warn!("SIGHUP: reloading the configuration is not supported yet; the running configuration stays in force (restart to apply changes)");
-                }
-            }
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
         }
-    })
+    }
 }
 
 #[cfg(not(unix))]
-fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
-    Ok(async { tokio::signal::ctrl_c().await.context("waiting for Ctrl-C") })
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn next(&mut self) -> Signal {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
+    }
 }

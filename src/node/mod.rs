@@ -24,14 +24,19 @@ use crate::proto;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
 
+pub use crate::config::ConfigChange;
 use admission::{Admitted, RefusalWindow};
 pub use admission::{ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER};
+pub use reload::ReloadError;
 
 mod admin;
 mod admission;
 mod auditor;
 mod deliver;
+#[cfg(unix)]
+pub mod operator;
 mod publish;
+mod reload;
 mod writer;
 
 /// Why a node could not start or stopped badly.
@@ -70,9 +75,11 @@ pub enum NodeError {
 /// Everything the connection tasks share.
 pub(crate) struct Shared {
     pub node_id: PartnerId,
-    pub partners: HashMap<PartnerId, PartnerConfig>,
-    pub keyring: Keyring,
-    pub policy: Policy,
+    /// The partners, keys and rules in force; a reload replaces them whole, and
+    /// connections watch it to close when their partner is removed.
+    pub sharing: watch::Sender<Arc<Sharing>>,
+    /// One reload at a time, so their records come in the order they took effect.
+    pub reloading: tokio::sync::Mutex<()>,
     pub limits: Limits,
     pub max_frame: usize,
     pub window: u32,
@@ -96,7 +103,36 @@ pub(crate) struct Shared {
     pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
 }
 
+/// The partners, their keys and the sharing rules of one configuration.
+pub(crate) struct Sharing {
+    /// The configuration they come from, to compare with the next one.
+    pub config: NodeConfig,
+    pub partners: HashMap<PartnerId, PartnerConfig>,
+    pub keyring: Keyring,
+    pub policy: Policy,
+}
+
+impl Sharing {
+    fn new(config: NodeConfig) -> Sharing {
+        Sharing {
+            partners: config
+                .partners
+                .iter()
+                .map(|p| (p.id.clone(), p.clone()))
+                .collect(),
+            keyring: config.keyring(),
+            policy: Policy::from_config(&config),
+            config,
+        }
+    }
+}
+
 impl Shared {
+    /// The sharing rules in force now.
+    pub fn sharing(&self) -> Arc<Sharing> {
+        self.sharing.borrow().clone()
+    }
+
     /// Records the refusal of a peer that named no partner, within the per-minute limit.
     async fn record_anonymous_refusal(&self, why: String) {
         let admitted = self
@@ -145,6 +181,8 @@ pub struct RunningNode {
     accept: tokio::task::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     store: Arc<Store>,
+    shared: Arc<Shared>,
+    operator: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -158,10 +196,23 @@ impl RunningNode {
         self.admin
     }
 
+    /// Reads the configuration file again and puts its partners, keys, revocations and
+    /// rules in force; `who` asked for it (for the audit log). Connections of partners
+    /// removed or given another role are closed; the others stay. An invalid file is
+    /// refused and the running configuration stays in force.
+    pub async fn reload(&self, who: &str) -> Result<ConfigChange, ReloadError> {
+        reload::reload(&self.shared, who).await
+    }
+
     /// Stops accepting, lets in-flight publishes finish (up to `grace`), closes every
     /// connection, commits and flushes what was accepted, and returns.
     pub async fn shutdown(self, grace: Duration) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
+        // The storage thread ends when the last sender goes; this one is ours.
+        drop(self.shared);
+        if let Some(operator) = self.operator {
+            let _ = operator.await;
+        }
         // The accept task waits for its connection tasks, which finish their streams.
         let accept = self.accept;
         if tokio::time::timeout(grace, accept).await.is_err() {
@@ -259,13 +310,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         node_id: n.id.clone(),
-        partners: cfg
-            .partners
-            .iter()
-            .map(|p| (p.id.clone(), p.clone()))
-            .collect(),
-        keyring: cfg.keyring(),
-        policy: Policy::from_config(&cfg),
+        sharing: watch::Sender::new(Arc::new(Sharing::new(cfg.clone()))),
+        reloading: tokio::sync::Mutex::new(()),
         limits: cfg.limits.bulletin_limits(),
         max_frame: cfg.limits.max_frame_bytes,
         window: t.delivery_window,
@@ -293,9 +339,21 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         }
         None => None,
     };
+    #[cfg(unix)]
+    let operator = {
+        let listener = operator::bind(&n.data_dir).map_err(TransportError::Io)?;
+        let path = operator::socket_path(&n.data_dir);
+        Some(tokio::spawn(operator::serve(
+            listener,
+            shared.clone(),
+            path,
+        )))
+    };
+    #[cfg(not(unix))]
+    let operator = None;
     let handshake = Duration::from_secs(t.handshake_timeout_secs);
     tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared, handshake));
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), handshake));
     Ok(RunningNode {
         addr,
         admin,
@@ -304,6 +362,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         accept,
         writer,
         store,
+        shared,
+        operator,
     })
 }
 
@@ -378,7 +438,8 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
                 .await;
         }
     };
-    let Some(role) = shared.partners.get(&partner).map(|p| p.role) else {
+    let role = shared.sharing().partners.get(&partner).map(|p| p.role);
+    let Some(role) = role else {
         tracing::warn!(%remote, %partner, "refused: not a partner of this node");
         close(
             &conn,
@@ -414,6 +475,7 @@ async fn serve_partner(
 ) {
     tracing::info!(%role, "partner connected");
     let mut stop = shared.shutdown.clone();
+    let mut sharing = shared.sharing.subscribe();
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
@@ -427,6 +489,15 @@ async fn serve_partner(
                 }
             },
             _ = stop.changed() => break,
+            Ok(()) = sharing.changed() => {
+                let now = sharing.borrow_and_update().partners.get(&partner).map(|p| p.role);
+                if let Some(why) = reload::disconnect_reason(role, now) {
+                    tracing::warn!(%why, "disconnecting the partner after a reload");
+                    close(&conn, proto::CloseCode::PartnerRemoved, &why);
+                    shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;
+                    break;
+                }
+            }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     }

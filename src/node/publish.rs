@@ -114,12 +114,14 @@ fn prepare_inner(
         r.digest = Bytes::copy_from_slice(&digest.0);
         r
     };
-    if !shared.partners.contains_key(&origin) {
+    // The rules in force now: a reload applies from the next decision on.
+    let sharing = shared.sharing();
+    if !sharing.partners.contains_key(&origin) {
         let msg = format!("origin {origin} is not a partner of this node");
         return Err(describe(rejected(id, ErrorCode::UnknownOrigin, msg)));
     }
     let verified = unverified
-        .verify(&shared.keyring, Timestamp::now(), &shared.limits)
+        .verify(&sharing.keyring, Timestamp::now(), &shared.limits)
         .map_err(|e| describe(reject(e)))?;
     if role == Role::Liaison && origin != *from {
         let msg = format!(
@@ -134,7 +136,7 @@ fn prepare_inner(
         ..Default::default()
     }));
     let mut shared_with = Vec::new();
-    let decisions: Vec<_> = shared.policy.decide_all(h, from).collect();
+    let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
     for (partner, decision) in decisions {
         match decision {

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::record::Event;
 use crate::identity::PartnerId;
-use crate::store::{Cursor, Entry, NewBulletin, Outcome, Store, StoreError};
+use crate::store::{Cursor, Entry, Manifest, NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 /// One thing for the storage thread to do.
@@ -30,6 +30,13 @@ pub(crate) enum Request {
     /// Sign a checkpoint if the log grew since the last; `reply` hears the size.
     Checkpoint {
         reply: Option<oneshot::Sender<Result<Option<u64>, String>>>,
+    },
+    /// Copy the database into the new directory `out`, after committing what came
+    /// before and signing a checkpoint, so the copy ends on a signed log.
+    Backup {
+        out: std::path::PathBuf,
+        taken_at: String,
+        reply: oneshot::Sender<Result<Manifest, String>>,
     },
 }
 
@@ -70,6 +77,7 @@ pub(crate) fn spawn(
         .name("renkei-store".into())
         .spawn(move || {
             let mut checkpoints = Vec::new();
+            let mut backups = Vec::new();
             while let Some(first) = requests.blocking_recv() {
                 let mut entries = Vec::with_capacity(w.max_batch);
                 let mut replies = Vec::with_capacity(w.max_batch);
@@ -91,8 +99,17 @@ pub(crate) fn spawn(
                             replies.push(Reply::Event(done));
                         }
                         Request::Checkpoint { reply } => checkpoints.push(reply),
+                        Request::Backup {
+                            out,
+                            taken_at,
+                            reply,
+                        } => backups.push((out, taken_at, reply)),
                     }
-                    if entries.len() < w.max_batch && bytes < MAX_SEGMENT_BYTES {
+                    // A backup covers exactly what was sent before it.
+                    if backups.is_empty()
+                        && entries.len() < w.max_batch
+                        && bytes < MAX_SEGMENT_BYTES
+                    {
                         next = requests.try_recv().ok();
                     }
                 }
@@ -100,7 +117,10 @@ pub(crate) fn spawn(
                     commit(&w, entries, replies);
                 }
                 let (size, signed) = w.store.audit_progress();
-                if !checkpoints.is_empty() || size >= signed.saturating_add(w.checkpoint_every) {
+                if !checkpoints.is_empty()
+                    || !backups.is_empty()
+                    || size >= signed.saturating_add(w.checkpoint_every)
+                {
                     let result = w.store.sign_checkpoint(&w.signer);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "cannot sign an audit checkpoint");
@@ -108,6 +128,16 @@ pub(crate) fn spawn(
                     for reply in checkpoints.drain(..).flatten() {
                         let _ = reply.send(result.as_ref().map(|s| *s).map_err(|e| e.to_string()));
                     }
+                }
+                for (out, taken_at, reply) in backups.drain(..) {
+                    // Publishers wait while the copy runs: that is what makes it consistent.
+                    let started = std::time::Instant::now();
+                    let result = w.store.backup_to(&out, taken_at);
+                    match &result {
+                        Ok(m) => tracing::info!(out = %out.display(), keys = m.keys, records = m.audit_records, took = ?started.elapsed(), "backup taken"),
+                        Err(e) => tracing::error!(out = %out.display(), error = %e, "backup failed"),
+                    }
+                    let _ = reply.send(result.map_err(|e| e.to_string()));
                 }
             }
             if let Err(e) = w.store.sign_checkpoint(&w.signer) {

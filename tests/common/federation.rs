@@ -144,6 +144,11 @@ impl Federation {
         self.boot().await;
     }
 
+    /// The hub's configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// The hub's data directory (its database).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -1,0 +1,78 @@
+//! `renkei reload`, `renkei backup` and `renkei restore`: operating a node. The first
+//! two ask the running node through its operator socket (so only its own user or root
+//! can); restore works on a stopped node's files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::json;
+
+use crate::config::NodeConfig;
+use crate::node::operator::{self, OperatorRequest};
+use crate::store::Store;
+
+/// How long a reload may take to answer.
+const RELOAD_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a backup may take: it copies the whole database.
+const BACKUP_PATIENCE: Duration = Duration::from_secs(6 * 3600);
+
+async fn ask(config: &Path, request: OperatorRequest, patience: Duration) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    let reply = operator::request(&cfg.node.data_dir, &request, patience).await?;
+    if !reply.ok {
+        bail!("{}", reply.message);
+    }
+    emitln!("{}", reply.message);
+    Ok(())
+}
+
+/// Asks the running node to read its configuration file again.
+pub(super) async fn reload(config: &Path) -> anyhow::Result<()> {
+    ask(config, OperatorRequest::Reload, RELOAD_PATIENCE).await
+}
+
+/// Asks the running node to copy its database into `out`, a new directory.
+pub(super) async fn backup(config: &Path, out: &Path) -> anyhow::Result<()> {
+    // The node resolves nothing against the operator's working directory.
+    let out: PathBuf =
+        std::path::absolute(out).with_context(|| format!("resolving {}", out.display()))?;
+    ask(config, OperatorRequest::Backup { out }, BACKUP_PATIENCE).await
+}
+
+/// Restores a backup into a new data directory (the config's, or `data_dir`) and
+/// verifies the restored audit log.
+pub(super) fn restore(
+    from: &Path,
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (target, key, cache) = match (config, data_dir) {
+        (Some(c), None) => {
+            let cfg = NodeConfig::load(c)?;
+            // The node's own key, so a backup of another node's log is refused.
+            let key = crate::files::read_text(&cfg.node.signing_key)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| Ok(crate::identity::signing_key_from_pem(&pem)?))
+                .with_context(|| format!("node.signing_key {}", cfg.node.signing_key.display()))?;
+            let key = crate::identity::PublicKey::of(&key).to_string();
+            (cfg.node.data_dir, Some(key), cfg.storage.cache_mib << 20)
+        }
+        (None, Some(d)) => (d.to_owned(), None, 64 << 20),
+        _ => bail!("give either --config (restore into its node.data_dir) or --data-dir"),
+    };
+    let manifest = Store::restore(from, &target, cache)
+        .with_context(|| format!("restoring {} into {}", from.display(), target.display()))?;
+    emitln!(
+        "{}",
+        json!({
+            "restored": target.display().to_string(),
+            "node": manifest.node,
+            "bulletins": manifest.bulletins,
+            "audit_records": manifest.audit_records,
+            "taken_at": manifest.taken_at,
+        })
+    );
+    // The same check an auditor runs: every record, every checkpoint signature.
+    super::audit::verify(None, Some(&target), key.as_deref(), None)
+}

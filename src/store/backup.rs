@@ -1,0 +1,292 @@
+//! Backups of a node's database: a consistent copy taken by the storage thread between
+//! two group commits, and its restoration into a new data directory.
+//!
+//! A backup is a directory holding a fresh sled database with every key of the node's
+//! and a manifest (`renkei-backup.toml`) written last, so a backup without a manifest is
+//! known to be incomplete. It must be taken by the one writer of the store (the storage
+//! thread), which is what makes the copy consistent; it does not verify the audit log
+//! (the CLI runs `audit verify` on the restored database).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::files::{self, Access};
+
+/// Name of the manifest inside a backup directory.
+pub const MANIFEST: &str = "renkei-backup.toml";
+/// Keys copied per sled batch.
+const BATCH_KEYS: usize = 4096;
+/// Cache of the databases opened only to copy them.
+const COPY_CACHE_BYTES: u64 = 16 << 20;
+
+/// What a backup holds, written next to it and checked on restore.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Format of the backup directory.
+    pub format: String,
+    /// The node whose database this is, if it had started once.
+    pub node: Option<String>,
+    /// Accepted bulletins (the head seq).
+    pub bulletins: u64,
+    /// Records in the audit log.
+    pub audit_records: u64,
+    /// Root hash of the audit log at that size (hex).
+    pub audit_root: String,
+    /// Records the latest signed checkpoint covers.
+    pub checkpointed: u64,
+    /// Keys copied.
+    pub keys: u64,
+    /// When the copy was taken (RFC 3339).
+    pub taken_at: String,
+    /// The software that took it.
+    pub software: String,
+}
+
+/// The manifest's `format` value.
+pub const FORMAT: &str = "renkei-backup/1";
+
+/// Why a backup or a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The target directory holds something already.
+    #[error("{0} exists and is not empty; choose a new directory")]
+    NotEmpty(PathBuf),
+    /// The directory is not a complete backup.
+    #[error("{dir} is not a complete renkei backup: {why}")]
+    NotABackup {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing or wrong.
+        why: String,
+    },
+    /// The restored database does not hold what the manifest says.
+    #[error("the restored database does not match the backup's manifest: {0}")]
+    Mismatch(String),
+    /// An I/O error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The manifest could not be written.
+    #[error(transparent)]
+    File(#[from] files::FileError),
+}
+
+impl From<sled::Error> for BackupError {
+    fn from(e: sled::Error) -> Self {
+        BackupError::Store(StoreError::Sled(e))
+    }
+}
+
+/// Refuses a target that exists and holds anything.
+fn must_be_empty(dir: &Path) -> Result<(), BackupError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(BackupError::NotEmpty(dir.to_owned())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BackupError::Io {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Copies every tree of `from` into the empty database `to`; returns the keys copied.
+fn copy_trees(from: &sled::Db, to: &sled::Db) -> Result<u64, BackupError> {
+    let mut keys = 0;
+    for name in from.tree_names() {
+        let (src, dst) = (from.open_tree(&name)?, to.open_tree(&name)?);
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for kv in src.iter() {
+            let (k, v) = kv?;
+            batch.insert(k, v);
+            in_batch += 1;
+            keys += 1;
+            if in_batch == BATCH_KEYS {
+                dst.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        dst.apply_batch(batch)?;
+    }
+    to.flush()?;
+    Ok(keys)
+}
+
+fn open_copy(dir: &Path) -> Result<sled::Db, BackupError> {
+    Ok(sled::Config::new()
+        .path(dir)
+        .cache_capacity(COPY_CACHE_BYTES)
+        .open()?)
+}
+
+impl Store {
+    /// What the manifest of a copy of this store says, `keys` and `taken_at` aside.
+    fn manifest(&self, keys: u64, taken_at: String) -> Result<Manifest, StoreError> {
+        let (size, checkpointed) = self.audit_progress();
+        Ok(Manifest {
+            format: FORMAT.into(),
+            node: self.identity()?.map(|(id, _)| id.to_string()),
+            bulletins: self.head()?,
+            audit_records: size,
+            audit_root: hex::encode(self.audit().root(size)?.0),
+            checkpointed,
+            keys,
+            taken_at,
+            software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+        })
+    }
+
+    /// Copies the whole database into the new directory `out` and writes its manifest.
+    /// Only the storage thread may call it: nothing may commit while it copies.
+    pub fn backup_to(&self, out: &Path, taken_at: String) -> Result<Manifest, BackupError> {
+        must_be_empty(out)?;
+        self.flush()?;
+        let copy = open_copy(out)?;
+        let keys = copy_trees(&self.db, &copy)?;
+        drop(copy);
+        let manifest = self.manifest(keys, taken_at)?;
+        write_manifest(out, &manifest)?;
+        Ok(manifest)
+    }
+
+    /// Restores the backup in `backup` into the new data directory `data_dir`, opens it
+    /// (which checks its head and its audit tree against the last checkpoint) and
+    /// checks it against the manifest. Returns the manifest.
+    pub fn restore(
+        backup: &Path,
+        data_dir: &Path,
+        cache_bytes: u64,
+    ) -> Result<Manifest, BackupError> {
+        let manifest = read_manifest(backup)?;
+        must_be_empty(data_dir)?;
+        {
+            let (from, to) = (open_copy(backup)?, open_copy(data_dir)?);
+            let keys = copy_trees(&from, &to)?;
+            if keys != manifest.keys {
+                return Err(BackupError::Mismatch(format!(
+                    "{keys} keys copied, the manifest says {}",
+                    manifest.keys
+                )));
+            }
+        }
+        let store = Store::open(data_dir, cache_bytes)?;
+        let restored = store.manifest(manifest.keys, manifest.taken_at.clone())?;
+        let restored = Manifest {
+            software: manifest.software.clone(),
+            ..restored
+        };
+        if restored != manifest {
+            return Err(BackupError::Mismatch(format!(
+                "restored {} bulletins and {} audit records (root {}), the manifest says {} and {} (root {})",
+                restored.bulletins,
+                restored.audit_records,
+                restored.audit_root,
+                manifest.bulletins,
+                manifest.audit_records,
+                manifest.audit_root
+            )));
+        }
+        Ok(manifest)
+    }
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), BackupError> {
+    let text = toml::to_string(manifest).map_err(|e| BackupError::NotABackup {
+        dir: dir.to_owned(),
+        why: format!("cannot write its manifest: {e}"),
+    })?;
+    files::write(&dir.join(MANIFEST), text.as_bytes(), Access::Private, false)?;
+    Ok(())
+}
+
+/// Reads and checks the manifest of the backup in `dir`.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
+    let not = |why: String| BackupError::NotABackup {
+        dir: dir.to_owned(),
+        why,
+    };
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| not(format!("{MANIFEST}: {e} (an interrupted backup has none)")))?;
+    let manifest: Manifest =
+        toml::from_str(&text).map_err(|e| not(format!("{MANIFEST}: {}", e.message())))?;
+    if manifest.format != FORMAT {
+        return Err(not(format!(
+            "format {:?}; this renkei reads {FORMAT:?}",
+            manifest.format
+        )));
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_restores_into_an_equal_store_and_refuses_to_overwrite() -> Result<(), BackupError> {
+        let dir = tempfile::tempdir().map_err(|source| BackupError::Io {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let (live, copy, restored) = (
+            dir.path().join("live"),
+            dir.path().join("copy"),
+            dir.path().join("restored"),
+        );
+        let store = Store::open(&live, 1 << 20)?;
+        let node: crate::identity::PartnerId = "hub"
+            .parse()
+            .map_err(|_| BackupError::Mismatch("test id".into()))?;
+        let key = crate::identity::generate_signing_key();
+        store.set_identity(&node, &key.verifying_key())?;
+        let events = (0..10)
+            .map(|i| {
+                super::super::Entry::Event(
+                    Some(crate::audit::record::Event::operator(
+                        &node,
+                        &format!("op {i}"),
+                    )),
+                    None,
+                )
+            })
+            .collect();
+        store.commit(events, crate::timestamp::Timestamp::from_unix_ms(1_000))?;
+        let taken = store.backup_to(&copy, "2026-11-26T00:00:00Z".into())?;
+        assert_eq!(taken.audit_records, 10);
+        assert!(taken.keys > 10);
+        assert!(matches!(
+            store.backup_to(&copy, String::new()),
+            Err(BackupError::NotEmpty(_))
+        ));
+        let back = Store::restore(&copy, &restored, 1 << 20)?;
+        assert_eq!(back, taken);
+        assert!(matches!(
+            Store::restore(&copy, &restored, 1 << 20),
+            Err(BackupError::NotEmpty(_))
+        ));
+        // Without its manifest, a directory is not a backup.
+        std::fs::remove_file(copy.join(MANIFEST)).map_err(|source| BackupError::Io {
+            path: copy.clone(),
+            source,
+        })?;
+        assert!(matches!(
+            Store::restore(&copy, &dir.path().join("again"), 1 << 20),
+            Err(BackupError::NotABackup { .. })
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! An operator changes a running hub's partners: one is onboarded, one is removed, and
+//! a broken edit is refused, all without a restart and with every step on the record.
+//! Only the node's own user reaches these operations (the operator socket); the
+//! metrics port reaches none of them.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use common::federation::{receive_titles, Federation, PATIENCE};
+use prost::Message as _;
+use renkei::bulletin::{Kind, Tlp};
+use renkei::node::operator::{self, OperatorRequest};
+use renkei::proto::{self, AuditEvent};
+
+const PARTNERS: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "au-dod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(au-dod)" }]
+
+[[partner]]
+id = "nato-ccdcoe"
+role = "auditor"
+"#;
+
+async fn operate(fed: &Federation, request: OperatorRequest) -> operator::OperatorReply {
+    operator::request(&fed.data_dir(), &request, PATIENCE)
+        .await
+        .expect("the operator socket answers")
+}
+
+async fn events(auditor: &renkei::client::Client, event: AuditEvent) -> Vec<proto::AuditRecord> {
+    let query = proto::AuditQuery {
+        event: event as u32,
+        limit: 1000,
+        ..Default::default()
+    };
+    let page = auditor.audit_query(query).await.expect("the auditor reads");
+    page.records
+        .iter()
+        .map(|b| proto::AuditRecord::decode(b.clone()).expect("a record decodes"))
+        .collect()
+}
+
+/// One HTTP request to the admin listener; returns the status line.
+fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("admin listener");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partners_are_onboarded_and_removed_without_a_restart() {
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "au-dod", "nz-mod", "nato-ccdcoe"],
+        PARTNERS,
+    )
+    .await;
+    let auditor = fed.client("nato-ccdcoe").await;
+
+    // nz-mod has a certificate from the federation CA but is not a partner yet.
+    let stranger = fed.client("nz-mod").await;
+    assert!(stranger.hello().await.is_err(), "not a partner: refused");
+
+    // au-dod is connected and subscribed when it is removed; us-dod is connected too.
+    let au = fed.client("au-dod").await;
+    let mut au_sub = au.subscribe(0).await.unwrap();
+    let us = fed.client("us-dod").await;
+    us.hello().await.unwrap();
+
+    // The operator onboards nz-mod and removes au-dod in the file, then reloads.
+    let text = std::fs::read_to_string(fed.config_path()).unwrap();
+    let nz_key = renkei::identity::PublicKey::of(fed.key("nz-mod")).to_string();
+    let au_table = text
+        .split("[[partner]]")
+        .find(|t| t.contains("\"au-dod\""))
+        .unwrap()
+        .to_string();
+    let edited = text.replace(&format!("[[partner]]{au_table}"), "")
+        + &format!("\n[[partner]]\nid = \"nz-mod\"\nrole = \"liaison\"\nclearance = \"green\"\nkeys = [{{ public = \"{nz_key}\" }}]\n");
+    std::fs::write(fed.config_path(), &edited).unwrap();
+    let reply = operate(&fed, OperatorRequest::Reload).await;
+    assert!(reply.ok, "{reply:?}");
+    assert!(
+        reply.message.contains("partners added: nz-mod"),
+        "{}",
+        reply.message
+    );
+    assert!(
+        reply.message.contains("partners removed: au-dod"),
+        "{}",
+        reply.message
+    );
+
+    // au-dod's connection is closed with the reason; us-dod's stays open.
+    let ended = tokio::time::timeout(PATIENCE, au_sub.next())
+        .await
+        .expect("closed in time");
+    assert!(ended.is_err(), "the removed partner's subscription ends");
+    match au.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            assert_eq!(
+                c.error_code,
+                quinn::VarInt::from_u32(proto::CloseCode::PartnerRemoved as u32)
+            );
+        }
+        other => panic!("expected PARTNER_REMOVED, got {other:?}"),
+    }
+    assert!(us.close_reason().is_none(), "other partners stay connected");
+
+    // The newcomer connects without a restart, and its bulletin reaches us-dod over the
+    // connection us-dod already had.
+    let nz = fed.client("nz-mod").await;
+    let b = fed.bulletin("nz-mod", Tlp::Green, Kind::Incident, "onboarded", &[], &[]);
+    let result = nz.publish(b).await.unwrap();
+    assert_eq!(
+        result.shared_with,
+        vec!["us-dod".to_string()],
+        "au-dod is gone"
+    );
+    assert_eq!(receive_titles(&us, 1).await, vec!["onboarded"]);
+
+    // A broken edit is refused with the place it breaks, and the rules stay in force.
+    std::fs::write(
+        fed.config_path(),
+        edited.replace("clearance = \"green\"", "clearance = \"mauve\""),
+    )
+    .unwrap();
+    let refused = operate(&fed, OperatorRequest::Reload).await;
+    assert!(!refused.ok);
+    assert!(
+        refused.message.contains("running one stays in force"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("hub.toml:"),
+        "names the file and line: {}",
+        refused.message
+    );
+    let b = fed.bulletin(
+        "nz-mod",
+        Tlp::Green,
+        Kind::Incident,
+        "still served",
+        &[],
+        &[],
+    );
+    assert_eq!(
+        nz.publish(b).await.unwrap().shared_with,
+        vec!["us-dod".to_string()]
+    );
+
+    // Nothing on the metrics port reaches an operation.
+    let admin = fed.node.as_ref().unwrap().admin_addr().unwrap();
+    for (method, path) in [
+        ("POST", "/reload"),
+        ("GET", "/reload"),
+        ("POST", "/backup"),
+        ("GET", "/backup"),
+        ("PUT", "/metrics"),
+    ] {
+        let status = http(admin, method, path);
+        assert!(
+            status.contains(" 404 ") || status.contains(" 405 "),
+            "{method} {path}: {status}"
+        );
+    }
+
+    // On the record: the policy at start and after the reload (two digests), the
+    // disconnection, and the refused reload with its reason.
+    let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
+    assert_eq!(loaded.len(), 2, "start and one successful reload");
+    assert_ne!(loaded[0].config_digest, loaded[1].config_digest);
+    assert!(loaded[1].reason.contains("partners added: nz-mod"));
+    let operations = events(&auditor, AuditEvent::Operator).await;
+    assert!(
+        operations
+            .iter()
+            .any(|r| r.partner == "au-dod" && r.reason.contains("removed")),
+        "{operations:?}"
+    );
+    assert!(
+        operations
+            .iter()
+            .any(|r| r.reason.contains("refused") && r.reason.contains("mauve")),
+        "{operations:?}"
+    );
+    assert_eq!(operations.len(), 2);
+
+    for c in [stranger, us, nz, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_socket_is_private_to_the_node_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fed = Federation::start("jp-mod", &["us-dod"], "").await;
+    let socket = operator::socket_path(&fed.data_dir());
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the operator socket is owner-only");
+    // A request it does not know is refused, not guessed at.
+    let mut raw = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"{\"op\":\"shutdown\"}\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_string(&mut raw, &mut answer),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("not an operator request"),
+        "{answer}"
+    );
+    let data_dir = fed.data_dir();
+    fed.stop().await;
+    assert!(
+        !operator::socket_path(&data_dir).exists(),
+        "removed when the node stops"
+    );
+    let gone = operator::request(&data_dir, &OperatorRequest::Reload, Duration::from_secs(5)).await;
+    assert!(gone.is_err_and(|e| e.to_string().contains("is the node running")));
+}
