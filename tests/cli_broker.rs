@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::served::serve;
-use common::{pki, renkei, sh_ok};
+use common::{pki, renkei, renkei_ok, sh, sh_ok};
 use serde_json::Value;
 
 fn key(dir: &Path, id: &str) -> String {
@@ -33,7 +33,7 @@ fn client_config(dir: &Path, id: &str, addr: &str) {
 fn two_desks_exchange_a_bulletin_through_a_served_node() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,au-dod");
+    pki(dir, "jp-mod,us-dod,au-dod,nz-mod");
     let hub = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
@@ -77,8 +77,82 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     assert_eq!(result["status"], "rejected");
     assert_eq!(result["error"], "ERROR_CODE_ORIGIN_MISMATCH");
 
-    // SIGHUP (a `systemctl reload`) does not stop the node: it warns and goes on.
+    // New Zealand has a certificate from the federation CA but is not a partner yet.
+    client_config(dir, "nz-mod", &addr);
+    let publish_nz = "publish --config nz-mod.toml --origin nz-mod --tlp green --kind advisory --title 'Kia ora'";
+    let stranger = sh(dir, publish_nz);
+    assert!(
+        !stranger.ok && stranger.stderr.contains("not a partner"),
+        "{}",
+        stranger.stderr
+    );
+
+    // The operator adds it to the file and sends SIGHUP (a `systemctl reload`): the
+    // node reads the file again and New Zealand gets in, without a restart.
+    let nz = format!(
+        "\n[[partner]]\nid = \"nz-mod\"\nrole = \"liaison\"\nclearance = \"green\"\nkeys = [{{ public = \"{}\" }}]\n",
+        key(dir, "nz-mod")
+    );
+    let hub = fs::read_to_string(dir.join("hub.toml")).unwrap();
+    fs::write(dir.join("hub.toml"), format!("{hub}{nz}")).unwrap();
     served.signal("HUP");
+    // The reload runs as the signal arrives; retry until it has taken effect (each try
+    // is a whole client process, which paces the loop).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let accepted = loop {
+        let run = sh(dir, publish_nz);
+        if run.ok || std::time::Instant::now() > deadline {
+            break run;
+        }
+    };
+    assert!(
+        accepted.ok,
+        "nz-mod publishes after the reload: {}",
+        accepted.stderr
+    );
+    // Australia's desk trusts New Zealand's key too, and receives the bulletin.
+    let trust = format!(
+        "\n[[partner]]\nid = \"nz-mod\"\nkeys = [{{ public = \"{}\" }}]\n",
+        key(dir, "nz-mod")
+    );
+    let au = fs::read_to_string(dir.join("au-dod.toml")).unwrap();
+    fs::write(dir.join("au-dod.toml"), format!("{au}{trust}")).unwrap();
+    let au_gets = sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
+    );
+    assert!(au_gets.stdout.contains("Kia ora"), "{}", au_gets.stdout);
+
+    // A broken edit is refused by `renkei reload` with the reason; the node serves on.
+    fs::write(
+        dir.join("hub.toml"),
+        format!("{hub}{nz}\n[[partner]]\nid = \"broken\"\n"),
+    )
+    .unwrap();
+    let refused = renkei(dir, &["reload", "--config", "hub.toml"]);
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("running one stays in force"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        sh(dir, publish_nz).ok,
+        "still serving under the configuration in force"
+    );
+    fs::write(dir.join("hub.toml"), format!("{hub}{nz}")).unwrap();
+    let reloaded = renkei_ok(dir, &["reload", "--config", "hub.toml"]);
+    assert!(
+        reloaded.stdout.contains("configuration reloaded"),
+        "{}",
+        reloaded.stdout
+    );
+
+    let second = sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
+    );
+    assert!(second.stdout.contains("Kia ora"), "{}", second.stdout);
 
     // Nothing more is waiting for Australia: the subscription idles out with no output.
     let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");

@@ -17,9 +17,26 @@ const RELOAD_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a backup may take: it copies the whole database.
 const BACKUP_PATIENCE: Duration = Duration::from_secs(6 * 3600);
 
+/// The data directory a configuration names. A file that no longer validates still
+/// names it, so that `reload` reaches the node, which refuses the file and records it.
+fn data_dir_of(config: &Path) -> anyhow::Result<PathBuf> {
+    let invalid = match NodeConfig::load(config) {
+        Ok(cfg) => return Ok(cfg.node.data_dir),
+        Err(e) => e,
+    };
+    let named = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| Some(PathBuf::from(t.get("node")?.get("data_dir")?.as_str()?)));
+    match named {
+        Some(dir) if dir.is_relative() => Ok(config.parent().unwrap_or(Path::new("")).join(dir)),
+        Some(dir) => Ok(dir),
+        None => Err(invalid.into()),
+    }
+}
+
 async fn ask(config: &Path, request: OperatorRequest, patience: Duration) -> anyhow::Result<()> {
-    let cfg = NodeConfig::load(config)?;
-    let reply = operator::request(&cfg.node.data_dir, &request, patience).await?;
+    let reply = operator::request(&data_dir_of(config)?, &request, patience).await?;
     if !reply.ok {
         bail!("{}", reply.message);
     }

@@ -1,0 +1,165 @@
+//! An operator backs up a hub while a partner is publishing to it, restores the copy
+//! into a new data directory, and starts a node on it: everything accepted before the
+//! backup began is there, the audit log verifies, and the offline partner's queue
+//! resumes from where it was.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::federation::{receive, Federation};
+use common::{renkei, renkei_ok};
+use renkei::bulletin::{Kind, Tlp};
+use renkei::config::NodeConfig;
+use renkei::proto::PublishStatus as Status;
+
+const PARTNERS: &str = r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "au-dod"
+role = "liaison"
+clearance = "amber"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verified_log() {
+    let mut fed = Federation::start("jp-mod", &["us-dod", "au-dod"], PARTNERS).await;
+    let dir = fed.dir.path().to_owned();
+
+    // us-dod publishes without pause; au-dod is offline, so everything queues for it.
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let us = fed.client("us-dod").await;
+    let bulletins: Vec<_> = (0..5_000)
+        .map(|i| {
+            fed.bulletin(
+                "us-dod",
+                Tlp::Green,
+                Kind::Incident,
+                &format!("b{i}"),
+                &[],
+                &[],
+            )
+        })
+        .collect();
+    let publisher = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        tokio::spawn(async move {
+            for (i, b) in bulletins.into_iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = us.publish(b).await.expect("publish");
+                assert_eq!(r.status, Status::Accepted as i32);
+                accepted.lock().unwrap().push(format!("b{i}"));
+            }
+            us.close().await;
+        })
+    };
+
+    // Once a few hundred are in, the operator takes a backup while publishing goes on.
+    let deadline = std::time::Instant::now() + common::federation::PATIENCE;
+    let mut ready = tokio::time::interval(std::time::Duration::from_millis(5));
+    while accepted.lock().unwrap().len() < 300 {
+        assert!(std::time::Instant::now() < deadline, "publishing stalled");
+        ready.tick().await;
+    }
+    let before: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
+    let backup = tokio::task::spawn_blocking(move || {
+        renkei_ok(
+            &dir,
+            &["backup", "--config", "hub.toml", "--out", "backups/first"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(backup.stdout.contains("backup taken"), "{}", backup.stdout);
+    let after_backup = accepted.lock().unwrap().len();
+    // Publishing went on during and after the copy.
+    while accepted.lock().unwrap().len() < after_backup + 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publishing stalled after the backup"
+        );
+        ready.tick().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.unwrap();
+    let all: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
+    fed.halt().await;
+
+    // Restore into a new data directory; restoring over it again is refused.
+    let dir = fed.dir.path();
+    let restored_cfg = std::fs::read_to_string(dir.join("hub.toml"))
+        .unwrap()
+        .replace("data_dir = \"data\"", "data_dir = \"restored\"");
+    std::fs::write(dir.join("restored.toml"), restored_cfg).unwrap();
+    let restore = renkei_ok(
+        dir,
+        &[
+            "restore",
+            "--from",
+            "backups/first",
+            "--config",
+            "restored.toml",
+        ],
+    );
+    assert!(
+        restore.stdout.contains("\"verified\":true"),
+        "{}",
+        restore.stdout
+    );
+    assert!(
+        restore.stdout.contains("\"key_pinned\":true"),
+        "{}",
+        restore.stdout
+    );
+    let again = renkei(
+        dir,
+        &[
+            "restore",
+            "--from",
+            "backups/first",
+            "--config",
+            "restored.toml",
+        ],
+    );
+    assert!(
+        !again.ok && again.stderr.contains("not empty"),
+        "{}",
+        again.stderr
+    );
+
+    // A node on the restored directory delivers au-dod's queue: everything accepted
+    // before the backup began, and nothing that was never accepted.
+    let cfg = NodeConfig::load(&dir.join("restored.toml")).unwrap();
+    fed.node = Some(renkei::node::start(cfg).await.unwrap());
+    let stored = renkei::store::backup::read_manifest(&dir.join("backups/first"))
+        .unwrap()
+        .bulletins as usize;
+    assert!(
+        stored >= before.len(),
+        "{stored} stored, {} accepted before",
+        before.len()
+    );
+    let au = fed.client("au-dod").await;
+    let got: HashSet<String> = receive(&au, stored)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        before.is_subset(&got),
+        "every bulletin accepted before the backup is restored"
+    );
+    assert!(got.is_subset(&all));
+    au.close().await;
+    fed.stop().await;
+}
