@@ -16,7 +16,9 @@ use crate::bulletin::{Kind, Tlp};
 use crate::identity::{CertFingerprint, GroupName, Keyring, PartnerId, PublicKey, Role, Validity};
 use crate::timestamp::Timestamp;
 
+pub mod card;
 pub mod check;
+pub mod edit;
 mod sections;
 
 pub use sections::{
