@@ -10,7 +10,7 @@ use std::path::Path;
 use super::card::PartnerCard;
 use super::{ConfigError, NodeConfig};
 use crate::bulletin::{Kind, Tlp};
-use crate::identity::{GroupName, PartnerId, PublicKey, Role};
+use crate::identity::{GroupName, PartnerId, Role};
 
 /// A partner could not be added.
 #[derive(Debug, thiserror::Error)]
@@ -32,14 +32,14 @@ pub enum EditError {
     /// The card's signing key already signs for another partner.
     #[error("signing key {key} is already a key of partner {owner}; a key belongs to one partner")]
     KeyInUse {
-        /// The key.
-        key: PublicKey,
+        /// The key, as text (a whole verifying key would make every result large).
+        key: String,
         /// The partner that has it.
         owner: PartnerId,
     },
     /// The card's signing key is revoked.
     #[error("signing key {0} is on this node's revocation list")]
-    KeyRevoked(PublicKey),
+    KeyRevoked(String),
     /// `partner` is not written as `[[partner]]` tables, so it cannot be appended to.
     #[error("`partner` is not a list of [[partner]] tables in this file; add the partner by hand")]
     Layout,
@@ -92,12 +92,12 @@ pub fn add_partner(
             .find(|p| p.keys.iter().any(|k| k.public == card.signing_key))
         {
             return Err(EditError::KeyInUse {
-                key: card.signing_key,
+                key: card.signing_key.to_string(),
                 owner: owner.id.clone(),
             });
         }
         if cfg.revoked.iter().any(|r| r.key == card.signing_key) {
-            return Err(EditError::KeyRevoked(card.signing_key));
+            return Err(EditError::KeyRevoked(card.signing_key.to_string()));
         }
     }
 
@@ -156,7 +156,7 @@ pub fn add_partner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{generate_signing_key, CertFingerprint};
+    use crate::identity::{generate_signing_key, CertFingerprint, PublicKey};
 
     const NODE: &str = "# The hub.\n[node]\nid = \"jp-mod\" # our id\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
         ca_cert = \"c\"\ntls_cert = \"t\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n\

@@ -247,7 +247,7 @@ fn syntax_errors_name_the_field_at_their_place() {
     assert_eq!(field_at("not = [toml", 1, 1), None);
 
     // The whole way from toml's error: an unknown field is named.
-    let text = format!(
+    let text = String::from(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"c\"\ntls_cert = \"t\"\n\
          tls_key = \"k\"\nsigning_key = \"s\"\n[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\n\
          [[partner]]\nid = \"b\"\nrole = \"liaison\"\nclearence = \"red\"\n"
