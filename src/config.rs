@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::bulletin::{Kind, Tlp};
-use crate::identity::{GroupName, Keyring, PartnerId, PublicKey, Role, Validity};
+use crate::identity::{CertFingerprint, GroupName, Keyring, PartnerId, PublicKey, Role, Validity};
 use crate::timestamp::Timestamp;
 
+pub mod card;
 mod change;
+pub mod check;
+pub mod edit;
 mod sections;
 
 pub use change::ConfigChange;
@@ -126,6 +129,9 @@ pub struct PartnerConfig {
     /// Ed25519 keys that sign for it as an origin.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Pins the partner's TLS certificate (`sha256:<hex>` of its DER): when present,
+    /// only that exact certificate is accepted for this partner, not any the CA issued.
+    pub tls_fingerprint: Option<CertFingerprint>,
 }
 
 impl PartnerConfig {
@@ -224,21 +230,25 @@ impl NodeConfig {
     /// the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = read(path)?;
-        let mut cfg = Self::parse(&text, path)?;
+        Self::parse_at(&text, path)
+    }
+
+    /// Parses and validates the text of the file at `path` (already read), taking
+    /// relative paths from the file's directory as [`NodeConfig::load`] does.
+    pub fn parse_at(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let mut cfg = Self::parse(text, path)?;
         cfg.source = Some(path.to_owned());
-        let base = path.parent().unwrap_or(Path::new(""));
         let n = &mut cfg.node;
-        for p in [
-            &mut n.data_dir,
-            &mut n.ca_cert,
-            &mut n.tls_cert,
-            &mut n.tls_key,
-            &mut n.signing_key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        resolve_paths(
+            path,
+            [
+                &mut n.data_dir,
+                &mut n.ca_cert,
+                &mut n.tls_cert,
+                &mut n.tls_key,
+                &mut n.signing_key,
+            ],
+        );
         Ok(cfg)
     }
 
@@ -275,8 +285,13 @@ impl NodeConfig {
                     .map(|k| format!("{}@{}", k.public, k.validity()))
                     .collect();
                 keys.sort();
+                // Only when pinned, so configurations without pins keep their digest.
+                let pin = p
+                    .tls_fingerprint
+                    .map(|f| format!(" tls_fingerprint={f}"))
+                    .unwrap_or_default();
                 format!(
-                    "partner {} role={} clearance={} kinds={} deny_tags={} groups={} keys={}",
+                    "partner {} role={} clearance={} kinds={} deny_tags={} groups={} keys={}{pin}",
                     p.id,
                     p.role,
                     p.clearance.map_or("none".into(), |t| t.to_string()),
@@ -351,6 +366,7 @@ impl NodeConfig {
         }
         let mut seen_ids: HashMap<&PartnerId, usize> = HashMap::new();
         let mut seen_keys: HashMap<PublicKey, &PartnerId> = HashMap::new();
+        let mut seen_pins: HashMap<CertFingerprint, &PartnerId> = HashMap::new();
         for (i, p) in self.partners.iter().enumerate() {
             let at = |f: &str| format!("partner[{i}].{f}");
             if p.id == self.node.id {
@@ -394,6 +410,16 @@ impl NodeConfig {
                         format!(
                             "{} is already a key of partner {owner}; a key belongs to one partner",
                             key.public
+                        ),
+                    ));
+                }
+            }
+            if let Some(pin) = p.tls_fingerprint {
+                if let Some(owner) = seen_pins.insert(pin, &p.id) {
+                    return Err((
+                        at("tls_fingerprint"),
+                        format!(
+                            "{pin} is already the certificate of partner {owner}; a certificate names one partner"
                         ),
                     ));
                 }

@@ -1,6 +1,7 @@
 //! Writing key and certificate files safely: private keys readable by their owner
 //! only (0600), nothing overwritten unless the caller says so, the content on disk
-//! before the name appears (write to a temporary file, sync, rename).
+//! before the name appears (write to a temporary file, sync, rename), and an edited
+//! file keeping the mode and owner it had.
 //!
 //! It decides nothing about what goes into the files.
 
@@ -14,6 +15,18 @@ pub enum FileError {
     /// The file exists and overwriting was not asked for.
     #[error("{0} already exists; pass --force to overwrite it")]
     Exists(PathBuf),
+    /// The replacement could not be given the owner and group of the file it replaces.
+    #[error("{path}: cannot keep its owner and group ({uid}:{gid}): {source}; run as that user or as root")]
+    Owner {
+        /// The file being replaced.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -60,6 +73,39 @@ pub fn write(
     if !overwrite && path.exists() {
         return Err(FileError::Exists(path.to_owned()));
     }
+    atomic_write(path, contents, access.mode(), None)
+}
+
+/// Replaces the contents of the existing file at `path` in one step, keeping its
+/// permission bits and, on Unix, its owner and group (a configuration edited as root
+/// must stay readable by the service's group). A reader sees the old file or the new
+/// one, never a mix; a failure leaves the old one.
+pub fn replace(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    let meta = fs::metadata(path).map_err(io(path))?;
+    #[cfg(unix)]
+    let (mode, owner) = {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        (
+            meta.permissions().mode() & 0o7777,
+            Some((meta.uid(), meta.gid())),
+        )
+    };
+    #[cfg(not(unix))]
+    let (mode, owner) = {
+        let _ = meta;
+        (0o644, None)
+    };
+    atomic_write(path, contents, mode, owner)
+}
+
+/// Temporary file in the same directory, synced, given its mode (and owner), renamed
+/// over `path`, then the directory synced so the new name survives a power cut.
+fn atomic_write(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FileError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -74,18 +120,38 @@ pub fn write(
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, access.mode());
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
         let mut file = opts.open(&tmp).map_err(io(&tmp))?;
         file.write_all(contents).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt as _;
-            // The umask may have narrowed the mode; set it exactly.
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(access.mode()))
-                .map_err(io(&tmp))?;
+            use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+            if let Some((uid, gid)) = owner {
+                let now = file.metadata().map_err(io(&tmp))?;
+                if (now.uid(), now.gid()) != (uid, gid) {
+                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|source| {
+                        FileError::Owner {
+                            path: path.to_owned(),
+                            uid,
+                            gid,
+                            source,
+                        }
+                    })?;
+                }
+            }
+            // The umask may have narrowed the mode, and chown clears set-id bits.
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
         }
-        fs::rename(&tmp, path).map_err(io(path))
+        #[cfg(not(unix))]
+        let _ = (mode, owner);
+        file.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))?;
+        // Best effort: some file systems refuse to sync a directory, and the content
+        // itself is already safe.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -125,5 +191,32 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn replace_keeps_the_mode_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        fs::write(&path, "old").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        replace(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o640
+            );
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(matches!(
+            replace(&dir.path().join("absent.toml"), b"x"),
+            Err(FileError::Io { .. })
+        ));
     }
 }

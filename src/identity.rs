@@ -45,6 +45,9 @@ pub enum IdentityError {
     /// Private key PEM could not be decoded.
     #[error("not an Ed25519 private key in PKCS#8 PEM form: {0}")]
     PrivateKeyPem(String),
+    /// Certificate fingerprint text malformed.
+    #[error("{0:?} is not a certificate fingerprint: use sha256:<64 hex digits> (or the 32 colon-separated hex bytes `renkei certs init` prints)")]
+    BadFingerprint(String),
 }
 
 /// Is `s` 1–63 characters of `[a-z0-9-]`, starting with a letter or digit?
@@ -283,6 +286,73 @@ impl serde::Serialize for PublicKey {
 }
 
 impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The SHA-256 of a certificate's DER encoding, which pins one exact certificate.
+/// Its text form is `sha256:<64 lowercase hex digits>`; the colon-separated hex bytes
+/// that `renkei certs init` prints are accepted too.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertFingerprint([u8; 32]);
+
+impl CertFingerprint {
+    /// The fingerprint of a DER-encoded certificate.
+    pub fn of_der(der: &[u8]) -> Self {
+        CertFingerprint(Sha256::digest(der).into())
+    }
+
+    /// The 32 digest bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertFingerprint({self})")
+    }
+}
+
+impl FromStr for CertFingerprint {
+    type Err = IdentityError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let bad = || IdentityError::BadFingerprint(text.to_owned());
+        let hex_text = match text.strip_prefix("sha256:") {
+            Some(h) if h.len() == 64 => h.to_owned(),
+            Some(_) => return Err(bad()),
+            // Colon-separated: exactly 32 two-digit groups, so a typo cannot shift bytes.
+            None => {
+                let groups: Vec<&str> = text.split(':').collect();
+                if groups.len() != 32 || groups.iter().any(|g| g.len() != 2) {
+                    return Err(bad());
+                }
+                groups.concat()
+            }
+        };
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&hex_text, &mut bytes).map_err(|_| bad())?;
+        Ok(CertFingerprint(bytes))
+    }
+}
+
+impl serde::Serialize for CertFingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CertFingerprint {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?
             .parse()
@@ -542,6 +612,47 @@ mod tests {
         // Unpadded base64 is refused: one key, one text form.
         let good = PublicKey::of(&SigningKey::from_bytes(&[7u8; 32])).to_string();
         assert!(good.trim_end_matches('=').parse::<PublicKey>().is_err());
+    }
+
+    #[test]
+    fn certificate_fingerprints_read_both_forms_and_print_one() {
+        let fp = CertFingerprint::of_der(b"certificate");
+        let text = fp.to_string();
+        assert!(
+            text.starts_with("sha256:") && text.len() == 7 + 64,
+            "{text}"
+        );
+        assert_eq!(text.parse::<CertFingerprint>().unwrap(), fp);
+        assert_eq!(
+            text.to_uppercase()
+                .replace("SHA256:", "sha256:")
+                .parse::<CertFingerprint>()
+                .unwrap(),
+            fp
+        );
+        // The form `renkei certs init` prints.
+        let colons =
+            fp.0.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+        assert_eq!(colons.parse::<CertFingerprint>().unwrap(), fp);
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:abcd",
+            &format!("sha1:{}", hex::encode([0u8; 20])),
+            &format!("sha256:{}", "g".repeat(64)),
+            &colons[3..],
+            &format!("{colons}:00"),
+            &hex::encode(fp.0),
+        ] {
+            assert_eq!(
+                bad.parse::<CertFingerprint>(),
+                Err(IdentityError::BadFingerprint(bad.trim().to_owned())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -139,6 +139,19 @@ impl Ca {
     /// Issues a TLS certificate for `id`: end entity (not a CA), DNS SAN = the partner
     /// id, usable for both server and client authentication.
     pub fn issue(&self, id: &PartnerId, now: Timestamp) -> Result<NodeTls, PkiError> {
+        let start =
+            Timestamp::from_unix_ms(now.unix_ms().saturating_sub(BACKDATE.as_millis() as u64));
+        self.issue_valid(id, start, now.saturating_add(NODE_VALIDITY))
+    }
+
+    /// Like [`Ca::issue`], valid from `not_before` until `not_after` exactly: for
+    /// certificates with a chosen lifetime, such as already expired ones in tests.
+    pub fn issue_valid(
+        &self,
+        id: &PartnerId,
+        not_before: Timestamp,
+        not_after: Timestamp,
+    ) -> Result<NodeTls, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![id.to_string()])?;
         let mut dn = DistinguishedName::new();
@@ -152,7 +165,8 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = window(now, NODE_VALIDITY)?;
+        params.not_before = not_before.to_datetime().ok_or(PkiError::Time(not_before))?;
+        params.not_after = not_after.to_datetime().ok_or(PkiError::Time(not_after))?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeTls {
             cert_pem: cert.pem(),

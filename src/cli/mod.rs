@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bulletin::{Kind, Tlp};
-use crate::identity::PartnerId;
+use crate::identity::{GroupName, PartnerId, Role};
 
 /// `println!` for command output: see [`emit`].
 macro_rules! emitln {
@@ -21,10 +21,12 @@ mod audit;
 mod bench;
 mod bulletin;
 mod certs;
+mod check;
 mod client;
 mod demo;
 mod metrics;
 mod operate;
+mod partner;
 mod policy;
 mod serve;
 
@@ -79,6 +81,16 @@ enum Command {
     /// Create, verify and inspect signed bulletins.
     #[command(subcommand)]
     Bulletin(BulletinCommand),
+    /// Check a node configuration and the key and certificate files it names; print
+    /// each problem with its field. Exits non-zero on any error (warnings alone pass).
+    CheckConfig {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Onboard partners: print this node's public card, add a partner from its card.
+    #[command(subcommand)]
+    Partner(PartnerCommand),
     /// Run a node until SIGINT or SIGTERM; SIGHUP reloads its configuration.
     Serve {
         /// The node's configuration file.
@@ -215,6 +227,40 @@ enum Command {
         /// Keep the demo's files in DIR instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PartnerCommand {
+    /// Print this node's public card (id, signing key, certificate fingerprint) as TOML.
+    Card {
+        /// The node's directory as `certs init` wrote it (tls.crt, signing.pub).
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Where the node listens for partners, HOST:PORT.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Add a partner from its card to a node's configuration, keeping its comments.
+    Add {
+        /// The node's configuration file (edited in place).
+        #[arg(long)]
+        config: PathBuf,
+        /// The partner's card (from `renkei partner card`).
+        #[arg(long)]
+        card: PathBuf,
+        /// liaison, relay or auditor.
+        #[arg(long)]
+        role: Role,
+        /// The highest TLP it may receive (required unless an auditor).
+        #[arg(long)]
+        clearance: Option<Tlp>,
+        /// A group it belongs to (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<GroupName>,
+        /// Kinds shared with it, comma-separated (all when absent).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Option<Vec<Kind>>,
     },
 }
 
@@ -566,6 +612,27 @@ pub fn main() -> ExitCode {
             config,
             data_dir,
         } => operate::restore(&from, config.as_deref(), data_dir.as_deref()),
+        Command::CheckConfig { config } => check::run(&config),
+        Command::Partner(PartnerCommand::Card { node_dir, address }) => {
+            partner::card(&node_dir, address.as_deref())
+        }
+        Command::Partner(PartnerCommand::Add {
+            config,
+            card,
+            role,
+            clearance,
+            groups,
+            kinds,
+        }) => partner::add(
+            &config,
+            &card,
+            crate::config::edit::NewPartner {
+                role,
+                clearance,
+                groups,
+                kinds,
+            },
+        ),
         Command::Publish {
             config,
             file,

@@ -14,6 +14,7 @@ const GRACE: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(config: &Path) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
+    super::check::preflight(&cfg)?;
     let running = node::start(cfg).await.context("starting the node")?;
     // Signal handlers first: whoever reads the next line may signal at once.
     let mut signals = Signals::install()?;

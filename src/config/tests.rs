@@ -193,3 +193,36 @@ fn client_config_errors_name_the_field() {
     let err = ClientConfig::load(&path).unwrap_err().to_string();
     assert!(err.contains("partner[0].keys[1].public"), "{err}");
 }
+
+#[test]
+fn a_pinned_certificate_fingerprint_parses_enters_the_digest_and_is_unique() {
+    let fp = crate::identity::CertFingerprint::of_der(b"a certificate");
+    let colons = fp
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let partner = "[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\n";
+    let unpinned = parse(partner).unwrap();
+    let pinned = parse(&format!("{partner}tls_fingerprint = \"{fp}\"\n")).unwrap();
+    assert_eq!(pinned.partners[0].tls_fingerprint, Some(fp));
+    let same = parse(&format!("{partner}tls_fingerprint = \"{colons}\"\n")).unwrap();
+    assert_eq!(same.partners[0].tls_fingerprint, Some(fp));
+    assert_ne!(pinned.policy_digest(), unpinned.policy_digest());
+    assert_eq!(pinned.policy_digest(), same.policy_digest());
+
+    let err = parse(&format!("{partner}tls_fingerprint = \"sha256:beef\"\n")).unwrap_err();
+    assert!(
+        err.to_string().contains("not a certificate fingerprint"),
+        "{err}"
+    );
+    let (field, problem) = invalid_field(&format!(
+        "{partner}tls_fingerprint = \"{fp}\"\n[[partner]]\nid = \"b\"\nrole = \"relay\"\nclearance = \"red\"\ntls_fingerprint = \"{fp}\"\n"
+    ));
+    assert_eq!(field, "partner[1].tls_fingerprint");
+    assert!(
+        problem.contains("already the certificate of partner a"),
+        "{problem}"
+    );
+}
