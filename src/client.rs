@@ -253,6 +253,11 @@ impl Client {
     pub fn close_reason(&self) -> Option<quinn::ConnectionError> {
         self.conn.close_reason()
     }
+
+    /// Waits until the connection is closed (by either side) and says why.
+    pub async fn closed(&self) -> quinn::ConnectionError {
+        self.conn.closed().await
+    }
 }
 
 /// Reads one frame from the node, turning an `Error` frame into [`ClientError::Refused`].

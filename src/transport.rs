@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
-use crate::identity::PartnerId;
+use crate::identity::{CertFingerprint, PartnerId};
 use crate::proto;
 
 /// The ALPN protocol id of renkei protocol version 1.
@@ -244,8 +244,11 @@ pub fn partner_from_cert(der: &CertificateDer<'_>) -> Result<PartnerId, Transpor
     }
 }
 
-/// The partner id of the peer on an established connection.
-pub fn peer_partner(conn: &quinn::Connection) -> Result<PartnerId, TransportError> {
+/// The partner id of the peer on an established connection, and the SHA-256
+/// fingerprint of the certificate that names it (for partners pinned to one).
+pub fn peer_partner(
+    conn: &quinn::Connection,
+) -> Result<(PartnerId, CertFingerprint), TransportError> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -253,7 +256,7 @@ pub fn peer_partner(conn: &quinn::Connection) -> Result<PartnerId, TransportErro
     let leaf = certs
         .first()
         .ok_or_else(|| TransportError::NoPartnerId("empty certificate chain".into()))?;
-    partner_from_cert(leaf)
+    Ok((partner_from_cert(leaf)?, CertFingerprint::of_der(leaf)))
 }
 
 /// Reads one length-delimited frame; `Ok(None)` when the stream ended cleanly between

@@ -246,3 +246,75 @@ async fn the_operator_socket_is_private_to_the_node_user() {
     let gone = operator::request(&data_dir, &OperatorRequest::Reload, Duration::from_secs(5)).await;
     assert!(gone.is_err_and(|e| e.to_string().contains("is the node running")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_pinned_to_a_certificate_connects_with_that_one_only() {
+    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], PARTNERS).await;
+    // us-dod gets a second certificate from the same CA (say, a new server of its own).
+    let certs = fed.certs();
+    let ca = renkei::pki::Ca::from_pem(
+        &std::fs::read_to_string(certs.join("ca.crt")).unwrap(),
+        &std::fs::read_to_string(certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let renewed = ca
+        .issue(
+            &"us-dod".parse().unwrap(),
+            renkei::timestamp::Timestamp::now(),
+        )
+        .unwrap();
+    let other = fed.dir.path().join("renewed");
+    std::fs::create_dir_all(other.join("us-dod")).unwrap();
+    std::fs::copy(certs.join("ca.crt"), other.join("ca.crt")).unwrap();
+    std::fs::write(other.join("us-dod/tls.crt"), &renewed.cert_pem).unwrap();
+    std::fs::write(other.join("us-dod/tls.key"), &renewed.key_pem).unwrap();
+    let old_cert = fed.client("us-dod").await;
+    old_cert.hello().await.unwrap();
+
+    // The operator pins us-dod to the new certificate and reloads.
+    let pin = renkei::pki::fingerprint(&renewed.cert_pem).unwrap();
+    let text = std::fs::read_to_string(fed.config_path()).unwrap();
+    let pinned = text.replacen(
+        "id = \"us-dod\"\n",
+        &format!("id = \"us-dod\"\ntls_fingerprint = \"{pin}\"\n"),
+        1,
+    );
+    std::fs::write(fed.config_path(), pinned).unwrap();
+    let reply = operate(&fed, OperatorRequest::Reload).await;
+    assert!(reply.ok, "{reply:?}");
+
+    // The connection made with the old certificate is closed, saying why; a new one
+    // with it is refused; the pinned certificate connects.
+    let closed = tokio::time::timeout(PATIENCE, old_cert.closed())
+        .await
+        .expect("closed in time");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert!(
+                String::from_utf8_lossy(&c.reason).contains("pinned to"),
+                "{c:?}"
+            );
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+    let again = fed.client("us-dod").await;
+    assert!(
+        again.hello().await.is_err(),
+        "the old certificate is refused"
+    );
+    let renewed_client = fed.client_with_certs(&other, "us-dod").await.unwrap();
+    renewed_client.hello().await.unwrap();
+
+    let auditor = fed.client("nato-ccdcoe").await;
+    let refused = events(&auditor, AuditEvent::ConnectionRefused).await;
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.partner == "us-dod" && r.reason.contains("pinned to")),
+        "{refused:?}"
+    );
+    for c in [again, renewed_client, auditor, old_cert] {
+        c.close().await;
+    }
+    fed.stop().await;
+}

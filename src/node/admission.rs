@@ -1,10 +1,29 @@
-//! Admission control: how many connections a partner may hold, and how many refusals
-//! of strangers are recorded. Bounds what a peer can make the node hold or write.
+//! Admission control: who may connect (a configured partner, with the certificate it
+//! is pinned to, if any), how many connections a partner may hold, and how many
+//! refusals of strangers are recorded. Bounds what a peer can make the node hold or
+//! write.
 
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use crate::identity::PartnerId;
+use crate::config::PartnerConfig;
+use crate::identity::{CertFingerprint, PartnerId, Role};
+
+/// The role a connection presenting `cert` gets, given its partner's configuration
+/// (`None`: not a partner); or why it may not connect.
+pub(crate) fn admit(
+    partner: Option<&PartnerConfig>,
+    cert: &CertFingerprint,
+) -> Result<Role, String> {
+    let p = partner.ok_or_else(|| "not a partner of this node".to_string())?;
+    match p.tls_fingerprint {
+        Some(pinned) if pinned != *cert => Err(format!(
+            "presented certificate {cert}, but {} is pinned to {pinned}",
+            p.id
+        )),
+        _ => Ok(p.role),
+    }
+}
 
 /// Connections one partner may hold open at once (each may carry 32 streams).
 pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;

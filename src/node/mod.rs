@@ -424,7 +424,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
             return shared.record_anonymous_refusal(why).await;
         }
     };
-    let partner = match transport::peer_partner(&conn) {
+    let (partner, cert) = match transport::peer_partner(&conn) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%remote, error = %e, "refused: certificate names no partner");
@@ -438,18 +438,17 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
                 .await;
         }
     };
-    let role = shared.sharing().partners.get(&partner).map(|p| p.role);
-    let Some(role) = role else {
-        tracing::warn!(%remote, %partner, "refused: not a partner of this node");
-        close(
-            &conn,
-            proto::CloseCode::UnknownPartner,
-            "not a partner of this node",
-        );
-        let why = format!("{remote}: not a partner of this node");
-        return shared
-            .record(Event::connection_refused(Some(&partner), &why))
-            .await;
+    let role = admission::admit(shared.sharing().partners.get(&partner), &cert);
+    let role = match role {
+        Ok(role) => role,
+        Err(why) => {
+            tracing::warn!(%remote, %partner, %why, "refused");
+            close(&conn, proto::CloseCode::UnknownPartner, &why);
+            let why = format!("{remote}: {why}");
+            return shared
+                .record(Event::connection_refused(Some(&partner), &why))
+                .await;
+        }
     };
     let Some(_admitted) = Admitted::new(&shared, &partner) else {
         tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
@@ -462,7 +461,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
     };
     shared.record(Event::connection_accepted(&partner)).await;
     let span = tracing::info_span!("conn", %partner, %remote);
-    serve_partner(conn, shared.clone(), partner.clone(), role)
+    serve_partner(conn, shared.clone(), partner.clone(), role, cert)
         .instrument(span)
         .await;
 }
@@ -472,6 +471,7 @@ async fn serve_partner(
     shared: Arc<Shared>,
     partner: PartnerId,
     role: Role,
+    cert: identity::CertFingerprint,
 ) {
     tracing::info!(%role, "partner connected");
     let mut stop = shared.shutdown.clone();
@@ -490,8 +490,8 @@ async fn serve_partner(
             },
             _ = stop.changed() => break,
             Ok(()) = sharing.changed() => {
-                let now = sharing.borrow_and_update().partners.get(&partner).map(|p| p.role);
-                if let Some(why) = reload::disconnect_reason(role, now) {
+                let why = reload::disconnect_reason(role, &cert, sharing.borrow_and_update().partners.get(&partner));
+                if let Some(why) = why {
                     tracing::warn!(%why, "disconnecting the partner after a reload");
                     close(&conn, proto::CloseCode::PartnerRemoved, &why);
                     shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::audit::record::Event;
-use crate::config::{ConfigChange, ConfigError, NodeConfig};
-use crate::identity::{PartnerId, Role};
+use crate::config::{ConfigChange, ConfigError, NodeConfig, PartnerConfig};
+use crate::identity::{CertFingerprint, PartnerId, Role};
 
 use super::{Shared, Sharing};
 
@@ -36,15 +36,20 @@ pub enum ReloadError {
     },
 }
 
-/// Why a connection made with `connected_as` must close now that the partner's role
-/// is `now` (`None`: no longer a partner); `None` if it may stay.
-pub(super) fn disconnect_reason(connected_as: Role, now: Option<Role>) -> Option<String> {
-    match now {
-        None => Some("removed from this node's partners by a configuration reload".into()),
-        Some(role) if role != connected_as => Some(format!(
+/// Why a connection made as `connected_as` with certificate `cert` must close under
+/// the partner's new configuration (`None`: no longer a partner); `None` if it may stay.
+pub(super) fn disconnect_reason(
+    connected_as: Role,
+    cert: &CertFingerprint,
+    now: Option<&PartnerConfig>,
+) -> Option<String> {
+    match super::admission::admit(now, cert) {
+        Err(why) if now.is_none() => Some(format!("{why} any more: removed by a configuration reload")),
+        Err(why) => Some(format!("{why} by a configuration reload")),
+        Ok(role) if role != connected_as => Some(format!(
             "its role changed from {connected_as} to {role} by a configuration reload; connect again"
         )),
-        Some(_) => None,
+        Ok(_) => None,
     }
 }
 
@@ -101,12 +106,31 @@ fn read(source: Option<&Path>) -> Result<NodeConfig, ReloadError> {
 mod tests {
     use super::*;
 
+    fn partner(role: Role, pin: Option<CertFingerprint>) -> PartnerConfig {
+        PartnerConfig {
+            id: "fr-mod".parse().expect("a partner id"),
+            role,
+            clearance: Some(crate::bulletin::Tlp::Amber),
+            kinds: None,
+            deny_tags: vec![],
+            groups: vec![],
+            keys: vec![],
+            tls_fingerprint: pin,
+        }
+    }
+
     #[test]
-    fn connections_close_when_the_partner_goes_or_its_role_changes() {
-        assert!(disconnect_reason(Role::Liaison, Some(Role::Liaison)).is_none());
-        let gone = disconnect_reason(Role::Liaison, None);
+    fn connections_close_when_the_partner_goes_its_role_changes_or_its_pin_moves() {
+        let cert = CertFingerprint::of_der(b"the certificate presented");
+        let other = CertFingerprint::of_der(b"another certificate");
+        let stays = |p: &PartnerConfig| disconnect_reason(Role::Liaison, &cert, Some(p));
+        assert!(stays(&partner(Role::Liaison, None)).is_none());
+        assert!(stays(&partner(Role::Liaison, Some(cert))).is_none());
+        let gone = disconnect_reason(Role::Liaison, &cert, None);
         assert!(gone.is_some_and(|w| w.contains("removed")));
-        let moved = disconnect_reason(Role::Liaison, Some(Role::Auditor));
+        let moved = stays(&partner(Role::Auditor, None));
         assert!(moved.is_some_and(|w| w.contains("from liaison to auditor")));
+        let repinned = stays(&partner(Role::Liaison, Some(other)));
+        assert!(repinned.is_some_and(|w| w.contains("is pinned to")));
     }
 }
