@@ -5,6 +5,7 @@
 //! bulletin means is `bulletin`'s and `policy`'s.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,9 +260,43 @@ pub fn peer_partner(
     Ok((partner_from_cert(leaf)?, CertFingerprint::of_der(leaf)))
 }
 
+/// Frames this process has moved, for monitoring. Process-wide, like the process's
+/// own CPU and memory figures: a node runs one per process.
+pub struct FrameCounts {
+    /// Frames read and decoded.
+    pub read: AtomicU64,
+    /// Frames written.
+    pub written: AtomicU64,
+    /// Frames refused as oversize, malformed or undecodable.
+    pub refused: AtomicU64,
+}
+
+/// The process's frame counts.
+pub static FRAMES: FrameCounts = FrameCounts {
+    read: AtomicU64::new(0),
+    written: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+};
+
 /// Reads one length-delimited frame; `Ok(None)` when the stream ended cleanly between
 /// frames. The length is checked against `max` before the body is read.
 pub async fn read_frame<M: Message + Default>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<M>, FrameError> {
+    let result = read_frame_uncounted(recv, max).await;
+    let counter = match &result {
+        Ok(Some(_)) => &FRAMES.read,
+        Err(FrameError::TooLarge { .. } | FrameError::BadLength | FrameError::Malformed(_)) => {
+            &FRAMES.refused
+        }
+        _ => return result,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+async fn read_frame_uncounted<M: Message + Default>(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<Option<M>, FrameError> {
@@ -312,6 +347,7 @@ pub async fn write_frame<M: Message>(
 ) -> Result<(), FrameError> {
     send.write_all(&msg.encode_length_delimited_to_vec())
         .await?;
+    FRAMES.written.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 

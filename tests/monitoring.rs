@@ -64,6 +64,14 @@ fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
     }
 }
 
+/// Reads and parses `/metrics`.
+fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
     let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], PARTNERS).await;
@@ -85,6 +93,19 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         let r = us.publish(b).await.unwrap();
         assert_eq!(r.status, proto::PublishStatus::Accepted as i32);
     }
+    // Before the UK desk connects, its queue holds all three, the oldest waiting.
+    let queued = scrape(admin);
+    let depth =
+        |s: &prometheus_parse::Scrape| sample(s, "renkei_queue_depth", &[("partner", "uk-mod")]);
+    let oldest = |s: &prometheus_parse::Scrape| {
+        sample(
+            s,
+            "renkei_queue_oldest_unacked_age_seconds",
+            &[("partner", "uk-mod")],
+        )
+    };
+    assert_eq!(depth(&queued), 3.0);
+    assert!(oldest(&queued) >= 0.0);
     let uk = fed.client("uk-mod").await;
     assert_eq!(receive(&uk, 3).await.len(), 3);
 
@@ -103,10 +124,7 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
             .map_or(0, |f| f.value) as f64
     };
 
-    let (status, body) = get(admin, "/metrics");
-    assert_eq!(status, 200);
-    let lines = body.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let scrape = scrape(admin);
     let received = |kind| {
         sample(
             &scrape,
@@ -146,6 +164,21 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
     match &histogram.value {
         prometheus_parse::Value::Histogram(buckets) => {
             assert_eq!(buckets.last().unwrap().count, 3.0, "+Inf holds every ack");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Acknowledged: the queue is empty; frames moved and commits were timed.
+    assert_eq!(depth(&scrape), 0.0);
+    assert_eq!(oldest(&scrape), 0.0);
+    assert!(sample(&scrape, "renkei_frames_total", &[("direction", "read")]) >= 6.0);
+    let commits = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "renkei_commit_seconds")
+        .expect("the commit latency histogram");
+    match &commits.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.last().unwrap().count >= 3.0, "every commit counted");
         }
         other => panic!("{other:?}"),
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{LATENCY_BOUNDS_MS, LATENCY_PREFIX, LATENCY_SUM};
 
@@ -17,6 +18,80 @@ pub struct Gauges {
     pub bulletins_stored: u64,
     /// Open connections per partner.
     pub connections_open: Vec<(String, u64)>,
+    /// Per partner that receives bulletins: its queue.
+    pub queues: Vec<QueueGauge>,
+    /// Frames read, written and refused by the process.
+    pub frames: FrameTotals,
+    /// How long group commits (write and flush) took.
+    pub commit_latency: HistogramSnapshot,
+}
+
+/// One partner's queue at a scrape.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueGauge {
+    /// The partner.
+    pub partner: String,
+    /// Bulletins shared with it and not yet acknowledged.
+    pub depth: u64,
+    /// Age of the oldest of them, in milliseconds (0 when none).
+    pub oldest_age_ms: u64,
+}
+
+/// Frame counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameTotals {
+    /// Read and decoded.
+    pub read: u64,
+    /// Written.
+    pub written: u64,
+    /// Refused: oversize, malformed or undecodable.
+    pub refused: u64,
+}
+
+/// Upper bounds of the commit-latency buckets, in microseconds.
+pub const COMMIT_BOUNDS_US: [u64; 11] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A histogram of durations, filled by one thread and read by scrapes without locks.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Per bucket of [`COMMIT_BOUNDS_US`], then the overflow bucket; not cumulative.
+    buckets: [AtomicU64; COMMIT_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// What a [`DurationHistogram`] held at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Per bucket, not cumulative; the last is above every bound.
+    pub buckets: Vec<u64>,
+    /// Sum of the observations, in microseconds.
+    pub sum_us: u64,
+}
+
+impl DurationHistogram {
+    /// Counts one duration of `us` microseconds.
+    pub fn observe(&self, us: u64) {
+        let i = COMMIT_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(COMMIT_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A counter family: metric name, help, and the label its name suffix fills.
@@ -163,7 +238,74 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
             escape(partner)
         );
     }
+    queues(&mut out, &gauges.queues);
+    let f = gauges.frames;
+    header(
+        &mut out,
+        "renkei_frames_total",
+        "Frames moved by the node, by direction (refused: oversize, malformed or undecodable).",
+        "counter",
+    );
+    for (direction, n) in [
+        ("read", f.read),
+        ("written", f.written),
+        ("refused", f.refused),
+    ] {
+        let _ = writeln!(out, "renkei_frames_total{{direction=\"{direction}\"}} {n}");
+    }
+    commit_latency(&mut out, &gauges.commit_latency);
     out
+}
+
+fn queues(out: &mut String, queues: &[QueueGauge]) {
+    header(
+        out,
+        "renkei_queue_depth",
+        "Bulletins shared with a partner and not yet acknowledged.",
+        "gauge",
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "renkei_queue_depth{{partner=\"{}\"}} {}",
+            escape(&q.partner),
+            q.depth
+        );
+    }
+    header(
+        out,
+        "renkei_queue_oldest_unacked_age_seconds",
+        "Age of the oldest bulletin a partner has not acknowledged (0 when none).",
+        "gauge",
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "renkei_queue_oldest_unacked_age_seconds{{partner=\"{}\"}} {}",
+            escape(&q.partner),
+            q.oldest_age_ms as f64 / 1000.0
+        );
+    }
+}
+
+fn commit_latency(out: &mut String, h: &HistogramSnapshot) {
+    let metric = "renkei_commit_seconds";
+    header(
+        out,
+        metric,
+        "Group commits (write and flush to disk) by how long they took.",
+        "histogram",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in COMMIT_BOUNDS_US.iter().enumerate() {
+        cumulative += h.buckets.get(i).copied().unwrap_or(0);
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{metric}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += h.buckets.get(COMMIT_BOUNDS_US.len()).copied().unwrap_or(0);
+    let _ = writeln!(out, "{metric}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{metric}_sum {}", h.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{metric}_count {cumulative}");
 }
 
 /// Acceptance-to-ack latency per partner as a histogram in seconds.

@@ -190,3 +190,19 @@ fn the_report_gives_outputs_growth_engagement_and_latency() {
     assert_eq!(report.quarters.len(), 4);
     assert_eq!(report.quarters[0].label, "Q1 from 2026-04");
 }
+
+#[test]
+fn commit_durations_fall_in_their_buckets() {
+    use super::prometheus::{DurationHistogram, COMMIT_BOUNDS_US};
+    let h = DurationHistogram::default();
+    for us in [100, 250, 251, 3_000, 5_000_000] {
+        h.observe(us);
+    }
+    let s = h.snapshot();
+    assert_eq!(s.buckets.len(), COMMIT_BOUNDS_US.len() + 1);
+    assert_eq!(s.buckets[0], 2, "250 µs is at most the first bound");
+    assert_eq!(s.buckets[1], 1);
+    assert_eq!(s.buckets[4], 1, "3 ms is in the 5 ms bucket");
+    assert_eq!(s.buckets[COMMIT_BOUNDS_US.len()], 1, "5 s overflows");
+    assert_eq!(s.sum_us, 100 + 250 + 251 + 3_000 + 5_000_000);
+}

@@ -3,7 +3,9 @@
 //! bound, database open and its storage thread running, not stopping). Read-only:
 //! nothing here changes the node.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +13,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
-use crate::metrics::prometheus::{self, Gauges};
+use crate::identity::{PartnerId, Role};
+use crate::metrics::prometheus::{self, FrameTotals, Gauges, QueueGauge};
+use crate::store::Store;
+use crate::timestamp::Timestamp;
+use crate::transport::FRAMES;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 << 10;
@@ -149,17 +155,79 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         v
     };
     let store = shared.store.clone();
+    let receivers: Vec<PartnerId> = {
+        let sharing = shared.sharing();
+        let mut ids: Vec<_> = sharing
+            .partners
+            .values()
+            .filter(|p| p.role != Role::Auditor)
+            .map(|p| p.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let frames = FrameTotals {
+        read: FRAMES.read.load(Ordering::Relaxed),
+        written: FRAMES.written.load(Ordering::Relaxed),
+        refused: FRAMES.refused.load(Ordering::Relaxed),
+    };
+    let commit_latency = shared.commit_latency.snapshot();
     tokio::task::spawn_blocking(move || {
         let (audit_records, audit_checkpointed) = store.audit_progress();
+        let totals = store.counter_totals();
+        let now = Timestamp::now();
+        let queues = receivers
+            .iter()
+            .map(|p| queue(&store, &totals, p, now))
+            .collect::<Option<Vec<_>>>()?;
         let gauges = Gauges {
             audit_records,
             audit_checkpointed,
             bulletins_stored: store.head().ok()?,
             connections_open,
+            queues,
+            frames,
+            commit_latency,
         };
-        Some(prometheus::render(&store.counter_totals(), &gauges))
+        Some(prometheus::render(&totals, &gauges))
     })
     .await
     .ok()
     .flatten()
+}
+
+/// A partner's queue: its depth from the counters (shared minus acknowledged, each
+/// counted once in the same write as its record), and the age of the oldest entry,
+/// found from its cursor only when there is one.
+fn queue(
+    store: &Store,
+    totals: &BTreeMap<(String, String), u64>,
+    partner: &PartnerId,
+    now: Timestamp,
+) -> Option<QueueGauge> {
+    let name = partner.as_str();
+    let count = |f: &dyn Fn(&str) -> bool| -> u64 {
+        totals
+            .range((name.to_owned(), String::new())..)
+            .take_while(|((p, _), _)| p == name)
+            .filter(|((_, n), _)| f(n))
+            .map(|(_, v)| *v)
+            .sum()
+    };
+    let depth = count(&|n| n.starts_with("shared.")).saturating_sub(count(&|n| n == "acked"));
+    let mut oldest_age_ms = 0;
+    if depth > 0 {
+        let cursor = store.cursor(partner).ok()?;
+        let page = store
+            .pending(partner, cursor.acked_through, &cursor, 1)
+            .ok()?;
+        if let Some(first) = page.items.first() {
+            oldest_age_ms = now.unix_ms().saturating_sub(first.accepted.unix_ms());
+        }
+    }
+    Some(QueueGauge {
+        partner: partner.to_string(),
+        depth,
+        oldest_age_ms,
+    })
 }

@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub audit_key: ed25519_dalek::VerifyingKey,
     /// First month of the fiscal year, for metrics.
     pub fiscal_start_month: u8,
+    /// How long group commits take, filled by the storage thread.
+    pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
     pub head: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
     /// Refusals of peers that named no partner, so that strangers cannot flood the log.
@@ -269,6 +271,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let (commits, requests) = mpsc::channel(t.commit_batch * 4);
     let (head_tx, head) = watch::channel(store.head()?);
+    let commit_latency = Arc::new(crate::metrics::prometheus::DurationHistogram::default());
     let writer = writer::spawn(
         writer::Writer {
             store: store.clone(),
@@ -276,6 +279,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
             max_batch: t.commit_batch,
             signer,
             checkpoint_every: cfg.audit.checkpoint_every,
+            commit_latency: commit_latency.clone(),
         },
         requests,
     )
@@ -320,6 +324,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         commits,
         audit_key,
         fiscal_start_month: cfg.metrics.fiscal_year_start_month,
+        commit_latency,
         head,
         shutdown,
         subscriptions: Mutex::new(HashMap::new()),

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::record::Event;
 use crate::identity::PartnerId;
+use crate::metrics::prometheus::DurationHistogram;
 use crate::store::{Cursor, Entry, Manifest, NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -60,6 +61,8 @@ pub(crate) struct Writer {
     pub max_batch: usize,
     pub signer: CheckpointSigner,
     pub checkpoint_every: u64,
+    /// How long each group commit takes, for monitoring.
+    pub commit_latency: Arc<DurationHistogram>,
 }
 
 enum Reply {
@@ -147,7 +150,11 @@ pub(crate) fn spawn(
 }
 
 fn commit(w: &Writer, entries: Vec<Entry>, replies: Vec<Reply>) {
-    match w.store.commit(entries, Timestamp::now()) {
+    let started = std::time::Instant::now();
+    let committed = w.store.commit(entries, Timestamp::now());
+    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    w.commit_latency.observe(took);
+    match committed {
         Ok(done) => {
             // Wake subscribers only when something new was stored.
             let newest = done.outcomes.iter().filter_map(|o| match o {
