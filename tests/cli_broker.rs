@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::served::serve;
-use common::{pki, renkei, renkei_ok, sh, sh_ok};
+use common::{pki, renkei, renkei_ok, sh, sh_ok, sh_until_ok};
 use serde_json::Value;
 
 fn key(dir: &Path, id: &str) -> String {
@@ -96,15 +96,8 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     let hub = fs::read_to_string(dir.join("hub.toml")).unwrap();
     fs::write(dir.join("hub.toml"), format!("{hub}{nz}")).unwrap();
     served.signal("HUP");
-    // The reload runs as the signal arrives; retry until it has taken effect (each try
-    // is a whole client process, which paces the loop).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let accepted = loop {
-        let run = sh(dir, publish_nz);
-        if run.ok || std::time::Instant::now() > deadline {
-            break run;
-        }
-    };
+    // The reload runs as the signal arrives; retry until it has taken effect.
+    let accepted = sh_until_ok(dir, publish_nz, Duration::from_secs(20));
     assert!(
         accepted.ok,
         "nz-mod publishes after the reload: {}",

@@ -59,8 +59,8 @@ pub(super) fn add(config: &Path, card_path: &Path, new: NewPartner) -> anyhow::R
     }
     emitln!("  tls_fingerprint {}", card.tls_fingerprint);
     emitln!(
-        "A running node applies it on restart (renkei reload / SIGHUP will, once hot reload lands); \
-         renkei check-config --config {} checks the file first.",
+        "Apply it to the running node with `renkei reload --config {0}` (or SIGHUP); \
+         `renkei check-config --config {0}` checks the file first.",
         config.display()
     );
     Ok(())

@@ -45,6 +45,19 @@ pub fn pki(dir: &Path, nodes: &str) -> PathBuf {
     dir.join("certs")
 }
 
+/// Runs `renkei LINE` until it succeeds or `patience` runs out, for what a signal sets
+/// off in a node (a SIGHUP reload): each try is a whole client process, which paces the
+/// loop. Returns the last run.
+pub fn sh_until_ok(dir: &Path, line: &str, patience: std::time::Duration) -> Run {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let run = sh(dir, line);
+        if run.ok || std::time::Instant::now() > deadline {
+            return run;
+        }
+    }
+}
+
 pub mod federation;
 pub mod served;
 
