@@ -126,6 +126,10 @@ enum Command {
         /// Restore into this directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// With --data-dir: the node's signing public key (`ed25519:…`), so that a
+        /// backup re-signed with another key is refused.
+        #[arg(long, requires = "data_dir")]
+        key: Option<String>,
     },
     /// Sign and publish a bulletin (or publish a signed file) to the node; prints the
     /// result as one JSON line and exits non-zero when rejected.
@@ -611,7 +615,13 @@ pub fn main() -> ExitCode {
             from,
             config,
             data_dir,
-        } => operate::restore(&from, config.as_deref(), data_dir.as_deref()),
+            key,
+        } => operate::restore(
+            &from,
+            config.as_deref(),
+            data_dir.as_deref(),
+            key.as_deref(),
+        ),
         Command::CheckConfig { config } => check::run(&config),
         Command::Partner(PartnerCommand::Card { node_dir, address }) => {
             partner::card(&node_dir, address.as_deref())

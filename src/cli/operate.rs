@@ -58,28 +58,60 @@ pub(super) async fn backup(config: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 /// Restores a backup into a new data directory (the config's, or `data_dir`) and
-/// verifies the restored audit log.
+/// verifies the restored audit log, with the node's key when it is known (`--config` or
+/// `key`). The copy is made and verified beside the target and only then renamed into
+/// place, so a refused backup leaves nothing a node could start on.
 pub(super) fn restore(
     from: &Path,
     config: Option<&Path>,
     data_dir: Option<&Path>,
+    key: Option<&str>,
 ) -> anyhow::Result<()> {
     let (target, key, cache) = match (config, data_dir) {
         (Some(c), None) => {
             let cfg = NodeConfig::load(c)?;
             // The node's own key, so a backup of another node's log is refused.
-            let key = crate::files::read_text(&cfg.node.signing_key)
+            let signing = crate::files::read_text(&cfg.node.signing_key)
                 .map_err(anyhow::Error::from)
                 .and_then(|pem| Ok(crate::identity::signing_key_from_pem(&pem)?))
                 .with_context(|| format!("node.signing_key {}", cfg.node.signing_key.display()))?;
-            let key = crate::identity::PublicKey::of(&key).to_string();
-            (cfg.node.data_dir, Some(key), cfg.storage.cache_mib << 20)
+            let own = crate::identity::PublicKey::of(&signing).to_string();
+            (cfg.node.data_dir, Some(own), cfg.storage.cache_mib << 20)
         }
-        (None, Some(d)) => (d.to_owned(), None, 64 << 20),
+        (None, Some(d)) => (d.to_owned(), key.map(str::to_owned), 64 << 20),
         _ => bail!("give either --config (restore into its node.data_dir) or --data-dir"),
     };
-    let manifest = Store::restore(from, &target, cache)
-        .with_context(|| format!("restoring {} into {}", from.display(), target.display()))?;
+    if std::fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "{} exists and is not empty; restore into a new directory",
+            target.display()
+        );
+    }
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let staging = target.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+    let restored = (|| {
+        let manifest = Store::restore(from, &staging, cache)
+            .with_context(|| format!("restoring {}", from.display()))?;
+        // The same check an auditor runs: every record, every checkpoint signature.
+        super::audit::verify(None, Some(&staging), key.as_deref(), None)
+            .context("the restored audit log does not verify; nothing was restored")?;
+        Ok::<_, anyhow::Error>(manifest)
+    })();
+    let manifest = match restored {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&staging, &target) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e)
+            .with_context(|| format!("moving the restored database to {}", target.display()));
+    }
     emitln!(
         "{}",
         json!({
@@ -90,6 +122,5 @@ pub(super) fn restore(
             "taken_at": manifest.taken_at,
         })
     );
-    // The same check an auditor runs: every record, every checkpoint signature.
-    super::audit::verify(None, Some(&target), key.as_deref(), None)
+    Ok(())
 }

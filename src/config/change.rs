@@ -14,13 +14,15 @@ use super::{NodeConfig, Revocation};
 pub struct ConfigChange {
     /// Partners that the new configuration adds.
     pub added: Vec<PartnerId>,
-    /// Partners it removes: their connections must be closed.
+    /// Partners it removes (the node closes their connections).
     pub removed: Vec<PartnerId>,
-    /// Partners whose role changed: their connections must be closed, because what a
-    /// connection may do was decided by the role it had when it connected.
+    /// Partners whose role changed (the node closes their connections: what a
+    /// connection may do was decided by the role it had when it connected).
     pub role_changed: Vec<PartnerId>,
     /// Revocations that were not in force before.
     pub newly_revoked: Vec<Revocation>,
+    /// Revocations in force before that the new configuration drops.
+    pub unrevoked: Vec<Revocation>,
     /// Tables or fields that differ but only take effect at the next start.
     pub needs_restart: Vec<&'static str>,
     /// Whether the sharing policy (partners, rules, keys, revocations) differs.
@@ -53,6 +55,12 @@ impl ConfigChange {
             .filter(|r| !old.revoked.iter().any(|o| o.key == r.key))
             .cloned()
             .collect();
+        change.unrevoked = old
+            .revoked
+            .iter()
+            .filter(|r| !new.revoked.iter().any(|n| n.key == r.key))
+            .cloned()
+            .collect();
         let restart = [
             ("node", old.node != new.node),
             ("limits", old.limits != new.limits),
@@ -67,11 +75,6 @@ impl ConfigChange {
             .filter_map(|(table, differs)| differs.then_some(table))
             .collect();
         change
-    }
-
-    /// Partners whose open connections must be closed.
-    pub fn to_disconnect(&self) -> impl Iterator<Item = &PartnerId> {
-        self.removed.iter().chain(&self.role_changed)
     }
 
     /// One line for logs, the audit log and the operator.
@@ -94,6 +97,10 @@ impl ConfigChange {
         }
         if !self.newly_revoked.is_empty() {
             parts.push(format!("{} key(s) newly revoked", self.newly_revoked.len()));
+        }
+        if !self.unrevoked.is_empty() {
+            let keys: Vec<String> = self.unrevoked.iter().map(|r| r.key.to_string()).collect();
+            parts.push(format!("no longer revoked: {}", keys.join(", ")));
         }
         if self.policy_changed && parts.is_empty() {
             parts.push("sharing rules changed".into());
@@ -172,8 +179,6 @@ clearance = "green"
         assert_eq!(c.removed, ids(&["fr"]));
         assert_eq!(c.role_changed, ids(&["de"]));
         assert!(c.policy_changed);
-        let closed: Vec<_> = c.to_disconnect().cloned().collect();
-        assert_eq!(closed, ids(&["fr", "de"]));
         assert!(c.needs_restart.is_empty());
     }
 
@@ -182,7 +187,7 @@ clearance = "green"
         let new = BASE.replace("clearance = \"green\"", "clearance = \"amber\"");
         let c = ConfigChange::between(&cfg(BASE), &cfg(&new));
         assert!(c.policy_changed);
-        assert_eq!(c.to_disconnect().count(), 0);
+        assert!(c.added.is_empty() && c.removed.is_empty() && c.role_changed.is_empty());
         assert_eq!(c.summary(), "sharing rules changed");
     }
 
@@ -193,6 +198,11 @@ clearance = "green"
         let new = old.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:4433\"")
             + "\n[[revoked]]\nkey = \"ed25519:O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=\"\nreason = \"lost\"\n";
         let c = ConfigChange::between(&cfg(&old), &cfg(&new));
+        let back = ConfigChange::between(&cfg(&new), &cfg(BASE));
+        assert_eq!(back.unrevoked.len(), 2);
+        assert!(back
+            .summary()
+            .contains(&format!("no longer revoked: {key}")));
         assert_eq!(c.newly_revoked.len(), 1);
         assert_eq!(c.newly_revoked[0].reason, "lost");
         assert_eq!(c.needs_restart, vec!["node"]);

@@ -137,11 +137,15 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let _ = stream.write_all(head.as_bytes()).await;
-    if !is_head {
-        let _ = stream.write_all(body.as_bytes()).await;
-    }
-    let _ = stream.shutdown().await;
+    // A client that does not read must not hold the task (and the node) forever.
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        if !is_head {
+            stream.write_all(body.as_bytes()).await?;
+        }
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(READ_PATIENCE, write).await;
 }
 
 async fn scrape(shared: &Arc<Shared>) -> Option<String> {

@@ -213,7 +213,11 @@ impl RunningNode {
         // The storage thread ends when the last sender goes; this one is ours.
         drop(self.shared);
         if let Some(operator) = self.operator {
-            let _ = operator.await;
+            // An operation in progress is abandoned (a backup the storage thread has
+            // started still finishes before it stops).
+            if tokio::time::timeout(grace, operator).await.is_err() {
+                tracing::warn!("the operator socket did not close within {grace:?}");
+            }
         }
         // The accept task waits for its connection tasks, which finish their streams.
         let accept = self.accept;
@@ -345,14 +349,20 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         None => None,
     };
     #[cfg(unix)]
-    let operator = {
-        let listener = operator::bind(&n.data_dir).map_err(TransportError::Io)?;
-        let path = operator::socket_path(&n.data_dir);
-        Some(tokio::spawn(operator::serve(
-            listener,
-            shared.clone(),
-            path,
-        )))
+    let operator = match operator::bind(&n.data_dir) {
+        Ok(listener) => {
+            let path = operator::socket_path(&n.data_dir);
+            Some(tokio::spawn(operator::serve(
+                listener,
+                shared.clone(),
+                path,
+            )))
+        }
+        Err(e) => {
+            // The node still serves; only `renkei reload` and `renkei backup` are lost.
+            tracing::error!(error = %e, "no operator socket: `renkei reload` and `renkei backup` will not reach this node (SIGHUP still reloads)");
+            None
+        }
     };
     #[cfg(not(unix))]
     let operator = None;
@@ -443,16 +453,20 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
                 .await;
         }
     };
-    let role = admission::admit(shared.sharing().partners.get(&partner), &cert);
+    // Watch the rules from before admitting, so that a reload landing between the
+    // admission and the connection's loop is still seen by the loop.
+    let mut sharing = shared.sharing.subscribe();
+    let role = admission::admit(sharing.borrow_and_update().partners.get(&partner), &cert);
     let role = match role {
         Ok(role) => role,
         Err(why) => {
             tracing::warn!(%remote, %partner, %why, "refused");
-            close(&conn, proto::CloseCode::UnknownPartner, &why);
-            let why = format!("{remote}: {why}");
-            return shared
-                .record(Event::connection_refused(Some(&partner), &why))
+            // Recorded before the peer hears it, so what it sees is on the record.
+            let reason = format!("{remote}: {why}");
+            shared
+                .record(Event::connection_refused(Some(&partner), &reason))
                 .await;
+            return close(&conn, proto::CloseCode::UnknownPartner, &why);
         }
     };
     let Some(_admitted) = Admitted::new(&shared, &partner) else {
@@ -466,21 +480,35 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
     };
     shared.record(Event::connection_accepted(&partner)).await;
     let span = tracing::info_span!("conn", %partner, %remote);
-    serve_partner(conn, shared.clone(), partner.clone(), role, cert)
+    let admitted = AdmittedAs {
+        partner: partner.clone(),
+        role,
+        cert,
+        sharing,
+    };
+    serve_partner(conn, shared.clone(), admitted)
         .instrument(span)
         .await;
 }
 
-async fn serve_partner(
-    conn: quinn::Connection,
-    shared: Arc<Shared>,
+/// Who a connection was admitted as, and the rules it was admitted under (watched, so
+/// that a reload that removes, re-roles or re-pins the partner closes it).
+struct AdmittedAs {
     partner: PartnerId,
     role: Role,
     cert: identity::CertFingerprint,
-) {
+    sharing: watch::Receiver<Arc<Sharing>>,
+}
+
+async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: AdmittedAs) {
+    let AdmittedAs {
+        partner,
+        role,
+        cert,
+        mut sharing,
+    } = admitted;
     tracing::info!(%role, "partner connected");
     let mut stop = shared.shutdown.clone();
-    let mut sharing = shared.sharing.subscribe();
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
@@ -498,8 +526,8 @@ async fn serve_partner(
                 let why = reload::disconnect_reason(role, &cert, sharing.borrow_and_update().partners.get(&partner));
                 if let Some(why) = why {
                     tracing::warn!(%why, "disconnecting the partner after a reload");
-                    close(&conn, proto::CloseCode::PartnerRemoved, &why);
                     shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;
+                    close(&conn, proto::CloseCode::PartnerRemoved, &why);
                     break;
                 }
             }

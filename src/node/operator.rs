@@ -24,6 +24,8 @@ pub const SOCKET: &str = "operator.sock";
 const MAX_REQUEST: u64 = 64 << 10;
 /// How long a client may take to send its request.
 const READ_PATIENCE: Duration = Duration::from_secs(10);
+/// Longest socket path the kernel accepts (sockaddr_un holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// The socket of the node whose data directory is `data_dir`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -114,6 +116,13 @@ pub async fn request(
 pub(super) fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
     let path = socket_path(data_dir);
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(std::io::Error::other(format!(
+            "{} is {len} bytes long; a Unix socket path may have at most {MAX_SOCKET_PATH}: use a shorter node.data_dir",
+            path.display()
+        )));
+    }
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         if meta.file_type().is_socket() {
             std::fs::remove_file(&path)?;
@@ -135,7 +144,11 @@ pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>, path: Pat
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => answer(stream, &shared, owner).await,
+                // One operation at a time; a stop abandons the one in progress.
+                Ok((stream, _)) => tokio::select! {
+                    _ = answer(stream, &shared, owner) => {}
+                    _ = stop.changed() => break,
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "operator socket: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -133,9 +133,14 @@ pub(crate) fn spawn(
                     }
                 }
                 for (out, taken_at, reply) in backups.drain(..) {
-                    // Publishers wait while the copy runs: that is what makes it consistent.
+                    // Everything waits while the copy runs: that is what makes it consistent.
                     let started = std::time::Instant::now();
-                    let result = w.store.backup_to(&out, taken_at);
+                    let result = match w.store.audit_progress() {
+                        (size, signed) if size != signed => {
+                            Err(crate::store::BackupError::Unsigned(size - signed))
+                        }
+                        _ => w.store.backup_to(&out, taken_at),
+                    };
                     match &result {
                         Ok(m) => tracing::info!(out = %out.display(), keys = m.keys, records = m.audit_records, took = ?started.elapsed(), "backup taken"),
                         Err(e) => tracing::error!(out = %out.display(), error = %e, "backup failed"),

@@ -62,6 +62,9 @@ pub enum BackupError {
         /// What is missing or wrong.
         why: String,
     },
+    /// The audit log has records no checkpoint covers (signing one failed).
+    #[error("{0} audit records are not covered by a signed checkpoint; a backup must end on a signed log")]
+    Unsigned(u64),
     /// The restored database does not hold what the manifest says.
     #[error("the restored database does not match the backup's manifest: {0}")]
     Mismatch(String),
@@ -100,6 +103,22 @@ fn must_be_empty(dir: &Path) -> Result<(), BackupError> {
             source,
         }),
     }
+}
+
+/// Creates `dir` (and its parents) readable by the node's user only: a backup holds
+/// every bulletin, TLP:RED included.
+fn private_dir(dir: &Path) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Copies every tree of `from` into the empty database `to`; returns the keys copied.
@@ -153,6 +172,7 @@ impl Store {
     /// Only the storage thread may call it: nothing may commit while it copies.
     pub fn backup_to(&self, out: &Path, taken_at: String) -> Result<Manifest, BackupError> {
         must_be_empty(out)?;
+        private_dir(out)?;
         self.flush()?;
         let copy = open_copy(out)?;
         let keys = copy_trees(&self.db, &copy)?;
