@@ -76,11 +76,16 @@ pub(super) fn subscriber_id(i: usize) -> String {
 }
 
 /// Publishers receive nothing (`kinds = []`), so each bulletin goes to the S subscribers.
-fn node_config(a: &BenchArgs, keys: &BTreeMap<String, SigningKey>, data: &str) -> String {
+fn node_config(
+    a: &BenchArgs,
+    keys: &BTreeMap<String, SigningKey>,
+    data: &str,
+    admin: std::net::SocketAddr,
+) -> String {
     let mut text = format!(
         "[node]\nid = \"{HUB}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/{HUB}/tls.crt\"\ntls_key = \"certs/{HUB}/tls.key\"\nsigning_key = \"certs/{HUB}/signing.key\"\n\
-         [limits]\nmax_clock_skew_secs = 3600\n"
+         [limits]\nmax_clock_skew_secs = 3600\n[admin]\nlisten = \"{admin}\"\n"
     );
     for i in 0..a.publishers {
         let id = publisher_id(i);
@@ -239,9 +244,10 @@ impl Setup {
     /// A fresh node (data directory `name`) in its own process.
     fn start_node(&self, name: &str) -> anyhow::Result<node::NodeProcess> {
         let path = self.dir.join(format!("{name}.toml"));
-        let text = node_config(&self.args, &self.keys, name);
+        let admin = node::free_port()?;
+        let text = node_config(&self.args, &self.keys, name, admin);
         crate::files::write(&path, text.as_bytes(), crate::files::Access::Public, true)?;
-        node::NodeProcess::start(&path)
+        node::NodeProcess::start(&path, admin)
     }
 }
 
@@ -347,6 +353,19 @@ pub(super) fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The node's group commits in a phase (histogram bucket bounds: figures from above).
+fn commits_line(c: &Value) {
+    if c.is_object() {
+        emitln!(
+            "    group commits            {} (p50 ≤ {} ms, p99 ≤ {} ms, {} over 25 ms)",
+            c["count"],
+            c["p50_ms_at_most"],
+            c["p99_ms_at_most"],
+            c["over_25_ms"]
+        );
+    }
+}
+
 fn print_table(r: &Value) {
     let p = &r["parameters"];
     let m = &r["machine"];
@@ -384,6 +403,7 @@ fn print_table(r: &Value) {
             "    database on disk         {:>12}",
             mib(&s["database_bytes"])
         );
+        commits_line(&s["commits"]);
     }
     let l = &r["latency"];
     if l.is_object() {
@@ -399,6 +419,7 @@ fn print_table(r: &Value) {
             l["p999_ms"],
             l["max_ms"]
         );
+        commits_line(&l["commits"]);
     }
     let b = &r["backlog"];
     if b.is_object() {

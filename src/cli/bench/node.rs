@@ -14,11 +14,20 @@ pub(super) struct NodeProcess {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin listener, for `/metrics`.
+    admin: SocketAddr,
+}
+
+/// A free loopback port for the node's admin listener (bound, then released: the
+/// node binds it a moment later; a benchmark can live with that window).
+pub(super) fn free_port() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(probe.local_addr()?)
 }
 
 impl NodeProcess {
     /// Starts `renkei serve --config CONFIG` and waits for its listening line.
-    pub fn start(config: &Path) -> anyhow::Result<NodeProcess> {
+    pub fn start(config: &Path, admin: SocketAddr) -> anyhow::Result<NodeProcess> {
         let exe = std::env::current_exe().context("finding the renkei binary")?;
         let mut child = Command::new(exe)
             .args(["serve", "--config"])
@@ -40,7 +49,48 @@ impl NodeProcess {
         Ok(NodeProcess {
             child: Some(child),
             addr,
+            admin,
         })
+    }
+
+    /// Group-commit durations so far from the node's `/metrics` histogram: the count,
+    /// the upper bounds (ms) of the buckets holding the median and the 99th percentile,
+    /// and how many took over 25 ms. `None` if the node did not answer.
+    pub fn commit_latency(&self) -> Option<(u64, f64, f64, u64)> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(self.admin).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let mut buckets: Vec<(f64, u64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("renkei_commit_seconds_bucket{le=\""))
+            .filter_map(|rest| {
+                let (le, count) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le * 1000.0, count.trim().parse().ok()?))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
+        let at = |q: f64| {
+            let rank = (total as f64 * q).ceil() as u64;
+            buckets
+                .iter()
+                .find(|(_, c)| *c >= rank)
+                .map_or(f64::INFINITY, |(le, _)| *le)
+        };
+        let within_25ms = buckets
+            .iter()
+            .find(|(le, _)| *le >= 25.0)
+            .map_or(total, |(_, c)| *c);
+        Some((total, at(0.5), at(0.99), total - within_25ms))
     }
 
     /// The node's peak resident memory so far (VmHWM), in bytes; 0 where unknown.

@@ -169,9 +169,11 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
     }
     let deliver_time = last - start;
     let peak_rss = node.peak_rss();
+    let commits = commit_figures(&node);
     node.stop()?;
     let acked = accepted * a.subscribers;
     Ok(json!({
+        "commits": commits,
         "accepted": accepted,
         "accepted_per_s": (accepted as f64 / publish_time.as_secs_f64()).round(),
         "acked_deliveries": acked,
@@ -230,9 +232,11 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
     while let Some(r) = subscribers.join_next().await {
         all.extend(r.context("a subscriber task")??.1);
     }
+    let commits = commit_figures(&node);
     node.stop()?;
     all.sort_unstable();
     Ok(json!({
+        "commits": commits,
         "offered_per_s": a.rate,
         "bulletins": count,
         "deliveries_measured": all.len(),
@@ -398,4 +402,18 @@ fn audit_blocking(dir: &std::path::Path, records: u64) -> anyhow::Result<Value> 
         "reopen_ms": reopen.as_secs_f64() * 1000.0,
         "database_bytes": super::dir_size(dir),
     }))
+}
+
+/// The node's group commits in a phase, from its `/metrics` histogram (bucket upper
+/// bounds, so an estimate from above).
+fn commit_figures(node: &super::node::NodeProcess) -> Value {
+    match node.commit_latency() {
+        Some((count, p50, p99, slow)) => json!({
+            "count": count,
+            "p50_ms_at_most": p50,
+            "p99_ms_at_most": p99,
+            "over_25_ms": slow,
+        }),
+        None => Value::Null,
+    }
 }
