@@ -5,10 +5,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::bulletin::{Kind, Tlp};
-use crate::identity::{GroupName, PartnerId, Role};
+use commands::{
+    AuditCommand, BulletinCommand, BulletinFields, CertsCommand, Format, LogSource, PartnerCommand,
+    PolicyCommand,
+};
 
 /// `println!` for command output: see [`emit`].
 macro_rules! emitln {
@@ -23,6 +25,7 @@ mod bulletin;
 mod certs;
 mod check;
 mod client;
+mod commands;
 mod demo;
 mod metrics;
 mod operate;
@@ -231,238 +234,6 @@ enum Command {
         /// Keep the demo's files in DIR instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PartnerCommand {
-    /// Print this node's public card (id, signing key, certificate fingerprint) as TOML.
-    Card {
-        /// The node's directory as `certs init` wrote it (tls.crt, signing.pub).
-        #[arg(long)]
-        node_dir: PathBuf,
-        /// Where the node listens for partners, HOST:PORT.
-        #[arg(long)]
-        address: Option<String>,
-    },
-    /// Add a partner from its card to a node's configuration, keeping its comments.
-    Add {
-        /// The node's configuration file (edited in place).
-        #[arg(long)]
-        config: PathBuf,
-        /// The partner's card (from `renkei partner card`).
-        #[arg(long)]
-        card: PathBuf,
-        /// liaison, relay or auditor.
-        #[arg(long)]
-        role: Role,
-        /// The highest TLP it may receive (required unless an auditor).
-        #[arg(long)]
-        clearance: Option<Tlp>,
-        /// A group it belongs to (repeatable).
-        #[arg(long = "group")]
-        groups: Vec<GroupName>,
-        /// Kinds shared with it, comma-separated (all when absent).
-        #[arg(long, value_delimiter = ',')]
-        kinds: Option<Vec<Kind>>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PolicyCommand {
-    /// For every partner of a node, would this bulletin be shared, and if not, why?
-    Explain {
-        /// The node's configuration.
-        #[arg(long)]
-        config: PathBuf,
-        /// The SignedBulletin file.
-        #[arg(long)]
-        bulletin: PathBuf,
-        /// The partner that hands the bulletin to the node (default: its origin).
-        #[arg(long)]
-        from: Option<PartnerId>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// Where an audit command reads the log: a running node, or a stopped node's database.
-#[derive(Args, Debug)]
-#[group(required = true, multiple = false)]
-struct LogSource {
-    /// A client configuration with the auditor role: ask the running node.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// A stopped node's data directory: read its database directly.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
-}
-
-#[derive(Subcommand, Debug)]
-enum AuditCommand {
-    /// Records matching every filter given, oldest first, one page at a time.
-    Query {
-        #[command(flatten)]
-        source: LogSource,
-        /// Records concerning this partner (its events and bulletins shared with it).
-        #[arg(long)]
-        partner: Option<PartnerId>,
-        /// Records about this bulletin id.
-        #[arg(long)]
-        bulletin: Option<String>,
-        /// Records of this event: bulletin_accepted, bulletin_rejected, acked, …
-        #[arg(long, value_parser = audit::parse_event)]
-        event: Option<crate::proto::AuditEvent>,
-        /// From this time (RFC 3339 or YYYY-MM-DD).
-        #[arg(long)]
-        since: Option<String>,
-        /// Up to this time (RFC 3339 or YYYY-MM-DD, the whole day).
-        #[arg(long)]
-        until: Option<String>,
-        /// Continue after this seq (the previous page's last).
-        #[arg(long)]
-        after: Option<u64>,
-        /// Records per page (at most 1000).
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Write the records, checkpoints and the node's public key to a self-contained file.
-    Export {
-        #[command(flatten)]
-        source: LogSource,
-        /// The export file (must not exist).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Recompute the whole tree from the records and check every checkpoint.
-    Verify {
-        /// An export file.
-        #[arg(required_unless_present = "data_dir", conflicts_with = "data_dir")]
-        file: Option<PathBuf>,
-        /// Or a stopped node's data directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The node's checkpoint key as you know it (ed25519:<base64>): refuse any other.
-        #[arg(long)]
-        key: Option<String>,
-        /// A checkpoint kept from earlier: the log must extend it (no rollback, no fork).
-        #[arg(long)]
-        trusted_checkpoint: Option<PathBuf>,
-    },
-    /// Print an inclusion proof of one record against the latest checkpoint (checked).
-    Prove {
-        #[command(flatten)]
-        source: LogSource,
-        /// The record's seq.
-        #[arg(long)]
-        seq: u64,
-    },
-    /// Print the latest signed checkpoint (a running node signs a fresh one).
-    Checkpoint {
-        #[command(flatten)]
-        source: LogSource,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum CertsCommand {
-    /// Create the federation CA (or reuse the one in DIR) and keys for each node.
-    Init {
-        /// Directory for ca.crt, ca.key and one sub-directory per node.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Partner ids of the nodes, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
-        nodes: Vec<PartnerId>,
-        /// Overwrite existing keys and certificates, the CA included.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-/// The fields of a bulletin given on the command line (shared with `publish`, where
-/// `--file` may replace them all, so "required" is checked when the bulletin is built).
-#[derive(Args, Debug)]
-pub struct BulletinFields {
-    /// Partner id of the originator, who must own the signing key (required; `publish`
-    /// defaults to the client's id).
-    #[arg(long)]
-    origin: Option<PartnerId>,
-    /// TLP level: clear, green, amber, amber+strict or red (required).
-    #[arg(long)]
-    tlp: Option<Tlp>,
-    /// Kind: indicator, advisory, incident, vulnerability, exercise, consultation,
-    /// report (required).
-    #[arg(long)]
-    kind: Option<Kind>,
-    /// One-line title (required).
-    #[arg(long)]
-    title: Option<String>,
-    /// Short summary.
-    #[arg(long, default_value = "")]
-    summary: String,
-    /// A tag (repeatable).
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// A recipient: a partner id or group:NAME (repeatable).
-    #[arg(long = "audience")]
-    audience: Vec<String>,
-    /// An earlier bulletin id this one refers to (repeatable).
-    #[arg(long = "reference")]
-    references: Vec<String>,
-    /// File holding the body (e.g. a STIX 2.1 bundle).
-    #[arg(long)]
-    body_file: Option<PathBuf>,
-    /// MIME type of the body; guessed from the body when absent.
-    #[arg(long)]
-    content_type: Option<String>,
-    /// Bulletin id (canonical UUID); a fresh UUID v7 when absent.
-    #[arg(long)]
-    id: Option<String>,
-    /// Creation time (RFC 3339); now when absent.
-    #[arg(long)]
-    created: Option<crate::timestamp::Timestamp>,
-}
-
-#[allow(clippy::large_enum_variant)]
-#[derive(Subcommand, Debug)]
-enum BulletinCommand {
-    /// Sign a new bulletin and write it as a binary SignedBulletin.
-    New {
-        /// The originator's Ed25519 signing key (PKCS#8 PEM).
-        #[arg(long)]
-        key: PathBuf,
-        #[command(flatten)]
-        fields: BulletinFields,
-        /// Output file.
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Verify a SignedBulletin file; print a JSON summary and exit 0 when valid.
-    Verify {
-        /// The signer's public key: a signing.pub file or the text ed25519:<base64>.
-        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
-        pubkey: Option<String>,
-        /// Or a node configuration, whose partner keys and revocations are used.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The SignedBulletin file.
-        file: PathBuf,
-    },
-    /// Print a SignedBulletin file as JSON without verifying it.
-    Show {
-        /// The SignedBulletin file.
-        file: PathBuf,
     },
 }
 

@@ -1,0 +1,241 @@
+//! The subcommands' arguments (clap derive): what each command takes, with its help
+//! text. `cli` dispatches them; nothing here runs anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::bulletin::{Kind, Tlp};
+use crate::identity::{GroupName, PartnerId, Role};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum PartnerCommand {
+    /// Print this node's public card (id, signing key, certificate fingerprint) as TOML.
+    Card {
+        /// The node's directory as `certs init` wrote it (tls.crt, signing.pub).
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Where the node listens for partners, HOST:PORT.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Add a partner from its card to a node's configuration, keeping its comments.
+    Add {
+        /// The node's configuration file (edited in place).
+        #[arg(long)]
+        config: PathBuf,
+        /// The partner's card (from `renkei partner card`).
+        #[arg(long)]
+        card: PathBuf,
+        /// liaison, relay or auditor.
+        #[arg(long)]
+        role: Role,
+        /// The highest TLP it may receive (required unless an auditor).
+        #[arg(long)]
+        clearance: Option<Tlp>,
+        /// A group it belongs to (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<GroupName>,
+        /// Kinds shared with it, comma-separated (all when absent).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Option<Vec<Kind>>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum PolicyCommand {
+    /// For every partner of a node, would this bulletin be shared, and if not, why?
+    Explain {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The SignedBulletin file.
+        #[arg(long)]
+        bulletin: PathBuf,
+        /// The partner that hands the bulletin to the node (default: its origin).
+        #[arg(long)]
+        from: Option<PartnerId>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where an audit command reads the log: a running node, or a stopped node's database.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(super) struct LogSource {
+    /// A client configuration with the auditor role: ask the running node.
+    #[arg(long)]
+    pub(super) config: Option<PathBuf>,
+    /// A stopped node's data directory: read its database directly.
+    #[arg(long)]
+    pub(super) data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum AuditCommand {
+    /// Records matching every filter given, oldest first, one page at a time.
+    Query {
+        #[command(flatten)]
+        source: LogSource,
+        /// Records concerning this partner (its events and bulletins shared with it).
+        #[arg(long)]
+        partner: Option<PartnerId>,
+        /// Records about this bulletin id.
+        #[arg(long)]
+        bulletin: Option<String>,
+        /// Records of this event: bulletin_accepted, bulletin_rejected, acked, …
+        #[arg(long, value_parser = super::audit::parse_event)]
+        event: Option<crate::proto::AuditEvent>,
+        /// From this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (RFC 3339 or YYYY-MM-DD, the whole day).
+        #[arg(long)]
+        until: Option<String>,
+        /// Continue after this seq (the previous page's last).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Records per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write the records, checkpoints and the node's public key to a self-contained file.
+    Export {
+        #[command(flatten)]
+        source: LogSource,
+        /// The export file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute the whole tree from the records and check every checkpoint.
+    Verify {
+        /// An export file.
+        #[arg(required_unless_present = "data_dir", conflicts_with = "data_dir")]
+        file: Option<PathBuf>,
+        /// Or a stopped node's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The node's checkpoint key as you know it (ed25519:<base64>): refuse any other.
+        #[arg(long)]
+        key: Option<String>,
+        /// A checkpoint kept from earlier: the log must extend it (no rollback, no fork).
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+    /// Print an inclusion proof of one record against the latest checkpoint (checked).
+    Prove {
+        #[command(flatten)]
+        source: LogSource,
+        /// The record's seq.
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Print the latest signed checkpoint (a running node signs a fresh one).
+    Checkpoint {
+        #[command(flatten)]
+        source: LogSource,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum CertsCommand {
+    /// Create the federation CA (or reuse the one in DIR) and keys for each node.
+    Init {
+        /// Directory for ca.crt, ca.key and one sub-directory per node.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Partner ids of the nodes, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<PartnerId>,
+        /// Overwrite existing keys and certificates, the CA included.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The fields of a bulletin given on the command line (shared with `publish`, where
+/// `--file` may replace them all, so "required" is checked when the bulletin is built).
+#[derive(Args, Debug)]
+pub(super) struct BulletinFields {
+    /// Partner id of the originator, who must own the signing key (required; `publish`
+    /// defaults to the client's id).
+    #[arg(long)]
+    pub(super) origin: Option<PartnerId>,
+    /// TLP level: clear, green, amber, amber+strict or red (required).
+    #[arg(long)]
+    pub(super) tlp: Option<Tlp>,
+    /// Kind: indicator, advisory, incident, vulnerability, exercise, consultation,
+    /// report (required).
+    #[arg(long)]
+    pub(super) kind: Option<Kind>,
+    /// One-line title (required).
+    #[arg(long)]
+    pub(super) title: Option<String>,
+    /// Short summary.
+    #[arg(long, default_value = "")]
+    pub(super) summary: String,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    pub(super) tags: Vec<String>,
+    /// A recipient: a partner id or group:NAME (repeatable).
+    #[arg(long = "audience")]
+    pub(super) audience: Vec<String>,
+    /// An earlier bulletin id this one refers to (repeatable).
+    #[arg(long = "reference")]
+    pub(super) references: Vec<String>,
+    /// File holding the body (e.g. a STIX 2.1 bundle).
+    #[arg(long)]
+    pub(super) body_file: Option<PathBuf>,
+    /// MIME type of the body; guessed from the body when absent.
+    #[arg(long)]
+    pub(super) content_type: Option<String>,
+    /// Bulletin id (canonical UUID); a fresh UUID v7 when absent.
+    #[arg(long)]
+    pub(super) id: Option<String>,
+    /// Creation time (RFC 3339); now when absent.
+    #[arg(long)]
+    pub(super) created: Option<crate::timestamp::Timestamp>,
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub(super) enum BulletinCommand {
+    /// Sign a new bulletin and write it as a binary SignedBulletin.
+    New {
+        /// The originator's Ed25519 signing key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        fields: BulletinFields,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a SignedBulletin file; print a JSON summary and exit 0 when valid.
+    Verify {
+        /// The signer's public key: a signing.pub file or the text ed25519:<base64>.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        pubkey: Option<String>,
+        /// Or a node configuration, whose partner keys and revocations are used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The SignedBulletin file.
+        file: PathBuf,
+    },
+    /// Print a SignedBulletin file as JSON without verifying it.
+    Show {
+        /// The SignedBulletin file.
+        file: PathBuf,
+    },
+}

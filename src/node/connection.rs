@@ -1,0 +1,291 @@
+//! One partner's connection: admission once the handshake is done (the certificate's
+//! partner id, its pin and the connection limit, by `admission`), the loop that hands
+//! each stream to publishing, delivery or the auditor's questions, and closing the
+//! connection when a reload removes, re-roles or re-pins its partner.
+//!
+//! It decides nothing about bulletins; the stream modules and `policy` do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
+use super::{auditor, deliver, publish, reload, Shared, Sharing};
+use crate::audit::record::Event;
+use crate::identity::{self, PartnerId, Role};
+use crate::proto;
+use crate::transport::{self, FrameError};
+
+pub(super) async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    handshake: Duration,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    // Each handshake in its own task, with a deadline, so a slow or
+                    // hostile peer cannot stall the loop.
+                    connections.spawn(connection(incoming, shared.clone(), handshake));
+                }
+                None => break,
+            },
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Connection tasks see the shutdown flag themselves; wait for them.
+    while connections.join_next().await.is_some() {}
+}
+
+fn close(conn: &quinn::Connection, code: proto::CloseCode, reason: &str) {
+    conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+}
+
+async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: Duration) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(handshake, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "handshake failed");
+            let why = format!("TLS handshake from {remote} failed: {e}");
+            return shared.record_anonymous_refusal(why).await;
+        }
+        Err(_) => {
+            tracing::info!(%remote, "handshake timed out");
+            let why = format!("TLS handshake from {remote} took longer than {handshake:?}");
+            return shared.record_anonymous_refusal(why).await;
+        }
+    };
+    let (partner, cert) = match transport::peer_partner(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "refused: certificate names no partner");
+            close(
+                &conn,
+                proto::CloseCode::UnknownPartner,
+                "certificate names no partner id",
+            );
+            return shared
+                .record_anonymous_refusal(format!("{remote}: {e}"))
+                .await;
+        }
+    };
+    // Watch the rules from before admitting, so that a reload landing between the
+    // admission and the connection's loop is still seen by the loop.
+    let mut sharing = shared.sharing.subscribe();
+    let role = admission::admit(sharing.borrow_and_update().partners.get(&partner), &cert);
+    let role = match role {
+        Ok(role) => role,
+        Err(why) => {
+            tracing::warn!(%remote, %partner, %why, "refused");
+            // Recorded before the peer hears it, so what it sees is on the record.
+            let reason = format!("{remote}: {why}");
+            shared
+                .record(Event::connection_refused(Some(&partner), &reason))
+                .await;
+            return close(&conn, proto::CloseCode::UnknownPartner, &why);
+        }
+    };
+    let Some(_admitted) = Admitted::new(&shared, &partner) else {
+        tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
+        let reason = format!("at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner");
+        close(&conn, proto::CloseCode::TooManyConnections, &reason);
+        let why = format!("{remote}: {reason}");
+        return shared
+            .record(Event::connection_refused(Some(&partner), &why))
+            .await;
+    };
+    shared.record(Event::connection_accepted(&partner)).await;
+    let span = tracing::info_span!("conn", %partner, %remote);
+    let admitted = AdmittedAs {
+        partner: partner.clone(),
+        role,
+        cert,
+        sharing,
+    };
+    serve_partner(conn, shared.clone(), admitted)
+        .instrument(span)
+        .await;
+}
+
+/// Who a connection was admitted as, and the rules it was admitted under (watched, so
+/// that a reload that removes, re-roles or re-pins the partner closes it).
+struct AdmittedAs {
+    partner: PartnerId,
+    role: Role,
+    cert: identity::CertFingerprint,
+    sharing: watch::Receiver<Arc<Sharing>>,
+}
+
+async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: AdmittedAs) {
+    let AdmittedAs {
+        partner,
+        role,
+        cert,
+        mut sharing,
+    } = admitted;
+    tracing::info!(%role, "partner connected");
+    let mut stop = shared.shutdown.clone();
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    streams.spawn(stream_task(send, recv, shared.clone(), partner.clone(), role).in_current_span());
+                }
+                Err(e) => {
+                    tracing::info!(reason = %e, "partner disconnected");
+                    break;
+                }
+            },
+            _ = stop.changed() => break,
+            Ok(()) = sharing.changed() => {
+                let why = reload::disconnect_reason(role, &cert, sharing.borrow_and_update().partners.get(&partner));
+                if let Some(why) = why {
+                    tracing::warn!(%why, "disconnecting the partner after a reload");
+                    shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;
+                    close(&conn, proto::CloseCode::PartnerRemoved, &why);
+                    break;
+                }
+            }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    // Let in-flight publishes be answered before the connection goes.
+    while streams.join_next().await.is_some() {}
+    close(&conn, proto::CloseCode::ShuttingDown, "node shutting down");
+}
+
+/// Answers a frame error on a stream the peer can still hear, and records it.
+async fn refuse(
+    shared: &Shared,
+    partner: &PartnerId,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    err: &FrameError,
+) {
+    if let Some(code) = err.code() {
+        tracing::warn!(error = %err, "refused a frame");
+        shared
+            .record(Event::rejected(partner, None, code, &err.to_string()))
+            .await;
+        let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
+        transport::send_error(send, code, err.to_string()).await;
+    }
+}
+
+async fn stream_task(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    partner: PartnerId,
+    role: Role,
+) {
+    use proto::client_frame::Frame;
+    let mut stop = shared.shutdown.clone();
+    let read = transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame);
+    let first = tokio::select! {
+        r = tokio::time::timeout(shared.first_frame, read) => r,
+        _ = stop.changed() => return,
+    };
+    let first = match first {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return refuse(&shared, &partner, &mut send, &mut recv, &e).await,
+        Err(_) => {
+            let msg = format!(
+                "no frame within {:?} of opening the stream",
+                shared.first_frame
+            );
+            return transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
+        }
+    };
+    match first.frame {
+        Some(Frame::Hello(hello)) => {
+            if hello.protocol_version != 1 {
+                let msg = format!(
+                    "protocol version {} is not spoken here; use 1",
+                    hello.protocol_version
+                );
+                return transport::send_error(&mut send, proto::ErrorCode::UnsupportedVersion, msg)
+                    .await;
+            }
+            let welcome = proto::ServerFrame {
+                frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
+                    protocol_version: 1,
+                    node_id: shared.node_id.to_string(),
+                    partner_id: partner.to_string(),
+                    role: role_to_proto(role) as i32,
+                    max_frame_bytes: shared.max_frame as u64,
+                    max_bulletin_bytes: shared.limits.max_bulletin_bytes as u64,
+                    max_body_bytes: shared.limits.max_body_bytes as u64,
+                    server_time_unix_ms: crate::timestamp::Timestamp::now().unix_ms(),
+                    software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+                })),
+            };
+            let _ = transport::write_frame(&mut send, &welcome).await;
+            let _ = send.finish();
+        }
+        Some(Frame::Publish(p)) if role != Role::Auditor => {
+            publish::run(p, send, recv, shared, partner, role).await
+        }
+        Some(Frame::Subscribe(s)) if role != Role::Auditor => {
+            deliver::run(s, send, recv, shared, partner).await
+        }
+        Some(Frame::Publish(_)) | Some(Frame::Subscribe(_)) => {
+            let msg = "auditors may neither publish nor receive bulletins";
+            not_permitted(&shared, &partner, &mut send, msg).await;
+        }
+        Some(
+            frame @ (Frame::AuditQuery(_)
+            | Frame::CheckpointRequest(_)
+            | Frame::InclusionRequest(_)
+            | Frame::ConsistencyRequest(_)
+            | Frame::MetricsRequest(_)),
+        ) => {
+            if role == Role::Auditor {
+                auditor::answer(frame, send, &shared, &partner).await;
+            } else {
+                let msg = format!("only auditors may read the audit log; {partner} is a {role}");
+                not_permitted(&shared, &partner, &mut send, &msg).await;
+            }
+        }
+        Some(Frame::Ack(_)) => {
+            let msg = "a stream must open with Hello, Publish or Subscribe";
+            transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
+        }
+        None => {
+            let msg = "frame has no message set";
+            transport::send_error(&mut send, proto::ErrorCode::MalformedFrame, msg).await;
+        }
+    }
+}
+
+/// Refuses what the partner's role does not allow, and records the attempt.
+async fn not_permitted(
+    shared: &Shared,
+    partner: &PartnerId,
+    send: &mut quinn::SendStream,
+    msg: &str,
+) {
+    let code = proto::ErrorCode::NotPermitted;
+    shared
+        .record(Event::rejected(partner, None, code, msg))
+        .await;
+    transport::send_error(send, code, msg).await;
+}
+
+fn role_to_proto(role: Role) -> proto::Role {
+    match role {
+        Role::Liaison => proto::Role::Liaison,
+        Role::Relay => proto::Role::Relay,
+        Role::Auditor => proto::Role::Auditor,
+    }
+}
