@@ -116,8 +116,12 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
         .await
         .expect("closed in time");
     assert!(ended.is_err(), "the removed partner's subscription ends");
-    match au.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+    // The stream may end a moment before the connection's close arrives: wait for it.
+    let closed = tokio::time::timeout(PATIENCE, au.closed())
+        .await
+        .expect("closed in time");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
             assert_eq!(
                 c.error_code,
                 quinn::VarInt::from_u32(proto::CloseCode::PartnerRemoved as u32)

@@ -77,6 +77,18 @@ impl ConfigChange {
         change
     }
 
+    /// The configuration in force once `new` is reloaded over `running`: the sharing
+    /// policy (partners and revocations) of `new`, everything else still `running`'s
+    /// until a restart, so the next reload still reports those changes as pending.
+    pub fn in_force(running: &NodeConfig, new: NodeConfig) -> NodeConfig {
+        NodeConfig {
+            partners: new.partners,
+            revoked: new.revoked,
+            source: new.source,
+            ..running.clone()
+        }
+    }
+
     /// One line for logs, the audit log and the operator.
     pub fn summary(&self) -> String {
         let list = |ids: &[PartnerId]| {
@@ -206,6 +218,12 @@ clearance = "green"
         assert_eq!(c.newly_revoked.len(), 1);
         assert_eq!(c.newly_revoked[0].reason, "lost");
         assert_eq!(c.needs_restart, vec!["node"]);
+        // The new listen address is not in force until a restart: a second reload of
+        // the same file still says so, while the revocations are in force already.
+        let running = ConfigChange::in_force(&cfg(&old), cfg(&new));
+        let again = ConfigChange::between(&running, &cfg(&new));
+        assert_eq!(again.needs_restart, vec!["node"]);
+        assert!(again.newly_revoked.is_empty() && !again.policy_changed);
         assert!(c
             .summary()
             .contains("[node] take effect at the next restart"));

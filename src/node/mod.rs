@@ -106,7 +106,8 @@ pub(crate) struct Shared {
 
 /// The partners, their keys and the sharing rules of one configuration.
 pub(crate) struct Sharing {
-    /// The configuration they come from, to compare with the next one.
+    /// The configuration in force: the sharing policy of the last reload, everything
+    /// else as the node started (see `ConfigChange::in_force`).
     pub config: NodeConfig,
     pub partners: HashMap<PartnerId, PartnerConfig>,
     pub keyring: Keyring,

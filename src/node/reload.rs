@@ -78,7 +78,8 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             return Err(e);
         }
     };
-    let change = ConfigChange::between(&shared.sharing().config, &new);
+    let running = shared.sharing();
+    let change = ConfigChange::between(&running.config, &new);
     let summary = change.summary();
     // Recorded before the rules change, so every decision made under the new policy
     // comes after the record that names it.
@@ -93,7 +94,10 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         let event = Event::key_revoked(&shared.node_id, &r.key.to_string(), &why);
         shared.record(event).await;
     }
-    shared.sharing.send_replace(Arc::new(Sharing::new(new)));
+    let in_force = ConfigChange::in_force(&running.config, new);
+    shared
+        .sharing
+        .send_replace(Arc::new(Sharing::new(in_force)));
     tracing::info!(%who, %summary, "configuration reloaded");
     Ok(change)
 }
