@@ -74,7 +74,7 @@ pub struct NodeSection {
     pub id: PartnerId,
     /// UDP address the QUIC endpoint binds.
     pub listen: SocketAddr,
-    /// Directory of the node's sled database.
+    /// Directory of the node's sled database and value files.
     pub data_dir: PathBuf,
     /// The federation CA certificate (PEM).
     pub ca_cert: PathBuf,

@@ -1,14 +1,20 @@
 //! Durable node state in sled: accepted bulletins, the (origin, id) index that makes
 //! publishing idempotent, and each partner's delivery cursor.
 //!
+//! A commit's large values (its bulletin segment and audit record batch) go to the
+//! value files ([`values`]) and sled holds a pointer to each, so sled's page cache, which
+//! does not keep to its bound with large values, holds only small keys.
+//!
 //! Layout: one sled tree, `state`, with prefixed keys, so that every group commit is a
 //! single atomic `apply_batch`:
 //!
 //! | key | value |
 //! | --- | --- |
+//! | `m/format` | the layout's version (u64 BE), [`FORMAT`] |
 //! | `m/head` | last accepted seq (u64 big-endian) |
+//! | `m/values` | end of the committed value files (u64 BE), see [`values`] |
 //! | `m/node`, `m/audit_key` | the node's id and checkpoint-signing public key |
-//! | `s/` seq (u64 BE) | `Segment`: the bulletins of one group commit, starting at seq |
+//! | `s/` seq (u64 BE) | pointer to a `Segment` in the value files: the bulletins of one group commit, starting at seq |
 //! | `d/` id (16 bytes) origin | seq (u64 BE) ‖ digest (32 bytes) ‖ audit seq of its acceptance (u64 BE) |
 //! | `c/` partner id | `PartnerCursor` |
 //!
@@ -39,13 +45,20 @@ use crate::timestamp::Timestamp;
 pub mod audit;
 pub mod backup;
 mod queue;
+mod values;
 
 pub use audit::{AuditPage, AuditReader, Query};
 pub use backup::{BackupError, Manifest};
 pub use queue::{Page, Pending};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};
+use values::ValueLog;
 
 const HEAD: &[u8] = b"m/head";
+const FORMAT_KEY: &[u8] = b"m/format";
+const VALUES_END: &[u8] = b"m/values";
+/// Version of the database layout this renkei reads and writes. 2: large values in
+/// value files, not in sled.
+pub const FORMAT: u64 = 2;
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
 const SEGMENT: &[u8] = b"s/";
@@ -72,6 +85,14 @@ pub enum StoreError {
         /// What the check said.
         why: String,
     },
+    /// A value file could not be read or written.
+    #[error("value file {path}: {source}")]
+    Values {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// A stored value does not decode or contradicts another: refuse to go on.
     #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
     Corrupt {
@@ -86,6 +107,30 @@ fn corrupt(key: &[u8], why: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         why: why.into(),
+    }
+}
+
+/// Refuses a database of another layout; marks a new one with this layout.
+fn check_format(state: &sled::Tree) -> Result<(), StoreError> {
+    match state.get(FORMAT_KEY)? {
+        Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT => Ok(()),
+        Some(v) => Err(corrupt(
+            FORMAT_KEY,
+            format!(
+                "layout {} is not the one this renkei reads ({FORMAT})",
+                be_u64(FORMAT_KEY, &v)?
+            ),
+        )),
+        None if state.get(HEAD)?.is_some() || state.get(audit::SIZE)?.is_some() => Err(corrupt(
+            FORMAT_KEY,
+            format!(
+                "the database was written by an earlier renkei (layout 1); this one reads layout {FORMAT}"
+            ),
+        )),
+        None => {
+            state.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
+            Ok(())
+        }
     }
 }
 
@@ -203,6 +248,8 @@ pub struct Store {
     /// The audit log's append state; held by the one writer for the whole commit.
     audit: std::sync::Mutex<audit::AuditState>,
     segments: std::sync::Mutex<SegmentCache>,
+    values: ValueLog,
+    dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -229,7 +276,13 @@ impl Store {
             }
         };
         let state = db.open_tree("state")?;
-        let audit = std::sync::Mutex::new(audit::AuditState::load(&state)?);
+        check_format(&state)?;
+        let committed = match state.get(VALUES_END)? {
+            Some(v) => be_u64(VALUES_END, &v)?,
+            None => 0,
+        };
+        let values = ValueLog::open(dir, committed)?;
+        let audit = std::sync::Mutex::new(audit::AuditState::load(&state, &values)?);
         let segments = std::sync::Mutex::new(SegmentCache {
             by_first: Default::default(),
             bytes: 0,
@@ -240,6 +293,8 @@ impl Store {
             state,
             audit,
             segments,
+            values,
+            dir: dir.to_owned(),
         };
         store.check_head()?;
         Ok(store)
@@ -251,7 +306,8 @@ impl Store {
         let last = match self.state.scan_prefix(SEGMENT).next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
-                let seg = proto::Segment::decode(&*v).map_err(|e| corrupt(&k, e.to_string()))?;
+                let seg = proto::Segment::decode(&*self.values.resolve(&k, &v)?)
+                    .map_err(|e| corrupt(&k, e.to_string()))?;
                 seg.bulletins
                     .last()
                     .map(|b| b.seq)
@@ -363,11 +419,15 @@ impl Store {
             outcomes.push(Some(Outcome::Accepted(head)));
         }
         if !segment.bulletins.is_empty() {
-            writes.insert(seq_key(SEGMENT, first), segment.encode_to_vec());
+            let ptr = self.values.append(&segment.encode_to_vec())?;
+            writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);
             writes.insert(HEAD, &head.to_be_bytes()[..]);
         }
-        let appended = log.append(&self.state, &mut writes, events, now)?;
+        let appended = log.append(&self.state, &self.values, &mut writes, events, now)?;
         if appended.is_some() || cursors {
+            // The values first: sled must never point past what is on disk.
+            let end = self.values.sync()?;
+            writes.insert(VALUES_END, &end.to_be_bytes()[..]);
             self.state.apply_batch(writes)?;
             if !segment.bulletins.is_empty() {
                 // Subscribers read it next: hand it over decoded.
@@ -445,7 +505,10 @@ impl Store {
 
     /// Reads the audit log.
     pub fn audit(&self) -> AuditReader<'_> {
-        AuditReader { tree: &self.state }
+        AuditReader {
+            tree: &self.state,
+            values: &self.values,
+        }
     }
 
     /// The partner's saved cursor (all zero for a partner never seen).

@@ -5,7 +5,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `m/audit` | number of records (u64 BE) |
-//! | `a/` first seq | `AuditBatch`: the records of one commit |
+//! | `a/` first seq | pointer to an `AuditBatch` in the value files: the records of one commit |
 //! | `h/` chunk | 256 stored Merkle hashes (32 bytes each; the last chunk may be partial) |
 //! | `x/p/` partner `\0` first seq | seqs (u64 BE each) of the batch's records concerning the partner |
 //! | `x/b/` bulletin id (16) first seq | seqs of the batch's other records about the bulletin (its acceptance is in its `d/` entry) |
@@ -25,6 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message as _;
 
+use super::values::ValueLog;
 use super::{be_u64, corrupt, seq_key, StoreError};
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
@@ -102,12 +103,13 @@ fn size(tree: &sled::Tree) -> Result<u64, StoreError> {
 
 impl AuditState {
     /// Loads the writer's state and checks the records against the recorded size.
-    pub fn load(tree: &sled::Tree) -> Result<AuditState, StoreError> {
+    pub fn load(tree: &sled::Tree, values: &ValueLog) -> Result<AuditState, StoreError> {
         let size = size(tree)?;
         let (mut last_seq_end, mut last_time) = (0, 0);
         if let Some(kv) = tree.scan_prefix(RECORDS).next_back() {
             let (k, v) = kv?;
-            let batch = proto::AuditBatch::decode(&*v).map_err(|e| corrupt(&k, e.to_string()))?;
+            let batch = proto::AuditBatch::decode(&*values.resolve(&k, &v)?)
+                .map_err(|e| corrupt(&k, e.to_string()))?;
             last_seq_end = batch
                 .first_seq
                 .checked_add(batch.records.len() as u64)
@@ -158,7 +160,7 @@ impl AuditState {
             ));
         }
         let mut totals = BTreeMap::new();
-        for (_, partner, name, value) in (read::AuditReader { tree }).counters(u32::MAX)? {
+        for (_, partner, name, value) in (read::AuditReader { tree, values }).counters(u32::MAX)? {
             *totals.entry((partner, name)).or_default() += value;
         }
         let state = AuditState {
@@ -250,6 +252,7 @@ impl AuditState {
     pub fn append(
         &self,
         tree: &sled::Tree,
+        values: &ValueLog,
         writes: &mut sled::Batch,
         events: Vec<Event>,
         now: Timestamp,
@@ -289,7 +292,8 @@ impl AuditState {
             batch.records.push(bytes);
         }
         let size = first + batch.records.len() as u64;
-        writes.insert(seq_key(RECORDS, first), batch.encode_to_vec());
+        let ptr = values.append(&batch.encode_to_vec())?;
+        writes.insert(seq_key(RECORDS, first), &ptr.encode()[..]);
         writes.insert(SIZE, &size.to_be_bytes()[..]);
         for (mut key, seqs) in index {
             key.extend_from_slice(&first.to_be_bytes());

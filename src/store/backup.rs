@@ -1,8 +1,8 @@
 //! Backups of a node's database: a consistent copy taken by the storage thread between
 //! two group commits, and its restoration into a new data directory.
 //!
-//! A backup is a directory holding a fresh sled database with every key of the node's
-//! and a manifest (`renkei-backup.toml`) written last, so a backup without a manifest is
+//! A backup is a directory holding a fresh sled database with every key of the node's,
+//! a copy of the committed bytes of its value files (`values/`), and a manifest (`renkei-backup.toml`) written last, so a backup without a manifest is
 //! known to be incomplete. It must be taken by the one writer of the store (the storage
 //! thread), which is what makes the copy consistent; it does not verify the audit log
 //! (the CLI runs `audit verify` on the restored database).
@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::values::ValueLog;
+use super::{be_u64, Store, StoreError, VALUES_END};
 use crate::files::{self, Access};
 
 /// Name of the manifest inside a backup directory.
@@ -46,7 +47,7 @@ pub struct Manifest {
 }
 
 /// The manifest's `format` value.
-pub const FORMAT: &str = "renkei-backup/1";
+pub const FORMAT: &str = "renkei-backup/2";
 
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +178,7 @@ impl Store {
         let copy = open_copy(out)?;
         let keys = copy_trees(&self.db, &copy)?;
         drop(copy);
+        ValueLog::copy_to(&self.dir, self.values.end(), out)?;
         let manifest = self.manifest(keys, taken_at)?;
         write_manifest(out, &manifest)?;
         Ok(manifest)
@@ -195,6 +197,11 @@ impl Store {
         {
             let (from, to) = (open_copy(backup)?, open_copy(data_dir)?);
             let keys = copy_trees(&from, &to)?;
+            let end = match from.open_tree("state")?.get(VALUES_END)? {
+                Some(v) => be_u64(VALUES_END, &v)?,
+                None => 0,
+            };
+            ValueLog::copy_to(backup, end, data_dir)?;
             if keys != manifest.keys {
                 return Err(BackupError::Mismatch(format!(
                     "{keys} keys copied, the manifest says {}",

@@ -100,7 +100,7 @@ impl Store {
             return Ok(None);
         }
         let seg = Arc::new(
-            proto::Segment::decode(Bytes::copy_from_slice(&v))
+            proto::Segment::decode(Bytes::from(self.values.resolve(&k, &v)?))
                 .map_err(|e| corrupt(&k, e.to_string()))?,
         );
         let holds = seg.bulletins.first().is_some_and(|b| b.seq <= seq)

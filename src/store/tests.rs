@@ -185,3 +185,37 @@ fn a_head_that_disagrees_with_the_segments_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn bulletins_survive_a_reopen_after_an_interrupted_commit_and_old_layouts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        commit(&store, vec![new(1, "a", &["b"])]);
+        // A commit that wrote its values and died before sled recorded them.
+        store.values.append(&[0xee; 4096]).unwrap();
+        store.values.sync().unwrap();
+    }
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(
+        store.get(1).unwrap().unwrap().signed,
+        Bytes::from(vec![1; 10])
+    );
+    assert_eq!(
+        commit(&store, vec![new(2, "a", &["b"])]),
+        [Outcome::Accepted(2)]
+    );
+    let page = store.pending(&pid("b"), 0, &Cursor::default(), 10).unwrap();
+    assert_eq!(page.items.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2]);
+    // What an earlier renkei wrote has no layout mark.
+    store.state.remove(FORMAT_KEY).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let err = Store::open(dir.path(), CACHE)
+        .err()
+        .expect("must be refused");
+    assert!(
+        err.to_string().contains("earlier renkei (layout 1)"),
+        "{err}"
+    );
+}

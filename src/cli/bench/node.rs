@@ -29,7 +29,19 @@ impl NodeProcess {
     /// Starts `renkei serve --config CONFIG` and waits for its listening line.
     pub fn start(config: &Path, admin: SocketAddr) -> anyhow::Result<NodeProcess> {
         let exe = std::env::current_exe().context("finding the renkei binary")?;
-        let mut child = Command::new(exe)
+        // A profiler to run the node under (`heaptrack`, `valgrind --tool=massif`): the
+        // node is a child process, so this is the only way to reach it.
+        let wrapper = std::env::var("RENKEI_BENCH_NODE_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
@@ -37,11 +49,25 @@ impl NodeProcess {
             .spawn()
             .context("starting renkei serve")?;
         let stdout = child.stdout.take().context("the node's stdout")?;
+        // A wrapper may print a few lines of its own first.
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("reading the node's first line")?;
-        let Some(addr) = line.trim().strip_prefix("renkei node listening on ") else {
+        let mut addr = None;
+        for _ in 0..20 {
+            line.clear();
+            if stdout
+                .read_line(&mut line)
+                .context("reading the node's output")?
+                == 0
+            {
+                break;
+            }
+            if let Some(a) = line.trim().strip_prefix("renkei node listening on ") {
+                addr = Some(a.to_owned());
+                break;
+            }
+        }
+        let Some(addr) = addr else {
             let _ = child.kill();
             bail!("the node did not start: {line:?}");
         };

@@ -17,6 +17,7 @@ use crate::bulletin::BulletinId;
 use crate::identity::PartnerId;
 use crate::metrics;
 use crate::proto::{self, AuditEvent};
+use crate::store::values::ValueLog;
 use crate::store::{be_u64, corrupt, seq_key, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -24,6 +25,7 @@ use crate::timestamp::Timestamp;
 /// thread may read while the writer appends; it sees whole commits only.
 pub struct AuditReader<'a> {
     pub(crate) tree: &'a sled::Tree,
+    pub(in crate::store) values: &'a ValueLog,
 }
 
 /// A query of the log: every filter that is set must match.
@@ -94,6 +96,7 @@ impl Query {
 /// Decodes records out of batches, keeping the last batch for neighbouring seqs.
 struct RecordCursor<'a> {
     tree: &'a sled::Tree,
+    values: &'a ValueLog,
     batch: Option<proto::AuditBatch>,
     read: u64,
 }
@@ -113,7 +116,7 @@ impl RecordCursor<'_> {
             if !k.starts_with(RECORDS) {
                 return Ok(None);
             }
-            let b = proto::AuditBatch::decode(Bytes::copy_from_slice(&v))
+            let b = proto::AuditBatch::decode(Bytes::from(self.values.resolve(&k, &v)?))
                 .map_err(|e| corrupt(&k, e.to_string()))?;
             if !holds(&b) {
                 return Ok(None);
@@ -148,6 +151,7 @@ impl AuditReader<'_> {
     pub fn record(&self, seq: u64) -> Result<Option<Bytes>, StoreError> {
         let mut c = RecordCursor {
             tree: self.tree,
+            values: self.values,
             batch: None,
             read: 0,
         };
@@ -168,7 +172,7 @@ impl AuditReader<'_> {
             .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(RECORDS)))
             .flat_map(move |kv| {
                 let batch = kv.map_err(StoreError::from).and_then(|(k, v)| {
-                    proto::AuditBatch::decode(Bytes::copy_from_slice(&v))
+                    proto::AuditBatch::decode(Bytes::from(self.values.resolve(&k, &v)?))
                         .map_err(|e| corrupt(&k, e.to_string()))
                 });
                 let items: Vec<Result<Bytes, StoreError>> = match batch {
@@ -242,6 +246,7 @@ impl AuditReader<'_> {
         };
         let mut cursor = RecordCursor {
             tree: self.tree,
+            values: self.values,
             batch: None,
             read: 0,
         };
