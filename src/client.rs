@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::config::ClientConfig;
 use crate::identity::PartnerId;
 use crate::proto::{self, client_frame::Frame as ClientFrameKind, server_frame::Frame as Server};
-use crate::transport::{self, FrameError, Timers, TlsIdentity, TransportError};
+use crate::transport::{self, FrameError, FrameReader, Timers, TlsIdentity, TransportError};
 
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +101,13 @@ impl Client {
         })
     }
 
-    async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        Ok(self.conn.open_bi().await?)
+    async fn open(&self) -> Result<(quinn::SendStream, FrameReader), ClientError> {
+        let (send, recv) = self.conn.open_bi().await?;
+        Ok((send, FrameReader::new(recv, self.max_frame)))
     }
 
-    async fn read(&self, recv: &mut quinn::RecvStream) -> Result<Option<Server>, ClientError> {
-        read_server_frame(recv, self.max_frame).await
+    async fn read(&self, recv: &mut FrameReader) -> Result<Option<Server>, ClientError> {
+        read_server_frame(recv).await
     }
 
     /// Says hello; the node answers who it is, who we are and its limits.
@@ -131,10 +132,7 @@ impl Client {
         let (send, recv) = self.open().await?;
         Ok(Publisher {
             sink: PublishSink { send },
-            results: PublishResults {
-                recv,
-                max_frame: self.max_frame,
-            },
+            results: PublishResults { recv },
         })
     }
 
@@ -261,11 +259,15 @@ impl Client {
 }
 
 /// Reads one frame from the node, turning an `Error` frame into [`ClientError::Refused`].
-async fn read_server_frame(
-    recv: &mut quinn::RecvStream,
-    max_frame: usize,
+async fn read_server_frame(recv: &mut FrameReader) -> Result<Option<Server>, ClientError> {
+    server_frame(recv.next::<proto::ServerFrame>().await)
+}
+
+/// What a frame read from the node says: its message, the end of the stream, or why not.
+fn server_frame(
+    frame: Result<Option<proto::ServerFrame>, FrameError>,
 ) -> Result<Option<Server>, ClientError> {
-    let frame = match transport::read_frame::<proto::ServerFrame>(recv, max_frame).await {
+    let frame = match frame {
         Ok(f) => f,
         // Say why the node closed the connection, not just that it is gone.
         Err(FrameError::Read(quinn::ReadError::ConnectionLost(e))) => return Err(e.into()),
@@ -306,8 +308,7 @@ pub struct PublishSink {
 
 /// The receiving half of a publish stream.
 pub struct PublishResults {
-    recv: quinn::RecvStream,
-    max_frame: usize,
+    recv: FrameReader,
 }
 
 impl Publisher {
@@ -360,7 +361,7 @@ impl PublishSink {
 impl PublishResults {
     /// The next result, in request order; `None` when the node has answered everything.
     pub async fn recv(&mut self) -> Result<Option<proto::PublishResult>, ClientError> {
-        match read_server_frame(&mut self.recv, self.max_frame).await? {
+        match read_server_frame(&mut self.recv).await? {
             None => Ok(None),
             Some(Server::PublishResult(r)) => Ok(Some(r)),
             Some(other) => Err(ClientError::Unexpected(format!(
@@ -370,22 +371,36 @@ impl PublishResults {
     }
 }
 
+fn as_delivery(frame: Option<Server>) -> Result<Option<proto::Delivery>, ClientError> {
+    match frame {
+        None => Ok(None),
+        Some(Server::Delivery(d)) => Ok(Some(d)),
+        Some(other) => Err(ClientError::Unexpected(format!(
+            "{other:?} on a subscribe stream"
+        ))),
+    }
+}
+
 /// A subscribe stream: deliveries in, acks out.
 pub struct Subscription<'c> {
     client: &'c Client,
     send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    recv: FrameReader,
 }
 
 impl Subscription<'_> {
     /// The next delivery; `None` when the node ended the stream.
     pub async fn next(&mut self) -> Result<Option<proto::Delivery>, ClientError> {
-        match self.client.read(&mut self.recv).await? {
-            None => Ok(None),
-            Some(Server::Delivery(d)) => Ok(Some(d)),
-            Some(other) => Err(ClientError::Unexpected(format!(
-                "{other:?} on a subscribe stream"
-            ))),
+        as_delivery(self.client.read(&mut self.recv).await?)
+    }
+
+    /// A delivery that has already arrived, without waiting; `None` if none has. With
+    /// [`Subscription::next`], lets a subscriber take what arrived together and verify
+    /// it as one batch ([`crate::bulletin::UnverifiedBulletin::verify_all`]).
+    pub fn buffered(&mut self) -> Result<Option<proto::Delivery>, ClientError> {
+        match self.recv.buffered::<proto::ServerFrame>() {
+            Ok(None) => Ok(None),
+            frame => as_delivery(server_frame(frame)?),
         }
     }
 

@@ -217,18 +217,43 @@ impl fmt::Debug for KeyId {
 
 /// An Ed25519 public key that is a valid, non-weak curve point.
 /// Its text form is `ed25519:<standard base64 of the 32 bytes>`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKey(VerifyingKey);
+#[derive(Clone, Copy)]
+pub struct PublicKey(VerifyingKey, ed25519_zebra::VerificationKey);
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PublicKey {
-    /// Wraps a verifying key, refusing weak (small-order) points.
+    /// Wraps a verifying key, refusing weak (small-order) points: under the cofactored
+    /// rule bulletins are verified with, anyone could sign for such a key.
     pub fn new(key: VerifyingKey) -> Option<Self> {
-        (!key.is_weak()).then_some(PublicKey(key))
+        if key.is_weak() {
+            return None;
+        }
+        // The same point, decompressed once here rather than at every verification.
+        let zip215 = ed25519_zebra::VerificationKey::try_from(key.to_bytes()).ok()?;
+        Some(PublicKey(key, zip215))
     }
 
     /// The public half of a signing key.
     pub fn of(signing: &SigningKey) -> Self {
-        PublicKey(signing.verifying_key())
+        let key = signing.verifying_key();
+        match ed25519_zebra::VerificationKey::try_from(key.to_bytes()) {
+            Ok(zip215) => PublicKey(key, zip215),
+            // A signing key's public half is always a valid point.
+            Err(_) => unreachable!("the public half of a signing key is a curve point"),
+        }
     }
 
     /// The key id: first 8 bytes of SHA-256 of the 32 key bytes.
@@ -239,9 +264,14 @@ impl PublicKey {
         KeyId(id)
     }
 
-    /// The dalek key, for verification.
+    /// The dalek key.
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.0
+    }
+
+    /// The same key for ZIP-215 verification (see `bulletin::signature`).
+    pub(crate) fn zip215(&self) -> &ed25519_zebra::VerificationKey {
+        &self.1
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use prost::Message;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -17,6 +16,9 @@ use rustls::RootCertStore;
 
 use crate::identity::{CertFingerprint, PartnerId};
 use crate::proto;
+
+mod reader;
+pub use reader::FrameReader;
 
 /// The ALPN protocol id of renkei protocol version 1.
 pub const ALPN: &[u8] = b"renkei/1";
@@ -277,68 +279,6 @@ pub static FRAMES: FrameCounts = FrameCounts {
     written: AtomicU64::new(0),
     refused: AtomicU64::new(0),
 };
-
-/// Reads one length-delimited frame; `Ok(None)` when the stream ended cleanly between
-/// frames. The length is checked against `max` before the body is read.
-pub async fn read_frame<M: Message + Default>(
-    recv: &mut quinn::RecvStream,
-    max: usize,
-) -> Result<Option<M>, FrameError> {
-    let result = read_frame_uncounted(recv, max).await;
-    let counter = match &result {
-        Ok(Some(_)) => &FRAMES.read,
-        Err(FrameError::TooLarge { .. } | FrameError::BadLength | FrameError::Malformed(_)) => {
-            &FRAMES.refused
-        }
-        _ => return result,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    result
-}
-
-async fn read_frame_uncounted<M: Message + Default>(
-    recv: &mut quinn::RecvStream,
-    max: usize,
-) -> Result<Option<M>, FrameError> {
-    let mut len: u64 = 0;
-    let mut byte = [0u8; 1];
-    for i in 0..10 {
-        match recv.read_exact(&mut byte).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(_)) if i == 0 => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameError::Truncated),
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
-        }
-        // The tenth byte may only carry the 64th bit.
-        if i == 9 && byte[0] > 1 {
-            return Err(FrameError::BadLength);
-        }
-        len |= u64::from(byte[0] & 0x7f) << (7 * i);
-        if byte[0] & 0x80 == 0 {
-            if len > max as u64 {
-                return Err(FrameError::TooLarge { len, max });
-            }
-            return Ok(Some(M::decode(read_body(recv, len as usize).await?)?));
-        }
-    }
-    Err(FrameError::BadLength)
-}
-
-/// Reads exactly `len` bytes, growing the buffer only as data arrives, so a peer that
-/// announces a large frame and sends nothing costs nothing.
-async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, FrameError> {
-    let mut body = BytesMut::with_capacity(len.min(READ_CHUNK));
-    while body.len() < len {
-        match recv.read_chunk(len - body.len(), true).await? {
-            Some(chunk) => body.extend_from_slice(&chunk.bytes),
-            None => return Err(FrameError::Truncated),
-        }
-    }
-    Ok(body.freeze())
-}
-
-/// Initial buffer for a frame body; it grows with what actually arrives.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Writes one length-delimited frame.
 pub async fn write_frame<M: Message>(

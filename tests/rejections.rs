@@ -236,3 +236,59 @@ async fn publishing_twice_is_idempotent_and_reusing_an_id_is_a_conflict() {
     uk.close().await;
     fed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_verified_together_are_answered_one_by_one_in_order() {
+    let old_key = identity::generate_signing_key();
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "uk-mod", "nato-ccdcoe"],
+        &partners(&identity::PublicKey::of(&old_key).to_string()),
+    )
+    .await;
+    let us = fed.client("us-dod").await;
+    // Two hundred sent before any result is read, so the node takes them in batches;
+    // every seventh is forged with the UK key under the US key id.
+    let us_key_id = fed
+        .bulletin("us-dod", Tlp::Green, Kind::Advisory, "x", &[], &[])
+        .key_id;
+    let mut p = us.publisher().await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let title = format!("pipelined {i:03}");
+        let b = if i % 7 == 3 {
+            let mut forged = sign_as(
+                fed.key("uk-mod"),
+                "us-dod",
+                Tlp::Green,
+                Kind::Indicator,
+                &title,
+                &[],
+                &[],
+            );
+            forged.key_id = us_key_id.clone();
+            expected.push(None);
+            forged
+        } else {
+            expected.push(Some(title.clone()));
+            fed.bulletin("us-dod", Tlp::Green, Kind::Indicator, &title, &[], &[])
+        };
+        p.send(i, b).await.unwrap();
+    }
+    p.finish();
+    for (i, want) in expected.iter().enumerate() {
+        let r = p.recv().await.unwrap().unwrap();
+        assert_eq!(r.request_id, i as u64, "results come in request order");
+        match want {
+            Some(_) => assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message),
+            None => assert_rejected(&r, ErrorCode::BadSignature, "does not verify"),
+        }
+    }
+    // The UK receives exactly the genuine ones, in order.
+    let genuine: Vec<String> = expected.into_iter().flatten().collect();
+    let uk = fed.client("uk-mod").await;
+    assert_eq!(receive_titles(&uk, genuine.len()).await, genuine);
+    us.close().await;
+    uk.close().await;
+    fed.stop().await;
+}

@@ -435,3 +435,69 @@ fn every_byte_position_is_covered() {
         }
     }
 }
+
+#[test]
+fn a_batch_says_of_each_bulletin_what_it_says_alone() {
+    let limits = Limits::default();
+    let mut ring = ring_with(1, Validity::default());
+    assert!(ring.insert(pid("mod-fr"), PublicKey::of(&key(3)), Validity::default()));
+    let with = |n: u8, origin: &str, signer: u8, created: u64| {
+        let mut b = sample();
+        b.id = format!("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a{n:02x}");
+        b.origin = origin.into();
+        b.created_unix_ms = created;
+        sign(&b, &key(signer), &limits).unwrap()
+    };
+    let mut batch = Vec::new();
+    for n in 0..20u8 {
+        let (origin, signer) = if n % 2 == 0 {
+            ("mod-jp", 1)
+        } else {
+            ("mod-fr", 3)
+        };
+        batch.push(with(n, origin, signer, CREATED));
+    }
+    // One altered after signing, one signed by a key nobody configured, one claiming
+    // another's key id, one from the future.
+    let mut altered = batch[3].clone();
+    let mut bytes = altered.bulletin.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    altered.bulletin = Bytes::from(bytes);
+    batch[3] = altered;
+    batch[6] = with(6, "mod-jp", 9, CREATED);
+    let mut borrowed = with(9, "mod-fr", 1, CREATED);
+    borrowed.key_id = Bytes::copy_from_slice(PublicKey::of(&key(3)).key_id().as_bytes());
+    batch[9] = borrowed;
+    batch[12] = with(12, "mod-jp", 1, now().unix_ms() + 3_600_000);
+
+    let decode = |s: &proto::SignedBulletin| UnverifiedBulletin::from_signed(s.clone(), &limits);
+    let alone: Vec<Result<Digest, proto::ErrorCode>> = batch
+        .iter()
+        .map(|s| {
+            decode(s)
+                .and_then(|u| u.verify(&ring, now(), &limits))
+                .map(|v| v.digest())
+                .map_err(|e| e.code())
+        })
+        .collect();
+    // The altered one fails to decode canonically or to verify; either way it is out.
+    let unverified: Vec<UnverifiedBulletin> = batch.iter().filter_map(|s| decode(s).ok()).collect();
+    let together: Vec<Result<Digest, proto::ErrorCode>> =
+        UnverifiedBulletin::verify_all(unverified, &ring, now(), &limits)
+            .into_iter()
+            .map(|r| r.map(|v| v.digest()).map_err(|e| e.code()))
+            .collect();
+    let alone_decoded: Vec<_> = batch
+        .iter()
+        .zip(&alone)
+        .filter(|(s, _)| decode(s).is_ok())
+        .map(|(_, r)| *r)
+        .collect();
+    assert_eq!(together, alone_decoded);
+    let codes: Vec<_> = alone.iter().filter_map(|r| r.err()).collect();
+    assert!(codes.contains(&proto::ErrorCode::UnknownKey), "{codes:?}");
+    assert!(codes.contains(&proto::ErrorCode::BadSignature), "{codes:?}");
+    assert!(codes.contains(&proto::ErrorCode::ClockSkew), "{codes:?}");
+    assert_eq!(alone.iter().filter(|r| r.is_ok()).count(), 16);
+}

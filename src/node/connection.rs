@@ -183,14 +183,17 @@ async fn refuse(
 
 async fn stream_task(
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     shared: Arc<Shared>,
     partner: PartnerId,
     role: Role,
 ) {
     use proto::client_frame::Frame;
     let mut stop = shared.shutdown.clone();
-    let read = transport::read_frame::<proto::ClientFrame>(&mut recv, shared.max_frame);
+    // The stream's frames after the first may already be in the buffer: it goes on to
+    // the stream's handler.
+    let mut recv = transport::FrameReader::new(recv, shared.max_frame);
+    let read = recv.next::<proto::ClientFrame>();
     let first = tokio::select! {
         r = tokio::time::timeout(shared.first_frame, read) => r,
         _ = stop.changed() => return,
@@ -198,7 +201,7 @@ async fn stream_task(
     let first = match first {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => return refuse(&shared, &partner, &mut send, &mut recv, &e).await,
+        Ok(Err(e)) => return refuse(&shared, &partner, &mut send, recv.stream(), &e).await,
         Err(_) => {
             let msg = format!(
                 "no frame within {:?} of opening the stream",

@@ -30,40 +30,38 @@ fn ack_frame_limit(window: usize) -> usize {
     64 + 11 * window
 }
 
-async fn read_acks(mut recv: quinn::RecvStream, window: usize, out: mpsc::Sender<FromClient>) {
+async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::Sender<FromClient>) {
+    recv.set_max(ack_frame_limit(window));
     loop {
-        let msg =
-            match transport::read_frame::<proto::ClientFrame>(&mut recv, ack_frame_limit(window))
-                .await
-            {
-                Ok(Some(proto::ClientFrame {
-                    frame: Some(Client::Ack(ack)),
-                })) if ack.seq.len() <= window => FromClient::Acks(ack.seq),
-                Ok(Some(proto::ClientFrame {
-                    frame: Some(Client::Ack(ack)),
-                })) => FromClient::Fatal(
-                    ErrorCode::MalformedFrame,
-                    format!(
-                        "an Ack may name at most the window of {window} seqs, this one names {}",
-                        ack.seq.len()
-                    ),
+        let msg = match recv.next::<proto::ClientFrame>().await {
+            Ok(Some(proto::ClientFrame {
+                frame: Some(Client::Ack(ack)),
+            })) if ack.seq.len() <= window => FromClient::Acks(ack.seq),
+            Ok(Some(proto::ClientFrame {
+                frame: Some(Client::Ack(ack)),
+            })) => FromClient::Fatal(
+                ErrorCode::MalformedFrame,
+                format!(
+                    "an Ack may name at most the window of {window} seqs, this one names {}",
+                    ack.seq.len()
                 ),
-                Ok(Some(proto::ClientFrame { frame: None })) => {
-                    FromClient::Fatal(ErrorCode::MalformedFrame, "frame has no message set".into())
+            ),
+            Ok(Some(proto::ClientFrame { frame: None })) => {
+                FromClient::Fatal(ErrorCode::MalformedFrame, "frame has no message set".into())
+            }
+            Ok(Some(_)) => FromClient::Fatal(
+                ErrorCode::UnexpectedFrame,
+                "only Ack frames belong on a subscribe stream".into(),
+            ),
+            Ok(None) => return,
+            Err(e) => match e.code() {
+                Some(code) => {
+                    let _ = recv.stream().stop(quinn::VarInt::from_u32(code as u32));
+                    FromClient::Fatal(code, e.to_string())
                 }
-                Ok(Some(_)) => FromClient::Fatal(
-                    ErrorCode::UnexpectedFrame,
-                    "only Ack frames belong on a subscribe stream".into(),
-                ),
-                Ok(None) => return,
-                Err(e) => match e.code() {
-                    Some(code) => {
-                        let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-                        FromClient::Fatal(code, e.to_string())
-                    }
-                    None => return,
-                },
-            };
+                None => return,
+            },
+        };
         let fatal = matches!(msg, FromClient::Fatal(..));
         if out.send(msg).await.is_err() || fatal {
             return;
@@ -169,7 +167,7 @@ enum End {
 pub(super) async fn run(
     sub: proto::Subscribe,
     mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    recv: transport::FrameReader,
     shared: Arc<Shared>,
     partner: PartnerId,
 ) {

@@ -11,14 +11,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::writer::Request;
 use super::Shared;
+use super::Sharing;
 use crate::audit::record::Event;
-use crate::bulletin::{BulletinError, Digest, Header, UnverifiedBulletin};
+use crate::bulletin::{BulletinError, Digest, Header, UnverifiedBulletin, VerifiedBulletin};
 use crate::identity::{PartnerId, Role};
 use crate::policy::Decision;
 use crate::proto::{self, server_frame::Frame as Server, ErrorCode, PublishStatus};
 use crate::store::{NewBulletin, Outcome};
 use crate::timestamp::Timestamp;
-use crate::transport;
+use crate::transport::{self, FrameReader};
 
 /// Results waiting to be written, in request order.
 const PIPELINE: usize = 1024;
@@ -65,76 +66,151 @@ struct Rejection {
     audit: Event,
 }
 
-/// Verifies, checks the publisher's right to publish it, and decides who gets it.
-fn prepare(
-    shared: &Shared,
-    from: &PartnerId,
-    role: Role,
-    p: proto::Publish,
-) -> Result<(NewBulletin, proto::PublishResult), Box<Rejection>> {
-    let mut known: Option<(Header, Digest)> = None;
-    prepare_inner(shared, from, role, p, &mut known).map_err(|result| {
-        let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::Unspecified);
-        let audit = Event::rejected(
-            from,
-            known.as_ref().map(|(h, d)| (h, *d)),
-            code,
-            &result.message,
-        );
-        Box::new(Rejection { result, audit })
-    })
+/// What one Publish of a batch came to.
+type Prepared = Result<(NewBulletin, proto::PublishResult), Box<Rejection>>;
+
+/// A Publish whose bulletin decoded and names a partner as its origin, waiting for its
+/// signature check.
+struct Decoded {
+    request_id: u64,
+    envelope: Bytes,
+    header: Header,
+    digest: Digest,
 }
 
-fn prepare_inner(
+/// Verifies a batch of publishes (the signatures together), checks the publisher's
+/// right to publish each, and decides who gets it; one answer per publish, in order.
+fn prepare_all(
     shared: &Shared,
     from: &PartnerId,
     role: Role,
+    batch: Vec<proto::Publish>,
+) -> Vec<Prepared> {
+    // The rules in force now: a reload applies from the next batch on.
+    let sharing = shared.sharing();
+    let mut answers: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
+    let (mut decoded, mut unverified) = (Vec::new(), Vec::new());
+    for p in batch {
+        match decode(&sharing, &shared.limits, from, p) {
+            Ok((d, u)) => {
+                decoded.push((answers.len(), d));
+                unverified.push(u);
+                answers.push(None);
+            }
+            Err(refused) => answers.push(Some(Err(refused))),
+        }
+    }
+    let verified = UnverifiedBulletin::verify_all(
+        unverified,
+        &sharing.keyring,
+        Timestamp::now(),
+        &shared.limits,
+    );
+    for ((at, d), v) in decoded.into_iter().zip(verified) {
+        let known = Some((d.header.clone(), d.digest));
+        let answer = decide(&sharing, from, role, d, v).map_err(|r| rejection(from, r, known));
+        if let Some(slot) = answers.get_mut(at) {
+            *slot = Some(answer);
+        }
+    }
+    answers.into_iter().flatten().collect()
+}
+
+/// The refusal of a publish, with its audit record (naming the bulletin if it decoded).
+fn rejection(
+    from: &PartnerId,
+    result: Box<proto::PublishResult>,
+    known: Option<(Header, Digest)>,
+) -> Box<Rejection> {
+    let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::Unspecified);
+    let audit = Event::rejected(
+        from,
+        known.as_ref().map(|(h, d)| (h, *d)),
+        code,
+        &result.message,
+    );
+    Box::new(Rejection { result, audit })
+}
+
+/// Names the bulletin in a refusal: its id, origin and digest.
+fn describe(
+    mut r: Box<proto::PublishResult>,
+    h: &Header,
+    digest: Digest,
+) -> Box<proto::PublishResult> {
+    r.bulletin_id = h.id.to_string();
+    r.origin = h.origin.to_string();
+    r.digest = Bytes::copy_from_slice(&digest.0);
+    r
+}
+
+/// Decodes the bulletin of a Publish and checks that its origin is a partner.
+fn decode(
+    sharing: &Sharing,
+    limits: &crate::bulletin::Limits,
+    from: &PartnerId,
     p: proto::Publish,
-    known: &mut Option<(Header, Digest)>,
-) -> Result<(NewBulletin, proto::PublishResult), Box<proto::PublishResult>> {
+) -> Result<(Decoded, UnverifiedBulletin), Box<Rejection>> {
     let id = p.request_id;
     let signed = p.bulletin.ok_or_else(|| {
-        rejected(
+        let r = rejected(
             id,
             ErrorCode::InvalidBulletin,
             "Publish carries no bulletin".into(),
-        )
+        );
+        rejection(from, r, None)
     })?;
     let envelope = Bytes::from(signed.encode_to_vec());
-    let reject = |e: BulletinError| rejected(id, e.code(), e.to_string());
-    let unverified = UnverifiedBulletin::from_signed(signed, &shared.limits).map_err(reject)?;
-    let origin = unverified.header().origin.clone();
-    let digest = unverified.digest();
-    *known = Some((unverified.header().clone(), digest));
-    // Rejections after decoding still name the bulletin, for the publisher and the audit.
-    let (bulletin_id, origin_text) = (unverified.header().id.to_string(), origin.to_string());
-    let describe = |mut r: Box<proto::PublishResult>| {
-        r.bulletin_id = bulletin_id.clone();
-        r.origin = origin_text.clone();
-        r.digest = Bytes::copy_from_slice(&digest.0);
-        r
-    };
-    // The rules in force now: a reload applies from the next decision on.
-    let sharing = shared.sharing();
-    if !sharing.partners.contains_key(&origin) {
+    let unverified = UnverifiedBulletin::from_signed(signed, limits)
+        .map_err(|e| rejection(from, rejected(id, e.code(), e.to_string()), None))?;
+    let (header, digest) = (unverified.header().clone(), unverified.digest());
+    let origin = &header.origin;
+    if !sharing.partners.contains_key(origin) {
         let msg = format!("origin {origin} is not a partner of this node");
-        return Err(describe(rejected(id, ErrorCode::UnknownOrigin, msg)));
+        let r = describe(rejected(id, ErrorCode::UnknownOrigin, msg), &header, digest);
+        return Err(rejection(from, r, Some((header, digest))));
     }
-    let verified = unverified
-        .verify(&sharing.keyring, Timestamp::now(), &shared.limits)
-        .map_err(|e| describe(reject(e)))?;
+    let d = Decoded {
+        request_id: id,
+        envelope,
+        header,
+        digest,
+    };
+    Ok((d, unverified))
+}
+
+/// After the signature check: the publisher's right to publish it, and who gets it.
+fn decide(
+    sharing: &Sharing,
+    from: &PartnerId,
+    role: Role,
+    d: Decoded,
+    verified: Result<VerifiedBulletin, BulletinError>,
+) -> Result<(NewBulletin, proto::PublishResult), Box<proto::PublishResult>> {
+    let (id, digest) = (d.request_id, d.digest);
+    let verified =
+        verified.map_err(|e| describe(rejected(id, e.code(), e.to_string()), &d.header, digest))?;
+    let h = verified.header();
+    let origin = h.origin.clone();
     if role == Role::Liaison && origin != *from {
         let msg = format!(
             "{from} is a liaison and may only publish its own bulletins, not those of {origin}"
         );
-        return Err(describe(rejected(id, ErrorCode::OriginMismatch, msg)));
+        return Err(describe(
+            rejected(id, ErrorCode::OriginMismatch, msg),
+            h,
+            digest,
+        ));
     }
-    let h = verified.header();
-    let mut result = *describe(Box::new(proto::PublishResult {
-        request_id: id,
-        status: PublishStatus::Accepted as i32,
-        ..Default::default()
-    }));
+    let mut result = *describe(
+        Box::new(proto::PublishResult {
+            request_id: id,
+            status: PublishStatus::Accepted as i32,
+            ..Default::default()
+        }),
+        h,
+        digest,
+    );
     let mut shared_with = Vec::new();
     let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
@@ -152,7 +228,7 @@ fn prepare_inner(
         }
     }
     let new = NewBulletin {
-        signed: envelope,
+        signed: d.envelope,
         digest,
         origin,
         id: h.id,
@@ -193,13 +269,9 @@ const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The node is stopping: answer every Publish still arriving with SHUTTING_DOWN, so the
 /// publisher has a result for each, until the stream goes quiet.
-async fn refuse_remaining(
-    recv: &mut quinn::RecvStream,
-    replies: &mpsc::Sender<Reply>,
-    max_frame: usize,
-) {
+async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<Incoming>) {
     loop {
-        let read = transport::read_frame::<proto::ClientFrame>(recv, max_frame);
+        let read = recv.next::<proto::ClientFrame>();
         let Ok(Ok(Some(frame))) = tokio::time::timeout(DRAIN_IDLE, read).await else {
             break;
         };
@@ -211,7 +283,7 @@ async fn refuse_remaining(
             ErrorCode::ShuttingDown,
             "the node is stopping; publish again later".into(),
         );
-        if replies.send(Reply::Ready(*r)).await.is_err() {
+        if out.send(Incoming::Refused(*r)).await.is_err() {
             break;
         }
     }
@@ -238,80 +310,148 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>
     let _ = send.finish();
 }
 
-/// The next Publish on the stream, or the reply that ends the stream (`Err(None)`: it
-/// simply ended, or the node is stopping).
-async fn next_publish(
-    recv: &mut quinn::RecvStream,
-    shared: &Shared,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    replies: &mpsc::Sender<Reply>,
-) -> Result<proto::Publish, Option<Reply>> {
-    use proto::client_frame::Frame;
-    let frame = tokio::select! {
-        f = transport::read_frame::<proto::ClientFrame>(recv, shared.max_frame) => f,
-        _ = stop.changed() => {
-            refuse_remaining(recv, replies, shared.max_frame).await;
-            return Err(None);
+/// What the reading half of a publish stream hands to the preparing half, in order.
+enum Incoming {
+    /// A Publish to verify and decide.
+    Publish(proto::Publish),
+    /// A Publish refused unread because the node is stopping.
+    Refused(proto::PublishResult),
+    /// The stream ended; with the error that ends it, if any.
+    End(Option<(ErrorCode, String)>),
+}
+
+/// Reads a publish stream's frames into `out` until it ends, the node stops or the
+/// preparing half is gone. Reading apart from preparing is what makes batches: the
+/// publishes that arrive while one batch is verified are the next batch.
+async fn read_publishes(
+    mut recv: FrameReader,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    out: mpsc::Sender<Incoming>,
+) {
+    loop {
+        let frame = tokio::select! {
+            f = recv.next::<proto::ClientFrame>() => f,
+            _ = stop.changed() => {
+                refuse_remaining(&mut recv, &out).await;
+                let _ = out.send(Incoming::End(None)).await;
+                return;
+            }
+        };
+        let item = match as_publish(&mut recv, frame) {
+            Ok(p) => Incoming::Publish(p),
+            Err(end) => {
+                let _ = out.send(Incoming::End(end)).await;
+                return;
+            }
+        };
+        if out.send(item).await.is_err() {
+            return;
         }
-    };
+    }
+}
+
+/// What a frame read from a publish stream means for it.
+fn as_publish(
+    recv: &mut FrameReader,
+    frame: Result<Option<proto::ClientFrame>, transport::FrameError>,
+) -> Result<proto::Publish, Option<(ErrorCode, String)>> {
+    use proto::client_frame::Frame;
     match frame {
         Ok(Some(proto::ClientFrame {
             frame: Some(Frame::Publish(p)),
         })) => Ok(p),
         Ok(None) => Err(None),
-        Ok(Some(proto::ClientFrame { frame: None })) => Err(Some(Reply::Fatal(
+        Ok(Some(proto::ClientFrame { frame: None })) => Err(Some((
             ErrorCode::MalformedFrame,
             "frame has no message set".into(),
         ))),
-        Ok(Some(_)) => Err(Some(Reply::Fatal(
+        Ok(Some(_)) => Err(Some((
             ErrorCode::UnexpectedFrame,
             "only Publish frames belong on a publish stream".into(),
         ))),
         Err(e) => match e.code() {
             Some(code) => {
                 tracing::warn!(error = %e, "refused a frame on a publish stream");
-                let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-                Err(Some(Reply::Fatal(code, e.to_string())))
+                let _ = recv.stream().stop(quinn::VarInt::from_u32(code as u32));
+                Err(Some((code, e.to_string())))
             }
             None => Err(None),
         },
     }
 }
 
-/// Records a stream-level refusal (a frame that could not be taken as a bulletin).
-async fn audit_fatal(shared: &Shared, from: &PartnerId, reply: &Reply) {
-    if let Reply::Fatal(code, message) = reply {
-        shared
-            .record(Event::rejected(from, None, *code, message))
-            .await;
-    }
-}
+/// Publishes verified as one batch at most.
+const BATCH: usize = 64;
 
 /// Runs a publish stream that opened with `first`.
 pub(super) async fn run(
     first: proto::Publish,
     send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: FrameReader,
     shared: Arc<Shared>,
     from: PartnerId,
     role: Role,
 ) {
     let (replies, pending) = mpsc::channel::<Reply>(PIPELINE);
     let responder = tokio::spawn(respond(send, pending));
-    let mut stop = shared.shutdown.clone();
-    let mut next = Ok(first);
-    loop {
-        let publish = match next {
-            Ok(p) => p,
-            Err(end) => {
-                if let Some(reply) = end {
-                    audit_fatal(&shared, &from, &reply).await;
-                    let _ = replies.send(reply).await;
+    let (queue, mut incoming) = mpsc::channel::<Incoming>(PIPELINE);
+    let _ = queue.send(Incoming::Publish(first)).await;
+    let reader = tokio::spawn(read_publishes(recv, shared.shutdown.clone(), queue));
+    // Everything queued when a batch starts goes into it (up to BATCH): one publish when
+    // the node keeps up, more as it falls behind, which is when batches pay.
+    'stream: while let Some(item) = incoming.recv().await {
+        let mut batch = Vec::new();
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            match item {
+                Incoming::Publish(p) => batch.push(p),
+                Incoming::Refused(r) => {
+                    let sent = answer(&shared, &from, role, std::mem::take(&mut batch), &replies)
+                        .await
+                        && replies.send(Reply::Ready(r)).await.is_ok();
+                    if !sent {
+                        break 'stream;
+                    }
                 }
-                break;
+                Incoming::End(end) => {
+                    if answer(&shared, &from, role, batch, &replies).await {
+                        // A frame that could not be taken as a bulletin ends the stream.
+                        if let Some((code, message)) = end {
+                            let refusal = Event::rejected(&from, None, code, &message);
+                            shared.record(refusal).await;
+                            let _ = replies.send(Reply::Fatal(code, message)).await;
+                        }
+                    }
+                    break 'stream;
+                }
             }
-        };
-        let reply = match prepare(&shared, &from, role, publish) {
+            if batch.len() < BATCH {
+                next = incoming.try_recv().ok();
+            }
+        }
+        if !answer(&shared, &from, role, batch, &replies).await {
+            break;
+        }
+    }
+    reader.abort();
+    drop(replies);
+    let _ = responder.await;
+}
+
+/// Prepares a batch and queues its replies: rejections at once, the rest once the
+/// storage thread has them. False if the responder is gone.
+async fn answer(
+    shared: &Shared,
+    from: &PartnerId,
+    role: Role,
+    batch: Vec<proto::Publish>,
+    replies: &mpsc::Sender<Reply>,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    for prepared in prepare_all(shared, from, role, batch) {
+        let reply = match prepared {
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
@@ -336,10 +476,8 @@ pub(super) async fn run(
             }
         };
         if replies.send(reply).await.is_err() {
-            break;
+            return false;
         }
-        next = next_publish(&mut recv, &shared, &mut stop, &replies).await;
     }
-    drop(replies);
-    let _ = responder.await;
+    true
 }

@@ -24,7 +24,11 @@ struct Receiver {
     sent: Option<(Arc<Vec<AtomicU64>>, Instant)>,
 }
 
-/// Receives `expected` deliveries; returns when the last arrived and the latencies (µs).
+/// Receives `expected` deliveries; returns when the last was verified and acked, and
+/// the latencies (µs, publish to arrival).
+///
+/// Verification runs beside the receiving, on the blocking pool, as a client with
+/// cores to spare would run it: what arrives while one batch is verified is the next.
 async fn subscribe(
     client: Client,
     setup: Arc<Setup>,
@@ -33,41 +37,82 @@ async fn subscribe(
 ) -> anyhow::Result<(Instant, Vec<u64>)> {
     let limits = Limits::default();
     let mut sub = client.subscribe(0).await?;
-    let (mut got, mut pending, mut latencies) = (0, Vec::new(), Vec::new());
-    while got < expected {
-        let d = tokio::time::timeout(PATIENCE, sub.next())
-            .await
-            .context("a subscriber waited too long")??
-            .context("the node ended a subscription")?;
-        let arrived = Instant::now();
-        let signed = d.bulletin.context("a delivery without a bulletin")?;
-        if let Some((sent, epoch)) = &r.sent {
-            let b = proto::Bulletin::decode(signed.bulletin.clone())?;
-            let n: usize = b
-                .title
-                .rsplit(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .context("a bulletin without its number")?;
-            let at = sent.get(n).context("a number beyond the run")?;
-            let sent_ns = at.load(Ordering::Acquire);
-            let now_ns = arrived.duration_since(*epoch).as_nanos() as u64;
-            latencies.push(now_ns.saturating_sub(sent_ns) / 1_000);
+    let (mut got, mut done, mut latencies) = (0, 0, Vec::new());
+    let (mut queued, mut to_ack) = (Vec::new(), Vec::new());
+    let mut verifying: Option<tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>> = None;
+    while done < expected {
+        let verified = async {
+            match verifying.as_mut() {
+                Some(job) => job.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            d = tokio::time::timeout(PATIENCE, sub.next()), if got < expected => {
+                let first = d
+                    .context("a subscriber waited too long")??
+                    .context("the node ended a subscription")?;
+                let arrived = Instant::now();
+                let mut batch = vec![first];
+                while got + batch.len() < expected {
+                    match sub.buffered()? {
+                        Some(d) => batch.push(d),
+                        None => break,
+                    }
+                }
+                for d in batch {
+                    let signed = d.bulletin.context("a delivery without a bulletin")?;
+                    if let Some((sent, epoch)) = &r.sent {
+                        let b = proto::Bulletin::decode(signed.bulletin.clone())?;
+                        let n: usize = b
+                            .title
+                            .rsplit(' ')
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .context("a bulletin without its number")?;
+                        let at = sent.get(n).context("a number beyond the run")?;
+                        let sent_ns = at.load(Ordering::Acquire);
+                        let now_ns = arrived.duration_since(*epoch).as_nanos() as u64;
+                        latencies.push(now_ns.saturating_sub(sent_ns) / 1_000);
+                    }
+                    queued.push((d.seq, UnverifiedBulletin::from_signed(signed, &limits)?));
+                    got += 1;
+                }
+            }
+            seqs = verified => {
+                verifying = None;
+                let seqs = seqs.context("a verifying task")??;
+                done += seqs.len();
+                to_ack.extend(seqs);
+            }
         }
-        let unverified = UnverifiedBulletin::from_signed(signed, &limits)?;
-        if r.verify {
-            unverified.verify(&setup.keyring, Timestamp::now(), &limits)?;
+        if !queued.is_empty() && verifying.is_none() {
+            let batch = std::mem::take(&mut queued);
+            if r.verify {
+                let setup = setup.clone();
+                verifying = Some(tokio::task::spawn_blocking(move || {
+                    let (seqs, bulletins): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
+                    let now = Timestamp::now();
+                    let limits = Limits::default();
+                    for v in UnverifiedBulletin::verify_all(bulletins, &setup.keyring, now, &limits)
+                    {
+                        v?;
+                    }
+                    Ok(seqs)
+                }));
+            } else {
+                done += batch.len();
+                to_ack.extend(batch.into_iter().map(|(seq, _)| seq));
+            }
         }
-        pending.push(d.seq);
-        got += 1;
-        if pending.len() >= 64 || got == expected {
-            sub.ack(std::mem::take(&mut pending)).await?;
+        if to_ack.len() >= 64 || (done == expected && !to_ack.is_empty()) {
+            sub.ack(std::mem::take(&mut to_ack)).await?;
         }
     }
-    let done = Instant::now();
+    let finished = Instant::now();
     sub.close().await?;
     client.close().await;
-    Ok((done, latencies))
+    Ok((finished, latencies))
 }
 
 /// Pipelines `bulletins`; with `pace`, sends bulletin `k` of this publisher no earlier
