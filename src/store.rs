@@ -283,11 +283,7 @@ impl Store {
         };
         let values = ValueLog::open(dir, committed)?;
         let audit = std::sync::Mutex::new(audit::AuditState::load(&state, &values)?);
-        let segments = std::sync::Mutex::new(SegmentCache {
-            by_first: Default::default(),
-            bytes: 0,
-            limit: SEGMENT_CACHE_BYTES,
-        });
+        let segments = std::sync::Mutex::new(SegmentCache::new(SEGMENT_CACHE_BYTES));
         let store = Store {
             db,
             state,

@@ -33,36 +33,67 @@ pub struct Page {
 }
 
 /// Recently written or read segments, decoded and shared, so that subscribers following
-/// the head do not re-read and re-decode the same sled values page after page.
+/// the head do not re-read and re-decode the same values page after page. The least
+/// recently used go first: subscribers that fell behind read the same old segments one
+/// after another, and evicting by age of the bulletins would throw out what the first of
+/// them just read before the others get to it.
 pub(super) struct SegmentCache {
-    pub(super) by_first: std::collections::BTreeMap<u64, Arc<proto::Segment>>,
-    pub(super) bytes: usize,
-    pub(super) limit: usize,
+    /// By first seq: the segment, and when it was last used.
+    by_first: std::collections::BTreeMap<u64, (Arc<proto::Segment>, u64)>,
+    /// By last use: the first seq.
+    by_use: std::collections::BTreeMap<u64, u64>,
+    uses: u64,
+    bytes: usize,
+    limit: usize,
+}
+
+fn cost(seg: &proto::Segment) -> usize {
+    seg.bulletins.iter().map(|b| b.signed.len() + 256).sum()
 }
 
 impl SegmentCache {
-    pub(super) fn holding(&self, seq: u64) -> Option<Arc<proto::Segment>> {
-        let (_, seg) = self.by_first.range(..=seq).next_back()?;
+    pub(super) fn new(limit: usize) -> SegmentCache {
+        SegmentCache {
+            by_first: Default::default(),
+            by_use: Default::default(),
+            uses: 0,
+            bytes: 0,
+            limit,
+        }
+    }
+
+    pub(super) fn holding(&mut self, seq: u64) -> Option<Arc<proto::Segment>> {
+        let (first, (seg, used)) = self.by_first.range_mut(..=seq).next_back()?;
         let last = seg.bulletins.last()?.seq;
-        (seq <= last).then(|| seg.clone())
+        if seq > last {
+            return None;
+        }
+        self.uses += 1;
+        self.by_use.remove(used);
+        *used = self.uses;
+        self.by_use.insert(self.uses, *first);
+        Some(seg.clone())
     }
 
     pub(super) fn insert(&mut self, seg: Arc<proto::Segment>) {
         let Some(first) = seg.bulletins.first().map(|b| b.seq) else {
             return;
         };
-        let size: usize = seg.bulletins.iter().map(|b| b.signed.len() + 256).sum();
-        if self.by_first.insert(first, seg).is_none() {
-            self.bytes += size;
+        self.uses += 1;
+        let size = cost(&seg);
+        if let Some((old, used)) = self.by_first.insert(first, (seg, self.uses)) {
+            self.by_use.remove(&used);
+            self.bytes = self.bytes.saturating_sub(cost(&old));
         }
-        // The oldest go first: subscribers that keep up read the newest.
-        while self.bytes > self.limit {
-            let Some((_, old)) = self.by_first.pop_first() else {
+        self.bytes += size;
+        self.by_use.insert(self.uses, first);
+        while self.bytes > self.limit && self.by_first.len() > 1 {
+            let Some((_, first)) = self.by_use.pop_first() else {
                 break;
             };
-            self.bytes = self
-                .bytes
-                .saturating_sub(old.bulletins.iter().map(|b| b.signed.len() + 256).sum());
+            if let Some((old, _)) = self.by_first.remove(&first) {
+                self.bytes = self.bytes.saturating_sub(cost(&old));
+            }
         }
     }
 }
@@ -160,5 +191,41 @@ impl Store {
             }
         }
         Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(first: u64, n: u64) -> Arc<proto::Segment> {
+        Arc::new(proto::Segment {
+            bulletins: (first..first + n)
+                .map(|seq| proto::StoredBulletin {
+                    seq,
+                    signed: Bytes::from(vec![0; 744]),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn the_least_recently_used_segment_goes_first_not_the_oldest_bulletins() {
+        // Room for three segments of ten bulletins (1,000 bytes each as counted).
+        let mut cache = SegmentCache::new(30_000);
+        cache.insert(segment(1, 10));
+        cache.insert(segment(11, 10));
+        cache.insert(segment(21, 10));
+        // A subscriber behind reads the oldest; the head moves on.
+        assert!(cache.holding(5).is_some());
+        cache.insert(segment(31, 10));
+        assert!(cache.holding(15).is_none(), "the least recently used went");
+        assert!(cache.holding(5).is_some(), "what was just read stays");
+        assert_eq!(cache.holding(25).map(|s| s.bulletins.len()), Some(10));
+        assert!(cache.holding(35).is_some());
+        assert!(cache.holding(41).is_none(), "past every segment");
+        assert_eq!(cache.bytes, 30_000);
+        assert_eq!(cache.by_use.len(), cache.by_first.len());
     }
 }

@@ -226,13 +226,7 @@ fn machine() -> Value {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown".into());
-    let revision = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
+    let revision = env!("RENKEI_REVISION").to_owned();
     json!({"cores": cores, "cpu": cpu, "git_revision": revision, "version": env!("CARGO_PKG_VERSION")})
 }
 
