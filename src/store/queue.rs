@@ -99,7 +99,7 @@ impl SegmentCache {
 }
 
 /// Bytes of decoded segments kept in memory.
-pub(super) const SEGMENT_CACHE_BYTES: usize = 32 << 20;
+pub(super) const SEGMENT_CACHE_BYTES: usize = 16 << 20;
 
 impl Store {
     /// The stored bulletin with this seq.
