@@ -57,7 +57,7 @@ pub(crate) enum Phase {
     Latency,
     /// An offline partner's backlog: peak memory, then the drain rate.
     Backlog,
-    /// Ed25519 verify / verify_batch per second on this machine.
+    /// Ed25519 verifications per second under the node's rule, alone and in batches.
     Limit,
     /// The audit log at scale: append, query a page, verify, reopen.
     Audit,
