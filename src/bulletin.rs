@@ -18,9 +18,7 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::identity::{
-    AudienceEntry, IdentityError, KeyId, KeyLookupError, Keyring, PartnerId, PublicKey,
-};
+use crate::identity::{AudienceEntry, IdentityError, KeyId, KeyLookupError, PartnerId, PublicKey};
 use crate::proto;
 use crate::timestamp::Timestamp;
 
@@ -486,97 +484,11 @@ impl UnverifiedBulletin {
     pub fn key_id(&self) -> KeyId {
         self.key_id
     }
-
-    /// Verifies the signature with the origin's key valid at the creation time, then
-    /// checks the creation time against `now` plus the allowed skew. The signature rule
-    /// is ZIP-215 with canonical encodings (see `bulletin/signature.rs`).
-    pub fn verify(
-        self,
-        keys: &Keyring,
-        now: Timestamp,
-        limits: &Limits,
-    ) -> Result<VerifiedBulletin, BulletinError> {
-        let key = *keys.lookup(&self.header.origin, &self.key_id, self.header.created)?;
-        let valid = signature::verify_one(
-            &key,
-            &signed_message(&self.signed.bulletin),
-            &self.signature,
-        );
-        self.conclude(key, valid, now, limits)
-    }
-
-    /// Verifies many bulletins, checking their signatures as one batch: each result is
-    /// what [`UnverifiedBulletin::verify`] would say of it alone, at a fraction of the
-    /// cost per signature.
-    pub fn verify_all(
-        bulletins: Vec<UnverifiedBulletin>,
-        keys: &Keyring,
-        now: Timestamp,
-        limits: &Limits,
-    ) -> Vec<Result<VerifiedBulletin, BulletinError>> {
-        let looked_up: Vec<Result<PublicKey, KeyLookupError>> = bulletins
-            .iter()
-            .map(|b| {
-                keys.lookup(&b.header.origin, &b.key_id, b.header.created)
-                    .copied()
-            })
-            .collect();
-        let messages: Vec<Vec<u8>> = bulletins
-            .iter()
-            .zip(&looked_up)
-            .filter(|(_, key)| key.is_ok())
-            .map(|(b, _)| signed_message(&b.signed.bulletin))
-            .collect();
-        let items: Vec<(&PublicKey, &[u8], &Signature)> = bulletins
-            .iter()
-            .zip(&looked_up)
-            .filter_map(|(b, key)| Some((key.as_ref().ok()?, &b.signature)))
-            .zip(&messages)
-            .map(|((key, sig), msg)| (key, msg.as_slice(), sig))
-            .collect();
-        let mut valid = signature::verify_many(&items).into_iter();
-        bulletins
-            .into_iter()
-            .zip(looked_up)
-            .map(|(b, key)| {
-                let key = key?;
-                let ok = valid.next().unwrap_or(false);
-                b.conclude(key, ok, now, limits)
-            })
-            .collect()
-    }
-
-    /// The verdict once the signature was checked with `key`.
-    fn conclude(
-        self,
-        key: PublicKey,
-        signature_valid: bool,
-        now: Timestamp,
-        limits: &Limits,
-    ) -> Result<VerifiedBulletin, BulletinError> {
-        let h = &self.header;
-        if !signature_valid {
-            return Err(BulletinError::BadSignature {
-                origin: h.origin.clone(),
-                key_id: self.key_id,
-            });
-        }
-        let latest = now.saturating_add(limits.max_future_skew);
-        if h.created > latest {
-            return Err(BulletinError::FromTheFuture {
-                created: h.created,
-                now,
-                ahead: h.created.saturating_since(now),
-                allowed: limits.max_future_skew,
-            });
-        }
-        Ok(VerifiedBulletin { inner: self, key })
-    }
 }
 
 /// A bulletin whose origin signature verified with a key the keyring holds for that
-/// origin, valid at its creation time and not revoked. Only [`UnverifiedBulletin::verify`]
-/// makes one.
+/// origin, valid at its creation time and not revoked. Only verification
+/// ([`UnverifiedBulletin::verify`], [`UnverifiedBulletin::verify_all`]) makes one.
 #[derive(Clone, Debug)]
 pub struct VerifiedBulletin {
     inner: UnverifiedBulletin,
@@ -612,6 +524,7 @@ impl VerifiedBulletin {
 
 mod labels;
 pub mod signature;
+mod verify;
 pub use labels::{Kind, Tlp};
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::identity::Validity;
+use crate::identity::{Keyring, Validity};
 use ed25519_dalek::Verifier as _;
 use proptest::prelude::*;
 

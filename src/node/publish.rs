@@ -1,7 +1,9 @@
 //! A publish stream: pipelined `Publish` frames in, one `PublishResult` per frame out,
-//! in order. Each bulletin is verified and decided here, then handed to the storage
-//! thread; its result is sent only once the commit is durable. Reading goes on while
-//! earlier bulletins wait for their commit, so one stream feeds a whole group commit.
+//! in order. One task reads the frames; another verifies and decides them in batches of
+//! whatever arrived meanwhile (the signatures checked together), then hands each
+//! bulletin to the storage thread; a result is sent only once its commit is durable.
+//! Reading goes on while earlier bulletins are verified and committed, so one stream
+//! feeds a whole group commit.
 
 use std::sync::Arc;
 
