@@ -2,8 +2,9 @@
 //! two group commits, and its restoration into a new data directory.
 //!
 //! A backup is a directory holding a fresh sled database with every key of the node's,
-//! a copy of the committed bytes of its value files (`values/`), and a manifest (`renkei-backup.toml`) written last, so a backup without a manifest is
-//! known to be incomplete. It must be taken by the one writer of the store (the storage
+//! a copy of the committed bytes of its value files (`values/`), and a manifest
+//! (`renkei-backup.toml`) written last, so a backup without a manifest is known to be
+//! incomplete. It must be taken by the one writer of the store (the storage
 //! thread), which is what makes the copy consistent; it does not verify the audit log
 //! (the CLI runs `audit verify` on the restored database).
 
