@@ -45,18 +45,18 @@ impl UnverifiedBulletin {
                     .copied()
             })
             .collect();
-        let messages: Vec<Vec<u8>> = bulletins
+        // Only bulletins whose key was found have a signature to check; `valid` answers
+        // for those, in the same order.
+        let messages: Vec<Option<Vec<u8>>> = bulletins
             .iter()
             .zip(&looked_up)
-            .filter(|(_, key)| key.is_ok())
-            .map(|(b, _)| signed_message(&b.signed.bulletin))
+            .map(|(b, key)| key.is_ok().then(|| signed_message(&b.signed.bulletin)))
             .collect();
         let items: Vec<(&PublicKey, &[u8], &Signature)> = bulletins
             .iter()
             .zip(&looked_up)
-            .filter_map(|(b, key)| Some((key.as_ref().ok()?, &b.signature)))
             .zip(&messages)
-            .map(|((key, sig), msg)| (key, msg.as_slice(), sig))
+            .filter_map(|((b, key), msg)| Some((key.as_ref().ok()?, msg.as_deref()?, &b.signature)))
             .collect();
         let mut valid = signature::verify_many(&items).into_iter();
         bulletins

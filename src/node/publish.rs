@@ -109,8 +109,7 @@ fn prepare_all(
         &shared.limits,
     );
     for ((at, d), v) in decoded.into_iter().zip(verified) {
-        let known = Some((d.header.clone(), d.digest));
-        let answer = decide(&sharing, from, role, d, v).map_err(|r| rejection(from, r, known));
+        let answer = decide(&sharing, from, role, d, v);
         if let Some(slot) = answers.get_mut(at) {
             *slot = Some(answer);
         }
@@ -188,20 +187,26 @@ fn decide(
     role: Role,
     d: Decoded,
     verified: Result<VerifiedBulletin, BulletinError>,
-) -> Result<(NewBulletin, proto::PublishResult), Box<proto::PublishResult>> {
+) -> Prepared {
     let (id, digest) = (d.request_id, d.digest);
-    let verified =
-        verified.map_err(|e| describe(rejected(id, e.code(), e.to_string()), &d.header, digest))?;
+    // Refusals name the bulletin; its header moves into the audit record only then.
+    let refuse = |r: Box<proto::PublishResult>, header: Header| {
+        let r = describe(r, &header, digest);
+        rejection(from, r, Some((header, digest)))
+    };
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => return Err(refuse(rejected(id, e.code(), e.to_string()), d.header)),
+    };
     let h = verified.header();
     let origin = h.origin.clone();
     if role == Role::Liaison && origin != *from {
         let msg = format!(
             "{from} is a liaison and may only publish its own bulletins, not those of {origin}"
         );
-        return Err(describe(
+        return Err(refuse(
             rejected(id, ErrorCode::OriginMismatch, msg),
-            h,
-            digest,
+            d.header,
         ));
     }
     let mut result = *describe(
