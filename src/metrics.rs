@@ -6,6 +6,7 @@
 //! store (which moves the counters in the same write as the record) and by any recount
 //! of the log, so the two cannot drift apart. Reading the counters is `store`'s job.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Date, Month};
@@ -30,13 +31,6 @@ pub const LATENCY_BOUNDS_MS: &[u64] = &[
 const LATENCY_PREFIX: &str = "latency.le_";
 /// Sum of the acknowledged bulletins' latencies, so the buckets make a full histogram.
 pub const LATENCY_SUM: &str = "latency.sum_ms";
-
-fn latency_bucket(ms: u64) -> String {
-    match LATENCY_BOUNDS_MS.iter().find(|b| ms <= **b) {
-        Some(b) => format!("{LATENCY_PREFIX}{b}"),
-        None => format!("{LATENCY_PREFIX}inf"),
-    }
-}
 
 /// Strips an enum's prefix from its protobuf name: `ERROR_CODE_BAD_SIGNATURE` →
 /// `bad_signature`.
@@ -64,92 +58,151 @@ fn withhold_name(reason: i32) -> String {
     )
 }
 
+/// Enum codes below this have their counter names formatted once, in [`Names`].
+const NAMED_CODES: i32 = 64;
+
+/// Every counter name a known code gives, formatted once per process: counting is on
+/// the path of every audit record, and the names never change.
+struct Names {
+    received: Vec<String>,
+    shared: Vec<String>,
+    withheld: Vec<String>,
+    rejected: Vec<String>,
+    /// One per bound of [`LATENCY_BOUNDS_MS`], then `inf`.
+    latency: Vec<String>,
+}
+
+fn names() -> &'static Names {
+    static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let table = |f: &dyn Fn(i32) -> String| (0..NAMED_CODES).map(f).collect();
+        Names {
+            received: table(&|k| format!("received.{}", kind_name(k))),
+            shared: table(&|k| format!("shared.{}", kind_name(k))),
+            withheld: table(&|r| format!("withheld.{}", withhold_name(r))),
+            rejected: table(&|e| format!("rejected.{}", error_name(e))),
+            latency: LATENCY_BOUNDS_MS
+                .iter()
+                .map(|b| format!("{LATENCY_PREFIX}{b}"))
+                .chain([format!("{LATENCY_PREFIX}inf")])
+                .collect(),
+        }
+    })
+}
+
+/// The name for `code` from `table`, or one formatted now for a code outside it.
+fn named(
+    table: &'static [String],
+    code: i32,
+    format: impl FnOnce() -> String,
+) -> Cow<'static, str> {
+    match usize::try_from(code).ok().and_then(|c| table.get(c)) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(format()),
+    }
+}
+
+fn latency_bucket(ms: u64) -> Cow<'static, str> {
+    let latency = &names().latency;
+    let i = LATENCY_BOUNDS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(LATENCY_BOUNDS_MS.len());
+    // The table has one name per bound and one for `inf`, so `i` is always in it.
+    Cow::Borrowed(latency.get(i).map_or("latency.le_inf", String::as_str))
+}
+
 /// Partner name used for events that name nobody (a certificate without a partner id).
 pub const UNNAMED: &str = "(unnamed)";
 
 /// One counter a record moves: on its day, for a partner, by name, by an amount.
+/// Borrows the partner from the record: counting allocates nothing for known names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Count {
+pub struct Count<'a> {
     /// Day of the record.
     pub day: u32,
     /// The partner concerned.
-    pub partner: String,
+    pub partner: &'a str,
     /// Counter name, e.g. `shared.exercise`.
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// Amount added.
     pub by: u64,
 }
 
 /// Every counter `record` moves. The one definition of the metrics.
-pub fn count(record: &proto::AuditRecord) -> Vec<Count> {
+pub fn count(record: &proto::AuditRecord) -> Vec<Count<'_>> {
+    let mut out = Vec::new();
+    each_count(record, |c| out.push(c));
+    out
+}
+
+/// Calls `f` with every counter `record` moves, in the order [`count`] lists them.
+pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a>)) {
     let day = day_of(record.time_unix_ms);
     let partner = if record.partner.is_empty() {
-        UNNAMED.to_owned()
+        UNNAMED
     } else {
-        record.partner.clone()
+        record.partner.as_str()
     };
-    let one = |partner: &str, name: String, by: u64| Count {
-        day,
-        partner: partner.to_owned(),
-        name,
-        by,
+    let mut one = |partner: &'a str, name: Cow<'static, str>, by: u64| {
+        f(Count {
+            day,
+            partner,
+            name,
+            by,
+        })
     };
+    let n = names();
     let event = AuditEvent::try_from(record.event).unwrap_or(AuditEvent::Unspecified);
     match event {
         AuditEvent::BulletinAccepted => {
-            let kind = kind_name(record.kind);
-            let mut out = vec![one(&partner, format!("received.{kind}"), 1)];
+            let kind = record.kind;
+            let received = named(&n.received, kind, || format!("received.kind_{kind}"));
+            one(partner, received, 1);
             for d in &record.decisions {
-                out.push(if d.shared {
-                    one(&d.partner, format!("shared.{kind}"), 1)
+                let name = if d.shared {
+                    named(&n.shared, kind, || format!("shared.kind_{kind}"))
                 } else {
-                    one(
-                        &d.partner,
-                        format!("withheld.{}", withhold_name(d.reason)),
-                        1,
-                    )
-                });
+                    let r = d.reason;
+                    named(&n.withheld, r, || format!("withheld.reason_{r}"))
+                };
+                one(&d.partner, name, 1);
             }
-            out
         }
         AuditEvent::BulletinRejected => {
-            vec![one(
-                &partner,
-                format!("rejected.{}", error_name(record.error)),
+            let e = record.error;
+            one(
+                partner,
+                named(&n.rejected, e, || format!("rejected.code_{e}")),
                 1,
-            )]
+            );
         }
-        AuditEvent::BulletinDuplicate => vec![one(&partner, "duplicate".into(), 1)],
-        AuditEvent::Delivered => vec![one(
-            &partner,
+        AuditEvent::BulletinDuplicate => one(partner, "duplicate".into(), 1),
+        AuditEvent::Delivered => one(
+            partner,
             "delivered".into(),
             record.bulletin_seqs.len() as u64,
-        )],
+        ),
         AuditEvent::Acked => {
-            let mut out = vec![one(
-                &partner,
-                "acked".into(),
-                record.bulletin_seqs.len() as u64,
-            )];
+            one(partner, "acked".into(), record.bulletin_seqs.len() as u64);
             for ms in &record.latencies_ms {
-                out.push(one(&partner, latency_bucket(*ms), 1));
+                one(partner, latency_bucket(*ms), 1);
             }
             if !record.latencies_ms.is_empty() {
                 let sum = record
                     .latencies_ms
                     .iter()
                     .fold(0u64, |a, b| a.saturating_add(*b));
-                out.push(one(&partner, LATENCY_SUM.into(), sum));
+                one(partner, LATENCY_SUM.into(), sum);
             }
-            out
         }
-        AuditEvent::ConnectionAccepted => vec![one(&partner, "connections".into(), 1)],
-        AuditEvent::ConnectionRefused => vec![one(&partner, "connections_refused".into(), 1)],
-        AuditEvent::AuditorQuery => vec![one(&partner, "auditor_queries".into(), 1)],
+        AuditEvent::ConnectionAccepted => one(partner, "connections".into(), 1),
+        AuditEvent::ConnectionRefused => one(partner, "connections_refused".into(), 1),
+        AuditEvent::AuditorQuery => one(partner, "auditor_queries".into(), 1),
         AuditEvent::ConfigLoaded
         | AuditEvent::KeyRevoked
         | AuditEvent::Operator
-        | AuditEvent::Unspecified => vec![],
+        | AuditEvent::Unspecified => {}
     }
 }
 
@@ -160,7 +213,9 @@ pub fn aggregate<'a>(
     let mut totals = BTreeMap::new();
     for r in records {
         for c in count(r) {
-            *totals.entry((c.day, c.partner, c.name)).or_insert(0) += c.by;
+            *totals
+                .entry((c.day, c.partner.to_owned(), c.name.into_owned()))
+                .or_insert(0) += c.by;
         }
     }
     totals

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prost::Message;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -285,11 +286,94 @@ pub async fn write_frame<M: Message>(
     send: &mut quinn::SendStream,
     msg: &M,
 ) -> Result<(), FrameError> {
-    send.write_all(&msg.encode_length_delimited_to_vec())
-        .await?;
+    let frame = Bytes::from(msg.encode_length_delimited_to_vec());
+    // Handing quinn owned bytes spares it a copy of the frame.
+    send.write_chunk(frame).await?;
     FRAMES.written.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
+
+/// Frames encoded one after another into one buffer, to be written together: one
+/// write (and one chunk in quinn's send buffer, which it scans per packet) for what is
+/// ready at once, instead of one per frame.
+#[derive(Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    frames: u64,
+}
+
+impl Outbox {
+    /// An empty outbox with room for `bytes` without growing.
+    pub fn with_capacity(bytes: usize) -> Outbox {
+        Outbox {
+            buf: Vec::with_capacity(bytes),
+            frames: 0,
+        }
+    }
+
+    /// Appends `msg` as a length-delimited frame.
+    pub fn push<M: Message>(&mut self, msg: &M) {
+        let _ = msg.encode_length_delimited(&mut self.buf);
+        self.frames += 1;
+    }
+
+    /// Appends a `Delivery` frame for `seq` whose bulletin is `envelope`, an encoded
+    /// `SignedBulletin` as the store keeps it: the envelope is copied in as it is,
+    /// not decoded and encoded again. The bytes are those of encoding the frame with
+    /// the envelope decoded.
+    pub fn push_delivery(&mut self, seq: u64, envelope: &[u8]) {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        // Delivery { seq = 1 (omitted when 0, as proto3 does); bulletin = 2 }
+        let seq_len = if seq == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(seq)
+        };
+        let env = envelope.len() as u64;
+        let delivery = seq_len as u64 + 1 + encoded_len_varint(env) as u64 + env;
+        // ServerFrame { delivery = 3 }
+        let frame = 1 + encoded_len_varint(delivery) as u64 + delivery;
+        let buf = &mut self.buf;
+        encode_varint(frame, buf);
+        encode_key(DELIVERY_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(delivery, buf);
+        if seq != 0 {
+            encode_key(1, WireType::Varint, buf);
+            encode_varint(seq, buf);
+        }
+        encode_key(2, WireType::LengthDelimited, buf);
+        encode_varint(env, buf);
+        buf.extend_from_slice(envelope);
+        self.frames += 1;
+    }
+
+    /// Frames waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes everything waiting as one write, and empties the outbox.
+    pub async fn write_to(&mut self, send: &mut quinn::SendStream) -> Result<(), FrameError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        // Owned bytes: quinn keeps them as they are instead of copying.
+        send.write_chunk(Bytes::from(std::mem::take(&mut self.buf)))
+            .await?;
+        FRAMES
+            .written
+            .fetch_add(std::mem::take(&mut self.frames), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The field of `ServerFrame` that holds a `Delivery`.
+const DELIVERY_FIELD: u32 = 3;
 
 /// Writes an `Error` frame and finishes the stream; failures are ignored because the
 /// peer may already be gone, and there is nothing more to tell it.
@@ -324,5 +408,53 @@ mod tests {
         // The CA certificate has no SAN: it names no partner.
         let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
         assert!(partner_from_cert(&ca_der).is_err());
+    }
+
+    #[test]
+    fn an_outbox_holds_the_bytes_prost_would_write_for_its_frames() {
+        let envelope = |n: usize| proto::SignedBulletin {
+            bulletin: Bytes::from(vec![7; n]),
+            signature: Bytes::from(vec![1; 64]),
+            key_id: Bytes::from(vec![2; 8]),
+        };
+        let mut outbox = Outbox::default();
+        let mut expected = Vec::new();
+        let error = proto::ServerFrame {
+            frame: Some(proto::server_frame::Frame::Error(proto::Error {
+                code: 3,
+                message: "x".into(),
+            })),
+        };
+        for (seq, n) in [(0, 0), (1, 5), (127, 1_000), (128, 20_000), (1 << 40, 90)] {
+            let signed = envelope(n);
+            let frame = proto::ServerFrame {
+                frame: Some(proto::server_frame::Frame::Delivery(proto::Delivery {
+                    seq,
+                    bulletin: Some(signed.clone()),
+                })),
+            };
+            outbox.push_delivery(seq, &signed.encode_to_vec());
+            expected.extend(frame.encode_length_delimited_to_vec());
+            outbox.push(&error);
+            expected.extend(error.encode_length_delimited_to_vec());
+        }
+        let written = outbox.buf.clone();
+        assert_eq!(written, expected);
+        assert_eq!(outbox.len(), expected.len());
+        assert_eq!(outbox.frames, 10);
+        // And a reader takes them back one by one.
+        let mut buf = &written[..];
+        for _ in 0..5 {
+            let f = proto::ServerFrame::decode_length_delimited(&mut buf).unwrap();
+            assert!(matches!(
+                f.frame,
+                Some(proto::server_frame::Frame::Delivery(_))
+            ));
+            assert_eq!(
+                proto::ServerFrame::decode_length_delimited(&mut buf).unwrap(),
+                error
+            );
+        }
+        assert!(buf.is_empty());
     }
 }

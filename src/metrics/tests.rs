@@ -47,9 +47,9 @@ fn each_record_moves_the_counters_a_reader_expects() {
     assert_eq!(
         names,
         [
-            ("us-dod".into(), "received.consultation".into()),
-            ("uk-mod".into(), "shared.consultation".into()),
-            ("ee-mod".into(), "withheld.above_clearance".into()),
+            ("us-dod", "received.consultation".into()),
+            ("uk-mod", "shared.consultation".into()),
+            ("ee-mod", "withheld.above_clearance".into()),
         ]
     );
     let mut r = record(AuditEvent::BulletinRejected, "", 3);
@@ -60,8 +60,8 @@ fn each_record_moves_the_counters_a_reader_expects() {
     r.bulletin_seqs = vec![1, 2, 3];
     r.latencies_ms = vec![0, 3, 1_000_000_000];
     let c = count(&r);
-    assert_eq!((c[0].name.as_str(), c[0].by), ("acked", 3));
-    let buckets: Vec<_> = c[1..].iter().map(|c| c.name.as_str()).collect();
+    assert_eq!((c[0].name.as_ref(), c[0].by), ("acked", 3));
+    let buckets: Vec<_> = c[1..].iter().map(|c| c.name.as_ref()).collect();
     assert_eq!(
         buckets,
         [
@@ -72,6 +72,28 @@ fn each_record_moves_the_counters_a_reader_expects() {
         ]
     );
     assert_eq!(c[4].by, 1_000_000_003);
+}
+
+#[test]
+fn codes_this_build_does_not_know_still_get_a_counter_of_their_own() {
+    // Within the table of names formatted once, and beyond it.
+    for (kind, reason, error) in [(40, 41, 42), (999, 1_000, -1)] {
+        let mut r = accepted("us-dod", Kind::Consultation, &["uk-mod"], &["ee-mod"], 3);
+        r.kind = kind;
+        r.decisions[1].reason = reason;
+        let names: Vec<String> = count(&r).into_iter().map(|c| c.name.into()).collect();
+        assert_eq!(
+            names,
+            [
+                format!("received.kind_{kind}"),
+                format!("shared.kind_{kind}"),
+                format!("withheld.reason_{reason}"),
+            ]
+        );
+        let mut r = record(AuditEvent::BulletinRejected, "uk-mod", 3);
+        r.error = error;
+        assert_eq!(count(&r)[0].name, format!("rejected.code_{error}"));
+    }
 }
 
 #[test]

@@ -246,28 +246,29 @@ fn decide(
     Ok((new, result))
 }
 
-async fn resolve(reply: Reply) -> Result<proto::PublishResult, (ErrorCode, String)> {
-    match reply {
-        Reply::Ready(r) => Ok(r),
-        Reply::Fatal(code, msg) => Err((code, msg)),
-        Reply::Committing(mut r, outcome) => Ok(match outcome.await {
-            Ok(Ok(Outcome::Accepted(_))) => r,
-            Ok(Ok(Outcome::Duplicate(_))) => {
-                r.status = PublishStatus::Duplicate as i32;
-                r.shared_with.clear();
-                r.withheld.clear();
-                r
-            }
-            Ok(Ok(Outcome::Conflict { existing, .. })) => {
-                let msg = format!(
-                    "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
-                    r.bulletin_id, r.origin
-                );
-                reject_identified(r, ErrorCode::Conflict, msg)
-            }
-            Ok(Err(message)) => reject_identified(r, ErrorCode::Internal, message),
-            Err(_) => reject_identified(r, ErrorCode::ShuttingDown, "the node is stopping".into()),
-        }),
+/// The result to send once the commit of an accepted bulletin has ended: `None` when
+/// the storage thread went away without answering.
+fn settle(
+    mut r: proto::PublishResult,
+    outcome: Option<Result<Outcome, String>>,
+) -> proto::PublishResult {
+    match outcome {
+        Some(Ok(Outcome::Accepted(_))) => r,
+        Some(Ok(Outcome::Duplicate(_))) => {
+            r.status = PublishStatus::Duplicate as i32;
+            r.shared_with.clear();
+            r.withheld.clear();
+            r
+        }
+        Some(Ok(Outcome::Conflict { existing, .. })) => {
+            let msg = format!(
+                "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
+                r.bulletin_id, r.origin
+            );
+            reject_identified(r, ErrorCode::Conflict, msg)
+        }
+        Some(Err(message)) => reject_identified(r, ErrorCode::Internal, message),
+        None => reject_identified(r, ErrorCode::ShuttingDown, "the node is stopping".into()),
     }
 }
 
@@ -296,25 +297,60 @@ async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<Incoming>) 
     }
 }
 
+/// Results written together at most (bytes), so a long run of ready results still
+/// reaches the publisher in pieces.
+const OUTBOX_BYTES: usize = 64 * 1024;
+
 /// Writes results in request order as they resolve; ends the stream after the last.
+/// Results that are ready together go out in one write.
 async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>) {
-    while let Some(reply) = pending.recv().await {
-        match resolve(reply).await {
-            Ok(result) => {
-                let frame = proto::ServerFrame {
-                    frame: Some(Server::PublishResult(result)),
-                };
-                if transport::write_frame(&mut send, &frame).await.is_err() {
+    use tokio::sync::mpsc::error::TryRecvError;
+    use tokio::sync::oneshot::error::TryRecvError as Waiting;
+    let mut outbox = transport::Outbox::default();
+    loop {
+        if outbox.len() >= OUTBOX_BYTES && outbox.write_to(&mut send).await.is_err() {
+            return;
+        }
+        let reply = match pending.try_recv() {
+            Ok(reply) => reply,
+            Err(TryRecvError::Empty) => {
+                // Nothing more is ready: send what is, before waiting.
+                if !outbox.is_empty() && outbox.write_to(&mut send).await.is_err() {
                     return;
                 }
+                match pending.recv().await {
+                    Some(reply) => reply,
+                    None => break,
+                }
             }
-            Err((code, msg)) => {
-                transport::send_error(&mut send, code, msg).await;
+            Err(TryRecvError::Disconnected) => break,
+        };
+        let result = match reply {
+            Reply::Ready(r) => r,
+            Reply::Committing(r, mut outcome) => match outcome.try_recv() {
+                Ok(o) => settle(r, Some(o)),
+                Err(Waiting::Closed) => settle(r, None),
+                Err(Waiting::Empty) => {
+                    if !outbox.is_empty() && outbox.write_to(&mut send).await.is_err() {
+                        return;
+                    }
+                    settle(r, outcome.await.ok())
+                }
+            },
+            Reply::Fatal(code, msg) => {
+                if outbox.write_to(&mut send).await.is_ok() {
+                    transport::send_error(&mut send, code, msg).await;
+                }
                 return;
             }
-        }
+        };
+        outbox.push(&proto::ServerFrame {
+            frame: Some(Server::PublishResult(result)),
+        });
     }
-    let _ = send.finish();
+    if outbox.write_to(&mut send).await.is_ok() {
+        let _ = send.finish();
+    }
 }
 
 /// What the reading half of a publish stream hands to the preparing half, in order.

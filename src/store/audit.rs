@@ -18,6 +18,7 @@
 //! which keeps a commit at a few dozen keys however many records it holds. Record times
 //! never go backwards (a clock step back is clamped), so the time index is a seq range.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -273,7 +274,7 @@ impl AuditState {
             records: Vec::with_capacity(events.len()),
         };
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut counts: BTreeMap<(u32, String, String), u64> = BTreeMap::new();
+        let mut sealed = Vec::with_capacity(events.len());
         for (n, event) in (first..).zip(events) {
             let record = event.seal(n, now);
             let bytes = Bytes::from(record.encode_to_vec());
@@ -286,10 +287,15 @@ impl AuditState {
                     .or_default()
                     .extend_from_slice(&n.to_be_bytes());
             }
-            for c in metrics::count(&record) {
-                *counts.entry((c.day, c.partner, c.name)).or_default() += c.by;
-            }
             batch.records.push(bytes);
+            sealed.push(record);
+        }
+        // A batch moves few distinct counters many times: add up borrowed names first.
+        let mut counts: BTreeMap<(u32, &str, Cow<'static, str>), u64> = BTreeMap::new();
+        for record in &sealed {
+            metrics::each_count(record, |c| {
+                *counts.entry((c.day, c.partner, c.name)).or_default() += c.by;
+            });
         }
         let size = first + batch.records.len() as u64;
         let ptr = values.append(&batch.encode_to_vec())?;
@@ -304,8 +310,8 @@ impl AuditState {
         writes.insert(time_key, &[][..]);
         let mut moved = Vec::with_capacity(counts.len());
         for ((day, partner, name), by) in counts {
-            let key = counter_key(day, &partner, &name);
-            moved.push(((partner, name), by));
+            let key = counter_key(day, partner, &name);
+            moved.push(((partner.to_owned(), name.into_owned()), by));
             let old = match tree.get(&key)? {
                 Some(v) => be_u64(&key, &v)?,
                 None => 0,

@@ -402,6 +402,12 @@ fn print_table(r: &Value) {
             "    database on disk         {:>12}",
             mib(&s["database_bytes"])
         );
+        emitln!(
+            "    node CPU                 {:>12} µs per accepted bulletin ({:.2} cores; clients {:.2})",
+            s["node_cpu_us_per_accepted"],
+            s["node_cores_busy"].as_f64().unwrap_or(f64::NAN),
+            s["clients_cores_busy"].as_f64().unwrap_or(f64::NAN)
+        );
         commits_line(&s["commits"]);
     }
     let l = &r["latency"];

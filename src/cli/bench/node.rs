@@ -132,6 +132,13 @@ impl NodeProcess {
             .unwrap_or(0)
     }
 
+    /// CPU time the node has used so far (user and system, every thread); `None` where
+    /// unknown. Under a profiler wrapper this is the wrapper's, not the node's.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let child = self.child.as_ref()?;
+        cpu_seconds(&format!("/proc/{}/stat", child.id()))
+    }
+
     /// Stops it with SIGTERM (a clean stop: final flush and checkpoint) and waits.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
@@ -168,5 +175,38 @@ impl Drop for NodeProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// User plus system CPU seconds of the process whose `/proc/…/stat` is at `path`.
+/// `/proc` counts in USER_HZ, which Linux fixes at 100 per second for user space.
+pub(super) fn cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_is_read_from_proc() {
+        // Spin until this process has used at least one tick, so the figure cannot be
+        // the zero of a failed parse.
+        let mut x = 0u64;
+        let seconds = loop {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_add(std::hint::black_box(i));
+            }
+            match super::cpu_seconds("/proc/self/stat") {
+                Some(s) if s > 0.0 => break s,
+                Some(_) => continue,
+                None => panic!("no CPU time in /proc/self/stat"),
+            }
+        };
+        assert!(seconds < 1e6, "{seconds} {x}");
     }
 }

@@ -198,6 +198,7 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
         clients.push(connect(&setup.dir, &publisher_id(i), node.addr).await?);
     }
     eprintln!("renkei bench: saturation: publishing…");
+    let cpu_before = (node.cpu_seconds(), own_cpu_seconds());
     let start = Instant::now();
     let mut publishers = tokio::task::JoinSet::new();
     for (client, batch) in clients.into_iter().zip(batches) {
@@ -213,6 +214,9 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
         last = last.max(r.context("a subscriber task")??.0);
     }
     let deliver_time = last - start;
+    let wall = start.elapsed().as_secs_f64();
+    let node_cpu = node.cpu_seconds().zip(cpu_before.0).map(|(b, a)| b - a);
+    let own_cpu = own_cpu_seconds().zip(cpu_before.1).map(|(b, a)| b - a);
     let peak_rss = node.peak_rss();
     let commits = commit_figures(&node);
     node.stop()?;
@@ -226,8 +230,16 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
         "publish_seconds": publish_time.as_secs_f64(),
         "deliver_seconds": deliver_time.as_secs_f64(),
         "node_peak_rss_bytes": peak_rss,
+        "node_cpu_us_per_accepted": node_cpu.map(|c| (c * 1e6 / accepted.max(1) as f64).round()),
+        "node_cores_busy": node_cpu.map(|c| c / wall),
+        "clients_cores_busy": own_cpu.map(|c| c / wall),
         "database_bytes": super::dir_size(&setup.dir.join("saturation")),
     }))
+}
+
+/// CPU seconds this process (the benchmark's clients) has used.
+fn own_cpu_seconds() -> Option<f64> {
+    super::node::cpu_seconds("/proc/self/stat")
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
