@@ -88,7 +88,7 @@ impl Client {
         } else {
             bind
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(TransportError::Io)?;
+        let mut endpoint = transport::endpoint(bind, None)?;
         endpoint.set_default_client_config(transport::client_config(identity, timers)?);
         let connecting = endpoint
             .connect(server, server_name.as_str())

@@ -159,8 +159,33 @@ pub struct Timers {
 /// a few of each. Bounds what one connection can make the node hold.
 const MAX_STREAMS: u32 = 32;
 
+/// Largest UDP payload sent or accepted. MTU discovery only climbs above the 1,452
+/// bytes quinn otherwise stops at where the path carries larger packets (loopback,
+/// jumbo-frame links); elsewhere nothing changes. On such paths a delivery (about
+/// 1.3 KiB with a 1 KiB body) no longer takes a packet of its own. Not the 8,952 of a
+/// 9,000-byte jumbo frame: quinn sends up to ten packets in one GSO batch, and a batch
+/// over 64 KiB is refused by the kernel and silently lost (quinn-rs/quinn#2201).
+pub const MAX_UDP_PAYLOAD: u16 = 6_000;
+
+/// An endpoint on `addr`: a node's (with `server`) or a client's.
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, TransportError> {
+    let mut cfg = quinn::EndpointConfig::default();
+    cfg.max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| TransportError::Quic(e.to_string()))?;
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| TransportError::Quic("no async runtime to run QUIC on".into()))?;
+    Ok(quinn::Endpoint::new(cfg, server, socket, runtime)?)
+}
+
 fn transport_config(t: Timers) -> Result<quinn::TransportConfig, TransportError> {
     let mut cfg = quinn::TransportConfig::default();
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    cfg.mtu_discovery_config(Some(mtu));
     cfg.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     cfg.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     cfg.keep_alive_interval(Some(t.keep_alive));

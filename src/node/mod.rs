@@ -270,7 +270,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     // Never append to (or sign for) a log that does not match what the node signed.
     store.audit().check_checkpoint(&origin, &audit_key)?;
     store.set_identity(&n.id, &audit_key)?;
-    let endpoint = quinn::Endpoint::server(server, n.listen).map_err(TransportError::Io)?;
+    let endpoint = crate::transport::endpoint(n.listen, Some(server))?;
     let addr = endpoint.local_addr().map_err(TransportError::Io)?;
 
     let (commits, requests) = mpsc::channel(t.commit_batch * 4);
