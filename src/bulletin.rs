@@ -378,6 +378,28 @@ fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, Bulletin
     })
 }
 
+/// Whether `bulletin` encodes to exactly `bytes`. Encodes into a buffer kept per
+/// thread: this runs for every bulletin received, and would otherwise allocate one.
+fn encodes_as(bulletin: &proto::Bulletin, bytes: &[u8]) -> bool {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let _ = bulletin.encode(&mut *buf);
+            let same = buf[..] == *bytes;
+            // Keep the buffer at the size of ordinary bulletins, not the largest seen.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            same
+        }
+        // Not reachable (nothing here re-enters), but never worth a panic.
+        Err(_) => bulletin.encode_to_vec() == bytes,
+    })
+}
+
 fn signed_message(bulletin_bytes: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + bulletin_bytes.len());
     msg.extend_from_slice(SIGNATURE_DOMAIN);
@@ -454,7 +476,7 @@ impl UnverifiedBulletin {
         // Decoders differ on duplicate, unknown and mistyped fields; accepting only the
         // canonical encoding gives signed bytes one meaning in every implementation.
         if bulletin.encoded_len() != signed.bulletin.len()
-            || bulletin.encode_to_vec() != signed.bulletin
+            || !encodes_as(&bulletin, &signed.bulletin)
         {
             return Err(BulletinError::NonCanonical);
         }

@@ -6,6 +6,7 @@ use ed25519_dalek::Signature;
 
 use super::{
     signature, signed_message, BulletinError, Limits, UnverifiedBulletin, VerifiedBulletin,
+    SIGNATURE_DOMAIN,
 };
 use crate::identity::{KeyLookupError, Keyring, PublicKey};
 use crate::timestamp::Timestamp;
@@ -46,17 +47,32 @@ impl UnverifiedBulletin {
             })
             .collect();
         // Only bulletins whose key was found have a signature to check; `valid` answers
-        // for those, in the same order.
-        let messages: Vec<Option<Vec<u8>>> = bulletins
-            .iter()
-            .zip(&looked_up)
-            .map(|(b, key)| key.is_ok().then(|| signed_message(&b.signed.bulletin)))
-            .collect();
+        // for those, in the same order. Their signed messages share one buffer.
+        let mut messages = Vec::with_capacity(
+            bulletins
+                .iter()
+                .map(|b| SIGNATURE_DOMAIN.len() + b.signed.bulletin.len())
+                .sum(),
+        );
+        let mut ends = Vec::with_capacity(bulletins.len());
+        for (b, key) in bulletins.iter().zip(&looked_up) {
+            if key.is_ok() {
+                messages.extend_from_slice(SIGNATURE_DOMAIN);
+                messages.extend_from_slice(&b.signed.bulletin);
+            }
+            ends.push(messages.len());
+        }
         let items: Vec<(&PublicKey, &[u8], &Signature)> = bulletins
             .iter()
             .zip(&looked_up)
-            .zip(&messages)
-            .filter_map(|((b, key), msg)| Some((key.as_ref().ok()?, msg.as_deref()?, &b.signature)))
+            .zip(ends.iter().scan(0, |start, end| {
+                let range = *start..*end;
+                *start = *end;
+                Some(range)
+            }))
+            .filter_map(|((b, key), range)| {
+                Some((key.as_ref().ok()?, messages.get(range)?, &b.signature))
+            })
             .collect();
         let mut valid = signature::verify_many(&items).into_iter();
         bulletins

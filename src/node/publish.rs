@@ -218,22 +218,25 @@ fn decide(
         h,
         digest,
     );
-    let mut shared_with = Vec::new();
     let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
-    for (partner, decision) in decisions {
-        match decision {
-            Decision::Share => {
-                shared_with.push(partner.clone());
-                result.shared_with.push(partner.to_string());
-            }
-            Decision::Withhold(w) => result.withheld.push(proto::Withheld {
-                partner: partner.to_string(),
-                reason: w.code() as i32,
-                detail: w.to_string(),
-            }),
+    // The answer names the decisions the record holds, in its words (formatted once).
+    for d in &audit.record().decisions {
+        if d.shared {
+            result.shared_with.push(d.partner.clone());
+        } else {
+            result.withheld.push(proto::Withheld {
+                partner: d.partner.clone(),
+                reason: d.reason,
+                detail: d.detail.clone(),
+            });
         }
     }
+    let shared_with = decisions
+        .into_iter()
+        .filter(|(_, d)| matches!(d, Decision::Share))
+        .map(|(p, _)| p.clone())
+        .collect();
     let new = NewBulletin {
         signed: d.envelope,
         digest,
