@@ -223,8 +223,16 @@ impl BulletinId {
     /// one id text and deduplication by (origin, id) cannot be evaded.
     pub fn parse_canonical(text: &str) -> Option<Self> {
         let uuid = Uuid::try_parse(text).ok()?;
-        let canonical = uuid.hyphenated().to_string();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let canonical = uuid.hyphenated().encode_lower(&mut buf);
         (canonical == text && !uuid.is_nil()).then_some(BulletinId(uuid))
+    }
+
+    /// The canonical text, as [`Display`](fmt::Display) writes it, without the
+    /// formatter: ids are copied into records and answers for every bulletin.
+    pub fn to_text(&self) -> String {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        self.0.hyphenated().encode_lower(&mut buf).to_owned()
     }
 
     /// The 16 bytes, for storage keys.

@@ -102,6 +102,20 @@ macro_rules! label_newtype {
             }
         }
 
+        // Conversions to text that skip the formatter: ids are copied into records and
+        // answers for every bulletin.
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl From<&$name> for String {
+            fn from(id: &$name) -> String {
+                id.0.clone()
+            }
+        }
+
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&self.0)

@@ -14,8 +14,9 @@
 //!
 //! Pure and synchronous: no I/O, no clock. It decides; the node records and acts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::bulletin::{Header, Kind, Tlp};
 use crate::config::NodeConfig;
@@ -23,7 +24,7 @@ use crate::identity::{AudienceEntry, GroupName, PartnerId, Role};
 use crate::proto;
 
 /// Why a bulletin is withheld from a partner.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Withhold {
     /// The partner is the bulletin's origin.
     Origin,
@@ -62,6 +63,43 @@ impl Withhold {
             Withhold::NoOnwardRelay(_) => R::NoOnwardRelay,
             Withhold::NotInAudience(_) => R::NotInAudience,
         }
+    }
+}
+
+impl Withhold {
+    /// What [`Display`](fmt::Display) writes. Every reason that names no tag is
+    /// formatted once per process: a detail is written for each partner a bulletin is
+    /// withheld from, and the reasons are few.
+    pub fn detail(&self) -> String {
+        static DETAILS: OnceLock<HashMap<Withhold, String>> = OnceLock::new();
+        let details = DETAILS.get_or_init(|| {
+            Withhold::untagged()
+                .map(|w| {
+                    let text = w.to_string();
+                    (w, text)
+                })
+                .collect()
+        });
+        match details.get(self) {
+            Some(text) => text.clone(),
+            None => self.to_string(),
+        }
+    }
+
+    /// Every reason that names no tag.
+    fn untagged() -> impl Iterator<Item = Withhold> {
+        let tlps = Tlp::ALL.iter().copied();
+        let clearances = std::iter::once(None).chain(Tlp::ALL.iter().copied().map(Some));
+        [Withhold::Origin, Withhold::Sender, Withhold::Auditor]
+            .into_iter()
+            .chain(tlps.clone().flat_map(move |tlp| {
+                clearances
+                    .clone()
+                    .map(move |clearance| Withhold::AboveClearance { tlp, clearance })
+            }))
+            .chain(Kind::ALL.iter().copied().map(Withhold::KindNotShared))
+            .chain(tlps.clone().map(Withhold::NoOnwardRelay))
+            .chain(tlps.map(Withhold::NotInAudience))
     }
 }
 

@@ -405,11 +405,11 @@ impl Store {
                 seq: head,
                 signed: b.signed,
                 digest: Bytes::copy_from_slice(&b.digest.0),
-                origin: b.origin.to_string(),
-                id: b.id.to_string(),
-                received_from: b.received_from.to_string(),
+                origin: b.origin.into(),
+                id: b.id.to_text(),
+                received_from: b.received_from.into(),
                 accepted_unix_ms: now.unix_ms(),
-                shared_with: b.shared_with.iter().map(|p| p.to_string()).collect(),
+                shared_with: b.shared_with.into_iter().map(String::from).collect(),
             });
             events.push(b.audit.stored_as(head));
             outcomes.push(Some(Outcome::Accepted(head)));

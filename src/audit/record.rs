@@ -19,14 +19,14 @@ pub struct Event(proto::AuditRecord);
 fn base(event: AuditEvent, partner: &PartnerId) -> proto::AuditRecord {
     proto::AuditRecord {
         event: event as i32,
-        partner: partner.to_string(),
+        partner: partner.into(),
         ..Default::default()
     }
 }
 
 fn describe(r: &mut proto::AuditRecord, h: &Header, digest: Digest) {
-    r.bulletin_id = h.id.to_string();
-    r.origin = h.origin.to_string();
+    r.bulletin_id = h.id.to_text();
+    r.origin = (&h.origin).into();
     r.digest = digest.0.to_vec().into();
     r.tlp = h.tlp.to_proto() as i32;
     r.kind = h.kind.to_proto() as i32;
@@ -48,15 +48,15 @@ impl Event {
             .into_iter()
             .map(|(partner, d)| match d {
                 Decision::Share => proto::Decision {
-                    partner: partner.to_string(),
+                    partner: partner.into(),
                     shared: true,
                     ..Default::default()
                 },
                 Decision::Withhold(w) => proto::Decision {
-                    partner: partner.to_string(),
+                    partner: partner.into(),
                     shared: false,
                     reason: w.code() as i32,
-                    detail: w.to_string(),
+                    detail: w.detail(),
                 },
             })
             .collect();

@@ -391,7 +391,11 @@ fn fresh_ids_are_canonical_v7() {
     let id = BulletinId::new_v7(Timestamp::from_unix_ms(CREATED));
     let text = id.to_string();
     assert_eq!(BulletinId::parse_canonical(&text), Some(id));
+    assert_eq!(id.to_text(), text);
     assert_eq!(Uuid::parse_str(&text).unwrap().get_version_num(), 7);
+    // Only the lowercase hyphenated form is an id.
+    assert_eq!(BulletinId::parse_canonical(&text.to_uppercase()), None);
+    assert_eq!(BulletinId::parse_canonical(&text.replace('-', "")), None);
 }
 
 proptest! {

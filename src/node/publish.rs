@@ -139,8 +139,8 @@ fn describe(
     h: &Header,
     digest: Digest,
 ) -> Box<proto::PublishResult> {
-    r.bulletin_id = h.id.to_string();
-    r.origin = h.origin.to_string();
+    r.bulletin_id = h.id.to_text();
+    r.origin = (&h.origin).into();
     r.digest = Bytes::copy_from_slice(&digest.0);
     r
 }

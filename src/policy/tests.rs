@@ -182,3 +182,19 @@ fn policy_from_config_decides_for_every_partner_in_order() {
     ));
     assert_eq!(decisions[3].1, Decision::Withhold(Withhold::Auditor));
 }
+
+#[test]
+fn details_formatted_once_read_as_formatted_now() {
+    let mut seen = 0;
+    for w in Withhold::untagged() {
+        assert_eq!(w.detail(), w.to_string());
+        seen += 1;
+    }
+    // 3 fixed reasons, 5 TLPs × 6 clearances, every kind, 2 × 5 relay and audience.
+    assert_eq!(seen, 3 + 5 * 6 + Kind::ALL.len() + 2 * 5);
+    let tag = Withhold::DeniedTag("national-only".into());
+    assert_eq!(
+        tag.detail(),
+        "tag \"national-only\" is never shared with the partner"
+    );
+}

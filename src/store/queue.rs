@@ -157,7 +157,7 @@ impl Store {
     ) -> Result<Page, StoreError> {
         let head = self.head()?;
         let mut page = Page {
-            items: Vec::new(),
+            items: Vec::with_capacity(max.min(256)),
             scanned_through: after,
         };
         if after >= head || max == 0 {
