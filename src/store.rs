@@ -334,16 +334,20 @@ impl Store {
         origin: &PartnerId,
         id: &BulletinId,
     ) -> Result<Option<(u64, Digest)>, StoreError> {
-        let key = dedupe_key(origin, id);
-        match self.state.get(&key)? {
+        self.lookup_key(&dedupe_key(origin, id))
+    }
+
+    /// [`Store::lookup`] by the index key.
+    fn lookup_key(&self, key: &[u8]) -> Result<Option<(u64, Digest)>, StoreError> {
+        match self.state.get(key)? {
             None => Ok(None),
             Some(v) if v.len() == DEDUPE_VALUE => {
-                let seq = be_u64(&key, &v[..8])?;
+                let seq = be_u64(key, &v[..8])?;
                 let mut d = [0u8; 32];
                 d.copy_from_slice(&v[8..40]);
                 Ok(Some((seq, Digest(d))))
             }
-            Some(_) => Err(corrupt(&key, "index entry is not 48 bytes")),
+            Some(_) => Err(corrupt(key, "index entry is not 48 bytes")),
         }
     }
 
@@ -379,7 +383,7 @@ impl Store {
             let key = dedupe_key(&b.origin, &b.id);
             let earlier = match in_batch.get(&key) {
                 Some(hit) => Some(*hit),
-                None => self.lookup(&b.origin, &b.id)?,
+                None => self.lookup_key(&key)?,
             };
             if let Some((seq, existing)) = earlier {
                 if existing == b.digest {
@@ -399,7 +403,7 @@ impl Store {
             value.extend_from_slice(&head.to_be_bytes());
             value.extend_from_slice(&b.digest.0);
             value.extend_from_slice(&audit_seq.to_be_bytes());
-            writes.insert(key.clone(), value);
+            writes.insert(&key[..], value);
             in_batch.insert(key, (head, b.digest));
             segment.bulletins.push(proto::StoredBulletin {
                 seq: head,

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use prost::encoding::{self, WireType};
 use prost::Message as _;
 
 use super::values::ValueLog;
@@ -269,25 +269,33 @@ impl AuditState {
             base,
             new: Vec::with_capacity(events.len() * 2),
         };
-        let mut batch = proto::AuditBatch {
-            first_seq: first,
-            records: Vec::with_capacity(events.len()),
-        };
+        // The batch value is encoded as the records are sealed, each record straight
+        // into it: no buffer per record. Prost's encoding of `AuditBatch`, field by field.
+        let mut batch = Vec::with_capacity(64 + events.len() * 512);
+        if first != 0 {
+            encoding::encode_key(1, WireType::Varint, &mut batch);
+            encoding::encode_varint(first, &mut batch);
+        }
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut term = Vec::new();
         let mut sealed = Vec::with_capacity(events.len());
         for (n, event) in (first..).zip(events) {
             let record = event.seal(n, now);
-            let bytes = Bytes::from(record.encode_to_vec());
-            let hashes = merkle::hashes_to_append(n, &bytes, &tree_view)
+            encoding::encode_key(2, WireType::LengthDelimited, &mut batch);
+            encoding::encode_varint(record.encoded_len() as u64, &mut batch);
+            let at = batch.len();
+            // A Vec grows as needed, which is all `encode` would check.
+            record.encode_raw(&mut batch);
+            let bytes = batch.get(at..).unwrap_or_default();
+            let hashes = merkle::hashes_to_append(n, bytes, &tree_view)
                 .map_err(|e| corrupt(HASHES, e.to_string()))?;
             tree_view.new.extend(hashes);
-            for term in index_terms(&record) {
-                index
-                    .entry(term)
-                    .or_default()
-                    .extend_from_slice(&n.to_be_bytes());
-            }
-            batch.records.push(bytes);
+            each_index_term(&record, &mut term, |term| match index.get_mut(term) {
+                Some(seqs) => seqs.extend_from_slice(&n.to_be_bytes()),
+                None => {
+                    index.insert(term.to_vec(), n.to_be_bytes().to_vec());
+                }
+            });
             sealed.push(record);
         }
         // A batch moves few distinct counters many times: add up borrowed names first.
@@ -297,8 +305,8 @@ impl AuditState {
                 *counts.entry((c.day, c.partner, c.name)).or_default() += c.by;
             });
         }
-        let size = first + batch.records.len() as u64;
-        let ptr = values.append(&batch.encode_to_vec())?;
+        let size = first + sealed.len() as u64;
+        let ptr = values.append(&batch)?;
         writes.insert(seq_key(RECORDS, first), &ptr.encode()[..]);
         writes.insert(SIZE, &size.to_be_bytes()[..]);
         for (mut key, seqs) in index {
@@ -424,29 +432,41 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
     [BY_PARTNER, partner.as_bytes(), b"\0"].concat()
 }
 
-/// The index terms (key prefixes) a record is filed under: its partner, every partner
-/// an accepted bulletin was shared with, its bulletin id and its event.
-fn index_terms(r: &proto::AuditRecord) -> Vec<Vec<u8>> {
-    let mut terms = Vec::with_capacity(2 + r.decisions.len());
+/// Calls `post` with each index term (key prefix) a record is filed under: its partner,
+/// every partner an accepted bulletin was shared with, its bulletin id and its event.
+/// The terms are built in `term`, one after another.
+fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl FnMut(&[u8])) {
+    let mut partner = |p: &str, term: &mut Vec<u8>| {
+        term.clear();
+        term.extend_from_slice(BY_PARTNER);
+        term.extend_from_slice(p.as_bytes());
+        term.push(0);
+        post(term);
+    };
     if !r.partner.is_empty() {
-        terms.push(partner_prefix(&r.partner));
+        partner(&r.partner, term);
     }
     for d in r
         .decisions
         .iter()
         .filter(|d| d.shared && d.partner != r.partner)
     {
-        terms.push(partner_prefix(&d.partner));
+        partner(&d.partner, term);
     }
     // An accepted bulletin's record is found through its `d/` entry, which holds the
     // record's seq: no second key per bulletin. Other records about it are posted here.
     if r.event != proto::AuditEvent::BulletinAccepted as i32 {
         if let Some(id) = BulletinId::parse_canonical(&r.bulletin_id) {
-            terms.push([BY_BULLETIN, &id.as_bytes()[..]].concat());
+            term.clear();
+            term.extend_from_slice(BY_BULLETIN);
+            term.extend_from_slice(id.as_bytes());
+            post(term);
         }
     }
-    terms.push([BY_EVENT, &[r.event as u8][..]].concat());
-    terms
+    term.clear();
+    term.extend_from_slice(BY_EVENT);
+    term.push(r.event as u8);
+    post(term);
 }
 
 #[cfg(test)]
