@@ -175,10 +175,25 @@ pub fn endpoint(
     let mut cfg = quinn::EndpointConfig::default();
     cfg.max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| TransportError::Quic(e.to_string()))?;
-    let socket = std::net::UdpSocket::bind(addr)?;
+    let socket = udp_socket(addr)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TransportError::Quic("no async runtime to run QUIC on".into()))?;
     Ok(quinn::Endpoint::new(cfg, server, socket, runtime)?)
+}
+
+/// Socket buffer asked for in each direction. The kernel's default (about 200 KiB)
+/// overflows under bursts of deliveries, and every datagram it drops costs QUIC a loss
+/// recovery. The kernel caps the request at `net.core.rmem_max` / `wmem_max`; a smaller
+/// buffer still works, so a refusal is not an error.
+const UDP_BUFFER: usize = 4 << 20;
+
+fn udp_socket(addr: std::net::SocketAddr) -> Result<std::net::UdpSocket, TransportError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn transport_config(t: Timers) -> Result<quinn::TransportConfig, TransportError> {
