@@ -2,9 +2,10 @@
 //! report an auditor reads (outputs per partner, growth against the previous period,
 //! partners engaged, delivery latency), with periods from days up to fiscal years.
 //!
-//! Pure: [`count`] is the single definition of what a record adds, used both by the
-//! store (which moves the counters in the same write as the record) and by any recount
-//! of the log, so the two cannot drift apart. Reading the counters is `store`'s job.
+//! Pure: [`each_count`] is the single definition of what a record adds, used both by
+//! the store (which moves the counters in the same write as the record) and, through
+//! [`count`] and [`aggregate`], by any recount of the log, so the two cannot drift
+//! apart. Reading the counters is `store`'s job.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,14 +130,14 @@ pub struct Count<'a> {
     pub by: u64,
 }
 
-/// Every counter `record` moves. The one definition of the metrics.
+/// Every counter `record` moves, as [`each_count`] names them.
 pub fn count(record: &proto::AuditRecord) -> Vec<Count<'_>> {
     let mut out = Vec::new();
     each_count(record, |c| out.push(c));
     out
 }
 
-/// Calls `f` with every counter `record` moves, in the order [`count`] lists them.
+/// Calls `f` with every counter `record` moves. The one definition of the metrics.
 pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a>)) {
     let day = day_of(record.time_unix_ms);
     let partner = if record.partner.is_empty() {

@@ -175,7 +175,8 @@ fn be_u64(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
 /// A verified bulletin ready to be stored, with the policy's decision already made.
 #[derive(Clone, Debug)]
 pub struct NewBulletin {
-    /// The encoded `SignedBulletin`, exactly as received.
+    /// The received `SignedBulletin` in prost's encoding (what the node re-encodes at
+    /// acceptance), so that a delivery can send the stored bytes as they are.
     pub signed: Bytes,
     /// Its digest.
     pub digest: Digest,

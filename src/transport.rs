@@ -159,12 +159,15 @@ pub struct Timers {
 /// a few of each. Bounds what one connection can make the node hold.
 const MAX_STREAMS: u32 = 32;
 
-/// Largest UDP payload sent or accepted. MTU discovery only climbs above the 1,452
-/// bytes quinn otherwise stops at where the path carries larger packets (loopback,
-/// jumbo-frame links); elsewhere nothing changes. On such paths a delivery (about
-/// 1.3 KiB with a 1 KiB body) no longer takes a packet of its own. Not the 8,952 of a
-/// 9,000-byte jumbo frame: quinn sends up to ten packets in one GSO batch, and a batch
-/// over 64 KiB is refused by the kernel and silently lost (quinn-rs/quinn#2201).
+/// Largest UDP payload sent or accepted. quinn's MTU discovery otherwise stops at
+/// 1,452 bytes; with this bound it climbs as far as the path carries: to about 6,000 on
+/// loopback or jumbo-frame links, to 1,472 on an ordinary IPv4 Ethernet path, at the
+/// cost of a few lost probes. On loopback a delivery (about 1.3 KiB with a 1 KiB body)
+/// then no longer takes a packet of its own. quinn sizes each endpoint's receive buffer
+/// by it (about 12 MiB reserved instead of 3, touched only as large datagrams arrive).
+/// Not the 8,952 of a 9,000-byte jumbo frame: quinn sends up to ten packets in one GSO
+/// batch, and a batch over 64 KiB is refused by the kernel and silently lost
+/// (quinn-rs/quinn#2201).
 pub const MAX_UDP_PAYLOAD: u16 = 6_000;
 
 /// An endpoint on `addr`: a node's (with `server`) or a client's.
@@ -175,7 +178,7 @@ pub fn endpoint(
     let mut cfg = quinn::EndpointConfig::default();
     cfg.max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| TransportError::Quic(e.to_string()))?;
-    let socket = udp_socket(addr)?;
+    let socket = udp_socket(addr, server.is_none())?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TransportError::Quic("no async runtime to run QUIC on".into()))?;
     Ok(quinn::Endpoint::new(cfg, server, socket, runtime)?)
@@ -187,9 +190,17 @@ pub fn endpoint(
 /// buffer still works, so a refusal is not an error.
 const UDP_BUFFER: usize = 4 << 20;
 
-fn udp_socket(addr: std::net::SocketAddr) -> Result<std::net::UdpSocket, TransportError> {
+/// A UDP socket bound to `addr`; a client's IPv6 socket also reaches IPv4 (mapped)
+/// addresses whatever the platform's default, as `quinn::Endpoint::client` makes it.
+fn udp_socket(
+    addr: std::net::SocketAddr,
+    client: bool,
+) -> Result<std::net::UdpSocket, TransportError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if client && addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
     let _ = socket.set_recv_buffer_size(UDP_BUFFER);
     let _ = socket.set_send_buffer_size(UDP_BUFFER);
     socket.bind(&addr.into())?;

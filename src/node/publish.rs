@@ -161,6 +161,7 @@ fn decode(
         );
         rejection(from, r, None)
     })?;
+    // Stored re-encoded (canonical), so deliveries can send the stored bytes as they are.
     let envelope = Bytes::from(signed.encode_to_vec());
     let unverified = UnverifiedBulletin::from_signed(signed, limits)
         .map_err(|e| rejection(from, rejected(id, e.code(), e.to_string()), None))?;

@@ -284,8 +284,8 @@ impl AuditState {
             encoding::encode_key(2, WireType::LengthDelimited, &mut batch);
             encoding::encode_varint(record.encoded_len() as u64, &mut batch);
             let at = batch.len();
-            // A Vec grows as needed, which is all `encode` would check.
-            record.encode_raw(&mut batch);
+            // Encoding into a Vec cannot run out of room.
+            let _ = record.encode(&mut batch);
             let bytes = batch.get(at..).unwrap_or_default();
             let hashes = merkle::hashes_to_append(n, bytes, &tree_view)
                 .map_err(|e| corrupt(HASHES, e.to_string()))?;

@@ -179,7 +179,8 @@ impl Drop for NodeProcess {
 }
 
 /// User plus system CPU seconds of the process whose `/proc/…/stat` is at `path`.
-/// `/proc` counts in USER_HZ, which Linux fixes at 100 per second for user space.
+/// `/proc` counts in USER_HZ ticks, 100 per second on x86 and ARM (the architectures
+/// this benchmark runs on; a few others differ).
 pub(super) fn cpu_seconds(path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
