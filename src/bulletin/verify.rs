@@ -54,24 +54,24 @@ impl UnverifiedBulletin {
                 .map(|b| SIGNATURE_DOMAIN.len() + b.signed.bulletin.len())
                 .sum(),
         );
-        let mut ends = Vec::with_capacity(bulletins.len());
-        for (b, key) in bulletins.iter().zip(&looked_up) {
-            if key.is_ok() {
-                messages.extend_from_slice(SIGNATURE_DOMAIN);
-                messages.extend_from_slice(&b.signed.bulletin);
-            }
-            ends.push(messages.len());
-        }
+        let ranges: Vec<Option<std::ops::Range<usize>>> = bulletins
+            .iter()
+            .zip(&looked_up)
+            .map(|(b, key)| {
+                key.is_ok().then(|| {
+                    let start = messages.len();
+                    messages.extend_from_slice(SIGNATURE_DOMAIN);
+                    messages.extend_from_slice(&b.signed.bulletin);
+                    start..messages.len()
+                })
+            })
+            .collect();
         let items: Vec<(&PublicKey, &[u8], &Signature)> = bulletins
             .iter()
             .zip(&looked_up)
-            .zip(ends.iter().scan(0, |start, end| {
-                let range = *start..*end;
-                *start = *end;
-                Some(range)
-            }))
+            .zip(ranges)
             .filter_map(|((b, key), range)| {
-                Some((key.as_ref().ok()?, messages.get(range)?, &b.signature))
+                Some((key.as_ref().ok()?, messages.get(range?)?, &b.signature))
             })
             .collect();
         let mut valid = signature::verify_many(&items).into_iter();
