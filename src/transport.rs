@@ -364,6 +364,9 @@ impl Outbox {
 
     /// Appends `msg` as a length-delimited frame.
     pub fn push<M: Message>(&mut self, msg: &M) {
+        // Room for the frame at once: grown field by field, the buffer would be
+        // reallocated and copied several times for one frame.
+        self.buf.reserve(msg.encoded_len() + 10);
         let _ = msg.encode_length_delimited(&mut self.buf);
         self.frames += 1;
     }
