@@ -59,6 +59,22 @@ fn withhold_name(reason: i32) -> String {
     )
 }
 
+fn received_counter(kind: i32) -> String {
+    format!("received.{}", kind_name(kind))
+}
+
+fn shared_counter(kind: i32) -> String {
+    format!("shared.{}", kind_name(kind))
+}
+
+fn withheld_counter(reason: i32) -> String {
+    format!("withheld.{}", withhold_name(reason))
+}
+
+fn rejected_counter(code: i32) -> String {
+    format!("rejected.{}", error_name(code))
+}
+
 /// Enum codes below this have their counter names formatted once, in [`Names`].
 const NAMED_CODES: i32 = 64;
 
@@ -76,12 +92,12 @@ struct Names {
 fn names() -> &'static Names {
     static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| {
-        let table = |f: &dyn Fn(i32) -> String| (0..NAMED_CODES).map(f).collect();
+        let table = |name: fn(i32) -> String| (0..NAMED_CODES).map(name).collect();
         Names {
-            received: table(&|k| format!("received.{}", kind_name(k))),
-            shared: table(&|k| format!("shared.{}", kind_name(k))),
-            withheld: table(&|r| format!("withheld.{}", withhold_name(r))),
-            rejected: table(&|e| format!("rejected.{}", error_name(e))),
+            received: table(received_counter),
+            shared: table(shared_counter),
+            withheld: table(withheld_counter),
+            rejected: table(rejected_counter),
             latency: LATENCY_BOUNDS_MS
                 .iter()
                 .map(|b| format!("{LATENCY_PREFIX}{b}"))
@@ -91,15 +107,11 @@ fn names() -> &'static Names {
     })
 }
 
-/// The name for `code` from `table`, or one formatted now for a code outside it.
-fn named(
-    table: &'static [String],
-    code: i32,
-    format: impl FnOnce() -> String,
-) -> Cow<'static, str> {
+/// The name for `code` from `table`, or `name` formats it now for a code outside it.
+fn named(table: &'static [String], code: i32, name: fn(i32) -> String) -> Cow<'static, str> {
     match usize::try_from(code).ok().and_then(|c| table.get(c)) {
-        Some(name) => Cow::Borrowed(name),
-        None => Cow::Owned(format()),
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(name(code)),
     }
 }
 
@@ -158,23 +170,20 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
     match event {
         AuditEvent::BulletinAccepted => {
             let kind = record.kind;
-            let received = named(&n.received, kind, || format!("received.kind_{kind}"));
-            one(partner, received, 1);
+            one(partner, named(&n.received, kind, received_counter), 1);
             for d in &record.decisions {
                 let name = if d.shared {
-                    named(&n.shared, kind, || format!("shared.kind_{kind}"))
+                    named(&n.shared, kind, shared_counter)
                 } else {
-                    let r = d.reason;
-                    named(&n.withheld, r, || format!("withheld.reason_{r}"))
+                    named(&n.withheld, d.reason, withheld_counter)
                 };
                 one(&d.partner, name, 1);
             }
         }
         AuditEvent::BulletinRejected => {
-            let e = record.error;
             one(
                 partner,
-                named(&n.rejected, e, || format!("rejected.code_{e}")),
+                named(&n.rejected, record.error, rejected_counter),
                 1,
             );
         }
