@@ -445,7 +445,8 @@ pub struct UnverifiedBulletin {
     signed: proto::SignedBulletin,
     bulletin: proto::Bulletin,
     header: Header,
-    digest: Digest,
+    /// Hashed on first use: a subscriber that never asks for it does not pay for it.
+    digest: std::sync::OnceLock<Digest>,
     key_id: KeyId,
     signature: Signature,
 }
@@ -489,12 +490,11 @@ impl UnverifiedBulletin {
             return Err(BulletinError::NonCanonical);
         }
         let header = check_fields(&bulletin, limits)?;
-        let digest = Digest::of(&signed.bulletin);
         Ok(UnverifiedBulletin {
             signed,
             bulletin,
             header,
-            digest,
+            digest: std::sync::OnceLock::new(),
             key_id,
             signature,
         })
@@ -507,7 +507,9 @@ impl UnverifiedBulletin {
 
     /// SHA-256 of the bulletin bytes.
     pub fn digest(&self) -> Digest {
-        self.digest
+        *self
+            .digest
+            .get_or_init(|| Digest::of(&self.signed.bulletin))
     }
 
     /// The key id the signer named.
@@ -543,7 +545,7 @@ impl VerifiedBulletin {
 
     /// SHA-256 of the bulletin bytes.
     pub fn digest(&self) -> Digest {
-        self.inner.digest
+        self.inner.digest()
     }
 
     /// The key that verified the signature.

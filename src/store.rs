@@ -45,6 +45,7 @@ use crate::timestamp::Timestamp;
 pub mod audit;
 pub mod backup;
 mod queue;
+mod segment;
 mod values;
 
 pub use audit::{AuditPage, AuditReader, Query};
@@ -175,9 +176,9 @@ fn be_u64(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
 /// A verified bulletin ready to be stored, with the policy's decision already made.
 #[derive(Clone, Debug)]
 pub struct NewBulletin {
-    /// The received `SignedBulletin` in prost's encoding (what the node re-encodes at
-    /// acceptance), so that a delivery can send the stored bytes as they are.
-    pub signed: Bytes,
+    /// The received `SignedBulletin`; it is stored in prost's encoding (canonical), so
+    /// that a delivery can send the stored bytes as they are.
+    pub signed: proto::SignedBulletin,
     /// Its digest.
     pub digest: Digest,
     /// Its origin.
@@ -365,7 +366,7 @@ impl Store {
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut events = Vec::with_capacity(entries.len());
         let mut in_batch: HashMap<Vec<u8>, (u64, Digest)> = HashMap::new();
-        let mut segment = proto::Segment::default();
+        let mut bulletins = Vec::new();
         let mut writes = sled::Batch::default();
         let mut cursors = false;
         for entry in entries {
@@ -406,21 +407,23 @@ impl Store {
             value.extend_from_slice(&audit_seq.to_be_bytes());
             writes.insert(&key[..], value);
             in_batch.insert(key, (head, b.digest));
-            segment.bulletins.push(proto::StoredBulletin {
+            let stored = proto::StoredBulletin {
                 seq: head,
-                signed: b.signed,
+                signed: Bytes::new(),
                 digest: Bytes::copy_from_slice(&b.digest.0),
                 origin: b.origin.into(),
                 id: b.id.to_text(),
                 received_from: b.received_from.into(),
                 accepted_unix_ms: now.unix_ms(),
                 shared_with: b.shared_with.into_iter().map(String::from).collect(),
-            });
+            };
+            bulletins.push((stored, b.signed));
             events.push(b.audit.stored_as(head));
             outcomes.push(Some(Outcome::Accepted(head)));
         }
+        let (encoded, segment) = segment::encode(bulletins);
         if !segment.bulletins.is_empty() {
-            let ptr = self.values.append(&segment.encode_to_vec())?;
+            let ptr = self.values.append(&encoded)?;
             writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);
             writes.insert(HEAD, &head.to_be_bytes()[..]);
         }

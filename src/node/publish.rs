@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::Request;
@@ -75,7 +74,6 @@ type Prepared = Result<(NewBulletin, proto::PublishResult), Box<Rejection>>;
 /// signature check.
 struct Decoded {
     request_id: u64,
-    envelope: Bytes,
     header: Header,
     digest: Digest,
 }
@@ -161,8 +159,6 @@ fn decode(
         );
         rejection(from, r, None)
     })?;
-    // Stored re-encoded (canonical), so deliveries can send the stored bytes as they are.
-    let envelope = Bytes::from(signed.encode_to_vec());
     let unverified = UnverifiedBulletin::from_signed(signed, limits)
         .map_err(|e| rejection(from, rejected(id, e.code(), e.to_string()), None))?;
     let (header, digest) = (unverified.header().clone(), unverified.digest());
@@ -174,7 +170,6 @@ fn decode(
     }
     let d = Decoded {
         request_id: id,
-        envelope,
         header,
         digest,
     };
@@ -239,7 +234,7 @@ fn decide(
         .map(|(p, _)| p.clone())
         .collect();
     let new = NewBulletin {
-        signed: d.envelope,
+        signed: verified.signed().clone(),
         digest,
         origin,
         id: h.id,

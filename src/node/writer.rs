@@ -44,7 +44,7 @@ pub(crate) enum Request {
 impl Request {
     fn bytes(&self) -> usize {
         match self {
-            Request::Bulletin { bulletin, .. } => bulletin.signed.len(),
+            Request::Bulletin { bulletin, .. } => prost::Message::encoded_len(&bulletin.signed),
             _ => 0,
         }
     }

@@ -22,10 +22,19 @@ fn save_cursor(store: &Store, partner: &PartnerId, cursor: &Cursor) {
     assert_eq!(done.outcomes, [None]);
 }
 
+/// A stand-in envelope (the store does not check signatures).
+fn envelope(body: Vec<u8>) -> proto::SignedBulletin {
+    proto::SignedBulletin {
+        bulletin: Bytes::from(body),
+        signature: Bytes::from_static(&[9; 64]),
+        key_id: Bytes::from_static(&[3; 8]),
+    }
+}
+
 fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
     let id =
         BulletinId::parse_canonical(&format!("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a{n:02x}")).unwrap();
-    let signed = Bytes::from(vec![n; 10]);
+    let signed = envelope(vec![n; 10]);
     let header = Header {
         id,
         origin: pid(origin),
@@ -36,8 +45,8 @@ fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
         audience: vec![],
     };
     NewBulletin {
-        audit: Event::accepted(&pid(origin), &header, Digest::of(&signed), []),
-        digest: Digest::of(&signed),
+        audit: Event::accepted(&pid(origin), &header, Digest::of(&signed.bulletin), []),
+        digest: Digest::of(&signed.bulletin),
         signed,
         origin: pid(origin),
         id,
@@ -72,8 +81,8 @@ fn commits_assign_gapless_seqs_and_dedupe() {
     );
 
     let mut conflicting = new(2, "a", &["b"]);
-    conflicting.signed = Bytes::from_static(b"other bytes");
-    conflicting.digest = Digest::of(&conflicting.signed);
+    conflicting.signed = envelope(b"other bytes".to_vec());
+    conflicting.digest = Digest::of(&conflicting.signed.bulletin);
     let out = commit(
         &store,
         vec![new(3, "a", &[]), conflicting, new(2, "a", &["c"])],
@@ -88,7 +97,7 @@ fn commits_assign_gapless_seqs_and_dedupe() {
     );
     assert_eq!(store.head().unwrap(), 4);
     let stored = store.get(2).unwrap().unwrap();
-    assert_eq!(stored.signed, Bytes::from(vec![2u8; 10]));
+    assert_eq!(stored.signed, envelope(vec![2u8; 10]).encode_to_vec());
     assert_eq!(stored.shared_with, vec!["c".to_string()]);
     assert!(store.get(5).unwrap().is_none());
 }
@@ -199,7 +208,7 @@ fn bulletins_survive_a_reopen_after_an_interrupted_commit_and_old_layouts_are_re
     let store = Store::open(dir.path(), CACHE).unwrap();
     assert_eq!(
         store.get(1).unwrap().unwrap().signed,
-        Bytes::from(vec![1; 10])
+        envelope(vec![1; 10]).encode_to_vec()
     );
     assert_eq!(
         commit(&store, vec![new(2, "a", &["b"])]),

@@ -168,7 +168,10 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_shared_with() {
         [(&uk, &Decision::Share), (&ee, &withheld)],
     );
     let bulletin = crate::store::NewBulletin {
-        signed: bytes::Bytes::from_static(b"signed"),
+        signed: crate::proto::SignedBulletin {
+            bulletin: bytes::Bytes::from_static(b"signed"),
+            ..Default::default()
+        },
         digest: Digest([1; 32]),
         origin: pid("us-dod"),
         id,
