@@ -401,6 +401,31 @@ impl Outbox {
         self.frames += 1;
     }
 
+    /// Appends a `PublishResult` frame: `result`'s fields followed by `tail`, fields
+    /// already encoded that come after every field `result` sets (an accepted answer's
+    /// partner lists). The bytes are prost's for the result with the tail decoded into it.
+    pub fn push_result(&mut self, result: &proto::PublishResult, tail: &[u8]) {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        let body = result.encoded_len() + tail.len();
+        // ServerFrame { publish_result = 2 }
+        let frame = 1 + encoded_len_varint(body as u64) + body;
+        self.buf.reserve(frame + 10);
+        let buf = &mut self.buf;
+        encode_varint(frame as u64, buf);
+        encode_key(PUBLISH_RESULT_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(body as u64, buf);
+        // Encoding into a Vec cannot run out of room.
+        let _ = result.encode(buf);
+        buf.extend_from_slice(tail);
+        self.frames += 1;
+    }
+
+    /// The bytes waiting to be written.
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Frames waiting to be written.
     pub fn is_empty(&self) -> bool {
         self.frames == 0
@@ -428,6 +453,8 @@ impl Outbox {
 
 /// The field of `ServerFrame` that holds a `Delivery`.
 const DELIVERY_FIELD: u32 = 3;
+/// `ServerFrame.publish_result`.
+const PUBLISH_RESULT_FIELD: u32 = 2;
 
 /// Writes an `Error` frame and finishes the stream; failures are ignored because the
 /// peer may already be gone, and there is nothing more to tell it.

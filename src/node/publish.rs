@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::Request;
@@ -17,10 +16,13 @@ use crate::audit::record::Event;
 use crate::bulletin::{BulletinError, Digest, Header, UnverifiedBulletin, VerifiedBulletin};
 use crate::identity::{PartnerId, Role};
 use crate::policy::Decision;
-use crate::proto::{self, server_frame::Frame as Server, ErrorCode, PublishStatus};
+use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::{NewBulletin, Outcome};
 use crate::timestamp::Timestamp;
 use crate::transport::{self, FrameReader};
+
+mod result;
+use result::{describe, reject_identified, rejected, Answer};
 
 /// Results waiting to be written, in request order.
 const PIPELINE: usize = 1024;
@@ -29,36 +31,9 @@ enum Reply {
     /// Known now (a rejection).
     Ready(proto::PublishResult),
     /// Accepted by verification and policy; waiting for the commit.
-    Committing(
-        proto::PublishResult,
-        oneshot::Receiver<Result<Outcome, String>>,
-    ),
+    Committing(Answer, oneshot::Receiver<Result<Outcome, String>>),
     /// A stream-level error: write it and end the stream.
     Fatal(ErrorCode, String),
-}
-
-/// A rejection of a bulletin already identified in `r` (keeps its id, origin and digest).
-fn reject_identified(
-    mut r: proto::PublishResult,
-    code: ErrorCode,
-    message: String,
-) -> proto::PublishResult {
-    r.status = PublishStatus::Rejected as i32;
-    r.error = code as i32;
-    r.message = message;
-    r.shared_with.clear();
-    r.withheld.clear();
-    r
-}
-
-fn rejected(request_id: u64, code: ErrorCode, message: String) -> Box<proto::PublishResult> {
-    Box::new(proto::PublishResult {
-        request_id,
-        status: PublishStatus::Rejected as i32,
-        error: code as i32,
-        message,
-        ..Default::default()
-    })
 }
 
 /// A refused Publish: the answer, and the audit record of the refusal.
@@ -68,7 +43,7 @@ struct Rejection {
 }
 
 /// What one Publish of a batch came to.
-type Prepared = Result<(NewBulletin, proto::PublishResult), Box<Rejection>>;
+type Prepared = Result<(NewBulletin, Answer), Box<Rejection>>;
 
 /// A Publish whose bulletin decoded and names a partner as its origin, waiting for its
 /// signature check.
@@ -129,18 +104,6 @@ fn rejection(
         &result.message,
     );
     Box::new(Rejection { result, audit })
-}
-
-/// Names the bulletin in a refusal: its id, origin and digest.
-fn describe(
-    mut r: Box<proto::PublishResult>,
-    h: &Header,
-    digest: Digest,
-) -> Box<proto::PublishResult> {
-    r.bulletin_id = h.id.to_text();
-    r.origin = (&h.origin).into();
-    r.digest = Bytes::copy_from_slice(&digest.0);
-    r
 }
 
 /// Decodes the bulletin of a Publish and checks that its origin is a partner.
@@ -205,7 +168,7 @@ fn decide(
             d.header,
         ));
     }
-    let mut result = *describe(
+    let result = *describe(
         Box::new(proto::PublishResult {
             request_id: id,
             status: PublishStatus::Accepted as i32,
@@ -217,17 +180,7 @@ fn decide(
     let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
     // The answer names the decisions the record holds, in its words (formatted once).
-    for d in &audit.record().decisions {
-        if d.shared {
-            result.shared_with.push(d.partner.clone());
-        } else {
-            result.withheld.push(proto::Withheld {
-                partner: d.partner.clone(),
-                reason: d.reason,
-                detail: d.detail.clone(),
-            });
-        }
-    }
+    let answer = Answer::accepted(result, audit.record());
     let shared_with = decisions
         .into_iter()
         .filter(|(_, d)| matches!(d, Decision::Share))
@@ -242,33 +195,7 @@ fn decide(
         shared_with,
         audit,
     };
-    Ok((new, result))
-}
-
-/// The result to send once the commit of an accepted bulletin has ended: `None` when
-/// the storage thread went away without answering.
-fn settle(
-    mut r: proto::PublishResult,
-    outcome: Option<Result<Outcome, String>>,
-) -> proto::PublishResult {
-    match outcome {
-        Some(Ok(Outcome::Accepted(_))) => r,
-        Some(Ok(Outcome::Duplicate(_))) => {
-            r.status = PublishStatus::Duplicate as i32;
-            r.shared_with.clear();
-            r.withheld.clear();
-            r
-        }
-        Some(Ok(Outcome::Conflict { existing, .. })) => {
-            let msg = format!(
-                "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
-                r.bulletin_id, r.origin
-            );
-            reject_identified(r, ErrorCode::Conflict, msg)
-        }
-        Some(Err(message)) => reject_identified(r, ErrorCode::Internal, message),
-        None => reject_identified(r, ErrorCode::ShuttingDown, "the node is stopping".into()),
-    }
+    Ok((new, answer))
 }
 
 /// How long a stopping node keeps reading a publish stream to refuse what is in flight.
@@ -324,16 +251,16 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        let result = match reply {
-            Reply::Ready(r) => r,
-            Reply::Committing(r, mut outcome) => match outcome.try_recv() {
-                Ok(o) => settle(r, Some(o)),
-                Err(Waiting::Closed) => settle(r, None),
+        let answer = match reply {
+            Reply::Ready(r) => Answer::plain(r),
+            Reply::Committing(a, mut outcome) => match outcome.try_recv() {
+                Ok(o) => a.settle(Some(o)),
+                Err(Waiting::Closed) => a.settle(None),
                 Err(Waiting::Empty) => {
                     if !outbox.is_empty() && outbox.write_to(&mut send).await.is_err() {
                         return;
                     }
-                    settle(r, outcome.await.ok())
+                    a.settle(outcome.await.ok())
                 }
             },
             Reply::Fatal(code, msg) => {
@@ -343,9 +270,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>
                 return;
             }
         };
-        outbox.push(&proto::ServerFrame {
-            frame: Some(Server::PublishResult(result)),
-        });
+        answer.push_to(&mut outbox);
     }
     if outbox.write_to(&mut send).await.is_ok() {
         let _ = send.finish();
@@ -500,7 +425,7 @@ async fn answer(
                 shared.record(audit).await;
                 Reply::Ready(*result)
             }
-            Ok((bulletin, result)) => {
+            Ok((bulletin, answer)) => {
                 let (tx, rx) = oneshot::channel();
                 let request = Request::Bulletin {
                     bulletin,
@@ -508,12 +433,12 @@ async fn answer(
                 };
                 if shared.commits.send(request).await.is_err() {
                     Reply::Ready(reject_identified(
-                        result,
+                        answer.into_result(),
                         ErrorCode::ShuttingDown,
                         "the node is stopping".into(),
                     ))
                 } else {
-                    Reply::Committing(result, rx)
+                    Reply::Committing(answer, rx)
                 }
             }
         };

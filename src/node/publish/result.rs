@@ -1,0 +1,297 @@
+//! The answer to one Publish: refusals, an accepted bulletin's answer while its commit
+//! is pending, and what the commit's outcome makes of it. Pure: no streams, no clock.
+//!
+//! An accepted answer names every partner and why each was withheld, as the audit
+//! record does. Those lists are encoded once, straight from the record, rather than
+//! copied string by string into the answer and encoded from there.
+
+use bytes::Bytes;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+
+use crate::bulletin::{Digest, Header};
+use crate::proto::{self, ErrorCode, PublishStatus};
+use crate::store::Outcome;
+use crate::transport::Outbox;
+
+/// `PublishResult.shared_with`.
+const SHARED_WITH: u32 = 6;
+/// `PublishResult.withheld`.
+const WITHHELD: u32 = 7;
+
+/// A refusal of a publish that did not (or not yet) name its bulletin.
+pub(super) fn rejected(
+    request_id: u64,
+    code: ErrorCode,
+    message: String,
+) -> Box<proto::PublishResult> {
+    Box::new(proto::PublishResult {
+        request_id,
+        status: PublishStatus::Rejected as i32,
+        error: code as i32,
+        message,
+        ..Default::default()
+    })
+}
+
+/// A rejection of a bulletin already identified in `r` (keeps its id, origin and digest).
+pub(super) fn reject_identified(
+    mut r: proto::PublishResult,
+    code: ErrorCode,
+    message: String,
+) -> proto::PublishResult {
+    r.status = PublishStatus::Rejected as i32;
+    r.error = code as i32;
+    r.message = message;
+    r.shared_with.clear();
+    r.withheld.clear();
+    r
+}
+
+/// Names the bulletin in an answer: its id, origin and digest.
+pub(super) fn describe(
+    mut r: Box<proto::PublishResult>,
+    h: &Header,
+    digest: Digest,
+) -> Box<proto::PublishResult> {
+    r.bulletin_id = h.id.to_text();
+    r.origin = (&h.origin).into();
+    r.digest = Bytes::copy_from_slice(&digest.0);
+    r
+}
+
+/// An answer to send: the result, and its partner lists already encoded (only an
+/// accepted bulletin's answer has them).
+pub(super) struct Answer {
+    result: proto::PublishResult,
+    /// `PublishResult` fields 6 and 7, encoded; they follow every field `result` sets.
+    lists: Vec<u8>,
+}
+
+impl Answer {
+    /// The answer of a bulletin accepted with `record`'s decisions, before its commit.
+    pub(super) fn accepted(result: proto::PublishResult, record: &proto::AuditRecord) -> Answer {
+        Answer {
+            result,
+            lists: encode_lists(&record.decisions),
+        }
+    }
+
+    /// An answer with no partner lists (every answer but an acceptance).
+    pub(super) fn plain(result: proto::PublishResult) -> Answer {
+        Answer {
+            result,
+            lists: Vec::new(),
+        }
+    }
+
+    /// The result alone, when the bulletin never reached the commit.
+    pub(super) fn into_result(self) -> proto::PublishResult {
+        self.result
+    }
+
+    /// Appends the answer's frame to `outbox`.
+    pub(super) fn push_to(&self, outbox: &mut Outbox) {
+        outbox.push_result(&self.result, &self.lists);
+    }
+
+    /// What the commit's outcome makes of an accepted answer: `None` when the storage
+    /// thread went away without answering.
+    pub(super) fn settle(self, outcome: Option<Result<Outcome, String>>) -> Answer {
+        let Answer { mut result, lists } = self;
+        let r = match outcome {
+            Some(Ok(Outcome::Accepted(_))) => return Answer { result, lists },
+            Some(Ok(Outcome::Duplicate(_))) => {
+                result.status = PublishStatus::Duplicate as i32;
+                result
+            }
+            Some(Ok(Outcome::Conflict { existing, .. })) => {
+                let msg = format!(
+                    "{} from {} was accepted before with digest {existing}; a bulletin id cannot be reused for other content",
+                    result.bulletin_id, result.origin
+                );
+                reject_identified(result, ErrorCode::Conflict, msg)
+            }
+            Some(Err(message)) => reject_identified(result, ErrorCode::Internal, message),
+            None => reject_identified(
+                result,
+                ErrorCode::ShuttingDown,
+                "the node is stopping".into(),
+            ),
+        };
+        Answer::plain(r)
+    }
+}
+
+/// The encoded length of a length-delimited field of `len` bytes, or 0 if proto3 omits
+/// it (an empty singular field).
+fn omitted_if_empty(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(len as u64) + len
+    }
+}
+
+/// `shared_with` then `withheld`, as prost writes them for the answer built from
+/// `decisions` (shared partners in `shared_with`, the others in `withheld`).
+fn encode_lists(decisions: &[proto::Decision]) -> Vec<u8> {
+    let room = decisions
+        .iter()
+        .map(|d| d.partner.len() + d.detail.len() + 16)
+        .sum();
+    let mut buf = Vec::with_capacity(room);
+    for d in decisions.iter().filter(|d| d.shared) {
+        encode_key(SHARED_WITH, WireType::LengthDelimited, &mut buf);
+        encode_varint(d.partner.len() as u64, &mut buf);
+        buf.extend_from_slice(d.partner.as_bytes());
+    }
+    for d in decisions.iter().filter(|d| !d.shared) {
+        // Withheld { partner = 1; reason = 2; detail = 3 }, an enum as int32 is
+        // (negative values sign-extended).
+        let reason = d.reason as i64 as u64;
+        let reason_len = if d.reason == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(reason)
+        };
+        let len = omitted_if_empty(d.partner.len()) + reason_len + omitted_if_empty(d.detail.len());
+        encode_key(WITHHELD, WireType::LengthDelimited, &mut buf);
+        encode_varint(len as u64, &mut buf);
+        if !d.partner.is_empty() {
+            encode_key(1, WireType::LengthDelimited, &mut buf);
+            encode_varint(d.partner.len() as u64, &mut buf);
+            buf.extend_from_slice(d.partner.as_bytes());
+        }
+        if d.reason != 0 {
+            encode_key(2, WireType::Varint, &mut buf);
+            encode_varint(reason, &mut buf);
+        }
+        if !d.detail.is_empty() {
+            encode_key(3, WireType::LengthDelimited, &mut buf);
+            encode_varint(d.detail.len() as u64, &mut buf);
+            buf.extend_from_slice(d.detail.as_bytes());
+        }
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// The answer as prost encodes it with the lists filled in from `decisions`.
+    fn prosts(result: &proto::PublishResult, decisions: &[proto::Decision]) -> Vec<u8> {
+        let mut full = result.clone();
+        for d in decisions {
+            if d.shared {
+                full.shared_with.push(d.partner.clone());
+            } else {
+                full.withheld.push(proto::Withheld {
+                    partner: d.partner.clone(),
+                    reason: d.reason,
+                    detail: d.detail.clone(),
+                });
+            }
+        }
+        proto::ServerFrame {
+            frame: Some(proto::server_frame::Frame::PublishResult(full)),
+        }
+        .encode_length_delimited_to_vec()
+    }
+
+    fn decision(partner: &str, shared: bool, reason: i32, detail: &str) -> proto::Decision {
+        proto::Decision {
+            partner: partner.into(),
+            shared,
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn an_accepted_answer_is_the_bytes_prost_would_write() {
+        let result = proto::PublishResult {
+            request_id: 300,
+            status: PublishStatus::Accepted as i32,
+            bulletin_id: "019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a01".into(),
+            origin: "us-dod".into(),
+            digest: Bytes::from(vec![5; 32]),
+            ..Default::default()
+        };
+        let long = "x".repeat(300);
+        let cases: Vec<Vec<proto::Decision>> = vec![
+            vec![],
+            vec![decision("uk-mod", true, 0, "")],
+            vec![
+                decision(
+                    "ee-mod",
+                    false,
+                    3,
+                    "red is above the partner's clearance amber",
+                ),
+                decision("uk-mod", true, 0, ""),
+                decision("fr-minarm", false, 1, ""),
+                decision("nato-ccdcoe", true, 0, ""),
+            ],
+            // Fields proto3 omits, a negative code, a detail whose length takes two bytes.
+            vec![
+                decision("", true, 0, ""),
+                decision("", false, 0, ""),
+                decision("pl-mon", false, -1, &long),
+            ],
+        ];
+        for decisions in cases {
+            let record = proto::AuditRecord {
+                decisions: decisions.clone(),
+                ..Default::default()
+            };
+            let mut outbox = Outbox::default();
+            Answer::accepted(result.clone(), &record).push_to(&mut outbox);
+            assert_eq!(outbox.bytes(), prosts(&result, &decisions), "{decisions:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_accepted_outcome_keeps_the_lists() {
+        let result = proto::PublishResult {
+            request_id: 1,
+            status: PublishStatus::Accepted as i32,
+            bulletin_id: "b".into(),
+            origin: "us-dod".into(),
+            ..Default::default()
+        };
+        let record = proto::AuditRecord {
+            decisions: vec![
+                decision("uk-mod", true, 0, ""),
+                decision("ee-mod", false, 3, "why"),
+            ],
+            ..Default::default()
+        };
+        let answer = |outcome| Answer::accepted(result.clone(), &record).settle(outcome);
+        let kept = answer(Some(Ok(Outcome::Accepted(7))));
+        assert_eq!(kept.result, result);
+        assert!(!kept.lists.is_empty());
+        let duplicate = answer(Some(Ok(Outcome::Duplicate(7))));
+        assert_eq!(duplicate.result.status, PublishStatus::Duplicate as i32);
+        assert!(duplicate.lists.is_empty());
+        let conflict = answer(Some(Ok(Outcome::Conflict {
+            seq: 7,
+            existing: Digest([1; 32]),
+        })));
+        assert_eq!(conflict.result.error, ErrorCode::Conflict as i32);
+        assert!(
+            conflict.result.message.contains("b from us-dod"),
+            "{}",
+            conflict.result.message
+        );
+        assert!(conflict.lists.is_empty());
+        let gone = answer(None);
+        assert_eq!(gone.result.error, ErrorCode::ShuttingDown as i32);
+        assert!(gone.lists.is_empty());
+        let failed = answer(Some(Err("disk full".into())));
+        assert_eq!(failed.result.error, ErrorCode::Internal as i32);
+        assert_eq!(failed.result.message, "disk full");
+    }
+}
