@@ -145,9 +145,14 @@ pub(super) async fn connect(
     Ok(Client::connect_with(&identity, timers, addr, &pid(HUB)?, 2 << 20).await?)
 }
 
+/// Windows measured for each verification figure; the best counts.
+const LIMIT_WINDOWS: usize = 5;
+
 /// Ed25519 verifications per second on this machine under the node's rule
 /// (`bulletin::signature`): one at a time and in batches of 64 (one signer, as on a
 /// publish stream), on one core and on every core.
+/// Each figure is the best of several short windows: on a shared machine other work
+/// only ever slows a window down, and one window of 700 ms swung by half.
 fn verify_limit(
     sample: &[proto::SignedBulletin],
     key: crate::identity::PublicKey,
@@ -161,8 +166,8 @@ fn verify_limit(
         let sig = Signature::from_slice(&s.signature)?;
         items.push((key, msg, sig));
     }
-    let run = |threads: usize, batch: bool| -> f64 {
-        let per = Duration::from_millis(700);
+    let window = |threads: usize, batch: bool| -> f64 {
+        let per = Duration::from_millis(300);
         let counts: Vec<u64> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
@@ -205,6 +210,11 @@ fn verify_limit(
                 .collect()
         });
         counts.iter().sum::<u64>() as f64
+    };
+    let run = |threads: usize, batch: bool| -> f64 {
+        (0..LIMIT_WINDOWS)
+            .map(|_| window(threads, batch))
+            .fold(0.0, f64::max)
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(json!({
