@@ -406,6 +406,14 @@ impl Outbox {
     /// partner lists). The bytes are prost's for the result with the tail decoded into it.
     pub fn push_result(&mut self, result: &proto::PublishResult, tail: &[u8]) {
         use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        debug_assert!(
+            tail.is_empty()
+                || (result.shared_with.is_empty()
+                    && result.withheld.is_empty()
+                    && result.error == 0
+                    && result.message.is_empty()),
+            "a tail must come after every field the result sets"
+        );
         let body = result.encoded_len() + tail.len();
         // ServerFrame { publish_result = 2 }
         let frame = 1 + encoded_len_varint(body as u64) + body;

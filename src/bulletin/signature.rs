@@ -39,15 +39,17 @@ pub fn verify_many(items: &[(&PublicKey, &[u8], &Signature)]) -> Vec<bool> {
         let key_bytes = ed25519_zebra::VerificationKeyBytes::from(*key.zip215());
         batch.queue((key_bytes, **sig, msg));
     }
-    // The batch's random coefficients must be unpredictable to whoever made the
-    // signatures. Drawing each from the OS (a getrandom call per signature) cost more
-    // than the batch's bookkeeping; one draw per batch seeds merlin's transcript RNG
-    // (STROBE over Keccak), as ed25519-dalek's own batch verification does.
-    let rng = merlin::Transcript::new(b"renkei/v1/batch-coefficients")
-        .build_rng()
-        .finalize(&mut rand_core::OsRng);
-    if canonical && batch.verify(rng).is_ok() {
-        return vec![true; items.len()];
+    if canonical {
+        // The batch's random coefficients must be unpredictable to whoever made the
+        // signatures. Drawing each from the OS (a getrandom call per signature) cost
+        // more than the batch's bookkeeping; one 32-byte draw per batch seeds merlin's
+        // transcript RNG (STROBE over Keccak), the generator ed25519-dalek's batches use.
+        let rng = merlin::Transcript::new(b"renkei/v1/batch-coefficients")
+            .build_rng()
+            .finalize(&mut rand_core::OsRng);
+        if batch.verify(rng).is_ok() {
+            return vec![true; items.len()];
+        }
     }
     items
         .iter()

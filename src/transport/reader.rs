@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf as _, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use prost::Message;
 
 use super::{FrameError, FRAMES};
@@ -90,7 +90,12 @@ impl FrameReader {
             Parsed::Partial => Ok(None),
             Parsed::Frame { prefix, len } => {
                 self.buf.advance(prefix);
-                let body = self.buf.split_to(len).freeze();
+                // The frame gets bytes of its own: a slice of the read buffer would keep
+                // all of it (64 KiB, or a large refused frame read with it) alive for as
+                // long as anything decoded from the frame lives, e.g. a bulletin waiting
+                // for its commit. It also leaves the buffer unshared, so it is reused.
+                let body = Bytes::copy_from_slice(self.buf.get(..len).unwrap_or_default());
+                self.buf.advance(len);
                 Ok(Some(M::decode(body)?))
             }
         }

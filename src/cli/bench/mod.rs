@@ -151,6 +151,7 @@ const LIMIT_WINDOWS: usize = 5;
 /// Ed25519 verifications per second on this machine under the node's rule
 /// (`bulletin::signature`): one at a time and in batches of 64 (one signer, as on a
 /// publish stream), on one core and on every core.
+///
 /// Each figure is the best of several short windows: on a shared machine other work
 /// only ever slows a window down, and one window of 700 ms swung by half.
 fn verify_limit(

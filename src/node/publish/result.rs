@@ -146,8 +146,8 @@ fn encode_lists(decisions: &[proto::Decision]) -> Vec<u8> {
         buf.extend_from_slice(d.partner.as_bytes());
     }
     for d in decisions.iter().filter(|d| !d.shared) {
-        // Withheld { partner = 1; reason = 2; detail = 3 }, an enum as int32 is
-        // (negative values sign-extended).
+        // Withheld { partner = 1; reason = 2; detail = 3 }; an enum is encoded as an
+        // int32, so a negative value is sign-extended to ten bytes.
         let reason = d.reason as i64 as u64;
         let reason_len = if d.reason == 0 {
             0
