@@ -86,18 +86,26 @@ impl FrameReader {
     }
 
     fn take<M: Message + Default>(&mut self) -> Result<Option<M>, FrameError> {
-        match parse_prefix(&self.buf, self.max)? {
-            Parsed::Partial => Ok(None),
-            Parsed::Frame { prefix, len } => {
-                self.buf.advance(prefix);
-                // The frame gets bytes of its own: a slice of the read buffer would keep
-                // all of it (64 KiB, or a large refused frame read with it) alive for as
-                // long as anything decoded from the frame lives, e.g. a bulletin waiting
-                // for its commit. It also leaves the buffer unshared, so it is reused.
-                let body = Bytes::copy_from_slice(self.buf.get(..len).unwrap_or_default());
-                self.buf.advance(len);
-                Ok(Some(M::decode(body)?))
-            }
+        match take_frame(&mut self.buf, self.max)? {
+            Some(body) => Ok(Some(M::decode(body)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Takes the whole frame at the front of `buf`, if there is one, as bytes of its own:
+/// a slice of the read buffer would keep all of it (64 KiB, or a large refused frame
+/// read with it) alive for as long as anything decoded from the frame lives, e.g. a
+/// bulletin waiting for its commit. Copying also leaves the buffer unshared, so it is
+/// reused rather than reallocated.
+fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    match parse_prefix(buf, max)? {
+        Parsed::Partial => Ok(None),
+        Parsed::Frame { prefix, len } => {
+            buf.advance(prefix);
+            let body = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
+            buf.advance(len);
+            Ok(Some(body))
         }
     }
 }
@@ -138,6 +146,32 @@ mod tests {
         let mut v = Vec::new();
         prost::encoding::encode_varint(len, &mut v);
         v
+    }
+
+    #[test]
+    fn frames_are_taken_one_by_one_and_do_not_share_the_read_buffer() {
+        let mut buf = BytesMut::new();
+        for (len, byte) in [(3usize, 1u8), (200, 2), (5, 3)] {
+            buf.extend_from_slice(&prefix_of(len as u64));
+            buf.extend(std::iter::repeat_n(byte, len));
+        }
+        buf.extend_from_slice(&prefix_of(10)[..]);
+        let (start, end) = (
+            buf.as_ptr() as usize,
+            buf.as_ptr() as usize + buf.capacity(),
+        );
+        for (len, byte) in [(3usize, 1u8), (200, 2), (5, 3)] {
+            let frame = take_frame(&mut buf, 1000).unwrap().unwrap();
+            assert_eq!(frame, vec![byte; len]);
+            let at = frame.as_ptr() as usize;
+            assert!(
+                at + len <= start || at >= end,
+                "a copy, not a slice of the buffer"
+            );
+        }
+        // The fourth frame's prefix is there, its body not yet.
+        assert_eq!(take_frame(&mut buf, 1000).unwrap(), None);
+        assert_eq!(buf.len(), 1);
     }
 
     #[test]
