@@ -362,15 +362,6 @@ impl Outbox {
         }
     }
 
-    /// Appends `msg` as a length-delimited frame.
-    pub fn push<M: Message>(&mut self, msg: &M) {
-        // Room for the frame at once: grown field by field, the buffer would be
-        // reallocated and copied several times for one frame.
-        self.buf.reserve(msg.encoded_len() + 10);
-        let _ = msg.encode_length_delimited(&mut self.buf);
-        self.frames += 1;
-    }
-
     /// Appends a `Delivery` frame for `seq` whose bulletin is `envelope`, an encoded
     /// `SignedBulletin` as the store keeps it: the envelope is copied in as it is,
     /// not decoded and encoded again. The bytes are those of encoding the frame with
@@ -508,11 +499,15 @@ mod tests {
         };
         let mut outbox = Outbox::default();
         let mut expected = Vec::new();
-        let error = proto::ServerFrame {
-            frame: Some(proto::server_frame::Frame::Error(proto::Error {
-                code: 3,
-                message: "x".into(),
-            })),
+        let refused = proto::PublishResult {
+            request_id: 9,
+            status: proto::PublishStatus::Rejected as i32,
+            error: 3,
+            message: "x".into(),
+            ..Default::default()
+        };
+        let result = proto::ServerFrame {
+            frame: Some(proto::server_frame::Frame::PublishResult(refused.clone())),
         };
         for (seq, n) in [(0, 0), (1, 5), (127, 1_000), (128, 20_000), (1 << 40, 90)] {
             let signed = envelope(n);
@@ -524,8 +519,8 @@ mod tests {
             };
             outbox.push_delivery(seq, &signed.encode_to_vec());
             expected.extend(frame.encode_length_delimited_to_vec());
-            outbox.push(&error);
-            expected.extend(error.encode_length_delimited_to_vec());
+            outbox.push_result(&refused, &[]);
+            expected.extend(result.encode_length_delimited_to_vec());
         }
         let written = outbox.buf.clone();
         assert_eq!(written, expected);
@@ -541,7 +536,7 @@ mod tests {
             ));
             assert_eq!(
                 proto::ServerFrame::decode_length_delimited(&mut buf).unwrap(),
-                error
+                result
             );
         }
         assert!(buf.is_empty());

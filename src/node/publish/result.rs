@@ -42,8 +42,6 @@ pub(super) fn reject_identified(
     r.status = PublishStatus::Rejected as i32;
     r.error = code as i32;
     r.message = message;
-    r.shared_with.clear();
-    r.withheld.clear();
     r
 }
 
