@@ -410,9 +410,17 @@ fn encodes_as(bulletin: &proto::Bulletin, bytes: &[u8]) -> bool {
 
 fn signed_message(bulletin_bytes: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + bulletin_bytes.len());
-    msg.extend_from_slice(SIGNATURE_DOMAIN);
-    msg.extend_from_slice(bulletin_bytes);
+    append_signed_message(&mut msg, bulletin_bytes);
     msg
+}
+
+/// Appends the signed message of `bulletin_bytes` to `buf` (a batch's messages share
+/// one buffer); returns where it lies in `buf`.
+fn append_signed_message(buf: &mut Vec<u8>, bulletin_bytes: &[u8]) -> std::ops::Range<usize> {
+    let start = buf.len();
+    buf.extend_from_slice(SIGNATURE_DOMAIN);
+    buf.extend_from_slice(bulletin_bytes);
+    start..buf.len()
 }
 
 /// Checks `bulletin` against every field rule, encodes it once and signs those bytes.

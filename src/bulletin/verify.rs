@@ -5,8 +5,8 @@
 use ed25519_dalek::Signature;
 
 use super::{
-    signature, signed_message, BulletinError, Limits, UnverifiedBulletin, VerifiedBulletin,
-    SIGNATURE_DOMAIN,
+    append_signed_message, signature, signed_message, BulletinError, Limits, UnverifiedBulletin,
+    VerifiedBulletin, SIGNATURE_DOMAIN,
 };
 use crate::identity::{KeyLookupError, Keyring, PublicKey};
 use crate::timestamp::Timestamp;
@@ -58,12 +58,8 @@ impl UnverifiedBulletin {
             .iter()
             .zip(&looked_up)
             .map(|(b, key)| {
-                key.is_ok().then(|| {
-                    let start = messages.len();
-                    messages.extend_from_slice(SIGNATURE_DOMAIN);
-                    messages.extend_from_slice(&b.signed.bulletin);
-                    start..messages.len()
-                })
+                key.is_ok()
+                    .then(|| append_signed_message(&mut messages, &b.signed.bulletin))
             })
             .collect();
         let items: Vec<(&PublicKey, &[u8], &Signature)> = bulletins
