@@ -206,6 +206,11 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
                 one(partner, LATENCY_SUM.into(), sum);
             }
         }
+        AuditEvent::Withdrawn => one(
+            partner,
+            "withdrawn".into(),
+            record.bulletin_seqs.len() as u64,
+        ),
         AuditEvent::ConnectionAccepted => one(partner, "connections".into(), 1),
         AuditEvent::ConnectionRefused => one(partner, "connections_refused".into(), 1),
         AuditEvent::AuditorQuery => one(partner, "auditor_queries".into(), 1),

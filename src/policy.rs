@@ -47,6 +47,11 @@ pub enum Withhold {
     NoOnwardRelay(Tlp),
     /// The bulletin is restricted to an audience that does not include the partner.
     NotInAudience(Tlp),
+    /// Withdrawn from a queue: the origin's signing key is revoked or no longer
+    /// configured.
+    OriginKey,
+    /// Withdrawn from a queue: the partner is no longer configured.
+    PartnerRemoved,
 }
 
 impl Withhold {
@@ -62,6 +67,8 @@ impl Withhold {
             Withhold::DeniedTag(_) => R::DeniedTag,
             Withhold::NoOnwardRelay(_) => R::NoOnwardRelay,
             Withhold::NotInAudience(_) => R::NotInAudience,
+            Withhold::OriginKey => R::OriginKey,
+            Withhold::PartnerRemoved => R::PartnerRemoved,
         }
     }
 }
@@ -90,16 +97,22 @@ impl Withhold {
     fn untagged() -> impl Iterator<Item = Withhold> {
         let tlps = Tlp::ALL.iter().copied();
         let clearances = std::iter::once(None).chain(Tlp::ALL.iter().copied().map(Some));
-        [Withhold::Origin, Withhold::Sender, Withhold::Auditor]
-            .into_iter()
-            .chain(tlps.clone().flat_map(move |tlp| {
-                clearances
-                    .clone()
-                    .map(move |clearance| Withhold::AboveClearance { tlp, clearance })
-            }))
-            .chain(Kind::ALL.iter().copied().map(Withhold::KindNotShared))
-            .chain(tlps.clone().map(Withhold::NoOnwardRelay))
-            .chain(tlps.map(Withhold::NotInAudience))
+        [
+            Withhold::Origin,
+            Withhold::Sender,
+            Withhold::Auditor,
+            Withhold::OriginKey,
+            Withhold::PartnerRemoved,
+        ]
+        .into_iter()
+        .chain(tlps.clone().flat_map(move |tlp| {
+            clearances
+                .clone()
+                .map(move |clearance| Withhold::AboveClearance { tlp, clearance })
+        }))
+        .chain(Kind::ALL.iter().copied().map(Withhold::KindNotShared))
+        .chain(tlps.clone().map(Withhold::NoOnwardRelay))
+        .chain(tlps.map(Withhold::NotInAudience))
     }
 }
 
@@ -131,6 +144,12 @@ impl fmt::Display for Withhold {
                     f,
                     "{tlp} goes only to its audience, which does not include the partner"
                 )
+            }
+            Withhold::OriginKey => f.write_str(
+                "the origin's signing key is revoked or no longer configured on this node",
+            ),
+            Withhold::PartnerRemoved => {
+                f.write_str("the partner was removed from this node's configuration")
             }
         }
     }
@@ -198,6 +217,21 @@ impl Policy {
     /// The partners, in configuration order.
     pub fn partners(&self) -> &[PartnerRules] {
         &self.partners
+    }
+
+    /// The decision under these rules for a bulletin already queued for `partner` under
+    /// earlier ones: it goes out only if this is still Share. A partner these rules no
+    /// longer name is [`Withhold::PartnerRemoved`].
+    pub fn still_shared(
+        &self,
+        bulletin: &Header,
+        received_from: &PartnerId,
+        partner: &PartnerId,
+    ) -> Decision {
+        match self.partners.iter().find(|p| p.id == *partner) {
+            Some(rules) => decide(bulletin, received_from, rules),
+            None => Decision::Withhold(Withhold::PartnerRemoved),
+        }
     }
 
     /// The decision for every partner, in configuration order. `received_from` is the

@@ -62,6 +62,9 @@ const VALUES_END: &[u8] = b"m/values";
 pub const FORMAT: u64 = 2;
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
+/// The partners of the configuration last put in force, one id per line: a partner
+/// missing from the next one had its queue withdrawn.
+const ROSTER: &[u8] = b"m/roster";
 const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
@@ -498,6 +501,25 @@ impl Store {
             .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
             .ok_or_else(|| corrupt(AUDIT_KEY, "not an Ed25519 public key"))?;
         Ok(Some((id, key)))
+    }
+
+    /// The partners of the configuration last put in force ([`Store::set_roster`]).
+    pub fn roster(&self) -> Result<Vec<PartnerId>, StoreError> {
+        let Some(v) = self.state.get(ROSTER)? else {
+            return Ok(Vec::new());
+        };
+        let text = std::str::from_utf8(&v).map_err(|e| corrupt(ROSTER, e.to_string()))?;
+        text.lines()
+            .map(|id| id.parse().map_err(|e| corrupt(ROSTER, format!("{e}"))))
+            .collect()
+    }
+
+    /// Records the partners of the configuration now in force, durably.
+    pub fn set_roster(&self, partners: &[PartnerId]) -> Result<(), StoreError> {
+        let text: Vec<&str> = partners.iter().map(|p| p.as_str()).collect();
+        self.state.insert(ROSTER, text.join("\n").as_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Every metric counter summed over all days, (partner, name) → total: what a

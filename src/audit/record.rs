@@ -8,7 +8,7 @@ use prost::Message as _;
 
 use crate::bulletin::{Digest, Header};
 use crate::identity::PartnerId;
-use crate::policy::Decision;
+use crate::policy::{Decision, Withhold};
 use crate::proto::{self, AuditEvent};
 use crate::timestamp::Timestamp;
 
@@ -123,6 +123,31 @@ impl Event {
     pub fn delivered(partner: &PartnerId, seqs: Vec<u64>) -> Event {
         let mut r = base(AuditEvent::Delivered, partner);
         r.bulletin_seqs = seqs;
+        Event(r)
+    }
+
+    /// Bulletins queued for `partner` that the rules now in force no longer share with
+    /// it, withdrawn from its queue instead of delivered: `about` names the bulletin
+    /// when there is one (a whole queue dropped with its partner names none).
+    pub fn withdrawn(
+        partner: &PartnerId,
+        about: Option<(&Header, Digest)>,
+        seqs: Vec<u64>,
+        why: &Withhold,
+    ) -> Event {
+        let mut r = base(AuditEvent::Withdrawn, partner);
+        if let Some((h, d)) = about {
+            describe(&mut r, h, d);
+        }
+        r.bulletin_seqs = seqs;
+        let detail = why.detail();
+        r.reason = format!("withdrawn from the queue: {detail}");
+        r.decisions = vec![proto::Decision {
+            partner: partner.into(),
+            shared: false,
+            reason: why.code() as i32,
+            detail,
+        }];
         Event(r)
     }
 

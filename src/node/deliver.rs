@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use super::withdraw::{recheck, Withdrawal};
 use super::writer::Request;
-use super::Shared;
+use super::{Shared, Sharing};
 use crate::audit::record::Event;
 use crate::identity::PartnerId;
 use crate::proto::{self, client_frame::Frame as Client, ErrorCode};
@@ -258,25 +259,80 @@ pub(super) async fn run(
     reader.abort();
 }
 
-/// The next page of the partner's queue, read on the blocking pool (sled is synchronous).
+/// A page of the partner's queue, screened by the rules in force: what goes out, and
+/// what those rules withdraw.
+struct Screened {
+    page: Page,
+    withdrawn: Vec<(u64, Withdrawal)>,
+}
+
+/// The next page of the partner's queue, read on the blocking pool (sled is synchronous)
+/// and screened by the rules in force now.
 async fn next_page(
     shared: &Shared,
     partner: &PartnerId,
     p: &Progress,
     room: usize,
-) -> Result<Page, StoreError> {
+) -> Result<Screened, StoreError> {
     let (store, partner, cursor, after) = (
         shared.store.clone(),
         partner.clone(),
         p.cursor.clone(),
         p.position,
     );
-    tokio::task::spawn_blocking(move || store.pending(&partner, after, &cursor, room))
-        .await
-        .map_err(|e| StoreError::Corrupt {
-            key: "pending".into(),
-            why: format!("the reading task failed: {e}"),
-        })?
+    let (sharing, limits) = (shared.sharing(), shared.limits);
+    tokio::task::spawn_blocking(move || {
+        let page = store.pending(&partner, after, &cursor, room)?;
+        screen(&store, &sharing, &limits, &partner, page)
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt {
+        key: "pending".into(),
+        why: format!("the reading task failed: {e}"),
+    })?
+}
+
+/// Takes out of `page` what `sharing` no longer shares with `partner`. Only bulletins
+/// queued before those rules came into force are checked again: later ones were
+/// decided under them.
+fn screen(
+    store: &crate::store::Store,
+    sharing: &Sharing,
+    limits: &crate::bulletin::Limits,
+    partner: &PartnerId,
+    mut page: Page,
+) -> Result<Screened, StoreError> {
+    let mut withdrawn = Vec::new();
+    if page
+        .items
+        .first()
+        .is_none_or(|i| i.seq > sharing.recheck_through)
+    {
+        return Ok(Screened { page, withdrawn });
+    }
+    let mut kept = Vec::with_capacity(page.items.len());
+    for item in page.items {
+        if item.seq > sharing.recheck_through {
+            kept.push(item);
+            continue;
+        }
+        let stored = store.get(item.seq)?.ok_or_else(|| StoreError::Corrupt {
+            key: "stored bulletin".into(),
+            why: format!("bulletin {} is queued but not stored", item.seq),
+        })?;
+        match recheck(
+            item.signed.clone(),
+            &stored.received_from,
+            partner,
+            sharing,
+            limits,
+        )? {
+            None => kept.push(item),
+            Some(w) => withdrawn.push((item.seq, w)),
+        }
+    }
+    page.items = kept;
+    Ok(Screened { page, withdrawn })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -296,8 +352,11 @@ async fn deliver(
         let room = p.room(window);
         let mut sent = 0;
         if room > 0 {
-            let page = next_page(shared, partner, p, room).await?;
+            let Screened { page, withdrawn } = next_page(shared, partner, p, room).await?;
             p.position = page.scanned_through;
+            if !withdraw(shared, partner, p, withdrawn).await {
+                return Ok(End::Abort);
+            }
             let mut delivered = Vec::with_capacity(page.items.len());
             // The page goes out as one write; stored envelopes go out as they are.
             // (A delivery's prefix is at most 26 bytes.)
@@ -376,6 +435,36 @@ async fn deliver(
             _ = stop.changed() => return Ok(End::Abort),
         }
     }
+}
+
+/// Records what the rules in force withdrew from the partner's queue and takes it off
+/// the queue (the cursor moves over it with the last record). False if the storage
+/// thread has stopped.
+async fn withdraw(
+    shared: &Shared,
+    partner: &PartnerId,
+    p: &mut Progress,
+    withdrawn: Vec<(u64, Withdrawal)>,
+) -> bool {
+    let count = withdrawn.len();
+    for (i, (seq, w)) in withdrawn.into_iter().enumerate() {
+        tracing::info!(seq, why = %w.why, "queued bulletin withdrawn");
+        if seq > p.cursor.acked_through {
+            p.cursor.acked_above.insert(seq);
+        }
+        // Marked like an ack (it counts against the window until the cursor passes
+        // it), not settled here: the rest of the page is not in flight yet.
+        let last = i + 1 == count;
+        let request = Request::Event {
+            event: Some(w.event(partner, seq)),
+            cursor: last.then(|| (partner.clone(), p.cursor.clone())),
+            done: None,
+        };
+        if shared.commits.send(request).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

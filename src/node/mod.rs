@@ -36,6 +36,7 @@ mod deliver;
 pub mod operator;
 mod publish;
 mod reload;
+mod withdraw;
 mod writer;
 
 /// Why a node could not start or stopped badly.
@@ -79,6 +80,11 @@ pub(crate) struct Shared {
     pub sharing: watch::Sender<Arc<Sharing>>,
     /// One reload at a time, so their records come in the order they took effect.
     pub reloading: tokio::sync::Mutex<()>,
+    /// Held (read) by a publish from taking the rules until its bulletins and refusals
+    /// are queued for the storage thread, and (write) by a reload from its CONFIG_LOADED
+    /// record until the new rules are in force: every accept decided under the old rules
+    /// is recorded before that record, every one decided under the new rules after it.
+    pub rules_gate: tokio::sync::RwLock<()>,
     pub limits: Limits,
     pub max_frame: usize,
     pub window: u32,
@@ -112,11 +118,15 @@ pub(crate) struct Sharing {
     pub partners: HashMap<PartnerId, PartnerConfig>,
     pub keyring: Keyring,
     pub policy: Policy,
+    /// Bulletins up to this seq were queued under earlier rules (or before this run):
+    /// each is checked against these rules again before it goes out.
+    pub recheck_through: u64,
 }
 
 impl Sharing {
-    fn new(config: NodeConfig) -> Sharing {
+    fn new(config: NodeConfig, recheck_through: u64) -> Sharing {
         Sharing {
+            recheck_through,
             partners: config
                 .partners
                 .iter()
@@ -133,6 +143,23 @@ impl Shared {
     /// The sharing rules in force now.
     pub fn sharing(&self) -> Arc<Sharing> {
         self.sharing.borrow().clone()
+    }
+
+    /// Appends an event and/or moves a cursor, and waits until it is durable.
+    pub async fn commit_event(
+        &self,
+        event: Option<Event>,
+        cursor: Option<(PartnerId, crate::store::Cursor)>,
+    ) -> Result<(), String> {
+        let stopped = || "the storage thread stopped".to_string();
+        let (done, saved) = tokio::sync::oneshot::channel();
+        let request = writer::Request::Event {
+            event,
+            cursor,
+            done: Some(done),
+        };
+        self.commits.send(request).await.map_err(|_| stopped())?;
+        saved.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Records the refusal of a peer that named no partner, within the per-minute limit.
@@ -318,8 +345,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         node_id: n.id.clone(),
-        sharing: watch::Sender::new(Arc::new(Sharing::new(cfg.clone()))),
+        sharing: watch::Sender::new(Arc::new(Sharing::new(cfg.clone(), store.head()?))),
         reloading: tokio::sync::Mutex::new(()),
+        rules_gate: tokio::sync::RwLock::new(()),
         limits: cfg.limits.bulletin_limits(),
         max_frame: cfg.limits.max_frame_bytes,
         window: t.delivery_window,
@@ -335,6 +363,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         connections: Mutex::new(HashMap::new()),
         anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
     });
+    // Partners removed while the node was down lose their queues before anyone connects.
+    withdraw::withdraw_removed(&shared, &shared.sharing())
+        .await
+        .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
     let admin = match cfg.admin.listen {
         Some(at) => {
             let listener = admin::bind(at).await.map_err(TransportError::Io)?;

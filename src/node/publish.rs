@@ -417,6 +417,26 @@ async fn answer(
     if batch.is_empty() {
         return true;
     }
+    // The replies go out after the gate is let go: a publisher that does not read its
+    // results must not hold up a reload.
+    for reply in queue_batch(shared, from, role, batch).await {
+        if replies.send(reply).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Decides a batch under the rules in force and queues what it came to for the storage
+/// thread before a reload can put other rules in force (`Shared::rules_gate`).
+async fn queue_batch(
+    shared: &Shared,
+    from: &PartnerId,
+    role: Role,
+    batch: Vec<proto::Publish>,
+) -> Vec<Reply> {
+    let _gate = shared.rules_gate.read().await;
+    let mut replies = Vec::with_capacity(batch.len());
     for prepared in prepare_all(shared, from, role, batch) {
         let reply = match prepared {
             Err(rejection) => {
@@ -442,9 +462,7 @@ async fn answer(
                 }
             }
         };
-        if replies.send(reply).await.is_err() {
-            return false;
-        }
+        replies.push(reply);
     }
-    true
+    replies
 }

@@ -26,6 +26,9 @@ pub enum ReloadError {
         "this node's configuration was not read from a file, so there is nothing to read again"
     )]
     NoFile,
+    /// The storage thread could not record the new configuration.
+    #[error("the new configuration could not be recorded in the audit log, so the running one stays in force: {0}")]
+    NotRecorded(String),
     /// The file describes another node.
     #[error("the new configuration is for node {new}, but this node is {running}; the running configuration stays in force")]
     OtherNode {
@@ -81,23 +84,41 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
     let running = shared.sharing();
     let change = ConfigChange::between(&running.config, &new);
     let summary = change.summary();
-    // Recorded before the rules change, so every decision made under the new policy
-    // comes after the record that names it.
-    let loaded = Event::config_loaded(
-        &shared.node_id,
-        new.policy_digest(),
-        &format!("reloaded at the request of {who}: {summary}"),
-    );
-    shared.record(loaded).await;
-    for r in &change.newly_revoked {
-        let why = format!("revoked by a reload: {}", r.reason);
-        let event = Event::key_revoked(&shared.node_id, &r.key.to_string(), &why);
-        shared.record(event).await;
+    let sharing = {
+        // No publish decides while the rules change: every decision made under the old
+        // rules is queued before the record that names the new ones, every one made
+        // under the new rules after it.
+        let _gate = shared.rules_gate.write().await;
+        let loaded = Event::config_loaded(
+            &shared.node_id,
+            new.policy_digest(),
+            &format!("reloaded at the request of {who}: {summary}"),
+        );
+        let mut recorded = shared.commit_event(Some(loaded), None).await;
+        for r in &change.newly_revoked {
+            let why = format!("revoked by a reload: {}", r.reason);
+            let event = Event::key_revoked(&shared.node_id, &r.key.to_string(), &why);
+            recorded = recorded.and(shared.commit_event(Some(event), None).await);
+        }
+        if let Err(e) = recorded {
+            // Not put in force unrecorded: the log must name the rules behind every decision.
+            tracing::error!(error = %e, "the reload could not be recorded; the running configuration stays in force");
+            return Err(ReloadError::NotRecorded(e));
+        }
+        // Everything stored so far was decided under the old rules: it is checked
+        // against the new ones before it goes out.
+        let through = shared
+            .store
+            .head()
+            .map_err(|e| ReloadError::NotRecorded(e.to_string()))?;
+        let in_force = ConfigChange::in_force(&running.config, new);
+        let sharing = Arc::new(Sharing::new(in_force, through));
+        shared.sharing.send_replace(sharing.clone());
+        sharing
+    };
+    if let Err(e) = super::withdraw::withdraw_removed(shared, &sharing).await {
+        tracing::error!(error = %e, "cannot withdraw the queues of removed partners");
     }
-    let in_force = ConfigChange::in_force(&running.config, new);
-    shared
-        .sharing
-        .send_replace(Arc::new(Sharing::new(in_force)));
     tracing::info!(%who, %summary, "configuration reloaded");
     Ok(change)
 }

@@ -190,8 +190,8 @@ fn details_formatted_once_read_as_formatted_now() {
         assert_eq!(w.detail(), w.to_string());
         seen += 1;
     }
-    // 3 fixed reasons, 5 TLPs × 6 clearances, every kind, 2 × 5 relay and audience.
-    assert_eq!(seen, 3 + 5 * 6 + Kind::ALL.len() + 2 * 5);
+    // 5 fixed reasons, 5 TLPs × 6 clearances, every kind, 2 × 5 relay and audience.
+    assert_eq!(seen, 5 + 5 * 6 + Kind::ALL.len() + 2 * 5);
     let tag = Withhold::DeniedTag("national-only".into());
     assert_eq!(
         tag.detail(),
