@@ -56,7 +56,16 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How far in the future a bulletin's creation time may lie (clock skew).
     pub max_future_skew: Duration,
+    /// How old a bulletin may be when it is received, so that a captured bulletin
+    /// cannot be replayed years later; with it, a key must also still be valid at the
+    /// time of receipt, so a key past `not_after` cannot sign by backdating. `None`
+    /// judges a bulletin at its creation time only: a desk reading its queue, whose
+    /// node judged each bulletin when it arrived.
+    pub max_age: Option<Duration>,
 }
+
+/// Default [`Limits::max_age`]: 30 days.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -64,6 +73,7 @@ impl Default for Limits {
             max_bulletin_bytes: 1024 * 1024,
             max_body_bytes: 768 * 1024,
             max_future_skew: Duration::from_secs(300),
+            max_age: Some(DEFAULT_MAX_AGE),
         }
     }
 }
@@ -157,6 +167,18 @@ pub enum BulletinError {
         /// Id of the key it was checked against.
         key_id: KeyId,
     },
+    /// Created longer ago than the node accepts (replay protection).
+    #[error("created at {created}, {age:?} before this node's clock ({now}); bulletins older than {allowed:?} are refused so that captured ones cannot be replayed: publish a new bulletin that references this one")]
+    TooOld {
+        /// Claimed creation time.
+        created: Timestamp,
+        /// Receiver's clock.
+        now: Timestamp,
+        /// How old it is.
+        age: Duration,
+        /// The largest age accepted.
+        allowed: Duration,
+    },
     /// Created further in the future than the allowed clock skew.
     #[error("created at {created}, which is {ahead:?} ahead of this node's clock ({now}); at most {allowed:?} is allowed")]
     FromTheFuture {
@@ -197,9 +219,12 @@ impl BulletinError {
             | BulletinError::BadTag(_) => C::InvalidBulletin,
             BulletinError::Key(KeyLookupError::Unknown { .. }) => C::UnknownKey,
             BulletinError::Key(KeyLookupError::Revoked { .. }) => C::KeyRevoked,
-            BulletinError::Key(KeyLookupError::NotValidAt { .. }) => C::KeyNotValid,
+            BulletinError::Key(
+                KeyLookupError::NotValidAt { .. } | KeyLookupError::ExpiredOnReceipt { .. },
+            ) => C::KeyNotValid,
             BulletinError::BadSignature { .. } => C::BadSignature,
             BulletinError::FromTheFuture { .. } => C::ClockSkew,
+            BulletinError::TooOld { .. } => C::TooOld,
         }
     }
 }

@@ -292,3 +292,116 @@ async fn pipelined_publishes_verified_together_are_answered_one_by_one_in_order(
     uk.close().await;
     fed.stop().await;
 }
+
+/// A bulletin of `origin` signed with `key`, claiming to be created at `created`.
+fn signed_at(
+    key: &ed25519_dalek::SigningKey,
+    origin: &str,
+    created: renkei::timestamp::Timestamp,
+    title: &str,
+) -> proto::SignedBulletin {
+    let b = proto::Bulletin {
+        id: renkei::bulletin::BulletinId::new_v7(created).to_string(),
+        origin: origin.into(),
+        created_unix_ms: created.unix_ms(),
+        tlp: Tlp::Green.to_proto() as i32,
+        kind: Kind::Advisory.to_proto() as i32,
+        title: title.into(),
+        ..Default::default()
+    };
+    renkei::bulletin::sign(&b, key, &renkei::bulletin::Limits::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_and_backdated_bulletins_are_refused_and_recorded() {
+    use renkei::timestamp::Timestamp;
+    const HOUR: u64 = 3_600_000;
+    // uk-mod's old key stopped being valid an hour ago (a rotation); whoever holds it
+    // now cannot sign with it by claiming an earlier time.
+    let old_uk = identity::generate_signing_key();
+    let now = Timestamp::now().unix_ms() / 1000 * 1000;
+    let expired_at = Timestamp::from_unix_ms(now - HOUR);
+    let partners = format!(
+        r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "red"
+keys = [{{ public = "KEY(us-dod)" }}]
+
+[[partner]]
+id = "uk-mod"
+role = "liaison"
+clearance = "red"
+keys = [{{ public = "KEY(uk-mod)" }}, {{ public = "{}", not_after = {expired_at} }}]
+
+[[partner]]
+id = "nato-ccdcoe"
+role = "auditor"
+"#,
+        identity::PublicKey::of(&old_uk)
+    );
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "nato-ccdcoe"], &partners).await;
+    let us = fed.client("us-dod").await;
+    let uk = fed.client("uk-mod").await;
+
+    // A genuine US bulletin captured 40 days ago and published again today.
+    let captured = signed_at(
+        fed.key("us-dod"),
+        "us-dod",
+        Timestamp::from_unix_ms(now - 40 * 24 * HOUR),
+        "captured",
+    );
+    assert_rejected(
+        &us.publish(captured).await.unwrap(),
+        ErrorCode::TooOld,
+        "captured ones cannot be replayed",
+    );
+    // The expired UK key, backdated to when it was still valid.
+    let backdated = signed_at(
+        &old_uk,
+        "uk-mod",
+        Timestamp::from_unix_ms(now - 2 * HOUR),
+        "backdated",
+    );
+    assert_rejected(
+        &uk.publish(backdated).await.unwrap(),
+        ErrorCode::KeyNotValid,
+        "had expired when the bulletin arrived",
+    );
+    // A bulletin of yesterday under a key valid today still goes through.
+    let yesterday = signed_at(
+        fed.key("uk-mod"),
+        "uk-mod",
+        Timestamp::from_unix_ms(now - 24 * HOUR),
+        "yesterday",
+    );
+    let ok = uk.publish(yesterday).await.unwrap();
+    assert_eq!(ok.status, PublishStatus::Accepted as i32, "{}", ok.message);
+
+    // Both refusals are on the record with their codes.
+    let auditor = fed.client("nato-ccdcoe").await;
+    let query = proto::AuditQuery {
+        event: proto::AuditEvent::BulletinRejected as u32,
+        limit: 100,
+        ..Default::default()
+    };
+    let page = auditor.audit_query(query).await.unwrap();
+    let codes: Vec<i32> = page
+        .records
+        .iter()
+        .map(|b| {
+            <proto::AuditRecord as prost::Message>::decode(b.clone())
+                .unwrap()
+                .error
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [ErrorCode::TooOld as i32, ErrorCode::KeyNotValid as i32]
+    );
+    for c in [us, uk, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
+}

@@ -135,9 +135,78 @@ fn key_outside_its_validity_window_fails() {
     }
     let inside = Validity {
         not_before: Some(t(CREATED)),
-        not_after: Some(t(CREATED + 1)),
+        not_after: Some(t(CREATED + 2_000)),
     };
     assert!(verify_bytes(encode(&signed), &ring_with(1, inside)).is_ok());
+}
+
+#[test]
+fn a_key_past_not_after_cannot_sign_by_backdating() {
+    let signed = sign(&sample(), &key(1), &Limits::default()).unwrap();
+    let t = Timestamp::from_unix_ms;
+    // Valid when the bulletin claims to have been made, expired before it arrived
+    // (now() is a second after CREATED).
+    let expired = ring_with(
+        1,
+        Validity {
+            not_before: None,
+            not_after: Some(t(CREATED + 1)),
+        },
+    );
+    let err = verify_bytes(encode(&signed), &expired).unwrap_err();
+    assert_eq!(err.code(), proto::ErrorCode::KeyNotValid);
+    assert!(
+        err.to_string()
+            .contains("had expired when the bulletin arrived"),
+        "{err}"
+    );
+    // The batch path says the same.
+    let limits = Limits::default();
+    let batch = vec![UnverifiedBulletin::decode(encode(&signed), &limits).unwrap()];
+    let verdict = UnverifiedBulletin::verify_all(batch, &expired, now(), &limits);
+    assert!(matches!(
+        verdict[..],
+        [Err(BulletinError::Key(
+            KeyLookupError::ExpiredOnReceipt { .. }
+        ))]
+    ));
+    // A desk reading its queue judges the creation time only: its node judged receipt.
+    let desk = Limits {
+        max_age: None,
+        ..limits
+    };
+    let read = UnverifiedBulletin::decode(encode(&signed), &desk)
+        .unwrap()
+        .verify(&expired, now(), &desk);
+    assert!(read.is_ok(), "{read:?}");
+}
+
+#[test]
+fn a_bulletin_older_than_the_maximum_age_is_refused_as_too_old() {
+    let limits = Limits::default();
+    let signed = sign(&sample(), &key(1), &limits).unwrap();
+    let ring = ring_with(1, Validity::default());
+    let max_ms = DEFAULT_MAX_AGE.as_millis() as u64;
+    let at = |ms, limits: &Limits| {
+        UnverifiedBulletin::decode(encode(&signed), limits)
+            .unwrap()
+            .verify(&ring, Timestamp::from_unix_ms(ms), limits)
+    };
+    assert!(
+        at(CREATED + max_ms, &limits).is_ok(),
+        "exactly the maximum age"
+    );
+    let err = at(CREATED + max_ms + 1, &limits).unwrap_err();
+    assert_eq!(err.code(), proto::ErrorCode::TooOld);
+    assert!(
+        err.to_string().contains("captured ones cannot be replayed"),
+        "{err}"
+    );
+    let desk = Limits {
+        max_age: None,
+        ..limits
+    };
+    assert!(at(CREATED + 10 * max_ms, &desk).is_ok());
 }
 
 #[test]

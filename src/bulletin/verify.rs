@@ -21,7 +21,13 @@ impl UnverifiedBulletin {
         now: Timestamp,
         limits: &Limits,
     ) -> Result<VerifiedBulletin, BulletinError> {
-        let key = *keys.lookup(&self.header.origin, &self.key_id, self.header.created)?;
+        let received = limits.max_age.map(|_| now);
+        let key = *keys.lookup_received(
+            &self.header.origin,
+            &self.key_id,
+            self.header.created,
+            received,
+        )?;
         let valid = signature::verify_one(
             &key,
             &signed_message(&self.signed.bulletin),
@@ -39,10 +45,11 @@ impl UnverifiedBulletin {
         now: Timestamp,
         limits: &Limits,
     ) -> Vec<Result<VerifiedBulletin, BulletinError>> {
+        let received = limits.max_age.map(|_| now);
         let looked_up: Vec<Result<PublicKey, KeyLookupError>> = bulletins
             .iter()
             .map(|b| {
-                keys.lookup(&b.header.origin, &b.key_id, b.header.created)
+                keys.lookup_received(&b.header.origin, &b.key_id, b.header.created, received)
                     .copied()
             })
             .collect();
@@ -96,6 +103,17 @@ impl UnverifiedBulletin {
                 origin: h.origin.clone(),
                 key_id: self.key_id,
             });
+        }
+        if let Some(allowed) = limits.max_age {
+            let age = now.saturating_since(h.created);
+            if age > allowed {
+                return Err(BulletinError::TooOld {
+                    created: h.created,
+                    now,
+                    age,
+                    allowed,
+                });
+            }
         }
         let latest = now.saturating_add(limits.max_future_skew);
         if h.created > latest {

@@ -92,7 +92,7 @@ pub(super) async fn subscribe(
 ) -> anyhow::Result<()> {
     let cfg = ClientConfig::load(config)?;
     let keys = cfg.keyring();
-    let limits: Limits = cfg.limits.bulletin_limits();
+    let limits: Limits = cfg.limits.delivery_limits();
     let client = Client::connect(&cfg)
         .await
         .context("connecting to the node")?;

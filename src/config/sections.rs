@@ -20,6 +20,9 @@ pub struct LimitsSection {
     pub max_body_bytes: usize,
     /// How far in the future a bulletin's creation time may lie, in seconds.
     pub max_clock_skew_secs: u64,
+    /// How old a bulletin may be when the node receives it, in days (replay
+    /// protection); a signing key must also still be valid when it arrives.
+    pub max_age_days: u64,
 }
 
 /// Room for the SignedBulletin and frame envelopes around the largest bulletin.
@@ -33,17 +36,31 @@ impl Default for LimitsSection {
             max_bulletin_bytes: l.max_bulletin_bytes,
             max_body_bytes: l.max_body_bytes,
             max_clock_skew_secs: l.max_future_skew.as_secs(),
+            max_age_days: crate::bulletin::DEFAULT_MAX_AGE.as_secs() / (24 * 3600),
         }
     }
 }
 
 impl LimitsSection {
-    /// The bulletin limits these settings give.
+    /// The bulletin limits a node applies to what it receives.
     pub fn bulletin_limits(&self) -> Limits {
         Limits {
             max_bulletin_bytes: self.max_bulletin_bytes,
             max_body_bytes: self.max_body_bytes,
             max_future_skew: std::time::Duration::from_secs(self.max_clock_skew_secs),
+            max_age: Some(std::time::Duration::from_secs(
+                self.max_age_days.saturating_mul(24 * 3600),
+            )),
+        }
+    }
+
+    /// The limits a desk applies to its deliveries: no age limit, since its node judged
+    /// each bulletin's age and keys when it arrived, and a desk that was away for
+    /// weeks must still read what was queued for it.
+    pub fn delivery_limits(&self) -> Limits {
+        Limits {
+            max_age: None,
+            ..self.bulletin_limits()
         }
     }
 }

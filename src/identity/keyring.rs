@@ -66,6 +66,19 @@ pub enum KeyLookupError {
         /// The time it was used for.
         at: Timestamp,
     },
+    /// The key was valid when the bulletin claims it was signed, but had expired when
+    /// it was received.
+    #[error("signing key {key_id} of origin {origin} is valid {validity}; it had expired when the bulletin arrived ({at}), whatever creation time the bulletin claims")]
+    ExpiredOnReceipt {
+        /// The claimed origin.
+        origin: PartnerId,
+        /// The key's id.
+        key_id: KeyId,
+        /// Its validity window.
+        validity: Validity,
+        /// When the bulletin was received.
+        at: Timestamp,
+    },
 }
 
 /// A key registered for one origin.
@@ -112,6 +125,33 @@ impl Keyring {
     /// Is `key` revoked?
     pub fn is_revoked(&self, key: &PublicKey) -> bool {
         self.revoked.contains(key)
+    }
+
+    /// [`Keyring::lookup`], and when `received` is given, the key must not have
+    /// expired by then either: a key past `not_after` cannot sign by backdating.
+    pub fn lookup_received(
+        &self,
+        origin: &PartnerId,
+        key_id: &KeyId,
+        created: Timestamp,
+        received: Option<Timestamp>,
+    ) -> Result<&PublicKey, KeyLookupError> {
+        let key = self.lookup(origin, key_id, created)?;
+        let validity = self
+            .keys
+            .get(&(origin.clone(), *key_id))
+            .map(|r| r.validity);
+        if let (Some(at), Some(validity)) = (received, validity) {
+            if validity.not_after.is_some_and(|end| at >= end) {
+                return Err(KeyLookupError::ExpiredOnReceipt {
+                    origin: origin.clone(),
+                    key_id: *key_id,
+                    validity,
+                    at,
+                });
+            }
+        }
+        Ok(key)
     }
 
     /// The key that may verify a signature of `origin` made with `key_id` at time `at`.
