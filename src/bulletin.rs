@@ -153,9 +153,14 @@ pub enum BulletinError {
         /// Limit in force.
         limit: usize,
     },
-    /// A tag is empty or has control characters.
-    #[error("tag {0:?} is empty or contains control characters")]
-    BadTag(String),
+    /// A tag is empty or has control or invisible characters.
+    #[error("tag \"{tag}\" {problem}")]
+    BadTag {
+        /// The tag, escaped and cut to the tag length limit.
+        tag: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The signing key is unknown, revoked or outside its validity window.
     #[error(transparent)]
     Key(#[from] KeyLookupError),
@@ -216,7 +221,7 @@ impl BulletinError {
             | BulletinError::UnknownKind(_)
             | BulletinError::FieldTooLong { .. }
             | BulletinError::TooManyEntries { .. }
-            | BulletinError::BadTag(_) => C::InvalidBulletin,
+            | BulletinError::BadTag { .. } => C::InvalidBulletin,
             BulletinError::Key(KeyLookupError::Unknown { .. }) => C::UnknownKey,
             BulletinError::Key(KeyLookupError::Revoked { .. }) => C::KeyRevoked,
             BulletinError::Key(
@@ -380,8 +385,11 @@ fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, Bulletin
     }
     check_count("tags", b.tags.len(), L::TAGS)?;
     for tag in &b.tags {
-        if tag.trim().is_empty() || tag.chars().any(char::is_control) {
-            return Err(BulletinError::BadTag(tag.clone()));
+        if let Some(problem) = tag::problem(tag) {
+            return Err(BulletinError::BadTag {
+                tag: tag.escape_debug().take(L::TAG).collect(),
+                problem,
+            });
         }
         check_len("tag", tag.len(), L::TAG)?;
     }
@@ -589,6 +597,7 @@ impl VerifiedBulletin {
 
 mod labels;
 pub mod signature;
+pub mod tag;
 mod verify;
 pub use labels::{Kind, Tlp};
 

@@ -388,10 +388,10 @@ impl NodeConfig {
                 ));
             }
             for (t, tag) in p.deny_tags.iter().enumerate() {
-                if tag.trim().is_empty() {
+                if let Some(problem) = crate::bulletin::tag::problem(tag) {
                     return Err((
                         at(&format!("deny_tags[{t}]")),
-                        "a denied tag cannot be empty".into(),
+                        format!("a denied tag cannot be used when it {problem}"),
                     ));
                 }
             }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::bulletin::{Header, Kind, Tlp};
+use crate::bulletin::{tag, Header, Kind, Tlp};
 use crate::config::NodeConfig;
 use crate::identity::{AudienceEntry, GroupName, PartnerId, Role};
 use crate::proto;
@@ -175,7 +175,7 @@ pub struct PartnerRules {
     pub clearance: Option<Tlp>,
     /// Kinds shared with it; `None` = all.
     pub kinds: Option<HashSet<Kind>>,
-    /// Denied tags, lowercased.
+    /// Denied tags, folded as [`tag::fold`] does.
     pub deny_tags: HashSet<String>,
     /// Groups it belongs to.
     pub groups: HashSet<GroupName>,
@@ -198,11 +198,7 @@ impl Policy {
                 role: p.role,
                 clearance: p.clearance,
                 kinds: p.kinds.as_ref().map(|ks| ks.iter().copied().collect()),
-                deny_tags: p
-                    .deny_tags
-                    .iter()
-                    .map(|t| t.trim().to_lowercase())
-                    .collect(),
+                deny_tags: p.deny_tags.iter().map(|t| tag::fold(t)).collect(),
                 groups: p.groups.iter().cloned().collect(),
             })
             .collect();
@@ -256,9 +252,9 @@ fn in_audience(bulletin: &Header, p: &PartnerRules) -> bool {
     })
 }
 
-/// Tags as denied tags are compared: trimmed and lowercased.
+/// Tags as denied tags are compared: as people read them ([`tag::fold`]).
 fn normalised_tags(b: &Header) -> Vec<String> {
-    b.tags.iter().map(|t| t.trim().to_lowercase()).collect()
+    b.tags.iter().map(|t| tag::fold(t)).collect()
 }
 
 /// The decision for bulletin `b`, received from `received_from`, and partner `p`.

@@ -312,12 +312,17 @@ fn every_field_rule_has_its_own_error() {
             |e| matches!(e, BulletinError::BodyTooLarge { .. }),
         ),
         ("empty tag", Box::new(|b| b.tags.push(String::new())), |e| {
-            matches!(e, BulletinError::BadTag(_))
+            matches!(e, BulletinError::BadTag { .. })
         }),
         (
             "control tag",
             Box::new(|b| b.tags.push("a\nb".into())),
-            |e| matches!(e, BulletinError::BadTag(_)),
+            |e| matches!(e, BulletinError::BadTag { .. }),
+        ),
+        (
+            "invisible tag",
+            Box::new(|b| b.tags.push("apt\u{2060}x".into())),
+            |e| matches!(e, BulletinError::BadTag { problem, .. } if problem.contains("invisible")),
         ),
         (
             "long tag",

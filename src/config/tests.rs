@@ -137,6 +137,7 @@ fn semantic_rules_name_the_field() {
             "is not after",
         ),
         ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\ndeny_tags = [\" \"]\n".to_string(), "partner[0].deny_tags[0]", "empty"),
+        ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\ndeny_tags = [\"x\\u200By\"]\n".to_string(), "partner[0].deny_tags[0]", "invisible"),
         ("[limits]\nmax_body_bytes = 2000000\n".to_string(), "limits.max_body_bytes", "between 1 and"),
         ("[limits]\nmax_frame_bytes = 1000\n".to_string(), "limits.max_frame_bytes", "at least"),
     ];

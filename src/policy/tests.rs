@@ -198,3 +198,50 @@ fn details_formatted_once_read_as_formatted_now() {
         "tag \"national-only\" is never shared with the partner"
     );
 }
+
+#[test]
+fn a_denied_tag_is_withheld_in_every_spelling_that_reads_the_same() {
+    // The operator writes the denied tag as it comes to mind; publishers spell it any way.
+    let cfg_rules = |deny: &str| PartnerRules {
+        deny_tags: [tag::fold(deny)].into_iter().collect(),
+        ..rules("au-dod", Role::Liaison, Some(Tlp::Red))
+    };
+    for deny in ["national-only", "NATIONAL-ONLY", "Natİonal-Only"] {
+        let p = cfg_rules(deny);
+        for spelled in [
+            "national-only",
+            "ＮＡＴＩＯＮＡＬ－ＯＮＬＹ", // fullwidth
+            "NATİONAL-ONLY",              // dotted capital I
+            "natıonal-only",              // dotless i
+            "nati\u{0307}onal-only",      // decomposed dotted i
+            "nátional-only",              // an accent added
+        ] {
+            let mut b = header(Tlp::Green, &[]);
+            b.tags = vec!["exercise".into(), spelled.into()];
+            assert_eq!(
+                decide(&b, &pid("mod-jp"), &p),
+                Decision::Withhold(Withhold::DeniedTag(spelled.into())),
+                "{deny} denies {spelled:?}"
+            );
+        }
+    }
+    // A zero-width variant never gets this far: the bulletin itself is refused.
+    let b = proto::Bulletin {
+        id: "019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b".into(),
+        origin: "mod-jp".into(),
+        created_unix_ms: 1,
+        tlp: proto::Tlp::Green as i32,
+        kind: proto::Kind::Advisory as i32,
+        title: "t".into(),
+        tags: vec!["national\u{200B}-only".into()],
+        ..Default::default()
+    };
+    let err = crate::bulletin::sign(
+        &b,
+        &ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+        &crate::bulletin::Limits::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("invisible character"), "{err}");
+    assert!(err.to_string().contains("\\u{200b}"), "escaped: {err}");
+}
