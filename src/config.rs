@@ -25,8 +25,8 @@ mod sections;
 pub use change::ConfigChange;
 
 pub use sections::{
-    AdminSection, AuditSection, LimitsSection, MetricsSection, StorageSection, TransportSection,
-    FRAME_OVERHEAD,
+    AdminSection, AuditSection, DisclosureSection, LimitsSection, MetricsSection, StorageSection,
+    TransportSection, FRAME_OVERHEAD,
 };
 
 /// A configuration file that cannot be used.
@@ -176,6 +176,9 @@ pub struct NodeConfig {
     /// `[admin]`.
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[disclosure]`.
+    #[serde(default)]
+    pub disclosure: DisclosureSection,
     /// `[[partner]]` entries.
     #[serde(default, rename = "partner")]
     pub partners: Vec<PartnerConfig>,

@@ -120,7 +120,9 @@ fn pid(s: &str) -> anyhow::Result<PartnerId> {
 fn node_config(keys: &BTreeMap<String, SigningKey>) -> String {
     let mut text = format!(
         "[node]\nid = \"{HUB}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"hub-data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/{HUB}/tls.crt\"\ntls_key = \"certs/{HUB}/tls.key\"\nsigning_key = \"certs/{HUB}/signing.key\"\n"
+         tls_cert = \"certs/{HUB}/tls.crt\"\ntls_key = \"certs/{HUB}/tls.key\"\nsigning_key = \"certs/{HUB}/signing.key\"\n\
+         \n# The demo's desks all belong to one operator: tell publishers who did not get a\n\
+         # bulletin and why (off by default, since it reveals clearances).\n[disclosure]\nwithheld = true\n"
     );
     for (id, role, clearance, groups, kinds) in DESKS {
         let public = PublicKey::of(&keys[*id]);

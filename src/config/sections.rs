@@ -142,6 +142,17 @@ impl Default for MetricsSection {
     }
 }
 
+/// The optional `[disclosure]` table: what a publisher learns about the other partners.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisclosureSection {
+    /// Whether an accepted answer lists the partners a bulletin was withheld from, with
+    /// the reason (which tells the publisher their clearances and denied tags). Off by
+    /// default: the answer names who received the bulletin and no one else. Auditors
+    /// are never listed.
+    pub withheld: bool,
+}
+
 /// The optional `[admin]` table: the monitoring listener.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

@@ -180,7 +180,7 @@ fn decide(
     let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
     // The answer names the decisions the record holds, in its words (formatted once).
-    let answer = Answer::accepted(result, audit.record());
+    let answer = Answer::accepted(result, audit.record(), sharing.config.disclosure.withheld);
     let shared_with = decisions
         .into_iter()
         .filter(|(_, d)| matches!(d, Decision::Share))

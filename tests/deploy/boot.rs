@@ -162,14 +162,8 @@ fn every_example_config_boots_and_a_bulletin_flows_from_one_example_desk_to_anot
     }
     let auditor_id = desk_id(auditors[0]);
     assert!(
-        published["withheld"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(
-                |w| w["partner"] == auditor_id.as_str() && w["reason"] == "WITHHOLD_REASON_AUDITOR"
-            ),
-        "{published}"
+        !published.to_string().contains(&format!("\"{auditor_id}\"")),
+        "an answer never names an auditor: {published}"
     );
 
     // Every other liaison desk receives it and verifies the French signature itself.

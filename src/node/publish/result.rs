@@ -67,10 +67,16 @@ pub(super) struct Answer {
 
 impl Answer {
     /// The answer of a bulletin accepted with `record`'s decisions, before its commit.
-    pub(super) fn accepted(result: proto::PublishResult, record: &proto::AuditRecord) -> Answer {
+    /// It names who receives the bulletin; the partners it is withheld from, and why,
+    /// only when `disclose_withheld`, and auditors never.
+    pub(super) fn accepted(
+        result: proto::PublishResult,
+        record: &proto::AuditRecord,
+        disclose_withheld: bool,
+    ) -> Answer {
         Answer {
             result,
-            lists: encode_lists(&record.decisions),
+            lists: encode_lists(&record.decisions, disclose_withheld),
         }
     }
 
@@ -130,9 +136,16 @@ fn omitted_if_empty(len: usize) -> usize {
     }
 }
 
+/// Whether a withheld decision is told to the publisher: only when the operator allows
+/// it, and never one about an auditor (auditors stay out of sight).
+fn disclosed(d: &proto::Decision, disclose_withheld: bool) -> bool {
+    disclose_withheld && d.reason != proto::WithholdReason::Auditor as i32
+}
+
 /// `shared_with` then `withheld`, as prost writes them for the answer built from
-/// `decisions` (shared partners in `shared_with`, the others in `withheld`).
-fn encode_lists(decisions: &[proto::Decision]) -> Vec<u8> {
+/// `decisions` (shared partners in `shared_with`, the others in `withheld` when
+/// [`disclosed`]).
+fn encode_lists(decisions: &[proto::Decision], disclose_withheld: bool) -> Vec<u8> {
     let room = decisions
         .iter()
         .map(|d| d.partner.len() + d.detail.len() + 16)
@@ -143,7 +156,10 @@ fn encode_lists(decisions: &[proto::Decision]) -> Vec<u8> {
         encode_varint(d.partner.len() as u64, &mut buf);
         buf.extend_from_slice(d.partner.as_bytes());
     }
-    for d in decisions.iter().filter(|d| !d.shared) {
+    let told = decisions
+        .iter()
+        .filter(|d| !d.shared && disclosed(d, disclose_withheld));
+    for d in told {
         // Withheld { partner = 1; reason = 2; detail = 3 }; an enum is encoded as an
         // int32, so a negative value is sign-extended to ten bytes.
         let reason = d.reason as i64 as u64;
@@ -180,12 +196,16 @@ mod tests {
     use super::*;
 
     /// The answer as prost encodes it with the lists filled in from `decisions`.
-    fn prosts(result: &proto::PublishResult, decisions: &[proto::Decision]) -> Vec<u8> {
+    fn prosts(
+        result: &proto::PublishResult,
+        decisions: &[proto::Decision],
+        disclose: bool,
+    ) -> Vec<u8> {
         let mut full = result.clone();
         for d in decisions {
             if d.shared {
                 full.shared_with.push(d.partner.clone());
-            } else {
+            } else if disclose && d.reason != proto::WithholdReason::Auditor as i32 {
                 full.withheld.push(proto::Withheld {
                     partner: d.partner.clone(),
                     reason: d.reason,
@@ -245,10 +265,45 @@ mod tests {
                 decisions: decisions.clone(),
                 ..Default::default()
             };
-            let mut outbox = Outbox::default();
-            Answer::accepted(result.clone(), &record).push_to(&mut outbox);
-            assert_eq!(outbox.bytes(), prosts(&result, &decisions), "{decisions:?}");
+            for disclose in [true, false] {
+                let mut outbox = Outbox::default();
+                Answer::accepted(result.clone(), &record, disclose).push_to(&mut outbox);
+                let prost = prosts(&result, &decisions, disclose);
+                assert_eq!(outbox.bytes(), prost, "{decisions:?}, {disclose}");
+            }
         }
+    }
+
+    #[test]
+    fn an_answer_names_who_received_it_and_never_an_auditor() {
+        let record = proto::AuditRecord {
+            decisions: vec![
+                decision("uk-mod", true, 0, ""),
+                decision(
+                    "ee-mod",
+                    false,
+                    3,
+                    "amber is above the partner's clearance green",
+                ),
+                decision("nato-audit", false, 2, "auditors receive no bulletins"),
+            ],
+            ..Default::default()
+        };
+        let told = |disclose| {
+            let mut outbox = Outbox::default();
+            Answer::accepted(Default::default(), &record, disclose).push_to(&mut outbox);
+            let frame = proto::ServerFrame::decode_length_delimited(outbox.bytes()).unwrap();
+            match frame.frame {
+                Some(proto::server_frame::Frame::PublishResult(r)) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        let quiet = told(false);
+        assert_eq!(quiet.shared_with, ["uk-mod"]);
+        assert!(quiet.withheld.is_empty(), "no clearances told by default");
+        let open = told(true);
+        let withheld: Vec<&str> = open.withheld.iter().map(|w| w.partner.as_str()).collect();
+        assert_eq!(withheld, ["ee-mod"], "the auditor stays out of sight");
     }
 
     #[test]
@@ -267,7 +322,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let answer = |outcome| Answer::accepted(result.clone(), &record).settle(outcome);
+        let answer = |outcome| Answer::accepted(result.clone(), &record, true).settle(outcome);
         let kept = answer(Some(Ok(Outcome::Accepted(7))));
         assert_eq!(kept.result, result);
         assert!(!kept.lists.is_empty());
