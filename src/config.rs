@@ -141,15 +141,75 @@ impl PartnerConfig {
     }
 }
 
-/// One `[[revoked]]` entry: a signing key that must never be trusted again.
+/// One `[[revoked]]` entry: a signing key or a TLS certificate that must never be
+/// trusted again (a lost laptop, a stolen server).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RevocationEntry")]
 pub struct Revocation {
-    /// The revoked key.
-    pub key: PublicKey,
+    /// What is revoked.
+    pub what: Revoked,
     /// Why, for the audit log and operators.
-    #[serde(default)]
     pub reason: String,
+}
+
+/// What a `[[revoked]]` entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a handful per configuration; boxing buys nothing
+pub enum Revoked {
+    /// A signing key: no bulletin it signed is accepted, whatever its creation time.
+    Key(PublicKey),
+    /// A TLS certificate, by its SHA-256 fingerprint: it cannot connect.
+    Certificate(CertFingerprint),
+}
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Revoked::Key(k) => write!(f, "signing key {k}"),
+            Revoked::Certificate(c) => write!(f, "TLS certificate {c}"),
+        }
+    }
+}
+
+/// A `[[revoked]]` table as written: exactly one of `key` and `certificate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationEntry {
+    key: Option<PublicKey>,
+    certificate: Option<CertFingerprint>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl TryFrom<RevocationEntry> for Revocation {
+    type Error = String;
+
+    fn try_from(e: RevocationEntry) -> Result<Self, String> {
+        let what = match (e.key, e.certificate) {
+            (Some(k), None) => Revoked::Key(k),
+            (None, Some(c)) => Revoked::Certificate(c),
+            (Some(_), Some(_)) => {
+                return Err("a [[revoked]] entry names either a `key` or a `certificate`, not both: write two entries".into())
+            }
+            (None, None) => {
+                return Err("a [[revoked]] entry needs `key = \"ed25519:...\"` (a signing key) or `certificate = \"sha256:...\"` (a TLS certificate's fingerprint, from `renkei partner card`)".into())
+            }
+        };
+        Ok(Revocation {
+            what,
+            reason: e.reason,
+        })
+    }
+}
+
+impl Revocation {
+    /// The revoked signing key, if this entry names one.
+    pub fn key(&self) -> Option<PublicKey> {
+        match self.what {
+            Revoked::Key(k) => Some(k),
+            Revoked::Certificate(_) => None,
+        }
+    }
 }
 
 /// A node's whole configuration, validated.
@@ -309,7 +369,11 @@ impl NodeConfig {
                 )
             })
             .collect();
-        lines.extend(self.revoked.iter().map(|r| format!("revoked {}", r.key)));
+        lines.extend(self.revoked.iter().map(|r| match r.what {
+            // A key's line as before, so existing policy digests stay the same.
+            Revoked::Key(k) => format!("revoked {k}"),
+            Revoked::Certificate(c) => format!("revoked certificate {c}"),
+        }));
         lines.sort();
         sha2::Sha256::digest(lines.join("\n").as_bytes()).into()
     }
@@ -436,7 +500,14 @@ impl NodeConfig {
         self.partners.iter().find(|p| &p.id == id)
     }
 
-    /// Every partner key with its validity, and every revocation.
+    /// The `[[revoked]]` entry of this TLS certificate, if it is revoked.
+    pub fn certificate_revoked(&self, cert: &CertFingerprint) -> Option<&Revocation> {
+        self.revoked
+            .iter()
+            .find(|r| r.what == Revoked::Certificate(*cert))
+    }
+
+    /// Every partner key with its validity, and every revoked key.
     pub fn keyring(&self) -> Keyring {
         let mut ring = Keyring::new();
         for p in &self.partners {
@@ -445,8 +516,8 @@ impl NodeConfig {
                 ring.insert(p.id.clone(), k.public, k.validity());
             }
         }
-        for r in &self.revoked {
-            ring.revoke(r.key);
+        for key in self.revoked.iter().filter_map(Revocation::key) {
+            ring.revoke(key);
         }
         ring
     }

@@ -322,3 +322,76 @@ async fn a_partner_pinned_to_a_certificate_connects_with_that_one_only() {
     }
     fed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_laptop_is_cut_off_by_revoking_its_certificate() {
+    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], PARTNERS).await;
+    // us-dod's desk laptop is connected and subscribed when it is lost.
+    let laptop = fed.client("us-dod").await;
+    let mut sub = laptop.subscribe(0).await.unwrap();
+    let au = fed.client("au-dod").await;
+    au.hello().await.unwrap();
+
+    // One config change and a reload: its certificate is revoked.
+    let cert = std::fs::read_to_string(fed.certs().join("us-dod/tls.crt")).unwrap();
+    let fingerprint: renkei::identity::CertFingerprint =
+        renkei::pki::fingerprint(&cert).unwrap().parse().unwrap();
+    let text = std::fs::read_to_string(fed.config_path()).unwrap();
+    std::fs::write(
+        fed.config_path(),
+        format!("{text}\n[[revoked]]\ncertificate = \"{fingerprint}\"\nreason = \"laptop lost\"\n"),
+    )
+    .unwrap();
+    let reply = operate(&fed, OperatorRequest::Reload).await;
+    assert!(reply.ok, "{reply:?}");
+    assert!(
+        reply
+            .message
+            .contains(&format!("newly revoked: TLS certificate {fingerprint}")),
+        "{}",
+        reply.message
+    );
+
+    // Its live connection is dropped, saying why; others stay.
+    let ended = tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("in time");
+    assert!(ended.is_err(), "the subscription ends");
+    match tokio::time::timeout(PATIENCE, laptop.closed())
+        .await
+        .expect("closed in time")
+    {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let why = String::from_utf8_lossy(&c.reason).to_string();
+            assert!(why.contains("is revoked (laptop lost)"), "{why}");
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+    assert!(au.close_reason().is_none(), "other partners stay connected");
+
+    // It cannot connect again, and the refusal is on the record.
+    let again = fed.client("us-dod").await;
+    assert!(
+        again.hello().await.is_err(),
+        "a revoked certificate is refused"
+    );
+    let auditor = fed.client("nato-ccdcoe").await;
+    let refused = events(&auditor, AuditEvent::ConnectionRefused).await;
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.partner == "us-dod" && r.reason.contains("is revoked (laptop lost)")),
+        "{refused:?}"
+    );
+    let revoked = events(&auditor, AuditEvent::KeyRevoked).await;
+    assert!(
+        revoked
+            .iter()
+            .any(|r| r.reason.contains(&format!("TLS certificate {fingerprint}"))),
+        "{revoked:?}"
+    );
+    for c in [again, au, auditor, laptop] {
+        c.close().await;
+    }
+    fed.stop().await;
+}

@@ -9,6 +9,12 @@ use crate::identity::PartnerId;
 
 use super::{NodeConfig, Revocation};
 
+/// What a list of revocations names, for the summary.
+fn list_revoked(revoked: &[Revocation]) -> String {
+    let named: Vec<String> = revoked.iter().map(|r| r.what.to_string()).collect();
+    named.join(", ")
+}
+
 /// The difference between the configuration in force and the one replacing it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConfigChange {
@@ -52,13 +58,13 @@ impl ConfigChange {
         change.newly_revoked = new
             .revoked
             .iter()
-            .filter(|r| !old.revoked.iter().any(|o| o.key == r.key))
+            .filter(|r| !old.revoked.iter().any(|o| o.what == r.what))
             .cloned()
             .collect();
         change.unrevoked = old
             .revoked
             .iter()
-            .filter(|r| !new.revoked.iter().any(|n| n.key == r.key))
+            .filter(|r| !new.revoked.iter().any(|n| n.what == r.what))
             .cloned()
             .collect();
         let restart = [
@@ -108,11 +114,16 @@ impl ConfigChange {
             parts.push(format!("roles changed: {}", list(&self.role_changed)));
         }
         if !self.newly_revoked.is_empty() {
-            parts.push(format!("{} key(s) newly revoked", self.newly_revoked.len()));
+            parts.push(format!(
+                "newly revoked: {}",
+                list_revoked(&self.newly_revoked)
+            ));
         }
         if !self.unrevoked.is_empty() {
-            let keys: Vec<String> = self.unrevoked.iter().map(|r| r.key.to_string()).collect();
-            parts.push(format!("no longer revoked: {}", keys.join(", ")));
+            parts.push(format!(
+                "no longer revoked: {}",
+                list_revoked(&self.unrevoked)
+            ));
         }
         if self.policy_changed && parts.is_empty() {
             parts.push("sharing rules changed".into());
@@ -214,7 +225,7 @@ clearance = "green"
         assert_eq!(back.unrevoked.len(), 2);
         assert!(back
             .summary()
-            .contains(&format!("no longer revoked: {key}")));
+            .contains(&format!("no longer revoked: signing key {key}")));
         assert_eq!(c.newly_revoked.len(), 1);
         assert_eq!(c.newly_revoked[0].reason, "lost");
         assert_eq!(c.needs_restart, vec!["node"]);

@@ -37,8 +37,8 @@ pub enum EditError {
         /// The partner that has it.
         owner: PartnerId,
     },
-    /// The card's signing key is revoked.
-    #[error("signing key {0} is on this node's revocation list")]
+    /// The card's signing key or certificate is revoked.
+    #[error("{0} is on this node's revocation list")]
     KeyRevoked(String),
     /// `partner` is not written as `[[partner]]` tables, so it cannot be appended to.
     #[error("`partner` is not a list of [[partner]] tables in this file; add the partner by hand")]
@@ -96,8 +96,21 @@ pub fn add_partner(
                 owner: owner.id.clone(),
             });
         }
-        if cfg.revoked.iter().any(|r| r.key == card.signing_key) {
-            return Err(EditError::KeyRevoked(card.signing_key.to_string()));
+        if cfg
+            .revoked
+            .iter()
+            .any(|r| r.key() == Some(card.signing_key))
+        {
+            return Err(EditError::KeyRevoked(format!(
+                "signing key {}",
+                card.signing_key
+            )));
+        }
+        if cfg.certificate_revoked(&card.tls_fingerprint).is_some() {
+            return Err(EditError::KeyRevoked(format!(
+                "TLS certificate {}",
+                card.tls_fingerprint
+            )));
         }
     }
 

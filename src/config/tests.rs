@@ -106,6 +106,9 @@ fn bad_values_name_the_value_and_line() {
         ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{ public = \"AAAA\" }]\n", "ed25519:"),
         ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{ public = \"KEY\", not_before = \"soon\" }]\n", "not an RFC 3339 time"),
         ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\ngroups = [\"NATO\"]\n", "not a valid group name"),
+        ("[[revoked]]\nreason = \"lost\"\n", "needs `key = "),
+        ("[[revoked]]\nkey = \"KEY\"\ncertificate = \"sha256:00\"\n", "sha256"),
+        ("[[revoked]]\nkey = \"KEY\"\ncertificate = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n", "not both"),
     ] {
         let err = parse(&extra.replace("KEY", &pk())).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");

@@ -6,16 +6,27 @@
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use crate::config::PartnerConfig;
+use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
 
-/// The role a connection presenting `cert` gets, given its partner's configuration
-/// (`None`: not a partner); or why it may not connect.
+/// The role a connection presenting `cert` as `partner` gets under `config`; or why it
+/// may not connect (not a partner, a revoked certificate, not the pinned one).
 pub(crate) fn admit(
-    partner: Option<&PartnerConfig>,
+    config: &NodeConfig,
+    partner: &PartnerId,
     cert: &CertFingerprint,
 ) -> Result<Role, String> {
-    let p = partner.ok_or_else(|| "not a partner of this node".to_string())?;
+    if let Some(r) = config.certificate_revoked(cert) {
+        let why = if r.reason.is_empty() {
+            "no reason given"
+        } else {
+            r.reason.as_str()
+        };
+        return Err(format!("certificate {cert} is revoked ({why})"));
+    }
+    let p = config
+        .partner(partner)
+        .ok_or_else(|| "not a partner of this node".to_string())?;
     match p.tls_fingerprint {
         Some(pinned) if pinned != *cert => Err(format!(
             "presented certificate {cert}, but {} is pinned to {pinned}",

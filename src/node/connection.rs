@@ -80,7 +80,7 @@ async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: D
     // Watch the rules from before admitting, so that a reload landing between the
     // admission and the connection's loop is still seen by the loop.
     let mut sharing = shared.sharing.subscribe();
-    let role = admission::admit(sharing.borrow_and_update().partners.get(&partner), &cert);
+    let role = admission::admit(&sharing.borrow_and_update().config, &partner, &cert);
     let role = match role {
         Ok(role) => role,
         Err(why) => {
@@ -147,7 +147,7 @@ async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: A
             },
             _ = stop.changed() => break,
             Ok(()) = sharing.changed() => {
-                let why = reload::disconnect_reason(role, &cert, sharing.borrow_and_update().partners.get(&partner));
+                let why = reload::disconnect_reason(role, &partner, &cert, &sharing.borrow_and_update().config);
                 if let Some(why) = why {
                     tracing::warn!(%why, "disconnecting the partner after a reload");
                     shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;

@@ -330,7 +330,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         let revoked = writer::Request::Event {
             event: Some(Event::key_revoked(
                 &n.id,
-                &r.key.to_string(),
+                &r.what.to_string(),
                 &format!("in force at start: {}", r.reason),
             )),
             cursor: None,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::audit::record::Event;
-use crate::config::{ConfigChange, ConfigError, NodeConfig, PartnerConfig};
+use crate::config::{ConfigChange, ConfigError, NodeConfig};
 use crate::identity::{CertFingerprint, PartnerId, Role};
 
 use super::{Shared, Sharing};
@@ -39,15 +39,20 @@ pub enum ReloadError {
     },
 }
 
-/// Why a connection made as `connected_as` with certificate `cert` must close under
-/// the partner's new configuration (`None`: no longer a partner); `None` if it may stay.
+/// Why a connection made as `connected_as` by `partner` with certificate `cert` must
+/// close under the new configuration `now`; `None` if it may stay.
 pub(super) fn disconnect_reason(
     connected_as: Role,
+    partner: &PartnerId,
     cert: &CertFingerprint,
-    now: Option<&PartnerConfig>,
+    now: &NodeConfig,
 ) -> Option<String> {
-    match super::admission::admit(now, cert) {
-        Err(why) if now.is_none() => Some(format!("{why} any more: removed by a configuration reload")),
+    if now.partner(partner).is_none() {
+        return Some(
+            "not a partner of this node any more: removed by a configuration reload".into(),
+        );
+    }
+    match super::admission::admit(now, partner, cert) {
         Err(why) => Some(format!("{why} by a configuration reload")),
         Ok(role) if role != connected_as => Some(format!(
             "its role changed from {connected_as} to {role} by a configuration reload; connect again"
@@ -97,7 +102,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         let mut recorded = shared.commit_event(Some(loaded), None).await;
         for r in &change.newly_revoked {
             let why = format!("revoked by a reload: {}", r.reason);
-            let event = Event::key_revoked(&shared.node_id, &r.key.to_string(), &why);
+            let event = Event::key_revoked(&shared.node_id, &r.what.to_string(), &why);
             recorded = recorded.and(shared.commit_event(Some(event), None).await);
         }
         if let Err(e) = recorded {
@@ -131,31 +136,52 @@ fn read(source: Option<&Path>) -> Result<NodeConfig, ReloadError> {
 mod tests {
     use super::*;
 
-    fn partner(role: Role, pin: Option<CertFingerprint>) -> PartnerConfig {
-        PartnerConfig {
-            id: "fr-mod".parse().expect("a partner id"),
-            role,
-            clearance: Some(crate::bulletin::Tlp::Amber),
-            kinds: None,
-            deny_tags: vec![],
-            groups: vec![],
-            keys: vec![],
-            tls_fingerprint: pin,
+    /// A node configuration with partner fr-mod as `role`, pinned to `pin` if given,
+    /// and `revoked` appended.
+    fn config(role: Role, pin: Option<CertFingerprint>, revoked: &str) -> NodeConfig {
+        let pin = pin
+            .map(|p| format!("tls_fingerprint = \"{p}\"\n"))
+            .unwrap_or_default();
+        let clearance = if role == Role::Auditor {
+            ""
+        } else {
+            "clearance = \"amber\"\n"
+        };
+        let text = format!(
+            "[node]\nid = \"hub\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"ca\"\n\
+             tls_cert = \"c\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n\
+             [[partner]]\nid = \"fr-mod\"\nrole = \"{role}\"\n{clearance}{pin}\n{revoked}"
+        );
+        match NodeConfig::parse(&text, Path::new("node.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
         }
     }
 
     #[test]
-    fn connections_close_when_the_partner_goes_its_role_changes_or_its_pin_moves() {
+    fn connections_close_when_the_partner_goes_its_role_changes_its_pin_moves_or_its_certificate_is_revoked(
+    ) {
+        let fr: PartnerId = "fr-mod".parse().expect("a partner id");
         let cert = CertFingerprint::of_der(b"the certificate presented");
         let other = CertFingerprint::of_der(b"another certificate");
-        let stays = |p: &PartnerConfig| disconnect_reason(Role::Liaison, &cert, Some(p));
-        assert!(stays(&partner(Role::Liaison, None)).is_none());
-        assert!(stays(&partner(Role::Liaison, Some(cert))).is_none());
-        let gone = disconnect_reason(Role::Liaison, &cert, None);
+        let stays = |c: &NodeConfig| disconnect_reason(Role::Liaison, &fr, &cert, c);
+        assert!(stays(&config(Role::Liaison, None, "")).is_none());
+        assert!(stays(&config(Role::Liaison, Some(cert), "")).is_none());
+        let gone = disconnect_reason(
+            Role::Liaison,
+            &"uk-mod".parse().expect("id"),
+            &cert,
+            &config(Role::Liaison, None, ""),
+        );
         assert!(gone.is_some_and(|w| w.contains("removed")));
-        let moved = stays(&partner(Role::Auditor, None));
+        let moved = stays(&config(Role::Auditor, None, ""));
         assert!(moved.is_some_and(|w| w.contains("from liaison to auditor")));
-        let repinned = stays(&partner(Role::Liaison, Some(other)));
+        let repinned = stays(&config(Role::Liaison, Some(other), ""));
         assert!(repinned.is_some_and(|w| w.contains("is pinned to")));
+        let lost = format!("[[revoked]]\ncertificate = \"{cert}\"\nreason = \"laptop lost\"\n");
+        let revoked = stays(&config(Role::Liaison, None, &lost));
+        assert!(revoked.is_some_and(|w| w.contains("is revoked (laptop lost)")));
+        let elsewhere = format!("[[revoked]]\ncertificate = \"{other}\"\n");
+        assert!(stays(&config(Role::Liaison, None, &elsewhere)).is_none());
     }
 }
