@@ -169,6 +169,43 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
         .count();
     assert_eq!(leftovers, 0, "the refused copy is removed");
 
+    // Given the checkpoint the node signed when it stopped (newer than the backup), the
+    // old backup is refused as a rollback; without key or checkpoint, it is not tried.
+    let kept = renkei_ok(dir, &["audit", "checkpoint", "--data-dir", "data"]);
+    std::fs::write(dir.join("kept.checkpoint"), &kept.stdout).unwrap();
+    let hub_key = renkei::identity::PublicKey::of(fed.key("jp-mod")).to_string();
+    let old = renkei(
+        dir,
+        &[
+            "restore",
+            "--from",
+            "backups/first",
+            "--data-dir",
+            "rolled-back",
+            "--key",
+            &hub_key,
+            "--trusted-checkpoint",
+            "kept.checkpoint",
+        ],
+    );
+    assert!(!old.ok, "{}", old.stdout);
+    assert!(
+        old.stderr
+            .contains("rollback: the trusted checkpoint covers"),
+        "{}",
+        old.stderr
+    );
+    assert!(!dir.join("rolled-back").exists());
+    let blind = renkei(
+        dir,
+        &["restore", "--from", "backups/first", "--data-dir", "blind"],
+    );
+    assert!(
+        !blind.ok && blind.stderr.contains("--trusted-checkpoint"),
+        "{}",
+        blind.stderr
+    );
+
     // A node on the restored directory delivers au-dod's queue: everything accepted
     // before the backup began, and nothing that was never accepted.
     let cfg = NodeConfig::load(&dir.join("restored.toml")).unwrap();

@@ -109,7 +109,11 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
     assert!(exit.success(), "{exit:?}");
 
     // The whole log verifies offline: every record in sequence, every checkpoint.
-    let out = renkei_ok(dir, &["audit", "verify", "--data-dir", "data"]);
+    let hub_key = public(dir, "jp-mod");
+    let out = renkei_ok(
+        dir,
+        &["audit", "verify", "--data-dir", "data", "--key", &hub_key],
+    );
     let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(summary["verified"], true);
     assert_eq!(

@@ -377,12 +377,26 @@ pub(super) async fn export(source: Source<'_>, out: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-pub(super) fn verify(
-    file: Option<&Path>,
-    data_dir: Option<&Path>,
-    key: Option<&str>,
-    trusted: Option<&Path>,
-) -> anyhow::Result<()> {
+/// What `audit verify` is asked to check, and against what.
+pub(super) struct VerifyArgs<'a> {
+    pub file: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+    /// The node's checkpoint key as the auditor knows it.
+    pub key: Option<&'a str>,
+    /// A checkpoint the auditor kept.
+    pub trusted: Option<&'a Path>,
+    /// Accept a check against the key the log itself names.
+    pub self_signed_ok: bool,
+}
+
+pub(super) fn verify(args: VerifyArgs<'_>) -> anyhow::Result<()> {
+    let VerifyArgs {
+        file,
+        data_dir,
+        key,
+        trusted,
+        self_signed_ok,
+    } = args;
     let bytes = match (file, data_dir) {
         (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
         (None, Some(d)) => {
@@ -411,15 +425,21 @@ pub(super) fn verify(
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
     let s = export::verify(&parsed, &key, trusted.as_deref())?;
-    if !pinned && trusted.is_none() {
-        eprintln!(
-            "renkei: note: the checkpoints were checked with the key the file names; pass --key (the node's key as you know it) or --trusted-checkpoint to rule out a log re-signed with another key"
-        );
-    }
+    // Without a key or checkpoint the auditor holds, a log re-signed with another key
+    // passes every check above: it is consistent, not verified.
+    let anchored = pinned || trusted.is_some();
+    let trust = match (pinned, trusted.is_some()) {
+        (true, true) => "the key given with --key and the trusted checkpoint",
+        (true, false) => "the key given with --key",
+        (false, true) => "the trusted checkpoint",
+        (false, false) => "none: checked only with the key the log itself names (self-signed)",
+    };
     emitln!(
         "{}",
         json!({
-            "verified": true,
+            "verified": anchored,
+            "internally_consistent": true,
+            "trust": trust,
             "node_id": s.node_id,
             "origin": s.origin,
             "records": s.records,
@@ -431,6 +451,13 @@ pub(super) fn verify(
             "consistent_with_trusted_checkpoint": s.trusted,
         })
     );
+    if !anchored {
+        let what = "this proves the log internally consistent only: a log re-signed with another key would pass too. Pass --key (the node's checkpoint key as you know it, e.g. from its card) or --trusted-checkpoint (one you kept)";
+        if !self_signed_ok {
+            bail!("not verified: {what}, or --self-signed-ok to accept this");
+        }
+        eprintln!("renkei: note: {what}");
+    }
     Ok(())
 }
 

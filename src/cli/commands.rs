@@ -132,6 +132,10 @@ pub(super) enum AuditCommand {
         /// A checkpoint kept from earlier: the log must extend it (no rollback, no fork).
         #[arg(long)]
         trusted_checkpoint: Option<PathBuf>,
+        /// Without --key or --trusted-checkpoint, succeed on a log that is only
+        /// internally consistent (checked with the key it names itself).
+        #[arg(long)]
+        self_signed_ok: bool,
     },
     /// Print an inclusion proof of one record against the latest checkpoint (checked).
     Prove {

@@ -133,6 +133,10 @@ enum Command {
         /// backup re-signed with another key is refused.
         #[arg(long, requires = "data_dir")]
         key: Option<String>,
+        /// A checkpoint kept from the node (`renkei audit checkpoint`): a backup older
+        /// than it, or of another history, is refused.
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
     },
     /// Sign and publish a bulletin (or publish a signed file) to the node; prints the
     /// result as one JSON line and exits non-zero when rejected.
@@ -292,12 +296,14 @@ fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             data_dir,
             key,
             trusted_checkpoint,
-        } => audit::verify(
-            file.as_deref(),
-            data_dir.as_deref(),
-            key.as_deref(),
-            trusted_checkpoint.as_deref(),
-        ),
+            self_signed_ok,
+        } => audit::verify(audit::VerifyArgs {
+            file: file.as_deref(),
+            data_dir: data_dir.as_deref(),
+            key: key.as_deref(),
+            trusted: trusted_checkpoint.as_deref(),
+            self_signed_ok,
+        }),
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
         AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
     }
@@ -387,12 +393,14 @@ pub fn main() -> ExitCode {
             config,
             data_dir,
             key,
-        } => operate::restore(
-            &from,
-            config.as_deref(),
-            data_dir.as_deref(),
-            key.as_deref(),
-        ),
+            trusted_checkpoint,
+        } => operate::restore(operate::RestoreArgs {
+            from: &from,
+            config: config.as_deref(),
+            data_dir: data_dir.as_deref(),
+            key: key.as_deref(),
+            trusted: trusted_checkpoint.as_deref(),
+        }),
         Command::CheckConfig { config } => check::run(&config),
         Command::Partner(PartnerCommand::Card { node_dir, address }) => {
             partner::card(&node_dir, address.as_deref())

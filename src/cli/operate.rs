@@ -61,12 +61,28 @@ pub(super) async fn backup(config: &Path, out: &Path) -> anyhow::Result<()> {
 /// verifies the restored audit log, with the node's key when it is known (`--config` or
 /// `key`). The copy is made and verified beside the target and only then renamed into
 /// place, so a refused backup leaves nothing a node could start on.
-pub(super) fn restore(
-    from: &Path,
-    config: Option<&Path>,
-    data_dir: Option<&Path>,
-    key: Option<&str>,
-) -> anyhow::Result<()> {
+/// Where `renkei restore` takes a backup from and puts it, and what it checks it with.
+pub(super) struct RestoreArgs<'a> {
+    pub from: &'a Path,
+    pub config: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+    /// With `data_dir`: the node's checkpoint key.
+    pub key: Option<&'a str>,
+    /// A checkpoint kept from the node: the backup must not be older.
+    pub trusted: Option<&'a Path>,
+}
+
+pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
+    let RestoreArgs {
+        from,
+        config,
+        data_dir,
+        key,
+        trusted,
+    } = args;
+    if key.is_none() && config.is_none() && trusted.is_none() {
+        bail!("give --key (the node's checkpoint key, from its card) or --trusted-checkpoint with --data-dir: without one, a backup re-signed with another key would restore");
+    }
     let (target, key, cache) = match (config, data_dir) {
         (Some(c), None) => {
             let cfg = NodeConfig::load(c)?;
@@ -96,8 +112,19 @@ pub(super) fn restore(
         let manifest = Store::restore(from, &staging, cache)
             .with_context(|| format!("restoring {}", from.display()))?;
         // The same check an auditor runs: every record, every checkpoint signature.
-        super::audit::verify(None, Some(&staging), key.as_deref(), None)
-            .context("the restored audit log does not verify; nothing was restored")?;
+        super::audit::verify(super::audit::VerifyArgs {
+            file: None,
+            data_dir: Some(&staging),
+            key: key.as_deref(),
+            trusted,
+            self_signed_ok: false,
+        })
+        .context(
+            "the restored audit log does not verify against what you trust; nothing was restored",
+        )?;
+        if trusted.is_none() {
+            eprintln!("renkei: note: no --trusted-checkpoint given, so an old backup would restore as well as a recent one; keep the node's checkpoints (`renkei audit checkpoint --config auditor.toml > kept.checkpoint`) and pass the newest to refuse anything older");
+        }
         Ok::<_, anyhow::Error>(manifest)
     })();
     let manifest = match restored {

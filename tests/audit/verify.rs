@@ -123,8 +123,12 @@ async fn a_stopped_hubs_log_is_exported_queried_proved_and_verified_with_the_cli
     let dir = fed.dir.path();
 
     // The export verifies on its own, every record under the checkpoint signed at stop.
-    let v = json(&renkei_ok(dir, &["audit", "verify", "log.export"]).stdout);
-    assert_eq!(v["verified"], true);
+    let v = json(&renkei_ok(dir, &["audit", "verify", "log.export", "--self-signed-ok"]).stdout);
+    assert_eq!(
+        v["verified"], false,
+        "nothing the auditor holds vouched for it"
+    );
+    assert_eq!(v["internally_consistent"], true);
     assert_eq!(v["node_id"], HUB);
     assert_eq!(v["origin"], origin());
     let n = v["records"].as_u64().unwrap();
@@ -517,8 +521,24 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     ] {
         let forged = resigned(&genuine, &rewritten[..size], &hub_key);
         fs::write(dir.join(name), encode(&forged)).unwrap();
-        let alone = json(&renkei_ok(&dir, &["audit", "verify", name]).stdout);
-        assert_eq!(alone["verified"], true, "{name}");
+        // Alone, the re-signed log is consistent: it is never called verified, and
+        // the command fails unless told that self-signed is enough.
+        let alone = renkei(&dir, &["audit", "verify", name]);
+        assert!(!alone.ok, "{name}: {}", alone.stdout);
+        assert!(
+            alone.stderr.contains("internally consistent only"),
+            "{}",
+            alone.stderr
+        );
+        assert!(
+            !alone.stdout.contains("\"verified\":true"),
+            "{}",
+            alone.stdout
+        );
+        let accepted =
+            json(&renkei_ok(&dir, &["audit", "verify", name, "--self-signed-ok"]).stdout);
+        assert_eq!(accepted["verified"], false, "{name}");
+        assert_eq!(accepted["internally_consistent"], true, "{name}");
         let run = renkei(&dir, &[&["audit", "verify", name][..], &trusted].concat());
         assert!(!run.ok, "{name} passed as consistent: {}", run.stdout);
         assert!(
@@ -540,7 +560,10 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     let short = kept.size as usize - 2;
     let rolled_back = resigned(&genuine, &genuine.records[..short], &hub_key);
     fs::write(dir.join("rolled-back.export"), encode(&rolled_back)).unwrap();
-    renkei_ok(&dir, &["audit", "verify", "rolled-back.export"]);
+    renkei_ok(
+        &dir,
+        &["audit", "verify", "rolled-back.export", "--self-signed-ok"],
+    );
     let run = renkei(
         &dir,
         &[&["audit", "verify", "rolled-back.export"][..], &trusted].concat(),

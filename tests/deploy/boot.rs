@@ -278,6 +278,7 @@ fn every_example_config_boots_and_a_bulletin_flows_from_one_example_desk_to_anot
             "verify",
             "--data-dir",
             rewritten.node.data_dir.to_str().unwrap(),
+            "--self-signed-ok",
         ],
     );
 }
