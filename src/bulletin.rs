@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::identity::{AudienceEntry, IdentityError, KeyId, KeyLookupError, PartnerId, PublicKey};
 use crate::proto;
+use crate::text::excerpt;
 use crate::timestamp::Timestamp;
 
 /// The domain tag prepended to the bulletin bytes before signing, so a bulletin
@@ -116,10 +117,10 @@ pub enum BulletinError {
     #[error("required field `{0}` is empty")]
     MissingField(&'static str),
     /// `id` is not a canonical UUID.
-    #[error("id {0:?} is not a UUID in canonical form (lowercase, hyphenated, not nil)")]
+    #[error("id {0} is not a UUID in canonical form (lowercase, hyphenated, not nil)")]
     BadId(String),
     /// A reference is not a canonical UUID.
-    #[error("reference {0:?} is not a UUID in canonical form (lowercase, hyphenated, not nil)")]
+    #[error("reference {0} is not a UUID in canonical form (lowercase, hyphenated, not nil)")]
     BadReference(String),
     /// `origin` is not a partner id.
     #[error("origin: {0}")]
@@ -154,7 +155,7 @@ pub enum BulletinError {
         limit: usize,
     },
     /// A tag is empty or has control or invisible characters.
-    #[error("tag \"{tag}\" {problem}")]
+    #[error("tag {tag} {problem}")]
     BadTag {
         /// The tag, escaped and cut to the tag length limit.
         tag: String,
@@ -352,7 +353,7 @@ fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, Bulletin
         return Err(BulletinError::MissingField("id"));
     }
     let id =
-        BulletinId::parse_canonical(&b.id).ok_or_else(|| BulletinError::BadId(b.id.clone()))?;
+        BulletinId::parse_canonical(&b.id).ok_or_else(|| BulletinError::BadId(excerpt(&b.id)))?;
     if b.origin.is_empty() {
         return Err(BulletinError::MissingField("origin"));
     }
@@ -387,7 +388,7 @@ fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, Bulletin
     for tag in &b.tags {
         if let Some(problem) = tag::problem(tag) {
             return Err(BulletinError::BadTag {
-                tag: tag.escape_debug().take(L::TAG).collect(),
+                tag: excerpt(tag),
                 problem,
             });
         }
@@ -406,7 +407,7 @@ fn check_fields(b: &proto::Bulletin, limits: &Limits) -> Result<Header, Bulletin
         .iter()
         .find(|r| BulletinId::parse_canonical(r).is_none())
     {
-        return Err(BulletinError::BadReference(bad.clone()));
+        return Err(BulletinError::BadReference(excerpt(bad)));
     }
     Ok(Header {
         id,

@@ -19,35 +19,40 @@ mod keyring;
 
 pub use keyring::{KeyLookupError, Keyring, Validity};
 
-/// Errors in identity text: ids, groups, roles and keys.
+use crate::text::excerpt;
+
+/// Errors in identity text: ids, groups, roles and keys. The text they quote is an
+/// escaped, bounded excerpt ([`crate::text::excerpt`]), and key text is never quoted
+/// when it looks like PEM: a private key given where a public one belongs must not be
+/// echoed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
     /// Partner id grammar violated.
-    #[error("{0:?} is not a valid partner id: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    #[error("{0} is not a valid partner id: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
     BadPartnerId(String),
     /// Group name grammar violated.
-    #[error("{0:?} is not a valid group name: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    #[error("{0} is not a valid group name: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
     BadGroupName(String),
     /// Audience entry is neither a partner id nor `group:NAME`.
-    #[error("{0:?} is not an audience entry: use a partner id or group:NAME")]
+    #[error("{0} is not an audience entry: use a partner id or group:NAME")]
     BadAudience(String),
     /// Role text unknown.
-    #[error("{0:?} is not a role: use liaison, relay or auditor")]
+    #[error("{0} is not a role: use liaison, relay or auditor")]
     BadRole(String),
     /// Public key text does not start with `ed25519:`.
-    #[error("public key {0:?} must be written ed25519:<base64 of the 32 key bytes>")]
+    #[error("public key {0} must be written ed25519:<base64 of the 32 key bytes> (a signing key's .pub file holds that form)")]
     PublicKeyFormat(String),
     /// Public key text decodes to the wrong number of bytes.
-    #[error("public key must be 32 bytes, {0:?} decodes to {1} bytes")]
+    #[error("public key must be 32 bytes, {0} decodes to {1} bytes")]
     PublicKeyLength(String, usize),
     /// Not a point on the curve, or a weak (small-order) key that anyone could sign for.
-    #[error("public key {0:?} is not a usable Ed25519 key (not a canonical point, or a weak one)")]
+    #[error("public key {0} is not a usable Ed25519 key (not a canonical point, or a weak one)")]
     PublicKeyInvalid(String),
     /// Private key PEM could not be decoded.
     #[error("not an Ed25519 private key in PKCS#8 PEM form: {0}")]
     PrivateKeyPem(String),
     /// Certificate fingerprint text malformed.
-    #[error("{0:?} is not a certificate fingerprint: use sha256:<64 hex digits> (or the 32 colon-separated hex bytes `renkei certs init` prints)")]
+    #[error("{0} is not a certificate fingerprint: use sha256:<64 hex digits> (or the 32 colon-separated hex bytes `renkei certs init` prints)")]
     BadFingerprint(String),
 }
 
@@ -80,7 +85,7 @@ macro_rules! label_newtype {
                 if is_label(s) {
                     Ok($name(s.to_owned()))
                 } else {
-                    Err(IdentityError::$err(s.to_owned()))
+                    Err(IdentityError::$err(excerpt(s)))
                 }
             }
         }
@@ -91,7 +96,7 @@ macro_rules! label_newtype {
                 if is_label(&s) {
                     Ok($name(s))
                 } else {
-                    Err(IdentityError::$err(s))
+                    Err(IdentityError::$err(excerpt(&s)))
                 }
             }
         }
@@ -155,7 +160,7 @@ pub enum AudienceEntry {
 impl FromStr for AudienceEntry {
     type Err = IdentityError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |_| IdentityError::BadAudience(s.to_owned());
+        let bad = |_| IdentityError::BadAudience(excerpt(s));
         match s.strip_prefix("group:") {
             Some(name) => name.parse().map(AudienceEntry::Group).map_err(bad),
             None => s.parse().map(AudienceEntry::Partner).map_err(bad),
@@ -191,7 +196,7 @@ impl FromStr for Role {
             "liaison" => Ok(Role::Liaison),
             "relay" => Ok(Role::Relay),
             "auditor" => Ok(Role::Auditor),
-            _ => Err(IdentityError::BadRole(s.to_owned())),
+            _ => Err(IdentityError::BadRole(excerpt(s))),
         }
     }
 }
@@ -301,26 +306,38 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Key text as an error may quote it: never the content of a PEM file (it may be a
+/// private key given by mistake).
+fn key_text(text: &str) -> String {
+    if text.contains("PRIVATE KEY") {
+        "(a private key in PEM form, not shown: give the public key)".into()
+    } else if text.contains("-----BEGIN") {
+        "(PEM text, not shown)".into()
+    } else {
+        excerpt(text)
+    }
+}
+
 impl FromStr for PublicKey {
     type Err = IdentityError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         let b64 = text
             .strip_prefix("ed25519:")
-            .ok_or_else(|| IdentityError::PublicKeyFormat(text.to_owned()))?;
+            .ok_or_else(|| IdentityError::PublicKeyFormat(key_text(text)))?;
         let bytes = B64
             .decode(b64)
-            .map_err(|_| IdentityError::PublicKeyFormat(text.to_owned()))?;
+            .map_err(|_| IdentityError::PublicKeyFormat(key_text(text)))?;
         let arr: [u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| IdentityError::PublicKeyLength(text.to_owned(), bytes.len()))?;
+            .map_err(|_| IdentityError::PublicKeyLength(key_text(text), bytes.len()))?;
         VerifyingKey::from_bytes(&arr)
             .ok()
             // Refuse non-canonical point encodings (y >= p): one key, one text form.
             .filter(|vk| vk.to_edwards().compress().to_bytes() == arr)
             .and_then(PublicKey::new)
-            .ok_or_else(|| IdentityError::PublicKeyInvalid(text.to_owned()))
+            .ok_or_else(|| IdentityError::PublicKeyInvalid(key_text(text)))
     }
 }
 
@@ -372,7 +389,7 @@ impl FromStr for CertFingerprint {
     type Err = IdentityError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let bad = || IdentityError::BadFingerprint(text.to_owned());
+        let bad = || IdentityError::BadFingerprint(excerpt(text));
         let hex_text = match text.strip_prefix("sha256:") {
             Some(h) if h.len() == 64 => h.to_owned(),
             Some(_) => return Err(bad()),

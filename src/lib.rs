@@ -20,5 +20,6 @@ pub mod pki;
 pub mod policy;
 pub mod proto;
 pub mod store;
+pub mod text;
 pub mod timestamp;
 pub mod transport;

@@ -162,3 +162,92 @@ async fn one_partner_cannot_open_unbounded_connections() {
     }
     fed.stop().await;
 }
+
+/// A Publish of a bulletin whose fields are `fill`ed by a hostile publisher (signature and
+/// key id are filler: the node refuses the fields before it looks at them).
+fn hostile(
+    origin: &str,
+    fill: impl FnOnce(&mut renkei::proto::Bulletin),
+) -> renkei::proto::SignedBulletin {
+    use prost::Message as _;
+    let now = Timestamp::now();
+    let mut b = renkei::proto::Bulletin {
+        id: renkei::bulletin::BulletinId::new_v7(now).to_string(),
+        origin: origin.into(),
+        created_unix_ms: now.unix_ms(),
+        tlp: Tlp::Green.to_proto() as i32,
+        kind: Kind::Advisory.to_proto() as i32,
+        title: "hostile".into(),
+        ..Default::default()
+    };
+    fill(&mut b);
+    renkei::proto::SignedBulletin {
+        bulletin: b.encode_to_vec().into(),
+        signature: vec![7; 64].into(),
+        key_id: vec![7; 8].into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_of_control_characters_leaves_a_record_of_bounded_size() {
+    use prost::Message as _;
+    let partners = format!("{PARTNERS}\n[[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n");
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], &partners).await;
+    let us = fed.client("us-dod").await;
+    let megabyte = "\u{1}\u{202E}".repeat(250_000);
+    let cases = [
+        hostile("us-dod", |b| b.id = megabyte.clone()),
+        hostile("us-dod", |b| b.references = vec![megabyte.clone()]),
+        hostile("us-dod", |b| b.audience = vec![megabyte.clone()]),
+        hostile("us-dod", |b| b.tags = vec![megabyte[..120].to_string()]),
+    ];
+    for b in cases {
+        let r = us.publish(b).await.unwrap();
+        assert_eq!(r.status, PublishStatus::Rejected as i32);
+        assert!(
+            r.message.len() < 512,
+            "the answer is bounded: {} bytes",
+            r.message.len()
+        );
+        assert!(
+            !r.message.contains('\u{1}') && !r.message.contains('\u{202E}'),
+            "escaped: {}",
+            r.message
+        );
+    }
+    us.close().await;
+
+    // The auditor pages through the whole log, past every hostile record, and each
+    // record is small.
+    let auditor = fed.client("audit-office").await;
+    let mut after = None;
+    let mut rejected = 0;
+    loop {
+        let query = renkei::proto::AuditQuery {
+            after,
+            limit: 100,
+            ..Default::default()
+        };
+        let page = auditor.audit_query(query).await.expect("a page");
+        for bytes in &page.records {
+            assert!(bytes.len() < 1024, "a record of {} bytes", bytes.len());
+            let r = renkei::proto::AuditRecord::decode(bytes.clone()).unwrap();
+            if r.event == renkei::proto::AuditEvent::BulletinRejected as i32 {
+                rejected += 1;
+                assert!(
+                    r.reason.contains("bytes in all)"),
+                    "says how long it was: {}",
+                    r.reason
+                );
+            }
+        }
+        match page.next_after {
+            Some(n) if !page.records.is_empty() || n < page.log_size => after = Some(n),
+            _ => break,
+        }
+    }
+    assert_eq!(rejected, 4);
+    auditor.close().await;
+    still_serving(&fed).await;
+    fed.stop().await;
+}

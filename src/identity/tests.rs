@@ -22,7 +22,7 @@ fn partner_id_grammar() {
     ] {
         assert_eq!(
             bad.parse::<PartnerId>(),
-            Err(IdentityError::BadPartnerId(bad.to_owned())),
+            Err(IdentityError::BadPartnerId(crate::text::excerpt(bad))),
             "{bad}"
         );
     }
@@ -130,7 +130,9 @@ fn certificate_fingerprints_read_both_forms_and_print_one() {
     ] {
         assert_eq!(
             bad.parse::<CertFingerprint>(),
-            Err(IdentityError::BadFingerprint(bad.trim().to_owned())),
+            Err(IdentityError::BadFingerprint(crate::text::excerpt(
+                bad.trim()
+            ))),
             "{bad}"
         );
     }
@@ -182,4 +184,14 @@ fn keyring_lookup_checks_owner_validity_and_revocation() {
         ring.lookup(&pid("mod-jp"), &key.key_id(), t(1_500)),
         Err(KeyLookupError::Revoked { .. })
     ));
+}
+
+#[test]
+fn a_private_key_given_as_a_public_one_is_never_echoed() {
+    let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+    for text in [pem.to_string(), format!("ed25519:{pem}")] {
+        let err = text.parse::<PublicKey>().unwrap_err().to_string();
+        assert!(!err.contains("MC4CAQAw") && !err.contains("BEGIN"), "{err}");
+        assert!(err.contains("private key in PEM form, not shown"), "{err}");
+    }
 }

@@ -464,7 +464,10 @@ impl Query {
         let bulletin = match q.bulletin_id.as_str() {
             "" => None,
             b => Some(BulletinId::parse_canonical(b).ok_or_else(|| {
-                format!("bulletin_id {b:?} is not a canonical UUID (lowercase, hyphenated)")
+                format!(
+                    "bulletin_id {} is not a canonical UUID (lowercase, hyphenated)",
+                    crate::text::excerpt(b)
+                )
             })?),
         };
         let event = match q.event {
