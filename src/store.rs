@@ -255,6 +255,9 @@ pub struct Store {
     segments: std::sync::Mutex<SegmentCache>,
     values: ValueLog,
     dir: std::path::PathBuf,
+    /// Commits still to fail as a full disk would (unit tests of what callers do then).
+    #[cfg(test)]
+    pub(crate) fail_commits: std::sync::atomic::AtomicU32,
 }
 
 impl Store {
@@ -296,6 +299,8 @@ impl Store {
             segments,
             values,
             dir: dir.to_owned(),
+            #[cfg(test)]
+            fail_commits: Default::default(),
         };
         store.check_head()?;
         Ok(store)
@@ -362,6 +367,19 @@ impl Store {
     /// Duplicates and conflicts (against the store and within the batch) are recorded,
     /// not stored. Record times never go back, and accepted bulletins carry the same time.
     pub fn commit(&self, entries: Vec<Entry>, now: Timestamp) -> Result<Committed, StoreError> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let due = self
+                .fail_commits
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            if due.is_ok() {
+                return Err(StoreError::Values {
+                    path: self.dir.clone(),
+                    source: std::io::ErrorKind::StorageFull.into(),
+                });
+            }
+        }
         let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let now = log.clock(now);
         let mut head = self.head()?;

@@ -26,9 +26,13 @@ id = "ee-mod"
 role = "liaison"
 clearance = "amber"
 keys = [{ public = "KEY(ee-mod)" }]
+
+[[partner]]
+id = "audit-office"
+role = "auditor"
 "#;
 
-const MEMBERS: &[&str] = &["us-dod", "au-dod", "ee-mod"];
+const MEMBERS: &[&str] = &["us-dod", "au-dod", "ee-mod", "audit-office"];
 
 async fn publish_all(fed: &Federation, titles: &[String]) {
     let us = fed.client("us-dod").await;
@@ -171,5 +175,65 @@ async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
     assert_eq!(all[..12], sent[..]);
     au.close().await;
     ee.close().await;
+    fed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_subscription_leaves_every_delivery_on_the_record() {
+    use prost::Message as _;
+    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let sent = titles("incident", 5);
+    publish_all(&fed, &sent).await;
+
+    // Estonia's first connection takes all five and acknowledges none; a second one
+    // (its desk restarted) subscribes and replaces it, gets them again and acks them.
+    let old = fed.client("ee-mod").await;
+    let mut sub = old.subscribe(0).await.unwrap();
+    let mut seen: std::collections::HashMap<u64, u64> = Default::default();
+    for _ in 0..5 {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        *seen.entry(d.seq).or_default() += 1;
+    }
+    let new = fed.client("ee-mod").await;
+    let again = common::federation::receive(&new, 5).await;
+    for (seq, _) in &again {
+        *seen.entry(*seq).or_default() += 1;
+    }
+    let ended = tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("the old one ends");
+    assert!(
+        !matches!(ended, Ok(Some(_))),
+        "nothing more on the replaced subscription"
+    );
+
+    // Every delivery that reached the desk has its DELIVERED record.
+    let auditor = fed.client("audit-office").await;
+    let query = proto::AuditQuery {
+        event: proto::AuditEvent::Delivered as u32,
+        partner: "ee-mod".into(),
+        limit: 1000,
+        ..Default::default()
+    };
+    let page = auditor.audit_query(query).await.unwrap();
+    let mut recorded: std::collections::HashMap<u64, u64> = Default::default();
+    for r in &page.records {
+        for seq in proto::AuditRecord::decode(r.clone()).unwrap().bulletin_seqs {
+            *recorded.entry(seq).or_default() += 1;
+        }
+    }
+    for (seq, times) in &seen {
+        assert!(
+            recorded.get(seq).copied().unwrap_or(0) >= *times,
+            "seq {seq} reached the desk {times} times, recorded {recorded:?}"
+        );
+    }
+    for c in [old, new, auditor] {
+        c.close().await;
+    }
     fed.stop().await;
 }

@@ -357,7 +357,6 @@ async fn deliver(
             if !withdraw(shared, partner, p, withdrawn).await {
                 return Ok(End::Abort);
             }
-            let mut delivered = Vec::with_capacity(page.items.len());
             // The page goes out as one write; stored envelopes go out as they are.
             // (A delivery's prefix is at most 26 bytes.)
             let size = page.items.iter().map(|i| i.signed.len() + 26).sum();
@@ -366,6 +365,12 @@ async fn deliver(
                 outbox.push_delivery(item.seq, &item.signed);
             }
             if !outbox.is_empty() {
+                // The record goes to the storage thread before any byte goes out: a
+                // stop, a replacement or a failed write cannot leave a delivery that
+                // reached the peer unrecorded (the storage thread commits everything
+                // queued before it ends).
+                let seqs = page.items.iter().map(|i| i.seq).collect();
+                shared.record(Event::delivered(partner, seqs)).await;
                 tokio::select! {
                     r = outbox.write_to(send) => if r.is_err() { return Ok(End::Abort) },
                     _ = stop.changed() => return Ok(End::Abort),
@@ -374,11 +379,7 @@ async fn deliver(
             }
             for item in page.items {
                 p.unacked.insert(item.seq, item.accepted);
-                delivered.push(item.seq);
                 sent += 1;
-            }
-            if !delivered.is_empty() {
-                shared.record(Event::delivered(partner, delivered)).await;
             }
         }
         if p.unacked.is_empty() && p.position > p.cursor.acked_through {

@@ -311,6 +311,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
             signer,
             checkpoint_every: cfg.audit.checkpoint_every,
             commit_latency: commit_latency.clone(),
+            node: n.id.clone(),
         },
         requests,
     )

@@ -63,6 +63,30 @@ pub(crate) struct Writer {
     pub checkpoint_every: u64,
     /// How long each group commit takes, for monitoring.
     pub commit_latency: Arc<DurationHistogram>,
+    /// The node, named in the record of a gap.
+    pub node: PartnerId,
+}
+
+/// Audit events a failed group commit could not record, waiting to be named by a gap
+/// record in the next commit that succeeds.
+#[derive(Default)]
+struct Lost {
+    events: u64,
+    why: Option<String>,
+}
+
+impl Lost {
+    /// The gap's record, if anything was lost.
+    fn record(&self, node: &PartnerId) -> Option<Event> {
+        let why = self.why.as_deref()?;
+        Some(Event::operator(
+            node,
+            &format!(
+                "GAP: {} audit event(s) could not be recorded because a group commit failed ({why}); the records before and after this one are intact",
+                self.events
+            ),
+        ))
+    }
 }
 
 enum Reply {
@@ -81,6 +105,7 @@ pub(crate) fn spawn(
         .spawn(move || {
             let mut checkpoints = Vec::new();
             let mut backups = Vec::new();
+            let mut lost = Lost::default();
             while let Some(first) = requests.blocking_recv() {
                 let mut entries = Vec::with_capacity(w.max_batch);
                 let mut replies = Vec::with_capacity(w.max_batch);
@@ -117,7 +142,7 @@ pub(crate) fn spawn(
                     }
                 }
                 if !entries.is_empty() {
-                    commit(&w, entries, replies);
+                    commit(&w, entries, replies, &mut lost);
                 }
                 let (size, signed) = w.store.audit_progress();
                 if !checkpoints.is_empty()
@@ -154,13 +179,29 @@ pub(crate) fn spawn(
         })
 }
 
-fn commit(w: &Writer, entries: Vec<Entry>, replies: Vec<Reply>) {
+/// Commits one batch and answers its senders. Events a failed commit could not record
+/// are counted in `lost` and named by a gap record at the head of the next commit that
+/// succeeds, so the log shows that something is missing rather than hiding it.
+fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Reply>, lost: &mut Lost) {
+    let gap = lost.record(&w.node);
+    let with_gap = gap.is_some();
+    if with_gap {
+        entries.insert(0, Entry::Event(gap, None));
+        replies.insert(0, Reply::Event(None));
+    }
+    // What this batch would lose if it failed: its events, not counting the gap record.
+    let events = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Event(Some(_), _)))
+        .count() as u64
+        - u64::from(with_gap);
     let started = std::time::Instant::now();
     let committed = w.store.commit(entries, Timestamp::now());
     let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     w.commit_latency.observe(took);
     match committed {
         Ok(done) => {
+            *lost = Lost::default();
             // Wake subscribers only when something new was stored.
             let newest = done.outcomes.iter().filter_map(|o| match o {
                 Some(Outcome::Accepted(seq)) => Some(*seq),
@@ -192,7 +233,9 @@ fn commit(w: &Writer, entries: Vec<Entry>, replies: Vec<Reply>) {
                 }
                 _ => format!("not stored: {e}"),
             };
-            tracing::error!(error = %e, "group commit failed");
+            lost.events += events;
+            lost.why = Some(e.to_string());
+            tracing::error!(error = %e, lost = lost.events, "group commit failed: its audit events are counted and a GAP record will name them");
             for reply in replies {
                 match reply {
                     Reply::Bulletin(tx) => {
@@ -205,5 +248,76 @@ fn commit(w: &Writer, entries: Vec<Entry>, replies: Vec<Reply>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &std::path::Path) -> Writer {
+        let node: PartnerId = "jp-mod".parse().expect("an id");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        Writer {
+            store: Arc::new(Store::open(dir, 8 << 20).expect("a store")),
+            head: watch::channel(0).0,
+            max_batch: 16,
+            signer: CheckpointSigner::new(&crate::node::audit_origin(&node), key)
+                .expect("a signer"),
+            checkpoint_every: 1000,
+            commit_latency: Default::default(),
+            node,
+        }
+    }
+
+    fn event(n: u64) -> (Entry, Reply) {
+        let partner: PartnerId = "us-dod".parse().expect("an id");
+        (
+            Entry::Event(Some(Event::delivered(&partner, vec![n])), None),
+            Reply::Event(None),
+        )
+    }
+
+    fn batch(range: std::ops::Range<u64>) -> (Vec<Entry>, Vec<Reply>) {
+        range.map(event).unzip()
+    }
+
+    #[test]
+    fn events_a_failed_commit_loses_are_named_by_a_gap_record() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let w = writer(dir.path());
+        let mut lost = Lost::default();
+        let (e, r) = batch(0..2);
+        commit(&w, e, r, &mut lost);
+        // The disk is full for two commits: three events, then two more, are lost.
+        w.store
+            .fail_commits
+            .store(2, std::sync::atomic::Ordering::Relaxed);
+        let (e, r) = batch(2..5);
+        commit(&w, e, r, &mut lost);
+        let (e, r) = batch(5..7);
+        commit(&w, e, r, &mut lost);
+        assert_eq!(lost.events, 5);
+        let (e, r) = batch(7..8);
+        commit(&w, e, r, &mut lost);
+        assert_eq!(lost.events, 0, "named, so no longer pending");
+
+        let records: Vec<crate::proto::AuditRecord> = (0..4)
+            .map(|seq| w.store.audit().record(seq).expect("reads").expect("there"))
+            .map(|b| prost::Message::decode(b).expect("a record"))
+            .collect();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[0].bulletin_seqs, [0]);
+        assert_eq!(records[1].bulletin_seqs, [1]);
+        assert_eq!(records[2].event, crate::proto::AuditEvent::Operator as i32);
+        assert!(
+            records[2]
+                .reason
+                .starts_with("GAP: 5 audit event(s) could not be recorded"),
+            "{}",
+            records[2].reason
+        );
+        assert_eq!(records[3].bulletin_seqs, [7], "then the log goes on");
+        assert!(w.store.audit().record(4).expect("reads").is_none());
     }
 }
