@@ -19,7 +19,7 @@ use crate::identity::{CertFingerprint, PartnerId};
 use crate::proto;
 
 mod reader;
-pub use reader::FrameReader;
+pub use reader::{take_frame, FrameReader};
 
 /// The ALPN protocol id of renkei protocol version 1.
 pub const ALPN: &[u8] = b"renkei/1";

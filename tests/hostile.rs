@@ -251,3 +251,56 @@ async fn a_megabyte_of_control_characters_leaves_a_record_of_bounded_size() {
     still_serving(&fed).await;
     fed.stop().await;
 }
+
+/// The node's /metrics text.
+fn scrape(fed: &Federation) -> String {
+    use std::io::{Read as _, Write as _};
+    let admin = fed.node.as_ref().unwrap().admin_addr().unwrap();
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn handshakes(metrics: &str, outcome: &str) -> u64 {
+    let line = format!("renkei_handshakes_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_attempts_prove_their_address_before_any_handshake_work() {
+    // retry_above_handshakes = 0: every attempt is asked to prove its address first,
+    // as under a flood. (The partner tables follow the hub's [transport] table.)
+    let transport =
+        format!("retry_above_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{PARTNERS}");
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &transport).await;
+    still_serving(&fed).await;
+    still_serving(&fed).await;
+    assert!(
+        handshakes(&scrape(&fed), "retried") >= 2,
+        "each went through a Retry"
+    );
+    assert_eq!(handshakes(&scrape(&fed), "refused"), 0);
+    fed.stop().await;
+
+    // With no room for handshakes at all, an attempt is refused before any work.
+    let full = format!("max_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{PARTNERS}");
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &full).await;
+    let us = fed.client_with_certs(&fed.certs(), "us-dod").await;
+    let refused = match us {
+        Ok(c) => c.hello().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "no handshake, no connection");
+    assert!(handshakes(&scrape(&fed), "refused") >= 1);
+    fed.stop().await;
+}

@@ -473,7 +473,7 @@ fn fresh_ids_are_canonical_v7() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// Flipping any bit pattern of any single byte of the encoded SignedBulletin,
     /// whether in the bulletin bytes, the signature, the key id or the framing,
@@ -485,6 +485,50 @@ proptest! {
         let i = pos.index(bytes.len());
         bytes[i] ^= flip;
         prop_assert!(verify_bytes(Bytes::from(bytes), &ring_with(1, Validity::default())).is_err());
+    }
+
+    /// Any edit of the encoded envelope (bytes replaced, inserted or removed, several
+    /// at once) of a bulletin with arbitrary text is refused, alone and in a batch,
+    /// unless the edits happen to give back the very same bytes.
+    #[test]
+    fn no_edit_of_a_signed_bulletin_is_ever_accepted(
+        title in "[ -~]{1,40}",
+        tags in prop::collection::vec("[a-z0-9-]{1,12}", 0..4),
+        edits in prop::collection::vec((0u8..3, any::<prop::sample::Index>(), any::<u8>()), 1..5),
+    ) {
+        let mut b = sample();
+        b.title = title;
+        b.tags = tags;
+        let signed = sign(&b, &key(1), &Limits::default()).unwrap();
+        let original = signed.encode_to_vec();
+        let mut bytes = original.clone();
+        for (op, at, byte) in edits {
+            match op {
+                0 if !bytes.is_empty() => {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                1 => {
+                    let i = at.index(bytes.len() + 1);
+                    bytes.insert(i, byte);
+                }
+                _ if !bytes.is_empty() => {
+                    let i = at.index(bytes.len());
+                    bytes.remove(i);
+                }
+                _ => {}
+            }
+        }
+        prop_assume!(bytes != original);
+        let ring = ring_with(1, Validity::default());
+        prop_assert!(verify_bytes(Bytes::from(bytes.clone()), &ring).is_err());
+        let limits = Limits::default();
+        if let Ok(u) = UnverifiedBulletin::decode(Bytes::from(bytes), &limits) {
+            let genuine = UnverifiedBulletin::decode(Bytes::from(original), &limits).unwrap();
+            let verdicts = UnverifiedBulletin::verify_all(vec![genuine, u], &ring, now(), &limits);
+            prop_assert!(verdicts[0].is_ok());
+            prop_assert!(verdicts[1].is_err());
+        }
     }
 
     /// Arbitrary input gives an error, never a panic.

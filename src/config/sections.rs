@@ -79,6 +79,12 @@ pub struct TransportSection {
     pub delivery_window: u32,
     /// Bulletins per group commit, at most.
     pub commit_batch: usize,
+    /// Handshakes in progress above which a new connection attempt must first prove its
+    /// address with a QUIC Retry (a stateless round trip that costs the node no
+    /// signature work); 0 validates every address.
+    pub retry_above_handshakes: usize,
+    /// Handshakes in progress at most; further attempts are refused until some end.
+    pub max_handshakes: usize,
 }
 
 impl Default for TransportSection {
@@ -89,6 +95,8 @@ impl Default for TransportSection {
             handshake_timeout_secs: 10,
             delivery_window: 256,
             commit_batch: 512,
+            retry_above_handshakes: 16,
+            max_handshakes: 128,
         }
     }
 }

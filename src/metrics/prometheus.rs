@@ -22,6 +22,11 @@ pub struct Gauges {
     pub queues: Vec<QueueGauge>,
     /// Frames read, written and refused by the process.
     pub frames: FrameTotals,
+    /// Connection attempts asked to prove their address (QUIC Retry), and refused,
+    /// before any handshake work.
+    pub handshakes_retried: u64,
+    /// See `handshakes_retried`.
+    pub handshakes_refused: u64,
     /// How long group commits (write and flush) took.
     pub commit_latency: HistogramSnapshot,
 }
@@ -252,6 +257,18 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
         ("refused", f.refused),
     ] {
         let _ = writeln!(out, "renkei_frames_total{{direction=\"{direction}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "renkei_handshakes_total",
+        "Connection attempts handled before any handshake work: asked to prove their address (retried) or refused (too many handshakes in progress).",
+        "counter",
+    );
+    for (outcome, n) in [
+        ("retried", gauges.handshakes_retried),
+        ("refused", gauges.handshakes_refused),
+    ] {
+        let _ = writeln!(out, "renkei_handshakes_total{{outcome=\"{outcome}\"}} {n}");
     }
     commit_latency(&mut out, &gauges.commit_latency);
     out

@@ -176,6 +176,8 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         refused: FRAMES.refused.load(Ordering::Relaxed),
     };
     let commit_latency = shared.commit_latency.snapshot();
+    let handshakes_retried = shared.handshakes.retried.load(Ordering::Relaxed);
+    let handshakes_refused = shared.handshakes.refused.load(Ordering::Relaxed);
     tokio::task::spawn_blocking(move || {
         let (audit_records, audit_checkpointed) = store.audit_progress();
         let totals = store.counter_totals();
@@ -191,6 +193,8 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
             connections_open,
             queues,
             frames,
+            handshakes_retried,
+            handshakes_refused,
             commit_latency,
         };
         Some(prometheus::render(&totals, &gauges))

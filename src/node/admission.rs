@@ -36,6 +36,50 @@ pub(crate) fn admit(
     }
 }
 
+/// What to do with a connection attempt before any handshake work is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Greeting {
+    /// Start the handshake.
+    Accept,
+    /// Ask the peer to prove its address first (a stateless QUIC Retry).
+    Retry,
+    /// Refuse it: too many handshakes are in progress.
+    Refuse,
+}
+
+/// How many handshakes may run at once, and above how many an address must be proven.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandshakeLimits {
+    pub retry_above: usize,
+    pub max: usize,
+}
+
+/// The greeting for an attempt when `in_flight` handshakes are running; `validated`:
+/// the peer proved its address (it answered a Retry); `may_retry`: a Retry can still be
+/// sent (not already retried). Strangers can flood the port with Initial packets from
+/// forged addresses: beyond `retry_above` they must prove their address before the node
+/// does any signature work, and beyond `max` nobody new is taken until some finish.
+pub(crate) fn greet(
+    in_flight: usize,
+    validated: bool,
+    may_retry: bool,
+    limits: HandshakeLimits,
+) -> Greeting {
+    if in_flight >= limits.max {
+        Greeting::Refuse
+    } else if in_flight >= limits.retry_above && !validated {
+        if may_retry {
+            Greeting::Retry
+        } else {
+            // It claims to have answered a Retry, but its token did not prove the
+            // address: no second chance.
+            Greeting::Refuse
+        }
+    } else {
+        Greeting::Accept
+    }
+}
+
 /// Connections one partner may hold open at once (each may carry 32 streams).
 pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;
 
@@ -112,6 +156,38 @@ impl RefusalWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strangers_prove_their_address_before_handshake_work_when_many_are_in_progress() {
+        let limits = HandshakeLimits {
+            retry_above: 2,
+            max: 4,
+        };
+        let g = |in_flight, validated, may_retry| greet(in_flight, validated, may_retry, limits);
+        assert_eq!(
+            g(0, false, true),
+            Greeting::Accept,
+            "quiet: no extra round trip"
+        );
+        assert_eq!(g(1, false, true), Greeting::Accept);
+        assert_eq!(
+            g(2, false, true),
+            Greeting::Retry,
+            "busy: prove the address"
+        );
+        assert_eq!(g(2, true, false), Greeting::Accept, "proven: go ahead");
+        assert_eq!(
+            g(3, false, false),
+            Greeting::Refuse,
+            "a failed proof is not retried"
+        );
+        assert_eq!(g(4, true, false), Greeting::Refuse, "full: nobody new");
+        let always = HandshakeLimits {
+            retry_above: 0,
+            max: 4,
+        };
+        assert_eq!(greet(0, false, true, always), Greeting::Retry);
+    }
 
     #[test]
     fn anonymous_refusals_are_recorded_up_to_a_limit_per_minute_then_counted() {

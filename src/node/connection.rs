@@ -5,6 +5,7 @@
 //!
 //! It decides nothing about bulletins; the stream modules and `policy` do.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
+use super::admission::{self, Admitted, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER};
 use super::{auditor, deliver, publish, reload, Shared, Sharing};
 use crate::audit::record::Event;
 use crate::identity::{self, PartnerId, Role};
@@ -23,16 +24,20 @@ pub(super) async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     handshake: Duration,
+    limits: HandshakeLimits,
 ) {
     let mut stop = shared.shutdown.clone();
     let mut connections = JoinSet::new();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    // Each handshake in its own task, with a deadline, so a slow or
-                    // hostile peer cannot stall the loop.
-                    connections.spawn(connection(incoming, shared.clone(), handshake));
+                    if let Some(started) = greet(incoming, &shared, &in_flight, limits).await {
+                        // Each handshake in its own task, with a deadline, so a slow or
+                        // hostile peer cannot stall the loop.
+                        connections.spawn(connection(started, shared.clone(), handshake));
+                    }
                 }
                 None => break,
             },
@@ -44,13 +49,68 @@ pub(super) async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
+/// A handshake in progress, counted until it ends one way or another.
+struct Handshake {
+    incoming: quinn::Incoming,
+    counted: InFlight,
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Decides, before any handshake work, whether a connection attempt starts its
+/// handshake, is asked to prove its address first, or is refused (`admission::greet`).
+async fn greet(
+    incoming: quinn::Incoming,
+    shared: &Shared,
+    in_flight: &Arc<AtomicUsize>,
+    limits: HandshakeLimits,
+) -> Option<Handshake> {
+    let running = in_flight.load(Ordering::Relaxed);
+    let remote = incoming.remote_address();
+    let validated = incoming.remote_address_validated();
+    match admission::greet(running, validated, incoming.may_retry(), limits) {
+        Greeting::Accept => {
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            Some(Handshake {
+                incoming,
+                counted: InFlight(in_flight.clone()),
+            })
+        }
+        Greeting::Retry => {
+            shared.handshakes.retried.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                // Not retryable after all: ignore it rather than do work for it.
+                e.into_incoming().ignore();
+            }
+            None
+        }
+        Greeting::Refuse => {
+            shared.handshakes.refused.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            tracing::warn!(%remote, running, validated, "connection attempt refused: too many handshakes in progress");
+            let why = format!("{remote}: refused before the handshake, {running} handshakes in progress (address proven: {validated})");
+            shared.record_anonymous_refusal(why).await;
+            None
+        }
+    }
+}
+
 fn close(conn: &quinn::Connection, code: proto::CloseCode, reason: &str) {
     conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
 }
 
-async fn connection(incoming: quinn::Incoming, shared: Arc<Shared>, handshake: Duration) {
+async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration) {
+    let Handshake { incoming, counted } = started;
     let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(handshake, incoming).await {
+    let done = tokio::time::timeout(handshake, incoming).await;
+    drop(counted); // the handshake's work is over, whatever came of it
+    let conn = match done {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "handshake failed");

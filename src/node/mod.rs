@@ -102,12 +102,22 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Refusals of peers that named no partner, so that strangers cannot flood the log.
     pub anonymous_refusals: Mutex<RefusalWindow>,
+    /// Connection attempts asked to prove their address, and refused, before any
+    /// handshake work.
+    pub handshakes: HandshakeCounts,
     /// Open connections per partner, to bound what one partner can make the node hold.
     pub connections: Mutex<HashMap<PartnerId, usize>>,
     /// Per partner, the generation of its current subscription (a new one replaces the
     /// old) and the lease a subscription holds while it runs, so the next one starts
     /// from the cursor the previous one left.
     pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
+}
+
+/// Connection attempts handled before any handshake work (see `admission::greet`).
+#[derive(Default)]
+pub(crate) struct HandshakeCounts {
+    pub retried: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 /// The partners, their keys and the sharing rules of one configuration.
@@ -362,6 +372,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown,
         subscriptions: Mutex::new(HashMap::new()),
         connections: Mutex::new(HashMap::new()),
+        handshakes: HandshakeCounts::default(),
         anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
     });
     // Partners removed while the node was down lose their queues before anyone connects.
@@ -401,10 +412,15 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let operator = None;
     let handshake = Duration::from_secs(t.handshake_timeout_secs);
     tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
+    let greeting = admission::HandshakeLimits {
+        retry_above: t.retry_above_handshakes,
+        max: t.max_handshakes,
+    };
     let accept = tokio::spawn(connection::accept_loop(
         endpoint.clone(),
         shared.clone(),
         handshake,
+        greeting,
     ));
     Ok(RunningNode {
         addr,

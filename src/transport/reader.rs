@@ -98,7 +98,7 @@ impl FrameReader {
 /// read with it) alive for as long as anything decoded from the frame lives, e.g. a
 /// bulletin waiting for its commit. Copying also leaves the buffer unshared, so it is
 /// reused rather than reallocated.
-fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
     match parse_prefix(buf, max)? {
         Parsed::Partial => Ok(None),
         Parsed::Frame { prefix, len } => {
