@@ -282,7 +282,8 @@ async fn next_page(
     );
     let (sharing, limits) = (shared.sharing(), shared.limits);
     tokio::task::spawn_blocking(move || {
-        let page = store.pending(&partner, after, &cursor, room)?;
+        let mut page = store.pending(&partner, after, &cursor, room)?;
+        cap_bytes(&mut page, PAGE_BYTES);
         screen(&store, &sharing, &limits, &partner, page)
     })
     .await
@@ -290,6 +291,30 @@ async fn next_page(
         key: "pending".into(),
         why: format!("the reading task failed: {e}"),
     })?
+}
+
+/// Bytes of bulletins one page of deliveries holds at most (it is copied into one
+/// write): a window of large bulletins goes out over several pages.
+const PAGE_BYTES: usize = 4 << 20;
+
+/// Cuts `page` after the bulletins that fit in `max` bytes (at least one), so that it
+/// says it examined only what it kept.
+fn cap_bytes(page: &mut Page, max: usize) {
+    let mut total = 0;
+    let keep = page
+        .items
+        .iter()
+        .position(|i| {
+            total += i.signed.len();
+            total > max
+        })
+        .map_or(page.items.len(), |over| over.max(1));
+    if keep < page.items.len() {
+        page.items.truncate(keep);
+        if let Some(last) = page.items.last() {
+            page.scanned_through = last.seq;
+        }
+    }
 }
 
 /// Takes out of `page` what `sharing` no longer shares with `partner`. Only bulletins
@@ -494,6 +519,35 @@ mod tests {
         );
         assert_eq!(p.ack(&[9], t(140)), [(9, 0)], "a clock step back is 0 ms");
         assert_eq!(p.cursor.acked_through, 9);
+    }
+
+    #[test]
+    fn a_page_of_large_bulletins_is_cut_where_its_bytes_run_out() {
+        let item = |seq, len| crate::store::Pending {
+            seq,
+            accepted: Timestamp::EPOCH,
+            signed: bytes::Bytes::from(vec![0; len]),
+        };
+        let mut page = Page {
+            items: vec![item(3, 600), item(5, 600), item(8, 600)],
+            scanned_through: 9,
+        };
+        cap_bytes(&mut page, 1300);
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.scanned_through, 5, "8 and 9 are read again next time");
+        let mut huge = Page {
+            items: vec![item(4, 5000), item(6, 10)],
+            scanned_through: 6,
+        };
+        cap_bytes(&mut huge, 1300);
+        assert_eq!(huge.items.len(), 1, "one bulletin always goes");
+        assert_eq!(huge.scanned_through, 4);
+        let mut small = Page {
+            items: vec![item(1, 10)],
+            scanned_through: 7,
+        };
+        cap_bytes(&mut small, 1300);
+        assert_eq!(small.scanned_through, 7, "nothing cut, nothing changed");
     }
 
     #[test]
