@@ -410,6 +410,35 @@ impl NodeConfig {
                 ),
             ));
         }
+        // Each budget must hold the largest frame, and each level the one below it.
+        let frame_mib = l.max_frame_bytes.div_ceil(1 << 20);
+        for (field, value, floor, what) in [
+            (
+                "stream_in_flight_mib",
+                l.stream_in_flight_mib,
+                frame_mib,
+                "the largest frame (max_frame_bytes)",
+            ),
+            (
+                "partner_in_flight_mib",
+                l.partner_in_flight_mib,
+                l.stream_in_flight_mib,
+                "stream_in_flight_mib",
+            ),
+            (
+                "node_in_flight_mib",
+                l.node_in_flight_mib,
+                l.partner_in_flight_mib,
+                "partner_in_flight_mib",
+            ),
+        ] {
+            if value < floor {
+                return Err((
+                    format!("limits.{field}"),
+                    format!("must be at least {floor} MiB, to hold {what}"),
+                ));
+            }
+        }
         let t = &self.transport;
         for (field, value) in [
             ("transport.idle_timeout_secs", t.idle_timeout_secs),

@@ -184,7 +184,7 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
             one(
                 partner,
                 named(&n.rejected, record.error, rejected_counter),
-                1,
+                record.count.max(1),
             );
         }
         AuditEvent::BulletinDuplicate => one(partner, "duplicate".into(), 1),

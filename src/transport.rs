@@ -159,6 +159,12 @@ pub struct Timers {
 /// a few of each. Bounds what one connection can make the node hold.
 const MAX_STREAMS: u32 = 32;
 
+/// Bytes a peer may send on one stream beyond what the node has read.
+const STREAM_WINDOW: u32 = 2 << 20;
+
+/// Bytes a peer may send on one connection beyond what the node has read.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// Largest UDP payload sent or accepted. quinn's MTU discovery otherwise stops at
 /// 1,452 bytes; with this bound it climbs as far as the path carries: to about 6,000 on
 /// loopback or jumbo-frame links, to 1,472 on an ordinary IPv4 Ethernet path, at the
@@ -214,6 +220,12 @@ fn transport_config(t: Timers) -> Result<quinn::TransportConfig, TransportError>
     cfg.mtu_discovery_config(Some(mtu));
     cfg.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     cfg.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // What a peer may send that nobody has read yet: per stream, and per connection
+    // (quinn's default lets a connection's streams together buffer without limit).
+    // Far above what one round trip needs here, and what bounds a peer that sends
+    // while the node is not reading (a publish stream over its budget, node::budget).
+    cfg.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+    cfg.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
     cfg.keep_alive_interval(Some(t.keep_alive));
     cfg.max_idle_timeout(Some(
         t.idle_timeout

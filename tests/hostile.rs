@@ -304,3 +304,68 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
     assert!(handshakes(&scrape(&fed), "refused") >= 1);
     fed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partners_refusals_beyond_the_limit_are_counted_not_recorded_one_by_one() {
+    use prost::Message as _;
+    use renkei::node::PARTNER_REFUSALS_PER_MINUTE;
+    let partners = format!("{PARTNERS}\n[[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n");
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], &partners).await;
+    // The UK desk sends, pipelined, bulletins signed with a key nobody configured.
+    let stranger = renkei::identity::generate_signing_key();
+    let sent = PARTNER_REFUSALS_PER_MINUTE as u64 + 100;
+    let uk = fed.client("uk-mod").await;
+    let mut p = uk.publisher().await.unwrap();
+    for i in 0..sent {
+        let b = common::federation::sign_as(
+            &stranger,
+            "uk-mod",
+            Tlp::Green,
+            Kind::Advisory,
+            "x",
+            &[],
+            &[],
+        );
+        p.send(i, b).await.unwrap();
+    }
+    p.finish();
+    let mut rejected = 0;
+    while let Some(r) = p.recv().await.unwrap() {
+        assert_eq!(r.status, PublishStatus::Rejected as i32);
+        rejected += 1;
+    }
+    assert_eq!(rejected, sent, "every publish is answered");
+    uk.close().await;
+
+    // The log holds the limit's worth one by one, and one record counting the rest
+    // (written when the connection ended): every refusal is counted, the log is not
+    // flooded.
+    let auditor = fed.client("audit-office").await;
+    let deadline = std::time::Instant::now() + common::federation::PATIENCE;
+    let (records, counted) = loop {
+        let query = renkei::proto::AuditQuery {
+            partner: "uk-mod".into(),
+            event: renkei::proto::AuditEvent::BulletinRejected as u32,
+            limit: 1000,
+            ..Default::default()
+        };
+        let page = auditor.audit_query(query).await.unwrap();
+        let records: Vec<renkei::proto::AuditRecord> = page
+            .records
+            .iter()
+            .map(|b| renkei::proto::AuditRecord::decode(b.clone()).unwrap())
+            .collect();
+        let counted: u64 = records.iter().map(|r| r.count.max(1)).sum();
+        if counted == sent || std::time::Instant::now() > deadline {
+            break (records, counted);
+        }
+    };
+    assert_eq!(counted, sent, "every refusal is counted");
+    assert_eq!(records.len(), PARTNER_REFUSALS_PER_MINUTE as usize + 1);
+    let summary = records.last().unwrap();
+    assert_eq!(summary.count, 100);
+    assert_eq!(summary.error, renkei::proto::ErrorCode::UnknownKey as i32);
+    auditor.close().await;
+    still_serving(&fed).await;
+    fed.stop().await;
+}

@@ -79,6 +79,18 @@ impl Event {
         Event(r)
     }
 
+    /// `count` refusals of `partner` with `code` that were not recorded one by one (over
+    /// the per-minute limit), in one record.
+    pub fn refusals_counted(partner: &PartnerId, code: i32, count: u64) -> Event {
+        let mut r = base(AuditEvent::BulletinRejected, partner);
+        r.error = code;
+        r.count = count;
+        r.reason = format!(
+            "{count} refusal(s) with this code were counted, not recorded one by one: more than the per-minute limit of this partner's refusals"
+        );
+        Event(r)
+    }
+
     /// The accepted bulletin was stored as `seq`.
     pub fn stored_as(mut self, seq: u64) -> Event {
         self.0.bulletin_seqs = vec![seq];

@@ -23,6 +23,13 @@ pub struct LimitsSection {
     /// How old a bulletin may be when the node receives it, in days (replay
     /// protection); a signing key must also still be valid when it arrives.
     pub max_age_days: u64,
+    /// MiB that one publish stream's publishes may hold from being read until their
+    /// results are written; beyond it the stream is not read (QUIC flow control).
+    pub stream_in_flight_mib: usize,
+    /// The same for all of one partner's streams and connections together.
+    pub partner_in_flight_mib: usize,
+    /// The same for the whole node.
+    pub node_in_flight_mib: usize,
 }
 
 /// Room for the SignedBulletin and frame envelopes around the largest bulletin.
@@ -37,6 +44,9 @@ impl Default for LimitsSection {
             max_body_bytes: l.max_body_bytes,
             max_clock_skew_secs: l.max_future_skew.as_secs(),
             max_age_days: crate::bulletin::DEFAULT_MAX_AGE.as_secs() / (24 * 3600),
+            stream_in_flight_mib: 16,
+            partner_in_flight_mib: 64,
+            node_in_flight_mib: 256,
         }
     }
 }

@@ -143,6 +143,9 @@ fn semantic_rules_name_the_field() {
         ("[[partner]]\nid = \"a\"\nrole = \"liaison\"\nclearance = \"red\"\ndeny_tags = [\"x\\u200By\"]\n".to_string(), "partner[0].deny_tags[0]", "invisible"),
         ("[limits]\nmax_body_bytes = 2000000\n".to_string(), "limits.max_body_bytes", "between 1 and"),
         ("[limits]\nmax_frame_bytes = 1000\n".to_string(), "limits.max_frame_bytes", "at least"),
+        ("[limits]\nstream_in_flight_mib = 1\n".to_string(), "limits.stream_in_flight_mib", "the largest frame"),
+        ("[limits]\npartner_in_flight_mib = 8\n".to_string(), "limits.partner_in_flight_mib", "at least 16 MiB"),
+        ("[limits]\nnode_in_flight_mib = 32\n".to_string(), "limits.node_in_flight_mib", "at least 64 MiB"),
     ];
     for (extra, field, problem_part) in cases {
         let (f, p) = invalid_field(&extra);

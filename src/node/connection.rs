@@ -220,6 +220,7 @@ async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: A
     }
     // Let in-flight publishes be answered before the connection goes.
     while streams.join_next().await.is_some() {}
+    shared.record_counted_refusals(&partner).await;
     close(&conn, proto::CloseCode::ShuttingDown, "node shutting down");
 }
 
@@ -234,7 +235,10 @@ async fn refuse(
     if let Some(code) = err.code() {
         tracing::warn!(error = %err, "refused a frame");
         shared
-            .record(Event::rejected(partner, None, code, &err.to_string()))
+            .record_refusal(
+                partner,
+                Event::rejected(partner, None, code, &err.to_string()),
+            )
             .await;
         let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
         transport::send_error(send, code, err.to_string()).await;
@@ -250,6 +254,16 @@ async fn stream_task(
 ) {
     use proto::client_frame::Frame;
     let mut stop = shared.shutdown.clone();
+    // Every stream's first frame is read within the partner's budget, so opening every
+    // stream it may gives a partner no more room than one stream.
+    let budget = shared.budgets.stream(&partner);
+    let mut held = tokio::select! {
+        h = budget.reserve() => match h {
+            Some(h) => h,
+            None => return,
+        },
+        _ = stop.changed() => return,
+    };
     // The stream's frames after the first may already be in the buffer: it goes on to
     // the stream's handler.
     let mut recv = transport::FrameReader::new(recv, shared.max_frame);
@@ -258,6 +272,9 @@ async fn stream_task(
         r = tokio::time::timeout(shared.first_frame, read) => r,
         _ = stop.changed() => return,
     };
+    if let Ok(Ok(Some(f))) = &first {
+        held.shrink_to(prost::Message::encoded_len(f));
+    }
     let first = match first {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => return,
@@ -297,7 +314,7 @@ async fn stream_task(
             let _ = send.finish();
         }
         Some(Frame::Publish(p)) if role != Role::Auditor => {
-            publish::run(p, send, recv, shared, partner, role).await
+            publish::run((p, held), budget, send, recv, shared, partner, role).await
         }
         Some(Frame::Subscribe(s)) if role != Role::Auditor => {
             deliver::run(s, send, recv, shared, partner).await
@@ -340,7 +357,7 @@ async fn not_permitted(
 ) {
     let code = proto::ErrorCode::NotPermitted;
     shared
-        .record(Event::rejected(partner, None, code, msg))
+        .record_refusal(partner, Event::rejected(partner, None, code, msg))
         .await;
     transport::send_error(send, code, msg).await;
 }

@@ -24,12 +24,15 @@ use crate::transport::{self, Timers, TlsIdentity, TransportError};
 
 pub use crate::config::ConfigChange;
 use admission::RefusalWindow;
-pub use admission::{ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER};
+pub use admission::{
+    ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER, PARTNER_REFUSALS_PER_MINUTE,
+};
 pub use reload::ReloadError;
 
 mod admin;
 mod admission;
 mod auditor;
+mod budget;
 mod connection;
 mod deliver;
 #[cfg(unix)]
@@ -102,9 +105,13 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Refusals of peers that named no partner, so that strangers cannot flood the log.
     pub anonymous_refusals: Mutex<RefusalWindow>,
+    /// Refusals of each partner, so that an authenticated partner cannot either.
+    pub partner_refusals: Mutex<admission::PartnerRefusals>,
     /// Connection attempts asked to prove their address, and refused, before any
     /// handshake work.
     pub handshakes: HandshakeCounts,
+    /// Bytes publishes may hold in flight, per stream, per partner and in all.
+    pub budgets: budget::Budgets,
     /// Open connections per partner, to bound what one partner can make the node hold.
     pub connections: Mutex<HashMap<PartnerId, usize>>,
     /// Per partner, the generation of its current subscription (a new one replaces the
@@ -188,6 +195,37 @@ impl Shared {
                 why
             };
             self.record(Event::connection_refused(None, &why)).await;
+        }
+    }
+
+    /// Records a refusal of `partner` (a REJECTED event) within the partner's
+    /// per-minute limit; beyond it the refusal is counted, and the counts recorded later
+    /// (`admission::PartnerRefusals`).
+    pub async fn record_refusal(&self, partner: &PartnerId, event: Event) {
+        let code = event.record().error;
+        let verdict = self
+            .partner_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(partner, code, Instant::now());
+        for (code, n) in verdict.counted {
+            self.record(Event::refusals_counted(partner, code, n)).await;
+        }
+        if verdict.record_it {
+            self.record(event).await;
+        }
+    }
+
+    /// Records the refusals of `partner` counted but not recorded yet (its connection
+    /// ended).
+    pub async fn record_counted_refusals(&self, partner: &PartnerId) {
+        let counted = self
+            .partner_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(partner);
+        for (code, n) in counted {
+            self.record(Event::refusals_counted(partner, code, n)).await;
         }
     }
 
@@ -373,7 +411,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         subscriptions: Mutex::new(HashMap::new()),
         connections: Mutex::new(HashMap::new()),
         handshakes: HandshakeCounts::default(),
+        budgets: budget::Budgets::new(budget::BudgetSizes {
+            node: cfg.limits.node_in_flight_mib << 20,
+            partner: cfg.limits.partner_in_flight_mib << 20,
+            stream: cfg.limits.stream_in_flight_mib << 20,
+            max_frame: cfg.limits.max_frame_bytes,
+        }),
         anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
+        partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
     });
     // Partners removed while the node was down lose their queues before anyone connects.
     withdraw::withdraw_removed(&shared, &shared.sharing())

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::budget::{Held, StreamBudget};
 use super::writer::Request;
 use super::Shared;
 use super::Sharing;
@@ -26,6 +27,9 @@ use result::{describe, reject_identified, rejected, Answer};
 
 /// Results waiting to be written, in request order.
 const PIPELINE: usize = 1024;
+
+/// A reply waiting for the responder, with the room its publish holds in the budgets.
+type Queued = (Reply, Option<Held>);
 
 enum Reply {
     /// Known now (a rejection).
@@ -229,20 +233,28 @@ const OUTBOX_BYTES: usize = 64 * 1024;
 
 /// Writes results in request order as they resolve; ends the stream after the last.
 /// Results that are ready together go out in one write.
-async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>) {
+async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued>) {
     use tokio::sync::mpsc::error::TryRecvError;
     use tokio::sync::oneshot::error::TryRecvError as Waiting;
     let mut outbox = transport::Outbox::default();
+    // Room in the budgets held by the results in the outbox, given back once written.
+    let mut holding: Vec<Held> = Vec::new();
     loop {
-        if outbox.len() >= OUTBOX_BYTES && outbox.write_to(&mut send).await.is_err() {
-            return;
+        if outbox.len() >= OUTBOX_BYTES {
+            if outbox.write_to(&mut send).await.is_err() {
+                return;
+            }
+            holding.clear();
         }
-        let reply = match pending.try_recv() {
+        let (reply, held) = match pending.try_recv() {
             Ok(reply) => reply,
             Err(TryRecvError::Empty) => {
                 // Nothing more is ready: send what is, before waiting.
-                if !outbox.is_empty() && outbox.write_to(&mut send).await.is_err() {
-                    return;
+                if !outbox.is_empty() {
+                    if outbox.write_to(&mut send).await.is_err() {
+                        return;
+                    }
+                    holding.clear();
                 }
                 match pending.recv().await {
                     Some(reply) => reply,
@@ -257,8 +269,11 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>
                 Ok(o) => a.settle(Some(o)),
                 Err(Waiting::Closed) => a.settle(None),
                 Err(Waiting::Empty) => {
-                    if !outbox.is_empty() && outbox.write_to(&mut send).await.is_err() {
-                        return;
+                    if !outbox.is_empty() {
+                        if outbox.write_to(&mut send).await.is_err() {
+                            return;
+                        }
+                        holding.clear();
                     }
                     a.settle(outcome.await.ok())
                 }
@@ -271,6 +286,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>
             }
         };
         answer.push_to(&mut outbox);
+        holding.extend(held);
     }
     if outbox.write_to(&mut send).await.is_ok() {
         let _ = send.finish();
@@ -279,8 +295,8 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Reply>
 
 /// What the reading half of a publish stream hands to the preparing half, in order.
 enum Incoming {
-    /// A Publish to verify and decide.
-    Publish(proto::Publish),
+    /// A Publish to verify and decide, with the room it holds in the budgets.
+    Publish(proto::Publish, Held),
     /// A Publish refused unread because the node is stopping.
     Refused(proto::PublishResult),
     /// The stream ended; with the error that ends it, if any.
@@ -292,12 +308,26 @@ enum Incoming {
 /// publishes that arrive while one batch is verified are the next batch.
 async fn read_publishes(
     mut recv: FrameReader,
+    budget: StreamBudget,
     mut stop: tokio::sync::watch::Receiver<bool>,
     out: mpsc::Sender<Incoming>,
 ) {
     loop {
-        let frame = tokio::select! {
-            f = recv.next::<proto::ClientFrame>() => f,
+        // Room for the next frame before reading it: a publisher whose publishes hold
+        // its share waits here, and QUIC flow control holds it back.
+        let read = async {
+            let mut held = budget.reserve().await?;
+            let frame = recv.next::<proto::ClientFrame>().await;
+            if let Ok(Some(f)) = &frame {
+                held.shrink_to(prost::Message::encoded_len(f));
+            }
+            Some((frame, held))
+        };
+        let (frame, held) = tokio::select! {
+            f = read => match f {
+                Some(f) => f,
+                None => return,
+            },
             _ = stop.changed() => {
                 refuse_remaining(&mut recv, &out).await;
                 let _ = out.send(Incoming::End(None)).await;
@@ -305,7 +335,7 @@ async fn read_publishes(
             }
         };
         let item = match as_publish(&mut recv, frame) {
-            Ok(p) => Incoming::Publish(p),
+            Ok(p) => Incoming::Publish(p, held),
             Err(end) => {
                 let _ = out.send(Incoming::End(end)).await;
                 return;
@@ -352,18 +382,20 @@ const BATCH: usize = 64;
 
 /// Runs a publish stream that opened with `first`.
 pub(super) async fn run(
-    first: proto::Publish,
+    first: (proto::Publish, Held),
+    budget: StreamBudget,
     send: quinn::SendStream,
     recv: FrameReader,
     shared: Arc<Shared>,
     from: PartnerId,
     role: Role,
 ) {
-    let (replies, pending) = mpsc::channel::<Reply>(PIPELINE);
+    let (replies, pending) = mpsc::channel::<Queued>(PIPELINE);
     let responder = tokio::spawn(respond(send, pending));
     let (queue, mut incoming) = mpsc::channel::<Incoming>(PIPELINE);
-    let _ = queue.send(Incoming::Publish(first)).await;
-    let reader = tokio::spawn(read_publishes(recv, shared.shutdown.clone(), queue));
+    let _ = queue.send(Incoming::Publish(first.0, first.1)).await;
+    let stop = shared.shutdown.clone();
+    let reader = tokio::spawn(read_publishes(recv, budget, stop, queue));
     // Everything queued when a batch starts goes into it (up to BATCH): one publish when
     // the node keeps up, more as it falls behind, which is when batches pay.
     'stream: while let Some(item) = incoming.recv().await {
@@ -371,11 +403,11 @@ pub(super) async fn run(
         let mut next = Some(item);
         while let Some(item) = next.take() {
             match item {
-                Incoming::Publish(p) => batch.push(p),
+                Incoming::Publish(p, held) => batch.push((p, held)),
                 Incoming::Refused(r) => {
                     let sent = answer(&shared, &from, role, std::mem::take(&mut batch), &replies)
                         .await
-                        && replies.send(Reply::Ready(r)).await.is_ok();
+                        && replies.send((Reply::Ready(r), None)).await.is_ok();
                     if !sent {
                         break 'stream;
                     }
@@ -385,8 +417,8 @@ pub(super) async fn run(
                         // A frame that could not be taken as a bulletin ends the stream.
                         if let Some((code, message)) = end {
                             let refusal = Event::rejected(&from, None, code, &message);
-                            shared.record(refusal).await;
-                            let _ = replies.send(Reply::Fatal(code, message)).await;
+                            shared.record_refusal(&from, refusal).await;
+                            let _ = replies.send((Reply::Fatal(code, message), None)).await;
                         }
                     }
                     break 'stream;
@@ -411,16 +443,19 @@ async fn answer(
     shared: &Shared,
     from: &PartnerId,
     role: Role,
-    batch: Vec<proto::Publish>,
-    replies: &mpsc::Sender<Reply>,
+    batch: Vec<(proto::Publish, Held)>,
+    replies: &mpsc::Sender<Queued>,
 ) -> bool {
     if batch.is_empty() {
         return true;
     }
+    let (publishes, held): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     // The replies go out after the gate is let go: a publisher that does not read its
-    // results must not hold up a reload.
-    for reply in queue_batch(shared, from, role, batch).await {
-        if replies.send(reply).await.is_err() {
+    // results must not hold up a reload. Each keeps its room in the budgets until its
+    // result is written.
+    let prepared = queue_batch(shared, from, role, publishes).await;
+    for (reply, held) in prepared.into_iter().zip(held) {
+        if replies.send((reply, Some(held))).await.is_err() {
             return false;
         }
     }
@@ -442,7 +477,7 @@ async fn queue_batch(
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
-                shared.record(audit).await;
+                shared.record_refusal(from, audit).await;
                 Reply::Ready(*result)
             }
             Ok((bulletin, answer)) => {

@@ -93,17 +93,7 @@ impl Federation {
         certs: &Path,
         id: &str,
     ) -> Result<Client, renkei::client::ClientError> {
-        let identity = TlsIdentity::load(
-            &certs.join("ca.crt"),
-            &certs.join(id).join("tls.crt"),
-            &certs.join(id).join("tls.key"),
-        )
-        .unwrap();
-        let timers = Timers {
-            keep_alive: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(10),
-        };
-        Client::connect_with(&identity, timers, self.addr(), &self.hub, 2 << 20).await
+        connect_as(certs, id, self.addr(), &self.hub).await
     }
 
     /// The signing key of partner `id`.
@@ -159,6 +149,27 @@ impl Federation {
             node.shutdown(Duration::from_secs(5)).await.unwrap();
         }
     }
+}
+
+/// Connects to the node `hub` at `addr` as partner `id`, with its certificate from the
+/// PKI directory `certs`.
+pub async fn connect_as(
+    certs: &Path,
+    id: &str,
+    addr: std::net::SocketAddr,
+    hub: &PartnerId,
+) -> Result<Client, renkei::client::ClientError> {
+    let identity = TlsIdentity::load(
+        &certs.join("ca.crt"),
+        &certs.join(id).join("tls.crt"),
+        &certs.join(id).join("tls.key"),
+    )
+    .unwrap();
+    let timers = Timers {
+        keep_alive: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(10),
+    };
+    Client::connect_with(&identity, timers, addr, hub, 2 << 20).await
 }
 
 /// A bulletin claiming `origin`, signed with `key` (which may not be origin's).

@@ -12,8 +12,14 @@ pub struct Served(Option<Child>);
 /// Starts `renkei serve --config CONFIG` in `dir`; returns it with the address its
 /// first line announces.
 pub fn serve(dir: &Path, config: &str) -> (Served, String) {
+    serve_with_env(dir, config, &[])
+}
+
+/// [`serve`] with extra environment variables.
+pub fn serve_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> (Served, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
         .args(["serve", "--config", config])
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -37,6 +43,22 @@ pub fn serve(dir: &Path, config: &str) -> (Served, String) {
 impl Served {
     fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("the node was already stopped")
+    }
+
+    /// The node's process id.
+    pub fn pid(&mut self) -> u32 {
+        self.child().id()
+    }
+
+    /// The node's resident memory now, in KiB (VmRSS).
+    pub fn rss_kib(&mut self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the node's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
     }
 
     /// Sends a signal by name (`HUP`, `TERM`) with kill(1).
