@@ -196,6 +196,49 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
         old.stderr
     );
     assert!(!dir.join("rolled-back").exists());
+    // A backup whose manifest was edited (here, only the date it claims) is refused:
+    // the node signed its manifest.
+    let tampered = dir.join("backups/tampered");
+    for entry in walk(&dir.join("backups/first")) {
+        let rel = entry.strip_prefix(dir.join("backups/first")).unwrap();
+        let to = tampered.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    let manifest = tampered.join("renkei-backup.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let edited: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("taken_at") {
+                "taken_at = \"2020-01-01T00:00:00Z\""
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(&manifest, edited.join("\n")).unwrap();
+    let forged = renkei(
+        dir,
+        &[
+            "restore",
+            "--from",
+            "backups/tampered",
+            "--data-dir",
+            "tampered",
+            "--key",
+            &hub_key,
+        ],
+    );
+    assert!(!forged.ok, "{}", forged.stdout);
+    assert!(
+        forged
+            .stderr
+            .contains("manifest's signature does not verify"),
+        "{}",
+        forged.stderr
+    );
+    assert!(!dir.join("tampered").exists());
     let blind = renkei(
         dir,
         &["restore", "--from", "backups/first", "--data-dir", "blind"],
@@ -231,4 +274,18 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
     assert!(got.is_subset(&all));
     au.close().await;
     fed.stop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

@@ -77,6 +77,13 @@ impl CheckpointSigner {
         })
     }
 
+    /// The node's signature of `message` (which names its own purpose, as the backup
+    /// manifest's domain tag does), by the key that signs the checkpoints.
+    pub fn sign_message(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        use ed25519_dalek::Signer as _;
+        self.key.sign(message)
+    }
+
     /// The signed checkpoint text for a tree of `size` records with `root`.
     pub fn sign(&self, size: u64, root: TreeHash) -> Result<String, CheckpointError> {
         let body = Checkpoint::new(&self.origin, size, root.into(), "")

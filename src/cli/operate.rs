@@ -61,6 +61,36 @@ pub(super) async fn backup(config: &Path, out: &Path) -> anyhow::Result<()> {
 /// verifies the restored audit log, with the node's key when it is known (`--config` or
 /// `key`). The copy is made and verified beside the target and only then renamed into
 /// place, so a refused backup leaves nothing a node could start on.
+/// Checks the backup's manifest signature with the node's key (`key`, or the key the
+/// restored log names when only a trusted checkpoint vouched for it). A manifest from
+/// before manifests were signed is let through with a warning: its log was verified.
+fn check_manifest(
+    manifest: &crate::store::Manifest,
+    key: Option<&str>,
+    staging: &Path,
+) -> anyhow::Result<()> {
+    if manifest.signature.is_empty() {
+        eprintln!("renkei: warning: the backup's manifest is unsigned (made by an older renkei); its audit log verified, its bulletin and key counts are unsigned");
+        return Ok(());
+    }
+    let key = match key {
+        Some(k) => *k
+            .parse::<crate::identity::PublicKey>()
+            .map_err(|e| anyhow::anyhow!("--key: {e}"))?
+            .verifying_key(),
+        None => {
+            let store = Store::open(staging, 1 << 20)?;
+            match store.identity()? {
+                Some((_, key)) => key,
+                None => bail!("the restored database names no node key to check its manifest with"),
+            }
+        }
+    };
+    manifest
+        .verify(&key)
+        .context("the backup's manifest is not the node's; nothing was restored")
+}
+
 /// Where `renkei restore` takes a backup from and puts it, and what it checks it with.
 pub(super) struct RestoreArgs<'a> {
     pub from: &'a Path,
@@ -122,6 +152,7 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         .context(
             "the restored audit log does not verify against what you trust; nothing was restored",
         )?;
+        check_manifest(&manifest, key.as_deref(), &staging)?;
         if trusted.is_none() {
             eprintln!("renkei: note: no --trusted-checkpoint given, so an old backup would restore as well as a recent one; keep the node's checkpoints (`renkei audit checkpoint --config auditor.toml > kept.checkpoint`) and pass the newest to refuse anything older");
         }

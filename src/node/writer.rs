@@ -164,7 +164,7 @@ pub(crate) fn spawn(
                         (size, signed) if size != signed => {
                             Err(crate::store::BackupError::Unsigned(size - signed))
                         }
-                        _ => w.store.backup_to(&out, taken_at),
+                        _ => w.store.backup_to(&out, taken_at, &w.signer),
                     };
                     match &result {
                         Ok(m) => tracing::info!(out = %out.display(), keys = m.keys, records = m.audit_records, took = ?started.elapsed(), "backup taken"),

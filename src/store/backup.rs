@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::values::ValueLog;
 use super::{be_u64, Store, StoreError, VALUES_END};
+use crate::audit::checkpoint::CheckpointSigner;
 use crate::files::{self, Access};
 
 /// Name of the manifest inside a backup directory.
@@ -45,6 +46,45 @@ pub struct Manifest {
     pub taken_at: String,
     /// The software that took it.
     pub software: String,
+    /// The node's Ed25519 signature (base64) over the domain tag and the manifest's
+    /// other fields ([`Manifest::signed_message`]), by the key that signs its audit
+    /// checkpoints. Empty in backups made before manifests were signed.
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// What the manifest signature's message starts with.
+const MANIFEST_DOMAIN: &[u8] = b"renkei/backup-manifest/v1\0";
+
+impl Manifest {
+    /// What the node signs: the domain tag, then the manifest as TOML with an empty
+    /// signature.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let unsigned = Manifest {
+            signature: String::new(),
+            ..self.clone()
+        };
+        let text = toml::to_string(&unsigned).unwrap_or_default();
+        [MANIFEST_DOMAIN, text.as_bytes()].concat()
+    }
+
+    /// Checks the signature with the node's checkpoint key.
+    pub fn verify(&self, key: &ed25519_dalek::VerifyingKey) -> Result<(), BackupError> {
+        use base64::Engine as _;
+        let bad = |why: &str| BackupError::Mismatch(format!("the manifest's signature {why}"));
+        if self.signature.is_empty() {
+            return Err(bad(
+                "is missing (a backup made before manifests were signed, or one altered)",
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.signature)
+            .map_err(|_| bad("is not base64"))?;
+        let sig =
+            ed25519_dalek::Signature::from_slice(&bytes).map_err(|_| bad("is not 64 bytes"))?;
+        key.verify_strict(&self.signed_message(), &sig)
+            .map_err(|_| bad("does not verify with the node's key: the manifest was altered, or another key signed it"))
+    }
 }
 
 /// The manifest's `format` value.
@@ -167,12 +207,19 @@ impl Store {
             keys,
             taken_at,
             software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+            signature: String::new(),
         })
     }
 
     /// Copies the whole database into the new directory `out` and writes its manifest.
     /// Only the storage thread may call it: nothing may commit while it copies.
-    pub fn backup_to(&self, out: &Path, taken_at: String) -> Result<Manifest, BackupError> {
+    pub fn backup_to(
+        &self,
+        out: &Path,
+        taken_at: String,
+        signer: &CheckpointSigner,
+    ) -> Result<Manifest, BackupError> {
+        use base64::Engine as _;
         must_be_empty(out)?;
         private_dir(out)?;
         self.flush()?;
@@ -180,7 +227,9 @@ impl Store {
         let keys = copy_trees(&self.db, &copy)?;
         drop(copy);
         ValueLog::copy_to(&self.dir, self.values.end(), out)?;
-        let manifest = self.manifest(keys, taken_at)?;
+        let mut manifest = self.manifest(keys, taken_at)?;
+        let sig = signer.sign_message(&manifest.signed_message());
+        manifest.signature = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
         write_manifest(out, &manifest)?;
         Ok(manifest)
     }
@@ -214,6 +263,7 @@ impl Store {
         let restored = store.manifest(manifest.keys, manifest.taken_at.clone())?;
         let restored = Manifest {
             software: manifest.software.clone(),
+            signature: manifest.signature.clone(),
             ..restored
         };
         if restored != manifest {
@@ -293,8 +343,20 @@ mod tests {
             })
             .collect();
         store.commit(events, crate::timestamp::Timestamp::from_unix_ms(1_000))?;
-        let taken = store.backup_to(&copy, "2026-11-26T00:00:00Z".into())?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let signer = CheckpointSigner::new("renkei/jp-mod/audit", key.clone())
+            .map_err(|e| BackupError::Mismatch(e.to_string()))?;
+        let taken = store.backup_to(&copy, "2026-11-26T00:00:00Z".into(), &signer)?;
         assert_eq!(taken.audit_records, 10);
+        // The manifest is signed by the node's key; any change of it breaks that.
+        taken.verify(&key.verifying_key())?;
+        let other = ed25519_dalek::SigningKey::from_bytes(&[6; 32]).verifying_key();
+        assert!(taken.verify(&other).is_err());
+        let altered = Manifest {
+            bulletins: taken.bulletins + 1,
+            ..taken.clone()
+        };
+        assert!(altered.verify(&key.verifying_key()).is_err());
         let live_keys: usize = store
             .db
             .tree_names()
@@ -303,7 +365,7 @@ mod tests {
             .sum();
         assert_eq!(taken.keys, live_keys as u64);
         assert!(matches!(
-            store.backup_to(&copy, String::new()),
+            store.backup_to(&copy, String::new(), &signer),
             Err(BackupError::NotEmpty(_))
         ));
         let back = Store::restore(&copy, &restored, 1 << 20)?;
