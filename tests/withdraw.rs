@@ -324,3 +324,55 @@ async fn a_partner_removed_and_added_again_starts_with_an_empty_queue() {
     }
     fed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_withdrawn_whole_does_not_hold_up_what_follows() {
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
+        PARTNERS,
+    )
+    .await;
+    let us = fed.client("us-dod").await;
+    // More RED bulletins for au-dod than one delivery window (8 here), then a GREEN one.
+    for i in 0..20 {
+        let b = fed.bulletin(
+            "us-dod",
+            Tlp::Red,
+            Kind::Incident,
+            &format!("red {i}"),
+            &["au-dod"],
+            &[],
+        );
+        us.publish(b).await.unwrap();
+    }
+    let b = fed.bulletin(
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "green after them",
+        &[],
+        &[],
+    );
+    us.publish(b).await.unwrap();
+    let au_key = renkei::identity::PublicKey::of(fed.key("au-dod")).to_string();
+    reload(&fed, |text| {
+        au_dod(
+            &text,
+            &format!(
+                "[[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"green\"\n\
+                 keys = [{{ public = \"{au_key}\" }}]\n\n"
+            ),
+        )
+    })
+    .await;
+    // Pages of nothing but withdrawn bulletins go by; the GREEN one arrives without
+    // anything new being published.
+    let au = fed.client("au-dod").await;
+    assert_eq!(receive_titles(&au, 1).await, ["green after them"]);
+    assert_eq!(records(&fed, AuditEvent::Withdrawn).await.len(), 20);
+    for c in [us, au] {
+        c.close().await;
+    }
+    fed.stop().await;
+}

@@ -379,6 +379,8 @@ async fn deliver(
         if room > 0 {
             let Screened { page, withdrawn } = next_page(shared, partner, p, room).await?;
             p.position = page.scanned_through;
+            // A page withdrawn whole is progress too: go on to the next one.
+            sent += withdrawn.len();
             if !withdraw(shared, partner, p, withdrawn).await {
                 return Ok(End::Abort);
             }
@@ -411,6 +413,7 @@ async fn deliver(
             // Nothing in flight: skip what was examined (saved with the next ack).
             p.settle();
         }
+        // Something was taken off the queue and there is room for more: the next page.
         if sent > 0 && p.room(window) > 0 && p.position < *head.borrow() {
             continue;
         }
