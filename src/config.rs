@@ -20,9 +20,11 @@ pub mod card;
 mod change;
 pub mod check;
 pub mod edit;
+mod revocation;
 mod sections;
 
 pub use change::ConfigChange;
+pub use revocation::{Revocation, Revoked};
 
 pub use sections::{
     AdminSection, AuditSection, DisclosureSection, LimitsSection, MetricsSection, StorageSection,
@@ -138,77 +140,6 @@ impl PartnerConfig {
     /// Is bulletin kind `k` shared with this partner?
     pub fn shares_kind(&self, k: Kind) -> bool {
         self.kinds.as_ref().is_none_or(|ks| ks.contains(&k))
-    }
-}
-
-/// One `[[revoked]]` entry: a signing key or a TLS certificate that must never be
-/// trusted again (a lost laptop, a stolen server).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(try_from = "RevocationEntry")]
-pub struct Revocation {
-    /// What is revoked.
-    pub what: Revoked,
-    /// Why, for the audit log and operators.
-    pub reason: String,
-}
-
-/// What a `[[revoked]]` entry names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)] // a handful per configuration; boxing buys nothing
-pub enum Revoked {
-    /// A signing key: no bulletin it signed is accepted, whatever its creation time.
-    Key(PublicKey),
-    /// A TLS certificate, by its SHA-256 fingerprint: it cannot connect.
-    Certificate(CertFingerprint),
-}
-
-impl std::fmt::Display for Revoked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Revoked::Key(k) => write!(f, "signing key {k}"),
-            Revoked::Certificate(c) => write!(f, "TLS certificate {c}"),
-        }
-    }
-}
-
-/// A `[[revoked]]` table as written: exactly one of `key` and `certificate`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevocationEntry {
-    key: Option<PublicKey>,
-    certificate: Option<CertFingerprint>,
-    #[serde(default)]
-    reason: String,
-}
-
-impl TryFrom<RevocationEntry> for Revocation {
-    type Error = String;
-
-    fn try_from(e: RevocationEntry) -> Result<Self, String> {
-        let what = match (e.key, e.certificate) {
-            (Some(k), None) => Revoked::Key(k),
-            (None, Some(c)) => Revoked::Certificate(c),
-            (Some(_), Some(_)) => {
-                return Err("a [[revoked]] entry names either a `key` or a `certificate`, not both: write two entries".into())
-            }
-            (None, None) => {
-                return Err("a [[revoked]] entry needs `key = \"ed25519:...\"` (a signing key) or `certificate = \"sha256:...\"` (a TLS certificate's fingerprint, from `renkei partner card`)".into())
-            }
-        };
-        Ok(Revocation {
-            what,
-            reason: e.reason,
-        })
-    }
-}
-
-impl Revocation {
-    /// The revoked signing key, if this entry names one.
-    pub fn key(&self) -> Option<PublicKey> {
-        match self.what {
-            Revoked::Key(k) => Some(k),
-            Revoked::Certificate(_) => None,
-        }
     }
 }
 
