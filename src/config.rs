@@ -310,7 +310,6 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        let l = &self.limits;
         if !(1..=12).contains(&self.metrics.fiscal_year_start_month) {
             return Err((
                 "metrics.fiscal_year_start_month".into(),
@@ -323,53 +322,7 @@ impl NodeConfig {
                 "checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
             ));
         }
-        if l.max_body_bytes == 0 || l.max_body_bytes > l.max_bulletin_bytes {
-            return Err((
-                "limits.max_body_bytes".into(),
-                format!(
-                    "must be between 1 and max_bulletin_bytes ({})",
-                    l.max_bulletin_bytes
-                ),
-            ));
-        }
-        if l.max_frame_bytes < l.max_bulletin_bytes + FRAME_OVERHEAD {
-            return Err((
-                "limits.max_frame_bytes".into(),
-                format!(
-                    "must be at least max_bulletin_bytes + {FRAME_OVERHEAD} ({}) so the largest bulletin fits in a frame",
-                    l.max_bulletin_bytes + FRAME_OVERHEAD
-                ),
-            ));
-        }
-        // Each budget must hold the largest frame, and each level the one below it.
-        let frame_mib = l.max_frame_bytes.div_ceil(1 << 20);
-        for (field, value, floor, what) in [
-            (
-                "stream_in_flight_mib",
-                l.stream_in_flight_mib,
-                frame_mib,
-                "the largest frame (max_frame_bytes)",
-            ),
-            (
-                "partner_in_flight_mib",
-                l.partner_in_flight_mib,
-                l.stream_in_flight_mib,
-                "stream_in_flight_mib",
-            ),
-            (
-                "node_in_flight_mib",
-                l.node_in_flight_mib,
-                l.partner_in_flight_mib,
-                "partner_in_flight_mib",
-            ),
-        ] {
-            if value < floor {
-                return Err((
-                    format!("limits.{field}"),
-                    format!("must be at least {floor} MiB, to hold {what}"),
-                ));
-            }
-        }
+        self.limits.check()?;
         let t = &self.transport;
         for (field, value) in [
             ("transport.idle_timeout_secs", t.idle_timeout_secs),

@@ -64,6 +64,61 @@ impl LimitsSection {
         }
     }
 
+    /// Checks the settings against each other: the body within the bulletin, the
+    /// bulletin within a frame, each budget able to hold the largest frame and the level
+    /// below it. The error names the field.
+    pub(crate) fn check(&self) -> Result<(), (String, String)> {
+        let l = self;
+        if l.max_body_bytes == 0 || l.max_body_bytes > l.max_bulletin_bytes {
+            return Err((
+                "limits.max_body_bytes".into(),
+                format!(
+                    "must be between 1 and max_bulletin_bytes ({})",
+                    l.max_bulletin_bytes
+                ),
+            ));
+        }
+        if l.max_frame_bytes < l.max_bulletin_bytes + FRAME_OVERHEAD {
+            return Err((
+            "limits.max_frame_bytes".into(),
+            format!(
+                "must be at least max_bulletin_bytes + {FRAME_OVERHEAD} ({}) so the largest bulletin fits in a frame",
+                l.max_bulletin_bytes + FRAME_OVERHEAD
+            ),
+        ));
+        }
+        // Each budget must hold the largest frame, and each level the one below it.
+        let frame_mib = l.max_frame_bytes.div_ceil(1 << 20);
+        for (field, value, floor, what) in [
+            (
+                "stream_in_flight_mib",
+                l.stream_in_flight_mib,
+                frame_mib,
+                "the largest frame (max_frame_bytes)",
+            ),
+            (
+                "partner_in_flight_mib",
+                l.partner_in_flight_mib,
+                l.stream_in_flight_mib,
+                "stream_in_flight_mib",
+            ),
+            (
+                "node_in_flight_mib",
+                l.node_in_flight_mib,
+                l.partner_in_flight_mib,
+                "partner_in_flight_mib",
+            ),
+        ] {
+            if value < floor {
+                return Err((
+                    format!("limits.{field}"),
+                    format!("must be at least {floor} MiB, to hold {what}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The limits a desk applies to its deliveries: no age limit, since its node judged
     /// each bulletin's age and keys when it arrived, and a desk that was away for
     /// weeks must still read what was queued for it.
