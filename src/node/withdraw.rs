@@ -130,3 +130,128 @@ pub(super) async fn withdraw_removed(shared: &Shared, sharing: &Sharing) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bulletin::{Kind, Tlp};
+    use crate::config::NodeConfig;
+    use crate::identity::PublicKey;
+    use crate::proto;
+    use prost::Message as _;
+
+    fn key(seed: u8) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+    }
+
+    /// The rules of a node whose partner au-dod has `au_dod` as its table body, with
+    /// us-dod's key revoked when `revoked`.
+    fn sharing(au_dod: &str, revoked: bool) -> Sharing {
+        let us = PublicKey::of(&key(1));
+        let revocation = if revoked {
+            format!("[[revoked]]\nkey = \"{us}\"\n")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"ca\"\n\
+             tls_cert = \"c\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n\
+             [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{us}\" }}]\n\n\
+             [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\n{au_dod}\n{revocation}"
+        );
+        match NodeConfig::parse(&text, std::path::Path::new("node.toml")) {
+            Ok(cfg) => Sharing::new(cfg, u64::MAX),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn stored(tlp: Tlp, kind: Kind, tags: &[&str], audience: &[&str]) -> Bytes {
+        let b = proto::Bulletin {
+            id: "019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b".into(),
+            origin: "us-dod".into(),
+            created_unix_ms: 1_790_000_000_000,
+            tlp: tlp.to_proto() as i32,
+            kind: kind.to_proto() as i32,
+            title: "t".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            audience: audience.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        let signed = crate::bulletin::sign(&b, &key(1), &Limits::default()).expect("signs");
+        Bytes::from(signed.encode_to_vec())
+    }
+
+    /// What delivery decides and what `policy explain` (the policy's decision for the
+    /// partner) says are the same, for every rule a reload can change.
+    #[test]
+    fn delivery_withdraws_exactly_what_the_policy_withholds() {
+        let au: PartnerId = "au-dod".parse().expect("an id");
+        let us: PartnerId = "us-dod".parse().expect("an id");
+        let cases = [
+            (
+                "clearance = \"amber\"",
+                stored(Tlp::Red, Kind::Incident, &[], &["au-dod"]),
+            ),
+            (
+                "clearance = \"red\"",
+                stored(Tlp::Red, Kind::Incident, &[], &["au-dod"]),
+            ),
+            (
+                "clearance = \"red\"",
+                stored(Tlp::Amber, Kind::Advisory, &[], &["group:nato"]),
+            ),
+            (
+                "clearance = \"red\"\ngroups = [\"nato\"]",
+                stored(Tlp::Amber, Kind::Advisory, &[], &["group:nato"]),
+            ),
+            (
+                "clearance = \"red\"\nkinds = [\"advisory\"]",
+                stored(Tlp::Green, Kind::Incident, &[], &[]),
+            ),
+            (
+                "clearance = \"red\"\ndeny_tags = [\"ＮＡＴＩＯＮＡＬ\"]",
+                stored(Tlp::Green, Kind::Advisory, &["national"], &[]),
+            ),
+            (
+                "clearance = \"green\"",
+                stored(Tlp::Green, Kind::Advisory, &[], &[]),
+            ),
+        ];
+        let limits = Limits::default();
+        for (rules, bytes) in cases {
+            let s = sharing(rules, false);
+            let header = UnverifiedBulletin::decode(bytes.clone(), &limits).expect("decodes");
+            let explained = s
+                .policy
+                .decide_all(header.header(), &us)
+                .find(|(p, _)| **p == au)
+                .map(|(_, d)| d)
+                .expect("au-dod is a partner");
+            let withdrawn = recheck(bytes, "us-dod", &au, &s, &limits).expect("reads");
+            match (&explained, &withdrawn) {
+                (Decision::Share, None) => {}
+                (Decision::Withhold(w), Some(d)) => assert_eq!(*w, d.why, "{rules}"),
+                _ => panic!("{rules}: policy says {explained:?}, delivery {withdrawn:?}"),
+            }
+        }
+        // A revoked origin key withdraws what the policy alone would share.
+        let s = sharing("clearance = \"green\"", true);
+        let bytes = stored(Tlp::Green, Kind::Advisory, &[], &[]);
+        let withdrawn = recheck(bytes, "us-dod", &au, &s, &limits).expect("reads");
+        assert_eq!(withdrawn.map(|w| w.why), Some(Withhold::OriginKey));
+        // A partner no longer configured.
+        let gone: PartnerId = "nz-mod".parse().expect("an id");
+        let bytes = stored(Tlp::Green, Kind::Advisory, &[], &[]);
+        let withdrawn = recheck(
+            bytes,
+            "us-dod",
+            &gone,
+            &sharing("clearance = \"green\"", false),
+            &limits,
+        );
+        assert_eq!(
+            withdrawn.expect("reads").map(|w| w.why),
+            Some(Withhold::PartnerRemoved)
+        );
+    }
+}
