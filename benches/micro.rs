@@ -113,6 +113,7 @@ fn frames(c: &mut Criterion) {
         frame: Some(proto::client_frame::Frame::Publish(proto::Publish {
             request_id: 1,
             bulletin: Some(signed(&key(1), "us-dod", 0)),
+            allow_unknown_audience: false,
         })),
     };
     let bytes = Bytes::from(frame.encode_length_delimited_to_vec());

@@ -552,6 +552,7 @@ mod limits;
 pub mod signature;
 pub mod tag;
 mod verify;
+pub mod view;
 pub use labels::{Kind, Tlp};
 pub use limits::{field_limits, Limits, DEFAULT_MAX_AGE};
 

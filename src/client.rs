@@ -141,8 +141,21 @@ impl Client {
         &self,
         bulletin: proto::SignedBulletin,
     ) -> Result<proto::PublishResult, ClientError> {
+        self.publish_frame(proto::Publish {
+            request_id: 1,
+            bulletin: Some(bulletin),
+            allow_unknown_audience: false,
+        })
+        .await
+    }
+
+    /// Sends one Publish as given (its options set) and waits for its result.
+    pub async fn publish_frame(
+        &self,
+        publish: proto::Publish,
+    ) -> Result<proto::PublishResult, ClientError> {
         let mut p = self.publisher().await?;
-        p.send(1, bulletin).await?;
+        p.sink.send_frame(publish).await?;
         p.finish();
         p.recv()
             .await?
@@ -344,10 +357,17 @@ impl PublishSink {
         request_id: u64,
         bulletin: proto::SignedBulletin,
     ) -> Result<(), ClientError> {
-        let frame = client_frame(ClientFrameKind::Publish(proto::Publish {
+        self.send_frame(proto::Publish {
             request_id,
             bulletin: Some(bulletin),
-        }));
+            allow_unknown_audience: false,
+        })
+        .await
+    }
+
+    /// Sends one Publish as given, with its options.
+    pub async fn send_frame(&mut self, publish: proto::Publish) -> Result<(), ClientError> {
+        let frame = client_frame(ClientFrameKind::Publish(publish));
         transport::write_frame(&mut self.send, &frame).await?;
         Ok(())
     }

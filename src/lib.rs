@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod files;
 pub mod identity;
+pub mod inbox;
 pub mod metrics;
 pub mod node;
 pub mod pki;

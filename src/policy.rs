@@ -245,6 +245,23 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The audience entries of `bulletin` that name neither this node (`node`), nor a
+    /// partner, nor a group any partner belongs to: most likely typos, which would
+    /// share a bulletin with nobody.
+    pub fn unknown_audience<'b>(
+        &self,
+        bulletin: &'b Header,
+        node: &PartnerId,
+    ) -> Vec<&'b AudienceEntry> {
+        let known = |a: &AudienceEntry| match a {
+            AudienceEntry::Partner(id) => id == node || self.partners.iter().any(|p| p.id == *id),
+            AudienceEntry::Group(g) => self.partners.iter().any(|p| p.groups.contains(g)),
+        };
+        bulletin.audience.iter().filter(|a| !known(a)).collect()
+    }
+}
+
 fn in_audience(bulletin: &Header, p: &PartnerRules) -> bool {
     bulletin.audience.iter().any(|a| match a {
         AudienceEntry::Partner(id) => *id == p.id,

@@ -50,7 +50,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     client_config(dir, "au-dod", &addr);
 
     // The US desk publishes a GREEN exercise notice; the node says who gets it.
-    let out = sh_ok(dir, "publish --config us-dod.toml --origin us-dod --tlp green --kind exercise --title 'Cyber Coalition 2027: call for participation'");
+    let out = sh_ok(dir, "publish --config us-dod.toml --json --origin us-dod --tlp green --kind exercise --title 'Cyber Coalition 2027: call for participation'");
     let result: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(result["status"], "accepted");
     assert_eq!(result["shared_with"], serde_json::json!(["au-dod"]));
@@ -63,7 +63,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     // The Australian desk receives it, verified against the US key it trusts.
     let out = sh_ok(
         dir,
-        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
+        "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20",
     );
     let got: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(got["title"], "Cyber Coalition 2027: call for participation");
@@ -74,7 +74,14 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind advisory --title 'not yours' --out us.bin");
     let refused = renkei(
         dir,
-        &["publish", "--config", "au-dod.toml", "--file", "us.bin"],
+        &[
+            "publish",
+            "--config",
+            "au-dod.toml",
+            "--json",
+            "--file",
+            "us.bin",
+        ],
     );
     assert!(!refused.ok);
     let result: Value = serde_json::from_str(refused.stdout.trim()).unwrap();
@@ -116,7 +123,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     fs::write(dir.join("au-dod.toml"), format!("{au}{trust}")).unwrap();
     let au_gets = sh_ok(
         dir,
-        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
+        "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20",
     );
     assert!(au_gets.stdout.contains("Kia ora"), "{}", au_gets.stdout);
 
@@ -147,7 +154,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
 
     let second = sh_ok(
         dir,
-        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
+        "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20",
     );
     assert!(second.stdout.contains("Kia ora"), "{}", second.stdout);
 

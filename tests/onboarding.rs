@@ -47,7 +47,9 @@ fn desk(dir: &Path, id: &str, addr: &str, trusted: &[(&str, &str)]) {
 fn published(dir: &Path, desk: &str, title: &str) -> Value {
     let out = sh_ok(
         dir,
-        &format!("publish --config {desk}.toml --tlp green --kind exercise --title '{title}'"),
+        &format!(
+            "publish --config {desk}.toml --json --tlp green --kind exercise --title '{title}'"
+        ),
     );
     serde_json::from_str(out.stdout.trim()).unwrap()
 }
@@ -55,7 +57,7 @@ fn published(dir: &Path, desk: &str, title: &str) -> Value {
 fn received(dir: &Path, desk: &str) -> Value {
     let out = sh_ok(
         dir,
-        &format!("subscribe --config {desk}.toml --count 1 --idle-timeout 20"),
+        &format!("subscribe --config {desk}.toml --json --count 1 --idle-timeout 20"),
     );
     serde_json::from_str(out.stdout.trim()).unwrap()
 }
@@ -127,7 +129,7 @@ fn a_new_partner_is_onboarded_from_its_card_and_exchanges_bulletins() {
     desk(dir, "mod-fr", &addr, &[("us-dod", us_key)]);
     desk(dir, "us-dod", &addr, &[("mod-fr", fr_key)]);
     served.signal("HUP");
-    let publish = "publish --config mod-fr.toml --tlp green --kind exercise --title 'Locked Shields: team assignments'";
+    let publish = "publish --config mod-fr.toml --json --tlp green --kind exercise --title 'Locked Shields: team assignments'";
     let out = sh_until_ok(dir, publish, Duration::from_secs(20));
     assert!(out.ok, "mod-fr publishes after the reload: {}", out.stderr);
 

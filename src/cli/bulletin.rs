@@ -3,14 +3,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use bytes::Bytes;
 use prost::Message as _;
 use serde_json::{json, Value};
 
 use super::BulletinFields;
-use crate::bulletin::{self, BulletinId, Digest, Kind, Limits, Tlp, UnverifiedBulletin};
+use crate::bulletin::{self, BulletinId, Digest, Limits, UnverifiedBulletin};
 use crate::config::NodeConfig;
 use crate::files::{self, Access};
 use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
@@ -154,7 +152,7 @@ pub(super) fn verify(
     let verified = unverified
         .verify(&keys, Timestamp::now(), &limits)
         .with_context(|| format!("{}: not valid", file.display()))?;
-    let mut view = describe(verified.bulletin(), verified.signed());
+    let mut view = bulletin::view::to_json(verified.bulletin(), verified.signed());
     view["verified"] = json!(true);
     view["signed_by"] = json!(verified.key().to_string());
     println!("{}", serde_json::to_string_pretty(&view)?);
@@ -171,49 +169,17 @@ pub(super) fn show(file: &Path) -> anyhow::Result<()> {
             file.display()
         )
     })?;
-    let mut view = describe(&b, &signed);
-    view["verified"] = json!(false);
+    let mut view = bulletin::view::to_json(&b, &signed);
+    // No key was given, so nothing is claimed either way about the signature.
+    view["verification"] = json!(
+        "not verified (no key given): check it with `renkei bulletin verify --pubkey KEY` or `--config NODE.toml`"
+    );
     // Report the first field problem, if any, without failing: show is for inspection.
     if let Err(e) = UnverifiedBulletin::decode(encoded, &Limits::default()) {
         view["problem"] = json!(e.to_string());
     }
     println!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
-}
-
-fn enum_text<T: std::fmt::Display>(n: i32, parse: fn(i32) -> Option<T>) -> Value {
-    match parse(n) {
-        Some(v) => json!(v.to_string()),
-        None => json!(format!("unknown({n})")),
-    }
-}
-
-/// The JSON view of a bulletin shared by `verify` and `show`.
-fn describe(b: &proto::Bulletin, signed: &proto::SignedBulletin) -> Value {
-    let created = Timestamp::from_unix_ms(b.created_unix_ms);
-    let mut v = json!({
-        "id": b.id,
-        "origin": b.origin,
-        "created": created.to_string(),
-        "created_unix_ms": b.created_unix_ms,
-        "tlp": enum_text(b.tlp, Tlp::from_proto),
-        "kind": enum_text(b.kind, Kind::from_proto),
-        "title": b.title,
-        "summary": b.summary,
-        "tags": b.tags,
-        "audience": b.audience,
-        "references": b.references,
-        "content_type": b.content_type,
-        "body_bytes": b.body.len(),
-        "digest": Digest::of(&signed.bulletin).to_string(),
-        "key_id": hex::encode(&signed.key_id),
-        "signature": hex::encode(&signed.signature),
-    });
-    match std::str::from_utf8(&b.body) {
-        Ok(text) => v["body"] = json!(text),
-        Err(_) => v["body_base64"] = json!(B64.encode(&b.body)),
-    }
-    v
 }
 
 #[cfg(test)]

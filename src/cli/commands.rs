@@ -85,7 +85,8 @@ pub(super) enum AuditCommand {
     Query {
         #[command(flatten)]
         source: LogSource,
-        /// Records concerning this partner (its events and bulletins shared with it).
+        /// Records concerning this partner: its events, and bulletins shared with it or
+        /// withheld from it.
         #[arg(long)]
         partner: Option<PartnerId>,
         /// Records about this bulletin id.
@@ -170,10 +171,10 @@ pub(super) enum CertsCommand {
 
 /// The fields of a bulletin given on the command line (shared with `publish`, where
 /// `--file` may replace them all, so "required" is checked when the bulletin is built).
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub(super) struct BulletinFields {
-    /// Partner id of the originator, who must own the signing key (required; `publish`
-    /// defaults to the client's id).
+    /// Partner id of the originator, who owns the signing key (`bulletin new` needs
+    /// it; `publish` takes the desk's own id when it is absent).
     #[arg(long)]
     pub(super) origin: Option<PartnerId>,
     /// TLP level: clear, green, amber, amber+strict or red (required).

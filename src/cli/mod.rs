@@ -24,14 +24,15 @@ mod bench;
 mod bulletin;
 mod certs;
 mod check;
-mod client;
 mod commands;
 mod demo;
 mod metrics;
 mod operate;
 mod partner;
 mod policy;
+mod publish;
 mod serve;
+mod subscribe;
 
 /// renkei: a secure information-sharing broker for signed cyber-threat bulletins.
 #[derive(Parser, Debug)]
@@ -138,30 +139,12 @@ enum Command {
         #[arg(long)]
         trusted_checkpoint: Option<PathBuf>,
     },
-    /// Sign and publish a bulletin (or publish a signed file) to the node; prints the
-    /// result as one JSON line and exits non-zero when rejected.
-    Publish {
-        /// The client configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// An already signed bulletin to publish instead of the fields below.
-        #[arg(long, conflicts_with_all = ["origin", "tlp", "kind", "title"])]
-        file: Option<PathBuf>,
-        #[command(flatten)]
-        fields: BulletinFields,
-    },
-    /// Receive bulletins shared with this partner: verify each, print one JSON line, ack.
-    Subscribe {
-        /// The client configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Stop after this many bulletins.
-        #[arg(long)]
-        count: Option<usize>,
-        /// Stop after this many seconds without a delivery.
-        #[arg(long)]
-        idle_timeout: Option<u64>,
-    },
+    /// Sign and publish a bulletin (or publish a signed file) to the node; says who gets
+    /// it, and exits non-zero when it is rejected or shared with nobody.
+    Publish(publish::PublishArgs),
+    /// Receive bulletins shared with this desk: verify each, print (and save, or hand to a
+    /// command) what verifies, and acknowledge only that.
+    Subscribe(subscribe::SubscribeArgs),
     /// Sharing policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -422,16 +405,8 @@ pub fn main() -> ExitCode {
                 kinds,
             },
         ),
-        Command::Publish {
-            config,
-            file,
-            fields,
-        } => block_on(client::publish(&config, fields, file)),
-        Command::Subscribe {
-            config,
-            count,
-            idle_timeout,
-        } => block_on(client::subscribe(&config, count, idle_timeout)),
+        Command::Publish(args) => block_on(publish::publish(args)),
+        Command::Subscribe(args) => block_on(subscribe::subscribe(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,7 @@ type Prepared = Result<(NewBulletin, Answer), Box<Rejection>>;
 /// signature check.
 struct Decoded {
     request_id: u64,
+    allow_unknown_audience: bool,
     header: Header,
     digest: Digest,
 }
@@ -137,6 +138,7 @@ fn decode(
     }
     let d = Decoded {
         request_id: id,
+        allow_unknown_audience: p.allow_unknown_audience,
         header,
         digest,
     };
@@ -172,6 +174,14 @@ fn decide(
             d.header,
         ));
     }
+    if origin == *from && !d.allow_unknown_audience {
+        if let Some(msg) = unknown_audience(sharing, h) {
+            return Err(refuse(
+                rejected(id, ErrorCode::UnknownAudience, msg),
+                d.header,
+            ));
+        }
+    }
     let result = *describe(
         Box::new(proto::PublishResult {
             request_id: id,
@@ -200,6 +210,21 @@ fn decide(
         audit,
     };
     Ok((new, answer))
+}
+
+/// Why a bulletin's audience is refused, if it names what this node does not know.
+fn unknown_audience(sharing: &Sharing, h: &Header) -> Option<String> {
+    let unknown = sharing.policy.unknown_audience(h, &sharing.config.node.id);
+    if unknown.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = unknown.iter().map(|a| a.to_string()).collect();
+    Some(format!(
+        "the audience names {}, which this node knows as no partner and no partner's group: \
+         under that name it would reach nobody; correct it, or publish with \
+         --allow-unknown-audience if that is meant",
+        names.join(", ")
+    ))
 }
 
 /// How long a stopping node keeps reading a publish stream to refuse what is in flight.

@@ -245,3 +245,22 @@ fn a_denied_tag_is_withheld_in_every_spelling_that_reads_the_same() {
     assert!(err.to_string().contains("invisible character"), "{err}");
     assert!(err.to_string().contains("\\u{200b}"), "escaped: {err}");
 }
+
+#[test]
+fn an_audience_entry_is_known_if_it_names_the_node_a_partner_or_a_partners_group() {
+    let policy = Policy::new(vec![rules("uk-mod", Role::Liaison, Some(Tlp::Amber))]);
+    let node = pid("jp-mod");
+    let b = header(
+        Tlp::Amber,
+        &["uk-mod", "group:nato", "jp-mod", "group:natoo", "uk-mdo"],
+    );
+    let unknown: Vec<String> = policy
+        .unknown_audience(&b, &node)
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(unknown, ["group:natoo", "uk-mdo"]);
+    assert!(policy
+        .unknown_audience(&header(Tlp::Red, &[]), &node)
+        .is_empty());
+}

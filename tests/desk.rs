@@ -1,0 +1,337 @@
+//! A desk's daily work from the command line. Publishing: an audience typo is refused,
+//! the answer says who got the bulletin, and nobody is an error for scripts. Receiving
+//! with `renkei subscribe`: what arrives is saved as sent (the body byte for byte),
+//! what does not verify is held back and comes again once the desk's config is fixed,
+//! a command decides what is acknowledged, and the inbox service (`--follow`) picks up
+//! a fixed config on SIGHUP.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::served::serve;
+use common::{pki, renkei, sh, sh_ok};
+use serde_json::Value;
+
+const STIX: &[u8] = br#"{"type":"bundle","id":"bundle--8e2b5a64-7a3c-4d0e-9f5b-2d8c1e6f0a11","objects":[{"type":"indicator","id":"indicator--1c5b1f7e-4a0d-4a53-9d3b-6a2f0c8e7b21","spec_version":"2.1","created":"2026-11-30T00:00:00Z","modified":"2026-11-30T00:00:00Z","pattern":"[ipv4-addr:value = '198.51.100.7']","pattern_type":"stix","valid_from":"2026-11-30T00:00:00Z"}]}"#;
+
+fn key(dir: &Path, id: &str) -> String {
+    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A desk's config; it trusts us-dod's key only when `trusting`.
+fn desk(dir: &Path, id: &str, addr: &str, trusting: bool) {
+    let mut text = format!(
+        "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n"
+    );
+    if trusting {
+        text += &format!(
+            "\n[[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
+            key(dir, "us-dod")
+        );
+    }
+    fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+}
+
+fn hub(dir: &Path) {
+    let text = format!(
+        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
+         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
+        key(dir, "us-dod"),
+        key(dir, "au-dod")
+    );
+    fs::write(dir.join("hub.toml"), text).unwrap();
+}
+
+fn publish(dir: &Path, title: &str) -> Value {
+    let out = sh_ok(
+        dir,
+        &format!("publish --config us-dod.toml --json --tlp green --kind indicator --title '{title}' --body-file ioc.json"),
+    );
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+#[test]
+fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,au-dod");
+    hub(dir);
+    let (served, addr) = serve(dir, "hub.toml");
+    desk(dir, "us-dod", &addr, true);
+    fs::write(dir.join("ioc.json"), STIX).unwrap();
+    let sent = publish(dir, "C2 server of the VPN campaign");
+    let id = sent["bulletin_id"].as_str().unwrap().to_owned();
+
+    // Australia's desk does not have the US key yet: nothing is acknowledged or lost.
+    desk(dir, "au-dod", &addr, false);
+    let first = sh(
+        dir,
+        "subscribe --config au-dod.toml --out inbox --count 1 --idle-timeout 20",
+    );
+    assert!(!first.ok, "a bulletin held back is an error for scripts");
+    assert!(first.stderr.contains("does not verify"), "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("To fix: add origin us-dod's signing key"),
+        "{}",
+        first.stderr
+    );
+    let held: Vec<_> = fs::read_dir(dir.join("inbox/quarantine"))
+        .unwrap()
+        .collect();
+    assert_eq!(held.len(), 1, "one bulletin in quarantine");
+    let held = held[0].as_ref().unwrap().path();
+    let why: Value = serde_json::from_slice(&fs::read(held.join("reason.json")).unwrap()).unwrap();
+    assert_eq!(why["claims"]["id"], id.as_str());
+    assert!(
+        !dir.join("inbox/us-dod").exists(),
+        "nothing unverified is filed"
+    );
+
+    // The desk's operator adds the key; the node sends the bulletin again.
+    desk(dir, "au-dod", &addr, true);
+    let second = sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --out inbox --count 1 --idle-timeout 20",
+    );
+    assert!(
+        second
+            .stdout
+            .starts_with(&format!("received us-dod/{id} (seq ")),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        second
+            .stdout
+            .contains("GREEN indicator \"C2 server of the VPN campaign\""),
+        "{}",
+        second.stdout
+    );
+    let filed = dir.join("inbox/us-dod").join(&id);
+    assert_eq!(
+        fs::read(filed.join("body.json")).unwrap(),
+        STIX,
+        "the body, byte for byte"
+    );
+    let side: Value =
+        serde_json::from_slice(&fs::read(filed.join("bulletin.json")).unwrap()).unwrap();
+    assert_eq!(side["verified"], true);
+    assert_eq!(side["digest"], sent["digest"]);
+    assert_eq!(side["signed_by"], key(dir, "us-dod").as_str());
+    assert!(
+        !held.exists(),
+        "the quarantine entry is cleared once it verifies"
+    );
+    // The envelope as received verifies offline with the origin's key.
+    let envelope = filed.join("bulletin.bin");
+    let pubkey = dir.join("certs/us-dod/signing.pub");
+    let verified = renkei(
+        dir,
+        &[
+            "bulletin",
+            "verify",
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+            envelope.to_str().unwrap(),
+        ],
+    );
+    assert!(verified.ok, "{}", verified.stderr);
+
+    // It was acknowledged: nothing more comes.
+    let idle = sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --out inbox --idle-timeout 1",
+    );
+    assert!(idle.stdout.is_empty(), "{}", idle.stdout);
+
+    // A command that fails leaves the bulletin on the node; one that succeeds takes it.
+    publish(dir, "second indicator");
+    let failed = sh(
+        dir,
+        "subscribe --config au-dod.toml --count 1 --idle-timeout 20 --exec 'exit 3'",
+    );
+    assert!(!failed.ok);
+    assert!(
+        failed.stderr.contains("--exec command failed"),
+        "{}",
+        failed.stderr
+    );
+    let taken = sh_ok(dir, "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20 --exec 'cat > handed.json'");
+    let line: Value = serde_json::from_str(taken.stdout.trim()).unwrap();
+    let handed: Value =
+        serde_json::from_slice(&fs::read(dir.join("handed.json")).unwrap()).unwrap();
+    assert_eq!(handed["title"], "second indicator");
+    assert_eq!(handed["body"], std::str::from_utf8(STIX).unwrap());
+    assert_eq!(handed["digest"], line["digest"]);
+    let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
+    assert!(
+        idle.stdout.is_empty(),
+        "acknowledged once the command succeeded: {}",
+        idle.stdout
+    );
+
+    drop(served);
+}
+
+/// `renkei subscribe --follow` as a child process, its stdout lines in a channel.
+struct Follow {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follow {
+    fn start(dir: &Path, args: &[&str]) -> Follow {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+            .args(["subscribe", "--follow"])
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow { child, lines }
+    }
+
+    fn next_line(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from the inbox service");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_inbox_service_takes_a_fixed_config_on_sighup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,au-dod");
+    hub(dir);
+    let (served, addr) = serve(dir, "hub.toml");
+    desk(dir, "us-dod", &addr, true);
+    desk(dir, "au-dod", &addr, false);
+    fs::write(dir.join("ioc.json"), STIX).unwrap();
+
+    let mut inbox = Follow::start(
+        dir,
+        &["--config", "au-dod.toml", "--json", "--out", "inbox"],
+    );
+    publish(dir, "while the desk lacks the key");
+    let held = inbox.next_line();
+    assert_eq!(held["verified"], false, "{held}");
+    assert!(held["quarantine"].as_str().is_some(), "{held}");
+
+    desk(dir, "au-dod", &addr, true);
+    inbox.signal("HUP");
+    let got = inbox.next_line();
+    assert_eq!(got["verified"], true, "{got}");
+    assert_eq!(got["title"], "while the desk lacks the key");
+
+    // Published while the service runs: it arrives with no signal.
+    publish(dir, "while the service runs");
+    assert_eq!(inbox.next_line()["title"], "while the service runs");
+
+    inbox.signal("TERM");
+    let status = inbox.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(served);
+}
+
+#[test]
+fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,au-dod");
+    hub(dir);
+    let (served, addr) = serve(dir, "hub.toml");
+    desk(dir, "us-dod", &addr, true);
+
+    // For people: who got it, in a sentence.
+    let out = sh_ok(dir, "publish --config us-dod.toml --tlp green --kind advisory --title 'Patch the VPN appliances'");
+    assert!(out.stdout.starts_with("accepted us-dod/"), "{}", out.stdout);
+    assert!(
+        out.stdout.trim_end().ends_with(": shared with au-dod"),
+        "{}",
+        out.stdout
+    );
+
+    // `group:natoo` is no group of any partner: refused, named, and on the record.
+    let typo = sh(dir, "publish --config us-dod.toml --tlp amber --kind advisory --title 'For NATO' --audience group:natoo --audience au-dod");
+    assert!(!typo.ok, "{}", typo.stdout);
+    assert!(
+        typo.stderr.contains("rejected (UNKNOWN_AUDIENCE)"),
+        "{}",
+        typo.stderr
+    );
+    assert!(
+        typo.stderr.contains("the audience names group:natoo,"),
+        "{}",
+        typo.stderr
+    );
+    assert!(
+        !typo.stderr.contains("au-dod,"),
+        "only the unknown entry is named: {}",
+        typo.stderr
+    );
+    let json = sh(dir, "publish --config us-dod.toml --json --tlp amber --kind advisory --title 'For NATO' --audience group:natoo");
+    let answer: Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(answer["error"], "ERROR_CODE_UNKNOWN_AUDIENCE");
+
+    // Meant: accepted, but shared with nobody, which is an error unless allowed.
+    let meant = "publish --config us-dod.toml --tlp amber --kind advisory --title 'For a group to come' --audience group:natoo --allow-unknown-audience";
+    let nobody = sh(dir, meant);
+    assert!(!nobody.ok);
+    assert!(
+        nobody.stdout.contains(": shared with nobody"),
+        "{}",
+        nobody.stdout
+    );
+    assert!(
+        nobody.stderr.contains("nobody receives this bulletin"),
+        "{}",
+        nobody.stderr
+    );
+    let allowed = sh(dir, &format!("{meant} --allow-no-recipients"));
+    assert!(allowed.ok, "{}", allowed.stderr);
+
+    drop(served);
+}
