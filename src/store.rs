@@ -290,6 +290,7 @@ impl Store {
             None => 0,
         };
         let values = ValueLog::open(dir, committed)?;
+        audit::upgrade_index(&state, &values)?;
         let audit = std::sync::Mutex::new(audit::AuditState::load(&state, &values)?);
         let segments = std::sync::Mutex::new(SegmentCache::new(SEGMENT_CACHE_BYTES));
         let store = Store {

@@ -54,6 +54,17 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
+    /// Fixed width for tables: `YYYY-MM-DD HH:MM:SS.mmm` UTC (23 characters).
+    pub fn fixed(self) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+        );
+        match self.to_datetime().and_then(|dt| dt.format(&format).ok()) {
+            Some(text) => text,
+            None => format!("{}ms", self.0),
+        }
+    }
+
     /// As a `time` date-time, when representable.
     pub fn to_datetime(self) -> Option<OffsetDateTime> {
         let nanos = i128::from(self.0).checked_mul(1_000_000)?;

@@ -335,3 +335,75 @@ fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
 
     drop(served);
 }
+
+#[test]
+fn an_auditor_sees_who_did_not_get_a_bulletin_and_which_bulletins_went_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,au-dod,nz-mod,jp-audit");
+    hub(dir);
+    let more = format!(
+        "\n[[partner]]\nid = \"nz-mod\"\nrole = \"liaison\"\nclearance = \"green\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n",
+        key(dir, "nz-mod")
+    );
+    let text = fs::read_to_string(dir.join("hub.toml")).unwrap();
+    fs::write(dir.join("hub.toml"), text + &more).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    desk(dir, "us-dod", &addr, true);
+    desk(dir, "au-dod", &addr, true);
+    desk(dir, "jp-audit", &addr, false);
+    let sent = sh_ok(dir, "publish --config us-dod.toml --json --tlp amber --kind advisory --title 'Router firmware implant'");
+    let sent: Value = serde_json::from_str(sent.stdout.trim()).unwrap();
+    let id = sent["bulletin_id"].as_str().unwrap();
+    sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --count 1 --idle-timeout 20",
+    );
+
+    // New Zealand did not get it: its records show that, and why.
+    let nz = sh_ok(dir, "audit query --config jp-audit.toml --partner nz-mod");
+    let accepted = nz
+        .stdout
+        .lines()
+        .find(|l| l.contains("bulletin_accepted"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the withheld bulletin is among nz-mod's records:\n{}",
+                nz.stdout
+            )
+        });
+    assert!(accepted.contains(&format!("us-dod/{id}")), "{accepted}");
+    assert!(
+        accepted.contains("nz-mod: WITHHELD, above clearance"),
+        "{accepted}"
+    );
+    assert!(accepted.contains("shared with au-dod"), "{accepted}");
+
+    // A delivery names the bulletin, not an internal seq.
+    let delivered = sh_ok(
+        dir,
+        "audit query --config jp-audit.toml --partner au-dod --event delivered",
+    );
+    let line = delivered.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.contains(&format!("us-dod/{id} \"Router firmware implant\"")),
+        "{}",
+        delivered.stdout
+    );
+    // Every time has the same width, so the columns line up.
+    let starts: Vec<usize> = nz
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.find("  bulletin_")
+                .or(l.find("  connection_"))
+                .unwrap_or(0)
+        })
+        .filter(|&i| i > 0)
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] == w[1]), "{}", nz.stdout);
+
+    drop(served);
+}

@@ -1,6 +1,7 @@
 //! `renkei audit …`: query, export, verify and prove the audit log, from a running node
 //! (as an auditor, `--config`) or from a stopped node's database (`--data-dir`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
@@ -11,7 +12,6 @@ use serde_json::{json, Value};
 use crate::audit::checkpoint;
 use crate::audit::export::{self, FORMAT};
 use crate::audit::merkle::{self, TreeHash};
-use crate::bulletin::{Kind, Tlp};
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::identity::PartnerId;
@@ -19,6 +19,10 @@ use crate::node::audit_origin;
 use crate::proto::{self, export_item::Item, AuditEvent};
 use crate::store::{Query, Store};
 use crate::timestamp::Timestamp;
+
+mod view;
+pub(super) use view::record_json;
+use view::table_line;
 
 /// Where the log is read from.
 pub(super) enum Source<'a> {
@@ -96,102 +100,6 @@ pub(super) fn parse_time(s: &str, end_of_day: bool) -> anyhow::Result<Timestamp>
     })
 }
 
-/// One record as JSON.
-pub(super) fn record_json(r: &proto::AuditRecord) -> Value {
-    let event = AuditEvent::try_from(r.event).map_or_else(|_| r.event.to_string(), event_name);
-    let mut v = json!({
-        "seq": r.seq,
-        "time": Timestamp::from_unix_ms(r.time_unix_ms).to_string(),
-        "event": event,
-        "partner": r.partner,
-    });
-    if !r.bulletin_id.is_empty() {
-        v["bulletin_id"] = json!(r.bulletin_id);
-        v["origin"] = json!(r.origin);
-        v["digest"] = json!(hex::encode(&r.digest));
-        v["tlp"] = json!(Tlp::from_proto(r.tlp).map(|t| t.to_string()));
-        v["kind"] = json!(Kind::from_proto(r.kind).map(|k| k.to_string()));
-    }
-    if !r.decisions.is_empty() {
-        v["decisions"] = r
-            .decisions
-            .iter()
-            .map(|d| {
-                let mut dv = json!({"partner": d.partner, "shared": d.shared});
-                if !d.shared {
-                    dv["reason"] = json!(proto::WithholdReason::try_from(d.reason).map_or_else(
-                        |_| d.reason.to_string(),
-                        |r| r
-                            .as_str_name()
-                            .trim_start_matches("WITHHOLD_REASON_")
-                            .to_ascii_lowercase()
-                    ));
-                    dv["detail"] = json!(d.detail);
-                }
-                dv
-            })
-            .collect();
-    }
-    if !r.bulletin_seqs.is_empty() {
-        v["bulletin_seqs"] = json!(r.bulletin_seqs);
-    }
-    if !r.latencies_ms.is_empty() {
-        v["latencies_ms"] = json!(r.latencies_ms);
-    }
-    if r.error != 0 {
-        v["error"] = json!(proto::ErrorCode::try_from(r.error).map_or_else(
-            |_| r.error.to_string(),
-            |e| e
-                .as_str_name()
-                .trim_start_matches("ERROR_CODE_")
-                .to_ascii_lowercase()
-        ));
-    }
-    if !r.reason.is_empty() {
-        v["reason"] = json!(r.reason);
-    }
-    if !r.config_digest.is_empty() {
-        v["config_digest"] = json!(hex::encode(&r.config_digest));
-    }
-    v
-}
-
-fn table_line(r: &proto::AuditRecord) -> String {
-    let v = record_json(r);
-    let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-    let detail = if !r.decisions.is_empty() {
-        let shared: Vec<&str> = r
-            .decisions
-            .iter()
-            .filter(|d| d.shared)
-            .map(|d| d.partner.as_str())
-            .collect();
-        format!(
-            "{} {} shared with [{}]",
-            text("tlp"),
-            text("kind"),
-            shared.join(",")
-        )
-    } else if !r.bulletin_seqs.is_empty() && r.bulletin_id.is_empty() {
-        format!("{} bulletin(s)", r.bulletin_seqs.len())
-    } else {
-        [text("error"), text("reason")]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(": ")
-    };
-    format!(
-        "{:>8}  {:<24}  {:<22}  {:<14}  {:<36}  {}",
-        r.seq,
-        text("time"),
-        text("event"),
-        r.partner,
-        r.bulletin_id,
-        detail
-    )
-}
-
 /// What `audit query` asks for.
 pub(super) struct QueryArgs {
     pub partner: Option<PartnerId>,
@@ -229,24 +137,27 @@ pub(super) async fn query(source: Source<'_>, a: QueryArgs) -> anyhow::Result<()
         after: a.after,
         limit: a.limit.clamp(1, crate::store::audit::MAX_PAGE),
     };
-    let (records, next_after) = match source {
+    let partner = q.partner.clone();
+    let (records, next_after, names) = match source {
         Source::Node(config) => {
             let client = connect(config).await?;
             let page = client.audit_query(q.to_wire()).await?;
             client.close().await;
-            (page.records, page.next_after)
+            (page.records, page.next_after, page.bulletins)
         }
         Source::DataDir(dir) => {
             let store = open_store(dir)?;
             let page = store.audit().query(&q)?;
-            (page.records, page.next_after)
+            let names = store.bulletin_names(&page.records)?;
+            (page.records, page.next_after, names)
         }
     };
+    let names: HashMap<u64, proto::BulletinName> = names.into_iter().map(|n| (n.seq, n)).collect();
     if !a.json {
         emitln!(
-            "{:>8}  {:<24}  {:<22}  {:<14}  {:<36}  detail",
+            "{:>8}  {:<23}  {:<19}  {:<14}  {:<51}  detail",
             "seq",
-            "time",
+            "time (UTC)",
             "event",
             "partner",
             "bulletin"
@@ -256,9 +167,20 @@ pub(super) async fn query(source: Source<'_>, a: QueryArgs) -> anyhow::Result<()
         let r = proto::AuditRecord::decode(bytes)
             .context("the node sent a record that does not decode")?;
         if a.json {
-            emitln!("{}", record_json(&r));
+            let mut v = record_json(&r);
+            let named: Vec<Value> = r
+                .bulletin_seqs
+                .iter()
+                .filter(|_| r.bulletin_id.is_empty())
+                .filter_map(|s| names.get(s))
+                .map(|n| json!({"seq": n.seq, "origin": n.origin, "id": n.id, "title": n.title}))
+                .collect();
+            if !named.is_empty() {
+                v["bulletins"] = json!(named);
+            }
+            emitln!("{v}");
         } else {
-            emitln!("{}", table_line(&r));
+            emitln!("{}", table_line(&r, &names, partner.as_ref()));
         }
     }
     if let Some(n) = next_after {

@@ -176,10 +176,12 @@ fn read(store: &Store, frame: Client, node: &str, fiscal_start: u8) -> Result<Se
         Client::AuditQuery(q) => {
             let query = Query::from_wire(&q).map_err(Refusal::Invalid)?;
             let page = log.query(&query).map_err(internal)?;
+            let bulletins = store.bulletin_names(&page.records).map_err(internal)?;
             Ok(Server::AuditPage(proto::AuditPage {
                 records: page.records,
                 next_after: page.next_after,
                 log_size: page.log_size,
+                bulletins,
             }))
         }
         Client::InclusionRequest(r) => {

@@ -7,7 +7,8 @@
 //! | `m/audit` | number of records (u64 BE) |
 //! | `a/` first seq | pointer to an `AuditBatch` in the value files: the records of one commit |
 //! | `h/` chunk | 256 stored Merkle hashes (32 bytes each; the last chunk may be partial) |
-//! | `x/p/` partner `\0` first seq | seqs (u64 BE each) of the batch's records concerning the partner |
+//! | `m/index` | the version of the indexes (u64 BE), [`INDEX_VERSION`] |
+//! | `x/p/` partner `\0` first seq | seqs (u64 BE each) of the batch's records concerning the partner (its own, and every bulletin decided for it, shared or withheld) |
 //! | `x/b/` bulletin id (16) first seq | seqs of the batch's other records about the bulletin (its acceptance is in its `d/` entry) |
 //! | `x/e/` event (1) first seq | seqs of the batch's records of that event |
 //! | `x/t/` time (u64 BE) first seq | empty: the batch's records carry this time |
@@ -49,6 +50,10 @@ const BY_EVENT: &[u8] = b"x/e/";
 const BY_TIME: &[u8] = b"x/t/";
 const CHECKPOINTS: &[u8] = b"p/";
 const COUNTERS: &[u8] = b"k/";
+const INDEX_KEY: &[u8] = b"m/index";
+/// Version 2 files an accepted bulletin under every partner it was decided for, not
+/// only those it was shared with, so that `--partner` shows what a partner did not get.
+pub const INDEX_VERSION: u64 = 2;
 
 /// Stored hashes per `h/` value.
 const CHUNK: u64 = 256;
@@ -433,7 +438,7 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
 }
 
 /// Calls `post` with each index term (key prefix) a record is filed under: its partner,
-/// every partner an accepted bulletin was shared with, its bulletin id and its event.
+/// every partner an accepted bulletin was decided for, its bulletin id and its event.
 /// The terms are built in `term`, one after another.
 fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl FnMut(&[u8])) {
     let mut partner = |p: &str, term: &mut Vec<u8>| {
@@ -446,11 +451,7 @@ fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl Fn
     if !r.partner.is_empty() {
         partner(&r.partner, term);
     }
-    for d in r
-        .decisions
-        .iter()
-        .filter(|d| d.shared && d.partner != r.partner)
-    {
+    for d in r.decisions.iter().filter(|d| d.partner != r.partner) {
         partner(&d.partner, term);
     }
     // An accepted bulletin's record is found through its `d/` entry, which holds the
@@ -467,6 +468,44 @@ fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl Fn
     term.extend_from_slice(BY_EVENT);
     term.push(r.event as u8);
     post(term);
+}
+
+/// Brings the partner index of a log written before [`INDEX_VERSION`] up to it: every
+/// batch's partner postings are written again (the same keys, more seqs).
+pub(super) fn upgrade_index(tree: &sled::Tree, values: &ValueLog) -> Result<(), StoreError> {
+    if let Some(v) = tree.get(INDEX_KEY)? {
+        if be_u64(INDEX_KEY, &v)? >= INDEX_VERSION {
+            return Ok(());
+        }
+    }
+    let mut term = Vec::new();
+    for kv in tree.scan_prefix(RECORDS) {
+        let (k, v) = kv?;
+        let batch = proto::AuditBatch::decode(&*values.resolve(&k, &v)?)
+            .map_err(|e| corrupt(&k, e.to_string()))?;
+        let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (n, bytes) in (batch.first_seq..).zip(&batch.records) {
+            let record = proto::AuditRecord::decode(bytes.clone())
+                .map_err(|e| corrupt(&k, e.to_string()))?;
+            each_index_term(&record, &mut term, |term| {
+                if term.starts_with(BY_PARTNER) {
+                    index
+                        .entry(term.to_vec())
+                        .or_default()
+                        .extend_from_slice(&n.to_be_bytes());
+                }
+            });
+        }
+        let mut writes = sled::Batch::default();
+        for (mut key, seqs) in index {
+            key.extend_from_slice(&batch.first_seq.to_be_bytes());
+            writes.insert(key, seqs);
+        }
+        tree.apply_batch(writes)?;
+    }
+    tree.insert(INDEX_KEY, &INDEX_VERSION.to_be_bytes()[..])?;
+    tree.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -102,6 +102,40 @@ impl SegmentCache {
 pub(super) const SEGMENT_CACHE_BYTES: usize = 16 << 20;
 
 impl Store {
+    /// Names (origin, id, title) for the bulletin seqs that `records` (encoded audit
+    /// records) hold without a bulletin id: deliveries, acks and withdrawals. A seq
+    /// no longer stored is left out.
+    pub fn bulletin_names(
+        &self,
+        records: &[Bytes],
+    ) -> Result<Vec<proto::BulletinName>, StoreError> {
+        let mut seqs = std::collections::BTreeSet::new();
+        for bytes in records {
+            let r = proto::AuditRecord::decode(bytes.clone())
+                .map_err(|e| corrupt(b"a/", e.to_string()))?;
+            if r.bulletin_id.is_empty() {
+                seqs.extend(r.bulletin_seqs);
+            }
+        }
+        let mut names = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(stored) = self.get(seq)? else {
+                continue;
+            };
+            let title = proto::SignedBulletin::decode(stored.signed)
+                .and_then(|s| proto::Bulletin::decode(s.bulletin))
+                .map(|b| b.title)
+                .unwrap_or_default();
+            names.push(proto::BulletinName {
+                seq,
+                origin: stored.origin,
+                id: stored.id,
+                title,
+            });
+        }
+        Ok(names)
+    }
+
     /// The stored bulletin with this seq.
     pub fn get(&self, seq: u64) -> Result<Option<proto::StoredBulletin>, StoreError> {
         match self.segment_holding(seq)? {

@@ -10,14 +10,22 @@ async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
     let auditor = fed.client("audit-office").await;
     let hub_key = fed.key(HUB).verifying_key();
 
-    // What was vn-mod given? Only the GREEN exercise notice, and the record says so:
-    // who published it, its digest, and vn-mod's decision.
+    // What was decided for vn-mod? It was given only the GREEN exercise notice, and the
+    // record says so: who published it, its digest, and vn-mod's decision. The others
+    // are among its records too, each saying why vn-mod did not get it.
     let vn_page = auditor
         .audit_query(query("vn-mod", Some(AuditEvent::BulletinAccepted)))
         .await
         .unwrap();
-    let vn = records(&vn_page);
+    let all_vn = records(&vn_page);
+    let (vn, not_vn): (Vec<_>, Vec<_>) = all_vn
+        .into_iter()
+        .partition(|r| decision(r, "vn-mod").shared);
     assert_eq!(bulletin_ids(&vn), [exercise.bulletin_id.as_str()]);
+    assert_eq!(not_vn.len(), 2, "the advisory and the incident note");
+    assert!(not_vn
+        .iter()
+        .all(|r| decision(r, "vn-mod").reason == WithholdReason::AboveClearance as i32));
     assert_eq!(vn[0].partner, "us-dod");
     assert_eq!(vn[0].digest, exercise.digest);
     assert!(decision(&vn[0], "vn-mod").shared);
@@ -53,10 +61,7 @@ async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
         );
     }
     for r in &everything_vn {
-        let concerns = r.partner == "vn-mod"
-            || r.decisions
-                .iter()
-                .any(|d| d.partner == "vn-mod" && d.shared);
+        let concerns = r.partner == "vn-mod" || r.decisions.iter().any(|d| d.partner == "vn-mod");
         assert!(concerns, "record {} does not concern vn-mod: {r:?}", r.seq);
     }
 

@@ -65,7 +65,7 @@ impl Query {
     fn matches(&self, r: &proto::AuditRecord) -> bool {
         if let Some(p) = &self.partner {
             let p = p.as_str();
-            let concerns = r.partner == p || r.decisions.iter().any(|d| d.shared && d.partner == p);
+            let concerns = r.partner == p || r.decisions.iter().any(|d| d.partner == p);
             if !concerns {
                 return false;
             }

@@ -144,7 +144,7 @@ fn a_query_by_partner_reads_only_the_records_it_returns() {
 }
 
 #[test]
-fn accepted_bulletins_are_found_by_every_partner_they_were_shared_with() {
+fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
     use crate::bulletin::{BulletinId, Digest, Header, Kind, Tlp};
     use crate::policy::{Decision, Withhold};
     let dir = tempfile::tempdir().unwrap();
@@ -193,8 +193,8 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_shared_with() {
     assert_eq!(by(partner(&uk)), 1, "shared with uk-mod");
     assert_eq!(
         by(partner(&ee)),
-        0,
-        "withheld records are found by bulletin"
+        1,
+        "a partner's records include what was withheld from it"
     );
     assert_eq!(by(partner(&pid("us-dod"))), 2, "accepted, then duplicate");
     let about = Query {
@@ -223,6 +223,29 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_shared_with() {
         "shared.exercise".into(),
         1
     )));
+
+    // A log indexed before withheld partners were: opening it files them too.
+    let ee_prefix = super::partner_prefix("ee-mod");
+    for kv in store.state.scan_prefix(&ee_prefix) {
+        store.state.remove(kv.unwrap().0).unwrap();
+    }
+    store
+        .state
+        .insert(super::INDEX_KEY, &1u64.to_be_bytes()[..])
+        .unwrap();
+    let q = Query {
+        partner: Some(ee.clone()),
+        limit: 10,
+        ..Query::default()
+    };
+    assert_eq!(store.audit().query(&q).unwrap().records.len(), 0);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store.audit().query(&q).unwrap().records.len(),
+        1,
+        "reindexed"
+    );
 }
 
 #[test]
