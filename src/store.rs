@@ -69,6 +69,51 @@ const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
 
+/// The lock file in the data directory, holding the PID of the process that has it open.
+const LOCK_FILE: &str = "renkei.lock";
+
+/// Takes the data directory's lock, or says who holds it. Only a handle of this very
+/// process (one being dropped as a node restarts in place) is waited for.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = dir.join(LOCK_FILE);
+    let io = |source| StoreError::Values {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let _ = file.rewind();
+                let pid = text.trim().parse::<u32>().ok();
+                if pid != Some(std::process::id()) || std::time::Instant::now() > deadline {
+                    return Err(StoreError::InUse {
+                        dir: dir.to_owned(),
+                        pid,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+    file.set_len(0).map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
 /// How long to wait for a previous handle's file lock to go.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -96,6 +141,14 @@ pub enum StoreError {
         path: std::path::PathBuf,
         /// What the system said.
         source: std::io::Error,
+    },
+    /// Another process has the data directory open.
+    #[error("{dir} is in use by another renkei process{}: stop it first (two processes on one database would corrupt it)", .pid.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    InUse {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The holder's PID, as it wrote it in the lock file.
+        pid: Option<u32>,
     },
     /// A stored value does not decode or contradicts another: refuse to go on.
     #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
@@ -258,15 +311,18 @@ pub struct Store {
     /// Commits still to fail as a full disk would (unit tests of what callers do then).
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicU32,
+    /// The data directory's lock, released last, after the database is closed.
+    _lock: std::fs::File,
 }
 
 impl Store {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's cache.
     ///
-    /// sled releases its file lock from a background thread some moments after the
-    /// previous handle is dropped, so a lock conflict is retried for a few seconds
-    /// before it is reported (another process may really hold the database).
+    /// Another process holding `dir` is reported at once, with its PID. sled releases
+    /// its own file lock from a background thread some moments after a handle of this
+    /// process is dropped, so that conflict is retried for a few seconds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let lock = lock_dir(dir)?;
         let deadline = std::time::Instant::now() + LOCK_PATIENCE;
         let db = loop {
             match sled::Config::new()
@@ -302,6 +358,7 @@ impl Store {
             dir: dir.to_owned(),
             #[cfg(test)]
             fail_commits: Default::default(),
+            _lock: lock,
         };
         store.check_head()?;
         Ok(store)

@@ -46,6 +46,13 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
 
     let (mut served, addr) = serve(dir, "hub.toml");
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+
+    // A second node on the same data directory is told at once who holds it.
+    let second = renkei(dir, &["serve", "--config", "hub.toml"]);
+    assert!(!second.ok);
+    let holder = format!("in use by another renkei process (PID {})", served.pid());
+    assert!(second.stderr.contains(&holder), "{}", second.stderr);
+    assert_eq!(second.stderr.lines().count(), 1, "{}", second.stderr);
     client_config(dir, "us-dod", &addr);
     client_config(dir, "au-dod", &addr);
 
