@@ -80,7 +80,7 @@ pub(super) struct AuditState {
 }
 
 fn decode_chunk(key: &[u8], v: &[u8]) -> Result<Vec<TreeHash>, StoreError> {
-    if v.len() % 32 != 0 || v.len() as u64 > CHUNK * 32 {
+    if !v.len().is_multiple_of(32) || v.len() as u64 > CHUNK * 32 {
         return Err(corrupt(key, "hash chunk is not a whole number of hashes"));
     }
     Ok(v.chunks_exact(32)
@@ -348,7 +348,7 @@ impl AuditState {
             rest = next;
             chunk += 1;
         }
-        let tail = if pending.len() as u64 % CHUNK == 0 {
+        let tail = if (pending.len() as u64).is_multiple_of(CHUNK) {
             Vec::new()
         } else {
             pending[pending.len() - (pending.len() % CHUNK as usize)..].to_vec()
