@@ -32,9 +32,43 @@ pub enum ClientError {
     /// The node sent something the protocol does not allow here.
     #[error("unexpected answer from the node: {0}")]
     Unexpected(String),
+    /// No connection could be made to the node: where, why, and what to check.
+    #[error("cannot connect to {server} (node {name}): {why}; check {check}")]
+    Unreachable {
+        /// The address dialled.
+        server: SocketAddr,
+        /// The name its certificate must hold.
+        name: PartnerId,
+        /// What happened.
+        why: String,
+        /// What the user can check.
+        check: String,
+    },
     /// The connection ended; the node's reason, when it gave one.
     #[error("the connection is gone: {0}")]
     Connection(#[from] quinn::ConnectionError),
+}
+
+/// What to check when the handshake with a node failed this way.
+fn connection_hint(e: &quinn::ConnectionError) -> &'static str {
+    let text = e.to_string();
+    if text.contains("not valid for name") {
+        "client.server_name: it must be a name the node's certificate holds (as quoted above)"
+    } else if text.contains("UnknownIssuer")
+        || text.contains("unknown issuer")
+        || text.contains("BadSignature")
+    {
+        "client.ca_cert: the node's certificate was not issued by this federation CA"
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        "the dates of the node's certificate and this machine's clock"
+    } else if matches!(
+        e,
+        quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::ApplicationClosed(_)
+    ) {
+        "client.tls_cert and client.id: the node refused this client's certificate (is it a partner there, issued by the federation CA?)"
+    } else {
+        "client.server, client.server_name and client.ca_cert"
+    }
 }
 
 fn refused(e: proto::Error) -> ClientError {
@@ -64,14 +98,31 @@ impl Client {
             keep_alive: Duration::from_secs(cfg.transport.keep_alive_secs),
             idle_timeout: Duration::from_secs(cfg.transport.idle_timeout_secs),
         };
-        Self::connect_with(
+        let patience = Duration::from_secs(cfg.transport.handshake_timeout_secs.max(1));
+        let connecting = Self::connect_with(
             &identity,
             timers,
             c.server,
             &c.server_name,
             cfg.limits.max_frame_bytes,
-        )
-        .await
+        );
+        let unreachable = |why: String, check: &str| ClientError::Unreachable {
+            server: c.server,
+            name: c.server_name.clone(),
+            why,
+            check: check.to_owned(),
+        };
+        match tokio::time::timeout(patience, connecting).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(ClientError::Transport(TransportError::Connection(e)))) => {
+                Err(unreachable(e.to_string(), connection_hint(&e)))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unreachable(
+                format!("no answer within {} s", patience.as_secs()),
+                "that the node is running and listens on that UDP port (client.server), and that no firewall drops UDP on the way; --connect-timeout waits longer",
+            )),
+        }
     }
 
     /// Connects to `server`, expecting its certificate to name `server_name`.

@@ -407,3 +407,69 @@ fn an_auditor_sees_who_did_not_get_a_bulletin_and_which_bulletins_went_out() {
 
     drop(served);
 }
+
+#[test]
+fn errors_name_one_cause_and_what_to_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,au-dod");
+    hub(dir);
+    let (served, addr) = serve(dir, "hub.toml");
+
+    // The node's certificate does not hold the name the desk expects: the TLS error
+    // says what it held, once, and which setting to check.
+    desk(dir, "us-dod", &addr, true);
+    let text = fs::read_to_string(dir.join("us-dod.toml")).unwrap();
+    fs::write(
+        dir.join("us-dod.toml"),
+        text.replace("server_name = \"jp-mod\"", "server_name = \"jp-hub\""),
+    )
+    .unwrap();
+    let publish = "publish --config us-dod.toml --tlp green --kind advisory --title 'x'";
+    let wrong_name = sh(dir, publish);
+    assert!(!wrong_name.ok);
+    let e = wrong_name.stderr.trim();
+    assert!(
+        e.starts_with(&format!("renkei: cannot connect to {addr} (node jp-hub): ")),
+        "{e}"
+    );
+    assert_eq!(e.matches("not valid for name \"jp-hub\"").count(), 1, "{e}");
+    assert!(e.contains("only valid for DnsName(\"jp-mod\")"), "{e}");
+    assert!(e.contains("check client.server_name"), "{e}");
+
+    // Nothing listens where the desk looks: it gives up when told to, and says where.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nowhere = silent.local_addr().unwrap().to_string();
+    desk(dir, "us-dod", &nowhere, true);
+    let no_node = sh(dir, &format!("{publish} --connect-timeout 1"));
+    let e = no_node.stderr.trim();
+    assert_eq!(
+        e,
+        format!("renkei: cannot connect to {nowhere} (node jp-mod): no answer within 1 s; check that the node is running and listens on that UDP port (client.server), and that no firewall drops UDP on the way; --connect-timeout waits longer")
+    );
+    let idle = sh(dir, "subscribe --config us-dod.toml --idle-timeout 1");
+    assert!(
+        idle.stderr.contains("no answer within 1 s"),
+        "--idle-timeout bounds the wait: {}",
+        idle.stderr
+    );
+
+    // A missing file: its name and the system's words, once.
+    let missing = sh(
+        dir,
+        "publish --config nothere.toml --tlp green --kind advisory --title 'x'",
+    );
+    assert_eq!(
+        missing.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains("nothere.toml"),
+        "{}",
+        missing.stderr
+    );
+
+    drop(served);
+}

@@ -166,13 +166,19 @@ pub(crate) fn table(r: &proto::MetricsReport) -> String {
         }
     }
     let _ = writeln!(out);
+    let change = match pct(r.engaged.len() as u64, u64::from(r.engaged_previous)) {
+        c if c.is_empty() => String::new(),
+        c => format!(", {c}"),
+    };
+    let names = match r.engaged.is_empty() {
+        true => "none".to_owned(),
+        false => r.engaged.join(", "),
+    };
     let _ = writeln!(
         out,
-        "engaged partners (both ways): {} (previous period {}, {}): {}",
+        "engaged partners (both ways): {} (previous period {}{change}): {names}",
         r.engaged.len(),
         r.engaged_previous,
-        pct(r.engaged.len() as u64, u64::from(r.engaged_previous)),
-        r.engaged.join(", ")
     );
     let _ = writeln!(
         out,
@@ -200,4 +206,26 @@ pub(crate) fn table(r: &proto::MetricsReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_with_no_engaged_partners_says_none() {
+        let text = table(&proto::MetricsReport::default());
+        assert!(
+            text.contains("engaged partners (both ways): 0 (previous period 0): none\n"),
+            "{text}"
+        );
+        let r = proto::MetricsReport {
+            engaged: vec!["au-dod".into(), "uk-mod".into()],
+            engaged_previous: 1,
+            ..Default::default()
+        };
+        assert!(table(&r).contains(
+            "engaged partners (both ways): 2 (previous period 1, +100%): au-dod, uk-mod\n"
+        ));
+    }
 }

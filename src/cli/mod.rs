@@ -411,9 +411,44 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the whole cause chain, joined by ": ".
-            eprintln!("renkei: {err:#}");
+            eprintln!("renkei: {}", one_line(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The cause chain on one line, joined by ": ", each cause once: many errors already
+/// say their cause in their own text, and repeating it reads as two failures.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line += ": ";
+        }
+        line += &text;
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_already_said_is_not_said_again() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let err = anyhow::Error::new(crate::files::FileError::Io {
+            path: "hub.toml".into(),
+            source: io,
+        })
+        .context("reading the config");
+        assert_eq!(
+            one_line(&err),
+            "reading the config: hub.toml: No such file or directory"
+        );
     }
 }

@@ -66,6 +66,10 @@ pub struct PublishArgs {
     /// Exit 0 even when the bulletin is shared with nobody.
     #[arg(long)]
     pub allow_no_recipients: bool,
+    /// Give up connecting after this many seconds (default: the config's [transport]
+    /// handshake_timeout_secs, 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
 }
 
 fn signed_bulletin(
@@ -91,11 +95,12 @@ fn signed_bulletin(
 
 /// `renkei publish`.
 pub(super) async fn publish(mut args: PublishArgs) -> anyhow::Result<()> {
-    let cfg = ClientConfig::load(&args.config)?;
+    let mut cfg = ClientConfig::load(&args.config)?;
+    if let Some(secs) = args.connect_timeout {
+        cfg.transport.handshake_timeout_secs = secs;
+    }
     let signed = signed_bulletin(&mut args, &cfg)?;
-    let client = Client::connect(&cfg)
-        .await
-        .context("connecting to the node")?;
+    let client = Client::connect(&cfg).await?;
     let result = client
         .publish_frame(proto::Publish {
             request_id: 1,

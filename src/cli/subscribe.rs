@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
 use tokio::signal::unix::{signal, SignalKind};
@@ -51,6 +51,10 @@ pub struct SubscribeArgs {
     /// config on SIGHUP and try held-back bulletins again, stop on SIGINT/SIGTERM.
     #[arg(long, conflicts_with_all = ["count", "idle_timeout"])]
     pub follow: bool,
+    /// Give up connecting after this many seconds (default: the config's [transport]
+    /// handshake_timeout_secs, 10, or --idle-timeout if that is shorter).
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
     /// In --follow, how often held-back bulletins are tried again (seconds).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub retry_every: u64,
@@ -71,7 +75,7 @@ struct Desk {
 
 impl Desk {
     fn new(args: SubscribeArgs) -> anyhow::Result<Desk> {
-        let cfg = ClientConfig::load(&args.config)?;
+        let cfg = Self::load(&args)?;
         let inbox = match &args.out {
             Some(dir) => Inbox::open(dir)?,
             None => Inbox::in_memory(),
@@ -87,9 +91,21 @@ impl Desk {
         })
     }
 
+    /// The config, with the connection patience the command line asks for.
+    fn load(args: &SubscribeArgs) -> anyhow::Result<ClientConfig> {
+        let mut cfg = ClientConfig::load(&args.config)?;
+        let t = &mut cfg.transport;
+        if let Some(secs) = args.connect_timeout {
+            t.handshake_timeout_secs = secs;
+        } else if let Some(idle) = args.idle_timeout {
+            t.handshake_timeout_secs = t.handshake_timeout_secs.min(idle);
+        }
+        Ok(cfg)
+    }
+
     /// Re-reads the config for its keys; a broken file leaves the old keys in force.
     fn reload(&mut self) {
-        match ClientConfig::load(&self.args.config) {
+        match Self::load(&self.args) {
             Ok(cfg) => {
                 self.keys = cfg.keyring();
                 self.limits = cfg.limits.delivery_limits();
@@ -297,9 +313,7 @@ pub(super) async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     if follow {
         return follow_forever(&mut desk).await;
     }
-    let client = Client::connect(&desk.cfg)
-        .await
-        .context("connecting to the node")?;
+    let client = Client::connect(&desk.cfg).await?;
     let mut sub = client.subscribe(0).await?;
     let result = desk.session(&mut sub, std::future::pending(), None).await;
     if result.is_ok() {
