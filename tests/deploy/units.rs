@@ -53,6 +53,12 @@ fn systemd_analyze_verify_accepts_the_unit() {
         "TimeoutStopSec={secs}s leaves no room after the node's {NODE_GRACE_SECS} s grace"
     );
 
+    analyze(&unit, "renkei.service");
+}
+
+/// `systemd-analyze verify` and its exposure score, on a copy of `unit` whose
+/// ExecStart runs this build's renkei (when systemd-analyze is installed).
+fn analyze(unit: &str, name: &str) {
     let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("skipped: systemd-analyze not installed (the unit was only checked as text)");
         return;
@@ -61,15 +67,15 @@ fn systemd_analyze_verify_accepts_the_unit() {
     // systemd-analyze refuses an ExecStart binary that does not exist: verify a copy
     // whose ExecStart runs this build's renkei; everything else is the shipped unit.
     let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path().join("renkei.service");
+    let copy = tmp.path().join(name);
     fs::write(
         &copy,
         replace(
-            &unit,
+            unit,
             "ExecStart=/usr/local/bin/renkei ",
             &format!("ExecStart={} ", env!("CARGO_BIN_EXE_renkei")),
             1,
-            "renkei.service",
+            name,
         ),
     )
     .unwrap();
@@ -81,10 +87,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify:\n{stderr}");
     // Unknown keys and unparsable values are only warnings (exit 0): refuse them too.
-    let complaints: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("renkei.service"))
-        .collect();
+    let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
     assert!(complaints.is_empty(), "systemd-analyze verify:\n{stderr}");
 
     // The hardening adds up: systemd's own exposure score stays at or below 2.0 of 10
@@ -112,6 +115,26 @@ fn systemd_analyze_verify_accepts_the_unit() {
         "exposure above 2.0: {score:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_inbox_unit_runs_a_desks_subscribe_follow_into_its_state_directory() {
+    let unit = read(&deploy_dir().join("systemd/renkei-inbox@.service"));
+    let exec = "ExecStart=/usr/local/bin/renkei subscribe --follow --config /etc/renkei/inbox/%i.toml --out /var/lib/renkei-inbox/%i";
+    assert!(unit.lines().any(|l| l == exec), "{exec}");
+    assert!(unit
+        .lines()
+        .any(|l| l == "ReadWritePaths=/var/lib/renkei-inbox/%i"));
+    assert!(unit
+        .lines()
+        .any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"));
+    // The options it uses are the CLI's.
+    let help = common::renkei(Path::new("."), &["subscribe", "--help"]).stdout;
+    for flag in ["--follow", "--out", "--config", "--exec"] {
+        assert!(help.contains(flag), "subscribe has no {flag}");
+    }
+    // An instance name makes it a unit systemd can verify.
+    analyze(&unit, "renkei-inbox@au-dod.service");
 }
 
 /// Every YAML document in a file, merge keys (`<<: *anchor`) applied, as JSON values.
