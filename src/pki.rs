@@ -47,6 +47,12 @@ pub enum PkiError {
     /// A signing key could not be encoded.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// Some of a node's files exist and some do not.
+    #[error("{0} holds only some of a node's files (tls.crt, tls.key, signing.key, signing.pub); restore them, or pass --force to issue that node anew")]
+    HalfMade(PathBuf),
+    /// A new CA was asked for while listed nodes keep certificates of the old one.
+    #[error("a new CA makes the listed nodes' certificates useless: pass --force as well to issue them anew, or list only new nodes")]
+    OldNodes,
     /// A time could not be represented in a certificate.
     #[error("time {0} cannot be written into a certificate")]
     Time(Timestamp),
@@ -188,14 +194,36 @@ pub fn fingerprint(pem: &str) -> Option<String> {
     )
 }
 
+/// What [`init`] may replace. By default nothing: an existing CA is reused and nodes
+/// whose files exist are kept, so nodes can be added to a federation at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replace {
+    /// Issue the listed nodes new certificates and signing keys over their old ones.
+    pub nodes: bool,
+    /// Make a new federation CA over the old one (every node then needs new
+    /// certificates, and every partner the new ca.crt).
+    pub ca: bool,
+}
+
+/// What became of one node's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeOutcome {
+    /// Issued now.
+    Created,
+    /// Issued now over the old files.
+    Replaced,
+    /// Its files existed and were kept.
+    Kept,
+}
+
 /// What [`init`] wrote, for the CLI to report.
 pub struct InitReport {
     /// True when an existing CA was reused.
     pub reused_ca: bool,
     /// The CA certificate fingerprint.
     pub ca_fingerprint: String,
-    /// Per node: id, TLS certificate fingerprint, signing public key.
-    pub nodes: Vec<(PartnerId, String, PublicKey)>,
+    /// Per node: id, what was done, TLS certificate fingerprint, signing public key.
+    pub nodes: Vec<(PartnerId, NodeOutcome, String, Option<PublicKey>)>,
 }
 
 /// The files `certs init` writes for one node, relative to the PKI directory.
@@ -209,77 +237,114 @@ pub fn node_files(dir: &Path, id: &PartnerId) -> [PathBuf; 4] {
     ]
 }
 
-/// Writes (or reuses) the federation CA in `dir` and a TLS certificate and signing key
-/// per node. Nothing is overwritten unless `force`; with `force` the CA is regenerated
-/// too. An existing CA (both `ca.crt` and `ca.key`) is reused to add nodes.
-pub fn init(
-    dir: &Path,
-    nodes: &[PartnerId],
-    force: bool,
-    now: Timestamp,
-) -> Result<InitReport, PkiError> {
-    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    // Check everything before writing anything, so a refusal leaves no half-made PKI.
-    if !force {
-        for id in nodes {
-            if let Some(existing) = node_files(dir, id).into_iter().find(|p| p.exists()) {
-                return Err(FileError::Exists(existing).into());
-            }
-        }
+/// Whether a node's files all exist (Some(true)), none do (Some(false)), or only some
+/// (None: a half-made node that must not be silently kept or completed).
+fn node_state(dir: &Path, id: &PartnerId) -> Option<bool> {
+    let present = node_files(dir, id).iter().filter(|p| p.exists()).count();
+    match present {
+        0 => Some(false),
+        4 => Some(true),
+        _ => None,
     }
+}
+
+/// The CA to issue with: the existing one, unless `new_ca` or there is none.
+fn ca_for(dir: &Path, new_ca: bool, now: Timestamp) -> Result<(Ca, bool), PkiError> {
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
     let bad_ca = |why: String| PkiError::BadCa {
         dir: dir.to_owned(),
         why,
     };
-    let (ca, reused_ca) = match (force, ca_crt.exists(), ca_key.exists()) {
+    match (new_ca, ca_crt.exists(), ca_key.exists()) {
         (false, true, true) => {
             let cert = files::read_text(&ca_crt)?;
             let key = files::read_text(&ca_key)?;
-            (Ca::from_pem(&cert, &key).map_err(bad_ca)?, true)
+            Ok((Ca::from_pem(&cert, &key).map_err(bad_ca)?, true))
         }
-        (false, true, false) | (false, false, true) => {
-            return Err(bad_ca(
-                "only one of ca.crt and ca.key exists; restore the other or pass --force".into(),
-            ))
-        }
+        (false, true, false) | (false, false, true) => Err(bad_ca(
+            "only one of ca.crt and ca.key exists; restore the other, or pass --new-ca to start a new federation CA".into(),
+        )),
         _ => {
             let ca = Ca::generate(now)?;
-            files::write(&ca_crt, ca.cert_pem().as_bytes(), Access::Public, force)?;
-            files::write(&ca_key, ca.key_pem().as_bytes(), Access::Private, force)?;
-            (ca, false)
+            files::write(&ca_crt, ca.cert_pem().as_bytes(), Access::Public, new_ca)?;
+            files::write(&ca_key, ca.key_pem().as_bytes(), Access::Private, new_ca)?;
+            Ok((ca, false))
         }
-    };
+    }
+}
+
+/// Writes (or reuses) the federation CA in `dir` and a TLS certificate and signing key
+/// per listed node. Nodes whose files exist are kept unless `replace.nodes`; the CA is
+/// replaced only with `replace.ca`.
+pub fn init(
+    dir: &Path,
+    nodes: &[PartnerId],
+    replace: Replace,
+    now: Timestamp,
+) -> Result<InitReport, PkiError> {
+    // Check everything before writing anything, so a refusal leaves no half-made PKI.
+    let mut exists = Vec::with_capacity(nodes.len());
+    for id in nodes {
+        match node_state(dir, id) {
+            Some(e) => exists.push(e),
+            None if replace.nodes => exists.push(true),
+            None => return Err(PkiError::HalfMade(dir.join(id.as_str()))),
+        }
+    }
+    if replace.ca && !replace.nodes && exists.iter().any(|e| *e) {
+        return Err(PkiError::OldNodes);
+    }
+    let (ca, reused_ca) = ca_for(dir, replace.ca, now)?;
     let mut report = InitReport {
         reused_ca,
         ca_fingerprint: fingerprint(ca.cert_pem()).unwrap_or_default(),
         nodes: Vec::new(),
     };
-    for id in nodes {
-        let tls = ca.issue(id, now)?;
-        let signing = identity::generate_signing_key();
-        let public = PublicKey::of(&signing);
-        let [crt, key, skey, spub] = node_files(dir, id);
-        files::write(&crt, tls.cert_pem.as_bytes(), Access::Public, force)?;
-        files::write(&key, tls.key_pem.as_bytes(), Access::Private, force)?;
-        files::write(
-            &skey,
-            identity::signing_key_to_pem(&signing)?.as_bytes(),
-            Access::Private,
-            force,
-        )?;
-        files::write(
-            &spub,
-            format!("{public}\n").as_bytes(),
-            Access::Public,
-            force,
-        )?;
-        report.nodes.push((
-            id.clone(),
-            fingerprint(&tls.cert_pem).unwrap_or_default(),
-            public,
-        ));
+    for (id, existed) in nodes.iter().zip(exists) {
+        let outcome = match (existed, replace.nodes) {
+            (true, false) => {
+                let crt = files::read_text(&node_files(dir, id)[0])?;
+                let public = files::read_text(&node_files(dir, id)[3])?
+                    .trim()
+                    .parse()
+                    .ok();
+                let fp = fingerprint(&crt).unwrap_or_default();
+                report
+                    .nodes
+                    .push((id.clone(), NodeOutcome::Kept, fp, public));
+                continue;
+            }
+            (true, true) => NodeOutcome::Replaced,
+            (false, _) => NodeOutcome::Created,
+        };
+        let (fp, public) = issue_node(dir, &ca, id, now)?;
+        report.nodes.push((id.clone(), outcome, fp, Some(public)));
     }
     Ok(report)
+}
+
+/// Issues one node's TLS certificate and signing key into its directory.
+fn issue_node(
+    dir: &Path,
+    ca: &Ca,
+    id: &PartnerId,
+    now: Timestamp,
+) -> Result<(String, PublicKey), PkiError> {
+    let tls = ca.issue(id, now)?;
+    let signing = identity::generate_signing_key();
+    let public = PublicKey::of(&signing);
+    let [crt, key, skey, spub] = node_files(dir, id);
+    files::write(&crt, tls.cert_pem.as_bytes(), Access::Public, true)?;
+    files::write(&key, tls.key_pem.as_bytes(), Access::Private, true)?;
+    let pem = identity::signing_key_to_pem(&signing)?;
+    files::write(&skey, pem.as_bytes(), Access::Private, true)?;
+    files::write(
+        &spub,
+        format!("{public}\n").as_bytes(),
+        Access::Public,
+        true,
+    )?;
+    Ok((fingerprint(&tls.cert_pem).unwrap_or_default(), public))
 }
 
 #[cfg(test)]
@@ -318,34 +383,66 @@ mod tests {
     }
 
     #[test]
-    fn init_refuses_to_overwrite_and_reuses_the_ca() {
+    fn init_adds_nodes_keeps_what_exists_and_replaces_only_when_told() {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_unix_ms(1_790_000_000_000);
-        let first = init(dir.path(), &[pid("a"), pid("b")], false, now).unwrap();
+        let keep = Replace::default();
+        let first = init(dir.path(), &[pid("a"), pid("b")], keep, now).unwrap();
         assert!(!first.reused_ca);
         let ca_before = std::fs::read(dir.path().join("ca.crt")).unwrap();
         let key_before = std::fs::read(dir.path().join("a/signing.key")).unwrap();
 
-        let err = init(dir.path(), &[pid("c"), pid("a")], false, now)
-            .err()
-            .unwrap();
-        assert!(matches!(err, PkiError::File(FileError::Exists(_))), "{err}");
-        assert!(!dir.path().join("c").exists(), "a refusal writes nothing");
+        // Listing the federation again with a new node adds it and keeps the others.
+        let second = init(dir.path(), &[pid("a"), pid("b"), pid("c")], keep, now).unwrap();
+        assert!(second.reused_ca);
+        assert_eq!(second.ca_fingerprint, first.ca_fingerprint);
+        let outcomes: Vec<_> = second.nodes.iter().map(|n| n.1).collect();
+        assert_eq!(
+            outcomes,
+            [NodeOutcome::Kept, NodeOutcome::Kept, NodeOutcome::Created]
+        );
+        assert_eq!(
+            second.nodes[0].2, first.nodes[0].2,
+            "the kept certificate's fingerprint"
+        );
+        assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
         assert_eq!(
             std::fs::read(dir.path().join("a/signing.key")).unwrap(),
             key_before
         );
 
-        let second = init(dir.path(), &[pid("c")], false, now).unwrap();
-        assert!(second.reused_ca);
-        assert_eq!(second.ca_fingerprint, first.ca_fingerprint);
-        assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
+        // A half-made node is refused, and nothing is written.
+        std::fs::remove_file(dir.path().join("b/tls.key")).unwrap();
+        let err = init(dir.path(), &[pid("d"), pid("b")], keep, now)
+            .err()
+            .unwrap();
+        assert!(matches!(err, PkiError::HalfMade(_)), "{err}");
+        assert!(!dir.path().join("d").exists(), "a refusal writes nothing");
 
-        let forced = init(dir.path(), &[pid("a")], true, now).unwrap();
-        assert_ne!(forced.ca_fingerprint, first.ca_fingerprint);
+        // --force issues the listed nodes anew under the same CA.
+        let nodes = Replace {
+            nodes: true,
+            ca: false,
+        };
+        let forced = init(dir.path(), &[pid("a"), pid("b")], nodes, now).unwrap();
+        assert_eq!(forced.ca_fingerprint, first.ca_fingerprint, "the CA stays");
         assert_ne!(
             std::fs::read(dir.path().join("a/signing.key")).unwrap(),
             key_before
         );
+
+        // A new CA needs its own flag, and new certificates for the nodes it lists.
+        let new_ca = Replace {
+            nodes: false,
+            ca: true,
+        };
+        let err = init(dir.path(), &[pid("a")], new_ca, now).err().unwrap();
+        assert!(matches!(err, PkiError::OldNodes), "{err}");
+        let both = Replace {
+            nodes: true,
+            ca: true,
+        };
+        let renewed = init(dir.path(), &[pid("a")], both, now).unwrap();
+        assert_ne!(renewed.ca_fingerprint, first.ca_fingerprint);
     }
 }

@@ -228,24 +228,67 @@ fn pki_and_keys_are_never_overwritten_silently() {
     let dir = tmp.path();
     pki(dir, "mod-jp");
     let key = fs::read(dir.join("certs/mod-jp/signing.key")).unwrap();
-    let again = renkei(
-        dir,
-        &["certs", "init", "--dir", "certs", "--nodes", "mod-jp"],
-    );
-    assert!(
-        !again.ok && again.stderr.contains("--force"),
-        "{}",
-        again.stderr
-    );
-    assert_eq!(fs::read(dir.join("certs/mod-jp/signing.key")).unwrap(), key);
-
-    // Adding a node reuses the federation CA.
+    // Listing the federation again with a new node adds it; what exists is kept,
+    // the federation CA first of all.
     let ca = fs::read(dir.join("certs/ca.crt")).unwrap();
     let added = renkei_ok(
         dir,
-        &["certs", "init", "--dir", "certs", "--nodes", "mod-fr"],
+        &[
+            "certs",
+            "init",
+            "--dir",
+            "certs",
+            "--nodes",
+            "mod-jp,mod-fr",
+        ],
     );
-    assert!(added.stdout.contains("reused"), "{}", added.stdout);
+    assert!(
+        added.stdout.contains("federation CA reused"),
+        "{}",
+        added.stdout
+    );
+    assert!(
+        added.stdout.contains("node mod-jp (exists, kept)"),
+        "{}",
+        added.stdout
+    );
+    assert!(
+        added.stdout.contains("node mod-fr (created)"),
+        "{}",
+        added.stdout
+    );
+    assert_eq!(fs::read(dir.join("certs/ca.crt")).unwrap(), ca);
+    assert_eq!(fs::read(dir.join("certs/mod-jp/signing.key")).unwrap(), key);
+
+    // --force issues a node anew, under the same CA; a new CA needs its own flag.
+    let reissued = renkei_ok(
+        dir,
+        &[
+            "certs", "init", "--dir", "certs", "--nodes", "mod-jp", "--force",
+        ],
+    );
+    assert!(
+        reissued.stdout.contains("node mod-jp (issued anew)"),
+        "{}",
+        reissued.stdout
+    );
+    assert_ne!(fs::read(dir.join("certs/mod-jp/signing.key")).unwrap(), key);
+    assert_eq!(
+        fs::read(dir.join("certs/ca.crt")).unwrap(),
+        ca,
+        "--force keeps the CA"
+    );
+    let new_ca = renkei(
+        dir,
+        &[
+            "certs", "init", "--dir", "certs", "--nodes", "mod-jp", "--new-ca",
+        ],
+    );
+    assert!(
+        !new_ca.ok && new_ca.stderr.contains("pass --force as well"),
+        "{}",
+        new_ca.stderr
+    );
     assert_eq!(fs::read(dir.join("certs/ca.crt")).unwrap(), ca);
 
     let bad = renkei(

@@ -49,7 +49,7 @@ async fn certificates_from_another_ca_or_of_strangers_are_refused() {
     // An impostor with its own CA, claiming to be the UK.
     let rogue = fed.dir.path().join("rogue");
     let ids: Vec<PartnerId> = vec!["uk-mod".parse().unwrap()];
-    renkei::pki::init(&rogue, &ids, false, Timestamp::now()).unwrap();
+    renkei::pki::init(&rogue, &ids, Default::default(), Timestamp::now()).unwrap();
     // It trusts the real hub (so only the hub's check of the client can stop it).
     std::fs::copy(fed.certs().join("ca.crt"), rogue.join("ca.crt")).unwrap();
     let refused = match fed.client_with_certs(&rogue, "uk-mod").await {

@@ -9,8 +9,8 @@ use crate::identity::{self, PartnerId, PublicKey};
 use crate::pki;
 use crate::timestamp::Timestamp;
 
-pub(super) fn init(dir: &Path, nodes: &[PartnerId], force: bool) -> anyhow::Result<()> {
-    let report = pki::init(dir, nodes, force, Timestamp::now())?;
+pub(super) fn init(dir: &Path, nodes: &[PartnerId], replace: pki::Replace) -> anyhow::Result<()> {
+    let report = pki::init(dir, nodes, replace, Timestamp::now())?;
     let verb = if report.reused_ca {
         "reused"
     } else {
@@ -18,10 +18,17 @@ pub(super) fn init(dir: &Path, nodes: &[PartnerId], force: bool) -> anyhow::Resu
     };
     println!("federation CA {verb}: {}", dir.join("ca.crt").display());
     println!("  sha256 fingerprint {}", report.ca_fingerprint);
-    for (id, fp, public) in &report.nodes {
-        println!("node {id}: {}", dir.join(id.as_str()).display());
+    for (id, outcome, fp, public) in &report.nodes {
+        let what = match outcome {
+            pki::NodeOutcome::Created => "created",
+            pki::NodeOutcome::Replaced => "issued anew",
+            pki::NodeOutcome::Kept => "exists, kept",
+        };
+        println!("node {id} ({what}): {}", dir.join(id.as_str()).display());
         println!("  tls.crt sha256 {fp}");
-        println!("  signing key    {public}");
+        if let Some(public) = public {
+            println!("  signing key    {public}");
+        }
     }
     println!(
         "Give partners, out of band: ca.crt, each node's signing.pub and certificate fingerprint. \

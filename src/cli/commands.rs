@@ -163,9 +163,14 @@ pub(super) enum CertsCommand {
         /// Partner ids of the nodes, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<PartnerId>,
-        /// Overwrite existing keys and certificates, the CA included.
+        /// Issue the listed nodes new certificates and signing keys over existing ones
+        /// (the CA is kept). Without it, nodes that exist are kept and new ones added.
         #[arg(long)]
         force: bool,
+        /// Make a new federation CA over the existing one (with --force for the listed
+        /// nodes; every partner then needs the new ca.crt).
+        #[arg(long)]
+        new_ca: bool,
     },
 }
 

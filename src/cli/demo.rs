@@ -264,7 +264,7 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     ids.push(pid(HUB)?);
     let certs = dir.join("certs");
-    let report = crate::pki::init(&certs, &ids, true, now)?;
+    let report = crate::pki::init(&certs, &ids, crate::pki::Replace::default(), now)?;
     println!("renkei demo: a local federation in {}", dir.display());
     println!(
         "  federation CA {}…, {} nodes with TLS certificates and Ed25519 keys",

@@ -302,8 +302,17 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.log_format, level);
     let result = match cli.command {
-        Command::Certs(CertsCommand::Init { dir, nodes, force }) => {
-            certs::init(&dir, &nodes, force)
+        Command::Certs(CertsCommand::Init {
+            dir,
+            nodes,
+            force,
+            new_ca,
+        }) => {
+            let replace = crate::pki::Replace {
+                nodes: force,
+                ca: new_ca,
+            };
+            certs::init(&dir, &nodes, replace)
         }
         Command::Keygen { out, force } => certs::keygen(&out, force),
         Command::Bulletin(BulletinCommand::New { key, fields, out }) => {

@@ -41,7 +41,7 @@ impl Federation {
         let certs = dir.path().join("certs");
         let mut ids: Vec<PartnerId> = members.iter().map(|m| pid(m)).collect();
         ids.push(pid(hub));
-        renkei::pki::init(&certs, &ids, false, Timestamp::now()).unwrap();
+        renkei::pki::init(&certs, &ids, Default::default(), Timestamp::now()).unwrap();
         let mut keys = HashMap::new();
         let mut partners = partners_toml.to_string();
         for id in &ids {

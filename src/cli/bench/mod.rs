@@ -278,7 +278,12 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         ids.push(pid(&subscriber_id(i))?);
     }
     ids.push(pid(HUB)?);
-    crate::pki::init(&dir.join("certs"), &ids, true, Timestamp::now())?;
+    crate::pki::init(
+        &dir.join("certs"),
+        &ids,
+        crate::pki::Replace::default(),
+        Timestamp::now(),
+    )?;
     let mut keys = BTreeMap::new();
     let mut keyring = Keyring::new();
     for id in &ids {
