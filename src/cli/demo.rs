@@ -46,6 +46,8 @@ const DESKS: &[Desk] = &[
         &["indicator", "advisory", "exercise", "consultation"],
     ),
 ];
+/// The hub's auditor (the tour's `auditor.toml`).
+const AUDITOR: &str = "jp-audit";
 /// The desk that is offline while bulletins are published.
 const OFFLINE: &str = "ee-mod";
 /// How long any step may take before the demo gives up.
@@ -133,7 +135,70 @@ fn node_config(keys: &BTreeMap<String, SigningKey>) -> String {
             text.push_str(&format!("kinds = {kinds:?}\n"));
         }
     }
+    text.push_str(&format!(
+        "\n# The audit office reads the log; auditors receive no bulletins.\n[[partner]]\nid = \"{AUDITOR}\"\nrole = \"auditor\"\n"
+    ));
     text
+}
+
+/// A desk's (or the auditor's) client config: the hub at `addr`, and the keys of every
+/// other member, whose bulletins it verifies.
+fn client_config(
+    id: &str,
+    addr: std::net::SocketAddr,
+    keys: &BTreeMap<String, SigningKey>,
+) -> String {
+    let mut text = format!(
+        "# {id}'s client of the hub {HUB}, made by `renkei demo`.\n[client]\nid = \"{id}\"\nserver = \"{addr}\"\n\
+         server_name = \"{HUB}\"\nca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\n"
+    );
+    if id != AUDITOR {
+        text.push_str(&format!("signing_key = \"certs/{id}/signing.key\"\n"));
+        for (other, key) in keys.iter().filter(|(o, _)| *o != id && *o != AUDITOR) {
+            text.push_str(&format!(
+                "\n[[partner]]\nid = \"{other}\"\nkeys = [{{ public = \"{}\" }}]\n",
+                PublicKey::of(key)
+            ));
+        }
+    }
+    text
+}
+
+/// Leaves the worked setup of the README's tour in `dir`: the hub's config listening
+/// where the demo's hub did, one client config per desk, the auditor's, and a STIX
+/// bundle to publish.
+fn write_worked_setup(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    keys: &BTreeMap<String, SigningKey>,
+) -> anyhow::Result<Vec<String>> {
+    use crate::files::{write, Access};
+    let hub =
+        node_config(keys).replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    write(&dir.join("hub.toml"), hub.as_bytes(), Access::Public, true)?;
+    let mut written = vec!["hub.toml".to_owned()];
+    for id in DESKS.iter().map(|d| d.0).chain([AUDITOR]) {
+        let name = if id == AUDITOR {
+            "auditor.toml".to_owned()
+        } else {
+            format!("{id}.toml")
+        };
+        write(
+            &dir.join(&name),
+            client_config(id, addr, keys).as_bytes(),
+            Access::Public,
+            true,
+        )?;
+        written.push(name);
+    }
+    write(
+        &dir.join("bundle.json"),
+        STIX.as_bytes(),
+        Access::Public,
+        true,
+    )?;
+    written.push("bundle.json".into());
+    Ok(written)
 }
 
 fn sign(
@@ -251,7 +316,8 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
             (tmp.path().to_owned(), false)
         }
     };
-    // Each run is a fresh federation: new keys, and no bulletins signed by old ones.
+    // Each run starts a fresh log; the PKI of an earlier run is kept, so the files of the
+    // worked setup stay valid.
     let data = dir.join("hub-data");
     if data.exists() {
         std::fs::remove_dir_all(&data)
@@ -263,6 +329,7 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         .map(|d| pid(d.0))
         .collect::<anyhow::Result<_>>()?;
     ids.push(pid(HUB)?);
+    ids.push(pid(AUDITOR)?);
     let certs = dir.join("certs");
     let report = crate::pki::init(&certs, &ids, crate::pki::Replace::default(), now)?;
     println!("renkei demo: a local federation in {}", dir.display());
@@ -386,9 +453,15 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
 
     hub.shutdown(Duration::from_secs(5)).await?;
     if kept {
+        let written = write_worked_setup(&dir, addr, &keys)?;
         println!(
             "\nThe hub stopped cleanly; its database is in {}.",
             dir.join("hub-data").display()
+        );
+        println!(
+            "The worked setup of the README's tour is in {}: {} (the hub listens on {addr} again when served).",
+            dir.display(),
+            written.join(", ")
         );
     } else {
         println!("\nThe hub stopped cleanly. (Its files were in a temporary directory, now removed: pass --dir to keep them.)");

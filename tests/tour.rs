@@ -1,0 +1,155 @@
+//! The README's tour, as a new user pastes it: `renkei demo --dir fed` leaves the worked
+//! setup, and every command of the tour runs against those files, in order, and prints
+//! what the README says it does. The commands are read from README.md itself, so the
+//! README cannot drift from what works; a command added there without a check here
+//! fails this test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::served::{serve, Served};
+
+/// The shell lines of the README's tour block, continuation lines joined.
+fn tour_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let tour = readme
+        .split("## A short tour of the CLI")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("\n```").next())
+        .expect("a sh block in the tour section");
+    let mut lines = Vec::new();
+    let mut pending = String::new();
+    for line in tour.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(line);
+                lines.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    lines
+}
+
+/// What a tour command must print (on stdout) or leave behind; None for a command
+/// the tour does not yet check, which fails the test.
+fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
+    let has = |text: &str| {
+        assert!(
+            stdout.contains(text),
+            "`{line}` printed no {text:?}:\n{stdout}"
+        )
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.get(1..3)? {
+        ["demo", _] => {
+            has("The worked setup of the README's tour is in fed: hub.toml, us-dod.toml")
+        }
+        ["check-config", _] => has("hub.toml: ok"),
+        ["publish", _] => {
+            assert!(stdout.starts_with("accepted uk-mod/"), "{stdout}");
+            has(": shared with nato-ccdcoe, ee-mod\n");
+            has("withheld from vn-mod: above clearance");
+        }
+        ["subscribe", _] => {
+            has("AMBER advisory \"VPN appliance exploitation\", signature verified, saved in inbox/uk-mod/");
+            let dir = stdout.trim().rsplit(' ').next()?;
+            let body = std::fs::read(cwd.join(dir).join("body.json")).ok()?;
+            assert_eq!(
+                body,
+                std::fs::read(cwd.join("bundle.json")).ok()?,
+                "the body as sent"
+            );
+        }
+        ["bulletin", "new"] => has("\"origin\":\"us-dod\""),
+        ["bulletin", "show"] => has("not verified (no key given)"),
+        ["bulletin", "verify"] => has("\"verified\": true"),
+        ["policy", "explain"] => has("auditors receive no bulletins"),
+        ["audit", "query"] => {
+            has("vn-mod: WITHHELD, above clearance");
+            has("vn-mod: shared;");
+        }
+        ["audit", "checkpoint"] => {
+            let kept = std::fs::read_to_string(cwd.join("kept.checkpoint")).ok()?;
+            assert!(kept.contains("renkei/jp-mod/audit"), "{kept}");
+        }
+        ["audit", "prove"] | ["audit", "verify"] => has("\"verified\":true"),
+        ["audit", "export"] => has("\"file\":\"log.export\""),
+        ["metrics", _] => has("engaged partners (both ways): 4 (previous period 0, new): au-dod, nato-ccdcoe, uk-mod, us-dod"),
+        ["certs", "init"] => {
+            has("federation CA reused");
+            has("node nz-mod (created)");
+        }
+        ["partner", "card"] => assert!(std::fs::metadata(cwd.join("nz-mod.card")).ok()?.len() > 0),
+        ["partner", "add"] => has("added partner nz-mod to hub.toml"),
+        ["reload", _] => has("configuration reloaded: partners added: nz-mod"),
+        ["backup", _] => has("backup taken: "),
+        _ => return None,
+    }
+    Some(())
+}
+
+/// Runs one line with bash, the `renkei` under test first on the PATH.
+fn run(line: &str, cwd: &Path) -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_renkei"))
+        .parent()
+        .expect("the binary's dir");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", line])
+        .env("PATH", path)
+        .current_dir(cwd)
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`{line}` failed:\n{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn every_command_of_the_readme_tour_works_on_the_worked_setup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cwd: PathBuf = tmp.path().to_owned();
+    let mut hub: Option<Served> = None;
+    let lines = tour_lines();
+    assert!(lines.len() > 15, "the tour has its commands: {lines:?}");
+    for line in &lines {
+        if let Some(dir) = line.strip_prefix("cd ") {
+            cwd = cwd.join(dir);
+        } else if let Some(serve_line) = line.strip_suffix(" &") {
+            let config = serve_line
+                .strip_prefix("renkei serve --config ")
+                .expect("serve in the background");
+            hub = Some(serve(&cwd, config).0);
+        } else if line == "kill %1" {
+            let status = hub
+                .take()
+                .expect("the hub runs")
+                .stop(std::time::Duration::from_secs(20));
+            assert!(status.success(), "{status:?}");
+        } else {
+            let stdout = run(line, &cwd);
+            assert!(
+                check(line, &stdout, &cwd).is_some(),
+                "the tour's `{line}` has no check in tests/tour.rs (or left nothing to check)"
+            );
+        }
+    }
+    assert!(hub.is_none(), "the tour stops the hub it started");
+}
