@@ -216,9 +216,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// A local federation demo on embedded defaults, in a temporary directory.
+    /// A local federation demo on embedded defaults, in a temporary directory (or DIR).
     Demo {
-        /// Keep the demo's files in DIR instead of a temporary directory.
+        /// Keep the demo's files in DIR instead of a temporary directory, with the worked
+        /// setup of the README's tour: hub.toml, one config per desk, auditor.toml.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
