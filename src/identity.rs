@@ -51,6 +51,9 @@ pub enum IdentityError {
     /// Private key PEM could not be decoded.
     #[error("not an Ed25519 private key in PKCS#8 PEM form: {0}")]
     PrivateKeyPem(String),
+    /// A certificate does not name exactly one partner id.
+    #[error("the certificate names no partner id: {0}")]
+    NoPartnerId(String),
     /// Certificate fingerprint text malformed.
     #[error("{0} is not a certificate fingerprint: use sha256:<64 hex digits> (or the 32 colon-separated hex bytes `renkei certs init` prints)")]
     BadFingerprint(String),
@@ -360,6 +363,30 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
 /// that `renkei certs init` prints are accepted too.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CertFingerprint([u8; 32]);
+
+/// The partner id a certificate (DER) names: its single DNS subject alternative name.
+pub fn partner_from_cert(der: &[u8]) -> Result<PartnerId, IdentityError> {
+    use x509_parser::prelude::*;
+    let bad = |why: String| IdentityError::NoPartnerId(why);
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad("no subject alternative name".into()))?;
+    let names: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [one] => one.parse().map_err(|e: IdentityError| bad(e.to_string())),
+        _ => Err(bad(format!("expected one DNS name, found {}", names.len()))),
+    }
+}
 
 impl CertFingerprint {
     /// The fingerprint of a DER-encoded certificate.

@@ -282,33 +282,12 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// The partner id named by a certificate: its single DNS subject alternative name.
+/// The partner id named by a certificate ([`crate::identity::partner_from_cert`]).
 pub fn partner_from_cert(der: &CertificateDer<'_>) -> Result<PartnerId, TransportError> {
-    use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der.as_ref())
-        .map_err(|e| TransportError::NoPartnerId(e.to_string()))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| TransportError::NoPartnerId(e.to_string()))?
-        .ok_or_else(|| TransportError::NoPartnerId("no subject alternative name".into()))?;
-    let names: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(*d),
-            _ => None,
-        })
-        .collect();
-    match names.as_slice() {
-        [one] => one.parse().map_err(|e: crate::identity::IdentityError| {
-            TransportError::NoPartnerId(e.to_string())
-        }),
-        _ => Err(TransportError::NoPartnerId(format!(
-            "expected one DNS name, found {}",
-            names.len()
-        ))),
-    }
+    crate::identity::partner_from_cert(der.as_ref()).map_err(|e| match e {
+        crate::identity::IdentityError::NoPartnerId(why) => TransportError::NoPartnerId(why),
+        other => TransportError::NoPartnerId(other.to_string()),
+    })
 }
 
 /// The partner id of the peer on an established connection, and the SHA-256

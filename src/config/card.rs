@@ -12,8 +12,8 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
 use super::{syntax_error, ConfigError};
+use crate::identity::partner_from_cert;
 use crate::identity::{self, CertFingerprint, PartnerId, PublicKey};
-use crate::transport::partner_from_cert;
 
 /// A card could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,8 @@ impl PartnerCard {
     ) -> Result<PartnerCard, CardError> {
         let der = CertificateDer::from_pem_slice(tls_crt.as_bytes())
             .map_err(|e| CardError::Certificate(format!("not a PEM certificate: {e}")))?;
-        let id = partner_from_cert(&der).map_err(|e| CardError::Certificate(e.to_string()))?;
+        let id =
+            partner_from_cert(der.as_ref()).map_err(|e| CardError::Certificate(e.to_string()))?;
         let signing_key = match (signing_pub, signing_key) {
             (Some(text), _) => text
                 .parse::<PublicKey>()

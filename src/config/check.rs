@@ -17,9 +17,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 use super::{ConfigError, NodeConfig, NodeSection};
+use crate::identity::partner_from_cert;
 use crate::identity::{self, Role};
 use crate::timestamp::Timestamp;
-use crate::transport::partner_from_cert;
 
 /// A certificate expiring sooner than this is a warning: time to renew it.
 pub const RENEW_WITHIN: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -444,7 +444,7 @@ fn check_tls_cert(
     };
     let leaf = &chain[0];
     validity(field, &format!("the certificate in {path}"), leaf, now, out);
-    match partner_from_cert(&ders[0]) {
+    match partner_from_cert(ders[0].as_ref()) {
         Ok(id) if id == node.id => {}
         Ok(id) => out.push(Finding::error(
             field,
