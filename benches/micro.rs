@@ -10,13 +10,14 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use ed25519_dalek::{Signature, SigningKey};
 use prost::Message as _;
 use renkei::audit::record::Event;
+use renkei::audit::Query;
 use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
 use renkei::config::NodeConfig;
 use renkei::identity::{Keyring, PartnerId, PublicKey, Validity};
 use renkei::metrics::{self, Period};
 use renkei::policy::Policy;
 use renkei::proto;
-use renkei::store::{Entry, Query, Store};
+use renkei::store::{Entry, Store};
 use renkei::timestamp::Timestamp;
 
 fn key(seed: u8) -> SigningKey {

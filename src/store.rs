@@ -48,7 +48,7 @@ mod queue;
 mod segment;
 mod values;
 
-pub use audit::{AuditPage, AuditReader, Query};
+pub use audit::{AuditPage, AuditReader};
 pub use backup::{BackupError, Manifest};
 pub use queue::{Page, Pending};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};

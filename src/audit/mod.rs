@@ -11,4 +11,7 @@
 pub mod checkpoint;
 pub mod export;
 pub mod merkle;
+pub mod query;
 pub mod record;
+
+pub use query::{Query, DEFAULT_PAGE, MAX_PAGE};

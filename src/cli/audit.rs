@@ -12,12 +12,13 @@ use serde_json::{json, Value};
 use crate::audit::checkpoint;
 use crate::audit::export::{self, FORMAT};
 use crate::audit::merkle::{self, TreeHash};
+use crate::audit::Query;
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::identity::PartnerId;
 use crate::node::audit_origin;
 use crate::proto::{self, export_item::Item, AuditEvent};
-use crate::store::{Query, Store};
+use crate::store::Store;
 use crate::timestamp::Timestamp;
 
 mod view;
@@ -135,7 +136,7 @@ pub(super) async fn query(source: Source<'_>, a: QueryArgs) -> anyhow::Result<()
             .map(|s| parse_time(s, true))
             .transpose()?,
         after: a.after,
-        limit: a.limit.clamp(1, crate::store::audit::MAX_PAGE),
+        limit: a.limit.clamp(1, crate::audit::MAX_PAGE),
     };
     let partner = q.partner.clone();
     let (records, next_after, names) = match source {
@@ -217,7 +218,7 @@ async fn gather(source: Source<'_>) -> anyhow::Result<Gathered> {
             while (records.len() as u64) < size {
                 let q = proto::AuditQuery {
                     after,
-                    limit: crate::store::audit::MAX_PAGE as u32,
+                    limit: crate::audit::MAX_PAGE as u32,
                     ..Default::default()
                 };
                 let page = client.audit_query(q).await?;

@@ -9,10 +9,11 @@ use tokio::sync::oneshot;
 use super::writer::Request;
 use super::Shared;
 use crate::audit::record::Event;
+use crate::audit::Query;
 use crate::identity::PartnerId;
 use crate::metrics::{self, Period};
 use crate::proto::{self, client_frame::Frame as Client, server_frame::Frame as Server};
-use crate::store::{Query, Store};
+use crate::store::Store;
 use crate::timestamp::Timestamp;
 use crate::transport;
 

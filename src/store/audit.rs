@@ -39,7 +39,7 @@ use crate::timestamp::Timestamp;
 
 mod read;
 
-pub use read::{AuditPage, AuditReader, Query, DEFAULT_PAGE, MAX_PAGE};
+pub use read::{AuditPage, AuditReader};
 
 pub(super) const SIZE: &[u8] = b"m/audit";
 const RECORDS: &[u8] = b"a/";

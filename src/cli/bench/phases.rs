@@ -371,8 +371,9 @@ fn audit_blocking(dir: &std::path::Path, records: u64) -> anyhow::Result<Value> 
     use crate::audit::checkpoint::CheckpointSigner;
     use crate::audit::export::{self, Export};
     use crate::audit::record::Event;
+    use crate::audit::Query;
     use crate::identity::PartnerId;
-    use crate::store::{Entry, Query, Store};
+    use crate::store::{Entry, Store};
 
     const CACHE: u64 = 64 << 20;
     const BATCH: u64 = 1_000;

@@ -13,38 +13,18 @@ use super::{
 };
 use crate::audit::checkpoint;
 use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
+use crate::audit::Query;
 use crate::bulletin::BulletinId;
-use crate::identity::PartnerId;
 use crate::metrics;
-use crate::proto::{self, AuditEvent};
+use crate::proto;
 use crate::store::values::ValueLog;
 use crate::store::{be_u64, corrupt, seq_key, StoreError};
-use crate::timestamp::Timestamp;
 
 /// Reads the committed log: records, hashes, checkpoints, indexes and counters. Any
 /// thread may read while the writer appends; it sees whole commits only.
 pub struct AuditReader<'a> {
     pub(crate) tree: &'a sled::Tree,
     pub(in crate::store) values: &'a ValueLog,
-}
-
-/// A query of the log: every filter that is set must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Query {
-    /// Records concerning this partner.
-    pub partner: Option<PartnerId>,
-    /// Records about this bulletin.
-    pub bulletin: Option<BulletinId>,
-    /// Records of this event.
-    pub event: Option<AuditEvent>,
-    /// Node time at or after this.
-    pub since: Option<Timestamp>,
-    /// Node time at or before this.
-    pub until: Option<Timestamp>,
-    /// Only seqs above this (the previous page's `next_after`).
-    pub after: Option<u64>,
-    /// Page size.
-    pub limit: usize,
 }
 
 /// One page of query results.
@@ -60,37 +40,13 @@ pub struct AuditPage {
     pub records_read: u64,
 }
 
-impl Query {
-    /// Does `r` pass every filter except the time range (which selects seqs)?
-    fn matches(&self, r: &proto::AuditRecord) -> bool {
-        if let Some(p) = &self.partner {
-            let p = p.as_str();
-            let concerns = r.partner == p || r.decisions.iter().any(|d| d.partner == p);
-            if !concerns {
-                return false;
-            }
-        }
-        if let Some(b) = &self.bulletin {
-            if r.bulletin_id != b.to_string() {
-                return false;
-            }
-        }
-        if let Some(e) = self.event {
-            if r.event != e as i32 {
-                return false;
-            }
-        }
-        true
+/// The index whose postings to walk for `q`: the most selective filter set (a
+/// bulletin's records are gathered whole instead, see [`AuditReader::bulletin_seqs`]).
+fn posting_prefix(q: &Query) -> Option<Vec<u8>> {
+    if let Some(p) = &q.partner {
+        return Some(partner_prefix(p.as_str()));
     }
-
-    /// The index whose postings to walk: the most selective filter set (a bulletin's
-    /// records are gathered whole instead, see [`AuditReader::bulletin_seqs`]).
-    fn posting_prefix(&self) -> Option<Vec<u8>> {
-        if let Some(p) = &self.partner {
-            return Some(partner_prefix(p.as_str()));
-        }
-        self.event.map(|e| [BY_EVENT, &[e as u8][..]].concat())
-    }
+    q.event.map(|e| [BY_EVENT, &[e as u8][..]].concat())
 }
 
 /// Decodes records out of batches, keeping the last batch for neighbouring seqs.
@@ -284,7 +240,7 @@ impl AuditReader<'_> {
                 page.records_read = cursor.read;
                 return Ok(page);
             }
-            match q.posting_prefix() {
+            match posting_prefix(q) {
                 None => {
                     for seq in lo..hi {
                         if !take(seq, &mut page)? {
@@ -445,95 +401,3 @@ pub const PAGE_BYTES: usize = 512 << 10;
 const EXAMINE_PER_RESULT: u64 = 10;
 /// Records any page may examine, however small its limit.
 const MIN_EXAMINED: u64 = 1_000;
-
-/// Most records one query page may hold.
-pub const MAX_PAGE: usize = 1000;
-/// Page size when the query names none.
-pub const DEFAULT_PAGE: usize = 100;
-
-impl Query {
-    /// The query an auditor sent over the wire, checked.
-    pub fn from_wire(q: &proto::AuditQuery) -> Result<Query, String> {
-        let partner = match q.partner.as_str() {
-            "" => None,
-            p => Some(
-                p.parse::<PartnerId>()
-                    .map_err(|e| format!("partner: {e}"))?,
-            ),
-        };
-        let bulletin = match q.bulletin_id.as_str() {
-            "" => None,
-            b => Some(BulletinId::parse_canonical(b).ok_or_else(|| {
-                format!(
-                    "bulletin_id {} is not a canonical UUID (lowercase, hyphenated)",
-                    crate::text::excerpt(b)
-                )
-            })?),
-        };
-        let event = match q.event {
-            0 => None,
-            n => Some(
-                i32::try_from(n)
-                    .ok()
-                    .and_then(|n| AuditEvent::try_from(n).ok())
-                    .ok_or_else(|| format!("event {n} is not an audit event"))?,
-            ),
-        };
-        let time = |ms: u64| (ms != 0).then(|| Timestamp::from_unix_ms(ms));
-        let limit = match q.limit as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        Ok(Query {
-            partner,
-            bulletin,
-            event,
-            since: time(q.since_unix_ms),
-            until: time(q.until_unix_ms),
-            after: q.after,
-            limit,
-        })
-    }
-
-    /// The wire form of this query.
-    pub fn to_wire(&self) -> proto::AuditQuery {
-        proto::AuditQuery {
-            partner: self
-                .partner
-                .as_ref()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            bulletin_id: self.bulletin.map(|b| b.to_string()).unwrap_or_default(),
-            event: self.event.map_or(0, |e| e as u32),
-            since_unix_ms: self.since.map_or(0, |t| t.unix_ms()),
-            until_unix_ms: self.until.map_or(0, |t| t.unix_ms()),
-            after: self.after,
-            limit: self.limit as u32,
-        }
-    }
-}
-
-impl std::fmt::Display for Query {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "audit query")?;
-        if let Some(p) = &self.partner {
-            write!(f, " partner={p}")?;
-        }
-        if let Some(b) = &self.bulletin {
-            write!(f, " bulletin={b}")?;
-        }
-        if let Some(e) = self.event {
-            write!(f, " event={}", e.as_str_name())?;
-        }
-        if let Some(t) = self.since {
-            write!(f, " since={t}")?;
-        }
-        if let Some(t) = self.until {
-            write!(f, " until={t}")?;
-        }
-        if let Some(a) = self.after {
-            write!(f, " after={a}")?;
-        }
-        write!(f, " limit={}", self.limit)
-    }
-}

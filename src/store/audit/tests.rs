@@ -1,10 +1,11 @@
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::merkle::{self, MemoryTree};
 use crate::audit::record::Event;
+use crate::audit::Query;
 use crate::identity::PartnerId;
 use crate::metrics;
 use crate::proto::{self, AuditEvent};
-use crate::store::{Cursor, Entry, Query, Store};
+use crate::store::{Cursor, Entry, Store};
 use crate::timestamp::Timestamp;
 use prost::Message as _;
 
