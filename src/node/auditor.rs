@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::writer::Request;
+use super::writer::{Request, StorageError};
 use super::Shared;
 use crate::audit::record::Event;
 use crate::audit::Query;
@@ -58,24 +58,11 @@ pub(super) async fn answer(
     auditor: &PartnerId,
 ) {
     // On the record, durably, before anything is answered.
-    let (done, recorded) = oneshot::channel();
-    let request = Request::Event {
-        event: Some(Event::auditor_query(auditor, describe(&frame))),
-        cursor: None,
-        done: Some(done),
-    };
-    let recorded = match shared.commits.send(request).await {
-        Ok(()) => recorded
-            .await
-            .unwrap_or_else(|_| Err("the node is stopping".into())),
-        Err(_) => Err("the node is stopping".into()),
-    };
-    if let Err(e) = recorded {
-        return refuse(
-            &mut send,
-            Refusal::Internal(format!("the request could not be recorded: {e}")),
-        )
-        .await;
+    let event = Event::auditor_query(auditor, describe(&frame));
+    if let Err(e) = shared.commit_event(Some(event), None).await {
+        tracing::error!(error = %e, "cannot record an auditor's request");
+        let why = format!("the request could not be recorded: {}", e.to_peer());
+        return refuse(&mut send, Refusal::Internal(why)).await;
     }
     let answer = match frame {
         Client::CheckpointRequest(_) => checkpoint(shared).await,
@@ -89,7 +76,7 @@ pub(super) async fn answer(
             );
             if needs_checkpoint {
                 if let Err(e) = sign_now(shared).await {
-                    return refuse(&mut send, Refusal::Internal(e)).await;
+                    return refuse(&mut send, Refusal::Internal(e.to_peer())).await;
                 }
             }
             let store = shared.store.clone();
@@ -122,21 +109,18 @@ async fn refuse(send: &mut quinn::SendStream, r: Refusal) {
 }
 
 /// Has the storage thread sign a checkpoint of everything appended so far.
-async fn sign_now(shared: &Shared) -> Result<(), String> {
+async fn sign_now(shared: &Shared) -> Result<(), StorageError> {
     let (tx, rx) = oneshot::channel();
     let request = Request::Checkpoint { reply: Some(tx) };
-    shared
-        .commits
-        .send(request)
-        .await
-        .map_err(|_| "the node is stopping".to_owned())?;
-    rx.await
-        .map_err(|_| "the node is stopping".to_owned())?
-        .map(|_| ())
+    let stopped = |_| StorageError::Stopped;
+    shared.commits.send(request).await.map_err(stopped)?;
+    rx.await.map_err(|_| StorageError::Stopped)?.map(|_| ())
 }
 
 async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
-    sign_now(shared).await.map_err(Refusal::Internal)?;
+    sign_now(shared)
+        .await
+        .map_err(|e| Refusal::Internal(e.to_peer()))?;
     let store = shared.store.clone();
     let latest = tokio::task::spawn_blocking(move || store.audit().latest_checkpoint())
         .await

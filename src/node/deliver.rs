@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::withdraw::{recheck, Withdrawal};
-use super::writer::Request;
+use super::writer::{Request, StorageError};
 use super::{Shared, Sharing};
 use crate::audit::record::Event;
 use crate::identity::PartnerId;
@@ -217,19 +217,8 @@ pub(super) async fn run(
         last.extend(p.ack(&seqs, Timestamp::now()));
     }
     let event = (!last.is_empty()).then(|| Event::acked(&partner, last));
-    let (done, saved) = tokio::sync::oneshot::channel();
-    let request = Request::Event {
-        event,
-        cursor: Some((partner.clone(), p.cursor.clone())),
-        done: Some(done),
-    };
-    let saved = match shared.commits.send(request).await {
-        Ok(()) => saved
-            .await
-            .unwrap_or_else(|_| Err("the storage thread stopped".into())),
-        Err(_) => Err("the storage thread stopped".into()),
-    };
-    if let Err(e) = saved {
+    let cursor = Some((partner.clone(), p.cursor.clone()));
+    if let Err(e) = shared.commit_event(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
     }
     match end {
@@ -248,11 +237,7 @@ pub(super) async fn run(
         }
         Err(e) => {
             tracing::error!(error = %e, "delivery stopped");
-            let sent = transport::send_error(
-                &mut send,
-                ErrorCode::Internal,
-                "delivery failed on the node",
-            );
+            let sent = transport::send_error(&mut send, e.code(), "delivery failed on the node");
             let _ = tokio::time::timeout(ERROR_PATIENCE, sent).await;
         }
     }
@@ -273,7 +258,7 @@ async fn next_page(
     partner: &PartnerId,
     p: &Progress,
     room: usize,
-) -> Result<Screened, StoreError> {
+) -> Result<Screened, StorageError> {
     let (store, partner, cursor, after) = (
         shared.store.clone(),
         partner.clone(),
@@ -287,10 +272,8 @@ async fn next_page(
         screen(&store, &sharing, &limits, &partner, page)
     })
     .await
-    .map_err(|e| StoreError::Corrupt {
-        key: "pending".into(),
-        why: format!("the reading task failed: {e}"),
-    })?
+    // A task that panicked or was cancelled says nothing about the database.
+    .map_err(|e| StorageError::Failed(format!("the task reading the queue failed: {e}")))?
 }
 
 /// Bytes of bulletins one page of deliveries holds at most (it is copied into one
@@ -326,7 +309,7 @@ fn screen(
     limits: &crate::bulletin::Limits,
     partner: &PartnerId,
     mut page: Page,
-) -> Result<Screened, StoreError> {
+) -> Result<Screened, StorageError> {
     let mut withdrawn = Vec::new();
     if page
         .items
@@ -370,7 +353,7 @@ async fn deliver(
     send: &mut quinn::SendStream,
     acks: &mut mpsc::Receiver<FromClient>,
     p: &mut Progress,
-) -> Result<End, StoreError> {
+) -> Result<End, StorageError> {
     let mut head = shared.head.clone();
     let mut stop = shared.shutdown.clone();
     loop {

@@ -28,6 +28,7 @@ pub use admission::{
     ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER, PARTNER_REFUSALS_PER_MINUTE,
 };
 pub use reload::ReloadError;
+pub use writer::StorageError;
 
 mod admin;
 mod admission;
@@ -167,8 +168,8 @@ impl Shared {
         &self,
         event: Option<Event>,
         cursor: Option<(PartnerId, crate::store::Cursor)>,
-    ) -> Result<(), String> {
-        let stopped = || "the storage thread stopped".to_string();
+    ) -> Result<(), writer::StorageError> {
+        let stopped = || writer::StorageError::Stopped;
         let (done, saved) = tokio::sync::oneshot::channel();
         let request = writer::Request::Event {
             event,

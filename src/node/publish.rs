@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::budget::{Held, StreamBudget};
-use super::writer::Request;
+use super::writer::{Request, StorageError};
 use super::Shared;
 use super::Sharing;
 use crate::audit::record::Event;
@@ -35,7 +35,7 @@ enum Reply {
     /// Known now (a rejection).
     Ready(proto::PublishResult),
     /// Accepted by verification and policy; waiting for the commit.
-    Committing(Answer, oneshot::Receiver<Result<Outcome, String>>),
+    Committing(Answer, oneshot::Receiver<Result<Outcome, StorageError>>),
     /// A stream-level error: write it and end the stream.
     Fatal(ErrorCode, String),
 }
@@ -512,10 +512,11 @@ async fn queue_batch(
                     reply: tx,
                 };
                 if shared.commits.send(request).await.is_err() {
+                    let stopped = StorageError::Stopped;
                     Reply::Ready(reject_identified(
                         answer.into_result(),
-                        ErrorCode::ShuttingDown,
-                        "the node is stopping".into(),
+                        stopped.code(),
+                        stopped.to_peer(),
                     ))
                 } else {
                     Reply::Committing(answer, rx)

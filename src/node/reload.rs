@@ -28,7 +28,7 @@ pub enum ReloadError {
     NoFile,
     /// The storage thread could not record the new configuration.
     #[error("the new configuration could not be recorded in the audit log, so the running one stays in force: {0}")]
-    NotRecorded(String),
+    NotRecorded(super::writer::StorageError),
     /// The file describes another node.
     #[error("the new configuration is for node {new}, but this node is {running}; the running configuration stays in force")]
     OtherNode {
@@ -115,7 +115,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         let through = shared
             .store
             .head()
-            .map_err(|e| ReloadError::NotRecorded(e.to_string()))?;
+            .map_err(|e| ReloadError::NotRecorded(e.into()))?;
         let in_force = ConfigChange::in_force(&running.config, new);
         let sharing = Arc::new(Sharing::new(in_force, through));
         shared.sharing.send_replace(sharing.clone());

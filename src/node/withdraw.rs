@@ -11,6 +11,8 @@
 
 use bytes::Bytes;
 
+use super::writer::StorageError;
+
 use super::{Shared, Sharing};
 use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
@@ -84,7 +86,10 @@ pub(crate) fn recheck(
 /// Withdraws the whole queue of every partner that the last configuration put in force
 /// named and `sharing` does not, then records `sharing`'s partners as the ones in force.
 /// Called when a node starts and after each reload (one at a time).
-pub(super) async fn withdraw_removed(shared: &Shared, sharing: &Sharing) -> Result<(), String> {
+pub(super) async fn withdraw_removed(
+    shared: &Shared,
+    sharing: &Sharing,
+) -> Result<(), StorageError> {
     let store = &shared.store;
     let now: Vec<PartnerId> = sharing
         .config
@@ -92,16 +97,14 @@ pub(super) async fn withdraw_removed(shared: &Shared, sharing: &Sharing) -> Resu
         .iter()
         .map(|p| p.id.clone())
         .collect();
-    let before = store.roster().map_err(|e| e.to_string())?;
+    let before = store.roster()?;
     for gone in before.iter().filter(|p| !now.contains(p)) {
-        let head = store.head().map_err(|e| e.to_string())?;
-        let cursor = store.cursor(gone).map_err(|e| e.to_string())?;
+        let head = store.head()?;
+        let cursor = store.cursor(gone)?;
         let mut after = cursor.acked_through;
         let mut seqs = Vec::new();
         while after < head {
-            let page = store
-                .pending(gone, after, &cursor, 1000)
-                .map_err(|e| e.to_string())?;
+            let page = store.pending(gone, after, &cursor, 1000)?;
             seqs.extend(page.items.iter().map(|i| i.seq));
             if page.scanned_through <= after {
                 break;
@@ -126,7 +129,7 @@ pub(super) async fn withdraw_removed(shared: &Shared, sharing: &Sharing) -> Resu
         }
     }
     if before != now {
-        store.set_roster(&now).map_err(|e| e.to_string())?;
+        store.set_roster(&now)?;
     }
     Ok(())
 }

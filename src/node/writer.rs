@@ -15,22 +15,76 @@ use crate::metrics::prometheus::DurationHistogram;
 use crate::store::{Cursor, Entry, Manifest, NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
+/// Why the storage thread could not do what it was asked, in the terms its callers act
+/// on. [`StorageError::code`] and [`StorageError::to_peer`] are the one place that
+/// decides what a peer hears of it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The storage thread has stopped: the node is stopping.
+    #[error("the storage thread has stopped")]
+    Stopped,
+    /// Written and visible, but the flush to disk failed: it may not survive a crash.
+    #[error("stored, but not durable: {0}")]
+    NotDurable(String),
+    /// The database refused the write (I/O error, full disk).
+    #[error("not stored: {0}")]
+    Failed(String),
+    /// The database contradicts itself.
+    #[error("not stored: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for StorageError {
+    fn from(e: StoreError) -> Self {
+        StorageError::of(&e)
+    }
+}
+
+impl StorageError {
+    /// The storage error a store failure is to callers.
+    fn of(e: &StoreError) -> StorageError {
+        match e {
+            StoreError::NotDurable(_) => StorageError::NotDurable(e.to_string()),
+            StoreError::Corrupt { .. } => StorageError::Corrupt(e.to_string()),
+            _ => StorageError::Failed(e.to_string()),
+        }
+    }
+
+    /// The wire code a peer hears.
+    pub fn code(&self) -> crate::proto::ErrorCode {
+        match self {
+            StorageError::Stopped => crate::proto::ErrorCode::ShuttingDown,
+            _ => crate::proto::ErrorCode::Internal,
+        }
+    }
+
+    /// What a peer hears: what to do next, not the node's internals (its operator
+    /// reads those in the node's log).
+    pub fn to_peer(&self) -> String {
+        match self {
+            StorageError::Stopped => "the node is stopping; publish again later".into(),
+            StorageError::NotDurable(_) => "the node stored it but could not flush it to disk; publish again: DUPLICATE means it was kept".into(),
+            StorageError::Failed(_) | StorageError::Corrupt(_) => "the node could not store it (its operator finds why in the node's log); publish again later".into(),
+        }
+    }
+}
+
 /// One thing for the storage thread to do.
 pub(crate) enum Request {
     /// Store a bulletin; the outcome goes back once it is durable.
     Bulletin {
         bulletin: NewBulletin,
-        reply: oneshot::Sender<Result<Outcome, String>>,
+        reply: oneshot::Sender<Result<Outcome, StorageError>>,
     },
     /// Record an event and/or move a cursor; `done` hears when it is durable.
     Event {
         event: Option<Event>,
         cursor: Option<(PartnerId, Cursor)>,
-        done: Option<oneshot::Sender<Result<(), String>>>,
+        done: Option<oneshot::Sender<Result<(), StorageError>>>,
     },
     /// Sign a checkpoint if the log grew since the last; `reply` hears the size.
     Checkpoint {
-        reply: Option<oneshot::Sender<Result<Option<u64>, String>>>,
+        reply: Option<oneshot::Sender<Result<Option<u64>, StorageError>>>,
     },
     /// Copy the database into the new directory `out`, after committing what came
     /// before and signing a checkpoint, so the copy ends on a signed log.
@@ -90,8 +144,8 @@ impl Lost {
 }
 
 enum Reply {
-    Bulletin(oneshot::Sender<Result<Outcome, String>>),
-    Event(Option<oneshot::Sender<Result<(), String>>>),
+    Bulletin(oneshot::Sender<Result<Outcome, StorageError>>),
+    Event(Option<oneshot::Sender<Result<(), StorageError>>>),
 }
 
 /// Starts the storage thread. It ends, after committing everything already sent and
@@ -154,7 +208,7 @@ pub(crate) fn spawn(
                         tracing::error!(error = %e, "cannot sign an audit checkpoint");
                     }
                     for reply in checkpoints.drain(..).flatten() {
-                        let _ = reply.send(result.as_ref().map(|s| *s).map_err(|e| e.to_string()));
+                        let _ = reply.send(result.as_ref().map(|s| *s).map_err(StorageError::of));
                     }
                 }
                 for (out, taken_at, reply) in backups.drain(..) {
@@ -223,26 +277,23 @@ fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Reply>, lost: &m
             }
         }
         Err(e) => {
-            let message = match &e {
-                // Visible to subscribers already; say so, and how to find out.
-                StoreError::NotDurable(_) => {
-                    if let Ok(h) = w.store.head() {
-                        w.head.send_replace(h);
-                    }
-                    format!("{e}; publish again: DUPLICATE means it was kept")
+            let failure = StorageError::of(&e);
+            if matches!(failure, StorageError::NotDurable(_)) {
+                // Visible already: subscribers may have it.
+                if let Ok(h) = w.store.head() {
+                    w.head.send_replace(h);
                 }
-                _ => format!("not stored: {e}"),
-            };
+            }
             lost.events += events;
             lost.why = Some(e.to_string());
             tracing::error!(error = %e, lost = lost.events, "group commit failed: its audit events are counted and a GAP record will name them");
             for reply in replies {
                 match reply {
                     Reply::Bulletin(tx) => {
-                        let _ = tx.send(Err(message.clone()));
+                        let _ = tx.send(Err(failure.clone()));
                     }
                     Reply::Event(Some(tx)) => {
-                        let _ = tx.send(Err(message.clone()));
+                        let _ = tx.send(Err(failure.clone()));
                     }
                     Reply::Event(None) => {}
                 }
@@ -254,6 +305,42 @@ fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Reply>, lost: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_storage_failure_has_one_wire_code_and_tells_a_peer_what_to_do_not_why() {
+        use crate::proto::ErrorCode;
+        let corrupt = StoreError::Corrupt {
+            key: "s/7".into(),
+            why: "the segment does not decode".into(),
+        };
+        let cases = [
+            (StorageError::Stopped, ErrorCode::ShuttingDown, "stopping"),
+            (
+                StorageError::of(&corrupt),
+                ErrorCode::Internal,
+                "could not store it",
+            ),
+            (
+                StorageError::Failed("disk full".into()),
+                ErrorCode::Internal,
+                "could not store it",
+            ),
+            (
+                StorageError::NotDurable("fsync".into()),
+                ErrorCode::Internal,
+                "DUPLICATE means it was kept",
+            ),
+        ];
+        for (e, code, says) in cases {
+            assert_eq!(e.code(), code, "{e}");
+            assert!(e.to_peer().contains(says), "{e}: {}", e.to_peer());
+            assert!(!e.to_peer().contains("s/7") && !e.to_peer().contains("disk full"));
+        }
+        assert!(matches!(
+            StorageError::of(&corrupt),
+            StorageError::Corrupt(_)
+        ));
+    }
 
     fn writer(dir: &std::path::Path) -> Writer {
         let node: PartnerId = "jp-mod".parse().expect("an id");

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
 use crate::bulletin::{Digest, Header};
+use crate::node::writer::StorageError;
 use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::Outcome;
 use crate::transport::Outbox;
@@ -100,7 +101,7 @@ impl Answer {
 
     /// What the commit's outcome makes of an accepted answer: `None` when the storage
     /// thread went away without answering.
-    pub(super) fn settle(self, outcome: Option<Result<Outcome, String>>) -> Answer {
+    pub(super) fn settle(self, outcome: Option<Result<Outcome, StorageError>>) -> Answer {
         let Answer { mut result, lists } = self;
         let r = match outcome {
             Some(Ok(Outcome::Accepted(_))) => return Answer { result, lists },
@@ -115,12 +116,11 @@ impl Answer {
                 );
                 reject_identified(result, ErrorCode::Conflict, msg)
             }
-            Some(Err(message)) => reject_identified(result, ErrorCode::Internal, message),
-            None => reject_identified(
-                result,
-                ErrorCode::ShuttingDown,
-                "the node is stopping".into(),
-            ),
+            Some(Err(e)) => reject_identified(result, e.code(), e.to_peer()),
+            None => {
+                let stopped = StorageError::Stopped;
+                reject_identified(result, stopped.code(), stopped.to_peer())
+            }
         };
         Answer::plain(r)
     }
@@ -343,8 +343,14 @@ mod tests {
         let gone = answer(None);
         assert_eq!(gone.result.error, ErrorCode::ShuttingDown as i32);
         assert!(gone.lists.is_empty());
-        let failed = answer(Some(Err("disk full".into())));
+        let full = StorageError::Failed("database error: No space left on device".into());
+        let failed = answer(Some(Err(full.clone())));
         assert_eq!(failed.result.error, ErrorCode::Internal as i32);
-        assert_eq!(failed.result.message, "disk full");
+        assert_eq!(
+            failed.result.message,
+            full.to_peer(),
+            "what a peer may hear"
+        );
+        assert!(!failed.result.message.contains("No space"));
     }
 }
