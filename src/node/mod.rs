@@ -142,7 +142,7 @@ pub(crate) struct Sharing {
 }
 
 impl Sharing {
-    fn new(config: NodeConfig, recheck_through: u64) -> Sharing {
+    pub(crate) fn new(config: NodeConfig, recheck_through: u64) -> Sharing {
         Sharing {
             recheck_through,
             partners: config

@@ -12,18 +12,17 @@ use tokio::sync::{mpsc, oneshot};
 use super::budget::{Held, StreamBudget};
 use super::writer::{Request, StorageError};
 use super::Shared;
-use super::Sharing;
 use crate::audit::record::Event;
-use crate::bulletin::{BulletinError, Digest, Header, UnverifiedBulletin, VerifiedBulletin};
 use crate::identity::{PartnerId, Role};
-use crate::policy::Decision;
-use crate::proto::{self, ErrorCode, PublishStatus};
-use crate::store::{NewBulletin, Outcome};
+use crate::proto::{self, ErrorCode};
+use crate::store::Outcome;
 use crate::timestamp::Timestamp;
 use crate::transport::{self, FrameReader};
 
+mod decide;
 mod result;
-use result::{describe, reject_identified, rejected, Answer};
+use decide::Rejection;
+use result::{reject_identified, rejected, Answer};
 
 /// Results waiting to be written, in request order.
 const PIPELINE: usize = 1024;
@@ -38,193 +37,6 @@ enum Reply {
     Committing(Answer, oneshot::Receiver<Result<Outcome, StorageError>>),
     /// A stream-level error: write it and end the stream.
     Fatal(ErrorCode, String),
-}
-
-/// A refused Publish: the answer, and the audit record of the refusal.
-struct Rejection {
-    result: Box<proto::PublishResult>,
-    audit: Event,
-}
-
-/// What one Publish of a batch came to.
-type Prepared = Result<(NewBulletin, Answer), Box<Rejection>>;
-
-/// A Publish whose bulletin decoded and names a partner as its origin, waiting for its
-/// signature check.
-struct Decoded {
-    request_id: u64,
-    allow_unknown_audience: bool,
-    header: Header,
-    digest: Digest,
-}
-
-/// Verifies a batch of publishes (the signatures together), checks the publisher's
-/// right to publish each, and decides who gets it; one answer per publish, in order.
-fn prepare_all(
-    shared: &Shared,
-    from: &PartnerId,
-    role: Role,
-    batch: Vec<proto::Publish>,
-) -> Vec<Prepared> {
-    // The rules in force now: a reload applies from the next batch on.
-    let sharing = shared.sharing();
-    let mut answers: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
-    let (mut decoded, mut unverified) = (Vec::new(), Vec::new());
-    for p in batch {
-        match decode(&sharing, &shared.limits, from, p) {
-            Ok((d, u)) => {
-                decoded.push((answers.len(), d));
-                unverified.push(u);
-                answers.push(None);
-            }
-            Err(refused) => answers.push(Some(Err(refused))),
-        }
-    }
-    let verified = UnverifiedBulletin::verify_all(
-        unverified,
-        &sharing.keyring,
-        Timestamp::now(),
-        &shared.limits,
-    );
-    for ((at, d), v) in decoded.into_iter().zip(verified) {
-        let answer = decide(&sharing, from, role, d, v);
-        if let Some(slot) = answers.get_mut(at) {
-            *slot = Some(answer);
-        }
-    }
-    answers.into_iter().flatten().collect()
-}
-
-/// The refusal of a publish, with its audit record (naming the bulletin if it decoded).
-fn rejection(
-    from: &PartnerId,
-    result: Box<proto::PublishResult>,
-    known: Option<(Header, Digest)>,
-) -> Box<Rejection> {
-    let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::Unspecified);
-    let audit = Event::rejected(
-        from,
-        known.as_ref().map(|(h, d)| (h, *d)),
-        code,
-        &result.message,
-    );
-    Box::new(Rejection { result, audit })
-}
-
-/// Decodes the bulletin of a Publish and checks that its origin is a partner.
-fn decode(
-    sharing: &Sharing,
-    limits: &crate::bulletin::Limits,
-    from: &PartnerId,
-    p: proto::Publish,
-) -> Result<(Decoded, UnverifiedBulletin), Box<Rejection>> {
-    let id = p.request_id;
-    let signed = p.bulletin.ok_or_else(|| {
-        let r = rejected(
-            id,
-            ErrorCode::InvalidBulletin,
-            "Publish carries no bulletin".into(),
-        );
-        rejection(from, r, None)
-    })?;
-    let unverified = UnverifiedBulletin::from_signed(signed, limits)
-        .map_err(|e| rejection(from, rejected(id, e.code(), e.to_string()), None))?;
-    let (header, digest) = (unverified.header().clone(), unverified.digest());
-    let origin = &header.origin;
-    if !sharing.partners.contains_key(origin) {
-        let msg = format!("origin {origin} is not a partner of this node");
-        let r = describe(rejected(id, ErrorCode::UnknownOrigin, msg), &header, digest);
-        return Err(rejection(from, r, Some((header, digest))));
-    }
-    let d = Decoded {
-        request_id: id,
-        allow_unknown_audience: p.allow_unknown_audience,
-        header,
-        digest,
-    };
-    Ok((d, unverified))
-}
-
-/// After the signature check: the publisher's right to publish it, and who gets it.
-fn decide(
-    sharing: &Sharing,
-    from: &PartnerId,
-    role: Role,
-    d: Decoded,
-    verified: Result<VerifiedBulletin, BulletinError>,
-) -> Prepared {
-    let (id, digest) = (d.request_id, d.digest);
-    // Refusals name the bulletin; its header moves into the audit record only then.
-    let refuse = |r: Box<proto::PublishResult>, header: Header| {
-        let r = describe(r, &header, digest);
-        rejection(from, r, Some((header, digest)))
-    };
-    let verified = match verified {
-        Ok(v) => v,
-        Err(e) => return Err(refuse(rejected(id, e.code(), e.to_string()), d.header)),
-    };
-    let h = verified.header();
-    let origin = h.origin.clone();
-    if role == Role::Liaison && origin != *from {
-        let msg = format!(
-            "{from} is a liaison and may only publish its own bulletins, not those of {origin}"
-        );
-        return Err(refuse(
-            rejected(id, ErrorCode::OriginMismatch, msg),
-            d.header,
-        ));
-    }
-    if origin == *from && !d.allow_unknown_audience {
-        if let Some(msg) = unknown_audience(sharing, h) {
-            return Err(refuse(
-                rejected(id, ErrorCode::UnknownAudience, msg),
-                d.header,
-            ));
-        }
-    }
-    let result = *describe(
-        Box::new(proto::PublishResult {
-            request_id: id,
-            status: PublishStatus::Accepted as i32,
-            ..Default::default()
-        }),
-        h,
-        digest,
-    );
-    let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
-    let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
-    // The answer names the decisions the record holds, in its words (formatted once).
-    let answer = Answer::accepted(result, audit.record(), sharing.config.disclosure.withheld);
-    let shared_with = decisions
-        .into_iter()
-        .filter(|(_, d)| matches!(d, Decision::Share))
-        .map(|(p, _)| p.clone())
-        .collect();
-    let new = NewBulletin {
-        signed: verified.signed().clone(),
-        digest,
-        origin,
-        id: h.id,
-        received_from: from.clone(),
-        shared_with,
-        audit,
-    };
-    Ok((new, answer))
-}
-
-/// Why a bulletin's audience is refused, if it names what this node does not know.
-fn unknown_audience(sharing: &Sharing, h: &Header) -> Option<String> {
-    let unknown = sharing.policy.unknown_audience(h, &sharing.config.node.id);
-    if unknown.is_empty() {
-        return None;
-    }
-    let names: Vec<String> = unknown.iter().map(|a| a.to_string()).collect();
-    Some(format!(
-        "the audience names {}, which this node knows as no partner and no partner's group: \
-         under that name it would reach nobody; correct it, or publish with \
-         --allow-unknown-audience if that is meant",
-        names.join(", ")
-    ))
 }
 
 /// How long a stopping node keeps reading a publish stream to refuse what is in flight.
@@ -497,7 +309,9 @@ async fn queue_batch(
 ) -> Vec<Reply> {
     let _gate = shared.rules_gate.read().await;
     let mut replies = Vec::with_capacity(batch.len());
-    for prepared in prepare_all(shared, from, role, batch) {
+    let sharing = shared.sharing();
+    let now = Timestamp::now();
+    for prepared in decide::decide_batch(&sharing, &shared.limits, from, role, batch, now) {
         let reply = match prepared {
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
