@@ -4,20 +4,21 @@
 //! The backlog stays in sled: this task holds at most one window of seqs. A subscriber
 //! that stops reading blocks only its own task (QUIC flow control), never the others.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
 use super::withdraw::{recheck, Withdrawal};
+
+mod progress;
 use super::writer::{Request, StorageError};
 use super::{Shared, Sharing};
-use crate::audit::record::Event;
 use crate::identity::PartnerId;
 use crate::proto::{self, client_frame::Frame as Client, ErrorCode};
-use crate::store::{Cursor, Page, StoreError};
+use crate::store::{Page, StoreError};
 use crate::timestamp::Timestamp;
 use crate::transport;
+use progress::Progress;
 
 enum FromClient {
     Acks(Vec<u64>),
@@ -102,53 +103,6 @@ async fn register(
     (generation, current, running.lock_owned().await)
 }
 
-/// The delivery state of one subscription.
-struct Progress {
-    cursor: Cursor,
-    /// Every seq up to here was examined; the shared ones were delivered.
-    position: u64,
-    /// Delivered, not yet acknowledged: seq → when the node accepted it.
-    unacked: BTreeMap<u64, Timestamp>,
-}
-
-impl Progress {
-    /// Records acks and moves the cursor as far as they allow. Returns the newly
-    /// acknowledged seqs with their acceptance-to-ack latency (ms) at `now`.
-    fn ack(&mut self, seqs: &[u64], now: Timestamp) -> Vec<(u64, u64)> {
-        let mut acked = Vec::new();
-        for seq in seqs {
-            if let Some(accepted) = self.unacked.remove(seq) {
-                self.cursor.acked_above.insert(*seq);
-                let ms = now.saturating_since(accepted).as_millis();
-                acked.push((*seq, u64::try_from(ms).unwrap_or(u64::MAX)));
-            }
-        }
-        self.settle();
-        acked
-    }
-
-    /// Everything examined below the oldest unacked delivery is acknowledged.
-    fn settle(&mut self) {
-        let through = match self.unacked.keys().next() {
-            Some(oldest) => oldest - 1,
-            None => self.position,
-        };
-        if through > self.cursor.acked_through {
-            self.cursor.acked_through = through;
-            self.cursor.acked_above.retain(|s| *s > through);
-        }
-    }
-}
-
-impl Progress {
-    /// Deliveries that may go out now: the window counts everything delivered above
-    /// the cursor, acknowledged out of order or not, so `acked_above` stays bounded
-    /// even when one delivery is never acknowledged.
-    fn room(&self, window: usize) -> usize {
-        window.saturating_sub(self.unacked.len() + self.cursor.acked_above.len())
-    }
-}
-
 /// How long an error frame may take to reach a subscriber that is not reading.
 const ERROR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -193,30 +147,22 @@ pub(super) async fn run(
             .await;
         }
     };
-    let mut p = Progress {
-        position: cursor.acked_through,
-        cursor,
-        unacked: BTreeMap::new(),
-    };
+    let mut p = Progress::new(partner.clone(), cursor, window);
     tracing::info!(from = p.position, window, "subscription started");
-    let end = deliver(
-        &shared,
-        &partner,
-        window,
+    let mut stream = Stream {
+        send: &mut send,
+        acks: &mut acks,
         generation,
-        &mut current,
-        &mut send,
-        &mut acks,
-        &mut p,
-    )
-    .await;
+        current: &mut current,
+    };
+    let end = deliver(&shared, &partner, &mut stream, &mut p).await;
     // Whatever ended it, record the acks that already arrived, and wait until the
     // cursor is durable so that the partner's next subscription starts from it.
     let mut last = Vec::new();
     while let Ok(FromClient::Acks(seqs)) = acks.try_recv() {
-        last.extend(p.ack(&seqs, Timestamp::now()));
+        last.push(seqs);
     }
-    let event = (!last.is_empty()).then(|| Event::acked(&partner, last));
+    let event = p.take_acks(last, Timestamp::now());
     let cursor = Some((partner.clone(), p.cursor.clone()));
     if let Err(e) = shared.commit_event(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
@@ -343,94 +289,71 @@ fn screen(
     Ok(Screened { page, withdrawn })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The stream side of a subscription: frames out, acks in, and the partner's slot,
+/// which a newer subscription takes over.
+struct Stream<'a> {
+    send: &'a mut quinn::SendStream,
+    acks: &'a mut mpsc::Receiver<FromClient>,
+    generation: u64,
+    current: &'a mut watch::Receiver<u64>,
+}
+
+/// Runs the delivery loop: [`Progress`] decides, this reads pages, writes frames and
+/// records, and waits.
 async fn deliver(
     shared: &Shared,
     partner: &PartnerId,
-    window: usize,
-    generation: u64,
-    current: &mut watch::Receiver<u64>,
-    send: &mut quinn::SendStream,
-    acks: &mut mpsc::Receiver<FromClient>,
+    stream: &mut Stream<'_>,
     p: &mut Progress,
 ) -> Result<End, StorageError> {
     let mut head = shared.head.clone();
     let mut stop = shared.shutdown.clone();
     loop {
-        let room = p.room(window);
-        let mut sent = 0;
+        let mut progressed = 0;
+        let room = p.room();
         if room > 0 {
             let Screened { page, withdrawn } = next_page(shared, partner, p, room).await?;
-            p.position = page.scanned_through;
-            // A page withdrawn whole is progress too: go on to the next one.
-            sent += withdrawn.len();
-            if !withdraw(shared, partner, p, withdrawn).await {
-                return Ok(End::Abort);
+            let out = p.take_page(page, withdrawn);
+            progressed = out.progressed;
+            for (event, cursor) in out.withdrawn {
+                tracing::info!(seqs = ?event.record().bulletin_seqs, "queued bulletin withdrawn");
+                let cursor = cursor.map(|c| (partner.clone(), c));
+                let request = Request::Event {
+                    event: Some(event),
+                    cursor,
+                    done: None,
+                };
+                if shared.commits.send(request).await.is_err() {
+                    return Ok(End::Abort);
+                }
             }
-            // The page goes out as one write; stored envelopes go out as they are.
-            // (A delivery's prefix is at most 26 bytes.)
-            let size = page.items.iter().map(|i| i.signed.len() + 26).sum();
-            let mut outbox = transport::Outbox::with_capacity(size);
-            for item in &page.items {
-                outbox.push_delivery(item.seq, &item.signed);
-            }
-            if !outbox.is_empty() {
+            if let Some(delivered) = out.delivered {
                 // The record goes to the storage thread before any byte goes out: a
                 // stop, a replacement or a failed write cannot leave a delivery that
                 // reached the peer unrecorded (the storage thread commits everything
-                // queued before it ends).
-                let seqs = page.items.iter().map(|i| i.seq).collect();
-                shared.record(Event::delivered(partner, seqs)).await;
+                // queued before it ends). The page goes out as one write, stored
+                // envelopes as they are (a delivery's prefix is at most 26 bytes).
+                shared.record(delivered).await;
+                let size = out.items.iter().map(|i| i.signed.len() + 26).sum();
+                let mut outbox = transport::Outbox::with_capacity(size);
+                for item in &out.items {
+                    outbox.push_delivery(item.seq, &item.signed);
+                }
                 tokio::select! {
-                    r = outbox.write_to(send) => if r.is_err() { return Ok(End::Abort) },
+                    r = outbox.write_to(stream.send) => if r.is_err() { return Ok(End::Abort) },
                     _ = stop.changed() => return Ok(End::Abort),
-                    _ = current.changed() => return Ok(End::Abort),
+                    _ = stream.current.changed() => return Ok(End::Abort),
                 }
             }
-            for item in page.items {
-                p.unacked.insert(item.seq, item.accepted);
-                sent += 1;
-            }
         }
-        if p.unacked.is_empty() && p.position > p.cursor.acked_through {
-            // Nothing in flight: skip what was examined (saved with the next ack).
-            p.settle();
-        }
-        // Something was taken off the queue and there is room for more: the next page.
-        if sent > 0 && p.room(window) > 0 && p.position < *head.borrow() {
+        if p.read_on(progressed, *head.borrow()) {
             continue;
         }
         tokio::select! {
-            msg = acks.recv() => match msg {
+            msg = stream.acks.recv() => match msg {
                 Some(FromClient::Acks(seqs)) => {
-                    // Every Ack frame already here goes into one record, so a
-                    // subscriber acking one delivery at a time costs one record per
-                    // wake-up, not one per delivery.
-                    let now = Timestamp::now();
-                    let mut acked = p.ack(&seqs, now);
-                    let mut then = None;
-                    while let Ok(more) = acks.try_recv() {
-                        match more {
-                            FromClient::Acks(seqs) => acked.extend(p.ack(&seqs, now)),
-                            fatal => {
-                                then = Some(fatal);
-                                break;
-                            }
-                        }
-                    }
-                    if !acked.is_empty() {
-                        // The ack's record and the cursor it moves, in one write.
-                        let request = Request::Event {
-                            event: Some(Event::acked(partner, acked)),
-                            cursor: Some((partner.clone(), p.cursor.clone())),
-                            done: None,
-                        };
-                        if shared.commits.send(request).await.is_err() {
-                            return Ok(End::Abort);
-                        }
-                    }
-                    if let Some(FromClient::Fatal(code, message)) = then {
-                        return Ok(End::Error(code, message));
+                    if let Some(end) = take_acks(shared, partner, stream, p, seqs).await {
+                        return Ok(end);
                     }
                 }
                 Some(FromClient::Fatal(code, message)) => return Ok(End::Error(code, message)),
@@ -438,8 +361,8 @@ async fn deliver(
                 None => return Ok(End::Finished),
             },
             changed = head.changed() => if changed.is_err() { return Ok(End::Abort) },
-            _ = current.changed() => {
-                if *current.borrow() != generation {
+            _ = stream.current.changed() => {
+                if *stream.current.borrow() != stream.generation {
                     tracing::info!("subscription replaced by a newer one");
                     return Ok(End::Abort);
                 }
@@ -449,63 +372,43 @@ async fn deliver(
     }
 }
 
-/// Records what the rules in force withdrew from the partner's queue and takes it off
-/// the queue (the cursor moves over it with the last record). False if the storage
-/// thread has stopped.
-async fn withdraw(
+/// Takes `seqs` and every other Ack frame already here into one record with the cursor
+/// it moves, so a subscriber acking one delivery at a time costs one record per
+/// wake-up, not one per delivery. `Some` when the subscription must end.
+async fn take_acks(
     shared: &Shared,
     partner: &PartnerId,
+    stream: &mut Stream<'_>,
     p: &mut Progress,
-    withdrawn: Vec<(u64, Withdrawal)>,
-) -> bool {
-    let count = withdrawn.len();
-    for (i, (seq, w)) in withdrawn.into_iter().enumerate() {
-        tracing::info!(seq, why = %w.why, "queued bulletin withdrawn");
-        if seq > p.cursor.acked_through {
-            p.cursor.acked_above.insert(seq);
+    seqs: Vec<u64>,
+) -> Option<End> {
+    let mut batches = vec![seqs];
+    let mut then = None;
+    while let Ok(more) = stream.acks.try_recv() {
+        match more {
+            FromClient::Acks(seqs) => batches.push(seqs),
+            FromClient::Fatal(code, message) => {
+                then = Some(End::Error(code, message));
+                break;
+            }
         }
-        // Marked like an ack (it counts against the window until the cursor passes
-        // it), not settled here: the rest of the page is not in flight yet.
-        let last = i + 1 == count;
+    }
+    if let Some(event) = p.take_acks(batches, Timestamp::now()) {
         let request = Request::Event {
-            event: Some(w.event(partner, seq)),
-            cursor: last.then(|| (partner.clone(), p.cursor.clone())),
+            event: Some(event),
+            cursor: Some((partner.clone(), p.cursor.clone())),
             done: None,
         };
         if shared.commits.send(request).await.is_err() {
-            return false;
+            return Some(End::Abort);
         }
     }
-    true
+    then
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cursor_moves_over_a_prefix_of_acknowledged_deliveries() {
-        let t = |ms| Timestamp::from_unix_ms(ms);
-        let mut p = Progress {
-            cursor: Cursor::default(),
-            position: 9,
-            unacked: [(3, t(100)), (5, t(100)), (9, t(150))]
-                .into_iter()
-                .collect(),
-        };
-        assert_eq!(p.ack(&[5], t(110)), [(5, 10)]);
-        assert_eq!(p.cursor.acked_through, 2);
-        assert_eq!(p.cursor.acked_above, [5].into_iter().collect());
-        assert_eq!(p.ack(&[3, 3], t(120)), [(3, 20)], "counted once");
-        assert_eq!(p.cursor.acked_through, 8, "up to the oldest unacked (9)");
-        assert!(p.cursor.acked_above.is_empty());
-        assert!(
-            p.ack(&[42], t(130)).is_empty(),
-            "an ack for something not in flight changes nothing"
-        );
-        assert_eq!(p.ack(&[9], t(140)), [(9, 0)], "a clock step back is 0 ms");
-        assert_eq!(p.cursor.acked_through, 9);
-    }
 
     #[test]
     fn a_page_of_large_bulletins_is_cut_where_its_bytes_run_out() {
@@ -534,23 +437,5 @@ mod tests {
         };
         cap_bytes(&mut small, 1300);
         assert_eq!(small.scanned_through, 7, "nothing cut, nothing changed");
-    }
-
-    #[test]
-    fn one_unacknowledged_delivery_closes_the_window_after_window_more() {
-        let now = Timestamp::EPOCH;
-        let mut p = Progress {
-            cursor: Cursor::default(),
-            position: 4,
-            unacked: (1..=4).map(|s| (s, now)).collect(),
-        };
-        assert_eq!(p.room(4), 0);
-        // Seq 1 is never acked: the others are, but they still count against the window.
-        p.ack(&[2, 3, 4], now);
-        assert_eq!(p.cursor.acked_through, 0);
-        assert_eq!(p.room(4), 0, "acked_above cannot grow past the window");
-        p.ack(&[1], now);
-        assert_eq!(p.cursor.acked_through, 4);
-        assert_eq!(p.room(4), 4);
     }
 }
