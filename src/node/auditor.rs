@@ -18,6 +18,7 @@ use crate::timestamp::Timestamp;
 use crate::transport;
 
 /// Why an auditor's request gets an error instead of an answer.
+#[derive(Debug)]
 enum Refusal {
     /// The request cannot be answered as asked.
     Invalid(String),
@@ -81,7 +82,8 @@ pub(super) async fn answer(
             }
             let store = shared.store.clone();
             let (node, fiscal) = (shared.node_id.to_string(), shared.fiscal_start_month);
-            tokio::task::spawn_blocking(move || read(&store, other, &node, fiscal))
+            let now = Timestamp::now();
+            tokio::task::spawn_blocking(move || read(&store, other, &node, fiscal, now))
                 .await
                 .unwrap_or_else(|e| Err(Refusal::Internal(e.to_string())))
         }
@@ -155,7 +157,13 @@ fn latest(store: &Store) -> Result<(u64, String), Refusal> {
 }
 
 /// Answers a read-only request from the database.
-fn read(store: &Store, frame: Client, node: &str, fiscal_start: u8) -> Result<Server, Refusal> {
+fn read(
+    store: &Store,
+    frame: Client,
+    node: &str,
+    fiscal_start: u8,
+    now: Timestamp,
+) -> Result<Server, Refusal> {
     let log = store.audit();
     match frame {
         Client::AuditQuery(q) => {
@@ -220,7 +228,7 @@ fn read(store: &Store, frame: Client, node: &str, fiscal_start: u8) -> Result<Se
             }))
         }
         Client::MetricsRequest(r) => {
-            let today = metrics::day_of(Timestamp::now().unix_ms());
+            let today = metrics::day_of(now.unix_ms());
             let period = Period::requested(&r, fiscal_start, today)
                 .map_err(|e| Refusal::Invalid(e.to_string()))?;
             let rows = log.counters(period.until).map_err(internal)?;
@@ -229,3 +237,6 @@ fn read(store: &Store, frame: Client, node: &str, fiscal_start: u8) -> Result<Se
         _ => Err(Refusal::Invalid("not an auditor request".into())),
     }
 }
+
+#[cfg(test)]
+mod tests;
