@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use super::admission::{self, Admitted, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER};
+use super::frames::{self, Opening};
 use super::{auditor, deliver, publish, reload, Shared, Sharing};
 use crate::audit::record::Event;
 use crate::identity::{self, PartnerId, Role};
@@ -252,7 +253,6 @@ async fn stream_task(
     partner: PartnerId,
     role: Role,
 ) {
-    use proto::client_frame::Frame;
     let mut stop = shared.shutdown.clone();
     // Every stream's first frame is read within the partner's budget, so opening every
     // stream it may gives a partner no more room than one stream.
@@ -287,16 +287,8 @@ async fn stream_task(
             return transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
         }
     };
-    match first.frame {
-        Some(Frame::Hello(hello)) => {
-            if hello.protocol_version != 1 {
-                let msg = format!(
-                    "protocol version {} is not spoken here; use 1",
-                    hello.protocol_version
-                );
-                return transport::send_error(&mut send, proto::ErrorCode::UnsupportedVersion, msg)
-                    .await;
-            }
+    match frames::opening(first.frame, role, &partner) {
+        Opening::Hello => {
             let welcome = proto::ServerFrame {
                 frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
                     protocol_version: 1,
@@ -313,38 +305,13 @@ async fn stream_task(
             let _ = transport::write_frame(&mut send, &welcome).await;
             let _ = send.finish();
         }
-        Some(Frame::Publish(p)) if role != Role::Auditor => {
+        Opening::Publish(p) => {
             publish::run((p, held), budget, send, recv, shared, partner, role).await
         }
-        Some(Frame::Subscribe(s)) if role != Role::Auditor => {
-            deliver::run(s, send, recv, shared, partner).await
-        }
-        Some(Frame::Publish(_)) | Some(Frame::Subscribe(_)) => {
-            let msg = "auditors may neither publish nor receive bulletins";
-            not_permitted(&shared, &partner, &mut send, msg).await;
-        }
-        Some(
-            frame @ (Frame::AuditQuery(_)
-            | Frame::CheckpointRequest(_)
-            | Frame::InclusionRequest(_)
-            | Frame::ConsistencyRequest(_)
-            | Frame::MetricsRequest(_)),
-        ) => {
-            if role == Role::Auditor {
-                auditor::answer(frame, send, &shared, &partner).await;
-            } else {
-                let msg = format!("only auditors may read the audit log; {partner} is a {role}");
-                not_permitted(&shared, &partner, &mut send, &msg).await;
-            }
-        }
-        Some(Frame::Ack(_)) => {
-            let msg = "a stream must open with Hello, Publish or Subscribe";
-            transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
-        }
-        None => {
-            let msg = "frame has no message set";
-            transport::send_error(&mut send, proto::ErrorCode::MalformedFrame, msg).await;
-        }
+        Opening::Subscribe(s) => deliver::run(s, send, recv, shared, partner).await,
+        Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
+        Opening::NotPermitted(msg) => not_permitted(&shared, &partner, &mut send, &msg).await,
+        Opening::Refused(code, msg) => transport::send_error(&mut send, code, msg).await,
     }
 }
 

@@ -14,7 +14,7 @@ mod progress;
 use super::writer::{Request, StorageError};
 use super::{Shared, Sharing};
 use crate::identity::PartnerId;
-use crate::proto::{self, client_frame::Frame as Client, ErrorCode};
+use crate::proto::{self, ErrorCode};
 use crate::store::{Page, StoreError};
 use crate::timestamp::Timestamp;
 use crate::transport;
@@ -35,25 +35,10 @@ async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::S
     recv.set_max(ack_frame_limit(window));
     loop {
         let msg = match recv.next::<proto::ClientFrame>().await {
-            Ok(Some(proto::ClientFrame {
-                frame: Some(Client::Ack(ack)),
-            })) if ack.seq.len() <= window => FromClient::Acks(ack.seq),
-            Ok(Some(proto::ClientFrame {
-                frame: Some(Client::Ack(ack)),
-            })) => FromClient::Fatal(
-                ErrorCode::MalformedFrame,
-                format!(
-                    "an Ack may name at most the window of {window} seqs, this one names {}",
-                    ack.seq.len()
-                ),
-            ),
-            Ok(Some(proto::ClientFrame { frame: None })) => {
-                FromClient::Fatal(ErrorCode::MalformedFrame, "frame has no message set".into())
-            }
-            Ok(Some(_)) => FromClient::Fatal(
-                ErrorCode::UnexpectedFrame,
-                "only Ack frames belong on a subscribe stream".into(),
-            ),
+            Ok(Some(f)) => match super::frames::on_subscribe_stream(f, window) {
+                Ok(seqs) => FromClient::Acks(seqs),
+                Err((code, why)) => FromClient::Fatal(code, why),
+            },
             Ok(None) => return,
             Err(e) => match e.code() {
                 Some(code) => {

@@ -36,6 +36,7 @@ mod auditor;
 mod budget;
 mod connection;
 mod deliver;
+mod frames;
 #[cfg(unix)]
 pub mod operator;
 mod publish;

@@ -189,20 +189,9 @@ fn as_publish(
     recv: &mut FrameReader,
     frame: Result<Option<proto::ClientFrame>, transport::FrameError>,
 ) -> Result<proto::Publish, Option<(ErrorCode, String)>> {
-    use proto::client_frame::Frame;
     match frame {
-        Ok(Some(proto::ClientFrame {
-            frame: Some(Frame::Publish(p)),
-        })) => Ok(p),
+        Ok(Some(f)) => super::frames::on_publish_stream(f).map_err(Some),
         Ok(None) => Err(None),
-        Ok(Some(proto::ClientFrame { frame: None })) => Err(Some((
-            ErrorCode::MalformedFrame,
-            "frame has no message set".into(),
-        ))),
-        Ok(Some(_)) => Err(Some((
-            ErrorCode::UnexpectedFrame,
-            "only Publish frames belong on a publish stream".into(),
-        ))),
         Err(e) => match e.code() {
             Some(code) => {
                 tracing::warn!(error = %e, "refused a frame on a publish stream");
