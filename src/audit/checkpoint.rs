@@ -77,6 +77,11 @@ impl CheckpointSigner {
         })
     }
 
+    /// The public half of the key that signs the checkpoints.
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
     /// The node's signature of `message` (which names its own purpose, as the backup
     /// manifest's domain tag does), by the key that signs the checkpoints.
     pub fn sign_message(&self, message: &[u8]) -> ed25519_dalek::Signature {

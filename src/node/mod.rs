@@ -319,6 +319,67 @@ impl RunningNode {
 /// Starts a node: opens its database, binds its endpoint and starts accepting.
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let n = &cfg.node;
+    let t = &cfg.transport;
+    let (server, signer) = load_keys(&cfg)?;
+    let audit_key = signer.verifying_key();
+    let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
+    // Never append to (or sign for) a log that does not match what the node signed.
+    store
+        .audit()
+        .check_checkpoint(&audit_origin(&n.id), &audit_key)?;
+    store.set_identity(&n.id, &audit_key)?;
+    let endpoint = crate::transport::endpoint(n.listen, Some(server))?;
+    let addr = endpoint.local_addr().map_err(TransportError::Io)?;
+    let storage = start_storage(&cfg, store.clone(), signer)?;
+    record_start(&cfg, &storage.commits).await;
+    tokio::spawn(checkpoint_timer(
+        storage.commits.downgrade(),
+        Duration::from_secs(cfg.audit.checkpoint_interval_secs),
+    ));
+    let (stop, shutdown) = watch::channel(false);
+    let writer = storage.thread;
+    let shared = Arc::new(Shared::new(
+        &cfg,
+        store.clone(),
+        storage.parts,
+        audit_key,
+        shutdown,
+    )?);
+    // Partners removed while the node was down lose their queues before anyone connects.
+    withdraw::withdraw_removed(&shared, &shared.sharing())
+        .await
+        .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
+    let admin = start_admin(&cfg, &shared).await?;
+    let operator = start_operator(&n.data_dir, &shared);
+    tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
+    let greeting = admission::HandshakeLimits {
+        retry_above: t.retry_above_handshakes,
+        max: t.max_handshakes,
+    };
+    let handshake = Duration::from_secs(t.handshake_timeout_secs);
+    let accept = tokio::spawn(connection::accept_loop(
+        endpoint.clone(),
+        shared.clone(),
+        handshake,
+        greeting,
+    ));
+    Ok(RunningNode {
+        addr,
+        admin,
+        endpoint,
+        stop,
+        accept,
+        writer,
+        store,
+        shared,
+        operator,
+    })
+}
+
+/// The node's TLS server configuration and its checkpoint signer, from the files the
+/// configuration names; the certificate must name this node.
+fn load_keys(cfg: &NodeConfig) -> Result<(quinn::ServerConfig, CheckpointSigner), NodeError> {
+    let n = &cfg.node;
     let identity = TlsIdentity::load(&n.ca_cert, &n.tls_cert, &n.tls_key)?;
     let cert_id = identity.partner_id()?;
     if cert_id != n.id {
@@ -340,109 +401,104 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
             file: n.signing_key.clone(),
             why,
         })?;
-    let audit_key = signing.verifying_key();
-    let origin = audit_origin(&n.id);
-    let signer = CheckpointSigner::new(&origin, signing)?;
-    let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
-    // Never append to (or sign for) a log that does not match what the node signed.
-    store.audit().check_checkpoint(&origin, &audit_key)?;
-    store.set_identity(&n.id, &audit_key)?;
-    let endpoint = crate::transport::endpoint(n.listen, Some(server))?;
-    let addr = endpoint.local_addr().map_err(TransportError::Io)?;
+    let signer = CheckpointSigner::new(&audit_origin(&n.id), signing)?;
+    Ok((server, signer))
+}
 
+/// What the connection tasks hold of the storage thread.
+pub(crate) struct StorageParts {
+    pub commits: mpsc::Sender<writer::Request>,
+    pub head: watch::Receiver<u64>,
+    pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
+}
+
+/// The running storage thread and what the node holds of it.
+struct Storage {
+    thread: std::thread::JoinHandle<()>,
+    commits: mpsc::Sender<writer::Request>,
+    parts: StorageParts,
+}
+
+/// Starts the storage thread, the database's only writer.
+fn start_storage(
+    cfg: &NodeConfig,
+    store: Arc<Store>,
+    signer: CheckpointSigner,
+) -> Result<Storage, NodeError> {
+    let t = &cfg.transport;
     let (commits, requests) = mpsc::channel(t.commit_batch * 4);
     let (head_tx, head) = watch::channel(store.head()?);
     let commit_latency = Arc::new(crate::metrics::prometheus::DurationHistogram::default());
-    let writer = writer::spawn(
+    let thread = writer::spawn(
         writer::Writer {
-            store: store.clone(),
+            store,
             head: head_tx,
             max_batch: t.commit_batch,
             signer,
             checkpoint_every: cfg.audit.checkpoint_every,
             commit_latency: commit_latency.clone(),
-            node: n.id.clone(),
+            node: cfg.node.id.clone(),
         },
         requests,
     )
     .map_err(|e| NodeError::Thread(e.to_string()))?;
-    // The configuration in force is the first thing recorded in this run.
-    let loaded = writer::Request::Event {
-        event: Some(Event::config_loaded(
-            &n.id,
-            cfg.policy_digest(),
-            "node started",
-        )),
-        cursor: None,
-        done: None,
-    };
-    let _ = commits.send(loaded).await;
-    for r in &cfg.revoked {
-        let revoked = writer::Request::Event {
-            event: Some(Event::key_revoked(
-                &n.id,
-                &r.what.to_string(),
-                &format!("in force at start: {}", r.reason),
-            )),
+    Ok(Storage {
+        thread,
+        commits: commits.clone(),
+        parts: StorageParts {
+            commits,
+            head,
+            commit_latency,
+        },
+    })
+}
+
+/// Records the configuration in force, and the revocations it holds, as the first
+/// things of this run.
+async fn record_start(cfg: &NodeConfig, commits: &mpsc::Sender<writer::Request>) {
+    let n = &cfg.node;
+    let loaded = Event::config_loaded(&n.id, cfg.policy_digest(), "node started");
+    let revoked = cfg.revoked.iter().map(|r| {
+        let why = format!("in force at start: {}", r.reason);
+        Event::key_revoked(&n.id, &r.what.to_string(), &why)
+    });
+    for event in std::iter::once(loaded).chain(revoked) {
+        let request = writer::Request::Event {
+            event: Some(event),
             cursor: None,
             done: None,
         };
-        let _ = commits.send(revoked).await;
+        let _ = commits.send(request).await;
     }
-    tokio::spawn(checkpoint_timer(
-        commits.downgrade(),
-        Duration::from_secs(cfg.audit.checkpoint_interval_secs),
-    ));
-    let (stop, shutdown) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        node_id: n.id.clone(),
-        sharing: watch::Sender::new(Arc::new(Sharing::new(cfg.clone(), store.head()?))),
-        reloading: tokio::sync::Mutex::new(()),
-        rules_gate: tokio::sync::RwLock::new(()),
-        limits: cfg.limits.bulletin_limits(),
-        max_frame: cfg.limits.max_frame_bytes,
-        window: t.delivery_window,
-        first_frame: Duration::from_secs(t.handshake_timeout_secs),
-        store: store.clone(),
-        commits,
-        audit_key,
-        fiscal_start_month: cfg.metrics.fiscal_year_start_month,
-        commit_latency,
-        head,
-        shutdown,
-        subscriptions: Mutex::new(HashMap::new()),
-        connections: Mutex::new(HashMap::new()),
-        handshakes: HandshakeCounts::default(),
-        budgets: budget::Budgets::new(budget::BudgetSizes {
-            node: cfg.limits.node_in_flight_mib << 20,
-            partner: cfg.limits.partner_in_flight_mib << 20,
-            stream: cfg.limits.stream_in_flight_mib << 20,
-            max_frame: cfg.limits.max_frame_bytes,
-        }),
-        anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
-        partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
-    });
-    // Partners removed while the node was down lose their queues before anyone connects.
-    withdraw::withdraw_removed(&shared, &shared.sharing())
-        .await
-        .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
-    let admin = match cfg.admin.listen {
-        Some(at) => {
-            let listener = admin::bind(at).await.map_err(TransportError::Io)?;
-            let bound = listener.local_addr().map_err(TransportError::Io)?;
-            tokio::spawn(admin::serve(listener, shared.clone()));
-            tracing::info!(%bound, "admin listener (/metrics, /healthz, /readyz)");
-            if !bound.ip().is_loopback() {
-                tracing::warn!(%bound, "the admin listener is not on loopback: /metrics tells whoever reaches it who your partners are and how much you exchange");
-            }
-            Some(bound)
-        }
-        None => None,
+}
+
+/// Starts the admin listener (`/metrics`, `/healthz`, `/readyz`) if one is configured.
+async fn start_admin(
+    cfg: &NodeConfig,
+    shared: &Arc<Shared>,
+) -> Result<Option<std::net::SocketAddr>, NodeError> {
+    let Some(at) = cfg.admin.listen else {
+        return Ok(None);
     };
-    #[cfg(unix)]
-    let operator = match operator::bind(&n.data_dir) {
+    let listener = admin::bind(at).await.map_err(TransportError::Io)?;
+    let bound = listener.local_addr().map_err(TransportError::Io)?;
+    tokio::spawn(admin::serve(listener, shared.clone()));
+    tracing::info!(%bound, "admin listener (/metrics, /healthz, /readyz)");
+    if !bound.ip().is_loopback() {
+        tracing::warn!(%bound, "the admin listener is not on loopback: /metrics tells whoever reaches it who your partners are and how much you exchange");
+    }
+    Ok(Some(bound))
+}
+
+/// Starts the operator socket in the data directory; the node serves without it.
+#[cfg(unix)]
+fn start_operator(
+    data_dir: &std::path::Path,
+    shared: &Arc<Shared>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match operator::bind(data_dir) {
         Ok(listener) => {
-            let path = operator::socket_path(&n.data_dir);
+            let path = operator::socket_path(data_dir);
             Some(tokio::spawn(operator::serve(
                 listener,
                 shared.clone(),
@@ -454,32 +510,57 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
             tracing::error!(error = %e, "no operator socket: `renkei reload` and `renkei backup` will not reach this node (SIGHUP still reloads)");
             None
         }
-    };
-    #[cfg(not(unix))]
-    let operator = None;
-    let handshake = Duration::from_secs(t.handshake_timeout_secs);
-    tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
-    let greeting = admission::HandshakeLimits {
-        retry_above: t.retry_above_handshakes,
-        max: t.max_handshakes,
-    };
-    let accept = tokio::spawn(connection::accept_loop(
-        endpoint.clone(),
-        shared.clone(),
-        handshake,
-        greeting,
-    ));
-    Ok(RunningNode {
-        addr,
-        admin,
-        endpoint,
-        stop,
-        accept,
-        writer,
-        store,
-        shared,
-        operator,
-    })
+    }
+}
+
+#[cfg(not(unix))]
+fn start_operator(
+    _data_dir: &std::path::Path,
+    _shared: &Arc<Shared>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
+}
+
+impl Shared {
+    /// The state the connection tasks share, for a node started on `cfg`.
+    fn new(
+        cfg: &NodeConfig,
+        store: Arc<Store>,
+        storage: StorageParts,
+        audit_key: ed25519_dalek::VerifyingKey,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Shared, NodeError> {
+        let t = &cfg.transport;
+        let l = &cfg.limits;
+        Ok(Shared {
+            node_id: cfg.node.id.clone(),
+            sharing: watch::Sender::new(Arc::new(Sharing::new(cfg.clone(), store.head()?))),
+            reloading: tokio::sync::Mutex::new(()),
+            rules_gate: tokio::sync::RwLock::new(()),
+            limits: l.bulletin_limits(),
+            max_frame: l.max_frame_bytes,
+            window: t.delivery_window,
+            first_frame: Duration::from_secs(t.handshake_timeout_secs),
+            store,
+            commits: storage.commits,
+            audit_key,
+            fiscal_start_month: cfg.metrics.fiscal_year_start_month,
+            commit_latency: storage.commit_latency,
+            head: storage.head,
+            shutdown,
+            subscriptions: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            handshakes: HandshakeCounts::default(),
+            budgets: budget::Budgets::new(budget::BudgetSizes {
+                node: l.node_in_flight_mib << 20,
+                partner: l.partner_in_flight_mib << 20,
+                stream: l.stream_in_flight_mib << 20,
+                max_frame: l.max_frame_bytes,
+            }),
+            anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
+            partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
+        })
+    }
 }
 
 /// Asks the storage thread for a checkpoint every `every`; ends with the node.
