@@ -307,15 +307,14 @@ fn print_inbox(inbox: &Inbox, ids: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
-    let tmp;
-    let (dir, kept) = match dir {
-        Some(d) => (d.to_owned(), true),
-        None => {
-            tmp = tempfile::tempdir().context("creating a temporary directory")?;
-            (tmp.path().to_owned(), false)
-        }
-    };
+/// Every member's signing key by id, and a keyring of their public keys.
+struct Members {
+    keys: BTreeMap<String, SigningKey>,
+    keyring: Arc<Keyring>,
+}
+
+/// The federation's PKI in `dir/certs` (made, or kept from an earlier run) and its keys.
+fn prepare(dir: &Path) -> anyhow::Result<Members> {
     // Each run starts a fresh log; the PKI of an earlier run is kept, so the files of the
     // worked setup stay valid.
     let data = dir.join("hub-data");
@@ -323,7 +322,6 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&data)
             .with_context(|| format!("removing the previous run's {}", data.display()))?;
     }
-    let now = Timestamp::now();
     let mut ids: Vec<PartnerId> = DESKS
         .iter()
         .map(|d| pid(d.0))
@@ -331,14 +329,18 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     ids.push(pid(HUB)?);
     ids.push(pid(AUDITOR)?);
     let certs = dir.join("certs");
-    let report = crate::pki::init(&certs, &ids, crate::pki::Replace::default(), now)?;
+    let report = crate::pki::init(
+        &certs,
+        &ids,
+        crate::pki::Replace::default(),
+        Timestamp::now(),
+    )?;
     println!("renkei demo: a local federation in {}", dir.display());
     println!(
         "  federation CA {}…, {} nodes with TLS certificates and Ed25519 keys",
         &report.ca_fingerprint[..23],
         report.nodes.len()
     );
-
     let mut keys = BTreeMap::new();
     let mut keyring = Keyring::new();
     for id in &ids {
@@ -348,23 +350,23 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         keyring.insert(id.clone(), PublicKey::of(&key), Validity::default());
         keys.insert(id.to_string(), key);
     }
-    let keyring = Arc::new(keyring);
-    let config_path = dir.join("hub.toml");
-    crate::files::write(
-        &config_path,
-        node_config(&keys).as_bytes(),
-        crate::files::Access::Public,
-        true,
-    )?;
-    let hub = node::start(NodeConfig::load(&config_path)?).await?;
-    let addr = hub.local_addr();
-    println!("  hub {HUB} listening on {addr} (QUIC, mutual TLS 1.3)\n");
+    Ok(Members {
+        keys,
+        keyring: Arc::new(keyring),
+    })
+}
 
-    // Publish, and learn from each result how many bulletins every desk should get.
+/// Publishes the scenario; returns how many bulletins each desk should receive, as the
+/// node's answers say.
+async fn publish_scenario(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    keys: &BTreeMap<String, SigningKey>,
+) -> anyhow::Result<BTreeMap<String, usize>> {
     println!("Publishing ({OFFLINE} is offline):");
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
     for step in SCENARIO {
-        let client = connect(&dir, step.by, addr).await?;
+        let client = connect(dir, step.by, addr).await?;
         let result = client
             .publish(sign(&keys[step.by], step.by, step, Timestamp::now())?)
             .await?;
@@ -397,9 +399,16 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
             *expected.entry(p.clone()).or_default() += 1;
         }
     }
+    Ok(expected)
+}
 
-    // A forgery: Viet Nam's desk signs with its own key but claims the US origin and key id.
-    let vn = connect(&dir, "vn-mod", addr).await?;
+/// Viet Nam's desk signs with its own key but claims the US origin and key id.
+async fn forge(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    keys: &BTreeMap<String, SigningKey>,
+) -> anyhow::Result<()> {
+    let vn = connect(dir, "vn-mod", addr).await?;
     let mut forged = sign(&keys["vn-mod"], "us-dod", &SCENARIO[4], Timestamp::now())?;
     forged.key_id = Bytes::copy_from_slice(PublicKey::of(&keys["us-dod"]).key_id().as_bytes());
     let r = vn.publish(forged).await?;
@@ -411,8 +420,16 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         "  vn-mod tries to pass off a forged US bulletin: rejected ({})\n",
         r.message
     );
+    Ok(())
+}
 
-    // The online desks receive their share.
+/// The online desks receive their share; then the offline one comes back and catches up.
+async fn deliver_all(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    keyring: &Arc<Keyring>,
+    expected: &BTreeMap<String, usize>,
+) -> anyhow::Result<()> {
     let inbox: Inbox = Arc::default();
     let online: Vec<&str> = DESKS
         .iter()
@@ -421,7 +438,7 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
         .collect();
     let mut tasks = JoinSet::new();
     for id in &online {
-        let client = connect(&dir, id, addr).await?;
+        let client = connect(dir, id, addr).await?;
         let n = expected.get(*id).copied().unwrap_or(0);
         tasks.spawn(receive(
             client,
@@ -436,9 +453,7 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     }
     println!("Deliveries:");
     print_inbox(&inbox, &online)?;
-
-    // The offline desk comes back and catches up, in order.
-    let client = connect(&dir, OFFLINE, addr).await?;
+    let client = connect(dir, OFFLINE, addr).await?;
     let n = expected.get(OFFLINE).copied().unwrap_or(0);
     receive(
         client,
@@ -449,7 +464,32 @@ pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
     )
     .await?;
     println!("\n{OFFLINE} comes back online and catches up:");
-    print_inbox(&inbox, &[OFFLINE])?;
+    print_inbox(&inbox, &[OFFLINE])
+}
+
+pub(super) async fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+    let tmp;
+    let (dir, kept) = match dir {
+        Some(d) => (d.to_owned(), true),
+        None => {
+            tmp = tempfile::tempdir().context("creating a temporary directory")?;
+            (tmp.path().to_owned(), false)
+        }
+    };
+    let Members { keys, keyring } = prepare(&dir)?;
+    let config_path = dir.join("hub.toml");
+    crate::files::write(
+        &config_path,
+        node_config(&keys).as_bytes(),
+        crate::files::Access::Public,
+        true,
+    )?;
+    let hub = node::start(NodeConfig::load(&config_path)?).await?;
+    let addr = hub.local_addr();
+    println!("  hub {HUB} listening on {addr} (QUIC, mutual TLS 1.3)\n");
+    let expected = publish_scenario(&dir, addr, &keys).await?;
+    forge(&dir, addr, &keys).await?;
+    deliver_all(&dir, addr, &keyring, &expected).await?;
 
     hub.shutdown(Duration::from_secs(5)).await?;
     if kept {

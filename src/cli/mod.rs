@@ -302,7 +302,34 @@ pub fn main() -> ExitCode {
         "warn"
     };
     init_logging(cli.log_format, level);
-    let result = match cli.command {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("renkei: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command.
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Bench { .. } => run_bench(command),
+        Command::Metrics { .. } => run_metrics(command),
+        Command::Serve { .. }
+        | Command::Reload { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::CheckConfig { .. }
+        | Command::Partner(_) => run_operator(command),
+        command => run_desk(command),
+    }
+}
+
+/// The commands of a desk and of offline work: keys, bulletins, policy, publish,
+/// subscribe, the demo and the audit log.
+fn run_desk(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Certs(CertsCommand::Init {
             dir,
             nodes,
@@ -333,6 +360,20 @@ pub fn main() -> ExitCode {
         }) => policy::explain(&config, &bulletin, from.as_ref(), json),
         Command::Demo { dir } => block_on(demo::run(dir.as_deref())),
         Command::Audit(cmd) => run_audit(cmd),
+        Command::Publish(args) => block_on(publish::publish(args)),
+        Command::Subscribe(args) => block_on(subscribe::subscribe(args)),
+        other => unreachable_command(&other),
+    }
+}
+
+/// A command sent to the wrong group by [`run`]: a bug, reported rather than panicking.
+fn unreachable_command(command: &Command) -> anyhow::Result<()> {
+    anyhow::bail!("internal error: no handler for {command:?}")
+}
+
+/// `renkei bench`.
+fn run_bench(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Bench {
             publishers,
             subscribers,
@@ -359,6 +400,13 @@ pub fn main() -> ExitCode {
             phases,
             json,
         })),
+        other => unreachable_command(&other),
+    }
+}
+
+/// `renkei metrics`.
+fn run_metrics(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Metrics {
             source,
             fiscal_year,
@@ -378,6 +426,13 @@ pub fn main() -> ExitCode {
                 block_on(metrics::run(s, args))
             })
         }
+        other => unreachable_command(&other),
+    }
+}
+
+/// The operator's commands: serve, reload, backup, restore, check-config, partner.
+fn run_operator(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { config } => block_on(serve::run(&config)),
         Command::Reload { config } => block_on(operate::reload(&config)),
         Command::Backup { config, out } => block_on(operate::backup(&config, &out)),
@@ -415,15 +470,7 @@ pub fn main() -> ExitCode {
                 kinds,
             },
         ),
-        Command::Publish(args) => block_on(publish::publish(args)),
-        Command::Subscribe(args) => block_on(subscribe::subscribe(args)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("renkei: {}", one_line(&err));
-            ExitCode::FAILURE
-        }
+        other => unreachable_command(&other),
     }
 }
 
