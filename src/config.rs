@@ -310,6 +310,16 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        self.check_sections()?;
+        let mut seen = Seen::default();
+        for (i, p) in self.partners.iter().enumerate() {
+            self.check_partner(i, p, &mut seen)?;
+        }
+        Ok(())
+    }
+
+    /// The tables other than the partners: metrics, audit, limits, transport, storage.
+    fn check_sections(&self) -> Result<(), (String, String)> {
         if !(1..=12).contains(&self.metrics.fiscal_year_start_month) {
             return Err((
                 "metrics.fiscal_year_start_month".into(),
@@ -344,65 +354,71 @@ impl NodeConfig {
                 ),
             ));
         }
-        let mut seen_ids: HashMap<&PartnerId, usize> = HashMap::new();
-        let mut seen_keys: HashMap<PublicKey, &PartnerId> = HashMap::new();
-        let mut seen_pins: HashMap<CertFingerprint, &PartnerId> = HashMap::new();
-        for (i, p) in self.partners.iter().enumerate() {
-            let at = |f: &str| format!("partner[{i}].{f}");
-            if p.id == self.node.id {
-                return Err((at("id"), format!("{} is this node's own id", p.id)));
-            }
-            if let Some(first) = seen_ids.insert(&p.id, i) {
+        Ok(())
+    }
+
+    /// Partner `i`: its own fields, and that its id, keys and certificate pin are not
+    /// another partner's (`seen` holds those of the partners before it).
+    fn check_partner<'a>(
+        &self,
+        i: usize,
+        p: &'a PartnerConfig,
+        seen: &mut Seen<'a>,
+    ) -> Result<(), (String, String)> {
+        let at = |f: &str| format!("partner[{i}].{f}");
+        if p.id == self.node.id {
+            return Err((at("id"), format!("{} is this node's own id", p.id)));
+        }
+        if let Some(first) = seen.ids.insert(&p.id, i) {
+            return Err((
+                at("id"),
+                format!("{} is already configured as partner[{first}]", p.id),
+            ));
+        }
+        if p.clearance.is_none() && p.role != Role::Auditor {
+            return Err((
+                at("clearance"),
+                format!(
+                    "a {} needs a clearance: the highest TLP it may receive",
+                    p.role
+                ),
+            ));
+        }
+        for (t, tag) in p.deny_tags.iter().enumerate() {
+            if let Some(problem) = crate::bulletin::tag::problem(tag) {
                 return Err((
-                    at("id"),
-                    format!("{} is already configured as partner[{first}]", p.id),
+                    at(&format!("deny_tags[{t}]")),
+                    format!("a denied tag cannot be used when it {problem}"),
                 ));
             }
-            if p.clearance.is_none() && p.role != Role::Auditor {
+        }
+        for (k, key) in p.keys.iter().enumerate() {
+            if let (Some(a), Some(b)) = (key.not_before, key.not_after) {
+                if a >= b {
+                    return Err((
+                        at(&format!("keys[{k}].not_after")),
+                        format!("{b} is not after not_before {a}"),
+                    ));
+                }
+            }
+            if let Some(owner) = seen.keys.insert(key.public, &p.id) {
                 return Err((
-                    at("clearance"),
+                    at(&format!("keys[{k}].public")),
                     format!(
-                        "a {} needs a clearance: the highest TLP it may receive",
-                        p.role
+                        "{} is already a key of partner {owner}; a key belongs to one partner",
+                        key.public
                     ),
                 ));
             }
-            for (t, tag) in p.deny_tags.iter().enumerate() {
-                if let Some(problem) = crate::bulletin::tag::problem(tag) {
-                    return Err((
-                        at(&format!("deny_tags[{t}]")),
-                        format!("a denied tag cannot be used when it {problem}"),
-                    ));
-                }
-            }
-            for (k, key) in p.keys.iter().enumerate() {
-                if let (Some(a), Some(b)) = (key.not_before, key.not_after) {
-                    if a >= b {
-                        return Err((
-                            at(&format!("keys[{k}].not_after")),
-                            format!("{b} is not after not_before {a}"),
-                        ));
-                    }
-                }
-                if let Some(owner) = seen_keys.insert(key.public, &p.id) {
-                    return Err((
-                        at(&format!("keys[{k}].public")),
-                        format!(
-                            "{} is already a key of partner {owner}; a key belongs to one partner",
-                            key.public
-                        ),
-                    ));
-                }
-            }
-            if let Some(pin) = p.tls_fingerprint {
-                if let Some(owner) = seen_pins.insert(pin, &p.id) {
-                    return Err((
-                        at("tls_fingerprint"),
-                        format!(
-                            "{pin} is already the certificate of partner {owner}; a certificate names one partner"
-                        ),
-                    ));
-                }
+        }
+        if let Some(pin) = p.tls_fingerprint {
+            if let Some(owner) = seen.pins.insert(pin, &p.id) {
+                return Err((
+                    at("tls_fingerprint"),
+                    format!(
+                        "{pin} is already the certificate of partner {owner}; a certificate names one partner"
+                    ),
+                ));
             }
         }
         Ok(())
@@ -522,6 +538,14 @@ impl ClientConfig {
         }
         ring
     }
+}
+
+/// What the partners checked so far hold, so the next may not hold it again.
+#[derive(Default)]
+struct Seen<'a> {
+    ids: HashMap<&'a PartnerId, usize>,
+    keys: HashMap<PublicKey, &'a PartnerId>,
+    pins: HashMap<CertFingerprint, &'a PartnerId>,
 }
 
 #[cfg(test)]
