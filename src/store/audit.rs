@@ -241,7 +241,7 @@ impl HashStore for Appending<'_> {
 /// What a successful commit changes in the writer's state.
 pub(super) struct Appended {
     size: u64,
-    counts: Vec<((String, String), u64)>,
+    counts: CounterMoves,
     tail: Vec<TreeHash>,
     full: Vec<(u64, Vec<TreeHash>)>,
     last_time: u64,
@@ -267,15 +267,45 @@ impl AuditState {
             return Ok(None);
         }
         let first = self.size;
-        let base = merkle::stored_count(first);
+        let sealed = self.seal(tree, events, now)?;
+        let size = first + sealed.records.len() as u64;
+        let ptr = values.append(&sealed.batch)?;
+        writes.insert(seq_key(RECORDS, first), &ptr.encode()[..]);
+        writes.insert(SIZE, &size.to_be_bytes()[..]);
+        for (mut key, seqs) in sealed.index {
+            key.extend_from_slice(&first.to_be_bytes());
+            writes.insert(key, seqs);
+        }
+        let mut time_key = seq_key(BY_TIME, now.unix_ms());
+        time_key.extend_from_slice(&first.to_be_bytes());
+        writes.insert(time_key, &[][..]);
+        let counts = write_counters(tree, writes, &sealed.records)?;
+        let (tail, full) = self.write_hashes(writes, sealed.hashes);
+        Ok(Some(Appended {
+            size,
+            counts,
+            tail,
+            full,
+            last_time: now.unix_ms(),
+        }))
+    }
+
+    /// Seals `events` as records from seq [`AuditState::size`] on: the batch value
+    /// (prost's encoding of `AuditBatch`, each record encoded straight into it), the
+    /// Merkle hashes they add, and their index postings.
+    fn seal(
+        &self,
+        tree: &sled::Tree,
+        events: Vec<Event>,
+        now: Timestamp,
+    ) -> Result<Sealed, StoreError> {
+        let first = self.size;
         let mut tree_view = Appending {
             tree,
             state: self,
-            base,
+            base: merkle::stored_count(first),
             new: Vec::with_capacity(events.len() * 2),
         };
-        // The batch value is encoded as the records are sealed, each record straight
-        // into it: no buffer per record. Prost's encoding of `AuditBatch`, field by field.
         let mut batch = Vec::with_capacity(64 + events.len() * 512);
         if first != 0 {
             encoding::encode_key(1, WireType::Varint, &mut batch);
@@ -283,7 +313,7 @@ impl AuditState {
         }
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut term = Vec::new();
-        let mut sealed = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
         for (n, event) in (first..).zip(events) {
             let record = event.seal(n, now);
             encoding::encode_key(2, WireType::LengthDelimited, &mut batch);
@@ -301,39 +331,26 @@ impl AuditState {
                     index.insert(term.to_vec(), n.to_be_bytes().to_vec());
                 }
             });
-            sealed.push(record);
+            records.push(record);
         }
-        // A batch moves few distinct counters many times: add up borrowed names first.
-        let mut counts: BTreeMap<(u32, &str, Cow<'static, str>), u64> = BTreeMap::new();
-        for record in &sealed {
-            metrics::each_count(record, |c| {
-                *counts.entry((c.day, c.partner, c.name)).or_default() += c.by;
-            });
-        }
-        let size = first + sealed.len() as u64;
-        let ptr = values.append(&batch)?;
-        writes.insert(seq_key(RECORDS, first), &ptr.encode()[..]);
-        writes.insert(SIZE, &size.to_be_bytes()[..]);
-        for (mut key, seqs) in index {
-            key.extend_from_slice(&first.to_be_bytes());
-            writes.insert(key, seqs);
-        }
-        let mut time_key = seq_key(BY_TIME, now.unix_ms());
-        time_key.extend_from_slice(&first.to_be_bytes());
-        writes.insert(time_key, &[][..]);
-        let mut moved = Vec::with_capacity(counts.len());
-        for ((day, partner, name), by) in counts {
-            let key = counter_key(day, partner, &name);
-            moved.push(((partner.to_owned(), name.into_owned()), by));
-            let old = match tree.get(&key)? {
-                Some(v) => be_u64(&key, &v)?,
-                None => 0,
-            };
-            writes.insert(key, &(old + by).to_be_bytes()[..]);
-        }
-        // Hashes: rewrite the partial chunk and add the new ones, chunk by chunk.
+        Ok(Sealed {
+            batch,
+            records,
+            index,
+            hashes: tree_view.new,
+        })
+    }
+
+    /// Writes the partial chunk of stored hashes again with `new` after it, chunk by
+    /// chunk; returns the new partial chunk and the chunks it filled.
+    fn write_hashes(
+        &self,
+        writes: &mut sled::Batch,
+        new: Vec<TreeHash>,
+    ) -> (Vec<TreeHash>, Vec<(u64, Vec<TreeHash>)>) {
+        let base = merkle::stored_count(self.size);
         let mut pending: Vec<TreeHash> = self.tail.clone();
-        pending.extend(tree_view.new);
+        pending.extend(new);
         let mut chunk = base / CHUNK;
         let mut full = Vec::new();
         let mut rest = pending.as_slice();
@@ -353,13 +370,7 @@ impl AuditState {
         } else {
             pending[pending.len() - (pending.len() % CHUNK as usize)..].to_vec()
         };
-        Ok(Some(Appended {
-            size,
-            counts: moved,
-            tail,
-            full,
-            last_time: now.unix_ms(),
-        }))
+        (tail, full)
     }
 
     /// The batch is in the database: move on to it.
@@ -421,6 +432,46 @@ impl AuditState {
         writes.insert(seq_key(CHECKPOINTS, self.size), note.as_bytes());
         Ok(Some((self.size, root)))
     }
+}
+
+/// What a batch adds to each (partner, counter name).
+type CounterMoves = Vec<((String, String), u64)>;
+
+/// Records sealed for a batch, before anything is written.
+struct Sealed {
+    /// The `AuditBatch` value.
+    batch: Vec<u8>,
+    records: Vec<proto::AuditRecord>,
+    /// Index term → the seqs (u64 BE) filed under it.
+    index: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The Merkle hashes the records add.
+    hashes: Vec<TreeHash>,
+}
+
+/// Adds what `records` move in the metric counters to `writes`; returns the moves.
+fn write_counters(
+    tree: &sled::Tree,
+    writes: &mut sled::Batch,
+    records: &[proto::AuditRecord],
+) -> Result<CounterMoves, StoreError> {
+    // A batch moves few distinct counters many times: add up borrowed names first.
+    let mut counts: BTreeMap<(u32, &str, Cow<'static, str>), u64> = BTreeMap::new();
+    for record in records {
+        metrics::each_count(record, |c| {
+            *counts.entry((c.day, c.partner, c.name)).or_default() += c.by;
+        });
+    }
+    let mut moved = Vec::with_capacity(counts.len());
+    for ((day, partner, name), by) in counts {
+        let key = counter_key(day, partner, &name);
+        moved.push(((partner.to_owned(), name.into_owned()), by));
+        let old = match tree.get(&key)? {
+            Some(v) => be_u64(&key, &v)?,
+            None => 0,
+        };
+        writes.insert(key, &(old + by).to_be_bytes()[..]);
+    }
+    Ok(moved)
 }
 
 fn counter_key(day: u32, partner: &str, name: &str) -> Vec<u8> {
