@@ -104,7 +104,7 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
         Some((_, path)) => match path.split('?').next().unwrap_or("") {
             "/healthz" => (200, "text/plain", "ok\n".to_owned()),
             "/readyz" if *shared.shutdown.borrow() => (503, "text/plain", "stopping\n".to_owned()),
-            "/readyz" if shared.commits.is_closed() => (
+            "/readyz" if shared.storage.commits.is_closed() => (
                 503,
                 "text/plain",
                 "the storage thread has stopped\n".to_owned(),
@@ -150,7 +150,11 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
 
 async fn scrape(shared: &Arc<Shared>) -> Option<String> {
     let connections_open = {
-        let open = shared.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let open = shared
+            .book
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(String, u64)> = open
             .iter()
             .map(|(p, n)| (p.to_string(), *n as u64))
@@ -158,7 +162,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         v.sort();
         v
     };
-    let store = shared.store.clone();
+    let store = shared.storage.store.clone();
     let receivers: Vec<PartnerId> = {
         let sharing = shared.sharing();
         let mut ids: Vec<_> = sharing
@@ -175,9 +179,9 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         written: FRAMES.written.load(Ordering::Relaxed),
         refused: FRAMES.refused.load(Ordering::Relaxed),
     };
-    let commit_latency = shared.commit_latency.snapshot();
-    let handshakes_retried = shared.handshakes.retried.load(Ordering::Relaxed);
-    let handshakes_refused = shared.handshakes.refused.load(Ordering::Relaxed);
+    let commit_latency = shared.storage.commit_latency.snapshot();
+    let handshakes_retried = shared.book.handshakes.retried.load(Ordering::Relaxed);
+    let handshakes_refused = shared.book.handshakes.refused.load(Ordering::Relaxed);
     tokio::task::spawn_blocking(move || {
         let (audit_records, audit_checkpointed) = store.audit_progress();
         let totals = store.counter_totals();

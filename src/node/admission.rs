@@ -92,7 +92,11 @@ pub(crate) struct Admitted<'a> {
 
 impl<'a> Admitted<'a> {
     pub(crate) fn new(shared: &'a Shared, partner: &'a PartnerId) -> Option<Self> {
-        let mut open = shared.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = shared
+            .book
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let count = open.entry(partner.clone()).or_default();
         if *count >= MAX_CONNECTIONS_PER_PARTNER {
             return None;
@@ -106,6 +110,7 @@ impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         let mut open = self
             .shared
+            .book
             .connections
             .lock()
             .unwrap_or_else(|p| p.into_inner());

@@ -80,7 +80,7 @@ pub(super) async fn answer(
                     return refuse(&mut send, Refusal::Internal(e.to_peer())).await;
                 }
             }
-            let store = shared.store.clone();
+            let store = shared.storage.store.clone();
             let (node, fiscal) = (shared.node_id.to_string(), shared.fiscal_start_month);
             let now = Timestamp::now();
             tokio::task::spawn_blocking(move || read(&store, other, &node, fiscal, now))
@@ -115,7 +115,12 @@ async fn sign_now(shared: &Shared) -> Result<(), StorageError> {
     let (tx, rx) = oneshot::channel();
     let request = Request::Checkpoint { reply: Some(tx) };
     let stopped = |_| StorageError::Stopped;
-    shared.commits.send(request).await.map_err(stopped)?;
+    shared
+        .storage
+        .commits
+        .send(request)
+        .await
+        .map_err(stopped)?;
     rx.await.map_err(|_| StorageError::Stopped)?.map(|_| ())
 }
 
@@ -123,7 +128,7 @@ async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
     sign_now(shared)
         .await
         .map_err(|e| Refusal::Internal(e.to_peer()))?;
-    let store = shared.store.clone();
+    let store = shared.storage.store.clone();
     let latest = tokio::task::spawn_blocking(move || store.audit().latest_checkpoint())
         .await
         .map_err(|e| Refusal::Internal(e.to_string()))?
@@ -133,7 +138,7 @@ async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
     };
     Ok(Server::Checkpoint(proto::SignedCheckpoint {
         note,
-        public_key: Bytes::copy_from_slice(shared.audit_key.as_bytes()),
+        public_key: Bytes::copy_from_slice(shared.storage.audit_key.as_bytes()),
     }))
 }
 

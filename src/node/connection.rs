@@ -84,7 +84,11 @@ async fn greet(
             })
         }
         Greeting::Retry => {
-            shared.handshakes.retried.fetch_add(1, Ordering::Relaxed);
+            shared
+                .book
+                .handshakes
+                .retried
+                .fetch_add(1, Ordering::Relaxed);
             if let Err(e) = incoming.retry() {
                 // Not retryable after all: ignore it rather than do work for it.
                 e.into_incoming().ignore();
@@ -92,7 +96,11 @@ async fn greet(
             None
         }
         Greeting::Refuse => {
-            shared.handshakes.refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .book
+                .handshakes
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             tracing::warn!(%remote, running, validated, "connection attempt refused: too many handshakes in progress");
             let why = format!("{remote}: refused before the handshake, {running} handshakes in progress (address proven: {validated})");
@@ -140,7 +148,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     };
     // Watch the rules from before admitting, so that a reload landing between the
     // admission and the connection's loop is still seen by the loop.
-    let mut sharing = shared.sharing.subscribe();
+    let mut sharing = shared.rules.in_force.subscribe();
     let role = admission::admit(&sharing.borrow_and_update().config, &partner, &cert);
     let role = match role {
         Ok(role) => role,
@@ -256,7 +264,7 @@ async fn stream_task(
     let mut stop = shared.shutdown.clone();
     // Every stream's first frame is read within the partner's budget, so opening every
     // stream it may gives a partner no more room than one stream.
-    let budget = shared.budgets.stream(&partner);
+    let budget = shared.book.budgets.stream(&partner);
     let mut held = tokio::select! {
         h = budget.reserve() => match h {
             Some(h) => h,
@@ -266,10 +274,10 @@ async fn stream_task(
     };
     // The stream's frames after the first may already be in the buffer: it goes on to
     // the stream's handler.
-    let mut recv = transport::FrameReader::new(recv, shared.max_frame);
+    let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame);
     let read = recv.next::<proto::ClientFrame>();
     let first = tokio::select! {
-        r = tokio::time::timeout(shared.first_frame, read) => r,
+        r = tokio::time::timeout(shared.limits.first_frame, read) => r,
         _ = stop.changed() => return,
     };
     if let Ok(Ok(Some(f))) = &first {
@@ -282,7 +290,7 @@ async fn stream_task(
         Err(_) => {
             let msg = format!(
                 "no frame within {:?} of opening the stream",
-                shared.first_frame
+                shared.limits.first_frame
             );
             return transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
         }
@@ -295,9 +303,9 @@ async fn stream_task(
                     node_id: shared.node_id.to_string(),
                     partner_id: partner.to_string(),
                     role: role_to_proto(role) as i32,
-                    max_frame_bytes: shared.max_frame as u64,
-                    max_bulletin_bytes: shared.limits.max_bulletin_bytes as u64,
-                    max_body_bytes: shared.limits.max_body_bytes as u64,
+                    max_frame_bytes: shared.limits.max_frame as u64,
+                    max_bulletin_bytes: shared.limits.bulletin.max_bulletin_bytes as u64,
+                    max_body_bytes: shared.limits.bulletin.max_body_bytes as u64,
                     server_time_unix_ms: crate::timestamp::Timestamp::now().unix_ms(),
                     software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
                 })),

@@ -70,6 +70,7 @@ async fn register(
 ) -> (u64, watch::Receiver<u64>, tokio::sync::OwnedMutexGuard<()>) {
     let (generation, current, running) = {
         let mut subs = shared
+            .book
             .subscriptions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -111,8 +112,8 @@ pub(super) async fn run(
     partner: PartnerId,
 ) {
     let window = match sub.window {
-        0 => shared.window,
-        w => w.min(shared.window),
+        0 => shared.limits.window,
+        w => w.min(shared.limits.window),
     } as usize;
     let (generation, mut current, _running) = register(&shared, &partner).await;
     if *current.borrow() != generation {
@@ -120,7 +121,7 @@ pub(super) async fn run(
     }
     let (acks_tx, mut acks) = mpsc::channel(32);
     let reader = tokio::spawn(read_acks(recv, window, acks_tx));
-    let cursor = match shared.store.cursor(&partner) {
+    let cursor = match shared.storage.store.cursor(&partner) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the partner's cursor");
@@ -191,12 +192,12 @@ async fn next_page(
     room: usize,
 ) -> Result<Screened, StorageError> {
     let (store, partner, cursor, after) = (
-        shared.store.clone(),
+        shared.storage.store.clone(),
         partner.clone(),
         p.cursor.clone(),
         p.position,
     );
-    let (sharing, limits) = (shared.sharing(), shared.limits);
+    let (sharing, limits) = (shared.sharing(), shared.limits.bulletin);
     tokio::task::spawn_blocking(move || {
         let mut page = store.pending(&partner, after, &cursor, room)?;
         cap_bytes(&mut page, PAGE_BYTES);
@@ -291,7 +292,7 @@ async fn deliver(
     stream: &mut Stream<'_>,
     p: &mut Progress,
 ) -> Result<End, StorageError> {
-    let mut head = shared.head.clone();
+    let mut head = shared.storage.head.clone();
     let mut stop = shared.shutdown.clone();
     loop {
         let mut progressed = 0;
@@ -308,7 +309,7 @@ async fn deliver(
                     cursor,
                     done: None,
                 };
-                if shared.commits.send(request).await.is_err() {
+                if shared.storage.commits.send(request).await.is_err() {
                     return Ok(End::Abort);
                 }
             }
@@ -384,7 +385,7 @@ async fn take_acks(
             cursor: Some((partner.clone(), p.cursor.clone())),
             done: None,
         };
-        if shared.commits.send(request).await.is_err() {
+        if shared.storage.commits.send(request).await.is_err() {
             return Some(End::Abort);
         }
     }

@@ -5,29 +5,26 @@
 //! (who receives what) and `store` (what is durable); this module only wires them to
 //! the transport and keeps one slow partner from holding up another.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::checkpoint::{CheckpointError, CheckpointSigner};
 use crate::audit::record::Event;
-use crate::bulletin::Limits;
-use crate::config::{NodeConfig, PartnerConfig};
-use crate::identity::{self, Keyring, PartnerId};
-use crate::policy::Policy;
+use crate::config::NodeConfig;
+use crate::identity::{self, PartnerId};
 use crate::proto;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, Timers, TlsIdentity, TransportError};
 
 pub use crate::config::ConfigChange;
-use admission::RefusalWindow;
 pub use admission::{
     ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER, PARTNER_REFUSALS_PER_MINUTE,
 };
 pub use reload::ReloadError;
+pub(crate) use shared::{Shared, Sharing, StorageParts};
 pub use writer::StorageError;
 
 mod admin;
@@ -41,6 +38,7 @@ mod frames;
 pub mod operator;
 mod publish;
 mod reload;
+mod shared;
 mod withdraw;
 mod writer;
 
@@ -75,174 +73,6 @@ pub enum NodeError {
     /// The audit log's name cannot be a checkpoint origin.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-}
-
-/// Everything the connection tasks share.
-pub(crate) struct Shared {
-    pub node_id: PartnerId,
-    /// The partners, keys and rules in force; a reload replaces them whole, and
-    /// connections watch it to close when their partner is removed.
-    pub sharing: watch::Sender<Arc<Sharing>>,
-    /// One reload at a time, so their records come in the order they took effect.
-    pub reloading: tokio::sync::Mutex<()>,
-    /// Held (read) by a publish from taking the rules until its bulletins and refusals
-    /// are queued for the storage thread, and (write) by a reload from its CONFIG_LOADED
-    /// record until the new rules are in force: every accept decided under the old rules
-    /// is recorded before that record, every one decided under the new rules after it.
-    pub rules_gate: tokio::sync::RwLock<()>,
-    pub limits: Limits,
-    pub max_frame: usize,
-    pub window: u32,
-    /// How long a new stream may wait before its first frame.
-    pub first_frame: Duration,
-    pub store: Arc<Store>,
-    pub commits: mpsc::Sender<writer::Request>,
-    /// The key that signs the audit log's checkpoints.
-    pub audit_key: ed25519_dalek::VerifyingKey,
-    /// First month of the fiscal year, for metrics.
-    pub fiscal_start_month: u8,
-    /// How long group commits take, filled by the storage thread.
-    pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
-    pub head: watch::Receiver<u64>,
-    pub shutdown: watch::Receiver<bool>,
-    /// Refusals of peers that named no partner, so that strangers cannot flood the log.
-    pub anonymous_refusals: Mutex<RefusalWindow>,
-    /// Refusals of each partner, so that an authenticated partner cannot either.
-    pub partner_refusals: Mutex<admission::PartnerRefusals>,
-    /// Connection attempts asked to prove their address, and refused, before any
-    /// handshake work.
-    pub handshakes: HandshakeCounts,
-    /// Bytes publishes may hold in flight, per stream, per partner and in all.
-    pub budgets: budget::Budgets,
-    /// Open connections per partner, to bound what one partner can make the node hold.
-    pub connections: Mutex<HashMap<PartnerId, usize>>,
-    /// Per partner, the generation of its current subscription (a new one replaces the
-    /// old) and the lease a subscription holds while it runs, so the next one starts
-    /// from the cursor the previous one left.
-    pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
-}
-
-/// Connection attempts handled before any handshake work (see `admission::greet`).
-#[derive(Default)]
-pub(crate) struct HandshakeCounts {
-    pub retried: std::sync::atomic::AtomicU64,
-    pub refused: std::sync::atomic::AtomicU64,
-}
-
-/// The partners, their keys and the sharing rules of one configuration.
-pub(crate) struct Sharing {
-    /// The configuration in force: the sharing policy of the last reload, everything
-    /// else as the node started (see `ConfigChange::in_force`).
-    pub config: NodeConfig,
-    pub partners: HashMap<PartnerId, PartnerConfig>,
-    pub keyring: Keyring,
-    pub policy: Policy,
-    /// Bulletins up to this seq were queued under earlier rules (or before this run):
-    /// each is checked against these rules again before it goes out.
-    pub recheck_through: u64,
-}
-
-impl Sharing {
-    pub(crate) fn new(config: NodeConfig, recheck_through: u64) -> Sharing {
-        Sharing {
-            recheck_through,
-            partners: config
-                .partners
-                .iter()
-                .map(|p| (p.id.clone(), p.clone()))
-                .collect(),
-            keyring: config.keyring(),
-            policy: Policy::from_config(&config),
-            config,
-        }
-    }
-}
-
-impl Shared {
-    /// The sharing rules in force now.
-    pub fn sharing(&self) -> Arc<Sharing> {
-        self.sharing.borrow().clone()
-    }
-
-    /// Appends an event and/or moves a cursor, and waits until it is durable.
-    pub async fn commit_event(
-        &self,
-        event: Option<Event>,
-        cursor: Option<(PartnerId, crate::store::Cursor)>,
-    ) -> Result<(), writer::StorageError> {
-        let stopped = || writer::StorageError::Stopped;
-        let (done, saved) = tokio::sync::oneshot::channel();
-        let request = writer::Request::Event {
-            event,
-            cursor,
-            done: Some(done),
-        };
-        self.commits.send(request).await.map_err(|_| stopped())?;
-        saved.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// Records the refusal of a peer that named no partner, within the per-minute limit.
-    async fn record_anonymous_refusal(&self, why: String) {
-        let admitted = self
-            .anonymous_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(Instant::now());
-        if let Some(before) = admitted {
-            let why = if before > 0 {
-                format!(
-                    "{why} ({before} more refusals before this one were not recorded one by one)"
-                )
-            } else {
-                why
-            };
-            self.record(Event::connection_refused(None, &why)).await;
-        }
-    }
-
-    /// Records a refusal of `partner` (a REJECTED event) within the partner's
-    /// per-minute limit; beyond it the refusal is counted, and the counts recorded later
-    /// (`admission::PartnerRefusals`).
-    pub async fn record_refusal(&self, partner: &PartnerId, event: Event) {
-        let code = event.record().error;
-        let verdict = self
-            .partner_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(partner, code, Instant::now());
-        for (code, n) in verdict.counted {
-            self.record(Event::refusals_counted(partner, code, n)).await;
-        }
-        if verdict.record_it {
-            self.record(event).await;
-        }
-    }
-
-    /// Records the refusals of `partner` counted but not recorded yet (its connection
-    /// ended).
-    pub async fn record_counted_refusals(&self, partner: &PartnerId) {
-        let counted = self
-            .partner_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(partner);
-        for (code, n) in counted {
-            self.record(Event::refusals_counted(partner, code, n)).await;
-        }
-    }
-
-    /// Appends an event to the audit log (durable with the next group commit). Only
-    /// fails if the node is stopping, when there is nothing left to do about it.
-    pub async fn record(&self, event: Event) {
-        let request = writer::Request::Event {
-            event: Some(event),
-            cursor: None,
-            done: None,
-        };
-        if self.commits.send(request).await.is_err() {
-            tracing::warn!("audit record dropped: the storage thread has stopped");
-        }
-    }
 }
 
 /// The audit log's checkpoint origin (and key name) for a node.
@@ -405,13 +235,6 @@ fn load_keys(cfg: &NodeConfig) -> Result<(quinn::ServerConfig, CheckpointSigner)
     Ok((server, signer))
 }
 
-/// What the connection tasks hold of the storage thread.
-pub(crate) struct StorageParts {
-    pub commits: mpsc::Sender<writer::Request>,
-    pub head: watch::Receiver<u64>,
-    pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
-}
-
 /// The running storage thread and what the node holds of it.
 struct Storage {
     thread: std::thread::JoinHandle<()>,
@@ -519,48 +342,6 @@ fn start_operator(
     _shared: &Arc<Shared>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     None
-}
-
-impl Shared {
-    /// The state the connection tasks share, for a node started on `cfg`.
-    fn new(
-        cfg: &NodeConfig,
-        store: Arc<Store>,
-        storage: StorageParts,
-        audit_key: ed25519_dalek::VerifyingKey,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Shared, NodeError> {
-        let t = &cfg.transport;
-        let l = &cfg.limits;
-        Ok(Shared {
-            node_id: cfg.node.id.clone(),
-            sharing: watch::Sender::new(Arc::new(Sharing::new(cfg.clone(), store.head()?))),
-            reloading: tokio::sync::Mutex::new(()),
-            rules_gate: tokio::sync::RwLock::new(()),
-            limits: l.bulletin_limits(),
-            max_frame: l.max_frame_bytes,
-            window: t.delivery_window,
-            first_frame: Duration::from_secs(t.handshake_timeout_secs),
-            store,
-            commits: storage.commits,
-            audit_key,
-            fiscal_start_month: cfg.metrics.fiscal_year_start_month,
-            commit_latency: storage.commit_latency,
-            head: storage.head,
-            shutdown,
-            subscriptions: Mutex::new(HashMap::new()),
-            connections: Mutex::new(HashMap::new()),
-            handshakes: HandshakeCounts::default(),
-            budgets: budget::Budgets::new(budget::BudgetSizes {
-                node: l.node_in_flight_mib << 20,
-                partner: l.partner_in_flight_mib << 20,
-                stream: l.stream_in_flight_mib << 20,
-                max_frame: l.max_frame_bytes,
-            }),
-            anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
-            partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
-        })
-    }
 }
 
 /// Asks the storage thread for a checkpoint every `every`; ends with the node.

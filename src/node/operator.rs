@@ -217,7 +217,7 @@ async fn backup(shared: &Shared, out: PathBuf) -> (bool, String) {
         taken_at: crate::timestamp::Timestamp::now().to_string(),
         reply: tx,
     };
-    if shared.commits.send(request).await.is_err() {
+    if shared.storage.commits.send(request).await.is_err() {
         return (false, "the node is stopping".into());
     }
     match rx.await {

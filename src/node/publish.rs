@@ -289,18 +289,19 @@ async fn answer(
 }
 
 /// Decides a batch under the rules in force and queues what it came to for the storage
-/// thread before a reload can put other rules in force (`Shared::rules_gate`).
+/// thread before a reload can put other rules in force (`Rules::gate`).
 async fn queue_batch(
     shared: &Shared,
     from: &PartnerId,
     role: Role,
     batch: Vec<proto::Publish>,
 ) -> Vec<Reply> {
-    let _gate = shared.rules_gate.read().await;
+    let _gate = shared.rules.gate.read().await;
     let mut replies = Vec::with_capacity(batch.len());
     let sharing = shared.sharing();
     let now = Timestamp::now();
-    for prepared in decide::decide_batch(&sharing, &shared.limits, from, role, batch, now) {
+    for prepared in decide::decide_batch(&sharing, &shared.limits.bulletin, from, role, batch, now)
+    {
         let reply = match prepared {
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
@@ -314,7 +315,7 @@ async fn queue_batch(
                     bulletin,
                     reply: tx,
                 };
-                if shared.commits.send(request).await.is_err() {
+                if shared.storage.commits.send(request).await.is_err() {
                     let stopped = StorageError::Stopped;
                     Reply::Ready(reject_identified(
                         answer.into_result(),

@@ -65,7 +65,7 @@ pub(super) fn disconnect_reason(
 /// asked for it (for the audit log). A refusal is recorded too.
 pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, ReloadError> {
     // One at a time, so that records and rules change in the same order.
-    let _one = shared.reloading.lock().await;
+    let _one = shared.rules.reloading.lock().await;
     let source = shared.sharing().config.source.clone();
     let new = read(source.as_deref()).and_then(|new| {
         if new.node.id == shared.node_id {
@@ -93,7 +93,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         // No publish decides while the rules change: every decision made under the old
         // rules is queued before the record that names the new ones, every one made
         // under the new rules after it.
-        let _gate = shared.rules_gate.write().await;
+        let _gate = shared.rules.gate.write().await;
         let loaded = Event::config_loaded(
             &shared.node_id,
             new.policy_digest(),
@@ -113,12 +113,13 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         // Everything stored so far was decided under the old rules: it is checked
         // against the new ones before it goes out.
         let through = shared
+            .storage
             .store
             .head()
             .map_err(|e| ReloadError::NotRecorded(e.into()))?;
         let in_force = ConfigChange::in_force(&running.config, new);
         let sharing = Arc::new(Sharing::new(in_force, through));
-        shared.sharing.send_replace(sharing.clone());
+        shared.rules.in_force.send_replace(sharing.clone());
         sharing
     };
     if let Err(e) = super::withdraw::withdraw_removed(shared, &sharing).await {

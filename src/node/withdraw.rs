@@ -90,7 +90,7 @@ pub(super) async fn withdraw_removed(
     shared: &Shared,
     sharing: &Sharing,
 ) -> Result<(), StorageError> {
-    let store = &shared.store;
+    let store = &shared.storage.store;
     let now: Vec<PartnerId> = sharing
         .config
         .partners

@@ -1,0 +1,279 @@
+//! What the connection tasks of a running node share: the rules in force and what
+//! orders their changes, the storage thread's handle, the limits, and the book of
+//! connections, subscriptions, budgets and refusals; and the few steps every task
+//! takes through them (recording an event, a refusal, reading the rules in force).
+//!
+//! It holds state and hands it out; the decisions are the other modules'.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::admission::{self, RefusalWindow};
+use super::{budget, deliver, writer, NodeError};
+use crate::audit::record::Event;
+use crate::bulletin::Limits;
+use crate::config::{NodeConfig, PartnerConfig};
+use crate::identity::{Keyring, PartnerId};
+use crate::policy::Policy;
+use crate::store::Store;
+
+/// Everything the connection tasks share, in four parts: the rules in force, the
+/// storage thread's handle, the limits, and the book of connections, subscriptions and
+/// budgets.
+pub(crate) struct Shared {
+    pub node_id: PartnerId,
+    pub rules: Rules,
+    pub storage: StorageHandle,
+    pub limits: NodeLimits,
+    pub book: ConnectionBook,
+    /// First month of the fiscal year, for metrics.
+    pub fiscal_start_month: u8,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The sharing rules in force and what orders their changes.
+pub(crate) struct Rules {
+    /// The partners, keys and rules in force; a reload replaces them whole, and
+    /// connections watch it to close when their partner is removed.
+    pub in_force: watch::Sender<Arc<Sharing>>,
+    /// One reload at a time, so their records come in the order they took effect.
+    pub reloading: tokio::sync::Mutex<()>,
+    /// Held (read) by a publish from taking the rules until its bulletins and refusals
+    /// are queued for the storage thread, and (write) by a reload from its CONFIG_LOADED
+    /// record until the new rules are in force: every accept decided under the old rules
+    /// is recorded before that record, every one decided under the new rules after it.
+    pub gate: tokio::sync::RwLock<()>,
+}
+
+/// The database and the storage thread, its only writer.
+pub(crate) struct StorageHandle {
+    pub store: Arc<Store>,
+    pub commits: mpsc::Sender<writer::Request>,
+    /// The newest stored seq, announced by the storage thread.
+    pub head: watch::Receiver<u64>,
+    /// How long group commits take, filled by the storage thread.
+    pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
+    /// The key that signs the audit log's checkpoints.
+    pub audit_key: ed25519_dalek::VerifyingKey,
+}
+
+/// The limits a stream works within.
+pub(crate) struct NodeLimits {
+    /// What a bulletin may be.
+    pub bulletin: Limits,
+    pub max_frame: usize,
+    /// Deliveries in flight to one subscriber, at most.
+    pub window: u32,
+    /// How long a new stream may wait before its first frame.
+    pub first_frame: Duration,
+}
+
+/// Who is connected and subscribed, what they hold, and what was refused.
+pub(crate) struct ConnectionBook {
+    /// Open connections per partner, to bound what one partner can make the node hold.
+    pub connections: Mutex<HashMap<PartnerId, usize>>,
+    /// Per partner, the generation of its current subscription (a new one replaces the
+    /// old) and the lease a subscription holds while it runs, so the next one starts
+    /// from the cursor the previous one left.
+    pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
+    /// Bytes publishes may hold in flight, per stream, per partner and in all.
+    pub budgets: budget::Budgets,
+    /// Connection attempts asked to prove their address, and refused, before any
+    /// handshake work.
+    pub handshakes: HandshakeCounts,
+    /// Refusals of peers that named no partner, so that strangers cannot flood the log.
+    pub anonymous_refusals: Mutex<RefusalWindow>,
+    /// Refusals of each partner, so that an authenticated partner cannot either.
+    pub partner_refusals: Mutex<admission::PartnerRefusals>,
+}
+
+/// Connection attempts handled before any handshake work (see `admission::greet`).
+#[derive(Default)]
+pub(crate) struct HandshakeCounts {
+    pub retried: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// The partners, their keys and the sharing rules of one configuration.
+pub(crate) struct Sharing {
+    /// The configuration in force: the sharing policy of the last reload, everything
+    /// else as the node started (see `ConfigChange::in_force`).
+    pub config: NodeConfig,
+    pub partners: HashMap<PartnerId, PartnerConfig>,
+    pub keyring: Keyring,
+    pub policy: Policy,
+    /// Bulletins up to this seq were queued under earlier rules (or before this run):
+    /// each is checked against these rules again before it goes out.
+    pub recheck_through: u64,
+}
+
+impl Sharing {
+    pub(crate) fn new(config: NodeConfig, recheck_through: u64) -> Sharing {
+        Sharing {
+            recheck_through,
+            partners: config
+                .partners
+                .iter()
+                .map(|p| (p.id.clone(), p.clone()))
+                .collect(),
+            keyring: config.keyring(),
+            policy: Policy::from_config(&config),
+            config,
+        }
+    }
+}
+
+impl Shared {
+    /// The sharing rules in force now.
+    pub fn sharing(&self) -> Arc<Sharing> {
+        self.rules.in_force.borrow().clone()
+    }
+
+    /// Appends an event and/or moves a cursor, and waits until it is durable.
+    pub async fn commit_event(
+        &self,
+        event: Option<Event>,
+        cursor: Option<(PartnerId, crate::store::Cursor)>,
+    ) -> Result<(), writer::StorageError> {
+        let stopped = || writer::StorageError::Stopped;
+        let (done, saved) = tokio::sync::oneshot::channel();
+        let request = writer::Request::Event {
+            event,
+            cursor,
+            done: Some(done),
+        };
+        self.storage
+            .commits
+            .send(request)
+            .await
+            .map_err(|_| stopped())?;
+        saved.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Records the refusal of a peer that named no partner, within the per-minute limit.
+    pub(super) async fn record_anonymous_refusal(&self, why: String) {
+        let admitted = self
+            .book
+            .anonymous_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(Instant::now());
+        if let Some(before) = admitted {
+            let why = if before > 0 {
+                format!(
+                    "{why} ({before} more refusals before this one were not recorded one by one)"
+                )
+            } else {
+                why
+            };
+            self.record(Event::connection_refused(None, &why)).await;
+        }
+    }
+
+    /// Records a refusal of `partner` (a REJECTED event) within the partner's
+    /// per-minute limit; beyond it the refusal is counted, and the counts recorded later
+    /// (`admission::PartnerRefusals`).
+    pub async fn record_refusal(&self, partner: &PartnerId, event: Event) {
+        let code = event.record().error;
+        let verdict = self
+            .book
+            .partner_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(partner, code, Instant::now());
+        for (code, n) in verdict.counted {
+            self.record(Event::refusals_counted(partner, code, n)).await;
+        }
+        if verdict.record_it {
+            self.record(event).await;
+        }
+    }
+
+    /// Records the refusals of `partner` counted but not recorded yet (its connection
+    /// ended).
+    pub async fn record_counted_refusals(&self, partner: &PartnerId) {
+        let counted = self
+            .book
+            .partner_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(partner);
+        for (code, n) in counted {
+            self.record(Event::refusals_counted(partner, code, n)).await;
+        }
+    }
+
+    /// Appends an event to the audit log (durable with the next group commit). Only
+    /// fails if the node is stopping, when there is nothing left to do about it.
+    pub async fn record(&self, event: Event) {
+        let request = writer::Request::Event {
+            event: Some(event),
+            cursor: None,
+            done: None,
+        };
+        if self.storage.commits.send(request).await.is_err() {
+            tracing::warn!("audit record dropped: the storage thread has stopped");
+        }
+    }
+}
+
+/// What the connection tasks hold of the storage thread.
+pub(crate) struct StorageParts {
+    pub commits: mpsc::Sender<writer::Request>,
+    pub head: watch::Receiver<u64>,
+    pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
+}
+
+impl Shared {
+    /// The state the connection tasks share, for a node started on `cfg`.
+    pub(super) fn new(
+        cfg: &NodeConfig,
+        store: Arc<Store>,
+        storage: StorageParts,
+        audit_key: ed25519_dalek::VerifyingKey,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Shared, NodeError> {
+        let t = &cfg.transport;
+        let l = &cfg.limits;
+        let in_force = Arc::new(Sharing::new(cfg.clone(), store.head()?));
+        Ok(Shared {
+            node_id: cfg.node.id.clone(),
+            rules: Rules {
+                in_force: watch::Sender::new(in_force),
+                reloading: tokio::sync::Mutex::new(()),
+                gate: tokio::sync::RwLock::new(()),
+            },
+            storage: StorageHandle {
+                store,
+                commits: storage.commits,
+                head: storage.head,
+                commit_latency: storage.commit_latency,
+                audit_key,
+            },
+            limits: NodeLimits {
+                bulletin: l.bulletin_limits(),
+                max_frame: l.max_frame_bytes,
+                window: t.delivery_window,
+                first_frame: Duration::from_secs(t.handshake_timeout_secs),
+            },
+            book: ConnectionBook {
+                connections: Mutex::new(HashMap::new()),
+                subscriptions: Mutex::new(HashMap::new()),
+                budgets: budget::Budgets::new(budget::BudgetSizes {
+                    node: l.node_in_flight_mib << 20,
+                    partner: l.partner_in_flight_mib << 20,
+                    stream: l.stream_in_flight_mib << 20,
+                    max_frame: l.max_frame_bytes,
+                }),
+                handshakes: HandshakeCounts::default(),
+                anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
+                partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
+            },
+            fiscal_start_month: cfg.metrics.fiscal_year_start_month,
+            shutdown,
+        })
+    }
+}
