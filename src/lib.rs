@@ -24,3 +24,4 @@ pub mod store;
 pub mod text;
 pub mod timestamp;
 pub mod transport;
+mod wire;

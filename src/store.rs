@@ -45,7 +45,6 @@ use crate::timestamp::Timestamp;
 pub mod audit;
 pub mod backup;
 mod queue;
-mod segment;
 mod values;
 
 pub use audit::{AuditPage, AuditReader};
@@ -500,7 +499,7 @@ impl Store {
             events.push(b.audit.stored_as(head));
             outcomes.push(Some(Outcome::Accepted(head)));
         }
-        let (encoded, segment) = segment::encode(bulletins);
+        let (encoded, segment) = crate::wire::segment(bulletins);
         if !segment.bulletins.is_empty() {
             let ptr = self.values.append(&encoded)?;
             writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);

@@ -358,28 +358,7 @@ impl Outbox {
     /// not decoded and encoded again. The bytes are those of encoding the frame with
     /// the envelope decoded.
     pub fn push_delivery(&mut self, seq: u64, envelope: &[u8]) {
-        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-        // Delivery { seq = 1 (omitted when 0, as proto3 does); bulletin = 2 }
-        let seq_len = if seq == 0 {
-            0
-        } else {
-            1 + encoded_len_varint(seq)
-        };
-        let env = envelope.len() as u64;
-        let delivery = seq_len as u64 + 1 + encoded_len_varint(env) as u64 + env;
-        // ServerFrame { delivery = 3 }
-        let frame = 1 + encoded_len_varint(delivery) as u64 + delivery;
-        let buf = &mut self.buf;
-        encode_varint(frame, buf);
-        encode_key(DELIVERY_FIELD, WireType::LengthDelimited, buf);
-        encode_varint(delivery, buf);
-        if seq != 0 {
-            encode_key(1, WireType::Varint, buf);
-            encode_varint(seq, buf);
-        }
-        encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(env, buf);
-        buf.extend_from_slice(envelope);
+        crate::wire::delivery_frame(&mut self.buf, seq, envelope);
         self.frames += 1;
     }
 
@@ -387,26 +366,7 @@ impl Outbox {
     /// already encoded that come after every field `result` sets (an accepted answer's
     /// partner lists). The bytes are prost's for the result with the tail decoded into it.
     pub fn push_result(&mut self, result: &proto::PublishResult, tail: &[u8]) {
-        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-        debug_assert!(
-            tail.is_empty()
-                || (result.shared_with.is_empty()
-                    && result.withheld.is_empty()
-                    && result.error == 0
-                    && result.message.is_empty()),
-            "a tail must come after every field the result sets"
-        );
-        let body = result.encoded_len() + tail.len();
-        // ServerFrame { publish_result = 2 }
-        let frame = 1 + encoded_len_varint(body as u64) + body;
-        self.buf.reserve(frame + 10);
-        let buf = &mut self.buf;
-        encode_varint(frame as u64, buf);
-        encode_key(PUBLISH_RESULT_FIELD, WireType::LengthDelimited, buf);
-        encode_varint(body as u64, buf);
-        // Encoding into a Vec cannot run out of room.
-        let _ = result.encode(buf);
-        buf.extend_from_slice(tail);
+        crate::wire::publish_result_frame(&mut self.buf, result, tail);
         self.frames += 1;
     }
 
@@ -441,11 +401,6 @@ impl Outbox {
     }
 }
 
-/// The field of `ServerFrame` that holds a `Delivery`.
-const DELIVERY_FIELD: u32 = 3;
-/// `ServerFrame.publish_result`.
-const PUBLISH_RESULT_FIELD: u32 = 2;
-
 /// Writes an `Error` frame and finishes the stream; failures are ignored because the
 /// peer may already be gone, and there is nothing more to tell it.
 pub async fn send_error(
@@ -479,57 +434,5 @@ mod tests {
         // The CA certificate has no SAN: it names no partner.
         let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap();
         assert!(partner_from_cert(&ca_der).is_err());
-    }
-
-    #[test]
-    fn an_outbox_holds_the_bytes_prost_would_write_for_its_frames() {
-        let envelope = |n: usize| proto::SignedBulletin {
-            bulletin: Bytes::from(vec![7; n]),
-            signature: Bytes::from(vec![1; 64]),
-            key_id: Bytes::from(vec![2; 8]),
-        };
-        let mut outbox = Outbox::default();
-        let mut expected = Vec::new();
-        let refused = proto::PublishResult {
-            request_id: 9,
-            status: proto::PublishStatus::Rejected as i32,
-            error: 3,
-            message: "x".into(),
-            ..Default::default()
-        };
-        let result = proto::ServerFrame {
-            frame: Some(proto::server_frame::Frame::PublishResult(refused.clone())),
-        };
-        for (seq, n) in [(0, 0), (1, 5), (127, 1_000), (128, 20_000), (1 << 40, 90)] {
-            let signed = envelope(n);
-            let frame = proto::ServerFrame {
-                frame: Some(proto::server_frame::Frame::Delivery(proto::Delivery {
-                    seq,
-                    bulletin: Some(signed.clone()),
-                })),
-            };
-            outbox.push_delivery(seq, &signed.encode_to_vec());
-            expected.extend(frame.encode_length_delimited_to_vec());
-            outbox.push_result(&refused, &[]);
-            expected.extend(result.encode_length_delimited_to_vec());
-        }
-        let written = outbox.buf.clone();
-        assert_eq!(written, expected);
-        assert_eq!(outbox.len(), expected.len());
-        assert_eq!(outbox.frames, 10);
-        // And a reader takes them back one by one.
-        let mut buf = &written[..];
-        for _ in 0..5 {
-            let f = proto::ServerFrame::decode_length_delimited(&mut buf).unwrap();
-            assert!(matches!(
-                f.frame,
-                Some(proto::server_frame::Frame::Delivery(_))
-            ));
-            assert_eq!(
-                proto::ServerFrame::decode_length_delimited(&mut buf).unwrap(),
-                result
-            );
-        }
-        assert!(buf.is_empty());
     }
 }

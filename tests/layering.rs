@@ -20,6 +20,7 @@ const CORE: &[&str] = &[
     "pki",
     "text",
     "timestamp",
+    "wire",
 ];
 
 /// What the core must not name outside comments.

@@ -24,7 +24,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use prost::encoding::{self, WireType};
 use prost::Message as _;
 
 use super::values::ValueLog;
@@ -307,21 +306,14 @@ impl AuditState {
             new: Vec::with_capacity(events.len() * 2),
         };
         let mut batch = Vec::with_capacity(64 + events.len() * 512);
-        if first != 0 {
-            encoding::encode_key(1, WireType::Varint, &mut batch);
-            encoding::encode_varint(first, &mut batch);
-        }
+        crate::wire::audit_batch_start(&mut batch, first);
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut term = Vec::new();
         let mut records = Vec::with_capacity(events.len());
         for (n, event) in (first..).zip(events) {
             let record = event.seal(n, now);
-            encoding::encode_key(2, WireType::LengthDelimited, &mut batch);
-            encoding::encode_varint(record.encoded_len() as u64, &mut batch);
-            let at = batch.len();
-            // Encoding into a Vec cannot run out of room.
-            let _ = record.encode(&mut batch);
-            let bytes = batch.get(at..).unwrap_or_default();
+            let at = crate::wire::audit_batch_record(&mut batch, &record);
+            let bytes = batch.get(at).unwrap_or_default();
             let hashes = merkle::hashes_to_append(n, bytes, &tree_view)
                 .map_err(|e| corrupt(HASHES, e.to_string()))?;
             tree_view.new.extend(hashes);

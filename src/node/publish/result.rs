@@ -6,18 +6,12 @@
 //! copied string by string into the answer and encoded from there.
 
 use bytes::Bytes;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
 use crate::bulletin::{Digest, Header};
 use crate::node::writer::StorageError;
 use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::Outcome;
 use crate::transport::Outbox;
-
-/// `PublishResult.shared_with`.
-const SHARED_WITH: u32 = 6;
-/// `PublishResult.withheld`.
-const WITHHELD: u32 = 7;
 
 /// A refusal of a publish that did not (or not yet) name its bulletin.
 pub(super) fn rejected(
@@ -126,16 +120,6 @@ impl Answer {
     }
 }
 
-/// The encoded length of a length-delimited field of `len` bytes, or 0 if proto3 omits
-/// it (an empty singular field).
-fn omitted_if_empty(len: usize) -> usize {
-    if len == 0 {
-        0
-    } else {
-        1 + encoded_len_varint(len as u64) + len
-    }
-}
-
 /// Whether a withheld decision is told to the publisher: only when the operator allows
 /// it, and never one about an auditor (auditors stay out of sight).
 fn disclosed(d: &proto::Decision, disclose_withheld: bool) -> bool {
@@ -150,43 +134,11 @@ fn encode_lists(decisions: &[proto::Decision], disclose_withheld: bool) -> Vec<u
         .iter()
         .map(|d| d.partner.len() + d.detail.len() + 16)
         .sum();
-    let mut buf = Vec::with_capacity(room);
-    for d in decisions.iter().filter(|d| d.shared) {
-        encode_key(SHARED_WITH, WireType::LengthDelimited, &mut buf);
-        encode_varint(d.partner.len() as u64, &mut buf);
-        buf.extend_from_slice(d.partner.as_bytes());
-    }
+    let shared = decisions.iter().filter(|d| d.shared);
     let told = decisions
         .iter()
         .filter(|d| !d.shared && disclosed(d, disclose_withheld));
-    for d in told {
-        // Withheld { partner = 1; reason = 2; detail = 3 }; an enum is encoded as an
-        // int32, so a negative value is sign-extended to ten bytes.
-        let reason = d.reason as i64 as u64;
-        let reason_len = if d.reason == 0 {
-            0
-        } else {
-            1 + encoded_len_varint(reason)
-        };
-        let len = omitted_if_empty(d.partner.len()) + reason_len + omitted_if_empty(d.detail.len());
-        encode_key(WITHHELD, WireType::LengthDelimited, &mut buf);
-        encode_varint(len as u64, &mut buf);
-        if !d.partner.is_empty() {
-            encode_key(1, WireType::LengthDelimited, &mut buf);
-            encode_varint(d.partner.len() as u64, &mut buf);
-            buf.extend_from_slice(d.partner.as_bytes());
-        }
-        if d.reason != 0 {
-            encode_key(2, WireType::Varint, &mut buf);
-            encode_varint(reason, &mut buf);
-        }
-        if !d.detail.is_empty() {
-            encode_key(3, WireType::LengthDelimited, &mut buf);
-            encode_varint(d.detail.len() as u64, &mut buf);
-            buf.extend_from_slice(d.detail.as_bytes());
-        }
-    }
-    buf
+    crate::wire::publish_result_lists(shared, told, room)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Writing a group commit's bulletins as one `Segment` value: each received envelope is
 //! encoded straight into the segment's buffer, and the cached copy of the segment points
 //! into that buffer, so an accepted bulletin's bytes are not encoded into a buffer of
-//! their own first and copied again. Reading segments back is `queue`'s.
+//! their own first and copied again. Reading segments back is the store's (`store::queue`).
 //!
 //! The bytes are exactly prost's encoding of the `Segment` with every
 //! `StoredBulletin.signed` holding its envelope's encoding (a unit test holds it to that).
@@ -23,7 +23,7 @@ const SIGNED: u32 = 2;
 
 /// Encodes `bulletins` (their `signed` left empty) with their envelopes, and returns the
 /// encoding and the segment decoded, whose `signed` fields are slices of it.
-pub(super) fn encode(
+pub(crate) fn encode(
     bulletins: Vec<(proto::StoredBulletin, proto::SignedBulletin)>,
 ) -> (Bytes, proto::Segment) {
     let size: usize = bulletins
