@@ -24,7 +24,8 @@ fn base(event: AuditEvent, partner: &PartnerId) -> proto::AuditRecord {
     }
 }
 
-fn describe(r: &mut proto::AuditRecord, h: &Header, digest: Digest) {
+/// Names the bulletin `h` (with `digest`) in the record `r`.
+fn set_bulletin(r: &mut proto::AuditRecord, h: &Header, digest: Digest) {
     r.bulletin_id = h.id.to_text();
     r.origin = (&h.origin).into();
     r.digest = digest.0.to_vec().into();
@@ -43,7 +44,7 @@ impl Event {
         decisions: impl IntoIterator<Item = (&'a PartnerId, &'a Decision)>,
     ) -> Event {
         let mut r = base(AuditEvent::BulletinAccepted, publisher);
-        describe(&mut r, header, digest);
+        set_bulletin(&mut r, header, digest);
         r.decisions = decisions
             .into_iter()
             .map(|(partner, d)| match d {
@@ -72,7 +73,7 @@ impl Event {
     ) -> Event {
         let mut r = base(AuditEvent::BulletinRejected, publisher);
         if let Some((h, d)) = bulletin {
-            describe(&mut r, h, d);
+            set_bulletin(&mut r, h, d);
         }
         r.error = code as i32;
         r.reason = reason.to_owned();
@@ -149,7 +150,7 @@ impl Event {
     ) -> Event {
         let mut r = base(AuditEvent::Withdrawn, partner);
         if let Some((h, d)) = about {
-            describe(&mut r, h, d);
+            set_bulletin(&mut r, h, d);
         }
         r.bulletin_seqs = seqs;
         let detail = why.detail();

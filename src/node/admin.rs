@@ -164,7 +164,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
     };
     let store = shared.storage.store.clone();
     let receivers: Vec<PartnerId> = {
-        let sharing = shared.sharing();
+        let sharing = shared.rules_in_force();
         let mut ids: Vec<_> = sharing
             .partners
             .values()

@@ -26,7 +26,8 @@ enum Refusal {
     Internal(String),
 }
 
-fn describe(frame: &Client) -> String {
+/// An auditor's request as its record of the request says it.
+fn request_text(frame: &Client) -> String {
     match frame {
         Client::AuditQuery(q) => match Query::from_wire(q) {
             Ok(q) => q.to_string(),
@@ -59,7 +60,7 @@ pub(super) async fn answer(
     auditor: &PartnerId,
 ) {
     // On the record, durably, before anything is answered.
-    let event = Event::auditor_query(auditor, describe(&frame));
+    let event = Event::auditor_query(auditor, request_text(&frame));
     if let Err(e) = shared.commit_event(Some(event), None).await {
         tracing::error!(error = %e, "cannot record an auditor's request");
         let why = format!("the request could not be recorded: {}", e.to_peer());

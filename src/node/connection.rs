@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 
 use super::admission::{self, Admitted, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER};
 use super::frames::{self, Opening};
-use super::{auditor, deliver, publish, reload, Shared, Sharing};
+use super::{auditor, deliver, publish, reload, RuleSet, Shared};
 use crate::audit::record::Event;
 use crate::identity::{self, PartnerId, Role};
 use crate::proto;
@@ -190,7 +190,7 @@ struct AdmittedAs {
     partner: PartnerId,
     role: Role,
     cert: identity::CertFingerprint,
-    sharing: watch::Receiver<Arc<Sharing>>,
+    sharing: watch::Receiver<Arc<RuleSet>>,
 }
 
 async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: AdmittedAs) {

@@ -12,7 +12,7 @@ use super::withdraw::{recheck, Withdrawal};
 
 mod progress;
 use super::writer::{Request, StorageError};
-use super::{Shared, Sharing};
+use super::{RuleSet, Shared};
 use crate::identity::PartnerId;
 use crate::proto::{self, ErrorCode};
 use crate::store::{Page, StoreError};
@@ -197,7 +197,7 @@ async fn next_page(
         p.cursor.clone(),
         p.position,
     );
-    let (sharing, limits) = (shared.sharing(), shared.limits.bulletin);
+    let (sharing, limits) = (shared.rules_in_force(), shared.limits.bulletin);
     tokio::task::spawn_blocking(move || {
         let mut page = store.pending(&partner, after, &cursor, room)?;
         cap_bytes(&mut page, PAGE_BYTES);
@@ -237,7 +237,7 @@ fn cap_bytes(page: &mut Page, max: usize) {
 /// decided under them.
 fn screen(
     store: &crate::store::Store,
-    sharing: &Sharing,
+    sharing: &RuleSet,
     limits: &crate::bulletin::Limits,
     partner: &PartnerId,
     mut page: Page,

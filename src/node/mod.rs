@@ -24,7 +24,7 @@ pub use admission::{
     ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER, PARTNER_REFUSALS_PER_MINUTE,
 };
 pub use reload::ReloadError;
-pub(crate) use shared::{Shared, Sharing, StorageParts};
+pub(crate) use shared::{RuleSet, Shared, StorageParts};
 pub use writer::StorageError;
 
 mod admin;
@@ -176,7 +176,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown,
     )?);
     // Partners removed while the node was down lose their queues before anyone connects.
-    withdraw::withdraw_removed(&shared, &shared.sharing())
+    withdraw::withdraw_removed(&shared, &shared.rules_in_force())
         .await
         .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
     let admin = start_admin(&cfg, &shared).await?;

@@ -28,9 +28,10 @@ use result::{reject_identified, rejected, Answer};
 const PIPELINE: usize = 1024;
 
 /// A reply waiting for the responder, with the room its publish holds in the budgets.
-type Queued = (Reply, Option<Held>);
+type Queued = (Pending, Option<Held>);
 
-enum Reply {
+/// A publish's result, ready or waiting for its commit.
+enum Pending {
     /// Known now (a rejection).
     Ready(proto::PublishResult),
     /// Accepted by verification and policy; waiting for the commit.
@@ -44,7 +45,7 @@ const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The node is stopping: answer every Publish still arriving with SHUTTING_DOWN, so the
 /// publisher has a result for each, until the stream goes quiet.
-async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<Incoming>) {
+async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<FromPublisher>) {
     loop {
         let read = recv.next::<proto::ClientFrame>();
         let Ok(Ok(Some(frame))) = tokio::time::timeout(DRAIN_IDLE, read).await else {
@@ -58,7 +59,7 @@ async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<Incoming>) 
             ErrorCode::ShuttingDown,
             "the node is stopping; publish again later".into(),
         );
-        if out.send(Incoming::Refused(*r)).await.is_err() {
+        if out.send(FromPublisher::Refused(*r)).await.is_err() {
             break;
         }
     }
@@ -101,8 +102,8 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
             Err(TryRecvError::Disconnected) => break,
         };
         let answer = match reply {
-            Reply::Ready(r) => Answer::plain(r),
-            Reply::Committing(a, mut outcome) => match outcome.try_recv() {
+            Pending::Ready(r) => Answer::plain(r),
+            Pending::Committing(a, mut outcome) => match outcome.try_recv() {
                 Ok(o) => a.settle(Some(o)),
                 Err(Waiting::Closed) => a.settle(None),
                 Err(Waiting::Empty) => {
@@ -115,7 +116,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
                     a.settle(outcome.await.ok())
                 }
             },
-            Reply::Fatal(code, msg) => {
+            Pending::Fatal(code, msg) => {
                 if outbox.write_to(&mut send).await.is_ok() {
                     transport::send_error(&mut send, code, msg).await;
                 }
@@ -131,7 +132,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
 }
 
 /// What the reading half of a publish stream hands to the preparing half, in order.
-enum Incoming {
+enum FromPublisher {
     /// A Publish to verify and decide, with the room it holds in the budgets.
     Publish(proto::Publish, Held),
     /// A Publish refused unread because the node is stopping.
@@ -147,7 +148,7 @@ async fn read_publishes(
     mut recv: FrameReader,
     budget: StreamBudget,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    out: mpsc::Sender<Incoming>,
+    out: mpsc::Sender<FromPublisher>,
 ) {
     loop {
         // Room for the next frame before reading it: a publisher whose publishes hold
@@ -167,14 +168,14 @@ async fn read_publishes(
             },
             _ = stop.changed() => {
                 refuse_remaining(&mut recv, &out).await;
-                let _ = out.send(Incoming::End(None)).await;
+                let _ = out.send(FromPublisher::End(None)).await;
                 return;
             }
         };
         let item = match as_publish(&mut recv, frame) {
-            Ok(p) => Incoming::Publish(p, held),
+            Ok(p) => FromPublisher::Publish(p, held),
             Err(end) => {
-                let _ = out.send(Incoming::End(end)).await;
+                let _ = out.send(FromPublisher::End(end)).await;
                 return;
             }
         };
@@ -218,8 +219,8 @@ pub(super) async fn run(
 ) {
     let (replies, pending) = mpsc::channel::<Queued>(PIPELINE);
     let responder = tokio::spawn(respond(send, pending));
-    let (queue, mut incoming) = mpsc::channel::<Incoming>(PIPELINE);
-    let _ = queue.send(Incoming::Publish(first.0, first.1)).await;
+    let (queue, mut incoming) = mpsc::channel::<FromPublisher>(PIPELINE);
+    let _ = queue.send(FromPublisher::Publish(first.0, first.1)).await;
     let stop = shared.shutdown.clone();
     let reader = tokio::spawn(read_publishes(recv, budget, stop, queue));
     // Everything queued when a batch starts goes into it (up to BATCH): one publish when
@@ -229,22 +230,22 @@ pub(super) async fn run(
         let mut next = Some(item);
         while let Some(item) = next.take() {
             match item {
-                Incoming::Publish(p, held) => batch.push((p, held)),
-                Incoming::Refused(r) => {
+                FromPublisher::Publish(p, held) => batch.push((p, held)),
+                FromPublisher::Refused(r) => {
                     let sent = answer(&shared, &from, role, std::mem::take(&mut batch), &replies)
                         .await
-                        && replies.send((Reply::Ready(r), None)).await.is_ok();
+                        && replies.send((Pending::Ready(r), None)).await.is_ok();
                     if !sent {
                         break 'stream;
                     }
                 }
-                Incoming::End(end) => {
+                FromPublisher::End(end) => {
                     if answer(&shared, &from, role, batch, &replies).await {
                         // A frame that could not be taken as a bulletin ends the stream.
                         if let Some((code, message)) = end {
                             let refusal = Event::rejected(&from, None, code, &message);
                             shared.record_refusal(&from, refusal).await;
-                            let _ = replies.send((Reply::Fatal(code, message), None)).await;
+                            let _ = replies.send((Pending::Fatal(code, message), None)).await;
                         }
                     }
                     break 'stream;
@@ -295,10 +296,10 @@ async fn queue_batch(
     from: &PartnerId,
     role: Role,
     batch: Vec<proto::Publish>,
-) -> Vec<Reply> {
+) -> Vec<Pending> {
     let _gate = shared.rules.gate.read().await;
     let mut replies = Vec::with_capacity(batch.len());
-    let sharing = shared.sharing();
+    let sharing = shared.rules_in_force();
     let now = Timestamp::now();
     for prepared in decide::decide_batch(&sharing, &shared.limits.bulletin, from, role, batch, now)
     {
@@ -307,7 +308,7 @@ async fn queue_batch(
                 let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
                 shared.record_refusal(from, audit).await;
-                Reply::Ready(*result)
+                Pending::Ready(*result)
             }
             Ok((bulletin, answer)) => {
                 let (tx, rx) = oneshot::channel();
@@ -317,13 +318,13 @@ async fn queue_batch(
                 };
                 if shared.storage.commits.send(request).await.is_err() {
                     let stopped = StorageError::Stopped;
-                    Reply::Ready(reject_identified(
+                    Pending::Ready(reject_identified(
                         answer.into_result(),
                         stopped.code(),
                         stopped.to_peer(),
                     ))
                 } else {
-                    Reply::Committing(answer, rx)
+                    Pending::Committing(answer, rx)
                 }
             }
         };

@@ -13,7 +13,7 @@ use crate::audit::record::Event;
 use crate::config::{ConfigChange, ConfigError, NodeConfig};
 use crate::identity::{CertFingerprint, PartnerId, Role};
 
-use super::{Shared, Sharing};
+use super::{RuleSet, Shared};
 
 /// Why a reload was refused. The configuration in force stays in force.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub(super) fn disconnect_reason(
 pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, ReloadError> {
     // One at a time, so that records and rules change in the same order.
     let _one = shared.rules.reloading.lock().await;
-    let source = shared.sharing().config.source.clone();
+    let source = shared.rules_in_force().config.source.clone();
     let new = read(source.as_deref()).and_then(|new| {
         if new.node.id == shared.node_id {
             Ok(new)
@@ -86,7 +86,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             return Err(e);
         }
     };
-    let running = shared.sharing();
+    let running = shared.rules_in_force();
     let change = ConfigChange::between(&running.config, &new);
     let summary = change.summary();
     let sharing = {
@@ -118,7 +118,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             .head()
             .map_err(|e| ReloadError::NotRecorded(e.into()))?;
         let in_force = ConfigChange::in_force(&running.config, new);
-        let sharing = Arc::new(Sharing::new(in_force, through));
+        let sharing = Arc::new(RuleSet::new(in_force, through));
         shared.rules.in_force.send_replace(sharing.clone());
         sharing
     };

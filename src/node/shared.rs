@@ -38,7 +38,7 @@ pub(crate) struct Shared {
 pub(crate) struct Rules {
     /// The partners, keys and rules in force; a reload replaces them whole, and
     /// connections watch it to close when their partner is removed.
-    pub in_force: watch::Sender<Arc<Sharing>>,
+    pub in_force: watch::Sender<Arc<RuleSet>>,
     /// One reload at a time, so their records come in the order they took effect.
     pub reloading: tokio::sync::Mutex<()>,
     /// Held (read) by a publish from taking the rules until its bulletins and refusals
@@ -98,7 +98,7 @@ pub(crate) struct HandshakeCounts {
 }
 
 /// The partners, their keys and the sharing rules of one configuration.
-pub(crate) struct Sharing {
+pub(crate) struct RuleSet {
     /// The configuration in force: the sharing policy of the last reload, everything
     /// else as the node started (see `ConfigChange::in_force`).
     pub config: NodeConfig,
@@ -110,9 +110,9 @@ pub(crate) struct Sharing {
     pub recheck_through: u64,
 }
 
-impl Sharing {
-    pub(crate) fn new(config: NodeConfig, recheck_through: u64) -> Sharing {
-        Sharing {
+impl RuleSet {
+    pub(crate) fn new(config: NodeConfig, recheck_through: u64) -> RuleSet {
+        RuleSet {
             recheck_through,
             partners: config
                 .partners
@@ -128,7 +128,7 @@ impl Sharing {
 
 impl Shared {
     /// The sharing rules in force now.
-    pub fn sharing(&self) -> Arc<Sharing> {
+    pub fn rules_in_force(&self) -> Arc<RuleSet> {
         self.rules.in_force.borrow().clone()
     }
 
@@ -238,7 +238,7 @@ impl Shared {
     ) -> Result<Shared, NodeError> {
         let t = &cfg.transport;
         let l = &cfg.limits;
-        let in_force = Arc::new(Sharing::new(cfg.clone(), store.head()?));
+        let in_force = Arc::new(RuleSet::new(cfg.clone(), store.head()?));
         Ok(Shared {
             node_id: cfg.node.id.clone(),
             rules: Rules {

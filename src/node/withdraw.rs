@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::writer::StorageError;
 
-use super::{Shared, Sharing};
+use super::{RuleSet, Shared};
 use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
 use crate::identity::PartnerId;
@@ -56,7 +56,7 @@ pub(crate) fn recheck(
     signed: Bytes,
     received_from: &str,
     partner: &PartnerId,
-    sharing: &Sharing,
+    sharing: &RuleSet,
     limits: &Limits,
 ) -> Result<Option<Withdrawal>, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt {
@@ -88,7 +88,7 @@ pub(crate) fn recheck(
 /// Called when a node starts and after each reload (one at a time).
 pub(super) async fn withdraw_removed(
     shared: &Shared,
-    sharing: &Sharing,
+    sharing: &RuleSet,
 ) -> Result<(), StorageError> {
     let store = &shared.storage.store;
     let now: Vec<PartnerId> = sharing
@@ -149,7 +149,7 @@ mod tests {
 
     /// The rules of a node whose partner au-dod has `au_dod` as its table body, with
     /// us-dod's key revoked when `revoked`.
-    fn sharing(au_dod: &str, revoked: bool) -> Sharing {
+    fn sharing(au_dod: &str, revoked: bool) -> RuleSet {
         let us = PublicKey::of(&key(1));
         let revocation = if revoked {
             format!("[[revoked]]\nkey = \"{us}\"\n")
@@ -163,7 +163,7 @@ mod tests {
              [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\n{au_dod}\n{revocation}"
         );
         match NodeConfig::parse(&text, std::path::Path::new("node.toml")) {
-            Ok(cfg) => Sharing::new(cfg, u64::MAX),
+            Ok(cfg) => RuleSet::new(cfg, u64::MAX),
             Err(e) => panic!("{e}"),
         }
     }

@@ -143,7 +143,8 @@ impl Lost {
     }
 }
 
-enum Reply {
+/// Who waits for an entry of a group commit, and how to tell them.
+enum Waiter {
     Bulletin(oneshot::Sender<Result<Outcome, StorageError>>),
     Event(Option<oneshot::Sender<Result<(), StorageError>>>),
 }
@@ -170,7 +171,7 @@ pub(crate) fn spawn(
                     match r {
                         Request::Bulletin { bulletin, reply } => {
                             entries.push(Entry::Bulletin(bulletin));
-                            replies.push(Reply::Bulletin(reply));
+                            replies.push(Waiter::Bulletin(reply));
                         }
                         Request::Event {
                             event,
@@ -178,7 +179,7 @@ pub(crate) fn spawn(
                             done,
                         } => {
                             entries.push(Entry::Event(event, cursor));
-                            replies.push(Reply::Event(done));
+                            replies.push(Waiter::Event(done));
                         }
                         Request::Checkpoint { reply } => checkpoints.push(reply),
                         Request::Backup {
@@ -236,12 +237,12 @@ pub(crate) fn spawn(
 /// Commits one batch and answers its senders. Events a failed commit could not record
 /// are counted in `lost` and named by a gap record at the head of the next commit that
 /// succeeds, so the log shows that something is missing rather than hiding it.
-fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Reply>, lost: &mut Lost) {
+fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Waiter>, lost: &mut Lost) {
     let gap = lost.record(&w.node);
     let with_gap = gap.is_some();
     if with_gap {
         entries.insert(0, Entry::Event(gap, None));
-        replies.insert(0, Reply::Event(None));
+        replies.insert(0, Waiter::Event(None));
     }
     // What this batch would lose if it failed: its events, not counting the gap record.
     let events = entries
@@ -266,10 +267,10 @@ fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Reply>, lost: &m
             }
             for (reply, outcome) in replies.into_iter().zip(done.outcomes) {
                 match (reply, outcome) {
-                    (Reply::Bulletin(tx), Some(o)) => {
+                    (Waiter::Bulletin(tx), Some(o)) => {
                         let _ = tx.send(Ok(o));
                     }
-                    (Reply::Event(Some(tx)), _) => {
+                    (Waiter::Event(Some(tx)), _) => {
                         let _ = tx.send(Ok(()));
                     }
                     _ => {}
@@ -289,13 +290,13 @@ fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Reply>, lost: &m
             tracing::error!(error = %e, lost = lost.events, "group commit failed: its audit events are counted and a GAP record will name them");
             for reply in replies {
                 match reply {
-                    Reply::Bulletin(tx) => {
+                    Waiter::Bulletin(tx) => {
                         let _ = tx.send(Err(failure.clone()));
                     }
-                    Reply::Event(Some(tx)) => {
+                    Waiter::Event(Some(tx)) => {
                         let _ = tx.send(Err(failure.clone()));
                     }
-                    Reply::Event(None) => {}
+                    Waiter::Event(None) => {}
                 }
             }
         }
@@ -357,15 +358,15 @@ mod tests {
         }
     }
 
-    fn event(n: u64) -> (Entry, Reply) {
+    fn event(n: u64) -> (Entry, Waiter) {
         let partner: PartnerId = "us-dod".parse().expect("an id");
         (
             Entry::Event(Some(Event::delivered(&partner, vec![n])), None),
-            Reply::Event(None),
+            Waiter::Event(None),
         )
     }
 
-    fn batch(range: std::ops::Range<u64>) -> (Vec<Entry>, Vec<Reply>) {
+    fn batch(range: std::ops::Range<u64>) -> (Vec<Entry>, Vec<Waiter>) {
         range.map(event).unzip()
     }
 

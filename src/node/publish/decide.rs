@@ -3,13 +3,13 @@
 //! frame comes out, in order: a rejection with its audit record, or a bulletin for the
 //! storage thread with its accepted answer and audit record. No I/O, no clock.
 
-use super::result::{describe, rejected, Answer};
+use super::result::{naming_bulletin, rejected, Answer};
 use crate::audit::record::Event;
 use crate::bulletin::{
     BulletinError, Digest, Header, Limits, UnverifiedBulletin, VerifiedBulletin,
 };
 use crate::identity::{PartnerId, Role};
-use crate::node::Sharing;
+use crate::node::RuleSet;
 use crate::policy::Decision;
 use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::NewBulletin;
@@ -37,7 +37,7 @@ struct Decoded {
 /// Verifies a batch of publishes (the signatures together), checks the publisher's
 /// right to publish each, and decides who gets it; one answer per publish, in order.
 pub(super) fn decide_batch(
-    sharing: &Sharing,
+    sharing: &RuleSet,
     limits: &Limits,
     from: &PartnerId,
     role: Role,
@@ -84,7 +84,7 @@ fn rejection(
 
 /// Decodes the bulletin of a Publish and checks that its origin is a partner.
 fn decode(
-    sharing: &Sharing,
+    sharing: &RuleSet,
     limits: &Limits,
     from: &PartnerId,
     p: proto::Publish,
@@ -104,7 +104,7 @@ fn decode(
     let origin = &header.origin;
     if !sharing.partners.contains_key(origin) {
         let msg = format!("origin {origin} is not a partner of this node");
-        let r = describe(rejected(id, ErrorCode::UnknownOrigin, msg), &header, digest);
+        let r = naming_bulletin(rejected(id, ErrorCode::UnknownOrigin, msg), &header, digest);
         return Err(rejection(from, r, Some((header, digest))));
     }
     let d = Decoded {
@@ -118,7 +118,7 @@ fn decode(
 
 /// After the signature check: the publisher's right to publish it, and who gets it.
 fn decide(
-    sharing: &Sharing,
+    sharing: &RuleSet,
     from: &PartnerId,
     role: Role,
     d: Decoded,
@@ -127,7 +127,7 @@ fn decide(
     let (id, digest) = (d.request_id, d.digest);
     // Refusals name the bulletin; its header moves into the audit record only then.
     let refuse = |r: Box<proto::PublishResult>, header: Header| {
-        let r = describe(r, &header, digest);
+        let r = naming_bulletin(r, &header, digest);
         rejection(from, r, Some((header, digest)))
     };
     let verified = match verified {
@@ -153,7 +153,7 @@ fn decide(
             ));
         }
     }
-    let result = *describe(
+    let result = *naming_bulletin(
         Box::new(proto::PublishResult {
             request_id: id,
             status: PublishStatus::Accepted as i32,
@@ -184,7 +184,7 @@ fn decide(
 }
 
 /// Why a bulletin's audience is refused, if it names what this node does not know.
-fn unknown_audience(sharing: &Sharing, h: &Header) -> Option<String> {
+fn unknown_audience(sharing: &RuleSet, h: &Header) -> Option<String> {
     let unknown = sharing.policy.unknown_audience(h, &sharing.config.node.id);
     if unknown.is_empty() {
         return None;

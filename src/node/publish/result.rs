@@ -41,7 +41,7 @@ pub(super) fn reject_identified(
 }
 
 /// Names the bulletin in an answer: its id, origin and digest.
-pub(super) fn describe(
+pub(super) fn naming_bulletin(
     mut r: Box<proto::PublishResult>,
     h: &Header,
     digest: Digest,

@@ -26,7 +26,7 @@ fn pid(id: &str) -> PartnerId {
 
 /// The hub's rules: us-dod and au-dod liaisons, nato-ccdcoe a relay, au-dod cleared
 /// up to `au_clearance`; ee-mod is an origin whose key the hub knows (a partner too).
-fn rules(au_clearance: &str) -> Sharing {
+fn rules(au_clearance: &str) -> RuleSet {
     let mut text = String::from(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"c\"\n\
          tls_cert = \"t\"\ntls_key = \"k\"\nsigning_key = \"s\"\n",
@@ -43,7 +43,7 @@ fn rules(au_clearance: &str) -> Sharing {
         );
     }
     let config = NodeConfig::parse(&text, Path::new("hub.toml")).unwrap();
-    Sharing::new(config, 0)
+    RuleSet::new(config, 0)
 }
 
 fn bulletin(origin: &str, tlp: proto::Tlp, audience: &[&str], created: u64) -> proto::Bulletin {
@@ -70,7 +70,7 @@ fn publish(request_id: u64, b: &proto::Bulletin, signer: &str) -> proto::Publish
     }
 }
 
-fn decide_one(sharing: &Sharing, from: &str, role: Role, p: proto::Publish) -> Prepared {
+fn decide_one(sharing: &RuleSet, from: &str, role: Role, p: proto::Publish) -> Prepared {
     let now = Timestamp::from_unix_ms(NOW);
     let mut out = decide_batch(sharing, &Limits::default(), &pid(from), role, vec![p], now);
     assert_eq!(out.len(), 1);
