@@ -5,12 +5,15 @@
 //! caller does, with `bulletin`, against the keys it trusts).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ClientConfig;
 use crate::identity::PartnerId;
 use crate::proto::{self, client_frame::Frame as ClientFrameKind, server_frame::Frame as Server};
-use crate::transport::{self, FrameError, FrameReader, Timers, TlsIdentity, TransportError};
+use crate::transport::{
+    self, FrameCounts, FrameError, FrameReader, Timers, TlsIdentity, TransportError,
+};
 
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,7 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     max_frame: usize,
+    frames: Arc<FrameCounts>,
 }
 
 impl Client {
@@ -149,12 +153,16 @@ impl Client {
             endpoint,
             conn,
             max_frame,
+            frames: Arc::default(),
         })
     }
 
     async fn open(&self) -> Result<(quinn::SendStream, FrameReader), ClientError> {
         let (send, recv) = self.conn.open_bi().await?;
-        Ok((send, FrameReader::new(recv, self.max_frame)))
+        Ok((
+            send,
+            FrameReader::new(recv, self.max_frame, self.frames.clone()),
+        ))
     }
 
     async fn read(&self, recv: &mut FrameReader) -> Result<Option<Server>, ClientError> {
@@ -168,7 +176,8 @@ impl Client {
             protocol_version: 1,
             software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
         };
-        transport::write_frame(&mut send, &client_frame(ClientFrameKind::Hello(hello))).await?;
+        let hello = client_frame(ClientFrameKind::Hello(hello));
+        transport::write_frame(&mut send, &hello, &self.frames).await?;
         let _ = send.finish();
         match self.read(&mut recv).await? {
             Some(Server::Welcome(w)) => Ok(w),
@@ -182,7 +191,10 @@ impl Client {
     pub async fn publisher(&self) -> Result<Publisher, ClientError> {
         let (send, recv) = self.open().await?;
         Ok(Publisher {
-            sink: PublishSink { send },
+            sink: PublishSink {
+                send,
+                frames: self.frames.clone(),
+            },
             results: PublishResults { recv },
         })
     }
@@ -217,7 +229,7 @@ impl Client {
     pub async fn subscribe(&self, window: u32) -> Result<Subscription<'_>, ClientError> {
         let (mut send, recv) = self.open().await?;
         let sub = client_frame(ClientFrameKind::Subscribe(proto::Subscribe { window }));
-        transport::write_frame(&mut send, &sub).await?;
+        transport::write_frame(&mut send, &sub, &self.frames).await?;
         Ok(Subscription {
             client: self,
             send,
@@ -228,7 +240,7 @@ impl Client {
     /// Sends one auditor request on its own stream and returns the node's answer.
     pub async fn ask(&self, request: ClientFrameKind) -> Result<Server, ClientError> {
         let (mut send, mut recv) = self.open().await?;
-        transport::write_frame(&mut send, &client_frame(request)).await?;
+        transport::write_frame(&mut send, &client_frame(request), &self.frames).await?;
         let _ = send.finish();
         self.read(&mut recv)
             .await?
@@ -368,6 +380,7 @@ pub struct Publisher {
 /// The sending half of a publish stream.
 pub struct PublishSink {
     send: quinn::SendStream,
+    frames: Arc<FrameCounts>,
 }
 
 /// The receiving half of a publish stream.
@@ -419,7 +432,7 @@ impl PublishSink {
     /// Sends one Publish as given, with its options.
     pub async fn send_frame(&mut self, publish: proto::Publish) -> Result<(), ClientError> {
         let frame = client_frame(ClientFrameKind::Publish(publish));
-        transport::write_frame(&mut self.send, &frame).await?;
+        transport::write_frame(&mut self.send, &frame, &self.frames).await?;
         Ok(())
     }
 
@@ -486,7 +499,7 @@ impl Subscription<'_> {
     /// Acknowledges deliveries; they leave the queue.
     pub async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), ClientError> {
         let frame = client_frame(ClientFrameKind::Ack(proto::Ack { seq: seqs }));
-        transport::write_frame(&mut self.send, &frame).await?;
+        transport::write_frame(&mut self.send, &frame, &self.client.frames).await?;
         Ok(())
     }
 }

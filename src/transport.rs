@@ -305,8 +305,8 @@ pub fn peer_partner(
     Ok((partner_from_cert(leaf)?, CertFingerprint::of_der(leaf)))
 }
 
-/// Frames this process has moved, for monitoring. Process-wide, like the process's
-/// own CPU and memory figures: a node runs one per process.
+/// Frames a node (or a client) has moved, for monitoring.
+#[derive(Debug, Default)]
 pub struct FrameCounts {
     /// Frames read and decoded.
     pub read: AtomicU64,
@@ -316,22 +316,16 @@ pub struct FrameCounts {
     pub refused: AtomicU64,
 }
 
-/// The process's frame counts.
-pub static FRAMES: FrameCounts = FrameCounts {
-    read: AtomicU64::new(0),
-    written: AtomicU64::new(0),
-    refused: AtomicU64::new(0),
-};
-
 /// Writes one length-delimited frame.
 pub async fn write_frame<M: Message>(
     send: &mut quinn::SendStream,
     msg: &M,
+    counts: &FrameCounts,
 ) -> Result<(), FrameError> {
     let frame = Bytes::from(msg.encode_length_delimited_to_vec());
     // Handing quinn owned bytes spares it a copy of the frame.
     send.write_chunk(frame).await?;
-    FRAMES.written.fetch_add(1, Ordering::Relaxed);
+    counts.written.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -387,14 +381,18 @@ impl Outbox {
     }
 
     /// Writes everything waiting as one write, and empties the outbox.
-    pub async fn write_to(&mut self, send: &mut quinn::SendStream) -> Result<(), FrameError> {
+    pub async fn write_to(
+        &mut self,
+        send: &mut quinn::SendStream,
+        counts: &FrameCounts,
+    ) -> Result<(), FrameError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         // Owned bytes: quinn keeps them as they are instead of copying.
         send.write_chunk(Bytes::from(std::mem::take(&mut self.buf)))
             .await?;
-        FRAMES
+        counts
             .written
             .fetch_add(std::mem::take(&mut self.frames), Ordering::Relaxed);
         Ok(())
@@ -407,6 +405,7 @@ pub async fn send_error(
     send: &mut quinn::SendStream,
     code: proto::ErrorCode,
     message: impl Into<String>,
+    counts: &FrameCounts,
 ) {
     let frame = proto::ServerFrame {
         frame: Some(proto::server_frame::Frame::Error(proto::Error {
@@ -414,7 +413,7 @@ pub async fn send_error(
             message: message.into(),
         })),
     };
-    let _ = write_frame(send, &frame).await;
+    let _ = write_frame(send, &frame, counts).await;
     let _ = send.finish();
 }
 

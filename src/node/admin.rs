@@ -17,7 +17,6 @@ use crate::identity::{PartnerId, Role};
 use crate::metrics::prometheus::{self, FrameTotals, Gauges, QueueGauge};
 use crate::store::Store;
 use crate::timestamp::Timestamp;
-use crate::transport::FRAMES;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 << 10;
@@ -175,9 +174,9 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         ids
     };
     let frames = FrameTotals {
-        read: FRAMES.read.load(Ordering::Relaxed),
-        written: FRAMES.written.load(Ordering::Relaxed),
-        refused: FRAMES.refused.load(Ordering::Relaxed),
+        read: shared.book.frames.read.load(Ordering::Relaxed),
+        written: shared.book.frames.written.load(Ordering::Relaxed),
+        refused: shared.book.frames.refused.load(Ordering::Relaxed),
     };
     let commit_latency = shared.storage.commit_latency.snapshot();
     let handshakes_retried = shared.book.handshakes.retried.load(Ordering::Relaxed);

@@ -64,7 +64,7 @@ pub(super) async fn answer(
     if let Err(e) = shared.commit_event(Some(event), None).await {
         tracing::error!(error = %e, "cannot record an auditor's request");
         let why = format!("the request could not be recorded: {}", e.to_peer());
-        return refuse(&mut send, Refusal::Internal(why)).await;
+        return refuse(&mut send, Refusal::Internal(why), &shared.book.frames).await;
     }
     let answer = match frame {
         Client::CheckpointRequest(_) => checkpoint(shared).await,
@@ -78,7 +78,12 @@ pub(super) async fn answer(
             );
             if needs_checkpoint {
                 if let Err(e) = sign_now(shared).await {
-                    return refuse(&mut send, Refusal::Internal(e.to_peer())).await;
+                    return refuse(
+                        &mut send,
+                        Refusal::Internal(e.to_peer()),
+                        &shared.book.frames,
+                    )
+                    .await;
                 }
             }
             let store = shared.storage.store.clone();
@@ -92,15 +97,18 @@ pub(super) async fn answer(
     match answer {
         Ok(frame) => {
             let frame = proto::ServerFrame { frame: Some(frame) };
-            if transport::write_frame(&mut send, &frame).await.is_ok() {
+            if transport::write_frame(&mut send, &frame, &shared.book.frames)
+                .await
+                .is_ok()
+            {
                 let _ = send.finish();
             }
         }
-        Err(r) => refuse(&mut send, r).await,
+        Err(r) => refuse(&mut send, r, &shared.book.frames).await,
     }
 }
 
-async fn refuse(send: &mut quinn::SendStream, r: Refusal) {
+async fn refuse(send: &mut quinn::SendStream, r: Refusal, frames: &crate::transport::FrameCounts) {
     let (code, msg) = match r {
         Refusal::Invalid(m) => (proto::ErrorCode::InvalidRequest, m),
         Refusal::Internal(m) => {
@@ -108,7 +116,7 @@ async fn refuse(send: &mut quinn::SendStream, r: Refusal) {
             (proto::ErrorCode::Internal, m)
         }
     };
-    transport::send_error(send, code, msg).await;
+    transport::send_error(send, code, msg, frames).await;
 }
 
 /// Has the storage thread sign a checkpoint of everything appended so far.

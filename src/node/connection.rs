@@ -250,7 +250,7 @@ async fn refuse(
             )
             .await;
         let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-        transport::send_error(send, code, err.to_string()).await;
+        transport::send_error(send, code, err.to_string(), &shared.book.frames).await;
     }
 }
 
@@ -274,7 +274,8 @@ async fn stream_task(
     };
     // The stream's frames after the first may already be in the buffer: it goes on to
     // the stream's handler.
-    let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame);
+    let mut recv =
+        transport::FrameReader::new(recv, shared.limits.max_frame, shared.book.frames.clone());
     let read = recv.next::<proto::ClientFrame>();
     let first = tokio::select! {
         r = tokio::time::timeout(shared.limits.first_frame, read) => r,
@@ -292,7 +293,13 @@ async fn stream_task(
                 "no frame within {:?} of opening the stream",
                 shared.limits.first_frame
             );
-            return transport::send_error(&mut send, proto::ErrorCode::UnexpectedFrame, msg).await;
+            return transport::send_error(
+                &mut send,
+                proto::ErrorCode::UnexpectedFrame,
+                msg,
+                &shared.book.frames,
+            )
+            .await;
         }
     };
     match frames::opening(first.frame, role, &partner) {
@@ -310,7 +317,7 @@ async fn stream_task(
                     software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
                 })),
             };
-            let _ = transport::write_frame(&mut send, &welcome).await;
+            let _ = transport::write_frame(&mut send, &welcome, &shared.book.frames).await;
             let _ = send.finish();
         }
         Opening::Publish(p) => {
@@ -319,7 +326,9 @@ async fn stream_task(
         Opening::Subscribe(s) => deliver::run(s, send, recv, shared, partner).await,
         Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
         Opening::NotPermitted(msg) => not_permitted(&shared, &partner, &mut send, &msg).await,
-        Opening::Refused(code, msg) => transport::send_error(&mut send, code, msg).await,
+        Opening::Refused(code, msg) => {
+            transport::send_error(&mut send, code, msg, &shared.book.frames).await
+        }
     }
 }
 
@@ -334,7 +343,7 @@ async fn not_permitted(
     shared
         .record_refusal(partner, Event::rejected(partner, None, code, msg))
         .await;
-    transport::send_error(send, code, msg).await;
+    transport::send_error(send, code, msg, &shared.book.frames).await;
 }
 
 fn role_to_proto(role: Role) -> proto::Role {

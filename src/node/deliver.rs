@@ -129,6 +129,7 @@ pub(super) async fn run(
                 &mut send,
                 ErrorCode::Internal,
                 "delivery failed on the node",
+                &shared.book.frames,
             )
             .await;
         }
@@ -163,13 +164,18 @@ pub(super) async fn run(
         Ok(End::Error(code, message)) => {
             let _ = tokio::time::timeout(
                 ERROR_PATIENCE,
-                transport::send_error(&mut send, code, message),
+                transport::send_error(&mut send, code, message, &shared.book.frames),
             )
             .await;
         }
         Err(e) => {
             tracing::error!(error = %e, "delivery stopped");
-            let sent = transport::send_error(&mut send, e.code(), "delivery failed on the node");
+            let sent = transport::send_error(
+                &mut send,
+                e.code(),
+                "delivery failed on the node",
+                &shared.book.frames,
+            );
             let _ = tokio::time::timeout(ERROR_PATIENCE, sent).await;
         }
     }
@@ -326,7 +332,7 @@ async fn deliver(
                     outbox.push_delivery(item.seq, &item.signed);
                 }
                 tokio::select! {
-                    r = outbox.write_to(stream.send) => if r.is_err() { return Ok(End::Abort) },
+                    r = outbox.write_to(stream.send, &shared.book.frames) => if r.is_err() { return Ok(End::Abort) },
                     _ = stop.changed() => return Ok(End::Abort),
                     _ = stream.current.changed() => return Ok(End::Abort),
                 }

@@ -71,7 +71,12 @@ const OUTBOX_BYTES: usize = 64 * 1024;
 
 /// Writes results in request order as they resolve; ends the stream after the last.
 /// Results that are ready together go out in one write.
-async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued>) {
+async fn respond(
+    mut send: quinn::SendStream,
+    mut pending: mpsc::Receiver<Queued>,
+    counts: Arc<transport::FrameCounts>,
+) {
+    let frames = &*counts;
     use tokio::sync::mpsc::error::TryRecvError;
     use tokio::sync::oneshot::error::TryRecvError as Waiting;
     let mut outbox = transport::Outbox::default();
@@ -79,7 +84,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
     let mut holding: Vec<Held> = Vec::new();
     loop {
         if outbox.len() >= OUTBOX_BYTES {
-            if outbox.write_to(&mut send).await.is_err() {
+            if outbox.write_to(&mut send, frames).await.is_err() {
                 return;
             }
             holding.clear();
@@ -89,7 +94,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
             Err(TryRecvError::Empty) => {
                 // Nothing more is ready: send what is, before waiting.
                 if !outbox.is_empty() {
-                    if outbox.write_to(&mut send).await.is_err() {
+                    if outbox.write_to(&mut send, frames).await.is_err() {
                         return;
                     }
                     holding.clear();
@@ -108,7 +113,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
                 Err(Waiting::Closed) => a.settle(None),
                 Err(Waiting::Empty) => {
                     if !outbox.is_empty() {
-                        if outbox.write_to(&mut send).await.is_err() {
+                        if outbox.write_to(&mut send, frames).await.is_err() {
                             return;
                         }
                         holding.clear();
@@ -117,8 +122,8 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
                 }
             },
             Pending::Fatal(code, msg) => {
-                if outbox.write_to(&mut send).await.is_ok() {
-                    transport::send_error(&mut send, code, msg).await;
+                if outbox.write_to(&mut send, frames).await.is_ok() {
+                    transport::send_error(&mut send, code, msg, frames).await;
                 }
                 return;
             }
@@ -126,7 +131,7 @@ async fn respond(mut send: quinn::SendStream, mut pending: mpsc::Receiver<Queued
         answer.push_to(&mut outbox);
         holding.extend(held);
     }
-    if outbox.write_to(&mut send).await.is_ok() {
+    if outbox.write_to(&mut send, frames).await.is_ok() {
         let _ = send.finish();
     }
 }
@@ -218,7 +223,7 @@ pub(super) async fn run(
     role: Role,
 ) {
     let (replies, pending) = mpsc::channel::<Queued>(PIPELINE);
-    let responder = tokio::spawn(respond(send, pending));
+    let responder = tokio::spawn(respond(send, pending, shared.book.frames.clone()));
     let (queue, mut incoming) = mpsc::channel::<FromPublisher>(PIPELINE);
     let _ = queue.send(FromPublisher::Publish(first.0, first.1)).await;
     let stop = shared.shutdown.clone();

@@ -88,6 +88,8 @@ pub(crate) struct ConnectionBook {
     pub anonymous_refusals: Mutex<RefusalWindow>,
     /// Refusals of each partner, so that an authenticated partner cannot either.
     pub partner_refusals: Mutex<admission::PartnerRefusals>,
+    /// Frames this node's streams have read, written and refused.
+    pub frames: Arc<crate::transport::FrameCounts>,
 }
 
 /// Connection attempts handled before any handshake work (see `admission::greet`).
@@ -271,6 +273,7 @@ impl Shared {
                 handshakes: HandshakeCounts::default(),
                 anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
                 partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
+                frames: Arc::default(),
             },
             fiscal_start_month: cfg.metrics.fiscal_year_start_month,
             shutdown,

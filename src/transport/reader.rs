@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf as _, Bytes, BytesMut};
 use prost::Message;
 
-use super::{FrameError, FRAMES};
+use std::sync::Arc;
+
+use super::{FrameCounts, FrameError};
 
 /// Most bytes taken from quinn in one read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -22,6 +24,7 @@ pub struct FrameReader {
     buf: BytesMut,
     max: usize,
     finished: bool,
+    counts: Arc<FrameCounts>,
 }
 
 /// What the buffer holds at its front.
@@ -34,12 +37,13 @@ enum Parsed {
 
 impl FrameReader {
     /// Reads frames of at most `max` bytes from `recv`.
-    pub fn new(recv: quinn::RecvStream, max: usize) -> FrameReader {
+    pub fn new(recv: quinn::RecvStream, max: usize, counts: Arc<FrameCounts>) -> FrameReader {
         FrameReader {
             recv,
             buf: BytesMut::new(),
             max,
             finished: false,
+            counts,
         }
     }
 
@@ -77,8 +81,8 @@ impl FrameReader {
     pub fn buffered<M: Message + Default>(&mut self) -> Result<Option<M>, FrameError> {
         let result = self.take();
         let counter = match &result {
-            Ok(Some(_)) => &FRAMES.read,
-            Err(_) => &FRAMES.refused,
+            Ok(Some(_)) => &self.counts.read,
+            Err(_) => &self.counts.refused,
             Ok(None) => return result,
         };
         counter.fetch_add(1, Ordering::Relaxed);
