@@ -237,15 +237,16 @@ pub(super) async fn run(
             match item {
                 FromPublisher::Publish(p, held) => batch.push((p, held)),
                 FromPublisher::Refused(r) => {
-                    let sent = answer(&shared, &from, role, std::mem::take(&mut batch), &replies)
-                        .await
-                        && replies.send((Pending::Ready(r), None)).await.is_ok();
+                    let sent =
+                        queue_answers(&shared, &from, role, std::mem::take(&mut batch), &replies)
+                            .await
+                            && replies.send((Pending::Ready(r), None)).await.is_ok();
                     if !sent {
                         break 'stream;
                     }
                 }
                 FromPublisher::End(end) => {
-                    if answer(&shared, &from, role, batch, &replies).await {
+                    if queue_answers(&shared, &from, role, batch, &replies).await {
                         // A frame that could not be taken as a bulletin ends the stream.
                         if let Some((code, message)) = end {
                             let refusal = Event::rejected(&from, None, code, &message);
@@ -260,7 +261,7 @@ pub(super) async fn run(
                 next = incoming.try_recv().ok();
             }
         }
-        if !answer(&shared, &from, role, batch, &replies).await {
+        if !queue_answers(&shared, &from, role, batch, &replies).await {
             break;
         }
     }
@@ -271,7 +272,7 @@ pub(super) async fn run(
 
 /// Prepares a batch and queues its replies: rejections at once, the rest once the
 /// storage thread has them. False if the responder is gone.
-async fn answer(
+async fn queue_answers(
     shared: &Shared,
     from: &PartnerId,
     role: Role,
