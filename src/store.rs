@@ -44,6 +44,7 @@ use crate::timestamp::Timestamp;
 
 pub mod audit;
 pub mod backup;
+mod lock;
 mod queue;
 mod values;
 
@@ -67,54 +68,6 @@ const ROSTER: &[u8] = b"m/roster";
 const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
-
-/// The lock file in the data directory, holding the PID of the process that has it open.
-const LOCK_FILE: &str = "renkei.lock";
-
-/// Takes the data directory's lock, or says who holds it. Only a handle of this very
-/// process (one being dropped as a node restarts in place) is waited for.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
-    use std::io::{Read as _, Seek as _, Write as _};
-    let path = dir.join(LOCK_FILE);
-    let io = |source| StoreError::Values {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
-    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                let _ = file.rewind();
-                let pid = text.trim().parse::<u32>().ok();
-                if pid != Some(std::process::id()) || std::time::Instant::now() > deadline {
-                    return Err(StoreError::InUse {
-                        dir: dir.to_owned(),
-                        pid,
-                    });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-    }
-    file.set_len(0).map_err(io)?;
-    write!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(file)
-}
-
-/// How long to wait for a previous handle's file lock to go.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -321,8 +274,8 @@ impl Store {
     /// its own file lock from a background thread some moments after a handle of this
     /// process is dropped, so that conflict is retried for a few seconds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let lock = lock_dir(dir)?;
-        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let lock = lock::lock_dir(dir)?;
+        let deadline = std::time::Instant::now() + lock::LOCK_PATIENCE;
         let db = loop {
             match sled::Config::new()
                 .path(dir)

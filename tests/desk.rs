@@ -54,6 +54,15 @@ fn hub(dir: &Path) {
     fs::write(dir.join("hub.toml"), text).unwrap();
 }
 
+/// A temp dir with the federation's PKI and the hub serving from it.
+fn hub_running() -> (tempfile::TempDir, common::served::Served, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    pki(tmp.path(), "jp-mod,us-dod,au-dod");
+    hub(tmp.path());
+    let (served, addr) = serve(tmp.path(), "hub.toml");
+    (tmp, served, addr)
+}
+
 fn publish(dir: &Path, title: &str) -> Value {
     let out = sh_ok(
         dir,
@@ -64,11 +73,8 @@ fn publish(dir: &Path, title: &str) -> Value {
 
 #[test]
 fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, served, addr) = hub_running();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,au-dod");
-    hub(dir);
-    let (served, addr) = serve(dir, "hub.toml");
     desk(dir, "us-dod", &addr, true);
     fs::write(dir.join("ioc.json"), STIX).unwrap();
     let sent = publish(dir, "C2 server of the VPN campaign");
@@ -242,11 +248,8 @@ impl Drop for Follow {
 
 #[test]
 fn the_inbox_service_takes_a_fixed_config_on_sighup() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, served, addr) = hub_running();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,au-dod");
-    hub(dir);
-    let (served, addr) = serve(dir, "hub.toml");
     desk(dir, "us-dod", &addr, true);
     desk(dir, "au-dod", &addr, false);
     fs::write(dir.join("ioc.json"), STIX).unwrap();
@@ -278,11 +281,8 @@ fn the_inbox_service_takes_a_fixed_config_on_sighup() {
 
 #[test]
 fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, served, addr) = hub_running();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,au-dod");
-    hub(dir);
-    let (served, addr) = serve(dir, "hub.toml");
     desk(dir, "us-dod", &addr, true);
 
     // For people: who got it, in a sentence.
@@ -410,11 +410,8 @@ fn an_auditor_sees_who_did_not_get_a_bulletin_and_which_bulletins_went_out() {
 
 #[test]
 fn errors_name_one_cause_and_what_to_check() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, served, addr) = hub_running();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,au-dod");
-    hub(dir);
-    let (served, addr) = serve(dir, "hub.toml");
 
     // The node's certificate does not hold the name the desk expects: the TLS error
     // says what it held, once, and which setting to check.
