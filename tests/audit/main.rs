@@ -13,6 +13,7 @@
 mod common;
 
 mod access;
+mod history;
 mod verify;
 
 use std::fs;
