@@ -28,11 +28,9 @@
 //! Synchronous; the node calls writes from one storage thread. It decides nothing about
 //! who receives what (that is `policy`) and never verifies signatures.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use prost::Message as _;
 
 use crate::audit::checkpoint::CheckpointSigner;
@@ -40,10 +38,10 @@ use crate::audit::record::Event;
 use crate::bulletin::{BulletinId, Digest};
 use crate::identity::PartnerId;
 use crate::proto;
-use crate::timestamp::Timestamp;
 
 pub mod audit;
 pub mod backup;
+mod commit;
 mod lock;
 mod queue;
 mod values;
@@ -369,114 +367,6 @@ impl Store {
             }
             Some(_) => Err(corrupt(key, "index entry is not 48 bytes")),
         }
-    }
-
-    /// Writes a group commit as one atomic batch and flushes: the new bulletins as one
-    /// segment with their index entries and the new head, every entry's audit record
-    /// (with its hashes, index entries and counters), and the cursors acks move.
-    /// Duplicates and conflicts (against the store and within the batch) are recorded,
-    /// not stored. Record times never go back, and accepted bulletins carry the same time.
-    pub fn commit(&self, entries: Vec<Entry>, now: Timestamp) -> Result<Committed, StoreError> {
-        #[cfg(test)]
-        {
-            use std::sync::atomic::Ordering::Relaxed;
-            let due = self
-                .fail_commits
-                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
-            if due.is_ok() {
-                return Err(StoreError::Values {
-                    path: self.dir.clone(),
-                    source: std::io::ErrorKind::StorageFull.into(),
-                });
-            }
-        }
-        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let now = log.clock(now);
-        let mut head = self.head()?;
-        let first = head + 1;
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut events = Vec::with_capacity(entries.len());
-        let mut in_batch: HashMap<Vec<u8>, (u64, Digest)> = HashMap::new();
-        let mut bulletins = Vec::new();
-        let mut writes = sled::Batch::default();
-        let mut cursors = false;
-        for entry in entries {
-            let b = match entry {
-                Entry::Event(event, cursor) => {
-                    if let Some((partner, cursor)) = cursor {
-                        writes.insert(cursor_key(&partner), encode_cursor(&cursor));
-                        cursors = true;
-                    }
-                    events.extend(event);
-                    outcomes.push(None);
-                    continue;
-                }
-                Entry::Bulletin(b) => b,
-            };
-            let key = dedupe_key(&b.origin, &b.id);
-            let earlier = match in_batch.get(&key) {
-                Some(hit) => Some(*hit),
-                None => self.lookup_key(&key)?,
-            };
-            if let Some((seq, existing)) = earlier {
-                if existing == b.digest {
-                    events.push(b.audit.into_duplicate(seq));
-                    outcomes.push(Some(Outcome::Duplicate(seq)));
-                } else {
-                    events.push(b.audit.into_conflict(seq, existing));
-                    outcomes.push(Some(Outcome::Conflict { seq, existing }));
-                }
-                continue;
-            }
-            head += 1;
-            // Its accepted record is the next one sealed: the events pushed so far
-            // come first.
-            let audit_seq = log.size + events.len() as u64;
-            let mut value = Vec::with_capacity(DEDUPE_VALUE);
-            value.extend_from_slice(&head.to_be_bytes());
-            value.extend_from_slice(&b.digest.0);
-            value.extend_from_slice(&audit_seq.to_be_bytes());
-            writes.insert(&key[..], value);
-            in_batch.insert(key, (head, b.digest));
-            let stored = proto::StoredBulletin {
-                seq: head,
-                signed: Bytes::new(),
-                digest: Bytes::copy_from_slice(&b.digest.0),
-                origin: b.origin.into(),
-                id: b.id.to_text(),
-                received_from: b.received_from.into(),
-                accepted_unix_ms: now.unix_ms(),
-                shared_with: b.shared_with.into_iter().map(String::from).collect(),
-            };
-            bulletins.push((stored, b.signed));
-            events.push(b.audit.stored_as(head));
-            outcomes.push(Some(Outcome::Accepted(head)));
-        }
-        let (encoded, segment) = crate::wire::segment(bulletins);
-        if !segment.bulletins.is_empty() {
-            let ptr = self.values.append(&encoded)?;
-            writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);
-            writes.insert(HEAD, &head.to_be_bytes()[..]);
-        }
-        let appended = log.append(&self.state, &self.values, &mut writes, events, now)?;
-        if appended.is_some() || cursors {
-            // The values first: sled must never point past what is on disk.
-            let end = self.values.sync()?;
-            writes.insert(VALUES_END, &end.to_be_bytes()[..]);
-            self.state.apply_batch(writes)?;
-            if !segment.bulletins.is_empty() {
-                // Subscribers read it next: hand it over decoded.
-                self.segments
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(Arc::new(segment));
-            }
-            if let Some(appended) = appended {
-                log.applied(appended);
-            }
-            self.db.flush().map_err(StoreError::NotDurable)?;
-        }
-        Ok(Committed { outcomes })
     }
 
     /// Signs a checkpoint of the audit log if it grew since the last one, and flushes.

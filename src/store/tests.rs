@@ -1,5 +1,8 @@
+use bytes::Bytes;
+
 use super::*;
 use crate::bulletin::{Header, Kind, Tlp};
+use crate::timestamp::Timestamp;
 
 fn pid(s: &str) -> PartnerId {
     s.parse().unwrap()

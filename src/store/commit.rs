@@ -1,0 +1,182 @@
+//! A group commit: the bulletins, audit events and cursor moves of one batch planned
+//! entry by entry (duplicates and conflicts recorded, not stored), then written as one
+//! sled batch after the value files they point into are synced, then flushed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{
+    cursor_key, dedupe_key, encode_cursor, seq_key, Committed, Cursor, Entry, NewBulletin, Outcome,
+    Store, StoreError, DEDUPE_VALUE, HEAD, SEGMENT, VALUES_END,
+};
+use crate::audit::record::Event;
+use crate::bulletin::Digest;
+use crate::identity::PartnerId;
+use crate::proto;
+use crate::timestamp::Timestamp;
+
+/// What a group commit will write, built entry by entry before anything is.
+struct Plan {
+    /// The newest seq, counting the bulletins planned so far.
+    head: u64,
+    outcomes: Vec<Option<Outcome>>,
+    events: Vec<Event>,
+    /// Dedupe keys of the bulletins planned so far, with their seq and digest.
+    in_batch: HashMap<Vec<u8>, (u64, Digest)>,
+    bulletins: Vec<(proto::StoredBulletin, proto::SignedBulletin)>,
+    writes: sled::Batch,
+    /// Whether a cursor moves (a commit with no record may still have to be written).
+    cursors: bool,
+}
+
+impl Plan {
+    fn new(head: u64, entries: usize) -> Plan {
+        Plan {
+            head,
+            outcomes: Vec::with_capacity(entries),
+            events: Vec::with_capacity(entries),
+            in_batch: HashMap::new(),
+            bulletins: Vec::new(),
+            writes: sled::Batch::default(),
+            cursors: false,
+        }
+    }
+
+    /// An event to record, and the cursor it moves.
+    fn event(&mut self, event: Option<Event>, cursor: Option<(PartnerId, Cursor)>) {
+        if let Some((partner, cursor)) = cursor {
+            self.writes
+                .insert(cursor_key(&partner), encode_cursor(&cursor));
+            self.cursors = true;
+        }
+        self.events.extend(event);
+        self.outcomes.push(None);
+    }
+}
+
+impl Store {
+    /// Writes a group commit as one atomic batch and flushes: the new bulletins as one
+    /// segment with their index entries and the new head, every entry's audit record
+    /// (with its hashes, index entries and counters), and the cursors acks move.
+    /// Duplicates and conflicts (against the store and within the batch) are recorded,
+    /// not stored. Record times never go back, and accepted bulletins carry the same time.
+    pub fn commit(&self, entries: Vec<Entry>, now: Timestamp) -> Result<Committed, StoreError> {
+        #[cfg(test)]
+        self.fail_if_asked()?;
+        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let now = log.clock(now);
+        let mut plan = Plan::new(self.head()?, entries.len());
+        let first = plan.head + 1;
+        for entry in entries {
+            match entry {
+                Entry::Event(event, cursor) => plan.event(event, cursor),
+                Entry::Bulletin(b) => self.plan_bulletin(&mut plan, b, log.size, now)?,
+            }
+        }
+        let Plan {
+            head,
+            outcomes,
+            events,
+            bulletins,
+            mut writes,
+            cursors,
+            ..
+        } = plan;
+        let (encoded, segment) = crate::wire::segment(bulletins);
+        if !segment.bulletins.is_empty() {
+            let ptr = self.values.append(&encoded)?;
+            writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);
+            writes.insert(HEAD, &head.to_be_bytes()[..]);
+        }
+        let appended = log.append(&self.state, &self.values, &mut writes, events, now)?;
+        if appended.is_some() || cursors {
+            // The values first: sled must never point past what is on disk.
+            let end = self.values.sync()?;
+            writes.insert(VALUES_END, &end.to_be_bytes()[..]);
+            self.state.apply_batch(writes)?;
+            if !segment.bulletins.is_empty() {
+                // Subscribers read it next: hand it over decoded.
+                self.segments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(Arc::new(segment));
+            }
+            if let Some(appended) = appended {
+                log.applied(appended);
+            }
+            self.db.flush().map_err(StoreError::NotDurable)?;
+        }
+        Ok(Committed { outcomes })
+    }
+
+    /// Fails as a full disk would, while [`Store::fail_commits`] says so.
+    #[cfg(test)]
+    fn fail_if_asked(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let due = self
+            .fail_commits
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        match due {
+            Ok(_) => Err(StoreError::Values {
+                path: self.dir.clone(),
+                source: std::io::ErrorKind::StorageFull.into(),
+            }),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Places one bulletin in the commit: a duplicate or a conflict (against the store
+    /// or an earlier entry of the batch) is recorded, not stored; a new one gets the next
+    /// seq, its dedupe entry and its accepted record (which follows `log_size` and the
+    /// events planned so far).
+    fn plan_bulletin(
+        &self,
+        plan: &mut Plan,
+        b: NewBulletin,
+        log_size: u64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let key = dedupe_key(&b.origin, &b.id);
+        let earlier = match plan.in_batch.get(&key) {
+            Some(hit) => Some(*hit),
+            None => self.lookup_key(&key)?,
+        };
+        if let Some((seq, existing)) = earlier {
+            if existing == b.digest {
+                plan.events.push(b.audit.into_duplicate(seq));
+                plan.outcomes.push(Some(Outcome::Duplicate(seq)));
+            } else {
+                plan.events.push(b.audit.into_conflict(seq, existing));
+                plan.outcomes
+                    .push(Some(Outcome::Conflict { seq, existing }));
+            }
+            return Ok(());
+        }
+        plan.head += 1;
+        let head = plan.head;
+        // Its accepted record is the next one sealed: the events planned so far come first.
+        let audit_seq = log_size + plan.events.len() as u64;
+        let mut value = Vec::with_capacity(DEDUPE_VALUE);
+        value.extend_from_slice(&head.to_be_bytes());
+        value.extend_from_slice(&b.digest.0);
+        value.extend_from_slice(&audit_seq.to_be_bytes());
+        plan.writes.insert(&key[..], value);
+        plan.in_batch.insert(key, (head, b.digest));
+        let stored = proto::StoredBulletin {
+            seq: head,
+            signed: Bytes::new(),
+            digest: Bytes::copy_from_slice(&b.digest.0),
+            origin: b.origin.into(),
+            id: b.id.to_text(),
+            received_from: b.received_from.into(),
+            accepted_unix_ms: now.unix_ms(),
+            shared_with: b.shared_with.into_iter().map(String::from).collect(),
+        };
+        plan.bulletins.push((stored, b.signed));
+        plan.events.push(b.audit.stored_as(head));
+        plan.outcomes.push(Some(Outcome::Accepted(head)));
+        Ok(())
+    }
+}
