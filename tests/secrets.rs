@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{pki, renkei};
+use common::{pki, sh, Run};
 
 /// Every secret a run must never print: the PEM body lines of the private keys.
 fn secrets(dir: &Path) -> Vec<String> {
@@ -47,6 +47,36 @@ fn desk(dir: &Path, signing_key: &str, tls_key: &str) {
     fs::write(dir.join("desk.toml"), text).unwrap();
 }
 
+/// Every command that reads a key, run with `file` in the key's place: (what, run).
+fn runs_with_key(dir: &Path, file: &str) -> Vec<(String, Run)> {
+    let mut runs = Vec::new();
+    let mut run = |what: &str, line: String| runs.push((format!("{what}: {line}"), sh(dir, &line)));
+    let sign = "--origin us-dod --tlp green --kind advisory --title t --out b.bin";
+    run("a signing key", format!("bulletin new --key {file} {sign}"));
+    run(
+        "a public key",
+        format!("bulletin verify --pubkey {file} b.bin"),
+    );
+    run(
+        "a checkpoint key",
+        format!("audit verify x.export --key {file}"),
+    );
+    let publish = "publish --config desk.toml --tlp green --kind advisory --title t";
+    desk(dir, file, "certs/us-dod/tls.key");
+    run("desk signing_key", publish.to_owned());
+    desk(dir, "certs/us-dod/signing.key", file);
+    run("desk tls_key", format!("{publish} --connect-timeout 1"));
+    for (what, signing, tls) in [
+        ("node signing_key", file, "certs/jp-mod/tls.key"),
+        ("node tls_key", "certs/jp-mod/signing.key", file),
+    ] {
+        hub(dir, signing, tls);
+        run(what, "check-config --config hub.toml".into());
+        run(what, "serve --config hub.toml".into());
+    }
+    runs
+}
+
 #[test]
 fn no_error_shows_what_a_key_file_holds() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,75 +104,7 @@ fn no_error_shows_what_a_key_file_holds() {
     let secrets = secrets(dir);
     let mut runs = Vec::new();
     for file in wrong {
-        let sign = [
-            "bulletin", "new", "--key", file, "--origin", "us-dod", "--tlp", "green", "--kind",
-            "advisory", "--title", "t", "--out", "b.bin",
-        ];
-        runs.push((format!("bulletin new --key {file}"), renkei(dir, &sign)));
-        runs.push((
-            format!("bulletin verify --pubkey {file}"),
-            renkei(dir, &["bulletin", "verify", "--pubkey", file, "b.bin"]),
-        ));
-        runs.push((
-            format!("audit verify --key {file}"),
-            renkei(dir, &["audit", "verify", "x.export", "--key", file]),
-        ));
-        desk(dir, file, "certs/us-dod/tls.key");
-        runs.push((
-            format!("publish, signing_key = {file}"),
-            renkei(
-                dir,
-                &[
-                    "publish",
-                    "--config",
-                    "desk.toml",
-                    "--tlp",
-                    "green",
-                    "--kind",
-                    "advisory",
-                    "--title",
-                    "t",
-                ],
-            ),
-        ));
-        desk(dir, "certs/us-dod/signing.key", file);
-        runs.push((
-            format!("publish, tls_key = {file}"),
-            renkei(
-                dir,
-                &[
-                    "publish",
-                    "--config",
-                    "desk.toml",
-                    "--tlp",
-                    "green",
-                    "--kind",
-                    "advisory",
-                    "--title",
-                    "t",
-                    "--connect-timeout",
-                    "1",
-                ],
-            ),
-        ));
-        hub(dir, file, "certs/jp-mod/tls.key");
-        runs.push((
-            format!("check-config, signing_key = {file}"),
-            renkei(dir, &["check-config", "--config", "hub.toml"]),
-        ));
-        runs.push((
-            format!("serve, signing_key = {file}"),
-            renkei(dir, &["serve", "--config", "hub.toml"]),
-        ));
-        hub(dir, "certs/jp-mod/signing.key", file);
-        runs.push((
-            format!("check-config, tls_key = {file}"),
-            renkei(dir, &["check-config", "--config", "hub.toml"]),
-        ));
-        runs.push((
-            format!("serve, tls_key = {file}"),
-            renkei(dir, &["serve", "--config", "hub.toml"]),
-        ));
+        runs.extend(runs_with_key(dir, file));
     }
     // A node directory whose files are swapped, for its card.
     let swapped = dir.join("certs/swapped");
@@ -153,10 +115,8 @@ fn no_error_shows_what_a_key_file_holds() {
     )
     .unwrap();
     fs::copy(dir.join("certs/us-dod/tls.key"), swapped.join("tls.crt")).unwrap();
-    runs.push((
-        "partner card, swapped files".into(),
-        renkei(dir, &["partner", "card", "--node-dir", "certs/swapped"]),
-    ));
+    let card = "partner card --node-dir certs/swapped";
+    runs.push((card.to_owned(), sh(dir, card)));
 
     let mut refused = 0;
     for (what, run) in &runs {
