@@ -15,7 +15,7 @@ use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
 use renkei::config::NodeConfig;
 use renkei::identity::{Keyring, PartnerId, PublicKey, Validity};
 use renkei::metrics::{self, Period};
-use renkei::policy::Policy;
+use renkei::policy::{Policy, Route};
 use renkei::proto;
 use renkei::store::{Entry, Store};
 use renkei::timestamp::Timestamp;
@@ -105,7 +105,11 @@ fn policy(c: &mut Criterion) {
     let u = UnverifiedBulletin::from_signed(b, &Limits::default()).expect("decodes");
     let from: PartnerId = "partner-7".parse().expect("id");
     c.bench_function("policy: decide for 50 partners", |bench| {
-        bench.iter(|| policy.decide_all(black_box(u.header()), &from).count())
+        bench.iter(|| {
+            policy
+                .decide_all(black_box(u.header()), Route::direct(&from))
+                .count()
+        })
     });
 }
 
@@ -115,6 +119,7 @@ fn frames(c: &mut Criterion) {
             request_id: 1,
             bulletin: Some(signed(&key(1), "us-dod", 0)),
             allow_unknown_audience: false,
+            path: Vec::new(),
         })),
     };
     let bytes = Bytes::from(frame.encode_length_delimited_to_vec());

@@ -208,6 +208,7 @@ impl Client {
             request_id: 1,
             bulletin: Some(bulletin),
             allow_unknown_audience: false,
+            path: Vec::new(),
         })
         .await
     }
@@ -425,6 +426,7 @@ impl PublishSink {
             request_id,
             bulletin: Some(bulletin),
             allow_unknown_audience: false,
+            path: Vec::new(),
         })
         .await
     }

@@ -6,7 +6,6 @@
 //! This module does not open the key and certificate files it names (that is the
 //! shell's job when it starts) and makes no sharing decisions (that is `policy`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -20,10 +19,13 @@ pub mod card;
 mod change;
 pub mod check;
 pub mod edit;
+pub mod federation;
 mod revocation;
 mod sections;
+mod validate;
 
 pub use change::ConfigChange;
+pub use federation::{FederationSection, OriginConfig, PeerAddress};
 pub use revocation::{Revocation, Revoked};
 
 pub use sections::{
@@ -134,9 +136,17 @@ pub struct PartnerConfig {
     /// Pins the partner's TLS certificate (`sha256:<hex>` of its DER): when present,
     /// only that exact certificate is accepted for this partner, not any the CA issued.
     pub tls_fingerprint: Option<CertFingerprint>,
+    /// Where the partner's own node listens: a relay with an address is a peer node,
+    /// and this node keeps a link with it.
+    pub address: Option<PeerAddress>,
 }
 
 impl PartnerConfig {
+    /// The partner's address when it is a peer node (a relay with an address).
+    pub fn peer_address(&self) -> Option<&PeerAddress> {
+        self.address.as_ref().filter(|_| self.role == Role::Relay)
+    }
+
     /// Is bulletin kind `k` shared with this partner?
     pub fn shares_kind(&self, k: Kind) -> bool {
         self.kinds.as_ref().is_none_or(|ks| ks.contains(&k))
@@ -170,9 +180,15 @@ pub struct NodeConfig {
     /// `[disclosure]`.
     #[serde(default)]
     pub disclosure: DisclosureSection,
+    /// `[federation]`.
+    #[serde(default)]
+    pub federation: FederationSection,
     /// `[[partner]]` entries.
     #[serde(default, rename = "partner")]
     pub partners: Vec<PartnerConfig>,
+    /// `[[origin]]` entries: organisations reached only through a peer node.
+    #[serde(default, rename = "origin")]
+    pub origins: Vec<OriginConfig>,
     /// `[[revoked]]` entries.
     #[serde(default)]
     pub revoked: Vec<Revocation>,
@@ -300,6 +316,25 @@ impl NodeConfig {
                 )
             })
             .collect();
+        lines.extend(self.origins.iter().map(|o| {
+            let mut keys: Vec<String> = o
+                .keys
+                .iter()
+                .map(|k| format!("{}@{}", k.public, k.validity()))
+                .collect();
+            keys.sort();
+            let mut via: Vec<&str> = o.via.iter().map(PartnerId::as_str).collect();
+            via.sort();
+            let mut groups: Vec<String> = o.groups.iter().map(|g| g.to_string()).collect();
+            groups.sort();
+            format!(
+                "origin {} via={} groups={} keys={}",
+                o.id,
+                via.join(","),
+                groups.join(","),
+                keys.join(",")
+            )
+        }));
         lines.extend(self.revoked.iter().map(|r| match r.what {
             // A key's line as before, so existing policy digests stay the same.
             Revoked::Key(k) => format!("revoked {k}"),
@@ -309,119 +344,16 @@ impl NodeConfig {
         sha2::Sha256::digest(lines.join("\n").as_bytes()).into()
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
-        self.check_sections()?;
-        let mut seen = Seen::default();
-        for (i, p) in self.partners.iter().enumerate() {
-            self.check_partner(i, p, &mut seen)?;
-        }
-        Ok(())
+    /// The `[[origin]]` with this id, if configured.
+    pub fn origin(&self, id: &PartnerId) -> Option<&OriginConfig> {
+        self.origins.iter().find(|o| &o.id == id)
     }
 
-    /// The tables other than the partners: metrics, audit, limits, transport, storage.
-    fn check_sections(&self) -> Result<(), (String, String)> {
-        if !(1..=12).contains(&self.metrics.fiscal_year_start_month) {
-            return Err((
-                "metrics.fiscal_year_start_month".into(),
-                "must be a month number, 1 to 12".into(),
-            ));
-        }
-        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_secs == 0 {
-            return Err((
-                "audit".into(),
-                "checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
-            ));
-        }
-        self.limits.check()?;
-        let t = &self.transport;
-        for (field, value) in [
-            ("transport.idle_timeout_secs", t.idle_timeout_secs),
-            ("transport.handshake_timeout_secs", t.handshake_timeout_secs),
-            ("transport.delivery_window", u64::from(t.delivery_window)),
-            ("transport.commit_batch", t.commit_batch as u64),
-            ("storage.cache_mib", self.storage.cache_mib),
-        ] {
-            if value == 0 {
-                return Err((field.into(), "must be greater than 0".into()));
-            }
-        }
-        if t.keep_alive_secs >= t.idle_timeout_secs {
-            return Err((
-                "transport.keep_alive_secs".into(),
-                format!(
-                    "must be below idle_timeout_secs ({}) or idle connections drop",
-                    t.idle_timeout_secs
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Partner `i`: its own fields, and that its id, keys and certificate pin are not
-    /// another partner's (`seen` holds those of the partners before it).
-    fn check_partner<'a>(
-        &self,
-        i: usize,
-        p: &'a PartnerConfig,
-        seen: &mut Seen<'a>,
-    ) -> Result<(), (String, String)> {
-        let at = |f: &str| format!("partner[{i}].{f}");
-        if p.id == self.node.id {
-            return Err((at("id"), format!("{} is this node's own id", p.id)));
-        }
-        if let Some(first) = seen.ids.insert(&p.id, i) {
-            return Err((
-                at("id"),
-                format!("{} is already configured as partner[{first}]", p.id),
-            ));
-        }
-        if p.clearance.is_none() && p.role != Role::Auditor {
-            return Err((
-                at("clearance"),
-                format!(
-                    "a {} needs a clearance: the highest TLP it may receive",
-                    p.role
-                ),
-            ));
-        }
-        for (t, tag) in p.deny_tags.iter().enumerate() {
-            if let Some(problem) = crate::bulletin::tag::problem(tag) {
-                return Err((
-                    at(&format!("deny_tags[{t}]")),
-                    format!("a denied tag cannot be used when it {problem}"),
-                ));
-            }
-        }
-        for (k, key) in p.keys.iter().enumerate() {
-            if let (Some(a), Some(b)) = (key.not_before, key.not_after) {
-                if a >= b {
-                    return Err((
-                        at(&format!("keys[{k}].not_after")),
-                        format!("{b} is not after not_before {a}"),
-                    ));
-                }
-            }
-            if let Some(owner) = seen.keys.insert(key.public, &p.id) {
-                return Err((
-                    at(&format!("keys[{k}].public")),
-                    format!(
-                        "{} is already a key of partner {owner}; a key belongs to one partner",
-                        key.public
-                    ),
-                ));
-            }
-        }
-        if let Some(pin) = p.tls_fingerprint {
-            if let Some(owner) = seen.pins.insert(pin, &p.id) {
-                return Err((
-                    at("tls_fingerprint"),
-                    format!(
-                        "{pin} is already the certificate of partner {owner}; a certificate names one partner"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+    /// The partners that are peer nodes, with their addresses.
+    pub fn peers(&self) -> impl Iterator<Item = (&PartnerId, &PeerAddress)> {
+        self.partners
+            .iter()
+            .filter_map(|p| p.peer_address().map(|a| (&p.id, a)))
     }
 
     /// The partner with this id, if configured.
@@ -443,6 +375,11 @@ impl NodeConfig {
             for k in &p.keys {
                 // Duplicates were refused by validation, so insert cannot fail here.
                 ring.insert(p.id.clone(), k.public, k.validity());
+            }
+        }
+        for o in &self.origins {
+            for k in &o.keys {
+                ring.insert(o.id.clone(), k.public, k.validity());
             }
         }
         for key in self.revoked.iter().filter_map(Revocation::key) {
@@ -538,14 +475,6 @@ impl ClientConfig {
         }
         ring
     }
-}
-
-/// What the partners checked so far hold, so the next may not hold it again.
-#[derive(Default)]
-struct Seen<'a> {
-    ids: HashMap<&'a PartnerId, usize>,
-    keys: HashMap<PublicKey, &'a PartnerId>,
-    pins: HashMap<CertFingerprint, &'a PartnerId>,
 }
 
 #[cfg(test)]

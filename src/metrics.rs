@@ -214,6 +214,8 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
         AuditEvent::ConnectionAccepted => one(partner, "connections".into(), 1),
         AuditEvent::ConnectionRefused => one(partner, "connections_refused".into(), 1),
         AuditEvent::AuditorQuery => one(partner, "auditor_queries".into(), 1),
+        AuditEvent::LinkUp => one(partner, "link_up".into(), 1),
+        AuditEvent::LinkDown => one(partner, "link_down".into(), 1),
         AuditEvent::ConfigLoaded
         | AuditEvent::KeyRevoked
         | AuditEvent::Operator

@@ -1,16 +1,19 @@
 //! The sharing policy: for one bulletin and one partner, Share or Withhold(reason).
 //!
-//! The rules, applied in this order (DESIGN.md, TLP 2.0):
-//! 1. never echo a bulletin to its origin, nor back to the relay that handed it over;
+//! The rules, applied in this order (DESIGN.md, TLP 2.0; proto/README.md has the table
+//! of cases across hops):
+//! 1. never echo a bulletin to its origin, nor back to the relay that handed it over,
+//!    nor to a node on its path;
 //! 2. auditors receive nothing;
 //! 3. a TLP above the partner's clearance is withheld;
 //! 4. a kind not shared with the partner is withheld;
 //! 5. a tag the partner is denied is withheld;
-//! 6. RED and AMBER+STRICT are never relayed onward (a node passes them on only when it
-//!    received them from their origin), and go only to the audience, named directly or
-//!    through a `group:NAME` the partner belongs to;
-//! 7. AMBER with an audience goes only to that audience;
-//! 8. GREEN and CLEAR (and AMBER without an audience) go to every partner still left.
+//! 6. a relay is not sent what has reached the hop limit;
+//! 7. RED and AMBER+STRICT go only to the audience, named directly or through a
+//!    `group:NAME` the partner belongs to, or to the peer an `[[origin]]` in the
+//!    audience is reached through; once relayed (the first relay), never to a relay;
+//! 8. AMBER with an audience goes only to that audience, or towards it;
+//! 9. GREEN and CLEAR (and AMBER without an audience) go to every partner still left.
 //!
 //! Pure and synchronous: no I/O, no clock. It decides; the node records and acts.
 
@@ -52,6 +55,13 @@ pub enum Withhold {
     OriginKey,
     /// Withdrawn from a queue: the partner is no longer configured.
     PartnerRemoved,
+    /// The partner is a node the bulletin already crossed.
+    OnPath,
+    /// The partner is a relay and the bulletin's path has reached the hop limit.
+    HopLimit(u32),
+    /// RED or AMBER+STRICT at its first relay: the audience member this peer leads to
+    /// is further away than the first relay.
+    AudienceBeyondRelay(Tlp),
 }
 
 impl Withhold {
@@ -69,6 +79,9 @@ impl Withhold {
             Withhold::NotInAudience(_) => R::NotInAudience,
             Withhold::OriginKey => R::OriginKey,
             Withhold::PartnerRemoved => R::PartnerRemoved,
+            Withhold::OnPath => R::OnPath,
+            Withhold::HopLimit(_) => R::HopLimit,
+            Withhold::AudienceBeyondRelay(_) => R::AudienceBeyondRelay,
         }
     }
 }
@@ -103,6 +116,7 @@ impl Withhold {
             Withhold::Auditor,
             Withhold::OriginKey,
             Withhold::PartnerRemoved,
+            Withhold::OnPath,
         ]
         .into_iter()
         .chain(tlps.clone().flat_map(move |tlp| {
@@ -112,6 +126,7 @@ impl Withhold {
         }))
         .chain(Kind::ALL.iter().copied().map(Withhold::KindNotShared))
         .chain(tlps.clone().map(Withhold::NoOnwardRelay))
+        .chain(tlps.clone().map(Withhold::AudienceBeyondRelay))
         .chain(tlps.map(Withhold::NotInAudience))
     }
 }
@@ -151,6 +166,15 @@ impl fmt::Display for Withhold {
             Withhold::PartnerRemoved => {
                 f.write_str("the partner was removed from this node's configuration")
             }
+            Withhold::OnPath => f.write_str("the bulletin already crossed the partner's node"),
+            Withhold::HopLimit(limit) => write!(
+                f,
+                "the bulletin's path has reached the hop limit of {limit} nodes"
+            ),
+            Withhold::AudienceBeyondRelay(tlp) => write!(
+                f,
+                "{tlp} stops at its first relay, and the audience this peer leads to is further away"
+            ),
         }
     }
 }
@@ -181,10 +205,68 @@ pub struct PartnerRules {
     pub groups: HashSet<GroupName>,
 }
 
-/// The whole node's sharing policy: every partner's rules.
-#[derive(Clone, Debug, Default)]
+/// An organisation reached only through peer nodes (an `[[origin]]`), as the audience
+/// of a bulletin sees it.
+#[derive(Clone, Debug)]
+pub struct RemoteRules {
+    /// Its partner id.
+    pub id: PartnerId,
+    /// Groups it belongs to.
+    pub groups: HashSet<GroupName>,
+    /// The peers it is reached through.
+    pub via: HashSet<PartnerId>,
+}
+
+/// How a bulletin reached this node: the partner that handed it over and the nodes it
+/// crossed before this one, first to last (empty when its origin published it here).
+#[derive(Clone, Copy, Debug)]
+pub struct Route<'a> {
+    /// The partner that handed it over: its origin, or a relay.
+    pub received_from: &'a PartnerId,
+    /// The nodes it crossed; a relay that handed it over is the last.
+    pub path: &'a [PartnerId],
+}
+
+impl<'a> Route<'a> {
+    /// Handed over by `from` (its origin) with no path.
+    pub fn direct(from: &'a PartnerId) -> Route<'a> {
+        Route {
+            received_from: from,
+            path: &[],
+        }
+    }
+
+    /// The nodes a bulletin crossed, from the path its sender gave (`sent`): a relay
+    /// that handed it over is a node on it even if it did not say so.
+    pub fn crossed(mut sent: Vec<PartnerId>, from: &PartnerId, from_role: Role) -> Vec<PartnerId> {
+        if from_role == Role::Relay && sent.last() != Some(from) {
+            sent.push(from.clone());
+        }
+        sent
+    }
+
+    /// Has it already crossed a relay (so this node is at least its first relay)?
+    fn relayed(&self, b: &Header) -> bool {
+        !self.path.is_empty() || *self.received_from != b.origin
+    }
+}
+
+/// The default hop limit: most nodes a bulletin's path may hold.
+pub const DEFAULT_HOP_LIMIT: u32 = 4;
+
+/// The whole node's sharing policy: every partner's rules, the organisations beyond
+/// the peers, and the hop limit.
+#[derive(Clone, Debug)]
 pub struct Policy {
     partners: Vec<PartnerRules>,
+    remotes: Vec<RemoteRules>,
+    hop_limit: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(Vec::new())
+    }
 }
 
 impl Policy {
@@ -202,12 +284,41 @@ impl Policy {
                 groups: p.groups.iter().cloned().collect(),
             })
             .collect();
-        Policy { partners }
+        let remotes = cfg
+            .origins
+            .iter()
+            .map(|o| RemoteRules {
+                id: o.id.clone(),
+                groups: o.groups.iter().cloned().collect(),
+                via: o.via.iter().cloned().collect(),
+            })
+            .collect();
+        Policy {
+            partners,
+            remotes,
+            hop_limit: cfg.federation.hop_limit,
+        }
     }
 
-    /// A policy over the given partners.
+    /// A policy over the given partners, with no organisation beyond them.
     pub fn new(partners: Vec<PartnerRules>) -> Self {
-        Policy { partners }
+        Policy {
+            partners,
+            remotes: Vec::new(),
+            hop_limit: DEFAULT_HOP_LIMIT,
+        }
+    }
+
+    /// The same, with these organisations beyond the peers and this hop limit.
+    pub fn beyond(mut self, remotes: Vec<RemoteRules>, hop_limit: u32) -> Self {
+        self.remotes = remotes;
+        self.hop_limit = hop_limit;
+        self
+    }
+
+    /// Most nodes a bulletin's path may hold, this one included.
+    pub fn hop_limit(&self) -> u32 {
+        self.hop_limit
     }
 
     /// The partners, in configuration order.
@@ -221,27 +332,40 @@ impl Policy {
     pub fn still_shared(
         &self,
         bulletin: &Header,
-        received_from: &PartnerId,
+        route: Route<'_>,
         partner: &PartnerId,
     ) -> Decision {
         match self.partners.iter().find(|p| p.id == *partner) {
-            Some(rules) => decide(bulletin, received_from, rules),
+            Some(rules) => self.decide_with(bulletin, &normalised_tags(bulletin), route, rules),
             None => Decision::Withhold(Withhold::PartnerRemoved),
         }
     }
 
-    /// The decision for every partner, in configuration order. `received_from` is the
-    /// partner that handed the bulletin to this node (its origin, or a relay).
+    /// The decision for every partner, in configuration order, for a bulletin that
+    /// reached this node by `route`.
     pub fn decide_all<'a>(
         &'a self,
         bulletin: &'a Header,
-        received_from: &'a PartnerId,
+        route: Route<'a>,
     ) -> impl Iterator<Item = (&'a PartnerId, Decision)> + 'a {
         // Normalise the tags once per bulletin, not once per partner.
         let tags = normalised_tags(bulletin);
         self.partners
             .iter()
-            .map(move |p| (&p.id, decide_with(bulletin, &tags, received_from, p)))
+            .map(move |p| (&p.id, self.decide_with(bulletin, &tags, route, p)))
+    }
+
+    /// Does an audience entry of `b` name an organisation reached through relay `p`?
+    fn towards(&self, b: &Header, p: &PartnerRules) -> bool {
+        let via_p = |r: &&RemoteRules| r.via.contains(&p.id);
+        b.audience.iter().any(|a| match a {
+            AudienceEntry::Partner(id) => self.remotes.iter().filter(via_p).any(|r| r.id == *id),
+            AudienceEntry::Group(g) => self
+                .remotes
+                .iter()
+                .filter(via_p)
+                .any(|r| r.groups.contains(g)),
+        })
     }
 }
 
@@ -255,8 +379,15 @@ impl Policy {
         node: &PartnerId,
     ) -> Vec<&'b AudienceEntry> {
         let known = |a: &AudienceEntry| match a {
-            AudienceEntry::Partner(id) => id == node || self.partners.iter().any(|p| p.id == *id),
-            AudienceEntry::Group(g) => self.partners.iter().any(|p| p.groups.contains(g)),
+            AudienceEntry::Partner(id) => {
+                id == node
+                    || self.partners.iter().any(|p| p.id == *id)
+                    || self.remotes.iter().any(|r| r.id == *id)
+            }
+            AudienceEntry::Group(g) => {
+                self.partners.iter().any(|p| p.groups.contains(g))
+                    || self.remotes.iter().any(|r| r.groups.contains(g))
+            }
         };
         bulletin.audience.iter().filter(|a| !known(a)).collect()
     }
@@ -274,52 +405,84 @@ fn normalised_tags(b: &Header) -> Vec<String> {
     b.tags.iter().map(|t| tag::fold(t)).collect()
 }
 
-/// The decision for bulletin `b`, received from `received_from`, and partner `p`.
-pub fn decide(b: &Header, received_from: &PartnerId, p: &PartnerRules) -> Decision {
-    decide_with(b, &normalised_tags(b), received_from, p)
+impl Policy {
+    /// The decision for bulletin `b` (its tags normalised: `tags[i]` is `b.tags[i]`),
+    /// which reached this node by `route`, and partner `p`.
+    fn decide_with(
+        &self,
+        b: &Header,
+        tags: &[String],
+        route: Route<'_>,
+        p: &PartnerRules,
+    ) -> Decision {
+        let withhold = Decision::Withhold;
+        if p.id == b.origin {
+            return withhold(Withhold::Origin);
+        }
+        if p.id == *route.received_from {
+            return withhold(Withhold::Sender);
+        }
+        if route.path.contains(&p.id) {
+            return withhold(Withhold::OnPath);
+        }
+        if let Some(w) = partner_rules(b, tags, p) {
+            return withhold(w);
+        }
+        // Sent on, the path would hold the nodes before, this one, and the relay's.
+        if p.role == Role::Relay && route.path.len() + 2 > self.hop_limit as usize {
+            return withhold(Withhold::HopLimit(self.hop_limit));
+        }
+        self.audience_rules(b, route, p)
+    }
+
+    /// Rules 7 to 9: who the TLP and the audience let it go to, at this hop.
+    fn audience_rules(&self, b: &Header, route: Route<'_>, p: &PartnerRules) -> Decision {
+        let withhold = Decision::Withhold;
+        let relay = p.role == Role::Relay;
+        match b.tlp {
+            Tlp::Red | Tlp::AmberStrict if route.relayed(b) => {
+                if relay && self.towards(b, p) {
+                    withhold(Withhold::AudienceBeyondRelay(b.tlp))
+                } else if relay || route.path.len() > 1 {
+                    // Only a first relay passes it on, and only to its own desks.
+                    withhold(Withhold::NoOnwardRelay(b.tlp))
+                } else if in_audience(b, p) {
+                    Decision::Share
+                } else {
+                    withhold(Withhold::NotInAudience(b.tlp))
+                }
+            }
+            Tlp::Red | Tlp::AmberStrict | Tlp::Amber
+                if !b.audience.is_empty() || b.tlp != Tlp::Amber =>
+            {
+                if in_audience(b, p) || (relay && self.towards(b, p)) {
+                    Decision::Share
+                } else {
+                    withhold(Withhold::NotInAudience(b.tlp))
+                }
+            }
+            _ => Decision::Share,
+        }
+    }
 }
 
-/// [`decide`], with `b`'s tags already normalised (`tags[i]` is `b.tags[i]`).
-fn decide_with(
-    b: &Header,
-    tags: &[String],
-    received_from: &PartnerId,
-    p: &PartnerRules,
-) -> Decision {
-    let withhold = Decision::Withhold;
-    if p.id == b.origin {
-        return withhold(Withhold::Origin);
-    }
-    if p.id == *received_from {
-        return withhold(Withhold::Sender);
-    }
+/// Rules 2 to 5, the partner's own: auditors, clearance, kinds, denied tags.
+fn partner_rules(b: &Header, tags: &[String], p: &PartnerRules) -> Option<Withhold> {
     if p.role == Role::Auditor {
-        return withhold(Withhold::Auditor);
+        return Some(Withhold::Auditor);
     }
     if p.clearance.is_none_or(|c| b.tlp > c) {
-        return withhold(Withhold::AboveClearance {
+        return Some(Withhold::AboveClearance {
             tlp: b.tlp,
             clearance: p.clearance,
         });
     }
     if p.kinds.as_ref().is_some_and(|ks| !ks.contains(&b.kind)) {
-        return withhold(Withhold::KindNotShared(b.kind));
+        return Some(Withhold::KindNotShared(b.kind));
     }
-    if let Some(i) = tags.iter().position(|t| p.deny_tags.contains(t)) {
-        return withhold(Withhold::DeniedTag(b.tags[i].clone()));
-    }
-    match b.tlp {
-        Tlp::Red | Tlp::AmberStrict if *received_from != b.origin => {
-            withhold(Withhold::NoOnwardRelay(b.tlp))
-        }
-        Tlp::Red | Tlp::AmberStrict if !in_audience(b, p) => {
-            withhold(Withhold::NotInAudience(b.tlp))
-        }
-        Tlp::Amber if !b.audience.is_empty() && !in_audience(b, p) => {
-            withhold(Withhold::NotInAudience(b.tlp))
-        }
-        _ => Decision::Share,
-    }
+    tags.iter()
+        .position(|t| p.deny_tags.contains(t))
+        .map(|i| Withhold::DeniedTag(b.tags[i].clone()))
 }
 
 #[cfg(test)]

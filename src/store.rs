@@ -195,6 +195,8 @@ pub struct NewBulletin {
     pub received_from: PartnerId,
     /// The partners it is shared with.
     pub shared_with: Vec<PartnerId>,
+    /// The peer nodes it crossed before this one, first to last.
+    pub path: Vec<PartnerId>,
     /// Its audit record (accepted, with every partner's decision); the store fills in
     /// the seq, or records a duplicate or conflict instead.
     pub audit: Event,

@@ -351,8 +351,8 @@ impl Outbox {
     /// `SignedBulletin` as the store keeps it: the envelope is copied in as it is,
     /// not decoded and encoded again. The bytes are those of encoding the frame with
     /// the envelope decoded.
-    pub fn push_delivery(&mut self, seq: u64, envelope: &[u8]) {
-        crate::wire::delivery_frame(&mut self.buf, seq, envelope);
+    pub fn push_delivery(&mut self, seq: u64, envelope: &[u8], path: &[String], node: &str) {
+        crate::wire::delivery_frame(&mut self.buf, seq, envelope, path, node);
         self.frames += 1;
     }
 

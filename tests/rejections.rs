@@ -136,7 +136,7 @@ async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_dist
     assert_rejected(
         &us.publish(outsider).await.unwrap(),
         ErrorCode::UnknownOrigin,
-        "not a partner",
+        "neither a partner",
     );
 
     // A relay may forward it: the origin's signature still verifies.

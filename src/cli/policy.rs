@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::bulletin::UnverifiedBulletin;
 use crate::config::NodeConfig;
-use crate::identity::PartnerId;
-use crate::policy::{Decision, Policy};
+use crate::identity::{PartnerId, Role};
+use crate::policy::{Decision, Policy, Route};
 use crate::timestamp::Timestamp;
 
 pub(super) fn explain(
@@ -34,7 +34,15 @@ pub(super) fn explain(
         }
     };
     let policy = Policy::from_config(&cfg);
-    let decisions: Vec<_> = policy.decide_all(&header, &received_from).collect();
+    let role = cfg
+        .partner(&received_from)
+        .map_or(Role::Liaison, |p| p.role);
+    let path = Route::crossed(Vec::new(), &received_from, role);
+    let route = Route {
+        received_from: &received_from,
+        path: &path,
+    };
+    let decisions: Vec<_> = policy.decide_all(&header, route).collect();
     if as_json {
         let rows: Vec<_> = decisions
             .iter()

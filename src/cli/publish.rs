@@ -106,6 +106,7 @@ pub(super) async fn publish(mut args: PublishArgs) -> anyhow::Result<()> {
             request_id: 1,
             bulletin: Some(signed),
             allow_unknown_audience: args.allow_unknown_audience,
+            path: Vec::new(),
         })
         .await;
     client.close().await;

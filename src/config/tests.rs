@@ -233,3 +233,66 @@ fn a_pinned_certificate_fingerprint_parses_enters_the_digest_and_is_unique() {
         "{problem}"
     );
 }
+
+#[test]
+fn peers_and_origins_beyond_them_are_checked() {
+    let peer = r#"
+[[partner]]
+id = "nato-ccdcoe"
+role = "relay"
+clearance = "amber"
+address = "ccdcoe.example:4433"
+"#;
+    let origin = format!("\n[[origin]]\nid = \"ee-mod\"\nvia = [\"nato-ccdcoe\"]\ngroups = [\"nato\"]\nkeys = [{{ public = \"{}\" }}]\n", pk());
+    let cfg = parse(&format!("{peer}{origin}")).unwrap_or_else(|e| panic!("{e}"));
+    let peers: Vec<_> = cfg
+        .peers()
+        .map(|(id, a)| (id.to_string(), a.to_string()))
+        .collect();
+    assert_eq!(
+        peers,
+        [("nato-ccdcoe".to_string(), "ccdcoe.example:4433".to_string())]
+    );
+    let key = cfg.origins[0].keys[0].public;
+    let ee: PartnerId = "ee-mod".parse().unwrap();
+    assert!(
+        cfg.keyring()
+            .lookup(&ee, &key.key_id(), Timestamp::from_unix_ms(1))
+            .is_ok(),
+        "the origin's key verifies its bulletins"
+    );
+    assert_eq!(cfg.federation.hop_limit, 4);
+    let digest = cfg.policy_digest();
+    assert_ne!(
+        digest,
+        parse(peer).unwrap().policy_digest(),
+        "origins are policy"
+    );
+
+    let liaison_peer = peer.replace("relay", "liaison");
+    let (field, problem) = invalid_field(&liaison_peer);
+    assert_eq!(field, "partner[0].address");
+    assert!(problem.contains("only a relay"), "{problem}");
+    let (field, problem) = invalid_field(&format!(
+        "{peer}\n[[origin]]\nid = \"ee-mod\"\nvia = [\"fi-mod\"]\n"
+    ));
+    assert_eq!(field, "origin[0].via[0]");
+    assert!(problem.contains("not a partner"), "{problem}");
+    let (field, _) = invalid_field(&format!("{peer}\n[[origin]]\nid = \"ee-mod\"\nvia = []\n"));
+    assert_eq!(field, "origin[0].via");
+    let (field, problem) = invalid_field(&format!(
+        "{peer}\n[[origin]]\nid = \"nato-ccdcoe\"\nvia = [\"nato-ccdcoe\"]\n"
+    ));
+    assert_eq!(field, "origin[0].id");
+    assert!(problem.contains("is a partner"), "{problem}");
+    let (field, _) = invalid_field(&format!("{peer}{origin}{origin}"));
+    assert_eq!(field, "origin[1].id");
+    let (field, _) = invalid_field(&format!("{peer}\n[federation]\nhop_limit = 0\n"));
+    assert_eq!(field, "federation.hop_limit");
+    match parse(&peer.replace("ccdcoe.example:4433", "ccdcoe.example")) {
+        Err(ConfigError::Syntax { message, .. }) => {
+            assert!(message.contains("HOST:PORT"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

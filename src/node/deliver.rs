@@ -269,6 +269,7 @@ fn screen(
         match recheck(
             item.signed.clone(),
             &stored.received_from,
+            &stored.path,
             partner,
             sharing,
             limits,
@@ -324,12 +325,17 @@ async fn deliver(
                 // stop, a replacement or a failed write cannot leave a delivery that
                 // reached the peer unrecorded (the storage thread commits everything
                 // queued before it ends). The page goes out as one write, stored
-                // envelopes as they are (a delivery's prefix is at most 26 bytes).
+                // envelopes as they are (room for the prefix and a short path).
                 shared.record(delivered).await;
-                let size = out.items.iter().map(|i| i.signed.len() + 26).sum();
+                let size = out.items.iter().map(|i| i.signed.len() + 64).sum();
                 let mut outbox = transport::Outbox::with_capacity(size);
                 for item in &out.items {
-                    outbox.push_delivery(item.seq, &item.signed);
+                    outbox.push_delivery(
+                        item.seq,
+                        &item.signed,
+                        &item.path,
+                        shared.node_id.as_str(),
+                    );
                 }
                 tokio::select! {
                     r = outbox.write_to(stream.send, &shared.book.frames) => if r.is_err() { return Ok(End::Abort) },
@@ -408,6 +414,7 @@ mod tests {
             seq,
             accepted: Timestamp::EPOCH,
             signed: bytes::Bytes::from(vec![0; len]),
+            path: Vec::new(),
         };
         let mut page = Page {
             items: vec![item(3, 600), item(5, 600), item(8, 600)],

@@ -17,7 +17,7 @@ use super::{RuleSet, Shared};
 use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
 use crate::identity::PartnerId;
-use crate::policy::{Decision, Withhold};
+use crate::policy::{Decision, Route, Withhold};
 use crate::store::{Cursor, StoreError};
 
 /// A queued bulletin the rules in force no longer share with the partner.
@@ -51,10 +51,12 @@ fn stored_limits(limits: &Limits) -> Limits {
 }
 
 /// Whether the rules in `sharing` still share the stored bulletin `signed`, received
-/// from `received_from`, with `partner`: `None` if they do, the withdrawal if not.
+/// from `received_from` by `path`, with `partner`: `None` if they do, the withdrawal
+/// if not.
 pub(crate) fn recheck(
     signed: Bytes,
     received_from: &str,
+    path: &[String],
     partner: &PartnerId,
     sharing: &RuleSet,
     limits: &Limits,
@@ -68,10 +70,19 @@ pub(crate) fn recheck(
     let from: PartnerId = received_from
         .parse()
         .map_err(|e| corrupt(format!("received_from: {e}")))?;
+    let path = path
+        .iter()
+        .map(|n| n.parse())
+        .collect::<Result<Vec<PartnerId>, _>>()
+        .map_err(|e| corrupt(format!("path: {e}")))?;
+    let route = Route {
+        received_from: &from,
+        path: &path,
+    };
     let h = b.header();
     let why = match sharing.keyring.lookup(&h.origin, &b.key_id(), h.created) {
         Err(_) => Some(Withhold::OriginKey),
-        Ok(_) => match sharing.policy.still_shared(h, &from, partner) {
+        Ok(_) => match sharing.policy.still_shared(h, route, partner) {
             Decision::Share => None,
             Decision::Withhold(w) => Some(w),
         },
@@ -226,11 +237,11 @@ mod tests {
             let header = UnverifiedBulletin::decode(bytes.clone(), &limits).expect("decodes");
             let explained = s
                 .policy
-                .decide_all(header.header(), &us)
+                .decide_all(header.header(), Route::direct(&us))
                 .find(|(p, _)| **p == au)
                 .map(|(_, d)| d)
                 .expect("au-dod is a partner");
-            let withdrawn = recheck(bytes, "us-dod", &au, &s, &limits).expect("reads");
+            let withdrawn = recheck(bytes, "us-dod", &[], &au, &s, &limits).expect("reads");
             match (&explained, &withdrawn) {
                 (Decision::Share, None) => {}
                 (Decision::Withhold(w), Some(d)) => assert_eq!(*w, d.why, "{rules}"),
@@ -240,7 +251,7 @@ mod tests {
         // A revoked origin key withdraws what the policy alone would share.
         let s = sharing("clearance = \"green\"", true);
         let bytes = stored(Tlp::Green, Kind::Advisory, &[], &[]);
-        let withdrawn = recheck(bytes, "us-dod", &au, &s, &limits).expect("reads");
+        let withdrawn = recheck(bytes, "us-dod", &[], &au, &s, &limits).expect("reads");
         assert_eq!(withdrawn.map(|w| w.why), Some(Withhold::OriginKey));
         // A partner no longer configured.
         let gone: PartnerId = "nz-mod".parse().expect("an id");
@@ -248,6 +259,7 @@ mod tests {
         let withdrawn = recheck(
             bytes,
             "us-dod",
+            &[],
             &gone,
             &sharing("clearance = \"green\"", false),
             &limits,

@@ -19,6 +19,25 @@ fn header(tlp: Tlp, audience: &[&str]) -> Header {
     }
 }
 
+/// The decision for one partner, for a bulletin handed over by `from`: its origin, or
+/// a relay that is then the one node on its path.
+fn decide(b: &Header, from: &PartnerId, p: &PartnerRules) -> Decision {
+    let path = Route::crossed(
+        Vec::new(),
+        from,
+        if *from == b.origin {
+            Role::Liaison
+        } else {
+            Role::Relay
+        },
+    );
+    let route = Route {
+        received_from: from,
+        path: &path,
+    };
+    Policy::new(vec![p.clone()]).still_shared(b, route, &p.id)
+}
+
 fn rules(id: &str, role: Role, clearance: Option<Tlp>) -> PartnerRules {
     PartnerRules {
         id: pid(id),
@@ -52,7 +71,10 @@ fn expected(
         (_, None) => Some(R::AboveClearance),
         (_, Some(c)) if tlp > c => Some(R::AboveClearance),
         _ => match tlp {
-            Tlp::Red | Tlp::AmberStrict if via_relay => Some(R::NoOnwardRelay),
+            // A first relay passes them to its own desks in the audience, never on.
+            Tlp::Red | Tlp::AmberStrict if via_relay && role == Role::Relay => {
+                Some(R::NoOnwardRelay)
+            }
             Tlp::Red | Tlp::AmberStrict => (!named).then_some(R::NotInAudience),
             Tlp::Amber => (aud == Audience::OtherOnly).then_some(R::NotInAudience),
             Tlp::Green | Tlp::Clear => None,
@@ -163,7 +185,7 @@ fn policy_from_config_decides_for_every_partner_in_order() {
     let mut b = header(Tlp::Amber, &["group:nato"]);
     b.tags = vec!["National-Only".into()];
     let decisions: Vec<_> = policy
-        .decide_all(&b, &b.origin)
+        .decide_all(&b, Route::direct(&b.origin))
         .map(|(p, d)| (p.to_string(), d))
         .collect();
     let ids: Vec<_> = decisions.iter().map(|(p, _)| p.as_str()).collect();
@@ -190,8 +212,8 @@ fn details_formatted_once_read_as_formatted_now() {
         assert_eq!(w.detail(), w.to_string());
         seen += 1;
     }
-    // 5 fixed reasons, 5 TLPs × 6 clearances, every kind, 2 × 5 relay and audience.
-    assert_eq!(seen, 5 + 5 * 6 + Kind::ALL.len() + 2 * 5);
+    // 6 fixed reasons, 5 TLPs × 6 clearances, every kind, 3 × 5 relay and audience.
+    assert_eq!(seen, 6 + 5 * 6 + Kind::ALL.len() + 3 * 5);
     let tag = Withhold::DeniedTag("national-only".into());
     assert_eq!(
         tag.detail(),
@@ -264,3 +286,5 @@ fn an_audience_entry_is_known_if_it_names_the_node_a_partner_or_a_partners_group
         .unknown_audience(&header(Tlp::Red, &[]), &node)
         .is_empty());
 }
+
+mod hops;

@@ -173,6 +173,7 @@ impl Store {
             received_from: b.received_from.into(),
             accepted_unix_ms: now.unix_ms(),
             shared_with: b.shared_with.into_iter().map(String::from).collect(),
+            path: b.path.into_iter().map(String::from).collect(),
         };
         plan.bulletins.push((stored, b.signed));
         plan.events.push(b.audit.stored_as(head));

@@ -21,6 +21,8 @@ pub struct Pending {
     pub accepted: Timestamp,
     /// The encoded `SignedBulletin`.
     pub signed: Bytes,
+    /// The nodes it crossed before this one.
+    pub path: Vec<String>,
 }
 
 /// A page of a partner's queue.
@@ -216,6 +218,7 @@ impl Store {
                         seq: b.seq,
                         accepted: Timestamp::from_unix_ms(b.accepted_unix_ms),
                         signed: b.signed.clone(),
+                        path: b.path.clone(),
                     });
                 }
             }

@@ -55,6 +55,7 @@ fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
         id,
         received_from: pid(origin),
         shared_with: shared.iter().map(|s| pid(s)).collect(),
+        path: Vec::new(),
     }
 }
 

@@ -18,16 +18,27 @@ const SHARED_WITH: u32 = 6;
 const WITHHELD: u32 = 7;
 
 /// Appends a length-delimited `ServerFrame` holding the `Delivery` of `seq` whose
-/// bulletin is `envelope`, an encoded `SignedBulletin` as the store keeps it.
-pub(crate) fn delivery_frame(buf: &mut Vec<u8>, seq: u64, envelope: &[u8]) {
-    // Delivery { seq = 1 (omitted when 0, as proto3 does); bulletin = 2 }
+/// bulletin is `envelope`, an encoded `SignedBulletin` as the store keeps it, and whose
+/// path is `path` (the nodes it crossed before this one) then `node` (this one).
+pub(crate) fn delivery_frame(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    envelope: &[u8],
+    path: &[String],
+    node: &str,
+) {
+    // Delivery { seq = 1 (omitted when 0, as proto3 does); bulletin = 2; path = 3 }
     let seq_len = if seq == 0 {
         0
     } else {
         1 + encoded_len_varint(seq)
     };
     let env = envelope.len() as u64;
-    let delivery = seq_len as u64 + 1 + encoded_len_varint(env) as u64 + env;
+    let hops = || path.iter().map(String::as_str).chain([node]);
+    let path_len: usize = hops()
+        .map(|n| 1 + encoded_len_varint(n.len() as u64) + n.len())
+        .sum();
+    let delivery = seq_len as u64 + 1 + encoded_len_varint(env) as u64 + env + path_len as u64;
     // ServerFrame { delivery = 3 }
     let frame = 1 + encoded_len_varint(delivery) as u64 + delivery;
     encode_varint(frame, buf);
@@ -40,6 +51,11 @@ pub(crate) fn delivery_frame(buf: &mut Vec<u8>, seq: u64, envelope: &[u8]) {
     encode_key(2, WireType::LengthDelimited, buf);
     encode_varint(env, buf);
     buf.extend_from_slice(envelope);
+    for n in hops() {
+        encode_key(3, WireType::LengthDelimited, buf);
+        encode_varint(n.len() as u64, buf);
+        buf.extend_from_slice(n.as_bytes());
+    }
 }
 
 /// Appends a length-delimited `ServerFrame` holding `result` followed by `tail`, fields

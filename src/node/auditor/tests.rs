@@ -43,6 +43,7 @@ fn store(dir: &std::path::Path) -> Store {
         id: u.header().id,
         received_from: pid("us-dod"),
         shared_with: vec![au.clone()],
+        path: Vec::new(),
         audit,
     };
     let now = Timestamp::from_unix_ms(NOW);

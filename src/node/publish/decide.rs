@@ -10,7 +10,7 @@ use crate::bulletin::{
 };
 use crate::identity::{PartnerId, Role};
 use crate::node::RuleSet;
-use crate::policy::Decision;
+use crate::policy::{Decision, Route};
 use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::NewBulletin;
 use crate::timestamp::Timestamp;
@@ -32,6 +32,8 @@ struct Decoded {
     allow_unknown_audience: bool,
     header: Header,
     digest: Digest,
+    /// The nodes it crossed before this one (`Route::crossed`).
+    path: Vec<PartnerId>,
 }
 
 /// Verifies a batch of publishes (the signatures together), checks the publisher's
@@ -47,7 +49,7 @@ pub(super) fn decide_batch(
     let mut answers: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
     let (mut decoded, mut unverified) = (Vec::new(), Vec::new());
     for p in batch {
-        match decode(sharing, limits, from, p) {
+        match decode(sharing, limits, (from, role), p) {
             Ok((d, u)) => {
                 decoded.push((answers.len(), d));
                 unverified.push(u);
@@ -82,14 +84,17 @@ fn rejection(
     Box::new(Rejection { result, audit })
 }
 
-/// Decodes the bulletin of a Publish and checks that its origin is a partner.
+/// Decodes the bulletin of a Publish and its path, and checks that its origin may
+/// reach this node through the publisher.
 fn decode(
     sharing: &RuleSet,
     limits: &Limits,
-    from: &PartnerId,
+    (from, role): (&PartnerId, Role),
     p: proto::Publish,
 ) -> Result<(Decoded, UnverifiedBulletin), Box<Rejection>> {
     let id = p.request_id;
+    let path = crossed(sharing, from, role, p.path)
+        .map_err(|msg| rejection(from, rejected(id, ErrorCode::BadPath, msg), None))?;
     let signed = p.bulletin.ok_or_else(|| {
         let r = rejected(
             id,
@@ -101,10 +106,8 @@ fn decode(
     let unverified = UnverifiedBulletin::from_signed(signed, limits)
         .map_err(|e| rejection(from, rejected(id, e.code(), e.to_string()), None))?;
     let (header, digest) = (unverified.header().clone(), unverified.digest());
-    let origin = &header.origin;
-    if !sharing.partners.contains_key(origin) {
-        let msg = format!("origin {origin} is not a partner of this node");
-        let r = naming_bulletin(rejected(id, ErrorCode::UnknownOrigin, msg), &header, digest);
+    if let Some((code, msg)) = unreachable_origin(sharing, from, &header.origin) {
+        let r = naming_bulletin(rejected(id, code, msg), &header, digest);
         return Err(rejection(from, r, Some((header, digest))));
     }
     let d = Decoded {
@@ -112,8 +115,68 @@ fn decode(
         allow_unknown_audience: p.allow_unknown_audience,
         header,
         digest,
+        path,
     };
     Ok((d, unverified))
+}
+
+/// The nodes a publish crossed (the path it names, and a relay publisher), or why
+/// that path is refused: a malformed id, this node on it, or longer than the hop limit.
+fn crossed(
+    sharing: &RuleSet,
+    from: &PartnerId,
+    role: Role,
+    sent: Vec<String>,
+) -> Result<Vec<PartnerId>, String> {
+    let me = &sharing.config.node.id;
+    let mut path = Vec::with_capacity(sent.len() + 1);
+    for (i, node) in sent.into_iter().enumerate() {
+        let node: PartnerId = node
+            .parse()
+            .map_err(|e| format!("path[{i}] is not a node id: {e}"))?;
+        if node == *me {
+            return Err(format!("the path already holds this node ({me}): a loop"));
+        }
+        path.push(node);
+    }
+    let path = Route::crossed(path, from, role);
+    let limit = sharing.policy.hop_limit() as usize;
+    if path.len() + 1 > limit {
+        return Err(format!(
+            "the path holds {} nodes before this one, and this node's hop limit is {limit}",
+            path.len()
+        ));
+    }
+    Ok(path)
+}
+
+/// Why a bulletin of `origin` cannot reach this node through `from`, if it cannot: a
+/// partner's may come through anyone; an `[[origin]]`'s only through its `via` peers.
+fn unreachable_origin(
+    sharing: &RuleSet,
+    from: &PartnerId,
+    origin: &PartnerId,
+) -> Option<(ErrorCode, String)> {
+    if sharing.partners.contains_key(origin) {
+        return None;
+    }
+    match sharing.config.origin(origin) {
+        Some(o) if o.via.contains(from) => None,
+        Some(o) => {
+            let via: Vec<&str> = o.via.iter().map(PartnerId::as_str).collect();
+            Some((
+                ErrorCode::NotViaPeer,
+                format!(
+                    "origin {origin} is configured to arrive through {}, not through {from}",
+                    via.join(", ")
+                ),
+            ))
+        }
+        None => Some((
+            ErrorCode::UnknownOrigin,
+            format!("origin {origin} is neither a partner of this node nor an [[origin]] it knows"),
+        )),
+    }
 }
 
 /// After the signature check: the publisher's right to publish it, and who gets it.
@@ -162,7 +225,11 @@ fn decide(
         h,
         digest,
     );
-    let decisions: Vec<_> = sharing.policy.decide_all(h, from).collect();
+    let route = Route {
+        received_from: from,
+        path: &d.path,
+    };
+    let decisions: Vec<_> = sharing.policy.decide_all(h, route).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
     // The answer names the decisions the record holds, in its words (formatted once).
     let answer = Answer::accepted(result, audit.record(), sharing.config.disclosure.withheld);
@@ -178,6 +245,7 @@ fn decide(
         id: h.id,
         received_from: from.clone(),
         shared_with,
+        path: d.path,
         audit,
     };
     Ok((new, answer))

@@ -21,15 +21,23 @@ fn delivery_and_publish_result_frames_are_the_bytes_prost_would_write() {
     let result = proto::ServerFrame {
         frame: Some(proto::server_frame::Frame::PublishResult(refused.clone())),
     };
-    for (seq, n) in [(0, 0), (1, 5), (127, 1_000), (128, 20_000), (1 << 40, 90)] {
+    let paths: [&[&str]; 3] = [&[], &["jp-mod"], &["jp-mod", "nato-ccdcoe"]];
+    for (i, (seq, n)) in [(0, 0), (1, 5), (127, 1_000), (128, 20_000), (1 << 40, 90)]
+        .into_iter()
+        .enumerate()
+    {
         let signed = envelope(n);
+        let path: Vec<String> = paths[i % 3].iter().map(|s| s.to_string()).collect();
+        let mut full = path.clone();
+        full.push("us-dod".into());
         let frame = proto::ServerFrame {
             frame: Some(proto::server_frame::Frame::Delivery(proto::Delivery {
                 seq,
                 bulletin: Some(signed.clone()),
+                path: full,
             })),
         };
-        delivery_frame(&mut written, seq, &signed.encode_to_vec());
+        delivery_frame(&mut written, seq, &signed.encode_to_vec(), &path, "us-dod");
         expected.extend(frame.encode_length_delimited_to_vec());
         publish_result_frame(&mut written, &refused, &[]);
         expected.extend(result.encode_length_delimited_to_vec());

@@ -14,6 +14,7 @@ fn item(seq: u64) -> Pending {
         seq,
         accepted: t(100),
         signed: Bytes::from_static(b"envelope"),
+        path: Vec::new(),
     }
 }
 

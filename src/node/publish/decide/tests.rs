@@ -27,6 +27,12 @@ fn pid(id: &str) -> PartnerId {
 /// The hub's rules: us-dod and au-dod liaisons, nato-ccdcoe a relay, au-dod cleared
 /// up to `au_clearance`; ee-mod is an origin whose key the hub knows (a partner too).
 fn rules(au_clearance: &str) -> RuleSet {
+    let config = NodeConfig::parse(&rules_text(au_clearance), Path::new("hub.toml")).unwrap();
+    RuleSet::new(config, 0)
+}
+
+/// The hub's rules as TOML.
+fn rules_text(au_clearance: &str) -> String {
     let mut text = String::from(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"c\"\n\
          tls_cert = \"t\"\ntls_key = \"k\"\nsigning_key = \"s\"\n",
@@ -42,8 +48,23 @@ fn rules(au_clearance: &str) -> RuleSet {
             PublicKey::of(&key(id))
         );
     }
-    let config = NodeConfig::parse(&text, Path::new("hub.toml")).unwrap();
-    RuleSet::new(config, 0)
+    text
+}
+
+/// The hub with a second peer node, us-node, and ee-cert beyond nato-ccdcoe.
+fn federated() -> RuleSet {
+    let text = format!(
+        "{}\n[[partner]]\nid = \"us-node\"\nrole = \"relay\"\nclearance = \"red\"\naddress = \"127.0.0.1:4433\"\n\
+         \n[[origin]]\nid = \"ee-cert\"\nvia = [\"nato-ccdcoe\"]\nkeys = [{{ public = \"{}\" }}]\n",
+        rules_text("amber"),
+        PublicKey::of(&key("ee-cert"))
+    );
+    RuleSet::new(NodeConfig::parse(&text, Path::new("hub.toml")).unwrap(), 0)
+}
+
+fn with_path(mut p: proto::Publish, path: &[&str]) -> proto::Publish {
+    p.path = path.iter().map(|n| n.to_string()).collect();
+    p
 }
 
 fn bulletin(origin: &str, tlp: proto::Tlp, audience: &[&str], created: u64) -> proto::Bulletin {
@@ -67,6 +88,7 @@ fn publish(request_id: u64, b: &proto::Bulletin, signer: &str) -> proto::Publish
         request_id,
         bulletin: Some(signed),
         allow_unknown_audience: false,
+        path: Vec::new(),
     }
 }
 
@@ -135,6 +157,7 @@ fn a_batch_is_answered_in_order_each_refusal_on_the_record() {
         request_id: 4,
         bulletin: None,
         allow_unknown_audience: false,
+        path: Vec::new(),
     };
     let batch = vec![publish(1, &good, "us-dod"), forged, stranger, empty];
     let now = Timestamp::from_unix_ms(NOW);
@@ -267,4 +290,81 @@ fn the_rules_and_the_time_are_inputs() {
         publish(1, &old, "us-dod"),
     ));
     assert_eq!(result.error, ErrorCode::TooOld as i32);
+}
+
+#[test]
+fn an_origin_beyond_a_peer_arrives_only_through_the_peers_it_is_listed_for() {
+    let hub = federated();
+    let ee = bulletin("ee-cert", proto::Tlp::Green, &[], NOW - 1_000);
+    let (stored, _) =
+        decide_one(&hub, "nato-ccdcoe", Role::Relay, publish(1, &ee, "ee-cert")).unwrap();
+    assert_eq!(
+        stored.path,
+        [pid("nato-ccdcoe")],
+        "the relay is on the path"
+    );
+    assert!(stored.shared_with.contains(&pid("us-node")));
+    let (result, record) = refusal(decide_one(
+        &hub,
+        "us-node",
+        Role::Relay,
+        publish(2, &ee, "ee-cert"),
+    ));
+    assert_eq!(result.error, ErrorCode::NotViaPeer as i32);
+    assert!(
+        result
+            .message
+            .contains("through nato-ccdcoe, not through us-node"),
+        "{}",
+        result.message
+    );
+    assert_eq!(record.event, AuditEvent::BulletinRejected as i32);
+    let stranger = bulletin("kr-mnd", proto::Tlp::Green, &[], NOW - 1_000);
+    let (result, _) = refusal(decide_one(
+        &hub,
+        "nato-ccdcoe",
+        Role::Relay,
+        publish(3, &stranger, "kr-mnd"),
+    ));
+    assert_eq!(result.error, ErrorCode::UnknownOrigin as i32);
+    // A partner's own bulletins may come through any peer.
+    let us = bulletin("us-dod", proto::Tlp::Green, &[], NOW - 1_000);
+    assert!(decide_one(&hub, "us-node", Role::Relay, publish(4, &us, "us-dod")).is_ok());
+}
+
+#[test]
+fn a_path_is_refused_when_it_loops_is_malformed_or_is_too_long() {
+    let hub = federated();
+    let us = bulletin("us-dod", proto::Tlp::Green, &[], NOW - 1_000);
+    let forwarded = |path: &[&str]| {
+        decide_one(
+            &hub,
+            "us-node",
+            Role::Relay,
+            with_path(publish(1, &us, "us-dod"), path),
+        )
+    };
+    for (path, says) in [
+        (&["jp-mod", "us-node"][..], "a loop"),
+        (&["Not An Id", "us-node"][..], "path[0] is not a node id"),
+        (
+            &["a-node", "b-node", "c-node", "us-node"][..],
+            "hop limit is 4",
+        ),
+    ] {
+        let (result, _) = refusal(forwarded(path));
+        assert_eq!(result.error, ErrorCode::BadPath as i32, "{path:?}");
+        assert!(
+            result.message.contains(says),
+            "{path:?}: {}",
+            result.message
+        );
+    }
+    let (stored, _) = forwarded(&["a-node", "b-node", "us-node"]).unwrap();
+    assert_eq!(stored.path, [pid("a-node"), pid("b-node"), pid("us-node")]);
+    assert!(
+        !stored.shared_with.contains(&pid("nato-ccdcoe")),
+        "the path is full at the next relay: {:?}",
+        stored.shared_with
+    );
 }
