@@ -194,6 +194,20 @@ impl Event {
         Event(r)
     }
 
+    /// The link with peer node `peer` came up: `how` says who dialled and where.
+    pub fn link_up(peer: &PartnerId, how: &str) -> Event {
+        let mut r = base(AuditEvent::LinkUp, peer);
+        r.reason = how.to_owned();
+        Event(r)
+    }
+
+    /// The link with peer node `peer` ended, for the reason `why`.
+    pub fn link_down(peer: &PartnerId, why: &str) -> Event {
+        let mut r = base(AuditEvent::LinkDown, peer);
+        r.reason = why.to_owned();
+        Event(r)
+    }
+
     /// The record as it stands, before sealing.
     pub fn record(&self) -> &proto::AuditRecord {
         &self.0

@@ -29,6 +29,22 @@ pub struct Gauges {
     pub handshakes_refused: u64,
     /// How long group commits (write and flush) took.
     pub commit_latency: HistogramSnapshot,
+    /// The links with peer nodes.
+    pub links: Vec<LinkGauge>,
+}
+
+/// One peer link at a scrape. Its queue towards the peer is the peer's
+/// `renkei_queue_depth`; the peer's queue towards this node is on the peer's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkGauge {
+    /// The peer node.
+    pub peer: String,
+    /// Whether a connection is up.
+    pub up: bool,
+    /// When it last came up or went down, milliseconds since the Unix epoch.
+    pub since_unix_ms: u64,
+    /// Dials that failed since it was last up.
+    pub dial_failures: u64,
 }
 
 /// One partner's queue at a scrape.
@@ -271,7 +287,37 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
         let _ = writeln!(out, "renkei_handshakes_total{{outcome=\"{outcome}\"}} {n}");
     }
     commit_latency(&mut out, &gauges.commit_latency);
+    links(&mut out, &gauges.links);
     out
+}
+
+/// A gauge of each link: its name, its help, and its value for one link.
+type LinkRow = (&'static str, &'static str, fn(&LinkGauge) -> String);
+
+fn links(out: &mut String, links: &[LinkGauge]) {
+    let rows: [LinkRow; 3] = [
+        (
+            "renkei_peer_link_up",
+            "Whether the link with a peer node is up (1) or down (0).",
+            |l| u8::from(l.up).to_string(),
+        ),
+        (
+            "renkei_peer_link_changed_timestamp_seconds",
+            "When the link with a peer node last came up or went down (Unix time).",
+            |l| (l.since_unix_ms as f64 / 1000.0).to_string(),
+        ),
+        (
+            "renkei_peer_link_dial_failures",
+            "Dials of a peer node that failed since its link was last up.",
+            |l| l.dial_failures.to_string(),
+        ),
+    ];
+    for (metric, help, value) in rows {
+        header(out, metric, help, "gauge");
+        for l in links {
+            let _ = writeln!(out, "{metric}{{peer=\"{}\"}} {}", escape(&l.peer), value(l));
+        }
+    }
 }
 
 fn queues(out: &mut String, queues: &[QueueGauge]) {

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
 use crate::identity::{PartnerId, Role};
-use crate::metrics::prometheus::{self, FrameTotals, Gauges, QueueGauge};
+use crate::metrics::prometheus::{self, FrameTotals, Gauges, LinkGauge, QueueGauge};
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
@@ -181,6 +181,17 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
     let commit_latency = shared.storage.commit_latency.snapshot();
     let handshakes_retried = shared.book.handshakes.retried.load(Ordering::Relaxed);
     let handshakes_refused = shared.book.handshakes.refused.load(Ordering::Relaxed);
+    let links = shared
+        .links
+        .statuses()
+        .into_iter()
+        .map(|l| LinkGauge {
+            peer: l.peer.to_string(),
+            up: l.up,
+            since_unix_ms: l.since.unix_ms(),
+            dial_failures: u64::from(l.failures),
+        })
+        .collect();
     tokio::task::spawn_blocking(move || {
         let (audit_records, audit_checkpointed) = store.audit_progress();
         let totals = store.counter_totals();
@@ -199,6 +210,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
             handshakes_retried,
             handshakes_refused,
             commit_latency,
+            links,
         };
         Some(prometheus::render(&totals, &gauges))
     })

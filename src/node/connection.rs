@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 
 use super::admission::{self, Admitted, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER};
 use super::frames::{self, Opening};
+use super::link::{self, rules::Dialler, Adoption};
 use super::{auditor, deliver, publish, reload, RuleSet, Shared};
 use crate::audit::record::Event;
 use crate::identity::{self, PartnerId, Role};
@@ -173,11 +174,18 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     };
     shared.record(Event::connection_accepted(&partner)).await;
     let span = tracing::info_span!("conn", %partner, %remote);
+    let is_peer = role == Role::Relay
+        && sharing
+            .borrow()
+            .config
+            .partner(&partner)
+            .is_some_and(|p| p.peer_address().is_some());
     let admitted = AdmittedAs {
         partner: partner.clone(),
         role,
         cert,
         sharing,
+        link: is_peer.then_some(Dialler::Peer),
     };
     serve_partner(conn, shared.clone(), admitted)
         .instrument(span)
@@ -186,24 +194,40 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
 
 /// Who a connection was admitted as, and the rules it was admitted under (watched, so
 /// that a reload that removes, re-roles or re-pins the partner closes it).
-struct AdmittedAs {
-    partner: PartnerId,
-    role: Role,
-    cert: identity::CertFingerprint,
-    sharing: watch::Receiver<Arc<RuleSet>>,
+pub(super) struct AdmittedAs {
+    pub partner: PartnerId,
+    pub role: Role,
+    pub cert: identity::CertFingerprint,
+    pub sharing: watch::Receiver<Arc<RuleSet>>,
+    /// When the partner is a peer node: who dialled this connection.
+    pub link: Option<Dialler>,
 }
 
-async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: AdmittedAs) {
+/// Serves a partner's connection until it ends: its streams, and for a peer node the
+/// link (this node's subscription to the peer, and the link's place in the book).
+pub(super) async fn serve_partner(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    admitted: AdmittedAs,
+) {
     let AdmittedAs {
         partner,
         role,
         cert,
         mut sharing,
+        link,
     } = admitted;
+    let pulling = match link {
+        Some(dialler) => match start_link(&conn, &shared, &partner, dialler).await {
+            Some(task) => Some(task),
+            None => return,
+        },
+        None => None,
+    };
     tracing::info!(%role, "partner connected");
     let mut stop = shared.shutdown.clone();
     let mut streams = JoinSet::new();
-    loop {
+    let ended = loop {
         tokio::select! {
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
@@ -211,26 +235,80 @@ async fn serve_partner(conn: quinn::Connection, shared: Arc<Shared>, admitted: A
                 }
                 Err(e) => {
                     tracing::info!(reason = %e, "partner disconnected");
-                    break;
+                    break closed_reason(&e);
                 }
             },
-            _ = stop.changed() => break,
+            _ = stop.changed() => break "this node is stopping".to_string(),
             Ok(()) = sharing.changed() => {
                 let why = reload::disconnect_reason(role, &partner, &cert, &sharing.borrow_and_update().config);
                 if let Some(why) = why {
                     tracing::warn!(%why, "disconnecting the partner after a reload");
                     shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;
                     close(&conn, proto::CloseCode::PartnerRemoved, &why);
-                    break;
+                    break format!("disconnected after a reload: {why}");
                 }
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
-    }
+    };
     // Let in-flight publishes be answered before the connection goes.
     while streams.join_next().await.is_some() {}
     shared.record_counted_refusals(&partner).await;
     close(&conn, proto::CloseCode::ShuttingDown, "node shutting down");
+    if let Some(pulling) = pulling {
+        pulling.abort();
+        end_link(&conn, &shared, &partner, &ended).await;
+    }
+}
+
+/// Why a connection ended, in words for the audit log.
+fn closed_reason(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            format!("the peer closed it: {}", String::from_utf8_lossy(&c.reason))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Offers a peer node's connection as its link: if it is kept, records the link up
+/// and starts pulling from the peer; if the other connection is kept, closes this one.
+async fn start_link(
+    conn: &quinn::Connection,
+    shared: &Arc<Shared>,
+    peer: &PartnerId,
+    dialler: Dialler,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let now = crate::timestamp::Timestamp::now();
+    match shared
+        .links
+        .adopt(&shared.node_id, peer, conn, dialler, now)
+    {
+        Adoption::Duplicate => {
+            tracing::info!(%peer, "both nodes dialled; keeping the other connection");
+            close(
+                conn,
+                proto::CloseCode::DuplicateLink,
+                "both nodes dialled; the other connection is kept",
+            );
+            None
+        }
+        Adoption::Adopted(how) => {
+            tracing::info!(%peer, %how, "peer link up");
+            shared.record(Event::link_up(peer, &how)).await;
+            let pull = link::pull(conn.clone(), shared.clone(), peer.clone());
+            Some(tokio::spawn(pull.in_current_span()))
+        }
+    }
+}
+
+/// A peer node's connection ended: if it was the link, the link is down (recorded).
+async fn end_link(conn: &quinn::Connection, shared: &Shared, peer: &PartnerId, why: &str) {
+    let now = crate::timestamp::Timestamp::now();
+    if shared.links.ended(peer, conn, why, now) {
+        tracing::info!(%peer, %why, "peer link down");
+        shared.record(Event::link_down(peer, why)).await;
+    }
 }
 
 /// Answers a frame error on a stream the peer can still hear, and records it.

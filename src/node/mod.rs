@@ -34,6 +34,7 @@ mod budget;
 mod connection;
 mod deliver;
 mod frames;
+mod link;
 #[cfg(unix)]
 pub mod operator;
 mod publish;
@@ -88,6 +89,7 @@ pub struct RunningNode {
     endpoint: quinn::Endpoint,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
+    links: tokio::task::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     store: Arc<Store>,
     shared: Arc<Shared>,
@@ -126,9 +128,13 @@ impl RunningNode {
                 tracing::warn!("the operator socket did not close within {grace:?}");
             }
         }
-        // The accept task waits for its connection tasks, which finish their streams.
-        let accept = self.accept;
-        if tokio::time::timeout(grace, accept).await.is_err() {
+        // The accept task waits for its connection tasks, which finish their streams;
+        // the links task for the links this node dialled.
+        let connections = async {
+            let _ = self.accept.await;
+            let _ = self.links.await;
+        };
+        if tokio::time::timeout(grace, connections).await.is_err() {
             tracing::warn!("connections did not finish within {grace:?}; closing them");
         }
         self.endpoint.close(
@@ -150,7 +156,7 @@ impl RunningNode {
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let n = &cfg.node;
     let t = &cfg.transport;
-    let (server, signer) = load_keys(&cfg)?;
+    let (tls, signer) = load_keys(&cfg)?;
     let audit_key = signer.verifying_key();
     let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
     // Never append to (or sign for) a log that does not match what the node signed.
@@ -158,7 +164,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         .audit()
         .check_checkpoint(&audit_origin(&n.id), &audit_key)?;
     store.set_identity(&n.id, &audit_key)?;
-    let endpoint = crate::transport::endpoint(n.listen, Some(server))?;
+    let endpoint = crate::transport::endpoint(n.listen, Some(tls.server))?;
     let addr = endpoint.local_addr().map_err(TransportError::Io)?;
     let storage = start_storage(&cfg, store.clone(), signer)?;
     record_start(&cfg, &storage.commits).await;
@@ -193,12 +199,19 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         handshake,
         greeting,
     ));
+    let links = tokio::spawn(link::supervise(
+        endpoint.clone(),
+        tls.client,
+        shared.clone(),
+        handshake,
+    ));
     Ok(RunningNode {
         addr,
         admin,
         endpoint,
         stop,
         accept,
+        links,
         writer,
         store,
         shared,
@@ -206,9 +219,15 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     })
 }
 
+/// The node's TLS configurations: as a server, and as a client dialling peer nodes.
+struct NodeTls {
+    server: quinn::ServerConfig,
+    client: quinn::ClientConfig,
+}
+
 /// The node's TLS server configuration and its checkpoint signer, from the files the
 /// configuration names; the certificate must name this node.
-fn load_keys(cfg: &NodeConfig) -> Result<(quinn::ServerConfig, CheckpointSigner), NodeError> {
+fn load_keys(cfg: &NodeConfig) -> Result<(NodeTls, CheckpointSigner), NodeError> {
     let n = &cfg.node;
     let identity = TlsIdentity::load(&n.ca_cert, &n.tls_cert, &n.tls_key)?;
     let cert_id = identity.partner_id()?;
@@ -224,6 +243,7 @@ fn load_keys(cfg: &NodeConfig) -> Result<(quinn::ServerConfig, CheckpointSigner)
         idle_timeout: Duration::from_secs(t.idle_timeout_secs),
     };
     let server = transport::server_config(&identity, timers)?;
+    let client = transport::client_config(&identity, timers)?;
     let signing = crate::files::read_text(&n.signing_key)
         .map_err(|e| e.to_string())
         .and_then(|pem| identity::signing_key_from_pem(&pem).map_err(|e| e.to_string()))
@@ -232,7 +252,7 @@ fn load_keys(cfg: &NodeConfig) -> Result<(quinn::ServerConfig, CheckpointSigner)
             why,
         })?;
     let signer = CheckpointSigner::new(&audit_origin(&n.id), signing)?;
-    Ok((server, signer))
+    Ok((NodeTls { server, client }, signer))
 }
 
 /// The running storage thread and what the node holds of it.

@@ -270,6 +270,35 @@ pub(super) async fn run(
     let _ = responder.await;
 }
 
+/// What a bulletin a peer node forwarded came to, as far as its acknowledgement needs.
+pub(super) enum Forwarded {
+    /// Refused now, with this code.
+    Refused(ErrorCode),
+    /// Accepted by verification and policy; waiting for its commit.
+    Committing(oneshot::Receiver<Result<Outcome, StorageError>>),
+}
+
+/// Takes in deliveries from peer node `from` as its publishes: decided and queued for
+/// the storage thread as a publish stream's would be, one answer each, in order.
+pub(super) async fn take_forwarded(
+    shared: &Shared,
+    from: &PartnerId,
+    batch: Vec<proto::Publish>,
+) -> Vec<Forwarded> {
+    let refused = |r: &proto::PublishResult| {
+        Forwarded::Refused(ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal))
+    };
+    queue_batch(shared, from, Role::Relay, batch)
+        .await
+        .into_iter()
+        .map(|p| match p {
+            Pending::Ready(r) => refused(&r),
+            Pending::Committing(_, outcome) => Forwarded::Committing(outcome),
+            Pending::Fatal(code, _) => Forwarded::Refused(code),
+        })
+        .collect()
+}
+
 /// Prepares a batch and queues its replies: rejections at once, the rest once the
 /// storage thread has them. False if the responder is gone.
 async fn queue_answers(

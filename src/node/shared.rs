@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub storage: StorageHandle,
     pub limits: NodeLimits,
     pub book: ConnectionBook,
+    /// The links with peer nodes.
+    pub links: super::link::LinkBook,
     /// First month of the fiscal year, for metrics.
     pub fiscal_start_month: u8,
     pub shutdown: watch::Receiver<bool>,
@@ -275,6 +277,7 @@ impl Shared {
                 partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
                 frames: Arc::default(),
             },
+            links: Default::default(),
             fiscal_start_month: cfg.metrics.fiscal_year_start_month,
             shutdown,
         })

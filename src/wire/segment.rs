@@ -90,7 +90,7 @@ mod tests {
             received_from: "us-dod".into(),
             accepted_unix_ms: 1_790_000_000_000 + seq,
             shared_with: shared.iter().map(|s| s.to_string()).collect(),
-            path: if seq % 2 == 0 {
+            path: if seq.is_multiple_of(2) {
                 vec!["jp-mod".into()]
             } else {
                 vec![]

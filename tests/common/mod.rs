@@ -59,6 +59,7 @@ pub fn sh_until_ok(dir: &Path, line: &str, patience: std::time::Duration) -> Run
 }
 
 pub mod federation;
+pub mod peers;
 pub mod served;
 
 /// Splits a command line into words; single quotes group words with spaces.

@@ -1,0 +1,378 @@
+//! Peer links: one QUIC connection (mutual TLS) between this node and each peer node,
+//! a relay partner with an `address`. Either side dials; when both did, the rule in
+//! [`rules::keeps_new`] picks the connection both keep. A link that dies is dialled
+//! again with capped exponential backoff and jitter.
+//!
+//! Over the link each node is the other's partner with the ordinary frames: the peer
+//! subscribes to what this node queued for it (`deliver`), and this node subscribes to
+//! what the peer queued for it ([`pull`]), storing each delivery as a publish from the
+//! peer before acknowledging it. This module keeps the book of links and dials; what a
+//! bulletin comes to is decided by `publish` and `policy`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::connection::{self, AdmittedAs};
+use super::{admission, Shared};
+use crate::audit::record::Event;
+use crate::config::PeerAddress;
+use crate::identity::{PartnerId, Role};
+use crate::proto;
+use crate::timestamp::Timestamp;
+use crate::transport;
+
+mod pull;
+pub(crate) mod rules;
+
+pub(crate) use pull::pull;
+use rules::Dialler;
+
+/// One peer link as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The peer node.
+    pub peer: PartnerId,
+    /// Where it is dialled.
+    pub address: String,
+    /// Whether a connection is up.
+    pub up: bool,
+    /// When it last came up or went down (or this node started watching it).
+    pub since: Timestamp,
+    /// Who dialled the connection that is up.
+    pub dialled_by: Option<String>,
+    /// Why the last dial or connection failed, if one did.
+    pub last_error: Option<String>,
+    /// Dials that failed since the link was last up.
+    pub failures: u32,
+}
+
+/// The connection that is a peer's link, and what it was offered as.
+struct Current {
+    id: usize,
+    dialler: Dialler,
+    conn: quinn::Connection,
+}
+
+struct Link {
+    status: LinkStatus,
+    current: Option<Current>,
+    /// Bumped whenever the link goes down, so its dialler wakes.
+    down: watch::Sender<u64>,
+}
+
+/// Every peer's link: its status and the connection in use.
+#[derive(Default)]
+pub(crate) struct LinkBook {
+    links: Mutex<HashMap<PartnerId, Link>>,
+}
+
+/// What became of a connection offered as a peer's link.
+pub(crate) enum Adoption {
+    /// It is the link now; the audit line says how it came up.
+    Adopted(String),
+    /// The other connection is kept; close this one.
+    Duplicate,
+}
+
+impl LinkBook {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<PartnerId, Link>) -> T) -> T {
+        f(&mut self.links.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn entry<'a>(
+        links: &'a mut HashMap<PartnerId, Link>,
+        peer: &PartnerId,
+        address: &str,
+        now: Timestamp,
+    ) -> &'a mut Link {
+        links.entry(peer.clone()).or_insert_with(|| Link {
+            status: LinkStatus {
+                peer: peer.clone(),
+                address: address.to_owned(),
+                up: false,
+                since: now,
+                dialled_by: None,
+                last_error: None,
+                failures: 0,
+            },
+            current: None,
+            down: watch::channel(0).0,
+        })
+    }
+
+    /// Starts watching `peer` at `address` (a reload may change the address).
+    pub(crate) fn watch(&self, peer: &PartnerId, address: &PeerAddress, now: Timestamp) {
+        let address = address.to_string();
+        self.with(|links| Self::entry(links, peer, &address, now).status.address = address.clone());
+    }
+
+    /// Offers `conn`, opened by `dialler`, as `peer`'s link.
+    pub(crate) fn adopt(
+        &self,
+        us: &PartnerId,
+        peer: &PartnerId,
+        conn: &quinn::Connection,
+        dialler: Dialler,
+        now: Timestamp,
+    ) -> Adoption {
+        self.with(|links| {
+            let link = Self::entry(links, peer, "", now);
+            let mut how = dialler.describe(us, peer);
+            if let Some(cur) = &link.current {
+                if !rules::keeps_new(us, peer, cur.dialler, dialler) {
+                    return Adoption::Duplicate;
+                }
+                let code = quinn::VarInt::from_u32(proto::CloseCode::DuplicateLink as u32);
+                cur.conn.close(code, b"replaced by a newer connection");
+                how = format!(
+                    "{how}, replacing the connection {}",
+                    cur.dialler.describe(us, peer)
+                );
+            }
+            link.current = Some(Current {
+                id: conn.stable_id(),
+                dialler,
+                conn: conn.clone(),
+            });
+            let s = &mut link.status;
+            if !s.up {
+                s.since = now;
+            }
+            s.up = true;
+            s.dialled_by = Some(dialler.describe(us, peer));
+            s.failures = 0;
+            Adoption::Adopted(how)
+        })
+    }
+
+    /// `conn` ended for the reason `why`: true if it was `peer`'s link (now down).
+    pub(crate) fn ended(
+        &self,
+        peer: &PartnerId,
+        conn: &quinn::Connection,
+        why: &str,
+        now: Timestamp,
+    ) -> bool {
+        self.with(|links| {
+            let Some(link) = links.get_mut(peer) else {
+                return false;
+            };
+            if link.current.as_ref().map(|c| c.id) != Some(conn.stable_id()) {
+                return false;
+            }
+            link.current = None;
+            let s = &mut link.status;
+            s.up = false;
+            s.since = now;
+            s.dialled_by = None;
+            s.last_error = Some(why.to_owned());
+            link.down.send_modify(|n| *n += 1);
+            true
+        })
+    }
+
+    /// A dial of `peer` failed for the reason `why`; returns the failures in a row.
+    pub(crate) fn failed(&self, peer: &PartnerId, why: &str) -> u32 {
+        self.with(|links| match links.get_mut(peer) {
+            Some(link) => {
+                link.status.last_error = Some(why.to_owned());
+                link.status.failures += 1;
+                link.status.failures
+            }
+            None => 1,
+        })
+    }
+
+    /// Whether `peer`'s link is up, and a receiver that changes when it goes down.
+    fn state(&self, peer: &PartnerId) -> (bool, Option<watch::Receiver<u64>>) {
+        self.with(|links| match links.get(peer) {
+            Some(l) => (l.current.is_some(), Some(l.down.subscribe())),
+            None => (false, None),
+        })
+    }
+
+    /// Stops watching the peers not in `keep`; their connections are closed by the
+    /// reload that removed them.
+    pub(crate) fn retain(&self, keep: &[PartnerId]) {
+        self.with(|links| links.retain(|p, _| keep.contains(p)));
+    }
+
+    /// Every peer link's status, by peer id.
+    pub fn statuses(&self) -> Vec<LinkStatus> {
+        let mut all: Vec<LinkStatus> =
+            self.with(|l| l.values().map(|l| l.status.clone()).collect());
+        all.sort_by(|a, b| a.peer.cmp(&b.peer));
+        all
+    }
+}
+
+/// Keeps a dialler running for every peer the rules in force name, until the node stops.
+pub(crate) async fn supervise(
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    shared: Arc<Shared>,
+    handshake: Duration,
+) {
+    let mut rules = shared.rules.in_force.subscribe();
+    let mut stop = shared.shutdown.clone();
+    let mut dialling: HashMap<PartnerId, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let peers: Vec<(PartnerId, PeerAddress)> = rules
+            .borrow_and_update()
+            .config
+            .peers()
+            .map(|(p, a)| (p.clone(), a.clone()))
+            .collect();
+        let now = Timestamp::now();
+        dialling.retain(|p, task| {
+            let keep = peers.iter().any(|(q, _)| q == p) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let ids: Vec<PartnerId> = peers.iter().map(|(p, _)| p.clone()).collect();
+        shared.links.retain(&ids);
+        for (peer, address) in peers {
+            shared.links.watch(&peer, &address, now);
+            dialling.entry(peer.clone()).or_insert_with(|| {
+                let dialer = Dialer {
+                    endpoint: endpoint.clone(),
+                    client: client.clone(),
+                    shared: shared.clone(),
+                    peer,
+                    handshake,
+                };
+                tokio::spawn(dialer.run())
+            });
+        }
+        tokio::select! {
+            changed = rules.changed() => if changed.is_err() { break },
+            _ = stop.changed() => break,
+        }
+    }
+    for (_, task) in dialling {
+        // Each sees the shutdown itself and closes its link.
+        let _ = task.await;
+    }
+}
+
+/// Dials one peer whenever its link is down, and serves the link it makes.
+struct Dialer {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    shared: Arc<Shared>,
+    peer: PartnerId,
+    handshake: Duration,
+}
+
+impl Dialer {
+    async fn run(self) {
+        let mut stop = self.shared.shutdown.clone();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let (up, down) = self.shared.links.state(&self.peer);
+            if up {
+                // Up by the peer's dial: wait until it goes down.
+                let Some(mut down) = down else { return };
+                tokio::select! {
+                    _ = down.changed() => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            let pause = match self.dial().await {
+                Ok(admitted) => {
+                    connection::serve_partner(admitted.0, self.shared.clone(), admitted.1).await;
+                    self.pause(0)
+                }
+                Err(why) => {
+                    tracing::info!(peer = %self.peer, %why, "dialling the peer failed");
+                    let failures = self.shared.links.failed(&self.peer, &why);
+                    self.pause(failures)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// How long to wait before dialling again after `failures` failures in a row (a
+    /// link that ended waits the shortest pause, so both sides do not redial in step).
+    fn pause(&self, failures: u32) -> Duration {
+        let (min, max) = self.shared.rules_in_force().config.federation.redial();
+        let jitter =
+            f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
+        rules::redial_pause(failures.max(1), min, max, jitter)
+    }
+
+    /// Dials the peer and checks who answered as an accepted connection would be.
+    async fn dial(&self) -> Result<(quinn::Connection, AdmittedAs), String> {
+        let sharing = self.shared.rules.in_force.subscribe();
+        let address = sharing
+            .borrow()
+            .config
+            .partner(&self.peer)
+            .and_then(|p| p.peer_address().cloned())
+            .ok_or_else(|| format!("{} is no longer a peer node", self.peer))?;
+        let target = format!("{}:{}", address.host(), address.port());
+        let addr = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|e| format!("{address}: cannot resolve: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{address}: the name resolves to no address"))?;
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), addr, self.peer.as_str())
+            .map_err(|e| format!("{address}: {e}"))?;
+        let conn = match tokio::time::timeout(self.handshake, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(format!("{address}: {e}")),
+            Err(_) => return Err(format!("{address}: no answer within {:?}", self.handshake)),
+        };
+        self.admit(conn, sharing).await
+    }
+
+    /// The answering node must be the peer, as this node's rules admit it.
+    async fn admit(
+        &self,
+        conn: quinn::Connection,
+        mut sharing: watch::Receiver<Arc<super::RuleSet>>,
+    ) -> Result<(quinn::Connection, AdmittedAs), String> {
+        let refuse = |why: String| {
+            let code = quinn::VarInt::from_u32(proto::CloseCode::UnknownPartner as u32);
+            conn.close(code, why.as_bytes());
+            why
+        };
+        let (partner, cert) = transport::peer_partner(&conn).map_err(|e| refuse(e.to_string()))?;
+        let admitted = if partner != self.peer {
+            Err(format!("{} answered as {partner}", self.peer))
+        } else {
+            match admission::admit(&sharing.borrow_and_update().config, &partner, &cert) {
+                Ok(Role::Relay) => Ok(()),
+                Ok(role) => Err(format!("{partner} is a {role} here, not a peer node")),
+                Err(why) => Err(why),
+            }
+        };
+        if let Err(why) = admitted {
+            let why = refuse(why);
+            let event = Event::connection_refused(Some(&partner), &format!("dialled: {why}"));
+            self.shared.record(event).await;
+            return Err(why);
+        }
+        let admitted = AdmittedAs {
+            partner,
+            role: Role::Relay,
+            cert,
+            sharing,
+            link: Some(Dialler::Us),
+        };
+        Ok((conn, admitted))
+    }
+}

@@ -1,0 +1,188 @@
+//! Pulling from a peer node over its link: a subscribe stream to the peer, each
+//! delivery taken in as a publish from the peer (verified, decided by this node's
+//! policy, committed), and acknowledged only once its answer is final: stored, a
+//! duplicate, or refused for a reason that sending it again would not change. What is
+//! not acknowledged the peer delivers again on the next subscription.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::identity::PartnerId;
+use crate::node::publish::{self, Forwarded};
+use crate::node::Shared;
+use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
+use crate::transport::{self, FrameReader};
+
+use super::rules;
+
+/// Deliveries taken in as one batch at most (their signatures checked together).
+const BATCH: usize = 64;
+
+/// How long to wait before subscribing again after a subscription ended early.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// Why one subscription ended.
+enum Ended {
+    /// The connection is gone or the node is stopping: the link is over.
+    Over,
+    /// Something was not stored (or the peer ended the stream): subscribe again.
+    Again(String),
+}
+
+/// Subscribes to `peer`'s queue for this node over `conn` until the connection ends or
+/// the node stops.
+pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        match subscribe_once(&conn, &shared, &peer).await {
+            Ended::Over => return,
+            Ended::Again(why) => {
+                tracing::info!(%peer, %why, "subscribing to the peer again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RESUBSCRIBE) => {}
+            _ = stop.changed() => return,
+            _ = conn.closed() => return,
+        }
+    }
+}
+
+async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &PartnerId) -> Ended {
+    let frames = shared.book.frames.clone();
+    let Ok((mut send, recv)) = conn.open_bi().await else {
+        return Ended::Over;
+    };
+    let window = shared.limits.window;
+    let subscribe = proto::ClientFrame {
+        frame: Some(ClientFrame::Subscribe(proto::Subscribe { window })),
+    };
+    if transport::write_frame(&mut send, &subscribe, &frames)
+        .await
+        .is_err()
+    {
+        return Ended::Over;
+    }
+    let (deliveries, mut incoming) = mpsc::channel(window as usize);
+    let reader = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+    let reading = tokio::spawn(read_deliveries(reader, deliveries));
+    let (verdicts, taken) = mpsc::channel(4);
+    let acking = tokio::spawn(acknowledge(send, taken, frames));
+    let mut stop = shared.shutdown.clone();
+    let ended = loop {
+        let first = tokio::select! {
+            d = incoming.recv() => d,
+            _ = stop.changed() => break Ended::Over,
+        };
+        let Some(first) = first else {
+            break Ended::Again("the peer ended the subscription".into());
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match incoming.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
+        let publishes = batch.into_iter().map(as_publish).collect();
+        let answers = publish::take_forwarded(shared, peer, publishes).await;
+        if verdicts
+            .send(seqs.into_iter().zip(answers).collect())
+            .await
+            .is_err()
+        {
+            break Ended::Again("a bulletin from the peer was not stored".into());
+        }
+    };
+    reading.abort();
+    drop(verdicts);
+    match acking.await {
+        Ok(Some(why)) if !matches!(ended, Ended::Over) => Ended::Again(why),
+        _ => ended,
+    }
+}
+
+/// A delivery taken as a Publish from the peer: its seq is the request id, and the
+/// path it names (ending with the peer) goes with it.
+fn as_publish(d: proto::Delivery) -> proto::Publish {
+    proto::Publish {
+        request_id: d.seq,
+        bulletin: d.bulletin,
+        allow_unknown_audience: false,
+        path: d.path,
+    }
+}
+
+/// Reads Delivery frames into `out` until the stream ends or fails.
+async fn read_deliveries(mut recv: FrameReader, out: mpsc::Sender<proto::Delivery>) {
+    loop {
+        match recv.next::<proto::ServerFrame>().await {
+            Ok(Some(proto::ServerFrame {
+                frame: Some(ServerFrame::Delivery(d)),
+            })) => {
+                if out.send(d).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(proto::ServerFrame {
+                frame: Some(ServerFrame::Error(e)),
+            })) => {
+                tracing::warn!(code = e.code, message = %e.message, "the peer ended the subscription");
+                return;
+            }
+            Ok(Some(other)) => {
+                tracing::warn!(frame = ?other.frame.map(|_| ()), "unexpected frame on a subscription to a peer");
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading from the peer failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Acknowledges each batch's deliveries once their answers are final, in order; stops
+/// at the first that is not (the peer delivers it again) and says why.
+async fn acknowledge(
+    mut send: quinn::SendStream,
+    mut taken: mpsc::Receiver<Vec<(u64, Forwarded)>>,
+    frames: Arc<transport::FrameCounts>,
+) -> Option<String> {
+    while let Some(batch) = taken.recv().await {
+        let mut acked = Vec::with_capacity(batch.len());
+        let mut stopped = None;
+        for (seq, answer) in batch {
+            let final_ = match answer {
+                Forwarded::Refused(code) => rules::is_final(Some(code)),
+                Forwarded::Committing(outcome) => matches!(outcome.await, Ok(Ok(_))),
+            };
+            if !final_ {
+                stopped = Some(format!("delivery {seq} from the peer was not stored"));
+                break;
+            }
+            acked.push(seq);
+        }
+        if !acked.is_empty() {
+            let ack = proto::ClientFrame {
+                frame: Some(ClientFrame::Ack(proto::Ack { seq: acked })),
+            };
+            if transport::write_frame(&mut send, &ack, &frames)
+                .await
+                .is_err()
+            {
+                return Some("the acknowledgement did not reach the peer".into());
+            }
+        }
+        if stopped.is_some() {
+            let _ = send.finish();
+            return stopped;
+        }
+    }
+    let _ = send.finish();
+    None
+}

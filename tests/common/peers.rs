@@ -1,0 +1,234 @@
+//! A federation of real `renkei serve` processes on 127.0.0.1, each node with its own
+//! desks, linked to the peers a test names. Every node listens on a port reserved for
+//! it (bound to port 0 and let go), so a node that is killed comes back at the same
+//! address its peers dial.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use renkei::client::Client;
+use renkei::identity::PartnerId;
+
+use super::federation::connect_as;
+use super::served::{serve, Served};
+
+/// One node: its id, address, config, and the process when it runs.
+pub struct Node {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub config: String,
+    pub served: Option<Served>,
+}
+
+/// A federation: nodes, the desks behind each, and the links between nodes.
+pub struct Mesh {
+    pub dir: PathBuf,
+    pub nodes: BTreeMap<String, Node>,
+    /// Desk id → the node it is a liaison of.
+    pub desks: BTreeMap<String, String>,
+    /// Pairs of nodes that are each other's peers.
+    pub links: Vec<(String, String)>,
+    /// Appended to every node's config.
+    extra: String,
+    /// (node, desk): desks a node is not told about.
+    forgotten: Vec<(String, String)>,
+    keys: BTreeMap<String, SigningKey>,
+}
+
+/// A port on 127.0.0.1 nobody holds now.
+fn free_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
+    s.local_addr().expect("its address").port()
+}
+
+fn public(dir: &Path, id: &str) -> String {
+    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
+        .expect("signing.pub")
+        .trim()
+        .to_string()
+}
+
+impl Mesh {
+    /// Writes the PKI and every node's config: `desks` as (desk, node), `links` as
+    /// pairs of nodes that are each other's peers. Every desk beyond a node's own is an
+    /// `[[origin]]` reached through all of that node's peers. `extra` is appended to
+    /// every node's config.
+    pub fn new(
+        dir: &Path,
+        nodes: &[&str],
+        desks: &[(&str, &str)],
+        links: &[(&str, &str)],
+        extra: &str,
+    ) -> Mesh {
+        let audits: Vec<String> = nodes.iter().map(|n| format!("{n}-audit")).collect();
+        let mut ids: Vec<&str> = nodes.to_vec();
+        ids.extend(desks.iter().map(|(d, _)| *d));
+        ids.extend(audits.iter().map(String::as_str));
+        super::pki(dir, &ids.join(","));
+        let mut mesh = Mesh {
+            dir: dir.to_owned(),
+            nodes: BTreeMap::new(),
+            desks: desks
+                .iter()
+                .map(|(d, n)| (d.to_string(), n.to_string()))
+                .collect(),
+            links: links
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            extra: extra.to_string(),
+            forgotten: Vec::new(),
+            keys: BTreeMap::new(),
+        };
+        for id in ids.iter().filter(|i| !i.ends_with("-audit")) {
+            let pem = fs::read_to_string(dir.join(format!("certs/{id}/signing.key"))).unwrap();
+            mesh.keys.insert(
+                id.to_string(),
+                renkei::identity::signing_key_from_pem(&pem).unwrap(),
+            );
+        }
+        for n in nodes {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let config = format!("{n}.toml");
+            mesh.nodes.insert(
+                n.to_string(),
+                Node {
+                    id: n.to_string(),
+                    addr,
+                    config,
+                    served: None,
+                },
+            );
+        }
+        mesh.write_configs();
+        mesh
+    }
+
+    /// (Re)writes every node's config.
+    fn write_configs(&self) {
+        for n in self.nodes.keys() {
+            fs::write(self.dir.join(&self.nodes[n].config), self.node_config(n)).unwrap();
+        }
+    }
+
+    /// Node `node` is no longer told about desk `desk` beyond its peers.
+    pub fn forget(&mut self, node: &str, desk: &str) {
+        self.forgotten.push((node.to_string(), desk.to_string()));
+        self.write_configs();
+    }
+
+    fn node_config(&self, n: &str) -> String {
+        let extra = &self.extra;
+        let dir = &self.dir;
+        let node = &self.nodes[n];
+        let mut t = format!(
+            "[node]\nid = \"{n}\"\nlisten = \"{}\"\ndata_dir = \"{n}-data\"\nca_cert = \"certs/ca.crt\"\n\
+             tls_cert = \"certs/{n}/tls.crt\"\ntls_key = \"certs/{n}/tls.key\"\nsigning_key = \"certs/{n}/signing.key\"\n\
+             [transport]\nkeep_alive_secs = 1\nidle_timeout_secs = 5\n\
+             [federation]\nredial_min_ms = 50\nredial_max_secs = 1\n{extra}\n",
+            node.addr
+        );
+        for (desk, home) in &self.desks {
+            if home == n {
+                t += &format!(
+                    "\n[[partner]]\nid = \"{desk}\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
+                    public(dir, desk)
+                );
+            }
+        }
+        let peers: Vec<&str> = self
+            .links
+            .iter()
+            .filter_map(|(a, b)| (a == n).then_some(b).or((b == n).then_some(a)))
+            .map(String::as_str)
+            .collect();
+        for p in &peers {
+            t += &format!(
+                "\n[[partner]]\nid = \"{p}\"\nrole = \"relay\"\nclearance = \"red\"\naddress = \"{}\"\nkeys = [{{ public = \"{}\" }}]\n",
+                self.nodes[*p].addr,
+                public(dir, p)
+            );
+        }
+        t += &format!("\n[[partner]]\nid = \"{n}-audit\"\nrole = \"auditor\"\n");
+        if !peers.is_empty() {
+            for (desk, home) in &self.desks {
+                let forgotten = self.forgotten.iter().any(|(f, d)| f == n && d == desk);
+                if home != n && !forgotten {
+                    t += &format!(
+                        "\n[[origin]]\nid = \"{desk}\"\nvia = {peers:?}\nkeys = [{{ public = \"{}\" }}]\n",
+                        public(dir, desk)
+                    );
+                }
+            }
+        }
+        t
+    }
+
+    /// Starts node `n` (again).
+    pub fn start(&mut self, n: &str) {
+        let node = self.nodes.get_mut(n).expect("a node");
+        let (served, addr) = serve(&self.dir, &node.config);
+        assert_eq!(
+            addr,
+            node.addr.to_string(),
+            "{n} listens where its peers dial"
+        );
+        node.served = Some(served);
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        for n in ids {
+            self.start(&n);
+        }
+    }
+
+    /// SIGKILLs node `n`.
+    pub fn kill(&mut self, n: &str) {
+        if let Some(mut s) = self.nodes.get_mut(n).and_then(|n| n.served.take()) {
+            s.kill();
+        }
+    }
+
+    /// Stops every node with SIGTERM; each must exit cleanly.
+    pub fn stop_all(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(s) = node.served.take() {
+                assert!(
+                    s.stop(Duration::from_secs(20)).success(),
+                    "{} stops cleanly",
+                    node.id
+                );
+            }
+        }
+    }
+
+    /// A desk's (or auditor's) connection to its node.
+    pub async fn client(&self, id: &str) -> Client {
+        let home = match self.desks.get(id) {
+            Some(n) => n.clone(),
+            None => id.trim_end_matches("-audit").to_string(),
+        };
+        let node: PartnerId = home.parse().unwrap();
+        connect_as(&self.dir.join("certs"), id, self.nodes[&home].addr, &node)
+            .await
+            .unwrap_or_else(|e| panic!("{id} connects to {home}: {e}"))
+    }
+
+    /// A desk's signing key.
+    pub fn key(&self, id: &str) -> &SigningKey {
+        &self.keys[id]
+    }
+
+    /// The public key of `id`, as its `signing.pub` holds it.
+    pub fn public(&self, id: &str) -> String {
+        public(&self.dir, id)
+    }
+}
