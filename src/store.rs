@@ -197,6 +197,10 @@ pub struct NewBulletin {
     pub shared_with: Vec<PartnerId>,
     /// The peer nodes it crossed before this one, first to last.
     pub path: Vec<PartnerId>,
+    /// Forwarded by a relay: a copy of what is stored already (same digest) is
+    /// acknowledged without a record. In a mesh most bulletins reach a node more than
+    /// once, and such a copy changes nothing; a conflicting copy is still recorded.
+    pub relayed: bool,
     /// Its audit record (accepted, with every partner's decision); the store fills in
     /// the seq, or records a duplicate or conflict instead.
     pub audit: Event,

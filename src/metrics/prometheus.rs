@@ -45,6 +45,8 @@ pub struct LinkGauge {
     pub since_unix_ms: u64,
     /// Dials that failed since it was last up.
     pub dial_failures: u64,
+    /// Bulletins the peer forwarded that were stored already.
+    pub copies: u64,
 }
 
 /// One partner's queue at a scrape.
@@ -295,7 +297,7 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
 type LinkRow = (&'static str, &'static str, fn(&LinkGauge) -> String);
 
 fn links(out: &mut String, links: &[LinkGauge]) {
-    let rows: [LinkRow; 3] = [
+    let rows: [LinkRow; 4] = [
         (
             "renkei_peer_link_up",
             "Whether the link with a peer node is up (1) or down (0).",
@@ -310,6 +312,11 @@ fn links(out: &mut String, links: &[LinkGauge]) {
             "renkei_peer_link_dial_failures",
             "Dials of a peer node that failed since its link was last up.",
             |l| l.dial_failures.to_string(),
+        ),
+        (
+            "renkei_peer_copies_received",
+            "Bulletins a peer node forwarded that this node had stored already (acknowledged, not recorded).",
+            |l| l.copies.to_string(),
         ),
     ];
     for (metric, help, value) in rows {

@@ -190,6 +190,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
             up: l.up,
             since_unix_ms: l.since.unix_ms(),
             dial_failures: u64::from(l.failures),
+            copies: l.copies,
         })
         .collect();
     tokio::task::spawn_blocking(move || {

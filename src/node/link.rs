@@ -47,6 +47,9 @@ pub struct LinkStatus {
     pub last_error: Option<String>,
     /// Dials that failed since the link was last up.
     pub failures: u32,
+    /// Bulletins the peer forwarded that this node had stored already (acknowledged,
+    /// not recorded: in a mesh most bulletins arrive more than once).
+    pub copies: u64,
 }
 
 /// The connection that is a peer's link, and what it was offered as.
@@ -97,6 +100,7 @@ impl LinkBook {
                 dialled_by: None,
                 last_error: None,
                 failures: 0,
+                copies: 0,
             },
             current: None,
             down: watch::channel(0).0,
@@ -183,6 +187,15 @@ impl LinkBook {
                 link.status.failures
             }
             None => 1,
+        })
+    }
+
+    /// The peer forwarded `n` bulletins this node had stored already.
+    pub(crate) fn count_copies(&self, peer: &PartnerId, n: u64) {
+        self.with(|links| {
+            if let Some(link) = links.get_mut(peer) {
+                link.status.copies += n;
+            }
         })
     }
 

@@ -145,7 +145,9 @@ impl Store {
         };
         if let Some((seq, existing)) = earlier {
             if existing == b.digest {
-                plan.events.push(b.audit.into_duplicate(seq));
+                if !b.relayed {
+                    plan.events.push(b.audit.into_duplicate(seq));
+                }
                 plan.outcomes.push(Some(Outcome::Duplicate(seq)));
             } else {
                 plan.events.push(b.audit.into_conflict(seq, existing));

@@ -56,6 +56,7 @@ fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
         received_from: pid(origin),
         shared_with: shared.iter().map(|s| pid(s)).collect(),
         path: Vec::new(),
+        relayed: false,
     }
 }
 
@@ -231,4 +232,34 @@ fn bulletins_survive_a_reopen_after_an_interrupted_commit_and_old_layouts_are_re
         err.to_string().contains("earlier renkei (layout 1)"),
         "{err}"
     );
+}
+
+#[test]
+fn a_relayed_copy_of_a_stored_bulletin_is_acknowledged_without_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(
+        commit(&store, vec![new(1, "a", &["b"])]),
+        [Outcome::Accepted(1)]
+    );
+    let records = store.audit_progress().0;
+    let mut copy = new(1, "a", &["b"]);
+    copy.relayed = true;
+    assert_eq!(commit(&store, vec![copy]), [Outcome::Duplicate(1)]);
+    assert_eq!(store.audit_progress().0, records, "nothing recorded");
+    // A desk publishing it again is on the record, and so is a relayed conflict.
+    assert_eq!(
+        commit(&store, vec![new(1, "a", &["b"])]),
+        [Outcome::Duplicate(1)]
+    );
+    assert_eq!(store.audit_progress().0, records + 1);
+    let mut conflicting = new(1, "a", &["b"]);
+    conflicting.signed = envelope(b"other bytes".to_vec());
+    conflicting.digest = Digest::of(&conflicting.signed.bulletin);
+    conflicting.relayed = true;
+    assert!(matches!(
+        commit(&store, vec![conflicting])[0],
+        Outcome::Conflict { seq: 1, .. }
+    ));
+    assert_eq!(store.audit_progress().0, records + 2);
 }

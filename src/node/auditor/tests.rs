@@ -44,6 +44,7 @@ fn store(dir: &std::path::Path) -> Store {
         received_from: pid("us-dod"),
         shared_with: vec![au.clone()],
         path: Vec::new(),
+        relayed: false,
         audit,
     };
     let now = Timestamp::from_unix_ms(NOW);

@@ -13,6 +13,7 @@ use crate::identity::PartnerId;
 use crate::node::publish::{self, Forwarded};
 use crate::node::Shared;
 use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
+use crate::store::Outcome;
 use crate::transport::{self, FrameReader};
 
 use super::rules;
@@ -69,7 +70,7 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
     let reader = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
     let reading = tokio::spawn(read_deliveries(reader, deliveries));
     let (verdicts, taken) = mpsc::channel(4);
-    let acking = tokio::spawn(acknowledge(send, taken, frames));
+    let acking = tokio::spawn(acknowledge(send, taken, shared.clone(), peer.clone()));
     let mut stop = shared.shutdown.clone();
     let ended = loop {
         let first = tokio::select! {
@@ -151,15 +152,25 @@ async fn read_deliveries(mut recv: FrameReader, out: mpsc::Sender<proto::Deliver
 async fn acknowledge(
     mut send: quinn::SendStream,
     mut taken: mpsc::Receiver<Vec<(u64, Forwarded)>>,
-    frames: Arc<transport::FrameCounts>,
+    shared: Arc<Shared>,
+    peer: PartnerId,
 ) -> Option<String> {
+    let frames = shared.book.frames.clone();
     while let Some(batch) = taken.recv().await {
         let mut acked = Vec::with_capacity(batch.len());
         let mut stopped = None;
+        let mut copies = 0;
         for (seq, answer) in batch {
             let final_ = match answer {
                 Forwarded::Refused(code) => rules::is_final(Some(code)),
-                Forwarded::Committing(outcome) => matches!(outcome.await, Ok(Ok(_))),
+                Forwarded::Committing(outcome) => match outcome.await {
+                    Ok(Ok(Outcome::Duplicate(_))) => {
+                        copies += 1;
+                        true
+                    }
+                    Ok(Ok(_)) => true,
+                    _ => false,
+                },
             };
             if !final_ {
                 stopped = Some(format!("delivery {seq} from the peer was not stored"));
@@ -167,6 +178,7 @@ async fn acknowledge(
             }
             acked.push(seq);
         }
+        shared.links.count_copies(&peer, copies);
         if !acked.is_empty() {
             let ack = proto::ClientFrame {
                 frame: Some(ClientFrame::Ack(proto::Ack { seq: acked })),

@@ -246,6 +246,7 @@ fn decide(
         received_from: from.clone(),
         shared_with,
         path: d.path,
+        relayed: role == Role::Relay,
         audit,
     };
     Ok((new, answer))

@@ -179,6 +179,7 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
         received_from: pid("us-dod"),
         shared_with: vec![uk.clone()],
         path: Vec::new(),
+        relayed: false,
         audit: event,
     };
     let now = Timestamp::from_unix_ms(DAY0);
