@@ -63,22 +63,33 @@ fn verify(mesh: &Mesh, d: &proto::Delivery, origin: &str) {
         .unwrap_or_else(|e| panic!("{origin}'s signature: {e}"));
 }
 
-/// The records of `event` on `node`'s audit log, read by its auditor.
+/// The records of `event` on `node`'s audit log, read by its auditor page by page.
 async fn records(mesh: &Mesh, node: &str, event: AuditEvent) -> Vec<proto::AuditRecord> {
     let auditor = mesh.client(&format!("{node}-audit")).await;
-    let page = auditor
-        .audit_query(proto::AuditQuery {
-            event: event as u32,
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = auditor
+            .audit_query(proto::AuditQuery {
+                event: event as u32,
+                limit: 1000,
+                after,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.extend(
+            page.records
+                .into_iter()
+                .map(|r| proto::AuditRecord::decode(r).unwrap()),
+        );
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
     auditor.close().await;
-    page.records
-        .into_iter()
-        .map(|r| proto::AuditRecord::decode(r).unwrap())
-        .collect()
+    all
 }
 
 fn green(mesh: &Mesh, desk: &str, title: &str) -> proto::SignedBulletin {
@@ -271,5 +282,101 @@ async fn in_a_ring_of_five_each_node_stores_and_delivers_each_bulletin_once() {
     let mut titles = flood(&mesh, "jp-mod-desk", 4).await;
     titles.extend(flood(&mesh, "uk-mod-desk", 2).await);
     stored_and_delivered_once(&mesh, &titles).await;
+    mesh.stop_all();
+}
+
+/// Publishes `n` GREEN bulletins from `desk` on one pipelined stream, titled
+/// `{prefix} {i}`, and waits until each is ACCEPTED; after `then_at` results, runs
+/// `then`.
+async fn burst(
+    mesh: &mut Mesh,
+    (desk, prefix, n): (&str, &str, usize),
+    then_at: usize,
+    then: impl FnOnce(&mut Mesh),
+) {
+    let client = mesh.client(desk).await;
+    let signed: Vec<_> = (0..n)
+        .map(|i| green(mesh, desk, &format!("{prefix} {i}")))
+        .collect();
+    let (mut sink, mut results) = client.publisher().await.unwrap().split();
+    let sender = tokio::spawn(async move {
+        for (i, b) in signed.into_iter().enumerate() {
+            sink.send(i as u64, b).await.unwrap();
+        }
+        sink.finish();
+    });
+    let mut then = Some(then);
+    for i in 0..n {
+        let r = tokio::time::timeout(PATIENCE, results.recv())
+            .await
+            .expect("a result in time")
+            .unwrap()
+            .expect("a result");
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{r:?}");
+        if i + 1 == then_at {
+            if let Some(f) = then.take() {
+                f(mesh);
+            }
+        }
+    }
+    sender.await.unwrap();
+    client.close().await;
+}
+
+/// The titles of `n` deliveries at `desk`, each acknowledged.
+async fn titles_at(mesh: &Mesh, desk: &str, n: usize) -> Vec<String> {
+    let client = mesh.client(desk).await;
+    let titles = take(&client, n).await.iter().map(title).collect();
+    client.close().await;
+    titles
+}
+
+/// Asserts `titles` are `{prefix} 0` to `{prefix} n-1`, each once.
+fn each_once(mut titles: Vec<String>, prefix: &str, n: usize) {
+    titles.sort();
+    let before = titles.len();
+    titles.dedup();
+    assert_eq!(before, titles.len(), "something came twice");
+    let mut want: Vec<String> = (0..n).map(|i| format!("{prefix} {i}")).collect();
+    want.sort();
+    assert_eq!(titles, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_down_or_cut_off_gets_everything_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "nato-ccdcoe", "ee-mod"],
+        &[("jp-cdc", "jp-mod"), ("ee-cert", "ee-mod")],
+        &[("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")],
+        "",
+    );
+    // Tallinn's node is down while Tokyo publishes.
+    mesh.start("jp-mod");
+    mesh.start("nato-ccdcoe");
+    burst(&mut mesh, ("jp-cdc", "while down", 1_000), 0, |_| {}).await;
+    mesh.start("ee-mod");
+    let got = titles_at(&mesh, "ee-cert", 1_000).await;
+    each_once(got, "while down", 1_000);
+
+    // The NATO node dies in the middle of the next burst, and comes back.
+    burst(&mut mesh, ("jp-cdc", "cut off", 1_000), 300, |mesh| {
+        mesh.kill("nato-ccdcoe");
+        mesh.start("nato-ccdcoe");
+    })
+    .await;
+    let got = titles_at(&mesh, "ee-cert", 1_000).await;
+    each_once(got, "cut off", 1_000);
+    let accepted = records(&mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
+    let mut ids: Vec<&str> = accepted.iter().map(|r| r.bulletin_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2_000, "each stored once at ee-mod");
+    assert!(records(&mesh, "ee-mod", AuditEvent::BulletinDuplicate)
+        .await
+        .is_empty());
+    let down = records(&mesh, "ee-mod", AuditEvent::LinkDown).await;
+    assert!(!down.is_empty(), "the cut is on ee-mod's record");
     mesh.stop_all();
 }

@@ -279,25 +279,34 @@ async fn start_link(
     peer: &PartnerId,
     dialler: Dialler,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let now = crate::timestamp::Timestamp::now();
-    match shared
-        .links
-        .adopt(&shared.node_id, peer, conn, dialler, now)
-    {
-        Adoption::Duplicate => {
-            tracing::info!(%peer, "both nodes dialled; keeping the other connection");
-            close(
-                conn,
-                proto::CloseCode::DuplicateLink,
-                "both nodes dialled; the other connection is kept",
-            );
-            None
-        }
-        Adoption::Adopted(how) => {
-            tracing::info!(%peer, %how, "peer link up");
-            shared.record(Event::link_up(peer, &how)).await;
-            let pull = link::pull(conn.clone(), shared.clone(), peer.clone());
-            Some(tokio::spawn(pull.in_current_span()))
+    let mut force = false;
+    loop {
+        let now = crate::timestamp::Timestamp::now();
+        match shared
+            .links
+            .adopt(&shared.node_id, peer, (conn, dialler), force, now)
+        {
+            Adoption::Contested(current) => {
+                if link::answers(&current, shared).await {
+                    tracing::info!(%peer, "both nodes dialled; keeping the other connection");
+                    let why = "both nodes dialled; the other connection is kept";
+                    close(conn, proto::CloseCode::DuplicateLink, why);
+                    return None;
+                }
+                // The peer dialled again because it lost the old one: the link was cut.
+                let why = "the connection no longer answers; the peer dialled again";
+                close(&current, proto::CloseCode::DuplicateLink, why);
+                if shared.links.ended(peer, &current, why, now) {
+                    shared.record(Event::link_down(peer, why)).await;
+                }
+                force = true;
+            }
+            Adoption::Adopted(how) => {
+                tracing::info!(%peer, %how, "peer link up");
+                shared.record(Event::link_up(peer, &how)).await;
+                let pull = link::pull(conn.clone(), shared.clone(), peer.clone());
+                return Some(tokio::spawn(pull.in_current_span()));
+            }
         }
     }
 }

@@ -76,8 +76,10 @@ pub(crate) struct LinkBook {
 pub(crate) enum Adoption {
     /// It is the link now; the audit line says how it came up.
     Adopted(String),
-    /// The other connection is kept; close this one.
-    Duplicate,
+    /// The rule keeps the current connection, this one: if it still answers
+    /// ([`answers`]), close the new one; if not, the peer lost it (it restarted, or
+    /// the path broke): offer the new one again with `force`.
+    Contested(quinn::Connection),
 }
 
 impl LinkBook {
@@ -113,21 +115,22 @@ impl LinkBook {
         self.with(|links| Self::entry(links, peer, &address, now).status.address = address.clone());
     }
 
-    /// Offers `conn`, opened by `dialler`, as `peer`'s link.
+    /// Offers `conn`, opened by `dialler`, as `peer`'s link; `force` replaces a current
+    /// connection the rule would keep.
     pub(crate) fn adopt(
         &self,
         us: &PartnerId,
         peer: &PartnerId,
-        conn: &quinn::Connection,
-        dialler: Dialler,
+        (conn, dialler): (&quinn::Connection, Dialler),
+        force: bool,
         now: Timestamp,
     ) -> Adoption {
         self.with(|links| {
             let link = Self::entry(links, peer, "", now);
             let mut how = dialler.describe(us, peer);
             if let Some(cur) = &link.current {
-                if !rules::keeps_new(us, peer, cur.dialler, dialler) {
-                    return Adoption::Duplicate;
+                if !force && !rules::keeps_new(us, peer, cur.dialler, dialler) {
+                    return Adoption::Contested(cur.conn.clone());
                 }
                 let code = quinn::VarInt::from_u32(proto::CloseCode::DuplicateLink as u32);
                 cur.conn.close(code, b"replaced by a newer connection");
@@ -220,6 +223,34 @@ impl LinkBook {
         all.sort_by(|a, b| a.peer.cmp(&b.peer));
         all
     }
+}
+
+/// Whether the peer still serves `conn`: it answers a Hello on it within three round
+/// trips (at least a second). A peer that restarted or lost the path does not.
+pub(crate) async fn answers(conn: &quinn::Connection, shared: &Shared) -> bool {
+    let patience = (conn.rtt() * 3).max(Duration::from_secs(1));
+    let frames = shared.book.frames.clone();
+    let hello = async {
+        let (mut send, recv) = conn.open_bi().await.ok()?;
+        let frame = proto::ClientFrame {
+            frame: Some(proto::client_frame::Frame::Hello(proto::Hello {
+                protocol_version: 1,
+                software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+            })),
+        };
+        transport::write_frame(&mut send, &frame, &frames)
+            .await
+            .ok()?;
+        let _ = send.finish();
+        let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+        match recv.next::<proto::ServerFrame>().await {
+            Ok(Some(proto::ServerFrame {
+                frame: Some(proto::server_frame::Frame::Welcome(_)),
+            })) => Some(()),
+            _ => None,
+        }
+    };
+    matches!(tokio::time::timeout(patience, hello).await, Ok(Some(())))
 }
 
 /// Keeps a dialler running for every peer the rules in force name, until the node stops.
