@@ -453,6 +453,20 @@ impl Store {
         log.totals.clone()
     }
 
+    /// The counters of one partner, summed over days: (partner, name) → total.
+    pub fn partner_totals(
+        &self,
+        partner: &PartnerId,
+    ) -> std::collections::BTreeMap<(String, String), u64> {
+        let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let name = partner.as_str();
+        log.totals
+            .range((name.to_owned(), String::new())..)
+            .take_while(|((p, _), _)| p == name)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Reads the audit log.
     pub fn audit(&self) -> AuditReader<'_> {
         AuditReader {

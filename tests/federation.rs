@@ -380,3 +380,136 @@ async fn a_node_that_was_down_or_cut_off_gets_everything_once() {
     assert!(!down.is_empty(), "the cut is on ee-mod's record");
     mesh.stop_all();
 }
+
+/// `renkei status --json` of node `n`.
+fn status(mesh: &Mesh, n: &str) -> serde_json::Value {
+    let run = common::renkei_ok(
+        &mesh.dir,
+        &["status", "--config", &mesh.nodes[n].config, "--json"],
+    );
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// `n`'s link with `peer`, from its status.
+fn link(mesh: &Mesh, n: &str, peer: &str) -> serde_json::Value {
+    status(mesh, n)["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["peer"] == peer)
+        .cloned()
+        .unwrap_or_else(|| panic!("{n} has no link with {peer}"))
+}
+
+/// Asks `check` again (a node's status, its log) until it says yes or PATIENCE runs out.
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Removes the `[[partner]]` whose id is `id` from a node's config text.
+fn drop_partner(text: &str, id: &str) -> String {
+    text.split("\n[[partner]]")
+        .filter(|block| !block.trim_start().starts_with(&format!("id = \"{id}\"")))
+        .collect::<Vec<_>>()
+        .join("\n[[partner]]")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_dial_each_other_keep_one_link_and_impostors_get_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut mesh = Mesh::new(
+        dir,
+        &["jp-mod", "us-dod", "uk-mod", "cn-pla"],
+        &[],
+        &[
+            ("jp-mod", "us-dod"),
+            ("jp-mod", "uk-mod"),
+            ("cn-pla", "jp-mod"),
+        ],
+        "",
+    );
+    // jp-mod pins uk-mod to another certificate, and does not know cn-pla at all.
+    let path = dir.join("jp-mod.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let pinned = text.replace(
+        "id = \"uk-mod\"\nrole = \"relay\"\n",
+        &format!(
+            "id = \"uk-mod\"\nrole = \"relay\"\ntls_fingerprint = \"sha256:{}\"\n",
+            "0".repeat(64)
+        ),
+    );
+    std::fs::write(&path, drop_partner(&pinned, "cn-pla")).unwrap();
+    // And a node that calls itself us-dod, with a certificate from another CA.
+    common::renkei_ok(
+        dir,
+        &["certs", "init", "--dir", "other", "--nodes", "us-dod"],
+    );
+    let fake = std::fs::read_to_string(dir.join("us-dod.toml"))
+        .unwrap()
+        .replace("certs/", "other/")
+        .replace("us-dod-data", "fake-data")
+        .replace(&mesh.nodes["us-dod"].addr.to_string(), "127.0.0.1:0");
+    std::fs::write(dir.join("fake.toml"), fake).unwrap();
+    mesh.start_all();
+    let (fake_node, _) = common::served::serve(dir, "fake.toml");
+
+    // jp-mod and us-dod both dial at start; both keep the same one connection.
+    eventually("jp-mod and us-dod linked", async || {
+        link(&mesh, "jp-mod", "us-dod")["up"] == true
+            && link(&mesh, "us-dod", "jp-mod")["up"] == true
+    })
+    .await;
+    let (a, b) = (
+        link(&mesh, "jp-mod", "us-dod"),
+        link(&mesh, "us-dod", "jp-mod"),
+    );
+    assert_eq!(
+        a["dialled_by"], b["dialled_by"],
+        "the same connection on both sides"
+    );
+    let mut got = None;
+    eventually("jp-mod hears us-dod's queue", async || {
+        got = link(&mesh, "jp-mod", "us-dod")["from_peer"]
+            .as_object()
+            .cloned();
+        got.is_some()
+    })
+    .await;
+
+    // The pinned, the unknown and the foreign never get a link, and each is recorded.
+    let refused = async || {
+        let r = records(&mesh, "jp-mod", AuditEvent::ConnectionRefused).await;
+        let said = |who: &str, what: &str| {
+            r.iter()
+                .any(|r| r.partner == who && r.reason.contains(what))
+        };
+        said("uk-mod", "pinned")
+            && said("cn-pla", "not a partner")
+            && r.iter()
+                .any(|r| r.partner.is_empty() && r.reason.contains("TLS handshake"))
+    };
+    eventually("every refusal on jp-mod's record", refused).await;
+    let uk = link(&mesh, "jp-mod", "uk-mod");
+    assert_eq!(uk["up"], false, "{uk}");
+    assert!(
+        uk["last_error"].as_str().unwrap().contains("pinned"),
+        "{uk}"
+    );
+    let cn = link(&mesh, "cn-pla", "jp-mod");
+    assert_eq!(cn["up"], false, "{cn}");
+    assert!(status(&mesh, "jp-mod")["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["peer"] != "cn-pla"));
+    drop(fake_node);
+    mesh.stop_all();
+}

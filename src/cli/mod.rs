@@ -109,6 +109,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show the running node's links with its peer nodes: up or down and since when,
+    /// who dialled, the last error, and the queue each way. Goes through the operator
+    /// socket, like reload.
+    Status {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running node for a consistent copy of its database in a new directory
     /// (which the node's user must be able to create). Publishing pauses while it copies.
     Backup {
@@ -318,6 +329,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Metrics { .. } => run_metrics(command),
         Command::Serve { .. }
         | Command::Reload { .. }
+        | Command::Status { .. }
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::CheckConfig { .. }
@@ -435,6 +447,7 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => block_on(serve::run(&config)),
         Command::Reload { config } => block_on(operate::reload(&config)),
+        Command::Status { config, json } => block_on(operate::status(&config, json)),
         Command::Backup { config, out } => block_on(operate::backup(&config, &out)),
         Command::Restore {
             from,

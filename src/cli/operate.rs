@@ -49,6 +49,84 @@ pub(super) async fn reload(config: &Path) -> anyhow::Result<()> {
     ask(config, OperatorRequest::Reload, RELOAD_PATIENCE).await
 }
 
+/// How long a status may take: it asks each linked peer (a second or so each, together).
+const STATUS_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Prints the running node's peer links.
+pub(super) async fn status(config: &Path, as_json: bool) -> anyhow::Result<()> {
+    let request = OperatorRequest::Status;
+    let reply = operator::request(&data_dir_of(config)?, &request, STATUS_PATIENCE).await?;
+    let status = match reply.status {
+        Some(s) if reply.ok => s,
+        _ => bail!("the node gave no status: {}", reply.message),
+    };
+    if as_json {
+        emitln!("{}", serde_json::to_string(&status)?);
+        return Ok(());
+    }
+    emitln!("{}", status_text(&status));
+    Ok(())
+}
+
+/// The status as an operator reads it: one paragraph per peer.
+fn status_text(s: &operator::NodeStatus) -> String {
+    if s.links.is_empty() {
+        return format!(
+            "{}: no peer nodes (no relay partner has an address)",
+            s.node
+        );
+    }
+    let mut out = format!("{}: {} peer node(s)\n", s.node, s.links.len());
+    for l in &s.links {
+        let state = if l.up { "UP" } else { "DOWN" };
+        out += &format!("\n{} ({}): {state} since {}", l.peer, l.address, l.since);
+        if let Some(by) = &l.dialled_by {
+            out += &format!(", {by}");
+        }
+        out += &format!(
+            "\n  towards {}: {} queued, oldest {}",
+            l.peer,
+            l.to_peer.depth,
+            age(l.to_peer.oldest_ms)
+        );
+        match &l.from_peer {
+            Some(q) => {
+                out += &format!(
+                    "\n  from {}: {} queued, oldest {}",
+                    l.peer,
+                    q.depth,
+                    age(q.oldest_ms)
+                )
+            }
+            None => out += &format!("\n  from {}: unknown while the link is down", l.peer),
+        }
+        if l.copies_received > 0 {
+            out += &format!(
+                "\n  copies of stored bulletins received again: {}",
+                l.copies_received
+            );
+        }
+        if let Some(e) = &l.last_error {
+            out += &format!("\n  last error: {e}");
+            if !l.up && l.dial_failures > 0 {
+                out += &format!(" ({} failed dials)", l.dial_failures);
+            }
+        }
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+/// Milliseconds as people read an age: "none", "850 ms", "12 s", "3 min".
+fn age(ms: u64) -> String {
+    match ms {
+        0 => "none".into(),
+        1..=999 => format!("{ms} ms"),
+        1_000..=119_999 => format!("{} s", ms / 1000),
+        _ => format!("{} min", ms / 60_000),
+    }
+}
+
 /// Asks the running node to copy its database into `out`, a new directory.
 pub(super) async fn backup(config: &Path, out: &Path) -> anyhow::Result<()> {
     // The node resolves nothing against the operator's working directory.

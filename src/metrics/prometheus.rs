@@ -47,6 +47,9 @@ pub struct LinkGauge {
     pub dial_failures: u64,
     /// Bulletins the peer forwarded that were stored already.
     pub copies: u64,
+    /// The peer's queue towards this node as it last said: bulletins, and the age of
+    /// the oldest in milliseconds (unknown while the link is down).
+    pub from_peer: Option<(u64, u64)>,
 }
 
 /// One partner's queue at a scrape.
@@ -293,36 +296,50 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
     out
 }
 
-/// A gauge of each link: its name, its help, and its value for one link.
-type LinkRow = (&'static str, &'static str, fn(&LinkGauge) -> String);
+/// A gauge of each link: its name, its help, and its value for one link (none when
+/// unknown).
+type LinkRow = (&'static str, &'static str, fn(&LinkGauge) -> Option<String>);
+
+const LINK_ROWS: [LinkRow; 6] = [
+    (
+        "renkei_peer_link_up",
+        "Whether the link with a peer node is up (1) or down (0).",
+        |l| Some(u8::from(l.up).to_string()),
+    ),
+    (
+        "renkei_peer_link_changed_timestamp_seconds",
+        "When the link with a peer node last came up or went down (Unix time).",
+        |l| Some((l.since_unix_ms as f64 / 1000.0).to_string()),
+    ),
+    (
+        "renkei_peer_link_dial_failures",
+        "Dials of a peer node that failed since its link was last up.",
+        |l| Some(l.dial_failures.to_string()),
+    ),
+    (
+        "renkei_peer_copies_received",
+        "Bulletins a peer node forwarded that this node had stored already (acknowledged, not recorded).",
+        |l| Some(l.copies.to_string()),
+    ),
+    (
+        "renkei_peer_queue_from_peer",
+        "Bulletins a peer node has queued for this node, as it last said (the queue towards it is renkei_queue_depth).",
+        |l| l.from_peer.map(|(depth, _)| depth.to_string()),
+    ),
+    (
+        "renkei_peer_queue_from_peer_oldest_age_seconds",
+        "Age of the oldest bulletin a peer node has queued for this node, as it last said.",
+        |l| l.from_peer.map(|(_, ms)| (ms as f64 / 1000.0).to_string()),
+    ),
+];
 
 fn links(out: &mut String, links: &[LinkGauge]) {
-    let rows: [LinkRow; 4] = [
-        (
-            "renkei_peer_link_up",
-            "Whether the link with a peer node is up (1) or down (0).",
-            |l| u8::from(l.up).to_string(),
-        ),
-        (
-            "renkei_peer_link_changed_timestamp_seconds",
-            "When the link with a peer node last came up or went down (Unix time).",
-            |l| (l.since_unix_ms as f64 / 1000.0).to_string(),
-        ),
-        (
-            "renkei_peer_link_dial_failures",
-            "Dials of a peer node that failed since its link was last up.",
-            |l| l.dial_failures.to_string(),
-        ),
-        (
-            "renkei_peer_copies_received",
-            "Bulletins a peer node forwarded that this node had stored already (acknowledged, not recorded).",
-            |l| l.copies.to_string(),
-        ),
-    ];
-    for (metric, help, value) in rows {
+    for (metric, help, value) in LINK_ROWS {
         header(out, metric, help, "gauge");
         for l in links {
-            let _ = writeln!(out, "{metric}{{peer=\"{}\"}} {}", escape(&l.peer), value(l));
+            if let Some(v) = value(l) {
+                let _ = writeln!(out, "{metric}{{peer=\"{}\"}} {v}", escape(&l.peer));
+            }
         }
     }
 }

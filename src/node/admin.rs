@@ -191,6 +191,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
             since_unix_ms: l.since.unix_ms(),
             dial_failures: u64::from(l.failures),
             copies: l.copies,
+            from_peer: l.from_peer,
         })
         .collect();
     tokio::task::spawn_blocking(move || {
@@ -218,6 +219,19 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
     .await
     .ok()
     .flatten()
+}
+
+/// `partner`'s queue now (empty if it cannot be read), read on the blocking pool.
+pub(super) async fn queue_of(shared: &Shared, partner: &PartnerId) -> QueueGauge {
+    let (store, partner) = (shared.storage.store.clone(), partner.clone());
+    tokio::task::spawn_blocking(move || {
+        let totals = store.partner_totals(&partner);
+        queue(&store, &totals, &partner, Timestamp::now())
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// A partner's queue: its depth from the counters (shared minus acknowledged, each

@@ -391,6 +391,7 @@ async fn stream_task(
     };
     match frames::opening(first.frame, role, &partner) {
         Opening::Hello => {
+            let queued = super::admin::queue_of(&shared, &partner).await;
             let welcome = proto::ServerFrame {
                 frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
                     protocol_version: 1,
@@ -402,6 +403,8 @@ async fn stream_task(
                     max_body_bytes: shared.limits.bulletin.max_body_bytes as u64,
                     server_time_unix_ms: crate::timestamp::Timestamp::now().unix_ms(),
                     software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
+                    queued_for_you: queued.depth,
+                    oldest_queued_ms: queued.oldest_age_ms,
                 })),
             };
             let _ = transport::write_frame(&mut send, &welcome, &shared.book.frames).await;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::connection::{self, AdmittedAs};
@@ -50,6 +51,9 @@ pub struct LinkStatus {
     /// Bulletins the peer forwarded that this node had stored already (acknowledged,
     /// not recorded: in a mesh most bulletins arrive more than once).
     pub copies: u64,
+    /// The peer's queue towards this node as it last said (bulletins, and the age of
+    /// the oldest in milliseconds), while the link is up.
+    pub from_peer: Option<(u64, u64)>,
 }
 
 /// The connection that is a peer's link, and what it was offered as.
@@ -64,6 +68,49 @@ struct Link {
     current: Option<Current>,
     /// Bumped whenever the link goes down, so its dialler wakes.
     down: watch::Sender<u64>,
+}
+
+/// A running node's federation, as `renkei status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node: String,
+    /// One entry per peer node, by id.
+    pub links: Vec<LinkReport>,
+}
+
+/// One peer link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    /// The peer node.
+    pub peer: String,
+    /// Where it is dialled.
+    pub address: String,
+    /// Whether a connection is up.
+    pub up: bool,
+    /// When it last came up or went down (RFC 3339, UTC).
+    pub since: String,
+    /// Who dialled the connection that is up.
+    pub dialled_by: Option<String>,
+    /// Why the last dial or connection failed.
+    pub last_error: Option<String>,
+    /// Dials that failed since it was last up.
+    pub dial_failures: u32,
+    /// Bulletins the peer forwarded that were stored already.
+    pub copies_received: u64,
+    /// This node's queue towards the peer.
+    pub to_peer: QueueReport,
+    /// The peer's queue towards this node, as the peer says (while the link is up).
+    pub from_peer: Option<QueueReport>,
+}
+
+/// A queue: bulletins not yet acknowledged, and the age of the oldest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueReport {
+    /// Bulletins waiting.
+    pub depth: u64,
+    /// Age of the oldest, in milliseconds (0 when none).
+    pub oldest_ms: u64,
 }
 
 /// Every peer's link: its status and the connection in use.
@@ -103,6 +150,7 @@ impl LinkBook {
                 last_error: None,
                 failures: 0,
                 copies: 0,
+                from_peer: None,
             },
             current: None,
             down: watch::channel(0).0,
@@ -175,6 +223,7 @@ impl LinkBook {
             s.up = false;
             s.since = now;
             s.dialled_by = None;
+            s.from_peer = None;
             s.last_error = Some(why.to_owned());
             link.down.send_modify(|n| *n += 1);
             true
@@ -190,6 +239,27 @@ impl LinkBook {
                 link.status.failures
             }
             None => 1,
+        })
+    }
+
+    /// What the peer said of its queue towards this node over `conn`, if that is the link.
+    pub(crate) fn heard(&self, peer: &PartnerId, conn: &quinn::Connection, w: &proto::Welcome) {
+        self.with(|links| {
+            if let Some(link) = links.get_mut(peer) {
+                if link.current.as_ref().map(|c| c.id) == Some(conn.stable_id()) {
+                    link.status.from_peer = Some((w.queued_for_you, w.oldest_queued_ms));
+                }
+            }
+        })
+    }
+
+    /// The connections that are links now.
+    pub(crate) fn connections(&self) -> Vec<(PartnerId, quinn::Connection)> {
+        self.with(|links| {
+            links
+                .iter()
+                .filter_map(|(p, l)| l.current.as_ref().map(|c| (p.clone(), c.conn.clone())))
+                .collect()
         })
     }
 
@@ -228,6 +298,12 @@ impl LinkBook {
 /// Whether the peer still serves `conn`: it answers a Hello on it within three round
 /// trips (at least a second). A peer that restarted or lost the path does not.
 pub(crate) async fn answers(conn: &quinn::Connection, shared: &Shared) -> bool {
+    hello(conn, shared).await.is_some()
+}
+
+/// The peer's Welcome on `conn` (which says its queue towards this node), if it
+/// answers a Hello within three round trips (at least a second).
+pub(crate) async fn hello(conn: &quinn::Connection, shared: &Shared) -> Option<proto::Welcome> {
     let patience = (conn.rtt() * 3).max(Duration::from_secs(1));
     let frames = shared.book.frames.clone();
     let hello = async {
@@ -245,12 +321,26 @@ pub(crate) async fn answers(conn: &quinn::Connection, shared: &Shared) -> bool {
         let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
         match recv.next::<proto::ServerFrame>().await {
             Ok(Some(proto::ServerFrame {
-                frame: Some(proto::server_frame::Frame::Welcome(_)),
-            })) => Some(()),
+                frame: Some(proto::server_frame::Frame::Welcome(w)),
+            })) => Some(w),
             _ => None,
         }
     };
-    matches!(tokio::time::timeout(patience, hello).await, Ok(Some(())))
+    tokio::time::timeout(patience, hello).await.ok().flatten()
+}
+
+/// Asks every linked peer for its queue towards this node, together.
+pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
+    let mut asking = tokio::task::JoinSet::new();
+    for (peer, conn) in shared.links.connections() {
+        let shared = shared.clone();
+        asking.spawn(async move {
+            if let Some(w) = hello(&conn, &shared).await {
+                shared.links.heard(&peer, &conn, &w);
+            }
+        });
+    }
+    while asking.join_next().await.is_some() {}
 }
 
 /// Keeps a dialler running for every peer the rules in force name, until the node stops.
@@ -418,5 +508,36 @@ impl Dialer {
             link: Some(Dialler::Us),
         };
         Ok((conn, admitted))
+    }
+}
+
+/// The status of every peer link, with both queues: this node's towards each peer, and
+/// each linked peer's towards this node, asked now.
+pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
+    refresh_all(shared).await;
+    let mut links = Vec::new();
+    for l in shared.links.statuses() {
+        let to = super::admin::queue_of(shared, &l.peer).await;
+        links.push(LinkReport {
+            peer: l.peer.to_string(),
+            address: l.address,
+            up: l.up,
+            since: l.since.to_string(),
+            dialled_by: l.dialled_by,
+            last_error: l.last_error,
+            dial_failures: l.failures,
+            copies_received: l.copies,
+            to_peer: QueueReport {
+                depth: to.depth,
+                oldest_ms: to.oldest_age_ms,
+            },
+            from_peer: l
+                .from_peer
+                .map(|(depth, oldest_ms)| QueueReport { depth, oldest_ms }),
+        });
+    }
+    NodeStatus {
+        node: shared.node_id.to_string(),
+        links,
     }
 }

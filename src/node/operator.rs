@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+pub use super::link::{LinkReport, NodeStatus, QueueReport};
 use super::{writer, Shared};
 use crate::audit::record::Event;
 
@@ -43,6 +44,8 @@ pub enum OperatorRequest {
         /// Where the copy goes.
         out: PathBuf,
     },
+    /// Report the node's peer links (read-only, so not recorded, like a scrape).
+    Status,
 }
 
 /// The node's answer to an [`OperatorRequest`].
@@ -52,6 +55,9 @@ pub struct OperatorReply {
     pub ok: bool,
     /// What was done, or why not.
     pub message: String,
+    /// The answer to [`OperatorRequest::Status`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeStatus>,
 }
 
 /// The operator socket could not be used from the client side.
@@ -160,7 +166,7 @@ pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>, path: Pat
     let _ = std::fs::remove_file(&path);
 }
 
-async fn answer(mut stream: UnixStream, shared: &Shared, owner: Option<u32>) {
+async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>) {
     let who = match stream.peer_cred() {
         Ok(c) => {
             let who = format!(
@@ -197,6 +203,10 @@ async fn answer(mut stream: UnixStream, shared: &Shared, owner: Option<u32>) {
             ),
             Err(e) => (false, e.to_string()),
         },
+        Ok(OperatorRequest::Status) => {
+            let status = super::link::report(shared).await;
+            return reply_with(&mut stream, true, String::new(), Some(status)).await;
+        }
         Ok(OperatorRequest::Backup { out }) => {
             let (ok, message) = backup(shared, out.clone()).await;
             let what = format!("backup to {} requested by {who}: {message}", out.display());
@@ -234,7 +244,21 @@ async fn backup(shared: &Shared, out: PathBuf) -> (bool, String) {
 }
 
 async fn reply(stream: &mut UnixStream, ok: bool, message: String) {
-    let mut line = match serde_json::to_vec(&OperatorReply { ok, message }) {
+    reply_with(stream, ok, message, None).await
+}
+
+async fn reply_with(
+    stream: &mut UnixStream,
+    ok: bool,
+    message: String,
+    status: Option<NodeStatus>,
+) {
+    let answer = OperatorReply {
+        ok,
+        message,
+        status,
+    };
+    let mut line = match serde_json::to_vec(&answer) {
         Ok(l) => l,
         Err(_) => return,
     };

@@ -36,6 +36,8 @@ enum Ended {
 /// the node stops.
 pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
     let mut stop = shared.shutdown.clone();
+    let asking = tokio::spawn(ask_queue(conn.clone(), shared.clone(), peer.clone()));
+    let _asking = AbortOnDrop(asking);
     loop {
         match subscribe_once(&conn, &shared, &peer).await {
             Ended::Over => return,
@@ -48,6 +50,29 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
             _ = stop.changed() => return,
             _ = conn.closed() => return,
         }
+    }
+}
+
+/// How often a peer is asked for its queue towards this node, for `/metrics`.
+const ASK_QUEUE_EVERY: Duration = Duration::from_secs(10);
+
+/// Asks the peer for its queue towards this node now and every [`ASK_QUEUE_EVERY`].
+async fn ask_queue(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+    let mut every = tokio::time::interval(ASK_QUEUE_EVERY);
+    loop {
+        every.tick().await;
+        if let Some(w) = super::hello(&conn, &shared).await {
+            shared.links.heard(&peer, &conn, &w);
+        }
+    }
+}
+
+/// Aborts a task when the pull that started it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
