@@ -180,6 +180,12 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
                 one(&d.partner, name, 1);
             }
         }
+        // Received once already: only the partners its origin's publish added count.
+        AuditEvent::BulletinReshared => {
+            for d in record.decisions.iter().filter(|d| d.shared) {
+                one(&d.partner, named(&n.shared, record.kind, shared_counter), 1);
+            }
+        }
         AuditEvent::BulletinRejected => {
             one(
                 partner,

@@ -375,6 +375,15 @@ impl Store {
         }
     }
 
+    /// The audit seq of the accepted record a dedupe entry names, if the entry exists.
+    fn accepted_record(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        match self.state.get(key)? {
+            None => Ok(None),
+            Some(v) if v.len() == DEDUPE_VALUE => Ok(Some(be_u64(key, &v[40..])?)),
+            Some(_) => Err(corrupt(key, "index entry is not 48 bytes")),
+        }
+    }
+
     /// Signs a checkpoint of the audit log if it grew since the last one, and flushes.
     /// Returns the size it covers, or `None` if there was nothing new to sign.
     pub fn sign_checkpoint(&self, signer: &CheckpointSigner) -> Result<Option<u64>, StoreError> {

@@ -513,3 +513,83 @@ async fn nodes_that_dial_each_other_keep_one_link_and_impostors_get_none() {
     drop(fake_node);
     mesh.stop_all();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_origin_publishing_after_a_relays_copy_still_shares_it_as_the_policy_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut mesh = Mesh::new(
+        dir,
+        &["jp-mod", "nato-ccdcoe", "ee-mod"],
+        &[("jp-cdc", "jp-mod"), ("ee-cert", "ee-mod")],
+        &[("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")],
+        "",
+    );
+    // Tokyo's desk is also a partner of the NATO node, and publishes there too.
+    mesh.forget("nato-ccdcoe", "jp-cdc");
+    let path = dir.join("nato-ccdcoe.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text += &format!(
+        "\n[[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
+        mesh.public("jp-cdc")
+    );
+    std::fs::write(&path, text).unwrap();
+    mesh.start_all();
+
+    // A RED note for Tallinn's CERT, published at home: it goes towards its audience.
+    let red = sign_as(
+        mesh.key("jp-cdc"),
+        "jp-cdc",
+        Tlp::Red,
+        Kind::Incident,
+        "red for tallinn",
+        &["ee-cert"],
+        &[],
+    );
+    let jp = mesh.client("jp-cdc").await;
+    assert_eq!(publish(&jp, red.clone()).await, ["nato-ccdcoe"]);
+    // The NATO node stores jp-mod's copy first; as a first relay it may not pass it on.
+    let mut first = Vec::new();
+    eventually("the relay's copy at the NATO node", async || {
+        first = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinAccepted).await;
+        !first.is_empty()
+    })
+    .await;
+    let beyond = first[0]
+        .decisions
+        .iter()
+        .find(|d| d.partner == "ee-mod")
+        .unwrap();
+    assert_eq!(
+        beyond.reason,
+        proto::WithholdReason::AudienceBeyondRelay as i32
+    );
+
+    // Then its origin publishes it at the NATO node itself: now it goes towards Tallinn.
+    let nato = mesh.nodes["nato-ccdcoe"].addr;
+    let direct =
+        common::federation::connect_as(&dir.join("certs"), "jp-cdc", nato, &pid("nato-ccdcoe"))
+            .await
+            .unwrap();
+    let r = direct.publish(red).await.unwrap();
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{r:?}");
+    // Every partner the policy allows for the origin's own publish (jp-mod has it
+    // already, and is not sent it again).
+    assert_eq!(r.shared_with, ["jp-mod", "ee-mod"], "the answer says so");
+    let ee = mesh.client("ee-cert").await;
+    let got = take(&ee, 1).await;
+    assert_eq!(title(&got[0]), "red for tallinn");
+    assert_eq!(got[0].path, ["nato-ccdcoe", "ee-mod"]);
+    verify(&mesh, &got[0], "jp-cdc");
+    let reshared = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinReshared).await;
+    assert_eq!(reshared.len(), 1);
+    assert!(
+        reshared[0].reason.contains("after jp-mod's copy"),
+        "{}",
+        reshared[0].reason
+    );
+    for c in [jp, direct, ee] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}

@@ -106,6 +106,22 @@ impl Event {
         self
     }
 
+    /// The bulletin, first stored as `first` from `relay`'s copy, was published by its
+    /// origin: `extra` are the partners its origin's route shares it with that the copy
+    /// did not (the record keeps only their decisions, so counts stay a recount).
+    pub fn into_reshared(mut self, first: u64, relay: &str, extra: &[PartnerId]) -> Event {
+        self.0.event = AuditEvent::BulletinReshared as i32;
+        self.0
+            .decisions
+            .retain(|d| d.shared && extra.iter().any(|p| p.as_str() == d.partner));
+        let names: Vec<&str> = extra.iter().map(PartnerId::as_str).collect();
+        self.0.reason = format!(
+            "published by its origin after {relay}'s copy was stored as {first}: now also shared with {}",
+            names.join(", ")
+        );
+        self
+    }
+
     /// The bulletin's (origin, id) had been stored before, as `seq`, with another digest.
     pub fn into_conflict(mut self, seq: u64, existing: Digest) -> Event {
         self.0.event = AuditEvent::BulletinRejected as i32;

@@ -144,6 +144,19 @@ impl Store {
             None => self.lookup_key(&key)?,
         };
         if let Some((seq, existing)) = earlier {
+            let from_batch = plan.in_batch.contains_key(&key);
+            if existing == b.digest && !from_batch {
+                if let Some((relay, extra)) = self.origin_adds(&b, seq)? {
+                    let event = b.audit.clone().into_reshared(seq, &relay, &extra);
+                    let b = NewBulletin {
+                        shared_with: extra,
+                        path: Vec::new(),
+                        audit: event,
+                        ..b
+                    };
+                    return self.plan_new(plan, b, &key, log_size, now);
+                }
+            }
             if existing == b.digest {
                 if !b.relayed {
                     plan.events.push(b.audit.into_duplicate(seq));
@@ -156,16 +169,61 @@ impl Store {
             }
             return Ok(());
         }
+        self.plan_new(plan, b, &key, log_size, now)
+    }
+
+    /// When its origin publishes a bulletin first stored from a relay's copy (as
+    /// `seq`), the relay and the partners the origin's route adds: the copy was decided
+    /// as relayed (RED and AMBER+STRICT stop at a first relay), the origin's publish is
+    /// not. Those already queued, on the copy's path or its sender have it.
+    fn origin_adds(
+        &self,
+        b: &NewBulletin,
+        seq: u64,
+    ) -> Result<Option<(String, Vec<PartnerId>)>, StoreError> {
+        if b.relayed || b.received_from != b.origin {
+            return Ok(None);
+        }
+        let Some(stored) = self.get(seq)? else {
+            return Ok(None);
+        };
+        if stored.received_from == b.origin.as_str() {
+            return Ok(None);
+        }
+        let has = |p: &PartnerId| {
+            let p = p.as_str();
+            stored.shared_with.iter().any(|s| s == p)
+                || stored.path.iter().any(|s| s == p)
+                || stored.received_from == p
+        };
+        let extra: Vec<PartnerId> = b.shared_with.iter().filter(|p| !has(p)).cloned().collect();
+        Ok((!extra.is_empty()).then_some((stored.received_from, extra)))
+    }
+
+    /// Stores `b` under the next seq with its dedupe entry and its record (which follows
+    /// `log_size` and the events planned so far). A reshare keeps the dedupe entry's
+    /// record: the first acceptance.
+    fn plan_new(
+        &self,
+        plan: &mut Plan,
+        b: NewBulletin,
+        key: &[u8],
+        log_size: u64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         plan.head += 1;
         let head = plan.head;
         // Its accepted record is the next one sealed: the events planned so far come first.
-        let audit_seq = log_size + plan.events.len() as u64;
+        let audit_seq = match self.accepted_record(key)? {
+            Some(first) => first,
+            None => log_size + plan.events.len() as u64,
+        };
         let mut value = Vec::with_capacity(DEDUPE_VALUE);
         value.extend_from_slice(&head.to_be_bytes());
         value.extend_from_slice(&b.digest.0);
         value.extend_from_slice(&audit_seq.to_be_bytes());
-        plan.writes.insert(&key[..], value);
-        plan.in_batch.insert(key, (head, b.digest));
+        plan.writes.insert(key, value);
+        plan.in_batch.insert(key.to_vec(), (head, b.digest));
         let stored = proto::StoredBulletin {
             seq: head,
             signed: Bytes::new(),

@@ -263,3 +263,37 @@ fn a_relayed_copy_of_a_stored_bulletin_is_acknowledged_without_a_record() {
     ));
     assert_eq!(store.audit_progress().0, records + 2);
 }
+
+#[test]
+fn its_origin_publishing_after_a_relays_copy_shares_it_with_whom_the_copy_could_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    let mut copy = new(1, "a", &["b"]);
+    copy.received_from = pid("relay");
+    copy.path = vec![pid("home"), pid("relay")];
+    copy.relayed = true;
+    assert_eq!(commit(&store, vec![copy]), [Outcome::Accepted(1)]);
+    // The origin's own publish would share it with b (queued already), home and relay
+    // (they have it), and c: only c is new.
+    let origin = new(1, "a", &["b", "c", "home", "relay"]);
+    assert_eq!(commit(&store, vec![origin]), [Outcome::Accepted(2)]);
+    let again = store.get(2).unwrap().unwrap();
+    assert_eq!(again.shared_with, ["c"]);
+    assert_eq!(again.received_from, "a");
+    assert!(again.path.is_empty());
+    let (records, _) = store.audit_progress();
+    let last = store.audit().record(records - 1).unwrap().unwrap();
+    let last = proto::AuditRecord::decode(last).unwrap();
+    assert_eq!(last.event, proto::AuditEvent::BulletinReshared as i32);
+    assert!(
+        last.reason.contains("now also shared with c"),
+        "{}",
+        last.reason
+    );
+    // From now on it is an ordinary duplicate, for the origin and for relays.
+    assert_eq!(
+        commit(&store, vec![new(1, "a", &["b", "c"])]),
+        [Outcome::Duplicate(2)]
+    );
+    assert_eq!(store.head().unwrap(), 2);
+}
