@@ -213,8 +213,9 @@ pub struct RemoteRules {
     pub id: PartnerId,
     /// Groups it belongs to.
     pub groups: HashSet<GroupName>,
-    /// The peers it is reached through.
-    pub via: HashSet<PartnerId>,
+    /// The peer a bulletin addressed to it goes to: the first of its `via` peers (its
+    /// bulletins may arrive through any of them).
+    pub towards: PartnerId,
 }
 
 /// How a bulletin reached this node: the partner that handed it over and the nodes it
@@ -287,10 +288,12 @@ impl Policy {
         let remotes = cfg
             .origins
             .iter()
-            .map(|o| RemoteRules {
-                id: o.id.clone(),
-                groups: o.groups.iter().cloned().collect(),
-                via: o.via.iter().cloned().collect(),
+            .filter_map(|o| {
+                Some(RemoteRules {
+                    id: o.id.clone(),
+                    groups: o.groups.iter().cloned().collect(),
+                    towards: o.via.first()?.clone(),
+                })
             })
             .collect();
         Policy {
@@ -355,9 +358,10 @@ impl Policy {
             .map(move |p| (&p.id, self.decide_with(bulletin, &tags, route, p)))
     }
 
-    /// Does an audience entry of `b` name an organisation reached through relay `p`?
+    /// Does an audience entry of `b` name an organisation reached through relay `p`
+    /// (the first peer of its `via`)?
     fn towards(&self, b: &Header, p: &PartnerRules) -> bool {
-        let via_p = |r: &&RemoteRules| r.via.contains(&p.id);
+        let via_p = |r: &&RemoteRules| r.towards == p.id;
         b.audience.iter().any(|a| match a {
             AudienceEntry::Partner(id) => self.remotes.iter().filter(via_p).any(|r| r.id == *id),
             AudienceEntry::Group(g) => self

@@ -87,8 +87,8 @@ pub struct OriginConfig {
     /// Its signing keys; none for an organisation that only receives.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
-    /// The peer nodes (relay partners) its bulletins may arrive through, and through
-    /// which bulletins addressed to it travel.
+    /// The peer nodes (relay partners) its bulletins may arrive through; the first is
+    /// the way towards it, which bulletins addressed to it take.
     pub via: Vec<PartnerId>,
     /// Groups it belongs to, so a `group:NAME` audience travels towards it.
     #[serde(default)]

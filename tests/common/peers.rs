@@ -160,8 +160,12 @@ impl Mesh {
             for (desk, home) in &self.desks {
                 let forgotten = self.forgotten.iter().any(|(f, d)| f == n && d == desk);
                 if home != n && !forgotten {
+                    // Any peer may hand its bulletins over; the way towards it is its
+                    // own node when that is a peer.
+                    let mut via = peers.clone();
+                    via.sort_by_key(|p| *p != home);
                     t += &format!(
-                        "\n[[origin]]\nid = \"{desk}\"\nvia = {peers:?}\nkeys = [{{ public = \"{}\" }}]\n",
+                        "\n[[origin]]\nid = \"{desk}\"\nvia = {via:?}\nkeys = [{{ public = \"{}\" }}]\n",
                         public(dir, desk)
                     );
                 }

@@ -21,7 +21,7 @@ fn remote(id: &str, via: &str, groups: &[&str]) -> RemoteRules {
     RemoteRules {
         id: pid(id),
         groups: groups.iter().map(|g| g.parse().unwrap()).collect(),
-        via: [pid(via)].into_iter().collect(),
+        towards: pid(via),
     }
 }
 
