@@ -50,17 +50,22 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
     };
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.get(1..3)? {
-        ["demo", _] => {
-            has("The worked setup of the README's tour is in fed: hub.toml, us-dod.toml")
+        ["demo", _] => has(
+            "The worked setup of the README's tour is in fed: jp-mod.toml, nato-ccdcoe.toml, us-dod.toml, jp-cdc.toml",
+        ),
+        ["check-config", _] => has("jp-mod.toml: ok"),
+        ["status", _] => {
+            has("jp-mod: 2 peer node(s)");
+            has("nato-ccdcoe (127.0.0.1:");
+            has("towards us-dod: ");
         }
-        ["check-config", _] => has("hub.toml: ok"),
         ["publish", _] => {
-            assert!(stdout.starts_with("accepted uk-mod/"), "{stdout}");
-            has(": shared with nato-ccdcoe, ee-mod\n");
+            assert!(stdout.starts_with("accepted jp-cdc/"), "{stdout}");
+            has(": shared with nato-ccdcoe\n");
             has("withheld from vn-mod: above clearance");
         }
         ["subscribe", _] => {
-            has("AMBER advisory \"VPN appliance exploitation\", signature verified, saved in inbox/uk-mod/");
+            has("AMBER advisory \"VPN appliance exploitation\", signature verified, saved in inbox/jp-cdc/");
             let dir = stdout.trim().rsplit(' ').next()?;
             let body = std::fs::read(cwd.join(dir).join("body.json")).ok()?;
             assert_eq!(
@@ -69,7 +74,7 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
                 "the body as sent"
             );
         }
-        ["bulletin", "new"] => has("\"origin\":\"us-dod\""),
+        ["bulletin", "new"] => has("\"origin\":\"us-cybercom\""),
         ["bulletin", "show"] => has("not verified (no key given)"),
         ["bulletin", "verify"] => has("\"verified\": true"),
         ["policy", "explain"] => has("auditors receive no bulletins"),
@@ -83,13 +88,13 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
         }
         ["audit", "prove"] | ["audit", "verify"] => has("\"verified\":true"),
         ["audit", "export"] => has("\"file\":\"log.export\""),
-        ["metrics", _] => has("engaged partners (both ways): 4 (previous period 0, new): au-dod, nato-ccdcoe, uk-mod, us-dod"),
+        ["metrics", _] => has("engaged partners (both ways): 2 (previous period 0, new): jp-cdc, us-dod"),
         ["certs", "init"] => {
             has("federation CA reused");
             has("node nz-mod (created)");
         }
         ["partner", "card"] => assert!(std::fs::metadata(cwd.join("nz-mod.card")).ok()?.len() > 0),
-        ["partner", "add"] => has("added partner nz-mod to hub.toml"),
+        ["partner", "add"] => has("added partner nz-mod to jp-mod.toml"),
         ["reload", _] => has("configuration reloaded: partners added: nz-mod"),
         ["backup", _] => has("backup taken: "),
         _ => return None,
@@ -126,7 +131,7 @@ fn run(line: &str, cwd: &Path) -> String {
 fn every_command_of_the_readme_tour_works_on_the_worked_setup() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cwd: PathBuf = tmp.path().to_owned();
-    let mut hub: Option<Served> = None;
+    let mut nodes: Vec<Served> = Vec::new();
     let lines = tour_lines();
     assert!(lines.len() > 15, "the tour has its commands: {lines:?}");
     for line in &lines {
@@ -136,13 +141,14 @@ fn every_command_of_the_readme_tour_works_on_the_worked_setup() {
             let config = serve_line
                 .strip_prefix("renkei serve --config ")
                 .expect("serve in the background");
-            hub = Some(serve(&cwd, config).0);
-        } else if line == "kill %1" {
-            let status = hub
-                .take()
-                .expect("the hub runs")
-                .stop(std::time::Duration::from_secs(20));
-            assert!(status.success(), "{status:?}");
+            nodes.push(serve(&cwd, config).0);
+        } else if let Some(jobs) = line.strip_prefix("kill ") {
+            // `kill %1 %2 ...` stops the background nodes, each with SIGTERM.
+            assert_eq!(jobs.split_whitespace().count(), nodes.len(), "{line}");
+            for node in nodes.drain(..) {
+                let status = node.stop(std::time::Duration::from_secs(20));
+                assert!(status.success(), "{status:?}");
+            }
         } else {
             let stdout = run(line, &cwd);
             assert!(
@@ -151,5 +157,5 @@ fn every_command_of_the_readme_tour_works_on_the_worked_setup() {
             );
         }
     }
-    assert!(hub.is_none(), "the tour stops the hub it started");
+    assert!(nodes.is_empty(), "the tour stops the nodes it started");
 }

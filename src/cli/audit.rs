@@ -300,6 +300,17 @@ pub(super) async fn export(source: Source<'_>, out: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Exports a running node's log through the auditor's config and verifies it against
+/// `key`, the node's checkpoint key as the auditor knows it.
+pub(super) async fn verify_node(
+    config: &Path,
+    key: &ed25519_dalek::VerifyingKey,
+) -> anyhow::Result<export::Summary> {
+    let bytes = export_bytes(gather(Source::Node(config)).await?)?;
+    let parsed = export::parse(Bytes::from(bytes))?;
+    Ok(export::verify(&parsed, key, None)?)
+}
+
 /// What `audit verify` is asked to check, and against what.
 pub(super) struct VerifyArgs<'a> {
     pub file: Option<&'a Path>,

@@ -419,7 +419,11 @@ impl Dialer {
                     _ = stop.changed() => return,
                 }
             }
-            let pause = match self.dial().await {
+            let dialled = tokio::select! {
+                d = self.dial() => d,
+                _ = stop.changed() => return,
+            };
+            let pause = match dialled {
                 Ok(admitted) => {
                     connection::serve_partner(admitted.0, self.shared.clone(), admitted.1).await;
                     self.pause(0)
