@@ -8,6 +8,7 @@
 //! (`node`), so its memory is its own. Figures are printed as a table and, with
 //! `--json FILE`, written with the parameters, the machine and the git revision.
 
+mod federation;
 mod node;
 mod phases;
 
@@ -61,6 +62,8 @@ pub(crate) enum Phase {
     Limit,
     /// The audit log at scale: append, query a page, verify, reopen.
     Audit,
+    /// Three nodes in a line, each its own process: throughput and latency across them.
+    Federation,
 }
 
 fn pid(s: &str) -> anyhow::Result<PartnerId> {
@@ -132,6 +135,16 @@ pub(super) async fn connect(
     id: &str,
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<Client> {
+    connect_to(dir, id, addr, HUB).await
+}
+
+/// `id`'s connection to the node `node` at `addr`.
+pub(super) async fn connect_to(
+    dir: &Path,
+    id: &str,
+    addr: std::net::SocketAddr,
+    node: &str,
+) -> anyhow::Result<Client> {
     let certs = dir.join("certs");
     let identity = TlsIdentity::load(
         &certs.join("ca.crt"),
@@ -142,7 +155,7 @@ pub(super) async fn connect(
         keep_alive: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(30),
     };
-    Ok(Client::connect_with(&identity, timers, addr, &pid(HUB)?, 2 << 20).await?)
+    Ok(Client::connect_with(&identity, timers, addr, &pid(node)?, 2 << 20).await?)
 }
 
 /// Windows measured for each verification figure; the best counts.
@@ -278,6 +291,9 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         ids.push(pid(&subscriber_id(i))?);
     }
     ids.push(pid(HUB)?);
+    for n in federation::LINE {
+        ids.push(pid(n)?);
+    }
     crate::pki::init(
         &dir.join("certs"),
         &ids,
@@ -327,6 +343,9 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Audit) {
         report["audit"] = phases::audit(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Federation) {
+        report["federation"] = federation::federation(setup.clone()).await?;
     }
     if a.phases.contains(&Phase::Limit) {
         eprintln!("renkei bench: measuring Ed25519 verification on this machine…");
@@ -480,6 +499,7 @@ fn print_table(r: &Value) {
         );
         emitln!("    reopen and check         {:>12} ms", au["reopen_ms"]);
     }
+    federation_lines(&r["federation"]);
     let l = &r["limit"];
     if l.is_object() {
         emitln!("  limit: Ed25519 on this machine");
@@ -497,4 +517,38 @@ fn print_table(r: &Value) {
             emitln!("    accepted/s ÷ verify_batch/s on all cores = {ratio:.2}");
         }
     }
+}
+
+/// The federation phase's lines of the table.
+fn federation_lines(f: &Value) {
+    if !f.is_object() {
+        return;
+    }
+    emitln!(
+        "  federation: bench-a -> bench-b -> bench-c, each its own process ({} bulletins)",
+        f["bulletins"]
+    );
+    emitln!(
+        "    accepted at the first    {:>12} bulletins/s",
+        f["accepted_per_s_first_node"]
+    );
+    emitln!(
+        "    delivered at the last    {:>12} bulletins/s",
+        f["delivered_per_s_last_node"]
+    );
+    let cpu = &f["node_cpu_us_per_bulletin"];
+    emitln!(
+        "    node CPU per bulletin    a {} µs, b {} µs, c {} µs",
+        cpu["bench-a"],
+        cpu["bench-b"],
+        cpu["bench-c"]
+    );
+    emitln!(
+        "    first -> last at {}/s    p50 {} ms, p99 {} ms, max {} ms ({} deliveries)",
+        f["paced_per_s"],
+        f["end_to_end_p50_ms"],
+        f["end_to_end_p99_ms"],
+        f["end_to_end_max_ms"],
+        f["deliveries_measured"]
+    );
 }

@@ -18,10 +18,10 @@ use crate::timestamp::Timestamp;
 
 /// What a subscriber does with each delivery besides acking it.
 #[derive(Clone)]
-struct Receiver {
-    verify: bool,
+pub(super) struct Receiver {
+    pub verify: bool,
     /// For the latency phase: when each bulletin was sent (ns after `epoch`), by number.
-    sent: Option<(Arc<Vec<AtomicU64>>, Instant)>,
+    pub sent: Option<(Arc<Vec<AtomicU64>>, Instant)>,
 }
 
 /// Receives `expected` deliveries; returns when the last was verified and acked, and
@@ -29,7 +29,7 @@ struct Receiver {
 ///
 /// Verification runs beside the receiving, on the blocking pool, as a client with
 /// cores to spare would run it: what arrives while one batch is verified is the next.
-async fn subscribe(
+pub(super) async fn subscribe(
     client: Client,
     setup: Arc<Setup>,
     expected: usize,
@@ -117,7 +117,7 @@ async fn subscribe(
 
 /// Pipelines `bulletins`; with `pace`, sends bulletin `k` of this publisher no earlier
 /// than `epoch + offsets[k]`, and stamps `sent[number]` as it goes.
-async fn publish(
+pub(super) async fn publish(
     client: Client,
     bulletins: Vec<(usize, proto::SignedBulletin)>,
     pace: Option<(Arc<Vec<AtomicU64>>, Instant, f64)>,
@@ -156,7 +156,7 @@ async fn publish(
 }
 
 /// Signs `count` bulletins numbered from 0, dealt round-robin to the publishers.
-fn sign_all(
+pub(super) fn sign_all(
     setup: &Setup,
     count: usize,
 ) -> anyhow::Result<Vec<Vec<(usize, proto::SignedBulletin)>>> {
@@ -242,7 +242,7 @@ fn own_cpu_seconds() -> Option<f64> {
     super::node::cpu_seconds("/proc/self/stat")
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
