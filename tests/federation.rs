@@ -591,3 +591,52 @@ async fn its_origin_publishing_after_a_relays_copy_still_shares_it_as_the_policy
     }
     mesh.stop_all();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "us-dod", "au-dod"],
+        &[("jp-cdc", "jp-mod"), ("us-cybercom", "us-dod")],
+        &[
+            ("jp-mod", "us-dod"),
+            ("us-dod", "au-dod"),
+            ("au-dod", "jp-mod"),
+        ],
+        "",
+    );
+    // us-dod takes Tokyo's bulletins from jp-mod only, not round the triangle.
+    mesh.only_via("us-dod", "jp-cdc", "jp-mod");
+    mesh.start_all();
+    let jp = mesh.client("jp-cdc").await;
+    publish(&jp, green(&mesh, "jp-cdc", "for everyone")).await;
+    let us = mesh.client("us-cybercom").await;
+    assert_eq!(
+        take(&us, 1).await.iter().map(title).collect::<Vec<_>>(),
+        ["for everyone"]
+    );
+    // au-dod forwards its copy to us-dod too: refused there, and on us-dod's record.
+    let mut refused = Vec::new();
+    eventually("us-dod refuses au-dod's copy", async || {
+        refused = records(&mesh, "us-dod", AuditEvent::BulletinRejected).await;
+        !refused.is_empty()
+    })
+    .await;
+    assert_eq!(refused[0].error, ErrorCode::NotViaPeer as i32);
+    assert_eq!(refused[0].partner, "au-dod");
+    assert!(
+        refused[0]
+            .reason
+            .contains("through jp-mod, not through au-dod"),
+        "{}",
+        refused[0].reason
+    );
+    let stored = records(&mesh, "us-dod", AuditEvent::BulletinAccepted).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].partner, "jp-mod");
+    for c in [jp, us] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}

@@ -38,6 +38,8 @@ pub struct Mesh {
     extra: String,
     /// (node, desk): desks a node is not told about.
     forgotten: Vec<(String, String)>,
+    /// (node, desk, peer): the one peer a node accepts a desk's bulletins through.
+    only_via: Vec<(String, String, String)>,
     keys: BTreeMap<String, SigningKey>,
 }
 
@@ -84,6 +86,7 @@ impl Mesh {
                 .collect(),
             extra: extra.to_string(),
             forgotten: Vec::new(),
+            only_via: Vec::new(),
             keys: BTreeMap::new(),
         };
         for id in ids.iter().filter(|i| !i.ends_with("-audit")) {
@@ -120,6 +123,13 @@ impl Mesh {
     /// Node `node` is no longer told about desk `desk` beyond its peers.
     pub fn forget(&mut self, node: &str, desk: &str) {
         self.forgotten.push((node.to_string(), desk.to_string()));
+        self.write_configs();
+    }
+
+    /// Node `node` accepts `desk`'s bulletins only through `peer`.
+    pub fn only_via(&mut self, node: &str, desk: &str, peer: &str) {
+        self.only_via
+            .push((node.to_string(), desk.to_string(), peer.to_string()));
         self.write_configs();
     }
 
@@ -164,6 +174,11 @@ impl Mesh {
                     // own node when that is a peer.
                     let mut via = peers.clone();
                     via.sort_by_key(|p| *p != home);
+                    if let Some((_, _, only)) =
+                        self.only_via.iter().find(|(o, d, _)| o == n && d == desk)
+                    {
+                        via = vec![only.as_str()];
+                    }
                     t += &format!(
                         "\n[[origin]]\nid = \"{desk}\"\nvia = {via:?}\nkeys = [{{ public = \"{}\" }}]\n",
                         public(dir, desk)
