@@ -421,6 +421,32 @@ fn drop_partner(text: &str, id: &str) -> String {
         .join("\n[[partner]]")
 }
 
+/// jp-mod pins uk-mod to another certificate and does not know cn-pla at all; and
+/// `fake.toml` is a node that calls itself us-dod, with a certificate from another CA.
+fn write_impostors(mesh: &Mesh) {
+    let dir = &mesh.dir;
+    let path = dir.join("jp-mod.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let pinned = text.replace(
+        "id = \"uk-mod\"\nrole = \"relay\"\n",
+        &format!(
+            "id = \"uk-mod\"\nrole = \"relay\"\ntls_fingerprint = \"sha256:{}\"\n",
+            "0".repeat(64)
+        ),
+    );
+    std::fs::write(&path, drop_partner(&pinned, "cn-pla")).unwrap();
+    common::renkei_ok(
+        dir,
+        &["certs", "init", "--dir", "other", "--nodes", "us-dod"],
+    );
+    let fake = std::fs::read_to_string(dir.join("us-dod.toml"))
+        .unwrap()
+        .replace("certs/", "other/")
+        .replace("us-dod-data", "fake-data")
+        .replace(&mesh.nodes["us-dod"].addr.to_string(), "127.0.0.1:0");
+    std::fs::write(dir.join("fake.toml"), fake).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_that_dial_each_other_keep_one_link_and_impostors_get_none() {
     let tmp = tempfile::tempdir().unwrap();
@@ -436,28 +462,7 @@ async fn nodes_that_dial_each_other_keep_one_link_and_impostors_get_none() {
         ],
         "",
     );
-    // jp-mod pins uk-mod to another certificate, and does not know cn-pla at all.
-    let path = dir.join("jp-mod.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let pinned = text.replace(
-        "id = \"uk-mod\"\nrole = \"relay\"\n",
-        &format!(
-            "id = \"uk-mod\"\nrole = \"relay\"\ntls_fingerprint = \"sha256:{}\"\n",
-            "0".repeat(64)
-        ),
-    );
-    std::fs::write(&path, drop_partner(&pinned, "cn-pla")).unwrap();
-    // And a node that calls itself us-dod, with a certificate from another CA.
-    common::renkei_ok(
-        dir,
-        &["certs", "init", "--dir", "other", "--nodes", "us-dod"],
-    );
-    let fake = std::fs::read_to_string(dir.join("us-dod.toml"))
-        .unwrap()
-        .replace("certs/", "other/")
-        .replace("us-dod-data", "fake-data")
-        .replace(&mesh.nodes["us-dod"].addr.to_string(), "127.0.0.1:0");
-    std::fs::write(dir.join("fake.toml"), fake).unwrap();
+    write_impostors(&mesh);
     mesh.start_all();
     let (fake_node, _) = common::served::serve(dir, "fake.toml");
 
@@ -638,5 +643,48 @@ async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
     for c in [jp, us] {
         c.close().await;
     }
+    mesh.stop_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_peer_ends_its_link_and_one_that_adds_it_back_relinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "us-dod"],
+        &[],
+        &[("jp-mod", "us-dod")],
+        "",
+    );
+    mesh.start_all();
+    let up = async |mesh: &Mesh| {
+        let s = status(mesh, "jp-mod");
+        s["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["peer"] == "us-dod" && l["up"] == true)
+    };
+    eventually("jp-mod linked with us-dod", async || up(&mesh).await).await;
+    let path = mesh.dir.join("jp-mod.toml");
+    let with_peer = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, drop_partner(&with_peer, "us-dod")).unwrap();
+    common::renkei_ok(&mesh.dir, &["reload", "--config", "jp-mod.toml"]);
+    eventually("the link gone from jp-mod's status", async || {
+        status(&mesh, "jp-mod")["links"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let down = records(&mesh, "jp-mod", AuditEvent::LinkDown).await;
+    assert!(
+        down.iter()
+            .any(|r| r.partner == "us-dod" && r.reason.contains("reload")),
+        "{down:?}"
+    );
+    std::fs::write(&path, with_peer).unwrap();
+    common::renkei_ok(&mesh.dir, &["reload", "--config", "jp-mod.toml"]);
+    eventually("jp-mod linked with us-dod again", async || up(&mesh).await).await;
     mesh.stop_all();
 }

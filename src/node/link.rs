@@ -68,6 +68,8 @@ struct Link {
     current: Option<Current>,
     /// Bumped whenever the link goes down, so its dialler wakes.
     down: watch::Sender<u64>,
+    /// The rules in force name the peer; when not, its entry goes with its link.
+    configured: bool,
 }
 
 /// A running node's federation, as `renkei status` shows it.
@@ -154,13 +156,18 @@ impl LinkBook {
             },
             current: None,
             down: watch::channel(0).0,
+            configured: true,
         })
     }
 
     /// Starts watching `peer` at `address` (a reload may change the address).
     pub(crate) fn watch(&self, peer: &PartnerId, address: &PeerAddress, now: Timestamp) {
         let address = address.to_string();
-        self.with(|links| Self::entry(links, peer, &address, now).status.address = address.clone());
+        self.with(|links| {
+            let link = Self::entry(links, peer, &address, now);
+            link.status.address = address.clone();
+            link.configured = true;
+        });
     }
 
     /// Offers `conn`, opened by `dialler`, as `peer`'s link; `force` replaces a current
@@ -219,6 +226,11 @@ impl LinkBook {
                 return false;
             }
             link.current = None;
+            if !link.configured {
+                link.down.send_modify(|n| *n += 1);
+                links.remove(peer);
+                return true;
+            }
             let s = &mut link.status;
             s.up = false;
             s.since = now;
@@ -280,10 +292,15 @@ impl LinkBook {
         })
     }
 
-    /// Stops watching the peers not in `keep`; their connections are closed by the
-    /// reload that removed them.
+    /// Stops watching the peers not in `keep` whose link is down (a link still up is
+    /// closed by the reload that removed its peer, and recorded as it goes down).
     pub(crate) fn retain(&self, keep: &[PartnerId]) {
-        self.with(|links| links.retain(|p, _| keep.contains(p)));
+        self.with(|links| {
+            for (p, l) in links.iter_mut() {
+                l.configured = keep.contains(p);
+            }
+            links.retain(|_, l| l.configured || l.current.is_some())
+        });
     }
 
     /// Every peer link's status, by peer id.
@@ -361,13 +378,9 @@ pub(crate) async fn supervise(
             .map(|(p, a)| (p.clone(), a.clone()))
             .collect();
         let now = Timestamp::now();
-        dialling.retain(|p, task| {
-            let keep = peers.iter().any(|(q, _)| q == p) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
+        // A dialer whose peer a reload removed ends by itself, once its link (which
+        // the reload closes) is down.
+        dialling.retain(|_, task| !task.is_finished());
         let ids: Vec<PartnerId> = peers.iter().map(|(p, _)| p.clone()).collect();
         shared.links.retain(&ids);
         for (peer, address) in peers {
@@ -407,7 +420,13 @@ impl Dialer {
     async fn run(self) {
         let mut stop = self.shared.shutdown.clone();
         loop {
-            if *stop.borrow() {
+            let still_a_peer = self
+                .shared
+                .rules_in_force()
+                .config
+                .partner(&self.peer)
+                .is_some_and(|p| p.peer_address().is_some());
+            if *stop.borrow() || !still_a_peer {
                 return;
             }
             let (up, down) = self.shared.links.state(&self.peer);
