@@ -445,10 +445,13 @@ impl Policy {
         let relay = p.role == Role::Relay;
         match b.tlp {
             Tlp::Red | Tlp::AmberStrict if route.relayed(b) => {
-                if relay && self.towards(b, p) {
+                if route.path.len() > 1 {
+                    // Beyond its first relay already: it should not have come this far.
+                    withhold(Withhold::NoOnwardRelay(b.tlp))
+                } else if relay && self.towards(b, p) {
                     withhold(Withhold::AudienceBeyondRelay(b.tlp))
-                } else if relay || route.path.len() > 1 {
-                    // Only a first relay passes it on, and only to its own desks.
+                } else if relay {
+                    // A first relay passes it on only to its own desks.
                     withhold(Withhold::NoOnwardRelay(b.tlp))
                 } else if in_audience(b, p) {
                     Decision::Share

@@ -129,6 +129,11 @@ fn crossed(
     sent: Vec<String>,
 ) -> Result<Vec<PartnerId>, String> {
     let me = &sharing.config.node.id;
+    if role != Role::Relay && !sent.is_empty() {
+        return Err(format!(
+            "{from} is a {role}: only a relay (a peer node) hands over a bulletin with a path"
+        ));
+    }
     let mut path = Vec::with_capacity(sent.len() + 1);
     for (i, node) in sent.into_iter().enumerate() {
         let node: PartnerId = node

@@ -120,12 +120,17 @@ fn red_at_its_first_relay_goes_to_the_audience_desks_and_no_further() {
 
 #[test]
 fn red_that_crossed_two_relays_reaches_nobody() {
-    let b = header(Tlp::Red, &["ee-mod"]);
+    let b = header(Tlp::Red, &["ee-mod", "ee-cert"]);
     let all = decisions(&first_relay(), &b, "jp-mod", &["us-dod", "jp-mod"]);
-    assert_eq!(
-        *decision(&all, "ee-mod"),
-        Decision::Withhold(Withhold::NoOnwardRelay(Tlp::Red))
-    );
+    // Not its desks, and not the peer towards the audience either (no "further
+    // away": it is already beyond where it may go).
+    for p in ["ee-mod", "ee-mod-node"] {
+        assert_eq!(
+            *decision(&all, p),
+            Decision::Withhold(Withhold::NoOnwardRelay(Tlp::Red)),
+            "{p}"
+        );
+    }
 }
 
 #[test]

@@ -360,6 +360,19 @@ fn a_path_is_refused_when_it_loops_is_malformed_or_is_too_long() {
             result.message
         );
     }
+    // Only a relay hands a path over.
+    let (result, _) = refusal(decide_one(
+        &hub,
+        "us-dod",
+        Role::Liaison,
+        with_path(publish(2, &us, "us-dod"), &["us-node"]),
+    ));
+    assert_eq!(result.error, ErrorCode::BadPath as i32);
+    assert!(
+        result.message.contains("only a relay"),
+        "{}",
+        result.message
+    );
     let (stored, _) = forwarded(&["a-node", "b-node", "us-node"]).unwrap();
     assert_eq!(stored.path, [pid("a-node"), pid("b-node"), pid("us-node")]);
     assert!(
