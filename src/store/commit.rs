@@ -23,8 +23,9 @@ struct Plan {
     head: u64,
     outcomes: Vec<Option<Outcome>>,
     events: Vec<Event>,
-    /// Dedupe keys of the bulletins planned so far, with their seq and digest.
-    in_batch: HashMap<Vec<u8>, (u64, Digest)>,
+    /// Dedupe keys of the bulletins planned so far, with their seq, digest and the
+    /// audit seq of their first acceptance.
+    in_batch: HashMap<Vec<u8>, (u64, Digest, u64)>,
     bulletins: Vec<(proto::StoredBulletin, proto::SignedBulletin)>,
     writes: sled::Batch,
     /// Whether a cursor moves (a commit with no record may still have to be written).
@@ -140,13 +141,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = dedupe_key(&b.origin, &b.id);
         let earlier = match plan.in_batch.get(&key) {
-            Some(hit) => Some(*hit),
+            Some(&(seq, digest, _)) => Some((seq, digest)),
             None => self.lookup_key(&key)?,
         };
         if let Some((seq, existing)) = earlier {
-            let from_batch = plan.in_batch.contains_key(&key);
-            if existing == b.digest && !from_batch {
-                if let Some((relay, extra)) = self.origin_adds(&b, seq)? {
+            if existing == b.digest {
+                if let Some((relay, extra)) = self.origin_adds(plan, &b, seq) {
                     let event = b.audit.clone().into_reshared(seq, &relay, &extra);
                     let b = NewBulletin {
                         shared_with: extra,
@@ -176,19 +176,32 @@ impl Store {
     /// `seq`), the relay and the partners the origin's route adds: the copy was decided
     /// as relayed (RED and AMBER+STRICT stop at a first relay), the origin's publish is
     /// not. Those already queued, on the copy's path or its sender have it.
+    ///
+    /// The stored copy is in this commit or read from the store; one that cannot be
+    /// read leaves the publish an ordinary duplicate rather than fail the commit.
     fn origin_adds(
         &self,
+        plan: &Plan,
         b: &NewBulletin,
         seq: u64,
-    ) -> Result<Option<(String, Vec<PartnerId>)>, StoreError> {
+    ) -> Option<(String, Vec<PartnerId>)> {
         if b.relayed || b.received_from != b.origin {
-            return Ok(None);
+            return None;
         }
-        let Some(stored) = self.get(seq)? else {
-            return Ok(None);
+        let planned = plan.bulletins.iter().map(|(s, _)| s).find(|s| s.seq == seq);
+        let stored = match planned {
+            Some(s) => s.clone(),
+            None => match self.get(seq) {
+                Ok(Some(s)) => s,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "cannot read a stored bulletin: its origin's publish is taken as a duplicate");
+                    return None;
+                }
+            },
         };
         if stored.received_from == b.origin.as_str() {
-            return Ok(None);
+            return None;
         }
         let has = |p: &PartnerId| {
             let p = p.as_str();
@@ -197,7 +210,7 @@ impl Store {
                 || stored.received_from == p
         };
         let extra: Vec<PartnerId> = b.shared_with.iter().filter(|p| !has(p)).cloned().collect();
-        Ok((!extra.is_empty()).then_some((stored.received_from, extra)))
+        (!extra.is_empty()).then_some((stored.received_from, extra))
     }
 
     /// Stores `b` under the next seq with its dedupe entry and its record (which follows
@@ -214,16 +227,18 @@ impl Store {
         plan.head += 1;
         let head = plan.head;
         // Its accepted record is the next one sealed: the events planned so far come first.
-        let audit_seq = match self.accepted_record(key)? {
-            Some(first) => first,
-            None => log_size + plan.events.len() as u64,
+        let first = match plan.in_batch.get(key) {
+            Some(&(_, _, first)) => Some(first),
+            None => self.accepted_record(key)?,
         };
+        let audit_seq = first.unwrap_or(log_size + plan.events.len() as u64);
         let mut value = Vec::with_capacity(DEDUPE_VALUE);
         value.extend_from_slice(&head.to_be_bytes());
         value.extend_from_slice(&b.digest.0);
         value.extend_from_slice(&audit_seq.to_be_bytes());
         plan.writes.insert(key, value);
-        plan.in_batch.insert(key.to_vec(), (head, b.digest));
+        plan.in_batch
+            .insert(key.to_vec(), (head, b.digest, audit_seq));
         let stored = proto::StoredBulletin {
             seq: head,
             signed: Bytes::new(),

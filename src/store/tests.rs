@@ -297,3 +297,38 @@ fn its_origin_publishing_after_a_relays_copy_shares_it_with_whom_the_copy_could_
     );
     assert_eq!(store.head().unwrap(), 2);
 }
+
+#[test]
+fn a_relays_copy_and_its_origins_publish_in_one_commit_still_share_what_the_origin_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    let mut copy = new(1, "a", &["b"]);
+    copy.received_from = pid("relay");
+    copy.path = vec![pid("relay")];
+    copy.relayed = true;
+    let origin = new(1, "a", &["b", "c"]);
+    assert_eq!(
+        commit(&store, vec![copy, origin]),
+        [Outcome::Accepted(1), Outcome::Accepted(2)]
+    );
+    assert_eq!(store.get(2).unwrap().unwrap().shared_with, ["c"]);
+    // A query by bulletin finds both records: the acceptance and the reshare.
+    let q = crate::audit::Query {
+        bulletin: Some(new(1, "a", &[]).id),
+        limit: 10,
+        ..Default::default()
+    };
+    let page = store.audit().query(&q).unwrap();
+    let events: Vec<i32> = page
+        .records
+        .into_iter()
+        .map(|r| proto::AuditRecord::decode(r).unwrap().event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            proto::AuditEvent::BulletinAccepted as i32,
+            proto::AuditEvent::BulletinReshared as i32
+        ]
+    );
+}
