@@ -313,7 +313,7 @@ const LINK_ROWS: [LinkRow; 6] = [
     ),
     (
         "renkei_peer_link_dial_failures",
-        "Dials of a peer node that failed since its link was last up.",
+        "Failed dials of a peer node, and links with it that ended within a minute, since its link last stayed up.",
         |l| Some(l.dial_failures.to_string()),
     ),
     (

@@ -279,12 +279,12 @@ async fn start_link(
     peer: &PartnerId,
     dialler: Dialler,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let mut force = false;
+    let mut replacing = None;
     loop {
         let now = crate::timestamp::Timestamp::now();
         match shared
             .links
-            .adopt(&shared.node_id, peer, (conn, dialler), force, now)
+            .adopt(&shared.node_id, peer, (conn, dialler), replacing, now)
         {
             Adoption::Contested(current) => {
                 if link::answers(&current, shared).await {
@@ -299,7 +299,7 @@ async fn start_link(
                 if shared.links.ended(peer, &current, why, now) {
                     shared.record(Event::link_down(peer, why)).await;
                 }
-                force = true;
+                replacing = Some(current.stable_id());
             }
             Adoption::Adopted(how) => {
                 tracing::info!(%peer, %how, "peer link up");
@@ -391,7 +391,14 @@ async fn stream_task(
     };
     match frames::opening(first.frame, role, &partner) {
         Opening::Hello => {
-            let queued = super::admin::queue_of(&shared, &partner).await;
+            // A Hello also tells a peer that this end of a link is alive: it must not
+            // wait behind a long group commit.
+            let queued = tokio::time::timeout(
+                std::time::Duration::from_millis(250),
+                super::admin::queue_of(&shared, &partner),
+            )
+            .await
+            .ok();
             let welcome = proto::ServerFrame {
                 frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
                     protocol_version: 1,
@@ -403,8 +410,8 @@ async fn stream_task(
                     max_body_bytes: shared.limits.bulletin.max_body_bytes as u64,
                     server_time_unix_ms: crate::timestamp::Timestamp::now().unix_ms(),
                     software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
-                    queued_for_you: queued.depth,
-                    oldest_queued_ms: queued.oldest_age_ms,
+                    queued_for_you: queued.as_ref().map(|q| q.depth),
+                    oldest_queued_ms: queued.as_ref().map(|q| q.oldest_age_ms),
                 })),
             };
             let _ = transport::write_frame(&mut send, &welcome, &shared.book.frames).await;

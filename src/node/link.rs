@@ -46,7 +46,8 @@ pub struct LinkStatus {
     pub dialled_by: Option<String>,
     /// Why the last dial or connection failed, if one did.
     pub last_error: Option<String>,
-    /// Dials that failed since the link was last up.
+    /// Dials that failed, or links that ended within a minute of coming up, since the
+    /// link last stayed up.
     pub failures: u32,
     /// Bulletins the peer forwarded that this node had stored already (acknowledged,
     /// not recorded: in a mesh most bulletins arrive more than once).
@@ -70,6 +71,8 @@ struct Link {
     down: watch::Sender<u64>,
     /// The rules in force name the peer; when not, its entry goes with its link.
     configured: bool,
+    /// Deliveries taken in from the peer and acknowledged, in all.
+    acked: u64,
 }
 
 /// A running node's federation, as `renkei status` shows it.
@@ -127,7 +130,7 @@ pub(crate) enum Adoption {
     Adopted(String),
     /// The rule keeps the current connection, this one: if it still answers
     /// ([`answers`]), close the new one; if not, the peer lost it (it restarted, or
-    /// the path broke): offer the new one again with `force`.
+    /// the path broke): offer the new one again, replacing that one (`replacing`).
     Contested(quinn::Connection),
 }
 
@@ -157,6 +160,7 @@ impl LinkBook {
             current: None,
             down: watch::channel(0).0,
             configured: true,
+            acked: 0,
         })
     }
 
@@ -170,21 +174,23 @@ impl LinkBook {
         });
     }
 
-    /// Offers `conn`, opened by `dialler`, as `peer`'s link; `force` replaces a current
-    /// connection the rule would keep.
+    /// Offers `conn`, opened by `dialler`, as `peer`'s link; `replacing` (a connection's
+    /// stable id) replaces that connection even if the rule would keep it, but not
+    /// another that became current meanwhile.
     pub(crate) fn adopt(
         &self,
         us: &PartnerId,
         peer: &PartnerId,
         (conn, dialler): (&quinn::Connection, Dialler),
-        force: bool,
+        replacing: Option<usize>,
         now: Timestamp,
     ) -> Adoption {
         self.with(|links| {
             let link = Self::entry(links, peer, "", now);
             let mut how = dialler.describe(us, peer);
             if let Some(cur) = &link.current {
-                if !force && !rules::keeps_new(us, peer, cur.dialler, dialler) {
+                let replace = replacing == Some(cur.id);
+                if !replace && !rules::keeps_new(us, peer, cur.dialler, dialler) {
                     return Adoption::Contested(cur.conn.clone());
                 }
                 let code = quinn::VarInt::from_u32(proto::CloseCode::DuplicateLink as u32);
@@ -205,7 +211,6 @@ impl LinkBook {
             }
             s.up = true;
             s.dialled_by = Some(dialler.describe(us, peer));
-            s.failures = 0;
             Adoption::Adopted(how)
         })
     }
@@ -242,11 +247,14 @@ impl LinkBook {
         })
     }
 
-    /// A dial of `peer` failed for the reason `why`; returns the failures in a row.
-    pub(crate) fn failed(&self, peer: &PartnerId, why: &str) -> u32 {
+    /// A dial of `peer` failed for the reason `why` (or, with none, a link ended soon
+    /// after it came up); returns the failures in a row.
+    pub(crate) fn failed(&self, peer: &PartnerId, why: Option<&str>) -> u32 {
         self.with(|links| match links.get_mut(peer) {
             Some(link) => {
-                link.status.last_error = Some(why.to_owned());
+                if let Some(why) = why {
+                    link.status.last_error = Some(why.to_owned());
+                }
                 link.status.failures += 1;
                 link.status.failures
             }
@@ -254,12 +262,24 @@ impl LinkBook {
         })
     }
 
+    /// `peer`'s link stayed up long enough to count as working: no failures in a row.
+    pub(crate) fn stable(&self, peer: &PartnerId) {
+        self.with(|links| {
+            if let Some(link) = links.get_mut(peer) {
+                link.status.failures = 0;
+            }
+        })
+    }
+
     /// What the peer said of its queue towards this node over `conn`, if that is the link.
     pub(crate) fn heard(&self, peer: &PartnerId, conn: &quinn::Connection, w: &proto::Welcome) {
         self.with(|links| {
             if let Some(link) = links.get_mut(peer) {
-                if link.current.as_ref().map(|c| c.id) == Some(conn.stable_id()) {
-                    link.status.from_peer = Some((w.queued_for_you, w.oldest_queued_ms));
+                let current = link.current.as_ref().map(|c| c.id) == Some(conn.stable_id());
+                if let (true, Some(depth), Some(oldest)) =
+                    (current, w.queued_for_you, w.oldest_queued_ms)
+                {
+                    link.status.from_peer = Some((depth, oldest));
                 }
             }
         })
@@ -273,6 +293,20 @@ impl LinkBook {
                 .filter_map(|(p, l)| l.current.as_ref().map(|c| (p.clone(), c.conn.clone())))
                 .collect()
         })
+    }
+
+    /// `n` deliveries from `peer` were taken in and acknowledged.
+    pub(crate) fn count_acked(&self, peer: &PartnerId, n: u64) {
+        self.with(|links| {
+            if let Some(link) = links.get_mut(peer) {
+                link.acked += n;
+            }
+        })
+    }
+
+    /// Deliveries taken in from `peer` so far.
+    pub(crate) fn acked(&self, peer: &PartnerId) -> u64 {
+        self.with(|links| links.get(peer).map_or(0, |l| l.acked))
     }
 
     /// The peer forwarded `n` bulletins this node had stored already.
@@ -407,6 +441,9 @@ pub(crate) async fn supervise(
     }
 }
 
+/// How long a link must stay up before its dial counts as a success.
+const STABLE: Duration = Duration::from_secs(60);
+
 /// Dials one peer whenever its link is down, and serves the link it makes.
 struct Dialer {
     endpoint: quinn::Endpoint,
@@ -444,12 +481,20 @@ impl Dialer {
             };
             let pause = match dialled {
                 Ok(admitted) => {
+                    let up = tokio::time::Instant::now();
                     connection::serve_partner(admitted.0, self.shared.clone(), admitted.1).await;
-                    self.pause(0)
+                    // A peer that closes the link as soon as it is up (it does not list
+                    // this node, a pin differs) is dialled ever more slowly too.
+                    if up.elapsed() < STABLE {
+                        self.pause(self.shared.links.failed(&self.peer, None))
+                    } else {
+                        self.shared.links.stable(&self.peer);
+                        self.pause(0)
+                    }
                 }
                 Err(why) => {
                     tracing::info!(peer = %self.peer, %why, "dialling the peer failed");
-                    let failures = self.shared.links.failed(&self.peer, &why);
+                    let failures = self.shared.links.failed(&self.peer, Some(&why));
                     self.pause(failures)
                 }
             };

@@ -21,8 +21,10 @@ use super::rules;
 /// Deliveries taken in as one batch at most (their signatures checked together).
 const BATCH: usize = 64;
 
-/// How long to wait before subscribing again after a subscription ended early.
+/// How long to wait before subscribing again after a subscription ended early; it
+/// doubles, up to [`RESUBSCRIBE_AT_MOST`], while subscriptions take nothing in.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
+const RESUBSCRIBE_AT_MOST: Duration = Duration::from_secs(60);
 
 /// Why one subscription ended.
 enum Ended {
@@ -38,15 +40,24 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
     let mut stop = shared.shutdown.clone();
     let asking = tokio::spawn(ask_queue(conn.clone(), shared.clone(), peer.clone()));
     let _asking = AbortOnDrop(asking);
+    let mut pause = RESUBSCRIBE;
     loop {
+        let acked_before = shared.links.acked(&peer);
         match subscribe_once(&conn, &shared, &peer).await {
             Ended::Over => return,
             Ended::Again(why) => {
-                tracing::info!(%peer, %why, "subscribing to the peer again");
+                tracing::info!(%peer, %why, ?pause, "subscribing to the peer again");
             }
         }
+        // A subscription that took nothing in (one delivery the peer keeps sending
+        // first and this node cannot take) is tried ever more slowly.
+        pause = if shared.links.acked(&peer) > acked_before {
+            RESUBSCRIBE
+        } else {
+            (pause * 2).min(RESUBSCRIBE_AT_MOST)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(RESUBSCRIBE) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
             _ = conn.closed() => return,
         }
@@ -184,10 +195,13 @@ async fn acknowledge(
     while let Some(batch) = taken.recv().await {
         let mut acked = Vec::with_capacity(batch.len());
         let mut stopped = None;
-        let mut copies = 0;
+        let (mut copies, mut refused) = (0, false);
         for (seq, answer) in batch {
             let final_ = match answer {
-                Forwarded::Refused(code) => rules::is_final(Some(code)),
+                Forwarded::Refused(code) => {
+                    refused = true;
+                    rules::is_final(Some(code))
+                }
                 Forwarded::Committing(outcome) => match outcome.await {
                     Ok(Ok(Outcome::Duplicate(_))) => {
                         copies += 1;
@@ -204,6 +218,12 @@ async fn acknowledge(
             acked.push(seq);
         }
         shared.links.count_copies(&peer, copies);
+        // A refusal's record is only queued for the storage thread: it must be durable
+        // before the peer, told the delivery was taken, drops it.
+        if refused && shared.commit_event(None, None).await.is_err() {
+            return Some("a refusal could not be recorded".into());
+        }
+        shared.links.count_acked(&peer, acked.len() as u64);
         if !acked.is_empty() {
             let ack = proto::ClientFrame {
                 frame: Some(ClientFrame::Ack(proto::Ack { seq: acked })),
