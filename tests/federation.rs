@@ -683,8 +683,18 @@ async fn a_reload_that_removes_a_peer_ends_its_link_and_one_that_adds_it_back_re
             .any(|r| r.partner == "us-dod" && r.reason.contains("reload")),
         "{down:?}"
     );
-    std::fs::write(&path, with_peer).unwrap();
+    std::fs::write(&path, &with_peer).unwrap();
     common::renkei_ok(&mesh.dir, &["reload", "--config", "jp-mod.toml"]);
     eventually("jp-mod linked with us-dod again", async || up(&mesh).await).await;
+    // Still a relay partner, but no longer a peer node: the link ends too.
+    let address = format!("address = \"{}\"\n", mesh.nodes["us-dod"].addr);
+    std::fs::write(&path, with_peer.replace(&address, "")).unwrap();
+    common::renkei_ok(&mesh.dir, &["reload", "--config", "jp-mod.toml"]);
+    eventually("jp-mod's link ended", async || {
+        let down = records(&mesh, "jp-mod", AuditEvent::LinkDown).await;
+        down.iter()
+            .any(|r| r.reason.contains("no longer a peer node"))
+    })
+    .await;
     mesh.stop_all();
 }

@@ -240,7 +240,11 @@ pub(super) async fn serve_partner(
             },
             _ = stop.changed() => break "this node is stopping".to_string(),
             Ok(()) = sharing.changed() => {
-                let why = reload::disconnect_reason(role, &partner, &cert, &sharing.borrow_and_update().config);
+                let why = {
+                    let config = &sharing.borrow_and_update().config;
+                    reload::disconnect_reason(role, &partner, &cert, config)
+                        .or_else(|| no_longer_a_peer(pulling.is_some(), &partner, config))
+                };
                 if let Some(why) = why {
                     tracing::warn!(%why, "disconnecting the partner after a reload");
                     shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;
@@ -259,6 +263,19 @@ pub(super) async fn serve_partner(
         pulling.abort();
         end_link(&conn, &shared, &partner, &ended).await;
     }
+}
+
+/// Why a peer link must end after a reload that kept its partner: the partner is no
+/// longer a peer node (its address was removed).
+fn no_longer_a_peer(
+    is_link: bool,
+    partner: &PartnerId,
+    config: &crate::config::NodeConfig,
+) -> Option<String> {
+    let still = config
+        .partner(partner)
+        .is_some_and(|p| p.peer_address().is_some());
+    (is_link && !still).then(|| format!("{partner} is no longer a peer node (no address)"))
 }
 
 /// Why a connection ended, in words for the audit log.
