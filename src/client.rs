@@ -129,6 +129,23 @@ impl Client {
         }
     }
 
+    /// Connects as `id`, with its files where `renkei certs init` wrote them under
+    /// `certs` (`ca.crt`, `ID/tls.crt`, `ID/tls.key`), to the node `node` at `addr`.
+    pub async fn connect_from_pki(
+        certs: &std::path::Path,
+        id: &str,
+        addr: SocketAddr,
+        node: &PartnerId,
+        timers: Timers,
+    ) -> Result<Client, ClientError> {
+        let identity = TlsIdentity::load(
+            &certs.join("ca.crt"),
+            &certs.join(id).join("tls.crt"),
+            &certs.join(id).join("tls.key"),
+        )?;
+        Self::connect_with(&identity, timers, addr, node, 2 << 20).await
+    }
+
     /// Connects to `server`, expecting its certificate to name `server_name`.
     pub async fn connect_with(
         identity: &TlsIdentity,

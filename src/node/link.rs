@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::connection::{self, AdmittedAs};
@@ -26,9 +25,12 @@ use crate::timestamp::Timestamp;
 use crate::transport;
 
 mod pull;
+mod report;
 pub(crate) mod rules;
 
 pub(crate) use pull::pull;
+pub(crate) use report::report;
+pub use report::{LinkReport, NodeStatus, QueueReport};
 use rules::Dialler;
 
 /// One peer link as the operator sees it.
@@ -73,49 +75,6 @@ struct Link {
     configured: bool,
     /// Deliveries taken in from the peer and acknowledged, in all.
     acked: u64,
-}
-
-/// A running node's federation, as `renkei status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// The node's id.
-    pub node: String,
-    /// One entry per peer node, by id.
-    pub links: Vec<LinkReport>,
-}
-
-/// One peer link.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkReport {
-    /// The peer node.
-    pub peer: String,
-    /// Where it is dialled.
-    pub address: String,
-    /// Whether a connection is up.
-    pub up: bool,
-    /// When it last came up or went down (RFC 3339, UTC).
-    pub since: String,
-    /// Who dialled the connection that is up.
-    pub dialled_by: Option<String>,
-    /// Why the last dial or connection failed.
-    pub last_error: Option<String>,
-    /// Dials that failed since it was last up.
-    pub dial_failures: u32,
-    /// Bulletins the peer forwarded that were stored already.
-    pub copies_received: u64,
-    /// This node's queue towards the peer.
-    pub to_peer: QueueReport,
-    /// The peer's queue towards this node, as the peer says (while the link is up).
-    pub from_peer: Option<QueueReport>,
-}
-
-/// A queue: bulletins not yet acknowledged, and the age of the oldest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueReport {
-    /// Bulletins waiting.
-    pub depth: u64,
-    /// Age of the oldest, in milliseconds (0 when none).
-    pub oldest_ms: u64,
 }
 
 /// Every peer's link: its status and the connection in use.
@@ -380,20 +339,6 @@ pub(crate) async fn hello(conn: &quinn::Connection, shared: &Shared) -> Option<p
     tokio::time::timeout(patience, hello).await.ok().flatten()
 }
 
-/// Asks every linked peer for its queue towards this node, together.
-pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
-    let mut asking = tokio::task::JoinSet::new();
-    for (peer, conn) in shared.links.connections() {
-        let shared = shared.clone();
-        asking.spawn(async move {
-            if let Some(w) = hello(&conn, &shared).await {
-                shared.links.heard(&peer, &conn, &w);
-            }
-        });
-    }
-    while asking.join_next().await.is_some() {}
-}
-
 /// Keeps a dialler running for every peer the rules in force name, until the node stops.
 pub(crate) async fn supervise(
     endpoint: quinn::Endpoint,
@@ -576,36 +521,5 @@ impl Dialer {
             link: Some(Dialler::Us),
         };
         Ok((conn, admitted))
-    }
-}
-
-/// The status of every peer link, with both queues: this node's towards each peer, and
-/// each linked peer's towards this node, asked now.
-pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
-    refresh_all(shared).await;
-    let mut links = Vec::new();
-    for l in shared.links.statuses() {
-        let to = super::admin::queue_of(shared, &l.peer).await;
-        links.push(LinkReport {
-            peer: l.peer.to_string(),
-            address: l.address,
-            up: l.up,
-            since: l.since.to_string(),
-            dialled_by: l.dialled_by,
-            last_error: l.last_error,
-            dial_failures: l.failures,
-            copies_received: l.copies,
-            to_peer: QueueReport {
-                depth: to.depth,
-                oldest_ms: to.oldest_age_ms,
-            },
-            from_peer: l
-                .from_peer
-                .map(|(depth, oldest_ms)| QueueReport { depth, oldest_ms }),
-        });
-    }
-    NodeStatus {
-        node: shared.node_id.to_string(),
-        links,
     }
 }

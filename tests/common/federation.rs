@@ -15,7 +15,7 @@ use renkei::identity::{self, PartnerId};
 use renkei::node::{self, RunningNode};
 use renkei::proto;
 use renkei::timestamp::Timestamp;
-use renkei::transport::{Timers, TlsIdentity};
+use renkei::transport::Timers;
 
 /// How long any single wait in a test may take before it counts as a failure.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -159,17 +159,11 @@ pub async fn connect_as(
     addr: std::net::SocketAddr,
     hub: &PartnerId,
 ) -> Result<Client, renkei::client::ClientError> {
-    let identity = TlsIdentity::load(
-        &certs.join("ca.crt"),
-        &certs.join(id).join("tls.crt"),
-        &certs.join(id).join("tls.key"),
-    )
-    .unwrap();
     let timers = Timers {
         keep_alive: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(10),
     };
-    Client::connect_with(&identity, timers, addr, hub, 2 << 20).await
+    Client::connect_from_pki(certs, id, addr, hub, timers).await
 }
 
 /// A bulletin claiming `origin`, signed with `key` (which may not be origin's).

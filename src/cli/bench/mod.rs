@@ -27,7 +27,7 @@ use crate::client::Client;
 use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
 use crate::proto;
 use crate::timestamp::Timestamp;
-use crate::transport::{Timers, TlsIdentity};
+use crate::transport::Timers;
 
 const HUB: &str = "bench-hub";
 /// How long any wait may take before the benchmark gives up.
@@ -145,17 +145,11 @@ pub(super) async fn connect_to(
     addr: std::net::SocketAddr,
     node: &str,
 ) -> anyhow::Result<Client> {
-    let certs = dir.join("certs");
-    let identity = TlsIdentity::load(
-        &certs.join("ca.crt"),
-        &certs.join(id).join("tls.crt"),
-        &certs.join(id).join("tls.key"),
-    )?;
     let timers = Timers {
         keep_alive: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(30),
     };
-    Ok(Client::connect_with(&identity, timers, addr, &pid(node)?, 2 << 20).await?)
+    Ok(Client::connect_from_pki(&dir.join("certs"), id, addr, &pid(node)?, timers).await?)
 }
 
 /// Windows measured for each verification figure; the best counts.

@@ -17,7 +17,7 @@ use crate::client::Client;
 use crate::identity::{Keyring, PartnerId, PublicKey};
 use crate::proto::{self, PublishStatus};
 use crate::timestamp::Timestamp;
-use crate::transport::{Timers, TlsIdentity};
+use crate::transport::Timers;
 
 /// How long any one step may take before the demo gives up.
 pub(super) const PATIENCE: Duration = Duration::from_secs(30);
@@ -123,18 +123,13 @@ pub(super) async fn connect(
     node: &str,
     fed: &Federation,
 ) -> anyhow::Result<Client> {
-    let certs = dir.join("certs");
-    let identity = TlsIdentity::load(
-        &certs.join("ca.crt"),
-        &certs.join(id).join("tls.crt"),
-        &certs.join(id).join("tls.key"),
-    )?;
     let timers = Timers {
         keep_alive: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(15),
     };
     let node_id: PartnerId = node.parse()?;
-    Ok(Client::connect_with(&identity, timers, fed.addrs[node], &node_id, 2 << 20).await?)
+    let addr = fed.addrs[node];
+    Ok(Client::connect_from_pki(&dir.join("certs"), id, addr, &node_id, timers).await?)
 }
 
 /// Publishes `step` from its desk at its node; prints who the node shares it with and

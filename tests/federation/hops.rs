@@ -1,0 +1,312 @@
+//! Bulletins across hops: a line, a triangle and a ring of nodes, origins beyond a
+//! peer, and an origin publishing after a relay's copy.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_of_three_nodes_carries_each_bulletin_as_far_as_its_tlp_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "nato-ccdcoe", "ee-mod"],
+        &[
+            ("jp-cdc", "jp-mod"),
+            ("jp-nisc", "jp-mod"),
+            ("nato-desk", "nato-ccdcoe"),
+            ("ee-cert", "ee-mod"),
+        ],
+        &[("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")],
+        "",
+    );
+    // The NATO node was never told about Japan's NISC: it cannot verify its bulletins.
+    mesh.forget("nato-ccdcoe", "jp-nisc");
+    mesh.start_all();
+    let jp = mesh.client("jp-cdc").await;
+
+    // Tokyo's GREEN advisory reaches Tallinn's desk through the NATO node.
+    let shared = publish(&jp, green(&mesh, "jp-cdc", "green advisory")).await;
+    assert_eq!(shared, ["jp-nisc", "nato-ccdcoe"], "its desks and its peer");
+    let ee = mesh.client("ee-cert").await;
+    let got = take(&ee, 1).await;
+    assert_eq!(title(&got[0]), "green advisory");
+    assert_eq!(got[0].path, ["jp-mod", "nato-ccdcoe", "ee-mod"]);
+    verify(&mesh, &got[0], "jp-cdc");
+
+    // AMBER+STRICT for the NATO desk reaches it and goes no further.
+    let strict = sign_as(
+        mesh.key("jp-cdc"),
+        "jp-cdc",
+        Tlp::AmberStrict,
+        Kind::Incident,
+        "strict for nato",
+        &["nato-desk"],
+        &[],
+    );
+    assert_eq!(publish(&jp, strict).await, ["nato-ccdcoe"]);
+    // A bulletin the NATO node cannot verify is refused there and not forwarded.
+    let nisc = mesh.client("jp-nisc").await;
+    publish(&nisc, green(&mesh, "jp-nisc", "unverifiable at nato")).await;
+    // A fence: deliveries keep their order, so once it arrives everything before it has.
+    publish(&jp, green(&mesh, "jp-cdc", "fence")).await;
+    let nato = mesh.client("nato-desk").await;
+    let titles: Vec<String> = take(&nato, 3).await.iter().map(title).collect();
+    assert_eq!(titles, ["green advisory", "strict for nato", "fence"]);
+    let titles: Vec<String> = take(&ee, 1).await.iter().map(title).collect();
+    assert_eq!(titles, ["fence"], "nothing else reached Tallinn");
+
+    // The NATO node verified Tokyo's signature itself and recorded the refusal.
+    let accepted = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinAccepted).await;
+    assert_eq!(
+        accepted.len(),
+        3,
+        "green, strict and fence were stored once each"
+    );
+    assert!(accepted
+        .iter()
+        .all(|r| r.origin == "jp-cdc" && r.partner == "jp-mod"));
+    let rejected = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinRejected).await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].error, ErrorCode::UnknownOrigin as i32);
+    assert_eq!(rejected[0].origin, "jp-nisc");
+    let ee_accepted = records(&mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
+    assert_eq!(ee_accepted.len(), 2, "green and fence only");
+    let up = records(&mesh, "ee-mod", AuditEvent::LinkUp).await;
+    assert!(!up.is_empty() && up.iter().all(|r| r.partner == "nato-ccdcoe"));
+
+    for c in [jp, nisc, nato, ee] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}
+
+/// Checks that every node of `mesh` stored each of `titles` (made by [`flood`]) once
+/// and delivered each to its desk once, but a desk's own, and that no audit log shows
+/// any of them twice (a copy a peer forwards again is acknowledged, not recorded).
+async fn stored_and_delivered_once(mesh: &Mesh, titles: &[String]) {
+    for (desk, node) in &mesh.desks {
+        let mut want: Vec<String> = titles
+            .iter()
+            .filter(|t| !t.starts_with(&format!("{desk} ")))
+            .cloned()
+            .collect();
+        want.sort();
+        let desk_client = mesh.client(desk).await;
+        let got = take(&desk_client, want.len()).await;
+        desk_client.close().await;
+        let mut seen: Vec<String> = got.iter().map(title).collect();
+        seen.sort();
+        assert_eq!(seen, want, "{desk} at {node}");
+        let accepted = records(mesh, node, AuditEvent::BulletinAccepted).await;
+        assert_eq!(accepted.len(), titles.len(), "{node} stored each once");
+        let mut ids: Vec<&str> = accepted.iter().map(|r| r.bulletin_id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), titles.len(), "{node}: one record per bulletin");
+        let delivered: usize = records(mesh, node, AuditEvent::Delivered)
+            .await
+            .iter()
+            .filter(|r| r.partner == *desk)
+            .map(|r| r.bulletin_seqs.len())
+            .sum();
+        assert_eq!(
+            delivered,
+            want.len(),
+            "{node} delivered each to {desk} once"
+        );
+        let again = records(mesh, node, AuditEvent::BulletinDuplicate).await;
+        assert!(again.is_empty(), "{node} shows a bulletin twice: {again:?}");
+    }
+}
+
+/// Publishes `n` GREEN bulletins from `desk` and then its fence, and returns their
+/// titles.
+async fn flood(mesh: &Mesh, desk: &str, n: usize) -> Vec<String> {
+    let client = mesh.client(desk).await;
+    let mut titles = Vec::new();
+    for i in 0..=n {
+        let t = if i == n {
+            format!("{desk} fence")
+        } else {
+            format!("{desk} {i}")
+        };
+        publish(&client, green(mesh, desk, &t)).await;
+        titles.push(t);
+    }
+    client.close().await;
+    titles
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_triangle_each_node_stores_and_delivers_each_bulletin_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "us-dod", "au-dod"],
+        &[
+            ("jp-cdc", "jp-mod"),
+            ("us-cybercom", "us-dod"),
+            ("au-asd", "au-dod"),
+        ],
+        &[
+            ("jp-mod", "us-dod"),
+            ("us-dod", "au-dod"),
+            ("au-dod", "jp-mod"),
+        ],
+        "",
+    );
+    mesh.start_all();
+    let mut titles = flood(&mesh, "jp-cdc", 5).await;
+    titles.extend(flood(&mesh, "au-asd", 2).await);
+    // A bulletin may reach each node but its home twice (directly and round the
+    // triangle): the second copy is acknowledged, never stored, delivered or recorded.
+    stored_and_delivered_once(&mesh, &titles).await;
+    mesh.stop_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_ring_of_five_each_node_stores_and_delivers_each_bulletin_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = ["jp-mod", "us-dod", "au-dod", "uk-mod", "ee-mod"];
+    let desks: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (format!("{n}-desk"), n.to_string()))
+        .collect();
+    let desk_refs: Vec<(&str, &str)> = desks
+        .iter()
+        .map(|(d, n)| (d.as_str(), n.as_str()))
+        .collect();
+    let links: Vec<(&str, &str)> = (0..5).map(|i| (nodes[i], nodes[(i + 1) % 5])).collect();
+    let mut mesh = Mesh::new(tmp.path(), &nodes, &desk_refs, &links, "");
+    mesh.start_all();
+    let mut titles = flood(&mesh, "jp-mod-desk", 4).await;
+    titles.extend(flood(&mesh, "uk-mod-desk", 2).await);
+    stored_and_delivered_once(&mesh, &titles).await;
+    mesh.stop_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_origin_publishing_after_a_relays_copy_still_shares_it_as_the_policy_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut mesh = Mesh::new(
+        dir,
+        &["jp-mod", "nato-ccdcoe", "ee-mod"],
+        &[("jp-cdc", "jp-mod"), ("ee-cert", "ee-mod")],
+        &[("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")],
+        "",
+    );
+    // Tokyo's desk is also a partner of the NATO node, and publishes there too.
+    mesh.forget("nato-ccdcoe", "jp-cdc");
+    let path = dir.join("nato-ccdcoe.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text += &format!(
+        "\n[[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
+        mesh.public("jp-cdc")
+    );
+    std::fs::write(&path, text).unwrap();
+    mesh.start_all();
+
+    // A RED note for Tallinn's CERT, published at home: it goes towards its audience.
+    let red = sign_as(
+        mesh.key("jp-cdc"),
+        "jp-cdc",
+        Tlp::Red,
+        Kind::Incident,
+        "red for tallinn",
+        &["ee-cert"],
+        &[],
+    );
+    let jp = mesh.client("jp-cdc").await;
+    assert_eq!(publish(&jp, red.clone()).await, ["nato-ccdcoe"]);
+    // The NATO node stores jp-mod's copy first; as a first relay it may not pass it on.
+    let mut first = Vec::new();
+    eventually("the relay's copy at the NATO node", async || {
+        first = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinAccepted).await;
+        !first.is_empty()
+    })
+    .await;
+    let beyond = first[0]
+        .decisions
+        .iter()
+        .find(|d| d.partner == "ee-mod")
+        .unwrap();
+    assert_eq!(
+        beyond.reason,
+        proto::WithholdReason::AudienceBeyondRelay as i32
+    );
+
+    // Then its origin publishes it at the NATO node itself: now it goes towards Tallinn.
+    let nato = mesh.nodes["nato-ccdcoe"].addr;
+    let direct =
+        common::federation::connect_as(&dir.join("certs"), "jp-cdc", nato, &pid("nato-ccdcoe"))
+            .await
+            .unwrap();
+    let r = direct.publish(red).await.unwrap();
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{r:?}");
+    assert_eq!(r.shared_with, ["ee-mod"], "the answer says who it reaches");
+    let ee = mesh.client("ee-cert").await;
+    let got = take(&ee, 1).await;
+    assert_eq!(title(&got[0]), "red for tallinn");
+    assert_eq!(got[0].path, ["nato-ccdcoe", "ee-mod"]);
+    verify(&mesh, &got[0], "jp-cdc");
+    let reshared = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinReshared).await;
+    assert_eq!(reshared.len(), 1);
+    assert!(
+        reshared[0].reason.contains("after jp-mod's copy"),
+        "{}",
+        reshared[0].reason
+    );
+    for c in [jp, direct, ee] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "us-dod", "au-dod"],
+        &[("jp-cdc", "jp-mod"), ("us-cybercom", "us-dod")],
+        &[
+            ("jp-mod", "us-dod"),
+            ("us-dod", "au-dod"),
+            ("au-dod", "jp-mod"),
+        ],
+        "",
+    );
+    // us-dod takes Tokyo's bulletins from jp-mod only, not round the triangle.
+    mesh.only_via("us-dod", "jp-cdc", "jp-mod");
+    mesh.start_all();
+    let jp = mesh.client("jp-cdc").await;
+    publish(&jp, green(&mesh, "jp-cdc", "for everyone")).await;
+    let us = mesh.client("us-cybercom").await;
+    assert_eq!(
+        take(&us, 1).await.iter().map(title).collect::<Vec<_>>(),
+        ["for everyone"]
+    );
+    // au-dod forwards its copy to us-dod too: refused there, and on us-dod's record.
+    let mut refused = Vec::new();
+    eventually("us-dod refuses au-dod's copy", async || {
+        refused = records(&mesh, "us-dod", AuditEvent::BulletinRejected).await;
+        !refused.is_empty()
+    })
+    .await;
+    assert_eq!(refused[0].error, ErrorCode::NotViaPeer as i32);
+    assert_eq!(refused[0].partner, "au-dod");
+    assert!(
+        refused[0]
+            .reason
+            .contains("through jp-mod, not through au-dod"),
+        "{}",
+        refused[0].reason
+    );
+    let stored = records(&mesh, "us-dod", AuditEvent::BulletinAccepted).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].partner, "jp-mod");
+    for c in [jp, us] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}
