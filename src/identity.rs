@@ -459,9 +459,17 @@ pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
     SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::PrivateKeyPem(e.to_string()))
 }
 
-/// Encodes an Ed25519 private key as PKCS#8 PEM text.
+/// Encodes an Ed25519 private key as PKCS#8 PEM text in the form of RFC 8410 §7: a
+/// version 1 `PrivateKeyInfo` holding the seed, without the optional public key. That
+/// is what OpenSSL writes and what OpenSSL 3, Python's `cryptography` and Go read; the
+/// version 2 form with the public key attached (what `SigningKey::to_pkcs8_pem`
+/// writes) is refused by the first two. Both forms are read.
 pub fn signing_key_to_pem(key: &SigningKey) -> Result<String, IdentityError> {
-    key.to_pkcs8_pem(LineEnding::LF)
+    let seed = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    seed.to_pkcs8_pem(LineEnding::LF)
         .map(|pem| pem.to_string())
         .map_err(|e| IdentityError::PrivateKeyPem(e.to_string()))
 }

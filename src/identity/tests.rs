@@ -149,6 +149,32 @@ fn pem_round_trip() {
 }
 
 #[test]
+fn keys_are_written_in_the_rfc_8410_form_and_the_older_form_still_loads() {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    let sk = SigningKey::from_bytes(&[7u8; 32]);
+    let pem = signing_key_to_pem(&sk).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+    let mut want = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    want.extend_from_slice(&[7u8; 32]);
+    assert_eq!(der, want, "version 1, no public key: 48 bytes");
+    // What renkei wrote before (version 2, with the public key) still loads.
+    let older = sk.to_pkcs8_pem(LineEnding::LF).unwrap();
+    assert_ne!(older.as_str(), pem);
+    assert_eq!(
+        signing_key_from_pem(&older).unwrap().to_bytes(),
+        sk.to_bytes()
+    );
+}
+
+#[test]
 fn keyring_lookup_checks_owner_validity_and_revocation() {
     let key = PublicKey::of(&SigningKey::from_bytes(&[1u8; 32]));
     let t = |ms| Timestamp::from_unix_ms(ms);
