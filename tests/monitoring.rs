@@ -195,6 +195,11 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     assert_eq!(get(admin, "/admin/reload").0, 404);
+    assert_eq!(
+        http(admin, "HEAD /healthz HTTP/1.1\r\nHost: renkei\r\n\r\n"),
+        (200, String::new()),
+        "HEAD answers the head only"
+    );
     assert_eq!(http(admin, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
     assert_eq!(http(admin, "\u{1}\u{2} nonsense\r\n\r\n").0, 400);
 

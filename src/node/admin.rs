@@ -1,16 +1,19 @@
-//! The admin listener: plain HTTP on a separate (normally loopback) address for
-//! monitoring. `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (endpoint
-//! bound, database open and its storage thread running, not stopping). Read-only:
-//! nothing here changes the node.
+//! The admin listener: plain HTTP (axum on hyper) on a separate, normally loopback,
+//! address for monitoring. `/metrics` (Prometheus text), `/healthz` (alive) and
+//! `/readyz` (endpoint bound, database open and its storage thread running, not
+//! stopping). Read-only: nothing here changes the node.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
 
 use super::Shared;
 use crate::identity::{PartnerId, Role};
@@ -18,133 +21,79 @@ use crate::metrics::prometheus::{self, FrameTotals, Gauges, LinkGauge, QueueGaug
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
-/// Largest request head accepted.
-const MAX_HEAD: usize = 8 << 10;
-/// How long a client may take to send its request.
-const READ_PATIENCE: Duration = Duration::from_secs(5);
-
 /// Binds the admin listener.
 pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Requests answered at once, at most; more wait in the kernel's backlog.
-const MAX_CONCURRENT: usize = 32;
+/// The routes: anything else is 404, another method than GET (or HEAD) 405.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz or /readyz\n",
+            )
+        })
+        // One request per connection: scrapers and probes connect each time, and a
+        // connection that stays open holds a task for nothing.
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            },
+        ))
+        .with_state(shared)
+}
 
 /// Serves requests until the node stops.
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.shutdown.clone();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
-    loop {
-        // A slot first, so a flood of slow clients holds at most MAX_CONCURRENT tasks.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-            _ = stop.changed() => return,
-        };
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        answer(stream, shared).await;
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    // E.g. out of file descriptors: let the node breathe, do not spin.
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = stop.changed() => return,
+    let stopped = async move {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                return;
+            }
         }
+    };
+    let app = router(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::warn!(error = %e, "the admin listener stopped");
     }
 }
 
-/// Reads one request head; `None` when it is malformed, too big or too slow.
-async fn read_head(stream: &mut TcpStream) -> Option<(String, String)> {
-    let mut buf = Vec::with_capacity(1024);
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(_)) => {
-                    return Some((req.method?.to_owned(), req.path?.to_owned()));
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-                _ => return None,
-            }
-        }
-    };
-    tokio::time::timeout(READ_PATIENCE, read)
-        .await
-        .ok()
-        .flatten()
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if *shared.shutdown.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+    } else if shared.storage.commits.is_closed() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the storage thread has stopped\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
 }
 
-async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
-    let head = read_head(&mut stream).await;
-    let is_head = matches!(&head, Some((m, _)) if m == "HEAD");
-    let (status, content_type, body) = match head {
-        None => (400, "text/plain", "bad request\n".to_owned()),
-        Some((method, _)) if method != "GET" && method != "HEAD" => {
-            (405, "text/plain", "only GET\n".to_owned())
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match scrape(&shared).await {
+        Some(text) => {
+            let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+            ([(header::CONTENT_TYPE, kind)], text).into_response()
         }
-        Some((_, path)) => match path.split('?').next().unwrap_or("") {
-            "/healthz" => (200, "text/plain", "ok\n".to_owned()),
-            "/readyz" if *shared.shutdown.borrow() => (503, "text/plain", "stopping\n".to_owned()),
-            "/readyz" if shared.storage.commits.is_closed() => (
-                503,
-                "text/plain",
-                "the storage thread has stopped\n".to_owned(),
-            ),
-            "/readyz" => (200, "text/plain", "ready\n".to_owned()),
-            "/metrics" => match scrape(&shared).await {
-                Some(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
-                None => (
-                    500,
-                    "text/plain",
-                    "the database could not be read\n".to_owned(),
-                ),
-            },
-            _ => (
-                404,
-                "text/plain",
-                "not found: try /metrics, /healthz or /readyz\n".to_owned(),
-            ),
-        },
-    };
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    // A client that does not read must not hold the task (and the node) forever.
-    let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        if !is_head {
-            stream.write_all(body.as_bytes()).await?;
-        }
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(READ_PATIENCE, write).await;
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the database could not be read\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn scrape(shared: &Arc<Shared>) -> Option<String> {
