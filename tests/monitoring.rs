@@ -74,7 +74,12 @@ fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], PARTNERS).await;
+    let fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "uk-mod", "audit-office", "cn-pla"],
+        PARTNERS,
+    )
+    .await;
     let admin = fed
         .node
         .as_ref()
@@ -111,6 +116,13 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
     );
     let uk = fed.client("uk-mod").await;
     assert_eq!(receive(&uk, 3).await.len(), 3);
+    // A refused publish (the UK desk passing on a US bulletin) and a refused stranger,
+    // so that every counter the Grafana dashboard charts has samples.
+    let passed_on = fed.bulletin("us-dod", Tlp::Green, Kind::Advisory, "passed on", &[], &[]);
+    let r = uk.publish(passed_on).await.unwrap();
+    assert_eq!(r.status, proto::PublishStatus::Rejected as i32);
+    let stranger = fed.client("cn-pla").await;
+    assert!(stranger.hello().await.is_err(), "cn-pla is no partner");
 
     // The auditor's report comes from the audit log (and records the query).
     let auditor = fed.client("audit-office").await;
@@ -192,6 +204,7 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         1.0
     );
 
+    grafana_names_only_what_the_node_exports(&get(admin, "/metrics").1);
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     assert_eq!(get(admin, "/admin/reload").0, 404);
@@ -207,4 +220,51 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         c.close().await;
     }
     fed.stop().await;
+}
+
+/// Every metric the Grafana dashboard in deploy/ queries is one the node exports (a
+/// histogram by its family name): the dashboard cannot drift from /metrics.
+fn grafana_names_only_what_the_node_exports(metrics: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/grafana/renkei-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 15, "the dashboard's queries: {exprs:?}");
+    let mut named = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(at) = rest.find("renkei_") {
+            let word: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + word.len()..];
+            named.insert(word.trim_end_matches("_bucket").to_string());
+        }
+    }
+    assert!(named.len() >= 15, "{named:?}");
+    for name in &named {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which /metrics does not export"
+        );
+    }
+}
+
+/// Every `expr` (a query) and `query` (a variable's) in the dashboard.
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
 }
