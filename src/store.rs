@@ -267,6 +267,8 @@ pub struct Store {
     /// Commits still to fail as a full disk would (unit tests of what callers do then).
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicU32,
+    /// sled's log file, synced after each flush ([`Store::flush_durably`]).
+    db_file: std::fs::File,
     /// The data directory's lock, released last, after the database is closed.
     _lock: std::fs::File,
 }
@@ -295,6 +297,12 @@ impl Store {
                 other => break other?,
             }
         };
+        let db_file =
+            std::fs::File::open(dir.join("db")).map_err(|e| StoreError::NotDurable(e.into()))?;
+        // The entries of the files sled and the value log created must survive too.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::NotDurable(e.into()))?;
         let state = db.open_tree("state")?;
         check_format(&state)?;
         let committed = match state.get(VALUES_END)? {
@@ -311,6 +319,7 @@ impl Store {
             audit,
             segments,
             values,
+            db_file,
             dir: dir.to_owned(),
             #[cfg(test)]
             fail_commits: Default::default(),
@@ -395,7 +404,7 @@ impl Store {
         self.state.apply_batch(writes)?;
         log.checkpointed = size;
         log.signed_root = Some(root);
-        self.db.flush().map_err(StoreError::NotDurable)?;
+        self.flush_durably()?;
         Ok(Some(size))
     }
 
@@ -416,7 +425,7 @@ impl Store {
         writes.insert(NODE_ID, node.as_str().as_bytes());
         writes.insert(AUDIT_KEY, &audit_key.as_bytes()[..]);
         self.state.apply_batch(writes)?;
-        self.db.flush()?;
+        self.flush_durably()?;
         Ok(())
     }
 
@@ -451,7 +460,7 @@ impl Store {
     pub fn set_roster(&self, partners: &[PartnerId]) -> Result<(), StoreError> {
         let text: Vec<&str> = partners.iter().map(|p| p.as_str()).collect();
         self.state.insert(ROSTER, text.join("\n").as_bytes())?;
-        self.db.flush()?;
+        self.flush_durably()?;
         Ok(())
     }
 
@@ -500,10 +509,19 @@ impl Store {
         }
     }
 
-    /// Makes every write so far survive a process crash.
+    /// Makes every write so far survive a crash of the process, of the OS or of power.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.flush_durably()
+    }
+
+    /// sled's `flush` writes its log with `sync_file_range`, which neither flushes the
+    /// device's cache nor records the file's new size: an fdatasync of the file after
+    /// it does both. (The value files are fdatasync'd as they are written.)
+    pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(StoreError::NotDurable)?;
+        self.db_file
+            .sync_data()
+            .map_err(|e| StoreError::NotDurable(e.into()))
     }
 }
 

@@ -107,7 +107,7 @@ impl Store {
             if let Some(appended) = appended {
                 log.applied(appended);
             }
-            self.db.flush().map_err(StoreError::NotDurable)?;
+            self.flush_durably()?;
         }
         Ok(Committed { outcomes })
     }
