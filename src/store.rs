@@ -110,6 +110,26 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the filesystem is out of space (or over a quota): a condition that ends
+    /// by itself when space is freed, unlike the other failures.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Values { source, .. } => Some(source),
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::NotDurable(sled::Error::Io(e)) => {
+                Some(e)
+            }
+            _ => None,
+        };
+        io.is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+    }
+}
+
 fn corrupt(key: &[u8], why: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),

@@ -26,7 +26,10 @@ pub enum StorageError {
     /// Written and visible, but the flush to disk failed: it may not survive a crash.
     #[error("stored, but not durable: {0}")]
     NotDurable(String),
-    /// The database refused the write (I/O error, full disk).
+    /// The data directory's filesystem is full: nothing was stored.
+    #[error("not stored, the disk is full: {0}")]
+    Full(String),
+    /// The database refused the write (an I/O error).
     #[error("not stored: {0}")]
     Failed(String),
     /// The database contradicts itself.
@@ -46,6 +49,7 @@ impl StorageError {
         match e {
             StoreError::NotDurable(_) => StorageError::NotDurable(e.to_string()),
             StoreError::Corrupt { .. } => StorageError::Corrupt(e.to_string()),
+            _ if e.is_disk_full() => StorageError::Full(e.to_string()),
             _ => StorageError::Failed(e.to_string()),
         }
     }
@@ -54,6 +58,7 @@ impl StorageError {
     pub fn code(&self) -> crate::proto::ErrorCode {
         match self {
             StorageError::Stopped => crate::proto::ErrorCode::ShuttingDown,
+            StorageError::Full(_) => crate::proto::ErrorCode::StorageFull,
             _ => crate::proto::ErrorCode::Internal,
         }
     }
@@ -64,6 +69,7 @@ impl StorageError {
         match self {
             StorageError::Stopped => "the node is stopping; publish again later".into(),
             StorageError::NotDurable(_) => "the node stored it but could not flush it to disk; publish again: DUPLICATE means it was kept".into(),
+            StorageError::Full(_) => "the node's disk is full and nothing was stored; publish again later (the node resumes by itself when its operator frees space)".into(),
             StorageError::Failed(_) | StorageError::Corrupt(_) => "the node could not store it (its operator finds why in the node's log); publish again later".into(),
         }
     }
@@ -386,6 +392,17 @@ mod tests {
         let (e, r) = batch(5..7);
         commit(&w, e, r, &mut lost);
         assert_eq!(lost.events, 5);
+        // The injected failure is a full disk, and says so to a publisher.
+        let full = StorageError::of(&StoreError::Values {
+            path: dir.path().to_owned(),
+            source: std::io::ErrorKind::StorageFull.into(),
+        });
+        assert_eq!(full.code(), crate::proto::ErrorCode::StorageFull);
+        assert!(
+            full.to_peer().contains("disk is full"),
+            "{}",
+            full.to_peer()
+        );
         let (e, r) = batch(7..8);
         commit(&w, e, r, &mut lost);
         assert_eq!(lost.events, 0, "named, so no longer pending");

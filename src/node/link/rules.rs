@@ -59,7 +59,7 @@ pub(crate) fn redial_pause(failures: u32, min: Duration, max: Duration, jitter: 
 pub(crate) fn is_final(rejected: Option<ErrorCode>) -> bool {
     !matches!(
         rejected,
-        Some(ErrorCode::Internal | ErrorCode::ShuttingDown)
+        Some(ErrorCode::Internal | ErrorCode::ShuttingDown | ErrorCode::StorageFull)
     )
 }
 
@@ -119,5 +119,6 @@ mod tests {
         assert!(is_final(Some(ErrorCode::NotViaPeer)));
         assert!(!is_final(Some(ErrorCode::Internal)));
         assert!(!is_final(Some(ErrorCode::ShuttingDown)));
+        assert!(!is_final(Some(ErrorCode::StorageFull)));
     }
 }
