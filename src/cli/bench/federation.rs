@@ -9,16 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::node::NodeProcess;
-use super::phases::{percentile, publish, sign_all, subscribe, Receiver};
-use super::{connect_to, publisher_id, subscriber_id, Setup};
+use super::phases::{percentile, publish, sign_all, timed_clients, TimedClients};
+use super::{publisher_id, subscriber_id, Setup};
 use crate::identity::PublicKey;
 
 /// The paced rate of the latency run at most: three nodes and the clients share the
@@ -114,24 +113,16 @@ async fn run_once(
     count: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<(Duration, Duration, Vec<u64>, Vec<Option<f64>>)> {
-    let a = &setup.args;
     let batches = sign_all(setup, count)?;
-    let (first, last) = (&nodes[0], &nodes[LINE.len() - 1]);
-    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
-    let mut publishers = Vec::new();
-    for i in 0..a.publishers {
-        publishers.push(connect_to(&setup.dir, &publisher_id(i), first.addr, LINE[0]).await?);
-    }
-    let epoch = Instant::now() + Duration::from_millis(200);
-    let receiver = Receiver {
-        verify: !a.skip_verify,
-        sent: Some((sent.clone(), epoch)),
-    };
-    let mut subscribers = tokio::task::JoinSet::new();
-    for i in 0..a.subscribers {
-        let c = connect_to(&setup.dir, &subscriber_id(i), last.addr, LINE[2]).await?;
-        subscribers.spawn(subscribe(c, setup.clone(), count, receiver.clone()));
-    }
+    let last = LINE.len() - 1;
+    let first_node = (nodes[0].addr, LINE[0]);
+    let last_node = (nodes[last].addr, LINE[last]);
+    let TimedClients {
+        publishers,
+        mut subscribers,
+        sent,
+        epoch,
+    } = timed_clients(setup, count, first_node, last_node).await?;
     let cpu: Vec<Option<f64>> = nodes.iter().map(NodeProcess::cpu_seconds).collect();
     tokio::time::sleep_until(epoch.into()).await;
     let mut sending = tokio::task::JoinSet::new();

@@ -276,7 +276,36 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         bail!("--rate and --backlog must be positive");
     }
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
-    let dir = tmp.path().to_owned();
+    let setup = Arc::new(prepare(&a, tmp.path())?);
+    let mut report = json!({
+        "parameters": {
+            "publishers": a.publishers,
+            "subscribers": a.subscribers,
+            "fan_out": a.subscribers,
+            "bulletins": a.bulletins,
+            "body_bytes": a.body_bytes,
+            "rate": a.rate,
+            "latency_seconds": a.latency_seconds,
+            "backlog": a.backlog,
+            "audit_records": a.audit_records,
+            "subscribers_verify": !a.skip_verify,
+            "node": "renkei serve in its own process, fresh sled database per phase",
+        },
+        "machine": machine(),
+    });
+    measure(&setup, &mut report).await?;
+    print_table(&report);
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(tmp);
+    Ok(())
+}
+
+/// The PKI of every publisher, subscriber and node in `dir`, and the keys.
+fn prepare(a: &BenchArgs, dir: &Path) -> anyhow::Result<Setup> {
+    let dir = dir.to_owned();
     let mut ids: Vec<PartnerId> = Vec::new();
     for i in 0..a.publishers {
         ids.push(pid(&publisher_id(i))?);
@@ -303,29 +332,18 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         keyring.insert(id.clone(), PublicKey::of(&key), Validity::default());
         keys.insert(id.to_string(), key);
     }
-    let setup = Arc::new(Setup {
+    Ok(Setup {
         body: Bytes::from(vec![0x42u8; a.body_bytes]),
         args: a.clone(),
         dir,
         keys,
         keyring,
-    });
-    let mut report = json!({
-        "parameters": {
-            "publishers": a.publishers,
-            "subscribers": a.subscribers,
-            "fan_out": a.subscribers,
-            "bulletins": a.bulletins,
-            "body_bytes": a.body_bytes,
-            "rate": a.rate,
-            "latency_seconds": a.latency_seconds,
-            "backlog": a.backlog,
-            "audit_records": a.audit_records,
-            "subscribers_verify": !a.skip_verify,
-            "node": "renkei serve in its own process, fresh sled database per phase",
-        },
-        "machine": machine(),
-    });
+    })
+}
+
+/// Runs the phases asked for and adds their figures to `report`.
+async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
+    let a = &setup.args;
     if a.phases.contains(&Phase::Saturation) {
         report["saturation"] = phases::saturation(setup.clone()).await?;
     }
@@ -358,12 +376,6 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
         report["limit"] = limit;
     }
-    print_table(&report);
-    if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    drop(tmp);
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use prost::Message as _;
 use serde_json::{json, Value};
 
-use super::{connect, publisher_id, sign, subscriber_id, Setup, PATIENCE};
+use super::{connect, connect_to, publisher_id, sign, subscriber_id, Setup, PATIENCE};
 use crate::bulletin::{Limits, UnverifiedBulletin};
 use crate::client::Client;
 use crate::proto::{self, PublishStatus};
@@ -250,6 +250,50 @@ pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// The clients of a timed run: publishers connected to one node, subscribers already
+/// receiving `count` deliveries from another (or the same), and the send times they
+/// share, counted from `epoch` (200 ms ahead, so everyone is connected first).
+pub(super) struct TimedClients {
+    pub publishers: Vec<Client>,
+    pub subscribers: tokio::task::JoinSet<anyhow::Result<(Instant, Vec<u64>)>>,
+    pub sent: Arc<Vec<AtomicU64>>,
+    pub epoch: Instant,
+}
+
+/// Connects the publishers to `publish_at` and the subscribers to `receive_at` (each an
+/// address and the node's id) for a run of `count` bulletins.
+pub(super) async fn timed_clients(
+    setup: &Arc<Setup>,
+    count: usize,
+    publish_at: (std::net::SocketAddr, &str),
+    receive_at: (std::net::SocketAddr, &str),
+) -> anyhow::Result<TimedClients> {
+    let a = &setup.args;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
+    let mut publishers = Vec::new();
+    for i in 0..a.publishers {
+        let (addr, node) = publish_at;
+        publishers.push(connect_to(&setup.dir, &publisher_id(i), addr, node).await?);
+    }
+    let epoch = Instant::now() + Duration::from_millis(200);
+    let receiver = Receiver {
+        verify: !a.skip_verify,
+        sent: Some((sent.clone(), epoch)),
+    };
+    let mut subscribers = tokio::task::JoinSet::new();
+    for i in 0..a.subscribers {
+        let (addr, node) = receive_at;
+        let client = connect_to(&setup.dir, &subscriber_id(i), addr, node).await?;
+        subscribers.spawn(subscribe(client, setup.clone(), count, receiver.clone()));
+    }
+    Ok(TimedClients {
+        publishers,
+        subscribers,
+        sent,
+        epoch,
+    })
+}
+
 /// Publishers send at the offered rate in total; every delivery's publish → delivery
 /// time is measured at each subscriber.
 pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
@@ -258,22 +302,13 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
     eprintln!("renkei bench: latency: signing {count} bulletins…");
     let batches = sign_all(&setup, count)?;
     let node = setup.start_node("latency")?;
-    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
-    let mut clients = Vec::new();
-    for i in 0..a.publishers {
-        clients.push(connect(&setup.dir, &publisher_id(i), node.addr).await?);
-    }
-    // Everyone is connected before the clock starts.
-    let epoch = Instant::now() + Duration::from_millis(200);
-    let receiver = Receiver {
-        verify: !a.skip_verify,
-        sent: Some((sent.clone(), epoch)),
-    };
-    let mut subscribers = tokio::task::JoinSet::new();
-    for i in 0..a.subscribers {
-        let client = connect(&setup.dir, &subscriber_id(i), node.addr).await?;
-        subscribers.spawn(subscribe(client, setup.clone(), count, receiver.clone()));
-    }
+    let at = (node.addr, super::HUB);
+    let TimedClients {
+        publishers: clients,
+        mut subscribers,
+        sent,
+        epoch,
+    } = timed_clients(&setup, count, at, at).await?;
     eprintln!(
         "renkei bench: latency: offering {} bulletins/s for {} s…",
         a.rate, a.latency_seconds
