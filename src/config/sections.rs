@@ -172,11 +172,18 @@ impl Default for TransportSection {
 pub struct StorageSection {
     /// sled's page cache, MiB. Bounded so memory does not grow with the database.
     pub cache_mib: u64,
+    /// Free space (MiB) kept in the data directory's filesystem: below it the node
+    /// refuses new bulletins with `STORAGE_FULL`, and takes them again a quarter above
+    /// it. 0 turns the guard off.
+    pub reserve_mib: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { cache_mib: 64 }
+        StorageSection {
+            cache_mib: 64,
+            reserve_mib: 64,
+        }
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Gauges {
     pub commit_latency: HistogramSnapshot,
     /// The links with peer nodes.
     pub links: Vec<LinkGauge>,
+    /// Free bytes in the data directory's filesystem at the last group commit, and
+    /// whether new bulletins are refused for lack of it.
+    pub storage_free: (u64, bool),
 }
 
 /// One peer link at a scrape. Its queue towards the peer is the peer's
@@ -293,7 +296,26 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
     }
     commit_latency(&mut out, &gauges.commit_latency);
     links(&mut out, &gauges.links);
+    storage_free(&mut out, gauges.storage_free);
     out
+}
+
+/// The disk-space guard's gauges.
+fn storage_free(out: &mut String, (free, full): (u64, bool)) {
+    header(
+        out,
+        "renkei_storage_free_bytes",
+        "Free bytes in the data directory's filesystem, measured before the last group commit.",
+        "gauge",
+    );
+    let _ = writeln!(out, "renkei_storage_free_bytes {free}");
+    header(
+        out,
+        "renkei_storage_full",
+        "1 while free space is below [storage] reserve_mib and new bulletins are refused with STORAGE_FULL.",
+        "gauge",
+    );
+    let _ = writeln!(out, "renkei_storage_full {}", u8::from(full));
 }
 
 /// A gauge of each link: its name, its help, and its value for one link (none when

@@ -128,6 +128,11 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         refused: shared.book.frames.refused.load(Ordering::Relaxed),
     };
     let commit_latency = shared.storage.commit_latency.snapshot();
+    let space = &shared.storage.space;
+    let storage_free = (
+        space.free.load(Ordering::Relaxed),
+        space.full.load(Ordering::Relaxed),
+    );
     let handshakes_retried = shared.book.handshakes.retried.load(Ordering::Relaxed);
     let handshakes_refused = shared.book.handshakes.refused.load(Ordering::Relaxed);
     let links = shared
@@ -162,6 +167,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
             handshakes_refused,
             commit_latency,
             links,
+            storage_free,
         };
         Some(prometheus::render(&totals, &gauges))
     })

@@ -40,6 +40,7 @@ pub mod operator;
 mod publish;
 mod reload;
 mod shared;
+mod space;
 mod withdraw;
 mod writer;
 
@@ -272,6 +273,7 @@ fn start_storage(
     let (commits, requests) = mpsc::channel(t.commit_batch * 4);
     let (head_tx, head) = watch::channel(store.head()?);
     let commit_latency = Arc::new(crate::metrics::prometheus::DurationHistogram::default());
+    let space = Arc::new(space::SpaceGauge::default());
     let thread = writer::spawn(
         writer::Writer {
             store,
@@ -281,6 +283,9 @@ fn start_storage(
             checkpoint_every: cfg.audit.checkpoint_every,
             commit_latency: commit_latency.clone(),
             node: cfg.node.id.clone(),
+            data_dir: cfg.node.data_dir.clone(),
+            reserve: cfg.storage.reserve_mib.saturating_mul(1 << 20),
+            space: space.clone(),
         },
         requests,
     )
@@ -292,6 +297,7 @@ fn start_storage(
             commits,
             head,
             commit_latency,
+            space,
         },
     })
 }

@@ -58,6 +58,8 @@ pub(crate) struct StorageHandle {
     pub head: watch::Receiver<u64>,
     /// How long group commits take, filled by the storage thread.
     pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
+    /// Free space in the data directory and whether bulletins are refused for it.
+    pub space: Arc<super::space::SpaceGauge>,
     /// The key that signs the audit log's checkpoints.
     pub audit_key: ed25519_dalek::VerifyingKey,
 }
@@ -229,6 +231,7 @@ pub(crate) struct StorageParts {
     pub commits: mpsc::Sender<writer::Request>,
     pub head: watch::Receiver<u64>,
     pub commit_latency: Arc<crate::metrics::prometheus::DurationHistogram>,
+    pub space: Arc<super::space::SpaceGauge>,
 }
 
 impl Shared {
@@ -255,6 +258,7 @@ impl Shared {
                 commits: storage.commits,
                 head: storage.head,
                 commit_latency: storage.commit_latency,
+                space: storage.space,
                 audit_key,
             },
             limits: NodeLimits {

@@ -15,6 +15,8 @@ use crate::metrics::prometheus::DurationHistogram;
 use crate::store::{Cursor, Entry, Manifest, NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
+use super::space::{self, Admit, SpaceGauge, SpaceGuard};
+
 /// Why the storage thread could not do what it was asked, in the terms its callers act
 /// on. [`StorageError::code`] and [`StorageError::to_peer`] are the one place that
 /// decides what a peer hears of it.
@@ -125,6 +127,12 @@ pub(crate) struct Writer {
     pub commit_latency: Arc<DurationHistogram>,
     /// The node, named in the record of a gap.
     pub node: PartnerId,
+    /// The data directory, whose filesystem's free space is measured before each commit.
+    pub data_dir: std::path::PathBuf,
+    /// Free space kept for the database: below it new bulletins are refused.
+    pub reserve: u64,
+    /// The last measurement, for `/metrics`.
+    pub space: Arc<SpaceGauge>,
 }
 
 /// Audit events a failed group commit could not record, waiting to be named by a gap
@@ -167,6 +175,7 @@ pub(crate) fn spawn(
             let mut checkpoints = Vec::new();
             let mut backups = Vec::new();
             let mut lost = Lost::default();
+            let mut guard = SpaceGuard::new(w.reserve);
             while let Some(first) = requests.blocking_recv() {
                 let mut entries = Vec::with_capacity(w.max_batch);
                 let mut replies = Vec::with_capacity(w.max_batch);
@@ -201,6 +210,9 @@ pub(crate) fn spawn(
                     {
                         next = requests.try_recv().ok();
                     }
+                }
+                if !entries.is_empty() {
+                    make_room(&w, &mut guard, &mut entries, &mut replies, &mut lost);
                 }
                 if !entries.is_empty() {
                     commit(&w, entries, replies, &mut lost);
@@ -238,6 +250,65 @@ pub(crate) fn spawn(
                 tracing::error!(error = %e, "cannot sign the last audit checkpoint");
             }
         })
+}
+
+/// Measures the free space and keeps out of the batch what the guard does not admit:
+/// new bulletins while the disk is full (answered `STORAGE_FULL`, counted, not
+/// recorded one by one), and everything in the last quarter of the reserve (counted
+/// as lost events for the gap record). A change of state is recorded at the head of
+/// the batch.
+fn make_room(
+    w: &Writer,
+    guard: &mut SpaceGuard,
+    entries: &mut Vec<Entry>,
+    replies: &mut Vec<Waiter>,
+    lost: &mut Lost,
+) {
+    let free = match space::free_bytes(&w.data_dir) {
+        Ok(free) => free,
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %w.data_dir.display(), "cannot measure the free space of the data directory");
+            return;
+        }
+    };
+    if let Some(change) = guard.observe(free) {
+        let text = change.describe(guard.resume_at());
+        tracing::warn!("{text}");
+        entries.insert(0, Entry::Event(Some(Event::operator(&w.node, &text)), None));
+        replies.insert(0, Waiter::Event(None));
+    }
+    w.space.set(free, guard.is_full());
+    let admit = guard.admit(free);
+    if admit == Admit::All {
+        return;
+    }
+    let full = StorageError::Full(format!(
+        "{free} bytes free, below the reserve of {} bytes",
+        w.reserve
+    ));
+    let mut kept = (Vec::new(), Vec::new());
+    for (entry, reply) in entries.drain(..).zip(replies.drain(..)) {
+        match (entry, reply, admit) {
+            (Entry::Bulletin(_), Waiter::Bulletin(tx), _) => {
+                guard.refused(1);
+                let _ = tx.send(Err(full.clone()));
+            }
+            (entry, Waiter::Event(done), Admit::Nothing) => {
+                if matches!(entry, Entry::Event(Some(_), _)) {
+                    lost.events += 1;
+                    lost.why = Some(full.to_string());
+                }
+                if let Some(tx) = done {
+                    let _ = tx.send(Err(full.clone()));
+                }
+            }
+            (entry, reply, _) => {
+                kept.0.push(entry);
+                kept.1.push(reply);
+            }
+        }
+    }
+    (*entries, *replies) = kept;
 }
 
 /// Commits one batch and answers its senders. Events a failed commit could not record
@@ -361,7 +432,62 @@ mod tests {
             checkpoint_every: 1000,
             commit_latency: Default::default(),
             node,
+            data_dir: dir.to_owned(),
+            reserve: 0,
+            space: Default::default(),
         }
+    }
+
+    /// A bulletin, an event, and the answer the bulletin got if `make_room` refused it.
+    fn room_for_both(
+        w: &Writer,
+        guard: &mut SpaceGuard,
+        lost: &mut Lost,
+    ) -> (Vec<Entry>, Option<Result<Outcome, StorageError>>) {
+        let (tx, mut rx) = oneshot::channel();
+        let bulletin = crate::store::tests::new(1, "us-dod", &["jp-cdc"]);
+        let (event, done) = event(9);
+        let mut entries = vec![Entry::Bulletin(bulletin), event];
+        let mut replies = vec![Waiter::Bulletin(tx), done];
+        make_room(w, guard, &mut entries, &mut replies, lost);
+        assert_eq!(entries.len(), replies.len());
+        (entries, rx.try_recv().ok())
+    }
+
+    #[test]
+    fn below_the_reserve_bulletins_are_refused_and_events_still_recorded() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut w = writer(dir.path());
+        let free = space::free_bytes(dir.path()).expect("free space");
+        let mut lost = Lost::default();
+        // Room to spare: all is kept, nothing recorded about space.
+        w.reserve = free / 8;
+        let mut guard = SpaceGuard::new(w.reserve);
+        let (entries, answer) = room_for_both(&w, &mut guard, &mut lost);
+        assert_eq!((entries.len(), answer), (2, None));
+        // The reserve is above what is free: the change is recorded first, the
+        // bulletin refused with the full-disk code, the event kept.
+        w.reserve = free.saturating_mul(2);
+        let mut guard = SpaceGuard::new(w.reserve);
+        let (entries, answer) = room_for_both(&w, &mut guard, &mut lost);
+        assert!(
+            matches!(answer, Some(Err(StorageError::Full(_)))),
+            "{answer:?}"
+        );
+        assert_eq!(entries.len(), 2);
+        assert!(
+            matches!(&entries[0], Entry::Event(Some(e), None) if e.record().reason.starts_with("STORAGE FULL"))
+        );
+        assert!(matches!(&entries[1], Entry::Event(Some(_), None)));
+        assert!(w.space.full.load(std::sync::atomic::Ordering::Relaxed));
+        // In the last quarter of the reserve nothing is written; the events are lost
+        // and counted for the gap record.
+        w.reserve = u64::MAX;
+        let mut guard = SpaceGuard::new(w.reserve);
+        let (entries, answer) = room_for_both(&w, &mut guard, &mut lost);
+        assert!(matches!(answer, Some(Err(StorageError::Full(_)))));
+        assert!(entries.is_empty());
+        assert_eq!(lost.events, 2, "the STORAGE FULL record and the event");
     }
 
     fn event(n: u64) -> (Entry, Waiter) {

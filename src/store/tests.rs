@@ -34,7 +34,7 @@ fn envelope(body: Vec<u8>) -> proto::SignedBulletin {
     }
 }
 
-fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
+pub(crate) fn new(n: u8, origin: &str, shared: &[&str]) -> NewBulletin {
     let id =
         BulletinId::parse_canonical(&format!("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a{n:02x}")).unwrap();
     let signed = envelope(vec![n; 10]);
