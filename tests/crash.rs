@@ -1,6 +1,7 @@
 //! A node killed with SIGKILL in the middle of a publish burst: after a restart its
 //! audit log still verifies, has no gap, and records every bulletin the publisher was
-//! told was accepted.
+//! told was accepted. Then the same promises over a short crash loop, as
+//! `renkei bench --phases crash` runs it.
 
 mod common;
 
@@ -140,4 +141,36 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
         "accepted but not in the log: {missing:?}"
     );
     assert!(recorded.len() >= accepted.len());
+}
+
+/// The crash loop of `renkei bench`, a few cycles: the node is killed under load at
+/// random moments and restarted; the bench checks every promise and fails if one is
+/// broken (stored, recorded, delivered, no gap, every checkpoint handed out verified).
+#[test]
+fn a_short_crash_loop_keeps_every_promise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = renkei_ok(
+        tmp.path(),
+        &[
+            "bench",
+            "--phases",
+            "crash",
+            "--cycles",
+            "4",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+            "--rate",
+            "1000",
+            "--body-bytes",
+            "256",
+        ],
+    );
+    let last = out.stdout.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("crash: PASSED 4 cycles, 4 kills"),
+        "{}",
+        out.stdout
+    );
 }

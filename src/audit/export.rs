@@ -224,6 +224,16 @@ pub fn verify(
     key: &VerifyingKey,
     trusted: Option<&str>,
 ) -> Result<Summary, VerifyError> {
+    verify_against(export, key, trusted.as_slice())
+}
+
+/// [`verify`] against every checkpoint in `trusted` (ones auditors kept): each must be
+/// signed by `key` and be a prefix of the log. `Summary::trusted` is the largest.
+pub fn verify_against(
+    export: &Export,
+    key: &VerifyingKey,
+    trusted: &[&str],
+) -> Result<Summary, VerifyError> {
     let h = &export.header;
     if h.origin != checkpoint::log_origin(&h.node_id) {
         return Err(VerifyError::WrongNode {
@@ -289,28 +299,26 @@ pub fn verify(
             records,
         });
     }
-    let trusted = match trusted {
-        None => None,
-        Some(note) => {
-            let t = checkpoint::verify(note, &h.origin, key)
-                .map_err(|why| VerifyError::BadTrusted { why })?;
-            if t.size > records {
-                return Err(VerifyError::Rollback {
-                    trusted: t.size,
-                    records,
-                });
-            }
-            let found = tree.root(t.size)?;
-            if found != t.root {
-                return Err(VerifyError::Fork {
-                    size: t.size,
-                    found: found.to_string(),
-                    trusted: t.root.to_string(),
-                });
-            }
-            Some(t.size)
+    let mut largest = None;
+    for note in trusted {
+        let t = checkpoint::verify(note, &h.origin, key)
+            .map_err(|why| VerifyError::BadTrusted { why })?;
+        if t.size > records {
+            return Err(VerifyError::Rollback {
+                trusted: t.size,
+                records,
+            });
         }
-    };
+        let found = tree.root(t.size)?;
+        if found != t.root {
+            return Err(VerifyError::Fork {
+                size: t.size,
+                found: found.to_string(),
+                trusted: t.root.to_string(),
+            });
+        }
+        largest = largest.max(Some(t.size));
+    }
     Ok(Summary {
         node_id: h.node_id.clone(),
         origin: h.origin.clone(),
@@ -318,6 +326,6 @@ pub fn verify(
         checkpoints: export.checkpoints.len(),
         covered,
         root: tree.root(records)?.to_string(),
-        trusted,
+        trusted: largest,
     })
 }

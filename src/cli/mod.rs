@@ -189,7 +189,11 @@ enum Command {
         /// Records in the audit phase's log.
         #[arg(long, default_value_t = 200_000)]
         audit_records: u64,
-        /// The full run: a backlog of 1,000,000 and an audit log of 1,000,000.
+        /// Kill-and-restart cycles of the crash phase.
+        #[arg(long, default_value_t = 20)]
+        cycles: usize,
+        /// The full run: a backlog of 1,000,000, an audit log of 1,000,000 and 200
+        /// crash cycles.
         #[arg(long)]
         full: bool,
         /// Phases to run, comma-separated.
@@ -396,6 +400,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             latency_seconds,
             backlog,
             audit_records,
+            cycles,
             full,
             phases,
             json,
@@ -409,6 +414,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             latency_seconds,
             backlog: if full { 1_000_000 } else { backlog },
             audit_records: if full { 1_000_000 } else { audit_records },
+            cycles: if full { 200 } else { cycles },
             phases,
             json,
         })),

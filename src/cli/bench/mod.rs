@@ -8,6 +8,7 @@
 //! (`node`), so its memory is its own. Figures are printed as a table and, with
 //! `--json FILE`, written with the parameters, the machine and the git revision.
 
+mod crash;
 mod federation;
 mod node;
 mod phases;
@@ -30,6 +31,8 @@ use crate::timestamp::Timestamp;
 use crate::transport::Timers;
 
 const HUB: &str = "bench-hub";
+/// The auditor every benchmark node knows (the crash loop collects checkpoints with it).
+const AUDITOR: &str = "bench-audit";
 /// How long any wait may take before the benchmark gives up.
 pub(super) const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -45,6 +48,7 @@ pub(super) struct BenchArgs {
     pub latency_seconds: f64,
     pub backlog: usize,
     pub audit_records: u64,
+    pub cycles: usize,
     pub phases: Vec<Phase>,
     pub json: Option<PathBuf>,
 }
@@ -64,6 +68,9 @@ pub(crate) enum Phase {
     Audit,
     /// Three nodes in a line, each its own process: throughput and latency across them.
     Federation,
+    /// The node SIGKILLed under load and restarted `--cycles` times, then every
+    /// promise checked (not in the default run: it measures survival, not speed).
+    Crash,
 }
 
 fn pid(s: &str) -> anyhow::Result<PartnerId> {
@@ -103,6 +110,9 @@ fn node_config(
             "\n[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"green\"\n"
         ));
     }
+    text.push_str(&format!(
+        "\n[[partner]]\nid = \"{AUDITOR}\"\nrole = \"auditor\"\n"
+    ));
     text
 }
 
@@ -288,6 +298,7 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             "latency_seconds": a.latency_seconds,
             "backlog": a.backlog,
             "audit_records": a.audit_records,
+            "cycles": a.cycles,
             "subscribers_verify": !a.skip_verify,
             "node": "renkei serve in its own process, fresh sled database per phase",
         },
@@ -314,6 +325,7 @@ fn prepare(a: &BenchArgs, dir: &Path) -> anyhow::Result<Setup> {
         ids.push(pid(&subscriber_id(i))?);
     }
     ids.push(pid(HUB)?);
+    ids.push(pid(AUDITOR)?);
     for n in federation::LINE {
         ids.push(pid(n)?);
     }
@@ -358,6 +370,9 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Federation) {
         report["federation"] = federation::federation(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Crash) {
+        report["crash"] = crash::crash(setup.clone(), a.cycles).await?;
     }
     if a.phases.contains(&Phase::Limit) {
         eprintln!("renkei bench: measuring Ed25519 verification on this machine…");
@@ -506,6 +521,12 @@ fn print_table(r: &Value) {
         emitln!("    reopen and check         {:>12} ms", au["reopen_ms"]);
     }
     federation_lines(&r["federation"]);
+    limit_lines(r);
+    crash_lines(&r["crash"]);
+}
+
+/// The verify limit's lines of the table.
+fn limit_lines(r: &Value) {
     let l = &r["limit"];
     if l.is_object() {
         emitln!("  limit: Ed25519 on this machine");
@@ -523,6 +544,35 @@ fn print_table(r: &Value) {
             emitln!("    accepted/s ÷ verify_batch/s on all cores = {ratio:.2}");
         }
     }
+}
+
+/// The crash loop's lines; the last says what was run and checked.
+fn crash_lines(c: &Value) {
+    if !c.is_object() {
+        return;
+    }
+    emitln!("  crash loop: SIGKILL under load at a random moment, restart on the same database");
+    emitln!(
+        "    restart to listening     p50 {:.0} ms, max {:.0} ms",
+        c["restart_ms_p50"].as_f64().unwrap_or(f64::NAN),
+        c["restart_ms_max"].as_f64().unwrap_or(f64::NAN)
+    );
+    emitln!(
+        "    redelivered after a kill {:>12} (each subscriber dedupes by id)",
+        c["redelivered"]
+    );
+    emitln!(
+        "crash: PASSED {} cycles, {} kills, {} bulletins accepted of {} sent, each stored, recorded and delivered to all {} subscribers; {} checkpoints verified against the final log of {} records ({} sizes, one root each), no gap; {:.0} s",
+        c["cycles"],
+        c["kills"],
+        c["accepted"],
+        c["sent"],
+        c["subscribers"],
+        c["checkpoints_checked"],
+        c["records"],
+        c["checkpoint_sizes"],
+        c["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
 }
 
 /// The federation phase's lines of the table.

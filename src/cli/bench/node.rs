@@ -139,6 +139,15 @@ impl NodeProcess {
         cpu_seconds(&format!("/proc/{}/stat", child.id()))
     }
 
+    /// Kills it with SIGKILL, as a crash would, and waits until it is gone.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("killing the node")?;
+            child.wait().context("waiting for the killed node")?;
+        }
+        Ok(())
+    }
+
     /// Stops it with SIGTERM (a clean stop: final flush and checkpoint) and waits.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
