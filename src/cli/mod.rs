@@ -192,6 +192,9 @@ enum Command {
         /// Kill-and-restart cycles of the crash phase.
         #[arg(long, default_value_t = 20)]
         cycles: usize,
+        /// Partners connected at once in the partners phase.
+        #[arg(long, default_value_t = 100)]
+        partners: usize,
         /// The full run: a backlog of 1,000,000, an audit log of 1,000,000 and 200
         /// crash cycles.
         #[arg(long)]
@@ -401,6 +404,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             backlog,
             audit_records,
             cycles,
+            partners,
             full,
             phases,
             json,
@@ -415,6 +419,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             backlog: if full { 1_000_000 } else { backlog },
             audit_records: if full { 1_000_000 } else { audit_records },
             cycles: if full { 200 } else { cycles },
+            partners,
             phases,
             json,
         })),

@@ -11,6 +11,7 @@
 mod crash;
 mod federation;
 mod node;
+mod partners;
 mod phases;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ pub(super) struct BenchArgs {
     pub backlog: usize,
     pub audit_records: u64,
     pub cycles: usize,
+    pub partners: usize,
     pub phases: Vec<Phase>,
     pub json: Option<PathBuf>,
 }
@@ -68,6 +70,9 @@ pub(crate) enum Phase {
     Audit,
     /// Three nodes in a line, each its own process: throughput and latency across them.
     Federation,
+    /// `--partners` partners at once, each publishing and receiving: latency with all
+    /// reading and with one stalled, and the node's memory.
+    Partners,
     /// The node SIGKILLed under load and restarted `--cycles` times, then every
     /// promise checked (not in the default run: it measures survival, not speed).
     Crash,
@@ -270,9 +275,15 @@ pub(super) struct Setup {
 impl Setup {
     /// A fresh node (data directory `name`) in its own process.
     fn start_node(&self, name: &str) -> anyhow::Result<node::NodeProcess> {
+        self.start_node_with(name, "")
+    }
+
+    /// [`Setup::start_node`] with more of the configuration (`[[partner]]` tables).
+    fn start_node_with(&self, name: &str, more: &str) -> anyhow::Result<node::NodeProcess> {
         let path = self.dir.join(format!("{name}.toml"));
         let admin = node::free_port()?;
-        let text = node_config(&self.args, &self.keys, name, admin);
+        let mut text = node_config(&self.args, &self.keys, name, admin);
+        text.push_str(more);
         crate::files::write(&path, text.as_bytes(), crate::files::Access::Public, true)?;
         node::NodeProcess::start(&path, admin)
     }
@@ -299,6 +310,7 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             "backlog": a.backlog,
             "audit_records": a.audit_records,
             "cycles": a.cycles,
+            "partners": a.partners,
             "subscribers_verify": !a.skip_verify,
             "node": "renkei serve in its own process, fresh sled database per phase",
         },
@@ -326,6 +338,11 @@ fn prepare(a: &BenchArgs, dir: &Path) -> anyhow::Result<Setup> {
     }
     ids.push(pid(HUB)?);
     ids.push(pid(AUDITOR)?);
+    if a.phases.contains(&Phase::Partners) {
+        for i in 0..a.partners {
+            ids.push(pid(&partners::partner_id(i))?);
+        }
+    }
     for n in federation::LINE {
         ids.push(pid(n)?);
     }
@@ -370,6 +387,9 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Federation) {
         report["federation"] = federation::federation(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Partners) {
+        report["partners"] = partners::partners(setup.clone()).await?;
     }
     if a.phases.contains(&Phase::Crash) {
         report["crash"] = crash::crash(setup.clone(), a.cycles).await?;
@@ -522,7 +542,34 @@ fn print_table(r: &Value) {
     }
     federation_lines(&r["federation"]);
     limit_lines(r);
+    partners_lines(&r["partners"]);
     crash_lines(&r["crash"]);
+}
+
+/// The many-partners phase's lines of the table.
+fn partners_lines(p: &Value) {
+    if !p.is_object() {
+        return;
+    }
+    emitln!(
+        "  {} partners at once, each publishing and receiving ({}/s offered in all)",
+        p["partners"],
+        p["offered_per_s"]
+    );
+    for (what, r) in [
+        ("all reading", &p["all_reading"]),
+        ("one stalled", &p["one_stalled"]),
+    ] {
+        emitln!(
+            "    {what:<24} p50 {} ms, p99 {} ms, max {} ms over {} deliveries; node peak RSS {} MiB, {:.2} cores",
+            r["p50_ms"],
+            r["p99_ms"],
+            r["max_ms"],
+            r["deliveries_measured"],
+            r["node_peak_rss_bytes"].as_u64().unwrap_or(0) >> 20,
+            r["node_cores_busy"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
 }
 
 /// The verify limit's lines of the table.
