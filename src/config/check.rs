@@ -109,15 +109,25 @@ pub struct NodeFiles {
     pub tls_key: FileRead,
     /// `node.signing_key`.
     pub signing_key: FileRead,
+    /// Free bytes in the filesystem that holds (or will hold) `node.data_dir`, if
+    /// they could be measured.
+    pub data_free: Option<u64>,
 }
 
-/// The shell: reads the files `[node]` names.
+/// The shell: reads the files `[node]` names, and measures the data directory's room.
 pub fn gather(node: &NodeSection) -> NodeFiles {
+    // A data directory not made yet lives on its nearest existing ancestor's filesystem.
+    let data_free = node
+        .data_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .and_then(|p| fs2::available_space(p).ok());
     NodeFiles {
         ca_cert: read_one(&node.ca_cert),
         tls_cert: read_one(&node.tls_cert),
         tls_key: read_one(&node.tls_key),
         signing_key: read_one(&node.signing_key),
+        data_free,
     }
 }
 
@@ -221,7 +231,25 @@ pub fn check(cfg: &NodeConfig, files: &NodeFiles, now: Timestamp) -> Vec<Finding
         }
     }
     partner_checks(cfg, &mut out);
+    room(cfg, files.data_free, &mut out);
     out
+}
+
+/// A data directory with less free space than the reserve: the node would start and
+/// refuse every bulletin.
+fn room(cfg: &NodeConfig, free: Option<u64>, out: &mut Vec<Finding>) {
+    let reserve = cfg.storage.reserve_mib.saturating_mul(1 << 20);
+    if let Some(free) = free.filter(|f| *f < reserve) {
+        out.push(Finding::warning(
+            "storage.reserve_mib",
+            format!(
+                "{} has {} MiB free, below the reserve of {} MiB: the node would refuse every bulletin with STORAGE_FULL until space is freed",
+                cfg.node.data_dir.display(),
+                free >> 20,
+                cfg.storage.reserve_mib
+            ),
+        ));
+    }
 }
 
 fn contents<'a>(

@@ -42,6 +42,7 @@ fn pki() -> Pki {
         tls_cert: read(&tls.cert_pem, 0o644),
         tls_key: read(&tls.key_pem, 0o600),
         signing_key: read(&signing, 0o600),
+        data_free: Some(1 << 40),
     };
     Pki { ca, files }
 }
@@ -259,4 +260,25 @@ fn syntax_errors_name_the_field_at_their_place() {
         finding.problem.contains("unknown field `clearence`"),
         "{finding}"
     );
+}
+
+#[test]
+fn a_data_directory_below_the_reserve_is_a_warning() {
+    let mut p = pki();
+    p.files.data_free = Some(10 << 20);
+    let findings = check(&config("[storage]\nreserve_mib = 64\n"), &p.files, now());
+    assert_eq!(
+        fields(&findings, Severity::Warning),
+        ["storage.reserve_mib"]
+    );
+    assert!(
+        findings[0]
+            .problem
+            .contains("10 MiB free, below the reserve of 64 MiB"),
+        "{findings:?}"
+    );
+    // Turned off, or unmeasured: nothing to say.
+    assert!(check(&config("[storage]\nreserve_mib = 0\n"), &p.files, now()).is_empty());
+    p.files.data_free = None;
+    assert!(check(&config(""), &p.files, now()).is_empty());
 }
