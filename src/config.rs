@@ -30,7 +30,7 @@ pub use revocation::{Revocation, Revoked};
 
 pub use sections::{
     AdminSection, AuditSection, DisclosureSection, LimitsSection, MetricsSection, StorageSection,
-    TransportSection, FRAME_OVERHEAD,
+    TaxiiSection, TransportSection, FRAME_OVERHEAD,
 };
 
 /// A configuration file that cannot be used.
@@ -183,6 +183,9 @@ pub struct NodeConfig {
     /// `[federation]`.
     #[serde(default)]
     pub federation: FederationSection,
+    /// `[taxii]`.
+    #[serde(default)]
+    pub taxii: TaxiiSection,
     /// `[[partner]]` entries.
     #[serde(default, rename = "partner")]
     pub partners: Vec<PartnerConfig>,

@@ -20,6 +20,7 @@ pub mod node;
 pub mod pki;
 pub mod policy;
 pub mod proto;
+pub mod stix;
 pub mod store;
 pub mod text;
 pub mod timestamp;

@@ -65,6 +65,18 @@ impl Timestamp {
         }
     }
 
+    /// RFC 3339 in UTC with exactly three fractional digits
+    /// (`2026-11-30T09:00:00.000Z`), as TAXII and STIX write timestamps.
+    pub fn rfc3339_ms(self) -> String {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        match self.to_datetime().and_then(|dt| dt.format(&format).ok()) {
+            Some(text) => text,
+            None => format!("{}ms", self.0),
+        }
+    }
+
     /// As a `time` date-time, when representable.
     pub fn to_datetime(self) -> Option<OffsetDateTime> {
         let nanos = i128::from(self.0).checked_mul(1_000_000)?;

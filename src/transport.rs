@@ -265,6 +265,24 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// The TLS configuration of a node's HTTPS listeners (the TAXII gateway): the same
+/// certificate and client-certificate rule as QUIC (TLS 1.3, chained to the federation
+/// CA), ALPN `http/1.1`.
+pub fn https_server_config(id: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, TransportError> {
+    let provider = provider();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        id.roots.clone(),
+        provider.clone(),
+    )
+    .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
 /// A client's QUIC configuration: presents our certificate, trusts only the federation CA.
 pub fn client_config(
     id: &TlsIdentity,

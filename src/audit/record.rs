@@ -155,6 +155,16 @@ impl Event {
         Event(r)
     }
 
+    /// Bulletins handed to `partner` through the TAXII gateway: `what` says which
+    /// request (a page of objects, a manifest), so the record tells them from QUIC
+    /// deliveries.
+    pub fn taxii_read(partner: &PartnerId, seqs: Vec<u64>, what: &str) -> Event {
+        let mut r = base(AuditEvent::Delivered, partner);
+        r.bulletin_seqs = seqs;
+        r.reason = format!("TAXII: {what}");
+        Event(r)
+    }
+
     /// Bulletins queued for `partner` that the rules now in force no longer share with
     /// it, withdrawn from its queue instead of delivered: `about` names the bulletin
     /// when there is one (a whole queue dropped with its partner names none).

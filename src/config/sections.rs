@@ -233,6 +233,18 @@ pub struct DisclosureSection {
     pub withheld: bool,
 }
 
+/// The optional `[taxii]` table: a TAXII 2.1 gateway over HTTPS with the federation's
+/// certificates. Off unless `listen` is set.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaxiiSection {
+    /// TCP address to serve HTTPS on.
+    pub listen: Option<SocketAddr>,
+    /// The base URL clients reach it at (`https://taxii.example.org:9443`), which
+    /// discovery advertises; `https://` and the bound address when absent.
+    pub url: Option<String>,
+}
+
 /// The optional `[admin]` table: the monitoring listener.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

@@ -41,6 +41,7 @@ mod publish;
 mod reload;
 mod shared;
 mod space;
+mod taxii;
 mod withdraw;
 mod writer;
 
@@ -87,6 +88,7 @@ pub fn audit_origin(node: &PartnerId) -> String {
 pub struct RunningNode {
     addr: SocketAddr,
     admin: Option<SocketAddr>,
+    taxii: Option<SocketAddr>,
     endpoint: quinn::Endpoint,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
@@ -106,6 +108,11 @@ impl RunningNode {
     /// The admin listener's TCP address, when `[admin] listen` is set.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// The TAXII gateway's TCP address, when `[taxii] listen` is set.
+    pub fn taxii_addr(&self) -> Option<SocketAddr> {
+        self.taxii
     }
 
     /// Reads the configuration file again and puts its partners, keys, revocations and
@@ -187,6 +194,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         .await
         .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
     let admin = start_admin(&cfg, &shared).await?;
+    let taxii = taxii::start(&cfg, &shared, tls.https).await?;
     let operator = start_operator(&n.data_dir, &shared);
     tracing::info!(node = %n.id, %addr, partners = cfg.partners.len(), "node listening");
     let greeting = admission::HandshakeLimits {
@@ -209,6 +217,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     Ok(RunningNode {
         addr,
         admin,
+        taxii,
         endpoint,
         stop,
         accept,
@@ -223,6 +232,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
 /// The node's TLS configurations: as a server, and as a client dialling peer nodes.
 struct NodeTls {
     server: quinn::ServerConfig,
+    /// The TAXII gateway's HTTPS.
+    https: Arc<rustls::ServerConfig>,
     client: quinn::ClientConfig,
 }
 
@@ -244,6 +255,7 @@ fn load_keys(cfg: &NodeConfig) -> Result<(NodeTls, CheckpointSigner), NodeError>
         idle_timeout: Duration::from_secs(t.idle_timeout_secs),
     };
     let server = transport::server_config(&identity, timers)?;
+    let https = transport::https_server_config(&identity)?;
     let client = transport::client_config(&identity, timers)?;
     let signing = crate::files::read_text(&n.signing_key)
         .map_err(|e| e.to_string())
@@ -253,7 +265,14 @@ fn load_keys(cfg: &NodeConfig) -> Result<(NodeTls, CheckpointSigner), NodeError>
             why,
         })?;
     let signer = CheckpointSigner::new(&audit_origin(&n.id), signing)?;
-    Ok((NodeTls { server, client }, signer))
+    Ok((
+        NodeTls {
+            server,
+            https,
+            client,
+        },
+        signer,
+    ))
 }
 
 /// The running storage thread and what the node holds of it.

@@ -1,0 +1,213 @@
+//! The TAXII 2.1 gateway: HTTPS for the CTI tools partners already run (OpenCTI, MISP,
+//! taxii2-client). A client presents a partner's certificate from the federation CA and
+//! is admitted by the same rules as a QUIC connection (`admission`: a configured
+//! partner, its pin, revocations, the per-partner connection limit); the refusal or the
+//! admission is on the log. It then reads, as STIX 2.1 objects, the bulletins shared
+//! with it whose bodies are STIX bundles; each page it is handed is recorded as a
+//! delivery before it is sent.
+//!
+//! This module moves bytes and admits connections. The pages are decided by `index`
+//! (pure), who may see what by the policy in force (`withdraw::recheck`), and the TAXII
+//! resources are written by `routes`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
+use super::{NodeError, Shared};
+use crate::audit::record::Event;
+use crate::config::NodeConfig;
+use crate::identity::{CertFingerprint, PartnerId, Role};
+use crate::transport::{self, TransportError};
+
+mod index;
+mod routes;
+
+/// How long a client may take to send a request's headers: a client that trickles
+/// them would otherwise hold a task and a connection slot for as long as it likes.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the gateway's requests share.
+pub(super) struct Gateway {
+    shared: Arc<Shared>,
+    index: Mutex<index::Index>,
+    /// The base URL clients reach the gateway at, without a trailing slash.
+    base: String,
+}
+
+/// The partner a connection was admitted as.
+#[derive(Clone, Debug)]
+pub(super) struct Caller {
+    pub partner: PartnerId,
+    pub role: Role,
+}
+
+/// Starts the gateway if `[taxii] listen` is set; returns the address it is bound to.
+pub(super) async fn start(
+    cfg: &NodeConfig,
+    shared: &Arc<Shared>,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<Option<SocketAddr>, NodeError> {
+    let Some(at) = cfg.taxii.listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(at).await.map_err(TransportError::Io)?;
+    let bound = listener.local_addr().map_err(TransportError::Io)?;
+    let base = match &cfg.taxii.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("https://{bound}"),
+    };
+    tracing::info!(%bound, %base, "TAXII 2.1 gateway (discovery at {base}/taxii2/)");
+    let gateway = Arc::new(Gateway {
+        shared: shared.clone(),
+        index: Mutex::new(index::Index::default()),
+        base,
+    });
+    let handshake = Duration::from_secs(cfg.transport.handshake_timeout_secs);
+    tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(tls),
+        gateway,
+        handshake,
+    ));
+    Ok(Some(bound))
+}
+
+/// Accepts connections until the node stops; each is served in its own task.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    handshake: Duration,
+) {
+    let mut stop = gateway.shared.shutdown.clone();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let job = connection(stream, remote, acceptor.clone(), gateway.clone(), handshake);
+                    connections.spawn(job);
+                }
+                Err(e) => tracing::warn!(error = %e, "TAXII gateway: accept failed"),
+            },
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// One client connection: the TLS handshake, admission, then HTTP/1.1 until either
+/// side closes or the node stops.
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    handshake: Duration,
+) {
+    let shared = &gateway.shared;
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let why = format!("TAXII: TLS handshake from {remote} failed: {e}");
+            return shared.record_anonymous_refusal(why).await;
+        }
+        Err(_) => {
+            let why = format!("TAXII: TLS handshake from {remote} took longer than {handshake:?}");
+            return shared.record_anonymous_refusal(why).await;
+        }
+    };
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let named = leaf
+        .ok_or_else(|| TransportError::NoPartnerId("no certificate presented".into()))
+        .and_then(|der| {
+            Ok((
+                transport::partner_from_cert(der)?,
+                CertFingerprint::of_der(der),
+            ))
+        });
+    let (partner, cert) = match named {
+        Ok(named) => named,
+        Err(e) => {
+            return shared
+                .record_anonymous_refusal(format!("TAXII: {remote}: {e}"))
+                .await
+        }
+    };
+    let Some(role) = admit(shared, &partner, &cert, remote).await else {
+        return;
+    };
+    let Some(_admitted) = Admitted::new(shared, &partner) else {
+        let why = format!(
+            "TAXII: {remote}: at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner"
+        );
+        return shared
+            .record(Event::connection_refused(Some(&partner), &why))
+            .await;
+    };
+    shared.record(Event::connection_accepted(&partner)).await;
+    let caller = Caller {
+        partner: partner.clone(),
+        role,
+    };
+    serve(
+        TokioIo::new(tls),
+        routes::router(gateway.clone(), caller),
+        shared,
+    )
+    .await;
+}
+
+/// The role `partner` is admitted with, or `None` after recording why it is not.
+async fn admit(
+    shared: &Shared,
+    partner: &PartnerId,
+    cert: &CertFingerprint,
+    remote: SocketAddr,
+) -> Option<Role> {
+    let config = shared.rules_in_force().config.clone();
+    match admission::admit(&config, partner, cert) {
+        Ok(role) => Some(role),
+        Err(why) => {
+            tracing::warn!(%remote, %partner, %why, "TAXII: refused");
+            let reason = format!("TAXII: {remote}: {why}");
+            shared
+                .record(Event::connection_refused(Some(partner), &reason))
+                .await;
+            None
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `io` with `router` until the connection ends or the node stops.
+async fn serve<I>(io: I, router: axum::Router, shared: &Shared)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stop = shared.shutdown.clone();
+    tokio::select! {
+        done = conn.as_mut() => {
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "TAXII connection ended");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+    }
+}

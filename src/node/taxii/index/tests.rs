@@ -1,0 +1,148 @@
+use bytes::Bytes;
+use prost::Message as _;
+use serde_json::json;
+
+use super::*;
+
+fn id(s: &str) -> PartnerId {
+    s.parse().expect("an id")
+}
+
+/// A stored bulletin at `seq`, accepted at `seq` seconds, whose bundle holds `objects`
+/// as (type, n, modified).
+fn stored(seq: u64, shared: &[&str], objects: &[(&str, u32, &str)]) -> proto::StoredBulletin {
+    let objects: Vec<_> = objects
+        .iter()
+        .map(|(t, n, modified)| {
+            json!({"type": t, "spec_version": "2.1",
+                   "id": format!("{t}--00000000-0000-4000-8000-{n:012}"),
+                   "created": "2026-01-01T00:00:00.000Z", "modified": modified})
+        })
+        .collect();
+    let bundle = json!({"type": "bundle", "id": "bundle--00000000-0000-4000-8000-000000000000", "objects": objects});
+    let b = proto::Bulletin {
+        content_type: crate::bulletin::STIX_CONTENT_TYPE.into(),
+        body: Bytes::from(bundle.to_string()),
+        ..Default::default()
+    };
+    let signed = proto::SignedBulletin {
+        bulletin: b.encode_to_vec().into(),
+        ..Default::default()
+    };
+    proto::StoredBulletin {
+        seq,
+        signed: signed.encode_to_vec().into(),
+        accepted_unix_ms: seq * 1000,
+        shared_with: shared.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn query(limit: usize) -> Query {
+    Query {
+        added_after: None,
+        ids: vec![],
+        types: vec![],
+        versions: Versions::Last,
+        after: None,
+        limit,
+    }
+}
+
+fn for_partner(p: &str) -> impl Fn(&Entry) -> bool {
+    let p = id(p);
+    move |e: &Entry| e.shared_with.contains(&p)
+}
+
+const V1: &str = "2026-02-01T00:00:00.000Z";
+const V2: &str = "2026-03-01T00:00:00.000Z";
+
+#[test]
+fn pages_follow_next_to_the_end_without_repeating_an_object() {
+    let mut index = Index::default();
+    for seq in 1..=250 {
+        index.add(&stored(seq, &["jp-cdc"], &[("indicator", seq as u32, V1)]));
+    }
+    assert_eq!(index.through(), 250);
+    let visible = for_partner("jp-cdc");
+    let (mut seen, mut q, mut sizes) = (Vec::new(), query(100), Vec::new());
+    loop {
+        let page = index.page(&q, &visible);
+        sizes.push(page.positions.len());
+        seen.extend(
+            page.positions
+                .iter()
+                .map(|p| index.get(*p).expect("an entry").seq),
+        );
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [100, 100, 50]);
+    assert_eq!(seen, (1..=250).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_partner_sees_only_what_was_shared_with_it() {
+    let mut index = Index::default();
+    index.add(&stored(1, &["jp-cdc", "ee-mod"], &[("indicator", 1, V1)]));
+    index.add(&stored(2, &["ee-mod"], &[("indicator", 2, V1)]));
+    let plain = stored(3, &["jp-cdc"], &[]);
+    let mut not_stix = plain.clone();
+    not_stix.signed = proto::SignedBulletin::default().encode_to_vec().into();
+    index.add(&not_stix);
+    let seqs = |p: &str| -> Vec<u64> {
+        let page = index.page(&query(10), &for_partner(p));
+        page.positions
+            .iter()
+            .map(|p| index.entries[*p].seq)
+            .collect()
+    };
+    assert_eq!(seqs("jp-cdc"), [1]);
+    assert_eq!(seqs("ee-mod"), [1, 2]);
+    assert_eq!(seqs("us-dod"), Vec::<u64>::new());
+    assert_eq!(index.through(), 3);
+}
+
+#[test]
+fn filters_by_time_id_type_and_version() {
+    let mut index = Index::default();
+    index.add(&stored(
+        1,
+        &["jp-cdc"],
+        &[("indicator", 1, V1), ("malware", 2, V1)],
+    ));
+    index.add(&stored(2, &["jp-cdc"], &[("indicator", 1, V2)]));
+    index.add(&stored(3, &["jp-cdc"], &[("indicator", 3, V1)]));
+    let visible = for_partner("jp-cdc");
+    let found = |q: &Query| -> Vec<(u64, String)> {
+        let page = index.page(q, &visible);
+        page.positions
+            .iter()
+            .map(|p| {
+                let e = &index.entries[*p];
+                (e.seq, e.version_or("").to_string())
+            })
+            .collect()
+    };
+    // The latest version of each by default; the first, or all, when asked.
+    let mut q = query(10);
+    assert_eq!(found(&q), [(1, V1.into()), (2, V2.into()), (3, V1.into())]);
+    q.versions = Versions::First;
+    assert_eq!(found(&q), [(1, V1.into()), (1, V1.into()), (3, V1.into())]);
+    q.versions = Versions::All;
+    assert_eq!(found(&q).len(), 4);
+    q.versions = Versions::Exactly(vec![V2.into()]);
+    assert_eq!(found(&q), [(2, V2.into())]);
+    // By id, by type, after a time.
+    let mut q = query(10);
+    q.ids = vec!["indicator--00000000-0000-4000-8000-000000000001".into()];
+    assert_eq!(found(&q), [(2, V2.into())]);
+    let mut q = query(10);
+    q.types = vec!["malware".into()];
+    assert_eq!(found(&q), [(1, V1.into())]);
+    let mut q = query(10);
+    q.added_after = Some(1000);
+    assert_eq!(found(&q), [(2, V2.into()), (3, V1.into())]);
+}

@@ -1,0 +1,449 @@
+//! The TAXII 2.1 resources (OASIS TAXII 2.1, §4–§5): discovery, the API root, the
+//! caller's collection, its objects, one object's versions and the manifest, each as
+//! `application/taxii+json;version=2.1`, errors as TAXII error messages. A partner has
+//! one collection: what is shared with it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde_json::{json, Value};
+use sha2::Digest as _;
+
+use super::index::{self, Entry, Index, Page, Query, Versions};
+use super::{Caller, Gateway};
+use crate::identity::{PartnerId, Role};
+use crate::store::Store;
+use crate::timestamp::Timestamp;
+
+/// The media type of every TAXII 2.1 response.
+pub(crate) const TAXII: &str = "application/taxii+json;version=2.1";
+/// The media type of the objects served.
+const STIX: &str = "application/stix+json;version=2.1";
+/// Objects on a page when the client asks for none, and at most.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// The gateway's routes for one admitted connection.
+pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
+    Router::new()
+        .route("/taxii2/", get(discovery))
+        .route("/api/", get(api_root))
+        .route("/api/collections/", get(collections))
+        .route("/api/collections/{id}/", get(collection))
+        .route("/api/collections/{id}/objects/", get(objects))
+        .route("/api/collections/{id}/objects/{object}/", get(object))
+        .route("/api/collections/{id}/manifest/", get(manifest))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "no such TAXII resource; discovery is at /taxii2/",
+            )
+        })
+        .layer(middleware::from_fn(accept_taxii))
+        .layer(Extension(caller))
+        .with_state(gateway)
+}
+
+/// A TAXII response.
+fn taxii(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TAXII));
+    r
+}
+
+/// A TAXII error message.
+fn error(status: StatusCode, title: &str, description: &str) -> Response {
+    let body = json!({
+        "title": title,
+        "description": description,
+        "http_status": status.as_u16().to_string(),
+    });
+    taxii(status, &body)
+}
+
+/// 406 unless the client accepts TAXII 2.1 (or anything).
+async fn accept_taxii(request: Request, next: Next) -> Response {
+    let accepts = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.replace(' ', "").to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    let ok = accepts.is_empty()
+        || accepts.iter().any(|a| {
+            a == "*/*"
+                || a == "application/taxii+json"
+                || a.starts_with("application/taxii+json;version=2.1")
+        });
+    if !ok {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not acceptable",
+            &format!("this server answers {TAXII} only"),
+        );
+    }
+    next.run(request).await
+}
+
+async fn discovery(State(g): State<Arc<Gateway>>) -> Response {
+    let root = format!("{}/api/", g.base);
+    let node = &g.shared.node_id;
+    taxii(
+        StatusCode::OK,
+        &json!({
+            "title": format!("renkei node {node}"),
+            "description": "Bulletins shared with you through this renkei node, as STIX 2.1 objects",
+            "default": root,
+            "api_roots": [root],
+        }),
+    )
+}
+
+async fn api_root(State(g): State<Arc<Gateway>>) -> Response {
+    taxii(
+        StatusCode::OK,
+        &json!({
+            "title": format!("renkei node {}", g.shared.node_id),
+            "versions": [TAXII],
+            "max_content_length": g.shared.limits.bulletin.max_bulletin_bytes,
+        }),
+    )
+}
+
+/// The id of the collection of what is shared with `partner` on `node`: stable across
+/// restarts, so clients can keep it; a UUID, as TAXII asks.
+fn collection_id(node: &PartnerId, partner: &PartnerId) -> String {
+    let digest = sha2::Sha256::digest(format!("renkei taxii shared-with {node} {partner}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+fn collection_of(g: &Gateway, caller: &Caller) -> Option<Value> {
+    if caller.role == Role::Auditor {
+        return None;
+    }
+    Some(json!({
+        "id": collection_id(&g.shared.node_id, &caller.partner),
+        "title": format!("Shared with {}", caller.partner),
+        "description": format!("Bulletins node {} shares with {}, as STIX 2.1 objects", g.shared.node_id, caller.partner),
+        "can_read": true,
+        "can_write": false,
+        "media_types": [STIX],
+    }))
+}
+
+async fn collections(State(g): State<Arc<Gateway>>, Extension(c): Extension<Caller>) -> Response {
+    let list: Vec<Value> = collection_of(&g, &c).into_iter().collect();
+    taxii(StatusCode::OK, &json!({ "collections": list }))
+}
+
+/// The caller's collection if `id` names it.
+fn own(g: &Gateway, c: &Caller, id: &str) -> Option<Value> {
+    collection_of(g, c).filter(|col| col["id"] == id)
+}
+
+/// The TAXII 404 for a collection the caller does not have.
+fn no_collection() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "Collection not found",
+        "no collection with this id is shared with you",
+    )
+}
+
+async fn collection(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match own(&g, &c, &id) {
+        Some(col) => taxii(StatusCode::OK, &col),
+        None => no_collection(),
+    }
+}
+
+/// A request's filters and paging, or why they cannot be read.
+fn parse_query(params: &[(String, String)]) -> Result<Query, String> {
+    let mut q = Query {
+        added_after: None,
+        ids: vec![],
+        types: vec![],
+        versions: Versions::Last,
+        after: None,
+        limit: DEFAULT_LIMIT,
+    };
+    let list = |v: &str| {
+        v.split(',')
+            .map(|s| s.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "added_after" => {
+                let t: Timestamp = v.parse().map_err(|e| format!("added_after: {e}"))?;
+                q.added_after = Some(t.unix_ms());
+            }
+            "limit" => {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("limit: {v:?} is not a number"))?;
+                q.limit = n.clamp(1, MAX_LIMIT);
+            }
+            "next" => {
+                q.after = Some(
+                    v.parse()
+                        .map_err(|_| format!("next: {v:?} is not a token this server gave"))?,
+                )
+            }
+            "match[id]" => q.ids.extend(list(v)),
+            "match[type]" => q.types.extend(list(v)),
+            "match[version]" => {
+                q.versions = match v.as_str() {
+                    "last" => Versions::Last,
+                    "first" => Versions::First,
+                    "all" => Versions::All,
+                    _ => Versions::Exactly(list(v)),
+                }
+            }
+            "match[spec_version]" if !list(v).iter().any(|s| s == "2.1") => {
+                // Only STIX 2.1 is carried: nothing matches another version.
+                q.types = vec![String::new()];
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// One page of the caller's objects: the entries and their objects as JSON.
+struct Served {
+    page: Page,
+    items: Vec<(Entry, Value)>,
+}
+
+/// Brings the index up to the store's head, takes the page `q` asks for under the rules
+/// in force, and reads its objects back.
+fn read_page(
+    g: &Gateway,
+    partner: &PartnerId,
+    q: &Query,
+) -> Result<Served, crate::store::StoreError> {
+    let store = &g.shared.storage.store;
+    let sharing = g.shared.rules_in_force();
+    let limits = g.shared.limits.bulletin;
+    let mut index = g.index.lock().unwrap_or_else(|p| p.into_inner());
+    refresh(&mut index, store)?;
+    let visible = |e: &Entry| {
+        e.shared_with.contains(partner)
+            && (e.seq > sharing.recheck_through
+                || still_shared(store, &sharing, partner, e.seq, &limits))
+    };
+    let page = index.page(q, &visible);
+    let mut items = Vec::with_capacity(page.positions.len());
+    let mut bulletin: Option<(u64, Vec<crate::stix::StixObject>)> = None;
+    for &p in &page.positions {
+        let Some(e) = index.get(p) else { continue };
+        if bulletin.as_ref().is_none_or(|(seq, _)| *seq != e.seq) {
+            let objects = store
+                .get(e.seq)?
+                .as_ref()
+                .and_then(index::stix_objects)
+                .unwrap_or_default();
+            bulletin = Some((e.seq, objects));
+        }
+        let json = bulletin
+            .as_ref()
+            .and_then(|(_, objects)| objects.get(e.index as usize))
+            .map(|o| o.json.clone());
+        if let Some(json) = json {
+            items.push((e.clone(), json));
+        }
+    }
+    Ok(Served { page, items })
+}
+
+fn refresh(index: &mut Index, store: &Store) -> Result<(), crate::store::StoreError> {
+    let head = store.head()?;
+    for seq in index.through() + 1..=head {
+        match store.get(seq)? {
+            Some(stored) => index.add(&stored),
+            None => index.reached(seq),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the rules in force still share the stored bulletin `seq` with `partner`.
+fn still_shared(
+    store: &Store,
+    sharing: &super::super::RuleSet,
+    partner: &PartnerId,
+    seq: u64,
+    limits: &crate::bulletin::Limits,
+) -> bool {
+    let Ok(Some(b)) = store.get(seq) else {
+        return false;
+    };
+    matches!(
+        super::super::withdraw::recheck(
+            b.signed,
+            &b.received_from,
+            &b.path,
+            partner,
+            sharing,
+            limits
+        ),
+        Ok(None)
+    )
+}
+
+/// Serves a page to the caller: checks the collection, reads the page on the blocking
+/// pool, records what it hands over, then writes the body `shape` makes of it.
+async fn page_response(
+    g: Arc<Gateway>,
+    c: Caller,
+    id: String,
+    q: Query,
+    what: &'static str,
+    shape: fn(&Served) -> Value,
+) -> Response {
+    if own(&g, &c, &id).is_none() {
+        return no_collection();
+    }
+    let job = {
+        let (g, partner) = (g.clone(), c.partner.clone());
+        tokio::task::spawn_blocking(move || read_page(&g, &partner, &q))
+    };
+    let served = match job.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "TAXII: reading the store failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Storage error",
+                "the node could not read its store; its operator finds why in its log",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "the request failed",
+            )
+        }
+    };
+    if what == "object" && served.items.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Object not found",
+            "no object with this id is shared with you",
+        );
+    }
+    let mut seqs: Vec<u64> = served.items.iter().map(|(e, _)| e.seq).collect();
+    seqs.dedup();
+    if !seqs.is_empty() {
+        let event = crate::audit::record::Event::taxii_read(&c.partner, seqs, what);
+        if let Err(e) = g.shared.commit_event(Some(event), None).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not recorded",
+                &format!(
+                    "this access could not be recorded, so nothing is served: {}",
+                    e.to_peer()
+                ),
+            );
+        }
+    }
+    let mut r = taxii(StatusCode::OK, &shape(&served));
+    date_headers(r.headers_mut(), &served);
+    r
+}
+
+/// `X-TAXII-Date-Added-First` and `-Last` of a page.
+fn date_headers(h: &mut HeaderMap, s: &Served) {
+    let stamp = |e: &Entry| Timestamp::from_unix_ms(e.added_ms).rfc3339_ms();
+    for (name, e) in [
+        ("x-taxii-date-added-first", s.items.first()),
+        ("x-taxii-date-added-last", s.items.last()),
+    ] {
+        if let Some(v) = e.and_then(|(e, _)| HeaderValue::from_str(&stamp(e)).ok()) {
+            h.insert(name, v);
+        }
+    }
+}
+
+fn envelope(s: &Served) -> Value {
+    let objects: Vec<&Value> = s.items.iter().map(|(_, o)| o).collect();
+    let mut body = json!({ "more": s.page.next.is_some(), "objects": objects });
+    if let Some(next) = s.page.next {
+        body["next"] = json!(next.to_string());
+    }
+    body
+}
+
+fn manifest_body(s: &Served) -> Value {
+    let objects: Vec<Value> = s
+        .items
+        .iter()
+        .map(|(e, _)| {
+            let added = Timestamp::from_unix_ms(e.added_ms).rfc3339_ms();
+            json!({"id": &*e.id, "date_added": added, "version": e.version_or(&added), "media_type": STIX})
+        })
+        .collect();
+    let mut body = json!({ "more": s.page.next.is_some(), "objects": objects });
+    if let Some(next) = s.page.next {
+        body["next"] = json!(next.to_string());
+    }
+    body
+}
+
+async fn objects(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<Vec<(String, String)>>,
+) -> Response {
+    match parse_query(&params) {
+        Ok(q) => page_response(g, c, id, q, "objects", envelope).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
+    }
+}
+
+async fn object(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    Path((id, object)): Path<(String, String)>,
+    UrlQuery(params): UrlQuery<Vec<(String, String)>>,
+) -> Response {
+    match parse_query(&params) {
+        Ok(mut q) => {
+            q.ids = vec![object];
+            page_response(g, c, id, q, "object", envelope).await
+        }
+        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
+    }
+}
+
+async fn manifest(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<Vec<(String, String)>>,
+) -> Response {
+    match parse_query(&params) {
+        Ok(q) => page_response(g, c, id, q, "manifest", manifest_body).await,
+        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
+    }
+}

@@ -1,0 +1,279 @@
+//! A CTI tool reads a node through its TAXII 2.1 gateway: the Python `taxii2-client`
+//! (what OpenCTI's and MISP's connectors build on) discovers the API root, lists the
+//! collections its partner certificate gives it, pages through the STIX objects of the
+//! bulletins shared with it (published by another desk over QUIC), and reads the
+//! manifest. It sees what the policy shares with it and nothing else, every page it is
+//! handed is on the node's log, and a client without a federation certificate gets
+//! nothing.
+//!
+//! `.ci/run` installs taxii2-client into `target/tmp/taxii-venv`; a `cargo test` without
+//! it makes that virtual environment first (PyPI is the one network it needs).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::federation::{connect_as, sign_as, PATIENCE};
+use common::pki;
+use common::served::serve;
+use prost::Message as _;
+use renkei::bulletin::{self, Kind, Limits, Tlp};
+use renkei::client::Client;
+use renkei::proto::{self, PublishStatus};
+use renkei::timestamp::Timestamp;
+use serde_json::{json, Value};
+
+/// A Python that can import taxii2client: the virtual environment `.ci/run` makes, or
+/// one made now.
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("taxii-venv");
+    let python = venv.join("bin/python");
+    let works = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import taxii2client"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !works(&python) {
+        eprintln!("making {} with taxii2-client", venv.display());
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "python3 -m venv failed");
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "taxii2-client==2.3.0"])
+            .status();
+        assert!(
+            pip.is_ok_and(|s| s.success()),
+            "pip install taxii2-client failed"
+        );
+    }
+    assert!(
+        works(&python),
+        "taxii2client does not import in {}",
+        python.display()
+    );
+    python
+}
+
+fn public(dir: &Path, id: &str) -> String {
+    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn hub_config(dir: &Path, port: u16) -> String {
+    format!(
+        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
+         [taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n\n\
+         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
+         [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
+        public(dir, "us-dod"),
+    )
+}
+
+/// A bulletin from us-dod whose body is a STIX bundle of an indicator and a malware
+/// object numbered `n`.
+fn stix_bulletin(dir: &Path, n: u32, tlp: Tlp) -> proto::SignedBulletin {
+    let id = |t: &str| format!("{t}--00000000-0000-4000-8000-{n:012}");
+    let bundle = json!({
+        "type": "bundle", "id": id("bundle"),
+        "objects": [
+            {"type": "indicator", "spec_version": "2.1", "id": id("indicator"),
+             "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
+             "pattern": format!("[ipv4-addr:value = '198.51.100.{n}']"), "pattern_type": "stix",
+             "valid_from": "2026-11-30T09:00:00Z"},
+            {"type": "malware", "spec_version": "2.1", "id": id("malware"),
+             "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
+             "name": format!("sample {n}"), "is_family": false},
+        ],
+    });
+    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
+    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let plain = sign_as(
+        &key,
+        "us-dod",
+        tlp,
+        Kind::Indicator,
+        &format!("stix {n}"),
+        &[],
+        &[],
+    );
+    let mut b = proto::Bulletin::decode(plain.bulletin).unwrap();
+    b.content_type = bulletin::STIX_CONTENT_TYPE.into();
+    b.body = bundle.to_string().into();
+    bulletin::sign(&b, &key, &Limits::default()).unwrap()
+}
+
+async fn publish(us: &Client, b: proto::SignedBulletin) {
+    let r = tokio::time::timeout(PATIENCE, us.publish(b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+}
+
+/// Runs tests/taxii/read.py as `id`; its JSON report.
+fn read_as(dir: &Path, python: &Path, port: u16, id: &str) -> Result<Value, String> {
+    let certs = dir.join("certs");
+    // requests lets these override the CA a client names (`verify=`): a machine-wide
+    // bundle would then be asked to vouch for the federation's CA.
+    let out = Command::new(python)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/taxii/read.py"))
+        .arg(format!("https://jp-mod:{port}"))
+        .arg(certs.join("ca.crt"))
+        .arg(certs.join(format!("{id}/tls.crt")))
+        .arg(certs.join(format!("{id}/tls.key")))
+        .arg("3")
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,jp-cdc,audit-office");
+    let port = free_port();
+    fs::write(dir.join("hub.toml"), hub_config(dir, port)).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    let addr = addr.parse().unwrap();
+    let hub = "jp-mod".parse().unwrap();
+
+    // The US desk publishes over QUIC: five GREEN STIX bundles, one AMBER (beyond the
+    // Japanese desk's clearance) and one plain-text note (no STIX to serve).
+    let us = connect_as(&dir.join("certs"), "us-dod", addr, &hub)
+        .await
+        .unwrap();
+    for n in 1..=5 {
+        publish(&us, stix_bulletin(dir, n, Tlp::Green)).await;
+    }
+    publish(&us, stix_bulletin(dir, 6, Tlp::Amber)).await;
+    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
+    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    publish(
+        &us,
+        sign_as(
+            &key,
+            "us-dod",
+            Tlp::Green,
+            Kind::Advisory,
+            "plain",
+            &[],
+            &[],
+        ),
+    )
+    .await;
+
+    // The Japanese desk's CTI tool reads its collection in pages of three.
+    let seen = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        move || read_as(&dir, &python, port, "jp-cdc")
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client reads the gateway");
+    assert_eq!(seen["title"], "renkei node jp-mod");
+    assert_eq!(
+        seen["api_roots"],
+        json!([format!("https://jp-mod:{port}/api/")])
+    );
+    assert_eq!(
+        seen["versions"],
+        json!(["application/taxii+json;version=2.1"])
+    );
+    let collections = seen["collections"].as_array().unwrap();
+    assert_eq!(collections.len(), 1);
+    assert_eq!(collections[0]["title"], "Shared with jp-cdc");
+    assert_eq!(collections[0]["can_read"], true);
+    // Ten objects (two per GREEN bundle), none of the AMBER one's.
+    assert_eq!(seen["pages"], json!([3, 3, 3, 1]));
+    let ids: Vec<&str> = seen["object_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let wanted: Vec<String> = (1..=5u32)
+        .flat_map(|n| {
+            ["indicator", "malware"].map(|t| format!("{t}--00000000-0000-4000-8000-{n:012}"))
+        })
+        .collect();
+    assert_eq!(ids, wanted);
+    let manifest = seen["manifest"].as_array().unwrap();
+    assert_eq!(manifest.len(), 10);
+    assert_eq!(manifest[0]["version"], "2026-11-30T09:00:00.000Z");
+    assert_eq!(
+        manifest[0]["media_type"],
+        "application/stix+json;version=2.1"
+    );
+    let added: Timestamp = manifest[0]["date_added"].as_str().unwrap().parse().unwrap();
+    assert!(added <= Timestamp::now());
+    assert_eq!(seen["one_object"], json!([wanted[0]]));
+    assert_eq!(seen["indicators"], 5);
+
+    // A client with a certificate of another CA gets no further than the handshake.
+    let stranger = tempfile::tempdir().unwrap();
+    pki(stranger.path(), "jp-cdc");
+    fs::copy(
+        dir.join("certs/ca.crt"),
+        stranger.path().join("certs/ca.crt"),
+    )
+    .unwrap();
+    let refused = tokio::task::spawn_blocking({
+        let (s, python) = (stranger.path().to_owned(), python.clone());
+        move || read_as(&s, &python, port, "jp-cdc")
+    })
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+
+    // Every page handed over is on the log, as deliveries to jp-cdc through TAXII.
+    let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
+        .await
+        .unwrap();
+    let page = auditor
+        .audit_query(proto::AuditQuery {
+            partner: "jp-cdc".into(),
+            event: proto::AuditEvent::Delivered as u32,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reasons: Vec<String> = page
+        .records
+        .iter()
+        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap().reason)
+        .collect();
+    assert!(
+        reasons.iter().filter(|r| *r == "TAXII: objects").count() >= 4,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "TAXII: manifest"),
+        "{reasons:?}"
+    );
+    us.close().await;
+    auditor.close().await;
+    assert!(served.stop(PATIENCE).success());
+}
