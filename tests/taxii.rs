@@ -26,8 +26,13 @@ use renkei::timestamp::Timestamp;
 use serde_json::{json, Value};
 
 /// A Python that can import taxii2client: the virtual environment `.ci/run` makes, or
-/// one made now.
+/// one made now (once for all the tests here).
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_python).clone()
+}
+
+fn make_python() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("taxii-venv");
     let python = venv.join("bin/python");
     let works = |p: &Path| {
@@ -79,6 +84,7 @@ fn hub_config(dir: &Path, port: u16) -> String {
          [taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n\n\
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
+         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
          [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
         public(dir, "us-dod"),
     )
@@ -127,18 +133,33 @@ async fn publish(us: &Client, b: proto::SignedBulletin) {
 
 /// Runs tests/taxii/read.py as `id`; its JSON report.
 fn read_as(dir: &Path, python: &Path, port: u16, id: &str) -> Result<Value, String> {
+    run_script(dir, python, port, id, &["read.py", "3"])
+}
+
+/// Runs the script `args[0]` of tests/taxii/ as `id` with the rest of `args` after the
+/// URL and the certificate files; its JSON report, or its stderr.
+fn run_script(
+    dir: &Path,
+    python: &Path,
+    port: u16,
+    id: &str,
+    args: &[&str],
+) -> Result<Value, String> {
     let certs = dir.join("certs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/taxii")
+        .join(args[0]);
     // requests lets these override the CA a client names (`verify=`): a machine-wide
     // bundle would then be asked to vouch for the federation's CA.
     let out = Command::new(python)
         .env_remove("REQUESTS_CA_BUNDLE")
         .env_remove("CURL_CA_BUNDLE")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/taxii/read.py"))
+        .arg(script)
         .arg(format!("https://jp-mod:{port}"))
         .arg(certs.join("ca.crt"))
         .arg(certs.join(format!("{id}/tls.crt")))
         .arg(certs.join(format!("{id}/tls.key")))
-        .arg("3")
+        .args(&args[1..])
         .output()
         .unwrap();
     if !out.status.success() {
@@ -152,7 +173,7 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     let python = python();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,jp-cdc,audit-office");
+    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
     let port = free_port();
     fs::write(dir.join("hub.toml"), hub_config(dir, port)).unwrap();
     let (served, addr) = serve(dir, "hub.toml");
@@ -202,9 +223,11 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         json!(["application/taxii+json;version=2.1"])
     );
     let collections = seen["collections"].as_array().unwrap();
-    assert_eq!(collections.len(), 1);
+    assert_eq!(collections.len(), 2);
     assert_eq!(collections[0]["title"], "Shared with jp-cdc");
     assert_eq!(collections[0]["can_read"], true);
+    assert_eq!(collections[1]["title"], "From jp-cdc to node jp-mod");
+    assert_eq!(collections[1]["can_write"], true);
     // Ten objects (two per GREEN bundle), none of the AMBER one's.
     assert_eq!(seen["pages"], json!([3, 3, 3, 1]));
     let ids: Vec<&str> = seen["object_ids"]
@@ -274,6 +297,133 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         "{reasons:?}"
     );
     us.close().await;
+    auditor.close().await;
+    assert!(served.stop(PATIENCE).success());
+}
+
+const GREEN: &str = "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb";
+const AMBER: &str = "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421";
+
+/// The Japanese desk's CTI tool pushes intelligence into its inbox; it becomes
+/// bulletins of the node, signed with the node's key, one per TLP marking, and the
+/// Australian desk receives them over QUIC and verifies them itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
+    let port = free_port();
+    fs::write(dir.join("hub.toml"), hub_config(dir, port)).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    let addr = addr.parse().unwrap();
+    let hub = "jp-mod".parse().unwrap();
+
+    let object = |t: &str, n: u32, marking: Option<&str>| {
+        let mut o = json!({"type": t, "spec_version": "2.1",
+            "id": format!("{t}--10000000-0000-4000-8000-{n:012}"),
+            "created": "2026-11-30T10:00:00.000Z", "modified": "2026-11-30T10:00:00.000Z"});
+        if let Some(m) = marking {
+            o["object_marking_refs"] = json!([m]);
+        }
+        o
+    };
+    let envelope = json!({"objects": [
+        object("indicator", 1, Some(GREEN)),
+        object("report", 2, Some(AMBER)),
+        object("malware", 3, None),
+        {"type": "indicator", "spec_version": "2.1"},
+    ]});
+    fs::write(dir.join("envelope.json"), envelope.to_string()).unwrap();
+    let status = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        let file = dir.join("envelope.json");
+        move || {
+            run_script(
+                &dir,
+                &python,
+                port,
+                "jp-cdc",
+                &["write.py", file.to_str().unwrap()],
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client adds objects");
+    assert_eq!(status["inbox"], "From jp-cdc to node jp-mod");
+    assert_eq!(status["status"], "complete");
+    assert_eq!(
+        (
+            status["total_count"].as_u64(),
+            status["success_count"].as_u64()
+        ),
+        (Some(4), Some(3)),
+        "{status}"
+    );
+    assert_eq!(status["failures"][0]["message"], "object 3: no \"id\"");
+
+    // The Australian desk (cleared for AMBER) receives two bulletins from the node, and
+    // the node's own published key verifies them.
+    let au = connect_as(&dir.join("certs"), "au-dod", addr, &hub)
+        .await
+        .unwrap();
+    let mut sub = au.subscribe(0).await.unwrap();
+    let mut keyring = renkei::identity::Keyring::new();
+    let node_key: renkei::identity::PublicKey = public(dir, "jp-mod").parse().unwrap();
+    keyring.insert(hub.clone(), node_key, Default::default());
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let u = renkei::bulletin::UnverifiedBulletin::from_signed(
+            d.bulletin.unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        let v = renkei::bulletin::UnverifiedBulletin::verify_all(
+            vec![u],
+            &keyring,
+            Timestamp::now(),
+            &Limits::default(),
+        )
+        .pop()
+        .unwrap()
+        .expect("signed by the node");
+        let h = v.header();
+        assert_eq!(h.origin.as_str(), "jp-mod");
+        got.push(h.tlp);
+        sub.ack(vec![d.seq]).await.unwrap();
+    }
+    got.sort_by_key(|t| t.to_proto() as i32);
+    assert_eq!(got, [Tlp::Green, Tlp::Amber]);
+
+    // The log names the desk that wrote them.
+    let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
+        .await
+        .unwrap();
+    let page = auditor
+        .audit_query(proto::AuditQuery {
+            partner: "jp-cdc".into(),
+            event: proto::AuditEvent::BulletinAccepted as u32,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let origins: Vec<String> = page
+        .records
+        .iter()
+        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap())
+        .filter(|r| r.partner == "jp-cdc")
+        .map(|r| r.origin)
+        .collect();
+    assert_eq!(origins, ["jp-mod", "jp-mod"]);
+    drop(sub);
+    au.close().await;
     auditor.close().await;
     assert!(served.stop(PATIENCE).success());
 }

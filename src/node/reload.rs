@@ -118,7 +118,8 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             .head()
             .map_err(|e| ReloadError::NotRecorded(e.into()))?;
         let in_force = ConfigChange::in_force(&running.config, new);
-        let sharing = Arc::new(RuleSet::new(in_force, through));
+        let own = &shared.storage.audit_key;
+        let sharing = Arc::new(RuleSet::new(in_force, through).with_own_key(own));
         shared.rules.in_force.send_replace(sharing.clone());
         sharing
     };

@@ -130,6 +130,18 @@ impl RuleSet {
             config,
         }
     }
+
+    /// With the node's own signing key in the keyring, under the node's id: the
+    /// bulletins the node signs itself (its TAXII inbox's) verify like anyone's, here
+    /// and whenever they are checked again.
+    pub(crate) fn with_own_key(mut self, key: &ed25519_dalek::VerifyingKey) -> RuleSet {
+        if let Some(key) = crate::identity::PublicKey::new(*key) {
+            let id = self.config.node.id.clone();
+            self.keyring
+                .insert(id, key, crate::identity::Validity::default());
+        }
+        self
+    }
 }
 
 impl Shared {
@@ -245,7 +257,7 @@ impl Shared {
     ) -> Result<Shared, NodeError> {
         let t = &cfg.transport;
         let l = &cfg.limits;
-        let in_force = Arc::new(RuleSet::new(cfg.clone(), store.head()?));
+        let in_force = Arc::new(RuleSet::new(cfg.clone(), store.head()?).with_own_key(&audit_key));
         Ok(Shared {
             node_id: cfg.node.id.clone(),
             rules: Rules {

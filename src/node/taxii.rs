@@ -25,8 +25,10 @@ use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
 use crate::transport::{self, TransportError};
 
+mod inbox;
 mod index;
 mod routes;
+mod write;
 
 /// How long a client may take to send a request's headers: a client that trickles
 /// them would otherwise hold a task and a connection slot for as long as it likes.
@@ -38,6 +40,9 @@ pub(super) struct Gateway {
     index: Mutex<index::Index>,
     /// The base URL clients reach the gateway at, without a trailing slash.
     base: String,
+    /// The node's signing key: what the inbox's bulletins are signed with.
+    key: ed25519_dalek::SigningKey,
+    statuses: write::Statuses,
 }
 
 /// The partner a connection was admitted as.
@@ -63,10 +68,19 @@ pub(super) async fn start(
         None => format!("https://{bound}"),
     };
     tracing::info!(%bound, %base, "TAXII 2.1 gateway (discovery at {base}/taxii2/)");
+    let key = crate::files::read_text(&cfg.node.signing_key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| crate::identity::signing_key_from_pem(&pem).map_err(|e| e.to_string()))
+        .map_err(|why| NodeError::SigningKey {
+            file: cfg.node.signing_key.clone(),
+            why,
+        })?;
     let gateway = Arc::new(Gateway {
         shared: shared.clone(),
         index: Mutex::new(index::Index::default()),
         base,
+        key,
+        statuses: write::Statuses::default(),
     });
     let handshake = Duration::from_secs(cfg.transport.handshake_timeout_secs);
     tokio::spawn(accept_loop(

@@ -37,7 +37,7 @@ out = {
     ],
 }
 if collections:
-    c = collections[0]
+    c = next(c for c in collections if c.can_read)
     pages, ids = [], []
     for envelope in as_pages(c.get_objects, per_request=int(per_page)):
         objects = envelope.get("objects", [])

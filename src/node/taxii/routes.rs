@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query as UrlQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,9 +35,13 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
         .route("/api/", get(api_root))
         .route("/api/collections/", get(collections))
         .route("/api/collections/{id}/", get(collection))
-        .route("/api/collections/{id}/objects/", get(objects))
+        .route(
+            "/api/collections/{id}/objects/",
+            get(objects).post(super::write::add_objects),
+        )
         .route("/api/collections/{id}/objects/{object}/", get(object))
         .route("/api/collections/{id}/manifest/", get(manifest))
+        .route("/api/status/{id}/", get(super::write::status))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -46,12 +50,15 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
             )
         })
         .layer(middleware::from_fn(accept_taxii))
+        .layer(DefaultBodyLimit::max(
+            gateway.shared.limits.bulletin.max_bulletin_bytes,
+        ))
         .layer(Extension(caller))
         .with_state(gateway)
 }
 
 /// A TAXII response.
-fn taxii(status: StatusCode, body: &Value) -> Response {
+pub(super) fn taxii(status: StatusCode, body: &Value) -> Response {
     let mut r = (status, body.to_string()).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(TAXII));
@@ -59,7 +66,7 @@ fn taxii(status: StatusCode, body: &Value) -> Response {
 }
 
 /// A TAXII error message.
-fn error(status: StatusCode, title: &str, description: &str) -> Response {
+pub(super) fn error(status: StatusCode, title: &str, description: &str) -> Response {
     let body = json!({
         "title": title,
         "description": description,
@@ -119,10 +126,21 @@ async fn api_root(State(g): State<Arc<Gateway>>) -> Response {
     )
 }
 
-/// The id of the collection of what is shared with `partner` on `node`: stable across
-/// restarts, so clients can keep it; a UUID, as TAXII asks.
-fn collection_id(node: &PartnerId, partner: &PartnerId) -> String {
-    let digest = sha2::Sha256::digest(format!("renkei taxii shared-with {node} {partner}"));
+/// A partner's two collections: what is shared with it, and its inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Which {
+    Shared,
+    Inbox,
+}
+
+/// The id of `partner`'s collection `which` on `node`: stable across restarts, so
+/// clients can keep it; a UUID, as TAXII asks.
+fn collection_id(node: &PartnerId, partner: &PartnerId, which: Which) -> String {
+    let label = match which {
+        Which::Shared => "shared-with",
+        Which::Inbox => "inbox-of",
+    };
+    let digest = sha2::Sha256::digest(format!("renkei taxii {label} {node} {partner}"));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes)
@@ -130,32 +148,52 @@ fn collection_id(node: &PartnerId, partner: &PartnerId) -> String {
         .to_string()
 }
 
-fn collection_of(g: &Gateway, caller: &Caller) -> Option<Value> {
+/// The caller's collections (none for an auditor, who receives no bulletins).
+fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)> {
     if caller.role == Role::Auditor {
-        return None;
+        return Vec::new();
     }
-    Some(json!({
-        "id": collection_id(&g.shared.node_id, &caller.partner),
-        "title": format!("Shared with {}", caller.partner),
-        "description": format!("Bulletins node {} shares with {}, as STIX 2.1 objects", g.shared.node_id, caller.partner),
-        "can_read": true,
-        "can_write": false,
-        "media_types": [STIX],
-    }))
+    let (node, partner) = (&g.shared.node_id, &caller.partner);
+    vec![
+        (
+            Which::Shared,
+            json!({
+                "id": collection_id(node, partner, Which::Shared),
+                "title": format!("Shared with {partner}"),
+                "description": format!("Bulletins node {node} shares with {partner}, as STIX 2.1 objects"),
+                "can_read": true,
+                "can_write": false,
+                "media_types": [STIX],
+            }),
+        ),
+        (
+            Which::Inbox,
+            json!({
+                "id": collection_id(node, partner, Which::Inbox),
+                "title": format!("From {partner} to node {node}"),
+                "description": format!("Objects added here become bulletins of node {node}, signed with its key, TLP from their TLP 2.0 markings, shared by its policy as if {partner} had published them"),
+                "can_read": false,
+                "can_write": true,
+                "media_types": [STIX],
+            }),
+        ),
+    ]
 }
 
 async fn collections(State(g): State<Arc<Gateway>>, Extension(c): Extension<Caller>) -> Response {
-    let list: Vec<Value> = collection_of(&g, &c).into_iter().collect();
+    let list: Vec<Value> = collections_of(&g, &c).into_iter().map(|(_, v)| v).collect();
     taxii(StatusCode::OK, &json!({ "collections": list }))
 }
 
-/// The caller's collection if `id` names it.
-fn own(g: &Gateway, c: &Caller, id: &str) -> Option<Value> {
-    collection_of(g, c).filter(|col| col["id"] == id)
+/// The caller's collection `id`, if it has one by that id.
+pub(super) fn own(g: &Gateway, c: &Caller, id: &str) -> Option<(Which, Value)> {
+    collections_of(g, c)
+        .into_iter()
+        .find(|(_, col)| col["id"] == id)
 }
 
 /// The TAXII 404 for a collection the caller does not have.
-fn no_collection() -> Response {
+pub(super) fn no_collection() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "Collection not found",
@@ -169,7 +207,7 @@ async fn collection(
     Path(id): Path<String>,
 ) -> Response {
     match own(&g, &c, &id) {
-        Some(col) => taxii(StatusCode::OK, &col),
+        Some((_, col)) => taxii(StatusCode::OK, &col),
         None => no_collection(),
     }
 }
@@ -319,8 +357,12 @@ async fn page_response(
     what: &'static str,
     shape: fn(&Served) -> Value,
 ) -> Response {
-    if own(&g, &c, &id).is_none() {
-        return no_collection();
+    match own(&g, &c, &id) {
+        Some((Which::Shared, _)) => {}
+        Some((Which::Inbox, _)) => {
+            return error(StatusCode::FORBIDDEN, "Write only", "this is your inbox: what you add becomes bulletins; read what is shared with you from the other collection")
+        }
+        None => return no_collection(),
     }
     let job = {
         let (g, partner) = (g.clone(), c.partner.clone());

@@ -1,0 +1,232 @@
+//! The TAXII write side: adding objects to a partner's inbox collection, and the status
+//! resources that say what became of each object. An envelope goes through
+//! `inbox::prepare` under the rules gate and to the storage thread like a publish, and
+//! its answer waits until the bulletins are durable and recorded.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::inbox::{self, Failure, Made};
+use super::routes::{error, own, taxii, Which};
+use super::{Caller, Gateway};
+use crate::identity::PartnerId;
+use crate::node::writer::{Request, StorageError};
+use crate::store::Outcome;
+use crate::timestamp::Timestamp;
+
+/// Status resources kept for clients to poll; the oldest go first.
+const STATUSES_KEPT: usize = 1000;
+
+/// The status resources of recent writes, with the partner each belongs to.
+#[derive(Default)]
+pub(super) struct Statuses(std::sync::Mutex<VecDeque<(PartnerId, String, Value)>>);
+
+impl Statuses {
+    fn keep(&self, partner: &PartnerId, id: &str, status: &Value) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == STATUSES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((partner.clone(), id.to_owned(), status.clone()));
+    }
+
+    fn find(&self, partner: &PartnerId, id: &str) -> Option<Value> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter()
+            .find(|(p, i, _)| p == partner && i == id)
+            .map(|(_, _, s)| s.clone())
+    }
+}
+
+/// `POST …/collections/{id}/objects/`: the envelope's objects become bulletins.
+pub(super) async fn add_objects(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match own(&g, &c, &id) {
+        Some((Which::Inbox, _)) => {}
+        Some((Which::Shared, _)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Read only",
+                "this collection is what is shared with you; add objects to your inbox collection",
+            )
+        }
+        None => return super::routes::no_collection(),
+    }
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !media.replace(' ', "").starts_with("application/taxii+json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send an envelope as application/taxii+json;version=2.1",
+        );
+    }
+    let objects = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut envelope)) => match envelope.remove("objects") {
+            Some(Value::Array(objects)) => objects,
+            None => Vec::new(),
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad envelope",
+                    "\"objects\" is not a list",
+                )
+            }
+        },
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad envelope",
+                "the body is not a TAXII envelope (a JSON object)",
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad envelope",
+                &format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    let requested = Timestamp::now();
+    let total = objects.len();
+    let (queued, failures) = queue(&g, &c.partner, objects, requested).await;
+    let status = status_of(queued, failures, total, requested).await;
+    g.statuses
+        .keep(&c.partner, status["id"].as_str().unwrap_or(""), &status);
+    taxii(StatusCode::ACCEPTED, &status)
+}
+
+/// A bulletin on its way to the storage thread: what the status says of it, and the
+/// objects it carries.
+struct Sent {
+    id: crate::bulletin::BulletinId,
+    shared_with: usize,
+    objects: Vec<(String, Option<String>)>,
+    answer: oneshot::Receiver<Result<Outcome, StorageError>>,
+}
+
+type Queued = Vec<Sent>;
+
+/// Prepares the envelope under the rules in force and hands its bulletins to the
+/// storage thread before a reload can change the rules (as a publish does).
+async fn queue(
+    g: &Gateway,
+    writer: &PartnerId,
+    objects: Vec<Value>,
+    now: Timestamp,
+) -> (Queued, Vec<Failure>) {
+    let shared = &g.shared;
+    let _gate = shared.rules.gate.read().await;
+    let sharing = shared.rules_in_force();
+    let prepared = inbox::prepare(
+        objects,
+        writer,
+        &sharing,
+        &g.key,
+        &shared.limits.bulletin,
+        now,
+    );
+    let mut failures = prepared.failures;
+    let mut queued = Vec::with_capacity(prepared.made.len());
+    for Made { bulletin, objects } in prepared.made {
+        let (tx, answer) = oneshot::channel();
+        let (id, shared_with) = (bulletin.id, bulletin.shared_with.len());
+        let request = Request::Bulletin {
+            bulletin,
+            reply: tx,
+        };
+        if shared.storage.commits.send(request).await.is_err() {
+            let why = StorageError::Stopped.to_peer();
+            failures.extend(objects.iter().map(|(id, v)| failure(id, v, &why)));
+            continue;
+        }
+        queued.push(Sent {
+            id,
+            shared_with,
+            objects,
+            answer,
+        });
+    }
+    (queued, failures)
+}
+
+fn failure(id: &str, version: &Option<String>, why: &str) -> Failure {
+    Failure {
+        id: id.to_owned(),
+        version: version.clone(),
+        message: why.to_owned(),
+    }
+}
+
+/// Waits for every bulletin to be stored and writes the status resource.
+async fn status_of(
+    queued: Queued,
+    mut failures: Vec<Failure>,
+    total: usize,
+    requested: Timestamp,
+) -> Value {
+    let mut successes = Vec::new();
+    for sent in queued {
+        let said = match sent.answer.await {
+            Ok(Ok(Outcome::Accepted(seq))) => Ok(format!(
+                "bulletin {} (seq {seq}), shared with {} partner(s)",
+                sent.id, sent.shared_with
+            )),
+            Ok(Ok(Outcome::Duplicate(seq))) => Ok(format!("already stored as seq {seq}")),
+            Ok(Ok(Outcome::Conflict { seq, .. })) => Err(format!("conflicts with seq {seq}")),
+            Ok(Err(e)) => Err(e.to_peer()),
+            Err(_) => Err(StorageError::Stopped.to_peer()),
+        };
+        for (id, version) in &sent.objects {
+            match &said {
+                Ok(message) => {
+                    successes.push(json!({"id": id, "version": version, "message": message}))
+                }
+                Err(why) => failures.push(failure(id, version, why)),
+            }
+        }
+    }
+    let failed: Vec<Value> = failures
+        .iter()
+        .map(|f| json!({"id": f.id, "version": f.version, "message": f.message}))
+        .collect();
+    json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "status": "complete",
+        "request_timestamp": requested.rfc3339_ms(),
+        "total_count": total,
+        "success_count": successes.len(),
+        "successes": successes,
+        "failure_count": failed.len(),
+        "failures": failed,
+        "pending_count": 0,
+    })
+}
+
+/// `GET …/status/{id}/`: a status resource of the caller's.
+pub(super) async fn status(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match g.statuses.find(&c.partner, &id) {
+        Some(status) => taxii(StatusCode::OK, &status),
+        None => error(StatusCode::NOT_FOUND, "Status not found", "no status with this id is yours (statuses are kept for the last 1,000 writes, until the node restarts)"),
+    }
+}
