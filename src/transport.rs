@@ -283,6 +283,17 @@ pub fn https_server_config(id: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(tls))
 }
 
+/// The TLS configuration of an HTTPS client of a node's gateway (the benchmark's TAXII
+/// client): presents our certificate, trusts only the federation CA, ALPN `http/1.1`.
+pub fn https_client_config(id: &TlsIdentity) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(id.roots.clone())
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
 /// A client's QUIC configuration: presents our certificate, trusts only the federation CA.
 pub fn client_config(
     id: &TlsIdentity,

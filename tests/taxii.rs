@@ -427,3 +427,27 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     auditor.close().await;
     assert!(served.stop(PATIENCE).success());
 }
+
+/// `renkei bench --phases taxii`, small: its own HTTPS client pages through 300 objects
+/// and adds objects one and a hundred per envelope; it fails if a page or a write is
+/// short.
+#[test]
+fn the_taxii_benchmark_reads_everything_back_and_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = common::renkei_ok(
+        tmp.path(),
+        &[
+            "bench",
+            "--phases",
+            "taxii",
+            "--bulletins",
+            "300",
+            "--json",
+            "taxii.json",
+        ],
+    );
+    let report: Value =
+        serde_json::from_str(&fs::read_to_string(tmp.path().join("taxii.json")).unwrap()).unwrap();
+    assert_eq!(report["taxii"]["stored"], 300, "{}", out.stdout);
+    assert_eq!(report["taxii"]["pages_limit_100"], 3);
+}

@@ -13,6 +13,7 @@ mod federation;
 mod node;
 mod partners;
 mod phases;
+mod taxii;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use crate::proto;
 use crate::timestamp::Timestamp;
 use crate::transport::Timers;
 
-const HUB: &str = "bench-hub";
+pub(super) const HUB: &str = "bench-hub";
 /// The auditor every benchmark node knows (the crash loop collects checkpoints with it).
 const AUDITOR: &str = "bench-audit";
 /// How long any wait may take before the benchmark gives up.
@@ -73,6 +74,9 @@ pub(crate) enum Phase {
     /// `--partners` partners at once, each publishing and receiving: latency with all
     /// reading and with one stalled, and the node's memory.
     Partners,
+    /// The TAXII 2.1 gateway: objects/s read by paging at up to 100,000 stored, and
+    /// added through the inbox.
+    Taxii,
     /// The node SIGKILLed under load and restarted `--cycles` times, then every
     /// promise checked (not in the default run: it measures survival, not speed).
     Crash,
@@ -127,6 +131,17 @@ fn sign(
     n: usize,
     body: &Bytes,
 ) -> anyhow::Result<proto::SignedBulletin> {
+    sign_typed(key, origin, n, body, "application/octet-stream")
+}
+
+/// A GREEN indicator numbered `n` by `origin`, with `body` of `content_type`.
+pub(super) fn sign_typed(
+    key: &SigningKey,
+    origin: &str,
+    n: usize,
+    body: &Bytes,
+    content_type: &str,
+) -> anyhow::Result<proto::SignedBulletin> {
     let now = Timestamp::now();
     let b = proto::Bulletin {
         id: BulletinId::new_v7(now).to_string(),
@@ -138,7 +153,7 @@ fn sign(
         summary: String::new(),
         tags: vec![],
         audience: vec![],
-        content_type: "application/octet-stream".into(),
+        content_type: content_type.into(),
         body: body.clone(),
         references: vec![],
     };
@@ -391,6 +406,9 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     if a.phases.contains(&Phase::Partners) {
         report["partners"] = partners::partners(setup.clone()).await?;
     }
+    if a.phases.contains(&Phase::Taxii) {
+        report["taxii"] = taxii::taxii(setup.clone()).await?;
+    }
     if a.phases.contains(&Phase::Crash) {
         report["crash"] = crash::crash(setup.clone(), a.cycles).await?;
     }
@@ -543,7 +561,37 @@ fn print_table(r: &Value) {
     federation_lines(&r["federation"]);
     limit_lines(r);
     partners_lines(&r["partners"]);
+    taxii_lines(&r["taxii"]);
     crash_lines(&r["crash"]);
+}
+
+/// The TAXII phase's lines of the table.
+fn taxii_lines(t: &Value) {
+    if !t.is_object() {
+        return;
+    }
+    emitln!(
+        "  TAXII 2.1 gateway over HTTPS, {} STIX objects stored (first page, building the index: {:.0} ms)",
+        t["stored"],
+        t["first_page_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    emitln!(
+        "    read, pages of 100       {:>12} objects/s ({} pages)",
+        t["read_per_s_limit_100"],
+        t["pages_limit_100"]
+    );
+    emitln!(
+        "    read, pages of 1,000     {:>12} objects/s",
+        t["read_per_s_limit_1000"]
+    );
+    emitln!(
+        "    added, 1 per envelope    {:>12} objects/s",
+        t["write_per_s_1_per_envelope"]
+    );
+    emitln!(
+        "    added, 100 per envelope  {:>12} objects/s",
+        t["write_per_s_100_per_envelope"]
+    );
 }
 
 /// The many-partners phase's lines of the table.

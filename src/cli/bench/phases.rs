@@ -160,11 +160,20 @@ pub(super) fn sign_all(
     setup: &Setup,
     count: usize,
 ) -> anyhow::Result<Vec<Vec<(usize, proto::SignedBulletin)>>> {
+    sign_all_with(setup, count, |key, id, n| sign(key, id, n, &setup.body))
+}
+
+/// [`sign_all`] with `make` signing each: (the publisher's key, its id, the number).
+pub(super) fn sign_all_with(
+    setup: &Setup,
+    count: usize,
+    make: impl Fn(&ed25519_dalek::SigningKey, &str, usize) -> anyhow::Result<proto::SignedBulletin>,
+) -> anyhow::Result<Vec<Vec<(usize, proto::SignedBulletin)>>> {
     let mut batches = vec![Vec::new(); setup.args.publishers];
     for n in 0..count {
         let p = n % setup.args.publishers;
         let id = publisher_id(p);
-        batches[p].push((n, sign(&setup.keys[&id], &id, n, &setup.body)?));
+        batches[p].push((n, make(&setup.keys[&id], &id, n)?));
     }
     Ok(batches)
 }
