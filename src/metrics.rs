@@ -560,6 +560,7 @@ fn latency_summary(figures: &BTreeMap<String, (u64, u64)>) -> proto::Latency {
     }
 }
 
+pub mod logic;
 pub mod prometheus;
 
 #[cfg(test)]

@@ -454,8 +454,18 @@ pub(super) async fn prove(source: Source<'_>, seq: u64) -> anyhow::Result<()> {
             (id.to_string(), key, p)
         }
     };
-    // Check before printing: the proof leads from the record to the signed root.
-    let signed = checkpoint::verify(&p.checkpoint, &audit_origin(&node_id.parse()?), &key)?;
+    emitln!("{}", proof_json(&node_id, &key, &p)?);
+    Ok(())
+}
+
+/// Checks that the proof `p` leads from its record to the root of its checkpoint,
+/// signed by `key` for `node_id`, and describes it; fails if it does not.
+pub(super) fn proof_json(
+    node_id: &str,
+    key: &ed25519_dalek::VerifyingKey,
+    p: &proto::InclusionProof,
+) -> anyhow::Result<Value> {
+    let signed = checkpoint::verify(&p.checkpoint, &audit_origin(&node_id.parse()?), key)?;
     let hashes = p
         .hashes
         .iter()
@@ -466,19 +476,15 @@ pub(super) async fn prove(source: Source<'_>, seq: u64) -> anyhow::Result<()> {
     merkle::check_inclusion(&hashes, signed.size, signed.root, p.seq, leaf)
         .context("the inclusion proof does not verify")?;
     let record = proto::AuditRecord::decode(p.record.clone())?;
-    emitln!(
-        "{}",
-        json!({
-            "seq": p.seq,
-            "tree_size": signed.size,
-            "root": signed.root.to_string(),
-            "leaf_hash": leaf.to_string(),
-            "proof": hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-            "record": record_json(&record),
-            "record_hex": hex::encode(&p.record),
-            "checkpoint": p.checkpoint,
-            "verified": true,
-        })
-    );
-    Ok(())
+    Ok(json!({
+        "seq": p.seq,
+        "tree_size": signed.size,
+        "root": signed.root.to_string(),
+        "leaf_hash": leaf.to_string(),
+        "proof": hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        "record": record_json(&record),
+        "record_hex": hex::encode(&p.record),
+        "checkpoint": p.checkpoint,
+        "verified": true,
+    }))
 }

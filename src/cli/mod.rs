@@ -25,6 +25,7 @@ mod bulletin;
 mod certs;
 mod check;
 mod commands;
+mod dashboard;
 mod demo;
 mod metrics;
 mod operate;
@@ -234,6 +235,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The auditor's dashboard: metrics per fiscal year with charts, the audit log
+    /// searchable, the signed checkpoint with proofs, the peer links; every table as
+    /// CSV. Served over HTTP; every page is a query on the node's record.
+    Dashboard {
+        /// The auditor's client configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to serve it (keep it on loopback: it shows the log to whoever reaches it).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// A local federation demo on embedded defaults, in a temporary directory (or DIR).
     Demo {
         /// Keep the demo's files in DIR instead of a temporary directory, with the worked
@@ -334,6 +346,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench { .. } => run_bench(command),
         Command::Metrics { .. } => run_metrics(command),
+        Command::Dashboard { config, listen } => block_on(dashboard::run(&config, listen)),
         Command::Serve { .. }
         | Command::Reload { .. }
         | Command::Status { .. }

@@ -185,26 +185,12 @@ fn cooperation(report: &crate::proto::MetricsReport) -> String {
         "  {:<14} {:>13} {:>9} {:>16}\n",
         "partner", "consultations", "exercises", "threat exchanges"
     );
-    for p in &report.partners {
-        let (mut consultations, mut exercises, mut threats) = (0, 0, 0);
-        for f in &p.figures {
-            let Some(kind) = f
-                .name
-                .strip_prefix("received.")
-                .or(f.name.strip_prefix("shared."))
-            else {
-                continue;
-            };
-            match kind {
-                "consultation" => consultations += f.value,
-                "exercise" => exercises += f.value,
-                _ => threats += f.value,
-            }
-        }
-        if consultations + exercises + threats > 0 {
+    for row in crate::metrics::logic::logic_model(report) {
+        let o = row.now;
+        if o.total() > 0 {
             out += &format!(
-                "  {:<14} {consultations:>13} {exercises:>9} {threats:>16}\n",
-                p.partner
+                "  {:<14} {:>13} {:>9} {:>16}\n",
+                row.partner, o.consultations, o.exercises, o.threats
             );
         }
     }

@@ -1,0 +1,145 @@
+//! `renkei dashboard --config auditor.toml [--listen 127.0.0.1:8080]`: the pages an
+//! auditor hands to a ministry, served over HTTP on (by default) loopback, each built
+//! from what the node answers the auditor's role over QUIC, so every query is on the
+//! node's record. Metrics per fiscal year as the logic model (consultations, exercises
+//! and threat exchanges per partner, countries engaged, growth) with a monthly chart;
+//! the audit log searchable by partner, bulletin, event and period, with the withheld
+//! reasons; the latest signed checkpoint and an inclusion proof checked on demand; the
+//! peer links from the log. Every table downloads as CSV.
+//!
+//! This module is the shell: it asks the node and serves pages. What the pages show is
+//! written by `views`, the HTML by `html`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::Mutex;
+
+use crate::client::Client;
+use crate::config::ClientConfig;
+
+mod html;
+mod views;
+
+/// What the pages share: the auditor's configuration and its connection to the node.
+struct Dash {
+    cfg: ClientConfig,
+    node: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl Dash {
+    /// Runs `ask` on the connection to the node, connecting (again) first if need be;
+    /// a failed question drops the connection so the next one starts afresh.
+    async fn ask<T>(
+        &self,
+        ask: impl AsyncFnOnce(&Client) -> Result<T, crate::client::ClientError>,
+    ) -> anyhow::Result<T> {
+        let mut held = self.client.lock().await;
+        if held.is_none() {
+            *held = Some(
+                Client::connect(&self.cfg)
+                    .await
+                    .context("connecting to the node")?,
+            );
+        }
+        let client = held.as_ref().context("no connection")?;
+        match ask(client).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                *held = None;
+                Err(anyhow::Error::new(e).context("asking the node"))
+            }
+        }
+    }
+}
+
+/// Serves the dashboard until interrupted.
+pub(super) async fn run(config: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let cfg = ClientConfig::load(config)?;
+    let client = Client::connect(&cfg)
+        .await
+        .context("connecting to the node as its auditor")?;
+    let node = client.hello().await?.node_id;
+    let dash = Arc::new(Dash {
+        cfg,
+        node: node.clone(),
+        client: Mutex::new(Some(client)),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr()?;
+    emitln!("renkei dashboard of node {node} on http://{bound}/");
+    if !bound.ip().is_loopback() {
+        eprintln!("renkei dashboard: warning: {bound} is not loopback; anyone who reaches it reads the audit log as this auditor");
+    }
+    let app = Router::new()
+        .route("/", get(metrics))
+        .route("/log", get(log))
+        .route("/checkpoint", get(checkpoint))
+        .route("/links", get(links))
+        .with_state(dash);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+type Params = Query<std::collections::HashMap<String, String>>;
+
+/// What a view makes: a page, or a CSV table.
+pub(super) enum Shown {
+    Page { title: String, body: String },
+    Csv { name: String, text: String },
+}
+
+fn respond(dash: &Dash, shown: anyhow::Result<Shown>) -> Response {
+    match shown {
+        Ok(Shown::Page { title, body }) => {
+            axum::response::Html(html::page(&dash.node, &title, &body)).into_response()
+        }
+        Ok(Shown::Csv { name, text }) => {
+            let mut r = text.into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}.csv\"")) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+        Err(e) => {
+            let body = format!("<p class=\"bad\">{}</p>", html::escape(&format!("{e:#}")));
+            let page = html::page(&dash.node, "The node could not answer", &body);
+            (StatusCode::BAD_GATEWAY, axum::response::Html(page)).into_response()
+        }
+    }
+}
+
+async fn metrics(State(d): State<Arc<Dash>>, Query(p): Params) -> Response {
+    respond(&d, views::metrics(&d, &p).await)
+}
+
+async fn log(State(d): State<Arc<Dash>>, Query(p): Params) -> Response {
+    respond(&d, views::log(&d, &p).await)
+}
+
+async fn checkpoint(State(d): State<Arc<Dash>>, Query(p): Params) -> Response {
+    respond(&d, views::checkpoint(&d, &p).await)
+}
+
+async fn links(State(d): State<Arc<Dash>>, Query(p): Params) -> Response {
+    respond(&d, views::links(&d, &p).await)
+}

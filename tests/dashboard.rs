@@ -1,0 +1,358 @@
+//! An auditor opens the dashboard in a browser: headless Chromium loads each page from
+//! `renkei dashboard`, which asks the node as the auditor. What a person would see is
+//! checked: the outputs table holds the numbers `renkei metrics` gives, the chart is
+//! drawn, a search of the log finds a bulletin and says who it was withheld from and
+//! why, a record's inclusion proof verifies, and every table downloads as CSV. A
+//! screenshot of each page is left in `target/dashboard-screenshots/` for review.
+//!
+//! `.ci/run` installs Chromium (Debian's `chromium`); run as root without it, the test
+//! installs it, and otherwise says what to install.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::federation::{connect_as, sign_as, PATIENCE};
+use common::served::serve;
+use common::{pki, renkei_ok};
+use renkei::bulletin::{Kind, Tlp};
+use renkei::proto::PublishStatus;
+use serde_json::Value;
+
+/// Chromium, installed if missing and this is root (as `.ci/run` would).
+fn chromium() -> PathBuf {
+    let found = || {
+        ["chromium", "chromium-browser"].iter().find_map(|c| {
+            let out = Command::new("which").arg(c).output().ok()?;
+            out.status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+    };
+    if let Some(c) = found() {
+        return c;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    assert!(
+        root,
+        "the dashboard test needs Chromium: apt-get install chromium (or run .ci/run)"
+    );
+    let installed = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        ])
+        .status();
+    assert!(
+        installed.is_ok_and(|s| s.success()),
+        "installing chromium failed"
+    );
+    found().expect("chromium after installing it")
+}
+
+fn chromium_args(chromium: &Path) -> Command {
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1280,1000",
+    ]);
+    c.stderr(Stdio::null());
+    c
+}
+
+/// The page at `url` as the browser rendered it (its DOM).
+fn dom(chromium: &Path, url: &str) -> String {
+    let out = chromium_args(chromium)
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium failed on {url}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A screenshot of `url` at `png`.
+fn screenshot(chromium: &Path, url: &str, png: &Path) {
+    let status = chromium_args(chromium)
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(url)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        fs::metadata(png).unwrap().len() > 10_000,
+        "an empty screenshot of {url}"
+    );
+}
+
+/// The text of the cell of column `col` in the row of `table` whose first cell is
+/// `first` (cells carry `data-col`).
+fn cell(dom: &str, table: &str, first: &str, col: &str) -> String {
+    let start = dom
+        .find(&format!("<table id=\"{table}\""))
+        .expect("the table");
+    let table = &dom[start..start + dom[start..].find("</table>").unwrap()];
+    let row = table
+        .split("<tr>")
+        .find(|r| r.contains(&format!("<td data-col=\"partner\">{first}</td>")))
+        .unwrap_or_else(|| panic!("no row {first} in {table}"));
+    let at = row
+        .find(&format!("data-col=\"{col}\""))
+        .unwrap_or_else(|| panic!("no column {col}"));
+    let text = &row[at..];
+    let text = &text[text.find('>').unwrap() + 1..];
+    text[..text.find("</td>").unwrap()].to_owned()
+}
+
+/// A plain GET of `path` from the dashboard; the body.
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+struct Dashboard(Child);
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn public(dir: &Path, id: &str) -> String {
+    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The node and its auditor's client file; returns the node's address.
+fn setup(dir: &Path) -> (common::served::Served, String) {
+    pki(dir, "jp-mod,us-dod,au-dod,jp-audit");
+    let hub = format!(
+        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
+         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
+         [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n",
+        public(dir, "us-dod")
+    );
+    fs::write(dir.join("hub.toml"), hub).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    fs::write(
+        dir.join("jp-audit.toml"),
+        format!(
+            "[client]\nid = \"jp-audit\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
+             tls_cert = \"certs/jp-audit/tls.crt\"\ntls_key = \"certs/jp-audit/tls.key\"\n"
+        ),
+    )
+    .unwrap();
+    (served, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_reads_the_dashboard_in_a_browser() {
+    let chromium = chromium();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (served, addr) = setup(dir);
+
+    // The US desk's year: two consultations, an exercise, three indicators, and an AMBER
+    // indicator the Australian desk is not cleared for.
+    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
+    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let us = connect_as(
+        &dir.join("certs"),
+        "us-dod",
+        addr.parse().unwrap(),
+        &"jp-mod".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut amber_id = String::new();
+    for (i, (tlp, kind)) in [
+        (Tlp::Green, Kind::Consultation),
+        (Tlp::Green, Kind::Consultation),
+        (Tlp::Green, Kind::Exercise),
+        (Tlp::Green, Kind::Indicator),
+        (Tlp::Green, Kind::Indicator),
+        (Tlp::Green, Kind::Indicator),
+        (Tlp::Amber, Kind::Indicator),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = us
+            .publish(sign_as(
+                &key,
+                "us-dod",
+                tlp,
+                kind,
+                &format!("note {i}"),
+                &[],
+                &[],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+        amber_id = r.bulletin_id;
+    }
+    us.close().await;
+
+    // What `renkei metrics` says, as the logic model counts it.
+    let metrics = renkei_ok(
+        dir,
+        &["metrics", "--config", "jp-audit.toml", "--format", "json"],
+    );
+    let report: Value = serde_json::from_str(&metrics.stdout).unwrap();
+    let outputs = |partner: &str| -> [u64; 3] {
+        let p = report["partners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["partner"] == partner)
+            .unwrap();
+        let mut o = [0; 3];
+        for f in p["figures"].as_array().unwrap() {
+            let name = f["name"].as_str().unwrap();
+            let Some(kind) = name
+                .strip_prefix("received.")
+                .or(name.strip_prefix("shared."))
+            else {
+                continue;
+            };
+            let slot = match kind {
+                "consultation" => 0,
+                "exercise" => 1,
+                _ => 2,
+            };
+            o[slot] += f["value"].as_u64().unwrap();
+        }
+        o
+    };
+    assert_eq!(outputs("us-dod"), [2, 1, 4]);
+
+    // The dashboard, and the browser.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args([
+            "dashboard",
+            "--config",
+            "jp-audit.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _dashboard = Dashboard(child);
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let web = url.trim_start_matches("http://").to_owned();
+    assert!(
+        line.starts_with("renkei dashboard of node jp-mod on http://127.0.0.1:"),
+        "{line:?}"
+    );
+
+    let page = dom(&chromium, &format!("{url}/"));
+    for (partner, [c, e, t]) in [("us-dod", outputs("us-dod")), ("au-dod", outputs("au-dod"))] {
+        assert_eq!(
+            cell(&page, "outputs", partner, "consultations"),
+            c.to_string(),
+            "{partner}"
+        );
+        assert_eq!(
+            cell(&page, "outputs", partner, "exercises"),
+            e.to_string(),
+            "{partner}"
+        );
+        assert_eq!(
+            cell(&page, "outputs", partner, "threat exchanges"),
+            t.to_string(),
+            "{partner}"
+        );
+    }
+    assert!(page.contains("<svg class=\"chart\""), "no chart");
+    assert!(
+        page.matches("class=\"bar\"").count() >= 3,
+        "the chart has no bars"
+    );
+    assert!(page.contains("id=\"engaged\""));
+
+    // A search for the AMBER indicator finds it, and why au-dod did not get it.
+    let found = dom(&chromium, &format!("{url}/log?bulletin={amber_id}"));
+    assert!(
+        found.contains(&amber_id),
+        "the search did not find {amber_id}"
+    );
+    assert!(found.contains("au-dod (above_clearance)"), "{found}");
+
+    // The checkpoint, and record 3's inclusion proof checked by the dashboard.
+    let proof = dom(&chromium, &format!("{url}/checkpoint?seq=3"));
+    assert!(
+        proof.contains("Verified: record 3 is in the log"),
+        "{proof}"
+    );
+
+    // Every table as CSV.
+    let (head, csv) = get(&web, "/?csv=outputs");
+    assert!(head.contains("text/csv"), "{head}");
+    assert!(
+        csv.starts_with("partner,consultations,previous,change,%,exercises"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("us-dod,2,0,+2,new,1,0,+1,new,4,0,+4,new"),
+        "{csv}"
+    );
+    let (_, records) = get(&web, &format!("/log?bulletin={amber_id}&csv=records"));
+    assert!(
+        records.lines().count() >= 2 && records.contains(&amber_id),
+        "{records}"
+    );
+
+    // A screenshot of each page, for a person to look at.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");
+    fs::create_dir_all(&shots).unwrap();
+    for (name, path) in [
+        ("metrics", "/".to_owned()),
+        ("log", "/log?partner=au-dod".to_owned()),
+        ("checkpoint", "/checkpoint?seq=3".into()),
+        ("links", "/links".into()),
+    ] {
+        screenshot(
+            &chromium,
+            &format!("{url}{path}"),
+            &shots.join(format!("{name}.png")),
+        );
+    }
+    drop(_dashboard);
+    assert!(served.stop(PATIENCE).success());
+}
