@@ -79,17 +79,31 @@ impl NodeProcess {
         })
     }
 
+    /// The node's `/metrics` text, fetched over HTTP/1.1 with hyper; `None` if the
+    /// node did not answer within five seconds.
+    async fn metrics_text(&self) -> Option<String> {
+        use http_body_util::BodyExt as _;
+        let fetch = async {
+            let tcp = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+            tokio::spawn(conn);
+            let request = hyper::Request::get("/metrics")
+                .header("host", "bench")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .ok()?;
+            let response = send.send_request(request).await.ok()?;
+            let body = response.into_body().collect().await.ok()?.to_bytes();
+            String::from_utf8(body.to_vec()).ok()
+        };
+        tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten()
+    }
+
     /// Group-commit durations so far from the node's `/metrics` histogram: the count,
     /// the upper bounds (ms) of the buckets holding the median and the 99th percentile,
     /// and how many took over 25 ms. `None` if the node did not answer.
-    pub fn commit_latency(&self) -> Option<(u64, f64, f64, u64)> {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect(self.admin).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
-            .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
+    pub async fn commit_latency(&self) -> Option<(u64, f64, f64, u64)> {
+        let text = self.metrics_text().await?;
         let mut buckets: Vec<(f64, u64)> = text
             .lines()
             .filter_map(|l| l.strip_prefix("renkei_commit_seconds_bucket{le=\""))

@@ -227,7 +227,7 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
     let node_cpu = node.cpu_seconds().zip(cpu_before.0).map(|(b, a)| b - a);
     let own_cpu = own_cpu_seconds().zip(cpu_before.1).map(|(b, a)| b - a);
     let peak_rss = node.peak_rss();
-    let commits = commit_figures(&node);
+    let commits = commit_figures(&node).await;
     node.stop()?;
     let acked = accepted * a.subscribers;
     Ok(json!({
@@ -333,7 +333,7 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
     while let Some(r) = subscribers.join_next().await {
         all.extend(r.context("a subscriber task")??.1);
     }
-    let commits = commit_figures(&node);
+    let commits = commit_figures(&node).await;
     node.stop()?;
     all.sort_unstable();
     Ok(json!({
@@ -508,8 +508,8 @@ fn audit_blocking(dir: &std::path::Path, records: u64) -> anyhow::Result<Value> 
 
 /// The node's group commits in a phase, from its `/metrics` histogram (bucket upper
 /// bounds, so an estimate from above).
-fn commit_figures(node: &super::node::NodeProcess) -> Value {
-    match node.commit_latency() {
+async fn commit_figures(node: &super::node::NodeProcess) -> Value {
+    match node.commit_latency().await {
         Some((count, p50, p99, slow)) => json!({
             "count": count,
             "p50_ms_at_most": p50,
