@@ -401,6 +401,32 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     got.sort_by_key(|t| t.to_proto() as i32);
     assert_eq!(got, [Tlp::Green, Tlp::Amber]);
 
+    // And through TAXII, the Australian desk's CTI tool reads them back as STIX.
+    let seen = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        move || read_as(&dir, &python, port, "au-dod")
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client reads what was added");
+    let read: Vec<&str> = seen["object_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for t in ["indicator", "report", "malware"] {
+        let id = format!(
+            "{t}--10000000-0000-4000-8000-{:012}",
+            match t {
+                "indicator" => 1,
+                "report" => 2,
+                _ => 3,
+            }
+        );
+        assert!(read.contains(&id.as_str()), "{id} not in {read:?}");
+    }
+
     // The log names the desk that wrote them.
     let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
         .await
