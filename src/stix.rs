@@ -137,13 +137,21 @@ pub fn tlp_of_marking(id: &str) -> Option<Tlp> {
     TLP_MARKINGS.iter().find(|(m, _)| *m == id).map(|(_, t)| *t)
 }
 
-/// The strictest TLP any object marks itself with (`object_marking_refs`); `None` if no
-/// object carries a TLP marking.
+/// The strictest TLP any object is marked with, as a whole (`object_marking_refs`) or
+/// in part (`granular_markings`: a RED field makes the object RED, as it travels
+/// whole); `None` if no object carries a TLP marking.
 pub fn strictest_tlp(objects: &[StixObject]) -> Option<Tlp> {
-    objects
+    let whole = objects
         .iter()
         .filter_map(|o| o.json.get("object_marking_refs").and_then(Value::as_array))
+        .flatten();
+    let parts = objects
+        .iter()
+        .filter_map(|o| o.json.get("granular_markings").and_then(Value::as_array))
         .flatten()
+        .filter_map(|g| g.get("marking_ref"));
+    whole
+        .chain(parts)
         .filter_map(|r| r.as_str().and_then(tlp_of_marking))
         .max_by_key(|t| strictness(*t))
 }
@@ -256,6 +264,13 @@ mod tests {
         assert_eq!(strictest_tlp(&objects), Some(Tlp::AmberStrict));
         assert_eq!(strictest_tlp(&[marked(&[white_1_0])]), Some(Tlp::Clear));
         assert_eq!(strictest_tlp(&[marked(&[])]), None);
+        // A RED field makes the whole GREEN object RED.
+        let mut partly_red = marked(&[green]);
+        partly_red.json["granular_markings"] = json!([{
+            "marking_ref": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+            "selectors": ["pattern"],
+        }]);
+        assert_eq!(strictest_tlp(&[partly_red]), Some(Tlp::Red));
     }
 
     #[test]

@@ -477,3 +477,63 @@ fn the_taxii_benchmark_reads_everything_back_and_writes() {
     assert_eq!(report["taxii"]["stored"], 300, "{}", out.stdout);
     assert_eq!(report["taxii"]["pages_limit_100"], 3);
 }
+
+/// A desk removed from the configuration while its CTI tool holds a connection open:
+/// the next request on that same connection is refused, as a reload closes a QUIC
+/// connection, and the refusal is on the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_partner_ends_its_open_taxii_connection() {
+    use std::io::{BufRead as _, Write as _};
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
+    let port = free_port();
+    let config = hub_config(dir, port);
+    fs::write(dir.join("hub.toml"), &config).unwrap();
+    let (served, _addr) = serve(dir, "hub.toml");
+    let certs = dir.join("certs");
+    let mut kept = Command::new(&python)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/taxii/kept.py"))
+        .arg(format!("https://jp-mod:{port}"))
+        .arg(certs.join("ca.crt"))
+        .arg(certs.join("jp-cdc/tls.crt"))
+        .arg(certs.join("jp-cdc/tls.key"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(kept.stdout.take().unwrap()).lines();
+    assert_eq!(said.next().unwrap().unwrap(), "200");
+
+    let desk = "[[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"green\"\n\n";
+    assert!(config.contains(desk));
+    fs::write(dir.join("hub.toml"), config.replace(desk, "")).unwrap();
+    common::renkei_ok(dir, &["reload", "--config", "hub.toml"]);
+    writeln!(kept.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(said.next().unwrap().unwrap(), "403");
+    assert!(kept.wait().unwrap().success());
+    assert!(served.stop(PATIENCE).success());
+
+    let log = common::renkei_ok(
+        dir,
+        &[
+            "audit",
+            "query",
+            "--data-dir",
+            "data",
+            "--partner",
+            "jp-cdc",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        log.stdout
+            .contains("no longer admitted on this connection: not a partner of this node"),
+        "{}",
+        log.stdout
+    );
+}

@@ -45,11 +45,13 @@ pub(super) struct Gateway {
     statuses: write::Statuses,
 }
 
-/// The partner a connection was admitted as.
+/// The partner a connection was admitted as, with the certificate it presented (each
+/// request is admitted again under the rules then in force).
 #[derive(Clone, Debug)]
 pub(super) struct Caller {
     pub partner: PartnerId,
     pub role: Role,
+    pub cert: CertFingerprint,
 }
 
 /// Starts the gateway if `[taxii] listen` is set; returns the address it is bound to.
@@ -82,14 +84,25 @@ pub(super) async fn start(
         key,
         statuses: write::Statuses::default(),
     });
-    let handshake = Duration::from_secs(cfg.transport.handshake_timeout_secs);
+    let handshakes = Handshakes {
+        timeout: Duration::from_secs(cfg.transport.handshake_timeout_secs),
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.transport.max_handshakes)),
+    };
     tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(tls),
         gateway,
-        handshake,
+        handshakes,
     ));
     Ok(Some(bound))
+}
+
+/// How long a TLS handshake may take, and how many may run at once: strangers can
+/// open TCP connections for free, and each handshake holds a task and a descriptor.
+#[derive(Clone)]
+struct Handshakes {
+    timeout: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Accepts connections until the node stops; each is served in its own task.
@@ -97,7 +110,7 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     gateway: Arc<Gateway>,
-    handshake: Duration,
+    handshakes: Handshakes,
 ) {
     let mut stop = gateway.shared.shutdown.clone();
     let mut connections = tokio::task::JoinSet::new();
@@ -105,10 +118,19 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    let job = connection(stream, remote, acceptor.clone(), gateway.clone(), handshake);
+                    let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
+                        let why = format!("TAXII: {remote}: refused before the handshake, too many handshakes in progress");
+                        gateway.shared.record_anonymous_refusal(why).await;
+                        continue;
+                    };
+                    let job = connection(stream, remote, acceptor.clone(), gateway.clone(), (handshakes.timeout, slot));
                     connections.spawn(job);
                 }
-                Err(e) => tracing::warn!(error = %e, "TAXII gateway: accept failed"),
+                Err(e) => {
+                    // Out of descriptors, say: pause rather than spin on the error.
+                    tracing::warn!(error = %e, "TAXII gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             _ = stop.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -124,10 +146,12 @@ async fn connection(
     remote: SocketAddr,
     acceptor: TlsAcceptor,
     gateway: Arc<Gateway>,
-    handshake: Duration,
+    (handshake, slot): (Duration, tokio::sync::OwnedSemaphorePermit),
 ) {
     let shared = &gateway.shared;
-    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+    let done = tokio::time::timeout(handshake, acceptor.accept(stream)).await;
+    drop(slot);
+    let tls = match done {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let why = format!("TAXII: TLS handshake from {remote} failed: {e}");
@@ -170,6 +194,7 @@ async fn connection(
     let caller = Caller {
         partner: partner.clone(),
         role,
+        cert,
     };
     serve(
         TokioIo::new(tls),

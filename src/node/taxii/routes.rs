@@ -50,6 +50,10 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
             )
         })
         .layer(middleware::from_fn(accept_taxii))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            still_admitted,
+        ))
         .layer(DefaultBodyLimit::max(
             gateway.shared.limits.bulletin.max_bulletin_bytes,
         ))
@@ -73,6 +77,34 @@ pub(super) fn error(status: StatusCode, title: &str, description: &str) -> Respo
         "http_status": status.as_u16().to_string(),
     });
     taxii(status, &body)
+}
+
+/// Admits each request again under the rules in force, as a reload closes a QUIC
+/// connection: a partner removed, revoked, re-pinned or given another role since the
+/// connection was made is refused (and recorded), and the connection closed.
+async fn still_admitted(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let why =
+        match crate::node::admission::admit(&g.shared.rules_in_force().config, &c.partner, &c.cert)
+        {
+            Ok(role) if role == c.role => return next.run(request).await,
+            Ok(role) => format!("its role is now {role}; connect again"),
+            Err(why) => why,
+        };
+    let reason = format!(
+        "TAXII: {} is no longer admitted on this connection: {why}",
+        c.partner
+    );
+    let event = crate::audit::record::Event::connection_refused(Some(&c.partner), &reason);
+    g.shared.record_refusal(&c.partner, event).await;
+    let mut r = error(StatusCode::FORBIDDEN, "No longer admitted", &why);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// 406 unless the client accepts TAXII 2.1 (or anything).
@@ -154,7 +186,7 @@ fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)> {
         return Vec::new();
     }
     let (node, partner) = (&g.shared.node_id, &caller.partner);
-    vec![
+    let mut list = vec![
         (
             Which::Shared,
             json!({
@@ -177,7 +209,12 @@ fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)> {
                 "media_types": [STIX],
             }),
         ),
-    ]
+    ];
+    // A peer node forwards; only a desk writes bulletins the node signs for it.
+    if caller.role != Role::Liaison {
+        list.pop();
+    }
+    list
 }
 
 async fn collections(State(g): State<Arc<Gateway>>, Extension(c): Extension<Caller>) -> Response {
@@ -227,11 +264,11 @@ fn parse_query(params: &[(String, String)]) -> Result<Query, String> {
             .map(|s| s.trim().to_owned())
             .collect::<Vec<_>>()
     };
+    let mut other_spec = false;
     for (k, v) in params {
         match k.as_str() {
             "added_after" => {
-                let t: Timestamp = v.parse().map_err(|e| format!("added_after: {e}"))?;
-                q.added_after = Some(t.unix_ms());
+                q.added_after = Some(micros(v).map_err(|e| format!("added_after: {e}"))?)
             }
             "limit" => {
                 let n: usize = v
@@ -252,17 +289,39 @@ fn parse_query(params: &[(String, String)]) -> Result<Query, String> {
                     "last" => Versions::Last,
                     "first" => Versions::First,
                     "all" => Versions::All,
-                    _ => Versions::Exactly(list(v)),
+                    _ => Versions::Exactly(
+                        list(v)
+                            .iter()
+                            .map(|t| micros(t).map(|us| us / 1000))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| format!("match[version]: {e}"))?,
+                    ),
                 }
             }
-            "match[spec_version]" if !list(v).iter().any(|s| s == "2.1") => {
-                // Only STIX 2.1 is carried: nothing matches another version.
-                q.types = vec![String::new()];
-            }
+            "match[spec_version]" => other_spec |= !list(v).iter().any(|s| s == "2.1"),
             _ => {}
         }
     }
+    if other_spec {
+        // Only STIX 2.1 is carried: nothing matches another version.
+        q.types = vec![String::new()];
+    }
     Ok(q)
+}
+
+/// An RFC 3339 time in microseconds since the epoch (TAXII's timestamps carry up to
+/// six fractional digits).
+fn micros(text: &str) -> Result<u64, String> {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(text.trim(), &Rfc3339)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time"))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1000).map_err(|_| format!("{text:?} is before 1970"))
+}
+
+/// A date_added in microseconds as TAXII writes it: `2026-11-30T09:00:00.123456Z`.
+fn micros_text(us: u64) -> String {
+    let ms = Timestamp::from_unix_ms(us / 1000).rfc3339_ms();
+    format!("{}{:03}Z", ms.trim_end_matches('Z'), us % 1000)
 }
 
 /// One page of the caller's objects: the entries and their objects as JSON.
@@ -415,7 +474,7 @@ async fn page_response(
 
 /// `X-TAXII-Date-Added-First` and `-Last` of a page.
 fn date_headers(h: &mut HeaderMap, s: &Served) {
-    let stamp = |e: &Entry| Timestamp::from_unix_ms(e.added_ms).rfc3339_ms();
+    let stamp = |e: &Entry| micros_text(e.added_us);
     for (name, e) in [
         ("x-taxii-date-added-first", s.items.first()),
         ("x-taxii-date-added-last", s.items.last()),
@@ -440,7 +499,7 @@ fn manifest_body(s: &Served) -> Value {
         .items
         .iter()
         .map(|(e, _)| {
-            let added = Timestamp::from_unix_ms(e.added_ms).rfc3339_ms();
+            let added = micros_text(e.added_us);
             json!({"id": &*e.id, "date_added": added, "version": e.version_or(&added), "media_type": STIX})
         })
         .collect();

@@ -22,27 +22,41 @@ use crate::node::writer::{Request, StorageError};
 use crate::store::Outcome;
 use crate::timestamp::Timestamp;
 
-/// Status resources kept for clients to poll; the oldest go first.
+/// Status resources kept for clients to poll, at most, and their bytes at most: the
+/// oldest go first.
 const STATUSES_KEPT: usize = 1000;
+const STATUS_BYTES_KEPT: usize = 16 << 20;
+/// Objects in one envelope, at most: what a status lists stays bounded.
+const MAX_OBJECTS: usize = 10_000;
 
-/// The status resources of recent writes, with the partner each belongs to.
+/// A status resource as sent: whose it is, its id, its JSON text.
+type Kept = (PartnerId, String, String);
+
+/// The status resources of recent writes, and their bytes in all.
 #[derive(Default)]
-pub(super) struct Statuses(std::sync::Mutex<VecDeque<(PartnerId, String, Value)>>);
+pub(super) struct Statuses(std::sync::Mutex<(VecDeque<Kept>, usize)>);
 
 impl Statuses {
     fn keep(&self, partner: &PartnerId, id: &str, status: &Value) {
-        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() == STATUSES_KEPT {
-            kept.pop_front();
+        let text = status.to_string();
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (kept, bytes) = &mut *guard;
+        *bytes += text.len();
+        kept.push_back((partner.clone(), id.to_owned(), text));
+        while kept.len() > STATUSES_KEPT || (*bytes > STATUS_BYTES_KEPT && kept.len() > 1) {
+            if let Some((_, _, old)) = kept.pop_front() {
+                *bytes -= old.len();
+            }
         }
-        kept.push_back((partner.clone(), id.to_owned(), status.clone()));
     }
 
     fn find(&self, partner: &PartnerId, id: &str) -> Option<Value> {
-        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        kept.iter()
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .0
+            .iter()
             .find(|(p, i, _)| p == partner && i == id)
-            .map(|(_, _, s)| s.clone())
+            .and_then(|(_, _, s)| serde_json::from_str(s).ok())
     }
 }
 
@@ -103,13 +117,51 @@ pub(super) async fn add_objects(
             )
         }
     };
+    if objects.len() > MAX_OBJECTS {
+        return refuse(
+            &g,
+            &c.partner,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too many objects",
+            &format!("an envelope holds at most {MAX_OBJECTS} objects; send several"),
+        )
+        .await;
+    }
     let requested = Timestamp::now();
     let total = objects.len();
     let (queued, failures) = queue(&g, &c.partner, objects, requested).await;
+    if let Some(first) = failures.first() {
+        let why = format!(
+            "TAXII inbox: {} of {total} object(s) refused; the first, {:?}: {}",
+            failures.len(),
+            first.id,
+            first.message
+        );
+        record(&g, &c.partner, &why).await;
+    }
     let status = status_of(queued, failures, total, requested).await;
     g.statuses
         .keep(&c.partner, status["id"].as_str().unwrap_or(""), &status);
     taxii(StatusCode::ACCEPTED, &status)
+}
+
+/// Records a refused write (within the per-partner refusal limit), as a refused publish.
+async fn record(g: &Gateway, writer: &PartnerId, why: &str) {
+    let code = crate::proto::ErrorCode::InvalidBulletin;
+    let event = crate::audit::record::Event::rejected(writer, None, code, why);
+    g.shared.record_refusal(writer, event).await;
+}
+
+/// Records a refused envelope and answers with the TAXII error.
+async fn refuse(
+    g: &Gateway,
+    writer: &PartnerId,
+    status: StatusCode,
+    title: &str,
+    why: &str,
+) -> Response {
+    record(g, writer, &format!("TAXII inbox: {title}: {why}")).await;
+    error(status, title, why)
 }
 
 /// A bulletin on its way to the storage thread: what the status says of it, and the

@@ -1,3 +1,5 @@
+//! The index without a store: stored bulletins in, pages out.
+
 use bytes::Bytes;
 use prost::Message as _;
 use serde_json::json;
@@ -133,7 +135,8 @@ fn filters_by_time_id_type_and_version() {
     assert_eq!(found(&q), [(1, V1.into()), (1, V1.into()), (3, V1.into())]);
     q.versions = Versions::All;
     assert_eq!(found(&q).len(), 4);
-    q.versions = Versions::Exactly(vec![V2.into()]);
+    let v2: crate::timestamp::Timestamp = V2.parse().expect("a time");
+    q.versions = Versions::Exactly(vec![v2.unix_ms()]);
     assert_eq!(found(&q), [(2, V2.into())]);
     // By id, by type, after a time.
     let mut q = query(10);
@@ -142,7 +145,48 @@ fn filters_by_time_id_type_and_version() {
     let mut q = query(10);
     q.types = vec!["malware".into()];
     assert_eq!(found(&q), [(1, V1.into())]);
+    // Seq 1's two objects were added at 1,000,000 and 1,000,001 µs.
     let mut q = query(10);
-    q.added_after = Some(1000);
+    q.added_after = Some(1_000_000);
+    assert_eq!(found(&q), [(1, V1.into()), (2, V2.into()), (3, V1.into())]);
+    q.added_after = Some(1_000_001);
     assert_eq!(found(&q), [(2, V2.into()), (3, V1.into())]);
+}
+
+#[test]
+fn objects_of_one_millisecond_get_distinct_dates_and_versions_compare_as_times() {
+    let mut index = Index::default();
+    // Two bulletins accepted in the same millisecond; versions with and without
+    // fractional seconds.
+    let mut a = stored(
+        1,
+        &["jp-cdc"],
+        &[("indicator", 1, "2026-03-01T00:00:00Z"), ("malware", 2, V1)],
+    );
+    let mut b = stored(
+        2,
+        &["jp-cdc"],
+        &[("indicator", 1, "2026-03-01T00:00:00.500Z")],
+    );
+    a.accepted_unix_ms = 5000;
+    b.accepted_unix_ms = 5000;
+    index.add(&a);
+    index.add(&b);
+    let dates: Vec<u64> = index.entries.iter().map(|e| e.added_us).collect();
+    assert_eq!(dates, [5_000_000, 5_000_001, 5_000_002]);
+    // added_after the second object's date leaves exactly the third.
+    let mut q = query(10);
+    q.added_after = Some(5_000_001);
+    assert_eq!(index.page(&q, &for_partner("jp-cdc")).positions, [2]);
+    // ".500Z" is later than "00Z", though it sorts before it as text.
+    let q = query(10);
+    let page = index.page(&q, &for_partner("jp-cdc"));
+    assert_eq!(page.positions, [1, 2]);
+    // An id asked twice is served once; a `next` at the end of time does not overflow.
+    let mut q = query(10);
+    q.ids = vec!["malware--00000000-0000-4000-8000-000000000002".into(); 2];
+    assert_eq!(index.page(&q, &for_partner("jp-cdc")).positions, [1]);
+    let mut q = query(10);
+    q.after = Some(usize::MAX);
+    assert!(index.page(&q, &for_partner("jp-cdc")).positions.is_empty());
 }
