@@ -113,12 +113,17 @@ fn cell(dom: &str, table: &str, first: &str, col: &str) -> String {
     text[..text.find("</td>").unwrap()].to_owned()
 }
 
-/// A plain GET of `path` from the dashboard; the body.
+/// A plain GET of `path` from the dashboard; the head and the body.
 fn get(addr: &str, path: &str) -> (String, String) {
+    get_as(addr, addr, path)
+}
+
+/// [`get`] naming `host` in the request.
+fn get_as(addr: &str, host: &str, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
@@ -337,6 +342,11 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         records.lines().count() >= 2 && records.contains(&amber_id),
         "{records}"
     );
+
+    // A page that names another host (DNS rebinding through the auditor's browser) gets
+    // nothing.
+    let (head, _) = get_as(&web, "attacker.example:80", "/log");
+    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
 
     // A screenshot of each page, for a person to look at.
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");

@@ -95,13 +95,21 @@ impl Table {
         out
     }
 
-    /// The table as CSV (RFC 4180: fields with a comma, quote or line break quoted).
+    /// The table as CSV (RFC 4180: fields with a comma, quote or line break quoted). A
+    /// text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first, and not
+    /// a number) gets a leading `'`.
     pub fn to_csv(&self) -> String {
         let field = |s: &str| {
+            let number = s.trim_end_matches('%').parse::<f64>().is_ok();
+            let s = if s.starts_with(['=', '+', '-', '@']) && !number {
+                format!("'{s}")
+            } else {
+                s.to_owned()
+            };
             if s.contains([',', '"', '\n', '\r']) {
                 format!("\"{}\"", s.replace('"', "\"\""))
             } else {
-                s.to_owned()
+                s
             }
         };
         let mut out = String::new();

@@ -81,18 +81,45 @@ pub(super) async fn run(config: &Path, listen: SocketAddr) -> anyhow::Result<()>
     if !bound.ip().is_loopback() {
         eprintln!("renkei dashboard: warning: {bound} is not loopback; anyone who reaches it reads the audit log as this auditor");
     }
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/", get(metrics))
         .route("/log", get(log))
         .route("/checkpoint", get(checkpoint))
         .route("/links", get(links))
         .with_state(dash);
+    if bound.ip().is_loopback() {
+        app = app.layer(axum::middleware::from_fn(loopback_host));
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(())
+}
+
+/// On loopback, only requests that name a loopback host: a web page the auditor visits
+/// cannot point another name at 127.0.0.1 (DNS rebinding) and read the log through the
+/// auditor's browser.
+async fn loopback_host(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this dashboard answers only to a loopback host name\n",
+        )
+            .into_response()
+    }
 }
 
 type Params = Query<std::collections::HashMap<String, String>>;

@@ -395,10 +395,11 @@ fn proof_html(v: &Value) -> String {
 /// The peer links as the log tells them: the last LINK_UP or LINK_DOWN of each peer.
 pub(super) async fn links(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
     let mut last: BTreeMap<String, proto::AuditRecord> = BTreeMap::new();
+    let mut cut_short = false;
     for event in [AuditEvent::LinkUp, AuditEvent::LinkDown] {
         let mut after = None;
         // A bounded walk: 50 pages of links are years of a flapping link.
-        for _ in 0..50 {
+        for page_no in 0..50 {
             let q = proto::AuditQuery {
                 event: event as u32,
                 after,
@@ -416,6 +417,7 @@ pub(super) async fn links(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
                 Some(n) => after = Some(n),
                 None => break,
             }
+            cut_short |= page_no == 49;
         }
     }
     let mut t = Table::new("links", &["peer", "state", "since", "why"]);
@@ -428,8 +430,13 @@ pub(super) async fn links(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
             r.reason.clone(),
         ]);
     }
+    let note = if cut_short {
+        "<p class=\"bad\">The log holds more link records than this page reads (50,000 of each kind): the states shown may be old. `renkei status` on the node is current.</p>"
+    } else {
+        ""
+    };
     let body = format!(
-        "<p>Each peer node's link as the node's log last recorded it.</p>{}",
+        "<p>Each peer node's link as the node's log last recorded it.</p>{note}{}",
         t.to_html(&csv_href("/links", p, "links"))
     );
     Ok(shown(p, "Peer links".into(), &[&t], body))
