@@ -276,6 +276,8 @@ fn check(setup: &Setup, seen: &Shared) -> anyhow::Result<Checked> {
         let r = proto::AuditRecord::decode(bytes.clone())?;
         if r.event == proto::AuditEvent::BulletinAccepted as i32 {
             logged.insert(r.bulletin_id);
+        } else if r.reason.starts_with("GAP:") {
+            bail!("record {} names events the log lost: {}", r.seq, r.reason);
         }
     }
     missing("recorded as accepted", &seen.accepted, &logged)?;

@@ -96,7 +96,10 @@ impl NodeProcess {
             let body = response.into_body().collect().await.ok()?.to_bytes();
             String::from_utf8(body.to_vec()).ok()
         };
-        tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten()
+        tokio::time::timeout(Duration::from_secs(5), fetch)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Group-commit durations so far from the node's `/metrics` histogram: the count,

@@ -155,7 +155,9 @@ async fn publish(
 async fn receive(client: Arc<Client>, expected: usize) -> anyhow::Result<Vec<u64>> {
     let mut sub = client.subscribe(0).await?;
     let mut latencies = Vec::with_capacity(expected);
-    while latencies.len() < expected {
+    // Counted by id: a bulletin delivered twice must not stand in for one missed.
+    let mut ids = std::collections::HashSet::with_capacity(expected);
+    while ids.len() < expected {
         let first = tokio::time::timeout(PATIENCE, sub.next())
             .await
             .with_context(|| {
@@ -176,7 +178,9 @@ async fn receive(client: Arc<Client>, expected: usize) -> anyhow::Result<Vec<u64
         for d in batch {
             let signed = d.bulletin.context("a delivery without a bulletin")?;
             let b = crate::proto::Bulletin::decode(signed.bulletin)?;
-            latencies.push(now_ms.saturating_sub(b.created_unix_ms) * 1000);
+            if ids.insert(b.id) {
+                latencies.push(now_ms.saturating_sub(b.created_unix_ms) * 1000);
+            }
             seqs.push(d.seq);
         }
         sub.ack(seqs).await?;
