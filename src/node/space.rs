@@ -60,6 +60,10 @@ pub(crate) struct SpaceGuard {
     reserve: u64,
     /// Bulletins refused since the disk filled; `None` while there is room.
     full: Option<u64>,
+    /// The last measurement, standing in while the filesystem cannot be measured.
+    last: Option<u64>,
+    /// Whether the last attempt to measure failed.
+    failing: bool,
 }
 
 impl SpaceGuard {
@@ -68,6 +72,8 @@ impl SpaceGuard {
         SpaceGuard {
             reserve,
             full: None,
+            last: None,
+            failing: false,
         }
     }
 
@@ -77,8 +83,22 @@ impl SpaceGuard {
         self.reserve.saturating_add(self.reserve / 4)
     }
 
+    /// Notes whether measuring worked; true when it has just started failing (worth
+    /// one warning, not one per commit).
+    pub fn measured(&mut self, ok: bool) -> bool {
+        let started = !ok && !self.failing;
+        self.failing = !ok;
+        started
+    }
+
+    /// The last measurement, if any.
+    pub fn last(&self) -> Option<u64> {
+        self.last
+    }
+
     /// Takes a measurement of the free space; returns the change to record, if any.
     pub fn observe(&mut self, free: u64) -> Option<Change> {
+        self.last = Some(free);
         match self.full {
             None if free < self.reserve => {
                 self.full = Some(0);
@@ -194,6 +214,22 @@ mod tests {
         let mut roomy = SpaceGuard::new(MIB);
         roomy.refused(7);
         assert!(!roomy.is_full());
+    }
+
+    #[test]
+    fn a_failed_measurement_warns_once_and_the_last_one_stands_in() {
+        let mut g = SpaceGuard::new(100 * MIB);
+        assert_eq!(g.last(), None);
+        assert!(g.observe(50 * MIB).is_some());
+        assert!(g.measured(false), "the first failure is worth a warning");
+        assert!(!g.measured(false), "the next ones are not");
+        assert_eq!(g.last(), Some(50 * MIB));
+        assert_eq!(g.admit(50 * MIB), Admit::EventsOnly);
+        assert!(!g.measured(true));
+        assert!(
+            g.measured(false),
+            "failing again after a success warns again"
+        );
     }
 
     #[test]

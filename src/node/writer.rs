@@ -231,25 +231,35 @@ pub(crate) fn spawn(
                     }
                 }
                 for (out, taken_at, reply) in backups.drain(..) {
-                    // Everything waits while the copy runs: that is what makes it consistent.
-                    let started = std::time::Instant::now();
-                    let result = match w.store.audit_progress() {
-                        (size, signed) if size != signed => {
-                            Err(crate::store::BackupError::Unsigned(size - signed))
-                        }
-                        _ => w.store.backup_to(&out, taken_at, &w.signer),
-                    };
-                    match &result {
-                        Ok(m) => tracing::info!(out = %out.display(), keys = m.keys, records = m.audit_records, took = ?started.elapsed(), "backup taken"),
-                        Err(e) => tracing::error!(out = %out.display(), error = %e, "backup failed"),
-                    }
-                    let _ = reply.send(result.map_err(|e| e.to_string()));
+                    take_backup(&w, &out, taken_at, reply);
                 }
             }
             if let Err(e) = w.store.sign_checkpoint(&w.signer) {
                 tracing::error!(error = %e, "cannot sign the last audit checkpoint");
             }
         })
+}
+
+/// Copies the database into `out` for a backup request and answers it. Everything
+/// waits while the copy runs: that is what makes it consistent.
+fn take_backup(
+    w: &Writer,
+    out: &std::path::Path,
+    taken_at: String,
+    reply: oneshot::Sender<Result<Manifest, String>>,
+) {
+    let started = std::time::Instant::now();
+    let result = match w.store.audit_progress() {
+        (size, signed) if size != signed => Err(crate::store::BackupError::Unsigned(size - signed)),
+        _ => w.store.backup_to(out, taken_at, &w.signer),
+    };
+    match &result {
+        Ok(m) => {
+            tracing::info!(out = %out.display(), keys = m.keys, records = m.audit_records, took = ?started.elapsed(), "backup taken")
+        }
+        Err(e) => tracing::error!(out = %out.display(), error = %e, "backup failed"),
+    }
+    let _ = reply.send(result.map_err(|e| e.to_string()));
 }
 
 /// Measures the free space and keeps out of the batch what the guard does not admit:
@@ -265,10 +275,19 @@ fn make_room(
     lost: &mut Lost,
 ) {
     let free = match space::free_bytes(&w.data_dir) {
-        Ok(free) => free,
+        Ok(free) => {
+            guard.measured(true);
+            free
+        }
         Err(e) => {
-            tracing::warn!(error = %e, dir = %w.data_dir.display(), "cannot measure the free space of the data directory");
-            return;
+            if guard.measured(false) {
+                tracing::warn!(error = %e, dir = %w.data_dir.display(), "cannot measure the free space of the data directory; the last measurement stands");
+            }
+            // The last decision stands: a disk that was full is not taken as empty.
+            match guard.last() {
+                Some(free) => free,
+                None => return,
+            }
         }
     };
     if let Some(change) = guard.observe(free) {

@@ -1,3 +1,5 @@
+//! check-config's checks without a disk: files and a configuration in, findings out.
+
 use super::*;
 use crate::identity::PartnerId;
 use crate::pki::Ca;
