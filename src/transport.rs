@@ -239,12 +239,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A node's QUIC server configuration: TLS 1.3 only, client certificates required and
-/// chained to the federation CA, ALPN `renkei/1`, no 0-RTT.
-pub fn server_config(
-    id: &TlsIdentity,
-    timers: Timers,
-) -> Result<quinn::ServerConfig, TransportError> {
+/// TLS 1.3 as a node serves it, over QUIC or HTTPS: our certificate, client
+/// certificates required and chained to the federation CA, and `alpn`.
+fn tls_server(id: &TlsIdentity, alpn: &[u8]) -> Result<rustls::ServerConfig, TransportError> {
     let provider = provider();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         id.roots.clone(),
@@ -255,7 +252,28 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.chain.clone(), id.key.clone_key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// TLS 1.3 as a client of a node speaks it: presents our certificate, trusts only the
+/// federation CA, and `alpn`.
+fn tls_client(id: &TlsIdentity, alpn: &[u8]) -> Result<rustls::ClientConfig, TransportError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(id.roots.clone())
+        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// A node's QUIC server configuration: TLS 1.3 only, client certificates required and
+/// chained to the federation CA, ALPN `renkei/1`, no 0-RTT.
+pub fn server_config(
+    id: &TlsIdentity,
+    timers: Timers,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let mut tls = tls_server(id, ALPN)?;
     // 0-RTT data could be replayed; rustls's default of 0 keeps it off. Stated anyway.
     tls.max_early_data_size = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
@@ -266,32 +284,15 @@ pub fn server_config(
 }
 
 /// The TLS configuration of a node's HTTPS listeners (the TAXII gateway): the same
-/// certificate and client-certificate rule as QUIC (TLS 1.3, chained to the federation
-/// CA), ALPN `http/1.1`.
+/// certificate and client-certificate rule as QUIC, ALPN `http/1.1`.
 pub fn https_server_config(id: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, TransportError> {
-    let provider = provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        id.roots.clone(),
-        provider.clone(),
-    )
-    .build()?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
+    Ok(Arc::new(tls_server(id, b"http/1.1")?))
 }
 
 /// The TLS configuration of an HTTPS client of a node's gateway (the benchmark's TAXII
 /// client): presents our certificate, trusts only the federation CA, ALPN `http/1.1`.
 pub fn https_client_config(id: &TlsIdentity) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(id.roots.clone())
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
+    Ok(Arc::new(tls_client(id, b"http/1.1")?))
 }
 
 /// A client's QUIC configuration: presents our certificate, trusts only the federation CA.
@@ -299,11 +300,7 @@ pub fn client_config(
     id: &TlsIdentity,
     timers: Timers,
 ) -> Result<quinn::ClientConfig, TransportError> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(id.roots.clone())
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let tls = tls_client(id, ALPN)?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));

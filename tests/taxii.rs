@@ -90,6 +90,42 @@ fn hub_config(dir: &Path, port: u16) -> String {
     )
 }
 
+/// The PKI, jp-mod's configuration with its gateway on a free port, and jp-mod
+/// running: the node, its QUIC address and the gateway's port.
+fn start_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr, u16) {
+    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
+    let port = free_port();
+    fs::write(dir.join("hub.toml"), hub_config(dir, port)).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    (served, addr.parse().unwrap(), port)
+}
+
+/// jp-cdc's records of `event` on the node's log, as its audit office reads them.
+async fn jp_cdc_records(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    event: proto::AuditEvent,
+) -> Vec<proto::AuditRecord> {
+    let hub = "jp-mod".parse().unwrap();
+    let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
+        .await
+        .unwrap();
+    let page = auditor
+        .audit_query(proto::AuditQuery {
+            partner: "jp-cdc".into(),
+            event: event as u32,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    auditor.close().await;
+    page.records
+        .iter()
+        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap())
+        .collect()
+}
+
 /// A bulletin from us-dod whose body is a STIX bundle of an indicator and a malware
 /// object numbered `n`.
 fn stix_bulletin(dir: &Path, n: u32, tlp: Tlp) -> proto::SignedBulletin {
@@ -173,12 +209,8 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     let python = python();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
-    let port = free_port();
-    fs::write(dir.join("hub.toml"), hub_config(dir, port)).unwrap();
-    let (served, addr) = serve(dir, "hub.toml");
-    let addr = addr.parse().unwrap();
-    let hub = "jp-mod".parse().unwrap();
+    let (served, addr, port) = start_hub(dir);
+    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
 
     // The US desk publishes over QUIC: five GREEN STIX bundles, one AMBER (beyond the
     // Japanese desk's clearance) and one plain-text note (no STIX to serve).
@@ -271,22 +303,10 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     assert!(refused.is_err(), "{refused:?}");
 
     // Every page handed over is on the log, as deliveries to jp-cdc through TAXII.
-    let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
+    let reasons: Vec<String> = jp_cdc_records(dir, addr, proto::AuditEvent::Delivered)
         .await
-        .unwrap();
-    let page = auditor
-        .audit_query(proto::AuditQuery {
-            partner: "jp-cdc".into(),
-            event: proto::AuditEvent::Delivered as u32,
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let reasons: Vec<String> = page
-        .records
-        .iter()
-        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap().reason)
+        .into_iter()
+        .map(|r| r.reason)
         .collect();
     assert!(
         reasons.iter().filter(|r| *r == "TAXII: objects").count() >= 4,
@@ -297,7 +317,6 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         "{reasons:?}"
     );
     us.close().await;
-    auditor.close().await;
     assert!(served.stop(PATIENCE).success());
 }
 
@@ -312,12 +331,8 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     let python = python();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
-    let port = free_port();
-    fs::write(dir.join("hub.toml"), hub_config(dir, port)).unwrap();
-    let (served, addr) = serve(dir, "hub.toml");
-    let addr = addr.parse().unwrap();
-    let hub = "jp-mod".parse().unwrap();
+    let (served, addr, port) = start_hub(dir);
+    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
 
     let object = |t: &str, n: u32, marking: Option<&str>| {
         let mut o = json!({"type": t, "spec_version": "2.1",
@@ -428,29 +443,15 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     }
 
     // The log names the desk that wrote them.
-    let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
+    let origins: Vec<String> = jp_cdc_records(dir, addr, proto::AuditEvent::BulletinAccepted)
         .await
-        .unwrap();
-    let page = auditor
-        .audit_query(proto::AuditQuery {
-            partner: "jp-cdc".into(),
-            event: proto::AuditEvent::BulletinAccepted as u32,
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let origins: Vec<String> = page
-        .records
-        .iter()
-        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap())
+        .into_iter()
         .filter(|r| r.partner == "jp-cdc")
         .map(|r| r.origin)
         .collect();
     assert_eq!(origins, ["jp-mod", "jp-mod"]);
     drop(sub);
     au.close().await;
-    auditor.close().await;
     assert!(served.stop(PATIENCE).success());
 }
 
@@ -487,11 +488,8 @@ async fn a_reload_that_removes_a_partner_ends_its_open_taxii_connection() {
     let python = python();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
-    let port = free_port();
-    let config = hub_config(dir, port);
-    fs::write(dir.join("hub.toml"), &config).unwrap();
-    let (served, _addr) = serve(dir, "hub.toml");
+    let (served, _addr, port) = start_hub(dir);
+    let config = fs::read_to_string(dir.join("hub.toml")).unwrap();
     let certs = dir.join("certs");
     let mut kept = Command::new(&python)
         .env_remove("REQUESTS_CA_BUNDLE")

@@ -4,22 +4,13 @@ same connection. Prints each status code on its own line.
 
 usage: kept.py BASE_URL CA CERT KEY
 """
-import socket
 import sys
-from urllib.parse import urlparse
 
 import requests
+from loopback import resolve_to_loopback
 
 base, ca, cert, key = sys.argv[1:5]
-host = urlparse(base).hostname
-_resolve = socket.getaddrinfo
-
-
-def resolve(name, *args, **kwargs):
-    return _resolve("127.0.0.1" if name == host else name, *args, **kwargs)
-
-
-socket.getaddrinfo = resolve
+resolve_to_loopback(base)
 session = requests.Session()
 session.verify = ca
 session.cert = (cert, key)

@@ -7,22 +7,13 @@ The node's certificate names its id (e.g. jp-mod), so the URL uses that name; it
 resolved to 127.0.0.1 here, as DNS would in a deployment.
 """
 import json
-import socket
 import sys
-from urllib.parse import urlparse
 
+from loopback import resolve_to_loopback
 from taxii2client.v21 import Server, as_pages
 
 base, ca, cert, key, per_page = sys.argv[1:6]
-host = urlparse(base).hostname
-_resolve = socket.getaddrinfo
-
-
-def resolve(name, *args, **kwargs):
-    return _resolve("127.0.0.1" if name == host else name, *args, **kwargs)
-
-
-socket.getaddrinfo = resolve
+resolve_to_loopback(base)
 
 server = Server(base + "/taxii2/", verify=ca, cert=(cert, key))
 api_root = server.api_roots[0]

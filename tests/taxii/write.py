@@ -4,22 +4,13 @@ tool pushing intelligence would. Prints the status resource as JSON.
 usage: write.py BASE_URL CA CERT KEY ENVELOPE_JSON_FILE
 """
 import json
-import socket
 import sys
-from urllib.parse import urlparse
 
+from loopback import resolve_to_loopback
 from taxii2client.v21 import Server
 
 base, ca, cert, key, envelope_file = sys.argv[1:6]
-host = urlparse(base).hostname
-_resolve = socket.getaddrinfo
-
-
-def resolve(name, *args, **kwargs):
-    return _resolve("127.0.0.1" if name == host else name, *args, **kwargs)
-
-
-socket.getaddrinfo = resolve
+resolve_to_loopback(base)
 
 server = Server(base + "/taxii2/", verify=ca, cert=(cert, key))
 inbox = next(c for c in server.api_roots[0].collections if c.can_write)
