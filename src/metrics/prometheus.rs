@@ -209,6 +209,19 @@ fn header(out: &mut String, metric: &str, help: &str, kind: &str) {
 /// Renders every counter (summed over all days) and the gauges.
 pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> String {
     let mut out = String::new();
+    counters(&mut out, totals);
+    latency(&mut out, totals);
+    node_gauges(&mut out, gauges);
+    queues(&mut out, &gauges.queues);
+    transport(&mut out, gauges);
+    commit_latency(&mut out, &gauges.commit_latency);
+    links(&mut out, &gauges.links);
+    storage_free(&mut out, gauges.storage_free);
+    out
+}
+
+/// The audit log's counters, one family each, per partner (and label).
+fn counters(out: &mut String, totals: &BTreeMap<(String, String), u64>) {
     for f in FAMILIES {
         let mut samples = Vec::new();
         for ((partner, name), value) in totals {
@@ -227,13 +240,17 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
             samples.push(format!("{}{{{labels}}} {value}", f.metric));
         }
         if !samples.is_empty() {
-            header(&mut out, f.metric, f.help, "counter");
+            header(out, f.metric, f.help, "counter");
             for s in samples {
                 let _ = writeln!(out, "{s}");
             }
         }
     }
-    latency(&mut out, totals);
+}
+
+/// The audit log's size and what its checkpoint covers, bulletins stored, and the open
+/// connections per partner.
+fn node_gauges(out: &mut String, gauges: &Gauges) {
     for (metric, help, value) in [
         (
             "renkei_audit_records",
@@ -251,11 +268,11 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
             gauges.bulletins_stored,
         ),
     ] {
-        header(&mut out, metric, help, "gauge");
+        header(out, metric, help, "gauge");
         let _ = writeln!(out, "{metric} {value}");
     }
     header(
-        &mut out,
+        out,
         "renkei_connections_open",
         "Open connections per partner.",
         "gauge",
@@ -267,10 +284,13 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
             escape(partner)
         );
     }
-    queues(&mut out, &gauges.queues);
+}
+
+/// Frames moved and handshakes turned away.
+fn transport(out: &mut String, gauges: &Gauges) {
     let f = gauges.frames;
     header(
-        &mut out,
+        out,
         "renkei_frames_total",
         "Frames moved by the node, by direction (refused: oversize, malformed or undecodable).",
         "counter",
@@ -283,7 +303,7 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
         let _ = writeln!(out, "renkei_frames_total{{direction=\"{direction}\"}} {n}");
     }
     header(
-        &mut out,
+        out,
         "renkei_handshakes_total",
         "Connection attempts handled before any handshake work: asked to prove their address (retried) or refused (too many handshakes in progress).",
         "counter",
@@ -294,10 +314,6 @@ pub fn render(totals: &BTreeMap<(String, String), u64>, gauges: &Gauges) -> Stri
     ] {
         let _ = writeln!(out, "renkei_handshakes_total{{outcome=\"{outcome}\"}} {n}");
     }
-    commit_latency(&mut out, &gauges.commit_latency);
-    links(&mut out, &gauges.links);
-    storage_free(&mut out, gauges.storage_free);
-    out
 }
 
 /// The disk-space guard's gauges.

@@ -411,16 +411,65 @@ pub(super) async fn audit(setup: Arc<Setup>) -> anyhow::Result<Value> {
         .context("the audit phase")?
 }
 
+/// Appends `records` delivery records, round-robin over `partners`, a thousand per
+/// group commit.
+fn append_deliveries(
+    store: &crate::store::Store,
+    partners: &[crate::identity::PartnerId],
+    records: u64,
+) -> anyhow::Result<()> {
+    use crate::audit::record::Event;
+    use crate::store::Entry;
+    const BATCH: u64 = 1_000;
+    let mut n = 0;
+    while n < records {
+        let count = BATCH.min(records - n);
+        let entries = (n..n + count)
+            .map(|i| {
+                let p = &partners[(i % partners.len() as u64) as usize];
+                Entry::Event(Some(Event::delivered(p, vec![i])), None)
+            })
+            .collect();
+        store.commit(entries, Timestamp::now())?;
+        n += count;
+    }
+    Ok(())
+}
+
+/// A page of 100 records concerning `partner`, the first and one deep in the log, five
+/// times each: the median time (ms) and the most records a page read.
+fn page_timing(
+    log: &crate::store::AuditReader<'_>,
+    partner: &crate::identity::PartnerId,
+    records: u64,
+) -> anyhow::Result<(f64, u64)> {
+    let mut timings = Vec::new();
+    let mut read = 0;
+    for after in [None, Some(records / 2)] {
+        for _ in 0..5 {
+            let q = crate::audit::Query {
+                partner: Some(partner.clone()),
+                after,
+                limit: 100,
+                ..crate::audit::Query::default()
+            };
+            let t = Instant::now();
+            let page = log.query(&q)?;
+            timings.push(t.elapsed());
+            read = read.max(page.records_read);
+        }
+    }
+    timings.sort();
+    Ok((timings[timings.len() / 2].as_secs_f64() * 1000.0, read))
+}
+
 fn audit_blocking(dir: &std::path::Path, records: u64) -> anyhow::Result<Value> {
     use crate::audit::checkpoint::CheckpointSigner;
     use crate::audit::export::{self, Export};
-    use crate::audit::record::Event;
-    use crate::audit::Query;
     use crate::identity::PartnerId;
-    use crate::store::{Entry, Store};
+    use crate::store::Store;
 
     const CACHE: u64 = 64 << 20;
-    const BATCH: u64 = 1_000;
     const PARTNERS: u64 = 10;
     eprintln!("renkei bench: audit: appending {records} records…");
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -430,41 +479,11 @@ fn audit_blocking(dir: &std::path::Path, records: u64) -> anyhow::Result<Value> 
         .collect::<Result<_, _>>()?;
     let store = Store::open(dir, CACHE)?;
     let start = Instant::now();
-    let mut n = 0;
-    while n < records {
-        let count = BATCH.min(records - n);
-        let entries = (n..n + count)
-            .map(|i| {
-                let p = &partners[(i % PARTNERS) as usize];
-                Entry::Event(Some(Event::delivered(p, vec![i])), None)
-            })
-            .collect();
-        store.commit(entries, Timestamp::now())?;
-        n += count;
-    }
+    append_deliveries(&store, &partners, records)?;
     store.sign_checkpoint(&signer)?;
     let append = start.elapsed();
-
-    // A page of 100 by partner: the first, and one deep in the log.
     let log = store.audit();
-    let mut timings = Vec::new();
-    let mut read = 0;
-    for after in [None, Some(records / 2)] {
-        for _ in 0..5 {
-            let q = Query {
-                partner: Some(partners[3].clone()),
-                after,
-                limit: 100,
-                ..Query::default()
-            };
-            let t = Instant::now();
-            let page = log.query(&q)?;
-            timings.push(t.elapsed());
-            read = read.max(page.records_read);
-        }
-    }
-    timings.sort();
-    let page_ms = timings[timings.len() / 2].as_secs_f64() * 1000.0;
+    let (page_ms, read) = page_timing(&log, &partners[3], records)?;
 
     // The whole log verified offline, as `renkei audit verify` does.
     let export = Export {
