@@ -14,7 +14,7 @@ use common::pki;
 use common::served::serve_with_env;
 use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp};
 use renkei::client::Client;
-use renkei::identity::{self, PartnerId};
+use renkei::identity::PartnerId;
 use renkei::proto::{self, PublishStatus};
 use renkei::timestamp::Timestamp;
 
@@ -24,16 +24,6 @@ use renkei::timestamp::Timestamp;
 /// traffic of 700 KiB bulletins costs the storage thread's batch (up to 4 MiB), the
 /// segment cache (16 MiB) and buffers being written out.
 const RSS_GROWTH_BOUND_MIB: u64 = 144;
-
-fn public(dir: &Path, id: &str) -> String {
-    let pem = std::fs::read_to_string(dir.join(format!("certs/{id}/signing.key"))).unwrap();
-    identity::PublicKey::of(&identity::signing_key_from_pem(&pem).unwrap()).to_string()
-}
-
-fn signing_key(dir: &Path, id: &str) -> ed25519_dalek::SigningKey {
-    let pem = std::fs::read_to_string(dir.join(format!("certs/{id}/signing.key"))).unwrap();
-    identity::signing_key_from_pem(&pem).unwrap()
-}
 
 async fn connect(dir: &Path, id: &str, addr: std::net::SocketAddr) -> Client {
     let hub: PartnerId = "jp-mod".parse().unwrap();
@@ -75,9 +65,9 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"xx-mod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
-        public(dir, "us-dod"),
-        public(dir, "au-dod"),
-        public(dir, "xx-mod"),
+        common::public_key(dir, "us-dod"),
+        common::public_key(dir, "au-dod"),
+        common::public_key(dir, "xx-mod"),
     );
     std::fs::write(dir.join("hub.toml"), hub).unwrap();
     // As deploy/README.md advises for nodes that move large bulletins: buffers above
@@ -89,7 +79,7 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
 
     // The hostile partner: 4 connections × 8 streams, each pipelining 700 KiB
     // bulletins as fast as the node lets it, never reading a result.
-    let xx_key = signing_key(dir, "xx-mod");
+    let xx_key = common::signing_key(dir, "xx-mod");
     let mut flood = tokio::task::JoinSet::new();
     let mut conns = Vec::new();
     for _ in 0..4 {
@@ -127,7 +117,12 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
     // An honest desk still publishes, and another still receives, while the hostile
     // partner's streams are stuck.
     let us = connect(dir, "us-dod", addr).await;
-    let honest = bulletin(&signing_key(dir, "us-dod"), "us-dod", "still served", 512);
+    let honest = bulletin(
+        &common::signing_key(dir, "us-dod"),
+        "us-dod",
+        "still served",
+        512,
+    );
     let r = tokio::time::timeout(PATIENCE, us.publish(honest))
         .await
         .expect("answered in time")

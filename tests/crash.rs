@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
 
 use common::federation::{sign_as, PATIENCE};
 use common::served::serve;
@@ -18,13 +17,6 @@ use renkei::client::Client;
 use renkei::config::ClientConfig;
 use renkei::proto::{self, AuditEvent, PublishStatus};
 use serde_json::Value;
-
-fn public(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
@@ -37,8 +29,8 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
          [audit]\ncheckpoint_every = 100\n\n\
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
-        public(dir, "us-dod"),
-        public(dir, "au-dod")
+        common::public_key(dir, "us-dod"),
+        common::public_key(dir, "au-dod")
     );
     fs::write(dir.join("hub.toml"), hub).unwrap();
     let (mut served, addr) = serve(dir, "hub.toml");
@@ -52,8 +44,7 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
     .unwrap();
 
     // The US desk pipelines a burst of GREEN indicators.
-    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
-    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let key = common::signing_key(dir, "us-dod");
     let burst: Vec<_> = (0..5_000)
         .map(|i| {
             let title = format!("indicator {i}");
@@ -110,7 +101,7 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
     assert!(exit.success(), "{exit:?}");
 
     // The whole log verifies offline: every record in sequence, every checkpoint.
-    let hub_key = public(dir, "jp-mod");
+    let hub_key = common::public_key(dir, "jp-mod");
     let out = renkei_ok(
         dir,
         &["audit", "verify", "--data-dir", "data", "--key", &hub_key],

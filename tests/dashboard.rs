@@ -141,13 +141,6 @@ impl Drop for Dashboard {
     }
 }
 
-fn public(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// The node and its auditor's client file; returns the node's address.
 fn setup(dir: &Path) -> (common::served::Served, String) {
     pki(dir, "jp-mod,us-dod,au-dod,jp-audit");
@@ -157,7 +150,7 @@ fn setup(dir: &Path) -> (common::served::Served, String) {
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
          [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n",
-        public(dir, "us-dod")
+        common::public_key(dir, "us-dod")
     );
     fs::write(dir.join("hub.toml"), hub).unwrap();
     let (served, addr) = serve(dir, "hub.toml");
@@ -181,8 +174,7 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
 
     // The US desk's year: two consultations, an exercise, three indicators, and an AMBER
     // indicator the Australian desk is not cleared for.
-    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
-    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let key = common::signing_key(dir, "us-dod");
     let us = connect_as(
         &dir.join("certs"),
         "us-dod",

@@ -69,13 +69,6 @@ impl Drop for SmallDisk {
     }
 }
 
-fn public(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn hub_config(dir: &Path) -> String {
     format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"disk/data\"\nca_cert = \"certs/ca.crt\"\n\
@@ -84,14 +77,13 @@ fn hub_config(dir: &Path) -> String {
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
          [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
-        public(dir, "us-dod"),
+        common::public_key(dir, "us-dod"),
     )
 }
 
 /// Publishes one GREEN indicator titled `title` as us-dod; returns the node's answer.
 async fn publish(us: &Client, dir: &Path, title: &str) -> proto::PublishResult {
-    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
-    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let key = common::signing_key(dir, "us-dod");
     let b = sign_as(&key, "us-dod", Tlp::Green, Kind::Indicator, title, &[], &[]);
     tokio::time::timeout(PATIENCE, us.publish(b))
         .await
@@ -182,7 +174,7 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_resumes_by_itself() {
     au.close().await;
     auditor.close().await;
     assert!(served.stop(PATIENCE).success());
-    let key = public(dir, "jp-mod");
+    let key = common::public_key(dir, "jp-mod");
     let out = renkei_ok(
         dir,
         &["audit", "verify", "--data-dir", "disk/data", "--key", &key],

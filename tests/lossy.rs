@@ -33,18 +33,6 @@ const DUPLICATE: f64 = 0.02;
 /// The UDP payload a 1,500-byte Ethernet path carries.
 const PATH_MTU: usize = 1_472;
 
-fn public(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn signing_key(dir: &Path, id: &str) -> SigningKey {
-    let pem = fs::read_to_string(dir.join(format!("certs/{id}/signing.key"))).unwrap();
-    renkei::identity::signing_key_from_pem(&pem).unwrap()
-}
-
 /// A GREEN bulletin for everyone, with a 1 KiB body as a small STIX bundle has: about
 /// one full-size packet each on a 1,500-byte path.
 fn green(key: &SigningKey, origin: &str, kind: Kind, title: &str) -> proto::SignedBulletin {
@@ -94,8 +82,8 @@ fn desk_node(dir: &Path) -> String {
          [transport]\nkeep_alive_secs = 2\nidle_timeout_secs = 10\n\n\
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
-        public(dir, "us-dod"),
-        public(dir, "au-dod")
+        common::public_key(dir, "us-dod"),
+        common::public_key(dir, "au-dod")
     );
     fs::write(dir.join("jp-mod.toml"), config).unwrap();
     "jp-mod.toml".into()
@@ -198,7 +186,7 @@ async fn desks_on_a_lossy_path_lose_nothing_and_ride_out_a_short_cut() {
 
     // The US desk publishes a few hundred GREEN indicators; a third of the way in, the
     // path is cut for two seconds, well inside the 10 s idle timeout.
-    let key = &signing_key(dir, "us-dod");
+    let key = &common::signing_key(dir, "us-dod");
     let signed: Vec<_> = (0..BULLETINS)
         .map(|i| green(key, "us-dod", Kind::Indicator, &format!("indicator {i}")))
         .collect();

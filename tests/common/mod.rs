@@ -39,6 +39,21 @@ pub fn renkei_ok(dir: &Path, args: &[&str]) -> Run {
     run
 }
 
+/// The public signing key of `id` that `certs init` wrote under `dir/certs`.
+pub fn public_key(dir: &Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
+        .expect("signing.pub")
+        .trim()
+        .to_string()
+}
+
+/// The signing key of `id` that `certs init` wrote under `dir/certs`.
+pub fn signing_key(dir: &Path, id: &str) -> ed25519_dalek::SigningKey {
+    let pem =
+        std::fs::read_to_string(dir.join(format!("certs/{id}/signing.key"))).expect("signing.key");
+    renkei::identity::signing_key_from_pem(&pem).expect("a signing key")
+}
+
 /// A federation PKI for `nodes` made by `renkei certs init` under `dir/certs`.
 pub fn pki(dir: &Path, nodes: &str) -> PathBuf {
     renkei_ok(dir, &["certs", "init", "--dir", "certs", "--nodes", nodes]);

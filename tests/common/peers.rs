@@ -49,13 +49,6 @@ fn free_port() -> u16 {
     s.local_addr().expect("its address").port()
 }
 
-fn public(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .expect("signing.pub")
-        .trim()
-        .to_string()
-}
-
 impl Mesh {
     /// Writes the PKI and every node's config: `desks` as (desk, node), `links` as
     /// pairs of nodes that are each other's peers. Every desk beyond a node's own is an
@@ -148,7 +141,7 @@ impl Mesh {
             if home == n {
                 t += &format!(
                     "\n[[partner]]\nid = \"{desk}\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
-                    public(dir, desk)
+                    super::public_key(dir, desk)
                 );
             }
         }
@@ -162,7 +155,7 @@ impl Mesh {
             t += &format!(
                 "\n[[partner]]\nid = \"{p}\"\nrole = \"relay\"\nclearance = \"red\"\naddress = \"{}\"\nkeys = [{{ public = \"{}\" }}]\n",
                 self.nodes[*p].addr,
-                public(dir, p)
+                super::public_key(dir, p)
             );
         }
         t += &format!("\n[[partner]]\nid = \"{n}-audit\"\nrole = \"auditor\"\n");
@@ -181,7 +174,7 @@ impl Mesh {
                     }
                     t += &format!(
                         "\n[[origin]]\nid = \"{desk}\"\nvia = {via:?}\nkeys = [{{ public = \"{}\" }}]\n",
-                        public(dir, desk)
+                        super::public_key(dir, desk)
                     );
                 }
             }
@@ -248,6 +241,6 @@ impl Mesh {
 
     /// The public key of `id`, as its `signing.pub` holds it.
     pub fn public(&self, id: &str) -> String {
-        public(&self.dir, id)
+        super::public_key(&self.dir, id)
     }
 }

@@ -486,7 +486,11 @@ fn date_headers(h: &mut HeaderMap, s: &Served) {
 }
 
 fn envelope(s: &Served) -> Value {
-    let objects: Vec<&Value> = s.items.iter().map(|(_, o)| o).collect();
+    paged(s, s.items.iter().map(|(_, o)| o.clone()).collect())
+}
+
+/// A page's body: its objects, whether more follow, and where they start.
+fn paged(s: &Served, objects: Vec<Value>) -> Value {
     let mut body = json!({ "more": s.page.next.is_some(), "objects": objects });
     if let Some(next) = s.page.next {
         body["next"] = json!(next.to_string());
@@ -503,11 +507,7 @@ fn manifest_body(s: &Served) -> Value {
             json!({"id": &*e.id, "date_added": added, "version": e.version_or(&added), "media_type": STIX})
         })
         .collect();
-    let mut body = json!({ "more": s.page.next.is_some(), "objects": objects });
-    if let Some(next) = s.page.next {
-        body["next"] = json!(next.to_string());
-    }
-    body
+    paged(s, objects)
 }
 
 async fn objects(
