@@ -65,13 +65,6 @@ fn make_python() -> PathBuf {
     python
 }
 
-fn public(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -86,7 +79,7 @@ fn hub_config(dir: &Path, port: u16) -> String {
          [[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
          [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
-        public(dir, "us-dod"),
+        common::public_key(dir, "us-dod"),
     )
 }
 
@@ -142,8 +135,7 @@ fn stix_bulletin(dir: &Path, n: u32, tlp: Tlp) -> proto::SignedBulletin {
              "name": format!("sample {n}"), "is_family": false},
         ],
     });
-    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
-    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let key = common::signing_key(dir, "us-dod");
     let plain = sign_as(
         &key,
         "us-dod",
@@ -221,8 +213,7 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         publish(&us, stix_bulletin(dir, n, Tlp::Green)).await;
     }
     publish(&us, stix_bulletin(dir, 6, Tlp::Amber)).await;
-    let pem = fs::read_to_string(dir.join("certs/us-dod/signing.key")).unwrap();
-    let key = renkei::identity::signing_key_from_pem(&pem).unwrap();
+    let key = common::signing_key(dir, "us-dod");
     publish(
         &us,
         sign_as(
@@ -385,7 +376,7 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
         .unwrap();
     let mut sub = au.subscribe(0).await.unwrap();
     let mut keyring = renkei::identity::Keyring::new();
-    let node_key: renkei::identity::PublicKey = public(dir, "jp-mod").parse().unwrap();
+    let node_key: renkei::identity::PublicKey = common::public_key(dir, "jp-mod").parse().unwrap();
     keyring.insert(hub.clone(), node_key, Default::default());
     let mut got = Vec::new();
     for _ in 0..2 {
@@ -534,4 +525,56 @@ async fn a_reload_that_removes_a_partner_ends_its_open_taxii_connection() {
         "{}",
         log.stdout
     );
+}
+
+/// What a client should not ask gets the TAXII error message with the status TAXII
+/// names for it, in the TAXII media type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_requests_get_taxii_errors_with_the_right_status() {
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (served, _addr, port) = start_hub(dir);
+    let out = Command::new(&python)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/taxii/errors.py"))
+        .arg(format!("https://jp-mod:{port}"))
+        .arg(dir.join("certs/ca.crt"))
+        .arg(dir.join("certs/jp-cdc/tls.crt"))
+        .arg(dir.join("certs/jp-cdc/tls.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let wanted = [
+        ("wrong accept", 406),
+        ("unknown collection", 404),
+        ("write to the shared one", 403),
+        ("read the inbox", 403),
+        ("wrong content type", 415),
+        ("not json", 400),
+        ("bad added_after", 400),
+        ("unknown object", 404),
+        ("unknown status", 404),
+    ];
+    assert_eq!(answers.len(), wanted.len());
+    for (a, (ask, status)) in answers.iter().zip(wanted) {
+        assert_eq!(a["ask"], ask);
+        assert_eq!(a["status"], status, "{a}");
+        assert_eq!(a["type"], "application/taxii+json;version=2.1", "{a}");
+        assert_eq!(a["body"]["http_status"], status.to_string(), "{a}");
+        assert!(
+            a["body"]["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{a}"
+        );
+    }
+    assert!(served.stop(PATIENCE).success());
 }
