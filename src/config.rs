@@ -18,6 +18,7 @@ use crate::timestamp::Timestamp;
 pub mod card;
 mod change;
 pub mod check;
+mod digest;
 pub mod edit;
 pub mod federation;
 mod revocation;
@@ -277,74 +278,11 @@ impl NodeConfig {
         Ok(cfg)
     }
 
-    /// SHA-256 of the sharing policy in force: every partner's rules and keys and every
-    /// revocation, in a canonical text form (sorted, one line each), for the audit log.
+    /// SHA-256 of the sharing policy in force: every partner's rules and keys, every
+    /// origin, every revocation, the hop limit and disclosure, in a canonical text form
+    /// (sorted, one line each), for the audit log.
     pub fn policy_digest(&self) -> [u8; 32] {
-        use sha2::Digest as _;
-        let mut lines: Vec<String> = self
-            .partners
-            .iter()
-            .map(|p| {
-                let mut kinds: Vec<String> =
-                    p.kinds.iter().flatten().map(|k| k.to_string()).collect();
-                kinds.sort();
-                let mut tags: Vec<String> = p.deny_tags.iter().map(|t| t.to_lowercase()).collect();
-                tags.sort();
-                let mut groups: Vec<String> = p.groups.iter().map(|g| g.to_string()).collect();
-                groups.sort();
-                let mut keys: Vec<String> = p
-                    .keys
-                    .iter()
-                    .map(|k| format!("{}@{}", k.public, k.validity()))
-                    .collect();
-                keys.sort();
-                // Only when pinned, so configurations without pins keep their digest.
-                let pin = p
-                    .tls_fingerprint
-                    .map(|f| format!(" tls_fingerprint={f}"))
-                    .unwrap_or_default();
-                format!(
-                    "partner {} role={} clearance={} kinds={} deny_tags={} groups={} keys={}{pin}",
-                    p.id,
-                    p.role,
-                    p.clearance.map_or("none".into(), |t| t.to_string()),
-                    if p.kinds.is_some() {
-                        kinds.join(",")
-                    } else {
-                        "all".into()
-                    },
-                    tags.join(","),
-                    groups.join(","),
-                    keys.join(",")
-                )
-            })
-            .collect();
-        lines.extend(self.origins.iter().map(|o| {
-            let mut keys: Vec<String> = o
-                .keys
-                .iter()
-                .map(|k| format!("{}@{}", k.public, k.validity()))
-                .collect();
-            keys.sort();
-            let mut via: Vec<&str> = o.via.iter().map(PartnerId::as_str).collect();
-            via.sort();
-            let mut groups: Vec<String> = o.groups.iter().map(|g| g.to_string()).collect();
-            groups.sort();
-            format!(
-                "origin {} via={} groups={} keys={}",
-                o.id,
-                via.join(","),
-                groups.join(","),
-                keys.join(",")
-            )
-        }));
-        lines.extend(self.revoked.iter().map(|r| match r.what {
-            // A key's line as before, so existing policy digests stay the same.
-            Revoked::Key(k) => format!("revoked {k}"),
-            Revoked::Certificate(c) => format!("revoked certificate {c}"),
-        }));
-        lines.sort();
-        sha2::Sha256::digest(lines.join("\n").as_bytes()).into()
+        digest::policy_digest(self)
     }
 
     /// The `[[origin]]` with this id, if configured.

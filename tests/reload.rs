@@ -395,3 +395,149 @@ async fn a_lost_laptop_is_cut_off_by_revoking_its_certificate() {
     }
     fed.stop().await;
 }
+
+const ORIGINS: &str = r#"
+[[partner]]
+id = "us-dod"
+role = "liaison"
+clearance = "amber"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "nato-ccdcoe"
+role = "relay"
+clearance = "amber"
+
+[[partner]]
+id = "ca-audit"
+role = "auditor"
+
+[[origin]]
+id = "ee-mod"
+via = ["nato-ccdcoe"]
+keys = [{ public = "KEY(ee-mod)" }]
+"#;
+
+/// A GREEN advisory from Tallinn's desk, which reaches jp-mod only through NATO.
+fn tallinn(fed: &Federation, title: &str) -> proto::SignedBulletin {
+    fed.bulletin("ee-mod", Tlp::Green, Kind::Advisory, title, &[], &[])
+}
+
+/// Issue 25, defect 1: a reload kept removed `[[origin]]`s (and `[federation]`,
+/// `[disclosure]`) as they were, and recorded a digest it did not apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
+    let mut fed = Federation::start(
+        "jp-mod",
+        &["us-dod", "nato-ccdcoe", "ca-audit", "ee-mod"],
+        ORIGINS,
+    )
+    .await;
+    let nato = fed.client("nato-ccdcoe").await;
+    let first = nato.publish(tallinn(&fed, "through nato")).await.unwrap();
+    assert_eq!(
+        first.status,
+        proto::PublishStatus::Accepted as i32,
+        "{}",
+        first.message
+    );
+
+    // The operator drops Tallinn and, in the same edit, a limit only a restart applies:
+    // the reload is refused whole and Tallinn's bulletins still come through.
+    let text = std::fs::read_to_string(fed.config_path()).unwrap();
+    let origin_at = text.find("[[origin]]").unwrap();
+    let without_origin = format!("{}\n[disclosure]\nwithheld = true\n", &text[..origin_at]);
+    std::fs::write(
+        fed.config_path(),
+        format!("{without_origin}\n[limits]\nmax_age_days = 3\n"),
+    )
+    .unwrap();
+    let refused = operate(&fed, OperatorRequest::Reload).await;
+    assert!(!refused.ok, "{refused:?}");
+    assert!(
+        refused.message.contains("needs a restart: limits"),
+        "{}",
+        refused.message
+    );
+    let still = nato.publish(tallinn(&fed, "still known")).await.unwrap();
+    assert_eq!(
+        still.status,
+        proto::PublishStatus::Accepted as i32,
+        "{}",
+        still.message
+    );
+
+    // Without the restart-only change it applies, origins and disclosure included.
+    std::fs::write(fed.config_path(), &without_origin).unwrap();
+    let reply = operate(&fed, OperatorRequest::Reload).await;
+    assert!(reply.ok, "{reply:?}");
+    assert!(
+        reply.message.contains("origins removed: ee-mod")
+            && reply.message.contains("[disclosure] changed"),
+        "{}",
+        reply.message
+    );
+    let unknown = nato
+        .publish(tallinn(&fed, "after the reload"))
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.error,
+        proto::ErrorCode::UnknownOrigin as i32,
+        "{}",
+        unknown.message
+    );
+    let us = fed.client("us-dod").await;
+    let amber = fed.bulletin(
+        "us-dod",
+        Tlp::Amber,
+        Kind::Advisory,
+        "told",
+        &["us-dod"],
+        &[],
+    );
+    let told = us.publish(amber).await.unwrap();
+    assert!(
+        told.withheld.iter().any(|w| w.partner == "nato-ccdcoe"),
+        "[disclosure] withheld is in force: {:?}",
+        told.withheld
+    );
+
+    // CONFIG_LOADED names the rules in force: the digest of the file as applied, and a
+    // restart on the same file puts the same ones in force.
+    let auditor = fed.client("ca-audit").await;
+    let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
+    let digest = renkei::config::NodeConfig::load(fed.config_path())
+        .unwrap()
+        .policy_digest();
+    assert_eq!(loaded.len(), 2, "start and the reload that applied");
+    assert_eq!(loaded[1].config_digest.as_ref(), &digest[..]);
+    let operations = events(&auditor, AuditEvent::Operator).await;
+    assert!(
+        operations
+            .iter()
+            .any(|r| r.reason.contains("needs a restart: limits")),
+        "the refusal is on the record: {operations:?}"
+    );
+    for c in [nato, us, auditor] {
+        c.close().await;
+    }
+    fed.restart().await;
+    let nato = fed.client("nato-ccdcoe").await;
+    let again = nato
+        .publish(tallinn(&fed, "after a restart"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.error,
+        proto::ErrorCode::UnknownOrigin as i32,
+        "{}",
+        again.message
+    );
+    let auditor = fed.client("ca-audit").await;
+    let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
+    assert_eq!(loaded.last().unwrap().config_digest.as_ref(), &digest[..]);
+    nato.close().await;
+    auditor.close().await;
+    fed.stop().await;
+}

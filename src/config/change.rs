@@ -1,12 +1,14 @@
 //! What a reload changes: the difference between the configuration in force and a
 //! newly read one, in the terms the running node acts on (partners to disconnect,
-//! revocations to record, settings that only a restart applies).
+//! revocations to record, tables that only a restart can apply, which make the reload
+//! refuse).
 //!
 //! Pure: it compares two validated configurations and decides nothing else; the node
 //! applies the result.
 
 use crate::identity::PartnerId;
 
+use super::digest::origin_line;
 use super::{NodeConfig, Revocation};
 
 /// What a list of revocations names, for the summary.
@@ -29,10 +31,51 @@ pub struct ConfigChange {
     pub newly_revoked: Vec<Revocation>,
     /// Revocations in force before that the new configuration drops.
     pub unrevoked: Vec<Revocation>,
-    /// Tables or fields that differ but only take effect at the next start.
+    /// `[[origin]]`s the new configuration adds, removes, or gives other keys, peers
+    /// or groups.
+    pub origins: OriginChanges,
+    /// Tables a reload puts in force that hold no partner or origin and differ:
+    /// `federation`, `disclosure`.
+    pub tables_changed: Vec<&'static str>,
+    /// Tables that differ but that only a restart can put in force: a reload that
+    /// names any refuses as a whole, so the node never runs half of a file.
     pub needs_restart: Vec<&'static str>,
-    /// Whether the sharing policy (partners, rules, keys, revocations) differs.
+    /// Whether the sharing policy (partners, origins, rules, keys, revocations, the hop
+    /// limit, disclosure) differs.
     pub policy_changed: bool,
+}
+
+/// How the `[[origin]]` tables differ.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OriginChanges {
+    /// Origins that are new.
+    pub added: Vec<PartnerId>,
+    /// Origins that are gone: their bulletins are UNKNOWN_ORIGIN from then on.
+    pub removed: Vec<PartnerId>,
+    /// Origins whose keys, peers (`via`) or groups differ.
+    pub changed: Vec<PartnerId>,
+}
+
+impl OriginChanges {
+    fn between(old: &NodeConfig, new: &NodeConfig) -> OriginChanges {
+        let mut c = OriginChanges::default();
+        for o in &new.origins {
+            match old.origin(&o.id) {
+                None => c.added.push(o.id.clone()),
+                Some(before) if origin_line(before) != origin_line(o) => {
+                    c.changed.push(o.id.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        c.removed = old
+            .origins
+            .iter()
+            .filter(|o| new.origin(&o.id).is_none())
+            .map(|o| o.id.clone())
+            .collect();
+        c
+    }
 }
 
 impl ConfigChange {
@@ -49,6 +92,18 @@ impl ConfigChange {
                 Some(_) => {}
             }
         }
+        change.origins = OriginChanges::between(old, new);
+        change.tables_changed = [
+            (
+                "federation",
+                old.federation.hop_limit != new.federation.hop_limit
+                    || old.federation.redial() != new.federation.redial(),
+            ),
+            ("disclosure", old.disclosure != new.disclosure),
+        ]
+        .into_iter()
+        .filter_map(|(table, differs)| differs.then_some(table))
+        .collect();
         change.removed = old
             .partners
             .iter()
@@ -75,24 +130,13 @@ impl ConfigChange {
             ("audit", old.audit != new.audit),
             ("metrics", old.metrics != new.metrics),
             ("admin", old.admin != new.admin),
+            ("taxii", old.taxii != new.taxii),
         ];
         change.needs_restart = restart
             .into_iter()
             .filter_map(|(table, differs)| differs.then_some(table))
             .collect();
         change
-    }
-
-    /// The configuration in force once `new` is reloaded over `running`: the sharing
-    /// policy (partners and revocations) of `new`, everything else still `running`'s
-    /// until a restart, so the next reload still reports those changes as pending.
-    pub fn in_force(running: &NodeConfig, new: NodeConfig) -> NodeConfig {
-        NodeConfig {
-            partners: new.partners,
-            revoked: new.revoked,
-            source: new.source,
-            ..running.clone()
-        }
     }
 
     /// One line for logs, the audit log and the operator.
@@ -125,19 +169,33 @@ impl ConfigChange {
                 list_revoked(&self.unrevoked)
             ));
         }
+        let o = &self.origins;
+        for (what, ids) in [
+            ("origins added", &o.added),
+            ("origins removed", &o.removed),
+            ("origins changed", &o.changed),
+        ] {
+            if !ids.is_empty() {
+                parts.push(format!("{what}: {}", list(ids)));
+            }
+        }
+        if !self.tables_changed.is_empty() {
+            parts.push(format!("[{}] changed", self.tables_changed.join("], [")));
+        }
         if self.policy_changed && parts.is_empty() {
             parts.push("sharing rules changed".into());
         }
         if parts.is_empty() {
             parts.push("no change to the sharing policy".into());
         }
-        if !self.needs_restart.is_empty() {
-            parts.push(format!(
-                "changes to [{}] take effect at the next restart",
-                self.needs_restart.join("], [")
-            ));
-        }
         parts.join("; ")
+    }
+
+    /// The tables only a restart can put in force, as the refusal names them:
+    /// `needs a restart: node, limits`; `None` when a reload can apply the whole file.
+    pub fn restart_needed(&self) -> Option<String> {
+        (!self.needs_restart.is_empty())
+            .then(|| format!("needs a restart: {}", self.needs_restart.join(", ")))
     }
 }
 
@@ -215,7 +273,7 @@ clearance = "green"
     }
 
     #[test]
-    fn only_new_revocations_are_reported_and_restart_settings_are_named() {
+    fn only_new_revocations_are_reported_and_restart_tables_are_named() {
         let key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
         let old = format!("{BASE}\n[[revoked]]\nkey = \"{key}\"\n");
         let new = old.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:4433\"")
@@ -229,14 +287,48 @@ clearance = "green"
         assert_eq!(c.newly_revoked.len(), 1);
         assert_eq!(c.newly_revoked[0].reason, "lost");
         assert_eq!(c.needs_restart, vec!["node"]);
-        // The new listen address is not in force until a restart: a second reload of
-        // the same file still says so, while the revocations are in force already.
-        let running = ConfigChange::in_force(&cfg(&old), cfg(&new));
-        let again = ConfigChange::between(&running, &cfg(&new));
-        assert_eq!(again.needs_restart, vec!["node"]);
-        assert!(again.newly_revoked.is_empty() && !again.policy_changed);
-        assert!(c
-            .summary()
-            .contains("[node] take effect at the next restart"));
+        assert_eq!(c.restart_needed().as_deref(), Some("needs a restart: node"));
+    }
+
+    const NODE: &str = "[node]\nid = \"hub\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
+        ca_cert = \"ca\"\ntls_cert = \"c\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n\
+        [[partner]]\nid = \"nato\"\nrole = \"relay\"\nclearance = \"amber\"\n\n\
+        [[partner]]\nid = \"uk\"\nrole = \"relay\"\nclearance = \"amber\"\n";
+
+    fn relays(extra: &str) -> NodeConfig {
+        match NodeConfig::parse(&format!("{NODE}{extra}"), Path::new("node.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("test config does not parse: {e}"),
+        }
+    }
+
+    #[test]
+    fn origins_the_hop_limit_and_disclosure_change_the_policy_and_need_no_restart() {
+        let ee = "\n[[origin]]\nid = \"ee-mod\"\nvia = [\"nato\"]\n";
+        let base = relays(ee);
+        let gone = ConfigChange::between(&base, &relays(""));
+        assert_eq!(
+            gone.origins.removed,
+            vec!["ee-mod".parse::<PartnerId>().unwrap()]
+        );
+        assert!(gone.policy_changed && gone.restart_needed().is_none());
+        assert_eq!(gone.summary(), "origins removed: ee-mod");
+        let rerouted = ConfigChange::between(&base, &relays(&ee.replace("[\"nato\"]", "[\"uk\"]")));
+        assert_eq!(rerouted.origins.changed.len(), 1);
+        assert!(rerouted.policy_changed);
+        let tables = relays(&format!(
+            "{ee}\n[federation]\nhop_limit = 2\n\n[disclosure]\nwithheld = true\n"
+        ));
+        let c = ConfigChange::between(&base, &tables);
+        assert_eq!(c.tables_changed, vec!["federation", "disclosure"]);
+        assert!(c.policy_changed, "both decide who gets what");
+        assert_eq!(c.summary(), "[federation], [disclosure] changed");
+        let taxii = relays(&format!("{ee}\n[taxii]\nlisten = \"127.0.0.1:0\"\n"));
+        assert_eq!(
+            ConfigChange::between(&base, &taxii)
+                .restart_needed()
+                .as_deref(),
+            Some("needs a restart: taxii")
+        );
     }
 }

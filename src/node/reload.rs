@@ -1,10 +1,12 @@
-//! Hot reload: reads the configuration file again and puts its partners, keys,
-//! revocations and sharing rules in force for every decision from then on, without
-//! dropping connections, except those of partners removed or given another role.
+//! Hot reload: reads the configuration file again and puts the whole of it in force for
+//! every decision from then on (partners, origins, keys, revocations, `[federation]`,
+//! `[disclosure]`), without dropping connections, except those of partners removed or
+//! given another role. A file that changes a table only a restart can apply
+//! (`[node]`, `[limits]`, `[transport]`, …) is refused whole, saying which: the node
+//! never runs half of a file, and CONFIG_LOADED names exactly the rules in force.
 //!
 //! The comparison itself is `config::ConfigChange` (pure); this module records the
-//! change in the audit log and swaps the rules. Settings outside the sharing policy
-//! (`[node]`, `[limits]`, `[transport]`, …) only take effect at the next start.
+//! change in the audit log and swaps the rules.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub enum ReloadError {
     /// The storage thread could not record the new configuration.
     #[error("the new configuration could not be recorded in the audit log, so the running one stays in force: {0}")]
     NotRecorded(super::writer::StorageError),
+    /// The file changes tables that only a restart puts in force; nothing of it is.
+    #[error("the new configuration {0}; the running configuration stays in force (restart the node to apply the file)")]
+    NeedsRestart(String),
     /// The file describes another node.
     #[error("the new configuration is for node {new}, but this node is {running}; the running configuration stays in force")]
     OtherNode {
@@ -61,23 +66,26 @@ pub(super) fn disconnect_reason(
     }
 }
 
-/// Reads the configuration file again and puts its sharing policy in force; `who`
+/// Reads the configuration file again and puts all of it in force, or none of it; `who`
 /// asked for it (for the audit log). A refusal is recorded too.
 pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, ReloadError> {
     // One at a time, so that records and rules change in the same order.
     let _one = shared.rules.reloading.lock().await;
-    let source = shared.rules_in_force().config.source.clone();
-    let new = read(source.as_deref()).and_then(|new| {
-        if new.node.id == shared.node_id {
-            Ok(new)
-        } else {
-            Err(ReloadError::OtherNode {
+    let running = shared.rules_in_force();
+    let new = read(running.config.source.as_deref()).and_then(|new| {
+        if new.node.id != shared.node_id {
+            return Err(ReloadError::OtherNode {
                 new: new.node.id.clone(),
                 running: shared.node_id.clone(),
-            })
+            });
+        }
+        let change = ConfigChange::between(&running.config, &new);
+        match change.restart_needed() {
+            Some(tables) => Err(ReloadError::NeedsRestart(tables)),
+            None => Ok((new, change)),
         }
     });
-    let new = match new {
+    let (new, change) = match new {
         Ok(new) => new,
         Err(e) => {
             tracing::error!(error = %e, %who, "configuration reload refused");
@@ -86,8 +94,6 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             return Err(e);
         }
     };
-    let running = shared.rules_in_force();
-    let change = ConfigChange::between(&running.config, &new);
     let summary = change.summary();
     let sharing = {
         // No publish decides while the rules change: every decision made under the old
@@ -117,9 +123,8 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             .store
             .head()
             .map_err(|e| ReloadError::NotRecorded(e.into()))?;
-        let in_force = ConfigChange::in_force(&running.config, new);
         let own = &shared.storage.audit_key;
-        let sharing = Arc::new(RuleSet::new(in_force, through).with_own_key(own));
+        let sharing = Arc::new(RuleSet::new(new, through).with_own_key(own));
         shared.rules.in_force.send_replace(sharing.clone());
         sharing
     };
