@@ -37,6 +37,45 @@ pub fn excerpt_of(text: &str, max: usize) -> String {
     out
 }
 
+/// Whether `c` would forge a line or hide text in a record: control characters and the
+/// bidirectional overrides and isolates.
+fn hides(c: char) -> bool {
+    c.is_control()
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `text` as an audit record keeps it: unchanged when it is at most `max` bytes and
+/// hides nothing; otherwise with hiding characters escaped and cut to `max` bytes at a
+/// character boundary, followed by the whole text's length and the start of its SHA-256,
+/// so a record stays small while still naming exactly what it was given.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max && !text.chars().any(hides) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(max.min(text.len()) + 64);
+    for c in text.chars() {
+        let before = out.len();
+        if hides(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            out.truncate(before);
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(text.as_bytes());
+            out.push_str(&format!(
+                "… [cut: {} bytes in all, sha256 {}]",
+                text.len(),
+                hex::encode(&digest[..8])
+            ));
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +95,23 @@ mod tests {
         assert!(quoted.starts_with("\"\\u{1}\\u{1}"), "{quoted}");
         // An escape is never cut in half.
         assert!(quoted.contains("\\u{1}\"…"), "{quoted}");
+    }
+
+    #[test]
+    fn bounded_text_keeps_what_fits_and_names_what_it_cut() {
+        assert_eq!(
+            bounded("refused: \"x\" is not a tag", 64),
+            "refused: \"x\" is not a tag"
+        );
+        assert_eq!(bounded("a\nb\u{202e}", 64), "a\\u{a}b\\u{202e}");
+        let id = format!("indicator--{}", "é".repeat(1 << 20));
+        let kept = bounded(&id, 100);
+        assert!(kept.len() < 160, "{}", kept.len());
+        assert!(kept.starts_with("indicator--é"), "{kept}");
+        assert!(
+            kept.contains("… [cut: 2097163 bytes in all, sha256 "),
+            "{kept}"
+        );
+        assert_eq!(bounded(&id, 100), kept, "the same text, the same record");
     }
 }

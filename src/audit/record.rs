@@ -247,12 +247,34 @@ impl Event {
         Event(r)
     }
 
-    /// The record as appended: leaf `seq` of the log, recorded at `now`.
+    /// The record as appended: leaf `seq` of the log, recorded at `now`, with every text
+    /// field bounded ([`MAX_REASON_BYTES`], [`MAX_NAME_BYTES`]), so no input can make a
+    /// record that an audit page or an export cannot carry.
     pub fn seal(self, seq: u64, now: Timestamp) -> proto::AuditRecord {
         let mut r = self.0;
+        bound(&mut r);
         r.seq = seq;
         r.time_unix_ms = now.unix_ms();
         r
+    }
+}
+
+/// Most bytes of a record's reason, or of a decision's detail, kept as given.
+pub const MAX_REASON_BYTES: usize = 2048;
+/// Most bytes of a name a record keeps (partner, origin, bulletin id).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Bounds every text field of `r` (see [`crate::text::bounded`]).
+fn bound(r: &mut proto::AuditRecord) {
+    use crate::text::bounded;
+    let name = |s: &mut String| *s = bounded(s, MAX_NAME_BYTES);
+    name(&mut r.partner);
+    name(&mut r.origin);
+    name(&mut r.bulletin_id);
+    r.reason = bounded(&r.reason, MAX_REASON_BYTES);
+    for d in &mut r.decisions {
+        name(&mut d.partner);
+        d.detail = bounded(&d.detail, MAX_REASON_BYTES);
     }
 }
 
@@ -359,5 +381,27 @@ mod tests {
         );
         let r = Event::config_loaded(&pid("jp-mod"), [2; 32], "startup").seal(4, Timestamp::EPOCH);
         assert_eq!(r.config_digest.as_ref(), &[2u8; 32]);
+    }
+
+    #[test]
+    fn no_input_makes_a_record_larger_than_its_bounds() {
+        // Issue 25, defect 3: a 900 KB object id in a refusal made a 2.4 MB record.
+        let huge = format!("object id {:?} is not a STIX id", "x\n".repeat(450_000));
+        let r = Event::rejected(
+            &pid("uk-mod"),
+            None,
+            proto::ErrorCode::InvalidRequest,
+            &huge,
+        )
+        .seal(0, Timestamp::EPOCH);
+        assert!(
+            r.reason.len() <= MAX_REASON_BYTES + 64,
+            "{}",
+            r.reason.len()
+        );
+        assert!(r
+            .reason
+            .contains(&format!("[cut: {} bytes in all", huge.len())));
+        assert!(leaf_bytes(&r).len() < 4096);
     }
 }
