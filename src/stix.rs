@@ -132,6 +132,41 @@ const TLP_MARKINGS: [(&str, Tlp); 9] = [
     ),
 ];
 
+/// The STIX 2.1 marking-definition id of TLP 2.0 level `tlp`.
+pub fn marking_of(tlp: Tlp) -> &'static str {
+    // The first five entries are TLP 2.0's, one per level.
+    TLP_MARKINGS[..5]
+        .iter()
+        .find(|(_, t)| *t == tlp)
+        .map_or(TLP_MARKINGS[4].0, |(m, _)| m)
+}
+
+/// `object` as it leaves the node: marked, as a whole, with the bulletin's TLP 2.0
+/// level in place of any TLP marking it carried (the bulletin's level is the one the
+/// node shared it under, never less strict than the object's own), other markings
+/// kept. Marking definitions themselves are left as they are.
+pub fn with_tlp(mut object: Value, tlp: Tlp) -> Value {
+    if object.get("type").and_then(Value::as_str) == Some("marking-definition") {
+        return object;
+    }
+    let Some(fields) = object.as_object_mut() else {
+        return object;
+    };
+    let mut refs: Vec<Value> = fields
+        .get("object_marking_refs")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter(|r| r.as_str().and_then(tlp_of_marking).is_none())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    refs.insert(0, Value::from(marking_of(tlp)));
+    fields.insert("object_marking_refs".into(), Value::Array(refs));
+    object
+}
+
 /// The TLP of one marking-definition id, if it is a TLP marking.
 pub fn tlp_of_marking(id: &str) -> Option<Tlp> {
     TLP_MARKINGS.iter().find(|(m, _)| *m == id).map(|(_, t)| *t)
@@ -271,6 +306,37 @@ mod tests {
             "selectors": ["pattern"],
         }]);
         assert_eq!(strictest_tlp(&[partly_red]), Some(Tlp::Red));
+    }
+
+    #[test]
+    fn served_objects_carry_the_bulletins_tlp_in_place_of_their_own() {
+        // Issue 25, defect 6: a RED indicator left the TAXII gateway unmarked.
+        let bare = object("indicator", 1, json!({}));
+        let red = with_tlp(bare, Tlp::Red);
+        assert_eq!(
+            red["object_marking_refs"],
+            json!(["marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1"])
+        );
+        let green = "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb";
+        let marked = object(
+            "report",
+            2,
+            json!({"object_marking_refs": [green, "marking-definition--pap-amber"]}),
+        );
+        let amber = with_tlp(marked, Tlp::Amber);
+        assert_eq!(
+            amber["object_marking_refs"],
+            json!([marking_of(Tlp::Amber), "marking-definition--pap-amber"])
+        );
+        for t in [
+            Tlp::Clear,
+            Tlp::Green,
+            Tlp::Amber,
+            Tlp::AmberStrict,
+            Tlp::Red,
+        ] {
+            assert_eq!(tlp_of_marking(marking_of(t)), Some(t));
+        }
     }
 
     #[test]

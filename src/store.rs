@@ -66,6 +66,10 @@ const ROSTER: &[u8] = b"m/roster";
 const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
+/// Per partner (`w/ID`), the newest seq when its whole queue was last withdrawn (it
+/// was removed); per partner and seq (`w/ID\0SEQ`), a bulletin withdrawn from it alone.
+/// Every door out reads them, so what was withdrawn stays withdrawn for that id.
+const WITHDRAWN: &[u8] = b"w/";
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +188,15 @@ fn cursor_key(partner: &PartnerId) -> Vec<u8> {
     [CURSOR, partner.as_str().as_bytes()].concat()
 }
 
+fn withdrawn_key(partner: &PartnerId, seq: Option<u64>) -> Vec<u8> {
+    let mut k = [WITHDRAWN, partner.as_str().as_bytes()].concat();
+    if let Some(seq) = seq {
+        k.push(0);
+        k.extend_from_slice(&seq.to_be_bytes());
+    }
+    k
+}
+
 fn encode_cursor(cursor: &Cursor) -> Vec<u8> {
     proto::PartnerCursor {
         acked_through: cursor.acked_through,
@@ -272,6 +285,23 @@ impl Cursor {
     /// Has `seq` been acknowledged?
     pub fn is_acked(&self, seq: u64) -> bool {
         seq <= self.acked_through || self.acked_above.contains(&seq)
+    }
+}
+
+/// What was withdrawn from one partner: everything up to `through` (its queue when it
+/// was last removed), and the bulletins in `seqs` one by one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// Every seq up to here was withdrawn (0: none).
+    pub through: u64,
+    /// Seqs above `through` withdrawn one by one.
+    pub seqs: BTreeSet<u64>,
+}
+
+impl Withdrawn {
+    /// Was `seq` withdrawn from the partner?
+    pub fn covers(&self, seq: u64) -> bool {
+        seq <= self.through || self.seqs.contains(&seq)
     }
 }
 
@@ -527,6 +557,22 @@ impl Store {
                 })
             }
         }
+    }
+
+    /// What was withdrawn from `partner` (see [`Withdrawn`]).
+    pub fn withdrawn(&self, partner: &PartnerId) -> Result<Withdrawn, StoreError> {
+        let mut w = Withdrawn::default();
+        let whole = withdrawn_key(partner, None);
+        if let Some(v) = self.state.get(&whole)? {
+            w.through = be_u64(&whole, &v)?;
+        }
+        let mut one = whole.clone();
+        one.push(0);
+        for entry in self.state.scan_prefix(&one) {
+            let (k, _) = entry?;
+            w.seqs.insert(be_u64(&k, &k[one.len()..])?);
+        }
+        Ok(w)
     }
 
     /// Makes every write so far survive a crash of the process, of the OS or of power.

@@ -70,16 +70,27 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The Japanese desk's table: its clearance and its signing key (the node signs what
+/// it adds to its inbox only while that key is in force).
+fn jp_cdc_table(dir: &Path, clearance: &str) -> String {
+    format!(
+        "[[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"{clearance}\"\n\
+         keys = [{{ public = \"{}\" }}]\n\n",
+        common::public_key(dir, "jp-cdc")
+    )
+}
+
 fn hub_config(dir: &Path, port: u16) -> String {
     format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
          [taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n\n\
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
+         {}\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
          [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
         common::public_key(dir, "us-dod"),
+        jp_cdc_table(dir, "green"),
     )
 }
 
@@ -122,6 +133,11 @@ async fn jp_cdc_records(
 /// A bulletin from us-dod whose body is a STIX bundle of an indicator and a malware
 /// object numbered `n`.
 fn stix_bulletin(dir: &Path, n: u32, tlp: Tlp) -> proto::SignedBulletin {
+    stix_bulletin_to(dir, n, tlp, &[])
+}
+
+/// [`stix_bulletin`] for `audience`.
+fn stix_bulletin_to(dir: &Path, n: u32, tlp: Tlp, audience: &[&str]) -> proto::SignedBulletin {
     let id = |t: &str| format!("{t}--00000000-0000-4000-8000-{n:012}");
     let bundle = json!({
         "type": "bundle", "id": id("bundle"),
@@ -142,7 +158,7 @@ fn stix_bulletin(dir: &Path, n: u32, tlp: Tlp) -> proto::SignedBulletin {
         tlp,
         Kind::Indicator,
         &format!("stix {n}"),
-        &[],
+        audience,
         &[],
     );
     let mut b = proto::Bulletin::decode(plain.bulletin).unwrap();
@@ -265,6 +281,9 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         })
         .collect();
     assert_eq!(ids, wanted);
+    for id in &wanted {
+        assert_eq!(seen["markings"][id], json!([GREEN]), "{id} carries its TLP");
+    }
     let manifest = seen["manifest"].as_array().unwrap();
     assert_eq!(manifest.len(), 10);
     assert_eq!(manifest[0]["version"], "2026-11-30T09:00:00.000Z");
@@ -334,7 +353,7 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
         }
         o
     };
-    let envelope = json!({"objects": [
+    let envelope = json!({"x_renkei_audience": ["au-dod"], "objects": [
         object("indicator", 1, Some(GREEN)),
         object("report", 2, Some(AMBER)),
         object("malware", 3, None),
@@ -441,6 +460,44 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
         .map(|r| r.origin)
         .collect();
     assert_eq!(origins, ["jp-mod", "jp-mod"]);
+
+    // The node signs for the desk only while the desk could publish itself: once its
+    // key is revoked, what it adds is refused and the refusal recorded.
+    let config = fs::read_to_string(dir.join("hub.toml")).unwrap();
+    let revoked = format!(
+        "{config}\n[[revoked]]\nkey = \"{}\"\nreason = \"desk compromised\"\n",
+        common::public_key(dir, "jp-cdc")
+    );
+    fs::write(dir.join("hub.toml"), revoked).unwrap();
+    common::renkei_ok(dir, &["reload", "--config", "hub.toml"]);
+    let again = json!({"objects": [object("indicator", 4, Some(GREEN))]});
+    fs::write(dir.join("again.json"), again.to_string()).unwrap();
+    let status = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        let file = dir.join("again.json");
+        move || {
+            run_script(
+                &dir,
+                &python,
+                port,
+                "jp-cdc",
+                &["write.py", file.to_str().unwrap()],
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client adds objects");
+    assert_eq!(status["success_count"].as_u64(), Some(0), "{status}");
+    let why = status["failures"][0]["message"].as_str().unwrap();
+    assert!(why.contains("no signing key in force"), "{why}");
+    let refused = jp_cdc_records(dir, addr, proto::AuditEvent::BulletinRejected).await;
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.error == proto::ErrorCode::KeyRevoked as i32),
+        "{refused:?}"
+    );
     drop(sub);
     au.close().await;
     assert!(served.stop(PATIENCE).success());
@@ -497,9 +554,9 @@ async fn a_reload_that_removes_a_partner_ends_its_open_taxii_connection() {
     let mut said = std::io::BufReader::new(kept.stdout.take().unwrap()).lines();
     assert_eq!(said.next().unwrap().unwrap(), "200");
 
-    let desk = "[[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"green\"\n\n";
-    assert!(config.contains(desk));
-    fs::write(dir.join("hub.toml"), config.replace(desk, "")).unwrap();
+    let desk = jp_cdc_table(dir, "green");
+    assert!(config.contains(&desk));
+    fs::write(dir.join("hub.toml"), config.replace(&desk, "")).unwrap();
     common::renkei_ok(dir, &["reload", "--config", "hub.toml"]);
     writeln!(kept.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(said.next().unwrap().unwrap(), "403");
@@ -525,6 +582,64 @@ async fn a_reload_that_removes_a_partner_ends_its_open_taxii_connection() {
         "{}",
         log.stdout
     );
+}
+
+const RED: &str = "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1";
+
+/// Issue 25, defects 2 and 6: a RED bulletin sent to a desk that was then removed and
+/// added again was still served through TAXII (unmarked), though QUIC withdrew it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_withdrawn_from_a_partner_id_stays_withdrawn_through_taxii() {
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
+    let port = free_port();
+    let red_desk = jp_cdc_table(dir, "red");
+    let config = hub_config(dir, port).replace(&jp_cdc_table(dir, "green"), &red_desk);
+    fs::write(dir.join("hub.toml"), &config).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
+    let us = connect_as(&dir.join("certs"), "us-dod", addr, &hub)
+        .await
+        .unwrap();
+    publish(&us, stix_bulletin_to(dir, 7, Tlp::Red, &["jp-cdc"])).await;
+    let read = |dir: &Path| {
+        let (dir, python) = (dir.to_owned(), python.clone());
+        tokio::task::spawn_blocking(move || read_as(&dir, &python, port, "jp-cdc"))
+    };
+
+    // The desk's tool reads the RED objects, each marked RED.
+    let seen = read(dir).await.unwrap().expect("taxii2-client reads");
+    assert_eq!(seen["object_ids"].as_array().unwrap().len(), 2);
+    for (id, marking) in seen["markings"].as_object().unwrap() {
+        assert_eq!(marking, &json!([RED]), "{id}");
+    }
+
+    // The desk is removed (its queue withdrawn) and its id added again.
+    assert!(config.contains(&red_desk));
+    fs::write(dir.join("hub.toml"), config.replace(&red_desk, "")).unwrap();
+    common::renkei_ok(dir, &["reload", "--config", "hub.toml"]);
+    fs::write(dir.join("hub.toml"), &config).unwrap();
+    common::renkei_ok(dir, &["reload", "--config", "hub.toml"]);
+
+    // The id starts afresh: nothing from before its removal, through either door.
+    let again = read(dir).await.unwrap().expect("taxii2-client reads");
+    assert_eq!(again["object_ids"], json!([]), "{again}");
+    let withdrawn = jp_cdc_records(dir, addr, proto::AuditEvent::Withdrawn).await;
+    assert_eq!(withdrawn.len(), 1, "{withdrawn:?}");
+    let after: Vec<_> = jp_cdc_records(dir, addr, proto::AuditEvent::Delivered)
+        .await
+        .into_iter()
+        .filter(|r| r.seq > withdrawn[0].seq && !r.bulletin_seqs.is_empty())
+        .collect();
+    assert!(
+        after.is_empty(),
+        "handed over after its withdrawal: {after:?}"
+    );
+    us.close().await;
+    assert!(served.stop(PATIENCE).success());
 }
 
 /// What a client should not ask gets the TAXII error message with the status TAXII

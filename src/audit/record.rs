@@ -12,6 +12,17 @@ use crate::policy::{Decision, Withhold};
 use crate::proto::{self, AuditEvent};
 use crate::timestamp::Timestamp;
 
+/// What a WITHDRAWN record takes away from a partner, for the store to keep beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// The partner it was withdrawn from.
+    pub partner: PartnerId,
+    /// The partner was removed: everything stored so far is withdrawn from its id.
+    pub whole_queue: bool,
+    /// The bulletins withdrawn.
+    pub seqs: Vec<u64>,
+}
+
 /// An event waiting to be appended to the log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event(proto::AuditRecord);
@@ -188,6 +199,20 @@ impl Event {
             detail,
         }];
         Event(r)
+    }
+
+    /// What a WITHDRAWN record takes from its partner; `None` for other records.
+    pub fn withdrawal(&self) -> Option<Withdrawal> {
+        let r = &self.0;
+        if r.event != AuditEvent::Withdrawn as i32 {
+            return None;
+        }
+        let removed = proto::WithholdReason::PartnerRemoved as i32;
+        Some(Withdrawal {
+            partner: r.partner.parse().ok()?,
+            whole_queue: r.decisions.iter().any(|d| d.reason == removed),
+            seqs: r.bulletin_seqs.clone(),
+        })
     }
 
     /// Bulletins `partner` acknowledged, each with its time from acceptance to the ack.

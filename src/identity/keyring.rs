@@ -127,6 +127,14 @@ impl Keyring {
         self.revoked.contains(key)
     }
 
+    /// Whether `origin` holds a key that may sign at `at`: registered, valid then and
+    /// not revoked. A desk without one cannot publish, so no one may sign for it either.
+    pub fn can_sign(&self, origin: &PartnerId, at: Timestamp) -> bool {
+        self.keys.iter().any(|((o, _), reg)| {
+            o == origin && !self.revoked.contains(&reg.key) && reg.validity.contains(at)
+        })
+    }
+
     /// [`Keyring::lookup`], and when `received` is given, the key must not have
     /// expired by then either: a key past `not_after` cannot sign by backdating.
     pub fn lookup_received(

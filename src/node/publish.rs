@@ -19,7 +19,7 @@ use crate::store::Outcome;
 use crate::timestamp::Timestamp;
 use crate::transport::{self, FrameReader};
 
-mod decide;
+pub(super) mod decide;
 mod result;
 use decide::Rejection;
 use result::{reject_identified, rejected, Answer};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    cursor_key, dedupe_key, encode_cursor, seq_key, Committed, Cursor, Entry, NewBulletin, Outcome,
-    Store, StoreError, DEDUPE_VALUE, HEAD, SEGMENT, VALUES_END,
+    cursor_key, dedupe_key, encode_cursor, seq_key, withdrawn_key, Committed, Cursor, Entry,
+    NewBulletin, Outcome, Store, StoreError, DEDUPE_VALUE, HEAD, SEGMENT, VALUES_END,
 };
 use crate::audit::record::Event;
 use crate::bulletin::Digest;
@@ -50,6 +50,20 @@ impl Plan {
         if let Some((partner, cursor)) = cursor {
             self.writes
                 .insert(cursor_key(&partner), encode_cursor(&cursor));
+            self.cursors = true;
+        }
+        if let Some(w) = event.as_ref().and_then(Event::withdrawal) {
+            // With the record, so no door out can read what the log says was withdrawn.
+            if w.whole_queue {
+                let through = self.head.to_be_bytes();
+                self.writes
+                    .insert(withdrawn_key(&w.partner, None), &through[..]);
+            } else {
+                for seq in w.seqs {
+                    self.writes
+                        .insert(withdrawn_key(&w.partner, Some(seq)), &b""[..]);
+                }
+            }
             self.cursors = true;
         }
         self.events.extend(event);

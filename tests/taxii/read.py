@@ -29,13 +29,15 @@ out = {
 }
 if collections:
     c = next(c for c in collections if c.can_read)
-    pages, ids = [], []
+    pages, ids, markings = [], [], {}
     for envelope in as_pages(c.get_objects, per_request=int(per_page)):
         objects = envelope.get("objects", [])
         pages.append(len(objects))
         ids.extend(o["id"] for o in objects)
+        markings.update((o["id"], o.get("object_marking_refs")) for o in objects)
     out["pages"] = pages
     out["object_ids"] = ids
+    out["markings"] = markings
     manifest = []
     for envelope in as_pages(c.get_manifest, per_request=int(per_page)):
         manifest.extend(envelope.get("objects", []))

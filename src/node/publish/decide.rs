@@ -230,35 +230,90 @@ fn decide(
         h,
         digest,
     );
+    let new = share(
+        sharing,
+        from,
+        &verified,
+        digest,
+        d.path,
+        role == Role::Relay,
+    );
+    // The answer names the decisions the record holds, in its words (formatted once).
+    let answer = Answer::accepted(
+        result,
+        new.audit.record(),
+        sharing.config.disclosure.withheld,
+    );
+    Ok((new, answer))
+}
+
+/// The end of the one publish decision, which every door in (a publish stream, a peer
+/// link, the TAXII inbox) takes once a bulletin verified: who gets it under the rules
+/// in force, handed over by `from` after crossing `path`, and the stored form and the
+/// accepted record that say so.
+pub(crate) fn share(
+    sharing: &RuleSet,
+    from: &PartnerId,
+    verified: &VerifiedBulletin,
+    digest: Digest,
+    path: Vec<PartnerId>,
+    relayed: bool,
+) -> NewBulletin {
+    let h = verified.header();
     let route = Route {
         received_from: from,
-        path: &d.path,
+        path: &path,
     };
     let decisions: Vec<_> = sharing.policy.decide_all(h, route).collect();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
-    // The answer names the decisions the record holds, in its words (formatted once).
-    let answer = Answer::accepted(result, audit.record(), sharing.config.disclosure.withheld);
     let shared_with = decisions
         .into_iter()
         .filter(|(_, d)| matches!(d, Decision::Share))
         .map(|(p, _)| p.clone())
         .collect();
-    let new = NewBulletin {
+    NewBulletin {
         signed: verified.signed().clone(),
         digest,
-        origin,
+        origin: h.origin.clone(),
         id: h.id,
         received_from: from.clone(),
         shared_with,
-        path: d.path,
-        relayed: role == Role::Relay,
+        path,
+        relayed,
         audit,
-    };
-    Ok((new, answer))
+    }
+}
+
+/// Why the node may not sign a bulletin for `writer` (a desk writing through the TAXII
+/// inbox), if it may not: only for a liaison, and only while the liaison holds a
+/// signing key in force, so that the node never publishes for someone who could not
+/// publish themselves (an auditor, a peer node, a desk whose keys are all revoked).
+pub(crate) fn proxy_refusal(
+    sharing: &RuleSet,
+    writer: &PartnerId,
+    role: Role,
+    now: Timestamp,
+) -> Option<(ErrorCode, String)> {
+    if role != Role::Liaison {
+        return Some((
+            ErrorCode::NotPermitted,
+            format!("{writer} is a {role}: only a liaison publishes, through QUIC or its inbox"),
+        ));
+    }
+    if !sharing.keyring.can_sign(writer, now) {
+        return Some((
+            ErrorCode::KeyRevoked,
+            format!(
+                "{writer} holds no signing key in force (revoked, expired or none configured): \
+                 the node signs for a desk only while it could publish itself"
+            ),
+        ));
+    }
+    None
 }
 
 /// Why a bulletin's audience is refused, if it names what this node does not know.
-fn unknown_audience(sharing: &RuleSet, h: &Header) -> Option<String> {
+pub(crate) fn unknown_audience(sharing: &RuleSet, h: &Header) -> Option<String> {
     let unknown = sharing.policy.unknown_audience(h, &sharing.config.node.id);
     if unknown.is_empty() {
         return None;

@@ -1,21 +1,22 @@
-//! The TAXII inbox: an envelope of STIX objects a partner adds becomes bulletins of this
-//! node (origin: the node, signed with its key), one for each TLP the objects carry,
-//! shared by the policy in force as if the partner had handed them over (so the partner
-//! does not get them back, and the log names it as the one who did). Pure: the objects,
-//! the rules, the node's key and the time go in; bulletins ready to store, or why an
-//! object is refused, come out.
+//! The TAXII inbox: an envelope of STIX objects a desk adds becomes bulletins of this
+//! node (origin: the node, signed with its key, as the desk's recorded proxy), one for
+//! each TLP the objects carry. The node signs only for a liaison that could publish
+//! itself (`decide::proxy_refusal`); AMBER, AMBER+STRICT and RED need an audience the
+//! node knows, as on QUIC; and who gets each bulletin is the one publish decision
+//! (`decide::share`), as if the desk had handed it over (so it does not get it back,
+//! and the log names it). Pure: the objects, the rules, the node's key and the time go
+//! in; bulletins ready to store, or why an object is refused, come out.
 
 use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
-use crate::audit::record::Event;
 use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
-use crate::identity::PartnerId;
+use crate::identity::{PartnerId, Role};
+use crate::node::publish::decide;
 use crate::node::RuleSet;
-use crate::policy::{Decision, Route};
-use crate::proto;
+use crate::proto::{self, ErrorCode};
 use crate::stix::{self, StixObject};
 use crate::store::NewBulletin;
 use crate::timestamp::Timestamp;
@@ -26,6 +27,7 @@ pub(crate) struct Failure {
     /// Its id, when it has one.
     pub id: String,
     pub version: Option<String>,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -43,10 +45,18 @@ pub(crate) struct Prepared {
     pub failures: Vec<Failure>,
 }
 
+/// Who wrote an envelope, and the audience it names (`x_renkei_audience`).
+pub(crate) struct Writer<'a> {
+    pub id: &'a PartnerId,
+    pub role: Role,
+    /// Partner ids and `group:NAME`s, as a bulletin's audience.
+    pub audience: Vec<String>,
+}
+
 /// Turns the objects `writer` added into bulletins of this node.
 pub(crate) fn prepare(
     objects: Vec<Value>,
-    writer: &PartnerId,
+    writer: &Writer,
     sharing: &RuleSet,
     key: &SigningKey,
     limits: &Limits,
@@ -54,11 +64,19 @@ pub(crate) fn prepare(
 ) -> Prepared {
     let mut out = Prepared::default();
     let mut valid = Vec::with_capacity(objects.len());
+    let refused = decide::proxy_refusal(sharing, writer.id, writer.role, now);
     for (i, o) in objects.into_iter().enumerate() {
         let id = o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        if let Some((code, why)) = &refused {
+            out.failures.push(failure(id, None, *code, why.clone()));
+            continue;
+        }
         match StixObject::from_json(i, o) {
             Ok(o) => valid.push(o),
-            Err(e) => out.failures.push(failure(id, None, e.to_string())),
+            Err(e) => {
+                out.failures
+                    .push(failure(id, None, ErrorCode::InvalidBulletin, e.to_string()))
+            }
         }
     }
     for (_, (tlp, group)) in by_tlp(valid, &mut out.failures) {
@@ -71,20 +89,21 @@ pub(crate) fn prepare(
                 bulletin,
                 objects: carried,
             }),
-            Err(why) => out.failures.extend(
+            Err((code, why)) => out.failures.extend(
                 carried
                     .into_iter()
-                    .map(|(id, v)| failure(id, v, why.clone())),
+                    .map(|(id, v)| failure(id, v, code, why.clone())),
             ),
         }
     }
     out
 }
 
-fn failure(id: String, version: Option<String>, message: String) -> Failure {
+fn failure(id: String, version: Option<String>, code: ErrorCode, message: String) -> Failure {
     Failure {
         id,
         version,
+        code,
         message,
     }
 }
@@ -105,6 +124,7 @@ fn by_tlp(
             None => failures.push(failure(
                 o.id,
                 o.version,
+                ErrorCode::InvalidBulletin,
                 "no TLP marking (object_marking_refs to a TLP 2.0 marking definition) on it or on any object of the envelope: renkei shares nothing unlabelled".into(),
             )),
         }
@@ -116,17 +136,58 @@ fn by_tlp(
 fn made(
     tlp: Tlp,
     objects: Vec<StixObject>,
-    writer: &PartnerId,
+    writer: &Writer,
     sharing: &RuleSet,
     key: &SigningKey,
     limits: &Limits,
     now: Timestamp,
-) -> Result<NewBulletin, String> {
-    let node = &sharing.config.node.id;
+) -> Result<NewBulletin, (ErrorCode, String)> {
+    let invalid = |e: String| (ErrorCode::InvalidBulletin, e);
+    if tlp >= Tlp::Amber && writer.audience.is_empty() {
+        return Err((
+            ErrorCode::UnknownAudience,
+            format!(
+                "TLP:{tlp} objects go only to an audience: name its partners or groups in the \
+                 envelope's \"x_renkei_audience\""
+            ),
+        ));
+    }
+    let b = bulletin_of(tlp, objects, writer, &sharing.config.node.id, now);
+    let signed = bulletin::sign(&b, key, limits).map_err(|e| invalid(e.to_string()))?;
+    let unverified =
+        UnverifiedBulletin::from_signed(signed, limits).map_err(|e| invalid(e.to_string()))?;
+    let digest = unverified.digest();
+    let verified = UnverifiedBulletin::verify_all(vec![unverified], &sharing.keyring, now, limits)
+        .pop()
+        .ok_or_else(|| invalid("the node's own signature could not be checked".into()))?
+        .map_err(|e| invalid(format!("the node's own signature does not verify: {e}")))?;
+    if let Some(why) = decide::unknown_audience(sharing, verified.header()) {
+        return Err((ErrorCode::UnknownAudience, why));
+    }
+    Ok(decide::share(
+        sharing,
+        writer.id,
+        &verified,
+        digest,
+        vec![],
+        false,
+    ))
+}
+
+/// The bulletin the node signs for `writer`: its title names the writer, its audience
+/// is the writer's, its body the objects as one bundle.
+fn bulletin_of(
+    tlp: Tlp,
+    objects: Vec<StixObject>,
+    writer: &Writer,
+    node: &PartnerId,
+    now: Timestamp,
+) -> proto::Bulletin {
     let kind: Kind = stix::kind_of(&objects);
     let types: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
     let title = format!(
-        "STIX from {writer} through TAXII: {} object(s) ({})",
+        "STIX from {} through TAXII: {} object(s) ({})",
+        writer.id,
         objects.len(),
         types.into_iter().collect::<Vec<_>>().join(", ")
     );
@@ -136,7 +197,7 @@ fn made(
         "id": format!("bundle--{id}"),
         "objects": objects.into_iter().map(|o| o.json).collect::<Vec<_>>(),
     });
-    let b = proto::Bulletin {
+    proto::Bulletin {
         id: id.to_string(),
         origin: node.to_string(),
         created_unix_ms: now.unix_ms(),
@@ -145,40 +206,11 @@ fn made(
         title,
         summary: String::new(),
         tags: vec![],
-        audience: vec![],
+        audience: writer.audience.clone(),
         content_type: bulletin::STIX_CONTENT_TYPE.into(),
         body: bundle.to_string().into(),
         references: vec![],
-    };
-    let signed = bulletin::sign(&b, key, limits).map_err(|e| e.to_string())?;
-    let unverified = UnverifiedBulletin::from_signed(signed, limits).map_err(|e| e.to_string())?;
-    let digest = unverified.digest();
-    let verified = UnverifiedBulletin::verify_all(vec![unverified], &sharing.keyring, now, limits)
-        .pop()
-        .ok_or("the node's own signature could not be checked")?
-        .map_err(|e| format!("the node's own signature does not verify: {e}"))?;
-    let h = verified.header();
-    let route = Route {
-        received_from: writer,
-        path: &[],
-    };
-    let decisions: Vec<_> = sharing.policy.decide_all(h, route).collect();
-    let audit = Event::accepted(writer, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
-    Ok(NewBulletin {
-        signed: verified.signed().clone(),
-        digest,
-        origin: node.clone(),
-        id: h.id,
-        received_from: writer.clone(),
-        shared_with: decisions
-            .into_iter()
-            .filter(|(_, d)| matches!(d, Decision::Share))
-            .map(|(p, _)| p.clone())
-            .collect(),
-        path: vec![],
-        relayed: false,
-        audit,
-    })
+    }
 }
 
 #[cfg(test)]

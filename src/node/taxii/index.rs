@@ -230,12 +230,26 @@ impl Index {
 
 /// The objects of a stored bulletin whose body is a STIX bundle.
 pub(crate) fn stix_objects(stored: &proto::StoredBulletin) -> Option<Vec<stix::StixObject>> {
+    let b = stix_bulletin(stored)?;
+    stix::bundle_objects(&b.body).ok()
+}
+
+/// The bulletin's TLP and the STIX objects of its body, if it holds a bundle.
+pub(crate) fn marked_objects(
+    stored: &proto::StoredBulletin,
+) -> Option<(crate::bulletin::Tlp, Vec<stix::StixObject>)> {
+    let b = stix_bulletin(stored)?;
+    let tlp = crate::bulletin::Tlp::from_proto(b.tlp)?;
+    Some((tlp, stix::bundle_objects(&b.body).ok()?))
+}
+
+/// The stored bulletin, if its body is STIX.
+fn stix_bulletin(stored: &proto::StoredBulletin) -> Option<proto::Bulletin> {
     let signed = proto::SignedBulletin::decode(stored.signed.clone()).ok()?;
     let b = proto::Bulletin::decode(signed.bulletin).ok()?;
-    if !b.content_type.starts_with("application/stix+json") {
-        return None;
-    }
-    stix::bundle_objects(&b.body).ok()
+    b.content_type
+        .starts_with("application/stix+json")
+        .then_some(b)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use sha2::Digest as _;
 
 use super::index::{self, Entry, Index, Page, Query, Versions};
 use super::{Caller, Gateway};
+use crate::bulletin::Tlp;
 use crate::identity::{PartnerId, Role};
 use crate::store::Store;
 use crate::timestamp::Timestamp;
@@ -330,6 +331,9 @@ struct Served {
     items: Vec<(Entry, Value)>,
 }
 
+/// A bulletin's TLP and its STIX objects.
+type Marked = (Tlp, Vec<crate::stix::StixObject>);
+
 /// Brings the index up to the store's head, takes the page `q` asks for under the rules
 /// in force, and reads its objects back.
 fn read_page(
@@ -340,30 +344,35 @@ fn read_page(
     let store = &g.shared.storage.store;
     let sharing = g.shared.rules_in_force();
     let limits = g.shared.limits.bulletin;
+    // What was withdrawn from this partner id (its queue when it was removed, a
+    // bulletin the rules stopped sharing) stays withdrawn here as on QUIC.
+    let withdrawn = store.withdrawn(partner)?;
     let mut index = g.index.lock().unwrap_or_else(|p| p.into_inner());
     refresh(&mut index, store)?;
     let visible = |e: &Entry| {
         e.shared_with.contains(partner)
+            && !withdrawn.covers(e.seq)
             && (e.seq > sharing.recheck_through
                 || still_shared(store, &sharing, partner, e.seq, &limits))
     };
     let page = index.page(q, &visible);
     let mut items = Vec::with_capacity(page.positions.len());
-    let mut bulletin: Option<(u64, Vec<crate::stix::StixObject>)> = None;
+    // Each served object carries its bulletin's TLP marking: a CTI tool that finds
+    // none applies its own default, which may be far looser.
+    let mut bulletin: Option<(u64, Option<Marked>)> = None;
     for &p in &page.positions {
         let Some(e) = index.get(p) else { continue };
         if bulletin.as_ref().is_none_or(|(seq, _)| *seq != e.seq) {
-            let objects = store
-                .get(e.seq)?
-                .as_ref()
-                .and_then(index::stix_objects)
-                .unwrap_or_default();
-            bulletin = Some((e.seq, objects));
+            let read = store.get(e.seq)?.as_ref().and_then(index::marked_objects);
+            bulletin = Some((e.seq, read));
         }
         let json = bulletin
             .as_ref()
-            .and_then(|(_, objects)| objects.get(e.index as usize))
-            .map(|o| o.json.clone());
+            .and_then(|(_, read)| read.as_ref())
+            .and_then(|(tlp, objects)| {
+                let o = objects.get(e.index as usize)?;
+                Some(crate::stix::with_tlp(o.json.clone(), *tlp))
+            });
         if let Some(json) = json {
             items.push((e.clone(), json));
         }

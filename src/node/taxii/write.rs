@@ -90,17 +90,10 @@ pub(super) async fn add_objects(
             "send an envelope as application/taxii+json;version=2.1",
         );
     }
-    let objects = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut envelope)) => match envelope.remove("objects") {
-            Some(Value::Array(objects)) => objects,
-            None => Vec::new(),
-            Some(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "Bad envelope",
-                    "\"objects\" is not a list",
-                )
-            }
+    let (objects, audience) = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut envelope)) => match envelope_parts(&mut envelope) {
+            Ok(parts) => parts,
+            Err(why) => return error(StatusCode::BAD_REQUEST, "Bad envelope", why),
         },
         Ok(_) => {
             return error(
@@ -129,15 +122,20 @@ pub(super) async fn add_objects(
     }
     let requested = Timestamp::now();
     let total = objects.len();
-    let (queued, failures) = queue(&g, &c.partner, objects, requested).await;
+    let writer = inbox::Writer {
+        id: &c.partner,
+        role: c.role,
+        audience,
+    };
+    let (queued, failures) = queue(&g, &writer, objects, requested).await;
     if let Some(first) = failures.first() {
         let why = format!(
-            "TAXII inbox: {} of {total} object(s) refused; the first, {:?}: {}",
+            "TAXII inbox: {} of {total} object(s) refused; the first, {}: {}",
             failures.len(),
-            first.id,
+            crate::text::excerpt(&first.id),
             first.message
         );
-        record(&g, &c.partner, &why).await;
+        record(&g, &c.partner, first.code, &why).await;
     }
     let status = status_of(queued, failures, total, requested).await;
     g.statuses
@@ -145,9 +143,32 @@ pub(super) async fn add_objects(
     taxii(StatusCode::ACCEPTED, &status)
 }
 
+/// The objects of an envelope, and the audience it names for them
+/// (`x_renkei_audience`: partner ids and `group:NAME`s, as a bulletin's audience).
+fn envelope_parts(
+    envelope: &mut serde_json::Map<String, Value>,
+) -> Result<(Vec<Value>, Vec<String>), &'static str> {
+    let objects = match envelope.remove("objects") {
+        Some(Value::Array(objects)) => objects,
+        None => Vec::new(),
+        Some(_) => return Err("\"objects\" is not a list"),
+    };
+    let audience = match envelope.remove("x_renkei_audience") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names
+            .into_iter()
+            .map(|n| match n {
+                Value::String(n) => Ok(n),
+                _ => Err("\"x_renkei_audience\" lists partner ids and group:NAMEs, as strings"),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("\"x_renkei_audience\" is not a list"),
+    };
+    Ok((objects, audience))
+}
+
 /// Records a refused write (within the per-partner refusal limit), as a refused publish.
-async fn record(g: &Gateway, writer: &PartnerId, why: &str) {
-    let code = crate::proto::ErrorCode::InvalidBulletin;
+async fn record(g: &Gateway, writer: &PartnerId, code: crate::proto::ErrorCode, why: &str) {
     let event = crate::audit::record::Event::rejected(writer, None, code, why);
     g.shared.record_refusal(writer, event).await;
 }
@@ -160,7 +181,8 @@ async fn refuse(
     title: &str,
     why: &str,
 ) -> Response {
-    record(g, writer, &format!("TAXII inbox: {title}: {why}")).await;
+    let code = crate::proto::ErrorCode::InvalidBulletin;
+    record(g, writer, code, &format!("TAXII inbox: {title}: {why}")).await;
     error(status, title, why)
 }
 
@@ -179,7 +201,7 @@ type Queued = Vec<Sent>;
 /// storage thread before a reload can change the rules (as a publish does).
 async fn queue(
     g: &Gateway,
-    writer: &PartnerId,
+    writer: &inbox::Writer<'_>,
     objects: Vec<Value>,
     now: Timestamp,
 ) -> (Queued, Vec<Failure>) {
@@ -222,6 +244,7 @@ fn failure(id: &str, version: &Option<String>, why: &str) -> Failure {
     Failure {
         id: id.to_owned(),
         version: version.clone(),
+        code: crate::proto::ErrorCode::Internal,
         message: why.to_owned(),
     }
 }

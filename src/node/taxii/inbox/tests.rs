@@ -18,23 +18,37 @@ fn node_key() -> SigningKey {
     SigningKey::from_bytes(&[9; 32])
 }
 
-/// jp-mod's rules: three liaison desks, au-dod cleared for AMBER, the others GREEN.
-fn rules() -> RuleSet {
+/// The signing key of desk number `n`.
+fn desk_key(n: u8) -> String {
+    crate::identity::PublicKey::of(&SigningKey::from_bytes(&[n; 32])).to_string()
+}
+
+/// jp-mod's rules: three liaison desks with their keys, au-dod cleared for AMBER, the
+/// others GREEN, and an audit office; `extra` appended.
+fn rules_with(extra: &str) -> RuleSet {
     let mut text = String::from(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"c\"\n\
-         tls_cert = \"t\"\ntls_key = \"k\"\nsigning_key = \"s\"\n",
+         tls_cert = \"t\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n\
+         [[partner]]\nid = \"audit\"\nrole = \"auditor\"\n",
     );
-    for (id, clearance) in [
-        ("jp-cdc", "green"),
-        ("au-dod", "amber"),
-        ("ee-mod", "green"),
+    for (n, id, clearance) in [
+        (1, "jp-cdc", "green"),
+        (2, "au-dod", "amber"),
+        (3, "ee-mod", "green"),
     ] {
         text += &format!(
-            "\n[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"{clearance}\"\n"
+            "\n[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"{clearance}\"\n\
+             keys = [{{ public = \"{}\" }}]\n",
+            desk_key(n)
         );
     }
+    text += extra;
     let config = NodeConfig::parse(&text, Path::new("hub.toml")).expect("a config");
     RuleSet::new(config, 0).with_own_key(&node_key().verifying_key())
+}
+
+fn rules() -> RuleSet {
+    rules_with("")
 }
 
 fn object(kind: &str, n: u32, marking: Option<&str>) -> Value {
@@ -50,12 +64,25 @@ fn object(kind: &str, n: u32, marking: Option<&str>) -> Value {
 }
 
 fn prepare_as(writer: &str, objects: Vec<Value>) -> Prepared {
-    let writer: PartnerId = writer.parse().expect("an id");
+    prepare_under(&rules(), (writer, Role::Liaison, &[]), objects)
+}
+
+fn prepare_under(
+    rules: &RuleSet,
+    (writer, role, audience): (&str, Role, &[&str]),
+    objects: Vec<Value>,
+) -> Prepared {
+    let id: PartnerId = writer.parse().expect("an id");
+    let writer = Writer {
+        id: &id,
+        role,
+        audience: audience.iter().map(|a| a.to_string()).collect(),
+    };
     let now = Timestamp::from_unix_ms(NOW);
     prepare(
         objects,
         &writer,
-        &rules(),
+        rules,
         &node_key(),
         &Limits::default(),
         now,
@@ -69,8 +96,9 @@ fn header(m: &Made) -> proto::Bulletin {
 
 #[test]
 fn objects_become_node_bulletins_one_per_tlp_shared_by_the_policy() {
-    let p = prepare_as(
-        "jp-cdc",
+    let p = prepare_under(
+        &rules(),
+        ("jp-cdc", Role::Liaison, &["au-dod", "ee-mod"]),
         vec![
             object("indicator", 1, Some(GREEN)),
             object("malware", 2, Some(GREEN)),
@@ -125,4 +153,27 @@ fn unlabelled_or_malformed_objects_are_refused_one_by_one() {
     assert!(p.failures[1].id.starts_with("indicator--"));
     let why = &p.failures[1].message;
     assert!(why.contains("renkei shares nothing unlabelled"), "{why}");
+}
+
+/// Issue 25, defect 7: the inbox published as the node for anyone, with no audience.
+#[test]
+fn the_node_signs_only_for_a_desk_that_could_publish_and_only_to_an_audience() {
+    let amber = || vec![object("report", 5, Some(AMBER))];
+    let refused = |p: &Prepared| (p.made.len(), p.failures.first().map(|f| f.code));
+    // AMBER and stricter need an audience the node knows.
+    let none = prepare_as("jp-cdc", amber());
+    assert_eq!(refused(&none), (0, Some(ErrorCode::UnknownAudience)));
+    assert!(none.failures[0].message.contains("x_renkei_audience"));
+    let stranger = prepare_under(&rules(), ("jp-cdc", Role::Liaison, &["cn-pla"]), amber());
+    assert_eq!(refused(&stranger), (0, Some(ErrorCode::UnknownAudience)));
+    let named = prepare_under(&rules(), ("jp-cdc", Role::Liaison, &["au-dod"]), amber());
+    assert_eq!(refused(&named), (1, None));
+    // An auditor (or a peer node) publishes nothing, through any door.
+    let auditor = prepare_under(&rules(), ("audit", Role::Auditor, &["au-dod"]), amber());
+    assert_eq!(refused(&auditor), (0, Some(ErrorCode::NotPermitted)));
+    // A desk whose keys are all revoked is cut off here too.
+    let revoked = rules_with(&format!("\n[[revoked]]\nkey = \"{}\"\n", desk_key(1)));
+    let cut = prepare_under(&revoked, ("jp-cdc", Role::Liaison, &["au-dod"]), amber());
+    assert_eq!(refused(&cut), (0, Some(ErrorCode::KeyRevoked)));
+    assert!(cut.failures[0].message.contains("no signing key in force"));
 }
