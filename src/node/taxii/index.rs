@@ -6,7 +6,9 @@
 //!
 //! Kept in memory because TAXII's filters and "latest version" rule need to see the
 //! whole collection, which the store's segments cannot answer without decoding every
-//! bulletin: about 300 bytes an object, 30 MiB at 100,000.
+//! bulletin. It holds only what some partner may read (bulletins shared with no one are
+//! left out), type names once, and is rebuilt from the store on the first request after
+//! a start (benches/README.md gives its size and the rebuild's time).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,6 +93,8 @@ pub(crate) struct Page {
 pub(crate) struct Index {
     entries: Vec<Entry>,
     by_id: HashMap<Arc<str>, Vec<usize>>,
+    /// Object types, each held once: there are few, and an entry names one.
+    kinds: std::collections::HashSet<Arc<str>>,
     through: u64,
 }
 
@@ -111,9 +115,13 @@ impl Index {
     }
 
     /// Indexes a stored bulletin (seqs in ascending order); one whose body is not a
-    /// STIX bundle adds nothing.
+    /// STIX bundle, or that was shared with no one (no partner may ever read it here),
+    /// adds nothing.
     pub fn add(&mut self, stored: &proto::StoredBulletin) {
         self.through = self.through.max(stored.seq);
+        if stored.shared_with.is_empty() {
+            return;
+        }
         let Some(objects) = stix_objects(stored) else {
             return;
         };
@@ -135,6 +143,7 @@ impl Index {
                 .as_deref()
                 .and_then(|v| v.parse::<crate::timestamp::Timestamp>().ok())
                 .map(|t| t.unix_ms());
+            let kind = self.kind(o.kind);
             self.by_id
                 .entry(id.clone())
                 .or_default()
@@ -144,7 +153,7 @@ impl Index {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 added_us,
                 id,
-                kind: o.kind.into(),
+                kind,
                 version: o.version.map(Into::into),
                 version_ms,
                 shared_with: shared_with.clone(),
@@ -152,7 +161,20 @@ impl Index {
         }
     }
 
-    /// The page `q` asks for, of the entries `visible` lets through.
+    /// The one copy of type name `kind`.
+    fn kind(&mut self, kind: String) -> Arc<str> {
+        if let Some(k) = self.kinds.get(kind.as_str()) {
+            return k.clone();
+        }
+        let k: Arc<str> = kind.into();
+        self.kinds.insert(k.clone());
+        k
+    }
+
+    /// The page `q` asks for, of the entries `visible` lets through. `visible` must
+    /// depend on an entry's bulletin only (its seq): it is asked once per bulletin,
+    /// and each object id's latest or first version is chosen once, so a page costs
+    /// what it examines, however many versions an object has.
     pub fn page(&self, q: &Query, visible: &dyn Fn(&Entry) -> bool) -> Page {
         let start = q.after.map_or(0, |a| a.saturating_add(1));
         let start = match q.added_after {
@@ -174,9 +196,14 @@ impl Index {
             at.dedup();
             Box::new(at.into_iter())
         };
+        let mut memo = Memo {
+            visible,
+            by_seq: HashMap::new(),
+            chosen: HashMap::new(),
+        };
         let mut page = Page::default();
         for p in candidates {
-            if !self.matches(p, q, visible) {
+            if !self.matches(p, q, &mut memo) {
                 continue;
             }
             if page.positions.len() == q.limit.max(1) {
@@ -188,43 +215,59 @@ impl Index {
         page
     }
 
-    fn matches(&self, p: usize, q: &Query, visible: &dyn Fn(&Entry) -> bool) -> bool {
+    fn matches(&self, p: usize, q: &Query, memo: &mut Memo) -> bool {
         let e = &self.entries[p];
         if !q.types.is_empty() && !q.types.iter().any(|t| **t == *e.kind) {
             return false;
         }
-        if q.added_after.is_some_and(|t| e.added_us <= t) || !visible(e) {
+        if q.added_after.is_some_and(|t| e.added_us <= t) || !memo.visible(e) {
             return false;
         }
         match &q.versions {
             Versions::All => true,
             Versions::Exactly(v) => v.contains(&e.version_key()),
-            Versions::Last => self.chosen(p, visible, |a, b| a >= b) == Some(p),
-            Versions::First => self.chosen(p, visible, |a, b| a < b) == Some(p),
+            Versions::Last => self.chosen(p, memo).0 == Some(p),
+            Versions::First => self.chosen(p, memo).1 == Some(p),
         }
     }
 
-    /// Of the visible entries with `p`'s id, the one `better` prefers (by version, the
-    /// later position winning a tie for `>=`).
-    fn chosen(
-        &self,
-        p: usize,
-        visible: &dyn Fn(&Entry) -> bool,
-        better: fn(u64, u64) -> bool,
-    ) -> Option<usize> {
-        let positions = self.by_id.get(&self.entries[p].id)?;
-        let mut best: Option<usize> = None;
-        for &q in positions {
-            let e = &self.entries[q];
-            if !visible(e) {
+    /// Of the visible entries with `p`'s id, the latest version (the later position
+    /// winning a tie) and the first; worked out once per id and page.
+    fn chosen(&self, p: usize, memo: &mut Memo) -> (Option<usize>, Option<usize>) {
+        let id = &self.entries[p].id;
+        if let Some(known) = memo.chosen.get(id) {
+            return *known;
+        }
+        let (mut last, mut first): (Option<usize>, Option<usize>) = (None, None);
+        for &at in self.by_id.get(id).into_iter().flatten() {
+            let e = &self.entries[at];
+            if !memo.visible(e) {
                 continue;
             }
-            match best {
-                Some(b) if !better(e.version_key(), self.entries[b].version_key()) => {}
-                _ => best = Some(q),
+            let key = e.version_key();
+            if last.is_none_or(|b| key >= self.entries[b].version_key()) {
+                last = Some(at);
+            }
+            if first.is_none_or(|b| key < self.entries[b].version_key()) {
+                first = Some(at);
             }
         }
-        best
+        memo.chosen.insert(id.clone(), (last, first));
+        (last, first)
+    }
+}
+
+/// What one page has worked out: each bulletin's visibility, each id's chosen versions.
+struct Memo<'a> {
+    visible: &'a dyn Fn(&Entry) -> bool,
+    by_seq: HashMap<u64, bool>,
+    chosen: HashMap<Arc<str>, (Option<usize>, Option<usize>)>,
+}
+
+impl Memo<'_> {
+    fn visible(&mut self, e: &Entry) -> bool {
+        let visible = self.visible;
+        *self.by_seq.entry(e.seq).or_insert_with(|| visible(e))
     }
 }
 

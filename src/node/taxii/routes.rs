@@ -331,6 +331,10 @@ struct Served {
     items: Vec<(Entry, Value)>,
 }
 
+/// Bytes of objects one page carries, at most (one object more than this is sent
+/// alone): a client asking for 10,000 large objects gets them over several pages.
+const PAGE_BYTES: usize = 4 << 20;
+
 /// A bulletin's TLP and its STIX objects.
 type Marked = (Tlp, Vec<crate::stix::StixObject>);
 
@@ -355,11 +359,12 @@ fn read_page(
             && (e.seq > sharing.recheck_through
                 || still_shared(store, &sharing, partner, e.seq, &limits))
     };
-    let page = index.page(q, &visible);
+    let mut page = index.page(q, &visible);
     let mut items = Vec::with_capacity(page.positions.len());
     // Each served object carries its bulletin's TLP marking: a CTI tool that finds
     // none applies its own default, which may be far looser.
     let mut bulletin: Option<(u64, Option<Marked>)> = None;
+    let mut bytes = 0;
     for &p in &page.positions {
         let Some(e) = index.get(p) else { continue };
         if bulletin.as_ref().is_none_or(|(seq, _)| *seq != e.seq) {
@@ -373,10 +378,16 @@ fn read_page(
                 let o = objects.get(e.index as usize)?;
                 Some(crate::stix::with_tlp(o.json.clone(), *tlp))
             });
-        if let Some(json) = json {
-            items.push((e.clone(), json));
+        let Some(json) = json else { continue };
+        // Pages are bounded in bytes as well as objects: the rest follows with `next`.
+        bytes += json.to_string().len();
+        if bytes > PAGE_BYTES && !items.is_empty() {
+            page.next = items.last().map(|(at, _, _)| *at);
+            break;
         }
+        items.push((p, e.clone(), json));
     }
+    let items = items.into_iter().map(|(_, e, json)| (e, json)).collect();
     Ok(Served { page, items })
 }
 

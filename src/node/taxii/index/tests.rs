@@ -190,3 +190,43 @@ fn objects_of_one_millisecond_get_distinct_dates_and_versions_compare_as_times()
     q.after = Some(usize::MAX);
     assert!(index.page(&q, &for_partner("jp-cdc")).positions.is_empty());
 }
+
+/// Issue 25, defect 4: one object with 1,200 versions made a page ask about every
+/// version once per version (13 s after a reload, when each answer reads the store).
+#[test]
+fn a_page_asks_about_each_bulletin_once_however_many_versions_an_object_has() {
+    let modified: Vec<String> = (0..1_200u32)
+        .map(|v| format!("2026-02-01T00:{:02}:{:02}.000Z", v / 60, v % 60))
+        .collect();
+    let objects: Vec<(&str, u32, &str)> = modified
+        .iter()
+        .map(|m| ("indicator", 1, m.as_str()))
+        .collect();
+    // One bulletin holding every version, then one bulletin per version.
+    let mut index = Index::default();
+    index.add(&stored(1, &["jp-cdc"], &objects));
+    for (seq, o) in (2..).zip(&objects) {
+        index.add(&stored(seq, &["jp-cdc"], &[*o]));
+    }
+    let bulletins = 1 + objects.len() as u64;
+    let asked = std::cell::Cell::new(0u64);
+    let counting = |e: &Entry| {
+        asked.set(asked.get() + 1);
+        e.shared_with.iter().any(|p| p.as_str() == "jp-cdc")
+    };
+    for (versions, served) in [
+        (Versions::Last, 1),
+        (Versions::First, 1),
+        (Versions::All, 2 * objects.len()),
+    ] {
+        asked.set(0);
+        let mut q = query(10_000);
+        q.versions = versions.clone();
+        assert_eq!(index.page(&q, &counting).positions.len(), served);
+        assert!(
+            asked.get() <= bulletins,
+            "{versions:?}: asked {}",
+            asked.get()
+        );
+    }
+}
