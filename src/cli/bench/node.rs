@@ -138,11 +138,20 @@ impl NodeProcess {
 
     /// The node's peak resident memory so far (VmHWM), in bytes; 0 where unknown.
     pub fn peak_rss(&self) -> u64 {
+        self.memory("VmHWM:")
+    }
+
+    /// The node's resident memory now (VmRSS), in bytes; 0 where unknown.
+    pub fn rss(&self) -> u64 {
+        self.memory("VmRSS:")
+    }
+
+    fn memory(&self, field: &str) -> u64 {
         let Some(child) = &self.child else { return 0 };
         std::fs::read_to_string(format!("/proc/{}/status", child.id()))
             .ok()
             .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+                let line = s.lines().find(|l| l.starts_with(field))?;
                 let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
                 Some(kb * 1024)
             })

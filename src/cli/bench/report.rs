@@ -170,6 +170,27 @@ fn taxii_lines(t: &Value) {
         "    added, 100 per envelope  {:>12} objects/s",
         t["write_per_s_100_per_envelope"]
     );
+    let v = &t["versions"];
+    if v.is_object() {
+        let mib = |x: &Value| x.as_f64().unwrap_or(f64::NAN) / f64::from(1u32 << 20);
+        emitln!(
+            "    {} objects of {} versions each, after a reload: first page {:.0} ms, latest versions (one page) {:.0} ms",
+            v["objects"],
+            v["versions_each"],
+            v["first_page_ms"].as_f64().unwrap_or(f64::NAN),
+            v["latest_page_ms"].as_f64().unwrap_or(f64::NAN)
+        );
+        emitln!(
+            "    read, every version      {:>12} objects/s ({} pages of 1,000)",
+            v["read_all_versions_per_s"],
+            v["pages_all_versions"]
+        );
+        emitln!(
+            "    node RSS, index unbuilt / built {:.1} / {:.1} MiB",
+            mib(&v["rss_before_index_bytes"]),
+            mib(&v["rss_after_index_bytes"])
+        );
+    }
 }
 
 /// The many-partners phase's lines of the table.

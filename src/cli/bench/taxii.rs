@@ -3,7 +3,11 @@
 //! HTTPS with a partner's certificate: objects/s read by paging through the partner's
 //! collection (`limit` 100 and 1,000, after a first page that builds the index), and
 //! objects/s added through its inbox, one object per envelope and 100 per envelope:
-//! the figures the OASIS reference server medallion was measured at.
+//! the figures the OASIS reference server medallion was measured at. Then a second
+//! node stores the same number of bulletins as versions of objects (1,000 versions
+//! each) and is reloaded, so every read screens what it serves again: the first page,
+//! the latest versions, every version, and the node's memory before and after its
+//! index is built.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -90,12 +94,20 @@ impl Https {
     }
 }
 
+/// Versions of each object in the versioned collection.
+const VERSIONS: usize = 1_000;
+
 /// A bundle of one GREEN indicator numbered `n` (about 500 bytes).
 fn indicator(n: usize) -> Value {
+    indicator_version(n, "2026-11-30T09:00:00.000Z")
+}
+
+/// Indicator `n` as modified at `modified`.
+fn indicator_version(n: usize, modified: &str) -> Value {
     json!({
         "type": "indicator", "spec_version": "2.1",
         "id": format!("indicator--00000000-0000-4000-8000-{n:012}"),
-        "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
+        "created": "2026-11-30T09:00:00.000Z", "modified": modified,
         "name": format!("benchmark indicator {n}"),
         "pattern": format!("[ipv4-addr:value = '198.51.{}.{}']", n / 256 % 256, n % 256),
         "pattern_type": "stix", "valid_from": "2026-11-30T09:00:00Z",
@@ -126,7 +138,9 @@ pub(super) async fn taxii(setup: Arc<Setup>) -> anyhow::Result<Value> {
     let one = write(&mut writer, &inbox, 1, 500).await?;
     let hundred = write(&mut writer, &inbox, 100, 20).await?;
     node.stop()?;
+    let versions = versioned(&setup, count).await?;
     Ok(json!({
+        "versions": versions,
         "stored": count,
         "first_page_ms": first_page_ms,
         "read_per_s_limit_100": by_100.round() as u64,
@@ -137,11 +151,70 @@ pub(super) async fn taxii(setup: Arc<Setup>) -> anyhow::Result<Value> {
     }))
 }
 
+/// Bulletin `n` of the versioned collection: version `n % VERSIONS` of object
+/// `n / VERSIONS`, a second apart.
+fn version_of(n: usize) -> Value {
+    let s = n % VERSIONS;
+    let modified = format!("2026-11-30T09:{:02}:{:02}.000Z", s / 60, s % 60);
+    indicator_version(n / VERSIONS, &modified)
+}
+
+/// A node holding `count` bulletins as versions of `count / VERSIONS` objects, reloaded
+/// before it is read: the first page (the index built, each bulletin screened again),
+/// the latest versions, every version, and its memory before and after.
+async fn versioned(setup: &Arc<Setup>, count: usize) -> anyhow::Result<Value> {
+    let port = free_port()?;
+    let more = format!("\n[taxii]\nlisten = \"{port}\"\n");
+    let node = setup.start_node_with("taxii-versions", &more)?;
+    fill_with(setup, &node, count, version_of).await?;
+    let data = setup.dir.join("taxii-versions");
+    let reload = crate::node::operator::OperatorRequest::Reload;
+    crate::node::operator::request(&data, &reload, std::time::Duration::from_secs(30)).await?;
+    let mut https = Https::connect(setup, &subscriber_id(0), port).await?;
+    let shared = https.collection(true).await?;
+    let path = format!("/api/collections/{shared}/objects/");
+    let rss_before = node.rss();
+    let t = Instant::now();
+    https.call("GET", &format!("{path}?limit=1"), None, 200).await?;
+    let first_page_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let rss_after = node.rss();
+    let t = Instant::now();
+    let latest = https.call("GET", &format!("{path}?limit=1000"), None, 200).await?;
+    let latest_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let objects = count.div_ceil(VERSIONS);
+    if latest["objects"].as_array().map_or(0, Vec::len) != objects {
+        bail!("the latest versions of {objects} objects were not all served");
+    }
+    let all = format!("{path}?match%5Bversion%5D=all");
+    let (every, pages) = read_all(&mut https, &all, 1000, count).await?;
+    node.stop()?;
+    Ok(json!({
+        "objects": objects,
+        "versions_each": VERSIONS,
+        "first_page_ms": first_page_ms,
+        "latest_page_ms": latest_ms,
+        "read_all_versions_per_s": every.round() as u64,
+        "pages_all_versions": pages,
+        "rss_before_index_bytes": rss_before,
+        "rss_after_index_bytes": rss_after,
+    }))
+}
+
 /// Publishes `count` STIX bulletins over QUIC, as the publishers.
 async fn fill(setup: &Arc<Setup>, node: &NodeProcess, count: usize) -> anyhow::Result<()> {
+    fill_with(setup, node, count, indicator).await
+}
+
+/// Publishes `count` STIX bulletins, bulletin `n` holding the object `object(n)`.
+async fn fill_with(
+    setup: &Arc<Setup>,
+    node: &NodeProcess,
+    count: usize,
+    object: fn(usize) -> Value,
+) -> anyhow::Result<()> {
     eprintln!("renkei bench: taxii: signing and storing {count} STIX bulletins…");
     let batches = sign_all_with(setup, count, |key, id, n| {
-        let bundle = json!({"type": "bundle", "id": format!("bundle--00000000-0000-4000-8000-{n:012}"), "objects": [indicator(n)]});
+        let bundle = json!({"type": "bundle", "id": format!("bundle--00000000-0000-4000-8000-{n:012}"), "objects": [object(n)]});
         sign_typed(
             key,
             id,
@@ -170,11 +243,12 @@ async fn read_all(
 ) -> anyhow::Result<(f64, usize)> {
     eprintln!("renkei bench: taxii: reading {count} objects, {limit} a page…");
     let t = Instant::now();
+    let sep = if path.contains('?') { '&' } else { '?' };
     let (mut objects, mut pages, mut next) = (0, 0, None::<String>);
     loop {
         let query = match &next {
-            Some(n) => format!("{path}?limit={limit}&next={n}"),
-            None => format!("{path}?limit={limit}"),
+            Some(n) => format!("{path}{sep}limit={limit}&next={n}"),
+            None => format!("{path}{sep}limit={limit}"),
         };
         let page = https.call("GET", &query, None, 200).await?;
         objects += page["objects"].as_array().map_or(0, Vec::len);
