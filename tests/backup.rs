@@ -239,6 +239,35 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
         forged.stderr
     );
     assert!(!dir.join("tampered").exists());
+    // Issue 25: the same edit with the signature stripped was restored, with a warning.
+    let stripped: Vec<&str> = edited
+        .iter()
+        .map(|l| {
+            if l.starts_with("signature") {
+                "signature = \"\""
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(&manifest, stripped.join("\n")).unwrap();
+    let args = [
+        "restore",
+        "--from",
+        "backups/tampered",
+        "--data-dir",
+        "stripped",
+        "--key",
+        &hub_key,
+    ];
+    let unsigned = renkei(dir, &args);
+    assert!(!unsigned.ok, "{}", unsigned.stdout);
+    assert!(
+        unsigned.stderr.contains("carries no signature"),
+        "{}",
+        unsigned.stderr
+    );
+    assert!(!dir.join("stripped").exists());
     let blind = renkei(
         dir,
         &["restore", "--from", "backups/first", "--data-dir", "blind"],

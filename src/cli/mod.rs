@@ -150,6 +150,11 @@ enum Command {
         /// than it, or of another history, is refused.
         #[arg(long)]
         trusted_checkpoint: Option<PathBuf>,
+        /// Restore a backup whose manifest carries no signature (made by a renkei from
+        /// before manifests were signed). Without it such a backup is refused: a stripped
+        /// signature looks the same.
+        #[arg(long)]
+        allow_unsigned_manifest: bool,
     },
     /// Sign and publish a bulletin (or publish a signed file) to the node; says who gets
     /// it, and exits non-zero when it is rejected or shared with nobody.
@@ -479,12 +484,14 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
             data_dir,
             key,
             trusted_checkpoint,
+            allow_unsigned_manifest,
         } => operate::restore(operate::RestoreArgs {
             from: &from,
             config: config.as_deref(),
             data_dir: data_dir.as_deref(),
             key: key.as_deref(),
             trusted: trusted_checkpoint.as_deref(),
+            unsigned_ok: allow_unsigned_manifest,
         }),
         Command::CheckConfig { config } => check::run(&config),
         Command::Partner(PartnerCommand::Card { node_dir, address }) => {

@@ -140,14 +140,19 @@ pub(super) async fn backup(config: &Path, out: &Path) -> anyhow::Result<()> {
 /// `key`). The copy is made and verified beside the target and only then renamed into
 /// place, so a refused backup leaves nothing a node could start on.
 /// Checks the backup's manifest signature with the node's key (`key`, or the key the
-/// restored log names when only a trusted checkpoint vouched for it). A manifest from
-/// before manifests were signed is let through with a warning: its log was verified.
+/// restored log names when only a trusted checkpoint vouched for it). A manifest with
+/// no signature is refused unless `unsigned_ok` (one from before manifests were
+/// signed, which a stripped signature cannot be told from); its log was verified.
 fn check_manifest(
     manifest: &crate::store::Manifest,
     key: Option<&str>,
     staging: &Path,
+    unsigned_ok: bool,
 ) -> anyhow::Result<()> {
     if manifest.signature.is_empty() {
+        if !unsigned_ok {
+            bail!("the backup's manifest carries no signature (stripped, or made by a renkei from before manifests were signed); nothing was restored. Pass --allow-unsigned-manifest only for a backup you know predates signed manifests");
+        }
         eprintln!("renkei: warning: the backup's manifest is unsigned (made by an older renkei); its audit log verified, its bulletin and key counts are unsigned");
         return Ok(());
     }
@@ -178,6 +183,8 @@ pub(super) struct RestoreArgs<'a> {
     pub key: Option<&'a str>,
     /// A checkpoint kept from the node: the backup must not be older.
     pub trusted: Option<&'a Path>,
+    /// Whether a manifest without a signature may restore (`--allow-unsigned-manifest`).
+    pub unsigned_ok: bool,
 }
 
 pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
@@ -187,6 +194,7 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         data_dir,
         key,
         trusted,
+        unsigned_ok,
     } = args;
     if key.is_none() && config.is_none() && trusted.is_none() {
         bail!("give --key (the node's checkpoint key, from its card) or --trusted-checkpoint with --data-dir: without one, a backup re-signed with another key would restore");
@@ -230,7 +238,7 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         .context(
             "the restored audit log does not verify against what you trust; nothing was restored",
         )?;
-        check_manifest(&manifest, key.as_deref(), &staging)?;
+        check_manifest(&manifest, key.as_deref(), &staging, unsigned_ok)?;
         if trusted.is_none() {
             eprintln!("renkei: note: no --trusted-checkpoint given, so an old backup would restore as well as a recent one; keep the node's checkpoints (`renkei audit checkpoint --config auditor.toml > kept.checkpoint`) and pass the newest to refuse anything older");
         }
