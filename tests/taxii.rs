@@ -649,7 +649,7 @@ async fn wrong_requests_get_taxii_errors_with_the_right_status() {
     let python = python();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (served, _addr, port) = start_hub(dir);
+    let (served, addr, port) = start_hub(dir);
     let out = Command::new(&python)
         .env_remove("REQUESTS_CA_BUNDLE")
         .env_remove("CURL_CA_BUNDLE")
@@ -691,5 +691,19 @@ async fn wrong_requests_get_taxii_errors_with_the_right_status() {
             "{a}"
         );
     }
+    // Issue 25: each refusal is on the log once, as a refused QUIC request would be.
+    let refused = jp_cdc_records(dir, addr, proto::AuditEvent::BulletinRejected).await;
+    let reasons: Vec<&str> = refused.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(refused.len(), wanted.len(), "{reasons:#?}");
+    assert!(
+        reasons.iter().all(|r| r.starts_with("TAXII")),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("refused with 406 Not Acceptable")),
+        "{reasons:#?}"
+    );
     assert!(served.stop(PATIENCE).success());
 }

@@ -53,6 +53,10 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
         .layer(middleware::from_fn(accept_taxii))
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
+            record_refused,
+        ))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
             still_admitted,
         ))
         .layer(DefaultBodyLimit::max(
@@ -78,6 +82,38 @@ pub(super) fn error(status: StatusCode, title: &str, description: &str) -> Respo
         "http_status": status.as_u16().to_string(),
     });
     taxii(status, &body)
+}
+
+/// Marks a response whose refusal its handler has recorded itself.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Recorded;
+
+/// Records every request refused with a 4xx answer that its handler did not record
+/// (a wrong Accept, an unknown collection or object, a malformed query), as a QUIC
+/// stream's refusal is: within the partner's per-minute limit of refusals.
+async fn record_refused(
+    State(g): State<Arc<Gateway>>,
+    Extension(c): Extension<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let asked = format!(
+        "TAXII: {} {}",
+        request.method(),
+        crate::text::excerpt(request.uri().path())
+    );
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() && response.extensions().get::<Recorded>().is_none() {
+        let code = match status {
+            StatusCode::FORBIDDEN => crate::proto::ErrorCode::NotPermitted,
+            _ => crate::proto::ErrorCode::InvalidRequest,
+        };
+        let why = format!("{asked}: refused with {status}");
+        let event = crate::audit::record::Event::rejected(&c.partner, None, code, &why);
+        g.shared.record_refusal(&c.partner, event).await;
+    }
+    response
 }
 
 /// Admits each request again under the rules in force, as a reload closes a QUIC
@@ -443,6 +479,9 @@ async fn page_response(
         }
         None => return no_collection(),
     }
+    // Screened and recorded under one set of rules: a reload's CONFIG_LOADED comes
+    // before or after both, never between (as for a publish).
+    let gate = g.shared.rules.gate.read().await;
     let job = {
         let (g, partner) = (g.clone(), c.partner.clone());
         tokio::task::spawn_blocking(move || read_page(&g, &partner, &q))
@@ -487,6 +526,7 @@ async fn page_response(
             );
         }
     }
+    drop(gate);
     let mut r = taxii(StatusCode::OK, &shape(&served));
     date_headers(r.headers_mut(), &served);
     r

@@ -183,7 +183,9 @@ async fn refuse(
 ) -> Response {
     let code = crate::proto::ErrorCode::InvalidBulletin;
     record(g, writer, code, &format!("TAXII inbox: {title}: {why}")).await;
-    error(status, title, why)
+    let mut answer = error(status, title, why);
+    answer.extensions_mut().insert(super::routes::Recorded);
+    answer
 }
 
 /// A bulletin on its way to the storage thread: what the status says of it, and the
