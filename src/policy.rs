@@ -382,14 +382,16 @@ impl Policy {
         bulletin: &'b Header,
         node: &PartnerId,
     ) -> Vec<&'b AudienceEntry> {
+        // Auditors receive nothing: naming one reaches no one, as an unknown name.
+        let receivers = || self.partners.iter().filter(|p| p.role != Role::Auditor);
         let known = |a: &AudienceEntry| match a {
             AudienceEntry::Partner(id) => {
                 id == node
-                    || self.partners.iter().any(|p| p.id == *id)
+                    || receivers().any(|p| p.id == *id)
                     || self.remotes.iter().any(|r| r.id == *id)
             }
             AudienceEntry::Group(g) => {
-                self.partners.iter().any(|p| p.groups.contains(g))
+                receivers().any(|p| p.groups.contains(g))
                     || self.remotes.iter().any(|r| r.groups.contains(g))
             }
         };

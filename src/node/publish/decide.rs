@@ -213,7 +213,9 @@ fn decide(
             d.header,
         ));
     }
-    if origin == *from && !d.allow_unknown_audience {
+    // A desk's own audience is checked; a relay's bulletins (its own included) were
+    // addressed under another node's partners.
+    if role == Role::Liaison && !d.allow_unknown_audience {
         if let Some(msg) = unknown_audience(sharing, h) {
             return Err(refuse(
                 rejected(id, ErrorCode::UnknownAudience, msg),
@@ -312,18 +314,29 @@ pub(crate) fn proxy_refusal(
     None
 }
 
-/// Why a bulletin's audience is refused, if it names what this node does not know.
+/// Why a bulletin's audience is refused, if it names what this node does not know (no
+/// partner that receives, no `[[origin]]`, no group of either). Which entries are
+/// unknown is said only where the operator discloses its partners (`[disclosure]
+/// withheld`): otherwise the answer would tell a publisher who is configured here.
 pub(crate) fn unknown_audience(sharing: &RuleSet, h: &Header) -> Option<String> {
     let unknown = sharing.policy.unknown_audience(h, &sharing.config.node.id);
     if unknown.is_empty() {
         return None;
     }
-    let names: Vec<String> = unknown.iter().map(|a| a.to_string()).collect();
+    let which = if sharing.config.disclosure.withheld {
+        let names: Vec<String> = unknown.iter().map(|a| a.to_string()).collect();
+        format!("names {}, which this node knows", names.join(", "))
+    } else {
+        format!(
+            "names {} entr{} this node knows",
+            unknown.len(),
+            if unknown.len() == 1 { "y" } else { "ies" }
+        )
+    };
     Some(format!(
-        "the audience names {}, which this node knows as no partner and no partner's group: \
+        "the audience {which} as no partner that receives bulletins and no group of one: \
          under that name it would reach nobody; correct it, or publish with \
-         --allow-unknown-audience if that is meant",
-        names.join(", ")
+         --allow-unknown-audience if that is meant"
     ))
 }
 

@@ -233,24 +233,51 @@ fn an_unknown_audience_is_refused_unless_the_publisher_means_it() {
         publish(1, &typo, "us-dod"),
     ));
     assert_eq!(result.error, ErrorCode::UnknownAudience as i32);
+    // Which entry is unknown is the operator's to disclose (issue 25: an oracle).
     assert!(
-        result.message.contains("group:natoo,"),
+        result.message.contains("names 1 entry this node knows")
+            && !result.message.contains("natoo"),
         "{}",
         result.message
+    );
+    let disclosing = {
+        let text = rules_text("amber") + "\n[disclosure]\nwithheld = true\n";
+        RuleSet::new(NodeConfig::parse(&text, Path::new("hub.toml")).unwrap(), 0)
+    };
+    let (told, _) = refusal(decide_one(
+        &disclosing,
+        "us-dod",
+        Role::Liaison,
+        publish(1, &typo, "us-dod"),
+    ));
+    assert!(
+        told.message.contains("names group:natoo,"),
+        "{}",
+        told.message
     );
     let mut meant = publish(1, &typo, "us-dod");
     meant.allow_unknown_audience = true;
     let (stored, _) = decide_one(&rules("amber"), "us-dod", Role::Liaison, meant).unwrap();
     assert_eq!(stored.shared_with, [pid("au-dod")]);
-    // A relay's bulletin was addressed under another node's partners: not checked.
+    // A relay's bulletin was addressed under another node's partners: not checked,
+    // its own bulletins included.
     let relayed = bulletin("ee-mod", proto::Tlp::Green, &["lt-mod"], NOW - 1_000);
-    assert!(decide_one(
-        &rules("amber"),
-        "nato-ccdcoe",
-        Role::Relay,
-        publish(1, &relayed, "ee-mod")
-    )
-    .is_ok());
+    let own = bulletin("nato-ccdcoe", proto::Tlp::Green, &["lt-mod"], NOW - 1_000);
+    for (b, signer) in [(&relayed, "ee-mod"), (&own, "nato-ccdcoe")] {
+        let p = publish(1, b, signer);
+        assert!(decide_one(&rules("amber"), "nato-ccdcoe", Role::Relay, p).is_ok());
+    }
+    // An auditor receives nothing: naming one reaches nobody.
+    let audit = rules_text("amber") + "\n[[partner]]\nid = \"audit\"\nrole = \"auditor\"\n";
+    let audit = RuleSet::new(NodeConfig::parse(&audit, Path::new("hub.toml")).unwrap(), 0);
+    let to_auditor = bulletin("us-dod", proto::Tlp::Amber, &["audit"], NOW - 1_000);
+    let (r, _) = refusal(decide_one(
+        &audit,
+        "us-dod",
+        Role::Liaison,
+        publish(1, &to_auditor, "us-dod"),
+    ));
+    assert_eq!(r.error, ErrorCode::UnknownAudience as i32);
 }
 
 #[test]
