@@ -176,6 +176,29 @@ const CONNECTION_WINDOW: u32 = 8 << 20;
 /// (quinn-rs/quinn#2201).
 pub const MAX_UDP_PAYLOAD: u16 = 6_000;
 
+/// The host part of an HTTP Host header, without its port (`[::1]` stays bracketed).
+pub fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// Whether an HTTP Host header names an address (an IP literal, or `localhost`), as a
+/// scraper or a probe that reached a listener by its address sends. A web page that
+/// had a name of its own resolve to the listener's address (DNS rebinding) sends that
+/// name, so a plain-HTTP listener refuses it.
+pub fn host_is_an_address(host: &str) -> bool {
+    let name = host_name(host.trim());
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// An endpoint on `addr`: a node's (with `server`) or a client's.
 pub fn endpoint(
     addr: std::net::SocketAddr,
@@ -448,6 +471,31 @@ mod tests {
     use super::*;
     use crate::pki::Ca;
     use crate::timestamp::Timestamp;
+
+    #[test]
+    fn a_host_header_names_an_address_or_a_name() {
+        for ok in [
+            "127.0.0.1:9464",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:9464",
+            "10.1.2.3",
+            "[fe80::1]",
+        ] {
+            assert!(host_is_an_address(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:9464",
+            "127.0.0.1.nip.io",
+            "",
+            "x",
+        ] {
+            assert!(!host_is_an_address(refused), "{refused}");
+        }
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("localhost"), "localhost");
+    }
 
     #[test]
     fn a_node_certificate_names_its_partner_id() {

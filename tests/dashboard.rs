@@ -339,6 +339,22 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     // nothing.
     let (head, _) = get_as(&web, "attacker.example:80", "/log");
     assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+    // Issue 25: nor may another site make the auditor's browser ask (each page is a
+    // recorded query; the checkpoint page has the node sign).
+    for header in [
+        "Sec-Fetch-Site: cross-site",
+        "Origin: https://attacker.example",
+    ] {
+        let mut s = std::net::TcpStream::connect(&web).unwrap();
+        write!(
+            s,
+            "GET /checkpoint HTTP/1.1\r\nHost: {web}\r\n{header}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 403"), "{header}: {text}");
+    }
 
     // A screenshot of each page, for a person to look at.
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");

@@ -259,7 +259,7 @@ fn scrape(fed: &Federation) -> String {
     let mut s = std::net::TcpStream::connect(admin).unwrap();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();

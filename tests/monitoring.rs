@@ -47,7 +47,7 @@ fn http(addr: SocketAddr, request: &str) -> (u16, String) {
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: renkei\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
     )
 }
 
@@ -209,11 +209,23 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     assert_eq!(get(admin, "/admin/reload").0, 404);
     assert_eq!(
-        http(admin, "HEAD /healthz HTTP/1.1\r\nHost: renkei\r\n\r\n"),
+        http(admin, "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
         (200, String::new()),
         "HEAD answers the head only"
     );
-    assert_eq!(http(admin, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
+    assert_eq!(
+        http(admin, "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").0,
+        405
+    );
+    // Issue 25: a page that rebinds a name of its own to this address reads nothing.
+    assert_eq!(
+        http(
+            admin,
+            "GET /metrics HTTP/1.1\r\nHost: evil.example:9464\r\n\r\n"
+        )
+        .0,
+        421
+    );
     assert_eq!(http(admin, "\u{1}\u{2} nonsense\r\n\r\n").0, 400);
 
     for c in [us, uk, auditor] {

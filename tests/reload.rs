@@ -59,7 +59,7 @@ fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("admin listener");
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();

@@ -38,6 +38,7 @@ fn router(shared: Arc<Shared>) -> Router {
                 "not found: try /metrics, /healthz or /readyz\n",
             )
         })
+        .layer(axum::middleware::from_fn(address_host))
         // One request per connection: scrapers and probes connect each time, and a
         // connection that stays open holds a task for nothing.
         .layer(axum::middleware::map_response(
@@ -48,6 +49,25 @@ fn router(shared: Arc<Shared>) -> Router {
             },
         ))
         .with_state(shared)
+}
+
+/// Only requests whose Host names an address: a web page that points a name of its own
+/// at this listener (DNS rebinding) cannot read `/metrics` through a browser.
+async fn address_host(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if crate::transport::host_is_an_address(host) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this listener answers only requests addressed to an IP address or localhost\n",
+        )
+            .into_response()
+    }
 }
 
 /// Serves requests until the node stops.

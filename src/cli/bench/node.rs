@@ -89,7 +89,7 @@ impl NodeProcess {
             let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
             tokio::spawn(conn);
             let request = hyper::Request::get("/metrics")
-                .header("host", "bench")
+                .header("host", "127.0.0.1")
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .ok()?;
             let response = send.send_request(request).await.ok()?;

@@ -87,6 +87,7 @@ pub(super) async fn run(config: &Path, listen: SocketAddr) -> anyhow::Result<()>
         .route("/checkpoint", get(checkpoint))
         .route("/links", get(links))
         .with_state(dash);
+    app = app.layer(axum::middleware::from_fn(same_origin_only));
     if bound.ip().is_loopback() {
         app = app.layer(axum::middleware::from_fn(loopback_host));
     }
@@ -98,6 +99,35 @@ pub(super) async fn run(config: &Path, listen: SocketAddr) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Only requests the auditor makes from the dashboard itself or the address bar: every
+/// page asks the node (which records the query) and the checkpoint page has it sign,
+/// so another site must not make the auditor's browser ask (`<img src=…>`). Browsers
+/// say where a request comes from in `Sec-Fetch-Site`, and `Origin` on scripted ones.
+async fn same_origin_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("none");
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|o| Some(o.split_once("://").map_or(o, |(_, rest)| rest)) != host);
+    if matches!(site, "same-origin" | "none") && !foreign_origin {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "this dashboard answers only its own pages, not requests another site makes\n",
+        )
+            .into_response()
+    }
+}
+
 /// On loopback, only requests that name a loopback host: a web page the auditor visits
 /// cannot point another name at 127.0.0.1 (DNS rebinding) and read the log through the
 /// auditor's browser.
@@ -107,11 +137,10 @@ async fn loopback_host(request: axum::extract::Request, next: axum::middleware::
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
-    if matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+    if matches!(
+        crate::transport::host_name(host),
+        "localhost" | "127.0.0.1" | "[::1]"
+    ) {
         next.run(request).await
     } else {
         (
