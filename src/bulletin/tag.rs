@@ -1,6 +1,7 @@
 //! Tags as people read them. A denied tag must catch every spelling that reads the same:
 //! fullwidth or other compatibility forms, another case, a decomposed accent, a dotted
-//! or dotless I. Characters nobody sees (zero-width, soft hyphen, bidi controls) are
+//! or dotless I, a letter of another script that looks the same (Cyrillic `а` for `a`,
+//! by Unicode's confusables, UTS #39, through `unicode-security`), any dash or minus. Characters nobody sees (zero-width, soft hyphen, bidi controls) are
 //! refused in tags outright rather than folded, so no tag can hide one.
 //!
 //! Pure functions over text; the policy compares folded tags, the bulletin checks
@@ -11,9 +12,10 @@ use unicode_normalization::UnicodeNormalization as _;
 
 /// The form in which tags are compared: compatibility-decomposed (NFKD), with the marks
 /// that only decorate a letter (accents, the dot of `İ`) dropped, lowercased, with the
-/// dotless `ı`, `ß` and final `ς` folded, then composed again (NFC); trimmed. Folding
-/// accents away may match more than the operator wrote, which for a denied tag errs on
-/// the side of withholding.
+/// dotless `ı`, `ß` and final `ς` folded, every dash and minus as `-`, then reduced to
+/// its UTS #39 skeleton (what it looks like: `а` → `a`, `1` → `l`) and composed again
+/// (NFC); trimmed. Folding may match more than the operator wrote, which for a denied
+/// tag errs on the side of withholding.
 pub fn fold(tag: &str) -> String {
     let bare: String = tag
         .trim()
@@ -26,10 +28,38 @@ pub fn fold(tag: &str) -> String {
             'ı' => folded.push('i'),
             'ß' => folded.push_str("ss"),
             'ς' => folded.push('σ'),
+            c if is_dash(c) => folded.push('-'),
             c => folded.push(c),
         }
     }
-    folded.nfc().collect()
+    let skeleton: String = unicode_security::confusable_detection::skeleton(&folded).collect();
+    skeleton.nfc().collect()
+}
+
+/// A dash or a minus sign: Unicode's dash punctuation, the minus sign and its kin.
+fn is_dash(c: char) -> bool {
+    matches!(
+        c,
+        '-' | '\u{058A}' | '\u{05BE}' | '\u{1400}' | '\u{1806}' | '\u{2010}'
+            ..='\u{2015}'
+                | '\u{2053}'
+                | '\u{207B}'
+                | '\u{208B}'
+                | '\u{2212}'
+                | '\u{2E17}'
+                | '\u{2E1A}'
+                | '\u{2E3A}'
+                | '\u{2E3B}'
+                | '\u{2E40}'
+                | '\u{301C}'
+                | '\u{3030}'
+                | '\u{30A0}'
+                | '\u{FE31}'
+                | '\u{FE32}'
+                | '\u{FE58}'
+                | '\u{FE63}'
+                | '\u{FF0D}'
+    )
 }
 
 /// A character that takes no visible space of its own: Unicode's default-ignorable code
@@ -76,6 +106,11 @@ mod tests {
             "nationa\u{006C}-only",         // plain, for the table's sake
             "n\u{0061}\u{0301}tional-only", // a with a combining acute
             "nátional-only",                // precomposed á
+            "national\u{2010}only",         // hyphen (issue 25)
+            "national\u{2013}only",         // en dash
+            "national\u{2212}only",         // minus sign
+            "n\u{0430}tional-only",         // Cyrillic а
+            "nаtiоnаl-оnlу",                // Cyrillic а, о, у
         ] {
             assert_eq!(fold(variant), denied, "{variant:?}");
         }
