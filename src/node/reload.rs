@@ -31,6 +31,10 @@ pub enum ReloadError {
     /// The storage thread could not record the new configuration.
     #[error("the new configuration could not be recorded in the audit log, so the running one stays in force: {0}")]
     NotRecorded(super::writer::StorageError),
+    /// The new configuration is in force, but the queues of partners it removes could
+    /// not be withdrawn; the node withdraws them at its next start.
+    #[error("the new configuration is in force, but the queues of removed partners could not be withdrawn ({0}); restart the node to withdraw them")]
+    NotWithdrawn(super::writer::StorageError),
     /// The file changes tables that only a restart puts in force; nothing of it is.
     #[error("the new configuration {0}; the running configuration stays in force (restart the node to apply the file)")]
     NeedsRestart(String),
@@ -129,7 +133,13 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         sharing
     };
     if let Err(e) = super::withdraw::withdraw_removed(shared, &sharing).await {
+        // In force, but the operator and the auditor must know what is still queued.
         tracing::error!(error = %e, "cannot withdraw the queues of removed partners");
+        let what = format!(
+            "reload requested by {who}: the new configuration is in force, but the queues of removed partners could not be withdrawn ({e}); the node withdraws them when it next starts"
+        );
+        shared.record(Event::operator(&shared.node_id, &what)).await;
+        return Err(ReloadError::NotWithdrawn(e));
     }
     tracing::info!(%who, %summary, "configuration reloaded");
     Ok(change)
