@@ -175,11 +175,15 @@ async fn versioned(setup: &Arc<Setup>, count: usize) -> anyhow::Result<Value> {
     let path = format!("/api/collections/{shared}/objects/");
     let rss_before = node.rss();
     let t = Instant::now();
-    https.call("GET", &format!("{path}?limit=1"), None, 200).await?;
+    https
+        .call("GET", &format!("{path}?limit=1"), None, 200)
+        .await?;
     let first_page_ms = t.elapsed().as_secs_f64() * 1000.0;
     let rss_after = node.rss();
     let t = Instant::now();
-    let latest = https.call("GET", &format!("{path}?limit=1000"), None, 200).await?;
+    let latest = https
+        .call("GET", &format!("{path}?limit=1000"), None, 200)
+        .await?;
     let latest_ms = t.elapsed().as_secs_f64() * 1000.0;
     let objects = count.div_ceil(VERSIONS);
     if latest["objects"].as_array().map_or(0, Vec::len) != objects {

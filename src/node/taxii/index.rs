@@ -131,7 +131,11 @@ impl Index {
             .filter_map(|p| p.parse().ok())
             .collect();
         for (index, o) in objects.into_iter().enumerate() {
-            let id: Arc<str> = o.id.into();
+            // Every version of an object shares one copy of its id.
+            let id: Arc<str> = match self.by_id.get_key_value(o.id.as_str()) {
+                Some((known, _)) => known.clone(),
+                None => o.id.into(),
+            };
             let at_ms = stored.accepted_unix_ms.saturating_mul(1000);
             // After the previous entry, within this millisecond while there is room.
             let added_us = match self.entries.last() {
