@@ -84,8 +84,8 @@ fn rejection(
     Box::new(Rejection { result, audit })
 }
 
-/// Decodes the bulletin of a Publish and its path, and checks that its origin may
-/// reach this node through the publisher.
+/// Decodes the bulletin of a Publish, then checks its path and that its origin may
+/// reach this node through the publisher (in the order proto §4.6 gives).
 fn decode(
     sharing: &RuleSet,
     limits: &Limits,
@@ -93,8 +93,6 @@ fn decode(
     p: proto::Publish,
 ) -> Result<(Decoded, UnverifiedBulletin), Box<Rejection>> {
     let id = p.request_id;
-    let path = crossed(sharing, from, role, p.path)
-        .map_err(|msg| rejection(from, rejected(id, ErrorCode::BadPath, msg), None))?;
     let signed = p.bulletin.ok_or_else(|| {
         let r = rejected(
             id,
@@ -106,10 +104,23 @@ fn decode(
     let unverified = UnverifiedBulletin::from_signed(signed, limits)
         .map_err(|e| rejection(from, rejected(id, e.code(), e.to_string()), None))?;
     let (header, digest) = (unverified.header().clone(), unverified.digest());
-    if let Some((code, msg)) = unreachable_origin(sharing, from, &header.origin) {
-        let r = naming_bulletin(rejected(id, code, msg), &header, digest);
-        return Err(rejection(from, r, Some((header, digest))));
-    }
+    // The route before the signature (proto §4.6): both are refusals the node can
+    // make without the cost of a verification, and a refusal names the bulletin.
+    let route = crossed(sharing, from, role, p.path)
+        .map_err(|msg| (ErrorCode::BadPath, msg))
+        .and_then(
+            |path| match unreachable_origin(sharing, from, &header.origin) {
+                Some(refused) => Err(refused),
+                None => Ok(path),
+            },
+        );
+    let path = match route {
+        Ok(path) => path,
+        Err((code, msg)) => {
+            let r = naming_bulletin(rejected(id, code, msg), &header, digest);
+            return Err(rejection(from, r, Some((header, digest))));
+        }
+    };
     let d = Decoded {
         request_id: id,
         allow_unknown_audience: p.allow_unknown_audience,

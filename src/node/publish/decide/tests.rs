@@ -11,6 +11,8 @@ use crate::config::NodeConfig;
 use crate::identity::PublicKey;
 use crate::proto::AuditEvent;
 
+mod order;
+
 const NOW: u64 = 1_790_000_000_000;
 
 fn key(id: &str) -> SigningKey {
@@ -53,13 +55,20 @@ fn rules_text(au_clearance: &str) -> String {
 
 /// The hub with a second peer node, us-node, and ee-cert beyond nato-ccdcoe.
 fn federated() -> RuleSet {
-    let text = format!(
+    RuleSet::new(
+        NodeConfig::parse(&federated_text(), Path::new("hub.toml")).unwrap(),
+        0,
+    )
+}
+
+/// [`federated`] as TOML.
+fn federated_text() -> String {
+    format!(
         "{}\n[[partner]]\nid = \"us-node\"\nrole = \"relay\"\nclearance = \"red\"\naddress = \"127.0.0.1:4433\"\n\
          \n[[origin]]\nid = \"ee-cert\"\nvia = [\"nato-ccdcoe\"]\nkeys = [{{ public = \"{}\" }}]\n",
         rules_text("amber"),
         PublicKey::of(&key("ee-cert"))
-    );
-    RuleSet::new(NodeConfig::parse(&text, Path::new("hub.toml")).unwrap(), 0)
+    )
 }
 
 fn with_path(mut p: proto::Publish, path: &[&str]) -> proto::Publish {
