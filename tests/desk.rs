@@ -305,7 +305,8 @@ fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
     // How many entries are unknown, not which: that would tell a desk who is
     // configured here unless the operator discloses it (issue 25).
     assert!(
-        typo.stderr.contains("the audience names 1 entry this node knows as no partner"),
+        typo.stderr
+            .contains("the audience names 1 entry this node knows as no partner"),
         "{}",
         typo.stderr
     );
