@@ -13,6 +13,9 @@ pub enum StixError {
     /// Not JSON, or not a bundle.
     #[error("not a STIX 2.1 bundle: {0}")]
     NotABundle(String),
+    /// Not a TAXII 2.1 envelope a client may add.
+    #[error("not a TAXII 2.1 envelope: {0}")]
+    NotAnEnvelope(String),
     /// An object without a usable `type` or `id`.
     #[error("object {index}: {why}")]
     BadObject {
@@ -70,6 +73,46 @@ impl StixObject {
             json,
         })
     }
+}
+
+/// A TAXII 2.1 envelope as a client adds it to an inbox: its objects (not yet read as
+/// STIX), and the audience it names for them (`x_renkei_audience`: partner ids and
+/// `group:NAME`s, as a bulletin's audience).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Envelope {
+    /// `objects`.
+    pub objects: Vec<Value>,
+    /// `x_renkei_audience`.
+    pub audience: Vec<String>,
+}
+
+/// Reads the body of a TAXII 2.1 add-objects request.
+pub fn envelope(body: &[u8]) -> Result<Envelope, StixError> {
+    let not = |why: String| StixError::NotAnEnvelope(why);
+    let mut envelope = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => return Err(not("the body is not a JSON object".into())),
+        Err(e) => return Err(not(format!("the body is not JSON: {e}"))),
+    };
+    let objects = match envelope.remove("objects") {
+        Some(Value::Array(objects)) => objects,
+        None => Vec::new(),
+        Some(_) => return Err(not("\"objects\" is not a list".into())),
+    };
+    let audience = match envelope.remove("x_renkei_audience") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names
+            .into_iter()
+            .map(|n| match n {
+                Value::String(n) => Ok(n),
+                _ => Err(not(
+                    "\"x_renkei_audience\" lists partner ids and group:NAMEs, as strings".into(),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(not("\"x_renkei_audience\" is not a list".into())),
+    };
+    Ok(Envelope { objects, audience })
 }
 
 /// The objects of a bulletin body that is a STIX 2.1 bundle.
@@ -306,6 +349,25 @@ mod tests {
             "selectors": ["pattern"],
         }]);
         assert_eq!(strictest_tlp(&[partly_red]), Some(Tlp::Red));
+    }
+
+    #[test]
+    fn an_envelope_gives_its_objects_and_audience_or_says_what_is_wrong() {
+        let e = envelope(br#"{"objects": [{"type": "note"}], "x_renkei_audience": ["au-dod"]}"#);
+        assert_eq!(
+            e.map(|e| (e.objects.len(), e.audience)),
+            Ok((1, vec!["au-dod".into()]))
+        );
+        assert_eq!(envelope(b"{}"), Ok(Envelope::default()));
+        for (bad, why) in [
+            (&b"{"[..], "not JSON"),
+            (b"[]", "not a JSON object"),
+            (br#"{"objects": 3}"#, "\"objects\" is not a list"),
+            (br#"{"x_renkei_audience": [1]}"#, "as strings"),
+        ] {
+            let e = envelope(bad).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -90,25 +90,9 @@ pub(super) async fn add_objects(
             "send an envelope as application/taxii+json;version=2.1",
         );
     }
-    let (objects, audience) = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut envelope)) => match envelope_parts(&mut envelope) {
-            Ok(parts) => parts,
-            Err(why) => return error(StatusCode::BAD_REQUEST, "Bad envelope", why),
-        },
-        Ok(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Bad envelope",
-                "the body is not a TAXII envelope (a JSON object)",
-            )
-        }
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Bad envelope",
-                &format!("the body is not JSON: {e}"),
-            )
-        }
+    let crate::stix::Envelope { objects, audience } = match crate::stix::envelope(&body) {
+        Ok(envelope) => envelope,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "Bad envelope", &e.to_string()),
     };
     if objects.len() > MAX_OBJECTS {
         return refuse(
@@ -141,30 +125,6 @@ pub(super) async fn add_objects(
     g.statuses
         .keep(&c.partner, status["id"].as_str().unwrap_or(""), &status);
     taxii(StatusCode::ACCEPTED, &status)
-}
-
-/// The objects of an envelope, and the audience it names for them
-/// (`x_renkei_audience`: partner ids and `group:NAME`s, as a bulletin's audience).
-fn envelope_parts(
-    envelope: &mut serde_json::Map<String, Value>,
-) -> Result<(Vec<Value>, Vec<String>), &'static str> {
-    let objects = match envelope.remove("objects") {
-        Some(Value::Array(objects)) => objects,
-        None => Vec::new(),
-        Some(_) => return Err("\"objects\" is not a list"),
-    };
-    let audience = match envelope.remove("x_renkei_audience") {
-        None => Vec::new(),
-        Some(Value::Array(names)) => names
-            .into_iter()
-            .map(|n| match n {
-                Value::String(n) => Ok(n),
-                _ => Err("\"x_renkei_audience\" lists partner ids and group:NAMEs, as strings"),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("\"x_renkei_audience\" is not a list"),
-    };
-    Ok((objects, audience))
 }
 
 /// Records a refused write (within the per-partner refusal limit), as a refused publish.
