@@ -159,14 +159,11 @@ async fn read_publishes(
         // Room for the next frame before reading it: a publisher whose publishes hold
         // its share waits here, and QUIC flow control holds it back.
         let read = async {
-            let mut held = budget.reserve().await?;
+            let held = budget.reserve().await?;
             let frame = recv.next::<proto::ClientFrame>().await;
-            if let Ok(Some(f)) = &frame {
-                held.shrink_to(prost::Message::encoded_len(f));
-            }
             Some((frame, held))
         };
-        let (frame, held) = tokio::select! {
+        let (frame, mut held) = tokio::select! {
             f = read => match f {
                 Some(f) => f,
                 None => return,
@@ -178,7 +175,14 @@ async fn read_publishes(
             }
         };
         let item = match as_publish(&mut recv, frame) {
-            Ok(p) => FromPublisher::Publish(p, held),
+            Ok(mut p) => {
+                // What it holds is what it counts: its own bytes, not the frame's.
+                if let Some(b) = p.bulletin.as_mut() {
+                    crate::wire::detach(b);
+                }
+                held.shrink_to(prost::Message::encoded_len(&p));
+                FromPublisher::Publish(p, held)
+            }
             Err(end) => {
                 let _ = out.send(FromPublisher::End(end)).await;
                 return;

@@ -2,7 +2,9 @@
 //! delivery taken in as a publish from the peer (verified, decided by this node's
 //! policy, committed), and acknowledged only once its answer is final: stored, a
 //! duplicate, or refused for a reason that sending it again would not change. What is
-//! not acknowledged the peer delivers again on the next subscription.
+//! not acknowledged the peer delivers again on the next subscription. What it holds
+//! of the peer's deliveries counts against the peer's memory budget, as a publish
+//! stream's publishes do (`budget`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::identity::PartnerId;
+use crate::node::budget::Held;
 use crate::node::publish::{self, Forwarded};
 use crate::node::Shared;
 use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
@@ -104,7 +107,8 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
     }
     let (deliveries, mut incoming) = mpsc::channel(window as usize);
     let reader = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
-    let reading = tokio::spawn(read_deliveries(reader, deliveries));
+    let budget = shared.book.budgets.stream(peer);
+    let reading = tokio::spawn(read_deliveries(reader, budget, deliveries));
     let (verdicts, taken) = mpsc::channel(4);
     let acking = tokio::spawn(acknowledge(send, taken, shared.clone(), peer.clone()));
     let mut stop = shared.shutdown.clone();
@@ -123,9 +127,12 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
                 Err(_) => break,
             }
         }
-        let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
-        let publishes = batch.into_iter().map(as_publish).collect();
+        let seqs: Vec<u64> = batch.iter().map(|(d, _)| d.seq).collect();
+        let (publishes, held): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
         let answers = publish::take_forwarded(shared, peer, publishes).await;
+        // Decided: each bulletin is now the storage thread's, or refused.
+        drop(held);
         if verdicts
             .send(seqs.into_iter().zip(answers).collect())
             .await
@@ -153,14 +160,29 @@ fn as_publish(d: proto::Delivery) -> proto::Publish {
     }
 }
 
-/// Reads Delivery frames into `out` until the stream ends or fails.
-async fn read_deliveries(mut recv: FrameReader, out: mpsc::Sender<proto::Delivery>) {
+/// Reads Delivery frames into `out` until the stream ends or fails. Each is read only
+/// once the peer's budget (its partner's share and the node's, as for a publish
+/// stream) has room for a frame of the largest size, and holds what it counts until it
+/// is decided: a peer that delivers faster than this node decides waits, held back by
+/// QUIC flow control, and cannot make the node hold more than the budgets allow.
+async fn read_deliveries(
+    mut recv: FrameReader,
+    budget: crate::node::budget::StreamBudget,
+    out: mpsc::Sender<(proto::Delivery, Held)>,
+) {
     loop {
+        let Some(mut held) = budget.reserve().await else {
+            return;
+        };
         match recv.next::<proto::ServerFrame>().await {
             Ok(Some(proto::ServerFrame {
-                frame: Some(ServerFrame::Delivery(d)),
+                frame: Some(ServerFrame::Delivery(mut d)),
             })) => {
-                if out.send(d).await.is_err() {
+                if let Some(b) = d.bulletin.as_mut() {
+                    crate::wire::detach(b);
+                }
+                held.shrink_to(prost::Message::encoded_len(&d));
+                if out.send((d, held)).await.is_err() {
                     return;
                 }
             }
