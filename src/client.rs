@@ -85,6 +85,9 @@ fn refused(e: proto::Error) -> ClientError {
     }
 }
 
+/// The largest answer to an auditor request a client reads (see [`Client::ask`]).
+pub const AUDIT_ANSWER_MAX: usize = 64 << 20;
+
 /// A connection to one node.
 pub struct Client {
     endpoint: quinn::Endpoint,
@@ -255,9 +258,13 @@ impl Client {
         })
     }
 
-    /// Sends one auditor request on its own stream and returns the node's answer.
+    /// Sends one auditor request on its own stream and returns the node's answer. An
+    /// answer may be larger than a bulletin frame: a page holds at least one record,
+    /// and records written before they were bounded can be megabytes; an auditor reads
+    /// its own node, so up to [`AUDIT_ANSWER_MAX`] is read.
     pub async fn ask(&self, request: ClientFrameKind) -> Result<Server, ClientError> {
         let (mut send, mut recv) = self.open().await?;
+        recv.set_max(self.max_frame.max(AUDIT_ANSWER_MAX));
         transport::write_frame(&mut send, &client_frame(request), &self.frames).await?;
         let _ = send.finish();
         self.read(&mut recv)

@@ -62,6 +62,14 @@ pub enum Withhold {
     /// RED or AMBER+STRICT at its first relay: the audience member this peer leads to
     /// is further away than the first relay.
     AudienceBeyondRelay(Tlp),
+    /// Withdrawn from a peer's queue: its delivery frame would be larger than the peer
+    /// said it reads (`Welcome.max_frame_bytes`), so it could never be taken in.
+    TooLargeForPeer {
+        /// The delivery frame's size, at most.
+        bytes: usize,
+        /// The largest frame the peer reads.
+        max: usize,
+    },
 }
 
 impl Withhold {
@@ -82,6 +90,7 @@ impl Withhold {
             Withhold::OnPath => R::OnPath,
             Withhold::HopLimit(_) => R::HopLimit,
             Withhold::AudienceBeyondRelay(_) => R::AudienceBeyondRelay,
+            Withhold::TooLargeForPeer { .. } => R::TooLargeForPeer,
         }
     }
 }
@@ -174,6 +183,10 @@ impl fmt::Display for Withhold {
             Withhold::AudienceBeyondRelay(tlp) => write!(
                 f,
                 "{tlp} stops at its first relay, and the audience this peer leads to is further away"
+            ),
+            Withhold::TooLargeForPeer { bytes, max } => write!(
+                f,
+                "its delivery of up to {bytes} bytes is above the {max} bytes the peer reads (its max_frame_bytes)"
             ),
         }
     }

@@ -204,10 +204,15 @@ async fn next_page(
         p.position,
     );
     let (sharing, limits) = (shared.rules_in_force(), shared.limits.bulletin);
+    let peer_reads = shared.links.max_frame(&partner);
     tokio::task::spawn_blocking(move || {
         let mut page = store.pending(&partner, after, &cursor, room)?;
         cap_bytes(&mut page, PAGE_BYTES);
-        screen(&store, &sharing, &limits, &partner, page)
+        let mut screened = screen(&store, &sharing, &limits, &partner, page)?;
+        if let Some(max) = peer_reads {
+            too_large_for(&mut screened, max, &limits)?;
+        }
+        Ok(screened)
     })
     .await
     // A task that panicked or was cancelled says nothing about the database.
@@ -280,6 +285,27 @@ fn screen(
     }
     page.items = kept;
     Ok(Screened { page, withdrawn })
+}
+
+/// Takes out of `screened` what the receiving peer could never read, a delivery above
+/// the frames it reads (`max`): it would stay first in the queue and hold back
+/// everything after it. Each is withdrawn, and recorded with the sizes.
+fn too_large_for(
+    screened: &mut Screened,
+    max: usize,
+    limits: &crate::bulletin::Limits,
+) -> Result<(), StorageError> {
+    let (fit, over): (Vec<_>, Vec<_>) = std::mem::take(&mut screened.page.items)
+        .into_iter()
+        .partition(|i| super::withdraw::delivery_bytes(&i.signed, &i.path) <= max);
+    screened.page.items = fit;
+    for item in over {
+        let bytes = super::withdraw::delivery_bytes(&item.signed, &item.path);
+        let w = super::withdraw::too_large(item.signed, bytes, max, limits)?;
+        screened.withdrawn.push((item.seq, w));
+    }
+    screened.withdrawn.sort_by_key(|(seq, _)| *seq);
+    Ok(())
 }
 
 /// The stream side of a subscription: frames out, acks in, and the partner's slot,

@@ -57,6 +57,9 @@ pub struct LinkStatus {
     /// The peer's queue towards this node as it last said (bulletins, and the age of
     /// the oldest in milliseconds), while the link is up.
     pub from_peer: Option<(u64, u64)>,
+    /// The largest frame the peer said it reads (`Welcome.max_frame_bytes`), once it
+    /// answered a Hello.
+    pub max_frame: Option<usize>,
 }
 
 /// The connection that is a peer's link, and what it was offered as.
@@ -115,6 +118,7 @@ impl LinkBook {
                 failures: 0,
                 copies: 0,
                 from_peer: None,
+                max_frame: None,
             },
             current: None,
             down: watch::channel(0).0,
@@ -235,6 +239,9 @@ impl LinkBook {
         self.with(|links| {
             if let Some(link) = links.get_mut(peer) {
                 let current = link.current.as_ref().map(|c| c.id) == Some(conn.stable_id());
+                if current && w.max_frame_bytes > 0 {
+                    link.status.max_frame = usize::try_from(w.max_frame_bytes).ok();
+                }
                 if let (true, Some(depth), Some(oldest)) =
                     (current, w.queued_for_you, w.oldest_queued_ms)
                 {
@@ -242,6 +249,11 @@ impl LinkBook {
                 }
             }
         })
+    }
+
+    /// The largest frame `peer` reads, if it is a peer that said so.
+    pub(crate) fn max_frame(&self, peer: &PartnerId) -> Option<usize> {
+        self.with(|links| links.get(peer).and_then(|l| l.status.max_frame))
     }
 
     /// The connections that are links now.

@@ -94,6 +94,33 @@ pub(crate) fn recheck(
     }))
 }
 
+/// The withdrawal of the stored bulletin `signed` from a peer that reads frames of at
+/// most `max` bytes, when its delivery takes up to `bytes`.
+pub(crate) fn too_large(
+    signed: Bytes,
+    bytes: usize,
+    max: usize,
+    limits: &Limits,
+) -> Result<Withdrawal, StoreError> {
+    let b = UnverifiedBulletin::decode(signed, &stored_limits(limits)).map_err(|e| {
+        StoreError::Corrupt {
+            key: "stored bulletin".into(),
+            why: e.to_string(),
+        }
+    })?;
+    Ok(Withdrawal {
+        header: b.header().clone(),
+        digest: b.digest(),
+        why: Withhold::TooLargeForPeer { bytes, max },
+    })
+}
+
+/// The most bytes the Delivery frame of a stored bulletin takes: the envelope, its
+/// path, and room for the frame's own fields and length prefixes.
+pub(crate) fn delivery_bytes(signed: &[u8], path: &[String]) -> usize {
+    signed.len() + path.iter().map(|p| p.len() + 4).sum::<usize>() + 64
+}
+
 /// Withdraws the whole queue of every partner that the last configuration put in force
 /// named and `sharing` does not, then records `sharing`'s partners as the ones in force.
 /// Called when a node starts and after each reload (one at a time).

@@ -310,3 +310,52 @@ async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
     }
     mesh.stop_all();
 }
+
+/// Issue 25: a delivery larger than the receiving peer reads (its
+/// `Welcome.max_frame_bytes`) stayed first in the link's queue and held back everything
+/// after it. It is withdrawn from that peer, on the record with both sizes, and the
+/// rest flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulletin_too_large_for_a_peer_is_withdrawn_and_the_rest_flows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "us-dod"],
+        &[("jp-cdc", "jp-mod"), ("us-cybercom", "us-dod")],
+        &[("jp-mod", "us-dod")],
+        "",
+    );
+    // us-dod reads bulletins of 64 KiB at most; jp-mod takes the default 1 MiB.
+    let us_config = tmp.path().join(&mesh.nodes["us-dod"].config);
+    let small =
+        "\n[limits]\nmax_bulletin_bytes = 65536\nmax_body_bytes = 60000\nmax_frame_bytes = 66560\n";
+    let text = std::fs::read_to_string(&us_config).unwrap() + small;
+    std::fs::write(&us_config, text).unwrap();
+    mesh.start_all();
+    let jp = mesh.client("jp-cdc").await;
+    let big = {
+        let plain = green(&mesh, "jp-cdc", "too large for us-dod");
+        let mut b = proto::Bulletin::decode(plain.bulletin).unwrap();
+        b.body = vec![b'x'; 100_000].into();
+        renkei::bulletin::sign(&b, mesh.key("jp-cdc"), &Limits::default()).unwrap()
+    };
+    publish(&jp, big).await;
+    publish(&jp, green(&mesh, "jp-cdc", "after it")).await;
+    let us = mesh.client("us-cybercom").await;
+    let got: Vec<String> = take(&us, 1).await.iter().map(title).collect();
+    assert_eq!(got, ["after it"]);
+    let withdrawn = records(&mesh, "jp-mod", AuditEvent::Withdrawn).await;
+    let too_large = proto::WithholdReason::TooLargeForPeer as i32;
+    assert!(
+        withdrawn.iter().any(|r| r.partner == "us-dod"
+            && r.decisions[0].reason == too_large
+            && r.decisions[0]
+                .detail
+                .contains("above the 66560 bytes the peer reads")),
+        "{withdrawn:?}"
+    );
+    for c in [jp, us] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}
