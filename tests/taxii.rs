@@ -139,17 +139,28 @@ fn stix_bulletin(dir: &Path, n: u32, tlp: Tlp) -> proto::SignedBulletin {
 /// [`stix_bulletin`] for `audience`.
 fn stix_bulletin_to(dir: &Path, n: u32, tlp: Tlp, audience: &[&str]) -> proto::SignedBulletin {
     let id = |t: &str| format!("{t}--00000000-0000-4000-8000-{n:012}");
+    let objects = vec![
+        json!({"type": "indicator", "spec_version": "2.1", "id": id("indicator"),
+         "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
+         "pattern": format!("[ipv4-addr:value = '198.51.100.{n}']"), "pattern_type": "stix",
+         "valid_from": "2026-11-30T09:00:00Z"}),
+        json!({"type": "malware", "spec_version": "2.1", "id": id("malware"),
+         "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
+         "name": format!("sample {n}"), "is_family": false}),
+    ];
+    bundle_bulletin(dir, n, (tlp, audience), objects)
+}
+
+/// A bulletin from us-dod numbered `n` whose body is a bundle of `objects`.
+fn bundle_bulletin(
+    dir: &Path,
+    n: u32,
+    (tlp, audience): (Tlp, &[&str]),
+    objects: Vec<Value>,
+) -> proto::SignedBulletin {
     let bundle = json!({
-        "type": "bundle", "id": id("bundle"),
-        "objects": [
-            {"type": "indicator", "spec_version": "2.1", "id": id("indicator"),
-             "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
-             "pattern": format!("[ipv4-addr:value = '198.51.100.{n}']"), "pattern_type": "stix",
-             "valid_from": "2026-11-30T09:00:00Z"},
-            {"type": "malware", "spec_version": "2.1", "id": id("malware"),
-             "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
-             "name": format!("sample {n}"), "is_family": false},
-        ],
+        "type": "bundle", "id": format!("bundle--00000000-0000-4000-8000-{n:012}"),
+        "objects": objects,
     });
     let key = common::signing_key(dir, "us-dod");
     let plain = sign_as(
@@ -585,6 +596,94 @@ async fn a_reload_that_removes_a_partner_ends_its_open_taxii_connection() {
 }
 
 const RED: &str = "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1";
+
+/// Issue 25, defects 3 and 5: a huge invalid object id in an inbox write made a
+/// 2.4-million-character record, and a page was capped in objects but not in bytes
+/// (a 21 MB response). Records and pages are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_ids_and_large_objects_stay_bounded_in_records_and_pages() {
+    let python = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (served, addr, port) = start_hub(dir);
+    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
+
+    // Six GREEN bulletins of one 760 KB indicator each: 4.5 MB in all.
+    let us = connect_as(&dir.join("certs"), "us-dod", addr, &hub)
+        .await
+        .unwrap();
+    for n in 1..=6u32 {
+        let o = json!({"type": "indicator", "spec_version": "2.1",
+            "id": format!("indicator--20000000-0000-4000-8000-{n:012}"),
+            "created": "2026-11-30T09:00:00.000Z", "modified": "2026-11-30T09:00:00.000Z",
+            "description": "x".repeat(760_000),
+            "pattern": "[ipv4-addr:value = '198.51.100.1']", "pattern_type": "stix",
+            "valid_from": "2026-11-30T09:00:00Z"});
+        publish(
+            &us,
+            bundle_bulletin(dir, 100 + n, (Tlp::Green, &[]), vec![o]),
+        )
+        .await;
+    }
+    let args = ["read.py", "100"];
+    let seen = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        move || run_script(&dir, &python, port, "jp-cdc", &args)
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client reads");
+    assert_eq!(seen["pages"], json!([5, 1]), "4 MiB a page at most");
+
+    // A 900 KB object id, which is no STIX id.
+    let huge = json!({"objects": [{"type": "indicator", "id": "y".repeat(900_000)}]});
+    fs::write(dir.join("huge.json"), huge.to_string()).unwrap();
+    let status = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        let file = dir.join("huge.json");
+        move || {
+            run_script(
+                &dir,
+                &python,
+                port,
+                "jp-cdc",
+                &["write.py", file.to_str().unwrap()],
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client adds objects");
+    assert_eq!(
+        status["failure_count"].as_u64(),
+        Some(1),
+        "{}",
+        status["status"]
+    );
+    let refused = jp_cdc_records(dir, addr, proto::AuditEvent::BulletinRejected).await;
+    assert!(!refused.is_empty());
+    for r in &refused {
+        assert!(
+            r.reason.len() < 4096,
+            "a record of {} bytes",
+            r.reason.len()
+        );
+    }
+    us.close().await;
+    assert!(served.stop(PATIENCE).success());
+    // The auditor's export reads the whole log.
+    common::renkei_ok(
+        dir,
+        &[
+            "audit",
+            "export",
+            "--data-dir",
+            "data",
+            "--out",
+            "log.export",
+        ],
+    );
+}
 
 /// Issue 25, defects 2 and 6: a RED bulletin sent to a desk that was then removed and
 /// added again was still served through TAXII (unmarked), though QUIC withdrew it.
