@@ -7,8 +7,9 @@
 //! delivery before it is sent.
 //!
 //! This module moves bytes and admits connections. The pages are decided by `index`
-//! (pure), who may see what by the policy in force (`withdraw::recheck`), and the TAXII
-//! resources are written by `routes`.
+//! (pure) and read by `page`, who may see what by the withdrawal records and the policy
+//! in force (`withdraw::recheck`), and the TAXII resources are written by `routes`;
+//! what a desk adds goes through `inbox` and `write`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use crate::transport::{self, TransportError};
 
 mod inbox;
 mod index;
+mod page;
 mod routes;
 mod write;
 

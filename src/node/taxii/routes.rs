@@ -14,11 +14,10 @@ use axum::{Extension, Router};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
-use super::index::{self, Entry, Index, Page, Query, Versions};
+use super::index::{Entry, Query, Versions};
+use super::page::{read_page, Served};
 use super::{Caller, Gateway};
-use crate::bulletin::Tlp;
 use crate::identity::{PartnerId, Role};
-use crate::store::Store;
 use crate::timestamp::Timestamp;
 
 /// The media type of every TAXII 2.1 response.
@@ -359,107 +358,6 @@ fn micros(text: &str) -> Result<u64, String> {
 fn micros_text(us: u64) -> String {
     let ms = Timestamp::from_unix_ms(us / 1000).rfc3339_ms();
     format!("{}{:03}Z", ms.trim_end_matches('Z'), us % 1000)
-}
-
-/// One page of the caller's objects: the entries and their objects as JSON.
-struct Served {
-    page: Page,
-    items: Vec<(Entry, Value)>,
-}
-
-/// Bytes of objects one page carries, at most (one object more than this is sent
-/// alone): a client asking for 10,000 large objects gets them over several pages.
-const PAGE_BYTES: usize = 4 << 20;
-
-/// A bulletin's TLP and its STIX objects.
-type Marked = (Tlp, Vec<crate::stix::StixObject>);
-
-/// Brings the index up to the store's head, takes the page `q` asks for under the rules
-/// in force, and reads its objects back.
-fn read_page(
-    g: &Gateway,
-    partner: &PartnerId,
-    q: &Query,
-) -> Result<Served, crate::store::StoreError> {
-    let store = &g.shared.storage.store;
-    let sharing = g.shared.rules_in_force();
-    let limits = g.shared.limits.bulletin;
-    // What was withdrawn from this partner id (its queue when it was removed, a
-    // bulletin the rules stopped sharing) stays withdrawn here as on QUIC.
-    let withdrawn = store.withdrawn(partner)?;
-    let mut index = g.index.lock().unwrap_or_else(|p| p.into_inner());
-    refresh(&mut index, store)?;
-    let visible = |e: &Entry| {
-        e.shared_with.contains(partner)
-            && !withdrawn.covers(e.seq)
-            && (e.seq > sharing.recheck_through
-                || still_shared(store, &sharing, partner, e.seq, &limits))
-    };
-    let mut page = index.page(q, &visible);
-    let mut items = Vec::with_capacity(page.positions.len());
-    // Each served object carries its bulletin's TLP marking: a CTI tool that finds
-    // none applies its own default, which may be far looser.
-    let mut bulletin: Option<(u64, Option<Marked>)> = None;
-    let mut bytes = 0;
-    for &p in &page.positions {
-        let Some(e) = index.get(p) else { continue };
-        if bulletin.as_ref().is_none_or(|(seq, _)| *seq != e.seq) {
-            let read = store.get(e.seq)?.as_ref().and_then(index::marked_objects);
-            bulletin = Some((e.seq, read));
-        }
-        let json = bulletin
-            .as_ref()
-            .and_then(|(_, read)| read.as_ref())
-            .and_then(|(tlp, objects)| {
-                let o = objects.get(e.index as usize)?;
-                Some(crate::stix::with_tlp(o.json.clone(), *tlp))
-            });
-        let Some(json) = json else { continue };
-        // Pages are bounded in bytes as well as objects: the rest follows with `next`.
-        bytes += json.to_string().len();
-        if bytes > PAGE_BYTES && !items.is_empty() {
-            page.next = items.last().map(|(at, _, _)| *at);
-            break;
-        }
-        items.push((p, e.clone(), json));
-    }
-    let items = items.into_iter().map(|(_, e, json)| (e, json)).collect();
-    Ok(Served { page, items })
-}
-
-fn refresh(index: &mut Index, store: &Store) -> Result<(), crate::store::StoreError> {
-    let head = store.head()?;
-    for seq in index.through() + 1..=head {
-        match store.get(seq)? {
-            Some(stored) => index.add(&stored),
-            None => index.reached(seq),
-        }
-    }
-    Ok(())
-}
-
-/// Whether the rules in force still share the stored bulletin `seq` with `partner`.
-fn still_shared(
-    store: &Store,
-    sharing: &super::super::RuleSet,
-    partner: &PartnerId,
-    seq: u64,
-    limits: &crate::bulletin::Limits,
-) -> bool {
-    let Ok(Some(b)) = store.get(seq) else {
-        return false;
-    };
-    matches!(
-        super::super::withdraw::recheck(
-            b.signed,
-            &b.received_from,
-            &b.path,
-            partner,
-            sharing,
-            limits
-        ),
-        Ok(None)
-    )
 }
 
 /// Serves a page to the caller: checks the collection, reads the page on the blocking
