@@ -1,8 +1,9 @@
-//! A hostile peer node: when the node dials it and subscribes, it floods deliveries of
-//! tiny valid bulletins, each inside a frame padded to a megabyte with a field the
-//! node's decoder skips. What the node holds of them counts against the peer's budget
-//! (issue 25, defect 8; issue 33's padded frames), so its memory stays bounded while
-//! every bulletin is taken in.
+//! A hostile peer node: when the node dials it and subscribes, it floods deliveries,
+//! either of tiny valid bulletins each inside a frame padded to a megabyte with a field
+//! the node's decoder skips, or of valid bulletins of 700 KB, faster than the node can
+//! store them. What the node holds of them counts against the peer's budget until each
+//! is stored (issue 25, defect 8; issue 33's padded frames), so its memory stays
+//! bounded while every bulletin is taken in.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,21 +14,48 @@ use renkei::transport::{self, FrameReader, Timers, TlsIdentity};
 
 use super::*;
 
-/// Deliveries the hostile peer sends, and the padding of each frame.
+/// Padded deliveries the hostile peer sends, and the padding of each frame; and how many
+/// bulletins of 700 KB it sends (140 MB).
 const FLOOD: usize = 300;
 const PADDING: usize = 1_000_000;
+const LARGE: usize = 200;
 
 /// The node's peak memory it may reach: its budgets for the peer are 64 MiB (its
 /// share) within 256 MiB (the node's), so this is the share plus a stated overhead for
 /// the node itself, QUIC's windows and the segment cache.
 const PEAK_MIB_AT_MOST: u64 = 64 + 96;
 
-/// `frame` as sent: with a skippable field of `PADDING` bytes, length-delimited.
-fn padded(frame: &proto::ServerFrame) -> Bytes {
+/// Delivery `n` of a bulletin of xx-node's whose body is `body` bytes, as sent: with a
+/// skippable field of `padding` bytes, length-delimited.
+fn delivery(key: &ed25519_dalek::SigningKey, n: usize, body: usize, padding: usize) -> Bytes {
+    let mut b = sign_as(
+        key,
+        "xx-node",
+        Tlp::Green,
+        Kind::Advisory,
+        &format!("flood {n}"),
+        &[],
+        &[],
+    );
+    if body > 0 {
+        let mut plain = proto::Bulletin::decode(b.bulletin).unwrap();
+        plain.body = vec![b'x'; body].into();
+        b = renkei::bulletin::sign(&plain, key, &Limits::default()).unwrap();
+    }
+    let frame = proto::ServerFrame {
+        frame: Some(proto::server_frame::Frame::Delivery(proto::Delivery {
+            seq: n as u64 + 1,
+            bulletin: Some(b),
+            path: vec!["xx-node".into()],
+        })),
+    };
     let mut body = frame.encode_to_vec();
-    prost::encoding::encode_key(2047, prost::encoding::WireType::LengthDelimited, &mut body);
-    prost::encoding::encode_varint(PADDING as u64, &mut body);
-    body.resize(body.len() + PADDING, 0);
+    if padding > 0 {
+        let key = prost::encoding::WireType::LengthDelimited;
+        prost::encoding::encode_key(2047, key, &mut body);
+        prost::encoding::encode_varint(padding as u64, &mut body);
+        body.resize(body.len() + padding, 0);
+    }
     let mut out = Vec::with_capacity(body.len() + 8);
     prost::encoding::encode_varint(body.len() as u64, &mut out);
     out.extend_from_slice(&body);
@@ -128,34 +156,11 @@ fn peak_mib(pid: u32) -> u64 {
     kib / 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_flooding_padded_deliveries_is_held_to_its_budget() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let certs = common::pki(dir, "jp-mod,xx-node");
-    let key = common::signing_key(dir, "xx-node");
-    let flood: Vec<Bytes> = (0..FLOOD)
-        .map(|n| {
-            let b = sign_as(
-                &key,
-                "xx-node",
-                Tlp::Green,
-                Kind::Advisory,
-                &format!("flood {n}"),
-                &[],
-                &[],
-            );
-            let delivery = proto::Delivery {
-                seq: n as u64 + 1,
-                bulletin: Some(b),
-                path: vec!["xx-node".into()],
-            };
-            padded(&proto::ServerFrame {
-                frame: Some(proto::server_frame::Frame::Delivery(delivery)),
-            })
-        })
-        .collect();
-    let (endpoint, acked) = hostile_peer(&certs, flood);
+/// Runs the node with xx-node as its peer flooding `flood`, until it acknowledged every
+/// delivery; the node's peak memory in MiB.
+async fn peak_through(dir: &std::path::Path, flood: Vec<Bytes>) -> u64 {
+    let total = flood.len();
+    let (endpoint, acked) = hostile_peer(&dir.join("certs"), flood);
     let port = endpoint.local_addr().unwrap().port();
     let config = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
@@ -169,20 +174,38 @@ async fn a_peer_flooding_padded_deliveries_is_held_to_its_budget() {
 
     // Every delivery is taken in and acknowledged, so the flood went through.
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
-    while acked.load(Ordering::Relaxed) < FLOOD {
+    while acked.load(Ordering::Relaxed) < total {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{} of {FLOOD} deliveries acknowledged",
+            "{} of {total} deliveries acknowledged",
             acked.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let peak = peak_mib(served.pid());
-    eprintln!("node peak RSS through {FLOOD} padded MiB: {peak} MiB");
-    assert!(
-        peak <= PEAK_MIB_AT_MOST,
-        "the node held {peak} MiB through a flood of {FLOOD} padded 1 MB frames"
-    );
     assert!(served.stop(PATIENCE).success());
     endpoint.close(0u32.into(), b"done");
+    peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_padded_deliveries_is_held_to_its_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::pki(tmp.path(), "jp-mod,xx-node");
+    let key = common::signing_key(tmp.path(), "xx-node");
+    let flood = (0..FLOOD).map(|n| delivery(&key, n, 0, PADDING)).collect();
+    let peak = peak_through(tmp.path(), flood).await;
+    eprintln!("node peak RSS through {FLOOD} padded 1 MB frames: {peak} MiB");
+    assert!(peak <= PEAK_MIB_AT_MOST, "the node held {peak} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_large_bulletins_is_held_to_its_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::pki(tmp.path(), "jp-mod,xx-node");
+    let key = common::signing_key(tmp.path(), "xx-node");
+    let flood = (0..LARGE).map(|n| delivery(&key, n, 700_000, 0)).collect();
+    let peak = peak_through(tmp.path(), flood).await;
+    eprintln!("node peak RSS through {LARGE} bulletins of 700 KB: {peak} MiB");
+    assert!(peak <= PEAK_MIB_AT_MOST, "the node held {peak} MiB");
 }

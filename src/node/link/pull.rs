@@ -131,13 +131,11 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         let (publishes, held): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
         let answers = publish::take_forwarded(shared, peer, publishes).await;
-        // Decided: each bulletin is now the storage thread's, or refused.
-        drop(held);
-        if verdicts
-            .send(seqs.into_iter().zip(answers).collect())
-            .await
-            .is_err()
-        {
+        // Each holds its budget until its answer is final: on its way to the storage
+        // thread it is still in this node's memory.
+        let verdict = seqs.into_iter().zip(answers).zip(held);
+        let verdict = verdict.map(|((seq, answer), held)| (seq, answer, held));
+        if verdicts.send(verdict.collect()).await.is_err() {
             break Ended::Again("a bulletin from the peer was not stored".into());
         }
     };
@@ -209,7 +207,7 @@ async fn read_deliveries(
 /// at the first that is not (the peer delivers it again) and says why.
 async fn acknowledge(
     mut send: quinn::SendStream,
-    mut taken: mpsc::Receiver<Vec<(u64, Forwarded)>>,
+    mut taken: mpsc::Receiver<Vec<(u64, Forwarded, Held)>>,
     shared: Arc<Shared>,
     peer: PartnerId,
 ) -> Option<String> {
@@ -218,7 +216,7 @@ async fn acknowledge(
         let mut acked = Vec::with_capacity(batch.len());
         let mut stopped = None;
         let (mut copies, mut refused) = (0, false);
-        for (seq, answer) in batch {
+        for (seq, answer, _held) in batch {
             let final_ = match answer {
                 Forwarded::Refused(code) => {
                     refused = true;
