@@ -7,8 +7,9 @@
 //! Kept in memory because TAXII's filters and "latest version" rule need to see the
 //! whole collection, which the store's segments cannot answer without decoding every
 //! bulletin. It holds only what some partner may read (bulletins shared with no one are
-//! left out), type names once, and is rebuilt from the store on the first request after
-//! a start (benches/README.md gives its size and the rebuild's time).
+//! left out), each id and type name once, the newest [`MAX_OBJECTS`] at most, and is
+//! rebuilt from the store on the first request after a start (benches/README.md gives
+//! its size and the rebuild's time).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,25 +89,78 @@ pub(crate) struct Page {
     pub next: Option<usize>,
 }
 
-/// Every STIX object of the stored bulletins indexed so far.
-#[derive(Default)]
+/// Objects the index holds at most (about 550 bytes each with what reading them costs:
+/// some 270 MiB). Beyond it the oldest leave the index, and TAXII serves the newest this
+/// many; QUIC subscriptions are not affected.
+pub(crate) const MAX_OBJECTS: usize = 500_000;
+
+/// The newest [`MAX_OBJECTS`] STIX objects of the stored bulletins indexed so far.
+/// Positions are absolute: an object keeps its position when older ones leave, so a
+/// `next` stays valid (a page after evicted ones starts at the oldest held).
 pub(crate) struct Index {
-    entries: Vec<Entry>,
+    entries: std::collections::VecDeque<Entry>,
+    /// The position of `entries[0]`.
+    base: usize,
     by_id: HashMap<Arc<str>, Vec<usize>>,
     /// Object types, each held once: there are few, and an entry names one.
     kinds: std::collections::HashSet<Arc<str>>,
     through: u64,
+    most: usize,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::holding_at_most(MAX_OBJECTS)
+    }
 }
 
 impl Index {
+    /// An empty index that holds `most` objects at most.
+    pub fn holding_at_most(most: usize) -> Index {
+        Index {
+            entries: Default::default(),
+            base: 0,
+            by_id: HashMap::new(),
+            kinds: Default::default(),
+            through: 0,
+            most: most.max(1),
+        }
+    }
+
     /// The last seq indexed.
     pub fn through(&self) -> u64 {
         self.through
     }
 
-    /// The entry at `position`.
+    /// The entry at `position`, if the index still holds it.
     pub fn get(&self, position: usize) -> Option<&Entry> {
-        self.entries.get(position)
+        self.entries.get(position.checked_sub(self.base)?)
+    }
+
+    /// The entry at `position`, which the index holds (a position it handed out).
+    fn at(&self, position: usize) -> &Entry {
+        &self.entries[position - self.base]
+    }
+
+    /// One past the newest position.
+    fn end(&self) -> usize {
+        self.base + self.entries.len()
+    }
+
+    /// Lets the oldest objects go while there are more than the index holds.
+    fn evict(&mut self) {
+        while self.entries.len() > self.most {
+            let Some(old) = self.entries.pop_front() else {
+                return;
+            };
+            if let Some(at) = self.by_id.get_mut(&old.id) {
+                at.retain(|p| *p != self.base);
+                if at.is_empty() {
+                    self.by_id.remove(&old.id);
+                }
+            }
+            self.base += 1;
+        }
     }
 
     /// Notes that `seq` was looked at and holds nothing to index.
@@ -138,7 +192,7 @@ impl Index {
             };
             let at_ms = stored.accepted_unix_ms.saturating_mul(1000);
             // After the previous entry, within this millisecond while there is room.
-            let added_us = match self.entries.last() {
+            let added_us = match self.entries.back() {
                 Some(prev) if prev.added_us >= at_ms => (prev.added_us + 1).min(at_ms + 999),
                 _ => at_ms,
             };
@@ -148,11 +202,9 @@ impl Index {
                 .and_then(|v| v.parse::<crate::timestamp::Timestamp>().ok())
                 .map(|t| t.unix_ms());
             let kind = self.kind(o.kind);
-            self.by_id
-                .entry(id.clone())
-                .or_default()
-                .push(self.entries.len());
-            self.entries.push(Entry {
+            let position = self.end();
+            self.by_id.entry(id.clone()).or_default().push(position);
+            self.entries.push_back(Entry {
                 seq: stored.seq,
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 added_us,
@@ -163,6 +215,7 @@ impl Index {
                 shared_with: shared_with.clone(),
             });
         }
+        self.evict();
     }
 
     /// The one copy of type name `kind`.
@@ -180,13 +233,13 @@ impl Index {
     /// and each object id's latest or first version is chosen once, so a page costs
     /// what it examines, however many versions an object has.
     pub fn page(&self, q: &Query, visible: &dyn Fn(&Entry) -> bool) -> Page {
-        let start = q.after.map_or(0, |a| a.saturating_add(1));
+        let start = q.after.map_or(0, |a| a.saturating_add(1)).max(self.base);
         let start = match q.added_after {
-            Some(t) => start.max(self.entries.partition_point(|e| e.added_us <= t)),
+            Some(t) => start.max(self.base + self.entries.partition_point(|e| e.added_us <= t)),
             None => start,
         };
         let candidates: Box<dyn Iterator<Item = usize>> = if q.ids.is_empty() {
-            Box::new(start..self.entries.len())
+            Box::new(start..self.end())
         } else {
             let mut at: Vec<usize> = q
                 .ids
@@ -220,7 +273,7 @@ impl Index {
     }
 
     fn matches(&self, p: usize, q: &Query, memo: &mut Memo) -> bool {
-        let e = &self.entries[p];
+        let e = self.at(p);
         if !q.types.is_empty() && !q.types.iter().any(|t| **t == *e.kind) {
             return false;
         }
@@ -238,21 +291,21 @@ impl Index {
     /// Of the visible entries with `p`'s id, the latest version (the later position
     /// winning a tie) and the first; worked out once per id and page.
     fn chosen(&self, p: usize, memo: &mut Memo) -> (Option<usize>, Option<usize>) {
-        let id = &self.entries[p].id;
+        let id = &self.at(p).id;
         if let Some(known) = memo.chosen.get(id) {
             return *known;
         }
         let (mut last, mut first): (Option<usize>, Option<usize>) = (None, None);
         for &at in self.by_id.get(id).into_iter().flatten() {
-            let e = &self.entries[at];
+            let e = self.at(at);
             if !memo.visible(e) {
                 continue;
             }
             let key = e.version_key();
-            if last.is_none_or(|b| key >= self.entries[b].version_key()) {
+            if last.is_none_or(|b| key >= self.at(b).version_key()) {
                 last = Some(at);
             }
-            if first.is_none_or(|b| key < self.entries[b].version_key()) {
+            if first.is_none_or(|b| key < self.at(b).version_key()) {
                 first = Some(at);
             }
         }

@@ -230,3 +230,44 @@ fn a_page_asks_about_each_bulletin_once_however_many_versions_an_object_has() {
         );
     }
 }
+
+/// Issue 25, defect 5: the index held every object of every bulletin. It holds the
+/// newest `most`; positions stay where they were, so a `next` from before still works.
+#[test]
+fn the_index_keeps_the_newest_objects_and_their_positions() {
+    let mut index = Index::holding_at_most(3);
+    for seq in 1..=5 {
+        // Objects 1 and 2 have a second version in bulletins 4 and 5.
+        let n = if seq > 3 { seq as u32 - 3 } else { seq as u32 };
+        let version = if seq > 3 { V2 } else { V1 };
+        index.add(&stored(seq, &["jp-cdc"], &[("indicator", n, version)]));
+    }
+    assert!(
+        index.get(0).is_none() && index.get(1).is_none(),
+        "the oldest left"
+    );
+    assert_eq!(index.get(4).map(|e| e.seq), Some(5));
+    let seqs = |q: &Query| -> Vec<u64> {
+        let page = index.page(q, &for_partner("jp-cdc"));
+        page.positions
+            .iter()
+            .filter_map(|p| index.get(*p))
+            .map(|e| e.seq)
+            .collect()
+    };
+    // The latest version of each object still held: object 3 (seq 3), 1 and 2 (4, 5).
+    assert_eq!(seqs(&query(10)), [3, 4, 5]);
+    // A `next` into what left starts at the oldest held.
+    let mut q = query(10);
+    q.after = Some(0);
+    assert_eq!(seqs(&q), [3, 4, 5]);
+    q.after = Some(3);
+    assert_eq!(seqs(&q), [5]);
+    // An id whose every version left is gone from the index, not kept empty.
+    let mut only = query(10);
+    only.ids = vec!["indicator--00000000-0000-4000-8000-000000000001".into()];
+    only.versions = Versions::All;
+    assert_eq!(seqs(&only), [4]);
+    assert!(index.by_id.values().all(|at| !at.is_empty()));
+    assert_eq!(index.by_id.len(), 3);
+}
