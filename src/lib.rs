@@ -1,8 +1,8 @@
 //! renkei (連携): a secure information-sharing broker for signed cyber-threat bulletins.
 //!
 //! The crate is a pure core (bulletins, identities, policy, audit) wrapped in a thin
-//! shell (QUIC transport, sled storage, CLI). `README.md` says where things are and
-//! `proto/README.md` gives the wire protocol.
+//! shell (QUIC transport, sled storage, CLI). `ARCHITECTURE.md` is the map of both,
+//! `proto/README.md` the wire protocol.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,6 +1,6 @@
 //! The sharing policy: for one bulletin and one partner, Share or Withhold(reason).
 //!
-//! The rules, applied in this order (DESIGN.md, TLP 2.0; proto/README.md has the table
+//! The rules, applied in this order (TLP 2.0; proto/README.md has the table
 //! of cases across hops):
 //! 1. never echo a bulletin to its origin, nor back to the relay that handed it over,
 //!    nor to a node on its path;

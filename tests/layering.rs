@@ -1,5 +1,5 @@
 //! The pure core stays pure: no module of it reaches for the network, the async
-//! runtime or the database, directly or through the shell's modules. (DESIGN.md: the
+//! runtime or the database, directly or through the shell's modules. (ARCHITECTURE.md: the
 //! decisions are synchronous functions with no sockets, no tokio and no clock reads
 //! inside; the shell only moves frames and bytes.)
 

@@ -57,7 +57,7 @@ enum Audience {
     OtherOnly,
 }
 
-/// The rules of DESIGN.md written as a flat table, independent of `decide`'s structure.
+/// The rules of proto/README.md §3 written as a flat table, independent of `decide`'s structure.
 fn expected(
     tlp: Tlp,
     role: Role,
