@@ -310,7 +310,9 @@ pub(crate) fn proxy_refusal(
     if role != Role::Liaison {
         return Some((
             ErrorCode::NotPermitted,
-            format!("{writer} is a {role}: only a liaison publishes, through QUIC or its inbox"),
+            format!(
+                "{writer} is a {role}: the node signs what an inbox takes only for a liaison desk"
+            ),
         ));
     }
     if !sharing.keyring.can_sign(writer, now) {
