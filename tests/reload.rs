@@ -418,6 +418,13 @@ via = ["nato-ccdcoe"]
 keys = [{ public = "KEY(ee-mod)" }]
 "#;
 
+/// Publishes `b` as the NATO relay, expecting UNKNOWN_ORIGIN.
+async fn unknown_origin(nato: &renkei::client::Client, b: proto::SignedBulletin) {
+    let r = nato.publish(b).await.unwrap();
+    let unknown = proto::ErrorCode::UnknownOrigin as i32;
+    assert_eq!(r.error, unknown, "{}", r.message);
+}
+
 /// A GREEN advisory from Tallinn's desk, which reaches jp-mod only through NATO.
 fn tallinn(fed: &Federation, title: &str) -> proto::SignedBulletin {
     fed.bulletin("ee-mod", Tlp::Green, Kind::Advisory, title, &[], &[])
@@ -477,16 +484,7 @@ async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
         "{}",
         reply.message
     );
-    let unknown = nato
-        .publish(tallinn(&fed, "after the reload"))
-        .await
-        .unwrap();
-    assert_eq!(
-        unknown.error,
-        proto::ErrorCode::UnknownOrigin as i32,
-        "{}",
-        unknown.message
-    );
+    unknown_origin(&nato, tallinn(&fed, "after the reload")).await;
     let us = fed.client("us-dod").await;
     let amber = fed.bulletin(
         "us-dod",
@@ -524,16 +522,7 @@ async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
     }
     fed.restart().await;
     let nato = fed.client("nato-ccdcoe").await;
-    let again = nato
-        .publish(tallinn(&fed, "after a restart"))
-        .await
-        .unwrap();
-    assert_eq!(
-        again.error,
-        proto::ErrorCode::UnknownOrigin as i32,
-        "{}",
-        again.message
-    );
+    unknown_origin(&nato, tallinn(&fed, "after a restart")).await;
     let auditor = fed.client("ca-audit").await;
     let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
     assert_eq!(loaded.last().unwrap().config_digest.as_ref(), &digest[..]);

@@ -112,16 +112,21 @@ fn start_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr, u16) 
     (served, addr.parse().unwrap(), port)
 }
 
+/// A QUIC client of jp-mod at `addr` with the certificate of `id`.
+async fn desk(dir: &Path, addr: std::net::SocketAddr, id: &str) -> Client {
+    let hub = "jp-mod".parse().unwrap();
+    connect_as(&dir.join("certs"), id, addr, &hub)
+        .await
+        .unwrap()
+}
+
 /// jp-cdc's records of `event` on the node's log, as its audit office reads them.
 async fn jp_cdc_records(
     dir: &Path,
     addr: std::net::SocketAddr,
     event: proto::AuditEvent,
 ) -> Vec<proto::AuditRecord> {
-    let hub = "jp-mod".parse().unwrap();
-    let auditor = connect_as(&dir.join("certs"), "audit-office", addr, &hub)
-        .await
-        .unwrap();
+    let auditor = desk(dir, addr, "audit-office").await;
     let page = auditor
         .audit_query(proto::AuditQuery {
             partner: "jp-cdc".into(),

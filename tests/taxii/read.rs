@@ -8,13 +8,10 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (served, addr, port) = start_hub(dir);
-    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
 
     // The US desk publishes over QUIC: five GREEN STIX bundles, one AMBER (beyond the
     // Japanese desk's clearance) and one plain-text note (no STIX to serve).
-    let us = connect_as(&dir.join("certs"), "us-dod", addr, &hub)
-        .await
-        .unwrap();
+    let us = desk(dir, addr, "us-dod").await;
     for n in 1..=5 {
         publish(&us, stix_bulletin(dir, n, Tlp::Green)).await;
     }
@@ -129,12 +126,9 @@ async fn huge_ids_and_large_objects_stay_bounded_in_records_and_pages() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (served, addr, port) = start_hub(dir);
-    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
 
     // Six GREEN bulletins of one 760 KB indicator each: 4.5 MB in all.
-    let us = connect_as(&dir.join("certs"), "us-dod", addr, &hub)
-        .await
-        .unwrap();
+    let us = desk(dir, addr, "us-dod").await;
     for n in 1..=6u32 {
         let o = json!({"type": "indicator", "spec_version": "2.1",
             "id": format!("indicator--20000000-0000-4000-8000-{n:012}"),
@@ -206,10 +200,7 @@ async fn what_was_withdrawn_from_a_partner_id_stays_withdrawn_through_taxii() {
     fs::write(dir.join("hub.toml"), &config).unwrap();
     let (served, addr) = serve(dir, "hub.toml");
     let addr: std::net::SocketAddr = addr.parse().unwrap();
-    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
-    let us = connect_as(&dir.join("certs"), "us-dod", addr, &hub)
-        .await
-        .unwrap();
+    let us = desk(dir, addr, "us-dod").await;
     publish(&us, stix_bulletin_to(dir, 7, Tlp::Red, &["jp-cdc"])).await;
     let read = |dir: &Path| {
         let (dir, python) = (dir.to_owned(), python.clone());

@@ -11,7 +11,6 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (served, addr, port) = start_hub(dir);
-    let hub: renkei::identity::PartnerId = "jp-mod".parse().unwrap();
 
     let object = |t: &str, n: u32, marking: Option<&str>| {
         let mut o = json!({"type": t, "spec_version": "2.1",
@@ -43,13 +42,11 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
 
     // The Australian desk (cleared for AMBER) receives two bulletins from the node, and
     // the node's own published key verifies them.
-    let au = connect_as(&dir.join("certs"), "au-dod", addr, &hub)
-        .await
-        .unwrap();
+    let au = desk(dir, addr, "au-dod").await;
     let mut sub = au.subscribe(0).await.unwrap();
     let mut keyring = renkei::identity::Keyring::new();
     let node_key: renkei::identity::PublicKey = common::public_key(dir, "jp-mod").parse().unwrap();
-    keyring.insert(hub.clone(), node_key, Default::default());
+    keyring.insert("jp-mod".parse().unwrap(), node_key, Default::default());
     let mut got = Vec::new();
     for _ in 0..2 {
         let d = tokio::time::timeout(PATIENCE, sub.next())
