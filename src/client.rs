@@ -330,6 +330,12 @@ impl Client {
         }
     }
 
+    /// A new stream with nothing written on it, for tools that write their own frames
+    /// (and tests that play a hostile partner).
+    pub async fn open_raw(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        Ok(self.conn.open_bi().await?)
+    }
+
     /// Sends raw bytes on a new stream and returns the first frame of the answer, for
     /// testing how a node treats malformed input.
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<Option<Server>, ClientError> {

@@ -78,6 +78,15 @@ pub enum FrameError {
     /// The stream ended inside a frame.
     #[error("the stream ended in the middle of a frame")]
     Truncated,
+    /// A frame's bytes stopped short: it did not arrive whole in time once its length
+    /// had (a peer trickling bytes to hold the room it was given).
+    #[error("a frame of {len} bytes did not arrive whole within {within:?} of its length prefix")]
+    TooSlow {
+        /// Announced length.
+        len: usize,
+        /// The deadline in force.
+        within: std::time::Duration,
+    },
     /// Reading failed (connection lost, stream reset).
     #[error("read: {0}")]
     Read(#[from] quinn::ReadError),
@@ -94,6 +103,7 @@ impl FrameError {
             FrameError::BadLength | FrameError::Malformed(_) | FrameError::Truncated => {
                 Some(proto::ErrorCode::MalformedFrame)
             }
+            FrameError::TooSlow { .. } => Some(proto::ErrorCode::FrameTooSlow),
             FrameError::Read(_) | FrameError::Write(_) => None,
         }
     }

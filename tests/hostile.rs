@@ -252,21 +252,6 @@ async fn a_megabyte_of_control_characters_leaves_a_record_of_bounded_size() {
     fed.stop().await;
 }
 
-/// The node's /metrics text.
-fn scrape(fed: &Federation) -> String {
-    use std::io::{Read as _, Write as _};
-    let admin = fed.node.as_ref().unwrap().admin_addr().unwrap();
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
 fn handshakes(metrics: &str, outcome: &str) -> u64 {
     let line = format!("renkei_handshakes_total{{outcome=\"{outcome}\"}} ");
     metrics
@@ -286,10 +271,10 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
     still_serving(&fed).await;
     still_serving(&fed).await;
     assert!(
-        handshakes(&scrape(&fed), "retried") >= 2,
+        handshakes(&fed.metrics(), "retried") >= 2,
         "each went through a Retry"
     );
-    assert_eq!(handshakes(&scrape(&fed), "refused"), 0);
+    assert_eq!(handshakes(&fed.metrics(), "refused"), 0);
     fed.stop().await;
 
     // With no room for handshakes at all, an attempt is refused before any work.
@@ -301,7 +286,7 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
         Err(_) => true,
     };
     assert!(refused, "no handshake, no connection");
-    assert!(handshakes(&scrape(&fed), "refused") >= 1);
+    assert!(handshakes(&fed.metrics(), "refused") >= 1);
     fed.stop().await;
 }
 

@@ -30,6 +30,10 @@ pub struct LimitsSection {
     pub partner_in_flight_mib: usize,
     /// The same for the whole node.
     pub node_in_flight_mib: usize,
+    /// Seconds a frame may take to arrive whole once its length prefix has; a stream
+    /// whose frame is slower is closed with FRAME_TOO_SLOW (its room in the budgets
+    /// must not be held by a partner trickling bytes).
+    pub frame_deadline_secs: u64,
 }
 
 /// Room for the SignedBulletin and frame envelopes around the largest bulletin.
@@ -47,6 +51,7 @@ impl Default for LimitsSection {
             stream_in_flight_mib: 16,
             partner_in_flight_mib: 64,
             node_in_flight_mib: 256,
+            frame_deadline_secs: 30,
         }
     }
 }
@@ -86,6 +91,12 @@ impl LimitsSection {
                 l.max_bulletin_bytes + FRAME_OVERHEAD
             ),
         ));
+        }
+        if l.frame_deadline_secs == 0 {
+            return Err((
+                "limits.frame_deadline_secs".into(),
+                "must be at least 1 second".into(),
+            ));
         }
         // Each budget must hold the largest frame, and each level the one below it.
         let frame_mib = l.max_frame_bytes.div_ceil(1 << 20);

@@ -18,6 +18,8 @@ pub struct Gauges {
     pub bulletins_stored: u64,
     /// Open connections per partner.
     pub connections_open: Vec<(String, u64)>,
+    /// KiB that frames in flight hold of the node's shared budget, and per partner.
+    pub in_flight_kib: (u64, Vec<(String, u64)>),
     /// Per partner that receives bulletins: its queue.
     pub queues: Vec<QueueGauge>,
     /// Frames read, written and refused by the process.
@@ -283,6 +285,22 @@ fn node_gauges(out: &mut String, gauges: &Gauges) {
             "renkei_connections_open{{partner=\"{}\"}} {n}",
             escape(partner)
         );
+    }
+    in_flight(out, gauges);
+}
+
+/// What frames in flight hold of the memory budgets (`[limits] *_in_flight_mib`).
+fn in_flight(out: &mut String, gauges: &Gauges) {
+    let (node, partners) = &gauges.in_flight_kib;
+    let metric = "renkei_in_flight_node_kib";
+    let help = "KiB of the node's in-flight budget that frames hold now (partners' floors aside).";
+    header(out, metric, help, "gauge");
+    let _ = writeln!(out, "{metric} {node}");
+    let metric = "renkei_in_flight_kib";
+    let help = "KiB that a partner's frames in flight hold now, its floor included.";
+    header(out, metric, help, "gauge");
+    for (partner, n) in partners {
+        let _ = writeln!(out, "{metric}{{partner=\"{}\"}} {n}", escape(partner));
     }
 }
 

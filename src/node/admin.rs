@@ -130,6 +130,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         v.sort();
         v
     };
+    let in_flight_kib = shared.book.budgets.in_use();
     let store = shared.storage.store.clone();
     let receivers: Vec<PartnerId> = {
         let sharing = shared.rules_in_force();
@@ -181,6 +182,7 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
             audit_checkpointed,
             bulletins_stored: store.head().ok()?,
             connections_open,
+            in_flight_kib,
             queues,
             frames,
             handshakes_retried,

@@ -1,31 +1,44 @@
-//! Memory budgets for publishes in flight: the bytes a partner's publishes hold from the
-//! moment a frame is read until its result has been written back, bounded per stream,
-//! per partner (all its connections together) and for the whole node. A stream that
-//! has used its share stops reading, so QUIC flow control pushes back on that
-//! publisher alone: a partner that pipelines large publishes and never reads its
-//! results holds at most its share, and the others keep being served.
+//! Memory budgets for frames in flight from a partner: the bytes its publishes (or a
+//! peer's deliveries) hold from the moment a frame's length is known until its result
+//! has been written back, bounded per stream, per partner (all its connections
+//! together) and for the whole node. A stream that has used its share stops reading, so
+//! QUIC flow control pushes back on that partner alone.
 //!
-//! Room for the largest frame is taken before a frame is read (so a half-received frame
-//! is inside the budget too) and cut to the frame's real size once it is decoded.
-//! Budgets count KiB. No I/O, no clock: tokio semaphores only.
+//! Room is taken as bytes arrive: once a frame's length prefix is in, for that length
+//! (a stream idle between frames holds nothing), and the frame must then arrive whole
+//! within a deadline, so a partner that trickles bytes holds its room for a bounded
+//! time and then loses the stream. Room is cut to the decoded size once decoded.
+//!
+//! Fairness: beyond the shared node budget, every partner has a floor of one largest
+//! frame that no other partner can take, so partners that fill the node cannot stop
+//! another from publishing. The node holds at most its budget plus one frame per
+//! partner with a frame in flight. Budgets count KiB.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::identity::PartnerId;
+use crate::transport::{FrameError, FrameReader};
 
 /// The node's budgets, in KiB.
 pub(crate) struct Budgets {
     node: Arc<Semaphore>,
     node_kib: usize,
-    partners: Mutex<HashMap<PartnerId, Arc<Semaphore>>>,
+    /// Each partner's share, and its floor beside the node's budget.
+    partners: Mutex<HashMap<PartnerId, ShareAndFloor>>,
     partner_kib: usize,
     stream_kib: usize,
-    /// Room taken before each frame is read: the largest frame.
+    /// The largest frame: the most one frame asks for, and each partner's floor.
     frame_kib: usize,
+    /// How long a frame may take to arrive once its length has.
+    deadline: Duration,
 }
+
+/// A partner's share of the node's budget, and its own floor beside it.
+type ShareAndFloor = (Arc<Semaphore>, Arc<Semaphore>);
 
 /// Sizes of the budgets, in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +47,8 @@ pub(crate) struct BudgetSizes {
     pub partner: usize,
     pub stream: usize,
     pub max_frame: usize,
+    /// How long a frame may take to arrive once its length prefix has.
+    pub frame_deadline: Duration,
 }
 
 fn kib(bytes: usize) -> usize {
@@ -49,26 +64,46 @@ impl Budgets {
             partner_kib: kib(sizes.partner),
             stream_kib: kib(sizes.stream),
             frame_kib: kib(sizes.max_frame),
+            deadline: sizes.frame_deadline,
         }
     }
 
-    /// A new publish stream's budget, within its partner's and the node's.
+    /// A new stream's budget, within its partner's and the node's.
     pub(crate) fn stream(&self, partner: &PartnerId) -> StreamBudget {
-        let partner = self
+        let (partner, floor) = self
             .partners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(partner.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.partner_kib)))
+            .or_insert_with(|| {
+                let share = Arc::new(Semaphore::new(self.partner_kib));
+                (share, Arc::new(Semaphore::new(self.frame_kib)))
+            })
             .clone();
         StreamBudget {
-            levels: [
-                (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
-                (partner, self.partner_kib),
-                (self.node.clone(), self.node_kib),
-            ],
+            stream: (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
+            partner: (partner, self.partner_kib),
+            node: self.node.clone(),
+            floor,
             frame_kib: self.frame_kib,
+            deadline: self.deadline,
         }
+    }
+
+    /// KiB in use now: of the node's budget (partners' floors aside), and per partner
+    /// (all it holds, floor included), for `/metrics`.
+    pub(crate) fn in_use(&self) -> (u64, Vec<(String, u64)>) {
+        let node = self.node_kib.saturating_sub(self.node.available_permits());
+        let partners = self.partners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut each: Vec<(String, u64)> = partners
+            .iter()
+            .map(|(id, (share, _))| {
+                let used = self.partner_kib.saturating_sub(share.available_permits());
+                (id.to_string(), used as u64)
+            })
+            .collect();
+        each.sort();
+        (node as u64, each)
     }
 
     /// KiB of the node's budget not in use.
@@ -78,28 +113,67 @@ impl Budgets {
     }
 }
 
-/// One publish stream's share, with its partner's and the node's behind it, each with
-/// its size (a reservation never asks any level for more than it has in all).
+/// One stream's share, with its partner's and the node's behind it, each with its
+/// size (a reservation never asks any level for more than it has in all).
 pub(crate) struct StreamBudget {
-    levels: [(Arc<Semaphore>, usize); 3],
+    stream: (Arc<Semaphore>, usize),
+    partner: (Arc<Semaphore>, usize),
+    node: Arc<Semaphore>,
+    /// The partner's own room beside the node's.
+    floor: Arc<Semaphore>,
     frame_kib: usize,
+    deadline: Duration,
 }
 
-/// Room held in every level for one publish in flight; given back when dropped.
+/// Room held in every level for one frame in flight; given back when dropped.
 pub(crate) struct Held(Vec<OwnedSemaphorePermit>);
 
+async fn take(sem: &Arc<Semaphore>, kib: usize) -> Option<OwnedSemaphorePermit> {
+    let n = u32::try_from(kib).unwrap_or(u32::MAX);
+    sem.clone().acquire_many_owned(n).await.ok()
+}
+
 impl StreamBudget {
-    /// Room for one more frame of the largest size, taken stream first, then partner,
-    /// then node (always in that order, so reservations cannot wait on each other in
-    /// a cycle). Waits until there is room; `None` if the node is stopping (closed).
-    pub(crate) async fn reserve(&self) -> Option<Held> {
-        let mut held = Vec::with_capacity(self.levels.len());
-        for (sem, size) in &self.levels {
-            let want = self.frame_kib.min(*size);
-            let n = u32::try_from(want).unwrap_or(u32::MAX);
-            held.push(sem.clone().acquire_many_owned(n).await.ok()?);
+    /// Room for a frame of `bytes`, taken stream first, then partner, then the node's
+    /// budget or the partner's floor, whichever has room first (always in that order,
+    /// so reservations cannot wait on each other in a cycle). Waits until there is
+    /// room; `None` if the budgets are closed.
+    pub(crate) async fn reserve(&self, bytes: usize) -> Option<Held> {
+        let want = kib(bytes).min(self.frame_kib);
+        let mut held = Vec::with_capacity(3);
+        for (sem, size) in [&self.stream, &self.partner] {
+            held.push(take(sem, want.min(*size)).await?);
         }
+        let node = tokio::select! {
+            biased;
+            p = take(&self.floor, want) => p?,
+            p = take(&self.node, want) => p?,
+        };
+        held.push(node);
         Some(Held(held))
+    }
+
+    /// The next frame of `recv`, with the room it holds: room for its length is taken
+    /// once the prefix has arrived, and from then the frame must arrive whole within
+    /// the deadline (`FrameError::TooSlow`). `None` when the stream ended between
+    /// frames (or the budgets are closed).
+    pub(crate) async fn next<M: prost::Message + Default>(
+        &self,
+        recv: &mut FrameReader,
+    ) -> Result<Option<(M, Held)>, FrameError> {
+        let Some(len) = recv.next_len().await? else {
+            return Ok(None);
+        };
+        let Some(held) = self.reserve(len).await else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.deadline, recv.next::<M>()).await {
+            Ok(frame) => Ok(frame?.map(|m| (m, held))),
+            Err(_) => Err(FrameError::TooSlow {
+                len,
+                within: self.deadline,
+            }),
+        }
     }
 }
 
@@ -121,32 +195,39 @@ mod tests {
     use super::*;
 
     const KIB: usize = 1024;
+    const FRAME: usize = 4 * KIB;
 
-    fn budgets() -> Budgets {
+    fn budgets(node_kib: usize) -> Budgets {
         Budgets::new(BudgetSizes {
-            node: 64 * KIB,
+            node: node_kib * KIB,
             partner: 16 * KIB,
             stream: 8 * KIB,
-            max_frame: 4 * KIB,
+            max_frame: FRAME,
+            frame_deadline: Duration::from_secs(1),
         })
+    }
+
+    async fn waits(reserve: impl std::future::Future<Output = Option<Held>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), reserve)
+            .await
+            .is_err()
     }
 
     #[tokio::test]
     async fn a_stream_holds_its_share_and_no_more() {
-        let b = budgets();
-        let hostile: PartnerId = "xx-mod".parse().unwrap();
-        let s = b.stream(&hostile);
-        // Two frames of the largest size fill the stream's 8 KiB.
-        let first = s.reserve().await.unwrap();
-        let second = s.reserve().await.unwrap();
-        let third = tokio::time::timeout(std::time::Duration::from_millis(50), s.reserve()).await;
-        assert!(third.is_err(), "the stream's share is used: it waits");
+        let b = budgets(64);
+        let s = b.stream(&"xx-mod".parse().unwrap());
+        // Two frames of the largest size fill the stream's 8 KiB: the first from the
+        // partner's floor, the second from the node's budget.
+        let first = s.reserve(FRAME).await.unwrap();
+        let mut second = s.reserve(FRAME).await.unwrap();
+        assert_eq!(b.node_free(), 64 - 4);
+        assert!(waits(s.reserve(FRAME)).await, "the stream's share is used");
         // A small frame gives back what it does not need: 3 of its 4 KiB.
-        let mut second = second;
         second.shrink_to(100);
-        assert_eq!(b.node_free(), 64 - 4 - 1);
+        assert_eq!(b.node_free(), 64 - 1);
         drop(first);
-        let third = tokio::time::timeout(std::time::Duration::from_secs(5), s.reserve())
+        let third = tokio::time::timeout(Duration::from_secs(5), s.reserve(FRAME))
             .await
             .expect("room again once the first is answered");
         drop((second, third));
@@ -154,21 +235,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn room_is_taken_for_the_frame_announced_not_the_largest() {
+        let b = budgets(64);
+        let s = b.stream(&"xx-mod".parse().unwrap());
+        let held: Vec<_> = [
+            s.reserve(FRAME).await, // the floor
+            s.reserve(1000).await,
+            s.reserve(1500).await,
+        ]
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+        assert_eq!(b.node_free(), 64 - 1 - 2);
+        drop(held);
+        assert_eq!(b.node_free(), 64);
+    }
+
+    #[tokio::test]
     async fn one_partner_cannot_take_the_node_from_the_others() {
-        let b = budgets();
+        let b = budgets(64);
         let hostile: PartnerId = "xx-mod".parse().unwrap();
         // Its streams together stop at the partner's 16 KiB.
         let streams: Vec<_> = (0..4).map(|_| b.stream(&hostile)).collect();
         let mut held = Vec::new();
         for s in &streams {
-            held.push(s.reserve().await.unwrap());
+            held.push(s.reserve(FRAME).await.unwrap());
         }
-        let more = streams[0].reserve();
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), more).await;
-        assert!(waited.is_err(), "16 KiB held: the partner waits");
-        assert_eq!(b.node_free(), 64 - 16);
-        // An honest partner still gets room at once.
+        assert!(waits(streams[0].reserve(FRAME)).await, "16 KiB held");
+        assert_eq!(b.node_free(), 64 - 12, "4 KiB of it from its floor");
         let honest = b.stream(&"jp-mod".parse().unwrap());
-        assert!(honest.reserve().await.is_some());
+        assert!(!waits(honest.reserve(FRAME)).await);
+    }
+
+    #[tokio::test]
+    async fn partners_that_fill_the_node_cannot_stop_another_publishing() {
+        // Issue 33, attack 2: five partners hold every byte of the node's budget.
+        let b = budgets(16);
+        let mut held = Vec::new();
+        for p in ["aa-mod", "bb-mod", "cc-mod", "dd-mod", "ee-mod"] {
+            let s = b.stream(&p.parse().unwrap());
+            held.push(s.reserve(FRAME).await.unwrap());
+            if let Ok(Some(h)) =
+                tokio::time::timeout(Duration::from_millis(50), s.reserve(FRAME)).await
+            {
+                held.push(h);
+            }
+        }
+        assert_eq!(b.node_free(), 0, "the node's budget is all taken");
+        let honest = b.stream(&"jp-mod".parse().unwrap());
+        let first = tokio::time::timeout(Duration::from_secs(5), honest.reserve(FRAME))
+            .await
+            .expect("the sixth partner's floor is its own");
+        assert!(
+            waits(honest.reserve(FRAME)).await,
+            "beyond its floor it waits"
+        );
+        drop(first);
+        assert!(!waits(honest.reserve(FRAME)).await);
     }
 }

@@ -231,7 +231,8 @@ pub(super) async fn serve_partner(
         tokio::select! {
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    streams.spawn(stream_task(send, recv, shared.clone(), partner.clone(), role).in_current_span());
+                    let task = stream_task(send, recv, conn.clone(), shared.clone(), partner.clone(), role);
+                    streams.spawn(task.in_current_span());
                 }
                 Err(e) => {
                     tracing::info!(reason = %e, "partner disconnected");
@@ -361,52 +362,71 @@ async fn refuse(
 async fn stream_task(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
+    conn: quinn::Connection,
     shared: Arc<Shared>,
     partner: PartnerId,
     role: Role,
 ) {
     let mut stop = shared.shutdown.clone();
-    // Every stream's first frame is read within the partner's budget, so opening every
-    // stream it may gives a partner no more room than one stream.
-    let budget = shared.book.budgets.stream(&partner);
-    let mut held = tokio::select! {
-        h = budget.reserve() => match h {
-            Some(h) => h,
-            None => return,
-        },
-        _ = stop.changed() => return,
-    };
     // The stream's frames after the first may already be in the buffer: it goes on to
     // the stream's handler.
     let mut recv =
         transport::FrameReader::new(recv, shared.limits.max_frame, shared.book.frames.clone());
-    let read = recv.next::<proto::ClientFrame>();
-    let first = tokio::select! {
-        r = tokio::time::timeout(shared.limits.first_frame, read) => r,
+    let announced = tokio::select! {
+        r = tokio::time::timeout(shared.limits.first_frame, recv.next_len()) => r,
         _ = stop.changed() => return,
     };
-    if let Ok(Ok(Some(f))) = &first {
-        held.shrink_to(prost::Message::encoded_len(f));
+    if announced.is_err() {
+        let msg = format!(
+            "no frame within {:?} of opening the stream",
+            shared.limits.first_frame
+        );
+        let code = proto::ErrorCode::UnexpectedFrame;
+        return transport::send_error(&mut send, code, msg, &shared.book.frames).await;
     }
-    let first = match first {
-        Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => return refuse(&shared, &partner, &mut send, recv.stream(), &e).await,
-        Err(_) => {
-            let msg = format!(
-                "no frame within {:?} of opening the stream",
-                shared.limits.first_frame
-            );
-            return transport::send_error(
-                &mut send,
-                proto::ErrorCode::UnexpectedFrame,
-                msg,
-                &shared.book.frames,
-            )
-            .await;
+    // Every stream's first frame is read within the partner's budget, so opening every
+    // stream it may gives a partner no more room than one stream.
+    let budget = shared.book.budgets.stream(&partner);
+    let first = tokio::select! {
+        r = budget.next::<proto::ClientFrame>(&mut recv) => r,
+        _ = stop.changed() => return,
+        _ = conn.closed() => return,
+    };
+    let (first, held) = match first {
+        Ok(Some((f, mut held))) => {
+            held.shrink_to(prost::Message::encoded_len(&f));
+            (f, held)
         }
+        Ok(None) => return,
+        Err(e) => return refuse(&shared, &partner, &mut send, recv.stream(), &e).await,
     };
     match frames::opening(first.frame, role, &partner) {
+        Opening::Publish(p) => {
+            let stream = publish::Stream {
+                budget,
+                send,
+                recv,
+                conn,
+            };
+            publish::run((p, held), stream, shared, partner, role).await
+        }
+        // Only a publish keeps its first frame's room: the others hold what they read.
+        other => {
+            drop(held);
+            serve_opening(other, send, recv, shared, (partner, role)).await
+        }
+    }
+}
+
+/// Serves a stream that opened with anything but a Publish.
+async fn serve_opening(
+    opening: Opening,
+    mut send: quinn::SendStream,
+    recv: transport::FrameReader,
+    shared: Arc<Shared>,
+    (partner, role): (PartnerId, Role),
+) {
+    match opening {
         Opening::Hello => {
             // A Hello also tells a peer that this end of a link is alive: it must not
             // wait behind a long group commit.
@@ -434,9 +454,7 @@ async fn stream_task(
             let _ = transport::write_frame(&mut send, &welcome, &shared.book.frames).await;
             let _ = send.finish();
         }
-        Opening::Publish(p) => {
-            publish::run((p, held), budget, send, recv, shared, partner, role).await
-        }
+        Opening::Publish(_) => {}
         Opening::Subscribe(s) => deliver::run(s, send, recv, shared, partner).await,
         Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
         Opening::NotPermitted(msg) => not_permitted(&shared, &partner, &mut send, &msg).await,

@@ -33,6 +33,7 @@ mod auditor;
 mod budget;
 mod connection;
 mod deliver;
+mod fair;
 mod frames;
 mod link;
 #[cfg(unix)]

@@ -146,28 +146,24 @@ enum FromPublisher {
     End(Option<(ErrorCode, String)>),
 }
 
-/// Reads a publish stream's frames into `out` until it ends, the node stops or the
-/// preparing half is gone. Reading apart from preparing is what makes batches: the
-/// publishes that arrive while one batch is verified are the next batch.
+/// Reads a publish stream's frames into `out` until it ends, the node stops, the
+/// connection is lost or the preparing half is gone. Reading apart from preparing is
+/// what makes batches: the publishes that arrive while one batch is verified are the
+/// next batch.
 async fn read_publishes(
     mut recv: FrameReader,
     budget: StreamBudget,
+    conn: quinn::Connection,
     mut stop: tokio::sync::watch::Receiver<bool>,
     out: mpsc::Sender<FromPublisher>,
 ) {
     loop {
-        // Room for the next frame before reading it: a publisher whose publishes hold
-        // its share waits here, and QUIC flow control holds it back.
-        let read = async {
-            let held = budget.reserve().await?;
-            let frame = recv.next::<proto::ClientFrame>().await;
-            Some((frame, held))
-        };
-        let (frame, mut held) = tokio::select! {
-            f = read => match f {
-                Some(f) => f,
-                None => return,
-            },
+        // Room for each frame once its length is known: a publisher whose publishes
+        // hold its share waits here, and QUIC flow control holds it back. A lost
+        // connection ends the wait, so its slot is free again.
+        let frame = tokio::select! {
+            f = budget.next::<proto::ClientFrame>(&mut recv) => f,
+            _ = conn.closed() => return,
             _ = stop.changed() => {
                 refuse_remaining(&mut recv, &out).await;
                 let _ = out.send(FromPublisher::End(None)).await;
@@ -175,7 +171,7 @@ async fn read_publishes(
             }
         };
         let item = match as_publish(&mut recv, frame) {
-            Ok(mut p) => {
+            Ok((mut p, mut held)) => {
                 // What it holds is what it counts: its own bytes, not the frame's.
                 if let Some(b) = p.bulletin.as_mut() {
                     crate::wire::detach(b);
@@ -197,10 +193,12 @@ async fn read_publishes(
 /// What a frame read from a publish stream means for it.
 fn as_publish(
     recv: &mut FrameReader,
-    frame: Result<Option<proto::ClientFrame>, transport::FrameError>,
-) -> Result<proto::Publish, Option<(ErrorCode, String)>> {
+    frame: Result<Option<(proto::ClientFrame, Held)>, transport::FrameError>,
+) -> Result<(proto::Publish, Held), Option<(ErrorCode, String)>> {
     match frame {
-        Ok(Some(f)) => super::frames::on_publish_stream(f).map_err(Some),
+        Ok(Some((f, held))) => super::frames::on_publish_stream(f)
+            .map(|p| (p, held))
+            .map_err(Some),
         Ok(None) => Err(None),
         Err(e) => match e.code() {
             Some(code) => {
@@ -216,22 +214,36 @@ fn as_publish(
 /// Publishes verified as one batch at most.
 const BATCH: usize = 64;
 
+/// A publish stream, as its first frame left it.
+pub(super) struct Stream {
+    /// The stream's room in its partner's and the node's budgets.
+    pub budget: StreamBudget,
+    pub send: quinn::SendStream,
+    pub recv: FrameReader,
+    /// The connection it belongs to: once lost, the stream stops waiting for room.
+    pub conn: quinn::Connection,
+}
+
 /// Runs a publish stream that opened with `first`.
 pub(super) async fn run(
     first: (proto::Publish, Held),
-    budget: StreamBudget,
-    send: quinn::SendStream,
-    recv: FrameReader,
+    stream: Stream,
     shared: Arc<Shared>,
     from: PartnerId,
     role: Role,
 ) {
+    let Stream {
+        budget,
+        send,
+        recv,
+        conn,
+    } = stream;
     let (replies, pending) = mpsc::channel::<Queued>(PIPELINE);
     let responder = tokio::spawn(respond(send, pending, shared.book.frames.clone()));
     let (queue, mut incoming) = mpsc::channel::<FromPublisher>(PIPELINE);
     let _ = queue.send(FromPublisher::Publish(first.0, first.1)).await;
     let stop = shared.shutdown.clone();
-    let reader = tokio::spawn(read_publishes(recv, budget, stop, queue));
+    let reader = tokio::spawn(read_publishes(recv, budget, conn, stop, queue));
     // Everything queued when a batch starts goes into it (up to BATCH): one publish when
     // the node keeps up, more as it falls behind, which is when batches pay.
     'stream: while let Some(item) = incoming.recv().await {
@@ -340,8 +352,12 @@ async fn queue_batch(
     let mut replies = Vec::with_capacity(batch.len());
     let sharing = shared.rules_in_force();
     let now = Timestamp::now();
-    for prepared in decide::decide_batch(&sharing, &shared.limits.bulletin, from, role, batch, now)
-    {
+    // Verifying is the node's shared work: it takes the partner's turn (fair::Turn).
+    let decided = {
+        let _turn = shared.book.fair.turn(from).await;
+        decide::decide_batch(&sharing, &shared.limits.bulletin, from, role, batch, now)
+    };
+    for prepared in decided {
         let reply = match prepared {
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
@@ -354,6 +370,7 @@ async fn queue_batch(
                 let request = Request::Bulletin {
                     bulletin,
                     reply: tx,
+                    slot: shared.book.fair.slot(from).await,
                 };
                 if shared.storage.commits.send(request).await.is_err() {
                     let stopped = StorageError::Stopped;

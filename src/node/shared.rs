@@ -85,6 +85,8 @@ pub(crate) struct ConnectionBook {
     pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
     /// Bytes publishes may hold in flight, per stream, per partner and in all.
     pub budgets: budget::Budgets,
+    /// Turns at verifying and places at the storage thread, fair between partners.
+    pub fair: super::fair::Fair,
     /// Connection attempts asked to prove their address, and refused, before any
     /// handshake work.
     pub handshakes: HandshakeCounts,
@@ -287,7 +289,9 @@ impl Shared {
                     partner: l.partner_in_flight_mib << 20,
                     stream: l.stream_in_flight_mib << 20,
                     max_frame: l.max_frame_bytes,
+                    frame_deadline: Duration::from_secs(l.frame_deadline_secs),
                 }),
+                fair: super::fair::Fair::new(cores(), t.commit_batch * 2),
                 handshakes: HandshakeCounts::default(),
                 anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
                 partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
@@ -298,4 +302,9 @@ impl Shared {
             shutdown,
         })
     }
+}
+
+/// Cores the node may use (one verifying turn each).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }

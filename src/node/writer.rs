@@ -17,6 +17,8 @@ use crate::timestamp::Timestamp;
 
 use super::space::{self, Admit, SpaceGauge, SpaceGuard};
 
+mod staging;
+
 /// Why the storage thread could not do what it was asked, in the terms its callers act
 /// on. [`StorageError::code`] and [`StorageError::to_peer`] are the one place that
 /// decides what a peer hears of it.
@@ -83,6 +85,8 @@ pub(crate) enum Request {
     Bulletin {
         bulletin: NewBulletin,
         reply: oneshot::Sender<Result<Outcome, StorageError>>,
+        /// Its publisher's place at the storage thread, given back once answered.
+        slot: Option<super::fair::Slot>,
     },
     /// Record an event and/or move a cursor; `done` hears when it is durable.
     Event {
@@ -167,77 +171,93 @@ enum Waiter {
 /// signing a last checkpoint, when every sender is dropped.
 pub(crate) fn spawn(
     w: Writer,
-    mut requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<Request>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("renkei-store".into())
-        .spawn(move || {
-            let mut checkpoints = Vec::new();
-            let mut backups = Vec::new();
-            let mut lost = Lost::default();
-            let mut guard = SpaceGuard::new(w.reserve);
-            while let Some(first) = requests.blocking_recv() {
-                let mut entries = Vec::with_capacity(w.max_batch);
-                let mut replies = Vec::with_capacity(w.max_batch);
-                let mut bytes = 0;
-                let mut next = Some(first);
-                while let Some(r) = next.take() {
-                    bytes += r.bytes();
-                    match r {
-                        Request::Bulletin { bulletin, reply } => {
-                            entries.push(Entry::Bulletin(bulletin));
-                            replies.push(Waiter::Bulletin(reply));
-                        }
-                        Request::Event {
-                            event,
-                            cursor,
-                            done,
-                        } => {
-                            entries.push(Entry::Event(event, cursor));
-                            replies.push(Waiter::Event(done));
-                        }
-                        Request::Checkpoint { reply } => checkpoints.push(reply),
-                        Request::Backup {
-                            out,
-                            taken_at,
-                            reply,
-                        } => backups.push((out, taken_at, reply)),
-                    }
-                    // A backup covers exactly what was sent before it.
-                    if backups.is_empty()
-                        && entries.len() < w.max_batch
-                        && bytes < MAX_SEGMENT_BYTES
-                    {
-                        next = requests.try_recv().ok();
-                    }
-                }
-                if !entries.is_empty() {
-                    make_room(&w, &mut guard, &mut entries, &mut replies, &mut lost);
-                }
-                if !entries.is_empty() {
-                    commit(&w, entries, replies, &mut lost);
-                }
-                let (size, signed) = w.store.audit_progress();
-                if !checkpoints.is_empty()
-                    || !backups.is_empty()
-                    || size >= signed.saturating_add(w.checkpoint_every)
-                {
-                    let result = w.store.sign_checkpoint(&w.signer);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "cannot sign an audit checkpoint");
-                    }
-                    for reply in checkpoints.drain(..).flatten() {
-                        let _ = reply.send(result.as_ref().map(|s| *s).map_err(StorageError::of));
-                    }
-                }
-                for (out, taken_at, reply) in backups.drain(..) {
-                    take_backup(&w, &out, taken_at, reply);
-                }
+        .spawn(move || run(w, requests))
+}
+
+/// The storage thread: whatever waits is taken off the channel into the waiting room
+/// (fair between partners), and each turn commits one group from it.
+fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
+    let mut waiting = staging::Staging::default();
+    let mut lost = Lost::default();
+    let mut guard = SpaceGuard::new(w.reserve);
+    loop {
+        if waiting.is_empty() {
+            match requests.blocking_recv() {
+                Some(r) => waiting.push(r),
+                None => break,
             }
-            if let Err(e) = w.store.sign_checkpoint(&w.signer) {
-                tracing::error!(error = %e, "cannot sign the last audit checkpoint");
+        }
+        while let Ok(r) = requests.try_recv() {
+            waiting.push(r);
+        }
+        let group = waiting.take(w.max_batch, MAX_SEGMENT_BYTES);
+        commit_group(&w, group, &mut guard, &mut lost);
+    }
+    if let Err(e) = w.store.sign_checkpoint(&w.signer) {
+        tracing::error!(error = %e, "cannot sign the last audit checkpoint");
+    }
+}
+
+/// Commits one group of requests with one flush, answers each, then signs a
+/// checkpoint if one is asked for or due, and takes the backups asked for.
+fn commit_group(w: &Writer, group: Vec<Request>, guard: &mut SpaceGuard, lost: &mut Lost) {
+    let mut entries = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    let (mut checkpoints, mut backups, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+    for r in group {
+        match r {
+            Request::Bulletin {
+                bulletin,
+                reply,
+                slot,
+            } => {
+                entries.push(Entry::Bulletin(bulletin));
+                replies.push(Waiter::Bulletin(reply));
+                slots.push(slot);
             }
-        })
+            Request::Event {
+                event,
+                cursor,
+                done,
+            } => {
+                entries.push(Entry::Event(event, cursor));
+                replies.push(Waiter::Event(done));
+            }
+            Request::Checkpoint { reply } => checkpoints.push(reply),
+            Request::Backup {
+                out,
+                taken_at,
+                reply,
+            } => backups.push((out, taken_at, reply)),
+        }
+    }
+    if !entries.is_empty() {
+        make_room(w, guard, &mut entries, &mut replies, lost);
+    }
+    if !entries.is_empty() {
+        commit(w, entries, replies, lost);
+    }
+    drop(slots);
+    let (size, signed) = w.store.audit_progress();
+    if !checkpoints.is_empty()
+        || !backups.is_empty()
+        || size >= signed.saturating_add(w.checkpoint_every)
+    {
+        let result = w.store.sign_checkpoint(&w.signer);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "cannot sign an audit checkpoint");
+        }
+        for reply in checkpoints.into_iter().flatten() {
+            let _ = reply.send(result.as_ref().map(|s| *s).map_err(StorageError::of));
+        }
+    }
+    for (out, taken_at, reply) in backups {
+        take_backup(w, &out, taken_at, reply);
+    }
 }
 
 /// Copies the database into `out` for a backup request and answers it. Everything

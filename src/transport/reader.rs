@@ -31,8 +31,8 @@ pub struct FrameReader {
 enum Parsed {
     /// A whole frame of this many bytes after a prefix of that many.
     Frame { prefix: usize, len: usize },
-    /// Not yet a whole frame.
-    Partial,
+    /// Not yet a whole frame; its length, once the prefix is whole.
+    Partial(Option<usize>),
 }
 
 impl FrameReader {
@@ -70,11 +70,43 @@ impl FrameReader {
                     Err(FrameError::Truncated)
                 };
             }
-            match self.recv.read_chunk(READ_CHUNK, true).await? {
-                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
-                None => self.finished = true,
-            }
+            self.fill().await?;
         }
+    }
+
+    /// The length of the next frame, once its prefix has arrived: what a reader must
+    /// find room for before it takes the frame. `None` when the stream ended cleanly
+    /// between frames. Reads ahead at most one chunk past the prefix.
+    pub async fn next_len(&mut self) -> Result<Option<usize>, FrameError> {
+        loop {
+            if let Parsed::Frame { len, .. } | Parsed::Partial(Some(len)) =
+                parse_prefix(&self.buf, self.max).inspect_err(|_| self.refused())?
+            {
+                return Ok(Some(len));
+            }
+            if self.finished {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    self.refused();
+                    Err(FrameError::Truncated)
+                };
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn refused(&self) {
+        self.counts.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads whatever has arrived into the buffer.
+    async fn fill(&mut self) -> Result<(), FrameError> {
+        match self.recv.read_chunk(READ_CHUNK, true).await? {
+            Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+            None => self.finished = true,
+        }
+        Ok(())
     }
 
     /// A frame already received in full, without waiting; `None` if there is none yet.
@@ -104,7 +136,7 @@ impl FrameReader {
 /// reused rather than reallocated.
 pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
     match parse_prefix(buf, max)? {
-        Parsed::Partial => Ok(None),
+        Parsed::Partial(_) => Ok(None),
         Parsed::Frame { prefix, len } => {
             buf.advance(prefix);
             let body = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
@@ -131,14 +163,14 @@ fn parse_prefix(buf: &[u8], max: usize) -> Result<Parsed, FrameError> {
             return Ok(if buf.len() - prefix >= len {
                 Parsed::Frame { prefix, len }
             } else {
-                Parsed::Partial
+                Parsed::Partial(Some(len))
             });
         }
     }
     if buf.len() >= 10 {
         Err(FrameError::BadLength)
     } else {
-        Ok(Parsed::Partial)
+        Ok(Parsed::Partial(None))
     }
 }
 
@@ -181,9 +213,15 @@ mod tests {
     #[test]
     fn a_frame_is_whole_only_when_its_last_byte_is_there() {
         let mut buf = prefix_of(300);
-        assert!(matches!(parse_prefix(&buf, 1000), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse_prefix(&buf, 1000),
+            Ok(Parsed::Partial(Some(300)))
+        ));
         buf.extend(std::iter::repeat_n(0, 299));
-        assert!(matches!(parse_prefix(&buf, 1000), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse_prefix(&buf, 1000),
+            Ok(Parsed::Partial(Some(300)))
+        ));
         buf.push(0);
         assert!(matches!(
             parse_prefix(&buf, 1000),
@@ -193,8 +231,11 @@ mod tests {
             })
         ));
         // A partial prefix is not an error yet.
-        assert!(matches!(parse_prefix(&buf[..1], 1000), Ok(Parsed::Partial)));
-        assert!(matches!(parse_prefix(&[], 1000), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse_prefix(&buf[..1], 1000),
+            Ok(Parsed::Partial(None))
+        ));
+        assert!(matches!(parse_prefix(&[], 1000), Ok(Parsed::Partial(None))));
     }
 
     #[test]
@@ -219,7 +260,7 @@ mod tests {
         assert_eq!(prefix_of(u64::MAX).len(), 10);
         assert!(matches!(
             parse_prefix(&prefix_of(u64::MAX), usize::MAX),
-            Ok(Parsed::Partial)
+            Ok(Parsed::Partial(Some(_)))
         ));
     }
 }

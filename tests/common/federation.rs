@@ -20,6 +20,19 @@ use renkei::transport::Timers;
 /// How long any single wait in a test may take before it counts as a failure.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Asks `check` again (a node's status, its log, its metrics) until it says yes or
+/// PATIENCE runs out.
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub struct Federation {
     pub dir: tempfile::TempDir,
     pub hub: PartnerId,
@@ -94,6 +107,18 @@ impl Federation {
         id: &str,
     ) -> Result<Client, renkei::client::ClientError> {
         connect_as(certs, id, self.addr(), &self.hub).await
+    }
+
+    /// The hub's /metrics text (its config must have an `[admin]` listener).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let admin = self.node.as_ref().unwrap().admin_addr().unwrap();
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        let get = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        s.write_all(get.as_bytes()).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
     }
 
     /// The signing key of partner `id`.

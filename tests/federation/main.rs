@@ -9,7 +9,7 @@ mod flood;
 mod hops;
 mod links;
 
-use common::federation::{sign_as, PATIENCE};
+use common::federation::{eventually, sign_as, PATIENCE};
 use common::peers::Mesh;
 use prost::Message as _;
 use renkei::bulletin::{Kind, Limits, Tlp, UnverifiedBulletin};
@@ -127,16 +127,4 @@ fn link(mesh: &Mesh, n: &str, peer: &str) -> serde_json::Value {
         .find(|l| l["peer"] == peer)
         .cloned()
         .unwrap_or_else(|| panic!("{n} has no link with {peer}"))
-}
-
-/// Asks `check` again (a node's status, its log) until it says yes or PATIENCE runs out.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {PATIENCE:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }

@@ -108,7 +108,7 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
     let (deliveries, mut incoming) = mpsc::channel(window as usize);
     let reader = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
     let budget = shared.book.budgets.stream(peer);
-    let reading = tokio::spawn(read_deliveries(reader, budget, deliveries));
+    let mut reading = tokio::spawn(read_deliveries(reader, budget, deliveries));
     let (verdicts, taken) = mpsc::channel(4);
     let acking = tokio::spawn(acknowledge(send, taken, shared.clone(), peer.clone()));
     let mut stop = shared.shutdown.clone();
@@ -118,7 +118,7 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
             _ = stop.changed() => break Ended::Over,
         };
         let Some(first) = first else {
-            break Ended::Again("the peer ended the subscription".into());
+            break ended_by_reader(shared, peer, &mut reading).await;
         };
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -158,46 +158,70 @@ fn as_publish(d: proto::Delivery) -> proto::Publish {
     }
 }
 
-/// Reads Delivery frames into `out` until the stream ends or fails. Each is read only
-/// once the peer's budget (its partner's share and the node's, as for a publish
-/// stream) has room for a frame of the largest size, and holds what it counts until it
-/// is decided: a peer that delivers faster than this node decides waits, held back by
-/// QUIC flow control, and cannot make the node hold more than the budgets allow.
+/// Why the subscription to the peer ended, once its reader has: a frame the peer
+/// should not have sent is recorded as its refusal, counted per partner like a
+/// publisher's.
+async fn ended_by_reader(
+    shared: &Shared,
+    peer: &PartnerId,
+    reading: &mut tokio::task::JoinHandle<Option<(proto::ErrorCode, String)>>,
+) -> Ended {
+    match reading.await {
+        Ok(Some((code, why))) => {
+            let event = crate::audit::record::Event::rejected(peer, None, code, &why);
+            shared.record_refusal(peer, event).await;
+            Ended::Again(format!("the peer's subscription was refused: {why}"))
+        }
+        _ => Ended::Again("the peer ended the subscription".into()),
+    }
+}
+
+/// Reads Delivery frames into `out` until the stream ends or fails. Each is read once
+/// the peer's budget (its partner's share and the node's, as for a publish stream) has
+/// room for it, and holds what it counts until it is decided: a peer that delivers
+/// faster than this node decides waits, held back by QUIC flow control, and cannot
+/// make the node hold more than the budgets allow. Ends with the refusal a frame
+/// earned, if one did.
 async fn read_deliveries(
     mut recv: FrameReader,
     budget: crate::node::budget::StreamBudget,
     out: mpsc::Sender<(proto::Delivery, Held)>,
-) {
+) -> Option<(proto::ErrorCode, String)> {
     loop {
-        let Some(mut held) = budget.reserve().await else {
-            return;
-        };
-        match recv.next::<proto::ServerFrame>().await {
-            Ok(Some(proto::ServerFrame {
-                frame: Some(ServerFrame::Delivery(mut d)),
-            })) => {
+        match budget.next::<proto::ServerFrame>(&mut recv).await {
+            Ok(Some((
+                proto::ServerFrame {
+                    frame: Some(ServerFrame::Delivery(mut d)),
+                },
+                mut held,
+            ))) => {
                 if let Some(b) = d.bulletin.as_mut() {
                     crate::wire::detach(b);
                 }
                 held.shrink_to(prost::Message::encoded_len(&d));
                 if out.send((d, held)).await.is_err() {
-                    return;
+                    return None;
                 }
             }
-            Ok(Some(proto::ServerFrame {
-                frame: Some(ServerFrame::Error(e)),
-            })) => {
+            Ok(Some((
+                proto::ServerFrame {
+                    frame: Some(ServerFrame::Error(e)),
+                },
+                _,
+            ))) => {
                 tracing::warn!(code = e.code, message = %e.message, "the peer ended the subscription");
-                return;
+                return None;
             }
-            Ok(Some(other)) => {
+            Ok(Some((other, _))) => {
                 tracing::warn!(frame = ?other.frame.map(|_| ()), "unexpected frame on a subscription to a peer");
-                return;
+                return None;
             }
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, "reading from the peer failed");
-                return;
+                let code = e.code()?;
+                let _ = recv.stream().stop(quinn::VarInt::from_u32(code as u32));
+                return Some((code, e.to_string()));
             }
         }
     }

@@ -184,6 +184,7 @@ async fn queue(
         let (tx, answer) = oneshot::channel();
         let (id, shared_with) = (bulletin.id, bulletin.shared_with.len());
         let request = Request::Bulletin {
+            slot: None,
             bulletin,
             reply: tx,
         };
