@@ -10,6 +10,7 @@
 
 mod crash;
 mod federation;
+mod hostile;
 mod node;
 mod partners;
 mod phases;
@@ -78,6 +79,9 @@ pub(crate) enum Phase {
     /// The TAXII 2.1 gateway: objects/s read by paging at up to 100,000 stored, and
     /// added through the inbox.
     Taxii,
+    /// An honest desk's publish latency and the node's memory under hostile partners:
+    /// padded frames, streams held open, five flooding.
+    Hostile,
     /// The node SIGKILLed under load and restarted `--cycles` times, then every
     /// promise checked (not in the default run: it measures survival, not speed).
     Crash,
@@ -354,10 +358,16 @@ fn prepare(a: &BenchArgs, dir: &Path) -> anyhow::Result<Setup> {
     }
     ids.push(pid(HUB)?);
     ids.push(pid(AUDITOR)?);
+    // The partners and hostile phases draw on the same partner ids.
+    let mut many = 0;
     if a.phases.contains(&Phase::Partners) {
-        for i in 0..a.partners {
-            ids.push(pid(&partners::partner_id(i))?);
-        }
+        many = a.partners;
+    }
+    if a.phases.contains(&Phase::Hostile) {
+        many = many.max(hostile::PARTNERS);
+    }
+    for i in 0..many {
+        ids.push(pid(&partners::partner_id(i))?);
     }
     for n in federation::LINE {
         ids.push(pid(n)?);
@@ -409,6 +419,9 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Taxii) {
         report["taxii"] = taxii::taxii(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Hostile) {
+        report["hostile"] = hostile::hostile(setup.clone()).await?;
     }
     if a.phases.contains(&Phase::Crash) {
         report["crash"] = crash::crash(setup.clone(), a.cycles).await?;

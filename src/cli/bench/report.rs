@@ -42,7 +42,33 @@ pub(super) fn print_table(r: &Value) {
     limit_lines(r);
     partners_lines(&r["partners"]);
     taxii_lines(&r["taxii"]);
+    hostile_lines(&r["hostile"]);
     crash_lines(&r["crash"]);
+}
+
+/// The hostile phase's lines: the honest desk's latency and the node's memory per
+/// attack.
+fn hostile_lines(h: &Value) {
+    if !h.is_object() {
+        return;
+    }
+    emitln!(
+        "  hostile partners: an honest desk's {} publishes, one at a time",
+        h["honest_publishes"]
+    );
+    for attack in ["none", "padded", "holders", "flooders"] {
+        let a = &h[attack];
+        let ms = |k: &str| a[k].as_f64().unwrap_or(f64::NAN);
+        emitln!(
+            "    {attack:<9} p50 {:>7.2} ms  p99 {:>7.2} ms ({:>5.1}× unloaded)  failed {}  node RSS peak {}, after {}",
+            ms("p50_ms"),
+            ms("p99_ms"),
+            a["p99_over_unloaded"].as_f64().unwrap_or(1.0),
+            a["failed"],
+            mib(&a["node_peak_rss_bytes"]),
+            mib(&a["node_rss_after_bytes"])
+        );
+    }
 }
 
 /// A byte count in MiB.
