@@ -530,7 +530,10 @@ impl Subscription<'_> {
 
     /// Acknowledges deliveries; they leave the queue.
     pub async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), ClientError> {
-        let frame = client_frame(ClientFrameKind::Ack(proto::Ack { seq: seqs }));
+        let frame = client_frame(ClientFrameKind::Ack(proto::Ack {
+            seq: seqs,
+            refused: vec![],
+        }));
         transport::write_frame(&mut self.send, &frame, &self.client.frames).await?;
         Ok(())
     }

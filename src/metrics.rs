@@ -193,6 +193,11 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
                 record.count.max(1),
             );
         }
+        AuditEvent::PeerRefused => one(
+            partner,
+            format!("peer_refused.{}", error_name(record.error)).into(),
+            1,
+        ),
         AuditEvent::BulletinDuplicate => one(partner, "duplicate".into(), 1),
         AuditEvent::Delivered => one(
             partner,

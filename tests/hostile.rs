@@ -104,7 +104,10 @@ async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
     assert!(err.contains("no message set"), "{err}");
     let ack = prost::Message::encode_length_delimited_to_vec(&renkei::proto::ClientFrame {
         frame: Some(renkei::proto::client_frame::Frame::Ack(
-            renkei::proto::Ack { seq: vec![1] },
+            renkei::proto::Ack {
+                seq: vec![1],
+                refused: vec![],
+            },
         )),
     });
     let err = uk.send_raw(&ack).await.unwrap_err().to_string();

@@ -91,6 +91,16 @@ impl Event {
         Event(r)
     }
 
+    /// Peer node `peer` took the delivery of stored bulletin `seq` but refused it, with
+    /// the code and words it gave.
+    pub fn peer_refused(peer: &PartnerId, seq: u64, code: i32, reason: &str) -> Event {
+        let mut r = base(AuditEvent::PeerRefused, peer);
+        r.bulletin_seqs = vec![seq];
+        r.error = code;
+        r.reason = reason.to_owned();
+        Event(r)
+    }
+
     /// `count` refusals of `partner` with `code` that were not recorded one by one (over
     /// the per-minute limit), in one record.
     pub fn refusals_counted(partner: &PartnerId, code: i32, count: u64) -> Event {

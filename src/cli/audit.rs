@@ -72,8 +72,9 @@ pub(super) fn parse_event(s: &str) -> Result<AuditEvent, String> {
     AuditEvent::from_str_name(&name)
         .filter(|e| *e != AuditEvent::Unspecified)
         .ok_or_else(|| {
-            let all: Vec<String> = (1..=11)
-                .filter_map(|n| AuditEvent::try_from(n).ok())
+            // Every event the protocol defines (its values run from 1 without a gap).
+            let all: Vec<String> = (1..)
+                .map_while(|n| AuditEvent::try_from(n).ok())
                 .map(event_name)
                 .collect();
             format!("{s:?} is not an audit event: use one of {}", all.join(", "))
@@ -487,4 +488,18 @@ pub(super) fn proof_json(
         "checkpoint": p.checkpoint,
         "verified": true,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_is_offered_and_taken() {
+        let refused = parse_event("no-such-event").unwrap_err();
+        for name in ["link_up", "link_down", "withdrawn", "peer_refused"] {
+            assert!(refused.contains(name), "{name} missing from {refused}");
+        }
+        assert_eq!(parse_event("peer-refused"), Ok(AuditEvent::PeerRefused));
+    }
 }

@@ -106,6 +106,15 @@ fn status_text(s: &operator::NodeStatus) -> String {
                 l.copies_received
             );
         }
+        if l.refused_by_peer > 0 {
+            out += &format!(
+                "\n  refused by {} (taken, not shared on; see PEER_REFUSED in the audit log): {}",
+                l.peer, l.refused_by_peer
+            );
+            if let Some(why) = &l.last_refusal {
+                out += &format!(", the last: {why}");
+            }
+        }
         if let Some(e) = &l.last_error {
             out += &format!("\n  last error: {e}");
             if !l.up && l.dial_failures > 0 {

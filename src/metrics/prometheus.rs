@@ -159,6 +159,12 @@ const FAMILIES: &[Family] = &[
         label: Some("error"),
     },
     Family {
+        prefix: "peer_refused.",
+        metric: "renkei_peer_refused_total",
+        help: "Deliveries a peer node took but refused, by its error.",
+        label: Some("error"),
+    },
+    Family {
         prefix: "duplicate",
         metric: "renkei_bulletins_duplicate_total",
         help: "Bulletins published again with the same digest.",

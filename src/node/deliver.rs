@@ -21,14 +21,17 @@ use crate::transport;
 use progress::Progress;
 
 enum FromClient {
-    Acks(Vec<u64>),
+    Acks(proto::Ack),
     Fatal(ErrorCode, String),
 }
 
+/// Longest words of a peer's refusal carried in an Ack (`Refusal.message`).
+pub(crate) const REFUSAL_MESSAGE_MAX: usize = 512;
+
 /// Largest Ack frame accepted: room for a window's worth of seqs (at most 11 bytes
-/// each with their tags) and the envelope.
+/// each with their tags), as many refusals with their words, and the envelope.
 fn ack_frame_limit(window: usize) -> usize {
-    64 + 11 * window
+    64 + window * (11 + 32 + REFUSAL_MESSAGE_MAX)
 }
 
 async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::Sender<FromClient>) {
@@ -36,7 +39,7 @@ async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::S
     loop {
         let msg = match recv.next::<proto::ClientFrame>().await {
             Ok(Some(f)) => match super::frames::on_subscribe_stream(f, window) {
-                Ok(seqs) => FromClient::Acks(seqs),
+                Ok(ack) => FromClient::Acks(ack),
                 Err((code, why)) => FromClient::Fatal(code, why),
             },
             Ok(None) => return,
@@ -146,10 +149,13 @@ pub(super) async fn run(
     // Whatever ended it, record the acks that already arrived, and wait until the
     // cursor is durable so that the partner's next subscription starts from it.
     let mut last = Vec::new();
-    while let Ok(FromClient::Acks(seqs)) = acks.try_recv() {
-        last.push(seqs);
+    while let Ok(FromClient::Acks(ack)) = acks.try_recv() {
+        last.push(ack);
     }
-    let event = p.take_acks(last, Timestamp::now());
+    for refusal in refusals(&shared, &partner, &p, &last) {
+        shared.record(refusal).await;
+    }
+    let event = p.take_acks(last.into_iter().map(|a| a.seq), Timestamp::now());
     let cursor = Some((partner.clone(), p.cursor.clone()));
     if let Err(e) = shared.commit_event(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
@@ -375,8 +381,8 @@ async fn deliver(
         }
         tokio::select! {
             msg = stream.acks.recv() => match msg {
-                Some(FromClient::Acks(seqs)) => {
-                    if let Some(end) = take_acks(shared, partner, stream, p, seqs).await {
+                Some(FromClient::Acks(ack)) => {
+                    if let Some(end) = take_acks(shared, partner, stream, p, ack).await {
                         return Ok(end);
                     }
                 }
@@ -396,28 +402,40 @@ async fn deliver(
     }
 }
 
-/// Takes `seqs` and every other Ack frame already here into one record with the cursor
+/// Takes `ack` and every other Ack frame already here into one record with the cursor
 /// it moves, so a subscriber acking one delivery at a time costs one record per
-/// wake-up, not one per delivery. `Some` when the subscription must end.
+/// wake-up, not one per delivery; a peer's refusals among them are recorded first.
+/// `Some` when the subscription must end.
 async fn take_acks(
     shared: &Shared,
     partner: &PartnerId,
     stream: &mut Stream<'_>,
     p: &mut Progress,
-    seqs: Vec<u64>,
+    ack: proto::Ack,
 ) -> Option<End> {
-    let mut batches = vec![seqs];
+    let mut batches = vec![ack];
     let mut then = None;
     while let Ok(more) = stream.acks.try_recv() {
         match more {
-            FromClient::Acks(seqs) => batches.push(seqs),
+            FromClient::Acks(ack) => batches.push(ack),
             FromClient::Fatal(code, message) => {
                 then = Some(End::Error(code, message));
                 break;
             }
         }
     }
-    if let Some(event) = p.take_acks(batches, Timestamp::now()) {
+    for refusal in refusals(shared, partner, p, &batches) {
+        let request = Request::Event {
+            event: Some(refusal),
+            cursor: None,
+            done: None,
+        };
+        if shared.storage.commits.send(request).await.is_err() {
+            return Some(End::Abort);
+        }
+    }
+    let seqs = batches.into_iter().map(|a| a.seq);
+    if let Some(event) = p.take_acks(seqs, Timestamp::now()) {
         let request = Request::Event {
             event: Some(event),
             cursor: Some((partner.clone(), p.cursor.clone())),
@@ -428,6 +446,40 @@ async fn take_acks(
         }
     }
     then
+}
+
+/// The records of a peer's refusals in `acks`: only of deliveries in flight to it that
+/// the same Ack acknowledges (anything else is not the peer's to refuse). Counted on
+/// the peer's link.
+fn refusals(
+    shared: &Shared,
+    peer: &PartnerId,
+    p: &Progress,
+    acks: &[proto::Ack],
+) -> Vec<crate::audit::record::Event> {
+    let mut events = Vec::new();
+    let mut last = None;
+    for ack in acks {
+        for r in &ack.refused {
+            if !ack.seq.contains(&r.seq) || !p.in_flight(r.seq) {
+                continue;
+            }
+            let code = ErrorCode::try_from(r.code).map_or("unknown code", |c| c.as_str_name());
+            let why = format!(
+                "{code}: {}",
+                crate::text::bounded(&r.message, REFUSAL_MESSAGE_MAX)
+            );
+            events.push(crate::audit::record::Event::peer_refused(
+                peer, r.seq, r.code, &why,
+            ));
+            last = Some(why);
+        }
+    }
+    if let Some(why) = last {
+        tracing::warn!(%peer, refused = events.len(), last = %why, "the peer refused deliveries it took");
+        shared.links.count_refused(peer, events.len() as u64, why);
+    }
+    events
 }
 
 #[cfg(test)]

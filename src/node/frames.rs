@@ -89,14 +89,17 @@ pub(super) fn on_publish_stream(
 pub(super) fn on_subscribe_stream(
     frame: proto::ClientFrame,
     window: usize,
-) -> Result<Vec<u64>, (ErrorCode, String)> {
+) -> Result<proto::Ack, (ErrorCode, String)> {
     match frame.frame {
-        Some(Frame::Ack(ack)) if ack.seq.len() <= window => Ok(ack.seq),
+        Some(Frame::Ack(ack)) if ack.seq.len() <= window && ack.refused.len() <= window => {
+            Ok(ack)
+        }
         Some(Frame::Ack(ack)) => Err((
             ErrorCode::MalformedFrame,
             format!(
-                "an Ack may name at most the window of {window} seqs, this one names {}",
-                ack.seq.len()
+                "an Ack may name at most the window of {window} seqs, this one names {} ({} refused)",
+                ack.seq.len(),
+                ack.refused.len()
             ),
         )),
         None => Err(refused(empty())),

@@ -54,6 +54,8 @@ pub struct LinkStatus {
     /// Bulletins the peer forwarded that this node had stored already (acknowledged,
     /// not recorded: in a mesh most bulletins arrive more than once).
     pub copies: u64,
+    /// Deliveries the peer took but refused, and the last refusal's code and words.
+    pub refused_by_peer: (u64, Option<String>),
     /// The peer's queue towards this node as it last said (bulletins, and the age of
     /// the oldest in milliseconds), while the link is up.
     pub from_peer: Option<(u64, u64)>,
@@ -117,6 +119,7 @@ impl LinkBook {
                 last_error: None,
                 failures: 0,
                 copies: 0,
+                refused_by_peer: (0, None),
                 from_peer: None,
                 max_frame: None,
             },
@@ -285,6 +288,16 @@ impl LinkBook {
         self.with(|links| {
             if let Some(link) = links.get_mut(peer) {
                 link.status.copies += n;
+            }
+        })
+    }
+
+    /// The peer took deliveries but refused `n` of them, the last for `why`.
+    pub(crate) fn count_refused(&self, peer: &PartnerId, n: u64, why: String) {
+        self.with(|links| {
+            if let Some(link) = links.get_mut(peer) {
+                link.status.refused_by_peer.0 += n;
+                link.status.refused_by_peer.1 = Some(why);
             }
         })
     }

@@ -288,8 +288,8 @@ pub(super) async fn run(
 
 /// What a bulletin a peer node forwarded came to, as far as its acknowledgement needs.
 pub(super) enum Forwarded {
-    /// Refused now, with this code.
-    Refused(ErrorCode),
+    /// Refused now, with this code and these words.
+    Refused(ErrorCode, String),
     /// Accepted by verification and policy; waiting for its commit.
     Committing(oneshot::Receiver<Result<Outcome, StorageError>>),
 }
@@ -301,16 +301,17 @@ pub(super) async fn take_forwarded(
     from: &PartnerId,
     batch: Vec<proto::Publish>,
 ) -> Vec<Forwarded> {
-    let refused = |r: &proto::PublishResult| {
-        Forwarded::Refused(ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal))
+    let refused = |r: proto::PublishResult| {
+        let code = ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal);
+        Forwarded::Refused(code, r.message)
     };
     queue_batch(shared, from, Role::Relay, batch)
         .await
         .into_iter()
         .map(|p| match p {
-            Pending::Ready(r) => refused(&r),
+            Pending::Ready(r) => refused(r),
             Pending::Committing(_, outcome) => Forwarded::Committing(outcome),
-            Pending::Fatal(code, _) => Forwarded::Refused(code),
+            Pending::Fatal(code, message) => Forwarded::Refused(code, message),
         })
         .collect()
 }

@@ -305,6 +305,35 @@ async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
     let stored = records(&mesh, "us-dod", AuditEvent::BulletinAccepted).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].partner, "jp-mod");
+    // Issue 32: the refusal comes back over the link. au-dod, whose copy it was, has it
+    // on its own record (it recorded the delivery as acked and nothing more before),
+    // and says so in its status.
+    let mut heard = Vec::new();
+    eventually("au-dod hears us-dod's refusal", async || {
+        heard = records(&mesh, "au-dod", AuditEvent::PeerRefused).await;
+        !heard.is_empty()
+    })
+    .await;
+    assert_eq!(heard[0].partner, "us-dod");
+    assert_eq!(heard[0].error, ErrorCode::NotViaPeer as i32);
+    assert!(
+        heard[0].reason.starts_with("ERROR_CODE_NOT_VIA_PEER: ")
+            && heard[0]
+                .reason
+                .contains("through jp-mod, not through au-dod"),
+        "{}",
+        heard[0].reason
+    );
+    let accepted = records(&mesh, "au-dod", AuditEvent::BulletinAccepted).await;
+    assert_eq!(heard[0].bulletin_seqs, accepted[0].bulletin_seqs);
+    let to_us = link(&mesh, "au-dod", "us-dod");
+    assert_eq!(to_us["refused_by_peer"], 1, "{to_us}");
+    assert!(
+        to_us["last_refusal"]
+            .as_str()
+            .is_some_and(|w| w.contains("NOT_VIA_PEER")),
+        "{to_us}"
+    );
     for c in [jp, us] {
         c.close().await;
     }

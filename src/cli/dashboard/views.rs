@@ -435,9 +435,75 @@ pub(super) async fn links(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
     } else {
         ""
     };
+    let (refused, more) = peer_refusals(d).await?;
+    let more = if more {
+        "<p class=\"bad\">More refusals are on the log than this page reads (50,000).</p>"
+    } else {
+        ""
+    };
     let body = format!(
-        "<p>Each peer node's link as the node's log last recorded it.</p>{note}{}",
-        t.to_html(&csv_href("/links", p, "links"))
+        "<p>Each peer node's link as the node's log last recorded it.</p>{note}{}\
+         <h2>Deliveries refused by peers</h2><p>Bulletins a peer node took but would not \
+         share on (PEER_REFUSED), by peer and its reason: fix the origin, key or rule it \
+         names on that side.</p>{more}{}",
+        t.to_html(&csv_href("/links", p, "links")),
+        refused.to_html(&csv_href("/links", p, "refusals"))
     );
-    Ok(shown(p, "Peer links".into(), &[&t], body))
+    Ok(shown(p, "Peer links".into(), &[&t, &refused], body))
+}
+
+/// PEER_REFUSED records by peer and error: how many, when the last, and its words;
+/// `true` if the log holds more than a bounded walk reads.
+async fn peer_refusals(d: &Dash) -> anyhow::Result<(Table, bool)> {
+    let mut by: BTreeMap<(String, i32), (u64, proto::AuditRecord)> = BTreeMap::new();
+    let mut after = None;
+    for _ in 0..50 {
+        let q = proto::AuditQuery {
+            event: AuditEvent::PeerRefused as u32,
+            after,
+            limit: 1000,
+            ..Default::default()
+        };
+        let page = d.ask(async |c| c.audit_query(q).await).await?;
+        for bytes in &page.records {
+            let r = proto::AuditRecord::decode(bytes.as_ref())?;
+            let entry = by
+                .entry((r.partner.clone(), r.error))
+                .or_insert((0, r.clone()));
+            entry.0 += 1;
+            entry.1 = r;
+        }
+        match page.next_after {
+            Some(n) => after = Some(n),
+            None => {
+                return Ok((refusal_table(by), false));
+            }
+        }
+    }
+    Ok((refusal_table(by), true))
+}
+
+fn refusal_table(by: BTreeMap<(String, i32), (u64, proto::AuditRecord)>) -> Table {
+    let mut t = Table::new(
+        "refusals",
+        &["peer", "error", "refused", "last", "why (the last)"],
+    );
+    for ((peer, error), (n, r)) in by {
+        let error = proto::ErrorCode::try_from(error).map_or_else(
+            |_| error.to_string(),
+            |e| {
+                e.as_str_name()
+                    .trim_start_matches("ERROR_CODE_")
+                    .to_ascii_lowercase()
+            },
+        );
+        t.rows.push(vec![
+            peer,
+            error,
+            n.to_string(),
+            Timestamp::from_unix_ms(r.time_unix_ms).fixed(),
+            r.reason,
+        ]);
+    }
+    t
 }

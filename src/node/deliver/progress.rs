@@ -51,6 +51,11 @@ impl Progress {
         }
     }
 
+    /// Whether `seq` was delivered and is not acknowledged yet.
+    pub(super) fn in_flight(&self, seq: u64) -> bool {
+        self.unacked.contains_key(&seq)
+    }
+
     /// How many bulletins the next page may hold (0: the window is full).
     pub(super) fn room(&self) -> usize {
         self.window

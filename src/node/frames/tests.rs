@@ -68,13 +68,18 @@ fn what_no_stream_may_open_with_is_refused_with_its_code() {
 fn a_stream_carries_only_its_own_frames_after_the_first() {
     let frame = |f| proto::ClientFrame { frame: f };
     assert!(on_publish_stream(frame(Some(Frame::Publish(proto::Publish::default())))).is_ok());
-    let ack = || Frame::Ack(proto::Ack { seq: vec![1, 2, 3] });
+    let ack = || {
+        Frame::Ack(proto::Ack {
+            seq: vec![1, 2, 3],
+            refused: vec![],
+        })
+    };
     assert_eq!(
         on_publish_stream(frame(Some(ack()))).unwrap_err().0,
         ErrorCode::UnexpectedFrame
     );
     assert_eq!(
-        on_subscribe_stream(frame(Some(ack())), 3).unwrap(),
+        on_subscribe_stream(frame(Some(ack())), 3).unwrap().seq,
         [1, 2, 3]
     );
     assert_eq!(

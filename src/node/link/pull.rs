@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::identity::PartnerId;
 use crate::node::budget::Held;
+use crate::node::deliver::REFUSAL_MESSAGE_MAX;
 use crate::node::publish::{self, Forwarded};
 use crate::node::Shared;
 use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
@@ -239,12 +240,20 @@ async fn acknowledge(
     while let Some(batch) = taken.recv().await {
         let mut acked = Vec::with_capacity(batch.len());
         let mut stopped = None;
-        let (mut copies, mut refused) = (0, false);
+        let (mut copies, mut refused) = (0, Vec::new());
         for (seq, answer, _held) in batch {
             let final_ = match answer {
-                Forwarded::Refused(code) => {
-                    refused = true;
-                    rules::is_final(Some(code))
+                Forwarded::Refused(code, message) => {
+                    let final_ = rules::is_final(Some(code));
+                    if final_ {
+                        // The sender hears why: taken, but not shared on from here.
+                        refused.push(proto::Refusal {
+                            seq,
+                            code: code as i32,
+                            message: cut(&message, REFUSAL_MESSAGE_MAX),
+                        });
+                    }
+                    final_
                 }
                 Forwarded::Committing(outcome) => match outcome.await {
                     Ok(Ok(Outcome::Duplicate(_))) => {
@@ -264,13 +273,16 @@ async fn acknowledge(
         shared.links.count_copies(&peer, copies);
         // A refusal's record is only queued for the storage thread: it must be durable
         // before the peer, told the delivery was taken, drops it.
-        if refused && shared.commit_event(None, None).await.is_err() {
+        if !refused.is_empty() && shared.commit_event(None, None).await.is_err() {
             return Some("a refusal could not be recorded".into());
         }
         shared.links.count_acked(&peer, acked.len() as u64);
         if !acked.is_empty() {
             let ack = proto::ClientFrame {
-                frame: Some(ClientFrame::Ack(proto::Ack { seq: acked })),
+                frame: Some(ClientFrame::Ack(proto::Ack {
+                    seq: acked,
+                    refused,
+                })),
             };
             if transport::write_frame(&mut send, &ack, &frames)
                 .await
@@ -286,4 +298,13 @@ async fn acknowledge(
     }
     let _ = send.finish();
     None
+}
+
+/// `text` cut at a character boundary to at most `max` bytes.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
 }

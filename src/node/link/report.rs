@@ -37,6 +37,13 @@ pub struct LinkReport {
     pub dial_failures: u32,
     /// Bulletins the peer forwarded that were stored already.
     pub copies_received: u64,
+    /// Deliveries the peer took but refused since this node started (each recorded as
+    /// PEER_REFUSED).
+    #[serde(default)]
+    pub refused_by_peer: u64,
+    /// The last of those refusals: the peer's code and words.
+    #[serde(default)]
+    pub last_refusal: Option<String>,
     /// This node's queue towards the peer.
     pub to_peer: QueueReport,
     /// The peer's queue towards this node, as the peer says (while the link is up).
@@ -82,6 +89,8 @@ pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
             last_error: l.last_error,
             dial_failures: l.failures,
             copies_received: l.copies,
+            refused_by_peer: l.refused_by_peer.0,
+            last_refusal: l.refused_by_peer.1,
             to_peer: QueueReport {
                 depth: to.depth,
                 oldest_ms: to.oldest_age_ms,
