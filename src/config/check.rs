@@ -567,6 +567,17 @@ fn partner_checks(cfg: &NodeConfig, out: &mut Vec<Finding>) {
                 format!("{} {} has no signing keys: {consequence}", p.role, p.id),
             ));
         }
+        if p.role == Role::Relay && p.address.is_none() {
+            out.push(Finding::warning(
+                format!("partner[{i}].address"),
+                format!(
+                    "relay {} has no address, so it is not a peer node: this node never dials it \
+                     nor opens streams to it, and nothing queued here reaches it unless it \
+                     connects and subscribes (give its node's HOST:PORT to peer with it)",
+                    p.id
+                ),
+            ));
+        }
     }
 }
 

@@ -137,6 +137,10 @@ pub fn add_partner(
         table["keys"] = toml_edit::Item::Value(toml_edit::Value::Array(keys));
     }
     table["tls_fingerprint"] = toml_edit::value(card.tls_fingerprint.to_string());
+    // A relay whose card gives its node's address is a peer node: this node dials it.
+    if let (Role::Relay, Some(address)) = (new.role, card.address.as_deref()) {
+        table["address"] = toml_edit::value(address);
+    }
     let from = card
         .address
         .as_deref()
@@ -249,6 +253,34 @@ mod tests {
         let cfg = NodeConfig::parse(&edited, Path::new("n.toml")).unwrap();
         assert!(cfg.partners[0].keys.is_empty());
         assert!(edited.starts_with(&first));
+    }
+
+    #[test]
+    fn a_relay_whose_card_gives_its_address_is_dialled() {
+        // Issue 32, item 2: the address was only written in a comment.
+        let (us, old) = (
+            PublicKey::of(&generate_signing_key()),
+            PublicKey::of(&generate_signing_key()),
+        );
+        let relay = NewPartner {
+            role: Role::Relay,
+            clearance: Some(Tlp::Amber),
+            groups: vec![],
+            kinds: None,
+        };
+        let peer = card("mod-fr", PublicKey::of(&generate_signing_key()));
+        let edited = add_partner(&node(&us, &old), Path::new("n.toml"), &peer, &relay).unwrap();
+        let cfg = NodeConfig::parse(&edited, Path::new("n.toml")).unwrap();
+        let p = cfg.partner(&peer.id).unwrap();
+        assert_eq!(
+            p.peer_address().map(|a| a.to_string()),
+            Some("192.0.2.7:4433".into())
+        );
+        // A liaison's card address is its node's, not one to dial.
+        let desk = card("mod-de", PublicKey::of(&generate_signing_key()));
+        let edited = add_partner(&edited, Path::new("n.toml"), &desk, &liaison()).unwrap();
+        let cfg = NodeConfig::parse(&edited, Path::new("n.toml")).unwrap();
+        assert!(cfg.partner(&desk.id).unwrap().address.is_none());
     }
 
     #[test]

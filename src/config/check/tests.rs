@@ -228,8 +228,9 @@ fn partners_that_could_not_publish_are_warned_about() {
     let findings = check(&cfg, &p.files, now());
     assert_eq!(
         fields(&findings, Severity::Warning),
-        ["partner[1].keys", "partner[2].keys"]
+        ["partner[1].keys", "partner[2].keys", "partner[2].address"]
     );
+    assert!(findings[2].problem.contains("relay c has no address"));
     assert!(findings[0]
         .problem
         .contains("liaison b has no signing keys"));
