@@ -137,8 +137,10 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
         again.stderr
     );
     // Restored as another node's (checked with another key), it is refused and leaves
-    // nothing a node could start on.
+    // nothing a node could start on. The key is given as a .pub file, as `keygen`
+    // writes it (issue 32: only the ed25519: text was taken).
     let us_key = renkei::identity::PublicKey::of(fed.key("us-dod")).to_string();
+    std::fs::write(dir.join("us-dod.pub"), format!("{us_key}\n")).unwrap();
     let foreign = renkei(
         dir,
         &[
@@ -148,7 +150,7 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
             "--data-dir",
             "elsewhere",
             "--key",
-            &us_key,
+            "us-dod.pub",
         ],
     );
     assert!(

@@ -347,8 +347,7 @@ pub(super) fn verify(args: VerifyArgs<'_>) -> anyhow::Result<()> {
     let pinned = key.is_some();
     let key = match key {
         Some(k) => {
-            let pinned: crate::identity::PublicKey =
-                k.parse().map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+            let pinned = super::public_key_arg("--key", k)?;
             if pinned.verifying_key() != &named {
                 bail!("the export is signed by another key than --key: it is not this node's log");
             }

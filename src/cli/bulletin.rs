@@ -11,7 +11,7 @@ use super::BulletinFields;
 use crate::bulletin::{self, BulletinId, Digest, Limits, UnverifiedBulletin};
 use crate::config::NodeConfig;
 use crate::files::{self, Access};
-use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
+use crate::identity::{self, Keyring, PartnerId, Validity};
 use crate::proto;
 use crate::timestamp::Timestamp;
 
@@ -105,14 +105,6 @@ fn read_signed(file: &Path) -> anyhow::Result<Bytes> {
 }
 
 /// Reads a public key given as text or as a file holding the text.
-fn read_pubkey(arg: &str) -> anyhow::Result<PublicKey> {
-    if arg.trim_start().starts_with("ed25519:") {
-        return Ok(arg.parse()?);
-    }
-    let text = files::read_text(Path::new(arg))?;
-    text.parse().with_context(|| arg.to_owned())
-}
-
 pub(super) fn verify(
     pubkey: Option<&str>,
     config: Option<&Path>,
@@ -124,7 +116,7 @@ pub(super) fn verify(
         UnverifiedBulletin::decode(encoded, &limits).with_context(|| file.display().to_string())?;
     let (keys, limits) = match (pubkey, config) {
         (Some(text), _) => {
-            let key = read_pubkey(text)?;
+            let key = super::public_key_arg("--pubkey", text)?;
             if key.key_id() != unverified.key_id() {
                 bail!(
                     "{}: not valid: signed with key id {}, but the given key {key} has key id {}: it was not signed by that key",

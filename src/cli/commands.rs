@@ -127,7 +127,8 @@ pub(super) enum AuditCommand {
         /// Or a stopped node's data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// The node's checkpoint key as you know it (ed25519:<base64>): refuse any other.
+        /// The node's checkpoint key as you know it (ed25519:<base64>, or a .pub file):
+        /// refuse any other.
         #[arg(long)]
         key: Option<String>,
         /// A checkpoint kept from earlier: the log must extend it (no rollback, no fork).

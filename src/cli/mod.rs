@@ -142,7 +142,7 @@ enum Command {
         /// Restore into this directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// With --data-dir: the node's signing public key (`ed25519:…`), so that a
+        /// With --data-dir: the node's signing public key (`ed25519:…` or a .pub file), so that a
         /// backup re-signed with another key is refused.
         #[arg(long, requires = "data_dir")]
         key: Option<String>,
@@ -273,6 +273,20 @@ pub(crate) fn emit(line: impl std::fmt::Display) {
 }
 
 /// Runs an async command on a multi-threaded runtime.
+/// A public key given on the command line (`flag`), either way the tools write one: the
+/// text `ed25519:<base64>`, or the path of a `.pub` file holding it.
+fn public_key_arg(flag: &str, arg: &str) -> anyhow::Result<crate::identity::PublicKey> {
+    use anyhow::Context as _;
+    if arg.trim_start().starts_with("ed25519:") {
+        return arg.parse().map_err(|e| anyhow::anyhow!("{flag}: {e}"));
+    }
+    let path = std::path::Path::new(arg);
+    let text = crate::files::read_text(path)
+        .with_context(|| format!("{flag}: neither ed25519:<base64> nor a readable .pub file"))?;
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("{flag}: {}: {e}", path.display()))
+}
+
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

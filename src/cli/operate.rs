@@ -166,10 +166,7 @@ fn check_manifest(
         return Ok(());
     }
     let key = match key {
-        Some(k) => *k
-            .parse::<crate::identity::PublicKey>()
-            .map_err(|e| anyhow::anyhow!("--key: {e}"))?
-            .verifying_key(),
+        Some(k) => *super::public_key_arg("--key", k)?.verifying_key(),
         None => {
             let store = Store::open(staging, 1 << 20)?;
             match store.identity()? {
