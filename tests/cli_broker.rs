@@ -165,9 +165,15 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     );
     assert!(second.stdout.contains("Kia ora"), "{}", second.stdout);
 
-    // Nothing more is waiting for Australia: the subscription idles out with no output.
+    // Nothing more is waiting for Australia: the subscription idles out with no
+    // bulletin on stdout, and says on stderr that nothing came and how long it waited.
     let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
     assert!(idle.stdout.is_empty(), "{}", idle.stdout);
+    assert!(
+        idle.stderr.contains("nothing arrived in 1.") && idle.stderr.contains("audit log"),
+        "{}",
+        idle.stderr
+    );
 
     // SIGTERM: the node finishes and exits 0.
     let exit = served.stop(Duration::from_secs(20));

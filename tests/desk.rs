@@ -324,8 +324,12 @@ fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
         "{}",
         nobody.stdout
     );
+    // It says where the reasons are (issue 32: "see above" pointed at nothing when the
+    // node does not disclose them).
     assert!(
-        nobody.stderr.contains("nobody receives this bulletin"),
+        nobody.stderr.contains("nobody receives this bulletin")
+            && nobody.stderr.contains("reason")
+            && !nobody.stderr.contains("see above"),
         "{}",
         nobody.stderr
     );

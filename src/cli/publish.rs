@@ -127,8 +127,16 @@ pub(super) async fn publish(mut args: PublishArgs) -> anyhow::Result<()> {
             )
         }
         PublishStatus::Accepted if result.shared_with.is_empty() && !args.allow_no_recipients => {
+            // The reasons are in the answer only when the node discloses them.
+            let why = if result.withheld.is_empty() {
+                "the node does not disclose why ([disclosure] withheld is off): its auditor finds each partner's reason in the BULLETIN_ACCEPTED record"
+            } else if args.json {
+                "each partner's reason is in `withheld` above"
+            } else {
+                "each partner's reason is above"
+            };
             bail!(
-                "nobody receives this bulletin under the node's rules (see above); pass --allow-no-recipients if that is meant"
+                "nobody receives this bulletin under the node's rules: {why}; pass --allow-no-recipients if that is meant"
             )
         }
         _ => Ok(()),

@@ -315,7 +315,15 @@ pub(super) async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     }
     let client = Client::connect(&desk.cfg).await?;
     let mut sub = client.subscribe(0).await?;
+    let started = std::time::Instant::now();
     let result = desk.session(&mut sub, std::future::pending(), None).await;
+    if result.is_ok() && desk.seen == 0 {
+        // Silence would read as "it worked"; say what was waited for, and for how long.
+        eprintln!(
+            "renkei subscribe: nothing arrived in {:.1} s: the node has nothing queued for this desk (what the node refused or withheld is on its audit log)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     if result.is_ok() {
         sub.close().await?;
     }

@@ -27,6 +27,9 @@ pub struct ConfigChange {
     /// Partners whose role changed (the node closes their connections: what a
     /// connection may do was decided by the role it had when it connected).
     pub role_changed: Vec<PartnerId>,
+    /// Partners whose peer address changed, was given or was taken away (a link comes
+    /// up, moves or ends).
+    pub address_changed: Vec<PartnerId>,
     /// Revocations that were not in force before.
     pub newly_revoked: Vec<Revocation>,
     /// Revocations in force before that the new configuration drops.
@@ -89,6 +92,9 @@ impl ConfigChange {
             match old.partner(&p.id) {
                 None => change.added.push(p.id.clone()),
                 Some(before) if before.role != p.role => change.role_changed.push(p.id.clone()),
+                Some(before) if before.peer_address() != p.peer_address() => {
+                    change.address_changed.push(p.id.clone())
+                }
                 Some(_) => {}
             }
         }
@@ -156,6 +162,12 @@ impl ConfigChange {
         }
         if !self.role_changed.is_empty() {
             parts.push(format!("roles changed: {}", list(&self.role_changed)));
+        }
+        if !self.address_changed.is_empty() {
+            parts.push(format!(
+                "peer addresses changed (links follow): {}",
+                list(&self.address_changed)
+            ));
         }
         if !self.newly_revoked.is_empty() {
             parts.push(format!(
@@ -242,6 +254,17 @@ clearance = "green"
         let c = ConfigChange::between(&cfg(BASE), &cfg(BASE));
         assert_eq!(c, ConfigChange::default());
         assert_eq!(c.summary(), "no change to the sharing policy");
+    }
+
+    #[test]
+    fn a_peer_given_an_address_is_said_to_link() {
+        // Issue 32, item 7: this said "no change to the sharing policy".
+        let relay = "\n[[partner]]\nid = \"nato\"\nrole = \"relay\"\nclearance = \"green\"\n";
+        let before = cfg(&format!("{BASE}{relay}"));
+        let after = cfg(&format!("{BASE}{relay}address = \"192.0.2.7:4433\"\n"));
+        let c = ConfigChange::between(&before, &after);
+        assert_eq!(c.address_changed, ids(&["nato"]));
+        assert_eq!(c.summary(), "peer addresses changed (links follow): nato");
     }
 
     #[test]
