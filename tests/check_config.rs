@@ -38,6 +38,11 @@ fn check(dir: &Path) -> Run {
 
 /// The run failed and said, on one line, `error: FIELD: …NEEDLE…`.
 fn refused(run: &Run, field: &str, needle: &str) {
+    refused_because(run, field, needle, "the node would not start");
+}
+
+/// As [`refused`], with the consequence the summary line gives.
+fn refused_because(run: &Run, field: &str, needle: &str, consequence: &str) {
     assert!(!run.ok, "expected a failure:\n{}", run.stdout);
     let line = run
         .stdout
@@ -45,11 +50,7 @@ fn refused(run: &Run, field: &str, needle: &str) {
         .find(|l| l.starts_with(&format!("error: {field}: ")))
         .unwrap_or_else(|| panic!("no error for {field}:\n{}{}", run.stdout, run.stderr));
     assert!(line.contains(needle), "{line}");
-    assert!(
-        run.stderr.contains("the node would not start"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(consequence), "{}", run.stderr);
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -65,7 +66,7 @@ fn a_clean_configuration_passes() {
     assert!(run.ok, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         run.stdout.trim(),
-        "hub.toml: ok (1 partner, 0 warnings; key and certificate files checked)"
+        "hub.toml: ok as a node's configuration (1 partner, 0 warnings; key and certificate files checked)"
     );
 }
 
@@ -230,4 +231,45 @@ fn serve_refuses_to_start_with_an_error_naming_the_field() {
         out.stderr
     );
     assert!(!tmp.path().join("data").exists(), "nothing was started");
+}
+
+/// The US desk's configuration for the hub, signing key and one origin.
+fn desk(dir: &Path) {
+    let us = fs::read_to_string(dir.join("certs/us-dod/signing.pub")).unwrap();
+    let text = format!(
+        "[client]\nid = \"us-dod\"\nserver = \"127.0.0.1:1\"\nserver_name = \"jp-mod\"\n\
+         ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/us-dod/tls.crt\"\ntls_key = \"certs/us-dod/tls.key\"\n\
+         signing_key = \"certs/us-dod/signing.key\"\n\n\
+         [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
+        us.trim()
+    );
+    fs::write(dir.join("desk.toml"), text).unwrap();
+}
+
+#[test]
+fn a_desk_configuration_is_checked_as_a_desk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    node(dir);
+    desk(dir);
+    let run = renkei(dir, &["check-config", "--config", "desk.toml"]);
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout.trim(),
+        "desk.toml: ok as a desk's or auditor's configuration (us-dod of jp-mod at \
+         127.0.0.1:1, 1 origin, 0 warnings; key and certificate files checked)"
+    );
+
+    // The hub's certificate in the desk's place: it would be refused as us-dod.
+    let text = fs::read_to_string(dir.join("desk.toml"))
+        .unwrap()
+        .replace("certs/us-dod/tls.", "certs/jp-mod/tls.");
+    fs::write(dir.join("desk.toml"), text).unwrap();
+    let run = renkei(dir, &["check-config", "--config", "desk.toml"]);
+    refused_because(
+        &run,
+        "client.tls_cert",
+        "names jp-mod, not client.id us-dod: its node would take it for jp-mod",
+        "the desk or auditor could not connect",
+    );
 }

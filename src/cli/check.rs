@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::config::check::{self, Finding, Severity};
+use crate::config::check::{self, Checked, Finding, Severity};
 use crate::config::NodeConfig;
 use crate::timestamp::Timestamp;
 
@@ -14,7 +14,8 @@ fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Prints every finding; fails when any is an error.
+/// Prints every finding; fails when any is an error. Says which kind of configuration
+/// it took the file for.
 pub(super) fn run(config: &Path) -> anyhow::Result<()> {
     let (cfg, findings) = check::check_file(config, Timestamp::now());
     for f in &findings {
@@ -22,19 +23,41 @@ pub(super) fn run(config: &Path) -> anyhow::Result<()> {
     }
     let errors = count(&findings, Severity::Error);
     let warnings = count(&findings, Severity::Warning);
+    let kind = match &cfg {
+        Some(Checked::Client(_)) => "a desk's or auditor's configuration",
+        _ => "a node's configuration",
+    };
     if errors > 0 {
+        let consequence = match &cfg {
+            Some(Checked::Client(_)) => "the desk or auditor could not connect",
+            _ => "the node would not start",
+        };
         anyhow::bail!(
-            "{}: {} and {}: the node would not start",
+            "{}: {} and {}: {consequence}",
             config.display(),
             plural(errors, "error"),
             plural(warnings, "warning")
         );
     }
-    let partners = cfg.map_or(0, |c| c.partners.len());
+    let what = match &cfg {
+        Some(Checked::Client(c)) => format!(
+            "{} of {} at {}, {}{}",
+            c.client.id,
+            c.client.server_name,
+            c.client.server,
+            plural(c.partners.len(), "origin"),
+            if c.client.signing_key.is_none() {
+                ", no signing key: it cannot publish"
+            } else {
+                ""
+            }
+        ),
+        Some(Checked::Node(c)) => plural(c.partners.len(), "partner"),
+        None => plural(0, "partner"),
+    };
     emitln!(
-        "{}: ok ({}, {}; key and certificate files checked)",
+        "{}: ok as {kind} ({what}, {}; key and certificate files checked)",
         config.display(),
-        plural(partners, "partner"),
         plural(warnings, "warning")
     );
     Ok(())

@@ -9,16 +9,10 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use x509_parser::prelude::{FromDer as _, X509Certificate};
-
-use super::{ConfigError, NodeConfig, NodeSection};
-use crate::identity::partner_from_cert;
-use crate::identity::{self, Role};
+use super::{ClientConfig, ConfigError, NodeConfig, NodeSection};
+use crate::identity::{PartnerId, Role};
 use crate::timestamp::Timestamp;
 
 /// A certificate expiring sooner than this is a warning: time to renew it.
@@ -150,9 +144,18 @@ fn read_one(path: &Path) -> FileRead {
     }
 }
 
-/// The shell for a whole file: reads the configuration at `path`, then the files it
-/// names, and checks everything. Returns the configuration when it parsed.
-pub fn check_file(path: &Path, now: Timestamp) -> (Option<NodeConfig>, Vec<Finding>) {
+/// What a configuration file was taken for, once it parsed.
+pub enum Checked {
+    /// A node's (`[node]`).
+    Node(Box<NodeConfig>),
+    /// A desk's or an auditor's (`[client]`).
+    Client(Box<ClientConfig>),
+}
+
+/// The shell for a whole file: reads the configuration at `path` (a node's, or a desk's
+/// or auditor's if it has a `[client]` table), then the files it names, and checks
+/// everything. Returns the configuration when it parsed.
+pub fn check_file(path: &Path, now: Timestamp) -> (Option<Checked>, Vec<Finding>) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -163,10 +166,19 @@ pub fn check_file(path: &Path, now: Timestamp) -> (Option<NodeConfig>, Vec<Findi
             );
         }
     };
+    if client::is_client(&text) {
+        return match ClientConfig::load(path) {
+            Ok(cfg) => {
+                let findings = check_client(&cfg, &client::gather(&cfg), now);
+                (Some(Checked::Client(Box::new(cfg))), findings)
+            }
+            Err(e) => (None, vec![config_error(&e, &text)]),
+        };
+    }
     match NodeConfig::parse_at(&text, path) {
         Ok(cfg) => {
             let findings = check(&cfg, &gather(&cfg.node), now);
-            (Some(cfg), findings)
+            (Some(Checked::Node(Box::new(cfg))), findings)
         }
         Err(e) => (None, vec![config_error(&e, &text)]),
     }
@@ -197,42 +209,36 @@ pub fn config_error(err: &ConfigError, text: &str) -> Finding {
 pub fn check(cfg: &NodeConfig, files: &NodeFiles, now: Timestamp) -> Vec<Finding> {
     let mut out = Vec::new();
     let node = &cfg.node;
-    let ca_text = contents("node.ca_cert", &node.ca_cert, &files.ca_cert, &mut out);
-    let cert_text = contents("node.tls_cert", &node.tls_cert, &files.tls_cert, &mut out);
-    let key_text = contents("node.tls_key", &node.tls_key, &files.tls_key, &mut out);
-    let signing_text = contents(
-        "node.signing_key",
-        &node.signing_key,
-        &files.signing_key,
-        &mut out,
-    );
-    private_mode("node.tls_key", &node.tls_key, &files.tls_key, &mut out);
-    private_mode(
-        "node.signing_key",
-        &node.signing_key,
-        &files.signing_key,
-        &mut out,
-    );
-
-    let roots = ca_text.and_then(|b| check_ca(&node.ca_cert, b, now, &mut out));
-    let key = key_text.and_then(|b| tls_key(&node.tls_key, b, &mut out));
-    if let Some(bytes) = cert_text {
-        check_tls_cert(cfg, bytes, roots.as_deref(), key.as_deref(), now, &mut out);
-    }
-    if let Some(bytes) = signing_text {
-        let ok = std::str::from_utf8(bytes)
-            .map_err(|_| identity::IdentityError::PrivateKeyPem("not UTF-8 text".into()))
-            .and_then(identity::signing_key_from_pem);
-        if let Err(e) = ok {
-            out.push(Finding::error(
-                "node.signing_key",
-                format!("{}: {e}", node.signing_key.display()),
-            ));
-        }
-    }
+    let holder = Holder {
+        table: "node",
+        id: &node.id,
+        ca_cert: &node.ca_cert,
+        tls_cert: &node.tls_cert,
+        tls_key: &node.tls_key,
+        signing_key: Some(&node.signing_key),
+    };
+    files::check(&holder, files, now, &mut out);
     partner_checks(cfg, &mut out);
     room(cfg, files.data_free, &mut out);
     out
+}
+
+/// Whose key and certificate files are checked: the table that names them (`node`,
+/// `client`), the id their certificate must name, and the paths.
+pub(crate) struct Holder<'a> {
+    pub table: &'static str,
+    pub id: &'a PartnerId,
+    pub ca_cert: &'a Path,
+    pub tls_cert: &'a Path,
+    pub tls_key: &'a Path,
+    pub signing_key: Option<&'a Path>,
+}
+
+impl Holder<'_> {
+    /// The config field `name` of this holder's table: `node.tls_key`.
+    fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.table)
+    }
 }
 
 /// A data directory with less free space than the reserve: the node would start and
@@ -250,307 +256,6 @@ fn room(cfg: &NodeConfig, free: Option<u64>, out: &mut Vec<Finding>) {
             ),
         ));
     }
-}
-
-fn contents<'a>(
-    field: &str,
-    path: &Path,
-    read: &'a FileRead,
-    out: &mut Vec<Finding>,
-) -> Option<&'a [u8]> {
-    match read {
-        FileRead::Read { bytes, .. } => Some(bytes),
-        FileRead::Missing => {
-            out.push(Finding::error(
-                field,
-                format!("{} does not exist", path.display()),
-            ));
-            None
-        }
-        FileRead::Unreadable(why) => {
-            out.push(Finding::error(
-                field,
-                format!("{} cannot be read: {why}", path.display()),
-            ));
-            None
-        }
-    }
-}
-
-/// Private keys: anything for others or group write is an error; group read only is a
-/// warning, because a Kubernetes Secret mounted with `fsGroup` is exactly that.
-fn private_mode(field: &str, path: &Path, read: &FileRead, out: &mut Vec<Finding>) {
-    let FileRead::Read {
-        mode: Some(mode), ..
-    } = read
-    else {
-        return;
-    };
-    let path = path.display();
-    if mode & 0o027 != 0 {
-        out.push(Finding::error(
-            field,
-            format!(
-                "{path} is mode {mode:04o}: a private key must be 0600, readable by the service's user only (chmod 600 {path})"
-            ),
-        ));
-    } else if mode & 0o050 != 0 {
-        out.push(Finding::warning(
-            field,
-            format!(
-                "{path} is mode {mode:04o}: 0600 is expected; group read is fine only if the group is the service's own (as with a Kubernetes Secret mounted with fsGroup)"
-            ),
-        ));
-    }
-}
-
-fn pem_certs(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(certs)
-}
-
-fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
-    X509Certificate::from_der(der.as_ref())
-        .map(|(_, c)| c)
-        .map_err(|e| format!("a certificate does not parse: {e}"))
-}
-
-fn time_text(secs: i64) -> String {
-    Timestamp::from_unix_ms(u64::try_from(secs).unwrap_or(0).saturating_mul(1000)).to_string()
-}
-
-/// Not yet valid or expired: error; expiring within [`RENEW_WITHIN`]: warning.
-fn validity(
-    field: &str,
-    what: &str,
-    cert: &X509Certificate<'_>,
-    now: Timestamp,
-    out: &mut Vec<Finding>,
-) {
-    let now_s = i64::try_from(now.unix_ms() / 1000).unwrap_or(i64::MAX);
-    let not_before = cert.validity().not_before.timestamp();
-    let not_after = cert.validity().not_after.timestamp();
-    if now_s < not_before {
-        out.push(Finding::error(
-            field,
-            format!(
-                "{what} is not valid before {} (check this machine's clock)",
-                time_text(not_before)
-            ),
-        ));
-    } else if now_s >= not_after {
-        out.push(Finding::error(
-            field,
-            format!("{what} expired on {}: renew it", time_text(not_after)),
-        ));
-    } else if not_after - now_s < RENEW_WITHIN.as_secs() as i64 {
-        let days = (not_after - now_s) / 86_400;
-        out.push(Finding::warning(
-            field,
-            format!(
-                "{what} expires on {}, in {days} days: renew it before then",
-                time_text(not_after)
-            ),
-        ));
-    }
-}
-
-/// Parses the CA file and checks each certificate is a valid CA; returns them.
-fn check_ca(
-    path: &Path,
-    bytes: &[u8],
-    now: Timestamp,
-    out: &mut Vec<Finding>,
-) -> Option<Vec<CertificateDer<'static>>> {
-    let field = "node.ca_cert";
-    let certs = match pem_certs(bytes) {
-        Ok(c) => c,
-        Err(e) => {
-            out.push(Finding::error(field, format!("{}: {e}", path.display())));
-            return None;
-        }
-    };
-    for der in &certs {
-        match parse_cert(der) {
-            Err(e) => {
-                out.push(Finding::error(field, format!("{}: {e}", path.display())));
-                return None;
-            }
-            Ok(cert) => {
-                if !cert.is_ca() {
-                    out.push(Finding::error(
-                        field,
-                        format!(
-                            "{}: {} is not a CA certificate",
-                            path.display(),
-                            cert.subject()
-                        ),
-                    ));
-                }
-                let what = format!("the CA certificate in {}", path.display());
-                validity(field, &what, &cert, now, out);
-            }
-        }
-    }
-    Some(certs)
-}
-
-/// Parses the TLS key; returns its SubjectPublicKeyInfo (DER) when rustls can use it.
-fn tls_key(path: &Path, bytes: &[u8], out: &mut Vec<Finding>) -> Option<Vec<u8>> {
-    let field = "node.tls_key";
-    let der = match PrivateKeyDer::from_pem_slice(bytes) {
-        Ok(d) => d,
-        Err(e) => {
-            out.push(Finding::error(
-                field,
-                format!(
-                    "{}: not a PEM private key (PKCS#8 expected): {e}",
-                    path.display()
-                ),
-            ));
-            return None;
-        }
-    };
-    let provider = rustls::crypto::ring::default_provider();
-    match provider.key_provider.load_private_key(der) {
-        Ok(key) => key.public_key().map(|spki| spki.as_ref().to_vec()),
-        Err(e) => {
-            out.push(Finding::error(
-                field,
-                format!("{}: TLS cannot use this key: {e}", path.display()),
-            ));
-            None
-        }
-    }
-}
-
-/// Is `child` signed by `parent`?
-fn issued_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool {
-    child.issuer() == parent.subject() && child.verify_signature(Some(parent.public_key())).is_ok()
-}
-
-/// Does `chain` (leaf first, then intermediates in any order) lead to one of `roots`?
-fn chains_to(chain: &[X509Certificate<'_>], roots: &[X509Certificate<'_>]) -> bool {
-    let Some(mut current) = chain.first() else {
-        return false;
-    };
-    for _ in 0..chain.len() {
-        if roots.iter().any(|r| issued_by(current, r)) {
-            return true;
-        }
-        match chain[1..].iter().find(|c| issued_by(current, c)) {
-            Some(next) => current = next,
-            None => return false,
-        }
-    }
-    false
-}
-
-fn check_tls_cert(
-    cfg: &NodeConfig,
-    bytes: &[u8],
-    roots: Option<&[CertificateDer<'static>]>,
-    key_spki: Option<&[u8]>,
-    now: Timestamp,
-    out: &mut Vec<Finding>,
-) {
-    let field = "node.tls_cert";
-    let node = &cfg.node;
-    let path = node.tls_cert.display();
-    let ders = match pem_certs(bytes) {
-        Ok(c) => c,
-        Err(e) => return out.push(Finding::error(field, format!("{path}: {e}"))),
-    };
-    let chain = match ders.iter().map(parse_cert).collect::<Result<Vec<_>, _>>() {
-        Ok(c) => c,
-        Err(e) => return out.push(Finding::error(field, format!("{path}: {e}"))),
-    };
-    let leaf = &chain[0];
-    validity(field, &format!("the certificate in {path}"), leaf, now, out);
-    match partner_from_cert(ders[0].as_ref()) {
-        Ok(id) if id == node.id => {}
-        Ok(id) => out.push(Finding::error(
-            field,
-            format!(
-                "{path} names {id}, not node.id {}: partners would take this node for {id}",
-                node.id
-            ),
-        )),
-        Err(e) => out.push(Finding::error(field, format!("{path}: {e}"))),
-    }
-    if let Some(spki) = key_spki {
-        if leaf.public_key().raw != spki {
-            out.push(Finding::error(
-                "node.tls_key",
-                format!(
-                    "{} is not the key of the certificate in {path}",
-                    node.tls_key.display()
-                ),
-            ));
-        }
-    }
-    let Some(root_ders) = roots else { return };
-    let Ok(root_certs) = root_ders
-        .iter()
-        .map(parse_cert)
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return;
-    };
-    if !chains_to(&chain, &root_certs) {
-        out.push(Finding::error(
-            field,
-            format!(
-                "{path} is not issued by the CA in node.ca_cert ({}): it comes from another CA (issuer {}), and partners would refuse it",
-                node.ca_cert.display(),
-                leaf.issuer()
-            ),
-        ));
-    }
-    // The exact verification a partner runs, for anything the checks above missed
-    // (key usage, constraints); only when they found nothing, so each cause is named once.
-    let named_already = out.iter().any(|f| {
-        f.severity == Severity::Error
-            && matches!(f.field.as_str(), "node.ca_cert" | "node.tls_cert")
-    });
-    if !named_already {
-        if let Err(e) = verify_as_partner(cfg, &ders, root_ders, now) {
-            out.push(Finding::error(
-                field,
-                format!("{path}: a partner would refuse it: {e}"),
-            ));
-        }
-    }
-}
-
-/// Verifies the node's chain as a partner connecting to it would (rustls, webpki).
-fn verify_as_partner(
-    cfg: &NodeConfig,
-    chain: &[CertificateDer<'static>],
-    roots: &[CertificateDer<'static>],
-    now: Timestamp,
-) -> Result<(), String> {
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store.add(r.clone()).map_err(|e| e.to_string())?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
-            .build()
-            .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(cfg.node.id.as_str().to_owned()).map_err(|e| e.to_string())?;
-    let at = UnixTime::since_unix_epoch(Duration::from_millis(now.unix_ms()));
-    use rustls::client::danger::ServerCertVerifier as _;
-    verifier
-        .verify_server_cert(&chain[0], &chain[1..], &name, &[], at)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 fn partner_checks(cfg: &NodeConfig, out: &mut Vec<Finding>) {
@@ -581,8 +286,11 @@ fn partner_checks(cfg: &NodeConfig, out: &mut Vec<Finding>) {
     }
 }
 
+mod client;
+mod files;
 mod locate;
 
+pub use client::check_client;
 pub use locate::field_at;
 
 #[cfg(test)]

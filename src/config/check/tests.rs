@@ -1,7 +1,7 @@
 //! check-config's checks without a disk: files and a configuration in, findings out.
 
 use super::*;
-use crate::identity::PartnerId;
+use crate::identity::{self, PartnerId};
 use crate::pki::Ca;
 
 const DAY: u64 = 86_400_000;
