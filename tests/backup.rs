@@ -3,7 +3,7 @@
 //! backup began is there, the audit log verifies, and the offline partner's queue
 //! resumes from where it was.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,7 +5,7 @@
 //! publishes and receives. Five hold streams open with frames they never finish: a
 //! sixth still publishes, and the held streams are closed and recorded.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

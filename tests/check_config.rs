@@ -2,7 +2,7 @@
 //! configuration passes, and each broken key, certificate or field is named, with a
 //! non-zero exit for errors. `renkei serve` refuses to start on the same errors.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The command-line round trip an operator and a liaison officer go through: create the
 //! federation's keys, sign a bulletin, verify it, and see tampering and wrong keys fail.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -2,7 +2,7 @@
 //! `renkei serve` in its own process, `renkei publish` and `renkei subscribe` against
 //! it, and a clean stop on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! told was accepted. Then the same promises over a short crash loop, as
 //! `renkei bench --phases crash` runs it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::fs;

@@ -8,7 +8,7 @@
 //! `.ci/run` installs Chromium (Debian's `chromium`); run as root without it, the test
 //! installs it, and otherwise says what to install.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};

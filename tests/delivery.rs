@@ -2,7 +2,7 @@
 //! drops out mid-delivery gets the unacknowledged bulletins again, a partner that stops
 //! acknowledging holds up nobody else, and a restarted hub has lost nothing.
 
-mod common;
+use crate::common;
 
 use common::federation::{receive_titles, Federation, PATIENCE};
 use renkei::bulletin::{Kind, Tlp};

@@ -1,7 +1,7 @@
 //! The README's first command: `renkei demo` runs a federation of three node processes
 //! through its whole story on a fresh machine and exits 0.
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_demo_runs_a_federation_to_completion() {

@@ -5,7 +5,7 @@
 //! a command decides what is acknowledged, and the inbox service (`--follow`) picks up
 //! a fixed config on SIGHUP.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead as _, BufReader};

@@ -7,7 +7,7 @@
 //! ballast file. Mounting needs root (CAP_SYS_ADMIN), which `.ci/run` has; elsewhere
 //! the test says so and does nothing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write as _;

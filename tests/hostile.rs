@@ -2,7 +2,7 @@
 //! a stranger, an oversize frame, garbage. Each is refused clearly, and the hub goes on
 //! serving its partners.
 
-mod common;
+use crate::common;
 
 use common::federation::{receive, Federation};
 use renkei::bulletin::{Kind, Tlp};

@@ -3,7 +3,7 @@
 //! sharing no code with renkei's prost / ed25519-dalek / sha2 path. It checks the worked
 //! example in `proto/testdata/bulletin-v1.json` and a bulletin the CLI writes.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::fs;

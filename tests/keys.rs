@@ -3,7 +3,7 @@
 //! `cryptography`, or brings a key OpenSSL generated. Each tool is driven when it is on
 //! this machine; a missing one is said on stderr, not silently passed over.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! lost, nothing reaches a desk twice, a short cut is ridden out on the same connection,
 //! and a peer link that a long cut ends comes back by itself.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::fs;

@@ -2,7 +2,7 @@
 //! afterwards every metric equals a recount of the audit records, counted here
 //! independently of the node's own counting.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

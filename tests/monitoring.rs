@@ -2,7 +2,7 @@
 //! Prometheus text (with a real parser) and agrees with the auditor's report from the
 //! audit log; `/healthz` and `/readyz` answer; anything else is refused politely.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

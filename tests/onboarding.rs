@@ -4,7 +4,7 @@
 //! without a restart. Adding the same card twice is refused and leaves the file as it
 //! was.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! which fails if a reading partner misses a bulletin; the figures it prints are
 //! measured in benches/README.md, not asserted here.
 
-mod common;
+use crate::common;
 
 use common::renkei_ok;
 use serde_json::Value;

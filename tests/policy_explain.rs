@@ -1,6 +1,6 @@
 //! An operator asks, before any node runs: who would get this RED note, and why not?
 
-mod common;
+use crate::common;
 
 use std::fs;
 

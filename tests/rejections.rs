@@ -2,7 +2,7 @@
 //! for another partner, reused ids. Each gets its own reason, and nothing refused is
 //! ever queued for anyone.
 
-mod common;
+use crate::common;
 
 use common::federation::{receive_titles, sign_as, Federation};
 use renkei::bulletin::{Kind, Tlp};

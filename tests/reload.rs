@@ -3,7 +3,7 @@
 //! Only the node's own user reaches these operations (the operator socket); the
 //! metrics port reaches none of them.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! after it, garbage), refuses it with an error that names the file and never shows a
 //! byte of what is in it: no PEM marker, no line of any key's base64.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

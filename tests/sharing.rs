@@ -2,7 +2,7 @@
 //! bulletins at every TLP level; each partner receives exactly what its clearance, its
 //! kinds, its denied tags and the audience allow, and the publisher is told why not.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! README cannot drift from what works; a command added there without a check here
 //! fails this test.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! WITHDRAWN record, with its reason, for everything else. A partner removed and added
 //! again does not inherit its old queue, whether the node was running or not.
 
-mod common;
+use crate::common;
 
 use common::federation::{receive_titles, Federation};
 use prost::Message as _;

@@ -1,7 +1,5 @@
 //! Helpers shared by the scenario tests: running the `renkei` binary in a temp dir.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

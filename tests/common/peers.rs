@@ -3,8 +3,6 @@
 //! it (bound to port 0 and let go), so a node that is killed comes back at the same
 //! address its peers dial.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};

@@ -12,8 +12,7 @@
 //! examples, and the compose setup script renders the examples with the generated
 //! keys.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod boot;
 mod manifests;

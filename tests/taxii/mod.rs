@@ -12,8 +12,7 @@
 //! `.ci/run` installs taxii2-client into `target/tmp/taxii-venv`; a `cargo test` without
 //! it makes that virtual environment first (PyPI is the one network it needs).
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod operate;
 mod read;

@@ -2,8 +2,7 @@
 //! its desks, linked as peer nodes over QUIC with mutual TLS. Bulletins cross hops with
 //! their origin's signature checked at every node, under each node's own policy.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod flood;
 mod hops;

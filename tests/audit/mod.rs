@@ -9,8 +9,7 @@
 //! checkpoint, and, against a checkpoint it kept, a rewritten history (a fork) or a
 //! rolled-back one.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod access;
 mod history;
