@@ -249,7 +249,10 @@ impl Client {
     /// Subscribes to this partner's queue with at most `window` deliveries unacked (0: the node's default).
     pub async fn subscribe(&self, window: u32) -> Result<Subscription<'_>, ClientError> {
         let (mut send, recv) = self.open().await?;
-        let sub = client_frame(ClientFrameKind::Subscribe(proto::Subscribe { window }));
+        let sub = client_frame(ClientFrameKind::Subscribe(proto::Subscribe {
+            window,
+            ..Default::default()
+        }));
         transport::write_frame(&mut send, &sub, &self.frames).await?;
         Ok(Subscription {
             client: self,

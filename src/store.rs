@@ -44,12 +44,14 @@ pub mod backup;
 mod commit;
 mod lock;
 mod queue;
+mod refused;
 mod values;
 
 pub use audit::{AuditPage, AuditReader};
 pub use backup::{BackupError, Manifest};
 pub use queue::{Page, Pending};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};
+pub use refused::{Refusal, RefusedChange};
 use values::ValueLog;
 
 const HEAD: &[u8] = b"m/head";
@@ -246,6 +248,8 @@ pub enum Entry {
     Bulletin(NewBulletin),
     /// An event to record (if any), with the delivery cursor it moves (if any).
     Event(Option<Event>, Option<(PartnerId, Cursor)>),
+    /// A delivery a peer refused, kept for another try or forgotten.
+    Refused(RefusedChange),
 }
 
 /// What a group commit did.

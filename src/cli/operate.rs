@@ -115,6 +115,12 @@ fn status_text(s: &operator::NodeStatus) -> String {
                 out += &format!(", the last: {why}");
             }
         }
+        if l.refused_kept > 0 {
+            out += &format!(
+                "\n  refused deliveries kept, offered again when either node's configuration changes: {}",
+                l.refused_kept
+            );
+        }
         if let Some(e) = &l.last_error {
             out += &format!("\n  last error: {e}");
             if !l.up && l.dial_failures > 0 {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::withdraw::{recheck, Withdrawal};
 
 mod progress;
+mod retry;
 use super::writer::{Request, StorageError};
 use super::{RuleSet, Shared};
 use crate::identity::PartnerId;
@@ -18,7 +19,7 @@ use crate::proto::{self, ErrorCode};
 use crate::store::{Page, StoreError};
 use crate::timestamp::Timestamp;
 use crate::transport;
-use progress::Progress;
+use progress::{PageOut, Progress};
 
 enum FromClient {
     Acks(proto::Ack),
@@ -104,6 +105,9 @@ enum End {
     Abort,
     /// Tell the subscriber why, then end.
     Error(ErrorCode, String),
+    /// This node's rules changed and the peer has refused deliveries kept: end
+    /// cleanly, so that its next subscription starts with them.
+    Refresh,
 }
 
 /// Runs a subscribe stream.
@@ -114,6 +118,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     partner: PartnerId,
 ) {
+    let declared = sub.config_digest.to_vec();
     let window = match sub.window {
         0 => shared.limits.window,
         w => w.min(shared.limits.window),
@@ -144,8 +149,10 @@ pub(super) async fn run(
         acks: &mut acks,
         generation,
         current: &mut current,
+        declared,
     };
     let end = deliver(&shared, &partner, &mut stream, &mut p).await;
+    let declared = std::mem::take(&mut stream.declared);
     // Whatever ended it, record the acks that already arrived, and wait until the
     // cursor is durable so that the partner's next subscription starts from it.
     let mut last = Vec::new();
@@ -155,13 +162,17 @@ pub(super) async fn run(
     for refusal in refusals(&shared, &partner, &p, &last) {
         shared.record(refusal).await;
     }
+    let own = shared.rules_in_force().digest;
+    for change in p.refused_changes(&last, own, &declared) {
+        let _ = shared.storage.commits.send(Request::Refused(change)).await;
+    }
     let event = p.take_acks(last.into_iter().map(|a| a.seq), Timestamp::now());
     let cursor = Some((partner.clone(), p.cursor.clone()));
     if let Err(e) = shared.commit_event(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
     }
     match end {
-        Ok(End::Finished) => {
+        Ok(End::Finished | End::Refresh) => {
             let _ = send.finish();
         }
         Ok(End::Abort) => {
@@ -321,10 +332,13 @@ struct Stream<'a> {
     acks: &'a mut mpsc::Receiver<FromClient>,
     generation: u64,
     current: &'a mut watch::Receiver<u64>,
+    /// The peer's configuration digest, as its Subscribe declared it (empty: none).
+    declared: Vec<u8>,
 }
 
 /// Runs the delivery loop: [`Progress`] decides, this reads pages, writes frames and
-/// records, and waits.
+/// records, and waits. Deliveries the peer refused before and that are due again go
+/// first, then the queue after the cursor.
 async fn deliver(
     shared: &Shared,
     partner: &PartnerId,
@@ -333,50 +347,23 @@ async fn deliver(
 ) -> Result<End, StorageError> {
     let mut head = shared.storage.head.clone();
     let mut stop = shared.shutdown.clone();
+    let mut rules = shared.rules.in_force.subscribe();
+    let own = rules.borrow().digest;
+    let mut retries = retry::due(shared, partner, p, &stream.declared).await?;
     loop {
         let mut progressed = 0;
         let room = p.room();
         if room > 0 {
-            let Screened { page, withdrawn } = next_page(shared, partner, p, room).await?;
-            let out = p.take_page(page, withdrawn);
-            progressed = out.progressed;
-            for (event, cursor) in out.withdrawn {
-                tracing::info!(seqs = ?event.record().bulletin_seqs, "queued bulletin withdrawn");
-                let cursor = cursor.map(|c| (partner.clone(), c));
-                let request = Request::Event {
-                    event: Some(event),
-                    cursor,
-                    done: None,
-                };
-                if shared.storage.commits.send(request).await.is_err() {
-                    return Ok(End::Abort);
-                }
-            }
-            if let Some(delivered) = out.delivered {
-                // The record goes to the storage thread before any byte goes out: a
-                // stop, a replacement or a failed write cannot leave a delivery that
-                // reached the peer unrecorded (the storage thread commits everything
-                // queued before it ends). The page goes out as one write, stored
-                // envelopes as they are (room for the prefix and a short path).
-                shared.record(delivered).await;
-                let size = out.items.iter().map(|i| i.signed.len() + 64).sum();
-                let mut outbox = transport::Outbox::with_capacity(size);
-                for item in &out.items {
-                    outbox.push_delivery(
-                        item.seq,
-                        &item.signed,
-                        &item.path,
-                        shared.node_id.as_str(),
-                    );
-                }
-                tokio::select! {
-                    r = outbox.write_to(stream.send, &shared.book.frames) => if r.is_err() { return Ok(End::Abort) },
-                    _ = stop.changed() => return Ok(End::Abort),
-                    _ = stream.current.changed() => return Ok(End::Abort),
-                }
+            let turn = match retries.is_empty() {
+                true => queue_turn(shared, partner, p, room).await?,
+                false => retry::turn(shared, partner, p, &mut retries, room).await?,
+            };
+            progressed = turn.progressed;
+            if let Some(end) = send_turn(shared, partner, stream, &mut stop, turn).await {
+                return Ok(end);
             }
         }
-        if p.read_on(progressed, *head.borrow()) {
+        if (!retries.is_empty() && p.room() > 0) || p.read_on(progressed, *head.borrow()) {
             continue;
         }
         tokio::select! {
@@ -391,6 +378,15 @@ async fn deliver(
                 None => return Ok(End::Finished),
             },
             changed = head.changed() => if changed.is_err() { return Ok(End::Abort) },
+            changed = rules.changed() => {
+                if changed.is_err() {
+                    return Ok(End::Abort);
+                }
+                let now = rules.borrow_and_update().digest;
+                if now != own && retry::has_refusals(shared, partner, &stream.declared).await? {
+                    return Ok(End::Refresh);
+                }
+            }
             _ = stream.current.changed() => {
                 if *stream.current.borrow() != stream.generation {
                     tracing::info!("subscription replaced by a newer one");
@@ -402,9 +398,61 @@ async fn deliver(
     }
 }
 
+/// The next page of the queue after the cursor, as [`Progress`] takes it.
+async fn queue_turn(
+    shared: &Shared,
+    partner: &PartnerId,
+    p: &mut Progress,
+    room: usize,
+) -> Result<PageOut, StorageError> {
+    let Screened { page, withdrawn } = next_page(shared, partner, p, room).await?;
+    Ok(p.take_page(page, withdrawn))
+}
+
+/// Writes one turn: the records of what the rules withdrew and of the deliveries, then
+/// the deliveries as one write. `Some` when the subscription must end.
+async fn send_turn(
+    shared: &Shared,
+    partner: &PartnerId,
+    stream: &mut Stream<'_>,
+    stop: &mut watch::Receiver<bool>,
+    out: PageOut,
+) -> Option<End> {
+    for (event, cursor) in out.withdrawn {
+        tracing::info!(seqs = ?event.record().bulletin_seqs, "queued bulletin withdrawn");
+        let cursor = cursor.map(|c| (partner.clone(), c));
+        let request = Request::Event {
+            event: Some(event),
+            cursor,
+            done: None,
+        };
+        if shared.storage.commits.send(request).await.is_err() {
+            return Some(End::Abort);
+        }
+    }
+    let delivered = out.delivered?;
+    // The record goes to the storage thread before any byte goes out: a stop, a
+    // replacement or a failed write cannot leave a delivery that reached the peer
+    // unrecorded (the storage thread commits everything queued before it ends). The
+    // page goes out as one write, stored envelopes as they are (room for the prefix
+    // and a short path).
+    shared.record(delivered).await;
+    let size = out.items.iter().map(|i| i.signed.len() + 64).sum();
+    let mut outbox = transport::Outbox::with_capacity(size);
+    for item in &out.items {
+        outbox.push_delivery(item.seq, &item.signed, &item.path, shared.node_id.as_str());
+    }
+    tokio::select! {
+        r = outbox.write_to(stream.send, &shared.book.frames) => r.is_err().then_some(End::Abort),
+        _ = stop.changed() => Some(End::Abort),
+        _ = stream.current.changed() => Some(End::Abort),
+    }
+}
+
 /// Takes `ack` and every other Ack frame already here into one record with the cursor
 /// it moves, so a subscriber acking one delivery at a time costs one record per
-/// wake-up, not one per delivery; a peer's refusals among them are recorded first.
+/// wake-up, not one per delivery; a peer's refusals among them are recorded first,
+/// and kept for another try where a configuration could change them.
 /// `Some` when the subscription must end.
 async fn take_acks(
     shared: &Shared,
@@ -424,12 +472,18 @@ async fn take_acks(
             }
         }
     }
-    for refusal in refusals(shared, partner, p, &batches) {
-        let request = Request::Event {
-            event: Some(refusal),
+    let refused = refusals(shared, partner, p, &batches);
+    let own = shared.rules_in_force().digest;
+    let changes = p.refused_changes(&batches, own, &stream.declared);
+    let requests = refused
+        .into_iter()
+        .map(|event| Request::Event {
+            event: Some(event),
             cursor: None,
             done: None,
-        };
+        })
+        .chain(changes.into_iter().map(Request::Refused));
+    for request in requests {
         if shared.storage.commits.send(request).await.is_err() {
             return Some(End::Abort);
         }

@@ -116,12 +116,15 @@ pub(crate) struct RuleSet {
     /// Bulletins up to this seq were queued under earlier rules (or before this run):
     /// each is checked against these rules again before it goes out.
     pub recheck_through: u64,
+    /// The digest of the sharing policy, as CONFIG_LOADED records it.
+    pub digest: [u8; 32],
 }
 
 impl RuleSet {
     pub(crate) fn new(config: NodeConfig, recheck_through: u64) -> RuleSet {
         RuleSet {
             recheck_through,
+            digest: config.policy_digest(),
             partners: config
                 .partners
                 .iter()

@@ -94,6 +94,8 @@ pub(crate) enum Request {
         cursor: Option<(PartnerId, Cursor)>,
         done: Option<oneshot::Sender<Result<(), StorageError>>>,
     },
+    /// Keep or forget a delivery a peer refused, durable with the records after it.
+    Refused(crate::store::RefusedChange),
     /// Sign a checkpoint if the log grew since the last; `reply` hears the size.
     Checkpoint {
         reply: Option<oneshot::Sender<Result<Option<u64>, StorageError>>>,
@@ -226,6 +228,10 @@ fn commit_group(w: &Writer, group: Vec<Request>, guard: &mut SpaceGuard, lost: &
             } => {
                 entries.push(Entry::Event(event, cursor));
                 replies.push(Waiter::Event(done));
+            }
+            Request::Refused(change) => {
+                entries.push(Entry::Refused(change));
+                replies.push(Waiter::Event(None));
             }
             Request::Checkpoint { reply } => checkpoints.push(reply),
             Request::Backup {

@@ -28,7 +28,8 @@ struct Plan {
     in_batch: HashMap<Vec<u8>, (u64, Digest, u64)>,
     bulletins: Vec<(proto::StoredBulletin, proto::SignedBulletin)>,
     writes: sled::Batch,
-    /// Whether a cursor moves (a commit with no record may still have to be written).
+    /// Whether a cursor moves or a kept refusal changes (a commit with no record may
+    /// still have to be written).
     cursors: bool,
 }
 
@@ -87,6 +88,11 @@ impl Store {
         for entry in entries {
             match entry {
                 Entry::Event(event, cursor) => plan.event(event, cursor),
+                Entry::Refused(change) => {
+                    super::refused::plan(&mut plan.writes, change);
+                    plan.cursors = true;
+                    plan.outcomes.push(None);
+                }
                 Entry::Bulletin(b) => self.plan_bulletin(&mut plan, b, log.size, now)?,
             }
         }

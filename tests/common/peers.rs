@@ -117,6 +117,12 @@ impl Mesh {
         self.write_configs();
     }
 
+    /// Node `node` is told about desk `desk` again (after [`Mesh::forget`]).
+    pub fn remember(&mut self, node: &str, desk: &str) {
+        self.forgotten.retain(|(n, d)| !(n == node && d == desk));
+        self.write_configs();
+    }
+
     /// Node `node` accepts `desk`'s bulletins only through `peer`.
     pub fn only_via(&mut self, node: &str, desk: &str, peer: &str) {
         self.only_via

@@ -340,6 +340,85 @@ async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
     mesh.stop_all();
 }
 
+/// Issue 32: a bulletin a peer refused comes through once that peer's operator fixes
+/// its configuration, without being published again. The sender offers it again when
+/// either side's rules change, and both logs tell the whole story.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bulletin_arrives_once_the_peer_learns_its_origin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::new(
+        tmp.path(),
+        &["jp-mod", "us-dod"],
+        &[("jp-cdc", "jp-mod"), ("us-cybercom", "us-dod")],
+        &[("jp-mod", "us-dod")],
+        "",
+    );
+    mesh.forget("us-dod", "jp-cdc");
+    mesh.start_all();
+    let jp = mesh.client("jp-cdc").await;
+    publish(
+        &jp,
+        green(&mesh, "jp-cdc", "before Washington knew Tokyo's desk"),
+    )
+    .await;
+    let heard = refused_at(&mesh, "jp-mod", 1).await;
+    assert_eq!(heard[0].error, ErrorCode::UnknownOrigin as i32);
+    kept(&mesh, 1).await;
+
+    // Tokyo's operator changes its own rules (a new partner): offered again, refused
+    // again, since Washington still does not know the origin.
+    let path = mesh.dir.join("jp-mod.toml");
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "\n[[partner]]\nid = \"fr-mod\"\nrole = \"liaison\"\nclearance = \"green\"\n";
+    std::fs::write(&path, text).unwrap();
+    common::renkei_ok(&mesh.dir, &["reload", "--config", "jp-mod.toml"]);
+    let heard = refused_at(&mesh, "jp-mod", 2).await;
+    assert_eq!(heard[1].bulletin_seqs, heard[0].bulletin_seqs);
+
+    // Washington's operator adds Tokyo's desk as an origin and reloads: it arrives.
+    // (This rewrites jp-mod.toml without fr-mod too; jp-mod is not reloaded again.)
+    mesh.remember("us-dod", "jp-cdc");
+    common::renkei_ok(&mesh.dir, &["reload", "--config", "us-dod.toml"]);
+    let us = mesh.client("us-cybercom").await;
+    assert_eq!(
+        take(&us, 1).await.iter().map(title).collect::<Vec<_>>(),
+        ["before Washington knew Tokyo's desk"]
+    );
+    let seq = heard[0].bulletin_seqs[0];
+    eventually("jp-mod records us-dod's ack of it", async || {
+        let acked = records(&mesh, "jp-mod", AuditEvent::Acked).await;
+        acked
+            .iter()
+            .any(|r| r.partner == "us-dod" && r.bulletin_seqs.contains(&seq))
+    })
+    .await;
+    kept(&mesh, 0).await;
+    let accepted = records(&mesh, "us-dod", AuditEvent::BulletinAccepted).await;
+    assert_eq!(accepted.len(), 1, "stored once at us-dod");
+    assert_eq!(accepted[0].partner, "jp-mod");
+    for c in [jp, us] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}
+
+/// Node `n`'s PEER_REFUSED records, once it has at least `count`.
+async fn refused_at(mesh: &Mesh, n: &str, count: usize) -> Vec<renkei::proto::AuditRecord> {
+    eventually("the sender hears the peer's refusal", async || {
+        records(mesh, n, AuditEvent::PeerRefused).await.len() >= count
+    })
+    .await;
+    records(mesh, n, AuditEvent::PeerRefused).await
+}
+
+/// Waits until jp-mod's status says it keeps `n` of us-dod's refusals.
+async fn kept(mesh: &Mesh, n: u64) {
+    eventually("jp-mod's status counts what it keeps", async || {
+        link(mesh, "jp-mod", "us-dod")["refused_kept"] == n
+    })
+    .await
+}
+
 /// Issue 25: a delivery larger than the receiving peer reads (its
 /// `Welcome.max_frame_bytes`) stayed first in the link's queue and held back everything
 /// after it. It is withdrawn from that peer, on the record with both sizes, and the

@@ -36,6 +36,9 @@ enum Ended {
     Over,
     /// Something was not stored (or the peer ended the stream): subscribe again.
     Again(String),
+    /// This node's rules changed: subscribe again at once, declaring them, so that
+    /// what the peer kept of this node's refusals comes again.
+    Reconfigured,
 }
 
 /// Subscribes to `peer`'s queue for this node over `conn` until the connection ends or
@@ -49,6 +52,11 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
         let acked_before = shared.links.acked(&peer);
         match subscribe_once(&conn, &shared, &peer).await {
             Ended::Over => return,
+            Ended::Reconfigured => {
+                tracing::info!(%peer, "subscribing to the peer again under the new rules");
+                pause = RESUBSCRIBE;
+                continue;
+            }
             Ended::Again(why) => {
                 tracing::info!(%peer, %why, ?pause, "subscribing to the peer again");
             }
@@ -97,8 +105,13 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         return Ended::Over;
     };
     let window = shared.limits.window;
+    let mut rules = shared.rules.in_force.subscribe();
+    let declared = rules.borrow_and_update().digest;
     let subscribe = proto::ClientFrame {
-        frame: Some(ClientFrame::Subscribe(proto::Subscribe { window })),
+        frame: Some(ClientFrame::Subscribe(proto::Subscribe {
+            window,
+            config_digest: declared.to_vec().into(),
+        })),
     };
     if transport::write_frame(&mut send, &subscribe, &frames)
         .await
@@ -117,6 +130,11 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         let first = tokio::select! {
             d = incoming.recv() => d,
             _ = stop.changed() => break Ended::Over,
+            changed = rules.changed() => match changed {
+                Ok(()) if rules.borrow_and_update().digest != declared => break Ended::Reconfigured,
+                Ok(()) => continue,
+                Err(_) => break Ended::Over,
+            },
         };
         let Some(first) = first else {
             break ended_by_reader(shared, peer, &mut reading).await;

@@ -44,6 +44,10 @@ pub struct LinkReport {
     /// The last of those refusals: the peer's code and words.
     #[serde(default)]
     pub last_refusal: Option<String>,
+    /// Refused deliveries kept to be offered again once either node's configuration
+    /// changes (an origin or key the peer did not know).
+    #[serde(default)]
+    pub refused_kept: u64,
     /// This node's queue towards the peer.
     pub to_peer: QueueReport,
     /// The peer's queue towards this node, as the peer says (while the link is up).
@@ -73,6 +77,17 @@ pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
     while asking.join_next().await.is_some() {}
 }
 
+/// How many of `peer`'s refusals are kept for another try (0 when unreadable: the
+/// status still shows the rest).
+async fn refused_kept(shared: &Shared, peer: &crate::identity::PartnerId) -> u64 {
+    let (store, peer) = (shared.storage.store.clone(), peer.clone());
+    let kept = tokio::task::spawn_blocking(move || store.refused(&peer).map(|r| r.len()));
+    match kept.await {
+        Ok(Ok(n)) => n as u64,
+        _ => 0,
+    }
+}
+
 /// The status of every peer link, with both queues: this node's towards each peer, and
 /// each linked peer's towards this node, asked now.
 pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
@@ -80,6 +95,7 @@ pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
     let mut links = Vec::new();
     for l in shared.links.statuses() {
         let to = crate::node::admin::queue_of(shared, &l.peer).await;
+        let kept = refused_kept(shared, &l.peer).await;
         links.push(LinkReport {
             peer: l.peer.to_string(),
             address: l.address,
@@ -91,6 +107,7 @@ pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
             copies_received: l.copies,
             refused_by_peer: l.refused_by_peer.0,
             last_refusal: l.refused_by_peer.1,
+            refused_kept: kept,
             to_peer: QueueReport {
                 depth: to.depth,
                 oldest_ms: to.oldest_age_ms,

@@ -147,3 +147,93 @@ fn it_reads_on_while_it_makes_progress_has_room_and_more_is_stored() {
         "what was examined is skipped once idle"
     );
 }
+
+#[test]
+fn deliveries_offered_again_below_the_cursor_neither_hold_nor_move_it() {
+    let cursor = Cursor {
+        acked_through: 20,
+        ..Cursor::default()
+    };
+    let mut p = Progress::new("au-dod".parse().unwrap(), cursor, 8);
+    let again = p.take_retries(&[item(4), item(7)]).unwrap();
+    assert_eq!(again.record().bulletin_seqs, [4, 7]);
+    assert!(p.is_retry_in_flight(4) && p.is_retry_in_flight(7));
+    assert_eq!(p.room(), 6, "in flight, they count against the window");
+    p.take_page(page(&[21, 22], 22), Vec::new());
+    p.take_acks([vec![21, 22]], t(110));
+    assert_eq!(
+        p.cursor.acked_through, 22,
+        "an old retry does not hold the cursor"
+    );
+    let acked = p.take_acks([vec![4]], t(120)).unwrap();
+    assert_eq!(acked.record().bulletin_seqs, [4]);
+    assert!(!p.is_retry_in_flight(4));
+    assert_eq!(p.cursor.acked_through, 22, "nor does its ack move it back");
+    assert!(p.cursor.acked_above.is_empty());
+    assert_eq!(p.room(), 7, "7 is still out");
+}
+
+fn refusal(seq: u64, code: ErrorCode) -> proto::Refusal {
+    proto::Refusal {
+        seq,
+        code: code as i32,
+        message: String::new(),
+    }
+}
+
+#[test]
+fn a_refusal_configuration_could_change_is_kept_and_a_retry_taken_is_forgotten() {
+    let cursor = Cursor {
+        acked_through: 10,
+        ..Cursor::default()
+    };
+    let mut p = Progress::new("au-dod".parse().unwrap(), cursor, 8);
+    p.take_retries(&[item(4)]);
+    p.take_page(page(&[11, 12, 13], 13), Vec::new());
+    let acks = [proto::Ack {
+        seq: vec![4, 11, 12, 13, 13, 99],
+        refused: vec![
+            refusal(11, ErrorCode::UnknownOrigin),
+            refusal(12, ErrorCode::BadSignature),
+            refusal(99, ErrorCode::UnknownKey),
+        ],
+    }];
+    let au: PartnerId = "au-dod".parse().unwrap();
+    let kept = Refusal {
+        seq: 11,
+        code: ErrorCode::UnknownOrigin as i32,
+        own_digest: [1; 32],
+        peer_digest: vec![2; 32],
+    };
+    assert_eq!(
+        p.refused_changes(&acks, [1; 32], &[2; 32]),
+        [
+            RefusedChange::Forget(au.clone(), 4),
+            RefusedChange::Keep(au, kept)
+        ],
+        "a forged one is not kept, 13 was taken, 99 was never delivered"
+    );
+    assert!(
+        p.refused_changes(&acks, [1; 32], &[]).is_empty(),
+        "nothing is kept for a peer that declares no digest"
+    );
+}
+
+#[test]
+fn only_refusals_a_configuration_could_change_are_kept_for_another_try() {
+    for code in [
+        ErrorCode::UnknownOrigin,
+        ErrorCode::UnknownKey,
+        ErrorCode::NotViaPeer,
+    ] {
+        assert!(may_change_with_configuration(code), "{code:?}");
+    }
+    for code in [
+        ErrorCode::BadSignature,
+        ErrorCode::Conflict,
+        ErrorCode::TooOld,
+        ErrorCode::InvalidBulletin,
+    ] {
+        assert!(!may_change_with_configuration(code), "{code:?}");
+    }
+}
