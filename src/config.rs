@@ -92,7 +92,7 @@ pub struct NodeSection {
 }
 
 /// One signing key of a partner, with its optional validity window.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// `ed25519:<base64>`.

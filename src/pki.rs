@@ -14,7 +14,9 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
-use sha2::{Digest as _, Sha256};
+
+mod request;
+pub use request::{request, Request};
 
 use crate::files::{self, Access, FileError};
 use crate::identity::{self, PartnerId, PublicKey};
@@ -56,6 +58,9 @@ pub enum PkiError {
     /// A time could not be represented in a certificate.
     #[error("time {0} cannot be written into a certificate")]
     Time(Timestamp),
+    /// A certificate signing request that cannot be signed.
+    #[error("the certificate request cannot be signed: {0}")]
+    BadRequest(String),
 }
 
 /// The federation CA: its certificate and private key, both PEM.
@@ -159,20 +164,7 @@ impl Ca {
         not_after: Timestamp,
     ) -> Result<NodeTls, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![id.to_string()])?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, id.as_str());
-        dn.push(DnType::OrganizationName, "renkei federation");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = not_before.to_datetime().ok_or(PkiError::Time(not_before))?;
-        params.not_after = not_after.to_datetime().ok_or(PkiError::Time(not_after))?;
+        let params = leaf_params(id, not_before, not_after)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeTls {
             cert_pem: cert.pem(),
@@ -181,17 +173,35 @@ impl Ca {
     }
 }
 
-/// SHA-256 fingerprint of the first certificate in `pem`, as lowercase hex with colons.
+/// A partner's TLS certificate: end entity (not a CA), DNS SAN and common name = the
+/// partner id, for both server and client authentication, valid in the window given.
+fn leaf_params(
+    id: &PartnerId,
+    not_before: Timestamp,
+    not_after: Timestamp,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(vec![id.to_string()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, id.as_str());
+    dn.push(DnType::OrganizationName, "renkei federation");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before.to_datetime().ok_or(PkiError::Time(not_before))?;
+    params.not_after = not_after.to_datetime().ok_or(PkiError::Time(not_after))?;
+    Ok(params)
+}
+
+/// SHA-256 fingerprint of the first certificate in `pem`, written as cards and
+/// configurations write it (`sha256:` and lowercase hex).
 pub fn fingerprint(pem: &str) -> Option<String> {
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
-    let digest = Sha256::digest(der.as_ref());
-    Some(
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
+    Some(crate::identity::CertFingerprint::of_der(der.as_ref()).to_string())
 }
 
 /// What [`init`] may replace. By default nothing: an existing CA is reused and nodes

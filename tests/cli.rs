@@ -307,8 +307,17 @@ fn pki_and_keys_are_never_overwritten_silently() {
         &fs::metadata(dir.join("k.pem")).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+    // Issue 32, item 5: its public half is beside it, for the card that announces it.
+    assert_eq!(
+        fs::read_to_string(dir.join("k.pub")).unwrap().trim(),
+        out.stdout.trim()
+    );
     assert!(!renkei(dir, &["keygen", "--out", "k.pem"]).ok);
-    renkei_ok(dir, &["keygen", "--out", "k.pem", "--force"]);
+    let again = renkei_ok(dir, &["keygen", "--out", "k.pem", "--force"]);
+    assert_eq!(
+        fs::read_to_string(dir.join("k.pub")).unwrap().trim(),
+        again.stdout.trim()
+    );
 }
 
 #[test]

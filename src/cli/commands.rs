@@ -18,6 +18,24 @@ pub(super) enum PartnerCommand {
         /// Where the node listens for partners, HOST:PORT.
         #[arg(long)]
         address: Option<String>,
+        /// A key rotation: the new signing key (a .pub file from `renkei keygen`, or
+        /// ed25519: text), announced with the node directory's key as the old one.
+        #[arg(long, requires = "old_key_until")]
+        new_key: Option<String>,
+        /// With --new-key: until when the old key stays valid (RFC 3339, e.g.
+        /// 2026-12-13T00:00:00Z), so that bulletins signed with it still verify.
+        #[arg(long, requires = "new_key")]
+        old_key_until: Option<crate::timestamp::Timestamp>,
+    },
+    /// Apply a partner's renewed card (a rotated signing key, a renewed certificate, a
+    /// new address) to its [[partner]] or [[origin]], keeping the file's comments.
+    Update {
+        /// The node's configuration file (edited in place).
+        #[arg(long)]
+        config: PathBuf,
+        /// The partner's renewed card (from `renkei partner card`).
+        #[arg(long)]
+        card: PathBuf,
     },
     /// Add a partner from its card to a node's configuration, keeping its comments.
     Add {
@@ -161,8 +179,8 @@ pub(super) enum CertsCommand {
         /// Directory for ca.crt, ca.key and one sub-directory per node.
         #[arg(long)]
         dir: PathBuf,
-        /// Partner ids of the nodes, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Partner ids to issue for (nodes, desks, auditors), comma-separated.
+        #[arg(long = "ids", alias = "nodes", value_delimiter = ',', required = true)]
         nodes: Vec<PartnerId>,
         /// Issue the listed nodes new certificates and signing keys over existing ones
         /// (the CA is kept). Without it, nodes that exist are kept and new ones added.
@@ -172,6 +190,36 @@ pub(super) enum CertsCommand {
         /// nodes; every partner then needs the new ca.crt).
         #[arg(long)]
         new_ca: bool,
+    },
+    /// Make a TLS key and a certificate request (tls.csr) for ID in DIR/ID, with a
+    /// signing key, for the federation CA's operator to sign (`certs sign`). The
+    /// private keys never leave DIR.
+    Request {
+        /// The partner id the certificate will name.
+        #[arg(long)]
+        id: PartnerId,
+        /// Directory for ID/tls.key, ID/tls.csr, ID/signing.key and ID/signing.pub.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A renewal: a new TLS key and request only; the signing key is kept.
+        #[arg(long)]
+        renew: bool,
+    },
+    /// Sign a certificate request with the federation CA in DIR; writes the
+    /// certificate beside the request (tls.crt for tls.csr) or to --out.
+    Sign {
+        /// Directory holding ca.crt and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The request (PEM), from `renkei certs request` or any PKCS#10 tool.
+        #[arg(long)]
+        csr: PathBuf,
+        /// The partner id the request must name (refused otherwise).
+        #[arg(long)]
+        id: Option<PartnerId>,
+        /// Where to write the certificate.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

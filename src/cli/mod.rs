@@ -393,6 +393,12 @@ fn run_desk(command: Command) -> anyhow::Result<()> {
             };
             certs::init(&dir, &nodes, replace)
         }
+        Command::Certs(CertsCommand::Request { id, dir, renew }) => {
+            certs::request(&id, &dir, renew)
+        }
+        Command::Certs(CertsCommand::Sign { dir, csr, id, out }) => {
+            certs::sign(&dir, &csr, id.as_ref(), out.as_deref())
+        }
         Command::Keygen { out, force } => certs::keygen(&out, force),
         Command::Bulletin(BulletinCommand::New { key, fields, out }) => {
             bulletin::new(&key, fields, &out)
@@ -508,8 +514,20 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
             unsigned_ok: allow_unsigned_manifest,
         }),
         Command::CheckConfig { config } => check::run(&config),
-        Command::Partner(PartnerCommand::Card { node_dir, address }) => {
-            partner::card(&node_dir, address.as_deref())
+        Command::Partner(PartnerCommand::Card {
+            node_dir,
+            address,
+            new_key,
+            old_key_until,
+        }) => {
+            let rotation = match (new_key, old_key_until) {
+                (Some(key), Some(until)) => Some((public_key_arg("--new-key", &key)?, until)),
+                _ => None,
+            };
+            partner::card(&node_dir, address.as_deref(), rotation)
+        }
+        Command::Partner(PartnerCommand::Update { config, card }) => {
+            partner::update(&config, &card)
         }
         Command::Partner(PartnerCommand::Add {
             config,

@@ -1,5 +1,6 @@
 //! A partner card: the public facts one operator gives another to be onboarded (id,
-//! Ed25519 signing key, TLS certificate fingerprint, optional address), as TOML.
+//! Ed25519 signing key, TLS certificate fingerprint, optional address), as TOML. During
+//! a key rotation it also carries the keys being retired, each until a time.
 //!
 //! Pure: it builds a card from file contents the caller read and parses card text.
 //! It must never hold or print private key material; a signing key read to derive the
@@ -11,9 +12,10 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
-use super::{syntax_error, ConfigError};
+use super::{syntax_error, ConfigError, KeyConfig};
 use crate::identity::partner_from_cert;
 use crate::identity::{self, CertFingerprint, PartnerId, PublicKey};
+use crate::timestamp::Timestamp;
 
 /// A card could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,20 @@ pub struct PartnerCard {
     pub tls_fingerprint: CertFingerprint,
     /// Where its node listens, when it runs one (`HOST:PORT`).
     pub address: Option<String>,
+    /// Keys it signed with before `signing_key`, each still valid until its time, so
+    /// that bulletins signed before a rotation still verify on their way.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKey>,
+}
+
+/// A key being retired by a rotation, and when it stops being valid.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    /// The old key.
+    pub public: PublicKey,
+    /// First instant it may no longer sign.
+    pub not_after: Timestamp,
 }
 
 fn check_address(address: &str) -> Result<(), CardError> {
@@ -87,7 +103,41 @@ impl PartnerCard {
             signing_key,
             tls_fingerprint: CertFingerprint::of_der(der.as_ref()),
             address: address.map(str::to_owned),
+            previous_keys: Vec::new(),
         })
+    }
+
+    /// The card announcing `new` as the signing key from now on, with the key it
+    /// replaces valid until `until`. Refuses a rotation to the same key.
+    pub fn rotated(mut self, new: PublicKey, until: Timestamp) -> Result<PartnerCard, CardError> {
+        if new == self.signing_key {
+            return Err(CardError::SigningKey(format!(
+                "{new} is already the signing key on the card: make a new key with `renkei keygen`"
+            )));
+        }
+        let old = std::mem::replace(&mut self.signing_key, new);
+        self.previous_keys.retain(|k| k.public != new);
+        self.previous_keys.push(PreviousKey {
+            public: old,
+            not_after: until,
+        });
+        Ok(self)
+    }
+
+    /// The keys a configuration gives this partner: the signing key, and each
+    /// previous key with its end.
+    pub fn keys(&self) -> Vec<KeyConfig> {
+        let mut keys = vec![KeyConfig {
+            public: self.signing_key,
+            not_before: None,
+            not_after: None,
+        }];
+        keys.extend(self.previous_keys.iter().map(|k| KeyConfig {
+            public: k.public,
+            not_before: None,
+            not_after: Some(k.not_after),
+        }));
+        keys
     }
 
     /// Reads card text; `file` is only used in messages.
@@ -107,6 +157,16 @@ impl PartnerCard {
         doc["tls_fingerprint"] = toml_edit::value(self.tls_fingerprint.to_string());
         if let Some(a) = &self.address {
             doc["address"] = toml_edit::value(a.as_str());
+        }
+        if !self.previous_keys.is_empty() {
+            let mut keys = toml_edit::Array::new();
+            for k in &self.previous_keys {
+                let mut key = toml_edit::InlineTable::new();
+                key.insert("public", k.public.to_string().into());
+                key.insert("not_after", k.not_after.to_string().into());
+                keys.push(key);
+            }
+            doc["previous_keys"] = toml_edit::value(keys);
         }
         format!(
             "# renkei partner card of {}: public keys only, no secret.\n\
@@ -148,8 +208,9 @@ mod tests {
         assert_eq!(from_pub.id.as_str(), "mod-fr");
         assert_eq!(from_pub.signing_key, public);
         assert_eq!(
-            Some(from_pub.tls_fingerprint.to_string().replace("sha256:", "")),
-            crate::pki::fingerprint(&tls.cert_pem).map(|f| f.replace(':', ""))
+            Some(from_pub.tls_fingerprint.to_string()),
+            crate::pki::fingerprint(&tls.cert_pem),
+            "certs init prints the fingerprint as the card does"
         );
 
         let text = from_pub.to_toml();
@@ -171,5 +232,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `secret`"), "{err}");
+    }
+
+    #[test]
+    fn a_rotated_card_carries_the_old_key_until_its_end() {
+        let now = Timestamp::from_unix_ms(1_790_000_000_000);
+        let tls = Ca::generate(now)
+            .unwrap()
+            .issue(&"us-dod".parse().unwrap(), now)
+            .unwrap();
+        let (old, new) = (
+            PublicKey::of(&identity::generate_signing_key()),
+            PublicKey::of(&identity::generate_signing_key()),
+        );
+        let card = PartnerCard::from_node_files(&tls.cert_pem, Some(&old.to_string()), None, None)
+            .unwrap();
+        let until: Timestamp = "2026-12-13T00:00:00Z".parse().unwrap();
+        let rotated = card.clone().rotated(new, until).unwrap();
+        assert_eq!(rotated.signing_key, new);
+        let keys = rotated.keys();
+        assert_eq!(keys.len(), 2);
+        assert_eq!((keys[0].public, keys[0].not_after), (new, None));
+        assert_eq!((keys[1].public, keys[1].not_after), (old, Some(until)));
+        let text = rotated.to_toml();
+        assert_eq!(
+            PartnerCard::parse(&text, Path::new("c.toml")).unwrap(),
+            rotated
+        );
+        assert!(
+            card.rotated(old, until).is_err(),
+            "the same key is no rotation"
+        );
     }
 }

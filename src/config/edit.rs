@@ -1,5 +1,6 @@
-//! Editing a node's configuration text in place: adding a `[[partner]]` from its card
-//! while keeping every comment and the formatting of the rest of the file (toml_edit).
+//! Editing a node's configuration text in place: adding a `[[partner]]` from its card,
+//! or applying a renewed card (`update`), while keeping every comment and the
+//! formatting of the rest of the file (toml_edit).
 //!
 //! Pure: text in, text out, and the result is validated as a whole before it is
 //! returned. Writing the file is the caller's (`files::replace`); deciding who should
@@ -8,11 +9,14 @@
 use std::path::Path;
 
 use super::card::PartnerCard;
-use super::{ConfigError, NodeConfig};
+use super::{ConfigError, KeyConfig, NodeConfig};
 use crate::bulletin::{Kind, Tlp};
 use crate::identity::{GroupName, PartnerId, Role};
 
-/// A partner could not be added.
+mod update;
+pub use update::update_partner;
+
+/// A partner could not be added or updated.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
     /// The file is not a valid configuration before the edit.
@@ -37,6 +41,9 @@ pub enum EditError {
         /// The partner that has it.
         owner: PartnerId,
     },
+    /// `partner update` was given the card of an id the file does not configure.
+    #[error("{0} is neither a [[partner]] nor an [[origin]] of this node; onboard it with `renkei partner add`")]
+    NotConfigured(PartnerId),
     /// The card's signing key or certificate is revoked.
     #[error("{0} is on this node's revocation list")]
     KeyRevoked(String),
@@ -59,6 +66,63 @@ pub struct NewPartner {
     pub groups: Vec<GroupName>,
     /// Kinds shared with it; all when `None`.
     pub kinds: Option<Vec<Kind>>,
+}
+
+/// Refuses a card whose keys another partner or origin has, or that this node
+/// revoked (its signing keys only when `with_keys`; its certificate always).
+fn check_card_keys(cfg: &NodeConfig, card: &PartnerCard, with_keys: bool) -> Result<(), EditError> {
+    let others = cfg
+        .partners
+        .iter()
+        .filter(|p| p.id != card.id)
+        .map(|p| (&p.id, &p.keys))
+        .chain(
+            cfg.origins
+                .iter()
+                .filter(|o| o.id != card.id)
+                .map(|o| (&o.id, &o.keys)),
+        );
+    let keys = if with_keys { card.keys() } else { Vec::new() };
+    for (owner, theirs) in others {
+        if let Some(k) = keys
+            .iter()
+            .find(|k| theirs.iter().any(|t| t.public == k.public))
+        {
+            return Err(EditError::KeyInUse {
+                key: k.public.to_string(),
+                owner: owner.clone(),
+            });
+        }
+    }
+    for k in &keys {
+        if cfg.revoked.iter().any(|r| r.key() == Some(k.public)) {
+            return Err(EditError::KeyRevoked(format!("signing key {}", k.public)));
+        }
+    }
+    if cfg.certificate_revoked(&card.tls_fingerprint).is_some() {
+        return Err(EditError::KeyRevoked(format!(
+            "TLS certificate {}",
+            card.tls_fingerprint
+        )));
+    }
+    Ok(())
+}
+
+/// Keys as an inline array, each with its window where it has one.
+fn keys_value(keys: &[KeyConfig]) -> toml_edit::Array {
+    let mut out = toml_edit::Array::new();
+    for k in keys {
+        let mut key = toml_edit::InlineTable::new();
+        key.insert("public", k.public.to_string().into());
+        if let Some(t) = k.not_before {
+            key.insert("not_before", t.to_string().into());
+        }
+        if let Some(t) = k.not_after {
+            key.insert("not_after", t.to_string().into());
+        }
+        out.push(key);
+    }
+    out
 }
 
 fn string_array<'a>(items: impl IntoIterator<Item = &'a str>) -> toml_edit::Value {
@@ -85,34 +149,7 @@ pub fn add_partner(
         });
     }
     let with_key = new.role != Role::Auditor;
-    if with_key {
-        if let Some(owner) = cfg
-            .partners
-            .iter()
-            .find(|p| p.keys.iter().any(|k| k.public == card.signing_key))
-        {
-            return Err(EditError::KeyInUse {
-                key: card.signing_key.to_string(),
-                owner: owner.id.clone(),
-            });
-        }
-        if cfg
-            .revoked
-            .iter()
-            .any(|r| r.key() == Some(card.signing_key))
-        {
-            return Err(EditError::KeyRevoked(format!(
-                "signing key {}",
-                card.signing_key
-            )));
-        }
-        if cfg.certificate_revoked(&card.tls_fingerprint).is_some() {
-            return Err(EditError::KeyRevoked(format!(
-                "TLS certificate {}",
-                card.tls_fingerprint
-            )));
-        }
-    }
+    check_card_keys(&cfg, card, with_key)?;
 
     // The text parsed as a configuration above, so it is TOML.
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|_| EditError::Layout)?;
@@ -130,11 +167,7 @@ pub fn add_partner(
             toml_edit::Item::Value(string_array(new.groups.iter().map(GroupName::as_str)));
     }
     if with_key {
-        let mut key = toml_edit::InlineTable::new();
-        key.insert("public", card.signing_key.to_string().into());
-        let mut keys = toml_edit::Array::new();
-        keys.push(key);
-        table["keys"] = toml_edit::Item::Value(toml_edit::Value::Array(keys));
+        table["keys"] = toml_edit::value(keys_value(&card.keys()));
     }
     table["tls_fingerprint"] = toml_edit::value(card.tls_fingerprint.to_string());
     // A relay whose card gives its node's address is a peer node: this node dials it.
@@ -192,6 +225,7 @@ mod tests {
             signing_key: key,
             tls_fingerprint: CertFingerprint::of_der(id.as_bytes()),
             address: Some("192.0.2.7:4433".into()),
+            previous_keys: Vec::new(),
         }
     }
 
