@@ -23,6 +23,7 @@ pub mod edit;
 pub mod federation;
 mod revocation;
 mod sections;
+pub mod template;
 mod validate;
 
 pub use change::ConfigChange;
@@ -381,9 +382,13 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Reads a client configuration; relative paths are taken from the file's directory.
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
-        let text = read(path)?;
+        ClientConfig::parse(&read(path)?, path)
+    }
+
+    /// Reads client configuration text from `path` (which relative paths follow).
+    pub fn parse(text: &str, path: &Path) -> Result<ClientConfig, ConfigError> {
         let mut cfg: ClientConfig =
-            toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
+            toml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
         let c = &mut cfg.client;
         resolve_paths(
             path,

@@ -31,6 +31,7 @@ mod partners;
 mod policy_explain;
 mod rejections;
 mod reload;
+mod runbook;
 mod secrets;
 mod sharing;
 mod taxii;

@@ -7,36 +7,12 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::served::{serve, Served};
 
 /// The shell lines of the README's tour block, continuation lines joined.
 fn tour_lines() -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let tour = readme
-        .split("## A short tour of the CLI")
-        .nth(1)
-        .and_then(|rest| rest.split("```sh\n").nth(1))
-        .and_then(|block| block.split("\n```").next())
-        .expect("a sh block in the tour section");
-    let mut lines = Vec::new();
-    let mut pending = String::new();
-    for line in tour.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(part) => pending.push_str(part),
-            None => {
-                pending.push_str(line);
-                lines.push(std::mem::take(&mut pending));
-            }
-        }
-    }
-    lines
+    common::shell::sh_block("README.md", "## A short tour of the CLI")
 }
 
 /// What a tour command must print (on stdout) or leave behind; None for a command
@@ -102,31 +78,6 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
     Some(())
 }
 
-/// Runs one line with bash, the `renkei` under test first on the PATH.
-fn run(line: &str, cwd: &Path) -> String {
-    let bin = Path::new(env!("CARGO_BIN_EXE_renkei"))
-        .parent()
-        .expect("the binary's dir");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new("bash")
-        .args(["-c", line])
-        .env("PATH", path)
-        .current_dir(cwd)
-        .output()
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "`{line}` failed:\n{}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[test]
 fn every_command_of_the_readme_tour_works_on_the_worked_setup() {
     let tmp = tempfile::tempdir().unwrap();
@@ -150,7 +101,7 @@ fn every_command_of_the_readme_tour_works_on_the_worked_setup() {
                 assert!(status.success(), "{status:?}");
             }
         } else {
-            let stdout = run(line, &cwd);
+            let stdout = common::shell::run_line(line, &cwd);
             assert!(
                 check(line, &stdout, &cwd).is_some(),
                 "the tour's `{line}` has no check in tests/tour.rs (or left nothing to check)"

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::bulletin::{Kind, Tlp};
-use crate::identity::{GroupName, PartnerId, Role};
+use crate::identity::{GroupName, PartnerId};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum PartnerCommand {
@@ -37,17 +37,23 @@ pub(super) enum PartnerCommand {
         #[arg(long)]
         card: PathBuf,
     },
-    /// Add a partner from its card to a node's configuration, keeping its comments.
+    /// Add a partner from its card to a node's configuration (an origin behind a peer
+    /// with --role origin), or its keys to a desk's or an auditor's, keeping comments.
     Add {
-        /// The node's configuration file (edited in place).
+        /// The node's, desk's or auditor's configuration file (edited in place).
         #[arg(long)]
         config: PathBuf,
         /// The partner's card (from `renkei partner card`).
         #[arg(long)]
         card: PathBuf,
-        /// liaison, relay or auditor.
+        /// liaison, relay, auditor, or origin (one whose bulletins arrive through
+        /// peers; with --via). Not for a desk's configuration.
         #[arg(long)]
-        role: Role,
+        role: Option<String>,
+        /// With --role origin: the peer nodes its bulletins come through, the first
+        /// being the way towards it (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        via: Vec<PartnerId>,
         /// The highest TLP it may receive (required unless an auditor).
         #[arg(long)]
         clearance: Option<Tlp>,
@@ -58,6 +64,53 @@ pub(super) enum PartnerCommand {
         #[arg(long, value_delimiter = ',')]
         kinds: Option<Vec<Kind>>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ConfigCommand {
+    /// Write DIR/ID.toml for a new node, naming the files `renkei certs request --dir
+    /// DIR` left there (ca.crt beside them); partners come with `partner add`.
+    Node {
+        /// The node's partner id.
+        #[arg(long)]
+        id: PartnerId,
+        /// The UDP address partners reach it on, e.g. 0.0.0.0:4433.
+        #[arg(long)]
+        listen: String,
+        /// The directory for the file, holding ca.crt and ID/.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Also serve /metrics, /healthz and /readyz here (HTTP, e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Write DIR/ID.toml for a liaison desk of the node NODE at SERVER.
+    Desk {
+        #[command(flatten)]
+        client: NewClient,
+    },
+    /// Write DIR/ID.toml for an audit office of the node NODE at SERVER (no signing key).
+    Auditor {
+        #[command(flatten)]
+        client: NewClient,
+    },
+}
+
+/// Who a new desk or auditor is and which node it talks to.
+#[derive(Args, Debug)]
+pub(super) struct NewClient {
+    /// Its partner id.
+    #[arg(long)]
+    pub(super) id: PartnerId,
+    /// The node's partner id.
+    #[arg(long)]
+    pub(super) node: PartnerId,
+    /// The node's UDP address, IP:PORT.
+    #[arg(long)]
+    pub(super) server: String,
+    /// The directory for the file, holding ca.crt and ID/.
+    #[arg(long)]
+    pub(super) dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,8 +232,9 @@ pub(super) enum CertsCommand {
         /// Directory for ca.crt, ca.key and one sub-directory per node.
         #[arg(long)]
         dir: PathBuf,
-        /// Partner ids to issue for (nodes, desks, auditors), comma-separated.
-        #[arg(long = "ids", alias = "nodes", value_delimiter = ',', required = true)]
+        /// Partner ids to issue for (nodes, desks, auditors), comma-separated; none
+        /// makes (or keeps) the CA alone.
+        #[arg(long = "ids", alias = "nodes", value_delimiter = ',')]
         nodes: Vec<PartnerId>,
         /// Issue the listed nodes new certificates and signing keys over existing ones
         /// (the CA is kept). Without it, nodes that exist are kept and new ones added.

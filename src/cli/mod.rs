@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, BulletinCommand, BulletinFields, CertsCommand, Format, LogSource, PartnerCommand,
-    PolicyCommand,
+    AuditCommand, BulletinCommand, BulletinFields, CertsCommand, ConfigCommand, Format, LogSource,
+    PartnerCommand, PolicyCommand,
 };
 
 /// `println!` for command output: see [`emit`].
@@ -96,6 +96,9 @@ enum Command {
     /// Onboard partners: print this node's public card, add a partner from its card.
     #[command(subcommand)]
     Partner(PartnerCommand),
+    /// Write a first configuration for a node, a desk or an auditor.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a node until SIGINT or SIGTERM; SIGHUP reloads its configuration.
     Serve {
         /// The node's configuration file.
@@ -372,7 +375,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::CheckConfig { .. }
-        | Command::Partner(_) => run_operator(command),
+        | Command::Partner(_)
+        | Command::Config(_) => run_operator(command),
         command => run_desk(command),
     }
 }
@@ -529,18 +533,21 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
         Command::Partner(PartnerCommand::Update { config, card }) => {
             partner::update(&config, &card)
         }
+        Command::Config(command) => partner::new_config(command),
         Command::Partner(PartnerCommand::Add {
             config,
             card,
             role,
+            via,
             clearance,
             groups,
             kinds,
-        }) => partner::add(
+        }) => partner::onboard(
             &config,
             &card,
-            crate::config::edit::NewPartner {
+            partner::Onboard {
                 role,
+                via,
                 clearance,
                 groups,
                 kinds,

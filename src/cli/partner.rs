@@ -1,14 +1,16 @@
-//! `renkei partner card` and `renkei partner add`: onboarding a partner from the card
-//! its operator sends.
+//! `renkei partner card`, `partner add` and `partner update`: onboarding a partner, an
+//! origin behind a peer, or a desk's origin from the card its operator sends, and
+//! applying a renewed card.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::bulletin::{Kind, Tlp};
 use crate::config::card::PartnerCard;
 use crate::config::edit::{self, NewPartner};
 use crate::files;
-use crate::identity::PublicKey;
+use crate::identity::{GroupName, PartnerId, PublicKey};
 use crate::timestamp::Timestamp;
 
 /// Reads a file that may be absent.
@@ -72,8 +74,13 @@ pub(super) fn update(config: &Path, card_path: &Path) -> anyhow::Result<()> {
     let card_text = files::read_text(card_path)?;
     let card = PartnerCard::parse(&card_text, card_path)?;
     let text = files::read_text(config)?;
-    let (edited, changes) = edit::update_partner(&text, config, &card)
-        .with_context(|| format!("updating {} in {}", card.id, config.display()))?;
+    let is_client = crate::config::check::is_client(&text);
+    let updated = match is_client {
+        true => edit::update_client(&text, config, &card),
+        false => edit::update_partner(&text, config, &card),
+    };
+    let (edited, changes) =
+        updated.with_context(|| format!("updating {} in {}", card.id, config.display()))?;
     if changes.is_empty() {
         emitln!(
             "{} in {}: already as the card says; nothing changed",
@@ -88,18 +95,77 @@ pub(super) fn update(config: &Path, card_path: &Path) -> anyhow::Result<()> {
     for change in &changes {
         emitln!("  {change}");
     }
-    emitln!(
-        "Apply it to the running node with `renkei reload --config {}` (or SIGHUP).",
-        config.display()
-    );
+    if !is_client {
+        emitln!(
+            "Apply it to the running node with `renkei reload --config {}` (or SIGHUP).",
+            config.display()
+        );
+    }
     Ok(())
 }
 
-pub(super) fn add(config: &Path, card_path: &Path, new: NewPartner) -> anyhow::Result<()> {
+/// What `partner add` was told besides the card.
+pub(super) struct Onboard {
+    pub role: Option<String>,
+    pub via: Vec<PartnerId>,
+    pub clearance: Option<Tlp>,
+    pub groups: Vec<GroupName>,
+    pub kinds: Option<Vec<Kind>>,
+}
+
+/// `renkei partner add`: a partner or an origin on a node, or an origin's keys on a desk.
+pub(super) fn onboard(config: &Path, card_path: &Path, o: Onboard) -> anyhow::Result<()> {
     let card_text = files::read_text(card_path)?;
     let card = PartnerCard::parse(&card_text, card_path)?;
     let text = files::read_text(config)?;
-    let edited = edit::add_partner(&text, config, &card, &new)
+    let is_client = crate::config::check::is_client(&text);
+    let edited = match (is_client, o.role.as_deref()) {
+        (true, None) => edit::add_to_client(&text, config, &card)?,
+        (true, Some(_)) => anyhow::bail!(
+            "{} is a desk's or an auditor's configuration: it takes an origin's keys \
+             only; leave out --role",
+            config.display()
+        ),
+        (false, Some("origin")) => {
+            anyhow::ensure!(
+                !o.via.is_empty(),
+                "--role origin needs --via PEER: the peer node(s) its bulletins come through"
+            );
+            edit::add_origin(&text, config, &card, &o.via, &o.groups)?
+        }
+        (false, role) => {
+            let role = role.context("--role is required: liaison, relay, auditor or origin")?;
+            let new = NewPartner {
+                role: role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
+                clearance: o.clearance,
+                groups: o.groups,
+                kinds: o.kinds,
+            };
+            return add(config, &card, &text, new);
+        }
+    };
+    files::replace(config, edited.as_bytes())
+        .with_context(|| format!("writing {}", config.display()))?;
+    emitln!("added {} to {}:", card.id, config.display());
+    if !o.via.is_empty() {
+        let via: Vec<&str> = o.via.iter().map(PartnerId::as_str).collect();
+        emitln!("  origin through  {}", via.join(", "));
+    }
+    emitln!("  signing key     {}", card.signing_key);
+    for k in &card.previous_keys {
+        emitln!("  previous key    {} (until {})", k.public, k.not_after);
+    }
+    if !is_client {
+        emitln!(
+            "Apply it to the running node with `renkei reload --config {}` (or SIGHUP).",
+            config.display()
+        );
+    }
+    Ok(())
+}
+
+fn add(config: &Path, card: &PartnerCard, text: &str, new: NewPartner) -> anyhow::Result<()> {
+    let edited = edit::add_partner(text, config, card, &new)
         .with_context(|| format!("adding partner {} to {}", card.id, config.display()))?;
     files::replace(config, edited.as_bytes())
         .with_context(|| format!("writing {}", config.display()))?;
@@ -128,5 +194,35 @@ pub(super) fn add(config: &Path, card_path: &Path, new: NewPartner) -> anyhow::R
          `renkei check-config --config {0}` checks the file first.",
         config.display()
     );
+    Ok(())
+}
+
+/// `renkei config node|desk|auditor`: writes DIR/ID.toml, refusing to replace one.
+pub(super) fn new_config(command: super::ConfigCommand) -> anyhow::Result<()> {
+    use super::ConfigCommand;
+    use crate::config::template;
+    let (dir, id, text) = match command {
+        ConfigCommand::Node {
+            id,
+            listen,
+            dir,
+            admin,
+        } => {
+            let text = template::node(&id, &listen, admin.as_deref())?;
+            (dir, id, text)
+        }
+        ConfigCommand::Desk { client: c } => {
+            let text = template::client(&c.id, &c.node, &c.server, true)?;
+            (c.dir, c.id, text)
+        }
+        ConfigCommand::Auditor { client: c } => {
+            let text = template::client(&c.id, &c.node, &c.server, false)?;
+            (c.dir, c.id, text)
+        }
+    };
+    let path = dir.join(format!("{id}.toml"));
+    files::write(&path, text.as_bytes(), files::Access::Public, false)
+        .with_context(|| format!("writing {}", path.display()))?;
+    emitln!("wrote {}", path.display());
     Ok(())
 }

@@ -290,7 +290,7 @@ mod client;
 mod files;
 mod locate;
 
-pub use client::check_client;
+pub use client::{check_client, is_client};
 pub use locate::field_at;
 
 #[cfg(test)]

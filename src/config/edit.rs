@@ -13,8 +13,10 @@ use super::{ConfigError, KeyConfig, NodeConfig};
 use crate::bulletin::{Kind, Tlp};
 use crate::identity::{GroupName, PartnerId, Role};
 
+mod origin;
 mod update;
-pub use update::update_partner;
+pub use origin::{add_origin, add_to_client};
+pub use update::{update_client, update_partner};
 
 /// A partner could not be added or updated.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +49,9 @@ pub enum EditError {
     /// The card's signing key or certificate is revoked.
     #[error("{0} is on this node's revocation list")]
     KeyRevoked(String),
-    /// `partner` is not written as `[[partner]]` tables, so it cannot be appended to.
-    #[error("`partner` is not a list of [[partner]] tables in this file; add the partner by hand")]
+    /// `partner` or `origin` is not written as a list of tables, so it cannot be
+    /// appended to.
+    #[error("`partner` or `origin` is not a list of [[…]] tables in this file; edit it by hand")]
     Layout,
     /// The edited text does not validate (a rule the checks above do not cover).
     #[error("the configuration with this partner would not be valid: {0}")]
@@ -184,23 +187,37 @@ pub fn add_partner(
         card.id
     ));
 
-    match doc.get_mut("partner") {
+    append_table(&mut doc, "partner", table)?;
+    let edited = ending_newline(doc.to_string());
+    NodeConfig::parse(&edited, file).map_err(EditError::Result)?;
+    Ok(edited)
+}
+
+/// Appends `table` to the `[[name]]` tables of `doc`.
+fn append_table(
+    doc: &mut toml_edit::DocumentMut,
+    name: &str,
+    table: toml_edit::Table,
+) -> Result<(), EditError> {
+    match doc.get_mut(name) {
         None => {
             let mut list = toml_edit::ArrayOfTables::new();
             list.push(table);
-            doc.insert("partner", toml_edit::Item::ArrayOfTables(list));
+            doc.insert(name, toml_edit::Item::ArrayOfTables(list));
         }
         // A new table takes the position of the one before it, so it lands after the
-        // last partner (and its [[partner.keys]]), before whatever follows.
+        // last of its kind (and its sub-tables), before whatever follows.
         Some(toml_edit::Item::ArrayOfTables(list)) => list.push(table),
         Some(_) => return Err(EditError::Layout),
     }
-    let mut edited = doc.to_string();
-    if !edited.ends_with('\n') {
-        edited.push('\n');
+    Ok(())
+}
+
+fn ending_newline(mut text: String) -> String {
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
-    NodeConfig::parse(&edited, file).map_err(EditError::Result)?;
-    Ok(edited)
+    text
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ pub mod federation;
 pub mod lossy;
 pub mod peers;
 pub mod served;
+pub mod shell;
 
 /// Splits a command line into words; single quotes group words with spaces.
 fn words(line: &str) -> Vec<String> {

@@ -42,7 +42,7 @@ pub struct Mesh {
 }
 
 /// A port on 127.0.0.1 nobody holds now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
     s.local_addr().expect("its address").port()
 }

@@ -7,7 +7,7 @@ use crate::config::ClientConfig;
 use crate::timestamp::Timestamp;
 
 /// Whether `text` is a client's configuration: it has a `[client]` table.
-pub(super) fn is_client(text: &str) -> bool {
+pub fn is_client(text: &str) -> bool {
     text.parse::<toml::Table>()
         .is_ok_and(|t| t.contains_key("client"))
 }

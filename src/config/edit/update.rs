@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::{keys_value, EditError};
 use crate::config::card::PartnerCard;
-use crate::config::{KeyConfig, NodeConfig};
+use crate::config::{ClientConfig, KeyConfig, NodeConfig};
 use crate::identity::Role;
 
 /// The configuration `text` with `card` applied to the partner or origin of its id,
@@ -47,11 +47,30 @@ pub fn update_partner(
     } else {
         return Err(EditError::NotConfigured(card.id.clone()));
     }
-    let mut edited = doc.to_string();
-    if !edited.ends_with('\n') {
-        edited.push('\n');
-    }
+    let edited = super::ending_newline(doc.to_string());
     NodeConfig::parse(&edited, file).map_err(EditError::Result)?;
+    Ok((edited, changes))
+}
+
+/// The desk's or auditor's configuration `text` with `card`'s keys applied to the
+/// `[[partner]]` of its id, and one line per change.
+pub fn update_client(
+    text: &str,
+    file: &Path,
+    card: &PartnerCard,
+) -> Result<(String, Vec<String>), EditError> {
+    let cfg = ClientConfig::parse(text, file).map_err(EditError::Current)?;
+    let index = cfg
+        .partners
+        .iter()
+        .position(|p| p.id == card.id)
+        .ok_or_else(|| EditError::NotConfigured(card.id.clone()))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|_| EditError::Layout)?;
+    let mut changes = Vec::new();
+    let table = nth_table(&mut doc, "partner", index)?;
+    set_keys(table, &cfg.partners[index].keys, card, &mut changes);
+    let edited = super::ending_newline(doc.to_string());
+    ClientConfig::parse(&edited, file).map_err(EditError::Result)?;
     Ok((edited, changes))
 }
 
