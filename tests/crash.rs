@@ -104,7 +104,15 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
     let hub_key = common::public_key(dir, "jp-mod");
     let out = renkei_ok(
         dir,
-        &["audit", "verify", "--data-dir", "data", "--key", &hub_key],
+        &[
+            "audit",
+            "verify",
+            "--json",
+            "--data-dir",
+            "data",
+            "--key",
+            &hub_key,
+        ],
     );
     let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(summary["verified"], true);

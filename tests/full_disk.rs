@@ -177,7 +177,15 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_resumes_by_itself() {
     let key = common::public_key(dir, "jp-mod");
     let out = renkei_ok(
         dir,
-        &["audit", "verify", "--data-dir", "disk/data", "--key", &key],
+        &[
+            "audit",
+            "verify",
+            "--json",
+            "--data-dir",
+            "disk/data",
+            "--key",
+            &key,
+        ],
     );
     let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(summary["verified"], true, "{summary}");

@@ -62,7 +62,11 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             let kept = std::fs::read_to_string(cwd.join("kept.checkpoint")).ok()?;
             assert!(kept.contains("renkei/jp-mod/audit"), "{kept}");
         }
-        ["audit", "prove"] | ["audit", "verify"] => has("\"verified\":true"),
+        ["audit", "prove"] => has("\"verified\":true"),
+        ["audit", "verify"] => {
+            has("verified: the audit log of jp-mod (renkei/jp-mod/audit)");
+            has("the kept checkpoint   of ");
+        }
         ["audit", "export"] => has("\"file\":\"log.export\""),
         ["metrics", _] => has("engaged partners (both ways): 2 (previous period 0, new): jp-cdc, us-dod"),
         ["certs", "init"] => {

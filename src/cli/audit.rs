@@ -324,13 +324,84 @@ pub(super) struct VerifyArgs<'a> {
     pub self_signed_ok: bool,
 }
 
-pub(super) fn verify(args: VerifyArgs<'_>) -> anyhow::Result<()> {
+/// `renkei audit verify`: checks, then says so in sentences (or one JSON line).
+pub(super) fn verify(args: VerifyArgs<'_>, as_json: bool) -> anyhow::Result<()> {
+    let self_signed_ok = args.self_signed_ok;
+    let v = check(args)?;
+    match as_json {
+        true => emitln!("{}", v.to_json()),
+        false => emitln!("{}", v.describe()),
+    }
+    if !v.anchored {
+        let what = "this proves the log internally consistent only: a log re-signed with another key would pass too. Pass --key (the node's checkpoint key as you know it, e.g. from its card) or --trusted-checkpoint (one you kept)";
+        if !self_signed_ok {
+            bail!("not verified: {what}, or --self-signed-ok to accept this");
+        }
+        eprintln!("renkei: note: {what}");
+    }
+    Ok(())
+}
+
+/// What `audit verify` found: every check passed; `anchored` says whether against
+/// something the auditor holds.
+pub(super) struct Verdict {
+    summary: export::Summary,
+    anchored: bool,
+    pinned: bool,
+    trust: &'static str,
+    key: ed25519_dalek::VerifyingKey,
+}
+
+impl Verdict {
+    fn to_json(&self) -> serde_json::Value {
+        let s = &self.summary;
+        json!({
+            "verified": self.anchored,
+            "internally_consistent": true,
+            "trust": self.trust,
+            "node_id": s.node_id,
+            "origin": s.origin,
+            "records": s.records,
+            "checkpoints": s.checkpoints,
+            "covered_by_checkpoints": s.covered,
+            "root": s.root,
+            "checkpoint_key": crate::identity::PublicKey::new(self.key).map(|k| k.to_string()),
+            "key_pinned": self.pinned,
+            "consistent_with_trusted_checkpoint": s.trusted,
+        })
+    }
+
+    /// The verdict for people.
+    pub(super) fn describe(&self) -> String {
+        let s = &self.summary;
+        let head = match self.anchored {
+            true => "verified",
+            false => "internally consistent only (not verified)",
+        };
+        let kept = s
+            .trusted
+            .map(|size| {
+                format!("\n  the kept checkpoint   of {size} records, extended by this log (no rollback, no fork)")
+            })
+            .unwrap_or_default();
+        format!(
+            "{head}: the audit log of {} ({}), {} records\n  \
+             signed checkpoints    {} (covering {} records)\n  \
+             checked against       {}{kept}\n  \
+             root                  {}",
+            s.node_id, s.origin, s.records, s.checkpoints, s.covered, self.trust, s.root
+        )
+    }
+}
+
+/// Runs every check of `audit verify`; an error for anything that does not hold.
+pub(super) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
     let VerifyArgs {
         file,
         data_dir,
         key,
         trusted,
-        self_signed_ok,
+        ..
     } = args;
     let bytes = match (file, data_dir) {
         (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
@@ -345,54 +416,30 @@ pub(super) fn verify(args: VerifyArgs<'_>) -> anyhow::Result<()> {
     let parsed = export::parse(Bytes::from(bytes))?;
     let named = export::header_key(&parsed.header)?;
     let pinned = key.is_some();
-    let key = match key {
-        Some(k) => {
-            let pinned = super::public_key_arg("--key", k)?;
-            if pinned.verifying_key() != &named {
-                bail!("the export is signed by another key than --key: it is not this node's log");
-            }
-            named
+    if let Some(k) = key {
+        if super::public_key_arg("--key", k)?.verifying_key() != &named {
+            bail!("the export is signed by another key than --key: it is not this node's log");
         }
-        None => named,
-    };
+    }
     let trusted = trusted
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let s = export::verify(&parsed, &key, trusted.as_deref())?;
+    let summary = export::verify(&parsed, &named, trusted.as_deref())?;
     // Without a key or checkpoint the auditor holds, a log re-signed with another key
     // passes every check above: it is consistent, not verified.
-    let anchored = pinned || trusted.is_some();
     let trust = match (pinned, trusted.is_some()) {
         (true, true) => "the key given with --key and the trusted checkpoint",
         (true, false) => "the key given with --key",
         (false, true) => "the trusted checkpoint",
         (false, false) => "none: checked only with the key the log itself names (self-signed)",
     };
-    emitln!(
-        "{}",
-        json!({
-            "verified": anchored,
-            "internally_consistent": true,
-            "trust": trust,
-            "node_id": s.node_id,
-            "origin": s.origin,
-            "records": s.records,
-            "checkpoints": s.checkpoints,
-            "covered_by_checkpoints": s.covered,
-            "root": s.root,
-            "checkpoint_key": crate::identity::PublicKey::new(key).map(|k| k.to_string()),
-            "key_pinned": pinned,
-            "consistent_with_trusted_checkpoint": s.trusted,
-        })
-    );
-    if !anchored {
-        let what = "this proves the log internally consistent only: a log re-signed with another key would pass too. Pass --key (the node's checkpoint key as you know it, e.g. from its card) or --trusted-checkpoint (one you kept)";
-        if !self_signed_ok {
-            bail!("not verified: {what}, or --self-signed-ok to accept this");
-        }
-        eprintln!("renkei: note: {what}");
-    }
-    Ok(())
+    Ok(Verdict {
+        summary,
+        anchored: pinned || trusted.is_some(),
+        pinned,
+        trust,
+        key: named,
+    })
 }
 
 pub(super) async fn checkpoint(source: Source<'_>) -> anyhow::Result<()> {

@@ -209,6 +209,9 @@ pub(super) enum AuditCommand {
         /// internally consistent (checked with the key it names itself).
         #[arg(long)]
         self_signed_ok: bool,
+        /// Print one JSON line instead of sentences.
+        #[arg(long)]
+        json: bool,
     },
     /// Print an inclusion proof of one record against the latest checkpoint (checked).
     Prove {

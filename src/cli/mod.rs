@@ -158,6 +158,9 @@ enum Command {
         /// signature looks the same.
         #[arg(long)]
         allow_unsigned_manifest: bool,
+        /// Print one JSON line instead of sentences.
+        #[arg(long)]
+        json: bool,
     },
     /// Sign and publish a bulletin (or publish a signed file) to the node; says who gets
     /// it, and exits non-zero when it is rejected or shared with nobody.
@@ -333,13 +336,17 @@ fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             key,
             trusted_checkpoint,
             self_signed_ok,
-        } => audit::verify(audit::VerifyArgs {
-            file: file.as_deref(),
-            data_dir: data_dir.as_deref(),
-            key: key.as_deref(),
-            trusted: trusted_checkpoint.as_deref(),
-            self_signed_ok,
-        }),
+            json,
+        } => audit::verify(
+            audit::VerifyArgs {
+                file: file.as_deref(),
+                data_dir: data_dir.as_deref(),
+                key: key.as_deref(),
+                trusted: trusted_checkpoint.as_deref(),
+                self_signed_ok,
+            },
+            json,
+        ),
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
         AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
     }
@@ -509,6 +516,7 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
             key,
             trusted_checkpoint,
             allow_unsigned_manifest,
+            json,
         } => operate::restore(operate::RestoreArgs {
             from: &from,
             config: config.as_deref(),
@@ -516,6 +524,7 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
             key: key.as_deref(),
             trusted: trusted_checkpoint.as_deref(),
             unsigned_ok: allow_unsigned_manifest,
+            as_json: json,
         }),
         Command::CheckConfig { config } => check::run(&config),
         Command::Partner(PartnerCommand::Card {

@@ -197,6 +197,8 @@ pub(super) struct RestoreArgs<'a> {
     pub trusted: Option<&'a Path>,
     /// Whether a manifest without a signature may restore (`--allow-unsigned-manifest`).
     pub unsigned_ok: bool,
+    /// One JSON line instead of sentences.
+    pub as_json: bool,
 }
 
 pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
@@ -207,6 +209,7 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         key,
         trusted,
         unsigned_ok,
+        as_json,
     } = args;
     if key.is_none() && config.is_none() && trusted.is_none() {
         bail!("give --key (the node's checkpoint key, from its card) or --trusted-checkpoint with --data-dir: without one, a backup re-signed with another key would restore");
@@ -240,7 +243,7 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         let manifest = Store::restore(from, &staging, cache)
             .with_context(|| format!("restoring {}", from.display()))?;
         // The same check an auditor runs: every record, every checkpoint signature.
-        super::audit::verify(super::audit::VerifyArgs {
+        let verdict = super::audit::check(super::audit::VerifyArgs {
             file: None,
             data_dir: Some(&staging),
             key: key.as_deref(),
@@ -254,9 +257,9 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         if trusted.is_none() {
             eprintln!("renkei: note: no --trusted-checkpoint given, so an old backup would restore as well as a recent one; keep the node's checkpoints (`renkei audit checkpoint --config auditor.toml > kept.checkpoint`) and pass the newest to refuse anything older");
         }
-        Ok::<_, anyhow::Error>(manifest)
+        Ok::<_, anyhow::Error>((manifest, verdict))
     })();
-    let manifest = match restored {
+    let (manifest, verdict) = match restored {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -268,15 +271,27 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         return Err(e)
             .with_context(|| format!("moving the restored database to {}", target.display()));
     }
+    if as_json {
+        emitln!(
+            "{}",
+            json!({
+                "restored": target.display().to_string(),
+                "node": manifest.node,
+                "bulletins": manifest.bulletins,
+                "audit_records": manifest.audit_records,
+                "taken_at": manifest.taken_at,
+            })
+        );
+        return Ok(());
+    }
     emitln!(
-        "{}",
-        json!({
-            "restored": target.display().to_string(),
-            "node": manifest.node,
-            "bulletins": manifest.bulletins,
-            "audit_records": manifest.audit_records,
-            "taken_at": manifest.taken_at,
-        })
+        "restored {}: node {}'s backup of {}, {} bulletins, {} audit records",
+        target.display(),
+        manifest.node.as_deref().unwrap_or("(unnamed)"),
+        manifest.taken_at,
+        manifest.bulletins,
+        manifest.audit_records
     );
+    emitln!("{}", verdict.describe());
     Ok(())
 }

@@ -36,7 +36,11 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     let v = json(
         &renkei_ok(
             &dir,
-            &[&["audit", "verify", "tuesday.export"][..], &trusted].concat(),
+            &[
+                &["audit", "verify", "--json", "tuesday.export"][..],
+                &trusted,
+            ]
+            .concat(),
         )
         .stdout,
     );
@@ -79,7 +83,7 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
         fs::write(dir.join(name), encode(&forged)).unwrap();
         // Alone, the re-signed log is consistent: it is never called verified, and
         // the command fails unless told that self-signed is enough.
-        let alone = renkei(&dir, &["audit", "verify", name]);
+        let alone = renkei(&dir, &["audit", "verify", "--json", name]);
         assert!(!alone.ok, "{name}: {}", alone.stdout);
         assert!(
             alone.stderr.contains("internally consistent only"),
@@ -91,11 +95,19 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
             "{}",
             alone.stdout
         );
-        let accepted =
-            json(&renkei_ok(&dir, &["audit", "verify", name, "--self-signed-ok"]).stdout);
+        let accepted = json(
+            &renkei_ok(
+                &dir,
+                &["audit", "verify", "--json", name, "--self-signed-ok"],
+            )
+            .stdout,
+        );
         assert_eq!(accepted["verified"], false, "{name}");
         assert_eq!(accepted["internally_consistent"], true, "{name}");
-        let run = renkei(&dir, &[&["audit", "verify", name][..], &trusted].concat());
+        let run = renkei(
+            &dir,
+            &[&["audit", "verify", "--json", name][..], &trusted].concat(),
+        );
         assert!(!run.ok, "{name} passed as consistent: {}", run.stdout);
         assert!(
             run.stderr.contains(&format!(
@@ -118,11 +130,21 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     fs::write(dir.join("rolled-back.export"), encode(&rolled_back)).unwrap();
     renkei_ok(
         &dir,
-        &["audit", "verify", "rolled-back.export", "--self-signed-ok"],
+        &[
+            "audit",
+            "verify",
+            "--json",
+            "rolled-back.export",
+            "--self-signed-ok",
+        ],
     );
     let run = renkei(
         &dir,
-        &[&["audit", "verify", "rolled-back.export"][..], &trusted].concat(),
+        &[
+            &["audit", "verify", "--json", "rolled-back.export"][..],
+            &trusted,
+        ]
+        .concat(),
     );
     assert!(!run.ok, "{}", run.stdout);
     assert!(

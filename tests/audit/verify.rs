@@ -128,7 +128,19 @@ async fn a_stopped_hubs_log_is_exported_queried_proved_and_verified_with_the_cli
     let dir = fed.dir.path();
 
     // The export verifies on its own, every record under the checkpoint signed at stop.
-    let v = json(&renkei_ok(dir, &["audit", "verify", "log.export", "--self-signed-ok"]).stdout);
+    let v = json(
+        &renkei_ok(
+            dir,
+            &[
+                "audit",
+                "verify",
+                "--json",
+                "log.export",
+                "--self-signed-ok",
+            ],
+        )
+        .stdout,
+    );
     assert_eq!(
         v["verified"], false,
         "nothing the auditor holds vouched for it"
@@ -165,10 +177,16 @@ async fn a_stopped_hubs_log_is_exported_queried_proved_and_verified_with_the_cli
 
     // Pinned to the hub's key it verifies; pinned to the US key it is refused.
     let hub_pub = PublicKey::of(fed.key(HUB)).to_string();
-    let pinned = renkei_ok(dir, &["audit", "verify", "log.export", "--key", &hub_pub]);
+    let pinned = renkei_ok(
+        dir,
+        &["audit", "verify", "--json", "log.export", "--key", &hub_pub],
+    );
     assert_eq!(json(&pinned.stdout)["verified"], true);
     let us_pub = PublicKey::of(fed.key("us-dod")).to_string();
-    let refused = renkei(dir, &["audit", "verify", "log.export", "--key", &us_pub]);
+    let refused = renkei(
+        dir,
+        &["audit", "verify", "--json", "log.export", "--key", &us_pub],
+    );
     assert!(!refused.ok, "verified with another key: {}", refused.stdout);
     assert!(
         refused.stderr.contains("signed by another key than --key"),
@@ -402,7 +420,7 @@ async fn the_cli_refuses_a_tampered_export_and_says_where() {
     // Each file fails `renkei audit verify` with the library's verdict on one line.
     let refuses = |name: &str, e: &Export, says: &str| {
         fs::write(dir.join(name), encode(e)).unwrap();
-        let run = renkei(dir, &["audit", "verify", name]);
+        let run = renkei(dir, &["audit", "verify", "--json", name]);
         assert!(!run.ok, "{name} verified: {}", run.stdout);
         assert!(run.stdout.is_empty(), "{}", run.stdout);
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
@@ -453,7 +471,7 @@ async fn the_cli_refuses_a_tampered_export_and_says_where() {
     // The file itself cut short, in the middle of its last item.
     let whole = fs::read(dir.join("log.export")).unwrap();
     fs::write(dir.join("cut.export"), &whole[..whole.len() - 10]).unwrap();
-    let run = renkei(dir, &["audit", "verify", "cut.export"]);
+    let run = renkei(dir, &["audit", "verify", "--json", "cut.export"]);
     assert!(!run.ok);
     assert!(
         run.stderr.contains("not a renkei audit export") && run.stderr.contains("cut short"),
