@@ -37,6 +37,7 @@ fn expected(line: &str, n: usize) -> Option<Vec<String>> {
         (_, ["publish", _]) if line.contains("tokyo/") => vec!["shared with us-dod"],
         (_, ["publish", _]) => vec!["shared with jp-mod"],
         (_, ["audit", "query"]) => vec!["peer_refused"; 3],
+        (_, ["metrics", _]) => vec!["peer_refused.unknown_origin"],
         (_, ["reload", _]) => vec!["configuration reloaded"],
         (_, ["subscribe", _]) if line.contains("--count 3") => vec![
             "GREEN advisory \"Phishing wave against defence suppliers\", signature verified",
@@ -71,7 +72,9 @@ fn holds(stdout: &str, needles: &[String]) -> bool {
 /// should, for what the nodes do in their own time (links, refusals); any other line
 /// runs once.
 fn run_checked(line: &str, cwd: &Path, needles: &[String]) -> String {
-    let retry = line.contains(" status ") || line.contains(" audit query ");
+    let retry = [" status ", " audit query ", " metrics "]
+        .iter()
+        .any(|w| line.contains(w));
     let deadline = Instant::now() + PATIENCE;
     loop {
         let stdout = common::shell::try_line(line, cwd);
