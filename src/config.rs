@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::bulletin::{Kind, Tlp};
-use crate::identity::{CertFingerprint, GroupName, Keyring, PartnerId, PublicKey, Role, Validity};
+use crate::identity::{
+    Affiliation, CertFingerprint, Country, GroupName, Keyring, Organisation, PartnerId, PublicKey,
+    Role, Validity,
+};
 use crate::timestamp::Timestamp;
 
 pub mod card;
@@ -90,6 +93,11 @@ pub struct NodeSection {
     pub tls_key: PathBuf,
     /// The node's Ed25519 signing key (PKCS#8 PEM, mode 0600), for audit checkpoints.
     pub signing_key: PathBuf,
+    /// The country (ISO 3166-1 alpha-2) whose node this is: its partners of that
+    /// country are domestic in the cooperation figures.
+    pub country: Option<Country>,
+    /// Or the international organisation whose node this is.
+    pub organisation: Option<Organisation>,
 }
 
 /// One signing key of a partner, with its optional validity window.
@@ -141,12 +149,21 @@ pub struct PartnerConfig {
     /// Where the partner's own node listens: a relay with an address is a peer node,
     /// and this node keeps a link with it.
     pub address: Option<PeerAddress>,
+    /// Its country (ISO 3166-1 alpha-2), for the cooperation figures.
+    pub country: Option<Country>,
+    /// Or the international organisation it belongs to (e.g. `NATO-CCDCOE`).
+    pub organisation: Option<Organisation>,
 }
 
 impl PartnerConfig {
     /// The partner's address when it is a peer node (a relay with an address).
     pub fn peer_address(&self) -> Option<&PeerAddress> {
         self.address.as_ref().filter(|_| self.role == Role::Relay)
+    }
+
+    /// Whose desk or node it is, when the configuration says.
+    pub fn affiliation(&self) -> Option<Affiliation> {
+        Affiliation::of(self.country, self.organisation.as_ref())
     }
 
     /// Is bulletin kind `k` shared with this partner?

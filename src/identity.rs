@@ -15,8 +15,10 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
+mod affiliation;
 mod keyring;
 
+pub use affiliation::{Affiliation, AffiliationError, Country, Organisation};
 pub use keyring::{KeyLookupError, Keyring, Validity};
 
 use crate::text::excerpt;

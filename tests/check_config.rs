@@ -24,8 +24,8 @@ fn node(dir: &Path) {
     let text = format!(
         "# Japan's hub.\n[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
          ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\n\
-         signing_key = \"certs/jp-mod/signing.key\"\n\n\
-         # The US desk.\n[[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\n\
+         signing_key = \"certs/jp-mod/signing.key\"\ncountry = \"JP\"\n\n\
+         # The US desk.\n[[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"red\"\n\
          keys = [{{ public = \"{}\" }}]\n",
         us.trim()
     );
@@ -271,5 +271,39 @@ fn a_desk_configuration_is_checked_as_a_desk() {
         "client.tls_cert",
         "names jp-mod, not client.id us-dod: its node would take it for jp-mod",
         "the desk or auditor could not connect",
+    );
+}
+
+#[test]
+fn parties_without_a_country_or_organisation_are_named_and_both_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    node(tmp.path());
+    let path = tmp.path().join("hub.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    // Issue 27: the figures count by country; a party without one counts as unknown.
+    let without = text.replace("country = \"US\"\n", "");
+    fs::write(&path, &without).unwrap();
+    let run = check(tmp.path());
+    assert!(run.ok, "a warning only:\n{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "warning: partner[0].country: liaison us-dod names no country or organisation"
+        ),
+        "{}",
+        run.stdout
+    );
+    let both = text.replace(
+        "country = \"US\"\n",
+        "country = \"US\"\norganisation = \"NATO\"\n",
+    );
+    fs::write(&path, both).unwrap();
+    refused(&check(tmp.path()), "partner[0].organisation", "not both");
+    let uk = text.replace("country = \"US\"", "country = \"UK\"");
+    fs::write(&path, uk).unwrap();
+    let run = check(tmp.path());
+    assert!(
+        !run.ok && run.stdout.contains("the United Kingdom is GB"),
+        "{}",
+        run.stdout
     );
 }

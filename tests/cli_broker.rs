@@ -36,9 +36,9 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     pki(dir, "jp-mod,us-dod,au-dod,nz-mod");
     let hub = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
-         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\ncountry = \"JP\"\n\n\
+         [[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"au-dod\"\ncountry = \"AU\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
         key(dir, "us-dod"),
         key(dir, "au-dod")
     );

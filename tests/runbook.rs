@@ -27,7 +27,7 @@ fn expected(line: &str, n: usize) -> Option<Vec<String>> {
         (_, ["partner", "card"]) => vec![],
         (_, ["partner", "add"]) => vec!["added "],
         (_, ["partner", "update"]) => vec!["updated us-cybercom in "],
-        (_, ["check-config", _]) => vec![": ok as a"],
+        (_, ["check-config", _]) => vec![": ok as a", " 0 warnings"],
         (_, ["status", _]) if n == 1 => vec![
             "refused by us-dod (taken, not shared on; see PEER_REFUSED in the audit log): 3, \
              the last: ERROR_CODE_UNKNOWN_ORIGIN",

@@ -14,7 +14,7 @@ RENKEI=${RENKEI:-/usr/local/bin/renkei}
 EXAMPLES=${EXAMPLES:-/usr/local/share/renkei/examples}
 ETC=${ETC:-/etc/renkei}
 # Every partner id the examples name: the hub, its partners and the desks.
-IDS=jp-mod,mod-fr,regional-cert,nato-ccdcoe,audit-office
+IDS=jp-mod,fr-mod,vn-mod,nato-ccdcoe,jp-audit
 
 if [ ! -f "$ETC/certs/ca.crt" ]; then
     "$RENKEI" certs init --dir "$ETC/certs" --nodes "$IDS"
@@ -27,8 +27,8 @@ swap() { # EXAMPLE-KEY ID FILE
 for example in "$EXAMPLES"/*.toml; do
     out="$ETC/$(basename "$example")"
     cp "$example" "$out.tmp"
-    swap 'ed25519:YK2wgah4XchJv1R2ib26pFr3o8eSH5Rq9GBGp6udytM=' mod-fr "$out.tmp"
-    swap 'ed25519:5e+gqADwGFQVp/AxAFrLX7PVe3gpkMg64HoP6FZpCa8=' regional-cert "$out.tmp"
+    swap 'ed25519:YK2wgah4XchJv1R2ib26pFr3o8eSH5Rq9GBGp6udytM=' fr-mod "$out.tmp"
+    swap 'ed25519:5e+gqADwGFQVp/AxAFrLX7PVe3gpkMg64HoP6FZpCa8=' vn-mod "$out.tmp"
     swap 'ed25519:HiT6OQCnzF9qN88yniw20ZQOyuYwNLICXa7WWmLzilY=' nato-ccdcoe "$out.tmp"
     chmod 0644 "$out.tmp"
     mv "$out.tmp" "$out"

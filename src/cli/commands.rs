@@ -26,6 +26,8 @@ pub(super) enum PartnerCommand {
         /// 2026-12-13T00:00:00Z), so that bulletins signed with it still verify.
         #[arg(long, requires = "new_key")]
         old_key_until: Option<crate::timestamp::Timestamp>,
+        #[command(flatten)]
+        who: Who,
     },
     /// Apply a partner's renewed card (a rotated signing key, a renewed certificate, a
     /// new address) to its [[partner]] or [[origin]], keeping the file's comments.
@@ -83,6 +85,8 @@ pub(super) enum ConfigCommand {
         /// Also serve /metrics, /healthz and /readyz here (HTTP, e.g. 127.0.0.1:9464).
         #[arg(long)]
         admin: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// Write DIR/ID.toml for a liaison desk of the node NODE at SERVER.
     Desk {
@@ -94,6 +98,24 @@ pub(super) enum ConfigCommand {
         #[command(flatten)]
         client: NewClient,
     },
+}
+
+/// Whose a node, desk or card is, for the cooperation figures.
+#[derive(Args, Debug, Default)]
+pub(super) struct Who {
+    /// Its country, ISO 3166-1 alpha-2 (e.g. JP, EE, US).
+    #[arg(long, conflicts_with = "organisation")]
+    pub(super) country: Option<crate::identity::Country>,
+    /// Or its international organisation (e.g. NATO-CCDCOE).
+    #[arg(long)]
+    pub(super) organisation: Option<crate::identity::Organisation>,
+}
+
+impl Who {
+    /// What was given, if anything.
+    pub(super) fn affiliation(&self) -> Option<crate::identity::Affiliation> {
+        crate::identity::Affiliation::of(self.country, self.organisation.as_ref())
+    }
 }
 
 /// Who a new desk or auditor is and which node it talks to.

@@ -532,12 +532,13 @@ fn run_operator(command: Command) -> anyhow::Result<()> {
             address,
             new_key,
             old_key_until,
+            who,
         }) => {
             let rotation = match (new_key, old_key_until) {
                 (Some(key), Some(until)) => Some((public_key_arg("--new-key", &key)?, until)),
                 _ => None,
             };
-            partner::card(&node_dir, address.as_deref(), rotation)
+            partner::card(&node_dir, address.as_deref(), rotation, who.affiliation())
         }
         Command::Partner(PartnerCommand::Update { config, card }) => {
             partner::update(&config, &card)

@@ -26,6 +26,7 @@ pub(super) fn card(
     node_dir: &Path,
     address: Option<&str>,
     rotation: Option<(PublicKey, Timestamp)>,
+    who: Option<crate::identity::Affiliation>,
 ) -> anyhow::Result<()> {
     let crt_path = node_dir.join("tls.crt");
     let crt = files::read_text(&crt_path)?;
@@ -37,7 +38,8 @@ pub(super) fn card(
     };
     let mut card =
         PartnerCard::from_node_files(&crt, public.as_deref(), private.as_deref(), address)
-            .with_context(|| format!("making the card of {}", node_dir.display()))?;
+            .with_context(|| format!("making the card of {}", node_dir.display()))?
+            .of(who);
     match rotation {
         Some((new, until)) => card = card.rotated(new, until)?,
         None => warn_of_newer_keys(node_dir),
@@ -207,8 +209,9 @@ pub(super) fn new_config(command: super::ConfigCommand) -> anyhow::Result<()> {
             listen,
             dir,
             admin,
+            who,
         } => {
-            let text = template::node(&id, &listen, admin.as_deref())?;
+            let text = template::node(&id, &listen, admin.as_deref(), who.affiliation())?;
             (dir, id, text)
         }
         ConfigCommand::Desk { client: c } => {

@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use super::{syntax_error, ConfigError, KeyConfig};
 use crate::identity::partner_from_cert;
-use crate::identity::{self, CertFingerprint, PartnerId, PublicKey};
+use crate::identity::{
+    self, Affiliation, CertFingerprint, Country, Organisation, PartnerId, PublicKey,
+};
 use crate::timestamp::Timestamp;
 
 /// A card could not be made or read.
@@ -29,6 +31,9 @@ pub enum CardError {
     /// The card's `address` is not `HOST:PORT`.
     #[error("address {0:?} must be HOST:PORT, e.g. 192.0.2.10:4433")]
     Address(String),
+    /// The card names both a country and an organisation.
+    #[error("a card names its country or its organisation, not both")]
+    Affiliation,
     /// The card file is not a valid card.
     #[error(transparent)]
     Parse(#[from] ConfigError),
@@ -50,6 +55,10 @@ pub struct PartnerCard {
     /// that bulletins signed before a rotation still verify on their way.
     #[serde(default)]
     pub previous_keys: Vec<PreviousKey>,
+    /// Its country (ISO 3166-1 alpha-2), for the other side's cooperation figures.
+    pub country: Option<Country>,
+    /// Or its international organisation.
+    pub organisation: Option<Organisation>,
 }
 
 /// A key being retired by a rotation, and when it stops being valid.
@@ -104,7 +113,24 @@ impl PartnerCard {
             tls_fingerprint: CertFingerprint::of_der(der.as_ref()),
             address: address.map(str::to_owned),
             previous_keys: Vec::new(),
+            country: None,
+            organisation: None,
         })
+    }
+
+    /// The card naming whose it is: a country or an organisation (not both).
+    pub fn of(mut self, affiliation: Option<Affiliation>) -> PartnerCard {
+        (self.country, self.organisation) = match affiliation {
+            Some(Affiliation::Country(c)) => (Some(c), None),
+            Some(Affiliation::Organisation(o)) => (None, Some(o)),
+            None => (None, None),
+        };
+        self
+    }
+
+    /// Whose it is, when the card says.
+    pub fn affiliation(&self) -> Option<Affiliation> {
+        Affiliation::of(self.country, self.organisation.as_ref())
     }
 
     /// The card announcing `new` as the signing key from now on, with the key it
@@ -146,6 +172,9 @@ impl PartnerCard {
         if let Some(a) = &card.address {
             check_address(a)?;
         }
+        if card.country.is_some() && card.organisation.is_some() {
+            return Err(CardError::Affiliation);
+        }
         Ok(card)
     }
 
@@ -157,6 +186,12 @@ impl PartnerCard {
         doc["tls_fingerprint"] = toml_edit::value(self.tls_fingerprint.to_string());
         if let Some(a) = &self.address {
             doc["address"] = toml_edit::value(a.as_str());
+        }
+        if let Some(c) = self.country {
+            doc["country"] = toml_edit::value(c.as_str());
+        }
+        if let Some(o) = &self.organisation {
+            doc["organisation"] = toml_edit::value(o.as_str());
         }
         if !self.previous_keys.is_empty() {
             let mut keys = toml_edit::Array::new();
@@ -206,6 +241,7 @@ mod tests {
                 .unwrap();
         assert_eq!(from_pub, from_key);
         assert_eq!(from_pub.id.as_str(), "mod-fr");
+        assert_eq!(from_pub.affiliation(), None);
         assert_eq!(from_pub.signing_key, public);
         assert_eq!(
             Some(from_pub.tls_fingerprint.to_string()),
@@ -213,7 +249,9 @@ mod tests {
             "certs init prints the fingerprint as the card does"
         );
 
+        let from_pub = from_pub.of(Some(Affiliation::Country("FR".parse().unwrap())));
         let text = from_pub.to_toml();
+        assert!(text.contains("country = \"FR\""), "{text}");
         assert!(!text.contains("PRIVATE"), "{text}");
         assert!(text.contains("id = \"mod-fr\""), "{text}");
         assert_eq!(

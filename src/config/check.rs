@@ -219,6 +219,7 @@ pub fn check(cfg: &NodeConfig, files: &NodeFiles, now: Timestamp) -> Vec<Finding
     };
     files::check(&holder, files, now, &mut out);
     partner_checks(cfg, &mut out);
+    affiliation_checks(cfg, &mut out);
     room(cfg, files.data_free, &mut out);
     out
 }
@@ -281,6 +282,45 @@ fn partner_checks(cfg: &NodeConfig, out: &mut Vec<Finding>) {
                      connects and subscribes (give its node's HOST:PORT to peer with it)",
                     p.id
                 ),
+            ));
+        }
+    }
+}
+
+/// Whose each party is, for the cooperation figures: the node, each partner that
+/// exchanges bulletins, each origin.
+fn affiliation_checks(cfg: &NodeConfig, out: &mut Vec<Finding>) {
+    let n = &cfg.node;
+    if n.country.is_none() && n.organisation.is_none() {
+        out.push(Finding::warning(
+            "node.country",
+            format!(
+                "node {} names no country (ISO 3166-1 alpha-2, e.g. JP) or organisation: the \
+                 cooperation figures cannot tell its domestic partners from foreign ones",
+                n.id
+            ),
+        ));
+    }
+    let unnamed = |what: &str, id: &PartnerId| {
+        format!(
+            "{what} {id} names no country or organisation: its exchanges count as \
+             \"unknown\" in the cooperation figures"
+        )
+    };
+    for (i, p) in cfg.partners.iter().enumerate() {
+        if p.role != Role::Auditor && p.affiliation().is_none() {
+            let what = p.role.to_string();
+            out.push(Finding::warning(
+                format!("partner[{i}].country"),
+                unnamed(&what, &p.id),
+            ));
+        }
+    }
+    for (i, o) in cfg.origins.iter().enumerate() {
+        if o.affiliation().is_none() {
+            out.push(Finding::warning(
+                format!("origin[{i}].country"),
+                unnamed("origin", &o.id),
             ));
         }
     }

@@ -111,6 +111,23 @@ fn check_card_keys(cfg: &NodeConfig, card: &PartnerCard, with_keys: bool) -> Res
     Ok(())
 }
 
+/// Writes the card's country or organisation into `table` (replacing the other), if
+/// the card names one; what changed, for `partner update`.
+fn set_affiliation(table: &mut toml_edit::Table, card: &PartnerCard) -> Option<String> {
+    let (key, other, value) = match (card.country, &card.organisation) {
+        (Some(c), _) => ("country", "organisation", c.to_string()),
+        (None, Some(o)) => ("organisation", "country", o.to_string()),
+        (None, None) => return None,
+    };
+    let before = table.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    if before.as_deref() == Some(value.as_str()) && !table.contains_key(other) {
+        return None;
+    }
+    table.remove(other);
+    table[key] = toml_edit::value(value.as_str());
+    Some(format!("{key} -> {value}"))
+}
+
 /// Keys as an inline array, each with its window where it has one.
 fn keys_value(keys: &[KeyConfig]) -> toml_edit::Array {
     let mut out = toml_edit::Array::new();
@@ -172,6 +189,7 @@ pub fn add_partner(
     if with_key {
         table["keys"] = toml_edit::value(keys_value(&card.keys()));
     }
+    set_affiliation(&mut table, card);
     table["tls_fingerprint"] = toml_edit::value(card.tls_fingerprint.to_string());
     // A relay whose card gives its node's address is a peer node: this node dials it.
     if let (Role::Relay, Some(address)) = (new.role, card.address.as_deref()) {
@@ -243,6 +261,8 @@ mod tests {
             tls_fingerprint: CertFingerprint::of_der(id.as_bytes()),
             address: Some("192.0.2.7:4433".into()),
             previous_keys: Vec::new(),
+            country: None,
+            organisation: None,
         }
     }
 
@@ -375,5 +395,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, EditError::Current(_)), "{err}");
+    }
+
+    #[test]
+    fn a_cards_country_or_organisation_is_kept_and_follows_a_renewed_card() {
+        let (us, old) = (
+            PublicKey::of(&generate_signing_key()),
+            PublicKey::of(&generate_signing_key()),
+        );
+        let fr = card("fr-mod", PublicKey::of(&generate_signing_key())).of(Some(
+            crate::identity::Affiliation::Country("FR".parse().unwrap()),
+        ));
+        let edited = add_partner(&node(&us, &old), Path::new("n.toml"), &fr, &liaison()).unwrap();
+        let cfg = NodeConfig::parse(&edited, Path::new("n.toml")).unwrap();
+        let p = cfg.partner(&fr.id).unwrap();
+        assert_eq!(p.affiliation(), fr.affiliation());
+        // It turns out to be the EU's desk: the renewed card says so, and the update
+        // replaces the country with the organisation.
+        let eu = fr
+            .clone()
+            .of(Some(crate::identity::Affiliation::Organisation(
+                "EU".parse().unwrap(),
+            )));
+        let (edited, changes) = update_partner(&edited, Path::new("n.toml"), &eu).unwrap();
+        assert_eq!(changes, ["organisation -> EU"]);
+        let cfg = NodeConfig::parse(&edited, Path::new("n.toml")).unwrap();
+        assert_eq!(cfg.partner(&fr.id).unwrap().affiliation(), eu.affiliation());
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::KeyConfig;
-use crate::identity::{GroupName, PartnerId};
+use crate::identity::{Affiliation, Country, GroupName, Organisation, PartnerId};
 
 /// Where a peer node listens: `HOST:PORT`, the host a name resolved when dialling or an
 /// IP address.
@@ -93,6 +93,17 @@ pub struct OriginConfig {
     /// Groups it belongs to, so a `group:NAME` audience travels towards it.
     #[serde(default)]
     pub groups: Vec<GroupName>,
+    /// Its country (ISO 3166-1 alpha-2), for the cooperation figures.
+    pub country: Option<Country>,
+    /// Or the international organisation it belongs to (e.g. `NATO-CCDCOE`).
+    pub organisation: Option<Organisation>,
+}
+
+impl OriginConfig {
+    /// Whose desk it is, when the configuration says.
+    pub fn affiliation(&self) -> Option<Affiliation> {
+        Affiliation::of(self.country, self.organisation.as_ref())
+    }
 }
 
 /// The optional `[federation]` table.

@@ -6,11 +6,27 @@
 use std::path::Path;
 
 use super::{ClientConfig, ConfigError, NodeConfig};
-use crate::identity::PartnerId;
+use crate::identity::{Affiliation, PartnerId};
 
 /// A node's configuration: its own files under `ID/`, its data in `ID-data/`, the
 /// admin listener when given. No partners yet: `renkei partner add` brings them.
-pub fn node(id: &PartnerId, listen: &str, admin: Option<&str>) -> Result<String, ConfigError> {
+pub fn node(
+    id: &PartnerId,
+    listen: &str,
+    admin: Option<&str>,
+    who: Option<Affiliation>,
+) -> Result<String, ConfigError> {
+    let who = match who {
+        Some(Affiliation::Country(c)) => format!(
+            "# Its country: partners of the same country are domestic in the figures.\n\
+             country = \"{c}\"\n"
+        ),
+        Some(Affiliation::Organisation(o)) => format!(
+            "# Its organisation: partners of the same one are its own in the figures.\n\
+             organisation = \"{o}\"\n"
+        ),
+        None => String::new(),
+    };
     let admin = admin
         .map(|a| {
             format!(
@@ -33,7 +49,7 @@ pub fn node(id: &PartnerId, listen: &str, admin: Option<&str>) -> Result<String,
          ca_cert = \"ca.crt\"\n\
          tls_cert = \"{id}/tls.crt\"\n\
          tls_key = \"{id}/tls.key\"\n\
-         signing_key = \"{id}/signing.key\"\n{admin}"
+         signing_key = \"{id}/signing.key\"\n{who}{admin}"
     );
     NodeConfig::parse(&text, Path::new("new.toml"))?;
     Ok(text)
@@ -80,10 +96,12 @@ mod tests {
 
     #[test]
     fn new_configurations_parse_and_name_the_files_certs_request_writes() {
-        let text = node(&pid("jp-mod"), "127.0.0.1:4501", Some("127.0.0.1:9464")).unwrap();
+        let jp = Some(Affiliation::Country("JP".parse().unwrap()));
+        let text = node(&pid("jp-mod"), "127.0.0.1:4501", Some("127.0.0.1:9464"), jp).unwrap();
         let cfg = NodeConfig::parse_at(&text, Path::new("tokyo/jp-mod.toml")).unwrap();
         assert_eq!(cfg.node.tls_cert, Path::new("tokyo/jp-mod/tls.crt"));
         assert!(cfg.partners.is_empty());
+        assert_eq!(cfg.node.country.map(|c| c.to_string()), Some("JP".into()));
         assert!(text.contains("[admin]"), "{text}");
 
         let desk = client(&pid("jp-cdc"), &pid("jp-mod"), "127.0.0.1:4501", true).unwrap();
@@ -92,6 +110,6 @@ mod tests {
         assert!(cfg.client.signing_key.is_some());
         let auditor = client(&pid("jp-audit"), &pid("jp-mod"), "127.0.0.1:4501", false).unwrap();
         assert!(!auditor.contains("signing_key"), "{auditor}");
-        assert!(node(&pid("jp-mod"), "not an address", None).is_err());
+        assert!(node(&pid("jp-mod"), "not an address", None, None).is_err());
     }
 }

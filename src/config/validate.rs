@@ -29,6 +29,11 @@ impl NodeConfig {
         seen: &mut Seen<'a>,
     ) -> Result<(), (String, String)> {
         let at = |f: &str| format!("origin[{i}].{f}");
+        one_affiliation(
+            &format!("origin[{i}]"),
+            o.country.is_some(),
+            o.organisation.is_some(),
+        )?;
         if o.id == self.node.id {
             return Err((at("id"), format!("{} is this node's own id", o.id)));
         }
@@ -75,6 +80,8 @@ impl NodeConfig {
 
     /// The tables other than the partners: metrics, audit, limits, transport, storage.
     fn check_sections(&self) -> Result<(), (String, String)> {
+        let n = &self.node;
+        one_affiliation("node", n.country.is_some(), n.organisation.is_some())?;
         if !(1..=12).contains(&self.metrics.fiscal_year_start_month) {
             return Err((
                 "metrics.fiscal_year_start_month".into(),
@@ -122,6 +129,11 @@ impl NodeConfig {
         seen: &mut Seen<'a>,
     ) -> Result<(), (String, String)> {
         let at = |f: &str| format!("partner[{i}].{f}");
+        one_affiliation(
+            &format!("partner[{i}]"),
+            p.country.is_some(),
+            p.organisation.is_some(),
+        )?;
         if p.id == self.node.id {
             return Err((at("id"), format!("{} is this node's own id", p.id)));
         }
@@ -208,4 +220,16 @@ struct Seen<'a> {
     keys: HashMap<PublicKey, &'a PartnerId>,
     pins: HashMap<CertFingerprint, &'a PartnerId>,
     origins: HashMap<&'a PartnerId, usize>,
+}
+
+/// A table names its country or its organisation, not both: the figures count each
+/// party once.
+fn one_affiliation(table: &str, country: bool, organisation: bool) -> Result<(), (String, String)> {
+    match country && organisation {
+        true => Err((
+            format!("{table}.organisation"),
+            "name either country or organisation, not both: a party counts for one of them".into(),
+        )),
+        false => Ok(()),
+    }
 }

@@ -20,6 +20,8 @@ pub(super) struct Node {
     pub city: &'static str,
     /// Its audit office (role auditor).
     pub auditor: &'static str,
+    /// Whose node it is, as its configuration line (`country = "JP"`).
+    pub who: &'static str,
 }
 
 pub(super) const NODES: &[Node] = &[
@@ -27,16 +29,19 @@ pub(super) const NODES: &[Node] = &[
         id: "jp-mod",
         city: "Tokyo",
         auditor: "jp-audit",
+        who: "country = \"JP\"",
     },
     Node {
         id: "nato-ccdcoe",
         city: "Tallinn",
         auditor: "nato-audit",
+        who: "organisation = \"NATO-CCDCOE\"",
     },
     Node {
         id: "us-dod",
         city: "Washington",
         auditor: "us-audit",
+        who: "country = \"US\"",
     },
 ];
 
@@ -47,6 +52,11 @@ pub(super) const LINKS: &[(&str, &str)] = &[
     ("nato-ccdcoe", "us-dod"),
 ];
 
+/// The demo's node `id`.
+fn node(id: &str) -> Option<&'static Node> {
+    NODES.iter().find(|n| n.id == id)
+}
+
 /// A liaison desk behind a node.
 pub(super) struct Desk {
     pub id: &'static str,
@@ -55,6 +65,8 @@ pub(super) struct Desk {
     pub groups: &'static [&'static str],
     /// Kinds it is sent (empty: all).
     pub kinds: &'static [&'static str],
+    /// Whose desk it is, as its configuration line (`country = "EE"`).
+    pub who: &'static str,
 }
 
 pub(super) const DESKS: &[Desk] = &[
@@ -64,6 +76,7 @@ pub(super) const DESKS: &[Desk] = &[
         clearance: "red",
         groups: &["quad"],
         kinds: &[],
+        who: "country = \"JP\"",
     },
     Desk {
         id: "vn-mod",
@@ -71,6 +84,7 @@ pub(super) const DESKS: &[Desk] = &[
         clearance: "green",
         groups: &[],
         kinds: &["indicator", "advisory", "exercise", "consultation"],
+        who: "country = \"VN\"",
     },
     Desk {
         id: "ee-mod",
@@ -78,6 +92,7 @@ pub(super) const DESKS: &[Desk] = &[
         clearance: "amber",
         groups: &["nato"],
         kinds: &[],
+        who: "country = \"EE\"",
     },
     Desk {
         id: "uk-mod",
@@ -85,6 +100,7 @@ pub(super) const DESKS: &[Desk] = &[
         clearance: "red",
         groups: &["nato", "five-eyes"],
         kinds: &[],
+        who: "country = \"GB\"",
     },
     Desk {
         id: "au-dod",
@@ -92,6 +108,7 @@ pub(super) const DESKS: &[Desk] = &[
         clearance: "red",
         groups: &["five-eyes", "quad"],
         kinds: &[],
+        who: "country = \"AU\"",
     },
     Desk {
         id: "us-cybercom",
@@ -99,6 +116,7 @@ pub(super) const DESKS: &[Desk] = &[
         clearance: "red",
         groups: &["five-eyes", "quad"],
         kinds: &[],
+        who: "country = \"US\"",
     },
 ];
 
@@ -213,15 +231,15 @@ impl Federation {
         let mut t = format!(
             "# {id} ({}), made by `renkei demo`.\n[node]\nid = \"{id}\"\nlisten = \"{}\"\ndata_dir = \"{id}-data\"\n\
              ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\n\
-             signing_key = \"certs/{id}/signing.key\"\n\n\
+             signing_key = \"certs/{id}/signing.key\"\n{}\n\n\
              # The demo's desks are friends: tell publishers who did not get a bulletin and why.\n\
              [disclosure]\nwithheld = true\n\n[federation]\nredial_min_ms = 100\nredial_max_secs = 2\n",
-            n.city, self.addrs[id]
+            n.city, self.addrs[id], n.who
         );
         for d in DESKS.iter().filter(|d| d.node == id) {
             t += &format!(
-                "\n[[partner]]\nid = \"{}\"\nrole = \"liaison\"\nclearance = \"{}\"\ngroups = {:?}\nkeys = [{{ public = \"{}\" }}]\n",
-                d.id, d.clearance, d.groups, self.public(d.id)
+                "\n[[partner]]\nid = \"{}\"\n{}\nrole = \"liaison\"\nclearance = \"{}\"\ngroups = {:?}\nkeys = [{{ public = \"{}\" }}]\n",
+                d.id, d.who, d.clearance, d.groups, self.public(d.id)
             );
             if !d.kinds.is_empty() {
                 t += &format!("kinds = {:?}\n", d.kinds);
@@ -230,21 +248,23 @@ impl Federation {
         let peers = Self::peers_of(id);
         for p in &peers {
             t += &format!(
-                "\n# A peer node.\n[[partner]]\nid = \"{p}\"\nrole = \"relay\"\nclearance = \"red\"\naddress = \"{}\"\nkeys = [{{ public = \"{}\" }}]\n",
+                "\n# A peer node.\n[[partner]]\nid = \"{p}\"\n{}\nrole = \"relay\"\nclearance = \"red\"\naddress = \"{}\"\nkeys = [{{ public = \"{}\" }}]\n",
+                node(p).map_or("", |n| n.who),
                 self.addrs[p],
                 self.public(p)
             );
         }
         t += &format!(
-            "\n# The audit office reads the log; auditors receive no bulletins.\n[[partner]]\nid = \"{}\"\nrole = \"auditor\"\n",
-            n.auditor
+            "\n# The audit office reads the log; auditors receive no bulletins.\n[[partner]]\nid = \"{}\"\n{}\nrole = \"auditor\"\n",
+            n.auditor, n.who
         );
         for d in DESKS.iter().filter(|d| d.node != id) {
             let mut via = peers.clone();
             via.sort_by_key(|p| *p != d.node);
             t += &format!(
-                "\n[[origin]]\nid = \"{}\"\nvia = {via:?}\ngroups = {:?}\nkeys = [{{ public = \"{}\" }}]\n",
+                "\n[[origin]]\nid = \"{}\"\n{}\nvia = {via:?}\ngroups = {:?}\nkeys = [{{ public = \"{}\" }}]\n",
                 d.id,
+                d.who,
                 d.groups,
                 self.public(d.id)
             );

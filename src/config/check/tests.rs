@@ -17,7 +17,7 @@ fn id(s: &str) -> PartnerId {
 fn config(partners: &str) -> NodeConfig {
     let text = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"ca.crt\"\n\
-         tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\nsigning_key = \"signing.key\"\n{partners}"
+         tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\nsigning_key = \"signing.key\"\ncountry = \"JP\"\n{partners}"
     );
     NodeConfig::parse(&text, Path::new("node.toml")).unwrap()
 }
@@ -222,8 +222,8 @@ fn partners_that_could_not_publish_are_warned_about() {
     let p = pki();
     let cfg = config(
         "[[partner]]\nid = \"a\"\nrole = \"auditor\"\n\
-         [[partner]]\nid = \"b\"\nrole = \"liaison\"\nclearance = \"green\"\n\
-         [[partner]]\nid = \"c\"\nrole = \"relay\"\nclearance = \"green\"\n",
+         [[partner]]\nid = \"b\"\nrole = \"liaison\"\nclearance = \"green\"\ncountry = \"VN\"\n\
+         [[partner]]\nid = \"c\"\nrole = \"relay\"\nclearance = \"green\"\norganisation = \"ASEAN\"\n",
     );
     let findings = check(&cfg, &p.files, now());
     assert_eq!(

@@ -35,6 +35,7 @@ pub fn add_origin(
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|_| EditError::Layout)?;
     let mut table = toml_edit::Table::new();
     table["id"] = toml_edit::value(card.id.as_str());
+    super::set_affiliation(&mut table, card);
     table["via"] = toml_edit::Item::Value(string_array(via.iter().map(PartnerId::as_str)));
     if !groups.is_empty() {
         table["groups"] =
@@ -91,6 +92,8 @@ mod tests {
             tls_fingerprint: CertFingerprint::of_der(id.as_bytes()),
             address: None,
             previous_keys: Vec::new(),
+            country: None,
+            organisation: None,
         }
     }
 

@@ -27,6 +27,7 @@ pub fn update_partner(
         if p.role != Role::Auditor {
             set_keys(table, &p.keys, card, &mut changes);
         }
+        changes.extend(super::set_affiliation(table, card));
         let pinned = p.tls_fingerprint;
         if pinned != Some(card.tls_fingerprint) {
             table["tls_fingerprint"] = toml_edit::value(card.tls_fingerprint.to_string());
@@ -44,6 +45,7 @@ pub fn update_partner(
     } else if let Some(index) = cfg.origins.iter().position(|o| o.id == card.id) {
         let table = nth_table(&mut doc, "origin", index)?;
         set_keys(table, &cfg.origins[index].keys, card, &mut changes);
+        changes.extend(super::set_affiliation(table, card));
     } else {
         return Err(EditError::NotConfigured(card.id.clone()));
     }
@@ -150,6 +152,8 @@ mod tests {
             tls_fingerprint: CertFingerprint::of_der(cert),
             address: None,
             previous_keys: Vec::new(),
+            country: None,
+            organisation: None,
         }
     }
 
