@@ -112,6 +112,13 @@ macro_rules! label_newtype {
             }
         }
 
+        // Maps keyed by id are looked up with the text a record holds.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         // Conversions to text that skip the formatter: ids are copied into records and
         // answers for every bulletin.
         impl From<$name> for String {

@@ -2,6 +2,17 @@
 //! report an auditor reads (outputs per partner, growth against the previous period,
 //! partners engaged, delivery latency), with periods from days up to fiscal years.
 //!
+//! Besides the counters per partner, each accepted bulletin moves counters per country
+//! or organisation, as the record says whose each party was when it was written: under
+//! the affiliation's own name (`EE`, `NATO-CCDCOE`: upper case, so never a partner id)
+//! and names starting `country.`: the origin's `country.received.KIND`, each receiving
+//! affiliation's `country.shared.KIND` (once per bulletin however many of its partners
+//! got it), `country.took_part.KIND` for each affiliation among both, and the event
+//! itself once under [`EVERYONE`] as `country.events.KIND`. A party the configuration
+//! named no affiliation for counts under [`UNKNOWN_AFFILIATION`]. A relay's copy shared
+//! on again when its origin publishes (BULLETIN_RESHARED) adds none of these: its new
+//! receivers' affiliations may already have counted for that bulletin.
+//!
 //! Pure: [`each_count`] is the single definition of what a record adds, used both by
 //! the store (which moves the counters in the same write as the record) and, through
 //! [`count`] and [`aggregate`], by any recount of the log, so the two cannot drift
@@ -75,6 +86,13 @@ fn rejected_counter(code: i32) -> String {
     format!("rejected.{}", error_name(code))
 }
 
+/// Where a bulletin's origin or receiver named no country or organisation.
+pub const UNKNOWN_AFFILIATION: &str = "?";
+/// Where the events themselves are counted, once each.
+pub const EVERYONE: &str = "*";
+/// The prefix of the counters kept per country or organisation.
+pub const BY_AFFILIATION: &str = "country.";
+
 /// Enum codes below this have their counter names formatted once, in [`Names`].
 const NAMED_CODES: i32 = 64;
 
@@ -85,6 +103,9 @@ struct Names {
     shared: Vec<String>,
     withheld: Vec<String>,
     rejected: Vec<String>,
+    /// Per kind: `country.received.`, `country.shared.`, `country.took_part.`,
+    /// `country.events.`.
+    by_affiliation: [Vec<String>; 4],
     /// One per bound of [`LATENCY_BOUNDS_MS`], then `inf`.
     latency: Vec<String>,
 }
@@ -98,6 +119,11 @@ fn names() -> &'static Names {
             shared: table(shared_counter),
             withheld: table(withheld_counter),
             rejected: table(rejected_counter),
+            by_affiliation: ["received", "shared", "took_part", "events"].map(|what| {
+                (0..NAMED_CODES)
+                    .map(|k| format!("{BY_AFFILIATION}{what}.{}", kind_name(k)))
+                    .collect()
+            }),
             latency: LATENCY_BOUNDS_MS
                 .iter()
                 .map(|b| format!("{LATENCY_PREFIX}{b}"))
@@ -123,6 +149,48 @@ fn latency_bucket(ms: u64) -> Cow<'static, str> {
         .unwrap_or(LATENCY_BOUNDS_MS.len());
     // The table has one name per bound and one for `inf`, so `i` is always in it.
     Cow::Borrowed(latency.get(i).map_or("latency.le_inf", String::as_str))
+}
+
+/// The counters one accepted bulletin moves per country or organisation (see the
+/// module's text): each affiliation once per bulletin, whatever the number of its
+/// partners.
+fn by_affiliation<'a>(
+    record: &'a proto::AuditRecord,
+    names: &'static [Vec<String>; 4],
+    one: &mut impl FnMut(&'a str, Cow<'static, str>, u64),
+) {
+    let name = |i: usize| -> Cow<'static, str> {
+        let table: &'static [String] = &names[i];
+        match usize::try_from(record.kind).ok().and_then(|k| table.get(k)) {
+            Some(text) => Cow::Borrowed(text),
+            None => {
+                let what = ["received", "shared", "took_part", "events"][i];
+                Cow::Owned(format!("{BY_AFFILIATION}{what}.{}", kind_name(record.kind)))
+            }
+        }
+    };
+    let known = |a: &'a str| if a.is_empty() { UNKNOWN_AFFILIATION } else { a };
+    let origin = known(&record.affiliation);
+    one(EVERYONE, name(3), 1);
+    one(origin, name(0), 1);
+    let mut receivers: Vec<&'a str> = record
+        .decisions
+        .iter()
+        .filter(|d| d.shared)
+        .map(|d| known(&d.affiliation))
+        .collect();
+    receivers.sort_unstable();
+    receivers.dedup();
+    for r in &receivers {
+        one(r, name(1), 1);
+    }
+    let mut took_part = receivers;
+    took_part.push(origin);
+    took_part.sort_unstable();
+    took_part.dedup();
+    for a in took_part {
+        one(a, name(2), 1);
+    }
 }
 
 /// Partner name used for events that name nobody (a certificate without a partner id).
@@ -179,6 +247,7 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
                 };
                 one(&d.partner, name, 1);
             }
+            by_affiliation(record, &n.by_affiliation, &mut one);
         }
         // Received once already: only the partners its origin's publish added count.
         AuditEvent::BulletinReshared => {
@@ -425,7 +494,8 @@ pub fn report(
     let mut prev_engaged: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     let mut engaged: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for (day, partner, name, value) in rows {
-        if value == 0 || day >= period.until {
+        // The counters per country or organisation have a report of their own.
+        if value == 0 || day >= period.until || name.starts_with(BY_AFFILIATION) {
             continue;
         }
         let received = name.starts_with("received.");

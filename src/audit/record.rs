@@ -7,7 +7,7 @@
 use prost::Message as _;
 
 use crate::bulletin::{Digest, Header};
-use crate::identity::PartnerId;
+use crate::identity::{Affiliation, PartnerId};
 use crate::policy::{Decision, Withhold};
 use crate::proto::{self, AuditEvent};
 use crate::timestamp::Timestamp;
@@ -69,10 +69,26 @@ impl Event {
                     shared: false,
                     reason: w.code() as i32,
                     detail: w.detail(),
+                    ..Default::default()
                 },
             })
             .collect();
         Event(r)
+    }
+
+    /// Names whose each party was: the record's own affiliation (an accepted
+    /// bulletin's origin's, a loaded configuration's node's), and each decision's
+    /// partner's as `of` gives it.
+    pub fn with_affiliations(
+        mut self,
+        own: Option<&Affiliation>,
+        of: impl Fn(&str) -> Option<Affiliation>,
+    ) -> Event {
+        self.0.affiliation = own.map(ToString::to_string).unwrap_or_default();
+        for d in &mut self.0.decisions {
+            d.affiliation = of(&d.partner).map(|a| a.to_string()).unwrap_or_default();
+        }
+        self
     }
 
     /// `publisher`'s bulletin was refused with `code`; `bulletin` when it decoded.
@@ -207,6 +223,7 @@ impl Event {
             shared: false,
             reason: why.code() as i32,
             detail,
+            ..Default::default()
         }];
         Event(r)
     }

@@ -26,6 +26,7 @@ fn accepted(from: &str, kind: Kind, shared: &[&str], withheld: &[&str], day: u32
             shared: false,
             reason: proto::WithholdReason::AboveClearance as i32,
             detail: String::new(),
+            ..Default::default()
         });
     }
     r
@@ -43,7 +44,11 @@ fn figure(report: &proto::MetricsReport, partner: &str, name: &str) -> (u64, u64
 #[test]
 fn each_record_moves_the_counters_a_reader_expects() {
     let r = accepted("us-dod", Kind::Consultation, &["uk-mod"], &["ee-mod"], 3);
-    let names: Vec<_> = count(&r).into_iter().map(|c| (c.partner, c.name)).collect();
+    let names: Vec<_> = count(&r)
+        .into_iter()
+        .filter(|c| !c.name.starts_with(BY_AFFILIATION))
+        .map(|c| (c.partner, c.name))
+        .collect();
     assert_eq!(
         names,
         [
@@ -88,6 +93,10 @@ fn codes_this_build_does_not_know_still_get_a_counter_of_their_own() {
                 format!("received.kind_{kind}"),
                 format!("shared.kind_{kind}"),
                 format!("withheld.reason_{reason}"),
+                format!("country.events.kind_{kind}"),
+                format!("country.received.kind_{kind}"),
+                format!("country.shared.kind_{kind}"),
+                format!("country.took_part.kind_{kind}"),
             ]
         );
         let mut r = record(AuditEvent::BulletinRejected, "uk-mod", 3);
@@ -227,4 +236,86 @@ fn commit_durations_fall_in_their_buckets() {
     assert_eq!(s.buckets[4], 1, "3 ms is in the 5 ms bucket");
     assert_eq!(s.buckets[COMMIT_BOUNDS_US.len()], 1, "5 s overflows");
     assert_eq!(s.sum_us, 100 + 250 + 251 + 3_000 + 5_000_000);
+}
+
+/// `accepted` with whose each party was: the origin's affiliation, then the receivers'
+/// (partner, affiliation), all shared.
+fn accepted_from(origin: &str, kind: Kind, receivers: &[(&str, &str)]) -> AuditRecord {
+    let mut r = accepted(
+        "nato-ccdcoe",
+        kind,
+        &receivers.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        &[],
+        3,
+    );
+    r.affiliation = origin.into();
+    for (d, (_, a)) in r.decisions.iter_mut().zip(receivers) {
+        d.affiliation = (*a).into();
+    }
+    r
+}
+
+fn by_affiliation(r: &AuditRecord) -> Vec<(String, String, u64)> {
+    let mut out: Vec<_> = count(r)
+        .into_iter()
+        .filter(|c| c.name.starts_with(BY_AFFILIATION))
+        .map(|c| (c.partner.to_owned(), c.name.into_owned(), c.by))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_relayed_bulletin_counts_for_its_origins_country_not_the_relay() {
+    // Estonia's desk published at the NATO node, which handed it to this one.
+    let r = accepted_from("EE", Kind::Advisory, &[("jp-cdc", "JP")]);
+    let t = |p: &str, n: &str| (p.to_owned(), format!("country.{n}.advisory"), 1);
+    assert_eq!(
+        by_affiliation(&r),
+        [
+            t("*", "events"),
+            t("EE", "received"),
+            t("EE", "took_part"),
+            t("JP", "shared"),
+            t("JP", "took_part"),
+        ],
+        "nothing for NATO-CCDCOE, the relay"
+    );
+}
+
+#[test]
+fn a_consultation_shared_with_three_countries_is_one_event_and_each_takes_part_once() {
+    let r = accepted_from(
+        "JP",
+        Kind::Consultation,
+        &[
+            ("us-dod", "US"),
+            ("au-dod", "AU"),
+            ("au-cert", "AU"),
+            ("uk-mod", "GB"),
+            ("x", ""),
+        ],
+    );
+    let counts = by_affiliation(&r);
+    let named = |n: &str| -> Vec<&str> {
+        counts
+            .iter()
+            .filter(|(_, name, _)| name == &format!("country.{n}.consultation"))
+            .map(|(p, _, by)| {
+                assert_eq!(*by, 1, "{p}: once however many of its partners");
+                p.as_str()
+            })
+            .collect()
+    };
+    assert_eq!(named("events"), ["*"]);
+    assert_eq!(named("shared"), ["?", "AU", "GB", "US"]);
+    assert_eq!(named("took_part"), ["?", "AU", "GB", "JP", "US"]);
+    assert_eq!(named("received"), ["JP"]);
+    // Old records name nobody's affiliation: they count as unknown.
+    let old = accepted("nato-ccdcoe", Kind::Consultation, &["jp-cdc"], &[], 3);
+    assert!(by_affiliation(&old).contains(&(
+        "?".into(),
+        "country.received.consultation".into(),
+        1
+    )));
 }

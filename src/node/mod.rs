@@ -326,7 +326,9 @@ fn start_storage(
 /// things of this run.
 async fn record_start(cfg: &NodeConfig, commits: &mpsc::Sender<writer::Request>) {
     let n = &cfg.node;
-    let loaded = Event::config_loaded(&n.id, cfg.policy_digest(), "node started");
+    let own = crate::identity::Affiliation::of(n.country, n.organisation.as_ref());
+    let loaded = Event::config_loaded(&n.id, cfg.policy_digest(), "node started")
+        .with_affiliations(own.as_ref(), |_| None);
     let revoked = cfg.revoked.iter().map(|r| {
         let why = format!("in force at start: {}", r.reason);
         Event::key_revoked(&n.id, &r.what.to_string(), &why)

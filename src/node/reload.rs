@@ -104,11 +104,14 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         // rules is queued before the record that names the new ones, every one made
         // under the new rules after it.
         let _gate = shared.rules.gate.write().await;
+        let own =
+            crate::identity::Affiliation::of(new.node.country, new.node.organisation.as_ref());
         let loaded = Event::config_loaded(
             &shared.node_id,
             new.policy_digest(),
             &format!("reloaded at the request of {who}: {summary}"),
-        );
+        )
+        .with_affiliations(own.as_ref(), |_| None);
         let mut recorded = shared.commit_event(Some(loaded), None).await;
         for r in &change.newly_revoked {
             let why = format!("revoked by a reload: {}", r.reason);

@@ -118,6 +118,8 @@ pub(crate) struct RuleSet {
     pub recheck_through: u64,
     /// The digest of the sharing policy, as CONFIG_LOADED records it.
     pub digest: [u8; 32],
+    /// Whose each partner and origin is, as the configuration says, for the records.
+    pub affiliations: HashMap<PartnerId, crate::identity::Affiliation>,
 }
 
 impl RuleSet {
@@ -125,6 +127,17 @@ impl RuleSet {
         RuleSet {
             recheck_through,
             digest: config.policy_digest(),
+            affiliations: config
+                .partners
+                .iter()
+                .filter_map(|p| Some((p.id.clone(), p.affiliation()?)))
+                .chain(
+                    config
+                        .origins
+                        .iter()
+                        .filter_map(|o| Some((o.id.clone(), o.affiliation()?))),
+                )
+                .collect(),
             partners: config
                 .partners
                 .iter()

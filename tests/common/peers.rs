@@ -41,6 +41,21 @@ pub struct Mesh {
     keys: BTreeMap<String, SigningKey>,
 }
 
+/// Whose a node or desk of these tests is, from its id's first word (`jp-` Japan,
+/// `nato-` NATO's centre...), as a configuration line; none for other ids.
+pub fn whose(id: &str) -> String {
+    let country = |c: &str| format!("country = \"{c}\"\n");
+    match id.split('-').next().unwrap_or_default() {
+        "jp" => country("JP"),
+        "us" => country("US"),
+        "ee" => country("EE"),
+        "au" => country("AU"),
+        "uk" => country("GB"),
+        "nato" => "organisation = \"NATO-CCDCOE\"\n".into(),
+        _ => String::new(),
+    }
+}
+
 /// A port on 127.0.0.1 nobody holds now.
 pub fn free_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
@@ -136,15 +151,17 @@ impl Mesh {
         let node = &self.nodes[n];
         let mut t = format!(
             "[node]\nid = \"{n}\"\nlisten = \"{}\"\ndata_dir = \"{n}-data\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/{n}/tls.crt\"\ntls_key = \"certs/{n}/tls.key\"\nsigning_key = \"certs/{n}/signing.key\"\n\
+             tls_cert = \"certs/{n}/tls.crt\"\ntls_key = \"certs/{n}/tls.key\"\nsigning_key = \"certs/{n}/signing.key\"\n{}\
              [transport]\nkeep_alive_secs = 1\nidle_timeout_secs = 5\n\
              [federation]\nredial_min_ms = 50\nredial_max_secs = 1\n{extra}\n",
-            node.addr
+            node.addr,
+            whose(n)
         );
         for (desk, home) in &self.desks {
             if home == n {
                 t += &format!(
-                    "\n[[partner]]\nid = \"{desk}\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
+                    "\n[[partner]]\nid = \"{desk}\"\nrole = \"liaison\"\nclearance = \"red\"\n{}keys = [{{ public = \"{}\" }}]\n",
+                    whose(desk),
                     super::public_key(dir, desk)
                 );
             }
@@ -157,7 +174,8 @@ impl Mesh {
             .collect();
         for p in &peers {
             t += &format!(
-                "\n[[partner]]\nid = \"{p}\"\nrole = \"relay\"\nclearance = \"red\"\naddress = \"{}\"\nkeys = [{{ public = \"{}\" }}]\n",
+                "\n[[partner]]\nid = \"{p}\"\nrole = \"relay\"\nclearance = \"red\"\n{}address = \"{}\"\nkeys = [{{ public = \"{}\" }}]\n",
+                whose(p),
                 self.nodes[*p].addr,
                 super::public_key(dir, p)
             );
@@ -177,7 +195,8 @@ impl Mesh {
                         via = vec![only.as_str()];
                     }
                     t += &format!(
-                        "\n[[origin]]\nid = \"{desk}\"\nvia = {via:?}\nkeys = [{{ public = \"{}\" }}]\n",
+                        "\n[[origin]]\nid = \"{desk}\"\n{}via = {via:?}\nkeys = [{{ public = \"{}\" }}]\n",
+                        whose(desk),
                         super::public_key(dir, desk)
                     );
                 }

@@ -31,6 +31,20 @@ async fn a_line_of_three_nodes_carries_each_bulletin_as_far_as_its_tlp_allows() 
     assert_eq!(title(&got[0]), "green advisory");
     assert_eq!(got[0].path, ["jp-mod", "nato-ccdcoe", "ee-mod"]);
     verify(&mesh, &got[0], "jp-cdc");
+    // Issue 27: Tallinn's log says whose it was: Japan's, handed over by NATO's node,
+    // shared with Estonia's desk. The figures count it for JP, not for the relay.
+    let accepted = records(&mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
+    let from_tokyo = accepted.iter().find(|r| r.origin == "jp-cdc").unwrap();
+    assert_eq!(
+        (from_tokyo.partner.as_str(), from_tokyo.affiliation.as_str()),
+        ("nato-ccdcoe", "JP")
+    );
+    let to_desk = from_tokyo
+        .decisions
+        .iter()
+        .find(|d| d.partner == "ee-cert")
+        .unwrap();
+    assert!(to_desk.shared && to_desk.affiliation == "EE", "{to_desk:?}");
 
     // AMBER+STRICT for the NATO desk reaches it and goes no further.
     let strict = sign_as(

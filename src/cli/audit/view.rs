@@ -243,6 +243,7 @@ mod tests {
                 shared: false,
                 reason: proto::WithholdReason::NotInAudience as i32,
                 detail: String::new(),
+                ..Default::default()
             },
         ];
         assert_eq!(

@@ -278,7 +278,9 @@ pub(crate) fn share(
         path: &path,
     };
     let decisions: Vec<_> = sharing.policy.decide_all(h, route).collect();
-    let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)));
+    let whose = |id: &str| sharing.affiliations.get(id).cloned();
+    let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)))
+        .with_affiliations(sharing.affiliations.get(h.origin.as_str()), whose);
     let shared_with = decisions
         .into_iter()
         .filter(|(_, d)| matches!(d, Decision::Share))

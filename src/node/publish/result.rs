@@ -177,6 +177,7 @@ mod tests {
             shared,
             reason,
             detail: detail.into(),
+            ..Default::default()
         }
     }
 

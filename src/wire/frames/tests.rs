@@ -66,6 +66,7 @@ fn partner_lists_are_the_fields_prost_would_write() {
         shared,
         reason,
         detail: detail.into(),
+        affiliation: "EE".into(),
     };
     let decisions = [
         d("au-dod", true, 0, ""),
