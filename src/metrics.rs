@@ -473,6 +473,39 @@ impl Period {
     }
 }
 
+/// The span of `spans` holding `day`: they are in order and do not overlap, so the last
+/// one starting by `day`, if it has not ended.
+fn holding(spans: &[(u32, u32, String)], day: u32) -> Option<usize> {
+    let i = spans
+        .partition_point(|(s, _, _)| *s <= day)
+        .checked_sub(1)?;
+    (day < spans[i].1).then_some(i)
+}
+
+/// Each span with its sums by counter name.
+fn span_totals(
+    spans: Vec<(u32, u32, String)>,
+    sums: Vec<BTreeMap<String, u64>>,
+) -> Vec<proto::PeriodTotals> {
+    spans
+        .into_iter()
+        .zip(sums)
+        .map(|((s, u, label), sums)| proto::PeriodTotals {
+            since_day: s,
+            until_day: u,
+            label,
+            figures: sums
+                .into_iter()
+                .map(|(name, value)| proto::Figure {
+                    name,
+                    value,
+                    previous: 0,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// One stored counter: (day, partner, name) = value.
 pub type Row = (u32, String, String, u64);
 
@@ -512,17 +545,10 @@ pub fn report(
                 .entry(name.clone())
                 .or_default()
                 .0 += value;
-            // Spans are in order and do not overlap: the last one starting by `day`.
-            let holding = |spans: &[(u32, u32, String)]| {
-                let i = spans
-                    .partition_point(|(s, _, _)| *s <= day)
-                    .checked_sub(1)?;
-                (day < spans[i].1).then_some(i)
-            };
-            if let Some(i) = holding(&months) {
+            if let Some(i) = holding(&months, day) {
                 *month_totals[i].entry(name.clone()).or_default() += value;
             }
-            if let Some(i) = holding(&quarters) {
+            if let Some(i) = holding(&quarters, day) {
                 *quarter_totals[i].entry(name.clone()).or_default() += value;
             }
         } else if (prev_since..prev_until).contains(&day) {
@@ -538,25 +564,6 @@ pub fn report(
         .filter(is_engaged)
         .map(|(p, _)| p.clone())
         .collect();
-    let totals = |spans: Vec<(u32, u32, String)>, sums: Vec<BTreeMap<String, u64>>| {
-        spans
-            .into_iter()
-            .zip(sums)
-            .map(|((s, u, label), sums)| proto::PeriodTotals {
-                since_day: s,
-                until_day: u,
-                label,
-                figures: sums
-                    .into_iter()
-                    .map(|(name, value)| proto::Figure {
-                        name,
-                        value,
-                        previous: 0,
-                    })
-                    .collect(),
-            })
-            .collect::<Vec<_>>()
-    };
     proto::MetricsReport {
         node_id: node_id.to_owned(),
         since_day: period.since,
@@ -590,10 +597,14 @@ pub fn report(
                 }
             })
             .collect(),
-        months: totals(months, month_totals),
-        quarters: totals(quarters, quarter_totals),
+        months: span_totals(months, month_totals),
+        quarters: span_totals(quarters, quarter_totals),
+        ..Default::default()
     }
 }
+
+mod by_affiliation;
+pub use by_affiliation::report_by_affiliation;
 
 /// p50 and p95 of the period's latency buckets (each as its bucket's upper bound;
 /// `u64::MAX` for the open bucket).

@@ -216,7 +216,15 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     // What `renkei metrics` says, as the logic model counts it.
     let metrics = renkei_ok(
         dir,
-        &["metrics", "--config", "jp-audit.toml", "--format", "json"],
+        &[
+            "metrics",
+            "--config",
+            "jp-audit.toml",
+            "--format",
+            "json",
+            "--by",
+            "partner",
+        ],
     );
     let report: Value = serde_json::from_str(&metrics.stdout).unwrap();
     let outputs = |partner: &str| -> [u64; 3] {

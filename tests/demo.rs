@@ -26,7 +26,12 @@ fn the_demo_runs_a_federation_to_completion() {
         "ee-mod at nato-ccdcoe: 3 bulletin(s), each origin signature verified by the desk:",
         "GREEN  exercise from jp-cdc      via jp-mod -> ",
         "verified with nato-ccdcoe's key",
-        "partner        consultations exercises threat exchanges",
+        // Issue 27: Tokyo's figures by country, its own desks on the domestic line.
+        "country/organisation   consultations exercises threat exchanges",
+        "  JP (domestic)   ",
+        "  US   ",
+        "  events (each once)   ",
+        "foreign countries engaged both ways: 1 (US)",
         "The nodes stopped cleanly",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");

@@ -68,7 +68,11 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             has("the kept checkpoint   of ");
         }
         ["audit", "export"] => has("\"file\":\"log.export\""),
-        ["metrics", _] => has("engaged partners (both ways): 2 (previous period 0, new): jp-cdc, us-dod"),
+        ["metrics", _] => {
+            has("by country or organisation");
+            has("JP (domestic)");
+            has("foreign countries engaged (both ways): 1 (previous period 0): US");
+        }
         ["certs", "init"] => {
             has("federation CA reused");
             has("node nz-mod (created)");

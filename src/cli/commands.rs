@@ -172,6 +172,16 @@ pub(super) enum Format {
     Json,
 }
 
+/// How `renkei metrics` cuts its rows.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum By {
+    /// Per country or organisation, where the exchange really is (the programme's view).
+    #[value(alias = "organisation")]
+    Country,
+    /// Per partner id, as bulletins were handed over.
+    Partner,
+}
+
 #[derive(Subcommand, Debug)]
 pub(super) enum AuditCommand {
     /// Records matching every filter given, oldest first, one page at a time.

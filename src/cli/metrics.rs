@@ -15,6 +15,8 @@ pub(super) struct MetricsArgs {
     pub until: Option<String>,
     pub fiscal_start: u8,
     pub json: bool,
+    /// Rows per country or organisation rather than per partner.
+    pub by_affiliation: bool,
 }
 
 fn day(s: &str, end: bool) -> anyhow::Result<u32> {
@@ -22,8 +24,13 @@ fn day(s: &str, end: bool) -> anyhow::Result<u32> {
 }
 
 pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()> {
+    let view = match a.by_affiliation {
+        true => proto::MetricsView::Affiliation,
+        false => proto::MetricsView::Partner,
+    };
     let mut request = proto::MetricsRequest {
         fiscal_year: a.fiscal_year.unwrap_or(0),
+        view: view as i32,
         ..Default::default()
     };
     match (&a.since, &a.until) {
@@ -50,7 +57,14 @@ pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()
             let today = metrics::day_of(Timestamp::now().unix_ms());
             let period = Period::requested(&request, a.fiscal_start, today)?;
             let rows = store.audit().counters(period.until)?;
-            metrics::report(&node, &period, rows)
+            match view {
+                proto::MetricsView::Partner => metrics::report(&node, &period, rows),
+                proto::MetricsView::Affiliation => {
+                    let own = store.audit().latest_affiliation()?;
+                    let own = (!own.is_empty()).then_some(own.as_str());
+                    metrics::report_by_affiliation(&node, own, &period, rows)
+                }
+            }
         }
     };
     if a.json {
@@ -96,9 +110,17 @@ pub(crate) fn report_json(r: &proto::MetricsReport) -> Value {
                 "latency": {"acked": l.acked, "p50_ms": l.p50_ms, "p95_ms": l.p95_ms},
             })
         }).collect::<Vec<_>>(),
+        "by": match r.view() {
+            proto::MetricsView::Affiliation => "country",
+            proto::MetricsView::Partner => "partner",
+        },
+        "domestic": r.domestic,
+        "events": figures_json(&r.events),
         "engaged": r.engaged,
         "newly_engaged": r.newly_engaged,
         "engaged_previous": r.engaged_previous,
+        "organisations_engaged": r.organisations_engaged,
+        "organisations_engaged_previous": r.organisations_engaged_previous,
         "engaged_growth": growth(r.engaged.len() as u64, u64::from(r.engaged_previous)),
         "months": r.months.iter().map(|m| json!({"label": m.label, "figures": figures_json(&m.figures)})).collect::<Vec<_>>(),
         "quarters": r.quarters.iter().map(|m| json!({"label": m.label, "figures": figures_json(&m.figures)})).collect::<Vec<_>>(),
@@ -128,8 +150,81 @@ fn ms(v: u64) -> String {
     }
 }
 
-/// The report as a table for a terminal.
+/// The report as a table for a terminal, per country or per partner as it was asked.
 pub(crate) fn table(r: &proto::MetricsReport) -> String {
+    match r.view() {
+        proto::MetricsView::Affiliation => affiliation_table(r),
+        proto::MetricsView::Partner => partner_table(r),
+    }
+}
+
+/// The report per country or organisation: the events, each row (the domestic one
+/// marked), and the countries and organisations engaged both ways.
+fn affiliation_table(r: &proto::MetricsReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "renkei metrics: {} — {}, by country or organisation",
+        r.node_id, r.label
+    );
+    let _ = writeln!(out);
+    let row = |out: &mut String, who: &str, f: &proto::Figure| {
+        let change = f.value as i64 - f.previous as i64;
+        let _ = writeln!(
+            out,
+            "{:<22} {:<28} {:>8} {:>9} {:>+8} {:>7}",
+            who,
+            f.name,
+            f.value,
+            f.previous,
+            change,
+            pct(f.value, f.previous)
+        );
+    };
+    let _ = writeln!(
+        out,
+        "{:<22} {:<28} {:>8} {:>9} {:>8} {:>7}",
+        "", "figure", "value", "previous", "change", "%"
+    );
+    for f in &r.events {
+        row(&mut out, "all (each event once)", f);
+    }
+    for p in &r.partners {
+        let who = match p.partner.as_str() {
+            d if d == r.domestic => format!("{d} (domestic)"),
+            "?" => "? (named nowhere)".to_owned(),
+            other => other.to_owned(),
+        };
+        for f in &p.figures {
+            row(&mut out, &who, f);
+        }
+    }
+    let _ = writeln!(out);
+    let list = |names: &[String]| match names.is_empty() {
+        true => "none".to_owned(),
+        false => names.join(", "),
+    };
+    let _ = writeln!(
+        out,
+        "foreign countries engaged (both ways): {} (previous period {}): {}",
+        r.engaged.len(),
+        r.engaged_previous,
+        list(&r.engaged)
+    );
+    let _ = writeln!(
+        out,
+        "organisations engaged (both ways): {} (previous period {}): {}",
+        r.organisations_engaged.len(),
+        r.organisations_engaged_previous,
+        list(&r.organisations_engaged)
+    );
+    let _ = writeln!(out, "newly engaged: {}", list(&r.newly_engaged));
+    out
+}
+
+/// The report per partner.
+fn partner_table(r: &proto::MetricsReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "renkei metrics: {} — {}", r.node_id, r.label);

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, BulletinCommand, BulletinFields, CertsCommand, ConfigCommand, Format, LogSource,
-    PartnerCommand, PolicyCommand,
+    AuditCommand, BulletinCommand, BulletinFields, By, CertsCommand, ConfigCommand, Format,
+    LogSource, PartnerCommand, PolicyCommand,
 };
 
 /// `println!` for command output: see [`emit`].
@@ -245,6 +245,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Rows per country or organisation (the programme's figures), or per partner.
+        #[arg(long, value_enum, default_value_t = By::Country)]
+        by: By,
     },
     /// The auditor's dashboard: metrics per fiscal year with charts, the audit log
     /// searchable, the signed checkpoint with proofs, the peer links; every table as
@@ -486,6 +489,7 @@ fn run_metrics(command: Command) -> anyhow::Result<()> {
             until,
             fiscal_year_start,
             format,
+            by,
         } => {
             audit::Source::new(source.config.as_deref(), source.data_dir.as_deref()).and_then(|s| {
                 let args = metrics::MetricsArgs {
@@ -494,6 +498,7 @@ fn run_metrics(command: Command) -> anyhow::Result<()> {
                     until,
                     fiscal_start: fiscal_year_start,
                     json: format == Format::Json,
+                    by_affiliation: by == By::Country,
                 };
                 block_on(metrics::run(s, args))
             })

@@ -1,6 +1,8 @@
 //! The logic model's outputs per partner, as an auditor reports them to a ministry:
 //! consultations, exercises and threat exchanges (bulletins of every other kind),
-//! received and shared together, this period and the one before. Pure: a metrics
+//! received and shared together, this period and the one before. In a report by
+//! country or organisation, a row's outputs are the bulletins it took part in (each
+//! once), and a month's the events of the month. Pure: a metrics
 //! report in, rows out; `renkei demo` and `renkei dashboard` print the same numbers.
 
 use crate::proto;
@@ -28,12 +30,19 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Adds one counter (`received.KIND` or `shared.KIND`; others are not outputs).
-    pub fn add(&mut self, name: &str, value: u64) {
-        let Some(kind) = name
-            .strip_prefix("received.")
-            .or(name.strip_prefix("shared."))
-        else {
+    /// Adds one counter of a report cut by `view`: per partner `received.KIND` and
+    /// `shared.KIND`; per country or organisation `took_part.KIND` (a row) and
+    /// `events.KIND` (the whole node). Other counters are not outputs.
+    pub fn add(&mut self, view: proto::MetricsView, name: &str, value: u64) {
+        let kind = match view {
+            proto::MetricsView::Partner => name
+                .strip_prefix("received.")
+                .or(name.strip_prefix("shared.")),
+            proto::MetricsView::Affiliation => name
+                .strip_prefix("took_part.")
+                .or(name.strip_prefix("events.")),
+        };
+        let Some(kind) = kind else {
             return;
         };
         match kind {
@@ -60,8 +69,8 @@ pub fn logic_model(report: &proto::MetricsReport) -> Vec<LogicRow> {
                 ..LogicRow::default()
             };
             for f in &p.figures {
-                row.now.add(&f.name, f.value);
-                row.before.add(&f.name, f.previous);
+                row.now.add(report.view(), &f.name, f.value);
+                row.before.add(report.view(), &f.name, f.previous);
             }
             row
         })
@@ -69,11 +78,12 @@ pub fn logic_model(report: &proto::MetricsReport) -> Vec<LogicRow> {
         .collect()
 }
 
-/// The node-wide outputs of one sub-period (a month or a quarter).
-pub fn outputs_of(span: &proto::PeriodTotals) -> Outputs {
+/// The node-wide outputs of one sub-period (a month or a quarter) of a report cut by
+/// `view`.
+pub fn outputs_of(view: proto::MetricsView, span: &proto::PeriodTotals) -> Outputs {
     let mut o = Outputs::default();
     for f in &span.figures {
-        o.add(&f.name, f.value);
+        o.add(view, &f.name, f.value);
     }
     o
 }

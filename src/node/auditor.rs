@@ -87,9 +87,15 @@ pub(super) async fn answer(
                 }
             }
             let store = shared.storage.store.clone();
-            let (node, fiscal) = (shared.node_id.to_string(), shared.fiscal_start_month);
+            let n = &shared.rules_in_force().config.node;
+            let facts = Facts {
+                node: shared.node_id.to_string(),
+                fiscal_start: shared.fiscal_start_month,
+                domestic: crate::identity::Affiliation::of(n.country, n.organisation.as_ref())
+                    .map(|a| a.to_string()),
+            };
             let now = Timestamp::now();
-            tokio::task::spawn_blocking(move || read(&store, other, &node, fiscal, now))
+            tokio::task::spawn_blocking(move || read(&store, other, &facts, now))
                 .await
                 .unwrap_or_else(|e| Err(Refusal::Internal(e.to_string())))
         }
@@ -170,14 +176,18 @@ fn latest(store: &Store) -> Result<(u64, String), Refusal> {
         .ok_or_else(|| Refusal::Invalid("no checkpoint has been signed yet".into()))
 }
 
-/// Answers a read-only request from the database.
-fn read(
-    store: &Store,
-    frame: Client,
-    node: &str,
+/// What a report needs to know of the node besides its log.
+struct Facts {
+    node: String,
+    /// First month of the fiscal year.
     fiscal_start: u8,
-    now: Timestamp,
-) -> Result<Server, Refusal> {
+    /// Its own country or organisation: the domestic row.
+    domestic: Option<String>,
+}
+
+/// Answers a read-only request from the database.
+fn read(store: &Store, frame: Client, facts: &Facts, now: Timestamp) -> Result<Server, Refusal> {
+    let (node, fiscal_start) = (facts.node.as_str(), facts.fiscal_start);
     let log = store.audit();
     match frame {
         Client::AuditQuery(q) => {
@@ -246,7 +256,13 @@ fn read(
             let period = Period::requested(&r, fiscal_start, today)
                 .map_err(|e| Refusal::Invalid(e.to_string()))?;
             let rows = log.counters(period.until).map_err(internal)?;
-            Ok(Server::MetricsReport(metrics::report(node, &period, rows)))
+            let report = match r.view() {
+                proto::MetricsView::Partner => metrics::report(node, &period, rows),
+                proto::MetricsView::Affiliation => {
+                    metrics::report_by_affiliation(node, facts.domestic.as_deref(), &period, rows)
+                }
+            };
+            Ok(Server::MetricsReport(report))
         }
         _ => Err(Refusal::Invalid("not an auditor request".into())),
     }

@@ -268,7 +268,21 @@ async fn a_stopped_hubs_log_is_exported_queried_proved_and_verified_with_the_cli
     assert!(beyond.stderr.contains("not covered"), "{}", beyond.stderr);
 
     // The metrics report: who received and was given what.
-    let m = json(&renkei_ok(dir, &["metrics", "--data-dir", "data", "--format", "json"]).stdout);
+    let m = json(
+        &renkei_ok(
+            dir,
+            &[
+                "metrics",
+                "--data-dir",
+                "data",
+                "--format",
+                "json",
+                "--by",
+                "partner",
+            ],
+        )
+        .stdout,
+    );
     assert_eq!(m["node_id"], HUB);
     let partners = m["partners"].as_array().expect("a partners array");
     let figure = |partner: &str, name: &str| {

@@ -84,7 +84,7 @@ pub(super) async fn metrics(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
     });
     let growth = change(r.engaged.len() as u64, u64::from(r.engaged_previous));
     let labels: Vec<String> = r.months.iter().map(|m| m.label.clone()).collect();
-    let outputs: Vec<Outputs> = r.months.iter().map(outputs_of).collect();
+    let outputs: Vec<Outputs> = r.months.iter().map(|m| outputs_of(r.view(), m)).collect();
     let chart = bar_chart(
         "Bulletins exchanged per month",
         &labels,
@@ -168,7 +168,7 @@ fn months_table(r: &proto::MetricsReport) -> Table {
         &["month", "consultations", "exercises", "threat exchanges"],
     );
     for m in &r.months {
-        let o = outputs_of(m);
+        let o = outputs_of(r.view(), m);
         t.rows.push(vec![
             m.label.clone(),
             o.consultations.to_string(),

@@ -165,6 +165,7 @@ async fn audit(fed: &Federation) -> anyhow::Result<()> {
         .metrics(crate::proto::MetricsRequest {
             since_day: period.since,
             until_day: period.until,
+            view: crate::proto::MetricsView::Affiliation as i32,
             ..Default::default()
         })
         .await?;
@@ -177,27 +178,44 @@ async fn audit(fed: &Federation) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The logic model's outputs per partner: consultations, exercises and threat
-/// exchanges (bulletins of every other kind), received and shared together; then the
-/// partners engaged both ways.
+/// The logic model's outputs per country or organisation: the consultations,
+/// exercises and threat exchanges (bulletins of every other kind) each took part in,
+/// each bulletin once; the events themselves; then who was engaged both ways.
 fn cooperation(report: &crate::proto::MetricsReport) -> String {
+    let line = |who: &str, o: crate::metrics::logic::Outputs| {
+        format!(
+            "  {:<22} {:>13} {:>9} {:>16}\n",
+            who, o.consultations, o.exercises, o.threats
+        )
+    };
     let mut out = format!(
-        "  {:<14} {:>13} {:>9} {:>16}\n",
-        "partner", "consultations", "exercises", "threat exchanges"
+        "  {:<22} {:>13} {:>9} {:>16}\n",
+        "country/organisation", "consultations", "exercises", "threat exchanges"
     );
     for row in crate::metrics::logic::logic_model(report) {
-        let o = row.now;
-        if o.total() > 0 {
-            out += &format!(
-                "  {:<14} {:>13} {:>9} {:>16}\n",
-                row.partner, o.consultations, o.exercises, o.threats
-            );
+        if row.now.total() > 0 {
+            let who = match row.partner == report.domestic {
+                true => format!("{} (domestic)", row.partner),
+                false => row.partner,
+            };
+            out += &line(&who, row.now);
         }
     }
+    let mut events = crate::metrics::logic::Outputs::default();
+    for f in &report.events {
+        events.add(report.view(), &f.name, f.value);
+    }
+    out += &line("events (each once)", events);
+    let none = |l: &[String]| match l.is_empty() {
+        true => "none".to_owned(),
+        false => l.join(", "),
+    };
     out += &format!(
-        "  engaged both ways: {} (newly: {})\n",
-        report.engaged.join(", "),
-        report.newly_engaged.join(", ")
+        "  foreign countries engaged both ways: {} ({}); organisations: {}; newly: {}\n",
+        report.engaged.len(),
+        none(&report.engaged),
+        none(&report.organisations_engaged),
+        none(&report.newly_engaged)
     );
     out
 }

@@ -57,7 +57,12 @@ fn store(dir: &std::path::Path) -> Store {
 }
 
 fn ask(store: &Store, frame: Client) -> Result<Server, Refusal> {
-    read(store, frame, "jp-mod", 4, Timestamp::from_unix_ms(NOW))
+    let facts = Facts {
+        node: "jp-mod".into(),
+        fiscal_start: 4,
+        domestic: Some("JP".into()),
+    };
+    read(store, frame, &facts, Timestamp::from_unix_ms(NOW))
 }
 
 #[test]

@@ -184,6 +184,33 @@ impl AuditReader<'_> {
         }
     }
 
+    /// The node's own country or organisation as its latest CONFIG_LOADED record says
+    /// (empty when it named none), for reports read from a stopped node's database.
+    pub fn latest_affiliation(&self) -> Result<String, StoreError> {
+        let mut q = Query {
+            partner: None,
+            bulletin: None,
+            event: Some(proto::AuditEvent::ConfigLoaded),
+            since: None,
+            until: None,
+            after: None,
+            limit: 1000,
+        };
+        let mut latest = String::new();
+        loop {
+            let page = self.query(&q)?;
+            if let Some(last) = page.records.last() {
+                latest = proto::AuditRecord::decode(last.clone())
+                    .map_err(|e| super::super::corrupt(b"a/", e.to_string()))?
+                    .affiliation;
+            }
+            match page.next_after {
+                Some(after) => q.after = Some(after),
+                None => return Ok(latest),
+            }
+        }
+    }
+
     /// Answers a query, reading only the records its most selective index points at.
     pub fn query(&self, q: &Query) -> Result<AuditPage, StoreError> {
         let size = self.size()?;
