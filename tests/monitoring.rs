@@ -159,6 +159,16 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         &[("partner", "uk-mod"), ("kind", "exercise")],
     );
     assert_eq!(shared, figure("uk-mod", "shared.exercise"));
+    // Issue 27: the events once each, and per country or organisation (these partners
+    // name none, so their origins count under "?").
+    let events = sample(&scrape, "renkei_events_total", &[("kind", "exercise")]);
+    assert!(events >= received("exercise"), "{events}");
+    let by_origin = sample(
+        &scrape,
+        "renkei_country_bulletins_received_total",
+        &[("country", "?"), ("kind", "exercise")],
+    );
+    assert_eq!(by_origin, events, "each event counts once for its origin's");
     let acks = sample(&scrape, "renkei_acks_total", &[("partner", "uk-mod")]);
     assert_eq!(acks, 3.0);
     assert_eq!(acks, figure("uk-mod", "acked"));

@@ -125,79 +125,123 @@ impl DurationHistogram {
     }
 }
 
-/// A counter family: metric name, help, and the label its name suffix fills.
+/// A counter family: metric name, help, the label its row's key fills (`partner`, or
+/// `country` for the rows per country or organisation; none for node-wide ones), and
+/// the label its name suffix fills.
 struct Family {
     prefix: &'static str,
     metric: &'static str,
     help: &'static str,
+    subject: Option<&'static str>,
     label: Option<&'static str>,
 }
 
 const FAMILIES: &[Family] = &[
+    // Per country or organisation (bounded by the configuration: its parties'
+    // affiliations, and "?" for those it names none for).
+    Family {
+        prefix: "country.received.",
+        metric: "renkei_country_bulletins_received_total",
+        help: "Bulletins accepted whose origin is of this country or organisation (a relayed one counts for its origin's), by kind.",
+        subject: Some("country"),
+        label: Some("kind"),
+    },
+    Family {
+        prefix: "country.shared.",
+        metric: "renkei_country_bulletins_shared_total",
+        help: "Accepted bulletins shared with this country or organisation, once per bulletin however many of its partners got it, by kind.",
+        subject: Some("country"),
+        label: Some("kind"),
+    },
+    Family {
+        prefix: "country.took_part.",
+        metric: "renkei_country_participations_total",
+        help: "Accepted bulletins this country or organisation took part in (sent or was shared with), by kind.",
+        subject: Some("country"),
+        label: Some("kind"),
+    },
+    Family {
+        prefix: "country.events.",
+        metric: "renkei_events_total",
+        help: "Accepted bulletins, each counted once, by kind.",
+        subject: None,
+        label: Some("kind"),
+    },
     Family {
         prefix: "received.",
         metric: "renkei_bulletins_received_total",
         help: "Bulletins accepted from a partner, by kind.",
+        subject: Some("partner"),
         label: Some("kind"),
     },
     Family {
         prefix: "shared.",
         metric: "renkei_bulletins_shared_total",
         help: "Accepted bulletins shared with a partner, by kind.",
+        subject: Some("partner"),
         label: Some("kind"),
     },
     Family {
         prefix: "withheld.",
         metric: "renkei_bulletins_withheld_total",
         help: "Accepted bulletins withheld from a partner, by reason.",
+        subject: Some("partner"),
         label: Some("reason"),
     },
     Family {
         prefix: "rejected.",
         metric: "renkei_bulletins_rejected_total",
         help: "Publishes and requests refused, by error.",
+        subject: Some("partner"),
         label: Some("error"),
     },
     Family {
         prefix: "peer_refused.",
         metric: "renkei_peer_refused_total",
         help: "Deliveries a peer node took but refused, by its error.",
+        subject: Some("partner"),
         label: Some("error"),
     },
     Family {
         prefix: "duplicate",
         metric: "renkei_bulletins_duplicate_total",
         help: "Bulletins published again with the same digest.",
+        subject: Some("partner"),
         label: None,
     },
     Family {
         prefix: "delivered",
         metric: "renkei_deliveries_total",
         help: "Bulletins delivered to a partner (redeliveries included).",
+        subject: Some("partner"),
         label: None,
     },
     Family {
         prefix: "acked",
         metric: "renkei_acks_total",
         help: "Deliveries a partner acknowledged.",
+        subject: Some("partner"),
         label: None,
     },
     Family {
         prefix: "connections_refused",
         metric: "renkei_connections_refused_total",
         help: "Connections refused (partner \"(unnamed)\" when the certificate named none).",
+        subject: Some("partner"),
         label: None,
     },
     Family {
         prefix: "connections",
         metric: "renkei_connections_total",
         help: "Connections accepted.",
+        subject: Some("partner"),
         label: None,
     },
     Family {
         prefix: "auditor_queries",
         metric: "renkei_auditor_queries_total",
         help: "Requests from auditors.",
+        subject: Some("partner"),
         label: None,
     },
 ];
@@ -236,15 +280,14 @@ fn counters(out: &mut String, totals: &BTreeMap<(String, String), u64>) {
             let Some(rest) = name.strip_prefix(f.prefix) else {
                 continue;
             };
-            let labels = match f.label {
-                Some(label) => format!(
-                    "partner=\"{}\",{label}=\"{}\"",
-                    escape(partner),
-                    escape(rest)
-                ),
-                None if rest.is_empty() => format!("partner=\"{}\"", escape(partner)),
+            let subject = f.subject.map(|s| format!("{s}=\"{}\"", escape(partner)));
+            let label = match f.label {
+                Some(label) => Some(format!("{label}=\"{}\"", escape(rest))),
+                None if rest.is_empty() => None,
                 None => continue,
             };
+            let labels: Vec<String> = subject.into_iter().chain(label).collect();
+            let labels = labels.join(",");
             samples.push(format!("{}{{{labels}}} {value}", f.metric));
         }
         if !samples.is_empty() {
