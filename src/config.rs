@@ -211,6 +211,9 @@ pub struct NodeConfig {
     /// `[[origin]]` entries: organisations reached only through a peer node.
     #[serde(default, rename = "origin")]
     pub origins: Vec<OriginConfig>,
+    /// `[[target]]`: what the cooperation programme aims at, per fiscal year.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<crate::metrics::YearTargets>,
     /// `[[revoked]]` entries.
     #[serde(default)]
     pub revoked: Vec<Revocation>,

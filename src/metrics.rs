@@ -392,13 +392,7 @@ impl Period {
 
     /// The fiscal year holding `day`.
     pub fn fiscal_year_of(day: u32, start_month: u8) -> Result<Period, MetricsError> {
-        let d = date_of(day);
-        let year = if (d.month() as u8) < start_month {
-            d.year() - 1
-        } else {
-            d.year()
-        };
-        Period::fiscal_year(year, start_month)
+        Period::fiscal_year(fiscal_year_containing(day, start_month), start_month)
     }
 
     /// The period a metrics request asks for: a fiscal year, a day range, or else the
@@ -506,6 +500,16 @@ fn span_totals(
         .collect()
 }
 
+/// The year the fiscal year holding `day` starts in (FY2026 = 2026).
+pub fn fiscal_year_containing(day: u32, start_month: u8) -> i32 {
+    let d = date_of(day);
+    if (d.month() as u8) < start_month {
+        d.year() - 1
+    } else {
+        d.year()
+    }
+}
+
 /// One stored counter: (day, partner, name) = value.
 pub type Row = (u32, String, String, u64);
 
@@ -604,7 +608,9 @@ pub fn report(
 }
 
 mod by_affiliation;
-pub use by_affiliation::report_by_affiliation;
+mod indicators;
+pub use by_affiliation::{report_by_affiliation, Programme};
+pub use indicators::{YearTargets, INDICATORS};
 
 /// p50 and p95 of the period's latency buckets (each as its bucket's upper bound;
 /// `u64::MAX` for the open bucket).

@@ -72,6 +72,11 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             has("by country or organisation");
             has("JP (domestic)");
             has("foreign countries engaged (both ways): 1 (previous period 0): US");
+            // The review sheet: Tokyo's targets for the year (the demo sets them) and
+            // the actuals, each event once.
+            has("review sheet (actual, or actual / target = achievement):");
+            has("1 / 2 = 50%");
+            has("1 / 3 = 33%");
         }
         ["certs", "init"] => {
             has("federation CA reused");

@@ -61,8 +61,12 @@ pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()
                 proto::MetricsView::Partner => metrics::report(&node, &period, rows),
                 proto::MetricsView::Affiliation => {
                     let own = store.audit().latest_affiliation()?;
-                    let own = (!own.is_empty()).then_some(own.as_str());
-                    metrics::report_by_affiliation(&node, own, &period, rows)
+                    let programme = metrics::Programme {
+                        domestic: (!own.is_empty()).then_some(own.as_str()),
+                        fiscal_start: a.fiscal_start,
+                        targets: &[],
+                    };
+                    metrics::report_by_affiliation(&node, programme, &period, rows)
                 }
             }
         }
@@ -121,6 +125,13 @@ pub(crate) fn report_json(r: &proto::MetricsReport) -> Value {
         "engaged_previous": r.engaged_previous,
         "organisations_engaged": r.organisations_engaged,
         "organisations_engaged_previous": r.organisations_engaged_previous,
+        "indicators": r.indicators.iter().map(|i| json!({
+            "fiscal_year": i.fiscal_year,
+            "indicator": i.name,
+            "actual": i.actual,
+            "target": i.target,
+            "achievement_pct": i.target.filter(|t| *t > 0).map(|t| i.actual as f64 * 100.0 / t as f64),
+        })).collect::<Vec<_>>(),
         "engaged_growth": growth(r.engaged.len() as u64, u64::from(r.engaged_previous)),
         "months": r.months.iter().map(|m| json!({"label": m.label, "figures": figures_json(&m.figures)})).collect::<Vec<_>>(),
         "quarters": r.quarters.iter().map(|m| json!({"label": m.label, "figures": figures_json(&m.figures)})).collect::<Vec<_>>(),
@@ -220,6 +231,47 @@ fn affiliation_table(r: &proto::MetricsReport) -> String {
         list(&r.organisations_engaged)
     );
     let _ = writeln!(out, "newly engaged: {}", list(&r.newly_engaged));
+    out += &review_sheet(&r.indicators);
+    out
+}
+
+/// The indicators as the programme's review sheet lays them out: one row per
+/// indicator, one column per fiscal year, each cell the actual and, where a target
+/// is set, the target and the achievement.
+fn review_sheet(indicators: &[proto::Indicator]) -> String {
+    use std::fmt::Write as _;
+    let years: std::collections::BTreeSet<u32> = indicators.iter().map(|i| i.fiscal_year).collect();
+    if years.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nreview sheet (actual, or actual / target = achievement):\n");
+    let _ = write!(out, "  {:<22}", "indicator");
+    for y in &years {
+        let _ = write!(out, " {:>22}", format!("FY{y}"));
+    }
+    out.push('\n');
+    for name in crate::metrics::INDICATORS {
+        let _ = write!(out, "  {name:<22}");
+        for y in &years {
+            let cell = indicators
+                .iter()
+                .find(|i| i.fiscal_year == *y && i.name == name)
+                .map(|i| match i.target {
+                    Some(t) if t > 0 => {
+                        format!(
+                            "{} / {t} = {:.0}%",
+                            i.actual,
+                            i.actual as f64 * 100.0 / t as f64
+                        )
+                    }
+                    Some(t) => format!("{} / {t}", i.actual),
+                    None => i.actual.to_string(),
+                })
+                .unwrap_or_default();
+            let _ = write!(out, " {cell:>22}");
+        }
+        out.push('\n');
+    }
     out
 }
 

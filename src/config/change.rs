@@ -106,6 +106,7 @@ impl ConfigChange {
                     || old.federation.redial() != new.federation.redial(),
             ),
             ("disclosure", old.disclosure != new.disclosure),
+            ("target", old.targets != new.targets),
         ]
         .into_iter()
         .filter_map(|(table, differs)| differs.then_some(table))

@@ -80,6 +80,17 @@ impl NodeConfig {
 
     /// The tables other than the partners: metrics, audit, limits, transport, storage.
     fn check_sections(&self) -> Result<(), (String, String)> {
+        for (i, t) in self.targets.iter().enumerate() {
+            if self.targets[..i]
+                .iter()
+                .any(|o| o.fiscal_year == t.fiscal_year)
+            {
+                return Err((
+                    format!("target[{i}].fiscal_year"),
+                    format!("FY{} has targets already", t.fiscal_year),
+                ));
+            }
+        }
         let n = &self.node;
         one_affiliation("node", n.country.is_some(), n.organisation.is_some())?;
         if !(1..=12).contains(&self.metrics.fiscal_year_start_month) {

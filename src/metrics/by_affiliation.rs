@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::indicators::{indicators, YearTargets};
 use super::{holding, span_totals, Period, Row, BY_AFFILIATION, EVERYONE, UNKNOWN_AFFILIATION};
 use crate::identity::{Country, Organisation};
 use crate::proto;
@@ -24,14 +25,38 @@ impl BothWays {
     }
 }
 
+/// What a programme's report knows of the node beyond its counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Programme<'a> {
+    /// The node's own country or organisation: the domestic row.
+    pub domestic: Option<&'a str>,
+    /// First month of the fiscal year.
+    pub fiscal_start: u8,
+    /// The targets the configuration sets, per fiscal year.
+    pub targets: &'a [YearTargets],
+}
+
 /// Sums the `country.` counters of `rows` over `period` (and the one before) for the
-/// node `node_id`, whose own country or organisation is `domestic`.
+/// node `node_id`, with the programme's indicators per fiscal year.
 pub fn report_by_affiliation(
     node_id: &str,
-    domestic: Option<&str>,
+    programme: Programme<'_>,
     period: &Period,
     rows: impl IntoIterator<Item = Row>,
 ) -> proto::MetricsReport {
+    let rows: Vec<Row> = rows.into_iter().collect();
+    let domestic = programme.domestic;
+    let kinds = |a: &str| {
+        let own = Some(a) == domestic;
+        (!own && is_country(a), !own && is_organisation(a))
+    };
+    let indicators = indicators(
+        period,
+        programme.fiscal_start,
+        &rows,
+        programme.targets,
+        kinds,
+    );
     let mut per: BTreeMap<String, Figures> = BTreeMap::new();
     let mut events = Figures::new();
     let (months, quarters) = (period.spans(1), period.spans(3));
@@ -114,6 +139,7 @@ pub fn report_by_affiliation(
             .collect(),
         months: span_totals(months, month_sums),
         quarters: span_totals(quarters, quarter_sums),
+        indicators,
     }
 }
 
@@ -166,7 +192,18 @@ mod tests {
             row(now, "*", "events.exercise", 1),
             row(before, "*", "events.consultation", 1),
         ];
-        let r = report_by_affiliation("jp-mod", Some("JP"), &fy, rows);
+        let targets = [YearTargets {
+            fiscal_year: 2026,
+            consultations: Some(8),
+            countries_engaged: Some(3),
+            ..YearTargets::default()
+        }];
+        let programme = Programme {
+            domestic: Some("JP"),
+            fiscal_start: 4,
+            targets: &targets,
+        };
+        let r = report_by_affiliation("jp-mod", programme, &fy, rows);
         assert_eq!(r.engaged, ["EE", "US"], "foreign countries only");
         assert_eq!(r.engaged_previous, 1);
         assert_eq!(r.organisations_engaged, ["NATO-CCDCOE"]);
@@ -189,5 +226,32 @@ mod tests {
         assert_eq!(rows, ["EE", "JP", "NATO-CCDCOE", "US", "VN"]);
         let month = r.months.iter().find(|m| !m.figures.is_empty()).unwrap();
         assert_eq!(month.figures.len(), 2, "the months chart counts events");
+        // The review sheet: each year's actuals, this year's against its targets.
+        let sheet: Vec<_> = r
+            .indicators
+            .iter()
+            .map(|i| (i.fiscal_year, i.name.as_str(), i.actual, i.target))
+            .collect();
+        assert!(
+            sheet.contains(&(2025, "consultations", 1, None)),
+            "{sheet:?}"
+        );
+        assert!(
+            sheet.contains(&(2025, "countries_engaged", 1, None)),
+            "{sheet:?}"
+        );
+        assert!(
+            sheet.contains(&(2026, "consultations", 4, Some(8))),
+            "{sheet:?}"
+        );
+        assert!(sheet.contains(&(2026, "exercises", 1, None)), "{sheet:?}");
+        assert!(
+            sheet.contains(&(2026, "countries_engaged", 2, Some(3))),
+            "{sheet:?}"
+        );
+        assert!(
+            sheet.contains(&(2026, "organisations_engaged", 1, None)),
+            "{sheet:?}"
+        );
     }
 }

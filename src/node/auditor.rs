@@ -87,12 +87,14 @@ pub(super) async fn answer(
                 }
             }
             let store = shared.storage.store.clone();
-            let n = &shared.rules_in_force().config.node;
+            let rules = shared.rules_in_force();
+            let n = &rules.config.node;
             let facts = Facts {
                 node: shared.node_id.to_string(),
                 fiscal_start: shared.fiscal_start_month,
                 domestic: crate::identity::Affiliation::of(n.country, n.organisation.as_ref())
                     .map(|a| a.to_string()),
+                targets: rules.config.targets.clone(),
             };
             let now = Timestamp::now();
             tokio::task::spawn_blocking(move || read(&store, other, &facts, now))
@@ -183,6 +185,8 @@ struct Facts {
     fiscal_start: u8,
     /// Its own country or organisation: the domestic row.
     domestic: Option<String>,
+    /// The programme's targets per fiscal year.
+    targets: Vec<metrics::YearTargets>,
 }
 
 /// Answers a read-only request from the database.
@@ -259,7 +263,12 @@ fn read(store: &Store, frame: Client, facts: &Facts, now: Timestamp) -> Result<S
             let report = match r.view() {
                 proto::MetricsView::Partner => metrics::report(node, &period, rows),
                 proto::MetricsView::Affiliation => {
-                    metrics::report_by_affiliation(node, facts.domestic.as_deref(), &period, rows)
+                    let programme = metrics::Programme {
+                        domestic: facts.domestic.as_deref(),
+                        fiscal_start,
+                        targets: &facts.targets,
+                    };
+                    metrics::report_by_affiliation(node, programme, &period, rows)
                 }
             };
             Ok(Server::MetricsReport(report))

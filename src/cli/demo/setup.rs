@@ -52,6 +52,17 @@ pub(super) const LINKS: &[(&str, &str)] = &[
     ("nato-ccdcoe", "us-dod"),
 ];
 
+/// Tokyo's targets for the fiscal year the demo runs in (April to March).
+fn tokyo_targets() -> String {
+    let today = crate::metrics::day_of(Timestamp::now().unix_ms());
+    let fy = crate::metrics::fiscal_year_containing(today, 4);
+    format!(
+        "\n# What the cooperation programme aims at this fiscal year (the review sheet).\n\
+         [[target]]\nfiscal_year = {fy}\nconsultations = 2\nexercises = 2\n\
+         threat_exchanges = 4\ncountries_engaged = 3\n"
+    )
+}
+
 /// The demo's node `id`.
 fn node(id: &str) -> Option<&'static Node> {
     NODES.iter().find(|n| n.id == id)
@@ -236,6 +247,9 @@ impl Federation {
              [disclosure]\nwithheld = true\n\n[federation]\nredial_min_ms = 100\nredial_max_secs = 2\n",
             n.city, self.addrs[id], n.who
         );
+        if id == "jp-mod" {
+            t += &tokyo_targets();
+        }
         for d in DESKS.iter().filter(|d| d.node == id) {
             t += &format!(
                 "\n[[partner]]\nid = \"{}\"\n{}\nrole = \"liaison\"\nclearance = \"{}\"\ngroups = {:?}\nkeys = [{{ public = \"{}\" }}]\n",

@@ -61,6 +61,7 @@ fn ask(store: &Store, frame: Client) -> Result<Server, Refusal> {
         node: "jp-mod".into(),
         fiscal_start: 4,
         domestic: Some("JP".into()),
+        targets: Vec::new(),
     };
     read(store, frame, &facts, Timestamp::from_unix_ms(NOW))
 }
