@@ -63,6 +63,11 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             assert!(kept.contains("renkei/jp-mod/audit"), "{kept}");
         }
         ["audit", "prove"] => has("\"verified\":true"),
+        ["audit", "recount"] => {
+            has("by country or organisation");
+            // Kept for the `metrics` line, which must say the same.
+            std::fs::write(cwd.join("recount.txt"), stdout).ok()?;
+        }
         ["audit", "verify"] => {
             has("verified: the audit log of jp-mod (renkei/jp-mod/audit)");
             has("the kept checkpoint   of ");
@@ -77,6 +82,11 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             has("review sheet (actual, or actual / target = achievement):");
             has("1 / 2 = 50%");
             has("1 / 3 = 33%");
+            // Issue 27: the node's figures are what its verified export adds up to
+            // (the targets are the node's configuration's, not the log's).
+            let recount = std::fs::read_to_string(cwd.join("recount.txt")).ok()?;
+            let figures = |text: &str| text.split("\nreview sheet").next().map(str::to_owned);
+            assert_eq!(figures(stdout), figures(&recount), "metrics and recount differ");
         }
         ["certs", "init"] => {
             has("federation CA reused");

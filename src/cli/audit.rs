@@ -21,7 +21,10 @@ use crate::proto::{self, export_item::Item, AuditEvent};
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
+mod recount;
 mod view;
+
+pub(super) use recount::{recount, RecountArgs};
 pub(super) use view::record_json;
 use view::table_line;
 
@@ -346,7 +349,8 @@ pub(super) fn verify(args: VerifyArgs<'_>, as_json: bool) -> anyhow::Result<()> 
 /// something the auditor holds.
 pub(super) struct Verdict {
     summary: export::Summary,
-    anchored: bool,
+    /// Checked against a key or checkpoint the auditor holds.
+    pub(super) anchored: bool,
     pinned: bool,
     trust: &'static str,
     key: ed25519_dalek::VerifyingKey,
@@ -396,6 +400,11 @@ impl Verdict {
 
 /// Runs every check of `audit verify`; an error for anything that does not hold.
 pub(super) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
+    Ok(check_export(args)?.0)
+}
+
+/// [`check`], and the export it checked.
+pub(super) fn check_export(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, export::Export)> {
     let VerifyArgs {
         file,
         data_dir,
@@ -433,13 +442,14 @@ pub(super) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
         (false, true) => "the trusted checkpoint",
         (false, false) => "none: checked only with the key the log itself names (self-signed)",
     };
-    Ok(Verdict {
+    let verdict = Verdict {
         summary,
         anchored: pinned || trusted.is_some(),
         pinned,
         trust,
         key: named,
-    })
+    };
+    Ok((verdict, parsed))
 }
 
 pub(super) async fn checkpoint(source: Source<'_>) -> anyhow::Result<()> {

@@ -245,6 +245,33 @@ pub(super) enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Work the metrics report out again from an export, offline, once it verifies:
+    /// the figures `renkei metrics` gives, without trusting the node's sums.
+    Recount {
+        /// An export file (`renkei audit export`).
+        file: PathBuf,
+        /// The node's checkpoint key as you know it (ed25519:<base64>, or a .pub file).
+        #[arg(long)]
+        key: Option<String>,
+        /// A checkpoint kept from earlier: the log must extend it.
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+        /// Recount a log checked only against the key it names itself.
+        #[arg(long)]
+        self_signed_ok: bool,
+        /// The fiscal year starting in this calendar year (e.g. 2026 = FY2026).
+        #[arg(long)]
+        fiscal_year: Option<u32>,
+        /// First month of the fiscal year.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=12))]
+        fiscal_year_start: u8,
+        /// Rows per country or organisation, or per partner.
+        #[arg(long, value_enum, default_value_t = By::Country)]
+        by: By,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Print an inclusion proof of one record against the latest checkpoint (checked).
     Prove {
         #[command(flatten)]

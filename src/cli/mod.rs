@@ -350,6 +350,37 @@ fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             },
             json,
         ),
+        AuditCommand::Recount {
+            file,
+            key,
+            trusted_checkpoint,
+            self_signed_ok,
+            fiscal_year,
+            fiscal_year_start,
+            by,
+            format,
+        } => {
+            let view = match by {
+                By::Country => crate::proto::MetricsView::Affiliation,
+                By::Partner => crate::proto::MetricsView::Partner,
+            };
+            audit::recount(audit::RecountArgs {
+                verify: audit::VerifyArgs {
+                    file: Some(&file),
+                    data_dir: None,
+                    key: key.as_deref(),
+                    trusted: trusted_checkpoint.as_deref(),
+                    self_signed_ok,
+                },
+                request: crate::proto::MetricsRequest {
+                    fiscal_year: fiscal_year.unwrap_or(0),
+                    view: view as i32,
+                    ..Default::default()
+                },
+                fiscal_start: fiscal_year_start,
+                json: format == Format::Json,
+            })
+        }
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
         AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
     }
