@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
 use renkei::metrics::{self, Period};
+use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
 
 const PARTNERS: &str = r#"
@@ -252,4 +253,98 @@ proptest! {
             .unwrap()
             .block_on(run(ops));
     }
+}
+
+const COUNTRIES: &str = r#"
+[[partner]]
+id = "us-dod"
+country = "US"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(us-dod)" }]
+
+[[partner]]
+id = "jp-cdc"
+country = "JP"
+role = "liaison"
+clearance = "red"
+keys = [{ public = "KEY(jp-cdc)" }]
+
+[[partner]]
+id = "jp-audit"
+role = "auditor"
+"#;
+
+/// Figure `name` of row `party` in a report by country.
+fn by_country(report: &proto::MetricsReport, party: &str, name: &str) -> u64 {
+    report
+        .partners
+        .iter()
+        .find(|p| p.partner == party)
+        .and_then(|p| p.figures.iter().find(|f| f.name == name))
+        .map_or(0, |f| f.value)
+}
+
+/// Issue 27: the figures by country follow whose each party was when each record was
+/// written. The US desk's ministry is renamed CA half way (a reload): its first
+/// bulletin stays the US's, its second is Canada's; Tokyo's own desk is domestic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_by_country_follow_the_configuration_in_force_at_each_record() {
+    let mut fed = Federation::start("jp-mod", &["us-dod", "jp-cdc", "jp-audit"], COUNTRIES).await;
+    let path = fed.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "signing_key = \"certs/jp-mod/signing.key\"\n",
+        "signing_key = \"certs/jp-mod/signing.key\"\ncountry = \"JP\"\n",
+        1,
+    );
+    std::fs::write(&path, &text).unwrap();
+    fed.restart().await;
+    let us = fed.client("us-dod").await;
+    let publish = async |client: &renkei::client::Client, b| {
+        let r = client.publish(b).await.unwrap();
+        assert_eq!(r.status, proto::PublishStatus::Accepted as i32, "{r:?}");
+    };
+    let first = fed.bulletin("us-dod", Tlp::Green, Kind::Consultation, "first", &[], &[]);
+    publish(&us, first).await;
+    std::fs::write(&path, text.replace("country = \"US\"", "country = \"CA\"")).unwrap();
+    let reload = OperatorRequest::Reload;
+    let reply = operator::request(&fed.data_dir(), &reload, PATIENCE)
+        .await
+        .unwrap();
+    assert!(reply.ok, "{reply:?}");
+    let second = fed.bulletin("us-dod", Tlp::Green, Kind::Exercise, "second", &[], &[]);
+    publish(&us, second).await;
+    let jp = fed.client("jp-cdc").await;
+    let reply = fed.bulletin("jp-cdc", Tlp::Green, Kind::Advisory, "reply", &[], &[]);
+    publish(&jp, reply).await;
+
+    let auditor = fed.client("jp-audit").await;
+    let report = auditor
+        .metrics(proto::MetricsRequest {
+            view: proto::MetricsView::Affiliation as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.domestic, "JP");
+    assert_eq!(by_country(&report, "US", "received.consultation"), 1);
+    assert_eq!(
+        by_country(&report, "US", "received.exercise"),
+        0,
+        "after the reload"
+    );
+    assert_eq!(by_country(&report, "CA", "received.exercise"), 1);
+    assert_eq!(by_country(&report, "CA", "shared.advisory"), 1);
+    assert_eq!(by_country(&report, "JP", "shared.consultation"), 1);
+    assert_eq!(
+        report.engaged,
+        ["CA"],
+        "both ways: only Canada, and never JP"
+    );
+    let events: u64 = report.events.iter().map(|f| f.value).sum();
+    assert_eq!(events, 3, "each bulletin once");
+    for c in [us, jp, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
 }
