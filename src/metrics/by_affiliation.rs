@@ -253,5 +253,17 @@ mod tests {
             sheet.contains(&(2026, "organisations_engaged", 1, None)),
             "{sheet:?}"
         );
+
+        // A year with targets and no record yet shows them against zero.
+        let empty = report_by_affiliation("jp-mod", programme, &fy, Vec::new());
+        let sheet: Vec<_> = empty
+            .indicators
+            .iter()
+            .map(|i| (i.fiscal_year, i.name.as_str(), i.actual, i.target))
+            .collect();
+        assert!(
+            sheet.contains(&(2026, "consultations", 0, Some(8))),
+            "{sheet:?}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::{Period, Row, BY_AFFILIATION, EVERYONE};
+use super::{fiscal_year_containing, Period, Row, BY_AFFILIATION, EVERYONE};
 use crate::proto;
 
 /// The names of the indicators, in the review sheet's order.
@@ -58,8 +58,9 @@ struct Year {
 }
 
 /// The indicators of the fiscal year holding `period.since` and of every earlier one
-/// `rows` reach (at most ten), as far as the log goes, with `targets`; `foreign` says which affiliations count
-/// as engaged countries and which as organisations (the domestic one as neither).
+/// (at most ten) the log reaches or a target names, with `targets`; `foreign` says
+/// which affiliations count as engaged countries and which as organisations (the
+/// domestic one as neither).
 pub(super) fn indicators(
     period: &Period,
     fiscal_start: u8,
@@ -72,6 +73,8 @@ pub(super) fn indicators(
     };
     let mut years: BTreeMap<u32, Year> = BTreeMap::new();
     let end = this.until;
+    let fy_of =
+        |p: &Period| u32::try_from(fiscal_year_containing(p.since, fiscal_start)).unwrap_or(0);
     let mut starts = vec![(this.since, fy_of(&this))];
     let mut p = this;
     for _ in 0..10 {
@@ -106,6 +109,10 @@ pub(super) fn indicators(
         }
     }
     let with_targets: BTreeSet<u32> = targets.iter().map(|t| t.fiscal_year).collect();
+    // A year with targets and nothing yet still shows them against zero.
+    for (_, fy) in starts.iter().filter(|(_, fy)| with_targets.contains(fy)) {
+        years.entry(*fy).or_default();
+    }
     let mut out = Vec::new();
     for (fy, year) in years
         .iter()
@@ -122,15 +129,6 @@ pub(super) fn indicators(
         }
     }
     out
-}
-
-fn fy_of(p: &Period) -> u32 {
-    // Labels read "FY2026 (…)".
-    p.label
-        .strip_prefix("FY")
-        .and_then(|l| l.get(..4))
-        .and_then(|y| y.parse().ok())
-        .unwrap_or(0)
 }
 
 fn actual(year: &Year, name: &str, foreign: &impl Fn(&str) -> (bool, bool)) -> u64 {
