@@ -94,7 +94,7 @@ fn screenshot(chromium: &Path, url: &str, png: &Path) {
     );
 }
 
-/// The text of the cell of column `col` in the row of `table` whose first cell is
+/// The text of the cell of column `col` in the row of `table` whose first cell holds
 /// `first` (cells carry `data-col`).
 fn cell(dom: &str, table: &str, first: &str, col: &str) -> String {
     let start = dom
@@ -103,7 +103,11 @@ fn cell(dom: &str, table: &str, first: &str, col: &str) -> String {
     let table = &dom[start..start + dom[start..].find("</table>").unwrap()];
     let row = table
         .split("<tr>")
-        .find(|r| r.contains(&format!("<td data-col=\"partner\">{first}</td>")))
+        .find(|r| {
+            r.split("<td")
+                .nth(1)
+                .is_some_and(|td| td.contains(&format!(">{first}</td>")))
+        })
         .unwrap_or_else(|| panic!("no row {first} in {table}"));
     let at = row
         .find(&format!("data-col=\"{col}\""))
@@ -141,16 +145,25 @@ impl Drop for Dashboard {
     }
 }
 
+/// The fiscal year (April to March) the test runs in.
+fn this_fiscal_year() -> i32 {
+    let today = renkei::metrics::day_of(renkei::timestamp::Timestamp::now().unix_ms());
+    renkei::metrics::fiscal_year_containing(today, 4)
+}
+
 /// The node and its auditor's client file; returns the node's address.
 fn setup(dir: &Path) -> (common::served::Served, String) {
     pki(dir, "jp-mod,us-dod,au-dod,jp-audit");
     let hub = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
-         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
-         [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n",
-        common::public_key(dir, "us-dod")
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
+         country = \"JP\"\n\n\
+         [[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+         [[partner]]\nid = \"au-dod\"\ncountry = \"AU\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
+         [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n\n\
+         [[target]]\nfiscal_year = {}\nconsultations = 4\n",
+        common::public_key(dir, "us-dod"),
+        this_fiscal_year()
     );
     fs::write(dir.join("hub.toml"), hub).unwrap();
     let (served, addr) = serve(dir, "hub.toml");
@@ -216,15 +229,7 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     // What `renkei metrics` says, as the logic model counts it.
     let metrics = renkei_ok(
         dir,
-        &[
-            "metrics",
-            "--config",
-            "jp-audit.toml",
-            "--format",
-            "json",
-            "--by",
-            "partner",
-        ],
+        &["metrics", "--config", "jp-audit.toml", "--format", "json"],
     );
     let report: Value = serde_json::from_str(&metrics.stdout).unwrap();
     let outputs = |partner: &str| -> [u64; 3] {
@@ -237,10 +242,8 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         let mut o = [0; 3];
         for f in p["figures"].as_array().unwrap() {
             let name = f["name"].as_str().unwrap();
-            let Some(kind) = name
-                .strip_prefix("received.")
-                .or(name.strip_prefix("shared."))
-            else {
+            // By country: the bulletins each took part in, each once.
+            let Some(kind) = name.strip_prefix("took_part.") else {
                 continue;
             };
             let slot = match kind {
@@ -252,7 +255,8 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         }
         o
     };
-    assert_eq!(outputs("us-dod"), [2, 1, 4]);
+    assert_eq!(outputs("US"), [2, 1, 4]);
+    assert_eq!(outputs("AU"), [2, 1, 3], "not the AMBER indicator");
 
     // The dashboard, and the browser.
     let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
@@ -287,7 +291,7 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     );
 
     let page = dom(&chromium, &format!("{url}/"));
-    for (partner, [c, e, t]) in [("us-dod", outputs("us-dod")), ("au-dod", outputs("au-dod"))] {
+    for (partner, [c, e, t]) in [("US", outputs("US")), ("AU", outputs("AU"))] {
         assert_eq!(
             cell(&page, "outputs", partner, "consultations"),
             c.to_string(),
@@ -310,6 +314,19 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         "the chart has no bars"
     );
     assert!(page.contains("id=\"engaged\""));
+    // Issue 27: the review sheet, this year's consultations against the target of 4.
+    let fy = this_fiscal_year();
+    let achieved = cell(
+        &page,
+        "indicators",
+        "consultations",
+        &format!("FY{fy} achievement"),
+    );
+    assert_eq!(achieved, "50%");
+    assert_eq!(
+        cell(&page, "outputs", "all (each event once)", "consultations"),
+        "2"
+    );
 
     // A search for the AMBER indicator finds it, and why au-dod did not get it.
     let found = dom(&chromium, &format!("{url}/log?bulletin={amber_id}"));
@@ -330,13 +347,10 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     let (head, csv) = get(&web, "/?csv=outputs");
     assert!(head.contains("text/csv"), "{head}");
     assert!(
-        csv.starts_with("partner,consultations,previous,change,%,exercises"),
+        csv.starts_with("country or organisation,consultations,previous,change,%,exercises"),
         "{csv}"
     );
-    assert!(
-        csv.contains("us-dod,2,0,+2,new,1,0,+1,new,4,0,+4,new"),
-        "{csv}"
-    );
+    assert!(csv.contains("US,2,0,+2,new,1,0,+1,new,4,0,+4,new"), "{csv}");
     let (_, records) = get(&web, &format!("/log?bulletin={amber_id}&csv=records"));
     assert!(
         records.lines().count() >= 2 && records.contains(&amber_id),

@@ -61,12 +61,14 @@ pub(super) async fn metrics(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
     };
     let request = proto::MetricsRequest {
         fiscal_year: fy,
+        view: proto::MetricsView::Affiliation as i32,
         ..Default::default()
     };
     let r = d.ask(async |c| c.metrics(request).await).await?;
     let logic = logic_table(&r);
     let months = months_table(&r);
     let engaged = engaged_table(&r);
+    let sheet = indicators_table(&r);
     let year = r
         .label
         .trim_start_matches("FY")
@@ -101,28 +103,76 @@ pub(super) async fn metrics(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
         ],
     );
     let body = format!(
-        "<p id=\"period\">{}, against the year before. Consultations, exercises and threat exchanges count the bulletins received from and shared with each partner.</p>{nav}\
-         <h2>Outputs per partner</h2>{}\
-         <h2>Countries engaged both ways</h2><p id=\"engaged\">{} engaged (previous year {}, {}): {}</p>{}\
+        "<p id=\"period\">{}, against the year before. Consultations, exercises and threat exchanges count the bulletins each country or organisation took part in (sent, or was shared with), each once; a bulletin relayed by another node counts for its origin's country. The last row counts each event once.</p>{nav}\
+         <h2>Indicators against targets</h2>{}\
+         <h2>Outputs per country or organisation</h2>{}\
+         <h2>Foreign countries engaged both ways</h2><p id=\"engaged\">{} engaged (previous year {}, {}): {}; organisations: {}</p>{}\
          <h2>Over the year</h2>{chart}{}",
         escape(&r.label),
+        sheet.to_html(&csv_href("/", p, "indicators")),
         logic.to_html(&csv_href("/", p, "outputs")),
         r.engaged.len(),
         r.engaged_previous,
         [growth[0].as_str(), growth[1].as_str()].join(" ").trim(),
-        escape(&r.engaged.join(", ")),
+        escape(&or_none(&r.engaged)),
+        escape(&or_none(&r.organisations_engaged)),
         engaged.to_html(&csv_href("/", p, "engaged")),
         months.to_html(&csv_href("/", p, "months")),
     );
     let title = format!("Cooperation metrics, {}", r.label);
-    Ok(shown(p, title, &[&logic, &months, &engaged], body))
+    Ok(shown(p, title, &[&sheet, &logic, &months, &engaged], body))
+}
+
+/// The names, or "none".
+fn or_none(names: &[String]) -> String {
+    match names.is_empty() {
+        true => "none".to_owned(),
+        false => names.join(", "),
+    }
+}
+
+/// The programme's review sheet: each indicator per fiscal year, with its target and
+/// the achievement where one is set.
+fn indicators_table(r: &proto::MetricsReport) -> Table {
+    let years: std::collections::BTreeSet<u32> =
+        r.indicators.iter().map(|i| i.fiscal_year).collect();
+    let mut headers = vec!["indicator".to_owned()];
+    for y in &years {
+        headers.extend([
+            format!("FY{y} target"),
+            format!("FY{y} actual"),
+            format!("FY{y} achievement"),
+        ]);
+    }
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let mut t = Table::new("indicators", &headers);
+    for name in crate::metrics::INDICATORS {
+        let mut row = vec![name.replace('_', " ")];
+        for y in &years {
+            let i = r
+                .indicators
+                .iter()
+                .find(|i| i.fiscal_year == *y && i.name == name);
+            let (target, actual) = (i.and_then(|i| i.target), i.map_or(0, |i| i.actual));
+            let achievement = target
+                .filter(|t| *t > 0)
+                .map(|t| format!("{:.0}%", actual as f64 * 100.0 / t as f64));
+            row.extend([
+                target.map(|t| t.to_string()).unwrap_or_default(),
+                actual.to_string(),
+                achievement.unwrap_or_default(),
+            ]);
+        }
+        t.rows.push(row);
+    }
+    t
 }
 
 fn logic_table(r: &proto::MetricsReport) -> Table {
     let mut t = Table::new(
         "outputs",
         &[
-            "partner",
+            "country or organisation",
             "consultations",
             "previous",
             "change",
@@ -137,7 +187,6 @@ fn logic_table(r: &proto::MetricsReport) -> Table {
             "%",
         ],
     );
-    let (mut all_now, mut all_before) = (Outputs::default(), Outputs::default());
     let add = |t: &mut Table, name: &str, now: Outputs, before: Outputs| {
         let mut row = vec![name.to_owned()];
         for (n, b) in [
@@ -151,14 +200,19 @@ fn logic_table(r: &proto::MetricsReport) -> Table {
         t.rows.push(row);
     };
     for row in logic_model(r) {
-        add(&mut t, &row.partner, row.now, row.before);
-        for (sum, part) in [(&mut all_now, row.now), (&mut all_before, row.before)] {
-            sum.consultations += part.consultations;
-            sum.exercises += part.exercises;
-            sum.threats += part.threats;
-        }
+        let name = match row.partner == r.domestic {
+            true => format!("{} (domestic)", row.partner),
+            false => row.partner.clone(),
+        };
+        add(&mut t, &name, row.now, row.before);
     }
-    add(&mut t, "all partners", all_now, all_before);
+    // The events themselves, each once, however many took part.
+    let (mut all_now, mut all_before) = (Outputs::default(), Outputs::default());
+    for f in &r.events {
+        all_now.add(r.view(), &f.name, f.value);
+        all_before.add(r.view(), &f.name, f.previous);
+    }
+    add(&mut t, "all (each event once)", all_now, all_before);
     t
 }
 
@@ -180,8 +234,8 @@ fn months_table(r: &proto::MetricsReport) -> Table {
 }
 
 fn engaged_table(r: &proto::MetricsReport) -> Table {
-    let mut t = Table::new("engaged", &["partner", "newly engaged"]);
-    for p in &r.engaged {
+    let mut t = Table::new("engaged", &["country or organisation", "newly engaged"]);
+    for p in r.engaged.iter().chain(&r.organisations_engaged) {
         let new = if r.newly_engaged.contains(p) {
             "yes"
         } else {
