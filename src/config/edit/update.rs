@@ -96,6 +96,7 @@ fn set_keys(
     changes: &mut Vec<String>,
 ) {
     let new = card.keys();
+    let before = changes.len();
     for k in &new {
         match old.iter().find(|o| o.public == k.public) {
             None => changes.push(format!("adds key {}{}", k.public, until(k))),
@@ -111,7 +112,7 @@ fn set_keys(
     {
         changes.push(format!("drops key {}", o.public));
     }
-    if new.len() != old.len() || !changes.is_empty() {
+    if changes.len() > before {
         table.remove("keys");
         table["keys"] = toml_edit::value(keys_value(&new));
     }
