@@ -22,7 +22,10 @@ use crate::store::Store;
 use crate::timestamp::Timestamp;
 
 mod recount;
+mod run;
 mod view;
+
+pub(super) use run::run_audit;
 
 pub(super) use recount::{recount, RecountArgs};
 pub(super) use view::record_json;

@@ -182,6 +182,16 @@ pub(super) enum By {
     Partner,
 }
 
+impl By {
+    /// The report cut this way.
+    pub(super) fn view(self) -> crate::proto::MetricsView {
+        match self {
+            By::Country => crate::proto::MetricsView::Affiliation,
+            By::Partner => crate::proto::MetricsView::Partner,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(super) enum AuditCommand {
     /// Records matching every filter given, oldest first, one page at a time.

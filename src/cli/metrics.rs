@@ -15,8 +15,8 @@ pub(super) struct MetricsArgs {
     pub until: Option<String>,
     pub fiscal_start: u8,
     pub json: bool,
-    /// Rows per country or organisation rather than per partner.
-    pub by_affiliation: bool,
+    /// How the rows are cut.
+    pub view: proto::MetricsView,
 }
 
 fn day(s: &str, end: bool) -> anyhow::Result<u32> {
@@ -24,10 +24,7 @@ fn day(s: &str, end: bool) -> anyhow::Result<u32> {
 }
 
 pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()> {
-    let view = match a.by_affiliation {
-        true => proto::MetricsView::Affiliation,
-        false => proto::MetricsView::Partner,
-    };
+    let view = a.view;
     let mut request = proto::MetricsRequest {
         fiscal_year: a.fiscal_year.unwrap_or(0),
         view: view as i32,

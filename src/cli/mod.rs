@@ -304,88 +304,6 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
     runtime.block_on(f)
 }
 
-fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
-    fn source(s: &LogSource) -> anyhow::Result<audit::Source<'_>> {
-        audit::Source::new(s.config.as_deref(), s.data_dir.as_deref())
-    }
-    match cmd {
-        AuditCommand::Query {
-            source: s,
-            partner,
-            bulletin,
-            event,
-            since,
-            until,
-            after,
-            limit,
-            format,
-        } => {
-            let args = audit::QueryArgs {
-                partner,
-                bulletin,
-                event,
-                since,
-                until,
-                after,
-                limit,
-                json: format == Format::Json,
-            };
-            block_on(audit::query(source(&s)?, args))
-        }
-        AuditCommand::Export { source: s, out } => block_on(audit::export(source(&s)?, &out)),
-        AuditCommand::Verify {
-            file,
-            data_dir,
-            key,
-            trusted_checkpoint,
-            self_signed_ok,
-            json,
-        } => audit::verify(
-            audit::VerifyArgs {
-                file: file.as_deref(),
-                data_dir: data_dir.as_deref(),
-                key: key.as_deref(),
-                trusted: trusted_checkpoint.as_deref(),
-                self_signed_ok,
-            },
-            json,
-        ),
-        AuditCommand::Recount {
-            file,
-            key,
-            trusted_checkpoint,
-            self_signed_ok,
-            fiscal_year,
-            fiscal_year_start,
-            by,
-            format,
-        } => {
-            let view = match by {
-                By::Country => crate::proto::MetricsView::Affiliation,
-                By::Partner => crate::proto::MetricsView::Partner,
-            };
-            audit::recount(audit::RecountArgs {
-                verify: audit::VerifyArgs {
-                    file: Some(&file),
-                    data_dir: None,
-                    key: key.as_deref(),
-                    trusted: trusted_checkpoint.as_deref(),
-                    self_signed_ok,
-                },
-                request: crate::proto::MetricsRequest {
-                    fiscal_year: fiscal_year.unwrap_or(0),
-                    view: view as i32,
-                    ..Default::default()
-                },
-                fiscal_start: fiscal_year_start,
-                json: format == Format::Json,
-            })
-        }
-        AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
-        AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
-    }
-}
-
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -461,7 +379,7 @@ fn run_desk(command: Command) -> anyhow::Result<()> {
             json,
         }) => policy::explain(&config, &bulletin, from.as_ref(), json),
         Command::Demo { dir } => block_on(demo::run(dir.as_deref())),
-        Command::Audit(cmd) => run_audit(cmd),
+        Command::Audit(cmd) => audit::run_audit(cmd),
         Command::Publish(args) => block_on(publish::publish(args)),
         Command::Subscribe(args) => block_on(subscribe::subscribe(args)),
         other => unreachable_command(&other),
@@ -529,7 +447,7 @@ fn run_metrics(command: Command) -> anyhow::Result<()> {
                     until,
                     fiscal_start: fiscal_year_start,
                     json: format == Format::Json,
-                    by_affiliation: by == By::Country,
+                    view: by.view(),
                 };
                 block_on(metrics::run(s, args))
             })

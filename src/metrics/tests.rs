@@ -1,5 +1,7 @@
+use super::period::{date_of, day_number};
 use super::*;
 use crate::proto::AuditRecord;
+use time::{Date, Month};
 
 fn record(event: AuditEvent, partner: &str, day: u32) -> AuditRecord {
     AuditRecord {
