@@ -149,6 +149,25 @@ fn latency_bucket(ms: u64) -> Cow<'static, str> {
     Cow::Borrowed(latency.get(i).map_or("latency.le_inf", String::as_str))
 }
 
+/// The counters an ack moves: the acks, and the latency histogram with its sum.
+fn acked<'a>(
+    record: &proto::AuditRecord,
+    partner: &'a str,
+    one: &mut impl FnMut(&'a str, Cow<'static, str>, u64),
+) {
+    one(partner, "acked".into(), record.bulletin_seqs.len() as u64);
+    for ms in &record.latencies_ms {
+        one(partner, latency_bucket(*ms), 1);
+    }
+    if !record.latencies_ms.is_empty() {
+        let sum = record
+            .latencies_ms
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b));
+        one(partner, LATENCY_SUM.into(), sum);
+    }
+}
+
 /// The counters one accepted bulletin moves per country or organisation (see the
 /// module's text): each affiliation once per bulletin, whatever the number of its
 /// partners.
@@ -271,19 +290,7 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
             "delivered".into(),
             record.bulletin_seqs.len() as u64,
         ),
-        AuditEvent::Acked => {
-            one(partner, "acked".into(), record.bulletin_seqs.len() as u64);
-            for ms in &record.latencies_ms {
-                one(partner, latency_bucket(*ms), 1);
-            }
-            if !record.latencies_ms.is_empty() {
-                let sum = record
-                    .latencies_ms
-                    .iter()
-                    .fold(0u64, |a, b| a.saturating_add(*b));
-                one(partner, LATENCY_SUM.into(), sum);
-            }
-        }
+        AuditEvent::Acked => acked(record, partner, &mut one),
         AuditEvent::Withdrawn => one(
             partner,
             "withdrawn".into(),

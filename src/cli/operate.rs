@@ -271,6 +271,16 @@ pub(super) fn restore(args: RestoreArgs<'_>) -> anyhow::Result<()> {
         return Err(e)
             .with_context(|| format!("moving the restored database to {}", target.display()));
     }
+    print_restored(&target, &manifest, &verdict, as_json)
+}
+
+/// Says what was restored and that its log verified (or one JSON line).
+fn print_restored(
+    target: &Path,
+    manifest: &crate::store::Manifest,
+    verdict: &super::audit::Verdict,
+    as_json: bool,
+) -> anyhow::Result<()> {
     if as_json {
         emitln!(
             "{}",
