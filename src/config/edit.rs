@@ -35,6 +35,14 @@ pub enum EditError {
         /// Its index among the `[[partner]]` tables.
         index: usize,
     },
+    /// An origin with this id is already configured.
+    #[error("{id} is already configured as origin[{index}]; nothing was changed (`renkei partner update` applies a renewed card)")]
+    DuplicateOrigin {
+        /// The id.
+        id: PartnerId,
+        /// Its index among the `[[origin]]` tables.
+        index: usize,
+    },
     /// The card's signing key already signs for another partner.
     #[error("signing key {key} is already a key of partner {owner}; a key belongs to one partner")]
     KeyInUse {

@@ -23,10 +23,14 @@ pub fn add_origin(
     if card.id == cfg.node.id {
         return Err(EditError::OwnId(card.id.clone()));
     }
-    let partner = cfg.partners.iter().position(|p| p.id == card.id);
-    let origin = cfg.origins.iter().position(|o| o.id == card.id);
-    if let Some(index) = partner.or(origin) {
+    if let Some(index) = cfg.partners.iter().position(|p| p.id == card.id) {
         return Err(EditError::DuplicatePartner {
+            id: card.id.clone(),
+            index,
+        });
+    }
+    if let Some(index) = cfg.origins.iter().position(|o| o.id == card.id) {
+        return Err(EditError::DuplicateOrigin {
             id: card.id.clone(),
             index,
         });
@@ -118,7 +122,7 @@ mod tests {
 
         let twice = add_origin(&edited, Path::new("n.toml"), &ee, &nato, &[]).unwrap_err();
         assert!(
-            matches!(twice, EditError::DuplicatePartner { .. }),
+            matches!(twice, EditError::DuplicateOrigin { index: 0, .. }),
             "{twice}"
         );
         let stranger = [pid("fr-mod")];
