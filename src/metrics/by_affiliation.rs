@@ -169,16 +169,14 @@ mod tests {
         (day, party.into(), format!("{BY_AFFILIATION}{name}"), value)
     }
 
-    #[test]
-    fn countries_engaged_are_foreign_both_ways_and_counted_against_the_year_before() {
+    /// Tokyo's FY2026 and the year before: Estonia both ways both years; this year
+    /// also the US both ways, Viet Nam only receiving, Japan itself, NATO's centre.
+    fn tokyo() -> (Period, Vec<Row>) {
         let fy = Period::fiscal_year(2026, 4).unwrap();
         let (now, before) = (fy.since + 10, fy.previous.0 + 10);
         let rows = vec![
-            // The year before: Estonia both ways.
             row(before, "EE", "received.advisory", 1),
             row(before, "EE", "shared.advisory", 1),
-            // This year: Estonia and the US both ways, Viet Nam only receives, Japan is
-            // the node's own, NATO's centre is an organisation.
             row(now, "EE", "received.advisory", 2),
             row(now, "EE", "shared.consultation", 1),
             row(now, "US", "received.exercise", 1),
@@ -192,18 +190,30 @@ mod tests {
             row(now, "*", "events.exercise", 1),
             row(before, "*", "events.consultation", 1),
         ];
-        let targets = [YearTargets {
-            fiscal_year: 2026,
-            consultations: Some(8),
-            countries_engaged: Some(3),
-            ..YearTargets::default()
-        }];
-        let programme = Programme {
+        (fy, rows)
+    }
+
+    const TARGETS: [YearTargets; 1] = [YearTargets {
+        fiscal_year: 2026,
+        consultations: Some(8),
+        exercises: None,
+        threat_exchanges: None,
+        countries_engaged: Some(3),
+        organisations_engaged: None,
+    }];
+
+    fn programme() -> Programme<'static> {
+        Programme {
             domestic: Some("JP"),
             fiscal_start: 4,
-            targets: &targets,
-        };
-        let r = report_by_affiliation("jp-mod", programme, &fy, rows);
+            targets: &TARGETS,
+        }
+    }
+
+    #[test]
+    fn countries_engaged_are_foreign_both_ways_and_counted_against_the_year_before() {
+        let (fy, rows) = tokyo();
+        let r = report_by_affiliation("jp-mod", programme(), &fy, rows);
         assert_eq!(r.engaged, ["EE", "US"], "foreign countries only");
         assert_eq!(r.engaged_previous, 1);
         assert_eq!(r.organisations_engaged, ["NATO-CCDCOE"]);
@@ -226,44 +236,32 @@ mod tests {
         assert_eq!(rows, ["EE", "JP", "NATO-CCDCOE", "US", "VN"]);
         let month = r.months.iter().find(|m| !m.figures.is_empty()).unwrap();
         assert_eq!(month.figures.len(), 2, "the months chart counts events");
-        // The review sheet: each year's actuals, this year's against its targets.
-        let sheet: Vec<_> = r
-            .indicators
-            .iter()
-            .map(|i| (i.fiscal_year, i.name.as_str(), i.actual, i.target))
-            .collect();
-        assert!(
-            sheet.contains(&(2025, "consultations", 1, None)),
-            "{sheet:?}"
-        );
-        assert!(
-            sheet.contains(&(2025, "countries_engaged", 1, None)),
-            "{sheet:?}"
-        );
-        assert!(
-            sheet.contains(&(2026, "consultations", 4, Some(8))),
-            "{sheet:?}"
-        );
-        assert!(sheet.contains(&(2026, "exercises", 1, None)), "{sheet:?}");
-        assert!(
-            sheet.contains(&(2026, "countries_engaged", 2, Some(3))),
-            "{sheet:?}"
-        );
-        assert!(
-            sheet.contains(&(2026, "organisations_engaged", 1, None)),
-            "{sheet:?}"
-        );
+    }
 
-        // A year with targets and no record yet shows them against zero.
-        let empty = report_by_affiliation("jp-mod", programme, &fy, Vec::new());
-        let sheet: Vec<_> = empty
-            .indicators
+    fn sheet(r: &proto::MetricsReport) -> Vec<(u32, &str, u64, Option<u64>)> {
+        r.indicators
             .iter()
             .map(|i| (i.fiscal_year, i.name.as_str(), i.actual, i.target))
-            .collect();
-        assert!(
-            sheet.contains(&(2026, "consultations", 0, Some(8))),
-            "{sheet:?}"
-        );
+            .collect()
+    }
+
+    #[test]
+    fn the_review_sheet_gives_each_years_actuals_against_its_targets() {
+        let (fy, rows) = tokyo();
+        let r = report_by_affiliation("jp-mod", programme(), &fy, rows);
+        let lines = sheet(&r);
+        for line in [
+            (2025, "consultations", 1, None),
+            (2025, "countries_engaged", 1, None),
+            (2026, "consultations", 4, Some(8)),
+            (2026, "exercises", 1, None),
+            (2026, "countries_engaged", 2, Some(3)),
+            (2026, "organisations_engaged", 1, None),
+        ] {
+            assert!(lines.contains(&line), "{line:?} in {lines:?}");
+        }
+        // A year with targets and no record yet shows them against zero.
+        let empty = report_by_affiliation("jp-mod", programme(), &fy, Vec::new());
+        assert!(sheet(&empty).contains(&(2026, "consultations", 0, Some(8))));
     }
 }

@@ -45,8 +45,11 @@ fn request_text(frame: &Client) -> String {
             r.old_size, r.new_size
         ),
         Client::MetricsRequest(r) => format!(
-            "metrics fiscal_year={} since_day={} until_day={}",
-            r.fiscal_year, r.since_day, r.until_day
+            "metrics fiscal_year={} since_day={} until_day={} view={}",
+            r.fiscal_year,
+            r.since_day,
+            r.until_day,
+            r.view().as_str_name()
         ),
         _ => "unexpected request".into(),
     }
@@ -191,7 +194,6 @@ struct Facts {
 
 /// Answers a read-only request from the database.
 fn read(store: &Store, frame: Client, facts: &Facts, now: Timestamp) -> Result<Server, Refusal> {
-    let (node, fiscal_start) = (facts.node.as_str(), facts.fiscal_start);
     let log = store.audit();
     match frame {
         Client::AuditQuery(q) => {
@@ -255,26 +257,34 @@ fn read(store: &Store, frame: Client, facts: &Facts, now: Timestamp) -> Result<S
                 new_root: Bytes::copy_from_slice(&log.root(new).map_err(internal)?.0),
             }))
         }
-        Client::MetricsRequest(r) => {
-            let today = metrics::day_of(now.unix_ms());
-            let period = Period::requested(&r, fiscal_start, today)
-                .map_err(|e| Refusal::Invalid(e.to_string()))?;
-            let rows = log.counters(period.until).map_err(internal)?;
-            let report = match r.view() {
-                proto::MetricsView::Partner => metrics::report(node, &period, rows),
-                proto::MetricsView::Affiliation => {
-                    let programme = metrics::Programme {
-                        domestic: facts.domestic.as_deref(),
-                        fiscal_start,
-                        targets: &facts.targets,
-                    };
-                    metrics::report_by_affiliation(node, programme, &period, rows)
-                }
-            };
-            Ok(Server::MetricsReport(report))
-        }
+        Client::MetricsRequest(r) => metrics_report(&log, &r, facts, now),
         _ => Err(Refusal::Invalid("not an auditor request".into())),
     }
+}
+
+/// The metrics report a request asks for, cut per partner or per country.
+fn metrics_report(
+    log: &crate::store::AuditReader<'_>,
+    r: &proto::MetricsRequest,
+    facts: &Facts,
+    now: Timestamp,
+) -> Result<Server, Refusal> {
+    let today = metrics::day_of(now.unix_ms());
+    let period = Period::requested(r, facts.fiscal_start, today)
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
+    let rows = log.counters(period.until).map_err(internal)?;
+    let report = match r.view() {
+        proto::MetricsView::Partner => metrics::report(&facts.node, &period, rows),
+        proto::MetricsView::Affiliation => {
+            let programme = metrics::Programme {
+                domestic: facts.domestic.as_deref(),
+                fiscal_start: facts.fiscal_start,
+                targets: &facts.targets,
+            };
+            metrics::report_by_affiliation(&facts.node, programme, &period, rows)
+        }
+    };
+    Ok(Server::MetricsReport(report))
 }
 
 #[cfg(test)]
