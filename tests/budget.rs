@@ -55,6 +55,25 @@ fn bulletin(
     bulletin::sign(&b, key, &Limits::default()).unwrap()
 }
 
+/// The honest US desk publishes its `i`th GREEN advisory, which must be accepted
+/// within PATIENCE whatever the others do; its bulletin id.
+async fn honest(fed: &Federation, us: &Client, i: usize) -> String {
+    let b = fed.bulletin(
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        &format!("honest {i}"),
+        &[],
+        &[],
+    );
+    let r = tokio::time::timeout(PATIENCE, us.publish(b))
+        .await
+        .expect("answered while the others flood or hold the node")
+        .unwrap();
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    r.bulletin_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
     let tmp = tempfile::tempdir().unwrap();
@@ -220,19 +239,7 @@ async fn partners_holding_streams_cannot_stop_another_from_publishing() {
     // The sixth partner publishes, one after another, through its own floor.
     let us = fed.client("us-dod").await;
     for i in 0..20 {
-        let b = fed.bulletin(
-            "us-dod",
-            Tlp::Green,
-            Kind::Advisory,
-            &format!("honest {i}"),
-            &[],
-            &[],
-        );
-        let r = tokio::time::timeout(PATIENCE, us.publish(b))
-            .await
-            .expect("answered while the others hold the node's budget")
-            .unwrap();
-        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+        honest(&fed, &us, i).await;
     }
 
     // Past the frame deadline every held stream is closed, the room given back, and
@@ -331,20 +338,7 @@ async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
     let us = fed.client("us-dod").await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let b = fed.bulletin(
-            "us-dod",
-            Tlp::Green,
-            Kind::Advisory,
-            &format!("honest {i}"),
-            &[],
-            &[],
-        );
-        let r = tokio::time::timeout(PATIENCE, us.publish(b))
-            .await
-            .expect("answered")
-            .unwrap();
-        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
-        ids.push(r.bulletin_id);
+        ids.push(honest(&fed, &us, i).await);
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     while flood.join_next().await.is_some() {}
