@@ -326,6 +326,37 @@ pub fn aggregate<'a>(
 /// One stored counter: (day, partner, name) = value.
 pub type Row = (u32, String, String, u64);
 
+/// What a report was computed from: counter rows as of one log size, with that size
+/// and its Merkle root (the store reads them together).
+pub struct Counters {
+    /// Every counter row before the period's end.
+    pub rows: Vec<Row>,
+    /// How many records the rows count.
+    pub log_size: u64,
+    /// The root of those records.
+    pub log_root: [u8; 32],
+}
+
+/// The report cut as `view` asks (per partner, or per country with the programme's
+/// domestic row and targets), naming the log it was computed from.
+pub fn report_in_view(
+    view: proto::MetricsView,
+    node_id: &str,
+    programme: Programme<'_>,
+    period: &Period,
+    counted: Counters,
+) -> proto::MetricsReport {
+    let mut report = match view {
+        proto::MetricsView::Partner => report(node_id, period, counted.rows),
+        proto::MetricsView::Affiliation => {
+            report_by_affiliation(node_id, programme, period, counted.rows)
+        }
+    };
+    report.log_size = counted.log_size;
+    report.log_root = bytes::Bytes::copy_from_slice(&counted.log_root);
+    report
+}
+
 /// Builds the report for `period` from counter rows covering at least the days before
 /// `period.until` (earlier rows tell which partners are newly engaged).
 pub fn report(

@@ -47,7 +47,7 @@ mod queue;
 mod refused;
 mod values;
 
-pub use audit::{AuditPage, AuditReader};
+pub use audit::{AuditPage, AuditReader, Counted};
 pub use backup::{BackupError, Manifest};
 pub use queue::{Page, Pending};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};

@@ -314,6 +314,12 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         "the chart has no bars"
     );
     assert!(page.contains("id=\"engaged\""));
+    // Issue 27: the page names the log its figures were computed from.
+    let computed = page.split("id=\"computed\"").nth(1).expect("the log named");
+    assert!(
+        computed.contains(" records of the signed log, Merkle root <code>"),
+        "{computed}"
+    );
     // Issue 27: the review sheet, this year's consultations against the target of 4.
     let fy = this_fiscal_year();
     let achieved = cell(

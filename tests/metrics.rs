@@ -346,5 +346,73 @@ async fn figures_by_country_follow_the_configuration_in_force_at_each_record() {
     for c in [us, jp, auditor] {
         c.close().await;
     }
+    fed.halt().await;
+    recount_at_the_reported_size_gives_the_same_report(&fed.data_dir(), &report);
     fed.stop().await;
+}
+
+/// The report names the log it was computed from; an export taken later, recounted at
+/// that size, gives the same root and the same figures.
+fn recount_at_the_reported_size_gives_the_same_report(
+    data: &std::path::Path,
+    report: &proto::MetricsReport,
+) {
+    let dir = data.parent().unwrap();
+    let data = data.to_str().unwrap();
+    common::renkei_ok(
+        dir,
+        &["audit", "export", "--data-dir", data, "--out", "log.export"],
+    );
+    let size = report.log_size.to_string();
+    let args = [
+        "audit",
+        "recount",
+        "log.export",
+        "--self-signed-ok",
+        "--format",
+        "json",
+    ];
+    let run = common::renkei_ok(dir, &[&args[..], &["--size", &size]].concat());
+    let recount: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(report.log_size > 0);
+    assert_eq!(recount["computed_from"]["log_size"], report.log_size);
+    assert_eq!(
+        recount["computed_from"]["log_root"],
+        hex::encode(&report.log_root),
+        "the same log"
+    );
+    for f in &report.events {
+        let theirs = recount["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == f.name);
+        assert_eq!(
+            theirs.map(|e| e["value"].clone()),
+            Some(f.value.into()),
+            "{}",
+            f.name
+        );
+    }
+    let rows = |r: &serde_json::Value| r["partners"].to_string();
+    let ours = serde_json::json!({"partners": report.partners.iter().map(|p| serde_json::json!({
+        "partner": p.partner,
+        "figures": p.figures.iter().map(|f| (f.name.clone(), f.value)).collect::<Vec<_>>(),
+    })).collect::<Vec<_>>()});
+    let theirs = serde_json::json!({"partners": recount["partners"].as_array().unwrap().iter().map(|p| serde_json::json!({
+        "partner": p["partner"],
+        "figures": p["figures"].as_array().unwrap().iter().map(|f| (f["name"].as_str().unwrap().to_owned(), f["value"].as_u64().unwrap())).collect::<Vec<_>>(),
+    })).collect::<Vec<_>>()});
+    assert_eq!(rows(&ours), rows(&theirs), "the same rows");
+    // The whole export names its own size, and another root if the log grew since.
+    let all = common::renkei_ok(dir, &args);
+    let all: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    let all_size = all["computed_from"]["log_size"].as_u64().unwrap();
+    assert!(all_size >= report.log_size);
+    if all_size > report.log_size {
+        assert_ne!(
+            all["computed_from"]["log_root"],
+            recount["computed_from"]["log_root"]
+        );
+    }
 }

@@ -172,6 +172,17 @@ pub(super) enum Format {
     Json,
 }
 
+/// How `renkei metrics` and `audit recount` print a report.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReportFormat {
+    /// Aligned text for a terminal.
+    Table,
+    /// One JSON document, growth worked out.
+    Json,
+    /// One CSV table in long form (section, name, figure, value, …) for a spreadsheet.
+    Csv,
+}
+
 /// How `renkei metrics` cuts its rows.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum By {
@@ -278,9 +289,12 @@ pub(super) enum AuditCommand {
         /// Rows per country or organisation, or per partner.
         #[arg(long, value_enum, default_value_t = By::Country)]
         by: By,
+        /// Count only the first N records: the log a report names as computed at N.
+        #[arg(long)]
+        size: Option<u64>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Print an inclusion proof of one record against the latest checkpoint (checked).
     Prove {

@@ -1,9 +1,12 @@
 //! `renkei metrics`: the information-sharing report, from a running node (as an
-//! auditor) or a stopped node's database, as a table or JSON.
+//! auditor) or a stopped node's database, as a table, JSON or CSV, each naming the
+//! log (size and root) the figures were computed from.
 
 use serde_json::{json, Value};
 
 use super::audit::{connect, open_store, parse_time, Source};
+use super::commands::ReportFormat;
+use super::dashboard::html::Table;
 use crate::metrics::{self, Period};
 use crate::proto;
 use crate::timestamp::Timestamp;
@@ -14,7 +17,7 @@ pub(super) struct MetricsArgs {
     pub since: Option<String>,
     pub until: Option<String>,
     pub fiscal_start: u8,
-    pub json: bool,
+    pub format: ReportFormat,
     /// How the rows are cut.
     pub view: proto::MetricsView,
 }
@@ -53,27 +56,137 @@ pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()
                 .unwrap_or_default();
             let today = metrics::day_of(Timestamp::now().unix_ms());
             let period = Period::requested(&request, a.fiscal_start, today)?;
-            let rows = store.audit().counters(period.until)?;
-            match view {
-                proto::MetricsView::Partner => metrics::report(&node, &period, rows),
-                proto::MetricsView::Affiliation => {
-                    let own = store.audit().latest_affiliation()?;
-                    let programme = metrics::Programme {
-                        domestic: (!own.is_empty()).then_some(own.as_str()),
-                        fiscal_start: a.fiscal_start,
-                        targets: &[],
-                    };
-                    metrics::report_by_affiliation(&node, programme, &period, rows)
-                }
-            }
+            let counted = store.counted(period.until)?;
+            let own = store.audit().latest_affiliation()?;
+            let programme = metrics::Programme {
+                domestic: (!own.is_empty()).then_some(own.as_str()),
+                fiscal_start: a.fiscal_start,
+                targets: &[],
+            };
+            metrics::report_in_view(view, &node, programme, &period, counted.into())
         }
     };
-    if a.json {
-        emitln!("{}", serde_json::to_string_pretty(&report_json(&report))?);
-    } else {
-        print!("{}", table(&report));
+    print(&report, a.format)
+}
+
+/// Prints `report` as `format` asks.
+pub(super) fn print(report: &proto::MetricsReport, format: ReportFormat) -> anyhow::Result<()> {
+    match format {
+        ReportFormat::Json => emitln!("{}", serde_json::to_string_pretty(&report_json(report))?),
+        ReportFormat::Table => print!("{}", table(report)),
+        ReportFormat::Csv => print!("{}", csv(report).to_csv()),
     }
     Ok(())
+}
+
+/// The log a report was computed from, as a sentence.
+fn computed_from(r: &proto::MetricsReport) -> String {
+    format!(
+        "computed from the first {} records of the log, Merkle root {}",
+        r.log_size,
+        hex::encode(&r.log_root)
+    )
+}
+
+/// The report as one table in long form: each figure a row, named by its section
+/// (`log`, `events`, `domestic`, `country`, `partner`, `engaged`, `indicator`), the
+/// row's name and the figure's.
+fn csv(r: &proto::MetricsReport) -> Table {
+    let mut t = Table::new(
+        "metrics",
+        &[
+            "section",
+            "name",
+            "figure",
+            "value",
+            "previous",
+            "change",
+            "change_pct",
+            "target",
+            "achievement_pct",
+        ],
+    );
+    let mut push = |cells: [&str; 9]| t.rows.push(cells.map(str::to_owned).to_vec());
+    push([
+        "log",
+        &r.node_id,
+        "records",
+        &r.log_size.to_string(),
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]);
+    push([
+        "log",
+        &r.node_id,
+        "root",
+        &hex::encode(&r.log_root),
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]);
+    let figure = |push: &mut dyn FnMut([&str; 9]), section: &str, name: &str, f: &proto::Figure| {
+        let g = growth(f.value, f.previous);
+        let pct = g["change_pct"]
+            .as_f64()
+            .map(|p| format!("{p:.1}"))
+            .unwrap_or_default();
+        let (value, previous) = (f.value.to_string(), f.previous.to_string());
+        let change = g["change"].to_string();
+        push([
+            section, name, &f.name, &value, &previous, &change, &pct, "", "",
+        ]);
+    };
+    for f in &r.events {
+        figure(&mut push, "events", "all", f);
+    }
+    let section = match r.view() {
+        proto::MetricsView::Affiliation => "country",
+        proto::MetricsView::Partner => "partner",
+    };
+    for p in &r.partners {
+        let s = if p.partner == r.domestic {
+            "domestic"
+        } else {
+            section
+        };
+        for f in &p.figures {
+            figure(&mut push, s, &p.partner, f);
+        }
+    }
+    for name in r.engaged.iter().chain(&r.organisations_engaged) {
+        let new = if r.newly_engaged.contains(name) {
+            "1"
+        } else {
+            "0"
+        };
+        push(["engaged", name, "newly_engaged", new, "", "", "", "", ""]);
+    }
+    for i in &r.indicators {
+        let (year, actual) = (format!("FY{}", i.fiscal_year), i.actual.to_string());
+        let target = i.target.map(|t| t.to_string()).unwrap_or_default();
+        let achievement = i
+            .target
+            .filter(|t| *t > 0)
+            .map(|t| format!("{:.1}", i.actual as f64 * 100.0 / t as f64))
+            .unwrap_or_default();
+        push([
+            "indicator",
+            &year,
+            &i.name,
+            &actual,
+            "",
+            "",
+            "",
+            &target,
+            &achievement,
+        ]);
+    }
+    t
 }
 
 fn growth(value: u64, previous: u64) -> Value {
@@ -102,6 +215,7 @@ pub(crate) fn report_json(r: &proto::MetricsReport) -> Value {
         "node_id": r.node_id,
         "period": r.label,
         "days": days(r.since_day, r.until_day),
+        "computed_from": {"log_size": r.log_size, "log_root": hex::encode(&r.log_root)},
         "previous_days": days(r.previous_since_day, r.previous_until_day),
         "partners": r.partners.iter().map(|p| {
             let l = p.latency.unwrap_or_default();
@@ -176,6 +290,7 @@ fn affiliation_table(r: &proto::MetricsReport) -> String {
         "renkei metrics: {} — {}, by country or organisation",
         r.node_id, r.label
     );
+    let _ = writeln!(out, "{}", computed_from(r));
     let _ = writeln!(out);
     let row = |out: &mut String, who: &str, f: &proto::Figure| {
         let change = f.value as i64 - f.previous as i64;
@@ -277,6 +392,7 @@ fn partner_table(r: &proto::MetricsReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "renkei metrics: {} — {}", r.node_id, r.label);
+    let _ = writeln!(out, "{}", computed_from(r));
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -355,6 +471,63 @@ fn partner_table(r: &proto::MetricsReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_csv_names_the_log_then_each_figure_in_its_section() {
+        let figure = |name: &str, value, previous| proto::Figure {
+            name: name.into(),
+            value,
+            previous,
+        };
+        let r = proto::MetricsReport {
+            node_id: "jp-mod".into(),
+            view: proto::MetricsView::Affiliation as i32,
+            domestic: "JP".into(),
+            log_size: 42,
+            log_root: vec![0xab; 32].into(),
+            events: vec![figure("events.consultation", 3, 2)],
+            partners: vec![
+                proto::PartnerMetrics {
+                    partner: "JP".into(),
+                    figures: vec![figure("shared.exercise", 1, 0)],
+                    latency: None,
+                },
+                proto::PartnerMetrics {
+                    partner: "US".into(),
+                    figures: vec![figure("took_part.consultation", 2, 4)],
+                    latency: None,
+                },
+            ],
+            engaged: vec!["US".into()],
+            newly_engaged: vec!["US".into()],
+            indicators: vec![proto::Indicator {
+                fiscal_year: 2026,
+                name: "consultations".into(),
+                actual: 3,
+                target: Some(4),
+            }],
+            ..Default::default()
+        };
+        let text = csv(&r).to_csv();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(
+            lines[..8],
+            [
+                "section,name,figure,value,previous,change,change_pct,target,achievement_pct",
+                "log,jp-mod,records,42,,,,,",
+                &format!("log,jp-mod,root,{},,,,,", "ab".repeat(32)),
+                "events,all,events.consultation,3,2,1,50.0,,",
+                "domestic,JP,shared.exercise,1,0,1,,,",
+                "country,US,took_part.consultation,2,4,-2,-50.0,,",
+                "engaged,US,newly_engaged,1,,,,,",
+                "indicator,FY2026,consultations,3,,,,4,75.0",
+            ]
+        );
+        assert!(table(&r).contains(&format!(
+            "computed from the first 42 records of the log, Merkle root {}",
+            "ab".repeat(32)
+        )));
+    }
 
     #[test]
     fn a_period_with_no_engaged_partners_says_none() {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, BulletinCommand, BulletinFields, By, CertsCommand, ConfigCommand, Format,
-    LogSource, PartnerCommand, PolicyCommand,
+    AuditCommand, BulletinCommand, BulletinFields, By, CertsCommand, ConfigCommand, LogSource,
+    PartnerCommand, PolicyCommand, ReportFormat,
 };
 
 /// `println!` for command output: see [`emit`].
@@ -243,8 +243,8 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=12))]
         fiscal_year_start: u8,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
         /// Rows per country or organisation (the programme's figures), or per partner.
         #[arg(long, value_enum, default_value_t = By::Country)]
         by: By,
@@ -446,7 +446,7 @@ fn run_metrics(command: Command) -> anyhow::Result<()> {
                     since,
                     until,
                     fiscal_start: fiscal_year_start,
-                    json: format == Format::Json,
+                    format,
                     view: by.view(),
                 };
                 block_on(metrics::run(s, args))

@@ -140,6 +140,7 @@ pub fn report_by_affiliation(
         months: span_totals(months, month_sums),
         quarters: span_totals(quarters, quarter_sums),
         indicators,
+        ..Default::default()
     }
 }
 

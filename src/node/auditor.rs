@@ -257,14 +257,15 @@ fn read(store: &Store, frame: Client, facts: &Facts, now: Timestamp) -> Result<S
                 new_root: Bytes::copy_from_slice(&log.root(new).map_err(internal)?.0),
             }))
         }
-        Client::MetricsRequest(r) => metrics_report(&log, &r, facts, now),
+        Client::MetricsRequest(r) => metrics_report(store, &r, facts, now),
         _ => Err(Refusal::Invalid("not an auditor request".into())),
     }
 }
 
-/// The metrics report a request asks for, cut per partner or per country.
+/// The metrics report a request asks for, cut per partner or per country, naming the
+/// log size its counters were read at.
 fn metrics_report(
-    log: &crate::store::AuditReader<'_>,
+    store: &Store,
     r: &proto::MetricsRequest,
     facts: &Facts,
     now: Timestamp,
@@ -272,18 +273,13 @@ fn metrics_report(
     let today = metrics::day_of(now.unix_ms());
     let period = Period::requested(r, facts.fiscal_start, today)
         .map_err(|e| Refusal::Invalid(e.to_string()))?;
-    let rows = log.counters(period.until).map_err(internal)?;
-    let report = match r.view() {
-        proto::MetricsView::Partner => metrics::report(&facts.node, &period, rows),
-        proto::MetricsView::Affiliation => {
-            let programme = metrics::Programme {
-                domestic: facts.domestic.as_deref(),
-                fiscal_start: facts.fiscal_start,
-                targets: &facts.targets,
-            };
-            metrics::report_by_affiliation(&facts.node, programme, &period, rows)
-        }
+    let counted = store.counted(period.until).map_err(internal)?;
+    let programme = metrics::Programme {
+        domestic: facts.domestic.as_deref(),
+        fiscal_start: facts.fiscal_start,
+        targets: &facts.targets,
     };
+    let report = metrics::report_in_view(r.view(), &facts.node, programme, &period, counted.into());
     Ok(Server::MetricsReport(report))
 }
 

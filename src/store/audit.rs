@@ -38,7 +38,7 @@ use crate::timestamp::Timestamp;
 
 mod read;
 
-pub use read::{AuditPage, AuditReader};
+pub use read::{AuditPage, AuditReader, Counted};
 
 pub(super) const SIZE: &[u8] = b"m/audit";
 const RECORDS: &[u8] = b"a/";

@@ -3,11 +3,13 @@
 //! (`metrics::aggregate`, the same definition), summed the same way. An auditor gets
 //! the node's figures without trusting the node to add them up; targets live in the
 //! node's configuration, not in the log, so the review sheet shows actuals only.
+//! `--size` recounts the log as a report computed at that size saw it, root included.
 
 use anyhow::bail;
 use prost::Message as _;
 
 use super::{check_export, VerifyArgs};
+use crate::audit::merkle::MemoryTree;
 use crate::metrics::{self, Period, Programme};
 use crate::proto::{self, AuditEvent};
 use crate::timestamp::Timestamp;
@@ -20,8 +22,11 @@ pub(in crate::cli) struct RecountArgs<'a> {
     pub request: proto::MetricsRequest,
     /// First month of the fiscal year.
     pub fiscal_start: u8,
-    /// One JSON document instead of the table.
-    pub json: bool,
+    /// Only the first this many records, as a report computed at that log size
+    /// counted them (all of them when `None`).
+    pub size: Option<u64>,
+    /// How to print the report.
+    pub format: crate::cli::commands::ReportFormat,
 }
 
 /// Verifies the export, then prints the report its records add up to.
@@ -34,8 +39,20 @@ pub(in crate::cli) fn recount(a: RecountArgs<'_>) -> anyhow::Result<()> {
              or --self-signed-ok to recount a log checked only against itself"
         );
     }
-    let mut records = Vec::with_capacity(export.records.len());
-    for bytes in &export.records {
+    let size = a.size.unwrap_or(export.records.len() as u64);
+    let Some(counted) = usize::try_from(size)
+        .ok()
+        .and_then(|n| export.records.get(..n))
+    else {
+        bail!(
+            "--size {size}: the export holds {} records",
+            export.records.len()
+        );
+    };
+    let mut tree = MemoryTree::new();
+    let mut records = Vec::with_capacity(counted.len());
+    for bytes in counted {
+        tree.push(bytes)?;
         records.push(proto::AuditRecord::decode(bytes.clone())?);
     }
     // The node's own affiliation as its latest configuration said.
@@ -47,28 +64,20 @@ pub(in crate::cli) fn recount(a: RecountArgs<'_>) -> anyhow::Result<()> {
         .filter(|a| !a.is_empty());
     let today = metrics::day_of(Timestamp::now().unix_ms());
     let period = Period::requested(&a.request, a.fiscal_start, today)?;
-    let rows: Vec<metrics::Row> = metrics::aggregate(&records)
-        .into_iter()
-        .map(|((day, party, name), value)| (day, party, name, value))
-        .collect();
-    let node = &export.header.node_id;
-    let report = match a.request.view() {
-        proto::MetricsView::Partner => metrics::report(node, &period, rows),
-        proto::MetricsView::Affiliation => {
-            let programme = Programme {
-                domestic: domestic.as_deref(),
-                fiscal_start: a.fiscal_start,
-                targets: &[],
-            };
-            metrics::report_by_affiliation(node, programme, &period, rows)
-        }
+    let counters = metrics::Counters {
+        rows: metrics::aggregate(&records)
+            .into_iter()
+            .map(|((day, party, name), value)| (day, party, name, value))
+            .collect(),
+        log_size: size,
+        log_root: tree.root(size)?.0,
     };
-    match a.json {
-        true => emitln!(
-            "{}",
-            serde_json::to_string_pretty(&crate::cli::metrics::report_json(&report))?
-        ),
-        false => print!("{}", crate::cli::metrics::table(&report)),
-    }
-    Ok(())
+    let programme = Programme {
+        domestic: domestic.as_deref(),
+        fiscal_start: a.fiscal_start,
+        targets: &[],
+    };
+    let node = &export.header.node_id;
+    let report = metrics::report_in_view(a.request.view(), node, programme, &period, counters);
+    crate::cli::metrics::print(&report, a.format)
 }

@@ -58,6 +58,7 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             fiscal_year,
             fiscal_year_start,
             by,
+            size,
             format,
         } => audit::recount(audit::RecountArgs {
             verify: audit::VerifyArgs {
@@ -73,7 +74,8 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 ..Default::default()
             },
             fiscal_start: fiscal_year_start,
-            json: format == Format::Json,
+            size,
+            format,
         }),
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
         AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),

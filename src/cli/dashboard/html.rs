@@ -45,7 +45,7 @@ pub(super) fn page(node: &str, title: &str, body: &str) -> String {
 }
 
 /// A table with a name, shown as HTML and exported as CSV.
-pub(super) struct Table {
+pub(in crate::cli) struct Table {
     pub name: &'static str,
     pub headers: Vec<String>,
     pub rows: Vec<Vec<String>>,

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 use crate::client::Client;
 use crate::config::ClientConfig;
 
-mod html;
+pub(super) mod html;
 mod views;
 
 /// What the pages share: the auditor's configuration and its connection to the node.

@@ -107,7 +107,8 @@ pub(super) async fn metrics(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
          <h2>Indicators against targets</h2>{}\
          <h2>Outputs per country or organisation</h2>{}\
          <h2>Foreign countries engaged both ways</h2><p id=\"engaged\">{} engaged (previous year {}, {}): {}; organisations: {}</p>{}\
-         <h2>Over the year</h2>{chart}{}",
+         <h2>Over the year</h2>{chart}{}\
+         <p id=\"computed\">Computed from the first {} records of the signed log, Merkle root <code>{}</code>: <a href=\"/checkpoint\">the checkpoint</a> proves it, and <code>renkei audit recount EXPORT --size {}</code> gives the same figures.</p>",
         escape(&r.label),
         sheet.to_html(&csv_href("/", p, "indicators")),
         logic.to_html(&csv_href("/", p, "outputs")),
@@ -118,6 +119,9 @@ pub(super) async fn metrics(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
         escape(&or_none(&r.organisations_engaged)),
         engaged.to_html(&csv_href("/", p, "engaged")),
         months.to_html(&csv_href("/", p, "months")),
+        r.log_size,
+        hex::encode(&r.log_root),
+        r.log_size,
     );
     let title = format!("Cooperation metrics, {}", r.label);
     Ok(shown(p, title, &[&sheet, &logic, &months, &engaged], body))

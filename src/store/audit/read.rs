@@ -393,6 +393,57 @@ impl AuditReader<'_> {
     }
 }
 
+/// Counter rows as of one log size: what the first `size` records add up to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counted {
+    /// Every counter row before the day asked for.
+    pub rows: Vec<metrics::Row>,
+    /// How many records the rows count.
+    pub size: u64,
+    /// The Merkle root of those records.
+    pub root: TreeHash,
+}
+
+impl From<Counted> for metrics::Counters {
+    fn from(c: Counted) -> metrics::Counters {
+        metrics::Counters {
+            rows: c.rows,
+            log_size: c.size,
+            log_root: c.root.0,
+        }
+    }
+}
+
+/// Optimistic reads of the counters before the writer is held for one.
+const COUNT_ATTEMPTS: usize = 3;
+
+impl super::super::Store {
+    /// The counter rows before `until_day`, each as of the same log size, and that size
+    /// with its root: a report can then name the log it was computed from. A commit
+    /// moves the size and its counters in one batch, but a scan is not a snapshot, so
+    /// the size is read before and after; a log that keeps moving is read with its one
+    /// writer held (commits wait for the length of a scan).
+    pub fn counted(&self, until_day: u32) -> Result<Counted, StoreError> {
+        let log = self.audit();
+        let read = || -> Result<Option<Counted>, StoreError> {
+            let size = log.size()?;
+            let rows = log.counters(until_day)?;
+            if log.size()? != size {
+                return Ok(None);
+            }
+            let root = log.root(size)?;
+            Ok(Some(Counted { rows, size, root }))
+        };
+        for _ in 0..COUNT_ATTEMPTS {
+            if let Some(counted) = read()? {
+                return Ok(counted);
+            }
+        }
+        let _writer = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        read()?.ok_or_else(|| corrupt(super::SIZE, "the log grew while its writer was held"))
+    }
+}
+
 /// Stored hashes read straight from the database, a chunk at a time.
 struct ReadHashes<'a> {
     tree: &'a sled::Tree,

@@ -293,3 +293,40 @@ fn a_reopened_log_goes_on_from_its_checkpoint_and_refuses_one_that_does_not_matc
     let err = Store::open(dir.path(), 16 << 20).err().unwrap().to_string();
     assert!(err.contains("but the node signed"), "{err}");
 }
+
+/// Issue 27: a report names the log it counted. Read while a writer appends, every
+/// `counted` answer is exactly what its first `size` records add up to, with their root.
+#[test]
+fn counters_read_under_appends_are_those_of_the_log_size_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()));
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for batch in 0..200 {
+                append(&store, batch * 7, 7, 5, Timestamp::from_unix_ms(DAY0));
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    while !writer.is_finished() || seen.is_empty() {
+        seen.push(store.counted(u32::MAX).unwrap());
+    }
+    writer.join().unwrap();
+    let log = store.audit();
+    let mut tree = MemoryTree::new();
+    let records: Vec<_> = log.records_from(0).map(Result::unwrap).collect();
+    for counted in seen {
+        let first = &records[..counted.size as usize];
+        let decoded: Vec<_> = first.iter().map(|b| decode(b)).collect();
+        let summed: Vec<metrics::Row> = metrics::aggregate(&decoded)
+            .into_iter()
+            .map(|((d, p, n), v)| (d, p, n, v))
+            .collect();
+        assert_eq!(counted.rows, summed, "the rows of {} records", counted.size);
+        while tree.size() < counted.size {
+            tree.push(&records[tree.size() as usize]).unwrap();
+        }
+        assert_eq!(counted.root, tree.root(counted.size).unwrap());
+    }
+}
