@@ -257,6 +257,18 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     };
     assert_eq!(outputs("US"), [2, 1, 4]);
     assert_eq!(outputs("AU"), [2, 1, 3], "not the AMBER indicator");
+    // Issue 27: the review sheet in JSON, this year's consultations against 4.
+    let fy = this_fiscal_year();
+    let consultations = report["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["fiscal_year"] == fy && i["indicator"] == "consultations")
+        .unwrap();
+    assert_eq!(consultations["target"], 4);
+    assert_eq!(consultations["actual"], 2);
+    assert_eq!(consultations["achievement_pct"], 50.0);
+    assert!(report["computed_from"]["log_size"].as_u64().unwrap() > 0);
 
     // The dashboard, and the browser.
     let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
@@ -321,7 +333,6 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         "{computed}"
     );
     // Issue 27: the review sheet, this year's consultations against the target of 4.
-    let fy = this_fiscal_year();
     let achieved = cell(
         &page,
         "indicators",

@@ -201,6 +201,9 @@ enum Command {
         /// Records in the audit phase's log.
         #[arg(long, default_value_t = 200_000)]
         audit_records: u64,
+        /// Accepted-bulletin records in the metrics phase's log.
+        #[arg(long, default_value_t = 10_000_000)]
+        metrics_records: u64,
         /// Kill-and-restart cycles of the crash phase.
         #[arg(long, default_value_t = 20)]
         cycles: usize,
@@ -404,6 +407,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             latency_seconds,
             backlog,
             audit_records,
+            metrics_records,
             cycles,
             partners,
             full,
@@ -419,6 +423,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             latency_seconds,
             backlog: if full { 1_000_000 } else { backlog },
             audit_records: if full { 1_000_000 } else { audit_records },
+            metrics_records,
             cycles: if full { 200 } else { cycles },
             partners,
             phases,

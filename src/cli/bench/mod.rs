@@ -15,6 +15,7 @@ mod node;
 mod partners;
 mod phases;
 mod report;
+mod reporting;
 mod taxii;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ pub(super) struct BenchArgs {
     pub latency_seconds: f64,
     pub backlog: usize,
     pub audit_records: u64,
+    pub metrics_records: u64,
     pub cycles: usize,
     pub partners: usize,
     pub phases: Vec<Phase>,
@@ -82,6 +84,10 @@ pub(crate) enum Phase {
     /// An honest desk's publish latency and the node's memory under hostile partners:
     /// padded frames, streams held open, five flooding.
     Hostile,
+    /// The programme's fiscal-year report on a log of `--metrics-records` accepted
+    /// bulletins over two years: from the counters, and recounted from every record
+    /// (not in the default run).
+    Metrics,
     /// The node SIGKILLed under load and restarted `--cycles` times, then every
     /// promise checked (not in the default run: it measures survival, not speed).
     Crash,
@@ -329,6 +335,7 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             "latency_seconds": a.latency_seconds,
             "backlog": a.backlog,
             "audit_records": a.audit_records,
+            "metrics_records": a.metrics_records,
             "cycles": a.cycles,
             "partners": a.partners,
             "subscribers_verify": !a.skip_verify,
@@ -422,6 +429,10 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Hostile) {
         report["hostile"] = hostile::hostile(setup.clone()).await?;
+    }
+    if a.phases.contains(&Phase::Metrics) {
+        let dir = setup.dir.join("metrics");
+        report["metrics"] = reporting::metrics_phase(a.metrics_records, dir).await?;
     }
     if a.phases.contains(&Phase::Crash) {
         report["crash"] = crash::crash(setup.clone(), a.cycles).await?;

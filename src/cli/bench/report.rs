@@ -38,6 +38,7 @@ pub(super) fn print_table(r: &Value) {
     latency_lines(&r["latency"]);
     backlog_lines(&r["backlog"]);
     audit_lines(&r["audit"]);
+    metrics_lines(&r["metrics"]);
     federation_lines(&r["federation"]);
     limit_lines(r);
     partners_lines(&r["partners"]);
@@ -166,6 +167,36 @@ fn audit_lines(au: &Value) {
             au["verify_records_per_s"]
         );
         emitln!("    reopen and check         {:>12} ms", au["reopen_ms"]);
+    }
+}
+
+/// The metrics phase's lines of the table.
+fn metrics_lines(m: &Value) {
+    if m.is_object() {
+        emitln!(
+            "  metrics on a log of {} accepted bulletins over two fiscal years ({} counter rows, {} on disk)",
+            m["records"],
+            m["counter_rows"],
+            mib(&m["database_bytes"])
+        );
+        emitln!(
+            "    append                   {:>12} records/s",
+            m["append_records_per_s"]
+        );
+        emitln!(
+            "    fiscal-year report       {:>9.1} ms by country, {:.1} ms by partner",
+            m["report_fiscal_year_by_country_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            m["report_fiscal_year_by_partner_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        );
+        emitln!(
+            "    recount from records     {:>9.1} s ({} records/s)",
+            m["recount_from_records_s"].as_f64().unwrap_or(f64::NAN),
+            m["recount_records_per_s"]
+        );
     }
 }
 
