@@ -204,4 +204,116 @@ mod tests {
         let elsewhere = format!("[[revoked]]\ncertificate = \"{other}\"\n");
         assert!(stays(&config(Role::Liaison, None, &elsewhere)).is_none());
     }
+
+    /// A node on `path` whose storage thread records every event in `recorded` and
+    /// fails each WITHDRAWN one while `fail` is set: what a full disk does to the
+    /// withdrawal a reload starts, without a socket.
+    fn node_with_failing_withdrawals(
+        path: &Path,
+        recorded: Arc<std::sync::Mutex<Vec<crate::proto::AuditRecord>>>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Shared {
+        use super::super::shared::StorageParts;
+        use super::super::writer::{Request, StorageError};
+        use crate::proto::AuditEvent;
+        let cfg = NodeConfig::load(path).expect("the file reads");
+        let store = crate::store::Store::open(&cfg.node.data_dir, 8 << 20).expect("a store");
+        let ids: Vec<PartnerId> = cfg.partners.iter().map(|p| p.id.clone()).collect();
+        store.set_roster(&ids).expect("the roster");
+        let (commits, mut requests) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                let Request::Event { event, done, .. } = request else {
+                    continue;
+                };
+                let record = event.map(|e| e.record().clone()).unwrap_or_default();
+                let withdrawal = record.event == AuditEvent::Withdrawn as i32;
+                let result = match withdrawal && fail.load(std::sync::atomic::Ordering::SeqCst) {
+                    true => Err(StorageError::Full("no space left on device".into())),
+                    false => {
+                        recorded.lock().expect("not poisoned").push(record);
+                        Ok(())
+                    }
+                };
+                if let Some(done) = done {
+                    let _ = done.send(result);
+                }
+            }
+        });
+        let storage = StorageParts {
+            commits,
+            head: tokio::sync::watch::channel(0).1,
+            commit_latency: Default::default(),
+            space: Default::default(),
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let shutdown = tokio::sync::watch::channel(false).1;
+        Shared::new(&cfg, Arc::new(store), storage, key, shutdown).expect("the node's state")
+    }
+
+    /// Issue 25, defect 9: a withdrawal that fails after a reload is recorded and
+    /// answered as `NotWithdrawn`; the new rules stay in force, and the next try (a
+    /// start) withdraws the removed partner's queue.
+    #[tokio::test]
+    async fn a_withdrawal_that_fails_after_a_reload_is_recorded_and_reported() {
+        use crate::proto::AuditEvent;
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("node.toml");
+        let node = "[node]\nid = \"hub\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
+                    ca_cert = \"ca\"\ntls_cert = \"c\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n";
+        let partner = |id: &str| {
+            format!("[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n")
+        };
+        let file =
+            |ids: &[&str]| node.to_owned() + &ids.iter().map(|id| partner(id)).collect::<String>();
+        std::fs::write(&path, file(&["fr-mod", "uk-mod"])).expect("written");
+        let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let shared = node_with_failing_withdrawals(&path, recorded.clone(), fail.clone());
+        let uk: PartnerId = "uk-mod".parse().expect("an id");
+
+        std::fs::write(&path, file(&["fr-mod"])).expect("written");
+        let answer = reload(&shared, "the operator").await;
+        assert!(
+            matches!(answer, Err(ReloadError::NotWithdrawn(_))),
+            "{answer:?}"
+        );
+        assert!(
+            shared.rules_in_force().config.partner(&uk).is_none(),
+            "in force"
+        );
+        let events = |recorded: &std::sync::Mutex<Vec<crate::proto::AuditRecord>>| {
+            let r = recorded.lock().expect("not poisoned");
+            r.iter()
+                .map(|r| (r.event, r.reason.clone(), r.partner.clone()))
+                .collect::<Vec<_>>()
+        };
+        // The record of the operator's event goes without waiting: wait for it here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while events(&recorded).len() < 2 && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        let seen = events(&recorded);
+        assert_eq!(seen[0].0, AuditEvent::ConfigLoaded as i32, "{seen:?}");
+        assert_eq!(seen[1].0, AuditEvent::Operator as i32, "{seen:?}");
+        assert!(
+            seen[1]
+                .1
+                .contains("could not be withdrawn (not stored, the disk is full"),
+            "{seen:?}"
+        );
+        let roster = shared.storage.store.roster().expect("the roster");
+        assert!(roster.contains(&uk), "still to withdraw at the next start");
+
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        super::super::withdraw::withdraw_removed(&shared, &shared.rules_in_force())
+            .await
+            .expect("withdrawn at the next try");
+        let seen = events(&recorded);
+        assert!(
+            seen.iter()
+                .any(|e| e.0 == AuditEvent::Withdrawn as i32 && e.2 == "uk-mod"),
+            "{seen:?}"
+        );
+    }
 }
