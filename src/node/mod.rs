@@ -43,6 +43,8 @@ mod reload;
 mod shared;
 mod space;
 mod taxii;
+#[cfg(test)]
+mod testing;
 mod withdraw;
 mod writer;
 

@@ -212,15 +212,10 @@ mod tests {
         path: &Path,
         recorded: Arc<std::sync::Mutex<Vec<crate::proto::AuditRecord>>>,
         fail: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Shared {
-        use super::super::shared::StorageParts;
+    ) -> Arc<Shared> {
         use super::super::writer::{Request, StorageError};
         use crate::proto::AuditEvent;
-        let cfg = NodeConfig::load(path).expect("the file reads");
-        let store = crate::store::Store::open(&cfg.node.data_dir, 8 << 20).expect("a store");
-        let ids: Vec<PartnerId> = cfg.partners.iter().map(|p| p.id.clone()).collect();
-        store.set_roster(&ids).expect("the roster");
-        let (commits, mut requests) = tokio::sync::mpsc::channel(16);
+        let (shared, mut requests) = super::super::testing::node_on(path);
         tokio::spawn(async move {
             while let Some(request) = requests.recv().await {
                 let Request::Event { event, done, .. } = request else {
@@ -240,15 +235,7 @@ mod tests {
                 }
             }
         });
-        let storage = StorageParts {
-            commits,
-            head: tokio::sync::watch::channel(0).1,
-            commit_latency: Default::default(),
-            space: Default::default(),
-        };
-        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
-        let shutdown = tokio::sync::watch::channel(false).1;
-        Shared::new(&cfg, Arc::new(store), storage, key, shutdown).expect("the node's state")
+        shared
     }
 
     /// Issue 25, defect 9: a withdrawal that fails after a reload is recorded and
@@ -259,13 +246,8 @@ mod tests {
         use crate::proto::AuditEvent;
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("node.toml");
-        let node = "[node]\nid = \"hub\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
-                    ca_cert = \"ca\"\ntls_cert = \"c\"\ntls_key = \"k\"\nsigning_key = \"s\"\n\n";
-        let partner = |id: &str| {
-            format!("[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n")
-        };
-        let file =
-            |ids: &[&str]| node.to_owned() + &ids.iter().map(|id| partner(id)).collect::<String>();
+        use super::super::testing::{liaisons, node_file};
+        let file = |ids: &[&str]| node_file(&liaisons(ids));
         std::fs::write(&path, file(&["fr-mod", "uk-mod"])).expect("written");
         let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -506,3 +506,6 @@ async fn manifest(
         Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
     }
 }
+
+#[cfg(test)]
+mod tests;
