@@ -246,7 +246,7 @@ pub struct DisclosureSection {
 
 /// The optional `[taxii]` table: a TAXII 2.1 gateway over HTTPS with the federation's
 /// certificates. Off unless `listen` is set.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaxiiSection {
     /// TCP address to serve HTTPS on.
@@ -254,6 +254,19 @@ pub struct TaxiiSection {
     /// The base URL clients reach it at (`https://taxii.example.org:9443`), which
     /// discovery advertises; `https://` and the bound address when absent.
     pub url: Option<String>,
+    /// STIX objects the gateway's index holds at most (about 550 bytes of memory each):
+    /// TAXII serves the newest this many; QUIC subscriptions are not affected.
+    pub index_objects: usize,
+}
+
+impl Default for TaxiiSection {
+    fn default() -> Self {
+        TaxiiSection {
+            listen: None,
+            url: None,
+            index_objects: 500_000,
+        }
+    }
 }
 
 /// The optional `[admin]` table: the monitoring listener.

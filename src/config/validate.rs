@@ -107,6 +107,12 @@ impl NodeConfig {
         }
         self.limits.check()?;
         self.federation.check()?;
+        if self.taxii.index_objects < 1_000 {
+            return Err((
+                "taxii.index_objects".into(),
+                "must be at least 1000: TAXII serves only the newest this many objects".into(),
+            ));
+        }
         let t = &self.transport;
         for (field, value) in [
             ("transport.idle_timeout_secs", t.idle_timeout_secs),

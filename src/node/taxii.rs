@@ -81,7 +81,7 @@ pub(super) async fn start(
         })?;
     let gateway = Arc::new(Gateway {
         shared: shared.clone(),
-        index: Mutex::new(index::Index::default()),
+        index: Mutex::new(index::Index::holding_at_most(cfg.taxii.index_objects)),
         base,
         key,
         statuses: write::Statuses::default(),

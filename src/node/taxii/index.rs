@@ -89,9 +89,10 @@ pub(crate) struct Page {
     pub next: Option<usize>,
 }
 
-/// Objects the index holds at most (about 550 bytes each with what reading them costs:
-/// some 270 MiB). Beyond it the oldest leave the index, and TAXII serves the newest this
-/// many; QUIC subscriptions are not affected.
+/// Objects the index holds at most unless `[taxii] index_objects` says otherwise (about
+/// 550 bytes each with what reading them costs: some 270 MiB). Beyond it the oldest
+/// leave the index, and TAXII serves the newest this many; QUIC subscriptions are not
+/// affected.
 pub(crate) const MAX_OBJECTS: usize = 500_000;
 
 /// The newest [`MAX_OBJECTS`] STIX objects of the stored bulletins indexed so far.
