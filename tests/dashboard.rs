@@ -119,15 +119,15 @@ fn cell(dom: &str, table: &str, first: &str, col: &str) -> String {
 
 /// A plain GET of `path` from the dashboard; the head and the body.
 fn get(addr: &str, path: &str) -> (String, String) {
-    get_as(addr, addr, path)
+    get_as(addr, addr, path, "Sec-Fetch-Site: same-origin\r\n")
 }
 
-/// [`get`] naming `host` in the request.
-fn get_as(addr: &str, host: &str, path: &str) -> (String, String) {
+/// [`get`] naming `host` in the request, with the `headers` given (each line ended).
+fn get_as(addr: &str, host: &str, path: &str, headers: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
@@ -376,7 +376,7 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
 
     // A page that names another host (DNS rebinding through the auditor's browser) gets
     // nothing.
-    let (head, _) = get_as(&web, "attacker.example:80", "/log");
+    let (head, _) = get_as(&web, "attacker.example:80", "/log", "");
     assert!(head.starts_with("HTTP/1.1 421"), "{head}");
     // Issue 25: nor may another site make the auditor's browser ask (each page is a
     // recorded query; the checkpoint page has the node sign).
@@ -394,6 +394,29 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         s.read_to_string(&mut text).unwrap();
         assert!(text.starts_with("HTTP/1.1 403"), "{header}: {text}");
     }
+    // A browser that says neither is asked to carry a SameSite=Strict cookie first
+    // (another site's request never carries it), and the node is not asked before.
+    let (head, body) = get_as(&web, &web, "/checkpoint?seq=3", "");
+    assert!(
+        body.contains("id=\"introduce\"") && !body.contains("Verified"),
+        "{body}"
+    );
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie");
+    assert!(head.to_lowercase().contains("samesite=strict"), "{head}");
+    let (_, body) = get_as(
+        &web,
+        &web,
+        "/checkpoint?seq=3",
+        &format!("Cookie: {cookie}\r\n"),
+    );
+    assert!(body.contains("Verified: record 3 is in the log"), "{body}");
+    let forged = "Cookie: renkei_dashboard=0123456789abcdef0123456789abcdef\r\n";
+    let (_, body) = get_as(&web, &web, "/checkpoint?seq=3", forged);
+    assert!(body.contains("id=\"introduce\""), "{body}");
 
     // A screenshot of each page, for a person to look at.
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");

@@ -87,7 +87,14 @@ pub(super) async fn run(config: &Path, listen: SocketAddr) -> anyhow::Result<()>
         .route("/checkpoint", get(checkpoint))
         .route("/links", get(links))
         .with_state(dash);
-    app = app.layer(axum::middleware::from_fn(same_origin_only));
+    let guard = Arc::new(Guard {
+        node: node.clone(),
+        token: fresh_token(),
+    });
+    app = app.layer(axum::middleware::from_fn_with_state(
+        guard,
+        same_origin_only,
+    ));
     if bound.ip().is_loopback() {
         app = app.layer(axum::middleware::from_fn(loopback_host));
     }
@@ -99,33 +106,89 @@ pub(super) async fn run(config: &Path, listen: SocketAddr) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The cookie a browser that does not send `Sec-Fetch-Site` carries instead.
+const COOKIE: &str = "renkei_dashboard";
+
+/// What the request guard knows: the node's name (for its page) and this run's cookie.
+struct Guard {
+    node: String,
+    token: String,
+}
+
+/// What becomes of a request, by where it comes from.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// From the dashboard's own pages or the address bar: answered.
+    Serve,
+    /// Made by another site: refused.
+    Refuse,
+    /// A browser that says nothing of where it comes from and has no cookie yet: it is
+    /// given the cookie and a link, and the node is not asked.
+    Introduce,
+}
+
+/// Who made a request. Browsers since 2020 to 2023 say it in `Sec-Fetch-Site`, and in
+/// `Origin` on scripted requests; an older one says neither, so it must carry this
+/// run's cookie, which is `SameSite=Strict`: sent from the dashboard's own pages, never
+/// on a request another site makes.
+fn judge(site: Option<&str>, foreign_origin: bool, has_cookie: bool) -> Verdict {
+    match site {
+        _ if foreign_origin => Verdict::Refuse,
+        Some("same-origin" | "none") => Verdict::Serve,
+        Some(_) => Verdict::Refuse,
+        None if has_cookie => Verdict::Serve,
+        None => Verdict::Introduce,
+    }
+}
+
 /// Only requests the auditor makes from the dashboard itself or the address bar: every
 /// page asks the node (which records the query) and the checkpoint page has it sign,
-/// so another site must not make the auditor's browser ask (`<img src=…>`). Browsers
-/// say where a request comes from in `Sec-Fetch-Site`, and `Origin` on scripted ones.
+/// so another site must not make the auditor's browser ask (`<img src=…>`).
 async fn same_origin_only(
+    State(guard): State<Arc<Guard>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let headers = request.headers();
-    let site = headers
-        .get("sec-fetch-site")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("none");
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let foreign_origin = headers
-        .get(header::ORIGIN)
-        .and_then(|h| h.to_str().ok())
+    let text = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
+    let host = text("host");
+    let foreign_origin = text("origin")
         .is_some_and(|o| Some(o.split_once("://").map_or(o, |(_, rest)| rest)) != host);
-    if matches!(site, "same-origin" | "none") && !foreign_origin {
-        next.run(request).await
-    } else {
-        (
+    let has_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .any(|c| c.trim().split_once('=') == Some((COOKIE, guard.token.as_str())));
+    match judge(text("sec-fetch-site"), foreign_origin, has_cookie) {
+        Verdict::Serve => next.run(request).await,
+        Verdict::Refuse => (
             StatusCode::FORBIDDEN,
             "this dashboard answers only its own pages, not requests another site makes\n",
         )
-            .into_response()
+            .into_response(),
+        Verdict::Introduce => introduce(&guard, request.uri()),
     }
+}
+
+/// The page a browser that does not say where its requests come from gets first: the
+/// cookie, and a link to what it asked for.
+fn introduce(guard: &Guard, uri: &axum::http::Uri) -> Response {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let body = format!(
+        "<p id=\"introduce\">This browser does not say which site a request comes from, so the dashboard asks it to carry a cookie instead: pages other sites make it request are then refused. <a href=\"{}\">Continue</a>.</p>",
+        html::escape(target)
+    );
+    let page = html::page(&guard.node, "Open the dashboard", &body);
+    let mut r = axum::response::Html(page).into_response();
+    let cookie = format!(
+        "{COOKIE}={}; SameSite=Strict; HttpOnly; Path=/",
+        guard.token
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 /// On loopback, only requests that name a loopback host: a web page the auditor visits
@@ -149,6 +212,13 @@ async fn loopback_host(request: axum::extract::Request, next: axum::middleware::
         )
             .into_response()
     }
+}
+
+/// A value no other run of the dashboard and no other site can guess.
+fn fresh_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
 }
 
 type Params = Query<std::collections::HashMap<String, String>>;
@@ -198,4 +268,31 @@ async fn checkpoint(State(d): State<Arc<Dash>>, Query(p): Params) -> Response {
 
 async fn links(State(d): State<Arc<Dash>>, Query(p): Params) -> Response {
     respond(&d, views::links(&d, &p).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_served_only_when_the_browser_shows_it_comes_from_the_dashboard() {
+        use Verdict::*;
+        let cases = [
+            (Some("same-origin"), false, false, Serve),
+            (Some("none"), false, false, Serve),
+            (Some("cross-site"), false, true, Refuse),
+            (Some("same-site"), false, false, Refuse),
+            (Some("same-origin"), true, true, Refuse),
+            (None, true, true, Refuse),
+            (None, false, true, Serve),
+            (None, false, false, Introduce),
+        ];
+        for (site, foreign, cookie, verdict) in cases {
+            assert_eq!(
+                judge(site, foreign, cookie),
+                verdict,
+                "{site:?} {foreign} {cookie}"
+            );
+        }
+    }
 }
