@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::withdraw::{recheck, Withdrawal};
+use super::withdraw::{screen_stored, Withdrawal};
 
 mod progress;
 mod retry;
@@ -16,7 +16,7 @@ use super::writer::{Request, StorageError};
 use super::{RuleSet, Shared};
 use crate::identity::PartnerId;
 use crate::proto::{self, ErrorCode};
-use crate::store::{Page, StoreError};
+use crate::store::Page;
 use crate::timestamp::Timestamp;
 use crate::transport;
 use progress::{PageOut, Progress};
@@ -280,22 +280,7 @@ fn screen(
     }
     let mut kept = Vec::with_capacity(page.items.len());
     for item in page.items {
-        if item.seq > sharing.recheck_through {
-            kept.push(item);
-            continue;
-        }
-        let stored = store.get(item.seq)?.ok_or_else(|| StoreError::Corrupt {
-            key: "stored bulletin".into(),
-            why: format!("bulletin {} is queued but not stored", item.seq),
-        })?;
-        match recheck(
-            item.signed.clone(),
-            &stored.received_from,
-            &stored.path,
-            partner,
-            sharing,
-            limits,
-        )? {
+        match screen_stored(store, sharing, limits, partner, item.seq)? {
             None => kept.push(item),
             Some(w) => withdrawn.push((item.seq, w)),
         }

@@ -50,6 +50,35 @@ fn stored_limits(limits: &Limits) -> Limits {
     }
 }
 
+/// The delivery screen every door reads through (a subscription, a peer link, a TAXII
+/// page): whether the stored bulletin `seq` may still go to `partner`. One queued after
+/// the rules in force came in was decided under them; an earlier one is checked again
+/// ([`recheck`]). `None` if it may go, the withdrawal if not. (What a WITHDRAWN record
+/// took away never reaches this: the cursor and the withdrawal marks skip it.)
+pub(crate) fn screen_stored(
+    store: &crate::store::Store,
+    sharing: &RuleSet,
+    limits: &Limits,
+    partner: &PartnerId,
+    seq: u64,
+) -> Result<Option<Withdrawal>, StoreError> {
+    if seq > sharing.recheck_through {
+        return Ok(None);
+    }
+    let stored = store.get(seq)?.ok_or_else(|| StoreError::Corrupt {
+        key: "stored bulletin".into(),
+        why: format!("bulletin {seq} is queued but not stored"),
+    })?;
+    recheck(
+        stored.signed,
+        &stored.received_from,
+        &stored.path,
+        partner,
+        sharing,
+        limits,
+    )
+}
+
 /// Whether the rules in `sharing` still share the stored bulletin `signed`, received
 /// from `received_from` by `path`, with `partner`: `None` if they do, the withdrawal
 /// if not.

@@ -43,8 +43,7 @@ pub(super) fn read_page(
     let visible = |e: &Entry| {
         e.shared_with.contains(partner)
             && !withdrawn.covers(e.seq)
-            && (e.seq > sharing.recheck_through
-                || still_shared(store, &sharing, partner, e.seq, &limits))
+            && still_shared(store, &sharing, partner, e.seq, &limits)
     };
     let mut page = index.page(q, &visible);
     let mut items = Vec::with_capacity(page.positions.len());
@@ -89,7 +88,8 @@ fn refresh(index: &mut Index, store: &Store) -> Result<(), crate::store::StoreEr
     Ok(())
 }
 
-/// Whether the rules in force still share the stored bulletin `seq` with `partner`.
+/// Whether the rules in force still share the stored bulletin `seq` with `partner`, by
+/// the screen a subscription reads through.
 fn still_shared(
     store: &Store,
     sharing: &super::super::RuleSet,
@@ -97,18 +97,6 @@ fn still_shared(
     seq: u64,
     limits: &crate::bulletin::Limits,
 ) -> bool {
-    let Ok(Some(b)) = store.get(seq) else {
-        return false;
-    };
-    matches!(
-        super::super::withdraw::recheck(
-            b.signed,
-            &b.received_from,
-            &b.path,
-            partner,
-            sharing,
-            limits
-        ),
-        Ok(None)
-    )
+    let screened = super::super::withdraw::screen_stored(store, sharing, limits, partner, seq);
+    matches!(screened, Ok(None))
 }
