@@ -4,11 +4,26 @@
 //! write.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Shared;
+use tokio::sync::watch;
+
+use super::link::rules::Dialler;
+use super::{RuleSet, Shared};
 use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
+
+/// Who a connection was admitted as, and the rules it was admitted under (watched, so
+/// that a reload that removes, re-roles or re-pins the partner closes it).
+pub(super) struct AdmittedAs {
+    pub partner: PartnerId,
+    pub role: Role,
+    pub cert: CertFingerprint,
+    pub sharing: watch::Receiver<Arc<RuleSet>>,
+    /// When the partner is a peer node: who dialled this connection.
+    pub link: Option<Dialler>,
+}
 
 /// The role a connection presenting `cert` as `partner` gets under `config`; or why it
 /// may not connect (not a partner, a revoked certificate, not the pinned one).

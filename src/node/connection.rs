@@ -9,16 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::admission::{self, Admitted, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER};
+use super::admission::{
+    self, Admitted, AdmittedAs, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER,
+};
 use super::frames::{self, Opening};
 use super::link::{self, rules::Dialler, Adoption};
-use super::{auditor, deliver, publish, reload, RuleSet, Shared};
+use super::{auditor, deliver, publish, reload, Shared};
 use crate::audit::record::Event;
-use crate::identity::{self, PartnerId, Role};
+use crate::identity::{PartnerId, Role};
 use crate::proto;
 use crate::transport::{self, FrameError};
 
@@ -190,17 +191,6 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     serve_partner(conn, shared.clone(), admitted)
         .instrument(span)
         .await;
-}
-
-/// Who a connection was admitted as, and the rules it was admitted under (watched, so
-/// that a reload that removes, re-roles or re-pins the partner closes it).
-pub(super) struct AdmittedAs {
-    pub partner: PartnerId,
-    pub role: Role,
-    pub cert: identity::CertFingerprint,
-    pub sharing: watch::Receiver<Arc<RuleSet>>,
-    /// When the partner is a peer node: who dialled this connection.
-    pub link: Option<Dialler>,
 }
 
 /// Serves a partner's connection until it ends: its streams, and for a peer node the

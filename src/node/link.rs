@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::connection::{self, AdmittedAs};
-use super::{admission, Shared};
+use super::admission::{self, AdmittedAs};
+use super::Shared;
 use crate::audit::record::Event;
 use crate::config::PeerAddress;
 use crate::identity::{PartnerId, Role};
@@ -364,12 +364,22 @@ pub(crate) async fn hello(conn: &quinn::Connection, shared: &Shared) -> Option<p
     tokio::time::timeout(patience, hello).await.ok().flatten()
 }
 
-/// Keeps a dialler running for every peer the rules in force name, until the node stops.
+/// How a dialled link is served once admitted: as an accepted connection is. The node
+/// hands it in, so that links and connections do not import each other.
+pub(crate) type Serve = fn(
+    quinn::Connection,
+    Arc<Shared>,
+    AdmittedAs,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Keeps a dialler running for every peer the rules in force name, until the node stops;
+/// each link it makes is served by `serve`.
 pub(crate) async fn supervise(
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     shared: Arc<Shared>,
     handshake: Duration,
+    serve: Serve,
 ) {
     let mut rules = shared.rules.in_force.subscribe();
     let mut stop = shared.shutdown.clone();
@@ -396,6 +406,7 @@ pub(crate) async fn supervise(
                     shared: shared.clone(),
                     peer,
                     handshake,
+                    serve,
                 };
                 tokio::spawn(dialer.run())
             });
@@ -421,6 +432,7 @@ struct Dialer {
     shared: Arc<Shared>,
     peer: PartnerId,
     handshake: Duration,
+    serve: Serve,
 }
 
 impl Dialer {
@@ -452,7 +464,7 @@ impl Dialer {
             let pause = match dialled {
                 Ok(admitted) => {
                     let up = tokio::time::Instant::now();
-                    connection::serve_partner(admitted.0, self.shared.clone(), admitted.1).await;
+                    (self.serve)(admitted.0, self.shared.clone(), admitted.1).await;
                     // A peer that closes the link as soon as it is up (it does not list
                     // this node, a pin differs) is dialled ever more slowly too.
                     if up.elapsed() < STABLE {

@@ -216,6 +216,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         tls.client,
         shared.clone(),
         handshake,
+        |conn, shared, admitted| Box::pin(connection::serve_partner(conn, shared, admitted)),
     ));
     Ok(RunningNode {
         addr,
