@@ -29,6 +29,7 @@ use crate::transport::{self, TransportError};
 mod inbox;
 mod index;
 mod page;
+mod resources;
 mod routes;
 mod write;
 

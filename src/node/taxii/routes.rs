@@ -1,29 +1,26 @@
 //! The TAXII 2.1 resources (OASIS TAXII 2.1, §4–§5): discovery, the API root, the
 //! caller's collection, its objects, one object's versions and the manifest, each as
-//! `application/taxii+json;version=2.1`, errors as TAXII error messages. A partner has
-//! one collection: what is shared with it.
+//! `application/taxii+json;version=2.1`, errors as TAXII error messages (made by
+//! `resources`). A partner reads one collection: what is shared with it.
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query as UrlQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 use super::index::{Entry, Query, Versions};
 use super::page::{read_page, Served};
+use super::resources::{
+    collections_of, error, no_collection, own, taxii, Recorded, Which, STIX, TAXII,
+};
 use super::{Caller, Gateway};
-use crate::identity::{PartnerId, Role};
 use crate::timestamp::Timestamp;
 
-/// The media type of every TAXII 2.1 response.
-pub(crate) const TAXII: &str = "application/taxii+json;version=2.1";
-/// The media type of the objects served.
-const STIX: &str = "application/stix+json;version=2.1";
 /// Objects on a page when the client asks for none, and at most.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -64,28 +61,6 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
         .layer(Extension(caller))
         .with_state(gateway)
 }
-
-/// A TAXII response.
-pub(super) fn taxii(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TAXII));
-    r
-}
-
-/// A TAXII error message.
-pub(super) fn error(status: StatusCode, title: &str, description: &str) -> Response {
-    let body = json!({
-        "title": title,
-        "description": description,
-        "http_status": status.as_u16().to_string(),
-    });
-    taxii(status, &body)
-}
-
-/// Marks a response whose refusal its handler has recorded itself.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Recorded;
 
 /// Records every request refused with a 4xx answer that its handler did not record
 /// (a wrong Accept, an unknown collection or object, a malformed query), as a QUIC
@@ -194,84 +169,9 @@ async fn api_root(State(g): State<Arc<Gateway>>) -> Response {
     )
 }
 
-/// A partner's two collections: what is shared with it, and its inbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Which {
-    Shared,
-    Inbox,
-}
-
-/// The id of `partner`'s collection `which` on `node`: stable across restarts, so
-/// clients can keep it; a UUID, as TAXII asks.
-fn collection_id(node: &PartnerId, partner: &PartnerId, which: Which) -> String {
-    let label = match which {
-        Which::Shared => "shared-with",
-        Which::Inbox => "inbox-of",
-    };
-    let digest = sha2::Sha256::digest(format!("renkei taxii {label} {node} {partner}"));
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
-}
-
-/// The caller's collections (none for an auditor, who receives no bulletins).
-fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)> {
-    if caller.role == Role::Auditor {
-        return Vec::new();
-    }
-    let (node, partner) = (&g.shared.node_id, &caller.partner);
-    let mut list = vec![
-        (
-            Which::Shared,
-            json!({
-                "id": collection_id(node, partner, Which::Shared),
-                "title": format!("Shared with {partner}"),
-                "description": format!("Bulletins node {node} shares with {partner}, as STIX 2.1 objects"),
-                "can_read": true,
-                "can_write": false,
-                "media_types": [STIX],
-            }),
-        ),
-        (
-            Which::Inbox,
-            json!({
-                "id": collection_id(node, partner, Which::Inbox),
-                "title": format!("From {partner} to node {node}"),
-                "description": format!("Objects added here become bulletins of node {node}, signed with its key, TLP from their TLP 2.0 markings, shared by its policy as if {partner} had published them"),
-                "can_read": false,
-                "can_write": true,
-                "media_types": [STIX],
-            }),
-        ),
-    ];
-    // A peer node forwards; only a desk writes bulletins the node signs for it.
-    if caller.role != Role::Liaison {
-        list.pop();
-    }
-    list
-}
-
 async fn collections(State(g): State<Arc<Gateway>>, Extension(c): Extension<Caller>) -> Response {
     let list: Vec<Value> = collections_of(&g, &c).into_iter().map(|(_, v)| v).collect();
     taxii(StatusCode::OK, &json!({ "collections": list }))
-}
-
-/// The caller's collection `id`, if it has one by that id.
-pub(super) fn own(g: &Gateway, c: &Caller, id: &str) -> Option<(Which, Value)> {
-    collections_of(g, c)
-        .into_iter()
-        .find(|(_, col)| col["id"] == id)
-}
-
-/// The TAXII 404 for a collection the caller does not have.
-pub(super) fn no_collection() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "Collection not found",
-        "no collection with this id is shared with you",
-    )
 }
 
 async fn collection(

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::inbox::{self, Failure, Made};
-use super::routes::{error, own, taxii, Which};
+use super::resources::{error, no_collection, own, taxii, Recorded, Which};
 use super::{Caller, Gateway};
 use crate::identity::PartnerId;
 use crate::node::writer::{Request, StorageError};
@@ -77,7 +77,7 @@ pub(super) async fn add_objects(
                 "this collection is what is shared with you; add objects to your inbox collection",
             )
         }
-        None => return super::routes::no_collection(),
+        None => return no_collection(),
     }
     let media = headers
         .get(header::CONTENT_TYPE)
@@ -144,7 +144,7 @@ async fn refuse(
     let code = crate::proto::ErrorCode::InvalidBulletin;
     record(g, writer, code, &format!("TAXII inbox: {title}: {why}")).await;
     let mut answer = error(status, title, why);
-    answer.extensions_mut().insert(super::routes::Recorded);
+    answer.extensions_mut().insert(Recorded);
     answer
 }
 

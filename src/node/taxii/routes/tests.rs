@@ -7,7 +7,7 @@ use prost::Message as _;
 use super::*;
 use crate::audit::record::Event;
 use crate::bulletin::{BulletinId, Digest, Header, Kind, Tlp};
-use crate::identity::CertFingerprint;
+use crate::identity::{CertFingerprint, PartnerId, Role};
 use crate::node::testing::{liaisons, node_file, node_on};
 use crate::node::writer::Request as Storage;
 use crate::proto;
