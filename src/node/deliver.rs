@@ -59,13 +59,6 @@ async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::S
     }
 }
 
-/// A partner's subscription slot: the current generation, and the lock the running
-/// subscription holds.
-pub(crate) struct Lease {
-    generation: watch::Sender<u64>,
-    running: Arc<tokio::sync::Mutex<()>>,
-}
-
 /// Makes this subscription the partner's current one: an older one sees the change,
 /// records its acks and ends; this one starts once it has.
 async fn register(
@@ -78,10 +71,7 @@ async fn register(
             .subscriptions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lease = subs.entry(partner.clone()).or_insert_with(|| Lease {
-            generation: watch::channel(0).0,
-            running: Arc::new(tokio::sync::Mutex::new(())),
-        });
+        let lease = subs.entry(partner.clone()).or_default();
         let generation = *lease.generation.borrow() + 1;
         lease.generation.send_replace(generation);
         (

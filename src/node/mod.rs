@@ -20,9 +20,8 @@ use crate::store::{Store, StoreError};
 use crate::transport::{self, Timers, TlsIdentity, TransportError};
 
 pub use crate::config::ConfigChange;
-pub use admission::{
-    ANONYMOUS_REFUSALS_PER_MINUTE, MAX_CONNECTIONS_PER_PARTNER, PARTNER_REFUSALS_PER_MINUTE,
-};
+pub use admission::MAX_CONNECTIONS_PER_PARTNER;
+pub use refusals::{ANONYMOUS_REFUSALS_PER_MINUTE, PARTNER_REFUSALS_PER_MINUTE};
 pub use reload::ReloadError;
 pub(crate) use shared::{RuleSet, Shared, StorageParts};
 pub use writer::StorageError;
@@ -39,6 +38,7 @@ mod link;
 #[cfg(unix)]
 pub mod operator;
 mod publish;
+mod refusals;
 mod reload;
 mod shared;
 mod space;

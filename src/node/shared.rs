@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::admission::{self, RefusalWindow};
-use super::{budget, deliver, writer, NodeError};
+use super::refusals::{PartnerRefusals, RefusalWindow};
+use super::{budget, writer, NodeError};
 use crate::audit::record::Event;
 use crate::bulletin::Limits;
 use crate::config::{NodeConfig, PartnerConfig};
@@ -82,7 +82,7 @@ pub(crate) struct ConnectionBook {
     /// Per partner, the generation of its current subscription (a new one replaces the
     /// old) and the lease a subscription holds while it runs, so the next one starts
     /// from the cursor the previous one left.
-    pub subscriptions: Mutex<HashMap<PartnerId, deliver::Lease>>,
+    pub subscriptions: Mutex<HashMap<PartnerId, Lease>>,
     /// Bytes publishes may hold in flight, per stream, per partner and in all.
     pub budgets: budget::Budgets,
     /// Turns at verifying and places at the storage thread, fair between partners.
@@ -93,9 +93,25 @@ pub(crate) struct ConnectionBook {
     /// Refusals of peers that named no partner, so that strangers cannot flood the log.
     pub anonymous_refusals: Mutex<RefusalWindow>,
     /// Refusals of each partner, so that an authenticated partner cannot either.
-    pub partner_refusals: Mutex<admission::PartnerRefusals>,
+    pub partner_refusals: Mutex<PartnerRefusals>,
     /// Frames this node's streams have read, written and refused.
     pub frames: Arc<crate::transport::FrameCounts>,
+}
+
+/// A partner's subscription slot: the current generation, and the lock the running
+/// subscription holds (`deliver` takes it over for each new subscription).
+pub(crate) struct Lease {
+    pub generation: watch::Sender<u64>,
+    pub running: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease {
+            generation: watch::channel(0).0,
+            running: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
 }
 
 /// Connection attempts handled before any handshake work (see `admission::greet`).
@@ -211,7 +227,7 @@ impl Shared {
 
     /// Records a refusal of `partner` (a REJECTED event) within the partner's
     /// per-minute limit; beyond it the refusal is counted, and the counts recorded later
-    /// (`admission::PartnerRefusals`).
+    /// (`PartnerRefusals`).
     pub async fn record_refusal(&self, partner: &PartnerId, event: Event) {
         let code = event.record().error;
         let verdict = self
@@ -310,7 +326,7 @@ impl Shared {
                 fair: super::fair::Fair::new(cores(), t.commit_batch * 2),
                 handshakes: HandshakeCounts::default(),
                 anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
-                partner_refusals: Mutex::new(admission::PartnerRefusals::default()),
+                partner_refusals: Mutex::new(PartnerRefusals::default()),
                 frames: Arc::default(),
             },
             links: Default::default(),
