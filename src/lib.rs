@@ -9,7 +9,7 @@
 
 pub mod audit;
 pub mod bulletin;
-pub mod cli;
+mod cli;
 pub mod client;
 pub mod config;
 pub mod files;
@@ -26,3 +26,9 @@ pub mod text;
 pub mod timestamp;
 pub mod transport;
 mod wire;
+
+/// The `renkei` command line, as the binary runs it: parses the arguments, runs the
+/// command and says how it ended. The commands themselves are not a library API.
+pub fn run_command_line() -> std::process::ExitCode {
+    cli::main()
+}

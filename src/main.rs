@@ -1,5 +1,5 @@
 //! The `renkei` binary: see `renkei --help`.
 
 fn main() -> std::process::ExitCode {
-    renkei::cli::main()
+    renkei::run_command_line()
 }

@@ -2,7 +2,7 @@
 //! publishing idempotent, and each partner's delivery cursor.
 //!
 //! A commit's large values (its bulletin segment and audit record batch) go to the
-//! value files ([`values`]) and sled holds a pointer to each, so sled's page cache, which
+//! value files (`values`) and sled holds a pointer to each, so sled's page cache, which
 //! does not keep to its bound with large values, holds only small keys.
 //!
 //! Layout: one sled tree, `state`, with prefixed keys, so that every group commit is a
@@ -12,7 +12,7 @@
 //! | --- | --- |
 //! | `m/format` | the layout's version (u64 BE), [`FORMAT`] |
 //! | `m/head` | last accepted seq (u64 big-endian) |
-//! | `m/values` | end of the committed value files (u64 BE), see [`values`] |
+//! | `m/values` | end of the committed value files (u64 BE), see `values` |
 //! | `m/node`, `m/audit_key` | the node's id and checkpoint-signing public key |
 //! | `s/` seq (u64 BE) | pointer to a `Segment` in the value files: the bulletins of one group commit, starting at seq |
 //! | `d/` id (16 bytes) origin | seq (u64 BE) ‖ digest (32 bytes) ‖ audit seq of its acceptance (u64 BE) |
