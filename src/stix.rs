@@ -231,17 +231,8 @@ pub fn strictest_tlp(objects: &[StixObject]) -> Option<Tlp> {
     whole
         .chain(parts)
         .filter_map(|r| r.as_str().and_then(tlp_of_marking))
-        .max_by_key(|t| strictness(*t))
-}
-
-fn strictness(t: Tlp) -> u8 {
-    match t {
-        Tlp::Clear => 0,
-        Tlp::Green => 1,
-        Tlp::Amber => 2,
-        Tlp::AmberStrict => 3,
-        Tlp::Red => 4,
-    }
+        // `Tlp`'s order is the TLP 2.0 order, CLEAR to RED.
+        .max()
 }
 
 /// The bulletin kind a set of objects makes: the first object (in this order of

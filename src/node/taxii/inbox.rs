@@ -79,7 +79,7 @@ pub(crate) fn prepare(
             }
         }
     }
-    for (_, (tlp, group)) in by_tlp(valid, &mut out.failures) {
+    for (tlp, group) in by_tlp(valid, &mut out.failures) {
         let carried: Vec<_> = group
             .iter()
             .map(|o| (o.id.clone(), o.version.clone()))
@@ -114,13 +114,13 @@ fn failure(id: String, version: Option<String>, code: ErrorCode, message: String
 fn by_tlp(
     objects: Vec<StixObject>,
     failures: &mut Vec<Failure>,
-) -> BTreeMap<u8, (Tlp, Vec<StixObject>)> {
+) -> BTreeMap<Tlp, Vec<StixObject>> {
     let envelope = stix::strictest_tlp(&objects);
-    let mut groups: BTreeMap<u8, (Tlp, Vec<StixObject>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Tlp, Vec<StixObject>> = BTreeMap::new();
     for o in objects {
         let own = stix::strictest_tlp(std::slice::from_ref(&o));
         match own.or(envelope) {
-            Some(tlp) => groups.entry(tlp.to_proto() as u8).or_insert((tlp, Vec::new())).1.push(o),
+            Some(tlp) => groups.entry(tlp).or_default().push(o),
             None => failures.push(failure(
                 o.id,
                 o.version,
