@@ -133,8 +133,8 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
     let in_flight_kib = shared.book.budgets.in_use();
     let store = shared.storage.store.clone();
     let receivers: Vec<PartnerId> = {
-        let sharing = shared.rules_in_force();
-        let mut ids: Vec<_> = sharing
+        let rules = shared.rules_in_force();
+        let mut ids: Vec<_> = rules
             .partners
             .values()
             .filter(|p| p.role != Role::Auditor)

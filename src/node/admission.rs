@@ -18,7 +18,7 @@ pub(super) struct AdmittedAs {
     pub partner: PartnerId,
     pub role: Role,
     pub cert: CertFingerprint,
-    pub sharing: watch::Receiver<Arc<RuleSet>>,
+    pub rules: watch::Receiver<Arc<RuleSet>>,
     /// When the partner is a peer node: who dialled this connection.
     pub link: Option<Dialler>,
 }

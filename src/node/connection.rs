@@ -150,8 +150,8 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     };
     // Watch the rules from before admitting, so that a reload landing between the
     // admission and the connection's loop is still seen by the loop.
-    let mut sharing = shared.rules.in_force.subscribe();
-    let role = admission::admit(&sharing.borrow_and_update().config, &partner, &cert);
+    let mut rules = shared.rules.in_force.subscribe();
+    let role = admission::admit(&rules.borrow_and_update().config, &partner, &cert);
     let role = match role {
         Ok(role) => role,
         Err(why) => {
@@ -176,7 +176,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     shared.record(Event::connection_accepted(&partner)).await;
     let span = tracing::info_span!("conn", %partner, %remote);
     let is_peer = role == Role::Relay
-        && sharing
+        && rules
             .borrow()
             .config
             .partner(&partner)
@@ -185,7 +185,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
         partner: partner.clone(),
         role,
         cert,
-        sharing,
+        rules,
         link: is_peer.then_some(Dialler::Peer),
     };
     serve_partner(conn, shared.clone(), admitted)
@@ -204,7 +204,7 @@ pub(super) async fn serve_partner(
         partner,
         role,
         cert,
-        mut sharing,
+        mut rules,
         link,
     } = admitted;
     let pulling = match link {
@@ -230,9 +230,9 @@ pub(super) async fn serve_partner(
                 }
             },
             _ = stop.changed() => break "this node is stopping".to_string(),
-            Ok(()) = sharing.changed() => {
+            Ok(()) = rules.changed() => {
                 let why = {
-                    let config = &sharing.borrow_and_update().config;
+                    let config = &rules.borrow_and_update().config;
                     reload::disconnect_reason(role, &partner, &cert, config)
                         .or_else(|| no_longer_a_peer(pulling.is_some(), &partner, config))
                 };

@@ -210,12 +210,12 @@ async fn next_page(
         p.cursor.clone(),
         p.position,
     );
-    let (sharing, limits) = (shared.rules_in_force(), shared.limits.bulletin);
+    let (rules, limits) = (shared.rules_in_force(), shared.limits.bulletin);
     let peer_reads = shared.links.max_frame(&partner);
     tokio::task::spawn_blocking(move || {
         let mut page = store.pending(&partner, after, &cursor, room)?;
         cap_bytes(&mut page, PAGE_BYTES);
-        let mut screened = screen(&store, &sharing, &limits, &partner, page)?;
+        let mut screened = screen(&store, &rules, &limits, &partner, page)?;
         if let Some(max) = peer_reads {
             too_large_for(&mut screened, max, &limits)?;
         }
@@ -250,12 +250,12 @@ fn cap_bytes(page: &mut Page, max: usize) {
     }
 }
 
-/// Takes out of `page` what `sharing` no longer shares with `partner`. Only bulletins
+/// Takes out of `page` what `rules` no longer share with `partner`. Only bulletins
 /// queued before those rules came into force are checked again: later ones were
 /// decided under them.
 fn screen(
     store: &crate::store::Store,
-    sharing: &RuleSet,
+    rules: &RuleSet,
     limits: &crate::bulletin::Limits,
     partner: &PartnerId,
     mut page: Page,
@@ -264,13 +264,13 @@ fn screen(
     if page
         .items
         .first()
-        .is_none_or(|i| i.seq > sharing.recheck_through)
+        .is_none_or(|i| i.seq > rules.recheck_through)
     {
         return Ok(Screened { page, withdrawn });
     }
     let mut kept = Vec::with_capacity(page.items.len());
     for item in page.items {
-        match screen_stored(store, sharing, limits, partner, item.seq)? {
+        match screen_stored(store, rules, limits, partner, item.seq)? {
             None => kept.push(item),
             Some(w) => withdrawn.push((item.seq, w)),
         }

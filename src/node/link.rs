@@ -203,8 +203,8 @@ impl Dialer {
 
     /// Dials the peer and checks who answered as an accepted connection would be.
     async fn dial(&self) -> Result<(quinn::Connection, AdmittedAs), String> {
-        let sharing = self.shared.rules.in_force.subscribe();
-        let address = sharing
+        let rules = self.shared.rules.in_force.subscribe();
+        let address = rules
             .borrow()
             .config
             .partner(&self.peer)
@@ -225,14 +225,14 @@ impl Dialer {
             Ok(Err(e)) => return Err(format!("{address}: {e}")),
             Err(_) => return Err(format!("{address}: no answer within {:?}", self.handshake)),
         };
-        self.admit(conn, sharing).await
+        self.admit(conn, rules).await
     }
 
     /// The answering node must be the peer, as this node's rules admit it.
     async fn admit(
         &self,
         conn: quinn::Connection,
-        mut sharing: watch::Receiver<Arc<super::RuleSet>>,
+        mut rules: watch::Receiver<Arc<super::RuleSet>>,
     ) -> Result<(quinn::Connection, AdmittedAs), String> {
         let refuse = |why: String| {
             let code = quinn::VarInt::from_u32(proto::CloseCode::UnknownPartner as u32);
@@ -243,7 +243,7 @@ impl Dialer {
         let admitted = if partner != self.peer {
             Err(format!("{} answered as {partner}", self.peer))
         } else {
-            match admission::admit(&sharing.borrow_and_update().config, &partner, &cert) {
+            match admission::admit(&rules.borrow_and_update().config, &partner, &cert) {
                 Ok(Role::Relay) => Ok(()),
                 Ok(role) => Err(format!("{partner} is a {role} here, not a peer node")),
                 Err(why) => Err(why),
@@ -259,7 +259,7 @@ impl Dialer {
             partner,
             role: Role::Relay,
             cert,
-            sharing,
+            rules,
             link: Some(Dialler::Us),
         };
         Ok((conn, admitted))

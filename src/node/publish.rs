@@ -351,12 +351,12 @@ async fn queue_batch(
 ) -> Vec<Pending> {
     let _gate = shared.rules.gate.read().await;
     let mut replies = Vec::with_capacity(batch.len());
-    let sharing = shared.rules_in_force();
+    let rules = shared.rules_in_force();
     let now = Timestamp::now();
     // Verifying is the node's shared work: it takes the partner's turn (fair::Turn).
     let decided = {
         let _turn = shared.book.fair.turn(from).await;
-        decide::decide_batch(&sharing, &shared.limits.bulletin, from, role, batch, now)
+        decide::decide_batch(&rules, &shared.limits.bulletin, from, role, batch, now)
     };
     for prepared in decided {
         let reply = match prepared {

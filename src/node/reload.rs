@@ -99,7 +99,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         }
     };
     let summary = change.summary();
-    let sharing = {
+    let rules = {
         // No publish decides while the rules change: every decision made under the old
         // rules is queued before the record that names the new ones, every one made
         // under the new rules after it.
@@ -131,11 +131,11 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             .head()
             .map_err(|e| ReloadError::NotRecorded(e.into()))?;
         let own = &shared.storage.audit_key;
-        let sharing = Arc::new(RuleSet::new(new, through).with_own_key(own));
-        shared.rules.in_force.send_replace(sharing.clone());
-        sharing
+        let rules = Arc::new(RuleSet::new(new, through).with_own_key(own));
+        shared.rules.in_force.send_replace(rules.clone());
+        rules
     };
-    if let Err(e) = super::withdraw::withdraw_removed(shared, &sharing).await {
+    if let Err(e) = super::withdraw::withdraw_removed(shared, &rules).await {
         // In force, but the operator and the auditor must know what is still queued.
         tracing::error!(error = %e, "cannot withdraw the queues of removed partners");
         let what = format!(

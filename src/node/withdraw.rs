@@ -57,12 +57,12 @@ fn stored_limits(limits: &Limits) -> Limits {
 /// took away never reaches this: the cursor and the withdrawal marks skip it.)
 pub(crate) fn screen_stored(
     store: &crate::store::Store,
-    sharing: &RuleSet,
+    rules: &RuleSet,
     limits: &Limits,
     partner: &PartnerId,
     seq: u64,
 ) -> Result<Option<Withdrawal>, StoreError> {
-    if seq > sharing.recheck_through {
+    if seq > rules.recheck_through {
         return Ok(None);
     }
     let stored = store.get(seq)?.ok_or_else(|| StoreError::Corrupt {
@@ -74,12 +74,12 @@ pub(crate) fn screen_stored(
         &stored.received_from,
         &stored.path,
         partner,
-        sharing,
+        rules,
         limits,
     )
 }
 
-/// Whether the rules in `sharing` still share the stored bulletin `signed`, received
+/// Whether `rules` still share the stored bulletin `signed`, received
 /// from `received_from` by `path`, with `partner`: `None` if they do, the withdrawal
 /// if not.
 pub(crate) fn recheck(
@@ -87,7 +87,7 @@ pub(crate) fn recheck(
     received_from: &str,
     path: &[String],
     partner: &PartnerId,
-    sharing: &RuleSet,
+    rules: &RuleSet,
     limits: &Limits,
 ) -> Result<Option<Withdrawal>, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt {
@@ -109,9 +109,9 @@ pub(crate) fn recheck(
         path: &path,
     };
     let h = b.header();
-    let why = match sharing.keyring.lookup(&h.origin, &b.key_id(), h.created) {
+    let why = match rules.keyring.lookup(&h.origin, &b.key_id(), h.created) {
         Err(_) => Some(Withhold::OriginKey),
-        Ok(_) => match sharing.policy.still_shared(h, route, partner) {
+        Ok(_) => match rules.policy.still_shared(h, route, partner) {
             Decision::Share => None,
             Decision::Withhold(w) => Some(w),
         },
@@ -151,19 +151,11 @@ pub(crate) fn delivery_bytes(signed: &[u8], path: &[String]) -> usize {
 }
 
 /// Withdraws the whole queue of every partner that the last configuration put in force
-/// named and `sharing` does not, then records `sharing`'s partners as the ones in force.
+/// named and `rules` do not, then records their partners as the ones in force.
 /// Called when a node starts and after each reload (one at a time).
-pub(super) async fn withdraw_removed(
-    shared: &Shared,
-    sharing: &RuleSet,
-) -> Result<(), StorageError> {
+pub(super) async fn withdraw_removed(shared: &Shared, rules: &RuleSet) -> Result<(), StorageError> {
     let store = &shared.storage.store;
-    let now: Vec<PartnerId> = sharing
-        .config
-        .partners
-        .iter()
-        .map(|p| p.id.clone())
-        .collect();
+    let now: Vec<PartnerId> = rules.config.partners.iter().map(|p| p.id.clone()).collect();
     let before = store.roster()?;
     for gone in before.iter().filter(|p| !now.contains(p)) {
         let head = store.head()?;
@@ -216,7 +208,7 @@ mod tests {
 
     /// The rules of a node whose partner au-dod has `au_dod` as its table body, with
     /// us-dod's key revoked when `revoked`.
-    fn sharing(au_dod: &str, revoked: bool) -> RuleSet {
+    fn rule_set(au_dod: &str, revoked: bool) -> RuleSet {
         let us = PublicKey::of(&key(1));
         let revocation = if revoked {
             format!("[[revoked]]\nkey = \"{us}\"\n")
@@ -289,7 +281,7 @@ mod tests {
         ];
         let limits = Limits::default();
         for (rules, bytes) in cases {
-            let s = sharing(rules, false);
+            let s = rule_set(rules, false);
             let header = UnverifiedBulletin::decode(bytes.clone(), &limits).expect("decodes");
             let explained = s
                 .policy
@@ -305,7 +297,7 @@ mod tests {
             }
         }
         // A revoked origin key withdraws what the policy alone would share.
-        let s = sharing("clearance = \"green\"", true);
+        let s = rule_set("clearance = \"green\"", true);
         let bytes = stored(Tlp::Green, Kind::Advisory, &[], &[]);
         let withdrawn = recheck(bytes, "us-dod", &[], &au, &s, &limits).expect("reads");
         assert_eq!(withdrawn.map(|w| w.why), Some(Withhold::OriginKey));
@@ -317,7 +309,7 @@ mod tests {
             "us-dod",
             &[],
             &gone,
-            &sharing("clearance = \"green\"", false),
+            &rule_set("clearance = \"green\"", false),
             &limits,
         );
         assert_eq!(

@@ -78,11 +78,11 @@ pub(super) async fn turn(
 ) -> Result<PageOut, StorageError> {
     let seqs: Vec<u64> = due.iter().take(room).copied().collect();
     let (store, who) = (shared.storage.store.clone(), peer.clone());
-    let (sharing, limits) = (shared.rules_in_force(), shared.limits.bulletin);
+    let (rules, limits) = (shared.rules_in_force(), shared.limits.bulletin);
     let peer_reads = shared.links.max_frame(peer);
     let (screened, examined, missing) = blocking(move || {
         let (page, examined, missing) = read(&store, &seqs)?;
-        let mut screened = super::screen(&store, &sharing, &limits, &who, page)?;
+        let mut screened = super::screen(&store, &rules, &limits, &who, page)?;
         if let Some(max) = peer_reads {
             super::too_large_for(&mut screened, max, &limits)?;
         }

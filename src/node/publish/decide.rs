@@ -39,7 +39,7 @@ struct Decoded {
 /// Verifies a batch of publishes (the signatures together), checks the publisher's
 /// right to publish each, and decides who gets it; one answer per publish, in order.
 pub(super) fn decide_batch(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     limits: &Limits,
     from: &PartnerId,
     role: Role,
@@ -49,7 +49,7 @@ pub(super) fn decide_batch(
     let mut answers: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
     let (mut decoded, mut unverified) = (Vec::new(), Vec::new());
     for p in batch {
-        match decode(sharing, limits, (from, role), p) {
+        match decode(rules, limits, (from, role), p) {
             Ok((d, u)) => {
                 decoded.push((answers.len(), d));
                 unverified.push(u);
@@ -58,9 +58,9 @@ pub(super) fn decide_batch(
             Err(refused) => answers.push(Some(Err(refused))),
         }
     }
-    let verified = UnverifiedBulletin::verify_all(unverified, &sharing.keyring, now, limits);
+    let verified = UnverifiedBulletin::verify_all(unverified, &rules.keyring, now, limits);
     for ((at, d), v) in decoded.into_iter().zip(verified) {
-        let answer = decide(sharing, from, role, d, v);
+        let answer = decide(rules, from, role, d, v);
         if let Some(slot) = answers.get_mut(at) {
             *slot = Some(answer);
         }
@@ -87,7 +87,7 @@ fn rejection(
 /// Decodes the bulletin of a Publish, then checks its path and that its origin may
 /// reach this node through the publisher (in the order proto §4.6 gives).
 fn decode(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     limits: &Limits,
     (from, role): (&PartnerId, Role),
     p: proto::Publish,
@@ -106,10 +106,10 @@ fn decode(
     let (header, digest) = (unverified.header().clone(), unverified.digest());
     // The route before the signature (proto §4.6): both are refusals the node can
     // make without the cost of a verification, and a refusal names the bulletin.
-    let route = crossed(sharing, from, role, p.path)
+    let route = crossed(rules, from, role, p.path)
         .map_err(|msg| (ErrorCode::BadPath, msg))
         .and_then(
-            |path| match unreachable_origin(sharing, from, &header.origin) {
+            |path| match unreachable_origin(rules, from, &header.origin) {
                 Some(refused) => Err(refused),
                 None => Ok(path),
             },
@@ -134,12 +134,12 @@ fn decode(
 /// The nodes a publish crossed (the path it names, and a relay publisher), or why
 /// that path is refused: a malformed id, this node on it, or longer than the hop limit.
 fn crossed(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     from: &PartnerId,
     role: Role,
     sent: Vec<String>,
 ) -> Result<Vec<PartnerId>, String> {
-    let me = &sharing.config.node.id;
+    let me = &rules.config.node.id;
     if role != Role::Relay && !sent.is_empty() {
         return Err(format!(
             "{from} is a {role}: only a relay (a peer node) hands over a bulletin with a path"
@@ -156,7 +156,7 @@ fn crossed(
         path.push(node);
     }
     let path = Route::crossed(path, from, role);
-    let limit = sharing.policy.hop_limit() as usize;
+    let limit = rules.policy.hop_limit() as usize;
     if path.len() + 1 > limit {
         return Err(format!(
             "the path holds {} nodes before this one, and this node's hop limit is {limit}",
@@ -169,14 +169,14 @@ fn crossed(
 /// Why a bulletin of `origin` cannot reach this node through `from`, if it cannot: a
 /// partner's may come through anyone; an `[[origin]]`'s only through its `via` peers.
 fn unreachable_origin(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     from: &PartnerId,
     origin: &PartnerId,
 ) -> Option<(ErrorCode, String)> {
-    if sharing.partners.contains_key(origin) {
+    if rules.partners.contains_key(origin) {
         return None;
     }
-    match sharing.config.origin(origin) {
+    match rules.config.origin(origin) {
         Some(o) if o.via.contains(from) => None,
         Some(o) => {
             let via: Vec<&str> = o.via.iter().map(PartnerId::as_str).collect();
@@ -197,7 +197,7 @@ fn unreachable_origin(
 
 /// After the signature check: the publisher's right to publish it, and who gets it.
 fn decide(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     from: &PartnerId,
     role: Role,
     d: Decoded,
@@ -227,7 +227,7 @@ fn decide(
     // A desk's own audience is checked; a relay's bulletins (its own included) were
     // addressed under another node's partners.
     if role == Role::Liaison && !d.allow_unknown_audience {
-        if let Some(msg) = unknown_audience(sharing, h) {
+        if let Some(msg) = unknown_audience(rules, h) {
             return Err(refuse(
                 rejected(id, ErrorCode::UnknownAudience, msg),
                 d.header,
@@ -243,20 +243,9 @@ fn decide(
         h,
         digest,
     );
-    let new = share(
-        sharing,
-        from,
-        &verified,
-        digest,
-        d.path,
-        role == Role::Relay,
-    );
+    let new = share(rules, from, &verified, digest, d.path, role == Role::Relay);
     // The answer names the decisions the record holds, in its words (formatted once).
-    let answer = Answer::accepted(
-        result,
-        new.audit.record(),
-        sharing.config.disclosure.withheld,
-    );
+    let answer = Answer::accepted(result, new.audit.record(), rules.config.disclosure.withheld);
     Ok((new, answer))
 }
 
@@ -265,7 +254,7 @@ fn decide(
 /// in force, handed over by `from` after crossing `path`, and the stored form and the
 /// accepted record that say so.
 pub(crate) fn share(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     from: &PartnerId,
     verified: &VerifiedBulletin,
     digest: Digest,
@@ -277,10 +266,10 @@ pub(crate) fn share(
         received_from: from,
         path: &path,
     };
-    let decisions: Vec<_> = sharing.policy.decide_all(h, route).collect();
-    let whose = |id: &str| sharing.affiliations.get(id).cloned();
+    let decisions: Vec<_> = rules.policy.decide_all(h, route).collect();
+    let whose = |id: &str| rules.affiliations.get(id).cloned();
     let audit = Event::accepted(from, h, digest, decisions.iter().map(|(p, d)| (*p, d)))
-        .with_affiliations(sharing.affiliations.get(h.origin.as_str()), whose);
+        .with_affiliations(rules.affiliations.get(h.origin.as_str()), whose);
     let shared_with = decisions
         .into_iter()
         .filter(|(_, d)| matches!(d, Decision::Share))
@@ -304,7 +293,7 @@ pub(crate) fn share(
 /// signing key in force, so that the node never publishes for someone who could not
 /// publish themselves (an auditor, a peer node, a desk whose keys are all revoked).
 pub(crate) fn proxy_refusal(
-    sharing: &RuleSet,
+    rules: &RuleSet,
     writer: &PartnerId,
     role: Role,
     now: Timestamp,
@@ -317,7 +306,7 @@ pub(crate) fn proxy_refusal(
             ),
         ));
     }
-    if !sharing.keyring.can_sign(writer, now) {
+    if !rules.keyring.can_sign(writer, now) {
         return Some((
             ErrorCode::KeyRevoked,
             format!(
@@ -333,12 +322,12 @@ pub(crate) fn proxy_refusal(
 /// partner that receives, no `[[origin]]`, no group of either). Which entries are
 /// unknown is said only where the operator discloses its partners (`[disclosure]
 /// withheld`): otherwise the answer would tell a publisher who is configured here.
-pub(crate) fn unknown_audience(sharing: &RuleSet, h: &Header) -> Option<String> {
-    let unknown = sharing.policy.unknown_audience(h, &sharing.config.node.id);
+pub(crate) fn unknown_audience(rules: &RuleSet, h: &Header) -> Option<String> {
+    let unknown = rules.policy.unknown_audience(h, &rules.config.node.id);
     if unknown.is_empty() {
         return None;
     }
-    let which = if sharing.config.disclosure.withheld {
+    let which = if rules.config.disclosure.withheld {
         let names: Vec<String> = unknown.iter().map(|a| a.to_string()).collect();
         format!("names {}, which this node knows", names.join(", "))
     } else {

@@ -57,14 +57,14 @@ pub(crate) struct Writer<'a> {
 pub(crate) fn prepare(
     objects: Vec<Value>,
     writer: &Writer,
-    sharing: &RuleSet,
+    rules: &RuleSet,
     key: &SigningKey,
     limits: &Limits,
     now: Timestamp,
 ) -> Prepared {
     let mut out = Prepared::default();
     let mut valid = Vec::with_capacity(objects.len());
-    let refused = decide::proxy_refusal(sharing, writer.id, writer.role, now);
+    let refused = decide::proxy_refusal(rules, writer.id, writer.role, now);
     for (i, o) in objects.into_iter().enumerate() {
         let id = o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
         if let Some((code, why)) = &refused {
@@ -84,7 +84,7 @@ pub(crate) fn prepare(
             .iter()
             .map(|o| (o.id.clone(), o.version.clone()))
             .collect();
-        match made(tlp, group, writer, sharing, key, limits, now) {
+        match made(tlp, group, writer, rules, key, limits, now) {
             Ok(bulletin) => out.made.push(Made {
                 bulletin,
                 objects: carried,
@@ -111,10 +111,7 @@ fn failure(id: String, version: Option<String>, code: ErrorCode, message: String
 /// The objects grouped by TLP: each by its own marking, an unmarked one by the
 /// strictest marking of the envelope; none at all is refused, as renkei shares nothing
 /// unlabelled.
-fn by_tlp(
-    objects: Vec<StixObject>,
-    failures: &mut Vec<Failure>,
-) -> BTreeMap<Tlp, Vec<StixObject>> {
+fn by_tlp(objects: Vec<StixObject>, failures: &mut Vec<Failure>) -> BTreeMap<Tlp, Vec<StixObject>> {
     let envelope = stix::strictest_tlp(&objects);
     let mut groups: BTreeMap<Tlp, Vec<StixObject>> = BTreeMap::new();
     for o in objects {
@@ -137,7 +134,7 @@ fn made(
     tlp: Tlp,
     objects: Vec<StixObject>,
     writer: &Writer,
-    sharing: &RuleSet,
+    rules: &RuleSet,
     key: &SigningKey,
     limits: &Limits,
     now: Timestamp,
@@ -152,20 +149,20 @@ fn made(
             ),
         ));
     }
-    let b = bulletin_of(tlp, objects, writer, &sharing.config.node.id, now);
+    let b = bulletin_of(tlp, objects, writer, &rules.config.node.id, now);
     let signed = bulletin::sign(&b, key, limits).map_err(|e| invalid(e.to_string()))?;
     let unverified =
         UnverifiedBulletin::from_signed(signed, limits).map_err(|e| invalid(e.to_string()))?;
     let digest = unverified.digest();
-    let verified = UnverifiedBulletin::verify_all(vec![unverified], &sharing.keyring, now, limits)
+    let verified = UnverifiedBulletin::verify_all(vec![unverified], &rules.keyring, now, limits)
         .pop()
         .ok_or_else(|| invalid("the node's own signature could not be checked".into()))?
         .map_err(|e| invalid(format!("the node's own signature does not verify: {e}")))?;
-    if let Some(why) = decide::unknown_audience(sharing, verified.header()) {
+    if let Some(why) = decide::unknown_audience(rules, verified.header()) {
         return Err((ErrorCode::UnknownAudience, why));
     }
     Ok(decide::share(
-        sharing,
+        rules,
         writer.id,
         &verified,
         digest,

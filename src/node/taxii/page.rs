@@ -33,7 +33,7 @@ pub(super) fn read_page(
     q: &Query,
 ) -> Result<Served, crate::store::StoreError> {
     let store = &g.shared.storage.store;
-    let sharing = g.shared.rules_in_force();
+    let rules = g.shared.rules_in_force();
     let limits = g.shared.limits.bulletin;
     // What was withdrawn from this partner id (its queue when it was removed, a
     // bulletin the rules stopped sharing) stays withdrawn here as on QUIC.
@@ -43,7 +43,7 @@ pub(super) fn read_page(
     let visible = |e: &Entry| {
         e.shared_with.contains(partner)
             && !withdrawn.covers(e.seq)
-            && still_shared(store, &sharing, partner, e.seq, &limits)
+            && still_shared(store, &rules, partner, e.seq, &limits)
     };
     let mut page = index.page(q, &visible);
     let mut items = Vec::with_capacity(page.positions.len());
@@ -92,11 +92,11 @@ fn refresh(index: &mut Index, store: &Store) -> Result<(), crate::store::StoreEr
 /// the screen a subscription reads through.
 fn still_shared(
     store: &Store,
-    sharing: &super::super::RuleSet,
+    rules: &super::super::RuleSet,
     partner: &PartnerId,
     seq: u64,
     limits: &crate::bulletin::Limits,
 ) -> bool {
-    let screened = super::super::withdraw::screen_stored(store, sharing, limits, partner, seq);
+    let screened = super::super::withdraw::screen_stored(store, rules, limits, partner, seq);
     matches!(screened, Ok(None))
 }

@@ -169,11 +169,11 @@ async fn queue(
 ) -> (Queued, Vec<Failure>) {
     let shared = &g.shared;
     let _gate = shared.rules.gate.read().await;
-    let sharing = shared.rules_in_force();
+    let rules = shared.rules_in_force();
     let prepared = inbox::prepare(
         objects,
         writer,
-        &sharing,
+        &rules,
         &g.key,
         &shared.limits.bulletin,
         now,

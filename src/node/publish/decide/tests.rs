@@ -101,9 +101,9 @@ fn publish(request_id: u64, b: &proto::Bulletin, signer: &str) -> proto::Publish
     }
 }
 
-fn decide_one(sharing: &RuleSet, from: &str, role: Role, p: proto::Publish) -> Prepared {
+fn decide_one(rules: &RuleSet, from: &str, role: Role, p: proto::Publish) -> Prepared {
     let now = Timestamp::from_unix_ms(NOW);
-    let mut out = decide_batch(sharing, &Limits::default(), &pid(from), role, vec![p], now);
+    let mut out = decide_batch(rules, &Limits::default(), &pid(from), role, vec![p], now);
     assert_eq!(out.len(), 1);
     out.remove(0)
 }

@@ -91,11 +91,11 @@ fn cases() -> Vec<Case> {
 
 /// The vectors file as this node makes it.
 fn vectors() -> Value {
-    let sharing = federated();
+    let rules = federated();
     let mut out = Vec::new();
     for c in cases() {
         let wire = c.publish.encode_to_vec();
-        let (result, record) = refusal(decide_one(&sharing, c.publisher, c.role, c.publish));
+        let (result, record) = refusal(decide_one(&rules, c.publisher, c.role, c.publish));
         let code = ErrorCode::try_from(result.error).unwrap_or(ErrorCode::Unspecified);
         assert_eq!(code, c.error, "{}: {}", c.name, result.message);
         assert_eq!(
