@@ -23,29 +23,53 @@ pub(super) struct AdmittedAs {
     pub link: Option<Dialler>,
 }
 
+/// Why a certificate may not connect as the partner it names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotAdmitted {
+    /// The configuration revokes the certificate.
+    #[error("certificate {cert} is revoked ({why})")]
+    Revoked {
+        /// The certificate presented.
+        cert: CertFingerprint,
+        /// The reason the revocation gives.
+        why: String,
+    },
+    /// The partner id is not in the configuration.
+    #[error("not a partner of this node")]
+    NotAPartner,
+    /// The partner is pinned to another certificate.
+    #[error("presented certificate {cert}, but {partner} is pinned to {pinned}")]
+    NotThePinned {
+        /// The certificate presented.
+        cert: CertFingerprint,
+        /// The partner it names.
+        partner: PartnerId,
+        /// The certificate the configuration pins it to.
+        pinned: CertFingerprint,
+    },
+}
+
 /// The role a connection presenting `cert` as `partner` gets under `config`; or why it
 /// may not connect (not a partner, a revoked certificate, not the pinned one).
 pub(crate) fn admit(
     config: &NodeConfig,
     partner: &PartnerId,
     cert: &CertFingerprint,
-) -> Result<Role, String> {
+) -> Result<Role, NotAdmitted> {
     if let Some(r) = config.certificate_revoked(cert) {
-        let why = if r.reason.is_empty() {
-            "no reason given"
-        } else {
-            r.reason.as_str()
+        let why = match r.reason.is_empty() {
+            true => "no reason given".to_owned(),
+            false => r.reason.clone(),
         };
-        return Err(format!("certificate {cert} is revoked ({why})"));
+        return Err(NotAdmitted::Revoked { cert: *cert, why });
     }
-    let p = config
-        .partner(partner)
-        .ok_or_else(|| "not a partner of this node".to_string())?;
+    let p = config.partner(partner).ok_or(NotAdmitted::NotAPartner)?;
     match p.tls_fingerprint {
-        Some(pinned) if pinned != *cert => Err(format!(
-            "presented certificate {cert}, but {} is pinned to {pinned}",
-            p.id
-        )),
+        Some(pinned) if pinned != *cert => Err(NotAdmitted::NotThePinned {
+            cert: *cert,
+            partner: p.id.clone(),
+            pinned,
+        }),
         _ => Ok(p.role),
     }
 }

@@ -161,7 +161,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
             shared
                 .record(Event::connection_refused(Some(&partner), &reason))
                 .await;
-            return close(&conn, proto::CloseCode::UnknownPartner, &why);
+            return close(&conn, proto::CloseCode::UnknownPartner, &why.to_string());
         }
     };
     let Some(_admitted) = Admitted::new(&shared, &partner) else {

@@ -246,7 +246,7 @@ impl Dialer {
             match admission::admit(&rules.borrow_and_update().config, &partner, &cert) {
                 Ok(Role::Relay) => Ok(()),
                 Ok(role) => Err(format!("{partner} is a {role} here, not a peer node")),
-                Err(why) => Err(why),
+                Err(why) => Err(why.to_string()),
             }
         };
         if let Err(why) = admitted {

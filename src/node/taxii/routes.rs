@@ -104,7 +104,7 @@ async fn still_admitted(
         {
             Ok(role) if role == c.role => return next.run(request).await,
             Ok(role) => format!("its role is now {role}; connect again"),
-            Err(why) => why,
+            Err(why) => why.to_string(),
         };
     let reason = format!(
         "TAXII: {} is no longer admitted on this connection: {why}",
