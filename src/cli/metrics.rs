@@ -88,74 +88,52 @@ fn computed_from(r: &proto::MetricsReport) -> String {
     )
 }
 
+/// The columns of the CSV: each row a figure of one section's named row.
+const CSV_COLUMNS: [&str; 9] = [
+    "section",
+    "name",
+    "figure",
+    "value",
+    "previous",
+    "change",
+    "change_pct",
+    "target",
+    "achievement_pct",
+];
+
 /// The report as one table in long form: each figure a row, named by its section
 /// (`log`, `events`, `domestic`, `country`, `partner`, `engaged`, `indicator`), the
 /// row's name and the figure's.
 fn csv(r: &proto::MetricsReport) -> Table {
-    let mut t = Table::new(
-        "metrics",
-        &[
-            "section",
-            "name",
-            "figure",
-            "value",
-            "previous",
-            "change",
-            "change_pct",
-            "target",
-            "achievement_pct",
-        ],
-    );
-    let mut push = |cells: [&str; 9]| t.rows.push(cells.map(str::to_owned).to_vec());
-    push([
+    let mut t = Table::new("metrics", &CSV_COLUMNS);
+    let row = |cells: &[&str]| {
+        let mut row: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
+        row.resize(CSV_COLUMNS.len(), String::new());
+        row
+    };
+    t.rows.push(row(&[
         "log",
         &r.node_id,
         "records",
         &r.log_size.to_string(),
-        "",
-        "",
-        "",
-        "",
-        "",
-    ]);
-    push([
-        "log",
-        &r.node_id,
-        "root",
-        &hex::encode(&r.log_root),
-        "",
-        "",
-        "",
-        "",
-        "",
-    ]);
-    let figure = |push: &mut dyn FnMut([&str; 9]), section: &str, name: &str, f: &proto::Figure| {
-        let g = growth(f.value, f.previous);
-        let pct = g["change_pct"]
-            .as_f64()
-            .map(|p| format!("{p:.1}"))
-            .unwrap_or_default();
-        let (value, previous) = (f.value.to_string(), f.previous.to_string());
-        let change = g["change"].to_string();
-        push([
-            section, name, &f.name, &value, &previous, &change, &pct, "", "",
-        ]);
-    };
-    for f in &r.events {
-        figure(&mut push, "events", "all", f);
-    }
-    let section = match r.view() {
+    ]));
+    t.rows
+        .push(row(&["log", &r.node_id, "root", &hex::encode(&r.log_root)]));
+    let view = match r.view() {
         proto::MetricsView::Affiliation => "country",
         proto::MetricsView::Partner => "partner",
     };
-    for p in &r.partners {
-        let s = if p.partner == r.domestic {
+    let rows = std::iter::once(("events", "all", &r.events)).chain(r.partners.iter().map(|p| {
+        let section = if p.partner == r.domestic {
             "domestic"
         } else {
-            section
+            view
         };
-        for f in &p.figures {
-            figure(&mut push, s, &p.partner, f);
+        (section, p.partner.as_str(), &p.figures)
+    }));
+    for (section, name, figures) in rows {
+        for f in figures {
+            t.rows.push(figure_row(section, name, f));
         }
     }
     for name in r.engaged.iter().chain(&r.organisations_engaged) {
@@ -164,29 +142,49 @@ fn csv(r: &proto::MetricsReport) -> Table {
         } else {
             "0"
         };
-        push(["engaged", name, "newly_engaged", new, "", "", "", "", ""]);
+        t.rows.push(row(&["engaged", name, "newly_engaged", new]));
     }
-    for i in &r.indicators {
-        let (year, actual) = (format!("FY{}", i.fiscal_year), i.actual.to_string());
-        let target = i.target.map(|t| t.to_string()).unwrap_or_default();
-        let achievement = i
-            .target
-            .filter(|t| *t > 0)
-            .map(|t| format!("{:.1}", i.actual as f64 * 100.0 / t as f64))
-            .unwrap_or_default();
-        push([
-            "indicator",
-            &year,
-            &i.name,
-            &actual,
-            "",
-            "",
-            "",
-            &target,
-            &achievement,
-        ]);
-    }
+    t.rows.extend(r.indicators.iter().map(indicator_row));
     t
+}
+
+/// One figure with its growth, as a CSV row.
+fn figure_row(section: &str, name: &str, f: &proto::Figure) -> Vec<String> {
+    let g = growth(f.value, f.previous);
+    let pct = g["change_pct"].as_f64().map(|p| format!("{p:.1}"));
+    let cells = [
+        section.to_owned(),
+        name.to_owned(),
+        f.name.clone(),
+        f.value.to_string(),
+        f.previous.to_string(),
+        g["change"].to_string(),
+        pct.unwrap_or_default(),
+    ];
+    cells
+        .into_iter()
+        .chain([String::new(), String::new()])
+        .collect()
+}
+
+/// One indicator of one fiscal year, against its target, as a CSV row.
+fn indicator_row(i: &proto::Indicator) -> Vec<String> {
+    let achievement = i
+        .target
+        .filter(|t| *t > 0)
+        .map(|t| format!("{:.1}", i.actual as f64 * 100.0 / t as f64));
+    let (blank, target) = (String::new, i.target.map(|t| t.to_string()));
+    vec![
+        "indicator".to_owned(),
+        format!("FY{}", i.fiscal_year),
+        i.name.clone(),
+        i.actual.to_string(),
+        blank(),
+        blank(),
+        blank(),
+        target.unwrap_or_default(),
+        achievement.unwrap_or_default(),
+    ]
 }
 
 fn growth(value: u64, previous: u64) -> Value {
