@@ -5,32 +5,18 @@
 use crate::common;
 
 use common::federation::{receive_titles, Federation, PATIENCE};
+use common::tables::{auditor, liaison, tables};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::proto::{self, PublishStatus};
 
-const PARTNERS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "au-dod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(au-dod)" }]
-
-[[partner]]
-id = "ee-mod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(ee-mod)" }]
-
-[[partner]]
-id = "audit-office"
-role = "auditor"
-"#;
+fn partners() -> String {
+    tables(&[
+        liaison("us-dod", "red"),
+        liaison("au-dod", "amber"),
+        liaison("ee-mod", "amber"),
+        auditor("audit-office"),
+    ])
+}
 
 const MEMBERS: &[&str] = &["us-dod", "au-dod", "ee-mod", "audit-office"];
 
@@ -65,7 +51,7 @@ fn title_of(d: &proto::Delivery) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_partner_catches_up_in_order() {
-    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     // Australia is offline while forty indicators are published.
     let sent = titles("indicator", 40);
     publish_all(&fed, &sent).await;
@@ -78,7 +64,7 @@ async fn an_offline_partner_catches_up_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_deliveries_come_again_after_a_reconnect() {
-    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     let sent = titles("advisory", 5);
     publish_all(&fed, &sent).await;
 
@@ -115,7 +101,7 @@ async fn unacknowledged_deliveries_come_again_after_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_that_never_acknowledges_holds_up_nobody() {
-    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     // Estonia subscribes, reads its window (8 in these tests) and then stalls.
     let ee = fed.client("ee-mod").await;
     let mut stalled = ee.subscribe(0).await.unwrap();
@@ -140,7 +126,7 @@ async fn a_partner_that_never_acknowledges_holds_up_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
-    let mut fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let mut fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     let sent = titles("report", 12);
     publish_all(&fed, &sent).await;
     let kept = fed.bulletin("us-dod", Tlp::Green, Kind::Report, "kept", &["au-dod"], &[]);
@@ -181,7 +167,7 @@ async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_subscription_leaves_every_delivery_on_the_record() {
     use prost::Message as _;
-    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     let sent = titles("incident", 5);
     publish_all(&fed, &sent).await;
 

@@ -5,24 +5,15 @@
 use crate::common;
 
 use common::federation::{receive, Federation};
+use common::tables::{auditor, liaison, tables};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::identity::PartnerId;
 use renkei::proto::PublishStatus;
 use renkei::timestamp::Timestamp;
 
-const PARTNERS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(uk-mod)" }]
-"#;
+fn partners() -> String {
+    tables(&[liaison("us-dod", "red"), liaison("uk-mod", "red")])
+}
 
 async fn still_serving(fed: &Federation) {
     let us = fed.client("us-dod").await;
@@ -44,7 +35,7 @@ async fn still_serving(fed: &Federation) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_from_another_ca_or_of_strangers_are_refused() {
     // "cn-pla" has a certificate from the federation CA but is not a partner.
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "cn-pla"], PARTNERS).await;
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "cn-pla"], &partners()).await;
 
     // An impostor with its own CA, claiming to be the UK.
     let rogue = fed.dir.path().join("rogue");
@@ -82,7 +73,7 @@ async fn certificates_from_another_ca_or_of_strangers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], PARTNERS).await;
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &partners()).await;
     let uk = fed.client("uk-mod").await;
 
     // A length prefix of 64 MiB: refused before the body is read.
@@ -143,7 +134,7 @@ async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_partner_cannot_open_unbounded_connections() {
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], PARTNERS).await;
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &partners()).await;
     let mut held = Vec::new();
     for _ in 0..renkei::node::MAX_CONNECTIONS_PER_PARTNER {
         let c = fed.client("uk-mod").await;
@@ -194,7 +185,7 @@ fn hostile(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_megabyte_of_control_characters_leaves_a_record_of_bounded_size() {
     use prost::Message as _;
-    let partners = format!("{PARTNERS}\n[[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n");
+    let partners = partners() + &tables(&[auditor("audit-office")]);
     let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], &partners).await;
     let us = fed.client("us-dod").await;
     let megabyte = "\u{1}\u{202E}".repeat(250_000);
@@ -268,8 +259,10 @@ fn handshakes(metrics: &str, outcome: &str) -> u64 {
 async fn connection_attempts_prove_their_address_before_any_handshake_work() {
     // retry_above_handshakes = 0: every attempt is asked to prove its address first,
     // as under a flood. (The partner tables follow the hub's [transport] table.)
-    let transport =
-        format!("retry_above_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{PARTNERS}");
+    let transport = format!(
+        "retry_above_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        partners()
+    );
     let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &transport).await;
     still_serving(&fed).await;
     still_serving(&fed).await;
@@ -281,7 +274,10 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
     fed.stop().await;
 
     // With no room for handshakes at all, an attempt is refused before any work.
-    let full = format!("max_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{PARTNERS}");
+    let full = format!(
+        "max_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        partners()
+    );
     let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &full).await;
     let us = fed.client_with_certs(&fed.certs(), "us-dod").await;
     let refused = match us {
@@ -297,7 +293,7 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
 async fn a_partners_refusals_beyond_the_limit_are_counted_not_recorded_one_by_one() {
     use prost::Message as _;
     use renkei::node::PARTNER_REFUSALS_PER_MINUTE;
-    let partners = format!("{PARTNERS}\n[[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n");
+    let partners = partners() + &tables(&[auditor("audit-office")]);
     let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], &partners).await;
     // The UK desk sends, pipelined, bulletins signed with a key nobody configured.
     let stranger = renkei::identity::generate_signing_key();

@@ -7,6 +7,7 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use common::federation::{sign_as, Federation, PATIENCE};
+use common::tables::{auditor, liaison, tables};
 use proptest::prelude::*;
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
@@ -14,30 +15,14 @@ use renkei::metrics::{self, Period};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
 
-const PARTNERS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "amber"
-kinds = ["indicator", "exercise", "consultation"]
-keys = [{ public = "KEY(uk-mod)" }]
-
-[[partner]]
-id = "ee-mod"
-role = "liaison"
-clearance = "green"
-keys = [{ public = "KEY(ee-mod)" }]
-
-[[partner]]
-id = "audit-office"
-role = "auditor"
-"#;
+fn partners() -> String {
+    tables(&[
+        liaison("us-dod", "red"),
+        liaison("uk-mod", "amber").with(r#"kinds = ["indicator", "exercise", "consultation"]"#),
+        liaison("ee-mod", "green"),
+        auditor("audit-office"),
+    ])
+}
 
 const DESKS: [&str; 3] = ["us-dod", "uk-mod", "ee-mod"];
 
@@ -118,7 +103,7 @@ async fn run(ops: Vec<Op>) {
     let fed = Federation::start(
         "jp-mod",
         &["us-dod", "uk-mod", "ee-mod", "audit-office"],
-        PARTNERS,
+        &partners(),
     )
     .await;
     let mut clients = Vec::new();
@@ -255,25 +240,13 @@ proptest! {
     }
 }
 
-const COUNTRIES: &str = r#"
-[[partner]]
-id = "us-dod"
-country = "US"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "jp-cdc"
-country = "JP"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(jp-cdc)" }]
-
-[[partner]]
-id = "jp-audit"
-role = "auditor"
-"#;
+fn countries() -> String {
+    tables(&[
+        liaison("us-dod", "red").with(r#"country = "US""#),
+        liaison("jp-cdc", "red").with(r#"country = "JP""#),
+        auditor("jp-audit"),
+    ])
+}
 
 /// Figure `name` of row `party` in a report by country.
 fn by_country(report: &proto::MetricsReport, party: &str, name: &str) -> u64 {
@@ -290,7 +263,8 @@ fn by_country(report: &proto::MetricsReport, party: &str, name: &str) -> u64 {
 /// bulletin stays the US's, its second is Canada's; Tokyo's own desk is domestic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn figures_by_country_follow_the_configuration_in_force_at_each_record() {
-    let mut fed = Federation::start("jp-mod", &["us-dod", "jp-cdc", "jp-audit"], COUNTRIES).await;
+    let mut fed =
+        Federation::start("jp-mod", &["us-dod", "jp-cdc", "jp-audit"], &countries()).await;
     let path = fed.config_path().to_owned();
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         "signing_key = \"certs/jp-mod/signing.key\"\n",

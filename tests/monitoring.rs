@@ -8,29 +8,21 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 
 use common::federation::{receive, Federation, PATIENCE};
+use common::tables::{auditor, liaison, tables};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::proto;
 
-const PARTNERS: &str = r#"
-[admin]
+fn partners() -> String {
+    let head = r#"[admin]
 listen = "127.0.0.1:0"
-
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(uk-mod)" }]
-
-[[partner]]
-id = "audit-office"
-role = "auditor"
 "#;
+    head.to_owned()
+        + &tables(&[
+            liaison("us-dod", "red"),
+            liaison("uk-mod", "amber"),
+            auditor("audit-office"),
+        ])
+}
 
 /// One HTTP/1.1 request; returns the status code and the body.
 fn http(addr: SocketAddr, request: &str) -> (u16, String) {
@@ -77,7 +69,7 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
     let fed = Federation::start(
         "jp-mod",
         &["us-dod", "uk-mod", "audit-office", "cn-pla"],
-        PARTNERS,
+        &partners(),
     )
     .await;
     let admin = fed

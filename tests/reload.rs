@@ -9,31 +9,23 @@ use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use common::federation::{receive_titles, Federation, PATIENCE};
+use common::tables::{auditor, liaison, tables};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
 
-const PARTNERS: &str = r#"
-[admin]
+fn partners() -> String {
+    let head = r#"[admin]
 listen = "127.0.0.1:0"
-
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "au-dod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(au-dod)" }]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "auditor"
 "#;
+    head.to_owned()
+        + &tables(&[
+            liaison("us-dod", "amber"),
+            liaison("au-dod", "amber"),
+            auditor("nato-ccdcoe"),
+        ])
+}
 
 async fn operate(fed: &Federation, request: OperatorRequest) -> operator::OperatorReply {
     operator::request(&fed.data_dir(), &request, PATIENCE)
@@ -72,7 +64,7 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
     let fed = Federation::start(
         "jp-mod",
         &["us-dod", "au-dod", "nz-mod", "nato-ccdcoe"],
-        PARTNERS,
+        &partners(),
     )
     .await;
     let auditor = fed.client("nato-ccdcoe").await;
@@ -253,7 +245,7 @@ async fn the_operator_socket_is_private_to_the_node_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_pinned_to_a_certificate_connects_with_that_one_only() {
-    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], PARTNERS).await;
+    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], &partners()).await;
     // us-dod gets a second certificate from the same CA (say, a new server of its own).
     let certs = fed.certs();
     let ca = renkei::pki::Ca::from_pem(
@@ -325,7 +317,7 @@ async fn a_partner_pinned_to_a_certificate_connects_with_that_one_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_laptop_is_cut_off_by_revoking_its_certificate() {
-    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], PARTNERS).await;
+    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], &partners()).await;
     // us-dod's desk laptop is connected and subscribed when it is lost.
     let laptop = fed.client("us-dod").await;
     let mut sub = laptop.subscribe(0).await.unwrap();

@@ -7,54 +7,29 @@ use crate::common;
 use std::collections::HashMap;
 
 use common::federation::{receive, Federation};
+use common::tables::{auditor, liaison, relay, tables};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::proto::{PublishStatus, WithholdReason};
 
-const PARTNERS: &str = r#"
-# The operator lets publishers see who did not get a bulletin and why.
+fn partners() -> String {
+    let head = r#"# The operator lets publishers see who did not get a bulletin and why.
 [disclosure]
 withheld = true
-
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-groups = ["five-eyes"]
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "red"
-groups = ["five-eyes", "nato"]
-keys = [{ public = "KEY(uk-mod)" }]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "relay"
-clearance = "amber+strict"
-groups = ["nato"]
-keys = [{ public = "KEY(nato-ccdcoe)" }]
-
-[[partner]]
-id = "ee-mod"
-role = "liaison"
-clearance = "amber"
-groups = ["nato"]
-deny_tags = ["national-only"]
-keys = [{ public = "KEY(ee-mod)" }]
-
-[[partner]]
-id = "vn-mod"
-role = "liaison"
-clearance = "green"
-kinds = ["indicator", "advisory", "exercise"]
-keys = [{ public = "KEY(vn-mod)" }]
-
-[[partner]]
-id = "audit-office"
-role = "auditor"
 "#;
+    head.to_owned()
+        + &tables(&[
+            liaison("us-dod", "red").with(r#"groups = ["five-eyes"]"#),
+            liaison("uk-mod", "red").with(r#"groups = ["five-eyes", "nato"]"#),
+            relay("nato-ccdcoe", "amber+strict")
+                .keyed()
+                .with(r#"groups = ["nato"]"#),
+            liaison("ee-mod", "amber")
+                .with(r#"groups = ["nato"]"#)
+                .with(r#"deny_tags = ["national-only"]"#),
+            liaison("vn-mod", "green").with(r#"kinds = ["indicator", "advisory", "exercise"]"#),
+            auditor("audit-office"),
+        ])
+}
 
 const MEMBERS: &[&str] = &[
     "us-dod",
@@ -67,7 +42,7 @@ const MEMBERS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
-    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     let us = fed.client("us-dod").await;
 
     let welcome = us.hello().await.unwrap();
@@ -206,7 +181,7 @@ async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_may_neither_publish_nor_receive() {
-    let fed = Federation::start("jp-mod", MEMBERS, PARTNERS).await;
+    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
     let auditor = fed.client("audit-office").await;
     let welcome = auditor.hello().await.unwrap();
     assert_eq!(welcome.role, renkei::proto::Role::Auditor as i32);

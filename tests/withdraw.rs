@@ -8,35 +8,20 @@
 use crate::common;
 
 use common::federation::{receive_titles, Federation};
+use common::tables::{auditor, liaison, tables};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent, WithholdReason};
 
-const PARTNERS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(uk-mod)" }]
-
-[[partner]]
-id = "au-dod"
-role = "liaison"
-clearance = "red"
-groups = ["nato"]
-keys = [{ public = "KEY(au-dod)" }]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "auditor"
-"#;
+fn partners() -> String {
+    tables(&[
+        liaison("us-dod", "red"),
+        liaison("uk-mod", "red"),
+        liaison("au-dod", "red").with(r#"groups = ["nato"]"#),
+        auditor("nato-ccdcoe"),
+    ])
+}
 
 async fn reload(fed: &Federation, edit: impl Fn(String) -> String) {
     let text = std::fs::read_to_string(fed.config_path()).unwrap();
@@ -80,7 +65,7 @@ async fn a_reload_takes_effect_on_what_is_already_queued() {
     let fed = Federation::start(
         "jp-mod",
         &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
-        PARTNERS,
+        &partners(),
     )
     .await;
     let us = fed.client("us-dod").await;
@@ -252,7 +237,7 @@ async fn a_partner_removed_and_added_again_starts_with_an_empty_queue() {
     let mut fed = Federation::start(
         "jp-mod",
         &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
-        PARTNERS,
+        &partners(),
     )
     .await;
     let text = std::fs::read_to_string(fed.config_path()).unwrap();
@@ -330,7 +315,7 @@ async fn a_page_withdrawn_whole_does_not_hold_up_what_follows() {
     let fed = Federation::start(
         "jp-mod",
         &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
-        PARTNERS,
+        &partners(),
     )
     .await;
     let us = fed.client("us-dod").await;

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
-    let mut fed = Federation::start(HUB, MEMBERS, PARTNERS).await;
+    let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
     let monday = working_day(&fed, "Monday").await;
     let (exercise, advisory) = (&monday[0], &monday[1]);
     let auditor = fed.client("audit-office").await;
@@ -174,7 +174,7 @@ async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
-    let fed = Federation::start(HUB, MEMBERS, PARTNERS).await;
+    let fed = Federation::start(HUB, MEMBERS, &partners()).await;
     working_day(&fed, "Monday").await;
     let hub_key = fed.key(HUB).verifying_key();
 

@@ -6,7 +6,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
-    let mut fed = Federation::start(HUB, MEMBERS, PARTNERS).await;
+    let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
     let monday = working_day(&fed, "Monday").await;
     fed.halt().await;
     let dir = fed.dir.path().to_path_buf();

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use common::federation::{receive, Federation, PATIENCE};
+use common::tables::{auditor, liaison, tables};
 use common::{renkei, renkei_ok};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message as _;
@@ -34,29 +35,14 @@ use renkei::proto::{
 };
 use serde_json::Value;
 
-const PARTNERS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "red"
-keys = [{ public = "KEY(uk-mod)" }]
-
-[[partner]]
-id = "vn-mod"
-role = "liaison"
-clearance = "green"
-keys = [{ public = "KEY(vn-mod)" }]
-
-[[partner]]
-id = "audit-office"
-role = "auditor"
-"#;
+fn partners() -> String {
+    tables(&[
+        liaison("us-dod", "red"),
+        liaison("uk-mod", "red"),
+        liaison("vn-mod", "green"),
+        auditor("audit-office"),
+    ])
+}
 
 const MEMBERS: &[&str] = &["us-dod", "uk-mod", "vn-mod", "audit-office"];
 const HUB: &str = "jp-mod";

@@ -76,6 +76,7 @@ pub mod lossy;
 pub mod peers;
 pub mod served;
 pub mod shell;
+pub mod tables;
 
 /// Splits a command line into words; single quotes group words with spaces.
 fn words(line: &str) -> Vec<String> {
