@@ -4,9 +4,10 @@
 
 use crate::common;
 
-use common::federation::{receive, Federation};
+use common::federation::{connect_as, eventually, receive, Federation};
 use common::tables::{auditor, liaison, tables};
 use renkei::bulletin::{Kind, Tlp};
+use renkei::client::Client;
 use renkei::identity::PartnerId;
 use renkei::proto::PublishStatus;
 use renkei::timestamp::Timestamp;
@@ -154,6 +155,53 @@ async fn one_partner_cannot_open_unbounded_connections() {
     for c in held {
         c.close().await;
     }
+    fed.stop().await;
+}
+
+/// Issue 33: a partner's connections that die without a word (a desk's machine loses
+/// power, a cable is cut) give their slots back once the node's idle timeout passes:
+/// connections nobody holds do not lock the partner out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_connections_give_a_partners_slots_back() {
+    // The partner tables follow the hub's [transport] table.
+    let transport = format!("idle_timeout_secs = 2\nkeep_alive_secs = 1\n{}", partners());
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &transport).await;
+    let (certs, addr, hub) = (fed.certs(), fed.addr(), fed.hub.clone());
+    // Every slot taken in a runtime of its own, which then stops dead: no
+    // CONNECTION_CLOSE goes out, and nothing answers the node's keep-alives.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let held: Vec<Client> = rt.block_on(async {
+            let mut held = Vec::new();
+            for _ in 0..renkei::node::MAX_CONNECTIONS_PER_PARTNER {
+                let c = connect_as(&certs, "uk-mod", addr, &hub).await.unwrap();
+                c.hello().await.unwrap();
+                held.push(c);
+            }
+            held
+        });
+        std::mem::forget(held);
+        rt.shutdown_background();
+    })
+    .join()
+    .unwrap();
+    let refused = fed.client("uk-mod").await.hello().await;
+    let refused = refused.expect_err("the dead connections still hold the slots");
+    assert!(
+        refused
+            .to_string()
+            .contains("at most 8 connections per partner"),
+        "{refused}"
+    );
+    // Once the node's idle timeout has passed, the slots are free again.
+    eventually("a new uk-mod connection is admitted", async || {
+        fed.client("uk-mod").await.hello().await.is_ok()
+    })
+    .await;
+    still_serving(&fed).await;
     fed.stop().await;
 }
 
