@@ -14,6 +14,7 @@ use bytes::Bytes;
 use common::federation::{connect_as, eventually, Federation, PATIENCE};
 use common::pki;
 use common::served::serve_with_env;
+use common::tables::{liaison, tables};
 use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp};
 use renkei::client::Client;
 use renkei::identity::PartnerId;
@@ -74,28 +75,127 @@ async fn honest(fed: &Federation, us: &Client, i: usize) -> String {
     r.bulletin_id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A node with small budgets (2 MiB a stream, 8 a partner, 16 in all) for the desks
+/// us-dod, au-dod and the hostile xx-mod, as `renkei serve`; its address.
+fn small_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
     pki(dir, "jp-mod,us-dod,au-dod,xx-mod");
+    let partners = tables(&[
+        liaison("us-dod", "red"),
+        liaison("au-dod", "red"),
+        liaison("xx-mod", "red"),
+    ]);
+    let mut partners = partners;
+    for id in ["us-dod", "au-dod", "xx-mod"] {
+        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
+    }
     let hub = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
-         [limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n\n\
-         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"xx-mod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n",
-        common::public_key(dir, "us-dod"),
-        common::public_key(dir, "au-dod"),
-        common::public_key(dir, "xx-mod"),
+         [limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n{partners}"
     );
     std::fs::write(dir.join("hub.toml"), hub).unwrap();
     // As deploy/README.md advises for nodes that move large bulletins: buffers above
     // 128 KiB go back to the system when freed, so RSS shows what the node holds.
     let tunables = [("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")];
-    let (mut node, addr) = serve_with_env(dir, "hub.toml", &tunables);
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let (node, addr) = serve_with_env(dir, "hub.toml", &tunables);
+    (node, addr.parse().unwrap())
+}
+
+/// The honest US desk connects and publishes a small bulletin titled `title`, which
+/// the node accepts within PATIENCE; its connection.
+async fn us_publishes_in_time(dir: &Path, addr: std::net::SocketAddr, title: &str) -> Client {
+    let us = connect(dir, "us-dod", addr).await;
+    let honest = bulletin(&common::signing_key(dir, "us-dod"), "us-dod", title, 512);
+    let r = tokio::time::timeout(PATIENCE, us.publish(honest))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    us
+}
+
+/// A length-prefixed Publish frame of a tiny bulletin signed by `key` as `origin`,
+/// padded to a megabyte with a field the node's decoder skips.
+fn padded_frame(key: &ed25519_dalek::SigningKey, origin: &str, n: u64) -> Vec<u8> {
+    use prost::Message as _;
+    let frame = proto::ClientFrame {
+        frame: Some(proto::client_frame::Frame::Publish(proto::Publish {
+            request_id: n,
+            bulletin: Some(bulletin(key, origin, &format!("padded {n}"), 16)),
+            ..Default::default()
+        })),
+    };
+    let mut body = frame.encode_to_vec();
+    let padding = 1_000_000;
+    prost::encoding::encode_key(2047, prost::encoding::WireType::LengthDelimited, &mut body);
+    prost::encoding::encode_varint(padding as u64, &mut body);
+    body.resize(body.len() + padding, 0);
+    let mut out = Vec::with_capacity(body.len() + 10);
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Issue 33: one partner sends tiny valid bulletins, each in a frame padded to a
+/// megabyte with a skipped field, on 8 connections, never reading a result. The node
+/// charges what it holds (the frame, until the bulletin is copied out of it), so it
+/// stays within the same memory bound as under any flood, and an honest desk still
+/// publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_padded_flood_on_eight_connections_stays_within_the_budgets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut node, addr) = small_hub(dir);
+    let baseline = node.rss_kib();
+    let key = common::signing_key(dir, "xx-mod");
+    let mut flood = tokio::task::JoinSet::new();
+    for c in 0..8u64 {
+        let (conn, key) = (connect(dir, "xx-mod", addr).await, key.clone());
+        flood.spawn(async move {
+            let (mut send, recv) = conn.open_raw().await.unwrap();
+            let mut sent = 0;
+            for i in 0..40 {
+                let frame = padded_frame(&key, "xx-mod", c * 1000 + i);
+                let write = send.write_all(&frame);
+                // A write the node does not take within a while is flow control
+                // holding this partner back, which is the point.
+                match tokio::time::timeout(Duration::from_secs(3), write).await {
+                    Ok(Ok(())) => sent += 1,
+                    _ => break,
+                }
+            }
+            (sent, (conn, send, recv)) // held open, results unread
+        });
+    }
+    let (mut peak, mut sent, mut held) = (node.rss_kib(), 0, Vec::new());
+    while let Some(done) = flood.join_next().await {
+        let (n, open) = done.unwrap();
+        sent += n;
+        held.push(open);
+        peak = peak.max(node.rss_kib());
+    }
+    let us = us_publishes_in_time(dir, addr, "served through the padded flood").await;
+    peak = peak.max(node.rss_kib());
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!(
+        "node RSS {} MiB at start, peak {} MiB; {sent} of 320 padded frames of 1 MB went in",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib <= RSS_GROWTH_BOUND_MIB,
+        "the node grew by {growth_mib} MiB under the padded flood (bound {RSS_GROWTH_BOUND_MIB} MiB)"
+    );
+    drop(held);
+    us.close().await;
+    assert!(node.stop(PATIENCE).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut node, addr) = small_hub(dir);
     let baseline = node.rss_kib();
 
     // The hostile partner: 4 connections × 8 streams, each pipelining 700 KiB
@@ -137,18 +237,7 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
 
     // An honest desk still publishes, and another still receives, while the hostile
     // partner's streams are stuck.
-    let us = connect(dir, "us-dod", addr).await;
-    let honest = bulletin(
-        &common::signing_key(dir, "us-dod"),
-        "us-dod",
-        "still served",
-        512,
-    );
-    let r = tokio::time::timeout(PATIENCE, us.publish(honest))
-        .await
-        .expect("answered in time")
-        .unwrap();
-    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    let us = us_publishes_in_time(dir, addr, "still served").await;
     let au = connect(dir, "au-dod", addr).await;
     let mut sub = au.subscribe(0).await.unwrap();
     let mut titles = Vec::new();
