@@ -170,21 +170,20 @@ async fn queue(
     let shared = &g.shared;
     let _gate = shared.rules.gate.read().await;
     let rules = shared.rules_in_force();
-    let prepared = inbox::prepare(
-        objects,
-        writer,
-        &rules,
-        &g.key,
-        &shared.limits.bulletin,
-        now,
-    );
+    // Signing and verifying are the node's shared work: they take the partner's turn,
+    // and each bulletin its slot at the storage thread, as a publish does (fair).
+    let prepared = {
+        let _turn = shared.book.fair.turn(writer.id).await;
+        let limits = &shared.limits.bulletin;
+        inbox::prepare(objects, writer, &rules, &g.key, limits, now)
+    };
     let mut failures = prepared.failures;
     let mut queued = Vec::with_capacity(prepared.made.len());
     for Made { bulletin, objects } in prepared.made {
         let (tx, answer) = oneshot::channel();
         let (id, shared_with) = (bulletin.id, bulletin.shared_with.len());
         let request = Request::Bulletin {
-            slot: None,
+            slot: shared.book.fair.slot(writer.id).await,
             bulletin,
             reply: tx,
         };
