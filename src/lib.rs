@@ -16,6 +16,7 @@ pub mod files;
 pub mod identity;
 pub mod inbox;
 pub mod metrics;
+pub mod misp;
 pub mod node;
 pub mod pki;
 pub mod policy;

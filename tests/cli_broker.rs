@@ -67,15 +67,17 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
         "who did not get it, and why, is not told unless the operator allows it"
     );
 
-    // The Australian desk receives it, verified against the US key it trusts.
+    // The Australian desk receives it, verified against the US key it trusts, and
+    // keeps a MISP feed of what it receives for its analysts' MISP.
     let out = sh_ok(
         dir,
-        "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20",
+        "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20 --misp-feed feed",
     );
     let got: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(got["title"], "Cyber Coalition 2027: call for participation");
     assert_eq!(got["verified"], true);
     assert_eq!(got["digest"], result["digest"]);
+    misp_feed_lists(&dir.join("feed"), got["id"].as_str().unwrap());
 
     // Australia cannot pass on a US bulletin as its own.
     sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind advisory --title 'not yours' --out us.bin");
@@ -178,4 +180,25 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     // SIGTERM: the node finishes and exits 0.
     let exit = served.stop(Duration::from_secs(20));
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The desk's MISP feed in `feed` holds the bulletin `id` as an event of us-dod with its
+/// TLP tag, in its manifest and its hashes.
+fn misp_feed_lists(feed: &Path, id: &str) {
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&fs::read_to_string(feed.join(name)).unwrap()).unwrap()
+    };
+    let event = read(&format!("{id}.json"));
+    assert_eq!(event["Event"]["Orgc"]["name"], "us-dod");
+    assert_eq!(event["Event"]["Tag"][0]["name"], "tlp:green");
+    let manifest = read("manifest.json");
+    assert_eq!(
+        manifest[id]["info"],
+        "Cyber Coalition 2027: call for participation"
+    );
+    let hashes = fs::read_to_string(feed.join("hashes.csv")).unwrap();
+    assert!(
+        !hashes.is_empty() && hashes.lines().all(|l| l.ends_with(&format!(",{id}"))),
+        "{hashes}"
+    );
 }

@@ -15,6 +15,7 @@ const CORE: &[&str] = &[
     "identity",
     "inbox",
     "metrics",
+    "misp",
     "policy",
     "files",
     "pki",

@@ -28,6 +28,7 @@ mod commands;
 mod dashboard;
 mod demo;
 mod metrics;
+mod misp_feed;
 mod operate;
 mod partner;
 mod policy;

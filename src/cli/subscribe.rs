@@ -55,6 +55,10 @@ pub struct SubscribeArgs {
     /// handshake_timeout_secs, 10, or --idle-timeout if that is shorter).
     #[arg(long, value_name = "SECONDS")]
     pub connect_timeout: Option<u64>,
+    /// Keep a MISP feed of what is received in DIR (one event per bulletin,
+    /// manifest.json, hashes.csv), which a MISP instance can add as a feed.
+    #[arg(long, value_name = "DIR")]
+    pub misp_feed: Option<PathBuf>,
     /// In --follow, how often held-back bulletins are tried again (seconds).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub retry_every: u64,
@@ -67,6 +71,8 @@ struct Desk {
     keys: Keyring,
     limits: Limits,
     inbox: Inbox,
+    /// The MISP feed kept of what is received, if asked for.
+    feed: Option<super::misp_feed::Feed>,
     /// Deliveries handled or held back in this run (what `--count` counts).
     seen: usize,
     /// Deliveries left unacknowledged in the current subscription.
@@ -80,7 +86,9 @@ impl Desk {
             Some(dir) => Inbox::open(dir)?,
             None => Inbox::in_memory(),
         };
+        let feed = args.misp_feed.as_deref().map(super::misp_feed::Feed::open);
         Ok(Desk {
+            feed: feed.transpose()?,
             keys: cfg.keyring(),
             limits: cfg.limits.delivery_limits(),
             cfg,
@@ -131,7 +139,7 @@ impl Desk {
             .inbox
             .classify(signed.clone(), &self.keys, now, &self.limits)
         {
-            Arrival::New(v) => self.receive(seq, &v, now).await,
+            Arrival::New(v) => self.receive(seq, &v, &delivery.path, now).await,
             Arrival::Duplicate(_) => Ok(true),
             Arrival::Conflict(v, first) => {
                 let h = v.header();
@@ -155,9 +163,13 @@ impl Desk {
         &mut self,
         seq: u64,
         v: &VerifiedBulletin,
+        path: &[String],
         now: Timestamp,
     ) -> anyhow::Result<bool> {
         let saved = self.inbox.save(seq, v, now)?;
+        if let Some(feed) = &self.feed {
+            feed.add(&crate::misp::event(v, path))?;
+        }
         let full = sidecar(seq, v, now);
         self.seen += 1;
         println!("{}", self.line(&full, saved.as_deref()));
