@@ -74,6 +74,7 @@ pub fn sh_until_ok(dir: &Path, line: &str, patience: std::time::Duration) -> Run
 pub mod federation;
 pub mod lossy;
 pub mod peers;
+pub mod python;
 pub mod served;
 pub mod shell;
 pub mod tables;

@@ -9,8 +9,7 @@
 //! `read` pages and what a partner may see, `write` the inbox, `operate` a reload, the
 //! errors and the benchmark.
 //!
-//! `.ci/run` installs taxii2-client into `target/tmp/taxii-venv`; a `cargo test` without
-//! it makes that virtual environment first (PyPI is the one network it needs).
+//! taxii2-client comes from `common::python`.
 
 use crate::common;
 
@@ -19,11 +18,12 @@ mod read;
 mod write;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::federation::{connect_as, sign_as, PATIENCE};
 use common::pki;
+use common::python::python;
 use common::served::serve;
 use prost::Message as _;
 use renkei::bulletin::{self, Kind, Limits, Tlp};
@@ -31,46 +31,6 @@ use renkei::client::Client;
 use renkei::proto::{self, PublishStatus};
 use renkei::timestamp::Timestamp;
 use serde_json::{json, Value};
-
-/// A Python that can import taxii2client: the virtual environment `.ci/run` makes, or
-/// one made now (once for all the tests here).
-fn python() -> PathBuf {
-    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PYTHON.get_or_init(make_python).clone()
-}
-
-fn make_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("taxii-venv");
-    let python = venv.join("bin/python");
-    let works = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import taxii2client"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !works(&python) {
-        eprintln!("making {} with taxii2-client", venv.display());
-        let made = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status();
-        assert!(made.is_ok_and(|s| s.success()), "python3 -m venv failed");
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "taxii2-client==2.3.0"])
-            .status();
-        assert!(
-            pip.is_ok_and(|s| s.success()),
-            "pip install taxii2-client failed"
-        );
-    }
-    assert!(
-        works(&python),
-        "taxii2client does not import in {}",
-        python.display()
-    );
-    python
-}
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
