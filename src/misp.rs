@@ -292,5 +292,7 @@ pub fn hash_lines(event: &Value) -> Vec<String> {
         .collect()
 }
 
+pub mod inbound;
+
 #[cfg(test)]
 mod tests;

@@ -77,8 +77,9 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     assert_eq!(got["title"], "Cyber Coalition 2027: call for participation");
     assert_eq!(got["verified"], true);
     assert_eq!(got["digest"], result["digest"]);
-    misp_feed_lists(&dir.join("feed"), got["id"].as_str().unwrap());
-    pymisp_reads(&dir.join("feed"));
+    let title = "Cyber Coalition 2027: call for participation";
+    crate::misp::feed_lists(&dir.join("feed"), got["id"].as_str().unwrap(), title);
+    crate::misp::pymisp_reads(&dir.join("feed"), 1);
 
     // Australia cannot pass on a US bulletin as its own.
     sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind advisory --title 'not yours' --out us.bin");
@@ -181,61 +182,4 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     // SIGTERM: the node finishes and exits 0.
     let exit = served.stop(Duration::from_secs(20));
     assert!(exit.success(), "{exit:?}");
-}
-
-/// The desk's MISP feed in `feed` holds the bulletin `id` as an event of us-dod with its
-/// TLP tag, in its manifest and its hashes.
-fn misp_feed_lists(feed: &Path, id: &str) {
-    let read = |name: &str| -> Value {
-        serde_json::from_str(&fs::read_to_string(feed.join(name)).unwrap()).unwrap()
-    };
-    let event = read(&format!("{id}.json"));
-    assert_eq!(event["Event"]["Orgc"]["name"], "us-dod");
-    assert_eq!(event["Event"]["Tag"][0]["name"], "tlp:green");
-    let manifest = read("manifest.json");
-    assert_eq!(
-        manifest[id]["info"],
-        "Cyber Coalition 2027: call for participation"
-    );
-    let hashes = fs::read_to_string(feed.join("hashes.csv")).unwrap();
-    assert!(
-        !hashes.is_empty() && hashes.lines().all(|l| l.ends_with(&format!(",{id}"))),
-        "{hashes}"
-    );
-}
-
-/// What PyMISP makes of the feed in `feed`: every event of the manifest loads, and the
-/// manifest entry and the hashes it works out itself are the feed's.
-const PYMISP_READS_THE_FEED: &str = r#"
-import json, sys
-from pathlib import Path
-from pymisp import MISPEvent
-feed = Path(sys.argv[1])
-manifest = json.loads((feed / "manifest.json").read_text())
-hashes = sorted((feed / "hashes.csv").read_text().split())
-theirs, mine = {}, []
-for uuid in manifest:
-    event = MISPEvent()
-    event.load_file(str(feed / f"{uuid}.json"))
-    for u, entry in event.manifest.items():
-        entry["Tag"] = [{"name": t["name"]} for t in entry["Tag"]]
-        theirs[u] = entry
-    mine += [f"{h},{event.uuid}" for h in event.attributes_hashes("md5")]
-assert theirs == manifest, (theirs, manifest)
-assert sorted(mine) == hashes, (mine, hashes)
-print(f"pymisp read {len(manifest)} event(s)")
-"#;
-
-fn pymisp_reads(feed: &Path) {
-    let out = std::process::Command::new(common::python::python())
-        .args(["-c", PYMISP_READS_THE_FEED])
-        .arg(feed)
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && said.contains("pymisp read 1 event(s)"),
-        "{said}"
-    );
 }

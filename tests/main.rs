@@ -25,6 +25,7 @@ mod keys;
 mod layering;
 mod lossy;
 mod metrics;
+mod misp;
 mod monitoring;
 mod onboarding;
 mod partners;

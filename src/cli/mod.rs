@@ -29,6 +29,7 @@ mod dashboard;
 mod demo;
 mod metrics;
 mod misp_feed;
+mod misp_in;
 mod operate;
 mod partner;
 mod policy;

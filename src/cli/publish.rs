@@ -54,6 +54,14 @@ pub struct PublishArgs {
     /// An already signed bulletin to publish instead of the fields below.
     #[arg(long, conflicts_with_all = ["origin", "tlp", "kind", "title"])]
     pub file: Option<PathBuf>,
+    /// A MISP event (JSON) to publish as a bulletin of this desk: its tlp: and
+    /// renkei:kind tags, its info and its sharing group stand in for the fields not
+    /// given; `distribution` 0 (your organisation only) is refused.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "body_file", "content_type"])]
+    pub misp_event: Option<PathBuf>,
+    /// How a MISP event travels: as a STIX 2.1 bundle, or as its MISP JSON.
+    #[arg(long, value_enum, default_value_t = super::misp_in::MispBody::Stix, requires = "misp_event")]
+    pub misp_body: super::misp_in::MispBody,
     #[command(flatten)]
     pub fields: BulletinFields,
     /// Print the node's answer as one JSON line instead of sentences for people.
@@ -89,7 +97,10 @@ fn signed_bulletin(
     let key = identity::signing_key_from_pem(&files::read_text(key_path)?)
         .with_context(|| key_path.display().to_string())?;
     let fields = std::mem::take(&mut args.fields);
-    let draft = super::bulletin::from_fields(fields, Some(&cfg.client.id), Timestamp::now())?;
+    let draft = match &args.misp_event {
+        Some(event) => super::misp_in::draft(event, fields, cfg, args.misp_body, Timestamp::now())?,
+        None => super::bulletin::from_fields(fields, Some(&cfg.client.id), Timestamp::now())?,
+    };
     bulletin::sign(&draft, &key, &cfg.limits.bulletin_limits()).context("the bulletin is not valid")
 }
 

@@ -1,0 +1,214 @@
+//! A MISP event a desk brings in: what it says of the bulletin it becomes (TLP and kind
+//! from its tags, the title from its `info`, an audience from its sharing group), and
+//! its attributes as a STIX 2.1 bundle. An event meant for its own organisation only
+//! (`distribution` 0) is refused: it was never the desk's to share.
+
+use serde_json::{json, Value};
+
+use crate::bulletin::{Kind, Tlp};
+use crate::stix;
+
+/// Largest MISP event read, in bytes (a bulletin body is smaller still).
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
+/// Why a MISP event cannot become a bulletin.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MispError {
+    /// Not MISP event JSON.
+    #[error("not a MISP event: {0}")]
+    NotAnEvent(String),
+    /// Larger than a bulletin could carry.
+    #[error("the MISP event is {0} bytes, over the {MAX_EVENT_BYTES} bytes read")]
+    TooLarge(usize),
+    /// Marked for its own organisation only.
+    #[error("the MISP event's distribution is 0 (your organisation only): it is not to be shared")]
+    OrganisationOnly,
+}
+
+/// What a MISP event says of the bulletin it becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inbound {
+    /// The strictest `tlp:` tag, if it has one.
+    pub tlp: Option<Tlp>,
+    /// From a `renkei:kind="…"` tag, if it has one.
+    pub kind: Option<Kind>,
+    /// Its `info`.
+    pub title: String,
+    /// Its other tags.
+    pub tags: Vec<String>,
+    /// The organisations of its sharing group (distribution 4), by name.
+    pub sharing_group: Vec<String>,
+    /// The event itself (the object under `Event`).
+    pub event: Value,
+}
+
+/// Reads a MISP event (`{"Event": {...}}` or the bare event object).
+pub fn read(bytes: &[u8]) -> Result<Inbound, MispError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(MispError::TooLarge(bytes.len()));
+    }
+    let json: Value =
+        serde_json::from_slice(bytes).map_err(|e| MispError::NotAnEvent(e.to_string()))?;
+    let event = json.get("Event").cloned().unwrap_or(json);
+    if !event.is_object() || event.get("Attribute").is_some_and(|a| !a.is_array()) {
+        return Err(MispError::NotAnEvent(
+            "no event object with an Attribute list".into(),
+        ));
+    }
+    if number(&event, "distribution") == Some(0) {
+        return Err(MispError::OrganisationOnly);
+    }
+    let names = tag_names(&event);
+    let tlp = names
+        .iter()
+        .filter(|t| t.to_ascii_lowercase().starts_with("tlp:"))
+        .filter_map(|t| t.parse::<Tlp>().ok())
+        .max();
+    let kind = names.iter().find_map(|t| {
+        let k = t.strip_prefix("renkei:kind=")?.trim_matches('"');
+        k.parse::<Kind>().ok()
+    });
+    let tags = names
+        .iter()
+        .filter(|t| !t.to_ascii_lowercase().starts_with("tlp:") && !t.starts_with("renkei:kind="))
+        .cloned()
+        .collect();
+    Ok(Inbound {
+        tlp,
+        kind,
+        title: text(&event, "info").to_owned(),
+        tags,
+        sharing_group: sharing_group(&event),
+        event,
+    })
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A field MISP writes as a number or as a string of digits.
+fn number(v: &Value, key: &str) -> Option<u64> {
+    let f = v.get(key)?;
+    f.as_u64().or_else(|| f.as_str()?.parse().ok())
+}
+
+fn tag_names(event: &Value) -> Vec<String> {
+    let tags = event.get("Tag").and_then(Value::as_array);
+    tags.into_iter()
+        .flatten()
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn sharing_group(event: &Value) -> Vec<String> {
+    if number(event, "distribution") != Some(4) {
+        return Vec::new();
+    }
+    let orgs = event
+        .pointer("/SharingGroup/SharingGroupOrg")
+        .and_then(Value::as_array);
+    orgs.into_iter()
+        .flatten()
+        .filter_map(|o| o.pointer("/Organisation/name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The event's attributes as a STIX 2.1 bundle marked `tlp`: observables as
+/// indicators, vulnerabilities as vulnerabilities, the rest as notes, all held by one
+/// report named by the event's `info`.
+pub fn to_stix(inbound: &Inbound, tlp: Tlp, created: &str) -> Value {
+    let e = &inbound.event;
+    let uuid = text(e, "uuid");
+    let report_id = format!("report--{}", stix_uuid(uuid, "report"));
+    let attributes = e.get("Attribute").and_then(Value::as_array);
+    let mut objects: Vec<Value> = attributes
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, a)| stix_object(a, &format!("{uuid}/{i}"), &report_id, created))
+        .collect();
+    let refs: Vec<Value> = objects.iter().map(|o| o["id"].clone()).collect();
+    let name = if inbound.title.is_empty() {
+        "MISP event"
+    } else {
+        inbound.title.as_str()
+    };
+    objects.push(json!({
+        "type": "report", "spec_version": "2.1", "id": report_id,
+        "created": created, "modified": created, "published": created,
+        "name": name, "report_types": ["threat-report"],
+        // A report must hold something: an event without attributes holds itself.
+        "object_refs": if refs.is_empty() { vec![json!(report_id)] } else { refs },
+    }));
+    let marking = stix::marking_of(tlp);
+    for o in &mut objects {
+        o["object_marking_refs"] = json!([marking]);
+    }
+    json!({"type": "bundle", "id": format!("bundle--{}", stix_uuid(uuid, "bundle")), "objects": objects})
+}
+
+/// A STIX id's UUID for `what` of the event `uuid`: stable, so the same event gives the
+/// same objects.
+fn stix_uuid(uuid: &str, what: &str) -> String {
+    super::stable_uuid(&format!("stix {uuid} {what}"))
+}
+
+/// One attribute as a STIX object, if MISP says anything by it.
+fn stix_object(a: &Value, name: &str, report: &str, created: &str) -> Option<Value> {
+    let (kind, value) = (text(a, "type"), text(a, "value"));
+    if value.is_empty() {
+        return None;
+    }
+    let common = |t: &str| {
+        json!({"type": t, "spec_version": "2.1", "id": format!("{t}--{}", stix_uuid(name, t)),
+               "created": created, "modified": created})
+    };
+    if let Some(pattern) = pattern_of(kind, value) {
+        let mut o = common("indicator");
+        o["pattern"] = json!(pattern);
+        o["pattern_type"] = json!("stix");
+        o["valid_from"] = json!(created);
+        o["name"] = json!(format!("{kind}: {value}"));
+        return Some(o);
+    }
+    if kind == "vulnerability" {
+        let mut o = common("vulnerability");
+        o["name"] = json!(value);
+        if value.to_ascii_uppercase().starts_with("CVE-") {
+            o["external_references"] = json!([{"source_name": "cve", "external_id": value}]);
+        }
+        return Some(o);
+    }
+    let mut o = common("note");
+    o["content"] = json!(match kind {
+        "text" | "comment" | "other" => value.to_owned(),
+        _ => format!("{kind}: {value}"),
+    });
+    o["object_refs"] = json!([report]);
+    Some(o)
+}
+
+/// The STIX pattern of an observable attribute.
+fn pattern_of(kind: &str, value: &str) -> Option<String> {
+    let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+    let path = match kind {
+        "ip-dst" | "ip-src" if value.contains(':') => "ipv6-addr:value",
+        "ip-dst" | "ip-src" => "ipv4-addr:value",
+        "domain" | "hostname" => "domain-name:value",
+        "url" | "link" => "url:value",
+        "email" | "email-src" | "email-dst" => "email-addr:value",
+        "filename" => "file:name",
+        "md5" => "file:hashes.MD5",
+        "sha1" => "file:hashes.'SHA-1'",
+        "sha256" => "file:hashes.'SHA-256'",
+        "stix2-pattern" => return Some(value.to_owned()),
+        _ => return None,
+    };
+    Some(format!("[{path} = '{quoted}']"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! MISP, which most partners run: a desk keeps a MISP feed of what it receives, which
+//! PyMISP reads as MISP would, and publishes events PyMISP builds, which reach another
+//! desk with their attributes, tags and uuid.
+
+use crate::common;
+
+use std::fs;
+use std::path::Path;
+
+use common::served::serve;
+use common::tables::{liaison, tables};
+use common::{pki, sh_ok};
+use serde_json::Value;
+
+/// The desk's MISP feed in `feed` holds the GREEN bulletin `id` of us-dod, titled
+/// `info`, as an event with its TLP tag, in its manifest and its hashes.
+pub fn feed_lists(feed: &Path, id: &str, info: &str) {
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&fs::read_to_string(feed.join(name)).unwrap()).unwrap()
+    };
+    let event = read(&format!("{id}.json"));
+    assert_eq!(event["Event"]["Orgc"]["name"], "us-dod");
+    assert_eq!(event["Event"]["Tag"][0]["name"], "tlp:green");
+    let manifest = read("manifest.json");
+    assert_eq!(manifest[id]["info"], info);
+    let hashes = fs::read_to_string(feed.join("hashes.csv")).unwrap();
+    assert!(
+        !hashes.is_empty() && hashes.lines().all(|l| l.ends_with(&format!(",{id}"))),
+        "{hashes}"
+    );
+}
+
+/// What PyMISP makes of the feed in `feed`: every event of the manifest loads, and the
+/// manifest entry and the hashes it works out itself are the feed's.
+const PYMISP_READS_THE_FEED: &str = r#"
+import json, sys
+from pathlib import Path
+from pymisp import MISPEvent
+feed = Path(sys.argv[1])
+manifest = json.loads((feed / "manifest.json").read_text())
+hashes = sorted((feed / "hashes.csv").read_text().split())
+theirs, mine = {}, []
+for uuid in manifest:
+    event = MISPEvent()
+    event.load_file(str(feed / f"{uuid}.json"))
+    for u, entry in event.manifest.items():
+        entry["Tag"] = [{"name": t["name"]} for t in entry["Tag"]]
+        theirs[u] = entry
+    mine += [f"{h},{event.uuid}" for h in event.attributes_hashes("md5")]
+assert theirs == manifest, (theirs, manifest)
+assert sorted(mine) == hashes, (mine, hashes)
+print(f"pymisp read {len(manifest)} event(s)")
+"#;
+
+/// PyMISP reads the feed in `feed`, of `events` events, as MISP would.
+pub fn pymisp_reads(feed: &Path, events: usize) {
+    let out = std::process::Command::new(common::python::python())
+        .args(["-c", PYMISP_READS_THE_FEED])
+        .arg(feed)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains(&format!("pymisp read {events} event(s)")),
+        "{said}"
+    );
+}
+
+/// An event as a desk's analyst builds it in PyMISP: observables, a vulnerability and
+/// a note, tagged GREEN, for the community. Printed as MISP JSON.
+const PYMISP_BUILDS_AN_EVENT: &str = r#"
+from pymisp import MISPEvent
+e = MISPEvent()
+e.info = "Phishing wave against two ministries"
+e.distribution = 1
+e.add_tag("tlp:green")
+e.add_attribute("ip-dst", "198.51.100.7")
+e.add_attribute("domain", "login-mod.example")
+e.add_attribute("sha256", "a" * 64)
+e.add_attribute("vulnerability", "CVE-2026-0002")
+e.add_attribute("text", "sent to both ministries on Monday")
+print(e.to_json())
+"#;
+
+/// Whether the event in `feed` (by PyMISP) holds every attribute, by type and value,
+/// and every tag of the event PyMISP built in `built`.
+const PYMISP_COMPARES: &str = r#"
+import sys
+from pymisp import MISPEvent
+built, got = MISPEvent(), MISPEvent()
+built.load_file(sys.argv[1])
+got.load_file(sys.argv[2])
+want = {(a.type, a.value) for a in built.attributes}
+have = {(a.type, a.value) for a in got.attributes}
+assert want <= have, (want - have)
+assert {t.name for t in built.tags} <= {t.name for t in got.tags}, (built.tags, got.tags)
+assert built.uuid == got.uuid, (built.uuid, got.uuid)
+print("the same event")
+"#;
+
+fn python(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::python::python())
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+/// A node with the desks us-dod and au-dod (cleared to AMBER) as `renkei serve`, and
+/// each desk's client configuration trusting us-dod's key.
+fn node_and_desks(dir: &Path) -> common::served::Served {
+    pki(dir, "jp-mod,us-dod,au-dod");
+    let mut partners = tables(&[liaison("us-dod", "red"), liaison("au-dod", "amber")]);
+    for id in ["us-dod", "au-dod"] {
+        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
+    }
+    let hub = format!(
+        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n{partners}"
+    );
+    fs::write(dir.join("hub.toml"), hub).unwrap();
+    let (served, addr) = serve(dir, "hub.toml");
+    for id in ["us-dod", "au-dod"] {
+        let text = format!(
+            "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
+             tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n\n\
+             [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
+            common::public_key(dir, "us-dod")
+        );
+        fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    }
+    served
+}
+
+/// Issue 31: an event built with PyMISP is published by the US desk, reaches the
+/// Australian desk as a signed bulletin, and comes out of its MISP feed with the same
+/// uuid, tags and attributes. An event for its own organisation only is refused.
+#[test]
+fn an_event_built_with_pymisp_reaches_another_desk_and_its_misp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let served = node_and_desks(dir);
+    fs::write(
+        dir.join("event.json"),
+        python(&["-c", PYMISP_BUILDS_AN_EVENT]),
+    )
+    .unwrap();
+    let out = sh_ok(
+        dir,
+        "publish --config us-dod.toml --json --misp-event event.json",
+    );
+    let result: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(result["status"], "accepted", "{result}");
+    assert_eq!(result["shared_with"], serde_json::json!(["au-dod"]));
+
+    sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --count 1 --idle-timeout 20 --misp-feed feed",
+    );
+    let id = result["bulletin_id"].as_str().unwrap();
+    feed_lists(
+        &dir.join("feed"),
+        id,
+        "Phishing wave against two ministries",
+    );
+    pymisp_reads(&dir.join("feed"), 1);
+    let got = dir.join("feed").join(format!("{id}.json"));
+    let (built, got) = (dir.join("event.json"), got.to_str().unwrap().to_owned());
+    let same = python(&["-c", PYMISP_COMPARES, built.to_str().unwrap(), &got]);
+    assert!(same.contains("the same event"), "{same}");
+
+    let private = fs::read_to_string(dir.join("event.json"))
+        .unwrap()
+        .replacen("\"distribution\": \"1\"", "\"distribution\": \"0\"", 1);
+    fs::write(dir.join("private.json"), private).unwrap();
+    let refused = common::sh(
+        dir,
+        "publish --config us-dod.toml --misp-event private.json",
+    );
+    assert!(
+        !refused.ok && refused.stderr.contains("your organisation only"),
+        "{}",
+        refused.stderr
+    );
+    assert!(served.stop(common::federation::PATIENCE).success());
+}
