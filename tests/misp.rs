@@ -99,6 +99,13 @@ assert built.uuid == got.uuid, (built.uuid, got.uuid)
 print("the same event")
 "#;
 
+/// Whether OASIS's `stix2` parses a bundle, refusing anything custom.
+const STIX2_PARSES: &str = r#"
+import sys, stix2
+bundle = stix2.parse(open(sys.argv[1]).read(), allow_custom=False)
+print(f"stix2 parsed {len(bundle.objects)} objects")
+"#;
+
 fn python(args: &[&str]) -> String {
     let out = std::process::Command::new(common::python::python())
         .args(args)
@@ -160,10 +167,13 @@ fn an_event_built_with_pymisp_reaches_another_desk_and_its_misp() {
     assert_eq!(result["status"], "accepted", "{result}");
     assert_eq!(result["shared_with"], serde_json::json!(["au-dod"]));
 
-    sh_ok(
-        dir,
-        "subscribe --config au-dod.toml --count 1 --idle-timeout 20 --misp-feed feed",
-    );
+    let args = "--json --count 1 --idle-timeout 20 --misp-feed feed";
+    let received = sh_ok(dir, &format!("subscribe --config au-dod.toml {args}"));
+    let received: Value = serde_json::from_str(received.stdout.trim()).unwrap();
+    // The body is STIX 2.1 that OASIS's own library reads, strictly.
+    fs::write(dir.join("body.json"), received["body"].as_str().unwrap()).unwrap();
+    let parsed = python(&["-c", STIX2_PARSES, dir.join("body.json").to_str().unwrap()]);
+    assert!(parsed.contains("stix2 parsed 6 objects"), "{parsed}");
     let id = result["bulletin_id"].as_str().unwrap();
     feed_lists(
         &dir.join("feed"),
