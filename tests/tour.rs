@@ -49,6 +49,10 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
                 std::fs::read(cwd.join("bundle.json")).ok()?,
                 "the body as sent"
             );
+            // The MISP feed lists the bulletin (its id is the directory's name).
+            let id = dir.trim_end_matches('/').rsplit('/').next()?;
+            let manifest = std::fs::read_to_string(cwd.join("misp/manifest.json")).ok()?;
+            assert!(manifest.contains(id), "{manifest}");
         }
         ["bulletin", "new"] => has("\"origin\":\"us-cybercom\""),
         ["bulletin", "show"] => has("not verified (no key given)"),
