@@ -6,6 +6,7 @@
 use crate::common;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,9 +32,48 @@ clearance = "amber"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verified_log() {
     let mut fed = Federation::start("jp-mod", &["us-dod", "au-dod"], PARTNERS).await;
-    let dir = fed.dir.path().to_owned();
+    let (before, all) = publish_while_backing_up(&fed).await;
+    fed.halt().await;
+    let dir = fed.dir.path();
+    restore_into_a_new_data_directory(dir);
+    let us_key = renkei::identity::PublicKey::of(fed.key("us-dod")).to_string();
+    refused_as_another_nodes_backup(dir, &us_key);
+    let hub_key = renkei::identity::PublicKey::of(fed.key("jp-mod")).to_string();
+    refused_as_a_rollback(dir, &hub_key);
+    refused_with_an_edited_or_unsigned_manifest(dir, &hub_key);
 
-    // us-dod publishes without pause; au-dod is offline, so everything queues for it.
+    // A node on the restored directory delivers au-dod's queue: everything accepted
+    // before the backup began, and nothing that was never accepted.
+    let cfg = NodeConfig::load(&dir.join("restored.toml")).unwrap();
+    fed.node = Some(renkei::node::start(cfg).await.unwrap());
+    let stored = renkei::store::backup::read_manifest(&dir.join("backups/first"))
+        .unwrap()
+        .bulletins as usize;
+    assert!(
+        stored >= before.len(),
+        "{stored} stored, {} accepted before",
+        before.len()
+    );
+    let au = fed.client("au-dod").await;
+    let got: HashSet<String> = receive(&au, stored)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        before.is_subset(&got),
+        "every bulletin accepted before the backup is restored"
+    );
+    assert!(got.is_subset(&all));
+    au.close().await;
+    fed.stop().await;
+}
+
+/// us-dod publishes without pause while au-dod is offline, so everything queues for
+/// it; once a few hundred are in, the operator takes a backup, and publishing goes on
+/// during and after the copy. The titles accepted before the backup, and in all.
+async fn publish_while_backing_up(fed: &Federation) -> (HashSet<String>, HashSet<String>) {
+    let dir = fed.dir.path().to_owned();
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let us = fed.client("us-dod").await;
@@ -63,96 +103,74 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
             us.close().await;
         })
     };
-
-    // Once a few hundred are in, the operator takes a backup while publishing goes on.
     let deadline = std::time::Instant::now() + common::federation::PATIENCE;
     let mut ready = tokio::time::interval(std::time::Duration::from_millis(5));
-    while accepted.lock().unwrap().len() < 300 {
+    let published = |n: usize| accepted.lock().unwrap().len() >= n;
+    while !published(300) {
         assert!(std::time::Instant::now() < deadline, "publishing stalled");
         ready.tick().await;
     }
     let before: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
-    let backup = tokio::task::spawn_blocking(move || {
-        renkei_ok(
-            &dir,
-            &["backup", "--config", "hub.toml", "--out", "backups/first"],
-        )
-    })
-    .await
-    .unwrap();
+    let take = ["backup", "--config", "hub.toml", "--out", "backups/first"];
+    let backup = tokio::task::spawn_blocking(move || renkei_ok(&dir, &take))
+        .await
+        .unwrap();
     assert!(backup.stdout.contains("backup taken"), "{}", backup.stdout);
     let after_backup = accepted.lock().unwrap().len();
-    // Publishing went on during and after the copy.
-    while accepted.lock().unwrap().len() < (after_backup + 50).min(5_000) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "publishing stalled after the backup"
-        );
+    while !published((after_backup + 50).min(5_000)) {
+        let now = std::time::Instant::now();
+        assert!(now < deadline, "publishing stalled after the backup");
         ready.tick().await;
     }
     stop.store(true, Ordering::Relaxed);
     publisher.await.unwrap();
     let all: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
-    fed.halt().await;
+    (before, all)
+}
 
-    // Restore into a new data directory; restoring over it again is refused.
-    let dir = fed.dir.path();
+/// `renkei restore --from backups/FROM` with `to` (where, and what to check it by).
+fn restore(dir: &Path, from: &str, to: &[&str]) -> common::Run {
+    let from = format!("backups/{from}");
+    renkei(
+        dir,
+        &[&["restore", "--from", from.as_str()][..], to].concat(),
+    )
+}
+
+/// The backup restores into a new data directory, saying to people what was restored
+/// and that its log verified against the key the operator holds (here the node's own,
+/// from its configuration); restoring over it again is refused.
+fn restore_into_a_new_data_directory(dir: &Path) {
     let restored_cfg = std::fs::read_to_string(dir.join("hub.toml"))
         .unwrap()
         .replace("data_dir = \"data\"", "data_dir = \"restored\"");
     std::fs::write(dir.join("restored.toml"), restored_cfg).unwrap();
-    let restore = renkei_ok(
-        dir,
-        &[
-            "restore",
-            "--from",
-            "backups/first",
-            "--config",
-            "restored.toml",
-        ],
-    );
-    // Said to people: what was restored, and that its log verified against the key
-    // the operator holds (here the node's own, from its configuration).
+    let restored = restore(dir, "first", &["--config", "restored.toml"]);
+    assert!(restored.ok, "{}", restored.stderr);
+    let said = &restored.stdout;
     assert!(
-        restore.stdout.starts_with("restored ")
-            && restore.stdout.contains("verified: the audit log of jp-mod")
-            && restore
-                .stdout
-                .contains("checked against       the key given"),
-        "{}",
-        restore.stdout
+        said.starts_with("restored ")
+            && said.contains("verified: the audit log of jp-mod")
+            && said.contains("checked against       the key given"),
+        "{said}"
     );
-    let again = renkei(
-        dir,
-        &[
-            "restore",
-            "--from",
-            "backups/first",
-            "--config",
-            "restored.toml",
-        ],
-    );
+    let again = restore(dir, "first", &["--config", "restored.toml"]);
     assert!(
         !again.ok && again.stderr.contains("not empty"),
         "{}",
         again.stderr
     );
-    // Restored as another node's (checked with another key), it is refused and leaves
-    // nothing a node could start on. The key is given as a .pub file, as `keygen`
-    // writes it (issue 32: only the ed25519: text was taken).
-    let us_key = renkei::identity::PublicKey::of(fed.key("us-dod")).to_string();
-    std::fs::write(dir.join("us-dod.pub"), format!("{us_key}\n")).unwrap();
-    let foreign = renkei(
+}
+
+/// Restored as another node's (checked with that node's key, `key`), the backup is
+/// refused and leaves nothing a node could start on. The key is given as a .pub file,
+/// as `keygen` writes it (issue 32: only the ed25519: text was taken).
+fn refused_as_another_nodes_backup(dir: &Path, key: &str) {
+    std::fs::write(dir.join("us-dod.pub"), format!("{key}\n")).unwrap();
+    let foreign = restore(
         dir,
-        &[
-            "restore",
-            "--from",
-            "backups/first",
-            "--data-dir",
-            "elsewhere",
-            "--key",
-            "us-dod.pub",
-        ],
+        "first",
+        &["--data-dir", "elsewhere", "--key", "us-dod.pub"],
     );
     assert!(
         !foreign.ok && foreign.stderr.contains("another key"),
@@ -171,36 +189,33 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
         })
         .count();
     assert_eq!(leftovers, 0, "the refused copy is removed");
+}
 
-    // Given the checkpoint the node signed when it stopped (newer than the backup), the
-    // old backup is refused as a rollback; without key or checkpoint, it is not tried.
+/// Given the checkpoint the node signed when it stopped (newer than the backup), the
+/// old backup is refused as a rollback; without key or checkpoint, it is not tried.
+fn refused_as_a_rollback(dir: &Path, hub_key: &str) {
     let kept = renkei_ok(dir, &["audit", "checkpoint", "--data-dir", "data"]);
     std::fs::write(dir.join("kept.checkpoint"), &kept.stdout).unwrap();
-    let hub_key = renkei::identity::PublicKey::of(fed.key("jp-mod")).to_string();
-    let old = renkei(
-        dir,
-        &[
-            "restore",
-            "--from",
-            "backups/first",
-            "--data-dir",
-            "rolled-back",
-            "--key",
-            &hub_key,
-            "--trusted-checkpoint",
-            "kept.checkpoint",
-        ],
-    );
+    let trusted = ["--trusted-checkpoint", "kept.checkpoint"];
+    let to = [
+        &["--data-dir", "rolled-back", "--key", hub_key][..],
+        &trusted,
+    ]
+    .concat();
+    let old = restore(dir, "first", &to);
     assert!(!old.ok, "{}", old.stdout);
-    assert!(
-        old.stderr
-            .contains("rollback: the trusted checkpoint covers"),
-        "{}",
-        old.stderr
-    );
+    let rollback = "rollback: the trusted checkpoint covers";
+    assert!(old.stderr.contains(rollback), "{}", old.stderr);
     assert!(!dir.join("rolled-back").exists());
-    // A backup whose manifest was edited (here, only the date it claims) is refused:
-    // the node signed its manifest.
+    let blind = restore(dir, "first", &["--data-dir", "blind"]);
+    let asks = blind.stderr.contains("--trusted-checkpoint");
+    assert!(!blind.ok && asks, "{}", blind.stderr);
+}
+
+/// A backup whose manifest was edited (here, only the date it claims) is refused: the
+/// node signed its manifest. Issue 25: the same edit with the signature stripped was
+/// restored, with a warning; it is refused too.
+fn refused_with_an_edited_or_unsigned_manifest(dir: &Path, hub_key: &str) {
     let tampered = dir.join("backups/tampered");
     for entry in walk(&dir.join("backups/first")) {
         let rel = entry.strip_prefix(dir.join("backups/first")).unwrap();
@@ -210,102 +225,33 @@ async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verifie
     }
     let manifest = tampered.join("renkei-backup.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let edited: Vec<&str> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("taken_at") {
-                "taken_at = \"2020-01-01T00:00:00Z\""
-            } else {
-                l
-            }
-        })
-        .collect();
-    std::fs::write(&manifest, edited.join("\n")).unwrap();
-    let forged = renkei(
+    let edit = |text: &str, key: &str, line: &str| -> String {
+        let lines = text
+            .lines()
+            .map(|l| if l.starts_with(key) { line } else { l });
+        lines.collect::<Vec<_>>().join("\n")
+    };
+    let edited = edit(&text, "taken_at", "taken_at = \"2020-01-01T00:00:00Z\"");
+    std::fs::write(&manifest, &edited).unwrap();
+    let forged = restore(
         dir,
-        &[
-            "restore",
-            "--from",
-            "backups/tampered",
-            "--data-dir",
-            "tampered",
-            "--key",
-            &hub_key,
-        ],
+        "tampered",
+        &["--data-dir", "tampered", "--key", hub_key],
     );
     assert!(!forged.ok, "{}", forged.stdout);
-    assert!(
-        forged
-            .stderr
-            .contains("manifest's signature does not verify"),
-        "{}",
-        forged.stderr
-    );
+    let why = "manifest's signature does not verify";
+    assert!(forged.stderr.contains(why), "{}", forged.stderr);
     assert!(!dir.join("tampered").exists());
-    // Issue 25: the same edit with the signature stripped was restored, with a warning.
-    let stripped: Vec<&str> = edited
-        .iter()
-        .map(|l| {
-            if l.starts_with("signature") {
-                "signature = \"\""
-            } else {
-                l
-            }
-        })
-        .collect();
-    std::fs::write(&manifest, stripped.join("\n")).unwrap();
-    let args = [
-        "restore",
-        "--from",
-        "backups/tampered",
-        "--data-dir",
-        "stripped",
-        "--key",
-        &hub_key,
-    ];
-    let unsigned = renkei(dir, &args);
-    assert!(!unsigned.ok, "{}", unsigned.stdout);
-    assert!(
-        unsigned.stderr.contains("carries no signature"),
-        "{}",
-        unsigned.stderr
-    );
-    assert!(!dir.join("stripped").exists());
-    let blind = renkei(
+    std::fs::write(&manifest, edit(&edited, "signature", "signature = \"\"")).unwrap();
+    let unsigned = restore(
         dir,
-        &["restore", "--from", "backups/first", "--data-dir", "blind"],
+        "tampered",
+        &["--data-dir", "stripped", "--key", hub_key],
     );
-    assert!(
-        !blind.ok && blind.stderr.contains("--trusted-checkpoint"),
-        "{}",
-        blind.stderr
-    );
-
-    // A node on the restored directory delivers au-dod's queue: everything accepted
-    // before the backup began, and nothing that was never accepted.
-    let cfg = NodeConfig::load(&dir.join("restored.toml")).unwrap();
-    fed.node = Some(renkei::node::start(cfg).await.unwrap());
-    let stored = renkei::store::backup::read_manifest(&dir.join("backups/first"))
-        .unwrap()
-        .bulletins as usize;
-    assert!(
-        stored >= before.len(),
-        "{stored} stored, {} accepted before",
-        before.len()
-    );
-    let au = fed.client("au-dod").await;
-    let got: HashSet<String> = receive(&au, stored)
-        .await
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
-    assert!(
-        before.is_subset(&got),
-        "every bulletin accepted before the backup is restored"
-    );
-    assert!(got.is_subset(&all));
-    au.close().await;
-    fed.stop().await;
+    assert!(!unsigned.ok, "{}", unsigned.stdout);
+    let why = "carries no signature";
+    assert!(unsigned.stderr.contains(why), "{}", unsigned.stderr);
+    assert!(!dir.join("stripped").exists());
 }
 
 /// Every file under `dir`.
