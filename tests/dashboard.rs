@@ -184,47 +184,7 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (served, addr) = setup(dir);
-
-    // The US desk's year: two consultations, an exercise, three indicators, and an AMBER
-    // indicator the Australian desk is not cleared for.
-    let key = common::signing_key(dir, "us-dod");
-    let us = connect_as(
-        &dir.join("certs"),
-        "us-dod",
-        addr.parse().unwrap(),
-        &"jp-mod".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut amber_id = String::new();
-    for (i, (tlp, kind)) in [
-        (Tlp::Green, Kind::Consultation),
-        (Tlp::Green, Kind::Consultation),
-        (Tlp::Green, Kind::Exercise),
-        (Tlp::Green, Kind::Indicator),
-        (Tlp::Green, Kind::Indicator),
-        (Tlp::Green, Kind::Indicator),
-        (Tlp::Amber, Kind::Indicator),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let r = us
-            .publish(sign_as(
-                &key,
-                "us-dod",
-                tlp,
-                kind,
-                &format!("note {i}"),
-                &[],
-                &[],
-            ))
-            .await
-            .unwrap();
-        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
-        amber_id = r.bulletin_id;
-    }
-    us.close().await;
+    let amber_id = the_us_desks_year(dir, &addr).await;
 
     // What `renkei metrics` says, as the logic model counts it.
     let metrics = renkei_ok(
@@ -232,31 +192,8 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         &["metrics", "--config", "jp-audit.toml", "--format", "json"],
     );
     let report: Value = serde_json::from_str(&metrics.stdout).unwrap();
-    let outputs = |partner: &str| -> [u64; 3] {
-        let p = report["partners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["partner"] == partner)
-            .unwrap();
-        let mut o = [0; 3];
-        for f in p["figures"].as_array().unwrap() {
-            let name = f["name"].as_str().unwrap();
-            // By country: the bulletins each took part in, each once.
-            let Some(kind) = name.strip_prefix("took_part.") else {
-                continue;
-            };
-            let slot = match kind {
-                "consultation" => 0,
-                "exercise" => 1,
-                _ => 2,
-            };
-            o[slot] += f["value"].as_u64().unwrap();
-        }
-        o
-    };
-    assert_eq!(outputs("US"), [2, 1, 4]);
-    assert_eq!(outputs("AU"), [2, 1, 3], "not the AMBER indicator");
+    assert_eq!(outputs(&report, "US"), [2, 1, 4]);
+    assert_eq!(outputs(&report, "AU"), [2, 1, 3], "not the AMBER indicator");
     // Issue 27: the review sheet in JSON, this year's consultations against 4.
     let fy = this_fiscal_year();
     let consultations = report["indicators"]
@@ -270,80 +207,10 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     assert_eq!(consultations["achievement_pct"], 50.0);
     assert!(report["computed_from"]["log_size"].as_u64().unwrap() > 0);
 
-    // The dashboard, and the browser.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
-        .args([
-            "dashboard",
-            "--config",
-            "jp-audit.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _dashboard = Dashboard(child);
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    // The dashboard, and the browser: the first page shows the same figures.
+    let (dashboard, url) = start_dashboard(dir);
     let web = url.trim_start_matches("http://").to_owned();
-    assert!(
-        line.starts_with("renkei dashboard of node jp-mod on http://127.0.0.1:"),
-        "{line:?}"
-    );
-
-    let page = dom(&chromium, &format!("{url}/"));
-    for (partner, [c, e, t]) in [("US", outputs("US")), ("AU", outputs("AU"))] {
-        assert_eq!(
-            cell(&page, "outputs", partner, "consultations"),
-            c.to_string(),
-            "{partner}"
-        );
-        assert_eq!(
-            cell(&page, "outputs", partner, "exercises"),
-            e.to_string(),
-            "{partner}"
-        );
-        assert_eq!(
-            cell(&page, "outputs", partner, "threat exchanges"),
-            t.to_string(),
-            "{partner}"
-        );
-    }
-    assert!(page.contains("<svg class=\"chart\""), "no chart");
-    assert!(
-        page.matches("class=\"bar\"").count() >= 3,
-        "the chart has no bars"
-    );
-    assert!(page.contains("id=\"engaged\""));
-    // Issue 27: the page names the log its figures were computed from.
-    let computed = page.split("id=\"computed\"").nth(1).expect("the log named");
-    assert!(
-        computed.contains(" records of the signed log, Merkle root <code>"),
-        "{computed}"
-    );
-    // Issue 27: the review sheet, this year's consultations against the target of 4.
-    let achieved = cell(
-        &page,
-        "indicators",
-        "consultations",
-        &format!("FY{fy} achievement"),
-    );
-    assert_eq!(achieved, "50%");
-    assert_eq!(
-        cell(&page, "outputs", "all (each event once)", "consultations"),
-        "2"
-    );
+    the_first_page_shows_the_figures(&dom(&chromium, &format!("{url}/")), &report);
 
     // A search for the AMBER indicator finds it, and why au-dod did not get it.
     let found = dom(&chromium, &format!("{url}/log?bulletin={amber_id}"));
@@ -373,30 +240,152 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         records.lines().count() >= 2 && records.contains(&amber_id),
         "{records}"
     );
+    only_its_own_pages_are_answered(&web);
+    screenshots(&chromium, &url);
+    drop(dashboard);
+    assert!(served.stop(PATIENCE).success());
+}
 
-    // A page that names another host (DNS rebinding through the auditor's browser) gets
-    // nothing.
-    let (head, _) = get_as(&web, "attacker.example:80", "/log", "");
-    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
-    // Issue 25: nor may another site make the auditor's browser ask (each page is a
-    // recorded query; the checkpoint page has the node sign).
-    for header in [
-        "Sec-Fetch-Site: cross-site",
-        "Origin: https://attacker.example",
-    ] {
-        let mut s = std::net::TcpStream::connect(&web).unwrap();
-        write!(
-            s,
-            "GET /checkpoint HTTP/1.1\r\nHost: {web}\r\n{header}\r\nConnection: close\r\n\r\n"
-        )
+/// The US desk's year: two consultations, an exercise, three indicators, and an AMBER
+/// indicator the Australian desk is not cleared for (its id).
+async fn the_us_desks_year(dir: &Path, addr: &str) -> String {
+    let key = common::signing_key(dir, "us-dod");
+    let hub = "jp-mod".parse().unwrap();
+    let us = connect_as(&dir.join("certs"), "us-dod", addr.parse().unwrap(), &hub)
+        .await
         .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        assert!(text.starts_with("HTTP/1.1 403"), "{header}: {text}");
+    let mut amber_id = String::new();
+    for (i, (tlp, kind)) in [
+        (Tlp::Green, Kind::Consultation),
+        (Tlp::Green, Kind::Consultation),
+        (Tlp::Green, Kind::Exercise),
+        (Tlp::Green, Kind::Indicator),
+        (Tlp::Green, Kind::Indicator),
+        (Tlp::Green, Kind::Indicator),
+        (Tlp::Amber, Kind::Indicator),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let b = sign_as(&key, "us-dod", tlp, kind, &format!("note {i}"), &[], &[]);
+        let r = us.publish(b).await.unwrap();
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+        amber_id = r.bulletin_id;
     }
-    // A browser that says neither is asked to carry a SameSite=Strict cookie first
-    // (another site's request never carries it), and the node is not asked before.
-    let (head, body) = get_as(&web, &web, "/checkpoint?seq=3", "");
+    us.close().await;
+    amber_id
+}
+
+/// A country's consultations, exercises and threat exchanges in `report` (by country:
+/// the bulletins it took part in, each once).
+fn outputs(report: &Value, country: &str) -> [u64; 3] {
+    let p = report["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["partner"] == country)
+        .unwrap();
+    let mut o = [0; 3];
+    for f in p["figures"].as_array().unwrap() {
+        let name = f["name"].as_str().unwrap();
+        let Some(kind) = name.strip_prefix("took_part.") else {
+            continue;
+        };
+        let slot = match kind {
+            "consultation" => 0,
+            "exercise" => 1,
+            _ => 2,
+        };
+        o[slot] += f["value"].as_u64().unwrap();
+    }
+    o
+}
+
+/// `renkei dashboard` for the auditor in `dir`, on a port the OS picks; its URL.
+fn start_dashboard(dir: &Path) -> (Dashboard, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args([
+            "dashboard",
+            "--config",
+            "jp-audit.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let dashboard = Dashboard(child);
+    assert!(
+        line.starts_with("renkei dashboard of node jp-mod on http://127.0.0.1:"),
+        "{line:?}"
+    );
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('/');
+    (dashboard, url.to_owned())
+}
+
+/// The first page as the browser shows it: the outputs per country as `renkei metrics`
+/// reported them, the chart, the countries engaged, the log the figures were computed
+/// from (issue 27), and the review sheet: this year's consultations against 4.
+fn the_first_page_shows_the_figures(page: &str, report: &Value) {
+    for partner in ["US", "AU"] {
+        let [c, e, t] = outputs(report, partner);
+        let shown = |col: &str| cell(page, "outputs", partner, col);
+        assert_eq!(shown("consultations"), c.to_string(), "{partner}");
+        assert_eq!(shown("exercises"), e.to_string(), "{partner}");
+        assert_eq!(shown("threat exchanges"), t.to_string(), "{partner}");
+    }
+    assert!(page.contains("<svg class=\"chart\""), "no chart");
+    assert!(
+        page.matches("class=\"bar\"").count() >= 3,
+        "the chart has no bars"
+    );
+    assert!(page.contains("id=\"engaged\""));
+    let computed = page.split("id=\"computed\"").nth(1).expect("the log named");
+    assert!(
+        computed.contains(" records of the signed log, Merkle root <code>"),
+        "{computed}"
+    );
+    let fy = this_fiscal_year();
+    let achieved = cell(
+        page,
+        "indicators",
+        "consultations",
+        &format!("FY{fy} achievement"),
+    );
+    assert_eq!(achieved, "50%");
+    assert_eq!(
+        cell(page, "outputs", "all (each event once)", "consultations"),
+        "2"
+    );
+}
+
+/// The dashboard at `web` answers only its own pages: not a page that names another
+/// host (DNS rebinding through the auditor's browser), not another site's request
+/// (issue 25: each page is a recorded query; the checkpoint page has the node sign),
+/// and a browser that says neither is asked to carry a SameSite=Strict cookie first
+/// (another site's request never carries it), the node not asked before.
+fn only_its_own_pages_are_answered(web: &str) {
+    let (head, _) = get_as(web, "attacker.example:80", "/log", "");
+    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+    for header in [
+        "Sec-Fetch-Site: cross-site\r\n",
+        "Origin: https://attacker.example\r\n",
+    ] {
+        let (head, _) = get_as(web, web, "/checkpoint", header);
+        assert!(head.starts_with("HTTP/1.1 403"), "{header}: {head}");
+    }
+    let (head, body) = get_as(web, web, "/checkpoint?seq=3", "");
     assert!(
         body.contains("id=\"introduce\"") && !body.contains("Verified"),
         "{body}"
@@ -407,32 +396,28 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
         .and_then(|c| c.split(';').next())
         .expect("a cookie");
     assert!(head.to_lowercase().contains("samesite=strict"), "{head}");
-    let (_, body) = get_as(
-        &web,
-        &web,
-        "/checkpoint?seq=3",
-        &format!("Cookie: {cookie}\r\n"),
-    );
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let (_, body) = get_as(web, web, "/checkpoint?seq=3", &with_cookie);
     assert!(body.contains("Verified: record 3 is in the log"), "{body}");
     let forged = "Cookie: renkei_dashboard=0123456789abcdef0123456789abcdef\r\n";
-    let (_, body) = get_as(&web, &web, "/checkpoint?seq=3", forged);
+    let (_, body) = get_as(web, web, "/checkpoint?seq=3", forged);
     assert!(body.contains("id=\"introduce\""), "{body}");
+}
 
-    // A screenshot of each page, for a person to look at.
+/// A screenshot of each page, for a person to look at.
+fn screenshots(chromium: &Path, url: &str) {
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");
     fs::create_dir_all(&shots).unwrap();
     for (name, path) in [
-        ("metrics", "/".to_owned()),
-        ("log", "/log?partner=au-dod".to_owned()),
-        ("checkpoint", "/checkpoint?seq=3".into()),
-        ("links", "/links".into()),
+        ("metrics", "/"),
+        ("log", "/log?partner=au-dod"),
+        ("checkpoint", "/checkpoint?seq=3"),
+        ("links", "/links"),
     ] {
         screenshot(
-            &chromium,
+            chromium,
             &format!("{url}{path}"),
             &shots.join(format!("{name}.png")),
         );
     }
-    drop(_dashboard);
-    assert!(served.stop(PATIENCE).success());
 }
