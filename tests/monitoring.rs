@@ -122,6 +122,23 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         .metrics(proto::MetricsRequest::default())
         .await
         .unwrap();
+
+    let scrape = scrape(admin);
+    the_counters_are_the_reports(&scrape, &report);
+    the_histograms_and_gauges_say_what_happened(&scrape);
+    assert_eq!(depth(&scrape), 0.0, "acknowledged: the queue is empty");
+    assert_eq!(oldest(&scrape), 0.0);
+    grafana_names_only_what_the_node_exports(&get(admin, "/metrics").1);
+    the_listener_answers_only_what_it_serves(admin);
+
+    for c in [us, uk, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
+}
+
+/// Each counter of the scrape is the auditor's figure from the audit log.
+fn the_counters_are_the_reports(scrape: &prometheus_parse::Scrape, report: &proto::MetricsReport) {
     let figure = |partner: &str, name: &str| {
         report
             .partners
@@ -131,10 +148,9 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
             .map_or(0, |f| f.value) as f64
     };
 
-    let scrape = scrape(admin);
     let received = |kind| {
         sample(
-            &scrape,
+            scrape,
             "renkei_bulletins_received_total",
             &[("partner", "us-dod"), ("kind", kind)],
         )
@@ -146,31 +162,35 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         figure("us-dod", "received.consultation")
     );
     let shared = sample(
-        &scrape,
+        scrape,
         "renkei_bulletins_shared_total",
         &[("partner", "uk-mod"), ("kind", "exercise")],
     );
     assert_eq!(shared, figure("uk-mod", "shared.exercise"));
     // Issue 27: the events once each, and per country or organisation (these partners
     // name none, so their origins count under "?").
-    let events = sample(&scrape, "renkei_events_total", &[("kind", "exercise")]);
+    let events = sample(scrape, "renkei_events_total", &[("kind", "exercise")]);
     assert!(events >= received("exercise"), "{events}");
     let by_origin = sample(
-        &scrape,
+        scrape,
         "renkei_country_bulletins_received_total",
         &[("country", "?"), ("kind", "exercise")],
     );
     assert_eq!(by_origin, events, "each event counts once for its origin's");
-    let acks = sample(&scrape, "renkei_acks_total", &[("partner", "uk-mod")]);
+    let acks = sample(scrape, "renkei_acks_total", &[("partner", "uk-mod")]);
     assert_eq!(acks, 3.0);
     assert_eq!(acks, figure("uk-mod", "acked"));
     let withheld = sample(
-        &scrape,
+        scrape,
         "renkei_bulletins_withheld_total",
         &[("partner", "audit-office"), ("reason", "auditor")],
     );
     assert_eq!(withheld, 3.0);
-    // The latency histogram counts every ack; the gauges say how big the log is.
+}
+
+/// The latency histogram counts every ack; frames moved and commits were timed; the
+/// gauges say how big the log is and who is connected.
+fn the_histograms_and_gauges_say_what_happened(scrape: &prometheus_parse::Scrape) {
     let histogram = scrape
         .samples
         .iter()
@@ -184,10 +204,7 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         }
         other => panic!("{other:?}"),
     }
-    // Acknowledged: the queue is empty; frames moved and commits were timed.
-    assert_eq!(depth(&scrape), 0.0);
-    assert_eq!(oldest(&scrape), 0.0);
-    assert!(sample(&scrape, "renkei_frames_total", &[("direction", "read")]) >= 6.0);
+    assert!(sample(scrape, "renkei_frames_total", &[("direction", "read")]) >= 6.0);
     let commits = scrape
         .samples
         .iter()
@@ -199,14 +216,17 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(sample(&scrape, "renkei_audit_records", &[]) >= 10.0);
-    assert_eq!(sample(&scrape, "renkei_bulletins_stored", &[]), 3.0);
+    assert!(sample(scrape, "renkei_audit_records", &[]) >= 10.0);
+    assert_eq!(sample(scrape, "renkei_bulletins_stored", &[]), 3.0);
     assert_eq!(
-        sample(&scrape, "renkei_connections_open", &[("partner", "us-dod")]),
+        sample(scrape, "renkei_connections_open", &[("partner", "us-dod")]),
         1.0
     );
+}
 
-    grafana_names_only_what_the_node_exports(&get(admin, "/metrics").1);
+/// `/healthz` and `/readyz` answer; anything else is refused politely, and a page that
+/// rebinds a name of its own to this address reads nothing (issue 25).
+fn the_listener_answers_only_what_it_serves(admin: SocketAddr) {
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     assert_eq!(get(admin, "/admin/reload").0, 404);
@@ -219,7 +239,6 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         http(admin, "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").0,
         405
     );
-    // Issue 25: a page that rebinds a name of its own to this address reads nothing.
     assert_eq!(
         http(
             admin,
@@ -229,11 +248,6 @@ async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
         421
     );
     assert_eq!(http(admin, "\u{1}\u{2} nonsense\r\n\r\n").0, 400);
-
-    for c in [us, uk, auditor] {
-        c.close().await;
-    }
-    fed.stop().await;
 }
 
 /// Every metric the Grafana dashboard in deploy/ queries is one the node exports (a
