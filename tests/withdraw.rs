@@ -11,6 +11,7 @@ use common::federation::{receive_titles, Federation};
 use common::tables::{auditor, liaison, tables};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
+use renkei::client::Client;
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent, WithholdReason};
 
@@ -70,75 +71,7 @@ async fn a_reload_takes_effect_on_what_is_already_queued() {
     .await;
     let us = fed.client("us-dod").await;
     let uk = fed.client("uk-mod").await;
-    // au-dod is offline; everything below is queued for it under the first rules.
-    let queued = [
-        (
-            "us-dod",
-            Tlp::Red,
-            Kind::Incident,
-            "red for au-dod",
-            &["au-dod"][..],
-            &[][..],
-        ),
-        (
-            "us-dod",
-            Tlp::Amber,
-            Kind::Advisory,
-            "amber for nato",
-            &["group:nato"][..],
-            &[][..],
-        ),
-        (
-            "us-dod",
-            Tlp::Amber,
-            Kind::Advisory,
-            "amber for au-dod",
-            &["au-dod"][..],
-            &[][..],
-        ),
-        (
-            "us-dod",
-            Tlp::Green,
-            Kind::Advisory,
-            "green tagged",
-            &[][..],
-            &["Exercise-X"][..],
-        ),
-        (
-            "us-dod",
-            Tlp::Green,
-            Kind::Incident,
-            "green incident",
-            &[][..],
-            &[][..],
-        ),
-        (
-            "uk-mod",
-            Tlp::Green,
-            Kind::Advisory,
-            "green by a revoked key",
-            &[][..],
-            &[][..],
-        ),
-        (
-            "us-dod",
-            Tlp::Green,
-            Kind::Advisory,
-            "green plain",
-            &[][..],
-            &[][..],
-        ),
-    ];
-    for (origin, tlp, kind, title, audience, tags) in queued {
-        let b = fed.bulletin(origin, tlp, kind, title, audience, tags);
-        let client = if origin == "us-dod" { &us } else { &uk };
-        let result = client.publish(b).await.unwrap();
-        assert!(
-            result.shared_with.contains(&"au-dod".to_string()),
-            "{title}: queued for au-dod at first ({:?})",
-            result.shared_with
-        );
-    }
+    queue_seven_for_au_dod(&fed, &us, &uk).await;
 
     // The operator lowers au-dod to AMBER, takes it out of nato, denies it a tag and
     // incidents, and revokes uk-mod's signing key.
@@ -162,51 +95,7 @@ async fn a_reload_takes_effect_on_what_is_already_queued() {
         receive_titles(&au, 2).await,
         ["amber for au-dod", "green plain"]
     );
-
-    // Everything else is on the record as withdrawn, each with its reason.
-    let withdrawn = records(&fed, AuditEvent::Withdrawn).await;
-    let mut reasons: Vec<(String, WithholdReason)> = withdrawn
-        .iter()
-        .map(|r| {
-            assert_eq!(r.partner, "au-dod");
-            assert_eq!(r.bulletin_seqs.len(), 1);
-            assert!(
-                r.reason.starts_with("withdrawn from the queue: "),
-                "{}",
-                r.reason
-            );
-            let d = &r.decisions[0];
-            assert!(!d.shared);
-            (
-                r.bulletin_id.clone(),
-                WithholdReason::try_from(d.reason).unwrap(),
-            )
-        })
-        .collect();
-    reasons.sort_by_key(|(_, r)| *r as i32);
-    let reasons: Vec<WithholdReason> = reasons.into_iter().map(|(_, r)| r).collect();
-    assert_eq!(
-        reasons,
-        [
-            WithholdReason::AboveClearance,
-            WithholdReason::KindNotShared,
-            WithholdReason::DeniedTag,
-            WithholdReason::NotInAudience,
-            WithholdReason::OriginKey,
-        ],
-        "{withdrawn:#?}"
-    );
-    // Every decision was recorded before it took effect: the reload first, then the
-    // withdrawals and deliveries it caused.
-    let loaded = records(&fed, AuditEvent::ConfigLoaded).await;
-    let delivered = records(&fed, AuditEvent::Delivered).await;
-    let reload_seq = loaded.last().unwrap().seq;
-    assert!(withdrawn.iter().all(|r| r.seq > reload_seq));
-    let delivered_seqs: usize = delivered.iter().map(|r| r.bulletin_seqs.len()).sum();
-    assert_eq!(
-        delivered_seqs, 2,
-        "nothing withdrawn was delivered: {delivered:?}"
-    );
+    the_rest_is_recorded_as_withdrawn_after_the_reload(&fed).await;
 
     // A later subscription finds nothing left: the withdrawn are off the queue, and
     // nothing is recorded twice.
@@ -230,6 +119,120 @@ async fn a_reload_takes_effect_on_what_is_already_queued() {
         c.close().await;
     }
     fed.stop().await;
+}
+
+/// While au-dod is offline, seven bulletins are queued for it under the first rules:
+/// each of them one the coming reload stops sharing with it for its own reason, and
+/// two it still shares.
+async fn queue_seven_for_au_dod(fed: &Federation, us: &Client, uk: &Client) {
+    let none: &[&str] = &[];
+    let queued = [
+        (
+            "us-dod",
+            Tlp::Red,
+            Kind::Incident,
+            "red for au-dod",
+            &["au-dod"][..],
+            none,
+        ),
+        (
+            "us-dod",
+            Tlp::Amber,
+            Kind::Advisory,
+            "amber for nato",
+            &["group:nato"][..],
+            none,
+        ),
+        (
+            "us-dod",
+            Tlp::Amber,
+            Kind::Advisory,
+            "amber for au-dod",
+            &["au-dod"][..],
+            none,
+        ),
+        (
+            "us-dod",
+            Tlp::Green,
+            Kind::Advisory,
+            "green tagged",
+            none,
+            &["Exercise-X"][..],
+        ),
+        (
+            "us-dod",
+            Tlp::Green,
+            Kind::Incident,
+            "green incident",
+            none,
+            none,
+        ),
+        (
+            "uk-mod",
+            Tlp::Green,
+            Kind::Advisory,
+            "green by a revoked key",
+            none,
+            none,
+        ),
+        (
+            "us-dod",
+            Tlp::Green,
+            Kind::Advisory,
+            "green plain",
+            none,
+            none,
+        ),
+    ];
+    for (origin, tlp, kind, title, audience, tags) in queued {
+        let b = fed.bulletin(origin, tlp, kind, title, audience, tags);
+        let client = if origin == "us-dod" { us } else { uk };
+        let result = client.publish(b).await.unwrap();
+        assert!(
+            result.shared_with.contains(&"au-dod".to_string()),
+            "{title}: queued for au-dod at first ({:?})",
+            result.shared_with
+        );
+    }
+}
+
+/// Everything the reload stopped sharing is on the record as withdrawn from au-dod,
+/// each with its reason, after the reload's own record; nothing withdrawn was
+/// delivered.
+async fn the_rest_is_recorded_as_withdrawn_after_the_reload(fed: &Federation) {
+    let withdrawn = records(fed, AuditEvent::Withdrawn).await;
+    let mut reasons: Vec<WithholdReason> = withdrawn
+        .iter()
+        .map(|r| {
+            assert_eq!(r.partner, "au-dod");
+            assert_eq!(r.bulletin_seqs.len(), 1);
+            let why = &r.reason;
+            assert!(why.starts_with("withdrawn from the queue: "), "{why}");
+            assert!(!r.decisions[0].shared);
+            WithholdReason::try_from(r.decisions[0].reason).unwrap()
+        })
+        .collect();
+    reasons.sort_by_key(|r| *r as i32);
+    assert_eq!(
+        reasons,
+        [
+            WithholdReason::AboveClearance,
+            WithholdReason::KindNotShared,
+            WithholdReason::DeniedTag,
+            WithholdReason::NotInAudience,
+            WithholdReason::OriginKey,
+        ],
+        "{withdrawn:#?}"
+    );
+    let loaded = records(fed, AuditEvent::ConfigLoaded).await;
+    let delivered = records(fed, AuditEvent::Delivered).await;
+    let reload_seq = loaded.last().unwrap().seq;
+    assert!(withdrawn.iter().all(|r| r.seq > reload_seq));
+    let delivered_seqs: usize = delivered.iter().map(|r| r.bulletin_seqs.len()).sum();
+    assert_eq!(
+        delivered_seqs, 2,
+        "nothing withdrawn was delivered: {delivered:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
