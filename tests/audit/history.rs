@@ -4,6 +4,9 @@
 use super::verify::*;
 use super::*;
 
+/// `--trusted-checkpoint` with the checkpoint the audit office kept on Monday.
+const TRUSTED: [&str; 2] = ["--trusted-checkpoint", "monday.note"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
@@ -21,42 +24,58 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     fed.resume().await;
     working_day(&fed, "Tuesday").await;
     fed.halt().await;
-    renkei_ok(
-        &dir,
-        &[
-            "audit",
-            "export",
-            "--data-dir",
-            "data",
-            "--out",
-            "tuesday.export",
-        ],
-    );
-    let trusted = ["--trusted-checkpoint", "monday.note"];
-    let v = json(
-        &renkei_ok(
-            &dir,
-            &[
-                &["audit", "verify", "--json", "tuesday.export"][..],
-                &trusted,
-            ]
-            .concat(),
-        )
-        .stdout,
-    );
+    let export = [
+        "audit",
+        "export",
+        "--data-dir",
+        "data",
+        "--out",
+        "tuesday.export",
+    ];
+    renkei_ok(&dir, &export);
+    let verify = [
+        &["audit", "verify", "--json", "tuesday.export"][..],
+        &TRUSTED,
+    ]
+    .concat();
+    let v = json(&renkei_ok(&dir, &verify).stdout);
     assert_eq!(v["verified"], true);
     assert_eq!(v["consistent_with_trusted_checkpoint"], kept.size);
     assert!(v["records"].as_u64().unwrap() > kept.size);
     let genuine = read_export(&dir.join("tuesday.export"));
 
     // Whoever holds the hub's key rewrites Monday: the exercise notice was never shared
-    // with vn-mod. Re-signed, the rewritten log verifies on its own ...
+    // with vn-mod. Re-signed, the rewritten log verifies on its own, whether it stops
+    // where the kept checkpoint did or goes on past it; against that checkpoint, each
+    // is a fork.
+    let rewritten = monday_rewritten(&genuine, &monday[0].bulletin_id, &kept);
+    for (name, size) in [
+        ("same-size.export", kept.size as usize),
+        ("longer.export", rewritten.len()),
+    ] {
+        let forged = resigned(&genuine, &rewritten[..size], &hub_key);
+        fs::write(dir.join(name), encode(&forged)).unwrap();
+        a_fork_verifies_alone_and_not_against_the_kept_checkpoint(&dir, name, &kept);
+        let err = export::verify(&forged, &hub_key.verifying_key(), Some(&note)).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::Fork { size, .. } if size == kept.size),
+            "{err}"
+        );
+    }
+    a_cut_back_log_is_a_rollback(&dir, &genuine, &hub_key, &kept);
+    a_checkpoint_the_hub_never_signed_is_not_trusted(&dir, &kept);
+    fed.stop().await;
+}
+
+/// The genuine records with Monday's exercise notice (bulletin `id`, inside the kept
+/// checkpoint) no longer shared with vn-mod.
+fn monday_rewritten(genuine: &Export, id: &str, kept: &Verified) -> Vec<Bytes> {
     let at = genuine
         .records
         .iter()
         .position(|r| {
             let r = proto::AuditRecord::decode(r.clone()).unwrap();
-            r.event == AuditEvent::BulletinAccepted as i32 && r.bulletin_id == monday[0].bulletin_id
+            r.event == AuditEvent::BulletinAccepted as i32 && r.bulletin_id == id
         })
         .unwrap();
     assert!((at as u64) < kept.size);
@@ -72,110 +91,70 @@ async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
     vn.detail = "green is above the partner's clearance".into();
     let mut rewritten = genuine.records.clone();
     rewritten[at] = Bytes::from(record.encode_to_vec());
+    rewritten
+}
 
-    // ... whether it stops where the kept checkpoint did or goes on past it; against
-    // that checkpoint, each is a fork.
-    for (name, size) in [
-        ("same-size.export", kept.size as usize),
-        ("longer.export", rewritten.len()),
-    ] {
-        let forged = resigned(&genuine, &rewritten[..size], &hub_key);
-        fs::write(dir.join(name), encode(&forged)).unwrap();
-        // Alone, the re-signed log is consistent: it is never called verified, and
-        // the command fails unless told that self-signed is enough.
-        let alone = renkei(&dir, &["audit", "verify", "--json", name]);
-        assert!(!alone.ok, "{name}: {}", alone.stdout);
-        assert!(
-            alone.stderr.contains("internally consistent only"),
-            "{}",
-            alone.stderr
-        );
-        assert!(
-            !alone.stdout.contains("\"verified\":true"),
-            "{}",
-            alone.stdout
-        );
-        let accepted = json(
-            &renkei_ok(
-                &dir,
-                &["audit", "verify", "--json", name, "--self-signed-ok"],
-            )
-            .stdout,
-        );
-        assert_eq!(accepted["verified"], false, "{name}");
-        assert_eq!(accepted["internally_consistent"], true, "{name}");
-        let run = renkei(
-            &dir,
-            &[&["audit", "verify", "--json", name][..], &trusted].concat(),
-        );
-        assert!(!run.ok, "{name} passed as consistent: {}", run.stdout);
-        assert!(
-            run.stderr.contains(&format!(
-                "fork: the log's first {} records have root",
-                kept.size
-            )),
-            "{name}: {}",
-            run.stderr
-        );
-        let err = export::verify(&forged, &hub_key.verifying_key(), Some(&note)).unwrap_err();
-        assert!(
-            matches!(err, VerifyError::Fork { size, .. } if size == kept.size),
-            "{err}"
-        );
-    }
-
-    // A log cut back to before Monday's checkpoint, re-signed: a rollback.
-    let short = kept.size as usize - 2;
-    let rolled_back = resigned(&genuine, &genuine.records[..short], &hub_key);
-    fs::write(dir.join("rolled-back.export"), encode(&rolled_back)).unwrap();
-    renkei_ok(
-        &dir,
-        &[
-            "audit",
-            "verify",
-            "--json",
-            "rolled-back.export",
-            "--self-signed-ok",
-        ],
-    );
-    let run = renkei(
-        &dir,
-        &[
-            &["audit", "verify", "--json", "rolled-back.export"][..],
-            &trusted,
-        ]
-        .concat(),
-    );
-    assert!(!run.ok, "{}", run.stdout);
+/// Alone, the re-signed log `name` is consistent: it is never called verified, and the
+/// command fails unless told that self-signed is enough; against the kept checkpoint it
+/// is a fork.
+fn a_fork_verifies_alone_and_not_against_the_kept_checkpoint(
+    dir: &Path,
+    name: &str,
+    kept: &Verified,
+) {
+    let alone = renkei(dir, &["audit", "verify", "--json", name]);
+    assert!(!alone.ok, "{name}: {}", alone.stdout);
+    let said = &alone.stderr;
+    assert!(said.contains("internally consistent only"), "{said}");
     assert!(
-        run.stderr.contains(&format!(
-            "rollback: the trusted checkpoint covers {} records but the log holds only {short}",
-            kept.size
-        )),
+        !alone.stdout.contains("\"verified\":true"),
         "{}",
-        run.stderr
+        alone.stdout
     );
-
-    // A "kept" checkpoint that the hub never signed is refused, not trusted.
-    let stranger = CheckpointSigner::new(&origin(), SigningKey::from_bytes(&[9; 32])).unwrap();
-    fs::write(
-        dir.join("stranger.note"),
-        stranger.sign(kept.size, kept.root).unwrap(),
-    )
-    .unwrap();
+    let self_signed = ["audit", "verify", "--json", name, "--self-signed-ok"];
+    let accepted = json(&renkei_ok(dir, &self_signed).stdout);
+    assert_eq!(accepted["verified"], false, "{name}");
+    assert_eq!(accepted["internally_consistent"], true, "{name}");
     let run = renkei(
-        &dir,
-        &[
-            "audit",
-            "verify",
-            "tuesday.export",
-            "--trusted-checkpoint",
-            "stranger.note",
-        ],
+        dir,
+        &[&["audit", "verify", "--json", name][..], &TRUSTED].concat(),
     );
+    assert!(!run.ok, "{name} passed as consistent: {}", run.stdout);
+    let fork = format!("fork: the log's first {} records have root", kept.size);
+    assert!(run.stderr.contains(&fork), "{name}: {}", run.stderr);
+}
+
+/// A log cut back to before Monday's checkpoint, re-signed: a rollback.
+fn a_cut_back_log_is_a_rollback(dir: &Path, genuine: &Export, key: &SigningKey, kept: &Verified) {
+    let short = kept.size as usize - 2;
+    let rolled_back = resigned(genuine, &genuine.records[..short], key);
+    fs::write(dir.join("rolled-back.export"), encode(&rolled_back)).unwrap();
+    let verify = ["audit", "verify", "--json", "rolled-back.export"];
+    renkei_ok(dir, &[&verify[..], &["--self-signed-ok"]].concat());
+    let run = renkei(dir, &[&verify[..], &TRUSTED].concat());
+    assert!(!run.ok, "{}", run.stdout);
+    let rollback = format!(
+        "rollback: the trusted checkpoint covers {} records but the log holds only {short}",
+        kept.size
+    );
+    assert!(run.stderr.contains(&rollback), "{}", run.stderr);
+}
+
+/// A "kept" checkpoint that the hub never signed is refused, not trusted.
+fn a_checkpoint_the_hub_never_signed_is_not_trusted(dir: &Path, kept: &Verified) {
+    let stranger = CheckpointSigner::new(&origin(), SigningKey::from_bytes(&[9; 32])).unwrap();
+    let note = stranger.sign(kept.size, kept.root).unwrap();
+    fs::write(dir.join("stranger.note"), note).unwrap();
+    let verify = [
+        "audit",
+        "verify",
+        "tuesday.export",
+        "--trusted-checkpoint",
+        "stranger.note",
+    ];
+    let run = renkei(dir, &verify);
     assert!(!run.ok, "{}", run.stdout);
     assert!(run.stderr.contains("not signed by"), "{}", run.stderr);
-    fed.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
