@@ -233,7 +233,47 @@ fn kubernetes_manifests_parse_and_refer_only_to_what_exists() {
     let k8s = deploy_dir().join("k8s");
     let examples = Examples::load();
     let (_, example) = examples.node();
-    let mut files: Vec<String> = fs::read_dir(&k8s)
+    let (m, files, kustomization) = load_k8s(&k8s);
+    kustomize_builds_every_object(&k8s, &m);
+    // kustomization.yaml lists every manifest, and only files that exist.
+    let listed = strings(&kustomization["resources"])
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<BTreeSet<_>>();
+    let manifests: BTreeSet<String> = files
+        .iter()
+        .filter(|f| *f != "kustomization.yaml")
+        .cloned()
+        .collect();
+    assert_eq!(listed, manifests);
+
+    // The StatefulSet runs one node, non-root on a read-only root filesystem.
+    let sts = m.get("StatefulSet", "renkei");
+    assert_eq!(sts["spec"]["replicas"], 1);
+    let pod = Pod::of(sts);
+    assert_eq!(pod.spec["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod.spec["securityContext"]["runAsUser"], 0);
+    let c = pod.container;
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert!(
+        pod.spec["terminationGracePeriodSeconds"].as_u64().unwrap() > NODE_GRACE_SECS + 2,
+        "room for the node's grace period and flush"
+    );
+    let cfg = the_config_is_the_examples(&m, &pod, example);
+    // The data dir is the volume claim.
+    let data_mount = pod.mount(cfg.node.data_dir.to_str().unwrap());
+    let claims = sts["spec"]["volumeClaimTemplates"].as_array().unwrap();
+    assert!(claims
+        .iter()
+        .any(|t| t["metadata"]["name"] == data_mount["name"]));
+    the_secret_provides_every_key_file_and_no_key(&m, &pod, &cfg);
+    the_ports_reach_the_node(&m, &pod, sts, example, &cfg);
+}
+
+/// The manifests in `k8s` by (kind, name), the files, and the kustomization.
+fn load_k8s(k8s: &Path) -> (Manifests, Vec<String>, Value) {
+    let mut files: Vec<String> = fs::read_dir(k8s)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yaml"))
@@ -253,80 +293,80 @@ fn kubernetes_manifests_parse_and_refer_only_to_what_exists() {
             assert!(objects.insert((kind.to_owned(), name), doc).is_none());
         }
     }
-    let m = Manifests(objects);
-    // kustomize (inside kubectl, no cluster needed) builds them, when installed.
+    let kustomization = kustomization.expect("kustomization.yaml");
+    (Manifests(objects), files, kustomization)
+}
+
+/// kustomize (inside kubectl, no cluster needed) builds them, when installed.
+fn kustomize_builds_every_object(k8s: &Path, m: &Manifests) {
     match Command::new("kubectl")
         .args(["kustomize"])
-        .arg(&k8s)
+        .arg(k8s)
         .output()
     {
         Ok(out) => {
-            assert!(
-                out.status.success(),
-                "kubectl kustomize:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let why = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "kubectl kustomize:\n{why}");
             let built = String::from_utf8_lossy(&out.stdout);
             let kinds = built.lines().filter(|l| l.starts_with("kind: ")).count();
             assert_eq!(kinds, m.0.len(), "kustomize builds every object");
         }
         Err(_) => eprintln!("skipped kubectl kustomize: kubectl not installed"),
     }
-    // kustomization.yaml lists every manifest, and only files that exist.
-    let listed = strings(&kustomization.expect("kustomization.yaml")["resources"])
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<BTreeSet<_>>();
-    let manifests: BTreeSet<String> = files
-        .iter()
-        .filter(|f| *f != "kustomization.yaml")
-        .cloned()
-        .collect();
-    assert_eq!(listed, manifests);
+}
 
-    // The StatefulSet runs one node, non-root on a read-only root filesystem.
-    let sts = m.get("StatefulSet", "renkei");
-    assert_eq!(sts["spec"]["replicas"], 1);
-    let pod = &sts["spec"]["template"]["spec"];
-    let pod_labels = sts["spec"]["template"]["metadata"]["labels"]
-        .as_object()
-        .unwrap();
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_ne!(pod["securityContext"]["runAsUser"], 0);
-    let containers = pod["containers"].as_array().unwrap();
-    assert_eq!(containers.len(), 1);
-    let c = &containers[0];
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    assert!(
-        pod["terminationGracePeriodSeconds"].as_u64().unwrap() > NODE_GRACE_SECS + 2,
-        "room for the node's grace period and flush"
-    );
+/// The StatefulSet's pod and its one container.
+struct Pod<'a> {
+    spec: &'a Value,
+    container: &'a Value,
+    labels: &'a serde_json::Map<String, Value>,
+}
 
-    // Its config is the ConfigMap's node.toml: the example's node and policy, with the
-    // admin listener where the kubelet can reach it.
-    let args = strings(&c["args"]);
-    let config_path = config_arg(&args).expect("--config");
-    let mount = |path: &str| {
-        c["volumeMounts"]
-            .as_array()
-            .unwrap()
+impl<'a> Pod<'a> {
+    fn of(sts: &'a Value) -> Pod<'a> {
+        let spec = &sts["spec"]["template"]["spec"];
+        let containers = spec["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1);
+        let labels = sts["spec"]["template"]["metadata"]["labels"].as_object();
+        Pod {
+            spec,
+            container: &containers[0],
+            labels: labels.unwrap(),
+        }
+    }
+
+    /// What is mounted at `path`.
+    fn mount(&self, path: &str) -> &'a Value {
+        let mounts = self.container["volumeMounts"].as_array().unwrap();
+        let found = mounts.iter().find(|v| v["mountPath"] == path);
+        found.unwrap_or_else(|| panic!("nothing mounted at {path}"))
+    }
+
+    /// The volume `name`.
+    fn volume(&self, name: &str) -> &'a Value {
+        let volumes = self.spec["volumes"].as_array().unwrap();
+        let found = volumes.iter().find(|v| v["name"] == name);
+        found.unwrap_or_else(|| panic!("no volume {name}"))
+    }
+
+    /// The container port named or numbered so: (number, protocol).
+    fn port(&self, name_or_number: &Value) -> (u64, String) {
+        let ports = self.container["ports"].as_array().unwrap();
+        let p = ports
             .iter()
-            .find(|v| v["mountPath"] == path)
-            .unwrap_or_else(|| panic!("nothing mounted at {path}"))
-            .clone()
-    };
-    let volume = |name: &str| {
-        pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-            .clone()
-    };
-    let config_mount = mount(config_path);
-    let config_volume = volume(config_mount["name"].as_str().unwrap());
+            .find(|p| p["name"] == *name_or_number || p["containerPort"] == *name_or_number)
+            .unwrap_or_else(|| panic!("no container port {name_or_number}"));
+        let protocol = p["protocol"].as_str().unwrap_or("TCP").to_owned();
+        (p["containerPort"].as_u64().unwrap(), protocol)
+    }
+}
+
+/// The node's config is the ConfigMap's node.toml: the example's node and policy, with
+/// the admin listener where the kubelet can reach it.
+fn the_config_is_the_examples(m: &Manifests, pod: &Pod<'_>, example: &NodeConfig) -> NodeConfig {
+    let args = strings(&pod.container["args"]);
+    let config_mount = pod.mount(config_arg(&args).expect("--config"));
+    let config_volume = pod.volume(config_mount["name"].as_str().unwrap());
     let cm = m.get(
         "ConfigMap",
         config_volume["configMap"]["name"].as_str().unwrap(),
@@ -351,35 +391,31 @@ fn kubernetes_manifests_parse_and_refer_only_to_what_exists() {
         admin.ip().is_unspecified(),
         "probes come from the kubelet, not from loopback"
     );
+    cfg
+}
 
-    // The data dir is the volume claim; every key and certificate path is a file the
-    // Secret provides; the Secret holds placeholders, never a key.
-    let data_mount = mount(cfg.node.data_dir.to_str().unwrap());
-    let claims = sts["spec"]["volumeClaimTemplates"].as_array().unwrap();
-    assert!(claims
-        .iter()
-        .any(|t| t["metadata"]["name"] == data_mount["name"]));
-    for file in [
-        &cfg.node.ca_cert,
-        &cfg.node.tls_cert,
-        &cfg.node.tls_key,
-        &cfg.node.signing_key,
-    ] {
+/// Every key and certificate path of `cfg` is a file the mounted Secret provides; the
+/// Secret holds placeholders, never a key.
+fn the_secret_provides_every_key_file_and_no_key(m: &Manifests, pod: &Pod<'_>, cfg: &NodeConfig) {
+    let n = &cfg.node;
+    for file in [&n.ca_cert, &n.tls_cert, &n.tls_key, &n.signing_key] {
         let file = file.to_str().unwrap();
-        let provided = c["volumeMounts"].as_array().unwrap().iter().any(|vm| {
+        let mounts = pod.container["volumeMounts"].as_array().unwrap();
+        let provided = mounts.iter().any(|vm| {
             let Some(rest) = file.strip_prefix(vm["mountPath"].as_str().unwrap()) else {
                 return false;
             };
-            let v = volume(vm["name"].as_str().unwrap());
+            let v = pod.volume(vm["name"].as_str().unwrap());
             let Some(secret) = v["secret"]["secretName"].as_str() else {
                 return false;
             };
             let s = m.get("Secret", secret);
             v["secret"]["items"].as_array().unwrap().iter().any(|item| {
+                let key = item["key"].as_str().unwrap();
                 format!("/{}", item["path"].as_str().unwrap()) == rest
                     && s["stringData"]
-                        .get(item["key"].as_str().unwrap())
-                        .or_else(|| s["data"].get(item["key"].as_str().unwrap()))
+                        .get(key)
+                        .or_else(|| s["data"].get(key))
                         .is_some()
             })
         });
@@ -396,35 +432,30 @@ fn kubernetes_manifests_parse_and_refer_only_to_what_exists() {
             "Secret data must stay placeholders"
         );
     }
+}
 
-    // Ports: the example's UDP port for QUIC, its admin port for the probes.
-    let container_port = |name_or_number: &Value| -> (u64, String) {
-        c["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == *name_or_number || p["containerPort"] == *name_or_number)
-            .map(|p| {
-                (
-                    p["containerPort"].as_u64().unwrap(),
-                    p["protocol"].as_str().unwrap_or("TCP").to_owned(),
-                )
-            })
-            .unwrap_or_else(|| panic!("no container port {name_or_number}"))
-    };
+/// Ports: the example's UDP port for QUIC, its admin port for the probes, each behind
+/// a Service that selects the pod and let in by the NetworkPolicy, and nothing else.
+fn the_ports_reach_the_node(
+    m: &Manifests,
+    pod: &Pod<'_>,
+    sts: &Value,
+    example: &NodeConfig,
+    cfg: &NodeConfig,
+) {
     let quic = u64::from(example.node.listen.port());
-    let admin_port = u64::from(admin.port());
+    let admin_port = u64::from(cfg.admin.listen.expect("[admin] listen").port());
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        let get = &c[probe]["httpGet"];
+        let get = &pod.container[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
-        assert_eq!(container_port(&get["port"]), (admin_port, "TCP".into()));
+        assert_eq!(pod.port(&get["port"]), (admin_port, "TCP".into()));
     }
     let mut service_ports = BTreeSet::new();
     for svc in m.of_kind("Service") {
         let selector = svc["spec"]["selector"].as_object().unwrap();
-        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        assert!(selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)));
         for p in svc["spec"]["ports"].as_array().unwrap() {
-            let (port, protocol) = container_port(&p["targetPort"]);
+            let (port, protocol) = pod.port(&p["targetPort"]);
             assert_eq!(p["protocol"].as_str().unwrap_or("TCP"), protocol);
             service_ports.insert((port, protocol));
         }
@@ -443,10 +474,8 @@ fn kubernetes_manifests_parse_and_refer_only_to_what_exists() {
             .iter()
             .flat_map(|rule| rule["ports"].as_array().unwrap())
             .map(|p| {
-                (
-                    p["port"].as_u64().unwrap(),
-                    p["protocol"].as_str().unwrap().to_owned(),
-                )
+                let protocol = p["protocol"].as_str().unwrap().to_owned();
+                (p["port"].as_u64().unwrap(), protocol)
             })
             .collect();
         assert_eq!(
