@@ -6,97 +6,18 @@ use super::*;
 async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
     let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
     let monday = working_day(&fed, "Monday").await;
-    let (exercise, advisory) = (&monday[0], &monday[1]);
     let auditor = fed.client("audit-office").await;
     let hub_key = fed.key(HUB).verifying_key();
+    let (vn_page, given) = what_was_decided_for_vn_mod(&auditor, &monday).await;
+    uk_mod_was_given_all_three(&auditor, &monday).await;
+    every_vn_mod_record_concerns_it(&auditor).await;
 
-    // What was decided for vn-mod? It was given only the GREEN exercise notice, and the
-    // record says so: who published it, its digest, and vn-mod's decision. The others
-    // are among its records too, each saying why vn-mod did not get it.
-    let vn_page = auditor
-        .audit_query(query("vn-mod", Some(AuditEvent::BulletinAccepted)))
-        .await
-        .unwrap();
-    let all_vn = records(&vn_page);
-    let (vn, not_vn): (Vec<_>, Vec<_>) = all_vn
-        .into_iter()
-        .partition(|r| decision(r, "vn-mod").shared);
-    assert_eq!(bulletin_ids(&vn), [exercise.bulletin_id.as_str()]);
-    assert_eq!(not_vn.len(), 2, "the advisory and the incident note");
-    assert!(not_vn
-        .iter()
-        .all(|r| decision(r, "vn-mod").reason == WithholdReason::AboveClearance as i32));
-    assert_eq!(vn[0].partner, "us-dod");
-    assert_eq!(vn[0].digest, exercise.digest);
-    assert!(decision(&vn[0], "vn-mod").shared);
-
-    // uk-mod was given all three; the advisory's record says vn-mod was not, and why.
-    let uk = records(
-        &auditor
-            .audit_query(query("uk-mod", Some(AuditEvent::BulletinAccepted)))
-            .await
-            .unwrap(),
-    );
-    let all: Vec<&str> = monday.iter().map(|r| r.bulletin_id.as_str()).collect();
-    assert_eq!(bulletin_ids(&uk), all);
-    assert!(uk.iter().all(|r| decision(r, "uk-mod").shared));
-    let withheld = decision(&uk[1], "vn-mod");
-    assert_eq!(uk[1].bulletin_id, advisory.bulletin_id);
-    assert!(!withheld.shared);
-    assert_eq!(withheld.reason, WithholdReason::AboveClearance as i32);
-    assert!(withheld.detail.contains("amber"), "{}", withheld.detail);
-
-    // Without the event filter, vn-mod's own connection, delivery and ack are there too,
-    // and nothing that does not concern vn-mod.
-    let everything_vn = records(&auditor.audit_query(query("vn-mod", None)).await.unwrap());
-    for event in [
-        AuditEvent::ConnectionAccepted,
-        AuditEvent::BulletinAccepted,
-        AuditEvent::Delivered,
-        AuditEvent::Acked,
-    ] {
-        assert!(
-            everything_vn.iter().any(|r| r.event == event as i32),
-            "no {event:?} for vn-mod"
-        );
-    }
-    for r in &everything_vn {
-        let concerns = r.partner == "vn-mod" || r.decisions.iter().any(|d| d.partner == "vn-mod");
-        assert!(concerns, "record {} does not concern vn-mod: {r:?}", r.seq);
-    }
-
-    // The hub signs a checkpoint of its log with its own key.
+    // The hub signs a checkpoint of its log with its own key; the exercise notice's
+    // record is in the tree, under it and under the latest.
     let first = signed_checkpoint(&auditor, &hub_key).await;
-    assert!(first.size > vn[0].seq);
-
-    // The exercise notice's record is in the tree: proved against the latest checkpoint
-    // (signed afresh, as the request itself was recorded) ...
-    let seq = vn[0].seq;
-    let proof = auditor.inclusion_proof(seq, 0).await.unwrap();
-    assert_eq!(proof.record, vn_page.records[0], "the record as queried");
-    let latest = checkpoint::verify(&proof.checkpoint, &origin(), &hub_key).unwrap();
-    assert_eq!(latest.size, proof.tree_size);
-    assert!(latest.size > first.size, "the request grew the log");
-    let path = hashes(&proof.hashes);
-    let leaf = merkle::leaf_hash(&proof.record);
-    merkle::check_inclusion(&path, latest.size, latest.root, seq, leaf).unwrap();
-    // ... and against the first checkpoint, when asked for its size.
-    let old = auditor.inclusion_proof(seq, first.size).await.unwrap();
-    assert!(
-        old.checkpoint.is_empty(),
-        "the auditor holds that checkpoint"
-    );
-    let old_path = hashes(&old.hashes);
-    merkle::check_inclusion(&old_path, first.size, first.root, seq, leaf).unwrap();
-    // A record changed by one bit, or claimed at another place, does not verify.
-    let mut altered = proof.record.to_vec();
-    altered[0] ^= 0x01;
-    let altered = merkle::leaf_hash(&altered);
-    assert_eq!(
-        merkle::check_inclusion(&path, latest.size, latest.root, seq, altered),
-        Err(MerkleError::ProofFailed)
-    );
-    assert!(merkle::check_inclusion(&path, latest.size, latest.root, seq + 1, leaf).is_err());
+    assert!(first.size > given.seq);
+    let latest =
+        the_record_is_proved_in_the_tree(&auditor, &hub_key, &vn_page, given.seq, &first).await;
 
     // Tuesday's work grows the log; the second checkpoint extends the first.
     working_day(&fed, "Tuesday").await;
@@ -124,31 +45,9 @@ async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
     );
     assert!(p.new_size > second.size);
     let new_root = TreeHash(p.new_root.as_ref().try_into().unwrap());
-    merkle::check_consistency(
-        &hashes(&p.hashes),
-        p.new_size,
-        new_root,
-        first.size,
-        first.root,
-    )
-    .unwrap();
-
-    // The metrics report counts what each partner was given.
-    let report = auditor.metrics(Default::default()).await.unwrap();
-    assert_eq!(report.node_id, HUB);
-    let figure = |partner: &str, name: &str| {
-        report
-            .partners
-            .iter()
-            .find(|p| p.partner == partner)
-            .and_then(|p| p.figures.iter().find(|f| f.name == name))
-            .map_or(0, |f| f.value)
-    };
-    assert_eq!(figure("us-dod", "received.exercise"), 2);
-    assert_eq!(figure("uk-mod", "shared.consultation"), 2);
-    assert_eq!(figure("vn-mod", "shared.exercise"), 2);
-    assert_eq!(figure("vn-mod", "shared.advisory"), 0);
-    assert!(figure("vn-mod", "withheld.above_clearance") >= 2);
+    let path = hashes(&p.hashes);
+    merkle::check_consistency(&path, p.new_size, new_root, first.size, first.root).unwrap();
+    the_report_counts_what_each_was_given(&auditor).await;
     auditor.close().await;
 
     // Stopped, the hub's database holds a checkpoint of exactly the size and root the
@@ -170,6 +69,126 @@ async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
     );
     drop(store);
     fed.stop().await;
+}
+
+/// What was decided for vn-mod? It was given only Monday's GREEN exercise notice, and
+/// the record says so: who published it, its digest, and vn-mod's decision. The others
+/// are among its records too, each saying why vn-mod did not get it. The page, and
+/// the record of the notice.
+async fn what_was_decided_for_vn_mod(
+    auditor: &Client,
+    monday: &[proto::PublishResult],
+) -> (proto::AuditPage, proto::AuditRecord) {
+    let vn_page = auditor
+        .audit_query(query("vn-mod", Some(AuditEvent::BulletinAccepted)))
+        .await
+        .unwrap();
+    let (vn, not_vn): (Vec<_>, Vec<_>) = records(&vn_page)
+        .into_iter()
+        .partition(|r| decision(r, "vn-mod").shared);
+    assert_eq!(bulletin_ids(&vn), [monday[0].bulletin_id.as_str()]);
+    assert_eq!(not_vn.len(), 2, "the advisory and the incident note");
+    let above = WithholdReason::AboveClearance as i32;
+    assert!(not_vn.iter().all(|r| decision(r, "vn-mod").reason == above));
+    assert_eq!(vn[0].partner, "us-dod");
+    assert_eq!(vn[0].digest, monday[0].digest);
+    assert!(decision(&vn[0], "vn-mod").shared);
+    let given = vn[0].clone();
+    (vn_page, given)
+}
+
+/// uk-mod was given all three; the advisory's record says vn-mod was not, and why.
+async fn uk_mod_was_given_all_three(auditor: &Client, monday: &[proto::PublishResult]) {
+    let page = auditor
+        .audit_query(query("uk-mod", Some(AuditEvent::BulletinAccepted)))
+        .await
+        .unwrap();
+    let uk = records(&page);
+    let all: Vec<&str> = monday.iter().map(|r| r.bulletin_id.as_str()).collect();
+    assert_eq!(bulletin_ids(&uk), all);
+    assert!(uk.iter().all(|r| decision(r, "uk-mod").shared));
+    let withheld = decision(&uk[1], "vn-mod");
+    assert_eq!(uk[1].bulletin_id, monday[1].bulletin_id);
+    assert!(!withheld.shared);
+    assert_eq!(withheld.reason, WithholdReason::AboveClearance as i32);
+    assert!(withheld.detail.contains("amber"), "{}", withheld.detail);
+}
+
+/// Without the event filter, vn-mod's own connection, delivery and ack are there too,
+/// and nothing that does not concern vn-mod.
+async fn every_vn_mod_record_concerns_it(auditor: &Client) {
+    let everything_vn = records(&auditor.audit_query(query("vn-mod", None)).await.unwrap());
+    for event in [
+        AuditEvent::ConnectionAccepted,
+        AuditEvent::BulletinAccepted,
+        AuditEvent::Delivered,
+        AuditEvent::Acked,
+    ] {
+        assert!(
+            everything_vn.iter().any(|r| r.event == event as i32),
+            "no {event:?} for vn-mod"
+        );
+    }
+    for r in &everything_vn {
+        let concerns = r.partner == "vn-mod" || r.decisions.iter().any(|d| d.partner == "vn-mod");
+        assert!(concerns, "record {} does not concern vn-mod: {r:?}", r.seq);
+    }
+}
+
+/// Record `seq` (the first of `page`) is proved against the latest checkpoint (signed
+/// afresh by `hub_key`, as the request itself was recorded) and against `first` when asked for its
+/// size; a record changed by one bit, or claimed at another place, does not verify.
+/// The latest checkpoint.
+async fn the_record_is_proved_in_the_tree(
+    auditor: &Client,
+    hub_key: &VerifyingKey,
+    page: &proto::AuditPage,
+    seq: u64,
+    first: &Verified,
+) -> Verified {
+    let proof = auditor.inclusion_proof(seq, 0).await.unwrap();
+    assert_eq!(proof.record, page.records[0], "the record as queried");
+    let latest = checkpoint::verify(&proof.checkpoint, &origin(), hub_key).unwrap();
+    assert_eq!(latest.size, proof.tree_size);
+    assert!(latest.size > first.size, "the request grew the log");
+    let path = hashes(&proof.hashes);
+    let leaf = merkle::leaf_hash(&proof.record);
+    merkle::check_inclusion(&path, latest.size, latest.root, seq, leaf).unwrap();
+    let old = auditor.inclusion_proof(seq, first.size).await.unwrap();
+    assert!(
+        old.checkpoint.is_empty(),
+        "the auditor holds that checkpoint"
+    );
+    let old_path = hashes(&old.hashes);
+    merkle::check_inclusion(&old_path, first.size, first.root, seq, leaf).unwrap();
+    let mut altered = proof.record.to_vec();
+    altered[0] ^= 0x01;
+    let altered = merkle::leaf_hash(&altered);
+    assert_eq!(
+        merkle::check_inclusion(&path, latest.size, latest.root, seq, altered),
+        Err(MerkleError::ProofFailed)
+    );
+    assert!(merkle::check_inclusion(&path, latest.size, latest.root, seq + 1, leaf).is_err());
+    latest
+}
+
+/// The metrics report counts what each partner was given over the two days.
+async fn the_report_counts_what_each_was_given(auditor: &Client) {
+    let report = auditor.metrics(Default::default()).await.unwrap();
+    assert_eq!(report.node_id, HUB);
+    let figure = |partner: &str, name: &str| {
+        report
+            .partners
+            .iter()
+            .find(|p| p.partner == partner)
+            .and_then(|p| p.figures.iter().find(|f| f.name == name))
+            .map_or(0, |f| f.value)
+    };
+    assert_eq!(figure("us-dod", "received.exercise"), 2);
+    assert_eq!(figure("uk-mod", "shared.consultation"), 2);
+    assert_eq!(figure("vn-mod", "shared.exercise"), 2);
+    assert_eq!(figure("vn-mod", "shared.advisory"), 0);
+    assert!(figure("vn-mod", "withheld.above_clearance") >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
