@@ -56,7 +56,29 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     client_config(dir, "us-dod", &addr);
     client_config(dir, "au-dod", &addr);
 
-    // The US desk publishes a GREEN exercise notice; the node says who gets it.
+    the_us_desk_shares_an_exercise_notice_with_australia(dir);
+    australia_cannot_pass_on_a_us_bulletin(dir);
+    let publish_nz = new_zealand_joins_by_a_reload(dir, &mut served, &addr);
+    a_broken_edit_is_refused_and_the_node_serves_on(dir, publish_nz);
+
+    // Nothing more is waiting for Australia: the subscription idles out with no
+    // bulletin on stdout, and says on stderr that nothing came and how long it waited.
+    let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
+    assert!(idle.stdout.is_empty(), "{}", idle.stdout);
+    assert!(
+        idle.stderr.contains("nothing arrived in 1.") && idle.stderr.contains("audit log"),
+        "{}",
+        idle.stderr
+    );
+
+    // SIGTERM: the node finishes and exits 0.
+    let exit = served.stop(Duration::from_secs(20));
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The US desk publishes a GREEN exercise notice; the node says who gets it, and the
+/// Australian desk receives it verified and keeps a MISP feed of it.
+fn the_us_desk_shares_an_exercise_notice_with_australia(dir: &Path) {
     let out = sh_ok(dir, "publish --config us-dod.toml --json --origin us-dod --tlp green --kind exercise --title 'Cyber Coalition 2027: call for participation'");
     let result: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(result["status"], "accepted");
@@ -80,8 +102,10 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     let title = "Cyber Coalition 2027: call for participation";
     crate::misp::feed_lists(&dir.join("feed"), got["id"].as_str().unwrap(), title);
     crate::misp::pymisp_reads(&dir.join("feed"), 1);
+}
 
-    // Australia cannot pass on a US bulletin as its own.
+/// Australia cannot pass on a US bulletin as its own.
+fn australia_cannot_pass_on_a_us_bulletin(dir: &Path) {
     sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind advisory --title 'not yours' --out us.bin");
     let refused = renkei(
         dir,
@@ -98,9 +122,17 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     let result: Value = serde_json::from_str(refused.stdout.trim()).unwrap();
     assert_eq!(result["status"], "rejected");
     assert_eq!(result["error"], "ERROR_CODE_ORIGIN_MISMATCH");
+}
 
-    // New Zealand has a certificate from the federation CA but is not a partner yet.
-    client_config(dir, "nz-mod", &addr);
+/// New Zealand has a certificate from the federation CA but is not a partner yet; the
+/// operator adds it to the file and sends SIGHUP, and it publishes to Australia. Its
+/// publish command line.
+fn new_zealand_joins_by_a_reload(
+    dir: &Path,
+    served: &mut common::served::Served,
+    addr: &str,
+) -> &'static str {
+    client_config(dir, "nz-mod", addr);
     let publish_nz = "publish --config nz-mod.toml --origin nz-mod --tlp green --kind advisory --title 'Kia ora'";
     let stranger = sh(dir, publish_nz);
     assert!(
@@ -137,11 +169,16 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
         "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20",
     );
     assert!(au_gets.stdout.contains("Kia ora"), "{}", au_gets.stdout);
+    publish_nz
+}
 
-    // A broken edit is refused by `renkei reload` with the reason; the node serves on.
+/// A broken edit is refused by `renkei reload` with the reason; the node serves on,
+/// and the mended file reloads.
+fn a_broken_edit_is_refused_and_the_node_serves_on(dir: &Path, publish_nz: &str) {
+    let hub = fs::read_to_string(dir.join("hub.toml")).unwrap();
     fs::write(
         dir.join("hub.toml"),
-        format!("{hub}{nz}\n[[partner]]\nid = \"broken\"\n"),
+        format!("{hub}\n[[partner]]\nid = \"broken\"\n"),
     )
     .unwrap();
     let refused = renkei(dir, &["reload", "--config", "hub.toml"]);
@@ -155,7 +192,7 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
         sh(dir, publish_nz).ok,
         "still serving under the configuration in force"
     );
-    fs::write(dir.join("hub.toml"), format!("{hub}{nz}")).unwrap();
+    fs::write(dir.join("hub.toml"), &hub).unwrap();
     let reloaded = renkei_ok(dir, &["reload", "--config", "hub.toml"]);
     assert!(
         reloaded.stdout.contains("configuration reloaded"),
@@ -168,18 +205,4 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
         "subscribe --config au-dod.toml --json --count 1 --idle-timeout 20",
     );
     assert!(second.stdout.contains("Kia ora"), "{}", second.stdout);
-
-    // Nothing more is waiting for Australia: the subscription idles out with no
-    // bulletin on stdout, and says on stderr that nothing came and how long it waited.
-    let idle = sh_ok(dir, "subscribe --config au-dod.toml --idle-timeout 1");
-    assert!(idle.stdout.is_empty(), "{}", idle.stdout);
-    assert!(
-        idle.stderr.contains("nothing arrived in 1.") && idle.stderr.contains("audit log"),
-        "{}",
-        idle.stderr
-    );
-
-    // SIGTERM: the node finishes and exits 0.
-    let exit = served.stop(Duration::from_secs(20));
-    assert!(exit.success(), "{exit:?}");
 }
