@@ -12,6 +12,7 @@ use common::federation::{receive_titles, Federation, PATIENCE};
 use common::tables::{auditor, liaison, tables};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
+use renkei::client::{Client, Subscription};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
 
@@ -33,7 +34,7 @@ async fn operate(fed: &Federation, request: OperatorRequest) -> operator::Operat
         .expect("the operator socket answers")
 }
 
-async fn events(auditor: &renkei::client::Client, event: AuditEvent) -> Vec<proto::AuditRecord> {
+async fn events(auditor: &Client, event: AuditEvent) -> Vec<proto::AuditRecord> {
     let query = proto::AuditQuery {
         event: event as u32,
         limit: 1000,
@@ -75,7 +76,7 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
 
     // au-dod is connected and subscribed when it is removed; us-dod is connected too.
     let au = fed.client("au-dod").await;
-    let mut au_sub = au.subscribe(0).await.unwrap();
+    let au_sub = au.subscribe(0).await.unwrap();
     let us = fed.client("us-dod").await;
     us.hello().await.unwrap();
 
@@ -103,8 +104,34 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
         reply.message
     );
 
-    // au-dod's connection is closed with the reason; us-dod's stays open.
-    let ended = tokio::time::timeout(PATIENCE, au_sub.next())
+    au_dod_is_closed_and_us_dod_stays(&au, au_sub, &us).await;
+
+    // The newcomer connects without a restart, and its bulletin reaches us-dod over the
+    // connection us-dod already had.
+    let nz = fed.client("nz-mod").await;
+    let b = fed.bulletin("nz-mod", Tlp::Green, Kind::Incident, "onboarded", &[], &[]);
+    let result = nz.publish(b).await.unwrap();
+    assert_eq!(
+        result.shared_with,
+        vec!["us-dod".to_string()],
+        "au-dod is gone"
+    );
+    assert_eq!(receive_titles(&us, 1).await, vec!["onboarded"]);
+
+    a_broken_edit_is_refused_and_the_rules_stay(&fed, &edited, &nz).await;
+    nothing_on_the_metrics_port_reaches_an_operation(&fed);
+    the_record_says_what_changed_and_what_was_refused(&auditor).await;
+
+    for c in [stranger, us, nz, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
+}
+
+/// au-dod's connection is closed with the reason (its subscription `sub` ends);
+/// us-dod's stays open.
+async fn au_dod_is_closed_and_us_dod_stays(au: &Client, mut sub: Subscription<'_>, us: &Client) {
+    let ended = tokio::time::timeout(PATIENCE, sub.next())
         .await
         .expect("closed in time");
     assert!(ended.is_err(), "the removed partner's subscription ends");
@@ -122,26 +149,17 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
         other => panic!("expected PARTNER_REMOVED, got {other:?}"),
     }
     assert!(us.close_reason().is_none(), "other partners stay connected");
+}
 
-    // The newcomer connects without a restart, and its bulletin reaches us-dod over the
-    // connection us-dod already had.
-    let nz = fed.client("nz-mod").await;
-    let b = fed.bulletin("nz-mod", Tlp::Green, Kind::Incident, "onboarded", &[], &[]);
-    let result = nz.publish(b).await.unwrap();
-    assert_eq!(
-        result.shared_with,
-        vec!["us-dod".to_string()],
-        "au-dod is gone"
-    );
-    assert_eq!(receive_titles(&us, 1).await, vec!["onboarded"]);
-
-    // A broken edit is refused with the place it breaks, and the rules stay in force.
+/// A broken edit of `edited` is refused with the place it breaks, and the rules stay in
+/// force: nz-mod is still served.
+async fn a_broken_edit_is_refused_and_the_rules_stay(fed: &Federation, edited: &str, nz: &Client) {
     std::fs::write(
         fed.config_path(),
         edited.replace("clearance = \"green\"", "clearance = \"mauve\""),
     )
     .unwrap();
-    let refused = operate(&fed, OperatorRequest::Reload).await;
+    let refused = operate(fed, OperatorRequest::Reload).await;
     assert!(!refused.ok);
     assert!(
         refused.message.contains("running one stays in force"),
@@ -165,8 +183,10 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
         nz.publish(b).await.unwrap().shared_with,
         vec!["us-dod".to_string()]
     );
+}
 
-    // Nothing on the metrics port reaches an operation.
+/// Nothing on the metrics port reaches an operation.
+fn nothing_on_the_metrics_port_reaches_an_operation(fed: &Federation) {
     let admin = fed.node.as_ref().unwrap().admin_addr().unwrap();
     for (method, path) in [
         ("POST", "/reload"),
@@ -181,14 +201,16 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
             "{method} {path}: {status}"
         );
     }
+}
 
-    // On the record: the policy at start and after the reload (two digests), the
-    // disconnection, and the refused reload with its reason.
-    let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
+/// On the record: the policy at start and after the reload (two digests), the
+/// disconnection, and the refused reload with its reason.
+async fn the_record_says_what_changed_and_what_was_refused(auditor: &Client) {
+    let loaded = events(auditor, AuditEvent::ConfigLoaded).await;
     assert_eq!(loaded.len(), 2, "start and one successful reload");
     assert_ne!(loaded[0].config_digest, loaded[1].config_digest);
     assert!(loaded[1].reason.contains("partners added: nz-mod"));
-    let operations = events(&auditor, AuditEvent::Operator).await;
+    let operations = events(auditor, AuditEvent::Operator).await;
     assert!(
         operations
             .iter()
@@ -202,11 +224,6 @@ async fn partners_are_onboarded_and_removed_without_a_restart() {
         "{operations:?}"
     );
     assert_eq!(operations.len(), 2);
-
-    for c in [stranger, us, nz, auditor] {
-        c.close().await;
-    }
-    fed.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
