@@ -3,7 +3,9 @@
 use crate::common;
 
 use std::fs;
+use std::path::Path;
 
+use common::tables::{auditor, liaison, relay, tables};
 use common::{pki, renkei, renkei_ok, sh_ok};
 use serde_json::Value;
 
@@ -11,113 +13,9 @@ use serde_json::Value;
 fn an_operator_explains_who_receives_a_red_note() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    pki(dir, "jp-mod,us-dod,uk-mod,nato-ccdcoe,au-dod,vn-mod");
-    let key = |id: &str| {
-        fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let config = format!(
-        r#"
-[node]
-id = "jp-mod"
-listen = "127.0.0.1:0"
-data_dir = "data"
-ca_cert = "certs/ca.crt"
-tls_cert = "certs/jp-mod/tls.crt"
-tls_key = "certs/jp-mod/tls.key"
-signing_key = "certs/jp-mod/signing.key"
-
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-groups = ["five-eyes"]
-keys = [{{ public = "{us}" }}]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "amber"
-groups = ["five-eyes", "nato"]
-keys = [{{ public = "{uk}" }}]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "relay"
-clearance = "red"
-groups = ["nato"]
-keys = [{{ public = "{nato}" }}]
-
-[[partner]]
-id = "au-dod"
-role = "liaison"
-clearance = "red"
-groups = ["five-eyes"]
-keys = [{{ public = "{au}" }}]
-
-[[partner]]
-id = "vn-mod"
-role = "auditor"
-"#,
-        us = key("us-dod"),
-        uk = key("uk-mod"),
-        nato = key("nato-ccdcoe"),
-        au = key("au-dod"),
-    );
-    fs::write(dir.join("node.toml"), config).unwrap();
-
-    // The US liaison writes a RED note for the Five Eyes group.
-    sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp red --kind consultation --title 'Staff talks: attribution findings' --audience group:five-eyes --out red.bin");
-    let table = sh_ok(dir, "policy explain --config node.toml --bulletin red.bin");
-    assert!(
-        table.stdout.contains("signature: valid"),
-        "{}",
-        table.stdout
-    );
-    let line = |p: &str| {
-        table
-            .stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(p))
-            .unwrap()
-            .to_string()
-    };
-    assert!(line("us-dod").contains("the partner is the bulletin's origin"));
-    assert!(line("uk-mod").contains("red is above the partner's clearance amber"));
-    assert!(line("nato-ccdcoe").contains("goes only to its audience"));
-    assert!(line("au-dod").trim_end().ends_with("share"));
-    assert!(line("vn-mod").contains("auditors receive no bulletins"));
-
-    // The same note arriving through the NATO relay (its first relay) still reaches the
-    // audience here, but goes no further, and JSON says why.
-    let json = sh_ok(
-        dir,
-        "policy explain --config node.toml --bulletin red.bin --from nato-ccdcoe --json",
-    );
-    let v: Value = serde_json::from_str(&json.stdout).unwrap();
-    let reasons: Vec<&str> = v["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            d["reason"]
-                .as_str()
-                .unwrap_or(d["decision"].as_str().unwrap())
-        })
-        .collect();
-    assert_eq!(
-        reasons,
-        [
-            "WITHHOLD_REASON_ORIGIN",
-            "WITHHOLD_REASON_ABOVE_CLEARANCE",
-            "WITHHOLD_REASON_SENDER",
-            "share",
-            "WITHHOLD_REASON_AUDITOR"
-        ]
-    );
-
+    write_node_with_five_partners(dir);
+    the_red_note_goes_to_its_cleared_audience(dir);
+    through_the_relay_it_goes_no_further(dir);
     // A GREEN exercise notice reaches every cleared non-auditor partner.
     sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp green --kind exercise --title 'Cyber Coalition: registration open' --out green.bin");
     let table = sh_ok(
@@ -152,5 +50,81 @@ role = "auditor"
             ]
         )
         .ok
+    );
+}
+
+/// A node whose partners are three desks and a relay, in groups, and an auditor.
+fn write_node_with_five_partners(dir: &Path) {
+    pki(dir, "jp-mod,us-dod,uk-mod,nato-ccdcoe,au-dod,vn-mod");
+    let mut partners = tables(&[
+        liaison("us-dod", "red").with(r#"groups = ["five-eyes"]"#),
+        liaison("uk-mod", "amber").with(r#"groups = ["five-eyes", "nato"]"#),
+        relay("nato-ccdcoe", "red")
+            .keyed()
+            .with(r#"groups = ["nato"]"#),
+        liaison("au-dod", "red").with(r#"groups = ["five-eyes"]"#),
+        auditor("vn-mod"),
+    ]);
+    for id in ["us-dod", "uk-mod", "nato-ccdcoe", "au-dod"] {
+        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
+    }
+    let node = "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+                ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/jp-mod/tls.crt\"\n\
+                tls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n";
+    fs::write(dir.join("node.toml"), format!("{node}{partners}")).unwrap();
+}
+
+/// The US liaison writes a RED note for the Five Eyes group: the table says who gets it
+/// and why each other does not.
+fn the_red_note_goes_to_its_cleared_audience(dir: &Path) {
+    sh_ok(dir, "bulletin new --key certs/us-dod/signing.key --origin us-dod --tlp red --kind consultation --title 'Staff talks: attribution findings' --audience group:five-eyes --out red.bin");
+    let table = sh_ok(dir, "policy explain --config node.toml --bulletin red.bin");
+    assert!(
+        table.stdout.contains("signature: valid"),
+        "{}",
+        table.stdout
+    );
+    let line = |p: &str| {
+        table
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line("us-dod").contains("the partner is the bulletin's origin"));
+    assert!(line("uk-mod").contains("red is above the partner's clearance amber"));
+    assert!(line("nato-ccdcoe").contains("goes only to its audience"));
+    assert!(line("au-dod").trim_end().ends_with("share"));
+    assert!(line("vn-mod").contains("auditors receive no bulletins"));
+}
+
+/// The same note arriving through the NATO relay (its first relay) still reaches the
+/// audience here, but goes no further, and JSON says why.
+fn through_the_relay_it_goes_no_further(dir: &Path) {
+    let json = sh_ok(
+        dir,
+        "policy explain --config node.toml --bulletin red.bin --from nato-ccdcoe --json",
+    );
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    let reasons: Vec<&str> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["reason"]
+                .as_str()
+                .unwrap_or(d["decision"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "WITHHOLD_REASON_ORIGIN",
+            "WITHHOLD_REASON_ABOVE_CLEARANCE",
+            "WITHHOLD_REASON_SENDER",
+            "share",
+            "WITHHOLD_REASON_AUDITOR"
+        ]
     );
 }
