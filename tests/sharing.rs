@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use common::federation::{receive, Federation};
 use common::tables::{auditor, liaison, relay, tables};
 use renkei::bulletin::{Kind, Tlp};
-use renkei::proto::{PublishStatus, WithholdReason};
+use renkei::client::Client;
+use renkei::proto::{self, PublishStatus, WithholdReason};
 
 fn partners() -> String {
     let head = r#"# The operator lets publishers see who did not get a bulletin and why.
@@ -48,73 +49,12 @@ async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
     let welcome = us.hello().await.unwrap();
     assert_eq!(welcome.node_id, "jp-mod");
     assert_eq!(welcome.partner_id, "us-dod");
-
-    let plan = [
-        fed.bulletin(
-            "us-dod",
-            Tlp::Green,
-            Kind::Exercise,
-            "Cyber Coalition: dates",
-            &[],
-            &[],
-        ),
-        fed.bulletin(
-            "us-dod",
-            Tlp::Red,
-            Kind::Consultation,
-            "Staff talks record",
-            &["uk-mod"],
-            &[],
-        ),
-        fed.bulletin(
-            "us-dod",
-            Tlp::AmberStrict,
-            Kind::Incident,
-            "Incident at a NATO site",
-            &["group:nato"],
-            &[],
-        ),
-        fed.bulletin(
-            "us-dod",
-            Tlp::Amber,
-            Kind::Advisory,
-            "Advisory for NATO",
-            &["group:nato"],
-            &["national-only"],
-        ),
-        fed.bulletin(
-            "us-dod",
-            Tlp::Green,
-            Kind::Vulnerability,
-            "Router vulnerability",
-            &[],
-            &[],
-        ),
-        fed.bulletin("us-dod", Tlp::Clear, Kind::Indicator, "barrier", &[], &[]),
-    ];
-    let mut publisher = us.publisher().await.unwrap();
-    for (i, b) in plan.iter().enumerate() {
-        publisher.send(i as u64, b.clone()).await.unwrap();
-    }
-    publisher.finish();
-    let mut results = Vec::new();
-    while let Some(r) = publisher.recv().await.unwrap() {
-        results.push(r);
-    }
-    assert_eq!(results.len(), plan.len());
-    for (i, r) in results.iter().enumerate() {
-        assert_eq!(r.request_id, i as u64, "results come back in order");
-        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
-    }
+    let results = publish_six_pipelined(&fed, &us).await;
 
     // The publisher is told who gets the RED note and why every other partner does not.
     let red = &results[1];
     assert_eq!(red.shared_with, ["uk-mod"]);
-    let why: HashMap<&str, i32> = red
-        .withheld
-        .iter()
-        .map(|w| (w.partner.as_str(), w.reason))
-        .collect();
+    let why = withheld(red);
     assert_eq!(why["us-dod"], WithholdReason::Origin as i32);
     assert_eq!(why["nato-ccdcoe"], WithholdReason::AboveClearance as i32);
     assert_eq!(why["ee-mod"], WithholdReason::AboveClearance as i32);
@@ -123,49 +63,21 @@ async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
         !why.contains_key("audit-office"),
         "auditors are never named"
     );
-    let amber = &results[3];
-    let why: HashMap<&str, i32> = amber
-        .withheld
-        .iter()
-        .map(|w| (w.partner.as_str(), w.reason))
-        .collect();
-    assert_eq!(why["ee-mod"], WithholdReason::DeniedTag as i32);
-    let vuln = &results[4];
-    let why: HashMap<&str, i32> = vuln
-        .withheld
-        .iter()
-        .map(|w| (w.partner.as_str(), w.reason))
-        .collect();
-    assert_eq!(why["vn-mod"], WithholdReason::KindNotShared as i32);
+    assert_eq!(
+        withheld(&results[3])["ee-mod"],
+        WithholdReason::DeniedTag as i32
+    );
+    assert_eq!(
+        withheld(&results[4])["vn-mod"],
+        WithholdReason::KindNotShared as i32
+    );
 
     // Each partner receives its share, in publication order, ending with the barrier.
     let expect: [(&str, &[&str]); 4] = [
-        (
-            "uk-mod",
-            &[
-                "Cyber Coalition: dates",
-                "Staff talks record",
-                "Incident at a NATO site",
-                "Advisory for NATO",
-                "Router vulnerability",
-                "barrier",
-            ],
-        ),
-        (
-            "nato-ccdcoe",
-            &[
-                "Cyber Coalition: dates",
-                "Incident at a NATO site",
-                "Advisory for NATO",
-                "Router vulnerability",
-                "barrier",
-            ],
-        ),
-        (
-            "ee-mod",
-            &["Cyber Coalition: dates", "Router vulnerability", "barrier"],
-        ),
-        ("vn-mod", &["Cyber Coalition: dates", "barrier"]),
+        ("uk-mod", &[GREEN, RED, STRICT, AMBER, VULN, BARRIER]),
+        ("nato-ccdcoe", &[GREEN, STRICT, AMBER, VULN, BARRIER]),
+        ("ee-mod", &[GREEN, VULN, BARRIER]),
+        ("vn-mod", &[GREEN, BARRIER]),
     ];
     for (partner, titles) in expect {
         let client = fed.client(partner).await;
@@ -177,6 +89,64 @@ async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
     }
     us.close().await;
     fed.stop().await;
+}
+
+const GREEN: &str = "Cyber Coalition: dates";
+const RED: &str = "Staff talks record";
+const STRICT: &str = "Incident at a NATO site";
+const AMBER: &str = "Advisory for NATO";
+const VULN: &str = "Router vulnerability";
+const BARRIER: &str = "barrier";
+
+/// The US desk pipelines six bulletins on one stream: a GREEN exercise, a RED note for
+/// uk-mod, AMBER+STRICT and AMBER for NATO (the latter tagged national-only), a GREEN
+/// vulnerability and a CLEAR barrier. Each result, in order, accepted.
+async fn publish_six_pipelined(fed: &Federation, us: &Client) -> Vec<proto::PublishResult> {
+    let plan = [
+        (Tlp::Green, Kind::Exercise, GREEN, &[][..], &[][..]),
+        (Tlp::Red, Kind::Consultation, RED, &["uk-mod"][..], &[][..]),
+        (
+            Tlp::AmberStrict,
+            Kind::Incident,
+            STRICT,
+            &["group:nato"][..],
+            &[][..],
+        ),
+        (
+            Tlp::Amber,
+            Kind::Advisory,
+            AMBER,
+            &["group:nato"][..],
+            &["national-only"][..],
+        ),
+        (Tlp::Green, Kind::Vulnerability, VULN, &[][..], &[][..]),
+        (Tlp::Clear, Kind::Indicator, BARRIER, &[][..], &[][..]),
+    ];
+    let mut publisher = us.publisher().await.unwrap();
+    for (i, (tlp, kind, title, audience, tags)) in plan.iter().enumerate() {
+        let b = fed.bulletin("us-dod", *tlp, *kind, title, audience, tags);
+        publisher.send(i as u64, b).await.unwrap();
+    }
+    publisher.finish();
+    let mut results = Vec::new();
+    while let Some(r) = publisher.recv().await.unwrap() {
+        results.push(r);
+    }
+    assert_eq!(results.len(), plan.len());
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.request_id, i as u64, "results come back in order");
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    }
+    results
+}
+
+/// Who a result says was withheld the bulletin, and why.
+fn withheld(result: &proto::PublishResult) -> HashMap<&str, i32> {
+    result
+        .withheld
+        .iter()
+        .map(|w| (w.partner.as_str(), w.reason))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
