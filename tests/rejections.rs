@@ -6,6 +6,7 @@ use crate::common;
 
 use common::federation::{receive_titles, sign_as, Federation};
 use renkei::bulletin::{Kind, Tlp};
+use renkei::client::Client;
 use renkei::identity;
 use renkei::proto::{self, ErrorCode, PublishResult, PublishStatus};
 
@@ -56,88 +57,7 @@ async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_dist
     let us = fed.client("us-dod").await;
     let uk = fed.client("uk-mod").await;
 
-    // Forged: signed by the UK key, naming the US key id.
-    let mut forged = sign_as(
-        fed.key("uk-mod"),
-        "us-dod",
-        Tlp::Green,
-        Kind::Advisory,
-        "forged",
-        &[],
-        &[],
-    );
-    forged.key_id = fed
-        .bulletin("us-dod", Tlp::Green, Kind::Advisory, "x", &[], &[])
-        .key_id;
-    assert_rejected(
-        &us.publish(forged).await.unwrap(),
-        ErrorCode::BadSignature,
-        "does not verify",
-    );
-
-    // Unknown: a key nobody configured.
-    let stranger = identity::generate_signing_key();
-    let unknown = sign_as(
-        &stranger,
-        "us-dod",
-        Tlp::Green,
-        Kind::Advisory,
-        "unknown key",
-        &[],
-        &[],
-    );
-    assert_rejected(
-        &us.publish(unknown).await.unwrap(),
-        ErrorCode::UnknownKey,
-        "no signing key",
-    );
-
-    // Revoked: the old US key, listed but revoked.
-    let revoked = sign_as(
-        &old_key,
-        "us-dod",
-        Tlp::Green,
-        Kind::Advisory,
-        "revoked key",
-        &[],
-        &[],
-    );
-    assert_rejected(
-        &us.publish(revoked).await.unwrap(),
-        ErrorCode::KeyRevoked,
-        "revoked",
-    );
-
-    // Impersonation: the UK liaison passes on a genuine US bulletin as if it could.
-    let genuine = fed.bulletin(
-        "us-dod",
-        Tlp::Green,
-        Kind::Advisory,
-        "relayed by a liaison",
-        &[],
-        &[],
-    );
-    assert_rejected(
-        &uk.publish(genuine.clone()).await.unwrap(),
-        ErrorCode::OriginMismatch,
-        "may only publish its own",
-    );
-
-    // An origin the hub does not know.
-    let outsider = sign_as(
-        &stranger,
-        "cn-pla",
-        Tlp::Green,
-        Kind::Advisory,
-        "outsider",
-        &[],
-        &[],
-    );
-    assert_rejected(
-        &us.publish(outsider).await.unwrap(),
-        ErrorCode::UnknownOrigin,
-        "neither a partner",
-    );
+    let genuine = each_refusal_has_its_own_reason(&fed, &us, &uk, &old_key).await;
 
     // A relay may forward it: the origin's signature still verifies.
     let nato = fed.client("nato-ccdcoe").await;
@@ -161,8 +81,76 @@ async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_dist
     for c in [us, uk, nato] {
         c.close().await;
     }
-    // The audit log holds each refusal with its reason, and the revocation in force.
-    let mut fed = fed;
+    the_log_holds_each_refusal_and_the_revocation(fed).await;
+}
+
+/// Forged, unknown-key, revoked-key, impersonated and unknown-origin bulletins are each
+/// refused with their own code and words. The genuine US bulletin the UK liaison tried
+/// to pass on.
+async fn each_refusal_has_its_own_reason(
+    fed: &Federation,
+    us: &Client,
+    uk: &Client,
+    old_key: &ed25519_dalek::SigningKey,
+) -> proto::SignedBulletin {
+    let advisory = |key: &ed25519_dalek::SigningKey, origin: &str, title: &str| {
+        sign_as(key, origin, Tlp::Green, Kind::Advisory, title, &[], &[])
+    };
+    // Forged: signed by the UK key, naming the US key id.
+    let mut forged = advisory(fed.key("uk-mod"), "us-dod", "forged");
+    forged.key_id = fed
+        .bulletin("us-dod", Tlp::Green, Kind::Advisory, "x", &[], &[])
+        .key_id;
+    assert_rejected(
+        &us.publish(forged).await.unwrap(),
+        ErrorCode::BadSignature,
+        "does not verify",
+    );
+
+    // Unknown: a key nobody configured.
+    let stranger = identity::generate_signing_key();
+    let unknown = advisory(&stranger, "us-dod", "unknown key");
+    assert_rejected(
+        &us.publish(unknown).await.unwrap(),
+        ErrorCode::UnknownKey,
+        "no signing key",
+    );
+
+    // Revoked: the old US key, listed but revoked.
+    let revoked = advisory(old_key, "us-dod", "revoked key");
+    assert_rejected(
+        &us.publish(revoked).await.unwrap(),
+        ErrorCode::KeyRevoked,
+        "revoked",
+    );
+
+    // Impersonation: the UK liaison passes on a genuine US bulletin as if it could.
+    let genuine = fed.bulletin(
+        "us-dod",
+        Tlp::Green,
+        Kind::Advisory,
+        "relayed by a liaison",
+        &[],
+        &[],
+    );
+    assert_rejected(
+        &uk.publish(genuine.clone()).await.unwrap(),
+        ErrorCode::OriginMismatch,
+        "may only publish its own",
+    );
+
+    // An origin the hub does not know.
+    let outsider = advisory(&stranger, "cn-pla", "outsider");
+    assert_rejected(
+        &us.publish(outsider).await.unwrap(),
+        ErrorCode::UnknownOrigin,
+        "neither a partner",
+    );
+    genuine
+}
+
+/// The audit log holds each refusal with its reason, and the revocation in force.
+async fn the_log_holds_each_refusal_and_the_revocation(mut fed: Federation) {
     fed.halt().await;
     let store = renkei::store::Store::open(&fed.data_dir(), 16 << 20).unwrap();
     let records: Vec<proto::AuditRecord> = store
