@@ -12,15 +12,6 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     let dir = tmp.path();
     let (served, addr, port) = start_hub(dir);
 
-    let object = |t: &str, n: u32, marking: Option<&str>| {
-        let mut o = json!({"type": t, "spec_version": "2.1",
-            "id": format!("{t}--10000000-0000-4000-8000-{n:012}"),
-            "created": "2026-11-30T10:00:00.000Z", "modified": "2026-11-30T10:00:00.000Z"});
-        if let Some(m) = marking {
-            o["object_marking_refs"] = json!([m]);
-        }
-        o
-    };
     let envelope = json!({"x_renkei_audience": ["au-dod"], "objects": [
         object("indicator", 1, Some(GREEN)),
         object("report", 2, Some(AMBER)),
@@ -41,66 +32,14 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     assert_eq!(status["failures"][0]["message"], "object 3: no \"id\"");
 
     // The Australian desk (cleared for AMBER) receives two bulletins from the node, and
-    // the node's own published key verifies them.
+    // the node's own published key verifies them; its CTI tool reads them back as STIX.
     let au = desk(dir, addr, "au-dod").await;
-    let mut sub = au.subscribe(0).await.unwrap();
-    let mut keyring = renkei::identity::Keyring::new();
-    let node_key: renkei::identity::PublicKey = common::public_key(dir, "jp-mod").parse().unwrap();
-    keyring.insert("jp-mod".parse().unwrap(), node_key, Default::default());
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        let d = tokio::time::timeout(PATIENCE, sub.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let u = renkei::bulletin::UnverifiedBulletin::from_signed(
-            d.bulletin.unwrap(),
-            &Limits::default(),
-        )
-        .unwrap();
-        let v = renkei::bulletin::UnverifiedBulletin::verify_all(
-            vec![u],
-            &keyring,
-            Timestamp::now(),
-            &Limits::default(),
-        )
-        .pop()
-        .unwrap()
-        .expect("signed by the node");
-        let h = v.header();
-        assert_eq!(h.origin.as_str(), "jp-mod");
-        got.push(h.tlp);
-        sub.ack(vec![d.seq]).await.unwrap();
-    }
-    got.sort_by_key(|t| t.to_proto() as i32);
-    assert_eq!(got, [Tlp::Green, Tlp::Amber]);
-
-    // And through TAXII, the Australian desk's CTI tool reads them back as STIX.
-    let seen = tokio::task::spawn_blocking({
-        let (dir, python) = (dir.to_owned(), python.clone());
-        move || read_as(&dir, &python, port, "au-dod")
-    })
-    .await
-    .unwrap()
-    .expect("taxii2-client reads what was added");
-    let read: Vec<&str> = seen["object_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
+    let sub = au_dod_receives_two_signed_by_the_node(dir, &au).await;
+    let ids: Vec<String> = (1..=3)
+        .zip(["indicator", "report", "malware"])
+        .map(|(n, t)| format!("{t}--10000000-0000-4000-8000-{n:012}"))
         .collect();
-    for t in ["indicator", "report", "malware"] {
-        let id = format!(
-            "{t}--10000000-0000-4000-8000-{:012}",
-            match t {
-                "indicator" => 1,
-                "report" => 2,
-                _ => 3,
-            }
-        );
-        assert!(read.contains(&id.as_str()), "{id} not in {read:?}");
-    }
+    au_dods_cti_tool_reads(dir, &python, port, &ids).await;
 
     // The log names the desk that wrote them.
     let origins: Vec<String> = jp_cdc_records(dir, addr, proto::AuditEvent::BulletinAccepted)
@@ -135,4 +74,77 @@ async fn objects_added_to_the_inbox_become_bulletins_signed_by_the_node() {
     drop(sub);
     au.close().await;
     assert!(served.stop(PATIENCE).success());
+}
+
+/// A STIX object `t` numbered `n`, marked `marking` if given.
+fn object(t: &str, n: u32, marking: Option<&str>) -> Value {
+    let mut o = json!({"type": t, "spec_version": "2.1",
+            "id": format!("{t}--10000000-0000-4000-8000-{n:012}"),
+            "created": "2026-11-30T10:00:00.000Z", "modified": "2026-11-30T10:00:00.000Z"});
+    if let Some(m) = marking {
+        o["object_marking_refs"] = json!([m]);
+    }
+    o
+}
+
+/// The Australian desk subscribes and receives two bulletins whose origin is the node,
+/// verified with the node's published key: one GREEN, one AMBER. Its subscription.
+async fn au_dod_receives_two_signed_by_the_node<'a>(
+    dir: &Path,
+    au: &'a Client,
+) -> renkei::client::Subscription<'a> {
+    let mut sub = au.subscribe(0).await.unwrap();
+    let mut keyring = renkei::identity::Keyring::new();
+    let node_key: renkei::identity::PublicKey = common::public_key(dir, "jp-mod").parse().unwrap();
+    keyring.insert("jp-mod".parse().unwrap(), node_key, Default::default());
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let u = renkei::bulletin::UnverifiedBulletin::from_signed(
+            d.bulletin.unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        let v = renkei::bulletin::UnverifiedBulletin::verify_all(
+            vec![u],
+            &keyring,
+            Timestamp::now(),
+            &Limits::default(),
+        )
+        .pop()
+        .unwrap()
+        .expect("signed by the node");
+        let h = v.header();
+        assert_eq!(h.origin.as_str(), "jp-mod");
+        got.push(h.tlp);
+        sub.ack(vec![d.seq]).await.unwrap();
+    }
+    got.sort_by_key(|t| t.to_proto() as i32);
+    assert_eq!(got, [Tlp::Green, Tlp::Amber]);
+    sub
+}
+
+/// Through TAXII, the Australian desk's CTI tool (taxii2-client) reads the objects
+/// `ids` back as STIX.
+async fn au_dods_cti_tool_reads(dir: &Path, python: &Path, port: u16, ids: &[String]) {
+    let seen = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.to_owned());
+        move || read_as(&dir, &python, port, "au-dod")
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client reads what was added");
+    let read: Vec<&str> = seen["object_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for id in ids {
+        assert!(read.contains(&id.as_str()), "{id} not in {read:?}");
+    }
 }
