@@ -214,14 +214,7 @@ impl AuditReader<'_> {
     /// Answers a query, reading only the records its most selective index points at.
     pub fn query(&self, q: &Query) -> Result<AuditPage, StoreError> {
         let size = self.size()?;
-        let mut lo = q.after.map_or(0, |a| a.saturating_add(1));
-        if let Some(since) = q.since {
-            lo = lo.max(self.seq_at(since.unix_ms(), size)?);
-        }
-        let hi = match q.until {
-            Some(until) => self.seq_at(until.unix_ms().saturating_add(1), size)?,
-            None => size,
-        };
+        let (lo, hi) = self.window(q, size)?;
         let limit = q.limit.max(1);
         let mut page = AuditPage {
             log_size: size,
@@ -276,36 +269,62 @@ impl AuditReader<'_> {
                     }
                 }
                 Some(prefix) => {
-                    // The posting of the batch holding `lo` starts at or before it.
-                    let start = self
-                        .tree
-                        .range(prefix.clone()..=[prefix.as_slice(), &lo.to_be_bytes()].concat())
-                        .next_back()
-                        .transpose()?
-                        .map_or_else(|| prefix.clone(), |(k, _)| k.to_vec());
-                    'postings: for kv in self.tree.range(start..) {
-                        let (k, v) = kv?;
-                        if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
-                            break;
-                        }
-                        if v.len() % 8 != 0 {
-                            return Err(corrupt(&k, "index entry is not a list of seqs"));
-                        }
-                        for s in v.chunks_exact(8) {
-                            let seq = be_u64(&k, s)?;
-                            if seq < lo {
-                                continue;
-                            }
-                            if seq >= hi || !take(seq, &mut page)? {
-                                break 'postings;
-                            }
-                        }
-                    }
+                    self.each_posted(&prefix, lo, hi, &mut |seq| take(seq, &mut page))?;
                 }
             }
         }
         page.records_read = cursor.read;
         Ok(page)
+    }
+
+    /// The seqs a query's `after` and time window leave: `[lo, hi)` of a log of `size`.
+    fn window(&self, q: &Query, size: u64) -> Result<(u64, u64), StoreError> {
+        let mut lo = q.after.map_or(0, |a| a.saturating_add(1));
+        if let Some(since) = q.since {
+            lo = lo.max(self.seq_at(since.unix_ms(), size)?);
+        }
+        let hi = match q.until {
+            Some(until) => self.seq_at(until.unix_ms().saturating_add(1), size)?,
+            None => size,
+        };
+        Ok((lo, hi))
+    }
+
+    /// Hands `take` each seq in `[lo, hi)` filed under the index term `prefix`, in order,
+    /// until it says stop.
+    fn each_posted(
+        &self,
+        prefix: &[u8],
+        lo: u64,
+        hi: u64,
+        take: &mut dyn FnMut(u64) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        // The posting of the batch holding `lo` starts at or before it.
+        let start = self
+            .tree
+            .range(prefix.to_vec()..=[prefix, &lo.to_be_bytes()].concat())
+            .next_back()
+            .transpose()?
+            .map_or_else(|| prefix.to_vec(), |(k, _)| k.to_vec());
+        for kv in self.tree.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            if v.len() % 8 != 0 {
+                return Err(corrupt(&k, "index entry is not a list of seqs"));
+            }
+            for s in v.chunks_exact(8) {
+                let seq = be_u64(&k, s)?;
+                if seq < lo {
+                    continue;
+                }
+                if seq >= hi || !take(seq)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The hashes committed so far, for proofs.
