@@ -78,33 +78,49 @@ fn distribution(tlp: Tlp) -> &'static str {
     }
 }
 
+/// The content type of a bulletin body that is a MISP event's JSON.
+pub const MISP_CONTENT_TYPE: &str = "application/misp+json";
+
 /// `b`, which crossed the peer nodes `path` (first to last), as a MISP event:
-/// `{"Event": {...}}`.
+/// `{"Event": {...}}`. A body that is itself a MISP event keeps its attributes and
+/// objects as they were; the bulletin's header (TLP, kind, tags, title, origin) is what
+/// the event says, since that is what the origin signed and the policy judged.
 pub fn event(b: &VerifiedBulletin, path: &[String]) -> Value {
     let h = b.header();
     let p = b.bulletin();
     let uuid = h.id.to_string();
-    let mut attributes = body_attributes(&p.content_type, &p.body);
-    attributes.extend(provenance(b, path));
-    let attributes: Vec<Value> = attributes
-        .into_iter()
-        .enumerate()
-        .map(|(i, a)| attribute_json(&uuid, i, a, h.created.unix_ms() / 1000))
-        .collect();
+    let stamp = h.created.unix_ms() / 1000;
+    let carried = carried_event(&p.content_type, &p.body);
+    let (mut attributes, objects) = match &carried {
+        Some(e) => (listed(e, "Attribute"), listed(e, "Object")),
+        None => {
+            let made = body_attributes(&p.content_type, &p.body);
+            let made = made.into_iter().enumerate();
+            let made = made.map(|(i, a)| attribute_json(&uuid, i, a, stamp));
+            (made.collect(), Vec::new())
+        }
+    };
+    let first = attributes.len();
+    let signed = provenance(b, path).into_iter().enumerate();
+    attributes.extend(signed.map(|(i, a)| attribute_json(&uuid, first + i, a, stamp)));
     let mut tags = vec![
         tlp_tag(h.tlp).to_owned(),
         format!("renkei:kind=\"{}\"", h.kind),
     ];
-    tags.extend(h.tags.iter().cloned());
+    for t in &h.tags {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
     let date = h
         .created
         .to_datetime()
         .map_or(String::new(), |d| d.date().to_string());
-    json!({"Event": {
+    let mut event = json!({
         "uuid": uuid,
         "info": if p.title.is_empty() { format!("renkei bulletin {uuid}") } else { p.title.clone() },
         "date": date,
-        "timestamp": (h.created.unix_ms() / 1000).to_string(),
+        "timestamp": stamp.to_string(),
         "published": true,
         "analysis": "2",
         "threat_level_id": "4",
@@ -112,7 +128,28 @@ pub fn event(b: &VerifiedBulletin, path: &[String]) -> Value {
         "Orgc": orgc(h.origin.as_str()),
         "Tag": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
         "Attribute": attributes,
-    }})
+    });
+    if !objects.is_empty() {
+        event["Object"] = Value::Array(objects);
+    }
+    json!({ "Event": event })
+}
+
+/// The MISP event a body of [`MISP_CONTENT_TYPE`] holds, if it holds one.
+fn carried_event(content_type: &str, body: &[u8]) -> Option<Value> {
+    if content_type != MISP_CONTENT_TYPE {
+        return None;
+    }
+    inbound::read(body).ok().map(|i| i.event)
+}
+
+/// The array `key` of a MISP event, empty if it has none.
+fn listed(event: &Value, key: &str) -> Vec<Value> {
+    event
+        .get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The organisation a partner id stands for, as MISP names one.
@@ -276,20 +313,36 @@ pub fn manifest_entry(event: &Value) -> Option<(String, Value)> {
     Some((uuid, entry))
 }
 
-/// The event's lines in a feed's `hashes.csv`: the MD5 of each attribute value, then
+/// The event's lines in a feed's `hashes.csv`: the MD5 of each attribute value (its
+/// objects' too, and each part of a composite `a|b` value, as MISP hashes them), then
 /// the event's uuid, as MISP looks values up in a feed without fetching it.
 pub fn hash_lines(event: &Value) -> Vec<String> {
     let Some(e) = event.get("Event") else {
         return Vec::new();
     };
     let uuid = e.get("uuid").and_then(Value::as_str).unwrap_or_default();
-    e.get("Attribute")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.get("value").and_then(Value::as_str))
-        .map(|v| format!("{},{uuid}", hex::encode(md5::Md5::digest(v.as_bytes()))))
-        .collect()
+    let own = listed(e, "Attribute");
+    let of_objects = listed(e, "Object")
+        .iter()
+        .flat_map(|o| listed(o, "Attribute"))
+        .collect::<Vec<_>>();
+    let mut lines = Vec::new();
+    for a in own.iter().chain(&of_objects) {
+        let kind = a.get("type").and_then(Value::as_str).unwrap_or_default();
+        let value = match a.get("value") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => continue,
+            Some(other) => other.to_string(),
+        };
+        let parts: Vec<&str> = match kind.contains('|') || kind == "malware-sample" {
+            true => value.split('|').collect(),
+            false => vec![value.as_str()],
+        };
+        for part in parts {
+            lines.push(format!("{},{uuid}", hex::encode(md5::Md5::digest(part))));
+        }
+    }
+    lines
 }
 
 pub mod inbound;

@@ -12,11 +12,9 @@ use super::BulletinFields;
 use crate::bulletin::{BulletinId, STIX_CONTENT_TYPE};
 use crate::config::ClientConfig;
 use crate::misp::inbound::{self, Inbound};
+use crate::misp::MISP_CONTENT_TYPE;
 use crate::proto;
 use crate::timestamp::Timestamp;
-
-/// The content type of a body that is a MISP event's JSON.
-pub(super) const MISP_CONTENT_TYPE: &str = "application/misp+json";
 
 /// How the event travels in the bulletin.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -116,19 +116,25 @@ fn sharing_group(event: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The event's attributes as a STIX 2.1 bundle marked `tlp`: observables as
+/// The event's attributes (its objects' too) as a STIX 2.1 bundle marked `tlp`: observables as
 /// indicators, vulnerabilities as vulnerabilities, the rest as notes, all held by one
 /// report named by the event's `info`.
 pub fn to_stix(inbound: &Inbound, tlp: Tlp, created: &str) -> Value {
     let e = &inbound.event;
     let uuid = text(e, "uuid");
     let report_id = format!("report--{}", stix_uuid(uuid, "report"));
-    let attributes = e.get("Attribute").and_then(Value::as_array);
-    let mut objects: Vec<Value> = attributes
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, a)| stix_object(a, &format!("{uuid}/{i}"), &report_id, created))
+    let list = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).cloned();
+    // An object's attributes (a file's name and hashes) are carried one by one.
+    let of_objects = list(e, "Object").into_iter().flatten().enumerate();
+    let of_objects = of_objects.flat_map(|(j, o)| {
+        let each = list(&o, "Attribute").into_iter().flatten().enumerate();
+        each.map(move |(i, a)| (format!("{uuid}/object {j}/{i}"), a))
+    });
+    let own = list(e, "Attribute").into_iter().flatten().enumerate();
+    let own = own.map(|(i, a)| (format!("{uuid}/{i}"), a));
+    let mut objects: Vec<Value> = own
+        .chain(of_objects)
+        .filter_map(|(name, a)| stix_object(&a, &name, &report_id, created))
         .collect();
     let refs: Vec<Value> = objects.iter().map(|o| o["id"].clone()).collect();
     let name = if inbound.title.is_empty() {

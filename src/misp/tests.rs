@@ -194,3 +194,38 @@ fn a_feed_lists_each_event_in_its_manifest_and_each_value_in_its_hashes() {
     );
     assert_eq!(lines.len(), 2, "the URL and the signed bulletin");
 }
+
+#[test]
+fn a_misp_event_body_comes_back_with_its_attributes_and_objects() {
+    let carried = json!({"Event": {"uuid": "5e6f7a8b-0000-4000-8000-000000000001",
+        "info": "Phishing wave", "distribution": "1", "Tag": [{"name": "tlp:green"}],
+        "Attribute": [{"uuid": "11111111-0000-4000-8000-000000000001", "type": "ip-dst",
+                       "category": "Network activity", "value": "198.51.100.7"}],
+        "Object": [{"name": "file", "Attribute": [
+            {"type": "filename|md5", "value": "a.exe|0123456789abcdef0123456789abcdef"}]}]}});
+    let b = verified(
+        Tlp::Green,
+        MISP_CONTENT_TYPE,
+        carried.to_string().as_bytes(),
+    );
+    let e = event(&b, &["nato-ccdcoe".into()]);
+    let ev = &e["Event"];
+    assert_eq!(
+        ev["Attribute"][0], carried["Event"]["Attribute"][0],
+        "kept as it was"
+    );
+    assert_eq!(ev["Object"], carried["Event"]["Object"]);
+    assert_eq!(ev["Attribute"][2]["value"], "nato-ccdcoe", "then the path");
+    // The origin's header, not the carried event, says the TLP: it was signed and judged.
+    assert_eq!(ev["Tag"][0]["name"], "tlp:green");
+    let lines = hash_lines(&e);
+    let md5 = |v: &str| hex::encode(md5::Md5::digest(v.as_bytes()));
+    for part in ["198.51.100.7", "a.exe", "0123456789abcdef0123456789abcdef"] {
+        assert!(lines.iter().any(|l| l.starts_with(&md5(part))), "{part}");
+    }
+    assert_eq!(
+        lines.len(),
+        5,
+        "the address, the signature, the path, the object's two parts: {lines:?}"
+    );
+}

@@ -113,3 +113,28 @@ fn attributes_become_indicators_a_vulnerability_notes_and_a_report() {
         "the same event, the same objects"
     );
 }
+
+#[test]
+fn an_objects_attributes_are_carried_too() {
+    let file = json!([{"name": "file", "Attribute": [
+        {"type": "filename", "object_relation": "filename", "value": "invoice.pdf.exe"},
+        {"type": "md5", "object_relation": "md5", "value": "0123456789abcdef0123456789abcdef"},
+    ]}]);
+    let i = read(&event(json!({ "Object": file }))).expect("an event");
+    let bundle = to_stix(&i, Tlp::Green, CREATED);
+    let objects = stix::bundle_objects(bundle.to_string().as_bytes()).expect("a bundle");
+    let patterns: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o.json["pattern"].as_str())
+        .collect();
+    assert!(
+        patterns.contains(&"[file:name = 'invoice.pdf.exe']")
+            && patterns.contains(&"[file:hashes.MD5 = '0123456789abcdef0123456789abcdef']"),
+        "{patterns:?}"
+    );
+    assert_eq!(
+        objects.len(),
+        8,
+        "five attributes, two of an object, a report"
+    );
+}
