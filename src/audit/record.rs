@@ -195,10 +195,10 @@ impl Event {
     /// Bulletins handed to `partner` through the TAXII gateway: `what` says which
     /// request (a page of objects, a manifest), so the record tells them from QUIC
     /// deliveries.
-    pub fn taxii_read(partner: &PartnerId, seqs: Vec<u64>, what: &str) -> Event {
+    pub fn gateway_read(partner: &PartnerId, seqs: Vec<u64>, what: &str) -> Event {
         let mut r = base(AuditEvent::Delivered, partner);
         r.bulletin_seqs = seqs;
-        r.reason = format!("TAXII: {what}");
+        r.reason = what.to_owned();
         Event(r)
     }
 

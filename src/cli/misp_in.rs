@@ -6,13 +6,10 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 
 use super::BulletinFields;
-use crate::bulletin::{BulletinId, STIX_CONTENT_TYPE};
 use crate::config::ClientConfig;
-use crate::misp::inbound::{self, Inbound};
-use crate::misp::MISP_CONTENT_TYPE;
+use crate::misp::inbound::{self, Drafting, Form};
 use crate::proto;
 use crate::timestamp::Timestamp;
 
@@ -36,66 +33,33 @@ pub(super) fn draft(
 ) -> anyhow::Result<proto::Bulletin> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let event = inbound::read(&bytes).with_context(|| path.display().to_string())?;
-    let tlp = f.tlp.or(event.tlp).context(
-        "the MISP event has no tlp: tag (renkei shares nothing unlabelled): tag it in MISP, or pass --tlp",
-    )?;
-    let created = f.created.unwrap_or(now);
-    let bundle = inbound::to_stix(&event, tlp, &created.rfc3339_ms()).to_string();
-    let objects = crate::stix::bundle_objects(bundle.as_bytes())?;
-    let kind = f
-        .kind
-        .or(event.kind)
-        .unwrap_or_else(|| crate::stix::kind_of(&objects));
-    let (content_type, body) = match body {
-        MispBody::Stix => (STIX_CONTENT_TYPE, Bytes::from(bundle)),
-        MispBody::Event => (MISP_CONTENT_TYPE, Bytes::from(bytes)),
-    };
-    // The event's uuid names the bulletin, so the event comes back under its own uuid.
-    let event_uuid = event.event.get("uuid").and_then(|u| u.as_str());
-    let id =
-        f.id.or_else(|| {
-            event_uuid
-                .and_then(BulletinId::parse_canonical)
-                .map(|i| i.to_string())
-        })
-        .unwrap_or_else(|| BulletinId::new_v7(created).to_string());
-    Ok(proto::Bulletin {
-        id,
+    let is_partner = |n: &str| cfg.partners.iter().any(|p| p.id.as_str() == n);
+    let (known, unknown) = inbound::sharing_group_audience(&event, is_partner);
+    for name in unknown {
+        eprintln!("renkei publish: the sharing group's {name:?} is not a partner in this desk's configuration; left out of the audience");
+    }
+    let drafting = Drafting {
         origin: f.origin.as_ref().unwrap_or(&cfg.client.id).to_string(),
-        created_unix_ms: created.unix_ms(),
-        tlp: tlp.to_proto() as i32,
-        kind: kind.to_proto() as i32,
-        title: f.title.unwrap_or_else(|| title(&event)),
-        summary: f.summary,
-        tags: f
-            .tags
-            .into_iter()
-            .chain(event.tags.iter().cloned())
-            .collect(),
-        audience: audience(f.audience, &event, cfg),
-        content_type: content_type.to_owned(),
-        body,
-        references: f.references,
-    })
-}
-
-fn title(event: &Inbound) -> String {
-    match event.title.is_empty() {
-        true => "MISP event".to_owned(),
-        false => event.title.clone(),
+        created: f.created.unwrap_or(now),
+        tlp: f.tlp,
+        kind: f.kind,
+        form: match body {
+            MispBody::Stix => Form::Stix,
+            MispBody::Event => Form::Event,
+        },
+        audience: f.audience.into_iter().chain(known).collect(),
+    };
+    let mut b = inbound::draft(&event, &bytes, &drafting)
+        .with_context(|| format!("{} (or pass --tlp)", path.display()))?;
+    // What the command line says wins over what the event says.
+    if let Some(id) = f.id {
+        b.id = id;
     }
-}
-
-/// The audience given, and the sharing group's organisations that are partners of the
-/// desk's configuration (others are named and left out: the node would not know them).
-fn audience(given: Vec<String>, event: &Inbound, cfg: &ClientConfig) -> Vec<String> {
-    let mut audience = given;
-    for name in &event.sharing_group {
-        if cfg.partners.iter().any(|p| p.id.as_str() == name) {
-            audience.push(name.clone());
-        } else {
-            eprintln!("renkei publish: the sharing group's {name:?} is not a partner in this desk's configuration; left out of the audience");
-        }
+    if let Some(title) = f.title {
+        b.title = title;
     }
-    audience
+    b.summary = f.summary;
+    b.tags = f.tags.into_iter().chain(b.tags).collect();
+    b.references = f.references;
+    Ok(b)
 }

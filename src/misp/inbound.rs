@@ -5,8 +5,10 @@
 
 use serde_json::{json, Value};
 
-use crate::bulletin::{Kind, Tlp};
+use crate::bulletin::{BulletinId, Kind, Tlp, STIX_CONTENT_TYPE};
+use crate::proto;
 use crate::stix;
+use crate::timestamp::Timestamp;
 
 /// Largest MISP event read, in bytes (a bulletin body is smaller still).
 pub const MAX_EVENT_BYTES: usize = 4 << 20;
@@ -23,6 +25,48 @@ pub enum MispError {
     /// Marked for its own organisation only.
     #[error("the MISP event's distribution is 0 (your organisation only): it is not to be shared")]
     OrganisationOnly,
+    /// No TLP, and none given.
+    #[error("the MISP event has no tlp: tag (renkei shares nothing unlabelled): tag it in MISP, or give a TLP")]
+    NoTlp,
+}
+
+impl MispError {
+    /// The protocol's error code for it, as a refused publish has.
+    pub fn code(&self) -> proto::ErrorCode {
+        match self {
+            MispError::NotAnEvent(_) | MispError::NoTlp => proto::ErrorCode::InvalidBulletin,
+            MispError::TooLarge(_) => proto::ErrorCode::BulletinTooLarge,
+            MispError::OrganisationOnly => proto::ErrorCode::NotPermitted,
+        }
+    }
+}
+
+/// How an event travels in its bulletin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Form {
+    /// As a STIX 2.1 bundle, which every desk and TAXII client reads.
+    #[default]
+    Stix,
+    /// As the MISP event JSON itself (`misp::MISP_CONTENT_TYPE`).
+    Event,
+}
+
+/// What the publisher decides of the bulletin an event becomes; the event fills the
+/// rest.
+#[derive(Clone, Debug)]
+pub struct Drafting {
+    /// Whose bulletin it is (who signs it).
+    pub origin: String,
+    /// When it is created.
+    pub created: Timestamp,
+    /// A TLP that overrides the event's tags.
+    pub tlp: Option<Tlp>,
+    /// A kind that overrides the event's tag (otherwise the objects say).
+    pub kind: Option<Kind>,
+    /// How the event travels.
+    pub form: Form,
+    /// Who it is for: partner ids and `group:NAME`s.
+    pub audience: Vec<String>,
 }
 
 /// What a MISP event says of the bulletin it becomes.
@@ -81,6 +125,50 @@ pub fn read(bytes: &[u8]) -> Result<Inbound, MispError> {
         sharing_group: sharing_group(&event),
         event,
     })
+}
+
+/// The unsigned bulletin the event `raw` (read as `event`) becomes: its TLP and kind
+/// from its tags unless `d` gives them, its `info` as the title, its tags, and as id
+/// its own uuid when that is one, so that it comes back under it.
+pub fn draft(event: &Inbound, raw: &[u8], d: &Drafting) -> Result<proto::Bulletin, MispError> {
+    let tlp = d.tlp.or(event.tlp).ok_or(MispError::NoTlp)?;
+    let bundle = to_stix(event, tlp, &d.created.rfc3339_ms());
+    let kind = d.kind.or(event.kind).unwrap_or_else(|| {
+        let objects = stix::bundle_objects(bundle.to_string().as_bytes());
+        objects.map_or(Kind::Report, |o| stix::kind_of(&o))
+    });
+    let (content_type, body) = match d.form {
+        Form::Stix => (STIX_CONTENT_TYPE, bundle.to_string().into_bytes()),
+        Form::Event => (super::MISP_CONTENT_TYPE, raw.to_vec()),
+    };
+    let id = BulletinId::parse_canonical(text(&event.event, "uuid"))
+        .unwrap_or_else(|| BulletinId::new_v7(d.created));
+    Ok(proto::Bulletin {
+        id: id.to_string(),
+        origin: d.origin.clone(),
+        created_unix_ms: d.created.unix_ms(),
+        tlp: tlp.to_proto() as i32,
+        kind: kind.to_proto() as i32,
+        title: match event.title.is_empty() {
+            true => "MISP event".to_owned(),
+            false => event.title.clone(),
+        },
+        summary: String::new(),
+        tags: event.tags.clone(),
+        audience: d.audience.clone(),
+        content_type: content_type.to_owned(),
+        body: body.into(),
+        references: vec![],
+    })
+}
+
+/// The organisations of the event's sharing group that `known` knows (as an audience),
+/// and those it does not.
+pub fn sharing_group_audience(
+    event: &Inbound,
+    known: impl Fn(&str) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    event.sharing_group.iter().cloned().partition(|n| known(n))
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {

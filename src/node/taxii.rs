@@ -26,8 +26,10 @@ use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
 use crate::transport::{self, TransportError};
 
+mod feed;
 mod inbox;
 mod index;
+mod misp;
 mod page;
 mod resources;
 mod routes;
@@ -41,6 +43,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Gateway {
     shared: Arc<Shared>,
     index: Mutex<index::Index>,
+    /// What the partners' MISP feeds list.
+    listing: Mutex<feed::Listing>,
     /// The base URL clients reach the gateway at, without a trailing slash.
     base: String,
     /// The node's signing key: what the inbox's bulletins are signed with.
@@ -83,6 +87,7 @@ pub(super) async fn start(
     let gateway = Arc::new(Gateway {
         shared: shared.clone(),
         index: Mutex::new(index::Index::holding_at_most(cfg.taxii.index_objects)),
+        listing: Mutex::new(feed::Listing::default()),
         base,
         key,
         statuses: write::Statuses::default(),

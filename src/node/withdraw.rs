@@ -50,6 +50,22 @@ fn stored_limits(limits: &Limits) -> Limits {
     }
 }
 
+/// The stored bulletin `signed` verified again, to be handed over in another form (a
+/// MISP event) that must be made from a verified bulletin: by the origin's key in
+/// `rules` valid when it was created, its age not judged again.
+pub(crate) fn verify_stored(
+    signed: Bytes,
+    rules: &RuleSet,
+    limits: &Limits,
+    now: crate::timestamp::Timestamp,
+) -> Result<crate::bulletin::VerifiedBulletin, crate::bulletin::BulletinError> {
+    let limits = Limits {
+        max_age: None,
+        ..stored_limits(limits)
+    };
+    UnverifiedBulletin::decode(signed, &limits)?.verify(&rules.keyring, now, &limits)
+}
+
 /// The delivery screen every door reads through (a subscription, a peer link, a TAXII
 /// page): whether the stored bulletin `seq` may still go to `partner`. One queued after
 /// the rules in force came in was decided under them; an earlier one is checked again

@@ -39,6 +39,8 @@ pub struct Mesh {
     /// (node, desk, peer): the one peer a node accepts a desk's bulletins through.
     only_via: Vec<(String, String, String)>,
     keys: BTreeMap<String, SigningKey>,
+    /// Node → the port of its TAXII and MISP gateway, for nodes that have one.
+    gateways: BTreeMap<String, u16>,
 }
 
 /// Whose a node or desk of these tests is, from its id's first word (`jp-` Japan,
@@ -94,6 +96,7 @@ impl Mesh {
             forgotten: Vec::new(),
             only_via: Vec::new(),
             keys: BTreeMap::new(),
+            gateways: BTreeMap::new(),
         };
         for id in ids.iter().filter(|i| !i.ends_with("-audit")) {
             let pem = fs::read_to_string(dir.join(format!("certs/{id}/signing.key"))).unwrap();
@@ -145,6 +148,18 @@ impl Mesh {
         self.write_configs();
     }
 
+    /// Gives node `n` a TAXII and MISP gateway on a free port (reached under the
+    /// node's id, as its certificate names it); the port.
+    pub fn gateway(&mut self, n: &str) -> u16 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a TCP port")
+            .port();
+        self.gateways.insert(n.to_string(), port);
+        self.write_configs();
+        port
+    }
+
     fn node_config(&self, n: &str) -> String {
         let extra = &self.extra;
         let dir = &self.dir;
@@ -157,6 +172,9 @@ impl Mesh {
             node.addr,
             whose(n)
         );
+        if let Some(port) = self.gateways.get(n) {
+            t += &format!("[taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://{n}:{port}\"\n");
+        }
         for (desk, home) in &self.desks {
             if home == n {
                 t += &format!(

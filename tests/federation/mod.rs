@@ -68,7 +68,7 @@ fn verify(mesh: &Mesh, d: &proto::Delivery, origin: &str) {
 }
 
 /// The records of `event` on `node`'s audit log, read by its auditor page by page.
-async fn records(mesh: &Mesh, node: &str, event: AuditEvent) -> Vec<proto::AuditRecord> {
+pub(crate) async fn records(mesh: &Mesh, node: &str, event: AuditEvent) -> Vec<proto::AuditRecord> {
     let auditor = mesh.client(&format!("{node}-audit")).await;
     let mut all = Vec::new();
     let mut after = None;

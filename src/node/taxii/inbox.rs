@@ -139,7 +139,6 @@ fn made(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<NewBulletin, (ErrorCode, String)> {
-    let invalid = |e: String| (ErrorCode::InvalidBulletin, e);
     if tlp >= Tlp::Amber && writer.audience.is_empty() {
         return Err((
             ErrorCode::UnknownAudience,
@@ -150,7 +149,47 @@ fn made(
         ));
     }
     let b = bulletin_of(tlp, objects, writer, &rules.config.node.id, now);
-    let signed = bulletin::sign(&b, key, limits).map_err(|e| invalid(e.to_string()))?;
+    signed_for(b, writer, rules, key, limits, now)
+}
+
+/// A bulletin made from a MISP event a desk added (`misp::inbound::draft`, with this
+/// node as its origin): signed, verified and decided as the TAXII inbox's are.
+pub(crate) fn prepare_event(
+    b: proto::Bulletin,
+    writer: &Writer,
+    rules: &RuleSet,
+    key: &SigningKey,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<NewBulletin, (ErrorCode, String)> {
+    if let Some(refused) = decide::proxy_refusal(rules, writer.id, writer.role, now) {
+        return Err(refused);
+    }
+    let tlp = Tlp::from_proto(b.tlp).unwrap_or(Tlp::Red);
+    if tlp >= Tlp::Amber && b.audience.is_empty() {
+        return Err((
+            ErrorCode::UnknownAudience,
+            format!(
+                "a TLP:{tlp} event goes only to an audience: a sharing group of partners this \
+                 node knows, or ?audience=ID,group:NAME"
+            ),
+        ));
+    }
+    signed_for(b, writer, rules, key, limits, now)
+}
+
+/// `b` signed with the node's key for `writer`, verified, and shared by the one publish
+/// decision as if `writer` had handed it over.
+fn signed_for(
+    b: proto::Bulletin,
+    writer: &Writer,
+    rules: &RuleSet,
+    key: &SigningKey,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<NewBulletin, (ErrorCode, String)> {
+    let invalid = |e: String| (ErrorCode::InvalidBulletin, e);
+    let signed = bulletin::sign(&b, key, limits).map_err(|e| (e.code(), e.to_string()))?;
     let unverified =
         UnverifiedBulletin::from_signed(signed, limits).map_err(|e| invalid(e.to_string()))?;
     let digest = unverified.digest();

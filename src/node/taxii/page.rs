@@ -25,6 +25,49 @@ const PAGE_BYTES: usize = 4 << 20;
 /// A bulletin's TLP and its STIX objects.
 type Marked = (Tlp, Vec<crate::stix::StixObject>);
 
+/// Who may read what on a gateway read, under one set of rules: what was shared with
+/// the partner, not withdrawn from its id, still shared under the rules in force (the
+/// one delivery screen). A TAXII page and a MISP feed read through it alike.
+pub(super) struct Screen<'a> {
+    store: &'a Store,
+    rules: std::sync::Arc<super::super::RuleSet>,
+    limits: crate::bulletin::Limits,
+    partner: &'a PartnerId,
+    withdrawn: crate::store::Withdrawn,
+}
+
+impl<'a> Screen<'a> {
+    /// The screen of `partner` under the rules in force now.
+    pub(super) fn new(
+        g: &'a Gateway,
+        partner: &'a PartnerId,
+    ) -> Result<Screen<'a>, crate::store::StoreError> {
+        let store = &g.shared.storage.store;
+        Ok(Screen {
+            store,
+            rules: g.shared.rules_in_force(),
+            limits: g.shared.limits.bulletin,
+            partner,
+            // What was withdrawn from this partner id (its queue when it was removed,
+            // a bulletin the rules stopped sharing) stays withdrawn here as on QUIC.
+            withdrawn: store.withdrawn(partner)?,
+        })
+    }
+
+    /// Whether the partner may read the stored bulletin `seq`, shared with `shared_with`
+    /// when it was accepted.
+    pub(super) fn admits(&self, seq: u64, shared_with: &[PartnerId]) -> bool {
+        shared_with.contains(self.partner)
+            && !self.withdrawn.covers(seq)
+            && still_shared(self.store, &self.rules, self.partner, seq, &self.limits)
+    }
+
+    /// The rules it screens by.
+    pub(super) fn rules(&self) -> &super::super::RuleSet {
+        &self.rules
+    }
+}
+
 /// Brings the index up to the store's head, takes the page `q` asks for under the rules
 /// in force, and reads its objects back.
 pub(super) fn read_page(
@@ -33,18 +76,10 @@ pub(super) fn read_page(
     q: &Query,
 ) -> Result<Served, crate::store::StoreError> {
     let store = &g.shared.storage.store;
-    let rules = g.shared.rules_in_force();
-    let limits = g.shared.limits.bulletin;
-    // What was withdrawn from this partner id (its queue when it was removed, a
-    // bulletin the rules stopped sharing) stays withdrawn here as on QUIC.
-    let withdrawn = store.withdrawn(partner)?;
+    let screen = Screen::new(g, partner)?;
     let mut index = g.index.lock().unwrap_or_else(|p| p.into_inner());
     refresh(&mut index, store)?;
-    let visible = |e: &Entry| {
-        e.shared_with.contains(partner)
-            && !withdrawn.covers(e.seq)
-            && still_shared(store, &rules, partner, e.seq, &limits)
-    };
+    let visible = |e: &Entry| screen.admits(e.seq, &e.shared_with);
     let mut page = index.page(q, &visible);
     let mut items = Vec::with_capacity(page.positions.len());
     // Each served object carries its bulletin's TLP marking: a CTI tool that finds

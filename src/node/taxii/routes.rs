@@ -47,6 +47,7 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
             )
         })
         .layer(middleware::from_fn(accept_taxii))
+        .merge(super::misp::routes())
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             record_refused,
@@ -71,8 +72,12 @@ async fn record_refused(
     request: Request,
     next: Next,
 ) -> Response {
+    let door = match request.uri().path().starts_with("/misp/") {
+        true => "MISP",
+        false => "TAXII",
+    };
     let asked = format!(
-        "TAXII: {} {}",
+        "{door}: {} {}",
         request.method(),
         crate::text::excerpt(request.uri().path())
     );
@@ -312,7 +317,8 @@ async fn page_response(
     let mut seqs: Vec<u64> = served.items.iter().map(|(e, _)| e.seq).collect();
     seqs.dedup();
     if !seqs.is_empty() {
-        let event = crate::audit::record::Event::taxii_read(&c.partner, seqs, what);
+        let what = format!("TAXII: {what}");
+        let event = crate::audit::record::Event::gateway_read(&c.partner, seqs, &what);
         if let Err(e) = g.shared.commit_event(Some(event), None).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

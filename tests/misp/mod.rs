@@ -1,8 +1,11 @@
 //! MISP, which most partners run: a desk keeps a MISP feed of what it receives, which
 //! PyMISP reads as MISP would, and publishes events PyMISP builds, which reach another
-//! desk with their attributes, tags and uuid.
+//! desk with their attributes, tags and uuid. `gateway`: the same through a node's
+//! gateway, across two nodes.
 
 use crate::common;
+
+mod gateway;
 
 use std::fs;
 use std::path::Path;
