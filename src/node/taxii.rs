@@ -3,13 +3,14 @@
 //! is admitted by the same rules as a QUIC connection (`admission`: a configured
 //! partner, its pin, revocations, the per-partner connection limit); the refusal or the
 //! admission is on the log. It then reads, as STIX 2.1 objects, the bulletins shared
-//! with it whose bodies are STIX bundles; each page it is handed is recorded as a
-//! delivery before it is sent.
+//! with it whose bodies are STIX bundles, or its MISP feed of them all; each page it is
+//! handed is recorded as a delivery before it is sent.
 //!
 //! This module moves bytes and admits connections. The pages are decided by `index`
 //! (pure) and read by `page`, who may see what by the withdrawal records and the policy
-//! in force (`withdraw::recheck`), and the TAXII resources are written by `routes`;
-//! what a desk adds goes through `inbox` and `write`.
+//! in force (`page::Screen`), and the TAXII resources are written by `routes`; what a
+//! desk adds goes through `inbox` and `write`. The MISP feed and inbox are `misp`, its
+//! listing `feed`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
