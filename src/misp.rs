@@ -82,8 +82,8 @@ fn distribution(tlp: Tlp) -> &'static str {
 pub const MISP_CONTENT_TYPE: &str = "application/misp+json";
 
 /// `b`, which crossed the peer nodes `path` (first to last), as a MISP event:
-/// `{"Event": {...}}`. A body that is itself a MISP event keeps its attributes and
-/// objects as they were; the bulletin's header (TLP, kind, tags, title, origin) is what
+/// `{"Event": {...}}`. A body that is itself a MISP event keeps its attributes,
+/// objects and event reports as they were; the bulletin's header (TLP, kind, tags, title, origin) is what
 /// the event says, since that is what the origin signed and the policy judged.
 pub fn event(b: &VerifiedBulletin, path: &[String]) -> Value {
     let h = b.header();
@@ -91,13 +91,17 @@ pub fn event(b: &VerifiedBulletin, path: &[String]) -> Value {
     let uuid = h.id.to_string();
     let stamp = h.created.unix_ms() / 1000;
     let carried = carried_event(&p.content_type, &p.body);
-    let (mut attributes, objects) = match &carried {
-        Some(e) => (listed(e, "Attribute"), listed(e, "Object")),
+    let (mut attributes, objects, reports) = match &carried {
+        Some(e) => (
+            listed(e, "Attribute"),
+            listed(e, "Object"),
+            listed(e, "EventReport"),
+        ),
         None => {
             let made = body_attributes(&p.content_type, &p.body);
             let made = made.into_iter().enumerate();
             let made = made.map(|(i, a)| attribute_json(&uuid, i, a, stamp));
-            (made.collect(), Vec::new())
+            (made.collect(), Vec::new(), Vec::new())
         }
     };
     let first = attributes.len();
@@ -129,8 +133,10 @@ pub fn event(b: &VerifiedBulletin, path: &[String]) -> Value {
         "Tag": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
         "Attribute": attributes,
     });
-    if !objects.is_empty() {
-        event["Object"] = Value::Array(objects);
+    for (key, list) in [("Object", objects), ("EventReport", reports)] {
+        if !list.is_empty() {
+            event[key] = Value::Array(list);
+        }
     }
     json!({ "Event": event })
 }

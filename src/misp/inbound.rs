@@ -204,9 +204,9 @@ fn sharing_group(event: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The event's attributes (its objects' too) as a STIX 2.1 bundle marked `tlp`: observables as
-/// indicators, vulnerabilities as vulnerabilities, the rest as notes, all held by one
-/// report named by the event's `info`.
+/// The event's attributes (its objects' too) as a STIX 2.1 bundle marked `tlp`:
+/// observables as indicators, vulnerabilities as vulnerabilities, the rest and its event
+/// reports as notes, all held by one report named by the event's `info`.
 pub fn to_stix(inbound: &Inbound, tlp: Tlp, created: &str) -> Value {
     let e = &inbound.event;
     let uuid = text(e, "uuid");
@@ -224,6 +224,11 @@ pub fn to_stix(inbound: &Inbound, tlp: Tlp, created: &str) -> Value {
         .chain(of_objects)
         .filter_map(|(name, a)| stix_object(&a, &name, &report_id, created))
         .collect();
+    let reports = list(e, "EventReport").into_iter().flatten().enumerate();
+    objects.extend(reports.filter_map(|(i, r)| {
+        let name = format!("{uuid}/report {i}");
+        report_note(&r, &name, &report_id, created)
+    }));
     let refs: Vec<Value> = objects.iter().map(|o| o["id"].clone()).collect();
     let name = if inbound.title.is_empty() {
         "MISP event"
@@ -283,6 +288,18 @@ fn stix_object(a: &Value, name: &str, report: &str, created: &str) -> Option<Val
     });
     o["object_refs"] = json!([report]);
     Some(o)
+}
+
+/// An event report (MISP's analyst write-up, in Markdown) as a STIX note.
+fn report_note(r: &Value, name: &str, report: &str, created: &str) -> Option<Value> {
+    let content = text(r, "content");
+    if content.is_empty() {
+        return None;
+    }
+    Some(json!({"type": "note", "spec_version": "2.1",
+        "id": format!("note--{}", stix_uuid(name, "note")),
+        "created": created, "modified": created,
+        "abstract": text(r, "name"), "content": content, "object_refs": [report]}))
 }
 
 /// The STIX pattern of an observable attribute.

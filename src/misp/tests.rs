@@ -196,13 +196,14 @@ fn a_feed_lists_each_event_in_its_manifest_and_each_value_in_its_hashes() {
 }
 
 #[test]
-fn a_misp_event_body_comes_back_with_its_attributes_and_objects() {
+fn a_misp_event_body_comes_back_with_its_attributes_objects_and_reports() {
     let carried = json!({"Event": {"uuid": "5e6f7a8b-0000-4000-8000-000000000001",
         "info": "Phishing wave", "distribution": "1", "Tag": [{"name": "tlp:green"}],
         "Attribute": [{"uuid": "11111111-0000-4000-8000-000000000001", "type": "ip-dst",
                        "category": "Network activity", "value": "198.51.100.7"}],
         "Object": [{"name": "file", "Attribute": [
-            {"type": "filename|md5", "value": "a.exe|0123456789abcdef0123456789abcdef"}]}]}});
+            {"type": "filename|md5", "value": "a.exe|0123456789abcdef0123456789abcdef"}]}],
+        "EventReport": [{"name": "Loader analysis", "content": "It drops a file."}]}});
     let b = verified(
         Tlp::Green,
         MISP_CONTENT_TYPE,
@@ -215,6 +216,7 @@ fn a_misp_event_body_comes_back_with_its_attributes_and_objects() {
         "kept as it was"
     );
     assert_eq!(ev["Object"], carried["Event"]["Object"]);
+    assert_eq!(ev["EventReport"], carried["Event"]["EventReport"]);
     assert_eq!(ev["Attribute"][2]["value"], "nato-ccdcoe", "then the path");
     // The origin's header, not the carried event, says the TLP: it was signed and judged.
     assert_eq!(ev["Tag"][0]["name"], "tlp:green");

@@ -18,27 +18,8 @@ use crate::common::federation::eventually;
 use crate::common::peers::Mesh;
 use crate::federation::records;
 
-/// An event as an analyst builds it in PyMISP, tagged with the TLP of argv[1] and
-/// titled argv[2]: observables, a vulnerability, a note, and a file object.
-const PYMISP_BUILDS_A_FILE_EVENT: &str = r#"
-import sys
-from pymisp import MISPEvent, MISPObject
-e = MISPEvent()
-e.info = sys.argv[2]
-e.distribution = 1
-e.add_tag(f"tlp:{sys.argv[1]}")
-e.add_attribute("ip-dst", "198.51.100.9")
-e.add_attribute("url", "http://drop.example/a")
-e.add_attribute("vulnerability", "CVE-2026-0003")
-e.add_attribute("text", "the loader reached two ministries")
-f = MISPObject("file")
-f.add_attribute("filename", value="invoice.pdf.exe")
-f.add_attribute("sha256", value="b" * 64)
-e.add_object(f)
-print(e.to_json())
-"#;
-
-/// Whether the feed's event (argv[2]) holds the objects of the one built (argv[1]).
+/// Whether the feed's event (argv[2]) holds the objects and event reports of the one
+/// built (argv[1]).
 const PYMISP_COMPARES_OBJECTS: &str = r#"
 import sys
 from pymisp import MISPEvent
@@ -49,6 +30,8 @@ def objects(e):
     return {(o.name, frozenset((a.object_relation, a.type, a.value) for a in o.attributes))
             for o in e.objects}
 assert objects(built) and objects(built) == objects(got), (objects(built), objects(got))
+reports = lambda e: {(r.name, r.content) for r in e.event_reports}
+assert reports(built) and reports(built) == reports(got), (reports(built), reports(got))
 print("the same objects")
 "#;
 
@@ -85,11 +68,7 @@ fn fetch(mesh: &Mesh, at: (&str, u16), id: &str) -> (PathBuf, u64) {
 /// The event PyMISP builds at `tlp`, titled `info`, written to `name` in the test dir.
 fn built(mesh: &Mesh, name: &str, tlp: &str, info: &str) -> PathBuf {
     let path = mesh.dir.join(name);
-    fs::write(
-        &path,
-        python(&["-c", PYMISP_BUILDS_A_FILE_EVENT, tlp, info]),
-    )
-    .unwrap();
+    fs::write(&path, python(&["-c", PYMISP_BUILDS_AN_EVENT, tlp, info])).unwrap();
     path
 }
 
@@ -224,7 +203,8 @@ fn tokyo(dir: &Path) -> (Mesh, (&'static str, u16)) {
     (mesh, jp)
 }
 
-/// Whether the event `uuid` in `feed` holds the objects of the event PyMISP `built`.
+/// Whether the event `uuid` in `feed` holds the objects and event reports of the event
+/// PyMISP `built`.
 fn same_objects(built: &Path, feed: &Path, uuid: &str) {
     let got = feed.join(format!("{uuid}.json"));
     let (built, got) = (built.to_str().unwrap(), got.to_str().unwrap());

@@ -70,19 +70,25 @@ pub fn pymisp_reads(feed: &Path, events: usize) {
     );
 }
 
-/// An event as a desk's analyst builds it in PyMISP: observables, a vulnerability and
-/// a note, tagged GREEN, for the community. Printed as MISP JSON.
+/// An event as an analyst builds it in PyMISP, tagged with the TLP of argv[1] and
+/// titled argv[2]: observables, a vulnerability, a note, a file object and an event
+/// report, for the community. Printed as MISP JSON.
 const PYMISP_BUILDS_AN_EVENT: &str = r#"
-from pymisp import MISPEvent
+import sys
+from pymisp import MISPEvent, MISPObject
 e = MISPEvent()
-e.info = "Phishing wave against two ministries"
+e.info = sys.argv[2]
 e.distribution = 1
-e.add_tag("tlp:green")
-e.add_attribute("ip-dst", "198.51.100.7")
-e.add_attribute("domain", "login-mod.example")
-e.add_attribute("sha256", "a" * 64)
-e.add_attribute("vulnerability", "CVE-2026-0002")
-e.add_attribute("text", "sent to both ministries on Monday")
+e.add_tag(f"tlp:{sys.argv[1]}")
+e.add_attribute("ip-dst", "198.51.100.9")
+e.add_attribute("url", "http://drop.example/a")
+e.add_attribute("vulnerability", "CVE-2026-0003")
+e.add_attribute("text", "the loader reached two ministries")
+f = MISPObject("file")
+f.add_attribute("filename", value="invoice.pdf.exe")
+f.add_attribute("sha256", value="b" * 64)
+e.add_object(f)
+e.add_event_report("Loader analysis", "The loader drops invoice.pdf.exe.\n\nSeen twice.")
 print(e.to_json())
 "#;
 
@@ -159,7 +165,12 @@ fn an_event_built_with_pymisp_reaches_another_desk_and_its_misp() {
     let served = node_and_desks(dir);
     fs::write(
         dir.join("event.json"),
-        python(&["-c", PYMISP_BUILDS_AN_EVENT]),
+        python(&[
+            "-c",
+            PYMISP_BUILDS_AN_EVENT,
+            "green",
+            "Phishing wave against two ministries",
+        ]),
     )
     .unwrap();
     let out = sh_ok(
@@ -176,7 +187,7 @@ fn an_event_built_with_pymisp_reaches_another_desk_and_its_misp() {
     // The body is STIX 2.1 that OASIS's own library reads, strictly.
     fs::write(dir.join("body.json"), received["body"].as_str().unwrap()).unwrap();
     let parsed = python(&["-c", STIX2_PARSES, dir.join("body.json").to_str().unwrap()]);
-    assert!(parsed.contains("stix2 parsed 6 objects"), "{parsed}");
+    assert!(parsed.contains("stix2 parsed 8 objects"), "{parsed}");
     let id = result["bulletin_id"].as_str().unwrap();
     feed_lists(
         &dir.join("feed"),

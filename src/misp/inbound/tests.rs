@@ -115,12 +115,13 @@ fn attributes_become_indicators_a_vulnerability_notes_and_a_report() {
 }
 
 #[test]
-fn an_objects_attributes_are_carried_too() {
+fn an_objects_attributes_and_the_event_reports_are_carried_too() {
     let file = json!([{"name": "file", "Attribute": [
         {"type": "filename", "object_relation": "filename", "value": "invoice.pdf.exe"},
         {"type": "md5", "object_relation": "md5", "value": "0123456789abcdef0123456789abcdef"},
     ]}]);
-    let i = read(&event(json!({ "Object": file }))).expect("an event");
+    let report = json!([{"name": "Loader analysis", "content": "# The loader\nIt drops a file."}]);
+    let i = read(&event(json!({ "Object": file, "EventReport": report }))).expect("an event");
     let bundle = to_stix(&i, Tlp::Green, CREATED);
     let objects = stix::bundle_objects(bundle.to_string().as_bytes()).expect("a bundle");
     let patterns: Vec<&str> = objects
@@ -132,9 +133,14 @@ fn an_objects_attributes_are_carried_too() {
             && patterns.contains(&"[file:hashes.MD5 = '0123456789abcdef0123456789abcdef']"),
         "{patterns:?}"
     );
+    let note = objects
+        .iter()
+        .find(|o| o.json["abstract"] == "Loader analysis");
     assert_eq!(
-        objects.len(),
-        8,
-        "five attributes, two of an object, a report"
+        note.map(|n| n.kind.as_str()),
+        Some("note"),
+        "the event report"
     );
+    let why = "five attributes, two of an object, the event report's note, the report";
+    assert_eq!(objects.len(), 9, "{why}");
 }
