@@ -531,11 +531,24 @@ impl Subscription<'_> {
         Ok(())
     }
 
-    /// Acknowledges deliveries; they leave the queue.
+    /// Acknowledges deliveries without receipts (recorded as unsigned acks); they leave
+    /// the queue.
     pub async fn ack(&mut self, seqs: Vec<u64>) -> Result<(), ClientError> {
+        self.ack_with_receipts(seqs, vec![]).await
+    }
+
+    /// Acknowledges deliveries with the signed receipts of some or all of them
+    /// (`crate::receipt::Receipt::sign`, each with the seq it is the receipt of); the
+    /// node verifies each and refuses the whole Ack if one does not verify.
+    pub async fn ack_with_receipts(
+        &mut self,
+        seqs: Vec<u64>,
+        receipts: Vec<proto::Receipted>,
+    ) -> Result<(), ClientError> {
         let frame = client_frame(ClientFrameKind::Ack(proto::Ack {
             seq: seqs,
             refused: vec![],
+            receipts,
         }));
         transport::write_frame(&mut self.send, &frame, &self.client.frames).await?;
         Ok(())

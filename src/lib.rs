@@ -21,6 +21,7 @@ pub mod node;
 pub mod pki;
 pub mod policy;
 pub mod proto;
+pub mod receipt;
 pub mod stix;
 pub mod store;
 pub mod text;

@@ -149,13 +149,17 @@ fn latency_bucket(ms: u64) -> Cow<'static, str> {
     Cow::Borrowed(latency.get(i).map_or("latency.le_inf", String::as_str))
 }
 
-/// The counters an ack moves: the acks, and the latency histogram with its sum.
+/// The counters an ack moves: the acks, those with a signed receipt, and the latency
+/// histogram with its sum.
 fn acked<'a>(
     record: &proto::AuditRecord,
     partner: &'a str,
     one: &mut impl FnMut(&'a str, Cow<'static, str>, u64),
 ) {
     one(partner, "acked".into(), record.bulletin_seqs.len() as u64);
+    if !record.receipts.is_empty() {
+        one(partner, "receipts".into(), record.receipts.len() as u64);
+    }
     for ms in &record.latencies_ms {
         one(partner, latency_bucket(*ms), 1);
     }
@@ -282,6 +286,11 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
         AuditEvent::PeerRefused => one(
             partner,
             format!("peer_refused.{}", error_name(record.error)).into(),
+            1,
+        ),
+        AuditEvent::AckRefused => one(
+            partner,
+            format!("ack_refused.{}", error_name(record.error)).into(),
             1,
         ),
         AuditEvent::BulletinDuplicate => one(partner, "duplicate".into(), 1),

@@ -98,7 +98,7 @@ async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
         frame: Some(renkei::proto::client_frame::Frame::Ack(
             renkei::proto::Ack {
                 seq: vec![1],
-                refused: vec![],
+                ..Default::default()
             },
         )),
     });

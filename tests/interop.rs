@@ -217,3 +217,58 @@ fn a_bulletin_written_by_the_cli_verifies_independently() {
     assert_eq!(checked.origin, "nato-ccdcoe");
     assert_eq!(checked.tlp, 4, "TLP_AMBER_STRICT");
 }
+
+/// proto/README.md §4.7, with the caller's one trusted key for the receiver: the
+/// receipt's fields (receiver, node, origin, bulletin id, digest, time).
+fn independent_receipt(signed_bytes: &[u8], public_key: &[u8; 32]) -> Result<Vec<String>, String> {
+    let signed = decode(signed_bytes)?;
+    let (body, signature, key_id) = (
+        bytes_field(&signed, 1),
+        bytes_field(&signed, 2),
+        bytes_field(&signed, 3),
+    );
+    if key_id != digest(&SHA256, public_key).as_ref()[..8] || signature.len() != 64 {
+        return Err("key id or signature of the wrong key or size".into());
+    }
+    let message = [&b"renkei/receipt/v1\0"[..], &body].concat();
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&message, &signature)
+        .map_err(|_| "signature does not verify".to_string())?;
+    let b = decode(&body)?;
+    let time = match b.get(&6).and_then(|v| v.last()) {
+        Some(Field::Varint(n)) => *n,
+        _ => 0,
+    };
+    let mut out: Vec<String> = (1..=4).map(|n| string_field(&b, n)).collect();
+    out.push(hex::encode(bytes_field(&b, 5)));
+    out.push(time.to_string());
+    Ok(out)
+}
+
+#[test]
+fn the_receipt_example_verifies_independently() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/testdata/receipt-v1.json");
+    let v: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let public: [u8; 32] = hex_field(&v, "public_key_hex").try_into().unwrap();
+    let signed = hex_field(&v, "signed_receipt_hex");
+    let fields = independent_receipt(&signed, &public).unwrap();
+    let f = &v["receipt_fields"];
+    let want: Vec<String> = [
+        "receiver",
+        "node",
+        "origin",
+        "bulletin_id",
+        "digest_sha256_hex",
+    ]
+    .iter()
+    .map(|k| f[k].as_str().unwrap().to_owned())
+    .chain([f["received_unix_ms"].to_string()])
+    .collect();
+    assert_eq!(fields, want);
+    // It is a receipt of the bulletin of the bulletin example.
+    assert_eq!(f["digest_sha256_hex"], vector()["digest_sha256_hex"]);
+    let mut tampered = signed.clone();
+    let at = tampered.len() - 80;
+    tampered[at] ^= 1;
+    assert!(independent_receipt(&tampered, &public).is_err());
+}

@@ -30,6 +30,7 @@ mod monitoring;
 mod onboarding;
 mod partners;
 mod policy_explain;
+mod receipts;
 mod rejections;
 mod reload;
 mod runbook;

@@ -37,7 +37,9 @@ impl Query {
             }
         }
         if let Some(b) = &self.bulletin {
-            if r.bulletin_id != b.to_string() {
+            let about =
+                r.bulletin_id == b.to_string() || super::record::receipted_bulletins(r).contains(b);
+            if !about {
                 return false;
             }
         }

@@ -249,6 +249,27 @@ impl Event {
         Event(r)
     }
 
+    /// The receipts of the acks it records; those of other seqs are left out (an ack of
+    /// a delivery acknowledged before records nothing again).
+    pub fn with_receipts(mut self, receipts: Vec<proto::Receipted>) -> Event {
+        let seqs: std::collections::HashSet<u64> = self.0.bulletin_seqs.iter().copied().collect();
+        self.0.receipts = receipts
+            .into_iter()
+            .filter(|r| seqs.contains(&r.seq))
+            .collect();
+        self
+    }
+
+    /// `partner`'s Ack naming `seqs` was refused with `code`, for `reason` (a receipt
+    /// that does not verify, or is not its receipt of that delivery).
+    pub fn ack_refused(partner: &PartnerId, seqs: Vec<u64>, code: i32, reason: &str) -> Event {
+        let mut r = base(AuditEvent::AckRefused, partner);
+        r.bulletin_seqs = seqs;
+        r.error = code;
+        r.reason = reason.to_owned();
+        Event(r)
+    }
+
     /// `auditor` asked the node `what`.
     pub fn auditor_query(auditor: &PartnerId, what: String) -> Event {
         let mut r = base(AuditEvent::AuditorQuery, auditor);
@@ -309,6 +330,19 @@ impl Event {
         r.time_unix_ms = now.unix_ms();
         r
     }
+}
+
+/// The bulletins the receipts of an ack record are receipts of, each once: an ack is
+/// about them as a bulletin's own records are about it.
+pub fn receipted_bulletins(
+    r: &proto::AuditRecord,
+) -> std::collections::BTreeSet<crate::bulletin::BulletinId> {
+    r.receipts
+        .iter()
+        .filter_map(|x| x.receipt.as_ref())
+        .filter_map(|s| proto::ReceiptBody::decode(s.body.clone()).ok())
+        .filter_map(|b| crate::bulletin::BulletinId::parse_canonical(&b.bulletin_id))
+        .collect()
 }
 
 /// Most bytes of a record's reason, or of a decision's detail, kept as given.

@@ -21,12 +21,14 @@ use crate::proto::{self, export_item::Item, AuditEvent};
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
+mod receipts;
 mod recount;
 mod run;
 mod view;
 
 pub(super) use run::run_audit;
 
+pub(super) use receipts::{receipts, ReceiptsArgs};
 pub(super) use recount::{recount, RecountArgs};
 pub(super) use view::record_json;
 use view::table_line;

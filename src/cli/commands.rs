@@ -309,6 +309,36 @@ pub(super) enum AuditCommand {
         #[command(flatten)]
         source: LogSource,
     },
+    /// Who signed for a bulletin: its signed receipts on the log, each verified again
+    /// with the keys given, and who acknowledged it unsigned; or, with --verify, check
+    /// a set of receipts written with --out, offline.
+    Receipts {
+        /// A client configuration with the auditor role: ask the running node.
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// A stopped node's data directory: read its database directly.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The bulletin id.
+        #[arg(long, required_unless_present = "verify")]
+        bulletin: Option<String>,
+        /// A set of receipts written with --out, to check offline.
+        #[arg(long, conflicts_with_all = ["bulletin", "config", "data_dir"])]
+        verify: Option<PathBuf>,
+        /// Write the set of receipts to this file (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A receiver's signing key to verify its receipts with, ID=ed25519:…
+        /// (repeatable).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// A client configuration whose [[partner]] keys verify receipts too.
+        #[arg(long)]
+        keys_from: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! `renkei subscribe`: a desk receives what its node holds for it, verifies every
 //! signature itself, and acknowledges a bulletin only once it is handled (saved,
-//! printed, or accepted by `--exec`). What does not verify is never acknowledged.
+//! printed, or accepted by `--exec`), with a receipt signed by the desk's key when its
+//! configuration names one. What does not verify is never acknowledged.
 //!
 //! The decisions (verify, dedupe, save, quarantine) are the library's [`crate::inbox`];
 //! this file moves deliveries between the node, the inbox and the command.
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
 use tokio::signal::unix::{signal, SignalKind};
@@ -77,6 +78,16 @@ struct Desk {
     seen: usize,
     /// Deliveries left unacknowledged in the current subscription.
     held: usize,
+    /// The desk's signing key, which signs its receipts (none: unsigned acks).
+    signer: Option<ed25519_dalek::SigningKey>,
+}
+
+/// What becomes of a delivery.
+enum Taken {
+    /// Handled: acknowledged, with the receipt of its bulletin when the desk signs.
+    Ack(Option<proto::SignedReceipt>),
+    /// Held back: not acknowledged, so it comes again.
+    Held,
 }
 
 impl Desk {
@@ -88,6 +99,7 @@ impl Desk {
         };
         let feed = args.misp_feed.as_deref().map(super::misp_feed::Feed::open);
         Ok(Desk {
+            signer: signer(&cfg)?,
             feed: feed.transpose()?,
             keys: cfg.keyring(),
             limits: cfg.limits.delivery_limits(),
@@ -115,6 +127,10 @@ impl Desk {
     fn reload(&mut self) {
         match Self::load(&self.args) {
             Ok(cfg) => {
+                match signer(&cfg) {
+                    Ok(key) => self.signer = key,
+                    Err(e) => eprintln!("renkei subscribe: {e:#}; the signing key in force stays"),
+                }
                 self.keys = cfg.keyring();
                 self.limits = cfg.limits.delivery_limits();
                 self.cfg = cfg;
@@ -128,18 +144,50 @@ impl Desk {
         self.args.count.is_some_and(|n| self.seen >= n)
     }
 
-    /// Handles one delivery; true when it may be acknowledged.
-    async fn take(&mut self, delivery: proto::Delivery) -> anyhow::Result<bool> {
+    /// The desk's receipt of `v`, if it signs.
+    fn receipt(&self, v: &VerifiedBulletin) -> Option<proto::SignedReceipt> {
+        let key = self.signer.as_ref()?;
+        let c = &self.cfg.client;
+        let r = crate::receipt::Receipt::of(&c.id, &c.server_name, v, Timestamp::now());
+        Some(r.sign(key))
+    }
+
+    /// Handles one delivery: acknowledged (with a receipt) or held back.
+    async fn take(&mut self, delivery: proto::Delivery) -> anyhow::Result<Taken> {
         let seq = delivery.seq;
         let Some(signed) = delivery.bulletin else {
             bail!("delivery {seq} carries no bulletin");
         };
         let now = Timestamp::now();
-        match self
+        let arrival = self
             .inbox
-            .classify(signed.clone(), &self.keys, now, &self.limits)
-        {
-            Arrival::New(v) => self.receive(seq, &v, &delivery.path, now).await,
+            .classify(signed.clone(), &self.keys, now, &self.limits);
+        let receipt = match &arrival {
+            Arrival::New(v) | Arrival::Duplicate(v) => self.receipt(v),
+            _ => None,
+        };
+        Ok(
+            match self
+                .handle(seq, signed, arrival, &delivery.path, now)
+                .await?
+            {
+                true => Taken::Ack(receipt),
+                false => Taken::Held,
+            },
+        )
+    }
+
+    /// Handles one classified delivery; true when it may be acknowledged.
+    async fn handle(
+        &mut self,
+        seq: u64,
+        signed: proto::SignedBulletin,
+        arrival: Arrival,
+        path: &[String],
+        now: Timestamp,
+    ) -> anyhow::Result<bool> {
+        match arrival {
+            Arrival::New(v) => self.receive(seq, &v, path, now).await,
             Arrival::Duplicate(_) => Ok(true),
             Arrival::Conflict(v, first) => {
                 let h = v.header();
@@ -248,15 +296,35 @@ impl Desk {
             };
             let Some(delivery) = next else { return Ok(()) };
             let seq = delivery.seq;
-            if self.take(delivery).await? {
-                sub.ack(vec![seq]).await?;
-            } else {
-                self.held += 1;
-                again = again.or(retry.map(|d| tokio::time::Instant::now() + d));
+            match self.take(delivery).await? {
+                Taken::Ack(receipt) => {
+                    let receipt = receipt.map(|r| proto::Receipted {
+                        seq,
+                        receipt: Some(r),
+                    });
+                    sub.ack_with_receipts(vec![seq], receipt.into_iter().collect())
+                        .await?;
+                }
+                Taken::Held => {
+                    self.held += 1;
+                    again = again.or(retry.map(|d| tokio::time::Instant::now() + d));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The desk's signing key, if its configuration names one (`client.signing_key`):
+/// what signs its receipts.
+fn signer(cfg: &ClientConfig) -> anyhow::Result<Option<ed25519_dalek::SigningKey>> {
+    let Some(path) = &cfg.client.signing_key else {
+        return Ok(None);
+    };
+    let pem = crate::files::read_text(path)?;
+    let key = crate::identity::signing_key_from_pem(&pem)
+        .with_context(|| format!("client.signing_key {}", path.display()))?;
+    Ok(Some(key))
 }
 
 /// Waits until `at`, or forever when there is no `at`.

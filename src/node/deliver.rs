@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::withdraw::{screen_stored, Withdrawal};
 
 mod progress;
+mod receipts;
 mod retry;
 use super::writer::{Request, StorageError};
 use super::{RuleSet, Shared};
@@ -20,6 +21,7 @@ use crate::store::Page;
 use crate::timestamp::Timestamp;
 use crate::transport;
 use progress::{PageOut, Progress};
+use receipts::{refuse_acks, verified_receipts};
 
 enum FromClient {
     Acks(proto::Ack),
@@ -29,10 +31,15 @@ enum FromClient {
 /// Longest words of a peer's refusal carried in an Ack (`Refusal.message`).
 pub(crate) const REFUSAL_MESSAGE_MAX: usize = 512;
 
+/// Room an Ack gives one receipt (two ids, an origin, a bulletin id, a digest, a time,
+/// a signature and a key id, with their tags): ids are at most 64 bytes.
+const RECEIPT_BYTES_MAX: usize = 512;
+
 /// Largest Ack frame accepted: room for a window's worth of seqs (at most 11 bytes
-/// each with their tags), as many refusals with their words, and the envelope.
+/// each with their tags), as many refusals with their words and receipts, and the
+/// envelope.
 fn ack_frame_limit(window: usize) -> usize {
-    64 + window * (11 + 32 + REFUSAL_MESSAGE_MAX)
+    64 + window * (11 + 32 + REFUSAL_MESSAGE_MAX + RECEIPT_BYTES_MAX)
 }
 
 async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::Sender<FromClient>) {
@@ -145,18 +152,7 @@ pub(super) async fn run(
     let declared = std::mem::take(&mut stream.declared);
     // Whatever ended it, record the acks that already arrived, and wait until the
     // cursor is durable so that the partner's next subscription starts from it.
-    let mut last = Vec::new();
-    while let Ok(FromClient::Acks(ack)) = acks.try_recv() {
-        last.push(ack);
-    }
-    for refusal in refusals(&shared, &partner, &p, &last) {
-        shared.record(refusal).await;
-    }
-    let own = shared.rules_in_force().digest;
-    for change in p.refused_changes(&last, own, &declared) {
-        let _ = shared.storage.commits.send(Request::Refused(change)).await;
-    }
-    let event = p.take_acks(last.into_iter().map(|a| a.seq), Timestamp::now());
+    let event = last_acks(&shared, &partner, &mut p, &mut acks, &declared).await;
     let cursor = Some((partner.clone(), p.cursor.clone()));
     if let Err(e) = shared.commit_event(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
@@ -424,6 +420,38 @@ async fn send_turn(
     }
 }
 
+/// The record of the acks that arrived before the subscription ended (none if one of
+/// their receipts is bad: that refusal is recorded instead, and they come again), with
+/// the peer's refusals among them recorded first.
+async fn last_acks(
+    shared: &Shared,
+    partner: &PartnerId,
+    p: &mut Progress,
+    acks: &mut mpsc::Receiver<FromClient>,
+    declared: &[u8],
+) -> Option<crate::audit::record::Event> {
+    let mut last = Vec::new();
+    while let Ok(FromClient::Acks(ack)) = acks.try_recv() {
+        last.push(ack);
+    }
+    let receipts = match verified_receipts(shared, partner, p, &last) {
+        Ok(receipts) => receipts,
+        Err(why) => {
+            refuse_acks(shared, partner, &last, why).await;
+            return None;
+        }
+    };
+    for refusal in refusals(shared, partner, p, &last) {
+        shared.record(refusal).await;
+    }
+    let own = shared.rules_in_force().digest;
+    for change in p.refused_changes(&last, own, declared) {
+        let _ = shared.storage.commits.send(Request::Refused(change)).await;
+    }
+    let event = p.take_acks(last.into_iter().map(|a| a.seq), Timestamp::now());
+    event.map(|e| e.with_receipts(receipts))
+}
+
 /// Takes `ack` and every other Ack frame already here into one record with the cursor
 /// it moves, so a subscriber acking one delivery at a time costs one record per
 /// wake-up, not one per delivery; a peer's refusals among them are recorded first,
@@ -447,6 +475,10 @@ async fn take_acks(
             }
         }
     }
+    let receipts = match verified_receipts(shared, partner, p, &batches) {
+        Ok(receipts) => receipts,
+        Err(why) => return Some(refuse_acks(shared, partner, &batches, why).await),
+    };
     let refused = refusals(shared, partner, p, &batches);
     let own = shared.rules_in_force().digest;
     let changes = p.refused_changes(&batches, own, &stream.declared);
@@ -465,6 +497,7 @@ async fn take_acks(
     }
     let seqs = batches.into_iter().map(|a| a.seq);
     if let Some(event) = p.take_acks(seqs, Timestamp::now()) {
+        let event = event.with_receipts(receipts);
         let request = Request::Event {
             event: Some(event),
             cursor: Some((partner.clone(), p.cursor.clone())),

@@ -481,7 +481,8 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
 }
 
 /// Calls `post` with each index term (key prefix) a record is filed under: its partner,
-/// every partner an accepted bulletin was decided for, its bulletin id and its event.
+/// every partner an accepted bulletin was decided for, its bulletin id (an ack's, those
+/// of its receipts) and its event.
 /// The terms are built in `term`, one after another.
 fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl FnMut(&[u8])) {
     let mut partner = |p: &str, term: &mut Vec<u8>| {
@@ -506,6 +507,13 @@ fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl Fn
             term.extend_from_slice(id.as_bytes());
             post(term);
         }
+    }
+    // An ack's receipts name their bulletins: `audit receipts --bulletin` finds them.
+    for id in crate::audit::record::receipted_bulletins(r) {
+        term.clear();
+        term.extend_from_slice(BY_BULLETIN);
+        term.extend_from_slice(id.as_bytes());
+        post(term);
     }
     term.clear();
     term.extend_from_slice(BY_EVENT);

@@ -79,5 +79,29 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
         }),
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
         AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
+        AuditCommand::Receipts {
+            config,
+            data_dir,
+            bulletin,
+            verify,
+            out,
+            keys,
+            keys_from,
+            format,
+        } => {
+            let log = match (&config, &data_dir) {
+                (None, None) => None,
+                _ => Some(audit::Source::new(config.as_deref(), data_dir.as_deref())?),
+            };
+            let args = audit::ReceiptsArgs {
+                bulletin,
+                verify: verify.as_deref(),
+                out,
+                keys,
+                keys_from: keys_from.as_deref(),
+                json: format == Format::Json,
+            };
+            block_on(audit::receipts(log, args))
+        }
     }
 }

@@ -54,6 +54,12 @@ pub(in crate::cli) fn record_json(r: &proto::AuditRecord) -> Value {
     if !r.latencies_ms.is_empty() {
         v["latencies_ms"] = json!(r.latencies_ms);
     }
+    if r.event == AuditEvent::Acked as i32 {
+        v["receipts"] = r.receipts.iter().map(receipt_json).collect();
+        let signed: Vec<u64> = r.receipts.iter().map(|x| x.seq).collect();
+        let unsigned = r.bulletin_seqs.iter().filter(|s| !signed.contains(s));
+        v["unsigned_seqs"] = json!(unsigned.collect::<Vec<_>>());
+    }
     if r.error != 0 {
         v["error"] = json!(proto::ErrorCode::try_from(r.error).map_or_else(
             |_| r.error.to_string(),
@@ -70,6 +76,20 @@ pub(in crate::cli) fn record_json(r: &proto::AuditRecord) -> Value {
         v["config_digest"] = json!(hex::encode(&r.config_digest));
     }
     v
+}
+
+/// A receipt an ack record holds, as its body says (the node verified it when it
+/// recorded it; `audit receipts` verifies it again).
+fn receipt_json(x: &proto::Receipted) -> Value {
+    use prost::Message as _;
+    let body = x
+        .receipt
+        .as_ref()
+        .and_then(|s| proto::ReceiptBody::decode(s.body.clone()).ok())
+        .unwrap_or_default();
+    let received = Timestamp::from_unix_ms(body.received_unix_ms).to_string();
+    json!({"seq": x.seq, "receiver": body.receiver, "node": body.node,
+           "bulletin_id": body.bulletin_id, "received": received})
 }
 
 /// The label of a record's event in tables: a refusal that concerns no bulletin (a
@@ -171,6 +191,14 @@ pub(super) fn table_line(
         let mut d = named_bulletins(r, names);
         if let Some(why) = r.decisions.first().filter(|d| !d.shared) {
             d += &format!(" ({})", withhold_text(why));
+        }
+        if r.event == AuditEvent::Acked as i32 {
+            let (n, signed) = (r.bulletin_seqs.len(), r.receipts.len());
+            d += &match signed {
+                0 => "; unsigned".to_owned(),
+                s if s == n => "; with signed receipts".to_owned(),
+                s => format!("; {s} of {n} with signed receipts"),
+            };
         }
         d
     } else {

@@ -72,6 +72,7 @@ fn a_stream_carries_only_its_own_frames_after_the_first() {
         Frame::Ack(proto::Ack {
             seq: vec![1, 2, 3],
             refused: vec![],
+            receipts: vec![],
         })
     };
     assert_eq!(

@@ -300,6 +300,7 @@ async fn acknowledge(
                 frame: Some(ClientFrame::Ack(proto::Ack {
                     seq: acked,
                     refused,
+                    receipts: vec![],
                 })),
             };
             if transport::write_frame(&mut send, &ack, &frames)

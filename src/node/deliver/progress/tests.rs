@@ -197,6 +197,7 @@ fn a_refusal_configuration_could_change_is_kept_and_a_retry_taken_is_forgotten()
             refusal(12, ErrorCode::BadSignature),
             refusal(99, ErrorCode::UnknownKey),
         ],
+        receipts: vec![],
     }];
     let au: PartnerId = "au-dod".parse().unwrap();
     let kept = Refusal {

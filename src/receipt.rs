@@ -1,0 +1,250 @@
+//! Signed delivery receipts (proto/README.md §4.7): a receiver's statement, signed with
+//! its Ed25519 signing key, that it received one bulletin (origin, id and digest) at
+//! one node at a time it names. The receiver makes one when it acknowledges a delivery
+//! ([`Receipt::sign`]); the node it acknowledges to verifies it against the receiver's
+//! key and the delivery it acknowledges ([`VerifiedReceipt::verify`], then
+//! [`VerifiedReceipt::is_of`]) before recording it, and anyone can verify it again from
+//! an export.
+//!
+//! Pure: bytes, keys and what is expected go in; no clock is read.
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use prost::Message as _;
+
+use crate::bulletin::{signature, BulletinId, Digest, VerifiedBulletin};
+use crate::identity::{KeyId, KeyLookupError, Keyring, PartnerId, PublicKey};
+use crate::proto;
+use crate::timestamp::Timestamp;
+
+/// The domain tag a receipt's signed message starts with: 17 ASCII bytes and a zero.
+pub const RECEIPT_DOMAIN: &[u8] = b"renkei/receipt/v1\0";
+
+/// What a receipt states: `receiver`, at `node`, received the bulletin `(origin, id)`
+/// with `digest`, at `received` on its own clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Who received it, and signs.
+    pub receiver: PartnerId,
+    /// The node it acknowledged the delivery to.
+    pub node: PartnerId,
+    /// The bulletin's origin.
+    pub origin: PartnerId,
+    /// The bulletin's id.
+    pub bulletin_id: BulletinId,
+    /// The bulletin's digest (SHA-256 of its signed bytes).
+    pub digest: Digest,
+    /// When the receiver handled it.
+    pub received: Timestamp,
+}
+
+/// Why a receipt is not a valid receipt of the delivery it is given for.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReceiptError {
+    /// The bytes are not a receipt.
+    #[error("the receipt is malformed: {0}")]
+    Malformed(String),
+    /// The body is not in its canonical encoding, so its bytes have two readings.
+    #[error("the receipt's body is not canonically encoded (proto/README.md §4.1)")]
+    NotCanonical,
+    /// No key of the receiver's verifies it.
+    #[error("the receipt's key: {0}")]
+    Key(#[from] KeyLookupError),
+    /// The signature does not verify.
+    #[error("the receipt's signature does not verify with {receiver}'s key {key_id}")]
+    BadSignature {
+        /// Who the receipt claims signed it.
+        receiver: PartnerId,
+        /// The key it names.
+        key_id: KeyId,
+    },
+    /// A good receipt, of something else than the delivery it was given for.
+    #[error("the receipt is {found}, not {expected}")]
+    Mismatch {
+        /// What the receipt says.
+        found: String,
+        /// What the delivery it was given for is.
+        expected: String,
+    },
+}
+
+impl Receipt {
+    /// The receipt `receiver` gives, at `node`, for the verified bulletin `b`.
+    pub fn of(
+        receiver: &PartnerId,
+        node: &PartnerId,
+        b: &VerifiedBulletin,
+        received: Timestamp,
+    ) -> Receipt {
+        let h = b.header();
+        Receipt {
+            receiver: receiver.clone(),
+            node: node.clone(),
+            origin: h.origin.clone(),
+            bulletin_id: h.id,
+            digest: b.digest(),
+            received,
+        }
+    }
+
+    /// The receipt signed with the receiver's `key`.
+    pub fn sign(&self, key: &SigningKey) -> proto::SignedReceipt {
+        let body = self.to_proto().encode_to_vec();
+        let signature = key.sign(&signed_message(&body));
+        proto::SignedReceipt {
+            body: Bytes::from(body),
+            signature: Bytes::copy_from_slice(&signature.to_bytes()),
+            key_id: Bytes::copy_from_slice(PublicKey::of(key).key_id().as_bytes()),
+        }
+    }
+
+    fn to_proto(&self) -> proto::ReceiptBody {
+        proto::ReceiptBody {
+            receiver: self.receiver.to_string(),
+            node: self.node.to_string(),
+            origin: self.origin.to_string(),
+            bulletin_id: self.bulletin_id.to_string(),
+            digest: Bytes::copy_from_slice(&self.digest.0),
+            received_unix_ms: self.received.unix_ms(),
+        }
+    }
+
+    fn from_proto(b: &proto::ReceiptBody) -> Result<Receipt, ReceiptError> {
+        let id = |what: &str, text: &str| {
+            text.parse::<PartnerId>()
+                .map_err(|e| ReceiptError::Malformed(format!("{what}: {e}")))
+        };
+        let digest = <[u8; 32]>::try_from(&b.digest[..])
+            .map_err(|_| ReceiptError::Malformed("the digest is not 32 bytes".into()))?;
+        Ok(Receipt {
+            receiver: id("receiver", &b.receiver)?,
+            node: id("node", &b.node)?,
+            origin: id("origin", &b.origin)?,
+            bulletin_id: BulletinId::parse_canonical(&b.bulletin_id).ok_or_else(|| {
+                ReceiptError::Malformed("the bulletin id is not a canonical UUID".into())
+            })?,
+            digest: Digest(digest),
+            received: Timestamp::from_unix_ms(b.received_unix_ms),
+        })
+    }
+
+    /// In words: "jp-cdc's receipt at jp-mod of us-dod/ID (digest …)".
+    fn describe(&self) -> String {
+        format!(
+            "{}'s receipt at {} of {}/{} (digest {})",
+            self.receiver, self.node, self.origin, self.bulletin_id, self.digest
+        )
+    }
+}
+
+/// The message a receipt's signature covers.
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    [RECEIPT_DOMAIN, body].concat()
+}
+
+/// A receipt whose signature verified with a key of its receiver's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedReceipt {
+    receipt: Receipt,
+    key: PublicKey,
+    signed: proto::SignedReceipt,
+}
+
+impl VerifiedReceipt {
+    /// Verifies `signed` with the receiver's key in `keys` valid when it says it
+    /// received the bulletin (the signature rule of bulletins, §4.2).
+    pub fn verify(
+        signed: &proto::SignedReceipt,
+        keys: &Keyring,
+    ) -> Result<VerifiedReceipt, ReceiptError> {
+        let body = proto::ReceiptBody::decode(signed.body.clone())
+            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        if body.encode_to_vec() != signed.body {
+            return Err(ReceiptError::NotCanonical);
+        }
+        let receipt = Receipt::from_proto(&body)?;
+        let key_id = KeyId(
+            <[u8; 8]>::try_from(&signed.key_id[..])
+                .map_err(|_| ReceiptError::Malformed("the key id is not 8 bytes".into()))?,
+        );
+        let sig = Signature::from_slice(&signed.signature)
+            .map_err(|_| ReceiptError::Malformed("the signature is not 64 bytes".into()))?;
+        let key = *keys.lookup(&receipt.receiver, &key_id, receipt.received)?;
+        if !signature::verify_one(&key, &signed_message(&signed.body), &sig) {
+            return Err(ReceiptError::BadSignature {
+                receiver: receipt.receiver,
+                key_id,
+            });
+        }
+        Ok(VerifiedReceipt {
+            receipt,
+            key,
+            signed: signed.clone(),
+        })
+    }
+
+    /// What it states.
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+
+    /// The key it verified with.
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// It as it travels.
+    pub fn signed(&self) -> &proto::SignedReceipt {
+        &self.signed
+    }
+
+    /// Whether it is the receipt of `expected` (receiver, node, bulletin and digest;
+    /// the time is the receiver's to state): a receipt of another bulletin, or another
+    /// receiver's, is no receipt of this delivery.
+    pub fn is_of(&self, expected: &Expected) -> Result<(), ReceiptError> {
+        let r = &self.receipt;
+        let same = r.receiver == *expected.receiver
+            && r.node == *expected.node
+            && r.origin.as_str() == expected.origin
+            && r.bulletin_id.to_string() == expected.bulletin_id
+            && r.digest.0[..] == *expected.digest;
+        match same {
+            true => Ok(()),
+            false => Err(ReceiptError::Mismatch {
+                found: r.describe(),
+                expected: expected.describe(),
+            }),
+        }
+    }
+}
+
+/// The delivery a receipt must be the receipt of.
+#[derive(Clone, Debug)]
+pub struct Expected<'a> {
+    /// The partner that acknowledged it.
+    pub receiver: &'a PartnerId,
+    /// This node.
+    pub node: &'a PartnerId,
+    /// The stored bulletin's origin, id and digest.
+    pub origin: &'a str,
+    /// Its id, as stored.
+    pub bulletin_id: &'a str,
+    /// Its digest, as stored.
+    pub digest: &'a [u8],
+}
+
+impl Expected<'_> {
+    fn describe(&self) -> String {
+        format!(
+            "{}'s receipt at {} of {}/{} (digest {})",
+            self.receiver,
+            self.node,
+            self.origin,
+            self.bulletin_id,
+            hex::encode(self.digest)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+//! Signed receipts (issue 28): a desk acknowledging a delivery signs a receipt with its
+//! key; the node verifies it before recording it with the ack, refuses an Ack whose
+//! receipt is forged, another receiver's or another bulletin's (and records why), and
+//! records an unsigned ack as unsigned. An auditor lists who signed for a bulletin and
+//! checks the set again offline.
+
+use crate::common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use common::federation::{connect_as, sign_as, PATIENCE};
+use common::served::{serve, Served};
+use common::tables::{auditor, liaison, tables};
+use common::{pki, public_key, renkei, renkei_ok, signing_key};
+use prost::Message as _;
+use renkei::bulletin::{Kind, Limits, Tlp, UnverifiedBulletin};
+use renkei::client::{Client, ClientError};
+use renkei::identity::PartnerId;
+use renkei::proto::{self, AuditEvent, ErrorCode};
+use renkei::receipt::Receipt;
+use renkei::timestamp::Timestamp;
+use serde_json::Value;
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().unwrap()
+}
+
+/// jp-mod with the desks us-dod, jp-cdc and au-dod (each with its signing key) and the
+/// audit office, running; a client configuration for jp-cdc and for the audit office.
+fn tokyo(dir: &Path) -> (Served, SocketAddr) {
+    pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
+    let mut partners = tables(&[
+        liaison("us-dod", "amber"),
+        liaison("jp-cdc", "amber"),
+        liaison("au-dod", "amber"),
+        auditor("audit-office"),
+    ]);
+    for id in ["us-dod", "jp-cdc", "au-dod"] {
+        partners = partners.replace(&format!("KEY({id})"), &public_key(dir, id));
+    }
+    let node = "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
+        tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n";
+    fs::write(dir.join("node.toml"), format!("{node}{partners}")).unwrap();
+    let (served, addr) = serve(dir, "node.toml");
+    for id in ["jp-cdc", "audit-office"] {
+        let key = match id {
+            "jp-cdc" => "signing_key = \"certs/jp-cdc/signing.key\"\n",
+            _ => "",
+        };
+        let text = format!(
+            "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
+             tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\n{key}\n\
+             [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
+            public_key(dir, "us-dod")
+        );
+        fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    }
+    (served, addr.parse().unwrap())
+}
+
+async fn client(dir: &Path, addr: SocketAddr, id: &str) -> Client {
+    connect_as(&dir.join("certs"), id, addr, &pid("jp-mod"))
+        .await
+        .unwrap()
+}
+
+/// us-dod publishes a GREEN bulletin titled `title`; its id.
+async fn publish(dir: &Path, addr: SocketAddr, title: &str) -> String {
+    let us = client(dir, addr, "us-dod").await;
+    let key = signing_key(dir, "us-dod");
+    let b = sign_as(&key, "us-dod", Tlp::Green, Kind::Advisory, title, &[], &[]);
+    let r = us.publish(b).await.unwrap();
+    assert_eq!(r.status, proto::PublishStatus::Accepted as i32, "{r:?}");
+    us.close().await;
+    r.bulletin_id
+}
+
+/// `id`'s receipt of the delivery `d`, signed with `key`, as an Ack carries it.
+fn receipt(id: &str, d: &proto::Delivery, key: &ed25519_dalek::SigningKey) -> proto::Receipted {
+    let signed = d.bulletin.clone().unwrap();
+    let b = UnverifiedBulletin::from_signed(signed, &Limits::default()).unwrap();
+    let h = b.header();
+    let r = Receipt {
+        receiver: pid(id),
+        node: pid("jp-mod"),
+        origin: h.origin.clone(),
+        bulletin_id: h.id,
+        digest: b.digest(),
+        received: Timestamp::now(),
+    };
+    proto::Receipted {
+        seq: d.seq,
+        receipt: Some(r.sign(key)),
+    }
+}
+
+/// The records of `event` on jp-mod's log, as its audit office reads them.
+async fn records(dir: &Path, addr: SocketAddr, event: AuditEvent) -> Vec<proto::AuditRecord> {
+    let office = client(dir, addr, "audit-office").await;
+    let q = proto::AuditQuery {
+        event: event as u32,
+        limit: 1000,
+        ..Default::default()
+    };
+    let page = office.audit_query(q).await.unwrap();
+    office.close().await;
+    page.records
+        .iter()
+        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap())
+        .collect()
+}
+
+/// Issue 28: Tokyo's desk signs for the bulletin it receives, Australia's acknowledges
+/// it unsigned; the audit office lists both, checks the signed receipt with the desk's
+/// key, writes the set, and checks it again offline, where a tampered set fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desks_signed_receipt_is_recorded_listed_and_checked_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (served, addr) = tokyo(dir);
+    let id = publish(dir, addr, "exercise schedule").await;
+    let args = "subscribe --config jp-cdc.toml --count 1 --idle-timeout 20 --json";
+    common::sh_ok(dir, args);
+    let au = client(dir, addr, "au-dod").await;
+    assert_eq!(common::federation::receive(&au, 1).await.len(), 1);
+    au.close().await;
+
+    let key = format!("jp-cdc={}", public_key(dir, "jp-cdc"));
+    let listed = renkei_ok(
+        dir,
+        &[
+            "audit",
+            "receipts",
+            "--config",
+            "audit-office.toml",
+            "--bulletin",
+            &id,
+            "--key",
+            &key,
+            "--out",
+            "set.json",
+            "--format",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_str(listed.stdout.trim()).unwrap();
+    assert_eq!(v["receipts"][0]["receiver"], "jp-cdc", "{v}");
+    assert_eq!(v["receipts"][0]["node"], "jp-mod");
+    let verdict = v["receipts"][0]["verdict"].as_str().unwrap();
+    assert!(verdict.starts_with("verified with ed25519:"), "{verdict}");
+    assert!(
+        v["unsigned"]["au-dod"].is_u64(),
+        "au-dod acked unsigned: {v}"
+    );
+
+    checks_offline(dir, &key);
+
+    let acked = records(dir, addr, AuditEvent::Acked).await;
+    let signed = acked.iter().filter(|r| r.partner == "jp-cdc");
+    assert!(signed.clone().all(|r| r.receipts.len() == 1), "{acked:?}");
+    let unsigned = acked.iter().filter(|r| r.partner == "au-dod");
+    assert!(unsigned.clone().all(|r| r.receipts.is_empty()), "{acked:?}");
+    assert!(served.stop(PATIENCE).success());
+}
+
+/// The audit office checks the set in `set.json` offline: with the desk's `key` it
+/// verifies; without it, it says so; tampered with, it fails.
+fn checks_offline(dir: &Path, key: &str) {
+    let offline = renkei_ok(
+        dir,
+        &["audit", "receipts", "--verify", "set.json", "--key", key],
+    );
+    assert!(
+        offline.stdout.contains("jp-cdc at jp-mod"),
+        "{}",
+        offline.stdout
+    );
+    assert!(offline
+        .stdout
+        .contains("au-dod: acknowledged WITHOUT a signed receipt"));
+    // Without the desk's key the receipt cannot be checked here, and says so.
+    let keyless = renkei_ok(dir, &["audit", "receipts", "--verify", "set.json"]);
+    assert!(
+        keyless.stdout.contains("not checked: no key of jp-cdc"),
+        "{}",
+        keyless.stdout
+    );
+    let tampered = tamper(&dir.join("set.json"));
+    fs::write(dir.join("tampered.json"), tampered).unwrap();
+    let bad = renkei(
+        dir,
+        &[
+            "audit",
+            "receipts",
+            "--verify",
+            "tampered.json",
+            "--key",
+            key,
+        ],
+    );
+    assert!(
+        !bad.ok && bad.stdout.contains("BAD"),
+        "{}{}",
+        bad.stdout,
+        bad.stderr
+    );
+}
+
+/// The set in `file` with the time of its receipt changed: the signature no longer
+/// covers it.
+fn tamper(file: &Path) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut set: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+    let signed = b64
+        .decode(set["receipts"][0]["signed"].as_str().unwrap())
+        .unwrap();
+    let mut s = proto::SignedReceipt::decode(signed.as_slice()).unwrap();
+    let mut body = proto::ReceiptBody::decode(s.body.clone()).unwrap();
+    body.received_unix_ms += 1;
+    s.body = body.encode_to_vec().into();
+    set["receipts"][0]["signed"] = b64.encode(s.encode_to_vec()).into();
+    set.to_string()
+}
+
+/// Issue 28: Australia's desk sends a receipt signed with another key, Tokyo's receipt
+/// as its own, and its receipt of another bulletin: each Ack is refused with
+/// BAD_RECEIPT, nothing in it is taken (the delivery comes again), and each refusal is
+/// on the log; its honest receipt is then taken and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_replayed_receipt_is_refused_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (served, addr) = tokyo(dir);
+    publish(dir, addr, "first").await;
+    publish(dir, addr, "second").await;
+    let au = client(dir, addr, "au-dod").await;
+    let (au_key, jp_key) = (signing_key(dir, "au-dod"), signing_key(dir, "jp-cdc"));
+    let other = |d: &proto::Delivery| receipt("au-dod", d, &au_key);
+    let bad: [&MakeReceipt<'_>; 3] = [
+        &|d, _| receipt("au-dod", d, &jp_key),
+        &|d, _| receipt("jp-cdc", d, &jp_key),
+        &|d, second| proto::Receipted {
+            seq: d.seq,
+            ..other(second)
+        },
+    ];
+    for make in bad {
+        let mut sub = au.subscribe(0).await.unwrap();
+        let (first, second) = (next(&mut sub).await, next(&mut sub).await);
+        sub.ack_with_receipts(vec![first.seq], vec![make(&first, &second)])
+            .await
+            .unwrap();
+        let refused = tokio::time::timeout(PATIENCE, sub.next()).await.unwrap();
+        match refused {
+            Err(ClientError::Refused { code, .. }) => assert_eq!(code, "ERROR_CODE_BAD_RECEIPT"),
+            other => panic!("the Ack is refused: {other:?}"),
+        }
+    }
+    // Nothing was taken: both come again, and honest receipts are recorded.
+    let mut sub = au.subscribe(0).await.unwrap();
+    let (first, second) = (next(&mut sub).await, next(&mut sub).await);
+    let receipts = vec![other(&first), other(&second)];
+    sub.ack_with_receipts(vec![first.seq, second.seq], receipts)
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, sub.close())
+        .await
+        .unwrap()
+        .unwrap();
+    au.close().await;
+
+    let refusals = records(dir, addr, AuditEvent::AckRefused).await;
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    let why: Vec<&str> = refusals.iter().map(|r| r.reason.as_str()).collect();
+    assert!(refusals
+        .iter()
+        .all(|r| r.error == ErrorCode::BadReceipt as i32));
+    assert!(why[0].contains("no signing key with id"), "{why:?}");
+    assert!(why[1].contains("jp-cdc's receipt"), "{why:?}");
+    assert!(why[2].contains(", not au-dod's receipt"), "{why:?}");
+    let acked = records(dir, addr, AuditEvent::Acked).await;
+    let au_acks: Vec<_> = acked.iter().filter(|r| r.partner == "au-dod").collect();
+    assert_eq!(
+        au_acks.iter().map(|r| r.receipts.len()).sum::<usize>(),
+        2,
+        "{au_acks:?}"
+    );
+    assert!(served.stop(PATIENCE).success());
+}
+
+/// A receipt made for the first of two deliveries.
+type MakeReceipt<'a> = dyn Fn(&proto::Delivery, &proto::Delivery) -> proto::Receipted + 'a;
+
+async fn next(sub: &mut renkei::client::Subscription<'_>) -> proto::Delivery {
+    tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a delivery")
+}
