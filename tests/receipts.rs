@@ -301,3 +301,50 @@ async fn next(sub: &mut renkei::client::Subscription<'_>) -> proto::Delivery {
         .unwrap()
         .expect("a delivery")
 }
+
+/// Issue 28: in a line jp-mod — nato-ccdcoe — ee-mod, each node signs for what it takes
+/// from the one before it: Tokyo's log holds the NATO node's receipt of Tokyo's
+/// bulletin, the NATO node's log Tallinn's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_nodes_sign_for_the_deliveries_they_take() {
+    use common::peers::Mesh;
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = ["jp-mod", "nato-ccdcoe", "ee-mod"];
+    let desks = [("jp-cdc", "jp-mod"), ("ee-cert", "ee-mod")];
+    let links = [("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")];
+    let mut mesh = Mesh::new(tmp.path(), &nodes, &desks, &links, "");
+    mesh.start_all();
+    let jp = mesh.client("jp-cdc").await;
+    let b = sign_as(
+        mesh.key("jp-cdc"),
+        "jp-cdc",
+        Tlp::Green,
+        Kind::Advisory,
+        "to Tallinn",
+        &[],
+        &[],
+    );
+    let id = jp.publish(b).await.unwrap().bulletin_id;
+    let ee = mesh.client("ee-cert").await;
+    assert_eq!(common::federation::receive(&ee, 1).await.len(), 1);
+    for (node, receiver) in [("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")] {
+        let signed_by = |records: &[proto::AuditRecord]| {
+            records.iter().flat_map(|r| &r.receipts).any(|x| {
+                let body = x
+                    .receipt
+                    .as_ref()
+                    .map(|s| s.body.clone())
+                    .unwrap_or_default();
+                let body = proto::ReceiptBody::decode(body).unwrap();
+                body.receiver == receiver && body.node == node && body.bulletin_id == id
+            })
+        };
+        common::federation::eventually(&format!("{receiver}'s receipt at {node}"), async || {
+            signed_by(&crate::federation::records(&mesh, node, AuditEvent::Acked).await)
+        })
+        .await;
+    }
+    jp.close().await;
+    ee.close().await;
+    mesh.stop_all();
+}

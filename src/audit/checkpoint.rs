@@ -77,6 +77,11 @@ impl CheckpointSigner {
         })
     }
 
+    /// The key that signs the checkpoints: the node's signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The public half of the key that signs the checkpoints.
     pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
         self.key.verifying_key()

@@ -127,6 +127,11 @@ impl Keyring {
         self.revoked.contains(key)
     }
 
+    /// Whether any key of `partner` is configured (revoked or not, valid or not).
+    pub fn knows(&self, partner: &PartnerId) -> bool {
+        self.keys.keys().any(|(p, _)| p == partner)
+    }
+
     /// Whether `origin` holds a key that may sign at `at`: registered, valid then and
     /// not revoked. A desk without one cannot publish, so no one may sign for it either.
     pub fn can_sign(&self, origin: &PartnerId, at: Timestamp) -> bool {

@@ -169,6 +169,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let t = &cfg.transport;
     let (tls, signer) = load_keys(&cfg)?;
     let audit_key = signer.verifying_key();
+    let node_key = signer.key().clone();
     let store = Arc::new(Store::open(&n.data_dir, cfg.storage.cache_mib << 20)?);
     // Never append to (or sign for) a log that does not match what the node signed.
     store
@@ -189,7 +190,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         &cfg,
         store.clone(),
         storage.parts,
-        audit_key,
+        node_key,
         shutdown,
     )?);
     // Partners removed while the node was down lose their queues before anyone connects.

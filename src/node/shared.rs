@@ -25,6 +25,9 @@ use crate::store::Store;
 /// budgets.
 pub(crate) struct Shared {
     pub node_id: PartnerId,
+    /// The node's signing key (`node.signing_key`): it signs what the node itself
+    /// states, its receipts of peers' deliveries and the bulletins its inboxes make.
+    pub node_key: ed25519_dalek::SigningKey,
     pub rules: Rules,
     pub storage: StorageHandle,
     pub limits: NodeLimits,
@@ -286,14 +289,16 @@ impl Shared {
         cfg: &NodeConfig,
         store: Arc<Store>,
         storage: StorageParts,
-        audit_key: ed25519_dalek::VerifyingKey,
+        node_key: ed25519_dalek::SigningKey,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Shared, NodeError> {
+        let audit_key = node_key.verifying_key();
         let t = &cfg.transport;
         let l = &cfg.limits;
         let in_force = Arc::new(RuleSet::new(cfg.clone(), store.head()?).with_own_key(&audit_key));
         Ok(Shared {
             node_id: cfg.node.id.clone(),
+            node_key,
             rules: Rules {
                 in_force: watch::Sender::new(in_force),
                 reloading: tokio::sync::Mutex::new(()),

@@ -48,8 +48,6 @@ pub(super) struct Gateway {
     listing: Mutex<feed::Listing>,
     /// The base URL clients reach the gateway at, without a trailing slash.
     base: String,
-    /// The node's signing key: what the inbox's bulletins are signed with.
-    key: ed25519_dalek::SigningKey,
     statuses: write::Statuses,
 }
 
@@ -78,19 +76,11 @@ pub(super) async fn start(
         None => format!("https://{bound}"),
     };
     tracing::info!(%bound, %base, "TAXII 2.1 gateway (discovery at {base}/taxii2/)");
-    let key = crate::files::read_text(&cfg.node.signing_key)
-        .map_err(|e| e.to_string())
-        .and_then(|pem| crate::identity::signing_key_from_pem(&pem).map_err(|e| e.to_string()))
-        .map_err(|why| NodeError::SigningKey {
-            file: cfg.node.signing_key.clone(),
-            why,
-        })?;
     let gateway = Arc::new(Gateway {
         shared: shared.clone(),
         index: Mutex::new(index::Index::holding_at_most(cfg.taxii.index_objects)),
         listing: Mutex::new(feed::Listing::default()),
         base,
-        key,
         statuses: write::Statuses::default(),
     });
     let handshakes = Handshakes {

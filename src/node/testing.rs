@@ -44,7 +44,7 @@ pub(crate) fn node_on(path: &Path) -> (Arc<Shared>, mpsc::Receiver<Request>) {
         commit_latency: Default::default(),
         space: Default::default(),
     };
-    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let shutdown = watch::channel(false).1;
     let shared = Shared::new(&cfg, Arc::new(store), storage, key, shutdown);
     (Arc::new(shared.expect("the node's state")), requests)

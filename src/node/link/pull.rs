@@ -17,7 +17,9 @@ use crate::node::deliver::REFUSAL_MESSAGE_MAX;
 use crate::node::publish::{self, Forwarded};
 use crate::node::Shared;
 use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
+use crate::receipt::Receipt;
 use crate::store::Outcome;
+use crate::timestamp::Timestamp;
 use crate::transport::{self, FrameReader};
 
 use super::rules;
@@ -147,13 +149,22 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
             }
         }
         let seqs: Vec<u64> = batch.iter().map(|(d, _)| d.seq).collect();
+        let receipts: Vec<_> = batch
+            .iter()
+            .map(|(d, _)| receipt_of(shared, peer, d))
+            .collect();
         let (publishes, held): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
         let answers = publish::take_forwarded(shared, peer, publishes).await;
         // Each holds its budget until its answer is final: on its way to the storage
         // thread it is still in this node's memory.
-        let verdict = seqs.into_iter().zip(answers).zip(held);
-        let verdict = verdict.map(|((seq, answer), held)| (seq, answer, held));
+        let verdict = seqs.into_iter().zip(answers).zip(held).zip(receipts);
+        let verdict = verdict.map(|(((seq, answer), held), receipt)| Verdict {
+            seq,
+            answer,
+            _held: held,
+            receipt,
+        });
         if verdicts.send(verdict.collect()).await.is_err() {
             break Ended::Again("a bulletin from the peer was not stored".into());
         }
@@ -164,6 +175,31 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         Ok(Some(why)) if !matches!(ended, Ended::Over) => Ended::Again(why),
         _ => ended,
     }
+}
+
+/// One delivery's answer on its way to being acknowledged, with the budget it holds
+/// until then and what this node's receipt of it would state.
+struct Verdict {
+    seq: u64,
+    answer: Forwarded,
+    _held: Held,
+    receipt: Option<Receipt>,
+}
+
+/// What this node's receipt of the delivery `d` from `peer` states (proto/README.md
+/// §4.7), if `d` names a bulletin at all (a malformed one is refused, unsigned for).
+fn receipt_of(shared: &Shared, peer: &PartnerId, d: &proto::Delivery) -> Option<Receipt> {
+    use prost::Message as _;
+    let signed = d.bulletin.as_ref()?;
+    let b = proto::Bulletin::decode(signed.bulletin.clone()).ok()?;
+    Some(Receipt {
+        receiver: shared.node_id.clone(),
+        node: peer.clone(),
+        origin: b.origin.parse().ok()?,
+        bulletin_id: crate::bulletin::BulletinId::parse_canonical(&b.id)?,
+        digest: crate::bulletin::Digest::of(&signed.bulletin),
+        received: Timestamp::now(),
+    })
 }
 
 /// A delivery taken as a Publish from the peer: its seq is the request id, and the
@@ -250,60 +286,33 @@ async fn read_deliveries(
 /// at the first that is not (the peer delivers it again) and says why.
 async fn acknowledge(
     mut send: quinn::SendStream,
-    mut taken: mpsc::Receiver<Vec<(u64, Forwarded, Held)>>,
+    mut taken: mpsc::Receiver<Vec<Verdict>>,
     shared: Arc<Shared>,
     peer: PartnerId,
 ) -> Option<String> {
     let frames = shared.book.frames.clone();
     while let Some(batch) = taken.recv().await {
-        let mut acked = Vec::with_capacity(batch.len());
+        let mut ack = Acking::default();
         let mut stopped = None;
-        let (mut copies, mut refused) = (0, Vec::new());
-        for (seq, answer, _held) in batch {
-            let final_ = match answer {
-                Forwarded::Refused(code, message) => {
-                    let final_ = rules::is_final(Some(code));
-                    if final_ {
-                        // The sender hears why: taken, but not shared on from here.
-                        refused.push(proto::Refusal {
-                            seq,
-                            code: code as i32,
-                            message: cut(&message, REFUSAL_MESSAGE_MAX),
-                        });
-                    }
-                    final_
-                }
-                Forwarded::Committing(outcome) => match outcome.await {
-                    Ok(Ok(Outcome::Duplicate(_))) => {
-                        copies += 1;
-                        true
-                    }
-                    Ok(Ok(_)) => true,
-                    _ => false,
-                },
-            };
-            if !final_ {
+        for verdict in batch {
+            let seq = verdict.seq;
+            if !ack.take(verdict, &shared.node_key).await {
                 stopped = Some(format!("delivery {seq} from the peer was not stored"));
                 break;
             }
-            acked.push(seq);
         }
-        shared.links.count_copies(&peer, copies);
+        shared.links.count_copies(&peer, ack.copies);
         // A refusal's record is only queued for the storage thread: it must be durable
         // before the peer, told the delivery was taken, drops it.
-        if !refused.is_empty() && shared.commit_event(None, None).await.is_err() {
+        if !ack.frame.refused.is_empty() && shared.commit_event(None, None).await.is_err() {
             return Some("a refusal could not be recorded".into());
         }
-        shared.links.count_acked(&peer, acked.len() as u64);
-        if !acked.is_empty() {
-            let ack = proto::ClientFrame {
-                frame: Some(ClientFrame::Ack(proto::Ack {
-                    seq: acked,
-                    refused,
-                    receipts: vec![],
-                })),
+        shared.links.count_acked(&peer, ack.frame.seq.len() as u64);
+        if !ack.frame.seq.is_empty() {
+            let frame = proto::ClientFrame {
+                frame: Some(ClientFrame::Ack(ack.frame)),
             };
-            if transport::write_frame(&mut send, &ack, &frames)
+            if transport::write_frame(&mut send, &frame, &frames)
                 .await
                 .is_err()
             {
@@ -317,6 +326,57 @@ async fn acknowledge(
     }
     let _ = send.finish();
     None
+}
+
+/// One Ack to the peer being made: what it acknowledges, refuses and signs for, and
+/// how many of its deliveries were copies already stored.
+#[derive(Default)]
+struct Acking {
+    frame: proto::Ack,
+    copies: u64,
+}
+
+impl Acking {
+    /// Takes one delivery's answer once it is final (false, and nothing taken, if it is
+    /// not: the peer delivers it again). A final refusal tells the sender why; a
+    /// bulletin stored here (now or before) is signed for with `key`.
+    async fn take(&mut self, v: Verdict, key: &ed25519_dalek::SigningKey) -> bool {
+        let seq = v.seq;
+        let (final_, stored) = match v.answer {
+            Forwarded::Refused(code, message) => {
+                let final_ = rules::is_final(Some(code));
+                if final_ {
+                    // The sender hears why: taken, but not shared on from here.
+                    self.frame.refused.push(proto::Refusal {
+                        seq,
+                        code: code as i32,
+                        message: cut(&message, REFUSAL_MESSAGE_MAX),
+                    });
+                }
+                (final_, false)
+            }
+            // A conflicting copy is final but not stored.
+            Forwarded::Committing(outcome) => match outcome.await {
+                Ok(Ok(Outcome::Duplicate(_))) => {
+                    self.copies += 1;
+                    (true, true)
+                }
+                Ok(Ok(Outcome::Accepted(_))) => (true, true),
+                Ok(Ok(_)) => (true, false),
+                _ => (false, false),
+            },
+        };
+        if let Some(r) = v.receipt.filter(|_| stored) {
+            self.frame.receipts.push(proto::Receipted {
+                seq,
+                receipt: Some(r.sign(key)),
+            });
+        }
+        if final_ {
+            self.frame.seq.push(seq);
+        }
+        final_
+    }
 }
 
 /// `text` cut at a character boundary to at most `max` bytes.

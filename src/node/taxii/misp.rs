@@ -371,7 +371,7 @@ async fn queue_event(
     let prepared = {
         let _turn = shared.book.fair.turn(&c.partner).await;
         let (limits, now) = (&shared.limits.bulletin, Timestamp::now());
-        super::inbox::prepare_event(b, &writer, &rules, &g.key, limits, now)
+        super::inbox::prepare_event(b, &writer, &rules, &shared.node_key, limits, now)
     };
     let bulletin = match prepared {
         Ok(bulletin) => bulletin,

@@ -175,7 +175,7 @@ async fn queue(
     let prepared = {
         let _turn = shared.book.fair.turn(writer.id).await;
         let limits = &shared.limits.bulletin;
-        inbox::prepare(objects, writer, &rules, &g.key, limits, now)
+        inbox::prepare(objects, writer, &rules, &shared.node_key, limits, now)
     };
     let mut failures = prepared.failures;
     let mut queued = Vec::with_capacity(prepared.made.len());

@@ -89,7 +89,6 @@ async fn a_page_and_its_record_are_made_under_one_set_of_rules() {
         index: Default::default(),
         listing: Default::default(),
         base: "https://127.0.0.1:9443".into(),
-        key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
         statuses: Default::default(),
     });
     let caller = Caller {
