@@ -288,6 +288,11 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
             format!("peer_refused.{}", error_name(record.error)).into(),
             1,
         ),
+        AuditEvent::ReceiptsPassed => one(
+            partner,
+            "receipts_passed".into(),
+            record.receipts.len() as u64,
+        ),
         AuditEvent::AckRefused => one(
             partner,
             format!("ack_refused.{}", error_name(record.error)).into(),

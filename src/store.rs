@@ -65,6 +65,8 @@ const AUDIT_KEY: &[u8] = b"m/audit_key";
 /// The partners of the configuration last put in force, one id per line: a partner
 /// missing from the next one had its queue withdrawn.
 const ROSTER: &[u8] = b"m/roster";
+/// Per peer: the audit seq through which receipts were passed back to it.
+const PASSED: &[u8] = b"m/passed/";
 const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
@@ -514,6 +516,25 @@ impl Store {
     pub fn set_roster(&self, partners: &[PartnerId]) -> Result<(), StoreError> {
         let text: Vec<&str> = partners.iter().map(|p| p.as_str()).collect();
         self.state.insert(ROSTER, text.join("\n").as_bytes())?;
+        self.flush_durably()?;
+        Ok(())
+    }
+
+    /// The audit record seq through which the receipts `peer` is owed were passed back
+    /// to it (0 when none were).
+    pub fn receipts_passed(&self, peer: &PartnerId) -> Result<u64, StoreError> {
+        let key = [PASSED, peer.as_str().as_bytes()].concat();
+        match self.state.get(&key)? {
+            Some(v) => be_u64(&key, &v),
+            None => Ok(0),
+        }
+    }
+
+    /// Records, durably, that the receipts `peer` is owed through audit seq `through`
+    /// were passed back to it (and taken).
+    pub fn set_receipts_passed(&self, peer: &PartnerId, through: u64) -> Result<(), StoreError> {
+        let key = [PASSED, peer.as_str().as_bytes()].concat();
+        self.state.insert(key, &through.to_be_bytes())?;
         self.flush_durably()?;
         Ok(())
     }

@@ -10,7 +10,8 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::federation::{connect_as, sign_as, PATIENCE};
+use common::federation::{connect_as, eventually, sign_as, PATIENCE};
+use common::peers::Mesh;
 use common::served::{serve, Served};
 use common::tables::{auditor, liaison, tables};
 use common::{pki, public_key, renkei, renkei_ok, signing_key};
@@ -77,14 +78,24 @@ async fn publish(dir: &Path, addr: SocketAddr, title: &str) -> String {
     r.bulletin_id
 }
 
-/// `id`'s receipt of the delivery `d`, signed with `key`, as an Ack carries it.
+/// `id`'s receipt of the delivery `d` at jp-mod, signed with `key`, as an Ack carries it.
 fn receipt(id: &str, d: &proto::Delivery, key: &ed25519_dalek::SigningKey) -> proto::Receipted {
+    receipt_at(id, "jp-mod", d, key)
+}
+
+/// `id`'s receipt of the delivery `d` at `node`, signed with `key`.
+fn receipt_at(
+    id: &str,
+    node: &str,
+    d: &proto::Delivery,
+    key: &ed25519_dalek::SigningKey,
+) -> proto::Receipted {
     let signed = d.bulletin.clone().unwrap();
     let b = UnverifiedBulletin::from_signed(signed, &Limits::default()).unwrap();
     let h = b.header();
     let r = Receipt {
         receiver: pid(id),
-        node: pid("jp-mod"),
+        node: pid(node),
         origin: h.origin.clone(),
         bulletin_id: h.id,
         digest: b.digest(),
@@ -302,15 +313,19 @@ async fn next(sub: &mut renkei::client::Subscription<'_>) -> proto::Delivery {
         .expect("a delivery")
 }
 
-/// Issue 28: in a line jp-mod — nato-ccdcoe — ee-mod, each node signs for what it takes
-/// from the one before it: Tokyo's log holds the NATO node's receipt of Tokyo's
-/// bulletin, the NATO node's log Tallinn's.
+/// Issue 28: in a line jp-mod — nato-ccdcoe — ee-mod, Tokyo's bulletin reaches the
+/// desks of both other nodes, who sign for it; each node signs for what it takes from
+/// the one before it, and the receipts travel back along the path: Tokyo's audit
+/// office lists and verifies all four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_nodes_sign_for_the_deliveries_they_take() {
-    use common::peers::Mesh;
+async fn receipts_travel_back_along_the_path_to_the_origins_node() {
     let tmp = tempfile::tempdir().unwrap();
     let nodes = ["jp-mod", "nato-ccdcoe", "ee-mod"];
-    let desks = [("jp-cdc", "jp-mod"), ("ee-cert", "ee-mod")];
+    let desks = [
+        ("jp-cdc", "jp-mod"),
+        ("nato-desk", "nato-ccdcoe"),
+        ("ee-cert", "ee-mod"),
+    ];
     let links = [("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")];
     let mut mesh = Mesh::new(tmp.path(), &nodes, &desks, &links, "");
     mesh.start_all();
@@ -320,31 +335,76 @@ async fn peer_nodes_sign_for_the_deliveries_they_take() {
         "jp-cdc",
         Tlp::Green,
         Kind::Advisory,
-        "to Tallinn",
+        "to all",
         &[],
         &[],
     );
     let id = jp.publish(b).await.unwrap().bulletin_id;
-    let ee = mesh.client("ee-cert").await;
-    assert_eq!(common::federation::receive(&ee, 1).await.len(), 1);
-    for (node, receiver) in [("jp-mod", "nato-ccdcoe"), ("nato-ccdcoe", "ee-mod")] {
-        let signed_by = |records: &[proto::AuditRecord]| {
-            records.iter().flat_map(|r| &r.receipts).any(|x| {
-                let body = x
-                    .receipt
-                    .as_ref()
-                    .map(|s| s.body.clone())
-                    .unwrap_or_default();
-                let body = proto::ReceiptBody::decode(body).unwrap();
-                body.receiver == receiver && body.node == node && body.bulletin_id == id
-            })
-        };
-        common::federation::eventually(&format!("{receiver}'s receipt at {node}"), async || {
-            signed_by(&crate::federation::records(&mesh, node, AuditEvent::Acked).await)
-        })
-        .await;
+    for (desk, node) in [("nato-desk", "nato-ccdcoe"), ("ee-cert", "ee-mod")] {
+        signs_for_one(&mesh, desk, node).await;
     }
+    let config = office_config(&mesh, "jp-mod");
+    let keys: Vec<String> = ["nato-ccdcoe", "nato-desk", "ee-mod", "ee-cert"]
+        .iter()
+        .flat_map(|k| ["--key".to_owned(), format!("{k}={}", mesh.public(k))])
+        .collect();
+    let mut listed = Value::Null;
+    eventually("four receipts at Tokyo", async || {
+        let mut args = vec!["audit", "receipts", "--config", &config, "--bulletin", &id];
+        args.extend(keys.iter().map(String::as_str));
+        args.extend(["--format", "json"]);
+        listed = serde_json::from_str(renkei_ok(&mesh.dir, &args).stdout.trim()).unwrap();
+        listed["receipts"].as_array().map_or(0, Vec::len) == 4
+    })
+    .await;
+    let mut got: Vec<(String, String)> = listed["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|r| assert!(r["verdict"].as_str().unwrap().starts_with("verified with")))
+        .map(|r| {
+            (
+                r["receiver"].as_str().unwrap().into(),
+                r["node"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    let at = |r: &str, n: &str| (r.to_owned(), n.to_owned());
+    let want = [
+        at("ee-cert", "ee-mod"),
+        at("ee-mod", "nato-ccdcoe"),
+        at("nato-ccdcoe", "jp-mod"),
+        at("nato-desk", "nato-ccdcoe"),
+    ];
+    assert_eq!(got, want);
     jp.close().await;
-    ee.close().await;
     mesh.stop_all();
+}
+
+/// Desk `desk` of `node` takes one delivery and acknowledges it with its receipt.
+async fn signs_for_one(mesh: &Mesh, desk: &str, node: &str) {
+    let client = mesh.client(desk).await;
+    let mut sub = client.subscribe(0).await.unwrap();
+    let d = next(&mut sub).await;
+    let r = receipt_at(desk, node, &d, mesh.key(desk));
+    sub.ack_with_receipts(vec![d.seq], vec![r]).await.unwrap();
+    tokio::time::timeout(PATIENCE, sub.close())
+        .await
+        .unwrap()
+        .unwrap();
+    client.close().await;
+}
+
+/// A client configuration for `node`'s audit office; its file name.
+fn office_config(mesh: &Mesh, node: &str) -> String {
+    let addr = mesh.nodes[node].addr;
+    let text = format!(
+        "[client]\nid = \"{node}-audit\"\nserver = \"{addr}\"\nserver_name = \"{node}\"\n\
+         ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/{node}-audit/tls.crt\"\n\
+         tls_key = \"certs/{node}-audit/tls.key\"\n"
+    );
+    let name = format!("{node}-audit.toml");
+    fs::write(mesh.dir.join(&name), text).unwrap();
+    name
 }

@@ -270,6 +270,20 @@ impl Event {
         Event(r)
     }
 
+    /// Peer node `peer` passed back `receipts` of bulletins this node sent it (each
+    /// with this node's seq of the bulletin); `left_out` says what it did not take.
+    pub fn receipts_passed(
+        peer: &PartnerId,
+        receipts: Vec<proto::Receipted>,
+        left_out: &str,
+    ) -> Event {
+        let mut r = base(AuditEvent::ReceiptsPassed, peer);
+        r.bulletin_seqs = receipts.iter().map(|x| x.seq).collect();
+        r.receipts = receipts;
+        r.reason = left_out.to_owned();
+        Event(r)
+    }
+
     /// `auditor` asked the node `what`.
     pub fn auditor_query(auditor: &PartnerId, what: String) -> Event {
         let mut r = base(AuditEvent::AuditorQuery, auditor);

@@ -16,6 +16,8 @@ pub(super) enum Opening {
     Subscribe(proto::Subscribe),
     /// One auditor request.
     Auditor(Frame),
+    /// A peer node passing back receipts.
+    PassReceipts(proto::PassReceipts),
     /// Refused: the partner's role does not allow it (recorded as a refusal).
     NotPermitted(String),
     /// Refused: not a frame a stream may open with.
@@ -51,6 +53,10 @@ pub(super) fn opening(frame: Option<Frame>, role: Role, partner: &PartnerId) -> 
                 "only auditors may read the audit log; {partner} is a {role}"
             )),
         },
+        Some(Frame::PassReceipts(p)) if role == Role::Relay => Opening::PassReceipts(p),
+        Some(Frame::PassReceipts(_)) => Opening::NotPermitted(format!(
+            "only peer nodes pass receipts back; {partner} is a {role}"
+        )),
         Some(Frame::Ack(_)) => Opening::Refused(
             ErrorCode::UnexpectedFrame,
             "a stream must open with Hello, Publish or Subscribe".into(),

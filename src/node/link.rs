@@ -26,11 +26,13 @@ use crate::transport;
 
 mod book;
 mod pull;
+mod receipts;
 mod report;
 pub(crate) mod rules;
 
 pub(crate) use book::{Adoption, LinkBook};
 pub(crate) use pull::pull;
+pub(crate) use receipts::take_receipts;
 pub(crate) use report::report;
 pub use report::{LinkReport, NodeStatus, QueueReport};
 use rules::Dialler;

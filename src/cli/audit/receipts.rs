@@ -215,20 +215,22 @@ async fn gather(source: Source<'_>, id: &str) -> anyhow::Result<Exported> {
     Ok(set)
 }
 
-/// The receipts the ack records hold of the stored bulletin `seqs` names.
+/// The receipts of the stored bulletin `seqs` names that the log holds: with its acks,
+/// and passed back by peers (each once: a peer may pass one back twice).
 fn receipts_in(records: &[proto::AuditRecord], seqs: &[u64]) -> Vec<Kept> {
     let b64 = base64::engine::general_purpose::STANDARD;
+    let holds = [AuditEvent::Acked as i32, AuditEvent::ReceiptsPassed as i32];
+    let mut seen = std::collections::HashSet::new();
     records
         .iter()
-        .filter(|r| r.event == AuditEvent::Acked as i32)
+        .filter(|r| holds.contains(&r.event))
         .flat_map(|r| r.receipts.iter().map(move |x| (r.seq, x)))
         .filter(|(_, x)| seqs.contains(&x.seq))
         .filter_map(|(record, x)| {
             let signed = x.receipt.as_ref()?.encode_to_vec();
-            Some(Kept {
-                record,
-                signed: b64.encode(signed),
-            })
+            let signed = b64.encode(signed);
+            seen.insert(signed.clone())
+                .then_some(Kept { record, signed })
         })
         .collect()
 }

@@ -54,6 +54,9 @@ pub(in crate::cli) fn record_json(r: &proto::AuditRecord) -> Value {
     if !r.latencies_ms.is_empty() {
         v["latencies_ms"] = json!(r.latencies_ms);
     }
+    if r.event == AuditEvent::ReceiptsPassed as i32 {
+        v["receipts"] = r.receipts.iter().map(receipt_json).collect();
+    }
     if r.event == AuditEvent::Acked as i32 {
         v["receipts"] = r.receipts.iter().map(receipt_json).collect();
         let signed: Vec<u64> = r.receipts.iter().map(|x| x.seq).collect();

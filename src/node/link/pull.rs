@@ -49,6 +49,8 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
     let mut stop = shared.shutdown.clone();
     let asking = tokio::spawn(ask_queue(conn.clone(), shared.clone(), peer.clone()));
     let _asking = AbortOnDrop(asking);
+    let passing = super::receipts::pass_back(conn.clone(), shared.clone(), peer.clone());
+    let _passing = AbortOnDrop(tokio::spawn(passing));
     let mut pause = RESUBSCRIBE;
     loop {
         let acked_before = shared.links.acked(&peer);

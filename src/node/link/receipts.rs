@@ -1,0 +1,336 @@
+//! Receipts travel back along the federation path (proto/README.md §4.7): a node
+//! passes back to each peer the receipts of bulletins that peer handed it (its desks'
+//! receipts, and those its own peers passed back to it), so that they reach the
+//! origin's node. The sender ([`pass_back`]) reads them from its log and moves a cursor
+//! only once the peer has recorded them (at least once); the receiver
+//! ([`take_receipts`]) keeps those of bulletins it sent that peer, verified where it
+//! knows the receiver's key, in a RECEIPTS_PASSED record.
+//!
+//! Whether a passed receipt is taken is decided by [`judge`], with no I/O.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+
+use crate::audit::record::Event;
+use crate::bulletin::BulletinId;
+use crate::identity::{Keyring, PartnerId};
+use crate::node::Shared;
+use crate::proto::{self, AuditEvent, ErrorCode};
+use crate::receipt::{Expected, VerifiedReceipt};
+use crate::store::{Store, StoreError};
+use crate::transport;
+
+/// Receipts one PassReceipts carries at most.
+pub(crate) const MAX_PASSED: usize = 1000;
+
+/// How often a node looks for receipts a peer is owed, and at most how long it waits
+/// after a peer could not take them.
+const PASS_EVERY: Duration = Duration::from_secs(2);
+const PASS_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
+
+/// How long a peer may take to record what it was passed.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// Why the receipt `signed`, passed back by `peer`, is not taken by node `node`:
+/// `stored` is the bulletin it names as stored here, if it is. A receipt is taken when
+/// it is of a bulletin this node sent `peer` (same digest), was not given at this node
+/// (those come with their ack), and verifies with the receiver's key when this node
+/// knows one; one whose receiver it knows no key of is kept unchecked, for an auditor
+/// to check with the key (`audit receipts --key`).
+pub(crate) fn judge(
+    signed: &proto::SignedReceipt,
+    stored: Option<&proto::StoredBulletin>,
+    (peer, node): (&PartnerId, &PartnerId),
+    keys: &Keyring,
+) -> Result<(), String> {
+    let body = proto::ReceiptBody::decode(signed.body.clone())
+        .map_err(|e| format!("a receipt that does not decode: {e}"))?;
+    let sent = stored.filter(|s| s.shared_with.iter().any(|p| p == peer.as_str()));
+    let Some(stored) = sent.filter(|s| s.digest == body.digest) else {
+        let what = format!("{}/{}", body.origin, body.bulletin_id);
+        return Err(format!(
+            "a receipt of {what}, which this node did not send {peer}"
+        ));
+    };
+    if body.node == node.as_str() {
+        return Err("a receipt given at this node, which comes with its ack".into());
+    }
+    let receiver: PartnerId = body
+        .receiver
+        .parse()
+        .map_err(|e| format!("a receipt naming no receiver: {e}"))?;
+    if !keys.knows(&receiver) {
+        return Ok(());
+    }
+    let at: PartnerId = body
+        .node
+        .parse()
+        .map_err(|e| format!("a receipt naming no node: {e}"))?;
+    let expected = Expected {
+        receiver: &receiver,
+        node: &at,
+        origin: &stored.origin,
+        bulletin_id: &stored.id,
+        digest: &stored.digest,
+    };
+    VerifiedReceipt::verify(signed, keys)
+        .and_then(|v| v.is_of(&expected))
+        .map_err(|e| e.to_string())
+}
+
+/// The stored bulletin a receipt names, with its seq here.
+fn named(
+    store: &Store,
+    signed: &proto::SignedReceipt,
+) -> Result<Option<(u64, proto::StoredBulletin)>, StoreError> {
+    let Ok(body) = proto::ReceiptBody::decode(signed.body.clone()) else {
+        return Ok(None);
+    };
+    let (Ok(origin), Some(id)) = (
+        body.origin.parse::<PartnerId>(),
+        BulletinId::parse_canonical(&body.bulletin_id),
+    ) else {
+        return Ok(None);
+    };
+    let Some((seq, _)) = store.lookup(&origin, &id)? else {
+        return Ok(None);
+    };
+    Ok(store.get(seq)?.map(|s| (seq, s)))
+}
+
+/// Takes the receipts `peer` passed back: records those [`judge`] takes in one
+/// RECEIPTS_PASSED record (durable before the answer), and answers how many.
+pub(crate) async fn take_receipts(
+    p: proto::PassReceipts,
+    mut send: quinn::SendStream,
+    shared: &Shared,
+    peer: &PartnerId,
+) {
+    let frames = &shared.book.frames;
+    if p.receipts.len() > MAX_PASSED {
+        let why = format!(
+            "at most {MAX_PASSED} receipts at once; this holds {}",
+            p.receipts.len()
+        );
+        let event = Event::rejected(peer, None, ErrorCode::InvalidRequest, &why);
+        shared.record_refusal(peer, event).await;
+        return transport::send_error(&mut send, ErrorCode::InvalidRequest, why, frames).await;
+    }
+    let (taken, left_out, why) = match judged(shared, peer, p.receipts) {
+        Ok(judged) => judged,
+        Err(e) => {
+            let why = format!("the node could not read its store: {e}");
+            return transport::send_error(&mut send, ErrorCode::Internal, why, frames).await;
+        }
+    };
+    let recorded = taken.len() as u32;
+    if !taken.is_empty() {
+        let event = Event::receipts_passed(peer, taken, &why);
+        if let Err(e) = shared.commit_event(Some(event), None).await {
+            return transport::send_error(&mut send, ErrorCode::Internal, e.to_peer(), frames)
+                .await;
+        }
+    }
+    let answer = proto::ServerFrame {
+        frame: Some(proto::server_frame::Frame::ReceiptsTaken(
+            proto::ReceiptsTaken {
+                recorded,
+                left_out,
+                why,
+            },
+        )),
+    };
+    let _ = transport::write_frame(&mut send, &answer, frames).await;
+    let _ = send.finish();
+}
+
+/// The receipts taken (with this node's seq of their bulletin), how many were left
+/// out, and the first reason.
+type Judged = (Vec<proto::Receipted>, u32, String);
+
+fn judged(
+    shared: &Shared,
+    peer: &PartnerId,
+    receipts: Vec<proto::SignedReceipt>,
+) -> Result<Judged, StoreError> {
+    let rules = shared.rules_in_force();
+    let store = &shared.storage.store;
+    let (mut taken, mut left_out, mut why) = (Vec::new(), 0, String::new());
+    for signed in receipts {
+        let found = named(store, &signed)?;
+        let ids = (peer, &shared.node_id);
+        match judge(&signed, found.as_ref().map(|(_, s)| s), ids, &rules.keyring) {
+            Ok(()) => taken.push(proto::Receipted {
+                seq: found.map_or(0, |(seq, _)| seq),
+                receipt: Some(signed),
+            }),
+            Err(w) => {
+                left_out += 1;
+                if why.is_empty() {
+                    why = crate::text::bounded(&w, 512);
+                }
+            }
+        }
+    }
+    Ok((taken, left_out, why))
+}
+
+/// Passes back to `peer`, over `conn`, the receipts it is owed, until the link ends or
+/// the node stops; after a peer could not take them (one that does not speak
+/// PassReceipts), waits longer each time.
+pub(crate) async fn pass_back(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+    let mut stop = shared.shutdown.clone();
+    let mut wait = PASS_EVERY;
+    loop {
+        match pass_once(&conn, &shared, &peer).await {
+            Ok(true) => continue,
+            Ok(false) => wait = PASS_EVERY,
+            Err(why) => {
+                tracing::warn!(%peer, %why, "receipts could not be passed back to the peer");
+                wait = (wait * 2).min(PASS_BACKOFF_AT_MOST);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+            _ = conn.closed() => return,
+        }
+    }
+}
+
+/// Passes back one batch of what `peer` is owed; true if it passed any (more may be
+/// owed).
+async fn pass_once(
+    conn: &quinn::Connection,
+    shared: &Arc<Shared>,
+    peer: &PartnerId,
+) -> Result<bool, String> {
+    let store = shared.storage.store.clone();
+    let next = store.receipts_passed(peer).map_err(|e| e.to_string())?;
+    let owed = {
+        let (store, peer) = (store.clone(), peer.clone());
+        tokio::task::spawn_blocking(move || owed(&store, &peer, next))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let (receipts, through) = owed;
+    if through <= next {
+        return Ok(false);
+    }
+    let passed = !receipts.is_empty();
+    if passed {
+        send(conn, shared, receipts).await?;
+    }
+    store
+        .set_receipts_passed(peer, through)
+        .map_err(|e| e.to_string())?;
+    Ok(passed)
+}
+
+/// Sends one PassReceipts and waits for the peer's answer.
+async fn send(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    receipts: Vec<proto::SignedReceipt>,
+) -> Result<(), String> {
+    let frames = &shared.book.frames;
+    let (mut out, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let frame = proto::ClientFrame {
+        frame: Some(proto::client_frame::Frame::PassReceipts(
+            proto::PassReceipts { receipts },
+        )),
+    };
+    transport::write_frame(&mut out, &frame, frames)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = out.finish();
+    let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+    let answer = tokio::time::timeout(ANSWER_WITHIN, recv.next::<proto::ServerFrame>()).await;
+    match answer {
+        Ok(Ok(Some(proto::ServerFrame {
+            frame: Some(proto::server_frame::Frame::ReceiptsTaken(t)),
+        }))) => {
+            if t.left_out > 0 {
+                tracing::info!(left_out = t.left_out, why = %t.why, "the peer left out receipts passed back");
+            }
+            Ok(())
+        }
+        Ok(Ok(other)) => Err(format!("the peer answered {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {ANSWER_WITHIN:?}")),
+    }
+}
+
+/// The receipts on this node's log from audit seq `next` on that `peer` is owed (of
+/// bulletins `peer` handed this node), at most [`MAX_PASSED`], and the seq to look from
+/// next time.
+fn owed(
+    store: &Store,
+    peer: &PartnerId,
+    next: u64,
+) -> Result<(Vec<proto::SignedReceipt>, u64), StoreError> {
+    let size = store.audit_progress().0;
+    let mut records = Vec::new();
+    for event in [AuditEvent::Acked, AuditEvent::ReceiptsPassed] {
+        records.extend(with_receipts(store, event, next, size)?);
+    }
+    records.sort_by_key(|r| r.seq);
+    let mut out = Vec::new();
+    for r in records {
+        let mine = r.receipts.len();
+        if out.len() + mine > MAX_PASSED && !out.is_empty() {
+            return Ok((out, r.seq));
+        }
+        for x in r.receipts {
+            let from_peer = store
+                .get(x.seq)?
+                .is_some_and(|s| s.received_from == peer.as_str());
+            out.extend(x.receipt.filter(|_| from_peer));
+        }
+    }
+    Ok((out, size))
+}
+
+/// The records of `event` with seq in `next..size` that hold receipts.
+fn with_receipts(
+    store: &Store,
+    event: AuditEvent,
+    next: u64,
+    size: u64,
+) -> Result<Vec<proto::AuditRecord>, StoreError> {
+    let mut q = crate::audit::Query {
+        partner: None,
+        bulletin: None,
+        event: Some(event),
+        since: None,
+        until: None,
+        after: next.checked_sub(1),
+        limit: crate::audit::MAX_PAGE,
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = store.audit().query(&q)?;
+        for bytes in page.records {
+            let r = proto::AuditRecord::decode(bytes).map_err(|e| StoreError::Corrupt {
+                key: "audit record".into(),
+                why: e.to_string(),
+            })?;
+            if r.seq >= size {
+                return Ok(out);
+            }
+            if !r.receipts.is_empty() {
+                out.push(r);
+            }
+        }
+        match page.next_after {
+            Some(after) if after < size => q.after = Some(after),
+            _ => return Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! Which receipts a peer passes back are taken.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::bulletin::Digest;
+use crate::identity::{PublicKey, Validity};
+use crate::receipt::Receipt;
+use crate::timestamp::Timestamp;
+
+fn pid(s: &str) -> PartnerId {
+    s.parse().expect("an id")
+}
+
+fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+}
+
+/// jp-mod's copy of a bulletin of jp-cdc, sent to nato-ccdcoe.
+fn stored(id: BulletinId) -> proto::StoredBulletin {
+    proto::StoredBulletin {
+        seq: 4,
+        digest: Bytes::copy_from_slice(&[7; 32]),
+        origin: "jp-cdc".into(),
+        id: id.to_string(),
+        shared_with: vec!["nato-ccdcoe".into()],
+        ..Default::default()
+    }
+}
+
+/// ee-cert's receipt, at ee-mod, of the bulletin `id` with digest `digest`.
+fn receipt(id: BulletinId, digest: u8, at: &str) -> proto::SignedReceipt {
+    Receipt {
+        receiver: pid("ee-cert"),
+        node: pid(at),
+        origin: pid("jp-cdc"),
+        bulletin_id: id,
+        digest: Digest([digest; 32]),
+        received: Timestamp::from_unix_ms(1_790_000_000_000),
+    }
+    .sign(&key())
+}
+
+#[test]
+fn a_receipt_of_what_was_sent_to_the_peer_is_taken_checked_where_the_key_is_known() {
+    let id = BulletinId::new_v7(Timestamp::from_unix_ms(1_790_000_000_000));
+    let ids = (&pid("nato-ccdcoe"), &pid("jp-mod"));
+    let unknown = Keyring::new();
+    let good = receipt(id, 7, "ee-mod");
+    assert_eq!(
+        judge(&good, Some(&stored(id)), ids, &unknown),
+        Ok(()),
+        "kept unchecked"
+    );
+    let mut keys = Keyring::new();
+    keys.insert(pid("ee-cert"), PublicKey::of(&key()), Validity::default());
+    assert_eq!(
+        judge(&good, Some(&stored(id)), ids, &keys),
+        Ok(()),
+        "verified"
+    );
+    let mut forged = good.clone();
+    forged.signature = Bytes::copy_from_slice(&[1; 64]);
+    let why = judge(&forged, Some(&stored(id)), ids, &keys).expect_err("forged");
+    assert!(why.contains("does not verify"), "{why}");
+}
+
+#[test]
+fn a_receipt_of_anything_else_is_left_out() {
+    let id = BulletinId::new_v7(Timestamp::from_unix_ms(1_790_000_000_000));
+    let keys = Keyring::new();
+    let ids = (&pid("nato-ccdcoe"), &pid("jp-mod"));
+    // Another digest, a bulletin not stored, one not sent to this peer.
+    let other_digest = receipt(id, 8, "ee-mod");
+    assert!(judge(&other_digest, Some(&stored(id)), ids, &keys).is_err());
+    assert!(judge(&receipt(id, 7, "ee-mod"), None, ids, &keys).is_err());
+    let to_another = (&pid("us-node"), &pid("jp-mod"));
+    let why = judge(
+        &receipt(id, 7, "ee-mod"),
+        Some(&stored(id)),
+        to_another,
+        &keys,
+    );
+    assert!(why.expect_err("not sent").contains("did not send us-node"));
+    // Given at this node: it comes with its ack, not passed back.
+    let here = receipt(id, 7, "jp-mod");
+    assert!(judge(&here, Some(&stored(id)), ids, &keys).is_err());
+}
