@@ -168,12 +168,58 @@ async fn a_desks_signed_receipt_is_recorded_listed_and_checked_offline() {
 
     checks_offline(dir, &key);
 
+    let metrics = receipts_figures(dir, &["--config", "audit-office.toml"]);
+    assert_eq!(metrics.0.get("jp-cdc"), Some(&1), "{metrics:?}");
+    assert_eq!(
+        metrics.0.get("au-dod"),
+        None,
+        "an unsigned ack counts no receipt"
+    );
     let acked = records(dir, addr, AuditEvent::Acked).await;
     let signed = acked.iter().filter(|r| r.partner == "jp-cdc");
     assert!(signed.clone().all(|r| r.receipts.len() == 1), "{acked:?}");
     let unsigned = acked.iter().filter(|r| r.partner == "au-dod");
     assert!(unsigned.clone().all(|r| r.receipts.is_empty()), "{acked:?}");
     assert!(served.stop(PATIENCE).success());
+    // An auditor recounting an export at the size the report names gets the same.
+    renkei_ok(
+        dir,
+        &[
+            "audit",
+            "export",
+            "--data-dir",
+            "data",
+            "--out",
+            "log.export",
+        ],
+    );
+    let size = metrics.1.to_string();
+    let recount = ["log.export", "--self-signed-ok", "--size", &size];
+    let recounted = receipts_figures(dir, &[&["audit", "recount"][..], &recount].concat());
+    assert_eq!(recounted, metrics);
+}
+
+/// `renkei metrics` by partner (or `audit recount`, whose `args` say so) as JSON: each
+/// partner's count of acks with a verified receipt, and the log size it names.
+fn receipts_figures(dir: &Path, args: &[&str]) -> (std::collections::BTreeMap<String, u64>, u64) {
+    let mut all = match args[0] {
+        "audit" => vec![],
+        _ => vec!["metrics"],
+    };
+    all.extend(args);
+    all.extend(["--by", "partner", "--format", "json"]);
+    let v: Value = serde_json::from_str(&renkei_ok(dir, &all).stdout).unwrap();
+    let figures = v["partners"].as_array().unwrap().iter().filter_map(|p| {
+        let f = p["figures"]
+            .as_array()?
+            .iter()
+            .find(|f| f["name"] == "receipts")?;
+        Some((p["partner"].as_str()?.to_owned(), f["value"].as_u64()?))
+    });
+    (
+        figures.collect(),
+        v["computed_from"]["log_size"].as_u64().unwrap(),
+    )
 }
 
 /// The audit office checks the set in `set.json` offline: with the desk's `key` it
