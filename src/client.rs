@@ -288,7 +288,16 @@ impl Client {
 
     /// The node's latest signed checkpoint, freshly signed if the log grew (auditors only).
     pub async fn checkpoint(&self) -> Result<proto::SignedCheckpoint, ClientError> {
-        let request = ClientFrameKind::CheckpointRequest(proto::CheckpointRequest {});
+        self.checkpoint_of(false).await
+    }
+
+    /// The newest stored checkpoint a witness cosigned (an error if none is).
+    pub async fn witnessed_checkpoint(&self) -> Result<proto::SignedCheckpoint, ClientError> {
+        self.checkpoint_of(true).await
+    }
+
+    async fn checkpoint_of(&self, witnessed: bool) -> Result<proto::SignedCheckpoint, ClientError> {
+        let request = ClientFrameKind::CheckpointRequest(proto::CheckpointRequest { witnessed });
         match self.ask(request).await? {
             Server::Checkpoint(c) => Ok(c),
             other => Err(unexpected(other, "SignedCheckpoint")),

@@ -288,6 +288,7 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
             format!("peer_refused.{}", error_name(record.error)).into(),
             1,
         ),
+        AuditEvent::WitnessAlarm => one(partner, "witness_alarms".into(), 1),
         AuditEvent::ReceiptsPassed => one(
             partner,
             "receipts_passed".into(),

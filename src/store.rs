@@ -67,6 +67,12 @@ const AUDIT_KEY: &[u8] = b"m/audit_key";
 const ROSTER: &[u8] = b"m/roster";
 /// Per peer: the audit seq through which receipts were passed back to it.
 const PASSED: &[u8] = b"m/passed/";
+/// Per peer: the size of this node's log it last cosigned.
+const COSIGNED: &[u8] = b"m/cosigned/";
+/// Per peer whose log this node witnesses: the latest checkpoint it cosigned.
+const WITNESSED: &[u8] = b"m/witnessed/";
+/// Per peer: why this node stopped cosigning its log (a fork or a rollback caught).
+const ALARM: &[u8] = b"m/alarm/";
 const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
@@ -537,6 +543,74 @@ impl Store {
         self.state.insert(key, &through.to_be_bytes())?;
         self.flush_durably()?;
         Ok(())
+    }
+
+    /// Adds a witness's cosignature line to this node's checkpoint of size `size`,
+    /// durably; false if there is no checkpoint at that size.
+    pub fn add_cosignature(&self, size: u64, line: &str) -> Result<bool, StoreError> {
+        let _log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let added = audit::add_cosignature(&self.state, size, line)?;
+        self.flush_durably()?;
+        Ok(added)
+    }
+
+    /// A text value kept per peer under `prefix`.
+    fn per_peer(&self, prefix: &[u8], peer: &PartnerId) -> Result<Option<String>, StoreError> {
+        let key = [prefix, peer.as_str().as_bytes()].concat();
+        let Some(v) = self.state.get(&key)? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&v).map_err(|e| corrupt(&key, e.to_string()))?;
+        Ok(Some(text.to_owned()))
+    }
+
+    /// Keeps a text value per peer under `prefix`, durably.
+    fn set_per_peer(&self, prefix: &[u8], peer: &PartnerId, text: &str) -> Result<(), StoreError> {
+        let key = [prefix, peer.as_str().as_bytes()].concat();
+        self.state.insert(key, text.as_bytes())?;
+        self.flush_durably()
+    }
+
+    /// The size of this node's log that `peer` last cosigned (0: none).
+    pub fn cosigned_by(&self, peer: &PartnerId) -> Result<u64, StoreError> {
+        let text = self.per_peer(COSIGNED, peer)?;
+        Ok(text.and_then(|t| t.parse().ok()).unwrap_or(0))
+    }
+
+    /// Records that `peer` cosigned this node's log at `size`.
+    pub fn set_cosigned_by(&self, peer: &PartnerId, size: u64) -> Result<(), StoreError> {
+        self.set_per_peer(COSIGNED, peer, &size.to_string())
+    }
+
+    /// The latest checkpoint of `peer`'s log this node cosigned, as `peer` signed it.
+    pub fn witnessed(&self, peer: &PartnerId) -> Result<Option<String>, StoreError> {
+        self.per_peer(WITNESSED, peer)
+    }
+
+    /// Keeps `checkpoint` as the latest of `peer`'s log this node cosigned.
+    pub fn set_witnessed(&self, peer: &PartnerId, checkpoint: &str) -> Result<(), StoreError> {
+        self.set_per_peer(WITNESSED, peer, checkpoint)
+    }
+
+    /// Why this node stopped cosigning `peer`'s log, if it did.
+    pub fn witness_alarm(&self, peer: &PartnerId) -> Result<Option<String>, StoreError> {
+        self.per_peer(ALARM, peer)
+    }
+
+    /// Stops cosigning `peer`'s log, for `why`.
+    pub fn set_witness_alarm(&self, peer: &PartnerId, why: &str) -> Result<(), StoreError> {
+        self.set_per_peer(ALARM, peer, why)
+    }
+
+    /// Every log this node stopped cosigning, with why.
+    pub fn witness_alarms(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.state.scan_prefix(ALARM) {
+            let (k, v) = kv?;
+            let peer = String::from_utf8_lossy(&k[ALARM.len()..]).into_owned();
+            out.push((peer, String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(out)
     }
 
     /// Every metric counter summed over all days, (partner, name) → total: what a

@@ -272,3 +272,91 @@ fn the_receipt_example_verifies_independently() {
     tampered[at] ^= 1;
     assert!(independent_receipt(&tampered, &public).is_err());
 }
+
+/// C2SP tlog-cosignature v1, from its text alone: the key id is SHA-256(name ‖ "\n" ‖
+/// 0x04 ‖ key)[:4]; the signature line holds key id ‖ timestamp (8 bytes, big-endian) ‖
+/// an Ed25519 signature over "cosignature/v1\ntime T\n" and the checkpoint body.
+fn cosignature_key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+    let mut m = name.as_bytes().to_vec();
+    m.push(b'\n');
+    m.push(0x04);
+    m.extend_from_slice(public);
+    digest(&SHA256, &m).as_ref()[..4].try_into().unwrap()
+}
+
+/// The time of `name`'s cosignature in the signed note `note`, checked with `public`.
+fn independent_cosignature(note: &str, name: &str, public: &[u8; 32]) -> Result<u64, String> {
+    let (body, sigs) = note.split_once("\n\n").ok_or("no blank line")?;
+    let line = sigs
+        .lines()
+        .find(|l| {
+            l.strip_prefix("\u{2014} ")
+                .and_then(|l| l.split(' ').next())
+                == Some(name)
+        })
+        .ok_or("no line of that name")?;
+    let b64 = line.rsplit(' ').next().unwrap_or_default();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| e.to_string())?;
+    if raw.len() != 4 + 8 + 64 || raw[..4] != cosignature_key_id(name, public) {
+        return Err("wrong size or key id".into());
+    }
+    let time = u64::from_be_bytes(raw[4..12].try_into().unwrap());
+    let message = format!("cosignature/v1\ntime {time}\n{body}\n");
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(message.as_bytes(), &raw[12..])
+        .map_err(|_| "signature does not verify".to_string())?;
+    Ok(time)
+}
+
+#[test]
+fn a_cosignature_checks_against_the_c2sp_spec_independently() {
+    use renkei::audit::checkpoint::{log_origin, CheckpointSigner};
+    use renkei::audit::merkle::TreeHash;
+    use renkei::audit::witness::{self, WitnessKey};
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+    let log_key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let signer = CheckpointSigner::new(&log_origin("jp-mod"), log_key.clone()).unwrap();
+    let note = signer.sign(20852163, TreeHash([7; 32])).unwrap();
+    // renkei cosigns; the spec's reading of it verifies.
+    let seed = [2u8; 32];
+    let name = witness::witness_name("nato-ccdcoe");
+    let line = witness::cosign(
+        &note,
+        &name,
+        &ed25519_dalek::SigningKey::from_bytes(&seed),
+        1679315147,
+    )
+    .unwrap();
+    let cosigned = witness::with_cosignature(&note, &line);
+    let pair = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+    assert_eq!(
+        independent_cosignature(&cosigned, &name, &public),
+        Ok(1679315147)
+    );
+    let mut other = public;
+    other[0] ^= 1;
+    assert!(independent_cosignature(&cosigned, &name, &other).is_err());
+    // A cosignature made from the spec with ring verifies in renkei.
+    let time = 1700000000u64;
+    let body = note.split_once("\n\n").unwrap().0;
+    let sig = pair.sign(format!("cosignature/v1\ntime {time}\n{body}\n").as_bytes());
+    let mut raw = cosignature_key_id("example.com/w1", &public).to_vec();
+    raw.extend_from_slice(&time.to_be_bytes());
+    raw.extend_from_slice(sig.as_ref());
+    let theirs = format!(
+        "{note}\u{2014} example.com/w1 {}\n",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    );
+    let w = WitnessKey {
+        name: "example.com/w1".into(),
+        key: ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap(),
+    };
+    let log = (log_origin("jp-mod"), log_key.verifying_key());
+    assert_eq!(
+        witness::verify_cosignature(&theirs, (&log.0, &log.1), &w),
+        Ok(time)
+    );
+}

@@ -39,3 +39,4 @@ mod sharing;
 mod taxii;
 mod tour;
 mod withdraw;
+mod witness;

@@ -13,5 +13,6 @@ pub mod export;
 pub mod merkle;
 pub mod query;
 pub mod record;
+pub mod witness;
 
 pub use query::{Query, DEFAULT_PAGE, MAX_PAGE};

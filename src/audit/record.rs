@@ -284,6 +284,14 @@ impl Event {
         Event(r)
     }
 
+    /// This node, witnessing `peer`'s audit log, caught it forking or rolling back
+    /// (`how`), and cosigns nothing more of it.
+    pub fn witness_alarm(peer: &PartnerId, how: &str) -> Event {
+        let mut r = base(AuditEvent::WitnessAlarm, peer);
+        r.reason = how.to_owned();
+        Event(r)
+    }
+
     /// `auditor` asked the node `what`.
     pub fn auditor_query(auditor: &PartnerId, what: String) -> Event {
         let mut r = base(AuditEvent::AuditorQuery, auditor);

@@ -25,6 +25,7 @@ mod receipts;
 mod recount;
 mod run;
 mod view;
+mod witnessed;
 
 pub(super) use run::run_audit;
 
@@ -32,6 +33,7 @@ pub(super) use receipts::{receipts, ReceiptsArgs};
 pub(super) use recount::{recount, RecountArgs};
 pub(super) use view::record_json;
 use view::table_line;
+pub(super) use witnessed::Witnesses;
 
 /// Where the log is read from.
 pub(super) enum Source<'a> {
@@ -241,12 +243,21 @@ async fn gather(source: Source<'_>) -> anyhow::Result<Gathered> {
                 after = Some(records.len() as u64 - 1);
             }
             records.truncate(size as usize);
+            // The newest one a witness cosigned too, when there is one.
+            let mut checkpoints = vec![signed.note];
+            if let Ok(w) = client.witnessed_checkpoint().await {
+                match checkpoint::stated(&w.note)?.size {
+                    s if s == size => checkpoints = vec![w.note],
+                    s if s < size => checkpoints.insert(0, w.note),
+                    _ => {}
+                }
+            }
             client.close().await;
             Ok(Gathered {
                 node_id,
                 key,
                 records,
-                checkpoints: vec![signed.note],
+                checkpoints,
             })
         }
         Source::DataDir(dir) => {
@@ -333,12 +344,35 @@ pub(super) struct VerifyArgs<'a> {
 }
 
 /// `renkei audit verify`: checks, then says so in sentences (or one JSON line).
-pub(super) fn verify(args: VerifyArgs<'_>, as_json: bool) -> anyhow::Result<()> {
+pub(super) fn verify(
+    witnesses: Witnesses,
+    args: VerifyArgs<'_>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let self_signed_ok = args.self_signed_ok;
-    let v = check(args)?;
+    let (v, parsed) = check_export(args)?;
+    let witnessed = match witnesses.asked() {
+        true => Some(witnesses.newest(&parsed.checkpoints, &v.summary.node_id, &v.key)?),
+        false => None,
+    };
     match as_json {
-        true => emitln!("{}", v.to_json()),
-        false => emitln!("{}", v.describe()),
+        true => {
+            let mut j = v.to_json();
+            if let Some(w) = &witnessed {
+                j["witnessed"] = json!({"size": w.size, "by": w.by});
+            }
+            emitln!("{j}")
+        }
+        false => {
+            emitln!("{}", v.describe());
+            if let Some(w) = &witnessed {
+                emitln!(
+                    "  witnessed             up to {} records, cosigned by {}",
+                    w.size,
+                    w.by.join(", ")
+                );
+            }
+        }
     }
     if !v.anchored {
         let what = "this proves the log internally consistent only: a log re-signed with another key would pass too. Pass --key (the node's checkpoint key as you know it, e.g. from its card) or --trusted-checkpoint (one you kept)";
@@ -457,7 +491,20 @@ pub(super) fn check_export(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, exp
     Ok((verdict, parsed))
 }
 
-pub(super) async fn checkpoint(source: Source<'_>) -> anyhow::Result<()> {
+pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> anyhow::Result<()> {
+    if witnesses.asked() {
+        let parsed = export::parse(Bytes::from(export_bytes(gather(source).await?)?))?;
+        let key = export::header_key(&parsed.header)?;
+        let summary = export::verify(&parsed, &key, None)?;
+        let w = witnesses.newest(&parsed.checkpoints, &summary.node_id, &key)?;
+        print!("{}", w.note);
+        eprintln!(
+            "renkei: the checkpoint of {} records is cosigned by {}",
+            w.size,
+            w.by.join(", ")
+        );
+        return Ok(());
+    }
     let note = match source {
         Source::Node(config) => {
             let client = connect(config).await?;

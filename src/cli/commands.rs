@@ -262,6 +262,14 @@ pub(super) enum AuditCommand {
         /// internally consistent (checked with the key it names itself).
         #[arg(long)]
         self_signed_ok: bool,
+        /// A witness you trust, whose cosignatures count: its vkey
+        /// (NAME+KEYID+BASE64) or a peer node's ID=ed25519:<base64> (repeatable).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the witnesses must have cosigned a checkpoint of the log (1 when
+        /// any --witness is given).
+        #[arg(long)]
+        min_witnesses: Option<usize>,
         /// Print one JSON line instead of sentences.
         #[arg(long)]
         json: bool,
@@ -304,10 +312,17 @@ pub(super) enum AuditCommand {
         #[arg(long)]
         seq: u64,
     },
-    /// Print the latest signed checkpoint (a running node signs a fresh one).
+    /// Print the latest signed checkpoint (a running node signs a fresh one); with
+    /// --witness, the newest one enough of those witnesses cosigned.
     Checkpoint {
         #[command(flatten)]
         source: LogSource,
+        /// A witness you trust (repeatable): its vkey or a peer node's ID=ed25519:<base64>.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of them must have cosigned it (1 when any --witness is given).
+        #[arg(long)]
+        min_witnesses: Option<usize>,
     },
     /// Who signed for a bulletin: its signed receipts on the log, each verified again
     /// with the keys given, and who acknowledged it unsigned; or, with --verify, check

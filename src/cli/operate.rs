@@ -115,6 +115,19 @@ fn status_text(s: &operator::NodeStatus) -> String {
                 out += &format!(", the last: {why}");
             }
         }
+        if let Some(why) = &l.witness_alarm {
+            out += &format!(
+                "\n  WITNESS ALARM: {}'s audit log {why}; this node cosigns nothing more of it",
+                l.peer
+            );
+        }
+        let witnessed = l
+            .witnessed
+            .map_or("nothing yet".to_owned(), |s| format!("up to {s} records"));
+        out += &format!(
+            "\n  witnessing: {} cosigned this node's log up to {} records; this node cosigned {}'s {witnessed}",
+            l.peer, l.cosigned_by_peer, l.peer
+        );
         if l.refused_kept > 0 {
             out += &format!(
                 "\n  refused deliveries kept, offered again when either node's configuration changes: {}",

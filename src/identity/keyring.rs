@@ -127,6 +127,14 @@ impl Keyring {
         self.revoked.contains(key)
     }
 
+    /// The keys of `partner` not revoked (valid at some time or other).
+    pub fn keys_of(&self, partner: &PartnerId) -> Vec<PublicKey> {
+        let keys = self.keys.iter().filter(|((p, _), _)| p == partner);
+        keys.map(|(_, reg)| reg.key)
+            .filter(|k| !self.revoked.contains(k))
+            .collect()
+    }
+
     /// Whether any key of `partner` is configured (revoked or not, valid or not).
     pub fn knows(&self, partner: &PartnerId) -> bool {
         self.keys.keys().any(|(p, _)| p == partner)

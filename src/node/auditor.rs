@@ -33,6 +33,7 @@ fn request_text(frame: &Client) -> String {
             Ok(q) => q.to_string(),
             Err(e) => format!("audit query (invalid: {e})"),
         },
+        Client::CheckpointRequest(r) if r.witnessed => "latest witnessed checkpoint".into(),
         Client::CheckpointRequest(_) => "latest checkpoint".into(),
         Client::InclusionRequest(r) => {
             format!(
@@ -70,6 +71,7 @@ pub(super) async fn answer(
         return refuse(&mut send, Refusal::Internal(why), &shared.book.frames).await;
     }
     let answer = match frame {
+        Client::CheckpointRequest(r) if r.witnessed => witnessed(shared).await,
         Client::CheckpointRequest(_) => checkpoint(shared).await,
         other => {
             // The query is recorded before it runs; a fresh checkpoint first, if a proof
@@ -155,6 +157,35 @@ async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
         .map_err(|e| Refusal::Internal(e.to_string()))?;
     let Some((_, note)) = latest else {
         return Err(Refusal::Invalid("the audit log is empty".into()));
+    };
+    Ok(Server::Checkpoint(proto::SignedCheckpoint {
+        note,
+        public_key: Bytes::copy_from_slice(shared.storage.audit_key.as_bytes()),
+    }))
+}
+
+/// The newest stored checkpoint that carries a cosignature besides the node's own
+/// signature.
+async fn witnessed(shared: &Shared) -> Result<Server, Refusal> {
+    let store = shared.storage.store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let cosigned =
+            |note: &String| note.lines().filter(|l| l.starts_with('\u{2014}')).count() > 1;
+        for c in store.audit().checkpoints().rev() {
+            let (_, note) = c?;
+            if cosigned(&note) {
+                return Ok(Some(note));
+            }
+        }
+        Ok::<_, crate::store::StoreError>(None)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    let Some(note) = found else {
+        return Err(Refusal::Invalid(
+            "no checkpoint carries a witness's cosignature yet".into(),
+        ));
     };
     Ok(Server::Checkpoint(proto::SignedCheckpoint {
         note,

@@ -448,6 +448,7 @@ async fn serve_opening(
         Opening::Subscribe(s) => deliver::run(s, send, recv, shared, partner).await,
         Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
         Opening::PassReceipts(p) => link::take_receipts(p, send, &shared, &partner).await,
+        Opening::Witness(w) => link::witness(w, send, &shared, &partner).await,
         Opening::NotPermitted(msg) => not_permitted(&shared, &partner, &mut send, &msg).await,
         Opening::Refused(code, msg) => {
             transport::send_error(&mut send, code, msg, &shared.book.frames).await

@@ -18,6 +18,8 @@ pub(super) enum Opening {
     Auditor(Frame),
     /// A peer node passing back receipts.
     PassReceipts(proto::PassReceipts),
+    /// A peer node asking this node to witness its audit log.
+    Witness(proto::WitnessRequest),
     /// Refused: the partner's role does not allow it (recorded as a refusal).
     NotPermitted(String),
     /// Refused: not a frame a stream may open with.
@@ -54,6 +56,10 @@ pub(super) fn opening(frame: Option<Frame>, role: Role, partner: &PartnerId) -> 
             )),
         },
         Some(Frame::PassReceipts(p)) if role == Role::Relay => Opening::PassReceipts(p),
+        Some(Frame::WitnessRequest(w)) if role == Role::Relay => Opening::Witness(w),
+        Some(Frame::WitnessRequest(_)) => Opening::NotPermitted(format!(
+            "only peer nodes ask to be witnessed; {partner} is a {role}"
+        )),
         Some(Frame::PassReceipts(_)) => Opening::NotPermitted(format!(
             "only peer nodes pass receipts back; {partner} is a {role}"
         )),

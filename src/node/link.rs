@@ -29,6 +29,7 @@ mod pull;
 mod receipts;
 mod report;
 pub(crate) mod rules;
+mod witness;
 
 pub(crate) use book::{Adoption, LinkBook};
 pub(crate) use pull::pull;
@@ -36,6 +37,7 @@ pub(crate) use receipts::take_receipts;
 pub(crate) use report::report;
 pub use report::{LinkReport, NodeStatus, QueueReport};
 use rules::Dialler;
+pub(crate) use witness::witness;
 
 /// Whether the peer still serves `conn`: it answers a Hello on it within three round
 /// trips (at least a second). A peer that restarted or lost the path does not.

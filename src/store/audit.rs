@@ -480,6 +480,23 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
     [BY_PARTNER, partner.as_bytes(), b"\0"].concat()
 }
 
+/// Adds the cosignature `line` to the signed checkpoint of size `size` in `tree` (a
+/// witness's, replacing its earlier one); false if there is no checkpoint at that size.
+pub(super) fn add_cosignature(
+    tree: &sled::Tree,
+    size: u64,
+    line: &str,
+) -> Result<bool, StoreError> {
+    let key = seq_key(CHECKPOINTS, size);
+    let Some(note) = tree.get(&key)? else {
+        return Ok(false);
+    };
+    let note = std::str::from_utf8(&note).map_err(|e| corrupt(&key, e.to_string()))?;
+    let cosigned = crate::audit::witness::with_cosignature(note, line);
+    tree.insert(key, cosigned.as_bytes())?;
+    Ok(true)
+}
+
 /// Calls `post` with each index term (key prefix) a record is filed under: its partner,
 /// every partner an accepted bulletin was decided for, its bulletin id (an ack's, those
 /// of its receipts) and its event.

@@ -39,8 +39,11 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             key,
             trusted_checkpoint,
             self_signed_ok,
+            witnesses,
+            min_witnesses,
             json,
         } => audit::verify(
+            audit::Witnesses::parse(&witnesses, min_witnesses)?,
             audit::VerifyArgs {
                 file: file.as_deref(),
                 data_dir: data_dir.as_deref(),
@@ -78,7 +81,14 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             format,
         }),
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
-        AuditCommand::Checkpoint { source: s } => block_on(audit::checkpoint(source(&s)?)),
+        AuditCommand::Checkpoint {
+            source: s,
+            witnesses,
+            min_witnesses,
+        } => {
+            let witnesses = audit::Witnesses::parse(&witnesses, min_witnesses)?;
+            block_on(audit::checkpoint(source(&s)?, &witnesses))
+        }
         AuditCommand::Receipts {
             config,
             data_dir,

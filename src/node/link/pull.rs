@@ -51,6 +51,8 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
     let _asking = AbortOnDrop(asking);
     let passing = super::receipts::pass_back(conn.clone(), shared.clone(), peer.clone());
     let _passing = AbortOnDrop(tokio::spawn(passing));
+    let witnessed = super::witness::get_witnessed(conn.clone(), shared.clone(), peer.clone());
+    let _witnessed = AbortOnDrop(tokio::spawn(witnessed));
     let mut pause = RESUBSCRIBE;
     loop {
         let acked_before = shared.links.acked(&peer);

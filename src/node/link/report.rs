@@ -48,6 +48,16 @@ pub struct LinkReport {
     /// changes (an origin or key the peer did not know).
     #[serde(default)]
     pub refused_kept: u64,
+    /// The size of this node's audit log the peer last cosigned as its witness (0:
+    /// none yet).
+    #[serde(default)]
+    pub cosigned_by_peer: u64,
+    /// The size of the peer's audit log this node last cosigned, if any.
+    #[serde(default)]
+    pub witnessed: Option<u64>,
+    /// Why this node stopped cosigning the peer's log: a fork or rollback it caught.
+    #[serde(default)]
+    pub witness_alarm: Option<String>,
     /// This node's queue towards the peer.
     pub to_peer: QueueReport,
     /// The peer's queue towards this node, as the peer says (while the link is up).
@@ -93,6 +103,7 @@ async fn refused_kept(shared: &Shared, peer: &crate::identity::PartnerId) -> u64
 pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
     refresh_all(shared).await;
     let mut links = Vec::new();
+    let store = &shared.storage.store;
     for l in shared.links.statuses() {
         let to = crate::node::admin::queue_of(shared, &l.peer).await;
         let kept = refused_kept(shared, &l.peer).await;
@@ -108,6 +119,14 @@ pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
             refused_by_peer: l.refused_by_peer.0,
             last_refusal: l.refused_by_peer.1,
             refused_kept: kept,
+            cosigned_by_peer: store.cosigned_by(&l.peer).unwrap_or(0),
+            witnessed: store
+                .witnessed(&l.peer)
+                .ok()
+                .flatten()
+                .and_then(|t| crate::audit::checkpoint::stated(&t).ok())
+                .map(|v| v.size),
+            witness_alarm: store.witness_alarm(&l.peer).ok().flatten(),
             to_peer: QueueReport {
                 depth: to.depth,
                 oldest_ms: to.oldest_age_ms,

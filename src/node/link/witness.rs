@@ -1,0 +1,266 @@
+//! Peer nodes witness each other's audit logs (proto/README.md §8.5). As a witness
+//! ([`witness`]) a node cosigns a peer's checkpoint only if it is signed by the peer's
+//! key and consistent with the last one it cosigned (`audit::witness::judge`), keeps
+//! that checkpoint durably, and on a fork or a rollback records the alarm and cosigns
+//! nothing more of that log. As a log ([`get_witnessed`]) a node sends each new
+//! checkpoint to every peer with a consistency proof from the size the peer last
+//! cosigned, and keeps the cosignatures on its own checkpoints.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::audit::checkpoint::{self, log_origin, Verified};
+use crate::audit::merkle::TreeHash;
+use crate::audit::record::Event;
+use crate::audit::witness::{self, Judgement, WitnessKey};
+use crate::identity::PartnerId;
+use crate::node::Shared;
+use crate::proto::{self, ErrorCode};
+use crate::store::StoreError;
+use crate::timestamp::Timestamp;
+use crate::transport;
+
+/// How often a node looks for a checkpoint its peers have not cosigned, and at most how
+/// long it waits after a peer refused or could not answer.
+const ASK_EVERY: Duration = Duration::from_secs(2);
+const ASK_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
+/// How long a witness may take to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// One witness decision at a time: judging and keeping the latest checkpoint are one
+/// step, so two requests of one log cannot both pass against the same old checkpoint.
+static JUDGING: Mutex<()> = Mutex::new(());
+
+/// What this node, as a witness, answers.
+enum Answer {
+    Cosigned(String),
+    Conflict(u64),
+    Refused(String),
+}
+
+/// Answers a peer's request to witness its log.
+pub(crate) async fn witness(
+    req: proto::WitnessRequest,
+    mut send: quinn::SendStream,
+    shared: &Shared,
+    peer: &PartnerId,
+) {
+    let frames = &shared.book.frames;
+    let answer = match judged(shared, peer, &req, Timestamp::now()) {
+        Ok((answer, alarm)) => {
+            if let Some(event) = alarm {
+                shared.record(event).await;
+            }
+            answer
+        }
+        Err(e) => {
+            let why = format!("the witness could not read its store: {e}");
+            return transport::send_error(&mut send, ErrorCode::Internal, why, frames).await;
+        }
+    };
+    let mut out = proto::WitnessAnswer::default();
+    match answer {
+        Answer::Cosigned(line) => out.cosignature = line,
+        Answer::Conflict(size) => out.conflict_size = Some(size),
+        Answer::Refused(why) => out.refused = why,
+    }
+    let frame = proto::ServerFrame {
+        frame: Some(proto::server_frame::Frame::WitnessAnswer(out)),
+    };
+    let _ = transport::write_frame(&mut send, &frame, frames).await;
+    let _ = send.finish();
+}
+
+/// The witness's decision on `req`, kept: a cosigned checkpoint is stored before the
+/// cosignature leaves, a caught fork is stored before the refusal does, with the
+/// record of the alarm to write.
+fn judged(
+    shared: &Shared,
+    peer: &PartnerId,
+    req: &proto::WitnessRequest,
+    now: Timestamp,
+) -> Result<(Answer, Option<Event>), StoreError> {
+    let store = &shared.storage.store;
+    let _one = JUDGING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(why) = store.witness_alarm(peer)? {
+        return Ok((Answer::Refused(format!(
+            "this node caught {peer}'s audit log forking or rolling back ({why}) and cosigns nothing more of it"
+        )), None));
+    }
+    let Some(new) = signed_by(shared, peer, &req.checkpoint) else {
+        let why = format!("the checkpoint is not signed by {peer}'s key for its log");
+        return Ok((Answer::Refused(why), None));
+    };
+    let Some(proof) = hashes(&req.proof) else {
+        return Ok((Answer::Refused("a proof hash is not 32 bytes".into()), None));
+    };
+    let latest = store.witnessed(peer)?;
+    let latest = latest.and_then(|t| checkpoint::stated(&t).ok());
+    match witness::judge(latest, req.old_size, new, &proof) {
+        Judgement::Cosign => {
+            store.set_witnessed(peer, &req.checkpoint)?;
+            let name = witness::witness_name(shared.node_id.as_str());
+            let time = now.unix_ms() / 1000;
+            let answer = match witness::cosign(&req.checkpoint, &name, &shared.node_key, time) {
+                Ok(line) => Answer::Cosigned(line),
+                Err(e) => Answer::Refused(e.to_string()),
+            };
+            Ok((answer, None))
+        }
+        Judgement::Conflict(size) => Ok((Answer::Conflict(size), None)),
+        Judgement::Fork(how) => {
+            tracing::error!(%peer, %how, "a peer's audit log forked or rolled back: no more cosignatures for it");
+            store.set_witness_alarm(peer, &how)?;
+            let refused = Answer::Refused(format!("{peer}'s audit log {how}"));
+            Ok((refused, Some(Event::witness_alarm(peer, &how))))
+        }
+    }
+}
+
+/// The checkpoint's size and root if a key of `peer` in force signed it for its log.
+fn signed_by(shared: &Shared, peer: &PartnerId, text: &str) -> Option<Verified> {
+    let rules = shared.rules_in_force();
+    let origin = log_origin(peer.as_str());
+    rules.keyring.keys_of(peer).iter().find_map(|k| {
+        let key = k.verifying_key();
+        checkpoint::verify(text, &origin, key).ok()
+    })
+}
+
+fn hashes(proof: &[bytes::Bytes]) -> Option<Vec<TreeHash>> {
+    proof
+        .iter()
+        .map(|h| <[u8; 32]>::try_from(&h[..]).ok().map(TreeHash))
+        .collect()
+}
+
+/// Asks `peer`, over `conn`, to cosign each new checkpoint of this node's log, until
+/// the link ends or the node stops; after a refusal (or a peer that does not speak
+/// WitnessRequest), waits longer each time.
+pub(crate) async fn get_witnessed(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+    let mut stop = shared.shutdown.clone();
+    let mut wait = ASK_EVERY;
+    loop {
+        match ask_once(&conn, &shared, &peer).await {
+            Ok(()) => wait = ASK_EVERY,
+            Err(why) => {
+                tracing::warn!(%peer, %why, "the peer did not cosign this node's checkpoint");
+                wait = (wait * 2).min(ASK_BACKOFF_AT_MOST);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+            _ = conn.closed() => return,
+        }
+    }
+}
+
+/// Sends the newest checkpoint if `peer` has not cosigned it; follows one conflict
+/// (the peer names the size it last cosigned).
+async fn ask_once(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    peer: &PartnerId,
+) -> Result<(), String> {
+    let store = &shared.storage.store;
+    let Some((size, text)) = store
+        .audit()
+        .latest_checkpoint()
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let mut old = store.cosigned_by(peer).map_err(|e| e.to_string())?;
+    if old == size {
+        return Ok(());
+    }
+    for _ in 0..2 {
+        let proof = match old > 0 && old < size {
+            true => store
+                .audit()
+                .prove_consistency(size, old)
+                .map_err(|e| e.to_string())?,
+            false => Vec::new(),
+        };
+        match ask(conn, shared, &text, old, proof).await? {
+            proto::WitnessAnswer {
+                conflict_size: Some(theirs),
+                ..
+            } => old = theirs,
+            a if !a.cosignature.is_empty() => {
+                return keep(shared, peer, size, &text, &a.cosignature)
+            }
+            a => return Err(format!("refused: {}", a.refused)),
+        }
+    }
+    Err("the peer named another size twice".into())
+}
+
+/// Sends one WitnessRequest and reads the answer.
+async fn ask(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    checkpoint: &str,
+    old_size: u64,
+    proof: Vec<TreeHash>,
+) -> Result<proto::WitnessAnswer, String> {
+    let frames = &shared.book.frames;
+    let (mut out, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let request = proto::WitnessRequest {
+        checkpoint: checkpoint.to_owned(),
+        old_size,
+        proof: proof
+            .iter()
+            .map(|h| bytes::Bytes::copy_from_slice(&h.0))
+            .collect(),
+    };
+    let frame = proto::ClientFrame {
+        frame: Some(proto::client_frame::Frame::WitnessRequest(request)),
+    };
+    transport::write_frame(&mut out, &frame, frames)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = out.finish();
+    let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+    let answer = tokio::time::timeout(ANSWER_WITHIN, recv.next::<proto::ServerFrame>()).await;
+    match answer {
+        Ok(Ok(Some(proto::ServerFrame {
+            frame: Some(proto::server_frame::Frame::WitnessAnswer(a)),
+        }))) => Ok(a),
+        Ok(Ok(other)) => Err(format!("the peer answered {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {ANSWER_WITHIN:?}")),
+    }
+}
+
+/// Checks `line` is `peer`'s cosignature of the checkpoint and keeps it on it.
+fn keep(
+    shared: &Shared,
+    peer: &PartnerId,
+    size: u64,
+    text: &str,
+    line: &str,
+) -> Result<(), String> {
+    let cosigned = witness::with_cosignature(text, line);
+    let log = (
+        log_origin(shared.node_id.as_str()),
+        shared.node_key.verifying_key(),
+    );
+    let rules = shared.rules_in_force();
+    let verifies = rules.keyring.keys_of(peer).iter().any(|k| {
+        let w = WitnessKey {
+            name: witness::witness_name(peer.as_str()),
+            key: *k.verifying_key(),
+        };
+        witness::verify_cosignature(&cosigned, (&log.0, &log.1), &w).is_ok()
+    });
+    if !verifies {
+        return Err("its cosignature does not verify with its key".into());
+    }
+    let store = &shared.storage.store;
+    store
+        .add_cosignature(size, line)
+        .and_then(|_| store.set_cosigned_by(peer, size))
+        .map_err(|e| e.to_string())
+}
