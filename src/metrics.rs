@@ -317,6 +317,7 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
         AuditEvent::LinkUp => one(partner, "link_up".into(), 1),
         AuditEvent::LinkDown => one(partner, "link_down".into(), 1),
         AuditEvent::ConfigLoaded
+        | AuditEvent::AuditKeyRotated
         | AuditEvent::KeyRevoked
         | AuditEvent::Operator
         | AuditEvent::Unspecified => {}

@@ -96,15 +96,29 @@ impl CheckpointSigner {
 
     /// The signed checkpoint text for a tree of `size` records with `root`.
     pub fn sign(&self, size: u64, root: TreeHash) -> Result<String, CheckpointError> {
-        let body = Checkpoint::new(&self.origin, size, root.into(), "")
-            .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-        let mut note = Note::new(&body.to_bytes(), &[])
-            .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-        note.add_sigs(&[self])
-            .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
-        String::from_utf8(note.to_bytes()).map_err(|e| CheckpointError::Malformed(e.to_string()))
+        sign_by(&[self], size, root)
     }
 }
+
+/// The checkpoint of `size` records with `root` signed by every one of `signers` (all
+/// of one log): at a key rotation, the old key and the new sign the same checkpoint.
+pub fn sign_by(
+    signers: &[&CheckpointSigner],
+    size: u64,
+    root: TreeHash,
+) -> Result<String, CheckpointError> {
+    let origin = signers.first().map_or("", |s| s.origin.as_str());
+    let body = Checkpoint::new(origin, size, root.into(), "")
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    let mut note =
+        Note::new(&body.to_bytes(), &[]).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    let signers: Vec<&dyn Signer> = signers.iter().map(|s| *s as &dyn Signer).collect();
+    note.add_sigs(&signers)
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    String::from_utf8(note.to_bytes()).map_err(|e| CheckpointError::Malformed(e.to_string()))
+}
+
+impl CheckpointSigner {}
 
 impl Signer for CheckpointSigner {
     fn name(&self) -> &str {

@@ -29,6 +29,17 @@ pub enum VerifyError {
     /// The file is not an export, or is cut short.
     #[error("not a renkei audit export: {0}")]
     Format(String),
+    /// A key rotation record that does not hold.
+    #[error(transparent)]
+    Rotation(#[from] super::rotation::RotationError),
+    /// The chain of keys from the key trusted does not end at the key the export names.
+    #[error("the export is signed by another key than --key: the chain of checkpoint keys from the key given ends at {ends}, the export names {named}; it is not this node's log")]
+    KeyChain {
+        /// Where the chain ends.
+        ends: String,
+        /// The key the header names.
+        named: String,
+    },
     /// A record does not decode.
     #[error("record at position {position} does not decode: {why}")]
     Undecodable {
@@ -216,9 +227,23 @@ pub fn header_key(header: &proto::ExportHeader) -> Result<VerifyingKey, VerifyEr
         .map_err(|e| VerifyError::Format(format!("the header's public key: {e}")))
 }
 
+/// The key a verifier given none starts from: the one the log's first key rotation
+/// rotates from, or the key its header names.
+pub fn starting_key(export: &Export) -> Result<VerifyingKey, VerifyError> {
+    for bytes in &export.records {
+        let r = proto::AuditRecord::decode(bytes.clone())
+            .map_err(|e| VerifyError::Format(e.to_string()))?;
+        if let Some(k) = super::rotation::first_key(std::slice::from_ref(&r)) {
+            return Ok(k);
+        }
+    }
+    header_key(&export.header)
+}
+
 /// Recomputes the whole tree from the records alone and checks every checkpoint with
-/// `key`, that together they cover every record, then (if given) consistency with a
-/// checkpoint the auditor kept.
+/// the key in force at its size, following the log's key rotations from `key` (the
+/// chain must end at the key the header names), that together they cover every
+/// record, then (if given) consistency with a checkpoint the auditor kept.
 pub fn verify(
     export: &Export,
     key: &VerifyingKey,
@@ -228,7 +253,8 @@ pub fn verify(
 }
 
 /// [`verify`] against every checkpoint in `trusted` (ones auditors kept): each must be
-/// signed by `key` and be a prefix of the log. `Summary::trusted` is the largest.
+/// signed by the key in force at its size and be a prefix of the log.
+/// `Summary::trusted` is the largest.
 pub fn verify_against(
     export: &Export,
     key: &VerifyingKey,
@@ -242,6 +268,7 @@ pub fn verify_against(
         });
     }
     let mut tree = MemoryTree::new();
+    let mut chain = super::rotation::KeyChain::new(&h.origin, *key);
     let mut last_time = 0;
     for (position, bytes) in (0u64..).zip(&export.records) {
         let r =
@@ -259,6 +286,9 @@ pub fn verify_against(
             return Err(VerifyError::TimeReversed { seq: r.seq });
         }
         last_time = r.time_unix_ms;
+        if let Some(rotation) = &r.key_rotation {
+            chain.follow(r.seq, rotation)?;
+        }
         tree.push(bytes)?;
     }
     let records = tree.size();
@@ -275,7 +305,9 @@ pub fn verify_against(
     }
     let mut covered = 0;
     for (index, note) in export.checkpoints.iter().enumerate() {
-        let c = checkpoint::verify(note, &h.origin, key)
+        let stated =
+            checkpoint::stated(note).map_err(|why| VerifyError::BadCheckpoint { index, why })?;
+        let c = checkpoint::verify(note, &h.origin, chain.for_size(stated.size))
             .map_err(|why| VerifyError::BadCheckpoint { index, why })?;
         if c.size > records {
             return Err(VerifyError::Truncated {
@@ -293,6 +325,14 @@ pub fn verify_against(
         }
         covered = covered.max(c.size);
     }
+    // Checked after the checkpoints, which say where a wrong key first fails.
+    let named = header_key(h)?;
+    if *chain.current() != named {
+        return Err(VerifyError::KeyChain {
+            ends: hex::encode(chain.current().as_bytes()),
+            named: hex::encode(named.as_bytes()),
+        });
+    }
     if covered < records {
         return Err(VerifyError::Unsigned {
             from: covered,
@@ -301,7 +341,8 @@ pub fn verify_against(
     }
     let mut largest = None;
     for note in trusted {
-        let t = checkpoint::verify(note, &h.origin, key)
+        let stated = checkpoint::stated(note).map_err(|why| VerifyError::BadTrusted { why })?;
+        let t = checkpoint::verify(note, &h.origin, chain.for_size(stated.size))
             .map_err(|why| VerifyError::BadTrusted { why })?;
         if t.size > records {
             return Err(VerifyError::Rollback {

@@ -13,6 +13,7 @@ pub mod export;
 pub mod merkle;
 pub mod query;
 pub mod record;
+pub mod rotation;
 pub mod witness;
 
 pub use query::{Query, DEFAULT_PAGE, MAX_PAGE};

@@ -292,6 +292,18 @@ impl Event {
         Event(r)
     }
 
+    /// The log's checkpoint key changes after this record, as `rotation` states.
+    pub fn audit_key_rotated(node: &PartnerId, rotation: proto::KeyRotation) -> Event {
+        let mut r = base(AuditEvent::AuditKeyRotated, node);
+        r.reason = format!(
+            "checkpoint key {} replaced by {}",
+            hex::encode(&rotation.old_key),
+            hex::encode(&rotation.new_key)
+        );
+        r.key_rotation = Some(rotation);
+        Event(r)
+    }
+
     /// `auditor` asked the node `what`.
     pub fn auditor_query(auditor: &PartnerId, what: String) -> Event {
         let mut r = base(AuditEvent::AuditorQuery, auditor);

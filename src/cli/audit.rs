@@ -464,15 +464,21 @@ pub(super) fn check_export(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, exp
     let parsed = export::parse(Bytes::from(bytes))?;
     let named = export::header_key(&parsed.header)?;
     let pinned = key.is_some();
-    if let Some(k) = key {
-        if super::public_key_arg("--key", k)?.verifying_key() != &named {
-            bail!("the export is signed by another key than --key: it is not this node's log");
-        }
+    // With --key, the chain of checkpoint keys starts at it (and must end at the key
+    // the export names); without, where the log says it starts.
+    let logged = export::starting_key(&parsed)?;
+    let start = match key {
+        Some(k) => *super::public_key_arg("--key", k)?.verifying_key(),
+        None => logged,
+    };
+    // A log that never rotated its key is signed by the key it names, or is another's.
+    if start != named && logged == named {
+        bail!("the export is signed by another key than --key: it is not this node's log");
     }
     let trusted = trusted
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let summary = export::verify(&parsed, &named, trusted.as_deref())?;
+    let summary = export::verify(&parsed, &start, trusted.as_deref())?;
     // Without a key or checkpoint the auditor holds, a log re-signed with another key
     // passes every check above: it is consistent, not verified.
     let trust = match (pinned, trusted.is_some()) {
@@ -495,7 +501,7 @@ pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> any
     if witnesses.asked() {
         let parsed = export::parse(Bytes::from(export_bytes(gather(source).await?)?))?;
         let key = export::header_key(&parsed.header)?;
-        let summary = export::verify(&parsed, &key, None)?;
+        let summary = export::verify(&parsed, &export::starting_key(&parsed)?, None)?;
         let w = witnesses.newest(&parsed.checkpoints, &summary.node_id, &key)?;
         print!("{}", w.note);
         eprintln!(
@@ -521,6 +527,36 @@ pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> any
         }
     };
     print!("{note}");
+    Ok(())
+}
+
+/// `renkei audit rotate-key`: the stopped node's log moves to `new_key`.
+pub(super) fn rotate_key(data_dir: &Path, old_key: &Path, new_key: &Path) -> anyhow::Result<()> {
+    let read = |p: &Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
+        let pem = crate::files::read_text(p)?;
+        crate::identity::signing_key_from_pem(&pem).with_context(|| p.display().to_string())
+    };
+    let (old, new) = (read(old_key)?, read(new_key)?);
+    if old.verifying_key() == new.verifying_key() {
+        bail!("the new key is the old one");
+    }
+    let store = open_store(data_dir)?;
+    let (node, _) = store
+        .identity()?
+        .ok_or_else(|| anyhow::anyhow!("{} was never run as a node", data_dir.display()))?;
+    let origin = audit_origin(&node);
+    let old = checkpoint::CheckpointSigner::new(&origin, old)?;
+    let new = checkpoint::CheckpointSigner::new(&origin, new)?;
+    let size = store
+        .rotate_audit_key(&node, &old, &new, Timestamp::now())
+        .context("the log is not signed with --old-key, or could not be written")?;
+    store.flush()?;
+    let public = crate::identity::PublicKey::of(new.key());
+    emitln!("the audit log of {node} is signed with {public} from record {size} on; a checkpoint of {size} records carries both keys");
+    emitln!(
+        "next: name {} as node.signing_key and start the node; give partners its new card",
+        new_key.display()
+    );
     Ok(())
 }
 

@@ -324,6 +324,20 @@ pub(super) enum AuditCommand {
         #[arg(long)]
         min_witnesses: Option<usize>,
     },
+    /// Rotate a stopped node's audit (checkpoint) key: the log records the change,
+    /// signed by the old key and the new, and a checkpoint covering it is signed by
+    /// both. Then name the new key as node.signing_key and start the node.
+    RotateKey {
+        /// The stopped node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The key the log is signed with now (PKCS#8 PEM).
+        #[arg(long)]
+        old_key: PathBuf,
+        /// The key that signs it from now on (PKCS#8 PEM, e.g. from `renkei keygen`).
+        #[arg(long)]
+        new_key: PathBuf,
+    },
     /// Who signed for a bulletin: its signed receipts on the log, each verified again
     /// with the keys given, and who acknowledged it unsigned; or, with --verify, check
     /// a set of receipts written with --out, offline.

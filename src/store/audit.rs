@@ -399,7 +399,7 @@ impl AuditState {
     pub fn checkpoint(
         &self,
         tree: &sled::Tree,
-        signer: &CheckpointSigner,
+        signers: &[&CheckpointSigner],
         writes: &mut sled::Batch,
     ) -> Result<Option<(u64, TreeHash)>, StoreError> {
         if self.size == 0 || self.size == self.checkpointed {
@@ -418,8 +418,7 @@ impl AuditState {
             }
         }
         let root = self.root(tree, self.size)?;
-        let note = signer
-            .sign(self.size, root)
+        let note = crate::audit::checkpoint::sign_by(signers, self.size, root)
             .map_err(|e| corrupt(CHECKPOINTS, e.to_string()))?;
         writes.insert(seq_key(CHECKPOINTS, self.size), note.as_bytes());
         Ok(Some((self.size, root)))

@@ -13,6 +13,7 @@ use crate::common;
 
 mod access;
 mod history;
+mod rotation;
 mod verify;
 
 use std::fs;

@@ -89,6 +89,11 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             let witnesses = audit::Witnesses::parse(&witnesses, min_witnesses)?;
             block_on(audit::checkpoint(source(&s)?, &witnesses))
         }
+        AuditCommand::RotateKey {
+            data_dir,
+            old_key,
+            new_key,
+        } => audit::rotate_key(&data_dir, &old_key, &new_key),
         AuditCommand::Receipts {
             config,
             data_dir,
