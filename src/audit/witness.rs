@@ -186,6 +186,23 @@ pub fn verify_cosignature(
     Ok(time)
 }
 
+/// The cosignatures a checkpoint carries, as its lines state them (name and time), not
+/// verified: signature lines of a cosignature's shape (key id, time, signature).
+pub fn cosignatures(checkpoint: &str) -> Vec<(String, u64)> {
+    let Some((_, sigs)) = checkpoint.split_once("\n\n") else {
+        return Vec::new();
+    };
+    sigs.lines()
+        .filter_map(|l| {
+            let mut parts = l.strip_prefix("\u{2014} ")?.split(' ');
+            let (name, b64) = (parts.next()?, parts.next()?);
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            let time = raw.get(4..12)?.try_into().ok().map(u64::from_be_bytes)?;
+            (raw.len() == 4 + 8 + 64).then(|| (name.to_owned(), time))
+        })
+        .collect()
+}
+
 /// What a witness does with a log's checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Judgement {

@@ -70,6 +70,11 @@ fn a_cosignature_verifies_with_its_witness_key_and_no_other() {
         verify_cosignature(&twice, (&log.0, &log.1), &w),
         Ok(1_790_000_100)
     );
+    assert_eq!(
+        cosignatures(&twice),
+        [(name.clone(), 1_790_000_100)],
+        "the log's own signature is not one"
+    );
 }
 
 #[test]

@@ -412,6 +412,7 @@ pub(super) async fn checkpoint(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
         escape(note),
         escape(seq.unwrap_or("")),
     );
+    body += &witnessed_html(d).await;
     if let Some(proof) = proof {
         body += &match crate::cli::audit::proof_json(&d.node, &key, &proof) {
             Ok(v) => proof_html(&v),
@@ -425,6 +426,30 @@ pub(super) async fn checkpoint(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
         title: "Signed checkpoint".into(),
         body,
     })
+}
+
+/// The newest checkpoint peer nodes cosigned, with each cosignature as it states itself
+/// (an auditor checks them with the witnesses' keys: `renkei audit verify --witness`).
+async fn witnessed_html(d: &Dash) -> String {
+    let Ok(w) = d.ask(async |c| c.witnessed_checkpoint().await).await else {
+        return "<p id=\"witnessed\">No checkpoint of this log carries a witness's cosignature yet.</p>".into();
+    };
+    let size = crate::audit::checkpoint::stated(&w.note).map_or(0, |v| v.size);
+    let items: String = crate::audit::witness::cosignatures(&w.note)
+        .iter()
+        .map(|(name, time)| {
+            let at = crate::timestamp::Timestamp::from_unix_ms(time.saturating_mul(1000));
+            format!(
+                "<li><code>{}</code> at {}</li>",
+                escape(name),
+                escape(&at.to_string())
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Witnessed</h2><p id=\"witnessed\">The newest checkpoint peer nodes cosigned covers <strong>{size}</strong> records; \
+         check the cosignatures with <code>renkei audit verify --witness</code>:</p><ul id=\"cosignatures\">{items}</ul>"
+    )
 }
 
 fn proof_html(v: &Value) -> String {
