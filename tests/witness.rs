@@ -112,6 +112,15 @@ async fn a_peer_cosigns_each_checkpoint_and_an_auditor_checks_it() {
         "{}",
         ok.stdout
     );
+    // The metrics report names the newest checkpoint a witness cosigned.
+    let args = ["metrics", "--config", &config, "--format", "json"];
+    let report: serde_json::Value =
+        serde_json::from_str(&renkei_ok(&mesh.dir, &args).stdout).unwrap();
+    let witnessed = &report["computed_from"]["witnessed"];
+    assert_eq!(
+        witnessed["by"][0], "renkei/nato-ccdcoe/witness",
+        "{witnessed}"
+    );
     // Tokyo's own desk is no witness of its log.
     let desk = format!("jp-cdc={}", mesh.public("jp-cdc"));
     let two = ["--witness", &desk, "--min-witnesses", "2"];
