@@ -33,7 +33,6 @@ use std::path::Path;
 
 use prost::Message as _;
 
-use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::record::Event;
 use crate::bulletin::{BulletinId, Digest};
 use crate::identity::PartnerId;
@@ -41,8 +40,10 @@ use crate::proto;
 
 pub mod audit;
 pub mod backup;
+mod checkpoints;
 mod commit;
 mod lock;
+mod peers;
 mod queue;
 mod refused;
 mod values;
@@ -65,14 +66,6 @@ const AUDIT_KEY: &[u8] = b"m/audit_key";
 /// The partners of the configuration last put in force, one id per line: a partner
 /// missing from the next one had its queue withdrawn.
 const ROSTER: &[u8] = b"m/roster";
-/// Per peer: the audit seq through which receipts were passed back to it.
-const PASSED: &[u8] = b"m/passed/";
-/// Per peer: the size of this node's log it last cosigned.
-const COSIGNED: &[u8] = b"m/cosigned/";
-/// Per peer whose log this node witnesses: the latest checkpoint it cosigned.
-const WITNESSED: &[u8] = b"m/witnessed/";
-/// Per peer: why this node stopped cosigning its log (a fork or a rollback caught).
-const ALARM: &[u8] = b"m/alarm/";
 const SEGMENT: &[u8] = b"s/";
 pub(crate) const DEDUPE: &[u8] = b"d/";
 const CURSOR: &[u8] = b"c/";
@@ -455,52 +448,6 @@ impl Store {
         }
     }
 
-    /// Signs a checkpoint of the audit log if it grew since the last one, and flushes.
-    /// Returns the size it covers, or `None` if there was nothing new to sign.
-    pub fn sign_checkpoint(&self, signer: &CheckpointSigner) -> Result<Option<u64>, StoreError> {
-        self.sign_checkpoint_by(&[signer])
-    }
-
-    /// [`Store::sign_checkpoint`] with every one of `signers` (a key rotation's old and
-    /// new keys).
-    fn sign_checkpoint_by(&self, signers: &[&CheckpointSigner]) -> Result<Option<u64>, StoreError> {
-        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let mut writes = sled::Batch::default();
-        let Some((size, root)) = log.checkpoint(&self.state, signers, &mut writes)? else {
-            return Ok(None);
-        };
-        self.state.apply_batch(writes)?;
-        log.checkpointed = size;
-        log.signed_root = Some(root);
-        self.flush_durably()?;
-        Ok(Some(size))
-    }
-
-    /// Rotates the audit log's checkpoint key from `old` to `new` (a stopped node's
-    /// store): records the statement signed by both, signs a checkpoint covering it
-    /// with both, and names `new` as the log's key. The log's latest checkpoint must be
-    /// `old`'s. Returns the size of that checkpoint.
-    pub fn rotate_audit_key(
-        &self,
-        node: &PartnerId,
-        old: &CheckpointSigner,
-        new: &CheckpointSigner,
-        now: crate::timestamp::Timestamp,
-    ) -> Result<u64, StoreError> {
-        let origin = crate::audit::checkpoint::log_origin(node.as_str());
-        self.audit()
-            .check_checkpoint(&origin, &old.verifying_key())?;
-        let at = self.audit_progress().0;
-        let rotation = crate::audit::rotation::rotate(&origin, at, old.key(), new.key());
-        let event = crate::audit::record::Event::audit_key_rotated(node, rotation);
-        self.commit(vec![Entry::Event(Some(event), None)], now)?;
-        let size = self
-            .sign_checkpoint_by(&[old, new])?
-            .ok_or_else(|| corrupt(b"p/", "the rotation was not recorded"))?;
-        self.set_identity(node, &new.verifying_key())?;
-        Ok(size)
-    }
-
     /// Records in the audit log, and how many the last checkpoint covers.
     pub fn audit_progress(&self) -> (u64, u64) {
         let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
@@ -555,93 +502,6 @@ impl Store {
         self.state.insert(ROSTER, text.join("\n").as_bytes())?;
         self.flush_durably()?;
         Ok(())
-    }
-
-    /// The audit record seq through which the receipts `peer` is owed were passed back
-    /// to it (0 when none were).
-    pub fn receipts_passed(&self, peer: &PartnerId) -> Result<u64, StoreError> {
-        let key = [PASSED, peer.as_str().as_bytes()].concat();
-        match self.state.get(&key)? {
-            Some(v) => be_u64(&key, &v),
-            None => Ok(0),
-        }
-    }
-
-    /// Records, durably, that the receipts `peer` is owed through audit seq `through`
-    /// were passed back to it (and taken).
-    pub fn set_receipts_passed(&self, peer: &PartnerId, through: u64) -> Result<(), StoreError> {
-        let key = [PASSED, peer.as_str().as_bytes()].concat();
-        self.state.insert(key, &through.to_be_bytes())?;
-        self.flush_durably()?;
-        Ok(())
-    }
-
-    /// Adds a witness's cosignature line to this node's checkpoint of size `size`,
-    /// durably; false if there is no checkpoint at that size.
-    pub fn add_cosignature(&self, size: u64, line: &str) -> Result<bool, StoreError> {
-        let _log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let added = audit::add_cosignature(&self.state, size, line)?;
-        self.flush_durably()?;
-        Ok(added)
-    }
-
-    /// A text value kept per peer under `prefix`.
-    fn per_peer(&self, prefix: &[u8], peer: &PartnerId) -> Result<Option<String>, StoreError> {
-        let key = [prefix, peer.as_str().as_bytes()].concat();
-        let Some(v) = self.state.get(&key)? else {
-            return Ok(None);
-        };
-        let text = std::str::from_utf8(&v).map_err(|e| corrupt(&key, e.to_string()))?;
-        Ok(Some(text.to_owned()))
-    }
-
-    /// Keeps a text value per peer under `prefix`, durably.
-    fn set_per_peer(&self, prefix: &[u8], peer: &PartnerId, text: &str) -> Result<(), StoreError> {
-        let key = [prefix, peer.as_str().as_bytes()].concat();
-        self.state.insert(key, text.as_bytes())?;
-        self.flush_durably()
-    }
-
-    /// The size of this node's log that `peer` last cosigned (0: none).
-    pub fn cosigned_by(&self, peer: &PartnerId) -> Result<u64, StoreError> {
-        let text = self.per_peer(COSIGNED, peer)?;
-        Ok(text.and_then(|t| t.parse().ok()).unwrap_or(0))
-    }
-
-    /// Records that `peer` cosigned this node's log at `size`.
-    pub fn set_cosigned_by(&self, peer: &PartnerId, size: u64) -> Result<(), StoreError> {
-        self.set_per_peer(COSIGNED, peer, &size.to_string())
-    }
-
-    /// The latest checkpoint of `peer`'s log this node cosigned, as `peer` signed it.
-    pub fn witnessed(&self, peer: &PartnerId) -> Result<Option<String>, StoreError> {
-        self.per_peer(WITNESSED, peer)
-    }
-
-    /// Keeps `checkpoint` as the latest of `peer`'s log this node cosigned.
-    pub fn set_witnessed(&self, peer: &PartnerId, checkpoint: &str) -> Result<(), StoreError> {
-        self.set_per_peer(WITNESSED, peer, checkpoint)
-    }
-
-    /// Why this node stopped cosigning `peer`'s log, if it did.
-    pub fn witness_alarm(&self, peer: &PartnerId) -> Result<Option<String>, StoreError> {
-        self.per_peer(ALARM, peer)
-    }
-
-    /// Stops cosigning `peer`'s log, for `why`.
-    pub fn set_witness_alarm(&self, peer: &PartnerId, why: &str) -> Result<(), StoreError> {
-        self.set_per_peer(ALARM, peer, why)
-    }
-
-    /// Every log this node stopped cosigning, with why.
-    pub fn witness_alarms(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.state.scan_prefix(ALARM) {
-            let (k, v) = kv?;
-            let peer = String::from_utf8_lossy(&k[ALARM.len()..]).into_owned();
-            out.push((peer, String::from_utf8_lossy(&v).into_owned()));
-        }
-        Ok(out)
     }
 
     /// Every metric counter summed over all days, (partner, name) → total: what a

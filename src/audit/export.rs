@@ -11,6 +11,7 @@ use prost::Message as _;
 
 use super::checkpoint::{self, CheckpointError};
 use super::merkle::{MemoryTree, MerkleError};
+use super::rotation::KeyChain;
 use crate::proto::{self, export_item::Item};
 
 /// The format name in every export header.
@@ -267,8 +268,42 @@ pub fn verify_against(
             origin: h.origin.clone(),
         });
     }
+    let (tree, chain) = replay(export, key)?;
+    let records = tree.size();
+    let covered = check_checkpoints(export, &tree, &chain)?;
+    // Checked after the checkpoints, which say where a wrong key first fails.
+    let named = header_key(h)?;
+    if *chain.current() != named {
+        return Err(VerifyError::KeyChain {
+            ends: hex::encode(chain.current().as_bytes()),
+            named: hex::encode(named.as_bytes()),
+        });
+    }
+    if covered < records {
+        return Err(VerifyError::Unsigned {
+            from: covered,
+            records,
+        });
+    }
+    let largest = check_trusted(export, &tree, &chain, trusted)?;
+    Ok(Summary {
+        node_id: h.node_id.clone(),
+        origin: h.origin.clone(),
+        records,
+        checkpoints: export.checkpoints.len(),
+        covered,
+        root: tree.root(records)?.to_string(),
+        trusted: largest,
+    })
+}
+
+/// The tree of the export's records, rebuilt from them alone (in sequence, time never
+/// going back, as many as announced), and the chain of checkpoint keys from `key`
+/// that their rotation records make.
+fn replay(export: &Export, key: &VerifyingKey) -> Result<(MemoryTree, KeyChain), VerifyError> {
+    let h = &export.header;
     let mut tree = MemoryTree::new();
-    let mut chain = super::rotation::KeyChain::new(&h.origin, *key);
+    let mut chain = KeyChain::new(&h.origin, *key);
     let mut last_time = 0;
     for (position, bytes) in (0u64..).zip(&export.records) {
         let r =
@@ -303,12 +338,22 @@ pub fn verify_against(
             found: records,
         });
     }
+    Ok((tree, chain))
+}
+
+/// Checks every checkpoint with the key in force at its size and against the tree;
+/// returns the records the largest covers.
+fn check_checkpoints(
+    export: &Export,
+    tree: &MemoryTree,
+    chain: &KeyChain,
+) -> Result<u64, VerifyError> {
+    let (origin, records) = (&export.header.origin, tree.size());
     let mut covered = 0;
     for (index, note) in export.checkpoints.iter().enumerate() {
-        let stated =
-            checkpoint::stated(note).map_err(|why| VerifyError::BadCheckpoint { index, why })?;
-        let c = checkpoint::verify(note, &h.origin, chain.for_size(stated.size))
-            .map_err(|why| VerifyError::BadCheckpoint { index, why })?;
+        let bad = |why| VerifyError::BadCheckpoint { index, why };
+        let stated = checkpoint::stated(note).map_err(bad)?;
+        let c = checkpoint::verify(note, origin, chain.for_size(stated.size)).map_err(bad)?;
         if c.size > records {
             return Err(VerifyError::Truncated {
                 index,
@@ -325,25 +370,22 @@ pub fn verify_against(
         }
         covered = covered.max(c.size);
     }
-    // Checked after the checkpoints, which say where a wrong key first fails.
-    let named = header_key(h)?;
-    if *chain.current() != named {
-        return Err(VerifyError::KeyChain {
-            ends: hex::encode(chain.current().as_bytes()),
-            named: hex::encode(named.as_bytes()),
-        });
-    }
-    if covered < records {
-        return Err(VerifyError::Unsigned {
-            from: covered,
-            records,
-        });
-    }
+    Ok(covered)
+}
+
+/// Checks the log extends every checkpoint the auditor kept; the largest one's size.
+fn check_trusted(
+    export: &Export,
+    tree: &MemoryTree,
+    chain: &KeyChain,
+    trusted: &[&str],
+) -> Result<Option<u64>, VerifyError> {
+    let (origin, records) = (&export.header.origin, tree.size());
     let mut largest = None;
     for note in trusted {
-        let stated = checkpoint::stated(note).map_err(|why| VerifyError::BadTrusted { why })?;
-        let t = checkpoint::verify(note, &h.origin, chain.for_size(stated.size))
-            .map_err(|why| VerifyError::BadTrusted { why })?;
+        let bad = |why| VerifyError::BadTrusted { why };
+        let stated = checkpoint::stated(note).map_err(bad)?;
+        let t = checkpoint::verify(note, origin, chain.for_size(stated.size)).map_err(bad)?;
         if t.size > records {
             return Err(VerifyError::Rollback {
                 trusted: t.size,
@@ -360,13 +402,5 @@ pub fn verify_against(
         }
         largest = largest.max(Some(t.size));
     }
-    Ok(Summary {
-        node_id: h.node_id.clone(),
-        origin: h.origin.clone(),
-        records,
-        checkpoints: export.checkpoints.len(),
-        covered,
-        root: tree.root(records)?.to_string(),
-        trusted: largest,
-    })
+    Ok(largest)
 }

@@ -23,7 +23,9 @@ use crate::timestamp::Timestamp;
 
 mod receipts;
 mod recount;
+mod rotate;
 mod run;
+mod verify;
 mod view;
 mod witnessed;
 
@@ -31,6 +33,8 @@ pub(super) use run::run_audit;
 
 pub(super) use receipts::{receipts, ReceiptsArgs};
 pub(super) use recount::{recount, RecountArgs};
+pub(super) use rotate::rotate_key;
+pub(super) use verify::{check, check_export, verify, verify_node, Verdict, VerifyArgs};
 pub(super) use view::record_json;
 use view::table_line;
 pub(super) use witnessed::Witnesses;
@@ -320,183 +324,6 @@ pub(super) async fn export(source: Source<'_>, out: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Exports a running node's log through the auditor's config and verifies it against
-/// `key`, the node's checkpoint key as the auditor knows it.
-pub(super) async fn verify_node(
-    config: &Path,
-    key: &ed25519_dalek::VerifyingKey,
-) -> anyhow::Result<export::Summary> {
-    let bytes = export_bytes(gather(Source::Node(config)).await?)?;
-    let parsed = export::parse(Bytes::from(bytes))?;
-    Ok(export::verify(&parsed, key, None)?)
-}
-
-/// What `audit verify` is asked to check, and against what.
-pub(super) struct VerifyArgs<'a> {
-    pub file: Option<&'a Path>,
-    pub data_dir: Option<&'a Path>,
-    /// The node's checkpoint key as the auditor knows it.
-    pub key: Option<&'a str>,
-    /// A checkpoint the auditor kept.
-    pub trusted: Option<&'a Path>,
-    /// Accept a check against the key the log itself names.
-    pub self_signed_ok: bool,
-}
-
-/// `renkei audit verify`: checks, then says so in sentences (or one JSON line).
-pub(super) fn verify(
-    witnesses: Witnesses,
-    args: VerifyArgs<'_>,
-    as_json: bool,
-) -> anyhow::Result<()> {
-    let self_signed_ok = args.self_signed_ok;
-    let (v, parsed) = check_export(args)?;
-    let witnessed = match witnesses.asked() {
-        true => Some(witnesses.newest(&parsed.checkpoints, &v.summary.node_id, &v.key)?),
-        false => None,
-    };
-    match as_json {
-        true => {
-            let mut j = v.to_json();
-            if let Some(w) = &witnessed {
-                j["witnessed"] = json!({"size": w.size, "by": w.by});
-            }
-            emitln!("{j}")
-        }
-        false => {
-            emitln!("{}", v.describe());
-            if let Some(w) = &witnessed {
-                emitln!(
-                    "  witnessed             up to {} records, cosigned by {}",
-                    w.size,
-                    w.by.join(", ")
-                );
-            }
-        }
-    }
-    if !v.anchored {
-        let what = "this proves the log internally consistent only: a log re-signed with another key would pass too. Pass --key (the node's checkpoint key as you know it, e.g. from its card) or --trusted-checkpoint (one you kept)";
-        if !self_signed_ok {
-            bail!("not verified: {what}, or --self-signed-ok to accept this");
-        }
-        eprintln!("renkei: note: {what}");
-    }
-    Ok(())
-}
-
-/// What `audit verify` found: every check passed; `anchored` says whether against
-/// something the auditor holds.
-pub(super) struct Verdict {
-    summary: export::Summary,
-    /// Checked against a key or checkpoint the auditor holds.
-    pub(super) anchored: bool,
-    pinned: bool,
-    trust: &'static str,
-    key: ed25519_dalek::VerifyingKey,
-}
-
-impl Verdict {
-    fn to_json(&self) -> serde_json::Value {
-        let s = &self.summary;
-        json!({
-            "verified": self.anchored,
-            "internally_consistent": true,
-            "trust": self.trust,
-            "node_id": s.node_id,
-            "origin": s.origin,
-            "records": s.records,
-            "checkpoints": s.checkpoints,
-            "covered_by_checkpoints": s.covered,
-            "root": s.root,
-            "checkpoint_key": crate::identity::PublicKey::new(self.key).map(|k| k.to_string()),
-            "key_pinned": self.pinned,
-            "consistent_with_trusted_checkpoint": s.trusted,
-        })
-    }
-
-    /// The verdict for people.
-    pub(super) fn describe(&self) -> String {
-        let s = &self.summary;
-        let head = match self.anchored {
-            true => "verified",
-            false => "internally consistent only (not verified)",
-        };
-        let kept = s
-            .trusted
-            .map(|size| {
-                format!("\n  the kept checkpoint   of {size} records, extended by this log (no rollback, no fork)")
-            })
-            .unwrap_or_default();
-        format!(
-            "{head}: the audit log of {} ({}), {} records\n  \
-             signed checkpoints    {} (covering {} records)\n  \
-             checked against       {}{kept}\n  \
-             root                  {}",
-            s.node_id, s.origin, s.records, s.checkpoints, s.covered, self.trust, s.root
-        )
-    }
-}
-
-/// Runs every check of `audit verify`; an error for anything that does not hold.
-pub(super) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
-    Ok(check_export(args)?.0)
-}
-
-/// [`check`], and the export it checked.
-pub(super) fn check_export(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, export::Export)> {
-    let VerifyArgs {
-        file,
-        data_dir,
-        key,
-        trusted,
-        ..
-    } = args;
-    let bytes = match (file, data_dir) {
-        (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-        (None, Some(d)) => {
-            let g = tokio::runtime::Builder::new_current_thread()
-                .build()?
-                .block_on(gather(Source::DataDir(d)))?;
-            export_bytes(g)?
-        }
-        _ => bail!("give either an export FILE or --data-dir"),
-    };
-    let parsed = export::parse(Bytes::from(bytes))?;
-    let named = export::header_key(&parsed.header)?;
-    let pinned = key.is_some();
-    // With --key, the chain of checkpoint keys starts at it (and must end at the key
-    // the export names); without, where the log says it starts.
-    let logged = export::starting_key(&parsed)?;
-    let start = match key {
-        Some(k) => *super::public_key_arg("--key", k)?.verifying_key(),
-        None => logged,
-    };
-    // A log that never rotated its key is signed by the key it names, or is another's.
-    if start != named && logged == named {
-        bail!("the export is signed by another key than --key: it is not this node's log");
-    }
-    let trusted = trusted
-        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
-        .transpose()?;
-    let summary = export::verify(&parsed, &start, trusted.as_deref())?;
-    // Without a key or checkpoint the auditor holds, a log re-signed with another key
-    // passes every check above: it is consistent, not verified.
-    let trust = match (pinned, trusted.is_some()) {
-        (true, true) => "the key given with --key and the trusted checkpoint",
-        (true, false) => "the key given with --key",
-        (false, true) => "the trusted checkpoint",
-        (false, false) => "none: checked only with the key the log itself names (self-signed)",
-    };
-    let verdict = Verdict {
-        summary,
-        anchored: pinned || trusted.is_some(),
-        pinned,
-        trust,
-        key: named,
-    };
-    Ok((verdict, parsed))
-}
-
 pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> anyhow::Result<()> {
     if witnesses.asked() {
         let parsed = export::parse(Bytes::from(export_bytes(gather(source).await?)?))?;
@@ -527,36 +354,6 @@ pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> any
         }
     };
     print!("{note}");
-    Ok(())
-}
-
-/// `renkei audit rotate-key`: the stopped node's log moves to `new_key`.
-pub(super) fn rotate_key(data_dir: &Path, old_key: &Path, new_key: &Path) -> anyhow::Result<()> {
-    let read = |p: &Path| -> anyhow::Result<ed25519_dalek::SigningKey> {
-        let pem = crate::files::read_text(p)?;
-        crate::identity::signing_key_from_pem(&pem).with_context(|| p.display().to_string())
-    };
-    let (old, new) = (read(old_key)?, read(new_key)?);
-    if old.verifying_key() == new.verifying_key() {
-        bail!("the new key is the old one");
-    }
-    let store = open_store(data_dir)?;
-    let (node, _) = store
-        .identity()?
-        .ok_or_else(|| anyhow::anyhow!("{} was never run as a node", data_dir.display()))?;
-    let origin = audit_origin(&node);
-    let old = checkpoint::CheckpointSigner::new(&origin, old)?;
-    let new = checkpoint::CheckpointSigner::new(&origin, new)?;
-    let size = store
-        .rotate_audit_key(&node, &old, &new, Timestamp::now())
-        .context("the log is not signed with --old-key, or could not be written")?;
-    store.flush()?;
-    let public = crate::identity::PublicKey::of(new.key());
-    emitln!("the audit log of {node} is signed with {public} from record {size} on; a checkpoint of {size} records carries both keys");
-    emitln!(
-        "next: name {} as node.signing_key and start the node; give partners its new card",
-        new_key.display()
-    );
     Ok(())
 }
 
