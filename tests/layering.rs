@@ -17,6 +17,7 @@ const CORE: &[&str] = &[
     "metrics",
     "misp",
     "policy",
+    "receipt",
     "files",
     "pki",
     "text",
