@@ -69,29 +69,30 @@ async fn a_rotated_audit_key_verifies_across_the_rotation() {
     );
 
     // A rotation whose old signature is not the old key's is refused where it stands.
-    let e = read_export(&dir.join("log.export"));
-    let at = e
-        .records
-        .iter()
-        .position(|r| {
-            proto::AuditRecord::decode(r.clone())
-                .unwrap()
-                .key_rotation
-                .is_some()
-        })
-        .expect("the rotation is on the log");
-    let mut records = e.records.clone();
-    let mut r = proto::AuditRecord::decode(records[at].clone()).unwrap();
-    let mut rotation = r.key_rotation.take().unwrap();
-    rotation.old_signature = rotation.new_signature.clone();
-    r.key_rotation = Some(rotation);
-    records[at] = r.encode_to_vec().into();
-    let forged = edited(&e, &records, &e.checkpoints);
     let old = *PublicKey::of(fed.key(HUB)).verifying_key();
-    let why = export::verify(&forged, &old, None).expect_err("a forged rotation");
+    let why = export::verify(&forged_rotation(&dir), &old, None).expect_err("forged");
     assert!(
         why.to_string().contains("not signed by the old key"),
         "{why}"
     );
     fed.stop().await;
+}
+
+/// The export in `dir` with its rotation's old signature replaced by the new key's: what
+/// someone holding only the new key could write.
+fn forged_rotation(dir: &Path) -> Export {
+    let e = read_export(&dir.join("log.export"));
+    let rotation_of = |r: &Bytes| proto::AuditRecord::decode(r.clone()).unwrap();
+    let at = e
+        .records
+        .iter()
+        .position(|r| rotation_of(r).key_rotation.is_some())
+        .expect("the rotation is on the log");
+    let mut records = e.records.clone();
+    let mut r = rotation_of(&records[at]);
+    let mut rotation = r.key_rotation.take().unwrap();
+    rotation.old_signature = rotation.new_signature.clone();
+    r.key_rotation = Some(rotation);
+    records[at] = r.encode_to_vec().into();
+    edited(&e, &records, &e.checkpoints)
 }
