@@ -98,7 +98,10 @@ fn judged(
     let latest = latest.and_then(|t| checkpoint::stated(&t).ok());
     match witness::judge(latest, req.old_size, new, &proof) {
         Judgement::Cosign => {
-            store.set_witnessed(peer, &req.checkpoint)?;
+            // The same checkpoint again is cosigned again, without another write.
+            if latest != Some(new) {
+                store.set_witnessed(peer, &req.checkpoint)?;
+            }
             let name = witness::witness_name(shared.node_id.as_str());
             let time = now.unix_ms() / 1000;
             let answer = match witness::cosign(&req.checkpoint, &name, &shared.node_key, time) {
