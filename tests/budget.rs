@@ -16,7 +16,7 @@ use common::pki;
 use common::served::serve_with_env;
 use common::tables::{liaison, tables};
 use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp};
-use renkei::client::Client;
+use renkei::client::{Client, Publisher};
 use renkei::identity::PartnerId;
 use renkei::proto::{self, PublishStatus};
 use renkei::timestamp::Timestamp;
@@ -198,6 +198,51 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
     let (mut node, addr) = small_hub(dir);
     let baseline = node.rss_kib();
 
+    let (mut flood, conns) = the_hostile_partner_floods_without_reading(dir, addr).await;
+    // Memory while the flood is on, sampled whenever a flooding stream ends.
+    let mut peak = node.rss_kib();
+    let mut sent = 0;
+    let mut held_open = Vec::new();
+    while let Some(done) = flood.join_next().await {
+        let (n, publisher) = done.unwrap();
+        sent += n;
+        held_open.push(publisher); // its results stay unread
+        peak = peak.max(node.rss_kib());
+    }
+
+    let (us, au) = an_honest_desk_publishes_and_another_receives(dir, addr).await;
+    peak = peak.max(node.rss_kib());
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!(
+        "node RSS {} MiB at start, peak {} MiB; the hostile partner got {sent} of 384 publishes of 700 KiB into the node",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        growth_mib <= RSS_GROWTH_BOUND_MIB,
+        "the node grew by {growth_mib} MiB under the flood (bound {RSS_GROWTH_BOUND_MIB} MiB)"
+    );
+    drop(held_open);
+    for c in conns {
+        if let Ok(c) = std::sync::Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    us.close().await;
+    au.close().await;
+    let exit = node.stop(PATIENCE);
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// Starts xx-mod's flood on the node at `addr`: each task yields how many bulletins it
+/// got in and its publisher, results unread; also returns the four connections.
+async fn the_hostile_partner_floods_without_reading(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+) -> (
+    tokio::task::JoinSet<(u64, Publisher)>,
+    Vec<std::sync::Arc<Client>>,
+) {
     // The hostile partner: 4 connections × 8 streams, each pipelining 700 KiB
     // bulletins as fast as the node lets it, never reading a result.
     let xx_key = common::signing_key(dir, "xx-mod");
@@ -224,17 +269,15 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
             });
         }
     }
-    // Memory while the flood is on, sampled whenever a flooding stream ends.
-    let mut peak = node.rss_kib();
-    let mut sent = 0;
-    let mut held_open = Vec::new();
-    while let Some(done) = flood.join_next().await {
-        let (n, publisher) = done.unwrap();
-        sent += n;
-        held_open.push(publisher); // its results stay unread
-        peak = peak.max(node.rss_kib());
-    }
+    (flood, conns)
+}
 
+/// While the hostile partner's streams are stuck, the US desk publishes in time and the
+/// Australian desk receives up to that bulletin; returns both desks' clients.
+async fn an_honest_desk_publishes_and_another_receives(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+) -> (Client, Client) {
     // An honest desk still publishes, and another still receives, while the hostile
     // partner's streams are stuck.
     let us = us_publishes_in_time(dir, addr, "still served").await;
@@ -254,27 +297,7 @@ async fn a_partner_that_never_reads_its_results_holds_only_its_budget() {
             break;
         }
     }
-    peak = peak.max(node.rss_kib());
-    let growth_mib = peak.saturating_sub(baseline) / 1024;
-    eprintln!(
-        "node RSS {} MiB at start, peak {} MiB; the hostile partner got {sent} of 384 publishes of 700 KiB into the node",
-        baseline / 1024,
-        peak / 1024
-    );
-    assert!(
-        growth_mib <= RSS_GROWTH_BOUND_MIB,
-        "the node grew by {growth_mib} MiB under the flood (bound {RSS_GROWTH_BOUND_MIB} MiB)"
-    );
-    drop(held_open);
-    for c in conns {
-        if let Ok(c) = std::sync::Arc::try_unwrap(c) {
-            c.close().await;
-        }
-    }
-    us.close().await;
-    au.close().await;
-    let exit = node.stop(PATIENCE);
-    assert!(exit.success(), "{exit:?}");
+    (us, au)
 }
 
 /// The value of the sample that starts with `line` in a /metrics text.
@@ -384,9 +407,47 @@ async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
     members.extend(["us-dod", "audit-office"]);
     let fed = Federation::start("jp-mod", &members, &config).await;
 
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut flood, flooders) = the_five_flood_until_done(&fed, &done).await;
+    let auditor = fed.client("audit-office").await;
+    eventually("the flood under way", async || {
+        let q = proto::AuditQuery {
+            event: proto::AuditEvent::BulletinAccepted as u32,
+            limit: 1000,
+            ..Default::default()
+        };
+        auditor.audit_query(q).await.unwrap().records.len() >= 1000
+    })
+    .await;
+
+    let us = fed.client("us-dod").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(honest(&fed, &us, i).await);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    while flood.join_next().await.is_some() {}
+
+    let seqs = store_seqs_of(&auditor, ids).await;
+    few_flooder_bulletins_are_stored_ahead_of_each(&seqs, COMMIT_BATCH);
+    for c in flooders {
+        if let Ok(c) = std::sync::Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    us.close().await;
+    auditor.close().await;
+    fed.stop().await;
+}
+
+/// Starts the five HOLDERS' flood, which stops once `done` is set; returns its tasks
+/// and the flooders' clients.
+async fn the_five_flood_until_done(
+    fed: &Federation,
+    done: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (tokio::task::JoinSet<()>, Vec<std::sync::Arc<Client>>) {
     // Each flooder pipelines pre-signed bulletins on 4 streams and reads the results,
     // until the desk is done.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut flood = tokio::task::JoinSet::new();
     let mut flooders = Vec::new();
     for id in HOLDERS {
@@ -413,25 +474,11 @@ async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
             });
         }
     }
-    let auditor = fed.client("audit-office").await;
-    eventually("the flood under way", async || {
-        let q = proto::AuditQuery {
-            event: proto::AuditEvent::BulletinAccepted as u32,
-            limit: 1000,
-            ..Default::default()
-        };
-        auditor.audit_query(q).await.unwrap().records.len() >= 1000
-    })
-    .await;
+    (flood, flooders)
+}
 
-    let us = fed.client("us-dod").await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(honest(&fed, &us, i).await);
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    while flood.join_next().await.is_some() {}
-
+/// The store seq of each bulletin in `ids`, from its acceptance record.
+async fn store_seqs_of(auditor: &Client, ids: Vec<String>) -> Vec<u64> {
     // The desk's bulletins' store seqs: the gap between two is what was stored ahead of
     // the second while it was on its way.
     let mut seqs = Vec::new();
@@ -446,6 +493,12 @@ async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
             <proto::AuditRecord as prost::Message>::decode(page.records[0].clone()).unwrap();
         seqs.push(record.bulletin_seqs[0]);
     }
+    seqs
+}
+
+/// Between the desk's consecutive bulletins (store `seqs`), the median number of flooder
+/// bulletins stored is at most four group commits of `commit_batch`.
+fn few_flooder_bulletins_are_stored_ahead_of_each(seqs: &[u64], commit_batch: u64) {
     let mut ahead: Vec<u64> = seqs.windows(2).map(|w| w[1] - w[0] - 1).collect();
     eprintln!("flooders' bulletins stored ahead of each of the desk's: {ahead:?}");
     ahead.sort_unstable();
@@ -454,15 +507,7 @@ async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
     // 63, more when the test's own tasks are slow). Before, it queued behind whole
     // verified batches of 64: a median of 111, 99 to 173.
     assert!(
-        median <= 4 * COMMIT_BATCH,
-        "a median of {median} flooder bulletins were stored ahead of each of the desk's (at most 4 group commits of {COMMIT_BATCH} expected)"
+        median <= 4 * commit_batch,
+        "a median of {median} flooder bulletins were stored ahead of each of the desk's (at most 4 group commits of {commit_batch} expected)"
     );
-    for c in flooders {
-        if let Ok(c) = std::sync::Arc::try_unwrap(c) {
-            c.close().await;
-        }
-    }
-    us.close().await;
-    auditor.close().await;
-    fed.stop().await;
 }

@@ -4,6 +4,7 @@
 use crate::common;
 
 use std::fs;
+use std::path::Path;
 
 use common::{pki, renkei, renkei_ok, sh, sh_ok};
 use serde_json::Value;
@@ -231,6 +232,25 @@ fn pki_and_keys_are_never_overwritten_silently() {
     // Listing the federation again with a new node adds it; what exists is kept,
     // the federation CA first of all.
     let ca = fs::read(dir.join("certs/ca.crt")).unwrap();
+    a_new_node_is_added_and_the_rest_kept(dir, &ca, &key);
+    only_force_issues_anew_and_the_ca_stays(dir, &ca, &key);
+
+    let bad = renkei(
+        dir,
+        &["certs", "init", "--dir", "certs", "--nodes", "MOD_DE"],
+    );
+    assert!(
+        !bad.ok && bad.stderr.contains("not a valid partner id"),
+        "{}",
+        bad.stderr
+    );
+
+    a_key_is_generated_private_and_only_forced_over(dir);
+}
+
+/// `certs init` with one node more creates it and keeps the CA `ca` and mod-jp's
+/// signing key `key`.
+fn a_new_node_is_added_and_the_rest_kept(dir: &Path, ca: &[u8], key: &[u8]) {
     let added = renkei_ok(
         dir,
         &[
@@ -259,7 +279,11 @@ fn pki_and_keys_are_never_overwritten_silently() {
     );
     assert_eq!(fs::read(dir.join("certs/ca.crt")).unwrap(), ca);
     assert_eq!(fs::read(dir.join("certs/mod-jp/signing.key")).unwrap(), key);
+}
 
+/// `--force` gives mod-jp a new signing key (it was `key`) under the same CA `ca`, and
+/// `--new-ca` without `--force` is refused, the CA kept.
+fn only_force_issues_anew_and_the_ca_stays(dir: &Path, ca: &[u8], key: &[u8]) {
     // --force issues a node anew, under the same CA; a new CA needs its own flag.
     let reissued = renkei_ok(
         dir,
@@ -290,17 +314,11 @@ fn pki_and_keys_are_never_overwritten_silently() {
         new_ca.stderr
     );
     assert_eq!(fs::read(dir.join("certs/ca.crt")).unwrap(), ca);
+}
 
-    let bad = renkei(
-        dir,
-        &["certs", "init", "--dir", "certs", "--nodes", "MOD_DE"],
-    );
-    assert!(
-        !bad.ok && bad.stderr.contains("not a valid partner id"),
-        "{}",
-        bad.stderr
-    );
-
+/// `keygen` writes a 0600 key with its public half beside it, refuses to overwrite it,
+/// and with `--force` replaces both.
+fn a_key_is_generated_private_and_only_forced_over(dir: &Path) {
     let out = renkei_ok(dir, &["keygen", "--out", "k.pem"]);
     assert!(out.stdout.trim().starts_with("ed25519:"));
     let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -7,9 +7,10 @@ use crate::common;
 
 use std::collections::HashSet;
 use std::fs;
+use std::path::Path;
 
 use common::federation::{sign_as, PATIENCE};
-use common::served::serve;
+use common::served::{serve, Served};
 use common::{pki, renkei_ok};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
@@ -23,6 +24,22 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pki(dir, "jp-mod,us-dod,au-dod");
+    let served = serve_the_hub_and_configure_the_us_desk(dir);
+    let accepted = a_burst_is_cut_short_by_a_kill(dir, served).await;
+
+    // The node comes back on the same database (it refuses to start on a log that
+    // disagrees with what it signed), then stops cleanly.
+    let (served, _addr) = serve(dir, "hub.toml");
+    let exit = served.stop(PATIENCE);
+    assert!(exit.success(), "{exit:?}");
+
+    let records = the_whole_log_verifies_offline(dir);
+    every_accepted_bulletin_is_on_the_log(dir, records, &accepted);
+}
+
+/// Writes the hub's configuration in `dir`, starts it, and writes the US desk's client
+/// configuration pointing at it.
+fn serve_the_hub_and_configure_the_us_desk(dir: &Path) -> Served {
     let hub = format!(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
@@ -33,7 +50,7 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
         common::public_key(dir, "au-dod")
     );
     fs::write(dir.join("hub.toml"), hub).unwrap();
-    let (mut served, addr) = serve(dir, "hub.toml");
+    let (served, addr) = serve(dir, "hub.toml");
     fs::write(
         dir.join("us-dod.toml"),
         format!(
@@ -42,7 +59,12 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
         ),
     )
     .unwrap();
+    served
+}
 
+/// The US desk pipelines a burst and the node is killed after 500 acceptances; returns
+/// the ids of every bulletin the publisher was told was accepted.
+async fn a_burst_is_cut_short_by_a_kill(dir: &Path, mut served: Served) -> HashSet<String> {
     // The US desk pipelines a burst of GREEN indicators.
     let key = common::signing_key(dir, "us-dod");
     let burst: Vec<_> = (0..5_000)
@@ -93,13 +115,12 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
     assert!(killed, "the burst ended before the kill");
     sender.abort();
     drop(client);
+    accepted
+}
 
-    // The node comes back on the same database (it refuses to start on a log that
-    // disagrees with what it signed), then stops cleanly.
-    let (served, _addr) = serve(dir, "hub.toml");
-    let exit = served.stop(PATIENCE);
-    assert!(exit.success(), "{exit:?}");
-
+/// `renkei audit verify` passes on the data in `dir`, every record covered by a
+/// checkpoint; returns how many records the log holds.
+fn the_whole_log_verifies_offline(dir: &Path) -> u64 {
     // The whole log verifies offline: every record in sequence, every checkpoint.
     let hub_key = common::public_key(dir, "jp-mod");
     let out = renkei_ok(
@@ -120,8 +141,12 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
         summary["covered_by_checkpoints"], summary["records"],
         "the clean stop signs"
     );
-    let records = summary["records"].as_u64().unwrap();
+    summary["records"].as_u64().unwrap()
+}
 
+/// The log in `dir` holds `records` records without a gap, and records the acceptance of
+/// every bulletin in `accepted`.
+fn every_accepted_bulletin_is_on_the_log(dir: &Path, records: u64, accepted: &HashSet<String>) {
     // Every bulletin the publisher saw accepted is in it.
     let store = renkei::store::Store::open(&dir.join("data"), 16 << 20).unwrap();
     let log = store.audit();

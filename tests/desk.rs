@@ -9,7 +9,7 @@ use crate::common;
 
 use std::fs;
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -80,8 +80,26 @@ fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
     let sent = publish(dir, "C2 server of the VPN campaign");
     let id = sent["bulletin_id"].as_str().unwrap().to_owned();
 
+    let held = a_desk_without_the_key_holds_the_bulletin_back(dir, &addr, &id);
+    with_the_key_the_bulletin_is_filed_as_sent(dir, &addr, &sent, &held);
+
+    // It was acknowledged: nothing more comes.
+    let idle = sh_ok(
+        dir,
+        "subscribe --config au-dod.toml --out inbox --idle-timeout 1",
+    );
+    assert!(idle.stdout.is_empty(), "{}", idle.stdout);
+
+    the_exec_command_decides_what_is_acknowledged(dir);
+
+    drop(served);
+}
+
+/// Australia's desk, without the US key, gets bulletin `id` into quarantine and nowhere
+/// else, and fails; returns the quarantine entry.
+fn a_desk_without_the_key_holds_the_bulletin_back(dir: &Path, addr: &str, id: &str) -> PathBuf {
     // Australia's desk does not have the US key yet: nothing is acknowledged or lost.
-    desk(dir, "au-dod", &addr, false);
+    desk(dir, "au-dod", addr, false);
     let first = sh(
         dir,
         "subscribe --config au-dod.toml --out inbox --count 1 --idle-timeout 20",
@@ -101,14 +119,20 @@ fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
     assert_eq!(held.len(), 1, "one bulletin in quarantine");
     let held = held[0].as_ref().unwrap().path();
     let why: Value = serde_json::from_slice(&fs::read(held.join("reason.json")).unwrap()).unwrap();
-    assert_eq!(why["claims"]["id"], id.as_str());
+    assert_eq!(why["claims"]["id"], id);
     assert!(
         !dir.join("inbox/us-dod").exists(),
         "nothing unverified is filed"
     );
+    held
+}
 
+/// Once the desk trusts the US key, the bulletin the node `sent` again is filed byte for
+/// byte, verifies offline, and its quarantine entry `held` is cleared.
+fn with_the_key_the_bulletin_is_filed_as_sent(dir: &Path, addr: &str, sent: &Value, held: &Path) {
+    let id = sent["bulletin_id"].as_str().unwrap();
     // The desk's operator adds the key; the node sends the bulletin again.
-    desk(dir, "au-dod", &addr, true);
+    desk(dir, "au-dod", addr, true);
     let second = sh_ok(
         dir,
         "subscribe --config au-dod.toml --out inbox --count 1 --idle-timeout 20",
@@ -127,7 +151,7 @@ fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
         "{}",
         second.stdout
     );
-    let filed = dir.join("inbox/us-dod").join(&id);
+    let filed = dir.join("inbox/us-dod").join(id);
     assert_eq!(
         fs::read(filed.join("body.json")).unwrap(),
         STIX,
@@ -156,14 +180,11 @@ fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
         ],
     );
     assert!(verified.ok, "{}", verified.stderr);
+}
 
-    // It was acknowledged: nothing more comes.
-    let idle = sh_ok(
-        dir,
-        "subscribe --config au-dod.toml --out inbox --idle-timeout 1",
-    );
-    assert!(idle.stdout.is_empty(), "{}", idle.stdout);
-
+/// A second bulletin stays on the node while `--exec` fails and is taken, handed to the
+/// command whole, once it succeeds.
+fn the_exec_command_decides_what_is_acknowledged(dir: &Path) {
     // A command that fails leaves the bulletin on the node; one that succeeds takes it.
     publish(dir, "second indicator");
     let failed = sh(
@@ -189,8 +210,6 @@ fn a_desk_saves_what_it_receives_and_never_loses_what_it_cannot_verify() {
         "acknowledged once the command succeeded: {}",
         idle.stdout
     );
-
-    drop(served);
 }
 
 /// `renkei subscribe --follow` as a child process, its stdout lines in a channel.

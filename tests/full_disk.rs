@@ -131,49 +131,78 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_resumes_by_itself() {
         assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
     }
 
-    // Something else fills the filesystem to below the node's reserve of 8 MiB (but
-    // above the quarter kept for the database).
-    let ballast = disk.fill(5 * MIB);
-    assert!(disk.free() > 2 * MIB);
-    for i in 0..3 {
-        let r = publish(&us, dir, &format!("while full {i}")).await;
-        assert_eq!(r.status, PublishStatus::Rejected as i32, "{r:?}");
-        assert_eq!(r.error, ErrorCode::StorageFull as i32, "{r:?}");
-        assert!(r.message.contains("disk is full"), "{}", r.message);
-    }
-
-    // What the node holds is still delivered (and the acks recorded), and the auditor
-    // still reads the log, where the node said why it refuses.
-    let mut got = receive_titles(&au, 5).await;
-    got.sort();
-    assert_eq!(
-        got,
-        (0..5).map(|i| format!("before {i}")).collect::<Vec<_>>()
-    );
-    let said = operator_records(&auditor).await;
-    assert!(
-        said.iter()
-            .any(|r| r.starts_with("STORAGE FULL") && r.contains("reserve of 8.0 MiB")),
-        "{said:?}"
-    );
-
-    // Space comes back: the next publish is taken, without a restart.
-    fs::remove_file(ballast).unwrap();
-    let r = publish(&us, dir, "after").await;
-    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
-    assert_eq!(receive_titles(&au, 1).await, ["after"]);
-    let said = operator_records(&auditor).await;
-    assert!(
-        said.iter()
-            .any(|r| r.starts_with("STORAGE RESUMED") && r.contains("3 bulletin(s) were refused")),
-        "{said:?}"
-    );
+    let ballast = a_full_disk_refuses_publishes(&disk, &us, dir).await;
+    the_node_still_delivers_and_says_why_it_refuses(&au, &auditor).await;
+    freed_space_is_taken_again_without_a_restart(&us, &au, &auditor, dir, ballast).await;
 
     // A clean stop, and the whole log verifies offline.
     us.close().await;
     au.close().await;
     auditor.close().await;
     assert!(served.stop(PATIENCE).success());
+    the_whole_log_verifies_offline(dir);
+    drop(disk);
+}
+
+/// A ballast fills `disk` below the node's reserve; the US desk's next three publishes
+/// are refused as STORAGE_FULL. Returns the ballast file.
+async fn a_full_disk_refuses_publishes(disk: &SmallDisk, us: &Client, dir: &Path) -> PathBuf {
+    // Something else fills the filesystem to below the node's reserve of 8 MiB (but
+    // above the quarter kept for the database).
+    let ballast = disk.fill(5 * MIB);
+    assert!(disk.free() > 2 * MIB);
+    for i in 0..3 {
+        let r = publish(us, dir, &format!("while full {i}")).await;
+        assert_eq!(r.status, PublishStatus::Rejected as i32, "{r:?}");
+        assert_eq!(r.error, ErrorCode::StorageFull as i32, "{r:?}");
+        assert!(r.message.contains("disk is full"), "{}", r.message);
+    }
+    ballast
+}
+
+/// While full, `au` still receives the five bulletins taken before, and `auditor` reads
+/// the node's STORAGE FULL record.
+async fn the_node_still_delivers_and_says_why_it_refuses(au: &Client, auditor: &Client) {
+    // What the node holds is still delivered (and the acks recorded), and the auditor
+    // still reads the log, where the node said why it refuses.
+    let mut got = receive_titles(au, 5).await;
+    got.sort();
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("before {i}")).collect::<Vec<_>>()
+    );
+    let said = operator_records(auditor).await;
+    assert!(
+        said.iter()
+            .any(|r| r.starts_with("STORAGE FULL") && r.contains("reserve of 8.0 MiB")),
+        "{said:?}"
+    );
+}
+
+/// Once `ballast` is removed, the US desk's next bulletin is taken and delivered, and
+/// the node records that it resumed and how many it refused.
+async fn freed_space_is_taken_again_without_a_restart(
+    us: &Client,
+    au: &Client,
+    auditor: &Client,
+    dir: &Path,
+    ballast: PathBuf,
+) {
+    // Space comes back: the next publish is taken, without a restart.
+    fs::remove_file(ballast).unwrap();
+    let r = publish(us, dir, "after").await;
+    assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    assert_eq!(receive_titles(au, 1).await, ["after"]);
+    let said = operator_records(auditor).await;
+    assert!(
+        said.iter()
+            .any(|r| r.starts_with("STORAGE RESUMED") && r.contains("3 bulletin(s) were refused")),
+        "{said:?}"
+    );
+}
+
+/// `renkei audit verify` passes on the stopped node's data in `dir`.
+fn the_whole_log_verifies_offline(dir: &Path) {
     let key = common::public_key(dir, "jp-mod");
     let out = renkei_ok(
         dir,
@@ -189,5 +218,4 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_resumes_by_itself() {
     );
     let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(summary["verified"], true, "{summary}");
-    drop(disk);
 }

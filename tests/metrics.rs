@@ -5,12 +5,14 @@
 use crate::common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use common::federation::{sign_as, Federation, PATIENCE};
 use common::tables::{auditor, liaison, tables};
 use proptest::prelude::*;
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
+use renkei::client::Client;
 use renkei::metrics::{self, Period};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
@@ -99,8 +101,17 @@ fn recount(records: &[proto::AuditRecord]) -> BTreeMap<(String, String), u64> {
     n
 }
 
+/// What the driven ops should leave on the record, counted as they happen.
+#[derive(Default)]
+struct Expected {
+    /// How many deliveries each desk can expect: shared and not yet acked.
+    waiting: [usize; 3],
+    published: usize,
+    acked_total: usize,
+}
+
 async fn run(ops: Vec<Op>) {
-    let fed = Federation::start(
+    let mut fed = Federation::start(
         "jp-mod",
         &["us-dod", "uk-mod", "ee-mod", "audit-office"],
         &partners(),
@@ -110,9 +121,7 @@ async fn run(ops: Vec<Op>) {
     for d in DESKS {
         clients.push(fed.client(d).await);
     }
-    // How many deliveries each desk can expect: shared and not yet acked.
-    let mut waiting = [0usize; 3];
-    let (mut published, mut acked_total) = (0, 0);
+    let mut expected = Expected::default();
     for op in ops {
         match op {
             Op::Publish {
@@ -134,65 +143,100 @@ async fn run(ops: Vec<Op>) {
                 );
                 let sends = if twice { 2 } else { 1 };
                 for _ in 0..sends {
-                    let r = clients[desk].publish(b.clone()).await.unwrap();
-                    if r.status == proto::PublishStatus::Accepted as i32 {
-                        published += 1;
-                        for p in &r.shared_with {
-                            if let Some(i) = DESKS.iter().position(|d| d == p) {
-                                waiting[i] += 1;
-                            }
-                        }
-                    }
+                    publish_and_count(&clients[desk], b.clone(), &mut expected).await;
                 }
             }
             Op::Receive { desk, take, ack } => {
-                let take = take.min(waiting[desk]);
-                if take == 0 {
-                    continue;
-                }
-                let mut sub = clients[desk].subscribe(take as u32).await.unwrap();
-                let mut seqs = Vec::new();
-                for _ in 0..take {
-                    let d = tokio::time::timeout(PATIENCE, sub.next())
-                        .await
-                        .unwrap()
-                        .unwrap()
-                        .unwrap();
-                    seqs.push(d.seq);
-                }
-                let ack = ack.min(take);
-                if ack > 0 {
-                    sub.ack(seqs[..ack].to_vec()).await.unwrap();
-                }
-                tokio::time::timeout(PATIENCE, sub.close())
-                    .await
-                    .unwrap()
-                    .unwrap();
-                waiting[desk] -= ack;
-                acked_total += ack;
+                receive_and_ack(&clients[desk], desk, take, ack, &mut expected).await
             }
         }
     }
+    close_and_shut_down(&mut fed, clients).await;
+    let data = fed.dir.path().join("data");
+    let (records, rows) = read_the_log(&data);
+    every_figure_equals_the_recount(&records, rows, &expected);
+}
+
+/// A desk publishes `b`; if accepted, counts it and the deliveries it owes each desk.
+async fn publish_and_count(client: &Client, b: proto::SignedBulletin, expected: &mut Expected) {
+    let r = client.publish(b).await.unwrap();
+    if r.status == proto::PublishStatus::Accepted as i32 {
+        expected.published += 1;
+        for p in &r.shared_with {
+            if let Some(i) = DESKS.iter().position(|d| d == p) {
+                expected.waiting[i] += 1;
+            }
+        }
+    }
+}
+
+/// `desk` receives up to `take` of the deliveries it waits for and acks the first `ack`.
+async fn receive_and_ack(
+    client: &Client,
+    desk: usize,
+    take: usize,
+    ack: usize,
+    expected: &mut Expected,
+) {
+    let take = take.min(expected.waiting[desk]);
+    if take == 0 {
+        return;
+    }
+    let mut sub = client.subscribe(take as u32).await.unwrap();
+    let mut seqs = Vec::new();
+    for _ in 0..take {
+        let d = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seqs.push(d.seq);
+    }
+    let ack = ack.min(take);
+    if ack > 0 {
+        sub.ack(seqs[..ack].to_vec()).await.unwrap();
+    }
+    tokio::time::timeout(PATIENCE, sub.close())
+        .await
+        .unwrap()
+        .unwrap();
+    expected.waiting[desk] -= ack;
+    expected.acked_total += ack;
+}
+
+/// The desks hang up and the node shuts down, so its store can be opened here.
+async fn close_and_shut_down(fed: &mut Federation, clients: Vec<Client>) {
     for c in clients {
         c.close().await;
     }
-    let mut fed = fed;
     let node = fed.node.take().unwrap();
     node.shutdown(std::time::Duration::from_secs(5))
         .await
         .unwrap();
-    let data = fed.dir.path().join("data");
+}
 
-    let store = renkei::store::Store::open(&data, 16 << 20).unwrap();
+/// The audit records in the store at `data`, decoded, and its stored day counters.
+fn read_the_log(data: &Path) -> (Vec<proto::AuditRecord>, Vec<metrics::Row>) {
+    let store = renkei::store::Store::open(data, 16 << 20).unwrap();
     let log = store.audit();
     let records: Vec<proto::AuditRecord> = log
         .records_from(0)
         .map(|r| proto::AuditRecord::decode(r.unwrap()).unwrap())
         .collect();
-    // Stored day counters are the node's own sum of the same records...
     let rows = log.counters(u32::MAX).unwrap();
+    (records, rows)
+}
+
+/// The stored counters sum the records, and the report equals this test's own recount
+/// and what the ops were expected to leave.
+fn every_figure_equals_the_recount(
+    records: &[proto::AuditRecord],
+    rows: Vec<metrics::Row>,
+    expected: &Expected,
+) {
+    // Stored day counters are the node's own sum of the same records...
     let stored = rows.clone();
-    let summed: Vec<_> = metrics::aggregate(&records)
+    let summed: Vec<_> = metrics::aggregate(records)
         .into_iter()
         .map(|((d, p, n), v)| (d, p, n, v))
         .collect();
@@ -208,7 +252,7 @@ async fn run(ops: Vec<Op>) {
             reported.insert((p.partner.clone(), f.name.clone()), f.value);
         }
     }
-    let mine = recount(&records);
+    let mine = recount(records);
     for (key, value) in &mine {
         assert_eq!(reported.get(key), Some(value), "{key:?}");
     }
@@ -217,13 +261,13 @@ async fn run(ops: Vec<Op>) {
         .filter(|((_, n), _)| n.starts_with("received."))
         .map(|(_, v)| v)
         .sum::<u64>();
-    assert_eq!(accepted_records, published as u64);
+    assert_eq!(accepted_records, expected.published as u64);
     let acked: u64 = mine
         .iter()
         .filter(|((_, n), _)| n == "acked")
         .map(|(_, v)| v)
         .sum();
-    assert_eq!(acked, acked_total as u64);
+    assert_eq!(acked, expected.acked_total as u64);
 }
 
 proptest! {

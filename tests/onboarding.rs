@@ -74,6 +74,25 @@ fn a_new_partner_is_onboarded_from_its_card_and_exchanges_bulletins() {
     fs::write(dir.join("hub.toml"), HUB.replace("US_KEY", us_key)).unwrap();
     let (mut served, addr) = serve(dir, "hub.toml");
 
+    let fr_key = france_joins_and_prints_its_card(dir);
+    let after = japan_adds_the_card_keeping_every_comment(dir);
+
+    // SIGHUP (`systemctl reload`) applies it to the running hub: no restart. The reload
+    // runs as the signal arrives; France retries until it is in.
+    desk(dir, "mod-fr", &addr, &[("us-dod", us_key)]);
+    desk(dir, "us-dod", &addr, &[("mod-fr", &fr_key)]);
+    served.signal("HUP");
+    france_and_the_us_exchange_bulletins(dir);
+
+    the_same_card_again_is_refused(dir, &after);
+
+    let exit = served.stop(Duration::from_secs(20));
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// France gets a certificate from the same CA in `dir` and writes its card, without
+/// secrets, to `mod-fr.card`; returns France's public signing key.
+fn france_joins_and_prints_its_card(dir: &Path) -> String {
     // France joins the federation (its certificate from the same CA) and prints its card.
     renkei_ok(
         dir,
@@ -100,7 +119,12 @@ fn a_new_partner_is_onboarded_from_its_card_and_exchanges_bulletins() {
     );
     assert!(card.contains("tls_fingerprint = \"sha256:"), "{card}");
     fs::write(dir.join("mod-fr.card"), &card).unwrap();
+    fr_key.to_owned()
+}
 
+/// `renkei partner add` appends France to `hub.toml`, keeping the text before it, and the
+/// result checks; returns the file's new text.
+fn japan_adds_the_card_keeping_every_comment(dir: &Path) -> String {
     // Japan's operator adds it; the file keeps every comment and gains one partner.
     let before = fs::read_to_string(dir.join("hub.toml")).unwrap();
     let added = sh_ok(
@@ -123,12 +147,12 @@ fn a_new_partner_is_onboarded_from_its_card_and_exchanges_bulletins() {
         "{after}"
     );
     renkei_ok(dir, &["check-config", "--config", "hub.toml"]);
+    after
+}
 
-    // SIGHUP (`systemctl reload`) applies it to the running hub: no restart. The reload
-    // runs as the signal arrives; France retries until it is in.
-    desk(dir, "mod-fr", &addr, &[("us-dod", us_key)]);
-    desk(dir, "us-dod", &addr, &[("mod-fr", fr_key)]);
-    served.signal("HUP");
+/// Once the hub has reloaded, France publishes to the US desk and the US desk to France,
+/// each received and verified.
+fn france_and_the_us_exchange_bulletins(dir: &Path) {
     let publish = "publish --config mod-fr.toml --json --tlp green --kind exercise --title 'Locked Shields: team assignments'";
     let out = sh_until_ok(dir, publish, Duration::from_secs(20));
     assert!(out.ok, "mod-fr publishes after the reload: {}", out.stderr);
@@ -146,7 +170,10 @@ fn a_new_partner_is_onboarded_from_its_card_and_exchanges_bulletins() {
     let got = received(dir, "mod-fr");
     assert_eq!(got["title"], "Cyber Coalition: call for participation");
     assert_eq!(got["verified"], true);
+}
 
+/// Adding France's card a second time fails and leaves `hub.toml` as `after`.
+fn the_same_card_again_is_refused(dir: &Path, after: &str) {
     // The same card again is refused, and the file is untouched.
     let again = renkei(
         dir,
@@ -172,7 +199,4 @@ fn a_new_partner_is_onboarded_from_its_card_and_exchanges_bulletins() {
         again.stderr
     );
     assert_eq!(fs::read_to_string(dir.join("hub.toml")).unwrap(), after);
-
-    let exit = served.stop(Duration::from_secs(20));
-    assert!(exit.success(), "{exit:?}");
 }

@@ -9,6 +9,7 @@ use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::identity;
 use renkei::proto::{self, ErrorCode, PublishResult, PublishStatus};
+use renkei::timestamp::Timestamp;
 
 fn partners(revoked: &str) -> String {
     format!(
@@ -300,16 +301,47 @@ fn signed_at(
     renkei::bulletin::sign(&b, key, &renkei::bulletin::Limits::default()).unwrap()
 }
 
+/// An hour, in milliseconds.
+const HOUR: u64 = 3_600_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_and_backdated_bulletins_are_refused_and_recorded() {
-    use renkei::timestamp::Timestamp;
-    const HOUR: u64 = 3_600_000;
     // uk-mod's old key stopped being valid an hour ago (a rotation); whoever holds it
     // now cannot sign with it by claiming an earlier time.
     let old_uk = identity::generate_signing_key();
     let now = Timestamp::now().unix_ms() / 1000 * 1000;
     let expired_at = Timestamp::from_unix_ms(now - HOUR);
-    let partners = format!(
+    let partners = partners_with_an_expired_uk_key(&old_uk, expired_at);
+    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "nato-ccdcoe"], &partners).await;
+    let us = fed.client("us-dod").await;
+    let uk = fed.client("uk-mod").await;
+
+    a_captured_and_a_backdated_bulletin_are_refused(&fed, &us, &uk, &old_uk, now).await;
+    // A bulletin of yesterday under a key valid today still goes through.
+    let yesterday = signed_at(
+        fed.key("uk-mod"),
+        "uk-mod",
+        Timestamp::from_unix_ms(now - 24 * HOUR),
+        "yesterday",
+    );
+    let ok = uk.publish(yesterday).await.unwrap();
+    assert_eq!(ok.status, PublishStatus::Accepted as i32, "{}", ok.message);
+
+    let auditor = fed.client("nato-ccdcoe").await;
+    both_refusals_are_on_the_record(&auditor).await;
+    for c in [us, uk, auditor] {
+        c.close().await;
+    }
+    fed.stop().await;
+}
+
+/// The partner tables: us-dod, uk-mod with its current key and `old_uk`'s, valid until
+/// `expired_at`, and the auditor nato-ccdcoe.
+fn partners_with_an_expired_uk_key(
+    old_uk: &ed25519_dalek::SigningKey,
+    expired_at: Timestamp,
+) -> String {
+    format!(
         r#"
 [[partner]]
 id = "us-dod"
@@ -327,12 +359,19 @@ keys = [{{ public = "KEY(uk-mod)" }}, {{ public = "{}", not_after = {expired_at}
 id = "nato-ccdcoe"
 role = "auditor"
 "#,
-        identity::PublicKey::of(&old_uk)
-    );
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "nato-ccdcoe"], &partners).await;
-    let us = fed.client("us-dod").await;
-    let uk = fed.client("uk-mod").await;
+        identity::PublicKey::of(old_uk)
+    )
+}
 
+/// `us` republishes a US bulletin of 40 days before `now`, and `uk` one signed with the
+/// expired `old_uk` dated to when it was valid: each is refused with its own code.
+async fn a_captured_and_a_backdated_bulletin_are_refused(
+    fed: &Federation,
+    us: &Client,
+    uk: &Client,
+    old_uk: &ed25519_dalek::SigningKey,
+    now: u64,
+) {
     // A genuine US bulletin captured 40 days ago and published again today.
     let captured = signed_at(
         fed.key("us-dod"),
@@ -347,7 +386,7 @@ role = "auditor"
     );
     // The expired UK key, backdated to when it was still valid.
     let backdated = signed_at(
-        &old_uk,
+        old_uk,
         "uk-mod",
         Timestamp::from_unix_ms(now - 2 * HOUR),
         "backdated",
@@ -357,18 +396,11 @@ role = "auditor"
         ErrorCode::KeyNotValid,
         "had expired when the bulletin arrived",
     );
-    // A bulletin of yesterday under a key valid today still goes through.
-    let yesterday = signed_at(
-        fed.key("uk-mod"),
-        "uk-mod",
-        Timestamp::from_unix_ms(now - 24 * HOUR),
-        "yesterday",
-    );
-    let ok = uk.publish(yesterday).await.unwrap();
-    assert_eq!(ok.status, PublishStatus::Accepted as i32, "{}", ok.message);
+}
 
+/// The log's rejections are exactly the TOO_OLD and the KEY_NOT_VALID, in that order.
+async fn both_refusals_are_on_the_record(auditor: &Client) {
     // Both refusals are on the record with their codes.
-    let auditor = fed.client("nato-ccdcoe").await;
     let query = proto::AuditQuery {
         event: proto::AuditEvent::BulletinRejected as u32,
         limit: 100,
@@ -388,8 +420,4 @@ role = "auditor"
         codes,
         [ErrorCode::TooOld as i32, ErrorCode::KeyNotValid as i32]
     );
-    for c in [us, uk, auditor] {
-        c.close().await;
-    }
-    fed.stop().await;
 }

@@ -458,6 +458,21 @@ async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
         first.message
     );
 
+    let without_origin = an_edit_needing_a_restart_is_refused_whole(&fed, &nato).await;
+    let us = without_it_the_whole_edit_applies(&fed, &nato, &without_origin).await;
+
+    let auditor = fed.client("ca-audit").await;
+    let digest = config_loaded_names_the_rules_in_force(&fed, &auditor).await;
+    for c in [nato, us, auditor] {
+        c.close().await;
+    }
+    a_restart_on_the_same_file_puts_the_same_rules_in_force(&mut fed, &digest).await;
+    fed.stop().await;
+}
+
+/// An edit dropping Tallinn and changing a restart-only limit is refused whole: `nato`
+/// still publishes Tallinn's bulletins. Returns the edit without the limit.
+async fn an_edit_needing_a_restart_is_refused_whole(fed: &Federation, nato: &Client) -> String {
     // The operator drops Tallinn and, in the same edit, a limit only a restart applies:
     // the reload is refused whole and Tallinn's bulletins still come through.
     let text = std::fs::read_to_string(fed.config_path()).unwrap();
@@ -468,24 +483,33 @@ async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
         format!("{without_origin}\n[limits]\nmax_age_days = 3\n"),
     )
     .unwrap();
-    let refused = operate(&fed, OperatorRequest::Reload).await;
+    let refused = operate(fed, OperatorRequest::Reload).await;
     assert!(!refused.ok, "{refused:?}");
     assert!(
         refused.message.contains("needs a restart: limits"),
         "{}",
         refused.message
     );
-    let still = nato.publish(tallinn(&fed, "still known")).await.unwrap();
+    let still = nato.publish(tallinn(fed, "still known")).await.unwrap();
     assert_eq!(
         still.status,
         proto::PublishStatus::Accepted as i32,
         "{}",
         still.message
     );
+    without_origin
+}
 
+/// The edit `without_origin` reloads: Tallinn is unknown to `nato` and `[disclosure]`
+/// withholds from nato what the US desk shares. Returns the US desk's client.
+async fn without_it_the_whole_edit_applies(
+    fed: &Federation,
+    nato: &Client,
+    without_origin: &str,
+) -> Client {
     // Without the restart-only change it applies, origins and disclosure included.
-    std::fs::write(fed.config_path(), &without_origin).unwrap();
-    let reply = operate(&fed, OperatorRequest::Reload).await;
+    std::fs::write(fed.config_path(), without_origin).unwrap();
+    let reply = operate(fed, OperatorRequest::Reload).await;
     assert!(reply.ok, "{reply:?}");
     assert!(
         reply.message.contains("origins removed: ee-mod")
@@ -493,7 +517,7 @@ async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
         "{}",
         reply.message
     );
-    unknown_origin(&nato, tallinn(&fed, "after the reload")).await;
+    unknown_origin(nato, tallinn(fed, "after the reload")).await;
     let us = fed.client("us-dod").await;
     let amber = fed.bulletin(
         "us-dod",
@@ -509,33 +533,41 @@ async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
         "[disclosure] withheld is in force: {:?}",
         told.withheld
     );
+    us
+}
 
+/// The log's CONFIG_LOADED records name the applied file's digest and the refusal is an
+/// operator record; returns the digest of the file as it is.
+async fn config_loaded_names_the_rules_in_force(fed: &Federation, auditor: &Client) -> [u8; 32] {
     // CONFIG_LOADED names the rules in force: the digest of the file as applied, and a
     // restart on the same file puts the same ones in force.
-    let auditor = fed.client("ca-audit").await;
-    let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
+    let loaded = events(auditor, AuditEvent::ConfigLoaded).await;
     let digest = renkei::config::NodeConfig::load(fed.config_path())
         .unwrap()
         .policy_digest();
     assert_eq!(loaded.len(), 2, "start and the reload that applied");
     assert_eq!(loaded[1].config_digest.as_ref(), &digest[..]);
-    let operations = events(&auditor, AuditEvent::Operator).await;
+    let operations = events(auditor, AuditEvent::Operator).await;
     assert!(
         operations
             .iter()
             .any(|r| r.reason.contains("needs a restart: limits")),
         "the refusal is on the record: {operations:?}"
     );
-    for c in [nato, us, auditor] {
-        c.close().await;
-    }
+    digest
+}
+
+/// After a restart Tallinn is still unknown and the rules loaded have `digest`.
+async fn a_restart_on_the_same_file_puts_the_same_rules_in_force(
+    fed: &mut Federation,
+    digest: &[u8; 32],
+) {
     fed.restart().await;
     let nato = fed.client("nato-ccdcoe").await;
-    unknown_origin(&nato, tallinn(&fed, "after a restart")).await;
+    unknown_origin(&nato, tallinn(fed, "after a restart")).await;
     let auditor = fed.client("ca-audit").await;
     let loaded = events(&auditor, AuditEvent::ConfigLoaded).await;
     assert_eq!(loaded.last().unwrap().config_digest.as_ref(), &digest[..]);
     nato.close().await;
     auditor.close().await;
-    fed.stop().await;
 }

@@ -40,20 +40,7 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             has(": shared with nato-ccdcoe\n");
             has("withheld from vn-mod: above clearance");
         }
-        ["subscribe", _] => {
-            has("AMBER advisory \"VPN appliance exploitation\", signature verified, saved in inbox/jp-cdc/");
-            let dir = stdout.trim().rsplit(' ').next()?;
-            let body = std::fs::read(cwd.join(dir).join("body.json")).ok()?;
-            assert_eq!(
-                body,
-                std::fs::read(cwd.join("bundle.json")).ok()?,
-                "the body as sent"
-            );
-            // The MISP feed lists the bulletin (its id is the directory's name).
-            let id = dir.trim_end_matches('/').rsplit('/').next()?;
-            let manifest = std::fs::read_to_string(cwd.join("misp/manifest.json")).ok()?;
-            assert!(manifest.contains(id), "{manifest}");
-        }
+        ["subscribe", _] => the_saved_body_is_as_sent_and_in_the_misp_feed(stdout, cwd, has)?,
         ["bulletin", "new"] => has("\"origin\":\"us-cybercom\""),
         ["bulletin", "show"] => has("not verified (no key given)"),
         ["bulletin", "verify"] => has("\"verified\": true"),
@@ -77,27 +64,7 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
             has("the kept checkpoint   of ");
         }
         ["audit", "export"] => has("\"file\":\"log.export\""),
-        ["metrics", _] => {
-            has("by country or organisation");
-            has("JP (domestic)");
-            has("foreign countries engaged (both ways): 1 (previous period 0): US");
-            // The review sheet: Tokyo's targets for the year (the demo sets them) and
-            // the actuals, each event once.
-            has("review sheet (actual, or actual / target = achievement):");
-            has("1 / 2 = 50%");
-            has("1 / 3 = 33%");
-            // Issue 27: the node's figures are what its verified export adds up to
-            // (the targets are the node's configuration's, not the log's).
-            let recount = std::fs::read_to_string(cwd.join("recount.txt")).ok()?;
-            // The figures, not the log each was computed from (the export is older).
-            let figures = |text: &str| {
-                let head = text.split("\nreview sheet").next()?;
-                let lines = head.lines().filter(|l| !l.starts_with("computed from"));
-                Some(lines.collect::<Vec<_>>().join("\n"))
-            };
-            has("computed from the first ");
-            assert_eq!(figures(stdout), figures(&recount), "metrics and recount differ");
-        }
+        ["metrics", _] => the_metrics_say_what_the_recount_says(stdout, cwd, has)?,
         ["certs", "init"] => {
             has("federation CA reused");
             has("node nz-mod (created)");
@@ -108,6 +75,63 @@ fn check(line: &str, stdout: &str, cwd: &Path) -> Option<()> {
         ["backup", _] => has("backup taken: "),
         _ => return None,
     }
+    Some(())
+}
+
+/// After `renkei subscribe` printed `stdout`: the filed body (under `cwd`) is the one
+/// sent, and the MISP feed lists the bulletin.
+fn the_saved_body_is_as_sent_and_in_the_misp_feed(
+    stdout: &str,
+    cwd: &Path,
+    has: impl Fn(&str),
+) -> Option<()> {
+    has(
+        "AMBER advisory \"VPN appliance exploitation\", signature verified, saved in inbox/jp-cdc/",
+    );
+    let dir = stdout.trim().rsplit(' ').next()?;
+    let body = std::fs::read(cwd.join(dir).join("body.json")).ok()?;
+    assert_eq!(
+        body,
+        std::fs::read(cwd.join("bundle.json")).ok()?,
+        "the body as sent"
+    );
+    // The MISP feed lists the bulletin (its id is the directory's name).
+    let id = dir.trim_end_matches('/').rsplit('/').next()?;
+    let manifest = std::fs::read_to_string(cwd.join("misp/manifest.json")).ok()?;
+    assert!(manifest.contains(id), "{manifest}");
+    Some(())
+}
+
+/// `renkei metrics` printed `stdout`: figures by country, the review sheet, and the same
+/// figures as the recount the tour kept in `cwd`.
+fn the_metrics_say_what_the_recount_says(
+    stdout: &str,
+    cwd: &Path,
+    has: impl Fn(&str),
+) -> Option<()> {
+    has("by country or organisation");
+    has("JP (domestic)");
+    has("foreign countries engaged (both ways): 1 (previous period 0): US");
+    // The review sheet: Tokyo's targets for the year (the demo sets them) and
+    // the actuals, each event once.
+    has("review sheet (actual, or actual / target = achievement):");
+    has("1 / 2 = 50%");
+    has("1 / 3 = 33%");
+    // Issue 27: the node's figures are what its verified export adds up to
+    // (the targets are the node's configuration's, not the log's).
+    let recount = std::fs::read_to_string(cwd.join("recount.txt")).ok()?;
+    // The figures, not the log each was computed from (the export is older).
+    let figures = |text: &str| {
+        let head = text.split("\nreview sheet").next()?;
+        let lines = head.lines().filter(|l| !l.starts_with("computed from"));
+        Some(lines.collect::<Vec<_>>().join("\n"))
+    };
+    has("computed from the first ");
+    assert_eq!(
+        figures(stdout),
+        figures(&recount),
+        "metrics and recount differ"
+    );
     Some(())
 }
 

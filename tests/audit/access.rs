@@ -191,43 +191,68 @@ async fn the_report_counts_what_each_was_given(auditor: &Client) {
     assert!(figure("vn-mod", "withheld.above_clearance") >= 2);
 }
 
+/// Why a liaison is refused the log.
+const ONLY: &str = "only auditors may read the audit log";
+/// Why the auditor is refused bulletins.
+const NEITHER: &str = "auditors may neither publish nor receive";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
     let fed = Federation::start(HUB, MEMBERS, &partners()).await;
     working_day(&fed, "Monday").await;
     let hub_key = fed.key(HUB).verifying_key();
 
+    a_liaison_is_refused_the_log_three_ways(&fed).await;
+    let auditor = fed.client("audit-office").await;
+    the_auditor_may_not_trade_bulletins(&fed, &auditor).await;
+    let (asked, barrier) = the_auditor_asks_one_question_of_each_kind(&auditor, &hub_key).await;
+    every_question_is_on_the_record(&auditor, &asked, barrier).await;
+    every_refusal_is_on_the_record(&auditor, barrier).await;
+    auditor.close().await;
+    fed.stop().await;
+}
+
+/// The US liaison asks for the log, a checkpoint and a proof, and is refused each time.
+async fn a_liaison_is_refused_the_log_three_ways(fed: &Federation) {
     // The US liaison asks for the log three ways and is refused each time.
     let us = fed.client("us-dod").await;
-    let only = "only auditors may read the audit log";
     let err = us.audit_query(query("", None)).await.unwrap_err();
-    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", only);
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", ONLY);
     let err = us.checkpoint().await.unwrap_err();
-    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", only);
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", ONLY);
     let err = us.inclusion_proof(0, 0).await.unwrap_err();
-    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", only);
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", ONLY);
     us.close().await;
+}
 
+/// The auditor is refused when it publishes a bulletin and when it subscribes.
+async fn the_auditor_may_not_trade_bulletins(fed: &Federation, auditor: &Client) {
     // The auditor may neither publish nor receive bulletins.
-    let auditor = fed.client("audit-office").await;
-    let neither = "auditors may neither publish nor receive";
     let b = fed.bulletin("us-dod", Tlp::Green, Kind::Report, "relayed", &[], &[]);
     let err = auditor.publish(b).await.unwrap_err();
-    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", neither);
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", NEITHER);
     let mut sub = auditor.subscribe(0).await.unwrap();
     let err = tokio::time::timeout(PATIENCE, sub.next())
         .await
         .expect("an answer in time")
         .unwrap_err();
-    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", neither);
+    assert_refused(&err, "ERROR_CODE_NOT_PERMITTED", NEITHER);
+}
 
+/// The auditor asks a query, for metrics, checkpoints and both proofs, and one proof
+/// that cannot be given; returns what the log should say of each question, and a log
+/// size below which they all are.
+async fn the_auditor_asks_one_question_of_each_kind(
+    auditor: &Client,
+    hub_key: &VerifyingKey,
+) -> (Vec<String>, u64) {
     // The auditor asks one question of each kind, and one that cannot be answered.
     let mut asked = Vec::new();
     auditor.audit_query(query("vn-mod", None)).await.unwrap();
     asked.push("audit query partner=vn-mod".to_string());
     auditor.metrics(Default::default()).await.unwrap();
     asked.push("metrics".into());
-    let size = signed_checkpoint(&auditor, &hub_key).await.size;
+    let size = signed_checkpoint(auditor, hub_key).await.size;
     asked.push("latest checkpoint".into());
     auditor.inclusion_proof(1, size).await.unwrap();
     asked.push(format!("inclusion proof of record 1 in tree size {size}"));
@@ -239,9 +264,13 @@ async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
     asked.push(format!("inclusion proof of record {beyond} in tree size 0"));
     // A checkpoint covers every event the hub had heard of when asked, this request's
     // own record included: everything above is on the record below `barrier`.
-    let barrier = signed_checkpoint(&auditor, &hub_key).await.size;
+    let barrier = signed_checkpoint(auditor, hub_key).await.size;
     asked.push("latest checkpoint".into());
+    (asked, barrier)
+}
 
+/// Below `barrier`, the log holds one auditor-query record per question `asked`, in order.
+async fn every_question_is_on_the_record(auditor: &Client, asked: &[String], barrier: u64) {
     let questions: Vec<proto::AuditRecord> = records(
         &auditor
             .audit_query(query("", Some(AuditEvent::AuditorQuery)))
@@ -253,7 +282,7 @@ async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
     .collect();
     let logged: Vec<&str> = questions.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(questions.len(), asked.len(), "{logged:#?}");
-    for (r, what) in questions.iter().zip(&asked) {
+    for (r, what) in questions.iter().zip(asked) {
         assert_eq!(r.partner, "audit-office");
         assert!(
             r.reason.starts_with(what.as_str()),
@@ -261,7 +290,10 @@ async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
             r.reason
         );
     }
+}
 
+/// Below `barrier`, the log records the US liaison's three refusals and the auditor's two.
+async fn every_refusal_is_on_the_record(auditor: &Client, barrier: u64) {
     // The refused attempts are on the record too, with who tried and why it was refused.
     let refusals = |partner: &'static str| {
         let auditor = &auditor;
@@ -281,14 +313,12 @@ async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
     for r in &us_tried {
         assert_eq!(r.partner, "us-dod");
         assert_eq!(r.error, ErrorCode::NotPermitted as i32);
-        assert!(r.reason.contains(only), "{}", r.reason);
+        assert!(r.reason.contains(ONLY), "{}", r.reason);
     }
     let auditor_tried = refusals("audit-office").await;
     assert_eq!(auditor_tried.len(), 2, "{auditor_tried:#?}");
     for r in &auditor_tried {
         assert_eq!(r.error, ErrorCode::NotPermitted as i32);
-        assert!(r.reason.contains(neither), "{}", r.reason);
+        assert!(r.reason.contains(NEITHER), "{}", r.reason);
     }
-    auditor.close().await;
-    fed.stop().await;
 }

@@ -274,9 +274,20 @@ async fn every_flipped_byte_and_every_edit_of_an_export_is_caught_and_located() 
     let summary = export::verify(&genuine, &key, None).expect("the genuine export verifies");
     let n = genuine.records.len();
     assert_eq!(summary.covered, n as u64, "the stop checkpoint covers all");
-    let (records, checkpoints) = (&genuine.records, &genuine.checkpoints);
-    let last = checkpoints.len() - 1;
 
+    every_flipped_byte_is_located(&genuine, &key);
+    deleted_and_swapped_records_are_located(&genuine, &key);
+    records_cut_off_are_caught(&genuine, &key);
+    an_edited_checkpoint_is_caught(&genuine, &key);
+    a_foreign_checkpoint_is_caught(&genuine, &key);
+    fed.stop().await;
+}
+
+/// Bit 0 of every byte of every record of `genuine`, flipped one at a time, is caught
+/// at that record.
+fn every_flipped_byte_is_located(genuine: &Export, key: &VerifyingKey) {
+    let (records, checkpoints) = (&genuine.records, &genuine.checkpoints);
+    let n = records.len();
     // Every bit 0 of every byte of every record, flipped one at a time.
     let mut flips = 0;
     for (i, record) in records.iter().enumerate() {
@@ -285,7 +296,7 @@ async fn every_flipped_byte_and_every_edit_of_an_export_is_caught_and_located() 
             bytes[j] ^= 0x01;
             let mut altered = records.clone();
             altered[i] = Bytes::from(bytes);
-            let err = failure(&edited(&genuine, &altered, checkpoints), &key);
+            let err = failure(&edited(genuine, &altered, checkpoints), key);
             assert!(
                 locates(&err, i as u64),
                 "byte {j} of record {i} flipped: {err}"
@@ -294,54 +305,71 @@ async fn every_flipped_byte_and_every_edit_of_an_export_is_caught_and_located() 
         }
     }
     assert!(flips >= 500, "only {flips} bytes in {n} records");
+}
 
+/// A record deleted (in the middle or at the end) or two records swapped are caught,
+/// and where they can be, located.
+fn deleted_and_swapped_records_are_located(genuine: &Export, key: &VerifyingKey) {
+    let (records, checkpoints) = (&genuine.records, &genuine.checkpoints);
+    let n = records.len();
     // A record deleted.
     let mut fewer = records.clone();
     fewer.remove(3);
-    let err = failure(&edited(&genuine, &fewer, checkpoints), &key);
+    let err = failure(&edited(genuine, &fewer, checkpoints), key);
     assert_eq!(
         err.to_string(),
         "record at position 3 says it is record 4: a record is missing, added or out of order there"
     );
     // The last record deleted, the header adjusted: the checkpoint covers it.
-    let err = failure(&edited(&genuine, &records[..n - 1], checkpoints), &key);
+    let err = failure(&edited(genuine, &records[..n - 1], checkpoints), key);
     assert!(matches!(err, VerifyError::Truncated { .. }), "{err}");
 
     // Two records swapped.
     let mut swapped = records.clone();
     swapped.swap(2, 5);
-    let err = failure(&edited(&genuine, &swapped, checkpoints), &key);
+    let err = failure(&edited(genuine, &swapped, checkpoints), key);
     assert!(
         err.to_string()
             .starts_with("record at position 2 says it is record 5"),
         "{err}"
     );
+}
 
+/// The last three records cut off are caught by the header's count, or if the header
+/// was adjusted, by the first checkpoint that covers them.
+fn records_cut_off_are_caught(genuine: &Export, key: &VerifyingKey) {
+    let (records, checkpoints) = (&genuine.records, &genuine.checkpoints);
+    let n = records.len();
     // The last records cut off, the checkpoints kept: if the header still announces them,
     // the count says so; if it was adjusted, the first checkpoint that covers them does.
     let kept = n - 3;
-    let err = failure(&rebuilt(&genuine, &records[..kept], checkpoints, n), &key);
+    let err = failure(&rebuilt(genuine, &records[..kept], checkpoints, n), key);
     assert_eq!(
         err.to_string(),
         format!("the header announces {n} records but the file holds {kept}: the log was truncated or extended")
     );
-    let err = failure(&edited(&genuine, &records[..kept], checkpoints), &key);
-    let index = checkpoint_sizes(&genuine, &key)
+    let err = failure(&edited(genuine, &records[..kept], checkpoints), key);
+    let index = checkpoint_sizes(genuine, key)
         .iter()
         .position(|&s| s > kept as u64)
         .unwrap();
-    let covers = checkpoint_sizes(&genuine, &key)[index];
+    let covers = checkpoint_sizes(genuine, key)[index];
     assert_eq!(
         err.to_string(),
         format!("checkpoint {index} covers {covers} records but the log holds only {kept}: records after {kept} were removed")
     );
+}
 
+/// The last checkpoint's text edited to claim one record fewer no longer verifies.
+fn an_edited_checkpoint_is_caught(genuine: &Export, key: &VerifyingKey) {
+    let (records, checkpoints) = (&genuine.records, &genuine.checkpoints);
+    let last = checkpoints.len() - 1;
     // A checkpoint's text edited: it claims one record fewer.
     let mut notes = checkpoints.clone();
-    let size = checkpoint_sizes(&genuine, &key)[last];
+    let size = checkpoint_sizes(genuine, key)[last];
     notes[last] = notes[last].replacen(&format!("\n{size}\n"), &format!("\n{}\n", size - 1), 1);
     assert_ne!(notes[last], checkpoints[last]);
-    let err = failure(&edited(&genuine, records, &notes), &key);
+    let err = failure(&edited(genuine, records, &notes), key);
     assert!(
         err.to_string().starts_with(&format!(
             "checkpoint {last} is not valid: the checkpoint is not signed by {}'s key",
@@ -349,7 +377,14 @@ async fn every_flipped_byte_and_every_edit_of_an_export_is_caught_and_located() 
         )),
         "{err}"
     );
+}
 
+/// A checkpoint of the right size and root signed by a stranger is caught, in place of
+/// the last one or added after them, and the genuine export fails with the stranger's key.
+fn a_foreign_checkpoint_is_caught(genuine: &Export, key: &VerifyingKey) {
+    let (records, checkpoints) = (&genuine.records, &genuine.checkpoints);
+    let n = records.len();
+    let last = checkpoints.len() - 1;
     // A checkpoint of the right size and root, signed by another key.
     let stranger = SigningKey::from_bytes(&[7; 32]);
     let mut tree = MemoryTree::new();
@@ -362,7 +397,7 @@ async fn every_flipped_byte_and_every_edit_of_an_export_is_caught_and_located() 
         .unwrap();
     let mut notes = checkpoints.clone();
     notes[last] = foreign.clone();
-    let err = failure(&edited(&genuine, records, &notes), &key);
+    let err = failure(&edited(genuine, records, &notes), key);
     assert!(
         err.to_string().starts_with(&format!(
             "checkpoint {last} is not valid: the checkpoint is not signed by"
@@ -372,19 +407,18 @@ async fn every_flipped_byte_and_every_edit_of_an_export_is_caught_and_located() 
     // Added after the genuine ones, it is named by its own index.
     let mut notes = checkpoints.clone();
     notes.push(foreign);
-    let err = failure(&edited(&genuine, records, &notes), &key);
+    let err = failure(&edited(genuine, records, &notes), key);
     assert!(
         err.to_string()
             .starts_with(&format!("checkpoint {} is not valid", last + 1)),
         "{err}"
     );
     // And the genuine export does not verify with the stranger's key.
-    let err = export::verify(&genuine, &stranger.verifying_key(), None).unwrap_err();
+    let err = export::verify(genuine, &stranger.verifying_key(), None).unwrap_err();
     assert!(
         err.to_string().starts_with("checkpoint 0 is not valid"),
         "{err}"
     );
-    fed.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,12 @@ fn in_subnet(ip: Ipv4Addr, subnet: &str) -> bool {
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
+/// Compose's services, by name.
+type Services = serde_json::Map<String, Value>;
+
+/// Where each (service, target) mounts from: a path under deploy/ or a named volume.
+type Mounts<'a> = BTreeMap<(&'a str, &'a str), &'a str>;
+
 #[test]
 fn compose_parses_and_refers_only_to_files_and_ports_that_exist() {
     let deploy = deploy_dir();
@@ -42,12 +48,24 @@ fn compose_parses_and_refers_only_to_files_and_ports_that_exist() {
     assert_eq!(docs.len(), 1);
     let compose = &docs[0];
     let examples = Examples::load();
-    let (node_file, node) = examples.node();
+    let (node_file, _) = examples.node();
     let services = compose["services"].as_object().expect("services");
     let volumes = compose["volumes"].as_object().cloned().unwrap_or_default();
 
+    let mounts = every_build_and_mount_exists(&deploy, services, &volumes);
+    the_services_read_configs_the_setup_renders(&deploy, services, &mounts, node_file);
+    the_hub_listens_where_the_desks_look_and_checks_health(compose, &examples);
+}
+
+/// What every service builds from and mounts exists under deploy/ or is a declared
+/// volume; returns where each service mounts what.
+fn every_build_and_mount_exists<'a>(
+    deploy: &Path,
+    services: &'a Services,
+    volumes: &Services,
+) -> Mounts<'a> {
     // What every service builds from and mounts exists.
-    let mut mounts: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    let mut mounts: Mounts = BTreeMap::new();
     for (name, s) in services {
         if let Some(build) = s.get("build") {
             let context = deploy.join(build["context"].as_str().unwrap());
@@ -69,6 +87,17 @@ fn compose_parses_and_refers_only_to_files_and_ports_that_exist() {
             mounts.insert((name.as_str(), target), source);
         }
     }
+    mounts
+}
+
+/// The setup service renders the examples into a volume, and every other service reads
+/// its `--config` (the hub's is `node_file`) from that volume, on the hub's network.
+fn the_services_read_configs_the_setup_renders(
+    deploy: &Path,
+    services: &Services,
+    mounts: &Mounts,
+    node_file: &str,
+) {
     let mounted_at = |service: &str, target: &str| mounts.get(&(service, target)).copied();
 
     // The one-shot setup: the examples mounted where its script reads them, the
@@ -112,10 +141,15 @@ fn compose_parses_and_refers_only_to_files_and_ports_that_exist() {
     );
     assert!(strings(&services["publisher"]["command"]).contains(&"publish"));
     assert!(strings(&services["subscriber"]["command"]).contains(&"subscribe"));
+}
 
+/// The hub in `compose` publishes the example node's QUIC port over UDP, sits at the
+/// address the example desks use, and is checked healthy on the example's admin port.
+fn the_hub_listens_where_the_desks_look_and_checks_health(compose: &Value, examples: &Examples) {
+    let (_, node) = examples.node();
     // The hub: the example's QUIC port over UDP, at the address the example desks use,
     // healthy by the image's own check on the example's admin port.
-    let hub = &services["hub"];
+    let hub = &compose["services"]["hub"];
     let udp: Vec<&str> = strings(&hub["ports"])
         .into_iter()
         .filter(|p| p.ends_with("/udp"))

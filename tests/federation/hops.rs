@@ -23,28 +23,7 @@ async fn a_line_of_three_nodes_carries_each_bulletin_as_far_as_its_tlp_allows() 
     mesh.start_all();
     let jp = mesh.client("jp-cdc").await;
 
-    // Tokyo's GREEN advisory reaches Tallinn's desk through the NATO node.
-    let shared = publish(&jp, green(&mesh, "jp-cdc", "green advisory")).await;
-    assert_eq!(shared, ["jp-nisc", "nato-ccdcoe"], "its desks and its peer");
-    let ee = mesh.client("ee-cert").await;
-    let got = take(&ee, 1).await;
-    assert_eq!(title(&got[0]), "green advisory");
-    assert_eq!(got[0].path, ["jp-mod", "nato-ccdcoe", "ee-mod"]);
-    verify(&mesh, &got[0], "jp-cdc");
-    // Issue 27: Tallinn's log says whose it was: Japan's, handed over by NATO's node,
-    // shared with Estonia's desk. The figures count it for JP, not for the relay.
-    let accepted = records(&mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
-    let from_tokyo = accepted.iter().find(|r| r.origin == "jp-cdc").unwrap();
-    assert_eq!(
-        (from_tokyo.partner.as_str(), from_tokyo.affiliation.as_str()),
-        ("nato-ccdcoe", "JP")
-    );
-    let to_desk = from_tokyo
-        .decisions
-        .iter()
-        .find(|d| d.partner == "ee-cert")
-        .unwrap();
-    assert!(to_desk.shared && to_desk.affiliation == "EE", "{to_desk:?}");
+    let ee = tokyos_green_advisory_reaches_tallinn_as_japans(&mesh, &jp).await;
 
     // AMBER+STRICT for the NATO desk reaches it and goes no further.
     let strict = sign_as(
@@ -68,8 +47,47 @@ async fn a_line_of_three_nodes_carries_each_bulletin_as_far_as_its_tlp_allows() 
     let titles: Vec<String> = take(&ee, 1).await.iter().map(title).collect();
     assert_eq!(titles, ["fence"], "nothing else reached Tallinn");
 
+    the_nato_node_verified_tokyo_itself_and_recorded_the_refusal(&mesh).await;
+
+    for c in [jp, nisc, nato, ee] {
+        c.close().await;
+    }
+    mesh.stop_all();
+}
+
+/// `jp` publishes a GREEN advisory; Tallinn's desk receives it, verified, through NATO's
+/// node, and Tallinn's log counts it as Japan's. Returns Tallinn's desk's client.
+async fn tokyos_green_advisory_reaches_tallinn_as_japans(mesh: &Mesh, jp: &Client) -> Client {
+    // Tokyo's GREEN advisory reaches Tallinn's desk through the NATO node.
+    let shared = publish(jp, green(mesh, "jp-cdc", "green advisory")).await;
+    assert_eq!(shared, ["jp-nisc", "nato-ccdcoe"], "its desks and its peer");
+    let ee = mesh.client("ee-cert").await;
+    let got = take(&ee, 1).await;
+    assert_eq!(title(&got[0]), "green advisory");
+    assert_eq!(got[0].path, ["jp-mod", "nato-ccdcoe", "ee-mod"]);
+    verify(mesh, &got[0], "jp-cdc");
+    // Issue 27: Tallinn's log says whose it was: Japan's, handed over by NATO's node,
+    // shared with Estonia's desk. The figures count it for JP, not for the relay.
+    let accepted = records(mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
+    let from_tokyo = accepted.iter().find(|r| r.origin == "jp-cdc").unwrap();
+    assert_eq!(
+        (from_tokyo.partner.as_str(), from_tokyo.affiliation.as_str()),
+        ("nato-ccdcoe", "JP")
+    );
+    let to_desk = from_tokyo
+        .decisions
+        .iter()
+        .find(|d| d.partner == "ee-cert")
+        .unwrap();
+    assert!(to_desk.shared && to_desk.affiliation == "EE", "{to_desk:?}");
+    ee
+}
+
+/// NATO's log holds Tokyo's three bulletins, stored once each, and the NISC one refused
+/// as of an unknown origin; Tallinn's holds two, and its links are to NATO only.
+async fn the_nato_node_verified_tokyo_itself_and_recorded_the_refusal(mesh: &Mesh) {
     // The NATO node verified Tokyo's signature itself and recorded the refusal.
-    let accepted = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinAccepted).await;
+    let accepted = records(mesh, "nato-ccdcoe", AuditEvent::BulletinAccepted).await;
     assert_eq!(
         accepted.len(),
         3,
@@ -78,19 +96,14 @@ async fn a_line_of_three_nodes_carries_each_bulletin_as_far_as_its_tlp_allows() 
     assert!(accepted
         .iter()
         .all(|r| r.origin == "jp-cdc" && r.partner == "jp-mod"));
-    let rejected = records(&mesh, "nato-ccdcoe", AuditEvent::BulletinRejected).await;
+    let rejected = records(mesh, "nato-ccdcoe", AuditEvent::BulletinRejected).await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0].error, ErrorCode::UnknownOrigin as i32);
     assert_eq!(rejected[0].origin, "jp-nisc");
-    let ee_accepted = records(&mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
+    let ee_accepted = records(mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
     assert_eq!(ee_accepted.len(), 2, "green and fence only");
-    let up = records(&mesh, "ee-mod", AuditEvent::LinkUp).await;
+    let up = records(mesh, "ee-mod", AuditEvent::LinkUp).await;
     assert!(!up.is_empty() && up.iter().all(|r| r.partner == "nato-ccdcoe"));
-
-    for c in [jp, nisc, nato, ee] {
-        c.close().await;
-    }
-    mesh.stop_all();
 }
 
 /// Checks that every node of `mesh` stored each of `titles` (made by [`flood`]) once

@@ -12,13 +12,34 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     // The US desk publishes over QUIC: five GREEN STIX bundles, one AMBER (beyond the
     // Japanese desk's clearance) and one plain-text note (no STIX to serve).
     let us = desk(dir, addr, "us-dod").await;
+    the_us_desk_publishes_green_amber_and_plain(dir, &us).await;
+
+    // The Japanese desk's CTI tool reads its collection in pages of three.
+    let seen = tokio::task::spawn_blocking({
+        let (dir, python) = (dir.to_owned(), python.clone());
+        move || read_as(&dir, &python, port, "jp-cdc")
+    })
+    .await
+    .unwrap()
+    .expect("taxii2-client reads the gateway");
+    the_discovery_names_the_root_and_both_collections(&seen, port);
+    the_pages_hold_only_the_green_objects(&seen);
+
+    a_client_of_another_ca_is_refused(dir, &python, port).await;
+    every_page_handed_over_is_on_the_log(dir, addr).await;
+    us.close().await;
+    assert!(served.stop(PATIENCE).success());
+}
+
+/// `us` publishes five GREEN STIX bundles, one AMBER and one plain GREEN advisory.
+async fn the_us_desk_publishes_green_amber_and_plain(dir: &Path, us: &Client) {
     for n in 1..=5 {
-        publish(&us, stix_bulletin(dir, n, Tlp::Green)).await;
+        publish(us, stix_bulletin(dir, n, Tlp::Green)).await;
     }
-    publish(&us, stix_bulletin(dir, 6, Tlp::Amber)).await;
+    publish(us, stix_bulletin(dir, 6, Tlp::Amber)).await;
     let key = common::signing_key(dir, "us-dod");
     publish(
-        &us,
+        us,
         sign_as(
             &key,
             "us-dod",
@@ -30,15 +51,11 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         ),
     )
     .await;
+}
 
-    // The Japanese desk's CTI tool reads its collection in pages of three.
-    let seen = tokio::task::spawn_blocking({
-        let (dir, python) = (dir.to_owned(), python.clone());
-        move || read_as(&dir, &python, port, "jp-cdc")
-    })
-    .await
-    .unwrap()
-    .expect("taxii2-client reads the gateway");
+/// What the client `seen` at discovery: the node's title, its one API root on `port`,
+/// TAXII 2.1, and jp-cdc's two collections, one to read and one to write.
+fn the_discovery_names_the_root_and_both_collections(seen: &Value, port: u16) {
     assert_eq!(seen["title"], "renkei node jp-mod");
     assert_eq!(
         seen["api_roots"],
@@ -54,6 +71,11 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     assert_eq!(collections[0]["can_read"], true);
     assert_eq!(collections[1]["title"], "From jp-cdc to node jp-mod");
     assert_eq!(collections[1]["can_write"], true);
+}
+
+/// The pages the client `seen` hold the GREEN bundles' ten objects, in order, marked
+/// GREEN, with their manifest, and none of the AMBER one's.
+fn the_pages_hold_only_the_green_objects(seen: &Value) {
     // Ten objects (two per GREEN bundle), none of the AMBER one's.
     assert_eq!(seen["pages"], json!([3, 3, 3, 1]));
     let ids: Vec<&str> = seen["object_ids"]
@@ -82,7 +104,10 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     assert!(added <= Timestamp::now());
     assert_eq!(seen["one_object"], json!([wanted[0]]));
     assert_eq!(seen["indicators"], 5);
+}
 
+/// A client whose certificate another CA issued cannot read the gateway on `port`.
+async fn a_client_of_another_ca_is_refused(dir: &Path, python: &Path, port: u16) {
     // A client with a certificate of another CA gets no further than the handshake.
     let stranger = tempfile::tempdir().unwrap();
     pki(stranger.path(), "jp-cdc");
@@ -92,13 +117,17 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
     )
     .unwrap();
     let refused = tokio::task::spawn_blocking({
-        let (s, python) = (stranger.path().to_owned(), python.clone());
+        let (s, python) = (stranger.path().to_owned(), python.to_owned());
         move || read_as(&s, &python, port, "jp-cdc")
     })
     .await
     .unwrap();
     assert!(refused.is_err(), "{refused:?}");
+}
 
+/// The node's log holds the TAXII pages of objects and the manifest as deliveries to
+/// jp-cdc.
+async fn every_page_handed_over_is_on_the_log(dir: &Path, addr: std::net::SocketAddr) {
     // Every page handed over is on the log, as deliveries to jp-cdc through TAXII.
     let reasons: Vec<String> = jp_cdc_records(dir, addr, proto::AuditEvent::Delivered)
         .await
@@ -113,8 +142,6 @@ async fn a_taxii_client_pages_through_what_is_shared_with_its_partner() {
         reasons.iter().any(|r| r == "TAXII: manifest"),
         "{reasons:?}"
     );
-    us.close().await;
-    assert!(served.stop(PATIENCE).success());
 }
 
 /// Issue 25, defects 3 and 5: a huge invalid object id in an inbox write made a
