@@ -5,9 +5,6 @@ use crate::cli::{audit, block_on};
 
 /// Runs one `renkei audit` subcommand.
 pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
-    fn source(s: &LogSource) -> anyhow::Result<audit::Source<'_>> {
-        audit::Source::new(s.config.as_deref(), s.data_dir.as_deref())
-    }
     match cmd {
         AuditCommand::Query {
             source: s,
@@ -80,6 +77,17 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             size,
             format,
         }),
+        other => run_proofs(other),
+    }
+}
+
+fn source(s: &LogSource) -> anyhow::Result<audit::Source<'_>> {
+    audit::Source::new(s.config.as_deref(), s.data_dir.as_deref())
+}
+
+/// The subcommands that prove and sign: proofs, checkpoints, key rotation, receipts.
+fn run_proofs(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
         AuditCommand::Prove { source: s, seq } => block_on(audit::prove(source(&s)?, seq)),
         AuditCommand::Checkpoint {
             source: s,
@@ -118,5 +126,6 @@ pub(in crate::cli) fn run_audit(cmd: AuditCommand) -> anyhow::Result<()> {
             };
             block_on(audit::receipts(log, args))
         }
+        other => unreachable!("{other:?} is run by run_audit"),
     }
 }
