@@ -25,6 +25,7 @@ use crate::timestamp::Timestamp;
 use crate::transport;
 
 mod book;
+mod exchange;
 mod pull;
 mod receipts;
 mod report;

@@ -8,6 +8,29 @@ use super::End;
 use crate::identity::PartnerId;
 use crate::node::Shared;
 use crate::proto::{self, ErrorCode};
+use crate::receipt::{Expected, ReceiptError, VerifiedReceipt};
+
+/// Why an Ack's receipt is refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BadReceipt {
+    /// A receipt for a seq the same Ack does not acknowledge, or a second for one.
+    #[error("a receipt for delivery {0}, which this Ack does not acknowledge (or names twice)")]
+    NotAcknowledged(u64),
+    /// A Receipted with no receipt in it.
+    #[error("delivery {0}: an empty receipt")]
+    Empty(u64),
+    /// The stored bulletin could not be read to check the receipt against.
+    #[error("delivery {0} could not be read back to check its receipt")]
+    Unreadable(u64),
+    /// It does not verify, or is not the partner's receipt of that delivery.
+    #[error("delivery {seq}: {why}")]
+    Invalid {
+        /// The delivery.
+        seq: u64,
+        /// What is wrong with its receipt.
+        why: ReceiptError,
+    },
+}
 
 /// The receipts in `acks`, each verified with the acknowledging partner's key in force
 /// and found to be its receipt, at this node, of the delivery it is given for (one in
@@ -17,7 +40,7 @@ pub(super) fn verified_receipts(
     partner: &PartnerId,
     p: &Progress,
     acks: &[proto::Ack],
-) -> Result<Vec<proto::Receipted>, String> {
+) -> Result<Vec<proto::Receipted>, BadReceipt> {
     let rules = shared.rules_in_force();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -30,30 +53,22 @@ pub(super) fn verified_receipts(
         for r in &ack.receipts {
             let seq = r.seq;
             if !ack.seq.contains(&seq) || !p.in_flight(seq) || !seen.insert(seq) {
-                return Err(format!("a receipt for delivery {seq}, which this Ack does not acknowledge (or names twice)"));
+                return Err(BadReceipt::NotAcknowledged(seq));
             }
-            let signed = r
-                .receipt
-                .as_ref()
-                .ok_or_else(|| format!("delivery {seq}: an empty receipt"))?;
-            let stored = match shared.storage.store.get(seq) {
-                Ok(Some(stored)) => stored,
-                _ => {
-                    return Err(format!(
-                        "delivery {seq} could not be read back to check its receipt"
-                    ))
-                }
+            let signed = r.receipt.as_ref().ok_or(BadReceipt::Empty(seq))?;
+            let Ok(Some(stored)) = shared.storage.store.get(seq) else {
+                return Err(BadReceipt::Unreadable(seq));
             };
-            let expected = crate::receipt::Expected {
+            let expected = Expected {
                 receiver: partner,
                 node: &shared.node_id,
                 origin: &stored.origin,
                 bulletin_id: &stored.id,
                 digest: &stored.digest,
             };
-            crate::receipt::VerifiedReceipt::verify(signed, &rules.keyring)
+            VerifiedReceipt::verify(signed, &rules.keyring)
                 .and_then(|v| v.is_of(&expected))
-                .map_err(|e| format!("delivery {seq}: {e}"))?;
+                .map_err(|why| BadReceipt::Invalid { seq, why })?;
             out.push(r.clone());
         }
     }
@@ -66,8 +81,9 @@ pub(super) async fn refuse_acks(
     shared: &Shared,
     partner: &PartnerId,
     acks: &[proto::Ack],
-    why: String,
+    why: BadReceipt,
 ) -> End {
+    let why = why.to_string();
     tracing::warn!(%partner, %why, "an Ack with a bad receipt was refused");
     let seqs = acks.iter().flat_map(|a| a.seq.iter().copied()).collect();
     let code = ErrorCode::BadReceipt;

@@ -17,10 +17,12 @@ use crate::audit::record::Event;
 use crate::bulletin::BulletinId;
 use crate::identity::{Keyring, PartnerId};
 use crate::node::Shared;
-use crate::proto::{self, AuditEvent, ErrorCode};
+use crate::proto::{self, client_frame, server_frame, AuditEvent, ErrorCode};
 use crate::receipt::{Expected, VerifiedReceipt};
 use crate::store::{Store, StoreError};
 use crate::transport;
+
+use super::exchange::{self, ExchangeError};
 
 /// Receipts one PassReceipts carries at most.
 pub(crate) const MAX_PASSED: usize = 1000;
@@ -30,8 +32,30 @@ pub(crate) const MAX_PASSED: usize = 1000;
 const PASS_EVERY: Duration = Duration::from_secs(2);
 const PASS_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
 
-/// How long a peer may take to record what it was passed.
-const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// Why a receipt a peer passed back is left out.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub(crate) enum LeftOut {
+    /// Not a receipt.
+    #[error("a receipt that does not decode: {0}")]
+    Undecodable(String),
+    /// Of a bulletin this node did not send that peer (or with another digest).
+    #[error("a receipt of {what}, which this node did not send {peer}")]
+    NotSent {
+        /// The bulletin it names, origin/id.
+        what: String,
+        /// The peer that passed it.
+        peer: PartnerId,
+    },
+    /// Given at this node: it comes with its ack.
+    #[error("a receipt given at this node, which comes with its ack")]
+    GivenHere,
+    /// Its receiver or node is not an id.
+    #[error("a receipt naming no receiver or node: {0}")]
+    Unnamed(String),
+    /// It does not verify with the receiver's key, or is of something else.
+    #[error(transparent)]
+    Receipt(#[from] crate::receipt::ReceiptError),
+}
 
 /// Why the receipt `signed`, passed back by `peer`, is not taken by node `node`:
 /// `stored` is the bulletin it names as stored here, if it is. A receipt is taken when
@@ -44,30 +68,26 @@ pub(crate) fn judge(
     stored: Option<&proto::StoredBulletin>,
     (peer, node): (&PartnerId, &PartnerId),
     keys: &Keyring,
-) -> Result<(), String> {
+) -> Result<(), LeftOut> {
     let body = proto::ReceiptBody::decode(signed.body.clone())
-        .map_err(|e| format!("a receipt that does not decode: {e}"))?;
+        .map_err(|e| LeftOut::Undecodable(e.to_string()))?;
     let sent = stored.filter(|s| s.shared_with.iter().any(|p| p == peer.as_str()));
     let Some(stored) = sent.filter(|s| s.digest == body.digest) else {
         let what = format!("{}/{}", body.origin, body.bulletin_id);
-        return Err(format!(
-            "a receipt of {what}, which this node did not send {peer}"
-        ));
+        let peer = peer.clone();
+        return Err(LeftOut::NotSent { what, peer });
     };
     if body.node == node.as_str() {
-        return Err("a receipt given at this node, which comes with its ack".into());
+        return Err(LeftOut::GivenHere);
     }
-    let receiver: PartnerId = body
-        .receiver
-        .parse()
-        .map_err(|e| format!("a receipt naming no receiver: {e}"))?;
+    let named = |text: &str| {
+        text.parse::<PartnerId>()
+            .map_err(|e| LeftOut::Unnamed(e.to_string()))
+    };
+    let (receiver, at) = (named(&body.receiver)?, named(&body.node)?);
     if !keys.knows(&receiver) {
         return Ok(());
     }
-    let at: PartnerId = body
-        .node
-        .parse()
-        .map_err(|e| format!("a receipt naming no node: {e}"))?;
     let expected = Expected {
         receiver: &receiver,
         node: &at,
@@ -75,9 +95,8 @@ pub(crate) fn judge(
         bulletin_id: &stored.id,
         digest: &stored.digest,
     };
-    VerifiedReceipt::verify(signed, keys)
-        .and_then(|v| v.is_of(&expected))
-        .map_err(|e| e.to_string())
+    VerifiedReceipt::verify(signed, keys)?.is_of(&expected)?;
+    Ok(())
 }
 
 /// The stored bulletin a receipt names, with its seq here.
@@ -169,7 +188,7 @@ fn judged(
             Err(w) => {
                 left_out += 1;
                 if why.is_empty() {
-                    why = crate::text::bounded(&w, 512);
+                    why = crate::text::bounded(&w.to_string(), 512);
                 }
             }
         }
@@ -206,62 +225,32 @@ async fn pass_once(
     conn: &quinn::Connection,
     shared: &Arc<Shared>,
     peer: &PartnerId,
-) -> Result<bool, String> {
+) -> Result<bool, ExchangeError> {
     let store = shared.storage.store.clone();
-    let next = store.receipts_passed(peer).map_err(|e| e.to_string())?;
-    let owed = {
+    let next = store.receipts_passed(peer)?;
+    let (receipts, through) = {
         let (store, peer) = (store.clone(), peer.clone());
-        tokio::task::spawn_blocking(move || owed(&store, &peer, next))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || owed(&store, &peer, next)).await??
     };
-    let (receipts, through) = owed;
     if through <= next {
         return Ok(false);
     }
     let passed = !receipts.is_empty();
     if passed {
-        send(conn, shared, receipts).await?;
-    }
-    store
-        .set_receipts_passed(peer, through)
-        .map_err(|e| e.to_string())?;
-    Ok(passed)
-}
-
-/// Sends one PassReceipts and waits for the peer's answer.
-async fn send(
-    conn: &quinn::Connection,
-    shared: &Shared,
-    receipts: Vec<proto::SignedReceipt>,
-) -> Result<(), String> {
-    let frames = &shared.book.frames;
-    let (mut out, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let frame = proto::ClientFrame {
-        frame: Some(proto::client_frame::Frame::PassReceipts(
-            proto::PassReceipts { receipts },
-        )),
-    };
-    transport::write_frame(&mut out, &frame, frames)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = out.finish();
-    let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
-    let answer = tokio::time::timeout(ANSWER_WITHIN, recv.next::<proto::ServerFrame>()).await;
-    match answer {
-        Ok(Ok(Some(proto::ServerFrame {
-            frame: Some(proto::server_frame::Frame::ReceiptsTaken(t)),
-        }))) => {
-            if t.left_out > 0 {
+        let frame = client_frame::Frame::PassReceipts(proto::PassReceipts { receipts });
+        match exchange::request(conn, shared, frame, "PassReceipts").await? {
+            server_frame::Frame::ReceiptsTaken(t) if t.left_out > 0 => {
                 tracing::info!(left_out = t.left_out, why = %t.why, "the peer left out receipts passed back");
             }
-            Ok(())
+            server_frame::Frame::ReceiptsTaken(_) => {}
+            other => {
+                let what = format!("{other:?}");
+                return Err(ExchangeError::Unexpected(what, "PassReceipts"));
+            }
         }
-        Ok(Ok(other)) => Err(format!("the peer answered {other:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {ANSWER_WITHIN:?}")),
     }
+    store.set_receipts_passed(peer, through)?;
+    Ok(passed)
 }
 
 /// The receipts on this node's log from audit seq `next` on that `peer` is owed (of

@@ -20,12 +20,12 @@ use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 use crate::transport;
 
+use super::exchange::{self, ExchangeError};
+
 /// How often a node looks for a checkpoint its peers have not cosigned, and at most how
 /// long it waits after a peer refused or could not answer.
 const ASK_EVERY: Duration = Duration::from_secs(2);
 const ASK_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
-/// How long a witness may take to answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// One witness decision at a time: judging and keeping the latest checkpoint are one
 /// step, so two requests of one log cannot both pass against the same old checkpoint.
@@ -165,25 +165,18 @@ async fn ask_once(
     conn: &quinn::Connection,
     shared: &Shared,
     peer: &PartnerId,
-) -> Result<(), String> {
+) -> Result<(), ExchangeError> {
     let store = &shared.storage.store;
-    let Some((size, text)) = store
-        .audit()
-        .latest_checkpoint()
-        .map_err(|e| e.to_string())?
-    else {
+    let Some((size, text)) = store.audit().latest_checkpoint()? else {
         return Ok(());
     };
-    let mut old = store.cosigned_by(peer).map_err(|e| e.to_string())?;
+    let mut old = store.cosigned_by(peer)?;
     if old == size {
         return Ok(());
     }
     for _ in 0..2 {
         let proof = match old > 0 && old < size {
-            true => store
-                .audit()
-                .prove_consistency(size, old)
-                .map_err(|e| e.to_string())?,
+            true => store.audit().prove_consistency(size, old)?,
             false => Vec::new(),
         };
         match ask(conn, shared, &text, old, proof).await? {
@@ -194,10 +187,10 @@ async fn ask_once(
             a if !a.cosignature.is_empty() => {
                 return keep(shared, peer, size, &text, &a.cosignature)
             }
-            a => return Err(format!("refused: {}", a.refused)),
+            a => return Err(ExchangeError::Refused(a.refused)),
         }
     }
-    Err("the peer named another size twice".into())
+    Err(ExchangeError::Conflicts)
 }
 
 /// Sends one WitnessRequest and reads the answer.
@@ -207,9 +200,7 @@ async fn ask(
     checkpoint: &str,
     old_size: u64,
     proof: Vec<TreeHash>,
-) -> Result<proto::WitnessAnswer, String> {
-    let frames = &shared.book.frames;
-    let (mut out, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+) -> Result<proto::WitnessAnswer, ExchangeError> {
     let request = proto::WitnessRequest {
         checkpoint: checkpoint.to_owned(),
         old_size,
@@ -218,22 +209,13 @@ async fn ask(
             .map(|h| bytes::Bytes::copy_from_slice(&h.0))
             .collect(),
     };
-    let frame = proto::ClientFrame {
-        frame: Some(proto::client_frame::Frame::WitnessRequest(request)),
-    };
-    transport::write_frame(&mut out, &frame, frames)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = out.finish();
-    let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
-    let answer = tokio::time::timeout(ANSWER_WITHIN, recv.next::<proto::ServerFrame>()).await;
-    match answer {
-        Ok(Ok(Some(proto::ServerFrame {
-            frame: Some(proto::server_frame::Frame::WitnessAnswer(a)),
-        }))) => Ok(a),
-        Ok(Ok(other)) => Err(format!("the peer answered {other:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {ANSWER_WITHIN:?}")),
+    let frame = proto::client_frame::Frame::WitnessRequest(request);
+    match exchange::request(conn, shared, frame, "WitnessRequest").await? {
+        proto::server_frame::Frame::WitnessAnswer(a) => Ok(a),
+        other => Err(ExchangeError::Unexpected(
+            format!("{other:?}"),
+            "WitnessRequest",
+        )),
     }
 }
 
@@ -244,7 +226,7 @@ fn keep(
     size: u64,
     text: &str,
     line: &str,
-) -> Result<(), String> {
+) -> Result<(), ExchangeError> {
     let cosigned = witness::with_cosignature(text, line);
     let log = (
         log_origin(shared.node_id.as_str()),
@@ -259,11 +241,10 @@ fn keep(
         witness::verify_cosignature(&cosigned, (&log.0, &log.1), &w).is_ok()
     });
     if !verifies {
-        return Err("its cosignature does not verify with its key".into());
+        return Err(ExchangeError::BadCosignature);
     }
     let store = &shared.storage.store;
-    store
-        .add_cosignature(size, line)
-        .and_then(|_| store.set_cosigned_by(peer, size))
-        .map_err(|e| e.to_string())
+    store.add_cosignature(size, line)?;
+    store.set_cosigned_by(peer, size)?;
+    Ok(())
 }

@@ -1,0 +1,76 @@
+//! One request to a peer over its link, on a stream of its own, and its one answer: how
+//! a node passes receipts back (`receipts`) and asks to be witnessed (`witness`). Its
+//! error says which step failed, in the operator's words.
+
+use std::time::Duration;
+
+use crate::audit::merkle::MerkleError;
+use crate::node::Shared;
+use crate::proto::{self, client_frame, server_frame};
+use crate::store::StoreError;
+use crate::transport::{self, FrameError, FrameReader};
+
+/// How long a peer may take to answer one request.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// Why an exchange with a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// No stream could be opened on the link.
+    #[error("opening a stream to the peer: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    /// A frame could not be written or read.
+    #[error("a frame to or from the peer: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer took too long.
+    #[error("the peer did not answer within {0:?}")]
+    NoAnswer(Duration),
+    /// The peer answered with an error, or refused in words.
+    #[error("the peer refused: {0}")]
+    Refused(String),
+    /// The peer answered something else than the request calls for.
+    #[error("the peer answered {0} to a {1}")]
+    Unexpected(String, &'static str),
+    /// This node's store failed.
+    #[error("this node's store: {0}")]
+    Store(#[from] StoreError),
+    /// This node could not prove its log's growth.
+    #[error("a consistency proof: {0}")]
+    Proof(#[from] MerkleError),
+    /// A witness's cosignature did not verify with any key of the peer.
+    #[error("the peer's cosignature does not verify with its key")]
+    BadCosignature,
+    /// The witness named another size than the one it was asked from, twice.
+    #[error("the peer named another size it last cosigned twice")]
+    Conflicts,
+    /// A blocking step did not finish.
+    #[error("a blocking step failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Sends `frame` to the peer on a new stream of `conn` and reads its one answer.
+pub(crate) async fn request(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    frame: client_frame::Frame,
+    what: &'static str,
+) -> Result<server_frame::Frame, ExchangeError> {
+    let frames = &shared.book.frames;
+    let (mut out, recv) = conn.open_bi().await?;
+    let frame = proto::ClientFrame { frame: Some(frame) };
+    transport::write_frame(&mut out, &frame, frames).await?;
+    let _ = out.finish();
+    let mut recv = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+    let answer = tokio::time::timeout(ANSWER_WITHIN, recv.next::<proto::ServerFrame>())
+        .await
+        .map_err(|_| ExchangeError::NoAnswer(ANSWER_WITHIN))??;
+    match answer.and_then(|a| a.frame) {
+        Some(server_frame::Frame::Error(e)) => {
+            let code = proto::ErrorCode::try_from(e.code)
+                .map_or_else(|_| e.code.to_string(), |c| c.as_str_name().to_owned());
+            Err(ExchangeError::Refused(format!("{code}: {}", e.message)))
+        }
+        Some(f) => Ok(f),
+        None => Err(ExchangeError::Unexpected("nothing".into(), what)),
+    }
+}
