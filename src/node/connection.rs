@@ -1,7 +1,8 @@
 //! One partner's connection: admission once the handshake is done (the certificate's
-//! partner id, its pin and the connection limit, by `admission`), the loop that hands
-//! each stream to publishing, delivery or the auditor's questions, and closing the
-//! connection when a reload removes, re-roles or re-pins its partner.
+//! partner id, its pin and the connection limit, by `admission`), then its life as a
+//! [`PartnerConnection`]: a peer's link adopted or not, each stream handed to
+//! `streams`, and the connection closed when a reload removes, re-roles or re-pins its
+//! partner.
 //!
 //! It decides nothing about bulletins; the stream modules and `policy` do.
 
@@ -15,13 +16,12 @@ use tracing::Instrument as _;
 use super::admission::{
     self, Admitted, AdmittedAs, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER,
 };
-use super::frames::{self, Opening};
 use super::link::{self, rules::Dialler, Adoption};
-use super::{auditor, deliver, publish, reload, Shared};
+use super::{reload, streams, Shared};
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
 use crate::proto;
-use crate::transport::{self, FrameError};
+use crate::transport;
 
 pub(super) async fn accept_loop(
     endpoint: quinn::Endpoint,
@@ -200,59 +200,122 @@ pub(super) async fn serve_partner(
     shared: Arc<Shared>,
     admitted: AdmittedAs,
 ) {
-    let AdmittedAs {
-        partner,
-        role,
-        cert,
-        mut rules,
-        link,
-    } = admitted;
-    let pulling = match link {
-        Some(dialler) => match start_link(&conn, &shared, &partner, dialler).await {
-            Some(task) => Some(task),
-            None => return,
-        },
-        None => None,
+    let Some(mut c) = PartnerConnection::adopt(conn, shared, admitted).await else {
+        return;
     };
-    tracing::info!(%role, "partner connected");
-    let mut stop = shared.shutdown.clone();
-    let mut streams = JoinSet::new();
-    let ended = loop {
-        tokio::select! {
-            stream = conn.accept_bi() => match stream {
-                Ok((send, recv)) => {
-                    let task = stream_task(send, recv, conn.clone(), shared.clone(), partner.clone(), role);
-                    streams.spawn(task.in_current_span());
+    tracing::info!(role = %c.role, "partner connected");
+    let ended = c.serve().await;
+    c.end(&ended).await;
+}
+
+/// One admitted partner's connection: who it is, the rules it was admitted under, its
+/// streams and, for a peer node, its link. It owns what the connection's life decides:
+/// the link adopted or not, streams served while it lasts, a reload that ends it, and
+/// what is recorded when it goes.
+struct PartnerConnection {
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    partner: PartnerId,
+    role: Role,
+    cert: crate::identity::CertFingerprint,
+    rules: tokio::sync::watch::Receiver<Arc<super::RuleSet>>,
+    streams: JoinSet<()>,
+    /// This node's subscription to the peer, when the connection is its link.
+    pulling: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PartnerConnection {
+    /// The connection of `admitted`; a peer node's is offered as its link first, and
+    /// `None` if the other connection of the two is kept.
+    async fn adopt(
+        conn: quinn::Connection,
+        shared: Arc<Shared>,
+        admitted: AdmittedAs,
+    ) -> Option<PartnerConnection> {
+        let AdmittedAs {
+            partner,
+            role,
+            cert,
+            rules,
+            link,
+        } = admitted;
+        let pulling = match link {
+            Some(dialler) => Some(start_link(&conn, &shared, &partner, dialler).await?),
+            None => None,
+        };
+        Some(PartnerConnection {
+            conn,
+            shared,
+            partner,
+            role,
+            cert,
+            rules,
+            streams: JoinSet::new(),
+            pulling,
+        })
+    }
+
+    /// Serves streams until the partner goes, the node stops or a reload ends the
+    /// connection; why it ended.
+    async fn serve(&mut self) -> String {
+        let mut stop = self.shared.shutdown.clone();
+        loop {
+            tokio::select! {
+                stream = self.conn.accept_bi() => match stream {
+                    Ok((send, recv)) => self.spawn(send, recv),
+                    Err(e) => {
+                        tracing::info!(reason = %e, "partner disconnected");
+                        return closed_reason(&e);
+                    }
+                },
+                _ = stop.changed() => return "this node is stopping".to_string(),
+                Ok(()) = self.rules.changed() => {
+                    if let Some(why) = self.reloaded().await {
+                        return format!("disconnected after a reload: {why}");
+                    }
                 }
-                Err(e) => {
-                    tracing::info!(reason = %e, "partner disconnected");
-                    break closed_reason(&e);
-                }
-            },
-            _ = stop.changed() => break "this node is stopping".to_string(),
-            Ok(()) = rules.changed() => {
-                let why = {
-                    let config = &rules.borrow_and_update().config;
-                    reload::disconnect_reason(role, &partner, &cert, config)
-                        .or_else(|| no_longer_a_peer(pulling.is_some(), &partner, config))
-                };
-                if let Some(why) = why {
-                    tracing::warn!(%why, "disconnecting the partner after a reload");
-                    shared.record(Event::operator(&partner, &format!("disconnected {partner}: {why}"))).await;
-                    close(&conn, proto::CloseCode::PartnerRemoved, &why);
-                    break format!("disconnected after a reload: {why}");
-                }
+                Some(_) = self.streams.join_next(), if !self.streams.is_empty() => {}
             }
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
-    };
-    // Let in-flight publishes be answered before the connection goes.
-    while streams.join_next().await.is_some() {}
-    shared.record_counted_refusals(&partner).await;
-    close(&conn, proto::CloseCode::ShuttingDown, "node shutting down");
-    if let Some(pulling) = pulling {
-        pulling.abort();
-        end_link(&conn, &shared, &partner, &ended).await;
+    }
+
+    fn spawn(&mut self, send: quinn::SendStream, recv: quinn::RecvStream) {
+        let (conn, shared) = (self.conn.clone(), self.shared.clone());
+        let task = streams::stream_task(send, recv, conn, shared, self.partner.clone(), self.role);
+        self.streams.spawn(task.in_current_span());
+    }
+
+    /// Closes the connection, recorded, if the rules now in force no longer admit it as
+    /// it was admitted (removed, revoked, re-pinned, re-roled, or no longer a peer);
+    /// why, if so.
+    async fn reloaded(&mut self) -> Option<String> {
+        let why = {
+            let config = &self.rules.borrow_and_update().config;
+            reload::disconnect_reason(self.role, &self.partner, &self.cert, config)
+                .or_else(|| no_longer_a_peer(self.pulling.is_some(), &self.partner, config))
+        }?;
+        tracing::warn!(%why, "disconnecting the partner after a reload");
+        let partner = &self.partner;
+        let what = format!("disconnected {partner}: {why}");
+        self.shared.record(Event::operator(partner, &what)).await;
+        close(&self.conn, proto::CloseCode::PartnerRemoved, &why);
+        Some(why)
+    }
+
+    /// Lets in-flight publishes be answered, closes the connection and, if it was the
+    /// link, records the link down.
+    async fn end(mut self, why: &str) {
+        while self.streams.join_next().await.is_some() {}
+        self.shared.record_counted_refusals(&self.partner).await;
+        close(
+            &self.conn,
+            proto::CloseCode::ShuttingDown,
+            "node shutting down",
+        );
+        if let Some(pulling) = self.pulling.take() {
+            pulling.abort();
+            end_link(&self.conn, &self.shared, &self.partner, why).await;
+        }
     }
 }
 
@@ -325,155 +388,5 @@ async fn end_link(conn: &quinn::Connection, shared: &Shared, peer: &PartnerId, w
     if shared.links.ended(peer, conn, why, now) {
         tracing::info!(%peer, %why, "peer link down");
         shared.record(Event::link_down(peer, why)).await;
-    }
-}
-
-/// Answers a frame error on a stream the peer can still hear, and records it.
-async fn refuse(
-    shared: &Shared,
-    partner: &PartnerId,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
-    err: &FrameError,
-) {
-    if let Some(code) = err.code() {
-        tracing::warn!(error = %err, "refused a frame");
-        shared
-            .record_refusal(
-                partner,
-                Event::rejected(partner, None, code, &err.to_string()),
-            )
-            .await;
-        let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-        transport::send_error(send, code, err.to_string(), &shared.book.frames).await;
-    }
-}
-
-async fn stream_task(
-    mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    conn: quinn::Connection,
-    shared: Arc<Shared>,
-    partner: PartnerId,
-    role: Role,
-) {
-    let mut stop = shared.shutdown.clone();
-    // The stream's frames after the first may already be in the buffer: it goes on to
-    // the stream's handler.
-    let mut recv =
-        transport::FrameReader::new(recv, shared.limits.max_frame, shared.book.frames.clone());
-    let announced = tokio::select! {
-        r = tokio::time::timeout(shared.limits.first_frame, recv.next_len()) => r,
-        _ = stop.changed() => return,
-    };
-    if announced.is_err() {
-        let msg = format!(
-            "no frame within {:?} of opening the stream",
-            shared.limits.first_frame
-        );
-        let code = proto::ErrorCode::UnexpectedFrame;
-        return transport::send_error(&mut send, code, msg, &shared.book.frames).await;
-    }
-    // Every stream's first frame is read within the partner's budget, so opening every
-    // stream it may gives a partner no more room than one stream.
-    let budget = shared.book.budgets.stream(&partner);
-    let first = tokio::select! {
-        r = budget.next::<proto::ClientFrame>(&mut recv) => r,
-        _ = stop.changed() => return,
-        _ = conn.closed() => return,
-    };
-    let (first, held) = match first {
-        Ok(Some((f, mut held))) => {
-            held.shrink_to(prost::Message::encoded_len(&f));
-            (f, held)
-        }
-        Ok(None) => return,
-        Err(e) => return refuse(&shared, &partner, &mut send, recv.stream(), &e).await,
-    };
-    match frames::opening(first.frame, role, &partner) {
-        Opening::Publish(p) => {
-            let stream = publish::Stream {
-                budget,
-                send,
-                recv,
-                conn,
-            };
-            publish::run((p, held), stream, shared, partner, role).await
-        }
-        // Only a publish keeps its first frame's room: the others hold what they read.
-        other => {
-            drop(held);
-            serve_opening(other, send, recv, shared, (partner, role)).await
-        }
-    }
-}
-
-/// Serves a stream that opened with anything but a Publish.
-async fn serve_opening(
-    opening: Opening,
-    mut send: quinn::SendStream,
-    recv: transport::FrameReader,
-    shared: Arc<Shared>,
-    (partner, role): (PartnerId, Role),
-) {
-    match opening {
-        Opening::Hello => {
-            // A Hello also tells a peer that this end of a link is alive: it must not
-            // wait behind a long group commit.
-            let queued = tokio::time::timeout(
-                std::time::Duration::from_millis(250),
-                super::admin::queue_of(&shared, &partner),
-            )
-            .await
-            .ok();
-            let welcome = proto::ServerFrame {
-                frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
-                    protocol_version: 1,
-                    node_id: shared.node_id.to_string(),
-                    partner_id: partner.to_string(),
-                    role: role_to_proto(role) as i32,
-                    max_frame_bytes: shared.limits.max_frame as u64,
-                    max_bulletin_bytes: shared.limits.bulletin.max_bulletin_bytes as u64,
-                    max_body_bytes: shared.limits.bulletin.max_body_bytes as u64,
-                    server_time_unix_ms: crate::timestamp::Timestamp::now().unix_ms(),
-                    software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
-                    queued_for_you: queued.as_ref().map(|q| q.depth),
-                    oldest_queued_ms: queued.as_ref().map(|q| q.oldest_age_ms),
-                })),
-            };
-            let _ = transport::write_frame(&mut send, &welcome, &shared.book.frames).await;
-            let _ = send.finish();
-        }
-        Opening::Publish(_) => {}
-        Opening::Subscribe(s) => deliver::run(s, send, recv, shared, partner).await,
-        Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
-        Opening::PassReceipts(p) => link::take_receipts(p, send, &shared, &partner).await,
-        Opening::Witness(w) => link::witness(w, send, &shared, &partner).await,
-        Opening::NotPermitted(msg) => not_permitted(&shared, &partner, &mut send, &msg).await,
-        Opening::Refused(code, msg) => {
-            transport::send_error(&mut send, code, msg, &shared.book.frames).await
-        }
-    }
-}
-
-/// Refuses what the partner's role does not allow, and records the attempt.
-async fn not_permitted(
-    shared: &Shared,
-    partner: &PartnerId,
-    send: &mut quinn::SendStream,
-    msg: &str,
-) {
-    let code = proto::ErrorCode::NotPermitted;
-    shared
-        .record_refusal(partner, Event::rejected(partner, None, code, msg))
-        .await;
-    transport::send_error(send, code, msg, &shared.book.frames).await;
-}
-
-fn role_to_proto(role: Role) -> proto::Role {
-    match role {
-        Role::Liaison => proto::Role::Liaison,
-        Role::Relay => proto::Role::Relay,
-        Role::Auditor => proto::Role::Auditor,
     }
 }

@@ -42,6 +42,7 @@ mod refusals;
 mod reload;
 mod shared;
 mod space;
+mod streams;
 mod taxii;
 #[cfg(test)]
 mod testing;
