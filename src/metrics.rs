@@ -214,6 +214,39 @@ fn by_affiliation<'a>(
     }
 }
 
+/// The counters an accepted bulletin moves: received from `partner`, shared with or
+/// withheld from each partner decided for, and those per country or organisation.
+fn accepted<'a>(
+    record: &'a proto::AuditRecord,
+    partner: &'a str,
+    n: &'static Names,
+    one: &mut impl FnMut(&'a str, Cow<'static, str>, u64),
+) {
+    let kind = record.kind;
+    one(partner, named(&n.received, kind, received_counter), 1);
+    for d in &record.decisions {
+        let name = if d.shared {
+            named(&n.shared, kind, shared_counter)
+        } else {
+            named(&n.withheld, d.reason, withheld_counter)
+        };
+        one(&d.partner, name, 1);
+    }
+    by_affiliation(record, &n.by_affiliation, one);
+}
+
+/// The counters a relay's copy shared on again moves: shared, for each partner it now
+/// goes to.
+fn reshared<'a>(
+    record: &'a proto::AuditRecord,
+    n: &'static Names,
+    one: &mut impl FnMut(&'a str, Cow<'static, str>, u64),
+) {
+    for d in record.decisions.iter().filter(|d| d.shared) {
+        one(&d.partner, named(&n.shared, record.kind, shared_counter), 1);
+    }
+}
+
 /// Partner name used for events that name nobody (a certificate without a partner id).
 pub const UNNAMED: &str = "(unnamed)";
 
@@ -257,25 +290,9 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
     let n = names();
     let event = AuditEvent::try_from(record.event).unwrap_or(AuditEvent::Unspecified);
     match event {
-        AuditEvent::BulletinAccepted => {
-            let kind = record.kind;
-            one(partner, named(&n.received, kind, received_counter), 1);
-            for d in &record.decisions {
-                let name = if d.shared {
-                    named(&n.shared, kind, shared_counter)
-                } else {
-                    named(&n.withheld, d.reason, withheld_counter)
-                };
-                one(&d.partner, name, 1);
-            }
-            by_affiliation(record, &n.by_affiliation, &mut one);
-        }
+        AuditEvent::BulletinAccepted => accepted(record, partner, n, &mut one),
         // Received once already: only the partners its origin's publish added count.
-        AuditEvent::BulletinReshared => {
-            for d in record.decisions.iter().filter(|d| d.shared) {
-                one(&d.partner, named(&n.shared, record.kind, shared_counter), 1);
-            }
-        }
+        AuditEvent::BulletinReshared => reshared(record, n, &mut one),
         AuditEvent::BulletinRejected => {
             one(
                 partner,
@@ -373,13 +390,26 @@ pub fn report_in_view(
     report
 }
 
-/// Builds the report for `period` from counter rows covering at least the days before
-/// `period.until` (earlier rows tell which partners are newly engaged).
-pub fn report(
-    node_id: &str,
-    period: &Period,
-    rows: impl IntoIterator<Item = Row>,
-) -> proto::MetricsReport {
+/// What the rows of a partner report add up to, before the report is built from it.
+struct Tally {
+    /// partner → name → (value, previous)
+    per: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
+    /// The period's months, and each one's totals by counter name.
+    months: Vec<(u32, u32, String)>,
+    month_totals: Vec<BTreeMap<String, u64>>,
+    /// The period's quarters, and each one's totals by counter name.
+    quarters: Vec<(u32, u32, String)>,
+    quarter_totals: Vec<BTreeMap<String, u64>>,
+    /// Partners that received or shared before the period.
+    exchanged_before: BTreeSet<String>,
+    /// Per partner in the previous period: (received, shared).
+    prev_engaged: BTreeMap<String, (bool, bool)>,
+    /// Per partner in the period: (received, shared).
+    engaged: BTreeMap<String, (bool, bool)>,
+}
+
+/// Adds up the partner counters of `rows` for `period` and the period before it.
+fn tally(period: &Period, rows: impl IntoIterator<Item = Row>) -> Tally {
     // partner → name → (value, previous)
     let mut per: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
     let months = period.spans(1);
@@ -422,6 +452,36 @@ pub fn report(
             per.entry(partner).or_default().entry(name).or_default().1 += value;
         }
     }
+    Tally {
+        per,
+        months,
+        month_totals,
+        quarters,
+        quarter_totals,
+        exchanged_before,
+        prev_engaged,
+        engaged,
+    }
+}
+
+/// Builds the report for `period` from counter rows covering at least the days before
+/// `period.until` (earlier rows tell which partners are newly engaged).
+pub fn report(
+    node_id: &str,
+    period: &Period,
+    rows: impl IntoIterator<Item = Row>,
+) -> proto::MetricsReport {
+    let Tally {
+        per,
+        months,
+        month_totals,
+        quarters,
+        quarter_totals,
+        exchanged_before,
+        prev_engaged,
+        engaged,
+    } = tally(period, rows);
+    let (prev_since, prev_until) = period.previous;
     let is_engaged = |(_, (r, s)): &(&String, &(bool, bool))| *r && *s;
     let engaged: Vec<String> = engaged
         .iter()
@@ -442,29 +502,35 @@ pub fn report(
             .collect(),
         engaged,
         engaged_previous: prev_engaged.iter().filter(is_engaged).count() as u32,
-        partners: per
-            .into_iter()
-            .map(|(partner, figures)| {
-                let latency = latency_summary(&figures);
-                proto::PartnerMetrics {
-                    partner,
-                    figures: figures
-                        .into_iter()
-                        .filter(|(name, _)| !name.starts_with("latency."))
-                        .map(|(name, (value, previous))| proto::Figure {
-                            name,
-                            value,
-                            previous,
-                        })
-                        .collect(),
-                    latency: Some(latency),
-                }
-            })
-            .collect(),
+        partners: partner_metrics(per),
         months: span_totals(months, month_totals),
         quarters: span_totals(quarters, quarter_totals),
         ..Default::default()
     }
+}
+
+/// Each partner's figures (all but the latency buckets) and its latency summary.
+fn partner_metrics(
+    per: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
+) -> Vec<proto::PartnerMetrics> {
+    per.into_iter()
+        .map(|(partner, figures)| {
+            let latency = latency_summary(&figures);
+            proto::PartnerMetrics {
+                partner,
+                figures: figures
+                    .into_iter()
+                    .filter(|(name, _)| !name.starts_with("latency."))
+                    .map(|(name, (value, previous))| proto::Figure {
+                        name,
+                        value,
+                        previous,
+                    })
+                    .collect(),
+                latency: Some(latency),
+            }
+        })
+        .collect()
 }
 
 mod by_affiliation;

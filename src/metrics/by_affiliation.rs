@@ -36,27 +36,28 @@ pub struct Programme<'a> {
     pub targets: &'a [YearTargets],
 }
 
-/// Sums the `country.` counters of `rows` over `period` (and the one before) for the
-/// node `node_id`, with the programme's indicators per fiscal year.
-pub fn report_by_affiliation(
-    node_id: &str,
-    programme: Programme<'_>,
-    period: &Period,
-    rows: impl IntoIterator<Item = Row>,
-) -> proto::MetricsReport {
-    let rows: Vec<Row> = rows.into_iter().collect();
-    let domestic = programme.domestic;
-    let kinds = |a: &str| {
-        let own = Some(a) == domestic;
-        (!own && is_country(a), !own && is_organisation(a))
-    };
-    let indicators = indicators(
-        period,
-        programme.fiscal_start,
-        &rows,
-        programme.targets,
-        kinds,
-    );
+/// What the `country.` rows of a programme's report add up to, before the report is
+/// built from it.
+struct Sums {
+    /// Per country or organisation: its figures.
+    per: BTreeMap<String, Figures>,
+    /// The events themselves, each counted once.
+    events: Figures,
+    /// The period's months, and each one's event totals by counter name.
+    months: Vec<(u32, u32, String)>,
+    month_sums: Vec<BTreeMap<String, u64>>,
+    /// The period's quarters, and each one's event totals by counter name.
+    quarters: Vec<(u32, u32, String)>,
+    quarter_sums: Vec<BTreeMap<String, u64>>,
+    /// Who received or shared before the period.
+    before: BTreeSet<String>,
+    /// Who received and shared in the period, and in the period before it.
+    now: BTreeMap<String, BothWays>,
+    then: BTreeMap<String, BothWays>,
+}
+
+/// Sums the `country.` counters of `rows` over `period` and the period before it.
+fn sum_rows(period: &Period, rows: Vec<Row>) -> Sums {
     let mut per: BTreeMap<String, Figures> = BTreeMap::new();
     let mut events = Figures::new();
     let (months, quarters) = (period.spans(1), period.spans(3));
@@ -100,6 +101,52 @@ pub fn report_by_affiliation(
             }
         }
     }
+    Sums {
+        per,
+        events,
+        months,
+        month_sums,
+        quarters,
+        quarter_sums,
+        before,
+        now,
+        then,
+    }
+}
+
+/// Sums the `country.` counters of `rows` over `period` (and the one before) for the
+/// node `node_id`, with the programme's indicators per fiscal year.
+pub fn report_by_affiliation(
+    node_id: &str,
+    programme: Programme<'_>,
+    period: &Period,
+    rows: impl IntoIterator<Item = Row>,
+) -> proto::MetricsReport {
+    let rows: Vec<Row> = rows.into_iter().collect();
+    let domestic = programme.domestic;
+    let kinds = |a: &str| {
+        let own = Some(a) == domestic;
+        (!own && is_country(a), !own && is_organisation(a))
+    };
+    let indicators = indicators(
+        period,
+        programme.fiscal_start,
+        &rows,
+        programme.targets,
+        kinds,
+    );
+    let Sums {
+        per,
+        events,
+        months,
+        month_sums,
+        quarters,
+        quarter_sums,
+        before,
+        now,
+        then,
+    } = sum_rows(period, rows);
+    let (prev_since, prev_until) = period.previous;
     let foreign = |kind: fn(&str) -> bool, engaged: &BTreeMap<String, BothWays>| -> Vec<String> {
         engaged
             .iter()
@@ -129,14 +176,7 @@ pub fn report_by_affiliation(
         engaged: countries,
         organisations_engaged: organisations,
         events: figures(events),
-        partners: per
-            .into_iter()
-            .map(|(party, f)| proto::PartnerMetrics {
-                partner: party,
-                figures: figures(f),
-                latency: None,
-            })
-            .collect(),
+        partners: rows_per_party(per),
         months: span_totals(months, month_sums),
         quarters: span_totals(quarters, quarter_sums),
         indicators,
@@ -150,6 +190,17 @@ fn is_country(a: &str) -> bool {
 
 fn is_organisation(a: &str) -> bool {
     a != UNKNOWN_AFFILIATION && !is_country(a) && a.parse::<Organisation>().is_ok()
+}
+
+/// One row per country or organisation, with its figures (and no latency).
+fn rows_per_party(per: BTreeMap<String, Figures>) -> Vec<proto::PartnerMetrics> {
+    per.into_iter()
+        .map(|(party, f)| proto::PartnerMetrics {
+            partner: party,
+            figures: figures(f),
+            latency: None,
+        })
+        .collect()
 }
 
 fn figures(f: Figures) -> Vec<proto::Figure> {

@@ -137,10 +137,14 @@ fn fiscal_years_start_in_the_configured_month() {
     );
 }
 
-#[test]
-fn the_report_gives_outputs_growth_engagement_and_latency() {
-    let fy = Period::fiscal_year(2026, 4).unwrap();
-    let (before, last_year, this_year) = (fy.previous.0 - 30, fy.previous.0 + 3, fy.since + 40);
+/// The records of the report test: long `before`, `last_year`, `this_year` and just
+/// after the fiscal year `fy`.
+fn two_years_of_records(
+    fy: &Period,
+    before: u32,
+    last_year: u32,
+    this_year: u32,
+) -> Vec<AuditRecord> {
     let mut records = vec![
         // Long before: uk-mod exchanged both ways once.
         accepted("uk-mod", Kind::Advisory, &["us-dod"], &[], before),
@@ -177,6 +181,14 @@ fn the_report_gives_outputs_growth_engagement_and_latency() {
         &[],
         fy.until + 1,
     ));
+    records
+}
+
+#[test]
+fn the_report_gives_outputs_growth_engagement_and_latency() {
+    let fy = Period::fiscal_year(2026, 4).unwrap();
+    let (before, last_year, this_year) = (fy.previous.0 - 30, fy.previous.0 + 3, fy.since + 40);
+    let records = two_years_of_records(&fy, before, last_year, this_year);
 
     let rows = aggregate(&records)
         .into_iter()

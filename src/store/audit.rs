@@ -106,27 +106,57 @@ fn size(tree: &sled::Tree) -> Result<u64, StoreError> {
     }
 }
 
+/// The seq after the last stored record and that record's time (both 0 for an empty
+/// log).
+fn last_record(tree: &sled::Tree, values: &ValueLog) -> Result<(u64, u64), StoreError> {
+    let (mut last_seq_end, mut last_time) = (0, 0);
+    if let Some(kv) = tree.scan_prefix(RECORDS).next_back() {
+        let (k, v) = kv?;
+        let batch = proto::AuditBatch::decode(&*values.resolve(&k, &v)?)
+            .map_err(|e| corrupt(&k, e.to_string()))?;
+        last_seq_end = batch
+            .first_seq
+            .checked_add(batch.records.len() as u64)
+            .ok_or_else(|| corrupt(&k, "audit batch beyond the largest seq"))?;
+        let last = batch
+            .records
+            .last()
+            .ok_or_else(|| corrupt(&k, "empty audit batch"))?;
+        last_time = proto::AuditRecord::decode(last.clone())
+            .map_err(|e| corrupt(&k, e.to_string()))?
+            .time_unix_ms;
+    }
+    Ok((last_seq_end, last_time))
+}
+
+/// The size and root of the last signed checkpoint, checked against its key (0 and
+/// none when nothing was signed yet).
+fn last_checkpoint(tree: &sled::Tree) -> Result<(u64, Option<TreeHash>), StoreError> {
+    let (checkpointed, signed_root) = match tree.scan_prefix(CHECKPOINTS).next_back() {
+        Some(kv) => {
+            let (k, v) = kv?;
+            let size = be_u64(&k, &k[CHECKPOINTS.len()..])?;
+            let note = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e.to_string()))?;
+            let stated =
+                crate::audit::checkpoint::stated(note).map_err(|e| corrupt(&k, e.to_string()))?;
+            if stated.size != size {
+                return Err(corrupt(
+                    &k,
+                    format!("holds a checkpoint of {}", stated.size),
+                ));
+            }
+            (size, Some(stated.root))
+        }
+        None => (0, None),
+    };
+    Ok((checkpointed, signed_root))
+}
+
 impl AuditState {
     /// Loads the writer's state and checks the records against the recorded size.
     pub fn load(tree: &sled::Tree, values: &ValueLog) -> Result<AuditState, StoreError> {
         let size = size(tree)?;
-        let (mut last_seq_end, mut last_time) = (0, 0);
-        if let Some(kv) = tree.scan_prefix(RECORDS).next_back() {
-            let (k, v) = kv?;
-            let batch = proto::AuditBatch::decode(&*values.resolve(&k, &v)?)
-                .map_err(|e| corrupt(&k, e.to_string()))?;
-            last_seq_end = batch
-                .first_seq
-                .checked_add(batch.records.len() as u64)
-                .ok_or_else(|| corrupt(&k, "audit batch beyond the largest seq"))?;
-            let last = batch
-                .records
-                .last()
-                .ok_or_else(|| corrupt(&k, "empty audit batch"))?;
-            last_time = proto::AuditRecord::decode(last.clone())
-                .map_err(|e| corrupt(&k, e.to_string()))?
-                .time_unix_ms;
-        }
+        let (last_seq_end, last_time) = last_record(tree, values)?;
         if last_seq_end != size {
             return Err(corrupt(
                 SIZE,
@@ -141,23 +171,7 @@ impl AuditState {
                 format!("expected {} hashes, found {}", count % CHUNK, tail.len()),
             ));
         }
-        let (checkpointed, signed_root) = match tree.scan_prefix(CHECKPOINTS).next_back() {
-            Some(kv) => {
-                let (k, v) = kv?;
-                let size = be_u64(&k, &k[CHECKPOINTS.len()..])?;
-                let note = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e.to_string()))?;
-                let stated = crate::audit::checkpoint::stated(note)
-                    .map_err(|e| corrupt(&k, e.to_string()))?;
-                if stated.size != size {
-                    return Err(corrupt(
-                        &k,
-                        format!("holds a checkpoint of {}", stated.size),
-                    ));
-                }
-                (size, Some(stated.root))
-            }
-            None => (0, None),
-        };
+        let (checkpointed, signed_root) = last_checkpoint(tree)?;
         if checkpointed > size {
             return Err(corrupt(
                 &seq_key(CHECKPOINTS, checkpointed),

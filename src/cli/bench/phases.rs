@@ -63,17 +63,7 @@ pub(super) async fn subscribe(
                 for d in batch {
                     let signed = d.bulletin.context("a delivery without a bulletin")?;
                     if let Some((sent, epoch)) = &r.sent {
-                        let b = proto::Bulletin::decode(signed.bulletin.clone())?;
-                        let n: usize = b
-                            .title
-                            .rsplit(' ')
-                            .next()
-                            .and_then(|n| n.parse().ok())
-                            .context("a bulletin without its number")?;
-                        let at = sent.get(n).context("a number beyond the run")?;
-                        let sent_ns = at.load(Ordering::Acquire);
-                        let now_ns = arrived.duration_since(*epoch).as_nanos() as u64;
-                        latencies.push(now_ns.saturating_sub(sent_ns) / 1_000);
+                        latencies.push(latency_us(&signed, sent, *epoch, arrived)?);
                     }
                     queued.push((d.seq, UnverifiedBulletin::from_signed(signed, &limits)?));
                     got += 1;
@@ -89,17 +79,7 @@ pub(super) async fn subscribe(
         if !queued.is_empty() && verifying.is_none() {
             let batch = std::mem::take(&mut queued);
             if r.verify {
-                let setup = setup.clone();
-                verifying = Some(tokio::task::spawn_blocking(move || {
-                    let (seqs, bulletins): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
-                    let now = Timestamp::now();
-                    let limits = Limits::default();
-                    for v in UnverifiedBulletin::verify_all(bulletins, &setup.keyring, now, &limits)
-                    {
-                        v?;
-                    }
-                    Ok(seqs)
-                }));
+                verifying = Some(verify_on_the_blocking_pool(batch, setup.clone()));
             } else {
                 done += batch.len();
                 to_ack.extend(batch.into_iter().map(|(seq, _)| seq));
@@ -113,6 +93,43 @@ pub(super) async fn subscribe(
     sub.close().await?;
     client.close().await;
     Ok((finished, latencies))
+}
+
+/// The µs from the sending of `signed` (found by the number its title ends with) in
+/// `sent` (ns after `epoch`) to its arrival at `arrived`.
+fn latency_us(
+    signed: &proto::SignedBulletin,
+    sent: &[AtomicU64],
+    epoch: Instant,
+    arrived: Instant,
+) -> anyhow::Result<u64> {
+    let b = proto::Bulletin::decode(signed.bulletin.clone())?;
+    let n: usize = b
+        .title
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("a bulletin without its number")?;
+    let at = sent.get(n).context("a number beyond the run")?;
+    let sent_ns = at.load(Ordering::Acquire);
+    let now_ns = arrived.duration_since(epoch).as_nanos() as u64;
+    Ok(now_ns.saturating_sub(sent_ns) / 1_000)
+}
+
+/// Verifies `batch` on the blocking pool; the job gives back the batch's seqs.
+fn verify_on_the_blocking_pool(
+    batch: Vec<(u64, UnverifiedBulletin)>,
+    setup: Arc<Setup>,
+) -> tokio::task::JoinHandle<anyhow::Result<Vec<u64>>> {
+    tokio::task::spawn_blocking(move || {
+        let (seqs, bulletins): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
+        let now = Timestamp::now();
+        let limits = Limits::default();
+        for v in UnverifiedBulletin::verify_all(bulletins, &setup.keyring, now, &limits) {
+            v?;
+        }
+        Ok(seqs)
+    })
 }
 
 /// Pipelines `bulletins`; with `pace`, sends bulletin `k` of this publisher no earlier

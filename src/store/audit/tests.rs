@@ -146,42 +146,12 @@ fn a_query_by_partner_reads_only_the_records_it_returns() {
 
 #[test]
 fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
-    use crate::bulletin::{BulletinId, Digest, Header, Kind, Tlp};
-    use crate::policy::{Decision, Withhold};
+    use crate::bulletin::BulletinId;
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let id = BulletinId::parse_canonical("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a8b").unwrap();
-    let header = Header {
-        id,
-        origin: pid("us-dod"),
-        created: Timestamp::from_unix_ms(DAY0),
-        tlp: Tlp::Amber,
-        kind: Kind::Exercise,
-        tags: vec![],
-        audience: vec![],
-    };
     let (uk, ee) = (pid("uk-mod"), pid("ee-mod"));
-    let withheld = Decision::Withhold(Withhold::KindNotShared(Kind::Exercise));
-    let event = Event::accepted(
-        &pid("us-dod"),
-        &header,
-        Digest([1; 32]),
-        [(&uk, &Decision::Share), (&ee, &withheld)],
-    );
-    let bulletin = crate::store::NewBulletin {
-        signed: crate::proto::SignedBulletin {
-            bulletin: bytes::Bytes::from_static(b"signed"),
-            ..Default::default()
-        },
-        digest: Digest([1; 32]),
-        origin: pid("us-dod"),
-        id,
-        received_from: pid("us-dod"),
-        shared_with: vec![uk.clone()],
-        path: Vec::new(),
-        relayed: false,
-        audit: event,
-    };
+    let bulletin = accepted_bulletin(id, &uk, &ee);
     let now = Timestamp::from_unix_ms(DAY0);
     store
         .commit(vec![Entry::Bulletin(bulletin.clone())], now)
@@ -213,6 +183,52 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
     let r = decode(&page.records[0]);
     assert_eq!((r.seq, r.bulletin_seqs.as_slice()), (1, &[1u64][..]));
 
+    assert_counters_equal_a_recount(&log);
+    assert_withheld_partners_are_reindexed_on_open(dir.path(), store, &ee);
+}
+
+/// Builds bulletin `id` from us-dod, accepted: shared with `uk`, withheld from `ee`.
+fn accepted_bulletin(
+    id: crate::bulletin::BulletinId,
+    uk: &PartnerId,
+    ee: &PartnerId,
+) -> crate::store::NewBulletin {
+    use crate::bulletin::{Digest, Header, Kind, Tlp};
+    use crate::policy::{Decision, Withhold};
+    let header = Header {
+        id,
+        origin: pid("us-dod"),
+        created: Timestamp::from_unix_ms(DAY0),
+        tlp: Tlp::Amber,
+        kind: Kind::Exercise,
+        tags: vec![],
+        audience: vec![],
+    };
+    let withheld = Decision::Withhold(Withhold::KindNotShared(Kind::Exercise));
+    let event = Event::accepted(
+        &pid("us-dod"),
+        &header,
+        Digest([1; 32]),
+        [(uk, &Decision::Share), (ee, &withheld)],
+    );
+    crate::store::NewBulletin {
+        signed: crate::proto::SignedBulletin {
+            bulletin: bytes::Bytes::from_static(b"signed"),
+            ..Default::default()
+        },
+        digest: Digest([1; 32]),
+        origin: pid("us-dod"),
+        id,
+        received_from: pid("us-dod"),
+        shared_with: vec![uk.clone()],
+        path: Vec::new(),
+        relayed: false,
+        audit: event,
+    }
+}
+
+/// Checks that the counters moved with the records equal a recount of them.
+fn assert_counters_equal_a_recount(log: &crate::store::AuditReader<'_>) {
     // Counters moved with the records equal a recount of them.
     let records: Vec<_> = log.records_from(0).map(|r| decode(&r.unwrap())).collect();
     let recount: Vec<_> = metrics::aggregate(&records)
@@ -226,7 +242,14 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
         "shared.exercise".into(),
         1
     )));
+}
 
+/// Unfiles `ee`'s records from the partner index and checks a reopen files them again.
+fn assert_withheld_partners_are_reindexed_on_open(
+    dir: &std::path::Path,
+    store: Store,
+    ee: &PartnerId,
+) {
     // A log indexed before withheld partners were: opening it files them too.
     let ee_prefix = super::partner_prefix("ee-mod");
     for kv in store.state.scan_prefix(&ee_prefix) {
@@ -243,7 +266,7 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
     };
     assert_eq!(store.audit().query(&q).unwrap().records.len(), 0);
     drop(store);
-    let store = open(dir.path());
+    let store = open(dir);
     assert_eq!(
         store.audit().query(&q).unwrap().records.len(),
         1,
