@@ -40,6 +40,32 @@ pub use report::{LinkReport, NodeStatus, QueueReport};
 use rules::Dialler;
 pub(crate) use witness::witness;
 
+/// Why dialling a peer node gave no link.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    /// The configuration in force names no address for it any more.
+    #[error("{0} is no longer a peer node")]
+    NoLongerAPeer(PartnerId),
+    /// Its address's name could not be resolved.
+    #[error("{0}: cannot resolve: {1}")]
+    Unresolved(String, std::io::Error),
+    /// Its address's name resolves to nothing.
+    #[error("{0}: the name resolves to no address")]
+    NoAddress(String),
+    /// No connection could be started.
+    #[error("{0}: {1}")]
+    Connect(String, quinn::ConnectError),
+    /// The handshake failed.
+    #[error("{0}: {1}")]
+    Handshake(String, quinn::ConnectionError),
+    /// The handshake took too long.
+    #[error("{0}: no answer within {1:?}")]
+    NoAnswer(String, Duration),
+    /// The node that answered is not the peer as this node's rules admit it.
+    #[error("{0}")]
+    NotAdmitted(String),
+}
+
 /// Whether the peer still serves `conn`: it answers a Hello on it within three round
 /// trips (at least a second). A peer that restarted or lost the path does not.
 pub(crate) async fn answers(conn: &quinn::Connection, shared: &Shared) -> bool {
@@ -186,7 +212,7 @@ impl Dialer {
                 }
                 Err(why) => {
                     tracing::info!(peer = %self.peer, %why, "dialling the peer failed");
-                    let failures = self.shared.links.failed(&self.peer, Some(&why));
+                    let failures = self.shared.links.failed(&self.peer, Some(&why.to_string()));
                     self.pause(failures)
                 }
             };
@@ -207,30 +233,33 @@ impl Dialer {
     }
 
     /// Dials the peer and checks who answered as an accepted connection would be.
-    async fn dial(&self) -> Result<(quinn::Connection, AdmittedAs), String> {
+    async fn dial(&self) -> Result<(quinn::Connection, AdmittedAs), DialError> {
         let rules = self.shared.rules.in_force.subscribe();
         let address = rules
             .borrow()
             .config
             .partner(&self.peer)
             .and_then(|p| p.peer_address().cloned())
-            .ok_or_else(|| format!("{} is no longer a peer node", self.peer))?;
+            .ok_or_else(|| DialError::NoLongerAPeer(self.peer.clone()))?;
+        let at = address.to_string();
         let target = format!("{}:{}", address.host(), address.port());
         let addr = tokio::net::lookup_host(&target)
             .await
-            .map_err(|e| format!("{address}: cannot resolve: {e}"))?
+            .map_err(|why| DialError::Unresolved(at.clone(), why))?
             .next()
-            .ok_or_else(|| format!("{address}: the name resolves to no address"))?;
+            .ok_or_else(|| DialError::NoAddress(at.clone()))?;
         let connecting = self
             .endpoint
             .connect_with(self.client.clone(), addr, self.peer.as_str())
-            .map_err(|e| format!("{address}: {e}"))?;
+            .map_err(|why| DialError::Connect(at.clone(), why))?;
         let conn = match tokio::time::timeout(self.handshake, connecting).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(format!("{address}: {e}")),
-            Err(_) => return Err(format!("{address}: no answer within {:?}", self.handshake)),
+            Ok(Err(why)) => return Err(DialError::Handshake(at, why)),
+            Err(_) => return Err(DialError::NoAnswer(at, self.handshake)),
         };
-        self.admit(conn, rules).await
+        self.admit(conn, rules)
+            .await
+            .map_err(DialError::NotAdmitted)
     }
 
     /// The answering node must be the peer, as this node's rules admit it.
