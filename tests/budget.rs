@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::configs::node_toml;
 use common::federation::{connect_as, eventually, Federation, PATIENCE};
 use common::pki;
 use common::served::serve_with_env;
@@ -88,12 +89,11 @@ fn small_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
     for id in ["us-dod", "au-dod", "xx-mod"] {
         partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
     }
-    let hub = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
-         [limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n{partners}"
-    );
-    std::fs::write(dir.join("hub.toml"), hub).unwrap();
+    node_toml("jp-mod")
+        .with(&format!(
+            "\n[limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n{partners}"
+        ))
+        .write(dir, "hub.toml");
     // As deploy/README.md advises for nodes that move large bulletins: buffers above
     // 128 KiB go back to the system when freed, so RSS shows what the node holds.
     let tunables = [("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")];

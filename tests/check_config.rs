@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::configs::{client_toml, node_toml};
 use common::federation::PATIENCE;
 use common::{pki, renkei, Run};
 use renkei::files::{self, Access};
@@ -21,15 +22,13 @@ const DAY: Duration = Duration::from_secs(86_400);
 fn node(dir: &Path) {
     pki(dir, "jp-mod,us-dod");
     let us = fs::read_to_string(dir.join("certs/us-dod/signing.pub")).unwrap();
-    let text = format!(
-        "# Japan's hub.\n[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-         ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\n\
-         signing_key = \"certs/jp-mod/signing.key\"\ncountry = \"JP\"\n\n\
+    let hub = node_toml("jp-mod").with(&format!(
+        "country = \"JP\"\n\n\
          # The US desk.\n[[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"red\"\n\
          keys = [{{ public = \"{}\" }}]\n",
         us.trim()
-    );
-    fs::write(dir.join("hub.toml"), text).unwrap();
+    ));
+    fs::write(dir.join("hub.toml"), format!("# Japan's hub.\n{hub}")).unwrap();
 }
 
 fn check(dir: &Path) -> Run {
@@ -236,14 +235,10 @@ fn serve_refuses_to_start_with_an_error_naming_the_field() {
 /// The US desk's configuration for the hub, signing key and one origin.
 fn desk(dir: &Path) {
     let us = fs::read_to_string(dir.join("certs/us-dod/signing.pub")).unwrap();
-    let text = format!(
-        "[client]\nid = \"us-dod\"\nserver = \"127.0.0.1:1\"\nserver_name = \"jp-mod\"\n\
-         ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/us-dod/tls.crt\"\ntls_key = \"certs/us-dod/tls.key\"\n\
-         signing_key = \"certs/us-dod/signing.key\"\n\n\
-         [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
-        us.trim()
-    );
-    fs::write(dir.join("desk.toml"), text).unwrap();
+    client_toml("us-dod", "127.0.0.1:1", "jp-mod")
+        .signing()
+        .trusting("us-dod", us.trim())
+        .write(dir, "desk.toml");
 }
 
 #[test]

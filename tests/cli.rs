@@ -6,6 +6,7 @@ use crate::common;
 use std::fs;
 use std::path::Path;
 
+use common::configs::node_toml;
 use common::{pki, renkei, renkei_ok, sh, sh_ok};
 use serde_json::Value;
 
@@ -345,19 +346,17 @@ fn verify_against_a_node_configuration_honours_revocation() {
     pki(dir, "hub,mod-jp");
     let jp_pub = fs::read_to_string(dir.join("certs/mod-jp/signing.pub")).unwrap();
     let config = |revoked: bool| {
-        let mut text = format!(
-            "[node]\nid = \"hub\"\nlisten = \"127.0.0.1:4433\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/hub/tls.crt\"\ntls_key = \"certs/hub/tls.key\"\nsigning_key = \"certs/hub/signing.key\"\n\n\
-             [[partner]]\nid = \"mod-jp\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
+        let mut node = node_toml("hub").listen("127.0.0.1:4433").with(&format!(
+            "\n[[partner]]\nid = \"mod-jp\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
             jp_pub.trim()
-        );
+        ));
         if revoked {
-            text.push_str(&format!(
+            node = node.with(&format!(
                 "\n[[revoked]]\nkey = \"{}\"\nreason = \"compromised\"\n",
                 jp_pub.trim()
             ));
         }
-        fs::write(dir.join("node.toml"), text).unwrap();
+        node.write(dir, "node.toml");
     };
     sh_ok(dir, "bulletin new --key certs/mod-jp/signing.key --origin mod-jp --tlp green --kind exercise --title 'Locked Shields planning' --out b.bin");
     config(false);

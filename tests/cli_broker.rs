@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use common::configs::{client_toml, node_toml};
 use common::served::serve;
 use common::{pki, renkei, renkei_ok, sh, sh_ok, sh_until_ok};
 use serde_json::Value;
@@ -20,13 +21,10 @@ fn key(dir: &Path, id: &str) -> String {
 }
 
 fn client_config(dir: &Path, id: &str, addr: &str) {
-    let text = format!(
-        "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n\n\
-         [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
-        key(dir, "us-dod")
-    );
-    fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    client_toml(id, addr, "jp-mod")
+        .signing()
+        .trusting("us-dod", &key(dir, "us-dod"))
+        .write(dir, &format!("{id}.toml"));
 }
 
 #[test]
@@ -34,15 +32,14 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pki(dir, "jp-mod,us-dod,au-dod,nz-mod");
-    let hub = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\ncountry = \"JP\"\n\n\
+    let hub = node_toml("jp-mod").with(&format!(
+        "country = \"JP\"\n\n\
          [[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\ncountry = \"AU\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
         key(dir, "us-dod"),
         key(dir, "au-dod")
-    );
-    fs::write(dir.join("hub.toml"), hub).unwrap();
+    ));
+    hub.write(dir, "hub.toml");
 
     let (mut served, addr) = serve(dir, "hub.toml");
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");

@@ -6,9 +6,9 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::Path;
 
+use common::configs::{client_toml, node_toml};
 use common::federation::{sign_as, PATIENCE};
 use common::served::{serve, Served};
 use common::{pki, renkei_ok};
@@ -40,25 +40,18 @@ async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
 /// Writes the hub's configuration in `dir`, starts it, and writes the US desk's client
 /// configuration pointing at it.
 fn serve_the_hub_and_configure_the_us_desk(dir: &Path) -> Served {
-    let hub = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
-         [audit]\ncheckpoint_every = 100\n\n\
+    let hub = node_toml("jp-mod").with(&format!(
+        "[audit]\ncheckpoint_every = 100\n\n\
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
         common::public_key(dir, "us-dod"),
         common::public_key(dir, "au-dod")
-    );
-    fs::write(dir.join("hub.toml"), hub).unwrap();
+    ));
+    hub.write(dir, "hub.toml");
     let (served, addr) = serve(dir, "hub.toml");
-    fs::write(
-        dir.join("us-dod.toml"),
-        format!(
-            "[client]\nid = \"us-dod\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/us-dod/tls.crt\"\ntls_key = \"certs/us-dod/tls.key\"\nsigning_key = \"certs/us-dod/signing.key\"\n"
-        ),
-    )
-    .unwrap();
+    client_toml("us-dod", &addr, "jp-mod")
+        .signing()
+        .write(dir, "us-dod.toml");
     served
 }
 

@@ -15,6 +15,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::configs::{client_toml, node_toml};
 use common::federation::{connect_as, sign_as, PATIENCE};
 use common::served::serve;
 use common::{pki, renkei_ok};
@@ -154,27 +155,18 @@ fn this_fiscal_year() -> i32 {
 /// The node and its auditor's client file; returns the node's address.
 fn setup(dir: &Path) -> (common::served::Served, String) {
     pki(dir, "jp-mod,us-dod,au-dod,jp-audit");
-    let hub = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
-         country = \"JP\"\n\n\
+    let hub = node_toml("jp-mod").with(&format!(
+        "country = \"JP\"\n\n\
          [[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\ncountry = \"AU\"\nrole = \"liaison\"\nclearance = \"green\"\n\n\
          [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n\n\
          [[target]]\nfiscal_year = {}\nconsultations = 4\n",
         common::public_key(dir, "us-dod"),
         this_fiscal_year()
-    );
-    fs::write(dir.join("hub.toml"), hub).unwrap();
+    ));
+    hub.write(dir, "hub.toml");
     let (served, addr) = serve(dir, "hub.toml");
-    fs::write(
-        dir.join("jp-audit.toml"),
-        format!(
-            "[client]\nid = \"jp-audit\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/jp-audit/tls.crt\"\ntls_key = \"certs/jp-audit/tls.key\"\n"
-        ),
-    )
-    .unwrap();
+    client_toml("jp-audit", &addr, "jp-mod").write(dir, "jp-audit.toml");
     (served, addr)
 }
 

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::configs::{client_toml, node_toml};
 use common::served::serve;
 use common::{pki, renkei, sh, sh_ok};
 use serde_json::Value;
@@ -29,29 +30,21 @@ fn key(dir: &Path, id: &str) -> String {
 
 /// A desk's config; it trusts us-dod's key only when `trusting`.
 fn desk(dir: &Path, id: &str, addr: &str, trusting: bool) {
-    let mut text = format!(
-        "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n"
-    );
+    let mut config = client_toml(id, addr, "jp-mod").signing();
     if trusting {
-        text += &format!(
-            "\n[[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
-            key(dir, "us-dod")
-        );
+        config = config.trusting("us-dod", &key(dir, "us-dod"));
     }
-    fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    config.write(dir, &format!("{id}.toml"));
 }
 
 fn hub(dir: &Path) {
-    let text = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
-         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
+    let partners = format!(
+        "\n[[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
         key(dir, "us-dod"),
         key(dir, "au-dod")
     );
-    fs::write(dir.join("hub.toml"), text).unwrap();
+    node_toml("jp-mod").with(&partners).write(dir, "hub.toml");
 }
 
 /// A temp dir with the federation's PKI and the hub serving from it.

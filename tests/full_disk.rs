@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::configs::node_toml;
 use common::federation::{connect_as, receive_titles, sign_as, PATIENCE};
 use common::served::serve;
 use common::{pki, renkei_ok};
@@ -70,15 +71,16 @@ impl Drop for SmallDisk {
 }
 
 fn hub_config(dir: &Path) -> String {
-    format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"disk/data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
-         [storage]\ncache_mib = 8\nreserve_mib = 8\n\n\
-         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
-         [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
-        common::public_key(dir, "us-dod"),
-    )
+    node_toml("jp-mod")
+        .data_dir("disk/data")
+        .with(&format!(
+            "[storage]\ncache_mib = 8\nreserve_mib = 8\n\n\
+             [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
+             [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
+             [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
+            common::public_key(dir, "us-dod"),
+        ))
+        .to_string()
 }
 
 /// Publishes one GREEN indicator titled `title` as us-dod; returns the node's answer.

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::configs::node_toml;
 use common::federation::{connect_as, PATIENCE};
 use common::lossy::{Counts, Lossy};
 use common::peers::Mesh;
@@ -76,16 +77,14 @@ fn assert_weather(counts: Counts) {
 /// connections idle out after 10 s of silence and ping every 2 s.
 fn desk_node(dir: &Path) -> String {
     common::pki(dir, "jp-mod,us-dod,au-dod");
-    let config = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
-         [transport]\nkeep_alive_secs = 2\nidle_timeout_secs = 10\n\n\
+    let config = node_toml("jp-mod").with(&format!(
+        "[transport]\nkeep_alive_secs = 2\nidle_timeout_secs = 10\n\n\
          [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
          [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
         common::public_key(dir, "us-dod"),
         common::public_key(dir, "au-dod")
-    );
-    fs::write(dir.join("jp-mod.toml"), config).unwrap();
+    ));
+    config.write(dir, "jp-mod.toml");
     "jp-mod.toml".into()
 }
 

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use common::configs::client_toml;
 use common::served::serve;
 use common::{pki, renkei, renkei_ok, sh_ok, sh_until_ok};
 use serde_json::Value;
@@ -34,14 +35,11 @@ keys = [{ public = \"US_KEY\" }]
 
 /// A desk's client configuration, trusting the origins `trusted` (id, public key).
 fn desk(dir: &Path, id: &str, addr: &str, trusted: &[(&str, &str)]) {
-    let mut text = format!(
-        "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n"
-    );
+    let mut config = client_toml(id, addr, "jp-mod").signing();
     for (origin, key) in trusted {
-        text += &format!("\n[[partner]]\nid = \"{origin}\"\nkeys = [{{ public = \"{key}\" }}]\n");
+        config = config.trusting(origin, key);
     }
-    fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+    config.write(dir, &format!("{id}.toml"));
 }
 
 fn published(dir: &Path, desk: &str, title: &str) -> Value {

@@ -2,9 +2,9 @@
 
 use crate::common;
 
-use std::fs;
 use std::path::Path;
 
+use common::configs::node_toml;
 use common::tables::{auditor, liaison, relay, tables};
 use common::{pki, renkei, renkei_ok, sh_ok};
 use serde_json::Value;
@@ -68,10 +68,7 @@ fn write_node_with_five_partners(dir: &Path) {
     for id in ["us-dod", "uk-mod", "nato-ccdcoe", "au-dod"] {
         partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
     }
-    let node = "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-                ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/jp-mod/tls.crt\"\n\
-                tls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n";
-    fs::write(dir.join("node.toml"), format!("{node}{partners}")).unwrap();
+    node_toml("jp-mod").with(&partners).write(dir, "node.toml");
 }
 
 /// The US liaison writes a RED note for the Five Eyes group: the table says who gets it

@@ -10,6 +10,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use common::configs::{client_toml, node_toml};
 use common::federation::{connect_as, eventually, sign_as, PATIENCE};
 use common::peers::Mesh;
 use common::served::{serve, Served};
@@ -41,22 +42,17 @@ fn tokyo(dir: &Path) -> (Served, SocketAddr) {
     for id in ["us-dod", "jp-cdc", "au-dod"] {
         partners = partners.replace(&format!("KEY({id})"), &public_key(dir, id));
     }
-    let node = "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-        tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n";
-    fs::write(dir.join("node.toml"), format!("{node}{partners}")).unwrap();
+    node_toml("jp-mod").with(&partners).write(dir, "node.toml");
     let (served, addr) = serve(dir, "node.toml");
     for id in ["jp-cdc", "audit-office"] {
-        let key = match id {
-            "jp-cdc" => "signing_key = \"certs/jp-cdc/signing.key\"\n",
-            _ => "",
+        let config = client_toml(id, &addr, "jp-mod");
+        let config = match id {
+            "jp-cdc" => config.signing(),
+            _ => config,
         };
-        let text = format!(
-            "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\n{key}\n\
-             [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
-            public_key(dir, "us-dod")
-        );
-        fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+        config
+            .trusting("us-dod", &public_key(dir, "us-dod"))
+            .write(dir, &format!("{id}.toml"));
     }
     (served, addr.parse().unwrap())
 }
@@ -445,12 +441,7 @@ async fn signs_for_one(mesh: &Mesh, desk: &str, node: &str) {
 /// A client configuration for `node`'s audit office; its file name.
 fn office_config(mesh: &Mesh, node: &str) -> String {
     let addr = mesh.nodes[node].addr;
-    let text = format!(
-        "[client]\nid = \"{node}-audit\"\nserver = \"{addr}\"\nserver_name = \"{node}\"\n\
-         ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/{node}-audit/tls.crt\"\n\
-         tls_key = \"certs/{node}-audit/tls.key\"\n"
-    );
     let name = format!("{node}-audit.toml");
-    fs::write(mesh.dir.join(&name), text).unwrap();
+    client_toml(&format!("{node}-audit"), addr, node).write(&mesh.dir, &name);
     name
 }

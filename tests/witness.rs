@@ -9,6 +9,7 @@ use crate::common;
 use std::path::Path;
 use std::process::Command;
 
+use common::configs::client_toml;
 use common::federation::{eventually, sign_as};
 use common::peers::Mesh;
 use common::{renkei, renkei_ok};
@@ -45,13 +46,8 @@ async fn publish(mesh: &Mesh, n: usize) {
 /// A client configuration for `node`'s audit office; its file name.
 fn office(mesh: &Mesh, node: &str) -> String {
     let addr = mesh.nodes[node].addr;
-    let text = format!(
-        "[client]\nid = \"{node}-audit\"\nserver = \"{addr}\"\nserver_name = \"{node}\"\n\
-         ca_cert = \"certs/ca.crt\"\ntls_cert = \"certs/{node}-audit/tls.crt\"\n\
-         tls_key = \"certs/{node}-audit/tls.key\"\n"
-    );
     let name = format!("{node}-audit.toml");
-    std::fs::write(mesh.dir.join(&name), text).unwrap();
+    client_toml(&format!("{node}-audit"), addr, node).write(&mesh.dir, &name);
     name
 }
 

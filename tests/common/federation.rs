@@ -17,6 +17,8 @@ use renkei::proto;
 use renkei::timestamp::Timestamp;
 use renkei::transport::Timers;
 
+use super::configs::node_toml;
+
 /// How long any single wait in a test may take before it counts as a failure.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -64,13 +66,10 @@ impl Federation {
             partners = partners.replace(&format!("KEY({id})"), &public);
             keys.insert(id.to_string(), key);
         }
-        let config = format!(
-            "[node]\nid = \"{hub}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/{hub}/tls.crt\"\ntls_key = \"certs/{hub}/tls.key\"\nsigning_key = \"certs/{hub}/signing.key\"\n\
-             [transport]\ndelivery_window = 8\n\n{partners}"
-        );
+        let config =
+            node_toml(hub).with(&format!("[transport]\ndelivery_window = 8\n\n{partners}"));
+        config.write(dir.path(), "hub.toml");
         let config_path = dir.path().join("hub.toml");
-        std::fs::write(&config_path, config).unwrap();
         let mut fed = Federation {
             dir,
             hub: pid(hub),

@@ -71,6 +71,7 @@ pub fn sh_until_ok(dir: &Path, line: &str, patience: std::time::Duration) -> Run
     }
 }
 
+pub mod configs;
 pub mod federation;
 pub mod lossy;
 pub mod peers;

@@ -13,6 +13,7 @@ use ed25519_dalek::SigningKey;
 use renkei::client::Client;
 use renkei::identity::PartnerId;
 
+use super::configs::node_toml;
 use super::federation::connect_as;
 use super::served::{serve, Served};
 
@@ -164,14 +165,15 @@ impl Mesh {
         let extra = &self.extra;
         let dir = &self.dir;
         let node = &self.nodes[n];
-        let mut t = format!(
-            "[node]\nid = \"{n}\"\nlisten = \"{}\"\ndata_dir = \"{n}-data\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/{n}/tls.crt\"\ntls_key = \"certs/{n}/tls.key\"\nsigning_key = \"certs/{n}/signing.key\"\n{}\
-             [transport]\nkeep_alive_secs = 1\nidle_timeout_secs = 5\n\
-             [federation]\nredial_min_ms = 50\nredial_max_secs = 1\n{extra}\n",
-            node.addr,
-            whose(n)
-        );
+        let mut t = node_toml(n)
+            .listen(node.addr)
+            .data_dir(format!("{n}-data"))
+            .with(&format!(
+                "{}[transport]\nkeep_alive_secs = 1\nidle_timeout_secs = 5\n\
+                 [federation]\nredial_min_ms = 50\nredial_max_secs = 1\n{extra}\n",
+                whose(n)
+            ))
+            .to_string();
         if let Some(port) = self.gateways.get(n) {
             t += &format!("[taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://{n}:{port}\"\n");
         }

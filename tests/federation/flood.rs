@@ -162,14 +162,12 @@ async fn peak_through(dir: &std::path::Path, flood: Vec<Bytes>) -> u64 {
     let total = flood.len();
     let (endpoint, acked) = hostile_peer(&dir.join("certs"), flood);
     let port = endpoint.local_addr().unwrap().port();
-    let config = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\n\
-         [[partner]]\nid = \"xx-node\"\nrole = \"relay\"\nclearance = \"green\"\naddress = \"127.0.0.1:{port}\"\n\
+    let config = common::configs::node_toml("jp-mod").with(&format!(
+        "\n[[partner]]\nid = \"xx-node\"\nrole = \"relay\"\nclearance = \"green\"\naddress = \"127.0.0.1:{port}\"\n\
          keys = [{{ public = \"{}\" }}]\n",
         common::public_key(dir, "xx-node")
-    );
-    std::fs::write(dir.join("hub.toml"), config).unwrap();
+    ));
+    config.write(dir, "hub.toml");
     let (mut served, _) = common::served::serve(dir, "hub.toml");
 
     // Every delivery is taken in and acknowledged, so the flood went through.

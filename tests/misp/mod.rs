@@ -10,6 +10,7 @@ mod gateway;
 use std::fs;
 use std::path::Path;
 
+use common::configs::{client_toml, node_toml};
 use common::served::serve;
 use common::tables::{liaison, tables};
 use common::{pki, sh_ok};
@@ -137,20 +138,13 @@ fn node_and_desks(dir: &Path) -> common::served::Served {
     for id in ["us-dod", "au-dod"] {
         partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
     }
-    let hub = format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n{partners}"
-    );
-    fs::write(dir.join("hub.toml"), hub).unwrap();
+    node_toml("jp-mod").with(&partners).write(dir, "hub.toml");
     let (served, addr) = serve(dir, "hub.toml");
     for id in ["us-dod", "au-dod"] {
-        let text = format!(
-            "[client]\nid = \"{id}\"\nserver = \"{addr}\"\nserver_name = \"jp-mod\"\nca_cert = \"certs/ca.crt\"\n\
-             tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n\n\
-             [[partner]]\nid = \"us-dod\"\nkeys = [{{ public = \"{}\" }}]\n",
-            common::public_key(dir, "us-dod")
-        );
-        fs::write(dir.join(format!("{id}.toml")), text).unwrap();
+        client_toml(id, &addr, "jp-mod")
+            .signing()
+            .trusting("us-dod", &common::public_key(dir, "us-dod"))
+            .write(dir, &format!("{id}.toml"));
     }
     served
 }

@@ -21,6 +21,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::configs::node_toml;
 use common::federation::{connect_as, sign_as, PATIENCE};
 use common::pki;
 use common::python::python;
@@ -48,17 +49,17 @@ fn jp_cdc_table(dir: &Path, clearance: &str) -> String {
 }
 
 fn hub_config(dir: &Path, port: u16) -> String {
-    format!(
-        "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nca_cert = \"certs/ca.crt\"\n\
-         tls_cert = \"certs/jp-mod/tls.crt\"\ntls_key = \"certs/jp-mod/tls.key\"\nsigning_key = \"certs/jp-mod/signing.key\"\n\
-         [taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n\n\
-         [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
-         {}\
-         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
-         [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
-        common::public_key(dir, "us-dod"),
-        jp_cdc_table(dir, "green"),
-    )
+    node_toml("jp-mod")
+        .with(&format!(
+            "[taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n\n\
+             [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
+             {}\
+             [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
+             [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
+            common::public_key(dir, "us-dod"),
+            jp_cdc_table(dir, "green"),
+        ))
+        .to_string()
 }
 
 /// The PKI, jp-mod's configuration with its gateway on a free port, and jp-mod
