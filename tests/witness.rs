@@ -59,26 +59,10 @@ fn nato(mesh: &Mesh) -> String {
 /// The size of Tokyo's newest checkpoint NATO's node cosigned, once it is at least
 /// `at_least` (as the audit office reads it).
 async fn cosigned_size(mesh: &Mesh, at_least: u64) -> u64 {
-    let config = office(mesh, "jp-mod");
-    let witness = nato(mesh);
     let mut size = 0;
     eventually("a checkpoint cosigned by NATO's node", async || {
-        let args = [
-            "audit",
-            "checkpoint",
-            "--config",
-            &config,
-            "--witness",
-            &witness,
-        ];
-        let run = renkei(&mesh.dir, &args);
-        size = run
-            .stdout
-            .lines()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        run.ok && size >= at_least
+        size = newest_cosigned(mesh).unwrap_or(0);
+        size >= at_least
     })
     .await;
     size

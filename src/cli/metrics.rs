@@ -10,6 +10,9 @@ use super::dashboard::html::Table;
 use crate::metrics::{self, Period};
 use crate::proto;
 use crate::timestamp::Timestamp;
+use witnessed::{newest_cosigned, witnessed_json, witnessed_line};
+
+mod witnessed;
 
 /// What `renkei metrics` asks for.
 pub(super) struct MetricsArgs {
@@ -80,48 +83,6 @@ pub(super) async fn run(source: Source<'_>, a: MetricsArgs) -> anyhow::Result<()
         println!("{}", witnessed_line(&report, witnessed.as_deref()));
     }
     Ok(())
-}
-
-/// The newest checkpoint of a stopped node's log that a witness cosigned.
-fn newest_cosigned(store: &crate::store::Store) -> anyhow::Result<Option<String>> {
-    for c in store.audit().checkpoints().rev() {
-        let (_, note) = c?;
-        if !crate::audit::witness::cosignatures(&note).is_empty() {
-            return Ok(Some(note));
-        }
-    }
-    Ok(None)
-}
-
-/// The newest cosigned checkpoint as JSON: its size and its witnesses, as it states
-/// them (`audit verify --witness` checks them).
-fn witnessed_json(note: &str) -> Value {
-    let size = crate::audit::checkpoint::stated(note).map_or(0, |v| v.size);
-    let by: Vec<String> = crate::audit::witness::cosignatures(note)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    json!({"size": size, "by": by})
-}
-
-/// Whether the records the report counts are covered by a checkpoint peers cosigned.
-fn witnessed_line(r: &proto::MetricsReport, note: Option<&str>) -> String {
-    let Some(note) = note else {
-        return "no checkpoint of this log is cosigned by a witness yet".into();
-    };
-    let w = witnessed_json(note);
-    let size = w["size"].as_u64().unwrap_or(0);
-    let by = w["by"].as_array().map_or(String::new(), |a| {
-        a.iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
-    let covered = match size >= r.log_size {
-        true => "covers every record counted",
-        false => "does not yet cover every record counted",
-    };
-    format!("the newest checkpoint witnesses cosigned ({size} records, by {by}) {covered}")
 }
 
 /// Prints `report` as `format` asks.

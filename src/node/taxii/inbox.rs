@@ -139,17 +139,22 @@ fn made(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<NewBulletin, (ErrorCode, String)> {
-    if tlp >= Tlp::Amber && writer.audience.is_empty() {
-        return Err((
-            ErrorCode::UnknownAudience,
-            format!(
-                "TLP:{tlp} objects go only to an audience: name its partners or groups in the \
-                 envelope's \"x_renkei_audience\""
-            ),
-        ));
-    }
+    let name = "name its partners or groups in the envelope's \"x_renkei_audience\"";
+    needs_audience(tlp, &writer.audience, name)?;
     let b = bulletin_of(tlp, objects, writer, &rules.config.node.id, now);
     signed_for(b, writer, rules, key, limits, now)
+}
+
+/// AMBER, AMBER+STRICT and RED go only to an audience the writer names (as on QUIC):
+/// refused without one, saying how to `name` it.
+fn needs_audience(tlp: Tlp, audience: &[String], name: &str) -> Result<(), (ErrorCode, String)> {
+    match tlp >= Tlp::Amber && audience.is_empty() {
+        true => Err((
+            ErrorCode::UnknownAudience,
+            format!("TLP:{tlp} goes only to an audience: {name}"),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// A bulletin made from a MISP event a desk added (`misp::inbound::draft`, with this
@@ -166,15 +171,8 @@ pub(crate) fn prepare_event(
         return Err(refused);
     }
     let tlp = Tlp::from_proto(b.tlp).unwrap_or(Tlp::Red);
-    if tlp >= Tlp::Amber && b.audience.is_empty() {
-        return Err((
-            ErrorCode::UnknownAudience,
-            format!(
-                "a TLP:{tlp} event goes only to an audience: a sharing group of partners this \
-                 node knows, or ?audience=ID,group:NAME"
-            ),
-        ));
-    }
+    let name = "a sharing group of partners this node knows, or ?audience=ID,group:NAME";
+    needs_audience(tlp, &b.audience, name)?;
     signed_for(b, writer, rules, key, limits, now)
 }
 
