@@ -93,7 +93,7 @@ impl WitnessKey {
         format!("{}+{:08x}+{b64}", self.name, self.key_id())
     }
 
-    /// SHA-256(name ‖ "\n" ‖ 0x04 ‖ key)[:4], big-endian.
+    /// The first 4 bytes, big-endian, of SHA-256(name ‖ "\n" ‖ 0x04 ‖ key).
     pub fn key_id(&self) -> u32 {
         let mut h = Sha256::new();
         h.update(self.name.as_bytes());
