@@ -190,8 +190,33 @@ async fn collection(
     }
 }
 
+/// Why a TAXII request's filters or paging cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum QueryError {
+    /// A time that is not RFC 3339, or before 1970, in the parameter named.
+    #[error("{0}: {1}")]
+    Time(&'static str, TimeError),
+    /// `limit` is not a number.
+    #[error("limit: {0:?} is not a number")]
+    Limit(String),
+    /// `next` is not a token this server gave.
+    #[error("next: {0:?} is not a token this server gave")]
+    Next(String),
+}
+
+/// Why a TAXII timestamp cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum TimeError {
+    /// Not RFC 3339.
+    #[error("{0:?} is not an RFC 3339 time")]
+    NotRfc3339(String),
+    /// Before the epoch.
+    #[error("{0:?} is before 1970")]
+    Before1970(String),
+}
+
 /// A request's filters and paging, or why they cannot be read.
-fn parse_query(params: &[(String, String)]) -> Result<Query, String> {
+fn parse_query(params: &[(String, String)]) -> Result<Query, QueryError> {
     let mut q = Query {
         added_after: None,
         ids: vec![],
@@ -209,36 +234,17 @@ fn parse_query(params: &[(String, String)]) -> Result<Query, String> {
     for (k, v) in params {
         match k.as_str() {
             "added_after" => {
-                q.added_after = Some(micros(v).map_err(|e| format!("added_after: {e}"))?)
+                let at = micros(v).map_err(|e| QueryError::Time("added_after", e))?;
+                q.added_after = Some(at);
             }
             "limit" => {
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("limit: {v:?} is not a number"))?;
+                let n: usize = v.parse().map_err(|_| QueryError::Limit(v.clone()))?;
                 q.limit = n.clamp(1, MAX_LIMIT);
             }
-            "next" => {
-                q.after = Some(
-                    v.parse()
-                        .map_err(|_| format!("next: {v:?} is not a token this server gave"))?,
-                )
-            }
+            "next" => q.after = Some(v.parse().map_err(|_| QueryError::Next(v.clone()))?),
             "match[id]" => q.ids.extend(list(v)),
             "match[type]" => q.types.extend(list(v)),
-            "match[version]" => {
-                q.versions = match v.as_str() {
-                    "last" => Versions::Last,
-                    "first" => Versions::First,
-                    "all" => Versions::All,
-                    _ => Versions::Exactly(
-                        list(v)
-                            .iter()
-                            .map(|t| micros(t).map(|us| us / 1000))
-                            .collect::<Result<_, _>>()
-                            .map_err(|e| format!("match[version]: {e}"))?,
-                    ),
-                }
-            }
+            "match[version]" => q.versions = versions(v, &list)?,
             "match[spec_version]" => other_spec |= !list(v).iter().any(|s| s == "2.1"),
             _ => {}
         }
@@ -250,13 +256,30 @@ fn parse_query(params: &[(String, String)]) -> Result<Query, String> {
     Ok(q)
 }
 
+/// The versions `match[version]` asks for.
+fn versions(v: &str, list: &dyn Fn(&str) -> Vec<String>) -> Result<Versions, QueryError> {
+    Ok(match v {
+        "last" => Versions::Last,
+        "first" => Versions::First,
+        "all" => Versions::All,
+        _ => Versions::Exactly(
+            list(v)
+                .iter()
+                .map(|t| micros(t).map(|us| us / 1000))
+                .collect::<Result<_, _>>()
+                .map_err(|e| QueryError::Time("match[version]", e))?,
+        ),
+    })
+}
+
 /// An RFC 3339 time in microseconds since the epoch (TAXII's timestamps carry up to
 /// six fractional digits).
-fn micros(text: &str) -> Result<u64, String> {
+fn micros(text: &str) -> Result<u64, TimeError> {
     use time::format_description::well_known::Rfc3339;
     let t = time::OffsetDateTime::parse(text.trim(), &Rfc3339)
-        .map_err(|_| format!("{text:?} is not an RFC 3339 time"))?;
-    u64::try_from(t.unix_timestamp_nanos() / 1000).map_err(|_| format!("{text:?} is before 1970"))
+        .map_err(|_| TimeError::NotRfc3339(text.to_owned()))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1000)
+        .map_err(|_| TimeError::Before1970(text.to_owned()))
 }
 
 /// A date_added in microseconds as TAXII writes it: `2026-11-30T09:00:00.123456Z`.
@@ -382,7 +405,7 @@ async fn objects(
 ) -> Response {
     match parse_query(&params) {
         Ok(q) => page_response(g, c, id, q, "objects", envelope).await,
-        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
+        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why.to_string()),
     }
 }
 
@@ -397,7 +420,7 @@ async fn object(
             q.ids = vec![object];
             page_response(g, c, id, q, "object", envelope).await
         }
-        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
+        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why.to_string()),
     }
 }
 
@@ -409,7 +432,7 @@ async fn manifest(
 ) -> Response {
     match parse_query(&params) {
         Ok(q) => page_response(g, c, id, q, "manifest", manifest_body).await,
-        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why),
+        Err(why) => error(StatusCode::BAD_REQUEST, "Bad request", &why.to_string()),
     }
 }
 
