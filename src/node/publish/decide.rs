@@ -107,7 +107,7 @@ fn decode(
     // The route before the signature (proto §4.6): both are refusals the node can
     // make without the cost of a verification, and a refusal names the bulletin.
     let route = crossed(rules, from, role, p.path)
-        .map_err(|msg| (ErrorCode::BadPath, msg))
+        .map_err(|why| (ErrorCode::BadPath, why.to_string()))
         .and_then(
             |path| match unreachable_origin(rules, from, &header.origin) {
                 Some(refused) => Err(refused),
@@ -131,6 +131,38 @@ fn decode(
     Ok((d, unverified))
 }
 
+/// Why a publish's path is refused (BAD_PATH).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum PathRefused {
+    /// Only a relay hands over a bulletin with a path.
+    #[error("{from} is a {role}: only a relay (a peer node) hands over a bulletin with a path")]
+    NotARelay {
+        /// Who published.
+        from: PartnerId,
+        /// Its role.
+        role: Role,
+    },
+    /// An entry is not a node id.
+    #[error("path[{index}] is not a node id: {why}")]
+    NotAnId {
+        /// Its place in the path.
+        index: usize,
+        /// Why it is not one.
+        why: String,
+    },
+    /// This node is on the path already.
+    #[error("the path already holds this node ({0}): a loop")]
+    Loop(PartnerId),
+    /// Longer than the hop limit allows.
+    #[error("the path holds {nodes} nodes before this one, and this node's hop limit is {limit}")]
+    TooLong {
+        /// Nodes before this one.
+        nodes: usize,
+        /// The hop limit.
+        limit: usize,
+    },
+}
+
 /// The nodes a publish crossed (the path it names, and a relay publisher), or why
 /// that path is refused: a malformed id, this node on it, or longer than the hop limit.
 fn crossed(
@@ -138,30 +170,28 @@ fn crossed(
     from: &PartnerId,
     role: Role,
     sent: Vec<String>,
-) -> Result<Vec<PartnerId>, String> {
+) -> Result<Vec<PartnerId>, PathRefused> {
     let me = &rules.config.node.id;
     if role != Role::Relay && !sent.is_empty() {
-        return Err(format!(
-            "{from} is a {role}: only a relay (a peer node) hands over a bulletin with a path"
-        ));
+        let from = from.clone();
+        return Err(PathRefused::NotARelay { from, role });
     }
     let mut path = Vec::with_capacity(sent.len() + 1);
-    for (i, node) in sent.into_iter().enumerate() {
-        let node: PartnerId = node
-            .parse()
-            .map_err(|e| format!("path[{i}] is not a node id: {e}"))?;
+    for (index, node) in sent.into_iter().enumerate() {
+        let node: PartnerId = node.parse().map_err(|e| PathRefused::NotAnId {
+            index,
+            why: format!("{e}"),
+        })?;
         if node == *me {
-            return Err(format!("the path already holds this node ({me}): a loop"));
+            return Err(PathRefused::Loop(me.clone()));
         }
         path.push(node);
     }
     let path = Route::crossed(path, from, role);
     let limit = rules.policy.hop_limit() as usize;
     if path.len() + 1 > limit {
-        return Err(format!(
-            "the path holds {} nodes before this one, and this node's hop limit is {limit}",
-            path.len()
-        ));
+        let nodes = path.len();
+        return Err(PathRefused::TooLong { nodes, limit });
     }
     Ok(path)
 }
