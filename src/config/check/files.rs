@@ -273,23 +273,7 @@ fn check_tls_cert(
         now,
         out,
     );
-    match partner_from_cert(ders[0].as_ref()) {
-        Ok(id) if &id == who.id => {}
-        Ok(id) => out.push(Finding::error(
-            &field,
-            format!(
-                "{path} names {id}, not {}.id {}: {} would take it for {id}",
-                who.table,
-                who.id,
-                if who.table == "node" {
-                    "partners"
-                } else {
-                    "its node"
-                }
-            ),
-        )),
-        Err(e) => out.push(Finding::error(&field, format!("{path}: {e}"))),
-    }
+    names_its_holder(who, &ders[0], out);
     if let Some(spki) = key_spki {
         if leaf.public_key().raw != spki {
             out.push(Finding::error(
@@ -333,6 +317,28 @@ fn check_tls_cert(
                 format!("{path}: a partner would refuse it: {e}"),
             ));
         }
+    }
+}
+
+/// Whether the certificate `leaf` names the partner id of the table that holds it.
+fn names_its_holder(who: &Holder<'_>, leaf: &CertificateDer<'_>, out: &mut Vec<Finding>) {
+    let (field, path) = (who.field("tls_cert"), who.tls_cert.display());
+    match partner_from_cert(leaf.as_ref()) {
+        Ok(id) if &id == who.id => {}
+        Ok(id) => out.push(Finding::error(
+            &field,
+            format!(
+                "{path} names {id}, not {}.id {}: {} would take it for {id}",
+                who.table,
+                who.id,
+                if who.table == "node" {
+                    "partners"
+                } else {
+                    "its node"
+                }
+            ),
+        )),
+        Err(e) => out.push(Finding::error(&field, format!("{path}: {e}"))),
     }
 }
 
