@@ -137,7 +137,9 @@ pub(crate) async fn take_receipts(
         shared.record_refusal(peer, event).await;
         return transport::send_error(&mut send, ErrorCode::InvalidRequest, why, frames).await;
     }
-    let (taken, left_out, why) = match judged(shared, peer, p.receipts) {
+    let rules = shared.rules_in_force();
+    let (store, ids) = (&shared.storage.store, (peer, &shared.node_id));
+    let (taken, left_out, why) = match judged(store, &rules.keyring, ids, p.receipts) {
         Ok(judged) => judged,
         Err(e) => {
             let why = format!("the node could not read its store: {e}");
@@ -169,18 +171,18 @@ pub(crate) async fn take_receipts(
 /// out, and the first reason.
 type Judged = (Vec<proto::Receipted>, u32, String);
 
+/// Judges each receipt passed back, `ids` being (the peer, this node), by `keys` and
+/// what `store` holds of the bulletins they name.
 fn judged(
-    shared: &Shared,
-    peer: &PartnerId,
+    store: &Store,
+    keys: &Keyring,
+    ids: (&PartnerId, &PartnerId),
     receipts: Vec<proto::SignedReceipt>,
 ) -> Result<Judged, StoreError> {
-    let rules = shared.rules_in_force();
-    let store = &shared.storage.store;
     let (mut taken, mut left_out, mut why) = (Vec::new(), 0, String::new());
     for signed in receipts {
         let found = named(store, &signed)?;
-        let ids = (peer, &shared.node_id);
-        match judge(&signed, found.as_ref().map(|(_, s)| s), ids, &rules.keyring) {
+        match judge(&signed, found.as_ref().map(|(_, s)| s), ids, keys) {
             Ok(()) => taken.push(proto::Receipted {
                 seq: found.map_or(0, |(seq, _)| seq),
                 receipt: Some(signed),

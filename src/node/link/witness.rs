@@ -13,10 +13,11 @@ use crate::audit::checkpoint::{self, log_origin, Verified};
 use crate::audit::merkle::TreeHash;
 use crate::audit::record::Event;
 use crate::audit::witness::{self, Judgement, WitnessKey};
+use crate::identity::Keyring;
 use crate::identity::PartnerId;
 use crate::node::Shared;
 use crate::proto::{self, ErrorCode};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 use crate::transport;
 
@@ -30,6 +31,15 @@ const ASK_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
 /// One witness decision at a time: judging and keeping the latest checkpoint are one
 /// step, so two requests of one log cannot both pass against the same old checkpoint.
 static JUDGING: Mutex<()> = Mutex::new(());
+
+/// What a witness decision uses of the node: its store, the keys in force, and its
+/// own id and key to cosign with.
+struct Witness<'a> {
+    store: &'a Store,
+    keys: &'a Keyring,
+    me: &'a PartnerId,
+    key: &'a ed25519_dalek::SigningKey,
+}
 
 /// What this node, as a witness, answers.
 enum Answer {
@@ -46,7 +56,14 @@ pub(crate) async fn witness(
     peer: &PartnerId,
 ) {
     let frames = &shared.book.frames;
-    let answer = match judged(shared, peer, &req, Timestamp::now()) {
+    let rules = shared.rules_in_force();
+    let w = Witness {
+        store: &shared.storage.store,
+        keys: &rules.keyring,
+        me: &shared.node_id,
+        key: &shared.node_key,
+    };
+    let answer = match judged(&w, peer, &req, Timestamp::now()) {
         Ok((answer, alarm)) => {
             if let Some(event) = alarm {
                 shared.record(event).await;
@@ -75,19 +92,19 @@ pub(crate) async fn witness(
 /// cosignature leaves, a caught fork is stored before the refusal does, with the
 /// record of the alarm to write.
 fn judged(
-    shared: &Shared,
+    w: &Witness<'_>,
     peer: &PartnerId,
     req: &proto::WitnessRequest,
     now: Timestamp,
 ) -> Result<(Answer, Option<Event>), StoreError> {
-    let store = &shared.storage.store;
+    let store = w.store;
     let _one = JUDGING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(why) = store.witness_alarm(peer)? {
         return Ok((Answer::Refused(format!(
             "this node caught {peer}'s audit log forking or rolling back ({why}) and cosigns nothing more of it"
         )), None));
     }
-    let Some(new) = signed_by(shared, peer, &req.checkpoint) else {
+    let Some(new) = signed_by(w.keys, peer, &req.checkpoint) else {
         let why = format!("the checkpoint is not signed by {peer}'s key for its log");
         return Ok((Answer::Refused(why), None));
     };
@@ -102,9 +119,9 @@ fn judged(
             if latest != Some(new) {
                 store.set_witnessed(peer, &req.checkpoint)?;
             }
-            let name = witness::witness_name(shared.node_id.as_str());
+            let name = witness::witness_name(w.me.as_str());
             let time = now.unix_ms() / 1000;
-            let answer = match witness::cosign(&req.checkpoint, &name, &shared.node_key, time) {
+            let answer = match witness::cosign(&req.checkpoint, &name, w.key, time) {
                 Ok(line) => Answer::Cosigned(line),
                 Err(e) => Answer::Refused(e.to_string()),
             };
@@ -120,11 +137,10 @@ fn judged(
     }
 }
 
-/// The checkpoint's size and root if a key of `peer` in force signed it for its log.
-fn signed_by(shared: &Shared, peer: &PartnerId, text: &str) -> Option<Verified> {
-    let rules = shared.rules_in_force();
+/// The checkpoint's size and root if a key of `peer` in `keys` signed it for its log.
+fn signed_by(keys: &Keyring, peer: &PartnerId, text: &str) -> Option<Verified> {
     let origin = log_origin(peer.as_str());
-    rules.keyring.keys_of(peer).iter().find_map(|k| {
+    keys.keys_of(peer).iter().find_map(|k| {
         let key = k.verifying_key();
         checkpoint::verify(text, &origin, key).ok()
     })
