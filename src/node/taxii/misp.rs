@@ -124,7 +124,10 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
             let why = "the node could not read its store; its operator finds why in its log";
             return error(StatusCode::INTERNAL_SERVER_ERROR, "Storage error", why);
         }
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", ""),
+        Err(_) => {
+            let why = "the request failed; the node's operator finds why in its log";
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", why);
+        }
     };
     for seqs in read.seqs.chunks(SEQS_PER_RECORD) {
         let event = Event::gateway_read(&c.partner, seqs.to_vec(), what);
