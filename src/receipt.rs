@@ -157,6 +157,49 @@ impl VerifiedReceipt {
         signed: &proto::SignedReceipt,
         keys: &Keyring,
     ) -> Result<VerifiedReceipt, ReceiptError> {
+        let mut all = Self::verify_all(std::slice::from_ref(signed), keys);
+        all.pop()
+            .unwrap_or_else(|| Err(ReceiptError::Malformed("no receipt".into())))
+    }
+
+    /// Verifies many receipts, their signatures as one batch: each result is what
+    /// [`VerifiedReceipt::verify`] would say of it alone (the bulletins' rule, §4.2).
+    pub fn verify_all(
+        signed: &[proto::SignedReceipt],
+        keys: &Keyring,
+    ) -> Vec<Result<VerifiedReceipt, ReceiptError>> {
+        let read: Vec<_> = signed.iter().map(|s| Self::read(s, keys)).collect();
+        let messages: Vec<Vec<u8>> = signed.iter().map(|s| signed_message(&s.body)).collect();
+        let items: Vec<_> = read
+            .iter()
+            .zip(&messages)
+            .filter_map(|(r, m)| r.as_ref().ok().map(|(_, key, _, sig)| (key, &m[..], sig)))
+            .collect();
+        let mut valid = signature::verify_many(&items).into_iter();
+        read.into_iter()
+            .zip(signed)
+            .map(|(r, s)| {
+                let (receipt, key, key_id, _) = r?;
+                match valid.next() {
+                    Some(true) => Ok(VerifiedReceipt {
+                        receipt,
+                        key,
+                        signed: s.clone(),
+                    }),
+                    _ => Err(ReceiptError::BadSignature {
+                        receiver: receipt.receiver,
+                        key_id,
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// A receipt read and its key found, before its signature is checked.
+    fn read(
+        signed: &proto::SignedReceipt,
+        keys: &Keyring,
+    ) -> Result<(Receipt, PublicKey, KeyId, Signature), ReceiptError> {
         let body = proto::ReceiptBody::decode(signed.body.clone())
             .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
         if body.encode_to_vec() != signed.body {
@@ -170,17 +213,7 @@ impl VerifiedReceipt {
         let sig = Signature::from_slice(&signed.signature)
             .map_err(|_| ReceiptError::Malformed("the signature is not 64 bytes".into()))?;
         let key = *keys.lookup(&receipt.receiver, &key_id, receipt.received)?;
-        if !signature::verify_one(&key, &signed_message(&signed.body), &sig) {
-            return Err(ReceiptError::BadSignature {
-                receiver: receipt.receiver,
-                key_id,
-            });
-        }
-        Ok(VerifiedReceipt {
-            receipt,
-            key,
-            signed: signed.clone(),
-        })
+        Ok((receipt, key, key_id, sig))
     }
 
     /// What it states.

@@ -142,3 +142,22 @@ fn the_worked_example_is_reproduced_byte_for_byte() {
     let verified = VerifiedReceipt::verify(&signed, &keys).expect("verifies");
     assert_eq!(verified.receipt(), &r);
 }
+
+#[test]
+fn a_batch_says_of_each_receipt_what_it_alone_would() {
+    let good = receipt("ee-cert", 7).sign(&key(1));
+    let other = receipt("au-dod", 8).sign(&key(2));
+    let mut forged = receipt("ee-cert", 9).sign(&key(1));
+    forged.signature = good.signature.clone();
+    let unknown = receipt("ee-cert", 10).sign(&key(3));
+    let batch = [good, forged, other, unknown];
+    let all = VerifiedReceipt::verify_all(&batch, &keys());
+    let alone: Vec<_> = batch
+        .iter()
+        .map(|s| VerifiedReceipt::verify(s, &keys()))
+        .collect();
+    assert_eq!(all, alone);
+    assert!(all[0].is_ok() && all[2].is_ok());
+    assert!(matches!(all[1], Err(ReceiptError::BadSignature { .. })));
+    assert!(matches!(all[3], Err(ReceiptError::Key(_))));
+}

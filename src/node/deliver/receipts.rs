@@ -42,13 +42,43 @@ pub(super) fn verified_receipts(
     acks: &[proto::Ack],
 ) -> Result<Vec<proto::Receipted>, BadReceipt> {
     let rules = shared.rules_in_force();
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
     // A partner with no signing key configured here cannot be checked: what it signs
     // is dropped and its ack recorded unsigned. One with keys must sign with one.
     if !rules.keyring.knows(partner) {
-        return Ok(out);
+        return Ok(Vec::new());
     }
+    let given = given(shared, p, acks)?;
+    let signed: Vec<proto::SignedReceipt> = given.iter().map(|(_, s, _)| s.clone()).collect();
+    // Their signatures are checked as one batch, as deliveries' are.
+    let verified = VerifiedReceipt::verify_all(&signed, &rules.keyring);
+    let mut out = Vec::with_capacity(given.len());
+    for ((seq, receipt, stored), v) in given.into_iter().zip(verified) {
+        let expected = Expected {
+            receiver: partner,
+            node: &shared.node_id,
+            origin: &stored.origin,
+            bulletin_id: &stored.id,
+            digest: &stored.digest,
+        };
+        v.and_then(|v| v.is_of(&expected))
+            .map_err(|why| BadReceipt::Invalid { seq, why })?;
+        out.push(proto::Receipted {
+            seq,
+            receipt: Some(receipt),
+        });
+    }
+    Ok(out)
+}
+
+/// Each receipt of `acks` with its seq and the stored bulletin it must be of: only for
+/// a delivery in flight that the same Ack acknowledges, once.
+fn given(
+    shared: &Shared,
+    p: &Progress,
+    acks: &[proto::Ack],
+) -> Result<Vec<(u64, proto::SignedReceipt, proto::StoredBulletin)>, BadReceipt> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
     for ack in acks {
         for r in &ack.receipts {
             let seq = r.seq;
@@ -59,17 +89,7 @@ pub(super) fn verified_receipts(
             let Ok(Some(stored)) = shared.storage.store.get(seq) else {
                 return Err(BadReceipt::Unreadable(seq));
             };
-            let expected = Expected {
-                receiver: partner,
-                node: &shared.node_id,
-                origin: &stored.origin,
-                bulletin_id: &stored.id,
-                digest: &stored.digest,
-            };
-            VerifiedReceipt::verify(signed, &rules.keyring)
-                .and_then(|v| v.is_of(&expected))
-                .map_err(|why| BadReceipt::Invalid { seq, why })?;
-            out.push(r.clone());
+            out.push((seq, signed.clone(), stored));
         }
     }
     Ok(out)
