@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::audit::merkle::MerkleError;
+use crate::identity::PartnerId;
 use crate::node::Shared;
 use crate::proto::{self, client_frame, server_frame};
 use crate::store::StoreError;
@@ -12,6 +13,11 @@ use crate::transport::{self, FrameError, FrameReader};
 
 /// How long a peer may take to answer one request.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// How often a link's side task looks for work, and at most how long it waits after
+/// the peer could not take it.
+const EVERY: Duration = Duration::from_secs(2);
+const BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
 
 /// Why an exchange with a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,36 @@ pub(crate) enum ExchangeError {
     /// A blocking step did not finish.
     #[error("a blocking step failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs `step` every few seconds while the link `conn` lasts and the node runs: at once
+/// again when it says more is waiting, and after a failure (a peer that refused, or
+/// does not speak the request) twice as long each time, saying so as `what`.
+pub(crate) async fn repeat<F>(
+    (conn, peer): (&quinn::Connection, &PartnerId),
+    shared: &Shared,
+    what: &str,
+    mut step: impl FnMut() -> F,
+) where
+    F: std::future::Future<Output = Result<bool, ExchangeError>>,
+{
+    let mut stop = shared.shutdown.clone();
+    let mut wait = EVERY;
+    loop {
+        match step().await {
+            Ok(true) => continue,
+            Ok(false) => wait = EVERY,
+            Err(why) => {
+                tracing::warn!(%peer, %why, "{what}");
+                wait = (wait * 2).min(BACKOFF_AT_MOST);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+            _ = conn.closed() => return,
+        }
+    }
 }
 
 /// Sends `frame` to the peer on a new stream of `conn` and reads its one answer.

@@ -9,7 +9,6 @@
 //! Whether a passed receipt is taken is decided by [`judge`], with no I/O.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prost::Message as _;
 
@@ -26,11 +25,6 @@ use super::exchange::{self, ExchangeError};
 
 /// Receipts one PassReceipts carries at most.
 pub(crate) const MAX_PASSED: usize = 1000;
-
-/// How often a node looks for receipts a peer is owed, and at most how long it waits
-/// after a peer could not take them.
-const PASS_EVERY: Duration = Duration::from_secs(2);
-const PASS_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
 
 /// Why a receipt a peer passed back is left out.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -202,23 +196,10 @@ fn judged(
 /// the node stops; after a peer could not take them (one that does not speak
 /// PassReceipts), waits longer each time.
 pub(crate) async fn pass_back(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
-    let mut stop = shared.shutdown.clone();
-    let mut wait = PASS_EVERY;
-    loop {
-        match pass_once(&conn, &shared, &peer).await {
-            Ok(true) => continue,
-            Ok(false) => wait = PASS_EVERY,
-            Err(why) => {
-                tracing::warn!(%peer, %why, "receipts could not be passed back to the peer");
-                wait = (wait * 2).min(PASS_BACKOFF_AT_MOST);
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-            _ = conn.closed() => return,
-        }
-    }
+    let what = "receipts could not be passed back to the peer";
+    let (c, s, p) = (&conn, &shared, &peer);
+    let pass = move || pass_once(c, s, p);
+    exchange::repeat((&conn, &peer), &shared, what, pass).await;
 }
 
 /// Passes back one batch of what `peer` is owed; true if it passed any (more may be

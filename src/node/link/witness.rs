@@ -7,7 +7,6 @@
 //! cosigned, and keeps the cosignatures on its own checkpoints.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::audit::checkpoint::{self, log_origin, Verified};
 use crate::audit::merkle::TreeHash;
@@ -22,11 +21,6 @@ use crate::timestamp::Timestamp;
 use crate::transport;
 
 use super::exchange::{self, ExchangeError};
-
-/// How often a node looks for a checkpoint its peers have not cosigned, and at most how
-/// long it waits after a peer refused or could not answer.
-const ASK_EVERY: Duration = Duration::from_secs(2);
-const ASK_BACKOFF_AT_MOST: Duration = Duration::from_secs(300);
 
 /// One witness decision at a time: judging and keeping the latest checkpoint are one
 /// step, so two requests of one log cannot both pass against the same old checkpoint.
@@ -157,22 +151,10 @@ fn hashes(proof: &[bytes::Bytes]) -> Option<Vec<TreeHash>> {
 /// the link ends or the node stops; after a refusal (or a peer that does not speak
 /// WitnessRequest), waits longer each time.
 pub(crate) async fn get_witnessed(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
-    let mut stop = shared.shutdown.clone();
-    let mut wait = ASK_EVERY;
-    loop {
-        match ask_once(&conn, &shared, &peer).await {
-            Ok(()) => wait = ASK_EVERY,
-            Err(why) => {
-                tracing::warn!(%peer, %why, "the peer did not cosign this node's checkpoint");
-                wait = (wait * 2).min(ASK_BACKOFF_AT_MOST);
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-            _ = conn.closed() => return,
-        }
-    }
+    let what = "the peer did not cosign this node's checkpoint";
+    let (c, s, p) = (&conn, &shared, &peer);
+    let ask = move || async move { ask_once(c, s, p).await.map(|()| false) };
+    exchange::repeat((&conn, &peer), &shared, what, ask).await;
 }
 
 /// Sends the newest checkpoint if `peer` has not cosigned it; follows one conflict
