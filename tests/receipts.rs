@@ -385,7 +385,7 @@ async fn receipts_travel_back_along_the_path_to_the_origins_node() {
     for (desk, node) in [("nato-desk", "nato-ccdcoe"), ("ee-cert", "ee-mod")] {
         signs_for_one(&mesh, desk, node).await;
     }
-    let config = office_config(&mesh, "jp-mod");
+    let config = mesh.office("jp-mod");
     let keys: Vec<String> = ["nato-ccdcoe", "nato-desk", "ee-mod", "ee-cert"]
         .iter()
         .flat_map(|k| ["--key".to_owned(), format!("{k}={}", mesh.public(k))])
@@ -436,12 +436,4 @@ async fn signs_for_one(mesh: &Mesh, desk: &str, node: &str) {
         .unwrap()
         .unwrap();
     client.close().await;
-}
-
-/// A client configuration for `node`'s audit office; its file name.
-fn office_config(mesh: &Mesh, node: &str) -> String {
-    let addr = mesh.nodes[node].addr;
-    let name = format!("{node}-audit.toml");
-    client_toml(&format!("{node}-audit"), addr, node).write(&mesh.dir, &name);
-    name
 }

@@ -277,6 +277,15 @@ impl Mesh {
             .unwrap_or_else(|e| panic!("{id} connects to {home}: {e}"))
     }
 
+    /// Writes a client configuration for node `n`'s audit office (`{n}-audit`, which
+    /// every node lists); its file name.
+    pub fn office(&self, n: &str) -> String {
+        let name = format!("{n}-audit.toml");
+        let office = super::configs::client_toml(&format!("{n}-audit"), self.nodes[n].addr, n);
+        office.write(&self.dir, &name);
+        name
+    }
+
     /// A desk's signing key.
     pub fn key(&self, id: &str) -> &SigningKey {
         &self.keys[id]
