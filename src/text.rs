@@ -45,12 +45,27 @@ fn hides(c: char) -> bool {
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
+/// Bounds `text` in place as [`bounded`] does, leaving it untouched (and unallocated)
+/// when it is already as a record keeps it: the common case, on the commit path.
+pub fn bound(text: &mut String, max: usize) {
+    if !kept_as_is(text, max) {
+        *text = bounded(text, max);
+    }
+}
+
+/// Whether a record keeps `text` as it is. Printable ASCII, nearly every text a record
+/// holds, is checked a byte at a time without decoding.
+fn kept_as_is(text: &str, max: usize) -> bool {
+    text.len() <= max
+        && (text.bytes().all(|b| (0x20..0x7f).contains(&b)) || !text.chars().any(hides))
+}
+
 /// `text` as an audit record keeps it: unchanged when it is at most `max` bytes and
 /// hides nothing; otherwise with hiding characters escaped and cut to `max` bytes at a
 /// character boundary, followed by the whole text's length and the start of its SHA-256,
 /// so a record stays small while still naming exactly what it was given.
 pub fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max && !text.chars().any(hides) {
+    if kept_as_is(text, max) {
         return text.to_owned();
     }
     let mut out = String::with_capacity(max.min(text.len()) + 64);
@@ -113,5 +128,22 @@ mod tests {
             "{kept}"
         );
         assert_eq!(bounded(&id, 100), kept, "the same text, the same record");
+    }
+
+    #[test]
+    fn bounding_in_place_keeps_what_bounded_would() {
+        let long = "x".repeat(300);
+        for text in [
+            "plain",
+            "tab\there",
+            "del\u{7f}",
+            "\u{2066}iso",
+            "é ok",
+            &long,
+        ] {
+            let mut s = text.to_owned();
+            bound(&mut s, 100);
+            assert_eq!(s, bounded(text, 100), "{text:?}");
+        }
     }
 }

@@ -386,15 +386,15 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// Bounds every text field of `r` (see [`crate::text::bounded`]).
 fn bound(r: &mut proto::AuditRecord) {
-    use crate::text::bounded;
-    let name = |s: &mut String| *s = bounded(s, MAX_NAME_BYTES);
+    use crate::text::bound;
+    let name = |s: &mut String| bound(s, MAX_NAME_BYTES);
     name(&mut r.partner);
     name(&mut r.origin);
     name(&mut r.bulletin_id);
-    r.reason = bounded(&r.reason, MAX_REASON_BYTES);
+    bound(&mut r.reason, MAX_REASON_BYTES);
     for d in &mut r.decisions {
         name(&mut d.partner);
-        d.detail = bounded(&d.detail, MAX_REASON_BYTES);
+        bound(&mut d.detail, MAX_REASON_BYTES);
     }
 }
 
