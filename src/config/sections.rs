@@ -155,6 +155,10 @@ pub struct TransportSection {
     pub delivery_window: u32,
     /// Bulletins per group commit, at most.
     pub commit_batch: usize,
+    /// Milliseconds a group commit should take: under load the node sizes its commits
+    /// to this (within `commit_batch`), since a bulletin that arrives during a commit
+    /// waits for it and then for its own. Smaller favours latency, larger throughput.
+    pub commit_target_ms: u64,
     /// Handshakes in progress above which a new connection attempt must first prove its
     /// address with a QUIC Retry (a stateless round trip that costs the node no
     /// signature work); 0 validates every address.
@@ -171,6 +175,7 @@ impl Default for TransportSection {
             handshake_timeout_secs: 10,
             delivery_window: 256,
             commit_batch: 512,
+            commit_target_ms: 2,
             retry_above_handshakes: 16,
             max_handshakes: 128,
         }

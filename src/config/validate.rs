@@ -119,6 +119,7 @@ impl NodeConfig {
             ("transport.handshake_timeout_secs", t.handshake_timeout_secs),
             ("transport.delivery_window", u64::from(t.delivery_window)),
             ("transport.commit_batch", t.commit_batch as u64),
+            ("transport.commit_target_ms", t.commit_target_ms),
             ("storage.cache_mib", self.storage.cache_mib),
         ] {
             if value == 0 {

@@ -304,6 +304,7 @@ fn start_storage(
             store,
             head: head_tx,
             max_batch: t.commit_batch,
+            commit_target: std::time::Duration::from_millis(t.commit_target_ms),
             signer,
             checkpoint_every: cfg.audit.checkpoint_every,
             commit_latency: commit_latency.clone(),

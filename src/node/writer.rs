@@ -17,6 +17,7 @@ use crate::timestamp::Timestamp;
 
 use super::space::{self, Admit, SpaceGauge, SpaceGuard};
 
+mod pace;
 mod staging;
 
 /// Why the storage thread could not do what it was asked, in the terms its callers act
@@ -127,6 +128,8 @@ pub(crate) struct Writer {
     pub store: Arc<Store>,
     pub head: watch::Sender<u64>,
     pub max_batch: usize,
+    /// How long a group commit should take: the next ones are sized to it.
+    pub commit_target: std::time::Duration,
     pub signer: CheckpointSigner,
     pub checkpoint_every: u64,
     /// How long each group commit takes, for monitoring.
@@ -186,6 +189,7 @@ fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
     let mut waiting = staging::Staging::default();
     let mut lost = Lost::default();
     let mut guard = SpaceGuard::new(w.reserve);
+    let mut pace = pace::Pace::new(w.commit_target, w.max_batch);
     loop {
         if waiting.is_empty() {
             match requests.blocking_recv() {
@@ -196,8 +200,14 @@ fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
         while let Ok(r) = requests.try_recv() {
             waiting.push(r);
         }
-        let group = waiting.take(w.max_batch, MAX_SEGMENT_BYTES);
+        let group = waiting.take(pace.limit(), MAX_SEGMENT_BYTES);
+        let bulletins = group
+            .iter()
+            .filter(|r| matches!(r, Request::Bulletin { .. }))
+            .count();
+        let started = std::time::Instant::now();
         commit_group(&w, group, &mut guard, &mut lost);
+        pace.committed(bulletins, started.elapsed(), waiting.sparse());
     }
     if let Err(e) = w.store.sign_checkpoint(&w.signer) {
         tracing::error!(error = %e, "cannot sign the last audit checkpoint");
@@ -472,6 +482,7 @@ mod tests {
             store: Arc::new(Store::open(dir, 8 << 20).expect("a store")),
             head: watch::channel(0).0,
             max_batch: 16,
+            commit_target: std::time::Duration::from_millis(2),
             signer: CheckpointSigner::new(&crate::node::audit_origin(&node), key)
                 .expect("a signer"),
             checkpoint_every: 1000,

@@ -20,7 +20,14 @@ pub(super) struct Staging {
     /// Everything else, in the order it came.
     others: Vec<Request>,
     waiting: usize,
+    /// Whether the last group taken held all of a partner's few bulletins while
+    /// another partner's had to wait for a later one: a light partner behind a heavy.
+    sparse: bool,
 }
+
+/// At most this many bulletins waiting make a partner light: a desk publishing as it
+/// writes, not a flood.
+const LIGHT: usize = 4;
 
 impl Staging {
     /// Puts a request in the waiting room.
@@ -49,13 +56,19 @@ impl Staging {
         let mut batch = std::mem::take(&mut self.others);
         let everything = batch.iter().any(|r| matches!(r, Request::Backup { .. }));
         let (mut taken, mut bytes) = (0, 0);
+        let (partners, mut visits, mut light) = (self.order.len(), 0, false);
         while everything || (taken < max_batch && bytes < max_bytes) {
             let Some(partner) = self.order.pop_front() else {
                 break;
             };
+            visits += 1;
             let Some(queue) = self.bulletins.get_mut(&partner) else {
                 continue;
             };
+            if visits <= partners {
+                // The first round: how many each partner has waiting.
+                light |= queue.len() <= LIGHT;
+            }
             if let Some(r) = queue.pop_front() {
                 bytes += r.bytes();
                 taken += 1;
@@ -67,8 +80,16 @@ impl Staging {
                 self.order.push_back(partner);
             }
         }
+        self.sparse = light && !self.order.is_empty();
         self.waiting -= batch.len();
         batch
+    }
+
+    /// Whether the last group took a light partner's bulletins while a heavier
+    /// partner's had to wait for a later group: then short commits are what the light
+    /// partner's latency needs.
+    pub(super) fn sparse(&self) -> bool {
+        self.sparse
     }
 }
 
@@ -129,5 +150,21 @@ mod tests {
         );
         assert_eq!(senders(&s.take(100, usize::MAX)).len(), 7);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_light_partner_behind_a_heavy_one_is_sparse_and_heavy_ones_alone_are_not() {
+        let mut s = Staging::default();
+        for n in 0..20 {
+            s.push(bulletin("xx-mod", n));
+            s.push(bulletin("yy-mod", 100 + n));
+        }
+        s.take(8, usize::MAX);
+        assert!(!s.sparse(), "two floods");
+        s.push(bulletin("jp-mod", 200));
+        s.take(8, usize::MAX);
+        assert!(s.sparse(), "the desk's one bulletin behind two floods");
+        s.take(100, usize::MAX);
+        assert!(!s.sparse(), "nothing left waiting behind anyone");
     }
 }
