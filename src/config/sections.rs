@@ -175,7 +175,7 @@ impl Default for TransportSection {
             handshake_timeout_secs: 10,
             delivery_window: 256,
             commit_batch: 512,
-            commit_target_ms: 2,
+            commit_target_ms: 1,
             retry_above_handshakes: 16,
             max_handshakes: 128,
         }

@@ -117,9 +117,33 @@ async fn run(setup: &Arc<Setup>, attack: Attack) -> anyhow::Result<Value> {
 }
 
 /// The honest desk's publishes, one at a time: latencies (µs) and how many failed.
-async fn honest(setup: &Setup, node: &NodeProcess) -> anyhow::Result<(Vec<u64>, usize)> {
+/// The desk runs on its own thread and runtime, as a desk on its own machine would, so
+/// its figures are the node's and not the attackers' clients' queueing in this process.
+async fn honest(setup: &Arc<Setup>, node: &NodeProcess) -> anyhow::Result<(Vec<u64>, usize)> {
+    let (setup, addr) = (setup.clone(), node.addr);
+    let desk = std::thread::Builder::new()
+        .name("honest-desk".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the honest desk's runtime")?
+                .block_on(publish_one_at_a_time(&setup, addr))
+        })
+        .context("starting the honest desk's thread")?;
+    tokio::task::spawn_blocking(move || desk.join())
+        .await
+        .context("waiting for the honest desk")?
+        .map_err(|_| anyhow::anyhow!("the honest desk's thread panicked"))?
+}
+
+/// The desk's publishes, each waiting for its result.
+async fn publish_one_at_a_time(
+    setup: &Setup,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(Vec<u64>, usize)> {
     let id = partner_id(0);
-    let client = connect(&setup.dir, &id, node.addr).await?;
+    let client = connect(&setup.dir, &id, addr).await?;
     let mut latencies = Vec::with_capacity(HONEST);
     let mut failed = 0;
     for n in 0..HONEST {
