@@ -389,14 +389,14 @@ async fn partners_holding_streams_cannot_stop_another_from_publishing() {
 
 /// Issue 33, attack 3: five partners publish as fast as the node takes them while a
 /// sixth publishes one bulletin at a time. Turns at verifying and places in each group
-/// commit go round the partners, so while one of the sixth's bulletins is on its way,
-/// the flooders get at most a few group commits' worth stored ahead of it (counted in
-/// store seqs, not time). Before, it waited behind every flooder batch verified and
-/// queued before it: thousands.
+/// commit go round the partners, and while the sixth waits behind them the commits are
+/// kept short (`writer::pace`), so while one of its bulletins is on its way the
+/// flooders get a few short commits' worth stored ahead of it (counted in store seqs,
+/// not time), not the default 512 a commit. Before the turns, it waited behind every
+/// flooder batch verified and queued before it: thousands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
-    const COMMIT_BATCH: u64 = 16;
-    let mut config = format!("commit_batch = {COMMIT_BATCH}\n");
+    let mut config = String::new();
     for id in HOLDERS.iter().chain(&["us-dod"]) {
         config += &format!(
             "\n[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"red\"\nkinds = []\nkeys = [{{ public = \"KEY({id})\" }}]\n"
@@ -429,7 +429,7 @@ async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
     while flood.join_next().await.is_some() {}
 
     let seqs = store_seqs_of(&auditor, ids).await;
-    few_flooder_bulletins_are_stored_ahead_of_each(&seqs, COMMIT_BATCH);
+    few_flooder_bulletins_are_stored_ahead_of_each(&seqs);
     for c in flooders {
         if let Ok(c) = std::sync::Arc::try_unwrap(c) {
             c.close().await;
@@ -497,17 +497,17 @@ async fn store_seqs_of(auditor: &Client, ids: Vec<String>) -> Vec<u64> {
 }
 
 /// Between the desk's consecutive bulletins (store `seqs`), the median number of flooder
-/// bulletins stored is at most four group commits of `commit_batch`.
-fn few_flooder_bulletins_are_stored_ahead_of_each(seqs: &[u64], commit_batch: u64) {
+/// bulletins stored is at most a quarter of a full group commit (512 by default).
+fn few_flooder_bulletins_are_stored_ahead_of_each(seqs: &[u64]) {
+    const MOST: u64 = 512 / 4;
     let mut ahead: Vec<u64> = seqs.windows(2).map(|w| w[1] - w[0] - 1).collect();
     eprintln!("flooders' bulletins stored ahead of each of the desk's: {ahead:?}");
     ahead.sort_unstable();
     let median = ahead[ahead.len() / 2];
-    // Fair: the group being committed when it arrives and its own (31 seen, the worst
-    // 63, more when the test's own tasks are slow). Before, it queued behind whole
-    // verified batches of 64: a median of 111, 99 to 173.
+    // The short commit being made when it arrives and its own: 31 seen (two commits of
+    // 16). With full commits (a commit_target_ms no commit reaches) it was 1023.
     assert!(
-        median <= 4 * commit_batch,
-        "a median of {median} flooder bulletins were stored ahead of each of the desk's (at most 4 group commits of {commit_batch} expected)"
+        median <= MOST,
+        "a median of {median} flooder bulletins were stored ahead of each of the desk's (at most {MOST} expected)"
     );
 }
