@@ -79,6 +79,11 @@ async fn honest(fed: &Federation, us: &Client, i: usize) -> String {
 /// A node with small budgets (2 MiB a stream, 8 a partner, 16 in all) for the desks
 /// us-dod, au-dod and the hostile xx-mod, as `renkei serve`; its address.
 fn small_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
+    small_hub_with(dir, "")
+}
+
+/// [`small_hub`] with more `[limits]` keys.
+fn small_hub_with(dir: &Path, limits: &str) -> (common::served::Served, std::net::SocketAddr) {
     pki(dir, "jp-mod,us-dod,au-dod,xx-mod");
     let partners = tables(&[
         liaison("us-dod", "red"),
@@ -91,7 +96,7 @@ fn small_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
     }
     node_toml("jp-mod")
         .with(&format!(
-            "\n[limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n{partners}"
+            "\n[limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n{limits}{partners}"
         ))
         .write(dir, "hub.toml");
     // As deploy/README.md advises for nodes that move large bulletins: buffers above
@@ -188,6 +193,57 @@ async fn a_padded_flood_on_eight_connections_stays_within_the_budgets() {
     );
     drop(held);
     us.close().await;
+    assert!(node.stop(PATIENCE).success());
+}
+
+/// Issue 33: a partner's frames are read no faster than its rate (`[limits]
+/// partner_mib_per_sec`, here 4), so padding cannot buy a partner the node's CPU: the
+/// node does not read, so QUIC does not let the partner send. Counted from the node's
+/// answers to megabyte frames on one stream: after the first half megabyte (the
+/// burst) each takes a quarter of a second. Without the rate, all twelve are answered
+/// within a fraction of a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_is_read_no_faster_than_its_rate() {
+    const FRAMES: u64 = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (node, addr) = small_hub_with(dir, "partner_mib_per_sec = 4\n");
+    let key = common::signing_key(dir, "xx-mod");
+    let conn = connect(dir, "xx-mod", addr).await;
+    let (mut send, recv) = conn.open_raw().await.unwrap();
+    let frames: Vec<_> = (0..FRAMES)
+        .map(|n| padded_frame(&key, "xx-mod", n))
+        .collect();
+    let started = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        for frame in frames {
+            send.write_all(&frame).await.unwrap();
+        }
+        send
+    });
+    let mut results = renkei::transport::FrameReader::new(recv, 1 << 20, Default::default());
+    for n in 0..FRAMES {
+        let frame = tokio::time::timeout(PATIENCE, results.next::<proto::ServerFrame>())
+            .await
+            .expect("answered in time")
+            .unwrap()
+            .expect("a result");
+        let Some(proto::server_frame::Frame::PublishResult(r)) = frame.frame else {
+            panic!("not a result: {frame:?}");
+        };
+        assert_eq!(r.request_id, n);
+        assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
+    }
+    let took = started.elapsed().as_secs_f64();
+    // 12 MB at 4 MiB a second, less the burst and two frames of slack.
+    let least = (FRAMES as f64 * 1_000_000.0 / (1 << 20) as f64 - 0.5 - 2.0) / 4.0;
+    eprintln!("{FRAMES} padded frames of 1 MB answered in {took:.2} s (at least {least:.2} s)");
+    assert!(
+        took >= least,
+        "the node read {FRAMES} MB from one partner in {took:.2} s, faster than 4 MiB a second"
+    );
+    drop(writer.await.unwrap());
+    conn.close().await;
     assert!(node.stop(PATIENCE).success());
 }
 

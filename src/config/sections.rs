@@ -34,6 +34,11 @@ pub struct LimitsSection {
     /// whose frame is slower is closed with FRAME_TOO_SLOW (its room in the budgets
     /// must not be held by a partner trickling bytes).
     pub frame_deadline_secs: u64,
+    /// MiB a second the node reads of one partner's frames, all its connections
+    /// together (an eighth of a second's worth may come at once); beyond it the partner is read
+    /// more slowly and QUIC flow control holds it back, so no partner can take the
+    /// node's CPU by sending bytes faster than the others.
+    pub partner_mib_per_sec: u64,
 }
 
 /// Room for the SignedBulletin and frame envelopes around the largest bulletin.
@@ -52,6 +57,7 @@ impl Default for LimitsSection {
             partner_in_flight_mib: 64,
             node_in_flight_mib: 256,
             frame_deadline_secs: 30,
+            partner_mib_per_sec: 64,
         }
     }
 }
@@ -96,6 +102,12 @@ impl LimitsSection {
             return Err((
                 "limits.frame_deadline_secs".into(),
                 "must be at least 1 second".into(),
+            ));
+        }
+        if l.partner_mib_per_sec == 0 {
+            return Err((
+                "limits.partner_mib_per_sec".into(),
+                "must be at least 1 MiB a second".into(),
             ));
         }
         // Each budget must hold the largest frame, and each level the one below it.

@@ -13,6 +13,9 @@
 //! frame that no other partner can take, so partners that fill the node cannot stop
 //! another from publishing. The node holds at most its budget plus one frame per
 //! partner with a frame in flight. Budgets count KiB.
+//!
+//! Each partner's frames are also read no faster than its rate (`rate`): memory is
+//! not the only thing a partner can take, the CPU that decrypts its bytes is another.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,13 +26,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::identity::PartnerId;
 use crate::transport::{FrameError, FrameReader};
 
+mod rate;
+use rate::Rate;
+
 /// The node's budgets, in KiB.
 pub(crate) struct Budgets {
     node: Arc<Semaphore>,
     node_kib: usize,
-    /// Each partner's share, and its floor beside the node's budget.
-    partners: Mutex<HashMap<PartnerId, ShareAndFloor>>,
+    /// Each partner's share, its floor beside the node's budget, and its rate.
+    partners: Mutex<HashMap<PartnerId, PartnerRoom>>,
     partner_kib: usize,
+    partner_rate: u64,
     stream_kib: usize,
     /// The largest frame: the most one frame asks for, and each partner's floor.
     frame_kib: usize,
@@ -37,8 +44,14 @@ pub(crate) struct Budgets {
     deadline: Duration,
 }
 
-/// A partner's share of the node's budget, and its own floor beside it.
-type ShareAndFloor = (Arc<Semaphore>, Arc<Semaphore>);
+/// A partner's share of the node's budget, its own floor beside it, and how fast its
+/// frames are read.
+#[derive(Clone)]
+struct PartnerRoom {
+    share: Arc<Semaphore>,
+    floor: Arc<Semaphore>,
+    rate: Arc<Mutex<Rate>>,
+}
 
 /// Sizes of the budgets, in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +62,8 @@ pub(crate) struct BudgetSizes {
     pub max_frame: usize,
     /// How long a frame may take to arrive once its length prefix has.
     pub frame_deadline: Duration,
+    /// Bytes a second read of each partner's frames, all its streams together.
+    pub partner_rate: u64,
 }
 
 fn kib(bytes: usize) -> usize {
@@ -62,6 +77,7 @@ impl Budgets {
             node_kib: kib(sizes.node),
             partners: Mutex::new(HashMap::new()),
             partner_kib: kib(sizes.partner),
+            partner_rate: sizes.partner_rate,
             stream_kib: kib(sizes.stream),
             frame_kib: kib(sizes.max_frame),
             deadline: sizes.frame_deadline,
@@ -70,21 +86,23 @@ impl Budgets {
 
     /// A new stream's budget, within its partner's and the node's.
     pub(crate) fn stream(&self, partner: &PartnerId) -> StreamBudget {
-        let (partner, floor) = self
+        let room = self
             .partners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(partner.clone())
-            .or_insert_with(|| {
-                let share = Arc::new(Semaphore::new(self.partner_kib));
-                (share, Arc::new(Semaphore::new(self.frame_kib)))
+            .or_insert_with(|| PartnerRoom {
+                share: Arc::new(Semaphore::new(self.partner_kib)),
+                floor: Arc::new(Semaphore::new(self.frame_kib)),
+                rate: Arc::new(Mutex::new(Rate::new(self.partner_rate))),
             })
             .clone();
         StreamBudget {
             stream: (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
-            partner: (partner, self.partner_kib),
+            partner: (room.share, self.partner_kib),
             node: self.node.clone(),
-            floor,
+            floor: room.floor,
+            rate: room.rate,
             frame_kib: self.frame_kib,
             deadline: self.deadline,
         }
@@ -97,8 +115,10 @@ impl Budgets {
         let partners = self.partners.lock().unwrap_or_else(|p| p.into_inner());
         let mut each: Vec<(String, u64)> = partners
             .iter()
-            .map(|(id, (share, _))| {
-                let used = self.partner_kib.saturating_sub(share.available_permits());
+            .map(|(id, room)| {
+                let used = self
+                    .partner_kib
+                    .saturating_sub(room.share.available_permits());
                 (id.to_string(), used as u64)
             })
             .collect();
@@ -121,6 +141,8 @@ pub(crate) struct StreamBudget {
     node: Arc<Semaphore>,
     /// The partner's own room beside the node's.
     floor: Arc<Semaphore>,
+    /// How fast the partner's frames are read.
+    rate: Arc<Mutex<Rate>>,
     frame_kib: usize,
     deadline: Duration,
 }
@@ -153,10 +175,10 @@ impl StreamBudget {
         Some(Held(held))
     }
 
-    /// The next frame of `recv`, with the room it holds: room for its length is taken
-    /// once the prefix has arrived, and from then the frame must arrive whole within
-    /// the deadline (`FrameError::TooSlow`). `None` when the stream ended between
-    /// frames (or the budgets are closed).
+    /// The next frame of `recv`, with the room it holds: once the prefix has arrived,
+    /// the frame waits for its partner's rate, room for its length is taken, and from
+    /// then the frame must arrive whole within the deadline (`FrameError::TooSlow`).
+    /// `None` when the stream ended between frames (or the budgets are closed).
     pub(crate) async fn next<M: prost::Message + Default>(
         &self,
         recv: &mut FrameReader,
@@ -164,6 +186,15 @@ impl StreamBudget {
         let Some(len) = recv.next_len().await? else {
             return Ok(None);
         };
+        let now = tokio::time::Instant::now().into_std();
+        let wait = self
+            .rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(len, now);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let Some(held) = self.reserve(len).await else {
             return Ok(None);
         };
@@ -204,6 +235,7 @@ mod tests {
             stream: 8 * KIB,
             max_frame: FRAME,
             frame_deadline: Duration::from_secs(1),
+            partner_rate: u64::MAX,
         })
     }
 

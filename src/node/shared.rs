@@ -327,6 +327,7 @@ impl Shared {
                     stream: l.stream_in_flight_mib << 20,
                     max_frame: l.max_frame_bytes,
                     frame_deadline: Duration::from_secs(l.frame_deadline_secs),
+                    partner_rate: l.partner_mib_per_sec.saturating_mul(1 << 20),
                 }),
                 fair: super::fair::Fair::new(cores(), t.commit_batch * 2),
                 handshakes: HandshakeCounts::default(),
