@@ -33,27 +33,7 @@ fn chromium() -> PathBuf {
                 .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
         })
     };
-    if let Some(c) = found() {
-        return c;
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    assert!(
-        root,
-        "the dashboard test needs Chromium: apt-get install chromium (or run .ci/run)"
-    );
-    let installed = Command::new("sh")
-        .args([
-            "-c",
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-        ])
-        .status();
-    assert!(
-        installed.is_ok_and(|s| s.success()),
-        "installing chromium failed"
-    );
+    common::debian::ensure("chromium", "dashboard", || found().is_some());
     found().expect("chromium after installing it")
 }
 

@@ -11,6 +11,7 @@ mod budget;
 mod check_config;
 mod cli;
 mod cli_broker;
+mod clock;
 mod crash;
 mod dashboard;
 mod delivery;

@@ -72,6 +72,7 @@ pub fn sh_until_ok(dir: &Path, line: &str, patience: std::time::Duration) -> Run
 }
 
 pub mod configs;
+pub mod debian;
 pub mod federation;
 pub mod lossy;
 pub mod peers;
