@@ -43,6 +43,14 @@ pub enum PkiError {
         /// What is wrong.
         why: String,
     },
+    /// The existing CA's certificate and key do not make a CA.
+    #[error("the existing CA in {dir} cannot be used: {source}")]
+    UnusableCa {
+        /// Directory holding ca.crt / ca.key.
+        dir: PathBuf,
+        /// What is wrong with them.
+        source: CaPemError,
+    },
     /// A file could not be written.
     #[error(transparent)]
     File(#[from] FileError),
@@ -61,6 +69,30 @@ pub enum PkiError {
     /// A certificate signing request that cannot be signed.
     #[error("the certificate request cannot be signed: {0}")]
     BadRequest(String),
+}
+
+/// Why a CA certificate and key (PEM) cannot be loaded as a CA.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaPemError {
+    /// ca.key is not a private key rcgen can read.
+    #[error("ca.key: {0}")]
+    Key(rcgen::Error),
+    /// ca.crt is not a PEM certificate.
+    #[error("ca.crt is not a PEM certificate: {0}")]
+    NotPem(rustls::pki_types::pem::Error),
+    /// ca.crt is PEM but not an X.509 certificate.
+    #[error("ca.crt does not parse: {0}")]
+    Unparsable(String),
+    /// ca.crt is not marked as a CA.
+    #[error("ca.crt is not a CA certificate")]
+    NotCa,
+    /// ca.key does not belong to ca.crt.
+    #[error("ca.key is not the key of ca.crt")]
+    KeyMismatch,
+    /// rcgen cannot issue with them.
+    #[error("ca.crt: {0}")]
+    Issuer(rcgen::Error),
 }
 
 /// The federation CA: its certificate and private key, both PEM.
@@ -118,19 +150,19 @@ impl Ca {
     }
 
     /// Loads an existing CA from its certificate and key PEM text.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, String> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| format!("ca.key: {e}"))?;
-        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| format!("ca.crt is not a PEM certificate: {e}"))?;
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, CaPemError> {
+        let key = KeyPair::from_pem(key_pem).map_err(CaPemError::Key)?;
+        let der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(CaPemError::NotPem)?;
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-            .map_err(|e| format!("ca.crt does not parse: {e}"))?;
+            .map_err(|e| CaPemError::Unparsable(e.to_string()))?;
         if !cert.is_ca() {
-            return Err("ca.crt is not a CA certificate".into());
+            return Err(CaPemError::NotCa);
         }
         if cert.public_key().raw != key.subject_public_key_info() {
-            return Err("ca.key is not the key of ca.crt".into());
+            return Err(CaPemError::KeyMismatch);
         }
-        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| format!("ca.crt: {e}"))?;
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(CaPemError::Issuer)?;
         Ok(Ca {
             cert_pem: cert_pem.to_owned(),
             issuer,
@@ -269,7 +301,11 @@ fn ca_for(dir: &Path, new_ca: bool, now: Timestamp) -> Result<(Ca, bool), PkiErr
         (false, true, true) => {
             let cert = files::read_text(&ca_crt)?;
             let key = files::read_text(&ca_key)?;
-            Ok((Ca::from_pem(&cert, &key).map_err(bad_ca)?, true))
+            let ca = Ca::from_pem(&cert, &key).map_err(|source| PkiError::UnusableCa {
+                dir: dir.to_owned(),
+                source,
+            })?;
+            Ok((ca, true))
         }
         (false, true, false) | (false, false, true) => Err(bad_ca(
             "only one of ca.crt and ca.key exists; restore the other, or pass --new-ca to start a new federation CA".into(),

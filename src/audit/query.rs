@@ -57,24 +57,34 @@ pub const MAX_PAGE: usize = 1000;
 /// Page size when the query names none.
 pub const DEFAULT_PAGE: usize = 100;
 
+/// Why an auditor's query cannot be taken as sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The partner named is not a partner id.
+    #[error("partner: {0}")]
+    Partner(crate::identity::IdentityError),
+    /// The bulletin id named (quoted) is not a canonical UUID.
+    #[error("bulletin_id {0} is not a canonical UUID (lowercase, hyphenated)")]
+    BulletinId(String),
+    /// The event number names no audit event.
+    #[error("event {0} is not an audit event")]
+    Event(u32),
+}
+
 impl Query {
     /// The query an auditor sent over the wire, checked.
-    pub fn from_wire(q: &proto::AuditQuery) -> Result<Query, String> {
+    pub fn from_wire(q: &proto::AuditQuery) -> Result<Query, QueryError> {
         let partner = match q.partner.as_str() {
             "" => None,
-            p => Some(
-                p.parse::<PartnerId>()
-                    .map_err(|e| format!("partner: {e}"))?,
-            ),
+            p => Some(p.parse::<PartnerId>().map_err(QueryError::Partner)?),
         };
         let bulletin = match q.bulletin_id.as_str() {
             "" => None,
-            b => Some(BulletinId::parse_canonical(b).ok_or_else(|| {
-                format!(
-                    "bulletin_id {} is not a canonical UUID (lowercase, hyphenated)",
-                    crate::text::excerpt(b)
-                )
-            })?),
+            b => Some(
+                BulletinId::parse_canonical(b)
+                    .ok_or_else(|| QueryError::BulletinId(crate::text::excerpt(b)))?,
+            ),
         };
         let event = match q.event {
             0 => None,
@@ -82,7 +92,7 @@ impl Query {
                 i32::try_from(n)
                     .ok()
                     .and_then(|n| AuditEvent::try_from(n).ok())
-                    .ok_or_else(|| format!("event {n} is not an audit event"))?,
+                    .ok_or(QueryError::Event(n))?,
             ),
         };
         let time = |ms: u64| (ms != 0).then(|| Timestamp::from_unix_ms(ms));
@@ -169,9 +179,10 @@ mod tests {
             bulletin_id: "019A".into(),
             ..Default::default()
         };
-        assert!(Query::from_wire(&bad)
-            .unwrap_err()
-            .starts_with("bulletin_id"));
+        assert!(matches!(
+            Query::from_wire(&bad),
+            Err(QueryError::BulletinId(_))
+        ));
     }
 
     #[test]

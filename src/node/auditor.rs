@@ -228,7 +228,7 @@ fn read(store: &Store, frame: Client, facts: &Facts, now: Timestamp) -> Result<S
     let log = store.audit();
     match frame {
         Client::AuditQuery(q) => {
-            let query = Query::from_wire(&q).map_err(Refusal::Invalid)?;
+            let query = Query::from_wire(&q).map_err(|e| Refusal::Invalid(e.to_string()))?;
             let page = log.query(&query).map_err(internal)?;
             let bulletins = store.bulletin_names(&page.records).map_err(internal)?;
             Ok(Server::AuditPage(proto::AuditPage {

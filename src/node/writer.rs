@@ -12,7 +12,7 @@ use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::record::Event;
 use crate::identity::PartnerId;
 use crate::metrics::prometheus::DurationHistogram;
-use crate::store::{Cursor, Entry, Manifest, NewBulletin, Outcome, Store, StoreError};
+use crate::store::{BackupError, Cursor, Entry, Manifest, NewBulletin, Outcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 use super::space::{self, Admit, SpaceGauge, SpaceGuard};
@@ -106,7 +106,7 @@ pub(crate) enum Request {
     Backup {
         out: std::path::PathBuf,
         taken_at: String,
-        reply: oneshot::Sender<Result<Manifest, String>>,
+        reply: oneshot::Sender<Result<Manifest, BackupError>>,
     },
 }
 
@@ -282,11 +282,11 @@ fn take_backup(
     w: &Writer,
     out: &std::path::Path,
     taken_at: String,
-    reply: oneshot::Sender<Result<Manifest, String>>,
+    reply: oneshot::Sender<Result<Manifest, BackupError>>,
 ) {
     let started = std::time::Instant::now();
     let result = match w.store.audit_progress() {
-        (size, signed) if size != signed => Err(crate::store::BackupError::Unsigned(size - signed)),
+        (size, signed) if size != signed => Err(BackupError::Unsigned(size - signed)),
         _ => w.store.backup_to(out, taken_at, &w.signer),
     };
     match &result {
@@ -295,7 +295,7 @@ fn take_backup(
         }
         Err(e) => tracing::error!(out = %out.display(), error = %e, "backup failed"),
     }
-    let _ = reply.send(result.map_err(|e| e.to_string()));
+    let _ = reply.send(result);
 }
 
 /// Measures the free space and keeps out of the batch what the guard does not admit:
