@@ -205,9 +205,9 @@ fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
             .iter()
             .filter(|r| matches!(r, Request::Bulletin { .. }))
             .count();
-        let started = std::time::Instant::now();
-        commit_group(&w, group, &mut guard, &mut lost);
-        pace.committed(bulletins, started.elapsed(), waiting.sparse());
+        if let Some(took) = commit_group(&w, group, &mut guard, &mut lost) {
+            pace.committed(bulletins, took, waiting.sparse());
+        }
     }
     if let Err(e) = w.store.sign_checkpoint(&w.signer) {
         tracing::error!(error = %e, "cannot sign the last audit checkpoint");
@@ -215,8 +215,14 @@ fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
 }
 
 /// Commits one group of requests with one flush, answers each, then signs a
-/// checkpoint if one is asked for or due, and takes the backups asked for.
-fn commit_group(w: &Writer, group: Vec<Request>, guard: &mut SpaceGuard, lost: &mut Lost) {
+/// checkpoint if one is asked for or due, and takes the backups asked for. Returns how
+/// long the commit itself took (not the checkpoint or the backups), if there was one.
+fn commit_group(
+    w: &Writer,
+    group: Vec<Request>,
+    guard: &mut SpaceGuard,
+    lost: &mut Lost,
+) -> Option<std::time::Duration> {
     let mut entries = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     let (mut checkpoints, mut backups, mut slots) = (Vec::new(), Vec::new(), Vec::new());
@@ -254,9 +260,11 @@ fn commit_group(w: &Writer, group: Vec<Request>, guard: &mut SpaceGuard, lost: &
     if !entries.is_empty() {
         make_room(w, guard, &mut entries, &mut replies, lost);
     }
-    if !entries.is_empty() {
+    let took = (!entries.is_empty()).then(|| {
+        let started = std::time::Instant::now();
         commit(w, entries, replies, lost);
-    }
+        started.elapsed()
+    });
     drop(slots);
     let (size, signed) = w.store.audit_progress();
     if !checkpoints.is_empty()
@@ -274,6 +282,7 @@ fn commit_group(w: &Writer, group: Vec<Request>, guard: &mut SpaceGuard, lost: &
     for (out, taken_at, reply) in backups {
         take_backup(w, &out, taken_at, reply);
     }
+    took
 }
 
 /// Copies the database into `out` for a backup request and answers it. Everything

@@ -20,8 +20,8 @@ pub(super) struct Staging {
     /// Everything else, in the order it came.
     others: Vec<Request>,
     waiting: usize,
-    /// Whether the last group taken held all of a partner's few bulletins while
-    /// another partner's had to wait for a later one: a light partner behind a heavy.
+    /// Whether the last group taken held a light partner's few bulletins beside a
+    /// heavy partner's, some left for a later group: a light partner behind a heavy.
     sparse: bool,
 }
 
@@ -56,7 +56,8 @@ impl Staging {
         let mut batch = std::mem::take(&mut self.others);
         let everything = batch.iter().any(|r| matches!(r, Request::Backup { .. }));
         let (mut taken, mut bytes) = (0, 0);
-        let (partners, mut visits, mut light) = (self.order.len(), 0, false);
+        let (partners, mut visits) = (self.order.len(), 0);
+        let (mut light, mut heavy) = (false, false);
         while everything || (taken < max_batch && bytes < max_bytes) {
             let Some(partner) = self.order.pop_front() else {
                 break;
@@ -68,6 +69,7 @@ impl Staging {
             if visits <= partners {
                 // The first round: how many each partner has waiting.
                 light |= queue.len() <= LIGHT;
+                heavy |= queue.len() > LIGHT;
             }
             if let Some(r) = queue.pop_front() {
                 bytes += r.bytes();
@@ -80,14 +82,14 @@ impl Staging {
                 self.order.push_back(partner);
             }
         }
-        self.sparse = light && !self.order.is_empty();
+        self.sparse = light && heavy && !self.order.is_empty();
         self.waiting -= batch.len();
         batch
     }
 
-    /// Whether the last group took a light partner's bulletins while a heavier
-    /// partner's had to wait for a later group: then short commits are what the light
-    /// partner's latency needs.
+    /// Whether the last group held a light partner's bulletins beside a heavy
+    /// partner's, some of which had to wait for a later group: then short commits are
+    /// what the light partner's latency needs.
     pub(super) fn sparse(&self) -> bool {
         self.sparse
     }
@@ -166,5 +168,10 @@ mod tests {
         assert!(s.sparse(), "the desk's one bulletin behind two floods");
         s.take(100, usize::MAX);
         assert!(!s.sparse(), "nothing left waiting behind anyone");
+        for n in 0..20 {
+            s.push(bulletin(&format!("d{n}-mod"), 300 + n));
+        }
+        s.take(8, usize::MAX);
+        assert!(!s.sparse(), "light partners alone, however many");
     }
 }
