@@ -34,10 +34,12 @@ pub struct LimitsSection {
     /// whose frame is slower is closed with FRAME_TOO_SLOW (its room in the budgets
     /// must not be held by a partner trickling bytes).
     pub frame_deadline_secs: u64,
-    /// MiB a second the node reads of one partner's frames, all its connections
-    /// together (an eighth of a second's worth may come at once); beyond it the partner is read
-    /// more slowly and QUIC flow control holds it back, so no partner can take the
-    /// node's CPU by sending bytes faster than the others.
+    /// MiB a second the node reads of one partner's frames on QUIC, all its
+    /// connections together (an eighth of a second's worth may come at once); beyond
+    /// it the partner is read more slowly and QUIC flow control holds it back, so no
+    /// partner can keep the node decrypting its bytes while others wait. A peer node's
+    /// deliveries count too: raise it for a relay that carries many large bulletins.
+    /// (The TAXII gateway's requests are bounded by their own size limits instead.)
     pub partner_mib_per_sec: u64,
 }
 
@@ -167,9 +169,11 @@ pub struct TransportSection {
     pub delivery_window: u32,
     /// Bulletins per group commit, at most.
     pub commit_batch: usize,
-    /// Milliseconds a group commit should take: under load the node sizes its commits
-    /// to this (within `commit_batch`), since a bulletin that arrives during a commit
-    /// waits for it and then for its own. Smaller favours latency, larger throughput.
+    /// Milliseconds a group commit should take while a partner with a few bulletins
+    /// waits behind heavier ones (within `commit_batch`): a bulletin that arrives
+    /// during a commit waits for it and then for its own. Smaller favours such a
+    /// partner's latency, larger throughput. A commit never takes fewer than 16
+    /// bulletins, so on a disk whose flush alone takes longer, commits stay at 16.
     pub commit_target_ms: u64,
     /// Handshakes in progress above which a new connection attempt must first prove its
     /// address with a QUIC Retry (a stateless round trip that costs the node no

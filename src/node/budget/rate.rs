@@ -44,7 +44,9 @@ impl Rate {
             let refill = now.saturating_duration_since(at).as_secs_f64() * self.per_sec;
             self.level = (self.level + refill).min(self.burst);
         }
-        self.at = Some(now);
+        // Callers read the clock before taking the lock: a late one with an earlier
+        // `now` must not move the bucket back, or the next would refill twice.
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
         let wait = if self.level < 0.0 {
             Duration::from_secs_f64(-self.level / self.per_sec)
         } else {
@@ -91,5 +93,16 @@ mod tests {
         assert_eq!(rate.take(2 * MIB, much_later), Duration::ZERO);
         let wait = rate.take(0, much_later);
         assert!((wait.as_secs_f64() - 0.125).abs() < 1e-3, "{wait:?}");
+    }
+
+    #[test]
+    fn a_caller_with_an_earlier_time_does_not_make_the_next_refill_twice() {
+        let start = Instant::now();
+        let mut rate = Rate::new(8 * MIB as u64);
+        rate.take(2 * MIB, start + Duration::from_millis(100));
+        rate.take(0, start);
+        // 100 ms after the first take refills 0.8 MiB once, not 1.6 MiB.
+        let wait = rate.take(0, start + Duration::from_millis(200));
+        assert!((wait.as_secs_f64() - 0.025).abs() < 1e-3, "{wait:?}");
     }
 }
