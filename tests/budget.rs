@@ -197,24 +197,53 @@ async fn a_padded_flood_on_eight_connections_stays_within_the_budgets() {
 }
 
 /// Issue 33: a partner's frames are read no faster than its rate (`[limits]
-/// partner_mib_per_sec`, here 4), so padding cannot buy a partner the node's CPU: the
-/// node does not read, so QUIC does not let the partner send. Counted from the node's
-/// answers to megabyte frames on one stream: after the first half megabyte (the
-/// burst) each takes a quarter of a second. Without the rate, all twelve are answered
-/// within a fraction of a second.
+/// partner_mib_per_sec`, here 4), all its connections together, so padding cannot buy
+/// a partner the node's CPU: the node does not read, so QUIC does not let the partner
+/// send. Counted from the node's answers to megabyte frames on three connections:
+/// after the first half megabyte (the burst) each takes a quarter of a second. Without
+/// the rate, all twelve are answered within a fraction of a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_is_read_no_faster_than_its_rate() {
-    const FRAMES: u64 = 12;
+    const CONNECTIONS: u64 = 3;
+    const EACH: u64 = 4;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (node, addr) = small_hub_with(dir, "partner_mib_per_sec = 4\n");
     let key = common::signing_key(dir, "xx-mod");
-    let conn = connect(dir, "xx-mod", addr).await;
-    let (mut send, recv) = conn.open_raw().await.unwrap();
-    let frames: Vec<_> = (0..FRAMES)
-        .map(|n| padded_frame(&key, "xx-mod", n))
-        .collect();
     let started = std::time::Instant::now();
+    let mut flows = tokio::task::JoinSet::new();
+    for c in 0..CONNECTIONS {
+        let (conn, key) = (connect(dir, "xx-mod", addr).await, key.clone());
+        flows.spawn(async move {
+            let frames = (0..EACH).map(|n| padded_frame(&key, "xx-mod", c * 100 + n));
+            send_and_read_answers(&conn, frames.collect()).await;
+            conn
+        });
+    }
+    let mut open = Vec::new();
+    while let Some(conn) = flows.join_next().await {
+        open.push(conn.unwrap());
+    }
+    let took = started.elapsed().as_secs_f64();
+    // The last frame is read once the eleven before it (10.5 MiB), less the burst, have
+    // been paid for at 4 MiB a second: 2.5 s; one frame of slack.
+    let frames = (CONNECTIONS * EACH) as f64;
+    let least = ((frames - 1.0) * 1_000_000.0 / (1 << 20) as f64 - 0.5 - 1.0) / 4.0;
+    eprintln!("{frames} padded frames of 1 MB answered in {took:.2} s (at least {least:.2} s)");
+    assert!(
+        took >= least,
+        "the node read {frames} MB from one partner in {took:.2} s, faster than 4 MiB a second"
+    );
+    for conn in open {
+        conn.close().await;
+    }
+    assert!(node.stop(PATIENCE).success());
+}
+
+/// Sends `frames` on a new stream of `conn` and reads an ACCEPTED answer for each.
+async fn send_and_read_answers(conn: &Client, frames: Vec<Vec<u8>>) {
+    let (mut send, recv) = conn.open_raw().await.unwrap();
+    let count = frames.len();
     let writer = tokio::spawn(async move {
         for frame in frames {
             send.write_all(&frame).await.unwrap();
@@ -222,7 +251,7 @@ async fn a_partner_is_read_no_faster_than_its_rate() {
         send
     });
     let mut results = renkei::transport::FrameReader::new(recv, 1 << 20, Default::default());
-    for n in 0..FRAMES {
+    for _ in 0..count {
         let frame = tokio::time::timeout(PATIENCE, results.next::<proto::ServerFrame>())
             .await
             .expect("answered in time")
@@ -231,20 +260,9 @@ async fn a_partner_is_read_no_faster_than_its_rate() {
         let Some(proto::server_frame::Frame::PublishResult(r)) = frame.frame else {
             panic!("not a result: {frame:?}");
         };
-        assert_eq!(r.request_id, n);
         assert_eq!(r.status, PublishStatus::Accepted as i32, "{}", r.message);
     }
-    let took = started.elapsed().as_secs_f64();
-    // 12 MB at 4 MiB a second, less the burst and two frames of slack.
-    let least = (FRAMES as f64 * 1_000_000.0 / (1 << 20) as f64 - 0.5 - 2.0) / 4.0;
-    eprintln!("{FRAMES} padded frames of 1 MB answered in {took:.2} s (at least {least:.2} s)");
-    assert!(
-        took >= least,
-        "the node read {FRAMES} MB from one partner in {took:.2} s, faster than 4 MiB a second"
-    );
     drop(writer.await.unwrap());
-    conn.close().await;
-    assert!(node.stop(PATIENCE).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,9 +571,10 @@ async fn store_seqs_of(auditor: &Client, ids: Vec<String>) -> Vec<u64> {
 }
 
 /// Between the desk's consecutive bulletins (store `seqs`), the median number of flooder
-/// bulletins stored is at most a quarter of a full group commit (512 by default).
+/// bulletins stored is at most half a full group commit (512 by default): two short
+/// commits, on any machine where a full one takes over 4 ms (the test build's take 20).
 fn few_flooder_bulletins_are_stored_ahead_of_each(seqs: &[u64]) {
-    const MOST: u64 = 512 / 4;
+    const MOST: u64 = 512 / 2;
     let mut ahead: Vec<u64> = seqs.windows(2).map(|w| w[1] - w[0] - 1).collect();
     eprintln!("flooders' bulletins stored ahead of each of the desk's: {ahead:?}");
     ahead.sort_unstable();

@@ -77,6 +77,8 @@ struct Hub {
 
 impl Hub {
     fn start(dir: &Path) -> Hub {
+        // Certificates start an hour before they are made (pki::BACKDATE), so a node an
+        // hour behind true time still finds them valid.
         pki(dir, "jp-mod,us-dod,au-dod,audit-office");
         // Bulletins stamped by the desks' true clocks look an hour ahead to a node an
         // hour behind: the skew allowed covers it, so what is tested is the node.
@@ -98,9 +100,12 @@ impl Hub {
         }
     }
 
-    /// Moves the node's wall clock to true time plus `offset` (libfaketime's syntax).
+    /// Moves the node's wall clock to true time plus `offset` (libfaketime's syntax),
+    /// at once: the file is replaced whole, so no clock read sees it half written.
     fn set_clock(&mut self, offset: &str) {
-        std::fs::write(self.dir.join("faketime"), offset).unwrap();
+        let next = self.dir.join("faketime.next");
+        std::fs::write(&next, offset).unwrap();
+        std::fs::rename(next, self.dir.join("faketime")).unwrap();
     }
 
     fn restart(&mut self) {
