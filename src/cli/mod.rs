@@ -212,6 +212,12 @@ enum Command {
         /// Partners connected at once in the partners phase.
         #[arg(long, default_value_t = 100)]
         partners: usize,
+        /// Minutes the soak phase runs.
+        #[arg(long, default_value_t = 60)]
+        soak_minutes: usize,
+        /// Bulletins/s the soak phase offers, all publishers together.
+        #[arg(long, default_value_t = 2_000.0)]
+        soak_rate: f64,
         /// The full run: a backlog of 1,000,000, an audit log of 1,000,000 and 200
         /// crash cycles.
         #[arg(long)]
@@ -412,6 +418,8 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             metrics_records,
             cycles,
             partners,
+            soak_minutes,
+            soak_rate,
             full,
             phases,
             json,
@@ -428,6 +436,8 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             metrics_records,
             cycles: if full { 200 } else { cycles },
             partners,
+            soak_minutes,
+            soak_rate,
             phases,
             json,
         })),

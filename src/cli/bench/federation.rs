@@ -88,7 +88,7 @@ fn config(setup: &Setup, i: usize, addrs: &[SocketAddr], admin: SocketAddr) -> S
 }
 
 /// Starts the line's three nodes, each in its own process.
-fn start_line(setup: &Setup) -> anyhow::Result<Vec<NodeProcess>> {
+pub(super) fn start_line(setup: &Setup) -> anyhow::Result<Vec<NodeProcess>> {
     let addrs: Vec<SocketAddr> = LINE
         .iter()
         .map(|_| free_udp())
@@ -107,7 +107,7 @@ fn start_line(setup: &Setup) -> anyhow::Result<Vec<NodeProcess>> {
 /// One run through the line: `count` bulletins, paced at `rate` per second if given.
 /// Returns the time to publish, the time until the last delivery, the latencies (µs)
 /// and each node's CPU seconds.
-async fn run_once(
+pub(super) async fn run_once(
     setup: &Arc<Setup>,
     nodes: &[NodeProcess],
     count: usize,

@@ -16,6 +16,7 @@ mod partners;
 mod phases;
 mod report;
 mod reporting;
+mod soak;
 mod taxii;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub(super) struct BenchArgs {
     pub metrics_records: u64,
     pub cycles: usize,
     pub partners: usize,
+    pub soak_minutes: usize,
+    pub soak_rate: f64,
     pub phases: Vec<Phase>,
     pub json: Option<PathBuf>,
 }
@@ -91,6 +94,10 @@ pub(crate) enum Phase {
     /// The node SIGKILLed under load and restarted `--cycles` times, then every
     /// promise checked (not in the default run: it measures survival, not speed).
     Crash,
+    /// Three nodes in a line at `--soak-rate` for `--soak-minutes`, subscribers coming
+    /// and going, memory, open files and database size sampled each minute (not in
+    /// the default run).
+    Soak,
 }
 
 fn pid(s: &str) -> anyhow::Result<PartnerId> {
@@ -319,8 +326,8 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.publishers == 0 || a.subscribers == 0 || a.bulletins < a.publishers {
         bail!("need at least one publisher, one subscriber and a bulletin per publisher");
     }
-    if a.rate <= 0.0 || a.backlog == 0 {
-        bail!("--rate and --backlog must be positive");
+    if a.rate <= 0.0 || a.backlog == 0 || a.soak_rate <= 0.0 || a.soak_minutes == 0 {
+        bail!("--rate, --backlog, --soak-rate and --soak-minutes must be positive");
     }
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let setup = Arc::new(prepare(&a, tmp.path())?);
@@ -436,6 +443,9 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Crash) {
         report["crash"] = crash::crash(setup.clone(), a.cycles).await?;
+    }
+    if a.phases.contains(&Phase::Soak) {
+        report["soak"] = soak::soak(setup.clone()).await?;
     }
     if a.phases.contains(&Phase::Limit) {
         eprintln!("renkei bench: measuring Ed25519 verification on this machine…");

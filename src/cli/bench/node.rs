@@ -160,6 +160,13 @@ impl NodeProcess {
 
     /// CPU time the node has used so far (user and system, every thread); `None` where
     /// unknown. Under a profiler wrapper this is the wrapper's, not the node's.
+    /// The node's open file descriptors, if its /proc entry can be read.
+    pub fn open_files(&self) -> Option<usize> {
+        let child = self.child.as_ref()?;
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", child.id())).ok()?;
+        Some(fds.count())
+    }
+
     pub fn cpu_seconds(&self) -> Option<f64> {
         let child = self.child.as_ref()?;
         cpu_seconds(&format!("/proc/{}/stat", child.id()))

@@ -45,6 +45,53 @@ pub(super) fn print_table(r: &Value) {
     taxii_lines(&r["taxii"]);
     hostile_lines(&r["hostile"]);
     crash_lines(&r["crash"]);
+    soak_lines(&r["soak"]);
+}
+
+/// The soak phase's lines: each minute's latency and each node's memory, then growth
+/// after the first minute.
+fn soak_lines(s: &Value) {
+    if !s.is_object() {
+        return;
+    }
+    emitln!(
+        "  soak: bench-a -> bench-b -> bench-c at {}/s for {} minutes, {} subscribers anew each minute",
+        s["rate"],
+        s["minutes"],
+        s["subscribers"]
+    );
+    let mib = |v: &Value| v.as_u64().unwrap_or(0) >> 20;
+    for m in s["samples"].as_array().into_iter().flatten() {
+        let nodes: Vec<String> = (0..3)
+            .map(|i| {
+                let n = &m["nodes"][i];
+                format!(
+                    "{} MiB {} fds {} MiB db",
+                    mib(&n["rss_bytes"]),
+                    n["open_files"],
+                    mib(&n["database_bytes"])
+                )
+            })
+            .collect();
+        emitln!(
+            "    minute {:>3}  p50 {} ms p99 {} ms  {}",
+            m["minute"],
+            m["end_to_end_p50_ms"],
+            m["end_to_end_p99_ms"],
+            nodes.join(" | ")
+        );
+    }
+    for (id, g) in s["growth_after_warm_up"].as_object().into_iter().flatten() {
+        emitln!(
+            "    {id}: RSS {} -> {} MiB, open files {} -> {}, database +{} MiB for {} MiB of bulletins",
+            mib(&g["rss_bytes"][0]),
+            mib(&g["rss_bytes"][1]),
+            g["open_files"][0],
+            g["open_files"][1],
+            mib(&g["database_growth_bytes"]),
+            mib(&g["bulletin_bytes_stored"])
+        );
+    }
 }
 
 /// The hostile phase's lines: the honest desk's latency and the node's memory per
