@@ -17,7 +17,6 @@ use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::config::ClientConfig;
 use renkei::proto::{self, AuditEvent, PublishStatus};
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_burst_keeps_a_whole_verifiable_log() {
@@ -115,21 +114,7 @@ async fn a_burst_is_cut_short_by_a_kill(dir: &Path, mut served: Served) -> HashS
 /// checkpoint; returns how many records the log holds.
 fn the_whole_log_verifies_offline(dir: &Path) -> u64 {
     // The whole log verifies offline: every record in sequence, every checkpoint.
-    let hub_key = common::public_key(dir, "jp-mod");
-    let out = renkei_ok(
-        dir,
-        &[
-            "audit",
-            "verify",
-            "--json",
-            "--data-dir",
-            "data",
-            "--key",
-            &hub_key,
-        ],
-    );
-    let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!(summary["verified"], true);
+    let summary = common::log_verifies_offline(dir, "data", "jp-mod");
     assert_eq!(
         summary["covered_by_checkpoints"], summary["records"],
         "the clean stop signs"

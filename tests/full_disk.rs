@@ -16,13 +16,12 @@ use std::process::Command;
 
 use common::configs::node_toml;
 use common::federation::{connect_as, receive_titles, sign_as, PATIENCE};
+use common::pki;
 use common::served::serve;
-use common::{pki, renkei_ok};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::proto::{self, ErrorCode, PublishStatus};
-use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
@@ -142,7 +141,7 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_resumes_by_itself() {
     au.close().await;
     auditor.close().await;
     assert!(served.stop(PATIENCE).success());
-    the_whole_log_verifies_offline(dir);
+    common::log_verifies_offline(dir, "disk/data", "jp-mod");
     drop(disk);
 }
 
@@ -201,23 +200,4 @@ async fn freed_space_is_taken_again_without_a_restart(
             .any(|r| r.starts_with("STORAGE RESUMED") && r.contains("3 bulletin(s) were refused")),
         "{said:?}"
     );
-}
-
-/// `renkei audit verify` passes on the stopped node's data in `dir`.
-fn the_whole_log_verifies_offline(dir: &Path) {
-    let key = common::public_key(dir, "jp-mod");
-    let out = renkei_ok(
-        dir,
-        &[
-            "audit",
-            "verify",
-            "--json",
-            "--data-dir",
-            "disk/data",
-            "--key",
-            &key,
-        ],
-    );
-    let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
-    assert_eq!(summary["verified"], true, "{summary}");
 }

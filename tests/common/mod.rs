@@ -37,6 +37,26 @@ pub fn renkei_ok(dir: &Path, args: &[&str]) -> Run {
     run
 }
 
+/// `renkei audit verify --json` on the node `node`'s stopped data in `dir/data_dir`,
+/// pinned to the node's key from `certs init`: asserts it verified, and returns the
+/// summary for what else a test checks.
+pub fn log_verifies_offline(dir: &Path, data_dir: &str, node: &str) -> serde_json::Value {
+    let key = public_key(dir, node);
+    let args = [
+        "audit",
+        "verify",
+        "--json",
+        "--data-dir",
+        data_dir,
+        "--key",
+        &key,
+    ];
+    let out = renkei_ok(dir, &args);
+    let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(summary["verified"], true, "{summary}");
+    summary
+}
+
 /// The public signing key of `id` that `certs init` wrote under `dir/certs`.
 pub fn public_key(dir: &Path, id: &str) -> String {
     std::fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
