@@ -98,13 +98,14 @@ fn growth(minutes: &[Value], stored_per_minute: u64) -> Value {
     let later = minutes.len().saturating_sub(1) as u64;
     let per_node = LINE.iter().enumerate().map(|(i, id)| {
         let at = |m: &Value, key: &str| m["nodes"][i][key].as_u64().unwrap_or(0);
-        let (a, b) = (first, last);
+        let then_now = |key: &str| [at(first, key), at(last, key)];
+        let [db_then, db_now] = then_now("database_bytes");
         (
             id.to_string(),
             json!({
-                "rss_bytes": [at(a, "rss_bytes"), at(b, "rss_bytes")],
-                "open_files": [at(a, "open_files"), at(b, "open_files")],
-                "database_growth_bytes": at(b, "database_bytes").saturating_sub(at(a, "database_bytes")),
+                "rss_bytes": then_now("rss_bytes"),
+                "open_files": then_now("open_files"),
+                "database_growth_bytes": db_now.saturating_sub(db_then),
                 "bulletin_bytes_stored": stored_per_minute * later,
             }),
         )
