@@ -199,8 +199,8 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
 }
 
 /// `partner`'s queue now (empty if it cannot be read), read on the blocking pool.
-pub(super) async fn queue_of(shared: &Shared, partner: &PartnerId) -> QueueGauge {
-    let (store, partner) = (shared.storage.store.clone(), partner.clone());
+pub(super) async fn queue_of(store: &Arc<Store>, partner: &PartnerId) -> QueueGauge {
+    let (store, partner) = (store.clone(), partner.clone());
     tokio::task::spawn_blocking(move || {
         let totals = store.partner_totals(&partner);
         queue(&store, &totals, &partner, Timestamp::now())

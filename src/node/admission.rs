@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::link::rules::Dialler;
-use super::{RuleSet, Shared};
+use super::shared::ConnectionBook;
+use super::RuleSet;
 use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
 
@@ -123,30 +124,25 @@ pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;
 
 /// A partner's place among its open connections; given back when dropped.
 pub(crate) struct Admitted<'a> {
-    shared: &'a Shared,
+    book: &'a ConnectionBook,
     partner: &'a PartnerId,
 }
 
 impl<'a> Admitted<'a> {
-    pub(crate) fn new(shared: &'a Shared, partner: &'a PartnerId) -> Option<Self> {
-        let mut open = shared
-            .book
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn new(book: &'a ConnectionBook, partner: &'a PartnerId) -> Option<Self> {
+        let mut open = book.connections.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(partner.clone()).or_default();
         if *count >= MAX_CONNECTIONS_PER_PARTNER {
             return None;
         }
         *count += 1;
-        Some(Admitted { shared, partner })
+        Some(Admitted { book, partner })
     }
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         let mut open = self
-            .shared
             .book
             .connections
             .lock()

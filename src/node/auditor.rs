@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::shared::StorageHandle;
 use super::writer::{Request, StorageError};
 use super::Shared;
 use crate::audit::record::Event;
@@ -65,14 +66,14 @@ pub(super) async fn answer(
 ) {
     // On the record, durably, before anything is answered.
     let event = Event::auditor_query(auditor, request_text(&frame));
-    if let Err(e) = shared.commit_event(Some(event), None).await {
+    if let Err(e) = shared.storage.commit_event(Some(event), None).await {
         tracing::error!(error = %e, "cannot record an auditor's request");
         let why = format!("the request could not be recorded: {}", e.to_peer());
         return refuse(&mut send, Refusal::Internal(why), &shared.book.frames).await;
     }
     let answer = match frame {
-        Client::CheckpointRequest(r) if r.witnessed => witnessed(shared).await,
-        Client::CheckpointRequest(_) => checkpoint(shared).await,
+        Client::CheckpointRequest(r) if r.witnessed => witnessed(&shared.storage).await,
+        Client::CheckpointRequest(_) => checkpoint(&shared.storage).await,
         other => {
             // The query is recorded before it runs; a fresh checkpoint first, if a proof
             // is to be taken against "the latest".
@@ -82,7 +83,7 @@ pub(super) async fn answer(
                     | Client::ConsistencyRequest(proto::ConsistencyRequest { new_size: 0, .. })
             );
             if needs_checkpoint {
-                if let Err(e) = sign_now(shared).await {
+                if let Err(e) = sign_now(&shared.storage).await {
                     return refuse(
                         &mut send,
                         Refusal::Internal(e.to_peer()),
@@ -133,24 +134,19 @@ async fn refuse(send: &mut quinn::SendStream, r: Refusal, frames: &crate::transp
 }
 
 /// Has the storage thread sign a checkpoint of everything appended so far.
-async fn sign_now(shared: &Shared) -> Result<(), StorageError> {
+async fn sign_now(storage: &StorageHandle) -> Result<(), StorageError> {
     let (tx, rx) = oneshot::channel();
     let request = Request::Checkpoint { reply: Some(tx) };
     let stopped = |_| StorageError::Stopped;
-    shared
-        .storage
-        .commits
-        .send(request)
-        .await
-        .map_err(stopped)?;
+    storage.commits.send(request).await.map_err(stopped)?;
     rx.await.map_err(|_| StorageError::Stopped)?.map(|_| ())
 }
 
-async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
-    sign_now(shared)
+async fn checkpoint(storage: &StorageHandle) -> Result<Server, Refusal> {
+    sign_now(storage)
         .await
         .map_err(|e| Refusal::Internal(e.to_peer()))?;
-    let store = shared.storage.store.clone();
+    let store = storage.store.clone();
     let latest = tokio::task::spawn_blocking(move || store.audit().latest_checkpoint())
         .await
         .map_err(|e| Refusal::Internal(e.to_string()))?
@@ -160,14 +156,14 @@ async fn checkpoint(shared: &Shared) -> Result<Server, Refusal> {
     };
     Ok(Server::Checkpoint(proto::SignedCheckpoint {
         note,
-        public_key: Bytes::copy_from_slice(shared.storage.audit_key.as_bytes()),
+        public_key: Bytes::copy_from_slice(storage.audit_key.as_bytes()),
     }))
 }
 
 /// The newest stored checkpoint that carries a cosignature besides the node's own
 /// signature.
-async fn witnessed(shared: &Shared) -> Result<Server, Refusal> {
-    let store = shared.storage.store.clone();
+async fn witnessed(storage: &StorageHandle) -> Result<Server, Refusal> {
+    let store = storage.store.clone();
     let found = tokio::task::spawn_blocking(move || {
         let cosigned =
             |note: &String| note.lines().filter(|l| l.starts_with('\u{2014}')).count() > 1;
@@ -189,7 +185,7 @@ async fn witnessed(shared: &Shared) -> Result<Server, Refusal> {
     };
     Ok(Server::Checkpoint(proto::SignedCheckpoint {
         note,
-        public_key: Bytes::copy_from_slice(shared.storage.audit_key.as_bytes()),
+        public_key: Bytes::copy_from_slice(storage.audit_key.as_bytes()),
     }))
 }
 

@@ -159,21 +159,26 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
             // Recorded before the peer hears it, so what it sees is on the record.
             let reason = format!("{remote}: {why}");
             shared
+                .storage
                 .record(Event::connection_refused(Some(&partner), &reason))
                 .await;
             return close(&conn, proto::CloseCode::UnknownPartner, &why.to_string());
         }
     };
-    let Some(_admitted) = Admitted::new(&shared, &partner) else {
+    let Some(_admitted) = Admitted::new(&shared.book, &partner) else {
         tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
         let reason = format!("at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner");
         close(&conn, proto::CloseCode::TooManyConnections, &reason);
         let why = format!("{remote}: {reason}");
         return shared
+            .storage
             .record(Event::connection_refused(Some(&partner), &why))
             .await;
     };
-    shared.record(Event::connection_accepted(&partner)).await;
+    shared
+        .storage
+        .record(Event::connection_accepted(&partner))
+        .await;
     let span = tracing::info_span!("conn", %partner, %remote);
     let is_peer = role == Role::Relay
         && rules
@@ -297,7 +302,10 @@ impl PartnerConnection {
         tracing::warn!(%why, "disconnecting the partner after a reload");
         let partner = &self.partner;
         let what = format!("disconnected {partner}: {why}");
-        self.shared.record(Event::operator(partner, &what)).await;
+        self.shared
+            .storage
+            .record(Event::operator(partner, &what))
+            .await;
         close(&self.conn, proto::CloseCode::PartnerRemoved, &why);
         Some(why)
     }
@@ -368,13 +376,13 @@ async fn start_link(
                 let why = "the connection no longer answers; the peer dialled again";
                 close(&current, proto::CloseCode::DuplicateLink, why);
                 if shared.links.ended(peer, &current, why, now) {
-                    shared.record(Event::link_down(peer, why)).await;
+                    shared.storage.record(Event::link_down(peer, why)).await;
                 }
                 replacing = Some(current.stable_id());
             }
             Adoption::Adopted(how) => {
                 tracing::info!(%peer, %how, "peer link up");
-                shared.record(Event::link_up(peer, &how)).await;
+                shared.storage.record(Event::link_up(peer, &how)).await;
                 let pull = link::pull(conn.clone(), shared.clone(), peer.clone());
                 return Some(tokio::spawn(pull.in_current_span()));
             }
@@ -387,6 +395,6 @@ async fn end_link(conn: &quinn::Connection, shared: &Shared, peer: &PartnerId, w
     let now = crate::timestamp::Timestamp::now();
     if shared.links.ended(peer, conn, why, now) {
         tracing::info!(%peer, %why, "peer link down");
-        shared.record(Event::link_down(peer, why)).await;
+        shared.storage.record(Event::link_down(peer, why)).await;
     }
 }

@@ -13,6 +13,8 @@ use super::withdraw::{screen_stored, Withdrawal};
 mod progress;
 mod receipts;
 mod retry;
+use super::link::LinkBook;
+use super::shared::ConnectionBook;
 use super::writer::{Request, StorageError};
 use super::{RuleSet, Shared};
 use crate::identity::PartnerId;
@@ -69,12 +71,11 @@ async fn read_acks(mut recv: transport::FrameReader, window: usize, out: mpsc::S
 /// Makes this subscription the partner's current one: an older one sees the change,
 /// records its acks and ends; this one starts once it has.
 async fn register(
-    shared: &Shared,
+    book: &ConnectionBook,
     partner: &PartnerId,
 ) -> (u64, watch::Receiver<u64>, tokio::sync::OwnedMutexGuard<()>) {
     let (generation, current, running) = {
-        let mut subs = shared
-            .book
+        let mut subs = book
             .subscriptions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -120,7 +121,7 @@ pub(super) async fn run(
         0 => shared.limits.window,
         w => w.min(shared.limits.window),
     } as usize;
-    let (generation, mut current, _running) = register(&shared, &partner).await;
+    let (generation, mut current, _running) = register(&shared.book, &partner).await;
     if *current.borrow() != generation {
         return; // replaced before it started
     }
@@ -154,7 +155,7 @@ pub(super) async fn run(
     // cursor is durable so that the partner's next subscription starts from it.
     let event = last_acks(&shared, &partner, &mut p, &mut acks, &declared).await;
     let cursor = Some((partner.clone(), p.cursor.clone()));
-    if let Err(e) = shared.commit_event(event, cursor).await {
+    if let Err(e) = shared.storage.commit_event(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
     }
     match end {
@@ -354,7 +355,7 @@ async fn deliver(
                     return Ok(End::Abort);
                 }
                 let now = rules.borrow_and_update().digest;
-                if now != own && retry::has_refusals(shared, partner, &stream.declared).await? {
+                if now != own && retry::has_refusals(&shared.storage.store, partner, &stream.declared).await? {
                     return Ok(End::Refresh);
                 }
             }
@@ -407,7 +408,7 @@ async fn send_turn(
     // unrecorded (the storage thread commits everything queued before it ends). The
     // page goes out as one write, stored envelopes as they are (room for the prefix
     // and a short path).
-    shared.record(delivered).await;
+    shared.storage.record(delivered).await;
     let size = out.items.iter().map(|i| i.signed.len() + 64).sum();
     let mut outbox = transport::Outbox::with_capacity(size);
     for item in &out.items {
@@ -441,8 +442,8 @@ async fn last_acks(
             return None;
         }
     };
-    for refusal in refusals(shared, partner, p, &last) {
-        shared.record(refusal).await;
+    for refusal in refusals(&shared.links, partner, p, &last) {
+        shared.storage.record(refusal).await;
     }
     let own = shared.rules_in_force().digest;
     for change in p.refused_changes(&last, own, declared) {
@@ -479,7 +480,7 @@ async fn take_acks(
         Ok(receipts) => receipts,
         Err(why) => return Some(refuse_acks(shared, partner, &batches, why).await),
     };
-    let refused = refusals(shared, partner, p, &batches);
+    let refused = refusals(&shared.links, partner, p, &batches);
     let own = shared.rules_in_force().digest;
     let changes = p.refused_changes(&batches, own, &stream.declared);
     let requests = refused
@@ -514,7 +515,7 @@ async fn take_acks(
 /// the same Ack acknowledges (anything else is not the peer's to refuse). Counted on
 /// the peer's link.
 fn refusals(
-    shared: &Shared,
+    links: &LinkBook,
     peer: &PartnerId,
     p: &Progress,
     acks: &[proto::Ack],
@@ -539,7 +540,7 @@ fn refusals(
     }
     if let Some(why) = last {
         tracing::warn!(%peer, refused = events.len(), last = %why, "the peer refused deliveries it took");
-        shared.links.count_refused(peer, events.len() as u64, why);
+        links.count_refused(peer, events.len() as u64, why);
     }
     events
 }

@@ -195,7 +195,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown,
     )?);
     // Partners removed while the node was down lose their queues before anyone connects.
-    withdraw::withdraw_removed(&shared, &shared.rules_in_force())
+    withdraw::withdraw_removed(&shared.storage, &shared.rules_in_force())
         .await
         .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
     let admin = start_admin(&cfg, &shared).await?;

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 
 pub use super::link::{LinkReport, NodeStatus, QueueReport};
+use super::shared::StorageHandle;
 use super::{writer, Shared};
 use crate::audit::record::Event;
 
@@ -177,7 +178,10 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
             if c.uid() != 0 && Some(c.uid()) != owner {
                 let why = format!("{who} refused: only the node's own user or root may operate it");
                 tracing::warn!("{why}");
-                shared.record(Event::operator(&shared.node_id, &why)).await;
+                shared
+                    .storage
+                    .record(Event::operator(&shared.node_id, &why))
+                    .await;
                 return reply(&mut stream, false, why).await;
             }
             who
@@ -208,16 +212,19 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
             return reply_with(&mut stream, true, String::new(), Some(status)).await;
         }
         Ok(OperatorRequest::Backup { out }) => {
-            let (ok, message) = backup(shared, out.clone()).await;
+            let (ok, message) = backup(&shared.storage, out.clone()).await;
             let what = format!("backup to {} requested by {who}: {message}", out.display());
-            shared.record(Event::operator(&shared.node_id, &what)).await;
+            shared
+                .storage
+                .record(Event::operator(&shared.node_id, &what))
+                .await;
             (ok, message)
         }
     };
     reply(&mut stream, ok, message).await;
 }
 
-async fn backup(shared: &Shared, out: PathBuf) -> (bool, String) {
+async fn backup(storage: &StorageHandle, out: PathBuf) -> (bool, String) {
     if !out.is_absolute() {
         return (false, format!("{} is not an absolute path", out.display()));
     }
@@ -227,7 +234,7 @@ async fn backup(shared: &Shared, out: PathBuf) -> (bool, String) {
         taken_at: crate::timestamp::Timestamp::now().to_string(),
         reply: tx,
     };
-    if shared.storage.commits.send(request).await.is_err() {
+    if storage.commits.send(request).await.is_err() {
         return (false, "the node is stopping".into());
     }
     match rx.await {

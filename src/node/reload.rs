@@ -94,7 +94,10 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         Err(e) => {
             tracing::error!(error = %e, %who, "configuration reload refused");
             let what = format!("reload requested by {who} refused: {e}");
-            shared.record(Event::operator(&shared.node_id, &what)).await;
+            shared
+                .storage
+                .record(Event::operator(&shared.node_id, &what))
+                .await;
             return Err(e);
         }
     };
@@ -112,11 +115,11 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             &format!("reloaded at the request of {who}: {summary}"),
         )
         .with_affiliations(own.as_ref(), |_| None);
-        let mut recorded = shared.commit_event(Some(loaded), None).await;
+        let mut recorded = shared.storage.commit_event(Some(loaded), None).await;
         for r in &change.newly_revoked {
             let why = format!("revoked by a reload: {}", r.reason);
             let event = Event::key_revoked(&shared.node_id, &r.what.to_string(), &why);
-            recorded = recorded.and(shared.commit_event(Some(event), None).await);
+            recorded = recorded.and(shared.storage.commit_event(Some(event), None).await);
         }
         if let Err(e) = recorded {
             // Not put in force unrecorded: the log must name the rules behind every decision.
@@ -135,13 +138,16 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         shared.rules.in_force.send_replace(rules.clone());
         rules
     };
-    if let Err(e) = super::withdraw::withdraw_removed(shared, &rules).await {
+    if let Err(e) = super::withdraw::withdraw_removed(&shared.storage, &rules).await {
         // In force, but the operator and the auditor must know what is still queued.
         tracing::error!(error = %e, "cannot withdraw the queues of removed partners");
         let what = format!(
             "reload requested by {who}: the new configuration is in force, but the queues of removed partners could not be withdrawn ({e}); the node withdraws them when it next starts"
         );
-        shared.record(Event::operator(&shared.node_id, &what)).await;
+        shared
+            .storage
+            .record(Event::operator(&shared.node_id, &what))
+            .await;
         return Err(ReloadError::NotWithdrawn(e));
     }
     tracing::info!(%who, %summary, "configuration reloaded");
@@ -288,7 +294,7 @@ mod tests {
         assert!(roster.contains(&uk), "still to withdraw at the next start");
 
         fail.store(false, std::sync::atomic::Ordering::SeqCst);
-        super::super::withdraw::withdraw_removed(&shared, &shared.rules_in_force())
+        super::super::withdraw::withdraw_removed(&shared.storage, &shared.rules_in_force())
             .await
             .expect("withdrawn at the next try");
         let seen = events(&recorded);

@@ -67,6 +67,38 @@ pub(crate) struct StorageHandle {
     pub audit_key: ed25519_dalek::VerifyingKey,
 }
 
+impl StorageHandle {
+    /// Appends an event and/or moves a cursor, and waits until it is durable.
+    pub async fn commit_event(
+        &self,
+        event: Option<Event>,
+        cursor: Option<(PartnerId, crate::store::Cursor)>,
+    ) -> Result<(), writer::StorageError> {
+        let stopped = || writer::StorageError::Stopped;
+        let (done, saved) = tokio::sync::oneshot::channel();
+        let request = writer::Request::Event {
+            event,
+            cursor,
+            done: Some(done),
+        };
+        self.commits.send(request).await.map_err(|_| stopped())?;
+        saved.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Appends an event to the audit log (durable with the next group commit). Only
+    /// fails if the node is stopping, when there is nothing left to do about it.
+    pub async fn record(&self, event: Event) {
+        let request = writer::Request::Event {
+            event: Some(event),
+            cursor: None,
+            done: None,
+        };
+        if self.commits.send(request).await.is_err() {
+            tracing::warn!("audit record dropped: the storage thread has stopped");
+        }
+    }
+}
+
 /// The limits a stream works within.
 pub(crate) struct NodeLimits {
     /// What a bulletin may be.
@@ -187,27 +219,6 @@ impl Shared {
         self.rules.in_force.borrow().clone()
     }
 
-    /// Appends an event and/or moves a cursor, and waits until it is durable.
-    pub async fn commit_event(
-        &self,
-        event: Option<Event>,
-        cursor: Option<(PartnerId, crate::store::Cursor)>,
-    ) -> Result<(), writer::StorageError> {
-        let stopped = || writer::StorageError::Stopped;
-        let (done, saved) = tokio::sync::oneshot::channel();
-        let request = writer::Request::Event {
-            event,
-            cursor,
-            done: Some(done),
-        };
-        self.storage
-            .commits
-            .send(request)
-            .await
-            .map_err(|_| stopped())?;
-        saved.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
     /// Records the refusal of a peer that named no partner, within the per-minute limit.
     pub(super) async fn record_anonymous_refusal(&self, why: String) {
         let admitted = self
@@ -224,7 +235,9 @@ impl Shared {
             } else {
                 why
             };
-            self.record(Event::connection_refused(None, &why)).await;
+            self.storage
+                .record(Event::connection_refused(None, &why))
+                .await;
         }
     }
 
@@ -240,10 +253,12 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .admit(partner, code, Instant::now());
         for (code, n) in verdict.counted {
-            self.record(Event::refusals_counted(partner, code, n)).await;
+            self.storage
+                .record(Event::refusals_counted(partner, code, n))
+                .await;
         }
         if verdict.record_it {
-            self.record(event).await;
+            self.storage.record(event).await;
         }
     }
 
@@ -257,20 +272,9 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .drain(partner);
         for (code, n) in counted {
-            self.record(Event::refusals_counted(partner, code, n)).await;
-        }
-    }
-
-    /// Appends an event to the audit log (durable with the next group commit). Only
-    /// fails if the node is stopping, when there is nothing left to do about it.
-    pub async fn record(&self, event: Event) {
-        let request = writer::Request::Event {
-            event: Some(event),
-            cursor: None,
-            done: None,
-        };
-        if self.storage.commits.send(request).await.is_err() {
-            tracing::warn!("audit record dropped: the storage thread has stopped");
+            self.storage
+                .record(Event::refusals_counted(partner, code, n))
+                .await;
         }
     }
 }

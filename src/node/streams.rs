@@ -107,7 +107,7 @@ async fn serve_opening(
             // wait behind a long group commit.
             let queued = tokio::time::timeout(
                 std::time::Duration::from_millis(250),
-                super::admin::queue_of(&shared, &partner),
+                super::admin::queue_of(&shared.storage.store, &partner),
             )
             .await
             .ok();

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
@@ -181,15 +182,19 @@ async fn connection(
     let Some(role) = admit(shared, &partner, &cert, remote).await else {
         return;
     };
-    let Some(_admitted) = Admitted::new(shared, &partner) else {
+    let Some(_admitted) = Admitted::new(&shared.book, &partner) else {
         let why = format!(
             "TAXII: {remote}: at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner"
         );
         return shared
+            .storage
             .record(Event::connection_refused(Some(&partner), &why))
             .await;
     };
-    shared.record(Event::connection_accepted(&partner)).await;
+    shared
+        .storage
+        .record(Event::connection_accepted(&partner))
+        .await;
     let caller = Caller {
         partner: partner.clone(),
         role,
@@ -198,7 +203,7 @@ async fn connection(
     serve(
         TokioIo::new(tls),
         routes::router(gateway.clone(), caller),
-        shared,
+        shared.shutdown.clone(),
     )
     .await;
 }
@@ -217,6 +222,7 @@ async fn admit(
             tracing::warn!(%remote, %partner, %why, "TAXII: refused");
             let reason = format!("TAXII: {remote}: {why}");
             shared
+                .storage
                 .record(Event::connection_refused(Some(partner), &reason))
                 .await;
             None
@@ -225,7 +231,7 @@ async fn admit(
 }
 
 /// Serves HTTP/1.1 on `io` with `router` until the connection ends or the node stops.
-async fn serve<I>(io: I, router: axum::Router, shared: &Shared)
+async fn serve<I>(io: I, router: axum::Router, mut stop: watch::Receiver<bool>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -236,7 +242,6 @@ where
         .header_read_timeout(HEADER_TIMEOUT);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut stop = shared.shutdown.clone();
     tokio::select! {
         done = conn.as_mut() => {
             if let Err(e) = done {

@@ -13,7 +13,8 @@ use bytes::Bytes;
 
 use super::writer::StorageError;
 
-use super::{RuleSet, Shared};
+use super::shared::StorageHandle;
+use super::RuleSet;
 use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
 use crate::identity::PartnerId;
@@ -169,8 +170,11 @@ pub(crate) fn delivery_bytes(signed: &[u8], path: &[String]) -> usize {
 /// Withdraws the whole queue of every partner that the last configuration put in force
 /// named and `rules` do not, then records their partners as the ones in force.
 /// Called when a node starts and after each reload (one at a time).
-pub(super) async fn withdraw_removed(shared: &Shared, rules: &RuleSet) -> Result<(), StorageError> {
-    let store = &shared.storage.store;
+pub(super) async fn withdraw_removed(
+    storage: &StorageHandle,
+    rules: &RuleSet,
+) -> Result<(), StorageError> {
+    let store = &storage.store;
     let now: Vec<PartnerId> = rules.config.partners.iter().map(|p| p.id.clone()).collect();
     let before = store.roster()?;
     for gone in before.iter().filter(|p| !now.contains(p)) {
@@ -200,7 +204,7 @@ pub(super) async fn withdraw_removed(shared: &Shared, rules: &RuleSet) -> Result
                 acked_above: Default::default(),
             };
             let cursor = (i == last).then(|| (gone.clone(), done));
-            shared.commit_event(Some(event), cursor).await?;
+            storage.commit_event(Some(event), cursor).await?;
         }
     }
     if before != now {

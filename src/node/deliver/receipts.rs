@@ -9,6 +9,7 @@ use crate::identity::PartnerId;
 use crate::node::Shared;
 use crate::proto::{self, ErrorCode};
 use crate::receipt::{Expected, ReceiptError, VerifiedReceipt};
+use crate::store::Store;
 
 /// Why an Ack's receipt is refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,7 @@ pub(super) fn verified_receipts(
     if !rules.keyring.knows(partner) {
         return Ok(Vec::new());
     }
-    let given = given(shared, p, acks)?;
+    let given = given(&shared.storage.store, p, acks)?;
     let signed: Vec<proto::SignedReceipt> = given.iter().map(|(_, s, _)| s.clone()).collect();
     // Their signatures are checked as one batch, as deliveries' are.
     let verified = VerifiedReceipt::verify_all(&signed, &rules.keyring);
@@ -73,7 +74,7 @@ pub(super) fn verified_receipts(
 /// Each receipt of `acks` with its seq and the stored bulletin it must be of: only for
 /// a delivery in flight that the same Ack acknowledges, once.
 fn given(
-    shared: &Shared,
+    store: &Store,
     p: &Progress,
     acks: &[proto::Ack],
 ) -> Result<Vec<(u64, proto::SignedReceipt, proto::StoredBulletin)>, BadReceipt> {
@@ -86,7 +87,7 @@ fn given(
                 return Err(BadReceipt::NotAcknowledged(seq));
             }
             let signed = r.receipt.as_ref().ok_or(BadReceipt::Empty(seq))?;
-            let Ok(Some(stored)) = shared.storage.store.get(seq) else {
+            let Ok(Some(stored)) = store.get(seq) else {
                 return Err(BadReceipt::Unreadable(seq));
             };
             out.push((seq, signed.clone(), stored));

@@ -5,10 +5,12 @@
 //! They pass the rules in force again on the way out, as any queued bulletin does.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::progress::{PageOut, Progress};
 use super::{Screened, PAGE_BYTES};
 use crate::identity::PartnerId;
+use crate::node::shared::StorageHandle;
 use crate::node::writer::{Request, StorageError};
 use crate::node::Shared;
 use crate::store::{Page, Pending, RefusedChange, Store, StoreError};
@@ -50,20 +52,20 @@ pub(super) async fn due(
     if !due.is_empty() {
         tracing::info!(%peer, due = due.len(), "offering again deliveries the peer refused");
     }
-    forget(shared, peer, gone).await;
+    forget(&shared.storage, peer, gone).await;
     Ok(due)
 }
 
 /// Whether `peer`, subscribed with a digest, has refused deliveries kept.
 pub(super) async fn has_refusals(
-    shared: &Shared,
+    store: &Arc<Store>,
     peer: &PartnerId,
     declared: &[u8],
 ) -> Result<bool, StorageError> {
     if declared.is_empty() {
         return Ok(false);
     }
-    let (store, peer) = (shared.storage.store.clone(), peer.clone());
+    let (store, peer) = (store.clone(), peer.clone());
     blocking(move || Ok(!store.refused(&peer)?.is_empty())).await
 }
 
@@ -93,7 +95,7 @@ pub(super) async fn turn(
     let Screened { page, withdrawn } = screened;
     let mut gone = missing;
     gone.extend(withdrawn.iter().map(|(seq, _)| *seq));
-    forget(shared, peer, gone).await;
+    forget(&shared.storage, peer, gone).await;
     let delivered = p.take_retries(&page.items);
     let withdrawn: Vec<_> = withdrawn
         .into_iter()
@@ -141,10 +143,10 @@ fn read(store: &Store, seqs: &[u64]) -> Result<(Page, usize, Vec<u64>), StoreErr
 }
 
 /// Forgets the kept refusals of `seqs`, with the records that follow.
-async fn forget(shared: &Shared, peer: &PartnerId, seqs: Vec<u64>) {
+async fn forget(storage: &StorageHandle, peer: &PartnerId, seqs: Vec<u64>) {
     for seq in seqs {
         let change = RefusedChange::Forget(peer.clone(), seq);
-        let _ = shared.storage.commits.send(Request::Refused(change)).await;
+        let _ = storage.commits.send(Request::Refused(change)).await;
     }
 }
 

@@ -155,7 +155,7 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         let seqs: Vec<u64> = batch.iter().map(|(d, _)| d.seq).collect();
         let receipts: Vec<_> = batch
             .iter()
-            .map(|(d, _)| receipt_of(shared, peer, d))
+            .map(|(d, _)| receipt_of(&shared.node_id, peer, d))
             .collect();
         let (publishes, held): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
@@ -192,12 +192,12 @@ struct Verdict {
 
 /// What this node's receipt of the delivery `d` from `peer` states (proto/README.md
 /// §4.7), if `d` names a bulletin at all (a malformed one is refused, unsigned for).
-fn receipt_of(shared: &Shared, peer: &PartnerId, d: &proto::Delivery) -> Option<Receipt> {
+fn receipt_of(receiver: &PartnerId, peer: &PartnerId, d: &proto::Delivery) -> Option<Receipt> {
     use prost::Message as _;
     let signed = d.bulletin.as_ref()?;
     let b = proto::Bulletin::decode(signed.bulletin.clone()).ok()?;
     Some(Receipt {
-        receiver: shared.node_id.clone(),
+        receiver: receiver.clone(),
         node: peer.clone(),
         origin: b.origin.parse().ok()?,
         bulletin_id: crate::bulletin::BulletinId::parse_canonical(&b.id)?,
@@ -308,7 +308,7 @@ async fn acknowledge(
         shared.links.count_copies(&peer, ack.copies);
         // A refusal's record is only queued for the storage thread: it must be durable
         // before the peer, told the delivery was taken, drops it.
-        if !ack.frame.refused.is_empty() && shared.commit_event(None, None).await.is_err() {
+        if !ack.frame.refused.is_empty() && shared.storage.commit_event(None, None).await.is_err() {
             return Some("a refusal could not be recorded".into());
         }
         shared.links.count_acked(&peer, ack.frame.seq.len() as u64);

@@ -143,7 +143,7 @@ pub(crate) async fn take_receipts(
     let recorded = taken.len() as u32;
     if !taken.is_empty() {
         let event = Event::receipts_passed(peer, taken, &why);
-        if let Err(e) = shared.commit_event(Some(event), None).await {
+        if let Err(e) = shared.storage.commit_event(Some(event), None).await {
             return transport::send_error(&mut send, ErrorCode::Internal, e.to_peer(), frames)
                 .await;
         }

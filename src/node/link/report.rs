@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hello;
 use crate::node::Shared;
+use crate::store::Store;
 
 /// A running node's federation, as `renkei status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +90,8 @@ pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
 
 /// How many of `peer`'s refusals are kept for another try (0 when unreadable: the
 /// status still shows the rest).
-async fn refused_kept(shared: &Shared, peer: &crate::identity::PartnerId) -> u64 {
-    let (store, peer) = (shared.storage.store.clone(), peer.clone());
+async fn refused_kept(store: &Arc<Store>, peer: &crate::identity::PartnerId) -> u64 {
+    let (store, peer) = (store.clone(), peer.clone());
     let kept = tokio::task::spawn_blocking(move || store.refused(&peer).map(|r| r.len()));
     match kept.await {
         Ok(Ok(n)) => n as u64,
@@ -105,8 +106,8 @@ pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
     let mut links = Vec::new();
     let store = &shared.storage.store;
     for l in shared.links.statuses() {
-        let to = crate::node::admin::queue_of(shared, &l.peer).await;
-        let kept = refused_kept(shared, &l.peer).await;
+        let to = crate::node::admin::queue_of(&shared.storage.store, &l.peer).await;
+        let kept = refused_kept(&shared.storage.store, &l.peer).await;
         links.push(LinkReport {
             peer: l.peer.to_string(),
             address: l.address,

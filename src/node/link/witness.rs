@@ -60,7 +60,7 @@ pub(crate) async fn witness(
     let answer = match judged(&w, peer, &req, Timestamp::now()) {
         Ok((answer, alarm)) => {
             if let Some(event) = alarm {
-                shared.record(event).await;
+                shared.storage.record(event).await;
             }
             answer
         }

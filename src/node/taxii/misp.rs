@@ -131,7 +131,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
     };
     for seqs in read.seqs.chunks(SEQS_PER_RECORD) {
         let event = Event::gateway_read(&c.partner, seqs.to_vec(), what);
-        if let Err(e) = g.shared.commit_event(Some(event), None).await {
+        if let Err(e) = g.shared.storage.commit_event(Some(event), None).await {
             let why = format!(
                 "this access could not be recorded, so nothing is served: {}",
                 e.to_peer()

@@ -342,7 +342,7 @@ async fn page_response(
     if !seqs.is_empty() {
         let what = format!("TAXII: {what}");
         let event = crate::audit::record::Event::gateway_read(&c.partner, seqs, &what);
-        if let Err(e) = g.shared.commit_event(Some(event), None).await {
+        if let Err(e) = g.shared.storage.commit_event(Some(event), None).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Not recorded",
