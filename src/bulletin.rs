@@ -553,7 +553,7 @@ pub mod signature;
 pub mod tag;
 mod verify;
 pub mod view;
-pub use labels::{Kind, Tlp};
+pub use labels::{Kind, Tlp, UnknownLabel};
 pub use limits::{field_limits, Limits, DEFAULT_MAX_AGE};
 
 #[cfg(test)]

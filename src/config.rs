@@ -31,7 +31,7 @@ mod validate;
 
 pub use change::ConfigChange;
 pub use federation::{FederationSection, OriginConfig, PeerAddress};
-pub use revocation::{Revocation, Revoked};
+pub use revocation::{Revocation, RevocationEntryError, Revoked};
 
 pub use sections::{
     AdminSection, AuditSection, DisclosureSection, LimitsSection, MetricsSection, StorageSection,

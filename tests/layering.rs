@@ -149,8 +149,12 @@ fn expand(prefix: &str, tree: &str) -> Vec<String> {
     let tree = tree.trim();
     match tree.find('{') {
         Some(open) => {
+            // "use" in a string's text, not a use tree: it names nothing.
+            let Some(close) = tree.rfind('}').filter(|&c| c > open) else {
+                return Vec::new();
+            };
             let head = tree[..open].trim_end_matches("::");
-            let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+            let inner = &tree[open + 1..close];
             let prefix = join(prefix, head);
             let prefix = prefix.trim_end_matches("::");
             top_level(inner)

@@ -7,6 +7,18 @@ use std::fmt;
 
 use crate::proto;
 
+/// A text that names no label of its kind.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{given:?} is not a {what}: use one of {}", known.join(", "))]
+pub struct UnknownLabel {
+    /// The text given.
+    pub given: String,
+    /// What it should have named ("TLP level", "bulletin kind").
+    pub what: &'static str,
+    /// Every text form that names one.
+    pub known: Vec<&'static str>,
+}
+
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident, $proto:ident, $what:literal,
      [$($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)?]) => {
@@ -46,16 +58,17 @@ macro_rules! text_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = UnknownLabel;
+            fn from_str(s: &str) -> Result<Self, UnknownLabel> {
                 let norm = s.trim().to_ascii_lowercase();
                 $name::ALL
                     .iter()
                     .copied()
                     .find(|v| v.as_str() == norm || v.aliases().contains(&norm.as_str()))
-                    .ok_or_else(|| {
-                        let all: Vec<_> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                        format!("{s:?} is not a {}: use one of {}", $what, all.join(", "))
+                    .ok_or_else(|| UnknownLabel {
+                        given: s.to_owned(),
+                        what: $what,
+                        known: $name::ALL.iter().map(|v| v.as_str()).collect(),
                     })
             }
         }

@@ -78,7 +78,7 @@ pub(super) fn open_store(dir: &Path) -> anyhow::Result<Store> {
 }
 
 /// Parses `--event`: an AuditEvent name such as `bulletin_accepted` or `acked`.
-pub(super) fn parse_event(s: &str) -> Result<AuditEvent, String> {
+pub(super) fn parse_event(s: &str) -> anyhow::Result<AuditEvent> {
     let name = format!(
         "AUDIT_EVENT_{}",
         s.trim().to_ascii_uppercase().replace('-', "_")
@@ -91,7 +91,7 @@ pub(super) fn parse_event(s: &str) -> Result<AuditEvent, String> {
                 .map_while(|n| AuditEvent::try_from(n).ok())
                 .map(event_name)
                 .collect();
-            format!("{s:?} is not an audit event: use one of {}", all.join(", "))
+            anyhow::anyhow!("{s:?} is not an audit event: use one of {}", all.join(", "))
         })
 }
 
@@ -437,10 +437,13 @@ mod tests {
 
     #[test]
     fn every_event_is_offered_and_taken() {
-        let refused = parse_event("no-such-event").unwrap_err();
+        let refused = parse_event("no-such-event").unwrap_err().to_string();
         for name in ["link_up", "link_down", "withdrawn", "peer_refused"] {
             assert!(refused.contains(name), "{name} missing from {refused}");
         }
-        assert_eq!(parse_event("peer-refused"), Ok(AuditEvent::PeerRefused));
+        assert_eq!(
+            parse_event("peer-refused").ok(),
+            Some(AuditEvent::PeerRefused)
+        );
     }
 }

@@ -350,7 +350,7 @@ async fn next_within(
 }
 
 /// Runs `command` with the bulletin's JSON on stdin; Err says how it failed.
-async fn run_command(command: &str, full: &Value, saved: Option<&Path>) -> Result<(), String> {
+async fn run_command(command: &str, full: &Value, saved: Option<&Path>) -> anyhow::Result<()> {
     let text = |k: &str| full[k].as_str().unwrap_or_default().to_owned();
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
@@ -369,7 +369,7 @@ async fn run_command(command: &str, full: &Value, saved: Option<&Path>) -> Resul
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("--exec could not start `sh`: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--exec could not start `sh`: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let line = format!("{full}\n");
         // A command that does not read its input is its own business.
@@ -378,11 +378,11 @@ async fn run_command(command: &str, full: &Value, saved: Option<&Path>) -> Resul
     let status = child
         .wait()
         .await
-        .map_err(|e| format!("--exec: waiting for the command: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--exec: waiting for the command: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("--exec command failed ({status})"))
+        anyhow::bail!("--exec command failed ({status})")
     }
 }
 

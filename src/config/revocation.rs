@@ -46,19 +46,28 @@ struct RevocationEntry {
     reason: String,
 }
 
-impl TryFrom<RevocationEntry> for Revocation {
-    type Error = String;
+/// Why a `[[revoked]]` entry says nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum RevocationEntryError {
+    /// It names a key and a certificate at once.
+    #[error(
+        "a [[revoked]] entry names either a `key` or a `certificate`, not both: write two entries"
+    )]
+    Both,
+    /// It names neither.
+    #[error("a [[revoked]] entry needs `key = \"ed25519:...\"` (a signing key) or `certificate = \"sha256:...\"` (a TLS certificate's fingerprint, from `renkei partner card`)")]
+    Neither,
+}
 
-    fn try_from(e: RevocationEntry) -> Result<Self, String> {
+impl TryFrom<RevocationEntry> for Revocation {
+    type Error = RevocationEntryError;
+
+    fn try_from(e: RevocationEntry) -> Result<Self, RevocationEntryError> {
         let what = match (e.key, e.certificate) {
             (Some(k), None) => Revoked::Key(k),
             (None, Some(c)) => Revoked::Certificate(c),
-            (Some(_), Some(_)) => {
-                return Err("a [[revoked]] entry names either a `key` or a `certificate`, not both: write two entries".into())
-            }
-            (None, None) => {
-                return Err("a [[revoked]] entry needs `key = \"ed25519:...\"` (a signing key) or `certificate = \"sha256:...\"` (a TLS certificate's fingerprint, from `renkei partner card`)".into())
-            }
+            (Some(_), Some(_)) => return Err(RevocationEntryError::Both),
+            (None, None) => return Err(RevocationEntryError::Neither),
         };
         Ok(Revocation {
             what,

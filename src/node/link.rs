@@ -62,8 +62,28 @@ enum DialError {
     #[error("{0}: no answer within {1:?}")]
     NoAnswer(String, Duration),
     /// The node that answered is not the peer as this node's rules admit it.
-    #[error("{0}")]
-    NotAdmitted(String),
+    #[error(transparent)]
+    NotAdmitted(#[from] WrongAnswer),
+}
+
+/// Why the node that answered a dial is not admitted as the peer dialled.
+#[derive(Debug, thiserror::Error)]
+enum WrongAnswer {
+    /// Its certificate names no partner.
+    #[error(transparent)]
+    Unnamed(transport::TransportError),
+    /// It is another partner.
+    #[error("{dialled} answered as {answered}")]
+    Impostor {
+        dialled: PartnerId,
+        answered: PartnerId,
+    },
+    /// It is a partner, but not a peer node.
+    #[error("{0} is a {1} here, not a peer node")]
+    NotAPeer(PartnerId, Role),
+    /// The rules in force do not admit its certificate.
+    #[error(transparent)]
+    Refused(#[from] admission::NotAdmitted),
 }
 
 /// Whether the peer still serves `conn`: it answers a Hello on it within three round
@@ -257,9 +277,7 @@ impl Dialer {
             Ok(Err(why)) => return Err(DialError::Handshake(at, why)),
             Err(_) => return Err(DialError::NoAnswer(at, self.handshake)),
         };
-        self.admit(conn, rules)
-            .await
-            .map_err(DialError::NotAdmitted)
+        Ok(self.admit(conn, rules).await?)
     }
 
     /// The answering node must be the peer, as this node's rules admit it.
@@ -267,26 +285,30 @@ impl Dialer {
         &self,
         conn: quinn::Connection,
         mut rules: watch::Receiver<Arc<super::RuleSet>>,
-    ) -> Result<(quinn::Connection, AdmittedAs), String> {
-        let refuse = |why: String| {
+    ) -> Result<(quinn::Connection, AdmittedAs), WrongAnswer> {
+        let refuse = |why: WrongAnswer| {
             let code = quinn::VarInt::from_u32(proto::CloseCode::UnknownPartner as u32);
-            conn.close(code, why.as_bytes());
+            conn.close(code, why.to_string().as_bytes());
             why
         };
-        let (partner, cert) = transport::peer_partner(&conn).map_err(|e| refuse(e.to_string()))?;
+        let (partner, cert) =
+            transport::peer_partner(&conn).map_err(|e| refuse(WrongAnswer::Unnamed(e)))?;
         let admitted = if partner != self.peer {
-            Err(format!("{} answered as {partner}", self.peer))
+            Err(WrongAnswer::Impostor {
+                dialled: self.peer.clone(),
+                answered: partner.clone(),
+            })
         } else {
             match admission::admit(&rules.borrow_and_update().config, &partner, &cert) {
                 Ok(Role::Relay) => Ok(()),
-                Ok(role) => Err(format!("{partner} is a {role} here, not a peer node")),
-                Err(why) => Err(why.to_string()),
+                Ok(role) => Err(WrongAnswer::NotAPeer(partner.clone(), role)),
+                Err(why) => Err(why.into()),
             }
         };
         if let Err(why) = admitted {
             let why = refuse(why);
             let event = Event::connection_refused(Some(&partner), &format!("dialled: {why}"));
-            self.shared.record(event).await;
+            self.shared.storage.record(event).await;
             return Err(why);
         }
         let admitted = AdmittedAs {

@@ -241,6 +241,7 @@ fn text_forms() {
     assert!("purple"
         .parse::<Tlp>()
         .unwrap_err()
+        .to_string()
         .contains("clear, green, amber, amber+strict, red"));
     assert!(
         Tlp::Clear < Tlp::Green && Tlp::Amber < Tlp::AmberStrict && Tlp::AmberStrict < Tlp::Red

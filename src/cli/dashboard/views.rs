@@ -264,7 +264,7 @@ pub(super) async fn log(d: &Dash, p: &Params) -> anyhow::Result<Shown> {
         })
     };
     let event = match get("event") {
-        Some(e) => crate::cli::audit::parse_event(&e).map_err(anyhow::Error::msg)? as u32,
+        Some(e) => crate::cli::audit::parse_event(&e)? as u32,
         None => 0,
     };
     let query = proto::AuditQuery {

@@ -342,6 +342,24 @@ fn names_its_holder(who: &Holder<'_>, leaf: &CertificateDer<'_>, out: &mut Vec<F
     }
 }
 
+/// Why a partner's TLS stack would refuse a chain (or could not even be set up to
+/// check it).
+#[derive(Debug, thiserror::Error)]
+enum ChainRefused {
+    /// A CA certificate is not one rustls accepts as a root.
+    #[error("the CA certificate is unusable: {0}")]
+    Root(rustls::Error),
+    /// No verifier can be made from the roots.
+    #[error(transparent)]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The node's id is not a name a certificate can be checked against.
+    #[error("the id is not a valid DNS name: {0}")]
+    Name(#[from] rustls::pki_types::InvalidDnsNameError),
+    /// The chain does not verify.
+    #[error(transparent)]
+    Refused(rustls::Error),
+}
+
 /// Verifies the chain as the other end would (rustls, webpki): a node's as a partner
 /// dialling it does, a client's as its node does.
 fn verify_as_partner(
@@ -349,30 +367,28 @@ fn verify_as_partner(
     chain: &[CertificateDer<'static>],
     roots: &[CertificateDer<'static>],
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), ChainRefused> {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
-        store.add(r.clone()).map_err(|e| e.to_string())?;
+        store.add(r.clone()).map_err(ChainRefused::Root)?;
     }
     let store = Arc::new(store);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let at = UnixTime::since_unix_epoch(Duration::from_millis(now.unix_ms()));
     if who.table != "node" {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(store, provider)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(store, provider).build()?;
         return verifier
             .verify_client_cert(&chain[0], &chain[1..], at)
             .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map_err(ChainRefused::Refused);
     }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(store, provider)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(who.id.as_str().to_owned()).map_err(|e| e.to_string())?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(store, provider).build()?;
+    let name = ServerName::try_from(who.id.as_str().to_owned())?;
     use rustls::client::danger::ServerCertVerifier as _;
     verifier
         .verify_server_cert(&chain[0], &chain[1..], &name, &[], at)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(ChainRefused::Refused)
 }
