@@ -7,6 +7,7 @@ use crate::common;
 mod flood;
 mod hops;
 mod links;
+mod unacked;
 
 use common::federation::{eventually, sign_as, PATIENCE};
 use common::peers::Mesh;
