@@ -46,6 +46,7 @@ mod lock;
 mod peers;
 mod queue;
 mod refused;
+mod sled_conf;
 mod values;
 
 pub use audit::{AuditPage, AuditReader, Counted};
@@ -336,6 +337,7 @@ impl Store {
     /// process is dropped, so that conflict is retried for a few seconds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let lock = lock::lock_dir(dir)?;
+        sled_conf::forget_torn(dir)?;
         let deadline = std::time::Instant::now() + lock::LOCK_PATIENCE;
         let db = loop {
             match sled::Config::new()
@@ -354,6 +356,7 @@ impl Store {
         };
         let db_file =
             std::fs::File::open(dir.join("db")).map_err(|e| StoreError::NotDurable(e.into()))?;
+        sled_conf::make_durable(dir)?;
         // The entries of the files sled and the value log created must survive too.
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
