@@ -218,6 +218,10 @@ enum Command {
         /// Bulletins/s the soak phase offers, all publishers together.
         #[arg(long, default_value_t = 2_000.0)]
         soak_rate: f64,
+        /// The lazyfs program the power phase mounts the node's data on (built from
+        /// benches/lazyfs).
+        #[arg(long, default_value = "lazyfs")]
+        lazyfs: PathBuf,
         /// The full run: a backlog of 1,000,000, an audit log of 1,000,000 and 200
         /// crash cycles.
         #[arg(long)]
@@ -420,6 +424,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             partners,
             soak_minutes,
             soak_rate,
+            lazyfs,
             full,
             phases,
             json,
@@ -438,6 +443,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             partners,
             soak_minutes,
             soak_rate,
+            lazyfs,
             phases,
             json,
         })),

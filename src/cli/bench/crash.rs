@@ -5,6 +5,9 @@
 //! every subscriber (at least once; deduped by id, exactly once), the log has no gap,
 //! it verifies against every checkpoint an auditor was handed during the run, and no
 //! two of those checkpoints name different roots for one size.
+//!
+//! What befalls the data between a kill and the restart is an [`Outage`]: nothing here
+//! (the page cache survives a SIGKILL), a power cut in `power.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,7 @@ use crate::audit::{checkpoint, export};
 use crate::client::Client;
 use crate::proto::{self, PublishStatus};
 
-/// The data directory every cycle reopens.
+/// The crash loop's node: its data directory and configuration are named this.
 const DATA: &str = "crash";
 /// How often the auditor asks for a checkpoint while the node runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(40);
@@ -45,8 +48,40 @@ fn lock(seen: &Shared) -> std::sync::MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs the loop and the checks; the figures, or the first broken promise.
+/// What befalls the node's data between a kill and the restart.
+pub(super) trait Outage {
+    /// The name of the node's data directory (under the benchmark's directory) and
+    /// configuration.
+    fn data(&self) -> &str;
+    /// Runs after the node of `cycle` was killed, before it restarts.
+    fn after_kill(&mut self, cycle: usize) -> anyhow::Result<()>;
+}
+
+/// A SIGKILL alone: the page cache keeps every write the node made.
+struct Kill;
+
+impl Outage for Kill {
+    fn data(&self) -> &str {
+        DATA
+    }
+
+    fn after_kill(&mut self, _cycle: usize) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the crash loop and the checks; the figures, or the first broken promise.
 pub(super) async fn crash(setup: Arc<Setup>, cycles: usize) -> anyhow::Result<Value> {
+    outages(setup, cycles, &mut Kill).await
+}
+
+/// Runs `cycles` kills under load, each followed by `outage`, then the checks; the
+/// figures, or the first broken promise.
+pub(super) async fn outages(
+    setup: Arc<Setup>,
+    cycles: usize,
+    outage: &mut dyn Outage,
+) -> anyhow::Result<Value> {
     let a = &setup.args;
     let seen: Shared = Arc::new(Mutex::new(Seen {
         delivered: vec![HashMap::new(); a.subscribers],
@@ -56,24 +91,33 @@ pub(super) async fn crash(setup: Arc<Setup>, cycles: usize) -> anyhow::Result<Va
     let mut restarts = Vec::with_capacity(cycles);
     for cycle in 0..cycles {
         let t = Instant::now();
-        let node = setup.start_node(DATA)?;
+        let node = setup
+            .start_node(outage.data())
+            .with_context(|| format!("the node did not start after {cycle} outages"))?;
         restarts.push(t.elapsed());
         let up_for = LONGEST_RUN.mul_f64(rand_core::OsRng.next_u32() as f64 / u32::MAX as f64);
         let load = Load::start(&setup, &seen, node.addr).await;
         tokio::time::sleep(up_for).await;
         node.kill()?;
         load.abort();
+        outage.after_kill(cycle)?;
         if cycle % 20 == 19 {
-            eprintln!("renkei bench: crash: {} of {cycles} kills", cycle + 1);
+            eprintln!(
+                "renkei bench: {}: {} of {cycles} kills",
+                outage.data(),
+                cycle + 1
+            );
         }
     }
     if lock(&seen).accepted.is_empty() {
         bail!("no bulletin was accepted in {cycles} cycles: the run proves nothing");
     }
-    let node = setup.start_node(DATA)?;
+    let node = setup
+        .start_node(outage.data())
+        .context("the node did not start after the last outage")?;
     drain(&setup, &seen, node.addr).await?;
     node.stop()?;
-    let checked = check(&setup, &seen)?;
+    let checked = check(&setup, &seen, outage.data())?;
     let seen = lock(&seen);
     let redelivered: u64 = seen
         .delivered
@@ -218,7 +262,7 @@ async fn drain(
     seen: &Shared,
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    eprintln!("renkei bench: crash: the last restart; draining the queues…");
+    eprintln!("renkei bench: the last restart; draining the queues…");
     for i in 0..setup.args.subscribers {
         let missing: HashSet<String> = {
             let s = lock(seen);
@@ -258,9 +302,9 @@ struct Checked {
 
 /// Reads the database the node left and checks every promise against what the
 /// clients saw.
-fn check(setup: &Setup, seen: &Shared) -> anyhow::Result<Checked> {
+fn check(setup: &Setup, seen: &Shared, data: &str) -> anyhow::Result<Checked> {
     let seen = lock(seen);
-    let store = crate::store::Store::open(&setup.dir.join(DATA), 64 << 20)?;
+    let store = crate::store::Store::open(&setup.dir.join(data), 64 << 20)?;
     let key = ed25519_dalek::VerifyingKey::from(&setup.keys[super::HUB]);
     let mut stored = HashSet::new();
     for seq in 1..=store.head()? {

@@ -14,6 +14,7 @@ mod hostile;
 mod node;
 mod partners;
 mod phases;
+mod power;
 mod report;
 mod reporting;
 mod soak;
@@ -59,6 +60,8 @@ pub(super) struct BenchArgs {
     pub partners: usize,
     pub soak_minutes: usize,
     pub soak_rate: f64,
+    /// The lazyfs program of the power phase.
+    pub lazyfs: PathBuf,
     pub phases: Vec<Phase>,
     pub json: Option<PathBuf>,
 }
@@ -94,6 +97,10 @@ pub(crate) enum Phase {
     /// The node SIGKILLed under load and restarted `--cycles` times, then every
     /// promise checked (not in the default run: it measures survival, not speed).
     Crash,
+    /// The crash loop with the node's data on lazyfs, cutting the power after each
+    /// kill: writes not yet fsynced are dropped, torn or reordered (not in the default
+    /// run; needs `--lazyfs` and fusermount3).
+    Power,
     /// Three nodes in a line at `--soak-rate` for `--soak-minutes`, subscribers coming
     /// and going, memory, open files and database size sampled each minute (not in
     /// the default run).
@@ -443,6 +450,9 @@ async fn measure(setup: &Arc<Setup>, report: &mut Value) -> anyhow::Result<()> {
     }
     if a.phases.contains(&Phase::Crash) {
         report["crash"] = crash::crash(setup.clone(), a.cycles).await?;
+    }
+    if a.phases.contains(&Phase::Power) {
+        report["power"] = power::power(setup.clone(), a.cycles, &a.lazyfs).await?;
     }
     if a.phases.contains(&Phase::Soak) {
         report["soak"] = soak::soak(setup.clone()).await?;

@@ -41,11 +41,14 @@ impl NodeProcess {
             }
             None => Command::new(exe),
         };
+        // Its log, kept beside its configuration, says why when it does not start.
+        let log_path = config.with_extension("log");
+        let log = std::fs::File::create(&log_path).context("creating the node's log")?;
         let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("starting renkei serve")?;
         let stdout = child.stdout.take().context("the node's stdout")?;
@@ -69,7 +72,8 @@ impl NodeProcess {
         }
         let Some(addr) = addr else {
             let _ = child.kill();
-            bail!("the node did not start: {line:?}");
+            let _ = child.wait();
+            bail!("the node did not start: {}", last_words(&log_path));
         };
         let addr = addr.parse().context("the node's address")?;
         Ok(NodeProcess {
@@ -231,6 +235,20 @@ pub(super) fn cpu_seconds(path: &str) -> Option<f64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) as f64 / 100.0)
+}
+
+/// The last lines of a node's log that say something (a backtrace's frames left out).
+fn last_words(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let frame = |l: &&str| {
+        let t = l.trim_start();
+        t.starts_with("at ")
+            || t.split(':')
+                .next()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+    };
+    let said: Vec<&str> = text.lines().filter(|l| !frame(l)).collect();
+    said[said.len().saturating_sub(5)..].join("\n")
 }
 
 #[cfg(test)]

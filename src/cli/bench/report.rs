@@ -44,7 +44,8 @@ pub(super) fn print_table(r: &Value) {
     partners_lines(&r["partners"]);
     taxii_lines(&r["taxii"]);
     hostile_lines(&r["hostile"]);
-    crash_lines(&r["crash"]);
+    crash_lines(&r["crash"], "crash");
+    crash_lines(&r["power"], "power");
     soak_lines(&r["soak"]);
 }
 
@@ -345,11 +346,25 @@ fn limit_lines(r: &Value) {
 }
 
 /// The crash loop's lines; the last says what was run and checked.
-fn crash_lines(c: &Value) {
+fn crash_lines(c: &Value, phase: &str) {
     if !c.is_object() {
         return;
     }
-    emitln!("  crash loop: SIGKILL under load at a random moment, restart on the same database");
+    if phase == "power" {
+        emitln!("  power cuts: SIGKILL under load, then what was not fsynced dropped, torn or reordered (lazyfs); restart on what survived");
+        let cuts = &c["cuts"];
+        emitln!(
+            "    cuts that lost writes    {:>12} of {} ({} writes, {} bytes not fsynced, dropped)",
+            cuts["cuts_that_dropped_writes"],
+            cuts["cuts"],
+            cuts["writes_dropped"],
+            cuts["bytes_dropped"]
+        );
+    } else {
+        emitln!(
+            "  crash loop: SIGKILL under load at a random moment, restart on the same database"
+        );
+    }
     emitln!(
         "    restart to listening     p50 {:.0} ms, max {:.0} ms",
         c["restart_ms_p50"].as_f64().unwrap_or(f64::NAN),
@@ -360,7 +375,7 @@ fn crash_lines(c: &Value) {
         c["redelivered"]
     );
     emitln!(
-        "crash: PASSED {} cycles, {} kills, {} bulletins accepted of {} sent, each stored, recorded and delivered to all {} subscribers; {} checkpoints verified against the final log of {} records ({} sizes, one root each), no gap; {:.0} s",
+        "{phase}: PASSED {} cycles, {} kills, {} bulletins accepted of {} sent, each stored, recorded and delivered to all {} subscribers; {} checkpoints verified against the final log of {} records ({} sizes, one root each), no gap; {:.0} s",
         c["cycles"],
         c["kills"],
         c["accepted"],
