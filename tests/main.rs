@@ -29,6 +29,7 @@ mod metrics;
 mod misp;
 mod monitoring;
 mod onboarding;
+mod partition;
 mod partners;
 mod policy_explain;
 mod receipts;
