@@ -66,7 +66,7 @@ pub(super) async fn answer(
 ) {
     // On the record, durably, before anything is answered.
     let event = Event::auditor_query(auditor, request_text(&frame));
-    if let Err(e) = shared.storage.commit_event(Some(event), None).await {
+    if let Err(e) = shared.trail.commit(Some(event), None).await {
         tracing::error!(error = %e, "cannot record an auditor's request");
         let why = format!("the request could not be recorded: {}", e.to_peer());
         return refuse(&mut send, Refusal::Internal(why), &shared.book.frames).await;

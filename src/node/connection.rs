@@ -106,7 +106,7 @@ async fn greet(
             incoming.refuse();
             tracing::warn!(%remote, running, validated, "connection attempt refused: too many handshakes in progress");
             let why = format!("{remote}: refused before the handshake, {running} handshakes in progress (address proven: {validated})");
-            shared.record_anonymous_refusal(why).await;
+            shared.trail.anonymous_refusal(why).await;
             None
         }
     }
@@ -126,12 +126,12 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "handshake failed");
             let why = format!("TLS handshake from {remote} failed: {e}");
-            return shared.record_anonymous_refusal(why).await;
+            return shared.trail.anonymous_refusal(why).await;
         }
         Err(_) => {
             tracing::info!(%remote, "handshake timed out");
             let why = format!("TLS handshake from {remote} took longer than {handshake:?}");
-            return shared.record_anonymous_refusal(why).await;
+            return shared.trail.anonymous_refusal(why).await;
         }
     };
     let (partner, cert) = match transport::peer_partner(&conn) {
@@ -144,7 +144,8 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
                 "certificate names no partner id",
             );
             return shared
-                .record_anonymous_refusal(format!("{remote}: {e}"))
+                .trail
+                .anonymous_refusal(format!("{remote}: {e}"))
                 .await;
         }
     };
@@ -159,7 +160,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
             // Recorded before the peer hears it, so what it sees is on the record.
             let reason = format!("{remote}: {why}");
             shared
-                .storage
+                .trail
                 .record(Event::connection_refused(Some(&partner), &reason))
                 .await;
             return close(&conn, proto::CloseCode::UnknownPartner, &why.to_string());
@@ -171,12 +172,12 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
         close(&conn, proto::CloseCode::TooManyConnections, &reason);
         let why = format!("{remote}: {reason}");
         return shared
-            .storage
+            .trail
             .record(Event::connection_refused(Some(&partner), &why))
             .await;
     };
     shared
-        .storage
+        .trail
         .record(Event::connection_accepted(&partner))
         .await;
     let span = tracing::info_span!("conn", %partner, %remote);
@@ -303,7 +304,7 @@ impl PartnerConnection {
         let partner = &self.partner;
         let what = format!("disconnected {partner}: {why}");
         self.shared
-            .storage
+            .trail
             .record(Event::operator(partner, &what))
             .await;
         close(&self.conn, proto::CloseCode::PartnerRemoved, &why);
@@ -314,7 +315,7 @@ impl PartnerConnection {
     /// link, records the link down.
     async fn end(mut self, why: &str) {
         while self.streams.join_next().await.is_some() {}
-        self.shared.record_counted_refusals(&self.partner).await;
+        self.shared.trail.counted_refusals(&self.partner).await;
         close(
             &self.conn,
             proto::CloseCode::ShuttingDown,
@@ -376,13 +377,13 @@ async fn start_link(
                 let why = "the connection no longer answers; the peer dialled again";
                 close(&current, proto::CloseCode::DuplicateLink, why);
                 if shared.links.ended(peer, &current, why, now) {
-                    shared.storage.record(Event::link_down(peer, why)).await;
+                    shared.trail.record(Event::link_down(peer, why)).await;
                 }
                 replacing = Some(current.stable_id());
             }
             Adoption::Adopted(how) => {
                 tracing::info!(%peer, %how, "peer link up");
-                shared.storage.record(Event::link_up(peer, &how)).await;
+                shared.trail.record(Event::link_up(peer, &how)).await;
                 let pull = link::pull(conn.clone(), shared.clone(), peer.clone());
                 return Some(tokio::spawn(pull.in_current_span()));
             }
@@ -395,6 +396,6 @@ async fn end_link(conn: &quinn::Connection, shared: &Shared, peer: &PartnerId, w
     let now = crate::timestamp::Timestamp::now();
     if shared.links.ended(peer, conn, why, now) {
         tracing::info!(%peer, %why, "peer link down");
-        shared.storage.record(Event::link_down(peer, why)).await;
+        shared.trail.record(Event::link_down(peer, why)).await;
     }
 }

@@ -155,7 +155,7 @@ pub(super) async fn run(
     // cursor is durable so that the partner's next subscription starts from it.
     let event = last_acks(&shared, &partner, &mut p, &mut acks, &declared).await;
     let cursor = Some((partner.clone(), p.cursor.clone()));
-    if let Err(e) = shared.storage.commit_event(event, cursor).await {
+    if let Err(e) = shared.trail.commit(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
     }
     match end {
@@ -408,7 +408,7 @@ async fn send_turn(
     // unrecorded (the storage thread commits everything queued before it ends). The
     // page goes out as one write, stored envelopes as they are (room for the prefix
     // and a short path).
-    shared.storage.record(delivered).await;
+    shared.trail.record(delivered).await;
     let size = out.items.iter().map(|i| i.signed.len() + 64).sum();
     let mut outbox = transport::Outbox::with_capacity(size);
     for item in &out.items {
@@ -438,12 +438,12 @@ async fn last_acks(
     let receipts = match verified_receipts(shared, partner, p, &last) {
         Ok(receipts) => receipts,
         Err(why) => {
-            refuse_acks(shared, partner, &last, why).await;
+            refuse_acks(&shared.trail, partner, &last, why).await;
             return None;
         }
     };
     for refusal in refusals(&shared.links, partner, p, &last) {
-        shared.storage.record(refusal).await;
+        shared.trail.record(refusal).await;
     }
     let own = shared.rules_in_force().digest;
     for change in p.refused_changes(&last, own, declared) {
@@ -478,7 +478,7 @@ async fn take_acks(
     }
     let receipts = match verified_receipts(shared, partner, p, &batches) {
         Ok(receipts) => receipts,
-        Err(why) => return Some(refuse_acks(shared, partner, &batches, why).await),
+        Err(why) => return Some(refuse_acks(&shared.trail, partner, &batches, why).await),
     };
     let refused = refusals(&shared.links, partner, p, &batches);
     let own = shared.rules_in_force().digest;

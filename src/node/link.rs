@@ -308,7 +308,7 @@ impl Dialer {
         if let Err(why) = admitted {
             let why = refuse(why);
             let event = Event::connection_refused(Some(&partner), &format!("dialled: {why}"));
-            self.shared.storage.record(event).await;
+            self.shared.trail.record(event).await;
             return Err(why);
         }
         let admitted = AdmittedAs {

@@ -195,9 +195,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown,
     )?);
     // Partners removed while the node was down lose their queues before anyone connects.
-    withdraw::withdraw_removed(&shared.storage, &shared.rules_in_force())
-        .await
-        .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
+    withdraw::withdraw_removed(
+        &shared.storage.store,
+        &shared.trail,
+        &shared.rules_in_force(),
+    )
+    .await
+    .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;
     let admin = start_admin(&cfg, &shared).await?;
     let taxii = taxii::start(&cfg, &shared, tls.https).await?;
     let operator = start_operator(&n.data_dir, &shared);

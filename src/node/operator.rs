@@ -179,7 +179,7 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
                 let why = format!("{who} refused: only the node's own user or root may operate it");
                 tracing::warn!("{why}");
                 shared
-                    .storage
+                    .trail
                     .record(Event::operator(&shared.node_id, &why))
                     .await;
                 return reply(&mut stream, false, why).await;
@@ -215,7 +215,7 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
             let (ok, message) = backup(&shared.storage, out.clone()).await;
             let what = format!("backup to {} requested by {who}: {message}", out.display());
             shared
-                .storage
+                .trail
                 .record(Event::operator(&shared.node_id, &what))
                 .await;
             (ok, message)

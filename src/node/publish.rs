@@ -266,7 +266,7 @@ pub(super) async fn run(
                         // A frame that could not be taken as a bulletin ends the stream.
                         if let Some((code, message)) = end {
                             let refusal = Event::rejected(&from, None, code, &message);
-                            shared.record_refusal(&from, refusal).await;
+                            shared.trail.refusal(&from, refusal).await;
                             let _ = replies.send((Pending::Fatal(code, message), None)).await;
                         }
                     }
@@ -363,7 +363,7 @@ async fn queue_batch(
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
-                shared.record_refusal(from, audit).await;
+                shared.trail.refusal(from, audit).await;
                 Pending::Ready(*result)
             }
             Ok((bulletin, answer)) => {

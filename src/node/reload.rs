@@ -95,7 +95,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             tracing::error!(error = %e, %who, "configuration reload refused");
             let what = format!("reload requested by {who} refused: {e}");
             shared
-                .storage
+                .trail
                 .record(Event::operator(&shared.node_id, &what))
                 .await;
             return Err(e);
@@ -115,11 +115,11 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
             &format!("reloaded at the request of {who}: {summary}"),
         )
         .with_affiliations(own.as_ref(), |_| None);
-        let mut recorded = shared.storage.commit_event(Some(loaded), None).await;
+        let mut recorded = shared.trail.commit(Some(loaded), None).await;
         for r in &change.newly_revoked {
             let why = format!("revoked by a reload: {}", r.reason);
             let event = Event::key_revoked(&shared.node_id, &r.what.to_string(), &why);
-            recorded = recorded.and(shared.storage.commit_event(Some(event), None).await);
+            recorded = recorded.and(shared.trail.commit(Some(event), None).await);
         }
         if let Err(e) = recorded {
             // Not put in force unrecorded: the log must name the rules behind every decision.
@@ -138,14 +138,16 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         shared.rules.in_force.send_replace(rules.clone());
         rules
     };
-    if let Err(e) = super::withdraw::withdraw_removed(&shared.storage, &rules).await {
+    if let Err(e) =
+        super::withdraw::withdraw_removed(&shared.storage.store, &shared.trail, &rules).await
+    {
         // In force, but the operator and the auditor must know what is still queued.
         tracing::error!(error = %e, "cannot withdraw the queues of removed partners");
         let what = format!(
             "reload requested by {who}: the new configuration is in force, but the queues of removed partners could not be withdrawn ({e}); the node withdraws them when it next starts"
         );
         shared
-            .storage
+            .trail
             .record(Event::operator(&shared.node_id, &what))
             .await;
         return Err(ReloadError::NotWithdrawn(e));
@@ -294,9 +296,13 @@ mod tests {
         assert!(roster.contains(&uk), "still to withdraw at the next start");
 
         fail.store(false, std::sync::atomic::Ordering::SeqCst);
-        super::super::withdraw::withdraw_removed(&shared.storage, &shared.rules_in_force())
-            .await
-            .expect("withdrawn at the next try");
+        super::super::withdraw::withdraw_removed(
+            &shared.storage.store,
+            &shared.trail,
+            &shared.rules_in_force(),
+        )
+        .await
+        .expect("withdrawn at the next try");
         let seen = events(&recorded);
         assert!(
             seen.iter()

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     /// states, its receipts of peers' deliveries and the bulletins its inboxes make.
     pub node_key: ed25519_dalek::SigningKey,
     pub rules: Rules,
+    /// Where every task records what it did or refused.
+    pub trail: Trail,
     pub storage: StorageHandle,
     pub limits: NodeLimits,
     pub book: ConnectionBook,
@@ -67,9 +69,32 @@ pub(crate) struct StorageHandle {
     pub audit_key: ed25519_dalek::VerifyingKey,
 }
 
-impl StorageHandle {
+/// The audit trail's writer: events appended through the storage thread, and
+/// refusals within their per-minute limits (so that no peer can flood the log).
+pub(crate) struct Trail {
+    commits: mpsc::Sender<writer::Request>,
+    /// Refusals of peers that named no partner.
+    anonymous: Mutex<RefusalWindow>,
+    /// Refusals of each partner.
+    partners: Mutex<PartnerRefusals>,
+}
+
+impl Trail {
+    /// Appends an event to the audit log (durable with the next group commit). Only
+    /// fails if the node is stopping, when there is nothing left to do about it.
+    pub async fn record(&self, event: Event) {
+        let request = writer::Request::Event {
+            event: Some(event),
+            cursor: None,
+            done: None,
+        };
+        if self.commits.send(request).await.is_err() {
+            tracing::warn!("audit record dropped: the storage thread has stopped");
+        }
+    }
+
     /// Appends an event and/or moves a cursor, and waits until it is durable.
-    pub async fn commit_event(
+    pub async fn commit(
         &self,
         event: Option<Event>,
         cursor: Option<(PartnerId, crate::store::Cursor)>,
@@ -85,16 +110,53 @@ impl StorageHandle {
         saved.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Appends an event to the audit log (durable with the next group commit). Only
-    /// fails if the node is stopping, when there is nothing left to do about it.
-    pub async fn record(&self, event: Event) {
-        let request = writer::Request::Event {
-            event: Some(event),
-            cursor: None,
-            done: None,
-        };
-        if self.commits.send(request).await.is_err() {
-            tracing::warn!("audit record dropped: the storage thread has stopped");
+    /// Records the refusal of a peer that named no partner, within the per-minute limit.
+    pub(super) async fn anonymous_refusal(&self, why: String) {
+        let admitted = self
+            .anonymous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(Instant::now());
+        if let Some(before) = admitted {
+            let why = if before > 0 {
+                format!(
+                    "{why} ({before} more refusals before this one were not recorded one by one)"
+                )
+            } else {
+                why
+            };
+            self.record(Event::connection_refused(None, &why)).await;
+        }
+    }
+
+    /// Records a refusal of `partner` (a REJECTED event) within the partner's
+    /// per-minute limit; beyond it the refusal is counted, and the counts recorded later
+    /// (`PartnerRefusals`).
+    pub async fn refusal(&self, partner: &PartnerId, event: Event) {
+        let code = event.record().error;
+        let verdict = self
+            .partners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(partner, code, Instant::now());
+        for (code, n) in verdict.counted {
+            self.record(Event::refusals_counted(partner, code, n)).await;
+        }
+        if verdict.record_it {
+            self.record(event).await;
+        }
+    }
+
+    /// Records the refusals of `partner` counted but not recorded yet (its connection
+    /// ended).
+    pub async fn counted_refusals(&self, partner: &PartnerId) {
+        let counted = self
+            .partners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(partner);
+        for (code, n) in counted {
+            self.record(Event::refusals_counted(partner, code, n)).await;
         }
     }
 }
@@ -125,10 +187,6 @@ pub(crate) struct ConnectionBook {
     /// Connection attempts asked to prove their address, and refused, before any
     /// handshake work.
     pub handshakes: HandshakeCounts,
-    /// Refusals of peers that named no partner, so that strangers cannot flood the log.
-    pub anonymous_refusals: Mutex<RefusalWindow>,
-    /// Refusals of each partner, so that an authenticated partner cannot either.
-    pub partner_refusals: Mutex<PartnerRefusals>,
     /// Frames this node's streams have read, written and refused.
     pub frames: Arc<crate::transport::FrameCounts>,
 }
@@ -218,65 +276,6 @@ impl Shared {
     pub fn rules_in_force(&self) -> Arc<RuleSet> {
         self.rules.in_force.borrow().clone()
     }
-
-    /// Records the refusal of a peer that named no partner, within the per-minute limit.
-    pub(super) async fn record_anonymous_refusal(&self, why: String) {
-        let admitted = self
-            .book
-            .anonymous_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(Instant::now());
-        if let Some(before) = admitted {
-            let why = if before > 0 {
-                format!(
-                    "{why} ({before} more refusals before this one were not recorded one by one)"
-                )
-            } else {
-                why
-            };
-            self.storage
-                .record(Event::connection_refused(None, &why))
-                .await;
-        }
-    }
-
-    /// Records a refusal of `partner` (a REJECTED event) within the partner's
-    /// per-minute limit; beyond it the refusal is counted, and the counts recorded later
-    /// (`PartnerRefusals`).
-    pub async fn record_refusal(&self, partner: &PartnerId, event: Event) {
-        let code = event.record().error;
-        let verdict = self
-            .book
-            .partner_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(partner, code, Instant::now());
-        for (code, n) in verdict.counted {
-            self.storage
-                .record(Event::refusals_counted(partner, code, n))
-                .await;
-        }
-        if verdict.record_it {
-            self.storage.record(event).await;
-        }
-    }
-
-    /// Records the refusals of `partner` counted but not recorded yet (its connection
-    /// ended).
-    pub async fn record_counted_refusals(&self, partner: &PartnerId) {
-        let counted = self
-            .book
-            .partner_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(partner);
-        for (code, n) in counted {
-            self.storage
-                .record(Event::refusals_counted(partner, code, n))
-                .await;
-        }
-    }
 }
 
 /// What the connection tasks hold of the storage thread.
@@ -308,6 +307,11 @@ impl Shared {
                 reloading: tokio::sync::Mutex::new(()),
                 gate: tokio::sync::RwLock::new(()),
             },
+            trail: Trail {
+                commits: storage.commits.clone(),
+                anonymous: Mutex::new(RefusalWindow::new(Instant::now())),
+                partners: Mutex::new(PartnerRefusals::default()),
+            },
             storage: StorageHandle {
                 store,
                 commits: storage.commits,
@@ -335,8 +339,6 @@ impl Shared {
                 }),
                 fair: super::fair::Fair::new(cores(), t.commit_batch * 2),
                 handshakes: HandshakeCounts::default(),
-                anonymous_refusals: Mutex::new(RefusalWindow::new(Instant::now())),
-                partner_refusals: Mutex::new(PartnerRefusals::default()),
                 frames: Arc::default(),
             },
             links: Default::default(),

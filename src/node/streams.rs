@@ -23,7 +23,8 @@ async fn refuse(
     if let Some(code) = err.code() {
         tracing::warn!(error = %err, "refused a frame");
         shared
-            .record_refusal(
+            .trail
+            .refusal(
                 partner,
                 Event::rejected(partner, None, code, &err.to_string()),
             )
@@ -150,7 +151,8 @@ async fn not_permitted(
 ) {
     let code = proto::ErrorCode::NotPermitted;
     shared
-        .record_refusal(partner, Event::rejected(partner, None, code, msg))
+        .trail
+        .refusal(partner, Event::rejected(partner, None, code, msg))
         .await;
     transport::send_error(send, code, msg, &shared.book.frames).await;
 }

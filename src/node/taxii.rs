@@ -120,7 +120,7 @@ async fn accept_loop(
                 Ok((stream, remote)) => {
                     let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
                         let why = format!("TAXII: {remote}: refused before the handshake, too many handshakes in progress");
-                        gateway.shared.record_anonymous_refusal(why).await;
+                        gateway.shared.trail.anonymous_refusal(why).await;
                         continue;
                     };
                     let job = connection(stream, remote, acceptor.clone(), gateway.clone(), (handshakes.timeout, slot));
@@ -155,11 +155,11 @@ async fn connection(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let why = format!("TAXII: TLS handshake from {remote} failed: {e}");
-            return shared.record_anonymous_refusal(why).await;
+            return shared.trail.anonymous_refusal(why).await;
         }
         Err(_) => {
             let why = format!("TAXII: TLS handshake from {remote} took longer than {handshake:?}");
-            return shared.record_anonymous_refusal(why).await;
+            return shared.trail.anonymous_refusal(why).await;
         }
     };
     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
@@ -175,7 +175,8 @@ async fn connection(
         Ok(named) => named,
         Err(e) => {
             return shared
-                .record_anonymous_refusal(format!("TAXII: {remote}: {e}"))
+                .trail
+                .anonymous_refusal(format!("TAXII: {remote}: {e}"))
                 .await
         }
     };
@@ -187,12 +188,12 @@ async fn connection(
             "TAXII: {remote}: at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner"
         );
         return shared
-            .storage
+            .trail
             .record(Event::connection_refused(Some(&partner), &why))
             .await;
     };
     shared
-        .storage
+        .trail
         .record(Event::connection_accepted(&partner))
         .await;
     let caller = Caller {
@@ -222,7 +223,7 @@ async fn admit(
             tracing::warn!(%remote, %partner, %why, "TAXII: refused");
             let reason = format!("TAXII: {remote}: {why}");
             shared
-                .storage
+                .trail
                 .record(Event::connection_refused(Some(partner), &reason))
                 .await;
             None

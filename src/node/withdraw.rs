@@ -13,13 +13,13 @@ use bytes::Bytes;
 
 use super::writer::StorageError;
 
-use super::shared::StorageHandle;
+use super::shared::Trail;
 use super::RuleSet;
 use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
 use crate::identity::PartnerId;
 use crate::policy::{Decision, Route, Withhold};
-use crate::store::{Cursor, StoreError};
+use crate::store::{Cursor, Store, StoreError};
 
 /// A queued bulletin the rules in force no longer share with the partner.
 #[derive(Debug)]
@@ -171,10 +171,10 @@ pub(crate) fn delivery_bytes(signed: &[u8], path: &[String]) -> usize {
 /// named and `rules` do not, then records their partners as the ones in force.
 /// Called when a node starts and after each reload (one at a time).
 pub(super) async fn withdraw_removed(
-    storage: &StorageHandle,
+    store: &Store,
+    trail: &Trail,
     rules: &RuleSet,
 ) -> Result<(), StorageError> {
-    let store = &storage.store;
     let now: Vec<PartnerId> = rules.config.partners.iter().map(|p| p.id.clone()).collect();
     let before = store.roster()?;
     for gone in before.iter().filter(|p| !now.contains(p)) {
@@ -204,7 +204,7 @@ pub(super) async fn withdraw_removed(
                 acked_above: Default::default(),
             };
             let cursor = (i == last).then(|| (gone.clone(), done));
-            storage.commit_event(Some(event), cursor).await?;
+            trail.commit(Some(event), cursor).await?;
         }
     }
     if before != now {

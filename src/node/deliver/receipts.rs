@@ -6,6 +6,7 @@
 use super::progress::Progress;
 use super::End;
 use crate::identity::PartnerId;
+use crate::node::shared::Trail;
 use crate::node::Shared;
 use crate::proto::{self, ErrorCode};
 use crate::receipt::{Expected, ReceiptError, VerifiedReceipt};
@@ -99,7 +100,7 @@ fn given(
 /// Records the refusal of acks with a bad receipt (none of them is taken: the
 /// deliveries come again) and ends the subscription with why.
 pub(super) async fn refuse_acks(
-    shared: &Shared,
+    trail: &Trail,
     partner: &PartnerId,
     acks: &[proto::Ack],
     why: BadReceipt,
@@ -109,6 +110,6 @@ pub(super) async fn refuse_acks(
     let seqs = acks.iter().flat_map(|a| a.seq.iter().copied()).collect();
     let code = ErrorCode::BadReceipt;
     let event = crate::audit::record::Event::ack_refused(partner, seqs, code as i32, &why);
-    shared.record_refusal(partner, event).await;
+    trail.refusal(partner, event).await;
     End::Error(code, format!("Ack refused, nothing in it taken: {why}"))
 }

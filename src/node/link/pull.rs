@@ -15,6 +15,7 @@ use crate::identity::PartnerId;
 use crate::node::budget::Held;
 use crate::node::deliver::REFUSAL_MESSAGE_MAX;
 use crate::node::publish::{self, Forwarded};
+use crate::node::shared::Trail;
 use crate::node::Shared;
 use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
 use crate::receipt::Receipt;
@@ -143,7 +144,7 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
             },
         };
         let Some(first) = first else {
-            break ended_by_reader(shared, peer, &mut reading).await;
+            break ended_by_reader(&shared.trail, peer, &mut reading).await;
         };
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -221,14 +222,14 @@ fn as_publish(d: proto::Delivery) -> proto::Publish {
 /// should not have sent is recorded as its refusal, counted per partner like a
 /// publisher's.
 async fn ended_by_reader(
-    shared: &Shared,
+    trail: &Trail,
     peer: &PartnerId,
     reading: &mut tokio::task::JoinHandle<Option<(proto::ErrorCode, String)>>,
 ) -> Ended {
     match reading.await {
         Ok(Some((code, why))) => {
             let event = crate::audit::record::Event::rejected(peer, None, code, &why);
-            shared.record_refusal(peer, event).await;
+            trail.refusal(peer, event).await;
             Ended::Again(format!("the peer's subscription was refused: {why}"))
         }
         _ => Ended::Again("the peer ended the subscription".into()),
@@ -308,7 +309,7 @@ async fn acknowledge(
         shared.links.count_copies(&peer, ack.copies);
         // A refusal's record is only queued for the storage thread: it must be durable
         // before the peer, told the delivery was taken, drops it.
-        if !ack.frame.refused.is_empty() && shared.storage.commit_event(None, None).await.is_err() {
+        if !ack.frame.refused.is_empty() && shared.trail.commit(None, None).await.is_err() {
             return Some("a refusal could not be recorded".into());
         }
         shared.links.count_acked(&peer, ack.frame.seq.len() as u64);

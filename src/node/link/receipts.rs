@@ -128,7 +128,7 @@ pub(crate) async fn take_receipts(
             p.receipts.len()
         );
         let event = Event::rejected(peer, None, ErrorCode::InvalidRequest, &why);
-        shared.record_refusal(peer, event).await;
+        shared.trail.refusal(peer, event).await;
         return transport::send_error(&mut send, ErrorCode::InvalidRequest, why, frames).await;
     }
     let rules = shared.rules_in_force();
@@ -143,7 +143,7 @@ pub(crate) async fn take_receipts(
     let recorded = taken.len() as u32;
     if !taken.is_empty() {
         let event = Event::receipts_passed(peer, taken, &why);
-        if let Err(e) = shared.storage.commit_event(Some(event), None).await {
+        if let Err(e) = shared.trail.commit(Some(event), None).await {
             return transport::send_error(&mut send, ErrorCode::Internal, e.to_peer(), frames)
                 .await;
         }

@@ -60,7 +60,7 @@ pub(crate) async fn witness(
     let answer = match judged(&w, peer, &req, Timestamp::now()) {
         Ok((answer, alarm)) => {
             if let Some(event) = alarm {
-                shared.storage.record(event).await;
+                shared.trail.record(event).await;
             }
             answer
         }

@@ -131,7 +131,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
     };
     for seqs in read.seqs.chunks(SEQS_PER_RECORD) {
         let event = Event::gateway_read(&c.partner, seqs.to_vec(), what);
-        if let Err(e) = g.shared.storage.commit_event(Some(event), None).await {
+        if let Err(e) = g.shared.trail.commit(Some(event), None).await {
             let why = format!(
                 "this access could not be recorded, so nothing is served: {}",
                 e.to_peer()
@@ -433,7 +433,7 @@ async fn refuse(g: &Gateway, writer: &PartnerId, why: &str, code: ErrorCode) -> 
     let why = crate::text::bounded(why, 300);
     let reason = format!("MISP inbox: {why}");
     let event = Event::rejected(writer, None, code, &reason);
-    g.shared.record_refusal(writer, event).await;
+    g.shared.trail.refusal(writer, event).await;
     let status = match code {
         ErrorCode::BulletinTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotPermitted | ErrorCode::OriginMismatch => StatusCode::FORBIDDEN,

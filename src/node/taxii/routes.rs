@@ -90,7 +90,7 @@ async fn record_refused(
         };
         let why = format!("{asked}: refused with {status}");
         let event = crate::audit::record::Event::rejected(&c.partner, None, code, &why);
-        g.shared.record_refusal(&c.partner, event).await;
+        g.shared.trail.refusal(&c.partner, event).await;
     }
     response
 }
@@ -116,7 +116,7 @@ async fn still_admitted(
         c.partner
     );
     let event = crate::audit::record::Event::connection_refused(Some(&c.partner), &reason);
-    g.shared.record_refusal(&c.partner, event).await;
+    g.shared.trail.refusal(&c.partner, event).await;
     let mut r = error(StatusCode::FORBIDDEN, "No longer admitted", &why);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -342,7 +342,7 @@ async fn page_response(
     if !seqs.is_empty() {
         let what = format!("TAXII: {what}");
         let event = crate::audit::record::Event::gateway_read(&c.partner, seqs, &what);
-        if let Err(e) = g.shared.storage.commit_event(Some(event), None).await {
+        if let Err(e) = g.shared.trail.commit(Some(event), None).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Not recorded",

@@ -130,7 +130,7 @@ pub(super) async fn add_objects(
 /// Records a refused write (within the per-partner refusal limit), as a refused publish.
 async fn record(g: &Gateway, writer: &PartnerId, code: crate::proto::ErrorCode, why: &str) {
     let event = crate::audit::record::Event::rejected(writer, None, code, why);
-    g.shared.record_refusal(writer, event).await;
+    g.shared.trail.refusal(writer, event).await;
 }
 
 /// Records a refused envelope and answers with the TAXII error.
