@@ -108,6 +108,14 @@ pub enum StoreError {
         /// The holder's PID, as it wrote it in the lock file.
         pid: Option<u32>,
     },
+    /// One of the database's own files could not be read, written or synced.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// A stored value does not decode or contradicts another: refuse to go on.
     #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
     Corrupt {

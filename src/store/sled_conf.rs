@@ -1,10 +1,12 @@
 //! sled's `conf` file, which sled 0.34 writes when it creates a database and never
 //! fsyncs. A power cut soon after creation can leave it empty (sled then writes it
-//! again) or torn (sled then refuses to open: "Read corrupted data"). This module
-//! makes it durable once written, and lets a torn one be written again.
+//! again) or with its text torn (sled then refuses to open: "Read corrupted data").
+//! This module makes it durable once written, and lets a torn copy of the defaults be
+//! written again.
 //!
 //! It knows sled's format of that one file (text lines, then a CRC-32 of them, little
-//! endian); it must not touch any other of sled's files.
+//! endian) and the text sled writes for the parameters renkei opens it with; it must
+//! not touch any other of sled's files.
 
 use std::path::Path;
 
@@ -12,59 +14,85 @@ use super::StoreError;
 
 const CONF: &str = "conf";
 
-/// Whether `bytes` is a whole `conf` as sled writes it: its text and their CRC.
-fn whole(bytes: &[u8]) -> bool {
-    let Some(split) = bytes.len().checked_sub(4) else {
-        return false;
-    };
-    let (text, crc) = bytes.split_at(split);
-    crc32fast::hash(text).to_le_bytes() == crc
+/// The conf sled writes for the parameters renkei opens every database with (sled's
+/// defaults; `cache_capacity` is not stored). A unit test holds sled to it.
+const DEFAULT_TEXT: &str = "segment_size: 524288\nuse_compression: false\nversion: 0.34\n";
+
+/// The whole conf file for [`DEFAULT_TEXT`]: its text, then their CRC.
+fn default_conf() -> Vec<u8> {
+    let mut bytes = DEFAULT_TEXT.as_bytes().to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(DEFAULT_TEXT.as_bytes()).to_le_bytes());
+    bytes
 }
 
-/// Before sled opens `dir`: a torn `conf` is removed, so that sled writes it again.
-/// It holds only sled's storage parameters, which renkei never changes from sled's
-/// defaults, so the new one says what the torn one said. Returns whether it was torn.
+fn file_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::File {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Before sled opens `dir`: a conf that is a torn copy of the defaults is removed, so
+/// that sled writes it again, saying what the torn one said. Returns whether it was.
+/// A conf that is neither whole nor such a copy is refused: its parameters are unknown.
 pub(super) fn forget_torn(dir: &Path) -> Result<bool, StoreError> {
     let path = dir.join(CONF);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(StoreError::NotDurable(e.into())),
+        Err(e) => return Err(file_error(&path, e)),
     };
+    let default = default_conf();
     // sled itself takes 8 bytes or fewer as no configuration.
-    if bytes.len() <= 8 || whole(&bytes) {
+    if bytes.len() <= 8 || bytes == default {
+        return Ok(false);
+    }
+    if !default.starts_with(&bytes) {
+        // A whole conf of other parameters, or one torn beyond knowing: sled decides.
         return Ok(false);
     }
     tracing::warn!(path = %path.display(), "sled's configuration file is torn (a power cut soon after the database was made); sled writes it again");
-    std::fs::remove_file(&path).map_err(|e| StoreError::NotDurable(e.into()))?;
+    std::fs::remove_file(&path).map_err(|e| file_error(&path, e))?;
     Ok(true)
 }
 
 /// After sled opened `dir`: its `conf` made durable (the directory entry is synced by
 /// the caller).
 pub(super) fn make_durable(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir.join(CONF))
+    let path = dir.join(CONF);
+    std::fs::File::open(&path)
         .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::NotDurable(e.into()))
+        .map_err(|e| file_error(&path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn conf(text: &str) -> Vec<u8> {
-        let mut b = text.as_bytes().to_vec();
-        b.extend_from_slice(&crc32fast::hash(text.as_bytes()).to_le_bytes());
-        b
+    /// sled, opened again once the previous handle's lock is released (sled releases
+    /// it from a background thread).
+    fn open_again(dir: &Path) -> sled::Result<sled::Db> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sled::open(dir) {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     #[test]
-    fn a_torn_conf_is_removed_and_a_whole_or_empty_one_kept() {
+    fn only_a_torn_copy_of_the_defaults_is_removed() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join(CONF);
         assert!(!forget_torn(dir.path()).expect("no conf yet"));
 
-        let whole = conf("segment_size: 524288\nuse_compression: false\nversion: 0.34\n");
+        let whole = default_conf();
         std::fs::write(&path, &whole).expect("written");
         assert!(!forget_torn(dir.path()).expect("read"));
         assert!(path.exists());
@@ -73,22 +101,34 @@ mod tests {
         assert!(!forget_torn(dir.path()).expect("read"));
         assert!(path.exists(), "sled rewrites an empty one itself");
 
+        let other = "segment_size: 8388608\nuse_compression: false\nversion: 0.34\n";
+        std::fs::write(&path, &other.as_bytes()[..30]).expect("written");
+        assert!(
+            !forget_torn(dir.path()).expect("read"),
+            "not ours to rewrite"
+        );
+        assert!(path.exists());
+
         std::fs::write(&path, &whole[..30]).expect("written");
         assert!(forget_torn(dir.path()).expect("read"));
         assert!(!path.exists());
     }
 
     #[test]
-    fn sled_opens_after_its_torn_conf_is_forgotten() {
+    fn sled_writes_the_default_conf_and_opens_after_a_torn_one_is_forgotten() {
         let dir = tempfile::tempdir().expect("a temp dir");
         drop(sled::open(dir.path()).expect("created"));
         let path = dir.path().join(CONF);
         let bytes = std::fs::read(&path).expect("sled wrote its conf");
-        assert!(whole(&bytes), "sled's format is as this module reads it");
+        assert_eq!(
+            bytes,
+            default_conf(),
+            "sled's conf is the one this module knows"
+        );
         std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("torn");
-        assert!(sled::open(dir.path()).is_err(), "sled refuses a torn conf");
+        assert!(open_again(dir.path()).is_err(), "sled refuses a torn conf");
         assert!(forget_torn(dir.path()).expect("read"));
-        drop(sled::open(dir.path()).expect("sled opens again"));
+        drop(open_again(dir.path()).expect("sled opens again"));
         make_durable(dir.path()).expect("synced");
     }
 }
