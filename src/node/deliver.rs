@@ -393,12 +393,7 @@ async fn send_turn(
     for (event, cursor) in out.withdrawn {
         tracing::info!(seqs = ?event.record().bulletin_seqs, "queued bulletin withdrawn");
         let cursor = cursor.map(|c| (partner.clone(), c));
-        let request = Request::Event {
-            event: Some(event),
-            cursor,
-            done: None,
-        };
-        if shared.storage.commits.send(request).await.is_err() {
+        if !shared.trail.append(event, cursor).await {
             return Some(End::Abort);
         }
     }
@@ -483,28 +478,27 @@ async fn take_acks(
     let refused = refusals(&shared.links, partner, p, &batches);
     let own = shared.rules_in_force().digest;
     let changes = p.refused_changes(&batches, own, &stream.declared);
-    let requests = refused
-        .into_iter()
-        .map(|event| Request::Event {
-            event: Some(event),
-            cursor: None,
-            done: None,
-        })
-        .chain(changes.into_iter().map(Request::Refused));
-    for request in requests {
-        if shared.storage.commits.send(request).await.is_err() {
+    for event in refused {
+        if !shared.trail.append(event, None).await {
+            return Some(End::Abort);
+        }
+    }
+    for change in changes {
+        if shared
+            .storage
+            .commits
+            .send(Request::Refused(change))
+            .await
+            .is_err()
+        {
             return Some(End::Abort);
         }
     }
     let seqs = batches.into_iter().map(|a| a.seq);
     if let Some(event) = p.take_acks(seqs, Timestamp::now()) {
         let event = event.with_receipts(receipts);
-        let request = Request::Event {
-            event: Some(event),
-            cursor: Some((partner.clone(), p.cursor.clone())),
-            done: None,
-        };
-        if shared.storage.commits.send(request).await.is_err() {
+        let cursor = Some((partner.clone(), p.cursor.clone()));
+        if !shared.trail.append(event, cursor).await {
             return Some(End::Abort);
         }
     }

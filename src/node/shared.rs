@@ -83,14 +83,24 @@ impl Trail {
     /// Appends an event to the audit log (durable with the next group commit). Only
     /// fails if the node is stopping, when there is nothing left to do about it.
     pub async fn record(&self, event: Event) {
-        let request = writer::Request::Event {
-            event: Some(event),
-            cursor: None,
-            done: None,
-        };
-        if self.commits.send(request).await.is_err() {
+        if !self.append(event, None).await {
             tracing::warn!("audit record dropped: the storage thread has stopped");
         }
+    }
+
+    /// Appends an event, moving a cursor with it, without waiting for it to be
+    /// durable; false if the storage thread has stopped.
+    pub async fn append(
+        &self,
+        event: Event,
+        cursor: Option<(PartnerId, crate::store::Cursor)>,
+    ) -> bool {
+        let request = writer::Request::Event {
+            event: Some(event),
+            cursor,
+            done: None,
+        };
+        self.commits.send(request).await.is_ok()
     }
 
     /// Appends an event and/or moves a cursor, and waits until it is durable.
