@@ -202,6 +202,7 @@ fn sled_reopens_after_torn_and_reordered_cuts() -> R {
         let dir = m.path(format!("db{i}"));
         write_and_kill(&dir, "flush")?;
         let answer = m.ctl(cut);
+        assert!(answer.starts_with("ok"), "{cut}: {answer}");
         let result = reopen_and_count(&dir);
         println!("{cut}: {answer}; reopened: {result:?}");
         if !matches!(result, Ok((KEYS, _))) {

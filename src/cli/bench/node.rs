@@ -72,8 +72,14 @@ impl NodeProcess {
         }
         let Some(addr) = addr else {
             let _ = child.kill();
-            let _ = child.wait();
-            bail!("the node did not start: {}", last_words(&log_path));
+            let exit = child
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string());
+            bail!(
+                "the node did not start ({exit}; its last output {:?}): {}",
+                line.trim(),
+                last_words(&log_path)
+            );
         };
         let addr = addr.parse().context("the node's address")?;
         Ok(NodeProcess {

@@ -108,6 +108,8 @@ impl LazyFs {
         self.stop()
     }
 
+    /// Stops lazyfs with SIGTERM (it writes back and unmounts) and checks that it
+    /// exited cleanly and the mount is gone; a lazy unmount if not.
     fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
@@ -115,18 +117,30 @@ impl LazyFs {
         let pid = child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = std::time::Instant::now() + MOUNTING;
-        while child.try_wait()?.is_none() {
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
-                let _ = Command::new("fusermount3")
-                    .arg("-u")
-                    .arg(&self.mount)
-                    .status();
-                bail!("lazyfs did not stop within {MOUNTING:?}");
+                let _ = child.wait();
+                break None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let mounted = still_mounted(&self.mount);
+        if mounted {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mount)
+                .status();
         }
-        Ok(())
+        match status {
+            None => bail!("lazyfs did not stop within {MOUNTING:?}"),
+            Some(s) if !s.success() => bail!("lazyfs exited with {s}"),
+            Some(_) if mounted => bail!("lazyfs exited but left {} mounted", self.mount.display()),
+            Some(_) => Ok(()),
+        }
     }
 }
 
@@ -151,9 +165,20 @@ impl Outage for LazyFs {
             _ => format!("cut reorder {cycle}"),
         };
         let answer = self.ask(&command)?;
-        self.cuts.add(&answer);
-        Ok(())
+        self.cuts.add(&answer)
     }
+}
+
+/// Whether `mount` is a mount point of this process's namespace now.
+fn still_mounted(mount: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let mount = mount.to_string_lossy();
+    // The fifth field is the mount point (a space would be escaped; ours have none).
+    table
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(mount.as_ref()))
 }
 
 /// Waits for lazyfs's line saying the mount is live (each read on its own thread, so
@@ -173,29 +198,38 @@ fn wait_for_mount(stdout: std::process::ChildStdout) -> anyhow::Result<()> {
     }
 }
 
-/// What the cuts dropped, summed from lazyfs's answers (`dropped=N bytes=N files=N`).
+/// What the cuts lost, summed from lazyfs's answers (`dropped=N bytes=N files=N`,
+/// and `torn=N` for the cuts that tear).
 #[derive(Default)]
 struct Cuts {
     cuts: u64,
     writes: u64,
+    torn: u64,
     bytes: u64,
     with_loss: u64,
 }
 
 impl Cuts {
-    fn add(&mut self, answer: &str) {
+    fn add(&mut self, answer: &str) -> anyhow::Result<()> {
         let field = |name: &str| {
             answer
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
+                .map(|v| v.parse::<u64>())
         };
-        let writes = field("dropped");
+        let (Some(Ok(writes)), Some(Ok(bytes))) = (field("dropped"), field("bytes")) else {
+            bail!("lazyfs's answer to a cut says nothing of what it lost: {answer:?}");
+        };
+        let torn = match field("torn") {
+            Some(n) => n.with_context(|| format!("lazyfs's answer {answer:?}"))?,
+            None => 0,
+        };
         self.cuts += 1;
         self.writes += writes;
-        self.bytes += field("bytes");
-        self.with_loss += u64::from(writes > 0);
+        self.torn += torn;
+        self.bytes += bytes;
+        self.with_loss += u64::from(writes + torn > 0 || bytes > 0);
+        Ok(())
     }
 
     fn summary(&self) -> Value {
@@ -203,6 +237,7 @@ impl Cuts {
             "cuts": self.cuts,
             "cuts_that_dropped_writes": self.with_loss,
             "writes_dropped": self.writes,
+            "writes_torn": self.torn,
             "bytes_dropped": self.bytes,
         })
     }
@@ -213,15 +248,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cuts_sum_what_lazyfs_says_it_dropped() {
+    fn cuts_sum_what_lazyfs_says_it_lost() {
         let mut cuts = Cuts::default();
-        cuts.add("dropped=3 bytes=12288 files=2");
-        cuts.add("dropped=0 bytes=0 files=0");
-        cuts.add("kept=1 dropped=2 bytes=100 files=1");
+        cuts.add("dropped=3 bytes=12288 files=2")
+            .expect("an answer");
+        cuts.add("dropped=0 bytes=0 files=0").expect("an answer");
+        cuts.add("dropped=2 bytes=100 files=1 kept=1 torn=0")
+            .expect("an answer");
+        cuts.add("dropped=0 bytes=2000 files=1 kept=0 torn=1")
+            .expect("an answer");
         let s = cuts.summary();
-        assert_eq!(s["cuts"], 3);
-        assert_eq!(s["cuts_that_dropped_writes"], 2);
+        assert_eq!(s["cuts"], 4);
+        assert_eq!(
+            s["cuts_that_dropped_writes"], 3,
+            "a torn write is a loss too"
+        );
         assert_eq!(s["writes_dropped"], 5);
-        assert_eq!(s["bytes_dropped"], 12388);
+        assert_eq!(s["writes_torn"], 1);
+        assert_eq!(s["bytes_dropped"], 14388);
+        assert!(
+            cuts.add("pending_writes=0").is_err(),
+            "an answer without figures"
+        );
     }
 }

@@ -354,10 +354,11 @@ fn crash_lines(c: &Value, phase: &str) {
         emitln!("  power cuts: SIGKILL under load, then what was not fsynced dropped, torn or reordered (lazyfs); restart on what survived");
         let cuts = &c["cuts"];
         emitln!(
-            "    cuts that lost writes    {:>12} of {} ({} writes, {} bytes not fsynced, dropped)",
+            "    cuts that lost writes    {:>12} of {} ({} writes dropped and {} torn, {} bytes not fsynced lost)",
             cuts["cuts_that_dropped_writes"],
             cuts["cuts"],
             cuts["writes_dropped"],
+            cuts["writes_torn"],
             cuts["bytes_dropped"]
         );
     } else {
