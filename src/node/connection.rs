@@ -367,7 +367,7 @@ async fn start_link(
             .adopt(&shared.node_id, peer, (conn, dialler), replacing, now)
         {
             Adoption::Contested(current) => {
-                if link::answers(&current, shared).await {
+                if link::answers(&current, link::Wire::of(shared)).await {
                     tracing::info!(%peer, "both nodes dialled; keeping the other connection");
                     let why = "both nodes dialled; the other connection is kept";
                     close(conn, proto::CloseCode::DuplicateLink, why);

@@ -88,15 +88,32 @@ enum WrongAnswer {
 
 /// Whether the peer still serves `conn`: it answers a Hello on it within three round
 /// trips (at least a second). A peer that restarted or lost the path does not.
-pub(crate) async fn answers(conn: &quinn::Connection, shared: &Shared) -> bool {
-    hello(conn, shared).await.is_some()
+pub(crate) async fn answers(conn: &quinn::Connection, wire: Wire<'_>) -> bool {
+    hello(conn, wire).await.is_some()
+}
+
+/// What a request to a peer needs of the node: its frame counts and largest frame.
+#[derive(Clone, Copy)]
+pub(crate) struct Wire<'a> {
+    pub frames: &'a Arc<transport::FrameCounts>,
+    pub max_frame: usize,
+}
+
+impl<'a> Wire<'a> {
+    /// The node's.
+    pub(crate) fn of(shared: &'a Shared) -> Wire<'a> {
+        Wire {
+            frames: &shared.book.frames,
+            max_frame: shared.limits.max_frame,
+        }
+    }
 }
 
 /// The peer's Welcome on `conn` (which says its queue towards this node), if it
 /// answers a Hello within three round trips (at least a second).
-pub(crate) async fn hello(conn: &quinn::Connection, shared: &Shared) -> Option<proto::Welcome> {
+pub(crate) async fn hello(conn: &quinn::Connection, wire: Wire<'_>) -> Option<proto::Welcome> {
     let patience = (conn.rtt() * 3).max(Duration::from_secs(1));
-    let frames = shared.book.frames.clone();
+    let frames = wire.frames.clone();
     let hello = async {
         let (mut send, recv) = conn.open_bi().await.ok()?;
         let frame = proto::ClientFrame {
@@ -109,7 +126,7 @@ pub(crate) async fn hello(conn: &quinn::Connection, shared: &Shared) -> Option<p
             .await
             .ok()?;
         let _ = send.finish();
-        let mut recv = transport::FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+        let mut recv = transport::FrameReader::new(recv, wire.max_frame, frames.clone());
         match recv.next::<proto::ServerFrame>().await {
             Ok(Some(proto::ServerFrame {
                 frame: Some(proto::server_frame::Frame::Welcome(w)),

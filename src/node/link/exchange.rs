@@ -87,16 +87,16 @@ pub(crate) async fn repeat<F>(
 /// Sends `frame` to the peer on a new stream of `conn` and reads its one answer.
 pub(crate) async fn request(
     conn: &quinn::Connection,
-    shared: &Shared,
+    wire: super::Wire<'_>,
     frame: client_frame::Frame,
     what: &'static str,
 ) -> Result<server_frame::Frame, ExchangeError> {
-    let frames = &shared.book.frames;
+    let frames = wire.frames;
     let (mut out, recv) = conn.open_bi().await?;
     let frame = proto::ClientFrame { frame: Some(frame) };
     transport::write_frame(&mut out, &frame, frames).await?;
     let _ = out.finish();
-    let mut recv = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
+    let mut recv = FrameReader::new(recv, wire.max_frame, frames.clone());
     let answer = tokio::time::timeout(ANSWER_WITHIN, recv.next::<proto::ServerFrame>())
         .await
         .map_err(|_| ExchangeError::NoAnswer(ANSWER_WITHIN))??;

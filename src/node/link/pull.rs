@@ -91,7 +91,7 @@ async fn ask_queue(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId
     let mut every = tokio::time::interval(ASK_QUEUE_EVERY);
     loop {
         every.tick().await;
-        if let Some(w) = super::hello(&conn, &shared).await {
+        if let Some(w) = super::hello(&conn, super::Wire::of(&shared)).await {
             shared.links.heard(&peer, &conn, &w);
         }
     }

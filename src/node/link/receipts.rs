@@ -221,7 +221,7 @@ async fn pass_once(
     let passed = !receipts.is_empty();
     if passed {
         let frame = client_frame::Frame::PassReceipts(proto::PassReceipts { receipts });
-        match exchange::request(conn, shared, frame, "PassReceipts").await? {
+        match exchange::request(conn, super::Wire::of(shared), frame, "PassReceipts").await? {
             server_frame::Frame::ReceiptsTaken(t) if t.left_out > 0 => {
                 tracing::info!(left_out = t.left_out, why = %t.why, "the peer left out receipts passed back");
             }

@@ -80,7 +80,7 @@ pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
     for (peer, conn) in shared.links.connections() {
         let shared = shared.clone();
         asking.spawn(async move {
-            if let Some(w) = hello(&conn, &shared).await {
+            if let Some(w) = hello(&conn, super::Wire::of(&shared)).await {
                 shared.links.heard(&peer, &conn, &w);
             }
         });

@@ -208,7 +208,7 @@ async fn ask(
             .collect(),
     };
     let frame = proto::client_frame::Frame::WitnessRequest(request);
-    match exchange::request(conn, shared, frame, "WitnessRequest").await? {
+    match exchange::request(conn, super::Wire::of(shared), frame, "WitnessRequest").await? {
         proto::server_frame::Frame::WitnessAnswer(a) => Ok(a),
         other => Err(ExchangeError::Unexpected(
             format!("{other:?}"),
