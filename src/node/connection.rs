@@ -16,7 +16,9 @@ use tracing::Instrument as _;
 use super::admission::{
     self, Admitted, AdmittedAs, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER,
 };
+use super::link::LinkBook;
 use super::link::{self, rules::Dialler, Adoption};
+use super::shared::{HandshakeCounts, Trail};
 use super::{reload, streams, Shared};
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
@@ -36,7 +38,7 @@ pub(super) async fn accept_loop(
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    if let Some(started) = greet(incoming, &shared, &in_flight, limits).await {
+                    if let Some(started) = greet(incoming, &shared.book.handshakes, &shared.trail, &in_flight, limits).await {
                         // Each handshake in its own task, with a deadline, so a slow or
                         // hostile peer cannot stall the loop.
                         connections.spawn(connection(started, shared.clone(), handshake));
@@ -70,7 +72,8 @@ impl Drop for InFlight {
 /// handshake, is asked to prove its address first, or is refused (`admission::greet`).
 async fn greet(
     incoming: quinn::Incoming,
-    shared: &Shared,
+    handshakes: &HandshakeCounts,
+    trail: &Trail,
     in_flight: &Arc<AtomicUsize>,
     limits: HandshakeLimits,
 ) -> Option<Handshake> {
@@ -86,11 +89,7 @@ async fn greet(
             })
         }
         Greeting::Retry => {
-            shared
-                .book
-                .handshakes
-                .retried
-                .fetch_add(1, Ordering::Relaxed);
+            handshakes.retried.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = incoming.retry() {
                 // Not retryable after all: ignore it rather than do work for it.
                 e.into_incoming().ignore();
@@ -98,15 +97,11 @@ async fn greet(
             None
         }
         Greeting::Refuse => {
-            shared
-                .book
-                .handshakes
-                .refused
-                .fetch_add(1, Ordering::Relaxed);
+            handshakes.refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             tracing::warn!(%remote, running, validated, "connection attempt refused: too many handshakes in progress");
             let why = format!("{remote}: refused before the handshake, {running} handshakes in progress (address proven: {validated})");
-            shared.trail.anonymous_refusal(why).await;
+            trail.anonymous_refusal(why).await;
             None
         }
     }
@@ -323,7 +318,14 @@ impl PartnerConnection {
         );
         if let Some(pulling) = self.pulling.take() {
             pulling.abort();
-            end_link(&self.conn, &self.shared, &self.partner, why).await;
+            end_link(
+                &self.conn,
+                &self.shared.links,
+                &self.shared.trail,
+                &self.partner,
+                why,
+            )
+            .await;
         }
     }
 }
@@ -392,10 +394,16 @@ async fn start_link(
 }
 
 /// A peer node's connection ended: if it was the link, the link is down (recorded).
-async fn end_link(conn: &quinn::Connection, shared: &Shared, peer: &PartnerId, why: &str) {
+async fn end_link(
+    conn: &quinn::Connection,
+    links: &LinkBook,
+    trail: &Trail,
+    peer: &PartnerId,
+    why: &str,
+) {
     let now = crate::timestamp::Timestamp::now();
-    if shared.links.ended(peer, conn, why, now) {
+    if links.ended(peer, conn, why, now) {
         tracing::info!(%peer, %why, "peer link down");
-        shared.trail.record(Event::link_down(peer, why)).await;
+        trail.record(Event::link_down(peer, why)).await;
     }
 }

@@ -6,15 +6,17 @@
 use std::sync::Arc;
 
 use super::frames::{self, Opening};
+use super::shared::Trail;
 use super::{auditor, deliver, link, publish, Shared};
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
 use crate::proto;
-use crate::transport::{self, FrameError};
+use crate::transport::{self, FrameCounts, FrameError};
 
 /// Answers a frame error on a stream the peer can still hear, and records it.
 async fn refuse(
-    shared: &Shared,
+    trail: &Trail,
+    frames: &FrameCounts,
     partner: &PartnerId,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
@@ -22,15 +24,14 @@ async fn refuse(
 ) {
     if let Some(code) = err.code() {
         tracing::warn!(error = %err, "refused a frame");
-        shared
-            .trail
+        trail
             .refusal(
                 partner,
                 Event::rejected(partner, None, code, &err.to_string()),
             )
             .await;
         let _ = recv.stop(quinn::VarInt::from_u32(code as u32));
-        transport::send_error(send, code, err.to_string(), &shared.book.frames).await;
+        transport::send_error(send, code, err.to_string(), frames).await;
     }
 }
 
@@ -74,7 +75,17 @@ pub(super) async fn stream_task(
             (f, held)
         }
         Ok(None) => return,
-        Err(e) => return refuse(&shared, &partner, &mut send, recv.stream(), &e).await,
+        Err(e) => {
+            return refuse(
+                &shared.trail,
+                &shared.book.frames,
+                &partner,
+                &mut send,
+                recv.stream(),
+                &e,
+            )
+            .await
+        }
     };
     match frames::opening(first.frame, role, &partner) {
         Opening::Publish(p) => {
@@ -135,7 +146,16 @@ async fn serve_opening(
         Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
         Opening::PassReceipts(p) => link::take_receipts(p, send, &shared, &partner).await,
         Opening::Witness(w) => link::witness(w, send, &shared, &partner).await,
-        Opening::NotPermitted(msg) => not_permitted(&shared, &partner, &mut send, &msg).await,
+        Opening::NotPermitted(msg) => {
+            not_permitted(
+                &shared.trail,
+                &shared.book.frames,
+                &partner,
+                &mut send,
+                &msg,
+            )
+            .await
+        }
         Opening::Refused(code, msg) => {
             transport::send_error(&mut send, code, msg, &shared.book.frames).await
         }
@@ -144,17 +164,17 @@ async fn serve_opening(
 
 /// Refuses what the partner's role does not allow, and records the attempt.
 async fn not_permitted(
-    shared: &Shared,
+    trail: &Trail,
+    frames: &FrameCounts,
     partner: &PartnerId,
     send: &mut quinn::SendStream,
     msg: &str,
 ) {
     let code = proto::ErrorCode::NotPermitted;
-    shared
-        .trail
+    trail
         .refusal(partner, Event::rejected(partner, None, code, msg))
         .await;
-    transport::send_error(send, code, msg, &shared.book.frames).await;
+    transport::send_error(send, code, msg, frames).await;
 }
 
 fn role_to_proto(role: Role) -> proto::Role {

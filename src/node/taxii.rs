@@ -22,7 +22,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
-use super::{NodeError, Shared};
+use super::shared::Trail;
+use super::{NodeError, RuleSet, Shared};
 use crate::audit::record::Event;
 use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
@@ -180,7 +181,15 @@ async fn connection(
                 .await
         }
     };
-    let Some(role) = admit(shared, &partner, &cert, remote).await else {
+    let Some(role) = admit(
+        &shared.rules_in_force(),
+        &shared.trail,
+        &partner,
+        &cert,
+        remote,
+    )
+    .await
+    else {
         return;
     };
     let Some(_admitted) = Admitted::new(&shared.book, &partner) else {
@@ -211,19 +220,18 @@ async fn connection(
 
 /// The role `partner` is admitted with, or `None` after recording why it is not.
 async fn admit(
-    shared: &Shared,
+    rules: &RuleSet,
+    trail: &Trail,
     partner: &PartnerId,
     cert: &CertFingerprint,
     remote: SocketAddr,
 ) -> Option<Role> {
-    let config = shared.rules_in_force().config.clone();
-    match admission::admit(&config, partner, cert) {
+    match admission::admit(&rules.config, partner, cert) {
         Ok(role) => Some(role),
         Err(why) => {
             tracing::warn!(%remote, %partner, %why, "TAXII: refused");
             let reason = format!("TAXII: {remote}: {why}");
-            shared
-                .trail
+            trail
                 .record(Event::connection_refused(Some(partner), &reason))
                 .await;
             None
