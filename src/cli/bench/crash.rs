@@ -100,7 +100,8 @@ pub(super) async fn outages(
         tokio::time::sleep(up_for).await;
         node.kill()?;
         load.abort();
-        outage.after_kill(cycle)?;
+        // It may block (a control socket, a child process): off the async workers.
+        tokio::task::block_in_place(|| outage.after_kill(cycle))?;
         if cycle % 20 == 19 {
             eprintln!(
                 "renkei bench: {}: {} of {cycles} kills",

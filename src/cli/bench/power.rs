@@ -34,14 +34,16 @@ pub(super) async fn power(
     cycles: usize,
     lazyfs: &Path,
 ) -> anyhow::Result<Value> {
-    let mut fs = LazyFs::mount(lazyfs, &setup.dir)?;
+    // Starting and stopping lazyfs block (a child process, its output): off the
+    // async workers.
+    let mut fs = tokio::task::block_in_place(|| LazyFs::mount(lazyfs, &setup.dir))?;
     let data = fs.mount.join(DATA);
     std::fs::create_dir(&data).with_context(|| format!("creating {}", data.display()))?;
     std::os::unix::fs::symlink(&data, setup.dir.join(DATA))
         .context("linking the data directory")?;
     let mut report = outages(setup, cycles, &mut fs).await?;
     report["cuts"] = fs.cuts.summary();
-    fs.unmount()?;
+    tokio::task::block_in_place(|| fs.unmount())?;
     Ok(report)
 }
 
