@@ -34,7 +34,7 @@ fn file_error(path: &Path, source: std::io::Error) -> StoreError {
 
 /// Before sled opens `dir`: a conf that is a torn copy of the defaults is removed, so
 /// that sled writes it again, saying what the torn one said. Returns whether it was.
-/// A conf that is neither whole nor such a copy is refused: its parameters are unknown.
+/// Any other conf is left to sled, which knows its parameters better than a guess.
 pub(super) fn forget_torn(dir: &Path) -> Result<bool, StoreError> {
     let path = dir.join(CONF);
     let bytes = match std::fs::read(&path) {
