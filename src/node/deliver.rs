@@ -218,9 +218,7 @@ async fn next_page(
         }
         Ok(screened)
     })
-    .await
-    // A task that panicked or was cancelled says nothing about the database.
-    .map_err(|e| StorageError::Failed(format!("the task reading the queue failed: {e}")))?
+    .await?
 }
 
 /// Bytes of bulletins one page of deliveries holds at most (it is copied into one

@@ -24,7 +24,7 @@ pub use admission::MAX_CONNECTIONS_PER_PARTNER;
 pub use refusals::{ANONYMOUS_REFUSALS_PER_MINUTE, PARTNER_REFUSALS_PER_MINUTE};
 pub use reload::ReloadError;
 pub(crate) use shared::{RuleSet, Shared, StorageParts};
-pub use writer::StorageError;
+pub use writer::{BelowReserve, Cause, ReadTaskFailed, StorageError};
 
 mod admin;
 mod admission;

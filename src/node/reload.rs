@@ -232,7 +232,9 @@ mod tests {
                 let record = event.map(|e| e.record().clone()).unwrap_or_default();
                 let withdrawal = record.event == AuditEvent::Withdrawn as i32;
                 let result = match withdrawal && fail.load(std::sync::atomic::Ordering::SeqCst) {
-                    true => Err(StorageError::Full("no space left on device".into())),
+                    true => Err(StorageError::Full(crate::node::writer::Cause::new(
+                        std::io::Error::other("no space left on device"),
+                    ))),
                     false => {
                         recorded.lock().expect("not poisoned").push(record);
                         Ok(())

@@ -30,32 +30,85 @@ pub enum StorageError {
     Stopped,
     /// Written and visible, but the flush to disk failed: it may not survive a crash.
     #[error("stored, but not durable: {0}")]
-    NotDurable(String),
+    NotDurable(Cause),
     /// The data directory's filesystem is full: nothing was stored.
     #[error("not stored, the disk is full: {0}")]
-    Full(String),
+    Full(Cause),
     /// The database refused the write (an I/O error).
     #[error("not stored: {0}")]
-    Failed(String),
+    Failed(Cause),
     /// The database contradicts itself.
     #[error("not stored: {0}")]
-    Corrupt(String),
+    Corrupt(Cause),
 }
+
+/// What failed underneath a [`StorageError`], kept whole (with its sources) for the
+/// node's log, and shared by every caller one failed commit answers.
+#[derive(Clone, Debug)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Of any error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two causes are the same when they say the same (what tests of a failure compare).
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+/// The disk's free space fell below the reserve kept for the audit log.
+#[derive(Debug, thiserror::Error)]
+#[error("{free} bytes free, below the reserve of {reserve} bytes")]
+pub struct BelowReserve {
+    free: u64,
+    reserve: u64,
+}
+
+/// A task reading the database on the blocking pool panicked or was cancelled: that
+/// says nothing about the database.
+#[derive(Debug, thiserror::Error)]
+#[error("the task reading the queue failed: {0}")]
+pub struct ReadTaskFailed(#[from] tokio::task::JoinError);
 
 impl From<StoreError> for StorageError {
     fn from(e: StoreError) -> Self {
-        StorageError::of(&e)
+        StorageError::of(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for StorageError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StorageError::Failed(Cause::new(ReadTaskFailed(e)))
     }
 }
 
 impl StorageError {
     /// The storage error a store failure is to callers.
-    fn of(e: &StoreError) -> StorageError {
-        match e {
-            StoreError::NotDurable(_) => StorageError::NotDurable(e.to_string()),
-            StoreError::Corrupt { .. } => StorageError::Corrupt(e.to_string()),
-            _ if e.is_disk_full() => StorageError::Full(e.to_string()),
-            _ => StorageError::Failed(e.to_string()),
+    fn of(e: StoreError) -> StorageError {
+        match &e {
+            StoreError::NotDurable(_) => StorageError::NotDurable(Cause::new(e)),
+            StoreError::Corrupt { .. } => StorageError::Corrupt(Cause::new(e)),
+            _ if e.is_disk_full() => StorageError::Full(Cause::new(e)),
+            _ => StorageError::Failed(Cause::new(e)),
         }
     }
 
@@ -275,8 +328,9 @@ fn commit_group(
         if let Err(e) = &result {
             tracing::error!(error = %e, "cannot sign an audit checkpoint");
         }
+        let result = result.map_err(StorageError::of);
         for reply in checkpoints.into_iter().flatten() {
-            let _ = reply.send(result.as_ref().map(|s| *s).map_err(StorageError::of));
+            let _ = reply.send(result.clone());
         }
     }
     for (out, taken_at, reply) in backups {
@@ -346,10 +400,10 @@ fn make_room(
     if admit == Admit::All {
         return;
     }
-    let full = StorageError::Full(format!(
-        "{free} bytes free, below the reserve of {} bytes",
-        w.reserve
-    ));
+    let full = StorageError::Full(Cause::new(BelowReserve {
+        free,
+        reserve: w.reserve,
+    }));
     let mut kept = (Vec::new(), Vec::new());
     for (entry, reply) in entries.drain(..).zip(replies.drain(..)) {
         match (entry, reply, admit) {
@@ -419,16 +473,16 @@ fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Waiter>, lost: &
             }
         }
         Err(e) => {
-            let failure = StorageError::of(&e);
+            lost.events += events;
+            lost.why = Some(e.to_string());
+            tracing::error!(error = %e, lost = lost.events, "group commit failed: its audit events are counted and a GAP record will name them");
+            let failure = StorageError::of(e);
             if matches!(failure, StorageError::NotDurable(_)) {
                 // Visible already: subscribers may have it.
                 if let Ok(h) = w.store.head() {
                     w.head.send_replace(h);
                 }
             }
-            lost.events += events;
-            lost.why = Some(e.to_string());
-            tracing::error!(error = %e, lost = lost.events, "group commit failed: its audit events are counted and a GAP record will name them");
             for reply in replies {
                 match reply {
                     Waiter::Bulletin(tx) => {

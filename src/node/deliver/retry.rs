@@ -154,8 +154,5 @@ async fn forget(storage: &StorageHandle, peer: &PartnerId, seqs: Vec<u64>) {
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        // A task that panicked or was cancelled says nothing about the database.
-        .map_err(|e| StorageError::Failed(format!("the task reading the queue failed: {e}")))?
+    tokio::task::spawn_blocking(read).await?
 }

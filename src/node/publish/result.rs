@@ -296,7 +296,9 @@ mod tests {
         let gone = answer(None);
         assert_eq!(gone.result.error, ErrorCode::ShuttingDown as i32);
         assert!(gone.lists.is_empty());
-        let full = StorageError::Failed("database error: No space left on device".into());
+        let full = StorageError::Failed(crate::node::writer::Cause::new(std::io::Error::other(
+            "database error: No space left on device",
+        )));
         let failed = answer(Some(Err(full.clone())));
         assert_eq!(failed.result.error, ErrorCode::Internal as i32);
         assert_eq!(

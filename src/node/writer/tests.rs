@@ -6,24 +6,24 @@ use super::*;
 #[test]
 fn a_storage_failure_has_one_wire_code_and_tells_a_peer_what_to_do_not_why() {
     use crate::proto::ErrorCode;
-    let corrupt = StoreError::Corrupt {
+    let corrupt = || StoreError::Corrupt {
         key: "s/7".into(),
         why: "the segment does not decode".into(),
     };
     let cases = [
         (StorageError::Stopped, ErrorCode::ShuttingDown, "stopping"),
         (
-            StorageError::of(&corrupt),
+            StorageError::of(corrupt()),
             ErrorCode::Internal,
             "could not store it",
         ),
         (
-            StorageError::Failed("disk full".into()),
+            StorageError::Failed(Cause::new(std::io::Error::other("disk full"))),
             ErrorCode::Internal,
             "could not store it",
         ),
         (
-            StorageError::NotDurable("fsync".into()),
+            StorageError::NotDurable(Cause::new(std::io::Error::other("fsync"))),
             ErrorCode::Internal,
             "DUPLICATE means it was kept",
         ),
@@ -34,7 +34,7 @@ fn a_storage_failure_has_one_wire_code_and_tells_a_peer_what_to_do_not_why() {
         assert!(!e.to_peer().contains("s/7") && !e.to_peer().contains("disk full"));
     }
     assert!(matches!(
-        StorageError::of(&corrupt),
+        StorageError::of(corrupt()),
         StorageError::Corrupt(_)
     ));
 }
@@ -138,7 +138,7 @@ fn events_a_failed_commit_loses_are_named_by_a_gap_record() {
     commit(&w, e, r, &mut lost);
     assert_eq!(lost.events, 5);
     // The injected failure is a full disk, and says so to a publisher.
-    let full = StorageError::of(&StoreError::Values {
+    let full = StorageError::of(StoreError::Values {
         path: dir.path().to_owned(),
         source: std::io::ErrorKind::StorageFull.into(),
     });
