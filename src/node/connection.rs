@@ -129,20 +129,8 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
             return shared.trail.anonymous_refusal(why).await;
         }
     };
-    let (partner, cert) = match transport::peer_partner(&conn) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(%remote, error = %e, "refused: certificate names no partner");
-            close(
-                &conn,
-                proto::CloseCode::UnknownPartner,
-                "certificate names no partner id",
-            );
-            return shared
-                .trail
-                .anonymous_refusal(format!("{remote}: {e}"))
-                .await;
-        }
+    let Some((partner, cert)) = named(&conn, remote, &shared.trail).await else {
+        return;
     };
     // Watch the rules from before admitting, so that a reload landing between the
     // admission and the connection's loop is still seen by the loop.
@@ -192,6 +180,27 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     serve_partner(conn, shared.clone(), admitted)
         .instrument(span)
         .await;
+}
+
+/// The partner `conn`'s certificate names, or `None` after closing it and recording why.
+async fn named(
+    conn: &quinn::Connection,
+    remote: std::net::SocketAddr,
+    trail: &Trail,
+) -> Option<(PartnerId, crate::identity::CertFingerprint)> {
+    match transport::peer_partner(conn) {
+        Ok(named) => Some(named),
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "refused: certificate names no partner");
+            close(
+                conn,
+                proto::CloseCode::UnknownPartner,
+                "certificate names no partner id",
+            );
+            trail.anonymous_refusal(format!("{remote}: {e}")).await;
+            None
+        }
+    }
 }
 
 /// Serves a partner's connection until it ends: its streams, and for a peer node the

@@ -76,20 +76,7 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
     // One at a time, so that records and rules change in the same order.
     let _one = shared.rules.reloading.lock().await;
     let running = shared.rules_in_force();
-    let new = read(running.config.source.as_deref()).and_then(|new| {
-        if new.node.id != shared.node_id {
-            return Err(ReloadError::OtherNode {
-                new: new.node.id.clone(),
-                running: shared.node_id.clone(),
-            });
-        }
-        let change = ConfigChange::between(&running.config, &new);
-        match change.restart_needed() {
-            Some(tables) => Err(ReloadError::NeedsRestart(tables)),
-            None => Ok((new, change)),
-        }
-    });
-    let (new, change) = match new {
+    let (new, change) = match checked(&running.config) {
         Ok(new) => new,
         Err(e) => {
             tracing::error!(error = %e, %who, "configuration reload refused");
@@ -154,6 +141,23 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
     }
     tracing::info!(%who, %summary, "configuration reloaded");
     Ok(change)
+}
+
+/// The configuration file read again, if a reload may put it in force, and what it
+/// changes.
+fn checked(running: &NodeConfig) -> Result<(NodeConfig, ConfigChange), ReloadError> {
+    let new = read(running.source.as_deref())?;
+    if new.node.id != running.node.id {
+        return Err(ReloadError::OtherNode {
+            new: new.node.id.clone(),
+            running: running.node.id.clone(),
+        });
+    }
+    let change = ConfigChange::between(running, &new);
+    match change.restart_needed() {
+        Some(tables) => Err(ReloadError::NeedsRestart(tables)),
+        None => Ok((new, change)),
+    }
 }
 
 fn read(source: Option<&Path>) -> Result<NodeConfig, ReloadError> {
