@@ -26,7 +26,7 @@ use renkei::proto::{self, AuditEvent};
 use crate::common;
 use crate::federation::records;
 use common::federation::{sign_as, PATIENCE};
-use common::lossy::Lossy;
+use common::lossy::{Lossy, SplitMix64};
 use common::peers::Mesh;
 
 /// Nodes and their desks, the first `RENKEI_PARTITION_NODES` of them taking part.
@@ -73,19 +73,6 @@ fn shape() -> Shape {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         }),
-    }
-}
-
-/// SplitMix64: the run's random choices, repeatable from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 
@@ -168,7 +155,7 @@ async fn partitions(
     desks: &[(String, Client)],
     s: &Shape,
 ) -> Vec<Published> {
-    let mut rng = Rng(s.seed);
+    let mut rng = SplitMix64(s.seed);
     let mut published = Vec::new();
     for round in 0..s.partitions {
         let mut side: HashMap<&str, bool> = NODES[..s.nodes]
