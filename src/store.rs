@@ -40,6 +40,7 @@ use crate::proto;
 
 pub mod audit;
 pub mod backup;
+mod blobs;
 mod checkpoints;
 mod commit;
 mod lock;
@@ -333,6 +334,8 @@ pub struct Store {
     pub(crate) fail_commits: std::sync::atomic::AtomicU32,
     /// sled's log file, synced after each flush ([`Store::flush_durably`]).
     db_file: std::fs::File,
+    /// sled's blobs, the new ones synced after each flush too.
+    blobs: blobs::Blobs,
     /// The data directory's lock, released last, after the database is closed.
     _lock: std::fs::File,
 }
@@ -386,6 +389,7 @@ impl Store {
             segments,
             values,
             db_file,
+            blobs: blobs::Blobs::new(dir),
             dir: dir.to_owned(),
             #[cfg(test)]
             fail_commits: Default::default(),
@@ -583,9 +587,12 @@ impl Store {
 
     /// sled's `flush` writes its log with `sync_file_range`, which neither flushes the
     /// device's cache nor records the file's new size: an fdatasync of the file after
-    /// it does both. (The value files are fdatasync'd as they are written.)
+    /// it does both. The blobs sled wrote since (values too large for its log) are
+    /// synced first, since sled never syncs them. (The value files are fdatasync'd as
+    /// they are written.)
     pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(StoreError::NotDurable)?;
+        self.blobs.sync_new()?;
         self.db_file
             .sync_data()
             .map_err(|e| StoreError::NotDurable(e.into()))
