@@ -319,7 +319,14 @@ async fn deliver(
     let mut stop = shared.shutdown.clone();
     let mut rules = shared.rules.in_force.subscribe();
     let own = rules.borrow().digest;
-    let mut retries = retry::due(shared, partner, p, &stream.declared).await?;
+    let mut retries = retry::due(
+        &shared.storage,
+        shared.rules_in_force().digest,
+        partner,
+        p,
+        &stream.declared,
+    )
+    .await?;
     loop {
         let mut progressed = 0;
         let room = p.room();

@@ -21,7 +21,8 @@ use crate::timestamp::Timestamp;
 /// queued and goes out anyway) and not withdrawn from the peer. Those withdrawn are
 /// forgotten.
 pub(super) async fn due(
-    shared: &Shared,
+    storage: &StorageHandle,
+    own: [u8; 32],
     peer: &PartnerId,
     p: &Progress,
     declared: &[u8],
@@ -29,9 +30,8 @@ pub(super) async fn due(
     if declared.is_empty() {
         return Ok(VecDeque::new());
     }
-    let own = shared.rules_in_force().digest;
     let (store, who, cursor, declared) = (
-        shared.storage.store.clone(),
+        storage.store.clone(),
         peer.clone(),
         p.cursor.clone(),
         declared.to_vec(),
@@ -52,7 +52,7 @@ pub(super) async fn due(
     if !due.is_empty() {
         tracing::info!(%peer, due = due.len(), "offering again deliveries the peer refused");
     }
-    forget(&shared.storage, peer, gone).await;
+    forget(storage, peer, gone).await;
     Ok(due)
 }
 
