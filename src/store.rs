@@ -43,6 +43,7 @@ pub mod backup;
 mod blobs;
 mod checkpoints;
 mod commit;
+mod error;
 mod lock;
 mod peers;
 mod queue;
@@ -52,6 +53,7 @@ mod values;
 
 pub use audit::{AuditPage, AuditReader, Counted};
 pub use backup::{BackupError, Manifest};
+pub use error::StoreError;
 pub use queue::{Page, Pending};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};
 pub use refused::{Refusal, RefusedChange};
@@ -75,77 +77,6 @@ const CURSOR: &[u8] = b"c/";
 /// was removed); per partner and seq (`w/ID\0SEQ`), a bulletin withdrawn from it alone.
 /// Every door out reads them, so what was withdrawn stays withdrawn for that id.
 const WITHDRAWN: &[u8] = b"w/";
-
-/// Storage failures.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// sled failed (I/O, or a database it cannot read).
-    #[error("database error: {0}")]
-    Sled(#[from] sled::Error),
-    /// The batch was written but the flush to disk failed: it is visible, not durable.
-    #[error("stored, but flushing to disk failed: {0}")]
-    NotDurable(sled::Error),
-    /// The audit log's latest checkpoint does not verify with the node's signing key.
-    #[error("the audit log's latest checkpoint ({size} records) does not verify with this node's signing key ({why}); if node.signing_key was replaced, put the previous key back: the audit log cannot change keys yet")]
-    AuditKey {
-        /// Records the checkpoint covers.
-        size: u64,
-        /// What the check said.
-        why: String,
-    },
-    /// A value file could not be read or written.
-    #[error("value file {path}: {source}")]
-    Values {
-        /// The file or directory.
-        path: std::path::PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
-    /// Another process has the data directory open.
-    #[error("{dir} is in use by another renkei process{}: stop it first (two processes on one database would corrupt it)", .pid.map(|p| format!(" (PID {p})")).unwrap_or_default())]
-    InUse {
-        /// The data directory.
-        dir: std::path::PathBuf,
-        /// The holder's PID, as it wrote it in the lock file.
-        pid: Option<u32>,
-    },
-    /// One of the database's own files could not be read, written or synced.
-    #[error("{path}: {source}")]
-    File {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
-    /// A stored value does not decode or contradicts another: refuse to go on.
-    #[error("the database is corrupt at key {key}: {why}; restore from a backup")]
-    Corrupt {
-        /// The key, printable.
-        key: String,
-        /// What is wrong.
-        why: String,
-    },
-}
-
-impl StoreError {
-    /// Whether the filesystem is out of space (or over a quota): a condition that ends
-    /// by itself when space is freed, unlike the other failures.
-    pub fn is_disk_full(&self) -> bool {
-        let io = match self {
-            StoreError::Values { source, .. } => Some(source),
-            StoreError::Sled(sled::Error::Io(e)) | StoreError::NotDurable(sled::Error::Io(e)) => {
-                Some(e)
-            }
-            _ => None,
-        };
-        io.is_some_and(|e| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
-        })
-    }
-}
 
 fn corrupt(key: &[u8], why: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
