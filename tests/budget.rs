@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::configs::node_toml;
-use common::federation::{connect_as, eventually, Federation, PATIENCE};
+use common::federation::{eventually, Federation, PATIENCE};
 use common::pki;
 use common::served::serve_with_env;
 use common::tables::{liaison, tables};
 use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp};
 use renkei::client::{Client, Publisher};
-use renkei::identity::PartnerId;
 use renkei::proto::{self, PublishStatus};
 use renkei::timestamp::Timestamp;
 
@@ -30,10 +29,7 @@ use renkei::timestamp::Timestamp;
 const RSS_GROWTH_BOUND_MIB: u64 = 144;
 
 async fn connect(dir: &Path, id: &str, addr: std::net::SocketAddr) -> Client {
-    let hub: PartnerId = "jp-mod".parse().unwrap();
-    connect_as(&dir.join("certs"), id, addr, &hub)
-        .await
-        .unwrap()
+    common::federation::connected(dir, id, addr, "jp-mod").await
 }
 
 fn bulletin(

@@ -176,6 +176,15 @@ impl Federation {
 }
 
 /// Connects to the node `hub` at `addr` as partner `id`, with its certificate from the
+/// PKI under `dir` (as [`super::pki`] makes it); panics if it cannot.
+pub async fn connected(dir: &Path, id: &str, addr: std::net::SocketAddr, hub: &str) -> Client {
+    let hub: PartnerId = hub.parse().expect("a partner id");
+    connect_as(&dir.join("certs"), id, addr, &hub)
+        .await
+        .unwrap_or_else(|e| panic!("{id} connects to {hub}: {e}"))
+}
+
+/// Connects to the node `hub` at `addr` as partner `id`, with its certificate from the
 /// PKI directory `certs`.
 pub async fn connect_as(
     certs: &Path,

@@ -52,9 +52,7 @@ fn hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
 }
 
 async fn connect(dir: &Path, id: &str, addr: std::net::SocketAddr) -> Client {
-    common::federation::connect_as(&dir.join("certs"), id, addr, &pid("jp-mod"))
-        .await
-        .unwrap()
+    common::federation::connected(dir, id, addr, "jp-mod").await
 }
 
 /// The US desk's `i`th GREEN advisory with a body of [`BODY`] bytes.
