@@ -63,8 +63,11 @@ const HEAD: &[u8] = b"m/head";
 const FORMAT_KEY: &[u8] = b"m/format";
 const VALUES_END: &[u8] = b"m/values";
 /// Version of the database layout this renkei reads and writes. 2: large values in
-/// value files, not in sled.
-pub const FORMAT: u64 = 2;
+/// value files, not in sled. 3: no partial chunk of audit hashes in sled (a layout-2
+/// database is read as it is and marked 3).
+pub const FORMAT: u64 = 3;
+/// The earlier layout this renkei upgrades in place.
+const FORMAT_UPGRADED: u64 = 2;
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
 /// The partners of the configuration last put in force, one id per line: a partner
@@ -89,6 +92,10 @@ fn corrupt(key: &[u8], why: impl Into<String>) -> StoreError {
 fn check_format(state: &sled::Tree) -> Result<(), StoreError> {
     match state.get(FORMAT_KEY)? {
         Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT => Ok(()),
+        Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT_UPGRADED => {
+            state.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
+            Ok(())
+        }
         Some(v) => Err(corrupt(
             FORMAT_KEY,
             format!(
@@ -257,6 +264,8 @@ pub struct Store {
     state: sled::Tree,
     /// The audit log's append state; held by the one writer for the whole commit.
     audit: std::sync::Mutex<audit::AuditState>,
+    /// The audit log's hashes past its last full chunk, as readers see them.
+    hash_run: std::sync::Arc<audit::SharedRun>,
     segments: std::sync::Mutex<SegmentCache>,
     values: ValueLog,
     dir: std::path::PathBuf,
@@ -311,12 +320,15 @@ impl Store {
         };
         let values = ValueLog::open(dir, committed)?;
         audit::upgrade_index(&state, &values)?;
-        let audit = std::sync::Mutex::new(audit::AuditState::load(&state, &values)?);
+        let audit = audit::AuditState::load(&state, &values)?;
+        let hash_run = audit.shared();
+        let audit = std::sync::Mutex::new(audit);
         let segments = std::sync::Mutex::new(SegmentCache::new(SEGMENT_CACHE_BYTES));
         let store = Store {
             db,
             state,
             audit,
+            hash_run,
             segments,
             values,
             db_file,
@@ -476,6 +488,7 @@ impl Store {
         AuditReader {
             tree: &self.state,
             values: &self.values,
+            run: &self.hash_run,
         }
     }
 

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `m/audit` | number of records (u64 BE) |
 //! | `a/` first seq | pointer to an `AuditBatch` in the value files: the records of one commit |
-//! | `h/` chunk | 256 stored Merkle hashes (32 bytes each; the last chunk may be partial) |
+//! | `h/` chunk | 256 stored Merkle hashes (32 bytes each), written once, when full |
 //! | `m/index` | the version of the indexes (u64 BE), [`INDEX_VERSION`] |
 //! | `x/p/` partner `\0` first seq | seqs (u64 BE each) of the batch's records concerning the partner (its own, and every bulletin decided for it, shared or withheld) |
 //! | `x/b/` bulletin id (16) first seq | seqs of the batch's other records about the bulletin (its acceptance is in its `d/` entry) |
@@ -18,11 +18,17 @@
 //! Index entries and counters are written once per batch and term, not once per record,
 //! which keeps a commit at a few dozen keys however many records it holds. Record times
 //! never go backwards (a clock step back is clamped), so the time index is a seq range.
+//!
+//! The hashes past the last full chunk are not in sled: rewriting that partial chunk at
+//! every commit made sled rewrite its leaf too, and the database grew several times
+//! faster than the data. They are a [`HashRun`] in memory, shared with readers, and
+//! rebuilt from the last records when the store opens. (Layout 2 wrote the partial
+//! chunk; such a chunk is checked against the records and then left to be overwritten.)
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use prost::Message as _;
 
@@ -60,12 +66,35 @@ const CHUNK: u64 = 256;
 /// append; these hold it).
 const CACHED_CHUNKS: usize = 256;
 
+/// Stored hashes from index `first` on, none of them in a full chunk yet: they are
+/// in memory only (see the module's notes).
+#[derive(Debug, Default)]
+pub(super) struct HashRun {
+    first: u64,
+    hashes: Vec<TreeHash>,
+}
+
+impl HashRun {
+    /// Stored hash `i`, if the run holds it.
+    fn get(&self, i: u64) -> Option<TreeHash> {
+        let at = usize::try_from(i.checked_sub(self.first)?).ok()?;
+        self.hashes.get(at).copied()
+    }
+}
+
+/// The run readers see. The writer publishes a commit's hashes before sled applies
+/// its batch (a reader may see the new size at once), and trims them to the new
+/// partial chunk after; a reader never asks for a hash past its size.
+pub(super) type SharedRun = RwLock<Arc<HashRun>>;
+
 /// The writer's view of the log between commits.
 pub(super) struct AuditState {
     /// Records in the log.
     pub size: u64,
-    /// Hashes of the last, partial chunk.
-    tail: Vec<TreeHash>,
+    /// Hashes past the last full chunk.
+    tail: Arc<HashRun>,
+    /// The same, as readers see it.
+    shared: Arc<SharedRun>,
     cache: RefCell<HashMap<u64, Arc<Vec<TreeHash>>>>,
     /// Time of the last record: no record is older than the one before.
     pub last_time: u64,
@@ -152,6 +181,87 @@ fn last_checkpoint(tree: &sled::Tree) -> Result<(u64, Option<TreeHash>), StoreEr
     Ok((checkpointed, signed_root))
 }
 
+/// Rebuilds the hashes past the last full chunk of a log of `size` records from the
+/// records that made them (fewer than 256 hashes, so at most the last 256 records).
+fn rebuild_tail(tree: &sled::Tree, values: &ValueLog, size: u64) -> Result<HashRun, StoreError> {
+    let count = merkle::stored_count(size);
+    let first = count - count % CHUNK;
+    let from = first_record_reaching(first, size);
+    let reader = read::AuditReader {
+        tree,
+        values,
+        run: &SharedRun::default(),
+    };
+    let mut view = Rebuilding {
+        committed: reader.hashes(),
+        base: merkle::stored_count(from),
+        new: Vec::new(),
+    };
+    let records = reader.records_from(from).take((size - from) as usize);
+    for (n, record) in (from..).zip(records) {
+        let hashes = merkle::hashes_to_append(n, &record?, &view)
+            .map_err(|e| corrupt(HASHES, e.to_string()))?;
+        view.new.extend(hashes);
+    }
+    let key = seq_key(HASHES, first / CHUNK);
+    if view.base + view.new.len() as u64 != count {
+        return Err(corrupt(
+            &key,
+            format!(
+                "the records after hash {first} make {} hashes, not {}",
+                view.new.len(),
+                count - view.base
+            ),
+        ));
+    }
+    let hashes = view.new.split_off((first - view.base) as usize);
+    // A partial chunk a layout-2 store wrote must agree with its records.
+    if !hashes.starts_with(&read_chunk(tree, first / CHUNK)?) {
+        return Err(corrupt(
+            &key,
+            "the stored hashes disagree with the records they hash",
+        ));
+    }
+    Ok(HashRun { first, hashes })
+}
+
+/// The first of `size` records whose hashes reach stored index `first` (`size` if none do).
+fn first_record_reaching(first: u64, size: u64) -> u64 {
+    let (mut lo, mut hi) = (0, size);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if merkle::stored_count(mid + 1) > first {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+/// The tree while the tail is rebuilt: full chunks from sled, then the rebuilt hashes.
+struct Rebuilding<'a> {
+    committed: read::ReadHashes<'a>,
+    base: u64,
+    new: Vec<TreeHash>,
+}
+
+impl HashStore for Rebuilding<'_> {
+    fn hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, MerkleError> {
+        indexes
+            .iter()
+            .map(|&i| match i.checked_sub(self.base) {
+                Some(j) => self
+                    .new
+                    .get(j as usize)
+                    .copied()
+                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}"))),
+                None => self.committed.one(i),
+            })
+            .collect()
+    }
+}
+
 impl AuditState {
     /// Loads the writer's state and checks the records against the recorded size.
     pub fn load(tree: &sled::Tree, values: &ValueLog) -> Result<AuditState, StoreError> {
@@ -163,14 +273,7 @@ impl AuditState {
                 format!("the log should hold {size} records but holds {last_seq_end}"),
             ));
         }
-        let count = merkle::stored_count(size);
-        let tail = read_chunk(tree, count / CHUNK)?;
-        if tail.len() as u64 != count % CHUNK {
-            return Err(corrupt(
-                &seq_key(HASHES, count / CHUNK),
-                format!("expected {} hashes, found {}", count % CHUNK, tail.len()),
-            ));
-        }
+        let tail = Arc::new(rebuild_tail(tree, values, size)?);
         let (checkpointed, signed_root) = last_checkpoint(tree)?;
         if checkpointed > size {
             return Err(corrupt(
@@ -179,11 +282,17 @@ impl AuditState {
             ));
         }
         let mut totals = BTreeMap::new();
-        for (_, partner, name, value) in (read::AuditReader { tree, values }).counters(u32::MAX)? {
+        let reader = read::AuditReader {
+            tree,
+            values,
+            run: &SharedRun::default(),
+        };
+        for (_, partner, name, value) in reader.counters(u32::MAX)? {
             *totals.entry((partner, name)).or_default() += value;
         }
         let state = AuditState {
             size,
+            shared: Arc::new(RwLock::new(tail.clone())),
             tail,
             cache: RefCell::new(HashMap::new()),
             last_time,
@@ -205,13 +314,17 @@ impl AuditState {
         Ok(state)
     }
 
+    /// The hashes past the last full chunk, for readers.
+    pub fn shared(&self) -> Arc<SharedRun> {
+        self.shared.clone()
+    }
+
     /// Stored hash `i`, for an index below the tail.
     fn stored(&self, tree: &sled::Tree, i: u64) -> Result<TreeHash, MerkleError> {
         let (chunk, at) = (i / CHUNK, (i % CHUNK) as usize);
-        let tail_chunk = merkle::stored_count(self.size) / CHUNK;
         let miss = || MerkleError::Store(format!("no stored hash {i}"));
-        if chunk == tail_chunk {
-            return self.tail.get(at).copied().ok_or_else(miss);
+        if i >= self.tail.first {
+            return self.tail.get(i).ok_or_else(miss);
         }
         if let Some(c) = self.cache.borrow().get(&chunk) {
             return c.get(at).copied().ok_or_else(miss);
@@ -255,7 +368,7 @@ impl HashStore for Appending<'_> {
 pub(super) struct Appended {
     size: u64,
     counts: CounterMoves,
-    tail: Vec<TreeHash>,
+    tail: HashRun,
     full: Vec<(u64, Vec<TreeHash>)>,
     last_time: u64,
 }
@@ -347,42 +460,41 @@ impl AuditState {
         })
     }
 
-    /// Writes the partial chunk of stored hashes again with `new` after it, chunk by
-    /// chunk; returns the new partial chunk and the chunks it filled.
+    /// Writes each chunk that `new` fills, once; publishes the tail with `new` to
+    /// readers; returns the new partial chunk and the chunks filled.
     fn write_hashes(
         &self,
         writes: &mut sled::Batch,
         new: Vec<TreeHash>,
-    ) -> (Vec<TreeHash>, Vec<(u64, Vec<TreeHash>)>) {
-        let base = merkle::stored_count(self.size);
-        let mut pending: Vec<TreeHash> = self.tail.clone();
+    ) -> (HashRun, Vec<(u64, Vec<TreeHash>)>) {
+        let first = self.tail.first;
+        let mut pending = Vec::with_capacity(self.tail.hashes.len() + new.len());
+        pending.extend_from_slice(&self.tail.hashes);
         pending.extend(new);
-        let mut chunk = base / CHUNK;
         let mut full = Vec::new();
-        let mut rest = pending.as_slice();
-        while !rest.is_empty() {
-            let take = rest.len().min(CHUNK as usize);
-            let (this, next) = rest.split_at(take);
+        for (chunk, this) in (first / CHUNK..).zip(pending.chunks_exact(CHUNK as usize)) {
             let value: Vec<u8> = this.iter().flat_map(|h| h.0).collect();
             writes.insert(seq_key(HASHES, chunk), value);
-            if take == CHUNK as usize {
-                full.push((chunk, this.to_vec()));
-            }
-            rest = next;
-            chunk += 1;
+            full.push((chunk, this.to_vec()));
         }
-        let tail = if (pending.len() as u64).is_multiple_of(CHUNK) {
-            Vec::new()
-        } else {
-            pending[pending.len() - (pending.len() % CHUNK as usize)..].to_vec()
+        let filled = full.len() * CHUNK as usize;
+        let tail = HashRun {
+            first: first + filled as u64,
+            hashes: pending[filled..].to_vec(),
         };
+        let published = Arc::new(HashRun {
+            first,
+            hashes: pending,
+        });
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = published;
         (tail, full)
     }
 
     /// The batch is in the database: move on to it.
     pub fn applied(&mut self, a: Appended) {
         self.size = a.size;
-        self.tail = a.tail;
+        self.tail = Arc::new(a.tail);
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = self.tail.clone();
         for (key, by) in a.counts {
             *self.totals.entry(key).or_default() += by;
         }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::{
-    partner_prefix, read_chunk, size, BY_BULLETIN, BY_EVENT, BY_TIME, CHECKPOINTS, CHUNK, COUNTERS,
-    HASHES, RECORDS,
+    partner_prefix, read_chunk, size, SharedRun, BY_BULLETIN, BY_EVENT, BY_TIME, CHECKPOINTS,
+    CHUNK, COUNTERS, HASHES, RECORDS,
 };
 use crate::audit::checkpoint;
 use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
@@ -25,6 +25,8 @@ use crate::store::{be_u64, corrupt, seq_key, StoreError};
 pub struct AuditReader<'a> {
     pub(crate) tree: &'a sled::Tree,
     pub(in crate::store) values: &'a ValueLog,
+    /// The hashes past the last full chunk, which sled does not hold.
+    pub(in crate::store) run: &'a SharedRun,
 }
 
 /// One page of query results.
@@ -328,9 +330,10 @@ impl AuditReader<'_> {
     }
 
     /// The hashes committed so far, for proofs.
-    fn hashes(&self) -> ReadHashes<'_> {
+    pub(super) fn hashes(&self) -> ReadHashes<'_> {
         ReadHashes {
             tree: self.tree,
+            run: self.run,
             chunks: RefCell::new(HashMap::new()),
         }
     }
@@ -463,32 +466,45 @@ impl super::super::Store {
     }
 }
 
-/// Stored hashes read straight from the database, a chunk at a time.
-struct ReadHashes<'a> {
+/// Stored hashes read straight from the database, a full chunk at a time, and past
+/// the last full chunk from the writer's shared run.
+pub(super) struct ReadHashes<'a> {
     tree: &'a sled::Tree,
+    run: &'a SharedRun,
     chunks: RefCell<HashMap<u64, Vec<TreeHash>>>,
+}
+
+impl ReadHashes<'_> {
+    /// Stored hash `i`.
+    pub(super) fn one(&self, i: u64) -> Result<TreeHash, MerkleError> {
+        let chunk = i / CHUNK;
+        let at = (i % CHUNK) as usize;
+        if let Some(h) = self.chunks.borrow().get(&chunk).and_then(|c| c.get(at)) {
+            return Ok(*h);
+        }
+        // Twice: the writer may fill the chunk, and move its run past it, between
+        // reading sled and reading the run; the second read of sled then has it.
+        for _ in 0..2 {
+            let hashes =
+                read_chunk(self.tree, chunk).map_err(|e| MerkleError::Store(e.to_string()))?;
+            if let Some(h) = hashes.get(at).copied() {
+                if hashes.len() as u64 == CHUNK {
+                    self.chunks.borrow_mut().insert(chunk, hashes);
+                }
+                return Ok(h);
+            }
+            let run = self.run.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(h) = run.get(i) {
+                return Ok(h);
+            }
+        }
+        Err(MerkleError::Store(format!("no stored hash {i}")))
+    }
 }
 
 impl HashStore for ReadHashes<'_> {
     fn hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, MerkleError> {
-        let mut chunks = self.chunks.borrow_mut();
-        indexes
-            .iter()
-            .map(|&i| {
-                let chunk = i / CHUNK;
-                let hashes = match chunks.entry(chunk) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                        read_chunk(self.tree, chunk)
-                            .map_err(|e| MerkleError::Store(e.to_string()))?,
-                    ),
-                };
-                hashes
-                    .get((i % CHUNK) as usize)
-                    .copied()
-                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}")))
-            })
-            .collect()
+        indexes.iter().map(|&i| self.one(i)).collect()
     }
 }
 

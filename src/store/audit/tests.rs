@@ -353,3 +353,89 @@ fn counters_read_under_appends_are_those_of_the_log_size_they_name() {
         assert_eq!(counted.root, tree.root(counted.size).unwrap());
     }
 }
+
+/// The lengths of the `h/` values in sled, by chunk.
+fn stored_chunk_lengths(store: &Store) -> Vec<usize> {
+    store
+        .state
+        .scan_prefix(super::HASHES)
+        .map(|kv| kv.unwrap().1.len())
+        .collect()
+}
+
+#[test]
+fn hash_chunks_are_written_once_full_and_the_rest_is_rebuilt_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rebuilt = MemoryTree::new();
+    let mut n = 0;
+    for round in 0..3u64 {
+        let store = open(dir.path());
+        for (i, size) in [1u64, 5, 130, 2, 61, 3].into_iter().enumerate() {
+            append(
+                &store,
+                n,
+                size,
+                2,
+                Timestamp::from_unix_ms(DAY0 + round * 10 + i as u64),
+            );
+            n += size;
+            let chunks = stored_chunk_lengths(&store);
+            assert!(chunks.iter().all(|l| *l == 256 * 32), "{chunks:?}");
+            assert_eq!(chunks.len() as u64, merkle::stored_count(n) / 256);
+        }
+        let log = store.audit();
+        for r in log.records_from(rebuilt.size()) {
+            rebuilt.push(&r.unwrap()).unwrap();
+        }
+        // Readers find every hash, those past the last full chunk included.
+        for size in [1, n / 2, n - 1, n] {
+            assert_eq!(
+                log.root(size).unwrap(),
+                rebuilt.root(size).unwrap(),
+                "size {size}"
+            );
+        }
+        let proof = log.prove_inclusion(n, n - 1).unwrap();
+        let leaf = merkle::leaf_hash(&log.record(n - 1).unwrap().unwrap());
+        merkle::check_inclusion(&proof, n, log.root(n).unwrap(), n - 1, leaf).unwrap();
+        store.sign_checkpoint(&signer()).unwrap();
+    }
+}
+
+#[test]
+fn a_layout_2_store_is_read_with_its_partial_chunk_checked_against_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 0, 40, 2, Timestamp::from_unix_ms(DAY0));
+    let root = store.audit().root(40).unwrap();
+    // Write what layout 2 kept: the partial chunk of the first 40 records' hashes.
+    let mut tree = MemoryTree::new();
+    for r in store.audit().records_from(0) {
+        tree.push(&r.unwrap()).unwrap();
+    }
+    let partial: Vec<u8> = (0..merkle::stored_count(40))
+        .flat_map(|i| merkle::HashStore::hashes(&tree, &[i]).unwrap()[0].0)
+        .collect();
+    let key = crate::store::seq_key(super::HASHES, 0);
+    store.state.insert(&key, partial.clone()).unwrap();
+    store
+        .state
+        .insert(b"m/format", &2u64.to_be_bytes()[..])
+        .unwrap();
+    drop(store);
+
+    let store = open(dir.path());
+    assert_eq!(store.audit().root(40).unwrap(), root);
+    let format = store.state.get(b"m/format").unwrap().unwrap();
+    assert_eq!(&format[..], &crate::store::FORMAT.to_be_bytes()[..]);
+    // A partial chunk that disagrees with the records is refused, not trusted.
+    let mut wrong = partial;
+    wrong[0] ^= 1;
+    store.state.insert(&key, wrong).unwrap();
+    drop(store);
+    let err = Store::open(dir.path(), 16 << 20)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("disagree with the records"), "{err}");
+}
