@@ -67,10 +67,11 @@ fn soak_lines(s: &Value) {
             .map(|i| {
                 let n = &m["nodes"][i];
                 format!(
-                    "{} MiB {} fds {} MiB db",
+                    "{} MiB {} fds {} MiB db ({} in values)",
                     mib(&n["rss_bytes"]),
                     n["open_files"],
-                    mib(&n["database_bytes"])
+                    mib(&n["database_bytes"]),
+                    mib(&n["value_file_bytes"])
                 )
             })
             .collect();
@@ -84,12 +85,13 @@ fn soak_lines(s: &Value) {
     }
     for (id, g) in s["growth_after_warm_up"].as_object().into_iter().flatten() {
         emitln!(
-            "    {id}: RSS {} -> {} MiB, open files {} -> {}, database +{} MiB for {} MiB of bulletins",
+            "    {id}: RSS {} -> {} MiB, open files {} -> {}, database +{} MiB (value files +{}) for {} MiB of bulletins",
             mib(&g["rss_bytes"][0]),
             mib(&g["rss_bytes"][1]),
             g["open_files"][0],
             g["open_files"][1],
             mib(&g["database_growth_bytes"]),
+            mib(&g["value_file_growth_bytes"]),
             mib(&g["bulletin_bytes_stored"])
         );
     }

@@ -18,13 +18,19 @@ use super::node::NodeProcess;
 use super::phases::percentile;
 use super::Setup;
 
-/// One minute's sample of one node.
+/// One minute's sample of one node: its database split into renkei's value files
+/// (bulletins and audit records, which only grow with what is stored) and the rest,
+/// mostly sled's file (indexes, and garbage until sled cleans its log).
 fn sample(setup: &Setup, node: &NodeProcess, id: &str) -> Value {
+    let dir = setup.dir.join(format!("federation-{id}"));
+    let (all, values) = (dir_bytes(&dir), dir_bytes(&dir.join("values")));
     json!({
         "node": id,
         "rss_bytes": node.rss(),
         "open_files": node.open_files(),
-        "database_bytes": dir_bytes(&setup.dir.join(format!("federation-{id}"))),
+        "database_bytes": all,
+        "value_file_bytes": values,
+        "sled_bytes": all.saturating_sub(values),
     })
 }
 
@@ -100,12 +106,14 @@ fn growth(minutes: &[Value], stored_per_minute: u64) -> Value {
         let at = |m: &Value, key: &str| m["nodes"][i][key].as_u64().unwrap_or(0);
         let then_now = |key: &str| [at(first, key), at(last, key)];
         let [db_then, db_now] = then_now("database_bytes");
+        let [values_then, values_now] = then_now("value_file_bytes");
         (
             id.to_string(),
             json!({
                 "rss_bytes": then_now("rss_bytes"),
                 "open_files": then_now("open_files"),
                 "database_growth_bytes": db_now.saturating_sub(db_then),
+                "value_file_growth_bytes": values_now.saturating_sub(values_then),
                 "bulletin_bytes_stored": stored_per_minute * later,
             }),
         )
