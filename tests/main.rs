@@ -7,6 +7,7 @@ mod common;
 
 mod audit;
 mod backup;
+mod bench_soak;
 mod budget;
 mod check_config;
 mod cli;
