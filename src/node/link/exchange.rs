@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::audit::merkle::MerkleError;
 use crate::identity::PartnerId;
-use crate::node::Shared;
 use crate::proto::{self, client_frame, server_frame};
 use crate::store::StoreError;
 use crate::transport::{self, FrameError, FrameReader};
@@ -59,13 +58,12 @@ pub(crate) enum ExchangeError {
 /// does not speak the request) twice as long each time, saying so as `what`.
 pub(crate) async fn repeat<F>(
     (conn, peer): (&quinn::Connection, &PartnerId),
-    shared: &Shared,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     what: &str,
     mut step: impl FnMut() -> F,
 ) where
     F: std::future::Future<Output = Result<bool, ExchangeError>>,
 {
-    let mut stop = shared.shutdown.clone();
     let mut wait = EVERY;
     loop {
         match step().await {

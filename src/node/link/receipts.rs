@@ -22,6 +22,7 @@ use crate::store::{Store, StoreError};
 use crate::transport;
 
 use super::exchange::{self, ExchangeError};
+use super::Wire;
 
 /// Receipts one PassReceipts carries at most.
 pub(crate) const MAX_PASSED: usize = 1000;
@@ -197,19 +198,19 @@ fn judged(
 /// PassReceipts), waits longer each time.
 pub(crate) async fn pass_back(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
     let what = "receipts could not be passed back to the peer";
-    let (c, s, p) = (&conn, &shared, &peer);
-    let pass = move || pass_once(c, s, p);
-    exchange::repeat((&conn, &peer), &shared, what, pass).await;
+    let (c, store, wire, p) = (&conn, &shared.storage.store, Wire::of(&shared), &peer);
+    let pass = move || pass_once(c, store, wire, p);
+    exchange::repeat((&conn, &peer), shared.shutdown.clone(), what, pass).await;
 }
 
 /// Passes back one batch of what `peer` is owed; true if it passed any (more may be
 /// owed).
 async fn pass_once(
     conn: &quinn::Connection,
-    shared: &Arc<Shared>,
+    store: &Arc<Store>,
+    wire: Wire<'_>,
     peer: &PartnerId,
 ) -> Result<bool, ExchangeError> {
-    let store = shared.storage.store.clone();
     let next = store.receipts_passed(peer)?;
     let (receipts, through) = {
         let (store, peer) = (store.clone(), peer.clone());
@@ -221,7 +222,7 @@ async fn pass_once(
     let passed = !receipts.is_empty();
     if passed {
         let frame = client_frame::Frame::PassReceipts(proto::PassReceipts { receipts });
-        match exchange::request(conn, super::Wire::of(shared), frame, "PassReceipts").await? {
+        match exchange::request(conn, wire, frame, "PassReceipts").await? {
             server_frame::Frame::ReceiptsTaken(t) if t.left_out > 0 => {
                 tracing::info!(left_out = t.left_out, why = %t.why, "the peer left out receipts passed back");
             }

@@ -21,6 +21,7 @@ use crate::timestamp::Timestamp;
 use crate::transport;
 
 use super::exchange::{self, ExchangeError};
+use super::Wire;
 
 /// One witness decision at a time: judging and keeping the latest checkpoint are one
 /// step, so two requests of one log cannot both pass against the same old checkpoint.
@@ -154,7 +155,7 @@ pub(crate) async fn get_witnessed(conn: quinn::Connection, shared: Arc<Shared>, 
     let what = "the peer did not cosign this node's checkpoint";
     let (c, s, p) = (&conn, &shared, &peer);
     let ask = move || async move { ask_once(c, s, p).await.map(|()| false) };
-    exchange::repeat((&conn, &peer), &shared, what, ask).await;
+    exchange::repeat((&conn, &peer), shared.shutdown.clone(), what, ask).await;
 }
 
 /// Sends the newest checkpoint if `peer` has not cosigned it; follows one conflict
@@ -177,7 +178,7 @@ async fn ask_once(
             true => store.audit().prove_consistency(size, old)?,
             false => Vec::new(),
         };
-        match ask(conn, shared, &text, old, proof).await? {
+        match ask(conn, Wire::of(shared), &text, old, proof).await? {
             proto::WitnessAnswer {
                 conflict_size: Some(theirs),
                 ..
@@ -194,7 +195,7 @@ async fn ask_once(
 /// Sends one WitnessRequest and reads the answer.
 async fn ask(
     conn: &quinn::Connection,
-    shared: &Shared,
+    wire: Wire<'_>,
     checkpoint: &str,
     old_size: u64,
     proof: Vec<TreeHash>,
@@ -208,7 +209,7 @@ async fn ask(
             .collect(),
     };
     let frame = proto::client_frame::Frame::WitnessRequest(request);
-    match exchange::request(conn, super::Wire::of(shared), frame, "WitnessRequest").await? {
+    match exchange::request(conn, wire, frame, "WitnessRequest").await? {
         proto::server_frame::Frame::WitnessAnswer(a) => Ok(a),
         other => Err(ExchangeError::Unexpected(
             format!("{other:?}"),
