@@ -21,7 +21,7 @@
 //!
 //! The hashes past the last full chunk are not in sled: rewriting that partial chunk at
 //! every commit made sled rewrite its leaf too, and the database grew several times
-//! faster than the data. They are a [`HashRun`] in memory, shared with readers, and
+//! faster than the data. They are a `HashRun` in memory, shared with readers, and
 //! rebuilt from the last records when the store opens. (Layout 2 wrote the partial
 //! chunk; such a chunk is checked against the records and then left to be overwritten.)
 
