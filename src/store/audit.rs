@@ -19,11 +19,9 @@
 //! which keeps a commit at a few dozen keys however many records it holds. Record times
 //! never go backwards (a clock step back is clamped), so the time index is a seq range.
 //!
-//! The hashes past the last full chunk are not in sled: rewriting that partial chunk at
-//! every commit made sled rewrite its leaf too, and the database grew several times
-//! faster than the data. They are a `HashRun` in memory, shared with readers, and
-//! rebuilt from the last records when the store opens. (Layout 2 wrote the partial
-//! chunk; such a chunk is checked against the records and then left to be overwritten.)
+//! The hashes past the last full chunk are not stored but kept in memory (`hashes`).
+//! (Layout 2 wrote the partial chunk; such a chunk is checked against the records and
+//! then left to be overwritten.)
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -35,15 +33,18 @@ use prost::Message as _;
 use super::values::ValueLog;
 use super::{be_u64, corrupt, seq_key, StoreError};
 use crate::audit::checkpoint::CheckpointSigner;
-use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
+use crate::audit::merkle::{self, MerkleError, TreeHash};
 use crate::audit::record::Event;
 use crate::bulletin::BulletinId;
 use crate::metrics;
 use crate::proto;
 use crate::timestamp::Timestamp;
 
+mod hashes;
 mod read;
 
+pub(super) use hashes::SharedRun;
+use hashes::{read_chunk, rebuild_tail, Extending, HashRun, CHUNK};
 pub use read::{AuditPage, AuditReader, Counted};
 
 pub(super) const SIZE: &[u8] = b"m/audit";
@@ -60,32 +61,9 @@ const INDEX_KEY: &[u8] = b"m/index";
 /// only those it was shared with, so that `--partner` shows what a partner did not get.
 pub const INDEX_VERSION: u64 = 2;
 
-/// Stored hashes per `h/` value.
-const CHUNK: u64 = 256;
 /// Full chunks the writer keeps decoded (the right edge of the tree is read on every
 /// append; these hold it).
 const CACHED_CHUNKS: usize = 256;
-
-/// Stored hashes from index `first` on, none of them in a full chunk yet: they are
-/// in memory only (see the module's notes).
-#[derive(Debug, Default)]
-pub(super) struct HashRun {
-    first: u64,
-    hashes: Vec<TreeHash>,
-}
-
-impl HashRun {
-    /// Stored hash `i`, if the run holds it.
-    fn get(&self, i: u64) -> Option<TreeHash> {
-        let at = usize::try_from(i.checked_sub(self.first)?).ok()?;
-        self.hashes.get(at).copied()
-    }
-}
-
-/// The run readers see. The writer publishes a commit's hashes before sled applies
-/// its batch (a reader may see the new size at once), and trims them to the new
-/// partial chunk after; a reader never asks for a hash past its size.
-pub(super) type SharedRun = RwLock<Arc<HashRun>>;
 
 /// The writer's view of the log between commits.
 pub(super) struct AuditState {
@@ -105,27 +83,6 @@ pub(super) struct AuditState {
     pub signed_root: Option<TreeHash>,
     /// Every counter summed over all days: (partner, name) → total, for monitoring.
     pub totals: BTreeMap<(String, String), u64>,
-}
-
-fn decode_chunk(key: &[u8], v: &[u8]) -> Result<Vec<TreeHash>, StoreError> {
-    if !v.len().is_multiple_of(32) || v.len() as u64 > CHUNK * 32 {
-        return Err(corrupt(key, "hash chunk is not a whole number of hashes"));
-    }
-    Ok(v.chunks_exact(32)
-        .map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            TreeHash(h)
-        })
-        .collect())
-}
-
-fn read_chunk(tree: &sled::Tree, chunk: u64) -> Result<Vec<TreeHash>, StoreError> {
-    let key = seq_key(HASHES, chunk);
-    match tree.get(&key)? {
-        Some(v) => decode_chunk(&key, &v),
-        None => Ok(Vec::new()),
-    }
 }
 
 fn size(tree: &sled::Tree) -> Result<u64, StoreError> {
@@ -179,87 +136,6 @@ fn last_checkpoint(tree: &sled::Tree) -> Result<(u64, Option<TreeHash>), StoreEr
         None => (0, None),
     };
     Ok((checkpointed, signed_root))
-}
-
-/// Rebuilds the hashes past the last full chunk of a log of `size` records from the
-/// records that made them (fewer than 256 hashes, so at most the last 256 records).
-fn rebuild_tail(tree: &sled::Tree, values: &ValueLog, size: u64) -> Result<HashRun, StoreError> {
-    let count = merkle::stored_count(size);
-    let first = count - count % CHUNK;
-    let from = first_record_reaching(first, size);
-    let reader = read::AuditReader {
-        tree,
-        values,
-        run: &SharedRun::default(),
-    };
-    let mut view = Rebuilding {
-        committed: reader.hashes(),
-        base: merkle::stored_count(from),
-        new: Vec::new(),
-    };
-    let records = reader.records_from(from).take((size - from) as usize);
-    for (n, record) in (from..).zip(records) {
-        let hashes = merkle::hashes_to_append(n, &record?, &view)
-            .map_err(|e| corrupt(HASHES, e.to_string()))?;
-        view.new.extend(hashes);
-    }
-    let key = seq_key(HASHES, first / CHUNK);
-    if view.base + view.new.len() as u64 != count {
-        return Err(corrupt(
-            &key,
-            format!(
-                "the records after hash {first} make {} hashes, not {}",
-                view.new.len(),
-                count - view.base
-            ),
-        ));
-    }
-    let hashes = view.new.split_off((first - view.base) as usize);
-    // A partial chunk a layout-2 store wrote must agree with its records.
-    if !hashes.starts_with(&read_chunk(tree, first / CHUNK)?) {
-        return Err(corrupt(
-            &key,
-            "the stored hashes disagree with the records they hash",
-        ));
-    }
-    Ok(HashRun { first, hashes })
-}
-
-/// The first of `size` records whose hashes reach stored index `first` (`size` if none do).
-fn first_record_reaching(first: u64, size: u64) -> u64 {
-    let (mut lo, mut hi) = (0, size);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if merkle::stored_count(mid + 1) > first {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    lo
-}
-
-/// The tree while the tail is rebuilt: full chunks from sled, then the rebuilt hashes.
-struct Rebuilding<'a> {
-    committed: read::ReadHashes<'a>,
-    base: u64,
-    new: Vec<TreeHash>,
-}
-
-impl HashStore for Rebuilding<'_> {
-    fn hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, MerkleError> {
-        indexes
-            .iter()
-            .map(|&i| match i.checked_sub(self.base) {
-                Some(j) => self
-                    .new
-                    .get(j as usize)
-                    .copied()
-                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}"))),
-                None => self.committed.one(i),
-            })
-            .collect()
-    }
 }
 
 impl AuditState {
@@ -340,30 +216,6 @@ impl AuditState {
     }
 }
 
-/// The tree while a batch is appended: committed hashes plus the batch's new ones.
-struct Appending<'a> {
-    tree: &'a sled::Tree,
-    state: &'a AuditState,
-    base: u64,
-    new: Vec<TreeHash>,
-}
-
-impl HashStore for Appending<'_> {
-    fn hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, MerkleError> {
-        indexes
-            .iter()
-            .map(|&i| match i.checked_sub(self.base) {
-                Some(j) => self
-                    .new
-                    .get(j as usize)
-                    .copied()
-                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}"))),
-                None => self.state.stored(self.tree, i),
-            })
-            .collect()
-    }
-}
-
 /// What a successful commit changes in the writer's state.
 pub(super) struct Appended {
     size: u64,
@@ -426,12 +278,7 @@ impl AuditState {
         now: Timestamp,
     ) -> Result<Sealed, StoreError> {
         let first = self.size;
-        let mut tree_view = Appending {
-            tree,
-            state: self,
-            base: merkle::stored_count(first),
-            new: Vec::with_capacity(events.len() * 2),
-        };
+        let mut tree_view = Extending::new(merkle::stored_count(first), |i| self.stored(tree, i));
         let mut batch = Vec::with_capacity(64 + events.len() * 512);
         crate::wire::audit_batch_start(&mut batch, first);
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
@@ -510,12 +357,7 @@ impl AuditState {
 
     /// The root of the first `size` committed records.
     fn root(&self, tree: &sled::Tree, size: u64) -> Result<TreeHash, StoreError> {
-        let view = Appending {
-            tree,
-            state: self,
-            base: merkle::stored_count(self.size),
-            new: Vec::new(),
-        };
+        let view = Extending::new(merkle::stored_count(self.size), |i| self.stored(tree, i));
         merkle::root(size, &view).map_err(|e| corrupt(HASHES, e.to_string()))
     }
 
