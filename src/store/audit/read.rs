@@ -482,21 +482,18 @@ impl ReadHashes<'_> {
         if let Some(h) = self.chunks.borrow().get(&chunk).and_then(|c| c.get(at)) {
             return Ok(*h);
         }
-        // Twice: the writer may fill the chunk, and move its run past it, between
-        // reading sled and reading the run; the second read of sled then has it.
-        for _ in 0..2 {
-            let hashes =
-                read_chunk(self.tree, chunk).map_err(|e| MerkleError::Store(e.to_string()))?;
-            if let Some(h) = hashes.get(at).copied() {
-                if hashes.len() as u64 == CHUNK {
-                    self.chunks.borrow_mut().insert(chunk, hashes);
-                }
-                return Ok(h);
+        // The run first: once the writer moves it past `i`, the chunk holding `i` is
+        // already in the database (written by the commit that filled it).
+        let run = self.run.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(h) = run.get(i) {
+            return Ok(h);
+        }
+        let hashes = read_chunk(self.tree, chunk).map_err(|e| MerkleError::Store(e.to_string()))?;
+        if let Some(h) = hashes.get(at).copied() {
+            if hashes.len() as u64 == CHUNK {
+                self.chunks.borrow_mut().insert(chunk, hashes);
             }
-            let run = self.run.read().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(h) = run.get(i) {
-                return Ok(h);
-            }
+            return Ok(h);
         }
         Err(MerkleError::Store(format!("no stored hash {i}")))
     }
