@@ -9,16 +9,14 @@
 
 use crate::common;
 
-use common::renkei_ok;
-use serde_json::Value;
+use common::bench_report;
 
 #[test]
 fn a_minute_through_three_nodes_delivers_everything_to_desks_that_come_and_go() {
     let tmp = tempfile::tempdir().unwrap();
-    renkei_ok(
+    let report = bench_report(
         tmp.path(),
         &[
-            "bench",
             "--phases",
             "soak",
             "--soak-minutes",
@@ -27,12 +25,8 @@ fn a_minute_through_three_nodes_delivers_everything_to_desks_that_come_and_go() 
             "100",
             "--body-bytes",
             "256",
-            "--json",
-            "report.json",
         ],
     );
-    let text = std::fs::read_to_string(tmp.path().join("report.json")).unwrap();
-    let report: Value = serde_json::from_str(&text).unwrap();
     let soak = &report["soak"];
     assert_eq!(soak["bulletins_per_minute"], 6000);
     let nodes = soak["samples"][0]["nodes"].as_array().unwrap();

@@ -7,16 +7,14 @@
 
 use crate::common;
 
-use common::renkei_ok;
-use serde_json::Value;
+use common::bench_report;
 
 #[test]
 fn a_hundred_partners_share_and_one_stalled_holds_up_nobody_else() {
     let tmp = tempfile::tempdir().unwrap();
-    renkei_ok(
+    let report = bench_report(
         tmp.path(),
         &[
-            "bench",
             "--phases",
             "partners",
             "--partners",
@@ -28,12 +26,8 @@ fn a_hundred_partners_share_and_one_stalled_holds_up_nobody_else() {
             "--skip-verify",
             "--body-bytes",
             "256",
-            "--json",
-            "report.json",
         ],
     );
-    let text = std::fs::read_to_string(tmp.path().join("report.json")).unwrap();
-    let report: Value = serde_json::from_str(&text).unwrap();
     let p = &report["partners"];
     assert_eq!(p["partners"], 100);
     // Two bulletins each: every partner receives the 99 others' two.

@@ -37,6 +37,18 @@ pub fn renkei_ok(dir: &Path, args: &[&str]) -> Run {
     run
 }
 
+/// Runs `renkei bench ARGS --json report.json` in `dir`, which must succeed, and
+/// returns its report.
+pub fn bench_report(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend(["--json", "report.json"]);
+    renkei_ok(dir, &all);
+    let text =
+        std::fs::read_to_string(dir.join("report.json")).expect("the bench wrote its report");
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
 /// `renkei audit verify --json` on the node `node`'s stopped data in `dir/data_dir`,
 /// pinned to the node's key from `certs init`: asserts it verified, and returns the
 /// summary for what else a test checks.
