@@ -232,7 +232,9 @@ impl AuditState {
     }
 
     /// Seals `events` as the next records and adds them, their hashes, index entries and
-    /// counters to `writes`. Nothing changes until [`AuditState::applied`].
+    /// counters to `writes`. The writer's state does not change until
+    /// [`AuditState::applied`]; readers are handed the new hashes at once, which is
+    /// harmless, since none asks for a hash past the size it read.
     pub fn append(
         &self,
         tree: &sled::Tree,
@@ -279,6 +281,7 @@ impl AuditState {
     ) -> Result<Sealed, StoreError> {
         let first = self.size;
         let mut tree_view = Extending::new(merkle::stored_count(first), |i| self.stored(tree, i));
+        tree_view.new.reserve(events.len() * 2);
         let mut batch = Vec::with_capacity(64 + events.len() * 512);
         crate::wire::audit_batch_start(&mut batch, first);
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
