@@ -15,6 +15,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use super::link::LinkBook;
+use super::shared::{ConnectionBook, Rules, StorageHandle};
 use super::Shared;
 use crate::identity::{PartnerId, Role};
 use crate::metrics::prometheus::{self, FrameTotals, Gauges, LinkGauge, QueueGauge};
@@ -26,8 +28,32 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// What the listener reads of the node: the rules (who has a queue), the storage
+/// thread's gauges, the book of connections and budgets, and the links.
+#[derive(Clone)]
+pub(super) struct Monitored {
+    rules: Arc<Rules>,
+    storage: Arc<StorageHandle>,
+    book: Arc<ConnectionBook>,
+    links: Arc<LinkBook>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Monitored {
+    /// The running node's.
+    pub(super) fn of(shared: &Shared) -> Monitored {
+        Monitored {
+            rules: shared.rules.clone(),
+            storage: shared.storage.clone(),
+            book: shared.book.clone(),
+            links: shared.links.clone(),
+            shutdown: shared.shutdown.clone(),
+        }
+    }
+}
+
 /// The routes: anything else is 404, another method than GET (or HEAD) 405.
-fn router(shared: Arc<Shared>) -> Router {
+fn router(node: Monitored) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -48,7 +74,7 @@ fn router(shared: Arc<Shared>) -> Router {
                 r
             },
         ))
-        .with_state(shared)
+        .with_state(node)
 }
 
 /// Only requests whose Host names an address: a web page that points a name of its own
@@ -71,8 +97,8 @@ async fn address_host(request: axum::extract::Request, next: axum::middleware::N
 }
 
 /// Serves requests until the node stops.
-pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut stop = shared.shutdown.clone();
+pub(super) async fn serve(listener: TcpListener, node: Monitored) {
+    let mut stop = node.shutdown.clone();
     let stopped = async move {
         while !*stop.borrow_and_update() {
             if stop.changed().await.is_err() {
@@ -80,7 +106,7 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         }
     };
-    let app = router(shared);
+    let app = router(node);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
         .await
@@ -89,10 +115,10 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if *shared.shutdown.borrow() {
+async fn readyz(State(node): State<Monitored>) -> (StatusCode, &'static str) {
+    if *node.shutdown.borrow() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-    } else if shared.storage.commits.is_closed() {
+    } else if node.storage.commits.is_closed() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "the storage thread has stopped\n",
@@ -102,8 +128,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str)
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    match scrape(&shared).await {
+async fn metrics(State(node): State<Monitored>) -> Response {
+    match scrape(&node).await {
         Some(text) => {
             let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
             ([(header::CONTENT_TYPE, kind)], text).into_response()
@@ -116,9 +142,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn scrape(shared: &Arc<Shared>) -> Option<String> {
+async fn scrape(node: &Monitored) -> Option<String> {
     let connections_open = {
-        let open = shared
+        let open = node
             .book
             .connections
             .lock()
@@ -130,10 +156,10 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         v.sort();
         v
     };
-    let in_flight_kib = shared.book.budgets.in_use();
-    let store = shared.storage.store.clone();
+    let in_flight_kib = node.book.budgets.in_use();
+    let store = node.storage.store.clone();
     let receivers: Vec<PartnerId> = {
-        let rules = shared.rules_in_force();
+        let rules = node.rules.in_force();
         let mut ids: Vec<_> = rules
             .partners
             .values()
@@ -144,19 +170,19 @@ async fn scrape(shared: &Arc<Shared>) -> Option<String> {
         ids
     };
     let frames = FrameTotals {
-        read: shared.book.frames.read.load(Ordering::Relaxed),
-        written: shared.book.frames.written.load(Ordering::Relaxed),
-        refused: shared.book.frames.refused.load(Ordering::Relaxed),
+        read: node.book.frames.read.load(Ordering::Relaxed),
+        written: node.book.frames.written.load(Ordering::Relaxed),
+        refused: node.book.frames.refused.load(Ordering::Relaxed),
     };
-    let commit_latency = shared.storage.commit_latency.snapshot();
-    let space = &shared.storage.space;
+    let commit_latency = node.storage.commit_latency.snapshot();
+    let space = &node.storage.space;
     let storage_free = (
         space.free.load(Ordering::Relaxed),
         space.full.load(Ordering::Relaxed),
     );
-    let handshakes_retried = shared.book.handshakes.retried.load(Ordering::Relaxed);
-    let handshakes_refused = shared.book.handshakes.refused.load(Ordering::Relaxed);
-    let links = shared
+    let handshakes_retried = node.book.handshakes.retried.load(Ordering::Relaxed);
+    let handshakes_refused = node.book.handshakes.refused.load(Ordering::Relaxed);
+    let links = node
         .links
         .statuses()
         .into_iter()

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::shared::StorageHandle;
+use super::shared::{Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
 use super::Shared;
 use crate::audit::record::Event;
@@ -57,23 +57,48 @@ fn request_text(frame: &Client) -> String {
     }
 }
 
+/// What an auditor's request uses of the node: the trail it is recorded on before
+/// it is answered, the store and storage thread it reads and checkpoints, and the
+/// rules that say how the node counts.
+#[derive(Clone, Copy)]
+pub(super) struct Answering<'a> {
+    pub node_id: &'a PartnerId,
+    pub rules: &'a Rules,
+    pub trail: &'a Trail,
+    pub storage: &'a StorageHandle,
+    pub frames: &'a transport::FrameCounts,
+}
+
+impl<'a> Answering<'a> {
+    /// The running node's.
+    pub(super) fn of(shared: &'a Shared) -> Answering<'a> {
+        Answering {
+            node_id: &shared.own.id,
+            rules: &shared.rules,
+            trail: &shared.trail,
+            storage: &shared.storage,
+            frames: &shared.book.frames,
+        }
+    }
+}
+
 /// Answers one auditor request on its stream.
 pub(super) async fn answer(
     frame: Client,
     mut send: quinn::SendStream,
-    shared: &Shared,
+    node: Answering<'_>,
     auditor: &PartnerId,
 ) {
     // On the record, durably, before anything is answered.
     let event = Event::auditor_query(auditor, request_text(&frame));
-    if let Err(e) = shared.trail.commit(Some(event), None).await {
+    if let Err(e) = node.trail.commit(Some(event), None).await {
         tracing::error!(error = %e, "cannot record an auditor's request");
         let why = format!("the request could not be recorded: {}", e.to_peer());
-        return refuse(&mut send, Refusal::Internal(why), &shared.book.frames).await;
+        return refuse(&mut send, Refusal::Internal(why), node.frames).await;
     }
     let answer = match frame {
-        Client::CheckpointRequest(r) if r.witnessed => witnessed(&shared.storage).await,
-        Client::CheckpointRequest(_) => checkpoint(&shared.storage).await,
+        Client::CheckpointRequest(r) if r.witnessed => witnessed(node.storage).await,
+        Client::CheckpointRequest(_) => checkpoint(node.storage).await,
         other => {
             // The query is recorded before it runs; a fresh checkpoint first, if a proof
             // is to be taken against "the latest".
@@ -83,21 +108,16 @@ pub(super) async fn answer(
                     | Client::ConsistencyRequest(proto::ConsistencyRequest { new_size: 0, .. })
             );
             if needs_checkpoint {
-                if let Err(e) = sign_now(&shared.storage).await {
-                    return refuse(
-                        &mut send,
-                        Refusal::Internal(e.to_peer()),
-                        &shared.book.frames,
-                    )
-                    .await;
+                if let Err(e) = sign_now(node.storage).await {
+                    return refuse(&mut send, Refusal::Internal(e.to_peer()), node.frames).await;
                 }
             }
-            let store = shared.storage.store.clone();
-            let rules = shared.rules_in_force();
+            let store = node.storage.store.clone();
+            let rules = node.rules.in_force();
             let n = &rules.config.node;
             let facts = Facts {
-                node: shared.node_id.to_string(),
-                fiscal_start: shared.fiscal_start_month,
+                node: node.node_id.to_string(),
+                fiscal_start: rules.config.metrics.fiscal_year_start_month,
                 domestic: crate::identity::Affiliation::of(n.country, n.organisation.as_ref())
                     .map(|a| a.to_string()),
                 targets: rules.config.targets.clone(),
@@ -111,14 +131,14 @@ pub(super) async fn answer(
     match answer {
         Ok(frame) => {
             let frame = proto::ServerFrame { frame: Some(frame) };
-            if transport::write_frame(&mut send, &frame, &shared.book.frames)
+            if transport::write_frame(&mut send, &frame, node.frames)
                 .await
                 .is_ok()
             {
                 let _ = send.finish();
             }
         }
-        Err(r) => refuse(&mut send, r, &shared.book.frames).await,
+        Err(r) => refuse(&mut send, r, node.frames).await,
     }
 }
 

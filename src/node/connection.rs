@@ -134,7 +134,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
     };
     // Watch the rules from before admitting, so that a reload landing between the
     // admission and the connection's loop is still seen by the loop.
-    let mut rules = shared.rules.in_force.subscribe();
+    let mut rules = shared.rules.current.subscribe();
     let role = admission::admit(&rules.borrow_and_update().config, &partner, &cert);
     let role = match role {
         Ok(role) => role,
@@ -375,7 +375,7 @@ async fn start_link(
         let now = crate::timestamp::Timestamp::now();
         match shared
             .links
-            .adopt(&shared.node_id, peer, (conn, dialler), replacing, now)
+            .adopt(&shared.own.id, peer, (conn, dialler), replacing, now)
         {
             Adoption::Contested(current) => {
                 if link::answers(&current, link::Wire::of(shared)).await {
@@ -395,7 +395,7 @@ async fn start_link(
             Adoption::Adopted(how) => {
                 tracing::info!(%peer, %how, "peer link up");
                 shared.trail.record(Event::link_up(peer, &how)).await;
-                let pull = link::pull(conn.clone(), shared.clone(), peer.clone());
+                let pull = link::pull(conn.clone(), link::Pulling::of(shared), peer.clone());
                 return Some(tokio::spawn(pull.in_current_span()));
             }
         }

@@ -14,7 +14,7 @@ mod progress;
 mod receipts;
 mod retry;
 use super::link::LinkBook;
-use super::shared::ConnectionBook;
+use super::shared::{ConnectionBook, Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
 use super::{RuleSet, Shared};
 use crate::identity::PartnerId;
@@ -108,26 +108,60 @@ enum End {
     Refresh,
 }
 
+/// What a subscription uses of the node: the rules deliveries are screened by, the
+/// trail they are recorded on, the store and storage thread, the partners' slots and
+/// frame counts, the links (a peer's largest frame, its refusals counted), and the
+/// limits deliveries go out within.
+pub(super) struct Delivering {
+    /// Named on the path of each delivery.
+    node_id: PartnerId,
+    rules: Arc<Rules>,
+    trail: Arc<Trail>,
+    storage: Arc<StorageHandle>,
+    book: Arc<ConnectionBook>,
+    links: Arc<LinkBook>,
+    window: u32,
+    limits: crate::bulletin::Limits,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Delivering {
+    /// The running node's.
+    pub(super) fn of(shared: &Shared) -> Delivering {
+        Delivering {
+            node_id: shared.own.id.clone(),
+            rules: shared.rules.clone(),
+            trail: shared.trail.clone(),
+            storage: shared.storage.clone(),
+            book: shared.book.clone(),
+            links: shared.links.clone(),
+            window: shared.limits.window,
+            limits: shared.limits.bulletin,
+            shutdown: shared.shutdown.clone(),
+        }
+    }
+}
+
 /// Runs a subscribe stream.
 pub(super) async fn run(
     sub: proto::Subscribe,
     mut send: quinn::SendStream,
     recv: transport::FrameReader,
-    shared: Arc<Shared>,
+    node: Delivering,
     partner: PartnerId,
 ) {
     let declared = sub.config_digest.to_vec();
     let window = match sub.window {
-        0 => shared.limits.window,
-        w => w.min(shared.limits.window),
+        0 => node.window,
+        w => w.min(node.window),
     } as usize;
-    let (generation, mut current, _running) = register(&shared.book, &partner).await;
+    let (generation, mut current, _running) = register(&node.book, &partner).await;
     if *current.borrow() != generation {
         return; // replaced before it started
     }
     let (acks_tx, mut acks) = mpsc::channel(32);
     let reader = tokio::spawn(read_acks(recv, window, acks_tx));
-    let cursor = match shared.storage.store.cursor(&partner) {
+    let cursor = match node.storage.store.cursor(&partner) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the partner's cursor");
@@ -135,7 +169,7 @@ pub(super) async fn run(
                 &mut send,
                 ErrorCode::Internal,
                 "delivery failed on the node",
-                &shared.book.frames,
+                &node.book.frames,
             )
             .await;
         }
@@ -149,13 +183,13 @@ pub(super) async fn run(
         current: &mut current,
         declared,
     };
-    let end = deliver(&shared, &partner, &mut stream, &mut p).await;
+    let end = deliver(&node, &partner, &mut stream, &mut p).await;
     let declared = std::mem::take(&mut stream.declared);
     // Whatever ended it, record the acks that already arrived, and wait until the
     // cursor is durable so that the partner's next subscription starts from it.
-    let event = last_acks(&shared, &partner, &mut p, &mut acks, &declared).await;
+    let event = last_acks(&node, &partner, &mut p, &mut acks, &declared).await;
     let cursor = Some((partner.clone(), p.cursor.clone()));
-    if let Err(e) = shared.trail.commit(event, cursor).await {
+    if let Err(e) = node.trail.commit(event, cursor).await {
         tracing::error!(error = %e, "cannot save the partner's cursor");
     }
     match end {
@@ -168,7 +202,7 @@ pub(super) async fn run(
         Ok(End::Error(code, message)) => {
             let _ = tokio::time::timeout(
                 ERROR_PATIENCE,
-                transport::send_error(&mut send, code, message, &shared.book.frames),
+                transport::send_error(&mut send, code, message, &node.book.frames),
             )
             .await;
         }
@@ -178,7 +212,7 @@ pub(super) async fn run(
                 &mut send,
                 e.code(),
                 "delivery failed on the node",
-                &shared.book.frames,
+                &node.book.frames,
             );
             let _ = tokio::time::timeout(ERROR_PATIENCE, sent).await;
         }
@@ -196,19 +230,19 @@ struct Screened {
 /// The next page of the partner's queue, read on the blocking pool (sled is synchronous)
 /// and screened by the rules in force now.
 async fn next_page(
-    shared: &Shared,
+    node: &Delivering,
     partner: &PartnerId,
     p: &Progress,
     room: usize,
 ) -> Result<Screened, StorageError> {
     let (store, partner, cursor, after) = (
-        shared.storage.store.clone(),
+        node.storage.store.clone(),
         partner.clone(),
         p.cursor.clone(),
         p.position,
     );
-    let (rules, limits) = (shared.rules_in_force(), shared.limits.bulletin);
-    let peer_reads = shared.links.max_frame(&partner);
+    let (rules, limits) = (node.rules.in_force(), node.limits);
+    let peer_reads = node.links.max_frame(&partner);
     tokio::task::spawn_blocking(move || {
         let mut page = store.pending(&partner, after, &cursor, room)?;
         cap_bytes(&mut page, PAGE_BYTES);
@@ -310,18 +344,18 @@ struct Stream<'a> {
 /// records, and waits. Deliveries the peer refused before and that are due again go
 /// first, then the queue after the cursor.
 async fn deliver(
-    shared: &Shared,
+    node: &Delivering,
     partner: &PartnerId,
     stream: &mut Stream<'_>,
     p: &mut Progress,
 ) -> Result<End, StorageError> {
-    let mut head = shared.storage.head.clone();
-    let mut stop = shared.shutdown.clone();
-    let mut rules = shared.rules.in_force.subscribe();
+    let mut head = node.storage.head.clone();
+    let mut stop = node.shutdown.clone();
+    let mut rules = node.rules.current.subscribe();
     let own = rules.borrow().digest;
     let mut retries = retry::due(
-        &shared.storage,
-        shared.rules_in_force().digest,
+        &node.storage,
+        node.rules.in_force().digest,
         partner,
         p,
         &stream.declared,
@@ -332,11 +366,11 @@ async fn deliver(
         let room = p.room();
         if room > 0 {
             let turn = match retries.is_empty() {
-                true => queue_turn(shared, partner, p, room).await?,
-                false => retry::turn(shared, partner, p, &mut retries, room).await?,
+                true => queue_turn(node, partner, p, room).await?,
+                false => retry::turn(node, partner, p, &mut retries, room).await?,
             };
             progressed = turn.progressed;
-            if let Some(end) = send_turn(shared, partner, stream, &mut stop, turn).await {
+            if let Some(end) = send_turn(node, partner, stream, &mut stop, turn).await {
                 return Ok(end);
             }
         }
@@ -346,7 +380,7 @@ async fn deliver(
         tokio::select! {
             msg = stream.acks.recv() => match msg {
                 Some(FromClient::Acks(ack)) => {
-                    if let Some(end) = take_acks(shared, partner, stream, p, ack).await {
+                    if let Some(end) = take_acks(node, partner, stream, p, ack).await {
                         return Ok(end);
                     }
                 }
@@ -360,7 +394,7 @@ async fn deliver(
                     return Ok(End::Abort);
                 }
                 let now = rules.borrow_and_update().digest;
-                if now != own && retry::has_refusals(&shared.storage.store, partner, &stream.declared).await? {
+                if now != own && retry::has_refusals(&node.storage.store, partner, &stream.declared).await? {
                     return Ok(End::Refresh);
                 }
             }
@@ -377,19 +411,19 @@ async fn deliver(
 
 /// The next page of the queue after the cursor, as [`Progress`] takes it.
 async fn queue_turn(
-    shared: &Shared,
+    node: &Delivering,
     partner: &PartnerId,
     p: &mut Progress,
     room: usize,
 ) -> Result<PageOut, StorageError> {
-    let Screened { page, withdrawn } = next_page(shared, partner, p, room).await?;
+    let Screened { page, withdrawn } = next_page(node, partner, p, room).await?;
     Ok(p.take_page(page, withdrawn))
 }
 
 /// Writes one turn: the records of what the rules withdrew and of the deliveries, then
 /// the deliveries as one write. `Some` when the subscription must end.
 async fn send_turn(
-    shared: &Shared,
+    node: &Delivering,
     partner: &PartnerId,
     stream: &mut Stream<'_>,
     stop: &mut watch::Receiver<bool>,
@@ -398,7 +432,7 @@ async fn send_turn(
     for (event, cursor) in out.withdrawn {
         tracing::info!(seqs = ?event.record().bulletin_seqs, "queued bulletin withdrawn");
         let cursor = cursor.map(|c| (partner.clone(), c));
-        if !shared.trail.append(event, cursor).await {
+        if !node.trail.append(event, cursor).await {
             return Some(End::Abort);
         }
     }
@@ -408,14 +442,14 @@ async fn send_turn(
     // unrecorded (the storage thread commits everything queued before it ends). The
     // page goes out as one write, stored envelopes as they are (room for the prefix
     // and a short path).
-    shared.trail.record(delivered).await;
+    node.trail.record(delivered).await;
     let size = out.items.iter().map(|i| i.signed.len() + 64).sum();
     let mut outbox = transport::Outbox::with_capacity(size);
     for item in &out.items {
-        outbox.push_delivery(item.seq, &item.signed, &item.path, shared.node_id.as_str());
+        outbox.push_delivery(item.seq, &item.signed, &item.path, node.node_id.as_str());
     }
     tokio::select! {
-        r = outbox.write_to(stream.send, &shared.book.frames) => r.is_err().then_some(End::Abort),
+        r = outbox.write_to(stream.send, &node.book.frames) => r.is_err().then_some(End::Abort),
         _ = stop.changed() => Some(End::Abort),
         _ = stream.current.changed() => Some(End::Abort),
     }
@@ -425,7 +459,7 @@ async fn send_turn(
 /// their receipts is bad: that refusal is recorded instead, and they come again), with
 /// the peer's refusals among them recorded first.
 async fn last_acks(
-    shared: &Shared,
+    node: &Delivering,
     partner: &PartnerId,
     p: &mut Progress,
     acks: &mut mpsc::Receiver<FromClient>,
@@ -435,19 +469,19 @@ async fn last_acks(
     while let Ok(FromClient::Acks(ack)) = acks.try_recv() {
         last.push(ack);
     }
-    let receipts = match verified_receipts(shared, partner, p, &last) {
+    let receipts = match verified_receipts(node, partner, p, &last) {
         Ok(receipts) => receipts,
         Err(why) => {
-            refuse_acks(&shared.trail, partner, &last, why).await;
+            refuse_acks(&node.trail, partner, &last, why).await;
             return None;
         }
     };
-    for refusal in refusals(&shared.links, partner, p, &last) {
-        shared.trail.record(refusal).await;
+    for refusal in refusals(&node.links, partner, p, &last) {
+        node.trail.record(refusal).await;
     }
-    let own = shared.rules_in_force().digest;
+    let own = node.rules.in_force().digest;
     for change in p.refused_changes(&last, own, declared) {
-        let _ = shared.storage.commits.send(Request::Refused(change)).await;
+        let _ = node.storage.commits.send(Request::Refused(change)).await;
     }
     let event = p.take_acks(last.into_iter().map(|a| a.seq), Timestamp::now());
     event.map(|e| e.with_receipts(receipts))
@@ -459,7 +493,7 @@ async fn last_acks(
 /// and kept for another try where a configuration could change them.
 /// `Some` when the subscription must end.
 async fn take_acks(
-    shared: &Shared,
+    node: &Delivering,
     partner: &PartnerId,
     stream: &mut Stream<'_>,
     p: &mut Progress,
@@ -476,20 +510,20 @@ async fn take_acks(
             }
         }
     }
-    let receipts = match verified_receipts(shared, partner, p, &batches) {
+    let receipts = match verified_receipts(node, partner, p, &batches) {
         Ok(receipts) => receipts,
-        Err(why) => return Some(refuse_acks(&shared.trail, partner, &batches, why).await),
+        Err(why) => return Some(refuse_acks(&node.trail, partner, &batches, why).await),
     };
-    let refused = refusals(&shared.links, partner, p, &batches);
-    let own = shared.rules_in_force().digest;
+    let refused = refusals(&node.links, partner, p, &batches);
+    let own = node.rules.in_force().digest;
     let changes = p.refused_changes(&batches, own, &stream.declared);
     for event in refused {
-        if !shared.trail.append(event, None).await {
+        if !node.trail.append(event, None).await {
             return Some(End::Abort);
         }
     }
     for change in changes {
-        if shared
+        if node
             .storage
             .commits
             .send(Request::Refused(change))
@@ -503,7 +537,7 @@ async fn take_acks(
     if let Some(event) = p.take_acks(seqs, Timestamp::now()) {
         let event = event.with_receipts(receipts);
         let cursor = Some((partner.clone(), p.cursor.clone()));
-        if !shared.trail.append(event, cursor).await {
+        if !node.trail.append(event, cursor).await {
             return Some(End::Abort);
         }
     }

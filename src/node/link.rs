@@ -16,11 +16,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::admission::{self, AdmittedAs};
+use super::shared::{Own, Rules, Trail};
 use super::Shared;
 use crate::audit::record::Event;
 use crate::config::PeerAddress;
 use crate::identity::{PartnerId, Role};
 use crate::proto;
+use crate::store::Store;
 use crate::timestamp::Timestamp;
 use crate::transport;
 
@@ -33,9 +35,9 @@ pub(crate) mod rules;
 mod witness;
 
 pub(crate) use book::{Adoption, LinkBook};
-pub(crate) use pull::pull;
+pub(crate) use pull::{pull, Pulling};
 pub(crate) use receipts::take_receipts;
-pub(crate) use report::report;
+pub(crate) use report::{report, Reporting};
 pub use report::{LinkReport, NodeStatus, QueueReport};
 use rules::Dialler;
 pub(crate) use witness::witness;
@@ -109,6 +111,43 @@ impl<'a> Wire<'a> {
     }
 }
 
+/// What the exchanges of a link beside its deliveries (witnessing each other's logs,
+/// passing receipts back) use of the node: who it is, the keys in force, the trail,
+/// the store, and the wire. Each side of each exchange holds one.
+#[derive(Clone)]
+pub(crate) struct Peering {
+    pub own: Arc<Own>,
+    pub rules: Arc<Rules>,
+    pub trail: Arc<Trail>,
+    pub store: Arc<Store>,
+    pub frames: Arc<transport::FrameCounts>,
+    pub max_frame: usize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Peering {
+    /// The running node's.
+    pub(crate) fn of(shared: &Shared) -> Peering {
+        Peering {
+            own: shared.own.clone(),
+            rules: shared.rules.clone(),
+            trail: shared.trail.clone(),
+            store: shared.storage.store.clone(),
+            frames: shared.book.frames.clone(),
+            max_frame: shared.limits.max_frame,
+            shutdown: shared.shutdown.clone(),
+        }
+    }
+
+    /// Its wire, for a request to the peer.
+    pub(crate) fn wire(&self) -> Wire<'_> {
+        Wire {
+            frames: &self.frames,
+            max_frame: self.max_frame,
+        }
+    }
+}
+
 /// The peer's Welcome on `conn` (which says its queue towards this node), if it
 /// answers a Hello within three round trips (at least a second).
 pub(crate) async fn hello(conn: &quinn::Connection, wire: Wire<'_>) -> Option<proto::Welcome> {
@@ -154,7 +193,7 @@ pub(crate) async fn supervise(
     handshake: Duration,
     serve: Serve,
 ) {
-    let mut rules = shared.rules.in_force.subscribe();
+    let mut rules = shared.rules.current.subscribe();
     let mut stop = shared.shutdown.clone();
     let mut dialling: HashMap<PartnerId, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
@@ -271,7 +310,7 @@ impl Dialer {
 
     /// Dials the peer and checks who answered as an accepted connection would be.
     async fn dial(&self) -> Result<(quinn::Connection, AdmittedAs), DialError> {
-        let rules = self.shared.rules.in_force.subscribe();
+        let rules = self.shared.rules.current.subscribe();
         let address = rules
             .borrow()
             .config

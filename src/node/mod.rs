@@ -124,7 +124,7 @@ impl RunningNode {
     /// removed or given another role are closed; the others stay. An invalid file is
     /// refused and the running configuration stays in force.
     pub async fn reload(&self, who: &str) -> Result<ConfigChange, ReloadError> {
-        reload::reload(&self.shared, who).await
+        reload::reload(&reload::Reloading::of(&self.shared), who).await
     }
 
     /// Stops accepting, lets in-flight publishes finish (up to `grace`), closes every
@@ -363,7 +363,7 @@ async fn start_admin(
     };
     let listener = admin::bind(at).await.map_err(TransportError::Io)?;
     let bound = listener.local_addr().map_err(TransportError::Io)?;
-    tokio::spawn(admin::serve(listener, shared.clone()));
+    tokio::spawn(admin::serve(listener, admin::Monitored::of(shared)));
     tracing::info!(%bound, "admin listener (/metrics, /healthz, /readyz)");
     if !bound.ip().is_loopback() {
         tracing::warn!(%bound, "the admin listener is not on loopback: /metrics tells whoever reaches it who your partners are and how much you exchange");
@@ -380,11 +380,8 @@ fn start_operator(
     match operator::bind(data_dir) {
         Ok(listener) => {
             let path = operator::socket_path(data_dir);
-            Some(tokio::spawn(operator::serve(
-                listener,
-                shared.clone(),
-                path,
-            )))
+            let node = operator::Operating::of(shared);
+            Some(tokio::spawn(operator::serve(listener, node, path)))
         }
         Err(e) => {
             // The node still serves; only `renkei reload` and `renkei backup` are lost.

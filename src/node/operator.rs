@@ -8,14 +8,15 @@
 //! who is asking; the work is `reload` and the storage thread's backup.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::link::Reporting;
 pub use super::link::{LinkReport, NodeStatus, QueueReport};
+use super::reload::Reloading;
 use super::shared::StorageHandle;
 use super::{writer, Shared};
 use crate::audit::record::Event;
@@ -142,18 +143,37 @@ pub(super) fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// What an operator's requests use of the node: a reload's parts (the storage
+/// thread among them, which takes backups), and the link report's.
+pub(super) struct Operating {
+    reloading: Reloading,
+    reporting: Reporting,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Operating {
+    /// The running node's.
+    pub(super) fn of(shared: &Shared) -> Operating {
+        Operating {
+            reloading: Reloading::of(shared),
+            reporting: Reporting::of(shared),
+            shutdown: shared.shutdown.clone(),
+        }
+    }
+}
+
 /// Answers operators, one at a time, until the node stops; then removes the socket.
-pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>, path: PathBuf) {
+pub(super) async fn serve(listener: UnixListener, node: Operating, path: PathBuf) {
     use std::os::unix::fs::MetadataExt as _;
     // The node's own user is the socket file's owner.
     let owner = std::fs::metadata(&path).map(|m| m.uid()).ok();
-    let mut stop = shared.shutdown.clone();
+    let mut stop = node.shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 // One operation at a time; a stop abandons the one in progress.
                 Ok((stream, _)) => tokio::select! {
-                    _ = answer(stream, &shared, owner) => {}
+                    _ = answer(stream, &node, owner) => {}
                     _ = stop.changed() => break,
                 },
                 Err(e) => {
@@ -167,7 +187,8 @@ pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>, path: Pat
     let _ = std::fs::remove_file(&path);
 }
 
-async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>) {
+async fn answer(mut stream: UnixStream, node: &Operating, owner: Option<u32>) {
+    let recorded = &node.reloading;
     let who = match stream.peer_cred() {
         Ok(c) => {
             let who = format!(
@@ -178,10 +199,8 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
             if c.uid() != 0 && Some(c.uid()) != owner {
                 let why = format!("{who} refused: only the node's own user or root may operate it");
                 tracing::warn!("{why}");
-                shared
-                    .trail
-                    .record(Event::operator(&shared.node_id, &why))
-                    .await;
+                let event = Event::operator(&recorded.id, &why);
+                recorded.trail.record(event).await;
                 return reply(&mut stream, false, why).await;
             }
             who
@@ -200,7 +219,7 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
     };
     let (ok, message) = match request {
         Err(e) => (false, format!("not an operator request: {e}")),
-        Ok(OperatorRequest::Reload) => match super::reload::reload(shared, &who).await {
+        Ok(OperatorRequest::Reload) => match super::reload::reload(&node.reloading, &who).await {
             Ok(change) => (
                 true,
                 format!("configuration reloaded: {}", change.summary()),
@@ -208,16 +227,14 @@ async fn answer(mut stream: UnixStream, shared: &Arc<Shared>, owner: Option<u32>
             Err(e) => (false, e.to_string()),
         },
         Ok(OperatorRequest::Status) => {
-            let status = super::link::report(shared).await;
+            let status = super::link::report(&node.reporting).await;
             return reply_with(&mut stream, true, String::new(), Some(status)).await;
         }
         Ok(OperatorRequest::Backup { out }) => {
-            let (ok, message) = backup(&shared.storage, out.clone()).await;
+            let (ok, message) = backup(&recorded.storage, out.clone()).await;
             let what = format!("backup to {} requested by {who}: {message}", out.display());
-            shared
-                .trail
-                .record(Event::operator(&shared.node_id, &what))
-                .await;
+            let event = Event::operator(&recorded.id, &what);
+            recorded.trail.record(event).await;
             (ok, message)
         }
     };

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::budget::{Held, StreamBudget};
+use super::shared::{ConnectionBook, Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
 use super::Shared;
 use crate::audit::record::Event;
@@ -23,6 +24,33 @@ pub(super) mod decide;
 mod result;
 use decide::Rejection;
 use result::{reject_identified, rejected, Answer};
+
+/// What taking bulletins in uses of the node: the rules and the gate that orders
+/// decisions with reloads, the trail refusals go on, the storage thread, the book's
+/// fair turns and frame counts, the bulletin limits, and the stop signal.
+#[derive(Clone)]
+pub(crate) struct Intake {
+    pub rules: Arc<Rules>,
+    pub trail: Arc<Trail>,
+    pub storage: Arc<StorageHandle>,
+    pub book: Arc<ConnectionBook>,
+    pub limits: crate::bulletin::Limits,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Intake {
+    /// The running node's.
+    pub(crate) fn of(shared: &Shared) -> Intake {
+        Intake {
+            rules: shared.rules.clone(),
+            trail: shared.trail.clone(),
+            storage: shared.storage.clone(),
+            book: shared.book.clone(),
+            limits: shared.limits.bulletin,
+            shutdown: shared.shutdown.clone(),
+        }
+    }
+}
 
 /// Results waiting to be written, in request order.
 const PIPELINE: usize = 1024;
@@ -228,7 +256,7 @@ pub(super) struct Stream {
 pub(super) async fn run(
     first: (proto::Publish, Held),
     stream: Stream,
-    shared: Arc<Shared>,
+    node: Intake,
     from: PartnerId,
     role: Role,
 ) {
@@ -239,10 +267,10 @@ pub(super) async fn run(
         conn,
     } = stream;
     let (replies, pending) = mpsc::channel::<Queued>(PIPELINE);
-    let responder = tokio::spawn(respond(send, pending, shared.book.frames.clone()));
+    let responder = tokio::spawn(respond(send, pending, node.book.frames.clone()));
     let (queue, mut incoming) = mpsc::channel::<FromPublisher>(PIPELINE);
     let _ = queue.send(FromPublisher::Publish(first.0, first.1)).await;
-    let stop = shared.shutdown.clone();
+    let stop = node.shutdown.clone();
     let reader = tokio::spawn(read_publishes(recv, budget, conn, stop, queue));
     // Everything queued when a batch starts goes into it (up to BATCH): one publish when
     // the node keeps up, more as it falls behind, which is when batches pay.
@@ -254,7 +282,7 @@ pub(super) async fn run(
                 FromPublisher::Publish(p, held) => batch.push((p, held)),
                 FromPublisher::Refused(r) => {
                     let sent =
-                        queue_answers(&shared, &from, role, std::mem::take(&mut batch), &replies)
+                        queue_answers(&node, &from, role, std::mem::take(&mut batch), &replies)
                             .await
                             && replies.send((Pending::Ready(r), None)).await.is_ok();
                     if !sent {
@@ -262,11 +290,11 @@ pub(super) async fn run(
                     }
                 }
                 FromPublisher::End(end) => {
-                    if queue_answers(&shared, &from, role, batch, &replies).await {
+                    if queue_answers(&node, &from, role, batch, &replies).await {
                         // A frame that could not be taken as a bulletin ends the stream.
                         if let Some((code, message)) = end {
                             let refusal = Event::rejected(&from, None, code, &message);
-                            shared.trail.refusal(&from, refusal).await;
+                            node.trail.refusal(&from, refusal).await;
                             let _ = replies.send((Pending::Fatal(code, message), None)).await;
                         }
                     }
@@ -277,7 +305,7 @@ pub(super) async fn run(
                 next = incoming.try_recv().ok();
             }
         }
-        if !queue_answers(&shared, &from, role, batch, &replies).await {
+        if !queue_answers(&node, &from, role, batch, &replies).await {
             break;
         }
     }
@@ -297,7 +325,7 @@ pub(super) enum Forwarded {
 /// Takes in deliveries from peer node `from` as its publishes: decided and queued for
 /// the storage thread as a publish stream's would be, one answer each, in order.
 pub(super) async fn take_forwarded(
-    shared: &Shared,
+    node: &Intake,
     from: &PartnerId,
     batch: Vec<proto::Publish>,
 ) -> Vec<Forwarded> {
@@ -305,7 +333,7 @@ pub(super) async fn take_forwarded(
         let code = ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal);
         Forwarded::Refused(code, r.message)
     };
-    queue_batch(shared, from, Role::Relay, batch)
+    queue_batch(node, from, Role::Relay, batch)
         .await
         .into_iter()
         .map(|p| match p {
@@ -319,7 +347,7 @@ pub(super) async fn take_forwarded(
 /// Prepares a batch and queues its replies: rejections at once, the rest once the
 /// storage thread has them. False if the responder is gone.
 async fn queue_answers(
-    shared: &Shared,
+    node: &Intake,
     from: &PartnerId,
     role: Role,
     batch: Vec<(proto::Publish, Held)>,
@@ -332,7 +360,7 @@ async fn queue_answers(
     // The replies go out after the gate is let go: a publisher that does not read its
     // results must not hold up a reload. Each keeps its room in the budgets until its
     // result is written.
-    let prepared = queue_batch(shared, from, role, publishes).await;
+    let prepared = queue_batch(node, from, role, publishes).await;
     for (reply, held) in prepared.into_iter().zip(held) {
         if replies.send((reply, Some(held))).await.is_err() {
             return false;
@@ -344,26 +372,26 @@ async fn queue_answers(
 /// Decides a batch under the rules in force and queues what it came to for the storage
 /// thread before a reload can put other rules in force (`Rules::gate`).
 async fn queue_batch(
-    shared: &Shared,
+    node: &Intake,
     from: &PartnerId,
     role: Role,
     batch: Vec<proto::Publish>,
 ) -> Vec<Pending> {
-    let _gate = shared.rules.gate.read().await;
+    let _gate = node.rules.gate.read().await;
     let mut replies = Vec::with_capacity(batch.len());
-    let rules = shared.rules_in_force();
+    let rules = node.rules.in_force();
     let now = Timestamp::now();
     // Verifying is the node's shared work: it takes the partner's turn (fair::Turn).
     let decided = {
-        let _turn = shared.book.fair.turn(from).await;
-        decide::decide_batch(&rules, &shared.limits.bulletin, from, role, batch, now)
+        let _turn = node.book.fair.turn(from).await;
+        decide::decide_batch(&rules, &node.limits, from, role, batch, now)
     };
     for prepared in decided {
         let reply = match prepared {
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
-                shared.trail.refusal(from, audit).await;
+                node.trail.refusal(from, audit).await;
                 Pending::Ready(*result)
             }
             Ok((bulletin, answer)) => {
@@ -371,9 +399,9 @@ async fn queue_batch(
                 let request = Request::Bulletin {
                     bulletin,
                     reply: tx,
-                    slot: shared.book.fair.slot(from).await,
+                    slot: node.book.fair.slot(from).await,
                 };
-                if shared.storage.commits.send(request).await.is_err() {
+                if node.storage.commits.send(request).await.is_err() {
                     let stopped = StorageError::Stopped;
                     Pending::Ready(reject_identified(
                         answer.into_result(),

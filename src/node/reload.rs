@@ -15,6 +15,7 @@ use crate::audit::record::Event;
 use crate::config::{ConfigChange, ConfigError, NodeConfig};
 use crate::identity::{CertFingerprint, PartnerId, Role};
 
+use super::shared::{Rules, StorageHandle, Trail};
 use super::{RuleSet, Shared};
 
 /// Why a reload was refused. The configuration in force stays in force.
@@ -70,21 +71,41 @@ pub(super) fn disconnect_reason(
     }
 }
 
+/// What a reload uses of the node: the rules it replaces, the trail it records the
+/// change on, and the store whose head marks what the new rules check again.
+#[derive(Clone)]
+pub(super) struct Reloading {
+    /// This node's id, under which a reload is recorded.
+    pub id: PartnerId,
+    pub rules: Arc<Rules>,
+    pub trail: Arc<Trail>,
+    pub storage: Arc<StorageHandle>,
+}
+
+impl Reloading {
+    /// The running node's.
+    pub(super) fn of(shared: &Shared) -> Reloading {
+        Reloading {
+            id: shared.own.id.clone(),
+            rules: shared.rules.clone(),
+            trail: shared.trail.clone(),
+            storage: shared.storage.clone(),
+        }
+    }
+}
+
 /// Reads the configuration file again and puts all of it in force, or none of it; `who`
 /// asked for it (for the audit log). A refusal is recorded too.
-pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, ReloadError> {
+pub(super) async fn reload(node: &Reloading, who: &str) -> Result<ConfigChange, ReloadError> {
     // One at a time, so that records and rules change in the same order.
-    let _one = shared.rules.reloading.lock().await;
-    let running = shared.rules_in_force();
+    let _one = node.rules.reloading.lock().await;
+    let running = node.rules.in_force();
     let (new, change) = match checked(&running.config) {
         Ok(new) => new,
         Err(e) => {
             tracing::error!(error = %e, %who, "configuration reload refused");
             let what = format!("reload requested by {who} refused: {e}");
-            shared
-                .trail
-                .record(Event::operator(&shared.node_id, &what))
-                .await;
+            node.trail.record(Event::operator(&node.id, &what)).await;
             return Err(e);
         }
     };
@@ -93,20 +114,20 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         // No publish decides while the rules change: every decision made under the old
         // rules is queued before the record that names the new ones, every one made
         // under the new rules after it.
-        let _gate = shared.rules.gate.write().await;
+        let _gate = node.rules.gate.write().await;
         let own =
             crate::identity::Affiliation::of(new.node.country, new.node.organisation.as_ref());
         let loaded = Event::config_loaded(
-            &shared.node_id,
+            &node.id,
             new.policy_digest(),
             &format!("reloaded at the request of {who}: {summary}"),
         )
         .with_affiliations(own.as_ref(), |_| None);
-        let mut recorded = shared.trail.commit(Some(loaded), None).await;
+        let mut recorded = node.trail.commit(Some(loaded), None).await;
         for r in &change.newly_revoked {
             let why = format!("revoked by a reload: {}", r.reason);
-            let event = Event::key_revoked(&shared.node_id, &r.what.to_string(), &why);
-            recorded = recorded.and(shared.trail.commit(Some(event), None).await);
+            let event = Event::key_revoked(&node.id, &r.what.to_string(), &why);
+            recorded = recorded.and(node.trail.commit(Some(event), None).await);
         }
         if let Err(e) = recorded {
             // Not put in force unrecorded: the log must name the rules behind every decision.
@@ -115,28 +136,25 @@ pub(super) async fn reload(shared: &Shared, who: &str) -> Result<ConfigChange, R
         }
         // Everything stored so far was decided under the old rules: it is checked
         // against the new ones before it goes out.
-        let through = shared
+        let through = node
             .storage
             .store
             .head()
             .map_err(|e| ReloadError::NotRecorded(e.into()))?;
-        let own = &shared.storage.audit_key;
+        let own = &node.storage.audit_key;
         let rules = Arc::new(RuleSet::new(new, through).with_own_key(own));
-        shared.rules.in_force.send_replace(rules.clone());
+        node.rules.current.send_replace(rules.clone());
         rules
     };
     if let Err(e) =
-        super::withdraw::withdraw_removed(&shared.storage.store, &shared.trail, &rules).await
+        super::withdraw::withdraw_removed(&node.storage.store, &node.trail, &rules).await
     {
         // In force, but the operator and the auditor must know what is still queued.
         tracing::error!(error = %e, "cannot withdraw the queues of removed partners");
         let what = format!(
             "reload requested by {who}: the new configuration is in force, but the queues of removed partners could not be withdrawn ({e}); the node withdraws them when it next starts"
         );
-        shared
-            .trail
-            .record(Event::operator(&shared.node_id, &what))
-            .await;
+        node.trail.record(Event::operator(&node.id, &what)).await;
         return Err(ReloadError::NotWithdrawn(e));
     }
     tracing::info!(%who, %summary, "configuration reloaded");
@@ -269,13 +287,13 @@ mod tests {
         let uk: PartnerId = "uk-mod".parse().expect("an id");
 
         std::fs::write(&path, file(&["fr-mod"])).expect("written");
-        let answer = reload(&shared, "the operator").await;
+        let answer = reload(&Reloading::of(&shared), "the operator").await;
         assert!(
             matches!(answer, Err(ReloadError::NotWithdrawn(_))),
             "{answer:?}"
         );
         assert!(
-            shared.rules_in_force().config.partner(&uk).is_none(),
+            shared.rules.in_force().config.partner(&uk).is_none(),
             "in force"
         );
         let events = |recorded: &std::sync::Mutex<Vec<crate::proto::AuditRecord>>| {
@@ -305,7 +323,7 @@ mod tests {
         super::super::withdraw::withdraw_removed(
             &shared.storage.store,
             &shared.trail,
-            &shared.rules_in_force(),
+            &shared.rules.in_force(),
         )
         .await
         .expect("withdrawn at the next try");

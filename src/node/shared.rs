@@ -20,32 +20,37 @@ use crate::identity::{Keyring, PartnerId};
 use crate::policy::Policy;
 use crate::store::Store;
 
-/// Everything the connection tasks share, in four parts: the rules in force, the
-/// storage thread's handle, the limits, and the book of connections, subscriptions and
-/// budgets.
+/// Everything the connection tasks share, in parts each task takes only what it uses
+/// of: who the node is, the rules in force, the audit trail, the storage thread's
+/// handle, the limits, the book of connections, subscriptions and budgets, and the
+/// links. Only the tasks that hand work out (the accept loop, a partner's connection
+/// and its streams' dispatcher, the link supervisor) hold all of it.
 pub(crate) struct Shared {
-    pub node_id: PartnerId,
+    pub own: Arc<Own>,
+    pub rules: Arc<Rules>,
+    /// Where every task records what it did or refused.
+    pub trail: Arc<Trail>,
+    pub storage: Arc<StorageHandle>,
+    pub limits: NodeLimits,
+    pub book: Arc<ConnectionBook>,
+    /// The links with peer nodes.
+    pub links: Arc<super::link::LinkBook>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Who this node is.
+pub(crate) struct Own {
+    pub id: PartnerId,
     /// The node's signing key (`node.signing_key`): it signs what the node itself
     /// states, its receipts of peers' deliveries and the bulletins its inboxes make.
-    pub node_key: ed25519_dalek::SigningKey,
-    pub rules: Rules,
-    /// Where every task records what it did or refused.
-    pub trail: Trail,
-    pub storage: StorageHandle,
-    pub limits: NodeLimits,
-    pub book: ConnectionBook,
-    /// The links with peer nodes.
-    pub links: super::link::LinkBook,
-    /// First month of the fiscal year, for metrics.
-    pub fiscal_start_month: u8,
-    pub shutdown: watch::Receiver<bool>,
+    pub key: ed25519_dalek::SigningKey,
 }
 
 /// The sharing rules in force and what orders their changes.
 pub(crate) struct Rules {
     /// The partners, keys and rules in force; a reload replaces them whole, and
     /// connections watch it to close when their partner is removed.
-    pub in_force: watch::Sender<Arc<RuleSet>>,
+    pub current: watch::Sender<Arc<RuleSet>>,
     /// One reload at a time, so their records come in the order they took effect.
     pub reloading: tokio::sync::Mutex<()>,
     /// Held (read) by a publish from taking the rules until its bulletins and refusals
@@ -172,6 +177,7 @@ impl Trail {
 }
 
 /// The limits a stream works within.
+#[derive(Clone, Copy)]
 pub(crate) struct NodeLimits {
     /// What a bulletin may be.
     pub bulletin: Limits,
@@ -281,10 +287,17 @@ impl RuleSet {
     }
 }
 
+impl Rules {
+    /// The sharing rules in force now.
+    pub fn in_force(&self) -> Arc<RuleSet> {
+        self.current.borrow().clone()
+    }
+}
+
 impl Shared {
     /// The sharing rules in force now.
     pub fn rules_in_force(&self) -> Arc<RuleSet> {
-        self.rules.in_force.borrow().clone()
+        self.rules.in_force()
     }
 }
 
@@ -310,33 +323,35 @@ impl Shared {
         let l = &cfg.limits;
         let in_force = Arc::new(RuleSet::new(cfg.clone(), store.head()?).with_own_key(&audit_key));
         Ok(Shared {
-            node_id: cfg.node.id.clone(),
-            node_key,
-            rules: Rules {
-                in_force: watch::Sender::new(in_force),
+            own: Arc::new(Own {
+                id: cfg.node.id.clone(),
+                key: node_key,
+            }),
+            rules: Arc::new(Rules {
+                current: watch::Sender::new(in_force),
                 reloading: tokio::sync::Mutex::new(()),
                 gate: tokio::sync::RwLock::new(()),
-            },
-            trail: Trail {
+            }),
+            trail: Arc::new(Trail {
                 commits: storage.commits.clone(),
                 anonymous: Mutex::new(RefusalWindow::new(Instant::now())),
                 partners: Mutex::new(PartnerRefusals::default()),
-            },
-            storage: StorageHandle {
+            }),
+            storage: Arc::new(StorageHandle {
                 store,
                 commits: storage.commits,
                 head: storage.head,
                 commit_latency: storage.commit_latency,
                 space: storage.space,
                 audit_key,
-            },
+            }),
             limits: NodeLimits {
                 bulletin: l.bulletin_limits(),
                 max_frame: l.max_frame_bytes,
                 window: t.delivery_window,
                 first_frame: Duration::from_secs(t.handshake_timeout_secs),
             },
-            book: ConnectionBook {
+            book: Arc::new(ConnectionBook {
                 connections: Mutex::new(HashMap::new()),
                 subscriptions: Mutex::new(HashMap::new()),
                 budgets: budget::Budgets::new(budget::BudgetSizes {
@@ -350,9 +365,8 @@ impl Shared {
                 fair: super::fair::Fair::new(cores(), t.commit_batch * 2),
                 handshakes: HandshakeCounts::default(),
                 frames: Arc::default(),
-            },
+            }),
             links: Default::default(),
-            fiscal_start_month: cfg.metrics.fiscal_year_start_month,
             shutdown,
         })
     }

@@ -95,7 +95,14 @@ pub(super) async fn stream_task(
                 recv,
                 conn,
             };
-            publish::run((p, held), stream, shared, partner, role).await
+            publish::run(
+                (p, held),
+                stream,
+                publish::Intake::of(&shared),
+                partner,
+                role,
+            )
+            .await
         }
         // Only a publish keeps its first frame's room: the others hold what they read.
         other => {
@@ -126,7 +133,7 @@ async fn serve_opening(
             let welcome = proto::ServerFrame {
                 frame: Some(proto::server_frame::Frame::Welcome(proto::Welcome {
                     protocol_version: 1,
-                    node_id: shared.node_id.to_string(),
+                    node_id: shared.own.id.to_string(),
                     partner_id: partner.to_string(),
                     role: role_to_proto(role) as i32,
                     max_frame_bytes: shared.limits.max_frame as u64,
@@ -142,10 +149,16 @@ async fn serve_opening(
             let _ = send.finish();
         }
         Opening::Publish(_) => {}
-        Opening::Subscribe(s) => deliver::run(s, send, recv, shared, partner).await,
-        Opening::Auditor(frame) => auditor::answer(frame, send, &shared, &partner).await,
-        Opening::PassReceipts(p) => link::take_receipts(p, send, &shared, &partner).await,
-        Opening::Witness(w) => link::witness(w, send, &shared, &partner).await,
+        Opening::Subscribe(s) => {
+            deliver::run(s, send, recv, deliver::Delivering::of(&shared), partner).await
+        }
+        Opening::Auditor(frame) => {
+            auditor::answer(frame, send, auditor::Answering::of(&shared), &partner).await
+        }
+        Opening::PassReceipts(p) => {
+            link::take_receipts(p, send, &link::Peering::of(&shared), &partner).await
+        }
+        Opening::Witness(w) => link::witness(w, send, &link::Peering::of(&shared), &partner).await,
         Opening::NotPermitted(msg) => {
             not_permitted(
                 &shared.trail,

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
-use super::shared::Trail;
+use super::shared::{ConnectionBook, Own, Rules, StorageHandle, Trail};
 use super::{NodeError, RuleSet, Shared};
 use crate::audit::record::Event;
 use crate::config::NodeConfig;
@@ -42,15 +42,44 @@ mod write;
 /// them would otherwise hold a task and a connection slot for as long as it likes.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the gateway's requests share.
+/// What the gateway's requests share: the parts of the node they use (all but the
+/// links, which TAXII clients never reach), and the gateway's own index and listing.
 pub(super) struct Gateway {
-    shared: Arc<Shared>,
+    /// Signs the bulletins the inboxes make.
+    own: Arc<Own>,
+    rules: Arc<Rules>,
+    trail: Arc<Trail>,
+    storage: Arc<StorageHandle>,
+    /// The connection limit per partner, and the fair turns of writes.
+    book: Arc<ConnectionBook>,
+    limits: crate::bulletin::Limits,
+    shutdown: watch::Receiver<bool>,
     index: Mutex<index::Index>,
     /// What the partners' MISP feeds list.
     listing: Mutex<feed::Listing>,
     /// The base URL clients reach the gateway at, without a trailing slash.
     base: String,
     statuses: write::Statuses,
+}
+
+impl Gateway {
+    /// The gateway of the running node, reached at `base`, its index holding at most
+    /// `index_objects` objects.
+    fn new(shared: &Shared, index_objects: usize, base: String) -> Gateway {
+        Gateway {
+            own: shared.own.clone(),
+            rules: shared.rules.clone(),
+            trail: shared.trail.clone(),
+            storage: shared.storage.clone(),
+            book: shared.book.clone(),
+            limits: shared.limits.bulletin,
+            shutdown: shared.shutdown.clone(),
+            index: Mutex::new(index::Index::holding_at_most(index_objects)),
+            listing: Mutex::new(feed::Listing::default()),
+            base,
+            statuses: write::Statuses::default(),
+        }
+    }
 }
 
 /// The partner a connection was admitted as, with the certificate it presented (each
@@ -65,7 +94,7 @@ pub(super) struct Caller {
 /// Starts the gateway if `[taxii] listen` is set; returns the address it is bound to.
 pub(super) async fn start(
     cfg: &NodeConfig,
-    shared: &Arc<Shared>,
+    shared: &Shared,
     tls: Arc<rustls::ServerConfig>,
 ) -> Result<Option<SocketAddr>, NodeError> {
     let Some(at) = cfg.taxii.listen else {
@@ -78,13 +107,7 @@ pub(super) async fn start(
         None => format!("https://{bound}"),
     };
     tracing::info!(%bound, %base, "TAXII 2.1 gateway (discovery at {base}/taxii2/)");
-    let gateway = Arc::new(Gateway {
-        shared: shared.clone(),
-        index: Mutex::new(index::Index::holding_at_most(cfg.taxii.index_objects)),
-        listing: Mutex::new(feed::Listing::default()),
-        base,
-        statuses: write::Statuses::default(),
-    });
+    let gateway = Arc::new(Gateway::new(shared, cfg.taxii.index_objects, base));
     let handshakes = Handshakes {
         timeout: Duration::from_secs(cfg.transport.handshake_timeout_secs),
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.transport.max_handshakes)),
@@ -113,7 +136,7 @@ async fn accept_loop(
     gateway: Arc<Gateway>,
     handshakes: Handshakes,
 ) {
-    let mut stop = gateway.shared.shutdown.clone();
+    let mut stop = gateway.shutdown.clone();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -121,7 +144,7 @@ async fn accept_loop(
                 Ok((stream, remote)) => {
                     let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
                         let why = format!("TAXII: {remote}: refused before the handshake, too many handshakes in progress");
-                        gateway.shared.trail.anonymous_refusal(why).await;
+                        gateway.trail.anonymous_refusal(why).await;
                         continue;
                     };
                     let job = connection(stream, remote, acceptor.clone(), gateway.clone(), (handshakes.timeout, slot));
@@ -149,18 +172,18 @@ async fn connection(
     gateway: Arc<Gateway>,
     (handshake, slot): (Duration, tokio::sync::OwnedSemaphorePermit),
 ) {
-    let shared = &gateway.shared;
+    let g = &gateway;
     let done = tokio::time::timeout(handshake, acceptor.accept(stream)).await;
     drop(slot);
     let tls = match done {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let why = format!("TAXII: TLS handshake from {remote} failed: {e}");
-            return shared.trail.anonymous_refusal(why).await;
+            return g.trail.anonymous_refusal(why).await;
         }
         Err(_) => {
             let why = format!("TAXII: TLS handshake from {remote} took longer than {handshake:?}");
-            return shared.trail.anonymous_refusal(why).await;
+            return g.trail.anonymous_refusal(why).await;
         }
     };
     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
@@ -175,36 +198,25 @@ async fn connection(
     let (partner, cert) = match named {
         Ok(named) => named,
         Err(e) => {
-            return shared
+            return g
                 .trail
                 .anonymous_refusal(format!("TAXII: {remote}: {e}"))
                 .await
         }
     };
-    let Some(role) = admit(
-        &shared.rules_in_force(),
-        &shared.trail,
-        &partner,
-        &cert,
-        remote,
-    )
-    .await
-    else {
+    let Some(role) = admit(&g.rules.in_force(), &g.trail, &partner, &cert, remote).await else {
         return;
     };
-    let Some(_admitted) = Admitted::new(&shared.book, &partner) else {
+    let Some(_admitted) = Admitted::new(&g.book, &partner) else {
         let why = format!(
             "TAXII: {remote}: at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner"
         );
-        return shared
+        return g
             .trail
             .record(Event::connection_refused(Some(&partner), &why))
             .await;
     };
-    shared
-        .trail
-        .record(Event::connection_accepted(&partner))
-        .await;
+    g.trail.record(Event::connection_accepted(&partner)).await;
     let caller = Caller {
         partner: partner.clone(),
         role,
@@ -213,7 +225,7 @@ async fn connection(
     serve(
         TokioIo::new(tls),
         routes::router(gateway.clone(), caller),
-        shared.shutdown.clone(),
+        g.shutdown.clone(),
     )
     .await;
 }

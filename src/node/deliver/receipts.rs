@@ -7,7 +7,6 @@ use super::progress::Progress;
 use super::End;
 use crate::identity::PartnerId;
 use crate::node::shared::Trail;
-use crate::node::Shared;
 use crate::proto::{self, ErrorCode};
 use crate::receipt::{Expected, ReceiptError, VerifiedReceipt};
 use crate::store::Store;
@@ -38,18 +37,18 @@ pub(super) enum BadReceipt {
 /// and found to be its receipt, at this node, of the delivery it is given for (one in
 /// flight that the same Ack acknowledges, once); or why one is not.
 pub(super) fn verified_receipts(
-    shared: &Shared,
+    node: &super::Delivering,
     partner: &PartnerId,
     p: &Progress,
     acks: &[proto::Ack],
 ) -> Result<Vec<proto::Receipted>, BadReceipt> {
-    let rules = shared.rules_in_force();
+    let rules = node.rules.in_force();
     // A partner with no signing key configured here cannot be checked: what it signs
     // is dropped and its ack recorded unsigned. One with keys must sign with one.
     if !rules.keyring.knows(partner) {
         return Ok(Vec::new());
     }
-    let given = given(&shared.storage.store, p, acks)?;
+    let given = given(&node.storage.store, p, acks)?;
     let signed: Vec<proto::SignedReceipt> = given.iter().map(|(_, s, _)| s.clone()).collect();
     // Their signatures are checked as one batch, as deliveries' are.
     let verified = VerifiedReceipt::verify_all(&signed, &rules.keyring);
@@ -57,7 +56,7 @@ pub(super) fn verified_receipts(
     for ((seq, receipt, stored), v) in given.into_iter().zip(verified) {
         let expected = Expected {
             receiver: partner,
-            node: &shared.node_id,
+            node: &node.node_id,
             origin: &stored.origin,
             bulletin_id: &stored.id,
             digest: &stored.digest,

@@ -12,7 +12,6 @@ use super::{Screened, PAGE_BYTES};
 use crate::identity::PartnerId;
 use crate::node::shared::StorageHandle;
 use crate::node::writer::{Request, StorageError};
-use crate::node::Shared;
 use crate::store::{Page, Pending, RefusedChange, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -72,16 +71,16 @@ pub(super) async fn has_refusals(
 /// The next of `due` that fit in `room` and one page's bytes, screened by the rules in
 /// force, as [`Progress`] takes them. What the rules withdraw now is forgotten too.
 pub(super) async fn turn(
-    shared: &Shared,
+    node: &super::Delivering,
     peer: &PartnerId,
     p: &mut Progress,
     due: &mut VecDeque<u64>,
     room: usize,
 ) -> Result<PageOut, StorageError> {
     let seqs: Vec<u64> = due.iter().take(room).copied().collect();
-    let (store, who) = (shared.storage.store.clone(), peer.clone());
-    let (rules, limits) = (shared.rules_in_force(), shared.limits.bulletin);
-    let peer_reads = shared.links.max_frame(peer);
+    let (store, who) = (node.storage.store.clone(), peer.clone());
+    let (rules, limits) = (node.rules.in_force(), node.limits);
+    let peer_reads = node.links.max_frame(peer);
     let (screened, examined, missing) = blocking(move || {
         let (page, examined, missing) = read(&store, &seqs)?;
         let mut screened = super::screen(&store, &rules, &limits, &who, page)?;
@@ -95,7 +94,7 @@ pub(super) async fn turn(
     let Screened { page, withdrawn } = screened;
     let mut gone = missing;
     gone.extend(withdrawn.iter().map(|(seq, _)| *seq));
-    forget(&shared.storage, peer, gone).await;
+    forget(&node.storage, peer, gone).await;
     let delivered = p.take_retries(&page.items);
     let withdrawn: Vec<_> = withdrawn
         .into_iter()

@@ -21,9 +21,37 @@ use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame
 use crate::receipt::Receipt;
 use crate::store::Outcome;
 use crate::timestamp::Timestamp;
+use crate::transport::FrameCounts;
 use crate::transport::{self, FrameReader};
 
-use super::rules;
+use super::{rules, LinkBook, Peering};
+
+/// What pulling from a peer uses of the node: taking its deliveries in as publishes
+/// ([`publish::Intake`]), the link's other exchanges and the key receipts are signed
+/// with ([`Peering`]), the book of links, and the window it subscribes with.
+#[derive(Clone)]
+pub(crate) struct Pulling {
+    intake: publish::Intake,
+    peering: Peering,
+    links: Arc<LinkBook>,
+    window: u32,
+}
+
+impl Pulling {
+    /// The running node's.
+    pub(crate) fn of(shared: &Shared) -> Pulling {
+        Pulling {
+            intake: publish::Intake::of(shared),
+            peering: Peering::of(shared),
+            links: shared.links.clone(),
+            window: shared.limits.window,
+        }
+    }
+
+    fn frames(&self) -> &Arc<FrameCounts> {
+        &self.peering.frames
+    }
+}
 
 /// Deliveries taken in as one batch at most (their signatures checked together).
 const BATCH: usize = 64;
@@ -46,18 +74,19 @@ enum Ended {
 
 /// Subscribes to `peer`'s queue for this node over `conn` until the connection ends or
 /// the node stops.
-pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
-    let mut stop = shared.shutdown.clone();
-    let asking = tokio::spawn(ask_queue(conn.clone(), shared.clone(), peer.clone()));
+pub(crate) async fn pull(conn: quinn::Connection, node: Pulling, peer: PartnerId) {
+    let mut stop = node.intake.shutdown.clone();
+    let asking = tokio::spawn(ask_queue(conn.clone(), node.clone(), peer.clone()));
     let _asking = AbortOnDrop(asking);
-    let passing = super::receipts::pass_back(conn.clone(), shared.clone(), peer.clone());
+    let peering = node.peering.clone();
+    let passing = super::receipts::pass_back(conn.clone(), peering.clone(), peer.clone());
     let _passing = AbortOnDrop(tokio::spawn(passing));
-    let witnessed = super::witness::get_witnessed(conn.clone(), shared.clone(), peer.clone());
+    let witnessed = super::witness::get_witnessed(conn.clone(), peering, peer.clone());
     let _witnessed = AbortOnDrop(tokio::spawn(witnessed));
     let mut pause = RESUBSCRIBE;
     loop {
-        let acked_before = shared.links.acked(&peer);
-        match subscribe_once(&conn, &shared, &peer).await {
+        let acked_before = node.links.acked(&peer);
+        match subscribe_once(&conn, &node, &peer).await {
             Ended::Over => return,
             Ended::Reconfigured => {
                 tracing::info!(%peer, "subscribing to the peer again under the new rules");
@@ -70,7 +99,7 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
         }
         // A subscription that took nothing in (one delivery the peer keeps sending
         // first and this node cannot take) is tried ever more slowly.
-        pause = if shared.links.acked(&peer) > acked_before {
+        pause = if node.links.acked(&peer) > acked_before {
             RESUBSCRIBE
         } else {
             (pause * 2).min(RESUBSCRIBE_AT_MOST)
@@ -87,12 +116,12 @@ pub(crate) async fn pull(conn: quinn::Connection, shared: Arc<Shared>, peer: Par
 const ASK_QUEUE_EVERY: Duration = Duration::from_secs(10);
 
 /// Asks the peer for its queue towards this node now and every [`ASK_QUEUE_EVERY`].
-async fn ask_queue(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+async fn ask_queue(conn: quinn::Connection, node: Pulling, peer: PartnerId) {
     let mut every = tokio::time::interval(ASK_QUEUE_EVERY);
     loop {
         every.tick().await;
-        if let Some(w) = super::hello(&conn, super::Wire::of(&shared)).await {
-            shared.links.heard(&peer, &conn, &w);
+        if let Some(w) = super::hello(&conn, node.peering.wire()).await {
+            node.links.heard(&peer, &conn, &w);
         }
     }
 }
@@ -106,13 +135,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &PartnerId) -> Ended {
-    let frames = shared.book.frames.clone();
+async fn subscribe_once(conn: &quinn::Connection, node: &Pulling, peer: &PartnerId) -> Ended {
+    let frames = node.frames().clone();
     let Ok((mut send, recv)) = conn.open_bi().await else {
         return Ended::Over;
     };
-    let window = shared.limits.window;
-    let mut rules = shared.rules.in_force.subscribe();
+    let window = node.window;
+    let mut rules = node.intake.rules.current.subscribe();
     let declared = rules.borrow_and_update().digest;
     let subscribe = proto::ClientFrame {
         frame: Some(ClientFrame::Subscribe(proto::Subscribe {
@@ -127,12 +156,12 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         return Ended::Over;
     }
     let (deliveries, mut incoming) = mpsc::channel(window as usize);
-    let reader = FrameReader::new(recv, shared.limits.max_frame, frames.clone());
-    let budget = shared.book.budgets.stream(peer);
+    let reader = FrameReader::new(recv, node.peering.max_frame, frames.clone());
+    let budget = node.intake.book.budgets.stream(peer);
     let mut reading = tokio::spawn(read_deliveries(reader, budget, deliveries));
     let (verdicts, taken) = mpsc::channel(4);
-    let acking = tokio::spawn(acknowledge(send, taken, shared.clone(), peer.clone()));
-    let mut stop = shared.shutdown.clone();
+    let acking = tokio::spawn(acknowledge(send, taken, node.clone(), peer.clone()));
+    let mut stop = node.intake.shutdown.clone();
     let ended = loop {
         let first = tokio::select! {
             d = incoming.recv() => d,
@@ -144,7 +173,7 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
             },
         };
         let Some(first) = first else {
-            break ended_by_reader(&shared.trail, peer, &mut reading).await;
+            break ended_by_reader(&node.intake.trail, peer, &mut reading).await;
         };
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -156,11 +185,11 @@ async fn subscribe_once(conn: &quinn::Connection, shared: &Arc<Shared>, peer: &P
         let seqs: Vec<u64> = batch.iter().map(|(d, _)| d.seq).collect();
         let receipts: Vec<_> = batch
             .iter()
-            .map(|(d, _)| receipt_of(&shared.node_id, peer, d))
+            .map(|(d, _)| receipt_of(&node.peering.own.id, peer, d))
             .collect();
         let (publishes, held): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
-        let answers = publish::take_forwarded(shared, peer, publishes).await;
+        let answers = publish::take_forwarded(&node.intake, peer, publishes).await;
         // Each holds its budget until its answer is final: on its way to the storage
         // thread it is still in this node's memory.
         let verdict = seqs.into_iter().zip(answers).zip(held).zip(receipts);
@@ -292,27 +321,27 @@ async fn read_deliveries(
 async fn acknowledge(
     mut send: quinn::SendStream,
     mut taken: mpsc::Receiver<Vec<Verdict>>,
-    shared: Arc<Shared>,
+    node: Pulling,
     peer: PartnerId,
 ) -> Option<String> {
-    let frames = shared.book.frames.clone();
+    let frames = node.frames().clone();
     while let Some(batch) = taken.recv().await {
         let mut ack = Acking::default();
         let mut stopped = None;
         for verdict in batch {
             let seq = verdict.seq;
-            if !ack.take(verdict, &shared.node_key).await {
+            if !ack.take(verdict, &node.peering.own.key).await {
                 stopped = Some(format!("delivery {seq} from the peer was not stored"));
                 break;
             }
         }
-        shared.links.count_copies(&peer, ack.copies);
+        node.links.count_copies(&peer, ack.copies);
         // A refusal's record is only queued for the storage thread: it must be durable
         // before the peer, told the delivery was taken, drops it.
-        if !ack.frame.refused.is_empty() && shared.trail.commit(None, None).await.is_err() {
+        if !ack.frame.refused.is_empty() && node.intake.trail.commit(None, None).await.is_err() {
             return Some("a refusal could not be recorded".into());
         }
-        shared.links.count_acked(&peer, ack.frame.seq.len() as u64);
+        node.links.count_acked(&peer, ack.frame.seq.len() as u64);
         if !ack.frame.seq.is_empty() {
             let frame = proto::ClientFrame {
                 frame: Some(ClientFrame::Ack(ack.frame)),

@@ -15,14 +15,13 @@ use prost::Message as _;
 use crate::audit::record::Event;
 use crate::bulletin::BulletinId;
 use crate::identity::{Keyring, PartnerId};
-use crate::node::Shared;
 use crate::proto::{self, client_frame, server_frame, AuditEvent, ErrorCode};
 use crate::receipt::{Expected, VerifiedReceipt};
 use crate::store::{Store, StoreError};
 use crate::transport;
 
 use super::exchange::{self, ExchangeError};
-use super::Wire;
+use super::{Peering, Wire};
 
 /// Receipts one PassReceipts carries at most.
 pub(crate) const MAX_PASSED: usize = 1000;
@@ -119,21 +118,21 @@ fn named(
 pub(crate) async fn take_receipts(
     p: proto::PassReceipts,
     mut send: quinn::SendStream,
-    shared: &Shared,
+    node: &Peering,
     peer: &PartnerId,
 ) {
-    let frames = &shared.book.frames;
+    let frames = &node.frames;
     if p.receipts.len() > MAX_PASSED {
         let why = format!(
             "at most {MAX_PASSED} receipts at once; this holds {}",
             p.receipts.len()
         );
         let event = Event::rejected(peer, None, ErrorCode::InvalidRequest, &why);
-        shared.trail.refusal(peer, event).await;
+        node.trail.refusal(peer, event).await;
         return transport::send_error(&mut send, ErrorCode::InvalidRequest, why, frames).await;
     }
-    let rules = shared.rules_in_force();
-    let (store, ids) = (&shared.storage.store, (peer, &shared.node_id));
+    let rules = node.rules.in_force();
+    let (store, ids) = (&node.store, (peer, &node.own.id));
     let (taken, left_out, why) = match judged(store, &rules.keyring, ids, p.receipts) {
         Ok(judged) => judged,
         Err(e) => {
@@ -144,7 +143,7 @@ pub(crate) async fn take_receipts(
     let recorded = taken.len() as u32;
     if !taken.is_empty() {
         let event = Event::receipts_passed(peer, taken, &why);
-        if let Err(e) = shared.trail.commit(Some(event), None).await {
+        if let Err(e) = node.trail.commit(Some(event), None).await {
             return transport::send_error(&mut send, ErrorCode::Internal, e.to_peer(), frames)
                 .await;
         }
@@ -196,11 +195,11 @@ fn judged(
 /// Passes back to `peer`, over `conn`, the receipts it is owed, until the link ends or
 /// the node stops; after a peer could not take them (one that does not speak
 /// PassReceipts), waits longer each time.
-pub(crate) async fn pass_back(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+pub(crate) async fn pass_back(conn: quinn::Connection, node: Peering, peer: PartnerId) {
     let what = "receipts could not be passed back to the peer";
-    let (c, store, wire, p) = (&conn, &shared.storage.store, Wire::of(&shared), &peer);
+    let (c, store, wire, p) = (&conn, &node.store, node.wire(), &peer);
     let pass = move || pass_once(c, store, wire, p);
-    exchange::repeat((&conn, &peer), shared.shutdown.clone(), what, pass).await;
+    exchange::repeat((&conn, &peer), node.shutdown.clone(), what, pass).await;
 }
 
 /// Passes back one batch of what `peer` is owed; true if it passed any (more may be

@@ -6,9 +6,42 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::hello;
+use super::{hello, LinkBook, Wire};
+use crate::identity::PartnerId;
 use crate::node::Shared;
 use crate::store::Store;
+use crate::transport::FrameCounts;
+
+/// What the report reads of the node: the book of links, the store, and what asking
+/// a peer over its link takes.
+#[derive(Clone)]
+pub(crate) struct Reporting {
+    pub node_id: PartnerId,
+    pub links: Arc<LinkBook>,
+    pub store: Arc<Store>,
+    pub frames: Arc<FrameCounts>,
+    pub max_frame: usize,
+}
+
+impl Reporting {
+    /// The running node's.
+    pub(crate) fn of(shared: &Shared) -> Reporting {
+        Reporting {
+            node_id: shared.own.id.clone(),
+            links: shared.links.clone(),
+            store: shared.storage.store.clone(),
+            frames: shared.book.frames.clone(),
+            max_frame: shared.limits.max_frame,
+        }
+    }
+
+    fn wire(&self) -> Wire<'_> {
+        Wire {
+            frames: &self.frames,
+            max_frame: self.max_frame,
+        }
+    }
+}
 
 /// A running node's federation, as `renkei status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,13 +108,13 @@ pub struct QueueReport {
 }
 
 /// Asks every linked peer for its queue towards this node, together.
-pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
+async fn refresh_all(node: &Reporting) {
     let mut asking = tokio::task::JoinSet::new();
-    for (peer, conn) in shared.links.connections() {
-        let shared = shared.clone();
+    for (peer, conn) in node.links.connections() {
+        let node = node.clone();
         asking.spawn(async move {
-            if let Some(w) = hello(&conn, super::Wire::of(&shared)).await {
-                shared.links.heard(&peer, &conn, &w);
+            if let Some(w) = hello(&conn, node.wire()).await {
+                node.links.heard(&peer, &conn, &w);
             }
         });
     }
@@ -90,7 +123,7 @@ pub(crate) async fn refresh_all(shared: &Arc<Shared>) {
 
 /// How many of `peer`'s refusals are kept for another try (0 when unreadable: the
 /// status still shows the rest).
-async fn refused_kept(store: &Arc<Store>, peer: &crate::identity::PartnerId) -> u64 {
+async fn refused_kept(store: &Arc<Store>, peer: &PartnerId) -> u64 {
     let (store, peer) = (store.clone(), peer.clone());
     let kept = tokio::task::spawn_blocking(move || store.refused(&peer).map(|r| r.len()));
     match kept.await {
@@ -101,13 +134,13 @@ async fn refused_kept(store: &Arc<Store>, peer: &crate::identity::PartnerId) -> 
 
 /// The status of every peer link, with both queues: this node's towards each peer, and
 /// each linked peer's towards this node, asked now.
-pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
-    refresh_all(shared).await;
+pub(crate) async fn report(node: &Reporting) -> NodeStatus {
+    refresh_all(node).await;
     let mut links = Vec::new();
-    let store = &shared.storage.store;
-    for l in shared.links.statuses() {
-        let to = crate::node::admin::queue_of(&shared.storage.store, &l.peer).await;
-        let kept = refused_kept(&shared.storage.store, &l.peer).await;
+    let store = &node.store;
+    for l in node.links.statuses() {
+        let to = crate::node::admin::queue_of(store, &l.peer).await;
+        let kept = refused_kept(store, &l.peer).await;
         links.push(LinkReport {
             peer: l.peer.to_string(),
             address: l.address,
@@ -138,7 +171,7 @@ pub(crate) async fn report(shared: &Arc<Shared>) -> NodeStatus {
         });
     }
     NodeStatus {
-        node: shared.node_id.to_string(),
+        node: node.node_id.to_string(),
         links,
     }
 }

@@ -6,7 +6,7 @@
 //! checkpoint to every peer with a consistency proof from the size the peer last
 //! cosigned, and keeps the cosignatures on its own checkpoints.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::audit::checkpoint::{self, log_origin, Verified};
 use crate::audit::merkle::TreeHash;
@@ -14,14 +14,13 @@ use crate::audit::record::Event;
 use crate::audit::witness::{self, Judgement, WitnessKey};
 use crate::identity::Keyring;
 use crate::identity::PartnerId;
-use crate::node::Shared;
 use crate::proto::{self, ErrorCode};
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 use crate::transport;
 
 use super::exchange::{self, ExchangeError};
-use super::Wire;
+use super::Peering;
 
 /// One witness decision at a time: judging and keeping the latest checkpoint are one
 /// step, so two requests of one log cannot both pass against the same old checkpoint.
@@ -47,21 +46,21 @@ enum Answer {
 pub(crate) async fn witness(
     req: proto::WitnessRequest,
     mut send: quinn::SendStream,
-    shared: &Shared,
+    node: &Peering,
     peer: &PartnerId,
 ) {
-    let frames = &shared.book.frames;
-    let rules = shared.rules_in_force();
+    let frames = &node.frames;
+    let rules = node.rules.in_force();
     let w = Witness {
-        store: &shared.storage.store,
+        store: &node.store,
         keys: &rules.keyring,
-        me: &shared.node_id,
-        key: &shared.node_key,
+        me: &node.own.id,
+        key: &node.own.key,
     };
     let answer = match judged(&w, peer, &req, Timestamp::now()) {
         Ok((answer, alarm)) => {
             if let Some(event) = alarm {
-                shared.trail.record(event).await;
+                node.trail.record(event).await;
             }
             answer
         }
@@ -151,21 +150,21 @@ fn hashes(proof: &[bytes::Bytes]) -> Option<Vec<TreeHash>> {
 /// Asks `peer`, over `conn`, to cosign each new checkpoint of this node's log, until
 /// the link ends or the node stops; after a refusal (or a peer that does not speak
 /// WitnessRequest), waits longer each time.
-pub(crate) async fn get_witnessed(conn: quinn::Connection, shared: Arc<Shared>, peer: PartnerId) {
+pub(crate) async fn get_witnessed(conn: quinn::Connection, node: Peering, peer: PartnerId) {
     let what = "the peer did not cosign this node's checkpoint";
-    let (c, s, p) = (&conn, &shared, &peer);
-    let ask = move || async move { ask_once(c, s, p).await.map(|()| false) };
-    exchange::repeat((&conn, &peer), shared.shutdown.clone(), what, ask).await;
+    let (c, n, p) = (&conn, &node, &peer);
+    let ask = move || async move { ask_once(c, n, p).await.map(|()| false) };
+    exchange::repeat((&conn, &peer), node.shutdown.clone(), what, ask).await;
 }
 
 /// Sends the newest checkpoint if `peer` has not cosigned it; follows one conflict
 /// (the peer names the size it last cosigned).
 async fn ask_once(
     conn: &quinn::Connection,
-    shared: &Shared,
+    node: &Peering,
     peer: &PartnerId,
 ) -> Result<(), ExchangeError> {
-    let store = &shared.storage.store;
+    let store = &node.store;
     let Some((size, text)) = store.audit().latest_checkpoint()? else {
         return Ok(());
     };
@@ -178,14 +177,12 @@ async fn ask_once(
             true => store.audit().prove_consistency(size, old)?,
             false => Vec::new(),
         };
-        match ask(conn, Wire::of(shared), &text, old, proof).await? {
+        match ask(conn, node.wire(), &text, old, proof).await? {
             proto::WitnessAnswer {
                 conflict_size: Some(theirs),
                 ..
             } => old = theirs,
-            a if !a.cosignature.is_empty() => {
-                return keep(shared, peer, size, &text, &a.cosignature)
-            }
+            a if !a.cosignature.is_empty() => return keep(node, peer, size, &text, &a.cosignature),
             a => return Err(ExchangeError::Refused(a.refused)),
         }
     }
@@ -195,7 +192,7 @@ async fn ask_once(
 /// Sends one WitnessRequest and reads the answer.
 async fn ask(
     conn: &quinn::Connection,
-    wire: Wire<'_>,
+    wire: super::Wire<'_>,
     checkpoint: &str,
     old_size: u64,
     proof: Vec<TreeHash>,
@@ -220,7 +217,7 @@ async fn ask(
 
 /// Checks `line` is `peer`'s cosignature of the checkpoint and keeps it on it.
 fn keep(
-    shared: &Shared,
+    node: &Peering,
     peer: &PartnerId,
     size: u64,
     text: &str,
@@ -228,10 +225,10 @@ fn keep(
 ) -> Result<(), ExchangeError> {
     let cosigned = witness::with_cosignature(text, line);
     let log = (
-        log_origin(shared.node_id.as_str()),
-        shared.node_key.verifying_key(),
+        log_origin(node.own.id.as_str()),
+        node.own.key.verifying_key(),
     );
-    let rules = shared.rules_in_force();
+    let rules = node.rules.in_force();
     let verifies = rules.keyring.keys_of(peer).iter().any(|k| {
         let w = WitnessKey {
             name: witness::witness_name(peer.as_str()),
@@ -242,7 +239,7 @@ fn keep(
     if !verifies {
         return Err(ExchangeError::BadCosignature);
     }
-    let store = &shared.storage.store;
+    let store = &node.store;
     store.add_cosignature(size, line)?;
     store.set_cosigned_by(peer, size)?;
     Ok(())

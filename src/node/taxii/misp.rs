@@ -108,7 +108,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
         Part::Hashes => "MISP feed: hashes.csv",
         Part::Event(_) => "MISP feed: event",
     };
-    let gate = g.shared.rules.gate.read().await;
+    let gate = g.rules.gate.read().await;
     let job = {
         let (g, partner) = (g.clone(), c.partner.clone());
         tokio::task::spawn_blocking(move || read(&g, &partner, &part, Timestamp::now()))
@@ -131,7 +131,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
     };
     for seqs in read.seqs.chunks(SEQS_PER_RECORD) {
         let event = Event::gateway_read(&c.partner, seqs.to_vec(), what);
-        if let Err(e) = g.shared.trail.commit(Some(event), None).await {
+        if let Err(e) = g.trail.commit(Some(event), None).await {
             let why = format!(
                 "this access could not be recorded, so nothing is served: {}",
                 e.to_peer()
@@ -157,7 +157,7 @@ fn read(
 ) -> Result<Option<Read>, StoreError> {
     let screen = Screen::new(g, partner)?;
     let mut listing = g.listing.lock().unwrap_or_else(|p| p.into_inner());
-    refresh(&mut listing, &g.shared.storage.store)?;
+    refresh(&mut listing, &g.storage.store)?;
     let visible = |l: &Listed| screen.admits(l.seq, &l.shared_with);
     if let Part::Event(uuid) = part {
         let Some(seq) = listing.find(uuid, &visible).map(|l| l.seq) else {
@@ -236,10 +236,10 @@ fn make(
     seq: u64,
     now: Timestamp,
 ) -> Result<Option<Value>, StoreError> {
-    let Some(stored) = g.shared.storage.store.get(seq)? else {
+    let Some(stored) = g.storage.store.get(seq)? else {
         return Ok(None);
     };
-    let limits = &g.shared.limits.bulletin;
+    let limits = &g.limits;
     match crate::node::withdraw::verify_stored(stored.signed, screen.rules(), limits, now) {
         Ok(verified) => Ok(Some(crate::misp::event(&verified, &stored.path))),
         Err(e) => {
@@ -284,7 +284,7 @@ async fn add_event(
     let added = inbound::read(&bytes).and_then(|event| {
         let audience = audience_of(&g, &event, asked.audience.as_deref());
         let drafting = Drafting {
-            origin: g.shared.node_id.to_string(),
+            origin: g.own.id.to_string(),
             created: Timestamp::now(),
             tlp: None,
             kind: None,
@@ -337,7 +337,7 @@ async fn read_event(mut body: Body) -> Result<axum::body::Bytes, MispError> {
 
 /// The audience asked for, and the sharing group's organisations this node knows.
 fn audience_of(g: &Gateway, event: &inbound::Inbound, asked: Option<&str>) -> Vec<String> {
-    let rules = g.shared.rules_in_force();
+    let rules = g.rules.in_force();
     let known = |n: &str| {
         n.parse::<PartnerId>()
             .is_ok_and(|p| rules.partners.contains_key(&p))
@@ -363,18 +363,17 @@ async fn queue_event(
     c: &Caller,
     b: crate::proto::Bulletin,
 ) -> Result<Queued, Response> {
-    let shared = &g.shared;
-    let _gate = shared.rules.gate.read().await;
-    let rules = shared.rules_in_force();
+    let _gate = g.rules.gate.read().await;
+    let rules = g.rules.in_force();
     let writer = super::inbox::Writer {
         id: &c.partner,
         role: c.role,
         audience: b.audience.clone(),
     };
     let prepared = {
-        let _turn = shared.book.fair.turn(&c.partner).await;
-        let (limits, now) = (&shared.limits.bulletin, Timestamp::now());
-        super::inbox::prepare_event(b, &writer, &rules, &shared.node_key, limits, now)
+        let _turn = g.book.fair.turn(&c.partner).await;
+        let (limits, now) = (&g.limits, Timestamp::now());
+        super::inbox::prepare_event(b, &writer, &rules, &g.own.key, limits, now)
     };
     let bulletin = match prepared {
         Ok(bulletin) => bulletin,
@@ -382,13 +381,13 @@ async fn queue_event(
     };
     let (id, shared_with) = (bulletin.id, bulletin.shared_with.clone());
     let (reply, outcome) = tokio::sync::oneshot::channel();
-    let slot = shared.book.fair.slot(&c.partner).await;
+    let slot = g.book.fair.slot(&c.partner).await;
     let request = Request::Bulletin {
         slot,
         bulletin,
         reply,
     };
-    match shared.storage.commits.send(request).await {
+    match g.storage.commits.send(request).await {
         Ok(()) => Ok((id, shared_with, outcome)),
         Err(_) => Err(stopping()),
     }
@@ -433,7 +432,7 @@ async fn refuse(g: &Gateway, writer: &PartnerId, why: &str, code: ErrorCode) -> 
     let why = crate::text::bounded(why, 300);
     let reason = format!("MISP inbox: {why}");
     let event = Event::rejected(writer, None, code, &reason);
-    g.shared.trail.refusal(writer, event).await;
+    g.trail.refusal(writer, event).await;
     let status = match code {
         ErrorCode::BulletinTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotPermitted | ErrorCode::OriginMismatch => StatusCode::FORBIDDEN,

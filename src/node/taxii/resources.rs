@@ -64,7 +64,7 @@ pub(super) fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)
     if caller.role == Role::Auditor {
         return Vec::new();
     }
-    let (node, partner) = (&g.shared.node_id, &caller.partner);
+    let (node, partner) = (&g.own.id, &caller.partner);
     let mut list = vec![
         (
             Which::Shared,

@@ -56,9 +56,7 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
             gateway.clone(),
             still_admitted,
         ))
-        .layer(DefaultBodyLimit::max(
-            gateway.shared.limits.bulletin.max_bulletin_bytes,
-        ))
+        .layer(DefaultBodyLimit::max(gateway.limits.max_bulletin_bytes))
         .layer(Extension(caller))
         .with_state(gateway)
 }
@@ -90,7 +88,7 @@ async fn record_refused(
         };
         let why = format!("{asked}: refused with {status}");
         let event = crate::audit::record::Event::rejected(&c.partner, None, code, &why);
-        g.shared.trail.refusal(&c.partner, event).await;
+        g.trail.refusal(&c.partner, event).await;
     }
     response
 }
@@ -104,19 +102,17 @@ async fn still_admitted(
     request: Request,
     next: Next,
 ) -> Response {
-    let why =
-        match crate::node::admission::admit(&g.shared.rules_in_force().config, &c.partner, &c.cert)
-        {
-            Ok(role) if role == c.role => return next.run(request).await,
-            Ok(role) => format!("its role is now {role}; connect again"),
-            Err(why) => why.to_string(),
-        };
+    let why = match crate::node::admission::admit(&g.rules.in_force().config, &c.partner, &c.cert) {
+        Ok(role) if role == c.role => return next.run(request).await,
+        Ok(role) => format!("its role is now {role}; connect again"),
+        Err(why) => why.to_string(),
+    };
     let reason = format!(
         "TAXII: {} is no longer admitted on this connection: {why}",
         c.partner
     );
     let event = crate::audit::record::Event::connection_refused(Some(&c.partner), &reason);
-    g.shared.trail.refusal(&c.partner, event).await;
+    g.trail.refusal(&c.partner, event).await;
     let mut r = error(StatusCode::FORBIDDEN, "No longer admitted", &why);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -151,7 +147,7 @@ async fn accept_taxii(request: Request, next: Next) -> Response {
 
 async fn discovery(State(g): State<Arc<Gateway>>) -> Response {
     let root = format!("{}/api/", g.base);
-    let node = &g.shared.node_id;
+    let node = &g.own.id;
     taxii(
         StatusCode::OK,
         &json!({
@@ -167,9 +163,9 @@ async fn api_root(State(g): State<Arc<Gateway>>) -> Response {
     taxii(
         StatusCode::OK,
         &json!({
-            "title": format!("renkei node {}", g.shared.node_id),
+            "title": format!("renkei node {}", g.own.id),
             "versions": [TAXII],
-            "max_content_length": g.shared.limits.bulletin.max_bulletin_bytes,
+            "max_content_length": g.limits.max_bulletin_bytes,
         }),
     )
 }
@@ -307,7 +303,7 @@ async fn page_response(
     }
     // Screened and recorded under one set of rules: a reload's CONFIG_LOADED comes
     // before or after both, never between (as for a publish).
-    let gate = g.shared.rules.gate.read().await;
+    let gate = g.rules.gate.read().await;
     let job = {
         let (g, partner) = (g.clone(), c.partner.clone());
         tokio::task::spawn_blocking(move || read_page(&g, &partner, &q))
@@ -342,7 +338,7 @@ async fn page_response(
     if !seqs.is_empty() {
         let what = format!("TAXII: {what}");
         let event = crate::audit::record::Event::gateway_read(&c.partner, seqs, &what);
-        if let Err(e) = g.shared.trail.commit(Some(event), None).await {
+        if let Err(e) = g.trail.commit(Some(event), None).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Not recorded",

@@ -130,7 +130,7 @@ pub(super) async fn add_objects(
 /// Records a refused write (within the per-partner refusal limit), as a refused publish.
 async fn record(g: &Gateway, writer: &PartnerId, code: crate::proto::ErrorCode, why: &str) {
     let event = crate::audit::record::Event::rejected(writer, None, code, why);
-    g.shared.trail.refusal(writer, event).await;
+    g.trail.refusal(writer, event).await;
 }
 
 /// Records a refused envelope and answers with the TAXII error.
@@ -167,15 +167,14 @@ async fn queue(
     objects: Vec<Value>,
     now: Timestamp,
 ) -> (Queued, Vec<Failure>) {
-    let shared = &g.shared;
-    let _gate = shared.rules.gate.read().await;
-    let rules = shared.rules_in_force();
+    let _gate = g.rules.gate.read().await;
+    let rules = g.rules.in_force();
     // Signing and verifying are the node's shared work: they take the partner's turn,
     // and each bulletin its slot at the storage thread, as a publish does (fair).
     let prepared = {
-        let _turn = shared.book.fair.turn(writer.id).await;
-        let limits = &shared.limits.bulletin;
-        inbox::prepare(objects, writer, &rules, &shared.node_key, limits, now)
+        let _turn = g.book.fair.turn(writer.id).await;
+        let limits = &g.limits;
+        inbox::prepare(objects, writer, &rules, &g.own.key, limits, now)
     };
     let mut failures = prepared.failures;
     let mut queued = Vec::with_capacity(prepared.made.len());
@@ -183,11 +182,11 @@ async fn queue(
         let (tx, answer) = oneshot::channel();
         let (id, shared_with) = (bulletin.id, bulletin.shared_with.len());
         let request = Request::Bulletin {
-            slot: shared.book.fair.slot(writer.id).await,
+            slot: g.book.fair.slot(writer.id).await,
             bulletin,
             reply: tx,
         };
-        if shared.storage.commits.send(request).await.is_err() {
+        if g.storage.commits.send(request).await.is_err() {
             let why = StorageError::Stopped.to_peer();
             failures.extend(objects.iter().map(|(id, v)| failure(id, v, &why)));
             continue;

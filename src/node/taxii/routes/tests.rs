@@ -84,13 +84,8 @@ async fn a_page_and_its_record_are_made_under_one_set_of_rules() {
     std::fs::write(&path, node_file(&liaisons(&["us-dod", "jp-cdc"]))).expect("written");
     let (shared, mut storage) = node_on(&path);
     store_indicator(&shared.storage.store, "jp-cdc");
-    let gateway = Arc::new(Gateway {
-        shared: shared.clone(),
-        index: Default::default(),
-        listing: Default::default(),
-        base: "https://127.0.0.1:9443".into(),
-        statuses: Default::default(),
-    });
+    let base = "https://127.0.0.1:9443".to_owned();
+    let gateway = Arc::new(Gateway::new(&shared, 1000, base));
     let caller = Caller {
         partner: pid("jp-cdc"),
         role: Role::Liaison,
