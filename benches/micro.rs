@@ -2,11 +2,15 @@
 //! verification (single and batched), a policy decision over 50 partners, an audit
 //! append, frame encoding and decoding, an audit query page and a fiscal-year report.
 //! Run with `cargo bench --bench micro`; `renkei bench` measures the whole path.
+//! divan (not criterion) because it builds in a fraction of the time, and every
+//! `cargo test` builds the benchmarks' dependencies.
 
 use std::hint::black_box;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use divan::counter::ItemsCount;
+use divan::Bencher;
 use ed25519_dalek::{Signature, SigningKey};
 use prost::Message as _;
 use renkei::audit::record::Event;
@@ -43,51 +47,57 @@ fn signed(key: &SigningKey, origin: &str, n: usize) -> proto::SignedBulletin {
     bulletin::sign(&b, key, &Limits::default()).expect("signing")
 }
 
-fn verification(c: &mut Criterion) {
+fn main() {
+    divan::main();
+}
+
+/// A 1 KiB bulletin of `us-dod`'s, and the keyring that verifies it.
+static US_DOD: LazyLock<(proto::SignedBulletin, Keyring)> = LazyLock::new(|| {
     let k = key(1);
     let origin: PartnerId = "us-dod".parse().expect("id");
     let mut keyring = Keyring::new();
     keyring.insert(origin, PublicKey::of(&k), Validity::default());
-    let limits = Limits::default();
-    let b = signed(&k, "us-dod", 0);
-    let mut g = c.benchmark_group("bulletin");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("decode and verify (1 KiB body)", |bench| {
-        bench.iter(|| {
+    (signed(&k, "us-dod", 0), keyring)
+});
+
+mod bulletin_verification {
+    use super::*;
+
+    #[divan::bench(name = "decode and verify (1 KiB body)")]
+    fn decode_and_verify(bench: Bencher) {
+        let (b, keyring) = &*US_DOD;
+        let limits = Limits::default();
+        bench.counter(ItemsCount::new(1usize)).bench(|| {
             let u =
                 UnverifiedBulletin::from_signed(black_box(b.clone()), &limits).expect("decodes");
-            u.verify(&keyring, Timestamp::now(), &limits)
+            u.verify(keyring, Timestamp::now(), &limits)
                 .expect("verifies")
-        })
-    });
-    let items: Vec<(Vec<u8>, Signature)> = (0..256)
-        .map(|n| {
-            let s = signed(&k, "us-dod", n);
-            let mut msg = bulletin::SIGNATURE_DOMAIN.to_vec();
-            msg.extend_from_slice(&s.bulletin);
-            (msg, Signature::from_slice(&s.signature).expect("64 bytes"))
-        })
-        .collect();
-    let key = renkei::identity::PublicKey::of(&k);
-    // The node batches what is queued on a publish stream, up to its limit.
-    for size in [64, 256] {
-        g.throughput(Throughput::Elements(size as u64));
-        let name = format!("batch of {size} (one signer), the node's rule");
-        g.bench_function(name, |bench| {
-            bench.iter(|| {
-                let batch: Vec<_> = items[..size]
-                    .iter()
-                    .map(|(m, s)| (&key, m.as_slice(), s))
-                    .collect();
-                let valid = bulletin::signature::verify_many(&batch);
-                assert!(valid.iter().all(|v| *v));
-            })
         });
     }
-    g.finish();
+
+    /// The node batches what is queued on a publish stream, up to its limit.
+    #[divan::bench(name = "batch of N (one signer), the node's rule", args = [64, 256])]
+    fn batch(bench: Bencher, size: usize) {
+        let k = key(1);
+        let items: Vec<(Vec<u8>, Signature)> = (0..size)
+            .map(|n| {
+                let s = signed(&k, "us-dod", n);
+                let mut msg = bulletin::SIGNATURE_DOMAIN.to_vec();
+                msg.extend_from_slice(&s.bulletin);
+                (msg, Signature::from_slice(&s.signature).expect("64 bytes"))
+            })
+            .collect();
+        let key = PublicKey::of(&k);
+        bench.counter(ItemsCount::new(size)).bench(|| {
+            let batch: Vec<_> = items.iter().map(|(m, s)| (&key, m.as_slice(), s)).collect();
+            let valid = bulletin::signature::verify_many(&batch);
+            assert!(valid.iter().all(|v| *v));
+        });
+    }
 }
 
-fn policy(c: &mut Criterion) {
+#[divan::bench(name = "policy: decide for 50 partners")]
+fn policy(bench: Bencher) {
     let mut text = String::from(
         "[node]\nid = \"jp-mod\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nca_cert = \"c\"\ntls_cert = \"t\"\ntls_key = \"k\"\nsigning_key = \"s\"\n",
     );
@@ -104,35 +114,41 @@ fn policy(c: &mut Criterion) {
     let b = signed(&key(1), "partner-7", 0);
     let u = UnverifiedBulletin::from_signed(b, &Limits::default()).expect("decodes");
     let from: PartnerId = "partner-7".parse().expect("id");
-    c.bench_function("policy: decide for 50 partners", |bench| {
-        bench.iter(|| {
-            policy
-                .decide_all(black_box(u.header()), Route::direct(&from))
-                .count()
-        })
+    bench.bench(|| {
+        policy
+            .decide_all(black_box(u.header()), Route::direct(&from))
+            .count()
     });
 }
 
-fn frames(c: &mut Criterion) {
-    let frame = proto::ClientFrame {
+/// A Publish frame of a 1 KiB bulletin.
+fn publish_frame() -> proto::ClientFrame {
+    proto::ClientFrame {
         frame: Some(proto::client_frame::Frame::Publish(proto::Publish {
             request_id: 1,
             bulletin: Some(signed(&key(1), "us-dod", 0)),
             allow_unknown_audience: false,
             path: Vec::new(),
         })),
-    };
-    let bytes = Bytes::from(frame.encode_length_delimited_to_vec());
-    let mut g = c.benchmark_group("frame (1 KiB bulletin)");
-    g.bench_function("encode", |bench| {
-        bench.iter(|| black_box(&frame).encode_length_delimited_to_vec())
-    });
-    g.bench_function("decode", |bench| {
-        bench.iter(|| {
+    }
+}
+
+mod frame_1_kib_bulletin {
+    use super::*;
+
+    #[divan::bench]
+    fn encode(bench: Bencher) {
+        let frame = publish_frame();
+        bench.bench(|| black_box(&frame).encode_length_delimited_to_vec());
+    }
+
+    #[divan::bench]
+    fn decode(bench: Bencher) {
+        let bytes = Bytes::from(publish_frame().encode_length_delimited_to_vec());
+        bench.bench(|| {
             proto::ClientFrame::decode_length_delimited(black_box(bytes.clone())).expect("decodes")
-        })
-    });
-    g.finish();
+        });
+    }
 }
 
 fn delivered(partners: &[PartnerId], from: u64, n: u64) -> Vec<Entry> {
@@ -144,48 +160,52 @@ fn delivered(partners: &[PartnerId], from: u64, n: u64) -> Vec<Entry> {
         .collect()
 }
 
-fn audit(c: &mut Criterion) {
+/// A store holding a log of 100,000 records, over 10 partners.
+fn audit_log() -> (tempfile::TempDir, Store, Vec<PartnerId>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), 64 << 20).expect("store");
     let partners: Vec<PartnerId> = (0..10)
         .map(|i| format!("partner-{i}").parse().expect("id"))
         .collect();
-    // A log of 100,000 records to query.
     for from in (0..100_000).step_by(1_000) {
         store
             .commit(delivered(&partners, from, 1_000), Timestamp::now())
             .expect("commit");
     }
-    let mut next = 100_000;
-    let mut g = c.benchmark_group("audit");
-    g.throughput(Throughput::Elements(100));
-    g.bench_function(
-        "append 100 records (hashes, postings, counters, flush)",
-        |bench| {
-            bench.iter_batched(
-                || {
-                    let entries = delivered(&partners, next, 100);
-                    next += 100;
-                    entries
-                },
-                |entries| store.commit(entries, Timestamp::now()).expect("commit"),
-                BatchSize::SmallInput,
-            )
-        },
-    );
-    let q = Query {
-        partner: Some(partners[3].clone()),
-        after: Some(50_000),
-        limit: 100,
-        ..Query::default()
-    };
-    g.bench_function("query: a page of 100 by partner", |bench| {
-        bench.iter(|| store.audit().query(black_box(&q)).expect("query"))
-    });
-    g.finish();
+    (dir, store, partners)
 }
 
-fn report(c: &mut Criterion) {
+mod audit {
+    use super::*;
+
+    #[divan::bench(name = "append 100 records (hashes, postings, counters, flush)")]
+    fn append(bench: Bencher) {
+        let (_dir, store, partners) = audit_log();
+        let next = std::sync::atomic::AtomicU64::new(100_000);
+        bench
+            .counter(ItemsCount::new(100usize))
+            .with_inputs(|| {
+                let from = next.fetch_add(100, std::sync::atomic::Ordering::Relaxed);
+                delivered(&partners, from, 100)
+            })
+            .bench_local_values(|entries| store.commit(entries, Timestamp::now()).expect("commit"));
+    }
+
+    #[divan::bench(name = "query: a page of 100 by partner")]
+    fn query(bench: Bencher) {
+        let (_dir, store, partners) = audit_log();
+        let q = Query {
+            partner: Some(partners[3].clone()),
+            after: Some(50_000),
+            limit: 100,
+            ..Query::default()
+        };
+        bench.bench_local(|| store.audit().query(black_box(&q)).expect("query"));
+    }
+}
+
+#[divan::bench(name = "metrics: fiscal-year report (2 years × 20 partners × 10 counters)")]
+fn report(bench: Bencher) {
     let fy = Period::fiscal_year(2026, 4).expect("period");
     let names = [
         "received.indicator",
@@ -207,17 +227,7 @@ fn report(c: &mut Criterion) {
             }
         }
     }
-    c.bench_function(
-        "metrics: fiscal-year report (2 years × 20 partners × 10 counters)",
-        |bench| {
-            bench.iter_batched(
-                || rows.clone(),
-                |rows| metrics::report("jp-mod", &fy, rows),
-                BatchSize::LargeInput,
-            )
-        },
-    );
+    bench
+        .with_inputs(|| rows.clone())
+        .bench_local_values(|rows| metrics::report("jp-mod", &fy, rows));
 }
-
-criterion_group!(micro, verification, policy, frames, audit, report);
-criterion_main!(micro);
