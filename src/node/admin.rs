@@ -143,19 +143,7 @@ async fn metrics(State(node): State<Monitored>) -> Response {
 }
 
 async fn scrape(node: &Monitored) -> Option<String> {
-    let connections_open = {
-        let open = node
-            .book
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<(String, u64)> = open
-            .iter()
-            .map(|(p, n)| (p.to_string(), *n as u64))
-            .collect();
-        v.sort();
-        v
-    };
+    let connections_open = connections_open(&node.book);
     let in_flight_kib = node.book.budgets.in_use();
     let store = node.storage.store.clone();
     let receivers: Vec<PartnerId> = {
@@ -182,19 +170,7 @@ async fn scrape(node: &Monitored) -> Option<String> {
     );
     let handshakes_retried = node.book.handshakes.retried.load(Ordering::Relaxed);
     let handshakes_refused = node.book.handshakes.refused.load(Ordering::Relaxed);
-    let links = node
-        .links
-        .statuses()
-        .into_iter()
-        .map(|l| LinkGauge {
-            peer: l.peer.to_string(),
-            up: l.up,
-            since_unix_ms: l.since.unix_ms(),
-            dial_failures: u64::from(l.failures),
-            copies: l.copies,
-            from_peer: l.from_peer,
-        })
-        .collect();
+    let links = link_gauges(&node.links);
     tokio::task::spawn_blocking(move || {
         let (audit_records, audit_checkpointed) = store.audit_progress();
         let totals = store.counter_totals();
@@ -222,6 +198,33 @@ async fn scrape(node: &Monitored) -> Option<String> {
     .await
     .ok()
     .flatten()
+}
+
+/// Open connections per partner, by partner.
+fn connections_open(book: &ConnectionBook) -> Vec<(String, u64)> {
+    let open = book.connections.lock().unwrap_or_else(|p| p.into_inner());
+    let mut v: Vec<(String, u64)> = open
+        .iter()
+        .map(|(p, n)| (p.to_string(), *n as u64))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Each peer link's state, as `/metrics` shows it.
+fn link_gauges(links: &LinkBook) -> Vec<LinkGauge> {
+    links
+        .statuses()
+        .into_iter()
+        .map(|l| LinkGauge {
+            peer: l.peer.to_string(),
+            up: l.up,
+            since_unix_ms: l.since.unix_ms(),
+            dial_failures: u64::from(l.failures),
+            copies: l.copies,
+            from_peer: l.from_peer,
+        })
+        .collect()
 }
 
 /// `partner`'s queue now (empty if it cannot be read), read on the blocking pool.
