@@ -81,7 +81,7 @@ const CURSOR: &[u8] = b"c/";
 /// Every door out reads them, so what was withdrawn stays withdrawn for that id.
 const WITHDRAWN: &[u8] = b"w/";
 
-fn corrupt(key: &[u8], why: impl Into<String>) -> StoreError {
+fn corrupt(key: &[u8], why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         why: why.into(),
@@ -349,7 +349,7 @@ impl Store {
             Some(kv) => {
                 let (k, v) = kv?;
                 let seg = proto::Segment::decode(&*self.values.resolve(&k, &v)?)
-                    .map_err(|e| corrupt(&k, e.to_string()))?;
+                    .map_err(|e| corrupt(&k, e))?;
                 seg.bulletins
                     .last()
                     .map(|b| b.seq)
@@ -448,7 +448,7 @@ impl Store {
         let Some(v) = self.state.get(ROSTER)? else {
             return Ok(Vec::new());
         };
-        let text = std::str::from_utf8(&v).map_err(|e| corrupt(ROSTER, e.to_string()))?;
+        let text = std::str::from_utf8(&v).map_err(|e| corrupt(ROSTER, e))?;
         text.lines()
             .map(|id| id.parse().map_err(|e| corrupt(ROSTER, format!("{e}"))))
             .collect()
@@ -498,8 +498,7 @@ impl Store {
         match self.state.get(&key)? {
             None => Ok(Cursor::default()),
             Some(v) => {
-                let c =
-                    proto::PartnerCursor::decode(&*v).map_err(|e| corrupt(&key, e.to_string()))?;
+                let c = proto::PartnerCursor::decode(&*v).map_err(|e| corrupt(&key, e))?;
                 Ok(Cursor {
                     acked_through: c.acked_through,
                     acked_above: c.acked_above.into_iter().collect(),

@@ -84,7 +84,7 @@ pub(crate) fn screen_stored(
     }
     let stored = store.get(seq)?.ok_or_else(|| StoreError::Corrupt {
         key: "stored bulletin".into(),
-        why: format!("bulletin {seq} is queued but not stored"),
+        why: format!("bulletin {seq} is queued but not stored").into(),
     })?;
     recheck(
         stored.signed,
@@ -109,10 +109,14 @@ pub(crate) fn recheck(
 ) -> Result<Option<Withdrawal>, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt {
         key: "stored bulletin".into(),
-        why,
+        why: why.into(),
     };
-    let b = UnverifiedBulletin::decode(signed, &stored_limits(limits))
-        .map_err(|e| corrupt(e.to_string()))?;
+    let b = UnverifiedBulletin::decode(signed, &stored_limits(limits)).map_err(|e| {
+        StoreError::Corrupt {
+            key: "stored bulletin".into(),
+            why: e.into(),
+        }
+    })?;
     let from: PartnerId = received_from
         .parse()
         .map_err(|e| corrupt(format!("received_from: {e}")))?;
@@ -151,7 +155,7 @@ pub(crate) fn too_large(
     let b = UnverifiedBulletin::decode(signed, &stored_limits(limits)).map_err(|e| {
         StoreError::Corrupt {
             key: "stored bulletin".into(),
-            why: e.to_string(),
+            why: e.into(),
         }
     })?;
     Ok(Withdrawal {

@@ -98,8 +98,8 @@ fn last_record(tree: &sled::Tree, values: &ValueLog) -> Result<(u64, u64), Store
     let (mut last_seq_end, mut last_time) = (0, 0);
     if let Some(kv) = tree.scan_prefix(RECORDS).next_back() {
         let (k, v) = kv?;
-        let batch = proto::AuditBatch::decode(&*values.resolve(&k, &v)?)
-            .map_err(|e| corrupt(&k, e.to_string()))?;
+        let batch =
+            proto::AuditBatch::decode(&*values.resolve(&k, &v)?).map_err(|e| corrupt(&k, e))?;
         last_seq_end = batch
             .first_seq
             .checked_add(batch.records.len() as u64)
@@ -109,7 +109,7 @@ fn last_record(tree: &sled::Tree, values: &ValueLog) -> Result<(u64, u64), Store
             .last()
             .ok_or_else(|| corrupt(&k, "empty audit batch"))?;
         last_time = proto::AuditRecord::decode(last.clone())
-            .map_err(|e| corrupt(&k, e.to_string()))?
+            .map_err(|e| corrupt(&k, e))?
             .time_unix_ms;
     }
     Ok((last_seq_end, last_time))
@@ -122,9 +122,8 @@ fn last_checkpoint(tree: &sled::Tree) -> Result<(u64, Option<TreeHash>), StoreEr
         Some(kv) => {
             let (k, v) = kv?;
             let size = be_u64(&k, &k[CHECKPOINTS.len()..])?;
-            let note = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e.to_string()))?;
-            let stated =
-                crate::audit::checkpoint::stated(note).map_err(|e| corrupt(&k, e.to_string()))?;
+            let note = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e))?;
+            let stated = crate::audit::checkpoint::stated(note).map_err(|e| corrupt(&k, e))?;
             if stated.size != size {
                 return Err(corrupt(
                     &k,
@@ -291,8 +290,8 @@ impl AuditState {
             let record = event.seal(n, now);
             let at = crate::wire::audit_batch_record(&mut batch, &record);
             let bytes = batch.get(at).unwrap_or_default();
-            let hashes = merkle::hashes_to_append(n, bytes, &tree_view)
-                .map_err(|e| corrupt(HASHES, e.to_string()))?;
+            let hashes =
+                merkle::hashes_to_append(n, bytes, &tree_view).map_err(|e| corrupt(HASHES, e))?;
             tree_view.new.extend(hashes);
             each_index_term(&record, &mut term, |term| match index.get_mut(term) {
                 Some(seqs) => seqs.extend_from_slice(&n.to_be_bytes()),
@@ -361,7 +360,7 @@ impl AuditState {
     /// The root of the first `size` committed records.
     fn root(&self, tree: &sled::Tree, size: u64) -> Result<TreeHash, StoreError> {
         let view = Extending::new(merkle::stored_count(self.size), |i| self.stored(tree, i));
-        merkle::root(size, &view).map_err(|e| corrupt(HASHES, e.to_string()))
+        merkle::root(size, &view).map_err(|e| corrupt(HASHES, e))
     }
 
     /// Signs a checkpoint of the whole log, if it grew since the last, into `writes`,
@@ -390,7 +389,7 @@ impl AuditState {
         }
         let root = self.root(tree, self.size)?;
         let note = crate::audit::checkpoint::sign_by(signers, self.size, root)
-            .map_err(|e| corrupt(CHECKPOINTS, e.to_string()))?;
+            .map_err(|e| corrupt(CHECKPOINTS, e))?;
         writes.insert(seq_key(CHECKPOINTS, self.size), note.as_bytes());
         Ok(Some((self.size, root)))
     }
@@ -461,7 +460,7 @@ pub(super) fn add_cosignature(
     let Some(note) = tree.get(&key)? else {
         return Ok(false);
     };
-    let note = std::str::from_utf8(&note).map_err(|e| corrupt(&key, e.to_string()))?;
+    let note = std::str::from_utf8(&note).map_err(|e| corrupt(&key, e))?;
     let cosigned = crate::audit::witness::with_cosignature(note, line);
     tree.insert(key, cosigned.as_bytes())?;
     Ok(true)
@@ -519,12 +518,11 @@ pub(super) fn upgrade_index(tree: &sled::Tree, values: &ValueLog) -> Result<(), 
     let mut term = Vec::new();
     for kv in tree.scan_prefix(RECORDS) {
         let (k, v) = kv?;
-        let batch = proto::AuditBatch::decode(&*values.resolve(&k, &v)?)
-            .map_err(|e| corrupt(&k, e.to_string()))?;
+        let batch =
+            proto::AuditBatch::decode(&*values.resolve(&k, &v)?).map_err(|e| corrupt(&k, e))?;
         let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (n, bytes) in (batch.first_seq..).zip(&batch.records) {
-            let record = proto::AuditRecord::decode(bytes.clone())
-                .map_err(|e| corrupt(&k, e.to_string()))?;
+            let record = proto::AuditRecord::decode(bytes.clone()).map_err(|e| corrupt(&k, e))?;
             each_index_term(&record, &mut term, |term| {
                 if term.starts_with(BY_PARTNER) {
                     index

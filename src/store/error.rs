@@ -16,7 +16,7 @@ pub enum StoreError {
         /// Records the checkpoint covers.
         size: u64,
         /// What the check said.
-        why: String,
+        why: crate::audit::checkpoint::CheckpointError,
     },
     /// A value file could not be read or written.
     #[error("value file {path}: {source}")]
@@ -47,8 +47,8 @@ pub enum StoreError {
     Corrupt {
         /// The key, printable.
         key: String,
-        /// What is wrong.
-        why: String,
+        /// What is wrong: the decoder's or the check's own error, kept typed.
+        why: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

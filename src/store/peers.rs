@@ -42,7 +42,7 @@ impl Store {
         let Some(v) = self.state.get(&key)? else {
             return Ok(None);
         };
-        let text = std::str::from_utf8(&v).map_err(|e| corrupt(&key, e.to_string()))?;
+        let text = std::str::from_utf8(&v).map_err(|e| corrupt(&key, e))?;
         Ok(Some(text.to_owned()))
     }
 

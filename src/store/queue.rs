@@ -113,8 +113,7 @@ impl Store {
     ) -> Result<Vec<proto::BulletinName>, StoreError> {
         let mut seqs = std::collections::BTreeSet::new();
         for bytes in records {
-            let r = proto::AuditRecord::decode(bytes.clone())
-                .map_err(|e| corrupt(b"a/", e.to_string()))?;
+            let r = proto::AuditRecord::decode(bytes.clone()).map_err(|e| corrupt(b"a/", e))?;
             if r.bulletin_id.is_empty() {
                 seqs.extend(r.bulletin_seqs);
             }
@@ -168,7 +167,7 @@ impl Store {
         }
         let seg = Arc::new(
             proto::Segment::decode(Bytes::from(self.values.resolve(&k, &v)?))
-                .map_err(|e| corrupt(&k, e.to_string()))?,
+                .map_err(|e| corrupt(&k, e))?,
         );
         let holds = seg.bulletins.first().is_some_and(|b| b.seq <= seq)
             && seg.bulletins.last().is_some_and(|b| b.seq >= seq);

@@ -174,7 +174,8 @@ impl ValueLog {
                 key: dir.display().to_string(),
                 why: format!(
                     "the value files end at byte {last_end} but the database records {committed}"
-                ),
+                )
+                .into(),
             });
         }
         let tail = Tail {
@@ -195,7 +196,7 @@ impl ValueLog {
     pub fn append(&self, value: &[u8]) -> Result<ValuePtr, StoreError> {
         let len = u32::try_from(value.len()).map_err(|_| StoreError::Corrupt {
             key: "values".into(),
-            why: format!("a value of {} bytes is too large to store", value.len()),
+            why: format!("a value of {} bytes is too large to store", value.len()).into(),
         })?;
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if tail.end > tail.start && tail.end - tail.start + u64::from(len) > self.file_bytes {
@@ -272,7 +273,7 @@ impl ValueLog {
     fn damaged(&self, ptr: ValuePtr, why: &str) -> StoreError {
         StoreError::Corrupt {
             key: format!("{} at offset {}", self.dir.display(), ptr.offset),
-            why: format!("the value of {} bytes is unreadable: {why}", ptr.len),
+            why: format!("the value of {} bytes is unreadable: {why}", ptr.len).into(),
         }
     }
 

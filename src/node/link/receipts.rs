@@ -288,7 +288,7 @@ fn with_receipts(
         for bytes in page.records {
             let r = proto::AuditRecord::decode(bytes).map_err(|e| StoreError::Corrupt {
                 key: "audit record".into(),
-                why: e.to_string(),
+                why: e.into(),
             })?;
             if r.seq >= size {
                 return Ok(out);

@@ -112,8 +112,8 @@ pub(super) fn rebuild_tail(
     let mut view = Extending::new(base, |i| committed.one(i));
     let records = reader.records_from(from).take((size - from) as usize);
     for (n, record) in (from..).zip(records) {
-        let hashes = merkle::hashes_to_append(n, &record?, &view)
-            .map_err(|e| corrupt(HASHES, e.to_string()))?;
+        let hashes =
+            merkle::hashes_to_append(n, &record?, &view).map_err(|e| corrupt(HASHES, e))?;
         view.new.extend(hashes);
     }
     let key = seq_key(HASHES, first / CHUNK);

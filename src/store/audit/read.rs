@@ -75,7 +75,7 @@ impl RecordCursor<'_> {
                 return Ok(None);
             }
             let b = proto::AuditBatch::decode(Bytes::from(self.values.resolve(&k, &v)?))
-                .map_err(|e| corrupt(&k, e.to_string()))?;
+                .map_err(|e| corrupt(&k, e))?;
             if !holds(&b) {
                 return Ok(None);
             }
@@ -86,8 +86,8 @@ impl RecordCursor<'_> {
         };
         let bytes = b.records[(seq - b.first_seq) as usize].clone();
         let key = format!("audit record {seq}");
-        let record = proto::AuditRecord::decode(bytes.clone())
-            .map_err(|e| corrupt(key.as_bytes(), e.to_string()))?;
+        let record =
+            proto::AuditRecord::decode(bytes.clone()).map_err(|e| corrupt(key.as_bytes(), e))?;
         self.read += 1;
         if record.seq != seq {
             return Err(corrupt(
@@ -131,7 +131,7 @@ impl AuditReader<'_> {
             .flat_map(move |kv| {
                 let batch = kv.map_err(StoreError::from).and_then(|(k, v)| {
                     proto::AuditBatch::decode(Bytes::from(self.values.resolve(&k, &v)?))
-                        .map_err(|e| corrupt(&k, e.to_string()))
+                        .map_err(|e| corrupt(&k, e))
                 });
                 let items: Vec<Result<Bytes, StoreError>> = match batch {
                     Ok(b) => (b.first_seq..)
@@ -203,7 +203,7 @@ impl AuditReader<'_> {
             let page = self.query(&q)?;
             if let Some(last) = page.records.last() {
                 latest = proto::AuditRecord::decode(last.clone())
-                    .map_err(|e| super::super::corrupt(b"a/", e.to_string()))?
+                    .map_err(|e| super::super::corrupt(b"a/", e))?
                     .affiliation;
             }
             match page.next_after {
@@ -340,7 +340,7 @@ impl AuditReader<'_> {
 
     /// Root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<TreeHash, StoreError> {
-        merkle::root(size, &self.hashes()).map_err(|e| corrupt(HASHES, e.to_string()))
+        merkle::root(size, &self.hashes()).map_err(|e| corrupt(HASHES, e))
     }
 
     /// Inclusion proof of record `seq` in the tree of `size` records.
@@ -365,7 +365,7 @@ impl AuditReader<'_> {
         self.tree.scan_prefix(CHECKPOINTS).map(|kv| {
             let (k, v) = kv?;
             let size = be_u64(&k, &k[CHECKPOINTS.len()..])?;
-            let note = String::from_utf8(v.to_vec()).map_err(|e| corrupt(&k, e.to_string()))?;
+            let note = String::from_utf8(v.to_vec()).map_err(|e| corrupt(&k, e))?;
             Ok((size, note))
         })
     }
@@ -381,10 +381,8 @@ impl AuditReader<'_> {
             return Ok(());
         };
         let key_name = format!("p/{size}");
-        let v = checkpoint::verify(&note, origin, key).map_err(|e| StoreError::AuditKey {
-            size,
-            why: e.to_string(),
-        })?;
+        let v = checkpoint::verify(&note, origin, key)
+            .map_err(|why| StoreError::AuditKey { size, why })?;
         let root = self.root(size)?;
         if v.size != size || v.root != root {
             return Err(corrupt(
