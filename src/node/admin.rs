@@ -3,7 +3,6 @@
 //! `/readyz` (endpoint bound, database open and its storage thread running, not
 //! stopping). Read-only: nothing here changes the node.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,12 +14,12 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use super::link::LinkBook;
+use super::link_book::LinkBook;
+use super::queues::queue;
+use super::shared::Shared;
 use super::shared::{ConnectionBook, Rules, StorageHandle};
-use super::Shared;
 use crate::identity::{PartnerId, Role};
-use crate::metrics::prometheus::{self, FrameTotals, Gauges, LinkGauge, QueueGauge};
-use crate::store::Store;
+use crate::metrics::prometheus::{self, FrameTotals, Gauges, LinkGauge};
 use crate::timestamp::Timestamp;
 
 /// Binds the admin listener.
@@ -225,53 +224,4 @@ fn link_gauges(links: &LinkBook) -> Vec<LinkGauge> {
             from_peer: l.from_peer,
         })
         .collect()
-}
-
-/// `partner`'s queue now (empty if it cannot be read), read on the blocking pool.
-pub(super) async fn queue_of(store: &Arc<Store>, partner: &PartnerId) -> QueueGauge {
-    let (store, partner) = (store.clone(), partner.clone());
-    tokio::task::spawn_blocking(move || {
-        let totals = store.partner_totals(&partner);
-        queue(&store, &totals, &partner, Timestamp::now())
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_default()
-}
-
-/// A partner's queue: its depth from the counters (shared minus acknowledged, each
-/// counted once in the same write as its record), and the age of the oldest entry,
-/// found from its cursor only when there is one.
-fn queue(
-    store: &Store,
-    totals: &BTreeMap<(String, String), u64>,
-    partner: &PartnerId,
-    now: Timestamp,
-) -> Option<QueueGauge> {
-    let name = partner.as_str();
-    let count = |f: &dyn Fn(&str) -> bool| -> u64 {
-        totals
-            .range((name.to_owned(), String::new())..)
-            .take_while(|((p, _), _)| p == name)
-            .filter(|((_, n), _)| f(n))
-            .map(|(_, v)| *v)
-            .sum()
-    };
-    let depth = count(&|n| n.starts_with("shared.")).saturating_sub(count(&|n| n == "acked"));
-    let mut oldest_age_ms = 0;
-    if depth > 0 {
-        let cursor = store.cursor(partner).ok()?;
-        let page = store
-            .pending(partner, cursor.acked_through, &cursor, 1)
-            .ok()?;
-        if let Some(first) = page.items.first() {
-            oldest_age_ms = now.unix_ms().saturating_sub(first.accepted.unix_ms());
-        }
-    }
-    Some(QueueGauge {
-        partner: partner.to_string(),
-        depth,
-        oldest_age_ms,
-    })
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::link::rules::Dialler;
+use super::link_rules::Dialler;
 use super::shared::ConnectionBook;
-use super::RuleSet;
+use super::shared::RuleSet;
 use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};
 

@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::shared::Shared;
 use super::shared::{Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
-use super::Shared;
 use crate::audit::record::Event;
 use crate::audit::Query;
 use crate::identity::PartnerId;

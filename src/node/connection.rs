@@ -16,10 +16,12 @@ use tracing::Instrument as _;
 use super::admission::{
     self, Admitted, AdmittedAs, Greeting, HandshakeLimits, MAX_CONNECTIONS_PER_PARTNER,
 };
-use super::link::LinkBook;
-use super::link::{self, rules::Dialler, Adoption};
+use super::link;
+use super::link_book::{Adoption, LinkBook};
+use super::link_rules::Dialler;
+use super::shared::Shared;
 use super::shared::{HandshakeCounts, Trail};
-use super::{reload, streams, Shared};
+use super::{reload, streams};
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
 use crate::proto;
@@ -228,7 +230,7 @@ struct PartnerConnection {
     partner: PartnerId,
     role: Role,
     cert: crate::identity::CertFingerprint,
-    rules: tokio::sync::watch::Receiver<Arc<super::RuleSet>>,
+    rules: tokio::sync::watch::Receiver<Arc<super::shared::RuleSet>>,
     streams: JoinSet<()>,
     /// This node's subscription to the peer, when the connection is its link.
     pulling: Option<tokio::task::JoinHandle<()>>,

@@ -13,10 +13,11 @@ use super::withdraw::{screen_stored, Withdrawal};
 mod progress;
 mod receipts;
 mod retry;
-use super::link::LinkBook;
+use super::frames::REFUSAL_MESSAGE_MAX;
+use super::link_book::LinkBook;
 use super::shared::{ConnectionBook, Rules, StorageHandle, Trail};
+use super::shared::{RuleSet, Shared};
 use super::writer::{Request, StorageError};
-use super::{RuleSet, Shared};
 use crate::identity::PartnerId;
 use crate::proto::{self, ErrorCode};
 use crate::store::Page;
@@ -29,9 +30,6 @@ enum FromClient {
     Acks(proto::Ack),
     Fatal(ErrorCode, String),
 }
-
-/// Longest words of a peer's refusal carried in an Ack (`Refusal.message`).
-pub(crate) const REFUSAL_MESSAGE_MAX: usize = 512;
 
 /// Room an Ack gives one receipt (two ids, an origin, a bulletin id, a digest, a time,
 /// a signature and a key id, with their tags): ids are at most 64 bytes.

@@ -5,6 +5,10 @@
 use crate::identity::{PartnerId, Role};
 use crate::proto::{self, client_frame::Frame, ErrorCode};
 
+/// Longest words of a peer's refusal carried in an Ack (`Refusal.message`): what a
+/// puller writes and a deliverer reads.
+pub(crate) const REFUSAL_MESSAGE_MAX: usize = 512;
+
 /// What a stream's first frame opens.
 #[derive(Debug)]
 pub(super) enum Opening {

@@ -1,6 +1,6 @@
 //! Peer links: one QUIC connection (mutual TLS) between this node and each peer node,
 //! a relay partner with an `address`. Either side dials; when both did, the rule in
-//! [`rules::keeps_new`] picks the connection both keep. A link that dies is dialled
+//! [`link_rules::keeps_new`](super::link_rules::keeps_new) picks the connection both keep. A link that dies is dialled
 //! again with capped exponential backoff and jitter.
 //!
 //! Over the link each node is the other's partner with the ordinary frames: the peer
@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::admission::{self, AdmittedAs};
+use super::shared::Shared;
 use super::shared::{Own, Rules, Trail};
-use super::Shared;
 use crate::audit::record::Event;
 use crate::config::PeerAddress;
 use crate::identity::{PartnerId, Role};
@@ -26,20 +26,17 @@ use crate::store::Store;
 use crate::timestamp::Timestamp;
 use crate::transport;
 
-mod book;
 mod exchange;
 mod pull;
 mod receipts;
 mod report;
-pub(crate) mod rules;
 mod witness;
 
-pub(crate) use book::{Adoption, LinkBook};
+use super::link_rules::{self as rules, Dialler};
 pub(crate) use pull::{pull, Pulling};
 pub(crate) use receipts::take_receipts;
 pub(crate) use report::{report, Reporting};
 pub use report::{LinkReport, NodeStatus, QueueReport};
-use rules::Dialler;
 pub(crate) use witness::witness;
 
 /// Why dialling a peer node gave no link.
@@ -340,7 +337,7 @@ impl Dialer {
     async fn admit(
         &self,
         conn: quinn::Connection,
-        mut rules: watch::Receiver<Arc<super::RuleSet>>,
+        mut rules: watch::Receiver<Arc<super::shared::RuleSet>>,
     ) -> Result<(quinn::Connection, AdmittedAs), WrongAnswer> {
         let refuse = |why: WrongAnswer| {
             let code = quinn::VarInt::from_u32(proto::CloseCode::UnknownPartner as u32);

@@ -18,12 +18,12 @@ use crate::identity::{self, PartnerId};
 use crate::proto;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, Timers, TlsIdentity, TransportError};
+use shared::{Shared, StorageParts};
 
 pub use crate::config::ConfigChange;
 pub use admission::MAX_CONNECTIONS_PER_PARTNER;
 pub use refusals::{ANONYMOUS_REFUSALS_PER_MINUTE, PARTNER_REFUSALS_PER_MINUTE};
 pub use reload::ReloadError;
-pub(crate) use shared::{RuleSet, Shared, StorageParts};
 pub use writer::{BelowReserve, Cause, ReadTaskFailed, StorageError};
 
 mod admin;
@@ -35,9 +35,12 @@ mod deliver;
 mod fair;
 mod frames;
 mod link;
+mod link_book;
+mod link_rules;
 #[cfg(unix)]
 pub mod operator;
 mod publish;
+mod queues;
 mod refusals;
 mod reload;
 mod shared;

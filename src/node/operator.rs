@@ -17,8 +17,9 @@ use tokio::net::{UnixListener, UnixStream};
 use super::link::Reporting;
 pub use super::link::{LinkReport, NodeStatus, QueueReport};
 use super::reload::Reloading;
+use super::shared::Shared;
 use super::shared::StorageHandle;
-use super::{writer, Shared};
+use super::writer;
 use crate::audit::record::Event;
 
 /// The socket's file name inside the data directory.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::budget::{Held, StreamBudget};
+use super::shared::Shared;
 use super::shared::{ConnectionBook, Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
-use super::Shared;
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
 use crate::proto::{self, ErrorCode};

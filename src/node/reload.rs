@@ -15,8 +15,8 @@ use crate::audit::record::Event;
 use crate::config::{ConfigChange, ConfigError, NodeConfig};
 use crate::identity::{CertFingerprint, PartnerId, Role};
 
+use super::shared::{RuleSet, Shared};
 use super::shared::{Rules, StorageHandle, Trail};
-use super::{RuleSet, Shared};
 
 /// Why a reload was refused. The configuration in force stays in force.
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     pub limits: NodeLimits,
     pub book: Arc<ConnectionBook>,
     /// The links with peer nodes.
-    pub links: Arc<super::link::LinkBook>,
+    pub links: Arc<super::link_book::LinkBook>,
     pub shutdown: watch::Receiver<bool>,
 }
 

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::frames::{self, Opening};
+use super::shared::Shared;
 use super::shared::Trail;
-use super::{auditor, deliver, link, publish, Shared};
+use super::{auditor, deliver, link, publish};
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
 use crate::proto;
@@ -126,7 +127,7 @@ async fn serve_opening(
             // wait behind a long group commit.
             let queued = tokio::time::timeout(
                 std::time::Duration::from_millis(250),
-                super::admin::queue_of(&shared.storage.store, &partner),
+                super::queues::queue_of(&shared.storage.store, &partner),
             )
             .await
             .ok();

@@ -23,7 +23,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
 use super::shared::{ConnectionBook, Own, Rules, StorageHandle, Trail};
-use super::{NodeError, RuleSet, Shared};
+use super::shared::{RuleSet, Shared};
+use super::NodeError;
 use crate::audit::record::Event;
 use crate::config::NodeConfig;
 use crate::identity::{CertFingerprint, PartnerId, Role};

@@ -13,8 +13,8 @@ use bytes::Bytes;
 
 use super::writer::StorageError;
 
+use super::shared::RuleSet;
 use super::shared::Trail;
-use super::RuleSet;
 use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
 use crate::identity::PartnerId;

@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 
 use crate::identity::PartnerId;
 use crate::node::budget::Held;
-use crate::node::deliver::REFUSAL_MESSAGE_MAX;
+use crate::node::frames::REFUSAL_MESSAGE_MAX;
 use crate::node::publish::{self, Forwarded};
+use crate::node::shared::Shared;
 use crate::node::shared::Trail;
-use crate::node::Shared;
 use crate::proto::{self, client_frame::Frame as ClientFrame, server_frame::Frame as ServerFrame};
 use crate::receipt::Receipt;
 use crate::store::Outcome;
@@ -24,7 +24,9 @@ use crate::timestamp::Timestamp;
 use crate::transport::FrameCounts;
 use crate::transport::{self, FrameReader};
 
-use super::{rules, LinkBook, Peering};
+use super::Peering;
+use crate::node::link_book::LinkBook;
+use crate::node::link_rules as rules;
 
 /// What pulling from a peer uses of the node: taking its deliveries in as publishes
 /// ([`publish::Intake`]), the link's other exchanges and the key receipts are signed

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{hello, LinkBook, Wire};
+use super::{hello, Wire};
 use crate::identity::PartnerId;
-use crate::node::Shared;
+use crate::node::link_book::LinkBook;
+use crate::node::shared::Shared;
 use crate::store::Store;
 use crate::transport::FrameCounts;
 
@@ -139,7 +140,7 @@ pub(crate) async fn report(node: &Reporting) -> NodeStatus {
     let mut links = Vec::new();
     let store = &node.store;
     for l in node.links.statuses() {
-        let to = crate::node::admin::queue_of(store, &l.peer).await;
+        let to = crate::node::queues::queue_of(store, &l.peer).await;
         let kept = refused_kept(store, &l.peer).await;
         links.push(LinkReport {
             peer: l.peer.to_string(),

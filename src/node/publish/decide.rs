@@ -9,7 +9,7 @@ use crate::bulletin::{
     BulletinError, Digest, Header, Limits, UnverifiedBulletin, VerifiedBulletin,
 };
 use crate::identity::{PartnerId, Role};
-use crate::node::RuleSet;
+use crate::node::shared::RuleSet;
 use crate::policy::{Decision, Route};
 use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::NewBulletin;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
 use crate::identity::{PartnerId, Role};
 use crate::node::publish::decide;
-use crate::node::RuleSet;
+use crate::node::shared::RuleSet;
 use crate::proto::{self, ErrorCode};
 use crate::stix::{self, StixObject};
 use crate::store::NewBulletin;

@@ -30,7 +30,7 @@ type Marked = (Tlp, Vec<crate::stix::StixObject>);
 /// one delivery screen). A TAXII page and a MISP feed read through it alike.
 pub(super) struct Screen<'a> {
     store: &'a Store,
-    rules: std::sync::Arc<super::super::RuleSet>,
+    rules: std::sync::Arc<crate::node::shared::RuleSet>,
     limits: crate::bulletin::Limits,
     partner: &'a PartnerId,
     withdrawn: crate::store::Withdrawn,
@@ -63,7 +63,7 @@ impl<'a> Screen<'a> {
     }
 
     /// The rules it screens by.
-    pub(super) fn rules(&self) -> &super::super::RuleSet {
+    pub(super) fn rules(&self) -> &crate::node::shared::RuleSet {
         &self.rules
     }
 }
@@ -127,7 +127,7 @@ fn refresh(index: &mut Index, store: &Store) -> Result<(), crate::store::StoreEr
 /// the screen a subscription reads through.
 fn still_shared(
     store: &Store,
-    rules: &super::super::RuleSet,
+    rules: &crate::node::shared::RuleSet,
     partner: &PartnerId,
     seq: u64,
     limits: &crate::bulletin::Limits,

@@ -1,13 +1,13 @@
 //! The book of peer links: each peer's status as the operator sees it, and the one
-//! connection in use, offered and replaced by the rule in `rules`. Holds state only:
-//! dialling and serving a link are the parent's.
+//! connection in use, offered and replaced by the rule in `link_rules`. Holds state only:
+//! dialling and serving a link are `link`'s.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use super::rules::{self, Dialler};
+use super::link_rules::{self as rules, Dialler};
 use crate::config::PeerAddress;
 use crate::identity::PartnerId;
 use crate::proto;
