@@ -22,7 +22,7 @@ pub mod card;
 mod change;
 pub mod check;
 mod digest;
-pub mod edit;
+pub(crate) mod edit;
 pub mod federation;
 mod revocation;
 mod sections;

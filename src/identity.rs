@@ -24,7 +24,7 @@ pub use keyring::{KeyLookupError, Keyring, Validity};
 use crate::text::excerpt;
 
 /// Errors in identity text: ids, groups, roles and keys. The text they quote is an
-/// escaped, bounded excerpt ([`crate::text::excerpt`]), and key text is never quoted
+/// escaped, bounded excerpt (`text::excerpt`), and key text is never quoted
 /// when it looks like PEM: a private key given where a public one belongs must not be
 /// echoed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

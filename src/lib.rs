@@ -7,14 +7,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// What other programs may use: the core (bulletins, identities, policy, the audit log
+// and its metrics, receipts, STIX and MISP, the wire schema), a desk's `client`, the
+// `config` a node runs on, a running `node`, and the development `pki`. `store`,
+// `transport` and `files` are the shell's own: public only for the scenario tests
+// and the fuzz targets, which open a node's database or speak raw frames, and hidden
+// from the documentation.
+
 pub mod audit;
 pub mod bulletin;
 mod cli;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
 pub mod files;
 pub mod identity;
-pub mod inbox;
+pub(crate) mod inbox;
 pub mod metrics;
 pub mod misp;
 pub mod node;
@@ -23,9 +31,11 @@ pub mod policy;
 pub mod proto;
 pub mod receipt;
 pub mod stix;
+#[doc(hidden)]
 pub mod store;
-pub mod text;
+pub(crate) mod text;
 pub mod timestamp;
+#[doc(hidden)]
 pub mod transport;
 mod wire;
 

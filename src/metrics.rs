@@ -582,7 +582,7 @@ fn latency_summary(figures: &BTreeMap<String, (u64, u64)>) -> proto::Latency {
 }
 
 pub mod logic;
-pub mod prometheus;
+pub(crate) mod prometheus;
 
 #[cfg(test)]
 mod tests;
