@@ -35,7 +35,7 @@ impl From<TreeHash> for tlog_tiles::Hash {
 }
 
 /// Why a tree operation or a proof failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum MerkleError {
     /// The proof does not show what it claims.
     #[error("the proof does not verify")]
@@ -43,16 +43,16 @@ pub enum MerkleError {
     /// Sizes or indexes that cannot go together (e.g. a leaf beyond the tree).
     #[error("impossible request: {0}")]
     Invalid(String),
-    /// The hash store could not supply a hash.
+    /// The hash store could not supply a hash: its own error, kept typed.
     #[error("hash store: {0}")]
-    Store(String),
+    Store(Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn from_tlog(e: tlog_tiles::Error) -> MerkleError {
     match e {
         tlog_tiles::Error::InvalidProof => MerkleError::ProofFailed,
         tlog_tiles::Error::InvalidInput(what) => MerkleError::Invalid(what),
-        other => MerkleError::Store(other.to_string()),
+        other => MerkleError::Store(Box::new(other)),
     }
 }
 
@@ -216,7 +216,7 @@ impl HashStore for MemoryTree {
                 usize::try_from(i)
                     .ok()
                     .and_then(|i| self.stored.get(i).copied())
-                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}")))
+                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}").into()))
             })
             .collect()
     }

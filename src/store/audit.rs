@@ -197,14 +197,14 @@ impl AuditState {
     /// Stored hash `i`, for an index below the tail.
     fn stored(&self, tree: &sled::Tree, i: u64) -> Result<TreeHash, MerkleError> {
         let (chunk, at) = (i / CHUNK, (i % CHUNK) as usize);
-        let miss = || MerkleError::Store(format!("no stored hash {i}"));
+        let miss = || MerkleError::Store(format!("no stored hash {i}").into());
         if i >= self.tail.first {
             return self.tail.get(i).ok_or_else(miss);
         }
         if let Some(c) = self.cache.borrow().get(&chunk) {
             return c.get(at).copied().ok_or_else(miss);
         }
-        let hashes = read_chunk(tree, chunk).map_err(|e| MerkleError::Store(e.to_string()))?;
+        let hashes = read_chunk(tree, chunk).map_err(|e| MerkleError::Store(Box::new(e)))?;
         let h = hashes.get(at).copied().ok_or_else(miss)?;
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= CACHED_CHUNKS {

@@ -31,10 +31,10 @@ async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
     merkle::check_consistency(&path, second.size, second.root, first.size, first.root).unwrap();
     // A history that differs from what the first checkpoint signed does not fit.
     let other = TreeHash([0x5a; 32]);
-    assert_eq!(
+    assert!(matches!(
         merkle::check_consistency(&path, second.size, second.root, first.size, other),
         Err(MerkleError::ProofFailed)
-    );
+    ));
     // Up to the latest (0): the hub signs again and proves from the first checkpoint.
     let p = auditor.consistency_proof(first.size, 0).await.unwrap();
     assert_eq!(p.old_size, first.size);
@@ -164,10 +164,10 @@ async fn the_record_is_proved_in_the_tree(
     let mut altered = proof.record.to_vec();
     altered[0] ^= 0x01;
     let altered = merkle::leaf_hash(&altered);
-    assert_eq!(
+    assert!(matches!(
         merkle::check_inclusion(&path, latest.size, latest.root, seq, altered),
         Err(MerkleError::ProofFailed)
-    );
+    ));
     assert!(merkle::check_inclusion(&path, latest.size, latest.root, seq + 1, leaf).is_err());
     latest
 }

@@ -101,20 +101,34 @@ fn private_mode(field: &str, path: &Path, read: &FileRead, out: &mut Vec<Finding
     }
 }
 
-fn pem_certs(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why a file's certificates cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum CertsUnreadable {
+    /// The file is not PEM.
+    #[error("not PEM: {0}")]
+    NotPem(rustls::pki_types::pem::Error),
+    /// It is PEM, but holds no certificate.
+    #[error("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate,
+    /// A certificate's DER does not parse.
+    #[error("a certificate does not parse: {0}")]
+    Unparsable(x509_parser::nom::Err<x509_parser::error::X509Error>),
+}
+
+fn pem_certs(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertsUnreadable> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not PEM: {e}"))?;
+        .map_err(CertsUnreadable::NotPem)?;
     if certs.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        return Err(CertsUnreadable::NoCertificate);
     }
     Ok(certs)
 }
 
-fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, String> {
+fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, CertsUnreadable> {
     X509Certificate::from_der(der.as_ref())
         .map(|(_, c)| c)
-        .map_err(|e| format!("a certificate does not parse: {e}"))
+        .map_err(CertsUnreadable::Unparsable)
 }
 
 fn time_text(secs: i64) -> String {

@@ -85,7 +85,7 @@ impl<F: Fn(u64) -> Result<TreeHash, MerkleError>> HashStore for Extending<F> {
                     .new
                     .get(j as usize)
                     .copied()
-                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}"))),
+                    .ok_or_else(|| MerkleError::Store(format!("no stored hash {i}").into())),
                 None => (self.committed)(i),
             })
             .collect()

@@ -486,14 +486,14 @@ impl ReadHashes<'_> {
         if let Some(h) = run.get(i) {
             return Ok(h);
         }
-        let hashes = read_chunk(self.tree, chunk).map_err(|e| MerkleError::Store(e.to_string()))?;
+        let hashes = read_chunk(self.tree, chunk).map_err(|e| MerkleError::Store(Box::new(e)))?;
         if let Some(h) = hashes.get(at).copied() {
             if hashes.len() as u64 == CHUNK {
                 self.chunks.borrow_mut().insert(chunk, hashes);
             }
             return Ok(h);
         }
-        Err(MerkleError::Store(format!("no stored hash {i}")))
+        Err(MerkleError::Store(format!("no stored hash {i}").into()))
     }
 }
 
