@@ -111,7 +111,7 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_resumes_by_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let Some(disk) = SmallDisk::mount(&dir.join("disk"), 32) else {
-        eprintln!("SKIPPED: mounting a tmpfs needs root; the full-disk test did not run");
+        common::skipped("full disk", "mounting a tmpfs needs root");
         return;
     };
     pki(dir, "jp-mod,us-dod,au-dod,audit-office");

@@ -15,7 +15,10 @@ fn tool(dir: &Path, program: &str, args: &[&str]) -> Option<std::process::Output
     match Command::new(program).args(args).current_dir(dir).output() {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("{program} is not installed here: its check is skipped");
+            common::skipped(
+                &format!("keys: {program}"),
+                &format!("{program} is not installed"),
+            );
             None
         }
         Err(e) => panic!("running {program}: {e}"),
@@ -117,7 +120,10 @@ fn pythons_cryptography_loads_the_signing_keys_renkei_writes() {
         sys.stdout.write(k.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())\n";
     let probe = tool(dir, "python3", &["-c", "import cryptography"]);
     if !probe.is_some_and(|o| o.status.success()) {
-        eprintln!("python3 with `cryptography` is not installed here: its check is skipped");
+        common::skipped(
+            "keys: python cryptography",
+            "python3 with `cryptography` is not installed",
+        );
         return;
     }
     let out =

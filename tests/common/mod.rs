@@ -103,6 +103,28 @@ pub fn sh_until_ok(dir: &Path, line: &str, patience: std::time::Duration) -> Run
     }
 }
 
+/// Says, loudly and countably, that a check did not run here and why: one line on
+/// stderr, and one file in `target/tmp/skipped/` named after the check, which
+/// `.ci/run` lists at the end (a passing test's stderr is not shown).
+pub fn skipped(check: &str, why: &str) {
+    eprintln!("SKIPPED {check}: {why}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped");
+    let name: String = check
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(name), why));
+    if let Err(e) = written {
+        eprintln!("cannot record the skip in {}: {e}", dir.display());
+    }
+}
+
 pub mod configs;
 pub mod debian;
 pub mod federation;

@@ -37,7 +37,10 @@ fn every_example_config_boots_and_a_bulletin_flows_from_one_example_desk_to_anot
     // The container image's health check, run as the image runs it.
     match run_healthcheck(admin, image_admin_port) {
         Some(healthy) => assert!(healthy, "the image's HEALTHCHECK fails on a healthy node"),
-        None => eprintln!("skipped the image's HEALTHCHECK: its interpreter is not installed"),
+        None => common::skipped(
+            "deploy: the image's HEALTHCHECK",
+            "its interpreter is not installed",
+        ),
     }
     site.write_desks(addr);
 

@@ -345,7 +345,7 @@ fn kustomize_builds_every_object(k8s: &Path, m: &Manifests) {
             let kinds = built.lines().filter(|l| l.starts_with("kind: ")).count();
             assert_eq!(kinds, m.0.len(), "kustomize builds every object");
         }
-        Err(_) => eprintln!("skipped kubectl kustomize: kubectl not installed"),
+        Err(_) => common::skipped("deploy: kubectl kustomize", "kubectl is not installed"),
     }
 }
 

@@ -60,7 +60,10 @@ fn systemd_analyze_verify_accepts_the_unit() {
 /// ExecStart runs this build's renkei (when systemd-analyze is installed).
 fn analyze(unit: &str, name: &str) {
     let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("skipped: systemd-analyze not installed (the unit was only checked as text)");
+        common::skipped(
+            "deploy: systemd-analyze verify",
+            "systemd-analyze is not installed (the unit was only checked as text)",
+        );
         return;
     };
     assert!(version.status.success());
@@ -98,7 +101,10 @@ fn analyze(unit: &str, name: &str) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if release < 250 {
-        eprintln!("skipped the exposure score: systemd {release} has no offline security check");
+        common::skipped(
+            "deploy: systemd exposure score",
+            &format!("systemd {release} has no offline security check"),
+        );
         return;
     }
     let out = Command::new("systemd-analyze")
