@@ -223,6 +223,23 @@ impl fmt::Display for Role {
     }
 }
 
+/// A partner as a node admitted it: who, and in what role its configuration gives it.
+/// The two travel together from admission to every decision about what it sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partner {
+    /// Its id, as its certificate names it.
+    pub id: PartnerId,
+    /// What it may do here.
+    pub role: Role,
+}
+
+impl Partner {
+    /// `id` in `role`.
+    pub fn new(id: PartnerId, role: Role) -> Partner {
+        Partner { id, role }
+    }
+}
+
 /// The first 8 bytes of SHA-256 of a 32-byte Ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub [u8; 8]);

@@ -11,13 +11,12 @@ use super::link_rules::Dialler;
 use super::shared::ConnectionBook;
 use super::shared::RuleSet;
 use crate::config::NodeConfig;
-use crate::identity::{CertFingerprint, PartnerId, Role};
+use crate::identity::{CertFingerprint, Partner, PartnerId, Role};
 
 /// Who a connection was admitted as, and the rules it was admitted under (watched, so
 /// that a reload that removes, re-roles or re-pins the partner closes it).
 pub(super) struct AdmittedAs {
-    pub partner: PartnerId,
-    pub role: Role,
+    pub who: Partner,
     pub cert: CertFingerprint,
     pub rules: watch::Receiver<Arc<RuleSet>>,
     /// When the partner is a peer node: who dialled this connection.

@@ -23,7 +23,7 @@ use super::shared::Shared;
 use super::shared::{HandshakeCounts, Trail};
 use super::{reload, streams};
 use crate::audit::record::Event;
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, PartnerId, Role};
 use crate::proto;
 use crate::transport;
 
@@ -173,8 +173,7 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
             .partner(&partner)
             .is_some_and(|p| p.peer_address().is_some());
     let admitted = AdmittedAs {
-        partner: partner.clone(),
-        role,
+        who: Partner::new(partner.clone(), role),
         cert,
         rules,
         link: is_peer.then_some(Dialler::Peer),
@@ -215,7 +214,7 @@ pub(super) async fn serve_partner(
     let Some(mut c) = PartnerConnection::adopt(conn, shared, admitted).await else {
         return;
     };
-    tracing::info!(role = %c.role, "partner connected");
+    tracing::info!(role = %c.who.role, "partner connected");
     let ended = c.serve().await;
     c.end(&ended).await;
 }
@@ -227,8 +226,7 @@ pub(super) async fn serve_partner(
 struct PartnerConnection {
     conn: quinn::Connection,
     shared: Arc<Shared>,
-    partner: PartnerId,
-    role: Role,
+    who: Partner,
     cert: crate::identity::CertFingerprint,
     rules: tokio::sync::watch::Receiver<Arc<super::shared::RuleSet>>,
     streams: JoinSet<()>,
@@ -245,21 +243,19 @@ impl PartnerConnection {
         admitted: AdmittedAs,
     ) -> Option<PartnerConnection> {
         let AdmittedAs {
-            partner,
-            role,
+            who,
             cert,
             rules,
             link,
         } = admitted;
         let pulling = match link {
-            Some(dialler) => Some(start_link(&conn, &shared, &partner, dialler).await?),
+            Some(dialler) => Some(start_link(&conn, &shared, &who.id, dialler).await?),
             None => None,
         };
         Some(PartnerConnection {
             conn,
             shared,
-            partner,
-            role,
+            who,
             cert,
             rules,
             streams: JoinSet::new(),
@@ -293,7 +289,7 @@ impl PartnerConnection {
 
     fn spawn(&mut self, send: quinn::SendStream, recv: quinn::RecvStream) {
         let (conn, shared) = (self.conn.clone(), self.shared.clone());
-        let task = streams::stream_task(send, recv, conn, shared, self.partner.clone(), self.role);
+        let task = streams::stream_task(send, recv, conn, shared, self.who.clone());
         self.streams.spawn(task.in_current_span());
     }
 
@@ -303,11 +299,11 @@ impl PartnerConnection {
     async fn reloaded(&mut self) -> Option<String> {
         let why = {
             let config = &self.rules.borrow_and_update().config;
-            reload::disconnect_reason(self.role, &self.partner, &self.cert, config)
-                .or_else(|| no_longer_a_peer(self.pulling.is_some(), &self.partner, config))
+            reload::disconnect_reason(&self.who, &self.cert, config)
+                .or_else(|| no_longer_a_peer(self.pulling.is_some(), &self.who.id, config))
         }?;
         tracing::warn!(%why, "disconnecting the partner after a reload");
-        let partner = &self.partner;
+        let partner = &self.who.id;
         let what = format!("disconnected {partner}: {why}");
         self.shared
             .trail
@@ -321,7 +317,7 @@ impl PartnerConnection {
     /// link, records the link down.
     async fn end(mut self, why: &str) {
         while self.streams.join_next().await.is_some() {}
-        self.shared.trail.counted_refusals(&self.partner).await;
+        self.shared.trail.counted_refusals(&self.who.id).await;
         close(
             &self.conn,
             proto::CloseCode::ShuttingDown,
@@ -333,7 +329,7 @@ impl PartnerConnection {
                 &self.conn,
                 &self.shared.links,
                 &self.shared.trail,
-                &self.partner,
+                &self.who.id,
                 why,
             )
             .await;

@@ -2,7 +2,7 @@
 //! given role, and which frames may follow on a publish or a subscribe stream. The one
 //! place that tells `ClientFrame`s apart; no I/O.
 
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, Role};
 use crate::proto::{self, client_frame::Frame, ErrorCode};
 
 /// Longest words of a peer's refusal carried in an Ack (`Refusal.message`): what a
@@ -31,7 +31,8 @@ pub(super) enum Opening {
 }
 
 /// What `frame`, the first of a stream, opens for `partner` in `role`.
-pub(super) fn opening(frame: Option<Frame>, role: Role, partner: &PartnerId) -> Opening {
+pub(super) fn opening(frame: Option<Frame>, who: &Partner) -> Opening {
+    let (role, partner) = (who.role, &who.id);
     let auditor = role == Role::Auditor;
     match frame {
         Some(Frame::Hello(h)) if h.protocol_version == 1 => Opening::Hello,

@@ -20,7 +20,7 @@ use super::shared::Shared;
 use super::shared::{Own, Rules, Trail};
 use crate::audit::record::Event;
 use crate::config::PeerAddress;
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, PartnerId, Role};
 use crate::proto;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
@@ -365,8 +365,7 @@ impl Dialer {
             return Err(why);
         }
         let admitted = AdmittedAs {
-            partner,
-            role: Role::Relay,
+            who: Partner::new(partner, Role::Relay),
             cert,
             rules,
             link: Some(Dialler::Us),

@@ -14,7 +14,7 @@ use super::shared::Shared;
 use super::shared::{ConnectionBook, Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
 use crate::audit::record::Event;
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, PartnerId, Role};
 use crate::proto::{self, ErrorCode};
 use crate::store::Outcome;
 use crate::timestamp::Timestamp;
@@ -257,8 +257,7 @@ pub(super) async fn run(
     first: (proto::Publish, Held),
     stream: Stream,
     node: Intake,
-    from: PartnerId,
-    role: Role,
+    from: Partner,
 ) {
     let Stream {
         budget,
@@ -281,20 +280,19 @@ pub(super) async fn run(
             match item {
                 FromPublisher::Publish(p, held) => batch.push((p, held)),
                 FromPublisher::Refused(r) => {
-                    let sent =
-                        queue_answers(&node, &from, role, std::mem::take(&mut batch), &replies)
-                            .await
-                            && replies.send((Pending::Ready(r), None)).await.is_ok();
+                    let sent = queue_answers(&node, &from, std::mem::take(&mut batch), &replies)
+                        .await
+                        && replies.send((Pending::Ready(r), None)).await.is_ok();
                     if !sent {
                         break 'stream;
                     }
                 }
                 FromPublisher::End(end) => {
-                    if queue_answers(&node, &from, role, batch, &replies).await {
+                    if queue_answers(&node, &from, batch, &replies).await {
                         // A frame that could not be taken as a bulletin ends the stream.
                         if let Some((code, message)) = end {
-                            let refusal = Event::rejected(&from, None, code, &message);
-                            node.trail.refusal(&from, refusal).await;
+                            let refusal = Event::rejected(&from.id, None, code, &message);
+                            node.trail.refusal(&from.id, refusal).await;
                             let _ = replies.send((Pending::Fatal(code, message), None)).await;
                         }
                     }
@@ -305,7 +303,7 @@ pub(super) async fn run(
                 next = incoming.try_recv().ok();
             }
         }
-        if !queue_answers(&node, &from, role, batch, &replies).await {
+        if !queue_answers(&node, &from, batch, &replies).await {
             break;
         }
     }
@@ -333,7 +331,8 @@ pub(super) async fn take_forwarded(
         let code = ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal);
         Forwarded::Refused(code, r.message)
     };
-    queue_batch(node, from, Role::Relay, batch)
+    let peer = Partner::new(from.clone(), Role::Relay);
+    queue_batch(node, &peer, batch)
         .await
         .into_iter()
         .map(|p| match p {
@@ -348,8 +347,7 @@ pub(super) async fn take_forwarded(
 /// storage thread has them. False if the responder is gone.
 async fn queue_answers(
     node: &Intake,
-    from: &PartnerId,
-    role: Role,
+    from: &Partner,
     batch: Vec<(proto::Publish, Held)>,
     replies: &mpsc::Sender<Queued>,
 ) -> bool {
@@ -360,7 +358,7 @@ async fn queue_answers(
     // The replies go out after the gate is let go: a publisher that does not read its
     // results must not hold up a reload. Each keeps its room in the budgets until its
     // result is written.
-    let prepared = queue_batch(node, from, role, publishes).await;
+    let prepared = queue_batch(node, from, publishes).await;
     for (reply, held) in prepared.into_iter().zip(held) {
         if replies.send((reply, Some(held))).await.is_err() {
             return false;
@@ -371,27 +369,22 @@ async fn queue_answers(
 
 /// Decides a batch under the rules in force and queues what it came to for the storage
 /// thread before a reload can put other rules in force (`Rules::gate`).
-async fn queue_batch(
-    node: &Intake,
-    from: &PartnerId,
-    role: Role,
-    batch: Vec<proto::Publish>,
-) -> Vec<Pending> {
+async fn queue_batch(node: &Intake, from: &Partner, batch: Vec<proto::Publish>) -> Vec<Pending> {
     let _gate = node.rules.gate.read().await;
     let mut replies = Vec::with_capacity(batch.len());
     let rules = node.rules.in_force();
     let now = Timestamp::now();
     // Verifying is the node's shared work: it takes the partner's turn (fair::Turn).
     let decided = {
-        let _turn = node.book.fair.turn(from).await;
-        decide::decide_batch(&rules, &node.limits, from, role, batch, now)
+        let _turn = node.book.fair.turn(&from.id).await;
+        decide::decide_batch(&rules, &node.limits, from, batch, now)
     };
     for prepared in decided {
         let reply = match prepared {
             Err(rejection) => {
                 let Rejection { result, audit } = *rejection;
                 tracing::info!(code = result.error, message = %result.message, "bulletin rejected");
-                node.trail.refusal(from, audit).await;
+                node.trail.refusal(&from.id, audit).await;
                 Pending::Ready(*result)
             }
             Ok((bulletin, answer)) => {
@@ -399,7 +392,7 @@ async fn queue_batch(
                 let request = Request::Bulletin {
                     bulletin,
                     reply: tx,
-                    slot: node.book.fair.slot(from).await,
+                    slot: node.book.fair.slot(&from.id).await,
                 };
                 if node.storage.commits.send(request).await.is_err() {
                     let stopped = StorageError::Stopped;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::audit::record::Event;
 use crate::config::{ConfigChange, ConfigError, NodeConfig};
-use crate::identity::{CertFingerprint, PartnerId, Role};
+use crate::identity::{CertFingerprint, Partner, PartnerId};
 
 use super::shared::{RuleSet, Shared};
 use super::shared::{Rules, StorageHandle, Trail};
@@ -52,11 +52,11 @@ pub enum ReloadError {
 /// Why a connection made as `connected_as` by `partner` with certificate `cert` must
 /// close under the new configuration `now`; `None` if it may stay.
 pub(super) fn disconnect_reason(
-    connected_as: Role,
-    partner: &PartnerId,
+    connected: &Partner,
     cert: &CertFingerprint,
     now: &NodeConfig,
 ) -> Option<String> {
+    let (connected_as, partner) = (connected.role, &connected.id);
     if now.partner(partner).is_none() {
         return Some(
             "not a partner of this node any more: removed by a configuration reload".into(),
@@ -185,6 +185,7 @@ fn read(source: Option<&Path>) -> Result<NodeConfig, ReloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Role;
 
     /// A node configuration with partner fr-mod as `role`, pinned to `pin` if given,
     /// and `revoked` appended.
@@ -214,12 +215,12 @@ mod tests {
         let fr: PartnerId = "fr-mod".parse().expect("a partner id");
         let cert = CertFingerprint::of_der(b"the certificate presented");
         let other = CertFingerprint::of_der(b"another certificate");
-        let stays = |c: &NodeConfig| disconnect_reason(Role::Liaison, &fr, &cert, c);
+        let liaison = Partner::new(fr.clone(), Role::Liaison);
+        let stays = |c: &NodeConfig| disconnect_reason(&liaison, &cert, c);
         assert!(stays(&config(Role::Liaison, None, "")).is_none());
         assert!(stays(&config(Role::Liaison, Some(cert), "")).is_none());
         let gone = disconnect_reason(
-            Role::Liaison,
-            &"uk-mod".parse().expect("id"),
+            &Partner::new("uk-mod".parse().expect("id"), Role::Liaison),
             &cert,
             &config(Role::Liaison, None, ""),
         );

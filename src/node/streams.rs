@@ -10,7 +10,7 @@ use super::shared::Shared;
 use super::shared::Trail;
 use super::{auditor, deliver, link, publish};
 use crate::audit::record::Event;
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, PartnerId, Role};
 use crate::proto;
 use crate::transport::{self, FrameCounts, FrameError};
 
@@ -42,9 +42,9 @@ pub(super) async fn stream_task(
     recv: quinn::RecvStream,
     conn: quinn::Connection,
     shared: Arc<Shared>,
-    partner: PartnerId,
-    role: Role,
+    who: Partner,
 ) {
+    let partner = &who.id;
     let mut stop = shared.shutdown.clone();
     // The stream's frames after the first may already be in the buffer: it goes on to
     // the stream's handler.
@@ -64,7 +64,7 @@ pub(super) async fn stream_task(
     }
     // Every stream's first frame is read within the partner's budget, so opening every
     // stream it may gives a partner no more room than one stream.
-    let budget = shared.book.budgets.stream(&partner);
+    let budget = shared.book.budgets.stream(partner);
     let first = tokio::select! {
         r = budget.next::<proto::ClientFrame>(&mut recv) => r,
         _ = stop.changed() => return,
@@ -80,7 +80,7 @@ pub(super) async fn stream_task(
             return refuse(
                 &shared.trail,
                 &shared.book.frames,
-                &partner,
+                partner,
                 &mut send,
                 recv.stream(),
                 &e,
@@ -88,7 +88,7 @@ pub(super) async fn stream_task(
             .await
         }
     };
-    match frames::opening(first.frame, role, &partner) {
+    match frames::opening(first.frame, &who) {
         Opening::Publish(p) => {
             let stream = publish::Stream {
                 budget,
@@ -96,19 +96,12 @@ pub(super) async fn stream_task(
                 recv,
                 conn,
             };
-            publish::run(
-                (p, held),
-                stream,
-                publish::Intake::of(&shared),
-                partner,
-                role,
-            )
-            .await
+            publish::run((p, held), stream, publish::Intake::of(&shared), who).await
         }
         // Only a publish keeps its first frame's room: the others hold what they read.
         other => {
             drop(held);
-            serve_opening(other, send, recv, shared, (partner, role)).await
+            serve_opening(other, send, recv, shared, who).await
         }
     }
 }
@@ -119,8 +112,9 @@ async fn serve_opening(
     mut send: quinn::SendStream,
     recv: transport::FrameReader,
     shared: Arc<Shared>,
-    (partner, role): (PartnerId, Role),
+    who: Partner,
 ) {
+    let (partner, role) = (who.id, who.role);
     match opening {
         Opening::Hello => {
             // A Hello also tells a peer that this end of a link is alive: it must not

@@ -27,7 +27,7 @@ use super::shared::{RuleSet, Shared};
 use super::NodeError;
 use crate::audit::record::Event;
 use crate::config::NodeConfig;
-use crate::identity::{CertFingerprint, PartnerId, Role};
+use crate::identity::{CertFingerprint, Partner, PartnerId, Role};
 use crate::transport::{self, TransportError};
 
 mod feed;
@@ -87,8 +87,7 @@ impl Gateway {
 /// request is admitted again under the rules then in force).
 #[derive(Clone, Debug)]
 pub(super) struct Caller {
-    pub partner: PartnerId,
-    pub role: Role,
+    pub who: Partner,
     pub cert: CertFingerprint,
 }
 
@@ -219,8 +218,7 @@ async fn connection(
     };
     g.trail.record(Event::connection_accepted(&partner)).await;
     let caller = Caller {
-        partner: partner.clone(),
-        role,
+        who: Partner::new(partner.clone(), role),
         cert,
     };
     serve(

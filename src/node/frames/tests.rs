@@ -1,4 +1,5 @@
 use super::*;
+use crate::identity::PartnerId;
 
 fn pid(s: &str) -> PartnerId {
     s.parse().unwrap()
@@ -17,30 +18,31 @@ fn each_role_opens_only_the_streams_it_may() {
     let publish = || Frame::Publish(proto::Publish::default());
     let query = || Frame::AuditQuery(proto::AuditQuery::default());
     assert!(matches!(
-        opening(Some(hello(1)), Role::Liaison, &us),
+        opening(Some(hello(1)), &Partner::new(us.clone(), Role::Liaison)),
         Opening::Hello
     ));
     assert!(matches!(
-        opening(Some(publish()), Role::Relay, &us),
+        opening(Some(publish()), &Partner::new(us.clone(), Role::Relay)),
         Opening::Publish(_)
     ));
     assert!(matches!(
         opening(
             Some(Frame::Subscribe(proto::Subscribe::default())),
-            Role::Liaison,
-            &us
+            &Partner::new(us.clone(), Role::Liaison)
         ),
         Opening::Subscribe(_)
     ));
     assert!(matches!(
-        opening(Some(publish()), Role::Auditor, &us),
+        opening(Some(publish()), &Partner::new(us.clone(), Role::Auditor)),
         Opening::NotPermitted(_)
     ));
     assert!(matches!(
-        opening(Some(query()), Role::Auditor, &us),
+        opening(Some(query()), &Partner::new(us.clone(), Role::Auditor)),
         Opening::Auditor(_)
     ));
-    let Opening::NotPermitted(why) = opening(Some(query()), Role::Liaison, &us) else {
+    let Opening::NotPermitted(why) =
+        opening(Some(query()), &Partner::new(us.clone(), Role::Liaison))
+    else {
         panic!("a liaison reads no log");
     };
     assert_eq!(
@@ -52,7 +54,7 @@ fn each_role_opens_only_the_streams_it_may() {
 #[test]
 fn what_no_stream_may_open_with_is_refused_with_its_code() {
     let us = pid("us-dod");
-    let code = |f| match opening(f, Role::Liaison, &us) {
+    let code = |f| match opening(f, &Partner::new(us.clone(), Role::Liaison)) {
         Opening::Refused(code, _) => code,
         other => panic!("{other:?}"),
     };

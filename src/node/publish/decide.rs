@@ -8,7 +8,7 @@ use crate::audit::record::Event;
 use crate::bulletin::{
     BulletinError, Digest, Header, Limits, UnverifiedBulletin, VerifiedBulletin,
 };
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, PartnerId, Role};
 use crate::node::shared::RuleSet;
 use crate::policy::{Decision, Route};
 use crate::proto::{self, ErrorCode, PublishStatus};
@@ -41,15 +41,14 @@ struct Decoded {
 pub(super) fn decide_batch(
     rules: &RuleSet,
     limits: &Limits,
-    from: &PartnerId,
-    role: Role,
+    from: &Partner,
     batch: Vec<proto::Publish>,
     now: Timestamp,
 ) -> Vec<Prepared> {
     let mut answers: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
     let (mut decoded, mut unverified) = (Vec::new(), Vec::new());
     for p in batch {
-        match decode(rules, limits, (from, role), p) {
+        match decode(rules, limits, from, p) {
             Ok((d, u)) => {
                 decoded.push((answers.len(), d));
                 unverified.push(u);
@@ -60,7 +59,7 @@ pub(super) fn decide_batch(
     }
     let verified = UnverifiedBulletin::verify_all(unverified, &rules.keyring, now, limits);
     for ((at, d), v) in decoded.into_iter().zip(verified) {
-        let answer = decide(rules, from, role, d, v);
+        let answer = decide(rules, from, d, v);
         if let Some(slot) = answers.get_mut(at) {
             *slot = Some(answer);
         }
@@ -89,9 +88,10 @@ fn rejection(
 fn decode(
     rules: &RuleSet,
     limits: &Limits,
-    (from, role): (&PartnerId, Role),
+    publisher: &Partner,
     p: proto::Publish,
 ) -> Result<(Decoded, UnverifiedBulletin), Box<Rejection>> {
+    let from = &publisher.id;
     let id = p.request_id;
     let signed = p.bulletin.ok_or_else(|| {
         let r = rejected(
@@ -106,7 +106,7 @@ fn decode(
     let (header, digest) = (unverified.header().clone(), unverified.digest());
     // The route before the signature (proto §4.6): both are refusals the node can
     // make without the cost of a verification, and a refusal names the bulletin.
-    let route = crossed(rules, from, role, p.path)
+    let route = crossed(rules, publisher, p.path)
         .map_err(|why| (ErrorCode::BadPath, why.to_string()))
         .and_then(
             |path| match unreachable_origin(rules, from, &header.origin) {
@@ -167,10 +167,10 @@ pub(crate) enum PathRefused {
 /// that path is refused: a malformed id, this node on it, or longer than the hop limit.
 fn crossed(
     rules: &RuleSet,
-    from: &PartnerId,
-    role: Role,
+    publisher: &Partner,
     sent: Vec<String>,
 ) -> Result<Vec<PartnerId>, PathRefused> {
+    let (from, role) = (&publisher.id, publisher.role);
     let me = &rules.config.node.id;
     if role != Role::Relay && !sent.is_empty() {
         let from = from.clone();
@@ -228,11 +228,11 @@ fn unreachable_origin(
 /// After the signature check: the publisher's right to publish it, and who gets it.
 fn decide(
     rules: &RuleSet,
-    from: &PartnerId,
-    role: Role,
+    publisher: &Partner,
     d: Decoded,
     verified: Result<VerifiedBulletin, BulletinError>,
 ) -> Prepared {
+    let (from, role) = (&publisher.id, publisher.role);
     let (id, digest) = (d.request_id, d.digest);
     // Refusals name the bulletin; its header moves into the audit record only then.
     let refuse = |r: Box<proto::PublishResult>, header: Header| {
@@ -324,10 +324,11 @@ pub(crate) fn share(
 /// publish themselves (an auditor, a peer node, a desk whose keys are all revoked).
 pub(crate) fn proxy_refusal(
     rules: &RuleSet,
-    writer: &PartnerId,
-    role: Role,
+    writer: &Partner,
     now: Timestamp,
 ) -> Option<(ErrorCode, String)> {
+    let role = writer.role;
+    let writer = &writer.id;
     if role != Role::Liaison {
         return Some((
             ErrorCode::NotPermitted,

@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp, UnverifiedBulletin};
-use crate::identity::{PartnerId, Role};
+use crate::identity::{Partner, PartnerId};
 use crate::node::publish::decide;
 use crate::node::shared::RuleSet;
 use crate::proto::{self, ErrorCode};
@@ -46,9 +46,8 @@ pub(crate) struct Prepared {
 }
 
 /// Who wrote an envelope, and the audience it names (`x_renkei_audience`).
-pub(crate) struct Writer<'a> {
-    pub id: &'a PartnerId,
-    pub role: Role,
+pub(crate) struct Writer {
+    pub who: Partner,
     /// Partner ids and `group:NAME`s, as a bulletin's audience.
     pub audience: Vec<String>,
 }
@@ -64,7 +63,7 @@ pub(crate) fn prepare(
 ) -> Prepared {
     let mut out = Prepared::default();
     let mut valid = Vec::with_capacity(objects.len());
-    let refused = decide::proxy_refusal(rules, writer.id, writer.role, now);
+    let refused = decide::proxy_refusal(rules, &writer.who, now);
     for (i, o) in objects.into_iter().enumerate() {
         let id = o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
         if let Some((code, why)) = &refused {
@@ -167,7 +166,7 @@ pub(crate) fn prepare_event(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<NewBulletin, (ErrorCode, String)> {
-    if let Some(refused) = decide::proxy_refusal(rules, writer.id, writer.role, now) {
+    if let Some(refused) = decide::proxy_refusal(rules, &writer.who, now) {
         return Err(refused);
     }
     let tlp = Tlp::from_proto(b.tlp).unwrap_or(Tlp::Red);
@@ -200,7 +199,7 @@ fn signed_for(
     }
     Ok(decide::share(
         rules,
-        writer.id,
+        &writer.who.id,
         &verified,
         digest,
         vec![],
@@ -221,7 +220,7 @@ fn bulletin_of(
     let types: std::collections::BTreeSet<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
     let title = format!(
         "STIX from {} through TAXII: {} object(s) ({})",
-        writer.id,
+        &writer.who.id,
         objects.len(),
         types.into_iter().collect::<Vec<_>>().join(", ")
     );

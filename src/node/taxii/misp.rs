@@ -99,7 +99,7 @@ async fn event(
 /// Reads the part of the caller's feed on the blocking pool, records what it hands
 /// over, then sends it: screened and recorded under one set of rules.
 async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
-    if c.role == Role::Auditor {
+    if c.who.role == Role::Auditor {
         let why = "an auditor receives no bulletins: it reads the log";
         return error(StatusCode::FORBIDDEN, "Not permitted", why);
     }
@@ -110,7 +110,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
     };
     let gate = g.rules.gate.read().await;
     let job = {
-        let (g, partner) = (g.clone(), c.partner.clone());
+        let (g, partner) = (g.clone(), c.who.id.clone());
         tokio::task::spawn_blocking(move || read(&g, &partner, &part, Timestamp::now()))
     };
     let read = match job.await {
@@ -130,7 +130,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
         }
     };
     for seqs in read.seqs.chunks(SEQS_PER_RECORD) {
-        let event = Event::gateway_read(&c.partner, seqs.to_vec(), what);
+        let event = Event::gateway_read(&c.who.id, seqs.to_vec(), what);
         if let Err(e) = g.trail.commit(Some(event), None).await {
             let why = format!(
                 "this access could not be recorded, so nothing is served: {}",
@@ -265,20 +265,20 @@ async fn add_event(
     UrlQuery(asked): UrlQuery<Asked>,
     body: Body,
 ) -> Response {
-    if c.role != Role::Liaison {
+    if c.who.role != Role::Liaison {
         let why = "only a desk adds events; a peer node forwards bulletins over QUIC";
         return error(StatusCode::FORBIDDEN, "Not permitted", why);
     }
     let bytes = match read_event(body).await {
         Ok(bytes) => bytes,
-        Err(e) => return refuse(&g, &c.partner, &e.to_string(), e.code()).await,
+        Err(e) => return refuse(&g, &c.who.id, &e.to_string(), e.code()).await,
     };
     let form = match asked.body.as_deref() {
         None | Some("stix") => Form::Stix,
         Some("event") => Form::Event,
         Some(other) => {
             let why = format!("body={other:?}: say stix or event");
-            return refuse(&g, &c.partner, &why, ErrorCode::InvalidBulletin).await;
+            return refuse(&g, &c.who.id, &why, ErrorCode::InvalidBulletin).await;
         }
     };
     let added = inbound::read(&bytes).and_then(|event| {
@@ -295,7 +295,7 @@ async fn add_event(
     });
     match added {
         Ok(b) => store_event(&g, &c, b).await,
-        Err(e) => refuse(&g, &c.partner, &e.to_string(), e.code()).await,
+        Err(e) => refuse(&g, &c.who.id, &e.to_string(), e.code()).await,
     }
 }
 
@@ -366,22 +366,21 @@ async fn queue_event(
     let _gate = g.rules.gate.read().await;
     let rules = g.rules.in_force();
     let writer = super::inbox::Writer {
-        id: &c.partner,
-        role: c.role,
+        who: c.who.clone(),
         audience: b.audience.clone(),
     };
     let prepared = {
-        let _turn = g.book.fair.turn(&c.partner).await;
+        let _turn = g.book.fair.turn(&c.who.id).await;
         let (limits, now) = (&g.limits, Timestamp::now());
         super::inbox::prepare_event(b, &writer, &rules, &g.own.key, limits, now)
     };
     let bulletin = match prepared {
         Ok(bulletin) => bulletin,
-        Err((code, why)) => return Err(refuse(g, &c.partner, &why, code).await),
+        Err((code, why)) => return Err(refuse(g, &c.who.id, &why, code).await),
     };
     let (id, shared_with) = (bulletin.id, bulletin.shared_with.clone());
     let (reply, outcome) = tokio::sync::oneshot::channel();
-    let slot = g.book.fair.slot(&c.partner).await;
+    let slot = g.book.fair.slot(&c.who.id).await;
     let request = Request::Bulletin {
         slot,
         bulletin,

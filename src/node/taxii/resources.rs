@@ -61,10 +61,10 @@ fn collection_id(node: &PartnerId, partner: &PartnerId, which: Which) -> String 
 
 /// The caller's collections (none for an auditor, who receives no bulletins).
 pub(super) fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)> {
-    if caller.role == Role::Auditor {
+    if caller.who.role == Role::Auditor {
         return Vec::new();
     }
-    let (node, partner) = (&g.own.id, &caller.partner);
+    let (node, partner) = (&g.own.id, &caller.who.id);
     let mut list = vec![
         (
             Which::Shared,
@@ -90,7 +90,7 @@ pub(super) fn collections_of(g: &Gateway, caller: &Caller) -> Vec<(Which, Value)
         ),
     ];
     // A peer node forwards; only a desk writes bulletins the node signs for it.
-    if caller.role != Role::Liaison {
+    if caller.who.role != Role::Liaison {
         list.pop();
     }
     list

@@ -87,8 +87,8 @@ async fn record_refused(
             _ => crate::proto::ErrorCode::InvalidRequest,
         };
         let why = format!("{asked}: refused with {status}");
-        let event = crate::audit::record::Event::rejected(&c.partner, None, code, &why);
-        g.trail.refusal(&c.partner, event).await;
+        let event = crate::audit::record::Event::rejected(&c.who.id, None, code, &why);
+        g.trail.refusal(&c.who.id, event).await;
     }
     response
 }
@@ -102,17 +102,17 @@ async fn still_admitted(
     request: Request,
     next: Next,
 ) -> Response {
-    let why = match crate::node::admission::admit(&g.rules.in_force().config, &c.partner, &c.cert) {
-        Ok(role) if role == c.role => return next.run(request).await,
+    let why = match crate::node::admission::admit(&g.rules.in_force().config, &c.who.id, &c.cert) {
+        Ok(role) if role == c.who.role => return next.run(request).await,
         Ok(role) => format!("its role is now {role}; connect again"),
         Err(why) => why.to_string(),
     };
     let reason = format!(
         "TAXII: {} is no longer admitted on this connection: {why}",
-        c.partner
+        c.who.id
     );
-    let event = crate::audit::record::Event::connection_refused(Some(&c.partner), &reason);
-    g.trail.refusal(&c.partner, event).await;
+    let event = crate::audit::record::Event::connection_refused(Some(&c.who.id), &reason);
+    g.trail.refusal(&c.who.id, event).await;
     let mut r = error(StatusCode::FORBIDDEN, "No longer admitted", &why);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -305,7 +305,7 @@ async fn page_response(
     // before or after both, never between (as for a publish).
     let gate = g.rules.gate.read().await;
     let job = {
-        let (g, partner) = (g.clone(), c.partner.clone());
+        let (g, partner) = (g.clone(), c.who.id.clone());
         tokio::task::spawn_blocking(move || read_page(&g, &partner, &q))
     };
     let served = match job.await {
@@ -337,7 +337,7 @@ async fn page_response(
     seqs.dedup();
     if !seqs.is_empty() {
         let what = format!("TAXII: {what}");
-        let event = crate::audit::record::Event::gateway_read(&c.partner, seqs, &what);
+        let event = crate::audit::record::Event::gateway_read(&c.who.id, seqs, &what);
         if let Err(e) = g.trail.commit(Some(event), None).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

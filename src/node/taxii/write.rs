@@ -97,7 +97,7 @@ pub(super) async fn add_objects(
     if objects.len() > MAX_OBJECTS {
         return refuse(
             &g,
-            &c.partner,
+            &c.who.id,
             StatusCode::PAYLOAD_TOO_LARGE,
             "Too many objects",
             &format!("an envelope holds at most {MAX_OBJECTS} objects; send several"),
@@ -107,8 +107,7 @@ pub(super) async fn add_objects(
     let requested = Timestamp::now();
     let total = objects.len();
     let writer = inbox::Writer {
-        id: &c.partner,
-        role: c.role,
+        who: c.who.clone(),
         audience,
     };
     let (queued, failures) = queue(&g, &writer, objects, requested).await;
@@ -119,11 +118,11 @@ pub(super) async fn add_objects(
             crate::text::excerpt(&first.id),
             first.message
         );
-        record(&g, &c.partner, first.code, &why).await;
+        record(&g, &c.who.id, first.code, &why).await;
     }
     let status = status_of(queued, failures, total, requested).await;
     g.statuses
-        .keep(&c.partner, status["id"].as_str().unwrap_or(""), &status);
+        .keep(&c.who.id, status["id"].as_str().unwrap_or(""), &status);
     taxii(StatusCode::ACCEPTED, &status)
 }
 
@@ -163,7 +162,7 @@ type Queued = Vec<Sent>;
 /// storage thread before a reload can change the rules (as a publish does).
 async fn queue(
     g: &Gateway,
-    writer: &inbox::Writer<'_>,
+    writer: &inbox::Writer,
     objects: Vec<Value>,
     now: Timestamp,
 ) -> (Queued, Vec<Failure>) {
@@ -172,7 +171,7 @@ async fn queue(
     // Signing and verifying are the node's shared work: they take the partner's turn,
     // and each bulletin its slot at the storage thread, as a publish does (fair).
     let prepared = {
-        let _turn = g.book.fair.turn(writer.id).await;
+        let _turn = g.book.fair.turn(&writer.who.id).await;
         let limits = &g.limits;
         inbox::prepare(objects, writer, &rules, &g.own.key, limits, now)
     };
@@ -182,7 +181,7 @@ async fn queue(
         let (tx, answer) = oneshot::channel();
         let (id, shared_with) = (bulletin.id, bulletin.shared_with.len());
         let request = Request::Bulletin {
-            slot: g.book.fair.slot(writer.id).await,
+            slot: g.book.fair.slot(&writer.who.id).await,
             bulletin,
             reply: tx,
         };
@@ -261,7 +260,7 @@ pub(super) async fn status(
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match g.statuses.find(&c.partner, &id) {
+    match g.statuses.find(&c.who.id, &id) {
         Some(status) => taxii(StatusCode::OK, &status),
         None => error(StatusCode::NOT_FOUND, "Status not found", "no status with this id is yours (statuses are kept for the last 1,000 writes, until the node restarts)"),
     }

@@ -103,7 +103,8 @@ fn publish(request_id: u64, b: &proto::Bulletin, signer: &str) -> proto::Publish
 
 fn decide_one(rules: &RuleSet, from: &str, role: Role, p: proto::Publish) -> Prepared {
     let now = Timestamp::from_unix_ms(NOW);
-    let mut out = decide_batch(rules, &Limits::default(), &pid(from), role, vec![p], now);
+    let from = Partner::new(pid(from), role);
+    let mut out = decide_batch(rules, &Limits::default(), &from, vec![p], now);
     assert_eq!(out.len(), 1);
     out.remove(0)
 }
@@ -173,8 +174,7 @@ fn a_batch_is_answered_in_order_each_refusal_on_the_record() {
     let answers = decide_batch(
         &rules("amber"),
         &Limits::default(),
-        &pid("us-dod"),
-        Role::Liaison,
+        &Partner::new(pid("us-dod"), Role::Liaison),
         batch,
         now,
     );

@@ -6,6 +6,8 @@ use std::path::Path;
 use prost::Message as _;
 use serde_json::json;
 
+use crate::identity::Role;
+
 use super::*;
 use crate::config::NodeConfig;
 use crate::proto::AuditEvent;
@@ -74,8 +76,7 @@ fn prepare_under(
 ) -> Prepared {
     let id: PartnerId = writer.parse().expect("an id");
     let writer = Writer {
-        id: &id,
-        role,
+        who: Partner::new(id, role),
         audience: audience.iter().map(|a| a.to_string()).collect(),
     };
     let now = Timestamp::from_unix_ms(NOW);

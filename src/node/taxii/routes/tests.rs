@@ -7,7 +7,7 @@ use prost::Message as _;
 use super::*;
 use crate::audit::record::Event;
 use crate::bulletin::{BulletinId, Digest, Header, Kind, Tlp};
-use crate::identity::{CertFingerprint, PartnerId, Role};
+use crate::identity::{CertFingerprint, Partner, PartnerId, Role};
 use crate::node::testing::{liaisons, node_file, node_on};
 use crate::node::writer::Request as Storage;
 use crate::proto;
@@ -87,8 +87,7 @@ async fn a_page_and_its_record_are_made_under_one_set_of_rules() {
     let base = "https://127.0.0.1:9443".to_owned();
     let gateway = Arc::new(Gateway::new(&shared, 1000, base));
     let caller = Caller {
-        partner: pid("jp-cdc"),
-        role: Role::Liaison,
+        who: Partner::new(pid("jp-cdc"), Role::Liaison),
         cert: CertFingerprint::of_der(b"jp-cdc's certificate"),
     };
     let shared_id = collections_of(&gateway, &caller)
