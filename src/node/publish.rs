@@ -73,7 +73,7 @@ const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The node is stopping: answer every Publish still arriving with SHUTTING_DOWN, so the
 /// publisher has a result for each, until the stream goes quiet.
-async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<FromPublisher>) {
+async fn reject_remaining(recv: &mut FrameReader, out: &mpsc::Sender<FromPublisher>) {
     loop {
         let read = recv.next::<proto::ClientFrame>();
         let Ok(Ok(Some(frame))) = tokio::time::timeout(DRAIN_IDLE, read).await else {
@@ -87,7 +87,7 @@ async fn refuse_remaining(recv: &mut FrameReader, out: &mpsc::Sender<FromPublish
             ErrorCode::ShuttingDown,
             "the node is stopping; publish again later".into(),
         );
-        if out.send(FromPublisher::Refused(*r)).await.is_err() {
+        if out.send(FromPublisher::Rejected(*r)).await.is_err() {
             break;
         }
     }
@@ -168,8 +168,8 @@ async fn respond(
 enum FromPublisher {
     /// A Publish to verify and decide, with the room it holds in the budgets.
     Publish(proto::Publish, Held),
-    /// A Publish refused unread because the node is stopping.
-    Refused(proto::PublishResult),
+    /// A Publish rejected unread because the node is stopping.
+    Rejected(proto::PublishResult),
     /// The stream ended; with the error that ends it, if any.
     End(Option<(ErrorCode, String)>),
 }
@@ -193,7 +193,7 @@ async fn read_publishes(
             f = budget.next::<proto::ClientFrame>(&mut recv) => f,
             _ = conn.closed() => return,
             _ = stop.changed() => {
-                refuse_remaining(&mut recv, &out).await;
+                reject_remaining(&mut recv, &out).await;
                 let _ = out.send(FromPublisher::End(None)).await;
                 return;
             }
@@ -279,7 +279,7 @@ pub(super) async fn run(
         while let Some(item) = next.take() {
             match item {
                 FromPublisher::Publish(p, held) => batch.push((p, held)),
-                FromPublisher::Refused(r) => {
+                FromPublisher::Rejected(r) => {
                     let sent = queue_answers(&node, &from, std::mem::take(&mut batch), &replies)
                         .await
                         && replies.send((Pending::Ready(r), None)).await.is_ok();
@@ -314,8 +314,8 @@ pub(super) async fn run(
 
 /// What a bulletin a peer node forwarded came to, as far as its acknowledgement needs.
 pub(super) enum Forwarded {
-    /// Refused now, with this code and these words.
-    Refused(ErrorCode, String),
+    /// Rejected now, with this code and these words.
+    Rejected(ErrorCode, String),
     /// Accepted by verification and policy; waiting for its commit.
     Committing(oneshot::Receiver<Result<Outcome, StorageError>>),
 }
@@ -327,18 +327,18 @@ pub(super) async fn take_forwarded(
     from: &PartnerId,
     batch: Vec<proto::Publish>,
 ) -> Vec<Forwarded> {
-    let refused = |r: proto::PublishResult| {
+    let rejected_now = |r: proto::PublishResult| {
         let code = ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal);
-        Forwarded::Refused(code, r.message)
+        Forwarded::Rejected(code, r.message)
     };
     let peer = Partner::new(from.clone(), Role::Relay);
     queue_batch(node, &peer, batch)
         .await
         .into_iter()
         .map(|p| match p {
-            Pending::Ready(r) => refused(r),
+            Pending::Ready(r) => rejected_now(r),
             Pending::Committing(_, outcome) => Forwarded::Committing(outcome),
-            Pending::Fatal(code, message) => Forwarded::Refused(code, message),
+            Pending::Fatal(code, message) => Forwarded::Rejected(code, message),
         })
         .collect()
 }

@@ -379,7 +379,7 @@ impl Acking {
     async fn take(&mut self, v: Verdict, key: &ed25519_dalek::SigningKey) -> bool {
         let seq = v.seq;
         let (final_, stored) = match v.answer {
-            Forwarded::Refused(code, message) => {
+            Forwarded::Rejected(code, message) => {
                 let final_ = rules::is_final(Some(code));
                 if final_ {
                     // The sender hears why: taken, but not shared on from here.

@@ -15,7 +15,7 @@ use crate::proto::{self, ErrorCode, PublishStatus};
 use crate::store::NewBulletin;
 use crate::timestamp::Timestamp;
 
-/// A refused Publish: the answer, and the audit record of the refusal.
+/// A rejected Publish: the answer, and the audit record of the rejection.
 #[derive(Debug)]
 pub(super) struct Rejection {
     pub(super) result: Box<proto::PublishResult>,
@@ -54,7 +54,7 @@ pub(super) fn decide_batch(
                 unverified.push(u);
                 answers.push(None);
             }
-            Err(refused) => answers.push(Some(Err(refused))),
+            Err(rejection) => answers.push(Some(Err(rejection))),
         }
     }
     let verified = UnverifiedBulletin::verify_all(unverified, &rules.keyring, now, limits);
@@ -110,7 +110,7 @@ fn decode(
         .map_err(|why| (ErrorCode::BadPath, why.to_string()))
         .and_then(
             |path| match unreachable_origin(rules, from, &header.origin) {
-                Some(refused) => Err(refused),
+                Some(rejection) => Err(rejection),
                 None => Ok(path),
             },
         );
@@ -131,9 +131,9 @@ fn decode(
     Ok((d, unverified))
 }
 
-/// Why a publish's path is refused (BAD_PATH).
+/// Why a publish's path is rejected (BAD_PATH).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum PathRefused {
+pub(crate) enum BadPath {
     /// Only a relay hands over a bulletin with a path.
     #[error("{from} is a {role}: only a relay (a peer node) hands over a bulletin with a path")]
     NotARelay {
@@ -164,26 +164,26 @@ pub(crate) enum PathRefused {
 }
 
 /// The nodes a publish crossed (the path it names, and a relay publisher), or why
-/// that path is refused: a malformed id, this node on it, or longer than the hop limit.
+/// that path is rejected: a malformed id, this node on it, or longer than the hop limit.
 fn crossed(
     rules: &RuleSet,
     publisher: &Partner,
     sent: Vec<String>,
-) -> Result<Vec<PartnerId>, PathRefused> {
+) -> Result<Vec<PartnerId>, BadPath> {
     let (from, role) = (&publisher.id, publisher.role);
     let me = &rules.config.node.id;
     if role != Role::Relay && !sent.is_empty() {
         let from = from.clone();
-        return Err(PathRefused::NotARelay { from, role });
+        return Err(BadPath::NotARelay { from, role });
     }
     let mut path = Vec::with_capacity(sent.len() + 1);
     for (index, node) in sent.into_iter().enumerate() {
-        let node: PartnerId = node.parse().map_err(|e| PathRefused::NotAnId {
+        let node: PartnerId = node.parse().map_err(|e| BadPath::NotAnId {
             index,
             why: format!("{e}"),
         })?;
         if node == *me {
-            return Err(PathRefused::Loop(me.clone()));
+            return Err(BadPath::Loop(me.clone()));
         }
         path.push(node);
     }
@@ -191,7 +191,7 @@ fn crossed(
     let limit = rules.policy.hop_limit() as usize;
     if path.len() + 1 > limit {
         let nodes = path.len();
-        return Err(PathRefused::TooLong { nodes, limit });
+        return Err(BadPath::TooLong { nodes, limit });
     }
     Ok(path)
 }
@@ -235,13 +235,13 @@ fn decide(
     let (from, role) = (&publisher.id, publisher.role);
     let (id, digest) = (d.request_id, d.digest);
     // Refusals name the bulletin; its header moves into the audit record only then.
-    let refuse = |r: Box<proto::PublishResult>, header: Header| {
+    let reject = |r: Box<proto::PublishResult>, header: Header| {
         let r = naming_bulletin(r, &header, digest);
         rejection(from, r, Some((header, digest)))
     };
     let verified = match verified {
         Ok(v) => v,
-        Err(e) => return Err(refuse(rejected(id, e.code(), e.to_string()), d.header)),
+        Err(e) => return Err(reject(rejected(id, e.code(), e.to_string()), d.header)),
     };
     let h = verified.header();
     let origin = h.origin.clone();
@@ -249,7 +249,7 @@ fn decide(
         let msg = format!(
             "{from} is a liaison and may only publish its own bulletins, not those of {origin}"
         );
-        return Err(refuse(
+        return Err(reject(
             rejected(id, ErrorCode::OriginMismatch, msg),
             d.header,
         ));
@@ -258,7 +258,7 @@ fn decide(
     // addressed under another node's partners.
     if role == Role::Liaison && !d.allow_unknown_audience {
         if let Some(msg) = unknown_audience(rules, h) {
-            return Err(refuse(
+            return Err(reject(
                 rejected(id, ErrorCode::UnknownAudience, msg),
                 d.header,
             ));
@@ -322,7 +322,7 @@ pub(crate) fn share(
 /// inbox), if it may not: only for a liaison, and only while the liaison holds a
 /// signing key in force, so that the node never publishes for someone who could not
 /// publish themselves (an auditor, a peer node, a desk whose keys are all revoked).
-pub(crate) fn proxy_refusal(
+pub(crate) fn proxy_rejection(
     rules: &RuleSet,
     writer: &Partner,
     now: Timestamp,
@@ -349,7 +349,7 @@ pub(crate) fn proxy_refusal(
     None
 }
 
-/// Why a bulletin's audience is refused, if it names what this node does not know (no
+/// Why a bulletin's audience is rejected, if it names what this node does not know (no
 /// partner that receives, no `[[origin]]`, no group of either). Which entries are
 /// unknown is said only where the operator discloses its partners (`[disclosure]
 /// withheld`): otherwise the answer would tell a publisher who is configured here.

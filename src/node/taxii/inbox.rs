@@ -1,7 +1,7 @@
 //! The TAXII inbox: an envelope of STIX objects a desk adds becomes bulletins of this
 //! node (origin: the node, signed with its key, as the desk's recorded proxy), one for
 //! each TLP the objects carry. The node signs only for a liaison that could publish
-//! itself (`decide::proxy_refusal`); AMBER, AMBER+STRICT and RED need an audience the
+//! itself (`decide::proxy_rejection`); AMBER, AMBER+STRICT and RED need an audience the
 //! node knows, as on QUIC; and who gets each bulletin is the one publish decision
 //! (`decide::share`), as if the desk had handed it over (so it does not get it back,
 //! and the log names it). Pure: the objects, the rules, the node's key and the time go
@@ -63,7 +63,7 @@ pub(crate) fn prepare(
 ) -> Prepared {
     let mut out = Prepared::default();
     let mut valid = Vec::with_capacity(objects.len());
-    let refused = decide::proxy_refusal(rules, &writer.who, now);
+    let refused = decide::proxy_rejection(rules, &writer.who, now);
     for (i, o) in objects.into_iter().enumerate() {
         let id = o.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
         if let Some((code, why)) = &refused {
@@ -166,7 +166,7 @@ pub(crate) fn prepare_event(
     limits: &Limits,
     now: Timestamp,
 ) -> Result<NewBulletin, (ErrorCode, String)> {
-    if let Some(refused) = decide::proxy_refusal(rules, &writer.who, now) {
+    if let Some(refused) = decide::proxy_rejection(rules, &writer.who, now) {
         return Err(refused);
     }
     let tlp = Tlp::from_proto(b.tlp).unwrap_or(Tlp::Red);
