@@ -276,6 +276,41 @@ fn no_core_module_names_the_shell_through_a_use_tree_or_a_relative_path() {
     );
 }
 
+/// The storage layer sits under the shell: it names neither the runtime nor the
+/// modules that serve it.
+#[test]
+fn the_store_names_neither_the_runtime_nor_the_shell_above_it() {
+    const ABOVE: &[&str] = &[
+        "tokio",
+        "quinn",
+        "crate::transport",
+        "crate::node",
+        "crate::client",
+        "crate::cli",
+    ];
+    let mut found = Vec::new();
+    for file in sources("store") {
+        let code = code_only(&fs::read_to_string(&file).unwrap());
+        // Inline paths to the runtime, which `paths_named` leaves to the use trees.
+        let inline = ["tokio::", "quinn::"]
+            .into_iter()
+            .filter(|n| code.contains(n));
+        let named = paths_named(&file).into_iter().filter(|path| {
+            ABOVE
+                .iter()
+                .any(|s| path == s || path.starts_with(&format!("{s}::")))
+        });
+        for path in inline.map(String::from).chain(named) {
+            found.push(format!("{}: {path}", file.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the store names what is above it:\n{}",
+        found.join("\n")
+    );
+}
+
 /// What the modules of `files` re-export (`pub use`, `pub(crate) use`): the name it
 /// is known by (`node::Shared`) → where it is defined (`node::shared::Shared`).
 fn reexports(files: &[PathBuf]) -> Vec<(String, String)> {

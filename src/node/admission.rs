@@ -124,18 +124,21 @@ pub const MAX_CONNECTIONS_PER_PARTNER: usize = 8;
 /// A partner's place among its open connections; given back when dropped.
 pub(crate) struct Admitted<'a> {
     book: &'a ConnectionBook,
-    partner: &'a PartnerId,
+    partner: PartnerId,
 }
 
 impl<'a> Admitted<'a> {
-    pub(crate) fn new(book: &'a ConnectionBook, partner: &'a PartnerId) -> Option<Self> {
+    pub(crate) fn new(book: &'a ConnectionBook, partner: &PartnerId) -> Option<Self> {
         let mut open = book.connections.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(partner.clone()).or_default();
         if *count >= MAX_CONNECTIONS_PER_PARTNER {
             return None;
         }
         *count += 1;
-        Some(Admitted { book, partner })
+        Some(Admitted {
+            book,
+            partner: partner.clone(),
+        })
     }
 }
 
@@ -146,7 +149,7 @@ impl Drop for Admitted<'_> {
             .connections
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(self.partner) {
+        if let Some(count) = open.get_mut(&self.partner) {
             *count = count.saturating_sub(1);
         }
     }

@@ -1,8 +1,7 @@
-//! One partner's connection: admission once the handshake is done (the certificate's
-//! partner id, its pin and the connection limit, by `admission`), then its life as a
-//! [`PartnerConnection`]: a peer's link adopted or not, each stream handed to
-//! `streams`, and the connection closed when a reload removes, re-roles or re-pins its
-//! partner.
+//! One partner's connection, once the handshake is done, as a [`PartnerConnection`]:
+//! its admission (the certificate's partner id, its pin and the connection limit, by
+//! `admission`), a peer's link adopted or not, each stream handed to `streams`, and the
+//! connection closed when a reload removes, re-roles or re-pins its partner.
 //!
 //! It decides nothing about bulletins; the stream modules and `policy` do.
 
@@ -131,53 +130,10 @@ async fn connection(started: Handshake, shared: Arc<Shared>, handshake: Duration
             return shared.trail.anonymous_refusal(why).await;
         }
     };
-    let Some((partner, cert)) = named(&conn, remote, &shared.trail).await else {
+    let Some((admitted, _slot)) = PartnerConnection::admit(&conn, &shared, remote).await else {
         return;
     };
-    // Watch the rules from before admitting, so that a reload landing between the
-    // admission and the connection's loop is still seen by the loop.
-    let mut rules = shared.rules.current.subscribe();
-    let role = admission::admit(&rules.borrow_and_update().config, &partner, &cert);
-    let role = match role {
-        Ok(role) => role,
-        Err(why) => {
-            tracing::warn!(%remote, %partner, %why, "refused");
-            // Recorded before the peer hears it, so what it sees is on the record.
-            let reason = format!("{remote}: {why}");
-            shared
-                .trail
-                .record(Event::connection_refused(Some(&partner), &reason))
-                .await;
-            return close(&conn, proto::CloseCode::UnknownPartner, &why.to_string());
-        }
-    };
-    let Some(_admitted) = Admitted::new(&shared.book, &partner) else {
-        tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
-        let reason = format!("at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner");
-        close(&conn, proto::CloseCode::TooManyConnections, &reason);
-        let why = format!("{remote}: {reason}");
-        return shared
-            .trail
-            .record(Event::connection_refused(Some(&partner), &why))
-            .await;
-    };
-    shared
-        .trail
-        .record(Event::connection_accepted(&partner))
-        .await;
-    let span = tracing::info_span!("conn", %partner, %remote);
-    let is_peer = role == Role::Relay
-        && rules
-            .borrow()
-            .config
-            .partner(&partner)
-            .is_some_and(|p| p.peer_address().is_some());
-    let admitted = AdmittedAs {
-        who: Partner::new(partner.clone(), role),
-        cert,
-        rules,
-        link: is_peer.then_some(Dialler::Peer),
-    };
+    let span = tracing::info_span!("conn", partner = %admitted.who.id, %remote);
     serve_partner(conn, shared.clone(), admitted)
         .instrument(span)
         .await;
@@ -221,8 +177,8 @@ pub(super) async fn serve_partner(
 
 /// One admitted partner's connection: who it is, the rules it was admitted under, its
 /// streams and, for a peer node, its link. It owns what the connection's life decides:
-/// the link adopted or not, streams served while it lasts, a reload that ends it, and
-/// what is recorded when it goes.
+/// its admission, the link adopted or not, streams served while it lasts, a reload that
+/// ends it, and what is recorded when it goes.
 struct PartnerConnection {
     conn: quinn::Connection,
     shared: Arc<Shared>,
@@ -235,6 +191,61 @@ struct PartnerConnection {
 }
 
 impl PartnerConnection {
+    /// Admits the partner `conn`'s certificate names, as the rules in force say (its
+    /// id, pin and role) and within the connection limit, recorded either way; with the
+    /// slot it holds among its partner's connections.
+    async fn admit<'s>(
+        conn: &quinn::Connection,
+        shared: &'s Shared,
+        remote: std::net::SocketAddr,
+    ) -> Option<(AdmittedAs, Admitted<'s>)> {
+        let (partner, cert) = named(conn, remote, &shared.trail).await?;
+        // Watch the rules from before admitting, so that a reload landing between the
+        // admission and the connection's loop is still seen by the loop.
+        let mut rules = shared.rules.current.subscribe();
+        let role = admission::admit(&rules.borrow_and_update().config, &partner, &cert);
+        let role = match role {
+            Ok(role) => role,
+            Err(why) => {
+                tracing::warn!(%remote, %partner, %why, "refused");
+                // Recorded before the peer hears it, so what it sees is on the record.
+                let reason = format!("{remote}: {why}");
+                shared
+                    .trail
+                    .record(Event::connection_refused(Some(&partner), &reason))
+                    .await;
+                close(conn, proto::CloseCode::UnknownPartner, &why.to_string());
+                return None;
+            }
+        };
+        let Some(slot) = Admitted::new(&shared.book, &partner) else {
+            tracing::warn!(%remote, %partner, "refused: too many connections from this partner");
+            let reason = format!("at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner");
+            close(conn, proto::CloseCode::TooManyConnections, &reason);
+            let why = format!("{remote}: {reason}");
+            let event = Event::connection_refused(Some(&partner), &why);
+            shared.trail.record(event).await;
+            return None;
+        };
+        shared
+            .trail
+            .record(Event::connection_accepted(&partner))
+            .await;
+        let is_peer = role == Role::Relay
+            && rules
+                .borrow()
+                .config
+                .partner(&partner)
+                .is_some_and(|p| p.peer_address().is_some());
+        let admitted = AdmittedAs {
+            who: Partner::new(partner.clone(), role),
+            cert,
+            rules,
+            link: is_peer.then_some(Dialler::Peer),
+        };
+        Some((admitted, slot))
+    }
+
     /// The connection of `admitted`; a peer node's is offered as its link first, and
     /// `None` if the other connection of the two is kept.
     async fn adopt(
