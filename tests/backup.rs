@@ -11,27 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::federation::{receive, Federation};
+use common::tables::liaison;
 use common::{renkei, renkei_ok};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::config::NodeConfig;
 use renkei::proto::PublishStatus as Status;
 
-const PARTNERS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "au-dod"
-role = "liaison"
-clearance = "amber"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_restores_with_every_accepted_bulletin_and_a_verified_log() {
-    let mut fed = Federation::start("jp-mod", &["us-dod", "au-dod"], PARTNERS).await;
+    let mut fed = Federation::around("jp-mod")
+        .partner(liaison("us-dod", "amber"))
+        .partner(liaison("au-dod", "amber").unkeyed())
+        .start()
+        .await;
     let (before, all) = publish_while_backing_up(&fed).await;
     fed.halt().await;
     let dir = fed.dir.path();

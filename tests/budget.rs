@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::configs::node_toml;
-use common::federation::{eventually, Federation, PATIENCE};
+use common::federation::{eventually, Federation, Plan, PATIENCE};
 use common::pki;
 use common::served::serve_with_env;
-use common::tables::{liaison, tables};
+use common::tables::{auditor, keyed_in, liaison, Partner};
 use renkei::bulletin::{self, BulletinId, Kind, Limits, Tlp};
 use renkei::client::{Client, Publisher};
 use renkei::proto::{self, PublishStatus};
@@ -81,15 +81,8 @@ fn small_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
 /// [`small_hub`] with more `[limits]` keys.
 fn small_hub_with(dir: &Path, limits: &str) -> (common::served::Served, std::net::SocketAddr) {
     pki(dir, "jp-mod,us-dod,au-dod,xx-mod");
-    let partners = tables(&[
-        liaison("us-dod", "red"),
-        liaison("au-dod", "red"),
-        liaison("xx-mod", "red"),
-    ]);
-    let mut partners = partners;
-    for id in ["us-dod", "au-dod", "xx-mod"] {
-        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
-    }
+    let desks = ["us-dod", "au-dod", "xx-mod"].map(|id| liaison(id, "red"));
+    let partners = keyed_in(dir, &desks);
     node_toml("jp-mod")
         .with(&format!(
             "\n[limits]\nstream_in_flight_mib = 2\npartner_in_flight_mib = 8\nnode_in_flight_mib = 16\n{limits}{partners}"
@@ -379,23 +372,25 @@ fn sample(metrics: &str, line: &str) -> Option<u64> {
 
 const HOLDERS: [&str; 5] = ["aa-mod", "bb-mod", "cc-mod", "dd-mod", "ee-mod"];
 
+/// `plan` with the five HOLDERS and us-dod as RED desks, each table as `desk` writes it,
+/// and the auditor audit-office.
+fn holders_and_us(plan: Plan, desk: impl Fn(Partner) -> Partner) -> Plan {
+    let desks = HOLDERS.iter().chain(&["us-dod"]);
+    desks
+        .fold(plan, |plan, id| plan.partner(desk(liaison(id, "red"))))
+        .partner(auditor("audit-office"))
+}
+
 /// Issue 33, attack 2: five partners open streams and announce a frame of the largest
 /// size on each, then send nothing more, until the node's budget is all held. Before,
 /// a sixth partner's publishes hung (each stream took a frame's room before reading).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partners_holding_streams_cannot_stop_another_from_publishing() {
-    let mut config = "[admin]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nstream_in_flight_mib = 2\n\
-        partner_in_flight_mib = 8\nnode_in_flight_mib = 16\nframe_deadline_secs = 3\n"
-        .to_string();
-    for id in HOLDERS.iter().chain(&["us-dod"]) {
-        config += &format!(
-            "\n[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"KEY({id})\" }}]\n"
-        );
-    }
-    config += "\n[[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n";
-    let mut members = HOLDERS.to_vec();
-    members.extend(["us-dod", "audit-office"]);
-    let fed = Federation::start("jp-mod", &members, &config).await;
+    let limits = "[admin]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nstream_in_flight_mib = 2\n\
+        partner_in_flight_mib = 8\nnode_in_flight_mib = 16\nframe_deadline_secs = 3\n";
+    let fed = holders_and_us(Federation::around("jp-mod").config(limits), |p| p)
+        .start()
+        .await;
 
     // Each announces a frame of the largest size (1,049,600 bytes) on 8 streams and
     // sends 3 bytes of it.
@@ -466,16 +461,9 @@ async fn partners_holding_streams_cannot_stop_another_from_publishing() {
 /// flooder batch verified and queued before it: thousands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_flooding_partners_get_only_their_turns_ahead_of_a_sixth() {
-    let mut config = String::new();
-    for id in HOLDERS.iter().chain(&["us-dod"]) {
-        config += &format!(
-            "\n[[partner]]\nid = \"{id}\"\nrole = \"liaison\"\nclearance = \"red\"\nkinds = []\nkeys = [{{ public = \"KEY({id})\" }}]\n"
-        );
-    }
-    config += "\n[[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n";
-    let mut members = HOLDERS.to_vec();
-    members.extend(["us-dod", "audit-office"]);
-    let fed = Federation::start("jp-mod", &members, &config).await;
+    let fed = holders_and_us(Federation::around("jp-mod"), |p| p.with("kinds = []"))
+        .start()
+        .await;
 
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (mut flood, flooders) = the_five_flood_until_done(&fed, &done).await;

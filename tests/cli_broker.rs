@@ -10,20 +10,14 @@ use std::time::Duration;
 
 use common::configs::{client_toml, node_toml};
 use common::served::serve;
-use common::{pki, renkei, renkei_ok, sh, sh_ok, sh_until_ok};
+use common::tables::{keyed_in, liaison};
+use common::{pki, public_key, renkei, renkei_ok, sh, sh_ok, sh_until_ok};
 use serde_json::Value;
-
-fn key(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 fn client_config(dir: &Path, id: &str, addr: &str) {
     client_toml(id, addr, "jp-mod")
         .signing()
-        .trusting("us-dod", &key(dir, "us-dod"))
+        .trusting("us-dod", &public_key(dir, "us-dod"))
         .write(dir, &format!("{id}.toml"));
 }
 
@@ -32,13 +26,11 @@ fn two_desks_exchange_a_bulletin_through_a_served_node() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pki(dir, "jp-mod,us-dod,au-dod,nz-mod");
-    let hub = node_toml("jp-mod").with(&format!(
-        "country = \"JP\"\n\n\
-         [[partner]]\nid = \"us-dod\"\ncountry = \"US\"\nrole = \"liaison\"\nclearance = \"red\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"au-dod\"\ncountry = \"AU\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
-        key(dir, "us-dod"),
-        key(dir, "au-dod")
-    ));
+    let desks = [
+        liaison("us-dod", "red").with(r#"country = "US""#),
+        liaison("au-dod", "amber").with(r#"country = "AU""#),
+    ];
+    let hub = node_toml("jp-mod").with(&format!("country = \"JP\"\n{}", keyed_in(dir, &desks)));
     hub.write(dir, "hub.toml");
 
     let (mut served, addr) = serve(dir, "hub.toml");
@@ -140,10 +132,7 @@ fn new_zealand_joins_by_a_reload(
 
     // The operator adds it to the file and sends SIGHUP (a `systemctl reload`): the
     // node reads the file again and New Zealand gets in, without a restart.
-    let nz = format!(
-        "\n[[partner]]\nid = \"nz-mod\"\nrole = \"liaison\"\nclearance = \"green\"\nkeys = [{{ public = \"{}\" }}]\n",
-        key(dir, "nz-mod")
-    );
+    let nz = keyed_in(dir, &[liaison("nz-mod", "green")]);
     let hub = fs::read_to_string(dir.join("hub.toml")).unwrap();
     fs::write(dir.join("hub.toml"), format!("{hub}{nz}")).unwrap();
     served.signal("HUP");
@@ -157,7 +146,7 @@ fn new_zealand_joins_by_a_reload(
     // Australia's desk trusts New Zealand's key too, and receives the bulletin.
     let trust = format!(
         "\n[[partner]]\nid = \"nz-mod\"\nkeys = [{{ public = \"{}\" }}]\n",
-        key(dir, "nz-mod")
+        public_key(dir, "nz-mod")
     );
     let au = fs::read_to_string(dir.join("au-dod.toml")).unwrap();
     fs::write(dir.join("au-dod.toml"), format!("{au}{trust}")).unwrap();

@@ -4,21 +4,19 @@
 
 use crate::common;
 
-use common::federation::{receive_titles, Federation, PATIENCE};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{receive_titles, Federation, Plan, PATIENCE};
+use common::tables::{auditor, liaison};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::proto::{self, PublishStatus};
 
-fn partners() -> String {
-    tables(&[
-        liaison("us-dod", "red"),
-        liaison("au-dod", "amber"),
-        liaison("ee-mod", "amber"),
-        auditor("audit-office"),
-    ])
+/// The hub with a RED desk, two AMBER ones and an auditor.
+fn hub() -> Plan {
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red"))
+        .partner(liaison("au-dod", "amber"))
+        .partner(liaison("ee-mod", "amber"))
+        .partner(auditor("audit-office"))
 }
-
-const MEMBERS: &[&str] = &["us-dod", "au-dod", "ee-mod", "audit-office"];
 
 async fn publish_all(fed: &Federation, titles: &[String]) {
     let us = fed.client("us-dod").await;
@@ -51,7 +49,7 @@ fn title_of(d: &proto::Delivery) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_partner_catches_up_in_order() {
-    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     // Australia is offline while forty indicators are published.
     let sent = titles("indicator", 40);
     publish_all(&fed, &sent).await;
@@ -64,7 +62,7 @@ async fn an_offline_partner_catches_up_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_deliveries_come_again_after_a_reconnect() {
-    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     let sent = titles("advisory", 5);
     publish_all(&fed, &sent).await;
 
@@ -101,7 +99,7 @@ async fn unacknowledged_deliveries_come_again_after_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_that_never_acknowledges_holds_up_nobody() {
-    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     // Estonia subscribes, reads its window (8 in these tests) and then stalls.
     let ee = fed.client("ee-mod").await;
     let mut stalled = ee.subscribe(0).await.unwrap();
@@ -126,7 +124,7 @@ async fn a_partner_that_never_acknowledges_holds_up_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
-    let mut fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let mut fed = hub().start().await;
     let sent = titles("report", 12);
     publish_all(&fed, &sent).await;
     let kept = fed.bulletin("us-dod", Tlp::Green, Kind::Report, "kept", &["au-dod"], &[]);
@@ -167,7 +165,7 @@ async fn a_restarted_hub_still_has_every_accepted_bulletin_and_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_subscription_leaves_every_delivery_on_the_record() {
     use prost::Message as _;
-    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     let sent = titles("incident", 5);
     publish_all(&fed, &sent).await;
 

@@ -16,33 +16,25 @@ use std::time::Duration;
 
 use common::configs::{client_toml, node_toml};
 use common::served::serve;
-use common::{pki, renkei, sh, sh_ok};
+use common::tables::{auditor, keyed_in, liaison};
+use common::{pki, public_key, renkei, sh, sh_ok};
 use serde_json::Value;
 
 const STIX: &[u8] = br#"{"type":"bundle","id":"bundle--8e2b5a64-7a3c-4d0e-9f5b-2d8c1e6f0a11","objects":[{"type":"indicator","id":"indicator--1c5b1f7e-4a0d-4a53-9d3b-6a2f0c8e7b21","spec_version":"2.1","created":"2026-11-30T00:00:00Z","modified":"2026-11-30T00:00:00Z","pattern":"[ipv4-addr:value = '198.51.100.7']","pattern_type":"stix","valid_from":"2026-11-30T00:00:00Z"}]}"#;
-
-fn key(dir: &Path, id: &str) -> String {
-    fs::read_to_string(dir.join(format!("certs/{id}/signing.pub")))
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 /// A desk's config; it trusts us-dod's key only when `trusting`.
 fn desk(dir: &Path, id: &str, addr: &str, trusting: bool) {
     let mut config = client_toml(id, addr, "jp-mod").signing();
     if trusting {
-        config = config.trusting("us-dod", &key(dir, "us-dod"));
+        config = config.trusting("us-dod", &public_key(dir, "us-dod"));
     }
     config.write(dir, &format!("{id}.toml"));
 }
 
 fn hub(dir: &Path) {
-    let partners = format!(
-        "\n[[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkeys = [{{ public = \"{}\" }}]\n",
-        key(dir, "us-dod"),
-        key(dir, "au-dod")
+    let partners = keyed_in(
+        dir,
+        &[liaison("us-dod", "amber"), liaison("au-dod", "amber")],
     );
     node_toml("jp-mod").with(&partners).write(dir, "hub.toml");
 }
@@ -154,7 +146,7 @@ fn with_the_key_the_bulletin_is_filed_as_sent(dir: &Path, addr: &str, sent: &Val
         serde_json::from_slice(&fs::read(filed.join("bulletin.json")).unwrap()).unwrap();
     assert_eq!(side["verified"], true);
     assert_eq!(side["digest"], sent["digest"]);
-    assert_eq!(side["signed_by"], key(dir, "us-dod").as_str());
+    assert_eq!(side["signed_by"], public_key(dir, "us-dod").as_str());
     assert!(
         !held.exists(),
         "the quarantine entry is cleared once it verifies"
@@ -357,11 +349,7 @@ fn an_auditor_sees_who_did_not_get_a_bulletin_and_which_bulletins_went_out() {
     let dir = tmp.path();
     pki(dir, "jp-mod,us-dod,au-dod,nz-mod,jp-audit");
     hub(dir);
-    let more = format!(
-        "\n[[partner]]\nid = \"nz-mod\"\nrole = \"liaison\"\nclearance = \"green\"\nkeys = [{{ public = \"{}\" }}]\n\n\
-         [[partner]]\nid = \"jp-audit\"\nrole = \"auditor\"\n",
-        key(dir, "nz-mod")
-    );
+    let more = keyed_in(dir, &[liaison("nz-mod", "green"), auditor("jp-audit")]);
     let text = fs::read_to_string(dir.join("hub.toml")).unwrap();
     fs::write(dir.join("hub.toml"), text + &more).unwrap();
     let (served, addr) = serve(dir, "hub.toml");

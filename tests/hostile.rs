@@ -4,16 +4,19 @@
 
 use crate::common;
 
-use common::federation::{connect_as, eventually, receive, Federation};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{connect_as, eventually, receive, Federation, Plan};
+use common::tables::{auditor, liaison};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::identity::PartnerId;
 use renkei::proto::PublishStatus;
 use renkei::timestamp::Timestamp;
 
-fn partners() -> String {
-    tables(&[liaison("us-dod", "red"), liaison("uk-mod", "red")])
+/// The hub with two RED desks.
+fn hub() -> Plan {
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red"))
+        .partner(liaison("uk-mod", "red"))
 }
 
 async fn still_serving(fed: &Federation) {
@@ -36,7 +39,7 @@ async fn still_serving(fed: &Federation) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_from_another_ca_or_of_strangers_are_refused() {
     // "cn-pla" has a certificate from the federation CA but is not a partner.
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "cn-pla"], &partners()).await;
+    let fed = hub().member("cn-pla").start().await;
 
     // An impostor with its own CA, claiming to be the UK.
     let rogue = fed.dir.path().join("rogue");
@@ -74,7 +77,7 @@ async fn certificates_from_another_ca_or_of_strangers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &partners()).await;
+    let fed = hub().start().await;
     let uk = fed.client("uk-mod").await;
 
     // A length prefix of 64 MiB: refused before the body is read.
@@ -135,7 +138,7 @@ async fn oversize_and_malformed_frames_get_clear_errors_and_harm_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_partner_cannot_open_unbounded_connections() {
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &partners()).await;
+    let fed = hub().start().await;
     let mut held = Vec::new();
     for _ in 0..renkei::node::MAX_CONNECTIONS_PER_PARTNER {
         let c = fed.client("uk-mod").await;
@@ -163,9 +166,10 @@ async fn one_partner_cannot_open_unbounded_connections() {
 /// connections nobody holds do not lock the partner out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_connections_give_a_partners_slots_back() {
-    // The partner tables follow the hub's [transport] table.
-    let transport = format!("idle_timeout_secs = 2\nkeep_alive_secs = 1\n{}", partners());
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &transport).await;
+    let fed = hub()
+        .transport("idle_timeout_secs = 2\nkeep_alive_secs = 1")
+        .start()
+        .await;
     let (certs, addr, hub) = (fed.certs(), fed.addr(), fed.hub.clone());
     // Every slot taken in a runtime of its own, which then stops dead: no
     // CONNECTION_CLOSE goes out, and nothing answers the node's keep-alives.
@@ -233,8 +237,7 @@ fn hostile(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_megabyte_of_control_characters_leaves_a_record_of_bounded_size() {
     use prost::Message as _;
-    let partners = partners() + &tables(&[auditor("audit-office")]);
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], &partners).await;
+    let fed = hub().partner(auditor("audit-office")).start().await;
     let us = fed.client("us-dod").await;
     let megabyte = "\u{1}\u{202E}".repeat(250_000);
     let cases = [
@@ -306,12 +309,13 @@ fn handshakes(metrics: &str, outcome: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_attempts_prove_their_address_before_any_handshake_work() {
     // retry_above_handshakes = 0: every attempt is asked to prove its address first,
-    // as under a flood. (The partner tables follow the hub's [transport] table.)
-    let transport = format!(
-        "retry_above_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
-        partners()
-    );
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &transport).await;
+    // as under a flood.
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let fed = hub()
+        .transport("retry_above_handshakes = 0")
+        .config(admin)
+        .start()
+        .await;
     still_serving(&fed).await;
     still_serving(&fed).await;
     assert!(
@@ -322,11 +326,11 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
     fed.stop().await;
 
     // With no room for handshakes at all, an attempt is refused before any work.
-    let full = format!(
-        "max_handshakes = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
-        partners()
-    );
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod"], &full).await;
+    let fed = hub()
+        .transport("max_handshakes = 0")
+        .config(admin)
+        .start()
+        .await;
     let us = fed.client_with_certs(&fed.certs(), "us-dod").await;
     let refused = match us {
         Ok(c) => c.hello().await.is_err(),
@@ -341,8 +345,7 @@ async fn connection_attempts_prove_their_address_before_any_handshake_work() {
 async fn a_partners_refusals_beyond_the_limit_are_counted_not_recorded_one_by_one() {
     use prost::Message as _;
     use renkei::node::PARTNER_REFUSALS_PER_MINUTE;
-    let partners = partners() + &tables(&[auditor("audit-office")]);
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "audit-office"], &partners).await;
+    let fed = hub().partner(auditor("audit-office")).start().await;
     // The UK desk sends, pipelined, bulletins signed with a key nobody configured.
     let stranger = renkei::identity::generate_signing_key();
     let sent = PARTNER_REFUSALS_PER_MINUTE as u64 + 100;

@@ -7,8 +7,8 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::federation::{sign_as, Federation, PATIENCE};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{sign_as, Federation, Plan, PATIENCE};
+use common::tables::{auditor, liaison};
 use proptest::prelude::*;
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
@@ -17,13 +17,15 @@ use renkei::metrics::{self, Period};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
 
-fn partners() -> String {
-    tables(&[
-        liaison("us-dod", "red"),
-        liaison("uk-mod", "amber").with(r#"kinds = ["indicator", "exercise", "consultation"]"#),
-        liaison("ee-mod", "green"),
-        auditor("audit-office"),
-    ])
+/// The hub with a RED, an AMBER and a GREEN desk and an auditor.
+fn hub() -> Plan {
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red"))
+        .partner(
+            liaison("uk-mod", "amber").with(r#"kinds = ["indicator", "exercise", "consultation"]"#),
+        )
+        .partner(liaison("ee-mod", "green"))
+        .partner(auditor("audit-office"))
 }
 
 const DESKS: [&str; 3] = ["us-dod", "uk-mod", "ee-mod"];
@@ -111,12 +113,7 @@ struct Expected {
 }
 
 async fn run(ops: Vec<Op>) {
-    let mut fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "ee-mod", "audit-office"],
-        &partners(),
-    )
-    .await;
+    let mut fed = hub().start().await;
     let mut clients = Vec::new();
     for d in DESKS {
         clients.push(fed.client(d).await);
@@ -284,12 +281,12 @@ proptest! {
     }
 }
 
-fn countries() -> String {
-    tables(&[
-        liaison("us-dod", "red").with(r#"country = "US""#),
-        liaison("jp-cdc", "red").with(r#"country = "JP""#),
-        auditor("jp-audit"),
-    ])
+/// The hub with a US and a Japanese desk and an auditor.
+fn countries() -> Plan {
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red").with(r#"country = "US""#))
+        .partner(liaison("jp-cdc", "red").with(r#"country = "JP""#))
+        .partner(auditor("jp-audit"))
 }
 
 /// Figure `name` of row `party` in a report by country.
@@ -307,8 +304,7 @@ fn by_country(report: &proto::MetricsReport, party: &str, name: &str) -> u64 {
 /// bulletin stays the US's, its second is Canada's; Tokyo's own desk is domestic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn figures_by_country_follow_the_configuration_in_force_at_each_record() {
-    let mut fed =
-        Federation::start("jp-mod", &["us-dod", "jp-cdc", "jp-audit"], &countries()).await;
+    let mut fed = countries().start().await;
     let path = fed.config_path().to_owned();
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         "signing_key = \"certs/jp-mod/signing.key\"\n",

@@ -7,21 +7,18 @@ use crate::common;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 
-use common::federation::{receive, Federation, PATIENCE};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{receive, Federation, Plan, PATIENCE};
+use common::tables::{auditor, liaison};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::proto;
 
-fn partners() -> String {
-    let head = r#"[admin]
-listen = "127.0.0.1:0"
-"#;
-    head.to_owned()
-        + &tables(&[
-            liaison("us-dod", "red"),
-            liaison("uk-mod", "amber"),
-            auditor("audit-office"),
-        ])
+/// The hub with an admin listener, a RED and an AMBER desk and an auditor.
+fn hub() -> Plan {
+    Federation::around("jp-mod")
+        .config("[admin]\nlisten = \"127.0.0.1:0\"\n")
+        .partner(liaison("us-dod", "red"))
+        .partner(liaison("uk-mod", "amber"))
+        .partner(auditor("audit-office"))
 }
 
 /// One HTTP/1.1 request; returns the status code and the body.
@@ -66,12 +63,7 @@ fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitoring_scrapes_the_same_figures_the_auditor_reads() {
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "audit-office", "cn-pla"],
-        &partners(),
-    )
-    .await;
+    let fed = hub().member("cn-pla").start().await;
     let admin = fed
         .node
         .as_ref()

@@ -5,7 +5,7 @@ use crate::common;
 use std::path::Path;
 
 use common::configs::node_toml;
-use common::tables::{auditor, liaison, relay, tables};
+use common::tables::{auditor, keyed_in, liaison, relay};
 use common::{pki, renkei, renkei_ok, sh_ok};
 use serde_json::Value;
 
@@ -56,18 +56,18 @@ fn an_operator_explains_who_receives_a_red_note() {
 /// A node whose partners are three desks and a relay, in groups, and an auditor.
 fn write_node_with_five_partners(dir: &Path) {
     pki(dir, "jp-mod,us-dod,uk-mod,nato-ccdcoe,au-dod,vn-mod");
-    let mut partners = tables(&[
-        liaison("us-dod", "red").with(r#"groups = ["five-eyes"]"#),
-        liaison("uk-mod", "amber").with(r#"groups = ["five-eyes", "nato"]"#),
-        relay("nato-ccdcoe", "red")
-            .keyed()
-            .with(r#"groups = ["nato"]"#),
-        liaison("au-dod", "red").with(r#"groups = ["five-eyes"]"#),
-        auditor("vn-mod"),
-    ]);
-    for id in ["us-dod", "uk-mod", "nato-ccdcoe", "au-dod"] {
-        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
-    }
+    let partners = keyed_in(
+        dir,
+        &[
+            liaison("us-dod", "red").with(r#"groups = ["five-eyes"]"#),
+            liaison("uk-mod", "amber").with(r#"groups = ["five-eyes", "nato"]"#),
+            relay("nato-ccdcoe", "red")
+                .keyed()
+                .with(r#"groups = ["nato"]"#),
+            liaison("au-dod", "red").with(r#"groups = ["five-eyes"]"#),
+            auditor("vn-mod"),
+        ],
+    );
     node_toml("jp-mod").with(&partners).write(dir, "node.toml");
 }
 

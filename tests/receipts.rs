@@ -14,7 +14,7 @@ use common::configs::{client_toml, node_toml};
 use common::federation::{connect_as, eventually, sign_as, PATIENCE};
 use common::peers::Mesh;
 use common::served::{serve, Served};
-use common::tables::{auditor, liaison, tables};
+use common::tables::{auditor, keyed_in, liaison};
 use common::{pki, public_key, renkei, renkei_ok, signing_key};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Limits, Tlp, UnverifiedBulletin};
@@ -33,15 +33,15 @@ fn pid(s: &str) -> PartnerId {
 /// audit office, running; a client configuration for jp-cdc and for the audit office.
 fn tokyo(dir: &Path) -> (Served, SocketAddr) {
     pki(dir, "jp-mod,us-dod,jp-cdc,au-dod,audit-office");
-    let mut partners = tables(&[
-        liaison("us-dod", "amber"),
-        liaison("jp-cdc", "amber"),
-        liaison("au-dod", "amber"),
-        auditor("audit-office"),
-    ]);
-    for id in ["us-dod", "jp-cdc", "au-dod"] {
-        partners = partners.replace(&format!("KEY({id})"), &public_key(dir, id));
-    }
+    let partners = keyed_in(
+        dir,
+        &[
+            liaison("us-dod", "amber"),
+            liaison("jp-cdc", "amber"),
+            liaison("au-dod", "amber"),
+            auditor("audit-office"),
+        ],
+    );
     node_toml("jp-mod").with(&partners).write(dir, "node.toml");
     let (served, addr) = serve(dir, "node.toml");
     for id in ["jp-cdc", "audit-office"] {

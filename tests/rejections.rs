@@ -4,39 +4,24 @@
 
 use crate::common;
 
-use common::federation::{receive_titles, sign_as, Federation};
+use common::federation::{receive_titles, sign_as, Federation, Plan};
+use common::tables::{auditor, liaison, relay};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::identity;
 use renkei::proto::{self, ErrorCode, PublishResult, PublishStatus};
 use renkei::timestamp::Timestamp;
 
-fn partners(revoked: &str) -> String {
-    format!(
-        r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{{ public = "KEY(us-dod)" }}, {{ public = "{revoked}" }}]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "red"
-keys = [{{ public = "KEY(uk-mod)" }}]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "relay"
-clearance = "red"
-keys = [{{ public = "KEY(nato-ccdcoe)" }}]
-
-[[revoked]]
-key = "{revoked}"
-reason = "laptop lost"
-"#
-    )
+/// The hub with two RED desks, us-dod also trusting the `revoked` key, and a keyed
+/// relay.
+fn hub(revoked: &str) -> Plan {
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red").other_key(&format!("{{ public = \"{revoked}\" }}")))
+        .partner(liaison("uk-mod", "red"))
+        .partner(relay("nato-ccdcoe", "red").keyed())
+        .config(&format!(
+            "\n[[revoked]]\nkey = \"{revoked}\"\nreason = \"laptop lost\"\n"
+        ))
 }
 
 fn assert_rejected(r: &PublishResult, code: ErrorCode, words: &str) {
@@ -49,12 +34,7 @@ fn assert_rejected(r: &PublishResult, code: ErrorCode, words: &str) {
 async fn forged_unknown_revoked_and_impersonated_bulletins_are_refused_with_distinct_reasons() {
     let old_key = identity::generate_signing_key();
     let old_public = identity::PublicKey::of(&old_key).to_string();
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "nato-ccdcoe"],
-        &partners(&old_public),
-    )
-    .await;
+    let fed = hub(&old_public).start().await;
     let us = fed.client("us-dod").await;
     let uk = fed.client("uk-mod").await;
 
@@ -178,12 +158,9 @@ async fn the_log_holds_each_refusal_and_the_revocation(mut fed: Federation) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_twice_is_idempotent_and_reusing_an_id_is_a_conflict() {
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "nato-ccdcoe"],
-        &partners(&identity::PublicKey::of(&identity::generate_signing_key()).to_string()),
-    )
-    .await;
+    let fed = hub(&identity::PublicKey::of(&identity::generate_signing_key()).to_string())
+        .start()
+        .await;
     let us = fed.client("us-dod").await;
     let first = fed.bulletin(
         "us-dod",
@@ -229,12 +206,9 @@ async fn publishing_twice_is_idempotent_and_reusing_an_id_is_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_publishes_verified_together_are_answered_one_by_one_in_order() {
     let old_key = identity::generate_signing_key();
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "nato-ccdcoe"],
-        &partners(&identity::PublicKey::of(&old_key).to_string()),
-    )
-    .await;
+    let fed = hub(&identity::PublicKey::of(&old_key).to_string())
+        .start()
+        .await;
     let us = fed.client("us-dod").await;
     // Two hundred sent before any result is read, so the node takes them in batches;
     // every seventh is forged with the UK key under the US key id.
@@ -311,8 +285,9 @@ async fn captured_and_backdated_bulletins_are_refused_and_recorded() {
     let old_uk = identity::generate_signing_key();
     let now = Timestamp::now().unix_ms() / 1000 * 1000;
     let expired_at = Timestamp::from_unix_ms(now - HOUR);
-    let partners = partners_with_an_expired_uk_key(&old_uk, expired_at);
-    let fed = Federation::start("jp-mod", &["us-dod", "uk-mod", "nato-ccdcoe"], &partners).await;
+    let fed = hub_with_an_expired_uk_key(&old_uk, expired_at)
+        .start()
+        .await;
     let us = fed.client("us-dod").await;
     let uk = fed.client("uk-mod").await;
 
@@ -335,32 +310,16 @@ async fn captured_and_backdated_bulletins_are_refused_and_recorded() {
     fed.stop().await;
 }
 
-/// The partner tables: us-dod, uk-mod with its current key and `old_uk`'s, valid until
+/// The hub with us-dod, uk-mod with its current key and `old_uk`'s, valid until
 /// `expired_at`, and the auditor nato-ccdcoe.
-fn partners_with_an_expired_uk_key(
-    old_uk: &ed25519_dalek::SigningKey,
-    expired_at: Timestamp,
-) -> String {
-    format!(
-        r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "red"
-keys = [{{ public = "KEY(us-dod)" }}]
-
-[[partner]]
-id = "uk-mod"
-role = "liaison"
-clearance = "red"
-keys = [{{ public = "KEY(uk-mod)" }}, {{ public = "{}", not_after = {expired_at} }}]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "auditor"
-"#,
-        identity::PublicKey::of(old_uk)
-    )
+fn hub_with_an_expired_uk_key(old_uk: &ed25519_dalek::SigningKey, expired_at: Timestamp) -> Plan {
+    let old = identity::PublicKey::of(old_uk);
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red"))
+        .partner(liaison("uk-mod", "red").other_key(&format!(
+            "{{ public = \"{old}\", not_after = {expired_at} }}"
+        )))
+        .partner(auditor("nato-ccdcoe"))
 }
 
 /// `us` republishes a US bulletin of 40 days before `now`, and `uk` one signed with the

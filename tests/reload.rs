@@ -8,24 +8,21 @@ use crate::common;
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use common::federation::{receive_titles, Federation, PATIENCE};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{receive_titles, Federation, Plan, PATIENCE};
+use common::tables::{auditor, liaison, relay};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
 use renkei::client::{Client, Subscription};
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent};
 
-fn partners() -> String {
-    let head = r#"[admin]
-listen = "127.0.0.1:0"
-"#;
-    head.to_owned()
-        + &tables(&[
-            liaison("us-dod", "amber"),
-            liaison("au-dod", "amber"),
-            auditor("nato-ccdcoe"),
-        ])
+/// The hub with an admin listener, two AMBER desks and an auditor.
+fn hub() -> Plan {
+    Federation::around("jp-mod")
+        .config("[admin]\nlisten = \"127.0.0.1:0\"\n")
+        .partner(liaison("us-dod", "amber"))
+        .partner(liaison("au-dod", "amber"))
+        .partner(auditor("nato-ccdcoe"))
 }
 
 async fn operate(fed: &Federation, request: OperatorRequest) -> operator::OperatorReply {
@@ -62,12 +59,7 @@ fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partners_are_onboarded_and_removed_without_a_restart() {
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "au-dod", "nz-mod", "nato-ccdcoe"],
-        &partners(),
-    )
-    .await;
+    let fed = hub().member("nz-mod").start().await;
     let auditor = fed.client("nato-ccdcoe").await;
 
     // nz-mod has a certificate from the federation CA but is not a partner yet.
@@ -229,7 +221,7 @@ async fn the_record_says_what_changed_and_what_was_refused(auditor: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_socket_is_private_to_the_node_user() {
     use std::os::unix::fs::PermissionsExt as _;
-    let fed = Federation::start("jp-mod", &["us-dod"], "").await;
+    let fed = Federation::around("jp-mod").member("us-dod").start().await;
     let socket = operator::socket_path(&fed.data_dir());
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the operator socket is owner-only");
@@ -262,7 +254,7 @@ async fn the_operator_socket_is_private_to_the_node_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_pinned_to_a_certificate_connects_with_that_one_only() {
-    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], &partners()).await;
+    let fed = hub().start().await;
     // us-dod gets a second certificate from the same CA (say, a new server of its own).
     let certs = fed.certs();
     let ca = renkei::pki::Ca::from_pem(
@@ -334,7 +326,7 @@ async fn a_partner_pinned_to_a_certificate_connects_with_that_one_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_laptop_is_cut_off_by_revoking_its_certificate() {
-    let fed = Federation::start("jp-mod", &["us-dod", "au-dod", "nato-ccdcoe"], &partners()).await;
+    let fed = hub().start().await;
     // us-dod's desk laptop is connected and subscribed when it is lost.
     let laptop = fed.client("us-dod").await;
     let mut sub = laptop.subscribe(0).await.unwrap();
@@ -405,22 +397,7 @@ async fn a_lost_laptop_is_cut_off_by_revoking_its_certificate() {
     fed.stop().await;
 }
 
-const ORIGINS: &str = r#"
-[[partner]]
-id = "us-dod"
-role = "liaison"
-clearance = "amber"
-keys = [{ public = "KEY(us-dod)" }]
-
-[[partner]]
-id = "nato-ccdcoe"
-role = "relay"
-clearance = "amber"
-
-[[partner]]
-id = "ca-audit"
-role = "auditor"
-
+const TALLINN: &str = r#"
 [[origin]]
 id = "ee-mod"
 via = ["nato-ccdcoe"]
@@ -443,12 +420,14 @@ fn tallinn(fed: &Federation, title: &str) -> proto::SignedBulletin {
 /// `[disclosure]`) as they were, and recorded a digest it did not apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
-    let mut fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "nato-ccdcoe", "ca-audit", "ee-mod"],
-        ORIGINS,
-    )
-    .await;
+    let mut fed = Federation::around("jp-mod")
+        .partner(liaison("us-dod", "amber"))
+        .partner(relay("nato-ccdcoe", "amber"))
+        .partner(auditor("ca-audit"))
+        .member("ee-mod")
+        .config(TALLINN)
+        .start()
+        .await;
     let nato = fed.client("nato-ccdcoe").await;
     let first = nato.publish(tallinn(&fed, "through nato")).await.unwrap();
     assert_eq!(

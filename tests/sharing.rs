@@ -6,44 +6,41 @@ use crate::common;
 
 use std::collections::HashMap;
 
-use common::federation::{receive, Federation};
-use common::tables::{auditor, liaison, relay, tables};
+use common::federation::{receive, Federation, Plan};
+use common::tables::{auditor, liaison, relay};
 use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::proto::{self, PublishStatus, WithholdReason};
 
-fn partners() -> String {
-    let head = r#"# The operator lets publishers see who did not get a bulletin and why.
+/// The hub with five partners and an auditor.
+fn hub() -> Plan {
+    let disclosure = r#"# The operator lets publishers see who did not get a bulletin and why.
 [disclosure]
 withheld = true
 "#;
-    head.to_owned()
-        + &tables(&[
-            liaison("us-dod", "red").with(r#"groups = ["five-eyes"]"#),
-            liaison("uk-mod", "red").with(r#"groups = ["five-eyes", "nato"]"#),
+    Federation::around("jp-mod")
+        .config(disclosure)
+        .partner(liaison("us-dod", "red").with(r#"groups = ["five-eyes"]"#))
+        .partner(liaison("uk-mod", "red").with(r#"groups = ["five-eyes", "nato"]"#))
+        .partner(
             relay("nato-ccdcoe", "amber+strict")
                 .keyed()
                 .with(r#"groups = ["nato"]"#),
+        )
+        .partner(
             liaison("ee-mod", "amber")
                 .with(r#"groups = ["nato"]"#)
                 .with(r#"deny_tags = ["national-only"]"#),
+        )
+        .partner(
             liaison("vn-mod", "green").with(r#"kinds = ["indicator", "advisory", "exercise"]"#),
-            auditor("audit-office"),
-        ])
+        )
+        .partner(auditor("audit-office"))
 }
-
-const MEMBERS: &[&str] = &[
-    "us-dod",
-    "uk-mod",
-    "nato-ccdcoe",
-    "ee-mod",
-    "vn-mod",
-    "audit-office",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_partner_receives_what_the_policy_allows_and_nothing_else() {
-    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     let us = fed.client("us-dod").await;
 
     let welcome = us.hello().await.unwrap();
@@ -151,7 +148,7 @@ fn withheld(result: &proto::PublishResult) -> HashMap<&str, i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_may_neither_publish_nor_receive() {
-    let fed = Federation::start("jp-mod", MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     let auditor = fed.client("audit-office").await;
     let welcome = auditor.hello().await.unwrap();
     assert_eq!(welcome.role, renkei::proto::Role::Auditor as i32);

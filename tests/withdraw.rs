@@ -7,21 +7,21 @@
 
 use crate::common;
 
-use common::federation::{receive_titles, Federation};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{receive_titles, Federation, Plan};
+use common::tables::{auditor, liaison, Partner};
 use prost::Message as _;
 use renkei::bulletin::{Kind, Tlp};
 use renkei::client::Client;
 use renkei::node::operator::{self, OperatorRequest};
 use renkei::proto::{self, AuditEvent, WithholdReason};
 
-fn partners() -> String {
-    tables(&[
-        liaison("us-dod", "red"),
-        liaison("uk-mod", "red"),
-        liaison("au-dod", "red").with(r#"groups = ["nato"]"#),
-        auditor("nato-ccdcoe"),
-    ])
+/// The hub with three RED desks, au-dod in nato, and an auditor.
+fn hub() -> Plan {
+    Federation::around("jp-mod")
+        .partner(liaison("us-dod", "red"))
+        .partner(liaison("uk-mod", "red"))
+        .partner(liaison("au-dod", "red").with(r#"groups = ["nato"]"#))
+        .partner(auditor("nato-ccdcoe"))
 }
 
 async fn reload(fed: &Federation, edit: impl Fn(String) -> String) {
@@ -61,14 +61,16 @@ fn au_dod(text: &str, new_table: &str) -> String {
     text.replace(&format!("[[partner]]{old}"), new_table)
 }
 
+/// `partner`'s table as the operator writes it, with its key in `fed`.
+fn written(fed: &Federation, partner: Partner) -> String {
+    let id = partner.id().to_owned();
+    let key = renkei::identity::PublicKey::of(fed.key(&id)).to_string();
+    format!("{partner}\n").replace(&format!("KEY({id})"), &key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_takes_effect_on_what_is_already_queued() {
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
-        &partners(),
-    )
-    .await;
+    let fed = hub().start().await;
     let us = fed.client("us-dod").await;
     let uk = fed.client("uk-mod").await;
     queue_seven_for_au_dod(&fed, &us, &uk).await;
@@ -76,16 +78,13 @@ async fn a_reload_takes_effect_on_what_is_already_queued() {
     // The operator lowers au-dod to AMBER, takes it out of nato, denies it a tag and
     // incidents, and revokes uk-mod's signing key.
     let uk_key = renkei::identity::PublicKey::of(fed.key("uk-mod")).to_string();
-    let au_key = renkei::identity::PublicKey::of(fed.key("au-dod")).to_string();
+    let lowered = liaison("au-dod", "amber")
+        .with(r#"kinds = ["advisory"]"#)
+        .with(r#"deny_tags = ["exercise-x"]"#);
+    let lowered = written(&fed, lowered);
     reload(&fed, |text| {
-        au_dod(
-            &text,
-            &format!(
-                "[[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\
-                 kinds = [\"advisory\"]\ndeny_tags = [\"exercise-x\"]\n\
-                 keys = [{{ public = \"{au_key}\" }}]\n\n"
-            ),
-        ) + &format!("\n[[revoked]]\nkey = \"{uk_key}\"\nreason = \"laptop lost\"\n")
+        au_dod(&text, &lowered)
+            + &format!("\n[[revoked]]\nkey = \"{uk_key}\"\nreason = \"laptop lost\"\n")
     })
     .await;
 
@@ -237,12 +236,7 @@ async fn the_rest_is_recorded_as_withdrawn_after_the_reload(fed: &Federation) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_removed_and_added_again_starts_with_an_empty_queue() {
-    let mut fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
-        &partners(),
-    )
-    .await;
+    let mut fed = hub().start().await;
     let text = std::fs::read_to_string(fed.config_path()).unwrap();
     let us = fed.client("us-dod").await;
     let b = fed.bulletin(
@@ -315,12 +309,7 @@ async fn a_partner_removed_and_added_again_starts_with_an_empty_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_withdrawn_whole_does_not_hold_up_what_follows() {
-    let fed = Federation::start(
-        "jp-mod",
-        &["us-dod", "uk-mod", "au-dod", "nato-ccdcoe"],
-        &partners(),
-    )
-    .await;
+    let fed = hub().start().await;
     let us = fed.client("us-dod").await;
     // More RED bulletins for au-dod than one delivery window (8 here), then a GREEN one.
     for i in 0..20 {
@@ -343,17 +332,8 @@ async fn a_page_withdrawn_whole_does_not_hold_up_what_follows() {
         &[],
     );
     us.publish(b).await.unwrap();
-    let au_key = renkei::identity::PublicKey::of(fed.key("au-dod")).to_string();
-    reload(&fed, |text| {
-        au_dod(
-            &text,
-            &format!(
-                "[[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"green\"\n\
-                 keys = [{{ public = \"{au_key}\" }}]\n\n"
-            ),
-        )
-    })
-    .await;
+    let green = written(&fed, liaison("au-dod", "green"));
+    reload(&fed, |text| au_dod(&text, &green)).await;
     // Pages of nothing but withdrawn bulletins go by; the GREEN one arrives without
     // anything new being published.
     let au = fed.client("au-dod").await;

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auditor_reads_the_log_and_proves_it_against_signed_checkpoints() {
-    let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
+    let mut fed = hub().start().await;
     let monday = working_day(&fed, "Monday").await;
     let auditor = fed.client("audit-office").await;
     let hub_key = fed.key(HUB).verifying_key();
@@ -198,7 +198,7 @@ const NEITHER: &str = "auditors may neither publish nor receive";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_auditor_reads_the_log_and_every_question_is_on_the_record() {
-    let fed = Federation::start(HUB, MEMBERS, &partners()).await;
+    let fed = hub().start().await;
     working_day(&fed, "Monday").await;
     let hub_key = fed.key(HUB).verifying_key();
 

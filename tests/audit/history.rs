@@ -9,7 +9,7 @@ const TRUSTED: [&str; 2] = ["--trusted-checkpoint", "monday.note"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_or_rolled_back_log_is_caught_against_a_kept_checkpoint() {
-    let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
+    let mut fed = hub().start().await;
     let monday = working_day(&fed, "Monday").await;
     fed.halt().await;
     let dir = fed.dir.path().to_path_buf();

@@ -20,8 +20,8 @@ use std::fs;
 use std::path::Path;
 
 use bytes::Bytes;
-use common::federation::{receive, Federation, PATIENCE};
-use common::tables::{auditor, liaison, tables};
+use common::federation::{receive, Federation, Plan, PATIENCE};
+use common::tables::{auditor, liaison};
 use common::{renkei, renkei_ok};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use prost::Message as _;
@@ -36,17 +36,16 @@ use renkei::proto::{
 };
 use serde_json::Value;
 
-fn partners() -> String {
-    tables(&[
-        liaison("us-dod", "red"),
-        liaison("uk-mod", "red"),
-        liaison("vn-mod", "green"),
-        auditor("audit-office"),
-    ])
-}
-
-const MEMBERS: &[&str] = &["us-dod", "uk-mod", "vn-mod", "audit-office"];
 const HUB: &str = "jp-mod";
+
+/// The hub with two RED desks, a GREEN one and an auditor.
+fn hub() -> Plan {
+    Federation::around(HUB)
+        .partner(liaison("us-dod", "red"))
+        .partner(liaison("uk-mod", "red"))
+        .partner(liaison("vn-mod", "green"))
+        .partner(auditor("audit-office"))
+}
 
 fn origin() -> String {
     renkei::node::audit_origin(&HUB.parse().unwrap())

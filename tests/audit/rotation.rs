@@ -10,7 +10,7 @@ use crate::audit::verify::{edited, json, read_export};
 /// alone, and a rotation not signed by the old key is caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_audit_key_verifies_across_the_rotation() {
-    let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
+    let mut fed = hub().start().await;
     working_day(&fed, "Monday").await;
     fed.halt().await;
     let dir = fed.dir.path().to_owned();

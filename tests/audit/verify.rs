@@ -5,7 +5,7 @@ use super::*;
 /// A hub that worked one day and stopped cleanly (signing a last checkpoint), with its
 /// log exported by `renkei audit export` to `log.export` in the federation's directory.
 pub(super) async fn exported_day() -> (Federation, Vec<proto::PublishResult>) {
-    let mut fed = Federation::start(HUB, MEMBERS, &partners()).await;
+    let mut fed = hub().start().await;
     let monday = working_day(&fed, "Monday").await;
     fed.halt().await;
     let dir = fed.dir.path();

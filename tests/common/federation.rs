@@ -18,6 +18,7 @@ use renkei::timestamp::Timestamp;
 use renkei::transport::Timers;
 
 use super::configs::node_toml;
+use super::tables::Partner;
 
 /// How long any single wait in a test may take before it counts as a failure.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -48,37 +49,14 @@ fn pid(s: &str) -> PartnerId {
 }
 
 impl Federation {
-    /// Generates a PKI for `hub` and `members`, writes the hub's config with the
-    /// `[[partner]]` tables in `partners_toml` (where `KEY(id)` becomes id's public
-    /// key) and starts the hub.
-    pub async fn start(hub: &str, members: &[&str], partners_toml: &str) -> Federation {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = dir.path().join("certs");
-        let mut ids: Vec<PartnerId> = members.iter().map(|m| pid(m)).collect();
-        ids.push(pid(hub));
-        renkei::pki::init(&certs, &ids, Default::default(), Timestamp::now()).unwrap();
-        let mut keys = HashMap::new();
-        let mut partners = partners_toml.to_string();
-        for id in &ids {
-            let pem = std::fs::read_to_string(certs.join(id.as_str()).join("signing.key")).unwrap();
-            let key = identity::signing_key_from_pem(&pem).unwrap();
-            let public = identity::PublicKey::of(&key).to_string();
-            partners = partners.replace(&format!("KEY({id})"), &public);
-            keys.insert(id.to_string(), key);
+    /// A federation around the hub `hub`, to be given its partners before it starts.
+    pub fn around(hub: &str) -> Plan {
+        Plan {
+            hub: hub.to_owned(),
+            members: Vec::new(),
+            transport: String::new(),
+            config: String::new(),
         }
-        let config =
-            node_toml(hub).with(&format!("[transport]\ndelivery_window = 8\n\n{partners}"));
-        config.write(dir.path(), "hub.toml");
-        let config_path = dir.path().join("hub.toml");
-        let mut fed = Federation {
-            dir,
-            hub: pid(hub),
-            node: None,
-            config_path,
-            keys,
-        };
-        fed.boot().await;
-        fed
     }
 
     async fn boot(&mut self) {
@@ -172,6 +150,79 @@ impl Federation {
         if let Some(node) = self.node.take() {
             node.shutdown(Duration::from_secs(5)).await.unwrap();
         }
+    }
+}
+
+/// A federation not yet started. A partner's table and its certificate come from one
+/// call, so the tables and the PKI cannot name different partners.
+pub struct Plan {
+    hub: String,
+    members: Vec<String>,
+    transport: String,
+    config: String,
+}
+
+impl Plan {
+    /// `partner`'s table, and a certificate and signing key for it.
+    pub fn partner(self, partner: Partner) -> Plan {
+        let mut plan = self.member(partner.id());
+        plan.config += &format!("\n{partner}");
+        plan
+    }
+
+    /// A certificate from the federation CA and a signing key for `id`, but no table: a
+    /// stranger, or an origin the config names by hand.
+    pub fn member(mut self, id: &str) -> Plan {
+        if !self.members.iter().any(|m| m == id) {
+            self.members.push(id.to_owned());
+        }
+        self
+    }
+
+    /// More keys of the hub's `[transport]` table (`idle_timeout_secs = 2`).
+    pub fn transport(mut self, keys: &str) -> Plan {
+        self.transport += keys;
+        self.transport += "\n";
+        self
+    }
+
+    /// `toml` as it is, after the tables before it: `[admin]`, `[limits]`, `[[revoked]]`,
+    /// or a table the builders cannot write. `KEY(id)` becomes id's public key.
+    pub fn config(mut self, toml: &str) -> Plan {
+        self.config += toml;
+        self
+    }
+
+    /// Generates the PKI, writes the hub's config and starts the hub.
+    pub async fn start(self) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let mut ids: Vec<PartnerId> = self.members.iter().map(|m| pid(m)).collect();
+        ids.push(pid(&self.hub));
+        renkei::pki::init(&certs, &ids, Default::default(), Timestamp::now()).unwrap();
+        let mut keys = HashMap::new();
+        let mut config = self.config;
+        for id in &ids {
+            let pem = std::fs::read_to_string(certs.join(id.as_str()).join("signing.key")).unwrap();
+            let key = identity::signing_key_from_pem(&pem).unwrap();
+            let public = identity::PublicKey::of(&key).to_string();
+            config = config.replace(&format!("KEY({id})"), &public);
+            keys.insert(id.to_string(), key);
+        }
+        let transport = format!("[transport]\ndelivery_window = 8\n{}\n", self.transport);
+        node_toml(&self.hub)
+            .with(&(transport + &config))
+            .write(dir.path(), "hub.toml");
+        let config_path = dir.path().join("hub.toml");
+        let mut fed = Federation {
+            dir,
+            hub: pid(&self.hub),
+            node: None,
+            config_path,
+            keys,
+        };
+        fed.boot().await;
+        fed
     }
 }
 

@@ -3,6 +3,7 @@
 //! replace with id's public signing key.
 
 use std::fmt;
+use std::path::Path;
 
 /// One `[[partner]]` table being written.
 pub struct Partner {
@@ -11,6 +12,7 @@ pub struct Partner {
     clearance: Option<String>,
     keyed: bool,
     lines: Vec<String>,
+    other_keys: Vec<String>,
 }
 
 /// A liaison desk cleared to `clearance`, publishing with its own key.
@@ -21,6 +23,7 @@ pub fn liaison(id: &str, clearance: &str) -> Partner {
         clearance: Some(clearance.to_owned()),
         keyed: true,
         lines: Vec::new(),
+        other_keys: Vec::new(),
     }
 }
 
@@ -32,6 +35,7 @@ pub fn auditor(id: &str) -> Partner {
         clearance: None,
         keyed: false,
         lines: Vec::new(),
+        other_keys: Vec::new(),
     }
 }
 
@@ -56,6 +60,23 @@ impl Partner {
         self.keyed = true;
         self
     }
+
+    /// Without a signing key: it receives, but nothing it signs is accepted.
+    pub fn unkeyed(mut self) -> Partner {
+        self.keyed = false;
+        self
+    }
+
+    /// With one more key after its own, as the inline table `entry` (a lost laptop's
+    /// key, or one with a `not_after`).
+    pub fn other_key(mut self, entry: &str) -> Partner {
+        self.other_keys.push(entry.to_owned());
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl fmt::Display for Partner {
@@ -71,8 +92,12 @@ impl fmt::Display for Partner {
         for line in &self.lines {
             writeln!(f, "{line}")?;
         }
-        if self.keyed {
-            writeln!(f, "keys = [{{ public = \"KEY({})\" }}]", self.id)?;
+        let own = format!("{{ public = \"KEY({})\" }}", self.id);
+        let keys: Vec<&str> = (self.keyed.then_some(own.as_str()).into_iter())
+            .chain(self.other_keys.iter().map(String::as_str))
+            .collect();
+        if !keys.is_empty() {
+            writeln!(f, "keys = [{}]", keys.join(", "))?;
         }
         Ok(())
     }
@@ -81,4 +106,16 @@ impl fmt::Display for Partner {
 /// The tables, one after another.
 pub fn tables(partners: &[Partner]) -> String {
     partners.iter().map(|p| format!("\n{p}")).collect()
+}
+
+/// The tables with the keys `certs init` wrote under `dir/certs`, for a node that runs
+/// as its own process (a [`super::federation::Federation`] puts them in itself).
+pub fn keyed_in(dir: &Path, partners: &[Partner]) -> String {
+    partners.iter().fold(tables(partners), |text, p| {
+        let key = format!("KEY({})", p.id);
+        match text.contains(&key) {
+            true => text.replace(&key, &super::public_key(dir, &p.id)),
+            false => text,
+        }
+    })
 }

@@ -28,17 +28,17 @@ const RSS_GROWTH_BOUND_MIB: u64 = 96;
 /// with no address: they dial the node), with a delivery window of [`WINDOW`]; the
 /// running node and its address.
 fn hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
-    use common::tables::{liaison, relay, tables};
+    use common::tables::{keyed_in, liaison, relay};
     common::pki(dir, "jp-mod,us-dod,au-dod,xx-node,yy-node");
-    let mut partners = tables(&[
-        liaison("us-dod", "red"),
-        liaison("au-dod", "red"),
-        relay("xx-node", "red"),
-        relay("yy-node", "red"),
-    ]);
-    for id in ["us-dod", "au-dod"] {
-        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
-    }
+    let partners = keyed_in(
+        dir,
+        &[
+            liaison("us-dod", "red"),
+            liaison("au-dod", "red"),
+            relay("xx-node", "red"),
+            relay("yy-node", "red"),
+        ],
+    );
     common::configs::node_toml("jp-mod")
         .with(&format!(
             "\n[transport]\ndelivery_window = {WINDOW}\n{partners}"

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use common::configs::{client_toml, node_toml};
 use common::served::serve;
-use common::tables::{liaison, tables};
+use common::tables::{keyed_in, liaison};
 use common::{pki, sh_ok};
 use serde_json::Value;
 
@@ -134,10 +134,7 @@ fn python(args: &[&str]) -> String {
 /// each desk's client configuration trusting us-dod's key.
 fn node_and_desks(dir: &Path) -> common::served::Served {
     pki(dir, "jp-mod,us-dod,au-dod");
-    let mut partners = tables(&[liaison("us-dod", "red"), liaison("au-dod", "amber")]);
-    for id in ["us-dod", "au-dod"] {
-        partners = partners.replace(&format!("KEY({id})"), &common::public_key(dir, id));
-    }
+    let partners = keyed_in(dir, &[liaison("us-dod", "red"), liaison("au-dod", "amber")]);
     node_toml("jp-mod").with(&partners).write(dir, "hub.toml");
     let (served, addr) = serve(dir, "hub.toml");
     for id in ["us-dod", "au-dod"] {

@@ -26,6 +26,7 @@ use common::federation::{connect_as, sign_as, PATIENCE};
 use common::pki;
 use common::python::python;
 use common::served::serve;
+use common::tables::{auditor, keyed_in, liaison, tables};
 use prost::Message as _;
 use renkei::bulletin::{self, Kind, Limits, Tlp};
 use renkei::client::Client;
@@ -41,24 +42,19 @@ fn free_port() -> u16 {
 /// The Japanese desk's table: its clearance and its signing key (the node signs what
 /// it adds to its inbox only while that key is in force).
 fn jp_cdc_table(dir: &Path, clearance: &str) -> String {
-    format!(
-        "[[partner]]\nid = \"jp-cdc\"\nrole = \"liaison\"\nclearance = \"{clearance}\"\n\
-         keys = [{{ public = \"{}\" }}]\n\n",
-        common::public_key(dir, "jp-cdc")
-    )
+    keyed_in(dir, &[liaison("jp-cdc", clearance)])
 }
 
 fn hub_config(dir: &Path, port: u16) -> String {
+    let us = keyed_in(dir, &[liaison("us-dod", "amber").with("kinds = []")]);
+    let others = tables(&[
+        liaison("au-dod", "amber").unkeyed(),
+        auditor("audit-office"),
+    ]);
+    let taxii =
+        format!("[taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n");
     node_toml("jp-mod")
-        .with(&format!(
-            "[taxii]\nlisten = \"127.0.0.1:{port}\"\nurl = \"https://jp-mod:{port}\"\n\n\
-             [[partner]]\nid = \"us-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\nkinds = []\nkeys = [{{ public = \"{}\" }}]\n\n\
-             {}\
-             [[partner]]\nid = \"au-dod\"\nrole = \"liaison\"\nclearance = \"amber\"\n\n\
-             [[partner]]\nid = \"audit-office\"\nrole = \"auditor\"\n",
-            common::public_key(dir, "us-dod"),
-            jp_cdc_table(dir, "green"),
-        ))
+        .with(&(taxii + &us + &jp_cdc_table(dir, "green") + &others))
         .to_string()
 }
 
