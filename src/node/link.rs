@@ -250,7 +250,8 @@ impl Dialer {
         loop {
             let still_a_peer = self
                 .shared
-                .rules_in_force()
+                .rules
+                .in_force()
                 .config
                 .partner(&self.peer)
                 .is_some_and(|p| p.peer_address().is_some());
@@ -299,7 +300,7 @@ impl Dialer {
     /// How long to wait before dialling again after `failures` failures in a row (a
     /// link that ended waits the shortest pause, so both sides do not redial in step).
     fn pause(&self, failures: u32) -> Duration {
-        let (min, max) = self.shared.rules_in_force().config.federation.redial();
+        let (min, max) = self.shared.rules.in_force().config.federation.redial();
         let jitter =
             f64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng)) / f64::from(u32::MAX);
         rules::redial_pause(failures.max(1), min, max, jitter)

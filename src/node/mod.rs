@@ -201,7 +201,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     withdraw::withdraw_removed(
         &shared.storage.store,
         &shared.trail,
-        &shared.rules_in_force(),
+        &shared.rules.in_force(),
     )
     .await
     .map_err(|e| NodeError::Thread(format!("withdrawing removed partners' queues: {e}")))?;

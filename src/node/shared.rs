@@ -294,13 +294,6 @@ impl Rules {
     }
 }
 
-impl Shared {
-    /// The sharing rules in force now.
-    pub fn rules_in_force(&self) -> Arc<RuleSet> {
-        self.rules.in_force()
-    }
-}
-
 /// What the connection tasks hold of the storage thread.
 pub(crate) struct StorageParts {
     pub commits: mpsc::Sender<writer::Request>,
