@@ -11,12 +11,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::budget::{Held, StreamBudget};
 use super::shared::Shared;
-use super::shared::{ConnectionBook, Rules, StorageHandle, Trail};
+use super::shared::{ConnectionBook, RuleSet, Rules, StorageHandle, Trail};
 use super::writer::{Request, StorageError};
 use crate::audit::record::Event;
 use crate::identity::{Partner, PartnerId, Role};
 use crate::proto::{self, ErrorCode};
-use crate::store::Outcome;
+use crate::store::{NewBulletin, Outcome};
 use crate::timestamp::Timestamp;
 use crate::transport::{self, FrameReader};
 
@@ -49,6 +49,41 @@ impl Intake {
             limits: shared.limits.bulletin,
             shutdown: shared.shutdown.clone(),
         }
+    }
+
+    /// Runs `decide` on the rules in force, in `from`'s turn at verifying (the node's
+    /// shared work, `fair::Turn`), and hands back the publish gate with what it came
+    /// to: held until its bulletins are queued, so a reload (`Rules::gate`) cannot put
+    /// other rules in force between a decision and its queueing. The steps every door
+    /// that takes bulletins in (QUIC, peers, the TAXII and MISP inboxes) takes.
+    pub(crate) async fn decided<T>(
+        &self,
+        from: &PartnerId,
+        decide: impl FnOnce(&RuleSet) -> T,
+    ) -> (T, tokio::sync::RwLockReadGuard<'_, ()>) {
+        let gate = self.rules.gate.read().await;
+        let rules = self.rules.in_force();
+        let _turn = self.book.fair.turn(from).await;
+        (decide(&rules), gate)
+    }
+
+    /// Queues `bulletin` for the storage thread in `from`'s place among the partners
+    /// waiting (`fair::Slot`); its commit's answer, or `None` if the storage thread
+    /// has stopped.
+    pub(crate) async fn queue(
+        &self,
+        from: &PartnerId,
+        bulletin: NewBulletin,
+    ) -> Option<oneshot::Receiver<Result<Outcome, StorageError>>> {
+        let (reply, answer) = oneshot::channel();
+        let slot = self.book.fair.slot(from).await;
+        let request = Request::Bulletin {
+            bulletin,
+            reply,
+            slot,
+        };
+        self.storage.commits.send(request).await.ok()?;
+        Some(answer)
     }
 }
 
@@ -370,15 +405,13 @@ async fn queue_answers(
 /// Decides a batch under the rules in force and queues what it came to for the storage
 /// thread before a reload can put other rules in force (`Rules::gate`).
 async fn queue_batch(node: &Intake, from: &Partner, batch: Vec<proto::Publish>) -> Vec<Pending> {
-    let _gate = node.rules.gate.read().await;
-    let mut replies = Vec::with_capacity(batch.len());
-    let rules = node.rules.in_force();
     let now = Timestamp::now();
-    // Verifying is the node's shared work: it takes the partner's turn (fair::Turn).
-    let decided = {
-        let _turn = node.book.fair.turn(&from.id).await;
-        decide::decide_batch(&rules, &node.limits, from, batch, now)
-    };
+    let (decided, _gate) = node
+        .decided(&from.id, |rules| {
+            decide::decide_batch(rules, &node.limits, from, batch, now)
+        })
+        .await;
+    let mut replies = Vec::with_capacity(decided.len());
     for prepared in decided {
         let reply = match prepared {
             Err(rejection) => {
@@ -387,24 +420,17 @@ async fn queue_batch(node: &Intake, from: &Partner, batch: Vec<proto::Publish>) 
                 node.trail.refusal(&from.id, audit).await;
                 Pending::Ready(*result)
             }
-            Ok((bulletin, answer)) => {
-                let (tx, rx) = oneshot::channel();
-                let request = Request::Bulletin {
-                    bulletin,
-                    reply: tx,
-                    slot: node.book.fair.slot(&from.id).await,
-                };
-                if node.storage.commits.send(request).await.is_err() {
+            Ok((bulletin, answer)) => match node.queue(&from.id, bulletin).await {
+                Some(rx) => Pending::Committing(answer, rx),
+                None => {
                     let stopped = StorageError::Stopped;
                     Pending::Ready(reject_identified(
                         answer.into_result(),
                         stopped.code(),
                         stopped.to_peer(),
                     ))
-                } else {
-                    Pending::Committing(answer, rx)
                 }
-            }
+            },
         };
         replies.push(reply);
     }

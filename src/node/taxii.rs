@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Admitted, MAX_CONNECTIONS_PER_PARTNER};
-use super::shared::{ConnectionBook, Own, Rules, StorageHandle, Trail};
+use super::shared::{Own, Trail};
 use super::shared::{RuleSet, Shared};
 use super::NodeError;
 use crate::audit::record::Event;
@@ -48,13 +48,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Gateway {
     /// Signs the bulletins the inboxes make.
     own: Arc<Own>,
-    rules: Arc<Rules>,
-    trail: Arc<Trail>,
-    storage: Arc<StorageHandle>,
-    /// The connection limit per partner, and the fair turns of writes.
-    book: Arc<ConnectionBook>,
-    limits: crate::bulletin::Limits,
-    shutdown: watch::Receiver<bool>,
+    /// What taking bulletins in uses (the inboxes take them in as a publish does), and
+    /// what reading them out needs too: the rules, the trail, the store, the
+    /// connection limit per partner, the bulletin limits, the stop signal.
+    intake: super::publish::Intake,
     index: Mutex<index::Index>,
     /// What the partners' MISP feeds list.
     listing: Mutex<feed::Listing>,
@@ -69,12 +66,7 @@ impl Gateway {
     fn new(shared: &Shared, index_objects: usize, base: String) -> Gateway {
         Gateway {
             own: shared.own.clone(),
-            rules: shared.rules.clone(),
-            trail: shared.trail.clone(),
-            storage: shared.storage.clone(),
-            book: shared.book.clone(),
-            limits: shared.limits.bulletin,
-            shutdown: shared.shutdown.clone(),
+            intake: super::publish::Intake::of(shared),
             index: Mutex::new(index::Index::holding_at_most(index_objects)),
             listing: Mutex::new(feed::Listing::default()),
             base,
@@ -136,7 +128,7 @@ async fn accept_loop(
     gateway: Arc<Gateway>,
     handshakes: Handshakes,
 ) {
-    let mut stop = gateway.shutdown.clone();
+    let mut stop = gateway.intake.shutdown.clone();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -144,7 +136,7 @@ async fn accept_loop(
                 Ok((stream, remote)) => {
                     let Ok(slot) = handshakes.slots.clone().try_acquire_owned() else {
                         let why = format!("TAXII: {remote}: refused before the handshake, too many handshakes in progress");
-                        gateway.trail.anonymous_refusal(why).await;
+                        gateway.intake.trail.anonymous_refusal(why).await;
                         continue;
                     };
                     let job = connection(stream, remote, acceptor.clone(), gateway.clone(), (handshakes.timeout, slot));
@@ -179,11 +171,11 @@ async fn connection(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let why = format!("TAXII: TLS handshake from {remote} failed: {e}");
-            return g.trail.anonymous_refusal(why).await;
+            return g.intake.trail.anonymous_refusal(why).await;
         }
         Err(_) => {
             let why = format!("TAXII: TLS handshake from {remote} took longer than {handshake:?}");
-            return g.trail.anonymous_refusal(why).await;
+            return g.intake.trail.anonymous_refusal(why).await;
         }
     };
     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
@@ -199,24 +191,37 @@ async fn connection(
         Ok(named) => named,
         Err(e) => {
             return g
+                .intake
                 .trail
                 .anonymous_refusal(format!("TAXII: {remote}: {e}"))
                 .await
         }
     };
-    let Some(role) = admit(&g.rules.in_force(), &g.trail, &partner, &cert, remote).await else {
+    let Some(role) = admit(
+        &g.intake.rules.in_force(),
+        &g.intake.trail,
+        &partner,
+        &cert,
+        remote,
+    )
+    .await
+    else {
         return;
     };
-    let Some(_admitted) = Admitted::new(&g.book, &partner) else {
+    let Some(_admitted) = Admitted::new(&g.intake.book, &partner) else {
         let why = format!(
             "TAXII: {remote}: at most {MAX_CONNECTIONS_PER_PARTNER} connections per partner"
         );
         return g
+            .intake
             .trail
             .record(Event::connection_refused(Some(&partner), &why))
             .await;
     };
-    g.trail.record(Event::connection_accepted(&partner)).await;
+    g.intake
+        .trail
+        .record(Event::connection_accepted(&partner))
+        .await;
     let caller = Caller {
         who: Partner::new(partner.clone(), role),
         cert,
@@ -224,7 +229,7 @@ async fn connection(
     serve(
         TokioIo::new(tls),
         routes::router(gateway.clone(), caller),
-        g.shutdown.clone(),
+        g.intake.shutdown.clone(),
     )
     .await;
 }

@@ -26,7 +26,6 @@ use super::{Caller, Gateway};
 use crate::audit::record::Event;
 use crate::identity::{PartnerId, Role};
 use crate::misp::inbound::{self, Drafting, Form, MispError, MAX_EVENT_BYTES};
-use crate::node::writer::Request;
 use crate::proto::ErrorCode;
 use crate::store::{Outcome, StoreError};
 use crate::timestamp::Timestamp;
@@ -108,7 +107,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
         Part::Hashes => "MISP feed: hashes.csv",
         Part::Event(_) => "MISP feed: event",
     };
-    let gate = g.rules.gate.read().await;
+    let gate = g.intake.rules.gate.read().await;
     let job = {
         let (g, partner) = (g.clone(), c.who.id.clone());
         tokio::task::spawn_blocking(move || read(&g, &partner, &part, Timestamp::now()))
@@ -131,7 +130,7 @@ async fn serve(g: Arc<Gateway>, c: Caller, part: Part) -> Response {
     };
     for seqs in read.seqs.chunks(SEQS_PER_RECORD) {
         let event = Event::gateway_read(&c.who.id, seqs.to_vec(), what);
-        if let Err(e) = g.trail.commit(Some(event), None).await {
+        if let Err(e) = g.intake.trail.commit(Some(event), None).await {
             let why = format!(
                 "this access could not be recorded, so nothing is served: {}",
                 e.to_peer()
@@ -157,7 +156,7 @@ fn read(
 ) -> Result<Option<Read>, StoreError> {
     let screen = Screen::new(g, partner)?;
     let mut listing = g.listing.lock().unwrap_or_else(|p| p.into_inner());
-    refresh(&mut listing, &g.storage.store)?;
+    refresh(&mut listing, &g.intake.storage.store)?;
     let visible = |l: &Listed| screen.admits(l.seq, &l.shared_with);
     if let Part::Event(uuid) = part {
         let Some(seq) = listing.find(uuid, &visible).map(|l| l.seq) else {
@@ -236,10 +235,10 @@ fn make(
     seq: u64,
     now: Timestamp,
 ) -> Result<Option<Value>, StoreError> {
-    let Some(stored) = g.storage.store.get(seq)? else {
+    let Some(stored) = g.intake.storage.store.get(seq)? else {
         return Ok(None);
     };
-    let limits = &g.limits;
+    let limits = &g.intake.limits;
     match crate::node::withdraw::verify_stored(stored.signed, screen.rules(), limits, now) {
         Ok(verified) => Ok(Some(crate::misp::event(&verified, &stored.path))),
         Err(e) => {
@@ -337,7 +336,7 @@ async fn read_event(mut body: Body) -> Result<axum::body::Bytes, MispError> {
 
 /// The audience asked for, and the sharing group's organisations this node knows.
 fn audience_of(g: &Gateway, event: &inbound::Inbound, asked: Option<&str>) -> Vec<String> {
-    let rules = g.rules.in_force();
+    let rules = g.intake.rules.in_force();
     let known = |n: &str| {
         n.parse::<PartnerId>()
             .is_ok_and(|p| rules.partners.contains_key(&p))
@@ -363,32 +362,26 @@ async fn queue_event(
     c: &Caller,
     b: crate::proto::Bulletin,
 ) -> Result<Queued, Response> {
-    let _gate = g.rules.gate.read().await;
-    let rules = g.rules.in_force();
     let writer = super::inbox::Writer {
         who: c.who.clone(),
         audience: b.audience.clone(),
     };
-    let prepared = {
-        let _turn = g.book.fair.turn(&c.who.id).await;
-        let (limits, now) = (&g.limits, Timestamp::now());
-        super::inbox::prepare_event(b, &writer, &rules, &g.own.key, limits, now)
-    };
+    // Made and queued as a publish is: in the writer's turn, under the publish gate.
+    let intake = &g.intake;
+    let now = Timestamp::now();
+    let (prepared, _gate) = intake
+        .decided(&c.who.id, |rules| {
+            super::inbox::prepare_event(b, &writer, rules, &g.own.key, &intake.limits, now)
+        })
+        .await;
     let bulletin = match prepared {
         Ok(bulletin) => bulletin,
         Err((code, why)) => return Err(refuse(g, &c.who.id, &why, code).await),
     };
     let (id, shared_with) = (bulletin.id, bulletin.shared_with.clone());
-    let (reply, outcome) = tokio::sync::oneshot::channel();
-    let slot = g.book.fair.slot(&c.who.id).await;
-    let request = Request::Bulletin {
-        slot,
-        bulletin,
-        reply,
-    };
-    match g.storage.commits.send(request).await {
-        Ok(()) => Ok((id, shared_with, outcome)),
-        Err(_) => Err(stopping()),
+    match intake.queue(&c.who.id, bulletin).await {
+        Some(outcome) => Ok((id, shared_with, outcome)),
+        None => Err(stopping()),
     }
 }
 
@@ -431,7 +424,7 @@ async fn refuse(g: &Gateway, writer: &PartnerId, why: &str, code: ErrorCode) -> 
     let why = crate::text::bounded(why, 300);
     let reason = format!("MISP inbox: {why}");
     let event = Event::rejected(writer, None, code, &reason);
-    g.trail.refusal(writer, event).await;
+    g.intake.trail.refusal(writer, event).await;
     let status = match code {
         ErrorCode::BulletinTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotPermitted | ErrorCode::OriginMismatch => StatusCode::FORBIDDEN,

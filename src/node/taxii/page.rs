@@ -42,11 +42,11 @@ impl<'a> Screen<'a> {
         g: &'a Gateway,
         partner: &'a PartnerId,
     ) -> Result<Screen<'a>, crate::store::StoreError> {
-        let store = &g.storage.store;
+        let store = &g.intake.storage.store;
         Ok(Screen {
             store,
-            rules: g.rules.in_force(),
-            limits: g.limits,
+            rules: g.intake.rules.in_force(),
+            limits: g.intake.limits,
             partner,
             // What was withdrawn from this partner id (its queue when it was removed,
             // a bulletin the rules stopped sharing) stays withdrawn here as on QUIC.
@@ -75,7 +75,7 @@ pub(super) fn read_page(
     partner: &PartnerId,
     q: &Query,
 ) -> Result<Served, crate::store::StoreError> {
-    let store = &g.storage.store;
+    let store = &g.intake.storage.store;
     let screen = Screen::new(g, partner)?;
     let mut index = g.index.lock().unwrap_or_else(|p| p.into_inner());
     refresh(&mut index, store)?;

@@ -56,7 +56,9 @@ pub(super) fn router(gateway: Arc<Gateway>, caller: Caller) -> Router {
             gateway.clone(),
             still_admitted,
         ))
-        .layer(DefaultBodyLimit::max(gateway.limits.max_bulletin_bytes))
+        .layer(DefaultBodyLimit::max(
+            gateway.intake.limits.max_bulletin_bytes,
+        ))
         .layer(Extension(caller))
         .with_state(gateway)
 }
@@ -88,7 +90,7 @@ async fn record_refused(
         };
         let why = format!("{asked}: refused with {status}");
         let event = crate::audit::record::Event::rejected(&c.who.id, None, code, &why);
-        g.trail.refusal(&c.who.id, event).await;
+        g.intake.trail.refusal(&c.who.id, event).await;
     }
     response
 }
@@ -102,7 +104,11 @@ async fn still_admitted(
     request: Request,
     next: Next,
 ) -> Response {
-    let why = match crate::node::admission::admit(&g.rules.in_force().config, &c.who.id, &c.cert) {
+    let why = match crate::node::admission::admit(
+        &g.intake.rules.in_force().config,
+        &c.who.id,
+        &c.cert,
+    ) {
         Ok(role) if role == c.who.role => return next.run(request).await,
         Ok(role) => format!("its role is now {role}; connect again"),
         Err(why) => why.to_string(),
@@ -112,7 +118,7 @@ async fn still_admitted(
         c.who.id
     );
     let event = crate::audit::record::Event::connection_refused(Some(&c.who.id), &reason);
-    g.trail.refusal(&c.who.id, event).await;
+    g.intake.trail.refusal(&c.who.id, event).await;
     let mut r = error(StatusCode::FORBIDDEN, "No longer admitted", &why);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -165,7 +171,7 @@ async fn api_root(State(g): State<Arc<Gateway>>) -> Response {
         &json!({
             "title": format!("renkei node {}", g.own.id),
             "versions": [TAXII],
-            "max_content_length": g.limits.max_bulletin_bytes,
+            "max_content_length": g.intake.limits.max_bulletin_bytes,
         }),
     )
 }
@@ -303,7 +309,7 @@ async fn page_response(
     }
     // Screened and recorded under one set of rules: a reload's CONFIG_LOADED comes
     // before or after both, never between (as for a publish).
-    let gate = g.rules.gate.read().await;
+    let gate = g.intake.rules.gate.read().await;
     let job = {
         let (g, partner) = (g.clone(), c.who.id.clone());
         tokio::task::spawn_blocking(move || read_page(&g, &partner, &q))
@@ -338,7 +344,7 @@ async fn page_response(
     if !seqs.is_empty() {
         let what = format!("TAXII: {what}");
         let event = crate::audit::record::Event::gateway_read(&c.who.id, seqs, &what);
-        if let Err(e) = g.trail.commit(Some(event), None).await {
+        if let Err(e) = g.intake.trail.commit(Some(event), None).await {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Not recorded",

@@ -18,7 +18,7 @@ use super::inbox::{self, Failure, Made};
 use super::resources::{error, no_collection, own, taxii, Recorded, Which};
 use super::{Caller, Gateway};
 use crate::identity::PartnerId;
-use crate::node::writer::{Request, StorageError};
+use crate::node::writer::StorageError;
 use crate::store::Outcome;
 use crate::timestamp::Timestamp;
 
@@ -129,7 +129,7 @@ pub(super) async fn add_objects(
 /// Records a refused write (within the per-partner refusal limit), as a refused publish.
 async fn record(g: &Gateway, writer: &PartnerId, code: crate::proto::ErrorCode, why: &str) {
     let event = crate::audit::record::Event::rejected(writer, None, code, why);
-    g.trail.refusal(writer, event).await;
+    g.intake.trail.refusal(writer, event).await;
 }
 
 /// Records a refused envelope and answers with the TAXII error.
@@ -166,30 +166,22 @@ async fn queue(
     objects: Vec<Value>,
     now: Timestamp,
 ) -> (Queued, Vec<Failure>) {
-    let _gate = g.rules.gate.read().await;
-    let rules = g.rules.in_force();
-    // Signing and verifying are the node's shared work: they take the partner's turn,
-    // and each bulletin its slot at the storage thread, as a publish does (fair).
-    let prepared = {
-        let _turn = g.book.fair.turn(&writer.who.id).await;
-        let limits = &g.limits;
-        inbox::prepare(objects, writer, &rules, &g.own.key, limits, now)
-    };
+    // Made and queued as a publish is: in the writer's turn, under the publish gate.
+    let intake = &g.intake;
+    let (prepared, _gate) = intake
+        .decided(&writer.who.id, |rules| {
+            inbox::prepare(objects, writer, rules, &g.own.key, &intake.limits, now)
+        })
+        .await;
     let mut failures = prepared.failures;
     let mut queued = Vec::with_capacity(prepared.made.len());
     for Made { bulletin, objects } in prepared.made {
-        let (tx, answer) = oneshot::channel();
         let (id, shared_with) = (bulletin.id, bulletin.shared_with.len());
-        let request = Request::Bulletin {
-            slot: g.book.fair.slot(&writer.who.id).await,
-            bulletin,
-            reply: tx,
-        };
-        if g.storage.commits.send(request).await.is_err() {
+        let Some(answer) = intake.queue(&writer.who.id, bulletin).await else {
             let why = StorageError::Stopped.to_peer();
             failures.extend(objects.iter().map(|(id, v)| failure(id, v, &why)));
             continue;
-        }
+        };
         queued.push(Sent {
             id,
             shared_with,
