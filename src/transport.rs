@@ -88,11 +88,29 @@ pub enum FrameError {
         within: std::time::Duration,
     },
     /// Reading failed (connection lost, stream reset).
-    #[error("read: {0}")]
+    #[error("read: {}", read_words(.0))]
     Read(#[from] quinn::ReadError),
     /// Writing failed.
-    #[error("write: {0}")]
+    #[error("write: {}", write_words(.0))]
     Write(#[from] quinn::WriteError),
+}
+
+/// A failed read in words, with why the connection was lost when it was: quinn's own
+/// words stop at "connection lost", and the reason (a certificate the peer refused, a
+/// close with a reason) is what the user needs.
+fn read_words(e: &quinn::ReadError) -> String {
+    match e {
+        quinn::ReadError::ConnectionLost(why) => format!("connection lost: {why}"),
+        other => other.to_string(),
+    }
+}
+
+/// A failed write in words, with why the connection was lost (as [`read_words`]).
+fn write_words(e: &quinn::WriteError) -> String {
+    match e {
+        quinn::WriteError::ConnectionLost(why) => format!("connection lost: {why}"),
+        other => other.to_string(),
+    }
 }
 
 impl FrameError {
@@ -481,6 +499,17 @@ mod tests {
     use super::*;
     use crate::pki::Ca;
     use crate::timestamp::Timestamp;
+
+    #[test]
+    fn a_lost_connection_says_why_it_was_lost() {
+        let lost = || quinn::ConnectionError::TimedOut;
+        let write = FrameError::Write(quinn::WriteError::ConnectionLost(lost()));
+        assert_eq!(write.to_string(), "write: connection lost: timed out");
+        let read = FrameError::Read(quinn::ReadError::ConnectionLost(lost()));
+        assert_eq!(read.to_string(), "read: connection lost: timed out");
+        let stopped = FrameError::Write(quinn::WriteError::ClosedStream);
+        assert_eq!(stopped.to_string(), "write: closed stream");
+    }
 
     #[test]
     fn a_host_header_names_an_address_or_a_name() {
