@@ -1,7 +1,7 @@
 //! Peer links: one QUIC connection (mutual TLS) between this node and each peer node,
 //! a relay partner with an `address`. Either side dials; when both did, the rule in
-//! [`link_rules::keeps_new`](super::link_rules::keeps_new) picks the connection both keep. A link that dies is dialled
-//! again with capped exponential backoff and jitter.
+//! [`link_rules::keeps_new`](super::link_rules::keeps_new) picks the connection both
+//! keep. A link that dies is dialled again with capped exponential backoff and jitter.
 //!
 //! Over the link each node is the other's partner with the ordinary frames: the peer
 //! subscribes to what this node queued for it (`deliver`), and this node subscribes to

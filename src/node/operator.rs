@@ -189,7 +189,7 @@ pub(super) async fn serve(listener: UnixListener, node: Operating, path: PathBuf
 }
 
 async fn answer(mut stream: UnixStream, node: &Operating, owner: Option<u32>) {
-    let recorded = &node.reloading;
+    let reloading = &node.reloading;
     let who = match stream.peer_cred() {
         Ok(c) => {
             let who = format!(
@@ -200,8 +200,8 @@ async fn answer(mut stream: UnixStream, node: &Operating, owner: Option<u32>) {
             if c.uid() != 0 && Some(c.uid()) != owner {
                 let why = format!("{who} refused: only the node's own user or root may operate it");
                 tracing::warn!("{why}");
-                let event = Event::operator(&recorded.id, &why);
-                recorded.trail.record(event).await;
+                let event = Event::operator(&reloading.id, &why);
+                reloading.trail.record(event).await;
                 return reply(&mut stream, false, why).await;
             }
             who
@@ -232,10 +232,10 @@ async fn answer(mut stream: UnixStream, node: &Operating, owner: Option<u32>) {
             return reply_with(&mut stream, true, String::new(), Some(status)).await;
         }
         Ok(OperatorRequest::Backup { out }) => {
-            let (ok, message) = backup(&recorded.storage, out.clone()).await;
+            let (ok, message) = backup(&reloading.storage, out.clone()).await;
             let what = format!("backup to {} requested by {who}: {message}", out.display());
-            let event = Event::operator(&recorded.id, &what);
-            recorded.trail.record(event).await;
+            let event = Event::operator(&reloading.id, &what);
+            reloading.trail.record(event).await;
             (ok, message)
         }
     };

@@ -6,40 +6,26 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{hello, Wire};
+use super::{hello, Peering};
 use crate::identity::PartnerId;
 use crate::node::link_book::LinkBook;
 use crate::node::shared::Shared;
 use crate::store::Store;
-use crate::transport::FrameCounts;
 
-/// What the report reads of the node: the book of links, the store, and what asking
-/// a peer over its link takes.
+/// What the report reads of the node: the book of links, and what the link's other
+/// exchanges use (the node's id, its store, the wire to ask a peer over).
 #[derive(Clone)]
 pub(crate) struct Reporting {
-    pub node_id: PartnerId,
+    pub peering: Peering,
     pub links: Arc<LinkBook>,
-    pub store: Arc<Store>,
-    pub frames: Arc<FrameCounts>,
-    pub max_frame: usize,
 }
 
 impl Reporting {
     /// The running node's.
     pub(crate) fn of(shared: &Shared) -> Reporting {
         Reporting {
-            node_id: shared.own.id.clone(),
+            peering: Peering::of(shared),
             links: shared.links.clone(),
-            store: shared.storage.store.clone(),
-            frames: shared.book.frames.clone(),
-            max_frame: shared.limits.max_frame,
-        }
-    }
-
-    fn wire(&self) -> Wire<'_> {
-        Wire {
-            frames: &self.frames,
-            max_frame: self.max_frame,
         }
     }
 }
@@ -114,7 +100,7 @@ async fn refresh_all(node: &Reporting) {
     for (peer, conn) in node.links.connections() {
         let node = node.clone();
         asking.spawn(async move {
-            if let Some(w) = hello(&conn, node.wire()).await {
+            if let Some(w) = hello(&conn, node.peering.wire()).await {
                 node.links.heard(&peer, &conn, &w);
             }
         });
@@ -138,7 +124,7 @@ async fn refused_kept(store: &Arc<Store>, peer: &PartnerId) -> u64 {
 pub(crate) async fn report(node: &Reporting) -> NodeStatus {
     refresh_all(node).await;
     let mut links = Vec::new();
-    let store = &node.store;
+    let store = &node.peering.store;
     for l in node.links.statuses() {
         let to = crate::node::queues::queue_of(store, &l.peer).await;
         let kept = refused_kept(store, &l.peer).await;
@@ -172,7 +158,7 @@ pub(crate) async fn report(node: &Reporting) -> NodeStatus {
         });
     }
     NodeStatus {
-        node: node.node_id.to_string(),
+        node: node.peering.own.id.to_string(),
         links,
     }
 }
