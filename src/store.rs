@@ -63,11 +63,12 @@ const HEAD: &[u8] = b"m/head";
 const FORMAT_KEY: &[u8] = b"m/format";
 const VALUES_END: &[u8] = b"m/values";
 /// Version of the database layout this renkei reads and writes. 2: large values in
-/// value files, not in sled. 3: no partial chunk of audit hashes in sled (a layout-2
-/// database is read as it is and marked 3).
-pub const FORMAT: u64 = 3;
-/// The earlier layout this renkei upgrades in place.
-const FORMAT_UPGRADED: u64 = 2;
+/// value files, not in sled. 3: no partial chunk of audit hashes in sled. 4: full
+/// chunks of audit hashes in the value files too. Layouts 2 and 3 are read as they
+/// are and marked 4; a renkei reading layout 3 refuses a layout-4 database by name.
+pub const FORMAT: u64 = 4;
+/// The earlier layouts this renkei upgrades in place.
+const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=3;
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
 /// The partners of the configuration last put in force, one id per line: a partner
@@ -92,7 +93,7 @@ fn corrupt(key: &[u8], why: impl Into<Box<dyn std::error::Error + Send + Sync>>)
 fn check_format(state: &sled::Tree) -> Result<(), StoreError> {
     match state.get(FORMAT_KEY)? {
         Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT => Ok(()),
-        Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT_UPGRADED => {
+        Some(v) if FORMAT_UPGRADED.contains(&be_u64(FORMAT_KEY, &v)?) => {
             state.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
             Ok(())
         }

@@ -6,9 +6,9 @@
 //! | --- | --- |
 //! | `m/audit` | number of records (u64 BE) |
 //! | `a/` first seq | pointer to an `AuditBatch` in the value files: the records of one commit |
-//! | `h/` chunk | 256 stored Merkle hashes (32 bytes each), written once, when full |
+//! | `h/` chunk | pointer to 256 stored Merkle hashes (32 bytes each) in the value files, written once, when full (layouts up to 3: the hashes inline) |
 //! | `m/index` | the version of the indexes (u64 BE), [`INDEX_VERSION`] |
-//! | `x/p/` partner `\0` first seq | seqs (u64 BE each) of the batch's records concerning the partner (its own, and every bulletin decided for it, shared or withheld) |
+//! | `x/p/` partner `\0` first seq | seqs (`postings`: gaps, about a byte each) of the batch's records concerning the partner (its own, and every bulletin decided for it, shared or withheld) |
 //! | `x/b/` bulletin id (16) first seq | seqs of the batch's other records about the bulletin (its acceptance is in its `d/` entry) |
 //! | `x/e/` event (1) first seq | seqs of the batch's records of that event |
 //! | `x/t/` time (u64 BE) first seq | empty: the batch's records carry this time |
@@ -41,10 +41,12 @@ use crate::proto;
 use crate::timestamp::Timestamp;
 
 mod hashes;
+mod postings;
 mod read;
 
 pub(super) use hashes::SharedRun;
 use hashes::{read_chunk, rebuild_tail, Extending, HashRun, CHUNK};
+use postings::Posting;
 pub use read::{AuditPage, AuditReader, Counted};
 
 pub(super) const SIZE: &[u8] = b"m/audit";
@@ -178,7 +180,7 @@ impl AuditState {
         // Never go on from a tree that does not extend what was signed (whether the
         // signature itself is the node's is checked by the node, which holds the key).
         if let Some(signed) = signed_root {
-            let found = state.root(tree, checkpointed)?;
+            let found = state.root(tree, values, checkpointed)?;
             if found != signed {
                 return Err(corrupt(
                     format!("p/{checkpointed}").as_bytes(),
@@ -195,7 +197,12 @@ impl AuditState {
     }
 
     /// Stored hash `i`, for an index below the tail.
-    fn stored(&self, tree: &sled::Tree, i: u64) -> Result<TreeHash, MerkleError> {
+    fn stored(
+        &self,
+        tree: &sled::Tree,
+        values: &ValueLog,
+        i: u64,
+    ) -> Result<TreeHash, MerkleError> {
         let (chunk, at) = (i / CHUNK, (i % CHUNK) as usize);
         let miss = || MerkleError::Store(format!("no stored hash {i}").into());
         if i >= self.tail.first {
@@ -204,7 +211,8 @@ impl AuditState {
         if let Some(c) = self.cache.borrow().get(&chunk) {
             return c.get(at).copied().ok_or_else(miss);
         }
-        let hashes = read_chunk(tree, chunk).map_err(|e| MerkleError::Store(Box::new(e)))?;
+        let hashes =
+            read_chunk(tree, values, chunk).map_err(|e| MerkleError::Store(Box::new(e)))?;
         let h = hashes.get(at).copied().ok_or_else(miss)?;
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= CACHED_CHUNKS {
@@ -215,12 +223,15 @@ impl AuditState {
     }
 }
 
+/// Chunks a commit filled, by number, with their hashes.
+type FilledChunks = Vec<(u64, Vec<TreeHash>)>;
+
 /// What a successful commit changes in the writer's state.
 pub(super) struct Appended {
     size: u64,
     counts: CounterMoves,
     tail: HashRun,
-    full: Vec<(u64, Vec<TreeHash>)>,
+    full: FilledChunks,
     last_time: u64,
 }
 
@@ -246,20 +257,20 @@ impl AuditState {
             return Ok(None);
         }
         let first = self.size;
-        let sealed = self.seal(tree, events, now)?;
+        let sealed = self.seal(tree, values, events, now)?;
         let size = first + sealed.records.len() as u64;
         let ptr = values.append(&sealed.batch)?;
         writes.insert(seq_key(RECORDS, first), &ptr.encode()[..]);
         writes.insert(SIZE, &size.to_be_bytes()[..]);
-        for (mut key, seqs) in sealed.index {
+        for (mut key, posting) in sealed.index {
             key.extend_from_slice(&first.to_be_bytes());
-            writes.insert(key, seqs);
+            writes.insert(key, posting.into_bytes());
         }
         let mut time_key = seq_key(BY_TIME, now.unix_ms());
         time_key.extend_from_slice(&first.to_be_bytes());
         writes.insert(time_key, &[][..]);
         let counts = write_counters(tree, writes, &sealed.records)?;
-        let (tail, full) = self.write_hashes(writes, sealed.hashes);
+        let (tail, full) = self.write_hashes(values, writes, sealed.hashes)?;
         Ok(Some(Appended {
             size,
             counts,
@@ -275,15 +286,18 @@ impl AuditState {
     fn seal(
         &self,
         tree: &sled::Tree,
+        values: &ValueLog,
         events: Vec<Event>,
         now: Timestamp,
     ) -> Result<Sealed, StoreError> {
         let first = self.size;
-        let mut tree_view = Extending::new(merkle::stored_count(first), |i| self.stored(tree, i));
+        let mut tree_view = Extending::new(merkle::stored_count(first), |i| {
+            self.stored(tree, values, i)
+        });
         tree_view.new.reserve(events.len() * 2);
         let mut batch = Vec::with_capacity(64 + events.len() * 512);
         crate::wire::audit_batch_start(&mut batch, first);
-        let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut index: BTreeMap<Vec<u8>, Posting> = BTreeMap::new();
         let mut term = Vec::new();
         let mut records = Vec::with_capacity(events.len());
         for (n, event) in (first..).zip(events) {
@@ -294,9 +308,11 @@ impl AuditState {
                 merkle::hashes_to_append(n, bytes, &tree_view).map_err(|e| corrupt(HASHES, e))?;
             tree_view.new.extend(hashes);
             each_index_term(&record, &mut term, |term| match index.get_mut(term) {
-                Some(seqs) => seqs.extend_from_slice(&n.to_be_bytes()),
+                Some(posting) => posting.push(n),
                 None => {
-                    index.insert(term.to_vec(), n.to_be_bytes().to_vec());
+                    let mut posting = Posting::new(first);
+                    posting.push(n);
+                    index.insert(term.to_vec(), posting);
                 }
             });
             records.push(record);
@@ -309,13 +325,14 @@ impl AuditState {
         })
     }
 
-    /// Writes each chunk that `new` fills, once; publishes the tail with `new` to
-    /// readers; returns the new partial chunk and the chunks filled.
+    /// Writes each chunk that `new` fills, once, into the value files; publishes the
+    /// tail with `new` to readers; returns the new partial chunk and the chunks filled.
     fn write_hashes(
         &self,
+        values: &ValueLog,
         writes: &mut sled::Batch,
         new: Vec<TreeHash>,
-    ) -> (HashRun, Vec<(u64, Vec<TreeHash>)>) {
+    ) -> Result<(HashRun, FilledChunks), StoreError> {
         let first = self.tail.first;
         let mut pending = Vec::with_capacity(self.tail.hashes.len() + new.len());
         pending.extend_from_slice(&self.tail.hashes);
@@ -323,7 +340,8 @@ impl AuditState {
         let mut full = Vec::new();
         for (chunk, this) in (first / CHUNK..).zip(pending.chunks_exact(CHUNK as usize)) {
             let value: Vec<u8> = this.iter().flat_map(|h| h.0).collect();
-            writes.insert(seq_key(HASHES, chunk), value);
+            let ptr = values.append(&value)?;
+            writes.insert(seq_key(HASHES, chunk), &ptr.encode()[..]);
             full.push((chunk, this.to_vec()));
         }
         let filled = full.len() * CHUNK as usize;
@@ -336,7 +354,7 @@ impl AuditState {
             hashes: pending,
         });
         *self.shared.write().unwrap_or_else(|p| p.into_inner()) = published;
-        (tail, full)
+        Ok((tail, full))
     }
 
     /// The batch is in the database: move on to it.
@@ -358,8 +376,15 @@ impl AuditState {
     }
 
     /// The root of the first `size` committed records.
-    fn root(&self, tree: &sled::Tree, size: u64) -> Result<TreeHash, StoreError> {
-        let view = Extending::new(merkle::stored_count(self.size), |i| self.stored(tree, i));
+    fn root(
+        &self,
+        tree: &sled::Tree,
+        values: &ValueLog,
+        size: u64,
+    ) -> Result<TreeHash, StoreError> {
+        let view = Extending::new(merkle::stored_count(self.size), |i| {
+            self.stored(tree, values, i)
+        });
         merkle::root(size, &view).map_err(|e| corrupt(HASHES, e))
     }
 
@@ -369,6 +394,7 @@ impl AuditState {
     pub fn checkpoint(
         &self,
         tree: &sled::Tree,
+        values: &ValueLog,
         signers: &[&CheckpointSigner],
         writes: &mut sled::Batch,
     ) -> Result<Option<(u64, TreeHash)>, StoreError> {
@@ -376,7 +402,7 @@ impl AuditState {
             return Ok(None);
         }
         if let Some(signed) = self.signed_root {
-            let now = self.root(tree, self.checkpointed)?;
+            let now = self.root(tree, values, self.checkpointed)?;
             if now != signed {
                 return Err(corrupt(
                     HASHES,
@@ -387,7 +413,7 @@ impl AuditState {
                 ));
             }
         }
-        let root = self.root(tree, self.size)?;
+        let root = self.root(tree, values, self.size)?;
         let note = crate::audit::checkpoint::sign_by(signers, self.size, root)
             .map_err(|e| corrupt(CHECKPOINTS, e))?;
         writes.insert(seq_key(CHECKPOINTS, self.size), note.as_bytes());
@@ -404,7 +430,7 @@ struct Sealed {
     batch: Vec<u8>,
     records: Vec<proto::AuditRecord>,
     /// Index term → the seqs (u64 BE) filed under it.
-    index: BTreeMap<Vec<u8>, Vec<u8>>,
+    index: BTreeMap<Vec<u8>, Posting>,
     /// The Merkle hashes the records add.
     hashes: Vec<TreeHash>,
 }
@@ -520,22 +546,22 @@ pub(super) fn upgrade_index(tree: &sled::Tree, values: &ValueLog) -> Result<(), 
         let (k, v) = kv?;
         let batch =
             proto::AuditBatch::decode(&*values.resolve(&k, &v)?).map_err(|e| corrupt(&k, e))?;
-        let mut index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut index: BTreeMap<Vec<u8>, Posting> = BTreeMap::new();
         for (n, bytes) in (batch.first_seq..).zip(&batch.records) {
             let record = proto::AuditRecord::decode(bytes.clone()).map_err(|e| corrupt(&k, e))?;
             each_index_term(&record, &mut term, |term| {
                 if term.starts_with(BY_PARTNER) {
                     index
                         .entry(term.to_vec())
-                        .or_default()
-                        .extend_from_slice(&n.to_be_bytes());
+                        .or_insert_with(|| Posting::new(batch.first_seq))
+                        .push(n);
                 }
             });
         }
         let mut writes = sled::Batch::default();
-        for (mut key, seqs) in index {
+        for (mut key, posting) in index {
             key.extend_from_slice(&batch.first_seq.to_be_bytes());
-            writes.insert(key, seqs);
+            writes.insert(key, posting.into_bytes());
         }
         tree.apply_batch(writes)?;
     }

@@ -17,7 +17,8 @@ impl Store {
     fn sign_checkpoint_by(&self, signers: &[&CheckpointSigner]) -> Result<Option<u64>, StoreError> {
         let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
         let mut writes = sled::Batch::default();
-        let Some((size, root)) = log.checkpoint(&self.state, signers, &mut writes)? else {
+        let Some((size, root)) = log.checkpoint(&self.state, &self.values, signers, &mut writes)?
+        else {
             return Ok(None);
         };
         self.state.apply_batch(writes)?;

@@ -1,16 +1,21 @@
-//! The audit log's stored Merkle hashes: full chunks of 256 in the database, each
-//! written once, and the hashes past the last full chunk in memory (a [`HashRun`]),
-//! rebuilt from the records that made them when the store opens.
+//! The audit log's stored Merkle hashes: full chunks of 256, each written once into the
+//! value files with its pointer in the database, and the hashes past the last full
+//! chunk in memory (a [`HashRun`]), rebuilt from the records that made them when the
+//! store opens.
 //!
 //! Why not store the partial chunk: rewriting it at every commit made the database
 //! rewrite the page that held it too, and the database grew several times faster than
-//! the data. It decides nothing about what the hashes mean (that is `audit::merkle`).
+//! the data. Why the value files: the hashes are two thirds of what the audit log adds
+//! to the database per record (about two 32-byte hashes a record), and a database
+//! holding only small keys writes and rewrites less (layouts up to 3 held the chunks
+//! inline; those are still read). It decides nothing about what the hashes mean (that is `audit::merkle`).
 
 use std::sync::{Arc, RwLock};
 
 use super::read::{self, ReadHashes};
 use super::{corrupt, seq_key, StoreError, ValueLog, HASHES};
 use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
+use crate::store::values::ValuePtr;
 
 /// Stored hashes per `h/` value.
 pub(super) const CHUNK: u64 = 256;
@@ -49,10 +54,17 @@ fn decode_chunk(key: &[u8], v: &[u8]) -> Result<Vec<TreeHash>, StoreError> {
         .collect())
 }
 
-/// The hashes of `h/` chunk `chunk` (none if it was never written).
-pub(super) fn read_chunk(tree: &sled::Tree, chunk: u64) -> Result<Vec<TreeHash>, StoreError> {
+/// The hashes of `h/` chunk `chunk` (none if it was never written): through its
+/// pointer into the value files, or inline as layouts up to 3 wrote them (a pointer's
+/// length is not a whole number of hashes, so the two never look alike).
+pub(super) fn read_chunk(
+    tree: &sled::Tree,
+    values: &ValueLog,
+    chunk: u64,
+) -> Result<Vec<TreeHash>, StoreError> {
     let key = seq_key(HASHES, chunk);
     match tree.get(&key)? {
+        Some(v) if v.len() == ValuePtr::LEN => decode_chunk(&key, &values.resolve(&key, &v)?),
         Some(v) => decode_chunk(&key, &v),
         None => Ok(Vec::new()),
     }
@@ -129,7 +141,7 @@ pub(super) fn rebuild_tail(
     }
     let hashes = view.new.split_off((first - base) as usize);
     // A partial chunk a layout-2 store wrote must agree with its records.
-    if !hashes.starts_with(&read_chunk(tree, first / CHUNK)?) {
+    if !hashes.starts_with(&read_chunk(tree, values, first / CHUNK)?) {
         return Err(corrupt(
             &key,
             "the stored hashes disagree with the records they hash",

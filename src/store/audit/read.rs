@@ -8,8 +8,8 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::{
-    partner_prefix, read_chunk, size, SharedRun, BY_BULLETIN, BY_EVENT, BY_TIME, CHECKPOINTS,
-    CHUNK, COUNTERS, HASHES, RECORDS,
+    partner_prefix, postings, read_chunk, size, SharedRun, BY_BULLETIN, BY_EVENT, BY_TIME,
+    CHECKPOINTS, CHUNK, COUNTERS, HASHES, RECORDS,
 };
 use crate::audit::checkpoint;
 use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
@@ -164,12 +164,8 @@ impl AuditReader<'_> {
             .scan_prefix([BY_BULLETIN, &id.as_bytes()[..]].concat())
         {
             let (k, v) = kv?;
-            if v.len() % 8 != 0 {
-                return Err(corrupt(&k, "index entry is not a list of seqs"));
-            }
-            for s in v.chunks_exact(8) {
-                seqs.push(be_u64(&k, s)?);
-            }
+            let first = be_u64(&k, k.get(BY_BULLETIN.len() + 16..).unwrap_or_default())?;
+            seqs.extend(postings::seqs(&k, first, &v)?);
         }
         seqs.sort_unstable();
         seqs.dedup();
@@ -313,11 +309,8 @@ impl AuditReader<'_> {
             if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
                 break;
             }
-            if v.len() % 8 != 0 {
-                return Err(corrupt(&k, "index entry is not a list of seqs"));
-            }
-            for s in v.chunks_exact(8) {
-                let seq = be_u64(&k, s)?;
+            let first = be_u64(&k, &k[prefix.len()..])?;
+            for seq in postings::seqs(&k, first, &v)? {
                 if seq < lo {
                     continue;
                 }
@@ -333,6 +326,7 @@ impl AuditReader<'_> {
     pub(super) fn hashes(&self) -> ReadHashes<'_> {
         ReadHashes {
             tree: self.tree,
+            values: self.values,
             run: self.run,
             chunks: RefCell::new(HashMap::new()),
         }
@@ -468,6 +462,7 @@ impl super::super::Store {
 /// the last full chunk from the writer's shared run.
 pub(super) struct ReadHashes<'a> {
     tree: &'a sled::Tree,
+    values: &'a ValueLog,
     run: &'a SharedRun,
     chunks: RefCell<HashMap<u64, Vec<TreeHash>>>,
 }
@@ -486,7 +481,8 @@ impl ReadHashes<'_> {
         if let Some(h) = run.get(i) {
             return Ok(h);
         }
-        let hashes = read_chunk(self.tree, chunk).map_err(|e| MerkleError::Store(Box::new(e)))?;
+        let hashes = read_chunk(self.tree, self.values, chunk)
+            .map_err(|e| MerkleError::Store(Box::new(e)))?;
         if let Some(h) = hashes.get(at).copied() {
             if hashes.len() as u64 == CHUNK {
                 self.chunks.borrow_mut().insert(chunk, hashes);

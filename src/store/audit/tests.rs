@@ -304,9 +304,8 @@ fn a_reopened_log_goes_on_from_its_checkpoint_and_refuses_one_that_does_not_matc
     assert!(err.contains("put the previous key back"), "{err}");
     assert!(log.check_checkpoint("renkei/us-dod/audit", &key).is_err());
     // Rewritten stored hashes make the tree disagree with what was signed.
-    for kv in store.state.scan_prefix(b"h/") {
-        let (k, v) = kv.unwrap();
-        let flipped: Vec<u8> = v.iter().map(|b| b ^ 1).collect();
+    for (k, chunk) in inline_chunks(&store) {
+        let flipped: Vec<u8> = chunk.iter().map(|b| b ^ 1).collect();
         store.state.insert(k, flipped).unwrap();
     }
     let err = log.check_checkpoint(origin, &key).unwrap_err().to_string();
@@ -354,13 +353,56 @@ fn counters_read_under_appends_are_those_of_the_log_size_they_name() {
     }
 }
 
-/// The lengths of the `h/` values in sled, by chunk.
-fn stored_chunk_lengths(store: &Store) -> Vec<usize> {
+/// Each `h/` key with the hashes its value points at in the value files.
+fn inline_chunks(store: &Store) -> Vec<(sled::IVec, Vec<u8>)> {
     store
         .state
         .scan_prefix(super::HASHES)
-        .map(|kv| kv.unwrap().1.len())
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            assert_eq!(v.len(), 16, "a pointer into the value files");
+            let chunk = store.values.resolve(&k, &v).unwrap();
+            (k, chunk)
+        })
         .collect()
+}
+
+/// The lengths of the chunks the `h/` values point at, by chunk.
+fn stored_chunk_lengths(store: &Store) -> Vec<usize> {
+    inline_chunks(store).iter().map(|(_, c)| c.len()).collect()
+}
+
+#[test]
+fn a_layout_3_store_with_its_hashes_inline_is_read_and_marked_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 0, 300, 2, Timestamp::from_unix_ms(DAY0));
+    let root = store.audit().root(300).unwrap();
+    let proof = store.audit().prove_inclusion(300, 7).unwrap();
+    // What layout 3 kept: each full chunk's hashes in the database itself.
+    let chunks = inline_chunks(&store);
+    assert!(!chunks.is_empty());
+    for (k, chunk) in chunks {
+        store.state.insert(k, chunk).unwrap();
+    }
+    store
+        .state
+        .insert(b"m/format", &3u64.to_be_bytes()[..])
+        .unwrap();
+    drop(store);
+
+    let store = open(dir.path());
+    assert_eq!(store.audit().root(300).unwrap(), root);
+    assert_eq!(store.audit().prove_inclusion(300, 7).unwrap(), proof);
+    let format = store.state.get(b"m/format").unwrap().unwrap();
+    assert_eq!(&format[..], &4u64.to_be_bytes()[..]);
+    // And it goes on, new chunks written the layout-4 way beside the old ones.
+    append(&store, 300, 300, 2, Timestamp::from_unix_ms(DAY0 + 1));
+    let mut tree = MemoryTree::new();
+    for r in store.audit().records_from(0) {
+        tree.push(&r.unwrap()).unwrap();
+    }
+    assert_eq!(store.audit().root(600).unwrap(), tree.root(600).unwrap());
 }
 
 #[test]
