@@ -1,7 +1,7 @@
 //! renkei (連携): a secure information-sharing broker for signed cyber-threat bulletins.
 //!
 //! The crate is a pure core (bulletins, identities, policy, audit) wrapped in a thin
-//! shell (QUIC transport, sled storage, CLI). `ARCHITECTURE.md` is the map of both,
+//! shell (QUIC transport, storage on fjall, CLI). `ARCHITECTURE.md` is the map of both,
 //! `proto/README.md` the wire protocol.
 
 #![forbid(unsafe_code)]

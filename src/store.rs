@@ -1,11 +1,12 @@
-//! Durable node state in sled: accepted bulletins, the (origin, id) index that makes
-//! publishing idempotent, and each partner's delivery cursor.
+//! Durable node state: accepted bulletins, the (origin, id) index that makes
+//! publishing idempotent, and each partner's delivery cursor, in a key-value engine
+//! (`kv`, fjall) beside append-only value files.
 //!
 //! A commit's large values (its bulletin segment and audit record batch) go to the
-//! value files (`values`) and sled holds a pointer to each, so sled's page cache, which
-//! does not keep to its bound with large values, holds only small keys.
+//! value files (`values`) and the engine holds a pointer to each, so its keyspace
+//! stays small and its compactions never rewrite bulletins.
 //!
-//! Layout: one sled tree, `state`, with prefixed keys, so that every group commit is a
+//! Layout: one keyspace, `state`, with prefixed keys, so that every group commit is a
 //! single atomic `apply_batch`:
 //!
 //! | key | value |
@@ -40,10 +41,11 @@ use crate::proto;
 
 pub mod audit;
 pub mod backup;
-mod blobs;
 mod checkpoints;
 mod commit;
+mod earlier;
 mod error;
+pub(crate) mod kv;
 mod lock;
 mod peers;
 mod queue;
@@ -63,9 +65,11 @@ const HEAD: &[u8] = b"m/head";
 const FORMAT_KEY: &[u8] = b"m/format";
 const VALUES_END: &[u8] = b"m/values";
 /// Version of the database layout this renkei reads and writes. 2: large values in
-/// value files, not in sled. 3: no partial chunk of audit hashes in sled. 4: full
+/// value files, not in the engine. 3: no partial chunk of audit hashes stored. 4: full
 /// chunks of audit hashes in the value files too. Layouts 2 and 3 are read as they
 /// are and marked 4; a renkei reading layout 3 refuses a layout-4 database by name.
+/// The layout does not change with the engine: an earlier renkei's sled database is
+/// moved as it is (`earlier`).
 pub const FORMAT: u64 = 4;
 /// The earlier layouts this renkei upgrades in place.
 const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=3;
@@ -90,7 +94,7 @@ fn corrupt(key: &[u8], why: impl Into<Box<dyn std::error::Error + Send + Sync>>)
 }
 
 /// Refuses a database of another layout; marks a new one with this layout.
-fn check_format(state: &sled::Tree) -> Result<(), StoreError> {
+fn check_format(state: &kv::Tree) -> Result<(), StoreError> {
     match state.get(FORMAT_KEY)? {
         Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT => Ok(()),
         Some(v) if FORMAT_UPGRADED.contains(&be_u64(FORMAT_KEY, &v)?) => {
@@ -261,8 +265,8 @@ impl Withdrawn {
 
 /// The node's database.
 pub struct Store {
-    db: sled::Db,
-    state: sled::Tree,
+    db: kv::Db,
+    state: kv::Tree,
     /// The audit log's append state; held by the one writer for the whole commit.
     audit: std::sync::Mutex<audit::AuditState>,
     /// The audit log's hashes past its last full chunk, as readers see them.
@@ -273,47 +277,34 @@ pub struct Store {
     /// Commits still to fail as a full disk would (unit tests of what callers do then).
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicU32,
-    /// sled's log file, synced after each flush ([`Store::flush_durably`]).
-    db_file: std::fs::File,
-    /// sled's blobs, the new ones synced after each flush too.
-    blobs: blobs::Blobs,
     /// The data directory's lock, released last, after the database is closed.
     _lock: std::fs::File,
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's cache.
+    /// Whether `dir` holds a database (this renkei's, or an earlier one's to move).
+    pub fn is_in(dir: &Path) -> bool {
+        dir.join(kv::DIR).exists() || dir.join("db").exists()
+    }
+
+    /// Opens (or creates) the database in `dir`. `cache_bytes` bounds the engine's
+    /// block cache. A database an earlier renkei wrote with sled is moved into the
+    /// engine first (`earlier`).
     ///
-    /// Another process holding `dir` is reported at once, with its PID. sled releases
-    /// its own file lock from a background thread some moments after a handle of this
-    /// process is dropped, so that conflict is retried for a few seconds.
+    /// Another process holding `dir` is reported at once, with its PID. The engine
+    /// releases its own lock a moment after a handle of this process is dropped, so
+    /// that conflict is retried for a few seconds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let lock = lock::lock_dir(dir)?;
-        sled_conf::forget_torn(dir)?;
-        let deadline = std::time::Instant::now() + lock::LOCK_PATIENCE;
-        let db = loop {
-            match sled::Config::new()
-                .path(dir)
-                .cache_capacity(cache_bytes)
-                .open()
-            {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
-        let db_file =
-            std::fs::File::open(dir.join("db")).map_err(|e| StoreError::NotDurable(e.into()))?;
-        sled_conf::make_durable(dir)?;
-        // The entries of the files sled and the value log created must survive too.
+        let (db, _) = earlier::open_moving(dir, cache_bytes, lock::LOCK_PATIENCE)?;
+        // The entries of the files the engine and the value log created must survive too.
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::NotDurable(e.into()))?;
-        let state = db.open_tree("state")?;
+            .map_err(|e| StoreError::File {
+                path: dir.to_owned(),
+                source: e,
+            })?;
+        let state = db.tree("state")?;
         check_format(&state)?;
         let committed = match state.get(VALUES_END)? {
             Some(v) => be_u64(VALUES_END, &v)?,
@@ -332,8 +323,6 @@ impl Store {
             hash_run,
             segments,
             values,
-            db_file,
-            blobs: blobs::Blobs::new(dir),
             dir: dir.to_owned(),
             #[cfg(test)]
             fail_commits: Default::default(),
@@ -420,7 +409,7 @@ impl Store {
         node: &PartnerId,
         audit_key: &ed25519_dalek::VerifyingKey,
     ) -> Result<(), StoreError> {
-        let mut writes = sled::Batch::default();
+        let mut writes = kv::Batch::default();
         writes.insert(NODE_ID, node.as_str().as_bytes());
         writes.insert(AUDIT_KEY, &audit_key.as_bytes()[..]);
         self.state.apply_batch(writes)?;
@@ -529,17 +518,11 @@ impl Store {
         self.flush_durably()
     }
 
-    /// sled's `flush` writes its log with `sync_file_range`, which neither flushes the
-    /// device's cache nor records the file's new size: an fdatasync of the file after
-    /// it does both. The blobs sled wrote since (values too large for its log) are
-    /// synced first, since sled never syncs them. (The value files are fdatasync'd as
-    /// they are written.)
+    /// Makes every batch applied so far survive a power cut: the engine's journal is
+    /// fsynced. (The value files are fdatasync'd before the batch that points into
+    /// them.)
     pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(StoreError::NotDurable)?;
-        self.blobs.sync_new()?;
-        self.db_file
-            .sync_data()
-            .map_err(|e| StoreError::NotDurable(e.into()))
+        self.db.persist()
     }
 }
 

@@ -37,6 +37,10 @@ fn a_minute_through_three_nodes_delivers_everything_to_desks_that_come_and_go() 
         // Every node stored the minute's bulletins, in its value files.
         assert!(at("value_file_bytes") > 6000 * 256, "{n}");
         // And its database, beside them.
-        assert!(at("sled_bytes") > 0, "{n}");
+        assert!(at("engine_bytes") > 0, "{n}");
+        assert_eq!(
+            at("database_bytes"),
+            at("value_file_bytes") + at("engine_bytes")
+        );
     }
 }

@@ -31,6 +31,7 @@ const SHELL: &[&str] = &[
     "tokio",
     "quinn",
     "sled",
+    "fjall",
     "crate::transport",
     "crate::store",
     "crate::node",

@@ -66,7 +66,7 @@ pub(super) async fn connect(config: &Path) -> anyhow::Result<Client> {
 }
 
 pub(super) fn open_store(dir: &Path) -> anyhow::Result<Store> {
-    if !dir.join("db").exists() && !dir.join("conf").exists() {
+    if !Store::is_in(dir) {
         bail!("{} holds no renkei database", dir.display());
     }
     Store::open(dir, 64 << 20).with_context(|| {

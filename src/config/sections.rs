@@ -202,7 +202,7 @@ impl Default for TransportSection {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
-    /// sled's page cache, MiB. Bounded so memory does not grow with the database.
+    /// The store engine's block cache, MiB. Bounded so memory does not grow with the database.
     pub cache_mib: u64,
     /// Free space (MiB) kept in the data directory's filesystem: below it the node
     /// refuses new bulletins with `STORAGE_FULL`, and takes them again a quarter above

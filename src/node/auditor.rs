@@ -1,6 +1,6 @@
 //! An auditor's stream: one request (a log query, the latest checkpoint, an inclusion
 //! or consistency proof, a metrics report), one answer. Every request is itself recorded
-//! in the audit log before it is answered. Reads run on the blocking pool (sled is
+//! in the audit log before it is answered. Reads run on the blocking pool (the store is
 //! synchronous); the answers come from `store` and `metrics`, nothing is decided here.
 
 use bytes::Bytes;

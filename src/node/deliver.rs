@@ -1,7 +1,7 @@
 //! A subscribe stream: `Delivery` frames from the partner's queue, oldest first, at most
 //! `window` unacknowledged; `Ack` frames move the partner's cursor.
 //!
-//! The backlog stays in sled: this task holds at most one window of seqs. A subscriber
+//! The backlog stays in the store: this task holds at most one window of seqs. A subscriber
 //! that stops reading blocks only its own task (QUIC flow control), never the others.
 
 use std::sync::Arc;
@@ -184,7 +184,7 @@ struct Screened {
     withdrawn: Vec<(u64, Withdrawal)>,
 }
 
-/// The next page of the partner's queue, read on the blocking pool (sled is synchronous)
+/// The next page of the partner's queue, read on the blocking pool (the store is synchronous)
 /// and screened by the rules in force now.
 async fn next_page(
     node: &Delivering,

@@ -2,9 +2,9 @@
 //! group commit, decides whether the node takes new bulletins, and what the log says
 //! when that changes.
 //!
-//! Why refuse early rather than let a write fail: an I/O error inside sled is sticky
-//! (every later operation fails until the database is reopened), so a node that let
-//! sled meet a full disk could not resume by itself. The guard keeps a reserve free:
+//! Why refuse early rather than let a write fail: a failed journal write poisons the
+//! store's engine (every later write fails until the database is reopened), so a node
+//! that let it meet a full disk could not resume by itself. The guard keeps a reserve free:
 //! below it, new bulletins are refused with `STORAGE_FULL` and nothing about them is
 //! written; events (acknowledgements, auditors' queries, refusals) still are, until a
 //! quarter of the reserve is left. This module measures nothing itself (the caller
@@ -19,7 +19,7 @@ pub(crate) enum Admit {
     All,
     /// Events and cursor moves, not new bulletins: the reserve is being used.
     EventsOnly,
-    /// Nothing: the last quarter of the reserve is kept for sled itself.
+    /// Nothing: the last quarter of the reserve is kept for the engine itself (flushes, compactions).
     Nothing,
 }
 

@@ -172,7 +172,7 @@ impl Request {
     }
 }
 
-/// A segment stops growing past this many bytes of bulletins, so one sled value (and
+/// A segment stops growing past this many bytes of bulletins, so one stored value (and
 /// what a subscriber reads for one page) stays small.
 const MAX_SEGMENT_BYTES: usize = 4 << 20;
 

@@ -1,6 +1,6 @@
 //! The audit log on disk: records, their Merkle hashes, the secondary indexes, the
 //! signed checkpoints and the metric counters, all written into the group commit's
-//! `sled::Batch` so a record can never exist without the state change it describes.
+//! `kv::Batch` so a record can never exist without the state change it describes.
 //!
 //! | key | value |
 //! | --- | --- |
@@ -23,6 +23,7 @@
 //! (Layout 2 wrote the partial chunk; such a chunk is checked against the records and
 //! then left to be overwritten.)
 
+use crate::store::kv;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -87,7 +88,7 @@ pub(super) struct AuditState {
     pub totals: BTreeMap<(String, String), u64>,
 }
 
-fn size(tree: &sled::Tree) -> Result<u64, StoreError> {
+fn size(tree: &kv::Tree) -> Result<u64, StoreError> {
     match tree.get(SIZE)? {
         Some(v) => be_u64(SIZE, &v),
         None => Ok(0),
@@ -96,7 +97,7 @@ fn size(tree: &sled::Tree) -> Result<u64, StoreError> {
 
 /// The seq after the last stored record and that record's time (both 0 for an empty
 /// log).
-fn last_record(tree: &sled::Tree, values: &ValueLog) -> Result<(u64, u64), StoreError> {
+fn last_record(tree: &kv::Tree, values: &ValueLog) -> Result<(u64, u64), StoreError> {
     let (mut last_seq_end, mut last_time) = (0, 0);
     if let Some(kv) = tree.scan_prefix(RECORDS).next_back() {
         let (k, v) = kv?;
@@ -119,7 +120,7 @@ fn last_record(tree: &sled::Tree, values: &ValueLog) -> Result<(u64, u64), Store
 
 /// The size and root of the last signed checkpoint, checked against its key (0 and
 /// none when nothing was signed yet).
-fn last_checkpoint(tree: &sled::Tree) -> Result<(u64, Option<TreeHash>), StoreError> {
+fn last_checkpoint(tree: &kv::Tree) -> Result<(u64, Option<TreeHash>), StoreError> {
     let (checkpointed, signed_root) = match tree.scan_prefix(CHECKPOINTS).next_back() {
         Some(kv) => {
             let (k, v) = kv?;
@@ -141,7 +142,7 @@ fn last_checkpoint(tree: &sled::Tree) -> Result<(u64, Option<TreeHash>), StoreEr
 
 impl AuditState {
     /// Loads the writer's state and checks the records against the recorded size.
-    pub fn load(tree: &sled::Tree, values: &ValueLog) -> Result<AuditState, StoreError> {
+    pub fn load(tree: &kv::Tree, values: &ValueLog) -> Result<AuditState, StoreError> {
         let size = size(tree)?;
         let (last_seq_end, last_time) = last_record(tree, values)?;
         if last_seq_end != size {
@@ -197,12 +198,7 @@ impl AuditState {
     }
 
     /// Stored hash `i`, for an index below the tail.
-    fn stored(
-        &self,
-        tree: &sled::Tree,
-        values: &ValueLog,
-        i: u64,
-    ) -> Result<TreeHash, MerkleError> {
+    fn stored(&self, tree: &kv::Tree, values: &ValueLog, i: u64) -> Result<TreeHash, MerkleError> {
         let (chunk, at) = (i / CHUNK, (i % CHUNK) as usize);
         let miss = || MerkleError::Store(format!("no stored hash {i}").into());
         if i >= self.tail.first {
@@ -247,9 +243,9 @@ impl AuditState {
     /// harmless, since none asks for a hash past the size it read.
     pub fn append(
         &self,
-        tree: &sled::Tree,
+        tree: &kv::Tree,
         values: &ValueLog,
-        writes: &mut sled::Batch,
+        writes: &mut kv::Batch,
         events: Vec<Event>,
         now: Timestamp,
     ) -> Result<Option<Appended>, StoreError> {
@@ -285,7 +281,7 @@ impl AuditState {
     /// Merkle hashes they add, and their index postings.
     fn seal(
         &self,
-        tree: &sled::Tree,
+        tree: &kv::Tree,
         values: &ValueLog,
         events: Vec<Event>,
         now: Timestamp,
@@ -330,7 +326,7 @@ impl AuditState {
     fn write_hashes(
         &self,
         values: &ValueLog,
-        writes: &mut sled::Batch,
+        writes: &mut kv::Batch,
         new: Vec<TreeHash>,
     ) -> Result<(HashRun, FilledChunks), StoreError> {
         let first = self.tail.first;
@@ -376,12 +372,7 @@ impl AuditState {
     }
 
     /// The root of the first `size` committed records.
-    fn root(
-        &self,
-        tree: &sled::Tree,
-        values: &ValueLog,
-        size: u64,
-    ) -> Result<TreeHash, StoreError> {
+    fn root(&self, tree: &kv::Tree, values: &ValueLog, size: u64) -> Result<TreeHash, StoreError> {
         let view = Extending::new(merkle::stored_count(self.size), |i| {
             self.stored(tree, values, i)
         });
@@ -393,10 +384,10 @@ impl AuditState {
     /// size and root signed.
     pub fn checkpoint(
         &self,
-        tree: &sled::Tree,
+        tree: &kv::Tree,
         values: &ValueLog,
         signers: &[&CheckpointSigner],
-        writes: &mut sled::Batch,
+        writes: &mut kv::Batch,
     ) -> Result<Option<(u64, TreeHash)>, StoreError> {
         if self.size == 0 || self.size == self.checkpointed {
             return Ok(None);
@@ -437,8 +428,8 @@ struct Sealed {
 
 /// Adds what `records` move in the metric counters to `writes`; returns the moves.
 fn write_counters(
-    tree: &sled::Tree,
-    writes: &mut sled::Batch,
+    tree: &kv::Tree,
+    writes: &mut kv::Batch,
     records: &[proto::AuditRecord],
 ) -> Result<CounterMoves, StoreError> {
     // A batch moves few distinct counters many times: add up borrowed names first.
@@ -477,11 +468,7 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
 
 /// Adds the cosignature `line` to the signed checkpoint of size `size` in `tree` (a
 /// witness's, replacing its earlier one); false if there is no checkpoint at that size.
-pub(super) fn add_cosignature(
-    tree: &sled::Tree,
-    size: u64,
-    line: &str,
-) -> Result<bool, StoreError> {
+pub(super) fn add_cosignature(tree: &kv::Tree, size: u64, line: &str) -> Result<bool, StoreError> {
     let key = seq_key(CHECKPOINTS, size);
     let Some(note) = tree.get(&key)? else {
         return Ok(false);
@@ -535,7 +522,7 @@ fn each_index_term(r: &proto::AuditRecord, term: &mut Vec<u8>, mut post: impl Fn
 
 /// Brings the partner index of a log written before [`INDEX_VERSION`] up to it: every
 /// batch's partner postings are written again (the same keys, more seqs).
-pub(super) fn upgrade_index(tree: &sled::Tree, values: &ValueLog) -> Result<(), StoreError> {
+pub(super) fn upgrade_index(tree: &kv::Tree, values: &ValueLog) -> Result<(), StoreError> {
     if let Some(v) = tree.get(INDEX_KEY)? {
         if be_u64(INDEX_KEY, &v)? >= INDEX_VERSION {
             return Ok(());
@@ -558,7 +545,7 @@ pub(super) fn upgrade_index(tree: &sled::Tree, values: &ValueLog) -> Result<(), 
                 }
             });
         }
-        let mut writes = sled::Batch::default();
+        let mut writes = kv::Batch::default();
         for (mut key, posting) in index {
             key.extend_from_slice(&batch.first_seq.to_be_bytes());
             writes.insert(key, posting.into_bytes());
@@ -566,7 +553,7 @@ pub(super) fn upgrade_index(tree: &sled::Tree, values: &ValueLog) -> Result<(), 
         tree.apply_batch(writes)?;
     }
     tree.insert(INDEX_KEY, &INDEX_VERSION.to_be_bytes()[..])?;
-    tree.flush()?;
+    tree.persist()?;
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! Backups of a node's database: a consistent copy taken by the storage thread between
 //! two group commits, and its restoration into a new data directory.
 //!
-//! A backup is a directory holding a fresh sled database with every key of the node's,
+//! A backup is a directory holding a fresh copy of the engine (`state/`) with every key
+//! of the node's,
 //! a copy of the committed bytes of its value files (`values/`), and a manifest
 //! (`renkei-backup.toml`) written last, so a backup without a manifest is known to be
 //! incomplete. It must be taken by the one writer of the store (the storage
 //! thread), which is what makes the copy consistent; it does not verify the audit log
 //! (the CLI runs `audit verify` on the restored database).
 
+use crate::store::kv;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,7 @@ use crate::files::{self, Access};
 
 /// Name of the manifest inside a backup directory.
 pub const MANIFEST: &str = "renkei-backup.toml";
-/// Keys copied per sled batch.
+/// Keys copied per batch.
 const BATCH_KEYS: usize = 4096;
 /// Cache of the databases opened only to copy them.
 const COPY_CACHE_BYTES: u64 = 16 << 20;
@@ -87,8 +89,10 @@ impl Manifest {
     }
 }
 
-/// The manifest's `format` value.
-pub const FORMAT: &str = "renkei-backup/2";
+/// The manifest's `format` value: 3 holds the engine's files (`state/`).
+pub const FORMAT: &str = "renkei-backup/3";
+/// The earlier format, whose copy is a sled database; still restored.
+const FORMAT_SLED: &str = "renkei-backup/2";
 
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,12 +130,6 @@ pub enum BackupError {
     File(#[from] files::FileError),
 }
 
-impl From<sled::Error> for BackupError {
-    fn from(e: sled::Error) -> Self {
-        BackupError::Store(StoreError::Sled(e))
-    }
-}
-
 /// Refuses a target that exists and holds anything.
 fn must_be_empty(dir: &Path) -> Result<(), BackupError> {
     match std::fs::read_dir(dir) {
@@ -163,34 +161,28 @@ fn private_dir(dir: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// Copies every tree of `from` into the empty database `to`; returns the keys copied.
-fn copy_trees(from: &sled::Db, to: &sled::Db) -> Result<u64, BackupError> {
+/// Copies every entry of `from` into the empty `to`; returns the keys copied.
+fn copy_tree(from: &kv::Tree, to: &kv::Tree) -> Result<u64, BackupError> {
     let mut keys = 0;
-    for name in from.tree_names() {
-        let (src, dst) = (from.open_tree(&name)?, to.open_tree(&name)?);
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for kv in src.iter() {
-            let (k, v) = kv?;
-            batch.insert(k, v);
-            in_batch += 1;
-            keys += 1;
-            if in_batch == BATCH_KEYS {
-                dst.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
+    let mut batch = kv::Batch::default();
+    for kv in from.iter() {
+        let (k, v) = kv?;
+        batch.insert(k, v);
+        keys += 1;
+        if batch.len() == BATCH_KEYS {
+            to.apply_batch(std::mem::take(&mut batch))?;
         }
-        dst.apply_batch(batch)?;
     }
-    to.flush()?;
+    to.apply_batch(batch)?;
     Ok(keys)
 }
 
-fn open_copy(dir: &Path) -> Result<sled::Db, BackupError> {
-    Ok(sled::Config::new()
-        .path(dir)
-        .cache_capacity(COPY_CACHE_BYTES)
-        .open()?)
+fn open_copy(dir: &Path) -> Result<kv::Db, BackupError> {
+    Ok(kv::Db::open(
+        dir,
+        COPY_CACHE_BYTES,
+        std::time::Duration::ZERO,
+    )?)
 }
 
 impl Store {
@@ -224,7 +216,8 @@ impl Store {
         private_dir(out)?;
         self.flush()?;
         let copy = open_copy(out)?;
-        let keys = copy_trees(&self.db, &copy)?;
+        let keys = copy_tree(&self.state, &copy.tree("state")?)?;
+        copy.persist()?;
         drop(copy);
         ValueLog::copy_to(&self.dir, self.values.end(), out)?;
         let mut manifest = self.manifest(keys, taken_at)?;
@@ -245,9 +238,14 @@ impl Store {
         let manifest = read_manifest(backup)?;
         must_be_empty(data_dir)?;
         {
-            let (from, to) = (open_copy(backup)?, open_copy(data_dir)?);
-            let keys = copy_trees(&from, &to)?;
-            let end = match from.open_tree("state")?.get(VALUES_END)? {
+            let to = open_copy(data_dir)?;
+            let state = to.tree("state")?;
+            let keys = match manifest.format.as_str() {
+                FORMAT_SLED => super::earlier::copy_from_sled(backup, &state)?,
+                _ => copy_tree(&open_copy(backup)?.tree("state")?, &state)?,
+            };
+            to.persist()?;
+            let end = match state.get(VALUES_END)? {
                 Some(v) => be_u64(VALUES_END, &v)?,
                 None => 0,
             };
@@ -301,7 +299,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
         .map_err(|e| not(format!("{MANIFEST}: {e} (an interrupted backup has none)")))?;
     let manifest: Manifest =
         toml::from_str(&text).map_err(|e| not(format!("{MANIFEST}: {}", e.message())))?;
-    if manifest.format != FORMAT {
+    if manifest.format != FORMAT && manifest.format != FORMAT_SLED {
         return Err(not(format!(
             "format {:?}; this renkei reads {FORMAT:?}",
             manifest.format
@@ -357,12 +355,7 @@ mod tests {
             ..taken.clone()
         };
         assert!(altered.verify(&key.verifying_key()).is_err());
-        let live_keys: usize = store
-            .db
-            .tree_names()
-            .iter()
-            .map(|n| store.db.open_tree(n).map_or(0, |t| t.len()))
-            .sum();
+        let live_keys = store.state.iter().count();
         assert_eq!(taken.keys, live_keys as u64);
         assert!(matches!(
             store.backup_to(&copy, String::new(), &signer),

@@ -4,6 +4,7 @@
 use super::{audit, corrupt, Entry, Store, StoreError};
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::identity::PartnerId;
+use crate::store::kv;
 
 impl Store {
     /// Signs a checkpoint of the audit log if it grew since the last one, and flushes.
@@ -16,7 +17,7 @@ impl Store {
     /// new keys).
     fn sign_checkpoint_by(&self, signers: &[&CheckpointSigner]) -> Result<Option<u64>, StoreError> {
         let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let mut writes = sled::Batch::default();
+        let mut writes = kv::Batch::default();
         let Some((size, root)) = log.checkpoint(&self.state, &self.values, signers, &mut writes)?
         else {
             return Ok(None);

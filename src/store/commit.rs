@@ -2,6 +2,7 @@
 //! entry by entry (duplicates and conflicts recorded, not stored), then written as one
 //! sled batch after the value files they point into are synced, then flushed.
 
+use crate::store::kv;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ struct Plan {
     /// audit seq of their first acceptance.
     in_batch: HashMap<Vec<u8>, (u64, Digest, u64)>,
     bulletins: Vec<(proto::StoredBulletin, proto::SignedBulletin)>,
-    writes: sled::Batch,
+    writes: kv::Batch,
     /// Whether a cursor moves or a kept refusal changes (a commit with no record may
     /// still have to be written).
     cursors: bool,
@@ -41,7 +42,7 @@ impl Plan {
             events: Vec::with_capacity(entries),
             in_batch: HashMap::new(),
             bulletins: Vec::new(),
-            writes: sled::Batch::default(),
+            writes: kv::Batch::default(),
             cursors: false,
         }
     }

@@ -4,12 +4,15 @@
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O, or a database it cannot read).
+    /// The key-value engine failed (I/O, or files it cannot read).
     #[error("database error: {0}")]
-    Sled(#[from] sled::Error),
+    Database(#[from] fjall::Error),
     /// The batch was written but the flush to disk failed: it is visible, not durable.
     #[error("stored, but flushing to disk failed: {0}")]
-    NotDurable(sled::Error),
+    NotDurable(fjall::Error),
+    /// A database of an earlier renkei (sled) could not be read to move it.
+    #[error("reading the earlier database to move it: {0}")]
+    Earlier(#[from] sled::Error),
     /// The audit log's latest checkpoint does not verify with the node's signing key.
     #[error("the audit log's latest checkpoint ({size} records) does not verify with this node's signing key ({why}); if node.signing_key was replaced, put the previous key back: the audit log cannot change keys yet")]
     AuditKey {
@@ -58,9 +61,8 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         let io = match self {
             StoreError::Values { source, .. } | StoreError::File { source, .. } => Some(source),
-            StoreError::Sled(sled::Error::Io(e)) | StoreError::NotDurable(sled::Error::Io(e)) => {
-                Some(e)
-            }
+            StoreError::Database(fjall::Error::Io(e))
+            | StoreError::NotDurable(fjall::Error::Io(e)) => Some(e),
             _ => None,
         };
         io.is_some_and(|e| {

@@ -1,6 +1,6 @@
 //! The data directory's lock: one process at a time opens a database, and another is
-//! told at once which process holds it. It owns the lock file; sled's own lock stays
-//! sled's.
+//! told at once which process holds it. It owns the lock file; the engine's own lock stays
+//! the engine's.
 
 use std::path::Path;
 

@@ -31,7 +31,7 @@ impl Store {
     /// were passed back to it (and taken).
     pub fn set_receipts_passed(&self, peer: &PartnerId, through: u64) -> Result<(), StoreError> {
         let key = [PASSED, peer.as_str().as_bytes()].concat();
-        self.state.insert(key, &through.to_be_bytes())?;
+        self.state.insert(key, through.to_be_bytes())?;
         self.flush_durably()?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use super::{be_u64, corrupt, Store, StoreError};
 use crate::identity::PartnerId;
+use crate::store::kv;
 
 /// `r/PEER\0SEQ` → the code (4 bytes), this node's digest (32), the peer's (the rest).
 const REFUSED: &[u8] = b"r/";
@@ -74,7 +75,7 @@ fn key(peer: &PartnerId, seq: u64) -> Vec<u8> {
 }
 
 /// Adds `change` to a group commit's writes.
-pub(super) fn plan(writes: &mut sled::Batch, change: RefusedChange) {
+pub(super) fn plan(writes: &mut kv::Batch, change: RefusedChange) {
     match change {
         RefusedChange::Keep(peer, r) => writes.insert(key(&peer, r.seq), r.encode()),
         RefusedChange::Forget(peer, seq) => writes.remove(key(&peer, seq)),
@@ -125,7 +126,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let (us, au) = (pid("us-dod"), pid("au-dod"));
-        let mut writes = sled::Batch::default();
+        let mut writes = kv::Batch::default();
         plan(
             &mut writes,
             RefusedChange::Keep(us.clone(), refusal(9, &[1; 32])),
@@ -144,7 +145,7 @@ mod tests {
             vec![refusal(4, &[]), refusal(9, &[1; 32])]
         );
 
-        let mut writes = sled::Batch::default();
+        let mut writes = kv::Batch::default();
         plan(&mut writes, RefusedChange::Forget(us.clone(), 4));
         store.state.apply_batch(writes).unwrap();
         assert_eq!(store.refused(&us).unwrap(), vec![refusal(9, &[1; 32])]);

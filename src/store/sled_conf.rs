@@ -1,8 +1,8 @@
 //! sled's `conf` file, which sled 0.34 writes when it creates a database and never
 //! fsyncs. A power cut soon after creation can leave it empty (sled then writes it
 //! again) or with its text torn (sled then refuses to open: "Read corrupted data").
-//! This module makes it durable once written, and lets a torn copy of the defaults be
-//! written again.
+//! This module lets a torn copy of the defaults be written again, so that a database
+//! an earlier renkei wrote with sled opens to be moved (`earlier`).
 //!
 //! It knows sled's format of that one file (text lines, then a CRC-32 of them, little
 //! endian) and the text sled writes for the parameters renkei opens it with; it must
@@ -54,15 +54,6 @@ pub(super) fn forget_torn(dir: &Path) -> Result<bool, StoreError> {
     tracing::warn!(path = %path.display(), "sled's configuration file is torn (a power cut soon after the database was made); sled writes it again");
     std::fs::remove_file(&path).map_err(|e| file_error(&path, e))?;
     Ok(true)
-}
-
-/// After sled opened `dir`: its `conf` made durable (the directory entry is synced by
-/// the caller).
-pub(super) fn make_durable(dir: &Path) -> Result<(), StoreError> {
-    let path = dir.join(CONF);
-    std::fs::File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| file_error(&path, e))
 }
 
 #[cfg(test)]
@@ -129,6 +120,5 @@ mod tests {
         assert!(open_again(dir.path()).is_err(), "sled refuses a torn conf");
         assert!(forget_torn(dir.path()).expect("read"));
         drop(open_again(dir.path()).expect("sled opens again"));
-        make_durable(dir.path()).expect("synced");
     }
 }

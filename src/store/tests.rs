@@ -206,7 +206,7 @@ fn bulletins_survive_a_reopen_after_an_interrupted_commit_and_old_layouts_are_re
     {
         let store = Store::open(dir.path(), CACHE).unwrap();
         commit(&store, vec![new(1, "a", &["b"])]);
-        // A commit that wrote its values and died before sled recorded them.
+        // A commit that wrote its values and died before the engine recorded them.
         store.values.append(&[0xee; 4096]).unwrap();
         store.values.sync().unwrap();
     }

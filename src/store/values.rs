@@ -1,15 +1,16 @@
 //! The large values of the store (a commit's bulletin segment and its audit record batch)
-//! in append-only files beside sled, which keeps only a 16-byte pointer to each.
+//! in append-only files beside the key-value engine, which keeps only a 16-byte pointer
+//! to each.
 //!
-//! Why: sled 0.34 keeps the values written to it in its page cache well past
-//! `cache_capacity` (its LRU is sharded 256 ways and only evicts from a shard after 64
-//! accesses to it), so a node's memory grew with every bulletin it stored. Values read
-//! back from these files are cached by the store's own bounded caches instead.
+//! Why: an engine that holds values rewrites them as it compacts or consolidates (and
+//! sled 0.34, the engine before fjall, kept them in its page cache well past its
+//! bound). Bulletins are written once here and read back through the store's own
+//! bounded caches.
 //!
 //! Files live in `<data_dir>/values/`, each named by the offset (20 decimal digits) of
 //! its first byte in one logical append-only log. A value never spans two files. What
-//! is committed is decided by sled alone: each commit appends, syncs the files, then
-//! writes the pointers and the new end (`m/values`) in its sled batch. Bytes past that
+//! is committed is decided by the engine alone: each commit appends, syncs the files, then
+//! writes the pointers and the new end (`m/values`) in its engine batch. Bytes past that
 //! end are an interrupted commit's and are cut off when the store opens.
 //!
 //! It owns the files; it knows nothing of what the values mean.
@@ -27,7 +28,7 @@ pub(super) const DIR: &str = "values";
 /// A new file is started once the current one would pass this size.
 const FILE_BYTES: u64 = 256 << 20;
 
-/// Where a value is, and its checksum: what sled stores in place of the value.
+/// Where a value is, and its checksum: what the engine stores in place of the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ValuePtr {
     offset: u64,
@@ -39,7 +40,7 @@ impl ValuePtr {
     /// Encoded size.
     pub const LEN: usize = 16;
 
-    /// Its sled value.
+    /// Its stored value.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0; Self::LEN];
         out[..8].copy_from_slice(&self.offset.to_be_bytes());
@@ -48,7 +49,7 @@ impl ValuePtr {
         out
     }
 
-    /// Reads a sled value written by [`ValuePtr::encode`].
+    /// Reads a stored value written by [`ValuePtr::encode`].
     pub fn decode(v: &[u8]) -> Option<ValuePtr> {
         let v: &[u8; Self::LEN] = v.try_into().ok()?;
         let (offset, rest) = v.split_at(8);
@@ -110,7 +111,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 impl ValueLog {
     /// Opens the files in `data_dir/values`, creating the directory, and cuts them back
-    /// to `committed`, the end sled recorded with the last commit.
+    /// to `committed`, the end the engine recorded with the last commit.
     pub fn open(data_dir: &Path, committed: u64) -> Result<ValueLog, StoreError> {
         Self::open_sized(data_dir, committed, FILE_BYTES)
     }
@@ -229,7 +230,7 @@ impl ValueLog {
         Ok(ptr)
     }
 
-    /// Makes every append so far durable; returns the end to record in sled.
+    /// Makes every append so far durable; returns the end to record in the engine.
     pub fn sync(&self) -> Result<u64, StoreError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if tail.dirty {
@@ -246,7 +247,7 @@ impl ValueLog {
         self.tail.lock().unwrap_or_else(|p| p.into_inner()).end
     }
 
-    /// Reads the value whose pointer sled holds at `key`.
+    /// Reads the value whose pointer the engine holds at `key`.
     pub fn resolve(&self, key: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
         let ptr = ValuePtr::decode(v).ok_or_else(|| super::corrupt(key, "not a value pointer"))?;
         self.read(ptr)
@@ -314,7 +315,7 @@ mod tests {
         let log = ValueLog::open(dir.path(), 0)?;
         let a = log.append(b"first value")?;
         let committed = log.sync()?;
-        // An interrupted commit: appended and even synced, but sled never recorded it.
+        // An interrupted commit: appended and even synced, but the engine never recorded it.
         let lost = log.append(&[7; 100])?;
         log.sync()?;
         assert_eq!(log.read(a)?, b"first value");

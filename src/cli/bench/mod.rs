@@ -1,5 +1,5 @@
 //! `renkei bench`: an end-to-end benchmark against a real node (QUIC + mTLS on
-//! 127.0.0.1, sled on disk in a temporary directory, the same durability, audit and
+//! 127.0.0.1, the store on disk in a temporary directory, the same durability, audit and
 //! metrics as `serve`), with real clients in the same process, and the machine's
 //! physical limit (Ed25519 verification) measured in the same run.
 //!
@@ -353,7 +353,7 @@ pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
             "cycles": a.cycles,
             "partners": a.partners,
             "subscribers_verify": !a.skip_verify,
-            "node": "renkei serve in its own process, fresh sled database per phase",
+            "node": "renkei serve in its own process, fresh database per phase",
         },
         "machine": machine(),
     });

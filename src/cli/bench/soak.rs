@@ -20,7 +20,7 @@ use super::Setup;
 
 /// One minute's sample of one node: its database split into renkei's value files
 /// (bulletins and audit records, which only grow with what is stored) and the rest,
-/// mostly sled's file (indexes, and garbage until sled cleans its log).
+/// the key-value engine's files (indexes, and what its compactions have yet to drop).
 fn sample(setup: &Setup, node: &NodeProcess, id: &str) -> Value {
     let dir = setup.dir.join(format!("federation-{id}"));
     let (all, values) = (dir_bytes(&dir), dir_bytes(&dir.join("values")));
@@ -30,7 +30,7 @@ fn sample(setup: &Setup, node: &NodeProcess, id: &str) -> Value {
         "open_files": node.open_files(),
         "database_bytes": all,
         "value_file_bytes": values,
-        "sled_bytes": all.saturating_sub(values),
+        "engine_bytes": all.saturating_sub(values),
     })
 }
 

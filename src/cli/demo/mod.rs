@@ -3,7 +3,7 @@
 //! defence centre `nato-ccdcoe` in Tallinn, Washington's `us-dod`), peered with each
 //! other, with liaison desks behind each. A short story drawn from real cooperation
 //! programmes crosses the federation; everything is real: QUIC + mutual TLS, Ed25519
-//! signatures checked at every hop, sled on disk, and each node's audit log verified.
+//! signatures checked at every hop, the store on disk, and each node's audit log verified.
 
 use std::path::Path;
 use std::time::Duration;

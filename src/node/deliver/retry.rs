@@ -149,7 +149,7 @@ async fn forget(storage: &StorageHandle, peer: &PartnerId, seqs: Vec<u64>) {
     }
 }
 
-/// Runs a read of the database on the blocking pool (sled is synchronous).
+/// Runs a read of the database on the blocking pool (the store is synchronous).
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {

@@ -8,8 +8,11 @@
 //! the data. Why the value files: the hashes are two thirds of what the audit log adds
 //! to the database per record (about two 32-byte hashes a record), and a database
 //! holding only small keys writes and rewrites less (layouts up to 3 held the chunks
-//! inline; those are still read). It decides nothing about what the hashes mean (that is `audit::merkle`).
+//! inline; those are still read).
+//!
+//! It decides nothing about what the hashes mean (that is `audit::merkle`).
 
+use crate::store::kv;
 use std::sync::{Arc, RwLock};
 
 use super::read::{self, ReadHashes};
@@ -36,7 +39,7 @@ impl HashRun {
     }
 }
 
-/// The run readers see. The writer publishes a commit's hashes before sled applies
+/// The run readers see. The writer publishes a commit's hashes before the engine applies
 /// its batch (a reader may see the new size at once), and trims them to the new
 /// partial chunk after; a reader never asks for a hash past its size.
 pub(in crate::store) type SharedRun = RwLock<Arc<HashRun>>;
@@ -58,7 +61,7 @@ fn decode_chunk(key: &[u8], v: &[u8]) -> Result<Vec<TreeHash>, StoreError> {
 /// pointer into the value files, or inline as layouts up to 3 wrote them (a pointer's
 /// length is not a whole number of hashes, so the two never look alike).
 pub(super) fn read_chunk(
-    tree: &sled::Tree,
+    tree: &kv::Tree,
     values: &ValueLog,
     chunk: u64,
 ) -> Result<Vec<TreeHash>, StoreError> {
@@ -107,7 +110,7 @@ impl<F: Fn(u64) -> Result<TreeHash, MerkleError>> HashStore for Extending<F> {
 /// Rebuilds the hashes past the last full chunk of a log of `size` records from the
 /// records that made them (fewer than 256 hashes, so at most the last 256 records).
 pub(super) fn rebuild_tail(
-    tree: &sled::Tree,
+    tree: &kv::Tree,
     values: &ValueLog,
     size: u64,
 ) -> Result<HashRun, StoreError> {

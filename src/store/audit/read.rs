@@ -1,6 +1,7 @@
 //! Reading the committed log: records, queries over the indexes, proofs, checkpoints
 //! and counters. Any thread may read while the writer appends; it sees whole commits.
 
+use crate::store::kv;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -23,9 +24,9 @@ use crate::store::{be_u64, corrupt, seq_key, StoreError};
 /// Reads the committed log: records, hashes, checkpoints, indexes and counters. Any
 /// thread may read while the writer appends; it sees whole commits only.
 pub struct AuditReader<'a> {
-    pub(crate) tree: &'a sled::Tree,
+    pub(crate) tree: &'a kv::Tree,
     pub(in crate::store) values: &'a ValueLog,
-    /// The hashes past the last full chunk, which sled does not hold.
+    /// The hashes past the last full chunk, which the engine does not hold.
     pub(in crate::store) run: &'a SharedRun,
 }
 
@@ -53,7 +54,7 @@ fn posting_prefix(q: &Query) -> Option<Vec<u8>> {
 
 /// Decodes records out of batches, keeping the last batch for neighbouring seqs.
 struct RecordCursor<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a kv::Tree,
     values: &'a ValueLog,
     batch: Option<proto::AuditBatch>,
     read: u64,
@@ -129,7 +130,7 @@ impl AuditReader<'_> {
             .range(start..)
             .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(RECORDS)))
             .flat_map(move |kv| {
-                let batch = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                let batch = kv.and_then(|(k, v)| {
                     proto::AuditBatch::decode(Bytes::from(self.values.resolve(&k, &v)?))
                         .map_err(|e| corrupt(&k, e))
                 });
@@ -461,7 +462,7 @@ impl super::super::Store {
 /// Stored hashes read straight from the database, a full chunk at a time, and past
 /// the last full chunk from the writer's shared run.
 pub(super) struct ReadHashes<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a kv::Tree,
     values: &'a ValueLog,
     run: &'a SharedRun,
     chunks: RefCell<HashMap<u64, Vec<TreeHash>>>,

@@ -5,7 +5,7 @@ use crate::audit::Query;
 use crate::identity::PartnerId;
 use crate::metrics;
 use crate::proto::{self, AuditEvent};
-use crate::store::{Cursor, Entry, Store};
+use crate::store::{kv, Cursor, Entry, Store};
 use crate::timestamp::Timestamp;
 use prost::Message as _;
 
@@ -354,7 +354,7 @@ fn counters_read_under_appends_are_those_of_the_log_size_they_name() {
 }
 
 /// Each `h/` key with the hashes its value points at in the value files.
-fn inline_chunks(store: &Store) -> Vec<(sled::IVec, Vec<u8>)> {
+fn inline_chunks(store: &Store) -> Vec<(kv::Value, Vec<u8>)> {
     store
         .state
         .scan_prefix(super::HASHES)
