@@ -67,9 +67,8 @@ const VALUES_END: &[u8] = b"m/values";
 /// Version of the database layout this renkei reads and writes. 2: large values in
 /// value files, not in the engine. 3: no partial chunk of audit hashes stored. 4: full
 /// chunks of audit hashes in the value files too. Layouts 2 and 3 are read as they
-/// are and marked 4; a renkei reading layout 3 refuses a layout-4 database by name.
-/// The layout does not change with the engine: an earlier renkei's sled database is
-/// moved as it is (`earlier`).
+/// are and marked 4. The layout does not change with the engine: an earlier renkei's
+/// sled database is moved as it is, and that renkei is kept out of it after (`earlier`).
 pub const FORMAT: u64 = 4;
 /// The earlier layouts this renkei upgrades in place.
 const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=3;

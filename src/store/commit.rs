@@ -1,6 +1,6 @@
 //! A group commit: the bulletins, audit events and cursor moves of one batch planned
 //! entry by entry (duplicates and conflicts recorded, not stored), then written as one
-//! sled batch after the value files they point into are synced, then flushed.
+//! engine batch after the value files they point into are synced, then made durable.
 
 use crate::store::kv;
 use std::collections::HashMap;
@@ -114,7 +114,7 @@ impl Store {
         }
         let appended = log.append(&self.state, &self.values, &mut writes, events, now)?;
         if appended.is_some() || cursors {
-            // The values first: sled must never point past what is on disk.
+            // The values first: the engine must never point past what is on disk.
             let end = self.values.sync()?;
             writes.insert(VALUES_END, &end.to_be_bytes()[..]);
             self.state.apply_batch(writes)?;

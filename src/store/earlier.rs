@@ -4,7 +4,13 @@
 //!
 //! Crash-safe by order: the engine's copy is built from scratch, made durable, and only
 //! then are sled's files removed (`db` first). While `db` exists the move is not done,
-//! and a move a crash interrupted starts again from an empty engine.
+//! and a move a crash interrupted starts again from an empty engine. A database of a
+//! layout this renkei does not read is refused before anything is copied or removed.
+//!
+//! An earlier renkei started on a moved directory must refuse it, not take it for a new
+//! one (it would create an empty sled database and cut the value files to its end, 0).
+//! So the directory keeps a `conf` that sled 0.34 refuses to open ([`REFUSAL`]), written
+//! before sled's files are removed; sled reads it before it creates any file.
 
 use std::path::Path;
 
@@ -16,6 +22,9 @@ use super::{sled_conf, StoreError};
 const SLED_FILES: [&str; 3] = ["db", "conf", "blobs"];
 /// Entries per batch while moving.
 const BATCH: usize = 10_000;
+/// sled's `conf` in a data directory this renkei stores in: text sled 0.34 cannot read
+/// as its parameters ("Read corrupted data"), so an earlier renkei stops there.
+const REFUSAL: &str = "renkei: this data directory is stored in fjall (layout 4) by a newer renkei; an earlier renkei, which stored in sled, must not open it\n";
 
 fn file_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::File {
@@ -32,8 +41,10 @@ pub(super) fn open_moving(
     patience: std::time::Duration,
 ) -> Result<(Db, u64), StoreError> {
     if !dir.join("db").exists() {
+        let db = Db::open(dir, cache_bytes, patience)?;
+        refuse_sled(dir)?;
         remove_leftovers(dir)?;
-        return Ok((Db::open(dir, cache_bytes, patience)?, 0));
+        return Ok((db, 0));
     }
     let engine = dir.join(kv::DIR);
     if engine.exists() {
@@ -43,8 +54,56 @@ pub(super) fn open_moving(
     let db = Db::open(dir, cache_bytes, patience)?;
     let moved = copy_from_sled(dir, &db.tree("state")?)?;
     db.persist()?;
+    // The engine's directory must be there after a power cut before sled's files go.
+    sync_dir(dir)?;
+    refuse_sled(dir)?;
     remove_leftovers(dir)?;
     Ok((db, moved))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| file_error(dir, e))
+}
+
+fn conf_is_refusal(dir: &Path) -> bool {
+    std::fs::read(dir.join("conf")).is_ok_and(|c| c == REFUSAL.as_bytes())
+}
+
+/// Leaves [`REFUSAL`] as sled's `conf` in `dir` (written whole, then renamed in place).
+fn refuse_sled(dir: &Path) -> Result<(), StoreError> {
+    if conf_is_refusal(dir) {
+        return Ok(());
+    }
+    let (tmp, conf) = (dir.join("conf.renkei"), dir.join("conf"));
+    std::fs::write(&tmp, REFUSAL)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .map_err(|e| file_error(&tmp, e))?;
+    std::fs::rename(&tmp, &conf).map_err(|e| file_error(&conf, e))?;
+    sync_dir(dir)
+}
+
+/// Refuses a sled database of a layout this renkei does not read, before it is moved.
+fn check_movable(from: &sled::Tree) -> Result<(), StoreError> {
+    let format = |v: &[u8]| super::be_u64(super::FORMAT_KEY, v);
+    match from.get(super::FORMAT_KEY)? {
+        Some(v) if super::FORMAT_UPGRADED.contains(&format(&v)?) || format(&v)? == super::FORMAT => {
+            Ok(())
+        }
+        Some(v) => Err(super::corrupt(
+            super::FORMAT_KEY,
+            format!(
+                "sled's database is of layout {}, which this renkei does not move; nothing was changed",
+                format(&v)?
+            ),
+        )),
+        None if from.is_empty() => Ok(()),
+        None => Err(super::corrupt(
+            super::FORMAT_KEY,
+            "sled's database was written by an earlier renkei (layout 1), which this one does not read; nothing was changed",
+        )),
+    }
 }
 
 /// Copies every entry of the `state` tree of the sled database in `dir` (a data
@@ -56,6 +115,7 @@ pub(super) fn copy_from_sled(dir: &Path, to: &kv::Tree) -> Result<u64, StoreErro
         .cache_capacity(16 << 20)
         .open()?;
     let from = sled.open_tree("state")?;
+    check_movable(&from)?;
     let (mut batch, mut moved) = (Batch::default(), 0);
     for kv in from.iter() {
         let (k, v) = kv?;
@@ -87,6 +147,9 @@ fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
         .chain(snapshots)
         .collect();
     for name in names {
+        if name == "conf" && conf_is_refusal(dir) {
+            continue;
+        }
         let path = dir.join(name);
         let gone = match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -98,9 +161,7 @@ fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
         removed = true;
     }
     if removed {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| file_error(dir, e))?;
+        sync_dir(dir)?;
     }
     Ok(())
 }
@@ -153,11 +214,44 @@ mod tests {
         assert_eq!(moved.head().unwrap(), head);
         assert_eq!(moved.audit().root(size).unwrap(), root);
         assert_eq!(moved.get(2).unwrap().unwrap().seq, 2);
-        for name in SLED_FILES {
+        for name in ["db", "blobs"] {
             assert!(!earlier.path().join(name).exists(), "{name} is gone");
         }
+        assert!(conf_is_refusal(earlier.path()));
         drop(moved);
         let again = Store::open(earlier.path(), CACHE).unwrap();
         assert_eq!(again.head().unwrap(), head);
+    }
+
+    #[test]
+    fn an_earlier_renkei_cannot_open_a_moved_directory_and_a_new_one_still_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        let entries = vec![Entry::Bulletin(new(1, "a", &["b"]))];
+        store
+            .commit(entries, Timestamp::from_unix_ms(1_790_000_000_000))
+            .unwrap();
+        drop(store);
+        // What an earlier renkei does first: open sled in the data directory.
+        let err = sled::Config::new().path(dir.path()).open().err();
+        assert!(err.is_some(), "sled must refuse the directory");
+        assert!(!dir.path().join("db").exists(), "sled made no database");
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        assert_eq!(store.head().unwrap(), 1);
+        assert!(conf_is_refusal(dir.path()));
+    }
+
+    #[test]
+    fn a_sled_database_of_a_layout_not_read_is_refused_before_anything_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let sled = sled::open(dir.path()).unwrap();
+            let state = sled.open_tree("state").unwrap();
+            state.insert(b"m/head", &5u64.to_be_bytes()[..]).unwrap();
+            sled.flush().unwrap();
+        }
+        let err = Store::open(dir.path(), CACHE).err().unwrap().to_string();
+        assert!(err.contains("layout 1"), "{err}");
+        assert!(dir.path().join("db").exists(), "sled's database is kept");
     }
 }

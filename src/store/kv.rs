@@ -2,7 +2,7 @@
 //! LSM-tree in safe Rust, in `<data_dir>/state/`. It offers the store one ordered
 //! keyspace, atomic batches, reads that see whole batches, and a durable persist.
 //!
-//! Why fjall and not sled 0.34, which the store used until layout 4: sled keeps about
+//! Why fjall and not sled 0.34, which earlier renkeis stored in: sled keeps about
 //! 30 bytes of resident memory per key it holds, whatever its cache (its page table
 //! remembers every tree node), so a node's memory grew with its log; fjall keeps about
 //! a byte and a quarter (its top levels' filter and index blocks), takes a tenth of the
