@@ -237,6 +237,17 @@ impl Store {
     ) -> Result<Manifest, BackupError> {
         let manifest = read_manifest(backup)?;
         must_be_empty(data_dir)?;
+        // Opening the copy in place would make an empty database there if it were gone.
+        let held = match manifest.format.as_str() {
+            FORMAT_SLED => "db",
+            _ => super::kv::DIR,
+        };
+        if !backup.join(held).exists() {
+            return Err(BackupError::NotABackup {
+                dir: backup.to_owned(),
+                why: format!("its manifest is there but its database ({held}) is not"),
+            });
+        }
         {
             let to = open_copy(data_dir)?;
             let state = to.tree("state")?;
@@ -367,6 +378,22 @@ mod tests {
             Store::restore(&copy, &restored, 1 << 20),
             Err(BackupError::NotEmpty(_))
         ));
+        // Without its database, it is not one either, and nothing is made in it.
+        let state = copy.join(super::super::kv::DIR);
+        let moved = dir.path().join("state-elsewhere");
+        std::fs::rename(&state, &moved).map_err(|source| BackupError::Io {
+            path: state.clone(),
+            source,
+        })?;
+        assert!(matches!(
+            Store::restore(&copy, &dir.path().join("again"), 1 << 20),
+            Err(BackupError::NotABackup { .. })
+        ));
+        assert!(!state.exists(), "restore made a database in the backup");
+        std::fs::rename(&moved, &state).map_err(|source| BackupError::Io {
+            path: state.clone(),
+            source,
+        })?;
         // Without its manifest, a directory is not a backup.
         std::fs::remove_file(copy.join(MANIFEST)).map_err(|source| BackupError::Io {
             path: copy.clone(),
