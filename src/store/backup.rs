@@ -21,8 +21,6 @@ use crate::files::{self, Access};
 
 /// Name of the manifest inside a backup directory.
 pub const MANIFEST: &str = "renkei-backup.toml";
-/// Keys copied per batch.
-const BATCH_KEYS: usize = 4096;
 /// Cache of the databases opened only to copy them.
 const COPY_CACHE_BYTES: u64 = 16 << 20;
 
@@ -163,18 +161,7 @@ fn private_dir(dir: &Path) -> Result<(), BackupError> {
 
 /// Copies every entry of `from` into the empty `to`; returns the keys copied.
 fn copy_tree(from: &kv::Tree, to: &kv::Tree) -> Result<u64, BackupError> {
-    let mut keys = 0;
-    let mut batch = kv::Batch::default();
-    for kv in from.iter() {
-        let (k, v) = kv?;
-        batch.insert(k, v);
-        keys += 1;
-        if batch.len() == BATCH_KEYS {
-            to.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
-    to.apply_batch(batch)?;
-    Ok(keys)
+    Ok(to.insert_all(from.iter())?)
 }
 
 fn open_copy(dir: &Path) -> Result<kv::Db, BackupError> {

@@ -14,14 +14,12 @@
 
 use std::path::Path;
 
-use super::kv::{self, Batch, Db};
+use super::kv::{self, Db};
 use super::{sled_conf, StoreError};
 
 /// sled's files and directories in a data directory (and its `snap.*` files); `db` is
 /// the one that says a sled database is there.
 const SLED_FILES: [&str; 3] = ["db", "conf", "blobs"];
-/// Entries per batch while moving.
-const BATCH: usize = 10_000;
 /// sled's `conf` in a data directory this renkei stores in: text sled 0.34 cannot read
 /// as its parameters ("Read corrupted data"), so an earlier renkei stops there.
 const REFUSAL: &str = "renkei: this data directory is stored in fjall (layout 4) by a newer renkei; an earlier renkei, which stored in sled, must not open it\n";
@@ -116,16 +114,7 @@ pub(super) fn copy_from_sled(dir: &Path, to: &kv::Tree) -> Result<u64, StoreErro
         .open()?;
     let from = sled.open_tree("state")?;
     check_movable(&from)?;
-    let (mut batch, mut moved) = (Batch::default(), 0);
-    for kv in from.iter() {
-        let (k, v) = kv?;
-        batch.insert(k, v);
-        moved += 1;
-        if batch.len() == BATCH {
-            to.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
-    to.apply_batch(batch)?;
+    let moved = to.insert_all(from.iter())?;
     tracing::info!(
         entries = moved,
         "moved the database from sled into the engine"

@@ -34,6 +34,9 @@ const MEMTABLE_BYTES: u64 = 4 << 20;
 /// restart replays.
 const JOURNALS_BYTES: u64 = 64 << 20;
 
+/// Entries per batch when a whole keyspace is copied.
+const COPY_BATCH: usize = 4096;
+
 /// The engine: one database with one keyspace.
 pub(crate) struct Db {
     db: fjall::Database,
@@ -148,6 +151,30 @@ impl Tree {
         self.db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(StoreError::NotDurable)
+    }
+
+    /// Writes `entries` into this (empty) keyspace a few thousand at a time, as a copy
+    /// or a move does; returns how many. Not atomic: a copy cut short is started again.
+    pub fn insert_all<K, V, E>(
+        &self,
+        entries: impl Iterator<Item = Result<(K, V), E>>,
+    ) -> Result<u64, StoreError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+        StoreError: From<E>,
+    {
+        let (mut batch, mut written) = (Batch::default(), 0);
+        for entry in entries {
+            let (k, v) = entry?;
+            batch.insert(k, v);
+            written += 1;
+            if batch.len() == COPY_BATCH {
+                self.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.apply_batch(batch)?;
+        Ok(written)
     }
 
     /// Applies `batch` atomically: readers see all of it or none.
