@@ -107,6 +107,12 @@ fn check_movable(from: &sled::Tree) -> Result<(), StoreError> {
 /// Copies every entry of the `state` tree of the sled database in `dir` (a data
 /// directory, or a backup an earlier renkei made) into `to`; returns how many.
 pub(super) fn copy_from_sled(dir: &Path, to: &kv::Tree) -> Result<u64, StoreError> {
+    if conf_is_refusal(dir) {
+        // A move cut short after the refusal took the place of sled's conf: sled writes
+        // its own again (renkei always opened sled with its defaults).
+        let conf = dir.join("conf");
+        std::fs::remove_file(&conf).map_err(|e| file_error(&conf, e))?;
+    }
     sled_conf::forget_torn(dir)?;
     let sled = sled::Config::new()
         .path(dir)
@@ -195,9 +201,11 @@ mod tests {
         let root = store.audit().root(size).unwrap();
         as_sled(&store, earlier.path());
         drop(store);
-        // A move cut short left a half-built engine: it is thrown away, not trusted.
+        // A move cut short left a half-built engine, and the refusal in place of sled's
+        // conf: the engine is thrown away, not trusted, and sled opens again.
         std::fs::create_dir(earlier.path().join(kv::DIR)).unwrap();
         std::fs::write(earlier.path().join(kv::DIR).join("half"), b"x").unwrap();
+        std::fs::write(earlier.path().join("conf"), REFUSAL).unwrap();
 
         let moved = Store::open(earlier.path(), CACHE).unwrap();
         assert_eq!(moved.head().unwrap(), head);
