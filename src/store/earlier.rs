@@ -84,17 +84,15 @@ fn refuse_sled(dir: &Path) -> Result<(), StoreError> {
 
 /// Refuses a sled database of a layout this renkei does not read, before it is moved.
 fn check_movable(from: &sled::Tree) -> Result<(), StoreError> {
-    let format = |v: &[u8]| super::be_u64(super::FORMAT_KEY, v);
-    match from.get(super::FORMAT_KEY)? {
-        Some(v) if super::FORMAT_UPGRADED.contains(&format(&v)?) || format(&v)? == super::FORMAT => {
-            Ok(())
-        }
-        Some(v) => Err(super::corrupt(
+    let layout = match from.get(super::FORMAT_KEY)? {
+        Some(v) => Some(super::be_u64(super::FORMAT_KEY, &v)?),
+        None => None,
+    };
+    match layout {
+        Some(n) if super::FORMAT_UPGRADED.contains(&n) || n == super::FORMAT => Ok(()),
+        Some(n) => Err(super::corrupt(
             super::FORMAT_KEY,
-            format!(
-                "sled's database is of layout {}, which this renkei does not move; nothing was changed",
-                format(&v)?
-            ),
+            format!("sled's database is of layout {n}, which this renkei does not move; nothing was changed"),
         )),
         None if from.is_empty() => Ok(()),
         None => Err(super::corrupt(
