@@ -367,6 +367,26 @@ fn inline_chunks(store: &Store) -> Vec<(kv::Value, Vec<u8>)> {
         .collect()
 }
 
+/// A Merkle tree of every record in `store`'s log, built apart from the store.
+fn independent_tree(store: &Store) -> MemoryTree {
+    let mut tree = MemoryTree::new();
+    for r in store.audit().records_from(0) {
+        tree.push(&r.unwrap()).unwrap();
+    }
+    tree
+}
+
+/// Marks `store` as of layout `n`, as an earlier renkei left it.
+fn set_layout(store: &Store, n: u64) {
+    store.state.insert(b"m/format", n.to_be_bytes()).unwrap();
+}
+
+/// The layout `store` is marked with.
+fn layout(store: &Store) -> u64 {
+    let v = store.state.get(b"m/format").unwrap().unwrap();
+    u64::from_be_bytes(v[..].try_into().unwrap())
+}
+
 /// The lengths of the chunks the `h/` values point at, by chunk.
 fn stored_chunk_lengths(store: &Store) -> Vec<usize> {
     inline_chunks(store).iter().map(|(_, c)| c.len()).collect()
@@ -385,23 +405,16 @@ fn a_layout_3_store_with_its_hashes_inline_is_read_and_marked_4() {
     for (k, chunk) in chunks {
         store.state.insert(k, chunk).unwrap();
     }
-    store
-        .state
-        .insert(b"m/format", &3u64.to_be_bytes()[..])
-        .unwrap();
+    set_layout(&store, 3);
     drop(store);
 
     let store = open(dir.path());
     assert_eq!(store.audit().root(300).unwrap(), root);
     assert_eq!(store.audit().prove_inclusion(300, 7).unwrap(), proof);
-    let format = store.state.get(b"m/format").unwrap().unwrap();
-    assert_eq!(&format[..], &4u64.to_be_bytes()[..]);
+    assert_eq!(layout(&store), 4);
     // And it goes on, new chunks written the layout-4 way beside the old ones.
     append(&store, 300, 300, 2, Timestamp::from_unix_ms(DAY0 + 1));
-    let mut tree = MemoryTree::new();
-    for r in store.audit().records_from(0) {
-        tree.push(&r.unwrap()).unwrap();
-    }
+    let tree = independent_tree(&store);
     assert_eq!(store.audit().root(600).unwrap(), tree.root(600).unwrap());
 }
 
@@ -451,25 +464,18 @@ fn a_layout_2_store_is_read_with_its_partial_chunk_checked_against_the_records()
     append(&store, 0, 40, 2, Timestamp::from_unix_ms(DAY0));
     let root = store.audit().root(40).unwrap();
     // Write what layout 2 kept: the partial chunk of the first 40 records' hashes.
-    let mut tree = MemoryTree::new();
-    for r in store.audit().records_from(0) {
-        tree.push(&r.unwrap()).unwrap();
-    }
+    let tree = independent_tree(&store);
     let partial: Vec<u8> = (0..merkle::stored_count(40))
         .flat_map(|i| merkle::HashStore::hashes(&tree, &[i]).unwrap()[0].0)
         .collect();
     let key = crate::store::seq_key(super::HASHES, 0);
     store.state.insert(&key, partial.clone()).unwrap();
-    store
-        .state
-        .insert(b"m/format", &2u64.to_be_bytes()[..])
-        .unwrap();
+    set_layout(&store, 2);
     drop(store);
 
     let store = open(dir.path());
     assert_eq!(store.audit().root(40).unwrap(), root);
-    let format = store.state.get(b"m/format").unwrap().unwrap();
-    assert_eq!(&format[..], &crate::store::FORMAT.to_be_bytes()[..]);
+    assert_eq!(layout(&store), crate::store::FORMAT);
     // A partial chunk that disagrees with the records is refused, not trusted.
     let mut wrong = partial;
     wrong[0] ^= 1;
