@@ -56,7 +56,7 @@ mod values;
 pub use audit::{AuditPage, AuditReader, Counted};
 pub use backup::{BackupError, Manifest};
 pub use error::StoreError;
-pub use queue::{Page, Pending};
+pub use queue::{Page, Pending, Room};
 use queue::{SegmentCache, SEGMENT_CACHE_BYTES};
 pub use refused::{Refusal, RefusedChange};
 use values::ValueLog;

@@ -20,7 +20,7 @@ use super::shared::{RuleSet, Shared};
 use super::writer::StorageError;
 use crate::identity::PartnerId;
 use crate::proto::{self, ErrorCode};
-use crate::store::Page;
+use crate::store::{Page, Room};
 use crate::transport;
 use acks::{last_acks, read_acks, take_acks, FromClient};
 use progress::{PageOut, Progress};
@@ -201,8 +201,11 @@ async fn next_page(
     let (rules, limits) = (node.rules.in_force(), node.limits);
     let peer_reads = node.links.max_frame(&partner);
     tokio::task::spawn_blocking(move || {
-        let mut page = store.pending(&partner, after, &cursor, room)?;
-        cap_bytes(&mut page, PAGE_BYTES);
+        let room = Room {
+            bulletins: room,
+            bytes: PAGE_BYTES,
+        };
+        let page = store.pending(&partner, after, &cursor, room)?;
         let mut screened = screen(&store, &rules, &limits, &partner, page)?;
         if let Some(max) = peer_reads {
             too_large_for(&mut screened, max, &limits)?;
@@ -215,26 +218,6 @@ async fn next_page(
 /// Bytes of bulletins one page of deliveries holds at most (it is copied into one
 /// write): a window of large bulletins goes out over several pages.
 const PAGE_BYTES: usize = 4 << 20;
-
-/// Cuts `page` after the bulletins that fit in `max` bytes (at least one), so that it
-/// says it examined only what it kept.
-fn cap_bytes(page: &mut Page, max: usize) {
-    let mut total = 0;
-    let keep = page
-        .items
-        .iter()
-        .position(|i| {
-            total += i.signed.len();
-            total > max
-        })
-        .map_or(page.items.len(), |over| over.max(1));
-    if keep < page.items.len() {
-        page.items.truncate(keep);
-        if let Some(last) = page.items.last() {
-            page.scanned_through = last.seq;
-        }
-    }
-}
 
 /// Takes out of `page` what `rules` no longer share with `partner`. Only bulletins
 /// queued before those rules came into force are checked again: later ones were
@@ -409,41 +392,5 @@ async fn send_turn(
         r = outbox.write_to(stream.send, &node.book.frames) => r.is_err().then_some(End::Abort),
         _ = stop.changed() => Some(End::Abort),
         _ = stream.current.changed() => Some(End::Abort),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::timestamp::Timestamp;
-
-    #[test]
-    fn a_page_of_large_bulletins_is_cut_where_its_bytes_run_out() {
-        let item = |seq, len| crate::store::Pending {
-            seq,
-            accepted: Timestamp::EPOCH,
-            signed: bytes::Bytes::from(vec![0; len]),
-            path: Vec::new(),
-        };
-        let mut page = Page {
-            items: vec![item(3, 600), item(5, 600), item(8, 600)],
-            scanned_through: 9,
-        };
-        cap_bytes(&mut page, 1300);
-        assert_eq!(page.items.len(), 2);
-        assert_eq!(page.scanned_through, 5, "8 and 9 are read again next time");
-        let mut huge = Page {
-            items: vec![item(4, 5000), item(6, 10)],
-            scanned_through: 6,
-        };
-        cap_bytes(&mut huge, 1300);
-        assert_eq!(huge.items.len(), 1, "one bulletin always goes");
-        assert_eq!(huge.scanned_through, 4);
-        let mut small = Page {
-            items: vec![item(1, 10)],
-            scanned_through: 7,
-        };
-        cap_bytes(&mut small, 1300);
-        assert_eq!(small.scanned_through, 7, "nothing cut, nothing changed");
     }
 }

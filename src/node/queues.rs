@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::identity::PartnerId;
 use crate::metrics::prometheus::QueueGauge;
-use crate::store::Store;
+use crate::store::{Room, Store};
 use crate::timestamp::Timestamp;
 
 /// `partner`'s queue now (empty if it cannot be read), read on the blocking pool.
@@ -46,7 +46,7 @@ pub(super) fn queue(
     if depth > 0 {
         let cursor = store.cursor(partner).ok()?;
         let page = store
-            .pending(partner, cursor.acked_through, &cursor, 1)
+            .pending(partner, cursor.acked_through, &cursor, Room::bulletins(1))
             .ok()?;
         if let Some(first) = page.items.first() {
             oldest_age_ms = now.unix_ms().saturating_sub(first.accepted.unix_ms());

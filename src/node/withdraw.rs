@@ -19,7 +19,7 @@ use crate::audit::record::Event;
 use crate::bulletin::{Digest, Header, Limits, UnverifiedBulletin};
 use crate::identity::PartnerId;
 use crate::policy::{Decision, Route, Withhold};
-use crate::store::{Cursor, Store, StoreError};
+use crate::store::{Cursor, Room, Store, StoreError};
 
 /// A queued bulletin the rules in force no longer share with the partner.
 #[derive(Debug)]
@@ -187,7 +187,7 @@ pub(super) async fn withdraw_removed(
         let mut after = cursor.acked_through;
         let mut seqs = Vec::new();
         while after < head {
-            let page = store.pending(gone, after, &cursor, 1000)?;
+            let page = store.pending(gone, after, &cursor, Room::bulletins(1000))?;
             seqs.extend(page.items.iter().map(|i| i.seq));
             if page.scanned_through <= after {
                 break;

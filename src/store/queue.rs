@@ -25,6 +25,27 @@ pub struct Pending {
     pub path: Vec<String>,
 }
 
+/// How much one page of a partner's queue may hold: at most `bulletins`, and only as
+/// many as fit in `bytes` (but always one). The bytes matter because each bulletin on a
+/// page keeps its whole segment in memory until the page is dropped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Room {
+    /// Bulletins at most.
+    pub bulletins: usize,
+    /// Encoded bulletins' bytes at most, once there is one.
+    pub bytes: usize,
+}
+
+impl Room {
+    /// At most `n` bulletins, whatever their size.
+    pub fn bulletins(n: usize) -> Room {
+        Room {
+            bulletins: n,
+            bytes: usize::MAX,
+        }
+    }
+}
+
 /// A page of a partner's queue.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Page {
@@ -181,25 +202,25 @@ impl Store {
         Ok(Some(seg))
     }
 
-    /// Up to `max` bulletins shared with `partner` with seq above `after`, skipping
-    /// those the cursor marks acknowledged.
+    /// The bulletins shared with `partner` with seq above `after` that fit in `room`,
+    /// skipping those the cursor marks acknowledged.
     pub fn pending(
         &self,
         partner: &PartnerId,
         after: u64,
         cursor: &Cursor,
-        max: usize,
+        room: Room,
     ) -> Result<Page, StoreError> {
         let head = self.head()?;
         let mut page = Page {
-            items: Vec::with_capacity(max.min(256)),
+            items: Vec::with_capacity(room.bulletins.min(256)),
             scanned_through: after,
         };
-        if after >= head || max == 0 {
+        if after >= head || room.bulletins == 0 {
             return Ok(page);
         }
         let name = partner.as_str();
-        let mut next = after + 1;
+        let (mut next, mut bytes) = (after + 1, 0usize);
         while next <= head {
             let Some(seg) = self.segment_holding(next)? else {
                 return Err(corrupt(
@@ -208,11 +229,14 @@ impl Store {
                 ));
             };
             for b in seg.bulletins.iter().filter(|b| b.seq >= next) {
-                if page.items.len() == max {
+                if page.items.len() == room.bulletins {
                     return Ok(page);
                 }
-                page.scanned_through = b.seq;
                 if !cursor.is_acked(b.seq) && b.shared_with.iter().any(|p| p == name) {
+                    bytes = bytes.saturating_add(b.signed.len());
+                    if bytes > room.bytes && !page.items.is_empty() {
+                        return Ok(page);
+                    }
                     page.items.push(Pending {
                         seq: b.seq,
                         accepted: Timestamp::from_unix_ms(b.accepted_unix_ms),
@@ -220,6 +244,7 @@ impl Store {
                         path: b.path.clone(),
                     });
                 }
+                page.scanned_through = b.seq;
             }
             match seg.bulletins.last() {
                 Some(last) if last.seq >= next => next = last.seq + 1,

@@ -116,16 +116,39 @@ fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
     let seqs = |p: &Page| p.items.iter().map(|i| i.seq).collect::<Vec<_>>();
 
     let b = pid("b");
-    let page = store.pending(&b, 0, &Cursor::default(), 10).unwrap();
+    let page = store
+        .pending(&b, 0, &Cursor::default(), Room::bulletins(10))
+        .unwrap();
     assert_eq!(seqs(&page), [1, 3, 4]);
     assert_eq!(page.scanned_through, 4);
 
     // Paging: at most `max`, and the scan position says where to go on.
-    let page = store.pending(&b, 0, &Cursor::default(), 2).unwrap();
+    let page = store
+        .pending(&b, 0, &Cursor::default(), Room::bulletins(2))
+        .unwrap();
     assert_eq!(seqs(&page), [1, 3]);
     assert_eq!(page.scanned_through, 3);
-    let page = store.pending(&b, 3, &Cursor::default(), 2).unwrap();
+    let page = store
+        .pending(&b, 3, &Cursor::default(), Room::bulletins(2))
+        .unwrap();
     assert_eq!(seqs(&page), [4]);
+
+    // A page holds the bulletins that fit in its bytes, and always one: each keeps its
+    // segment in memory.
+    let one = envelope(vec![1; 10]).encoded_len();
+    let two = Room {
+        bulletins: 10,
+        bytes: 2 * one + 1,
+    };
+    let page = store.pending(&b, 0, &Cursor::default(), two).unwrap();
+    assert_eq!(seqs(&page), [1, 3]);
+    assert_eq!(page.scanned_through, 3, "4 is read again next time");
+    let none = Room {
+        bulletins: 10,
+        bytes: 1,
+    };
+    let page = store.pending(&b, 0, &Cursor::default(), none).unwrap();
+    assert_eq!(seqs(&page), [1]);
 
     // Acknowledged entries are skipped.
     let cursor = Cursor {
@@ -134,10 +157,13 @@ fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
     };
     save_cursor(&store, &b, &cursor);
     assert_eq!(store.cursor(&b).unwrap(), cursor);
-    assert_eq!(seqs(&store.pending(&b, 0, &cursor, 10).unwrap()), [3]);
+    assert_eq!(
+        seqs(&store.pending(&b, 0, &cursor, Room::bulletins(10)).unwrap()),
+        [3]
+    );
     assert_eq!(
         store
-            .pending(&pid("nobody"), 0, &Cursor::default(), 10)
+            .pending(&pid("nobody"), 0, &Cursor::default(), Room::bulletins(10))
             .unwrap()
             .items,
         vec![]
@@ -171,7 +197,9 @@ fn everything_is_still_there_after_reopening() {
     );
     let cursor = store.cursor(&pid("b")).unwrap();
     assert_eq!(cursor.acked_through, 1);
-    let page = store.pending(&pid("b"), 0, &cursor, 10).unwrap();
+    let page = store
+        .pending(&pid("b"), 0, &cursor, Room::bulletins(10))
+        .unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].seq, 2);
     assert_eq!(
@@ -219,7 +247,9 @@ fn bulletins_survive_a_reopen_after_an_interrupted_commit_and_old_layouts_are_re
         commit(&store, vec![new(2, "a", &["b"])]),
         [Outcome::Accepted(2)]
     );
-    let page = store.pending(&pid("b"), 0, &Cursor::default(), 10).unwrap();
+    let page = store
+        .pending(&pid("b"), 0, &Cursor::default(), Room::bulletins(10))
+        .unwrap();
     assert_eq!(page.items.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2]);
     // What an earlier renkei wrote has no layout mark.
     store.state.remove(FORMAT_KEY).unwrap();

@@ -15,6 +15,11 @@ pub fn serve(dir: &Path, config: &str) -> (Served, String) {
     serve_with_env(dir, config, &[])
 }
 
+/// The node's allocator (jemalloc) set to give freed memory back at once rather than
+/// within a second, so that RSS shows what the node holds, not what it freed lately.
+pub const RSS_IS_HELD: [(&str, &str); 1] =
+    [("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")];
+
 /// [`serve`] with extra environment variables.
 pub fn serve_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> (Served, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
@@ -40,6 +45,31 @@ pub fn serve_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> (Served
     (served, addr)
 }
 
+/// A process's VmRSS in KiB, if it is still there.
+fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A node's resident memory sampled in the background; see [`Served::watch_rss`].
+pub struct RssWatch {
+    stop: std::sync::mpsc::Sender<()>,
+    sampler: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssWatch {
+    /// The highest VmRSS seen, in KiB; stops watching.
+    pub fn peak_kib(mut self) -> u64 {
+        let _ = self.stop.send(());
+        self.sampler
+            .take()
+            .map_or(0, |s| s.join().expect("the sampler ends"))
+    }
+}
+
 impl Served {
     fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("the node was already stopped")
@@ -52,13 +82,31 @@ impl Served {
 
     /// The node's resident memory now, in KiB (VmRSS).
     pub fn rss_kib(&mut self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("the node's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
+        rss_kib_of(self.pid()).expect("the node's VmRSS in /proc")
+    }
+
+    /// Watches the node's resident memory until the watch is dropped: its peak, which
+    /// samples taken between steps of a test would miss.
+    pub fn watch_rss(&mut self) -> RssWatch {
+        let pid = self.pid();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            // A sample every 5 ms until told to stop (or the node is gone).
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(5))
+            {
+                match rss_kib_of(pid) {
+                    Some(kib) => peak = kib.max(peak),
+                    None => break,
+                }
+            }
+            peak
+        });
+        RssWatch {
+            stop,
+            sampler: Some(sampler),
+        }
     }
 
     /// Sends a signal by name (`HUP`, `TERM`) with kill(1).

@@ -44,10 +44,8 @@ fn hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
             "\n[transport]\ndelivery_window = {WINDOW}\n{partners}"
         ))
         .write(dir, "hub.toml");
-    // Buffers above 128 KiB go back to the system when freed, so RSS shows what the
-    // node holds (as deploy/README.md advises for nodes that move large bulletins).
-    let tunables = [("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")];
-    let (node, addr) = common::served::serve_with_env(dir, "hub.toml", &tunables);
+    let (node, addr) =
+        common::served::serve_with_env(dir, "hub.toml", &common::served::RSS_IS_HELD);
     (node, addr.parse().unwrap())
 }
 
