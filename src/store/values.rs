@@ -15,7 +15,7 @@
 //!
 //! It owns the files; it knows nothing of what the values mean.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,9 @@ use super::StoreError;
 pub(super) const DIR: &str = "values";
 /// A new file is started once the current one would pass this size.
 const FILE_BYTES: u64 = 256 << 20;
+/// Files held open for reading at most (besides the one appended to): a node that ran
+/// for years has thousands of files, more than its descriptors allow.
+const OPEN_FILES: usize = 32;
 
 /// Where a value is, and its checksum: what the engine stores in place of the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,12 +74,43 @@ struct Tail {
     dirty: bool,
 }
 
+/// Files open for reading, the least recently used closed first.
+struct Readers {
+    /// By the offset of the file's first byte: the file, and its last use.
+    open: BTreeMap<u64, (Arc<File>, u64)>,
+    uses: u64,
+    limit: usize,
+}
+
+impl Readers {
+    /// The open file that starts at `start`, if it is open.
+    fn get(&mut self, start: u64) -> Option<Arc<File>> {
+        self.uses += 1;
+        let (file, used) = self.open.get_mut(&start)?;
+        *used = self.uses;
+        Some(file.clone())
+    }
+
+    /// Keeps `file` open, closing the least recently used past the limit.
+    fn keep(&mut self, start: u64, file: Arc<File>) {
+        self.open.insert(start, (file, self.uses));
+        while self.open.len() > self.limit {
+            let oldest = self.open.iter().min_by_key(|(_, (_, used))| *used);
+            match oldest.map(|(start, _)| *start) {
+                Some(start) => self.open.remove(&start),
+                None => break,
+            };
+        }
+    }
+}
+
 /// The value files of one store.
 pub(super) struct ValueLog {
     dir: PathBuf,
     file_bytes: u64,
-    /// Every file by the offset of its first byte.
-    files: RwLock<BTreeMap<u64, Arc<File>>>,
+    /// The offset of every file's first byte.
+    files: RwLock<BTreeSet<u64>>,
+    readers: Mutex<Readers>,
     tail: Mutex<Tail>,
 }
 
@@ -138,7 +172,7 @@ impl ValueLog {
             starts.push(start);
         }
         starts.sort_unstable();
-        let mut files = BTreeMap::new();
+        let mut files = BTreeSet::new();
         let mut changed = false;
         for start in starts {
             let path = dir.join(file_name(start));
@@ -154,21 +188,16 @@ impl ValueLog {
                 file.set_len(committed - start).map_err(|e| io(&path, e))?;
                 file.sync_all().map_err(|e| io(&path, e))?;
             }
-            files.insert(start, Arc::new(file));
+            files.insert(start);
         }
         if changed {
             sync_dir(&dir)?;
         }
-        let (start, file) = match files.last_key_value() {
-            Some((start, file)) => (*start, file.clone()),
-            None => {
-                let path = dir.join(file_name(0));
-                let file = Arc::new(open_file(&path, true)?);
-                sync_dir(&dir)?;
-                files.insert(0, file.clone());
-                (0, file)
-            }
-        };
+        let start = files.last().copied().unwrap_or(0);
+        let file = Arc::new(open_file(&dir.join(file_name(start)), files.is_empty())?);
+        if files.insert(start) {
+            sync_dir(&dir)?;
+        }
         let last_end = start + file.metadata().map_err(|e| io(&dir, e))?.len();
         if last_end < committed {
             return Err(StoreError::Corrupt {
@@ -185,10 +214,16 @@ impl ValueLog {
             end: committed,
             dirty: false,
         };
+        let readers = Readers {
+            open: BTreeMap::new(),
+            uses: 0,
+            limit: OPEN_FILES,
+        };
         Ok(ValueLog {
             dir,
             file_bytes,
             files: RwLock::new(files),
+            readers: Mutex::new(readers),
             tail: Mutex::new(tail),
         })
     }
@@ -212,7 +247,7 @@ impl ValueLog {
             self.files
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(tail.end, file.clone());
+                .insert(tail.end);
             tail.start = tail.end;
             tail.file = file;
         }
@@ -255,13 +290,14 @@ impl ValueLog {
 
     /// Reads the value `ptr` points at and checks it against its checksum.
     pub fn read(&self, ptr: ValuePtr) -> Result<Vec<u8>, StoreError> {
-        let (start, file) = {
+        let start = {
             let files = self.files.read().unwrap_or_else(|p| p.into_inner());
             match files.range(..=ptr.offset).next_back() {
-                Some((start, file)) => (*start, file.clone()),
+                Some(start) => *start,
                 None => return Err(self.damaged(ptr, "no file holds it")),
             }
         };
+        let file = self.reader(start)?;
         let mut buf = vec![0; ptr.len as usize];
         file.read_exact_at(&mut buf, ptr.offset - start)
             .map_err(|e| self.damaged(ptr, &format!("reading {}: {e}", file_name(start))))?;
@@ -269,6 +305,19 @@ impl ValueLog {
             return Err(self.damaged(ptr, "its checksum does not match"));
         }
         Ok(buf)
+    }
+
+    /// The file that starts at `start`, open for reading: kept open, or opened now. Not
+    /// the appending handle, whose lock a large append holds.
+    fn reader(&self, start: u64) -> Result<Arc<File>, StoreError> {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = readers.get(start) {
+            return Ok(file);
+        }
+        let path = self.dir.join(file_name(start));
+        let file = Arc::new(File::open(&path).map_err(|e| io(&path, e))?);
+        readers.keep(start, file.clone());
+        Ok(file)
     }
 
     fn damaged(&self, ptr: ValuePtr, why: &str) -> StoreError {
@@ -362,6 +411,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("value files end at byte 0"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_long_log_keeps_only_a_few_files_open() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
+        let log = ValueLog::open_sized(dir.path(), 0, 100)?;
+        let ptrs: Vec<ValuePtr> = (0..200u8)
+            .map(|n| log.append(&[n; 60]))
+            .collect::<Result<_, _>>()?;
+        log.sync()?;
+        // Read back in an order that keeps leaving the open files behind.
+        for round in 0..2 {
+            for (n, ptr) in ptrs.iter().enumerate().rev().skip(round) {
+                assert_eq!(log.read(*ptr)?, vec![n as u8; 60]);
+            }
+        }
+        let readers = log.readers.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(
+            readers.open.len(),
+            OPEN_FILES,
+            "200 files, {OPEN_FILES} open"
+        );
+        assert!(readers.open.contains_key(&0), "the last used stays open");
         Ok(())
     }
 
