@@ -7,7 +7,8 @@
 //! (`renkei-backup.toml`) written last, so a backup without a manifest is known to be
 //! incomplete. It must be taken by the one writer of the store (the storage
 //! thread), which is what makes the copy consistent; it does not verify the audit log
-//! (the CLI runs `audit verify` on the restored database).
+//! (the CLI runs `audit verify` on the restored database). A restore copies the
+//! backup's files and opens only the copy, so a backup may sit on read-only media.
 
 use crate::store::kv;
 use std::path::{Path, PathBuf};
@@ -159,6 +160,37 @@ fn private_dir(dir: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// Copies the directory tree `from` into the new directory `to`, each file and
+/// directory synced.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BackupError::Io { path, source }
+    };
+    std::fs::create_dir(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io(&src))?;
+        if kind.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst).map_err(io(&src))?;
+            std::fs::File::open(&dst)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&dst))?;
+        } else {
+            return Err(BackupError::NotABackup {
+                dir: from.to_owned(),
+                why: format!("{} is neither a file nor a directory", src.display()),
+            });
+        }
+    }
+    std::fs::File::open(to)
+        .and_then(|d| d.sync_all())
+        .map_err(io(to))
+}
+
 /// Copies every entry of `from` into the empty `to`; returns the keys copied.
 fn copy_tree(from: &kv::Tree, to: &kv::Tree) -> Result<u64, BackupError> {
     Ok(to.insert_all(from.iter())?)
@@ -236,14 +268,21 @@ impl Store {
             });
         }
         {
-            let to = open_copy(data_dir)?;
-            let state = to.tree("state")?;
-            let keys = match manifest.format.as_str() {
-                FORMAT_SLED => super::earlier::copy_from_sled(backup, &state)?,
-                _ => copy_tree(&open_copy(backup)?.tree("state")?, &state)?,
+            let keys;
+            let to = if manifest.format == FORMAT_SLED {
+                let to = open_copy(data_dir)?;
+                keys = super::earlier::copy_from_sled(backup, &to.tree("state")?)?;
+                to.persist()?;
+                to
+            } else {
+                // Files copied, never opened where they are: the backup may be read-only.
+                private_dir(data_dir)?;
+                copy_dir(&backup.join(held), &data_dir.join(held))?;
+                let to = open_copy(data_dir)?;
+                keys = to.tree("state")?.iter().count() as u64;
+                to
             };
-            to.persist()?;
-            let end = match state.get(VALUES_END)? {
+            let end = match to.tree("state")?.get(VALUES_END)? {
                 Some(v) => be_u64(VALUES_END, &v)?,
                 None => 0,
             };
@@ -310,6 +349,28 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
 mod tests {
     use super::*;
 
+    /// Every file under `dir`: its path, length and last change.
+    fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut all = Vec::new();
+        let mut todo = vec![dir.to_owned()];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let meta = entry.metadata().ok();
+                match meta {
+                    Some(m) if m.is_dir() => todo.push(entry.path()),
+                    Some(m) => all.push((
+                        entry.path(),
+                        m.len(),
+                        m.modified().ok().unwrap_or(std::time::UNIX_EPOCH),
+                    )),
+                    None => {}
+                }
+            }
+        }
+        all.sort();
+        all
+    }
+
     #[test]
     fn a_backup_restores_into_an_equal_store_and_refuses_to_overwrite() -> Result<(), BackupError> {
         let dir = tempfile::tempdir().map_err(|source| BackupError::Io {
@@ -359,8 +420,14 @@ mod tests {
             store.backup_to(&copy, String::new(), &signer),
             Err(BackupError::NotEmpty(_))
         ));
+        let before = listing(&copy);
         let back = Store::restore(&copy, &restored, 1 << 20)?;
         assert_eq!(back, taken);
+        assert_eq!(
+            listing(&copy),
+            before,
+            "a restore writes nothing in the backup"
+        );
         assert!(matches!(
             Store::restore(&copy, &restored, 1 << 20),
             Err(BackupError::NotEmpty(_))
