@@ -171,6 +171,13 @@ pub(crate) fn delivery_bytes(signed: &[u8], path: &[String]) -> usize {
     signed.len() + path.iter().map(|p| p.len() + 4).sum::<usize>() + 64
 }
 
+/// A page of a removed partner's queue: only its seqs are wanted, but each bulletin
+/// read keeps its segment in memory until the page is dropped.
+const ROOM: Room = Room {
+    bulletins: 1000,
+    bytes: 4 << 20,
+};
+
 /// Withdraws the whole queue of every partner that the last configuration put in force
 /// named and `rules` do not, then records their partners as the ones in force.
 /// Called when a node starts and after each reload (one at a time).
@@ -187,7 +194,7 @@ pub(super) async fn withdraw_removed(
         let mut after = cursor.acked_through;
         let mut seqs = Vec::new();
         while after < head {
-            let page = store.pending(gone, after, &cursor, Room::bulletins(1000))?;
+            let page = store.pending(gone, after, &cursor, ROOM)?;
             seqs.extend(page.items.iter().map(|i| i.seq));
             if page.scanned_through <= after {
                 break;

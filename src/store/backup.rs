@@ -8,7 +8,8 @@
 //! incomplete. It must be taken by the one writer of the store (the storage
 //! thread), which is what makes the copy consistent; it does not verify the audit log
 //! (the CLI runs `audit verify` on the restored database). A restore copies the
-//! backup's files and opens only the copy, so a backup may sit on read-only media.
+//! backup's files and opens only the copy, so a backup may sit on read-only media
+//! (all but those of the sled era, which sled itself reads).
 
 use crate::store::kv;
 use std::path::{Path, PathBuf};
@@ -175,10 +176,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
         if kind.is_dir() {
             copy_dir(&src, &dst)?;
         } else if kind.is_file() {
-            std::fs::copy(&src, &dst).map_err(io(&src))?;
-            std::fs::File::open(&dst)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&dst))?;
+            copy_file(&src, &dst)?;
         } else {
             return Err(BackupError::NotABackup {
                 dir: from.to_owned(),
@@ -189,6 +187,25 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
     std::fs::File::open(to)
         .and_then(|d| d.sync_all())
         .map_err(io(to))
+}
+
+/// Copies the file `from` into the new file `to`, writable by the node's user alone
+/// whatever `from`'s mode (a backup may be write-protected), and syncs it.
+fn copy_file(from: &Path, to: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BackupError::Io { path, source }
+    };
+    let mut reader = std::fs::File::open(from).map_err(io(from))?;
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(io(to))?;
+    std::io::copy(&mut reader, &mut writer).map_err(io(to))?;
+    writer.sync_all().map_err(io(to))
 }
 
 /// Copies every entry of `from` into the empty `to`; returns the keys copied.
@@ -279,7 +296,10 @@ impl Store {
                 private_dir(data_dir)?;
                 copy_dir(&backup.join(held), &data_dir.join(held))?;
                 let to = open_copy(data_dir)?;
-                keys = to.tree("state")?.iter().count() as u64;
+                keys = to
+                    .tree("state")?
+                    .iter()
+                    .try_fold(0u64, |n, entry| entry.map(|_| n + 1))?;
                 to
             };
             let end = match to.tree("state")?.get(VALUES_END)? {
@@ -420,6 +440,12 @@ mod tests {
             store.backup_to(&copy, String::new(), &signer),
             Err(BackupError::NotEmpty(_))
         ));
+        // Write-protected, as backups are kept: the restored files are writable anyway.
+        use std::os::unix::fs::PermissionsExt as _;
+        for (path, _, _) in listing(&copy) {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
+                .map_err(|source| BackupError::Io { path, source })?;
+        }
         let before = listing(&copy);
         let back = Store::restore(&copy, &restored, 1 << 20)?;
         assert_eq!(back, taken);
@@ -428,6 +454,10 @@ mod tests {
             before,
             "a restore writes nothing in the backup"
         );
+        for (path, _, _) in listing(&restored.join(super::super::kv::DIR)) {
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(mode.ok(), Some(0o600), "{}", path.display());
+        }
         assert!(matches!(
             Store::restore(&copy, &restored, 1 << 20),
             Err(BackupError::NotEmpty(_))

@@ -122,7 +122,7 @@ fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
     assert_eq!(seqs(&page), [1, 3, 4]);
     assert_eq!(page.scanned_through, 4);
 
-    // Paging: at most `max`, and the scan position says where to go on.
+    // Paging: at most `room.bulletins`, and the scan position says where to go on.
     let page = store
         .pending(&b, 0, &Cursor::default(), Room::bulletins(2))
         .unwrap();

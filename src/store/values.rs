@@ -310,13 +310,14 @@ impl ValueLog {
     /// The file that starts at `start`, open for reading: kept open, or opened now. Not
     /// the appending handle, whose lock a large append holds.
     fn reader(&self, start: u64) -> Result<Arc<File>, StoreError> {
-        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(file) = readers.get(start) {
+        let lock = || self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = lock().get(start) {
             return Ok(file);
         }
+        // Opened outside the lock: other reads go on meanwhile.
         let path = self.dir.join(file_name(start));
         let file = Arc::new(File::open(&path).map_err(|e| io(&path, e))?);
-        readers.keep(start, file.clone());
+        lock().keep(start, file.clone());
         Ok(file)
     }
 

@@ -64,9 +64,12 @@ impl RssWatch {
     /// The highest VmRSS seen, in KiB; stops watching.
     pub fn peak_kib(mut self) -> u64 {
         let _ = self.stop.send(());
-        self.sampler
+        let peak = self
+            .sampler
             .take()
-            .map_or(0, |s| s.join().expect("the sampler ends"))
+            .map_or(0, |s| s.join().expect("the sampler ends"));
+        assert!(peak > 0, "the node's memory was never sampled");
+        peak
     }
 }
 
@@ -92,13 +95,12 @@ impl Served {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let sampler = std::thread::spawn(move || {
             let mut peak = 0;
-            // A sample every 5 ms until told to stop (or the node is gone).
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(Duration::from_millis(5))
-            {
-                match rss_kib_of(pid) {
-                    Some(kib) => peak = kib.max(peak),
-                    None => break,
+            // A sample now and every 5 ms until told to stop (or the node is gone).
+            while let Some(kib) = rss_kib_of(pid) {
+                peak = kib.max(peak);
+                match stopped.recv_timeout(Duration::from_millis(5)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => break,
                 }
             }
             peak
