@@ -265,7 +265,8 @@ impl Store {
 
     /// Restores the backup in `backup` into the new data directory `data_dir`, opens it
     /// (which checks its head and its audit tree against the last checkpoint) and
-    /// checks it against the manifest. Returns the manifest.
+    /// checks it against the manifest. Returns the manifest; on an error `data_dir` is
+    /// left empty.
     pub fn restore(
         backup: &Path,
         data_dir: &Path,
@@ -284,56 +285,95 @@ impl Store {
                 why: format!("its manifest is there but its database ({held}) is not"),
             });
         }
-        {
-            let keys;
-            let to = if manifest.format == FORMAT_SLED {
-                let to = open_copy(data_dir)?;
-                keys = super::earlier::copy_from_sled(backup, &to.tree("state")?)?;
-                to.persist()?;
-                to
-            } else {
-                // Files copied, never opened where they are: the backup may be read-only.
-                private_dir(data_dir)?;
-                copy_dir(&backup.join(held), &data_dir.join(held))?;
-                let to = open_copy(data_dir)?;
-                keys = to
-                    .tree("state")?
-                    .iter()
-                    .try_fold(0u64, |n, entry| entry.map(|_| n + 1))?;
-                to
-            };
-            let end = match to.tree("state")?.get(VALUES_END)? {
-                Some(v) => be_u64(VALUES_END, &v)?,
-                None => 0,
-            };
-            ValueLog::copy_to(backup, end, data_dir)?;
-            if keys != manifest.keys {
-                return Err(BackupError::Mismatch(format!(
-                    "{keys} keys copied, the manifest says {}",
-                    manifest.keys
-                )));
-            }
+        let restored = copy_in(backup, data_dir, &manifest, held)
+            .and_then(|()| check_restored(data_dir, cache_bytes, &manifest));
+        if restored.is_err() {
+            // It was empty before: leave it so, and the restore can simply run again.
+            let _ = clear(data_dir);
         }
-        let store = Store::open(data_dir, cache_bytes)?;
-        let restored = store.manifest(manifest.keys, manifest.taken_at.clone())?;
-        let restored = Manifest {
-            software: manifest.software.clone(),
-            signature: manifest.signature.clone(),
-            ..restored
-        };
-        if restored != manifest {
-            return Err(BackupError::Mismatch(format!(
-                "restored {} bulletins and {} audit records (root {}), the manifest says {} and {} (root {})",
-                restored.bulletins,
-                restored.audit_records,
-                restored.audit_root,
-                manifest.bulletins,
-                manifest.audit_records,
-                manifest.audit_root
-            )));
-        }
-        Ok(manifest)
+        restored.map(|()| manifest)
     }
+}
+
+/// Copies the engine and the committed value files of `backup` into the empty
+/// `data_dir`, and checks the keys copied against `manifest`.
+fn copy_in(
+    backup: &Path,
+    data_dir: &Path,
+    manifest: &Manifest,
+    held: &str,
+) -> Result<(), BackupError> {
+    let keys;
+    let to = if manifest.format == FORMAT_SLED {
+        let to = open_copy(data_dir)?;
+        keys = super::earlier::copy_from_sled(backup, &to.tree("state")?)?;
+        to.persist()?;
+        to
+    } else {
+        // Files copied, never opened where they are: the backup may be read-only.
+        private_dir(data_dir)?;
+        copy_dir(&backup.join(held), &data_dir.join(held))?;
+        let to = open_copy(data_dir)?;
+        keys = to
+            .tree("state")?
+            .iter()
+            .try_fold(0u64, |n, entry| entry.map(|_| n + 1))?;
+        to
+    };
+    let end = match to.tree("state")?.get(VALUES_END)? {
+        Some(v) => be_u64(VALUES_END, &v)?,
+        None => 0,
+    };
+    ValueLog::copy_to(backup, end, data_dir)?;
+    if keys != manifest.keys {
+        return Err(BackupError::Mismatch(format!(
+            "{keys} keys copied, the manifest says {}",
+            manifest.keys
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the restored store in `data_dir` (which checks its head and its audit tree
+/// against the last checkpoint) and checks it against `manifest`.
+fn check_restored(
+    data_dir: &Path,
+    cache_bytes: u64,
+    manifest: &Manifest,
+) -> Result<(), BackupError> {
+    let store = Store::open(data_dir, cache_bytes)?;
+    let restored = store.manifest(manifest.keys, manifest.taken_at.clone())?;
+    let restored = Manifest {
+        software: manifest.software.clone(),
+        signature: manifest.signature.clone(),
+        ..restored
+    };
+    if restored != *manifest {
+        return Err(BackupError::Mismatch(format!(
+            "restored {} bulletins and {} audit records (root {}), the manifest says {} and {} (root {})",
+            restored.bulletins,
+            restored.audit_records,
+            restored.audit_root,
+            manifest.bulletins,
+            manifest.audit_records,
+            manifest.audit_root
+        )));
+    }
+    Ok(())
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn clear(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), BackupError> {
@@ -462,6 +502,27 @@ mod tests {
             Store::restore(&copy, &restored, 1 << 20),
             Err(BackupError::NotEmpty(_))
         ));
+        // A restore that fails its checks leaves the data directory empty.
+        let altered = Manifest {
+            keys: taken.keys + 1,
+            ..taken.clone()
+        };
+        let replace = |m: &Manifest| {
+            std::fs::remove_file(copy.join(MANIFEST)).map_err(|source| BackupError::Io {
+                path: copy.join(MANIFEST),
+                source,
+            })?;
+            write_manifest(&copy, m)
+        };
+        replace(&altered)?;
+        let failed = dir.path().join("failed");
+        assert!(matches!(
+            Store::restore(&copy, &failed, 1 << 20),
+            Err(BackupError::Mismatch(_))
+        ));
+        let left = std::fs::read_dir(&failed).map(|d| d.count());
+        assert_eq!(left.ok(), Some(0), "a failed restore left files behind");
+        replace(&taken)?;
         // Without its database, it is not one either, and nothing is made in it.
         let state = copy.join(super::super::kv::DIR);
         let moved = dir.path().join("state-elsewhere");
