@@ -10,7 +10,9 @@ use ed25519_dalek::VerifyingKey;
 use prost::Message as _;
 
 use super::checkpoint::{self, CheckpointError};
-use super::merkle::{MemoryTree, MerkleError};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::merkle::{Frontier, MerkleError, TreeHash};
 use super::rotation::KeyChain;
 use crate::proto::{self, export_item::Item};
 
@@ -41,6 +43,9 @@ pub enum VerifyError {
         /// The key the header names.
         named: String,
     },
+    /// The records could not be read from where they are kept.
+    #[error("the records could not be read: {0}")]
+    Unreadable(String),
     /// A record does not decode.
     #[error("record at position {position} does not decode: {why}")]
     Undecodable {
@@ -261,16 +266,32 @@ pub fn verify_against(
     key: &VerifyingKey,
     trusted: &[&str],
 ) -> Result<Summary, VerifyError> {
-    let h = &export.header;
+    let records = export.records.iter().cloned().map(Ok);
+    verify_records(&export.header, records, &export.checkpoints, key, trusted)
+}
+
+/// [`verify_against`] for records that come one at a time (read from a file as they
+/// are checked): memory does not grow with the log. `records` are in file order.
+pub fn verify_records(
+    h: &proto::ExportHeader,
+    records: impl Iterator<Item = Result<Bytes, VerifyError>>,
+    checkpoints: &[String],
+    key: &VerifyingKey,
+    trusted: &[&str],
+) -> Result<Summary, VerifyError> {
     if h.origin != checkpoint::log_origin(&h.node_id) {
         return Err(VerifyError::WrongNode {
             node_id: h.node_id.clone(),
             origin: h.origin.clone(),
         });
     }
-    let (tree, chain) = replay(export, key)?;
-    let records = tree.size();
-    let covered = check_checkpoints(export, &tree, &chain)?;
+    let notes = checkpoints
+        .iter()
+        .map(String::as_str)
+        .chain(trusted.iter().copied());
+    let (roots, chain) = replay(h, records, key, wanted_sizes(notes))?;
+    let records = roots.size;
+    let covered = check_checkpoints(&h.origin, checkpoints, &roots, &chain)?;
     // Checked after the checkpoints, which say where a wrong key first fails.
     let named = header_key(h)?;
     if *chain.current() != named {
@@ -285,27 +306,60 @@ pub fn verify_against(
             records,
         });
     }
-    let largest = check_trusted(export, &tree, &chain, trusted)?;
+    let largest = check_trusted(&h.origin, &roots, &chain, trusted)?;
     Ok(Summary {
         node_id: h.node_id.clone(),
         origin: h.origin.clone(),
         records,
-        checkpoints: export.checkpoints.len(),
+        checkpoints: checkpoints.len(),
         covered,
-        root: tree.root(records)?.to_string(),
+        root: roots.root(records)?.to_string(),
         trusted: largest,
     })
 }
 
+/// The tree sizes the checkpoint `notes` state (those that do not parse are reported
+/// where they are checked).
+fn wanted_sizes<'a>(notes: impl Iterator<Item = &'a str>) -> BTreeSet<u64> {
+    notes
+        .filter_map(|note| checkpoint::stated(note).ok())
+        .map(|stated| stated.size)
+        .collect()
+}
+
+/// The roots of the replayed tree at the sizes asked for and at its full size.
+struct Roots {
+    size: u64,
+    at: BTreeMap<u64, TreeHash>,
+}
+
+impl Roots {
+    fn root(&self, size: u64) -> Result<TreeHash, VerifyError> {
+        self.at
+            .get(&size)
+            .copied()
+            .ok_or_else(|| VerifyError::Format(format!("no root was kept at size {size}")))
+    }
+}
+
 /// The tree of the export's records, rebuilt from them alone (in sequence, time never
-/// going back, as many as announced), and the chain of checkpoint keys from `key`
-/// that their rotation records make.
-fn replay(export: &Export, key: &VerifyingKey) -> Result<(MemoryTree, KeyChain), VerifyError> {
-    let h = &export.header;
-    let mut tree = MemoryTree::new();
+/// going back, as many as announced) with its roots at the `wanted` sizes, and the
+/// chain of checkpoint keys from `key` that their rotation records make.
+fn replay(
+    h: &proto::ExportHeader,
+    records: impl Iterator<Item = Result<Bytes, VerifyError>>,
+    key: &VerifyingKey,
+    wanted: BTreeSet<u64>,
+) -> Result<(Roots, KeyChain), VerifyError> {
+    let mut tree = Frontier::default();
+    let mut at = BTreeMap::new();
+    if wanted.contains(&0) {
+        at.insert(0, tree.root());
+    }
     let mut chain = KeyChain::new(&h.origin, *key);
     let mut last_time = 0;
-    for (position, bytes) in (0u64..).zip(&export.records) {
+    for (position, bytes) in (0u64..).zip(records) {
+        let bytes = bytes?;
         let r =
             proto::AuditRecord::decode(bytes.clone()).map_err(|e| VerifyError::Undecodable {
                 position,
@@ -324,9 +378,13 @@ fn replay(export: &Export, key: &VerifyingKey) -> Result<(MemoryTree, KeyChain),
         if let Some(rotation) = &r.key_rotation {
             chain.follow(r.seq, rotation)?;
         }
-        tree.push(bytes)?;
+        tree.push(&bytes);
+        if wanted.contains(&tree.size()) {
+            at.insert(tree.size(), tree.root());
+        }
     }
     let records = tree.size();
+    at.insert(records, tree.root());
     if records == 0 {
         return Err(VerifyError::Format(
             "the export holds no records (a node's log starts with its configuration)".into(),
@@ -338,19 +396,20 @@ fn replay(export: &Export, key: &VerifyingKey) -> Result<(MemoryTree, KeyChain),
             found: records,
         });
     }
-    Ok((tree, chain))
+    Ok((Roots { size: records, at }, chain))
 }
 
 /// Checks every checkpoint with the key in force at its size and against the tree;
 /// returns the records the largest covers.
 fn check_checkpoints(
-    export: &Export,
-    tree: &MemoryTree,
+    origin: &str,
+    checkpoints: &[String],
+    tree: &Roots,
     chain: &KeyChain,
 ) -> Result<u64, VerifyError> {
-    let (origin, records) = (&export.header.origin, tree.size());
+    let records = tree.size;
     let mut covered = 0;
-    for (index, note) in export.checkpoints.iter().enumerate() {
+    for (index, note) in checkpoints.iter().enumerate() {
         let bad = |why| VerifyError::BadCheckpoint { index, why };
         let stated = checkpoint::stated(note).map_err(bad)?;
         let c = checkpoint::verify(note, origin, chain.for_size(stated.size)).map_err(bad)?;
@@ -375,12 +434,12 @@ fn check_checkpoints(
 
 /// Checks the log extends every checkpoint the auditor kept; the largest one's size.
 fn check_trusted(
-    export: &Export,
-    tree: &MemoryTree,
+    origin: &str,
+    tree: &Roots,
     chain: &KeyChain,
     trusted: &[&str],
 ) -> Result<Option<u64>, VerifyError> {
-    let (origin, records) = (&export.header.origin, tree.size());
+    let records = tree.size;
     let mut largest = None;
     for note in trusted {
         let bad = |why| VerifyError::BadTrusted { why };

@@ -222,5 +222,51 @@ impl HashStore for MemoryTree {
     }
 }
 
+use sha2::Digest as _;
+
+/// The right edge of a growing tree: the root of each perfect subtree the records so far
+/// split into, largest first (at most 64). Enough to give the root at the current size
+/// in memory that does not grow with the log; no proofs.
+#[derive(Clone, Debug, Default)]
+pub struct Frontier {
+    /// (height, hash) of each perfect subtree, left to right.
+    subtrees: Vec<(u32, TreeHash)>,
+    size: u64,
+}
+
+impl Frontier {
+    /// Appends a record.
+    pub fn push(&mut self, record: &[u8]) {
+        let (mut height, mut hash) = (0, leaf_hash(record));
+        while let Some(&(h, left)) = self.subtrees.last() {
+            if h != height {
+                break;
+            }
+            self.subtrees.pop();
+            hash = tlog_tiles::node_hash(left.into(), hash.into()).into();
+            height += 1;
+        }
+        self.subtrees.push((height, hash));
+        self.size += 1;
+    }
+
+    /// Number of records.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the records so far (RFC 6962: the smaller subtrees hang off the right).
+    pub fn root(&self) -> TreeHash {
+        let mut right = self.subtrees.iter().rev().map(|(_, hash)| *hash);
+        match right.next() {
+            // The empty tree's root is the hash of nothing (RFC 6962 §2.1).
+            None => TreeHash(sha2::Sha256::digest([]).into()),
+            Some(last) => right.fold(last, |acc, left| {
+                tlog_tiles::node_hash(left.into(), acc.into()).into()
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

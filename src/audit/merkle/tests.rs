@@ -1,6 +1,6 @@
 use super::*;
 use proptest::prelude::*;
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 /// The inputs and roots of the Certificate Transparency reference tests (RFC 6962).
 const CT_LEAVES: [&str; 8] = [
@@ -226,4 +226,31 @@ proptest! {
         let _ = check_consistency(&proof, new, TreeHash(root), old, TreeHash(root));
         let _ = check_inclusion(&proof, new, TreeHash(root), index, TreeHash(root));
     }
+}
+
+#[test]
+fn the_frontier_gives_every_roots_of_the_full_tree_and_of_rfc_6962() {
+    let mut frontier = Frontier::default();
+    let mut full = MemoryTree::new();
+    assert_eq!(frontier.root().to_string(), CT_ROOTS[0]);
+    for (n, leaf) in CT_LEAVES.iter().enumerate() {
+        frontier.push(&hex::decode(leaf).unwrap());
+        assert_eq!(
+            frontier.root().to_string(),
+            CT_ROOTS[n + 1],
+            "size {}",
+            n + 1
+        );
+    }
+    for n in 0..300u32 {
+        let record = n.to_be_bytes();
+        frontier.push(&record);
+        full.push(&record).unwrap();
+    }
+    let mut again = Frontier::default();
+    for size in 1..=full.size() {
+        again.push(&(size as u32 - 1).to_be_bytes());
+        assert_eq!(again.root(), full.root(size).unwrap(), "size {size}");
+    }
+    assert_eq!(frontier.size(), 308);
 }
