@@ -5,12 +5,15 @@
 //! Pure: bytes in, a verdict out. The verdict names the first record or checkpoint that
 //! does not match, or a rollback or fork against a checkpoint the auditor kept.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use prost::Message as _;
 
 use super::checkpoint::{self, CheckpointError};
 use std::collections::{BTreeMap, BTreeSet};
+
+mod read;
+pub use read::{outline, parse, records, Export, Outline};
 
 use super::merkle::{Frontier, MerkleError, TreeHash};
 use super::rotation::KeyChain;
@@ -166,60 +169,6 @@ pub struct Summary {
     pub root: String,
     /// Size of the trusted checkpoint the log was checked against, if any.
     pub trusted: Option<u64>,
-}
-
-/// A parsed export: the header, records and checkpoints, in file order.
-pub struct Export {
-    /// The header.
-    pub header: proto::ExportHeader,
-    /// Encoded records.
-    pub records: Vec<Bytes>,
-    /// Signed checkpoint notes.
-    pub checkpoints: Vec<String>,
-}
-
-/// Splits an export file into its items.
-pub fn parse(bytes: Bytes) -> Result<Export, VerifyError> {
-    let mut buf = bytes;
-    let mut header = None;
-    let (mut records, mut checkpoints) = (Vec::new(), Vec::new());
-    while buf.has_remaining() {
-        let item = proto::ExportItem::decode_length_delimited(&mut buf).map_err(|e| {
-            VerifyError::Format(format!(
-                "item {} does not decode ({e}); the file is cut short or damaged",
-                records.len() + checkpoints.len() + 1
-            ))
-        })?;
-        match item.item {
-            Some(Item::Header(h)) if header.is_none() => header = Some(h),
-            Some(Item::Record(r)) if header.is_some() && checkpoints.is_empty() => records.push(r),
-            Some(Item::Checkpoint(c)) if header.is_some() => checkpoints.push(c),
-            other => {
-                return Err(VerifyError::Format(format!(
-                    "unexpected item after {} records and {} checkpoints: {:?}",
-                    records.len(),
-                    checkpoints.len(),
-                    other.map(|i| match i {
-                        Item::Header(_) => "header",
-                        Item::Record(_) => "record",
-                        Item::Checkpoint(_) => "checkpoint",
-                    })
-                )))
-            }
-        }
-    }
-    let header = header.ok_or_else(|| VerifyError::Format("no header".into()))?;
-    if header.format != FORMAT {
-        return Err(VerifyError::Format(format!(
-            "format {:?}, expected {FORMAT:?}",
-            header.format
-        )));
-    }
-    Ok(Export {
-        header,
-        records,
-        checkpoints,
-    })
 }
 
 /// The signing key an export names.

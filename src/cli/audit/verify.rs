@@ -41,9 +41,9 @@ pub(in crate::cli) fn verify(
     as_json: bool,
 ) -> anyhow::Result<()> {
     let self_signed_ok = args.self_signed_ok;
-    let (v, parsed) = check_export(args)?;
+    let (v, checkpoints) = check_outline(args)?;
     let witnessed = match witnesses.asked() {
-        true => Some(witnesses.newest(&parsed.checkpoints, &v.summary.node_id, &v.key)?),
+        true => Some(witnesses.newest(&checkpoints, &v.summary.node_id, &v.key)?),
         false => None,
     };
     match as_json {
@@ -130,21 +130,31 @@ impl Verdict {
 
 /// Runs every check of `audit verify`; an error for anything that does not hold.
 pub(in crate::cli) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
-    Ok(check_export(args)?.0)
+    Ok(check_outline(args)?.0)
 }
 
-/// [`check`], and the export it checked.
+/// [`check`], and the export's checkpoints. An export file is read twice, its outline
+/// then its records, and never held whole: a log of any length verifies in little
+/// memory.
+fn check_outline(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, Vec<String>)> {
+    let Some(file) = args.file.filter(|_| args.data_dir.is_none()) else {
+        let (verdict, export) = check_export(args)?;
+        return Ok((verdict, export.checkpoints));
+    };
+    let open = || -> anyhow::Result<_> {
+        let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        Ok(std::io::BufReader::with_capacity(1 << 20, f))
+    };
+    let outline = export::outline(open()?)?;
+    let verdict = check_records(&outline, export::records(open()?), &args)?;
+    Ok((verdict, outline.checkpoints))
+}
+
+/// [`check`], and the export it checked, held in memory.
 pub(in crate::cli) fn check_export(
     args: VerifyArgs<'_>,
 ) -> anyhow::Result<(Verdict, export::Export)> {
-    let VerifyArgs {
-        file,
-        data_dir,
-        key,
-        trusted,
-        ..
-    } = args;
-    let bytes = match (file, data_dir) {
+    let bytes = match (args.file, args.data_dir) {
         (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
         (None, Some(d)) => {
             let g = tokio::runtime::Builder::new_current_thread()
@@ -155,12 +165,29 @@ pub(in crate::cli) fn check_export(
         _ => bail!("give either an export FILE or --data-dir"),
     };
     let parsed = export::parse(Bytes::from(bytes))?;
-    let named = export::header_key(&parsed.header)?;
-    let pinned = key.is_some();
+    let outline = export::Outline {
+        header: parsed.header.clone(),
+        checkpoints: parsed.checkpoints.clone(),
+        starting_key: export::starting_key(&parsed)?,
+    };
+    let records = parsed.records.iter().cloned().map(Ok);
+    let verdict = check_records(&outline, records, &args)?;
+    Ok((verdict, parsed))
+}
+
+/// Checks the `records` of the export `outline` describes against what `args` anchor
+/// it to.
+fn check_records(
+    outline: &export::Outline,
+    records: impl Iterator<Item = Result<Bytes, export::VerifyError>>,
+    args: &VerifyArgs<'_>,
+) -> anyhow::Result<Verdict> {
+    let named = export::header_key(&outline.header)?;
+    let pinned = args.key.is_some();
     // With --key, the chain of checkpoint keys starts at it (and must end at the key
     // the export names); without, where the log says it starts.
-    let logged = export::starting_key(&parsed)?;
-    let start = match key {
+    let logged = outline.starting_key;
+    let start = match args.key {
         Some(k) => *crate::cli::public_key_arg("--key", k)?.verifying_key(),
         None => logged,
     };
@@ -168,10 +195,17 @@ pub(in crate::cli) fn check_export(
     if start != named && logged == named {
         bail!("the export is signed by another key than --key: it is not this node's log");
     }
-    let trusted = trusted
+    let trusted = args
+        .trusted
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let summary = export::verify(&parsed, &start, trusted.as_deref())?;
+    let summary = export::verify_records(
+        &outline.header,
+        records,
+        &outline.checkpoints,
+        &start,
+        trusted.as_deref().as_slice(),
+    )?;
     // Without a key or checkpoint the auditor holds, a log re-signed with another key
     // passes every check above: it is consistent, not verified.
     let trust = match (pinned, trusted.is_some()) {
@@ -180,12 +214,11 @@ pub(in crate::cli) fn check_export(
         (false, true) => "the trusted checkpoint",
         (false, false) => "none: checked only with the key the log itself names (self-signed)",
     };
-    let verdict = Verdict {
+    Ok(Verdict {
         summary,
         anchored: pinned || trusted.is_some(),
         pinned,
         trust,
         key: named,
-    };
-    Ok((verdict, parsed))
+    })
 }
