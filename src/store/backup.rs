@@ -431,18 +431,15 @@ mod tests {
         all
     }
 
-    #[test]
-    fn a_backup_restores_into_an_equal_store_and_refuses_to_overwrite() -> Result<(), BackupError> {
-        let dir = tempfile::tempdir().map_err(|source| BackupError::Io {
-            path: "tempdir".into(),
-            source,
-        })?;
-        let (live, copy, restored) = (
-            dir.path().join("live"),
-            dir.path().join("copy"),
-            dir.path().join("restored"),
-        );
-        let store = Store::open(&live, 1 << 20)?;
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
+        let path = path.to_owned();
+        move |source| BackupError::Io { path, source }
+    }
+
+    /// A store of ten operator records in `dir/live`, backed up into `dir/copy` with
+    /// the checkpoint key `[5; 32]`: the store, the copy and its manifest.
+    fn backed_up(dir: &Path) -> Result<(Store, PathBuf, Manifest), BackupError> {
+        let store = Store::open(&dir.join("live"), 1 << 20)?;
         let node: crate::identity::PartnerId = "hub"
             .parse()
             .map_err(|_| BackupError::Mismatch("test id".into()))?;
@@ -450,43 +447,57 @@ mod tests {
         store.set_identity(&node, &key.verifying_key())?;
         let events = (0..10)
             .map(|i| {
-                super::super::Entry::Event(
-                    Some(crate::audit::record::Event::operator(
-                        &node,
-                        &format!("op {i}"),
-                    )),
-                    None,
-                )
+                let event = crate::audit::record::Event::operator(&node, &format!("op {i}"));
+                super::super::Entry::Event(Some(event), None)
             })
             .collect();
         store.commit(events, crate::timestamp::Timestamp::from_unix_ms(1_000))?;
+        let copy = dir.join("copy");
+        let taken = store.backup_to(&copy, "2026-11-26T00:00:00Z".into(), &signer()?)?;
+        Ok((store, copy, taken))
+    }
+
+    fn signer() -> Result<CheckpointSigner, BackupError> {
         let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let signer = CheckpointSigner::new("renkei/jp-mod/audit", key.clone())
-            .map_err(|e| BackupError::Mismatch(e.to_string()))?;
-        let taken = store.backup_to(&copy, "2026-11-26T00:00:00Z".into(), &signer)?;
+        CheckpointSigner::new("renkei/jp-mod/audit", key)
+            .map_err(|e| BackupError::Mismatch(e.to_string()))
+    }
+
+    #[test]
+    fn a_backup_is_signed_and_never_written_over() -> Result<(), BackupError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tempdir")))?;
+        let (store, copy, taken) = backed_up(dir.path())?;
         assert_eq!(taken.audit_records, 10);
         // The manifest is signed by the node's key; any change of it breaks that.
-        taken.verify(&key.verifying_key())?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+        taken.verify(&key)?;
         let other = ed25519_dalek::SigningKey::from_bytes(&[6; 32]).verifying_key();
         assert!(taken.verify(&other).is_err());
         let altered = Manifest {
             bulletins: taken.bulletins + 1,
             ..taken.clone()
         };
-        assert!(altered.verify(&key.verifying_key()).is_err());
-        let live_keys = store.state.iter().count();
-        assert_eq!(taken.keys, live_keys as u64);
+        assert!(altered.verify(&key).is_err());
+        assert_eq!(taken.keys, store.state.iter().count() as u64);
         assert!(matches!(
-            store.backup_to(&copy, String::new(), &signer),
+            store.backup_to(&copy, String::new(), &signer()?),
             Err(BackupError::NotEmpty(_))
         ));
-        // Write-protected, as backups are kept: the restored files are writable anyway.
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_protected_backup_restores_into_an_equal_store_untouched() -> Result<(), BackupError>
+    {
         use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().map_err(io(Path::new("tempdir")))?;
+        let (_store, copy, taken) = backed_up(dir.path())?;
         for (path, _, _) in listing(&copy) {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
-                .map_err(|source| BackupError::Io { path, source })?;
+                .map_err(io(&path))?;
         }
         let before = listing(&copy);
+        let restored = dir.path().join("restored");
         let back = Store::restore(&copy, &restored, 1 << 20)?;
         assert_eq!(back, taken);
         assert_eq!(
@@ -494,6 +505,7 @@ mod tests {
             before,
             "a restore writes nothing in the backup"
         );
+        // The restored files are writable anyway.
         for (path, _, _) in listing(&restored.join(super::super::kv::DIR)) {
             let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
             assert_eq!(mode.ok(), Some(0o600), "{}", path.display());
@@ -502,19 +514,22 @@ mod tests {
             Store::restore(&copy, &restored, 1 << 20),
             Err(BackupError::NotEmpty(_))
         ));
-        // A restore that fails its checks leaves the data directory empty.
-        let altered = Manifest {
-            keys: taken.keys + 1,
-            ..taken.clone()
-        };
+        Ok(())
+    }
+
+    #[test]
+    fn a_restore_that_fails_leaves_nothing_behind() -> Result<(), BackupError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tempdir")))?;
+        let (_store, copy, taken) = backed_up(dir.path())?;
+        // A manifest that does not match: the data directory is left empty.
         let replace = |m: &Manifest| {
-            std::fs::remove_file(copy.join(MANIFEST)).map_err(|source| BackupError::Io {
-                path: copy.join(MANIFEST),
-                source,
-            })?;
+            std::fs::remove_file(copy.join(MANIFEST)).map_err(io(&copy.join(MANIFEST)))?;
             write_manifest(&copy, m)
         };
-        replace(&altered)?;
+        replace(&Manifest {
+            keys: taken.keys + 1,
+            ..taken.clone()
+        })?;
         let failed = dir.path().join("failed");
         assert!(matches!(
             Store::restore(&copy, &failed, 1 << 20),
@@ -526,24 +541,15 @@ mod tests {
         // Without its database, it is not one either, and nothing is made in it.
         let state = copy.join(super::super::kv::DIR);
         let moved = dir.path().join("state-elsewhere");
-        std::fs::rename(&state, &moved).map_err(|source| BackupError::Io {
-            path: state.clone(),
-            source,
-        })?;
+        std::fs::rename(&state, &moved).map_err(io(&state))?;
         assert!(matches!(
             Store::restore(&copy, &dir.path().join("again"), 1 << 20),
             Err(BackupError::NotABackup { .. })
         ));
         assert!(!state.exists(), "restore made a database in the backup");
-        std::fs::rename(&moved, &state).map_err(|source| BackupError::Io {
-            path: state.clone(),
-            source,
-        })?;
+        std::fs::rename(&moved, &state).map_err(io(&state))?;
         // Without its manifest, a directory is not a backup.
-        std::fs::remove_file(copy.join(MANIFEST)).map_err(|source| BackupError::Io {
-            path: copy.clone(),
-            source,
-        })?;
+        std::fs::remove_file(copy.join(MANIFEST)).map_err(io(&copy))?;
         assert!(matches!(
             Store::restore(&copy, &dir.path().join("again"), 1 << 20),
             Err(BackupError::NotABackup { .. })
