@@ -176,7 +176,8 @@ pub fn check_consistency(
         .map_err(from_tlog)
 }
 
-/// A whole tree's stored hashes in memory: for verifying an exported log and for tests.
+/// A whole tree's stored hashes in memory, for tests and proofs (an exported log is
+/// verified with a [`Frontier`], which holds only its right edge).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTree {
     stored: Vec<TreeHash>,

@@ -9,7 +9,7 @@ use anyhow::bail;
 use prost::Message as _;
 
 use super::{check_export, VerifyArgs};
-use crate::audit::merkle::MemoryTree;
+use crate::audit::merkle::Frontier;
 use crate::metrics::{self, Period, Programme};
 use crate::proto::{self, AuditEvent};
 use crate::timestamp::Timestamp;
@@ -49,10 +49,10 @@ pub(in crate::cli) fn recount(a: RecountArgs<'_>) -> anyhow::Result<()> {
             export.records.len()
         );
     };
-    let mut tree = MemoryTree::new();
+    let mut tree = Frontier::default();
     let mut records = Vec::with_capacity(counted.len());
     for bytes in counted {
-        tree.push(bytes)?;
+        tree.push(bytes);
         records.push(proto::AuditRecord::decode(bytes.clone())?);
     }
     // The node's own affiliation as its latest configuration said.
@@ -70,7 +70,7 @@ pub(in crate::cli) fn recount(a: RecountArgs<'_>) -> anyhow::Result<()> {
             .map(|((day, party, name), value)| (day, party, name, value))
             .collect(),
         log_size: size,
-        log_root: tree.root(size)?.0,
+        log_root: tree.root().0,
     };
     let programme = Programme {
         domestic: domestic.as_deref(),
