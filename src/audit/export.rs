@@ -5,19 +5,19 @@
 //! Pure: bytes in, a verdict out. The verdict names the first record or checkpoint that
 //! does not match, or a rollback or fork against a checkpoint the auditor kept.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use prost::Message as _;
 
 use super::checkpoint::{self, CheckpointError};
-use std::collections::{BTreeMap, BTreeSet};
-
-mod read;
-pub use read::{outline, parse, records, Export, Outline};
-
-use super::merkle::{Frontier, MerkleError, TreeHash};
+use super::merkle::{Frontier, TreeHash};
 use super::rotation::KeyChain;
 use crate::proto::{self, export_item::Item};
+
+mod read;
+pub use read::{outline, parse, records, starting_key, Export, Outline};
 
 /// The format name in every export header.
 pub const FORMAT: &str = "renkei-audit-export/1";
@@ -147,9 +147,6 @@ pub enum VerifyError {
         /// Root the auditor kept.
         trusted: String,
     },
-    /// The tree could not be computed.
-    #[error(transparent)]
-    Merkle(#[from] MerkleError),
 }
 
 /// What a successful check found.
@@ -180,19 +177,6 @@ pub fn header_key(header: &proto::ExportHeader) -> Result<VerifyingKey, VerifyEr
         .map_err(|_| VerifyError::Format("the header's public key is not 32 bytes".into()))?;
     VerifyingKey::from_bytes(&bytes)
         .map_err(|e| VerifyError::Format(format!("the header's public key: {e}")))
-}
-
-/// The key a verifier given none starts from: the one the log's first key rotation
-/// rotates from, or the key its header names.
-pub fn starting_key(export: &Export) -> Result<VerifyingKey, VerifyError> {
-    for bytes in &export.records {
-        let r = proto::AuditRecord::decode(bytes.clone())
-            .map_err(|e| VerifyError::Format(e.to_string()))?;
-        if let Some(k) = super::rotation::first_key(std::slice::from_ref(&r)) {
-            return Ok(k);
-        }
-    }
-    header_key(&export.header)
 }
 
 /// Recomputes the whole tree from the records alone and checks every checkpoint with

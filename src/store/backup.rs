@@ -161,13 +161,15 @@ fn private_dir(dir: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// What an I/O error at `path` becomes.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
+    let path = path.to_owned();
+    move |source| BackupError::Io { path, source }
+}
+
 /// Copies the directory tree `from` into the new directory `to`, each file and
 /// directory synced.
 fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BackupError::Io { path, source }
-    };
     std::fs::create_dir(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;
@@ -193,10 +195,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
 /// whatever `from`'s mode (a backup may be write-protected), and syncs it.
 fn copy_file(from: &Path, to: &Path) -> Result<(), BackupError> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BackupError::Io { path, source }
-    };
     let mut reader = std::fs::File::open(from).map_err(io(from))?;
     let mut writer = std::fs::OpenOptions::new()
         .write(true)
@@ -429,11 +427,6 @@ mod tests {
         }
         all.sort();
         all
-    }
-
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
-        let path = path.to_owned();
-        move |source| BackupError::Io { path, source }
     }
 
     /// A store of ten operator records in `dir/live`, backed up into `dir/copy` with

@@ -79,7 +79,6 @@ struct Readers {
     /// By the offset of the file's first byte: the file, and its last use.
     open: BTreeMap<u64, (Arc<File>, u64)>,
     uses: u64,
-    limit: usize,
 }
 
 impl Readers {
@@ -94,7 +93,7 @@ impl Readers {
     /// Keeps `file` open, closing the least recently used past the limit.
     fn keep(&mut self, start: u64, file: Arc<File>) {
         self.open.insert(start, (file, self.uses));
-        while self.open.len() > self.limit {
+        while self.open.len() > OPEN_FILES {
             let oldest = self.open.iter().min_by_key(|(_, (_, used))| *used);
             match oldest.map(|(start, _)| *start) {
                 Some(start) => self.open.remove(&start),
@@ -217,7 +216,6 @@ impl ValueLog {
         let readers = Readers {
             open: BTreeMap::new(),
             uses: 0,
-            limit: OPEN_FILES,
         };
         Ok(ValueLog {
             dir,

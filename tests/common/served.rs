@@ -57,17 +57,14 @@ fn rss_kib_of(pid: u32) -> Option<u64> {
 /// A node's resident memory sampled in the background; see [`Served::watch_rss`].
 pub struct RssWatch {
     stop: std::sync::mpsc::Sender<()>,
-    sampler: Option<std::thread::JoinHandle<u64>>,
+    sampler: std::thread::JoinHandle<u64>,
 }
 
 impl RssWatch {
     /// The highest VmRSS seen, in KiB; stops watching.
-    pub fn peak_kib(mut self) -> u64 {
+    pub fn peak_kib(self) -> u64 {
         let _ = self.stop.send(());
-        let peak = self
-            .sampler
-            .take()
-            .map_or(0, |s| s.join().expect("the sampler ends"));
+        let peak = self.sampler.join().expect("the sampler ends");
         assert!(peak > 0, "the node's memory was never sampled");
         peak
     }
@@ -105,10 +102,7 @@ impl Served {
             }
             peak
         });
-        RssWatch {
-            stop,
-            sampler: Some(sampler),
-        }
+        RssWatch { stop, sampler }
     }
 
     /// Sends a signal by name (`HUP`, `TERM`) with kill(1).

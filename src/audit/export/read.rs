@@ -28,9 +28,8 @@ pub fn parse(bytes: Bytes) -> Result<Export, VerifyError> {
     let (mut records, mut checkpoints) = (Vec::new(), Vec::new());
     for item in items {
         match item? {
-            Item::Record(r) => records.push(r),
-            Item::Checkpoint(c) => checkpoints.push(c),
-            Item::Header(_) => unreachable_header()?,
+            Body::Record(r) => records.push(r),
+            Body::Checkpoint(c) => checkpoints.push(c),
         }
     }
     Ok(Export {
@@ -47,8 +46,19 @@ pub struct Outline {
     pub header: proto::ExportHeader,
     /// Signed checkpoint notes.
     pub checkpoints: Vec<String>,
-    /// The key a verifier given none starts from (see [`super::starting_key`]).
+    /// The key a verifier given none starts from (see [`starting_key`]).
     pub starting_key: VerifyingKey,
+}
+
+impl Outline {
+    /// The outline of an export held in memory.
+    pub fn of(export: &Export) -> Result<Outline, VerifyError> {
+        Ok(Outline {
+            header: export.header.clone(),
+            checkpoints: export.checkpoints.clone(),
+            starting_key: starting_key(export)?,
+        })
+    }
 }
 
 /// Reads the [`Outline`] of the export `r` holds.
@@ -58,14 +68,9 @@ pub fn outline(r: impl std::io::BufRead) -> Result<Outline, VerifyError> {
     let (mut first_key, mut checkpoints) = (None, Vec::new());
     for item in items {
         match item? {
-            Item::Record(bytes) if first_key.is_none() => {
-                let r = proto::AuditRecord::decode(bytes)
-                    .map_err(|e| VerifyError::Format(e.to_string()))?;
-                first_key = crate::audit::rotation::first_key(std::slice::from_ref(&r));
-            }
-            Item::Record(_) => {}
-            Item::Checkpoint(c) => checkpoints.push(c),
-            Item::Header(_) => unreachable_header()?,
+            Body::Record(bytes) if first_key.is_none() => first_key = rotated_from(&bytes)?,
+            Body::Record(_) => {}
+            Body::Checkpoint(c) => checkpoints.push(c),
         }
     }
     let starting_key = match first_key {
@@ -87,15 +92,34 @@ pub fn records(r: impl std::io::BufRead) -> impl Iterator<Item = Result<Bytes, V
         .map(Err)
         .into_iter()
         .chain(items.map_while(|item| match item {
-            Ok(Item::Record(r)) => Some(Ok(r)),
-            Ok(_) => None,
+            Ok(Body::Record(r)) => Some(Ok(r)),
+            Ok(Body::Checkpoint(_)) => None,
             Err(e) => Some(Err(e)),
         }))
 }
 
-/// The reader hands out the header once, first; another is an unexpected item.
-fn unreachable_header() -> Result<(), VerifyError> {
-    Err(VerifyError::Format("a second header".into()))
+/// The key a verifier given none starts from: the one the log's first key rotation
+/// rotates from, or the key its header names.
+pub fn starting_key(export: &Export) -> Result<VerifyingKey, VerifyError> {
+    for bytes in &export.records {
+        if let Some(key) = rotated_from(bytes)? {
+            return Ok(key);
+        }
+    }
+    header_key(&export.header)
+}
+
+/// The key the record `bytes` rotates from, if it is a key rotation.
+fn rotated_from(bytes: &Bytes) -> Result<Option<VerifyingKey>, VerifyError> {
+    let r = proto::AuditRecord::decode(bytes.clone())
+        .map_err(|e| VerifyError::Format(e.to_string()))?;
+    Ok(crate::audit::rotation::first_key(std::slice::from_ref(&r)))
+}
+
+/// An item after the header: a record, or (once the records end) a checkpoint.
+enum Body {
+    Record(Bytes),
+    Checkpoint(String),
 }
 
 /// Largest item read: far above any record a node writes, and a bound on what a
@@ -208,7 +232,7 @@ impl<R: std::io::BufRead> ItemReader<R> {
 }
 
 impl<R: std::io::BufRead> Iterator for ItemReader<R> {
-    type Item = Result<Item, VerifyError>;
+    type Item = Result<Body, VerifyError>;
 
     /// Records, then checkpoints; anything else out of place is an error (and the end).
     fn next(&mut self) -> Option<Self::Item> {
@@ -219,11 +243,11 @@ impl<R: std::io::BufRead> Iterator for ItemReader<R> {
         match item {
             Item::Record(r) if self.checkpoints == 0 => {
                 self.records += 1;
-                Some(Ok(Item::Record(r)))
+                Some(Ok(Body::Record(r)))
             }
             Item::Checkpoint(c) => {
                 self.checkpoints += 1;
-                Some(Ok(Item::Checkpoint(c)))
+                Some(Ok(Body::Checkpoint(c)))
             }
             other => Some(Err(self.unexpected(Some(other)))),
         }

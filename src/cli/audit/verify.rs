@@ -165,11 +165,7 @@ pub(in crate::cli) fn check_export(
         _ => bail!("give either an export FILE or --data-dir"),
     };
     let parsed = export::parse(Bytes::from(bytes))?;
-    let outline = export::Outline {
-        header: parsed.header.clone(),
-        checkpoints: parsed.checkpoints.clone(),
-        starting_key: export::starting_key(&parsed)?,
-    };
+    let outline = export::Outline::of(&parsed)?;
     let records = parsed.records.iter().cloned().map(Ok);
     let verdict = check_records(&outline, records, &args)?;
     Ok((verdict, parsed))
