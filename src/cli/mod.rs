@@ -234,6 +234,15 @@ enum Command {
             default_value = "saturation,latency,backlog,audit,limit"
         )]
         phases: Vec<bench::Phase>,
+        /// The hostile phase's attacks, comma-separated (the unloaded desk always runs
+        /// first, as their yardstick).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "padded,holders,flooders"
+        )]
+        attacks: Vec<bench::Attack>,
         /// Also write every figure, the parameters and the machine as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -427,6 +436,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             lazyfs,
             full,
             phases,
+            attacks,
             json,
         } => block_on(bench::run(bench::BenchArgs {
             publishers,
@@ -445,6 +455,7 @@ fn run_bench(command: Command) -> anyhow::Result<()> {
             soak_rate,
             lazyfs,
             phases,
+            attacks,
             json,
         })),
         other => unreachable_command(&other),

@@ -30,6 +30,8 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
+pub(crate) use hostile::Attack;
+
 use crate::bulletin::{self, BulletinId, Kind, Limits, Tlp};
 use crate::client::Client;
 use crate::identity::{self, Keyring, PartnerId, PublicKey, Validity};
@@ -63,6 +65,8 @@ pub(super) struct BenchArgs {
     /// The lazyfs program of the power phase.
     pub lazyfs: PathBuf,
     pub phases: Vec<Phase>,
+    /// The hostile phase's attacks.
+    pub attacks: Vec<Attack>,
     pub json: Option<PathBuf>,
 }
 

@@ -109,11 +109,15 @@ fn hostile_lines(h: &Value) {
     );
     for attack in ["none", "padded", "holders", "flooders"] {
         let a = &h[attack];
+        if !a.is_object() {
+            continue;
+        }
         let ms = |k: &str| a[k].as_f64().unwrap_or(f64::NAN);
         emitln!(
-            "    {attack:<9} p50 {:>7.2} ms  p99 {:>7.2} ms ({:>5.1}× unloaded)  failed {}  node RSS peak {}, after {}",
+            "    {attack:<9} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms ({:>5.1}× unloaded)  failed {}  node RSS peak {}, after {}",
             ms("p50_ms"),
             ms("p99_ms"),
+            ms("max_ms"),
             a["p99_over_unloaded"].as_f64().unwrap_or(1.0),
             a["failed"],
             mib(&a["node_peak_rss_bytes"]),
