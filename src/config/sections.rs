@@ -165,7 +165,10 @@ pub struct TransportSection {
     pub idle_timeout_secs: u64,
     /// Seconds a TLS handshake may take before the node gives up on it.
     pub handshake_timeout_secs: u64,
-    /// Deliveries in flight to one subscriber without an Ack, at most.
+    /// Deliveries in flight to one subscriber without an Ack, at most. The node holds
+    /// only their seqs (a page's bytes are capped apart, and QUIC bounds what is in
+    /// transit), so the window costs a subscriber memory, not the node; too small a
+    /// window leaves a catching-up subscriber waiting on its own acks.
     pub delivery_window: u32,
     /// Bulletins per group commit, at most.
     pub commit_batch: usize,
@@ -189,7 +192,9 @@ impl Default for TransportSection {
             keep_alive_secs: 5,
             idle_timeout_secs: 30,
             handshake_timeout_secs: 10,
-            delivery_window: 256,
+            // A backlog of a million drained at 48,600–53,100/s with 256 and at
+            // 67,800–69,100/s with 1,024 (JetStream's consumers default to 1,000).
+            delivery_window: 1024,
             commit_batch: 512,
             commit_target_ms: 1,
             retry_above_handshakes: 16,
