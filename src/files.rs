@@ -1,7 +1,7 @@
-//! Writing key and certificate files safely: private keys readable by their owner
-//! only (0600), nothing overwritten unless the caller says so, the content on disk
-//! before the name appears (write to a temporary file, sync, rename), and an edited
-//! file keeping the mode and owner it had.
+//! Writing files safely (keys, certificates, audit exports): private ones readable
+//! by their owner only (0600), nothing overwritten unless the caller says so, the
+//! content on disk before the name appears (write to a temporary file, sync, rename),
+//! and an edited file keeping the mode and owner it had.
 //!
 //! It decides nothing about what goes into the files.
 
@@ -106,32 +106,79 @@ fn atomic_write(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<(), FileError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
+    let mut staged = Staged::open(path, mode)?;
+    staged
+        .writer()
+        .write_all(contents)
+        .map_err(io(&staged.tmp))?;
+    staged.finish_owned_by(owner)
+}
+
+/// A file written under a temporary name beside `path`, that becomes `path` in one
+/// step once [`Staged::finish`]ed (synced, renamed, the directory synced); dropped
+/// unfinished, it is removed. For contents written as they are made, too large to
+/// hold in memory.
+pub struct Staged {
+    path: PathBuf,
+    tmp: PathBuf,
+    mode: u32,
+    file: std::io::BufWriter<fs::File>,
+}
+
+impl Staged {
+    /// Starts the file that will be `path`, with the given access. Refuses an existing
+    /// `path` unless `overwrite`.
+    pub fn create(path: &Path, access: Access, overwrite: bool) -> Result<Staged, FileError> {
+        if !overwrite && path.exists() {
+            return Err(FileError::Exists(path.to_owned()));
+        }
+        Staged::open(path, access.mode())
+    }
+
+    fn open(path: &Path, mode: u32) -> Result<Staged, FileError> {
+        let dir = parent(path);
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-        let mut file = opts.open(&tmp).map_err(io(&tmp))?;
-        file.write_all(contents).map_err(io(&tmp))?;
+        let file = opts.open(&tmp).map_err(io(&tmp))?;
+        Ok(Staged {
+            path: path.to_owned(),
+            tmp,
+            mode,
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    /// Where the contents go (buffered).
+    pub fn writer(&mut self) -> &mut impl std::io::Write {
+        &mut self.file
+    }
+
+    /// Makes the written contents `path`.
+    pub fn finish(self) -> Result<(), FileError> {
+        self.finish_owned_by(None)
+    }
+
+    fn finish_owned_by(mut self, owner: Option<(u32, u32)>) -> Result<(), FileError> {
+        let (tmp, path, mode) = (self.tmp.clone(), self.path.clone(), self.mode);
+        self.file.flush().map_err(io(&tmp))?;
+        let file = self.file.get_ref();
         #[cfg(unix)]
         {
             use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
             if let Some((uid, gid)) = owner {
                 let now = file.metadata().map_err(io(&tmp))?;
                 if (now.uid(), now.gid()) != (uid, gid) {
-                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|source| {
+                    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|source| {
                         FileError::Owner {
-                            path: path.to_owned(),
+                            path: path.clone(),
                             uid,
                             gid,
                             source,
@@ -145,18 +192,31 @@ fn atomic_write(
         #[cfg(not(unix))]
         let _ = (mode, owner);
         file.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.tmp = PathBuf::new();
         // Best effort: some file systems refuse to sync a directory, and the content
         // itself is already safe.
-        if let Ok(d) = fs::File::open(dir) {
+        if let Ok(d) = fs::File::open(parent(&path)) {
             let _ = d.sync_all();
         }
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
     }
-    result
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 /// Reads a whole file as UTF-8 text, naming the path on error.
@@ -191,6 +251,30 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_staged_file_appears_only_when_finished_and_is_gone_if_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.export");
+        let mut staged = Staged::create(&path, Access::Private, false).unwrap();
+        staged.writer().write_all(b"half").unwrap();
+        assert!(!path.exists(), "not under its name before it is finished");
+        drop(staged);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "an unfinished file leaves nothing behind"
+        );
+        let mut staged = Staged::create(&path, Access::Private, false).unwrap();
+        staged.writer().write_all(b"whole").unwrap();
+        staged.finish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"whole");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(matches!(
+            Staged::create(&path, Access::Private, false),
+            Err(FileError::Exists(_))
+        ));
     }
 
     #[test]

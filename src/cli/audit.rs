@@ -10,17 +10,18 @@ use prost::Message as _;
 use serde_json::{json, Value};
 
 use crate::audit::checkpoint;
-use crate::audit::export::{self, FORMAT};
+use crate::audit::export;
 use crate::audit::merkle::{self, TreeHash};
 use crate::audit::Query;
 use crate::client::Client;
 use crate::config::ClientConfig;
 use crate::identity::PartnerId;
 use crate::node::audit_origin;
-use crate::proto::{self, export_item::Item, AuditEvent};
+use crate::proto::{self, AuditEvent};
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
+mod exporting;
 mod receipts;
 mod recount;
 mod rotate;
@@ -209,82 +210,6 @@ pub(super) async fn query(source: Source<'_>, a: QueryArgs) -> anyhow::Result<()
     Ok(())
 }
 
-/// Everything an export holds, from either source.
-struct Gathered {
-    node_id: String,
-    key: ed25519_dalek::VerifyingKey,
-    records: Vec<Bytes>,
-    checkpoints: Vec<String>,
-}
-
-async fn gather(source: Source<'_>) -> anyhow::Result<Gathered> {
-    match source {
-        Source::Node(config) => {
-            let client = connect(config).await?;
-            let node_id = client.hello().await?.node_id;
-            // A fresh checkpoint first, then exactly the records it covers.
-            let signed = client.checkpoint().await?;
-            let key = key_from(&signed.public_key)?;
-            let size = checkpoint::verify(&signed.note, &audit_origin(&node_id.parse()?), &key)
-                .context("the node's checkpoint")?
-                .size;
-            let mut records = Vec::with_capacity(size as usize);
-            let mut after = None;
-            while (records.len() as u64) < size {
-                let q = proto::AuditQuery {
-                    after,
-                    limit: crate::audit::MAX_PAGE as u32,
-                    ..Default::default()
-                };
-                let page = client.audit_query(q).await?;
-                if page.records.is_empty() {
-                    bail!(
-                        "the node sent {} records, its checkpoint covers {size}",
-                        records.len()
-                    );
-                }
-                records.extend(page.records);
-                after = Some(records.len() as u64 - 1);
-            }
-            records.truncate(size as usize);
-            // The newest one a witness cosigned too, when there is one.
-            let mut checkpoints = vec![signed.note];
-            if let Ok(w) = client.witnessed_checkpoint().await {
-                match checkpoint::stated(&w.note)?.size {
-                    s if s == size => checkpoints = vec![w.note],
-                    s if s < size => checkpoints.insert(0, w.note),
-                    _ => {}
-                }
-            }
-            client.close().await;
-            Ok(Gathered {
-                node_id,
-                key,
-                records,
-                checkpoints,
-            })
-        }
-        Source::DataDir(dir) => {
-            let store = open_store(dir)?;
-            let (id, key) = store
-                .identity()?
-                .ok_or_else(|| anyhow::anyhow!("{} was never run as a node", dir.display()))?;
-            let log = store.audit();
-            let records = log.records_from(0).collect::<Result<Vec<_>, _>>()?;
-            let checkpoints = log
-                .checkpoints()
-                .map(|c| c.map(|(_, note)| note))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Gathered {
-                node_id: id.to_string(),
-                key,
-                records,
-                checkpoints,
-            })
-        }
-    }
-}
-
 fn key_from(bytes: &[u8]) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
     let arr: [u8; 32] = bytes
         .try_into()
@@ -292,41 +217,22 @@ fn key_from(bytes: &[u8]) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
     Ok(ed25519_dalek::VerifyingKey::from_bytes(&arr)?)
 }
 
-fn export_bytes(g: Gathered) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let header = proto::ExportHeader {
-        format: FORMAT.into(),
-        origin: audit_origin(&g.node_id.parse()?),
-        node_id: g.node_id,
-        public_key: Bytes::copy_from_slice(g.key.as_bytes()),
-        records: g.records.len() as u64,
-        exported_unix_ms: Timestamp::now().unix_ms(),
-    };
-    export::write_item(&mut out, Item::Header(header));
-    for r in g.records {
-        export::write_item(&mut out, Item::Record(r));
-    }
-    for c in g.checkpoints {
-        export::write_item(&mut out, Item::Checkpoint(c));
-    }
-    Ok(out)
-}
-
+/// `renkei audit export`: written to `out` as it is read, and only then given its
+/// name.
 pub(super) async fn export(source: Source<'_>, out: &Path) -> anyhow::Result<()> {
-    let g = gather(source).await?;
-    let (records, checkpoints) = (g.records.len(), g.checkpoints.len());
-    let bytes = export_bytes(g)?;
-    crate::files::write(out, &bytes, crate::files::Access::Private, false)?;
+    let mut staged = crate::files::Staged::create(out, crate::files::Access::Private, false)?;
+    let written = exporting::write_export(source, staged.writer()).await?;
+    staged.finish()?;
     emitln!(
         "{}",
-        json!({"file": out.display().to_string(), "records": records, "checkpoints": checkpoints})
+        json!({"file": out.display().to_string(), "records": written.records, "checkpoints": written.checkpoints})
     );
     Ok(())
 }
 
 pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> anyhow::Result<()> {
     if witnesses.asked() {
-        let parsed = export::parse(Bytes::from(export_bytes(gather(source).await?)?))?;
+        let parsed = export::parse(Bytes::from(exporting::export_bytes(source).await?))?;
         let key = export::header_key(&parsed.header)?;
         let summary = export::verify(&parsed, &export::starting_key(&parsed)?, None)?;
         let w = witnesses.newest(&parsed.checkpoints, &summary.node_id, &key)?;

@@ -8,7 +8,10 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{export_bytes, gather, Source, Witnesses};
+use std::io::Write as _;
+
+use super::exporting::{export_bytes, write_export};
+use super::{Source, Witnesses};
 use crate::audit::export;
 
 /// Exports a running node's log through the auditor's config and verifies it against
@@ -17,7 +20,7 @@ pub(in crate::cli) async fn verify_node(
     config: &Path,
     key: &ed25519_dalek::VerifyingKey,
 ) -> anyhow::Result<export::Summary> {
-    let bytes = export_bytes(gather(Source::Node(config)).await?)?;
+    let bytes = export_bytes(Source::Node(config)).await?;
     let parsed = export::parse(Bytes::from(bytes))?;
     Ok(export::verify(&parsed, key, None)?)
 }
@@ -135,18 +138,32 @@ pub(in crate::cli) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
 
 /// [`check`], and the export's checkpoints. An export file is read twice, its outline
 /// then its records, and never held whole: a log of any length verifies in little
-/// memory.
+/// memory. A stopped node's log is exported to a temporary file first and read so.
 fn check_outline(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, Vec<String>)> {
-    let Some(file) = args.file.filter(|_| args.data_dir.is_none()) else {
-        let (verdict, export) = check_export(args)?;
-        return Ok((verdict, export.checkpoints));
-    };
+    match (args.file, args.data_dir) {
+        (Some(file), None) => check_file(file, &args),
+        (None, Some(dir)) => {
+            let tmp = tempfile::NamedTempFile::new().context("making a temporary export")?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+            tokio::runtime::Builder::new_current_thread()
+                .build()?
+                .block_on(write_export(Source::DataDir(dir), &mut out))?;
+            out.flush().context("writing the temporary export")?;
+            drop(out);
+            check_file(tmp.path(), &args)
+        }
+        _ => bail!("give either an export FILE or --data-dir"),
+    }
+}
+
+/// Checks the export in `file`, reading it twice (its outline, then its records).
+fn check_file(file: &Path, args: &VerifyArgs<'_>) -> anyhow::Result<(Verdict, Vec<String>)> {
     let open = || -> anyhow::Result<_> {
         let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
         Ok(std::io::BufReader::with_capacity(1 << 20, f))
     };
     let outline = export::outline(open()?)?;
-    let verdict = check_records(&outline, export::records(open()?), &args)?;
+    let verdict = check_records(&outline, export::records(open()?), args)?;
     Ok((verdict, outline.checkpoints))
 }
 
@@ -156,12 +173,9 @@ pub(in crate::cli) fn check_export(
 ) -> anyhow::Result<(Verdict, export::Export)> {
     let bytes = match (args.file, args.data_dir) {
         (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-        (None, Some(d)) => {
-            let g = tokio::runtime::Builder::new_current_thread()
-                .build()?
-                .block_on(gather(Source::DataDir(d)))?;
-            export_bytes(g)?
-        }
+        (None, Some(d)) => tokio::runtime::Builder::new_current_thread()
+            .build()?
+            .block_on(export_bytes(Source::DataDir(d)))?,
         _ => bail!("give either an export FILE or --data-dir"),
     };
     let parsed = export::parse(Bytes::from(bytes))?;
