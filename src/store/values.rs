@@ -296,7 +296,12 @@ impl ValueLog {
             }
         };
         let file = self.reader(start)?;
-        let mut buf = vec![0; ptr.len as usize];
+        // Not `vec![0; len]`: jemalloc serves a zeroed allocation from fresh pages
+        // rather than reuse freed ones, so a reader going through a long log held the
+        // memory it had freed (an export of 300,000 records: 443 MiB, against 16 MiB
+        // with glibc's malloc).
+        let mut buf = Vec::with_capacity(ptr.len as usize);
+        buf.resize(ptr.len as usize, 0);
         file.read_exact_at(&mut buf, ptr.offset - start)
             .map_err(|e| self.damaged(ptr, &format!("reading {}: {e}", file_name(start))))?;
         if crc32fast::hash(&buf) != ptr.crc {
