@@ -2,13 +2,12 @@
 //! record against its checkpoints, anchored to a key or checkpoint the auditor holds,
 //! and, with `--witness`, to the cosignatures of witnesses it trusts.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use serde_json::json;
-
-use std::io::Write as _;
 
 use super::exporting::{export_bytes, write_export};
 use super::{Source, Witnesses};
