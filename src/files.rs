@@ -70,10 +70,7 @@ pub fn write(
     access: Access,
     overwrite: bool,
 ) -> Result<(), FileError> {
-    if !overwrite && path.exists() {
-        return Err(FileError::Exists(path.to_owned()));
-    }
-    atomic_write(path, contents, access.mode(), None)
+    Staged::create(path, access, overwrite)?.put(contents, None)
 }
 
 /// Replaces the contents of the existing file at `path` in one step, keeping its
@@ -95,23 +92,7 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<(), FileError> {
         let _ = meta;
         (0o644, None)
     };
-    atomic_write(path, contents, mode, owner)
-}
-
-/// Temporary file in the same directory, synced, given its mode (and owner), renamed
-/// over `path`, then the directory synced so the new name survives a power cut.
-fn atomic_write(
-    path: &Path,
-    contents: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<(), FileError> {
-    let mut staged = Staged::open(path, mode)?;
-    staged
-        .writer()
-        .write_all(contents)
-        .map_err(io(&staged.tmp))?;
-    staged.finish_owned_by(owner)
+    Staged::open(path, mode)?.put(contents, owner)
 }
 
 /// A file written under a temporary name beside `path`, that becomes `path` in one
@@ -152,7 +133,8 @@ impl Staged {
             path: path.to_owned(),
             tmp,
             mode,
-            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            // Contents larger than the buffer go straight to the file.
+            file: std::io::BufWriter::with_capacity(64 << 10, file),
         })
     }
 
@@ -164,6 +146,12 @@ impl Staged {
     /// Makes the written contents `path`.
     pub fn finish(self) -> Result<(), FileError> {
         self.finish_owned_by(None)
+    }
+
+    /// Writes all of `contents` and finishes, given `owner` (uid, gid) if any.
+    fn put(mut self, contents: &[u8], owner: Option<(u32, u32)>) -> Result<(), FileError> {
+        self.file.write_all(contents).map_err(io(&self.tmp))?;
+        self.finish_owned_by(owner)
     }
 
     fn finish_owned_by(mut self, owner: Option<(u32, u32)>) -> Result<(), FileError> {
