@@ -41,6 +41,13 @@ pub struct LimitsSection {
     /// deliveries count too: raise it for a relay that carries many large bulletins.
     /// (The TAXII gateway's requests are bounded by their own size limits instead.)
     pub partner_mib_per_sec: u64,
+    /// Publishes a second the node reads of one partner, all its streams together
+    /// (each stream's opening frame counts as one; an eighth of a second's worth may
+    /// come at once). Beyond it the partner waits, as for its bytes: the CPU that
+    /// verifies, records and commits its bulletins stays shared, so partners flooding
+    /// small bulletins leave room for another's. A peer's deliveries do not count (the
+    /// node pulls them a window at a time).
+    pub partner_publishes_per_sec: u64,
 }
 
 /// Room for the SignedBulletin and frame envelopes around the largest bulletin.
@@ -60,6 +67,7 @@ impl Default for LimitsSection {
             node_in_flight_mib: 256,
             frame_deadline_secs: 30,
             partner_mib_per_sec: 64,
+            partner_publishes_per_sec: 1_000,
         }
     }
 }
@@ -110,6 +118,12 @@ impl LimitsSection {
             return Err((
                 "limits.partner_mib_per_sec".into(),
                 "must be at least 1 MiB a second".into(),
+            ));
+        }
+        if l.partner_publishes_per_sec == 0 {
+            return Err((
+                "limits.partner_publishes_per_sec".into(),
+                "must be at least 1 publish a second".into(),
             ));
         }
         // Each budget must hold the largest frame, and each level the one below it.

@@ -147,6 +147,7 @@ fn semantic_rules_name_the_field() {
         ("[limits]\npartner_in_flight_mib = 8\n".to_string(), "limits.partner_in_flight_mib", "at least 16 MiB"),
         ("[limits]\nnode_in_flight_mib = 32\n".to_string(), "limits.node_in_flight_mib", "at least 64 MiB"),
         ("[limits]\npartner_mib_per_sec = 0\n".to_string(), "limits.partner_mib_per_sec", "at least 1 MiB"),
+        ("[limits]\npartner_publishes_per_sec = 0\n".to_string(), "limits.partner_publishes_per_sec", "at least 1 publish"),
         ("[transport]\ncommit_target_ms = 0\n".to_string(), "transport.commit_target_ms", "greater than 0"),
         ("[taxii]\nindex_objects = 10\n".to_string(), "taxii.index_objects", "at least 1000"),
     ];

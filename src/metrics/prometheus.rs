@@ -20,6 +20,10 @@ pub struct Gauges {
     pub connections_open: Vec<(String, u64)>,
     /// KiB that frames in flight hold of the node's shared budget, and per partner.
     pub in_flight_kib: (u64, Vec<(String, u64)>),
+    /// Milliseconds each partner's frames waited for its rates of bytes and of
+    /// publishes (`[limits] partner_mib_per_sec`, `partner_publishes_per_sec`), summed
+    /// over its streams.
+    pub held_back_ms: Vec<(String, [u64; 2])>,
     /// Per partner that receives bulletins: its queue.
     pub queues: Vec<QueueGauge>,
     /// Frames read, written and refused by the process.
@@ -378,6 +382,20 @@ fn in_flight(out: &mut String, gauges: &Gauges) {
     header(out, metric, help, "gauge");
     for (partner, n) in partners {
         let _ = writeln!(out, "{metric}{{partner=\"{}\"}} {n}", escape(partner));
+    }
+    let metric = "renkei_held_back_seconds_total";
+    let help = "Seconds a partner's frames waited for its rate of bytes or of publishes \
+                before being read, summed over its streams.";
+    header(out, metric, help, "counter");
+    for (partner, [bytes, publishes]) in &gauges.held_back_ms {
+        let partner = escape(partner);
+        for (rate, ms) in [("bytes", bytes), ("publishes", publishes)] {
+            let secs = *ms as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "{metric}{{partner=\"{partner}\",rate=\"{rate}\"}} {secs}"
+            );
+        }
     }
 }
 

@@ -144,6 +144,7 @@ async fn metrics(State(node): State<Monitored>) -> Response {
 async fn scrape(node: &Monitored) -> Option<String> {
     let connections_open = connections_open(&node.book);
     let in_flight_kib = node.book.budgets.in_use();
+    let held_back_ms = node.book.budgets.held_back();
     let store = node.storage.store.clone();
     let receivers: Vec<PartnerId> = {
         let rules = node.rules.in_force();
@@ -184,6 +185,7 @@ async fn scrape(node: &Monitored) -> Option<String> {
             bulletins_stored: store.head().ok()?,
             connections_open,
             in_flight_kib,
+            held_back_ms,
             queues,
             frames,
             handshakes_retried,

@@ -14,8 +14,11 @@
 //! another from publishing. The node holds at most its budget plus one frame per
 //! partner with a frame in flight. Budgets count KiB.
 //!
-//! Each partner's frames are also read no faster than its rate (`rate`): memory is
-//! not the only thing a partner can take, the CPU that decrypts its bytes is another.
+//! Each partner's frames are also read no faster than its rates (`rate`), of bytes
+//! and of publishes: memory is not the only thing a partner can take, the CPU that
+//! decrypts its bytes and verifies, records and commits its bulletins is another. A
+//! peer's deliveries count against its bytes but not its publishes: the node pulls
+//! them itself, a window at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,7 @@ pub(crate) struct Budgets {
     partners: Mutex<HashMap<PartnerId, PartnerRoom>>,
     partner_kib: usize,
     partner_rate: u64,
+    partner_publishes: u64,
     stream_kib: usize,
     /// The largest frame: the most one frame asks for, and each partner's floor.
     frame_kib: usize,
@@ -51,6 +55,7 @@ struct PartnerRoom {
     share: Arc<Semaphore>,
     floor: Arc<Semaphore>,
     rate: Arc<Mutex<Rate>>,
+    publishes: Arc<Mutex<Rate>>,
 }
 
 /// Sizes of the budgets, in bytes.
@@ -64,6 +69,9 @@ pub(crate) struct BudgetSizes {
     pub frame_deadline: Duration,
     /// Bytes a second read of each partner's frames, all its streams together.
     pub partner_rate: u64,
+    /// Frames a second read of each partner's publish streams (each stream's first
+    /// frame included), all its streams together.
+    pub partner_publishes: u64,
 }
 
 fn kib(bytes: usize) -> usize {
@@ -78,16 +86,40 @@ impl Budgets {
             partners: Mutex::new(HashMap::new()),
             partner_kib: kib(sizes.partner),
             partner_rate: sizes.partner_rate,
+            partner_publishes: sizes.partner_publishes,
             stream_kib: kib(sizes.stream),
             frame_kib: kib(sizes.max_frame),
             deadline: sizes.frame_deadline,
         }
     }
 
-    /// A new stream's budget, within its partner's and the node's.
+    /// A new stream's budget, within its partner's and the node's, its frames read
+    /// within the partner's rates of bytes and of publishes.
     pub(crate) fn stream(&self, partner: &PartnerId) -> StreamBudget {
-        let room = self
-            .partners
+        let mut budget = self.pull(partner);
+        budget.publishes = Some(self.room(partner).publishes);
+        budget
+    }
+
+    /// The budget of a stream of deliveries pulled from `peer`: as `stream`, but its
+    /// frames count against the peer's bytes only, since the node's own window and
+    /// acks pace them.
+    pub(crate) fn pull(&self, peer: &PartnerId) -> StreamBudget {
+        let room = self.room(peer);
+        StreamBudget {
+            stream: (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
+            partner: (room.share, self.partner_kib),
+            node: self.node.clone(),
+            floor: room.floor,
+            rate: room.rate,
+            publishes: None,
+            frame_kib: self.frame_kib,
+            deadline: self.deadline,
+        }
+    }
+
+    fn room(&self, partner: &PartnerId) -> PartnerRoom {
+        self.partners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(partner.clone())
@@ -95,17 +127,9 @@ impl Budgets {
                 share: Arc::new(Semaphore::new(self.partner_kib)),
                 floor: Arc::new(Semaphore::new(self.frame_kib)),
                 rate: Arc::new(Mutex::new(Rate::new(self.partner_rate))),
+                publishes: Arc::new(Mutex::new(Rate::new(self.partner_publishes))),
             })
-            .clone();
-        StreamBudget {
-            stream: (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
-            partner: (room.share, self.partner_kib),
-            node: self.node.clone(),
-            floor: room.floor,
-            rate: room.rate,
-            frame_kib: self.frame_kib,
-            deadline: self.deadline,
-        }
+            .clone()
     }
 
     /// KiB in use now: of the node's budget (partners' floors aside), and per partner
@@ -126,6 +150,31 @@ impl Budgets {
         (node as u64, each)
     }
 
+    /// Milliseconds each partner's frames waited for its rates so far, of bytes and of
+    /// publishes (summed over its streams), for `/metrics`.
+    pub(crate) fn held_back(&self) -> Vec<(String, [u64; 2])> {
+        let partners = self.partners.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = |rate: &Mutex<Rate>| {
+            rate.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .waited()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX)
+        };
+        let mut each: Vec<_> = partners
+            .iter()
+            .map(|(id, room)| {
+                (
+                    id.to_string(),
+                    [waited(&room.rate), waited(&room.publishes)],
+                )
+            })
+            .collect();
+        each.sort_by(|a, b| a.0.cmp(&b.0));
+        each
+    }
+
     /// KiB of the node's budget not in use.
     #[cfg(test)]
     fn node_free(&self) -> usize {
@@ -141,8 +190,10 @@ pub(crate) struct StreamBudget {
     node: Arc<Semaphore>,
     /// The partner's own room beside the node's.
     floor: Arc<Semaphore>,
-    /// How fast the partner's frames are read.
+    /// How fast the partner's frames are read: bytes, and publishes if this stream's
+    /// frames count as publishes.
     rate: Arc<Mutex<Rate>>,
+    publishes: Option<Arc<Mutex<Rate>>>,
     frame_kib: usize,
     deadline: Duration,
 }
@@ -176,7 +227,7 @@ impl StreamBudget {
     }
 
     /// The next frame of `recv`, with the room it holds: once the prefix has arrived,
-    /// the frame waits for its partner's rate, room for its length is taken, and from
+    /// the frame waits for its partner's rates, room for its length is taken, and from
     /// then the frame must arrive whole within the deadline (`FrameError::TooSlow`).
     /// `None` when the stream ended between frames (or the budgets are closed).
     pub(crate) async fn next<M: prost::Message + Default>(
@@ -186,12 +237,7 @@ impl StreamBudget {
         let Some(len) = recv.next_len().await? else {
             return Ok(None);
         };
-        let now = tokio::time::Instant::now().into_std();
-        let wait = self
-            .rate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(len, now);
+        let wait = self.wait_for_rates(len);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -205,6 +251,23 @@ impl StreamBudget {
                 within: self.deadline,
             }),
         }
+    }
+
+    /// Takes a frame of `len` bytes from the partner's rates; how long to wait before
+    /// reading it.
+    fn wait_for_rates(&self, len: usize) -> Duration {
+        let now = tokio::time::Instant::now().into_std();
+        let take = |rate: &Mutex<Rate>, units| {
+            rate.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(units, now)
+        };
+        let bytes = take(&self.rate, len);
+        let publishes = self
+            .publishes
+            .as_deref()
+            .map_or(Duration::ZERO, |r| take(r, 1));
+        bytes.max(publishes)
     }
 }
 
@@ -228,21 +291,50 @@ mod tests {
     const KIB: usize = 1024;
     const FRAME: usize = 4 * KIB;
 
-    fn budgets(node_kib: usize) -> Budgets {
-        Budgets::new(BudgetSizes {
+    fn sizes(node_kib: usize) -> BudgetSizes {
+        BudgetSizes {
             node: node_kib * KIB,
             partner: 16 * KIB,
             stream: 8 * KIB,
             max_frame: FRAME,
             frame_deadline: Duration::from_secs(1),
             partner_rate: u64::MAX,
-        })
+            partner_publishes: u64::MAX,
+        }
+    }
+
+    fn budgets(node_kib: usize) -> Budgets {
+        Budgets::new(sizes(node_kib))
     }
 
     async fn waits(reserve: impl std::future::Future<Output = Option<Held>>) -> bool {
         tokio::time::timeout(Duration::from_millis(50), reserve)
             .await
             .is_err()
+    }
+
+    #[test]
+    fn a_partners_publish_streams_share_its_publish_rate_and_pulls_do_not_count() {
+        let b = Budgets::new(BudgetSizes {
+            partner_publishes: 8,
+            ..sizes(64)
+        });
+        let peer: PartnerId = "xx-mod".parse().unwrap();
+        let (one, two, pull) = (b.stream(&peer), b.stream(&peer), b.pull(&peer));
+        // Deliveries pulled from the peer never wait for its publish rate.
+        for _ in 0..100 {
+            assert_eq!(pull.wait_for_rates(100), Duration::ZERO);
+        }
+        // Its two publish streams share one bucket: the burst (an eighth of a second's
+        // worth, one publish) and one more, the debt it leaves, pass at once; after
+        // them each publish waits an eighth of a second.
+        assert_eq!(one.wait_for_rates(100), Duration::ZERO);
+        assert_eq!(two.wait_for_rates(100), Duration::ZERO);
+        let third = one.wait_for_rates(100);
+        assert!(third > Duration::from_millis(100));
+        // The clock moved between the takes: the wait told is what is counted.
+        let told = third.as_millis() as u64;
+        assert_eq!(b.held_back(), vec![("xx-mod".into(), [0, told])]);
     }
 
     #[tokio::test]

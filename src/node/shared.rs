@@ -354,6 +354,7 @@ impl Shared {
                     max_frame: l.max_frame_bytes,
                     frame_deadline: Duration::from_secs(l.frame_deadline_secs),
                     partner_rate: l.partner_mib_per_sec.saturating_mul(1 << 20),
+                    partner_publishes: l.partner_publishes_per_sec,
                 }),
                 fair: super::fair::Fair::new(cores(), t.commit_batch * 2),
                 handshakes: HandshakeCounts::default(),

@@ -41,8 +41,9 @@ fn config(setup: &Setup, i: usize, addrs: &[SocketAddr], admin: SocketAddr) -> S
     let mut t = format!(
         "[node]\nid = \"{id}\"\nlisten = \"{}\"\ndata_dir = \"federation-{id}\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/{id}/tls.crt\"\ntls_key = \"certs/{id}/tls.key\"\nsigning_key = \"certs/{id}/signing.key\"\n\
-         [limits]\nmax_clock_skew_secs = 3600\n[admin]\nlisten = \"{admin}\"\n",
-        addrs[i]
+         [limits]\nmax_clock_skew_secs = 3600\n{}[admin]\nlisten = \"{admin}\"\n",
+        addrs[i],
+        super::LIFTED
     );
     let key = |p: &str| {
         setup

@@ -35,6 +35,10 @@ pub(super) const PARTNERS: usize = 6;
 /// Publishes the honest desk times under each attack: enough that the p99 is the
 /// tenth-worst, not a single stall.
 const HONEST: usize = 1_000;
+/// The desk publishes at most once per this (500 a second), below a partner's default
+/// publish rate (1,000 a second): back to back, an unloaded desk publishes about 1,400
+/// a second and would time its own rate, not its latency.
+const DESK_PACE: Duration = Duration::from_millis(2);
 /// How long an attack runs before the desk starts: its connections made and its
 /// queues filled, so the desk meets the attack's steady state, not its first moments.
 const WARM_UP: Duration = Duration::from_secs(2);
@@ -97,8 +101,8 @@ fn partners_toml(setup: &Setup) -> String {
 }
 
 async fn run(setup: &Arc<Setup>, attack: Attack) -> anyhow::Result<Value> {
-    let node =
-        setup.start_node_with(&format!("hostile-{}", attack.name()), &partners_toml(setup))?;
+    let node = setup
+        .start_node_as_deployed(&format!("hostile-{}", attack.name()), &partners_toml(setup))?;
     let before = node.rss();
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = start(setup, &node, attack, &stop).await?;
@@ -148,7 +152,7 @@ async fn honest(setup: &Arc<Setup>, node: &NodeProcess) -> anyhow::Result<(Vec<u
         .map_err(|_| anyhow::anyhow!("the honest desk's thread panicked"))?
 }
 
-/// The desk's publishes, each waiting for its result.
+/// The desk's publishes, each waiting for its result, at most one every `DESK_PACE`.
 async fn publish_one_at_a_time(
     setup: &Setup,
     addr: std::net::SocketAddr,
@@ -157,7 +161,10 @@ async fn publish_one_at_a_time(
     let client = connect(&setup.dir, &id, addr).await?;
     let mut latencies = Vec::with_capacity(HONEST);
     let mut failed = 0;
+    let mut pace = tokio::time::interval(DESK_PACE);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0..HONEST {
+        pace.tick().await;
         let b = sign(&setup.keys[&id], &id, n, &setup.body)?;
         let started = Instant::now();
         match tokio::time::timeout(PATIENCE, client.publish(b)).await {

@@ -123,17 +123,23 @@ pub(super) fn subscriber_id(i: usize) -> String {
     format!("sub-{i}")
 }
 
-/// Publishers receive nothing (`kinds = []`), so each bulletin goes to the S subscribers.
+/// `[limits]` lines for the phases that measure capacity: each bench publisher stands
+/// for many desks, so a partner's publish rate (1,000 a second by default) is lifted.
+/// The hostile phase keeps the default, as a deployed node would.
+pub(super) const LIFTED: &str = "partner_publishes_per_sec = 1000000000\n";
+
+/// Publishers receive nothing (`kinds = []`), so each bulletin goes to the S
+/// subscribers. `limits` are more lines of `[limits]`.
 fn node_config(
     a: &BenchArgs,
     keys: &BTreeMap<String, SigningKey>,
-    data: &str,
+    (data, limits): (&str, &str),
     admin: std::net::SocketAddr,
 ) -> String {
     let mut text = format!(
         "[node]\nid = \"{HUB}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nca_cert = \"certs/ca.crt\"\n\
          tls_cert = \"certs/{HUB}/tls.crt\"\ntls_key = \"certs/{HUB}/tls.key\"\nsigning_key = \"certs/{HUB}/signing.key\"\n\
-         [limits]\nmax_clock_skew_secs = 3600\n[admin]\nlisten = \"{admin}\"\n"
+         [limits]\nmax_clock_skew_secs = 3600\n{limits}[admin]\nlisten = \"{admin}\"\n"
     );
     for i in 0..a.publishers {
         let id = publisher_id(i);
@@ -324,9 +330,23 @@ impl Setup {
 
     /// [`Setup::start_node`] with more of the configuration (`[[partner]]` tables).
     fn start_node_with(&self, name: &str, more: &str) -> anyhow::Result<node::NodeProcess> {
+        self.start_node_limited(name, LIFTED, more)
+    }
+
+    /// [`Setup::start_node_with`] with the default limits, as a deployed node has them.
+    fn start_node_as_deployed(&self, name: &str, more: &str) -> anyhow::Result<node::NodeProcess> {
+        self.start_node_limited(name, "", more)
+    }
+
+    fn start_node_limited(
+        &self,
+        name: &str,
+        limits: &str,
+        more: &str,
+    ) -> anyhow::Result<node::NodeProcess> {
         let path = self.dir.join(format!("{name}.toml"));
         let admin = node::free_port()?;
-        let mut text = node_config(&self.args, &self.keys, name, admin);
+        let mut text = node_config(&self.args, &self.keys, (name, limits), admin);
         text.push_str(more);
         crate::files::write(&path, text.as_bytes(), crate::files::Access::Public, true)?;
         node::NodeProcess::start(&path, admin)

@@ -1,9 +1,11 @@
-//! How fast the node reads a partner's frames: a token bucket of bytes per partner,
-//! all its connections and streams together. Reading is what grants a partner QUIC
-//! flow-control credit, so a partner over its rate is held back by its own windows:
-//! the node decrypts and copies no more of its bytes than the rate, however fast it
-//! sends. Without it, one partner padding its frames had the node decrypting well over
-//! a gigabyte a second, and every other partner's packets waited for the CPU.
+//! How fast the node reads a partner's frames: token buckets per partner, all its
+//! connections and streams together, one of bytes and one of publishes. Reading is
+//! what grants a partner QUIC flow-control credit, so a partner over its rate is held
+//! back by its own windows: the node decrypts and copies no more of its bytes than the
+//! rate, however fast it sends. Without the bytes, one partner padding its frames had
+//! the node decrypting well over a gigabyte a second; without the publishes, five
+//! partners sending small bulletins as fast as they were taken kept both cores busy,
+//! and every other partner's publish waited for the CPU at each step.
 //!
 //! No clock and no waiting: callers pass the time in and are told how long to wait.
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 /// has the node decrypting as fast as it can for no longer than this.
 const BURST_SECS: f64 = 0.125;
 
-/// A partner's bytes per second, with a short burst.
+/// A partner's units (bytes, or publishes) per second, with a short burst.
 #[derive(Debug)]
 pub(crate) struct Rate {
     per_sec: f64,
@@ -21,10 +23,12 @@ pub(crate) struct Rate {
     /// Bytes that may be read now; below zero, the debt a large frame left.
     level: f64,
     at: Option<Instant>,
+    /// Every wait told so far, summed (streams wait at once, so it may outrun the clock).
+    waited: Duration,
 }
 
 impl Rate {
-    /// A rate of `per_sec` bytes a second (at least one), starting full.
+    /// A rate of `per_sec` units a second (at least one), starting full.
     pub(crate) fn new(per_sec: u64) -> Rate {
         let per_sec = per_sec.max(1) as f64;
         let burst = per_sec * BURST_SECS;
@@ -33,13 +37,19 @@ impl Rate {
             burst,
             level: burst,
             at: None,
+            waited: Duration::ZERO,
         }
     }
 
-    /// Takes `bytes` at `now`; returns how long to wait before reading them. A frame
+    /// Every wait [`Rate::take`] has told, summed: how long the partner was held back.
+    pub(crate) fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Takes `units` at `now`; returns how long to wait before reading them. A frame
     /// larger than the burst is never refused: it leaves a debt that later frames wait
     /// out, so the rate holds over time whatever the frame sizes.
-    pub(crate) fn take(&mut self, bytes: usize, now: Instant) -> Duration {
+    pub(crate) fn take(&mut self, units: usize, now: Instant) -> Duration {
         if let Some(at) = self.at {
             let refill = now.saturating_duration_since(at).as_secs_f64() * self.per_sec;
             self.level = (self.level + refill).min(self.burst);
@@ -52,7 +62,8 @@ impl Rate {
         } else {
             Duration::ZERO
         };
-        self.level -= bytes as f64;
+        self.level -= units as f64;
+        self.waited += wait;
         wait
     }
 }
@@ -75,6 +86,7 @@ mod tests {
         assert_eq!(rate.take(MIB, start), Duration::ZERO);
         let wait = rate.take(MIB, start);
         assert!((wait.as_secs_f64() - 1.0 / 32.0).abs() < 1e-6, "{wait:?}");
+        assert_eq!(rate.waited(), wait, "the only wait told");
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn subscribe_once(conn: &quinn::Connection, node: &Pulling, peer: &Partner
     }
     let (deliveries, mut incoming) = mpsc::channel(window as usize);
     let reader = FrameReader::new(recv, node.peering.max_frame, frames.clone());
-    let budget = node.intake.book.budgets.stream(peer);
+    let budget = node.intake.book.budgets.pull(peer);
     let mut reading = tokio::spawn(read_deliveries(reader, budget, deliveries));
     let (verdicts, taken) = mpsc::channel(4);
     let acking = tokio::spawn(acknowledge(send, taken, node.clone(), peer.clone()));
