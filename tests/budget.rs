@@ -76,7 +76,9 @@ async fn honest(fed: &Federation, us: &Client, i: usize) -> String {
 /// A node with small budgets (2 MiB a stream, 8 a partner, 16 in all) for the desks
 /// us-dod, au-dod and the hostile xx-mod, as `renkei serve`; its address.
 fn small_hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
-    small_hub_with(dir, "")
+    // Read at 64 MiB a second, as when these floods were shown to break the node: at
+    // the default 8 far fewer of their frames are ever in flight at once.
+    small_hub_with(dir, "partner_mib_per_sec = 64\n")
 }
 
 /// [`small_hub`] with more `[limits]` keys.

@@ -37,8 +37,9 @@ pub struct LimitsSection {
     /// MiB a second the node reads of one partner's frames on QUIC, all its
     /// connections together (an eighth of a second's worth may come at once); beyond
     /// it the partner is read more slowly and QUIC flow control holds it back, so no
-    /// partner can keep the node decrypting its bytes while others wait. A peer node's
-    /// deliveries count too: raise it for a relay that carries many large bulletins.
+    /// partner can keep the node decrypting its bytes, nor committing its bulletins
+    /// one by one, while others wait. A peer node's deliveries count too: raise it for
+    /// a relay that carries many bulletins (at 8, about 6,000 of 1 KiB a second).
     /// (The TAXII gateway's requests are bounded by their own size limits instead.)
     pub partner_mib_per_sec: u64,
     /// Publishes a second the node reads of one partner, all its streams together
@@ -66,7 +67,7 @@ impl Default for LimitsSection {
             partner_in_flight_mib: 64,
             node_in_flight_mib: 256,
             frame_deadline_secs: 30,
-            partner_mib_per_sec: 64,
+            partner_mib_per_sec: 8,
             partner_publishes_per_sec: 1_000,
         }
     }

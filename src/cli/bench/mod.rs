@@ -124,9 +124,10 @@ pub(super) fn subscriber_id(i: usize) -> String {
 }
 
 /// `[limits]` lines for the phases that measure capacity: each bench publisher stands
-/// for many desks, so a partner's publish rate (1,000 a second by default) is lifted.
-/// The hostile phase keeps the default, as a deployed node would.
-pub(super) const LIFTED: &str = "partner_publishes_per_sec = 1000000000\n";
+/// for many desks, so a partner's rates (1,000 publishes and 8 MiB a second by
+/// default) are lifted. The hostile phase keeps the defaults, as a deployed node would.
+pub(super) const LIFTED: &str =
+    "partner_publishes_per_sec = 1000000000\npartner_mib_per_sec = 1000000\n";
 
 /// Publishers receive nothing (`kinds = []`), so each bulletin goes to the S
 /// subscribers. `limits` are more lines of `[limits]`.
