@@ -240,7 +240,7 @@ enum Command {
             long,
             value_enum,
             value_delimiter = ',',
-            default_value = "padded,holders,flooders"
+            default_value = "padded,holders,flooder,flooders"
         )]
         attacks: Vec<bench::Attack>,
         /// Also write every figure, the parameters and the machine as JSON here.

@@ -6,7 +6,8 @@
 //!   megabyte with a field the decoder skips, on 8 connections, never reading a result;
 //! - `holders`: five partners open streams and announce a frame of the largest size on
 //!   each, then send nothing more (their frames time out and they open more);
-//! - `flooders`: five partners publish valid bulletins as fast as the node takes them.
+//! - `flooder`: one partner publishes valid bulletins as fast as the node takes them;
+//! - `flooders`: five partners do.
 //!
 //! Each attack runs a moment before the desk starts, so the desk meets it at full
 //! strength (`--attacks` picks them). Per attack: the desk's publish latency (p50, p99,
@@ -53,6 +54,8 @@ pub(crate) enum Attack {
     Padded,
     /// Five partners holding streams open with a frame announced and never sent.
     Holders,
+    /// One partner publishing valid bulletins as fast as the node takes them.
+    Flooder,
     /// Five partners publishing valid bulletins as fast as the node takes them.
     Flooders,
 }
@@ -63,6 +66,7 @@ impl Attack {
             Attack::None => "none",
             Attack::Padded => "padded",
             Attack::Holders => "holders",
+            Attack::Flooder => "flooder",
             Attack::Flooders => "flooders",
         }
     }
@@ -213,6 +217,7 @@ async fn start(
         Attack::None => return Ok(a),
         Attack::Padded => (1, 8, 1),
         Attack::Holders => (5, 8, 32),
+        Attack::Flooder => (1, 2, 4),
         Attack::Flooders => (5, 2, 4),
     };
     for p in 1..=partners {
@@ -221,7 +226,7 @@ async fn start(
         // take the machine's cores from the node.
         let pool = match attack {
             Attack::Padded => Arc::new(padded_frames(setup, &id, 256)?),
-            Attack::Flooders => Arc::new(publish_frames(setup, &id, 20_000, 0)?),
+            Attack::Flooder | Attack::Flooders => Arc::new(publish_frames(setup, &id, 20_000, 0)?),
             _ => Arc::new(Vec::new()),
         };
         for _ in 0..connections {
@@ -234,7 +239,9 @@ async fn start(
                 a.tasks.spawn(async move {
                     let _ = match attack {
                         Attack::Holders => hold(&client, &stop, &sent).await,
-                        Attack::Flooders => flood(&client, &pool, offset, &stop, &sent, true).await,
+                        Attack::Flooder | Attack::Flooders => {
+                            flood(&client, &pool, offset, &stop, &sent, true).await
+                        }
                         _ => flood(&client, &pool, offset, &stop, &sent, false).await,
                     };
                 });

@@ -107,7 +107,7 @@ fn hostile_lines(h: &Value) {
         "  hostile partners: an honest desk's {} publishes, one at a time",
         h["honest_publishes"]
     );
-    for attack in ["none", "padded", "holders", "flooders"] {
+    for attack in ["none", "padded", "holders", "flooder", "flooders"] {
         let a = &h[attack];
         if !a.is_object() {
             continue;
