@@ -162,8 +162,10 @@ async fn peak_through(dir: &std::path::Path, flood: Vec<Bytes>) -> u64 {
     let total = flood.len();
     let (endpoint, acked) = hostile_peer(&dir.join("certs"), flood);
     let port = endpoint.local_addr().unwrap().port();
+    // The peer's deliveries are read at 64 MiB a second, as when this test was shown to
+    // catch a fault: at the default 8 far fewer of them would be in flight at once.
     let config = common::configs::node_toml("jp-mod").with(&format!(
-        "\n[[partner]]\nid = \"xx-node\"\nrole = \"relay\"\nclearance = \"green\"\naddress = \"127.0.0.1:{port}\"\n\
+        "\n[limits]\npartner_mib_per_sec = 64\n[[partner]]\nid = \"xx-node\"\nrole = \"relay\"\nclearance = \"green\"\naddress = \"127.0.0.1:{port}\"\n\
          keys = [{{ public = \"{}\" }}]\n",
         common::public_key(dir, "xx-node")
     ));

@@ -25,8 +25,9 @@ const WINDOW: usize = 16;
 const RSS_GROWTH_BOUND_MIB: u64 = 96;
 
 /// A node with the desks us-dod and au-dod and the peers xx-node and yy-node (relays
-/// with no address: they dial the node), with a delivery window of [`WINDOW`]; the
-/// running node and its address.
+/// with no address: they dial the node), with a delivery window of [`WINDOW`] and the
+/// US desk read at 64 MiB a second (as when this test was shown to catch a fault; at
+/// the default 8 its bulletins would trickle in); the running node and its address.
 fn hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
     use common::tables::{keyed_in, liaison, relay};
     common::pki(dir, "jp-mod,us-dod,au-dod,xx-node,yy-node");
@@ -41,7 +42,7 @@ fn hub(dir: &Path) -> (common::served::Served, std::net::SocketAddr) {
     );
     common::configs::node_toml("jp-mod")
         .with(&format!(
-            "\n[transport]\ndelivery_window = {WINDOW}\n{partners}"
+            "\n[transport]\ndelivery_window = {WINDOW}\n[limits]\npartner_mib_per_sec = 64\n{partners}"
         ))
         .write(dir, "hub.toml");
     let (node, addr) =
