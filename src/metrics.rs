@@ -341,19 +341,26 @@ pub fn each_count<'a>(record: &'a proto::AuditRecord, mut f: impl FnMut(Count<'a
     }
 }
 
+/// Counts by (day, partner, name), as [`aggregate`] adds them up.
+pub type Totals = BTreeMap<(u32, String, String), u64>;
+
 /// Adds up the counts of many records by (day, partner, name).
-pub fn aggregate<'a>(
-    records: impl IntoIterator<Item = &'a proto::AuditRecord>,
-) -> BTreeMap<(u32, String, String), u64> {
-    let mut totals = BTreeMap::new();
+pub fn aggregate<'a>(records: impl IntoIterator<Item = &'a proto::AuditRecord>) -> Totals {
+    let mut totals = Totals::new();
     for r in records {
-        for c in count(r) {
-            *totals
-                .entry((c.day, c.partner.to_owned(), c.name.into_owned()))
-                .or_insert(0) += c.by;
-        }
+        add_up(&mut totals, r);
     }
     totals
+}
+
+/// Adds one record's counts to `totals`: [`aggregate`] a record at a time, for a log
+/// read as it streams.
+pub fn add_up(totals: &mut Totals, record: &proto::AuditRecord) {
+    for c in count(record) {
+        *totals
+            .entry((c.day, c.partner.to_owned(), c.name.into_owned()))
+            .or_insert(0) += c.by;
+    }
 }
 
 /// One stored counter: (day, partner, name) = value.

@@ -35,7 +35,7 @@ pub(super) use run::run_audit;
 pub(super) use receipts::{receipts, ReceiptsArgs};
 pub(super) use recount::{recount, RecountArgs};
 pub(super) use rotate::rotate_key;
-pub(super) use verify::{check, check_export, verify, verify_node, Verdict, VerifyArgs};
+pub(super) use verify::{check, check_file_of, verify, verify_node, Verdict, VerifyArgs};
 pub(super) use view::record_json;
 use view::table_line;
 pub(super) use witnessed::Witnesses;

@@ -4,11 +4,13 @@
 //! the node's figures without trusting the node to add them up; targets live in the
 //! node's configuration, not in the log, so the review sheet shows actuals only.
 //! `--size` recounts the log as a report computed at that size saw it, root included.
+//! The export is read as it streams, once to verify and once to count: a log of any
+//! length recounts in little memory.
 
 use anyhow::bail;
 use prost::Message as _;
 
-use super::{check_export, VerifyArgs};
+use super::{check_file_of, VerifyArgs};
 use crate::audit::merkle::Frontier;
 use crate::metrics::{self, Period, Programme};
 use crate::proto::{self, AuditEvent};
@@ -32,52 +34,98 @@ pub(in crate::cli) struct RecountArgs<'a> {
 /// Verifies the export, then prints the report its records add up to.
 pub(in crate::cli) fn recount(a: RecountArgs<'_>) -> anyhow::Result<()> {
     let self_signed_ok = a.verify.self_signed_ok;
-    let (verdict, export) = check_export(a.verify)?;
+    let checked = check_file_of(a.verify)?;
+    let verdict = &checked.verdict;
     if !verdict.anchored && !self_signed_ok {
         bail!(
             "not verified: pass --key (the node's checkpoint key) or --trusted-checkpoint, \
              or --self-signed-ok to recount a log checked only against itself"
         );
     }
-    let size = a.size.unwrap_or(export.records.len() as u64);
-    let Some(counted) = usize::try_from(size)
-        .ok()
-        .and_then(|n| export.records.get(..n))
-    else {
+    let size = a.size.unwrap_or(verdict.records());
+    if size > verdict.records() {
         bail!(
             "--size {size}: the export holds {} records",
-            export.records.len()
+            verdict.records()
         );
-    };
-    let mut tree = Frontier::default();
-    let mut records = Vec::with_capacity(counted.len());
-    for bytes in counted {
-        tree.push(bytes);
-        records.push(proto::AuditRecord::decode(bytes.clone())?);
     }
-    // The node's own affiliation as its latest configuration said.
-    let domestic = records
-        .iter()
-        .rev()
-        .find(|r| r.event == AuditEvent::ConfigLoaded as i32)
-        .map(|r| r.affiliation.clone())
-        .filter(|a| !a.is_empty());
+    let counted = count_records(checked.records()?, size)?;
     let today = metrics::day_of(Timestamp::now().unix_ms());
     let period = Period::requested(&a.request, a.fiscal_start, today)?;
+    let programme = Programme {
+        domestic: counted.domestic.as_deref(),
+        fiscal_start: a.fiscal_start,
+        targets: &[],
+    };
+    let node = verdict.node_id();
+    let report =
+        metrics::report_in_view(a.request.view(), node, programme, &period, counted.counters);
+    crate::cli::metrics::print(&report, a.format)
+}
+
+/// What the first records of a log add up to.
+struct Counted {
+    counters: metrics::Counters,
+    /// The node's own affiliation as its latest configuration among them said.
+    domestic: Option<String>,
+}
+
+/// Counts the first `size` of `records` as the node counts them, with their root.
+fn count_records(
+    records: impl Iterator<Item = Result<bytes::Bytes, crate::audit::export::VerifyError>>,
+    size: u64,
+) -> anyhow::Result<Counted> {
+    let mut tree = Frontier::default();
+    let mut totals = metrics::Totals::new();
+    let mut domestic = None;
+    for bytes in records.take(usize::try_from(size)?) {
+        let bytes = bytes?;
+        tree.push(&bytes);
+        let record = proto::AuditRecord::decode(bytes)?;
+        if record.event == AuditEvent::ConfigLoaded as i32 {
+            domestic = Some(record.affiliation.clone());
+        }
+        metrics::add_up(&mut totals, &record);
+    }
     let counters = metrics::Counters {
-        rows: metrics::aggregate(&records)
+        rows: totals
             .into_iter()
             .map(|((day, party, name), value)| (day, party, name, value))
             .collect(),
         log_size: size,
         log_root: tree.root().0,
     };
-    let programme = Programme {
-        domestic: domestic.as_deref(),
-        fiscal_start: a.fiscal_start,
-        targets: &[],
-    };
-    let node = &export.header.node_id;
-    let report = metrics::report_in_view(a.request.view(), node, programme, &period, counters);
-    crate::cli::metrics::print(&report, a.format)
+    Ok(Counted {
+        counters,
+        domestic: domestic.filter(|a| !a.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_loaded(affiliation: &str) -> bytes::Bytes {
+        let r = proto::AuditRecord {
+            event: AuditEvent::ConfigLoaded as i32,
+            affiliation: affiliation.into(),
+            ..Default::default()
+        };
+        r.encode_to_vec().into()
+    }
+
+    #[test]
+    fn the_first_records_are_counted_with_the_affiliation_the_latest_of_them_gave() {
+        let log = [config_loaded("JP"), config_loaded("GB"), config_loaded("")];
+        let count = |size| count_records(log.iter().cloned().map(Ok), size).unwrap();
+        let first = count(1);
+        assert_eq!(first.domestic.as_deref(), Some("JP"));
+        assert_eq!(first.counters.log_size, 1);
+        assert_eq!(count(2).domestic.as_deref(), Some("GB"));
+        // The latest configuration names none: no domestic affiliation, not an older one.
+        assert_eq!(count(3).domestic, None);
+        let mut tree = Frontier::default();
+        log.iter().take(2).for_each(|b| tree.push(b));
+        assert_eq!(count(2).counters.log_root, tree.root().0);
+    }
 }

@@ -43,7 +43,11 @@ pub(in crate::cli) fn verify(
     as_json: bool,
 ) -> anyhow::Result<()> {
     let self_signed_ok = args.self_signed_ok;
-    let (v, checkpoints) = check_outline(args)?;
+    let CheckedFile {
+        verdict: v,
+        checkpoints,
+        ..
+    } = check_file_of(args)?;
     let witnessed = match witnesses.asked() {
         true => Some(witnesses.newest(&checkpoints, &v.summary.node_id, &v.key)?),
         false => None,
@@ -89,6 +93,16 @@ pub(in crate::cli) struct Verdict {
 }
 
 impl Verdict {
+    /// The node whose log was checked.
+    pub(in crate::cli) fn node_id(&self) -> &str {
+        &self.summary.node_id
+    }
+
+    /// Records checked.
+    pub(in crate::cli) fn records(&self) -> u64 {
+        self.summary.records
+    }
+
     fn to_json(&self) -> serde_json::Value {
         let s = &self.summary;
         json!({
@@ -132,15 +146,47 @@ impl Verdict {
 
 /// Runs every check of `audit verify`; an error for anything that does not hold.
 pub(in crate::cli) fn check(args: VerifyArgs<'_>) -> anyhow::Result<Verdict> {
-    Ok(check_outline(args)?.0)
+    Ok(check_file_of(args)?.verdict)
 }
 
-/// [`check`], and the export's checkpoints. An export file is read twice, its outline
-/// then its records, and never held whole: a log of any length verifies in little
-/// memory. A stopped node's log is exported to a temporary file first and read so.
-fn check_outline(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, Vec<String>)> {
-    match (args.file, args.data_dir) {
-        (Some(file), None) => check_file(file, &args),
+/// An export file that passed every check, with its checkpoints, to be read again.
+pub(in crate::cli) struct CheckedFile {
+    pub verdict: Verdict,
+    pub checkpoints: Vec<String>,
+    /// The file checked: the auditor's, or a stopped node's log exported for the check
+    /// (removed when this is dropped).
+    file: ExportFile,
+}
+
+enum ExportFile {
+    Given(std::path::PathBuf),
+    Temporary(tempfile::NamedTempFile),
+}
+
+impl ExportFile {
+    fn path(&self) -> &Path {
+        match self {
+            ExportFile::Given(path) => path,
+            ExportFile::Temporary(tmp) => tmp.path(),
+        }
+    }
+}
+
+impl CheckedFile {
+    /// The records of the export checked, one at a time, read from its file again.
+    pub(in crate::cli) fn records(
+        &self,
+    ) -> anyhow::Result<impl Iterator<Item = Result<Bytes, export::VerifyError>>> {
+        Ok(export::records(open_export(self.file.path())?))
+    }
+}
+
+/// [`check`], keeping the file. An export file is read twice, its outline then its
+/// records, and never held whole: a log of any length verifies in little memory. A
+/// stopped node's log is exported to a temporary file first and read so.
+pub(in crate::cli) fn check_file_of(args: VerifyArgs<'_>) -> anyhow::Result<CheckedFile> {
+    let file = match (args.file, args.data_dir) {
+        (Some(file), None) => ExportFile::Given(file.to_path_buf()),
         (None, Some(dir)) => {
             let tmp = tempfile::NamedTempFile::new().context("making a temporary export")?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
@@ -149,39 +195,23 @@ fn check_outline(args: VerifyArgs<'_>) -> anyhow::Result<(Verdict, Vec<String>)>
                 .block_on(write_export(Source::DataDir(dir), &mut out))?;
             out.flush().context("writing the temporary export")?;
             drop(out);
-            check_file(tmp.path(), &args)
+            ExportFile::Temporary(tmp)
         }
         _ => bail!("give either an export FILE or --data-dir"),
-    }
+    };
+    let path = file.path();
+    let outline = export::outline(open_export(path)?)?;
+    let verdict = check_records(&outline, export::records(open_export(path)?), &args)?;
+    Ok(CheckedFile {
+        verdict,
+        checkpoints: outline.checkpoints,
+        file,
+    })
 }
 
-/// Checks the export in `file`, reading it twice (its outline, then its records).
-fn check_file(file: &Path, args: &VerifyArgs<'_>) -> anyhow::Result<(Verdict, Vec<String>)> {
-    let open = || -> anyhow::Result<_> {
-        let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
-        Ok(std::io::BufReader::with_capacity(1 << 20, f))
-    };
-    let outline = export::outline(open()?)?;
-    let verdict = check_records(&outline, export::records(open()?), args)?;
-    Ok((verdict, outline.checkpoints))
-}
-
-/// [`check`], and the export it checked, held in memory.
-pub(in crate::cli) fn check_export(
-    args: VerifyArgs<'_>,
-) -> anyhow::Result<(Verdict, export::Export)> {
-    let bytes = match (args.file, args.data_dir) {
-        (Some(f), None) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-        (None, Some(d)) => tokio::runtime::Builder::new_current_thread()
-            .build()?
-            .block_on(export_bytes(Source::DataDir(d)))?,
-        _ => bail!("give either an export FILE or --data-dir"),
-    };
-    let parsed = export::parse(Bytes::from(bytes))?;
-    let outline = export::Outline::of(&parsed)?;
-    let records = parsed.records.iter().cloned().map(Ok);
-    let verdict = check_records(&outline, records, &args)?;
-    Ok((verdict, parsed))
+fn open_export(file: &Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+    let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f))
 }
 
 /// Checks the `records` of the export `outline` describes against what `args` anchor
