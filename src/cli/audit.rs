@@ -232,10 +232,11 @@ pub(super) async fn export(source: Source<'_>, out: &Path) -> anyhow::Result<()>
 
 pub(super) async fn checkpoint(source: Source<'_>, witnesses: &Witnesses) -> anyhow::Result<()> {
     if witnesses.asked() {
-        let parsed = export::parse(Bytes::from(exporting::export_bytes(source).await?))?;
-        let key = export::header_key(&parsed.header)?;
-        let summary = export::verify(&parsed, &export::starting_key(&parsed)?, None)?;
-        let w = witnesses.newest(&parsed.checkpoints, &summary.node_id, &key)?;
+        // Checked as it streams from a temporary export, never held whole.
+        let tmp = verify::export_to_temp(source).await?;
+        let (outline, summary) = verify::verify_file(tmp.path(), None)?;
+        let key = export::header_key(&outline.header)?;
+        let w = witnesses.newest(&outline.checkpoints, &summary.node_id, &key)?;
         print!("{}", w.note);
         eprintln!(
             "renkei: the checkpoint of {} records is cosigned by {}",

@@ -35,13 +35,6 @@ pub(super) async fn write_export(
     }
 }
 
-/// The export of `source`'s log, in memory (for commands that read it whole).
-pub(super) async fn export_bytes(source: Source<'_>) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    write_export(source, &mut out).await?;
-    Ok(out)
-}
-
 /// Writes one item of the export.
 fn item(out: &mut impl Write, item: Item) -> anyhow::Result<()> {
     let mut bytes = Vec::new();

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::exporting::{export_bytes, write_export};
+use super::exporting::write_export;
 use super::{Source, Witnesses};
 use crate::audit::export;
 
@@ -19,9 +19,34 @@ pub(in crate::cli) async fn verify_node(
     config: &Path,
     key: &ed25519_dalek::VerifyingKey,
 ) -> anyhow::Result<export::Summary> {
-    let bytes = export_bytes(Source::Node(config)).await?;
-    let parsed = export::parse(Bytes::from(bytes))?;
-    Ok(export::verify(&parsed, key, None)?)
+    let tmp = export_to_temp(Source::Node(config)).await?;
+    Ok(verify_file(tmp.path(), Some(key))?.1)
+}
+
+/// Exports `source`'s log to a temporary file (removed when dropped) as it is read.
+pub(in crate::cli) async fn export_to_temp(
+    source: Source<'_>,
+) -> anyhow::Result<tempfile::NamedTempFile> {
+    let tmp = tempfile::NamedTempFile::new().context("making a temporary export")?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    write_export(source, &mut out).await?;
+    out.flush().context("writing the temporary export")?;
+    drop(out);
+    Ok(tmp)
+}
+
+/// Verifies the export in `file` from `key` (else from the key its log starts with),
+/// reading it as it streams; its outline and what the check found.
+pub(in crate::cli) fn verify_file(
+    file: &Path,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+) -> anyhow::Result<(export::Outline, export::Summary)> {
+    let outline = export::outline(open_export(file)?)?;
+    let start = key.copied().unwrap_or(outline.starting_key);
+    let records = export::records(open_export(file)?);
+    let summary =
+        export::verify_records(&outline.header, records, &outline.checkpoints, &start, &[])?;
+    Ok((outline, summary))
 }
 
 /// What `audit verify` is asked to check, and against what.
@@ -187,16 +212,11 @@ impl CheckedFile {
 pub(in crate::cli) fn check_file_of(args: VerifyArgs<'_>) -> anyhow::Result<CheckedFile> {
     let file = match (args.file, args.data_dir) {
         (Some(file), None) => ExportFile::Given(file.to_path_buf()),
-        (None, Some(dir)) => {
-            let tmp = tempfile::NamedTempFile::new().context("making a temporary export")?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        (None, Some(dir)) => ExportFile::Temporary(
             tokio::runtime::Builder::new_current_thread()
                 .build()?
-                .block_on(write_export(Source::DataDir(dir), &mut out))?;
-            out.flush().context("writing the temporary export")?;
-            drop(out);
-            ExportFile::Temporary(tmp)
-        }
+                .block_on(export_to_temp(Source::DataDir(dir)))?,
+        ),
         _ => bail!("give either an export FILE or --data-dir"),
     };
     let path = file.path();
