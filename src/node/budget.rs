@@ -96,30 +96,19 @@ impl Budgets {
     /// A new stream's budget, within its partner's and the node's, its frames read
     /// within the partner's rates of bytes and of publishes.
     pub(crate) fn stream(&self, partner: &PartnerId) -> StreamBudget {
-        let mut budget = self.pull(partner);
-        budget.publishes = Some(self.room(partner).publishes);
-        budget
+        self.budget(partner, true)
     }
 
     /// The budget of a stream of deliveries pulled from `peer`: as `stream`, but its
     /// frames count against the peer's bytes only, since the node's own window and
     /// acks pace them.
     pub(crate) fn pull(&self, peer: &PartnerId) -> StreamBudget {
-        let room = self.room(peer);
-        StreamBudget {
-            stream: (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
-            partner: (room.share, self.partner_kib),
-            node: self.node.clone(),
-            floor: room.floor,
-            rate: room.rate,
-            publishes: None,
-            frame_kib: self.frame_kib,
-            deadline: self.deadline,
-        }
+        self.budget(peer, false)
     }
 
-    fn room(&self, partner: &PartnerId) -> PartnerRoom {
-        self.partners
+    fn budget(&self, partner: &PartnerId, publishes: bool) -> StreamBudget {
+        let room = self
+            .partners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(partner.clone())
@@ -129,7 +118,17 @@ impl Budgets {
                 rate: Arc::new(Mutex::new(Rate::new(self.partner_rate))),
                 publishes: Arc::new(Mutex::new(Rate::new(self.partner_publishes))),
             })
-            .clone()
+            .clone();
+        StreamBudget {
+            stream: (Arc::new(Semaphore::new(self.stream_kib)), self.stream_kib),
+            partner: (room.share, self.partner_kib),
+            node: self.node.clone(),
+            floor: room.floor,
+            rate: room.rate,
+            publishes: publishes.then_some(room.publishes),
+            frame_kib: self.frame_kib,
+            deadline: self.deadline,
+        }
     }
 
     /// KiB in use now: of the node's budget (partners' floors aside), and per partner
