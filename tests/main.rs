@@ -33,6 +33,7 @@ mod onboarding;
 mod partition;
 mod partners;
 mod policy_explain;
+mod rates;
 mod receipts;
 mod rejections;
 mod reload;
