@@ -11,7 +11,7 @@ use anyhow::bail;
 use prost::Message as _;
 
 use super::{check_file_of, VerifyArgs};
-use crate::audit::merkle::Frontier;
+use crate::audit::merkle::{Frontier, TreeHash};
 use crate::metrics::{self, Period, Programme};
 use crate::proto::{self, AuditEvent};
 use crate::timestamp::Timestamp;
@@ -50,6 +50,9 @@ pub(in crate::cli) fn recount(a: RecountArgs<'_>) -> anyhow::Result<()> {
         );
     }
     let counted = count_records(checked.records()?, size)?;
+    if counted.root.to_string() != verdict.root() {
+        bail!("the export changed while it was read: recount it again");
+    }
     let today = metrics::day_of(Timestamp::now().unix_ms());
     let period = Period::requested(&a.request, a.fiscal_start, today)?;
     let programme = Programme {
@@ -68,9 +71,13 @@ struct Counted {
     counters: metrics::Counters,
     /// The node's own affiliation as its latest configuration among them said.
     domestic: Option<String>,
+    /// The root of every record read, to be matched with the root verified: the file
+    /// is read again to count, and must be the one checked.
+    root: TreeHash,
 }
 
-/// Counts the first `size` of `records` as the node counts them, with their root.
+/// Counts the first `size` of `records` as the node counts them, with their root, and
+/// takes the rest into the root of all.
 fn count_records(
     records: impl Iterator<Item = Result<bytes::Bytes, crate::audit::export::VerifyError>>,
     size: u64,
@@ -78,26 +85,37 @@ fn count_records(
     let mut tree = Frontier::default();
     let mut totals = metrics::Totals::new();
     let mut domestic = None;
-    for bytes in records.take(usize::try_from(size)?) {
+    let mut at_size = (size == 0).then(|| tree.root());
+    for (n, bytes) in (1u64..).zip(records) {
         let bytes = bytes?;
         tree.push(&bytes);
+        if n > size {
+            continue;
+        }
         let record = proto::AuditRecord::decode(bytes)?;
         if record.event == AuditEvent::ConfigLoaded as i32 {
             domestic = Some(record.affiliation.clone());
         }
         metrics::add_up(&mut totals, &record);
+        if n == size {
+            at_size = Some(tree.root());
+        }
     }
+    let Some(at_size) = at_size else {
+        bail!("the export holds fewer than {size} records");
+    };
     let counters = metrics::Counters {
         rows: totals
             .into_iter()
             .map(|((day, party, name), value)| (day, party, name, value))
             .collect(),
         log_size: size,
-        log_root: tree.root().0,
+        log_root: at_size.0,
     };
     Ok(Counted {
         counters,
         domestic: domestic.filter(|a| !a.is_empty()),
+        root: tree.root(),
     })
 }
 
@@ -127,5 +145,12 @@ mod tests {
         let mut tree = Frontier::default();
         log.iter().take(2).for_each(|b| tree.push(b));
         assert_eq!(count(2).counters.log_root, tree.root().0);
+        // Every record is taken into the root of all, whatever the size counted.
+        tree.push(&log[2]);
+        assert_eq!(count(1).root, tree.root());
+        assert!(
+            count_records(log.iter().cloned().map(Ok), 4).is_err(),
+            "too few"
+        );
     }
 }

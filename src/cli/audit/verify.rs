@@ -128,6 +128,11 @@ impl Verdict {
         self.summary.records
     }
 
+    /// The root of every record checked, in hex.
+    pub(in crate::cli) fn root(&self) -> &str {
+        &self.summary.root
+    }
+
     fn to_json(&self) -> serde_json::Value {
         let s = &self.summary;
         json!({
