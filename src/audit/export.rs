@@ -17,7 +17,7 @@ use super::rotation::KeyChain;
 use crate::proto::{self, export_item::Item};
 
 mod read;
-pub use read::{outline, parse, records, starting_key, Export, Outline};
+pub use read::{outline, parse, records, Export, Outline};
 
 /// The format name in every export header.
 pub const FORMAT: &str = "renkei-audit-export/1";

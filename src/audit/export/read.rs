@@ -46,19 +46,9 @@ pub struct Outline {
     pub header: proto::ExportHeader,
     /// Signed checkpoint notes.
     pub checkpoints: Vec<String>,
-    /// The key a verifier given none starts from (see [`starting_key`]).
+    /// The key a verifier given none starts from: the one the log's first key rotation
+    /// rotates from, or the key its header names.
     pub starting_key: VerifyingKey,
-}
-
-impl Outline {
-    /// The outline of an export held in memory.
-    pub fn of(export: &Export) -> Result<Outline, VerifyError> {
-        Ok(Outline {
-            header: export.header.clone(),
-            checkpoints: export.checkpoints.clone(),
-            starting_key: starting_key(export)?,
-        })
-    }
 }
 
 /// Reads the [`Outline`] of the export `r` holds.
@@ -96,17 +86,6 @@ pub fn records(r: impl std::io::BufRead) -> impl Iterator<Item = Result<Bytes, V
             Ok(Body::Checkpoint(_)) => None,
             Err(e) => Some(Err(e)),
         }))
-}
-
-/// The key a verifier given none starts from: the one the log's first key rotation
-/// rotates from, or the key its header names.
-pub fn starting_key(export: &Export) -> Result<VerifyingKey, VerifyError> {
-    for bytes in &export.records {
-        if let Some(key) = rotated_from(bytes)? {
-            return Ok(key);
-        }
-    }
-    header_key(&export.header)
 }
 
 /// The key the record `bytes` rotates from, if it is a key rotation.

@@ -4,8 +4,9 @@
 //! the node's figures without trusting the node to add them up; targets live in the
 //! node's configuration, not in the log, so the review sheet shows actuals only.
 //! `--size` recounts the log as a report computed at that size saw it, root included.
-//! The export is read as it streams, once to verify and once to count: a log of any
-//! length recounts in little memory.
+//! The export is read as it streams, twice to verify (its outline, then its records)
+//! and once more to count, never held whole: a log of any length recounts in little
+//! memory.
 
 use anyhow::bail;
 use prost::Message as _;
