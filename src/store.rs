@@ -4,7 +4,9 @@
 //!
 //! A commit's large values (its bulletin segment and audit record batch) go to the
 //! value files (`values`) and the engine holds a pointer to each, so its keyspace
-//! stays small and its compactions never rewrite bulletins.
+//! stays small and its compactions never rewrite bulletins. The value files also hold
+//! each commit's engine batch and are its only sync; the engine's journal is synced
+//! only where a write outside a commit asks for it ([`Store::flush`]).
 //!
 //! Layout: one keyspace, `state`, with prefixed keys, so that every group commit is a
 //! single atomic `apply_batch`:
@@ -13,7 +15,7 @@
 //! | --- | --- |
 //! | `m/format` | the layout's version (u64 BE), [`FORMAT`] |
 //! | `m/head` | last accepted seq (u64 big-endian) |
-//! | `m/values` | end of the committed value files (u64 BE), see `values` |
+//! | `m/values` | end of the last commit applied, in the value files (u64 BE), see `values` |
 //! | `m/node`, `m/audit_key` | the node's id and checkpoint-signing public key |
 //! | `s/` seq (u64 BE) | pointer to a `Segment` in the value files: the bulletins of one group commit, starting at seq |
 //! | `d/` id (16 bytes) origin | seq (u64 BE) ‖ digest (32 bytes) ‖ audit seq of its acceptance (u64 BE) |
@@ -66,12 +68,15 @@ const FORMAT_KEY: &[u8] = b"m/format";
 const VALUES_END: &[u8] = b"m/values";
 /// Version of the database layout this renkei reads and writes. 2: large values in
 /// value files, not in the engine. 3: no partial chunk of audit hashes stored. 4: full
-/// chunks of audit hashes in the value files too. Layouts 2 and 3 are read as they
-/// are and marked 4. The layout does not change with the engine: an earlier renkei's
-/// sled database is moved as it is, and that renkei is kept out of it after (`earlier`).
-pub const FORMAT: u64 = 4;
+/// chunks of audit hashes in the value files too. 5: each commit's engine batch framed
+/// in the value files after its values, read back when the store opens (a renkei
+/// reading layout 4 would cut off the commits its engine lost). Layouts 2 to 4 are read
+/// as they are and marked 5. The layout does not change with the engine: an earlier
+/// renkei's sled database is moved as it is, and that renkei is kept out of it after
+/// (`earlier`).
+pub const FORMAT: u64 = 5;
 /// The earlier layouts this renkei upgrades in place.
-const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=3;
+const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=4;
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
 /// The partners of the configuration last put in force, one id per line: a partner
@@ -97,8 +102,10 @@ fn check_format(state: &kv::Tree) -> Result<(), StoreError> {
     match state.get(FORMAT_KEY)? {
         Some(v) if be_u64(FORMAT_KEY, &v)? == FORMAT => Ok(()),
         Some(v) if FORMAT_UPGRADED.contains(&be_u64(FORMAT_KEY, &v)?) => {
+            // Durable before any commit is framed: a renkei reading the old layout
+            // must not open what this one wrote.
             state.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
-            Ok(())
+            state.persist()
         }
         Some(v) => Err(corrupt(
             FORMAT_KEY,
@@ -115,7 +122,7 @@ fn check_format(state: &kv::Tree) -> Result<(), StoreError> {
         )),
         None => {
             state.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
-            Ok(())
+            state.persist()
         }
     }
 }
@@ -309,7 +316,8 @@ impl Store {
             Some(v) => be_u64(VALUES_END, &v)?,
             None => 0,
         };
-        let values = ValueLog::open(dir, committed)?;
+        let (values, replays) = ValueLog::open(dir, committed)?;
+        apply_again(&db, &state, replays)?;
         audit::upgrade_index(&state, &values)?;
         let audit = audit::AuditState::load(&state, &values)?;
         let hash_run = audit.shared();
@@ -518,11 +526,45 @@ impl Store {
     }
 
     /// Makes every batch applied so far survive a power cut: the engine's journal is
-    /// fsynced. (The value files are fdatasync'd before the batch that points into
-    /// them.)
+    /// fsynced. (A commit needs none: its batch is synced in the value files, which
+    /// are read back when the store opens.)
     pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
         self.db.persist()
     }
+}
+
+/// Applies again, in order, the commits the engine lost and the value files kept, each
+/// with the end of its frame, then makes the engine durable: an open store's engine
+/// holds every synced commit.
+fn apply_again(
+    db: &kv::Db,
+    state: &kv::Tree,
+    replays: Vec<values::Replay>,
+) -> Result<(), StoreError> {
+    if replays.is_empty() {
+        return Ok(());
+    }
+    let (count, end) = (replays.len(), replays.last().map_or(0, |r| r.end));
+    for replay in replays {
+        let mut batch = kv::Batch::decode(&replay.batch).ok_or_else(|| {
+            corrupt(
+                VALUES_END,
+                format!(
+                    "the commit ending at byte {} of the value files is not an engine batch",
+                    replay.end
+                ),
+            )
+        })?;
+        batch.insert(VALUES_END, replay.end.to_be_bytes());
+        state.apply_batch(batch)?;
+    }
+    db.persist()?;
+    tracing::info!(
+        commits = count,
+        end,
+        "applied again the commits the engine had not kept"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

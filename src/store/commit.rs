@@ -1,6 +1,7 @@
 //! A group commit: the bulletins, audit events and cursor moves of one batch planned
-//! entry by entry (duplicates and conflicts recorded, not stored), then written as one
-//! engine batch after the value files they point into are synced, then made durable.
+//! entry by entry (duplicates and conflicts recorded, not stored), then written to the
+//! value files with the engine batch that points into them, synced once, and applied
+//! to the engine (`values` says how a crash is recovered from).
 
 use crate::store::kv;
 use std::collections::HashMap;
@@ -106,31 +107,54 @@ impl Store {
             cursors,
             ..
         } = plan;
+        let before = self.values.end();
         let (encoded, segment) = crate::wire::segment(bulletins);
-        if !segment.bulletins.is_empty() {
-            let ptr = self.values.append(&encoded)?;
-            writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);
-            writes.insert(HEAD, &head.to_be_bytes()[..]);
-        }
-        let appended = log.append(&self.state, &self.values, &mut writes, events, now)?;
-        if appended.is_some() || cursors {
-            // The values first: the engine must never point past what is on disk.
-            let end = self.values.sync()?;
-            writes.insert(VALUES_END, &end.to_be_bytes()[..]);
-            self.state.apply_batch(writes)?;
+        let written = (|| -> Result<_, StoreError> {
             if !segment.bulletins.is_empty() {
-                // Subscribers read it next: hand it over decoded.
-                self.segments
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(Arc::new(segment));
+                let ptr = self.values.append(&encoded)?;
+                writes.insert(seq_key(SEGMENT, first), &ptr.encode()[..]);
+                writes.insert(HEAD, &head.to_be_bytes()[..]);
             }
-            if let Some(appended) = appended {
-                log.applied(appended);
+            let appended = log.append(&self.state, &self.values, &mut writes, events, now)?;
+            if appended.is_some() || cursors {
+                self.write_ahead(writes)?;
             }
-            self.flush_durably()?;
+            Ok(appended)
+        })();
+        let appended = match written {
+            Ok(appended) => appended,
+            Err(e) => {
+                self.values.roll_back(before);
+                return Err(e);
+            }
+        };
+        if !segment.bulletins.is_empty() && (appended.is_some() || cursors) {
+            // Subscribers read it next: hand it over decoded.
+            self.segments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(Arc::new(segment));
+        }
+        if let Some(appended) = appended {
+            log.applied(appended);
         }
         Ok(Committed { outcomes })
+    }
+
+    /// Makes a commit durable with one sync: its batch is appended after its values,
+    /// the value files are synced, and only then is the batch applied to the engine
+    /// (which must never point past what is on disk). The engine's journal is left to
+    /// sync later: after a crash, the store reads the batch back from the value files.
+    fn write_ahead(&self, mut writes: kv::Batch) -> Result<(), StoreError> {
+        let end = self.values.append_batch(&writes.encode())?;
+        if self.values.sync()? != end {
+            return Err(StoreError::Corrupt {
+                key: "values".into(),
+                why: "the value files grew during a commit".into(),
+            });
+        }
+        writes.insert(VALUES_END, &end.to_be_bytes()[..]);
+        self.state.apply_batch(writes)
     }
 
     /// Fails as a full disk would, while [`Store::fail_commits`] says so.

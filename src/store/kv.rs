@@ -215,6 +215,61 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.writes.len()
     }
+
+    /// The writes as bytes, for a log that applies them again after a crash: each key
+    /// and value after its length (4 bytes, big-endian), a removal as a value of
+    /// length `u32::MAX`.
+    pub fn encode(&self) -> Vec<u8> {
+        let size = self
+            .writes
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Vec::len));
+        let mut out = Vec::with_capacity(size.sum());
+        for (key, value) in &self.writes {
+            out.extend_from_slice(&len32(key.len()).to_be_bytes());
+            out.extend_from_slice(key);
+            match value {
+                Some(value) => {
+                    out.extend_from_slice(&len32(value.len()).to_be_bytes());
+                    out.extend_from_slice(value);
+                }
+                None => out.extend_from_slice(&REMOVED.to_be_bytes()),
+            }
+        }
+        out
+    }
+
+    /// The writes [`Batch::encode`] wrote, or `None` if `bytes` are not such.
+    pub fn decode(mut bytes: &[u8]) -> Option<Batch> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn len(bytes: &mut &[u8]) -> Option<u32> {
+            Some(u32::from_be_bytes(take(bytes, 4)?.try_into().ok()?))
+        }
+        let mut batch = Batch::default();
+        while !bytes.is_empty() {
+            let key_len = len(&mut bytes)? as usize;
+            let key = take(&mut bytes, key_len)?.to_vec();
+            let value = match len(&mut bytes)? {
+                REMOVED => None,
+                n => Some(take(&mut bytes, n as usize)?.to_vec()),
+            };
+            batch.writes.insert(key, value);
+        }
+        Some(batch)
+    }
+}
+
+/// The length [`Batch::encode`] gives a removal.
+const REMOVED: u32 = u32::MAX;
+
+/// A key's or value's length as encoded: the engine's keys and the store's values
+/// (pointers, counters, index entries) are far below 4 GiB.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(REMOVED - 1)
 }
 
 #[cfg(test)]
@@ -255,5 +310,21 @@ mod tests {
         batch.insert(b"k/a", b"last");
         tree.apply_batch(batch).unwrap();
         assert_eq!(&*tree.get(b"k/a").unwrap().unwrap(), b"last");
+    }
+
+    #[test]
+    fn a_batch_reads_back_from_its_bytes_and_a_cut_one_is_refused() {
+        let mut batch = Batch::default();
+        batch.insert(b"k/a", b"value");
+        batch.insert(b"k/empty", b"");
+        batch.remove(b"k/gone");
+        let bytes = batch.encode();
+        let back = Batch::decode(&bytes).unwrap();
+        assert_eq!(back.writes, batch.writes);
+        assert_eq!(Batch::decode(&[]).unwrap().len(), 0);
+        for cut in 1..bytes.len() {
+            let read = Batch::decode(&bytes[..cut]);
+            assert!(read.is_none_or(|b| b.len() < 3), "cut at {cut}");
+        }
     }
 }

@@ -362,3 +362,56 @@ fn a_relays_copy_and_its_origins_publish_in_one_commit_still_share_what_the_orig
         ]
     );
 }
+
+/// Copies the directory `from` into `to`, as a disk that lost later writes would hold it.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn commits_the_engine_lost_are_applied_again_from_the_value_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join(kv::DIR);
+    let kept = dir.path().join("engine-before");
+    {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        commit(&store, vec![new(1, "a", &["b"])]);
+    }
+    copy_dir(&engine, &kept);
+    let records = {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        commit(&store, vec![new(2, "a", &["b"]), new(3, "a", &["b"])]);
+        let cursor = Cursor {
+            acked_through: 2,
+            ..Cursor::default()
+        };
+        save_cursor(&store, &pid("b"), &cursor);
+        store.audit_progress().0
+    };
+    // A power cut: the value files kept the last two commits, the engine did not.
+    std::fs::remove_dir_all(&engine).unwrap();
+    copy_dir(&kept, &engine);
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.head().unwrap(), 3);
+    assert_eq!(store.audit_progress().0, records);
+    let found = store.lookup(&pid("a"), &new(3, "a", &[]).id).unwrap();
+    assert_eq!(found.map(|(seq, _)| seq), Some(3));
+    assert_eq!(store.cursor(&pid("b")).unwrap().acked_through, 2);
+    assert_eq!(
+        commit(&store, vec![new(4, "a", &["b"]), new(3, "a", &["b"])]),
+        [Outcome::Accepted(4), Outcome::Duplicate(3)]
+    );
+    drop(store);
+    // Applied once: opening again finds nothing more to apply.
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.head().unwrap(), 4);
+}

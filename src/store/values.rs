@@ -8,12 +8,21 @@
 //! bounded caches.
 //!
 //! Files live in `<data_dir>/values/`, each named by the offset (20 decimal digits) of
-//! its first byte in one logical append-only log. A value never spans two files. What
-//! is committed is decided by the engine alone: each commit appends, syncs the files, then
-//! writes the pointers and the new end (`m/values`) in its engine batch. Bytes past that
-//! end are an interrupted commit's and are cut off when the store opens.
+//! its first byte in one logical append-only log. A frame never spans two files.
 //!
-//! It owns the files; it knows nothing of what the values mean.
+//! The files are also the store's write-ahead log, so a commit costs one sync: each
+//! commit appends its values, then its engine batch (the pointers and all else it
+//! writes), syncs the files, and only then applies the batch to the engine, whose
+//! journal is not synced for it. The engine records with each batch the end of the
+//! batch's frame (`m/values`). When the store opens, the batches past the end the
+//! engine kept are read back ([`recover`]) for the store to apply again; bytes past the
+//! last whole batch are an interrupted commit's and are cut off.
+//!
+//! Each append is framed (a kind byte, the length, the CRC-32 of what follows) so that
+//! what follows the engine's end can be read back. Pointers point past the frame's
+//! header, so values written before frames existed read as they did.
+//!
+//! It owns the files; it knows nothing of what the values or the batches mean.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -23,6 +32,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::StoreError;
 
+mod recover;
+pub(super) use recover::Replay;
+
 /// Name of the directory inside the data directory.
 pub(super) const DIR: &str = "values";
 /// A new file is started once the current one would pass this size.
@@ -30,6 +42,34 @@ const FILE_BYTES: u64 = 256 << 20;
 /// Files held open for reading at most (besides the one appended to): a node that ran
 /// for years has thousands of files, more than its descriptors allow.
 const OPEN_FILES: usize = 32;
+
+/// What a frame holds: a value the engine points at, or a commit's engine batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Value = 0xa5,
+    Batch = 0xb6,
+}
+
+impl Kind {
+    fn of(byte: u8) -> Option<Kind> {
+        [Kind::Value, Kind::Batch]
+            .into_iter()
+            .find(|k| *k as u8 == byte)
+    }
+}
+
+/// A frame's header: its kind, the length of what follows and its CRC-32.
+const HEADER: u64 = 9;
+/// Frames up to this size are copied behind their header and written at once.
+const ONE_WRITE: usize = 64 << 10;
+
+fn header(kind: Kind, len: u32, crc: u32) -> [u8; HEADER as usize] {
+    let mut out = [0; HEADER as usize];
+    out[0] = kind as u8;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out[5..].copy_from_slice(&crc.to_be_bytes());
+    out
+}
 
 /// Where a value is, and its checksum: what the engine stores in place of the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +151,9 @@ pub(super) struct ValueLog {
     files: RwLock<BTreeSet<u64>>,
     readers: Mutex<Readers>,
     tail: Mutex<Tail>,
+    /// Set when an append failed and the files could not be cut back after it: a
+    /// torn frame would stop the reading back of every commit after it.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
@@ -142,10 +185,58 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| io(dir, e))
 }
 
+/// The start of every value file in `dir`, in order.
+fn file_starts(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut starts = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let name = entry.file_name();
+        let start = name
+            .to_str()
+            .filter(|n| n.len() == 20)
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                key: entry.path().display().to_string(),
+                why: "a file that is not a value file in the values directory".into(),
+            })?;
+        starts.push(start);
+    }
+    starts.sort_unstable();
+    Ok(starts)
+}
+
+/// Cuts the files starting at `starts` back to the log's byte `end`: files begun at or
+/// after it are removed (they hold nothing kept), the one holding it is shortened.
+/// Returns the starts of the files kept.
+fn cut_back(dir: &Path, starts: &[u64], end: u64) -> Result<BTreeSet<u64>, StoreError> {
+    let mut files = BTreeSet::new();
+    let mut removed = false;
+    for &start in starts {
+        let path = dir.join(file_name(start));
+        if start > 0 && start >= end {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            removed = true;
+            continue;
+        }
+        let file = open_file(&path, false)?;
+        let len = file.metadata().map_err(|e| io(&path, e))?.len();
+        if start + len > end {
+            file.set_len(end - start).map_err(|e| io(&path, e))?;
+            file.sync_all().map_err(|e| io(&path, e))?;
+        }
+        files.insert(start);
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(files)
+}
+
 impl ValueLog {
-    /// Opens the files in `data_dir/values`, creating the directory, and cuts them back
-    /// to `committed`, the end the engine recorded with the last commit.
-    pub fn open(data_dir: &Path, committed: u64) -> Result<ValueLog, StoreError> {
+    /// Opens the files in `data_dir/values`, creating the directory; reads back the
+    /// engine batches appended after `committed` (the end the engine kept), which the
+    /// store applies again in order, and cuts the files after the last whole one.
+    pub fn open(data_dir: &Path, committed: u64) -> Result<(ValueLog, Vec<Replay>), StoreError> {
         Self::open_sized(data_dir, committed, FILE_BYTES)
     }
 
@@ -153,56 +244,23 @@ impl ValueLog {
         data_dir: &Path,
         committed: u64,
         file_bytes: u64,
-    ) -> Result<ValueLog, StoreError> {
+    ) -> Result<(ValueLog, Vec<Replay>), StoreError> {
         let dir = data_dir.join(DIR);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let mut starts = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
-            let entry = entry.map_err(|e| io(&dir, e))?;
-            let name = entry.file_name();
-            let start = name
-                .to_str()
-                .filter(|n| n.len() == 20)
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: entry.path().display().to_string(),
-                    why: "a file that is not a value file in the values directory".into(),
-                })?;
-            starts.push(start);
-        }
-        starts.sort_unstable();
-        let mut files = BTreeSet::new();
-        let mut changed = false;
-        for start in starts {
-            let path = dir.join(file_name(start));
-            // Files begun by an interrupted commit hold nothing committed.
-            if start > 0 && start >= committed {
-                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
-                changed = true;
-                continue;
-            }
-            let file = open_file(&path, false)?;
-            let len = file.metadata().map_err(|e| io(&path, e))?.len();
-            if start + len > committed {
-                file.set_len(committed - start).map_err(|e| io(&path, e))?;
-                file.sync_all().map_err(|e| io(&path, e))?;
-            }
-            files.insert(start);
-        }
-        if changed {
-            sync_dir(&dir)?;
-        }
+        let starts = file_starts(&dir)?;
+        let (replays, end) = recover::read_back(&dir, &starts, committed)?;
+        let mut files = cut_back(&dir, &starts, end)?;
         let start = files.last().copied().unwrap_or(0);
         let file = Arc::new(open_file(&dir.join(file_name(start)), files.is_empty())?);
         if files.insert(start) {
             sync_dir(&dir)?;
         }
         let last_end = start + file.metadata().map_err(|e| io(&dir, e))?.len();
-        if last_end < committed {
+        if last_end < end {
             return Err(StoreError::Corrupt {
                 key: dir.display().to_string(),
                 why: format!(
-                    "the value files end at byte {last_end} but the database records {committed}"
+                    "the value files end at byte {last_end} but the database records {end}"
                 )
                 .into(),
             });
@@ -210,61 +268,147 @@ impl ValueLog {
         let tail = Tail {
             start,
             file,
-            end: committed,
+            end,
             dirty: false,
         };
         let readers = Readers {
             open: BTreeMap::new(),
             uses: 0,
         };
-        Ok(ValueLog {
+        let log = ValueLog {
             dir,
             file_bytes,
             files: RwLock::new(files),
             readers: Mutex::new(readers),
             tail: Mutex::new(tail),
-        })
+            broken: Default::default(),
+        };
+        Ok((log, replays))
     }
 
     /// Appends `value` (not yet durable: see [`ValueLog::sync`]) and says where it is.
     pub fn append(&self, value: &[u8]) -> Result<ValuePtr, StoreError> {
-        let len = u32::try_from(value.len()).map_err(|_| StoreError::Corrupt {
+        let (offset, len, crc) = self.append_frame(Kind::Value, value)?;
+        Ok(ValuePtr { offset, len, crc })
+    }
+
+    /// Appends a commit's engine batch, after the values it points at; returns the end
+    /// to record with it.
+    pub fn append_batch(&self, batch: &[u8]) -> Result<u64, StoreError> {
+        let (offset, len, _) = self.append_frame(Kind::Batch, batch)?;
+        Ok(offset + u64::from(len))
+    }
+
+    /// Appends one frame; returns the offset of its contents, their length and CRC.
+    fn append_frame(&self, kind: Kind, bytes: &[u8]) -> Result<(u64, u32, u32), StoreError> {
+        self.check_whole()?;
+        let len = u32::try_from(bytes.len()).map_err(|_| StoreError::Corrupt {
             key: "values".into(),
-            why: format!("a value of {} bytes is too large to store", value.len()).into(),
+            why: format!("a value of {} bytes is too large to store", bytes.len()).into(),
         })?;
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if tail.end > tail.start && tail.end - tail.start + u64::from(len) > self.file_bytes {
-            // Finish the full file before naming the new one in the directory.
-            if tail.dirty {
-                tail.file.sync_data().map_err(|e| io(&self.dir, e))?;
-                tail.dirty = false;
-            }
-            let path = self.dir.join(file_name(tail.end));
-            let file = Arc::new(open_file(&path, true)?);
-            sync_dir(&self.dir)?;
-            self.files
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(tail.end);
-            tail.start = tail.end;
-            tail.file = file;
+        let framed = HEADER + u64::from(len);
+        if tail.end > tail.start && tail.end - tail.start + framed > self.file_bytes {
+            self.start_file(&mut tail)?;
         }
-        let path = || self.dir.join(file_name(tail.start));
-        tail.file
-            .write_all_at(value, tail.end - tail.start)
-            .map_err(|e| io(&path(), e))?;
-        let ptr = ValuePtr {
-            offset: tail.end,
-            len,
-            crc: crc32fast::hash(value),
+        let crc = crc32fast::hash(bytes);
+        let at = tail.end - tail.start;
+        let head = header(kind, len, crc);
+        let written = if bytes.len() <= ONE_WRITE {
+            // One write rather than two: most frames are a few kilobytes.
+            let mut frame = Vec::with_capacity(head.len() + bytes.len());
+            frame.extend_from_slice(&head);
+            frame.extend_from_slice(bytes);
+            tail.file.write_all_at(&frame, at)
+        } else {
+            tail.file
+                .write_all_at(&head, at)
+                .and_then(|()| tail.file.write_all_at(bytes, at + HEADER))
         };
-        tail.end += u64::from(len);
+        written.map_err(|e| io(&self.dir.join(file_name(tail.start)), e))?;
+        let offset = tail.end + HEADER;
+        tail.end += framed;
         tail.dirty = true;
-        Ok(ptr)
+        Ok((offset, len, crc))
+    }
+
+    /// Finishes the full file and starts the next at the log's end.
+    fn start_file(&self, tail: &mut Tail) -> Result<(), StoreError> {
+        // Finish the full file before naming the new one in the directory.
+        if tail.dirty {
+            tail.file.sync_data().map_err(|e| io(&self.dir, e))?;
+            tail.dirty = false;
+        }
+        let path = self.dir.join(file_name(tail.end));
+        let file = Arc::new(open_file(&path, true)?);
+        sync_dir(&self.dir)?;
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tail.end);
+        tail.start = tail.end;
+        tail.file = file;
+        Ok(())
+    }
+
+    /// Cuts off what was appended after `to`, the end before a commit that failed, so
+    /// that no torn or unapplied frame lies between the commits before and after it.
+    /// If the files cannot be cut, nothing more is appended until the store is opened
+    /// again (which reads back to the last whole batch).
+    pub fn roll_back(&self, to: u64) {
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.end <= to {
+            return;
+        }
+        let cut = if to >= tail.start {
+            tail.file
+                .set_len(to - tail.start)
+                .map_err(|e| io(&self.dir.join(file_name(tail.start)), e))
+        } else {
+            self.drop_files_after(&mut tail, to)
+        };
+        match cut {
+            Ok(()) => {
+                tail.end = to;
+                // The shorter length is made durable by the next sync.
+                tail.dirty = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot cut the value files back after a failed commit: no commit is taken until the node restarts");
+                self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// [`ValueLog::roll_back`] across the start of a file: the files begun after `to`
+    /// are removed and the one holding `to` is cut there and appended to again.
+    fn drop_files_after(&self, tail: &mut Tail, to: u64) -> Result<(), StoreError> {
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        let starts: Vec<u64> = files.iter().copied().collect();
+        *files = cut_back(&self.dir, &starts, to)?;
+        let start = files.range(..=to).next_back().copied().unwrap_or(0);
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers.open.retain(|s, _| files.contains(s));
+        tail.file = Arc::new(open_file(&self.dir.join(file_name(start)), true)?);
+        files.insert(start);
+        tail.start = start;
+        Ok(())
+    }
+
+    /// Refuses to go on after an append could not be undone.
+    fn check_whole(&self) -> Result<(), StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Corrupt {
+                key: self.dir.display().to_string(),
+                why: "a failed commit could not be cut off the value files; restart the node to recover them".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Makes every append so far durable; returns the end to record in the engine.
     pub fn sync(&self) -> Result<u64, StoreError> {
+        self.check_whole()?;
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if tail.dirty {
             tail.file
@@ -363,111 +507,4 @@ impl ValueLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_read_back_across_files_and_an_uncommitted_tail_is_cut() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
-        let log = ValueLog::open(dir.path(), 0)?;
-        let a = log.append(b"first value")?;
-        let committed = log.sync()?;
-        // An interrupted commit: appended and even synced, but the engine never recorded it.
-        let lost = log.append(&[7; 100])?;
-        log.sync()?;
-        assert_eq!(log.read(a)?, b"first value");
-        assert_eq!(log.read(lost)?.len(), 100);
-        drop(log);
-
-        let log = ValueLog::open(dir.path(), committed)?;
-        assert_eq!(log.end(), committed);
-        assert_eq!(log.read(a)?, b"first value");
-        assert!(matches!(log.read(lost), Err(StoreError::Corrupt { .. })));
-        let b = log.append(b"second")?;
-        assert_eq!(b.offset, committed, "appends continue at the committed end");
-        assert_eq!(log.read(b)?, b"second");
-        Ok(())
-    }
-
-    #[test]
-    fn a_value_that_does_not_fit_starts_a_new_file() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
-        let log = ValueLog::open_sized(dir.path(), 0, 100)?;
-        let ptrs: Vec<ValuePtr> = (0..5u8)
-            .map(|n| log.append(&[n; 40]))
-            .collect::<Result<_, _>>()?;
-        let end = log.sync()?;
-        drop(log);
-        let names: Vec<String> = std::fs::read_dir(dir.path().join(DIR))
-            .map_err(|e| io(dir.path(), e))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
-        let log = ValueLog::open_sized(dir.path(), end, 100)?;
-        for (n, ptr) in (0..5u8).zip(&ptrs) {
-            assert_eq!(log.read(*ptr)?, vec![n; 40]);
-        }
-        // A copy holds what was committed, and opens.
-        let copy = dir.path().join("copy");
-        std::fs::create_dir(&copy).map_err(|e| io(&copy, e))?;
-        ValueLog::copy_to(dir.path(), end, &copy)?;
-        let copied = ValueLog::open_sized(&copy, end, 100)?;
-        assert_eq!(copied.read(ptrs[4])?, vec![4; 40]);
-        // Files missing under a recorded end are refused, not recreated empty.
-        let err = ValueLog::open_sized(&dir.path().join("elsewhere"), end, 100)
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("value files end at byte 0"), "{err}");
-        Ok(())
-    }
-
-    #[test]
-    fn a_long_log_keeps_only_a_few_files_open() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
-        let log = ValueLog::open_sized(dir.path(), 0, 100)?;
-        let ptrs: Vec<ValuePtr> = (0..200u8)
-            .map(|n| log.append(&[n; 60]))
-            .collect::<Result<_, _>>()?;
-        log.sync()?;
-        // Read back in an order that keeps leaving the open files behind.
-        for round in 0..2 {
-            for (n, ptr) in ptrs.iter().enumerate().rev().skip(round) {
-                assert_eq!(log.read(*ptr)?, vec![n as u8; 60]);
-            }
-        }
-        let readers = log.readers.lock().unwrap_or_else(|p| p.into_inner());
-        assert_eq!(
-            readers.open.len(),
-            OPEN_FILES,
-            "200 files, {OPEN_FILES} open"
-        );
-        assert!(readers.open.contains_key(&0), "the last used stays open");
-        Ok(())
-    }
-
-    #[test]
-    fn a_flipped_byte_is_reported_not_returned() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
-        let log = ValueLog::open(dir.path(), 0)?;
-        let ptr = log.append(b"bulletins")?;
-        log.sync()?;
-        let path = dir.path().join(DIR).join(file_name(0));
-        let file = open_file(&path, false)?;
-        file.write_all_at(b"B", 0).map_err(|e| io(&path, e))?;
-        let err = log.read(ptr).map(|_| ()).unwrap_err().to_string();
-        assert!(err.contains("checksum"), "{err}");
-        Ok(())
-    }
-
-    #[test]
-    fn pointers_round_trip_and_other_lengths_are_refused() {
-        let p = ValuePtr {
-            offset: 1 << 40,
-            len: 70_000,
-            crc: 0xdead_beef,
-        };
-        assert_eq!(ValuePtr::decode(&p.encode()), Some(p));
-        assert_eq!(ValuePtr::decode(&p.encode()[..15]), None);
-    }
-}
+mod tests;

@@ -393,7 +393,7 @@ fn stored_chunk_lengths(store: &Store) -> Vec<usize> {
 }
 
 #[test]
-fn a_layout_3_store_with_its_hashes_inline_is_read_and_marked_4() {
+fn a_layout_3_store_with_its_hashes_inline_is_read_and_marked_as_this_layout() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     append(&store, 0, 300, 2, Timestamp::from_unix_ms(DAY0));
@@ -411,7 +411,7 @@ fn a_layout_3_store_with_its_hashes_inline_is_read_and_marked_4() {
     let store = open(dir.path());
     assert_eq!(store.audit().root(300).unwrap(), root);
     assert_eq!(store.audit().prove_inclusion(300, 7).unwrap(), proof);
-    assert_eq!(layout(&store), 4);
+    assert_eq!(layout(&store), crate::store::FORMAT);
     // And it goes on, new chunks written the layout-4 way beside the old ones.
     append(&store, 300, 300, 2, Timestamp::from_unix_ms(DAY0 + 1));
     let tree = independent_tree(&store);
