@@ -132,15 +132,24 @@ fn verify_on_the_blocking_pool(
     })
 }
 
+/// What one publisher got answered.
+pub(super) struct Published {
+    pub accepted: usize,
+    /// With a pace: the µs from each bulletin's sending to its ACCEPTED.
+    pub answered_us: Vec<u64>,
+}
+
 /// Pipelines `bulletins`; with `pace`, sends bulletin `k` of this publisher no earlier
-/// than `epoch + offsets[k]`, and stamps `sent[number]` as it goes.
+/// than `epoch + offsets[k]`, stamps `sent[number]` as it goes, and times each answer.
 pub(super) async fn publish(
     client: Client,
     bulletins: Vec<(usize, proto::SignedBulletin)>,
     pace: Option<(Arc<Vec<AtomicU64>>, Instant, f64)>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Published> {
     let (mut sink, mut results) = client.publisher().await?.split();
     let total = bulletins.len();
+    let numbers: Vec<usize> = bulletins.iter().map(|(n, _)| *n).collect();
+    let timing = pace.as_ref().map(|(sent, epoch, _)| (sent.clone(), *epoch));
     let sender = tokio::spawn(async move {
         for (i, (n, b)) in bulletins.into_iter().enumerate() {
             if let Some((sent, epoch, rate)) = &pace {
@@ -156,7 +165,7 @@ pub(super) async fn publish(
         sink.finish();
         Ok::<_, crate::client::ClientError>(())
     });
-    let mut accepted = 0;
+    let (mut accepted, mut answered_us) = (0, Vec::new());
     for _ in 0..total {
         let r = tokio::time::timeout(PATIENCE, results.recv())
             .await
@@ -166,10 +175,21 @@ pub(super) async fn publish(
             bail!("bulletin {} was not accepted: {}", r.request_id, r.message);
         }
         accepted += 1;
+        if let Some((sent, epoch)) = &timing {
+            let n = numbers.get(r.request_id as usize);
+            let at = n
+                .and_then(|n| sent.get(*n))
+                .map(|a| a.load(Ordering::Acquire));
+            let now = Instant::now().duration_since(*epoch).as_nanos() as u64;
+            answered_us.extend(at.map(|at| now.saturating_sub(at) / 1_000));
+        }
     }
     sender.await.context("the sending task")??;
     client.close().await;
-    Ok(accepted)
+    Ok(Published {
+        accepted,
+        answered_us,
+    })
 }
 
 /// Signs `count` bulletins numbered from 0, dealt round-robin to the publishers.
@@ -232,7 +252,7 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
     }
     let mut accepted = 0;
     while let Some(r) = publishers.join_next().await {
-        accepted += r.context("a publisher task")??;
+        accepted += r.context("a publisher task")??.accepted;
     }
     let publish_time = start.elapsed();
     let mut last = start;
@@ -321,7 +341,8 @@ pub(super) async fn timed_clients(
 }
 
 /// Publishers send at the offered rate in total; every delivery's publish → delivery
-/// time is measured at each subscriber.
+/// time is measured at each subscriber, and every publish's time to its ACCEPTED at its
+/// publisher (what the node's side of the path costs, before any delivery).
 pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
     let a = &setup.args;
     let count = ((a.rate * a.latency_seconds) as usize).max(a.publishers);
@@ -343,13 +364,15 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
     for (client, batch) in clients.into_iter().zip(batches) {
         publishers.spawn(publish(client, batch, Some((sent.clone(), epoch, a.rate))));
     }
+    let mut answered = Vec::new();
     while let Some(r) = publishers.join_next().await {
-        r.context("a publisher task")??;
+        answered.extend(r.context("a publisher task")??.answered_us);
     }
     let mut all = Vec::new();
     while let Some(r) = subscribers.join_next().await {
         all.extend(r.context("a subscriber task")??.1);
     }
+    answered.sort_unstable();
     let commits = commit_figures(&node).await;
     node.stop()?;
     all.sort_unstable();
@@ -362,6 +385,8 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
         "p99_ms": percentile(&all, 0.99),
         "p999_ms": percentile(&all, 0.999),
         "max_ms": all.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        "accepted_p50_ms": percentile(&answered, 0.50),
+        "accepted_p99_ms": percentile(&answered, 0.99),
     }))
 }
 

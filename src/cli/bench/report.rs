@@ -176,6 +176,11 @@ fn latency_lines(l: &Value) {
             l["p999_ms"],
             l["max_ms"]
         );
+        emitln!(
+            "    publish → ACCEPTED       p50 {} ms, p99 {} ms",
+            l["accepted_p50_ms"],
+            l["accepted_p99_ms"]
+        );
         commits_line(&l["commits"]);
     }
 }
