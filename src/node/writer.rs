@@ -476,13 +476,9 @@ fn commit(w: &Writer, mut entries: Vec<Entry>, mut replies: Vec<Waiter>, lost: &
             lost.events += events;
             lost.why = Some(e.to_string());
             tracing::error!(error = %e, lost = lost.events, "group commit failed: its audit events are counted and a GAP record will name them");
+            // No subscriber can have any of it: a failed commit is cut off the value
+            // files, and its batch never reached the engine.
             let failure = StorageError::of(e);
-            if matches!(failure, StorageError::NotDurable(_)) {
-                // Visible already: subscribers may have it.
-                if let Ok(h) = w.store.head() {
-                    w.head.send_replace(h);
-                }
-            }
             for reply in replies {
                 match reply {
                     Waiter::Bulletin(tx) => {
