@@ -360,6 +360,7 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
         "renkei bench: latency: offering {} bulletins/s for {} s…",
         a.rate, a.latency_seconds
     );
+    let cpu_before = node.cpu_seconds();
     let mut publishers = tokio::task::JoinSet::new();
     for (client, batch) in clients.into_iter().zip(batches) {
         publishers.spawn(publish(client, batch, Some((sent.clone(), epoch, a.rate))));
@@ -372,6 +373,7 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
     while let Some(r) = subscribers.join_next().await {
         all.extend(r.context("a subscriber task")??.1);
     }
+    let node_cpu = node.cpu_seconds().zip(cpu_before).map(|(b, a)| b - a);
     answered.sort_unstable();
     let commits = commit_figures(&node).await;
     node.stop()?;
@@ -387,6 +389,7 @@ pub(super) async fn latency(setup: Arc<Setup>) -> anyhow::Result<Value> {
         "max_ms": all.last().map_or(0.0, |m| *m as f64 / 1000.0),
         "accepted_p50_ms": percentile(&answered, 0.50),
         "accepted_p99_ms": percentile(&answered, 0.99),
+        "node_cpu_us_per_bulletin": node_cpu.map(|c| (c * 1e6 / count.max(1) as f64).round()),
     }))
 }
 

@@ -181,6 +181,10 @@ fn latency_lines(l: &Value) {
             l["accepted_p50_ms"],
             l["accepted_p99_ms"]
         );
+        emitln!(
+            "    node CPU                 {} µs per bulletin, from the first publish to the last delivery",
+            l["node_cpu_us_per_bulletin"]
+        );
         commits_line(&l["commits"]);
     }
 }
