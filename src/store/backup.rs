@@ -169,7 +169,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
 
 /// Copies the directory tree `from` into the new directory `to`, each file and
 /// directory synced.
-fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
+pub(super) fn copy_dir(from: &Path, to: &Path) -> Result<(), BackupError> {
     std::fs::create_dir(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;

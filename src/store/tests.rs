@@ -363,20 +363,6 @@ fn a_relays_copy_and_its_origins_publish_in_one_commit_still_share_what_the_orig
     );
 }
 
-/// Copies the directory `from` into `to`, as a disk that lost later writes would hold it.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn commits_the_engine_lost_are_applied_again_from_the_value_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -386,7 +372,7 @@ fn commits_the_engine_lost_are_applied_again_from_the_value_files() {
         let store = Store::open(dir.path(), CACHE).unwrap();
         commit(&store, vec![new(1, "a", &["b"])]);
     }
-    copy_dir(&engine, &kept);
+    backup::copy_dir(&engine, &kept).unwrap();
     let records = {
         let store = Store::open(dir.path(), CACHE).unwrap();
         commit(&store, vec![new(2, "a", &["b"]), new(3, "a", &["b"])]);
@@ -399,7 +385,7 @@ fn commits_the_engine_lost_are_applied_again_from_the_value_files() {
     };
     // A power cut: the value files kept the last two commits, the engine did not.
     std::fs::remove_dir_all(&engine).unwrap();
-    copy_dir(&kept, &engine);
+    backup::copy_dir(&kept, &engine).unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();
     assert_eq!(store.head().unwrap(), 3);
     assert_eq!(store.audit_progress().0, records);
