@@ -22,6 +22,12 @@
 //! what follows the engine's end can be read back. Pointers point past the frame's
 //! header, so values written before frames existed read as they did.
 //!
+//! The file appended to is kept written with zeros a little past the log's end (as
+//! databases keep their write-ahead logs), so a commit's sync writes only its pages and
+//! the disk's cache flush: appending within the file allocates nothing and leaves its
+//! size as it was, where growing it made each sync also write the inode and the
+//! allocation's blocks. A zero byte is no frame's kind, so reading back stops there.
+//!
 //! It owns the files; it knows nothing of what the values or the batches mean.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +68,11 @@ impl Kind {
 const HEADER: u64 = 9;
 /// Frames up to this size are copied behind their header and written at once.
 const ONE_WRITE: usize = 64 << 10;
+/// The zeros written ahead of the log's end at a time, once fewer than half are left:
+/// one sync in this many bytes of commits writes the file's size and allocation.
+const ZEROED_AHEAD: u64 = 1 << 20;
+/// What zeros are written from.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 fn header(kind: Kind, len: u32, crc: u32) -> [u8; HEADER as usize] {
     let mut out = [0; HEADER as usize];
@@ -110,6 +121,8 @@ struct Tail {
     start: u64,
     file: Arc<File>,
     end: u64,
+    /// Where the file ends, in the log's bytes: past `end`, it holds zeros.
+    file_end: u64,
     /// Appended since the last sync.
     dirty: bool,
 }
@@ -269,6 +282,7 @@ impl ValueLog {
             start,
             file,
             end,
+            file_end: last_end,
             dirty: false,
         };
         let readers = Readers {
@@ -328,6 +342,7 @@ impl ValueLog {
         written.map_err(|e| io(&self.dir.join(file_name(tail.start)), e))?;
         let offset = tail.end + HEADER;
         tail.end += framed;
+        tail.file_end = tail.file_end.max(tail.end);
         tail.dirty = true;
         Ok((offset, len, crc))
     }
@@ -347,7 +362,29 @@ impl ValueLog {
             .unwrap_or_else(|p| p.into_inner())
             .insert(tail.end);
         tail.start = tail.end;
+        tail.file_end = tail.end;
         tail.file = file;
+        Ok(())
+    }
+
+    /// Writes zeros ahead of the log's end once fewer than half of [`ZEROED_AHEAD`] are
+    /// left, up to the file's size limit; the sync that follows makes them durable.
+    fn zero_ahead(&self, tail: &mut Tail) -> Result<(), StoreError> {
+        let limit = tail.start + self.file_bytes;
+        if tail.file_end >= limit || tail.file_end - tail.end >= ZEROED_AHEAD / 2 {
+            return Ok(());
+        }
+        let to = (tail.file_end + ZEROED_AHEAD).min(limit);
+        let path = || self.dir.join(file_name(tail.start));
+        while tail.file_end < to {
+            let n = (to - tail.file_end).min(ZEROS.len() as u64);
+            let zeros = ZEROS.get(..n as usize).unwrap_or(&ZEROS);
+            tail.file
+                .write_all_at(zeros, tail.file_end - tail.start)
+                .map_err(|e| io(&path(), e))?;
+            tail.file_end += n;
+            tail.dirty = true;
+        }
         Ok(())
     }
 
@@ -370,6 +407,7 @@ impl ValueLog {
         match cut {
             Ok(()) => {
                 tail.end = to;
+                tail.file_end = to;
                 // The shorter length is made durable by the next sync.
                 tail.dirty = true;
             }
@@ -411,6 +449,11 @@ impl ValueLog {
         self.check_whole()?;
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if tail.dirty {
+            // Only a cheaper sync hangs on the zeros: a full disk refuses the commit
+            // by its own bytes, not by them.
+            if let Err(e) = self.zero_ahead(&mut tail) {
+                tracing::debug!(error = %e, "cannot write zeros ahead of the value log");
+            }
             tail.file
                 .sync_data()
                 .map_err(|e| io(&self.dir.join(file_name(tail.start)), e))?;

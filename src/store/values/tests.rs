@@ -165,6 +165,56 @@ fn a_failed_commit_is_cut_off_even_across_a_new_file() -> Result<(), StoreError>
 }
 
 #[test]
+fn the_file_is_zeroed_ahead_so_a_sync_within_it_keeps_its_size() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
+    let (log, _) = ValueLog::open(dir.path(), 0)?;
+    log.append(&[1; 100])?;
+    let first = log.append_batch(b"one")?;
+    log.sync()?;
+    let path = dir.path().join(DIR).join(file_name(0));
+    let size = || {
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| io(&path, e))
+    };
+    let zeroed = size()?;
+    assert!(zeroed >= first + ZEROED_AHEAD / 2, "{zeroed} bytes");
+    log.append(&[2; 100])?;
+    let second = log.append_batch(b"two")?;
+    log.sync()?;
+    assert_eq!(size()?, zeroed, "a commit within the zeros leaves the size");
+    drop(log);
+    // Reading back stops at the zeros.
+    let (log, replays) = ValueLog::open(dir.path(), 0)?;
+    assert_eq!(
+        replays.iter().map(|r| r.end).collect::<Vec<_>>(),
+        [first, second]
+    );
+    // As commits use the zeros up, more are written ahead, never far ahead.
+    for _ in 0..200 {
+        log.append(&[3; 10_000])?;
+        log.sync()?;
+        let ahead = size()? - log.end();
+        assert!(
+            (ZEROED_AHEAD / 2..=ZEROED_AHEAD * 3 / 2).contains(&ahead),
+            "{ahead}"
+        );
+    }
+    drop(log);
+    // Nor past a file's size limit.
+    let small = tempfile::tempdir().map_err(|e| io(Path::new("tmp"), e))?;
+    let (log, _) = ValueLog::open_sized(small.path(), 0, 100)?;
+    log.append(&[4; 10])?;
+    log.sync()?;
+    let path = small.path().join(DIR).join(file_name(0));
+    assert_eq!(
+        std::fs::metadata(&path).map_err(|e| io(&path, e))?.len(),
+        100
+    );
+    Ok(())
+}
+
+#[test]
 fn pointers_round_trip_and_other_lengths_are_refused() {
     let p = ValuePtr {
         offset: 1 << 40,
