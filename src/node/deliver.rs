@@ -184,40 +184,62 @@ struct Screened {
     withdrawn: Vec<(u64, Withdrawal)>,
 }
 
-/// The next page of the partner's queue, read on the blocking pool (the store is synchronous)
-/// and screened by the rules in force now.
+/// The next page of the partner's queue, screened by the rules in force now. A partner
+/// keeping up reads what was just committed, which the store still holds decoded: that
+/// page is read here. Any other is read on the blocking pool (the store is synchronous
+/// and may read the disk), as is a page the rules must check again.
 async fn next_page(
     node: &Delivering,
     partner: &PartnerId,
     p: &Progress,
     room: usize,
 ) -> Result<Screened, StorageError> {
-    let (store, partner, cursor, after) = (
-        node.storage.store.clone(),
-        partner.clone(),
-        p.cursor.clone(),
-        p.position,
-    );
+    let room = Room {
+        bulletins: room,
+        bytes: PAGE_BYTES,
+    };
     let (rules, limits) = (node.rules.in_force(), node.limits);
-    let peer_reads = node.links.max_frame(&partner);
+    let peer_reads = node.links.max_frame(partner);
+    let store = node.storage.store.clone();
+    // The head announced, not the store's: this loop waits on its announcements.
+    let head = *node.storage.head.borrow();
+    let recent = store.pending_in_memory(partner, p.position, head, &p.cursor, room)?;
+    if let Some(page) = recent.filter(|page| !rechecked(page, &rules)) {
+        let withdrawn = Vec::new();
+        return fitted(Screened { page, withdrawn }, peer_reads, &limits);
+    }
+    let (partner, cursor, after) = (partner.clone(), p.cursor.clone(), p.position);
     tokio::task::spawn_blocking(move || {
-        let room = Room {
-            bulletins: room,
-            bytes: PAGE_BYTES,
-        };
         let page = store.pending(&partner, after, &cursor, room)?;
-        let mut screened = screen(&store, &rules, &limits, &partner, page)?;
-        if let Some(max) = peer_reads {
-            too_large_for(&mut screened, max, &limits)?;
-        }
-        Ok(screened)
+        let screened = screen(&store, &rules, &limits, &partner, page)?;
+        fitted(screened, peer_reads, &limits)
     })
     .await?
+}
+
+/// `screened` without what the receiving peer could never read, if it is a peer.
+fn fitted(
+    mut screened: Screened,
+    peer_reads: Option<usize>,
+    limits: &crate::bulletin::Limits,
+) -> Result<Screened, StorageError> {
+    if let Some(max) = peer_reads {
+        too_large_for(&mut screened, max, limits)?;
+    }
+    Ok(screened)
 }
 
 /// Bytes of bulletins one page of deliveries holds at most (it is copied into one
 /// write): a window of large bulletins goes out over several pages.
 const PAGE_BYTES: usize = 4 << 20;
+
+/// Whether `rules` check `page` again: it starts with a bulletin queued before they
+/// came into force.
+fn rechecked(page: &Page, rules: &RuleSet) -> bool {
+    page.items
+        .first()
+        .is_some_and(|i| i.seq <= rules.recheck_through)
+}
 
 /// Takes out of `page` what `rules` no longer share with `partner`. Only bulletins
 /// queued before those rules came into force are checked again: later ones were
@@ -230,11 +252,7 @@ fn screen(
     mut page: Page,
 ) -> Result<Screened, StorageError> {
     let mut withdrawn = Vec::new();
-    if page
-        .items
-        .first()
-        .is_none_or(|i| i.seq > rules.recheck_through)
-    {
+    if !rechecked(&page, rules) {
         return Ok(Screened { page, withdrawn });
     }
     let mut kept = Vec::with_capacity(page.items.len());

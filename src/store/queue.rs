@@ -211,31 +211,66 @@ impl Store {
         cursor: &Cursor,
         room: Room,
     ) -> Result<Page, StoreError> {
-        let head = self.head()?;
+        let holding = |seq| {
+            let seg = self.segment_holding(seq)?;
+            seg.map(Some)
+                .ok_or_else(|| corrupt(SEGMENT, format!("no segment holds bulletin {seq}")))
+        };
+        let page = self.page(partner, after, self.head()?, cursor, room, holding)?;
+        page.ok_or_else(|| corrupt(SEGMENT, "a page read from the database came back empty"))
+    }
+
+    /// [`Store::pending`] up to `head`, from the segments held decoded in memory only:
+    /// `None` if the page needs one that is not (a partner behind the recent commits).
+    /// What a partner keeping up reads, without touching the disk.
+    pub fn pending_in_memory(
+        &self,
+        partner: &PartnerId,
+        after: u64,
+        head: u64,
+        cursor: &Cursor,
+        room: Room,
+    ) -> Result<Option<Page>, StoreError> {
+        let cached = |seq| {
+            let mut segments = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(segments.holding(seq))
+        };
+        self.page(partner, after, head, cursor, room, cached)
+    }
+
+    /// A page through `head`, each segment from `holding` (`None`: this reading cannot
+    /// have it, and there is no page).
+    fn page(
+        &self,
+        partner: &PartnerId,
+        after: u64,
+        head: u64,
+        cursor: &Cursor,
+        room: Room,
+        mut holding: impl FnMut(u64) -> Result<Option<Arc<proto::Segment>>, StoreError>,
+    ) -> Result<Option<Page>, StoreError> {
         let mut page = Page {
             items: Vec::with_capacity(room.bulletins.min(256)),
             scanned_through: after,
         };
         if after >= head || room.bulletins == 0 {
-            return Ok(page);
+            return Ok(Some(page));
         }
         let name = partner.as_str();
         let (mut next, mut bytes) = (after + 1, 0usize);
         while next <= head {
-            let Some(seg) = self.segment_holding(next)? else {
-                return Err(corrupt(
-                    SEGMENT,
-                    format!("no segment holds bulletin {next}"),
-                ));
+            let Some(seg) = holding(next)? else {
+                return Ok(None);
             };
-            for b in seg.bulletins.iter().filter(|b| b.seq >= next) {
+            let through_head = seg.bulletins.iter().take_while(|b| b.seq <= head);
+            for b in through_head.filter(|b| b.seq >= next) {
                 if page.items.len() == room.bulletins {
-                    return Ok(page);
+                    return Ok(Some(page));
                 }
                 if !cursor.is_acked(b.seq) && b.shared_with.iter().any(|p| p == name) {
                     bytes = bytes.saturating_add(b.signed.len());
                     if bytes > room.bytes && !page.items.is_empty() {
-                        return Ok(page);
+                        return Ok(Some(page));
                     }
                     page.items.push(Pending {
                         seq: b.seq,
@@ -251,7 +286,7 @@ impl Store {
                 _ => return Err(corrupt(SEGMENT, format!("segment before {next} is empty"))),
             }
         }
-        Ok(page)
+        Ok(Some(page))
     }
 }
 

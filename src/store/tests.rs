@@ -171,6 +171,35 @@ fn a_partners_queue_is_what_was_shared_with_it_after_its_cursor() {
 }
 
 #[test]
+fn a_page_of_the_recent_commits_reads_from_memory_and_an_older_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    commit(&store, vec![new(1, "a", &["b", "c"]), new(2, "a", &["c"])]);
+    commit(&store, vec![new(3, "a", &["b"]), new(4, "a", &["b", "c"])]);
+    let (b, cursor, room) = (pid("b"), Cursor::default(), Room::bulletins(10));
+    let seqs = |p: &Page| p.items.iter().map(|i| i.seq).collect::<Vec<_>>();
+    let page = store.pending_in_memory(&b, 0, 4, &cursor, room).unwrap();
+    assert_eq!(page.as_ref().map(seqs), Some(vec![1, 3, 4]));
+    // Through the head it is given, not past it.
+    let page = store.pending_in_memory(&b, 0, 3, &cursor, room).unwrap();
+    assert_eq!(page.as_ref().map(seqs), Some(vec![1, 3]));
+    // After a reopen the segments are on disk only: no page from memory, the same one
+    // from the database, which then holds it in memory.
+    drop(store);
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert!(store
+        .pending_in_memory(&b, 0, 4, &cursor, room)
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        seqs(&store.pending(&b, 0, &cursor, room).unwrap()),
+        [1, 3, 4]
+    );
+    let page = store.pending_in_memory(&b, 2, 4, &cursor, room).unwrap();
+    assert_eq!(page.as_ref().map(seqs), Some(vec![3, 4]));
+}
+
+#[test]
 fn everything_is_still_there_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
