@@ -86,7 +86,13 @@ pub(super) struct AuditState {
     pub signed_root: Option<TreeHash>,
     /// Every counter summed over all days: (partner, name) → total, for monitoring.
     pub totals: BTreeMap<(String, String), u64>,
+    /// The day counters committed since the store opened, by key: a batch moves the
+    /// same few again and again, and adds to them here without reading the engine.
+    days: HashMap<Vec<u8>, u64>,
 }
+
+/// Day counters kept in [`AuditState::days`] at most: a few days of every partner's.
+const KNOWN_DAYS: usize = 4096;
 
 fn size(tree: &kv::Tree) -> Result<u64, StoreError> {
     match tree.get(SIZE)? {
@@ -173,6 +179,7 @@ impl AuditState {
             shared: Arc::new(RwLock::new(tail.clone())),
             tail,
             cache: RefCell::new(HashMap::new()),
+            days: HashMap::new(),
             last_time,
             checkpointed,
             signed_root,
@@ -226,6 +233,8 @@ type FilledChunks = Vec<(u64, Vec<TreeHash>)>;
 pub(super) struct Appended {
     size: u64,
     counts: CounterMoves,
+    /// The day counters' new values.
+    days: DayValues,
     tail: HashRun,
     full: FilledChunks,
     last_time: u64,
@@ -265,11 +274,12 @@ impl AuditState {
         let mut time_key = seq_key(BY_TIME, now.unix_ms());
         time_key.extend_from_slice(&first.to_be_bytes());
         writes.insert(time_key, &[][..]);
-        let counts = write_counters(tree, writes, &sealed.records)?;
+        let (counts, days) = write_counters(tree, &self.days, writes, &sealed.records)?;
         let (tail, full) = self.write_hashes(values, writes, sealed.hashes)?;
         Ok(Some(Appended {
             size,
             counts,
+            days,
             tail,
             full,
             last_time: now.unix_ms(),
@@ -361,6 +371,10 @@ impl AuditState {
         for (key, by) in a.counts {
             *self.totals.entry(key).or_default() += by;
         }
+        if self.days.len() + a.days.len() > KNOWN_DAYS {
+            self.days.clear();
+        }
+        self.days.extend(a.days);
         self.last_time = a.last_time;
         let mut cache = self.cache.borrow_mut();
         for (chunk, hashes) in a.full {
@@ -414,6 +428,8 @@ impl AuditState {
 
 /// What a batch adds to each (partner, counter name).
 type CounterMoves = Vec<((String, String), u64)>;
+/// Day counters' values, by key.
+type DayValues = Vec<(Vec<u8>, u64)>;
 
 /// Records sealed for a batch, before anything is written.
 struct Sealed {
@@ -426,12 +442,15 @@ struct Sealed {
     hashes: Vec<TreeHash>,
 }
 
-/// Adds what `records` move in the metric counters to `writes`; returns the moves.
+/// Adds what `records` move in the metric counters to `writes`, reading each counter
+/// from `known` (the values committed since the store opened) or else the engine;
+/// returns the moves and the counters' new values.
 fn write_counters(
     tree: &kv::Tree,
+    known: &HashMap<Vec<u8>, u64>,
     writes: &mut kv::Batch,
     records: &[proto::AuditRecord],
-) -> Result<CounterMoves, StoreError> {
+) -> Result<(CounterMoves, DayValues), StoreError> {
     // A batch moves few distinct counters many times: add up borrowed names first.
     let mut counts: BTreeMap<(u32, &str, Cow<'static, str>), u64> = BTreeMap::new();
     for record in records {
@@ -440,16 +459,21 @@ fn write_counters(
         });
     }
     let mut moved = Vec::with_capacity(counts.len());
+    let mut days = Vec::with_capacity(counts.len());
     for ((day, partner, name), by) in counts {
         let key = counter_key(day, partner, &name);
         moved.push(((partner.to_owned(), name.into_owned()), by));
-        let old = match tree.get(&key)? {
-            Some(v) => be_u64(&key, &v)?,
-            None => 0,
+        let old = match known.get(&key) {
+            Some(old) => *old,
+            None => match tree.get(&key)? {
+                Some(v) => be_u64(&key, &v)?,
+                None => 0,
+            },
         };
-        writes.insert(key, &(old + by).to_be_bytes()[..]);
+        writes.insert(key.clone(), &(old + by).to_be_bytes()[..]);
+        days.push((key, old + by));
     }
-    Ok(moved)
+    Ok((moved, days))
 }
 
 fn counter_key(day: u32, partner: &str, name: &str) -> Vec<u8> {
