@@ -217,7 +217,7 @@ impl Store {
                 .ok_or_else(|| corrupt(SEGMENT, format!("no segment holds bulletin {seq}")))
         };
         let page = self.page(partner, after, self.head()?, cursor, room, holding)?;
-        page.ok_or_else(|| corrupt(SEGMENT, "a page read from the database came back empty"))
+        page.ok_or_else(|| corrupt(SEGMENT, "a segment was found, then not found"))
     }
 
     /// [`Store::pending`] up to `head`, from the segments held decoded in memory only:
