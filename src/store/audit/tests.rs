@@ -187,6 +187,37 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
     assert_withheld_partners_are_reindexed_on_open(dir.path(), store, &ee);
 }
 
+#[test]
+fn a_commit_that_fails_moves_no_counter() {
+    use crate::bulletin::BulletinId;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (uk, ee) = (pid("uk-mod"), pid("ee-mod"));
+    let now = Timestamp::from_unix_ms(DAY0);
+    let commit = |id: &str| {
+        let id = BulletinId::parse_canonical(id).unwrap();
+        let bulletin = accepted_bulletin(id, &uk, &ee);
+        store.commit(vec![Entry::Bulletin(bulletin)], now)
+    };
+    commit("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a81").unwrap();
+    // The disk fills after this commit's records and counters were planned.
+    store
+        .fail_commits
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(commit("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a82").is_err());
+    commit("019a6b2e-7c4d-7e1f-8a2b-3c4d5e6f7a83").unwrap();
+    let log = store.audit();
+    let records: Vec<_> = log.records_from(0).map(|r| decode(&r.unwrap())).collect();
+    assert_eq!(records.len(), 2);
+    let recount: Vec<_> = metrics::aggregate(&records)
+        .into_iter()
+        .map(|((d, p, n), v)| (d, p, n, v))
+        .collect();
+    assert_eq!(log.counters(u32::MAX).unwrap(), recount);
+    let day = metrics::day_of(DAY0);
+    assert!(recount.contains(&(day, "uk-mod".into(), "shared.exercise".into(), 2)));
+}
+
 /// Builds bulletin `id` from us-dod, accepted: shared with `uk`, withheld from `ee`.
 fn accepted_bulletin(
     id: crate::bulletin::BulletinId,
