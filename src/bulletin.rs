@@ -426,7 +426,7 @@ pub fn sign(
     Ok(proto::SignedBulletin {
         bulletin: Bytes::from(bytes),
         signature: Bytes::copy_from_slice(&signature.to_bytes()),
-        key_id: Bytes::copy_from_slice(PublicKey::of(key).key_id().as_bytes()),
+        key_id: Bytes::copy_from_slice(KeyId::of_signing(key).as_bytes()),
     })
 }
 

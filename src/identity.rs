@@ -245,6 +245,19 @@ impl Partner {
 pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
+    /// The id of `signing`'s public half, without decompressing the point as
+    /// `PublicKey::of` does (a twentieth of a relay's work when every receipt did).
+    pub fn of_signing(signing: &SigningKey) -> KeyId {
+        KeyId::of_bytes(signing.verifying_key().as_bytes())
+    }
+
+    fn of_bytes(key: &[u8; 32]) -> KeyId {
+        let digest = Sha256::digest(key);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
+    }
+
     /// The key id as bytes, as carried in `SignedBulletin.key_id`.
     pub fn as_bytes(&self) -> &[u8; 8] {
         &self.0
@@ -306,10 +319,7 @@ impl PublicKey {
 
     /// The key id: first 8 bytes of SHA-256 of the 32 key bytes.
     pub fn key_id(&self) -> KeyId {
-        let digest = Sha256::digest(self.0.as_bytes());
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&digest[..8]);
-        KeyId(id)
+        KeyId::of_bytes(self.0.as_bytes())
     }
 
     /// The dalek key.

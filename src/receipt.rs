@@ -94,7 +94,7 @@ impl Receipt {
         proto::SignedReceipt {
             body: Bytes::from(body),
             signature: Bytes::copy_from_slice(&signature.to_bytes()),
-            key_id: Bytes::copy_from_slice(PublicKey::of(key).key_id().as_bytes()),
+            key_id: Bytes::copy_from_slice(KeyId::of_signing(key).as_bytes()),
         }
     }
 

@@ -55,6 +55,7 @@ fn public_key_text_round_trip_and_key_id() {
     assert_eq!(text.parse::<PublicKey>().unwrap(), pk);
     let expected = Sha256::digest(sk.verifying_key().as_bytes());
     assert_eq!(&pk.key_id().0[..], &expected[..8]);
+    assert_eq!(KeyId::of_signing(&sk), pk.key_id());
 }
 
 #[test]
