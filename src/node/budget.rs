@@ -271,6 +271,12 @@ impl StreamBudget {
 }
 
 impl Held {
+    /// Room in no budget, for tests of what carries it.
+    #[cfg(test)]
+    pub(crate) fn nothing() -> Held {
+        Held(Vec::new())
+    }
+
     /// Keeps only the room a frame of `bytes` needs; the rest is given back now.
     pub(crate) fn shrink_to(&mut self, bytes: usize) {
         let keep = kib(bytes);

@@ -209,6 +209,44 @@ enum FromPublisher {
     End(Option<(ErrorCode, String)>),
 }
 
+/// What the reading half has handed over and the preparing half not yet taken: the
+/// stream's queue, and what ended the last batch (a rejection or the stream's end,
+/// taken next, in order).
+struct Incoming {
+    queue: mpsc::Receiver<FromPublisher>,
+    carried: Option<FromPublisher>,
+}
+
+impl Incoming {
+    async fn next(&mut self) -> Option<FromPublisher> {
+        match self.carried.take() {
+            Some(item) => Some(item),
+            None => self.queue.recv().await,
+        }
+    }
+
+    /// `first` and the publishes queued behind it, up to [`BATCH`]: one when the node
+    /// keeps up, more as it falls behind, which is when batches pay. Anything else
+    /// ends the batch and is carried to the next [`Incoming::next`].
+    fn batch(&mut self, first: (proto::Publish, Held)) -> (Vec<proto::Publish>, Vec<Held>) {
+        let (mut publishes, mut held) = (vec![first.0], vec![first.1]);
+        while publishes.len() < BATCH {
+            match self.queue.try_recv() {
+                Ok(FromPublisher::Publish(p, h)) => {
+                    publishes.push(p);
+                    held.push(h);
+                }
+                Ok(other) => {
+                    self.carried = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        (publishes, held)
+    }
+}
+
 /// Reads a publish stream's frames into `out` until it ends, the node stops, the
 /// connection is lost or the preparing half is gone. Reading apart from preparing is
 /// what makes batches: the publishes that arrive while one batch is verified are the
@@ -302,43 +340,31 @@ pub(super) async fn run(
     } = stream;
     let (replies, pending) = mpsc::channel::<Queued>(PIPELINE);
     let responder = tokio::spawn(respond(send, pending, node.book.frames.clone()));
-    let (queue, mut incoming) = mpsc::channel::<FromPublisher>(PIPELINE);
+    let (queue, incoming) = mpsc::channel::<FromPublisher>(PIPELINE);
     let _ = queue.send(FromPublisher::Publish(first.0, first.1)).await;
     let stop = node.shutdown.clone();
     let reader = tokio::spawn(read_publishes(recv, budget, conn, stop, queue));
-    // Everything queued when a batch starts goes into it (up to BATCH): one publish when
-    // the node keeps up, more as it falls behind, which is when batches pay.
-    'stream: while let Some(item) = incoming.recv().await {
-        let mut batch = Vec::new();
-        let mut next = Some(item);
-        while let Some(item) = next.take() {
-            match item {
-                FromPublisher::Publish(p, held) => batch.push((p, held)),
-                FromPublisher::Rejected(r) => {
-                    let sent = queue_answers(&node, &from, std::mem::take(&mut batch), &replies)
-                        .await
-                        && replies.send((Pending::Ready(r), None)).await.is_ok();
-                    if !sent {
-                        break 'stream;
-                    }
-                }
-                FromPublisher::End(end) => {
-                    if queue_answers(&node, &from, batch, &replies).await {
-                        // A frame that could not be taken as a bulletin ends the stream.
-                        if let Some((code, message)) = end {
-                            let refusal = Event::rejected(&from.id, None, code, &message);
-                            node.trail.refusal(&from.id, refusal).await;
-                            let _ = replies.send((Pending::Fatal(code, message), None)).await;
-                        }
-                    }
-                    break 'stream;
-                }
+    let mut incoming = Incoming {
+        queue: incoming,
+        carried: None,
+    };
+    while let Some(item) = incoming.next().await {
+        let go_on = match item {
+            FromPublisher::Publish(p, held) => {
+                queue_answers(&node, &from, (p, held), &mut incoming, &replies).await
             }
-            if batch.len() < BATCH {
-                next = incoming.try_recv().ok();
+            FromPublisher::Rejected(r) => replies.send((Pending::Ready(r), None)).await.is_ok(),
+            FromPublisher::End(end) => {
+                // A frame that could not be taken as a bulletin ends the stream.
+                if let Some((code, message)) = end {
+                    let refusal = Event::rejected(&from.id, None, code, &message);
+                    node.trail.refusal(&from.id, refusal).await;
+                    let _ = replies.send((Pending::Fatal(code, message), None)).await;
+                }
+                false
             }
-        }
-        if !queue_answers(&node, &from, batch, &replies).await {
+        };
+        if !go_on {
             break;
         }
     }
@@ -355,45 +381,43 @@ pub(super) enum Forwarded {
     Committing(oneshot::Receiver<Result<Outcome, StorageError>>),
 }
 
-/// Takes in deliveries from peer node `from` as its publishes: decided and queued for
-/// the storage thread as a publish stream's would be, one answer each, in order.
-pub(super) async fn take_forwarded(
+/// Takes in the deliveries from peer node `from` that `gather` takes in its turn, as
+/// its publishes: decided and queued for the storage thread as a publish stream's would
+/// be, one answer each, in order, with what goes with them.
+pub(super) async fn take_forwarded<T>(
     node: &Intake,
     from: &PartnerId,
-    batch: Vec<proto::Publish>,
-) -> Vec<Forwarded> {
+    gather: impl FnOnce() -> (Vec<proto::Publish>, T),
+) -> (Vec<Forwarded>, T) {
     let rejected_now = |r: proto::PublishResult| {
         let code = ErrorCode::try_from(r.error).unwrap_or(ErrorCode::Internal);
         Forwarded::Rejected(code, r.message)
     };
     let peer = Partner::new(from.clone(), Role::Relay);
-    queue_batch(node, &peer, batch)
-        .await
-        .into_iter()
-        .map(|p| match p {
-            Pending::Ready(r) => rejected_now(r),
-            Pending::Committing(_, outcome) => Forwarded::Committing(outcome),
-            Pending::Fatal(code, message) => Forwarded::Rejected(code, message),
-        })
-        .collect()
+    let (pending, with) = queue_batch(node, &peer, gather).await;
+    let forwarded = pending.into_iter().map(|p| match p {
+        Pending::Ready(r) => rejected_now(r),
+        Pending::Committing(_, outcome) => Forwarded::Committing(outcome),
+        Pending::Fatal(code, message) => Forwarded::Rejected(code, message),
+    });
+    (forwarded.collect(), with)
 }
 
-/// Prepares a batch and queues its replies: rejections at once, the rest once the
-/// storage thread has them. False if the responder is gone.
+/// Prepares `first` and the publishes behind it as one batch and queues their
+/// replies: rejections at once, the rest once the storage thread has them. False if
+/// the responder is gone.
 async fn queue_answers(
     node: &Intake,
     from: &Partner,
-    batch: Vec<(proto::Publish, Held)>,
+    first: (proto::Publish, Held),
+    incoming: &mut Incoming,
     replies: &mpsc::Sender<Queued>,
 ) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    let (publishes, held): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    // The replies go out after the gate is let go: a publisher that does not read its
-    // results must not hold up a reload. Each keeps its room in the budgets until its
-    // result is written.
-    let prepared = queue_batch(node, from, publishes).await;
+    // The batch is taken once the partner's turn at verifying has come, so what
+    // arrived while it waited is checked with it. The replies go out after the gate
+    // is let go: a publisher that does not read its results must not hold up a
+    // reload. Each keeps its room in the budgets until its result is written.
+    let (prepared, held) = queue_batch(node, from, || incoming.batch(first)).await;
     for (reply, held) in prepared.into_iter().zip(held) {
         if replies.send((reply, Some(held))).await.is_err() {
             return false;
@@ -402,13 +426,22 @@ async fn queue_answers(
     true
 }
 
-/// Decides a batch under the rules in force and queues what it came to for the storage
-/// thread before a reload can put other rules in force (`Rules::gate`).
-async fn queue_batch(node: &Intake, from: &Partner, batch: Vec<proto::Publish>) -> Vec<Pending> {
-    let now = Timestamp::now();
-    let (decided, _gate) = node
+/// Decides the batch `gather` takes (in the partner's turn, with what goes with it)
+/// under the rules in force, and queues what it came to for the storage thread before
+/// a reload can put other rules in force (`Rules::gate`).
+async fn queue_batch<T>(
+    node: &Intake,
+    from: &Partner,
+    gather: impl FnOnce() -> (Vec<proto::Publish>, T),
+) -> (Vec<Pending>, T) {
+    let ((decided, with), _gate) = node
         .decided(&from.id, |rules| {
-            decide::decide_batch(rules, &node.limits, from, batch, now)
+            let (batch, with) = gather();
+            let now = Timestamp::now();
+            (
+                decide::decide_batch(rules, &node.limits, from, batch, now),
+                with,
+            )
         })
         .await;
     let mut replies = Vec::with_capacity(decided.len());
@@ -434,5 +467,70 @@ async fn queue_batch(node: &Intake, from: &Partner, batch: Vec<proto::Publish>) 
         };
         replies.push(reply);
     }
-    replies
+    (replies, with)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first(id: u64) -> (proto::Publish, Held) {
+        let p = proto::Publish {
+            request_id: id,
+            ..Default::default()
+        };
+        (p, Held::nothing())
+    }
+
+    fn publish(id: u64) -> FromPublisher {
+        let (p, held) = first(id);
+        FromPublisher::Publish(p, held)
+    }
+
+    fn ids(batch: &[proto::Publish]) -> Vec<u64> {
+        batch.iter().map(|p| p.request_id).collect()
+    }
+
+    async fn incoming(items: Vec<FromPublisher>) -> Incoming {
+        let (tx, queue) = mpsc::channel(BATCH * 2);
+        for item in items {
+            assert!(tx.send(item).await.is_ok());
+        }
+        Incoming {
+            queue,
+            carried: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_what_is_queued_and_leaves_a_rejection_for_after_it() {
+        let rejected = proto::PublishResult {
+            request_id: 4,
+            ..Default::default()
+        };
+        let items = vec![
+            publish(2),
+            publish(3),
+            FromPublisher::Rejected(rejected),
+            publish(5),
+        ];
+        let mut incoming = incoming(items).await;
+        let (batch, held) = incoming.batch(first(1));
+        assert_eq!((ids(&batch), held.len()), (vec![1, 2, 3], 3));
+        let next = incoming.next().await;
+        assert!(matches!(next, Some(FromPublisher::Rejected(r)) if r.request_id == 4));
+        let next = incoming.next().await;
+        assert!(matches!(next, Some(FromPublisher::Publish(p, _)) if p.request_id == 5));
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_at_most_batch_publishes() {
+        let mut incoming = incoming((2..=BATCH as u64 + 5).map(publish).collect()).await;
+        let (batch, _) = incoming.batch(first(1));
+        assert_eq!(ids(&batch), (1..=BATCH as u64).collect::<Vec<_>>());
+        let next = incoming.next().await;
+        assert!(
+            matches!(next, Some(FromPublisher::Publish(p, _)) if p.request_id == BATCH as u64 + 1)
+        );
+    }
 }

@@ -177,21 +177,11 @@ async fn subscribe_once(conn: &quinn::Connection, node: &Pulling, peer: &Partner
         let Some(first) = first else {
             break ended_by_reader(&node.intake.trail, peer, &mut reading).await;
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match incoming.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
-            }
-        }
-        let seqs: Vec<u64> = batch.iter().map(|(d, _)| d.seq).collect();
-        let receipts: Vec<_> = batch
-            .iter()
-            .map(|(d, _)| receipt_of(&node.peering.own.id, peer, d))
-            .collect();
-        let (publishes, held): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
-        let answers = publish::take_forwarded(&node.intake, peer, publishes).await;
+        // The batch is taken in this peer's turn at verifying: what arrived while it
+        // waited is checked with it.
+        let gather = || gathered(first, &mut incoming, &node.peering.own.id, peer);
+        let (answers, (seqs, held, receipts)) =
+            publish::take_forwarded(&node.intake, peer, gather).await;
         // Each holds its budget until its answer is final: on its way to the storage
         // thread it is still in this node's memory.
         let verdict = seqs.into_iter().zip(answers).zip(held).zip(receipts);
@@ -211,6 +201,34 @@ async fn subscribe_once(conn: &quinn::Connection, node: &Pulling, peer: &Partner
         Ok(Some(why)) if !matches!(ended, Ended::Over) => Ended::Again(why),
         _ => ended,
     }
+}
+
+/// What goes with a batch of deliveries taken in: their seqs, the budget each holds
+/// and this node's receipt of each.
+type Taken = (Vec<u64>, Vec<Held>, Vec<Option<Receipt>>);
+
+/// `first` and the deliveries queued behind it, up to [`BATCH`], as publishes from
+/// `peer`, with what goes with them.
+fn gathered(
+    first: (proto::Delivery, Held),
+    incoming: &mut mpsc::Receiver<(proto::Delivery, Held)>,
+    receiver: &PartnerId,
+    peer: &PartnerId,
+) -> (Vec<proto::Publish>, Taken) {
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match incoming.try_recv() {
+            Ok(d) => batch.push(d),
+            Err(_) => break,
+        }
+    }
+    let seqs = batch.iter().map(|(d, _)| d.seq).collect();
+    let receipts = batch
+        .iter()
+        .map(|(d, _)| receipt_of(receiver, peer, d))
+        .collect();
+    let (publishes, held) = batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
+    (publishes, (seqs, held, receipts))
 }
 
 /// One delivery's answer on its way to being acknowledged, with the budget it holds
