@@ -8,6 +8,8 @@
 //!
 //! Pure: bytes, keys and what is expected go in; no clock is read.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use prost::Message as _;
@@ -19,6 +21,9 @@ use crate::timestamp::Timestamp;
 
 /// The domain tag a receipt's signed message starts with: 17 ASCII bytes and a zero.
 pub const RECEIPT_DOMAIN: &[u8] = b"renkei/receipt/v1\0";
+
+mod batch;
+pub use batch::BATCH_DOMAIN;
 
 /// What a receipt states: `receiver`, at `node`, received the bulletin `(origin, id)`
 /// with `digest`, at `received` on its own clock.
@@ -90,12 +95,21 @@ impl Receipt {
     /// The receipt signed with the receiver's `key`.
     pub fn sign(&self, key: &SigningKey) -> proto::SignedReceipt {
         let body = self.to_proto().encode_to_vec();
-        let signature = key.sign(&signed_message(&body));
+        let signature = key.sign(&[RECEIPT_DOMAIN, &body].concat());
         proto::SignedReceipt {
             body: Bytes::from(body),
             signature: Bytes::copy_from_slice(&signature.to_bytes()),
             key_id: Bytes::copy_from_slice(KeyId::of_signing(key).as_bytes()),
+            proof: None,
         }
+    }
+
+    /// `receipts` signed with the receiver's `key`: with one signature for them all (a
+    /// batch receipt, §4.7) when there are two or more of one receiver at one node at
+    /// one time, each alone otherwise. Only for a node that takes batch receipts
+    /// (`Welcome.takes_batch_receipts`); for any other, [`Receipt::sign`] each.
+    pub fn sign_all(receipts: &[Receipt], key: &SigningKey) -> Vec<proto::SignedReceipt> {
+        batch::sign_all(receipts, key)
     }
 
     fn to_proto(&self) -> proto::ReceiptBody {
@@ -137,10 +151,30 @@ impl Receipt {
     }
 }
 
-/// The message a receipt's signature covers.
-fn signed_message(body: &[u8]) -> Vec<u8> {
-    [RECEIPT_DOMAIN, body].concat()
+/// The message a receipt's signature covers: its body under the domain of its form.
+fn signed_message(signed: &proto::SignedReceipt) -> Vec<u8> {
+    let domain = match signed.proof {
+        Some(_) => BATCH_DOMAIN,
+        None => RECEIPT_DOMAIN,
+    };
+    [domain, &signed.body].concat()
 }
+
+/// What a receipt says, as a single receipt's body, whichever form it travels in; read
+/// without checking anything (for showing and indexing what a record keeps).
+pub fn stated(signed: &proto::SignedReceipt) -> Option<proto::ReceiptBody> {
+    match &signed.proof {
+        Some(proof) => batch::stated(signed, proof),
+        None => proto::ReceiptBody::decode(signed.body.clone()).ok(),
+    }
+}
+
+/// A receipt read and its key found, before its signature is checked: what it states,
+/// the key, the key id it names and the signature.
+type Read = (Receipt, PublicKey, KeyId, Signature);
+
+/// What a signature check is of: a body, a signature and a key.
+type Signed<'a> = (&'a [u8], &'a [u8], [u8; 32]);
 
 /// A receipt whose signature verified with a key of its receiver's.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,31 +196,27 @@ impl VerifiedReceipt {
             .unwrap_or_else(|| Err(ReceiptError::Malformed("no receipt".into())))
     }
 
-    /// Verifies many receipts, their signatures as one batch: each result is what
+    /// Verifies many receipts, their signatures as one batch (a batch receipt's
+    /// signature once, however many of its bulletins are here): each result is what
     /// [`VerifiedReceipt::verify`] would say of it alone (the bulletins' rule, §4.2).
     pub fn verify_all(
         signed: &[proto::SignedReceipt],
         keys: &Keyring,
     ) -> Vec<Result<VerifiedReceipt, ReceiptError>> {
         let read: Vec<_> = signed.iter().map(|s| Self::read(s, keys)).collect();
-        let messages: Vec<Vec<u8>> = signed.iter().map(|s| signed_message(&s.body)).collect();
-        let items: Vec<_> = read
-            .iter()
-            .zip(&messages)
-            .filter_map(|(r, m)| r.as_ref().ok().map(|(_, key, _, sig)| (key, &m[..], sig)))
-            .collect();
-        let mut valid = signature::verify_many(&items).into_iter();
+        let valid = Self::signatures_valid(signed, &read);
         read.into_iter()
             .zip(signed)
-            .map(|(r, s)| {
+            .zip(valid)
+            .map(|((r, s), valid)| {
                 let (receipt, key, key_id, _) = r?;
-                match valid.next() {
-                    Some(true) => Ok(VerifiedReceipt {
+                match valid {
+                    true => Ok(VerifiedReceipt {
                         receipt,
                         key,
                         signed: s.clone(),
                     }),
-                    _ => Err(ReceiptError::BadSignature {
+                    false => Err(ReceiptError::BadSignature {
                         receiver: receipt.receiver,
                         key_id,
                     }),
@@ -195,17 +225,45 @@ impl VerifiedReceipt {
             .collect()
     }
 
-    /// A receipt read and its key found, before its signature is checked.
-    fn read(
-        signed: &proto::SignedReceipt,
-        keys: &Keyring,
-    ) -> Result<(Receipt, PublicKey, KeyId, Signature), ReceiptError> {
-        let body = proto::ReceiptBody::decode(signed.body.clone())
-            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        if body.encode_to_vec() != signed.body {
-            return Err(ReceiptError::NotCanonical);
+    /// Whether each read receipt's signature verifies; each distinct (key, body,
+    /// signature) is checked once.
+    fn signatures_valid(
+        signed: &[proto::SignedReceipt],
+        read: &[Result<Read, ReceiptError>],
+    ) -> Vec<bool> {
+        // (body, signature, key): a batch receipt's shares have the same.
+        let mut unique: HashMap<Signed<'_>, usize> = HashMap::new();
+        let mut items = Vec::new();
+        let mut slot = Vec::with_capacity(signed.len());
+        for (s, r) in signed.iter().zip(read) {
+            let Ok((_, key, _, sig)) = r else {
+                slot.push(None);
+                continue;
+            };
+            let which = (
+                &s.body[..],
+                &s.signature[..],
+                key.verifying_key().to_bytes(),
+            );
+            let at = *unique.entry(which).or_insert_with(|| {
+                items.push((key, signed_message(s), sig));
+                items.len() - 1
+            });
+            slot.push(Some(at));
         }
-        let receipt = Receipt::from_proto(&body)?;
+        let refs: Vec<_> = items.iter().map(|(k, m, s)| (*k, &m[..], *s)).collect();
+        let valid = signature::verify_many(&refs);
+        slot.into_iter()
+            .map(|at| at.and_then(|i| valid.get(i).copied()).unwrap_or(false))
+            .collect()
+    }
+
+    /// A receipt read and its key found, before its signature is checked.
+    fn read(signed: &proto::SignedReceipt, keys: &Keyring) -> Result<Read, ReceiptError> {
+        let receipt = match &signed.proof {
+            Some(proof) => batch::read(signed, proof)?,
+            None => Self::read_single(signed)?,
+        };
         let key_id = KeyId(
             <[u8; 8]>::try_from(&signed.key_id[..])
                 .map_err(|_| ReceiptError::Malformed("the key id is not 8 bytes".into()))?,
@@ -214,6 +272,16 @@ impl VerifiedReceipt {
             .map_err(|_| ReceiptError::Malformed("the signature is not 64 bytes".into()))?;
         let key = *keys.lookup(&receipt.receiver, &key_id, receipt.received)?;
         Ok((receipt, key, key_id, sig))
+    }
+
+    /// A single receipt's statement, once its body is canonical.
+    fn read_single(signed: &proto::SignedReceipt) -> Result<Receipt, ReceiptError> {
+        let body = proto::ReceiptBody::decode(signed.body.clone())
+            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        if body.encode_to_vec() != signed.body {
+            return Err(ReceiptError::NotCanonical);
+        }
+        Receipt::from_proto(&body)
     }
 
     /// What it states.

@@ -273,6 +273,124 @@ fn the_receipt_example_verifies_independently() {
     assert!(independent_receipt(&tampered, &public).is_err());
 }
 
+fn varint_field(m: &HashMap<u64, Vec<Field>>, n: u64) -> u64 {
+    match m.get(&n).and_then(|v| v.last()) {
+        Some(Field::Varint(v)) => *v,
+        _ => 0,
+    }
+}
+
+/// RFC 9162 §2.1.3.2: the root that `path` leads to from `leaf` at `index` in a tree of
+/// `size` leaves, if it is a path of such a tree.
+fn root_from_path(leaf: [u8; 32], index: u64, size: u64, path: &[Vec<u8>]) -> Option<[u8; 32]> {
+    let node = |l: &[u8], r: &[u8]| -> [u8; 32] {
+        let m = [&[1u8][..], l, r].concat();
+        digest(&SHA256, &m).as_ref().try_into().unwrap()
+    };
+    if index >= size {
+        return None;
+    }
+    let (mut f, mut s, mut r) = (index, size - 1, leaf);
+    for p in path {
+        if s == 0 {
+            return None;
+        }
+        if f & 1 == 1 || f == s {
+            r = node(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = node(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    (s == 0).then_some(r)
+}
+
+/// proto/README.md §4.7, a batch receipt's share, with the caller's one trusted key for
+/// the receiver: what it states (receiver, node, origin, bulletin id, digest, time).
+fn independent_share(signed_bytes: &[u8], public_key: &[u8; 32]) -> Result<Vec<String>, String> {
+    let signed = decode(signed_bytes)?;
+    let (body, signature, key_id) = (
+        bytes_field(&signed, 1),
+        bytes_field(&signed, 2),
+        bytes_field(&signed, 3),
+    );
+    if key_id != digest(&SHA256, public_key).as_ref()[..8] || signature.len() != 64 {
+        return Err("key id or signature of the wrong key or size".into());
+    }
+    let message = [&b"renkei/receipts/v1\0"[..], &body].concat();
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&message, &signature)
+        .map_err(|_| "signature does not verify".to_string())?;
+    let (b, proof) = (decode(&body)?, decode(&bytes_field(&signed, 4))?);
+    let item = bytes_field(&proof, 1);
+    let path: Vec<Vec<u8>> = match proof.get(&3) {
+        Some(hashes) => hashes
+            .iter()
+            .map(|h| match h {
+                Field::Bytes(b) => Ok(b.clone()),
+                Field::Varint(_) => Err("a path hash that is a number".to_string()),
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    let leaf: [u8; 32] = digest(&SHA256, &[&[0u8][..], &item].concat())
+        .as_ref()
+        .try_into()
+        .unwrap();
+    let root = root_from_path(leaf, varint_field(&proof, 2), varint_field(&b, 5), &path);
+    if root.map(|r| r.to_vec()) != Some(bytes_field(&b, 4)) {
+        return Err("the item is not under the signed root".into());
+    }
+    let i = decode(&item)?;
+    Ok(vec![
+        string_field(&b, 1),
+        string_field(&b, 2),
+        string_field(&i, 1),
+        string_field(&i, 2),
+        hex::encode(bytes_field(&i, 3)),
+        varint_field(&b, 3).to_string(),
+    ])
+}
+
+#[test]
+fn the_batch_receipt_example_verifies_independently() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/testdata/receipts-batch-v1.json");
+    let v: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let public: [u8; 32] = hex_field(&v, "public_key_hex").try_into().unwrap();
+    let f = &v["batch_fields"];
+    let shares = v["shares"].as_array().unwrap();
+    assert_eq!(shares.len(), 3);
+    for share in shares {
+        let signed = hex_field(share, "signed_receipt_hex");
+        let item = &share["item"];
+        let text = |v: &Value, k: &str| v[k].as_str().unwrap().to_owned();
+        let want = vec![
+            text(f, "receiver"),
+            text(f, "node"),
+            text(item, "origin"),
+            text(item, "bulletin_id"),
+            text(item, "digest_sha256_hex"),
+            f["received_unix_ms"].to_string(),
+        ];
+        assert_eq!(independent_share(&signed, &public).unwrap(), want);
+        // Its item swapped for another bulletin's: not under the root.
+        let other = hex_field(
+            &shares[(share["index"].as_u64().unwrap() as usize + 1) % 3],
+            "item_hex",
+        );
+        let own = hex_field(share, "item_hex");
+        let at = signed.windows(own.len()).position(|w| w == own).unwrap();
+        let mut swapped = signed.clone();
+        swapped.splice(at..at + own.len(), other);
+        assert!(independent_share(&swapped, &public).is_err());
+    }
+}
+
 /// C2SP tlog-cosignature v1, from its text alone: the key id is SHA-256(name ‖ "\n" ‖
 /// 0x04 ‖ key)[:4]; the signature line holds key id ‖ timestamp (8 bytes, big-endian) ‖
 /// an Ed25519 signature over "cosignature/v1\ntime T\n" and the checkpoint body.

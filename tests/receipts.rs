@@ -424,6 +424,95 @@ async fn receipts_travel_back_along_the_path_to_the_origins_node() {
     mesh.stop_all();
 }
 
+/// A node that takes many deliveries from its peer at once signs for them with one
+/// signature: Tokyo's log keeps each bulletin's share of NATO's batch receipt (its leaf
+/// and proof), and Tokyo's audit office verifies each share alone with NATO's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_signs_for_what_it_takes_at_once_with_one_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = ["jp-mod", "nato-ccdcoe"];
+    let desks = [("jp-cdc", "jp-mod"), ("nato-desk", "nato-ccdcoe")];
+    let mut mesh = Mesh::new(tmp.path(), &nodes, &desks, &[("jp-mod", "nato-ccdcoe")], "");
+    mesh.start("jp-mod");
+    let jp = mesh.client("jp-cdc").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let title = format!("held for NATO {i}");
+        let b = sign_as(
+            mesh.key("jp-cdc"),
+            "jp-cdc",
+            Tlp::Green,
+            Kind::Advisory,
+            &title,
+            &[],
+            &[],
+        );
+        ids.push(jp.publish(b).await.unwrap().bulletin_id);
+    }
+    // NATO's node comes up to a queue of twenty, and takes them in a few batches.
+    mesh.start("nato-ccdcoe");
+    let mut shares: Vec<proto::SignedReceipt> = Vec::new();
+    eventually("twenty receipts at Tokyo", async || {
+        shares = receipts_kept(&mesh, "jp-mod").await;
+        shares.len() == 20
+    })
+    .await;
+    let signatures: std::collections::BTreeSet<_> =
+        shares.iter().map(|s| s.signature.clone()).collect();
+    assert!(
+        signatures.len() < shares.len() && shares.iter().any(|s| s.proof.is_some()),
+        "{} signatures for {} receipts",
+        signatures.len(),
+        shares.len()
+    );
+    let config = mesh.office("jp-mod");
+    let key = format!("nato-ccdcoe={}", mesh.public("nato-ccdcoe"));
+    for id in [&ids[0], &ids[10], &ids[19]] {
+        let args = [
+            "audit",
+            "receipts",
+            "--config",
+            &config,
+            "--bulletin",
+            id,
+            "--key",
+            &key,
+            "--format",
+            "json",
+        ];
+        let listed: Value =
+            serde_json::from_str(renkei_ok(&mesh.dir, &args).stdout.trim()).unwrap();
+        let verdicts: Vec<&str> = listed["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["verdict"].as_str())
+            .collect();
+        assert_eq!(verdicts.len(), 1, "{listed}");
+        assert!(verdicts[0].starts_with("verified with"), "{listed}");
+    }
+    jp.close().await;
+    mesh.stop_all();
+}
+
+/// The receipts kept in node `n`'s ack records, as its audit office reads them.
+async fn receipts_kept(mesh: &Mesh, n: &str) -> Vec<proto::SignedReceipt> {
+    let office = mesh.client(&format!("{n}-audit")).await;
+    let q = proto::AuditQuery {
+        event: AuditEvent::Acked as u32,
+        limit: 1000,
+        ..Default::default()
+    };
+    let page = office.audit_query(q).await.unwrap();
+    office.close().await;
+    page.records
+        .iter()
+        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap())
+        .flat_map(|r| r.receipts)
+        .filter_map(|x| x.receipt)
+        .collect()
+}
+
 /// Desk `desk` of `node` takes one delivery and acknowledges it with its receipt.
 async fn signs_for_one(mesh: &Mesh, desk: &str, node: &str) {
     let client = mesh.client(desk).await;

@@ -374,7 +374,7 @@ pub fn receipted_bulletins(
     r.receipts
         .iter()
         .filter_map(|x| x.receipt.as_ref())
-        .filter_map(|s| proto::ReceiptBody::decode(s.body.clone()).ok())
+        .filter_map(crate::receipt::stated)
         .filter_map(|b| crate::bulletin::BulletinId::parse_canonical(&b.bulletin_id))
         .collect()
 }

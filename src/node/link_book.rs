@@ -42,6 +42,9 @@ pub struct LinkStatus {
     /// The largest frame the peer said it reads (`Welcome.max_frame_bytes`), once it
     /// answered a Hello.
     pub max_frame: Option<usize>,
+    /// Whether the peer said, on the connection that is the link, that it takes batch
+    /// receipts (`Welcome.takes_batch_receipts`).
+    pub batch_receipts: bool,
 }
 
 /// The connection that is a peer's link, and what it was offered as.
@@ -102,6 +105,7 @@ impl LinkBook {
                 refused_by_peer: (0, None),
                 from_peer: None,
                 max_frame: None,
+                batch_receipts: false,
             },
             current: None,
             down: watch::channel(0).0,
@@ -157,6 +161,8 @@ impl LinkBook {
             }
             s.up = true;
             s.dialled_by = Some(dialler.describe(us, peer));
+            // Another connection may be another version of the peer: it says again.
+            s.batch_receipts = false;
             Adoption::Adopted(how)
         })
     }
@@ -225,6 +231,9 @@ impl LinkBook {
                 if current && w.max_frame_bytes > 0 {
                     link.status.max_frame = usize::try_from(w.max_frame_bytes).ok();
                 }
+                if current {
+                    link.status.batch_receipts = w.takes_batch_receipts;
+                }
                 if let (true, Some(depth), Some(oldest)) =
                     (current, w.queued_for_you, w.oldest_queued_ms)
                 {
@@ -237,6 +246,11 @@ impl LinkBook {
     /// The largest frame `peer` reads, if it is a peer that said so.
     pub(crate) fn max_frame(&self, peer: &PartnerId) -> Option<usize> {
         self.with(|links| links.get(peer).and_then(|l| l.status.max_frame))
+    }
+
+    /// Whether `peer` said it takes batch receipts on the connection that is its link.
+    pub(crate) fn takes_batch_receipts(&self, peer: &PartnerId) -> bool {
+        self.with(|links| links.get(peer).is_some_and(|l| l.status.batch_receipts))
     }
 
     /// The connections that are links now.

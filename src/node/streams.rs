@@ -138,6 +138,7 @@ async fn serve_opening(
                     software: concat!("renkei ", env!("CARGO_PKG_VERSION")).into(),
                     queued_for_you: queued.as_ref().map(|q| q.depth),
                     oldest_queued_ms: queued.as_ref().map(|q| q.oldest_age_ms),
+                    takes_batch_receipts: true,
                 })),
             };
             let _ = transport::write_frame(&mut send, &welcome, &shared.book.frames).await;

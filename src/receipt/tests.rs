@@ -161,3 +161,134 @@ fn a_batch_says_of_each_receipt_what_it_alone_would() {
     assert!(matches!(all[1], Err(ReceiptError::BadSignature { .. })));
     assert!(matches!(all[3], Err(ReceiptError::Key(_))));
 }
+
+/// ee-cert's receipts of the bulletins `ids`, received at one time.
+fn batch_of(ids: std::ops::Range<u8>) -> Vec<Receipt> {
+    ids.map(|id| receipt("ee-cert", id)).collect()
+}
+
+#[test]
+fn a_batch_receipt_is_one_signature_and_each_bulletins_share_verifies_alone() {
+    let receipts = batch_of(1..6);
+    let signed = Receipt::sign_all(&receipts, &key(1));
+    assert_eq!(signed.len(), 5);
+    assert!(signed.iter().all(|s| s.proof.is_some()));
+    assert!(signed.iter().all(|s| s.signature == signed[0].signature));
+    for (s, r) in signed.iter().zip(&receipts) {
+        let v = check(s, r).expect("its share verifies alone");
+        assert_eq!(v.receipt(), r);
+        let stated = stated(s).expect("it reads");
+        assert_eq!(Receipt::from_proto(&stated).as_ref(), Ok(r));
+    }
+    let all = VerifiedReceipt::verify_all(&signed, &keys());
+    assert!(all.iter().all(Result::is_ok));
+    // One share is no receipt of another bulletin of the batch.
+    let e = check(&signed[0], &receipts[1]).expect_err("another bulletin");
+    assert!(matches!(e, ReceiptError::Mismatch { .. }), "{e}");
+}
+
+#[test]
+fn a_batch_receipt_moved_to_another_leaf_or_root_does_not_verify() {
+    let receipts = batch_of(1..6);
+    let signed = Receipt::sign_all(&receipts, &key(1));
+    let proof = |s: &proto::SignedReceipt| s.proof.clone().expect("a proof");
+    // The second bulletin's item with the first one's proof.
+    let mut moved = signed[0].clone();
+    let mut p = proof(&moved);
+    p.item = proof(&signed[1]).item;
+    moved.proof = Some(p);
+    let e = check(&moved, &receipts[1]).expect_err("moved");
+    assert!(e.to_string().contains("not in the batch"), "{e}");
+    // Another index for the same path.
+    let mut shifted = signed[2].clone();
+    let mut p = proof(&shifted);
+    p.index = 3;
+    shifted.proof = Some(p);
+    assert!(check(&shifted, &receipts[2]).is_err());
+    // A root of another tree, under the same signature.
+    let other = Receipt::sign_all(&batch_of(7..12), &key(1));
+    let mut grafted = other[0].clone();
+    grafted.signature = signed[0].signature.clone();
+    let e = check(&grafted, &receipt("ee-cert", 7)).expect_err("grafted");
+    assert!(matches!(e, ReceiptError::BadSignature { .. }), "{e}");
+    // A single receipt's body presented as a batch's: another domain.
+    let mut relabelled = receipts[0].sign(&key(1));
+    relabelled.proof = signed[0].proof.clone();
+    assert!(check(&relabelled, &receipts[0]).is_err());
+}
+
+#[test]
+fn receipts_that_are_not_one_statement_are_signed_each_alone() {
+    let one = Receipt::sign_all(&batch_of(1..2), &key(1));
+    assert_eq!(one.len(), 1);
+    assert!(one[0].proof.is_none(), "a batch of one is a single receipt");
+    let mut mixed = batch_of(1..4);
+    mixed[1].received = Timestamp::from_unix_ms(NOW + 1);
+    let signed = Receipt::sign_all(&mixed, &key(1));
+    assert!(signed.iter().all(|s| s.proof.is_none()));
+    for (s, r) in signed.iter().zip(&mixed) {
+        check(s, r).expect("each alone verifies");
+    }
+}
+
+#[test]
+fn a_forged_share_of_a_batch_fails_alone_in_a_batch_check() {
+    let receipts = batch_of(1..5);
+    let mut signed = Receipt::sign_all(&receipts, &key(1));
+    let mut forged = signed[3].signature.to_vec();
+    forged[0] ^= 1;
+    signed[3].signature = forged.into();
+    let all = VerifiedReceipt::verify_all(&signed, &keys());
+    let alone: Vec<_> = signed
+        .iter()
+        .map(|s| VerifiedReceipt::verify(s, &keys()))
+        .collect();
+    assert_eq!(all, alone);
+    assert!(all[..3].iter().all(Result::is_ok));
+    assert!(matches!(all[3], Err(ReceiptError::BadSignature { .. })));
+}
+
+#[test]
+fn the_batch_example_is_reproduced_byte_for_byte() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proto/testdata/receipts-batch-v1.json"
+    );
+    let text = std::fs::read_to_string(path).expect("the vector");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let hex_of = |v: &serde_json::Value| hex::decode(v.as_str().expect("hex")).expect("hex");
+    let seed: [u8; 32] = hex_of(&v["signing_key_seed_hex"])
+        .try_into()
+        .expect("32 bytes");
+    let f = &v["batch_fields"];
+    let text_of = |v: &serde_json::Value, k: &str| v[k].as_str().expect(k).to_owned();
+    let shares = v["shares"].as_array().expect("shares");
+    let receipts: Vec<Receipt> = shares
+        .iter()
+        .map(|s| &s["item"])
+        .map(|item| Receipt {
+            receiver: pid(&text_of(f, "receiver")),
+            node: pid(&text_of(f, "node")),
+            origin: pid(&text_of(item, "origin")),
+            bulletin_id: BulletinId::parse_canonical(&text_of(item, "bulletin_id")).expect("an id"),
+            digest: Digest(
+                hex_of(&item["digest_sha256_hex"])
+                    .try_into()
+                    .expect("32 bytes"),
+            ),
+            received: Timestamp::from_unix_ms(f["received_unix_ms"].as_u64().expect("ms")),
+        })
+        .collect();
+    let signed = Receipt::sign_all(&receipts, &SigningKey::from_bytes(&seed));
+    assert_eq!(hex_of(&v["batch_domain_hex"]), BATCH_DOMAIN);
+    assert_eq!(signed[0].body.to_vec(), hex_of(&v["body_hex"]));
+    assert_eq!(signed[0].signature.to_vec(), hex_of(&v["signature_hex"]));
+    let mut keys = Keyring::new();
+    let public: PublicKey = text_of(&v, "public_key").parse().expect("a key");
+    keys.insert(receipts[0].receiver.clone(), public, Validity::default());
+    for ((s, share), r) in signed.iter().zip(shares).zip(&receipts) {
+        assert_eq!(s.encode_to_vec(), hex_of(&share["signed_receipt_hex"]));
+        let verified = VerifiedReceipt::verify(s, &keys).expect("verifies");
+        assert_eq!(verified.receipt(), r);
+    }
+}

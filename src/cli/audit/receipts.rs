@@ -271,7 +271,7 @@ fn receivers(set: &Exported) -> Vec<String> {
     set.receipts
         .iter()
         .filter_map(|k| decode(k).ok())
-        .filter_map(|s| proto::ReceiptBody::decode(s.body).ok())
+        .filter_map(|s| crate::receipt::stated(&s))
         .map(|b| b.receiver)
         .collect()
 }
@@ -298,7 +298,7 @@ fn check(set: &Exported, keys: &Keyring) -> Vec<Checked> {
                 Ok(s) => s,
                 Err(e) => return bad(k.record, Default::default(), e.to_string()),
             };
-            let body = proto::ReceiptBody::decode(signed.body.clone()).unwrap_or_default();
+            let body = crate::receipt::stated(&signed).unwrap_or_default();
             let verdict = verdict(&signed, &body, &set.bulletin, keys);
             Checked {
                 record: k.record,

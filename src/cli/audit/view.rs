@@ -84,11 +84,10 @@ pub(in crate::cli) fn record_json(r: &proto::AuditRecord) -> Value {
 /// A receipt an ack record holds, as its body says (the node verified it when it
 /// recorded it; `audit receipts` verifies it again).
 fn receipt_json(x: &proto::Receipted) -> Value {
-    use prost::Message as _;
     let body = x
         .receipt
         .as_ref()
-        .and_then(|s| proto::ReceiptBody::decode(s.body.clone()).ok())
+        .and_then(crate::receipt::stated)
         .unwrap_or_default();
     let received = Timestamp::from_unix_ms(body.received_unix_ms).to_string();
     json!({"seq": x.seq, "receiver": body.receiver, "node": body.node,

@@ -223,9 +223,11 @@ fn gathered(
         }
     }
     let seqs = batch.iter().map(|(d, _)| d.seq).collect();
+    // One time for the batch, so that its receipts can be signed as one.
+    let now = Timestamp::now();
     let receipts = batch
         .iter()
-        .map(|(d, _)| receipt_of(receiver, peer, d))
+        .map(|(d, _)| receipt_of(receiver, peer, d, now))
         .collect();
     let (publishes, held) = batch.into_iter().map(|(d, h)| (as_publish(d), h)).unzip();
     (publishes, (seqs, held, receipts))
@@ -242,7 +244,12 @@ struct Verdict {
 
 /// What this node's receipt of the delivery `d` from `peer` states (proto/README.md
 /// §4.7), if `d` names a bulletin at all (a malformed one is refused, unsigned for).
-fn receipt_of(receiver: &PartnerId, peer: &PartnerId, d: &proto::Delivery) -> Option<Receipt> {
+fn receipt_of(
+    receiver: &PartnerId,
+    peer: &PartnerId,
+    d: &proto::Delivery,
+    received: Timestamp,
+) -> Option<Receipt> {
     use prost::Message as _;
     let signed = d.bulletin.as_ref()?;
     let b = proto::Bulletin::decode(signed.bulletin.clone()).ok()?;
@@ -252,7 +259,7 @@ fn receipt_of(receiver: &PartnerId, peer: &PartnerId, d: &proto::Delivery) -> Op
         origin: b.origin.parse().ok()?,
         bulletin_id: crate::bulletin::BulletinId::parse_canonical(&b.id)?,
         digest: crate::bulletin::Digest::of(&signed.bulletin),
-        received: Timestamp::now(),
+        received,
     })
 }
 
@@ -350,7 +357,7 @@ async fn acknowledge(
         let mut stopped = None;
         for verdict in batch {
             let seq = verdict.seq;
-            if !ack.take(verdict, &node.peering.own.key).await {
+            if !ack.take(verdict).await {
                 stopped = Some(format!("delivery {seq} from the peer was not stored"));
                 break;
             }
@@ -362,6 +369,8 @@ async fn acknowledge(
             return Some("a refusal could not be recorded".into());
         }
         node.links.count_acked(&peer, ack.frame.seq.len() as u64);
+        let batch = node.links.takes_batch_receipts(&peer);
+        ack.sign(&node.peering.own.key, batch);
         if !ack.frame.seq.is_empty() {
             let frame = proto::ClientFrame {
                 frame: Some(ClientFrame::Ack(ack.frame)),
@@ -382,19 +391,21 @@ async fn acknowledge(
     None
 }
 
-/// One Ack to the peer being made: what it acknowledges, refuses and signs for, and
-/// how many of its deliveries were copies already stored.
+/// One Ack to the peer being made: what it acknowledges and refuses, the receipts it
+/// will sign (with their seqs), and how many of its deliveries were copies already
+/// stored.
 #[derive(Default)]
 struct Acking {
     frame: proto::Ack,
+    receipts: Vec<(u64, Receipt)>,
     copies: u64,
 }
 
 impl Acking {
     /// Takes one delivery's answer once it is final (false, and nothing taken, if it is
     /// not: the peer delivers it again). A final refusal tells the sender why; a
-    /// bulletin stored here (now or before) is signed for with `key`.
-    async fn take(&mut self, v: Verdict, key: &ed25519_dalek::SigningKey) -> bool {
+    /// bulletin stored here (now or before) is to be signed for.
+    async fn take(&mut self, v: Verdict) -> bool {
         let seq = v.seq;
         let (final_, stored) = match v.answer {
             Forwarded::Rejected(code, message) => {
@@ -421,15 +432,30 @@ impl Acking {
             },
         };
         if let Some(r) = v.receipt.filter(|_| stored) {
-            self.frame.receipts.push(proto::Receipted {
-                seq,
-                receipt: Some(r.sign(key)),
-            });
+            self.receipts.push((seq, r));
         }
         if final_ {
             self.frame.seq.push(seq);
         }
         final_
+    }
+
+    /// Signs the receipts taken, with one signature for them all when the peer takes
+    /// batch receipts (`batch`), each alone otherwise.
+    fn sign(&mut self, key: &ed25519_dalek::SigningKey, batch: bool) {
+        let (seqs, receipts): (Vec<u64>, Vec<Receipt>) = self.receipts.drain(..).unzip();
+        let signed = match batch {
+            true => Receipt::sign_all(&receipts, key),
+            false => receipts.iter().map(|r| r.sign(key)).collect(),
+        };
+        let receipted = seqs
+            .into_iter()
+            .zip(signed)
+            .map(|(seq, s)| proto::Receipted {
+                seq,
+                receipt: Some(s),
+            });
+        self.frame.receipts.extend(receipted);
     }
 }
 

@@ -6,7 +6,7 @@
 //! ([`take_receipts`]) keeps those of bulletins it sent that peer, verified where it
 //! knows the receiver's key, in a RECEIPTS_PASSED record.
 //!
-//! Whether a passed receipt is taken is decided by [`judge`], with no I/O.
+//! Whether a passed receipt is taken is decided by [`judge_all`], with no I/O.
 
 use std::sync::Arc;
 
@@ -51,20 +51,78 @@ pub(crate) enum LeftOut {
     Receipt(#[from] crate::receipt::ReceiptError),
 }
 
-/// Why the receipt `signed`, passed back by `peer`, is not taken by node `node`:
-/// `stored` is the bulletin it names as stored here, if it is. A receipt is taken when
-/// it is of a bulletin this node sent `peer` (same digest), was not given at this node
-/// (those come with their ack), and verifies with the receiver's key when this node
-/// knows one; one whose receiver it knows no key of is kept unchecked, for an auditor
-/// to check with the key (`audit receipts --key`).
-pub(crate) fn judge(
+/// Why each receipt passed back by `peer` is not taken by node `node` (`ids`), given
+/// the bulletin it names as stored here, if it is. A receipt is taken when it is of a
+/// bulletin this node sent `peer` (same digest), was not given at this node (those come
+/// with their ack), and verifies with the receiver's key when this node knows one; one
+/// whose receiver it knows no key of is kept unchecked, for an auditor to check with
+/// the key (`audit receipts --key`). The signatures are checked as one batch (a batch
+/// receipt's once, however many of its bulletins come back together).
+pub(crate) fn judge_all(
+    receipts: &[(&proto::SignedReceipt, Option<&proto::StoredBulletin>)],
+    ids: (&PartnerId, &PartnerId),
+    keys: &Keyring,
+) -> Vec<Result<(), LeftOut>> {
+    let prechecked: Vec<_> = receipts
+        .iter()
+        .map(|(signed, stored)| precheck(signed, *stored, ids, keys))
+        .collect();
+    let to_verify: Vec<proto::SignedReceipt> = receipts
+        .iter()
+        .zip(&prechecked)
+        .filter(|(_, p)| matches!(p, Ok(Some(_))))
+        .map(|((signed, _), _)| (*signed).clone())
+        .collect();
+    let mut verified = VerifiedReceipt::verify_all(&to_verify, keys).into_iter();
+    let mut check = |owed: Owed| -> Result<(), LeftOut> {
+        let unverified = || Err(crate::receipt::ReceiptError::Malformed("unread".into()));
+        verified
+            .next()
+            .unwrap_or_else(unverified)?
+            .is_of(&owed.expected())?;
+        Ok(())
+    };
+    prechecked
+        .into_iter()
+        .map(|p| match p? {
+            None => Ok(()),
+            Some(owed) => check(owed),
+        })
+        .collect()
+}
+
+/// What a passed receipt must be the receipt of, once only its signature is left to
+/// check.
+struct Owed {
+    receiver: PartnerId,
+    at: PartnerId,
+    origin: String,
+    id: String,
+    digest: bytes::Bytes,
+}
+
+impl Owed {
+    fn expected(&self) -> Expected<'_> {
+        Expected {
+            receiver: &self.receiver,
+            node: &self.at,
+            origin: &self.origin,
+            bulletin_id: &self.id,
+            digest: &self.digest,
+        }
+    }
+}
+
+/// The checks of [`judge_all`] that need no signature: `None` when the receipt is taken
+/// unchecked (its receiver's key is not known here), else what it must verify as.
+fn precheck(
     signed: &proto::SignedReceipt,
     stored: Option<&proto::StoredBulletin>,
     (peer, node): (&PartnerId, &PartnerId),
     keys: &Keyring,
-) -> Result<(), LeftOut> {
-    let body = proto::ReceiptBody::decode(signed.body.clone())
-        .map_err(|e| LeftOut::Undecodable(e.to_string()))?;
+) -> Result<Option<Owed>, LeftOut> {
+    let body = crate::receipt::stated(signed)
+        .ok_or_else(|| LeftOut::Undecodable("neither a receipt nor a batch receipt".into()))?;
     let sent = stored.filter(|s| s.shared_with.iter().any(|p| p == peer.as_str()));
     let Some(stored) = sent.filter(|s| s.digest == body.digest) else {
         let what = format!("{}/{}", body.origin, body.bulletin_id);
@@ -80,17 +138,15 @@ pub(crate) fn judge(
     };
     let (receiver, at) = (named(&body.receiver)?, named(&body.node)?);
     if !keys.knows(&receiver) {
-        return Ok(());
+        return Ok(None);
     }
-    let expected = Expected {
-        receiver: &receiver,
-        node: &at,
-        origin: &stored.origin,
-        bulletin_id: &stored.id,
-        digest: &stored.digest,
-    };
-    VerifiedReceipt::verify(signed, keys)?.is_of(&expected)?;
-    Ok(())
+    Ok(Some(Owed {
+        receiver,
+        at,
+        origin: stored.origin.clone(),
+        id: stored.id.clone(),
+        digest: stored.digest.clone(),
+    }))
 }
 
 /// The stored bulletin a receipt names, with its seq here.
@@ -98,7 +154,7 @@ fn named(
     store: &Store,
     signed: &proto::SignedReceipt,
 ) -> Result<Option<(u64, proto::StoredBulletin)>, StoreError> {
-    let Ok(body) = proto::ReceiptBody::decode(signed.body.clone()) else {
+    let Some(body) = crate::receipt::stated(signed) else {
         return Ok(None);
     };
     let (Ok(origin), Some(id)) = (
@@ -174,9 +230,18 @@ fn judged(
     receipts: Vec<proto::SignedReceipt>,
 ) -> Result<Judged, StoreError> {
     let (mut taken, mut left_out, mut why) = (Vec::new(), 0, String::new());
-    for signed in receipts {
-        let found = named(store, &signed)?;
-        match judge(&signed, found.as_ref().map(|(_, s)| s), ids, keys) {
+    let found = receipts
+        .iter()
+        .map(|signed| named(store, signed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pairs: Vec<_> = receipts
+        .iter()
+        .zip(&found)
+        .map(|(signed, f)| (signed, f.as_ref().map(|(_, s)| s)))
+        .collect();
+    let judged = judge_all(&pairs, ids, keys);
+    for ((signed, found), judged) in receipts.into_iter().zip(found).zip(judged) {
+        match judged {
             Ok(()) => taken.push(proto::Receipted {
                 seq: found.map_or(0, |(seq, _)| seq),
                 receipt: Some(signed),

@@ -16,6 +16,18 @@ fn key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[9; 32])
 }
 
+/// Why one receipt passed back is not taken.
+fn judge(
+    signed: &proto::SignedReceipt,
+    stored: Option<&proto::StoredBulletin>,
+    ids: (&PartnerId, &PartnerId),
+    keys: &Keyring,
+) -> Result<(), LeftOut> {
+    let mut judged = judge_all(&[(signed, stored)], ids, keys);
+    assert_eq!(judged.len(), 1);
+    judged.pop().expect("one answer")
+}
+
 /// jp-mod's copy of a bulletin of jp-cdc, sent to nato-ccdcoe.
 fn stored(id: BulletinId) -> proto::StoredBulletin {
     proto::StoredBulletin {
