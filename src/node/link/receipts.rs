@@ -74,7 +74,7 @@ pub(crate) fn judge_all(
         .map(|((signed, _), _)| (*signed).clone())
         .collect();
     let mut verified = VerifiedReceipt::verify_all(&to_verify, keys).into_iter();
-    let mut check = |owed: Owed| -> Result<(), LeftOut> {
+    let mut check = |owed: ToVerify| -> Result<(), LeftOut> {
         let unverified = || Err(crate::receipt::ReceiptError::Malformed("unread".into()));
         verified
             .next()
@@ -93,7 +93,7 @@ pub(crate) fn judge_all(
 
 /// What a passed receipt must be the receipt of, once only its signature is left to
 /// check.
-struct Owed {
+struct ToVerify {
     receiver: PartnerId,
     at: PartnerId,
     origin: String,
@@ -101,7 +101,7 @@ struct Owed {
     digest: bytes::Bytes,
 }
 
-impl Owed {
+impl ToVerify {
     fn expected(&self) -> Expected<'_> {
         Expected {
             receiver: &self.receiver,
@@ -120,7 +120,7 @@ fn precheck(
     stored: Option<&proto::StoredBulletin>,
     (peer, node): (&PartnerId, &PartnerId),
     keys: &Keyring,
-) -> Result<Option<Owed>, LeftOut> {
+) -> Result<Option<ToVerify>, LeftOut> {
     let body = crate::receipt::stated(signed)
         .ok_or_else(|| LeftOut::Undecodable("neither a receipt nor a batch receipt".into()))?;
     let sent = stored.filter(|s| s.shared_with.iter().any(|p| p == peer.as_str()));
@@ -140,7 +140,7 @@ fn precheck(
     if !keys.knows(&receiver) {
         return Ok(None);
     }
-    Ok(Some(Owed {
+    Ok(Some(ToVerify {
         receiver,
         at,
         origin: stored.origin.clone(),
@@ -267,8 +267,8 @@ pub(crate) async fn pass_back(conn: quinn::Connection, node: Peering, peer: Part
     exchange::repeat((&conn, &peer), node.shutdown.clone(), what, pass).await;
 }
 
-/// Passes back one batch of what `peer` is owed; true if it passed any (more may be
-/// owed).
+/// Passes back one batch of what `peer` is owed; true if it passed any or the log holds
+/// more to look through (more may be owed).
 async fn pass_once(
     conn: &quinn::Connection,
     store: &Arc<Store>,
@@ -276,9 +276,9 @@ async fn pass_once(
     peer: &PartnerId,
 ) -> Result<bool, ExchangeError> {
     let next = store.receipts_passed(peer)?;
-    let (receipts, through) = {
+    let (receipts, through, more) = {
         let (store, peer) = (store.clone(), peer.clone());
-        tokio::task::spawn_blocking(move || owed(&store, &peer, next)).await??
+        tokio::task::spawn_blocking(move || owed(&store, &peer, next, MAX_PASSED)).await??
     };
     if through <= next {
         return Ok(false);
@@ -298,28 +298,34 @@ async fn pass_once(
         }
     }
     store.set_receipts_passed(peer, through)?;
-    Ok(passed)
+    Ok(passed || more)
 }
 
 /// The receipts on this node's log from audit seq `next` on that `peer` is owed (of
-/// bulletins `peer` handed this node), at most [`MAX_PASSED`], and the seq to look from
-/// next time.
+/// bulletins `peer` handed this node), at most `max` (bar one record's); the seq to
+/// look from next time, and whether the log holds more after it.
 fn owed(
     store: &Store,
     peer: &PartnerId,
     next: u64,
-) -> Result<(Vec<proto::SignedReceipt>, u64), StoreError> {
+    max: usize,
+) -> Result<(Vec<proto::SignedReceipt>, u64, bool), StoreError> {
     let size = store.audit_progress().0;
-    let mut records = Vec::new();
+    // Each event's records are read only as far as a frame's worth of receipts, so a
+    // long way behind is caught up a frame at a time, each record read once.
+    let (mut records, mut through) = (Vec::new(), size);
     for event in [AuditEvent::Acked, AuditEvent::ReceiptsPassed] {
-        records.extend(with_receipts(store, event, next, size)?);
+        let (mut read, read_through) = with_receipts(store, event, (next, size), max)?;
+        through = through.min(read_through);
+        records.append(&mut read);
     }
+    records.retain(|r| r.seq < through);
     records.sort_by_key(|r| r.seq);
     let mut out = Vec::new();
     for r in records {
         let mine = r.receipts.len();
-        if out.len() + mine > MAX_PASSED && !out.is_empty() {
-            return Ok((out, r.seq));
+        if out.len() + mine > max && !out.is_empty() {
+            return Ok((out, r.seq, true));
         }
         for x in r.receipts {
             let from_peer = store
@@ -328,16 +334,17 @@ fn owed(
             out.extend(x.receipt.filter(|_| from_peer));
         }
     }
-    Ok((out, size))
+    Ok((out, through, through < size))
 }
 
-/// The records of `event` with seq in `next..size` that hold receipts.
+/// The records of `event` with seq in `next..size` that hold receipts, in order, read
+/// until they hold `enough` receipts; and the seq up to which all were read.
 fn with_receipts(
     store: &Store,
     event: AuditEvent,
-    next: u64,
-    size: u64,
-) -> Result<Vec<proto::AuditRecord>, StoreError> {
+    (next, size): (u64, u64),
+    enough: usize,
+) -> Result<(Vec<proto::AuditRecord>, u64), StoreError> {
     let mut q = crate::audit::Query {
         partner: None,
         bulletin: None,
@@ -347,7 +354,7 @@ fn with_receipts(
         after: next.checked_sub(1),
         limit: crate::audit::MAX_PAGE,
     };
-    let mut out = Vec::new();
+    let (mut out, mut receipts) = (Vec::new(), 0);
     loop {
         let page = store.audit().query(&q)?;
         for bytes in page.records {
@@ -356,15 +363,20 @@ fn with_receipts(
                 why: e.into(),
             })?;
             if r.seq >= size {
-                return Ok(out);
+                return Ok((out, size));
             }
             if !r.receipts.is_empty() {
+                receipts += r.receipts.len();
+                let seq = r.seq;
                 out.push(r);
+                if receipts >= enough {
+                    return Ok((out, seq + 1));
+                }
             }
         }
         match page.next_after {
             Some(after) if after < size => q.after = Some(after),
-            _ => return Ok(out),
+            _ => return Ok((out, size)),
         }
     }
 }

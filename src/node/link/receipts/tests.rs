@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::audit::record::Event;
 use crate::bulletin::Digest;
 use crate::identity::{PublicKey, Validity};
 use crate::receipt::Receipt;
@@ -101,4 +102,61 @@ fn a_receipt_of_anything_else_is_left_out() {
         judge(&here, Some(&stored(id)), ids, &keys),
         Err(LeftOut::GivenHere)
     );
+}
+
+/// ee-mod's receipts of the bulletins `seqs` (the store does not read them).
+fn acked(seqs: &[u64]) -> Event {
+    let receipted = seqs
+        .iter()
+        .map(|&seq| proto::Receipted {
+            seq,
+            receipt: Some(receipt(
+                BulletinId::new_v7(Timestamp::from_unix_ms(seq)),
+                7,
+                "jp-mod",
+            )),
+        })
+        .collect();
+    Event::acked(&pid("ee-mod"), seqs.iter().map(|&s| (s, 0))).with_receipts(receipted)
+}
+
+#[test]
+fn what_is_owed_is_read_a_frame_at_a_time_each_receipt_once() {
+    use crate::store::tests::new;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 16 << 20).unwrap();
+    let now = Timestamp::from_unix_ms(1_790_000_000_000);
+    let mut bulletins: Vec<_> = (1..=6).map(|n| new(n, "jp-mod", &["ee-mod"])).collect();
+    bulletins.push(new(7, "us-dod", &["ee-mod"]));
+    let entries = bulletins
+        .into_iter()
+        .map(crate::store::Entry::Bulletin)
+        .collect();
+    store.commit(entries, now).unwrap();
+    let passed_on = receipt(BulletinId::new_v7(now), 7, "fr-mod");
+    let passed = Event::receipts_passed(
+        &pid("fr-mod"),
+        vec![proto::Receipted {
+            seq: 6,
+            receipt: Some(passed_on),
+        }],
+        "",
+    );
+    for event in [acked(&[1, 2]), acked(&[7]), acked(&[3, 4, 5]), passed] {
+        let entry = crate::store::Entry::Event(Some(event), None);
+        store.commit(vec![entry], now).unwrap();
+    }
+    let (jp, mut next, mut frames) = (pid("jp-mod"), 0, Vec::new());
+    loop {
+        let (receipts, through, more) = owed(&store, &jp, next, 3).unwrap();
+        assert!(through > next || !more);
+        frames.push(receipts.len());
+        next = through;
+        if !more {
+            break;
+        }
+    }
+    // jp-mod's six, never us-dod's, in frames of about three.
+    assert_eq!(frames, [2, 3, 1]);
+    assert_eq!(owed(&store, &jp, next, 3).unwrap().0.len(), 0);
 }
