@@ -1,7 +1,8 @@
 //! The storage thread: the only writer of the database. It takes whatever bulletins and
 //! audit events are waiting, commits them as one batch with one flush (group commit),
 //! answers each sender, announces the new head to the subscribers, and signs audit
-//! checkpoints every N records, on a timer tick, on demand and when it stops.
+//! checkpoints every N records, on a timer tick, on demand and when it stops. Records
+//! nobody waits on wait a little for a commit someone does, to share its flush.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -164,6 +165,16 @@ pub(crate) enum Request {
 }
 
 impl Request {
+    /// Whether someone waits to hear it is durable.
+    fn is_awaited(&self) -> bool {
+        match self {
+            Request::Bulletin { .. } | Request::Backup { .. } => true,
+            Request::Event { done, .. } => done.is_some(),
+            Request::Checkpoint { reply } => reply.is_some(),
+            Request::Refused(_) => false,
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Request::Bulletin { bulletin, .. } => prost::Message::encoded_len(&bulletin.signed),
@@ -236,9 +247,42 @@ pub(crate) fn spawn(
         .spawn(move || run(w, requests))
 }
 
+/// How long records nobody waits on (deliveries, acks, withdrawals, link events) wait
+/// for a commit that someone waits on, to go in its flush rather than one of their own.
+/// They were never waited on: a crash within it loses them as it would have lost them
+/// on their way to a flush, and the deliveries and acks they record come again.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Records nobody waits on lingering together are committed at once past this many.
+const LINGER_MOST: usize = 4096;
+
+/// Takes requests into `waiting` until one that someone waits on comes, [`LINGER`]
+/// passes, enough are waiting, or every sender is gone.
+fn linger(
+    timer: &tokio::runtime::Runtime,
+    requests: &mut mpsc::Receiver<Request>,
+    waiting: &mut staging::Staging,
+) {
+    let until = std::time::Instant::now() + LINGER;
+    while !waiting.awaited() && waiting.len() < LINGER_MOST {
+        // The timeout is made inside, where the thread's timer is the current one.
+        let next = async { tokio::time::timeout_at(until.into(), requests.recv()).await };
+        match timer.block_on(next) {
+            Ok(Some(r)) => waiting.push(r),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
 /// The storage thread: whatever waits is taken off the channel into the waiting room
 /// (fair between partners), and each turn commits one group from it.
 fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
+    // A timer of the thread's own to let records nobody waits on linger: it does not
+    // depend on the node's runtime, which may be going away while this thread ends.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .ok();
     let mut waiting = staging::Staging::default();
     let mut lost = Lost::default();
     let mut guard = SpaceGuard::new(w.reserve);
@@ -252,6 +296,9 @@ fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
         }
         while let Ok(r) = requests.try_recv() {
             waiting.push(r);
+        }
+        if let Some(timer) = timer.as_ref().filter(|_| !waiting.awaited()) {
+            linger(timer, &mut requests, &mut waiting);
         }
         let group = waiting.take(pace.limit(), MAX_SEGMENT_BYTES);
         let bulletins = group

@@ -20,6 +20,8 @@ pub(super) struct Staging {
     /// Everything else, in the order it came.
     others: Vec<Request>,
     waiting: usize,
+    /// Requests other than bulletins that someone waits on (bulletins always have).
+    awaited_others: usize,
     /// Whether the last group taken held a light partner's few bulletins beside a
     /// heavy partner's, some left for a later group: a light partner behind a heavy.
     sparse: bool,
@@ -34,6 +36,7 @@ impl Staging {
     pub(super) fn push(&mut self, r: Request) {
         self.waiting += 1;
         let Request::Bulletin { bulletin, .. } = &r else {
+            self.awaited_others += usize::from(r.is_awaited());
             self.others.push(r);
             return;
         };
@@ -49,11 +52,24 @@ impl Staging {
         self.waiting == 0
     }
 
+    /// Requests waiting.
+    pub(super) fn len(&self) -> usize {
+        self.waiting
+    }
+
+    /// Whether anyone waits on a request here (a bulletin's publisher, an event's
+    /// `done`, a checkpoint or backup asked for), rather than only records nobody
+    /// waits on.
+    pub(super) fn awaited(&self) -> bool {
+        !self.order.is_empty() || self.awaited_others > 0
+    }
+
     /// The next group commit: everything but bulletins, then bulletins one partner at
     /// a time, round and round, until `max_batch` of them or `max_bytes`. A backup
     /// waiting takes everything, so that it covers what came before it.
     pub(super) fn take(&mut self, max_batch: usize, max_bytes: usize) -> Vec<Request> {
         let mut batch = std::mem::take(&mut self.others);
+        self.awaited_others = 0;
         let everything = batch.iter().any(|r| matches!(r, Request::Backup { .. }));
         let (mut taken, mut bytes) = (0, 0);
         let (partners, mut visits) = (self.order.len(), 0);
@@ -152,6 +168,31 @@ mod tests {
         );
         assert_eq!(senders(&s.take(100, usize::MAX)).len(), 7);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn records_nobody_waits_on_are_told_apart_from_what_someone_awaits() {
+        let mut s = Staging::default();
+        let lazy = |n: &str| Request::Event {
+            event: Some(Event::operator(&n.parse().unwrap(), "delivered")),
+            cursor: None,
+            done: None,
+        };
+        s.push(lazy("jp-mod"));
+        s.push(Request::Checkpoint { reply: None });
+        assert!(!s.awaited(), "records and a timed checkpoint: nobody waits");
+        let (done, _) = oneshot::channel();
+        s.push(Request::Event {
+            event: None,
+            cursor: None,
+            done: Some(done),
+        });
+        assert!(s.awaited());
+        assert_eq!(s.take(8, usize::MAX).len(), 3);
+        assert!(!s.awaited());
+        s.push(bulletin("jp-mod", 1));
+        assert!(s.awaited(), "a bulletin's publisher waits");
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

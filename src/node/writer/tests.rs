@@ -170,3 +170,64 @@ fn events_a_failed_commit_loses_are_named_by_a_gap_record() {
     assert_eq!(records[3].bulletin_seqs, [7], "then the log goes on");
     assert!(w.store.audit().record(4).expect("reads").is_none());
 }
+
+fn lazy(n: u64) -> Request {
+    let partner: PartnerId = "us-dod".parse().expect("an id");
+    Request::Event {
+        event: Some(Event::delivered(&partner, vec![n])),
+        cursor: None,
+        done: None,
+    }
+}
+
+fn timer() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a timer")
+}
+
+#[test]
+fn records_nobody_waits_on_linger_until_a_request_someone_waits_on_comes() {
+    let (tx, mut rx) = mpsc::channel(8);
+    let mut waiting = staging::Staging::default();
+    waiting.push(lazy(1));
+    let (done, _heard) = oneshot::channel();
+    let awaited = Request::Event {
+        event: Some(Event::delivered(&"us-dod".parse().expect("an id"), vec![2])),
+        cursor: None,
+        done: Some(done),
+    };
+    for r in [lazy(3), awaited, lazy(4)] {
+        assert!(tx.try_send(r).is_ok());
+    }
+    linger(&timer(), &mut rx, &mut waiting);
+    assert!(waiting.awaited());
+    assert_eq!(waiting.len(), 3, "taken up to the one awaited, no further");
+    // With every sender gone it stops lingering at once.
+    drop(tx);
+    let mut alone = staging::Staging::default();
+    alone.push(lazy(5));
+    linger(&timer(), &mut rx, &mut alone);
+    assert_eq!((alone.len(), alone.awaited()), (2, false));
+}
+
+#[test]
+fn records_nobody_waits_on_are_committed_without_anyone_asking() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let w = writer(dir.path());
+    let store = w.store.clone();
+    let (tx, rx) = mpsc::channel(8);
+    let thread = spawn(w, rx).expect("the storage thread");
+    assert!(tx.try_send(lazy(1)).is_ok());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.audit_progress().0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        std::thread::yield_now();
+    }
+    drop(tx);
+    thread.join().expect("it ends");
+    let record = store.audit().record(0).expect("reads").expect("there");
+    let record: crate::proto::AuditRecord = prost::Message::decode(record).expect("a record");
+    assert_eq!(record.bulletin_seqs, [1]);
+}
