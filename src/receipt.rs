@@ -173,8 +173,9 @@ pub fn stated(signed: &proto::SignedReceipt) -> Option<proto::ReceiptBody> {
 /// the key, the key id it names and the signature.
 type Read = (Receipt, PublicKey, KeyId, Signature);
 
-/// What a signature check is of: a body, a signature and a key.
-type Signed<'a> = (&'a [u8], &'a [u8], [u8; 32]);
+/// What a signature check is of: a body, a signature, a key, and whether the body is a
+/// batch's (signed under another domain).
+type Signed<'a> = (&'a [u8], &'a [u8], [u8; 32], bool);
 
 /// A receipt whose signature verified with a key of its receiver's.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,13 +226,13 @@ impl VerifiedReceipt {
             .collect()
     }
 
-    /// Whether each read receipt's signature verifies; each distinct (key, body,
-    /// signature) is checked once.
+    /// Whether each read receipt's signature verifies; each distinct (body, signature,
+    /// key, form) is checked once.
     fn signatures_valid(
         signed: &[proto::SignedReceipt],
         read: &[Result<Read, ReceiptError>],
     ) -> Vec<bool> {
-        // (body, signature, key): a batch receipt's shares have the same.
+        // A batch receipt's shares have the same.
         let mut unique: HashMap<Signed<'_>, usize> = HashMap::new();
         let mut items = Vec::new();
         let mut slot = Vec::with_capacity(signed.len());
@@ -244,6 +245,7 @@ impl VerifiedReceipt {
                 &s.body[..],
                 &s.signature[..],
                 key.verifying_key().to_bytes(),
+                s.proof.is_some(),
             );
             let at = *unique.entry(which).or_insert_with(|| {
                 items.push((key, signed_message(s), sig));
