@@ -112,6 +112,28 @@ impl Receipt {
         batch::sign_all(receipts, key)
     }
 
+    /// The receipts of deliveries acknowledged together, each with its seq, signed as
+    /// an Ack carries them: as one batch when the node acknowledged to takes batch
+    /// receipts (`batch`), each alone otherwise.
+    pub fn sign_for_ack(
+        receipts: Vec<(u64, Receipt)>,
+        key: &SigningKey,
+        batch: bool,
+    ) -> Vec<proto::Receipted> {
+        let (seqs, receipts): (Vec<u64>, Vec<Receipt>) = receipts.into_iter().unzip();
+        let signed = match batch {
+            true => Receipt::sign_all(&receipts, key),
+            false => receipts.iter().map(|r| r.sign(key)).collect(),
+        };
+        let receipted = seqs.into_iter().zip(signed);
+        receipted
+            .map(|(seq, s)| proto::Receipted {
+                seq,
+                receipt: Some(s),
+            })
+            .collect()
+    }
+
     fn to_proto(&self) -> proto::ReceiptBody {
         proto::ReceiptBody {
             receiver: self.receiver.to_string(),

@@ -195,6 +195,53 @@ async fn a_desks_signed_receipt_is_recorded_listed_and_checked_offline() {
     assert_eq!(recounted, metrics);
 }
 
+/// A desk that takes six bulletins that arrived together signs for them at once: the
+/// node keeps six receipts under fewer signatures, and each verifies alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_signs_for_what_arrived_together_with_one_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (served, addr) = tokyo(dir);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(publish(dir, addr, &format!("exercise inject {n}")).await);
+    }
+    common::sh_ok(
+        dir,
+        "subscribe --config jp-cdc.toml --count 6 --idle-timeout 20",
+    );
+    let acked = records(dir, addr, AuditEvent::Acked).await;
+    let shares: Vec<proto::SignedReceipt> = acked
+        .into_iter()
+        .filter(|r| r.partner == "jp-cdc")
+        .flat_map(|r| r.receipts)
+        .filter_map(|x| x.receipt)
+        .collect();
+    let signatures: std::collections::BTreeSet<_> =
+        shares.iter().map(|s| s.signature.clone()).collect();
+    assert_eq!(shares.len(), 6);
+    assert!(signatures.len() < 6, "{} signatures", signatures.len());
+    let key = format!("jp-cdc={}", public_key(dir, "jp-cdc"));
+    for id in [&ids[0], &ids[5]] {
+        let args = [
+            "audit",
+            "receipts",
+            "--config",
+            "audit-office.toml",
+            "--bulletin",
+            id,
+            "--key",
+            &key,
+            "--format",
+            "json",
+        ];
+        let v: Value = serde_json::from_str(renkei_ok(dir, &args).stdout.trim()).unwrap();
+        let verdict = v["receipts"][0]["verdict"].as_str().unwrap();
+        assert!(verdict.starts_with("verified with ed25519:"), "{verdict}");
+    }
+    assert!(served.stop(PATIENCE).success());
+}
+
 /// `renkei metrics` by partner (or `audit recount`, whose `args` say so) as JSON: each
 /// partner's count of acks with a verified receipt, and the log size it names.
 fn receipts_figures(dir: &Path, args: &[&str]) -> (std::collections::BTreeMap<String, u64>, u64) {

@@ -80,12 +80,15 @@ struct Desk {
     held: usize,
     /// The desk's signing key, which signs its receipts (none: unsigned acks).
     signer: Option<ed25519_dalek::SigningKey>,
+    /// Whether the node said it takes batch receipts (`Welcome.takes_batch_receipts`):
+    /// then what is acknowledged together is signed for with one signature.
+    batch_receipts: bool,
 }
 
 /// What becomes of a delivery.
 enum Taken {
     /// Handled: acknowledged, with the receipt of its bulletin when the desk signs.
-    Ack(Option<proto::SignedReceipt>),
+    Ack(Option<crate::receipt::Receipt>),
     /// Held back: not acknowledged, so it comes again.
     Held,
 }
@@ -108,6 +111,7 @@ impl Desk {
             inbox,
             seen: 0,
             held: 0,
+            batch_receipts: false,
         })
     }
 
@@ -144,26 +148,41 @@ impl Desk {
         self.args.count.is_some_and(|n| self.seen >= n)
     }
 
-    /// The desk's receipt of `v`, if it signs.
-    fn receipt(&self, v: &VerifiedBulletin) -> Option<proto::SignedReceipt> {
-        let key = self.signer.as_ref()?;
-        let c = &self.cfg.client;
-        let r = crate::receipt::Receipt::of(&c.id, &c.server_name, v, Timestamp::now());
-        Some(r.sign(key))
+    /// Says whether the node behind `client` takes batch receipts, if the desk signs.
+    async fn hear_node(&mut self, client: &Client) {
+        self.batch_receipts = match self.signer {
+            Some(_) => client.hello().await.is_ok_and(|w| w.takes_batch_receipts),
+            None => false,
+        };
     }
 
-    /// Handles one delivery: acknowledged (with a receipt) or held back.
-    async fn take(&mut self, delivery: proto::Delivery) -> anyhow::Result<Taken> {
+    /// The desk's receipt of `v`, received `now`, if it signs.
+    fn receipt(&self, v: &VerifiedBulletin, now: Timestamp) -> Option<crate::receipt::Receipt> {
+        self.signer.as_ref()?;
+        let c = &self.cfg.client;
+        Some(crate::receipt::Receipt::of(&c.id, &c.server_name, v, now))
+    }
+
+    /// The receipts of what is acknowledged together, signed: with one signature when
+    /// the node takes batch receipts, each alone otherwise.
+    fn signed(&self, receipts: Vec<(u64, crate::receipt::Receipt)>) -> Vec<proto::Receipted> {
+        match self.signer.as_ref() {
+            Some(key) => crate::receipt::Receipt::sign_for_ack(receipts, key, self.batch_receipts),
+            None => Vec::new(),
+        }
+    }
+
+    /// Handles one delivery, received `now`: acknowledged (with a receipt) or held back.
+    async fn take(&mut self, delivery: proto::Delivery, now: Timestamp) -> anyhow::Result<Taken> {
         let seq = delivery.seq;
         let Some(signed) = delivery.bulletin else {
             bail!("delivery {seq} carries no bulletin");
         };
-        let now = Timestamp::now();
         let arrival = self
             .inbox
             .classify(signed.clone(), &self.keys, now, &self.limits);
         let receipt = match &arrival {
-            Arrival::New(v) | Arrival::Duplicate(v) => self.receipt(v),
+            Arrival::New(v) | Arrival::Duplicate(v) => self.receipt(v, now),
             _ => None,
         };
         Ok(
@@ -276,6 +295,27 @@ impl Desk {
         }
     }
 
+    /// `first` and the deliveries that arrived with it, as many as `--count` still
+    /// takes and at most [`TOGETHER`].
+    fn with_arrived(
+        &self,
+        sub: &mut Subscription<'_>,
+        first: proto::Delivery,
+    ) -> anyhow::Result<Vec<proto::Delivery>> {
+        let left = self
+            .args
+            .count
+            .map_or(TOGETHER, |n| n.saturating_sub(self.seen));
+        let mut arrived = vec![first];
+        while arrived.len() < left.min(TOGETHER) {
+            match sub.buffered()? {
+                Some(d) => arrived.push(d),
+                None => break,
+            }
+        }
+        Ok(arrived)
+    }
+
     /// Receives on one subscription until it ends, the node goes idle, `--count` is
     /// reached, `stop` resolves, or (with `retry`) that long after a delivery was held
     /// back, since held-back deliveries come again only on a new subscription.
@@ -295,25 +335,32 @@ impl Desk {
                 next = next_within(sub, idle) => next?,
             };
             let Some(delivery) = next else { return Ok(()) };
-            let seq = delivery.seq;
-            match self.take(delivery).await? {
-                Taken::Ack(receipt) => {
-                    let receipt = receipt.map(|r| proto::Receipted {
-                        seq,
-                        receipt: Some(r),
-                    });
-                    sub.ack_with_receipts(vec![seq], receipt.into_iter().collect())
-                        .await?;
+            // What arrived together is handled, acknowledged and signed for together.
+            let (now, mut acked, mut receipts) = (Timestamp::now(), Vec::new(), Vec::new());
+            for delivery in self.with_arrived(sub, delivery)? {
+                let seq = delivery.seq;
+                match self.take(delivery, now).await? {
+                    Taken::Ack(receipt) => {
+                        acked.push(seq);
+                        receipts.extend(receipt.map(|r| (seq, r)));
+                    }
+                    Taken::Held => {
+                        self.held += 1;
+                        again = again.or(retry.map(|d| tokio::time::Instant::now() + d));
+                    }
                 }
-                Taken::Held => {
-                    self.held += 1;
-                    again = again.or(retry.map(|d| tokio::time::Instant::now() + d));
-                }
+            }
+            if !acked.is_empty() {
+                let receipted = self.signed(receipts);
+                sub.ack_with_receipts(acked, receipted).await?;
             }
         }
         Ok(())
     }
 }
+
+/// Deliveries handled and acknowledged together at most.
+const TOGETHER: usize = 64;
 
 /// The desk's signing key, if its configuration names one (`client.signing_key`):
 /// what signs its receipts.
@@ -394,6 +441,7 @@ pub(super) async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         return follow_forever(&mut desk).await;
     }
     let client = Client::connect(&desk.cfg).await?;
+    desk.hear_node(&client).await;
     let mut sub = client.subscribe(0).await?;
     let started = std::time::Instant::now();
     let result = desk.session(&mut sub, std::future::pending(), None).await;
@@ -446,6 +494,7 @@ async fn follow_forever(desk: &mut Desk) -> anyhow::Result<()> {
             }
         };
         backoff = Duration::from_secs(1);
+        desk.hear_node(&client).await;
         let result = follow_connection(desk, &client, &mut hup, &mut term).await;
         client.close().await;
         match result {

@@ -443,18 +443,8 @@ impl Acking {
     /// Signs the receipts taken, with one signature for them all when the peer takes
     /// batch receipts (`batch`), each alone otherwise.
     fn sign(&mut self, key: &ed25519_dalek::SigningKey, batch: bool) {
-        let (seqs, receipts): (Vec<u64>, Vec<Receipt>) = self.receipts.drain(..).unzip();
-        let signed = match batch {
-            true => Receipt::sign_all(&receipts, key),
-            false => receipts.iter().map(|r| r.sign(key)).collect(),
-        };
-        let receipted = seqs
-            .into_iter()
-            .zip(signed)
-            .map(|(seq, s)| proto::Receipted {
-                seq,
-                receipt: Some(s),
-            });
+        let receipts = std::mem::take(&mut self.receipts);
+        let receipted = Receipt::sign_for_ack(receipts, key, batch);
         self.frame.receipts.extend(receipted);
     }
 }
