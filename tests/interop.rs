@@ -218,22 +218,33 @@ fn a_bulletin_written_by_the_cli_verifies_independently() {
     assert_eq!(checked.tlp, 4, "TLP_AMBER_STRICT");
 }
 
-/// proto/README.md §4.7, with the caller's one trusted key for the receiver: the
-/// receipt's fields (receiver, node, origin, bulletin id, digest, time).
-fn independent_receipt(signed_bytes: &[u8], public_key: &[u8; 32]) -> Result<Vec<String>, String> {
-    let signed = decode(signed_bytes)?;
+/// A receipt's body, once its key id names `public_key` and its signature verifies
+/// with it over `domain` and the body.
+fn signed_body(
+    signed: &HashMap<u64, Vec<Field>>,
+    public_key: &[u8; 32],
+    domain: &[u8],
+) -> Result<Vec<u8>, String> {
     let (body, signature, key_id) = (
-        bytes_field(&signed, 1),
-        bytes_field(&signed, 2),
-        bytes_field(&signed, 3),
+        bytes_field(signed, 1),
+        bytes_field(signed, 2),
+        bytes_field(signed, 3),
     );
     if key_id != digest(&SHA256, public_key).as_ref()[..8] || signature.len() != 64 {
         return Err("key id or signature of the wrong key or size".into());
     }
-    let message = [&b"renkei/receipt/v1\0"[..], &body].concat();
+    let message = [domain, &body].concat();
     UnparsedPublicKey::new(&ED25519, public_key)
         .verify(&message, &signature)
         .map_err(|_| "signature does not verify".to_string())?;
+    Ok(body)
+}
+
+/// proto/README.md §4.7, with the caller's one trusted key for the receiver: the
+/// receipt's fields (receiver, node, origin, bulletin id, digest, time).
+fn independent_receipt(signed_bytes: &[u8], public_key: &[u8; 32]) -> Result<Vec<String>, String> {
+    let signed = decode(signed_bytes)?;
+    let body = signed_body(&signed, public_key, b"renkei/receipt/v1\0")?;
     let b = decode(&body)?;
     let time = match b.get(&6).and_then(|v| v.last()) {
         Some(Field::Varint(n)) => *n,
@@ -314,18 +325,7 @@ fn root_from_path(leaf: [u8; 32], index: u64, size: u64, path: &[Vec<u8>]) -> Op
 /// the receiver: what it states (receiver, node, origin, bulletin id, digest, time).
 fn independent_share(signed_bytes: &[u8], public_key: &[u8; 32]) -> Result<Vec<String>, String> {
     let signed = decode(signed_bytes)?;
-    let (body, signature, key_id) = (
-        bytes_field(&signed, 1),
-        bytes_field(&signed, 2),
-        bytes_field(&signed, 3),
-    );
-    if key_id != digest(&SHA256, public_key).as_ref()[..8] || signature.len() != 64 {
-        return Err("key id or signature of the wrong key or size".into());
-    }
-    let message = [&b"renkei/receipts/v1\0"[..], &body].concat();
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&message, &signature)
-        .map_err(|_| "signature does not verify".to_string())?;
+    let body = signed_body(&signed, public_key, b"renkei/receipts/v1\0")?;
     let (b, proof) = (decode(&body)?, decode(&bytes_field(&signed, 4))?);
     let item = bytes_field(&proof, 1);
     let path: Vec<Vec<u8>> = match proof.get(&3) {

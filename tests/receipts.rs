@@ -105,7 +105,11 @@ fn receipt_at(
 
 /// The records of `event` on jp-mod's log, as its audit office reads them.
 async fn records(dir: &Path, addr: SocketAddr, event: AuditEvent) -> Vec<proto::AuditRecord> {
-    let office = client(dir, addr, "audit-office").await;
+    records_read_by(client(dir, addr, "audit-office").await, event).await
+}
+
+/// The records of `event` on a node's log, as its audit office `office` reads them.
+async fn records_read_by(office: Client, event: AuditEvent) -> Vec<proto::AuditRecord> {
     let q = proto::AuditQuery {
         event: event as u32,
         limit: 1000,
@@ -211,12 +215,9 @@ async fn a_desk_signs_for_what_arrived_together_with_one_signature() {
         "subscribe --config jp-cdc.toml --count 6 --idle-timeout 20",
     );
     let acked = records(dir, addr, AuditEvent::Acked).await;
-    let shares: Vec<proto::SignedReceipt> = acked
-        .into_iter()
-        .filter(|r| r.partner == "jp-cdc")
-        .flat_map(|r| r.receipts)
-        .filter_map(|x| x.receipt)
-        .collect();
+    let desks = acked.into_iter().filter(|r| r.partner == "jp-cdc");
+    let receipted = desks.flat_map(|r| r.receipts);
+    let shares: Vec<proto::SignedReceipt> = receipted.filter_map(|x| x.receipt).collect();
     let signatures: std::collections::BTreeSet<_> =
         shares.iter().map(|s| s.signature.clone()).collect();
     assert_eq!(shares.len(), 6);
@@ -545,19 +546,9 @@ async fn a_node_signs_for_what_it_takes_at_once_with_one_signature() {
 /// The receipts kept in node `n`'s ack records, as its audit office reads them.
 async fn receipts_kept(mesh: &Mesh, n: &str) -> Vec<proto::SignedReceipt> {
     let office = mesh.client(&format!("{n}-audit")).await;
-    let q = proto::AuditQuery {
-        event: AuditEvent::Acked as u32,
-        limit: 1000,
-        ..Default::default()
-    };
-    let page = office.audit_query(q).await.unwrap();
-    office.close().await;
-    page.records
-        .iter()
-        .map(|r| proto::AuditRecord::decode(r.as_ref()).unwrap())
-        .flat_map(|r| r.receipts)
-        .filter_map(|x| x.receipt)
-        .collect()
+    let acked = records_read_by(office, AuditEvent::Acked).await;
+    let receipted = acked.into_iter().flat_map(|r| r.receipts);
+    receipted.filter_map(|x| x.receipt).collect()
 }
 
 /// Desk `desk` of `node` takes one delivery and acknowledges it with its receipt.

@@ -12,10 +12,8 @@ use prost::Message as _;
 
 use super::{Receipt, ReceiptError};
 use crate::audit::merkle::{self, MemoryTree, TreeHash};
-use crate::bulletin::{BulletinId, Digest};
-use crate::identity::{KeyId, PartnerId};
+use crate::identity::KeyId;
 use crate::proto;
-use crate::timestamp::Timestamp;
 
 /// The domain tag a batch receipt's signed message starts with: 18 ASCII bytes and a
 /// zero, unlike a single receipt's, so neither body can pass for the other.
@@ -107,7 +105,7 @@ pub(super) fn read(
     let leaf = merkle::leaf_hash(&proof.item);
     merkle::check_inclusion(&path, body.size, root, proof.index, leaf)
         .map_err(|e| ReceiptError::Malformed(format!("the bulletin is not in the batch: {e}")))?;
-    statement(&body, &item)
+    Receipt::from_proto(&as_single(body, item))
 }
 
 /// The batch body and the item, each in its canonical encoding.
@@ -130,28 +128,6 @@ fn hash(bytes: &[u8], what: &str) -> Result<TreeHash, ReceiptError> {
         .map_err(|_| ReceiptError::Malformed(format!("{what} is not 32 bytes")))
 }
 
-fn statement(
-    body: &proto::BatchReceiptBody,
-    item: &proto::ReceiptItem,
-) -> Result<Receipt, ReceiptError> {
-    let id = |what: &str, text: &str| {
-        text.parse::<PartnerId>()
-            .map_err(|e| ReceiptError::Malformed(format!("{what}: {e}")))
-    };
-    let digest = <[u8; 32]>::try_from(&item.digest[..])
-        .map_err(|_| ReceiptError::Malformed("the digest is not 32 bytes".into()))?;
-    Ok(Receipt {
-        receiver: id("receiver", &body.receiver)?,
-        node: id("node", &body.node)?,
-        origin: id("origin", &item.origin)?,
-        bulletin_id: BulletinId::parse_canonical(&item.bulletin_id).ok_or_else(|| {
-            ReceiptError::Malformed("the bulletin id is not a canonical UUID".into())
-        })?,
-        digest: Digest(digest),
-        received: Timestamp::from_unix_ms(body.received_unix_ms),
-    })
-}
-
 /// What a batch receipt says of its bulletin, read as a single receipt's body would be,
 /// without checking anything: for showing and indexing what a record keeps.
 pub(super) fn stated(
@@ -160,12 +136,17 @@ pub(super) fn stated(
 ) -> Option<proto::ReceiptBody> {
     let body = proto::BatchReceiptBody::decode(signed.body.clone()).ok()?;
     let item = proto::ReceiptItem::decode(proof.item.clone()).ok()?;
-    Some(proto::ReceiptBody {
+    Some(as_single(body, item))
+}
+
+/// The single receipt's body that states what `body` does of `item`.
+fn as_single(body: proto::BatchReceiptBody, item: proto::ReceiptItem) -> proto::ReceiptBody {
+    proto::ReceiptBody {
         receiver: body.receiver,
         node: body.node,
         origin: item.origin,
         bulletin_id: item.bulletin_id,
         digest: item.digest,
         received_unix_ms: body.received_unix_ms,
-    })
+    }
 }
