@@ -16,7 +16,7 @@ use crate::audit::record::Event;
 use crate::bulletin::BulletinId;
 use crate::identity::{Keyring, PartnerId};
 use crate::proto::{self, client_frame, server_frame, AuditEvent, ErrorCode};
-use crate::receipt::{Expected, VerifiedReceipt};
+use crate::receipt::{Expected, ReceiptError, VerifiedReceipt};
 use crate::store::{Store, StoreError};
 use crate::transport;
 
@@ -48,7 +48,7 @@ pub(crate) enum LeftOut {
     Unnamed(String),
     /// It does not verify with the receiver's key, or is of something else.
     #[error(transparent)]
-    Receipt(#[from] crate::receipt::ReceiptError),
+    Receipt(#[from] ReceiptError),
 }
 
 /// Why each receipt passed back by `peer` is not taken by node `node` (`ids`), given
@@ -74,19 +74,24 @@ pub(crate) fn judge_all(
         .map(|((signed, _), _)| (*signed).clone())
         .collect();
     let mut verified = VerifiedReceipt::verify_all(&to_verify, keys).into_iter();
-    let mut check = |owed: ToVerify| -> Result<(), LeftOut> {
-        let unverified = || Err(crate::receipt::ReceiptError::Malformed("unread".into()));
+    // verify_all answers each receipt it is given, in order.
+    let mut check = |of: ToVerify| -> Result<(), LeftOut> {
+        let unanswered = || {
+            Err(ReceiptError::Malformed(
+                "the receipt was not checked".into(),
+            ))
+        };
         verified
             .next()
-            .unwrap_or_else(unverified)?
-            .is_of(&owed.expected())?;
+            .unwrap_or_else(unanswered)?
+            .is_of(&of.expected())?;
         Ok(())
     };
     prechecked
         .into_iter()
         .map(|p| match p? {
             None => Ok(()),
-            Some(owed) => check(owed),
+            Some(of) => check(of),
         })
         .collect()
 }
