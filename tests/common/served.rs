@@ -123,18 +123,21 @@ impl Served {
         self.0 = None;
     }
 
-    /// SIGTERM, then waits (at most `patience`) for the exit status.
+    /// SIGTERM, then waits (at most `patience`) for the exit status. A node that does
+    /// not stop in time is killed before the test fails, so no node outlives its test.
     pub fn stop(mut self, patience: Duration) -> ExitStatus {
         self.signal("TERM");
         let mut child = self.0.take().expect("the node is running");
+        let pid = child.id().to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let status = child.wait();
             let _ = tx.send((status, child));
         });
-        let (status, _child) = rx
-            .recv_timeout(patience)
-            .expect("the node stops on SIGTERM");
+        let Ok((status, _child)) = rx.recv_timeout(patience) else {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("the node did not stop within {patience:?} of SIGTERM; it was killed");
+        };
         status.expect("the exit status")
     }
 }
