@@ -224,21 +224,11 @@ async fn a_desk_signs_for_what_arrived_together_with_one_signature() {
     assert!(signatures.len() < 6, "{} signatures", signatures.len());
     let key = format!("jp-cdc={}", public_key(dir, "jp-cdc"));
     for id in [&ids[0], &ids[5]] {
-        let args = [
-            "audit",
-            "receipts",
-            "--config",
-            "audit-office.toml",
-            "--bulletin",
-            id,
-            "--key",
-            &key,
-            "--format",
-            "json",
-        ];
-        let v: Value = serde_json::from_str(renkei_ok(dir, &args).stdout.trim()).unwrap();
-        let verdict = v["receipts"][0]["verdict"].as_str().unwrap();
-        assert!(verdict.starts_with("verified with ed25519:"), "{verdict}");
+        let verdicts = verdicts(dir, "audit-office.toml", id, &key);
+        assert!(
+            verdicts[0].starts_with("verified with ed25519:"),
+            "{verdicts:?}"
+        );
     }
     assert!(served.stop(PATIENCE).success());
 }
@@ -516,31 +506,34 @@ async fn a_node_signs_for_what_it_takes_at_once_with_one_signature() {
     let config = mesh.office("jp-mod");
     let key = format!("nato-ccdcoe={}", mesh.public("nato-ccdcoe"));
     for id in [&ids[0], &ids[10], &ids[19]] {
-        let args = [
-            "audit",
-            "receipts",
-            "--config",
-            &config,
-            "--bulletin",
-            id,
-            "--key",
-            &key,
-            "--format",
-            "json",
-        ];
-        let listed: Value =
-            serde_json::from_str(renkei_ok(&mesh.dir, &args).stdout.trim()).unwrap();
-        let verdicts: Vec<&str> = listed["receipts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["verdict"].as_str())
-            .collect();
-        assert_eq!(verdicts.len(), 1, "{listed}");
-        assert!(verdicts[0].starts_with("verified with"), "{listed}");
+        let verdicts = verdicts(&mesh.dir, &config, id, &key);
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        assert!(verdicts[0].starts_with("verified with"), "{verdicts:?}");
     }
     jp.close().await;
     mesh.stop_all();
+}
+
+/// What `audit receipts` (with the audit office's `config` and the receiver's `key`)
+/// says of each receipt of bulletin `id`.
+fn verdicts(dir: &Path, config: &str, id: &str, key: &str) -> Vec<String> {
+    let args = [
+        "audit",
+        "receipts",
+        "--config",
+        config,
+        "--bulletin",
+        id,
+        "--key",
+        key,
+        "--format",
+        "json",
+    ];
+    let listed: Value = serde_json::from_str(renkei_ok(dir, &args).stdout.trim()).unwrap();
+    let receipts = listed["receipts"].as_array().unwrap().iter();
+    receipts
+        .filter_map(|r| Some(r["verdict"].as_str()?.to_owned()))
+        .collect()
 }
 
 /// The receipts kept in node `n`'s ack records, as its audit office reads them.
