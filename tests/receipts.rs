@@ -472,21 +472,7 @@ async fn a_node_signs_for_what_it_takes_at_once_with_one_signature() {
     let desks = [("jp-cdc", "jp-mod"), ("nato-desk", "nato-ccdcoe")];
     let mut mesh = Mesh::new(tmp.path(), &nodes, &desks, &[("jp-mod", "nato-ccdcoe")], "");
     mesh.start("jp-mod");
-    let jp = mesh.client("jp-cdc").await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let title = format!("held for NATO {i}");
-        let b = sign_as(
-            mesh.key("jp-cdc"),
-            "jp-cdc",
-            Tlp::Green,
-            Kind::Advisory,
-            &title,
-            &[],
-            &[],
-        );
-        ids.push(jp.publish(b).await.unwrap().bulletin_id);
-    }
+    let ids = mesh.publish_advisories("jp-cdc", "held for NATO", 20).await;
     // NATO's node comes up to a queue of twenty, and takes them in a few batches.
     mesh.start("nato-ccdcoe");
     let mut shares: Vec<proto::SignedReceipt> = Vec::new();
@@ -510,7 +496,6 @@ async fn a_node_signs_for_what_it_takes_at_once_with_one_signature() {
         assert_eq!(verdicts.len(), 1, "{verdicts:?}");
         assert!(verdicts[0].starts_with("verified with"), "{verdicts:?}");
     }
-    jp.close().await;
     mesh.stop_all();
 }
 

@@ -9,10 +9,9 @@ use crate::common;
 use std::path::Path;
 use std::process::Command;
 
-use common::federation::{eventually, sign_as};
+use common::federation::eventually;
 use common::peers::Mesh;
 use common::{renkei, renkei_ok};
-use renkei::bulletin::{Kind, Tlp};
 use renkei::proto::AuditEvent;
 
 /// Tokyo's node and NATO's, linked, signing a checkpoint every second.
@@ -25,21 +24,7 @@ fn tokyo_and_nato(dir: &Path) -> Mesh {
 
 /// Tokyo's desk publishes `n` GREEN bulletins.
 async fn publish(mesh: &Mesh, n: usize) {
-    let jp = mesh.client("jp-cdc").await;
-    for i in 0..n {
-        let title = format!("advisory {i}");
-        let b = sign_as(
-            mesh.key("jp-cdc"),
-            "jp-cdc",
-            Tlp::Green,
-            Kind::Advisory,
-            &title,
-            &[],
-            &[],
-        );
-        jp.publish(b).await.unwrap();
-    }
-    jp.close().await;
+    mesh.publish_advisories("jp-cdc", "advisory", n).await;
 }
 
 /// NATO's node as a witness, for `--witness`.

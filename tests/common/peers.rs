@@ -14,7 +14,7 @@ use renkei::client::Client;
 use renkei::identity::PartnerId;
 
 use super::configs::node_toml;
-use super::federation::connect_as;
+use super::federation::{connect_as, sign_as};
 use super::served::{serve, Served};
 
 /// One node: its id, address, config, and the process when it runs.
@@ -284,6 +284,28 @@ impl Mesh {
         let office = super::configs::client_toml(&format!("{n}-audit"), self.nodes[n].addr, n);
         office.write(&self.dir, &name);
         name
+    }
+
+    /// Desk `desk` publishes `n` GREEN advisories titled `{title} {i}`; their ids.
+    pub async fn publish_advisories(&self, desk: &str, title: &str, n: usize) -> Vec<String> {
+        use renkei::bulletin::{Kind, Tlp};
+        let client = self.client(desk).await;
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let title = format!("{title} {i}");
+            let b = sign_as(
+                self.key(desk),
+                desk,
+                Tlp::Green,
+                Kind::Advisory,
+                &title,
+                &[],
+                &[],
+            );
+            ids.push(client.publish(b).await.unwrap().bulletin_id);
+        }
+        client.close().await;
+        ids
     }
 
     /// A desk's signing key.
