@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn served_objects_carry_the_bulletins_tlp_in_place_of_their_own() {
-        // Issue 25, defect 6: a RED indicator left the TAXII gateway unmarked.
+        // A RED indicator once left the TAXII gateway unmarked.
         let bare = object("indicator", 1, json!({}));
         let red = with_tlp(bare, Tlp::Red);
         assert_eq!(

@@ -156,7 +156,7 @@ fn restore_into_a_new_data_directory(dir: &Path) {
 
 /// Restored as another node's (checked with that node's key, `key`), the backup is
 /// refused and leaves nothing a node could start on. The key is given as a .pub file,
-/// as `keygen` writes it (issue 32: only the ed25519: text was taken).
+/// as `keygen` writes it (only the ed25519: text used to be taken).
 fn refused_as_another_nodes_backup(dir: &Path, key: &str) {
     std::fs::write(dir.join("us-dod.pub"), format!("{key}\n")).unwrap();
     let foreign = restore(
@@ -205,7 +205,7 @@ fn refused_as_a_rollback(dir: &Path, hub_key: &str) {
 }
 
 /// A backup whose manifest was edited (here, only the date it claims) is refused: the
-/// node signed its manifest. Issue 25: the same edit with the signature stripped was
+/// node signed its manifest. The same edit with the signature stripped was once
 /// restored, with a warning; it is refused too.
 fn refused_with_an_edited_or_unsigned_manifest(dir: &Path, hub_key: &str) {
     let tampered = dir.join("backups/tampered");

@@ -145,7 +145,7 @@ pub(crate) fn publish_frame(
     out
 }
 
-/// Issue 33: one partner sends tiny valid bulletins, each in a frame padded to a
+/// One partner sends tiny valid bulletins, each in a frame padded to a
 /// megabyte with a skipped field, on 8 connections, never reading a result. The node
 /// charges what it holds (the frame, until the bulletin is copied out of it), so it
 /// stays within the same memory bound as under any flood, and an honest desk still
@@ -326,7 +326,7 @@ fn holders_and_us(plan: Plan, desk: impl Fn(Partner) -> Partner) -> Plan {
         .partner(auditor("audit-office"))
 }
 
-/// Issue 33, attack 2: five partners open streams and announce a frame of the largest
+/// Five partners open streams and announce a frame of the largest
 /// size on each, then send nothing more, until the node's budget is all held. Before,
 /// a sixth partner's publishes hung (each stream took a frame's room before reading).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +397,7 @@ async fn partners_holding_streams_cannot_stop_another_from_publishing() {
     fed.stop().await;
 }
 
-/// Issue 33, attack 3: five partners publish as fast as the node takes them while a
+/// Five partners publish as fast as the node takes them while a
 /// sixth publishes one bulletin at a time. Turns at verifying and places in each group
 /// commit go round the partners, and while the sixth waits behind them the commits are
 /// kept short (`writer::pace`), so while one of its bulletins is on its way the

@@ -275,7 +275,7 @@ fn parties_without_a_country_or_organisation_are_named_and_both_is_an_error() {
     node(tmp.path());
     let path = tmp.path().join("hub.toml");
     let text = fs::read_to_string(&path).unwrap();
-    // Issue 27: the figures count by country; a party without one counts as unknown.
+    // The figures count by country; a party without one counts as unknown.
     let without = text.replace("country = \"US\"\n", "");
     fs::write(&path, &without).unwrap();
     let run = check(tmp.path());

@@ -326,7 +326,7 @@ fn a_key_is_generated_private_and_only_forced_over(dir: &Path) {
         &fs::metadata(dir.join("k.pem")).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    // Issue 32, item 5: its public half is beside it, for the card that announces it.
+    // Its public half is beside it, for the card that announces it.
     assert_eq!(
         fs::read_to_string(dir.join("k.pub")).unwrap().trim(),
         out.stdout.trim()

@@ -166,7 +166,7 @@ async fn an_auditor_reads_the_dashboard_in_a_browser() {
     let report: Value = serde_json::from_str(&metrics.stdout).unwrap();
     assert_eq!(outputs(&report, "US"), [2, 1, 4]);
     assert_eq!(outputs(&report, "AU"), [2, 1, 3], "not the AMBER indicator");
-    // Issue 27: the review sheet in JSON, this year's consultations against 4.
+    // The review sheet in JSON, this year's consultations against 4.
     let fy = this_fiscal_year();
     let consultations = report["indicators"]
         .as_array()
@@ -308,7 +308,7 @@ fn start_dashboard(dir: &Path) -> (Dashboard, String) {
 
 /// The first page as the browser shows it: the outputs per country as `renkei metrics`
 /// reported them, the chart, the countries engaged, the log the figures were computed
-/// from (issue 27), and the review sheet: this year's consultations against 4.
+/// from, and the review sheet: this year's consultations against 4.
 fn the_first_page_shows_the_figures(page: &str, report: &Value) {
     for partner in ["US", "AU"] {
         let [c, e, t] = outputs(report, partner);
@@ -344,7 +344,7 @@ fn the_first_page_shows_the_figures(page: &str, report: &Value) {
 
 /// The dashboard at `web` answers only its own pages: not a page that names another
 /// host (DNS rebinding through the auditor's browser), not another site's request
-/// (issue 25: each page is a recorded query; the checkpoint page has the node sign),
+/// (each page is a recorded query; the checkpoint page has the node sign),
 /// and a browser that says neither is asked to carry a SameSite=Strict cookie first
 /// (another site's request never carries it), the node not asked before.
 fn only_its_own_pages_are_answered(web: &str) {

@@ -26,7 +26,7 @@ fn the_demo_runs_a_federation_to_completion() {
         "ee-mod at nato-ccdcoe: 3 bulletin(s), each origin signature verified by the desk:",
         "GREEN  exercise from jp-cdc      via jp-mod -> ",
         "verified with nato-ccdcoe's key",
-        // Issue 27: Tokyo's figures by country, its own desks on the domestic line.
+        // Tokyo's figures by country, its own desks on the domestic line.
         "country/organisation   consultations exercises threat exchanges",
         "  JP (domestic)   ",
         "  US   ",

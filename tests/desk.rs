@@ -307,7 +307,7 @@ fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
         typo.stderr
     );
     // How many entries are unknown, not which: that would tell a desk who is
-    // configured here unless the operator discloses it (issue 25).
+    // configured here unless the operator discloses it.
     assert!(
         typo.stderr
             .contains("the audience names 1 entry this node knows as no partner"),
@@ -328,8 +328,8 @@ fn a_desk_learns_who_got_its_bulletin_and_an_audience_typo_is_refused() {
         "{}",
         nobody.stdout
     );
-    // It says where the reasons are (issue 32: "see above" pointed at nothing when the
-    // node does not disclose them).
+    // It says where the reasons are ("see above" used to point at nothing when the
+    // node did not disclose them).
     assert!(
         nobody.stderr.contains("nobody receives this bulletin")
             && nobody.stderr.contains("reason")

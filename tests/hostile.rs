@@ -161,7 +161,7 @@ async fn one_partner_cannot_open_unbounded_connections() {
     fed.stop().await;
 }
 
-/// Issue 33: a partner's connections that die without a word (a desk's machine loses
+/// A partner's connections that die without a word (a desk's machine loses
 /// power, a cable is cut) give their slots back once the node's idle timeout passes:
 /// connections nobody holds do not lock the partner out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! A lossy, reordering network (issue 18, item 3): desks and peer nodes reach real
+//! A lossy, reordering network: desks and peer nodes reach real
 //! `renkei serve` processes through a UDP proxy that loses, duplicates, delays and
 //! reorders datagrams and cuts the path for seconds at a time. Nothing accepted is
 //! lost, nothing reaches a desk twice, a short cut is ridden out on the same connection,

@@ -299,7 +299,7 @@ fn by_country(report: &proto::MetricsReport, party: &str, name: &str) -> u64 {
         .map_or(0, |f| f.value)
 }
 
-/// Issue 27: the figures by country follow whose each party was when each record was
+/// The figures by country follow whose each party was when each record was
 /// written. The US desk's ministry is renamed CA half way (a reload): its first
 /// bulletin stays the US's, its second is Canada's; Tokyo's own desk is domestic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

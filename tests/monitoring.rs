@@ -159,7 +159,7 @@ fn the_counters_are_the_reports(scrape: &prometheus_parse::Scrape, report: &prot
         &[("partner", "uk-mod"), ("kind", "exercise")],
     );
     assert_eq!(shared, figure("uk-mod", "shared.exercise"));
-    // Issue 27: the events once each, and per country or organisation (these partners
+    // The events once each, and per country or organisation (these partners
     // name none, so their origins count under "?").
     let events = sample(scrape, "renkei_events_total", &[("kind", "exercise")]);
     assert!(events >= received("exercise"), "{events}");
@@ -217,7 +217,7 @@ fn the_histograms_and_gauges_say_what_happened(scrape: &prometheus_parse::Scrape
 }
 
 /// `/healthz` and `/readyz` answer; anything else is refused politely, and a page that
-/// rebinds a name of its own to this address reads nothing (issue 25).
+/// rebinds a name of its own to this address reads nothing.
 fn the_listener_answers_only_what_it_serves(admin: SocketAddr) {
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));

@@ -1,4 +1,4 @@
-//! A partitioned federation, checked as Jepsen checks a database (issue 30). Every node
+//! A partitioned federation, checked as Jepsen checks a database. Every node
 //! is the peer of every other, and each link runs through a proxy that can cut it both
 //! ways. Random partitions split the nodes in two and heal, some for longer than a
 //! link's idle timeout, while a desk at every node publishes. After the last heal a

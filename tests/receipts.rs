@@ -1,4 +1,4 @@
-//! Signed receipts (issue 28): a desk acknowledging a delivery signs a receipt with its
+//! Signed receipts: a desk acknowledging a delivery signs a receipt with its
 //! key; the node verifies it before recording it with the ack, refuses an Ack whose
 //! receipt is forged, another receiver's or another bulletin's (and records why), and
 //! records an unsigned ack as unsigned. An auditor lists who signed for a bulletin and
@@ -123,7 +123,7 @@ async fn records_read_by(office: Client, event: AuditEvent) -> Vec<proto::AuditR
         .collect()
 }
 
-/// Issue 28: Tokyo's desk signs for the bulletin it receives, Australia's acknowledges
+/// Tokyo's desk signs for the bulletin it receives, Australia's acknowledges
 /// it unsigned; the audit office lists both, checks the signed receipt with the desk's
 /// key, writes the set, and checks it again offline, where a tampered set fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +316,7 @@ fn tamper(file: &Path) -> String {
     set.to_string()
 }
 
-/// Issue 28: Australia's desk sends a receipt signed with another key, Tokyo's receipt
+/// Australia's desk sends a receipt signed with another key, Tokyo's receipt
 /// as its own, and its receipt of another bulletin: each Ack is refused with
 /// BAD_RECEIPT, nothing in it is taken (the delivery comes again), and each refusal is
 /// on the log; its honest receipt is then taken and recorded.
@@ -393,7 +393,7 @@ async fn next(sub: &mut renkei::client::Subscription<'_>) -> proto::Delivery {
         .expect("a delivery")
 }
 
-/// Issue 28: in a line jp-mod — nato-ccdcoe — ee-mod, Tokyo's bulletin reaches the
+/// In a line jp-mod — nato-ccdcoe — ee-mod, Tokyo's bulletin reaches the
 /// desks of both other nodes, who sign for it; each node signs for what it takes from
 /// the one before it, and the receipts travel back along the path: Tokyo's audit
 /// office lists and verifies all four.

@@ -416,8 +416,8 @@ fn tallinn(fed: &Federation, title: &str) -> proto::SignedBulletin {
     fed.bulletin("ee-mod", Tlp::Green, Kind::Advisory, title, &[], &[])
 }
 
-/// Issue 25, defect 1: a reload kept removed `[[origin]]`s (and `[federation]`,
-/// `[disclosure]`) as they were, and recorded a digest it did not apply.
+/// A reload once kept removed `[[origin]]`s (and `[federation]`, `[disclosure]`) as
+/// they were, and recorded a digest it did not apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_puts_the_whole_file_in_force_or_none_of_it() {
     let mut fed = Federation::around("jp-mod")

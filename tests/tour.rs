@@ -117,7 +117,7 @@ fn the_metrics_say_what_the_recount_says(
     has("review sheet (actual, or actual / target = achievement):");
     has("1 / 2 = 50%");
     has("1 / 3 = 33%");
-    // Issue 27: the node's figures are what its verified export adds up to
+    // The node's figures are what its verified export adds up to
     // (the targets are the node's configuration's, not the log's).
     let recount = std::fs::read_to_string(cwd.join("recount.txt")).ok()?;
     // The figures, not the log each was computed from (the export is older).

@@ -1,4 +1,4 @@
-//! Witnessing (issue 28): peer nodes cosign each other's audit checkpoints. An auditor
+//! Witnessing: peer nodes cosign each other's audit checkpoints. An auditor
 //! who trusts a peer's key checks that the log it was given is the one the peer saw;
 //! a node whose log was rolled back (an old copy restored) or forked (a second log
 //! under the same key) is caught by its witness, which records the alarm and cosigns
@@ -44,7 +44,7 @@ async fn cosigned_size(mesh: &Mesh, at_least: u64) -> u64 {
     size
 }
 
-/// Issue 28: Tokyo's checkpoints carry NATO's cosignature; the audit office verifies
+/// Tokyo's checkpoints carry NATO's cosignature; the audit office verifies
 /// an export with NATO's key as its witness, and asking for a witness that never
 /// cosigned fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +164,7 @@ fn newest_cosigned(mesh: &Mesh) -> Option<u64> {
         .flatten()
 }
 
-/// Issue 28: an operator restores an old copy of Tokyo's database (a rollback): NATO's
+/// An operator restores an old copy of Tokyo's database (a rollback): NATO's
 /// node, which cosigned a later checkpoint, catches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_log_is_caught_by_its_witness() {
@@ -191,7 +191,7 @@ async fn a_rolled_back_log_is_caught_by_its_witness() {
     mesh.stop_all();
 }
 
-/// Issue 28: Tokyo's node is started on an empty database under the same key (a
+/// Tokyo's node is started on an empty database under the same key (a
 /// second log): NATO's node catches the fork.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_log_under_the_same_key_is_caught_by_its_witness() {

@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn no_input_makes_a_record_larger_than_its_bounds() {
-        // Issue 25, defect 3: a 900 KB object id in a refusal made a 2.4 MB record.
+        // A 900 KB object id in a refusal once made a 2.4 MB record.
         let huge = format!("object id {:?} is not a STIX id", "x\n".repeat(450_000));
         let r = Event::rejected(
             &pid("uk-mod"),

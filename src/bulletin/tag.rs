@@ -106,7 +106,7 @@ mod tests {
             "nationa\u{006C}-only",         // plain, for the table's sake
             "n\u{0061}\u{0301}tional-only", // a with a combining acute
             "nátional-only",                // precomposed á
-            "national\u{2010}only",         // hyphen (issue 25)
+            "national\u{2010}only",         // hyphen
             "national\u{2013}only",         // en dash
             "national\u{2212}only",         // minus sign
             "n\u{0430}tional-only",         // Cyrillic а

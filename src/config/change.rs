@@ -259,7 +259,7 @@ clearance = "green"
 
     #[test]
     fn a_peer_given_an_address_is_said_to_link() {
-        // Issue 32, item 7: this said "no change to the sharing policy".
+        // This used to say "no change to the sharing policy".
         let relay = "\n[[partner]]\nid = \"nato\"\nrole = \"relay\"\nclearance = \"green\"\n";
         let before = cfg(&format!("{BASE}{relay}"));
         let after = cfg(&format!("{BASE}{relay}address = \"192.0.2.7:4433\"\n"));

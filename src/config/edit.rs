@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_relay_whose_card_gives_its_address_is_dialled() {
-        // Issue 32, item 2: the address was only written in a comment.
+        // The address used to be written only in a comment.
         let (us, old) = (
             PublicKey::of(&generate_signing_key()),
             PublicKey::of(&generate_signing_key()),

@@ -398,7 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn partners_that_fill_the_node_cannot_stop_another_publishing() {
-        // Issue 33, attack 2: five partners hold every byte of the node's budget.
+        // Five partners hold every byte of the node's budget.
         let b = budgets(16);
         let mut held = Vec::new();
         for p in ["aa-mod", "bb-mod", "cc-mod", "dd-mod", "ee-mod"] {

@@ -271,7 +271,7 @@ mod tests {
         shared
     }
 
-    /// Issue 25, defect 9: a withdrawal that fails after a reload is recorded and
+    /// A withdrawal that fails after a reload is recorded and
     /// answered as `NotWithdrawn`; the new rules stay in force, and the next try (a
     /// start) withdraws the removed partner's queue.
     #[tokio::test]

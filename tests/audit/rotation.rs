@@ -1,11 +1,11 @@
-//! Audit-key rotation (issue 28): the hub's operator moves its log to a new checkpoint
+//! Audit-key rotation: the hub's operator moves its log to a new checkpoint
 //! key; the log records the change signed by both keys, an auditor who knew the old
 //! key follows the chain across it, and a forged rotation fails.
 
 use super::*;
 use crate::audit::verify::{edited, json, read_export};
 
-/// Issue 28: a day's log under the old key, a rotation, a day under the new key: the
+/// A day's log under the old key, a rotation, a day under the new key: the
 /// export verifies from the old key (the one the auditor held), not from the new one
 /// alone, and a rotation not signed by the old key is caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

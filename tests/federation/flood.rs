@@ -1,9 +1,9 @@
 //! A hostile peer node: when the node dials it and subscribes, it floods deliveries,
 //! either of tiny valid bulletins each inside a frame padded to a megabyte with a field
 //! the node's decoder skips, or of valid bulletins of 700 KB, faster than the node can
-//! store them. What the node holds of them counts against the peer's budget until each
-//! is stored (issue 25, defect 8; issue 33's padded frames), so its memory stays
-//! bounded while every bulletin is taken in.
+//! store them. What the node holds of them (a whole frame, padding included) counts
+//! against the peer's budget until each is stored, so its memory stays bounded while
+//! every bulletin is taken in.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

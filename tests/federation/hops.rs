@@ -66,7 +66,7 @@ async fn tokyos_green_advisory_reaches_tallinn_as_japans(mesh: &Mesh, jp: &Clien
     assert_eq!(title(&got[0]), "green advisory");
     assert_eq!(got[0].path, ["jp-mod", "nato-ccdcoe", "ee-mod"]);
     verify(mesh, &got[0], "jp-cdc");
-    // Issue 27: Tallinn's log says whose it was: Japan's, handed over by NATO's node,
+    // Tallinn's log says whose it was: Japan's, handed over by NATO's node,
     // shared with Estonia's desk. The figures count it for JP, not for the relay.
     let accepted = records(mesh, "ee-mod", AuditEvent::BulletinAccepted).await;
     let from_tokyo = accepted.iter().find(|r| r.origin == "jp-cdc").unwrap();
@@ -332,7 +332,7 @@ async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
     let stored = records(&mesh, "us-dod", AuditEvent::BulletinAccepted).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].partner, "jp-mod");
-    // Issue 32: the refusal comes back over the link. au-dod, whose copy it was, has it
+    // The refusal comes back over the link. au-dod, whose copy it was, has it
     // on its own record (it recorded the delivery as acked and nothing more before),
     // and says so in its status.
     let mut heard = Vec::new();
@@ -367,7 +367,7 @@ async fn an_origin_is_refused_through_a_peer_it_is_not_listed_for() {
     mesh.stop_all();
 }
 
-/// Issue 32: a bulletin a peer refused comes through once that peer's operator fixes
+/// A bulletin a peer refused comes through once that peer's operator fixes
 /// its configuration, without being published again. The sender offers it again when
 /// either side's rules change, and both logs tell the whole story.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,10 +446,9 @@ async fn kept(mesh: &Mesh, n: u64) {
     .await
 }
 
-/// Issue 25: a delivery larger than the receiving peer reads (its
-/// `Welcome.max_frame_bytes`) stayed first in the link's queue and held back everything
-/// after it. It is withdrawn from that peer, on the record with both sizes, and the
-/// rest flows.
+/// A delivery larger than the receiving peer reads (its `Welcome.max_frame_bytes`)
+/// once stayed first in the link's queue and held back everything after it. It is
+/// withdrawn from that peer, on the record with both sizes, and the rest flows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulletin_too_large_for_a_peer_is_withdrawn_and_the_rest_flows() {
     let tmp = tempfile::tempdir().unwrap();

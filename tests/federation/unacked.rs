@@ -1,8 +1,8 @@
-//! Peers that pull and never acknowledge (issue 30's "a peer node that never acks what
-//! it pulls", issue 33's peer links): one reads its deliveries and never acks them,
-//! one never reads at all, so QUIC grants the node no credit. Each holds at most one
-//! delivery window of the node's attention; the node's memory stays within a stated
-//! bound while a desk's large bulletins flow, and an honest desk receives every one.
+//! Peer nodes that pull what the node delivers over their links and never acknowledge
+//! it: one reads its deliveries and never acks them, one never reads at all, so QUIC
+//! grants the node no credit. Each holds at most one delivery window of the node's
+//! attention; the node's memory stays within a stated bound while a desk's large
+//! bulletins flow, and an honest desk receives every one.
 
 use std::path::Path;
 

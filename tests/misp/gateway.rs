@@ -124,7 +124,7 @@ fn comes_back_equal(built: &Path, feed: &Path) {
     assert!(text.contains("us-node > nato-ccdcoe"), "the path is kept");
 }
 
-/// Issue 31: Washington's desk publishes two events built in PyMISP, one for the
+/// Washington's desk publishes two events built in PyMISP, one for the
 /// community and one AMBER for Japan's desk; two nodes away, Japan's MISP reads both
 /// from its feed, Australia's only the first, and once Tokyo's node stops trusting
 /// the origin both leave the feeds.
@@ -212,7 +212,7 @@ fn same_objects(built: &Path, feed: &Path, uuid: &str) {
     assert!(same.contains("the same objects"), "{same}");
 }
 
-/// Issue 31: Tokyo's desk pushes events from its MISP into the node's gateway; they
+/// Tokyo's desk pushes events from its MISP into the node's gateway; they
 /// become bulletins the node signs for it and reach Australia's feed, the RED one no
 /// other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +244,7 @@ async fn a_desks_misp_pushes_events_that_reach_their_audiences_feeds() {
     mesh.stop_all();
 }
 
-/// Issue 31: an event that is not one, one too large, and one for its own
+/// An event that is not one, one too large, and one for its own
 /// organisation only are each refused with their own error code, and each refusal is
 /// on the log in a bounded record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,7 @@ fn node_and_desks(dir: &Path) -> common::served::Served {
     served
 }
 
-/// Issue 31: an event built with PyMISP is published by the US desk, reaches the
+/// An event built with PyMISP is published by the US desk, reaches the
 /// Australian desk as a signed bulletin, and comes out of its MISP feed with the same
 /// uuid, tags and attributes. An event for its own organisation only is refused.
 #[test]

@@ -108,7 +108,7 @@ async fn wrong_requests_get_taxii_errors_with_the_right_status() {
             "{a}"
         );
     }
-    // Issue 25: each refusal is on the log once, as a refused QUIC request would be.
+    // Each refusal is on the log once, as a refused QUIC request would be.
     let refused = jp_cdc_records(dir, addr, proto::AuditEvent::BulletinRejected).await;
     let reasons: Vec<&str> = refused.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(refused.len(), wanted.len(), "{reasons:#?}");

@@ -144,9 +144,9 @@ async fn every_page_handed_over_is_on_the_log(dir: &Path, addr: std::net::Socket
     );
 }
 
-/// Issue 25, defects 3 and 5: a huge invalid object id in an inbox write made a
-/// 2.4-million-character record, and a page was capped in objects but not in bytes
-/// (a 21 MB response). Records and pages are bounded.
+/// A huge invalid object id in an inbox write once made a 2.4-million-character
+/// record, and a page was capped in objects but not in bytes (a 21 MB response).
+/// Records and pages are bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_ids_and_large_objects_stay_bounded_in_records_and_pages() {
     let python = python();
@@ -213,8 +213,8 @@ async fn huge_ids_and_large_objects_stay_bounded_in_records_and_pages() {
     );
 }
 
-/// Issue 25, defects 2 and 6: a RED bulletin sent to a desk that was then removed and
-/// added again was still served through TAXII (unmarked), though QUIC withdrew it.
+/// A RED bulletin sent to a desk that was then removed and added again was once
+/// still served through TAXII (unmarked), though QUIC withdrew it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_was_withdrawn_from_a_partner_id_stays_withdrawn_through_taxii() {
     let python = python();

@@ -24,7 +24,7 @@ use super::phases::{publish, sign_all_with};
 use super::{publisher_id, sign_typed, subscriber_id, Setup, HUB};
 use crate::transport::{self, TlsIdentity};
 
-/// Bulletins stored before reading, at most (the figure).
+/// Bulletins stored before reading, at most (the scale the benchmark is set for).
 const STORED_AT_MOST: usize = 100_000;
 const TAXII: &str = "application/taxii+json;version=2.1";
 const GREEN: &str = "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb";

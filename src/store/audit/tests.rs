@@ -347,7 +347,7 @@ fn a_reopened_log_goes_on_from_its_checkpoint_and_refuses_one_that_does_not_matc
     assert!(err.contains("but the node signed"), "{err}");
 }
 
-/// Issue 27: a report names the log it counted. Read while a writer appends, every
+/// A report names the log it counted. Read while a writer appends, every
 /// `counted` answer is exactly what its first `size` records add up to, with their root.
 #[test]
 fn counters_read_under_appends_are_those_of_the_log_size_they_name() {

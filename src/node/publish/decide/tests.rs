@@ -242,7 +242,7 @@ fn an_unknown_audience_is_refused_unless_the_publisher_means_it() {
         publish(1, &typo, "us-dod"),
     ));
     assert_eq!(result.error, ErrorCode::UnknownAudience as i32);
-    // Which entry is unknown is the operator's to disclose (issue 25: an oracle).
+    // Which entry is unknown is the operator's to disclose (naming it would be an oracle).
     assert!(
         result.message.contains("names 1 entry this node knows")
             && !result.message.contains("natoo"),

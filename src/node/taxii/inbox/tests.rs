@@ -156,7 +156,7 @@ fn unlabelled_or_malformed_objects_are_refused_one_by_one() {
     assert!(why.contains("renkei shares nothing unlabelled"), "{why}");
 }
 
-/// Issue 25, defect 7: the inbox published as the node for anyone, with no audience.
+/// The inbox once published as the node for anyone, with no audience.
 #[test]
 fn the_node_signs_only_for_a_desk_that_could_publish_and_only_to_an_audience() {
     let amber = || vec![object("report", 5, Some(AMBER))];

@@ -191,8 +191,8 @@ fn objects_of_one_millisecond_get_distinct_dates_and_versions_compare_as_times()
     assert!(index.page(&q, &for_partner("jp-cdc")).positions.is_empty());
 }
 
-/// Issue 25, defect 4: one object with 1,200 versions made a page ask about every
-/// version once per version (13 s after a reload, when each answer reads the store).
+/// One object with 1,200 versions used to make a page ask about every version once
+/// per version (13 s after a reload, when each answer reads the store).
 #[test]
 fn a_page_asks_about_each_bulletin_once_however_many_versions_an_object_has() {
     let modified: Vec<String> = (0..1_200u32)
@@ -231,7 +231,7 @@ fn a_page_asks_about_each_bulletin_once_however_many_versions_an_object_has() {
     }
 }
 
-/// Issue 25, defect 5: the index held every object of every bulletin. It holds the
+/// The index once held every object of every bulletin. It holds the
 /// newest `most`; positions stay where they were, so a `next` from before still works.
 #[test]
 fn the_index_keeps_the_newest_objects_and_their_positions() {

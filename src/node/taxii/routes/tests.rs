@@ -74,7 +74,7 @@ fn every_object() -> Query {
     }
 }
 
-/// Issue 25, defect 9: a page and its DELIVERED record are made under one set of
+/// A page and its DELIVERED record are made under one set of
 /// rules. A reload (the gate's writer) waits for a page being recorded, and a page
 /// waits for a reload in progress: CONFIG_LOADED never falls between the two.
 #[tokio::test]
