@@ -53,27 +53,46 @@ pub(crate) enum ExchangeError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Runs `step` every few seconds while the link `conn` lasts and the node runs: at once
-/// again when it says more is waiting, and after a failure (a peer that refused, or
-/// does not speak the request) twice as long each time, saying so as `what`.
+/// When a link's side task takes its next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Again {
+    /// At once: more is waiting.
+    Now,
+    /// After this long, so that what comes meanwhile goes in one exchange.
+    After(Duration),
+    /// In a few seconds: there was nothing to do.
+    Idle,
+}
+
+/// Runs `step` while the link `conn` lasts and the node runs, as soon as each step says
+/// ([`Again`]), and after a failure (a peer that refused, or does not speak the
+/// request) twice as long each time, saying so as `what`.
 pub(crate) async fn repeat<F>(
     (conn, peer): (&quinn::Connection, &PartnerId),
     mut stop: tokio::sync::watch::Receiver<bool>,
     what: &str,
     mut step: impl FnMut() -> F,
 ) where
-    F: std::future::Future<Output = Result<bool, ExchangeError>>,
+    F: std::future::Future<Output = Result<Again, ExchangeError>>,
 {
-    let mut wait = EVERY;
+    let mut backoff = EVERY;
     loop {
-        match step().await {
-            Ok(true) => continue,
-            Ok(false) => wait = EVERY,
+        let wait = match step().await {
+            Ok(Again::Now) => continue,
+            Ok(Again::After(wait)) => {
+                backoff = EVERY;
+                wait
+            }
+            Ok(Again::Idle) => {
+                backoff = EVERY;
+                EVERY
+            }
             Err(why) => {
                 tracing::warn!(%peer, %why, "{what}");
-                wait = (wait * 2).min(BACKOFF_AT_MOST);
+                backoff = (backoff * 2).min(BACKOFF_AT_MOST);
+                backoff
             }
-        }
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,

@@ -26,6 +26,12 @@ use super::{Peering, Wire};
 /// Receipts one PassReceipts carries at most.
 pub(crate) const MAX_PASSED: usize = 1000;
 
+/// How long receipts gather after a pass that left none waiting. Passing back is not
+/// on anyone's critical path; passing each as it came cost every hop an exchange, a
+/// RECEIPTS_PASSED commit at the peer and a cursor sync every few milliseconds under a
+/// steady flow.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Why a receipt a peer passed back is left out.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub(crate) enum LeftOut {
@@ -272,21 +278,21 @@ pub(crate) async fn pass_back(conn: quinn::Connection, node: Peering, peer: Part
     exchange::repeat((&conn, &peer), node.shutdown.clone(), what, pass).await;
 }
 
-/// Passes back one batch of what `peer` is owed; true if it passed any or the log holds
-/// more to look through (more may be owed).
+/// Passes back one batch of what `peer` is owed; says when to pass again: at once if
+/// the log holds more to look through, after [`GATHER`] if it passed some.
 async fn pass_once(
     conn: &quinn::Connection,
     store: &Arc<Store>,
     wire: Wire<'_>,
     peer: &PartnerId,
-) -> Result<bool, ExchangeError> {
+) -> Result<exchange::Again, ExchangeError> {
     let next = store.receipts_passed(peer)?;
     let (receipts, through, more) = {
         let (store, peer) = (store.clone(), peer.clone());
         tokio::task::spawn_blocking(move || owed(&store, &peer, next, MAX_PASSED)).await??
     };
     if through <= next {
-        return Ok(false);
+        return Ok(exchange::Again::Idle);
     }
     let passed = !receipts.is_empty();
     if passed {
@@ -302,8 +308,14 @@ async fn pass_once(
             }
         }
     }
-    store.set_receipts_passed(peer, through)?;
-    Ok(passed || more)
+    // The cursor is synced: off the runtime's workers.
+    let (store, peer) = (store.clone(), peer.clone());
+    tokio::task::spawn_blocking(move || store.set_receipts_passed(&peer, through)).await??;
+    Ok(match (more, passed) {
+        (true, _) => exchange::Again::Now,
+        (false, true) => exchange::Again::After(GATHER),
+        (false, false) => exchange::Again::Idle,
+    })
 }
 
 /// The receipts on this node's log from audit seq `next` on that `peer` is owed (of

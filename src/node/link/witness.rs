@@ -153,7 +153,7 @@ fn hashes(proof: &[bytes::Bytes]) -> Option<Vec<TreeHash>> {
 pub(crate) async fn get_witnessed(conn: quinn::Connection, node: Peering, peer: PartnerId) {
     let what = "the peer did not cosign this node's checkpoint";
     let (c, n, p) = (&conn, &node, &peer);
-    let ask = move || async move { ask_once(c, n, p).await.map(|()| false) };
+    let ask = move || async move { ask_once(c, n, p).await.map(|()| exchange::Again::Idle) };
     exchange::repeat((&conn, &peer), node.shutdown.clone(), what, ask).await;
 }
 
