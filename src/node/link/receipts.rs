@@ -27,9 +27,9 @@ use super::{Peering, Wire};
 pub(crate) const MAX_PASSED: usize = 1000;
 
 /// How long receipts gather after a pass that left none waiting. Passing back is not
-/// on anyone's critical path; passing each as it came cost every hop an exchange, a
-/// RECEIPTS_PASSED commit at the peer and a cursor sync every few milliseconds under a
-/// steady flow.
+/// on anyone's critical path; passing what came since the last pass cost a relay an
+/// exchange, a RECEIPTS_PASSED commit at the peer and a cursor sync some eighty times a
+/// second at 1,000 bulletins a second.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why a receipt a peer passed back is left out.
@@ -308,7 +308,7 @@ async fn pass_once(
             }
         }
     }
-    // The cursor is synced: off the runtime's workers.
+    // Moving the cursor syncs the engine's journal: not on a runtime worker.
     let (store, peer) = (store.clone(), peer.clone());
     tokio::task::spawn_blocking(move || store.set_receipts_passed(&peer, through)).await??;
     Ok(match (more, passed) {
