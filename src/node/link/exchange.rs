@@ -77,26 +77,30 @@ pub(crate) async fn repeat<F>(
 {
     let mut backoff = EVERY;
     loop {
-        let wait = match step().await {
-            Ok(Again::Now) => continue,
-            Ok(Again::After(wait)) => {
-                backoff = EVERY;
-                wait
-            }
-            Ok(Again::Idle) => {
-                backoff = EVERY;
-                EVERY
-            }
-            Err(why) => {
-                tracing::warn!(%peer, %why, "{what}");
-                backoff = (backoff * 2).min(BACKOFF_AT_MOST);
-                backoff
-            }
-        };
+        let outcome = step().await.inspect_err(|why| {
+            tracing::warn!(%peer, %why, "{what}");
+        });
+        let wait;
+        (wait, backoff) = pause(outcome.ok(), backoff);
+        let Some(wait) = wait else { continue };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
             _ = conn.closed() => return,
+        }
+    }
+}
+
+/// After a step that said `outcome` (`None`: it failed), how long to wait before the
+/// next (`None`: at once), and the wait to double after the next failure.
+fn pause(outcome: Option<Again>, backoff: Duration) -> (Option<Duration>, Duration) {
+    match outcome {
+        Some(Again::Now) => (None, backoff),
+        Some(Again::After(wait)) => (Some(wait), EVERY),
+        Some(Again::Idle) => (Some(EVERY), EVERY),
+        None => {
+            let longer = (backoff * 2).min(BACKOFF_AT_MOST);
+            (Some(longer), longer)
         }
     }
 }
@@ -125,5 +129,29 @@ pub(crate) async fn request(
         }
         Some(f) => Ok(f),
         None => Err(ExchangeError::Unexpected("nothing".into(), what)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_taken_again_when_it_says_and_failures_wait_longer_each_time() {
+        let gather = Duration::from_millis(100);
+        assert_eq!(pause(Some(Again::Now), EVERY * 4), (None, EVERY * 4));
+        assert_eq!(
+            pause(Some(Again::After(gather)), EVERY * 4),
+            (Some(gather), EVERY)
+        );
+        assert_eq!(pause(Some(Again::Idle), EVERY * 4), (Some(EVERY), EVERY));
+        let (mut waits, mut backoff) = (Vec::new(), EVERY);
+        for _ in 0..9 {
+            let wait;
+            (wait, backoff) = pause(None, backoff);
+            waits.extend(wait);
+        }
+        assert_eq!(waits[..3], [EVERY * 2, EVERY * 4, EVERY * 8]);
+        assert_eq!(waits[8], BACKOFF_AT_MOST, "at most {BACKOFF_AT_MOST:?}");
     }
 }
