@@ -274,15 +274,18 @@ fn linger(
     }
 }
 
+/// A timer of the storage thread's own to let records nobody waits on linger: it does
+/// not depend on the node's runtime, which may be going away while the thread ends.
+fn own_timer() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+}
+
 /// The storage thread: whatever waits is taken off the channel into the waiting room
 /// (fair between partners), and each turn commits one group from it.
 fn run(w: Writer, mut requests: mpsc::Receiver<Request>) {
-    // A timer of the thread's own to let records nobody waits on linger: it does not
-    // depend on the node's runtime, which may be going away while this thread ends.
-    let timer = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .ok();
+    let timer = own_timer().ok();
     let mut waiting = staging::Staging::default();
     let mut lost = Lost::default();
     let mut guard = SpaceGuard::new(w.reserve);

@@ -181,10 +181,7 @@ fn lazy(n: u64) -> Request {
 }
 
 fn timer() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a timer")
+    own_timer().expect("a timer")
 }
 
 #[test]
