@@ -70,13 +70,15 @@ const VALUES_END: &[u8] = b"m/values";
 /// value files, not in the engine. 3: no partial chunk of audit hashes stored. 4: full
 /// chunks of audit hashes in the value files too. 5: each commit's engine batch framed
 /// in the value files after its values, read back when the store opens (a renkei
-/// reading layout 4 would cut off the commits its engine lost). Layouts 2 to 4 are read
-/// as they are and marked 5. The layout does not change with the engine: an earlier
+/// reading layout 4 would cut off the commits its engine lost). 6: the audit log's
+/// day counters saved with checkpoints, not with every commit, and `m/counted` naming
+/// the log size they count (a renkei reading layout 5 would add to counters that lag).
+/// Layouts 2 to 5 are read as they are and marked 6. The layout does not change with the engine: an earlier
 /// renkei's sled database is moved as it is, and that renkei is kept out of it after
 /// (`earlier`).
-pub const FORMAT: u64 = 5;
+pub const FORMAT: u64 = 6;
 /// The earlier layouts this renkei upgrades in place.
-const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=4;
+const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=5;
 const NODE_ID: &[u8] = b"m/node";
 const AUDIT_KEY: &[u8] = b"m/audit_key";
 /// The partners of the configuration last put in force, one id per line: a partner
@@ -319,6 +321,7 @@ impl Store {
         let (values, replays) = ValueLog::open(dir, committed)?;
         apply_again(&db, &state, replays)?;
         audit::upgrade_index(&state, &values)?;
+        audit::mark_counted(&state)?;
         let audit = audit::AuditState::load(&state, &values)?;
         let hash_run = audit.shared();
         let audit = std::sync::Mutex::new(audit);

@@ -220,7 +220,7 @@ fn read_the_log(data: &Path) -> (Vec<proto::AuditRecord>, Vec<metrics::Row>) {
         .records_from(0)
         .map(|r| proto::AuditRecord::decode(r.unwrap()).unwrap())
         .collect();
-    let rows = log.counters(u32::MAX).unwrap();
+    let rows = store.counted(u32::MAX).unwrap().rows;
     (records, rows)
 }
 

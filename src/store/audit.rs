@@ -13,10 +13,12 @@
 //! | `x/e/` event (1) first seq | seqs of the batch's records of that event |
 //! | `x/t/` time (u64 BE) first seq | empty: the batch's records carry this time |
 //! | `p/` size | signed checkpoint of the first `size` records |
-//! | `k/` day (u32 BE) partner `\0` name | counter (u64 BE) |
+//! | `k/` day (u32 BE) partner `\0` name | counter (u64 BE), as of `m/counted` |
+//! | `m/counted` | the log size the saved counters count (u64 BE); see `counters` |
 //!
-//! Index entries and counters are written once per batch and term, not once per record,
-//! which keeps a commit at a few dozen keys however many records it holds. Record times
+//! Index entries are written once per batch and term, not once per record, which keeps
+//! a commit at a few dozen keys however many records it holds; counters are saved with
+//! checkpoints (`counters`). Record times
 //! never go backwards (a clock step back is clamped), so the time index is a seq range.
 //!
 //! The hashes past the last full chunk are not stored but kept in memory (`hashes`).
@@ -24,7 +26,6 @@
 //! then left to be overwritten.)
 
 use crate::store::kv;
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -37,14 +38,16 @@ use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::merkle::{self, MerkleError, TreeHash};
 use crate::audit::record::Event;
 use crate::bulletin::BulletinId;
-use crate::metrics;
 use crate::proto;
 use crate::timestamp::Timestamp;
 
+mod counters;
 mod hashes;
 mod postings;
 mod read;
 
+pub(super) use counters::mark_counted;
+use counters::DayCounters;
 pub(super) use hashes::SharedRun;
 use hashes::{read_chunk, rebuild_tail, Extending, HashRun, CHUNK};
 use postings::Posting;
@@ -85,14 +88,10 @@ pub(super) struct AuditState {
     /// signature: the tree must still extend what was signed.
     pub signed_root: Option<TreeHash>,
     /// Every counter summed over all days: (partner, name) → total, for monitoring.
-    pub totals: BTreeMap<(String, String), u64>,
-    /// The day counters committed since the store opened, by key: a batch moves the
-    /// same few again and again, and adds to them here without reading the engine.
-    days: HashMap<Vec<u8>, u64>,
+    pub totals: counters::Totals,
+    /// The day counters, saved and not.
+    counters: DayCounters,
 }
-
-/// Day counters kept in [`AuditState::days`] at most: a few days of every partner's.
-const KNOWN_DAYS: usize = 4096;
 
 fn size(tree: &kv::Tree) -> Result<u64, StoreError> {
     match tree.get(SIZE)? {
@@ -165,21 +164,18 @@ impl AuditState {
                 format!("a checkpoint covers {checkpointed} records but the log holds {size}: records were lost"),
             ));
         }
-        let mut totals = BTreeMap::new();
         let reader = read::AuditReader {
             tree,
             values,
             run: &SharedRun::default(),
         };
-        for (_, partner, name, value) in reader.counters(u32::MAX)? {
-            *totals.entry((partner, name)).or_default() += value;
-        }
+        let (counters, totals) = DayCounters::load(tree, &reader, size)?;
         let state = AuditState {
             size,
             shared: Arc::new(RwLock::new(tail.clone())),
             tail,
             cache: RefCell::new(HashMap::new()),
-            days: HashMap::new(),
+            counters,
             last_time,
             checkpointed,
             signed_root,
@@ -232,9 +228,7 @@ type FilledChunks = Vec<(u64, Vec<TreeHash>)>;
 /// What a successful commit changes in the writer's state.
 pub(super) struct Appended {
     size: u64,
-    counts: CounterMoves,
-    /// The day counters' new values.
-    days: DayValues,
+    counters: counters::Moved,
     tail: HashRun,
     full: FilledChunks,
     last_time: u64,
@@ -274,12 +268,12 @@ impl AuditState {
         let mut time_key = seq_key(BY_TIME, now.unix_ms());
         time_key.extend_from_slice(&first.to_be_bytes());
         writes.insert(time_key, &[][..]);
-        let (counts, days) = write_counters(tree, &self.days, writes, &sealed.records)?;
+        let counters = self.counters.moved(tree, &sealed.records, size)?;
+        self.counters.write(&counters, size, writes);
         let (tail, full) = self.write_hashes(values, writes, sealed.hashes)?;
         Ok(Some(Appended {
             size,
-            counts,
-            days,
+            counters,
             tail,
             full,
             last_time: now.unix_ms(),
@@ -368,13 +362,10 @@ impl AuditState {
         self.size = a.size;
         self.tail = Arc::new(a.tail);
         *self.shared.write().unwrap_or_else(|p| p.into_inner()) = self.tail.clone();
-        for (key, by) in a.counts {
-            *self.totals.entry(key).or_default() += by;
+        for (key, by) in &a.counters.totals {
+            *self.totals.entry(key.clone()).or_default() += by;
         }
-        if self.days.len() + a.days.len() > KNOWN_DAYS {
-            self.days.clear();
-        }
-        self.days.extend(a.days);
+        self.counters.applied(a.counters, a.size);
         self.last_time = a.last_time;
         let mut cache = self.cache.borrow_mut();
         for (chunk, hashes) in a.full {
@@ -393,9 +384,9 @@ impl AuditState {
         merkle::root(size, &view).map_err(|e| corrupt(HASHES, e))
     }
 
-    /// Signs a checkpoint of the whole log, if it grew since the last, into `writes`,
-    /// after checking that the tree still extends the last one signed. Returns the
-    /// size and root signed.
+    /// Signs a checkpoint of the whole log, if it grew since the last, into `writes`
+    /// with every unsaved counter, after checking that the tree still extends the last
+    /// one signed. Returns the size and root signed.
     pub fn checkpoint(
         &self,
         tree: &kv::Tree,
@@ -422,14 +413,17 @@ impl AuditState {
         let note = crate::audit::checkpoint::sign_by(signers, self.size, root)
             .map_err(|e| corrupt(CHECKPOINTS, e))?;
         writes.insert(seq_key(CHECKPOINTS, self.size), note.as_bytes());
+        self.counters.write_all(self.size, writes);
         Ok(Some((self.size, root)))
     }
-}
 
-/// What a batch adds to each (partner, counter name).
-type CounterMoves = Vec<((String, String), u64)>;
-/// Day counters' values, by key.
-type DayValues = Vec<(Vec<u8>, u64)>;
+    /// The batch of [`AuditState::checkpoint`] is in the database.
+    pub fn signed(&mut self, size: u64, root: TreeHash) {
+        self.checkpointed = size;
+        self.signed_root = Some(root);
+        self.counters.saved(size);
+    }
+}
 
 /// Records sealed for a batch, before anything is written.
 struct Sealed {
@@ -440,50 +434,6 @@ struct Sealed {
     index: BTreeMap<Vec<u8>, Posting>,
     /// The Merkle hashes the records add.
     hashes: Vec<TreeHash>,
-}
-
-/// Adds what `records` move in the metric counters to `writes`, reading each counter
-/// from `known` (the values committed since the store opened) or else the engine;
-/// returns the moves and the counters' new values.
-fn write_counters(
-    tree: &kv::Tree,
-    known: &HashMap<Vec<u8>, u64>,
-    writes: &mut kv::Batch,
-    records: &[proto::AuditRecord],
-) -> Result<(CounterMoves, DayValues), StoreError> {
-    // A batch moves few distinct counters many times: add up borrowed names first.
-    let mut counts: BTreeMap<(u32, &str, Cow<'static, str>), u64> = BTreeMap::new();
-    for record in records {
-        metrics::each_count(record, |c| {
-            *counts.entry((c.day, c.partner, c.name)).or_default() += c.by;
-        });
-    }
-    let mut moved = Vec::with_capacity(counts.len());
-    let mut days = Vec::with_capacity(counts.len());
-    for ((day, partner, name), by) in counts {
-        let key = counter_key(day, partner, &name);
-        moved.push(((partner.to_owned(), name.into_owned()), by));
-        let old = match known.get(&key) {
-            Some(old) => *old,
-            None => match tree.get(&key)? {
-                Some(v) => be_u64(&key, &v)?,
-                None => 0,
-            },
-        };
-        writes.insert(key.clone(), &(old + by).to_be_bytes()[..]);
-        days.push((key, old + by));
-    }
-    Ok((moved, days))
-}
-
-fn counter_key(day: u32, partner: &str, name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(COUNTERS.len() + 4 + partner.len() + 1 + name.len());
-    k.extend_from_slice(COUNTERS);
-    k.extend_from_slice(&day.to_be_bytes());
-    k.extend_from_slice(partner.as_bytes());
-    k.push(0);
-    k.extend_from_slice(name.as_bytes());
-    k
 }
 
 fn partner_prefix(partner: &str) -> Vec<u8> {

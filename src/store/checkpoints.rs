@@ -23,9 +23,10 @@ impl Store {
             return Ok(None);
         };
         self.state.apply_batch(writes)?;
-        log.checkpointed = size;
-        log.signed_root = Some(root);
+        // Only once durable: a commit saving counters after it writes only those moved
+        // since, so it must never outlive a checkpoint that a crash took back.
         self.flush_durably()?;
+        log.signed(size, root);
         Ok(Some(size))
     }
 

@@ -143,6 +143,15 @@ impl Tree {
             .map(|g| g.into_inner().map_err(StoreError::from))
     }
 
+    /// The keyspace as it is now, for reads that must agree with each other and with
+    /// state taken at the same moment.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            snapshot: self.db.snapshot(),
+            keyspace: self.keyspace.clone(),
+        }
+    }
+
     /// Every entry, in key order, from one snapshot.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Entry> + use<> {
         self.db
@@ -196,6 +205,24 @@ impl Tree {
             }
         }
         Ok(writes.commit()?)
+    }
+}
+
+/// One keyspace as it was when the snapshot was taken: later batches are not seen.
+pub(crate) struct Snapshot {
+    snapshot: fjall::Snapshot,
+    keyspace: fjall::Keyspace,
+}
+
+impl Snapshot {
+    /// Every entry in `range`, in key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = Entry> + '_ {
+        self.snapshot
+            .range(&self.keyspace, range)
+            .map(|g| g.into_inner().map_err(StoreError::from))
     }
 }
 

@@ -10,7 +10,7 @@ use prost::Message as _;
 
 use super::{
     partner_prefix, postings, read_chunk, size, SharedRun, BY_BULLETIN, BY_EVENT, BY_TIME,
-    CHECKPOINTS, CHUNK, COUNTERS, HASHES, RECORDS,
+    CHECKPOINTS, CHUNK, HASHES, RECORDS,
 };
 use crate::audit::checkpoint;
 use crate::audit::merkle::{self, HashStore, MerkleError, TreeHash};
@@ -387,25 +387,6 @@ impl AuditReader<'_> {
         }
         Ok(())
     }
-
-    /// Every counter row from day 0 up to (not including) `until_day`.
-    pub fn counters(&self, until_day: u32) -> Result<Vec<metrics::Row>, StoreError> {
-        let mut rows = Vec::new();
-        let end = [COUNTERS, &until_day.to_be_bytes()[..]].concat();
-        for kv in self.tree.range(COUNTERS.to_vec()..end) {
-            let (k, v) = kv?;
-            let rest = &k[COUNTERS.len()..];
-            let parsed = rest.get(..4).and_then(|d| {
-                let day = u32::from_be_bytes(d.try_into().ok()?);
-                let tail = std::str::from_utf8(&rest[4..]).ok()?;
-                let (partner, name) = tail.split_once('\0')?;
-                Some((day, partner.to_owned(), name.to_owned()))
-            });
-            let (day, partner, name) = parsed.ok_or_else(|| corrupt(&k, "bad counter key"))?;
-            rows.push((day, partner, name, be_u64(&k, &v)?));
-        }
-        Ok(rows)
-    }
 }
 
 /// Counter rows as of one log size: what the first `size` records add up to.
@@ -429,33 +410,20 @@ impl From<Counted> for metrics::Counters {
     }
 }
 
-/// Optimistic reads of the counters before the writer is held for one.
-const COUNT_ATTEMPTS: usize = 3;
-
 impl super::super::Store {
     /// The counter rows before `until_day`, each as of the same log size, and that size
-    /// with its root: a report can then name the log it was computed from. A commit
-    /// moves the size and its counters in one batch, but a scan is not a snapshot, so
-    /// the size is read before and after; a log that keeps moving is read with its one
-    /// writer held (commits wait for the length of a scan).
+    /// with its root: a report can then name the log it was computed from. The saved
+    /// counters are read from a snapshot taken, with the unsaved ones, while the writer
+    /// is held (a commit waits for a copy of at most a thousand counters, not a scan).
     pub fn counted(&self, until_day: u32) -> Result<Counted, StoreError> {
-        let log = self.audit();
-        let read = || -> Result<Option<Counted>, StoreError> {
-            let size = log.size()?;
-            let rows = log.counters(until_day)?;
-            if log.size()? != size {
-                return Ok(None);
-            }
-            let root = log.root(size)?;
-            Ok(Some(Counted { rows, size, root }))
+        let (snapshot, size, unsaved) = {
+            let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+            let unsaved = log.counters.unsaved_before(until_day);
+            (self.state.snapshot(), log.size, unsaved)
         };
-        for _ in 0..COUNT_ATTEMPTS {
-            if let Some(counted) = read()? {
-                return Ok(counted);
-            }
-        }
-        let _writer = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        read()?.ok_or_else(|| corrupt(super::SIZE, "the log grew while its writer was held"))
+        let rows = super::counters::rows(&snapshot, until_day, unsaved)?;
+        let root = self.audit().root(size)?;
+        Ok(Counted { rows, size, root })
     }
 }
 

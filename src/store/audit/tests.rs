@@ -15,12 +15,12 @@ fn pid(s: &str) -> PartnerId {
     s.parse().unwrap()
 }
 
-fn open(dir: &std::path::Path) -> Store {
+pub(super) fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, 16 << 20).unwrap()
 }
 
 /// Commits `n` delivered-events, record i for partner `p{i % partners}`.
-fn append(store: &Store, from: u64, n: u64, partners: u64, now: Timestamp) {
+pub(super) fn append(store: &Store, from: u64, n: u64, partners: u64, now: Timestamp) {
     let entries = (from..from + n)
         .map(|i| {
             let partner = pid(&format!("p{}", i % partners));
@@ -34,7 +34,7 @@ fn decode(bytes: &[u8]) -> proto::AuditRecord {
     proto::AuditRecord::decode(bytes).unwrap()
 }
 
-fn signer() -> CheckpointSigner {
+pub(super) fn signer() -> CheckpointSigner {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     CheckpointSigner::new("renkei/jp-mod/audit", key).unwrap()
 }
@@ -183,7 +183,7 @@ fn accepted_bulletins_are_found_by_every_partner_they_were_decided_for() {
     let r = decode(&page.records[0]);
     assert_eq!((r.seq, r.bulletin_seqs.as_slice()), (1, &[1u64][..]));
 
-    assert_counters_equal_a_recount(&log);
+    assert_counters_equal_a_recount(&store);
     assert_withheld_partners_are_reindexed_on_open(dir.path(), store, &ee);
 }
 
@@ -213,7 +213,7 @@ fn a_commit_that_fails_moves_no_counter() {
         .into_iter()
         .map(|((d, p, n), v)| (d, p, n, v))
         .collect();
-    assert_eq!(log.counters(u32::MAX).unwrap(), recount);
+    assert_eq!(store.counted(u32::MAX).unwrap().rows, recount);
     let day = metrics::day_of(DAY0);
     assert!(recount.contains(&(day, "uk-mod".into(), "shared.exercise".into(), 2)));
 }
@@ -258,15 +258,23 @@ fn accepted_bulletin(
     }
 }
 
-/// Checks that the counters moved with the records equal a recount of them.
-fn assert_counters_equal_a_recount(log: &crate::store::AuditReader<'_>) {
-    // Counters moved with the records equal a recount of them.
-    let records: Vec<_> = log.records_from(0).map(|r| decode(&r.unwrap())).collect();
-    let recount: Vec<_> = metrics::aggregate(&records)
+/// What every record of `store`'s log adds up to, as counter rows.
+pub(super) fn recount(store: &Store) -> Vec<metrics::Row> {
+    let records: Vec<_> = store
+        .audit()
+        .records_from(0)
+        .map(|r| decode(&r.unwrap()))
+        .collect();
+    metrics::aggregate(&records)
         .into_iter()
         .map(|((d, p, n), v)| (d, p, n, v))
-        .collect();
-    assert_eq!(log.counters(u32::MAX).unwrap(), recount);
+        .collect()
+}
+
+/// Checks that the counters moved with the records equal a recount of them.
+fn assert_counters_equal_a_recount(store: &Store) {
+    let recount = recount(store);
+    assert_eq!(store.counted(u32::MAX).unwrap().rows, recount);
     assert!(recount.contains(&(
         metrics::day_of(DAY0),
         "uk-mod".into(),
@@ -408,12 +416,12 @@ fn independent_tree(store: &Store) -> MemoryTree {
 }
 
 /// Marks `store` as of layout `n`, as an earlier renkei left it.
-fn set_layout(store: &Store, n: u64) {
+pub(super) fn set_layout(store: &Store, n: u64) {
     store.state.insert(b"m/format", n.to_be_bytes()).unwrap();
 }
 
 /// The layout `store` is marked with.
-fn layout(store: &Store) -> u64 {
+pub(super) fn layout(store: &Store) -> u64 {
     let v = store.state.get(b"m/format").unwrap().unwrap();
     u64::from_be_bytes(v[..].try_into().unwrap())
 }
