@@ -316,16 +316,20 @@ fn check(setup: &Setup, seen: &Shared, data: &str) -> anyhow::Result<Checked> {
     missing("stored", &seen.accepted, &stored)?;
     let log = store.audit();
     let records = log.records_from(0).collect::<Result<Vec<_>, _>>()?;
+    let decoded = records
+        .iter()
+        .map(|bytes| proto::AuditRecord::decode(bytes.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut logged = HashSet::new();
-    for bytes in &records {
-        let r = proto::AuditRecord::decode(bytes.clone())?;
+    for r in &decoded {
         if r.event == proto::AuditEvent::BulletinAccepted as i32 {
-            logged.insert(r.bulletin_id);
+            logged.insert(r.bulletin_id.clone());
         } else if r.reason.starts_with("GAP:") {
             bail!("record {} names events the log lost: {}", r.seq, r.reason);
         }
     }
     missing("recorded as accepted", &seen.accepted, &logged)?;
+    counted_once(&store, &decoded)?;
     for (i, got) in seen.delivered.iter().enumerate() {
         let got: HashSet<String> = got.keys().cloned().collect();
         missing(
@@ -359,6 +363,25 @@ fn check(setup: &Setup, seen: &Shared, data: &str) -> anyhow::Result<Checked> {
         stored: stored.len() as u64,
         sizes,
     })
+}
+
+/// Checks that the node's counters, saved and recounted across the kills, are what
+/// its records add up to.
+fn counted_once(store: &crate::store::Store, records: &[proto::AuditRecord]) -> anyhow::Result<()> {
+    let recount: Vec<crate::metrics::Row> = crate::metrics::aggregate(records)
+        .into_iter()
+        .map(|((day, partner, name), n)| (day, partner, name, n))
+        .collect();
+    let counted = store.counted(u32::MAX)?;
+    if counted.size != records.len() as u64 || counted.rows != recount {
+        let differ = counted.rows.iter().filter(|r| !recount.contains(r)).count();
+        bail!(
+            "the node's counters at {} records are not what its {} records add up to ({differ} rows differ)",
+            counted.size,
+            records.len()
+        );
+    }
+    Ok(())
 }
 
 /// Checks each note's signature and that no two name different roots for one size;

@@ -391,7 +391,7 @@ fn crash_lines(c: &Value, phase: &str) {
         c["redelivered"]
     );
     emitln!(
-        "{phase}: PASSED {} cycles, {} kills, {} bulletins accepted of {} sent, each stored, recorded and delivered to all {} subscribers; {} checkpoints verified against the final log of {} records ({} sizes, one root each), no gap; {:.0} s",
+        "{phase}: PASSED {} cycles, {} kills, {} bulletins accepted of {} sent, each stored, recorded and delivered to all {} subscribers; {} checkpoints verified against the final log of {} records ({} sizes, one root each), no gap, its counters equal to a recount; {:.0} s",
         c["cycles"],
         c["kills"],
         c["accepted"],
