@@ -73,9 +73,9 @@ const VALUES_END: &[u8] = b"m/values";
 /// reading layout 4 would cut off the commits its engine lost). 6: the audit log's
 /// day counters saved with checkpoints, not with every commit, and `m/counted` naming
 /// the log size they count (a renkei reading layout 5 would add to counters that lag).
-/// Layouts 2 to 5 are read as they are and marked 6. The layout does not change with the engine: an earlier
-/// renkei's sled database is moved as it is, and that renkei is kept out of it after
-/// (`earlier`).
+/// Layouts 2 to 5 are read as they are and marked 6. The layout does not change with
+/// the engine: an earlier renkei's sled database is moved as it is, and that renkei is
+/// kept out of it after (`earlier`).
 pub const FORMAT: u64 = 6;
 /// The earlier layouts this renkei upgrades in place.
 const FORMAT_UPGRADED: std::ops::RangeInclusive<u64> = 2..=5;

@@ -18,8 +18,8 @@
 //!
 //! Index entries are written once per batch and term, not once per record, which keeps
 //! a commit at a few dozen keys however many records it holds; counters are saved with
-//! checkpoints (`counters`). Record times
-//! never go backwards (a clock step back is clamped), so the time index is a seq range.
+//! checkpoints (`counters`). Record times never go backwards (a clock step back is
+//! clamped), so the time index is a seq range.
 //!
 //! The hashes past the last full chunk are not stored but kept in memory (`hashes`).
 //! (Layout 2 wrote the partial chunk; such a chunk is checked against the records and

@@ -30,6 +30,12 @@ pub(super) const DIR: &str = "state";
 /// The in-memory write buffer, flushed to a sorted file when full. fjall's default
 /// (64 MiB) would count against a node's memory on top of its cache.
 const MEMTABLE_BYTES: u64 = 4 << 20;
+/// The size of the sorted files compactions write (fjall's default: 64 MiB). Each
+/// compaction running builds its file's filter and index in memory, and three engine
+/// workers may compact at once: at ten million queued bulletins, 32 MiB files kept the
+/// node's peak memory 38 to 61 MiB lower and drained no slower. Fixed when a keyspace
+/// is created: stores created earlier keep their 64 MiB.
+const TABLE_BYTES: u64 = 32 << 20;
 /// The journals kept before the oldest memtables are flushed (fjall's least): what a
 /// restart replays.
 const JOURNALS_BYTES: u64 = 64 << 20;
@@ -75,7 +81,12 @@ impl Db {
 
     /// The keyspace `name`, created if new.
     pub fn tree(&self, name: &str) -> Result<Tree, StoreError> {
-        let options = || fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let options = || {
+            let tables = fjall::compaction::Leveled::default().with_table_target_size(TABLE_BYTES);
+            fjall::KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .compaction_strategy(std::sync::Arc::new(tables))
+        };
         Ok(Tree {
             db: self.db.clone(),
             keyspace: self.db.keyspace(name, options)?,
