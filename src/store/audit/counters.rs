@@ -215,21 +215,30 @@ impl DayCounters {
 }
 
 /// The counter rows before `until_day`: those saved in `snapshot`, and over them
-/// `unsaved`, taken at the same moment.
+/// `unsaved` (in key order), taken at the same moment.
 pub(super) fn rows(
     snapshot: &kv::Snapshot,
     until_day: u32,
     unsaved: Vec<(Vec<u8>, u64)>,
 ) -> Result<Vec<metrics::Row>, StoreError> {
     let end = [COUNTERS, &until_day.to_be_bytes()[..]].concat();
-    let mut values = BTreeMap::new();
+    let mut rows = Vec::new();
+    let mut unsaved = unsaved.into_iter().peekable();
+    // Both in key order: merged as they are read, an unsaved value over a saved one.
     for kv in snapshot.range(COUNTERS.to_vec()..end) {
         let (k, v) = kv?;
-        let value = be_u64(&k, &v)?;
-        values.insert(k.to_vec(), value);
+        while let Some((key, value)) = unsaved.next_if(|(key, _)| key.as_slice() < &k[..]) {
+            rows.push(row(&key, value)?);
+        }
+        match unsaved.next_if(|(key, _)| key.as_slice() == &k[..]) {
+            Some((key, value)) => rows.push(row(&key, value)?),
+            None => rows.push(row(&k, be_u64(&k, &v)?)?),
+        }
     }
-    values.extend(unsaved);
-    values.iter().map(|(k, v)| row(k, *v)).collect()
+    for (key, value) in unsaved {
+        rows.push(row(&key, value)?);
+    }
+    Ok(rows)
 }
 
 /// The row of the counter at `key`.

@@ -147,3 +147,31 @@ fn a_layout_5_store_counts_its_whole_log() {
     let store = open(dir.path());
     assert_eq!(store.counted(u32::MAX).unwrap().rows, recount(&store));
 }
+
+/// Unsaved values come before, over, between and after the saved ones, in key order.
+#[test]
+fn a_report_merges_unsaved_counters_over_the_saved_ones_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let key = |partner: &str| super::counter_key(7, partner, "delivered");
+    for (partner, n) in [("b", 1u64), ("d", 2), ("f", 3)] {
+        store.state.insert(key(partner), n.to_be_bytes()).unwrap();
+    }
+    let unsaved = ["a", "d", "e", "g"].iter().map(|p| (key(p), 10)).collect();
+    let rows = super::rows(&store.state.snapshot(), 8, unsaved).unwrap();
+    let found: Vec<(String, u64)> = rows.into_iter().map(|(_, p, _, n)| (p, n)).collect();
+    let expected = [
+        ("a", 10),
+        ("b", 1),
+        ("d", 10),
+        ("e", 10),
+        ("f", 3),
+        ("g", 10),
+    ];
+    let expected: Vec<(String, u64)> = expected.iter().map(|(p, n)| (p.to_string(), *n)).collect();
+    assert_eq!(found, expected);
+    // A day from `until_day` on is left out.
+    assert!(super::rows(&store.state.snapshot(), 7, vec![])
+        .unwrap()
+        .is_empty());
+}
