@@ -28,7 +28,8 @@ pub(super) struct Receiver {
 /// the latencies (µs, publish to arrival).
 ///
 /// Verification runs beside the receiving, on the blocking pool, as a client with
-/// cores to spare would run it: what arrives while one batch is verified is the next.
+/// cores to spare would run it: a batch at once per core (a desk catching up on a
+/// backlog uses all of its own), and what arrives while they are verified is the next.
 pub(super) async fn subscribe(
     client: Client,
     setup: Arc<Setup>,
@@ -39,14 +40,9 @@ pub(super) async fn subscribe(
     let mut sub = client.subscribe(0).await?;
     let (mut got, mut done, mut latencies) = (0, 0, Vec::new());
     let (mut queued, mut to_ack) = (Vec::new(), Vec::new());
-    let mut verifying: Option<tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>> = None;
+    let verifiers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut verifying: tokio::task::JoinSet<anyhow::Result<Vec<u64>>> = tokio::task::JoinSet::new();
     while done < expected {
-        let verified = async {
-            match verifying.as_mut() {
-                Some(job) => job.await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             d = tokio::time::timeout(PATIENCE, sub.next()), if got < expected => {
                 let first = d
@@ -69,17 +65,16 @@ pub(super) async fn subscribe(
                     got += 1;
                 }
             }
-            seqs = verified => {
-                verifying = None;
+            Some(seqs) = verifying.join_next() => {
                 let seqs = seqs.context("a verifying task")??;
                 done += seqs.len();
                 to_ack.extend(seqs);
             }
         }
-        if !queued.is_empty() && verifying.is_none() {
+        if !queued.is_empty() && verifying.len() < verifiers {
             let batch = std::mem::take(&mut queued);
             if r.verify {
-                verifying = Some(verify_on_the_blocking_pool(batch, setup.clone()));
+                verifying.spawn_blocking(verify_blocking(batch, setup.clone()));
             } else {
                 done += batch.len();
                 to_ack.extend(batch.into_iter().map(|(seq, _)| seq));
@@ -116,12 +111,12 @@ fn latency_us(
     Ok(now_ns.saturating_sub(sent_ns) / 1_000)
 }
 
-/// Verifies `batch` on the blocking pool; the job gives back the batch's seqs.
-fn verify_on_the_blocking_pool(
+/// A job for the blocking pool that verifies `batch` and gives back its seqs.
+fn verify_blocking(
     batch: Vec<(u64, UnverifiedBulletin)>,
     setup: Arc<Setup>,
-) -> tokio::task::JoinHandle<anyhow::Result<Vec<u64>>> {
-    tokio::task::spawn_blocking(move || {
+) -> impl FnOnce() -> anyhow::Result<Vec<u64>> {
+    move || {
         let (seqs, bulletins): (Vec<u64>, Vec<_>) = batch.into_iter().unzip();
         let now = Timestamp::now();
         let limits = Limits::default();
@@ -129,7 +124,7 @@ fn verify_on_the_blocking_pool(
             v?;
         }
         Ok(seqs)
-    })
+    }
 }
 
 /// What one publisher got answered.
