@@ -546,9 +546,12 @@ impl Subscription<'_> {
         self.ack_with_receipts(seqs, vec![]).await
     }
 
-    /// Acknowledges deliveries with the signed receipts of some or all of them
-    /// (`crate::receipt::Receipt::sign`, each with the seq it is the receipt of); the
-    /// node verifies each and refuses the whole Ack if one does not verify.
+    /// Acknowledges deliveries with the signed receipts of some or all of them, each
+    /// with the seq it is the receipt of; the node verifies each and refuses the whole
+    /// Ack if one does not verify. [`crate::receipt::Receipt::sign_for_ack`] makes
+    /// them, with one signature for them all when the node takes batch receipts
+    /// ([`Client::hello`]'s `takes_batch_receipts`); signed each alone, they cost the
+    /// desk a signature and the node a verification per delivery.
     pub async fn ack_with_receipts(
         &mut self,
         seqs: Vec<u64>,
