@@ -311,11 +311,18 @@ async fn pass_once(
     // Moving the cursor syncs the engine's journal: not on a runtime worker.
     let (store, peer) = (store.clone(), peer.clone());
     tokio::task::spawn_blocking(move || store.set_receipts_passed(&peer, through)).await??;
-    Ok(match (more, passed) {
+    Ok(next_pass(more, passed))
+}
+
+/// When to pass again after a pass: at once while the log holds `more` to look
+/// through, after [`GATHER`] once a pass `passed` some and caught up (so that what
+/// comes meanwhile goes back in one exchange), and idly when there was nothing.
+fn next_pass(more: bool, passed: bool) -> exchange::Again {
+    match (more, passed) {
         (true, _) => exchange::Again::Now,
         (false, true) => exchange::Again::After(GATHER),
         (false, false) => exchange::Again::Idle,
-    })
+    }
 }
 
 /// The receipts on this node's log from audit seq `next` on that `peer` is owed (of

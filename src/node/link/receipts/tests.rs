@@ -160,3 +160,20 @@ fn what_is_owed_is_read_a_frame_at_a_time_each_receipt_once() {
     assert_eq!(frames, [2, 3, 1]);
     assert_eq!(owed(&store, &jp, next, 3).unwrap().0.len(), 0);
 }
+
+#[test]
+fn receipts_gather_after_a_pass_that_caught_up_and_a_backlog_passes_at_once() {
+    use exchange::Again;
+    assert_eq!(
+        next_pass(true, true),
+        Again::Now,
+        "more in the log: a frame at a time, without waiting"
+    );
+    assert_eq!(next_pass(true, false), Again::Now);
+    assert_eq!(
+        next_pass(false, true),
+        Again::After(GATHER),
+        "caught up after passing some: what comes next gathers"
+    );
+    assert_eq!(next_pass(false, false), Again::Idle);
+}
