@@ -22,14 +22,26 @@ pub(super) struct Receiver {
     pub verify: bool,
     /// For the latency phase: when each bulletin was sent (ns after `epoch`), by number.
     pub sent: Option<(Arc<Vec<AtomicU64>>, Instant)>,
+    /// Batches this subscriber verifies at once ([`batches_each`]).
+    pub batches: usize,
+}
+
+/// Batches each of `subscribers` verifies at once, so that together they keep a batch
+/// per core in verification, as desks on machines of their own would use theirs: a
+/// single subscriber catching up on a backlog verifies on every core, while four
+/// subscribers on two cores verify a batch at a time each (more would take the cores
+/// the node measured beside them needs, for no gain).
+fn batches_each(subscribers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / subscribers.max(1)).max(1)
 }
 
 /// Receives `expected` deliveries; returns when the last was verified and acked, and
 /// the latencies (µs, publish to arrival).
 ///
 /// Verification runs beside the receiving, on the blocking pool, as a client with
-/// cores to spare would run it: a batch at once per core (a desk catching up on a
-/// backlog uses all of its own), and what arrives while they are verified is the next.
+/// cores to spare would run it: `r.batches` batches at once, and what arrives while
+/// they are verified is the next.
 pub(super) async fn subscribe(
     client: Client,
     setup: Arc<Setup>,
@@ -40,7 +52,6 @@ pub(super) async fn subscribe(
     let mut sub = client.subscribe(0).await?;
     let (mut got, mut done, mut latencies) = (0, 0, Vec::new());
     let (mut queued, mut to_ack) = (Vec::new(), Vec::new());
-    let verifiers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut verifying: tokio::task::JoinSet<anyhow::Result<Vec<u64>>> = tokio::task::JoinSet::new();
     while done < expected {
         tokio::select! {
@@ -71,7 +82,7 @@ pub(super) async fn subscribe(
                 to_ack.extend(seqs);
             }
         }
-        if !queued.is_empty() && verifying.len() < verifiers {
+        if !queued.is_empty() && verifying.len() < r.batches {
             let batch = std::mem::take(&mut queued);
             if r.verify {
                 verifying.spawn_blocking(verify_blocking(batch, setup.clone()));
@@ -223,6 +234,7 @@ pub(super) async fn saturation(setup: Arc<Setup>) -> anyhow::Result<Value> {
     let receiver = Receiver {
         verify: !a.skip_verify,
         sent: None,
+        batches: batches_each(a.subscribers),
     };
     let mut subscribers = tokio::task::JoinSet::new();
     for i in 0..a.subscribers {
@@ -320,6 +332,7 @@ pub(super) async fn timed_clients(
     let receiver = Receiver {
         verify: !a.skip_verify,
         sent: Some((sent.clone(), epoch)),
+        batches: batches_each(a.subscribers),
     };
     let mut subscribers = tokio::task::JoinSet::new();
     for i in 0..a.subscribers {
@@ -424,6 +437,7 @@ pub(super) async fn backlog(setup: Arc<Setup>) -> anyhow::Result<Value> {
     let receiver = Receiver {
         verify: !a.skip_verify,
         sent: None,
+        batches: batches_each(1),
     };
     let client = connect(&setup.dir, &subscriber_id(0), node.addr).await?;
     let start = Instant::now();
