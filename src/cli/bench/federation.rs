@@ -15,8 +15,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
+use super::clients::publish;
 use super::node::NodeProcess;
-use super::phases::{percentile, publish, sign_all, timed_clients, TimedClients};
+use super::phases::{percentile, sign_all, timed_clients, TimedClients};
 use super::{publisher_id, subscriber_id, Setup};
 use crate::identity::PublicKey;
 

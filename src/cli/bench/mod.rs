@@ -8,6 +8,7 @@
 //! (`node`), so its memory is its own. Figures are printed as a table and, with
 //! `--json FILE`, written with the parameters, the machine and the git revision.
 
+mod clients;
 mod crash;
 mod federation;
 mod hostile;

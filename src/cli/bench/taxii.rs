@@ -19,8 +19,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+use super::clients::publish;
 use super::node::{free_port, NodeProcess};
-use super::phases::{publish, sign_all_with};
+use super::phases::sign_all_with;
 use super::{publisher_id, sign_typed, subscriber_id, Setup, HUB};
 use crate::transport::{self, TlsIdentity};
 
